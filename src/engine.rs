@@ -1,0 +1,296 @@
+//! The engine: event in, decision and (maybe) a rollback out. It never sees HTTP; git goes
+//! through [`ConfigRepo`]. Live webhooks, `simulate`, the CLI and chat all call [`Engine::handle`].
+
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use tracing::{info, info_span, warn};
+
+use crate::clock::Clock;
+use crate::config::{Config, Secrets};
+use crate::decision::{Decision, Report};
+use crate::diagnostic::Diagnostic;
+use crate::event::Event;
+use crate::git::{Auth, ConfigRepo, GitError, PlanRequest, Planned, PushResult, Trailers, WriteTarget};
+use crate::guards;
+use crate::plan::{Plan, Sha};
+use crate::policy::{Mode, OnViolation, Policy, PolicySet};
+use crate::rollback::{Delivery, Outcome, Rollback, RollbackId};
+use crate::template::{COMMIT_TEMPLATE, TAG_TEMPLATE, TemplateError, Templates};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Git(#[from] GitError),
+    #[error("policy `{policy}`: {message}")]
+    Policy { policy: String, message: String },
+    #[error("policies are invalid:\n{}", .0.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"))]
+    Policies(Vec<Diagnostic>),
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+}
+
+impl EngineError {
+    /// The CLI's exit code: 1 for what the user or the config must fix, 3 for git and the remote.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            EngineError::Git(
+                GitError::BadRevision { .. } | GitError::NoKnownGood { .. } | GitError::RangeTooLong { .. } | GitError::NoBranch(_),
+            ) => 1,
+            EngineError::Git(_) => 3,
+            _ => 1,
+        }
+    }
+
+    /// Whether the sender should retry later (the origin could not be reached or kept moving).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, EngineError::Git(GitError::Unreachable { .. } | GitError::Contended { .. }))
+    }
+}
+
+/// What the caller wants beyond the event itself.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Overrides the known-good search (`--to REV`).
+    pub to: Option<String>,
+    /// Decide and plan, write nothing.
+    pub dry_run: bool,
+}
+
+pub struct Engine {
+    config: Config,
+    policies: PolicySet,
+    templates: Templates,
+    repo: ConfigRepo,
+    clock: Arc<dyn Clock>,
+}
+
+impl Engine {
+    pub fn new(config: Config, secrets: Secrets, clock: Arc<dyn Clock>) -> Result<Self, EngineError> {
+        let (policies, warnings) = PolicySet::load(&config.policies).map_err(EngineError::Policies)?;
+        for w in warnings {
+            warn!("{w}");
+        }
+        let templates = Templates::load(&config.templates)?;
+        let auth = Auth { token: secrets.git_token, ssh_key: config.repo.ssh_key_file.clone() };
+        let repo = ConfigRepo::open(&config, auth)?;
+        Ok(Engine { config, policies, templates, repo, clock })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn policies(&self) -> &PolicySet {
+        &self.policies
+    }
+
+    pub fn repo(&mut self) -> &mut ConfigRepo {
+        &mut self.repo
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// Fetches (if stale) and returns the audit index, for `history` and the API.
+    pub fn history(&mut self) -> Result<&crate::git::AuditIndex, EngineError> {
+        self.repo.fetch(false)?;
+        let now = self.clock.now();
+        Ok(self.repo.audit(now)?)
+    }
+
+    /// Handles one event end to end. Retries when the branch moved between plan and push; each
+    /// retry re-reads the origin, so a rollback another replica pushed meanwhile turns this
+    /// attempt into a duplicate instead of a second commit.
+    pub fn handle(&mut self, event: &Event, opts: &Options) -> Result<Report, EngineError> {
+        let span = info_span!("event", trigger = %event.trigger(), rollback_id = tracing::field::Empty);
+        let _enter = span.enter();
+        self.repo.fetch(false)?;
+        let attempts = self.config.git.push_retries + 1;
+        for attempt in 0..attempts {
+            match self.attempt(event, opts, attempt, &span)? {
+                Attempt::Done(report) => {
+                    info!(outcome = report.outcome.name(), "{}", report.outcome.summary());
+                    return Ok(*report);
+                }
+                Attempt::Moved => {
+                    warn!(attempt, "branch moved during the rollback; fetching and planning again");
+                    self.repo.fetch(true)?;
+                }
+            }
+        }
+        Err(GitError::Contended { url: self.repo.url(), branch: self.repo.branch().to_string(), attempts }.into())
+    }
+
+    fn attempt(&mut self, event: &Event, opts: &Options, retries: u32, span: &tracing::Span) -> Result<Attempt, EngineError> {
+        let now = self.clock.now();
+        let mut decision = Decision::for_event(event);
+        let done = |decision: Decision, plan: Option<Plan>, outcome: Outcome| {
+            Ok(Attempt::Done(Box::new(Report { decision, plan, outcome })))
+        };
+
+        let trigger = event.trigger();
+        let index = self.repo.audit(now)?;
+        if let Some(r) = index.find_trigger(&trigger) {
+            let reason = format!("{trigger} was already handled by {} at {}", r.id, r.at);
+            return done(decision, None, Outcome::Duplicate { rollback_id: RollbackId(r.id.clone()), commit: r.commit.clone(), reason });
+        }
+
+        let (policy, tried) = self.policies.first_match(event);
+        decision.record_trials(tried);
+        let Some(policy) = policy else {
+            let reason = format!("no policy matches this {} event", event.source);
+            return done(decision, None, Outcome::Ignored { reason });
+        };
+        let policy = policy.clone();
+        decision.policy = Some(policy.name().to_string());
+        decision.mode = Some(policy.action.mode);
+        let target = policy
+            .resolve_target(event)
+            .map_err(|message| EngineError::Policy { policy: policy.name().to_string(), message })?;
+        decision.target = Some(target.clone());
+        let id = RollbackId::derive(&trigger, &target.service, &target.env);
+        span.record("rollback_id", id.as_str());
+
+        let request = PlanRequest { target: &target, strategy: policy.action.strategy, to: opts.to.as_deref() };
+        let plan = match self.repo.plan(&request)? {
+            Planned::Ready(plan) => *plan,
+            Planned::AlreadyRolledBack { id, commit, reason } => {
+                return done(decision, None, Outcome::Duplicate { rollback_id: RollbackId(id), commit, reason });
+            }
+            Planned::Noop { reason } => return done(decision, None, Outcome::Noop { reason }),
+        };
+        if let Some(note) = &plan.strategy_note {
+            decision.notes.push(note.clone());
+        }
+
+        decision.guards = guards::evaluate(&policy.guards, &plan, self.repo.index(), now);
+        let failed: Vec<String> = decision.guards.iter().filter(|g| !g.passed).map(|g| format!("{}: {}", g.guard, g.detail)).collect();
+        let mut delivery = match policy.action.mode {
+            Mode::Direct => Delivery::Direct,
+            Mode::PullRequest => Delivery::Proposal,
+            Mode::Notify => {
+                let reason = format!("policy {} only notifies; rollback {id} was not written", policy.name());
+                return done(decision, Some(plan), Outcome::Notified { reason });
+            }
+        };
+        if !failed.is_empty() {
+            match policy.guards.on_violation {
+                OnViolation::Deny => {
+                    let reason = failed.join("; ");
+                    return done(decision, Some(plan), Outcome::Denied { reason });
+                }
+                OnViolation::Propose => {
+                    if delivery == Delivery::Direct {
+                        decision.notes.push(format!("guard failed, proposing for review instead of pushing: {}", failed.join("; ")));
+                    }
+                    delivery = Delivery::Proposal;
+                }
+            }
+        }
+        if opts.dry_run {
+            return done(decision, Some(plan), Outcome::DryRun { would: delivery, rollback_id: id });
+        }
+
+        match self.write(event, &policy, &plan, &id, delivery, retries, now)? {
+            Some(rollback) => {
+                let outcome = match delivery {
+                    Delivery::Direct => Outcome::RolledBack { rollback },
+                    Delivery::Proposal => Outcome::Proposed { rollback },
+                };
+                done(decision, Some(plan), outcome)
+            }
+            None => Ok(Attempt::Moved),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn write(
+        &mut self,
+        event: &Event,
+        policy: &Policy,
+        plan: &Plan,
+        id: &RollbackId,
+        delivery: Delivery,
+        retries: u32,
+        now: Timestamp,
+    ) -> Result<Option<Rollback>, EngineError> {
+        let trailers = Trailers {
+            id: id.to_string(),
+            service: plan.target.service.clone(),
+            env: plan.target.env.clone(),
+            of: plan.bad_commits.iter().map(|c| c.sha.0.clone()).collect(),
+            to: plan.known_good.sha.0.clone(),
+            policy: policy.name().to_string(),
+            trigger: event.trigger(),
+            actor: event.actor(),
+            reason: event.reason(),
+            strategy: plan.strategy.to_string(),
+            emergency: false,
+        };
+        let ctx = message_context(event, policy, plan, id, delivery);
+        let body = self.templates.render(COMMIT_TEMPLATE, &ctx)?;
+        let message = trailers.append_to(&body);
+        let commit = self.repo.create_commit(&plan.head, &plan.tree, &message, now)?;
+        let (target, tag) = match delivery {
+            Delivery::Direct => {
+                let name = format!("rollback/{}/{}/{}", plan.target.service, plan.target.env, id);
+                let tag_msg = self.templates.render(TAG_TEMPLATE, &ctx)?;
+                let tag_id = self.repo.create_tag(&name, &commit, &tag_msg, now)?;
+                (WriteTarget::Branch { name: plan.branch.clone(), expected: plan.head.clone() }, Some((name, tag_id)))
+            }
+            Delivery::Proposal => {
+                let name = format!("rollback/{}/{}/{}", plan.target.service, plan.target.env, id);
+                (WriteTarget::NewBranch { name }, None)
+            }
+        };
+        let tag_ref = tag.as_ref().map(|(n, t)| (n.as_str(), t));
+        match self.repo.publish(&commit, &target, tag_ref)? {
+            PushResult::Moved => Ok(None),
+            PushResult::Pushed => {
+                let branch = match &target {
+                    WriteTarget::Branch { name, .. } | WriteTarget::NewBranch { name } => name.clone(),
+                };
+                Ok(Some(Rollback { id: id.clone(), commit, delivery, branch, tag: tag.map(|(n, _)| n), push_retries: retries }))
+            }
+        }
+    }
+}
+
+enum Attempt {
+    Done(Box<Report>),
+    Moved,
+}
+
+/// What the commit and tag templates can use.
+fn message_context(event: &Event, policy: &Policy, plan: &Plan, id: &RollbackId, delivery: Delivery) -> minijinja::Value {
+    let short = |s: &Sha| s.short().to_string();
+    crate::template::value(serde_json::json!({
+        "id": id,
+        "service": plan.target.service,
+        "env": plan.target.env,
+        "paths": plan.target.paths,
+        "branch": plan.branch,
+        "delivery": delivery,
+        "strategy": plan.strategy,
+        "strategy_note": plan.strategy_note,
+        "known_good": {
+            "sha": plan.known_good.sha,
+            "short": short(&plan.known_good.sha),
+            "source": plan.known_good.source,
+        },
+        "bad_commits": plan.bad_commits.iter().map(|c| serde_json::json!({
+            "sha": c.sha, "short": short(&c.sha), "summary": c.summary, "author": c.author, "time": c.time,
+        })).collect::<Vec<_>>(),
+        "diffstat": plan.diffstat,
+        "artifacts": plan.artifacts,
+        "policy": policy.name(),
+        "source": event.source,
+        "trigger": event.trigger(),
+        "actor": event.actor(),
+        "reason": event.reason(),
+        "labels": event.labels,
+        "annotations": event.annotations,
+    }))
+}

@@ -1,0 +1,118 @@
+//! `Event`: something that happened, from any source, in the one shape policies match on.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    Alertmanager,
+    Github,
+    Chatops,
+    Cli,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Alertmanager => "alertmanager",
+            Source::Github => "github",
+            Source::Chatops => "chatops",
+            Source::Cli => "cli",
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Source {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "alertmanager" => Ok(Source::Alertmanager),
+            "github" => Ok(Source::Github),
+            "chatops" => Ok(Source::Chatops),
+            "cli" => Ok(Source::Cli),
+            other => Err(format!("unknown source `{other}` (alertmanager, github, chatops, cli)")),
+        }
+    }
+}
+
+/// What happened. Every adapter (alert, CI event, chat command, CLI) produces this, so a policy
+/// matches them all the same way and the engine never sees a vendor's payload.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub source: Source,
+    /// Identifies one incident within its source: the same incident delivered twice has the same
+    /// key, and the key is written into the rollback commit so replicas and restarts see it.
+    pub dedupe_key: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    pub received_at: Timestamp,
+    /// When the incident began (an alert's `startsAt`), for time-to-rollback.
+    #[serde(default)]
+    pub started_at: Option<Timestamp>,
+}
+
+impl Event {
+    /// A human request (CLI or chat): labels `service`, `env`, `actor` and `reason`, as the
+    /// policies expect, and a key of its own so two requests are two requests.
+    pub fn request(
+        source: Source,
+        service: &str,
+        env: &str,
+        actor: &str,
+        reason: Option<&str>,
+        now: Timestamp,
+        request_id: &str,
+    ) -> Self {
+        let mut labels = BTreeMap::from([
+            ("service".to_string(), service.to_string()),
+            ("env".to_string(), env.to_string()),
+            ("actor".to_string(), actor.to_string()),
+        ]);
+        if let Some(reason) = reason {
+            labels.insert("reason".to_string(), reason.to_string());
+        }
+        Event {
+            source,
+            dedupe_key: request_id.to_string(),
+            labels,
+            annotations: BTreeMap::new(),
+            received_at: now,
+            started_at: None,
+        }
+    }
+
+    /// `source:dedupe_key`, the value of the `Rollback-Trigger` trailer.
+    pub fn trigger(&self) -> String {
+        format!("{}:{}", self.source, self.dedupe_key)
+    }
+
+    /// Who asked, for the audit trail: the human for requests, the source otherwise.
+    pub fn actor(&self) -> String {
+        self.labels.get("actor").cloned().unwrap_or_else(|| self.source.to_string())
+    }
+
+    pub fn reason(&self) -> Option<String> {
+        self.labels
+            .get("reason")
+            .or_else(|| self.annotations.get("summary"))
+            .filter(|r| !r.trim().is_empty())
+            .cloned()
+    }
+
+    pub fn is_human_request(&self) -> bool {
+        matches!(self.source, Source::Cli | Source::Chatops)
+    }
+}

@@ -1,0 +1,160 @@
+//! The audit index: every rollback within the window, read from git itself (commit trailers,
+//! `rollback/*` tags and proposal branches). It answers dedupe, guards and `history`, and is
+//! kept current incrementally: after the first build only new commits are read.
+
+use std::collections::HashMap;
+
+use git2::{Oid, Repository, Sort};
+use jiff::Timestamp;
+use serde::Serialize;
+
+use super::trailers::Trailers;
+use super::{GitError, commit_time, sha};
+use crate::plan::Sha;
+use crate::rollback::Delivery;
+
+/// One rollback as recorded in git. This is the `history --json` schema; fields are only ever
+/// added.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AuditRecord {
+    pub id: String,
+    pub at: Timestamp,
+    pub service: String,
+    pub env: String,
+    pub delivery: Delivery,
+    pub commit: Sha,
+    pub branch: String,
+    pub tag: Option<String>,
+    pub strategy: String,
+    pub bad_commits: Vec<String>,
+    pub known_good: String,
+    pub policy: String,
+    pub trigger: String,
+    pub actor: String,
+    pub reason: Option<String>,
+    pub emergency: bool,
+}
+
+impl AuditRecord {
+    fn new(t: Trailers, commit: Oid, at: Timestamp, delivery: Delivery, branch: &str) -> Self {
+        AuditRecord {
+            id: t.id,
+            at,
+            service: t.service,
+            env: t.env,
+            delivery,
+            commit: sha(commit),
+            branch: branch.to_string(),
+            tag: None,
+            strategy: t.strategy,
+            bad_commits: t.of,
+            known_good: t.to,
+            policy: t.policy,
+            trigger: t.trigger,
+            actor: t.actor,
+            reason: t.reason,
+            emergency: t.emergency,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct AuditIndex {
+    /// Rollback commits found on the branch, newest first.
+    on_branch: Vec<AuditRecord>,
+    walked_head: Option<Oid>,
+    /// The merged view: branch, tags and proposals, newest first.
+    records: Vec<AuditRecord>,
+    by_trigger: HashMap<String, usize>,
+}
+
+impl AuditIndex {
+    pub fn records(&self) -> &[AuditRecord] {
+        &self.records
+    }
+
+    pub fn find_trigger(&self, trigger: &str) -> Option<&AuditRecord> {
+        self.by_trigger.get(trigger).map(|&i| &self.records[i])
+    }
+
+    /// Rollbacks that reached the branch for one service/env, newest first.
+    pub fn applied(&self, service: &str, env: &str) -> impl Iterator<Item = &AuditRecord> {
+        self.records
+            .iter()
+            .filter(move |r| r.delivery == Delivery::Direct && r.service == service && r.env == env)
+    }
+
+    pub(super) fn refresh(&mut self, repo: &Repository, branch: &str, head: Oid, since: Timestamp, max_commits: usize) -> Result<(), GitError> {
+        if self.walked_head != Some(head) {
+            let incremental = match self.walked_head {
+                Some(old) => repo.graph_descendant_of(head, old).unwrap_or(false),
+                None => false,
+            };
+            let mut walk = repo.revwalk()?;
+            walk.set_sorting(Sort::TIME)?;
+            walk.push(head)?;
+            if incremental && let Some(old) = self.walked_head {
+                walk.hide(old)?;
+            } else {
+                self.on_branch.clear();
+            }
+            let mut fresh = Vec::new();
+            for id in walk.take(max_commits) {
+                let c = repo.find_commit(id?)?;
+                let at = commit_time(&c);
+                if at < since {
+                    break;
+                }
+                if let Some(t) = Trailers::parse(c.message().unwrap_or_default()) {
+                    fresh.push(AuditRecord::new(t, c.id(), at, Delivery::Direct, branch));
+                }
+            }
+            fresh.append(&mut self.on_branch);
+            self.on_branch = fresh;
+            self.walked_head = Some(head);
+        }
+        self.on_branch.retain(|r| r.at >= since);
+
+        let mut records = self.on_branch.clone();
+        // Tags name direct rollbacks; one whose commit fell outside the walk (a long-lived
+        // branch, a merge) still counts while it is inside the time window.
+        for r in repo.references_glob("refs/tags/rollback/*")? {
+            let r = r?;
+            let Some(name) = r.shorthand().ok().map(str::to_string) else { continue };
+            let Ok(c) = r.peel_to_commit() else { continue };
+            if let Some(rec) = records.iter_mut().find(|x| x.commit.0 == c.id().to_string()) {
+                rec.tag = Some(name);
+                continue;
+            }
+            let at = commit_time(&c);
+            if at < since {
+                continue;
+            }
+            if let Some(t) = Trailers::parse(c.message().unwrap_or_default()) {
+                let mut rec = AuditRecord::new(t, c.id(), at, Delivery::Direct, branch);
+                rec.tag = Some(name);
+                records.push(rec);
+            }
+        }
+        for r in repo.references_glob("refs/heads/rollback/*")? {
+            let r = r?;
+            let Some(branch) = r.shorthand().ok().map(str::to_string) else { continue };
+            let Ok(c) = r.peel_to_commit() else { continue };
+            let Some(t) = Trailers::parse(c.message().unwrap_or_default()) else { continue };
+            if records.iter().any(|x| x.id == t.id) {
+                continue;
+            }
+            let at = commit_time(&c);
+            if at >= since {
+                records.push(AuditRecord::new(t, c.id(), at, Delivery::Proposal, &branch));
+            }
+        }
+        records.sort_by(|a, b| b.at.cmp(&a.at).then_with(|| b.id.cmp(&a.id)));
+        self.by_trigger.clear();
+        for (i, r) in records.iter().enumerate().rev() {
+            self.by_trigger.insert(r.trigger.clone(), i);
+        }
+        self.records = records;
+        Ok(())
+    }
+}

@@ -1,0 +1,235 @@
+//! The config repository: a bare mirror the service owns, fetched from and pushed to the origin.
+//! This is the only module that uses git2; the engine talks to it through [`ConfigRepo`].
+
+mod audit;
+mod paths;
+mod planner;
+mod trailers;
+mod transport;
+mod tree_edit;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use git2::{Oid, Repository};
+use jiff::Timestamp;
+
+pub use audit::{AuditIndex, AuditRecord};
+pub use paths::PathSet;
+pub use planner::{PlanRequest, Planned};
+pub use trailers::Trailers;
+pub use transport::Auth;
+
+use crate::config::{Config, Identity, redact_url};
+use crate::plan::Sha;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("cannot reach the config repo {url}: {message}")]
+    Unreachable { url: String, message: String },
+    #[error("the config repo {url} refused the push to {refname}: {message}")]
+    Refused { url: String, refname: String, message: String },
+    #[error("branch {branch} kept moving on {url}: gave up after {attempts} attempts")]
+    Contended { url: String, branch: String, attempts: u32 },
+    #[error("branch `{0}` does not exist in the config repo")]
+    NoBranch(String),
+    #[error("revision `{rev}`: {message}")]
+    BadRevision { rev: String, message: String },
+    #[error(
+        "no known-good state for {service}/{env}: no known-good tag, and no commit within the last {searched} commits touched {paths}; pass --to REV"
+    )]
+    NoKnownGood { service: String, env: String, paths: String, searched: usize },
+    #[error("more than {limit} commits after known-good {known_good}: tag a newer known-good or pass --to REV")]
+    RangeTooLong { known_good: String, limit: usize },
+    #[error("cannot prepare the mirror at {path}: {message}")]
+    Mirror { path: PathBuf, message: String },
+    #[error("git: {0}")]
+    Git(#[from] git2::Error),
+}
+
+/// Where a write goes on the origin.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WriteTarget {
+    /// The target branch, compare-and-swap from `expected`.
+    Branch { name: String, expected: Sha },
+    /// A new branch (a proposal); it must not exist yet.
+    NewBranch { name: String },
+}
+
+/// What happened to a write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PushResult {
+    Pushed,
+    /// The branch is no longer where we expected (or the new branch exists): fetch and re-plan.
+    Moved,
+}
+
+pub struct ConfigRepo {
+    repo: Repository,
+    mirror_dir: PathBuf,
+    url: String,
+    branch: String,
+    auth: Auth,
+    identity: Identity,
+    last_fetch: Option<Instant>,
+    freshness: std::time::Duration,
+    max_commits: usize,
+    window: jiff::SignedDuration,
+    index: AuditIndex,
+}
+
+impl std::fmt::Debug for ConfigRepo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigRepo").field("url", &redact_url(&self.url)).field("branch", &self.branch).finish()
+    }
+}
+
+pub(crate) fn sha(oid: Oid) -> Sha {
+    Sha(oid.to_string())
+}
+
+pub(crate) fn oid(sha: &Sha) -> Result<Oid, GitError> {
+    Oid::from_str(&sha.0).map_err(GitError::from)
+}
+
+pub(crate) fn commit_time(c: &git2::Commit<'_>) -> Timestamp {
+    Timestamp::from_second(c.time().seconds()).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+impl ConfigRepo {
+    /// Opens (or creates) the bare mirror under `data_dir`. Nothing is fetched yet.
+    pub fn open(config: &Config, auth: Auth) -> Result<Self, GitError> {
+        let mirror_dir = config.mirror_dir();
+        let mirror_err = |message: String| GitError::Mirror { path: mirror_dir.clone(), message };
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| mirror_err(e.to_string()))?;
+        let repo = match Repository::open_bare(&mirror_dir) {
+            Ok(r) => r,
+            Err(_) => Repository::init_bare(&mirror_dir).map_err(|e| mirror_err(e.message().to_string()))?,
+        };
+        Ok(ConfigRepo {
+            repo,
+            mirror_dir,
+            url: config.repo.url.clone(),
+            branch: config.repo.branch.clone(),
+            auth,
+            identity: config.identity.clone(),
+            last_fetch: None,
+            freshness: config.git.fetch_freshness.as_std(),
+            max_commits: config.audit.max_commits,
+            window: config.audit.window.as_signed(),
+            index: AuditIndex::default(),
+        })
+    }
+
+    pub fn branch(&self) -> &str {
+        &self.branch
+    }
+
+    pub fn url(&self) -> String {
+        redact_url(&self.url)
+    }
+
+    pub fn mirror_dir(&self) -> &Path {
+        &self.mirror_dir
+    }
+
+    /// Fetches branches, tags and notes from the origin unless a fetch is younger than the
+    /// freshness window. `force` always fetches (after a rejected push).
+    pub fn fetch(&mut self, force: bool) -> Result<(), GitError> {
+        if !force && self.last_fetch.is_some_and(|t| t.elapsed() < self.freshness) {
+            return Ok(());
+        }
+        transport::fetch(&self.repo, &self.url, &self.auth)?;
+        self.last_fetch = Some(Instant::now());
+        Ok(())
+    }
+
+    pub fn head(&self) -> Result<Sha, GitError> {
+        self.head_oid().map(sha)
+    }
+
+    fn head_oid(&self) -> Result<Oid, GitError> {
+        self.repo
+            .refname_to_id(&format!("refs/heads/{}", self.branch))
+            .map_err(|_| GitError::NoBranch(self.branch.clone()))
+    }
+
+    /// Brings the audit index up to date with the mirror and returns it.
+    pub fn audit(&mut self, now: Timestamp) -> Result<&AuditIndex, GitError> {
+        let head = self.head_oid()?;
+        let since = now.checked_sub(self.window).unwrap_or(Timestamp::UNIX_EPOCH);
+        self.index.refresh(&self.repo, &self.branch, head, since, self.max_commits)?;
+        Ok(&self.index)
+    }
+
+    pub fn index(&self) -> &AuditIndex {
+        &self.index
+    }
+
+    pub fn plan(&self, req: &PlanRequest<'_>) -> Result<Planned, GitError> {
+        planner::plan(&self.repo, &self.branch, self.head_oid()?, self.max_commits, req)
+    }
+
+    /// Writes the rollback commit (parent: the plan's head, tree: the plan's tree) into the
+    /// mirror's object database. No ref changes: nothing is visible until `publish`.
+    pub fn create_commit(&self, parent: &Sha, tree: &str, message: &str, at: Timestamp) -> Result<Sha, GitError> {
+        let sig = self.signature(at)?;
+        let parent = self.repo.find_commit(oid(parent)?)?;
+        let tree = self.repo.find_tree(Oid::from_str(tree)?)?;
+        let id = self.repo.commit(None, &sig, &sig, message, &tree, &[&parent])?;
+        Ok(sha(id))
+    }
+
+    /// Writes an annotated tag object for `commit` (no ref yet).
+    pub fn create_tag(&self, name: &str, commit: &Sha, message: &str, at: Timestamp) -> Result<Sha, GitError> {
+        let sig = self.signature(at)?;
+        let target = self.repo.find_object(oid(commit)?, Some(git2::ObjectType::Commit))?;
+        Ok(sha(self.repo.tag_annotation_create(name, &target, &sig, message)?))
+    }
+
+    /// Publishes a commit to the origin (compare-and-swap on the branch), then its tag. The
+    /// mirror's refs follow the origin only once the origin has accepted.
+    pub fn publish(&mut self, commit: &Sha, target: &WriteTarget, tag: Option<(&str, &Sha)>) -> Result<PushResult, GitError> {
+        let (branch, expected) = match target {
+            WriteTarget::Branch { name, expected } => (name.as_str(), Some(oid(expected)?)),
+            WriteTarget::NewBranch { name } => (name.as_str(), None),
+        };
+        let branch_ref = format!("refs/heads/{branch}");
+        let new = oid(commit)?;
+        match transport::push_ref(&self.repo, &self.url, &self.auth, &branch_ref, new, expected)? {
+            PushResult::Moved => return Ok(PushResult::Moved),
+            PushResult::Pushed => {}
+        }
+        self.repo.reference(&branch_ref, new, true, "rollbackd: pushed")?;
+        if let Some((name, tag_id)) = tag {
+            let tag_ref = format!("refs/tags/{name}");
+            let tag_oid = oid(tag_id)?;
+            // The commit is on the branch already and carries every trailer, so a tag that fails
+            // to push loses no audit data; it is reported and can be pushed again.
+            match transport::push_ref(&self.repo, &self.url, &self.auth, &tag_ref, tag_oid, None) {
+                Ok(PushResult::Pushed) => {
+                    self.repo.reference(&tag_ref, tag_oid, true, "rollbackd: pushed")?;
+                }
+                Ok(PushResult::Moved) => tracing::warn!(tag = name, "tag already exists on the origin"),
+                Err(e) => tracing::warn!(tag = name, error = %e, "rollback pushed but its tag was not"),
+            }
+        }
+        Ok(PushResult::Pushed)
+    }
+
+    fn signature(&self, at: Timestamp) -> Result<git2::Signature<'static>, GitError> {
+        let time = git2::Time::new(at.as_second(), 0);
+        Ok(git2::Signature::new(&self.identity.name, &self.identity.email, &time)?)
+    }
+
+    /// Whether a file or directory exists at `path` on the branch head (for `check`).
+    pub fn any_path_matches(&self, set: &PathSet) -> Result<bool, GitError> {
+        let head = self.repo.find_commit(self.head_oid()?)?;
+        Ok(!set.files_in(&self.repo, &head.tree()?)?.is_empty())
+    }
+
+    /// Direct access for tests and the demo, which build repositories.
+    pub fn raw(&self) -> &Repository {
+        &self.repo
+    }
+}

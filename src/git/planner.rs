@@ -1,0 +1,341 @@
+//! Planning a rollback in memory: known-good, the bad range, and the tree to commit.
+
+use std::collections::HashSet;
+
+use git2::{Commit, Oid, Repository, Sort, Tree};
+
+use super::paths::PathSet;
+use super::trailers::Trailers;
+use super::tree_edit;
+use super::{GitError, commit_time, sha};
+use crate::artifacts;
+use crate::plan::{CommitInfo, FileStat, KnownGood, KnownGoodSource, Plan, Sha, Strategy, Target};
+
+pub struct PlanRequest<'a> {
+    pub target: &'a Target,
+    pub strategy: Strategy,
+    /// A revision that overrides the known-good search.
+    pub to: Option<&'a str>,
+}
+
+#[derive(Debug)]
+pub enum Planned {
+    Ready(Box<Plan>),
+    /// The newest change to the target paths is a rollback, or every bad commit has been
+    /// rolled back already.
+    AlreadyRolledBack { id: String, commit: Sha, reason: String },
+    /// Nothing differs from known-good.
+    Noop { reason: String },
+}
+
+/// The trailers of a rollback commit, also when it arrived as the second parent of a merge
+/// (a proposal merged with a merge commit).
+pub(crate) fn rollback_trailers(c: &Commit<'_>) -> Option<Trailers> {
+    if let Some(t) = Trailers::parse(c.message().unwrap_or_default()) {
+        return Some(t);
+    }
+    c.parents().skip(1).find_map(|p| Trailers::parse(p.message().unwrap_or_default()))
+}
+
+fn parent_tree<'r>(repo: &'r Repository, c: &Commit<'r>) -> Result<Tree<'r>, git2::Error> {
+    match c.parent(0) {
+        Ok(p) => p.tree(),
+        Err(_) => repo.find_tree(repo.treebuilder(None)?.write()?),
+    }
+}
+
+fn info(c: &Commit<'_>) -> CommitInfo {
+    CommitInfo {
+        sha: sha(c.id()),
+        summary: c.summary().ok().flatten().unwrap_or("").to_string(),
+        author: c.author().name().unwrap_or("").to_string(),
+        time: commit_time(c),
+    }
+}
+
+pub(super) fn plan(repo: &Repository, branch: &str, head: Oid, max_commits: usize, req: &PlanRequest<'_>) -> Result<Planned, GitError> {
+    let target = req.target;
+    let paths = PathSet::new(&target.paths).map_err(|m| GitError::BadRevision { rev: target.paths.join(" "), message: m })?;
+    let head_commit = repo.find_commit(head)?;
+    let head_tree = head_commit.tree()?;
+
+    let known_good = match req.to {
+        Some(rev) => requested(repo, rev, head)?,
+        None => match newest_known_good_tag(repo, &target.service, &target.env, head)? {
+            Some(kg) => kg,
+            None => match last_change(repo, &paths, head, max_commits)? {
+                LastChange::Commit(change) => {
+                    let c = repo.find_commit(change)?;
+                    let Ok(parent) = c.parent(0) else {
+                        return Err(no_known_good(target, &paths, max_commits));
+                    };
+                    KnownGood { sha: sha(parent.id()), source: KnownGoodSource::ParentOfLastChange { change: sha(change) } }
+                }
+                LastChange::Rollback { id, commit } => {
+                    return Ok(Planned::AlreadyRolledBack {
+                        reason: format!("the newest change to {} is rollback {id}", paths_list(&paths)),
+                        id,
+                        commit: sha(commit),
+                    });
+                }
+                LastChange::None => return Err(no_known_good(target, &paths, max_commits)),
+            },
+        },
+    };
+    let kg_oid = super::oid(&known_good.sha)?;
+
+    // The bad range along the first-parent history: a merge is judged by what it brought in,
+    // so its side branch is never reverted twice.
+    let mut walk = repo.revwalk()?;
+    walk.set_sorting(Sort::TOPOLOGICAL)?;
+    walk.push(head)?;
+    walk.hide(kg_oid)?;
+    walk.simplify_first_parent()?;
+    let mut bad: Vec<Commit<'_>> = Vec::new();
+    let mut covered: HashSet<String> = HashSet::new();
+    let mut rollbacks: Vec<(String, Oid)> = Vec::new();
+    for (n, id) in walk.enumerate() {
+        if n >= max_commits {
+            return Err(GitError::RangeTooLong { known_good: known_good.sha.short().to_string(), limit: max_commits });
+        }
+        let c = repo.find_commit(id?)?;
+        if !paths.differs(repo, &c.tree()?, &parent_tree(repo, &c)?)? {
+            continue;
+        }
+        match rollback_trailers(&c) {
+            Some(t) => {
+                covered.extend(t.of);
+                rollbacks.push((t.id, c.id()));
+            }
+            None => bad.push(c),
+        }
+    }
+    bad.retain(|c| !covered.contains(&c.id().to_string()));
+    if bad.is_empty() {
+        if let Some((id, commit)) = rollbacks.into_iter().next() {
+            return Ok(Planned::AlreadyRolledBack {
+                reason: format!("the changes after known-good {} were already rolled back by {id}", known_good.sha.short()),
+                id,
+                commit: sha(commit),
+            });
+        }
+        return Ok(Planned::Noop {
+            reason: format!("no commit after known-good {} touches {}", known_good.sha.short(), paths_list(&paths)),
+        });
+    }
+
+    let kg_tree = repo.find_commit(kg_oid)?.tree()?;
+    let (strategy, tree, note) = choose_and_build(repo, &paths, req.strategy, &bad, &head_tree, &kg_tree)?;
+    if tree == head_tree.id() {
+        return Ok(Planned::Noop {
+            reason: format!("{} already equal known-good {}", paths_list(&paths), known_good.sha.short()),
+        });
+    }
+
+    let new_tree = repo.find_tree(tree)?;
+    let (diffstat, artifact_changes) = describe_change(repo, &head_tree, &new_tree)?;
+    let mut mutable = Vec::new();
+    for (path, blob) in paths.files_in(repo, &new_tree)? {
+        if let Some(text) = text_of(repo, blob) {
+            for r in artifacts::scan(&text).into_iter().filter(|r| r.mutable) {
+                mutable.push(format!("{path}:{}: {} `{}`", r.line, r.name, r.value));
+            }
+        }
+    }
+
+    Ok(Planned::Ready(Box::new(Plan {
+        target: target.clone(),
+        branch: branch.to_string(),
+        head: sha(head),
+        known_good,
+        bad_commits: bad.iter().map(info).collect(),
+        requested_strategy: req.strategy,
+        strategy,
+        strategy_note: note,
+        tree: tree.to_string(),
+        diffstat,
+        artifacts: artifact_changes,
+        mutable_artifacts: mutable,
+    })))
+}
+
+fn paths_list(paths: &PathSet) -> String {
+    paths.patterns().collect::<Vec<_>>().join(", ")
+}
+
+fn no_known_good(target: &Target, paths: &PathSet, searched: usize) -> GitError {
+    GitError::NoKnownGood { service: target.service.clone(), env: target.env.clone(), paths: paths_list(paths), searched }
+}
+
+fn requested(repo: &Repository, rev: &str, head: Oid) -> Result<KnownGood, GitError> {
+    let bad_rev = |message: String| GitError::BadRevision { rev: rev.to_string(), message };
+    let commit = repo
+        .revparse_single(rev)
+        .and_then(|o| o.peel_to_commit())
+        .map_err(|e| bad_rev(format!("not found in the config repo ({})", e.message())))?;
+    if commit.id() != head && !repo.graph_descendant_of(head, commit.id())? {
+        return Err(bad_rev("is not in the history of the branch; rolling back to it would drop unrelated work".into()));
+    }
+    Ok(KnownGood { sha: sha(commit.id()), source: KnownGoodSource::Requested { rev: rev.to_string() } })
+}
+
+/// The newest `known-good/<service>/<env>/*` tag whose commit is in the branch's history.
+fn newest_known_good_tag(repo: &Repository, service: &str, env: &str, head: Oid) -> Result<Option<KnownGood>, GitError> {
+    let mut candidates = Vec::new();
+    for r in repo.references_glob(&format!("refs/tags/known-good/{service}/{env}/*"))? {
+        let r = r?;
+        let Some(name) = r.shorthand().ok().map(str::to_string) else { continue };
+        let Ok(commit) = r.peel_to_commit() else { continue };
+        let when = match r.peel_to_tag() {
+            Ok(tag) => tag.tagger().map_or(commit.time().seconds(), |s| s.when().seconds()),
+            Err(_) => commit.time().seconds(),
+        };
+        candidates.push((when, name, commit.id()));
+    }
+    candidates.sort_by(|a, b| b.cmp(a));
+    for (_, name, id) in candidates {
+        if id == head || repo.graph_descendant_of(head, id)? {
+            return Ok(Some(KnownGood { sha: sha(id), source: KnownGoodSource::Tag { name } }));
+        }
+    }
+    Ok(None)
+}
+
+enum LastChange {
+    Commit(Oid),
+    Rollback { id: String, commit: Oid },
+    None,
+}
+
+fn last_change(repo: &Repository, paths: &PathSet, head: Oid, max_commits: usize) -> Result<LastChange, GitError> {
+    let mut walk = repo.revwalk()?;
+    walk.push(head)?;
+    walk.simplify_first_parent()?;
+    for id in walk.take(max_commits) {
+        let c = repo.find_commit(id?)?;
+        if paths.differs(repo, &c.tree()?, &parent_tree(repo, &c)?)? {
+            return Ok(match rollback_trailers(&c) {
+                Some(t) => LastChange::Rollback { id: t.id, commit: c.id() },
+                None => LastChange::Commit(c.id()),
+            });
+        }
+    }
+    Ok(LastChange::None)
+}
+
+type Built = (Strategy, Oid, Option<String>);
+
+fn choose_and_build(
+    repo: &Repository,
+    paths: &PathSet,
+    asked: Strategy,
+    bad: &[Commit<'_>],
+    head_tree: &Tree<'_>,
+    kg_tree: &Tree<'_>,
+) -> Result<Built, GitError> {
+    let restore = |note: Option<String>| -> Result<Built, GitError> {
+        Ok((Strategy::Restore, restore_tree(repo, paths, kg_tree, head_tree)?, note))
+    };
+    let try_revert = |fallback_note: &dyn Fn(String) -> String| -> Result<Built, GitError> {
+        match revert_chain(repo, head_tree, bad)? {
+            Ok(tree) => Ok((Strategy::Revert, tree, None)),
+            Err(conflict) => restore(Some(fallback_note(conflict))),
+        }
+    };
+    match asked {
+        Strategy::Restore => restore(None),
+        Strategy::Revert => try_revert(&|c| format!("revert conflicts ({c}); restored the target paths instead")),
+        Strategy::Auto => {
+            if bad.len() > 1 {
+                return restore(Some(format!("auto: {} commits in the bad range, restore", bad.len())));
+            }
+            let c = &bad[0];
+            if c.parent_count() > 1 {
+                return restore(Some(format!("auto: {} is a merge commit, restore", &c.id().to_string()[..10])));
+            }
+            if !paths.covers_all_changes(repo, &parent_tree(repo, c)?, &c.tree()?)? {
+                return restore(Some(format!(
+                    "auto: {} also changes paths outside the target, restore",
+                    &c.id().to_string()[..10]
+                )));
+            }
+            let (strategy, tree, _) = try_revert(&|c| format!("auto: revert conflicts ({c}), restore"))?;
+            let note = match strategy {
+                Strategy::Revert => Some("auto: one commit touching only the target paths, revert".to_string()),
+                _ => Some("auto: revert conflicts, restore".to_string()),
+            };
+            Ok((strategy, tree, note))
+        }
+    }
+}
+
+/// Reverts `bad` (newest first) on top of `head_tree`. This is what `git_revert_commit` does
+/// (a three-way merge with the commit as base and its first parent as "theirs"), done on trees
+/// so a chain of reverts needs no intermediate commits. `Err` lists the conflicting paths.
+fn revert_chain(repo: &Repository, head_tree: &Tree<'_>, bad: &[Commit<'_>]) -> Result<Result<Oid, String>, GitError> {
+    let mut current = head_tree.id();
+    for c in bad {
+        let ours = repo.find_tree(current)?;
+        let mut index = repo.merge_trees(&c.tree()?, &ours, &parent_tree(repo, c)?, None)?;
+        if index.has_conflicts() {
+            let mut paths: Vec<String> = index
+                .conflicts()?
+                .filter_map(|c| c.ok())
+                .filter_map(|c| c.our.or(c.their).or(c.ancestor))
+                .map(|e| String::from_utf8_lossy(&e.path).into_owned())
+                .collect();
+            paths.dedup();
+            return Ok(Err(format!("{} in {}", &c.id().to_string()[..10], paths.join(", "))));
+        }
+        current = index.write_tree_to(repo)?;
+    }
+    Ok(Ok(current))
+}
+
+fn restore_tree(repo: &Repository, paths: &PathSet, kg_tree: &Tree<'_>, head_tree: &Tree<'_>) -> Result<Oid, GitError> {
+    let mut root = Some(head_tree.id());
+    for (path, entry) in paths.restore_edits(repo, kg_tree, head_tree)? {
+        root = tree_edit::set_path(repo, root, &path, entry)?;
+    }
+    match root {
+        Some(r) => Ok(r),
+        None => Ok(repo.treebuilder(None)?.write()?),
+    }
+}
+
+fn text_of(repo: &Repository, blob: Oid) -> Option<String> {
+    if blob.is_zero() {
+        return None;
+    }
+    let b = repo.find_blob(blob).ok()?;
+    if b.is_binary() || b.size() > 1 << 20 {
+        return None;
+    }
+    String::from_utf8(b.content().to_vec()).ok()
+}
+
+fn describe_change(repo: &Repository, old: &Tree<'_>, new: &Tree<'_>) -> Result<(Vec<FileStat>, Vec<artifacts::ArtifactChange>), GitError> {
+    let diff = repo.diff_tree_to_tree(Some(old), Some(new), None)?;
+    let mut stats = Vec::new();
+    let mut changes = Vec::new();
+    for (i, delta) in diff.deltas().enumerate() {
+        let path = delta
+            .new_file()
+            .path()
+            .or(delta.old_file().path())
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let (ins, del) = match git2::Patch::from_diff(&diff, i)? {
+            Some(p) => {
+                let (_, a, d) = p.line_stats()?;
+                (a, d)
+            }
+            None => (0, 0),
+        };
+        stats.push(FileStat { path: path.clone(), insertions: ins, deletions: del });
+        let before = text_of(repo, delta.old_file().id()).map(|t| artifacts::scan(&t)).unwrap_or_default();
+        let after = text_of(repo, delta.new_file().id()).map(|t| artifacts::scan(&t)).unwrap_or_default();
+        changes.extend(artifacts::diff(&path, &before, &after));
+    }
+    Ok((stats, changes))
+}

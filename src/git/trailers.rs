@@ -1,0 +1,123 @@
+//! The `Rollback-*` commit trailers: written on every rollback commit, read back for the audit
+//! index. One module writes and parses them so the two cannot drift.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trailers {
+    pub id: String,
+    pub service: String,
+    pub env: String,
+    /// The bad commits undone, newest first.
+    pub of: Vec<String>,
+    /// The known-good commit.
+    pub to: String,
+    pub policy: String,
+    /// `source:dedupe-key`: one incident, one rollback.
+    pub trigger: String,
+    pub actor: String,
+    pub reason: Option<String>,
+    pub strategy: String,
+    pub emergency: bool,
+}
+
+/// A trailer value is one line: newlines would end the trailer block early.
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+impl Trailers {
+    /// The trailer block, to be appended after a blank line.
+    pub fn render(&self) -> String {
+        let mut lines = vec![
+            ("Rollback-Id", self.id.clone()),
+            ("Rollback-Service", self.service.clone()),
+            ("Rollback-Env", self.env.clone()),
+        ];
+        lines.extend(self.of.iter().map(|sha| ("Rollback-Of", sha.clone())));
+        lines.extend([
+            ("Rollback-To", self.to.clone()),
+            ("Rollback-Policy", self.policy.clone()),
+            ("Rollback-Trigger", self.trigger.clone()),
+            ("Rollback-Actor", self.actor.clone()),
+        ]);
+        if let Some(reason) = &self.reason {
+            lines.push(("Rollback-Reason", reason.clone()));
+        }
+        lines.push(("Rollback-Strategy", self.strategy.clone()));
+        if self.emergency {
+            lines.push(("Rollback-Emergency", "true".into()));
+        }
+        lines.into_iter().map(|(k, v)| format!("{k}: {}\n", one_line(&v))).collect()
+    }
+
+    /// `message` with the trailer block appended, separated by exactly one blank line.
+    pub fn append_to(&self, message: &str) -> String {
+        format!("{}\n\n{}", message.trim_end(), self.render())
+    }
+
+    /// The trailers of a rollback commit, or `None` for any other commit.
+    pub fn parse(message: &str) -> Option<Trailers> {
+        // Cheap reject: nearly every commit in a config repo is not ours.
+        if !message.contains("Rollback-Id:") {
+            return None;
+        }
+        let parsed = git2::message_trailers_strs(message).ok()?;
+        let mut t = Trailers::default();
+        for (key, value) in parsed.iter() {
+            let value = value.trim().to_string();
+            match key {
+                "Rollback-Id" => t.id = value,
+                "Rollback-Service" => t.service = value,
+                "Rollback-Env" => t.env = value,
+                "Rollback-Of" => t.of.push(value),
+                "Rollback-To" => t.to = value,
+                "Rollback-Policy" => t.policy = value,
+                "Rollback-Trigger" => t.trigger = value,
+                "Rollback-Actor" => t.actor = value,
+                "Rollback-Reason" => t.reason = Some(value),
+                "Rollback-Strategy" => t.strategy = value,
+                "Rollback-Emergency" => t.emergency = value == "true",
+                _ => {}
+            }
+        }
+        (!t.id.is_empty()).then_some(t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Trailers {
+        Trailers {
+            id: "rb-0123456789ab".into(),
+            service: "checkout".into(),
+            env: "prod".into(),
+            of: vec!["a".repeat(40), "b".repeat(40)],
+            to: "c".repeat(40),
+            policy: "checkout-prod".into(),
+            trigger: "alertmanager:fp@2026-11-21T10:00:00Z".into(),
+            actor: "alertmanager".into(),
+            reason: Some("error rate\nabove 5%".into()),
+            strategy: "restore".into(),
+            emergency: false,
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let msg = sample().append_to("Roll back checkout/prod\n\nBody text.\n");
+        let back = Trailers::parse(&msg).unwrap();
+        let mut want = sample();
+        want.reason = Some("error rate above 5%".into());
+        assert_eq!(back, want);
+        assert!(msg.contains("\n\nRollback-Id: rb-0123456789ab\n"));
+    }
+
+    #[test]
+    fn other_commits_have_none() {
+        assert_eq!(Trailers::parse("Deploy checkout 1.5.0\n\nSigned-off-by: a <a@b>\n"), None);
+        assert_eq!(Trailers::parse("mentions Rollback-Id: in the body only\n"), None);
+    }
+}

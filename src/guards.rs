@@ -1,0 +1,89 @@
+//! Guards: the checks between "a policy matched" and "we write". Each reads the plan, the audit
+//! trail and the clock, and says why it passed or failed.
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+use crate::git::AuditIndex;
+use crate::plan::Plan;
+use crate::policy::Guards;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GuardCheck {
+    pub guard: &'static str,
+    pub passed: bool,
+    pub detail: String,
+}
+
+fn ago(now: Timestamp, then: Timestamp) -> String {
+    let secs = now.duration_since(then).as_secs().max(0);
+    crate::duration::Duration::from_secs(secs).to_string()
+}
+
+pub fn evaluate(guards: &Guards, plan: &Plan, index: &AuditIndex, now: Timestamp) -> Vec<GuardCheck> {
+    let (service, env) = (&plan.target.service, &plan.target.env);
+    let mut checks = Vec::new();
+    if let Some(cooldown) = guards.cooldown {
+        let last = index.applied(service, env).next();
+        let check = match last {
+            Some(r) if now.duration_since(r.at) < cooldown.as_signed() => GuardCheck {
+                guard: "cooldown",
+                passed: false,
+                detail: format!(
+                    "{service}/{env} was rolled back {} ago by {} (cooldown {cooldown})",
+                    ago(now, r.at),
+                    r.id
+                ),
+            },
+            Some(r) => GuardCheck {
+                guard: "cooldown",
+                passed: true,
+                detail: format!("last rollback of {service}/{env} was {} ago (cooldown {cooldown})", ago(now, r.at)),
+            },
+            None => GuardCheck {
+                guard: "cooldown",
+                passed: true,
+                detail: format!("no earlier rollback of {service}/{env} in the audit window"),
+            },
+        };
+        checks.push(check);
+    }
+    if let Some(limit) = guards.max_rollbacks {
+        let n = index
+            .applied(service, env)
+            .filter(|r| now.duration_since(r.at) < limit.per.as_signed())
+            .count();
+        let passed = n < limit.count as usize;
+        checks.push(GuardCheck {
+            guard: "max_rollbacks",
+            passed,
+            detail: format!("{n} rollbacks of {service}/{env} in the last {} (limit {})", limit.per, limit.count),
+        });
+    }
+    if let Some(max_age) = guards.max_change_age
+        && let Some(oldest) = plan.oldest_bad_change()
+    {
+        let age = now.duration_since(oldest.time);
+        let passed = age <= max_age.as_signed();
+        checks.push(GuardCheck {
+            guard: "max_change_age",
+            passed,
+            detail: format!(
+                "oldest change to undo, {} \"{}\", is {} old (limit {max_age})",
+                oldest.sha.short(),
+                oldest.summary,
+                ago(now, oldest.time)
+            ),
+        });
+    }
+    if guards.require_immutable_artifacts {
+        let passed = plan.mutable_artifacts.is_empty();
+        let detail = if passed {
+            "every artifact in the target state is pinned by digest or version".to_string()
+        } else {
+            format!("the target state references mutable artifacts: {}", plan.mutable_artifacts.join("; "))
+        };
+        checks.push(GuardCheck { guard: "require_immutable_artifacts", passed, detail });
+    }
+    checks
+}

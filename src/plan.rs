@@ -1,0 +1,125 @@
+//! `Plan`: what a rollback will change in git, computed before anything is written.
+
+use std::fmt;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::artifacts::ArtifactChange;
+
+/// A full 40-hex commit id. Kept as text so the domain does not depend on git2.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Sha(pub String);
+
+impl Sha {
+    pub fn short(&self) -> &str {
+        &self.0[..self.0.len().min(10)]
+    }
+}
+
+impl fmt::Display for Sha {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// How the target paths are brought back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Revert when the bad range is one plain commit that touches only the target paths and
+    /// reverts cleanly; restore otherwise.
+    #[default]
+    Auto,
+    /// Revert the bad commits, newest first.
+    Revert,
+    /// Put the target paths back exactly as they were at known-good.
+    Restore,
+}
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Auto => "auto",
+            Strategy::Revert => "revert",
+            Strategy::Restore => "restore",
+        }
+    }
+}
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where the known-good point came from; shown in every explanation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum KnownGoodSource {
+    /// An annotated `known-good/<service>/<env>/<stamp>` tag.
+    Tag { name: String },
+    /// The parent of the newest commit that touched the target paths.
+    ParentOfLastChange { change: Sha },
+    /// Given by the requester (`--to`, `to <rev>`).
+    Requested { rev: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownGood {
+    pub sha: Sha,
+    pub source: KnownGoodSource,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitInfo {
+    pub sha: Sha,
+    pub summary: String,
+    pub author: String,
+    pub time: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileStat {
+    pub path: String,
+    pub insertions: usize,
+    pub deletions: usize,
+}
+
+/// The resolved target of a policy for one event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    pub service: String,
+    pub env: String,
+    pub paths: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub target: Target,
+    pub branch: String,
+    pub head: Sha,
+    pub known_good: KnownGood,
+    /// Commits after known-good that touch the target paths, newest first.
+    pub bad_commits: Vec<CommitInfo>,
+    /// Strategy asked for by the policy.
+    pub requested_strategy: Strategy,
+    /// Strategy used: never `Auto`.
+    pub strategy: Strategy,
+    /// Why `strategy` differs from what was asked, if it does (auto choice, revert conflict).
+    pub strategy_note: Option<String>,
+    /// The tree the rollback commit will have (hex id).
+    pub tree: String,
+    pub diffstat: Vec<FileStat>,
+    pub artifacts: Vec<ArtifactChange>,
+    /// Mutable references (`:latest`, untagged) in the target state, for the immutability guard.
+    pub mutable_artifacts: Vec<String>,
+}
+
+impl Plan {
+    /// Age of the oldest change being undone: the point-of-no-return guard looks at this.
+    pub fn oldest_bad_change(&self) -> Option<&CommitInfo> {
+        self.bad_commits.iter().min_by_key(|c| c.time)
+    }
+}

@@ -1,0 +1,302 @@
+//! `Policy`: which events may roll back which paths, how, and under which guards.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Deserializer};
+use serde_saphyr::Spanned;
+
+use crate::diagnostic::{Diagnostic, Severity};
+use crate::duration::Duration;
+use crate::event::{Event, Source};
+use crate::matcher::Matcher;
+use crate::plan::{Strategy, Target};
+use crate::template;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(rename = "match")]
+    pub matches: MatchSpec,
+    pub target: TargetSpec,
+    #[serde(default)]
+    pub action: Action,
+    #[serde(default)]
+    pub guards: Guards,
+    /// The file the policy came from, for explanations.
+    #[serde(skip)]
+    pub file: PathBuf,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchSpec {
+    #[serde(default)]
+    pub source: SourceMatch,
+    #[serde(default)]
+    pub matchers: Vec<Matcher>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceMatch {
+    Alertmanager,
+    Github,
+    Chatops,
+    Cli,
+    #[default]
+    Any,
+}
+
+impl SourceMatch {
+    fn admits(self, source: Source) -> bool {
+        match self {
+            SourceMatch::Any => true,
+            SourceMatch::Alertmanager => source == Source::Alertmanager,
+            SourceMatch::Github => source == Source::Github,
+            SourceMatch::Chatops => source == Source::Chatops,
+            SourceMatch::Cli => source == Source::Cli,
+        }
+    }
+}
+
+/// A minijinja expression over the event, checked for syntax when the policy is loaded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expr(pub String);
+
+impl<'de> Deserialize<'de> for Expr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        template::check_expression(&s).map_err(|e| serde::de::Error::custom(format!("bad template `{s}`: {e}")))?;
+        Ok(Expr(s))
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSpec {
+    pub service: Expr,
+    pub env: Expr,
+    pub paths: Vec<Spanned<Expr>>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Push the rollback to the target branch.
+    Direct,
+    /// Propose the rollback for review; the target branch is untouched until approved.
+    #[default]
+    PullRequest,
+    /// Explain and record nothing.
+    Notify,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Direct => "direct",
+            Mode::PullRequest => "pull_request",
+            Mode::Notify => "notify",
+        })
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Action {
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default)]
+    pub strategy: Strategy,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnViolation {
+    #[default]
+    Deny,
+    Propose,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub count: u32,
+    pub per: Duration,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Guards {
+    #[serde(default)]
+    pub cooldown: Option<Duration>,
+    #[serde(default)]
+    pub max_rollbacks: Option<RateLimit>,
+    #[serde(default)]
+    pub max_change_age: Option<Duration>,
+    #[serde(default)]
+    pub require_immutable_artifacts: bool,
+    #[serde(default)]
+    pub on_violation: OnViolation,
+}
+
+/// Why a policy did or did not match an event: one line of the decision trace.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct MatchReport {
+    pub matched: bool,
+    pub reasons: Vec<String>,
+}
+
+impl Policy {
+    pub fn name(&self) -> &str {
+        &self.name.value
+    }
+
+    /// Whether the policy's `match` holds, with a reason for every check.
+    pub fn evaluate(&self, event: &Event) -> MatchReport {
+        let mut reasons = Vec::new();
+        let mut matched = true;
+        if self.matches.source.admits(event.source) {
+            reasons.push(format!("source {} admitted ({:?})", event.source, self.matches.source));
+        } else {
+            matched = false;
+            reasons.push(format!("source is {}, policy wants {:?}", event.source, self.matches.source));
+        }
+        for m in &self.matches.matchers {
+            let actual = event.labels.get(&m.name);
+            let shown = actual.map_or_else(|| "absent".to_string(), |v| format!("{v:?}"));
+            if m.matches(&event.labels) {
+                reasons.push(format!("{m} holds ({} is {shown})", m.name));
+            } else {
+                matched = false;
+                reasons.push(format!("{m} fails ({} is {shown})", m.name));
+            }
+        }
+        MatchReport { matched, reasons }
+    }
+
+    /// Renders service, env and paths for an event.
+    pub fn resolve_target(&self, event: &Event) -> Result<Target, String> {
+        let ctx = template_context(event);
+        let render = |field: &str, e: &Expr| {
+            template::render_expression(&e.0, &ctx).map_err(|err| format!("target.{field} `{}`: {err}", e.0))
+        };
+        let service = render("service", &self.target.service)?;
+        let env = render("env", &self.target.env)?;
+        for (what, v) in [("service", &service), ("env", &env)] {
+            if v.is_empty() || v.contains(['/', ' ', '\n']) || v.starts_with('.') {
+                return Err(format!("target.{what} rendered to {v:?}, which cannot name a {what}"));
+            }
+        }
+        let mut paths = Vec::new();
+        for p in &self.target.paths {
+            let path = render("paths", &p.value)?;
+            crate::git::PathSet::validate_pattern(&path).map_err(|e| format!("target.paths `{}`: {e}", p.value.0))?;
+            paths.push(path);
+        }
+        if paths.is_empty() {
+            return Err("target.paths is empty".into());
+        }
+        Ok(Target { service, env, paths })
+    }
+}
+
+/// What policy expressions can refer to.
+pub fn template_context(event: &Event) -> minijinja::Value {
+    crate::template::value(serde_json::json!({
+        "source": event.source,
+        "labels": event.labels,
+        "annotations": event.annotations,
+        "dedupe_key": event.dedupe_key,
+    }))
+}
+
+/// All policies, in evaluation order: file-name order, then document order.
+#[derive(Clone, Debug, Default)]
+pub struct PolicySet {
+    pub policies: Vec<Policy>,
+}
+
+impl PolicySet {
+    /// Loads every `*.yaml` / `*.yml` in `dir`. Errors (and warnings) come back as diagnostics
+    /// with file, line and column; any error means no policy set.
+    pub fn load(dir: &Path) -> Result<(PolicySet, Vec<Diagnostic>), Vec<Diagnostic>> {
+        let mut diags = Vec::new();
+        let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+            Ok(rd) => rd
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+                .collect(),
+            Err(e) => {
+                return Err(vec![Diagnostic::error(dir, 0, 0, format!("cannot read policy directory: {e}"))]);
+            }
+        };
+        files.sort();
+        let mut policies: Vec<Policy> = Vec::new();
+        for file in files {
+            let text = match std::fs::read_to_string(&file) {
+                Ok(t) => t,
+                Err(e) => {
+                    diags.push(Diagnostic::error(&file, 0, 0, format!("cannot read: {e}")));
+                    continue;
+                }
+            };
+            match parse_file(&file, &text) {
+                Ok(found) => {
+                    for p in found {
+                        if let Some(prev) = policies.iter().find(|q| q.name.value == p.name.value) {
+                            diags.push(Diagnostic::error(
+                                &file,
+                                p.name.referenced.line(),
+                                p.name.referenced.column(),
+                                format!(
+                                    "policy name `{}` is already used at {}:{}",
+                                    p.name.value,
+                                    prev.file.display(),
+                                    prev.name.referenced.line()
+                                ),
+                            ));
+                        }
+                        policies.push(p);
+                    }
+                }
+                Err(d) => diags.push(d),
+            }
+        }
+        if policies.is_empty() && diags.is_empty() {
+            diags.push(Diagnostic::warning(dir, 0, 0, "no policies: every event will be ignored".into()));
+        }
+        if diags.iter().any(|d| d.severity == Severity::Error) {
+            return Err(diags);
+        }
+        Ok((PolicySet { policies }, diags))
+    }
+
+    /// The first policy whose `match` holds, and the report of every policy tried.
+    pub fn first_match(&self, event: &Event) -> (Option<&Policy>, Vec<(String, MatchReport)>) {
+        let mut tried = Vec::new();
+        for p in &self.policies {
+            let report = p.evaluate(event);
+            let matched = report.matched;
+            tried.push((p.name().to_string(), report));
+            if matched {
+                return (Some(p), tried);
+            }
+        }
+        (None, tried)
+    }
+}
+
+pub fn parse_file(file: &Path, text: &str) -> Result<Vec<Policy>, Diagnostic> {
+    let docs: Vec<Vec<Policy>> =
+        serde_saphyr::from_multiple(text).map_err(|e| Diagnostic::from_yaml(file, &e))?;
+    let mut out: Vec<Policy> = docs.into_iter().flatten().collect();
+    for p in &mut out {
+        p.file = file.to_path_buf();
+    }
+    Ok(out)
+}

@@ -1,0 +1,153 @@
+//! `Rollback`: what was done, and the outcome of handling one event.
+
+use serde::{Deserialize, Serialize};
+
+use crate::plan::Sha;
+
+/// Stable id of one rollback: derived from the trigger, the service and the env, so a repeat of
+/// the same incident (a redelivery, a second replica) arrives at the same id and the same refs.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RollbackId(pub String);
+
+impl RollbackId {
+    pub fn derive(trigger: &str, service: &str, env: &str) -> Self {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for part in [trigger, service, env] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        let digest = h.finalize();
+        let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+        RollbackId(format!("rb-{hex}"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for RollbackId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// How a rollback reached the repository.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// Pushed to the target branch.
+    Direct,
+    /// Pushed to a `rollback/<service>/<env>/<id>` branch for review; the target branch is untouched.
+    Proposal,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Rollback {
+    pub id: RollbackId,
+    pub commit: Sha,
+    pub delivery: Delivery,
+    /// The branch written: the target branch, or the proposal branch.
+    pub branch: String,
+    /// The annotated tag, for direct rollbacks.
+    pub tag: Option<String>,
+    /// How many times the push was retried because the branch moved.
+    pub push_retries: u32,
+}
+
+/// The outcome of handling one event: the values of `outcome` in every API and CLI answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    RolledBack { rollback: Rollback },
+    Proposed { rollback: Rollback },
+    /// This incident (or this bad change) was already handled by an existing rollback.
+    Duplicate { rollback_id: RollbackId, commit: Sha, reason: String },
+    /// The target paths already equal known-good.
+    Noop { reason: String },
+    /// A guard said no and the policy says deny.
+    Denied { reason: String },
+    /// No policy applies.
+    Ignored { reason: String },
+    /// The policy's mode is `notify`: nothing is written.
+    Notified { reason: String },
+    /// `--dry-run` / `simulate`: what would have happened, with nothing written.
+    DryRun { would: Delivery, rollback_id: RollbackId },
+}
+
+impl Outcome {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Outcome::RolledBack { .. } => "rolled_back",
+            Outcome::Proposed { .. } => "proposed",
+            Outcome::Duplicate { .. } => "duplicate",
+            Outcome::Noop { .. } => "noop",
+            Outcome::Denied { .. } => "denied",
+            Outcome::Ignored { .. } => "ignored",
+            Outcome::Notified { .. } => "notified",
+            Outcome::DryRun { .. } => "dry_run",
+        }
+    }
+
+    pub fn rollback_id(&self) -> Option<&RollbackId> {
+        match self {
+            Outcome::RolledBack { rollback } | Outcome::Proposed { rollback } => Some(&rollback.id),
+            Outcome::Duplicate { rollback_id, .. } | Outcome::DryRun { rollback_id, .. } => Some(rollback_id),
+            _ => None,
+        }
+    }
+
+    pub fn commit(&self) -> Option<&Sha> {
+        match self {
+            Outcome::RolledBack { rollback } | Outcome::Proposed { rollback } => Some(&rollback.commit),
+            Outcome::Duplicate { commit, .. } => Some(commit),
+            _ => None,
+        }
+    }
+
+    /// One line for a human.
+    pub fn summary(&self) -> String {
+        match self {
+            Outcome::RolledBack { rollback } => format!(
+                "rolled back: {} pushed to {} as {} (tag {})",
+                rollback.id,
+                rollback.branch,
+                rollback.commit.short(),
+                rollback.tag.as_deref().unwrap_or("-")
+            ),
+            Outcome::Proposed { rollback } => format!(
+                "proposed: {} pushed to branch {} as {} for review",
+                rollback.id,
+                rollback.branch,
+                rollback.commit.short()
+            ),
+            Outcome::Duplicate { rollback_id, commit, reason } => {
+                format!("duplicate: {reason} (rollback {rollback_id}, commit {})", commit.short())
+            }
+            Outcome::Noop { reason } => format!("noop: {reason}"),
+            Outcome::Denied { reason } => format!("denied: {reason}"),
+            Outcome::Ignored { reason } => format!("ignored: {reason}"),
+            Outcome::Notified { reason } => format!("notify only: {reason}"),
+            Outcome::DryRun { would, rollback_id } => match would {
+                Delivery::Direct => format!("dry run: would push rollback {rollback_id} to the branch"),
+                Delivery::Proposal => format!("dry run: would propose rollback {rollback_id} for review"),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_is_stable_and_depends_on_every_part() {
+        let a = RollbackId::derive("alertmanager:abc", "checkout", "prod");
+        assert_eq!(a, RollbackId::derive("alertmanager:abc", "checkout", "prod"));
+        assert_ne!(a, RollbackId::derive("alertmanager:abc", "checkout", "staging"));
+        assert_ne!(a, RollbackId::derive("alertmanager:abd", "checkout", "prod"));
+        assert!(a.as_str().starts_with("rb-") && a.as_str().len() == 15);
+    }
+}

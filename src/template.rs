@@ -1,0 +1,95 @@
+//! minijinja, configured once: policy target expressions and the message templates.
+
+use std::path::{Path, PathBuf};
+
+use minijinja::{Environment, UndefinedBehavior, Value};
+
+/// The templates rollbackd renders, and the file each is read from inside `templates/`.
+pub const COMMIT_TEMPLATE: &str = "commit.txt.j2";
+pub const TAG_TEMPLATE: &str = "tag.txt.j2";
+pub const TEMPLATE_FILES: &[&str] = &[COMMIT_TEMPLATE, TAG_TEMPLATE];
+
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    #[error("{file}: cannot read template: {source}")]
+    Read { file: PathBuf, source: std::io::Error },
+    #[error("{file}:{line}: {message}")]
+    Syntax { file: PathBuf, line: usize, message: String },
+    #[error("{0}")]
+    Render(String),
+}
+
+/// An environment where an undefined value is an error when printed, so a typo in
+/// `{{ labels.servce }}` fails loudly instead of producing an empty path.
+fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
+    if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder().keep_trailing_newline(true).build() {
+        env.set_syntax(syntax);
+    }
+    env
+}
+
+/// A template value from anything serializable.
+pub fn value<T: serde::Serialize>(v: T) -> Value {
+    Value::from(minijinja::value::Serde(v))
+}
+
+fn describe(err: &minijinja::Error) -> String {
+    let mut msg = err.kind().to_string();
+    if let Some(detail) = err.detail() {
+        msg.push_str(": ");
+        msg.push_str(detail);
+    }
+    msg
+}
+
+/// Checks that `source` compiles as a template; the error names what is wrong.
+pub fn check_expression(source: &str) -> Result<(), String> {
+    environment().template_from_str(source).map(|_| ()).map_err(|e| describe(&e))
+}
+
+/// Renders a one-line policy expression such as `apps/{{ labels.service }}/**`.
+pub fn render_expression(source: &str, ctx: &Value) -> Result<String, String> {
+    environment().render_str(source, ctx).map(|s| s.trim().to_string()).map_err(|e| describe(&e))
+}
+
+/// The message templates, loaded and compiled once.
+pub struct Templates {
+    env: Environment<'static>,
+}
+
+impl Templates {
+    pub fn load(dir: &Path) -> Result<Self, TemplateError> {
+        let mut env = environment();
+        for name in TEMPLATE_FILES {
+            let file = dir.join(name);
+            let source = std::fs::read_to_string(&file)
+                .map_err(|source| TemplateError::Read { file: file.clone(), source })?;
+            env.add_template_owned(name.to_string(), source).map_err(|e| TemplateError::Syntax {
+                file: file.clone(),
+                line: e.line().unwrap_or(1),
+                message: describe(&e),
+            })?;
+        }
+        Ok(Templates { env })
+    }
+
+    pub fn render(&self, name: &str, ctx: &Value) -> Result<String, TemplateError> {
+        let tmpl = self.env.get_template(name).map_err(|e| TemplateError::Render(describe(&e)))?;
+        tmpl.render(ctx).map_err(|e| TemplateError::Render(format!("{name}: {}", describe(&e))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expressions_render_and_typos_fail() {
+        let ctx = value(serde_json::json!({"labels": {"service": "checkout"}}));
+        assert_eq!(render_expression("apps/{{ labels.service }}/**", &ctx).unwrap(), "apps/checkout/**");
+        assert!(render_expression("{{ labels.servce }}", &ctx).is_err());
+        assert!(check_expression("{{ labels.service ").is_err());
+    }
+}
