@@ -1,1 +1,132 @@
-pub fn placeholder() {}
+//! `rollbackd check`: every problem in the config, the policies and the templates, each with
+//! its file, line and column. Errors fail the check; warnings (a glob that matches nothing in the
+//! repo) do not.
+
+use std::path::Path;
+
+use regex::Regex;
+
+use crate::config::Config;
+use crate::diagnostic::{Diagnostic, Severity};
+use crate::engine::message_context;
+use crate::event::{Event, Source};
+use crate::git::{Auth, ConfigRepo, PathSet};
+use crate::matcher::MatchOp;
+use crate::plan::{CommitInfo, KnownGood, KnownGoodSource, Plan, Sha, Strategy, Target};
+use crate::policy::{Policy, PolicySet};
+use crate::rollback::{Delivery, RollbackId};
+use crate::template::{TEMPLATE_FILES, TemplateError, Templates};
+
+pub fn has_errors(diags: &[Diagnostic]) -> bool {
+    diags.iter().any(|d| d.severity == Severity::Error)
+}
+
+pub fn run(config_path: &Path) -> Vec<Diagnostic> {
+    let (config, secrets) = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(crate::config::ConfigError::Invalid(d)) => return vec![d],
+        Err(e) => return vec![Diagnostic::error(config_path, 0, 0, e.to_string())],
+    };
+    let mut diags = Vec::new();
+    let policies = match PolicySet::load(&config.policies) {
+        Ok((set, warnings)) => {
+            diags.extend(warnings);
+            Some(set)
+        }
+        Err(errors) => {
+            diags.extend(errors);
+            None
+        }
+    };
+    match Templates::load(&config.templates) {
+        Ok(t) => {
+            // A trial render catches references to values that do not exist.
+            let sample_policy = policies.as_ref().and_then(|p| p.policies.first());
+            if let Some(policy) = sample_policy {
+                let (event, plan) = sample();
+                let ctx = message_context(&event, policy, &plan, &RollbackId("rb-000000000000".into()), Delivery::Direct);
+                for name in TEMPLATE_FILES {
+                    if let Err(e) = t.render(name, &ctx) {
+                        diags.push(Diagnostic::error(&config.templates.join(name), 0, 0, e.to_string()));
+                    }
+                }
+            }
+        }
+        Err(TemplateError::Syntax { file, line, message }) => {
+            diags.push(Diagnostic::error(&file, line as u64, 0, message));
+        }
+        Err(e) => diags.push(Diagnostic::error(&config.templates, 0, 0, e.to_string())),
+    }
+    if let Some(set) = &policies {
+        check_paths_exist(&config, secrets, set, &mut diags);
+    }
+    diags
+}
+
+/// Warns about target paths that match nothing on the branch. Templated parts are read as `*`
+/// unless an equality matcher pins the label.
+fn check_paths_exist(config: &Config, secrets: crate::config::Secrets, set: &PolicySet, diags: &mut Vec<Diagnostic>) {
+    let auth = Auth { token: secrets.git_token, ssh_key: config.repo.ssh_key_file.clone() };
+    let repo = ConfigRepo::open(config, auth).and_then(|mut r| r.fetch(true).map(|_| r));
+    let repo = match repo {
+        Ok(r) => r,
+        Err(e) => {
+            diags.push(Diagnostic::warning(&config.policies, 0, 0, format!("paths not checked against the config repo: {e}")));
+            return;
+        }
+    };
+    for policy in &set.policies {
+        for p in &policy.target.paths {
+            let glob = as_glob(policy, &p.value.0);
+            let (line, col) = (p.referenced.line(), p.referenced.column());
+            let result = PathSet::new(std::slice::from_ref(&glob)).map_err(|e| e.to_string()).and_then(|s| {
+                repo.any_path_matches(&s).map_err(|e| e.to_string())
+            });
+            match result {
+                Ok(true) => {}
+                Ok(false) => diags.push(Diagnostic::warning(
+                    &policy.file,
+                    line,
+                    col,
+                    format!("path `{}` (as `{glob}`) matches nothing on {}", p.value.0, config.repo.branch),
+                )),
+                Err(e) => diags.push(Diagnostic::error(&policy.file, line, col, format!("path `{}`: {e}", p.value.0))),
+            }
+        }
+    }
+}
+
+fn as_glob(policy: &Policy, expr: &str) -> String {
+    let label = Regex::new(r"\{\{\s*labels\.(\w+)\s*\}\}").expect("static regex");
+    let any = Regex::new(r"\{\{.*?\}\}").expect("static regex");
+    let pinned = label.replace_all(expr, |c: &regex::Captures<'_>| {
+        policy
+            .matches
+            .matchers
+            .iter()
+            .find(|m| m.name == c[1] && m.op == MatchOp::Equal)
+            .map_or_else(|| "*".to_string(), |m| m.value.clone())
+    });
+    any.replace_all(&pinned, "*").into_owned()
+}
+
+fn sample() -> (Event, Plan) {
+    let now = jiff::Timestamp::UNIX_EPOCH;
+    let event = Event::request(Source::Cli, "checkout", "prod", "alice", Some("sample reason"), now, "check");
+    let sha = |c: char| Sha(c.to_string().repeat(40));
+    let plan = Plan {
+        target: Target { service: "checkout".into(), env: "prod".into(), paths: vec!["apps/checkout/prod/**".into()] },
+        branch: "main".into(),
+        head: sha('a'),
+        known_good: KnownGood { sha: sha('b'), source: KnownGoodSource::Tag { name: "known-good/checkout/prod/1".into() } },
+        bad_commits: vec![CommitInfo { sha: sha('c'), summary: "Deploy checkout 1.5.0".into(), author: "ci".into(), time: now }],
+        requested_strategy: Strategy::Auto,
+        strategy: Strategy::Revert,
+        strategy_note: None,
+        tree: "d".repeat(40),
+        diffstat: vec![],
+        artifacts: vec![],
+        mutable_artifacts: vec![],
+    };
+    (event, plan)
+}

@@ -1,1 +1,155 @@
-pub fn placeholder() {}
+//! `rollbackd demo`: a complete, local playground. A bare config repo with two services in two
+//! environments, a known-good tag and a bad deploy on top, plus the config, policies and
+//! templates to roll it back. Nothing outside the directory is needed.
+
+use std::path::{Path, PathBuf};
+
+use jiff::{SignedDuration, Timestamp};
+
+use crate::git::GitError;
+use crate::git::seed::Seeder;
+
+/// The example policies and templates shipped in this repository, embedded so the demo works
+/// from the binary alone.
+pub const POLICIES: &[(&str, &str)] = &[
+    ("10-alerts.yaml", include_str!("../policies/10-alerts.yaml")),
+    ("30-requests.yaml", include_str!("../policies/30-requests.yaml")),
+];
+pub const TEMPLATES: &[(&str, &str)] = &[
+    ("commit.txt.j2", include_str!("../templates/commit.txt.j2")),
+    ("tag.txt.j2", include_str!("../templates/tag.txt.j2")),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("cannot write {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Git(#[from] GitError),
+}
+
+pub struct Demo {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub origin: PathBuf,
+    pub alert: PathBuf,
+    /// False when an existing demo directory was reused.
+    pub created: bool,
+}
+
+fn write(path: &Path, text: &str) -> Result<(), DemoError> {
+    let io = |source| DemoError::Io { path: path.to_path_buf(), source };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io)?;
+    }
+    std::fs::write(path, text).map_err(io)
+}
+
+fn deployment(service: &str, env: &str, image: &str, replicas: u32) -> String {
+    format!(
+        "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {service}
+  namespace: {env}
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels: {{ app: {service} }}
+  template:
+    metadata:
+      labels: {{ app: {service} }}
+    spec:
+      containers:
+        - name: {service}
+          image: {image}
+          ports: [{{ containerPort: 8080 }}]
+"
+    )
+}
+
+fn digest(seed: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(seed.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Creates the demo under `dir`, or reuses it when it is already there.
+pub fn create(dir: &Path, now: Timestamp) -> Result<Demo, DemoError> {
+    let demo = Demo {
+        dir: dir.to_path_buf(),
+        config: dir.join("rollbackd.yaml"),
+        origin: dir.join("origin.git"),
+        alert: dir.join("events/checkout-prod-alert.json"),
+        created: !dir.join("rollbackd.yaml").exists(),
+    };
+    if !demo.created {
+        return Ok(demo);
+    }
+    for (name, text) in POLICIES {
+        write(&dir.join("policies").join(name), text)?;
+    }
+    for (name, text) in TEMPLATES {
+        write(&dir.join("templates").join(name), text)?;
+    }
+    let seed = Seeder::init(&demo.origin, "main")?;
+    let at = |minutes_ago: i64| now.checked_sub(SignedDuration::from_mins(minutes_ago)).unwrap_or(now);
+    let checkout = |v: &str| format!("registry.example.com/acme/checkout:{v}");
+    let cart = |v: &str| format!("registry.example.com/acme/cart:{v}@sha256:{}", digest(v));
+    let files: Vec<(String, String)> = vec![
+        ("apps/checkout/prod/deployment.yaml".into(), deployment("checkout", "prod", &checkout("1.4.0"), 4)),
+        ("apps/checkout/staging/deployment.yaml".into(), deployment("checkout", "staging", &checkout("1.4.0"), 1)),
+        ("apps/cart/prod/deployment.yaml".into(), deployment("cart", "prod", &cart("2.2.0"), 3)),
+        ("apps/cart/staging/deployment.yaml".into(), deployment("cart", "staging", &cart("2.2.0"), 1)),
+        ("README.md".into(), "# Config repo\n\nManifests deployed by the GitOps controller. Managed by CI and rollbackd.\n".into()),
+    ];
+    let refs: Vec<(&str, Option<&str>)> = files.iter().map(|(p, t)| (p.as_str(), Some(t.as_str()))).collect();
+    seed.commit("Initial config: checkout and cart in prod and staging", &refs, "Platform Team", at(300))?;
+    let deploy = |msg: &str, path: &str, text: String, minutes: i64| -> Result<crate::plan::Sha, DemoError> {
+        Ok(seed.commit(msg, &[(path, Some(text.as_str()))], "deploy-bot", at(minutes))?)
+    };
+    deploy("Deploy checkout 1.4.2 to staging", "apps/checkout/staging/deployment.yaml", deployment("checkout", "staging", &checkout("1.4.2"), 1), 240)?;
+    let good = deploy("Deploy checkout 1.4.2 to prod", "apps/checkout/prod/deployment.yaml", deployment("checkout", "prod", &checkout("1.4.2"), 4), 200)?;
+    seed.tag("known-good/checkout/prod/20261121T080000Z", &good, "checkout 1.4.2 healthy in prod for 1h", at(140))?;
+    deploy("Deploy cart 2.3.0 to prod", "apps/cart/prod/deployment.yaml", deployment("cart", "prod", &cart("2.3.0"), 3), 90)?;
+    deploy("Deploy checkout 1.5.0 to staging", "apps/checkout/staging/deployment.yaml", deployment("checkout", "staging", &checkout("1.5.0"), 1), 60)?;
+    deploy("Deploy checkout 1.5.0 to prod", "apps/checkout/prod/deployment.yaml", deployment("checkout", "prod", &checkout("1.5.0"), 4), 20)?;
+
+    write(
+        &demo.config,
+        "# rollbackd demo configuration; every field is described in docs/configuration.md.
+repo:
+  url: origin.git        # the bare config repo next to this file
+  branch: main
+data_dir: data           # rollbackd's own mirror lives here
+policies: policies
+templates: templates
+identity: { name: rollbackd, email: rollbackd@localhost }
+",
+    )?;
+    let started = at(5);
+    write(
+        &demo.alert,
+        &serde_json::to_string_pretty(&serde_json::json!({
+            "version": "4",
+            "groupKey": "{}:{alertname=\"CheckoutErrorRate\"}",
+            "truncatedAlerts": 0,
+            "status": "firing",
+            "receiver": "rollbackd",
+            "groupLabels": {"alertname": "CheckoutErrorRate"},
+            "commonLabels": {"alertname": "CheckoutErrorRate", "service": "checkout", "env": "prod", "severity": "page"},
+            "commonAnnotations": {},
+            "externalURL": "http://alertmanager.example.com",
+            "alerts": [{
+                "status": "firing",
+                "labels": {"alertname": "CheckoutErrorRate", "service": "checkout", "env": "prod", "severity": "page"},
+                "annotations": {"summary": "checkout 5xx rate above 5% for 5m"},
+                "startsAt": started.to_string(),
+                "endsAt": "0001-01-01T00:00:00Z",
+                "generatorURL": "http://prometheus.example.com/graph",
+                "fingerprint": "3f6a2b1c9d8e7f60"
+            }]
+        }))
+        .unwrap_or_default(),
+    )?;
+    Ok(demo)
+}

@@ -161,10 +161,6 @@ impl Engine {
             }
             Planned::Noop { reason } => return done(decision, None, Outcome::Noop { reason }),
         };
-        if let Some(note) = &plan.strategy_note {
-            decision.notes.push(note.clone());
-        }
-
         decision.guards = guards::evaluate(&policy.guards, &plan, self.repo.index(), now);
         let failed: Vec<String> = decision.guards.iter().filter(|g| !g.passed).map(|g| format!("{}: {}", g.guard, g.detail)).collect();
         let mut delivery = match policy.action.mode {
@@ -264,7 +260,7 @@ enum Attempt {
 }
 
 /// What the commit and tag templates can use.
-fn message_context(event: &Event, policy: &Policy, plan: &Plan, id: &RollbackId, delivery: Delivery) -> minijinja::Value {
+pub(crate) fn message_context(event: &Event, policy: &Policy, plan: &Plan, id: &RollbackId, delivery: Delivery) -> minijinja::Value {
     let short = |s: &Sha| s.short().to_string();
     crate::template::value(serde_json::json!({
         "id": id,

@@ -16,6 +16,7 @@ pub mod engine;
 pub mod event;
 pub mod git;
 pub mod guards;
+pub mod ingest;
 pub mod matcher;
 pub mod plan;
 pub mod policy;

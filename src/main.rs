@@ -1,1 +1,267 @@
-fn main() {}
+//! The `rollbackd` binary: parses options, sets up logging, and hands over to the library.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use jiff::Timestamp;
+
+use rollbackd::clock::{Clock, FixedClock, SystemClock};
+use rollbackd::config::Config;
+use rollbackd::{Engine, EngineError, Event, Options, Outcome, Report, Source, check, demo, ingest};
+
+#[derive(Parser)]
+#[command(name = "rollbackd", version, about = "GitOps rollbacks from alerts, CI events and chat, audited in git")]
+struct Cli {
+    /// Configuration file.
+    #[arg(long, global = true, env = "ROLLBACKD_CONFIG", default_value = "rollbackd.yaml")]
+    config: PathBuf,
+    /// Log line format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the config, every policy and every template.
+    Check,
+    /// Show what an event would do: every policy tried, the guards, the plan. Writes nothing.
+    Simulate {
+        /// An Alertmanager webhook body, or an rollbackd event (JSON).
+        #[arg(long)]
+        event: PathBuf,
+        /// What the file is; guessed from its content when left out.
+        #[arg(long, value_enum)]
+        source: Option<SimSource>,
+        /// Evaluate as if the time were this (RFC 3339), for guards.
+        #[arg(long)]
+        at: Option<Timestamp>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Roll a service back in one environment, as the policies allow.
+    Rollback {
+        service: String,
+        #[arg(long)]
+        env: String,
+        /// Roll back to this revision instead of the known-good one.
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
+        /// Who is asking (recorded in the audit trail).
+        #[arg(long, env = "USER", default_value = "cli")]
+        actor: String,
+        /// Decide and plan; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rollbacks recorded in the config repo, newest first.
+    History {
+        #[arg(long)]
+        service: Option<String>,
+        #[arg(long)]
+        env: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a local demo (config repo, config, policies) and show what to try.
+    Demo {
+        #[arg(long, default_value = "demo")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SimSource {
+    Alertmanager,
+    Event,
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ROLLBACKD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let code = e.downcast_ref::<EngineError>().map_or(1, EngineError::exit_code);
+            eprintln!("error: {e:#}");
+            ExitCode::from(code as u8)
+        }
+    }
+}
+
+fn engine(config: &Path, clock: Arc<dyn Clock>) -> anyhow::Result<Engine> {
+    let (config, secrets) = Config::load(config)?;
+    Ok(Engine::new(config, secrets, clock)?)
+}
+
+/// 0 done (or nothing to do), 2 denied or not allowed by any policy.
+fn exit_code(outcome: &Outcome) -> u8 {
+    match outcome {
+        Outcome::Denied { .. } | Outcome::Ignored { .. } => 2,
+        _ => 0,
+    }
+}
+
+fn print_reports(reports: &[Report], json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(reports)?);
+    } else {
+        for (i, r) in reports.iter().enumerate() {
+            if i > 0 {
+                println!();
+            }
+            print!("{}", r.explain());
+        }
+    }
+    Ok(())
+}
+
+fn run(cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
+        Command::Check => {
+            let diags = check::run(&cli.config);
+            for d in &diags {
+                println!("{d}");
+            }
+            if check::has_errors(&diags) {
+                return Ok(1);
+            }
+            println!("ok: {} is valid", cli.config.display());
+            Ok(0)
+        }
+        Command::Simulate { event, source, at, json } => {
+            let clock: Arc<dyn Clock> = match at {
+                Some(t) => Arc::new(FixedClock::new(t)),
+                None => Arc::new(SystemClock),
+            };
+            let body = std::fs::read(&event).with_context(|| format!("cannot read {}", event.display()))?;
+            let events = parse_event_file(&body, source, clock.now())?;
+            let mut engine = engine(&cli.config, clock)?;
+            let opts = Options { dry_run: true, ..Options::default() };
+            let reports = events.iter().map(|e| engine.handle(e, &opts)).collect::<Result<Vec<_>, _>>()?;
+            print_reports(&reports, json)?;
+            Ok(0)
+        }
+        Command::Rollback { service, env, to, reason, actor, dry_run, json } => {
+            let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+            let now = clock.now();
+            let request_id = format!("{actor}-{}-{}", now.as_nanosecond(), std::process::id());
+            let event = Event::request(Source::Cli, &service, &env, &actor, reason.as_deref(), now, &request_id);
+            let mut engine = engine(&cli.config, clock)?;
+            let report = engine.handle(&event, &Options { to, dry_run })?;
+            print_reports(std::slice::from_ref(&report), json)?;
+            Ok(exit_code(&report.outcome))
+        }
+        Command::History { service, env, limit, json } => {
+            let mut engine = engine(&cli.config, Arc::new(SystemClock))?;
+            let index = engine.history()?;
+            let records: Vec<_> = index
+                .records()
+                .iter()
+                .filter(|r| service.as_ref().is_none_or(|s| &r.service == s))
+                .filter(|r| env.as_ref().is_none_or(|e| &r.env == e))
+                .take(limit)
+                .collect();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "rollbacks": records }))?);
+            } else if records.is_empty() {
+                println!("no rollbacks in the audit window");
+            } else {
+                for r in records {
+                    let bad: Vec<&str> = r.bad_commits.iter().map(|s| &s[..s.len().min(10)]).collect();
+                    println!(
+                        "{}  {}  {}/{}  {:?} {}  undid {}  to {}  by {} via {}{}",
+                        r.id,
+                        r.at,
+                        r.service,
+                        r.env,
+                        r.delivery,
+                        r.strategy,
+                        bad.join(","),
+                        &r.known_good[..r.known_good.len().min(10)],
+                        r.actor,
+                        r.trigger,
+                        r.reason.as_deref().map(|x| format!("  \"{x}\"")).unwrap_or_default()
+                    );
+                }
+            }
+            Ok(0)
+        }
+        Command::Demo { dir } => run_demo(&dir),
+    }
+}
+
+fn parse_event_file(body: &[u8], source: Option<SimSource>, now: Timestamp) -> anyhow::Result<Vec<Event>> {
+    let value: serde_json::Value = serde_json::from_slice(body).context("the event file is not JSON")?;
+    let source = source.unwrap_or(if value.get("alerts").is_some() { SimSource::Alertmanager } else { SimSource::Event });
+    match source {
+        SimSource::Alertmanager => {
+            let n = ingest::alertmanager::parse(body, now)?;
+            for r in &n.resolved {
+                eprintln!("resolved alert {} is not a rollback trigger", r.dedupe_key);
+            }
+            if n.firing.is_empty() {
+                bail!("the notification has no firing alert");
+            }
+            Ok(n.firing)
+        }
+        SimSource::Event => Ok(vec![serde_json::from_value(value).context("not an rollbackd event")?]),
+    }
+}
+
+fn run_demo(dir: &Path) -> anyhow::Result<u8> {
+    let d = demo::create(dir, Timestamp::now())?;
+    let dir = std::fs::canonicalize(&d.dir).unwrap_or(d.dir.clone());
+    let config = dir.join("rollbackd.yaml");
+    let alert = dir.join("events/checkout-prod-alert.json");
+    if d.created {
+        println!("Created a demo config repo at {}", dir.join("origin.git").display());
+    } else {
+        println!("Reusing the demo at {} (delete it for a fresh one)", dir.display());
+    }
+    println!("\nWhat the sample alert would do:\n");
+    let mut engine = engine(&config, Arc::new(SystemClock))?;
+    let events = parse_event_file(&std::fs::read(&alert)?, Some(SimSource::Alertmanager), Timestamp::now())?;
+    let report = engine.handle(&events[0], &Options { dry_run: true, ..Options::default() })?;
+    print!("{}", report.explain());
+    let c = config.display();
+    println!(
+        "\nTry next:
+  rollbackd --config {c} check
+  rollbackd --config {c} simulate --event {alert}
+  rollbackd --config {c} rollback checkout --env prod --reason \"5xx after 1.5.0\" --dry-run
+  rollbackd --config {c} rollback checkout --env prod --reason \"5xx after 1.5.0\"
+  rollbackd --config {c} history
+  git --git-dir {origin} log --format='%h %s' -3
+",
+        alert = alert.display(),
+        origin = dir.join("origin.git").display()
+    );
+    Ok(0)
+}

@@ -51,6 +51,18 @@ pub enum SourceMatch {
     Any,
 }
 
+impl fmt::Display for SourceMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SourceMatch::Alertmanager => "alertmanager",
+            SourceMatch::Github => "github",
+            SourceMatch::Chatops => "chatops",
+            SourceMatch::Cli => "cli",
+            SourceMatch::Any => "any",
+        })
+    }
+}
+
 impl SourceMatch {
     fn admits(self, source: Source) -> bool {
         match self {
@@ -161,10 +173,10 @@ impl Policy {
         let mut reasons = Vec::new();
         let mut matched = true;
         if self.matches.source.admits(event.source) {
-            reasons.push(format!("source {} admitted ({:?})", event.source, self.matches.source));
+            reasons.push(format!("source {} admitted (policy wants {})", event.source, self.matches.source));
         } else {
             matched = false;
-            reasons.push(format!("source is {}, policy wants {:?}", event.source, self.matches.source));
+            reasons.push(format!("source is {}, policy wants {}", event.source, self.matches.source));
         }
         for m in &self.matches.matchers {
             let actual = event.labels.get(&m.name);

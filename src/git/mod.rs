@@ -4,6 +4,7 @@
 mod audit;
 mod paths;
 mod planner;
+pub mod seed;
 mod trailers;
 mod transport;
 mod tree_edit;

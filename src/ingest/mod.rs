@@ -1,0 +1,3 @@
+//! Turning what senders post into [`Event`](crate::Event)s. Pure parsing: no HTTP, no git.
+
+pub mod alertmanager;
