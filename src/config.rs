@@ -54,7 +54,10 @@ pub struct Identity {
 
 impl Default for Identity {
     fn default() -> Self {
-        Identity { name: "rollbackd".into(), email: "rollbackd@localhost".into() }
+        Identity {
+            name: "rollbackd".into(),
+            email: "rollbackd@localhost".into(),
+        }
     }
 }
 
@@ -71,7 +74,10 @@ pub struct AuditConfig {
 
 impl Default for AuditConfig {
     fn default() -> Self {
-        AuditConfig { window: default_window(), max_commits: default_max_commits() }
+        AuditConfig {
+            window: default_window(),
+            max_commits: default_max_commits(),
+        }
     }
 }
 
@@ -88,7 +94,10 @@ pub struct GitConfig {
 
 impl Default for GitConfig {
     fn default() -> Self {
-        GitConfig { fetch_freshness: default_fetch_freshness(), push_retries: default_push_retries() }
+        GitConfig {
+            fetch_freshness: default_fetch_freshness(),
+            push_retries: default_push_retries(),
+        }
     }
 }
 
@@ -120,7 +129,10 @@ fn default_push_retries() -> u32 {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: cannot read config: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Invalid(Diagnostic),
     #[error("{path}: env var {var} (repo.token_env) is not set")]
@@ -136,16 +148,20 @@ pub struct Secrets {
 impl Config {
     /// Reads the file; relative paths inside it are taken relative to the file's directory.
     pub fn load(path: &Path) -> Result<(Config, Secrets), ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        let mut config: Config =
-            serde_saphyr::from_str(&text).map_err(|e| ConfigError::Invalid(Diagnostic::from_yaml(path, &e)))?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut config: Config = serde_saphyr::from_str(&text)
+            .map_err(|e| ConfigError::Invalid(Diagnostic::from_yaml(path, &e)))?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_relative_to(base);
         let git_token = match &config.repo.token_env {
-            Some(var) => Some(SecretString::new(std::env::var(var).map_err(|_| ConfigError::MissingSecret {
-                path: path.to_path_buf(),
-                var: var.clone(),
+            Some(var) => Some(SecretString::new(std::env::var(var).map_err(|_| {
+                ConfigError::MissingSecret {
+                    path: path.to_path_buf(),
+                    var: var.clone(),
+                }
             })?)),
             None => None,
         };
@@ -164,7 +180,10 @@ impl Config {
             *k = base.join(&*k);
         }
         // A relative local path for the repo is relative to the config too.
-        if !looks_like_url(&self.repo.url) && Path::new(&self.repo.url).is_relative() {
+        if !looks_like_url(&self.repo.url)
+            && !self.repo.url.starts_with("file://")
+            && Path::new(&self.repo.url).is_relative()
+        {
             self.repo.url = base.join(&self.repo.url).to_string_lossy().into_owned();
         }
     }
@@ -174,13 +193,17 @@ impl Config {
     }
 }
 
-fn looks_like_url(s: &str) -> bool {
-    s.contains("://") || (s.contains('@') && s.contains(':'))
+/// Whether a repo URL names a network remote (`https://`, `ssh://`, `git://`, `git@host:path`)
+/// rather than a path on this machine (`file://` counts as a path).
+pub(crate) fn looks_like_url(s: &str) -> bool {
+    (s.contains("://") && !s.starts_with("file://")) || (s.contains('@') && s.contains(':'))
 }
 
 /// The URL without any userinfo, for messages and logs.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
     let authority_end = rest.find('/').unwrap_or(rest.len());
     match rest[..authority_end].rfind('@') {
         Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
@@ -194,10 +217,19 @@ mod tests {
 
     #[test]
     fn redacts_userinfo() {
-        assert_eq!(redact_url("https://x-access-token:s3cret@github.com/a/b.git"), "https://***@github.com/a/b.git");
-        assert_eq!(redact_url("https://github.com/a/b.git"), "https://github.com/a/b.git");
+        assert_eq!(
+            redact_url("https://x-access-token:s3cret@github.com/a/b.git"),
+            "https://***@github.com/a/b.git"
+        );
+        assert_eq!(
+            redact_url("https://github.com/a/b.git"),
+            "https://github.com/a/b.git"
+        );
         assert_eq!(redact_url("/srv/config.git"), "/srv/config.git");
-        assert_eq!(redact_url("git@github.com:a/b.git"), "git@github.com:a/b.git");
+        assert_eq!(
+            redact_url("git@github.com:a/b.git"),
+            "git@github.com:a/b.git"
+        );
     }
 
     #[test]

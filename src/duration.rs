@@ -35,7 +35,10 @@ impl FromStr for Duration {
         let trimmed = s.trim();
         // jiff's friendly format has no plain-days unit for absolute durations; a day in a
         // guard means 24 hours, never a calendar day.
-        let parsed = match trimmed.strip_suffix('d').and_then(|n| n.trim().parse::<i64>().ok()) {
+        let parsed = match trimmed
+            .strip_suffix('d')
+            .and_then(|n| n.trim().parse::<i64>().ok())
+        {
             Some(days) => days.checked_mul(86_400).map(SignedDuration::from_secs),
             None => trimmed.parse::<SignedDuration>().ok(),
         };
@@ -74,8 +77,20 @@ mod tests {
 
     #[test]
     fn parses_the_forms_people_write() {
-        for (text, secs) in [("30m", 1800), ("24h", 86_400), ("6h", 21_600), ("90s", 90), ("1h 30m", 5400), ("7d", 604_800), ("PT30M", 1800)] {
-            assert_eq!(text.parse::<Duration>().unwrap(), Duration::from_secs(secs), "{text}");
+        for (text, secs) in [
+            ("30m", 1800),
+            ("24h", 86_400),
+            ("6h", 21_600),
+            ("90s", 90),
+            ("1h 30m", 5400),
+            ("7d", 604_800),
+            ("PT30M", 1800),
+        ] {
+            assert_eq!(
+                text.parse::<Duration>().unwrap(),
+                Duration::from_secs(secs),
+                "{text}"
+            );
         }
     }
 

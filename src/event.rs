@@ -41,7 +41,9 @@ impl FromStr for Source {
             "github" => Ok(Source::Github),
             "chatops" => Ok(Source::Chatops),
             "cli" => Ok(Source::Cli),
-            other => Err(format!("unknown source `{other}` (alertmanager, github, chatops, cli)")),
+            other => Err(format!(
+                "unknown source `{other}` (alertmanager, github, chatops, cli)"
+            )),
         }
     }
 }
@@ -101,7 +103,10 @@ impl Event {
 
     /// Who asked, for the audit trail: the human for requests, the source otherwise.
     pub fn actor(&self) -> String {
-        self.labels.get("actor").cloned().unwrap_or_else(|| self.source.to_string())
+        self.labels
+            .get("actor")
+            .cloned()
+            .unwrap_or_else(|| self.source.to_string())
     }
 
     pub fn reason(&self) -> Option<String> {

@@ -20,7 +20,12 @@ fn ago(now: Timestamp, then: Timestamp) -> String {
     crate::duration::Duration::from_secs(secs).to_string()
 }
 
-pub fn evaluate(guards: &Guards, plan: &Plan, index: &AuditIndex, now: Timestamp) -> Vec<GuardCheck> {
+pub fn evaluate(
+    guards: &Guards,
+    plan: &Plan,
+    index: &AuditIndex,
+    now: Timestamp,
+) -> Vec<GuardCheck> {
     let (service, env) = (&plan.target.service, &plan.target.env);
     let mut checks = Vec::new();
     if let Some(cooldown) = guards.cooldown {
@@ -38,7 +43,10 @@ pub fn evaluate(guards: &Guards, plan: &Plan, index: &AuditIndex, now: Timestamp
             Some(r) => GuardCheck {
                 guard: "cooldown",
                 passed: true,
-                detail: format!("last rollback of {service}/{env} was {} ago (cooldown {cooldown})", ago(now, r.at)),
+                detail: format!(
+                    "last rollback of {service}/{env} was {} ago (cooldown {cooldown})",
+                    ago(now, r.at)
+                ),
             },
             None => GuardCheck {
                 guard: "cooldown",
@@ -57,7 +65,10 @@ pub fn evaluate(guards: &Guards, plan: &Plan, index: &AuditIndex, now: Timestamp
         checks.push(GuardCheck {
             guard: "max_rollbacks",
             passed,
-            detail: format!("{n} rollbacks of {service}/{env} in the last {} (limit {})", limit.per, limit.count),
+            detail: format!(
+                "{n} rollbacks of {service}/{env} in the last {} (limit {})",
+                limit.per, limit.count
+            ),
         });
     }
     if let Some(max_age) = guards.max_change_age
@@ -81,9 +92,16 @@ pub fn evaluate(guards: &Guards, plan: &Plan, index: &AuditIndex, now: Timestamp
         let detail = if passed {
             "every artifact in the target state is pinned by digest or version".to_string()
         } else {
-            format!("the target state references mutable artifacts: {}", plan.mutable_artifacts.join("; "))
+            format!(
+                "the target state references mutable artifacts: {}",
+                plan.mutable_artifacts.join("; ")
+            )
         };
-        checks.push(GuardCheck { guard: "require_immutable_artifacts", passed, detail });
+        checks.push(GuardCheck {
+            guard: "require_immutable_artifacts",
+            passed,
+            detail,
+        });
     }
     checks
 }

@@ -82,7 +82,8 @@ pub struct Expr(pub String);
 impl<'de> Deserialize<'de> for Expr {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        template::check_expression(&s).map_err(|e| serde::de::Error::custom(format!("bad template `{s}`: {e}")))?;
+        template::check_expression(&s)
+            .map_err(|e| serde::de::Error::custom(format!("bad template `{s}`: {e}")))?;
         Ok(Expr(s))
     }
 }
@@ -173,10 +174,16 @@ impl Policy {
         let mut reasons = Vec::new();
         let mut matched = true;
         if self.matches.source.admits(event.source) {
-            reasons.push(format!("source {} admitted (policy wants {})", event.source, self.matches.source));
+            reasons.push(format!(
+                "source {} admitted (policy wants {})",
+                event.source, self.matches.source
+            ));
         } else {
             matched = false;
-            reasons.push(format!("source is {}, policy wants {}", event.source, self.matches.source));
+            reasons.push(format!(
+                "source is {}, policy wants {}",
+                event.source, self.matches.source
+            ));
         }
         for m in &self.matches.matchers {
             let actual = event.labels.get(&m.name);
@@ -195,25 +202,33 @@ impl Policy {
     pub fn resolve_target(&self, event: &Event) -> Result<Target, String> {
         let ctx = template_context(event);
         let render = |field: &str, e: &Expr| {
-            template::render_expression(&e.0, &ctx).map_err(|err| format!("target.{field} `{}`: {err}", e.0))
+            template::render_expression(&e.0, &ctx)
+                .map_err(|err| format!("target.{field} `{}`: {err}", e.0))
         };
         let service = render("service", &self.target.service)?;
         let env = render("env", &self.target.env)?;
         for (what, v) in [("service", &service), ("env", &env)] {
             if v.is_empty() || v.contains(['/', ' ', '\n']) || v.starts_with('.') {
-                return Err(format!("target.{what} rendered to {v:?}, which cannot name a {what}"));
+                return Err(format!(
+                    "target.{what} rendered to {v:?}, which cannot name a {what}"
+                ));
             }
         }
         let mut paths = Vec::new();
         for p in &self.target.paths {
             let path = render("paths", &p.value)?;
-            crate::git::PathSet::validate_pattern(&path).map_err(|e| format!("target.paths `{}`: {e}", p.value.0))?;
+            crate::git::PathSet::validate_pattern(&path)
+                .map_err(|e| format!("target.paths `{}`: {e}", p.value.0))?;
             paths.push(path);
         }
         if paths.is_empty() {
             return Err("target.paths is empty".into());
         }
-        Ok(Target { service, env, paths })
+        Ok(Target {
+            service,
+            env,
+            paths,
+        })
     }
 }
 
@@ -244,7 +259,12 @@ impl PolicySet {
                 .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
                 .collect(),
             Err(e) => {
-                return Err(vec![Diagnostic::error(dir, 0, 0, format!("cannot read policy directory: {e}"))]);
+                return Err(vec![Diagnostic::error(
+                    dir,
+                    0,
+                    0,
+                    format!("cannot read policy directory: {e}"),
+                )]);
             }
         };
         files.sort();
@@ -280,7 +300,12 @@ impl PolicySet {
             }
         }
         if policies.is_empty() && diags.is_empty() {
-            diags.push(Diagnostic::warning(dir, 0, 0, "no policies: every event will be ignored".into()));
+            diags.push(Diagnostic::warning(
+                dir,
+                0,
+                0,
+                "no policies: every event will be ignored".into(),
+            ));
         }
         if diags.iter().any(|d| d.severity == Severity::Error) {
             return Err(diags);

@@ -61,20 +61,39 @@ pub struct Rollback {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
-    RolledBack { rollback: Rollback },
-    Proposed { rollback: Rollback },
+    RolledBack {
+        rollback: Rollback,
+    },
+    Proposed {
+        rollback: Rollback,
+    },
     /// This incident (or this bad change) was already handled by an existing rollback.
-    Duplicate { rollback_id: RollbackId, commit: Sha, reason: String },
+    Duplicate {
+        rollback_id: RollbackId,
+        commit: Sha,
+        reason: String,
+    },
     /// The target paths already equal known-good.
-    Noop { reason: String },
+    Noop {
+        reason: String,
+    },
     /// A guard said no and the policy says deny.
-    Denied { reason: String },
+    Denied {
+        reason: String,
+    },
     /// No policy applies.
-    Ignored { reason: String },
+    Ignored {
+        reason: String,
+    },
     /// The policy's mode is `notify`: nothing is written.
-    Notified { reason: String },
+    Notified {
+        reason: String,
+    },
     /// `--dry-run` / `simulate`: what would have happened, with nothing written.
-    DryRun { would: Delivery, rollback_id: RollbackId },
+    DryRun {
+        would: Delivery,
+        rollback_id: RollbackId,
+    },
 }
 
 impl Outcome {
@@ -94,14 +113,18 @@ impl Outcome {
     pub fn rollback_id(&self) -> Option<&RollbackId> {
         match self {
             Outcome::RolledBack { rollback } | Outcome::Proposed { rollback } => Some(&rollback.id),
-            Outcome::Duplicate { rollback_id, .. } | Outcome::DryRun { rollback_id, .. } => Some(rollback_id),
+            Outcome::Duplicate { rollback_id, .. } | Outcome::DryRun { rollback_id, .. } => {
+                Some(rollback_id)
+            }
             _ => None,
         }
     }
 
     pub fn commit(&self) -> Option<&Sha> {
         match self {
-            Outcome::RolledBack { rollback } | Outcome::Proposed { rollback } => Some(&rollback.commit),
+            Outcome::RolledBack { rollback } | Outcome::Proposed { rollback } => {
+                Some(&rollback.commit)
+            }
             Outcome::Duplicate { commit, .. } => Some(commit),
             _ => None,
         }
@@ -123,16 +146,27 @@ impl Outcome {
                 rollback.branch,
                 rollback.commit.short()
             ),
-            Outcome::Duplicate { rollback_id, commit, reason } => {
-                format!("duplicate: {reason} (rollback {rollback_id}, commit {})", commit.short())
+            Outcome::Duplicate {
+                rollback_id,
+                commit,
+                reason,
+            } => {
+                format!(
+                    "duplicate: {reason} (rollback {rollback_id}, commit {})",
+                    commit.short()
+                )
             }
             Outcome::Noop { reason } => format!("noop: {reason}"),
             Outcome::Denied { reason } => format!("denied: {reason}"),
             Outcome::Ignored { reason } => format!("ignored: {reason}"),
             Outcome::Notified { reason } => format!("notify only: {reason}"),
             Outcome::DryRun { would, rollback_id } => match would {
-                Delivery::Direct => format!("dry run: would push rollback {rollback_id} to the branch"),
-                Delivery::Proposal => format!("dry run: would propose rollback {rollback_id} for review"),
+                Delivery::Direct => {
+                    format!("dry run: would push rollback {rollback_id} to the branch")
+                }
+                Delivery::Proposal => {
+                    format!("dry run: would propose rollback {rollback_id} for review")
+                }
             },
         }
     }
@@ -145,9 +179,18 @@ mod tests {
     #[test]
     fn id_is_stable_and_depends_on_every_part() {
         let a = RollbackId::derive("alertmanager:abc", "checkout", "prod");
-        assert_eq!(a, RollbackId::derive("alertmanager:abc", "checkout", "prod"));
-        assert_ne!(a, RollbackId::derive("alertmanager:abc", "checkout", "staging"));
-        assert_ne!(a, RollbackId::derive("alertmanager:abd", "checkout", "prod"));
+        assert_eq!(
+            a,
+            RollbackId::derive("alertmanager:abc", "checkout", "prod")
+        );
+        assert_ne!(
+            a,
+            RollbackId::derive("alertmanager:abc", "checkout", "staging")
+        );
+        assert_ne!(
+            a,
+            RollbackId::derive("alertmanager:abd", "checkout", "prod")
+        );
         assert!(a.as_str().starts_with("rb-") && a.as_str().len() == 15);
     }
 }

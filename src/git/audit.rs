@@ -84,7 +84,14 @@ impl AuditIndex {
             .filter(move |r| r.delivery == Delivery::Direct && r.service == service && r.env == env)
     }
 
-    pub(super) fn refresh(&mut self, repo: &Repository, branch: &str, head: Oid, since: Timestamp, max_commits: usize) -> Result<(), GitError> {
+    pub(super) fn refresh(
+        &mut self,
+        repo: &Repository,
+        branch: &str,
+        head: Oid,
+        since: Timestamp,
+        max_commits: usize,
+    ) -> Result<(), GitError> {
         if self.walked_head != Some(head) {
             let incremental = match self.walked_head {
                 Some(old) => repo.graph_descendant_of(head, old).unwrap_or(false),
@@ -120,9 +127,14 @@ impl AuditIndex {
         // branch, a merge) still counts while it is inside the time window.
         for r in repo.references_glob("refs/tags/rollback/*")? {
             let r = r?;
-            let Some(name) = r.shorthand().ok().map(str::to_string) else { continue };
+            let Some(name) = r.shorthand().ok().map(str::to_string) else {
+                continue;
+            };
             let Ok(c) = r.peel_to_commit() else { continue };
-            if let Some(rec) = records.iter_mut().find(|x| x.commit.0 == c.id().to_string()) {
+            if let Some(rec) = records
+                .iter_mut()
+                .find(|x| x.commit.0 == c.id().to_string())
+            {
                 rec.tag = Some(name);
                 continue;
             }
@@ -138,9 +150,13 @@ impl AuditIndex {
         }
         for r in repo.references_glob("refs/heads/rollback/*")? {
             let r = r?;
-            let Some(branch) = r.shorthand().ok().map(str::to_string) else { continue };
+            let Some(branch) = r.shorthand().ok().map(str::to_string) else {
+                continue;
+            };
             let Ok(c) = r.peel_to_commit() else { continue };
-            let Some(t) = Trailers::parse(c.message().unwrap_or_default()) else { continue };
+            let Some(t) = Trailers::parse(c.message().unwrap_or_default()) else {
+                continue;
+            };
             if records.iter().any(|x| x.id == t.id) {
                 continue;
             }

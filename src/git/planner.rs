@@ -23,9 +23,15 @@ pub enum Planned {
     Ready(Box<Plan>),
     /// The newest change to the target paths is a rollback, or every bad commit has been
     /// rolled back already.
-    AlreadyRolledBack { id: String, commit: Sha, reason: String },
+    AlreadyRolledBack {
+        id: String,
+        commit: Sha,
+        reason: String,
+    },
     /// Nothing differs from known-good.
-    Noop { reason: String },
+    Noop {
+        reason: String,
+    },
 }
 
 /// The trailers of a rollback commit, also when it arrived as the second parent of a merge
@@ -34,7 +40,9 @@ pub(crate) fn rollback_trailers(c: &Commit<'_>) -> Option<Trailers> {
     if let Some(t) = Trailers::parse(c.message().unwrap_or_default()) {
         return Some(t);
     }
-    c.parents().skip(1).find_map(|p| Trailers::parse(p.message().unwrap_or_default()))
+    c.parents()
+        .skip(1)
+        .find_map(|p| Trailers::parse(p.message().unwrap_or_default()))
 }
 
 fn parent_tree<'r>(repo: &'r Repository, c: &Commit<'r>) -> Result<Tree<'r>, git2::Error> {
@@ -53,9 +61,18 @@ fn info(c: &Commit<'_>) -> CommitInfo {
     }
 }
 
-pub(super) fn plan(repo: &Repository, branch: &str, head: Oid, max_commits: usize, req: &PlanRequest<'_>) -> Result<Planned, GitError> {
+pub(super) fn plan(
+    repo: &Repository,
+    branch: &str,
+    head: Oid,
+    max_commits: usize,
+    req: &PlanRequest<'_>,
+) -> Result<Planned, GitError> {
     let target = req.target;
-    let paths = PathSet::new(&target.paths).map_err(|m| GitError::BadRevision { rev: target.paths.join(" "), message: m })?;
+    let paths = PathSet::new(&target.paths).map_err(|m| GitError::BadRevision {
+        rev: target.paths.join(" "),
+        message: m,
+    })?;
     let head_commit = repo.find_commit(head)?;
     let head_tree = head_commit.tree()?;
 
@@ -69,11 +86,19 @@ pub(super) fn plan(repo: &Repository, branch: &str, head: Oid, max_commits: usiz
                     let Ok(parent) = c.parent(0) else {
                         return Err(no_known_good(target, &paths, max_commits));
                     };
-                    KnownGood { sha: sha(parent.id()), source: KnownGoodSource::ParentOfLastChange { change: sha(change) } }
+                    KnownGood {
+                        sha: sha(parent.id()),
+                        source: KnownGoodSource::ParentOfLastChange {
+                            change: sha(change),
+                        },
+                    }
                 }
                 LastChange::Rollback { id, commit } => {
                     return Ok(Planned::AlreadyRolledBack {
-                        reason: format!("the newest change to {} is rollback {id}", paths_list(&paths)),
+                        reason: format!(
+                            "the newest change to {} is rollback {id}",
+                            paths_list(&paths)
+                        ),
                         id,
                         commit: sha(commit),
                     });
@@ -96,7 +121,10 @@ pub(super) fn plan(repo: &Repository, branch: &str, head: Oid, max_commits: usiz
     let mut rollbacks: Vec<(String, Oid)> = Vec::new();
     for (n, id) in walk.enumerate() {
         if n >= max_commits {
-            return Err(GitError::RangeTooLong { known_good: known_good.sha.short().to_string(), limit: max_commits });
+            return Err(GitError::RangeTooLong {
+                known_good: known_good.sha.short().to_string(),
+                limit: max_commits,
+            });
         }
         let c = repo.find_commit(id?)?;
         if !paths.differs(repo, &c.tree()?, &parent_tree(repo, &c)?)? {
@@ -114,21 +142,33 @@ pub(super) fn plan(repo: &Repository, branch: &str, head: Oid, max_commits: usiz
     if bad.is_empty() {
         if let Some((id, commit)) = rollbacks.into_iter().next() {
             return Ok(Planned::AlreadyRolledBack {
-                reason: format!("the changes after known-good {} were already rolled back by {id}", known_good.sha.short()),
+                reason: format!(
+                    "the changes after known-good {} were already rolled back by {id}",
+                    known_good.sha.short()
+                ),
                 id,
                 commit: sha(commit),
             });
         }
         return Ok(Planned::Noop {
-            reason: format!("no commit after known-good {} touches {}", known_good.sha.short(), paths_list(&paths)),
+            reason: format!(
+                "no commit after known-good {} touches {}",
+                known_good.sha.short(),
+                paths_list(&paths)
+            ),
         });
     }
 
     let kg_tree = repo.find_commit(kg_oid)?.tree()?;
-    let (strategy, tree, note) = choose_and_build(repo, &paths, req.strategy, &bad, &head_tree, &kg_tree)?;
+    let (strategy, tree, note) =
+        choose_and_build(repo, &paths, req.strategy, &bad, &head_tree, &kg_tree)?;
     if tree == head_tree.id() {
         return Ok(Planned::Noop {
-            reason: format!("{} already equal known-good {}", paths_list(&paths), known_good.sha.short()),
+            reason: format!(
+                "{} already equal known-good {}",
+                paths_list(&paths),
+                known_good.sha.short()
+            ),
         });
     }
 
@@ -164,30 +204,57 @@ fn paths_list(paths: &PathSet) -> String {
 }
 
 fn no_known_good(target: &Target, paths: &PathSet, searched: usize) -> GitError {
-    GitError::NoKnownGood { service: target.service.clone(), env: target.env.clone(), paths: paths_list(paths), searched }
+    GitError::NoKnownGood {
+        service: target.service.clone(),
+        env: target.env.clone(),
+        paths: paths_list(paths),
+        searched,
+    }
 }
 
 fn requested(repo: &Repository, rev: &str, head: Oid) -> Result<KnownGood, GitError> {
-    let bad_rev = |message: String| GitError::BadRevision { rev: rev.to_string(), message };
+    let bad_rev = |message: String| GitError::BadRevision {
+        rev: rev.to_string(),
+        message,
+    };
     let commit = repo
         .revparse_single(rev)
         .and_then(|o| o.peel_to_commit())
         .map_err(|e| bad_rev(format!("not found in the config repo ({})", e.message())))?;
     if commit.id() != head && !repo.graph_descendant_of(head, commit.id())? {
-        return Err(bad_rev("is not in the history of the branch; rolling back to it would drop unrelated work".into()));
+        return Err(bad_rev(
+            "is not in the history of the branch; rolling back to it would drop unrelated work"
+                .into(),
+        ));
     }
-    Ok(KnownGood { sha: sha(commit.id()), source: KnownGoodSource::Requested { rev: rev.to_string() } })
+    Ok(KnownGood {
+        sha: sha(commit.id()),
+        source: KnownGoodSource::Requested {
+            rev: rev.to_string(),
+        },
+    })
 }
 
 /// The newest `known-good/<service>/<env>/*` tag whose commit is in the branch's history.
-fn newest_known_good_tag(repo: &Repository, service: &str, env: &str, head: Oid) -> Result<Option<KnownGood>, GitError> {
+fn newest_known_good_tag(
+    repo: &Repository,
+    service: &str,
+    env: &str,
+    head: Oid,
+) -> Result<Option<KnownGood>, GitError> {
     let mut candidates = Vec::new();
     for r in repo.references_glob(&format!("refs/tags/known-good/{service}/{env}/*"))? {
         let r = r?;
-        let Some(name) = r.shorthand().ok().map(str::to_string) else { continue };
-        let Ok(commit) = r.peel_to_commit() else { continue };
+        let Some(name) = r.shorthand().ok().map(str::to_string) else {
+            continue;
+        };
+        let Ok(commit) = r.peel_to_commit() else {
+            continue;
+        };
         let when = match r.peel_to_tag() {
-            Ok(tag) => tag.tagger().map_or(commit.time().seconds(), |s| s.when().seconds()),
+            Ok(tag) => tag
+                .tagger()
+                .map_or(commit.time().seconds(), |s| s.when().seconds()),
             Err(_) => commit.time().seconds(),
         };
         candidates.push((when, name, commit.id()));
@@ -195,7 +262,10 @@ fn newest_known_good_tag(repo: &Repository, service: &str, env: &str, head: Oid)
     candidates.sort_by(|a, b| b.cmp(a));
     for (_, name, id) in candidates {
         if id == head || repo.graph_descendant_of(head, id)? {
-            return Ok(Some(KnownGood { sha: sha(id), source: KnownGoodSource::Tag { name } }));
+            return Ok(Some(KnownGood {
+                sha: sha(id),
+                source: KnownGoodSource::Tag { name },
+            }));
         }
     }
     Ok(None)
@@ -207,7 +277,12 @@ enum LastChange {
     None,
 }
 
-fn last_change(repo: &Repository, paths: &PathSet, head: Oid, max_commits: usize) -> Result<LastChange, GitError> {
+fn last_change(
+    repo: &Repository,
+    paths: &PathSet,
+    head: Oid,
+    max_commits: usize,
+) -> Result<LastChange, GitError> {
     let mut walk = repo.revwalk()?;
     walk.push(head)?;
     walk.simplify_first_parent()?;
@@ -215,7 +290,10 @@ fn last_change(repo: &Repository, paths: &PathSet, head: Oid, max_commits: usize
         let c = repo.find_commit(id?)?;
         if paths.differs(repo, &c.tree()?, &parent_tree(repo, &c)?)? {
             return Ok(match rollback_trailers(&c) {
-                Some(t) => LastChange::Rollback { id: t.id, commit: c.id() },
+                Some(t) => LastChange::Rollback {
+                    id: t.id,
+                    commit: c.id(),
+                },
                 None => LastChange::Commit(c.id()),
             });
         }
@@ -234,7 +312,11 @@ fn choose_and_build(
     kg_tree: &Tree<'_>,
 ) -> Result<Built, GitError> {
     let restore = |note: Option<String>| -> Result<Built, GitError> {
-        Ok((Strategy::Restore, restore_tree(repo, paths, kg_tree, head_tree)?, note))
+        Ok((
+            Strategy::Restore,
+            restore_tree(repo, paths, kg_tree, head_tree)?,
+            note,
+        ))
     };
     let try_revert = |fallback_note: &dyn Fn(String) -> String| -> Result<Built, GitError> {
         match revert_chain(repo, head_tree, bad)? {
@@ -244,14 +326,22 @@ fn choose_and_build(
     };
     match asked {
         Strategy::Restore => restore(None),
-        Strategy::Revert => try_revert(&|c| format!("revert conflicts ({c}); restored the target paths instead")),
+        Strategy::Revert => {
+            try_revert(&|c| format!("revert conflicts ({c}); restored the target paths instead"))
+        }
         Strategy::Auto => {
             if bad.len() > 1 {
-                return restore(Some(format!("auto: {} commits in the bad range, restore", bad.len())));
+                return restore(Some(format!(
+                    "auto: {} commits in the bad range, restore",
+                    bad.len()
+                )));
             }
             let c = &bad[0];
             if c.parent_count() > 1 {
-                return restore(Some(format!("auto: {} is a merge commit, restore", &c.id().to_string()[..10])));
+                return restore(Some(format!(
+                    "auto: {} is a merge commit, restore",
+                    &c.id().to_string()[..10]
+                )));
             }
             if !paths.covers_all_changes(repo, &parent_tree(repo, c)?, &c.tree()?)? {
                 return restore(Some(format!(
@@ -259,9 +349,12 @@ fn choose_and_build(
                     &c.id().to_string()[..10]
                 )));
             }
-            let (strategy, tree, _) = try_revert(&|c| format!("auto: revert conflicts ({c}), restore"))?;
+            let (strategy, tree, _) =
+                try_revert(&|c| format!("auto: revert conflicts ({c}), restore"))?;
             let note = match strategy {
-                Strategy::Revert => Some("auto: one commit touching only the target paths, revert".to_string()),
+                Strategy::Revert => {
+                    Some("auto: one commit touching only the target paths, revert".to_string())
+                }
                 _ => Some("auto: revert conflicts, restore".to_string()),
             };
             Ok((strategy, tree, note))
@@ -272,7 +365,11 @@ fn choose_and_build(
 /// Reverts `bad` (newest first) on top of `head_tree`. This is what `git_revert_commit` does
 /// (a three-way merge with the commit as base and its first parent as "theirs"), done on trees
 /// so a chain of reverts needs no intermediate commits. `Err` lists the conflicting paths.
-fn revert_chain(repo: &Repository, head_tree: &Tree<'_>, bad: &[Commit<'_>]) -> Result<Result<Oid, String>, GitError> {
+fn revert_chain(
+    repo: &Repository,
+    head_tree: &Tree<'_>,
+    bad: &[Commit<'_>],
+) -> Result<Result<Oid, String>, GitError> {
     let mut current = head_tree.id();
     for c in bad {
         let ours = repo.find_tree(current)?;
@@ -285,14 +382,23 @@ fn revert_chain(repo: &Repository, head_tree: &Tree<'_>, bad: &[Commit<'_>]) -> 
                 .map(|e| String::from_utf8_lossy(&e.path).into_owned())
                 .collect();
             paths.dedup();
-            return Ok(Err(format!("{} in {}", &c.id().to_string()[..10], paths.join(", "))));
+            return Ok(Err(format!(
+                "{} in {}",
+                &c.id().to_string()[..10],
+                paths.join(", ")
+            )));
         }
         current = index.write_tree_to(repo)?;
     }
     Ok(Ok(current))
 }
 
-fn restore_tree(repo: &Repository, paths: &PathSet, kg_tree: &Tree<'_>, head_tree: &Tree<'_>) -> Result<Oid, GitError> {
+fn restore_tree(
+    repo: &Repository,
+    paths: &PathSet,
+    kg_tree: &Tree<'_>,
+    head_tree: &Tree<'_>,
+) -> Result<Oid, GitError> {
     let mut root = Some(head_tree.id());
     for (path, entry) in paths.restore_edits(repo, kg_tree, head_tree)? {
         root = tree_edit::set_path(repo, root, &path, entry)?;
@@ -314,7 +420,11 @@ fn text_of(repo: &Repository, blob: Oid) -> Option<String> {
     String::from_utf8(b.content().to_vec()).ok()
 }
 
-fn describe_change(repo: &Repository, old: &Tree<'_>, new: &Tree<'_>) -> Result<(Vec<FileStat>, Vec<artifacts::ArtifactChange>), GitError> {
+fn describe_change(
+    repo: &Repository,
+    old: &Tree<'_>,
+    new: &Tree<'_>,
+) -> Result<(Vec<FileStat>, Vec<artifacts::ArtifactChange>), GitError> {
     let diff = repo.diff_tree_to_tree(Some(old), Some(new), None)?;
     let mut stats = Vec::new();
     let mut changes = Vec::new();
@@ -332,9 +442,17 @@ fn describe_change(repo: &Repository, old: &Tree<'_>, new: &Tree<'_>) -> Result<
             }
             None => (0, 0),
         };
-        stats.push(FileStat { path: path.clone(), insertions: ins, deletions: del });
-        let before = text_of(repo, delta.old_file().id()).map(|t| artifacts::scan(&t)).unwrap_or_default();
-        let after = text_of(repo, delta.new_file().id()).map(|t| artifacts::scan(&t)).unwrap_or_default();
+        stats.push(FileStat {
+            path: path.clone(),
+            insertions: ins,
+            deletions: del,
+        });
+        let before = text_of(repo, delta.old_file().id())
+            .map(|t| artifacts::scan(&t))
+            .unwrap_or_default();
+        let after = text_of(repo, delta.new_file().id())
+            .map(|t| artifacts::scan(&t))
+            .unwrap_or_default();
         changes.extend(artifacts::diff(&path, &before, &after));
     }
     Ok((stats, changes))

@@ -9,7 +9,9 @@
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
-use git2::{Cred, CredentialType, ErrorCode, FetchOptions, Oid, PushOptions, RemoteCallbacks, Repository};
+use git2::{
+    Cred, CredentialType, ErrorCode, FetchOptions, Oid, PushOptions, RemoteCallbacks, Repository,
+};
 
 use super::{GitError, PushResult};
 use crate::config::redact_url;
@@ -22,7 +24,11 @@ pub struct Auth {
     pub ssh_key: Option<PathBuf>,
 }
 
-const FETCH_REFSPECS: [&str; 3] = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*", "+refs/notes/*:refs/notes/*"];
+const FETCH_REFSPECS: [&str; 3] = [
+    "+refs/heads/*:refs/heads/*",
+    "+refs/tags/*:refs/tags/*",
+    "+refs/notes/*:refs/notes/*",
+];
 
 fn callbacks<'a>(auth: &'a Auth) -> RemoteCallbacks<'a> {
     let mut cb = RemoteCallbacks::new();
@@ -55,16 +61,23 @@ fn callbacks<'a>(auth: &'a Auth) -> RemoteCallbacks<'a> {
 }
 
 fn unreachable(url: &str, e: &git2::Error) -> GitError {
-    GitError::Unreachable { url: redact_url(url), message: e.message().to_string() }
+    GitError::Unreachable {
+        url: redact_url(url),
+        message: e.message().to_string(),
+    }
 }
 
 pub(super) fn fetch(repo: &Repository, url: &str, auth: &Auth) -> Result<(), GitError> {
-    let mut remote = repo.remote_anonymous(url).map_err(|e| unreachable(url, &e))?;
+    let mut remote = repo
+        .remote_anonymous(url)
+        .map_err(|e| unreachable(url, &e))?;
     let mut opts = FetchOptions::new();
     opts.remote_callbacks(callbacks(auth));
     opts.prune(git2::FetchPrune::On);
     opts.download_tags(git2::AutotagOption::None);
-    remote.fetch(&FETCH_REFSPECS, Some(&mut opts), None).map_err(|e| unreachable(url, &e))
+    remote
+        .fetch(&FETCH_REFSPECS, Some(&mut opts), None)
+        .map_err(|e| unreachable(url, &e))
 }
 
 /// The local directory of a path or `file://` URL, if it is one.
@@ -72,7 +85,7 @@ fn local_path(url: &str) -> Option<PathBuf> {
     if let Some(rest) = url.strip_prefix("file://") {
         return Some(PathBuf::from(rest));
     }
-    (!url.contains("://") && !(url.contains('@') && url.contains(':'))).then(|| PathBuf::from(url))
+    (!crate::config::looks_like_url(url)).then(|| PathBuf::from(url))
 }
 
 /// Sets `refname` on the origin to `new` if it currently is `expected` (`None`: must not exist).
@@ -90,26 +103,51 @@ pub(super) fn push_ref(
     }
 }
 
-fn push_local(repo: &Repository, url: &str, path: &Path, refname: &str, new: Oid, expected: Option<Oid>) -> Result<PushResult, GitError> {
+fn push_local(
+    repo: &Repository,
+    url: &str,
+    path: &Path,
+    refname: &str,
+    new: Oid,
+    expected: Option<Oid>,
+) -> Result<PushResult, GitError> {
     let origin = Repository::open_bare(path).map_err(|e| unreachable(url, &e))?;
     let (src, dst) = (repo.odb()?, origin.odb()?);
     copy_missing(repo, &src, &dst, new)?;
     let msg = "rollbackd";
     let result = match expected {
-        Some(old) => origin.reference_matching(refname, new, true, old, msg).map(|_| ()),
+        Some(old) => origin
+            .reference_matching(refname, new, true, old, msg)
+            .map(|_| ()),
         None => origin.reference(refname, new, false, msg).map(|_| ()),
     };
     match result {
         Ok(()) => Ok(PushResult::Pushed),
-        Err(e) if matches!(e.code(), ErrorCode::Modified | ErrorCode::Exists | ErrorCode::Locked) => Ok(PushResult::Moved),
+        Err(e)
+            if matches!(
+                e.code(),
+                ErrorCode::Modified | ErrorCode::Exists | ErrorCode::Locked
+            ) =>
+        {
+            Ok(PushResult::Moved)
+        }
         Err(e) if e.code() == ErrorCode::NotFound => Ok(PushResult::Moved),
-        Err(e) => Err(GitError::Refused { url: redact_url(url), refname: refname.into(), message: e.message().into() }),
+        Err(e) => Err(GitError::Refused {
+            url: redact_url(url),
+            refname: refname.into(),
+            message: e.message().into(),
+        }),
     }
 }
 
 /// Copies `id` and everything it reaches that the destination lacks. Children are written
 /// before their parents, so the destination never holds an object with missing parts.
-fn copy_missing(repo: &Repository, src: &git2::Odb<'_>, dst: &git2::Odb<'_>, id: Oid) -> Result<(), GitError> {
+fn copy_missing(
+    repo: &Repository,
+    src: &git2::Odb<'_>,
+    dst: &git2::Odb<'_>,
+    id: Oid,
+) -> Result<(), GitError> {
     if dst.exists(id) {
         return Ok(());
     }
@@ -141,7 +179,14 @@ fn copy_missing(repo: &Repository, src: &git2::Odb<'_>, dst: &git2::Odb<'_>, id:
     Ok(())
 }
 
-fn push_network(repo: &Repository, url: &str, auth: &Auth, refname: &str, new: Oid, expected: Option<Oid>) -> Result<PushResult, GitError> {
+fn push_network(
+    repo: &Repository,
+    url: &str,
+    auth: &Auth,
+    refname: &str,
+    new: Oid,
+    expected: Option<Oid>,
+) -> Result<PushResult, GitError> {
     // A push needs a local ref as its source; a scratch ref keeps the mirror's real refs
     // untouched until the origin accepted.
     let scratch = format!("refs/rollbackd/outgoing/{new}");
@@ -161,21 +206,39 @@ fn push_network_inner(
     refname: &str,
     expected: Option<Oid>,
 ) -> Result<PushResult, GitError> {
-    let mut remote = repo.remote_anonymous(url).map_err(|e| unreachable(url, &e))?;
+    let mut remote = repo
+        .remote_anonymous(url)
+        .map_err(|e| unreachable(url, &e))?;
     // Compare the origin's current value with what we planned against before sending anything.
-    remote.connect_auth(git2::Direction::Push, Some(callbacks(auth)), None).map_err(|e| unreachable(url, &e))?;
-    let current = remote.list().map_err(|e| unreachable(url, &e))?.iter().find(|h| h.name() == refname).map(|h| h.oid());
+    remote
+        .connect_auth(git2::Direction::Push, Some(callbacks(auth)), None)
+        .map_err(|e| unreachable(url, &e))?;
+    let current = remote
+        .list()
+        .map_err(|e| unreachable(url, &e))?
+        .iter()
+        .find(|h| h.name() == refname)
+        .map(|h| h.oid());
     remote.disconnect().ok();
     if current != expected {
         return Ok(PushResult::Moved);
     }
     let rejection: RefCell<Option<String>> = RefCell::new(None);
+    // What hooks print reaches us as "remote:" sideband text; it is the useful half of a refusal.
+    let remote_text: RefCell<String> = RefCell::new(String::new());
     let mut cb = callbacks(auth);
     cb.push_update_reference(|_name, status| {
         if let Some(msg) = status {
             *rejection.borrow_mut() = Some(msg.to_string());
         }
         Ok(())
+    });
+    cb.sideband_progress(|data| {
+        let mut text = remote_text.borrow_mut();
+        if text.len() < 4096 {
+            text.push_str(&String::from_utf8_lossy(data));
+        }
+        true
     });
     let mut opts = PushOptions::new();
     opts.remote_callbacks(cb);
@@ -186,14 +249,39 @@ fn push_network_inner(
         Err(e) => return Err(unreachable(url, &e)),
     }
     drop(opts);
-    let Some(message) = rejection.into_inner() else { return Ok(PushResult::Pushed) };
+    let Some(mut message) = rejection.into_inner() else {
+        return Ok(PushResult::Pushed);
+    };
+    let remote_said = remote_text.into_inner();
+    let remote_said = remote_said
+        .split(['\n', '\r'])
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" / ");
+    if !remote_said.is_empty() {
+        message = format!("{message} (remote: {remote_said})");
+    }
     // The server said no. If the ref moved meanwhile that is a lost race; otherwise it is a
     // refusal (hook, protection) that retrying cannot fix.
-    let mut remote = repo.remote_anonymous(url).map_err(|e| unreachable(url, &e))?;
-    remote.connect_auth(git2::Direction::Fetch, Some(callbacks(auth)), None).map_err(|e| unreachable(url, &e))?;
-    let now = remote.list().map_err(|e| unreachable(url, &e))?.iter().find(|h| h.name() == refname).map(|h| h.oid());
+    let mut remote = repo
+        .remote_anonymous(url)
+        .map_err(|e| unreachable(url, &e))?;
+    remote
+        .connect_auth(git2::Direction::Fetch, Some(callbacks(auth)), None)
+        .map_err(|e| unreachable(url, &e))?;
+    let now = remote
+        .list()
+        .map_err(|e| unreachable(url, &e))?
+        .iter()
+        .find(|h| h.name() == refname)
+        .map(|h| h.oid());
     if now != expected {
         return Ok(PushResult::Moved);
     }
-    Err(GitError::Refused { url: redact_url(url), refname: refname.to_string(), message })
+    Err(GitError::Refused {
+        url: redact_url(url),
+        refname: refname.to_string(),
+        message,
+    })
 }

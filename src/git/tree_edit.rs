@@ -7,7 +7,12 @@ use git2::{FileMode, Oid, Repository};
 pub(crate) type Entry = Option<(Oid, i32)>;
 
 /// Returns the id of `root` with `path` set to `entry`. Empty directories left behind are removed.
-pub(crate) fn set_path(repo: &Repository, root: Option<Oid>, path: &str, entry: Entry) -> Result<Option<Oid>, git2::Error> {
+pub(crate) fn set_path(
+    repo: &Repository,
+    root: Option<Oid>,
+    path: &str,
+    entry: Entry,
+) -> Result<Option<Oid>, git2::Error> {
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
     if parts.is_empty() {
         // The whole tree is replaced.
@@ -19,7 +24,12 @@ pub(crate) fn set_path(repo: &Repository, root: Option<Oid>, path: &str, entry: 
     set_parts(repo, root, &parts, entry)
 }
 
-fn set_parts(repo: &Repository, dir: Option<Oid>, parts: &[&str], entry: Entry) -> Result<Option<Oid>, git2::Error> {
+fn set_parts(
+    repo: &Repository,
+    dir: Option<Oid>,
+    parts: &[&str],
+    entry: Entry,
+) -> Result<Option<Oid>, git2::Error> {
     let tree = dir.map(|oid| repo.find_tree(oid)).transpose()?;
     let mut builder = repo.treebuilder(tree.as_ref())?;
     let name = parts[0];
@@ -54,5 +64,7 @@ pub(crate) fn entry_at(root: &git2::Tree<'_>, path: &str) -> Entry {
     if path.is_empty() {
         return Some((root.id(), i32::from(FileMode::Tree)));
     }
-    root.get_path(std::path::Path::new(path)).ok().map(|e| (e.id(), e.filemode()))
+    root.get_path(std::path::Path::new(path))
+        .ok()
+        .map(|e| (e.id(), e.filemode()))
 }

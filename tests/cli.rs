@@ -1,0 +1,282 @@
+//! The `rollbackd` binary: exit codes, `check` positions, `history --json`, `simulate`.
+
+mod common;
+
+use common::*;
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn check_accepts_a_valid_setup() {
+    let w = World::new();
+    let out = w.run_cli(&["check"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(stdout(&out).contains("is valid"));
+}
+
+#[test]
+fn check_reports_file_line_and_column() {
+    let w = World::new();
+    let cases = [
+        // (policy text, expected position, expected words)
+        (
+            "- name: p\n  match:\n    source: alertmanager\n    matchers: ['service=~\"(\"']\n  target: { service: x, env: y, paths: [a] }\n",
+            ":4:",
+            "regular expression",
+        ),
+        (
+            "- name: p\n  match: {}\n  target: { service: x, env: y, paths: [a] }\n  guards:\n    cooldown: soon\n",
+            ":5:",
+            "invalid duration",
+        ),
+        (
+            "- name: p\n  match: {}\n  target: { service: x, env: y, paths: [a] }\n  action: { mode: direct, strtegy: revert }\n",
+            ":4:",
+            "strtegy",
+        ),
+        (
+            "- name: p\n  match: {}\n  target: { service: \"{{ labels.service \", env: y, paths: [a] }\n",
+            ":3:",
+            "bad template",
+        ),
+    ];
+    for (text, pos, words) in cases {
+        w.set_policies(text);
+        let out = w.run_cli(&["check"]);
+        let text_out = stdout(&out);
+        assert_eq!(out.status.code(), Some(1), "{text_out}");
+        assert!(
+            text_out.contains(&format!("10-test.yaml{pos}")),
+            "want {pos} in {text_out}"
+        );
+        assert!(text_out.contains(words), "want {words} in {text_out}");
+    }
+}
+
+#[test]
+fn check_warns_about_paths_that_match_nothing_and_still_passes() {
+    let w = World::new();
+    w.set_policies(
+        "- name: p\n  match: { matchers: ['service=\"checkout\"'] }\n  target:\n    service: x\n    env: y\n    paths:\n      - \"apps/{{ labels.service }}/prod/**\"\n      - \"apps/{{ labels.service }}/qa/**\"\n",
+    );
+    let out = w.run_cli(&["check"]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("10-test.yaml:8:")
+            && text.contains("warning")
+            && text.contains("apps/checkout/qa/**"),
+        "{text}"
+    );
+    assert!(!text.contains("prod/**` (as"), "{text}");
+}
+
+#[test]
+fn check_reports_a_broken_template() {
+    let w = World::new();
+    std::fs::write(
+        w.root().join("templates/commit.txt.j2"),
+        "Roll back\n{% if id %}\nno end\n",
+    )
+    .unwrap();
+    let out = w.run_cli(&["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("commit.txt.j2:"), "{}", stdout(&out));
+    std::fs::write(
+        w.root().join("templates/commit.txt.j2"),
+        "Roll back {{ servce }}\n",
+    )
+    .unwrap();
+    let out = w.run_cli(&["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("undefined"), "{}", stdout(&out));
+}
+
+#[test]
+fn rollback_then_history_json_round_trips_the_trailers() {
+    let w = World::new();
+    let bad = w.deploy("checkout", "prod", "1.5.0", 10);
+    let out = w.run_cli(&[
+        "rollback",
+        "checkout",
+        "--env",
+        "prod",
+        "--reason",
+        "5xx after 1.5.0",
+        "--actor",
+        "alice",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(stdout(&out).contains("outcome: rolled back"));
+    let out = w.run_cli(&["history", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = &v["rollbacks"][0];
+    assert_eq!(r["service"], "checkout");
+    assert_eq!(r["env"], "prod");
+    assert_eq!(r["delivery"], "direct");
+    assert_eq!(r["strategy"], "revert");
+    assert_eq!(r["actor"], "alice");
+    assert_eq!(r["reason"], "5xx after 1.5.0");
+    assert_eq!(r["bad_commits"][0], bad.0);
+    assert_eq!(r["known_good"], w.good.0);
+    assert_eq!(r["policy"], "test-policy");
+    assert_eq!(r["commit"], w.head());
+    assert_eq!(
+        r["tag"],
+        format!("rollback/checkout/prod/{}", r["id"].as_str().unwrap())
+    );
+    assert!(r["trigger"].as_str().unwrap().starts_with("cli:alice-"));
+    // Filters
+    let out = w.run_cli(&["history", "--json", "--service", "cart"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["rollbacks"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn denied_exits_2_and_no_policy_exits_2() {
+    let w = World::with_policy(&policy("direct", "auto", "{ max_change_age: 1m }"));
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let out = w.run_cli(&["rollback", "checkout", "--env", "prod"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert!(stdout(&out).contains("FAIL max_change_age"));
+    w.set_policies("- name: only-alerts\n  match: { source: alertmanager }\n  target: { service: x, env: y, paths: [apps] }\n");
+    let out = w.run_cli(&["rollback", "checkout", "--env", "prod"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert!(stdout(&out).contains("no policy matches"));
+}
+
+#[test]
+fn unreachable_origin_exits_3_and_writes_nothing() {
+    let w = World::new();
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let out = w.run_cli(&["history"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mirror = w.refs_of(&w.mirror());
+    let moved = w.root().join("origin-away.git");
+    std::fs::rename(&w.origin, &moved).unwrap();
+    let out = w.run_cli(&["rollback", "checkout", "--env", "prod"]);
+    std::fs::rename(&moved, &w.origin).unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("cannot reach the config repo"), "{err}");
+    assert_eq!(w.refs_of(&w.mirror()), mirror);
+    assert!(w.message("main").starts_with("Deploy checkout 1.5.0"));
+}
+
+#[test]
+fn simulate_prints_the_trace_and_writes_nothing() {
+    let w = World::new();
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let cart_head = rollbackd::plan::Sha(w.head());
+    w.tag_known_good("cart", "prod", &cart_head, "20261121T110000Z");
+    w.run_cli(&["history"]);
+    let (origin, mirror) = (w.refs_of(&w.origin), w.refs_of(&w.mirror()));
+    let alert = w.root().join("alert.json");
+    std::fs::write(
+        &alert,
+        r#"{"version":"4","status":"firing","alerts":[
+            {"status":"firing","labels":{"service":"checkout","env":"prod"},"annotations":{},"startsAt":"2026-11-21T11:55:00Z","fingerprint":"ab"},
+            {"status":"firing","labels":{"service":"cart","env":"prod"},"annotations":{},"startsAt":"2026-11-21T11:55:00Z","fingerprint":"cd"}]}"#,
+    )
+    .unwrap();
+    let out = w.run_cli(&[
+        "simulate",
+        "--event",
+        alert.to_str().unwrap(),
+        "--at",
+        "2026-11-21T12:00:00Z",
+    ]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
+    assert!(text.contains("MATCH test-policy"), "{text}");
+    assert!(text.contains("strategy revert"), "{text}");
+    assert!(
+        text.contains("apps/checkout/prod/deployment.yaml | +1 -1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("outcome: dry run: would push rollback"),
+        "{text}"
+    );
+    assert!(
+        text.contains("outcome: noop"),
+        "cart has nothing to roll back: {text}"
+    );
+    assert_eq!(w.refs_of(&w.origin), origin);
+    assert_eq!(w.refs_of(&w.mirror()), mirror);
+
+    let out = w.run_cli(&["simulate", "--event", alert.to_str().unwrap(), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["outcome"], "dry_run");
+    assert_eq!(v[0]["decision"]["policy"], "test-policy");
+    assert_eq!(v[1]["outcome"], "noop");
+}
+
+#[test]
+fn malformed_event_file_is_a_clear_error() {
+    let w = World::new();
+    let f = w.root().join("bad.json");
+    std::fs::write(
+        &f,
+        r#"{"version":"4","alerts":[{"status":"firing","startsAt":"soon"}]}"#,
+    )
+    .unwrap();
+    let out = w.run_cli(&["simulate", "--event", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("startsAt \"soon\""),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn the_demo_and_its_example_policies_pass_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("demo");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rollbackd"))
+        .args(["demo", "--dir", demo.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("would push rollback"),
+        "{}",
+        stdout(&out)
+    );
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_rollbackd"))
+        .args([
+            "--config",
+            demo.join("rollbackd.yaml").to_str().unwrap(),
+            "check",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(check.status.code(), Some(0), "{}", stdout(&check));
+    assert!(!stdout(&check).contains("warning"), "{}", stdout(&check));
+    // The embedded policies are the files in policies/.
+    for (name, text) in rollbackd::demo::POLICIES {
+        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("policies")
+            .join(name);
+        assert_eq!(std::fs::read_to_string(file).unwrap(), *text);
+    }
+}

@@ -1,0 +1,292 @@
+//! Test harness: a bare "origin" config repo in a temp dir, the service's own data dir (its
+//! mirror), policies written per test, and a clock the test controls. Assertions read the origin
+//! with the real `git` binary, independent of the code under test.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use jiff::{SignedDuration, Timestamp};
+use rollbackd::clock::FixedClock;
+use rollbackd::config::Config;
+use rollbackd::git::seed::Seeder;
+use rollbackd::plan::Sha;
+use rollbackd::{Engine, Event, Source};
+
+pub const TEMPLATES: &[(&str, &str)] = rollbackd::demo::TEMPLATES;
+
+pub struct World {
+    pub dir: tempfile::TempDir,
+    pub origin: PathBuf,
+    pub seed: Seeder,
+    pub clock: Arc<FixedClock>,
+    /// The commit where checkout/prod last was known-good (1.4.2), before any test deploys.
+    pub good: Sha,
+}
+
+pub fn manifest(service: &str, env: &str, image: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {service}\n  namespace: {env}\nspec:\n  replicas: 2\n  template:\n    spec:\n      containers:\n        - name: {service}\n          image: {image}\n"
+    )
+}
+
+pub fn image(service: &str, version: &str) -> String {
+    format!("registry.example.com/{service}:{version}")
+}
+
+pub fn path(service: &str, env: &str) -> String {
+    format!("apps/{service}/{env}/deployment.yaml")
+}
+
+/// A policy list that sends alerts and requests for any service to `mode` with `guards`.
+pub fn policy(mode: &str, strategy: &str, guards: &str) -> String {
+    format!(
+        r#"- name: test-policy
+  match:
+    source: any
+    matchers: ['service=~".+"', 'env=~".+"']
+  target:
+    service: "{{{{ labels.service }}}}"
+    env: "{{{{ labels.env }}}}"
+    paths: ["apps/{{{{ labels.service }}}}/{{{{ labels.env }}}}/**"]
+  action: {{ mode: {mode}, strategy: {strategy} }}
+  guards: {guards}
+"#
+    )
+}
+
+impl World {
+    /// checkout and cart in prod and staging at 1.4.2 / 2.0.0, two hours ago.
+    pub fn new() -> World {
+        Self::with_policy(&policy("direct", "auto", "{}"))
+    }
+
+    pub fn with_policy(policies: &str) -> World {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let origin = dir.path().join("origin.git");
+        let seed = Seeder::init(&origin, "main").expect("init origin");
+        let now: Timestamp = "2026-11-21T12:00:00Z".parse().unwrap();
+        let clock = Arc::new(FixedClock::new(now));
+        let mut files = Vec::new();
+        for (service, version) in [("checkout", "1.4.0"), ("cart", "2.0.0")] {
+            for env in ["prod", "staging"] {
+                files.push((
+                    path(service, env),
+                    manifest(service, env, &image(service, version)),
+                ));
+            }
+        }
+        files.push(("README.md".into(), "config repo\n".into()));
+        files.push((
+            "shared/versions.yaml".into(),
+            "checkout: 1.4.0\ncart: 2.0.0\n".into(),
+        ));
+        let refs: Vec<(&str, Option<&str>)> = files
+            .iter()
+            .map(|(p, t)| (p.as_str(), Some(t.as_str())))
+            .collect();
+        let mut w = World {
+            dir,
+            origin,
+            seed,
+            clock,
+            good: Sha(String::new()),
+        };
+        w.seed
+            .commit("Initial config", &refs, "platform", w.ago(180))
+            .unwrap();
+        w.good = w.deploy("checkout", "prod", "1.4.2", 150);
+        w.write_config("");
+        w.set_policies(policies);
+        w
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.root().join("rollbackd.yaml")
+    }
+
+    pub fn write_config(&self, extra: &str) {
+        std::fs::write(
+            self.config_path(),
+            format!("repo:\n  url: origin.git\n  branch: main\ndata_dir: data\npolicies: policies\ntemplates: templates\n{extra}"),
+        )
+        .unwrap();
+        let t = self.root().join("templates");
+        std::fs::create_dir_all(&t).unwrap();
+        for (name, text) in TEMPLATES {
+            std::fs::write(t.join(name), text).unwrap();
+        }
+    }
+
+    pub fn set_policies(&self, yaml: &str) {
+        let p = self.root().join("policies");
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::write(p.join("10-test.yaml"), yaml).unwrap();
+    }
+
+    pub fn now(&self) -> Timestamp {
+        use rollbackd::clock::Clock;
+        self.clock.now()
+    }
+
+    pub fn ago(&self, minutes: i64) -> Timestamp {
+        self.now()
+            .checked_sub(SignedDuration::from_mins(minutes))
+            .unwrap()
+    }
+
+    /// A deploy commit on the origin, `minutes_ago` old.
+    pub fn deploy(&self, service: &str, env: &str, version: &str, minutes_ago: i64) -> Sha {
+        let text = manifest(service, env, &image(service, version));
+        self.seed
+            .commit(
+                &format!("Deploy {service} {version} to {env}"),
+                &[(&path(service, env), Some(&text))],
+                "deploy-bot",
+                self.ago(minutes_ago),
+            )
+            .unwrap()
+    }
+
+    pub fn commit_files(
+        &self,
+        message: &str,
+        files: &[(&str, Option<&str>)],
+        minutes_ago: i64,
+    ) -> Sha {
+        self.seed
+            .commit(message, files, "someone", self.ago(minutes_ago))
+            .unwrap()
+    }
+
+    pub fn tag_known_good(&self, service: &str, env: &str, at: &Sha, stamp: &str) {
+        self.seed
+            .tag(
+                &format!("known-good/{service}/{env}/{stamp}"),
+                at,
+                "healthy",
+                self.ago(100),
+            )
+            .unwrap();
+    }
+
+    pub fn engine(&self) -> Engine {
+        let (config, secrets) = Config::load(&self.config_path()).expect("config");
+        Engine::new(config, secrets, self.clock.clone()).expect("engine")
+    }
+
+    /// An engine with its own data dir: another replica of the service.
+    pub fn replica(&self, name: &str) -> Engine {
+        let (mut config, secrets) = Config::load(&self.config_path()).expect("config");
+        config.data_dir = self.root().join(name);
+        Engine::new(config, secrets, self.clock.clone()).expect("engine")
+    }
+
+    pub fn alert(&self, service: &str, env: &str, fingerprint: &str) -> Event {
+        let started = self.ago(5);
+        let mut labels = std::collections::BTreeMap::new();
+        labels.insert("alertname".to_string(), "HighErrorRate".to_string());
+        labels.insert("service".to_string(), service.to_string());
+        labels.insert("env".to_string(), env.to_string());
+        labels.insert("severity".to_string(), "page".to_string());
+        Event {
+            source: Source::Alertmanager,
+            dedupe_key: format!("{fingerprint}@{started}"),
+            labels,
+            annotations: [("summary".to_string(), "5xx above 5%".to_string())].into(),
+            received_at: self.now(),
+            started_at: Some(started),
+        }
+    }
+
+    pub fn request(&self, service: &str, env: &str, id: &str) -> Event {
+        Event::request(
+            Source::Cli,
+            service,
+            env,
+            "alice",
+            Some("asked in test"),
+            self.now(),
+            id,
+        )
+    }
+
+    pub fn git(&self, args: &[&str]) -> String {
+        git_in(&self.origin, args)
+    }
+
+    pub fn head(&self) -> String {
+        self.git(&["rev-parse", "refs/heads/main"])
+    }
+
+    pub fn show(&self, rev: &str, path: &str) -> String {
+        self.git(&["show", &format!("{rev}:{path}")])
+    }
+
+    pub fn message(&self, rev: &str) -> String {
+        self.git(&["log", "-1", "--format=%B", rev])
+    }
+
+    pub fn trailers(&self, rev: &str, key: &str) -> Vec<String> {
+        let out = self.git(&[
+            "log",
+            "-1",
+            &format!("--format=%(trailers:key={key},valueonly)"),
+            rev,
+        ]);
+        out.lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// `git for-each-ref` of a repository: every ref and what it points at.
+    pub fn refs_of(&self, repo: &Path) -> String {
+        git_in(repo, &["for-each-ref", "--format=%(refname) %(objectname)"])
+    }
+
+    pub fn mirror(&self) -> PathBuf {
+        self.root().join("data/mirror.git")
+    }
+
+    pub fn count_commits(&self) -> usize {
+        self.git(&["rev-list", "--count", "refs/heads/main"])
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    pub fn run_cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_rollbackd"))
+            .arg("--config")
+            .arg(self.config_path())
+            .args(args)
+            .env_remove("ROLLBACKD_CONFIG")
+            .output()
+            .expect("run rollbackd")
+    }
+}
+
+pub fn git_in(repo: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("--git-dir")
+        .arg(repo)
+        .args(args)
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim_end()
+        .to_string()
+}

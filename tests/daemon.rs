@@ -1,0 +1,159 @@
+//! Pushes over the network, against `git daemon --enable=receive-pack` on loopback: the real
+//! receive-pack with its compare-and-swap and its hooks (file-path remotes run no hooks).
+
+mod common;
+
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use rollbackd::{Options, Outcome};
+
+struct Daemon {
+    child: Child,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn daemon(w: &World) -> Daemon {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new("git")
+        .args([
+            "daemon",
+            "--reuseaddr",
+            "--export-all",
+            "--enable=receive-pack",
+            "--listen=127.0.0.1",
+        ])
+        .arg(format!("--port={port}"))
+        .arg(format!("--base-path={}", w.root().display()))
+        .arg(w.root())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("git daemon (Debian package git, or git-daemon-run) must be installed");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "git daemon did not listen on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    w.write_config("");
+    let cfg = std::fs::read_to_string(w.config_path()).unwrap().replace(
+        "url: origin.git",
+        &format!("url: git://127.0.0.1:{port}/origin.git"),
+    );
+    std::fs::write(w.config_path(), cfg).unwrap();
+    Daemon { child }
+}
+
+#[test]
+fn rollback_is_pushed_over_the_network() {
+    let w = World::new();
+    let _d = daemon(&w);
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let report = w
+        .engine()
+        .handle(&w.alert("checkout", "prod", "fp"), &Options::default())
+        .unwrap();
+    let rb = match report.outcome {
+        Outcome::RolledBack { rollback } => rollback,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(w.head(), rb.commit.0);
+    assert_eq!(
+        w.git(&[
+            "rev-parse",
+            &format!("refs/tags/{}^{{commit}}", rb.tag.unwrap())
+        ]),
+        rb.commit.0
+    );
+    assert!(
+        w.git(&["for-each-ref", "refs/rollbackd/"]).is_empty(),
+        "no scratch refs reach the origin"
+    );
+    assert!(
+        common::git_in(&w.mirror(), &["for-each-ref", "refs/rollbackd/"]).is_empty(),
+        "scratch refs are cleaned up"
+    );
+}
+
+#[test]
+fn moved_branch_over_the_network_is_retried() {
+    let w = World::new();
+    let _d = daemon(&w);
+    let cfg = std::fs::read_to_string(w.config_path()).unwrap();
+    std::fs::write(
+        w.config_path(),
+        format!("{cfg}git: {{ fetch_freshness: 1h }}\n"),
+    )
+    .unwrap();
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let mut engine = w.engine();
+    engine.repo().fetch(true).unwrap();
+    let unrelated = w.deploy("cart", "prod", "2.1.0", 1);
+    let report = engine
+        .handle(&w.alert("checkout", "prod", "fp"), &Options::default())
+        .unwrap();
+    match report.outcome {
+        Outcome::RolledBack { rollback } => assert_eq!(rollback.push_retries, 1),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(w.git(&["rev-parse", "main^"]), unrelated.0);
+}
+
+#[test]
+fn a_push_refused_by_a_hook_fails_with_the_servers_message() {
+    let w = World::new();
+    let d = daemon(&w);
+    let hook = w.origin.join("hooks/update");
+    std::fs::create_dir_all(hook.parent().unwrap()).unwrap();
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\ncase \"$1\" in refs/heads/main) echo \"main is protected: changes go through review\" >&2; exit 1;; esac\nexit 0\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let before = w.refs_of(&w.origin);
+
+    let err = w
+        .engine()
+        .handle(&w.alert("checkout", "prod", "fp"), &Options::default())
+        .unwrap_err();
+    let msg = err.to_string();
+    assert_eq!(err.exit_code(), 3, "{msg}");
+    assert!(
+        msg.contains("refused") && msg.contains("main is protected"),
+        "{msg}"
+    );
+    assert!(
+        !err.is_transient(),
+        "a refusal is not retried by the sender"
+    );
+    assert_eq!(
+        w.refs_of(&w.origin),
+        before,
+        "nothing half-written on the origin"
+    );
+    let mirror_main = common::git_in(&w.mirror(), &["rev-parse", "refs/heads/main"]);
+    assert_eq!(mirror_main, w.head(), "the mirror's branch did not move");
+
+    let out = w.run_cli(&["rollback", "checkout", "--env", "prod"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("main is protected"));
+    drop(d);
+}
