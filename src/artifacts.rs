@@ -68,14 +68,8 @@ pub fn scan(text: &str) -> Vec<ArtifactRef> {
         } else if VERSION_KEYS.contains(&key) {
             let mut name: Vec<&str> = stack.iter().map(|(_, k)| k.as_str()).collect();
             name.push(key);
-            let mutable =
-                key != "digest" && (value.is_empty() || value == "latest" || value == "*");
-            found.push(ArtifactRef {
-                name: name.join("."),
-                value: value.to_string(),
-                line: idx + 1,
-                mutable,
-            });
+            let mutable = key != "digest" && (value.is_empty() || value == "latest" || value == "*");
+            found.push(ArtifactRef { name: name.join("."), value: value.to_string(), line: idx + 1, mutable });
         }
     }
     found
@@ -154,11 +148,7 @@ impl<'a> ImageRef<'a> {
             Some(i) => (&name[..last_slash + i], Some(&name[last_slash + i + 1..])),
             None => (name, None),
         };
-        ImageRef {
-            repository,
-            tag,
-            digest,
-        }
+        ImageRef { repository, tag, digest }
     }
 
     /// Pinned by digest, or by a tag that is not `latest`.
@@ -179,41 +169,11 @@ mod tests {
         let cases = [
             ("nginx", "nginx", None, None, true),
             ("nginx:latest", "nginx", Some("latest"), None, true),
-            (
-                "ghcr.io/acme/checkout:1.4.2",
-                "ghcr.io/acme/checkout",
-                Some("1.4.2"),
-                None,
-                false,
-            ),
-            (
-                "localhost:5000/cart",
-                "localhost:5000/cart",
-                None,
-                None,
-                true,
-            ),
-            (
-                "localhost:5000/cart:2",
-                "localhost:5000/cart",
-                Some("2"),
-                None,
-                false,
-            ),
-            (
-                "acme/cart@sha256:abcd",
-                "acme/cart",
-                None,
-                Some("sha256:abcd"),
-                false,
-            ),
-            (
-                "acme/cart:latest@sha256:abcd",
-                "acme/cart",
-                Some("latest"),
-                Some("sha256:abcd"),
-                false,
-            ),
+            ("ghcr.io/acme/checkout:1.4.2", "ghcr.io/acme/checkout", Some("1.4.2"), None, false),
+            ("localhost:5000/cart", "localhost:5000/cart", None, None, true),
+            ("localhost:5000/cart:2", "localhost:5000/cart", Some("2"), None, false),
+            ("acme/cart@sha256:abcd", "acme/cart", None, Some("sha256:abcd"), false),
+            ("acme/cart:latest@sha256:abcd", "acme/cart", Some("latest"), Some("sha256:abcd"), false),
         ];
         for (s, repo, tag, digest, mutable) in cases {
             let r = ImageRef::parse(s);
@@ -239,18 +199,11 @@ chart:
   digest: sha256:ff
 ";
         let refs = scan(text);
-        let summary: Vec<_> = refs
-            .iter()
-            .map(|r| (r.name.as_str(), r.value.as_str(), r.mutable))
-            .collect();
+        let summary: Vec<_> = refs.iter().map(|r| (r.name.as_str(), r.value.as_str(), r.mutable)).collect();
         assert_eq!(
             summary,
             vec![
-                (
-                    "image ghcr.io/acme/checkout",
-                    "ghcr.io/acme/checkout:1.4.2",
-                    false
-                ),
+                ("image ghcr.io/acme/checkout", "ghcr.io/acme/checkout:1.4.2", false),
                 ("image envoy", "envoy:latest", true),
                 ("image.tag", "2.0.1", false),
                 ("chart.version", "^1.2", false),

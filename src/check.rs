@@ -44,30 +44,16 @@ pub fn run(config_path: &Path) -> Vec<Diagnostic> {
             let sample_policy = policies.as_ref().and_then(|p| p.policies.first());
             if let Some(policy) = sample_policy {
                 let (event, plan) = sample();
-                let ctx = message_context(
-                    &event,
-                    policy,
-                    &plan,
-                    &RollbackId("rb-000000000000".into()),
-                    Delivery::Direct,
-                );
+                let ctx =
+                    message_context(&event, policy, &plan, &RollbackId("rb-000000000000".into()), Delivery::Direct);
                 for name in TEMPLATE_FILES {
                     if let Err(e) = t.render(name, &ctx) {
-                        diags.push(Diagnostic::error(
-                            &config.templates.join(name),
-                            0,
-                            0,
-                            e.to_string(),
-                        ));
+                        diags.push(Diagnostic::error(&config.templates.join(name), 0, 0, e.to_string()));
                     }
                 }
             }
         }
-        Err(TemplateError::Syntax {
-            file,
-            line,
-            message,
-        }) => {
+        Err(TemplateError::Syntax { file, line, message }) => {
             diags.push(Diagnostic::error(&file, line as u64, 0, message));
         }
         Err(e) => diags.push(Diagnostic::error(&config.templates, 0, 0, e.to_string())),
@@ -80,16 +66,8 @@ pub fn run(config_path: &Path) -> Vec<Diagnostic> {
 
 /// Warns about target paths that match nothing on the branch. Templated parts are read as `*`
 /// unless an equality matcher pins the label.
-fn check_paths_exist(
-    config: &Config,
-    secrets: crate::config::Secrets,
-    set: &PolicySet,
-    diags: &mut Vec<Diagnostic>,
-) {
-    let auth = Auth {
-        token: secrets.git_token,
-        ssh_key: config.repo.ssh_key_file.clone(),
-    };
+fn check_paths_exist(config: &Config, secrets: crate::config::Secrets, set: &PolicySet, diags: &mut Vec<Diagnostic>) {
+    let auth = Auth { token: secrets.git_token, ssh_key: config.repo.ssh_key_file.clone() };
     let repo = ConfigRepo::open(config, auth).and_then(|mut r| r.fetch(true).map(|_| r));
     let repo = match repo {
         Ok(r) => r,
@@ -116,17 +94,9 @@ fn check_paths_exist(
                     &policy.file,
                     line,
                     col,
-                    format!(
-                        "path `{}` (as `{glob}`) matches nothing on {}",
-                        p.value.0, config.repo.branch
-                    ),
+                    format!("path `{}` (as `{glob}`) matches nothing on {}", p.value.0, config.repo.branch),
                 )),
-                Err(e) => diags.push(Diagnostic::error(
-                    &policy.file,
-                    line,
-                    col,
-                    format!("path `{}`: {e}", p.value.0),
-                )),
+                Err(e) => diags.push(Diagnostic::error(&policy.file, line, col, format!("path `{}`: {e}", p.value.0))),
             }
         }
     }
@@ -148,29 +118,15 @@ fn as_glob(policy: &Policy, expr: &str) -> String {
 
 fn sample() -> (Event, Plan) {
     let now = jiff::Timestamp::UNIX_EPOCH;
-    let event = Event::request(
-        Source::Cli,
-        "checkout",
-        "prod",
-        "alice",
-        Some("sample reason"),
-        now,
-        "check",
-    );
+    let event = Event::request(Source::Cli, "checkout", "prod", "alice", Some("sample reason"), now, "check");
     let sha = |c: char| Sha(c.to_string().repeat(40));
     let plan = Plan {
-        target: Target {
-            service: "checkout".into(),
-            env: "prod".into(),
-            paths: vec!["apps/checkout/prod/**".into()],
-        },
+        target: Target { service: "checkout".into(), env: "prod".into(), paths: vec!["apps/checkout/prod/**".into()] },
         branch: "main".into(),
         head: sha('a'),
         known_good: KnownGood {
             sha: sha('b'),
-            source: KnownGoodSource::Tag {
-                name: "known-good/checkout/prod/1".into(),
-            },
+            source: KnownGoodSource::Tag { name: "known-good/checkout/prod/1".into() },
         },
         bad_commits: vec![CommitInfo {
             sha: sha('c'),

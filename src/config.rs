@@ -54,10 +54,7 @@ pub struct Identity {
 
 impl Default for Identity {
     fn default() -> Self {
-        Identity {
-            name: "rollbackd".into(),
-            email: "rollbackd@localhost".into(),
-        }
+        Identity { name: "rollbackd".into(), email: "rollbackd@localhost".into() }
     }
 }
 
@@ -74,10 +71,7 @@ pub struct AuditConfig {
 
 impl Default for AuditConfig {
     fn default() -> Self {
-        AuditConfig {
-            window: default_window(),
-            max_commits: default_max_commits(),
-        }
+        AuditConfig { window: default_window(), max_commits: default_max_commits() }
     }
 }
 
@@ -94,10 +88,7 @@ pub struct GitConfig {
 
 impl Default for GitConfig {
     fn default() -> Self {
-        GitConfig {
-            fetch_freshness: default_fetch_freshness(),
-            push_retries: default_push_retries(),
-        }
+        GitConfig { fetch_freshness: default_fetch_freshness(), push_retries: default_push_retries() }
     }
 }
 
@@ -129,10 +120,7 @@ fn default_push_retries() -> u32 {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: cannot read config: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{0}")]
     Invalid(Diagnostic),
     #[error("{path}: env var {var} (repo.token_env) is not set")]
@@ -148,21 +136,17 @@ pub struct Secrets {
 impl Config {
     /// Reads the file; relative paths inside it are taken relative to the file's directory.
     pub fn load(path: &Path) -> Result<(Config, Secrets), ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let mut config: Config = serde_saphyr::from_str(&text)
-            .map_err(|e| ConfigError::Invalid(Diagnostic::from_yaml(path, &e)))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let mut config: Config =
+            serde_saphyr::from_str(&text).map_err(|e| ConfigError::Invalid(Diagnostic::from_yaml(path, &e)))?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_relative_to(base);
         let git_token = match &config.repo.token_env {
-            Some(var) => Some(SecretString::new(std::env::var(var).map_err(|_| {
-                ConfigError::MissingSecret {
-                    path: path.to_path_buf(),
-                    var: var.clone(),
-                }
-            })?)),
+            Some(var) => Some(SecretString::new(
+                std::env::var(var)
+                    .map_err(|_| ConfigError::MissingSecret { path: path.to_path_buf(), var: var.clone() })?,
+            )),
             None => None,
         };
         Ok((config, Secrets { git_token }))
@@ -217,19 +201,10 @@ mod tests {
 
     #[test]
     fn redacts_userinfo() {
-        assert_eq!(
-            redact_url("https://x-access-token:s3cret@github.com/a/b.git"),
-            "https://***@github.com/a/b.git"
-        );
-        assert_eq!(
-            redact_url("https://github.com/a/b.git"),
-            "https://github.com/a/b.git"
-        );
+        assert_eq!(redact_url("https://x-access-token:s3cret@github.com/a/b.git"), "https://***@github.com/a/b.git");
+        assert_eq!(redact_url("https://github.com/a/b.git"), "https://github.com/a/b.git");
         assert_eq!(redact_url("/srv/config.git"), "/srv/config.git");
-        assert_eq!(
-            redact_url("git@github.com:a/b.git"),
-            "git@github.com:a/b.git"
-        );
+        assert_eq!(redact_url("git@github.com:a/b.git"), "git@github.com:a/b.git");
     }
 
     #[test]

@@ -46,11 +46,7 @@ impl Decision {
     pub fn record_trials(&mut self, tried: Vec<(String, MatchReport)>) {
         self.policies = tried
             .into_iter()
-            .map(|(policy, r)| PolicyTrial {
-                policy,
-                matched: r.matched,
-                reasons: r.reasons,
-            })
+            .map(|(policy, r)| PolicyTrial { policy, matched: r.matched, reasons: r.reasons })
             .collect();
     }
 }
@@ -78,12 +74,7 @@ impl Report {
             let _ = writeln!(s, "policies:");
         }
         for t in &d.policies {
-            let _ = writeln!(
-                s,
-                "  {} {}",
-                if t.matched { "MATCH" } else { "skip " },
-                t.policy
-            );
+            let _ = writeln!(s, "  {} {}", if t.matched { "MATCH" } else { "skip " }, t.policy);
             for r in &t.reasons {
                 let _ = writeln!(s, "        {r}");
             }
@@ -111,23 +102,13 @@ impl Report {
             let _ = writeln!(s, "  known-good {} ({kg_from})", p.known_good.sha.short());
             let _ = writeln!(s, "  bad commits (newest first):");
             for c in &p.bad_commits {
-                let _ = writeln!(
-                    s,
-                    "    {} {} ({}, {})",
-                    c.sha.short(),
-                    c.summary,
-                    c.author,
-                    c.time
-                );
+                let _ = writeln!(s, "    {} {} ({}, {})", c.sha.short(), c.summary, c.author, c.time);
             }
             let _ = writeln!(
                 s,
                 "  strategy {}{}",
                 p.strategy,
-                p.strategy_note
-                    .as_deref()
-                    .map(|n| format!(" ({n})"))
-                    .unwrap_or_default()
+                p.strategy_note.as_deref().map(|n| format!(" ({n})")).unwrap_or_default()
             );
             let _ = writeln!(s, "  diffstat:");
             for f in &p.diffstat {
@@ -150,13 +131,7 @@ impl Report {
         if !d.guards.is_empty() {
             let _ = writeln!(s, "guards:");
             for g in &d.guards {
-                let _ = writeln!(
-                    s,
-                    "  {} {}: {}",
-                    if g.passed { "ok  " } else { "FAIL" },
-                    g.guard,
-                    g.detail
-                );
+                let _ = writeln!(s, "  {} {}: {}", if g.passed { "ok  " } else { "FAIL" }, g.guard, g.detail);
             }
         }
         for n in &d.notes {

@@ -13,10 +13,7 @@ use crate::git::seed::Seeder;
 /// from the binary alone.
 pub const POLICIES: &[(&str, &str)] = &[
     ("10-alerts.yaml", include_str!("../policies/10-alerts.yaml")),
-    (
-        "30-requests.yaml",
-        include_str!("../policies/30-requests.yaml"),
-    ),
+    ("30-requests.yaml", include_str!("../policies/30-requests.yaml")),
 ];
 pub const TEMPLATES: &[(&str, &str)] = &[
     ("commit.txt.j2", include_str!("../templates/commit.txt.j2")),
@@ -26,10 +23,7 @@ pub const TEMPLATES: &[(&str, &str)] = &[
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
     #[error("cannot write {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Git(#[from] GitError),
 }
@@ -44,10 +38,7 @@ pub struct Demo {
 }
 
 fn write(path: &Path, text: &str) -> Result<(), DemoError> {
-    let io = |source| DemoError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io = |source| DemoError::Io { path: path.to_path_buf(), source };
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(io)?;
     }
@@ -79,10 +70,7 @@ spec:
 
 fn digest(seed: &str) -> String {
     use sha2::{Digest, Sha256};
-    Sha256::digest(seed.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    Sha256::digest(seed.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Creates the demo under `dir`, or reuses it when it is already there.
@@ -104,10 +92,7 @@ pub fn create(dir: &Path, now: Timestamp) -> Result<Demo, DemoError> {
         write(&dir.join("templates").join(name), text)?;
     }
     let seed = Seeder::init(&demo.origin, "main")?;
-    let at = |minutes_ago: i64| {
-        now.checked_sub(SignedDuration::from_mins(minutes_ago))
-            .unwrap_or(now)
-    };
+    let at = |minutes_ago: i64| now.checked_sub(SignedDuration::from_mins(minutes_ago)).unwrap_or(now);
     let checkout = |v: &str| format!("registry.example.com/acme/checkout:{v}");
     let cart = |v: &str| format!("registry.example.com/acme/cart:{v}@sha256:{}", digest(v));
     let files: Vec<(String, String)> = vec![
@@ -115,29 +100,15 @@ pub fn create(dir: &Path, now: Timestamp) -> Result<Demo, DemoError> {
         ("apps/checkout/staging/deployment.yaml".into(), deployment("checkout", "staging", &checkout("1.4.0"), 1)),
         ("apps/cart/prod/deployment.yaml".into(), deployment("cart", "prod", &cart("2.2.0"), 3)),
         ("apps/cart/staging/deployment.yaml".into(), deployment("cart", "staging", &cart("2.2.0"), 1)),
-        ("README.md".into(), "# Config repo\n\nManifests deployed by the GitOps controller. Managed by CI and rollbackd.\n".into()),
+        (
+            "README.md".into(),
+            "# Config repo\n\nManifests deployed by the GitOps controller. Managed by CI and rollbackd.\n".into(),
+        ),
     ];
-    let refs: Vec<(&str, Option<&str>)> = files
-        .iter()
-        .map(|(p, t)| (p.as_str(), Some(t.as_str())))
-        .collect();
-    seed.commit(
-        "Initial config: checkout and cart in prod and staging",
-        &refs,
-        "Platform Team",
-        at(300),
-    )?;
-    let deploy = |msg: &str,
-                  path: &str,
-                  text: String,
-                  minutes: i64|
-     -> Result<crate::plan::Sha, DemoError> {
-        Ok(seed.commit(
-            msg,
-            &[(path, Some(text.as_str()))],
-            "deploy-bot",
-            at(minutes),
-        )?)
+    let refs: Vec<(&str, Option<&str>)> = files.iter().map(|(p, t)| (p.as_str(), Some(t.as_str()))).collect();
+    seed.commit("Initial config: checkout and cart in prod and staging", &refs, "Platform Team", at(300))?;
+    let deploy = |msg: &str, path: &str, text: String, minutes: i64| -> Result<crate::plan::Sha, DemoError> {
+        Ok(seed.commit(msg, &[(path, Some(text.as_str()))], "deploy-bot", at(minutes))?)
     };
     deploy(
         "Deploy checkout 1.4.2 to staging",
@@ -151,12 +122,7 @@ pub fn create(dir: &Path, now: Timestamp) -> Result<Demo, DemoError> {
         deployment("checkout", "prod", &checkout("1.4.2"), 4),
         200,
     )?;
-    seed.tag(
-        "known-good/checkout/prod/20261121T080000Z",
-        &good,
-        "checkout 1.4.2 healthy in prod for 1h",
-        at(140),
-    )?;
+    seed.tag("known-good/checkout/prod/20261121T080000Z", &good, "checkout 1.4.2 healthy in prod for 1h", at(140))?;
     deploy(
         "Deploy cart 2.3.0 to prod",
         "apps/cart/prod/deployment.yaml",

@@ -22,23 +22,11 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn error(file: &Path, line: u64, column: u64, message: String) -> Self {
-        Diagnostic {
-            file: file.to_path_buf(),
-            line,
-            column,
-            severity: Severity::Error,
-            message,
-        }
+        Diagnostic { file: file.to_path_buf(), line, column, severity: Severity::Error, message }
     }
 
     pub fn warning(file: &Path, line: u64, column: u64, message: String) -> Self {
-        Diagnostic {
-            file: file.to_path_buf(),
-            line,
-            column,
-            severity: Severity::Warning,
-            message,
-        }
+        Diagnostic { file: file.to_path_buf(), line, column, severity: Severity::Warning, message }
     }
 
     /// A YAML or schema error from serde-saphyr, with its position when it has one.
@@ -46,12 +34,7 @@ impl Diagnostic {
         let (line, column) = err.location().map_or((0, 0), |l| (l.line(), l.column()));
         let opts = serde_saphyr::render_options! { snippets: serde_saphyr::SnippetMode::Off };
         let rendered = err.render_with_options(opts);
-        Diagnostic::error(
-            file,
-            line,
-            column,
-            strip_location_suffix(&rendered).to_string(),
-        )
+        Diagnostic::error(file, line, column, strip_location_suffix(&rendered).to_string())
     }
 }
 
@@ -73,14 +56,7 @@ impl fmt::Display for Diagnostic {
         if self.line == 0 {
             write!(f, "{}: {sev}: {}", self.file.display(), self.message)
         } else {
-            write!(
-                f,
-                "{}:{}:{}: {sev}: {}",
-                self.file.display(),
-                self.line,
-                self.column,
-                self.message
-            )
+            write!(f, "{}:{}:{}: {sev}: {}", self.file.display(), self.line, self.column, self.message)
         }
     }
 }

@@ -35,19 +35,14 @@ impl FromStr for Duration {
         let trimmed = s.trim();
         // jiff's friendly format has no plain-days unit for absolute durations; a day in a
         // guard means 24 hours, never a calendar day.
-        let parsed = match trimmed
-            .strip_suffix('d')
-            .and_then(|n| n.trim().parse::<i64>().ok())
-        {
+        let parsed = match trimmed.strip_suffix('d').and_then(|n| n.trim().parse::<i64>().ok()) {
             Some(days) => days.checked_mul(86_400).map(SignedDuration::from_secs),
             None => trimmed.parse::<SignedDuration>().ok(),
         };
         match parsed {
             Some(d) if d.is_negative() => Err(format!("duration `{s}` is negative")),
             Some(d) => Ok(Duration(d)),
-            None => Err(format!(
-                "invalid duration `{s}`: expected a number and a unit, like 90s, 30m, 6h or 7d"
-            )),
+            None => Err(format!("invalid duration `{s}`: expected a number and a unit, like 90s, 30m, 6h or 7d")),
         }
     }
 }
@@ -86,11 +81,7 @@ mod tests {
             ("7d", 604_800),
             ("PT30M", 1800),
         ] {
-            assert_eq!(
-                text.parse::<Duration>().unwrap(),
-                Duration::from_secs(secs),
-                "{text}"
-            );
+            assert_eq!(text.parse::<Duration>().unwrap(), Duration::from_secs(secs), "{text}");
         }
     }
 

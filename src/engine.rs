@@ -11,9 +11,7 @@ use crate::config::{Config, Secrets};
 use crate::decision::{Decision, Report};
 use crate::diagnostic::Diagnostic;
 use crate::event::Event;
-use crate::git::{
-    Auth, ConfigRepo, GitError, PlanRequest, Planned, PushResult, Trailers, WriteTarget,
-};
+use crate::git::{Auth, ConfigRepo, GitError, PlanRequest, Planned, PushResult, Trailers, WriteTarget};
 use crate::guards;
 use crate::plan::{Plan, Sha};
 use crate::policy::{Mode, OnViolation, Policy, PolicySet};
@@ -49,10 +47,7 @@ impl EngineError {
 
     /// Whether the sender should retry later (the origin could not be reached or kept moving).
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            EngineError::Git(GitError::Unreachable { .. } | GitError::Contended { .. })
-        )
+        matches!(self, EngineError::Git(GitError::Unreachable { .. } | GitError::Contended { .. }))
     }
 }
 
@@ -74,29 +69,15 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(
-        config: Config,
-        secrets: Secrets,
-        clock: Arc<dyn Clock>,
-    ) -> Result<Self, EngineError> {
-        let (policies, warnings) =
-            PolicySet::load(&config.policies).map_err(EngineError::Policies)?;
+    pub fn new(config: Config, secrets: Secrets, clock: Arc<dyn Clock>) -> Result<Self, EngineError> {
+        let (policies, warnings) = PolicySet::load(&config.policies).map_err(EngineError::Policies)?;
         for w in warnings {
             warn!("{w}");
         }
         let templates = Templates::load(&config.templates)?;
-        let auth = Auth {
-            token: secrets.git_token,
-            ssh_key: config.repo.ssh_key_file.clone(),
-        };
+        let auth = Auth { token: secrets.git_token, ssh_key: config.repo.ssh_key_file.clone() };
         let repo = ConfigRepo::open(&config, auth)?;
-        Ok(Engine {
-            config,
-            policies,
-            templates,
-            repo,
-            clock,
-        })
+        Ok(Engine { config, policies, templates, repo, clock })
     }
 
     pub fn config(&self) -> &Config {
@@ -126,36 +107,23 @@ impl Engine {
     /// retry re-reads the origin, so a rollback another replica pushed meanwhile turns this
     /// attempt into a duplicate instead of a second commit.
     pub fn handle(&mut self, event: &Event, opts: &Options) -> Result<Report, EngineError> {
-        let span =
-            info_span!("event", trigger = %event.trigger(), rollback_id = tracing::field::Empty);
+        let span = info_span!("event", trigger = %event.trigger(), rollback_id = tracing::field::Empty);
         let _enter = span.enter();
         self.repo.fetch(false)?;
         let attempts = self.config.git.push_retries + 1;
         for attempt in 0..attempts {
             match self.attempt(event, opts, attempt, &span)? {
                 Attempt::Done(report) => {
-                    info!(
-                        outcome = report.outcome.name(),
-                        "{}",
-                        report.outcome.summary()
-                    );
+                    info!(outcome = report.outcome.name(), "{}", report.outcome.summary());
                     return Ok(*report);
                 }
                 Attempt::Moved => {
-                    warn!(
-                        attempt,
-                        "branch moved during the rollback; fetching and planning again"
-                    );
+                    warn!(attempt, "branch moved during the rollback; fetching and planning again");
                     self.repo.fetch(true)?;
                 }
             }
         }
-        Err(GitError::Contended {
-            url: self.repo.url(),
-            branch: self.repo.branch().to_string(),
-            attempts,
-        }
-        .into())
+        Err(GitError::Contended { url: self.repo.url(), branch: self.repo.branch().to_string(), attempts }.into())
     }
 
     fn attempt(
@@ -168,11 +136,7 @@ impl Engine {
         let now = self.clock.now();
         let mut decision = Decision::for_event(event);
         let done = |decision: Decision, plan: Option<Plan>, outcome: Outcome| {
-            Ok(Attempt::Done(Box::new(Report {
-                decision,
-                plan,
-                outcome,
-            })))
+            Ok(Attempt::Done(Box::new(Report { decision, plan, outcome })))
         };
 
         let trigger = event.trigger();
@@ -182,11 +146,7 @@ impl Engine {
             return done(
                 decision,
                 None,
-                Outcome::Duplicate {
-                    rollback_id: RollbackId(r.id.clone()),
-                    commit: r.commit.clone(),
-                    reason,
-                },
+                Outcome::Duplicate { rollback_id: RollbackId(r.id.clone()), commit: r.commit.clone(), reason },
             );
         }
 
@@ -201,49 +161,27 @@ impl Engine {
         decision.mode = Some(policy.action.mode);
         let target = policy
             .resolve_target(event)
-            .map_err(|message| EngineError::Policy {
-                policy: policy.name().to_string(),
-                message,
-            })?;
+            .map_err(|message| EngineError::Policy { policy: policy.name().to_string(), message })?;
         decision.target = Some(target.clone());
         let id = RollbackId::derive(&trigger, &target.service, &target.env);
         span.record("rollback_id", id.as_str());
 
-        let request = PlanRequest {
-            target: &target,
-            strategy: policy.action.strategy,
-            to: opts.to.as_deref(),
-        };
+        let request = PlanRequest { target: &target, strategy: policy.action.strategy, to: opts.to.as_deref() };
         let plan = match self.repo.plan(&request)? {
             Planned::Ready(plan) => *plan,
             Planned::AlreadyRolledBack { id, commit, reason } => {
-                return done(
-                    decision,
-                    None,
-                    Outcome::Duplicate {
-                        rollback_id: RollbackId(id),
-                        commit,
-                        reason,
-                    },
-                );
+                return done(decision, None, Outcome::Duplicate { rollback_id: RollbackId(id), commit, reason });
             }
             Planned::Noop { reason } => return done(decision, None, Outcome::Noop { reason }),
         };
         decision.guards = guards::evaluate(&policy.guards, &plan, self.repo.index(), now);
-        let failed: Vec<String> = decision
-            .guards
-            .iter()
-            .filter(|g| !g.passed)
-            .map(|g| format!("{}: {}", g.guard, g.detail))
-            .collect();
+        let failed: Vec<String> =
+            decision.guards.iter().filter(|g| !g.passed).map(|g| format!("{}: {}", g.guard, g.detail)).collect();
         let mut delivery = match policy.action.mode {
             Mode::Direct => Delivery::Direct,
             Mode::PullRequest => Delivery::Proposal,
             Mode::Notify => {
-                let reason = format!(
-                    "policy {} only notifies; rollback {id} was not written",
-                    policy.name()
-                );
+                let reason = format!("policy {} only notifies; rollback {id} was not written", policy.name());
                 return done(decision, Some(plan), Outcome::Notified { reason });
             }
         };
@@ -265,14 +203,7 @@ impl Engine {
             }
         }
         if opts.dry_run {
-            return done(
-                decision,
-                Some(plan),
-                Outcome::DryRun {
-                    would: delivery,
-                    rollback_id: id,
-                },
-            );
+            return done(decision, Some(plan), Outcome::DryRun { would: delivery, rollback_id: id });
         }
 
         match self.write(event, &policy, &plan, &id, delivery, retries, now)? {
@@ -314,30 +245,16 @@ impl Engine {
         let ctx = message_context(event, policy, plan, id, delivery);
         let body = self.templates.render(COMMIT_TEMPLATE, &ctx)?;
         let message = trailers.append_to(&body);
-        let commit = self
-            .repo
-            .create_commit(&plan.head, &plan.tree, &message, now)?;
+        let commit = self.repo.create_commit(&plan.head, &plan.tree, &message, now)?;
         let (target, tag) = match delivery {
             Delivery::Direct => {
-                let name = format!(
-                    "rollback/{}/{}/{}",
-                    plan.target.service, plan.target.env, id
-                );
+                let name = format!("rollback/{}/{}/{}", plan.target.service, plan.target.env, id);
                 let tag_msg = self.templates.render(TAG_TEMPLATE, &ctx)?;
                 let tag_id = self.repo.create_tag(&name, &commit, &tag_msg, now)?;
-                (
-                    WriteTarget::Branch {
-                        name: plan.branch.clone(),
-                        expected: plan.head.clone(),
-                    },
-                    Some((name, tag_id)),
-                )
+                (WriteTarget::Branch { name: plan.branch.clone(), expected: plan.head.clone() }, Some((name, tag_id)))
             }
             Delivery::Proposal => {
-                let name = format!(
-                    "rollback/{}/{}/{}",
-                    plan.target.service, plan.target.env, id
-                );
+                let name = format!("rollback/{}/{}/{}", plan.target.service, plan.target.env, id);
                 (WriteTarget::NewBranch { name }, None)
             }
         };
@@ -346,9 +263,7 @@ impl Engine {
             PushResult::Moved => Ok(None),
             PushResult::Pushed => {
                 let branch = match &target {
-                    WriteTarget::Branch { name, .. } | WriteTarget::NewBranch { name } => {
-                        name.clone()
-                    }
+                    WriteTarget::Branch { name, .. } | WriteTarget::NewBranch { name } => name.clone(),
                 };
                 Ok(Some(Rollback {
                     id: id.clone(),

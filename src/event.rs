@@ -41,9 +41,7 @@ impl FromStr for Source {
             "github" => Ok(Source::Github),
             "chatops" => Ok(Source::Chatops),
             "cli" => Ok(Source::Cli),
-            other => Err(format!(
-                "unknown source `{other}` (alertmanager, github, chatops, cli)"
-            )),
+            other => Err(format!("unknown source `{other}` (alertmanager, github, chatops, cli)")),
         }
     }
 }
@@ -103,18 +101,11 @@ impl Event {
 
     /// Who asked, for the audit trail: the human for requests, the source otherwise.
     pub fn actor(&self) -> String {
-        self.labels
-            .get("actor")
-            .cloned()
-            .unwrap_or_else(|| self.source.to_string())
+        self.labels.get("actor").cloned().unwrap_or_else(|| self.source.to_string())
     }
 
     pub fn reason(&self) -> Option<String> {
-        self.labels
-            .get("reason")
-            .or_else(|| self.annotations.get("summary"))
-            .filter(|r| !r.trim().is_empty())
-            .cloned()
+        self.labels.get("reason").or_else(|| self.annotations.get("summary")).filter(|r| !r.trim().is_empty()).cloned()
     }
 
     pub fn is_human_request(&self) -> bool {

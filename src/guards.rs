@@ -20,12 +20,7 @@ fn ago(now: Timestamp, then: Timestamp) -> String {
     crate::duration::Duration::from_secs(secs).to_string()
 }
 
-pub fn evaluate(
-    guards: &Guards,
-    plan: &Plan,
-    index: &AuditIndex,
-    now: Timestamp,
-) -> Vec<GuardCheck> {
+pub fn evaluate(guards: &Guards, plan: &Plan, index: &AuditIndex, now: Timestamp) -> Vec<GuardCheck> {
     let (service, env) = (&plan.target.service, &plan.target.env);
     let mut checks = Vec::new();
     if let Some(cooldown) = guards.cooldown {
@@ -43,10 +38,7 @@ pub fn evaluate(
             Some(r) => GuardCheck {
                 guard: "cooldown",
                 passed: true,
-                detail: format!(
-                    "last rollback of {service}/{env} was {} ago (cooldown {cooldown})",
-                    ago(now, r.at)
-                ),
+                detail: format!("last rollback of {service}/{env} was {} ago (cooldown {cooldown})", ago(now, r.at)),
             },
             None => GuardCheck {
                 guard: "cooldown",
@@ -57,18 +49,12 @@ pub fn evaluate(
         checks.push(check);
     }
     if let Some(limit) = guards.max_rollbacks {
-        let n = index
-            .applied(service, env)
-            .filter(|r| now.duration_since(r.at) < limit.per.as_signed())
-            .count();
+        let n = index.applied(service, env).filter(|r| now.duration_since(r.at) < limit.per.as_signed()).count();
         let passed = n < limit.count as usize;
         checks.push(GuardCheck {
             guard: "max_rollbacks",
             passed,
-            detail: format!(
-                "{n} rollbacks of {service}/{env} in the last {} (limit {})",
-                limit.per, limit.count
-            ),
+            detail: format!("{n} rollbacks of {service}/{env} in the last {} (limit {})", limit.per, limit.count),
         });
     }
     if let Some(max_age) = guards.max_change_age
@@ -92,16 +78,9 @@ pub fn evaluate(
         let detail = if passed {
             "every artifact in the target state is pinned by digest or version".to_string()
         } else {
-            format!(
-                "the target state references mutable artifacts: {}",
-                plan.mutable_artifacts.join("; ")
-            )
+            format!("the target state references mutable artifacts: {}", plan.mutable_artifacts.join("; "))
         };
-        checks.push(GuardCheck {
-            guard: "require_immutable_artifacts",
-            passed,
-            detail,
-        });
+        checks.push(GuardCheck { guard: "require_immutable_artifacts", passed, detail });
     }
     checks
 }

@@ -10,24 +10,13 @@ use jiff::Timestamp;
 
 use rollbackd::clock::{Clock, FixedClock, SystemClock};
 use rollbackd::config::Config;
-use rollbackd::{
-    Engine, EngineError, Event, Options, Outcome, Report, Source, check, demo, ingest,
-};
+use rollbackd::{Engine, EngineError, Event, Options, Outcome, Report, Source, check, demo, ingest};
 
 #[derive(Parser)]
-#[command(
-    name = "rollbackd",
-    version,
-    about = "GitOps rollbacks from alerts, CI events and chat, audited in git"
-)]
+#[command(name = "rollbackd", version, about = "GitOps rollbacks from alerts, CI events and chat, audited in git")]
 struct Cli {
     /// Configuration file.
-    #[arg(
-        long,
-        global = true,
-        env = "ROLLBACKD_CONFIG",
-        default_value = "rollbackd.yaml"
-    )]
+    #[arg(long, global = true, env = "ROLLBACKD_CONFIG", default_value = "rollbackd.yaml")]
     config: PathBuf,
     /// Log line format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -106,9 +95,7 @@ enum SimSource {
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ROLLBACKD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -121,9 +108,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            let code = e
-                .downcast_ref::<EngineError>()
-                .map_or(1, EngineError::exit_code);
+            let code = e.downcast_ref::<EngineError>().map_or(1, EngineError::exit_code);
             eprintln!("error: {e:#}");
             ExitCode::from(code as u8)
         }
@@ -170,24 +155,15 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             println!("ok: {} is valid", cli.config.display());
             Ok(0)
         }
-        Command::Simulate {
-            event,
-            source,
-            at,
-            json,
-        } => {
+        Command::Simulate { event, source, at, json } => {
             let clock: Arc<dyn Clock> = match at {
                 Some(t) => Arc::new(FixedClock::new(t)),
                 None => Arc::new(SystemClock),
             };
-            let body = std::fs::read(&event)
-                .with_context(|| format!("cannot read {}", event.display()))?;
+            let body = std::fs::read(&event).with_context(|| format!("cannot read {}", event.display()))?;
             let events = parse_event_file(&body, source, clock.now())?;
             let mut engine = engine(&cli.config, clock)?;
-            let opts = Options {
-                dry_run: true,
-                ..Options::default()
-            };
+            let opts = Options { dry_run: true, ..Options::default() };
             // Each alert of a notification is its own decision: one that cannot be planned does
             // not hide the others.
             let mut reports = Vec::new();
@@ -204,38 +180,17 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             print_reports(&reports, json)?;
             Ok(code)
         }
-        Command::Rollback {
-            service,
-            env,
-            to,
-            reason,
-            actor,
-            dry_run,
-            json,
-        } => {
+        Command::Rollback { service, env, to, reason, actor, dry_run, json } => {
             let clock: Arc<dyn Clock> = Arc::new(SystemClock);
             let now = clock.now();
             let request_id = format!("{actor}-{}-{}", now.as_nanosecond(), std::process::id());
-            let event = Event::request(
-                Source::Cli,
-                &service,
-                &env,
-                &actor,
-                reason.as_deref(),
-                now,
-                &request_id,
-            );
+            let event = Event::request(Source::Cli, &service, &env, &actor, reason.as_deref(), now, &request_id);
             let mut engine = engine(&cli.config, clock)?;
             let report = engine.handle(&event, &Options { to, dry_run })?;
             print_reports(std::slice::from_ref(&report), json)?;
             Ok(exit_code(&report.outcome))
         }
-        Command::History {
-            service,
-            env,
-            limit,
-            json,
-        } => {
+        Command::History { service, env, limit, json } => {
             let mut engine = engine(&cli.config, Arc::new(SystemClock))?;
             let index = engine.history()?;
             let records: Vec<_> = index
@@ -246,19 +201,12 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 .take(limit)
                 .collect();
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&serde_json::json!({ "rollbacks": records }))?
-                );
+                println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "rollbacks": records }))?);
             } else if records.is_empty() {
                 println!("no rollbacks in the audit window");
             } else {
                 for r in records {
-                    let bad: Vec<&str> = r
-                        .bad_commits
-                        .iter()
-                        .map(|s| &s[..s.len().min(10)])
-                        .collect();
+                    let bad: Vec<&str> = r.bad_commits.iter().map(|s| &s[..s.len().min(10)]).collect();
                     println!(
                         "{}  {}  {}/{}  {:?} {}  undid {}  to {}  by {} via {}{}",
                         r.id,
@@ -271,10 +219,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                         &r.known_good[..r.known_good.len().min(10)],
                         r.actor,
                         r.trigger,
-                        r.reason
-                            .as_deref()
-                            .map(|x| format!("  \"{x}\""))
-                            .unwrap_or_default()
+                        r.reason.as_deref().map(|x| format!("  \"{x}\"")).unwrap_or_default()
                     );
                 }
             }
@@ -284,18 +229,10 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     }
 }
 
-fn parse_event_file(
-    body: &[u8],
-    source: Option<SimSource>,
-    now: Timestamp,
-) -> anyhow::Result<Vec<Event>> {
-    let value: serde_json::Value =
-        serde_json::from_slice(body).context("the event file is not JSON")?;
-    let source = source.unwrap_or(if value.get("alerts").is_some() {
-        SimSource::Alertmanager
-    } else {
-        SimSource::Event
-    });
+fn parse_event_file(body: &[u8], source: Option<SimSource>, now: Timestamp) -> anyhow::Result<Vec<Event>> {
+    let value: serde_json::Value = serde_json::from_slice(body).context("the event file is not JSON")?;
+    let source =
+        source.unwrap_or(if value.get("alerts").is_some() { SimSource::Alertmanager } else { SimSource::Event });
     match source {
         SimSource::Alertmanager => {
             let n = ingest::alertmanager::parse(body, now)?;
@@ -307,9 +244,7 @@ fn parse_event_file(
             }
             Ok(n.firing)
         }
-        SimSource::Event => Ok(vec![
-            serde_json::from_value(value).context("not an rollbackd event")?,
-        ]),
+        SimSource::Event => Ok(vec![serde_json::from_value(value).context("not an rollbackd event")?]),
     }
 }
 
@@ -319,30 +254,14 @@ fn run_demo(dir: &Path) -> anyhow::Result<u8> {
     let config = dir.join("rollbackd.yaml");
     let alert = dir.join("events/checkout-prod-alert.json");
     if d.created {
-        println!(
-            "Created a demo config repo at {}",
-            dir.join("origin.git").display()
-        );
+        println!("Created a demo config repo at {}", dir.join("origin.git").display());
     } else {
-        println!(
-            "Reusing the demo at {} (delete it for a fresh one)",
-            dir.display()
-        );
+        println!("Reusing the demo at {} (delete it for a fresh one)", dir.display());
     }
     println!("\nWhat the sample alert would do:\n");
     let mut engine = engine(&config, Arc::new(SystemClock))?;
-    let events = parse_event_file(
-        &std::fs::read(&alert)?,
-        Some(SimSource::Alertmanager),
-        Timestamp::now(),
-    )?;
-    let report = engine.handle(
-        &events[0],
-        &Options {
-            dry_run: true,
-            ..Options::default()
-        },
-    )?;
+    let events = parse_event_file(&std::fs::read(&alert)?, Some(SimSource::Alertmanager), Timestamp::now())?;
+    let report = engine.handle(&events[0], &Options { dry_run: true, ..Options::default() })?;
     print!("{}", report.explain());
     let c = config.display();
     println!(

@@ -59,45 +59,29 @@ impl FromStr for Matcher {
     type Err = MatcherError;
 
     fn from_str(input: &str) -> Result<Self, Self::Err> {
-        let fail = |reason: &str| MatcherError {
-            input: input.to_string(),
-            reason: reason.to_string(),
-        };
+        let fail = |reason: &str| MatcherError { input: input.to_string(), reason: reason.to_string() };
         let s = input.trim();
         let name_len = s
             .char_indices()
             .find(|&(i, c)| !(c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit())))
             .map_or(s.len(), |(i, _)| i);
         if name_len == 0 {
-            return Err(fail(
-                "expected a label name first, like service=\"checkout\"",
-            ));
+            return Err(fail("expected a label name first, like service=\"checkout\""));
         }
         let (name, rest) = s.split_at(name_len);
         let rest = rest.trim_start();
-        let (op, rest) = [
-            MatchOp::Regex,
-            MatchOp::NotRegex,
-            MatchOp::NotEqual,
-            MatchOp::Equal,
-        ]
-        .into_iter()
-        .find_map(|op| rest.strip_prefix(op.as_str()).map(|r| (op, r)))
-        .ok_or_else(|| fail("expected one of = != =~ !~ after the label name"))?;
+        let (op, rest) = [MatchOp::Regex, MatchOp::NotRegex, MatchOp::NotEqual, MatchOp::Equal]
+            .into_iter()
+            .find_map(|op| rest.strip_prefix(op.as_str()).map(|r| (op, r)))
+            .ok_or_else(|| fail("expected one of = != =~ !~ after the label name"))?;
         let value = parse_value(rest.trim()).map_err(|r| fail(&r))?;
         let regex = match op {
             MatchOp::Regex | MatchOp::NotRegex => Some(
-                Regex::new(&format!("^(?:{value})$"))
-                    .map_err(|e| fail(&format!("invalid regular expression: {e}")))?,
+                Regex::new(&format!("^(?:{value})$")).map_err(|e| fail(&format!("invalid regular expression: {e}")))?,
             ),
             _ => None,
         };
-        Ok(Matcher {
-            name: name.to_string(),
-            op,
-            value,
-            regex,
-        })
+        Ok(Matcher { name: name.to_string(), op, value, regex })
     }
 }
 
@@ -105,9 +89,7 @@ impl FromStr for Matcher {
 fn parse_value(s: &str) -> Result<String, String> {
     let Some(body) = s.strip_prefix('"') else {
         if s.contains(['"', ',', '{', '}']) || s.chars().any(char::is_whitespace) {
-            return Err(
-                "an unquoted value may not contain quotes, commas, braces or spaces".into(),
-            );
+            return Err("an unquoted value may not contain quotes, commas, braces or spaces".into());
         }
         return Ok(s.to_string());
     };
@@ -119,10 +101,7 @@ fn parse_value(s: &str) -> Result<String, String> {
                 return if chars.as_str().trim().is_empty() {
                     Ok(out)
                 } else {
-                    Err(format!(
-                        "unexpected text after the closing quote: `{}`",
-                        chars.as_str()
-                    ))
+                    Err(format!("unexpected text after the closing quote: `{}`", chars.as_str()))
                 };
             }
             '\\' => match chars.next() {
@@ -165,19 +144,12 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
     fn table() {
-        let l = labels(&[
-            ("service", "checkout"),
-            ("env", "prod"),
-            ("severity", "page"),
-        ]);
+        let l = labels(&[("service", "checkout"), ("env", "prod"), ("severity", "page")]);
         let cases = [
             (r#"service="checkout""#, true),
             (r#"service = "checkout""#, true),
@@ -216,9 +188,6 @@ mod tests {
     #[test]
     fn display_round_trips() {
         let m: Matcher = r#"severity=~"critical|page""#.parse().unwrap();
-        assert_eq!(
-            m.to_string().parse::<Matcher>().unwrap().to_string(),
-            m.to_string()
-        );
+        assert_eq!(m.to_string().parse::<Matcher>().unwrap().to_string(), m.to_string());
     }
 }

@@ -82,8 +82,7 @@ pub struct Expr(pub String);
 impl<'de> Deserialize<'de> for Expr {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        template::check_expression(&s)
-            .map_err(|e| serde::de::Error::custom(format!("bad template `{s}`: {e}")))?;
+        template::check_expression(&s).map_err(|e| serde::de::Error::custom(format!("bad template `{s}`: {e}")))?;
         Ok(Expr(s))
     }
 }
@@ -174,16 +173,10 @@ impl Policy {
         let mut reasons = Vec::new();
         let mut matched = true;
         if self.matches.source.admits(event.source) {
-            reasons.push(format!(
-                "source {} admitted (policy wants {})",
-                event.source, self.matches.source
-            ));
+            reasons.push(format!("source {} admitted (policy wants {})", event.source, self.matches.source));
         } else {
             matched = false;
-            reasons.push(format!(
-                "source is {}, policy wants {}",
-                event.source, self.matches.source
-            ));
+            reasons.push(format!("source is {}, policy wants {}", event.source, self.matches.source));
         }
         for m in &self.matches.matchers {
             let actual = event.labels.get(&m.name);
@@ -202,33 +195,25 @@ impl Policy {
     pub fn resolve_target(&self, event: &Event) -> Result<Target, String> {
         let ctx = template_context(event);
         let render = |field: &str, e: &Expr| {
-            template::render_expression(&e.0, &ctx)
-                .map_err(|err| format!("target.{field} `{}`: {err}", e.0))
+            template::render_expression(&e.0, &ctx).map_err(|err| format!("target.{field} `{}`: {err}", e.0))
         };
         let service = render("service", &self.target.service)?;
         let env = render("env", &self.target.env)?;
         for (what, v) in [("service", &service), ("env", &env)] {
             if v.is_empty() || v.contains(['/', ' ', '\n']) || v.starts_with('.') {
-                return Err(format!(
-                    "target.{what} rendered to {v:?}, which cannot name a {what}"
-                ));
+                return Err(format!("target.{what} rendered to {v:?}, which cannot name a {what}"));
             }
         }
         let mut paths = Vec::new();
         for p in &self.target.paths {
             let path = render("paths", &p.value)?;
-            crate::git::PathSet::validate_pattern(&path)
-                .map_err(|e| format!("target.paths `{}`: {e}", p.value.0))?;
+            crate::git::PathSet::validate_pattern(&path).map_err(|e| format!("target.paths `{}`: {e}", p.value.0))?;
             paths.push(path);
         }
         if paths.is_empty() {
             return Err("target.paths is empty".into());
         }
-        Ok(Target {
-            service,
-            env,
-            paths,
-        })
+        Ok(Target { service, env, paths })
     }
 }
 
@@ -259,12 +244,7 @@ impl PolicySet {
                 .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
                 .collect(),
             Err(e) => {
-                return Err(vec![Diagnostic::error(
-                    dir,
-                    0,
-                    0,
-                    format!("cannot read policy directory: {e}"),
-                )]);
+                return Err(vec![Diagnostic::error(dir, 0, 0, format!("cannot read policy directory: {e}"))]);
             }
         };
         files.sort();
@@ -300,12 +280,7 @@ impl PolicySet {
             }
         }
         if policies.is_empty() && diags.is_empty() {
-            diags.push(Diagnostic::warning(
-                dir,
-                0,
-                0,
-                "no policies: every event will be ignored".into(),
-            ));
+            diags.push(Diagnostic::warning(dir, 0, 0, "no policies: every event will be ignored".into()));
         }
         if diags.iter().any(|d| d.severity == Severity::Error) {
             return Err(diags);
@@ -329,8 +304,7 @@ impl PolicySet {
 }
 
 pub fn parse_file(file: &Path, text: &str) -> Result<Vec<Policy>, Diagnostic> {
-    let docs: Vec<Vec<Policy>> =
-        serde_saphyr::from_multiple(text).map_err(|e| Diagnostic::from_yaml(file, &e))?;
+    let docs: Vec<Vec<Policy>> = serde_saphyr::from_multiple(text).map_err(|e| Diagnostic::from_yaml(file, &e))?;
     let mut out: Vec<Policy> = docs.into_iter().flatten().collect();
     for p in &mut out {
         p.file = file.to_path_buf();

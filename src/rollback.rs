@@ -113,18 +113,14 @@ impl Outcome {
     pub fn rollback_id(&self) -> Option<&RollbackId> {
         match self {
             Outcome::RolledBack { rollback } | Outcome::Proposed { rollback } => Some(&rollback.id),
-            Outcome::Duplicate { rollback_id, .. } | Outcome::DryRun { rollback_id, .. } => {
-                Some(rollback_id)
-            }
+            Outcome::Duplicate { rollback_id, .. } | Outcome::DryRun { rollback_id, .. } => Some(rollback_id),
             _ => None,
         }
     }
 
     pub fn commit(&self) -> Option<&Sha> {
         match self {
-            Outcome::RolledBack { rollback } | Outcome::Proposed { rollback } => {
-                Some(&rollback.commit)
-            }
+            Outcome::RolledBack { rollback } | Outcome::Proposed { rollback } => Some(&rollback.commit),
             Outcome::Duplicate { commit, .. } => Some(commit),
             _ => None,
         }
@@ -146,15 +142,8 @@ impl Outcome {
                 rollback.branch,
                 rollback.commit.short()
             ),
-            Outcome::Duplicate {
-                rollback_id,
-                commit,
-                reason,
-            } => {
-                format!(
-                    "duplicate: {reason} (rollback {rollback_id}, commit {})",
-                    commit.short()
-                )
+            Outcome::Duplicate { rollback_id, commit, reason } => {
+                format!("duplicate: {reason} (rollback {rollback_id}, commit {})", commit.short())
             }
             Outcome::Noop { reason } => format!("noop: {reason}"),
             Outcome::Denied { reason } => format!("denied: {reason}"),
@@ -179,18 +168,9 @@ mod tests {
     #[test]
     fn id_is_stable_and_depends_on_every_part() {
         let a = RollbackId::derive("alertmanager:abc", "checkout", "prod");
-        assert_eq!(
-            a,
-            RollbackId::derive("alertmanager:abc", "checkout", "prod")
-        );
-        assert_ne!(
-            a,
-            RollbackId::derive("alertmanager:abc", "checkout", "staging")
-        );
-        assert_ne!(
-            a,
-            RollbackId::derive("alertmanager:abd", "checkout", "prod")
-        );
+        assert_eq!(a, RollbackId::derive("alertmanager:abc", "checkout", "prod"));
+        assert_ne!(a, RollbackId::derive("alertmanager:abc", "checkout", "staging"));
+        assert_ne!(a, RollbackId::derive("alertmanager:abd", "checkout", "prod"));
         assert!(a.as_str().starts_with("rb-") && a.as_str().len() == 15);
     }
 }

@@ -12,16 +12,9 @@ pub const TEMPLATE_FILES: &[&str] = &[COMMIT_TEMPLATE, TAG_TEMPLATE];
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
     #[error("{file}: cannot read template: {source}")]
-    Read {
-        file: PathBuf,
-        source: std::io::Error,
-    },
+    Read { file: PathBuf, source: std::io::Error },
     #[error("{file}:{line}: {message}")]
-    Syntax {
-        file: PathBuf,
-        line: usize,
-        message: String,
-    },
+    Syntax { file: PathBuf, line: usize, message: String },
     #[error("{0}")]
     Render(String),
 }
@@ -31,10 +24,7 @@ pub enum TemplateError {
 fn environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
-    if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder()
-        .keep_trailing_newline(true)
-        .build()
-    {
+    if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder().keep_trailing_newline(true).build() {
         env.set_syntax(syntax);
     }
     env
@@ -56,18 +46,12 @@ fn describe(err: &minijinja::Error) -> String {
 
 /// Checks that `source` compiles as a template; the error names what is wrong.
 pub fn check_expression(source: &str) -> Result<(), String> {
-    environment()
-        .template_from_str(source)
-        .map(|_| ())
-        .map_err(|e| describe(&e))
+    environment().template_from_str(source).map(|_| ()).map_err(|e| describe(&e))
 }
 
 /// Renders a one-line policy expression such as `apps/{{ labels.service }}/**`.
 pub fn render_expression(source: &str, ctx: &Value) -> Result<String, String> {
-    environment()
-        .render_str(source, ctx)
-        .map(|s| s.trim().to_string())
-        .map_err(|e| describe(&e))
+    environment().render_str(source, ctx).map(|s| s.trim().to_string()).map_err(|e| describe(&e))
 }
 
 /// The message templates, loaded and compiled once.
@@ -80,27 +64,20 @@ impl Templates {
         let mut env = environment();
         for name in TEMPLATE_FILES {
             let file = dir.join(name);
-            let source = std::fs::read_to_string(&file).map_err(|source| TemplateError::Read {
+            let source =
+                std::fs::read_to_string(&file).map_err(|source| TemplateError::Read { file: file.clone(), source })?;
+            env.add_template_owned(name.to_string(), source).map_err(|e| TemplateError::Syntax {
                 file: file.clone(),
-                source,
+                line: e.line().unwrap_or(1),
+                message: describe(&e),
             })?;
-            env.add_template_owned(name.to_string(), source)
-                .map_err(|e| TemplateError::Syntax {
-                    file: file.clone(),
-                    line: e.line().unwrap_or(1),
-                    message: describe(&e),
-                })?;
         }
         Ok(Templates { env })
     }
 
     pub fn render(&self, name: &str, ctx: &Value) -> Result<String, TemplateError> {
-        let tmpl = self
-            .env
-            .get_template(name)
-            .map_err(|e| TemplateError::Render(describe(&e)))?;
-        tmpl.render(ctx)
-            .map_err(|e| TemplateError::Render(format!("{name}: {}", describe(&e))))
+        let tmpl = self.env.get_template(name).map_err(|e| TemplateError::Render(describe(&e)))?;
+        tmpl.render(ctx).map_err(|e| TemplateError::Render(format!("{name}: {}", describe(&e))))
     }
 }
 
@@ -111,10 +88,7 @@ mod tests {
     #[test]
     fn expressions_render_and_typos_fail() {
         let ctx = value(serde_json::json!({"labels": {"service": "checkout"}}));
-        assert_eq!(
-            render_expression("apps/{{ labels.service }}/**", &ctx).unwrap(),
-            "apps/checkout/**"
-        );
+        assert_eq!(render_expression("apps/{{ labels.service }}/**", &ctx).unwrap(), "apps/checkout/**");
         assert!(render_expression("{{ labels.servce }}", &ctx).is_err());
         assert!(check_expression("{{ labels.service ").is_err());
     }

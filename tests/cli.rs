@@ -15,13 +15,7 @@ fn stderr(o: &std::process::Output) -> String {
 fn check_accepts_a_valid_setup() {
     let w = World::new();
     let out = w.run_cli(&["check"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
     assert!(stdout(&out).contains("is valid"));
 }
 
@@ -56,10 +50,7 @@ fn check_reports_file_line_and_column() {
         let out = w.run_cli(&["check"]);
         let text_out = stdout(&out);
         assert_eq!(out.status.code(), Some(1), "{text_out}");
-        assert!(
-            text_out.contains(&format!("10-test.yaml{pos}")),
-            "want {pos} in {text_out}"
-        );
+        assert!(text_out.contains(&format!("10-test.yaml{pos}")), "want {pos} in {text_out}");
         assert!(text_out.contains(words), "want {words} in {text_out}");
     }
 }
@@ -74,9 +65,7 @@ fn check_warns_about_paths_that_match_nothing_and_still_passes() {
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(
-        text.contains("10-test.yaml:8:")
-            && text.contains("warning")
-            && text.contains("apps/checkout/qa/**"),
+        text.contains("10-test.yaml:8:") && text.contains("warning") && text.contains("apps/checkout/qa/**"),
         "{text}"
     );
     assert!(!text.contains("prod/**` (as"), "{text}");
@@ -85,19 +74,11 @@ fn check_warns_about_paths_that_match_nothing_and_still_passes() {
 #[test]
 fn check_reports_a_broken_template() {
     let w = World::new();
-    std::fs::write(
-        w.root().join("templates/commit.txt.j2"),
-        "Roll back\n{% if id %}\nno end\n",
-    )
-    .unwrap();
+    std::fs::write(w.root().join("templates/commit.txt.j2"), "Roll back\n{% if id %}\nno end\n").unwrap();
     let out = w.run_cli(&["check"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stdout(&out).contains("commit.txt.j2:"), "{}", stdout(&out));
-    std::fs::write(
-        w.root().join("templates/commit.txt.j2"),
-        "Roll back {{ servce }}\n",
-    )
-    .unwrap();
+    std::fs::write(w.root().join("templates/commit.txt.j2"), "Roll back {{ servce }}\n").unwrap();
     let out = w.run_cli(&["check"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stdout(&out).contains("undefined"), "{}", stdout(&out));
@@ -107,23 +88,8 @@ fn check_reports_a_broken_template() {
 fn rollback_then_history_json_round_trips_the_trailers() {
     let w = World::new();
     let bad = w.deploy("checkout", "prod", "1.5.0", 10);
-    let out = w.run_cli(&[
-        "rollback",
-        "checkout",
-        "--env",
-        "prod",
-        "--reason",
-        "5xx after 1.5.0",
-        "--actor",
-        "alice",
-    ]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    let out = w.run_cli(&["rollback", "checkout", "--env", "prod", "--reason", "5xx after 1.5.0", "--actor", "alice"]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
     assert!(stdout(&out).contains("outcome: rolled back"));
     let out = w.run_cli(&["history", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -139,10 +105,7 @@ fn rollback_then_history_json_round_trips_the_trailers() {
     assert_eq!(r["known_good"], w.good.0);
     assert_eq!(r["policy"], "test-policy");
     assert_eq!(r["commit"], w.head());
-    assert_eq!(
-        r["tag"],
-        format!("rollback/checkout/prod/{}", r["id"].as_str().unwrap())
-    );
+    assert_eq!(r["tag"], format!("rollback/checkout/prod/{}", r["id"].as_str().unwrap()));
     assert!(r["trigger"].as_str().unwrap().starts_with("cli:alice-"));
     // Filters
     let out = w.run_cli(&["history", "--json", "--service", "cart"]);
@@ -157,7 +120,9 @@ fn denied_exits_2_and_no_policy_exits_2() {
     let out = w.run_cli(&["rollback", "checkout", "--env", "prod"]);
     assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
     assert!(stdout(&out).contains("FAIL max_change_age"));
-    w.set_policies("- name: only-alerts\n  match: { source: alertmanager }\n  target: { service: x, env: y, paths: [apps] }\n");
+    w.set_policies(
+        "- name: only-alerts\n  match: { source: alertmanager }\n  target: { service: x, env: y, paths: [apps] }\n",
+    );
     let out = w.run_cli(&["rollback", "checkout", "--env", "prod"]);
     assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
     assert!(stdout(&out).contains("no policy matches"));
@@ -197,29 +162,14 @@ fn simulate_prints_the_trace_and_writes_nothing() {
             {"status":"firing","labels":{"service":"cart","env":"prod"},"annotations":{},"startsAt":"2026-11-21T11:55:00Z","fingerprint":"cd"}]}"#,
     )
     .unwrap();
-    let out = w.run_cli(&[
-        "simulate",
-        "--event",
-        alert.to_str().unwrap(),
-        "--at",
-        "2026-11-21T12:00:00Z",
-    ]);
+    let out = w.run_cli(&["simulate", "--event", alert.to_str().unwrap(), "--at", "2026-11-21T12:00:00Z"]);
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
     assert!(text.contains("MATCH test-policy"), "{text}");
     assert!(text.contains("strategy revert"), "{text}");
-    assert!(
-        text.contains("apps/checkout/prod/deployment.yaml | +1 -1"),
-        "{text}"
-    );
-    assert!(
-        text.contains("outcome: dry run: would push rollback"),
-        "{text}"
-    );
-    assert!(
-        text.contains("outcome: noop"),
-        "cart has nothing to roll back: {text}"
-    );
+    assert!(text.contains("apps/checkout/prod/deployment.yaml | +1 -1"), "{text}");
+    assert!(text.contains("outcome: dry run: would push rollback"), "{text}");
+    assert!(text.contains("outcome: noop"), "cart has nothing to roll back: {text}");
     assert_eq!(w.refs_of(&w.origin), origin);
     assert_eq!(w.refs_of(&w.mirror()), mirror);
 
@@ -234,18 +184,10 @@ fn simulate_prints_the_trace_and_writes_nothing() {
 fn malformed_event_file_is_a_clear_error() {
     let w = World::new();
     let f = w.root().join("bad.json");
-    std::fs::write(
-        &f,
-        r#"{"version":"4","alerts":[{"status":"firing","startsAt":"soon"}]}"#,
-    )
-    .unwrap();
+    std::fs::write(&f, r#"{"version":"4","alerts":[{"status":"firing","startsAt":"soon"}]}"#).unwrap();
     let out = w.run_cli(&["simulate", "--event", f.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("startsAt \"soon\""),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("startsAt \"soon\""), "{}", stderr(&out));
 }
 
 #[test]
@@ -257,26 +199,16 @@ fn the_demo_and_its_example_policies_pass_check() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(
-        stdout(&out).contains("would push rollback"),
-        "{}",
-        stdout(&out)
-    );
+    assert!(stdout(&out).contains("would push rollback"), "{}", stdout(&out));
     let check = std::process::Command::new(env!("CARGO_BIN_EXE_rollbackd"))
-        .args([
-            "--config",
-            demo.join("rollbackd.yaml").to_str().unwrap(),
-            "check",
-        ])
+        .args(["--config", demo.join("rollbackd.yaml").to_str().unwrap(), "check"])
         .output()
         .unwrap();
     assert_eq!(check.status.code(), Some(0), "{}", stdout(&check));
     assert!(!stdout(&check).contains("warning"), "{}", stdout(&check));
     // The embedded policies are the files in policies/.
     for (name, text) in rollbackd::demo::POLICIES {
-        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("policies")
-            .join(name);
+        let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies").join(name);
         assert_eq!(std::fs::read_to_string(file).unwrap(), *text);
     }
 }

@@ -23,19 +23,9 @@ impl Drop for Daemon {
 }
 
 fn daemon(w: &World) -> Daemon {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let child = Command::new("git")
-        .args([
-            "daemon",
-            "--reuseaddr",
-            "--export-all",
-            "--enable=receive-pack",
-            "--listen=127.0.0.1",
-        ])
+        .args(["daemon", "--reuseaddr", "--export-all", "--enable=receive-pack", "--listen=127.0.0.1"])
         .arg(format!("--port={port}"))
         .arg(format!("--base-path={}", w.root().display()))
         .arg(w.root())
@@ -45,17 +35,13 @@ fn daemon(w: &World) -> Daemon {
         .expect("git daemon (Debian package git, or git-daemon-run) must be installed");
     let deadline = Instant::now() + Duration::from_secs(20);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "git daemon did not listen on {port}"
-        );
+        assert!(Instant::now() < deadline, "git daemon did not listen on {port}");
         std::thread::sleep(Duration::from_millis(20));
     }
     w.write_config("");
-    let cfg = std::fs::read_to_string(w.config_path()).unwrap().replace(
-        "url: origin.git",
-        &format!("url: git://127.0.0.1:{port}/origin.git"),
-    );
+    let cfg = std::fs::read_to_string(w.config_path())
+        .unwrap()
+        .replace("url: origin.git", &format!("url: git://127.0.0.1:{port}/origin.git"));
     std::fs::write(w.config_path(), cfg).unwrap();
     Daemon { child }
 }
@@ -65,26 +51,14 @@ fn rollback_is_pushed_over_the_network() {
     let w = World::new();
     let _d = daemon(&w);
     w.deploy("checkout", "prod", "1.5.0", 10);
-    let report = w
-        .engine()
-        .handle(&w.alert("checkout", "prod", "fp"), &Options::default())
-        .unwrap();
+    let report = w.engine().handle(&w.alert("checkout", "prod", "fp"), &Options::default()).unwrap();
     let rb = match report.outcome {
         Outcome::RolledBack { rollback } => rollback,
         other => panic!("{other:?}"),
     };
     assert_eq!(w.head(), rb.commit.0);
-    assert_eq!(
-        w.git(&[
-            "rev-parse",
-            &format!("refs/tags/{}^{{commit}}", rb.tag.unwrap())
-        ]),
-        rb.commit.0
-    );
-    assert!(
-        w.git(&["for-each-ref", "refs/rollbackd/"]).is_empty(),
-        "no scratch refs reach the origin"
-    );
+    assert_eq!(w.git(&["rev-parse", &format!("refs/tags/{}^{{commit}}", rb.tag.unwrap())]), rb.commit.0);
+    assert!(w.git(&["for-each-ref", "refs/rollbackd/"]).is_empty(), "no scratch refs reach the origin");
     assert!(
         common::git_in(&w.mirror(), &["for-each-ref", "refs/rollbackd/"]).is_empty(),
         "scratch refs are cleaned up"
@@ -96,18 +70,12 @@ fn moved_branch_over_the_network_is_retried() {
     let w = World::new();
     let _d = daemon(&w);
     let cfg = std::fs::read_to_string(w.config_path()).unwrap();
-    std::fs::write(
-        w.config_path(),
-        format!("{cfg}git: {{ fetch_freshness: 1h }}\n"),
-    )
-    .unwrap();
+    std::fs::write(w.config_path(), format!("{cfg}git: {{ fetch_freshness: 1h }}\n")).unwrap();
     w.deploy("checkout", "prod", "1.5.0", 10);
     let mut engine = w.engine();
     engine.repo().fetch(true).unwrap();
     let unrelated = w.deploy("cart", "prod", "2.1.0", 1);
-    let report = engine
-        .handle(&w.alert("checkout", "prod", "fp"), &Options::default())
-        .unwrap();
+    let report = engine.handle(&w.alert("checkout", "prod", "fp"), &Options::default()).unwrap();
     match report.outcome {
         Outcome::RolledBack { rollback } => assert_eq!(rollback.push_retries, 1),
         other => panic!("{other:?}"),
@@ -130,25 +98,12 @@ fn a_push_refused_by_a_hook_fails_with_the_servers_message() {
     w.deploy("checkout", "prod", "1.5.0", 10);
     let before = w.refs_of(&w.origin);
 
-    let err = w
-        .engine()
-        .handle(&w.alert("checkout", "prod", "fp"), &Options::default())
-        .unwrap_err();
+    let err = w.engine().handle(&w.alert("checkout", "prod", "fp"), &Options::default()).unwrap_err();
     let msg = err.to_string();
     assert_eq!(err.exit_code(), 3, "{msg}");
-    assert!(
-        msg.contains("refused") && msg.contains("main is protected"),
-        "{msg}"
-    );
-    assert!(
-        !err.is_transient(),
-        "a refusal is not retried by the sender"
-    );
-    assert_eq!(
-        w.refs_of(&w.origin),
-        before,
-        "nothing half-written on the origin"
-    );
+    assert!(msg.contains("refused") && msg.contains("main is protected"), "{msg}");
+    assert!(!err.is_transient(), "a refusal is not retried by the sender");
+    assert_eq!(w.refs_of(&w.origin), before, "nothing half-written on the origin");
     let mirror_main = common::git_in(&w.mirror(), &["rev-parse", "refs/heads/main"]);
     assert_eq!(mirror_main, w.head(), "the mirror's branch did not move");
 

@@ -7,29 +7,18 @@ use jiff::SignedDuration;
 use rollbackd::{Options, Outcome};
 
 fn outcome_of(w: &World, fp: &str) -> rollbackd::Report {
-    w.engine()
-        .handle(&w.alert("checkout", "prod", fp), &Options::default())
-        .unwrap()
+    w.engine().handle(&w.alert("checkout", "prod", fp), &Options::default()).unwrap()
 }
 
 fn failed_guard(report: &rollbackd::Report) -> Vec<&'static str> {
-    report
-        .decision
-        .guards
-        .iter()
-        .filter(|g| !g.passed)
-        .map(|g| g.guard)
-        .collect()
+    report.decision.guards.iter().filter(|g| !g.passed).map(|g| g.guard).collect()
 }
 
 /// One rollback at t0, then a new bad deploy and a second incident `minutes` later.
 fn second_incident(guards: &str, minutes: i64) -> (World, rollbackd::Report) {
     let w = World::with_policy(&policy("direct", "auto", guards));
     w.deploy("checkout", "prod", "1.5.0", 10);
-    assert!(matches!(
-        outcome_of(&w, "fp1").outcome,
-        Outcome::RolledBack { .. }
-    ));
+    assert!(matches!(outcome_of(&w, "fp1").outcome, Outcome::RolledBack { .. }));
     w.clock.advance(SignedDuration::from_mins(minutes));
     w.deploy("checkout", "prod", "1.6.0", 1);
     let report = outcome_of(&w, "fp2");
@@ -41,10 +30,7 @@ fn cooldown_denies() {
     let (w, report) = second_incident("{ cooldown: 30m, on_violation: deny }", 5);
     let head = w.head();
     match &report.outcome {
-        Outcome::Denied { reason } => assert!(
-            reason.contains("cooldown") && reason.contains("5m ago"),
-            "{reason}"
-        ),
+        Outcome::Denied { reason } => assert!(reason.contains("cooldown") && reason.contains("5m ago"), "{reason}"),
         other => panic!("{other:?}"),
     }
     assert_eq!(failed_guard(&report), ["cooldown"]);
@@ -55,11 +41,7 @@ fn cooldown_denies() {
 #[test]
 fn cooldown_passes_once_it_has_elapsed() {
     let (_w, report) = second_incident("{ cooldown: 30m, on_violation: deny }", 31);
-    assert!(
-        matches!(report.outcome, Outcome::RolledBack { .. }),
-        "{:?}",
-        report.outcome
-    );
+    assert!(matches!(report.outcome, Outcome::RolledBack { .. }), "{:?}", report.outcome);
 }
 
 #[test]
@@ -69,26 +51,9 @@ fn cooldown_proposes_instead_when_configured() {
         Outcome::Proposed { rollback } => rollback.clone(),
         other => panic!("{other:?}"),
     };
-    assert!(
-        report
-            .decision
-            .notes
-            .iter()
-            .any(|n| n.contains("proposing")),
-        "{:?}",
-        report.decision.notes
-    );
-    assert!(
-        w.show("main", &path("checkout", "prod")).contains("1.6.0"),
-        "main untouched"
-    );
-    assert!(
-        w.show(
-            &format!("refs/heads/{}", rb.branch),
-            &path("checkout", "prod")
-        )
-        .contains("1.4.2")
-    );
+    assert!(report.decision.notes.iter().any(|n| n.contains("proposing")), "{:?}", report.decision.notes);
+    assert!(w.show("main", &path("checkout", "prod")).contains("1.6.0"), "main untouched");
+    assert!(w.show(&format!("refs/heads/{}", rb.branch), &path("checkout", "prod")).contains("1.4.2"));
 }
 
 #[test]
@@ -96,21 +61,16 @@ fn rate_limit_denies_past_the_count() {
     let (_w, report) = second_incident("{ max_rollbacks: { count: 1, per: 24h } }", 60);
     assert_eq!(failed_guard(&report), ["max_rollbacks"]);
     match &report.outcome {
-        Outcome::Denied { reason } => assert!(
-            reason.contains("1 rollbacks of checkout/prod in the last 24h (limit 1)"),
-            "{reason}"
-        ),
+        Outcome::Denied { reason } => {
+            assert!(reason.contains("1 rollbacks of checkout/prod in the last 24h (limit 1)"), "{reason}")
+        }
         other => panic!("{other:?}"),
     }
 }
 
 #[test]
 fn max_change_age_is_the_point_of_no_return() {
-    let w = World::with_policy(&policy(
-        "direct",
-        "auto",
-        "{ max_change_age: 6h, on_violation: deny }",
-    ));
+    let w = World::with_policy(&policy("direct", "auto", "{ max_change_age: 6h, on_violation: deny }"));
     w.deploy("checkout", "prod", "1.5.0", 7 * 60);
     let report = outcome_of(&w, "fp");
     assert_eq!(failed_guard(&report), ["max_change_age"]);
@@ -119,36 +79,19 @@ fn max_change_age_is_the_point_of_no_return() {
         other => panic!("{other:?}"),
     }
 
-    let young = World::with_policy(&policy(
-        "direct",
-        "auto",
-        "{ max_change_age: 6h, on_violation: deny }",
-    ));
+    let young = World::with_policy(&policy("direct", "auto", "{ max_change_age: 6h, on_violation: deny }"));
     young.deploy("checkout", "prod", "1.5.0", 30);
-    assert!(matches!(
-        outcome_of(&young, "fp").outcome,
-        Outcome::RolledBack { .. }
-    ));
+    assert!(matches!(outcome_of(&young, "fp").outcome, Outcome::RolledBack { .. }));
 }
 
 #[test]
 fn a_mutable_artifact_in_the_target_state_is_a_violation() {
-    let w = World::with_policy(&policy(
-        "direct",
-        "auto",
-        "{ require_immutable_artifacts: true, on_violation: propose }",
-    ));
+    let w =
+        World::with_policy(&policy("direct", "auto", "{ require_immutable_artifacts: true, on_violation: propose }"));
     // known-good (the parent of the bad deploy) runs :latest
     w.commit_files(
         "Use latest",
-        &[(
-            &path("checkout", "prod"),
-            Some(&manifest(
-                "checkout",
-                "prod",
-                "registry.example.com/checkout:latest",
-            )),
-        )],
+        &[(&path("checkout", "prod"), Some(&manifest("checkout", "prod", "registry.example.com/checkout:latest")))],
         20,
     );
     w.deploy("checkout", "prod", "1.5.0", 10);
@@ -156,15 +99,10 @@ fn a_mutable_artifact_in_the_target_state_is_a_violation() {
     assert_eq!(failed_guard(&report), ["require_immutable_artifacts"]);
     let detail = &report.decision.guards[0].detail;
     assert!(
-        detail.contains("registry.example.com/checkout:latest")
-            && detail.contains("deployment.yaml:12"),
+        detail.contains("registry.example.com/checkout:latest") && detail.contains("deployment.yaml:12"),
         "{detail}"
     );
-    assert!(
-        matches!(report.outcome, Outcome::Proposed { .. }),
-        "{:?}",
-        report.outcome
-    );
+    assert!(matches!(report.outcome, Outcome::Proposed { .. }), "{:?}", report.outcome);
 }
 
 #[test]
@@ -173,11 +111,7 @@ fn notify_mode_writes_nothing_but_explains() {
     w.deploy("checkout", "prod", "1.5.0", 10);
     let refs = w.refs_of(&w.origin);
     let report = outcome_of(&w, "fp");
-    assert!(
-        matches!(report.outcome, Outcome::Notified { .. }),
-        "{:?}",
-        report.outcome
-    );
+    assert!(matches!(report.outcome, Outcome::Notified { .. }), "{:?}", report.outcome);
     assert!(report.plan.is_some());
     assert_eq!(w.refs_of(&w.origin), refs);
 }

@@ -3,11 +3,13 @@
 //! kept current incrementally: after the first build only new commits are read.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 
-use git2::{Oid, Repository, Sort};
+use git2::{Oid, Repository};
 use jiff::Timestamp;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use super::planner::rollback_commit;
 use super::trailers::Trailers;
 use super::{GitError, commit_time, sha};
 use crate::plan::Sha;
@@ -15,7 +17,7 @@ use crate::rollback::Delivery;
 
 /// One rollback as recorded in git. This is the `history --json` schema; fields are only ever
 /// added.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AuditRecord {
     pub id: String,
     pub at: Timestamp,
@@ -63,12 +65,64 @@ pub struct AuditIndex {
     /// Rollback commits found on the branch, newest first.
     on_branch: Vec<AuditRecord>,
     walked_head: Option<Oid>,
+    /// Where the branch walk is remembered between processes (a cache: derived from git, safe
+    /// to delete), so a one-shot CLI run reads only the commits since the last run.
+    cache_file: Option<PathBuf>,
     /// The merged view: branch, tags and proposals, newest first.
     records: Vec<AuditRecord>,
     by_trigger: HashMap<String, usize>,
 }
 
+/// The cached part of the index: the rollback commits along the branch up to `head`.
+#[derive(Serialize, Deserialize)]
+struct BranchCache {
+    version: u32,
+    branch: String,
+    max_commits: usize,
+    head: String,
+    records: Vec<AuditRecord>,
+}
+
+const CACHE_VERSION: u32 = 1;
+
 impl AuditIndex {
+    pub(super) fn with_cache(file: PathBuf) -> Self {
+        AuditIndex { cache_file: Some(file), ..AuditIndex::default() }
+    }
+
+    fn load_cache(&mut self, branch: &str, max_commits: usize) {
+        let Some(file) = &self.cache_file else { return };
+        let Ok(bytes) = std::fs::read(file) else { return };
+        let Ok(cache) = serde_json::from_slice::<BranchCache>(&bytes) else { return };
+        if cache.version != CACHE_VERSION || cache.branch != branch || cache.max_commits != max_commits {
+            return;
+        }
+        if let Ok(head) = Oid::from_str(&cache.head) {
+            self.walked_head = Some(head);
+            self.on_branch = cache.records;
+        }
+    }
+
+    fn save_cache(&self, branch: &str, max_commits: usize) {
+        let (Some(file), Some(head)) = (&self.cache_file, self.walked_head) else { return };
+        let cache = BranchCache {
+            version: CACHE_VERSION,
+            branch: branch.to_string(),
+            max_commits,
+            head: head.to_string(),
+            records: self.on_branch.clone(),
+        };
+        let tmp = file.with_extension("tmp");
+        // Written aside and renamed, so a crash leaves the old cache or the new one.
+        let written = serde_json::to_vec(&cache)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(&tmp, bytes))
+            .and_then(|()| std::fs::rename(&tmp, file));
+        if let Err(e) = written {
+            tracing::debug!(error = %e, "audit cache not saved");
+        }
+    }
+
     pub fn records(&self) -> &[AuditRecord] {
         &self.records
     }
@@ -79,9 +133,7 @@ impl AuditIndex {
 
     /// Rollbacks that reached the branch for one service/env, newest first.
     pub fn applied(&self, service: &str, env: &str) -> impl Iterator<Item = &AuditRecord> {
-        self.records
-            .iter()
-            .filter(move |r| r.delivery == Delivery::Direct && r.service == service && r.env == env)
+        self.records.iter().filter(move |r| r.delivery == Delivery::Direct && r.service == service && r.env == env)
     }
 
     pub(super) fn refresh(
@@ -92,13 +144,19 @@ impl AuditIndex {
         since: Timestamp,
         max_commits: usize,
     ) -> Result<(), GitError> {
+        if self.walked_head.is_none() {
+            self.load_cache(branch, max_commits);
+        }
         if self.walked_head != Some(head) {
             let incremental = match self.walked_head {
                 Some(old) => repo.graph_descendant_of(head, old).unwrap_or(false),
                 None => false,
             };
+            // First-parent and unsorted, so the walk is lazy and stops at the window's edge
+            // (any sorted walk reads the whole history first). Proposals merged with a merge
+            // commit are found through the merge's second parent.
             let mut walk = repo.revwalk()?;
-            walk.set_sorting(Sort::TIME)?;
+            walk.simplify_first_parent()?;
             walk.push(head)?;
             if incremental && let Some(old) = self.walked_head {
                 walk.hide(old)?;
@@ -112,13 +170,14 @@ impl AuditIndex {
                 if at < since {
                     break;
                 }
-                if let Some(t) = Trailers::parse(c.message().unwrap_or_default()) {
-                    fresh.push(AuditRecord::new(t, c.id(), at, Delivery::Direct, branch));
+                if let Some((t, id)) = rollback_commit(&c) {
+                    fresh.push(AuditRecord::new(t, id, at, Delivery::Direct, branch));
                 }
             }
             fresh.append(&mut self.on_branch);
             self.on_branch = fresh;
             self.walked_head = Some(head);
+            self.save_cache(branch, max_commits);
         }
         self.on_branch.retain(|r| r.at >= since);
 
@@ -131,10 +190,7 @@ impl AuditIndex {
                 continue;
             };
             let Ok(c) = r.peel_to_commit() else { continue };
-            if let Some(rec) = records
-                .iter_mut()
-                .find(|x| x.commit.0 == c.id().to_string())
-            {
+            if let Some(rec) = records.iter_mut().find(|x| x.commit.0 == c.id().to_string()) {
                 rec.tag = Some(name);
                 continue;
             }

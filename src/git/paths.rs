@@ -7,6 +7,7 @@
 
 use globset::{Glob, GlobBuilder, GlobMatcher};
 
+use super::tree_diff;
 use super::tree_edit::{self, Entry};
 
 #[derive(Clone, Debug)]
@@ -40,9 +41,7 @@ impl PathSet {
         if pattern.split('/').any(|c| c == ".." || c == ".") {
             return Err("`.` and `..` are not allowed in paths".into());
         }
-        build_glob(pattern)
-            .map(|_| ())
-            .map_err(|e| e.kind().to_string())
+        build_glob(pattern).map(|_| ()).map_err(|e| e.kind().to_string())
     }
 
     pub fn new(patterns: &[String]) -> Result<Self, String> {
@@ -51,22 +50,11 @@ impl PathSet {
             Self::validate_pattern(pattern)?;
             let pattern = pattern.trim_end_matches('/').to_string();
             let comps: Vec<&str> = pattern.split('/').collect();
-            let literal = comps
-                .iter()
-                .take_while(|c| !c.contains(['*', '?', '[', '{']))
-                .count();
-            let whole =
-                literal == comps.len() || (literal == comps.len() - 1 && comps[literal] == "**");
+            let literal = comps.iter().take_while(|c| !c.contains(['*', '?', '[', '{'])).count();
+            let whole = literal == comps.len() || (literal == comps.len() - 1 && comps[literal] == "**");
             let prefix = comps[..literal.min(comps.len())].join("/");
-            let matcher = build_glob(&pattern)
-                .map_err(|e| e.to_string())?
-                .compile_matcher();
-            globs.push(PathGlob {
-                pattern,
-                prefix,
-                whole,
-                matcher,
-            });
+            let matcher = build_glob(&pattern).map_err(|e| e.to_string())?.compile_matcher();
+            globs.push(PathGlob { pattern, prefix, whole, matcher });
         }
         Ok(PathSet { globs })
     }
@@ -77,8 +65,7 @@ impl PathSet {
 
     pub fn matches(&self, path: &str) -> bool {
         self.globs.iter().any(|g| {
-            g.matcher.is_match(path)
-                || (g.whole && (path == g.prefix || path.starts_with(&format!("{}/", g.prefix))))
+            g.matcher.is_match(path) || (g.whole && (path == g.prefix || path.starts_with(&format!("{}/", g.prefix))))
         })
     }
 
@@ -90,20 +77,14 @@ impl PathSet {
         b: &git2::Tree<'_>,
     ) -> Result<bool, git2::Error> {
         for g in &self.globs {
-            let (ea, eb) = (
-                tree_edit::entry_at(a, &g.prefix),
-                tree_edit::entry_at(b, &g.prefix),
-            );
+            let (ea, eb) = (tree_edit::entry_at(a, &g.prefix), tree_edit::entry_at(b, &g.prefix));
             if ea == eb {
                 continue;
             }
             if g.whole {
                 return Ok(true);
             }
-            if changed_under(repo, &g.prefix, ea, eb)?
-                .iter()
-                .any(|p| g.matcher.is_match(p))
-            {
+            if changed_under(repo, &g.prefix, ea, eb)?.iter().any(|p| g.matcher.is_match(p)) {
                 return Ok(true);
             }
         }
@@ -119,10 +100,7 @@ impl PathSet {
     ) -> Result<Vec<(String, Entry)>, git2::Error> {
         let mut edits = Vec::new();
         for g in &self.globs {
-            let (ew, ec) = (
-                tree_edit::entry_at(wanted, &g.prefix),
-                tree_edit::entry_at(current, &g.prefix),
-            );
+            let (ew, ec) = (tree_edit::entry_at(wanted, &g.prefix), tree_edit::entry_at(current, &g.prefix));
             if ew == ec {
                 continue;
             }
@@ -149,13 +127,7 @@ impl PathSet {
         a: &git2::Tree<'_>,
         b: &git2::Tree<'_>,
     ) -> Result<bool, git2::Error> {
-        let diff = repo.diff_tree_to_tree(Some(a), Some(b), None)?;
-        Ok(diff.deltas().all(|d| {
-            [d.old_file().path(), d.new_file().path()]
-                .into_iter()
-                .flatten()
-                .all(|p| self.matches(&p.to_string_lossy()))
-        }))
+        Ok(tree_diff::tree_changes(repo, a, b)?.iter().all(|c| self.matches(&c.path)))
     }
 
     /// Every file under the target paths in `tree`, for scanning (artifact checks).
@@ -171,8 +143,7 @@ impl PathSet {
                     let sub = repo.find_tree(oid)?;
                     sub.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
                         if entry.kind() == Some(git2::ObjectType::Blob) {
-                            let path =
-                                join(&g.prefix, &format!("{dir}{}", entry.name().unwrap_or("")));
+                            let path = join(&g.prefix, &format!("{dir}{}", entry.name().unwrap_or("")));
                             if g.whole || g.matcher.is_match(&path) {
                                 out.push((path, entry.id()));
                             }
@@ -180,9 +151,7 @@ impl PathSet {
                         git2::TreeWalkResult::Ok
                     })?;
                 }
-                Some((oid, _)) if g.whole || g.matcher.is_match(&g.prefix) => {
-                    out.push((g.prefix.clone(), oid))
-                }
+                Some((oid, _)) if g.whole || g.matcher.is_match(&g.prefix) => out.push((g.prefix.clone(), oid)),
                 _ => {}
             }
         }
@@ -201,41 +170,8 @@ fn join(prefix: &str, rel: &str) -> String {
 }
 
 /// Paths (repository-relative) of files that differ between two entries found at `prefix`.
-fn changed_under(
-    repo: &git2::Repository,
-    prefix: &str,
-    a: Entry,
-    b: Entry,
-) -> Result<Vec<String>, git2::Error> {
-    let as_tree = |e: Entry| -> Result<Option<git2::Tree<'_>>, git2::Error> {
-        match e {
-            Some((oid, mode)) if mode == i32::from(git2::FileMode::Tree) => {
-                repo.find_tree(oid).map(Some)
-            }
-            _ => Ok(None),
-        }
-    };
-    let (ta, tb) = (as_tree(a)?, as_tree(b)?);
-    let mut out = Vec::new();
-    // A file (not a directory) at the prefix itself.
-    let is_file = |e: Entry| e.is_some_and(|(_, m)| m != i32::from(git2::FileMode::Tree));
-    if is_file(a) || is_file(b) {
-        out.push(prefix.to_string());
-    }
-    if ta.is_some() || tb.is_some() {
-        let diff = repo.diff_tree_to_tree(ta.as_ref(), tb.as_ref(), None)?;
-        for d in diff.deltas() {
-            for p in [d.old_file().path(), d.new_file().path()]
-                .into_iter()
-                .flatten()
-            {
-                out.push(join(prefix, &p.to_string_lossy()));
-            }
-        }
-    }
-    out.sort();
-    out.dedup();
-    Ok(out)
+fn changed_under(repo: &git2::Repository, prefix: &str, a: Entry, b: Entry) -> Result<Vec<String>, git2::Error> {
+    Ok(tree_diff::changes(repo, prefix, a, b)?.into_iter().map(|c| c.path).collect())
 }
 
 #[cfg(test)]
@@ -250,19 +186,8 @@ mod tests {
             "clusters/prod/checkout.yaml".into(),
         ])
         .unwrap();
-        let g: Vec<_> = set
-            .globs
-            .iter()
-            .map(|g| (g.prefix.as_str(), g.whole))
-            .collect();
-        assert_eq!(
-            g,
-            vec![
-                ("apps/checkout/prod", true),
-                ("shared", false),
-                ("clusters/prod/checkout.yaml", true)
-            ]
-        );
+        let g: Vec<_> = set.globs.iter().map(|g| (g.prefix.as_str(), g.whole)).collect();
+        assert_eq!(g, vec![("apps/checkout/prod", true), ("shared", false), ("clusters/prod/checkout.yaml", true)]);
         assert!(set.matches("apps/checkout/prod/deployment.yaml"));
         assert!(set.matches("apps/checkout/prod/a/b.yaml"));
         assert!(!set.matches("apps/checkout/production/x.yaml"));

@@ -2,10 +2,11 @@
 
 use std::collections::HashSet;
 
-use git2::{Commit, Oid, Repository, Sort, Tree};
+use git2::{Commit, Oid, Repository, Tree};
 
 use super::paths::PathSet;
 use super::trailers::Trailers;
+use super::tree_diff;
 use super::tree_edit;
 use super::{GitError, commit_time, sha};
 use crate::artifacts;
@@ -37,12 +38,18 @@ pub enum Planned {
 /// The trailers of a rollback commit, also when it arrived as the second parent of a merge
 /// (a proposal merged with a merge commit).
 pub(crate) fn rollback_trailers(c: &Commit<'_>) -> Option<Trailers> {
+    rollback_commit(c).map(|(t, _)| t)
+}
+
+/// Like [`rollback_trailers`], also naming the commit that carries them.
+pub(crate) fn rollback_commit(c: &Commit<'_>) -> Option<(Trailers, Oid)> {
     if let Some(t) = Trailers::parse(c.message().unwrap_or_default()) {
-        return Some(t);
+        return Some((t, c.id()));
     }
-    c.parents()
-        .skip(1)
-        .find_map(|p| Trailers::parse(p.message().unwrap_or_default()))
+    if c.parent_count() < 2 {
+        return None;
+    }
+    c.parents().skip(1).find_map(|p| Trailers::parse(p.message().unwrap_or_default()).map(|t| (t, p.id())))
 }
 
 fn parent_tree<'r>(repo: &'r Repository, c: &Commit<'r>) -> Result<Tree<'r>, git2::Error> {
@@ -69,10 +76,8 @@ pub(super) fn plan(
     req: &PlanRequest<'_>,
 ) -> Result<Planned, GitError> {
     let target = req.target;
-    let paths = PathSet::new(&target.paths).map_err(|m| GitError::BadRevision {
-        rev: target.paths.join(" "),
-        message: m,
-    })?;
+    let paths =
+        PathSet::new(&target.paths).map_err(|m| GitError::BadRevision { rev: target.paths.join(" "), message: m })?;
     let head_commit = repo.find_commit(head)?;
     let head_tree = head_commit.tree()?;
 
@@ -88,17 +93,12 @@ pub(super) fn plan(
                     };
                     KnownGood {
                         sha: sha(parent.id()),
-                        source: KnownGoodSource::ParentOfLastChange {
-                            change: sha(change),
-                        },
+                        source: KnownGoodSource::ParentOfLastChange { change: sha(change) },
                     }
                 }
                 LastChange::Rollback { id, commit } => {
                     return Ok(Planned::AlreadyRolledBack {
-                        reason: format!(
-                            "the newest change to {} is rollback {id}",
-                            paths_list(&paths)
-                        ),
+                        reason: format!("the newest change to {} is rollback {id}", paths_list(&paths)),
                         id,
                         commit: sha(commit),
                     });
@@ -111,8 +111,9 @@ pub(super) fn plan(
 
     // The bad range along the first-parent history: a merge is judged by what it brought in,
     // so its side branch is never reverted twice.
+    // No sorting: libgit2 reads the whole history before yielding the first commit of any
+    // sorted walk. First-parent order is already newest first.
     let mut walk = repo.revwalk()?;
-    walk.set_sorting(Sort::TOPOLOGICAL)?;
     walk.push(head)?;
     walk.hide(kg_oid)?;
     walk.simplify_first_parent()?;
@@ -121,10 +122,7 @@ pub(super) fn plan(
     let mut rollbacks: Vec<(String, Oid)> = Vec::new();
     for (n, id) in walk.enumerate() {
         if n >= max_commits {
-            return Err(GitError::RangeTooLong {
-                known_good: known_good.sha.short().to_string(),
-                limit: max_commits,
-            });
+            return Err(GitError::RangeTooLong { known_good: known_good.sha.short().to_string(), limit: max_commits });
         }
         let c = repo.find_commit(id?)?;
         if !paths.differs(repo, &c.tree()?, &parent_tree(repo, &c)?)? {
@@ -151,24 +149,15 @@ pub(super) fn plan(
             });
         }
         return Ok(Planned::Noop {
-            reason: format!(
-                "no commit after known-good {} touches {}",
-                known_good.sha.short(),
-                paths_list(&paths)
-            ),
+            reason: format!("no commit after known-good {} touches {}", known_good.sha.short(), paths_list(&paths)),
         });
     }
 
     let kg_tree = repo.find_commit(kg_oid)?.tree()?;
-    let (strategy, tree, note) =
-        choose_and_build(repo, &paths, req.strategy, &bad, &head_tree, &kg_tree)?;
+    let (strategy, tree, note) = choose_and_build(repo, &paths, req.strategy, &bad, &head_tree, &kg_tree)?;
     if tree == head_tree.id() {
         return Ok(Planned::Noop {
-            reason: format!(
-                "{} already equal known-good {}",
-                paths_list(&paths),
-                known_good.sha.short()
-            ),
+            reason: format!("{} already equal known-good {}", paths_list(&paths), known_good.sha.short()),
         });
     }
 
@@ -213,26 +202,17 @@ fn no_known_good(target: &Target, paths: &PathSet, searched: usize) -> GitError 
 }
 
 fn requested(repo: &Repository, rev: &str, head: Oid) -> Result<KnownGood, GitError> {
-    let bad_rev = |message: String| GitError::BadRevision {
-        rev: rev.to_string(),
-        message,
-    };
+    let bad_rev = |message: String| GitError::BadRevision { rev: rev.to_string(), message };
     let commit = repo
         .revparse_single(rev)
         .and_then(|o| o.peel_to_commit())
         .map_err(|e| bad_rev(format!("not found in the config repo ({})", e.message())))?;
     if commit.id() != head && !repo.graph_descendant_of(head, commit.id())? {
         return Err(bad_rev(
-            "is not in the history of the branch; rolling back to it would drop unrelated work"
-                .into(),
+            "is not in the history of the branch; rolling back to it would drop unrelated work".into(),
         ));
     }
-    Ok(KnownGood {
-        sha: sha(commit.id()),
-        source: KnownGoodSource::Requested {
-            rev: rev.to_string(),
-        },
-    })
+    Ok(KnownGood { sha: sha(commit.id()), source: KnownGoodSource::Requested { rev: rev.to_string() } })
 }
 
 /// The newest `known-good/<service>/<env>/*` tag whose commit is in the branch's history.
@@ -252,9 +232,7 @@ fn newest_known_good_tag(
             continue;
         };
         let when = match r.peel_to_tag() {
-            Ok(tag) => tag
-                .tagger()
-                .map_or(commit.time().seconds(), |s| s.when().seconds()),
+            Ok(tag) => tag.tagger().map_or(commit.time().seconds(), |s| s.when().seconds()),
             Err(_) => commit.time().seconds(),
         };
         candidates.push((when, name, commit.id()));
@@ -262,10 +240,7 @@ fn newest_known_good_tag(
     candidates.sort_by(|a, b| b.cmp(a));
     for (_, name, id) in candidates {
         if id == head || repo.graph_descendant_of(head, id)? {
-            return Ok(Some(KnownGood {
-                sha: sha(id),
-                source: KnownGoodSource::Tag { name },
-            }));
+            return Ok(Some(KnownGood { sha: sha(id), source: KnownGoodSource::Tag { name } }));
         }
     }
     Ok(None)
@@ -277,12 +252,7 @@ enum LastChange {
     None,
 }
 
-fn last_change(
-    repo: &Repository,
-    paths: &PathSet,
-    head: Oid,
-    max_commits: usize,
-) -> Result<LastChange, GitError> {
+fn last_change(repo: &Repository, paths: &PathSet, head: Oid, max_commits: usize) -> Result<LastChange, GitError> {
     let mut walk = repo.revwalk()?;
     walk.push(head)?;
     walk.simplify_first_parent()?;
@@ -290,10 +260,7 @@ fn last_change(
         let c = repo.find_commit(id?)?;
         if paths.differs(repo, &c.tree()?, &parent_tree(repo, &c)?)? {
             return Ok(match rollback_trailers(&c) {
-                Some(t) => LastChange::Rollback {
-                    id: t.id,
-                    commit: c.id(),
-                },
+                Some(t) => LastChange::Rollback { id: t.id, commit: c.id() },
                 None => LastChange::Commit(c.id()),
             });
         }
@@ -312,11 +279,7 @@ fn choose_and_build(
     kg_tree: &Tree<'_>,
 ) -> Result<Built, GitError> {
     let restore = |note: Option<String>| -> Result<Built, GitError> {
-        Ok((
-            Strategy::Restore,
-            restore_tree(repo, paths, kg_tree, head_tree)?,
-            note,
-        ))
+        Ok((Strategy::Restore, restore_tree(repo, paths, kg_tree, head_tree)?, note))
     };
     let try_revert = |fallback_note: &dyn Fn(String) -> String| -> Result<Built, GitError> {
         match revert_chain(repo, head_tree, bad)? {
@@ -326,22 +289,14 @@ fn choose_and_build(
     };
     match asked {
         Strategy::Restore => restore(None),
-        Strategy::Revert => {
-            try_revert(&|c| format!("revert conflicts ({c}); restored the target paths instead"))
-        }
+        Strategy::Revert => try_revert(&|c| format!("revert conflicts ({c}); restored the target paths instead")),
         Strategy::Auto => {
             if bad.len() > 1 {
-                return restore(Some(format!(
-                    "auto: {} commits in the bad range, restore",
-                    bad.len()
-                )));
+                return restore(Some(format!("auto: {} commits in the bad range, restore", bad.len())));
             }
             let c = &bad[0];
             if c.parent_count() > 1 {
-                return restore(Some(format!(
-                    "auto: {} is a merge commit, restore",
-                    &c.id().to_string()[..10]
-                )));
+                return restore(Some(format!("auto: {} is a merge commit, restore", &c.id().to_string()[..10])));
             }
             if !paths.covers_all_changes(repo, &parent_tree(repo, c)?, &c.tree()?)? {
                 return restore(Some(format!(
@@ -349,12 +304,9 @@ fn choose_and_build(
                     &c.id().to_string()[..10]
                 )));
             }
-            let (strategy, tree, _) =
-                try_revert(&|c| format!("auto: revert conflicts ({c}), restore"))?;
+            let (strategy, tree, _) = try_revert(&|c| format!("auto: revert conflicts ({c}), restore"))?;
             let note = match strategy {
-                Strategy::Revert => {
-                    Some("auto: one commit touching only the target paths, revert".to_string())
-                }
+                Strategy::Revert => Some("auto: one commit touching only the target paths, revert".to_string()),
                 _ => Some("auto: revert conflicts, restore".to_string()),
             };
             Ok((strategy, tree, note))
@@ -362,43 +314,64 @@ fn choose_and_build(
     }
 }
 
-/// Reverts `bad` (newest first) on top of `head_tree`. This is what `git_revert_commit` does
-/// (a three-way merge with the commit as base and its first parent as "theirs"), done on trees
-/// so a chain of reverts needs no intermediate commits. `Err` lists the conflicting paths.
-fn revert_chain(
-    repo: &Repository,
-    head_tree: &Tree<'_>,
-    bad: &[Commit<'_>],
-) -> Result<Result<Oid, String>, GitError> {
+/// Reverts `bad` (newest first) on top of `head_tree`. This is what `git_revert_commit` does (a
+/// three-way merge with the commit as base and its first parent as "theirs"), done on trees so a
+/// chain of reverts needs no intermediate commits. Outside the deepest directory the commit
+/// changed, base and "theirs" are identical, so the merge there is "ours" by definition: only that
+/// directory is merged and spliced back, which keeps the cost independent of the repo's size.
+/// `Err` names the conflicting paths.
+fn revert_chain(repo: &Repository, head_tree: &Tree<'_>, bad: &[Commit<'_>]) -> Result<Result<Oid, String>, GitError> {
     let mut current = head_tree.id();
     for c in bad {
+        let (base, theirs) = (c.tree()?, parent_tree(repo, c)?);
         let ours = repo.find_tree(current)?;
-        let mut index = repo.merge_trees(&c.tree()?, &ours, &parent_tree(repo, c)?, None)?;
+        let changed = tree_diff::tree_changes(repo, &theirs, &base)?;
+        let mut dir = tree_diff::common_dir(changed.iter().map(|ch| ch.path.as_str()));
+        // The scope must be a directory on all three sides; widen it until it is.
+        let subtree = |t: &Tree<'_>, d: &str| match tree_edit::entry_at(t, d) {
+            Some((oid, mode)) if mode == i32::from(git2::FileMode::Tree) => Some(oid),
+            _ => None,
+        };
+        let scope = loop {
+            if let (Some(b), Some(o), Some(t)) = (subtree(&base, &dir), subtree(&ours, &dir), subtree(&theirs, &dir)) {
+                break (b, o, t);
+            }
+            dir = match dir.rfind('/') {
+                Some(i) => dir[..i].to_string(),
+                None => String::new(),
+            };
+        };
+        let (b, o, t) = (repo.find_tree(scope.0)?, repo.find_tree(scope.1)?, repo.find_tree(scope.2)?);
+        let mut index = repo.merge_trees(&b, &o, &t, None)?;
         if index.has_conflicts() {
             let mut paths: Vec<String> = index
                 .conflicts()?
                 .filter_map(|c| c.ok())
                 .filter_map(|c| c.our.or(c.their).or(c.ancestor))
-                .map(|e| String::from_utf8_lossy(&e.path).into_owned())
+                .map(|e| {
+                    let p = String::from_utf8_lossy(&e.path).into_owned();
+                    if dir.is_empty() { p } else { format!("{dir}/{p}") }
+                })
                 .collect();
             paths.dedup();
-            return Ok(Err(format!(
-                "{} in {}",
-                &c.id().to_string()[..10],
-                paths.join(", ")
-            )));
+            return Ok(Err(format!("{} in {}", &c.id().to_string()[..10], paths.join(", "))));
         }
-        current = index.write_tree_to(repo)?;
+        let merged = index.write_tree_to(repo)?;
+        current = if dir.is_empty() {
+            merged
+        } else {
+            let spliced =
+                tree_edit::set_path(repo, Some(current), &dir, Some((merged, i32::from(git2::FileMode::Tree))))?;
+            match spliced {
+                Some(t) => t,
+                None => repo.treebuilder(None)?.write()?,
+            }
+        };
     }
     Ok(Ok(current))
 }
 
-fn restore_tree(
-    repo: &Repository,
-    paths: &PathSet,
-    kg_tree: &Tree<'_>,
-    head_tree: &Tree<'_>,
-) -> Result<Oid, GitError> {
+fn restore_tree(repo: &Repository, paths: &PathSet, kg_tree: &Tree<'_>, head_tree: &Tree<'_>) -> Result<Oid, GitError> {
     let mut root = Some(head_tree.id());
     for (path, entry) in paths.restore_edits(repo, kg_tree, head_tree)? {
         root = tree_edit::set_path(repo, root, &path, entry)?;
@@ -425,35 +398,18 @@ fn describe_change(
     old: &Tree<'_>,
     new: &Tree<'_>,
 ) -> Result<(Vec<FileStat>, Vec<artifacts::ArtifactChange>), GitError> {
-    let diff = repo.diff_tree_to_tree(Some(old), Some(new), None)?;
     let mut stats = Vec::new();
     let mut changes = Vec::new();
-    for (i, delta) in diff.deltas().enumerate() {
-        let path = delta
-            .new_file()
-            .path()
-            .or(delta.old_file().path())
-            .map(|p| p.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let (ins, del) = match git2::Patch::from_diff(&diff, i)? {
-            Some(p) => {
-                let (_, a, d) = p.line_stats()?;
-                (a, d)
-            }
-            None => (0, 0),
-        };
-        stats.push(FileStat {
-            path: path.clone(),
-            insertions: ins,
-            deletions: del,
-        });
-        let before = text_of(repo, delta.old_file().id())
-            .map(|t| artifacts::scan(&t))
-            .unwrap_or_default();
-        let after = text_of(repo, delta.new_file().id())
-            .map(|t| artifacts::scan(&t))
-            .unwrap_or_default();
-        changes.extend(artifacts::diff(&path, &before, &after));
+    for ch in tree_diff::tree_changes(repo, old, new)? {
+        let blob = |e: tree_edit::Entry| e.map(|(oid, _)| repo.find_blob(oid)).transpose();
+        let (before_blob, after_blob) = (blob(ch.old)?, blob(ch.new)?);
+        let content = |b: &Option<git2::Blob<'_>>| b.as_ref().map(|b| b.content().to_vec()).unwrap_or_default();
+        let (before, after) = (content(&before_blob), content(&after_blob));
+        let patch = git2::Patch::from_buffers(&before, None, &after, None, None)?;
+        let (_, insertions, deletions) = patch.line_stats()?;
+        stats.push(FileStat { path: ch.path.clone(), insertions, deletions });
+        let scan = |e: tree_edit::Entry| e.and_then(|(oid, _)| text_of(repo, oid)).map(|t| artifacts::scan(&t));
+        changes.extend(artifacts::diff(&ch.path, &scan(ch.old).unwrap_or_default(), &scan(ch.new).unwrap_or_default()));
     }
     Ok((stats, changes))
 }

@@ -26,10 +26,7 @@ impl Seeder {
                 r
             }
         };
-        Ok(Seeder {
-            repo,
-            branch: branch.to_string(),
-        })
+        Ok(Seeder { repo, branch: branch.to_string() })
     }
 
     pub fn repo(&self) -> &Repository {
@@ -37,10 +34,7 @@ impl Seeder {
     }
 
     pub fn head(&self) -> Option<Sha> {
-        self.repo
-            .refname_to_id(&format!("refs/heads/{}", self.branch))
-            .ok()
-            .map(sha)
+        self.repo.refname_to_id(&format!("refs/heads/{}", self.branch)).ok().map(sha)
     }
 
     /// Commits `files` (path, new content or `None` to delete) on top of the branch.
@@ -51,10 +45,7 @@ impl Seeder {
         author: &str,
         at: Timestamp,
     ) -> Result<Sha, GitError> {
-        let parent = self
-            .repo
-            .refname_to_id(&format!("refs/heads/{}", self.branch))
-            .ok();
+        let parent = self.repo.refname_to_id(&format!("refs/heads/{}", self.branch)).ok();
         let parent_commit = parent.map(|p| self.repo.find_commit(p)).transpose()?;
         let mut root: Option<Oid> = parent_commit.as_ref().map(|c| c.tree_id());
         for (path, content) in files {
@@ -75,31 +66,15 @@ impl Seeder {
             &git2::Time::new(at.as_second(), 0),
         )?;
         let parents: Vec<&git2::Commit<'_>> = parent_commit.iter().collect();
-        let id = self.repo.commit(
-            Some(&format!("refs/heads/{}", self.branch)),
-            &sig,
-            &sig,
-            message,
-            &tree,
-            &parents,
-        )?;
+        let id =
+            self.repo.commit(Some(&format!("refs/heads/{}", self.branch)), &sig, &sig, message, &tree, &parents)?;
         Ok(sha(id))
     }
 
     /// An annotated tag at `target`.
-    pub fn tag(
-        &self,
-        name: &str,
-        target: &Sha,
-        message: &str,
-        at: Timestamp,
-    ) -> Result<(), GitError> {
+    pub fn tag(&self, name: &str, target: &Sha, message: &str, at: Timestamp) -> Result<(), GitError> {
         let obj = self.repo.find_object(oid(target)?, None)?;
-        let sig = git2::Signature::new(
-            "rollbackd",
-            "rollbackd@localhost",
-            &git2::Time::new(at.as_second(), 0),
-        )?;
+        let sig = git2::Signature::new("rollbackd", "rollbackd@localhost", &git2::Time::new(at.as_second(), 0))?;
         self.repo.tag(name, &obj, &sig, message, false)?;
         Ok(())
     }

@@ -48,10 +48,7 @@ impl Trailers {
         if self.emergency {
             lines.push(("Rollback-Emergency", "true".into()));
         }
-        lines
-            .into_iter()
-            .map(|(k, v)| format!("{k}: {}\n", one_line(&v)))
-            .collect()
+        lines.into_iter().map(|(k, v)| format!("{k}: {}\n", one_line(&v))).collect()
     }
 
     /// `message` with the trailer block appended, separated by exactly one blank line.
@@ -120,13 +117,7 @@ mod tests {
 
     #[test]
     fn other_commits_have_none() {
-        assert_eq!(
-            Trailers::parse("Deploy checkout 1.5.0\n\nSigned-off-by: a <a@b>\n"),
-            None
-        );
-        assert_eq!(
-            Trailers::parse("mentions Rollback-Id: in the body only\n"),
-            None
-        );
+        assert_eq!(Trailers::parse("Deploy checkout 1.5.0\n\nSigned-off-by: a <a@b>\n"), None);
+        assert_eq!(Trailers::parse("mentions Rollback-Id: in the body only\n"), None);
     }
 }

@@ -9,9 +9,7 @@
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
-use git2::{
-    Cred, CredentialType, ErrorCode, FetchOptions, Oid, PushOptions, RemoteCallbacks, Repository,
-};
+use git2::{Cred, CredentialType, ErrorCode, FetchOptions, Oid, PushOptions, RemoteCallbacks, Repository};
 
 use super::{GitError, PushResult};
 use crate::config::redact_url;
@@ -24,11 +22,8 @@ pub struct Auth {
     pub ssh_key: Option<PathBuf>,
 }
 
-const FETCH_REFSPECS: [&str; 3] = [
-    "+refs/heads/*:refs/heads/*",
-    "+refs/tags/*:refs/tags/*",
-    "+refs/notes/*:refs/notes/*",
-];
+const FETCH_REFSPECS: [&str; 3] =
+    ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*", "+refs/notes/*:refs/notes/*"];
 
 fn callbacks<'a>(auth: &'a Auth) -> RemoteCallbacks<'a> {
     let mut cb = RemoteCallbacks::new();
@@ -55,29 +50,24 @@ fn callbacks<'a>(auth: &'a Auth) -> RemoteCallbacks<'a> {
         if allowed.contains(CredentialType::USERNAME) {
             return Cred::username(username.unwrap_or("git"));
         }
-        Err(git2::Error::from_str("the remote wants credentials and none are configured (repo.token_env, repo.ssh_key_file)"))
+        Err(git2::Error::from_str(
+            "the remote wants credentials and none are configured (repo.token_env, repo.ssh_key_file)",
+        ))
     });
     cb
 }
 
 fn unreachable(url: &str, e: &git2::Error) -> GitError {
-    GitError::Unreachable {
-        url: redact_url(url),
-        message: e.message().to_string(),
-    }
+    GitError::Unreachable { url: redact_url(url), message: e.message().to_string() }
 }
 
 pub(super) fn fetch(repo: &Repository, url: &str, auth: &Auth) -> Result<(), GitError> {
-    let mut remote = repo
-        .remote_anonymous(url)
-        .map_err(|e| unreachable(url, &e))?;
+    let mut remote = repo.remote_anonymous(url).map_err(|e| unreachable(url, &e))?;
     let mut opts = FetchOptions::new();
     opts.remote_callbacks(callbacks(auth));
     opts.prune(git2::FetchPrune::On);
     opts.download_tags(git2::AutotagOption::None);
-    remote
-        .fetch(&FETCH_REFSPECS, Some(&mut opts), None)
-        .map_err(|e| unreachable(url, &e))
+    remote.fetch(&FETCH_REFSPECS, Some(&mut opts), None).map_err(|e| unreachable(url, &e))
 }
 
 /// The local directory of a path or `file://` URL, if it is one.
@@ -116,38 +106,22 @@ fn push_local(
     copy_missing(repo, &src, &dst, new)?;
     let msg = "rollbackd";
     let result = match expected {
-        Some(old) => origin
-            .reference_matching(refname, new, true, old, msg)
-            .map(|_| ()),
+        Some(old) => origin.reference_matching(refname, new, true, old, msg).map(|_| ()),
         None => origin.reference(refname, new, false, msg).map(|_| ()),
     };
     match result {
         Ok(()) => Ok(PushResult::Pushed),
-        Err(e)
-            if matches!(
-                e.code(),
-                ErrorCode::Modified | ErrorCode::Exists | ErrorCode::Locked
-            ) =>
-        {
+        Err(e) if matches!(e.code(), ErrorCode::Modified | ErrorCode::Exists | ErrorCode::Locked) => {
             Ok(PushResult::Moved)
         }
         Err(e) if e.code() == ErrorCode::NotFound => Ok(PushResult::Moved),
-        Err(e) => Err(GitError::Refused {
-            url: redact_url(url),
-            refname: refname.into(),
-            message: e.message().into(),
-        }),
+        Err(e) => Err(GitError::Refused { url: redact_url(url), refname: refname.into(), message: e.message().into() }),
     }
 }
 
 /// Copies `id` and everything it reaches that the destination lacks. Children are written
 /// before their parents, so the destination never holds an object with missing parts.
-fn copy_missing(
-    repo: &Repository,
-    src: &git2::Odb<'_>,
-    dst: &git2::Odb<'_>,
-    id: Oid,
-) -> Result<(), GitError> {
+fn copy_missing(repo: &Repository, src: &git2::Odb<'_>, dst: &git2::Odb<'_>, id: Oid) -> Result<(), GitError> {
     if dst.exists(id) {
         return Ok(());
     }
@@ -206,19 +180,11 @@ fn push_network_inner(
     refname: &str,
     expected: Option<Oid>,
 ) -> Result<PushResult, GitError> {
-    let mut remote = repo
-        .remote_anonymous(url)
-        .map_err(|e| unreachable(url, &e))?;
+    let mut remote = repo.remote_anonymous(url).map_err(|e| unreachable(url, &e))?;
     // Compare the origin's current value with what we planned against before sending anything.
-    remote
-        .connect_auth(git2::Direction::Push, Some(callbacks(auth)), None)
-        .map_err(|e| unreachable(url, &e))?;
-    let current = remote
-        .list()
-        .map_err(|e| unreachable(url, &e))?
-        .iter()
-        .find(|h| h.name() == refname)
-        .map(|h| h.oid());
+    remote.connect_auth(git2::Direction::Push, Some(callbacks(auth)), None).map_err(|e| unreachable(url, &e))?;
+    let current =
+        remote.list().map_err(|e| unreachable(url, &e))?.iter().find(|h| h.name() == refname).map(|h| h.oid());
     remote.disconnect().ok();
     if current != expected {
         return Ok(PushResult::Moved);
@@ -253,35 +219,18 @@ fn push_network_inner(
         return Ok(PushResult::Pushed);
     };
     let remote_said = remote_text.into_inner();
-    let remote_said = remote_said
-        .split(['\n', '\r'])
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" / ");
+    let remote_said =
+        remote_said.split(['\n', '\r']).map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" / ");
     if !remote_said.is_empty() {
         message = format!("{message} (remote: {remote_said})");
     }
     // The server said no. If the ref moved meanwhile that is a lost race; otherwise it is a
     // refusal (hook, protection) that retrying cannot fix.
-    let mut remote = repo
-        .remote_anonymous(url)
-        .map_err(|e| unreachable(url, &e))?;
-    remote
-        .connect_auth(git2::Direction::Fetch, Some(callbacks(auth)), None)
-        .map_err(|e| unreachable(url, &e))?;
-    let now = remote
-        .list()
-        .map_err(|e| unreachable(url, &e))?
-        .iter()
-        .find(|h| h.name() == refname)
-        .map(|h| h.oid());
+    let mut remote = repo.remote_anonymous(url).map_err(|e| unreachable(url, &e))?;
+    remote.connect_auth(git2::Direction::Fetch, Some(callbacks(auth)), None).map_err(|e| unreachable(url, &e))?;
+    let now = remote.list().map_err(|e| unreachable(url, &e))?.iter().find(|h| h.name() == refname).map(|h| h.oid());
     if now != expected {
         return Ok(PushResult::Moved);
     }
-    Err(GitError::Refused {
-        url: redact_url(url),
-        refname: refname.to_string(),
-        message,
-    })
+    Err(GitError::Refused { url: redact_url(url), refname: refname.to_string(), message })
 }

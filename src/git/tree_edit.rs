@@ -24,12 +24,7 @@ pub(crate) fn set_path(
     set_parts(repo, root, &parts, entry)
 }
 
-fn set_parts(
-    repo: &Repository,
-    dir: Option<Oid>,
-    parts: &[&str],
-    entry: Entry,
-) -> Result<Option<Oid>, git2::Error> {
+fn set_parts(repo: &Repository, dir: Option<Oid>, parts: &[&str], entry: Entry) -> Result<Option<Oid>, git2::Error> {
     let tree = dir.map(|oid| repo.find_tree(oid)).transpose()?;
     let mut builder = repo.treebuilder(tree.as_ref())?;
     let name = parts[0];
@@ -64,7 +59,5 @@ pub(crate) fn entry_at(root: &git2::Tree<'_>, path: &str) -> Entry {
     if path.is_empty() {
         return Some((root.id(), i32::from(FileMode::Tree)));
     }
-    root.get_path(std::path::Path::new(path))
-        .ok()
-        .map(|e| (e.id(), e.filemode()))
+    root.get_path(std::path::Path::new(path)).ok().map(|e| (e.id(), e.filemode()))
 }

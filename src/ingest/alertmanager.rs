@@ -61,10 +61,7 @@ pub enum ParseError {
 }
 
 fn time(index: usize, value: &str) -> Result<Timestamp, ParseError> {
-    value.parse().map_err(|_| ParseError::Time {
-        index,
-        value: value.to_string(),
-    })
+    value.parse().map_err(|_| ParseError::Time { index, value: value.to_string() })
 }
 
 /// Alertmanager's own fingerprint when present; older senders get one from the sorted labels.
@@ -80,40 +77,24 @@ fn fingerprint(alert: &Alert) -> String {
         h.update(v.as_bytes());
         h.update([0xff]);
     }
-    h.finalize()
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 pub fn parse(body: &[u8], received_at: Timestamp) -> Result<Notification, ParseError> {
-    let hook: Webhook =
-        serde_json::from_slice(body).map_err(|e| ParseError::Json(e.to_string()))?;
+    let hook: Webhook = serde_json::from_slice(body).map_err(|e| ParseError::Json(e.to_string()))?;
     if hook.version != "4" {
         return Err(ParseError::Version(hook.version));
     }
-    let mut out = Notification {
-        truncated: hook.truncated_alerts,
-        ..Notification::default()
-    };
+    let mut out = Notification { truncated: hook.truncated_alerts, ..Notification::default() };
     for (index, alert) in hook.alerts.into_iter().enumerate() {
         let started_at = time(index, &alert.starts_at)?;
         // One incident = one alert series from one start: a repeat notification, or the same
         // alert from an HA peer, has the same key.
         let dedupe_key = format!("{}@{}", fingerprint(&alert), started_at);
         if alert.status == "resolved" {
-            let resolved_at = alert
-                .ends_at
-                .as_deref()
-                .and_then(|t| t.parse::<Timestamp>().ok())
-                .filter(|t| t.as_second() > 0);
-            out.resolved.push(Resolved {
-                dedupe_key,
-                labels: alert.labels,
-                started_at,
-                resolved_at,
-            });
+            let resolved_at =
+                alert.ends_at.as_deref().and_then(|t| t.parse::<Timestamp>().ok()).filter(|t| t.as_second() > 0);
+            out.resolved.push(Resolved { dedupe_key, labels: alert.labels, started_at, resolved_at });
             continue;
         }
         let mut annotations = alert.annotations;
@@ -164,23 +145,16 @@ mod tests {
 
     #[test]
     fn errors_name_the_problem() {
-        assert!(
-            matches!(parse(b"{", Timestamp::UNIX_EPOCH), Err(ParseError::Json(m)) if m.contains("line 1"))
-        );
-        assert!(matches!(
-            parse(br#"{"version":"3","alerts":[]}"#, Timestamp::UNIX_EPOCH),
-            Err(ParseError::Version(_))
-        ));
+        assert!(matches!(parse(b"{", Timestamp::UNIX_EPOCH), Err(ParseError::Json(m)) if m.contains("line 1")));
+        assert!(matches!(parse(br#"{"version":"3","alerts":[]}"#, Timestamp::UNIX_EPOCH), Err(ParseError::Version(_))));
         let bad_time = br#"{"version":"4","alerts":[{"status":"firing","startsAt":"yesterday"}]}"#;
-        assert!(matches!(
-            parse(bad_time, Timestamp::UNIX_EPOCH),
-            Err(ParseError::Time { index: 0, .. })
-        ));
+        assert!(matches!(parse(bad_time, Timestamp::UNIX_EPOCH), Err(ParseError::Time { index: 0, .. })));
     }
 
     #[test]
     fn fingerprint_falls_back_to_labels() {
-        let body = br#"{"version":"4","alerts":[{"status":"firing","labels":{"a":"1"},"startsAt":"2026-11-21T10:00:00Z"}]}"#;
+        let body =
+            br#"{"version":"4","alerts":[{"status":"firing","labels":{"a":"1"},"startsAt":"2026-11-21T10:00:00Z"}]}"#;
         let a = parse(body, Timestamp::UNIX_EPOCH).unwrap();
         let b = parse(body, Timestamp::UNIX_EPOCH).unwrap();
         assert_eq!(a.firing[0].dedupe_key, b.firing[0].dedupe_key);

@@ -72,31 +72,14 @@ impl World {
         let mut files = Vec::new();
         for (service, version) in [("checkout", "1.4.0"), ("cart", "2.0.0")] {
             for env in ["prod", "staging"] {
-                files.push((
-                    path(service, env),
-                    manifest(service, env, &image(service, version)),
-                ));
+                files.push((path(service, env), manifest(service, env, &image(service, version))));
             }
         }
         files.push(("README.md".into(), "config repo\n".into()));
-        files.push((
-            "shared/versions.yaml".into(),
-            "checkout: 1.4.0\ncart: 2.0.0\n".into(),
-        ));
-        let refs: Vec<(&str, Option<&str>)> = files
-            .iter()
-            .map(|(p, t)| (p.as_str(), Some(t.as_str())))
-            .collect();
-        let mut w = World {
-            dir,
-            origin,
-            seed,
-            clock,
-            good: Sha(String::new()),
-        };
-        w.seed
-            .commit("Initial config", &refs, "platform", w.ago(180))
-            .unwrap();
+        files.push(("shared/versions.yaml".into(), "checkout: 1.4.0\ncart: 2.0.0\n".into()));
+        let refs: Vec<(&str, Option<&str>)> = files.iter().map(|(p, t)| (p.as_str(), Some(t.as_str()))).collect();
+        let mut w = World { dir, origin, seed, clock, good: Sha(String::new()) };
+        w.seed.commit("Initial config", &refs, "platform", w.ago(180)).unwrap();
         w.good = w.deploy("checkout", "prod", "1.4.2", 150);
         w.write_config("");
         w.set_policies(policies);
@@ -136,9 +119,7 @@ impl World {
     }
 
     pub fn ago(&self, minutes: i64) -> Timestamp {
-        self.now()
-            .checked_sub(SignedDuration::from_mins(minutes))
-            .unwrap()
+        self.now().checked_sub(SignedDuration::from_mins(minutes)).unwrap()
     }
 
     /// A deploy commit on the origin, `minutes_ago` old.
@@ -154,26 +135,12 @@ impl World {
             .unwrap()
     }
 
-    pub fn commit_files(
-        &self,
-        message: &str,
-        files: &[(&str, Option<&str>)],
-        minutes_ago: i64,
-    ) -> Sha {
-        self.seed
-            .commit(message, files, "someone", self.ago(minutes_ago))
-            .unwrap()
+    pub fn commit_files(&self, message: &str, files: &[(&str, Option<&str>)], minutes_ago: i64) -> Sha {
+        self.seed.commit(message, files, "someone", self.ago(minutes_ago)).unwrap()
     }
 
     pub fn tag_known_good(&self, service: &str, env: &str, at: &Sha, stamp: &str) {
-        self.seed
-            .tag(
-                &format!("known-good/{service}/{env}/{stamp}"),
-                at,
-                "healthy",
-                self.ago(100),
-            )
-            .unwrap();
+        self.seed.tag(&format!("known-good/{service}/{env}/{stamp}"), at, "healthy", self.ago(100)).unwrap();
     }
 
     pub fn engine(&self) -> Engine {
@@ -206,15 +173,7 @@ impl World {
     }
 
     pub fn request(&self, service: &str, env: &str, id: &str) -> Event {
-        Event::request(
-            Source::Cli,
-            service,
-            env,
-            "alice",
-            Some("asked in test"),
-            self.now(),
-            id,
-        )
+        Event::request(Source::Cli, service, env, "alice", Some("asked in test"), self.now(), id)
     }
 
     pub fn git(&self, args: &[&str]) -> String {
@@ -234,16 +193,8 @@ impl World {
     }
 
     pub fn trailers(&self, rev: &str, key: &str) -> Vec<String> {
-        let out = self.git(&[
-            "log",
-            "-1",
-            &format!("--format=%(trailers:key={key},valueonly)"),
-            rev,
-        ]);
-        out.lines()
-            .filter(|l| !l.is_empty())
-            .map(str::to_string)
-            .collect()
+        let out = self.git(&["log", "-1", &format!("--format=%(trailers:key={key},valueonly)"), rev]);
+        out.lines().filter(|l| !l.is_empty()).map(str::to_string).collect()
     }
 
     /// `git for-each-ref` of a repository: every ref and what it points at.
@@ -256,10 +207,7 @@ impl World {
     }
 
     pub fn count_commits(&self) -> usize {
-        self.git(&["rev-list", "--count", "refs/heads/main"])
-            .trim()
-            .parse()
-            .unwrap()
+        self.git(&["rev-list", "--count", "refs/heads/main"]).trim().parse().unwrap()
     }
 
     pub fn run_cli(&self, args: &[&str]) -> std::process::Output {
@@ -274,19 +222,7 @@ impl World {
 }
 
 pub fn git_in(repo: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("--git-dir")
-        .arg(repo)
-        .args(args)
-        .output()
-        .expect("git");
-    assert!(
-        out.status.success(),
-        "git {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .trim_end()
-        .to_string()
+    let out = Command::new("git").arg("--git-dir").arg(repo).args(args).output().expect("git");
+    assert!(out.status.success(), "git {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim_end().to_string()
 }

@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""Writes a `git fast-import` stream for a synthetic GitOps config repo.
+
+    python3 bench/gen_repo.py --commits 50000 --bad 100 | git --git-dir origin.git fast-import
+
+Layout: 500 services x {prod, staging} x 10 files = 10,000 files under apps/<svc>/<env>/. The
+first commit adds them all; every later commit is a deploy (one image tag bump) of a random
+service/env, 30 s apart, ending now. The last --bad commits are bad deploys of s000..s(bad-1)
+in prod, one each, so each can be rolled back independently.
+"""
+import argparse
+import random
+import sys
+import time
+
+SERVICES = 500
+ENVS = ("prod", "staging")
+FILES_PER = 10
+
+
+def deployment(svc, env, version):
+    return (
+        f"apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {svc}\n  namespace: {env}\n"
+        f"spec:\n  replicas: 3\n  template:\n    spec:\n      containers:\n        - name: {svc}\n"
+        f"          image: registry.example.com/acme/{svc}:{version}\n"
+    )
+
+
+def config(svc, env, i):
+    return f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {svc}-{i}\n  namespace: {env}\ndata:\n  key: value-{i}\n"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--commits", type=int, required=True)
+    ap.add_argument("--bad", type=int, default=100)
+    ap.add_argument("--seed", type=int, default=1)
+    a = ap.parse_args()
+    rnd = random.Random(a.seed)
+    out = sys.stdout.buffer
+    now = int(time.time()) - 60
+    start = now - 30 * a.commits
+    mark = 0
+
+    def data(text):
+        b = text.encode()
+        out.write(b"data %d\n" % len(b))
+        out.write(b)
+        out.write(b"\n")
+
+    def commit(n, message, files):
+        nonlocal mark
+        mark += 1
+        t = start + 30 * n
+        out.write(b"commit refs/heads/main\n")
+        out.write(b"mark :%d\n" % mark)
+        out.write(b"committer deploy-bot <deploy@example.com> %d +0000\n" % t)
+        data(message)
+        if mark > 1:
+            out.write(b"from :%d\n" % (mark - 1))
+        for path, text in files:
+            out.write(f"M 100644 inline {path}\n".encode())
+            data(text)
+        out.write(b"\n")
+
+    initial = []
+    for s in range(SERVICES):
+        svc = f"s{s:03d}"
+        for env in ENVS:
+            initial.append((f"apps/{svc}/{env}/deployment.yaml", deployment(svc, env, "1.0.0")))
+            for i in range(FILES_PER - 1):
+                initial.append((f"apps/{svc}/{env}/config-{i}.yaml", config(svc, env, i)))
+    commit(0, "Initial config", initial)
+    normal = a.commits - 1 - a.bad
+    for n in range(1, normal + 1):
+        svc, env = f"s{rnd.randrange(a.bad, SERVICES):03d}" if a.bad < SERVICES else "s000", rnd.choice(ENVS)
+        v = f"1.{n // 100}.{n % 100}"
+        commit(n, f"Deploy {svc} {v} to {env}", [(f"apps/{svc}/{env}/deployment.yaml", deployment(svc, env, v))])
+    for b in range(a.bad):
+        svc = f"s{b:03d}"
+        n = normal + 1 + b
+        commit(n, f"Deploy {svc} 9.9.9 to prod", [(f"apps/{svc}/prod/deployment.yaml", deployment(svc, "prod", "9.9.9"))])
+    out.write(b"done\n")
+
+
+if __name__ == "__main__":
+    main()
