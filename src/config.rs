@@ -27,6 +27,92 @@ pub struct Config {
     pub audit: AuditConfig,
     #[serde(default)]
     pub git: GitConfig,
+    /// Address `rollbackd serve` listens on. Default: `127.0.0.1:8080`.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Webhook senders. A sender that is not configured has no route (404), never an open one.
+    #[serde(default)]
+    pub sources: Sources,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Largest request body accepted, in bytes; larger gets 413. Default: 1048576 (1 MiB).
+    #[serde(default = "default_body_limit")]
+    pub body_limit: usize,
+    /// A request still unanswered after this gets 408. Default: `30s`.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: Duration,
+    /// How long a webhook waits for its rollback before answering 202. Default: `5s`.
+    #[serde(default = "default_response_deadline")]
+    pub response_deadline: Duration,
+    /// Events waiting for the writer; when full, senders get 503 and retry. Default: 64.
+    #[serde(default = "default_queue")]
+    pub queue: usize,
+    /// How often the mirror is fetched while idle, to see other replicas' rollbacks. Default: `30s`.
+    #[serde(default = "default_refresh")]
+    pub refresh_interval: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            body_limit: default_body_limit(),
+            request_timeout: default_request_timeout(),
+            response_deadline: default_response_deadline(),
+            queue: default_queue(),
+            refresh_interval: default_refresh(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sources {
+    #[serde(default)]
+    pub alertmanager: Option<AlertmanagerSource>,
+    #[serde(default)]
+    pub github: Option<GithubSource>,
+}
+
+/// Alertmanager cannot sign its webhooks: it authenticates with a bearer token or basic auth.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertmanagerSource {
+    /// Env var with comma-separated bearer tokens (several, for rotation).
+    #[serde(default)]
+    pub bearer_tokens_env: Option<String>,
+    /// File with bearer tokens, one per line or comma-separated.
+    #[serde(default)]
+    pub bearer_tokens_file: Option<PathBuf>,
+    #[serde(default)]
+    pub basic_auth: Option<BasicAuthSource>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuthSource {
+    pub username: String,
+    #[serde(default)]
+    pub passwords_env: Option<String>,
+    #[serde(default)]
+    pub passwords_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GithubSource {
+    /// Env var with comma-separated webhook secrets (several, for rotation).
+    #[serde(default)]
+    pub secrets_env: Option<String>,
+    #[serde(default)]
+    pub secrets_file: Option<PathBuf>,
+    /// Workflow names whose failed runs are rollback triggers.
+    #[serde(default)]
+    pub workflows: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -92,6 +178,24 @@ impl Default for GitConfig {
     }
 }
 
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_body_limit() -> usize {
+    1 << 20
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_response_deadline() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_queue() -> usize {
+    64
+}
+fn default_refresh() -> Duration {
+    Duration::from_secs(30)
+}
 fn default_data_dir() -> PathBuf {
     PathBuf::from("data")
 }
@@ -123,14 +227,56 @@ pub enum ConfigError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("{0}")]
     Invalid(Diagnostic),
-    #[error("{path}: env var {var} (repo.token_env) is not set")]
-    MissingSecret { path: PathBuf, var: String },
+    #[error("{path}: env var {var} ({field}) is not set or empty")]
+    MissingSecret { path: PathBuf, var: String, field: &'static str },
+    #[error("{path}: cannot read {field} file {file}: {source}")]
+    SecretFile { path: PathBuf, field: &'static str, file: PathBuf, source: std::io::Error },
+    #[error("{path}: {field}: no secret configured; set an env var or a file, or remove the source")]
+    NoSecret { path: PathBuf, field: &'static str },
 }
 
 /// Secrets read from the environment at load time, so handlers never read env vars.
 #[derive(Clone, Debug, Default)]
 pub struct Secrets {
     pub git_token: Option<SecretString>,
+    pub alertmanager_tokens: Vec<SecretString>,
+    /// (username, accepted passwords)
+    pub alertmanager_basic: Option<(String, Vec<SecretString>)>,
+    pub github_secrets: Vec<SecretString>,
+}
+
+/// Reads a list of secrets from an env var and/or a file: comma- or newline-separated, blanks
+/// dropped. Several values are accepted so a secret can be rotated without downtime.
+fn secret_list(
+    path: &Path,
+    field: &'static str,
+    env: Option<&String>,
+    file: Option<&PathBuf>,
+) -> Result<Vec<SecretString>, ConfigError> {
+    let mut raw = String::new();
+    if let Some(var) = env {
+        let v = std::env::var(var).unwrap_or_default();
+        if v.trim().is_empty() && file.is_none() {
+            return Err(ConfigError::MissingSecret { path: path.to_path_buf(), var: var.clone(), field });
+        }
+        raw.push_str(&v);
+        raw.push('\n');
+    }
+    if let Some(f) = file {
+        let text = std::fs::read_to_string(f).map_err(|source| ConfigError::SecretFile {
+            path: path.to_path_buf(),
+            field,
+            file: f.clone(),
+            source,
+        })?;
+        raw.push_str(&text);
+    }
+    let list: Vec<SecretString> =
+        raw.split([',', '\n']).map(str::trim).filter(|s| !s.is_empty()).map(SecretString::new).collect();
+    if list.is_empty() {
+        return Err(ConfigError::NoSecret { path: path.to_path_buf(), field });
+    }
+    Ok(list)
 }
 
 impl Config {
@@ -143,13 +289,41 @@ impl Config {
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_relative_to(base);
         let git_token = match &config.repo.token_env {
-            Some(var) => Some(SecretString::new(
-                std::env::var(var)
-                    .map_err(|_| ConfigError::MissingSecret { path: path.to_path_buf(), var: var.clone() })?,
-            )),
+            Some(var) => Some(SecretString::new(std::env::var(var).map_err(|_| ConfigError::MissingSecret {
+                path: path.to_path_buf(),
+                var: var.clone(),
+                field: "repo.token_env",
+            })?)),
             None => None,
         };
-        Ok((config, Secrets { git_token }))
+        let mut secrets = Secrets { git_token, ..Secrets::default() };
+        if let Some(am) = &config.sources.alertmanager {
+            if am.bearer_tokens_env.is_some() || am.bearer_tokens_file.is_some() {
+                secrets.alertmanager_tokens = secret_list(
+                    path,
+                    "sources.alertmanager.bearer_tokens",
+                    am.bearer_tokens_env.as_ref(),
+                    am.bearer_tokens_file.as_ref(),
+                )?;
+            }
+            if let Some(b) = &am.basic_auth {
+                let pw = secret_list(
+                    path,
+                    "sources.alertmanager.basic_auth.passwords",
+                    b.passwords_env.as_ref(),
+                    b.passwords_file.as_ref(),
+                )?;
+                secrets.alertmanager_basic = Some((b.username.clone(), pw));
+            }
+            if secrets.alertmanager_tokens.is_empty() && secrets.alertmanager_basic.is_none() {
+                return Err(ConfigError::NoSecret { path: path.to_path_buf(), field: "sources.alertmanager" });
+            }
+        }
+        if let Some(gh) = &config.sources.github {
+            secrets.github_secrets =
+                secret_list(path, "sources.github.secrets", gh.secrets_env.as_ref(), gh.secrets_file.as_ref())?;
+        }
+        Ok((config, secrets))
     }
 
     fn resolve_relative_to(&mut self, base: &Path) {
@@ -158,10 +332,21 @@ impl Config {
                 *p = base.join(&*p);
             }
         }
-        if let Some(k) = &mut self.repo.ssh_key_file
-            && k.is_relative()
-        {
-            *k = base.join(&*k);
+        let mut files: Vec<&mut PathBuf> = Vec::new();
+        files.extend(self.repo.ssh_key_file.as_mut());
+        if let Some(a) = self.sources.alertmanager.as_mut() {
+            files.extend(a.bearer_tokens_file.as_mut());
+            if let Some(b) = a.basic_auth.as_mut() {
+                files.extend(b.passwords_file.as_mut());
+            }
+        }
+        if let Some(g) = self.sources.github.as_mut() {
+            files.extend(g.secrets_file.as_mut());
+        }
+        for k in files {
+            if k.is_relative() {
+                *k = base.join(&*k);
+            }
         }
         // A relative local path for the repo is relative to the config too.
         if !looks_like_url(&self.repo.url)

@@ -152,7 +152,16 @@ data_dir: data           # rollbackd's own mirror lives here
 policies: policies
 templates: templates
 identity: { name: rollbackd, email: rollbackd@localhost }
+listen: 127.0.0.1:8080
+sources:
+  alertmanager:
+    bearer_tokens_file: secrets/alertmanager-tokens
 ",
+    )?;
+    // A token of the demo's own; a real deployment reads it from a Secret.
+    write(
+        &dir.join("secrets/alertmanager-tokens"),
+        &format!("demo-{}\n", &digest(&format!("{now}{}", std::process::id()))[..24]),
     )?;
     let started = at(5);
     write(

@@ -13,6 +13,7 @@ use crate::diagnostic::Diagnostic;
 use crate::event::Event;
 use crate::git::{Auth, ConfigRepo, GitError, PlanRequest, Planned, PushResult, Trailers, WriteTarget};
 use crate::guards;
+use crate::ingest::alertmanager::Resolved;
 use crate::plan::{Plan, Sha};
 use crate::policy::{Mode, OnViolation, Policy, PolicySet};
 use crate::rollback::{Delivery, Outcome, Rollback, RollbackId};
@@ -103,6 +104,91 @@ impl Engine {
         Ok(self.repo.audit(now)?)
     }
 
+    /// The audit index as it stands in the mirror, without fetching.
+    pub fn audit_records(&mut self) -> Result<Vec<crate::git::AuditRecord>, EngineError> {
+        let now = self.clock.now();
+        Ok(self.repo.audit(now)?.records().to_vec())
+    }
+
+    /// A resolved alert: if its incident was rolled back, note on the rollback commit when it
+    /// resolved and how long recovery took (`refs/notes/rollbackd`, pushed to the origin).
+    pub fn record_resolution(&mut self, resolved: &Resolved) -> Result<String, EngineError> {
+        self.repo.fetch(false)?;
+        let now = self.clock.now();
+        let trigger = format!("alertmanager:{}", resolved.dedupe_key);
+        let Some(r) = self.repo.audit(now)?.find_trigger(&trigger).cloned() else {
+            return Ok(format!("no rollback for {trigger}; nothing to verify"));
+        };
+        if r.delivery != Delivery::Direct {
+            return Ok(format!("{} is a proposal; nothing reached the branch to verify", r.id));
+        }
+        let resolved_at = resolved.resolved_at.unwrap_or(now);
+        let ttr =
+            crate::duration::Duration::from_secs(resolved_at.duration_since(resolved.started_at).as_secs().max(0));
+        let after_rollback = crate::duration::Duration::from_secs(resolved_at.duration_since(r.at).as_secs().max(0));
+        let text = format!(
+            "rollbackd verification: the incident resolved after the rollback\n\n\
+             Rollback-Id: {}\nIncident: {trigger}\nStarted-At: {}\nRolled-Back-At: {}\nResolved-At: {resolved_at}\n\
+             Time-To-Recovery: {ttr}\nResolved-After-Rollback: {after_rollback}\n",
+            r.id, resolved.started_at, r.at
+        );
+        let added = self.repo.add_note(&r.commit, &text, now, self.config.git.push_retries)?;
+        info!(rollback_id = %r.id, %ttr, "incident resolved");
+        Ok(if added {
+            format!("verified rollback {}: resolved {ttr} after the incident began", r.id)
+        } else {
+            format!("rollback {} was verified already", r.id)
+        })
+    }
+
+    /// A successful deployment: every `known_good` policy that matches tags the event's `sha`
+    /// for its service/env, when the service's paths exist at that commit.
+    pub fn mark_known_good(&mut self, event: &Event) -> Result<String, EngineError> {
+        self.repo.fetch(false)?;
+        let Some(sha) = event.labels.get("sha").cloned() else {
+            return Ok("the event names no sha".into());
+        };
+        let stamp = event.started_at.unwrap_or(event.received_at).strftime("%Y%m%dT%H%M%SZ").to_string();
+        let now = self.clock.now();
+        let mut done = Vec::new();
+        let policies: Vec<Policy> = self
+            .policies
+            .policies
+            .iter()
+            .filter(|p| p.action.mode == Mode::KnownGood && p.evaluate(event).matched)
+            .cloned()
+            .collect();
+        for policy in policies {
+            let target = match policy.resolve_target(event) {
+                Ok(t) => t,
+                Err(e) => {
+                    done.push(format!("{}: {e}", policy.name()));
+                    continue;
+                }
+            };
+            let set = crate::git::PathSet::new(&target.paths)
+                .map_err(|message| EngineError::Policy { policy: policy.name().to_string(), message })?;
+            if !self.repo.paths_exist_at(&sha, &set)? {
+                done.push(format!("{}/{}: no target paths at {sha}", target.service, target.env));
+                continue;
+            }
+            let name = format!("known-good/{}/{}/{stamp}", target.service, target.env);
+            let message = format!(
+                "Known-good: {} in {} at {sha}\n\nTrigger: {}\nPolicy: {}\n",
+                target.service,
+                target.env,
+                event.trigger(),
+                policy.name()
+            );
+            let created = self.repo.tag_commit(&name, &sha, &message, now)?;
+            done.push(if created { format!("tagged {name}") } else { format!("{name} exists") });
+        }
+        if done.is_empty() {
+            return Ok("no known_good policy matches this event".into());
+        }
+        Ok(done.join("; "))
+    }
+
     /// Handles one event end to end. Retries when the branch moved between plan and push; each
     /// retry re-reads the origin, so a rollback another replica pushed meanwhile turns this
     /// attempt into a duplicate instead of a second commit.
@@ -166,7 +252,11 @@ impl Engine {
         let id = RollbackId::derive(&trigger, &target.service, &target.env);
         span.record("rollback_id", id.as_str());
 
-        let request = PlanRequest { target: &target, strategy: policy.action.strategy, to: opts.to.as_deref() };
+        let policy_to = policy
+            .resolve_to(event)
+            .map_err(|message| EngineError::Policy { policy: policy.name().to_string(), message })?;
+        let to = opts.to.clone().or(policy_to);
+        let request = PlanRequest { target: &target, strategy: policy.action.strategy, to: to.as_deref() };
         let plan = match self.repo.plan(&request)? {
             Planned::Ready(plan) => *plan,
             Planned::AlreadyRolledBack { id, commit, reason } => {
@@ -183,6 +273,10 @@ impl Engine {
             Mode::Notify => {
                 let reason = format!("policy {} only notifies; rollback {id} was not written", policy.name());
                 return done(decision, Some(plan), Outcome::Notified { reason });
+            }
+            Mode::KnownGood => {
+                let reason = format!("policy {} marks known-good states; it does not roll back", policy.name());
+                return done(decision, Some(plan), Outcome::Ignored { reason });
             }
         };
         if !failed.is_empty() {

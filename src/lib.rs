@@ -18,11 +18,14 @@ pub mod git;
 pub mod guards;
 pub mod ingest;
 pub mod matcher;
+pub mod metrics;
 pub mod plan;
 pub mod policy;
 pub mod rollback;
 pub mod secret;
+pub mod server;
 pub mod template;
+pub mod worker;
 
 pub use config::Config;
 pub use decision::{Decision, Report};

@@ -10,7 +10,7 @@ use jiff::Timestamp;
 
 use rollbackd::clock::{Clock, FixedClock, SystemClock};
 use rollbackd::config::Config;
-use rollbackd::{Engine, EngineError, Event, Options, Outcome, Report, Source, check, demo, ingest};
+use rollbackd::{Engine, EngineError, Event, Options, Outcome, Report, Source, check, demo, ingest, server, worker};
 
 #[derive(Parser)]
 #[command(name = "rollbackd", version, about = "GitOps rollbacks from alerts, CI events and chat, audited in git")]
@@ -79,10 +79,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Create a local demo (config repo, config, policies) and show what to try.
+    /// Serve the webhooks (Alertmanager, GitHub) until SIGTERM.
+    Serve {
+        /// Overrides `listen` from the config (`127.0.0.1:0` picks a free port).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Create a local demo (config repo, config, policies), show what to try, and serve it.
     Demo {
         #[arg(long, default_value = "demo")]
         dir: PathBuf,
+        /// Create and explain the demo, but do not start the server.
+        #[arg(long)]
+        no_serve: bool,
+        #[arg(long)]
+        listen: Option<String>,
     },
 }
 
@@ -92,10 +103,15 @@ enum SimSource {
     Event,
 }
 
-fn init_tracing(format: LogFormat) {
+fn init_tracing(format: LogFormat, serving: bool) {
+    let default = if serving { "rollbackd=info,warn" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("ROLLBACKD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    use std::io::IsTerminal as _;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -104,7 +120,8 @@ fn init_tracing(format: LogFormat) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    let serving = matches!(cli.command, Command::Serve { .. } | Command::Demo { no_serve: false, .. });
+    init_tracing(cli.log_format, serving);
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -225,7 +242,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
-        Command::Demo { dir } => run_demo(&dir),
+        Command::Serve { listen } => run_serve(&cli.config, listen, None),
+        Command::Demo { dir, no_serve, listen } => run_demo(&dir, no_serve, listen),
     }
 }
 
@@ -248,7 +266,32 @@ fn parse_event_file(body: &[u8], source: Option<SimSource>, now: Timestamp) -> a
     }
 }
 
-fn run_demo(dir: &Path) -> anyhow::Result<u8> {
+fn run_serve(config_path: &Path, listen: Option<String>, banner: Option<String>) -> anyhow::Result<u8> {
+    let (config, secrets) = Config::load(config_path)?;
+    let listen = listen.unwrap_or_else(|| config.listen.clone());
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let engine = Engine::new(config.clone(), secrets.clone(), clock.clone())?;
+    let (handle, writer) = worker::spawn(engine, config.server.queue, config.server.refresh_interval.as_std());
+    let state = server::AppState::new(&config, &secrets, handle, clock);
+    let app = server::app(state, &server::HttpSettings::from_config(&config));
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let (listener, addr) = server::bind(&listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+        println!("rollbackd listening on http://{addr}");
+        if let Some(b) = banner {
+            println!("{}", b.replace("{addr}", &addr.to_string()));
+        }
+        use std::io::Write as _;
+        std::io::stdout().flush()?;
+        axum::serve(listener, app).with_graceful_shutdown(server::shutdown_signal()).await?;
+        anyhow::Ok(())
+    })?;
+    // Every handle to the writer is gone with the router: it finishes what is queued and stops.
+    writer.join().map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
+    Ok(0)
+}
+
+fn run_demo(dir: &Path, no_serve: bool, listen: Option<String>) -> anyhow::Result<u8> {
     let d = demo::create(dir, Timestamp::now())?;
     let dir = std::fs::canonicalize(&d.dir).unwrap_or(d.dir.clone());
     let config = dir.join("rollbackd.yaml");
@@ -276,5 +319,15 @@ fn run_demo(dir: &Path) -> anyhow::Result<u8> {
         alert = alert.display(),
         origin = dir.join("origin.git").display()
     );
-    Ok(0)
+    if no_serve {
+        return Ok(0);
+    }
+    let token = std::fs::read_to_string(dir.join("secrets/alertmanager-tokens"))?.trim().to_string();
+    let banner = format!(
+        "Fire the sample alert at the server (Ctrl-C stops it):
+  curl -sS -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\
+       --data @{alert} http://{{addr}}/webhooks/alertmanager",
+        alert = alert.display()
+    );
+    run_serve(&config, listen, Some(banner))
 }

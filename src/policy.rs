@@ -93,6 +93,10 @@ pub struct TargetSpec {
     pub service: Expr,
     pub env: Expr,
     pub paths: Vec<Spanned<Expr>>,
+    /// A revision to roll back to instead of searching for known-good, e.g. `"{{ labels.sha }}~1"`
+    /// for a CI event that names the bad commit.
+    #[serde(default)]
+    pub to: Option<Expr>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -105,6 +109,9 @@ pub enum Mode {
     PullRequest,
     /// Explain and record nothing.
     Notify,
+    /// Not a rollback: tag the event's `sha` as `known-good/<service>/<env>/<stamp>` when the
+    /// target paths exist there (successful deployments).
+    KnownGood,
 }
 
 impl fmt::Display for Mode {
@@ -113,6 +120,7 @@ impl fmt::Display for Mode {
             Mode::Direct => "direct",
             Mode::PullRequest => "pull_request",
             Mode::Notify => "notify",
+            Mode::KnownGood => "known_good",
         })
     }
 }
@@ -214,6 +222,14 @@ impl Policy {
             return Err("target.paths is empty".into());
         }
         Ok(Target { service, env, paths })
+    }
+
+    /// The rendered `target.to`, when the policy has one.
+    pub fn resolve_to(&self, event: &Event) -> Result<Option<String>, String> {
+        let Some(e) = &self.target.to else { return Ok(None) };
+        let rev = template::render_expression(&e.0, &template_context(event))
+            .map_err(|err| format!("target.to `{}`: {err}", e.0))?;
+        Ok((!rev.is_empty()).then_some(rev))
     }
 }
 

@@ -195,7 +195,7 @@ fn the_demo_and_its_example_policies_pass_check() {
     let dir = tempfile::tempdir().unwrap();
     let demo = dir.path().join("demo");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_rollbackd"))
-        .args(["demo", "--dir", demo.to_str().unwrap()])
+        .args(["demo", "--no-serve", "--dir", demo.to_str().unwrap()])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));

@@ -77,8 +77,12 @@ pub struct ConfigRepo {
     freshness: std::time::Duration,
     max_commits: usize,
     window: jiff::SignedDuration,
+    push_retries: u32,
     index: AuditIndex,
 }
+
+/// Where verification notes live.
+pub const NOTES_REF: &str = "refs/notes/rollbackd";
 
 impl std::fmt::Debug for ConfigRepo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -122,6 +126,7 @@ impl ConfigRepo {
             freshness: config.git.fetch_freshness.as_std(),
             max_commits: config.audit.max_commits,
             window: config.audit.window.as_signed(),
+            push_retries: config.git.push_retries,
             index: AuditIndex::with_cache(config.data_dir.join("audit-cache.json")),
         })
     }
@@ -229,6 +234,85 @@ impl ConfigRepo {
             }
         }
         Ok(PushResult::Pushed)
+    }
+
+    /// Adds a note (in `refs/notes/rollbackd`) to `commit` and pushes it, compare-and-swap on the
+    /// notes ref. `Ok(false)` when the commit already has a note: verification is recorded once.
+    pub fn add_note(&mut self, commit: &Sha, text: &str, at: Timestamp, retries: u32) -> Result<bool, GitError> {
+        let target = oid(commit)?;
+        for attempt in 0..=retries {
+            if attempt > 0 {
+                self.fetch(true)?;
+            }
+            if self.repo.find_note(Some(NOTES_REF), target).is_ok() {
+                return Ok(false);
+            }
+            let expected = self.repo.refname_to_id(NOTES_REF).ok();
+            let sig = self.signature(at)?;
+            self.repo.note(&sig, &sig, Some(NOTES_REF), target, text, false)?;
+            let new = self.repo.refname_to_id(NOTES_REF)?;
+            match transport::push_ref(&self.repo, &self.url, &self.auth, NOTES_REF, new, expected) {
+                Ok(PushResult::Pushed) => return Ok(true),
+                other => {
+                    // Put the local ref back; the next fetch would overwrite it anyway.
+                    match expected {
+                        Some(old) => {
+                            self.repo.reference(NOTES_REF, old, true, "rollbackd: note not pushed")?;
+                        }
+                        None => {
+                            if let Ok(mut r) = self.repo.find_reference(NOTES_REF) {
+                                r.delete()?;
+                            }
+                        }
+                    }
+                    other?;
+                }
+            }
+        }
+        Err(GitError::Contended { url: self.url(), branch: NOTES_REF.to_string(), attempts: retries + 1 })
+    }
+
+    /// The note on `commit`, if any.
+    pub fn note(&self, commit: &Sha) -> Option<String> {
+        let n = self.repo.find_note(Some(NOTES_REF), oid(commit).ok()?).ok()?;
+        n.message().ok().map(str::to_string)
+    }
+
+    /// Creates and pushes the annotated tag `name` at `rev`. `Ok(false)` when it exists already.
+    pub fn tag_commit(&mut self, name: &str, rev: &str, message: &str, at: Timestamp) -> Result<bool, GitError> {
+        let commit = self
+            .repo
+            .revparse_single(rev)
+            .and_then(|o| o.peel_to_commit())
+            .map_err(|e| GitError::BadRevision { rev: rev.to_string(), message: e.message().to_string() })?;
+        let tag_ref = format!("refs/tags/{name}");
+        if self.repo.find_reference(&tag_ref).is_ok() {
+            return Ok(false);
+        }
+        let tag = self.create_tag(name, &sha(commit.id()), message, at)?;
+        let tag_oid = oid(&tag)?;
+        match transport::push_ref(&self.repo, &self.url, &self.auth, &tag_ref, tag_oid, None)? {
+            PushResult::Pushed => {
+                self.repo.reference(&tag_ref, tag_oid, true, "rollbackd: pushed")?;
+                Ok(true)
+            }
+            PushResult::Moved => Ok(false),
+        }
+    }
+
+    /// Whether any target path exists at `rev`.
+    pub fn paths_exist_at(&self, rev: &str, set: &PathSet) -> Result<bool, GitError> {
+        let commit = self
+            .repo
+            .revparse_single(rev)
+            .and_then(|o| o.peel_to_commit())
+            .map_err(|e| GitError::BadRevision { rev: rev.to_string(), message: e.message().to_string() })?;
+        Ok(!set.files_in(&self.repo, &commit.tree()?)?.is_empty())
+    }
+
+    /// The push retry budget from the config, for callers that push through this repo.
+    pub fn push_retries(&self) -> u32 {
+        self.push_retries
     }
 
     fn signature(&self, at: Timestamp) -> Result<git2::Signature<'static>, GitError> {

@@ -1,3 +1,4 @@
 //! Turning what senders post into [`Event`](crate::Event)s. Pure parsing: no HTTP, no git.
 
 pub mod alertmanager;
+pub mod github;

@@ -1,0 +1,96 @@
+//! In-process benchmark of one rollback (fetch when stale, audit index, plan, commit, push with
+//! compare-and-swap), without process start-up. The CLI numbers are in `bench/run.py`.
+//!
+//!     cargo bench --bench engine -- 1000,50000,100000 30
+//!
+//! Builds each synthetic repo with `bench/gen_repo.py` and `git fast-import`, then rolls back
+//! one service after another (each a different bad deploy) on a single engine, as the server does.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Instant;
+
+use rollbackd::clock::SystemClock;
+use rollbackd::config::Config;
+use rollbackd::{Engine, Event, Options, Outcome, Source};
+
+const POLICY: &str = r#"- name: bench
+  match: { source: any, matchers: ['service=~".+"'] }
+  target:
+    service: "{{ labels.service }}"
+    env: "{{ labels.env }}"
+    paths: ["apps/{{ labels.service }}/{{ labels.env }}/**"]
+  action: { mode: direct, strategy: auto }
+  guards: { cooldown: 30m, max_rollbacks: { count: 3, per: 24h }, max_change_age: 30d, require_immutable_artifacts: true }
+"#;
+
+fn sh(cmd: &mut Command) {
+    let st = cmd.status().expect("spawn");
+    assert!(st.success(), "{cmd:?}");
+}
+
+fn build_repo(dir: &Path, commits: usize, bad: usize) {
+    let origin = dir.join("origin.git");
+    sh(Command::new("git").args(["init", "-q", "--bare", "--initial-branch=main"]).arg(&origin));
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut gen_repo = Command::new("python3")
+        .arg(root.join("bench/gen_repo.py"))
+        .args(["--commits", &commits.to_string(), "--bad", &bad.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let stream = gen_repo.stdout.take().unwrap();
+    sh(Command::new("git").arg("--git-dir").arg(&origin).args(["fast-import", "--quiet", "--done"]).stdin(stream));
+    assert!(gen_repo.wait().unwrap().success());
+    sh(Command::new("git").arg("--git-dir").arg(&origin).args(["gc", "-q"]));
+    std::fs::create_dir_all(dir.join("policies")).unwrap();
+    std::fs::write(dir.join("policies/bench.yaml"), POLICY).unwrap();
+    std::fs::create_dir_all(dir.join("templates")).unwrap();
+    for (name, text) in rollbackd::demo::TEMPLATES {
+        std::fs::write(dir.join("templates").join(name), text).unwrap();
+    }
+    std::fs::write(dir.join("rollbackd.yaml"), "repo: { url: origin.git, branch: main }\ndata_dir: data\n").unwrap();
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    let k = (sorted.len() - 1) as f64 * p / 100.0;
+    let (lo, hi) = (k.floor() as usize, (k.ceil() as usize).min(sorted.len() - 1));
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (k - lo as f64)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let sizes: Vec<usize> =
+        args.first().map_or("1000,50000".to_string(), Clone::clone).split(',').map(|s| s.parse().unwrap()).collect();
+    let rollbacks: usize = args.get(1).map_or(30, |s| s.parse().unwrap());
+    println!("| commits | build mirror | p50 | p90 | max | mean |");
+    println!("|---:|---:|---:|---:|---:|---:|");
+    for n in sizes {
+        let dir = tempfile::tempdir().unwrap();
+        build_repo(dir.path(), n, rollbacks);
+        let (config, secrets) = Config::load(&dir.path().join("rollbackd.yaml")).unwrap();
+        let mut engine = Engine::new(config, secrets, Arc::new(SystemClock)).unwrap();
+        let t = Instant::now();
+        engine.history().unwrap();
+        let prime = t.elapsed().as_secs_f64();
+        let mut times = Vec::new();
+        for i in 0..rollbacks {
+            let now = jiff::Timestamp::now();
+            let event =
+                Event::request(Source::Cli, &format!("s{i:03}"), "prod", "bench", None, now, &format!("bench-{i}"));
+            let t = Instant::now();
+            let report = engine.handle(&event, &Options::default()).unwrap();
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+            assert!(matches!(report.outcome, Outcome::RolledBack { .. }), "{:?}", report.outcome);
+        }
+        times.sort_by(|a, b| a.total_cmp(b));
+        let mean = times.iter().sum::<f64>() / times.len() as f64;
+        println!(
+            "| {n} | {prime:.1} s | {:.1} ms | {:.1} ms | {:.1} ms | {mean:.1} ms |",
+            pct(&times, 50.0),
+            pct(&times, 90.0),
+            times[times.len() - 1]
+        );
+    }
+}

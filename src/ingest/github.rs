@@ -1,0 +1,240 @@
+//! GitHub webhook deliveries → [`Event`]s. Only what rollbackd acts on is read: failed workflow
+//! runs and check suites, and deployment statuses. Everything else is "ignored", with the reason.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use serde::Deserialize;
+
+use crate::event::{Event, Source};
+
+#[derive(Debug, PartialEq)]
+pub enum GithubEvent {
+    Ping,
+    /// A failed CI run or deployment: a rollback trigger.
+    Failure(Event),
+    /// A deployment that succeeded: its sha is known-good for its environment.
+    DeploymentSucceeded(Event),
+    Ignored(String),
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ParseError {
+    #[error("body is not a GitHub `{event}` payload: {message}")]
+    Json { event: String, message: String },
+}
+
+#[derive(Deserialize)]
+struct Repository {
+    full_name: String,
+}
+
+#[derive(Deserialize)]
+struct Sender {
+    login: String,
+}
+
+#[derive(Deserialize)]
+struct Named {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    slug: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WorkflowRunPayload {
+    action: String,
+    repository: Repository,
+    #[serde(default)]
+    sender: Option<Sender>,
+    #[serde(default)]
+    workflow: Option<Named>,
+    workflow_run: WorkflowRun,
+}
+
+#[derive(Deserialize)]
+struct WorkflowRun {
+    id: u64,
+    #[serde(default)]
+    name: Option<String>,
+    head_sha: String,
+    #[serde(default)]
+    head_branch: Option<String>,
+    #[serde(default)]
+    conclusion: Option<String>,
+    #[serde(default)]
+    run_attempt: Option<u64>,
+    #[serde(default)]
+    html_url: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct CheckSuitePayload {
+    action: String,
+    repository: Repository,
+    #[serde(default)]
+    sender: Option<Sender>,
+    check_suite: CheckSuite,
+}
+
+#[derive(Deserialize)]
+struct CheckSuite {
+    id: u64,
+    head_sha: String,
+    #[serde(default)]
+    head_branch: Option<String>,
+    #[serde(default)]
+    conclusion: Option<String>,
+    #[serde(default)]
+    app: Option<Named>,
+}
+
+#[derive(Deserialize)]
+struct DeploymentStatusPayload {
+    repository: Repository,
+    #[serde(default)]
+    sender: Option<Sender>,
+    deployment_status: DeploymentStatus,
+    deployment: Deployment,
+}
+
+#[derive(Deserialize)]
+struct DeploymentStatus {
+    id: u64,
+    state: String,
+    #[serde(default)]
+    created_at: Option<Timestamp>,
+    #[serde(default)]
+    target_url: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Deployment {
+    id: u64,
+    sha: String,
+    #[serde(rename = "ref", default)]
+    git_ref: Option<String>,
+    environment: String,
+    #[serde(default)]
+    task: Option<String>,
+    #[serde(default)]
+    payload: serde_json::Value,
+}
+
+fn json<'a, T: Deserialize<'a>>(event: &str, body: &'a [u8]) -> Result<T, ParseError> {
+    serde_json::from_slice(body).map_err(|e| ParseError::Json { event: event.to_string(), message: e.to_string() })
+}
+
+fn base_labels(event: &str, repo: &Repository, sender: &Option<Sender>) -> BTreeMap<String, String> {
+    let mut l =
+        BTreeMap::from([("event".to_string(), event.to_string()), ("repository".to_string(), repo.full_name.clone())]);
+    if let Some(s) = sender {
+        l.insert("sender".into(), s.login.clone());
+    }
+    l
+}
+
+fn event(
+    dedupe_key: String,
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+    now: Timestamp,
+) -> Event {
+    Event { source: Source::Github, dedupe_key, labels, annotations, received_at: now, started_at: None }
+}
+
+/// `event_name` is the `X-GitHub-Event` header; `workflows` the names from `sources.github.workflows`.
+pub fn parse(event_name: &str, body: &[u8], workflows: &[String], now: Timestamp) -> Result<GithubEvent, ParseError> {
+    match event_name {
+        "ping" => Ok(GithubEvent::Ping),
+        "workflow_run" => {
+            let p: WorkflowRunPayload = json(event_name, body)?;
+            let run = p.workflow_run;
+            let name = run.name.filter(|n| !n.is_empty()).or(p.workflow.and_then(|w| w.name)).unwrap_or_default();
+            let conclusion = run.conclusion.unwrap_or_default();
+            if p.action != "completed" || conclusion != "failure" {
+                return Ok(GithubEvent::Ignored(format!(
+                    "workflow_run {} with conclusion {:?}: only completed failures are acted on",
+                    p.action, conclusion
+                )));
+            }
+            if !workflows.iter().any(|w| w == &name) {
+                return Ok(GithubEvent::Ignored(format!(
+                    "workflow {name:?} is not listed in sources.github.workflows"
+                )));
+            }
+            let mut labels = base_labels(event_name, &p.repository, &p.sender);
+            labels.insert("workflow".into(), name);
+            labels.insert("conclusion".into(), conclusion);
+            labels.insert("sha".into(), run.head_sha);
+            if let Some(b) = run.head_branch {
+                labels.insert("branch".into(), b);
+            }
+            let annotations = run.html_url.map(|u| BTreeMap::from([("url".to_string(), u)])).unwrap_or_default();
+            let key = format!("workflow_run/{}/{}", run.id, run.run_attempt.unwrap_or(1));
+            Ok(GithubEvent::Failure(event(key, labels, annotations, now)))
+        }
+        "check_suite" => {
+            let p: CheckSuitePayload = json(event_name, body)?;
+            let cs = p.check_suite;
+            let conclusion = cs.conclusion.unwrap_or_default();
+            if p.action != "completed" || conclusion != "failure" {
+                return Ok(GithubEvent::Ignored(format!(
+                    "check_suite {} with conclusion {:?}: only completed failures are acted on",
+                    p.action, conclusion
+                )));
+            }
+            let mut labels = base_labels(event_name, &p.repository, &p.sender);
+            labels.insert("conclusion".into(), conclusion);
+            labels.insert("sha".into(), cs.head_sha);
+            if let Some(b) = cs.head_branch {
+                labels.insert("branch".into(), b);
+            }
+            if let Some(app) = cs.app.and_then(|a| a.slug.or(a.name)) {
+                labels.insert("app".into(), app);
+            }
+            Ok(GithubEvent::Failure(event(format!("check_suite/{}", cs.id), labels, BTreeMap::new(), now)))
+        }
+        "deployment_status" => {
+            let p: DeploymentStatusPayload = json(event_name, body)?;
+            let (d, st) = (p.deployment, p.deployment_status);
+            let mut labels = base_labels(event_name, &p.repository, &p.sender);
+            labels.insert("environment".into(), d.environment);
+            labels.insert("sha".into(), d.sha);
+            labels.insert("state".into(), st.state.clone());
+            if let Some(r) = d.git_ref {
+                labels.insert("ref".into(), r);
+            }
+            if let Some(t) = d.task {
+                labels.insert("task".into(), t);
+            }
+            // Deploy tooling often names the service in the deployment payload.
+            if let serde_json::Value::Object(map) = &d.payload {
+                for (k, v) in map {
+                    if let Some(s) = v.as_str() {
+                        labels.insert(format!("payload_{k}"), s.to_string());
+                    }
+                }
+            }
+            let annotations = st.target_url.map(|u| BTreeMap::from([("url".to_string(), u)])).unwrap_or_default();
+            match st.state.as_str() {
+                // One incident per deployment: its failure and error statuses are one trigger.
+                "failure" | "error" => {
+                    Ok(GithubEvent::Failure(event(format!("deployment/{}", d.id), labels, annotations, now)))
+                }
+                "success" => {
+                    let stamp = st.created_at.unwrap_or(now);
+                    let key = format!("deployment/{}/status/{}", d.id, st.id);
+                    let mut e = event(key, labels, annotations, now);
+                    e.started_at = Some(stamp);
+                    Ok(GithubEvent::DeploymentSucceeded(e))
+                }
+                other => {
+                    Ok(GithubEvent::Ignored(format!("deployment_status {other:?} is neither a failure nor a success")))
+                }
+            }
+        }
+        other => Ok(GithubEvent::Ignored(format!("GitHub event {other:?} is not one rollbackd acts on"))),
+    }
+}

@@ -1,0 +1,70 @@
+//! Prometheus metrics. Names are part of the operator interface (docs/operations.md).
+
+use std::sync::OnceLock;
+
+use jiff::Timestamp;
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::event::{Event, Source};
+use crate::{Outcome, Report};
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder once and returns the handle `/metrics` renders from.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(&[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0])
+                .expect("static buckets")
+                .build_recorder();
+            let handle = recorder.handle();
+            // Another recorder (a test harness) may be installed already; ours still renders.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+pub fn received(source: Source, outcome: &str) {
+    counter!("rollbackd_events_total", "source" => source.as_str(), "outcome" => outcome.to_string()).increment(1);
+}
+
+pub fn auth_failure(source: &'static str) {
+    counter!("rollbackd_webhook_auth_failures_total", "source" => source).increment(1);
+}
+
+pub fn queue_depth(depth: usize) {
+    gauge!("rollbackd_queue_depth").set(depth as f64);
+}
+
+pub fn event_failed(source: Source) {
+    counter!("rollbackd_event_errors_total", "source" => source.as_str()).increment(1);
+}
+
+fn seconds_between(a: Timestamp, b: Timestamp) -> f64 {
+    b.duration_since(a).as_secs_f64().max(0.0)
+}
+
+/// After the writer handled an event.
+pub fn handled(event: &Event, report: &Report, now: Timestamp) {
+    let (service, env, mode) = match (&report.decision.target, report.decision.mode) {
+        (Some(t), Some(m)) => (t.service.clone(), t.env.clone(), m.to_string()),
+        _ => return,
+    };
+    counter!(
+        "rollbackd_rollbacks_total",
+        "service" => service, "env" => env, "mode" => mode, "outcome" => report.outcome.name()
+    )
+    .increment(1);
+    if let Outcome::RolledBack { rollback } | Outcome::Proposed { rollback } = &report.outcome {
+        counter!("rollbackd_push_retries_total").increment(u64::from(rollback.push_retries));
+        histogram!("rollbackd_time_to_rollback_seconds", "from" => "received")
+            .record(seconds_between(event.received_at, now));
+        if let Some(started) = event.started_at {
+            histogram!("rollbackd_time_to_rollback_seconds", "from" => "alert_start")
+                .record(seconds_between(started, now));
+        }
+    }
+}

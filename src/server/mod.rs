@@ -1,0 +1,415 @@
+//! The HTTP edge: webhooks in, JSON answers out. Handlers authenticate, parse into [`Event`]s and
+//! hand them to the writer; they never touch git. Reads (duplicates, history, health) are served
+//! from the writer's published snapshot and never wait for it.
+
+pub mod auth;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+
+use crate::clock::Clock;
+use crate::config::{Config, Secrets};
+use crate::event::{Event, Source};
+use crate::ingest::{alertmanager, github};
+use crate::metrics;
+use crate::secret::SecretString;
+use crate::worker::{self, Job, JobResult, QueueError, WorkerHandle};
+
+/// How an Alertmanager may authenticate.
+#[derive(Clone, Debug, Default)]
+pub struct AlertmanagerAuth {
+    pub tokens: Vec<SecretString>,
+    pub basic: Option<(String, Vec<SecretString>)>,
+}
+
+impl AlertmanagerAuth {
+    fn check(&self, headers: &HeaderMap) -> bool {
+        let h = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let by_token = auth::bearer(h, &self.tokens);
+        let by_basic = self.basic.as_ref().is_some_and(|(u, p)| auth::basic(h, u, p));
+        by_token || by_basic
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct GithubAuth {
+    pub secrets: Vec<SecretString>,
+    pub workflows: Vec<String>,
+}
+
+struct Inner {
+    worker: WorkerHandle,
+    alertmanager: Option<AlertmanagerAuth>,
+    github: Option<GithubAuth>,
+    deadline: Duration,
+    metrics: PrometheusHandle,
+    clock: Arc<dyn Clock>,
+}
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+/// Settings of the HTTP layer, from the config.
+pub struct HttpSettings {
+    pub body_limit: usize,
+    pub request_timeout: Duration,
+    pub response_deadline: Duration,
+}
+
+impl HttpSettings {
+    pub fn from_config(config: &Config) -> Self {
+        HttpSettings {
+            body_limit: config.server.body_limit,
+            request_timeout: config.server.request_timeout.as_std(),
+            response_deadline: config.server.response_deadline.as_std(),
+        }
+    }
+}
+
+impl AppState {
+    pub fn new(config: &Config, secrets: &Secrets, worker: WorkerHandle, clock: Arc<dyn Clock>) -> Self {
+        let alertmanager = config.sources.alertmanager.as_ref().map(|_| AlertmanagerAuth {
+            tokens: secrets.alertmanager_tokens.clone(),
+            basic: secrets.alertmanager_basic.clone(),
+        });
+        let github = config
+            .sources
+            .github
+            .as_ref()
+            .map(|g| GithubAuth { secrets: secrets.github_secrets.clone(), workflows: g.workflows.clone() });
+        AppState(Arc::new(Inner {
+            worker,
+            alertmanager,
+            github,
+            deadline: config.server.response_deadline.as_std(),
+            metrics: metrics::install(),
+            clock,
+        }))
+    }
+}
+
+/// The router. Tests drive it with `tower::ServiceExt::oneshot`, without a socket.
+pub fn app(state: AppState, settings: &HttpSettings) -> Router {
+    let mut router = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(prometheus))
+        .route("/api/v1/rollbacks", get(rollbacks));
+    // An unconfigured source has no route at all: 404, never "accept unsigned".
+    if state.0.alertmanager.is_some() {
+        router = router.route("/webhooks/alertmanager", post(alertmanager_webhook));
+    }
+    if state.0.github.is_some() {
+        router = router.route("/webhooks/github", post(github_webhook));
+    }
+    router
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
+        .layer(DefaultBodyLimit::max(settings.body_limit))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            settings.request_timeout,
+        ))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+            error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+        }))
+        .with_state(state)
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    ct.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+}
+
+fn not_json() -> Response {
+    error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "expected Content-Type: application/json")
+}
+
+/// One event's answer. The top level of a webhook response repeats the first of these.
+#[derive(Clone, Debug, Serialize)]
+pub struct Answer {
+    pub trigger: String,
+    pub outcome: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollback_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    pub reason: String,
+}
+
+enum Pending {
+    Ready(Answer),
+    Waiting { trigger: String, rx: oneshot::Receiver<JobResult> },
+    Busy { trigger: String, why: &'static str },
+}
+
+impl AppState {
+    fn submit(&self, trigger: String, job: Job, rx: oneshot::Receiver<JobResult>) -> Pending {
+        match self.0.worker.submit(job) {
+            Ok(()) => Pending::Waiting { trigger, rx },
+            Err(QueueError::Full) => Pending::Busy { trigger, why: "queue full" },
+            Err(QueueError::Stopped) => Pending::Busy { trigger, why: "shutting down" },
+        }
+    }
+
+    /// A rollback trigger: answered from the snapshot when it is a known duplicate, otherwise
+    /// queued for the writer.
+    fn dispatch_event(&self, event: Event) -> Pending {
+        let trigger = event.trigger();
+        if let Some(r) = self.0.worker.shared().snapshot().find_trigger(&trigger) {
+            let o = worker::duplicate_from_snapshot(r, &trigger);
+            return Pending::Ready(answer(&trigger, &o));
+        }
+        let (reply, rx) = oneshot::channel();
+        self.submit(trigger, Job::Handle { event, reply }, rx)
+    }
+
+    /// Waits for every pending answer until the deadline and picks the status: 503 when the
+    /// sender must retry, 202 when work is still running, 422 when it failed for good.
+    async fn collect(&self, source: Source, pending: Vec<Pending>) -> Response {
+        let deadline = tokio::time::Instant::now() + self.0.deadline;
+        let mut answers = Vec::new();
+        let (mut retry, mut running, mut failed) = (false, false, false);
+        for p in pending {
+            let a = match p {
+                Pending::Ready(a) => a,
+                Pending::Busy { trigger, why } => {
+                    retry = true;
+                    Answer {
+                        trigger,
+                        outcome: "unavailable".into(),
+                        rollback_id: None,
+                        commit: None,
+                        reason: why.into(),
+                    }
+                }
+                Pending::Waiting { trigger, rx } => match tokio::time::timeout_at(deadline, rx).await {
+                    Ok(Ok(JobResult::Report(report))) => answer(&trigger, &report.outcome),
+                    Ok(Ok(JobResult::Note(note))) => {
+                        Answer { trigger, outcome: "recorded".into(), rollback_id: None, commit: None, reason: note }
+                    }
+                    Ok(Ok(JobResult::Failed { message, transient })) => {
+                        if transient {
+                            retry = true;
+                        } else {
+                            failed = true;
+                        }
+                        Answer { trigger, outcome: "error".into(), rollback_id: None, commit: None, reason: message }
+                    }
+                    Ok(Err(_)) => {
+                        retry = true;
+                        Answer {
+                            trigger,
+                            outcome: "error".into(),
+                            rollback_id: None,
+                            commit: None,
+                            reason: "the writer stopped".into(),
+                        }
+                    }
+                    Err(_) => {
+                        running = true;
+                        Answer {
+                            trigger,
+                            outcome: "accepted".into(),
+                            rollback_id: None,
+                            commit: None,
+                            reason: "still running; a retry of this delivery will report the result".into(),
+                        }
+                    }
+                },
+            };
+            metrics::received(source, &a.outcome);
+            answers.push(a);
+        }
+        let status = if retry {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else if running {
+            StatusCode::ACCEPTED
+        } else if failed {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            StatusCode::OK
+        };
+        respond(status, answers)
+    }
+}
+
+fn answer(trigger: &str, o: &crate::Outcome) -> Answer {
+    Answer {
+        trigger: trigger.to_string(),
+        outcome: o.name().to_string(),
+        rollback_id: o.rollback_id().map(|i| i.to_string()),
+        commit: o.commit().map(|c| c.to_string()),
+        reason: o.summary(),
+    }
+}
+
+fn respond(status: StatusCode, answers: Vec<Answer>) -> Response {
+    let mut body = match answers.first() {
+        Some(a) => serde_json::to_value(a).unwrap_or_default(),
+        None => serde_json::json!({ "outcome": "ignored", "reason": "nothing to do" }),
+    };
+    body["results"] = serde_json::to_value(&answers).unwrap_or_default();
+    let mut resp = (status, axum::Json(body)).into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    }
+    resp
+}
+
+async fn alertmanager_webhook(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(auth) = &st.0.alertmanager else { return error(StatusCode::NOT_FOUND, "no such route") };
+    if !auth.check(&headers) {
+        metrics::auth_failure("alertmanager");
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong credentials");
+    }
+    if !is_json(&headers) {
+        return not_json();
+    }
+    let n = match alertmanager::parse(&body, st.0.clock.now()) {
+        Ok(n) => n,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    if n.truncated > 0 {
+        warn!(truncated = n.truncated, "Alertmanager left alerts out of this notification (max_alerts)");
+    }
+    let mut pending: Vec<Pending> = n.firing.into_iter().map(|e| st.dispatch_event(e)).collect();
+    for r in n.resolved {
+        let trigger = format!("alertmanager:{}", r.dedupe_key);
+        // Only incidents that were rolled back get a verification note.
+        if st.0.worker.shared().snapshot().find_trigger(&trigger).is_none() {
+            continue;
+        }
+        let (reply, rx) = oneshot::channel();
+        pending.push(st.submit(trigger, Job::Resolved { resolved: r, reply }, rx));
+    }
+    if pending.is_empty() {
+        return respond(StatusCode::OK, vec![]);
+    }
+    st.collect(Source::Alertmanager, pending).await
+}
+
+async fn github_webhook(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(gh) = &st.0.github else { return error(StatusCode::NOT_FOUND, "no such route") };
+    let sig = headers.get("x-hub-signature-256").and_then(|v| v.to_str().ok());
+    // The signature is checked on the raw bytes before anything else looks at them.
+    if !auth::github_signature(sig, &body, &gh.secrets) {
+        metrics::auth_failure("github");
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong X-Hub-Signature-256");
+    }
+    let Some(event_name) = headers.get("x-github-event").and_then(|v| v.to_str().ok()) else {
+        return error(StatusCode::BAD_REQUEST, "missing X-GitHub-Event header");
+    };
+    let delivery = headers.get("x-github-delivery").and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
+    if !is_json(&headers) {
+        return not_json();
+    }
+    let parsed = match github::parse(event_name, &body, &gh.workflows, st.0.clock.now()) {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    info!(event = event_name, delivery = %delivery, "GitHub delivery");
+    let ignored = |reason: String| {
+        let a = Answer {
+            trigger: format!("github:{delivery}"),
+            outcome: "ignored".into(),
+            rollback_id: None,
+            commit: None,
+            reason,
+        };
+        metrics::received(Source::Github, "ignored");
+        respond(StatusCode::OK, vec![a])
+    };
+    match parsed {
+        github::GithubEvent::Ping => ignored("pong: the webhook reaches rollbackd".into()),
+        github::GithubEvent::Ignored(reason) => ignored(reason),
+        github::GithubEvent::Failure(event) => {
+            let p = st.dispatch_event(event);
+            st.collect(Source::Github, vec![p]).await
+        }
+        github::GithubEvent::DeploymentSucceeded(event) => {
+            let trigger = event.trigger();
+            let (reply, rx) = oneshot::channel();
+            let p = st.submit(trigger, Job::KnownGood { event, reply }, rx);
+            st.collect(Source::Github, vec![p]).await
+        }
+    }
+}
+
+async fn healthz() -> Response {
+    (StatusCode::OK, "ok\n").into_response()
+}
+
+async fn readyz(State(st): State<AppState>) -> Response {
+    if st.0.worker.shared().ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        error(StatusCode::SERVICE_UNAVAILABLE, "the config repo has not been fetched yet")
+    }
+}
+
+async fn prometheus(State(st): State<AppState>) -> Response {
+    metrics::queue_depth(st.0.worker.shared().queue_depth());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.0.metrics.render()).into_response()
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    service: Option<String>,
+    env: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn rollbacks(State(st): State<AppState>, Query(q): Query<HistoryQuery>) -> Response {
+    let snap = st.0.worker.shared().snapshot();
+    let records: Vec<_> = snap
+        .records
+        .iter()
+        .filter(|r| q.service.as_ref().is_none_or(|s| &r.service == s))
+        .filter(|r| q.env.as_ref().is_none_or(|e| &r.env == e))
+        .take(q.limit.unwrap_or(100))
+        .collect();
+    axum::Json(serde_json::json!({ "rollbacks": records })).into_response()
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    info!("shutting down: no new connections, finishing in-flight work");
+}
+
+/// Binds `listen`, returning the bound address (port 0 picks a free one).
+pub async fn bind(listen: &str) -> std::io::Result<(tokio::net::TcpListener, SocketAddr)> {
+    let l = tokio::net::TcpListener::bind(listen).await?;
+    let addr = l.local_addr()?;
+    Ok((l, addr))
+}

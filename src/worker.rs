@@ -1,0 +1,206 @@
+//! The single writer. One thread owns the [`Engine`] (and so the mirror): events are queued to
+//! it and handled one at a time, which is what keeps one incident to one commit inside a process
+//! (across processes, compare-and-swap and the trailers do). Reads never wait for it: after every
+//! job and every idle refresh it publishes a [`Snapshot`] of the audit index, from which the
+//! HTTP layer answers duplicates, history and readiness.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+
+use crate::engine::{Engine, EngineError, Options};
+use crate::event::Event;
+use crate::git::AuditRecord;
+use crate::ingest::alertmanager::Resolved;
+use crate::metrics;
+use crate::{Outcome, Report};
+
+/// What the writer reports back for one job; the error is kept as text plus whether a retry by
+/// the sender can help.
+#[derive(Clone, Debug)]
+pub enum JobResult {
+    Report(Box<Report>),
+    Note(String),
+    Failed { message: String, transient: bool },
+}
+
+pub enum Job {
+    Handle { event: Event, reply: oneshot::Sender<JobResult> },
+    Resolved { resolved: Resolved, reply: oneshot::Sender<JobResult> },
+    KnownGood { event: Event, reply: oneshot::Sender<JobResult> },
+}
+
+/// The audit index as of the last job or refresh.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub records: Vec<AuditRecord>,
+    by_trigger: HashMap<String, usize>,
+}
+
+impl Snapshot {
+    fn new(records: Vec<AuditRecord>) -> Self {
+        let mut by_trigger = HashMap::new();
+        for (i, r) in records.iter().enumerate().rev() {
+            by_trigger.insert(r.trigger.clone(), i);
+        }
+        Snapshot { records, by_trigger }
+    }
+
+    pub fn find_trigger(&self, trigger: &str) -> Option<&AuditRecord> {
+        self.by_trigger.get(trigger).map(|&i| &self.records[i])
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Shared {
+    snapshot: RwLock<Arc<Snapshot>>,
+    ready: AtomicBool,
+    depth: AtomicUsize,
+}
+
+impl Shared {
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The mirror has been fetched and the index built at least once.
+    pub fn ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub fn queue_depth(&self) -> usize {
+        self.depth.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Clone)]
+pub struct WorkerHandle {
+    tx: SyncSender<Job>,
+    shared: Arc<Shared>,
+}
+
+/// Why a job was not queued.
+#[derive(Debug)]
+pub enum QueueError {
+    Full,
+    Stopped,
+}
+
+impl WorkerHandle {
+    pub fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    pub fn submit(&self, job: Job) -> Result<(), QueueError> {
+        self.shared.depth.fetch_add(1, Ordering::Relaxed);
+        let r = self.tx.try_send(job).map_err(|e| match e {
+            TrySendError::Full(_) => QueueError::Full,
+            TrySendError::Disconnected(_) => QueueError::Stopped,
+        });
+        if r.is_err() {
+            self.shared.depth.fetch_sub(1, Ordering::Relaxed);
+        }
+        metrics::queue_depth(self.shared.queue_depth());
+        r
+    }
+}
+
+/// Starts the writer thread. It stops after every `WorkerHandle` is dropped and the queue is drained.
+pub fn spawn(engine: Engine, capacity: usize, refresh: Duration) -> (WorkerHandle, std::thread::JoinHandle<()>) {
+    let (tx, rx) = std::sync::mpsc::sync_channel(capacity.max(1));
+    let shared = Arc::new(Shared::default());
+    let s = shared.clone();
+    let join = std::thread::Builder::new()
+        .name("rollbackd-writer".into())
+        .spawn(move || run(engine, rx, s, refresh))
+        .expect("spawn the writer thread");
+    (WorkerHandle { tx, shared }, join)
+}
+
+fn failed(e: &EngineError) -> JobResult {
+    JobResult::Failed { message: e.to_string(), transient: e.is_transient() }
+}
+
+fn run(mut engine: Engine, rx: Receiver<Job>, shared: Arc<Shared>, refresh: Duration) {
+    // Until the first fetch succeeds, try again soon rather than after a full refresh interval.
+    let mut wait = Duration::from_millis(0);
+    loop {
+        match rx.recv_timeout(wait) {
+            Ok(job) => {
+                shared.depth.fetch_sub(1, Ordering::Relaxed);
+                metrics::queue_depth(shared.queue_depth());
+                process(&mut engine, job);
+                publish(&mut engine, &shared, false);
+            }
+            // Idle: fetch, so rollbacks pushed by other replicas reach the snapshot.
+            Err(RecvTimeoutError::Timeout) => publish(&mut engine, &shared, true),
+            Err(RecvTimeoutError::Disconnected) => {
+                info!("writer stopping: queue closed and drained");
+                return;
+            }
+        }
+        wait = if shared.ready() { refresh } else { Duration::from_secs(1) };
+    }
+}
+
+fn process(engine: &mut Engine, job: Job) {
+    match job {
+        Job::Handle { event, reply } => {
+            let source = event.source;
+            let result = match engine.handle(&event, &Options::default()) {
+                Ok(report) => {
+                    metrics::handled(&event, &report, engine.now());
+                    JobResult::Report(Box::new(report))
+                }
+                Err(e) => {
+                    warn!(trigger = %event.trigger(), error = %e, "event failed");
+                    metrics::event_failed(source);
+                    failed(&e)
+                }
+            };
+            let _ = reply.send(result);
+        }
+        Job::Resolved { resolved, reply } => {
+            let result = match engine.record_resolution(&resolved) {
+                Ok(msg) => JobResult::Note(msg),
+                Err(e) => failed(&e),
+            };
+            let _ = reply.send(result);
+        }
+        Job::KnownGood { event, reply } => {
+            let result = match engine.mark_known_good(&event) {
+                Ok(msg) => JobResult::Note(msg),
+                Err(e) => failed(&e),
+            };
+            let _ = reply.send(result);
+        }
+    }
+}
+
+/// Publishes the audit index; `fetch` also brings the mirror up to date first (idle refresh).
+fn publish(engine: &mut Engine, shared: &Shared, fetch: bool) {
+    let records = if fetch { engine.history().map(|i| i.records().to_vec()) } else { engine.audit_records() };
+    match records {
+        Ok(records) => {
+            *shared.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Snapshot::new(records));
+            if !shared.ready.swap(true, Ordering::AcqRel) {
+                info!("mirror fetched, ready");
+            }
+        }
+        Err(e) => warn!(error = %e, "refreshing the mirror failed"),
+    }
+}
+
+/// The one-line outcome name a duplicate found in the snapshot answers with.
+pub fn duplicate_from_snapshot(record: &AuditRecord, trigger: &str) -> Outcome {
+    Outcome::Duplicate {
+        rollback_id: crate::RollbackId(record.id.clone()),
+        commit: record.commit.clone(),
+        reason: format!("{trigger} was already handled by {} at {}", record.id, record.at),
+    }
+}
