@@ -3,48 +3,8 @@
 
 mod common;
 
-use std::net::{TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use common::*;
 use rollbackd::{Options, Outcome};
-
-struct Daemon {
-    child: Child,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn daemon(w: &World) -> Daemon {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new("git")
-        .args(["daemon", "--reuseaddr", "--export-all", "--enable=receive-pack", "--listen=127.0.0.1"])
-        .arg(format!("--port={port}"))
-        .arg(format!("--base-path={}", w.root().display()))
-        .arg(w.root())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("git daemon (Debian package git, or git-daemon-run) must be installed");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "git daemon did not listen on {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    w.write_config("");
-    let cfg = std::fs::read_to_string(w.config_path())
-        .unwrap()
-        .replace("url: origin.git", &format!("url: git://127.0.0.1:{port}/origin.git"));
-    std::fs::write(w.config_path(), cfg).unwrap();
-    Daemon { child }
-}
 
 #[test]
 fn rollback_is_pushed_over_the_network() {
@@ -87,14 +47,11 @@ fn moved_branch_over_the_network_is_retried() {
 fn a_push_refused_by_a_hook_fails_with_the_servers_message() {
     let w = World::new();
     let d = daemon(&w);
-    let hook = w.origin.join("hooks/update");
-    std::fs::create_dir_all(hook.parent().unwrap()).unwrap();
-    std::fs::write(
-        &hook,
+    hook(
+        &w,
+        "update",
         "#!/bin/sh\ncase \"$1\" in refs/heads/main) echo \"main is protected: changes go through review\" >&2; exit 1;; esac\nexit 0\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    );
     w.deploy("checkout", "prod", "1.5.0", 10);
     let before = w.refs_of(&w.origin);
 

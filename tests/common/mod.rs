@@ -226,3 +226,58 @@ pub fn git_in(repo: &Path, args: &[&str]) -> String {
     assert!(out.status.success(), "git {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap().trim_end().to_string()
 }
+
+/// `git daemon --enable=receive-pack` serving the world's root on a free loopback port; the
+/// world's config is pointed at it. Killed on drop.
+pub struct Daemon {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Waits for a condition, polling; panics with `what` after `secs`.
+pub fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+pub fn daemon(w: &World) -> Daemon {
+    let port = free_port();
+    let child = Command::new("git")
+        .args(["daemon", "--reuseaddr", "--export-all", "--enable=receive-pack", "--listen=127.0.0.1"])
+        .arg(format!("--port={port}"))
+        .arg(format!("--base-path={}", w.root().display()))
+        .arg(w.root())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("git daemon (part of Debian's git package) must be installed");
+    wait_for("git daemon to listen", 20, || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    let cfg = std::fs::read_to_string(w.config_path())
+        .unwrap()
+        .replace("url: origin.git", &format!("url: git://127.0.0.1:{port}/origin.git"));
+    std::fs::write(w.config_path(), cfg).unwrap();
+    Daemon { child, port }
+}
+
+/// Installs an executable hook in the origin.
+pub fn hook(w: &World, name: &str, script: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = w.origin.join("hooks").join(name);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}

@@ -1,0 +1,353 @@
+//! The webhook server through its router (no socket): every status code, real recorded GitHub
+//! payloads signed in the test, and the rollback commits they lead to on the origin.
+
+mod common;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use common::*;
+use hmac::{Hmac, Mac};
+use http_body_util::BodyExt;
+use rollbackd::config::Config;
+use rollbackd::server::{self, AppState, HttpSettings};
+use rollbackd::worker::{self, WorkerHandle};
+use rollbackd::{Engine, clock::Clock};
+use sha2::Sha256;
+use tower::ServiceExt;
+
+const TOKEN: &str = "test-token-1";
+const GH_SECRET: &str = "gh-test-secret";
+
+struct Server {
+    app: Router,
+    worker: WorkerHandle,
+}
+
+/// Writes the sources into the world's config and starts the writer and the router.
+fn server(w: &World, extra: &str) -> Server {
+    std::fs::write(w.root().join("am-tokens"), format!("old-token, {TOKEN}\n")).unwrap();
+    std::fs::write(w.root().join("gh-secrets"), format!("{GH_SECRET}\n")).unwrap();
+    let cfg = std::fs::read_to_string(w.config_path()).unwrap();
+    let cfg = format!(
+        "{cfg}sources:\n  alertmanager:\n    bearer_tokens_file: am-tokens\n    basic_auth: {{ username: am, passwords_file: am-tokens }}\n  github:\n    secrets_file: gh-secrets\n    workflows: [deploy]\n{extra}"
+    );
+    std::fs::write(w.config_path(), cfg).unwrap();
+    let (config, secrets) = Config::load(&w.config_path()).unwrap();
+    let clock: Arc<dyn Clock> = w.clock.clone();
+    let engine = Engine::new(config.clone(), secrets.clone(), clock.clone()).unwrap();
+    let (handle, _join) = worker::spawn(engine, config.server.queue, config.server.refresh_interval.as_std());
+    let state = AppState::new(&config, &secrets, handle.clone(), clock);
+    Server { app: server::app(state, &HttpSettings::from_config(&config)), worker: handle }
+}
+
+impl Server {
+    async fn send(&self, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
+        let resp = self.app.clone().oneshot(req).await.unwrap();
+        let (status, headers) = (resp.status(), resp.headers().clone());
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let json =
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| serde_json::json!(String::from_utf8_lossy(&bytes)));
+        (status, headers, json)
+    }
+
+    fn wait_ready(&self) {
+        wait_for("the writer to fetch", 20, || self.worker.shared().ready());
+    }
+}
+
+fn alert_body(fingerprint: &str, service: &str, status: &str) -> String {
+    let ends = if status == "resolved" { "2026-11-21T12:00:00Z" } else { "0001-01-01T00:00:00Z" };
+    format!(
+        r#"{{"version":"4","status":"{status}","receiver":"rollbackd","groupKey":"g","truncatedAlerts":0,
+        "alerts":[{{"status":"{status}","labels":{{"alertname":"HighErrorRate","service":"{service}","env":"prod","severity":"page"}},
+        "annotations":{{"summary":"5xx above 5%"}},"startsAt":"2026-11-21T11:55:00Z","endsAt":"{ends}","fingerprint":"{fingerprint}"}}]}}"#
+    )
+}
+
+fn post(path: &str, body: impl Into<Body>, headers: &[(&str, &str)]) -> Request<Body> {
+    let mut r = Request::post(path);
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    r.body(body.into()).unwrap()
+}
+
+fn am(body: String) -> Request<Body> {
+    post(
+        "/webhooks/alertmanager",
+        body,
+        &[("content-type", "application/json"), ("authorization", &format!("Bearer {TOKEN}"))],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn alertmanager_statuses_and_the_rollback_they_lead_to() {
+    let w = World::new();
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let s = server(&w, "server: { body_limit: 4096 }\n");
+    s.wait_ready();
+    let body = alert_body("fp1", "checkout", "firing");
+    let json = [("content-type", "application/json")];
+
+    let (st, _, _) = s.send(post("/webhooks/alertmanager", body.clone(), &json)).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "no credentials");
+    let (st, _, _) =
+        s.send(post("/webhooks/alertmanager", body.clone(), &[json[0], ("authorization", "Bearer nope")])).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "wrong token");
+    let (st, _, _) = s
+        .send(post(
+            "/webhooks/alertmanager",
+            body.clone(),
+            &[("authorization", &format!("Bearer {TOKEN}")), ("content-type", "text/plain")],
+        ))
+        .await;
+    assert_eq!(st, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let (st, _, b) = s.send(am(r#"{"version":"4","alerts":[{"status":"firing"}]}"#.into())).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(b["error"].as_str().unwrap().contains("startsAt"), "{b}");
+    let (st, _, b) = s.send(am("{\"version\": ".into())).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(b["error"].as_str().unwrap().contains("line 1"), "{b}");
+    let (st, _, _) = s.send(am(format!("{}{}", body, " ".repeat(5000)))).await;
+    assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE);
+    let (st, _, _) = s.send(Request::get("/no/such/route").body(Body::empty()).unwrap()).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+
+    let before = w.count_commits();
+    let (st, _, b) = s.send(am(body.clone())).await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    assert_eq!(b["outcome"], "rolled_back", "{b}");
+    assert_eq!(b["commit"].as_str().unwrap(), w.head());
+    assert!(b["rollback_id"].as_str().unwrap().starts_with("rb-"));
+    assert_eq!(w.count_commits(), before + 1);
+
+    // Alertmanager repeats; its HA peer sends the same; basic auth works as well as bearer.
+    let basic = format!("Basic {}", base64_encode(&format!("am:{TOKEN}")));
+    let (st, _, b) = s.send(post("/webhooks/alertmanager", body.clone(), &[json[0], ("authorization", &basic)])).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(b["outcome"], "duplicate", "{b}");
+    assert_eq!(w.count_commits(), before + 1);
+
+    let (st, _, b) = s.send(Request::get("/api/v1/rollbacks?service=checkout").body(Body::empty()).unwrap()).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(b["rollbacks"][0]["commit"].as_str().unwrap(), w.head());
+    let (st, _, b) = s.send(Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    assert_eq!(st, StatusCode::OK);
+    let text = b.as_str().unwrap();
+    assert!(text.contains(r#"rollbackd_events_total{source="alertmanager",outcome="duplicate"}"#), "{text}");
+    assert!(text.contains("rollbackd_webhook_auth_failures_total"), "{text}");
+    assert!(text.contains("rollbackd_time_to_rollback_seconds"), "{text}");
+
+    // The incident resolves: the rollback commit gets a verification note on the origin.
+    let (st, _, b) = s.send(am(alert_body("fp1", "checkout", "resolved"))).await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    assert_eq!(b["outcome"], "recorded", "{b}");
+    let note = w.git(&["notes", "--ref=rollbackd", "show", "main"]);
+    assert!(note.contains("Time-To-Recovery: 5m") && note.contains("Incident: alertmanager:fp1@"), "{note}");
+    let (_, _, b) = s.send(am(alert_body("fp1", "checkout", "resolved"))).await;
+    assert!(b["reason"].as_str().unwrap().contains("verified already"), "{b}");
+}
+
+fn base64_encode(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unconfigured_source_has_no_route() {
+    let w = World::new();
+    let (config, secrets) = Config::load(&w.config_path()).unwrap();
+    let engine = Engine::new(config.clone(), secrets.clone(), w.clock.clone()).unwrap();
+    let (handle, _j) = worker::spawn(engine, 4, std::time::Duration::from_secs(30));
+    let app =
+        server::app(AppState::new(&config, &secrets, handle, w.clock.clone()), &HttpSettings::from_config(&config));
+    for path in ["/webhooks/alertmanager", "/webhooks/github"] {
+        let resp = app.clone().oneshot(post(path, "{}", &[("content-type", "application/json")])).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unreachable_origin_is_503_and_not_ready() {
+    let w = World::new();
+    let cfg =
+        std::fs::read_to_string(w.config_path()).unwrap().replace("url: origin.git", "url: /nonexistent/origin.git");
+    std::fs::write(w.config_path(), cfg).unwrap();
+    let s = server(&w, "");
+    let (st, _, _) = s.send(Request::get("/healthz").body(Body::empty()).unwrap()).await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, _, _) = s.send(Request::get("/readyz").body(Body::empty()).unwrap()).await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE);
+    let (st, headers, b) = s.send(am(alert_body("fp", "checkout", "firing"))).await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{b}");
+    assert!(headers.contains_key("retry-after"));
+    assert!(b["reason"].as_str().unwrap().contains("cannot reach the config repo"), "{b}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_push_answers_202_then_a_full_queue_answers_503() {
+    let w = World::new();
+    let _d = daemon(&w);
+    let gate = w.root().join("release");
+    let entered = w.root().join("entered");
+    hook(
+        &w,
+        "pre-receive",
+        &format!(
+            "#!/bin/sh\ntouch {}\nwhile [ ! -f {} ]; do sleep 0.05; done\nexit 0\n",
+            entered.display(),
+            gate.display()
+        ),
+    );
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    w.deploy("cart", "prod", "2.1.0", 10);
+    let s = server(&w, "server: { queue: 1, response_deadline: 300ms }\n");
+    s.wait_ready();
+
+    let (st, _, b) = s.send(am(alert_body("a", "checkout", "firing"))).await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{b}");
+    assert_eq!(b["outcome"], "accepted");
+    wait_for("the push to reach the hook", 20, || entered.exists());
+    let (st, _, _) = s.send(am(alert_body("b", "cart", "firing"))).await;
+    assert_eq!(st, StatusCode::ACCEPTED, "queued behind the first");
+    let (st, headers, b) = s.send(am(alert_body("c", "cart", "firing"))).await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{b}");
+    assert_eq!(headers.get("retry-after").unwrap(), "5");
+
+    std::fs::write(&gate, "").unwrap();
+    wait_for("both rollbacks", 30, || w.git(&["tag", "-l", "rollback/*"]).lines().count() == 2);
+    // The sender's retry of the first delivery now learns the result.
+    wait_for("the snapshot", 10, || {
+        s.worker.shared().snapshot().find_trigger("alertmanager:a@2026-11-21T11:55:00Z").is_some()
+    });
+    let (st, _, b) = s.send(am(alert_body("a", "checkout", "firing"))).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(b["outcome"], "duplicate");
+}
+
+fn sign(body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(GH_SECRET.as_bytes()).unwrap();
+    mac.update(body);
+    let bytes = mac.finalize().into_bytes();
+    format!("sha256={}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+fn fixture(name: &str) -> serde_json::Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/github").join(name);
+    serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+}
+
+fn gh(event: &str, body: &[u8], signature: Option<&str>) -> Request<Body> {
+    let sig = signature.map(str::to_string).unwrap_or_else(|| sign(body));
+    post(
+        "/webhooks/github",
+        body.to_vec(),
+        &[
+            ("content-type", "application/json"),
+            ("x-github-event", event),
+            ("x-github-delivery", "d-1"),
+            ("x-hub-signature-256", &sig),
+        ],
+    )
+}
+
+const GITHUB_POLICIES: &str = r#"
+- name: deploy-workflow-failed
+  match:
+    source: github
+    matchers: ['event="workflow_run"', 'workflow="deploy"']
+  target:
+    service: checkout
+    env: prod
+    paths: ["apps/checkout/prod/**"]
+    to: "{{ labels.sha }}~1"
+  action: { mode: direct, strategy: revert }
+- name: deployed
+  match:
+    source: github
+    matchers: ['event="deployment_status"', 'state="success"']
+  target:
+    service: "{{ labels.payload_service }}"
+    env: "{{ labels.environment }}"
+    paths: ["apps/{{ labels.payload_service }}/{{ labels.environment }}/**"]
+  action: { mode: known_good }
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn github_deliveries_signed_and_acted_on() {
+    let w = World::with_policy(GITHUB_POLICIES);
+    let bad = w.deploy("checkout", "prod", "1.5.0", 10);
+    let s = server(&w, "");
+    s.wait_ready();
+
+    // Signature: absent, wrong, or over other bytes → 401 before anything is parsed.
+    let ping = serde_json::to_vec(&fixture("ping.payload.json")).unwrap();
+    let (st, _, _) = s
+        .send(post(
+            "/webhooks/github",
+            ping.clone(),
+            &[("content-type", "application/json"), ("x-github-event", "ping")],
+        ))
+        .await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    let (st, _, _) = s.send(gh("ping", &ping, Some("sha256=00"))).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    let (st, _, _) = s.send(gh("ping", b"not json", Some(&sign(&ping)))).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    let (st, _, b) = s.send(gh("ping", &ping, None)).await;
+    assert_eq!((st, b["outcome"].as_str()), (StatusCode::OK, Some("ignored")), "{b}");
+    assert!(b["reason"].as_str().unwrap().contains("pong"));
+    let no_event = post(
+        "/webhooks/github",
+        ping.clone(),
+        &[("content-type", "application/json"), ("x-hub-signature-256", &sign(&ping))],
+    );
+    assert_eq!(s.send(no_event).await.0, StatusCode::BAD_REQUEST);
+    let (st, _, b) = s.send(gh("workflow_run", b"{\"action\":1}", None)).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{b}");
+
+    // Recorded deliveries as they are: a successful run, comments, pushes → ignored.
+    for (event, file) in [
+        ("workflow_run", "workflow_run.completed.payload.json"),
+        ("check_suite", "check_suite.completed.payload.json"),
+        ("issue_comment", "issue_comment.created.payload.json"),
+        ("push", "push.payload.json"),
+        ("pull_request", "pull_request.opened.payload.json"),
+    ] {
+        let body = serde_json::to_vec(&fixture(file)).unwrap();
+        let (st, _, b) = s.send(gh(event, &body, None)).await;
+        assert_eq!((st, b["outcome"].as_str()), (StatusCode::OK, Some("ignored")), "{event}: {b}");
+    }
+
+    // The deploy workflow failed on the bad commit: revert it.
+    let mut run = fixture("workflow_run.completed.payload.json");
+    run["workflow_run"]["conclusion"] = "failure".into();
+    run["workflow_run"]["name"] = "deploy".into();
+    run["workflow_run"]["head_sha"] = bad.0.clone().into();
+    let body = serde_json::to_vec(&run).unwrap();
+    let (st, _, b) = s.send(gh("workflow_run", &body, None)).await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    assert_eq!(b["outcome"], "rolled_back", "{b}");
+    assert_eq!(w.trailers("main", "Rollback-Of"), [bad.0.as_str()]);
+    assert_eq!(w.trailers("main", "Rollback-Trigger"), ["github:workflow_run/289782451/1"]);
+    // GitHub redelivers.
+    let (_, _, b) = s.send(gh("workflow_run", &body, None)).await;
+    assert_eq!(b["outcome"], "duplicate", "{b}");
+
+    // A successful deployment tags known-good for the service it names.
+    let head = w.head();
+    let mut ds = fixture("deployment_status.payload.json");
+    ds["deployment"]["sha"] = head.clone().into();
+    ds["deployment"]["environment"] = "prod".into();
+    ds["deployment"]["payload"] = serde_json::json!({ "service": "checkout" });
+    let body = serde_json::to_vec(&ds).unwrap();
+    let (st, _, b) = s.send(gh("deployment_status", &body, None)).await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    assert!(b["reason"].as_str().unwrap().contains("tagged known-good/checkout/prod/20190515T152055Z"), "{b}");
+    assert_eq!(w.git(&["rev-parse", "known-good/checkout/prod/20190515T152055Z^{commit}"]), head);
+    let (_, _, b) = s.send(gh("deployment_status", &body, None)).await;
+    assert!(b["reason"].as_str().unwrap().contains("exists"), "{b}");
+}
