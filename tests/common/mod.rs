@@ -256,8 +256,11 @@ pub fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
 
 pub fn daemon(w: &World) -> Daemon {
     let port = free_port();
-    let child = Command::new("git")
-        .args(["daemon", "--reuseaddr", "--export-all", "--enable=receive-pack", "--listen=127.0.0.1"])
+    // `git daemon` forks git-daemon and would outlive a kill of the wrapper: run it directly.
+    let exec_path = Command::new("git").arg("--exec-path").output().expect("git");
+    let git_daemon = std::path::Path::new(String::from_utf8_lossy(&exec_path.stdout).trim()).join("git-daemon");
+    let child = Command::new(git_daemon)
+        .args(["--reuseaddr", "--export-all", "--enable=receive-pack", "--listen=127.0.0.1"])
         .arg(format!("--port={port}"))
         .arg(format!("--base-path={}", w.root().display()))
         .arg(w.root())

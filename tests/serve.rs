@@ -1,0 +1,311 @@
+//! `rollbackd serve` as processes: graceful SIGTERM, two replicas racing on one alert, a kill -9
+//! between receiving and pushing, and the real Alertmanager posting to the real server.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+const TOKEN: &str = "e2e-token";
+
+struct Serve {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Serve {
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+}
+
+/// Adds the Alertmanager source to the world's config (token in a file).
+fn with_alertmanager_source(w: &World, extra: &str) {
+    std::fs::write(w.root().join("am-tokens"), format!("{TOKEN}\n")).unwrap();
+    let cfg = std::fs::read_to_string(w.config_path()).unwrap();
+    std::fs::write(
+        w.config_path(),
+        format!("{cfg}sources:\n  alertmanager:\n    bearer_tokens_file: am-tokens\n{extra}"),
+    )
+    .unwrap();
+}
+
+/// Starts `rollbackd serve` on a free port with `data_dir` overridden, and waits until it is ready.
+fn serve(w: &World, data_dir: &str) -> Serve {
+    let cfg =
+        std::fs::read_to_string(w.config_path()).unwrap().replace("data_dir: data", &format!("data_dir: {data_dir}"));
+    let path = w.root().join(format!("rollbackd-{data_dir}.yaml"));
+    std::fs::write(&path, cfg).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rollbackd"))
+        .arg("--config")
+        .arg(&path)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("ROLLBACKD_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url =
+        line.trim().strip_prefix("rollbackd listening on ").unwrap_or_else(|| panic!("unexpected: {line}")).to_string();
+    let s = Serve { child, url };
+    wait_for("readyz", 30, || get(&format!("{}/readyz", s.url)).map(|(st, _)| st == 200).unwrap_or(false));
+    s
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into()
+}
+
+fn get(url: &str) -> Result<(u16, String), ureq::Error> {
+    let mut r = agent().get(url).call()?;
+    Ok((r.status().as_u16(), r.body_mut().read_to_string()?))
+}
+
+fn post_alert(url: &str, body: &str) -> Result<(u16, serde_json::Value), ureq::Error> {
+    let mut r = agent()
+        .post(format!("{url}/webhooks/alertmanager"))
+        .header("Authorization", format!("Bearer {TOKEN}"))
+        .header("Content-Type", "application/json")
+        .send(body)?;
+    let status = r.status().as_u16();
+    let text = r.body_mut().read_to_string()?;
+    Ok((status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))))
+}
+
+fn alert(fingerprint: &str) -> String {
+    format!(
+        r#"{{"version":"4","status":"firing","alerts":[{{"status":"firing","labels":{{"alertname":"HighErrorRate","service":"checkout","env":"prod","severity":"page"}},
+        "annotations":{{"summary":"5xx"}},"startsAt":"2026-11-21T11:55:00Z","fingerprint":"{fingerprint}"}}]}}"#
+    )
+}
+
+/// Rollback commits on the origin's main (commits carrying a Rollback-Id trailer).
+fn rollback_commits(w: &World) -> usize {
+    w.git(&["log", "--format=%(trailers:key=Rollback-Id,valueonly)", "main"]).lines().filter(|l| !l.is_empty()).count()
+}
+
+fn kill(sig: &str, pid: &str) {
+    assert!(Command::new("kill").args([sig, pid]).status().unwrap().success());
+}
+
+#[test]
+fn sigterm_finishes_the_rollback_in_flight_and_exits_0() {
+    let w = World::new();
+    let _d = daemon(&w);
+    let (entered, gate) = (w.root().join("entered"), w.root().join("release"));
+    hook(
+        &w,
+        "pre-receive",
+        &format!("#!/bin/sh\ntouch {}\nwhile [ ! -f {} ]; do sleep 0.05; done\n", entered.display(), gate.display()),
+    );
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    with_alertmanager_source(&w, "server: { response_deadline: 60s }\n");
+    let mut s = serve(&w, "data");
+    let url = s.url.clone();
+    let request = std::thread::spawn(move || post_alert(&url, &alert("term")));
+    wait_for("the push to reach the hook", 30, || entered.exists());
+    kill("-TERM", &s.pid());
+    // No new connections once shutting down.
+    let addr = s.url.trim_start_matches("http://").to_string();
+    wait_for("the listener to close", 30, || std::net::TcpStream::connect(&addr).is_err());
+    std::fs::write(&gate, "").unwrap();
+    let (status, body) = request.join().unwrap().expect("the in-flight request is answered");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["outcome"], "rolled_back", "{body}");
+    let code = s.child.wait().unwrap();
+    assert_eq!(code.code(), Some(0));
+    assert_eq!(rollback_commits(&w), 1);
+}
+
+#[test]
+fn two_replicas_one_alert_one_commit() {
+    let w = World::new();
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    with_alertmanager_source(&w, "");
+    let (a, b) = (serve(&w, "replica-a"), serve(&w, "replica-b"));
+    let barrier = std::sync::Barrier::new(2);
+    let body = alert("race");
+    let outcomes: Vec<String> = std::thread::scope(|scope| {
+        let hs: Vec<_> = [&a.url, &b.url]
+            .into_iter()
+            .map(|url| {
+                let (barrier, body) = (&barrier, &body);
+                scope.spawn(move || {
+                    barrier.wait();
+                    let (st, b) = post_alert(url, body).unwrap();
+                    assert_eq!(st, 200, "{b}");
+                    b["outcome"].as_str().unwrap().to_string()
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut sorted = outcomes.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["duplicate", "rolled_back"], "{outcomes:?}");
+    assert_eq!(rollback_commits(&w), 1);
+}
+
+#[test]
+fn kill_9_between_receiving_and_pushing_then_redelivery_makes_one_commit() {
+    let w = World::new();
+    let _d = daemon(&w);
+    let (entered, gate) = (w.root().join("entered"), w.root().join("release"));
+    hook(
+        &w,
+        "pre-receive",
+        &format!("#!/bin/sh\ntouch {}\nwhile [ ! -f {} ]; do sleep 0.05; done\n", entered.display(), gate.display()),
+    );
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    with_alertmanager_source(&w, "server: { response_deadline: 60s }\n");
+    let s = serve(&w, "data");
+    let url = s.url.clone();
+    let request = std::thread::spawn(move || post_alert(&url, &alert("k9")));
+    wait_for("the push to reach the hook", 30, || entered.exists());
+    kill("-KILL", &s.pid());
+    assert!(request.join().unwrap().is_err(), "the sender saw the connection die, so it will redeliver");
+    drop(s);
+    std::fs::write(&gate, "").unwrap();
+
+    // The restarted service gets the redelivery.
+    let restarted = serve(&w, "data");
+    let (status, body) = post_alert(&restarted.url, &alert("k9")).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let outcome = body["outcome"].as_str().unwrap();
+    assert!(outcome == "rolled_back" || outcome == "duplicate", "{body}");
+    let (_, again) = post_alert(&restarted.url, &alert("k9")).unwrap();
+    assert_eq!(again["outcome"], "duplicate", "{again}");
+    assert_eq!(rollback_commits(&w), 1);
+}
+
+/// The Debian package installs the binary as `prometheus-alertmanager`.
+fn alertmanager_binary() -> Option<std::path::PathBuf> {
+    ["prometheus-alertmanager", "alertmanager"].into_iter().find_map(|name| {
+        std::env::var_os("PATH")?.to_str()?.split(':').map(|d| std::path::Path::new(d).join(name)).find(|p| p.is_file())
+    })
+}
+
+#[test]
+fn real_alertmanager_rolls_back_once_and_verifies_on_resolve() {
+    let Some(am_bin) = alertmanager_binary() else {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!(
+                "prometheus-alertmanager is not installed; CI must install it (apt-get install prometheus-alertmanager)"
+            );
+        }
+        eprintln!(
+            "\n!!! SKIPPED: prometheus-alertmanager not found; `apt-get install prometheus-alertmanager` to run the end-to-end test !!!\n"
+        );
+        return;
+    };
+    let w = World::new();
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    with_alertmanager_source(&w, "");
+    let s = serve(&w, "data");
+    let am_port = free_port();
+    let am_dir = w.root().join("alertmanager");
+    std::fs::create_dir_all(&am_dir).unwrap();
+    std::fs::write(
+        am_dir.join("alertmanager.yml"),
+        format!(
+            "route:
+  receiver: rollbackd
+  group_by: [alertname, service, env]
+  group_wait: 100ms
+  group_interval: 1s
+  repeat_interval: 1s
+receivers:
+  - name: rollbackd
+    webhook_configs:
+      - url: {}/webhooks/alertmanager
+        send_resolved: true
+        http_config:
+          authorization:
+            type: Bearer
+            credentials: {TOKEN}
+",
+            s.url
+        ),
+    )
+    .unwrap();
+    let mut am = Command::new(am_bin)
+        .arg(format!("--config.file={}", am_dir.join("alertmanager.yml").display()))
+        .arg(format!("--storage.path={}", am_dir.join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
+        .arg("--cluster.listen-address=")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct KillOnDrop<'a>(&'a mut Child);
+    impl Drop for KillOnDrop<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _guard = KillOnDrop(&mut am);
+    let am_url = format!("http://127.0.0.1:{am_port}");
+    wait_for("alertmanager ready", 30, || get(&format!("{am_url}/-/ready")).map(|(st, _)| st == 200).unwrap_or(false));
+
+    let starts = jiff::Timestamp::now();
+    let post_to_am = |ends: jiff::Timestamp| {
+        let body = serde_json::json!([{
+            "labels": {"alertname": "HighErrorRate", "service": "checkout", "env": "prod", "severity": "page"},
+            "annotations": {"summary": "checkout 5xx above 5%"},
+            "startsAt": starts.to_string(),
+            "endsAt": ends.to_string(),
+        }]);
+        let mut r = agent()
+            .post(format!("{am_url}/api/v2/alerts"))
+            .header("Content-Type", "application/json")
+            .send(body.to_string())
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{}", r.body_mut().read_to_string().unwrap_or_default());
+    };
+    let in_an_hour = starts.checked_add(jiff::SignedDuration::from_hours(1)).unwrap();
+    post_to_am(in_an_hour);
+    wait_for("the rollback commit on the origin", 60, || rollback_commits(&w) == 1);
+    assert!(w.trailers("main", "Rollback-Trigger")[0].starts_with("alertmanager:"));
+    assert_eq!(w.trailers("main", "Rollback-Actor"), ["alertmanager"]);
+
+    // Alertmanager repeats the notification (repeat_interval); the server answers duplicate.
+    post_to_am(in_an_hour);
+    let duplicates = || {
+        let (_, m) = get(&format!("{}/metrics", s.url)).unwrap();
+        m.lines()
+            .find(|l| l.starts_with(r#"rollbackd_events_total{source="alertmanager",outcome="duplicate"}"#))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    wait_for("a repeated notification", 60, || duplicates() >= 1.0);
+    assert_eq!(rollback_commits(&w), 1, "the repeat made no second commit");
+
+    // Resolving the alert adds the verification note.
+    post_to_am(jiff::Timestamp::now());
+    wait_for("the verification note on the origin", 60, || {
+        Command::new("git")
+            .arg("--git-dir")
+            .arg(&w.origin)
+            .args(["notes", "--ref=rollbackd", "show", "main"])
+            .output()
+            .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("Time-To-Recovery"))
+            .unwrap_or(false)
+    });
+}
