@@ -122,7 +122,18 @@ fn parse_value(s: &str) -> Result<String, String> {
 
 impl fmt::Display for Matcher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}{}{:?}", self.name, self.op.as_str(), self.value)
+        // Escapes exactly what `parse_value` unescapes, so Display and FromStr round-trip.
+        let mut quoted = String::with_capacity(self.value.len() + 2);
+        for c in self.value.chars() {
+            match c {
+                '"' => quoted.push_str("\\\""),
+                '\\' => quoted.push_str("\\\\"),
+                '\n' => quoted.push_str("\\n"),
+                '\t' => quoted.push_str("\\t"),
+                c => quoted.push(c),
+            }
+        }
+        write!(f, "{}{}\"{quoted}\"", self.name, self.op.as_str())
     }
 }
 
