@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""Time from POSTing an alert to the origin's branch moving, over distinct alerts, on a
+synthetic config repo (default: 50,000 commits, 10,000 files).
+
+    cargo build --release && python3 bench/latency.py --commits 50000 --alerts 100
+
+The server answers a webhook after the push (or at the response deadline, 5 s): the time to the
+answer is the time to the branch moving, and each answer's commit is checked against the origin.
+"""
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+POLICY = """- name: alerts
+  match: { source: alertmanager, matchers: ['service=~".+"', 'env="prod"'] }
+  target:
+    service: "{{ labels.service }}"
+    env: "{{ labels.env }}"
+    paths: ["apps/{{ labels.service }}/{{ labels.env }}/**"]
+  action: { mode: direct, strategy: auto }
+  guards: { cooldown: 30m, max_rollbacks: { count: 3, per: 24h }, max_change_age: 30d, require_immutable_artifacts: true }
+"""
+
+
+def pct(xs, p):
+    xs = sorted(xs)
+    k = (len(xs) - 1) * p / 100
+    lo, hi = int(k), min(int(k) + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--commits", type=int, default=50000)
+    ap.add_argument("--alerts", type=int, default=100)
+    ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "rollbackd"))
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="rollbackd-latency-") as d:
+        origin = os.path.join(d, "origin.git")
+        subprocess.run(["git", "init", "-q", "--bare", "--initial-branch=main", origin], check=True)
+        gen = subprocess.Popen([sys.executable, os.path.join(HERE, "gen_repo.py"), "--commits", str(a.commits), "--bad", str(a.alerts)], stdout=subprocess.PIPE)
+        subprocess.run(["git", "--git-dir", origin, "fast-import", "--quiet", "--done"], stdin=gen.stdout, check=True)
+        gen.wait()
+        subprocess.run(["git", "--git-dir", origin, "gc", "-q"], check=True)
+        os.makedirs(os.path.join(d, "policies"))
+        open(os.path.join(d, "policies", "alerts.yaml"), "w").write(POLICY)
+        shutil.copytree(os.path.join(ROOT, "templates"), os.path.join(d, "templates"))
+        open(os.path.join(d, "tokens"), "w").write("bench-token\n")
+        cfg = os.path.join(d, "rollbackd.yaml")
+        open(cfg, "w").write("repo: { url: origin.git }\ndata_dir: data\nsources:\n  alertmanager: { bearer_tokens_file: tokens }\n")
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        env = dict(os.environ, ROLLBACKD_LOG="warn")
+        server = subprocess.Popen([a.bin, "--config", cfg, "serve", "--listen", f"127.0.0.1:{port}"], env=env, stdout=subprocess.PIPE)
+        try:
+            server.stdout.readline()
+            t = time.perf_counter()
+            while True:
+                try:
+                    if urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz").status == 200:
+                        break
+                except Exception:
+                    time.sleep(0.1)
+            prime = time.perf_counter() - t
+            times = []
+            for i in range(a.alerts):
+                body = json.dumps({"version": "4", "status": "firing", "alerts": [{
+                    "status": "firing", "startsAt": "2026-11-21T10:00:00Z", "fingerprint": f"fp{i}",
+                    "labels": {"alertname": "Errors", "service": f"s{i:03d}", "env": "prod", "severity": "page"},
+                }]}).encode()
+                req = urllib.request.Request(f"http://127.0.0.1:{port}/webhooks/alertmanager", data=body, headers={
+                    "Content-Type": "application/json", "Authorization": "Bearer bench-token"})
+                t = time.perf_counter()
+                resp = json.loads(urllib.request.urlopen(req).read())
+                times.append((time.perf_counter() - t) * 1000)
+                if resp["outcome"] != "rolled_back":
+                    sys.exit(f"unexpected answer: {resp}")
+                head = subprocess.run(["git", "--git-dir", origin, "rev-parse", "main"], capture_output=True, text=True).stdout.strip()
+                if head != resp["commit"]:
+                    sys.exit(f"origin main {head} is not the answered commit {resp['commit']}")
+        finally:
+            server.terminate()
+            server.wait()
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    print(f"machine: {os.cpu_count()} cores, {cpu}; repo: {a.commits} commits, 10,000 files; first fetch {prime:.1f} s")
+    print(f"POST -> origin branch moved, {a.alerts} distinct alerts: p50 {statistics.median(times):.1f} ms, "
+          f"p99 {pct(times, 99):.1f} ms, max {max(times):.1f} ms, mean {statistics.mean(times):.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
