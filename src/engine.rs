@@ -99,6 +99,7 @@ impl Engine {
 
     /// Fetches (if stale) and returns the audit index, for `history` and the API.
     pub fn history(&mut self) -> Result<&crate::git::AuditIndex, EngineError> {
+        let _lock = self.repo.lock()?;
         self.repo.fetch(false)?;
         let now = self.clock.now();
         Ok(self.repo.audit(now)?)
@@ -106,6 +107,7 @@ impl Engine {
 
     /// The audit index as it stands in the mirror, without fetching.
     pub fn audit_records(&mut self) -> Result<Vec<crate::git::AuditRecord>, EngineError> {
+        let _lock = self.repo.lock()?;
         let now = self.clock.now();
         Ok(self.repo.audit(now)?.records().to_vec())
     }
@@ -113,6 +115,7 @@ impl Engine {
     /// A resolved alert: if its incident was rolled back, note on the rollback commit when it
     /// resolved and how long recovery took (`refs/notes/rollbackd`, pushed to the origin).
     pub fn record_resolution(&mut self, resolved: &Resolved) -> Result<String, EngineError> {
+        let _lock = self.repo.lock()?;
         self.repo.fetch(false)?;
         let now = self.clock.now();
         let trigger = format!("alertmanager:{}", resolved.dedupe_key);
@@ -144,6 +147,7 @@ impl Engine {
     /// A successful deployment: every `known_good` policy that matches tags the event's `sha`
     /// for its service/env, when the service's paths exist at that commit.
     pub fn mark_known_good(&mut self, event: &Event) -> Result<String, EngineError> {
+        let _lock = self.repo.lock()?;
         self.repo.fetch(false)?;
         let Some(sha) = event.labels.get("sha").cloned() else {
             return Ok("the event names no sha".into());
@@ -195,6 +199,7 @@ impl Engine {
     pub fn handle(&mut self, event: &Event, opts: &Options) -> Result<Report, EngineError> {
         let span = info_span!("event", trigger = %event.trigger(), rollback_id = tracing::field::Empty);
         let _enter = span.enter();
+        let _lock = self.repo.lock()?;
         self.repo.fetch(false)?;
         let attempts = self.config.git.push_retries + 1;
         for attempt in 0..attempts {

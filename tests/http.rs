@@ -351,3 +351,38 @@ async fn github_deliveries_signed_and_acted_on() {
     let (_, _, b) = s.send(gh("deployment_status", &body, None)).await;
     assert!(b["reason"].as_str().unwrap().contains("exists"), "{b}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_policy_that_cannot_render_its_target_is_422() {
+    let w = World::with_policy(
+        "- name: broken\n  match: { source: alertmanager }\n  target: { service: \"{{ labels.team }}\", env: prod, paths: [apps] }\n",
+    );
+    let s = server(&w, "");
+    s.wait_ready();
+    let (st, _, b) = s.send(am(alert_body("fp", "checkout", "firing"))).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert!(b["reason"].as_str().unwrap().contains("policy `broken`"), "{b}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_past_the_request_timeout_is_408() {
+    let w = World::new();
+    let _d = daemon(&w);
+    let (entered, gate) = (w.root().join("entered"), w.root().join("release"));
+    hook(
+        &w,
+        "pre-receive",
+        &format!("#!/bin/sh\ntouch {}\nwhile [ ! -f {} ]; do sleep 0.05; done\n", entered.display(), gate.display()),
+    );
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let s = server(&w, "server: { request_timeout: 300ms, response_deadline: 60s }\n");
+    s.wait_ready();
+    let (st, _, _) = s.send(am(alert_body("slow", "checkout", "firing"))).await;
+    assert_eq!(st, StatusCode::REQUEST_TIMEOUT);
+    std::fs::write(&gate, "").unwrap();
+    // The work itself was not lost: the rollback lands, and the retry says so.
+    wait_for("the rollback", 30, || w.git(&["tag", "-l", "rollback/*"]).lines().count() == 1);
+    wait_for("the snapshot", 10, || s.worker.shared().snapshot().records.len() == 1);
+    let (st, _, b) = s.send(am(alert_body("slow", "checkout", "firing"))).await;
+    assert_eq!((st, b["outcome"].as_str()), (StatusCode::OK, Some("duplicate")), "{b}");
+}

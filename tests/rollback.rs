@@ -321,3 +321,17 @@ fn dry_run_leaves_origin_and_mirror_unchanged() {
     assert_eq!(w.refs_of(&w.mirror()), mirror);
     assert_eq!(w.git(&["count-objects", "-v"]), objects);
 }
+
+#[test]
+fn a_lock_file_left_by_a_crash_does_not_block_the_next_rollback() {
+    let w = World::new();
+    let mut engine = w.engine();
+    engine.repo().fetch(true).unwrap();
+    drop(engine);
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    // What a kill -9 during a ref update leaves behind.
+    std::fs::write(w.mirror().join("refs/heads/main.lock"), "").unwrap();
+    let report = w.engine().handle(&w.alert("checkout", "prod", "fp"), &Options::default()).unwrap();
+    rolled_back(&report.outcome);
+    assert!(!w.mirror().join("refs/heads/main.lock").exists());
+}

@@ -81,6 +81,29 @@ pub struct ConfigRepo {
     index: AuditIndex,
 }
 
+/// Held while an operation uses the mirror; see [`ConfigRepo::lock`].
+#[derive(Debug)]
+pub struct MirrorLock {
+    _file: std::fs::File,
+}
+
+fn remove_stale_git_locks(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let path = e.path();
+        let Ok(kind) = e.file_type() else { continue };
+        if kind.is_dir() {
+            // Objects are written through temp files, never locks; refs are what get locked.
+            if path.file_name().is_some_and(|n| n != "objects") {
+                remove_stale_git_locks(&path);
+            }
+        } else if path.extension().is_some_and(|x| x == "lock") {
+            tracing::warn!(file = %path.display(), "removing a lock file left by a crash");
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
 /// Where verification notes live.
 pub const NOTES_REF: &str = "refs/notes/rollbackd";
 
@@ -141,6 +164,27 @@ impl ConfigRepo {
 
     pub fn mirror_dir(&self) -> &Path {
         &self.mirror_dir
+    }
+
+    /// Takes the data dir's lock: one writer to the mirror at a time across processes (a CLI run
+    /// next to the server waits for the server's current job). The kernel releases it when the
+    /// process dies, even by kill -9; so any git `*.lock` file found while holding it was left by
+    /// a crash, and is removed.
+    pub fn lock(&self) -> Result<MirrorLock, GitError> {
+        let path = self.mirror_dir.with_file_name("rollbackd.lock");
+        let err = |message: String| GitError::Mirror { path: path.clone(), message };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| err(e.to_string()))?;
+        if file.try_lock().is_err() {
+            tracing::info!(lock = %path.display(), "waiting for another rollbackd using this data_dir");
+            file.lock().map_err(|e| err(e.to_string()))?;
+        }
+        remove_stale_git_locks(&self.mirror_dir);
+        Ok(MirrorLock { _file: file })
     }
 
     /// Fetches branches, tags and notes from the origin unless a fetch is younger than the
