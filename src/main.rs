@@ -43,6 +43,9 @@ enum Command {
         /// What the file is; guessed from its content when left out.
         #[arg(long, value_enum)]
         source: Option<SimSource>,
+        /// For a GitHub payload: the X-GitHub-Event name (guessed from the payload otherwise).
+        #[arg(long)]
+        github_event: Option<String>,
         /// Evaluate as if the time were this (RFC 3339), for guards.
         #[arg(long)]
         at: Option<Timestamp>,
@@ -100,6 +103,7 @@ enum Command {
 #[derive(Clone, Copy, ValueEnum)]
 enum SimSource {
     Alertmanager,
+    Github,
     Event,
 }
 
@@ -172,13 +176,13 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             println!("ok: {} is valid", cli.config.display());
             Ok(0)
         }
-        Command::Simulate { event, source, at, json } => {
+        Command::Simulate { event, source, github_event, at, json } => {
             let clock: Arc<dyn Clock> = match at {
                 Some(t) => Arc::new(FixedClock::new(t)),
                 None => Arc::new(SystemClock),
             };
             let body = std::fs::read(&event).with_context(|| format!("cannot read {}", event.display()))?;
-            let events = parse_event_file(&body, source, clock.now())?;
+            let events = parse_event_file(&body, source, github_event.as_deref(), clock.now())?;
             let mut engine = engine(&cli.config, clock)?;
             let opts = Options { dry_run: true, ..Options::default() };
             // Each alert of a notification is its own decision: one that cannot be planned does
@@ -247,10 +251,21 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     }
 }
 
-fn parse_event_file(body: &[u8], source: Option<SimSource>, now: Timestamp) -> anyhow::Result<Vec<Event>> {
+fn parse_event_file(
+    body: &[u8],
+    source: Option<SimSource>,
+    github_event: Option<&str>,
+    now: Timestamp,
+) -> anyhow::Result<Vec<Event>> {
     let value: serde_json::Value = serde_json::from_slice(body).context("the event file is not JSON")?;
-    let source =
-        source.unwrap_or(if value.get("alerts").is_some() { SimSource::Alertmanager } else { SimSource::Event });
+    const GITHUB_KEYS: [&str; 4] = ["workflow_run", "check_suite", "deployment_status", "zen"];
+    let source = source.unwrap_or(if value.get("alerts").is_some() {
+        SimSource::Alertmanager
+    } else if GITHUB_KEYS.iter().any(|k| value.get(k).is_some()) {
+        SimSource::Github
+    } else {
+        SimSource::Event
+    });
     match source {
         SimSource::Alertmanager => {
             let n = ingest::alertmanager::parse(body, now)?;
@@ -261,6 +276,29 @@ fn parse_event_file(body: &[u8], source: Option<SimSource>, now: Timestamp) -> a
                 bail!("the notification has no firing alert");
             }
             Ok(n.firing)
+        }
+        SimSource::Github => {
+            // The event name travels in a header; a saved payload is recognised by its keys.
+            let name = match github_event {
+                Some(n) => n.to_string(),
+                None => match GITHUB_KEYS.iter().find(|k| value.get(**k).is_some()) {
+                    Some(&"zen") => "ping".to_string(),
+                    Some(k) => k.to_string(),
+                    None => bail!("cannot tell which GitHub event this is; pass --github-event"),
+                },
+            };
+            // Simulation lists every workflow: which ones count is the server's config.
+            let workflows: Vec<String> = ["/workflow_run/name", "/workflow/name"]
+                .iter()
+                .filter_map(|p| value.pointer(p).and_then(|v| v.as_str()).map(str::to_string))
+                .collect();
+            match ingest::github::parse(&name, body, &workflows, now)? {
+                ingest::github::GithubEvent::Failure(e) | ingest::github::GithubEvent::DeploymentSucceeded(e) => {
+                    Ok(vec![e])
+                }
+                ingest::github::GithubEvent::Ping => bail!("a ping is not a rollback trigger"),
+                ingest::github::GithubEvent::Ignored(reason) => bail!("ignored: {reason}"),
+            }
         }
         SimSource::Event => Ok(vec![serde_json::from_value(value).context("not an rollbackd event")?]),
     }
@@ -303,7 +341,7 @@ fn run_demo(dir: &Path, no_serve: bool, listen: Option<String>) -> anyhow::Resul
     }
     println!("\nWhat the sample alert would do:\n");
     let mut engine = engine(&config, Arc::new(SystemClock))?;
-    let events = parse_event_file(&std::fs::read(&alert)?, Some(SimSource::Alertmanager), Timestamp::now())?;
+    let events = parse_event_file(&std::fs::read(&alert)?, Some(SimSource::Alertmanager), None, Timestamp::now())?;
     let report = engine.handle(&events[0], &Options { dry_run: true, ..Options::default() })?;
     print!("{}", report.explain());
     let c = config.display();

@@ -212,3 +212,24 @@ fn the_demo_and_its_example_policies_pass_check() {
         assert_eq!(std::fs::read_to_string(file).unwrap(), *text);
     }
 }
+
+#[test]
+fn simulate_a_recorded_github_delivery() {
+    let w = World::with_policy(
+        "- name: ci\n  match: { source: github, matchers: ['event=\"workflow_run\"'] }\n  target: { service: checkout, env: prod, paths: [\"apps/checkout/prod/**\"], to: \"{{ labels.sha }}~1\" }\n  action: { mode: direct }\n",
+    );
+    let bad = w.deploy("checkout", "prod", "1.5.0", 10);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/github/workflow_run.completed.payload.json");
+    let mut run: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    run["workflow_run"]["conclusion"] = "failure".into();
+    run["workflow_run"]["head_sha"] = bad.0.clone().into();
+    let f = w.root().join("run.json");
+    std::fs::write(&f, run.to_string()).unwrap();
+    let out = w.run_cli(&["simulate", "--event", f.to_str().unwrap()]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
+    assert!(text.contains("event: github:workflow_run/289782451/1 (github)"), "{text}");
+    assert!(text.contains(&format!("known-good {} (requested", &w.good.0[..10])), "{text}");
+    assert!(text.contains("outcome: dry run: would push rollback"), "{text}");
+}
