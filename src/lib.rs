@@ -5,6 +5,7 @@
 //! the [`engine`] decides and writes through the [`git`] adapter.
 
 pub mod artifacts;
+pub mod chat;
 pub mod check;
 pub mod clock;
 pub mod config;
