@@ -35,6 +35,9 @@ pub struct Config {
     /// Webhook senders. A sender that is not configured has no route (404), never an open one.
     #[serde(default)]
     pub sources: Sources,
+    /// Slack user groups and GitHub teams, for `chatops` rules that name them.
+    #[serde(default)]
+    pub directory: crate::principal::Directory,
 }
 
 #[derive(Clone, Debug, Deserialize)]

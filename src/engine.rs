@@ -1,6 +1,8 @@
 //! The engine: event in, decision and (maybe) a rollback out. It never sees HTTP; git goes
 //! through [`ConfigRepo`]. Live webhooks, `simulate`, the CLI and chat all call [`Engine::handle`].
 
+mod review;
+
 use std::sync::Arc;
 
 use jiff::Timestamp;
@@ -16,6 +18,7 @@ use crate::guards;
 use crate::ingest::alertmanager::Resolved;
 use crate::plan::{Plan, Sha};
 use crate::policy::{Mode, OnViolation, Policy, PolicySet};
+use crate::principal::{Principal, first_admitting};
 use crate::rollback::{Delivery, Outcome, Rollback, RollbackId};
 use crate::template::{COMMIT_TEMPLATE, TAG_TEMPLATE, TemplateError, Templates};
 
@@ -59,6 +62,10 @@ pub struct Options {
     pub to: Option<String>,
     /// Decide and plan, write nothing.
     pub dry_run: bool,
+    /// Who asked, for chat requests: checked against the policy's `chatops` rules.
+    pub principal: Option<Principal>,
+    /// Break glass: guards and freezes do not apply (only for `chatops.emergency`).
+    pub emergency: bool,
 }
 
 pub struct Engine {
@@ -256,6 +263,15 @@ impl Engine {
         decision.target = Some(target.clone());
         let id = RollbackId::derive(&trigger, &target.service, &target.env);
         span.record("rollback_id", id.as_str());
+        if let Some(reason) = authorize(event, &policy, opts) {
+            warn!(%reason, "request denied");
+            return done(decision, None, Outcome::Denied { reason });
+        }
+        if opts.emergency {
+            decision
+                .notes
+                .push(format!("emergency rollback requested by {}: guards and freezes do not apply", event.actor()));
+        }
 
         let policy_to = policy
             .resolve_to(event)
@@ -269,7 +285,25 @@ impl Engine {
             }
             Planned::Noop { reason } => return done(decision, None, Outcome::Noop { reason }),
         };
-        decision.guards = guards::evaluate(&policy.guards, &plan, self.repo.index(), now);
+        // An open proposal that undoes exactly these commits is this rollback, if this one would
+        // be a proposal too.
+        let bad: Vec<&str> = plan.bad_commits.iter().map(|c| c.sha.0.as_str()).collect();
+        let open_proposal = self
+            .repo
+            .index()
+            .records()
+            .iter()
+            .find(|r| {
+                r.delivery == Delivery::Proposal
+                    && !r.cancelled
+                    && r.service == target.service
+                    && r.env == target.env
+                    && r.bad_commits.iter().map(String::as_str).eq(bad.iter().copied())
+            })
+            .cloned();
+        if !opts.emergency {
+            decision.guards = guards::evaluate(&policy.guards, &plan, self.repo.index(), now);
+        }
         let failed: Vec<String> =
             decision.guards.iter().filter(|g| !g.passed).map(|g| format!("{}: {}", g.guard, g.detail)).collect();
         let mut delivery = match policy.action.mode {
@@ -301,11 +335,31 @@ impl Engine {
                 }
             }
         }
+        if let Some(f) = self.repo.freezes()?.covering(&target.service, &target.env, now) {
+            if opts.emergency {
+                decision.notes.push(format!("{}; broken by an emergency request", f.describe()));
+            } else if event.is_human_request() {
+                decision.notes.push(format!("{}; a person asked, so the rollback goes through", f.describe()));
+            } else {
+                if delivery == Delivery::Direct {
+                    decision.notes.push(format!("{}: proposing for review instead of pushing", f.describe()));
+                }
+                delivery = Delivery::Proposal;
+            }
+        }
+        if opts.emergency {
+            delivery = Delivery::Direct;
+        }
+        if let Some(open) = open_proposal.filter(|_| delivery == Delivery::Proposal) {
+            let reason = format!("open proposal {} on {} already rolls back these commits", open.id, open.branch);
+            let outcome = Outcome::Duplicate { rollback_id: RollbackId(open.id), commit: open.commit, reason };
+            return done(decision, Some(plan), outcome);
+        }
         if opts.dry_run {
             return done(decision, Some(plan), Outcome::DryRun { would: delivery, rollback_id: id });
         }
 
-        match self.write(event, &policy, &plan, &id, delivery, retries, now)? {
+        match self.write(event, &policy, &plan, &id, delivery, retries, now, opts.emergency)? {
             Some(rollback) => {
                 let outcome = match delivery {
                     Delivery::Direct => Outcome::RolledBack { rollback },
@@ -327,6 +381,7 @@ impl Engine {
         delivery: Delivery,
         retries: u32,
         now: Timestamp,
+        emergency: bool,
     ) -> Result<Option<Rollback>, EngineError> {
         let trailers = Trailers {
             id: id.to_string(),
@@ -339,7 +394,7 @@ impl Engine {
             actor: event.actor(),
             reason: event.reason(),
             strategy: plan.strategy.to_string(),
-            emergency: false,
+            emergency,
         };
         let ctx = message_context(event, policy, plan, id, delivery);
         let body = self.templates.render(COMMIT_TEMPLATE, &ctx)?;
@@ -376,6 +431,35 @@ impl Engine {
         }
     }
 }
+
+/// Checks a chat request against the policy's `chatops` rules; `Some(reason)` denies it.
+/// CLI requests come from operators holding the config and credentials, and are not checked.
+fn authorize(event: &Event, policy: &Policy, opts: &Options) -> Option<String> {
+    if event.source != crate::event::Source::Chatops {
+        return None;
+    }
+    let Some(p) = &opts.principal else {
+        return Some("a chat request must name who asked".into());
+    };
+    let (rules, list) = if opts.emergency {
+        (&policy.chatops.emergency, "chatops.emergency")
+    } else {
+        (&policy.chatops.allow, "chatops.allow")
+    };
+    match first_admitting(rules, p) {
+        Some(rule) => {
+            info!(principal = %p, %rule, policy = policy.name(), "request allowed");
+            None
+        }
+        None => Some(format!(
+            "{p} may not {} under policy {} (not in {list})",
+            if opts.emergency { "break glass" } else { "request rollbacks" },
+            policy.name()
+        )),
+    }
+}
+
+pub use review::{Actor, ReviewOutcome};
 
 enum Attempt {
     Done(Box<Report>),

@@ -68,6 +68,9 @@ enum Command {
         /// Decide and plan; write nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Break glass: guards and freezes do not apply; recorded as an emergency.
+        #[arg(long)]
+        emergency: bool,
         #[arg(long)]
         json: bool,
     },
@@ -82,7 +85,42 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Serve the webhooks (Alertmanager, GitHub) until SIGTERM.
+    /// Approve a proposed rollback (merged once the policy's approvals are met).
+    Approve {
+        id: String,
+        #[arg(long, env = "USER", default_value = "cli")]
+        actor: String,
+    },
+    /// Cancel a proposed rollback: its branch is deleted, its commit kept as a tag.
+    Cancel {
+        id: String,
+        #[arg(long, env = "USER", default_value = "cli")]
+        actor: String,
+    },
+    /// Freeze automatic rollbacks of a service (or `all`): they become proposals.
+    Freeze {
+        scope: String,
+        #[arg(long)]
+        env: Option<String>,
+        /// How long (default 1h).
+        #[arg(long = "for")]
+        duration: Option<rollbackd::duration::Duration>,
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long, env = "USER", default_value = "cli")]
+        actor: String,
+    },
+    /// End a freeze.
+    Unfreeze {
+        scope: String,
+        #[arg(long)]
+        env: Option<String>,
+        #[arg(long, env = "USER", default_value = "cli")]
+        actor: String,
+    },
+    /// Freezes in force, open proposals and the last rollbacks.
+    Status { service: Option<String> },
+    /// Serve the webhooks (Alertmanager, GitHub, Slack) until SIGTERM.
     Serve {
         /// Overrides `listen` from the config (`127.0.0.1:0` picks a free port).
         #[arg(long)]
@@ -201,13 +239,14 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             print_reports(&reports, json)?;
             Ok(code)
         }
-        Command::Rollback { service, env, to, reason, actor, dry_run, json } => {
+        Command::Rollback { service, env, to, reason, actor, dry_run, emergency, json } => {
             let clock: Arc<dyn Clock> = Arc::new(SystemClock);
             let now = clock.now();
             let request_id = format!("{actor}-{}-{}", now.as_nanosecond(), std::process::id());
+            let actor = format!("cli:{actor}");
             let event = Event::request(Source::Cli, &service, &env, &actor, reason.as_deref(), now, &request_id);
             let mut engine = engine(&cli.config, clock)?;
-            let report = engine.handle(&event, &Options { to, dry_run })?;
+            let report = engine.handle(&event, &Options { to, dry_run, emergency, ..Options::default() })?;
             print_reports(std::slice::from_ref(&report), json)?;
             Ok(exit_code(&report.outcome))
         }
@@ -244,6 +283,23 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                     );
                 }
             }
+            Ok(0)
+        }
+        Command::Approve { id, actor } => review(&cli.config, |e| e.approve(&id, None, &actor)),
+        Command::Cancel { id, actor } => review(&cli.config, |e| e.cancel(&id, None, &actor)),
+        Command::Freeze { scope, env, duration, reason, actor } => {
+            let mut engine = engine(&cli.config, Arc::new(SystemClock))?;
+            println!("{}", engine.freeze(&scope, env.as_deref(), duration, reason.as_deref(), None, &actor)?);
+            Ok(0)
+        }
+        Command::Unfreeze { scope, env, actor } => {
+            let mut engine = engine(&cli.config, Arc::new(SystemClock))?;
+            println!("{}", engine.unfreeze(&scope, env.as_deref(), None, &actor)?);
+            Ok(0)
+        }
+        Command::Status { service } => {
+            let mut engine = engine(&cli.config, Arc::new(SystemClock))?;
+            print!("{}", engine.status(service.as_deref())?);
             Ok(0)
         }
         Command::Serve { listen } => run_serve(&cli.config, listen, None),
@@ -302,6 +358,16 @@ fn parse_event_file(
         }
         SimSource::Event => Ok(vec![serde_json::from_value(value).context("not an rollbackd event")?]),
     }
+}
+
+fn review(
+    config: &Path,
+    f: impl FnOnce(&mut Engine) -> Result<rollbackd::ReviewOutcome, EngineError>,
+) -> anyhow::Result<u8> {
+    let mut engine = engine(config, Arc::new(SystemClock))?;
+    let outcome = f(&mut engine)?;
+    println!("{}", outcome.summary());
+    Ok(if matches!(outcome, rollbackd::ReviewOutcome::Refused { .. }) { 2 } else { 0 })
 }
 
 fn run_serve(config_path: &Path, listen: Option<String>, banner: Option<String>) -> anyhow::Result<u8> {

@@ -11,6 +11,7 @@ use crate::duration::Duration;
 use crate::event::{Event, Source};
 use crate::matcher::Matcher;
 use crate::plan::{Strategy, Target};
+use crate::principal::Rule;
 use crate::template;
 
 #[derive(Clone, Debug, Deserialize)]
@@ -26,6 +27,10 @@ pub struct Policy {
     pub action: Action,
     #[serde(default)]
     pub guards: Guards,
+    #[serde(default)]
+    pub chatops: Chatops,
+    #[serde(default)]
+    pub review: Review,
     /// The file the policy came from, for explanations.
     #[serde(skip)]
     pub file: PathBuf,
@@ -162,6 +167,73 @@ pub struct Guards {
     pub require_immutable_artifacts: bool,
     #[serde(default)]
     pub on_violation: OnViolation,
+}
+
+/// Who may act on this policy's rollbacks from chat (Slack, GitHub comments).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Chatops {
+    /// May request a rollback.
+    #[serde(default)]
+    pub allow: Vec<Rule>,
+    /// May approve (and cancel) a proposed rollback.
+    #[serde(default)]
+    pub approve: Vec<Rule>,
+    /// May break glass (`--emergency`): guards and freezes do not apply, and the rollback is
+    /// pushed directly, recorded as an emergency and flagged for review.
+    #[serde(default)]
+    pub emergency: Vec<Rule>,
+    /// Nobody approves their own request.
+    #[serde(default)]
+    pub two_person: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MergeMethod {
+    #[default]
+    Merge,
+    Squash,
+    Rebase,
+}
+
+/// How proposals are reviewed and merged.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Review {
+    /// Approvals by people in `chatops.approve` needed to merge. Default: 1.
+    #[serde(default = "one")]
+    pub approvals: u32,
+    #[serde(default)]
+    pub merge: MergeMethod,
+    /// Merge as soon as required checks pass, without approvals.
+    #[serde(default)]
+    pub auto_merge: bool,
+    /// Requested reviewers (GitHub logins) and teams (`org/team`) on a proposal's PR.
+    #[serde(default)]
+    pub reviewers: Vec<String>,
+    #[serde(default)]
+    pub teams: Vec<String>,
+    /// Checks that must pass before an auto-merge.
+    #[serde(default)]
+    pub required_checks: Vec<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl Default for Review {
+    fn default() -> Self {
+        Review {
+            approvals: 1,
+            merge: MergeMethod::default(),
+            auto_merge: false,
+            reviewers: Vec::new(),
+            teams: Vec::new(),
+            required_checks: Vec::new(),
+        }
+    }
 }
 
 /// Why a policy did or did not match an event: one line of the decision trace.

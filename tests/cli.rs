@@ -99,7 +99,7 @@ fn rollback_then_history_json_round_trips_the_trailers() {
     assert_eq!(r["env"], "prod");
     assert_eq!(r["delivery"], "direct");
     assert_eq!(r["strategy"], "revert");
-    assert_eq!(r["actor"], "alice");
+    assert_eq!(r["actor"], "cli:alice");
     assert_eq!(r["reason"], "5xx after 1.5.0");
     assert_eq!(r["bad_commits"][0], bad.0);
     assert_eq!(r["known_good"], w.good.0);

@@ -102,7 +102,7 @@ fn to_overrides_known_good() {
     w.deploy("checkout", "prod", "1.5.0", 10);
     let report = w
         .engine()
-        .handle(&w.request("checkout", "prod", "r1"), &Options { to: Some(first.clone()), dry_run: false })
+        .handle(&w.request("checkout", "prod", "r1"), &Options { to: Some(first.clone()), ..Options::default() })
         .unwrap();
     rolled_back(&report.outcome);
     assert_eq!(w.trailers("main", "Rollback-To"), [first.as_str()]);
@@ -110,7 +110,7 @@ fn to_overrides_known_good() {
 
     let err = w
         .engine()
-        .handle(&w.request("checkout", "prod", "r2"), &Options { to: Some("no-such-rev".into()), dry_run: false })
+        .handle(&w.request("checkout", "prod", "r2"), &Options { to: Some("no-such-rev".into()), ..Options::default() })
         .unwrap_err();
     assert_eq!(err.exit_code(), 1, "{err}");
     assert!(err.to_string().contains("no-such-rev"), "{err}");

@@ -35,6 +35,9 @@ pub struct AuditRecord {
     pub actor: String,
     pub reason: Option<String>,
     pub emergency: bool,
+    /// A proposal closed without merging (kept as a `cancelled/...` tag).
+    #[serde(default)]
+    pub cancelled: bool,
 }
 
 impl AuditRecord {
@@ -56,6 +59,7 @@ impl AuditRecord {
             actor: t.actor,
             reason: t.reason,
             emergency: t.emergency,
+            cancelled: false,
         }
     }
 }
@@ -219,6 +223,18 @@ impl AuditIndex {
             let at = commit_time(&c);
             if at >= since {
                 records.push(AuditRecord::new(t, c.id(), at, Delivery::Proposal, &branch));
+            }
+        }
+        for r in repo.references_glob("refs/tags/cancelled/*")? {
+            let r = r?;
+            let Ok(c) = r.peel_to_commit() else { continue };
+            let Some(t) = Trailers::parse(c.message().unwrap_or_default()) else { continue };
+            let at = commit_time(&c);
+            if at >= since && !records.iter().any(|x| x.id == t.id) {
+                let mut rec = AuditRecord::new(t, c.id(), at, Delivery::Proposal, "");
+                rec.tag = r.shorthand().ok().map(str::to_string);
+                rec.cancelled = true;
+                records.push(rec);
             }
         }
         records.sort_by(|a, b| b.at.cmp(&a.at).then_with(|| b.id.cmp(&a.id)));

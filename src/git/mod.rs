@@ -106,6 +106,11 @@ fn remove_stale_git_locks(dir: &Path) {
 
 /// Where verification notes live.
 pub const NOTES_REF: &str = "refs/notes/rollbackd";
+/// Where approvals of proposals live (local forge).
+pub const APPROVALS_REF: &str = "refs/notes/rollbackd-approvals";
+/// Where freezes live: a commit per change, holding [`FREEZES_FILE`].
+pub const FREEZES_REF: &str = "refs/rollbackd/state/freezes";
+pub const FREEZES_FILE: &str = "freezes.json";
 
 impl std::fmt::Debug for ConfigRepo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -352,6 +357,144 @@ impl ConfigRepo {
             .and_then(|o| o.peel_to_commit())
             .map_err(|e| GitError::BadRevision { rev: rev.to_string(), message: e.message().to_string() })?;
         Ok(!set.files_in(&self.repo, &commit.tree()?)?.is_empty())
+    }
+
+    /// The open proposal with this rollback id: (branch, commit, trailers).
+    pub fn find_proposal(&self, id: &str) -> Result<Option<(String, Sha, Trailers)>, GitError> {
+        for r in self.repo.references_glob("refs/heads/rollback/*")? {
+            let r = r?;
+            let Some(name) = r.shorthand().ok().map(str::to_string) else { continue };
+            if !name.ends_with(&format!("/{id}")) {
+                continue;
+            }
+            let c = r.peel_to_commit()?;
+            if let Some(t) = Trailers::parse(c.message().unwrap_or_default()) {
+                return Ok(Some((name, sha(c.id()), t)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Approvals recorded on a proposal commit: one `Approved-By: <principal>` line each.
+    pub fn approvals(&self, commit: &Sha) -> Vec<String> {
+        let Ok(target) = oid(commit) else { return Vec::new() };
+        let Ok(note) = self.repo.find_note(Some(APPROVALS_REF), target) else { return Vec::new() };
+        note.message()
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.strip_prefix("Approved-By: "))
+            .map(|l| l.split_whitespace().next().unwrap_or("").to_string())
+            .collect()
+    }
+
+    /// Records an approval (a note line on the proposal commit), pushed with compare-and-swap.
+    pub fn add_approval(&mut self, commit: &Sha, who: &str, at: Timestamp) -> Result<(), GitError> {
+        let target = oid(commit)?;
+        for attempt in 0..=self.push_retries {
+            if attempt > 0 {
+                self.fetch(true)?;
+            }
+            let mut text = self
+                .repo
+                .find_note(Some(APPROVALS_REF), target)
+                .ok()
+                .and_then(|n| n.message().ok().map(str::to_string))
+                .unwrap_or_default();
+            text.push_str(&format!("Approved-By: {who} {at}\n"));
+            let expected = self.repo.refname_to_id(APPROVALS_REF).ok();
+            let sig = self.signature(at)?;
+            self.repo.note(&sig, &sig, Some(APPROVALS_REF), target, &text, true)?;
+            let new = self.repo.refname_to_id(APPROVALS_REF)?;
+            match transport::push_ref(&self.repo, &self.url, &self.auth, APPROVALS_REF, new, expected)? {
+                PushResult::Pushed => return Ok(()),
+                PushResult::Moved => {
+                    if let Some(old) = expected {
+                        self.repo.reference(APPROVALS_REF, old, true, "rollbackd: approval not pushed")?;
+                    }
+                }
+            }
+        }
+        Err(GitError::Contended { url: self.url(), branch: APPROVALS_REF.into(), attempts: self.push_retries + 1 })
+    }
+
+    /// `commit` replayed onto the branch head: itself when its parent is the head, else a new
+    /// commit with the same message and author (a three-way merge of its change). `None` when the
+    /// change no longer applies cleanly.
+    pub fn onto_head(&self, commit: &Sha, at: Timestamp) -> Result<Option<Sha>, GitError> {
+        let head = self.head_oid()?;
+        let c = self.repo.find_commit(oid(commit)?)?;
+        if c.parent_id(0).ok() == Some(head) {
+            return Ok(Some(commit.clone()));
+        }
+        let head_commit = self.repo.find_commit(head)?;
+        let base = c.parent(0)?.tree()?;
+        let mut index = self.repo.merge_trees(&base, &head_commit.tree()?, &c.tree()?, None)?;
+        if index.has_conflicts() {
+            return Ok(None);
+        }
+        let tree = self.repo.find_tree(index.write_tree_to(&self.repo)?)?;
+        let sig = self.signature(at)?;
+        let id = self.repo.commit(None, &c.author(), &sig, c.message().unwrap_or_default(), &tree, &[&head_commit])?;
+        Ok(Some(sha(id)))
+    }
+
+    /// Deletes a branch on the origin if it still points at `expected`, and in the mirror.
+    pub fn delete_branch(&mut self, name: &str, expected: &Sha) -> Result<PushResult, GitError> {
+        let refname = format!("refs/heads/{name}");
+        let r = transport::delete_ref(&self.repo, &self.url, &self.auth, &refname, oid(expected)?)?;
+        if r == PushResult::Pushed
+            && let Ok(mut local) = self.repo.find_reference(&refname)
+        {
+            local.delete()?;
+        }
+        Ok(r)
+    }
+
+    /// The freezes in force, as of the last fetch.
+    pub fn freezes(&self) -> Result<crate::freeze::Freezes, GitError> {
+        let Ok(id) = self.repo.refname_to_id(FREEZES_REF) else { return Ok(Default::default()) };
+        let tree = self.repo.find_commit(id)?.tree()?;
+        let Some(entry) = tree.get_name(FREEZES_FILE) else { return Ok(Default::default()) };
+        let blob = self.repo.find_blob(entry.id())?;
+        serde_json::from_slice(blob.content())
+            .map_err(|e| GitError::Git(git2::Error::from_str(&format!("{FREEZES_REF}:{FREEZES_FILE}: {e}"))))
+    }
+
+    /// Changes the freezes: `change` edits the current set; the result is committed on
+    /// `refs/rollbackd/state/freezes` and pushed with compare-and-swap, retried if another writer
+    /// got there first. Returns what `change` returned.
+    pub fn update_freezes<T>(
+        &mut self,
+        message: &str,
+        at: Timestamp,
+        mut change: impl FnMut(&mut crate::freeze::Freezes) -> T,
+    ) -> Result<T, GitError> {
+        for attempt in 0..=self.push_retries {
+            if attempt > 0 {
+                self.fetch(true)?;
+            }
+            let mut set = self.freezes()?;
+            let result = change(&mut set);
+            let text =
+                serde_json::to_string_pretty(&set).map_err(|e| GitError::Git(git2::Error::from_str(&e.to_string())))?;
+            let blob = self.repo.blob(text.as_bytes())?;
+            let mut tb = self.repo.treebuilder(None)?;
+            tb.insert(FREEZES_FILE, blob, i32::from(git2::FileMode::Blob))?;
+            let tree = self.repo.find_tree(tb.write()?)?;
+            let expected = self.repo.refname_to_id(FREEZES_REF).ok();
+            let parent = expected.map(|p| self.repo.find_commit(p)).transpose()?;
+            let sig = self.signature(at)?;
+            let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
+            let id = self.repo.commit(None, &sig, &sig, message, &tree, &parents)?;
+            match transport::push_ref(&self.repo, &self.url, &self.auth, FREEZES_REF, id, expected)? {
+                PushResult::Pushed => {
+                    self.repo.reference(FREEZES_REF, id, true, "rollbackd: freezes")?;
+                    return Ok(result);
+                }
+                PushResult::Moved => continue,
+            }
+        }
+        Err(GitError::Contended { url: self.url(), branch: FREEZES_REF.into(), attempts: self.push_retries + 1 })
     }
 
     /// The push retry budget from the config, for callers that push through this repo.

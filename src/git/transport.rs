@@ -78,6 +78,59 @@ fn local_path(url: &str) -> Option<PathBuf> {
     (!crate::config::looks_like_url(url)).then(|| PathBuf::from(url))
 }
 
+/// Deletes `refname` on the origin if it currently is `expected`.
+pub(super) fn delete_ref(
+    repo: &Repository,
+    url: &str,
+    auth: &Auth,
+    refname: &str,
+    expected: Oid,
+) -> Result<PushResult, GitError> {
+    match local_path(url) {
+        Some(path) => {
+            let origin = Repository::open_bare(&path).map_err(|e| unreachable(url, &e))?;
+            let Ok(mut r) = origin.find_reference(refname) else { return Ok(PushResult::Moved) };
+            if r.target() != Some(expected) {
+                return Ok(PushResult::Moved);
+            }
+            r.delete().map_err(|e| GitError::Refused {
+                url: redact_url(url),
+                refname: refname.into(),
+                message: e.message().into(),
+            })?;
+            Ok(PushResult::Pushed)
+        }
+        None => {
+            let mut remote = repo.remote_anonymous(url).map_err(|e| unreachable(url, &e))?;
+            remote
+                .connect_auth(git2::Direction::Push, Some(callbacks(auth)), None)
+                .map_err(|e| unreachable(url, &e))?;
+            let current =
+                remote.list().map_err(|e| unreachable(url, &e))?.iter().find(|h| h.name() == refname).map(|h| h.oid());
+            remote.disconnect().ok();
+            if current != Some(expected) {
+                return Ok(PushResult::Moved);
+            }
+            let rejection: RefCell<Option<String>> = RefCell::new(None);
+            let mut cb = callbacks(auth);
+            cb.push_update_reference(|_n, status| {
+                if let Some(m) = status {
+                    *rejection.borrow_mut() = Some(m.to_string());
+                }
+                Ok(())
+            });
+            let mut opts = PushOptions::new();
+            opts.remote_callbacks(cb);
+            remote.push(&[format!(":{refname}").as_str()], Some(&mut opts)).map_err(|e| unreachable(url, &e))?;
+            drop(opts);
+            match rejection.into_inner() {
+                None => Ok(PushResult::Pushed),
+                Some(message) => Err(GitError::Refused { url: redact_url(url), refname: refname.into(), message }),
+            }
+        }
+    }
+}
+
 /// Sets `refname` on the origin to `new` if it currently is `expected` (`None`: must not exist).
 pub(super) fn push_ref(
     repo: &Repository,

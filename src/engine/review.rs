@@ -1,0 +1,273 @@
+//! What people do to proposals and freezes (from chat or the CLI): approve, cancel, freeze,
+//! unfreeze, status. With the local forge a proposal is a branch; approving merges it onto the
+//! target branch (replayed if the branch moved), tags it, and deletes the branch.
+
+use jiff::{SignedDuration, Timestamp};
+use tracing::info;
+
+use super::{Engine, EngineError};
+use crate::freeze::Freeze;
+use crate::git::{GitError, PushResult, WriteTarget};
+use crate::plan::Sha;
+use crate::principal::{Principal, first_admitting};
+use crate::rollback::{Delivery, Rollback, RollbackId};
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum ReviewOutcome {
+    Merged { rollback: Rollback },
+    Approved { id: String, approvals: usize, needed: u32 },
+    Cancelled { id: String, tag: String },
+    Refused { reason: String },
+}
+
+impl ReviewOutcome {
+    pub fn summary(&self) -> String {
+        match self {
+            ReviewOutcome::Merged { rollback } => format!(
+                "merged: {} is on {} as {} (tag {})",
+                rollback.id,
+                rollback.branch,
+                rollback.commit.short(),
+                rollback.tag.as_deref().unwrap_or("-")
+            ),
+            ReviewOutcome::Approved { id, approvals, needed } => {
+                format!("approved {id}: {approvals} of {needed} approvals; waiting for more")
+            }
+            ReviewOutcome::Cancelled { id, tag } => format!("cancelled {id}: branch deleted, kept as tag {tag}"),
+            ReviewOutcome::Refused { reason } => format!("refused: {reason}"),
+        }
+    }
+}
+
+/// Who may act: `None` for the CLI (an operator), a principal from chat.
+pub type Actor<'a> = Option<&'a Principal>;
+
+fn actor_id(actor: Actor<'_>, cli_name: &str) -> String {
+    actor.map_or_else(|| format!("cli:{cli_name}"), |p| p.id.clone())
+}
+
+impl Engine {
+    /// Approves proposal `id`; merges it once the policy's approvals are met.
+    pub fn approve(&mut self, id: &str, actor: Actor<'_>, cli_name: &str) -> Result<ReviewOutcome, EngineError> {
+        let _lock = self.repo.lock()?;
+        self.repo.fetch(true)?;
+        let now = self.clock.now();
+        let Some((branch, commit, t)) = self.repo.find_proposal(id)? else {
+            return Ok(ReviewOutcome::Refused { reason: format!("no open proposal {id}") });
+        };
+        let Some(policy) = self.policies.policies.iter().find(|p| p.name() == t.policy).cloned() else {
+            return Ok(ReviewOutcome::Refused { reason: format!("policy {} of {id} no longer exists", t.policy) });
+        };
+        let who = actor_id(actor, cli_name);
+        if let Some(p) = actor
+            && first_admitting(&policy.chatops.approve, p).is_none()
+        {
+            return Ok(ReviewOutcome::Refused {
+                reason: format!("{p} may not approve rollbacks of policy {} (not in chatops.approve)", policy.name()),
+            });
+        }
+        if policy.chatops.two_person && who == t.actor {
+            return Ok(ReviewOutcome::Refused {
+                reason: format!(
+                    "two-person rule of policy {}: {who} asked for {id} and cannot approve it",
+                    policy.name()
+                ),
+            });
+        }
+        let mut approvers = self.repo.approvals(&commit);
+        if !approvers.contains(&who) {
+            self.repo.add_approval(&commit, &who, now)?;
+            approvers.push(who.clone());
+            info!(rollback_id = id, approver = %who, "proposal approved");
+        }
+        approvers.retain(|a| !(policy.chatops.two_person && *a == t.actor));
+        approvers.dedup();
+        let needed = policy.review.approvals.max(1);
+        if (approvers.len() as u32) < needed {
+            return Ok(ReviewOutcome::Approved { id: id.to_string(), approvals: approvers.len(), needed });
+        }
+        self.merge_proposal(&branch, &commit, &t.service, &t.env, id, now)
+    }
+
+    fn merge_proposal(
+        &mut self,
+        branch: &str,
+        commit: &Sha,
+        service: &str,
+        env: &str,
+        id: &str,
+        now: Timestamp,
+    ) -> Result<ReviewOutcome, EngineError> {
+        let attempts = self.config.git.push_retries + 1;
+        for attempt in 0..attempts {
+            if attempt > 0 {
+                self.repo.fetch(true)?;
+            }
+            let head = self.repo.head()?;
+            let Some(merged) = self.repo.onto_head(commit, now)? else {
+                return Ok(ReviewOutcome::Refused {
+                    reason: format!(
+                        "{} moved and {id} no longer applies cleanly; cancel it and ask for a new rollback",
+                        self.repo.branch()
+                    ),
+                });
+            };
+            let tag_name = format!("rollback/{service}/{env}/{id}");
+            let tag_msg = format!("Rollback {id} of {service}/{env}, merged from {branch}\n");
+            let tag = self.repo.create_tag(&tag_name, &merged, &tag_msg, now)?;
+            let target = WriteTarget::Branch { name: self.repo.branch().to_string(), expected: head };
+            match self.repo.publish(&merged, &target, Some((&tag_name, &tag)))? {
+                PushResult::Moved => continue,
+                PushResult::Pushed => {
+                    self.repo.delete_branch(branch, commit)?;
+                    let rollback = Rollback {
+                        id: RollbackId(id.to_string()),
+                        commit: merged,
+                        delivery: Delivery::Direct,
+                        branch: self.repo.branch().to_string(),
+                        tag: Some(tag_name),
+                        push_retries: attempt,
+                    };
+                    info!(rollback_id = id, "proposal merged");
+                    return Ok(ReviewOutcome::Merged { rollback });
+                }
+            }
+        }
+        Err(GitError::Contended { url: self.repo.url(), branch: self.repo.branch().to_string(), attempts }.into())
+    }
+
+    /// Closes proposal `id`: its branch is deleted and its commit kept as `cancelled/...` tag.
+    pub fn cancel(&mut self, id: &str, actor: Actor<'_>, cli_name: &str) -> Result<ReviewOutcome, EngineError> {
+        let _lock = self.repo.lock()?;
+        self.repo.fetch(true)?;
+        let now = self.clock.now();
+        let Some((branch, commit, t)) = self.repo.find_proposal(id)? else {
+            return Ok(ReviewOutcome::Refused { reason: format!("no open proposal {id}") });
+        };
+        let who = actor_id(actor, cli_name);
+        if let Some(p) = actor {
+            let approver = self
+                .policies
+                .policies
+                .iter()
+                .find(|x| x.name() == t.policy)
+                .is_some_and(|pol| first_admitting(&pol.chatops.approve, p).is_some());
+            if !approver && p.id != t.actor {
+                return Ok(ReviewOutcome::Refused {
+                    reason: format!(
+                        "{p} may not cancel {id}: only its requester or an approver of policy {}",
+                        t.policy
+                    ),
+                });
+            }
+        }
+        let tag = format!("cancelled/{}/{}/{id}", t.service, t.env);
+        self.repo.tag_commit(&tag, &commit.0, &format!("Cancelled {id} by {who}\n"), now)?;
+        self.repo.delete_branch(&branch, &commit)?;
+        info!(rollback_id = id, by = %who, "proposal cancelled");
+        Ok(ReviewOutcome::Cancelled { id: id.to_string(), tag })
+    }
+
+    /// Who may freeze: anyone an approver in some policy (chat), or an operator (CLI).
+    fn may_freeze(&self, actor: Actor<'_>) -> Option<String> {
+        let p = actor?;
+        let ok = self.policies.policies.iter().any(|pol| first_admitting(&pol.chatops.approve, p).is_some());
+        (!ok).then(|| format!("{p} may not freeze or unfreeze: not an approver in any policy"))
+    }
+
+    pub fn freeze(
+        &mut self,
+        scope: &str,
+        env: Option<&str>,
+        duration: Option<crate::duration::Duration>,
+        reason: Option<&str>,
+        actor: Actor<'_>,
+        cli_name: &str,
+    ) -> Result<String, EngineError> {
+        if let Some(reason) = self.may_freeze(actor) {
+            return Ok(format!("refused: {reason}"));
+        }
+        let _lock = self.repo.lock()?;
+        self.repo.fetch(true)?;
+        let now = self.clock.now();
+        let length = duration.map_or(SignedDuration::from_hours(1), |d| d.as_signed());
+        let f = Freeze {
+            scope: scope.to_string(),
+            env: env.map(str::to_string),
+            until: now.checked_add(length).unwrap_or(now),
+            reason: reason.map(str::to_string),
+            by: actor_id(actor, cli_name),
+            at: now,
+        };
+        let text = f.describe();
+        self.repo.update_freezes(&format!("Freeze: {text}\n"), now, |set| set.add(f.clone(), now))?;
+        Ok(text)
+    }
+
+    pub fn unfreeze(
+        &mut self,
+        scope: &str,
+        env: Option<&str>,
+        actor: Actor<'_>,
+        cli_name: &str,
+    ) -> Result<String, EngineError> {
+        if let Some(reason) = self.may_freeze(actor) {
+            return Ok(format!("refused: {reason}"));
+        }
+        let _lock = self.repo.lock()?;
+        self.repo.fetch(true)?;
+        let now = self.clock.now();
+        let who = actor_id(actor, cli_name);
+        let removed = self
+            .repo
+            .update_freezes(&format!("Unfreeze {scope} by {who}\n"), now, |set| set.remove(scope, env, now))?;
+        Ok(if removed == 0 { format!("{scope} was not frozen") } else { format!("{scope} unfrozen by {who}") })
+    }
+
+    /// Freezes in force, open proposals (with approvals) and the last rollbacks.
+    pub fn status(&mut self, service: Option<&str>) -> Result<String, EngineError> {
+        let _lock = self.repo.lock()?;
+        self.repo.fetch(false)?;
+        let now = self.clock.now();
+        let freezes = self.repo.freezes()?;
+        let records = self.repo.audit(now)?.records().to_vec();
+        let wanted = |s: &str| service.is_none_or(|x| x == s);
+        let mut out = String::new();
+        let active: Vec<_> = freezes.active(now).filter(|f| f.scope == "all" || wanted(&f.scope)).collect();
+        out.push_str(&format!("freezes: {}\n", if active.is_empty() { "none" } else { "" }));
+        for f in active {
+            out.push_str(&format!("  {}\n", f.describe()));
+        }
+        let open: Vec<_> =
+            records.iter().filter(|r| r.delivery == Delivery::Proposal && !r.cancelled && wanted(&r.service)).collect();
+        out.push_str(&format!("open proposals: {}\n", if open.is_empty() { "none" } else { "" }));
+        for r in open {
+            let approvals = self.repo.approvals(&r.commit);
+            out.push_str(&format!(
+                "  {} {}/{} on {} asked by {} ({} approvals{})\n",
+                r.id,
+                r.service,
+                r.env,
+                r.branch,
+                r.actor,
+                approvals.len(),
+                if approvals.is_empty() { String::new() } else { format!(": {}", approvals.join(", ")) }
+            ));
+        }
+        let recent: Vec<_> =
+            records.iter().filter(|r| r.delivery == Delivery::Direct && wanted(&r.service)).take(5).collect();
+        out.push_str(&format!("recent rollbacks: {}\n", if recent.is_empty() { "none" } else { "" }));
+        for r in recent {
+            out.push_str(&format!(
+                "  {} {} {}/{} by {}{}\n",
+                r.id,
+                r.at,
+                r.service,
+                r.env,
+                r.actor,
+                if r.emergency { " (EMERGENCY)" } else { "" }
+            ));
+        }
+        Ok(out)
+    }
+}

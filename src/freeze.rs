@@ -1,0 +1,62 @@
+//! Freezes: windows (planned maintenance, a launch) in which automatic rollbacks become
+//! proposals. A person with the right to ask still gets their rollback. Stored in the config repo
+//! (see `git::ConfigRepo::freezes`), so replicas share them and their history is the audit trail.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Freeze {
+    /// A service, or `all`.
+    pub scope: String,
+    /// One environment, or every one when absent.
+    #[serde(default)]
+    pub env: Option<String>,
+    pub until: Timestamp,
+    #[serde(default)]
+    pub reason: Option<String>,
+    pub by: String,
+    pub at: Timestamp,
+}
+
+impl Freeze {
+    pub fn covers(&self, service: &str, env: &str, now: Timestamp) -> bool {
+        now < self.until
+            && (self.scope == "all" || self.scope == service)
+            && self.env.as_deref().is_none_or(|e| e == env)
+    }
+
+    pub fn describe(&self) -> String {
+        let env = self.env.as_deref().map(|e| format!(" in {e}")).unwrap_or_default();
+        let reason = self.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+        format!("{}{env} frozen until {} by {}{reason}", self.scope, self.until, self.by)
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Freezes {
+    pub freezes: Vec<Freeze>,
+}
+
+impl Freezes {
+    pub fn covering(&self, service: &str, env: &str, now: Timestamp) -> Option<&Freeze> {
+        self.freezes.iter().find(|f| f.covers(service, env, now))
+    }
+
+    pub fn active(&self, now: Timestamp) -> impl Iterator<Item = &Freeze> {
+        self.freezes.iter().filter(move |f| now < f.until)
+    }
+
+    /// Adds a freeze, dropping expired ones so the file does not grow forever (git keeps them).
+    pub fn add(&mut self, f: Freeze, now: Timestamp) {
+        self.freezes.retain(|x| now < x.until && !(x.scope == f.scope && x.env == f.env));
+        self.freezes.push(f);
+    }
+
+    /// Removes freezes of exactly this scope and env (`env: None` lifts them in every env).
+    pub fn remove(&mut self, scope: &str, env: Option<&str>, now: Timestamp) -> usize {
+        let before = self.freezes.len();
+        self.freezes.retain(|x| now < x.until && !(x.scope == scope && (env.is_none() || x.env.as_deref() == env)));
+        before - self.freezes.len()
+    }
+}

@@ -1,0 +1,133 @@
+//! Who is asking: a person in Slack or on GitHub (or at the CLI), and the rules policies use to
+//! say who may request, approve or break glass.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer};
+
+/// An authenticated person. `id` is `slack:<user id>`, `github:<login>` or `cli:<name>`;
+/// `groups` are `slack-group:<id>` / `github-team:<org>/<team>` memberships.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    pub id: String,
+    pub groups: Vec<String>,
+}
+
+impl Principal {
+    pub fn new(id: impl Into<String>) -> Self {
+        Principal { id: id.into(), groups: Vec::new() }
+    }
+
+    /// Fills in group memberships from the configured directory.
+    pub fn with_groups(mut self, directory: &Directory) -> Self {
+        let user = self.id.split_once(':').map(|(_, u)| u).unwrap_or("");
+        for (group, members) in &directory.slack_groups {
+            if self.id.starts_with("slack:") && members.iter().any(|m| m == user) {
+                self.groups.push(format!("slack-group:{group}"));
+            }
+        }
+        for (team, members) in &directory.github_teams {
+            if self.id.starts_with("github:") && members.iter().any(|m| m.eq_ignore_ascii_case(user)) {
+                self.groups.push(format!("github-team:{team}"));
+            }
+        }
+        self
+    }
+}
+
+impl fmt::Display for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.id)
+    }
+}
+
+/// `slack:<user id>`, `slack-group:<group id>`, `github:<login>`, `github-team:<org>/<team>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule(String);
+
+impl Rule {
+    pub fn admits(&self, p: &Principal) -> bool {
+        let r = self.0.as_str();
+        if r.starts_with("github:") {
+            return p.id.eq_ignore_ascii_case(r);
+        }
+        if r.starts_with("github-team:") {
+            return p.groups.iter().any(|g| g.eq_ignore_ascii_case(r));
+        }
+        p.id == r || p.groups.iter().any(|g| g == r)
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for Rule {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (kind, value) = s.split_once(':').ok_or_else(|| {
+            format!("`{s}`: expected slack:<user>, slack-group:<group>, github:<login> or github-team:<org>/<team>")
+        })?;
+        let ok = match kind {
+            "slack" | "slack-group" | "github" => !value.is_empty() && !value.contains(char::is_whitespace),
+            "github-team" => value.split_once('/').is_some_and(|(o, t)| !o.is_empty() && !t.is_empty()),
+            _ => false,
+        };
+        if !ok {
+            return Err(format!(
+                "`{s}`: expected slack:<user>, slack-group:<group>, github:<login> or github-team:<org>/<team>"
+            ));
+        }
+        Ok(Rule(s.to_string()))
+    }
+}
+
+impl<'de> Deserialize<'de> for Rule {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Group and team memberships rollbackd cannot ask a chat service about.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Directory {
+    /// Slack user group id → member user ids.
+    #[serde(default)]
+    pub slack_groups: BTreeMap<String, Vec<String>>,
+    /// `org/team` → member logins.
+    #[serde(default)]
+    pub github_teams: BTreeMap<String, Vec<String>>,
+}
+
+/// The first rule that admits `p`, if any.
+pub fn first_admitting<'a>(rules: &'a [Rule], p: &Principal) -> Option<&'a Rule> {
+    rules.iter().find(|r| r.admits(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_and_groups() {
+        let dir = Directory {
+            slack_groups: [("S1".into(), vec!["U2".into()])].into(),
+            github_teams: [("acme/sre".into(), vec!["Alice".into()])].into(),
+        };
+        let rules: Vec<Rule> =
+            ["slack:U1", "slack-group:S1", "github-team:acme/sre"].iter().map(|r| r.parse().unwrap()).collect();
+        assert!(first_admitting(&rules, &Principal::new("slack:U1")).is_some());
+        assert!(first_admitting(&rules, &Principal::new("slack:U2").with_groups(&dir)).is_some());
+        assert!(first_admitting(&rules, &Principal::new("slack:U3").with_groups(&dir)).is_none());
+        assert!(first_admitting(&rules, &Principal::new("github:alice").with_groups(&dir)).is_some());
+        assert!(first_admitting(&rules, &Principal::new("github:bob").with_groups(&dir)).is_none());
+        for bad in ["U1", "slack:", "team:x", "github-team:acme", "github:a b"] {
+            assert!(bad.parse::<Rule>().is_err(), "{bad}");
+        }
+    }
+}
