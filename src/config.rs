@@ -79,6 +79,34 @@ pub struct Sources {
     pub alertmanager: Option<AlertmanagerSource>,
     #[serde(default)]
     pub github: Option<GithubSource>,
+    #[serde(default)]
+    pub slack: Option<SlackSource>,
+}
+
+/// The `/rollback` Slack slash command.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackSource {
+    /// Env var with comma-separated signing secrets (several, for rotation).
+    #[serde(default)]
+    pub signing_secrets_env: Option<String>,
+    #[serde(default)]
+    pub signing_secrets_file: Option<PathBuf>,
+    /// The env of `/rollback <service>` when none is named. Default: `prod`.
+    #[serde(default = "default_env")]
+    pub default_env: String,
+    /// Outcomes are posted only to `response_url`s under this prefix. Default:
+    /// `https://hooks.slack.com/`.
+    #[serde(default = "default_response_url_prefix")]
+    pub response_url_prefix: String,
+}
+
+fn default_env() -> String {
+    "prod".into()
+}
+
+fn default_response_url_prefix() -> String {
+    "https://hooks.slack.com/".into()
 }
 
 /// Alertmanager cannot sign its webhooks: it authenticates with a bearer token or basic auth.
@@ -246,6 +274,7 @@ pub struct Secrets {
     /// (username, accepted passwords)
     pub alertmanager_basic: Option<(String, Vec<SecretString>)>,
     pub github_secrets: Vec<SecretString>,
+    pub slack_secrets: Vec<SecretString>,
 }
 
 /// Reads a list of secrets from an env var and/or a file: comma- or newline-separated, blanks
@@ -326,6 +355,14 @@ impl Config {
             secrets.github_secrets =
                 secret_list(path, "sources.github.secrets", gh.secrets_env.as_ref(), gh.secrets_file.as_ref())?;
         }
+        if let Some(sl) = &config.sources.slack {
+            secrets.slack_secrets = secret_list(
+                path,
+                "sources.slack.signing_secrets",
+                sl.signing_secrets_env.as_ref(),
+                sl.signing_secrets_file.as_ref(),
+            )?;
+        }
         Ok((config, secrets))
     }
 
@@ -345,6 +382,9 @@ impl Config {
         }
         if let Some(g) = self.sources.github.as_mut() {
             files.extend(g.secrets_file.as_mut());
+        }
+        if let Some(sl) = self.sources.slack.as_mut() {
+            files.extend(sl.signing_secrets_file.as_mut());
         }
         for k in files {
             if k.is_relative() {

@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
+use crate::chat::{ChatRequest, Reply};
 use crate::engine::{Engine, EngineError, Options};
 use crate::event::Event;
 use crate::git::AuditRecord;
@@ -33,6 +34,7 @@ pub enum Job {
     Handle { event: Event, reply: oneshot::Sender<JobResult> },
     Resolved { resolved: Resolved, reply: oneshot::Sender<JobResult> },
     KnownGood { event: Event, reply: oneshot::Sender<JobResult> },
+    Chat { request: Box<ChatRequest>, reply: oneshot::Sender<Reply> },
 }
 
 /// The audit index as of the last job or refresh.
@@ -171,6 +173,9 @@ fn process(engine: &mut Engine, job: Job) {
                 Err(e) => failed(&e),
             };
             let _ = reply.send(result);
+        }
+        Job::Chat { request, reply } => {
+            let _ = reply.send(crate::chat::dispatch::execute(engine, &request));
         }
         Job::KnownGood { event, reply } => {
             let result = match engine.mark_known_good(&event) {

@@ -62,6 +62,45 @@ pub fn github_signature(header: Option<&str>, body: &[u8], secrets: &[SecretStri
     })
 }
 
+/// How far a Slack request's timestamp may be from now, either way.
+pub const SLACK_WINDOW_SECS: i64 = 300;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum SlackRejection {
+    MissingHeaders,
+    /// Older than five minutes (a replay) or from the future.
+    Stale,
+    BadSignature,
+}
+
+/// Slack's `X-Slack-Signature: v0=<hex HMAC-SHA256 of "v0:<timestamp>:<raw body>">`, with
+/// `X-Slack-Request-Timestamp` within five minutes of `now` (seconds since the epoch).
+pub fn slack_signature(
+    timestamp: Option<&str>,
+    signature: Option<&str>,
+    body: &[u8],
+    secrets: &[SecretString],
+    now: i64,
+) -> Result<(), SlackRejection> {
+    let (Some(ts), Some(sig)) = (timestamp, signature) else { return Err(SlackRejection::MissingHeaders) };
+    let Ok(t) = ts.trim().parse::<i64>() else { return Err(SlackRejection::MissingHeaders) };
+    if (now - t).abs() > SLACK_WINDOW_SECS {
+        return Err(SlackRejection::Stale);
+    }
+    let Some(sig) = sig.trim().strip_prefix("v0=").and_then(hex_decode) else {
+        return Err(SlackRejection::BadSignature);
+    };
+    let ok = secrets.iter().fold(false, |ok, secret| {
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.expose().as_bytes()) else { return ok };
+        mac.update(b"v0:");
+        mac.update(ts.trim().as_bytes());
+        mac.update(b":");
+        mac.update(body);
+        ok | mac.verify_slice(&sig).is_ok()
+    });
+    if ok { Ok(()) } else { Err(SlackRejection::BadSignature) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,6 +122,28 @@ mod tests {
         // Rotation: the old secret still verifies while both are configured.
         let rotated = secrets(&["new secret", "It's a Secret to Everybody"]);
         assert!(github_signature(Some(sig), b"Hello, World!", &rotated));
+    }
+
+    /// From Slack's "Verifying requests from Slack" documentation.
+    const SLACK_BODY: &str = "token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&channel_id=G8PSS9T3V&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner&command=%2Fwebhook-collect&text=&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT1DC2JH3J%2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN&trigger_id=398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c";
+
+    #[test]
+    fn slacks_published_example_verifies_then_and_is_a_replay_now() {
+        let s = secrets(&["8f742231b10e8888abcd99yyyzzz85a5"]);
+        let sig = "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503";
+        let check = |now| slack_signature(Some("1531420618"), Some(sig), SLACK_BODY.as_bytes(), &s, now);
+        assert_eq!(check(1_531_420_618), Ok(()));
+        assert_eq!(check(1_531_420_618 + 299), Ok(()));
+        assert_eq!(check(1_531_420_618 + 301), Err(SlackRejection::Stale));
+        let today = 1_795_305_600; // 2026-11-21
+        assert_eq!(check(today), Err(SlackRejection::Stale));
+        assert_eq!(check(1_531_420_618 - 301), Err(SlackRejection::Stale), "from the future");
+        let tampered = SLACK_BODY.replace("roadrunner", "coyote");
+        assert_eq!(
+            slack_signature(Some("1531420618"), Some(sig), tampered.as_bytes(), &s, 1_531_420_618),
+            Err(SlackRejection::BadSignature)
+        );
+        assert_eq!(slack_signature(None, Some(sig), b"", &s, 0), Err(SlackRejection::MissingHeaders));
     }
 
     #[test]

@@ -1,0 +1,209 @@
+//! `/rollback` from Slack through the router: signatures and replays, the immediate ack, the
+//! outcome posted to `response_url` (a local server), retries, and the review flow.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, channel};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use common::*;
+use hmac::{Hmac, Mac};
+use http_body_util::BodyExt;
+use rollbackd::config::Config;
+use rollbackd::server::{self, AppState, HttpSettings};
+use rollbackd::worker;
+use rollbackd::{Engine, clock::Clock};
+use sha2::Sha256;
+use tower::ServiceExt;
+
+const SECRET: &str = "slack-test-secret";
+const POLICY: &str = r#"
+- name: prod
+  match: { source: any, matchers: ['service=~".+"', 'env="prod"'] }
+  target:
+    service: "{{ labels.service }}"
+    env: "{{ labels.env }}"
+    paths: ["apps/{{ labels.service }}/{{ labels.env }}/**"]
+  action: { mode: pull_request }
+  chatops:
+    allow: ["slack:U1"]
+    approve: ["slack:U1", "slack:U2"]
+    two_person: true
+"#;
+
+/// A stand-in for Slack's response_url: every POST body arrives on the channel.
+fn response_server() -> (String, Receiver<serde_json::Value>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/commands/T1/1/x", listener.local_addr().unwrap());
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; len];
+            reader.read_exact(&mut body).unwrap();
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+            let _ = tx.send(serde_json::from_slice(&body).unwrap_or_default());
+        }
+    });
+    (url, rx)
+}
+
+fn app(w: &World) -> Router {
+    std::fs::write(w.root().join("slack-secrets"), format!("{SECRET}\n")).unwrap();
+    let cfg = std::fs::read_to_string(w.config_path()).unwrap();
+    std::fs::write(
+        w.config_path(),
+        format!("{cfg}sources:\n  slack:\n    signing_secrets_file: slack-secrets\n    response_url_prefix: \"http://127.0.0.1:\"\n"),
+    )
+    .unwrap();
+    let (config, secrets) = Config::load(&w.config_path()).unwrap();
+    let clock: Arc<dyn Clock> = w.clock.clone();
+    let engine = Engine::new(config.clone(), secrets.clone(), clock.clone()).unwrap();
+    let (handle, _j) = worker::spawn(engine, 8, Duration::from_secs(30));
+    wait_for("ready", 20, || handle.shared().ready());
+    server::app(AppState::new(&config, &secrets, handle, clock), &HttpSettings::from_config(&config))
+}
+
+fn form(user: &str, text: &str, trigger: &str, response_url: &str) -> String {
+    serde_urlencoded::to_string([
+        ("token", "x"),
+        ("team_id", "T1"),
+        ("channel_id", "C1"),
+        ("user_id", user),
+        ("user_name", "someone"),
+        ("command", "/rollback"),
+        ("text", text),
+        ("response_url", response_url),
+        ("trigger_id", trigger),
+    ])
+    .unwrap()
+}
+
+fn signed(body: &str, ts: i64, extra: &[(&str, &str)]) -> Request<Body> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(format!("v0:{ts}:{body}").as_bytes());
+    let sig: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    let mut r = Request::post("/webhooks/slack")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-slack-request-timestamp", ts.to_string())
+        .header("x-slack-signature", format!("v0={sig}"));
+    for (k, v) in extra {
+        r = r.header(*k, *v);
+    }
+    r.body(Body::from(body.to_string())).unwrap()
+}
+
+async fn send(app: &Router, req: Request<Body>) -> (StatusCode, serde_json::Value) {
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or_default())
+}
+
+fn next(rx: &Receiver<serde_json::Value>) -> serde_json::Value {
+    rx.recv_timeout(Duration::from_secs(30)).expect("an outcome posted to response_url")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signatures_replays_and_help() {
+    let w = World::with_policy(POLICY);
+    let app = app(&w);
+    let now = w.now().as_second();
+    let (url, _rx) = response_server();
+    let body = form("U1", "help", "t1", &url);
+
+    let (st, _) = send(&app, signed(&body, now - 301, &[])).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "a replay of an old request");
+    let (st, _) = send(&app, signed(&body, now + 301, &[])).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "from the future");
+    let mut tampered = signed(&body, now, &[]);
+    *tampered.body_mut() = Body::from(body.replace("U1", "U2"));
+    assert_eq!(send(&app, tampered).await.0, StatusCode::UNAUTHORIZED);
+    let unsigned = Request::post("/webhooks/slack")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(body.clone()))
+        .unwrap();
+    assert_eq!(send(&app, unsigned).await.0, StatusCode::UNAUTHORIZED);
+
+    let (st, b) = send(&app, signed(&body, now, &[])).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(b["response_type"], "ephemeral");
+    assert!(b["text"].as_str().unwrap().contains("/rollback approve"), "{b}");
+    let (st, b) = send(&app, signed(&form("U1", "staus", "t2", &url), now, &[])).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(b["text"].as_str().unwrap().contains("did you mean `status`"), "{b}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn request_is_acked_before_the_work_and_the_outcome_is_posted() {
+    let w = World::with_policy(POLICY);
+    let _d = daemon(&w);
+    let (entered, gate) = (w.root().join("entered"), w.root().join("release"));
+    hook(
+        &w,
+        "pre-receive",
+        &format!("#!/bin/sh\ntouch {}\nwhile [ ! -f {} ]; do sleep 0.05; done\n", entered.display(), gate.display()),
+    );
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let app = app(&w);
+    let now = w.now().as_second();
+    let (url, rx) = response_server();
+
+    let body = form("U1", "checkout prod because 5xx after 1.5.0", "trig-1", &url);
+    let (st, b) = send(&app, signed(&body, now, &[])).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(b["response_type"], "ephemeral");
+    assert!(b["text"].as_str().unwrap().starts_with("working on"), "{b}");
+    // The ack came back while the push is still held by the hook: it did not wait for the work.
+    wait_for("the push to reach the hook", 30, || entered.exists());
+    assert!(rx.try_recv().is_err(), "no outcome before the work is done");
+
+    // Slack retries the same command: acknowledged, not run again.
+    let (st, b) = send(&app, signed(&body, now, &[("x-slack-retry-num", "1")])).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(b["text"].as_str().unwrap().contains("already"), "{b}");
+
+    std::fs::write(&gate, "").unwrap();
+    let posted = next(&rx);
+    assert_eq!(posted["response_type"], "in_channel");
+    let text = posted["text"].as_str().unwrap();
+    assert!(text.contains("proposed") && text.contains("/rollback approve rb-"), "{text}");
+    assert_eq!(w.git(&["for-each-ref", "--format=%(refname)", "refs/heads/rollback/"]).lines().count(), 1);
+    let id = text.split("/rollback approve ").nth(1).unwrap().trim_end_matches('`').trim().to_string();
+
+    // Two-person rule: the requester cannot approve; someone else can.
+    let (st, _) = send(&app, signed(&form("U1", &format!("approve {id}"), "trig-2", &url), now, &[])).await;
+    assert_eq!(st, StatusCode::OK);
+    let posted = next(&rx);
+    assert_eq!(posted["response_type"], "ephemeral");
+    assert!(posted["text"].as_str().unwrap().contains("two-person rule"), "{posted}");
+    send(&app, signed(&form("U3", &format!("approve {id}"), "trig-3", &url), now, &[])).await;
+    assert!(next(&rx)["text"].as_str().unwrap().contains("chatops.approve"));
+    send(&app, signed(&form("U2", &format!("approve {id}"), "trig-4", &url), now, &[])).await;
+    let posted = next(&rx);
+    assert!(posted["text"].as_str().unwrap().contains("merged"), "{posted}");
+    assert_eq!(w.trailers("main", "Rollback-Id"), [id.as_str()]);
+    assert_eq!(w.trailers("main", "Rollback-Actor"), ["slack:U1"]);
+
+    // Not allowed to ask: denied, naming the rule.
+    send(&app, signed(&form("U7", "cart prod", "trig-5", &url), now, &[])).await;
+    let posted = next(&rx);
+    assert!(posted["text"].as_str().unwrap().contains("not in chatops.allow"), "{posted}");
+}
