@@ -44,8 +44,15 @@ pub fn run(config_path: &Path) -> Vec<Diagnostic> {
             let sample_policy = policies.as_ref().and_then(|p| p.policies.first());
             if let Some(policy) = sample_policy {
                 let (event, plan) = sample();
-                let ctx =
-                    message_context(&event, policy, &plan, &RollbackId("rb-000000000000".into()), Delivery::Direct);
+                let decision = crate::decision::Decision::for_event(&event);
+                let ctx = message_context(
+                    &event,
+                    policy,
+                    &plan,
+                    &RollbackId("rb-000000000000".into()),
+                    Delivery::Direct,
+                    &decision,
+                );
                 for name in TEMPLATE_FILES {
                     if let Err(e) = t.render(name, &ctx) {
                         diags.push(Diagnostic::error(&config.templates.join(name), 0, 0, e.to_string()));

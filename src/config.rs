@@ -38,6 +38,9 @@ pub struct Config {
     /// Slack user groups and GitHub teams, for `chatops` rules that name them.
     #[serde(default)]
     pub directory: crate::principal::Directory,
+    /// Where proposals live: `{ kind: local }` (default) or `{ kind: github, ... }`.
+    #[serde(default)]
+    pub forge: crate::forge::ForgeConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -385,6 +388,9 @@ impl Config {
         }
         if let Some(sl) = self.sources.slack.as_mut() {
             files.extend(sl.signing_secrets_file.as_mut());
+        }
+        if let crate::forge::ForgeConfig::Github(g) = &mut self.forge {
+            files.extend(g.private_key_file.as_mut());
         }
         for k in files {
             if k.is_relative() {

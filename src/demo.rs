@@ -18,6 +18,8 @@ pub const POLICIES: &[(&str, &str)] = &[
 pub const TEMPLATES: &[(&str, &str)] = &[
     ("commit.txt.j2", include_str!("../templates/commit.txt.j2")),
     ("tag.txt.j2", include_str!("../templates/tag.txt.j2")),
+    ("pr_title.j2", include_str!("../templates/pr_title.j2")),
+    ("pr_body.md.j2", include_str!("../templates/pr_body.md.j2")),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -13,6 +13,7 @@ use crate::config::{Config, Secrets};
 use crate::decision::{Decision, Report};
 use crate::diagnostic::Diagnostic;
 use crate::event::Event;
+use crate::forge::{Forge, ForgeError};
 use crate::git::{Auth, ConfigRepo, GitError, PlanRequest, Planned, PushResult, Trailers, WriteTarget};
 use crate::guards;
 use crate::ingest::alertmanager::Resolved;
@@ -20,7 +21,8 @@ use crate::plan::{Plan, Sha};
 use crate::policy::{Mode, OnViolation, Policy, PolicySet};
 use crate::principal::{Principal, first_admitting};
 use crate::rollback::{Delivery, Outcome, Rollback, RollbackId};
-use crate::template::{COMMIT_TEMPLATE, TAG_TEMPLATE, TemplateError, Templates};
+use crate::template::{COMMIT_TEMPLATE, PR_BODY_TEMPLATE, PR_TITLE_TEMPLATE, TAG_TEMPLATE, TemplateError, Templates};
+use std::collections::HashMap;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -32,6 +34,8 @@ pub enum EngineError {
     Policies(Vec<Diagnostic>),
     #[error(transparent)]
     Template(#[from] TemplateError),
+    #[error(transparent)]
+    Forge(#[from] ForgeError),
 }
 
 impl EngineError {
@@ -44,14 +48,18 @@ impl EngineError {
                 | GitError::RangeTooLong { .. }
                 | GitError::NoBranch(_),
             ) => 1,
-            EngineError::Git(_) => 3,
+            EngineError::Git(_) | EngineError::Forge(_) => 3,
             _ => 1,
         }
     }
 
     /// Whether the sender should retry later (the origin could not be reached or kept moving).
     pub fn is_transient(&self) -> bool {
-        matches!(self, EngineError::Git(GitError::Unreachable { .. } | GitError::Contended { .. }))
+        match self {
+            EngineError::Git(GitError::Unreachable { .. } | GitError::Contended { .. }) => true,
+            EngineError::Forge(e) => e.is_transient(),
+            _ => false,
+        }
     }
 }
 
@@ -74,6 +82,9 @@ pub struct Engine {
     templates: Templates,
     repo: ConfigRepo,
     clock: Arc<dyn Clock>,
+    forge: Forge,
+    /// When each open proposal was last told "fired again", so a storm makes one comment.
+    fired_again: HashMap<String, std::time::Instant>,
 }
 
 impl Engine {
@@ -85,11 +96,16 @@ impl Engine {
         let templates = Templates::load(&config.templates)?;
         let auth = Auth { token: secrets.git_token, ssh_key: config.repo.ssh_key_file.clone() };
         let repo = ConfigRepo::open(&config, auth)?;
-        Ok(Engine { config, policies, templates, repo, clock })
+        let forge = Forge::from_config(&config.forge)?;
+        Ok(Engine { config, policies, templates, repo, clock, forge, fired_again: HashMap::new() })
     }
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    pub fn forge(&self) -> &Forge {
+        &self.forge
     }
 
     pub fn policies(&self) -> &PolicySet {
@@ -239,13 +255,14 @@ impl Engine {
 
         let trigger = event.trigger();
         let index = self.repo.audit(now)?;
-        if let Some(r) = index.find_trigger(&trigger) {
+        if let Some(r) = index.find_trigger(&trigger).cloned() {
             let reason = format!("{trigger} was already handled by {} at {}", r.id, r.at);
-            return done(
-                decision,
-                None,
-                Outcome::Duplicate { rollback_id: RollbackId(r.id.clone()), commit: r.commit.clone(), reason },
-            );
+            if r.delivery == Delivery::Proposal && !r.cancelled {
+                self.fired_again(&r, event, &mut decision);
+            }
+            let outcome =
+                Outcome::Duplicate { rollback_id: RollbackId(r.id.clone()), commit: r.commit.clone(), reason };
+            return done(decision, None, outcome);
         }
 
         let (policy, tried) = self.policies.first_match(event);
@@ -351,6 +368,7 @@ impl Engine {
             delivery = Delivery::Direct;
         }
         if let Some(open) = open_proposal.filter(|_| delivery == Delivery::Proposal) {
+            self.fired_again(&open, event, &mut decision);
             let reason = format!("open proposal {} on {} already rolls back these commits", open.id, open.branch);
             let outcome = Outcome::Duplicate { rollback_id: RollbackId(open.id), commit: open.commit, reason };
             return done(decision, Some(plan), outcome);
@@ -359,7 +377,7 @@ impl Engine {
             return done(decision, Some(plan), Outcome::DryRun { would: delivery, rollback_id: id });
         }
 
-        match self.write(event, &policy, &plan, &id, delivery, retries, now, opts.emergency)? {
+        match self.write(event, &policy, &plan, &id, delivery, retries, now, opts.emergency, &mut decision)? {
             Some(rollback) => {
                 let outcome = match delivery {
                     Delivery::Direct => Outcome::RolledBack { rollback },
@@ -382,6 +400,7 @@ impl Engine {
         retries: u32,
         now: Timestamp,
         emergency: bool,
+        decision: &mut Decision,
     ) -> Result<Option<Rollback>, EngineError> {
         let trailers = Trailers {
             id: id.to_string(),
@@ -396,7 +415,7 @@ impl Engine {
             strategy: plan.strategy.to_string(),
             emergency,
         };
-        let ctx = message_context(event, policy, plan, id, delivery);
+        let ctx = message_context(event, policy, plan, id, delivery, decision);
         let body = self.templates.render(COMMIT_TEMPLATE, &ctx)?;
         let message = trailers.append_to(&body);
         let commit = self.repo.create_commit(&plan.head, &plan.tree, &message, now)?;
@@ -419,15 +438,71 @@ impl Engine {
                 let branch = match &target {
                     WriteTarget::Branch { name, .. } | WriteTarget::NewBranch { name } => name.clone(),
                 };
-                Ok(Some(Rollback {
+                let mut rollback = Rollback {
                     id: id.clone(),
                     commit,
                     delivery,
                     branch,
                     tag: tag.map(|(n, _)| n),
                     push_retries: retries,
-                }))
+                    pr_url: None,
+                };
+                if delivery == Delivery::Proposal
+                    && let Some(gh) = self.forge.github()
+                {
+                    let title = self.templates.render(PR_TITLE_TEMPLATE, &ctx)?;
+                    let body = self.templates.render(PR_BODY_TEMPLATE, &ctx)?;
+                    let labels = vec![
+                        "rollback".to_string(),
+                        format!("service:{}", plan.target.service),
+                        format!("env:{}", plan.target.env),
+                    ];
+                    let (reviewers, teams) = (&policy.review.reviewers, &policy.review.teams);
+                    match gh.open_pr(&rollback.branch, &plan.branch, title.trim(), &body, &labels, reviewers, teams) {
+                        Ok(pr) => rollback.pr_url = Some(pr.html_url),
+                        // The branch is there: the next delivery of this incident opens the PR.
+                        Err(e) => decision.notes.push(format!("the pull request could not be opened yet: {e}")),
+                    }
+                }
+                Ok(Some(rollback))
             }
+        }
+    }
+}
+
+impl Engine {
+    /// The same problem fired again while its proposal is open: say so on the PR (GitHub forge),
+    /// at most once every ten minutes, and open the PR if an earlier attempt could not.
+    fn fired_again(&mut self, open: &crate::git::AuditRecord, event: &Event, decision: &mut Decision) {
+        let Some(gh) = self.forge.github() else { return };
+        let last = self.fired_again.get(&open.id);
+        if last.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(600)) {
+            return;
+        }
+        let result = gh.find_open_pr(&open.branch).and_then(|pr| match pr {
+            Some(pr) => {
+                gh.comment(pr.number, &format!("Fired again: `{}` ({}).", event.trigger(), event.source)).map(|_| ())
+            }
+            None => gh
+                .open_pr(
+                    &open.branch,
+                    self.repo.branch(),
+                    &format!("Roll back {}/{} ({})", open.service, open.env, open.id),
+                    &format!(
+                        "Rollback {} of {}/{} to `{}`, asked by {} (`{}`).\n\nTo approve, comment `/rollback approve`.",
+                        open.id, open.service, open.env, open.known_good, open.actor, open.trigger
+                    ),
+                    &["rollback".into(), format!("service:{}", open.service), format!("env:{}", open.env)],
+                    &[],
+                    &[],
+                )
+                .map(|_| ()),
+        });
+        match result {
+            Ok(()) => {
+                self.fired_again.insert(open.id.clone(), std::time::Instant::now());
+            }
+            Err(e) => decision.notes.push(format!("could not comment on the pull request: {e}")),
         }
     }
 }
@@ -473,6 +548,7 @@ pub(crate) fn message_context(
     plan: &Plan,
     id: &RollbackId,
     delivery: Delivery,
+    decision: &Decision,
 ) -> minijinja::Value {
     let short = |s: &Sha| s.short().to_string();
     crate::template::value(serde_json::json!({
@@ -501,5 +577,7 @@ pub(crate) fn message_context(
         "reason": event.reason(),
         "labels": event.labels,
         "annotations": event.annotations,
+        "guards": decision.guards,
+        "notes": decision.notes,
     }))
 }

@@ -15,6 +15,7 @@ pub mod diagnostic;
 pub mod duration;
 pub mod engine;
 pub mod event;
+pub mod forge;
 pub mod freeze;
 pub mod git;
 pub mod guards;

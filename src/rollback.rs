@@ -55,6 +55,9 @@ pub struct Rollback {
     pub tag: Option<String>,
     /// How many times the push was retried because the branch moved.
     pub push_retries: u32,
+    /// The pull request of a proposal, with the GitHub forge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pr_url: Option<String>,
 }
 
 /// The outcome of handling one event: the values of `outcome` in every API and CLI answer.
@@ -137,10 +140,11 @@ impl Outcome {
                 rollback.tag.as_deref().unwrap_or("-")
             ),
             Outcome::Proposed { rollback } => format!(
-                "proposed: {} pushed to branch {} as {} for review",
+                "proposed: {} pushed to branch {} as {} for review{}",
                 rollback.id,
                 rollback.branch,
-                rollback.commit.short()
+                rollback.commit.short(),
+                rollback.pr_url.as_deref().map(|u| format!(": {u}")).unwrap_or_default()
             ),
             Outcome::Duplicate { rollback_id, commit, reason } => {
                 format!("duplicate: {reason} (rollback {rollback_id}, commit {})", commit.short())

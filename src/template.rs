@@ -7,7 +7,9 @@ use minijinja::{Environment, UndefinedBehavior, Value};
 /// The templates rollbackd renders, and the file each is read from inside `templates/`.
 pub const COMMIT_TEMPLATE: &str = "commit.txt.j2";
 pub const TAG_TEMPLATE: &str = "tag.txt.j2";
-pub const TEMPLATE_FILES: &[&str] = &[COMMIT_TEMPLATE, TAG_TEMPLATE];
+pub const PR_TITLE_TEMPLATE: &str = "pr_title.j2";
+pub const PR_BODY_TEMPLATE: &str = "pr_body.md.j2";
+pub const TEMPLATE_FILES: &[&str] = &[COMMIT_TEMPLATE, TAG_TEMPLATE, PR_TITLE_TEMPLATE, PR_BODY_TEMPLATE];
 
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {

@@ -31,10 +31,34 @@ pub enum JobResult {
 }
 
 pub enum Job {
-    Handle { event: Event, reply: oneshot::Sender<JobResult> },
-    Resolved { resolved: Resolved, reply: oneshot::Sender<JobResult> },
-    KnownGood { event: Event, reply: oneshot::Sender<JobResult> },
-    Chat { request: Box<ChatRequest>, reply: oneshot::Sender<Reply> },
+    Handle {
+        event: Event,
+        reply: oneshot::Sender<JobResult>,
+    },
+    Resolved {
+        resolved: Resolved,
+        reply: oneshot::Sender<JobResult>,
+    },
+    KnownGood {
+        event: Event,
+        reply: oneshot::Sender<JobResult>,
+    },
+    Chat {
+        request: Box<ChatRequest>,
+        reply: oneshot::Sender<Reply>,
+    },
+    GithubComment {
+        comment: Box<crate::ingest::github::Comment>,
+        directory: Box<crate::principal::Directory>,
+        reply: oneshot::Sender<JobResult>,
+    },
+    PullRequestClosed {
+        branch: String,
+        merged_sha: Option<String>,
+        head_sha: String,
+        by: String,
+        reply: oneshot::Sender<JobResult>,
+    },
 }
 
 /// The audit index as of the last job or refresh.
@@ -176,6 +200,17 @@ fn process(engine: &mut Engine, job: Job) {
         }
         Job::Chat { request, reply } => {
             let _ = reply.send(crate::chat::dispatch::execute(engine, &request));
+        }
+        Job::GithubComment { comment, directory, reply } => {
+            let text = crate::chat::dispatch::github_comment(engine, &comment, &directory);
+            let _ = reply.send(JobResult::Note(text));
+        }
+        Job::PullRequestClosed { branch, merged_sha, head_sha, by, reply } => {
+            let result = match engine.record_pr_closed(&branch, merged_sha.as_deref(), &head_sha, &by) {
+                Ok(msg) => JobResult::Note(msg),
+                Err(e) => failed(&e),
+            };
+            let _ = reply.send(result);
         }
         Job::KnownGood { event, reply } => {
             let result = match engine.mark_known_good(&event) {

@@ -21,19 +21,25 @@ pub struct ChatRequest {
     pub default_env: String,
 }
 
-/// The reply, and whether it is for everyone in the channel (outcomes) or only the asker.
+/// The reply, whether it is for everyone in the channel (outcomes) or only the asker, and
+/// whether what was asked happened (for a 🚀 or a 😕).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reply {
     pub text: String,
     pub public: bool,
+    pub ok: bool,
 }
 
 fn private(text: String) -> Reply {
-    Reply { text, public: false }
+    Reply { text, public: false, ok: true }
 }
 
 fn public(text: String) -> Reply {
-    Reply { text, public: true }
+    Reply { text, public: true, ok: true }
+}
+
+fn failed(text: String, public: bool) -> Reply {
+    Reply { text, public, ok: false }
 }
 
 pub fn execute(engine: &mut Engine, req: &ChatRequest) -> Reply {
@@ -60,7 +66,10 @@ pub fn execute(engine: &mut Engine, req: &ChatRequest) -> Reply {
                 for n in &report.decision.notes {
                     text.push_str(&format!("\nnote: {n}"));
                 }
-                public(text)
+                match report.outcome {
+                    Outcome::Denied { .. } | Outcome::Ignored { .. } => failed(text, true),
+                    _ => public(text),
+                }
             })
         }
         Command::Approve { id } => match which(id, "approve") {
@@ -103,12 +112,64 @@ pub fn execute(engine: &mut Engine, req: &ChatRequest) -> Reply {
             engine.unfreeze(&scope.to_string(), env.as_deref(), Some(p), "").map(|t| public(format!("{p}: {t}")))
         }
     };
-    result.unwrap_or_else(|e| public(format!("{p}: error: {e}")))
+    result.unwrap_or_else(|e| failed(format!("{p}: error: {e}"), true))
 }
 
 fn review_reply(p: &Principal, o: &ReviewOutcome) -> Reply {
     match o {
-        ReviewOutcome::Refused { .. } => private(o.summary()),
+        ReviewOutcome::Refused { .. } => failed(o.summary(), false),
         _ => public(format!("{p}: {}", o.summary())),
     }
+}
+
+/// A comment on the config repo's issues or pull requests (GitHub forge): commands are read
+/// outside code and quotes, acknowledged with 👀, answered with a comment, and marked 🚀 or 😕.
+/// An edit is acted on only when it adds a command that was not there before.
+pub fn github_comment(
+    engine: &mut Engine,
+    c: &crate::ingest::github::Comment,
+    directory: &crate::principal::Directory,
+) -> String {
+    use crate::chat::command::parse_markdown;
+    let command = match parse_markdown(&c.body) {
+        Ok(None) => return "no /rollback command in the comment".into(),
+        Ok(Some(cmd)) => Ok(cmd),
+        Err(e) => Err(e),
+    };
+    if let Some(before) = &c.previous_body
+        && parse_markdown(before).ok().flatten() == command.as_ref().ok().cloned()
+    {
+        return "the edit adds no new command".into();
+    }
+    let Some(gh) = engine.forge().github() else { return "comments are answered with forge.kind: github".into() };
+    let _ = gh.react(c.id, "eyes");
+    let reply = match command {
+        Err(e) => failed(format!("@{}: {e}\n\n(`/rollback help` lists the commands)", c.login), true),
+        Ok(command) => {
+            let implied_id = if c.is_pull_request {
+                gh.get_pr(c.issue).ok().and_then(|pr| {
+                    let parts: Vec<&str> = pr.head.branch.split('/').collect();
+                    match parts.as_slice() {
+                        ["rollback", _, _, id] => Some(id.to_string()),
+                        _ => None,
+                    }
+                })
+            } else {
+                None
+            };
+            let request = ChatRequest {
+                principal: Principal::new(format!("github:{}", c.login)).with_groups(directory),
+                command,
+                request_id: format!("github-comment/{}", c.id),
+                channel: "github".into(),
+                implied_id,
+                default_env: "prod".into(),
+            };
+            execute(engine, &request)
+        }
+    };
+    let Some(gh) = engine.forge().github() else { return reply.text };
+    let _ = gh.comment(c.issue, &reply.text);
+    let _ = gh.react(c.id, if reply.ok { "rocket" } else { "confused" });
+    reply.text
 }

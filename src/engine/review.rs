@@ -84,9 +84,110 @@ impl Engine {
         approvers.dedup();
         let needed = policy.review.approvals.max(1);
         if (approvers.len() as u32) < needed {
+            if let Some(gh) = self.forge.github()
+                && let Ok(Some(pr)) = gh.find_open_pr(&branch)
+            {
+                let _ = gh.comment(pr.number, &format!("Approved by {who}: {} of {needed}.", approvers.len()));
+            }
             return Ok(ReviewOutcome::Approved { id: id.to_string(), approvals: approvers.len(), needed });
         }
+        if self.forge.github().is_some() {
+            return self.merge_on_github(&branch, &commit, &t.service, &t.env, id, policy.review.merge, &who, now);
+        }
         self.merge_proposal(&branch, &commit, &t.service, &t.env, id, now)
+    }
+
+    /// Merges the proposal's pull request through GitHub at exactly the reviewed commit (replayed
+    /// onto the base first if the base moved), then tags what landed and says so on the PR.
+    #[allow(clippy::too_many_arguments)]
+    fn merge_on_github(
+        &mut self,
+        branch: &str,
+        commit: &Sha,
+        service: &str,
+        env: &str,
+        id: &str,
+        method: crate::policy::MergeMethod,
+        who: &str,
+        now: Timestamp,
+    ) -> Result<ReviewOutcome, EngineError> {
+        let Some(gh) = self.forge.github() else { unreachable!("checked by the caller") };
+        let message = self.repo.message(commit)?;
+        let pr = match gh.find_open_pr(branch)? {
+            Some(pr) => pr,
+            None => gh.open_pr(
+                branch,
+                self.repo.branch(),
+                &format!("Roll back {service}/{env} ({id})"),
+                &message,
+                &["rollback".into(), format!("service:{service}"), format!("env:{env}")],
+                &[],
+                &[],
+            )?,
+        };
+        let Some(tip) = self.repo.onto_head(commit, now)? else {
+            let reason =
+                format!("{} moved and {id} no longer applies cleanly; cancel it and ask again", self.repo.branch());
+            let _ = gh.comment(pr.number, &format!("Not merged: {reason}."));
+            return Ok(ReviewOutcome::Refused { reason });
+        };
+        if &tip != commit && self.repo.replace_branch(branch, &tip, commit)? == PushResult::Moved {
+            return Ok(ReviewOutcome::Refused {
+                reason: format!("{branch} changed while it was being updated; try again"),
+            });
+        }
+        let merged = Sha(gh.merge(pr.number, method, &tip.0, &message)?);
+        self.repo.fetch(true)?;
+        let tag = format!("rollback/{service}/{env}/{id}");
+        self.repo.tag_commit(
+            &tag,
+            &merged.0,
+            &format!("Rollback {id} of {service}/{env}, merged from #{}\n", pr.number),
+            now,
+        )?;
+        // GitHub may have deleted the branch already.
+        let _ = self.repo.delete_branch(branch, &tip);
+        let _ = gh.comment(pr.number, &format!("Merged by {who} as `{}`, tagged `{tag}`.", merged.short()));
+        info!(rollback_id = id, pr = pr.number, "proposal merged on GitHub");
+        let rollback = Rollback {
+            id: RollbackId(id.to_string()),
+            commit: merged,
+            delivery: Delivery::Direct,
+            branch: self.repo.branch().to_string(),
+            tag: Some(tag),
+            push_retries: 0,
+            pr_url: Some(pr.html_url),
+        };
+        Ok(ReviewOutcome::Merged { rollback })
+    }
+
+    /// A rollback PR merged or closed by hand on GitHub: recorded in the audit trail as a
+    /// `rollback/...` tag on what landed, or a `cancelled/...` tag on the closed proposal.
+    pub fn record_pr_closed(
+        &mut self,
+        branch: &str,
+        merged_sha: Option<&str>,
+        head_sha: &str,
+        by: &str,
+    ) -> Result<String, EngineError> {
+        let _lock = self.repo.lock()?;
+        self.repo.fetch(true)?;
+        let now = self.clock.now();
+        let parts: Vec<&str> = branch.split('/').collect();
+        let ["rollback", service, env, id] = parts.as_slice() else {
+            return Ok(format!("{branch} is not a rollback proposal"));
+        };
+        let (tag, message) = match merged_sha {
+            Some(sha) => {
+                (format!("rollback/{service}/{env}/{id}"), format!("Rollback {id} merged on GitHub by {by} at {sha}\n"))
+            }
+            None => {
+                (format!("cancelled/{service}/{env}/{id}"), format!("Cancelled {id}: pull request closed by {by}\n"))
+            }
+        };
+        let at = merged_sha.unwrap_or(head_sha);
+        let created = self.repo.tag_commit(&tag, at, &message, now)?;
+        Ok(if created { format!("recorded {tag}") } else { format!("{tag} was recorded already") })
     }
 
     fn merge_proposal(
@@ -127,6 +228,7 @@ impl Engine {
                         branch: self.repo.branch().to_string(),
                         tag: Some(tag_name),
                         push_retries: attempt,
+                        pr_url: None,
                     };
                     info!(rollback_id = id, "proposal merged");
                     return Ok(ReviewOutcome::Merged { rollback });
@@ -163,6 +265,12 @@ impl Engine {
         }
         let tag = format!("cancelled/{}/{}/{id}", t.service, t.env);
         self.repo.tag_commit(&tag, &commit.0, &format!("Cancelled {id} by {who}\n"), now)?;
+        if let Some(gh) = self.forge.github()
+            && let Some(pr) = gh.find_open_pr(&branch)?
+        {
+            gh.comment(pr.number, &format!("Cancelled by {who}."))?;
+            gh.close(pr.number)?;
+        }
         self.repo.delete_branch(&branch, &commit)?;
         info!(rollback_id = id, by = %who, "proposal cancelled");
         Ok(ReviewOutcome::Cancelled { id: id.to_string(), tag })

@@ -190,20 +190,18 @@ impl AuditIndex {
         // branch, a merge) still counts while it is inside the time window.
         for r in repo.references_glob("refs/tags/rollback/*")? {
             let r = r?;
-            let Some(name) = r.shorthand().ok().map(str::to_string) else {
-                continue;
-            };
+            let Some(name) = r.shorthand().ok().map(str::to_string) else { continue };
             let Ok(c) = r.peel_to_commit() else { continue };
-            if let Some(rec) = records.iter_mut().find(|x| x.commit.0 == c.id().to_string()) {
+            // A proposal merged with a merge commit is tagged at the merge; its trailers are on
+            // the merged side.
+            let Some((t, id)) = rollback_commit(&c) else { continue };
+            if let Some(rec) = records.iter_mut().find(|x| x.id == t.id) {
                 rec.tag = Some(name);
                 continue;
             }
             let at = commit_time(&c);
-            if at < since {
-                continue;
-            }
-            if let Some(t) = Trailers::parse(c.message().unwrap_or_default()) {
-                let mut rec = AuditRecord::new(t, c.id(), at, Delivery::Direct, branch);
+            if at >= since {
+                let mut rec = AuditRecord::new(t, id, at, Delivery::Direct, branch);
                 rec.tag = Some(name);
                 records.push(rec);
             }

@@ -438,6 +438,23 @@ impl ConfigRepo {
         Ok(Some(sha(id)))
     }
 
+    /// Points a branch of ours (a proposal) at `new` if it still is `expected`, even when `new`
+    /// does not descend from it.
+    pub fn replace_branch(&mut self, name: &str, new: &Sha, expected: &Sha) -> Result<PushResult, GitError> {
+        let refname = format!("refs/heads/{name}");
+        let (new, old) = (oid(new)?, oid(expected)?);
+        let r = transport::push_ref_with(&self.repo, &self.url, &self.auth, &refname, new, Some(old), true)?;
+        if r == PushResult::Pushed {
+            self.repo.reference(&refname, new, true, "rollbackd: proposal replayed")?;
+        }
+        Ok(r)
+    }
+
+    /// The full message of a commit.
+    pub fn message(&self, commit: &Sha) -> Result<String, GitError> {
+        Ok(self.repo.find_commit(oid(commit)?)?.message().unwrap_or_default().to_string())
+    }
+
     /// Deletes a branch on the origin if it still points at `expected`, and in the mirror.
     pub fn delete_branch(&mut self, name: &str, expected: &Sha) -> Result<PushResult, GitError> {
         let refname = format!("refs/heads/{name}");

@@ -140,9 +140,23 @@ pub(super) fn push_ref(
     new: Oid,
     expected: Option<Oid>,
 ) -> Result<PushResult, GitError> {
+    push_ref_with(repo, url, auth, refname, new, expected, false)
+}
+
+/// Like [`push_ref`], also when `new` does not descend from `expected` (replacing a proposal
+/// branch with its replay): still compare-and-swap on `expected`.
+pub(super) fn push_ref_with(
+    repo: &Repository,
+    url: &str,
+    auth: &Auth,
+    refname: &str,
+    new: Oid,
+    expected: Option<Oid>,
+    rewrite: bool,
+) -> Result<PushResult, GitError> {
     match local_path(url) {
         Some(path) => push_local(repo, url, &path, refname, new, expected),
-        None => push_network(repo, url, auth, refname, new, expected),
+        None => push_network(repo, url, auth, refname, new, expected, rewrite),
     }
 }
 
@@ -213,12 +227,13 @@ fn push_network(
     refname: &str,
     new: Oid,
     expected: Option<Oid>,
+    rewrite: bool,
 ) -> Result<PushResult, GitError> {
     // A push needs a local ref as its source; a scratch ref keeps the mirror's real refs
     // untouched until the origin accepted.
     let scratch = format!("refs/rollbackd/outgoing/{new}");
     repo.reference(&scratch, new, true, "rollbackd: outgoing")?;
-    let result = push_network_inner(repo, url, auth, &scratch, refname, expected);
+    let result = push_network_inner(repo, url, auth, &scratch, refname, expected, rewrite);
     if let Ok(mut r) = repo.find_reference(&scratch) {
         let _ = r.delete();
     }
@@ -232,6 +247,7 @@ fn push_network_inner(
     scratch: &str,
     refname: &str,
     expected: Option<Oid>,
+    rewrite: bool,
 ) -> Result<PushResult, GitError> {
     let mut remote = repo.remote_anonymous(url).map_err(|e| unreachable(url, &e))?;
     // Compare the origin's current value with what we planned against before sending anything.
@@ -261,7 +277,8 @@ fn push_network_inner(
     });
     let mut opts = PushOptions::new();
     opts.remote_callbacks(cb);
-    let spec = format!("{scratch}:{refname}");
+    // The remote's value was compared above; `+` only lifts the fast-forward rule for a rewrite.
+    let spec = format!("{}{scratch}:{refname}", if rewrite { "+" } else { "" });
     match remote.push(&[spec.as_str()], Some(&mut opts)) {
         Ok(()) => {}
         Err(e) if e.code() == ErrorCode::NotFastForward => return Ok(PushResult::Moved),

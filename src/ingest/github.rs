@@ -15,7 +15,75 @@ pub enum GithubEvent {
     Failure(Event),
     /// A deployment that succeeded: its sha is known-good for its environment.
     DeploymentSucceeded(Event),
+    /// A comment on an issue or pull request, perhaps a `/rollback` command.
+    Comment(Comment),
+    /// A pull request closed, merged or not.
+    PullRequestClosed {
+        branch: String,
+        merged_sha: Option<String>,
+        head_sha: String,
+        by: String,
+    },
     Ignored(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Comment {
+    pub id: u64,
+    pub issue: u64,
+    pub is_pull_request: bool,
+    pub body: String,
+    /// For an edit: the body before it, so only commands that are new are acted on.
+    pub previous_body: Option<String>,
+    pub login: String,
+}
+
+#[derive(Deserialize)]
+struct IssueCommentPayload {
+    action: String,
+    issue: IssueRef,
+    comment: CommentBody,
+    #[serde(default)]
+    changes: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct IssueRef {
+    number: u64,
+    #[serde(default)]
+    pull_request: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct CommentBody {
+    id: u64,
+    #[serde(default)]
+    body: String,
+    user: Sender,
+}
+
+#[derive(Deserialize)]
+struct PullRequestPayload {
+    action: String,
+    pull_request: PullRequest,
+    #[serde(default)]
+    sender: Option<Sender>,
+}
+
+#[derive(Deserialize)]
+struct PullRequest {
+    #[serde(default)]
+    merged: bool,
+    #[serde(default)]
+    merge_commit_sha: Option<String>,
+    head: PullRequestHead,
+}
+
+#[derive(Deserialize)]
+struct PullRequestHead {
+    #[serde(rename = "ref")]
+    branch: String,
+    sha: String,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -234,6 +302,38 @@ pub fn parse(event_name: &str, body: &[u8], workflows: &[String], now: Timestamp
                     Ok(GithubEvent::Ignored(format!("deployment_status {other:?} is neither a failure nor a success")))
                 }
             }
+        }
+        "issue_comment" => {
+            let p: IssueCommentPayload = json(event_name, body)?;
+            if p.action != "created" && p.action != "edited" {
+                return Ok(GithubEvent::Ignored(format!(
+                    "issue_comment {}: only new and edited comments are read",
+                    p.action
+                )));
+            }
+            let previous_body =
+                p.changes.as_ref().and_then(|c| c.pointer("/body/from")).and_then(|b| b.as_str()).map(str::to_string);
+            Ok(GithubEvent::Comment(Comment {
+                id: p.comment.id,
+                issue: p.issue.number,
+                is_pull_request: p.issue.pull_request.is_some(),
+                body: p.comment.body,
+                previous_body,
+                login: p.comment.user.login,
+            }))
+        }
+        "pull_request" => {
+            let p: PullRequestPayload = json(event_name, body)?;
+            if p.action != "closed" {
+                return Ok(GithubEvent::Ignored(format!("pull_request {}: only closing is recorded", p.action)));
+            }
+            let pr = p.pull_request;
+            Ok(GithubEvent::PullRequestClosed {
+                branch: pr.head.branch,
+                merged_sha: pr.merge_commit_sha.filter(|_| pr.merged),
+                head_sha: pr.head.sha,
+                by: p.sender.map(|s| s.login).unwrap_or_default(),
+            })
         }
         other => Ok(GithubEvent::Ignored(format!("GitHub event {other:?} is not one rollbackd acts on"))),
     }

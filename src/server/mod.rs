@@ -61,6 +61,8 @@ struct Inner {
     alertmanager: Option<AlertmanagerAuth>,
     github: Option<GithubAuth>,
     slack: Option<SlackSettings>,
+    /// Proposals are pull requests: comments on them are commands.
+    github_forge: bool,
     directory: crate::principal::Directory,
     /// Slack trigger ids already taken, so a retry of the same command is not run twice.
     seen: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
@@ -110,6 +112,7 @@ impl AppState {
             alertmanager,
             github,
             slack,
+            github_forge: matches!(config.forge, crate::forge::ForgeConfig::Github(_)),
             directory: config.directory.clone(),
             seen: Default::default(),
             deadline: config.server.response_deadline.as_std(),
@@ -362,6 +365,30 @@ async fn github_webhook(State(st): State<AppState>, headers: HeaderMap, body: By
         github::GithubEvent::Ignored(reason) => ignored(reason),
         github::GithubEvent::Failure(event) => {
             let p = st.dispatch_event(event);
+            st.collect(Source::Github, vec![p]).await
+        }
+        github::GithubEvent::Comment(comment) => {
+            if !st.0.github_forge {
+                return ignored("comments are answered only with forge.kind: github".into());
+            }
+            let new_command = crate::chat::command::parse_markdown(&comment.body).map(|c| c.is_some()).unwrap_or(true);
+            if !new_command {
+                return ignored("no /rollback command in the comment".into());
+            }
+            let trigger = format!("github:comment/{}", comment.id);
+            let (reply, rx) = oneshot::channel();
+            let job =
+                Job::GithubComment { comment: Box::new(comment), directory: Box::new(st.0.directory.clone()), reply };
+            let p = st.submit(trigger, job, rx);
+            st.collect(Source::Github, vec![p]).await
+        }
+        github::GithubEvent::PullRequestClosed { branch, merged_sha, head_sha, by } => {
+            if !branch.starts_with("rollback/") {
+                return ignored(format!("pull request from {branch} is not a rollback proposal"));
+            }
+            let trigger = format!("github:pull_request/{branch}");
+            let (reply, rx) = oneshot::channel();
+            let p = st.submit(trigger, Job::PullRequestClosed { branch, merged_sha, head_sha, by, reply }, rx);
             st.collect(Source::Github, vec![p]).await
         }
         github::GithubEvent::DeploymentSucceeded(event) => {

@@ -1,0 +1,254 @@
+//! GitHub through octocrab's raw requests: only the few calls rollbackd makes, each checked for
+//! its status (octocrab's raw calls return `Ok` on 4xx), parsed into small types of our own.
+
+use std::time::Duration;
+
+use octocrab::Octocrab;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ForgeError, GithubConfig};
+use crate::policy::MergeMethod;
+use crate::secret::SecretString;
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct Pr {
+    pub number: u64,
+    pub html_url: String,
+    #[serde(default)]
+    pub state: String,
+    pub head: PrHead,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct PrHead {
+    #[serde(rename = "ref")]
+    pub branch: String,
+    pub sha: String,
+}
+
+pub struct GithubForge {
+    rt: tokio::runtime::Runtime,
+    client: Octocrab,
+    owner: String,
+    repo: String,
+}
+
+impl std::fmt::Debug for GithubForge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GithubForge({}/{})", self.owner, self.repo)
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Method {
+    Get,
+    Post,
+    Put,
+    Patch,
+}
+
+impl Method {
+    fn name(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Patch => "PATCH",
+        }
+    }
+}
+
+impl GithubForge {
+    pub fn new(cfg: &GithubConfig) -> Result<Self, ForgeError> {
+        // The engine calls from the writer thread, outside any runtime: the forge brings its own.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| ForgeError::Config(e.to_string()))?;
+        let client = rt.block_on(build_client(cfg))?;
+        Ok(GithubForge { rt, client, owner: cfg.owner.clone(), repo: cfg.repo.clone() })
+    }
+
+    fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, ForgeError> {
+        let client = &self.client;
+        self.rt.block_on(async {
+            let fut = async {
+                match method {
+                    Method::Get => client._get(path).await,
+                    Method::Post => client._post(path, body.as_ref()).await,
+                    Method::Put => client._put(path, body.as_ref()).await,
+                    Method::Patch => client._patch(path, body.as_ref()).await,
+                }
+            };
+            let resp = tokio::time::timeout(Duration::from_secs(30), fut)
+                .await
+                .map_err(|_| ForgeError::Unreachable(format!("{} {path}: timed out", method.name())))?
+                .map_err(|e| ForgeError::Unreachable(format!("{} {path}: {e}", method.name())))?;
+            let status = resp.status().as_u16();
+            let text = client.body_to_string(resp).await.map_err(|e| ForgeError::Unreachable(e.to_string()))?;
+            if !(200..300).contains(&status) {
+                let message = serde_json::from_str::<Value>(&text)
+                    .ok()
+                    .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_string))
+                    .unwrap_or_else(|| text.chars().take(200).collect());
+                return Err(ForgeError::Api { method: method.name(), path: path.to_string(), status, message });
+            }
+            Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+        })
+    }
+
+    fn repo_path(&self, rest: &str) -> String {
+        format!("/repos/{}/{}{rest}", self.owner, self.repo)
+    }
+
+    fn pr(&self, v: Value) -> Result<Pr, ForgeError> {
+        serde_json::from_value(v).map_err(|e| ForgeError::Api {
+            method: "GET",
+            path: "pull request".into(),
+            status: 200,
+            message: format!("unexpected pull request JSON: {e}"),
+        })
+    }
+
+    /// Opens a pull request from `head` into `base`, labelled, with reviewers requested.
+    #[allow(clippy::too_many_arguments)]
+    pub fn open_pr(
+        &self,
+        head: &str,
+        base: &str,
+        title: &str,
+        body: &str,
+        labels: &[String],
+        reviewers: &[String],
+        teams: &[String],
+    ) -> Result<Pr, ForgeError> {
+        let pr = self.pr(self.call(
+            Method::Post,
+            &self.repo_path("/pulls"),
+            Some(json!({ "head": head, "base": base, "title": title, "body": body })),
+        )?)?;
+        if !labels.is_empty() {
+            self.call(
+                Method::Post,
+                &self.repo_path(&format!("/issues/{}/labels", pr.number)),
+                Some(json!({ "labels": labels })),
+            )?;
+        }
+        if !reviewers.is_empty() || !teams.is_empty() {
+            // Team slugs without the org, as the API wants them.
+            let teams: Vec<&str> = teams.iter().map(|t| t.rsplit('/').next().unwrap_or(t)).collect();
+            self.call(
+                Method::Post,
+                &self.repo_path(&format!("/pulls/{}/requested_reviewers", pr.number)),
+                Some(json!({ "reviewers": reviewers, "team_reviewers": teams })),
+            )?;
+        }
+        Ok(pr)
+    }
+
+    pub fn get_pr(&self, number: u64) -> Result<Pr, ForgeError> {
+        self.pr(self.call(Method::Get, &self.repo_path(&format!("/pulls/{number}")), None)?)
+    }
+
+    /// The open pull request from `branch`, if any.
+    pub fn find_open_pr(&self, branch: &str) -> Result<Option<Pr>, ForgeError> {
+        let v =
+            self.call(Method::Get, &self.repo_path(&format!("/pulls?state=open&head={}:{branch}", self.owner)), None)?;
+        let list: Vec<Pr> = serde_json::from_value(v).unwrap_or_default();
+        Ok(list.into_iter().find(|p| p.head.branch == branch))
+    }
+
+    pub fn comment(&self, number: u64, body: &str) -> Result<u64, ForgeError> {
+        let v = self.call(
+            Method::Post,
+            &self.repo_path(&format!("/issues/{number}/comments")),
+            Some(json!({ "body": body })),
+        )?;
+        Ok(v.get("id").and_then(Value::as_u64).unwrap_or(0))
+    }
+
+    /// `eyes` on receipt, `rocket` / `confused` on the outcome.
+    pub fn react(&self, comment_id: u64, content: &str) -> Result<(), ForgeError> {
+        self.call(
+            Method::Post,
+            &self.repo_path(&format!("/issues/comments/{comment_id}/reactions")),
+            Some(json!({ "content": content })),
+        )?;
+        Ok(())
+    }
+
+    /// Merges the PR at exactly `sha` (GitHub refuses if the branch moved meanwhile). The commit
+    /// title and message are given so a squash keeps the rollback's trailers. Returns the sha
+    /// that landed on the base branch.
+    pub fn merge(&self, number: u64, method: MergeMethod, sha: &str, message: &str) -> Result<String, ForgeError> {
+        let (title, body) = message.split_once("\n\n").unwrap_or((message, ""));
+        let method = match method {
+            MergeMethod::Merge => "merge",
+            MergeMethod::Squash => "squash",
+            MergeMethod::Rebase => "rebase",
+        };
+        let v = self.call(
+            Method::Put,
+            &self.repo_path(&format!("/pulls/{number}/merge")),
+            Some(json!({ "merge_method": method, "sha": sha, "commit_title": title, "commit_message": body })),
+        )?;
+        v.get("sha").and_then(Value::as_str).map(str::to_string).ok_or_else(|| ForgeError::Api {
+            method: "PUT",
+            path: format!("pulls/{number}/merge"),
+            status: 200,
+            message: "no sha in the merge answer".into(),
+        })
+    }
+
+    pub fn close(&self, number: u64) -> Result<(), ForgeError> {
+        self.call(Method::Patch, &self.repo_path(&format!("/pulls/{number}")), Some(json!({ "state": "closed" })))?;
+        Ok(())
+    }
+}
+
+async fn build_client(cfg: &GithubConfig) -> Result<Octocrab, ForgeError> {
+    let builder =
+        Octocrab::builder().base_uri(cfg.api_url.as_str()).map_err(|e| ForgeError::Config(format!("api_url: {e}")))?;
+    match (&cfg.token_env, cfg.app_id, &cfg.private_key_file) {
+        (Some(var), _, _) => {
+            let token = std::env::var(var)
+                .ok()
+                .filter(|t| !t.trim().is_empty())
+                .ok_or_else(|| ForgeError::Config(format!("env var {var} (forge.token_env) is not set")))?;
+            let token = SecretString::new(token);
+            builder.personal_token(token.expose().to_string()).build().map_err(|e| ForgeError::Config(e.to_string()))
+        }
+        (None, Some(app_id), Some(key_file)) => {
+            let pem = std::fs::read(key_file)
+                .map_err(|e| ForgeError::Config(format!("cannot read {}: {e}", key_file.display())))?;
+            let key = jsonwebtoken::EncodingKey::from_rsa_pem(&pem)
+                .map_err(|e| ForgeError::Config(format!("{}: not an RSA private key: {e}", key_file.display())))?;
+            let app = builder.app(app_id.into(), key).build().map_err(|e| ForgeError::Config(e.to_string()))?;
+            let installation = match cfg.installation_id {
+                Some(id) => id,
+                None => {
+                    let path = format!("/repos/{}/{}/installation", cfg.owner, cfg.repo);
+                    let resp = app._get(path.as_str()).await.map_err(|e| ForgeError::Unreachable(e.to_string()))?;
+                    let status = resp.status().as_u16();
+                    let text = app.body_to_string(resp).await.map_err(|e| ForgeError::Unreachable(e.to_string()))?;
+                    if status != 200 {
+                        return Err(ForgeError::Api {
+                            method: "GET",
+                            path,
+                            status,
+                            message: text.chars().take(200).collect(),
+                        });
+                    }
+                    serde_json::from_str::<Value>(&text)
+                        .ok()
+                        .and_then(|v| v.get("id").and_then(Value::as_u64))
+                        .ok_or_else(|| ForgeError::Config("no installation id in GitHub's answer".into()))?
+                }
+            };
+            // Octocrab mints installation tokens from the app's JWT and renews them before expiry.
+            app.installation(installation.into()).map_err(|e| ForgeError::Config(e.to_string()))
+        }
+        _ => Err(ForgeError::Config("forge.github needs token_env, or app_id and private_key_file".into())),
+    }
+}
