@@ -44,7 +44,13 @@ pub fn run(config_path: &Path) -> Vec<Diagnostic> {
             let sample_policy = policies.as_ref().and_then(|p| p.policies.first());
             if let Some(policy) = sample_policy {
                 let (event, plan) = sample();
-                let decision = crate::decision::Decision::for_event(&event);
+                let mut decision = crate::decision::Decision::for_event(&event);
+                decision.guards.push(crate::guards::GuardCheck {
+                    guard: "cooldown",
+                    passed: true,
+                    detail: "sample".into(),
+                });
+                decision.notes.push("sample note".into());
                 let ctx = message_context(
                     &event,
                     policy,
@@ -125,7 +131,10 @@ fn as_glob(policy: &Policy, expr: &str) -> String {
 
 fn sample() -> (Event, Plan) {
     let now = jiff::Timestamp::UNIX_EPOCH;
-    let event = Event::request(Source::Cli, "checkout", "prod", "alice", Some("sample reason"), now, "check");
+    let mut event = Event::request(Source::Cli, "checkout", "prod", "alice", Some("sample reason"), now, "check");
+    // Every kind of value the templates may meet, so a trial render walks every branch.
+    event.annotations.insert("summary".into(), "5xx above 5%".into());
+    event.annotations.insert("generator_url".into(), "http://prometheus.example/graph".into());
     let sha = |c: char| Sha(c.to_string().repeat(40));
     let plan = Plan {
         target: Target { service: "checkout".into(), env: "prod".into(), paths: vec!["apps/checkout/prod/**".into()] },
@@ -145,8 +154,17 @@ fn sample() -> (Event, Plan) {
         strategy: Strategy::Revert,
         strategy_note: None,
         tree: "d".repeat(40),
-        diffstat: vec![],
-        artifacts: vec![],
+        diffstat: vec![crate::plan::FileStat {
+            path: "apps/checkout/prod/deployment.yaml".into(),
+            insertions: 1,
+            deletions: 1,
+        }],
+        artifacts: vec![crate::artifacts::ArtifactChange {
+            path: "apps/checkout/prod/deployment.yaml".into(),
+            name: "image acme/checkout".into(),
+            old: Some("acme/checkout:1.5.0".into()),
+            new: Some("acme/checkout:1.4.2".into()),
+        }],
         mutable_artifacts: vec![],
     };
     (event, plan)

@@ -391,6 +391,7 @@ impl Config {
         }
         if let crate::forge::ForgeConfig::Github(g) = &mut self.forge {
             files.extend(g.private_key_file.as_mut());
+            files.extend(g.token_file.as_mut());
         }
         for k in files {
             if k.is_relative() {

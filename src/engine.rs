@@ -431,6 +431,13 @@ impl Engine {
                 (WriteTarget::NewBranch { name }, None)
             }
         };
+        // Rendered before anything is pushed: a template error must not leave a branch behind.
+        let pr_texts = match (delivery, self.forge.github()) {
+            (Delivery::Proposal, Some(_)) => {
+                Some((self.templates.render(PR_TITLE_TEMPLATE, &ctx)?, self.templates.render(PR_BODY_TEMPLATE, &ctx)?))
+            }
+            _ => None,
+        };
         let tag_ref = tag.as_ref().map(|(n, t)| (n.as_str(), t));
         match self.repo.publish(&commit, &target, tag_ref)? {
             PushResult::Moved => Ok(None),
@@ -447,18 +454,14 @@ impl Engine {
                     push_retries: retries,
                     pr_url: None,
                 };
-                if delivery == Delivery::Proposal
-                    && let Some(gh) = self.forge.github()
-                {
-                    let title = self.templates.render(PR_TITLE_TEMPLATE, &ctx)?;
-                    let body = self.templates.render(PR_BODY_TEMPLATE, &ctx)?;
+                if let (Some((title, body)), Some(gh)) = (&pr_texts, self.forge.github()) {
                     let labels = vec![
                         "rollback".to_string(),
                         format!("service:{}", plan.target.service),
                         format!("env:{}", plan.target.env),
                     ];
                     let (reviewers, teams) = (&policy.review.reviewers, &policy.review.teams);
-                    match gh.open_pr(&rollback.branch, &plan.branch, title.trim(), &body, &labels, reviewers, teams) {
+                    match gh.open_pr(&rollback.branch, &plan.branch, title.trim(), body, &labels, reviewers, teams) {
                         Ok(pr) => rollback.pr_url = Some(pr.html_url),
                         // The branch is there: the next delivery of this incident opens the PR.
                         Err(e) => decision.notes.push(format!("the pull request could not be opened yet: {e}")),

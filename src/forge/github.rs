@@ -210,13 +210,23 @@ impl GithubForge {
 async fn build_client(cfg: &GithubConfig) -> Result<Octocrab, ForgeError> {
     let builder =
         Octocrab::builder().base_uri(cfg.api_url.as_str()).map_err(|e| ForgeError::Config(format!("api_url: {e}")))?;
-    match (&cfg.token_env, cfg.app_id, &cfg.private_key_file) {
-        (Some(var), _, _) => {
-            let token = std::env::var(var)
+    let token = match (&cfg.token_env, &cfg.token_file) {
+        (Some(var), _) => Some(
+            std::env::var(var)
                 .ok()
                 .filter(|t| !t.trim().is_empty())
-                .ok_or_else(|| ForgeError::Config(format!("env var {var} (forge.token_env) is not set")))?;
-            let token = SecretString::new(token);
+                .ok_or_else(|| ForgeError::Config(format!("env var {var} (forge.token_env) is not set")))?,
+        ),
+        (None, Some(file)) => Some(
+            std::fs::read_to_string(file)
+                .map_err(|e| ForgeError::Config(format!("cannot read {}: {e}", file.display())))?
+                .trim()
+                .to_string(),
+        ),
+        (None, None) => None,
+    };
+    match (token.map(SecretString::new), cfg.app_id, &cfg.private_key_file) {
+        (Some(token), _, _) => {
             builder.personal_token(token.expose().to_string()).build().map_err(|e| ForgeError::Config(e.to_string()))
         }
         (None, Some(app_id), Some(key_file)) => {
@@ -249,6 +259,8 @@ async fn build_client(cfg: &GithubConfig) -> Result<Octocrab, ForgeError> {
             // Octocrab mints installation tokens from the app's JWT and renews them before expiry.
             app.installation(installation.into()).map_err(|e| ForgeError::Config(e.to_string()))
         }
-        _ => Err(ForgeError::Config("forge.github needs token_env, or app_id and private_key_file".into())),
+        _ => {
+            Err(ForgeError::Config("forge.github needs token_env or token_file, or app_id and private_key_file".into()))
+        }
     }
 }

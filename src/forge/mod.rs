@@ -27,6 +27,9 @@ pub struct GithubConfig {
     /// Env var holding a token (a PAT or an installation token).
     #[serde(default)]
     pub token_env: Option<String>,
+    /// Or a file holding it (a mounted secret).
+    #[serde(default)]
+    pub token_file: Option<std::path::PathBuf>,
     /// Or authenticate as a GitHub App: its id, its private key, and the installation (looked up
     /// for owner/repo when left out). Installation tokens are refreshed before they expire.
     #[serde(default)]

@@ -4,6 +4,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod fake_github;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;

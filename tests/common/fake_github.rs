@@ -1,0 +1,301 @@
+//! A fake GitHub API for tests: the handful of endpoints rollbackd calls, with state, backed by
+//! the test's real bare origin so merging a pull request really merges it there.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+pub const TOKEN: &str = "test-gh-token";
+
+#[derive(Clone, Debug)]
+pub struct FakePr {
+    pub number: u64,
+    pub head: String,
+    pub base: String,
+    pub title: String,
+    pub body: String,
+    pub state: String,
+    pub merged_sha: Option<String>,
+    pub labels: Vec<String>,
+    pub reviewers: Vec<String>,
+    pub teams: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct Gh {
+    pub prs: Vec<FakePr>,
+    /// (issue number, body)
+    pub comments: Vec<(u64, String)>,
+    /// (comment id, content)
+    pub reactions: Vec<(u64, String)>,
+    next_comment: u64,
+}
+
+#[derive(Clone)]
+struct App {
+    gh: Arc<Mutex<Gh>>,
+    origin: PathBuf,
+}
+
+pub struct FakeGithub {
+    pub url: String,
+    pub gh: Arc<Mutex<Gh>>,
+}
+
+impl FakeGithub {
+    pub fn start(origin: PathBuf) -> FakeGithub {
+        let gh = Arc::new(Mutex::new(Gh { next_comment: 1000, ..Gh::default() }));
+        let app = App { gh: gh.clone(), origin };
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let r = Router::new()
+                    .route("/repos/{o}/{r}/pulls", post(create_pr).get(list_prs))
+                    .route("/repos/{o}/{r}/pulls/{n}", get(get_pr).patch(update_pr))
+                    .route("/repos/{o}/{r}/pulls/{n}/merge", put(merge_pr))
+                    .route("/repos/{o}/{r}/pulls/{n}/requested_reviewers", post(reviewers))
+                    .route("/repos/{o}/{r}/issues/{n}/labels", post(labels))
+                    .route("/repos/{o}/{r}/issues/{n}/comments", post(comment))
+                    .route("/repos/{o}/{r}/issues/comments/{id}/reactions", post(react))
+                    .with_state(app);
+                axum::serve(listener, r).await.unwrap();
+            });
+        });
+        FakeGithub { url, gh }
+    }
+
+    pub fn prs(&self) -> Vec<FakePr> {
+        self.gh.lock().unwrap().prs.clone()
+    }
+
+    pub fn comments(&self) -> Vec<(u64, String)> {
+        self.gh.lock().unwrap().comments.clone()
+    }
+
+    pub fn reactions(&self) -> Vec<(u64, String)> {
+        self.gh.lock().unwrap().reactions.clone()
+    }
+}
+
+fn authorized(h: &HeaderMap) -> bool {
+    let v = h.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
+    v == format!("Bearer {TOKEN}") || v == format!("token {TOKEN}")
+}
+
+fn unauthorized() -> Response {
+    (StatusCode::UNAUTHORIZED, Json(json!({"message": "Bad credentials"}))).into_response()
+}
+
+fn head_sha(origin: &std::path::Path, branch: &str) -> Option<String> {
+    let repo = git2::Repository::open_bare(origin).ok()?;
+    repo.refname_to_id(&format!("refs/heads/{branch}")).ok().map(|o| o.to_string())
+}
+
+fn pr_json(app: &App, pr: &FakePr) -> Value {
+    let sha = pr.merged_sha.clone().or_else(|| head_sha(&app.origin, &pr.head)).unwrap_or_default();
+    json!({
+        "number": pr.number,
+        "html_url": format!("https://github.example/acme/config/pull/{}", pr.number),
+        "state": pr.state,
+        "head": { "ref": pr.head, "sha": sha },
+        "base": { "ref": pr.base },
+        "merged": pr.merged_sha.is_some(),
+    })
+}
+
+async fn create_pr(State(app): State<App>, h: HeaderMap, Json(b): Json<Value>) -> Response {
+    if !authorized(&h) {
+        return unauthorized();
+    }
+    let head = b["head"].as_str().unwrap_or_default().to_string();
+    if head_sha(&app.origin, &head).is_none() {
+        return (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"message": "Validation Failed: head"}))).into_response();
+    }
+    let mut gh = app.gh.lock().unwrap();
+    if gh.prs.iter().any(|p| p.head == head && p.state == "open") {
+        return (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"message": "A pull request already exists"})))
+            .into_response();
+    }
+    let pr = FakePr {
+        number: gh.prs.len() as u64 + 1,
+        head,
+        base: b["base"].as_str().unwrap_or("main").to_string(),
+        title: b["title"].as_str().unwrap_or_default().to_string(),
+        body: b["body"].as_str().unwrap_or_default().to_string(),
+        state: "open".into(),
+        merged_sha: None,
+        labels: vec![],
+        reviewers: vec![],
+        teams: vec![],
+    };
+    gh.prs.push(pr.clone());
+    (StatusCode::CREATED, Json(pr_json(&app, &pr))).into_response()
+}
+
+async fn list_prs(State(app): State<App>, h: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
+    if !authorized(&h) {
+        return unauthorized();
+    }
+    let gh = app.gh.lock().unwrap();
+    let head = q.get("head").map(|h| h.split_once(':').map_or(h.as_str(), |(_, b)| b).to_string());
+    let list: Vec<Value> = gh
+        .prs
+        .iter()
+        .filter(|p| q.get("state").is_none_or(|s| s == &p.state) && head.as_ref().is_none_or(|b| b == &p.head))
+        .map(|p| pr_json(&app, p))
+        .collect();
+    Json(Value::Array(list)).into_response()
+}
+
+async fn get_pr(State(app): State<App>, h: HeaderMap, Path((_o, _r, n)): Path<(String, String, u64)>) -> Response {
+    if !authorized(&h) {
+        return unauthorized();
+    }
+    let gh = app.gh.lock().unwrap();
+    match gh.prs.iter().find(|p| p.number == n) {
+        Some(p) => Json(pr_json(&app, p)).into_response(),
+        None => (StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"}))).into_response(),
+    }
+}
+
+async fn update_pr(
+    State(app): State<App>,
+    h: HeaderMap,
+    Path((_o, _r, n)): Path<(String, String, u64)>,
+    Json(b): Json<Value>,
+) -> Response {
+    if !authorized(&h) {
+        return unauthorized();
+    }
+    let mut gh = app.gh.lock().unwrap();
+    let Some(p) = gh.prs.iter_mut().find(|p| p.number == n) else { return StatusCode::NOT_FOUND.into_response() };
+    if let Some(s) = b["state"].as_str() {
+        p.state = s.to_string();
+    }
+    let p = p.clone();
+    Json(pr_json(&app, &p)).into_response()
+}
+
+/// Really merges in the origin: a merge commit, or one commit for squash and rebase.
+async fn merge_pr(
+    State(app): State<App>,
+    h: HeaderMap,
+    Path((_o, _r, n)): Path<(String, String, u64)>,
+    Json(b): Json<Value>,
+) -> Response {
+    if !authorized(&h) {
+        return unauthorized();
+    }
+    let mut gh = app.gh.lock().unwrap();
+    let Some(pr) = gh.prs.iter_mut().find(|p| p.number == n && p.state == "open") else {
+        return (StatusCode::METHOD_NOT_ALLOWED, Json(json!({"message": "Pull Request is not mergeable"})))
+            .into_response();
+    };
+    let repo = git2::Repository::open_bare(&app.origin).unwrap();
+    let head = repo.refname_to_id(&format!("refs/heads/{}", pr.head)).unwrap();
+    if b["sha"].as_str().is_some_and(|s| s != head.to_string()) {
+        return (
+            StatusCode::CONFLICT,
+            Json(json!({"message": "Head branch was modified. Review and try the merge again."})),
+        )
+            .into_response();
+    }
+    let base_ref = format!("refs/heads/{}", pr.base);
+    let base = repo.refname_to_id(&base_ref).unwrap();
+    let (bc, hc) = (repo.find_commit(base).unwrap(), repo.find_commit(head).unwrap());
+    let ancestor = repo.find_commit(repo.merge_base(base, head).unwrap()).unwrap();
+    let mut index =
+        repo.merge_trees(&ancestor.tree().unwrap(), &bc.tree().unwrap(), &hc.tree().unwrap(), None).unwrap();
+    if index.has_conflicts() {
+        return (StatusCode::METHOD_NOT_ALLOWED, Json(json!({"message": "merge conflict"}))).into_response();
+    }
+    let tree = repo.find_tree(index.write_tree_to(&repo).unwrap()).unwrap();
+    let sig = git2::Signature::now("GitHub", "noreply@github.example").unwrap();
+    let message =
+        format!("{}\n\n{}", b["commit_title"].as_str().unwrap_or(""), b["commit_message"].as_str().unwrap_or(""));
+    let parents: Vec<&git2::Commit<'_>> = match b["merge_method"].as_str() {
+        Some("merge") => vec![&bc, &hc],
+        _ => vec![&bc],
+    };
+    let id = repo.commit(Some(&base_ref), &sig, &sig, &message, &tree, &parents).unwrap();
+    pr.state = "closed".into();
+    pr.merged_sha = Some(id.to_string());
+    Json(json!({"merged": true, "sha": id.to_string(), "message": "Pull Request successfully merged"})).into_response()
+}
+
+async fn reviewers(
+    State(app): State<App>,
+    h: HeaderMap,
+    Path((_o, _r, n)): Path<(String, String, u64)>,
+    Json(b): Json<Value>,
+) -> Response {
+    if !authorized(&h) {
+        return unauthorized();
+    }
+    let mut gh = app.gh.lock().unwrap();
+    let Some(p) = gh.prs.iter_mut().find(|p| p.number == n) else { return StatusCode::NOT_FOUND.into_response() };
+    let list = |v: &Value| {
+        v.as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect()).unwrap_or_default()
+    };
+    p.reviewers = list(&b["reviewers"]);
+    p.teams = list(&b["team_reviewers"]);
+    (StatusCode::CREATED, Json(json!({}))).into_response()
+}
+
+async fn labels(
+    State(app): State<App>,
+    h: HeaderMap,
+    Path((_o, _r, n)): Path<(String, String, u64)>,
+    Json(b): Json<Value>,
+) -> Response {
+    if !authorized(&h) {
+        return unauthorized();
+    }
+    let mut gh = app.gh.lock().unwrap();
+    let Some(p) = gh.prs.iter_mut().find(|p| p.number == n) else { return StatusCode::NOT_FOUND.into_response() };
+    p.labels = b["labels"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    Json(json!([])).into_response()
+}
+
+async fn comment(
+    State(app): State<App>,
+    h: HeaderMap,
+    Path((_o, _r, n)): Path<(String, String, u64)>,
+    Json(b): Json<Value>,
+) -> Response {
+    if !authorized(&h) {
+        return unauthorized();
+    }
+    let mut gh = app.gh.lock().unwrap();
+    gh.next_comment += 1;
+    let id = gh.next_comment;
+    gh.comments.push((n, b["body"].as_str().unwrap_or_default().to_string()));
+    (StatusCode::CREATED, Json(json!({"id": id}))).into_response()
+}
+
+async fn react(
+    State(app): State<App>,
+    h: HeaderMap,
+    Path((_o, _r, id)): Path<(String, String, u64)>,
+    Json(b): Json<Value>,
+) -> Response {
+    if !authorized(&h) {
+        return unauthorized();
+    }
+    app.gh.lock().unwrap().reactions.push((id, b["content"].as_str().unwrap_or_default().to_string()));
+    (StatusCode::CREATED, Json(json!({"content": b["content"]}))).into_response()
+}

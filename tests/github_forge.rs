@@ -1,0 +1,187 @@
+//! Proposals as pull requests on a fake GitHub backed by the real bare origin: the PR and its
+//! title, body, labels and reviewers; "fired again"; approval, refusal and self-approval from PR
+//! comments; cancel; and a PR merged by hand.
+
+mod common;
+
+use common::fake_github::{FakeGithub, TOKEN};
+use common::*;
+use rollbackd::chat::dispatch::github_comment;
+use rollbackd::ingest::github::Comment;
+use rollbackd::principal::Directory;
+use rollbackd::{Options, Outcome};
+
+const POLICY: &str = r#"
+- name: prod
+  match: { source: any, matchers: ['service=~".+"', 'env="prod"'] }
+  target:
+    service: "{{ labels.service }}"
+    env: "{{ labels.env }}"
+    paths: ["apps/{{ labels.service }}/{{ labels.env }}/**"]
+  action: { mode: pull_request }
+  guards: { cooldown: 30m, require_immutable_artifacts: true }
+  chatops:
+    allow: ["github-team:acme/sre"]
+    approve: ["github:alice", "github:bob"]
+    two_person: true
+  review:
+    approvals: 1
+    merge: MERGE
+    reviewers: [alice]
+    teams: [acme/sre]
+"#;
+
+fn world(merge: &str) -> (World, FakeGithub) {
+    let w = World::with_policy(&POLICY.replace("MERGE", merge));
+    let gh = FakeGithub::start(w.origin.clone());
+    std::fs::write(w.root().join("gh-token"), TOKEN).unwrap();
+    w.write_config(&format!(
+        "forge: {{ kind: github, api_url: \"{}\", owner: acme, repo: config, token_file: gh-token }}\ndirectory:\n  github_teams: {{ acme/sre: [carol] }}\n",
+        gh.url
+    ));
+    (w, gh)
+}
+
+fn comment(id: u64, issue: u64, login: &str, body: &str) -> Comment {
+    Comment { id, issue, is_pull_request: true, body: body.into(), previous_body: None, login: login.into() }
+}
+
+fn directory() -> Directory {
+    Directory { github_teams: [("acme/sre".into(), vec!["carol".into()])].into(), ..Directory::default() }
+}
+
+#[test]
+fn alert_opens_one_pr_and_repeats_comment() {
+    let (w, gh) = world("merge");
+    let bad = w.deploy("checkout", "prod", "1.5.0", 10);
+    let alert = w.alert("checkout", "prod", "fp");
+    let report = w.engine().handle(&alert, &Options::default()).unwrap();
+    let rb = match &report.outcome {
+        Outcome::Proposed { rollback } => rollback.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(rb.pr_url.as_deref(), Some("https://github.example/acme/config/pull/1"));
+    let prs = gh.prs();
+    assert_eq!(prs.len(), 1);
+    let pr = &prs[0];
+    assert_eq!(pr.head, format!("rollback/checkout/prod/{}", rb.id));
+    assert_eq!(pr.base, "main");
+    assert!(pr.title.starts_with(&format!("Roll back checkout/prod to {}", &w.good.0[..10])), "{}", pr.title);
+    for needle in [
+        "alertmanager:fp@",
+        "5xx above 5%",
+        &bad.0[..10],
+        "Deploy checkout 1.5.0 to prod",
+        &w.good.0,
+        "apps/checkout/prod/deployment.yaml",
+        "registry.example.com/checkout:1.5.0` → `registry.example.com/checkout:1.4.2",
+        "policy** `prod`",
+        "cooldown",
+        "/rollback approve",
+    ] {
+        assert!(pr.body.contains(needle), "{needle} missing from the PR body:\n{}", pr.body);
+    }
+    assert_eq!(pr.labels, ["rollback", "service:checkout", "env:prod"]);
+    assert_eq!((pr.reviewers.clone(), pr.teams.clone()), (vec!["alice".to_string()], vec!["sre".to_string()]));
+
+    // The same incident again: a comment on the PR, no second PR.
+    let again = w.engine().handle(&alert, &Options::default()).unwrap();
+    assert!(matches!(again.outcome, Outcome::Duplicate { .. }), "{:?}", again.outcome);
+    assert_eq!(gh.prs().len(), 1);
+    assert!(gh.comments().iter().any(|(n, b)| *n == 1 && b.contains("Fired again")), "{:?}", gh.comments());
+}
+
+#[test]
+fn approve_from_pr_comments_refuses_then_merges_and_tags() {
+    let (w, gh) = world("merge");
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    // carol (in acme/sre) asks from a comment on an issue.
+    let mut ask = comment(1, 99, "carol", "The 5xx are back.\n\n/rollback checkout prod because 5xx since 1.5.0\n");
+    ask.is_pull_request = false;
+    let reply = github_comment(&mut w.engine(), &ask, &directory());
+    assert!(reply.contains("proposed"), "{reply}");
+    assert!(gh.reactions().contains(&(1, "eyes".into())) && gh.reactions().contains(&(1, "rocket".into())));
+    let pr = gh.prs()[0].clone();
+
+    // An outsider, then the requester herself (two-person rule), then an approver.
+    let reply = github_comment(&mut w.engine(), &comment(2, pr.number, "mallory", "/rollback approve"), &directory());
+    assert!(reply.contains("not in chatops.approve"), "{reply}");
+    assert!(gh.reactions().contains(&(2, "confused".into())));
+    let reply = github_comment(&mut w.engine(), &comment(3, pr.number, "carol", "/rollback approve"), &directory());
+    assert!(reply.contains("chatops.approve") || reply.contains("two-person"), "{reply}");
+    // Code blocks and quotes are never commands.
+    let reply = github_comment(
+        &mut w.engine(),
+        &comment(4, pr.number, "alice", "> /rollback approve\n\n```\n/rollback approve\n```"),
+        &directory(),
+    );
+    assert_eq!(reply, "no /rollback command in the comment");
+    let before = w.head();
+    let reply =
+        github_comment(&mut w.engine(), &comment(5, pr.number, "alice", "LGTM\n/rollback approve"), &directory());
+    assert!(reply.contains("merged"), "{reply}");
+
+    // Merged on "GitHub" (a real merge commit in the origin), tagged, commented.
+    assert_eq!(w.git(&["rev-parse", "main^1"]), before);
+    let merged = w.head();
+    assert_eq!(gh.prs()[0].merged_sha.as_deref(), Some(merged.as_str()));
+    let id = pr.head.rsplit('/').next().unwrap().to_string();
+    assert_eq!(w.git(&["rev-parse", &format!("rollback/checkout/prod/{id}^{{commit}}")]), merged);
+    assert!(w.show("main", &path("checkout", "prod")).contains("1.4.2"));
+    assert!(
+        gh.comments().iter().any(|(n, b)| *n == pr.number && b.contains("Merged by github:alice")),
+        "{:?}",
+        gh.comments()
+    );
+    // The audit trail finds the rollback through the merge commit.
+    let out = w.run_cli(&["history", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["rollbacks"][0]["id"], id.as_str());
+    assert_eq!(v["rollbacks"][0]["delivery"], "direct");
+    assert_eq!(v["rollbacks"][0]["actor"], "github:carol");
+}
+
+#[test]
+fn squash_merge_keeps_the_trailers_and_replays_onto_a_moved_base() {
+    let (w, gh) = world("squash");
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let report = w.engine().handle(&w.alert("checkout", "prod", "fp"), &Options::default()).unwrap();
+    assert!(matches!(report.outcome, Outcome::Proposed { .. }));
+    let other = w.deploy("cart", "prod", "2.1.0", 1);
+    let pr = gh.prs()[0].clone();
+    let reply = github_comment(&mut w.engine(), &comment(7, pr.number, "bob", "/rollback approve"), &directory());
+    assert!(reply.contains("merged"), "{reply}");
+    assert_eq!(w.git(&["rev-parse", "main^"]), other.0, "one squashed commit on top of the moved base");
+    let id = pr.head.rsplit('/').next().unwrap();
+    assert_eq!(w.trailers("main", "Rollback-Id"), [id]);
+    assert!(w.show("main", &path("cart", "prod")).contains("2.1.0"));
+}
+
+#[test]
+fn cancel_closes_the_pr_and_deletes_the_branch() {
+    let (w, gh) = world("merge");
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    w.engine().handle(&w.alert("checkout", "prod", "fp"), &Options::default()).unwrap();
+    let pr = gh.prs()[0].clone();
+    let reply = github_comment(&mut w.engine(), &comment(8, pr.number, "bob", "/rollback cancel"), &directory());
+    assert!(reply.contains("cancelled"), "{reply}");
+    assert_eq!(gh.prs()[0].state, "closed");
+    assert!(w.git(&["for-each-ref", "refs/heads/rollback/"]).is_empty());
+    assert!(w.git(&["tag", "-l", "cancelled/*"]).starts_with("cancelled/checkout/prod/"));
+}
+
+#[test]
+fn a_pr_merged_by_hand_is_recorded() {
+    let (w, gh) = world("merge");
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    w.engine().handle(&w.alert("checkout", "prod", "fp"), &Options::default()).unwrap();
+    let pr = gh.prs()[0].clone();
+    // Someone merges in the GitHub UI (here: straight into the origin) and GitHub tells us.
+    let head = w.git(&["rev-parse", &format!("refs/heads/{}", pr.head)]);
+    w.git(&["update-ref", "refs/heads/main", &head]);
+    let msg = w.engine().record_pr_closed(&pr.head, Some(&head), &head, "dave").unwrap();
+    assert!(msg.starts_with("recorded rollback/checkout/prod/"), "{msg}");
+    let again = w.engine().record_pr_closed(&pr.head, Some(&head), &head, "dave").unwrap();
+    assert!(again.contains("already"), "{again}");
+    assert_eq!(w.git(&["tag", "-l", "rollback/*"]).lines().count(), 1);
+}
