@@ -166,29 +166,35 @@ sources:
         &format!("demo-{}\n", &digest(&format!("{now}{}", std::process::id()))[..24]),
     )?;
     let started = at(5);
-    write(
-        &demo.alert,
-        &serde_json::to_string_pretty(&serde_json::json!({
-            "version": "4",
-            "groupKey": "{}:{alertname=\"CheckoutErrorRate\"}",
-            "truncatedAlerts": 0,
-            "status": "firing",
-            "receiver": "rollbackd",
-            "groupLabels": {"alertname": "CheckoutErrorRate"},
-            "commonLabels": {"alertname": "CheckoutErrorRate", "service": "checkout", "env": "prod", "severity": "page"},
-            "commonAnnotations": {},
-            "externalURL": "http://alertmanager.example.com",
-            "alerts": [{
+    for (env, fingerprint, file) in [
+        ("prod", "3f6a2b1c9d8e7f60", "checkout-prod-alert.json"),
+        ("staging", "7c1d9e2f4a6b8c05", "checkout-staging-alert.json"),
+    ] {
+        let severity = if env == "prod" { "page" } else { "ticket" };
+        write(
+            &dir.join("events").join(file),
+            &serde_json::to_string_pretty(&serde_json::json!({
+                "version": "4",
+                "groupKey": "{}:{alertname=\"CheckoutErrorRate\"}",
+                "truncatedAlerts": 0,
                 "status": "firing",
-                "labels": {"alertname": "CheckoutErrorRate", "service": "checkout", "env": "prod", "severity": "page"},
-                "annotations": {"summary": "checkout 5xx rate above 5% for 5m"},
-                "startsAt": started.to_string(),
-                "endsAt": "0001-01-01T00:00:00Z",
-                "generatorURL": "http://prometheus.example.com/graph",
-                "fingerprint": "3f6a2b1c9d8e7f60"
-            }]
-        }))
-        .unwrap_or_default(),
-    )?;
+                "receiver": "rollbackd",
+                "groupLabels": {"alertname": "CheckoutErrorRate"},
+                "commonLabels": {"alertname": "CheckoutErrorRate", "service": "checkout", "env": env, "severity": severity},
+                "commonAnnotations": {},
+                "externalURL": "http://alertmanager.example.com",
+                "alerts": [{
+                    "status": "firing",
+                    "labels": {"alertname": "CheckoutErrorRate", "service": "checkout", "env": env, "severity": severity},
+                    "annotations": {"summary": format!("checkout 5xx rate above 5% for 5m in {env}")},
+                    "startsAt": started.to_string(),
+                    "endsAt": "0001-01-01T00:00:00Z",
+                    "generatorURL": "http://prometheus.example.com/graph",
+                    "fingerprint": fingerprint
+                }]
+            }))
+            .unwrap_or_default(),
+        )?;
+    }
     Ok(demo)
 }

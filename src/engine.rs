@@ -381,6 +381,9 @@ impl Engine {
             Some(rollback) => {
                 let outcome = match delivery {
                     Delivery::Direct => Outcome::RolledBack { rollback },
+                    Delivery::Proposal if policy.review.auto_merge => {
+                        self.auto_merge(rollback, &plan, &policy, now, &mut decision)?
+                    }
                     Delivery::Proposal => Outcome::Proposed { rollback },
                 };
                 done(decision, Some(plan), outcome)
@@ -474,6 +477,50 @@ impl Engine {
 }
 
 impl Engine {
+    /// `review.auto_merge`: merge the proposal at once, by the same path as an approval.
+    fn auto_merge(
+        &mut self,
+        rollback: Rollback,
+        plan: &Plan,
+        policy: &Policy,
+        now: Timestamp,
+        decision: &mut Decision,
+    ) -> Result<Outcome, EngineError> {
+        if !policy.review.required_checks.is_empty() {
+            decision.notes.push(format!(
+                "auto_merge waits for approval: required_checks ({}) are not evaluated by rollbackd yet",
+                policy.review.required_checks.join(", ")
+            ));
+            return Ok(Outcome::Proposed { rollback });
+        }
+        let (service, env, id) = (&plan.target.service, &plan.target.env, rollback.id.to_string());
+        let merged = if self.forge.github().is_some() {
+            self.merge_on_github(
+                &rollback.branch,
+                &rollback.commit,
+                service,
+                env,
+                &id,
+                policy.review.merge,
+                "auto_merge",
+                now,
+            )?
+        } else {
+            self.merge_proposal(&rollback.branch, &rollback.commit, service, env, &id, now)?
+        };
+        Ok(match merged {
+            ReviewOutcome::Merged { rollback: mut merged } => {
+                decision.notes.push("auto_merge: merged at once".into());
+                merged.pr_url = merged.pr_url.or(rollback.pr_url);
+                Outcome::RolledBack { rollback: merged }
+            }
+            other => {
+                decision.notes.push(format!("auto_merge did not merge: {}", other.summary()));
+                Outcome::Proposed { rollback }
+            }
+        })
+    }
+
     /// The same problem fired again while its proposal is open: say so on the PR (GitHub forge),
     /// at most once every ten minutes, and open the PR if an earlier attempt could not.
     fn fired_again(&mut self, open: &crate::git::AuditRecord, event: &Event, decision: &mut Decision) {

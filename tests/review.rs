@@ -221,3 +221,21 @@ fn emergency_breaks_glass_and_is_recorded() {
     assert_eq!(w.trailers("main", "Rollback-Actor"), ["slack:U9"]);
     assert!(w.engine().status(None).unwrap().contains("(EMERGENCY)"));
 }
+
+#[test]
+fn auto_merge_merges_a_proposal_at_once() {
+    let w = World::with_policy(
+        &policy("pull_request", "auto", "{}")
+            .replace("  guards: {}\n", "  guards: {}\n  review: { auto_merge: true }\n"),
+    );
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let report = w.engine().handle(&w.alert("checkout", "prod", "fp"), &Options::default()).unwrap();
+    let rb = match report.outcome {
+        Outcome::RolledBack { rollback } => rollback,
+        other => panic!("{other:?}"),
+    };
+    assert!(report.decision.notes.iter().any(|n| n.contains("auto_merge: merged")), "{:?}", report.decision.notes);
+    assert_eq!(w.head(), rb.commit.0);
+    assert!(w.git(&["for-each-ref", "refs/heads/rollback/"]).is_empty());
+    assert_eq!(w.git(&["tag", "-l", "rollback/*"]).lines().count(), 1);
+}

@@ -309,3 +309,60 @@ receivers:
             .unwrap_or(false)
     });
 }
+
+#[test]
+fn demo_end_to_end_propose_then_approve_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("demo");
+    let bin = env!("CARGO_BIN_EXE_rollbackd");
+    let out = Command::new(bin).args(["demo", "--no-serve", "--dir"]).arg(&demo).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let config = demo.join("rollbackd.yaml");
+    let mut child = Command::new(bin)
+        .arg("--config")
+        .arg(&config)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("ROLLBACKD_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let server = Serve { child, url: line.trim().trim_start_matches("rollbackd listening on ").to_string() };
+    wait_for("readyz", 30, || get(&format!("{}/readyz", server.url)).map(|(st, _)| st == 200).unwrap_or(false));
+    let token = std::fs::read_to_string(demo.join("secrets/alertmanager-tokens")).unwrap().trim().to_string();
+    let post = |file: &str| -> serde_json::Value {
+        let body = std::fs::read_to_string(demo.join("events").join(file)).unwrap();
+        let mut r = agent()
+            .post(format!("{}/webhooks/alertmanager", server.url))
+            .header("Authorization", format!("Bearer {token}"))
+            .header("Content-Type", "application/json")
+            .send(body)
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap()
+    };
+    let origin = demo.join("origin.git");
+    let git = |args: &[&str]| git_in(&origin, args);
+
+    // Staging: proposed for review.
+    let staging = post("checkout-staging-alert.json");
+    assert_eq!(staging["outcome"], "proposed", "{staging}");
+    let id = staging["rollback_id"].as_str().unwrap().to_string();
+    assert!(git(&["show", "main:apps/checkout/staging/deployment.yaml"]).contains("1.5.0"), "main untouched");
+
+    // Approved from the CLI beside the running server: merged, tagged, branch gone.
+    let out =
+        Command::new(bin).arg("--config").arg(&config).args(["approve", &id, "--actor", "reviewer"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.starts_with("merged"), "{text}");
+    assert!(git(&["show", "main:apps/checkout/staging/deployment.yaml"]).contains("1.4.2"));
+    assert_eq!(git(&["log", "-1", "--format=%(trailers:key=Rollback-Id,valueonly)", "main"]).trim(), id);
+    assert!(git(&["for-each-ref", "refs/heads/rollback/"]).is_empty());
+
+    // Prod: rolled back at once by the paging policy.
+    let prod = post("checkout-prod-alert.json");
+    assert_eq!(prod["outcome"], "rolled_back", "{prod}");
+    assert!(git(&["show", "main:apps/checkout/prod/deployment.yaml"]).contains("1.4.2"));
+}

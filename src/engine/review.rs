@@ -100,7 +100,7 @@ impl Engine {
     /// Merges the proposal's pull request through GitHub at exactly the reviewed commit (replayed
     /// onto the base first if the base moved), then tags what landed and says so on the PR.
     #[allow(clippy::too_many_arguments)]
-    fn merge_on_github(
+    pub(super) fn merge_on_github(
         &mut self,
         branch: &str,
         commit: &Sha,
@@ -190,7 +190,7 @@ impl Engine {
         Ok(if created { format!("recorded {tag}") } else { format!("{tag} was recorded already") })
     }
 
-    fn merge_proposal(
+    pub(super) fn merge_proposal(
         &mut self,
         branch: &str,
         commit: &Sha,
