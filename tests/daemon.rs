@@ -69,3 +69,30 @@ fn a_push_refused_by_a_hook_fails_with_the_servers_message() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("main is protected"));
     drop(d);
 }
+
+#[test]
+fn proposal_approved_and_cancelled_over_the_network() {
+    let w = World::with_policy(&policy("pull_request", "auto", "{}"));
+    let _d = daemon(&w);
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let propose =
+        |fp: &str| match w.engine().handle(&w.alert("checkout", "prod", fp), &Options::default()).unwrap().outcome {
+            Outcome::Proposed { rollback } => rollback,
+            other => panic!("{other:?}"),
+        };
+    let first = propose("fp1");
+    assert!(matches!(
+        w.engine().cancel(first.id.as_str(), None, "ops").unwrap(),
+        rollbackd::ReviewOutcome::Cancelled { .. }
+    ));
+    assert!(w.git(&["for-each-ref", "refs/heads/rollback/"]).is_empty(), "deleted on the origin");
+    // A new incident proposes again; the base moves; approval replays it and merges.
+    let second = propose("fp2");
+    let other = w.deploy("cart", "prod", "2.1.0", 1);
+    assert!(matches!(
+        w.engine().approve(second.id.as_str(), None, "ops").unwrap(),
+        rollbackd::ReviewOutcome::Merged { .. }
+    ));
+    assert_eq!(w.git(&["rev-parse", "main^"]), other.0);
+    assert!(w.git(&["for-each-ref", "refs/heads/rollback/"]).is_empty());
+}

@@ -101,34 +101,73 @@ pub(super) fn delete_ref(
             Ok(PushResult::Pushed)
         }
         None => {
-            let mut remote = repo.remote_anonymous(url).map_err(|e| unreachable(url, &e))?;
-            remote
-                .connect_auth(git2::Direction::Push, Some(callbacks(auth)), None)
-                .map_err(|e| unreachable(url, &e))?;
-            let current =
-                remote.list().map_err(|e| unreachable(url, &e))?.iter().find(|h| h.name() == refname).map(|h| h.oid());
-            remote.disconnect().ok();
-            if current != Some(expected) {
+            if remote_value(repo, url, auth, refname)? != Some(expected) {
                 return Ok(PushResult::Moved);
             }
-            let rejection: RefCell<Option<String>> = RefCell::new(None);
-            let mut cb = callbacks(auth);
-            cb.push_update_reference(|_n, status| {
-                if let Some(m) = status {
-                    *rejection.borrow_mut() = Some(m.to_string());
+            match send(repo, url, auth, &format!(":{refname}"))? {
+                Sent::Accepted => Ok(PushResult::Pushed),
+                Sent::NotFastForward => Ok(PushResult::Moved),
+                Sent::Rejected(message) => {
+                    Err(GitError::Refused { url: redact_url(url), refname: refname.into(), message })
                 }
-                Ok(())
-            });
-            let mut opts = PushOptions::new();
-            opts.remote_callbacks(cb);
-            remote.push(&[format!(":{refname}").as_str()], Some(&mut opts)).map_err(|e| unreachable(url, &e))?;
-            drop(opts);
-            match rejection.into_inner() {
-                None => Ok(PushResult::Pushed),
-                Some(message) => Err(GitError::Refused { url: redact_url(url), refname: refname.into(), message }),
             }
         }
     }
+}
+
+/// The origin's current value of `refname` (`None`: it does not exist).
+fn remote_value(repo: &Repository, url: &str, auth: &Auth, refname: &str) -> Result<Option<Oid>, GitError> {
+    let mut remote = repo.remote_anonymous(url).map_err(|e| unreachable(url, &e))?;
+    remote.connect_auth(git2::Direction::Fetch, Some(callbacks(auth)), None).map_err(|e| unreachable(url, &e))?;
+    let value = remote.list().map_err(|e| unreachable(url, &e))?.iter().find(|h| h.name() == refname).map(|h| h.oid());
+    remote.disconnect().ok();
+    Ok(value)
+}
+
+/// What the server said of one pushed refspec.
+enum Sent {
+    Accepted,
+    NotFastForward,
+    /// The server's status for the ref, with what its hooks printed.
+    Rejected(String),
+}
+
+/// Pushes one refspec. A refusal by the server (hook, protected branch) is reported by libgit2
+/// only through `push_update_reference`, so that callback is always read, and the sideband
+/// ("remote:" lines, what hooks print) is kept as the useful half of the message.
+fn send(repo: &Repository, url: &str, auth: &Auth, spec: &str) -> Result<Sent, GitError> {
+    let mut remote = repo.remote_anonymous(url).map_err(|e| unreachable(url, &e))?;
+    let rejection: RefCell<Option<String>> = RefCell::new(None);
+    let remote_text: RefCell<String> = RefCell::new(String::new());
+    let mut cb = callbacks(auth);
+    cb.push_update_reference(|_name, status| {
+        if let Some(msg) = status {
+            *rejection.borrow_mut() = Some(msg.to_string());
+        }
+        Ok(())
+    });
+    cb.sideband_progress(|data| {
+        let mut text = remote_text.borrow_mut();
+        if text.len() < 4096 {
+            text.push_str(&String::from_utf8_lossy(data));
+        }
+        true
+    });
+    let mut opts = PushOptions::new();
+    opts.remote_callbacks(cb);
+    match remote.push(&[spec], Some(&mut opts)) {
+        Ok(()) => {}
+        Err(e) if e.code() == ErrorCode::NotFastForward => return Ok(Sent::NotFastForward),
+        Err(e) => return Err(unreachable(url, &e)),
+    }
+    drop(opts);
+    let Some(mut message) = rejection.into_inner() else { return Ok(Sent::Accepted) };
+    let said = remote_text.into_inner();
+    let said = said.split(['\n', '\r']).map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" / ");
+    if !said.is_empty() {
+        message = format!("{message} (remote: {said})");
+    }
+    Ok(Sent::Rejected(message))
 }
 
 /// Sets `refname` on the origin to `new` if it currently is `expected` (`None`: must not exist).
@@ -249,58 +288,22 @@ fn push_network_inner(
     expected: Option<Oid>,
     rewrite: bool,
 ) -> Result<PushResult, GitError> {
-    let mut remote = repo.remote_anonymous(url).map_err(|e| unreachable(url, &e))?;
     // Compare the origin's current value with what we planned against before sending anything.
-    remote.connect_auth(git2::Direction::Push, Some(callbacks(auth)), None).map_err(|e| unreachable(url, &e))?;
-    let current =
-        remote.list().map_err(|e| unreachable(url, &e))?.iter().find(|h| h.name() == refname).map(|h| h.oid());
-    remote.disconnect().ok();
-    if current != expected {
+    if remote_value(repo, url, auth, refname)? != expected {
         return Ok(PushResult::Moved);
     }
-    let rejection: RefCell<Option<String>> = RefCell::new(None);
-    // What hooks print reaches us as "remote:" sideband text; it is the useful half of a refusal.
-    let remote_text: RefCell<String> = RefCell::new(String::new());
-    let mut cb = callbacks(auth);
-    cb.push_update_reference(|_name, status| {
-        if let Some(msg) = status {
-            *rejection.borrow_mut() = Some(msg.to_string());
-        }
-        Ok(())
-    });
-    cb.sideband_progress(|data| {
-        let mut text = remote_text.borrow_mut();
-        if text.len() < 4096 {
-            text.push_str(&String::from_utf8_lossy(data));
-        }
-        true
-    });
-    let mut opts = PushOptions::new();
-    opts.remote_callbacks(cb);
     // The remote's value was compared above; `+` only lifts the fast-forward rule for a rewrite.
     let spec = format!("{}{scratch}:{refname}", if rewrite { "+" } else { "" });
-    match remote.push(&[spec.as_str()], Some(&mut opts)) {
-        Ok(()) => {}
-        Err(e) if e.code() == ErrorCode::NotFastForward => return Ok(PushResult::Moved),
-        Err(e) => return Err(unreachable(url, &e)),
+    match send(repo, url, auth, &spec)? {
+        Sent::Accepted => Ok(PushResult::Pushed),
+        Sent::NotFastForward => Ok(PushResult::Moved),
+        // The server said no. If the ref moved meanwhile that is a lost race; otherwise it is a
+        // refusal (hook, protection) that retrying cannot fix.
+        Sent::Rejected(message) => {
+            if remote_value(repo, url, auth, refname)? != expected {
+                return Ok(PushResult::Moved);
+            }
+            Err(GitError::Refused { url: redact_url(url), refname: refname.to_string(), message })
+        }
     }
-    drop(opts);
-    let Some(mut message) = rejection.into_inner() else {
-        return Ok(PushResult::Pushed);
-    };
-    let remote_said = remote_text.into_inner();
-    let remote_said =
-        remote_said.split(['\n', '\r']).map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" / ");
-    if !remote_said.is_empty() {
-        message = format!("{message} (remote: {remote_said})");
-    }
-    // The server said no. If the ref moved meanwhile that is a lost race; otherwise it is a
-    // refusal (hook, protection) that retrying cannot fix.
-    let mut remote = repo.remote_anonymous(url).map_err(|e| unreachable(url, &e))?;
-    remote.connect_auth(git2::Direction::Fetch, Some(callbacks(auth)), None).map_err(|e| unreachable(url, &e))?;
-    let now = remote.list().map_err(|e| unreachable(url, &e))?.iter().find(|h| h.name() == refname).map(|h| h.oid());
-    if now != expected {
-        return Ok(PushResult::Moved);
-    }
-    Err(GitError::Refused { url: redact_url(url), refname: refname.to_string(), message })
 }
