@@ -1,4 +1,17 @@
 //! Alertmanager label matchers: `name="value"`, `name!="value"`, `name=~"regex"`, `name!~"regex"`.
+//!
+//! ```
+//! use std::collections::BTreeMap;
+//! use rollbackd::matcher::Matcher;
+//!
+//! let m: Matcher = r#"severity=~"critical|page""#.parse().unwrap();
+//! let labels = BTreeMap::from([("severity".to_string(), "page".to_string())]);
+//! assert!(m.matches(&labels));
+//! // Anchored, as in Alertmanager: "pag" is not "page".
+//! assert!(!r#"severity=~"pag""#.parse::<Matcher>().unwrap().matches(&labels));
+//! // A missing label reads as the empty string.
+//! assert!(r#"team="""#.parse::<Matcher>().unwrap().matches(&labels));
+//! ```
 
 use std::collections::BTreeMap;
 use std::fmt;

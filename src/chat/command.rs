@@ -9,6 +9,18 @@
 //! /rollback unfreeze <service>|all [<env>]
 //! /rollback help
 //! ```
+//!
+//! ```
+//! use rollbackd::chat::command::{parse, parse_markdown, Command};
+//!
+//! let cmd = parse("/rollback checkout prod because 5xx after 1.5.0").unwrap().unwrap();
+//! assert!(matches!(cmd, Command::Rollback { ref service, .. } if service == "checkout"));
+//! assert_eq!(parse("hello").unwrap(), None);
+//! // Markdown code is never a command.
+//! assert_eq!(parse_markdown("```\n/rollback checkout\n```").unwrap(), None);
+//! let err = parse("/rollback staus").unwrap_err();
+//! assert_eq!(err.to_string(), "`staus` is not a rollbackd command; did you mean `status`?");
+//! ```
 
 use std::fmt;
 

@@ -1,5 +1,15 @@
 //! The `Rollback-*` commit trailers: written on every rollback commit, read back for the audit
 //! index. One module writes and parses them so the two cannot drift.
+//!
+//! ```
+//! use rollbackd::git::Trailers;
+//!
+//! let t = Trailers { id: "rb-0123456789ab".into(), service: "checkout".into(), env: "prod".into(),
+//!     of: vec!["a".repeat(40)], to: "b".repeat(40), trigger: "cli:alice-1".into(), ..Default::default() };
+//! let message = t.append_to("Roll back checkout/prod\n\nThis reverts commit ...\n");
+//! assert!(message.contains("\n\nRollback-Id: rb-0123456789ab\n"));
+//! assert_eq!(Trailers::parse(&message), Some(t));
+//! ```
 
 use serde::{Deserialize, Serialize};
 
@@ -48,7 +58,13 @@ impl Trailers {
         if self.emergency {
             lines.push(("Rollback-Emergency", "true".into()));
         }
-        lines.into_iter().map(|(k, v)| format!("{k}: {}\n", one_line(&v))).collect()
+        // An empty value would make git read the next trailer as its continuation.
+        lines
+            .into_iter()
+            .map(|(k, v)| (k, one_line(&v)))
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| format!("{k}: {v}\n"))
+            .collect()
     }
 
     /// `message` with the trailer block appended, separated by exactly one blank line.
