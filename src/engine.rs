@@ -379,6 +379,9 @@ impl Engine {
 
         match self.write(event, &policy, &plan, &id, delivery, retries, now, opts.emergency, &mut decision)? {
             Some(rollback) => {
+                if opts.emergency {
+                    self.emergency_follow_up(event, &plan, &rollback, &mut decision);
+                }
                 let outcome = match delivery {
                     Delivery::Direct => Outcome::RolledBack { rollback },
                     Delivery::Proposal if policy.review.auto_merge => {
@@ -477,6 +480,36 @@ impl Engine {
 }
 
 impl Engine {
+    /// A break-glass rollback skipped review, so it always gets one afterwards: an issue with the
+    /// GitHub forge; with the local forge, `status` and `history` mark it.
+    fn emergency_follow_up(&self, event: &Event, plan: &Plan, rollback: &Rollback, decision: &mut Decision) {
+        let Some(gh) = self.forge.github() else {
+            decision.notes.push("emergency rollback: review it afterwards (`rollbackd status` marks it)".into());
+            return;
+        };
+        let bad: Vec<String> =
+            plan.bad_commits.iter().map(|c| format!("- `{}` {}", c.sha.short(), c.summary)).collect();
+        let body = format!(
+            "Emergency rollback **{}** of {}/{} by **{}**, without review: guards and freezes did not apply.\n\n\
+             Reason: {}\n\nUndid:\n{}\n\nCommit `{}` on {}, tag `{}`.\n\nPlease review it.",
+            rollback.id,
+            plan.target.service,
+            plan.target.env,
+            event.actor(),
+            event.reason().unwrap_or_else(|| "(none given)".into()),
+            bad.join("\n"),
+            rollback.commit,
+            rollback.branch,
+            rollback.tag.as_deref().unwrap_or("-"),
+        );
+        let title = format!("Review emergency rollback {} of {}/{}", rollback.id, plan.target.service, plan.target.env);
+        let labels = ["rollback".to_string(), "emergency".to_string()];
+        match gh.open_issue(&title, &body, &labels) {
+            Ok(url) => decision.notes.push(format!("emergency rollback: follow-up for review at {url}")),
+            Err(e) => decision.notes.push(format!("emergency rollback: the follow-up issue could not be opened: {e}")),
+        }
+    }
+
     /// `review.auto_merge`: merge the proposal at once, by the same path as an approval.
     fn auto_merge(
         &mut self,

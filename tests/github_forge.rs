@@ -23,6 +23,7 @@ const POLICY: &str = r#"
   chatops:
     allow: ["github-team:acme/sre"]
     approve: ["github:alice", "github:bob"]
+    emergency: ["github:erin"]
     two_person: true
   review:
     approvals: 1
@@ -184,4 +185,25 @@ fn a_pr_merged_by_hand_is_recorded() {
     let again = w.engine().record_pr_closed(&pr.head, Some(&head), &head, "dave").unwrap();
     assert!(again.contains("already"), "{again}");
     assert_eq!(w.git(&["tag", "-l", "rollback/*"]).lines().count(), 1);
+}
+
+#[test]
+fn an_emergency_rollback_opens_a_follow_up_issue() {
+    let (w, gh) = world("merge");
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let mut ask = comment(20, 77, "erin", "/rollback checkout prod because payments are down --emergency");
+    ask.is_pull_request = false;
+    let reply = github_comment(&mut w.engine(), &ask, &directory());
+    assert!(reply.contains("rolled back"), "direct despite mode pull_request: {reply}");
+    assert!(reply.contains("follow-up for review at https://github.example/acme/config/issues/501"), "{reply}");
+    assert_eq!(w.trailers("main", "Rollback-Emergency"), ["true"]);
+    let issues = gh.issues();
+    assert_eq!(issues.len(), 1);
+    let (title, body, labels) = &issues[0];
+    assert!(title.starts_with("Review emergency rollback rb-") && title.ends_with("checkout/prod"), "{title}");
+    assert!(
+        body.contains("github:erin") && body.contains("payments are down") && body.contains("Deploy checkout 1.5.0"),
+        "{body}"
+    );
+    assert_eq!(labels, &["rollback", "emergency"]);
 }

@@ -201,6 +201,16 @@ impl GithubForge {
         })
     }
 
+    /// Opens an issue; returns its URL.
+    pub fn open_issue(&self, title: &str, body: &str, labels: &[String]) -> Result<String, ForgeError> {
+        let v = self.call(
+            Method::Post,
+            &self.repo_path("/issues"),
+            Some(json!({ "title": title, "body": body, "labels": labels })),
+        )?;
+        Ok(v.get("html_url").and_then(Value::as_str).unwrap_or_default().to_string())
+    }
+
     pub fn close(&self, number: u64) -> Result<(), ForgeError> {
         self.call(Method::Patch, &self.repo_path(&format!("/pulls/{number}")), Some(json!({ "state": "closed" })))?;
         Ok(())

@@ -35,6 +35,8 @@ pub struct Gh {
     pub comments: Vec<(u64, String)>,
     /// (comment id, content)
     pub reactions: Vec<(u64, String)>,
+    /// (title, body, labels)
+    pub issues: Vec<(String, String, Vec<String>)>,
     next_comment: u64,
 }
 
@@ -65,6 +67,7 @@ impl FakeGithub {
                     .route("/repos/{o}/{r}/pulls/{n}", get(get_pr).patch(update_pr))
                     .route("/repos/{o}/{r}/pulls/{n}/merge", put(merge_pr))
                     .route("/repos/{o}/{r}/pulls/{n}/requested_reviewers", post(reviewers))
+                    .route("/repos/{o}/{r}/issues", post(create_issue))
                     .route("/repos/{o}/{r}/issues/{n}/labels", post(labels))
                     .route("/repos/{o}/{r}/issues/{n}/comments", post(comment))
                     .route("/repos/{o}/{r}/issues/comments/{id}/reactions", post(react))
@@ -81,6 +84,10 @@ impl FakeGithub {
 
     pub fn comments(&self) -> Vec<(u64, String)> {
         self.gh.lock().unwrap().comments.clone()
+    }
+
+    pub fn issues(&self) -> Vec<(String, String, Vec<String>)> {
+        self.gh.lock().unwrap().issues.clone()
     }
 
     pub fn reactions(&self) -> Vec<(u64, String)> {
@@ -298,4 +305,26 @@ async fn react(
     }
     app.gh.lock().unwrap().reactions.push((id, b["content"].as_str().unwrap_or_default().to_string()));
     (StatusCode::CREATED, Json(json!({"content": b["content"]}))).into_response()
+}
+
+async fn create_issue(State(app): State<App>, h: HeaderMap, Json(b): Json<Value>) -> Response {
+    if !authorized(&h) {
+        return unauthorized();
+    }
+    let mut gh = app.gh.lock().unwrap();
+    let labels = b["labels"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    gh.issues.push((
+        b["title"].as_str().unwrap_or_default().into(),
+        b["body"].as_str().unwrap_or_default().into(),
+        labels,
+    ));
+    let number = 500 + gh.issues.len() as u64;
+    (
+        StatusCode::CREATED,
+        Json(json!({"number": number, "html_url": format!("https://github.example/acme/config/issues/{number}")})),
+    )
+        .into_response()
 }
