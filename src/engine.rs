@@ -519,12 +519,23 @@ impl Engine {
         now: Timestamp,
         decision: &mut Decision,
     ) -> Result<Outcome, EngineError> {
-        if !policy.review.required_checks.is_empty() {
-            decision.notes.push(format!(
-                "auto_merge waits for approval: required_checks ({}) are not evaluated by rollbackd yet",
-                policy.review.required_checks.join(", ")
-            ));
-            return Ok(Outcome::Proposed { rollback });
+        let required = &policy.review.required_checks;
+        if !required.is_empty() {
+            let pending = match self.forge.github() {
+                None => Err("required_checks need forge.kind: github".to_string()),
+                Some(gh) => gh.checks_pending(&rollback.commit.0, required).map_err(|e| e.to_string()),
+            };
+            match pending {
+                Ok(p) if p.is_empty() => {}
+                Ok(p) => {
+                    decision.notes.push(format!("auto_merge waits for checks: {}", p.join(", ")));
+                    return Ok(Outcome::Proposed { rollback });
+                }
+                Err(e) => {
+                    decision.notes.push(format!("auto_merge waits for an approval: {e}"));
+                    return Ok(Outcome::Proposed { rollback });
+                }
+            }
         }
         let (service, env, id) = (&plan.target.service, &plan.target.env, rollback.id.to_string());
         let merged = if self.forge.github().is_some() {

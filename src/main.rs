@@ -353,7 +353,9 @@ fn parse_event_file(
                     Ok(vec![e])
                 }
                 ingest::github::GithubEvent::Ping => bail!("a ping is not a rollback trigger"),
-                ingest::github::GithubEvent::Comment(_) | ingest::github::GithubEvent::PullRequestClosed { .. } => {
+                ingest::github::GithubEvent::Comment(_)
+                | ingest::github::GithubEvent::PullRequestClosed { .. }
+                | ingest::github::GithubEvent::ChecksPassed { .. } => {
                     bail!("comments and closed pull requests are not rollback triggers")
                 }
                 ingest::github::GithubEvent::Ignored(reason) => bail!("ignored: {reason}"),

@@ -52,6 +52,10 @@ pub enum Job {
         directory: Box<crate::principal::Directory>,
         reply: oneshot::Sender<JobResult>,
     },
+    ChecksPassed {
+        branch: String,
+        reply: oneshot::Sender<JobResult>,
+    },
     PullRequestClosed {
         branch: String,
         merged_sha: Option<String>,
@@ -204,6 +208,13 @@ fn process(engine: &mut Engine, job: Job) {
         Job::GithubComment { comment, directory, reply } => {
             let text = crate::chat::dispatch::github_comment(engine, &comment, &directory);
             let _ = reply.send(JobResult::Note(text));
+        }
+        Job::ChecksPassed { branch, reply } => {
+            let result = match engine.checks_completed(&branch) {
+                Ok(msg) => JobResult::Note(msg),
+                Err(e) => failed(&e),
+            };
+            let _ = reply.send(result);
         }
         Job::PullRequestClosed { branch, merged_sha, head_sha, by, reply } => {
             let result = match engine.record_pr_closed(&branch, merged_sha.as_deref(), &head_sha, &by) {

@@ -207,3 +207,30 @@ fn an_emergency_rollback_opens_a_follow_up_issue() {
     );
     assert_eq!(labels, &["rollback", "emergency"]);
 }
+
+#[test]
+fn auto_merge_waits_for_required_checks() {
+    let (w, gh) = world("rebase");
+    let cfg = POLICY
+        .replace("MERGE", "rebase")
+        .replace("    approvals: 1\n", "    approvals: 1\n    auto_merge: true\n    required_checks: [ci/validate]\n");
+    w.set_policies(&cfg);
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let report = w.engine().handle(&w.alert("checkout", "prod", "fp"), &Options::default()).unwrap();
+    let rb = match &report.outcome {
+        Outcome::Proposed { rollback } => rollback.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        report.decision.notes.iter().any(|n| n.contains("waits for checks: ci/validate")),
+        "{:?}",
+        report.decision.notes
+    );
+    let msg = w.engine().checks_completed(&rb.branch).unwrap();
+    assert!(msg.contains("waits for checks"), "{msg}");
+    gh.set_check(&rb.commit.0, "ci/validate", "success");
+    let msg = w.engine().checks_completed(&rb.branch).unwrap();
+    assert!(msg.starts_with("merged"), "{msg}");
+    assert_eq!(w.trailers("main", "Rollback-Id"), [rb.id.as_str()]);
+    assert!(w.show("main", &path("checkout", "prod")).contains("1.4.2"));
+}

@@ -161,6 +161,34 @@ impl Engine {
         Ok(ReviewOutcome::Merged { rollback })
     }
 
+    /// Checks finished on a proposal branch: an `auto_merge` proposal whose required checks have
+    /// all succeeded is merged now.
+    pub fn checks_completed(&mut self, branch: &str) -> Result<String, EngineError> {
+        let _lock = self.repo.lock()?;
+        self.repo.fetch(true)?;
+        let now = self.clock.now();
+        let Some(id) = branch.strip_prefix("rollback/").and_then(|b| b.rsplit('/').next()) else {
+            return Ok(format!("{branch} is not a rollback proposal"));
+        };
+        let Some((branch, commit, t)) = self.repo.find_proposal(id)? else {
+            return Ok(format!("no open proposal {id}"));
+        };
+        let Some(policy) = self.policies.policies.iter().find(|p| p.name() == t.policy).cloned() else {
+            return Ok(format!("policy {} of {id} no longer exists", t.policy));
+        };
+        if !policy.review.auto_merge {
+            return Ok(format!("{id} waits for approval (policy {} has no auto_merge)", policy.name()));
+        }
+        let Some(gh) = self.forge.github() else { return Ok("checks are read from GitHub only".into()) };
+        let pending = gh.checks_pending(&commit.0, &policy.review.required_checks)?;
+        if !pending.is_empty() {
+            return Ok(format!("{id} waits for checks: {}", pending.join(", ")));
+        }
+        let outcome =
+            self.merge_on_github(&branch, &commit, &t.service, &t.env, id, policy.review.merge, "auto_merge", now)?;
+        Ok(outcome.summary())
+    }
+
     /// A rollback PR merged or closed by hand on GitHub: recorded in the audit trail as a
     /// `rollback/...` tag on what landed, or a `cancelled/...` tag on the closed proposal.
     pub fn record_pr_closed(

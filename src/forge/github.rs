@@ -201,6 +201,20 @@ impl GithubForge {
         })
     }
 
+    /// The required checks that have not (yet) succeeded on `sha`.
+    pub fn checks_pending(&self, sha: &str, required: &[String]) -> Result<Vec<String>, ForgeError> {
+        let v = self.call(Method::Get, &self.repo_path(&format!("/commits/{sha}/check-runs?per_page=100")), None)?;
+        let runs = v.get("check_runs").and_then(Value::as_array).cloned().unwrap_or_default();
+        let passed = |name: &str| {
+            runs.iter().any(|r| {
+                r.get("name").and_then(Value::as_str) == Some(name)
+                    && r.get("status").and_then(Value::as_str) == Some("completed")
+                    && r.get("conclusion").and_then(Value::as_str) == Some("success")
+            })
+        };
+        Ok(required.iter().filter(|n| !passed(n)).cloned().collect())
+    }
+
     /// Opens an issue; returns its URL.
     pub fn open_issue(&self, title: &str, body: &str, labels: &[String]) -> Result<String, ForgeError> {
         let v = self.call(

@@ -17,6 +17,10 @@ pub enum GithubEvent {
     DeploymentSucceeded(Event),
     /// A comment on an issue or pull request, perhaps a `/rollback` command.
     Comment(Comment),
+    /// Checks succeeded on a rollback proposal's branch (for `auto_merge` with `required_checks`).
+    ChecksPassed {
+        branch: String,
+    },
     /// A pull request closed, merged or not.
     PullRequestClosed {
         branch: String,
@@ -247,6 +251,12 @@ pub fn parse(event_name: &str, body: &[u8], workflows: &[String], now: Timestamp
             let p: CheckSuitePayload = json(event_name, body)?;
             let cs = p.check_suite;
             let conclusion = cs.conclusion.unwrap_or_default();
+            if let Some(branch) = cs.head_branch.as_ref().filter(|b| b.starts_with("rollback/"))
+                && p.action == "completed"
+                && conclusion == "success"
+            {
+                return Ok(GithubEvent::ChecksPassed { branch: branch.clone() });
+            }
             if p.action != "completed" || conclusion != "failure" {
                 return Ok(GithubEvent::Ignored(format!(
                     "check_suite {} with conclusion {:?}: only completed failures are acted on",

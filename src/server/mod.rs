@@ -197,8 +197,12 @@ impl AppState {
     fn dispatch_event(&self, event: Event) -> Pending {
         let trigger = event.trigger();
         if let Some(r) = self.0.worker.shared().snapshot().find_trigger(&trigger) {
-            let o = worker::duplicate_from_snapshot(r, &trigger);
-            return Pending::Ready(answer(&trigger, &o));
+            // An open pull request hears "fired again" from the writer (rate-limited there).
+            let open_pr = self.0.github_forge && r.delivery == crate::rollback::Delivery::Proposal && !r.cancelled;
+            if !open_pr {
+                let o = worker::duplicate_from_snapshot(r, &trigger);
+                return Pending::Ready(answer(&trigger, &o));
+            }
         }
         let (reply, rx) = oneshot::channel();
         self.submit(trigger, Job::Handle { event, reply }, rx)
@@ -380,6 +384,12 @@ async fn github_webhook(State(st): State<AppState>, headers: HeaderMap, body: By
             let job =
                 Job::GithubComment { comment: Box::new(comment), directory: Box::new(st.0.directory.clone()), reply };
             let p = st.submit(trigger, job, rx);
+            st.collect(Source::Github, vec![p]).await
+        }
+        github::GithubEvent::ChecksPassed { branch } => {
+            let trigger = format!("github:checks/{branch}");
+            let (reply, rx) = oneshot::channel();
+            let p = st.submit(trigger, Job::ChecksPassed { branch, reply }, rx);
             st.collect(Source::Github, vec![p]).await
         }
         github::GithubEvent::PullRequestClosed { branch, merged_sha, head_sha, by } => {

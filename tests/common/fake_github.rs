@@ -37,6 +37,8 @@ pub struct Gh {
     pub reactions: Vec<(u64, String)>,
     /// (title, body, labels)
     pub issues: Vec<(String, String, Vec<String>)>,
+    /// sha → (check name, conclusion)
+    pub checks: HashMap<String, Vec<(String, String)>>,
     next_comment: u64,
 }
 
@@ -68,6 +70,7 @@ impl FakeGithub {
                     .route("/repos/{o}/{r}/pulls/{n}/merge", put(merge_pr))
                     .route("/repos/{o}/{r}/pulls/{n}/requested_reviewers", post(reviewers))
                     .route("/repos/{o}/{r}/issues", post(create_issue))
+                    .route("/repos/{o}/{r}/commits/{sha}/check-runs", get(check_runs))
                     .route("/repos/{o}/{r}/issues/{n}/labels", post(labels))
                     .route("/repos/{o}/{r}/issues/{n}/comments", post(comment))
                     .route("/repos/{o}/{r}/issues/comments/{id}/reactions", post(react))
@@ -84,6 +87,10 @@ impl FakeGithub {
 
     pub fn comments(&self) -> Vec<(u64, String)> {
         self.gh.lock().unwrap().comments.clone()
+    }
+
+    pub fn set_check(&self, sha: &str, name: &str, conclusion: &str) {
+        self.gh.lock().unwrap().checks.entry(sha.to_string()).or_default().push((name.into(), conclusion.into()));
     }
 
     pub fn issues(&self) -> Vec<(String, String, Vec<String>)> {
@@ -327,4 +334,21 @@ async fn create_issue(State(app): State<App>, h: HeaderMap, Json(b): Json<Value>
         Json(json!({"number": number, "html_url": format!("https://github.example/acme/config/issues/{number}")})),
     )
         .into_response()
+}
+
+async fn check_runs(
+    State(app): State<App>,
+    h: HeaderMap,
+    Path((_o, _r, sha)): Path<(String, String, String)>,
+) -> Response {
+    if !authorized(&h) {
+        return unauthorized();
+    }
+    let gh = app.gh.lock().unwrap();
+    let runs: Vec<Value> = gh
+        .checks
+        .get(&sha)
+        .map(|c| c.iter().map(|(n, c)| json!({"name": n, "status": "completed", "conclusion": c})).collect())
+        .unwrap_or_default();
+    Json(json!({"total_count": runs.len(), "check_runs": runs})).into_response()
 }
