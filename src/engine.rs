@@ -1,6 +1,7 @@
 //! The engine: event in, decision and (maybe) a rollback out. It never sees HTTP; git goes
 //! through [`ConfigRepo`]. Live webhooks, `simulate`, the CLI and chat all call [`Engine::handle`].
 
+mod follow_up;
 mod review;
 
 use std::sync::Arc;
@@ -475,128 +476,6 @@ impl Engine {
                 }
                 Ok(Some(rollback))
             }
-        }
-    }
-}
-
-impl Engine {
-    /// A break-glass rollback skipped review, so it always gets one afterwards: an issue with the
-    /// GitHub forge; with the local forge, `status` and `history` mark it.
-    fn emergency_follow_up(&self, event: &Event, plan: &Plan, rollback: &Rollback, decision: &mut Decision) {
-        let Some(gh) = self.forge.github() else {
-            decision.notes.push("emergency rollback: review it afterwards (`rollbackd status` marks it)".into());
-            return;
-        };
-        let bad: Vec<String> =
-            plan.bad_commits.iter().map(|c| format!("- `{}` {}", c.sha.short(), c.summary)).collect();
-        let body = format!(
-            "Emergency rollback **{}** of {}/{} by **{}**, without review: guards and freezes did not apply.\n\n\
-             Reason: {}\n\nUndid:\n{}\n\nCommit `{}` on {}, tag `{}`.\n\nPlease review it.",
-            rollback.id,
-            plan.target.service,
-            plan.target.env,
-            event.actor(),
-            event.reason().unwrap_or_else(|| "(none given)".into()),
-            bad.join("\n"),
-            rollback.commit,
-            rollback.branch,
-            rollback.tag.as_deref().unwrap_or("-"),
-        );
-        let title = format!("Review emergency rollback {} of {}/{}", rollback.id, plan.target.service, plan.target.env);
-        let labels = ["rollback".to_string(), "emergency".to_string()];
-        match gh.open_issue(&title, &body, &labels) {
-            Ok(url) => decision.notes.push(format!("emergency rollback: follow-up for review at {url}")),
-            Err(e) => decision.notes.push(format!("emergency rollback: the follow-up issue could not be opened: {e}")),
-        }
-    }
-
-    /// `review.auto_merge`: merge the proposal at once, by the same path as an approval.
-    fn auto_merge(
-        &mut self,
-        rollback: Rollback,
-        plan: &Plan,
-        policy: &Policy,
-        now: Timestamp,
-        decision: &mut Decision,
-    ) -> Result<Outcome, EngineError> {
-        let required = &policy.review.required_checks;
-        if !required.is_empty() {
-            let pending = match self.forge.github() {
-                None => Err("required_checks need forge.kind: github".to_string()),
-                Some(gh) => gh.checks_pending(&rollback.commit.0, required).map_err(|e| e.to_string()),
-            };
-            match pending {
-                Ok(p) if p.is_empty() => {}
-                Ok(p) => {
-                    decision.notes.push(format!("auto_merge waits for checks: {}", p.join(", ")));
-                    return Ok(Outcome::Proposed { rollback });
-                }
-                Err(e) => {
-                    decision.notes.push(format!("auto_merge waits for an approval: {e}"));
-                    return Ok(Outcome::Proposed { rollback });
-                }
-            }
-        }
-        let (service, env, id) = (&plan.target.service, &plan.target.env, rollback.id.to_string());
-        let merged = if self.forge.github().is_some() {
-            self.merge_on_github(
-                &rollback.branch,
-                &rollback.commit,
-                service,
-                env,
-                &id,
-                policy.review.merge,
-                "auto_merge",
-                now,
-            )?
-        } else {
-            self.merge_proposal(&rollback.branch, &rollback.commit, service, env, &id, now)?
-        };
-        Ok(match merged {
-            ReviewOutcome::Merged { rollback: mut merged } => {
-                decision.notes.push("auto_merge: merged at once".into());
-                merged.pr_url = merged.pr_url.or(rollback.pr_url);
-                Outcome::RolledBack { rollback: merged }
-            }
-            other => {
-                decision.notes.push(format!("auto_merge did not merge: {}", other.summary()));
-                Outcome::Proposed { rollback }
-            }
-        })
-    }
-
-    /// The same problem fired again while its proposal is open: say so on the PR (GitHub forge),
-    /// at most once every ten minutes, and open the PR if an earlier attempt could not.
-    fn fired_again(&mut self, open: &crate::git::AuditRecord, event: &Event, decision: &mut Decision) {
-        let Some(gh) = self.forge.github() else { return };
-        let last = self.fired_again.get(&open.id);
-        if last.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(600)) {
-            return;
-        }
-        let result = gh.find_open_pr(&open.branch).and_then(|pr| match pr {
-            Some(pr) => {
-                gh.comment(pr.number, &format!("Fired again: `{}` ({}).", event.trigger(), event.source)).map(|_| ())
-            }
-            None => gh
-                .open_pr(
-                    &open.branch,
-                    self.repo.branch(),
-                    &format!("Roll back {}/{} ({})", open.service, open.env, open.id),
-                    &format!(
-                        "Rollback {} of {}/{} to `{}`, asked by {} (`{}`).\n\nTo approve, comment `/rollback approve`.",
-                        open.id, open.service, open.env, open.known_good, open.actor, open.trigger
-                    ),
-                    &["rollback".into(), format!("service:{}", open.service), format!("env:{}", open.env)],
-                    &[],
-                    &[],
-                )
-                .map(|_| ()),
-        });
-        match result {
-            Ok(()) => {
-                self.fired_again.insert(open.id.clone(), std::time::Instant::now());
-            }
-            Err(e) => decision.notes.push(format!("could not comment on the pull request: {e}")),
         }
     }
 }

@@ -2,14 +2,16 @@
 //! hand them to the writer; they never touch git. Reads (duplicates, history, health) are served
 //! from the writer's published snapshot and never wait for it.
 
+mod alertmanager;
 pub mod auth;
+mod github;
+mod slack;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -17,12 +19,11 @@ use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::clock::Clock;
 use crate::config::{Config, Secrets};
 use crate::event::{Event, Source};
-use crate::ingest::{alertmanager, github};
 use crate::metrics;
 use crate::secret::SecretString;
 use crate::worker::{self, Job, JobResult, QueueError, WorkerHandle};
@@ -131,13 +132,13 @@ pub fn app(state: AppState, settings: &HttpSettings) -> Router {
         .route("/api/v1/rollbacks", get(rollbacks));
     // An unconfigured source has no route at all: 404, never "accept unsigned".
     if state.0.alertmanager.is_some() {
-        router = router.route("/webhooks/alertmanager", post(alertmanager_webhook));
+        router = router.route("/webhooks/alertmanager", post(alertmanager::alertmanager_webhook));
     }
     if state.0.github.is_some() {
-        router = router.route("/webhooks/github", post(github_webhook));
+        router = router.route("/webhooks/github", post(github::github_webhook));
     }
     if state.0.slack.is_some() {
-        router = router.route("/webhooks/slack", post(slack_webhook));
+        router = router.route("/webhooks/slack", post(slack::slack_webhook));
     }
     router
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
@@ -299,215 +300,6 @@ fn respond(status: StatusCode, answers: Vec<Answer>) -> Response {
         resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
     }
     resp
-}
-
-async fn alertmanager_webhook(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let Some(auth) = &st.0.alertmanager else { return error(StatusCode::NOT_FOUND, "no such route") };
-    if !auth.check(&headers) {
-        metrics::auth_failure("alertmanager");
-        return error(StatusCode::UNAUTHORIZED, "missing or wrong credentials");
-    }
-    if !is_json(&headers) {
-        return not_json();
-    }
-    let n = match alertmanager::parse(&body, st.0.clock.now()) {
-        Ok(n) => n,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
-    };
-    if n.truncated > 0 {
-        warn!(truncated = n.truncated, "Alertmanager left alerts out of this notification (max_alerts)");
-    }
-    let mut pending: Vec<Pending> = n.firing.into_iter().map(|e| st.dispatch_event(e)).collect();
-    for r in n.resolved {
-        let trigger = format!("alertmanager:{}", r.dedupe_key);
-        // Only incidents that were rolled back get a verification note.
-        if st.0.worker.shared().snapshot().find_trigger(&trigger).is_none() {
-            continue;
-        }
-        let (reply, rx) = oneshot::channel();
-        pending.push(st.submit(trigger, Job::Resolved { resolved: r, reply }, rx));
-    }
-    if pending.is_empty() {
-        return respond(StatusCode::OK, vec![]);
-    }
-    st.collect(Source::Alertmanager, pending).await
-}
-
-async fn github_webhook(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let Some(gh) = &st.0.github else { return error(StatusCode::NOT_FOUND, "no such route") };
-    let sig = headers.get("x-hub-signature-256").and_then(|v| v.to_str().ok());
-    // The signature is checked on the raw bytes before anything else looks at them.
-    if !auth::github_signature(sig, &body, &gh.secrets) {
-        metrics::auth_failure("github");
-        return error(StatusCode::UNAUTHORIZED, "missing or wrong X-Hub-Signature-256");
-    }
-    let Some(event_name) = headers.get("x-github-event").and_then(|v| v.to_str().ok()) else {
-        return error(StatusCode::BAD_REQUEST, "missing X-GitHub-Event header");
-    };
-    let delivery = headers.get("x-github-delivery").and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
-    if !is_json(&headers) {
-        return not_json();
-    }
-    let parsed = match github::parse(event_name, &body, &gh.workflows, st.0.clock.now()) {
-        Ok(p) => p,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
-    };
-    info!(event = event_name, delivery = %delivery, "GitHub delivery");
-    let ignored = |reason: String| {
-        let a = Answer {
-            trigger: format!("github:{delivery}"),
-            outcome: "ignored".into(),
-            rollback_id: None,
-            commit: None,
-            reason,
-        };
-        metrics::received(Source::Github, "ignored");
-        respond(StatusCode::OK, vec![a])
-    };
-    match parsed {
-        github::GithubEvent::Ping => ignored("pong: the webhook reaches rollbackd".into()),
-        github::GithubEvent::Ignored(reason) => ignored(reason),
-        github::GithubEvent::Failure(event) => {
-            let p = st.dispatch_event(event);
-            st.collect(Source::Github, vec![p]).await
-        }
-        github::GithubEvent::Comment(comment) => {
-            if !st.0.github_forge {
-                return ignored("comments are answered only with forge.kind: github".into());
-            }
-            let new_command = crate::chat::command::parse_markdown(&comment.body).map(|c| c.is_some()).unwrap_or(true);
-            if !new_command {
-                return ignored("no /rollback command in the comment".into());
-            }
-            let trigger = format!("github:comment/{}", comment.id);
-            let (reply, rx) = oneshot::channel();
-            let job =
-                Job::GithubComment { comment: Box::new(comment), directory: Box::new(st.0.directory.clone()), reply };
-            let p = st.submit(trigger, job, rx);
-            st.collect(Source::Github, vec![p]).await
-        }
-        github::GithubEvent::ChecksPassed { branch } => {
-            let trigger = format!("github:checks/{branch}");
-            let (reply, rx) = oneshot::channel();
-            let p = st.submit(trigger, Job::ChecksPassed { branch, reply }, rx);
-            st.collect(Source::Github, vec![p]).await
-        }
-        github::GithubEvent::PullRequestClosed { branch, merged_sha, head_sha, by } => {
-            if !branch.starts_with("rollback/") {
-                return ignored(format!("pull request from {branch} is not a rollback proposal"));
-            }
-            let trigger = format!("github:pull_request/{branch}");
-            let (reply, rx) = oneshot::channel();
-            let p = st.submit(trigger, Job::PullRequestClosed { branch, merged_sha, head_sha, by, reply }, rx);
-            st.collect(Source::Github, vec![p]).await
-        }
-        github::GithubEvent::DeploymentSucceeded(event) => {
-            let trigger = event.trigger();
-            let (reply, rx) = oneshot::channel();
-            let p = st.submit(trigger, Job::KnownGood { event, reply }, rx);
-            st.collect(Source::Github, vec![p]).await
-        }
-    }
-}
-
-/// The fields of a slash command rollbackd reads.
-#[derive(Deserialize)]
-struct SlashCommand {
-    user_id: String,
-    #[serde(default)]
-    text: String,
-    #[serde(default)]
-    response_url: String,
-    trigger_id: String,
-}
-
-fn slack_message(text: &str, public: bool) -> Response {
-    let kind = if public { "in_channel" } else { "ephemeral" };
-    axum::Json(serde_json::json!({ "response_type": kind, "text": text })).into_response()
-}
-
-/// `/rollback ...` from Slack: verified, acknowledged at once (Slack gives up after 3 s), carried
-/// out by the writer, and the outcome posted to the command's `response_url`.
-async fn slack_webhook(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let Some(slack) = &st.0.slack else { return error(StatusCode::NOT_FOUND, "no such route") };
-    let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let now = st.0.clock.now().as_second();
-    if let Err(why) =
-        auth::slack_signature(h("x-slack-request-timestamp"), h("x-slack-signature"), &body, &slack.secrets, now)
-    {
-        metrics::auth_failure("slack");
-        let msg = match why {
-            auth::SlackRejection::Stale => "request timestamp is more than 5 minutes from now (replayed?)",
-            _ => "missing or wrong X-Slack-Signature",
-        };
-        return error(StatusCode::UNAUTHORIZED, msg);
-    }
-    let ct = h("content-type").unwrap_or("");
-    if !ct.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded")) {
-        return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "expected a form-encoded slash command");
-    }
-    let cmd: SlashCommand = match serde_urlencoded::from_bytes(&body) {
-        Ok(c) => c,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("not a slash command: {e}")),
-    };
-    let command = match crate::chat::command::parse_args(&cmd.text) {
-        Ok(crate::chat::Command::Help) => return slack_message(&crate::chat::command::help(), false),
-        Ok(c) => c,
-        Err(e) => return slack_message(&format!("{e}\n(`/rollback help` lists the commands)"), false),
-    };
-    {
-        let mut seen = st.0.seen.lock().unwrap_or_else(|e| e.into_inner());
-        seen.retain(|_, t| t.elapsed() < Duration::from_secs(600));
-        if seen.insert(cmd.trigger_id.clone(), std::time::Instant::now()).is_some() {
-            metrics::received(Source::Chatops, "duplicate");
-            return slack_message("already on it: this command was received before", false);
-        }
-    }
-    let request = crate::chat::ChatRequest {
-        principal: crate::principal::Principal::new(format!("slack:{}", cmd.user_id)).with_groups(&st.0.directory),
-        command,
-        request_id: format!("slack/{}", cmd.trigger_id),
-        channel: "slack".into(),
-        implied_id: None,
-        default_env: slack.default_env.clone(),
-    };
-    info!(user = %request.principal, command = %cmd.text, "slack command");
-    let (reply, rx) = oneshot::channel();
-    if st.0.worker.submit(Job::Chat { request: Box::new(request), reply }).is_err() {
-        return slack_message("rollbackd is busy; try again in a minute", false);
-    }
-    metrics::received(Source::Chatops, "accepted");
-    let response_url = cmd.response_url.clone();
-    let allowed = response_url.starts_with(&slack.response_url_prefix);
-    if !allowed {
-        warn!("response_url is outside sources.slack.response_url_prefix; the outcome will not be posted");
-    }
-    tokio::spawn(async move {
-        let Ok(reply) = rx.await else { return };
-        if allowed {
-            post_to_slack(response_url, reply).await;
-        }
-    });
-    slack_message(&format!("working on `/rollback {}`...", cmd.text.trim()), false)
-}
-
-async fn post_to_slack(url: String, reply: crate::chat::Reply) {
-    let body = serde_json::json!({
-        "response_type": if reply.public { "in_channel" } else { "ephemeral" },
-        "text": reply.text,
-    });
-    let sent = tokio::task::spawn_blocking(move || {
-        let agent: ureq::Agent =
-            ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(10))).build().into();
-        agent.post(&url).header("Content-Type", "application/json").send(body.to_string()).map(|r| r.status().as_u16())
-    })
-    .await;
-    match sent {
-        Ok(Ok(status)) if status < 300 => {}
-        Ok(Ok(status)) => warn!(status, "Slack refused the outcome message"),
-        Ok(Err(e)) => warn!(error = %e, "posting the outcome to Slack failed"),
-        Err(e) => warn!(error = %e, "posting the outcome to Slack failed"),
-    }
 }
 
 async fn healthz() -> Response {

@@ -1,0 +1,46 @@
+//! `POST /webhooks/alertmanager`.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use tokio::sync::oneshot;
+use tracing::warn;
+
+use super::{AppState, Pending, error, is_json, not_json, respond};
+use crate::event::Source;
+use crate::ingest::alertmanager;
+use crate::metrics;
+use crate::worker::Job;
+
+pub(super) async fn alertmanager_webhook(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(auth) = &st.0.alertmanager else { return error(StatusCode::NOT_FOUND, "no such route") };
+    if !auth.check(&headers) {
+        metrics::auth_failure("alertmanager");
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong credentials");
+    }
+    if !is_json(&headers) {
+        return not_json();
+    }
+    let n = match alertmanager::parse(&body, st.0.clock.now()) {
+        Ok(n) => n,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    if n.truncated > 0 {
+        warn!(truncated = n.truncated, "Alertmanager left alerts out of this notification (max_alerts)");
+    }
+    let mut pending: Vec<Pending> = n.firing.into_iter().map(|e| st.dispatch_event(e)).collect();
+    for r in n.resolved {
+        let trigger = format!("alertmanager:{}", r.dedupe_key);
+        // Only incidents that were rolled back get a verification note.
+        if st.0.worker.shared().snapshot().find_trigger(&trigger).is_none() {
+            continue;
+        }
+        let (reply, rx) = oneshot::channel();
+        pending.push(st.submit(trigger, Job::Resolved { resolved: r, reply }, rx));
+    }
+    if pending.is_empty() {
+        return respond(StatusCode::OK, vec![]);
+    }
+    st.collect(Source::Alertmanager, pending).await
+}

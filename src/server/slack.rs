@@ -1,0 +1,116 @@
+//! `POST /webhooks/slack`: the `/rollback` slash command.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+
+use super::{AppState, auth, error};
+use crate::event::Source;
+use crate::metrics;
+use crate::worker::Job;
+
+/// The fields of a slash command rollbackd reads.
+#[derive(Deserialize)]
+struct SlashCommand {
+    user_id: String,
+    #[serde(default)]
+    text: String,
+    #[serde(default)]
+    response_url: String,
+    trigger_id: String,
+}
+
+fn slack_message(text: &str, public: bool) -> Response {
+    let kind = if public { "in_channel" } else { "ephemeral" };
+    axum::Json(serde_json::json!({ "response_type": kind, "text": text })).into_response()
+}
+
+/// `/rollback ...` from Slack: verified, acknowledged at once (Slack gives up after 3 s), carried
+/// out by the writer, and the outcome posted to the command's `response_url`.
+pub(super) async fn slack_webhook(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(slack) = &st.0.slack else { return error(StatusCode::NOT_FOUND, "no such route") };
+    let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let now = st.0.clock.now().as_second();
+    if let Err(why) =
+        auth::slack_signature(h("x-slack-request-timestamp"), h("x-slack-signature"), &body, &slack.secrets, now)
+    {
+        metrics::auth_failure("slack");
+        let msg = match why {
+            auth::SlackRejection::Stale => "request timestamp is more than 5 minutes from now (replayed?)",
+            _ => "missing or wrong X-Slack-Signature",
+        };
+        return error(StatusCode::UNAUTHORIZED, msg);
+    }
+    let ct = h("content-type").unwrap_or("");
+    if !ct.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded")) {
+        return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "expected a form-encoded slash command");
+    }
+    let cmd: SlashCommand = match serde_urlencoded::from_bytes(&body) {
+        Ok(c) => c,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("not a slash command: {e}")),
+    };
+    let command = match crate::chat::command::parse_args(&cmd.text) {
+        Ok(crate::chat::Command::Help) => return slack_message(&crate::chat::command::help(), false),
+        Ok(c) => c,
+        Err(e) => return slack_message(&format!("{e}\n(`/rollback help` lists the commands)"), false),
+    };
+    {
+        let mut seen = st.0.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.retain(|_, t| t.elapsed() < Duration::from_secs(600));
+        if seen.insert(cmd.trigger_id.clone(), std::time::Instant::now()).is_some() {
+            metrics::received(Source::Chatops, "duplicate");
+            return slack_message("already on it: this command was received before", false);
+        }
+    }
+    let request = crate::chat::ChatRequest {
+        principal: crate::principal::Principal::new(format!("slack:{}", cmd.user_id)).with_groups(&st.0.directory),
+        command,
+        request_id: format!("slack/{}", cmd.trigger_id),
+        channel: "slack".into(),
+        implied_id: None,
+        default_env: slack.default_env.clone(),
+    };
+    info!(user = %request.principal, command = %cmd.text, "slack command");
+    let (reply, rx) = oneshot::channel();
+    if st.0.worker.submit(Job::Chat { request: Box::new(request), reply }).is_err() {
+        return slack_message("rollbackd is busy; try again in a minute", false);
+    }
+    metrics::received(Source::Chatops, "accepted");
+    let response_url = cmd.response_url.clone();
+    let allowed = response_url.starts_with(&slack.response_url_prefix);
+    if !allowed {
+        warn!("response_url is outside sources.slack.response_url_prefix; the outcome will not be posted");
+    }
+    tokio::spawn(async move {
+        let Ok(reply) = rx.await else { return };
+        if allowed {
+            post_to_slack(response_url, reply).await;
+        }
+    });
+    slack_message(&format!("working on `/rollback {}`...", cmd.text.trim()), false)
+}
+
+async fn post_to_slack(url: String, reply: crate::chat::Reply) {
+    let body = serde_json::json!({
+        "response_type": if reply.public { "in_channel" } else { "ephemeral" },
+        "text": reply.text,
+    });
+    let sent = tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent =
+            ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(10))).build().into();
+        agent.post(&url).header("Content-Type", "application/json").send(body.to_string()).map(|r| r.status().as_u16())
+    })
+    .await;
+    match sent {
+        Ok(Ok(status)) if status < 300 => {}
+        Ok(Ok(status)) => warn!(status, "Slack refused the outcome message"),
+        Ok(Err(e)) => warn!(error = %e, "posting the outcome to Slack failed"),
+        Err(e) => warn!(error = %e, "posting the outcome to Slack failed"),
+    }
+}
