@@ -105,6 +105,19 @@ impl Engine {
         &self.config
     }
 
+    /// Starts an operation on the mirror: takes the data dir's lock and, when git authenticates
+    /// through a GitHub App, makes sure its installation token is current.
+    fn begin(&mut self) -> Result<crate::git::MirrorLock, EngineError> {
+        let lock = self.repo.lock()?;
+        if self.config.repo.token_env.is_none()
+            && let Some(gh) = self.forge.github()
+            && let Some(token) = gh.git_token()?
+        {
+            self.repo.set_token(token);
+        }
+        Ok(lock)
+    }
+
     pub fn forge(&self) -> &Forge {
         &self.forge
     }
@@ -123,7 +136,7 @@ impl Engine {
 
     /// Fetches (if stale) and returns the audit index, for `history` and the API.
     pub fn history(&mut self) -> Result<&crate::git::AuditIndex, EngineError> {
-        let _lock = self.repo.lock()?;
+        let _lock = self.begin()?;
         self.repo.fetch(false)?;
         let now = self.clock.now();
         Ok(self.repo.audit(now)?)
@@ -131,7 +144,7 @@ impl Engine {
 
     /// The audit index as it stands in the mirror, without fetching.
     pub fn audit_records(&mut self) -> Result<Vec<crate::git::AuditRecord>, EngineError> {
-        let _lock = self.repo.lock()?;
+        let _lock = self.begin()?;
         let now = self.clock.now();
         Ok(self.repo.audit(now)?.records().to_vec())
     }
@@ -139,7 +152,7 @@ impl Engine {
     /// A resolved alert: if its incident was rolled back, note on the rollback commit when it
     /// resolved and how long recovery took (`refs/notes/rollbackd`, pushed to the origin).
     pub fn record_resolution(&mut self, resolved: &Resolved) -> Result<String, EngineError> {
-        let _lock = self.repo.lock()?;
+        let _lock = self.begin()?;
         self.repo.fetch(false)?;
         let now = self.clock.now();
         let trigger = format!("alertmanager:{}", resolved.dedupe_key);
@@ -171,7 +184,7 @@ impl Engine {
     /// A successful deployment: every `known_good` policy that matches tags the event's `sha`
     /// for its service/env, when the service's paths exist at that commit.
     pub fn mark_known_good(&mut self, event: &Event) -> Result<String, EngineError> {
-        let _lock = self.repo.lock()?;
+        let _lock = self.begin()?;
         self.repo.fetch(false)?;
         let Some(sha) = event.labels.get("sha").cloned() else {
             return Ok("the event names no sha".into());
@@ -223,7 +236,7 @@ impl Engine {
     pub fn handle(&mut self, event: &Event, opts: &Options) -> Result<Report, EngineError> {
         let span = info_span!("event", trigger = %event.trigger(), rollback_id = tracing::field::Empty);
         let _enter = span.enter();
-        let _lock = self.repo.lock()?;
+        let _lock = self.begin()?;
         self.repo.fetch(false)?;
         let attempts = self.config.git.push_retries + 1;
         for attempt in 0..attempts {

@@ -234,3 +234,34 @@ fn auto_merge_waits_for_required_checks() {
     assert_eq!(w.trailers("main", "Rollback-Id"), [rb.id.as_str()]);
     assert!(w.show("main", &path("checkout", "prod")).contains("1.4.2"));
 }
+
+#[test]
+fn as_a_github_app_with_installation_tokens_for_the_api_and_for_git() {
+    let w = World::with_policy(&POLICY.replace("MERGE", "merge"));
+    let gh = FakeGithub::start(w.origin.clone());
+    let key = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/github-app-test-key.pem");
+    w.write_config(&format!(
+        "forge: {{ kind: github, api_url: \"{}\", owner: acme, repo: config, app_id: 12345, private_key_file: \"{}\" }}\n",
+        gh.url,
+        key.display()
+    ));
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let mut engine = w.engine();
+    assert_eq!(gh.app_calls().0, 1, "the installation was looked up with the App's JWT");
+    let report = engine.handle(&w.alert("checkout", "prod", "fp"), &Options::default()).unwrap();
+    assert!(
+        matches!(report.outcome, Outcome::Proposed { ref rollback } if rollback.pr_url.is_some()),
+        "{:?} {:?}",
+        report.outcome,
+        report.decision.notes
+    );
+    assert_eq!(gh.prs().len(), 1, "API calls were accepted with the installation token");
+    // git over https gets the same installation token, minted once and reused.
+    let forge = engine.forge().github().unwrap();
+    let token = forge.git_token().unwrap().unwrap();
+    assert_eq!(token.expose(), common::fake_github::INSTALLATION_TOKEN);
+    let minted = gh.app_calls().1;
+    forge.git_token().unwrap();
+    assert_eq!(gh.app_calls().1, minted, "cached until it nears expiry");
+    assert_eq!(format!("{token:?}"), "***");
+}

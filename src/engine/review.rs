@@ -49,7 +49,7 @@ fn actor_id(actor: Actor<'_>, cli_name: &str) -> String {
 impl Engine {
     /// Approves proposal `id`; merges it once the policy's approvals are met.
     pub fn approve(&mut self, id: &str, actor: Actor<'_>, cli_name: &str) -> Result<ReviewOutcome, EngineError> {
-        let _lock = self.repo.lock()?;
+        let _lock = self.begin()?;
         self.repo.fetch(true)?;
         let now = self.clock.now();
         let Some((branch, commit, t)) = self.repo.find_proposal(id)? else {
@@ -164,7 +164,7 @@ impl Engine {
     /// Checks finished on a proposal branch: an `auto_merge` proposal whose required checks have
     /// all succeeded is merged now.
     pub fn checks_completed(&mut self, branch: &str) -> Result<String, EngineError> {
-        let _lock = self.repo.lock()?;
+        let _lock = self.begin()?;
         self.repo.fetch(true)?;
         let now = self.clock.now();
         let Some(id) = branch.strip_prefix("rollback/").and_then(|b| b.rsplit('/').next()) else {
@@ -198,7 +198,7 @@ impl Engine {
         head_sha: &str,
         by: &str,
     ) -> Result<String, EngineError> {
-        let _lock = self.repo.lock()?;
+        let _lock = self.begin()?;
         self.repo.fetch(true)?;
         let now = self.clock.now();
         let parts: Vec<&str> = branch.split('/').collect();
@@ -268,7 +268,7 @@ impl Engine {
 
     /// Closes proposal `id`: its branch is deleted and its commit kept as `cancelled/...` tag.
     pub fn cancel(&mut self, id: &str, actor: Actor<'_>, cli_name: &str) -> Result<ReviewOutcome, EngineError> {
-        let _lock = self.repo.lock()?;
+        let _lock = self.begin()?;
         self.repo.fetch(true)?;
         let now = self.clock.now();
         let Some((branch, commit, t)) = self.repo.find_proposal(id)? else {
@@ -323,7 +323,7 @@ impl Engine {
         if let Some(reason) = self.may_freeze(actor) {
             return Ok(format!("refused: {reason}"));
         }
-        let _lock = self.repo.lock()?;
+        let _lock = self.begin()?;
         self.repo.fetch(true)?;
         let now = self.clock.now();
         let length = duration.map_or(SignedDuration::from_hours(1), |d| d.as_signed());
@@ -350,7 +350,7 @@ impl Engine {
         if let Some(reason) = self.may_freeze(actor) {
             return Ok(format!("refused: {reason}"));
         }
-        let _lock = self.repo.lock()?;
+        let _lock = self.begin()?;
         self.repo.fetch(true)?;
         let now = self.clock.now();
         let who = actor_id(actor, cli_name);
@@ -362,7 +362,7 @@ impl Engine {
 
     /// Freezes in force, open proposals (with approvals) and the last rollbacks.
     pub fn status(&mut self, service: Option<&str>) -> Result<String, EngineError> {
-        let _lock = self.repo.lock()?;
+        let _lock = self.begin()?;
         self.repo.fetch(false)?;
         let now = self.clock.now();
         let freezes = self.repo.freezes()?;

@@ -32,6 +32,15 @@ pub struct GithubForge {
     client: Octocrab,
     owner: String,
     repo: String,
+    /// Set when authenticating as a GitHub App: mints installation tokens for git itself.
+    app: Option<AppAuth>,
+    git_token: std::sync::Mutex<Option<(SecretString, jiff::Timestamp)>>,
+}
+
+struct AppAuth {
+    /// Authenticated with the App's JWT.
+    client: Octocrab,
+    installation: u64,
 }
 
 impl std::fmt::Debug for GithubForge {
@@ -66,8 +75,57 @@ impl GithubForge {
             .enable_all()
             .build()
             .map_err(|e| ForgeError::Config(e.to_string()))?;
-        let client = rt.block_on(build_client(cfg))?;
-        Ok(GithubForge { rt, client, owner: cfg.owner.clone(), repo: cfg.repo.clone() })
+        let (client, app) = rt.block_on(build_client(cfg))?;
+        Ok(GithubForge {
+            rt,
+            client,
+            owner: cfg.owner.clone(),
+            repo: cfg.repo.clone(),
+            app,
+            git_token: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// A token for git over https when authenticating as an App: an installation token, minted
+    /// here and reused until five minutes before it expires. `None` with a plain token.
+    pub fn git_token(&self) -> Result<Option<SecretString>, ForgeError> {
+        let Some(app) = &self.app else { return Ok(None) };
+        let mut cache = self.git_token.lock().unwrap_or_else(|e| e.into_inner());
+        let now = jiff::Timestamp::now();
+        if let Some((token, expires)) = cache.as_ref()
+            && expires.duration_since(now) > jiff::SignedDuration::from_mins(5)
+        {
+            return Ok(Some(token.clone()));
+        }
+        let path = format!("/app/installations/{}/access_tokens", app.installation);
+        let (status, text) = self.rt.block_on(async {
+            let resp = app
+                .client
+                ._post(path.as_str(), None::<&()>)
+                .await
+                .map_err(|e| ForgeError::Unreachable(e.to_string()))?;
+            let status = resp.status().as_u16();
+            let text = app.client.body_to_string(resp).await.map_err(|e| ForgeError::Unreachable(e.to_string()))?;
+            Ok::<_, ForgeError>((status, text))
+        })?;
+        if !(200..300).contains(&status) {
+            return Err(ForgeError::Api { method: "POST", path, status, message: text.chars().take(200).collect() });
+        }
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let token = v.get("token").and_then(Value::as_str).ok_or_else(|| ForgeError::Api {
+            method: "POST",
+            path: path.clone(),
+            status,
+            message: "no token in the answer".into(),
+        })?;
+        let expires = v
+            .get("expires_at")
+            .and_then(Value::as_str)
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .unwrap_or_else(|| now.checked_add(jiff::SignedDuration::from_mins(30)).unwrap_or(now));
+        let token = SecretString::new(token);
+        *cache = Some((token.clone(), expires));
+        Ok(Some(token))
     }
 
     fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, ForgeError> {
@@ -231,7 +289,7 @@ impl GithubForge {
     }
 }
 
-async fn build_client(cfg: &GithubConfig) -> Result<Octocrab, ForgeError> {
+async fn build_client(cfg: &GithubConfig) -> Result<(Octocrab, Option<AppAuth>), ForgeError> {
     let builder =
         Octocrab::builder().base_uri(cfg.api_url.as_str()).map_err(|e| ForgeError::Config(format!("api_url: {e}")))?;
     let token = match (&cfg.token_env, &cfg.token_file) {
@@ -250,9 +308,11 @@ async fn build_client(cfg: &GithubConfig) -> Result<Octocrab, ForgeError> {
         (None, None) => None,
     };
     match (token.map(SecretString::new), cfg.app_id, &cfg.private_key_file) {
-        (Some(token), _, _) => {
-            builder.personal_token(token.expose().to_string()).build().map_err(|e| ForgeError::Config(e.to_string()))
-        }
+        (Some(token), _, _) => builder
+            .personal_token(token.expose().to_string())
+            .build()
+            .map(|c| (c, None))
+            .map_err(|e| ForgeError::Config(e.to_string())),
         (None, Some(app_id), Some(key_file)) => {
             let pem = std::fs::read(key_file)
                 .map_err(|e| ForgeError::Config(format!("cannot read {}: {e}", key_file.display())))?;
@@ -281,7 +341,8 @@ async fn build_client(cfg: &GithubConfig) -> Result<Octocrab, ForgeError> {
                 }
             };
             // Octocrab mints installation tokens from the app's JWT and renews them before expiry.
-            app.installation(installation.into()).map_err(|e| ForgeError::Config(e.to_string()))
+            let client = app.installation(installation.into()).map_err(|e| ForgeError::Config(e.to_string()))?;
+            Ok((client, Some(AppAuth { client: app, installation })))
         }
         _ => {
             Err(ForgeError::Config("forge.github needs token_env or token_file, or app_id and private_key_file".into()))

@@ -159,6 +159,11 @@ impl ConfigRepo {
         })
     }
 
+    /// Replaces the https token (a GitHub App's installation token, renewed by the forge).
+    pub fn set_token(&mut self, token: crate::secret::SecretString) {
+        self.auth.token = Some(token);
+    }
+
     pub fn branch(&self) -> &str {
         &self.branch
     }

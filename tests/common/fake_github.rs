@@ -13,6 +13,8 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 pub const TOKEN: &str = "test-gh-token";
+/// What the fake mints for a GitHub App installation.
+pub const INSTALLATION_TOKEN: &str = "ghs_fake_installation_token";
 
 #[derive(Clone, Debug)]
 pub struct FakePr {
@@ -39,6 +41,9 @@ pub struct Gh {
     pub issues: Vec<(String, String, Vec<String>)>,
     /// sha → (check name, conclusion)
     pub checks: HashMap<String, Vec<(String, String)>>,
+    /// Installation tokens minted, and installation lookups answered (GitHub App auth).
+    pub tokens_minted: usize,
+    pub installation_lookups: usize,
     next_comment: u64,
 }
 
@@ -70,6 +75,8 @@ impl FakeGithub {
                     .route("/repos/{o}/{r}/pulls/{n}/merge", put(merge_pr))
                     .route("/repos/{o}/{r}/pulls/{n}/requested_reviewers", post(reviewers))
                     .route("/repos/{o}/{r}/issues", post(create_issue))
+                    .route("/repos/{o}/{r}/installation", get(installation))
+                    .route("/app/installations/{id}/access_tokens", post(access_token))
                     .route("/repos/{o}/{r}/commits/{sha}/check-runs", get(check_runs))
                     .route("/repos/{o}/{r}/issues/{n}/labels", post(labels))
                     .route("/repos/{o}/{r}/issues/{n}/comments", post(comment))
@@ -93,6 +100,11 @@ impl FakeGithub {
         self.gh.lock().unwrap().checks.entry(sha.to_string()).or_default().push((name.into(), conclusion.into()));
     }
 
+    pub fn app_calls(&self) -> (usize, usize) {
+        let gh = self.gh.lock().unwrap();
+        (gh.installation_lookups, gh.tokens_minted)
+    }
+
     pub fn issues(&self) -> Vec<(String, String, Vec<String>)> {
         self.gh.lock().unwrap().issues.clone()
     }
@@ -104,7 +116,13 @@ impl FakeGithub {
 
 fn authorized(h: &HeaderMap) -> bool {
     let v = h.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
-    v == format!("Bearer {TOKEN}") || v == format!("token {TOKEN}")
+    [TOKEN, INSTALLATION_TOKEN].iter().any(|t| v == format!("Bearer {t}") || v == format!("token {t}"))
+}
+
+/// A GitHub App authenticates with a JWT (three base64url parts) signed with its key.
+fn app_jwt(h: &HeaderMap) -> bool {
+    let v = h.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
+    v.strip_prefix("Bearer ").is_some_and(|t| t.split('.').count() == 3 && t.len() > 100)
 }
 
 fn unauthorized() -> Response {
@@ -351,4 +369,22 @@ async fn check_runs(
         .map(|c| c.iter().map(|(n, c)| json!({"name": n, "status": "completed", "conclusion": c})).collect())
         .unwrap_or_default();
     Json(json!({"total_count": runs.len(), "check_runs": runs})).into_response()
+}
+
+async fn installation(State(app): State<App>, h: HeaderMap) -> Response {
+    if !app_jwt(&h) {
+        return unauthorized();
+    }
+    app.gh.lock().unwrap().installation_lookups += 1;
+    Json(json!({"id": 4242})).into_response()
+}
+
+async fn access_token(State(app): State<App>, h: HeaderMap, Path(id): Path<u64>) -> Response {
+    if !app_jwt(&h) || id != 4242 {
+        return unauthorized();
+    }
+    app.gh.lock().unwrap().tokens_minted += 1;
+    let expires = jiff::Timestamp::now().checked_add(jiff::SignedDuration::from_hours(1)).unwrap();
+    let body = json!({"token": INSTALLATION_TOKEN, "expires_at": expires.to_string(), "permissions": {"contents": "write", "pull_requests": "write", "issues": "write", "checks": "read"}, "repository_selection": "selected"});
+    (StatusCode::CREATED, Json(body)).into_response()
 }
