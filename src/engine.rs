@@ -110,6 +110,7 @@ impl Engine {
     fn begin(&mut self) -> Result<crate::git::MirrorLock, EngineError> {
         let lock = self.repo.lock()?;
         if self.config.repo.token_env.is_none()
+            && self.config.repo.url.starts_with("https://")
             && let Some(gh) = self.forge.github()
             && let Some(token) = gh.git_token()?
         {
