@@ -25,7 +25,11 @@ pub fn run(config_path: &Path) -> Vec<Diagnostic> {
     let (config, secrets) = match Config::load(config_path) {
         Ok(c) => c,
         Err(crate::config::ConfigError::Invalid(d)) => return vec![d],
-        Err(e) => return vec![Diagnostic::error(config_path, 0, 0, e.to_string())],
+        Err(e) => {
+            let msg = e.to_string();
+            let msg = msg.strip_prefix(&format!("{}: ", config_path.display())).unwrap_or(&msg).to_string();
+            return vec![Diagnostic::error(config_path, 0, 0, msg)];
+        }
     };
     let mut diags = Vec::new();
     let policies = match PolicySet::load(&config.policies) {

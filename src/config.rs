@@ -257,14 +257,14 @@ fn default_push_retries() -> u32 {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{path}: cannot read config: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: cannot read config: {cause}")]
+    Read { path: PathBuf, cause: std::io::Error },
     #[error("{0}")]
     Invalid(Diagnostic),
     #[error("{path}: env var {var} ({field}) is not set or empty")]
     MissingSecret { path: PathBuf, var: String, field: &'static str },
-    #[error("{path}: cannot read {field} file {file}: {source}")]
-    SecretFile { path: PathBuf, field: &'static str, file: PathBuf, source: std::io::Error },
+    #[error("{path}: cannot read {field} file {file}: {cause}")]
+    SecretFile { path: PathBuf, field: &'static str, file: PathBuf, cause: std::io::Error },
     #[error("{path}: {field}: no secret configured; set an env var or a file, or remove the source")]
     NoSecret { path: PathBuf, field: &'static str },
 }
@@ -298,11 +298,11 @@ fn secret_list(
         raw.push('\n');
     }
     if let Some(f) = file {
-        let text = std::fs::read_to_string(f).map_err(|source| ConfigError::SecretFile {
+        let text = std::fs::read_to_string(f).map_err(|cause| ConfigError::SecretFile {
             path: path.to_path_buf(),
             field,
             file: f.clone(),
-            source,
+            cause,
         })?;
         raw.push_str(&text);
     }
@@ -318,7 +318,7 @@ impl Config {
     /// Reads the file; relative paths inside it are taken relative to the file's directory.
     pub fn load(path: &Path) -> Result<(Config, Secrets), ConfigError> {
         let text =
-            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+            std::fs::read_to_string(path).map_err(|cause| ConfigError::Read { path: path.to_path_buf(), cause })?;
         let mut config: Config =
             serde_saphyr::from_str(&text).map_err(|e| ConfigError::Invalid(Diagnostic::from_yaml(path, &e)))?;
         let base = path.parent().unwrap_or(Path::new("."));

@@ -24,8 +24,8 @@ pub const TEMPLATES: &[(&str, &str)] = &[
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
-    #[error("cannot write {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("cannot write {path}: {cause}")]
+    Io { path: PathBuf, cause: std::io::Error },
     #[error(transparent)]
     Git(#[from] GitError),
 }
@@ -40,7 +40,7 @@ pub struct Demo {
 }
 
 fn write(path: &Path, text: &str) -> Result<(), DemoError> {
-    let io = |source| DemoError::Io { path: path.to_path_buf(), source };
+    let io = |cause| DemoError::Io { path: path.to_path_buf(), cause };
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(io)?;
     }

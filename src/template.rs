@@ -13,8 +13,8 @@ pub const TEMPLATE_FILES: &[&str] = &[COMMIT_TEMPLATE, TAG_TEMPLATE, PR_TITLE_TE
 
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
-    #[error("{file}: cannot read template: {source}")]
-    Read { file: PathBuf, source: std::io::Error },
+    #[error("{file}: cannot read template: {cause}")]
+    Read { file: PathBuf, cause: std::io::Error },
     #[error("{file}:{line}: {message}")]
     Syntax { file: PathBuf, line: usize, message: String },
     #[error("{0}")]
@@ -67,7 +67,7 @@ impl Templates {
         for name in TEMPLATE_FILES {
             let file = dir.join(name);
             let source =
-                std::fs::read_to_string(&file).map_err(|source| TemplateError::Read { file: file.clone(), source })?;
+                std::fs::read_to_string(&file).map_err(|cause| TemplateError::Read { file: file.clone(), cause })?;
             env.add_template_owned(name.to_string(), source).map_err(|e| TemplateError::Syntax {
                 file: file.clone(),
                 line: e.line().unwrap_or(1),

@@ -141,7 +141,22 @@ impl ConfigRepo {
         git2::opts::strict_hash_verification(false);
         let repo = match Repository::open_bare(&mirror_dir) {
             Ok(r) => r,
-            Err(_) => Repository::init_bare(&mirror_dir).map_err(|e| mirror_err(e.message().to_string()))?,
+            Err(_) => match transport::local_path(&config.repo.url) {
+                // A new mirror of an origin on this machine: libgit2's local clone copies (or
+                // hardlinks) the object store instead of packing it, seconds instead of minutes
+                // for a long history. The mirror fetch then sets up the refs as usual.
+                Some(origin) if origin.exists() => git2::build::RepoBuilder::new()
+                    .bare(true)
+                    .clone_local(git2::build::CloneLocal::Local)
+                    .clone(&origin.to_string_lossy(), &mirror_dir)
+                    // The mirror fetch keeps refs/heads itself; the clone's remote is not used.
+                    .inspect(|r| {
+                        let _ = r.remote_delete("origin");
+                    })
+                    .or_else(|_| Repository::init_bare(&mirror_dir))
+                    .map_err(|e| mirror_err(e.message().to_string()))?,
+                _ => Repository::init_bare(&mirror_dir).map_err(|e| mirror_err(e.message().to_string()))?,
+            },
         };
         Ok(ConfigRepo {
             repo,

@@ -71,7 +71,7 @@ pub(super) fn fetch(repo: &Repository, url: &str, auth: &Auth) -> Result<(), Git
 }
 
 /// The local directory of a path or `file://` URL, if it is one.
-fn local_path(url: &str) -> Option<PathBuf> {
+pub(super) fn local_path(url: &str) -> Option<PathBuf> {
     if let Some(rest) = url.strip_prefix("file://") {
         return Some(PathBuf::from(rest));
     }
