@@ -267,13 +267,18 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             } else {
                 for r in records {
                     let bad: Vec<&str> = r.bad_commits.iter().map(|s| &s[..s.len().min(10)]).collect();
+                    let delivery = match (r.delivery, r.cancelled) {
+                        (_, true) => "cancelled",
+                        (rollbackd::rollback::Delivery::Direct, _) => "direct",
+                        (rollbackd::rollback::Delivery::Proposal, _) => "proposal",
+                    };
                     println!(
-                        "{}  {}  {}/{}  {:?} {}  undid {}  to {}  by {} via {}{}",
+                        "{}  {}  {}/{}  {} {}  undid {}  to {}  by {} via {}{}",
                         r.id,
                         r.at,
                         r.service,
                         r.env,
-                        r.delivery,
+                        delivery,
                         r.strategy,
                         bad.join(","),
                         &r.known_good[..r.known_good.len().min(10)],

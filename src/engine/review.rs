@@ -370,13 +370,13 @@ impl Engine {
         let wanted = |s: &str| service.is_none_or(|x| x == s);
         let mut out = String::new();
         let active: Vec<_> = freezes.active(now).filter(|f| f.scope == "all" || wanted(&f.scope)).collect();
-        out.push_str(&format!("freezes: {}\n", if active.is_empty() { "none" } else { "" }));
+        out.push_str(if active.is_empty() { "freezes: none\n" } else { "freezes:\n" });
         for f in active {
             out.push_str(&format!("  {}\n", f.describe()));
         }
         let open: Vec<_> =
             records.iter().filter(|r| r.delivery == Delivery::Proposal && !r.cancelled && wanted(&r.service)).collect();
-        out.push_str(&format!("open proposals: {}\n", if open.is_empty() { "none" } else { "" }));
+        out.push_str(if open.is_empty() { "open proposals: none\n" } else { "open proposals:\n" });
         for r in open {
             let approvals = self.repo.approvals(&r.commit);
             out.push_str(&format!(
@@ -392,7 +392,7 @@ impl Engine {
         }
         let recent: Vec<_> =
             records.iter().filter(|r| r.delivery == Delivery::Direct && wanted(&r.service)).take(5).collect();
-        out.push_str(&format!("recent rollbacks: {}\n", if recent.is_empty() { "none" } else { "" }));
+        out.push_str(if recent.is_empty() { "recent rollbacks: none\n" } else { "recent rollbacks:\n" });
         for r in recent {
             out.push_str(&format!(
                 "  {} {} {}/{} by {}{}\n",
