@@ -164,7 +164,12 @@ fn run(mut engine: Engine, rx: Receiver<Job>, shared: Arc<Shared>, refresh: Dura
             Ok(job) => {
                 shared.depth.fetch_sub(1, Ordering::Relaxed);
                 metrics::queue_depth(shared.queue_depth());
-                process(&mut engine, job);
+                // A bug in one job must not take the writer down with it: its sender sees the
+                // reply dropped (503, retry) and the next job runs.
+                let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| process(&mut engine, job)));
+                if handled.is_err() {
+                    tracing::error!("a job panicked; the writer carries on");
+                }
                 publish(&mut engine, &shared, false);
             }
             // Idle: fetch, so rollbacks pushed by other replicas reach the snapshot.
