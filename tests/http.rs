@@ -191,17 +191,7 @@ async fn unreachable_origin_is_503_and_not_ready() {
 async fn slow_push_answers_202_then_a_full_queue_answers_503() {
     let w = World::new();
     let _d = daemon(&w);
-    let gate = w.root().join("release");
-    let entered = w.root().join("entered");
-    hook(
-        &w,
-        "pre-receive",
-        &format!(
-            "#!/bin/sh\ntouch {}\nwhile [ ! -f {} ]; do sleep 0.05; done\nexit 0\n",
-            entered.display(),
-            gate.display()
-        ),
-    );
+    let held = hold_pushes(&w);
     w.deploy("checkout", "prod", "1.5.0", 10);
     w.deploy("cart", "prod", "2.1.0", 10);
     let s = server(&w, "server: { queue: 1, response_deadline: 300ms }\n");
@@ -210,14 +200,14 @@ async fn slow_push_answers_202_then_a_full_queue_answers_503() {
     let (st, _, b) = s.send(am(alert_body("a", "checkout", "firing"))).await;
     assert_eq!(st, StatusCode::ACCEPTED, "{b}");
     assert_eq!(b["outcome"], "accepted");
-    wait_for("the push to reach the hook", 20, || entered.exists());
+    held.wait_until_held();
     let (st, _, _) = s.send(am(alert_body("b", "cart", "firing"))).await;
     assert_eq!(st, StatusCode::ACCEPTED, "queued behind the first");
     let (st, headers, b) = s.send(am(alert_body("c", "cart", "firing"))).await;
     assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{b}");
     assert_eq!(headers.get("retry-after").unwrap(), "5");
 
-    std::fs::write(&gate, "").unwrap();
+    held.release();
     wait_for("both rollbacks", 30, || w.git(&["tag", "-l", "rollback/*"]).lines().count() == 2);
     // The sender's retry of the first delivery now learns the result.
     wait_for("the snapshot", 10, || {
@@ -368,18 +358,13 @@ async fn a_policy_that_cannot_render_its_target_is_422() {
 async fn a_request_past_the_request_timeout_is_408() {
     let w = World::new();
     let _d = daemon(&w);
-    let (entered, gate) = (w.root().join("entered"), w.root().join("release"));
-    hook(
-        &w,
-        "pre-receive",
-        &format!("#!/bin/sh\ntouch {}\nwhile [ ! -f {} ]; do sleep 0.05; done\n", entered.display(), gate.display()),
-    );
+    let held = hold_pushes(&w);
     w.deploy("checkout", "prod", "1.5.0", 10);
     let s = server(&w, "server: { request_timeout: 300ms, response_deadline: 60s }\n");
     s.wait_ready();
     let (st, _, _) = s.send(am(alert_body("slow", "checkout", "firing"))).await;
     assert_eq!(st, StatusCode::REQUEST_TIMEOUT);
-    std::fs::write(&gate, "").unwrap();
+    held.release();
     // The work itself was not lost: the rollback lands, and the retry says so.
     wait_for("the rollback", 30, || w.git(&["tag", "-l", "rollback/*"]).lines().count() == 1);
     wait_for("the snapshot", 10, || s.worker.shared().snapshot().records.len() == 1);

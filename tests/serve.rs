@@ -46,9 +46,14 @@ fn serve(w: &World, data_dir: &str) -> Serve {
         std::fs::read_to_string(w.config_path()).unwrap().replace("data_dir: data", &format!("data_dir: {data_dir}"));
     let path = w.root().join(format!("rollbackd-{data_dir}.yaml"));
     std::fs::write(&path, cfg).unwrap();
+    start_serve(&path)
+}
+
+/// Runs `rollbackd --config <config> serve` on a free port and waits until it is ready.
+fn start_serve(config: &std::path::Path) -> Serve {
     let mut child = Command::new(env!("CARGO_BIN_EXE_rollbackd"))
         .arg("--config")
-        .arg(&path)
+        .arg(config)
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env("ROLLBACKD_LOG", "warn")
         .stdout(Stdio::piped())
@@ -108,23 +113,18 @@ fn kill(sig: &str, pid: &str) {
 fn sigterm_finishes_the_rollback_in_flight_and_exits_0() {
     let w = World::new();
     let _d = daemon(&w);
-    let (entered, gate) = (w.root().join("entered"), w.root().join("release"));
-    hook(
-        &w,
-        "pre-receive",
-        &format!("#!/bin/sh\ntouch {}\nwhile [ ! -f {} ]; do sleep 0.05; done\n", entered.display(), gate.display()),
-    );
+    let held = hold_pushes(&w);
     w.deploy("checkout", "prod", "1.5.0", 10);
     with_alertmanager_source(&w, "server: { response_deadline: 60s }\n");
     let mut s = serve(&w, "data");
     let url = s.url.clone();
     let request = std::thread::spawn(move || post_alert(&url, &alert("term")));
-    wait_for("the push to reach the hook", 30, || entered.exists());
+    held.wait_until_held();
     kill("-TERM", &s.pid());
     // No new connections once shutting down.
     let addr = s.url.trim_start_matches("http://").to_string();
     wait_for("the listener to close", 30, || std::net::TcpStream::connect(&addr).is_err());
-    std::fs::write(&gate, "").unwrap();
+    held.release();
     let (status, body) = request.join().unwrap().expect("the in-flight request is answered");
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["outcome"], "rolled_back", "{body}");
@@ -166,22 +166,17 @@ fn two_replicas_one_alert_one_commit() {
 fn kill_9_between_receiving_and_pushing_then_redelivery_makes_one_commit() {
     let w = World::new();
     let _d = daemon(&w);
-    let (entered, gate) = (w.root().join("entered"), w.root().join("release"));
-    hook(
-        &w,
-        "pre-receive",
-        &format!("#!/bin/sh\ntouch {}\nwhile [ ! -f {} ]; do sleep 0.05; done\n", entered.display(), gate.display()),
-    );
+    let held = hold_pushes(&w);
     w.deploy("checkout", "prod", "1.5.0", 10);
     with_alertmanager_source(&w, "server: { response_deadline: 60s }\n");
     let s = serve(&w, "data");
     let url = s.url.clone();
     let request = std::thread::spawn(move || post_alert(&url, &alert("k9")));
-    wait_for("the push to reach the hook", 30, || entered.exists());
+    held.wait_until_held();
     kill("-KILL", &s.pid());
     assert!(request.join().unwrap().is_err(), "the sender saw the connection die, so it will redeliver");
     drop(s);
-    std::fs::write(&gate, "").unwrap();
+    held.release();
 
     // The restarted service gets the redelivery.
     let restarted = serve(&w, "data");
@@ -318,18 +313,7 @@ fn demo_end_to_end_propose_then_approve_from_the_cli() {
     let out = Command::new(bin).args(["demo", "--no-serve", "--dir"]).arg(&demo).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let config = demo.join("rollbackd.yaml");
-    let mut child = Command::new(bin)
-        .arg("--config")
-        .arg(&config)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("ROLLBACKD_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let server = Serve { child, url: line.trim().trim_start_matches("rollbackd listening on ").to_string() };
-    wait_for("readyz", 30, || get(&format!("{}/readyz", server.url)).map(|(st, _)| st == 200).unwrap_or(false));
+    let server = start_serve(&config);
     let token = std::fs::read_to_string(demo.join("secrets/alertmanager-tokens")).unwrap().trim().to_string();
     let post = |file: &str| -> serde_json::Value {
         let body = std::fs::read_to_string(demo.join("events").join(file)).unwrap();

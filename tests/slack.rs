@@ -155,12 +155,7 @@ async fn signatures_replays_and_help() {
 async fn request_is_acked_before_the_work_and_the_outcome_is_posted() {
     let w = World::with_policy(POLICY);
     let _d = daemon(&w);
-    let (entered, gate) = (w.root().join("entered"), w.root().join("release"));
-    hook(
-        &w,
-        "pre-receive",
-        &format!("#!/bin/sh\ntouch {}\nwhile [ ! -f {} ]; do sleep 0.05; done\n", entered.display(), gate.display()),
-    );
+    let held = hold_pushes(&w);
     w.deploy("checkout", "prod", "1.5.0", 10);
     let app = app(&w);
     let now = w.now().as_second();
@@ -172,7 +167,7 @@ async fn request_is_acked_before_the_work_and_the_outcome_is_posted() {
     assert_eq!(b["response_type"], "ephemeral");
     assert!(b["text"].as_str().unwrap().starts_with("working on"), "{b}");
     // The ack came back while the push is still held by the hook: it did not wait for the work.
-    wait_for("the push to reach the hook", 30, || entered.exists());
+    held.wait_until_held();
     assert!(rx.try_recv().is_err(), "no outcome before the work is done");
 
     // Slack retries the same command: acknowledged, not run again.
@@ -180,7 +175,7 @@ async fn request_is_acked_before_the_work_and_the_outcome_is_posted() {
     assert_eq!(st, StatusCode::OK);
     assert!(b["text"].as_str().unwrap().contains("already"), "{b}");
 
-    std::fs::write(&gate, "").unwrap();
+    held.release();
     let posted = next(&rx);
     assert_eq!(posted["response_type"], "in_channel");
     let text = posted["text"].as_str().unwrap();

@@ -286,3 +286,40 @@ pub fn hook(w: &World, name: &str, script: &str) {
     std::fs::write(&path, script).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
+
+/// Holds every push to the origin in a pre-receive hook until released: a way to stand between
+/// "received" and "pushed" without sleeping. Needs the origin served by [`daemon`] (file-path
+/// remotes run no hooks).
+pub struct HeldPushes {
+    entered: PathBuf,
+    release: PathBuf,
+}
+
+impl HeldPushes {
+    /// Whether a push has reached the hook (and is being held).
+    pub fn is_held(&self) -> bool {
+        self.entered.exists()
+    }
+
+    pub fn wait_until_held(&self) {
+        wait_for("a push to reach the hook", 30, || self.is_held());
+    }
+
+    pub fn release(&self) {
+        std::fs::write(&self.release, "").unwrap();
+    }
+}
+
+pub fn hold_pushes(w: &World) -> HeldPushes {
+    let held = HeldPushes { entered: w.root().join("entered"), release: w.root().join("release") };
+    hook(
+        w,
+        "pre-receive",
+        &format!(
+            "#!/bin/sh\ntouch {}\nwhile [ ! -f {} ]; do sleep 0.05; done\nexit 0\n",
+            held.entered.display(),
+            held.release.display()
+        ),
+    );
+    held
+}
