@@ -69,18 +69,23 @@ impl FakeGithub {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let r = Router::new()
+                // Every /repos call needs the token (or an installation token); the App's own
+                // endpoints check for its JWT themselves.
+                let repos = Router::new()
                     .route("/repos/{o}/{r}/pulls", post(create_pr).get(list_prs))
                     .route("/repos/{o}/{r}/pulls/{n}", get(get_pr).patch(update_pr))
                     .route("/repos/{o}/{r}/pulls/{n}/merge", put(merge_pr))
                     .route("/repos/{o}/{r}/pulls/{n}/requested_reviewers", post(reviewers))
                     .route("/repos/{o}/{r}/issues", post(create_issue))
-                    .route("/repos/{o}/{r}/installation", get(installation))
-                    .route("/app/installations/{id}/access_tokens", post(access_token))
                     .route("/repos/{o}/{r}/commits/{sha}/check-runs", get(check_runs))
                     .route("/repos/{o}/{r}/issues/{n}/labels", post(labels))
                     .route("/repos/{o}/{r}/issues/{n}/comments", post(comment))
                     .route("/repos/{o}/{r}/issues/comments/{id}/reactions", post(react))
+                    .layer(axum::middleware::from_fn(require_token));
+                let r = Router::new()
+                    .route("/repos/{o}/{r}/installation", get(installation))
+                    .route("/app/installations/{id}/access_tokens", post(access_token))
+                    .merge(repos)
                     .with_state(app);
                 axum::serve(listener, r).await.unwrap();
             });
@@ -125,6 +130,15 @@ fn app_jwt(h: &HeaderMap) -> bool {
     v.strip_prefix("Bearer ").is_some_and(|t| t.split('.').count() == 3 && t.len() > 100)
 }
 
+async fn require_token(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if authorized(req.headers()) { next.run(req).await } else { unauthorized() }
+}
+
+/// A JSON array of strings (labels, reviewers), empty for anything else.
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect()).unwrap_or_default()
+}
+
 fn unauthorized() -> Response {
     (StatusCode::UNAUTHORIZED, Json(json!({"message": "Bad credentials"}))).into_response()
 }
@@ -146,10 +160,7 @@ fn pr_json(app: &App, pr: &FakePr) -> Value {
     })
 }
 
-async fn create_pr(State(app): State<App>, h: HeaderMap, Json(b): Json<Value>) -> Response {
-    if !authorized(&h) {
-        return unauthorized();
-    }
+async fn create_pr(State(app): State<App>, Json(b): Json<Value>) -> Response {
     let head = b["head"].as_str().unwrap_or_default().to_string();
     if head_sha(&app.origin, &head).is_none() {
         return (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"message": "Validation Failed: head"}))).into_response();
@@ -175,10 +186,7 @@ async fn create_pr(State(app): State<App>, h: HeaderMap, Json(b): Json<Value>) -
     (StatusCode::CREATED, Json(pr_json(&app, &pr))).into_response()
 }
 
-async fn list_prs(State(app): State<App>, h: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
-    if !authorized(&h) {
-        return unauthorized();
-    }
+async fn list_prs(State(app): State<App>, Query(q): Query<HashMap<String, String>>) -> Response {
     let gh = app.gh.lock().unwrap();
     let head = q.get("head").map(|h| h.split_once(':').map_or(h.as_str(), |(_, b)| b).to_string());
     let list: Vec<Value> = gh
@@ -190,10 +198,7 @@ async fn list_prs(State(app): State<App>, h: HeaderMap, Query(q): Query<HashMap<
     Json(Value::Array(list)).into_response()
 }
 
-async fn get_pr(State(app): State<App>, h: HeaderMap, Path((_o, _r, n)): Path<(String, String, u64)>) -> Response {
-    if !authorized(&h) {
-        return unauthorized();
-    }
+async fn get_pr(State(app): State<App>, Path((_o, _r, n)): Path<(String, String, u64)>) -> Response {
     let gh = app.gh.lock().unwrap();
     match gh.prs.iter().find(|p| p.number == n) {
         Some(p) => Json(pr_json(&app, p)).into_response(),
@@ -203,13 +208,9 @@ async fn get_pr(State(app): State<App>, h: HeaderMap, Path((_o, _r, n)): Path<(S
 
 async fn update_pr(
     State(app): State<App>,
-    h: HeaderMap,
     Path((_o, _r, n)): Path<(String, String, u64)>,
     Json(b): Json<Value>,
 ) -> Response {
-    if !authorized(&h) {
-        return unauthorized();
-    }
     let mut gh = app.gh.lock().unwrap();
     let Some(p) = gh.prs.iter_mut().find(|p| p.number == n) else { return StatusCode::NOT_FOUND.into_response() };
     if let Some(s) = b["state"].as_str() {
@@ -222,13 +223,9 @@ async fn update_pr(
 /// Really merges in the origin: a merge commit, or one commit for squash and rebase.
 async fn merge_pr(
     State(app): State<App>,
-    h: HeaderMap,
     Path((_o, _r, n)): Path<(String, String, u64)>,
     Json(b): Json<Value>,
 ) -> Response {
-    if !authorized(&h) {
-        return unauthorized();
-    }
     let mut gh = app.gh.lock().unwrap();
     let Some(pr) = gh.prs.iter_mut().find(|p| p.number == n && p.state == "open") else {
         return (StatusCode::METHOD_NOT_ALLOWED, Json(json!({"message": "Pull Request is not mergeable"})))
@@ -268,50 +265,32 @@ async fn merge_pr(
 
 async fn reviewers(
     State(app): State<App>,
-    h: HeaderMap,
     Path((_o, _r, n)): Path<(String, String, u64)>,
     Json(b): Json<Value>,
 ) -> Response {
-    if !authorized(&h) {
-        return unauthorized();
-    }
     let mut gh = app.gh.lock().unwrap();
     let Some(p) = gh.prs.iter_mut().find(|p| p.number == n) else { return StatusCode::NOT_FOUND.into_response() };
-    let list = |v: &Value| {
-        v.as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect()).unwrap_or_default()
-    };
-    p.reviewers = list(&b["reviewers"]);
-    p.teams = list(&b["team_reviewers"]);
+    p.reviewers = strings(&b["reviewers"]);
+    p.teams = strings(&b["team_reviewers"]);
     (StatusCode::CREATED, Json(json!({}))).into_response()
 }
 
 async fn labels(
     State(app): State<App>,
-    h: HeaderMap,
     Path((_o, _r, n)): Path<(String, String, u64)>,
     Json(b): Json<Value>,
 ) -> Response {
-    if !authorized(&h) {
-        return unauthorized();
-    }
     let mut gh = app.gh.lock().unwrap();
     let Some(p) = gh.prs.iter_mut().find(|p| p.number == n) else { return StatusCode::NOT_FOUND.into_response() };
-    p.labels = b["labels"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
-        .unwrap_or_default();
+    p.labels = strings(&b["labels"]);
     Json(json!([])).into_response()
 }
 
 async fn comment(
     State(app): State<App>,
-    h: HeaderMap,
     Path((_o, _r, n)): Path<(String, String, u64)>,
     Json(b): Json<Value>,
 ) -> Response {
-    if !authorized(&h) {
-        return unauthorized();
-    }
     let mut gh = app.gh.lock().unwrap();
     gh.next_comment += 1;
     let id = gh.next_comment;
@@ -321,26 +300,16 @@ async fn comment(
 
 async fn react(
     State(app): State<App>,
-    h: HeaderMap,
     Path((_o, _r, id)): Path<(String, String, u64)>,
     Json(b): Json<Value>,
 ) -> Response {
-    if !authorized(&h) {
-        return unauthorized();
-    }
     app.gh.lock().unwrap().reactions.push((id, b["content"].as_str().unwrap_or_default().to_string()));
     (StatusCode::CREATED, Json(json!({"content": b["content"]}))).into_response()
 }
 
-async fn create_issue(State(app): State<App>, h: HeaderMap, Json(b): Json<Value>) -> Response {
-    if !authorized(&h) {
-        return unauthorized();
-    }
+async fn create_issue(State(app): State<App>, Json(b): Json<Value>) -> Response {
     let mut gh = app.gh.lock().unwrap();
-    let labels = b["labels"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
-        .unwrap_or_default();
+    let labels = strings(&b["labels"]);
     gh.issues.push((
         b["title"].as_str().unwrap_or_default().into(),
         b["body"].as_str().unwrap_or_default().into(),
@@ -354,14 +323,7 @@ async fn create_issue(State(app): State<App>, h: HeaderMap, Json(b): Json<Value>
         .into_response()
 }
 
-async fn check_runs(
-    State(app): State<App>,
-    h: HeaderMap,
-    Path((_o, _r, sha)): Path<(String, String, String)>,
-) -> Response {
-    if !authorized(&h) {
-        return unauthorized();
-    }
+async fn check_runs(State(app): State<App>, Path((_o, _r, sha)): Path<(String, String, String)>) -> Response {
     let gh = app.gh.lock().unwrap();
     let runs: Vec<Value> = gh
         .checks
