@@ -9,9 +9,51 @@ service/env, 30 s apart, ending now. The last --bad commits are bad deploys of s
 in prod, one each, so each can be rolled back independently.
 """
 import argparse
+import os
 import random
+import shutil
+import subprocess
 import sys
 import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+# The benchmarks' policy: alerts or requests (`source`) roll a service back directly, with every
+# guard on, so a benchmarked rollback does all the work a production one does.
+POLICY = """- name: bench
+  match: {{ source: {source}, matchers: ['service=~".+"'{extra}] }}
+  target:
+    service: "{{{{ labels.service }}}}"
+    env: "{{{{ labels.env }}}}"
+    paths: ["apps/{{{{ labels.service }}}}/{{{{ labels.env }}}}/**"]
+  action: {{ mode: direct, strategy: auto }}
+  guards: {{ cooldown: 30m, max_rollbacks: {{ count: 3, per: 24h }}, max_change_age: 30d, require_immutable_artifacts: true }}
+"""
+
+
+def pct(xs, p):
+    """The p-th percentile, interpolated."""
+    xs = sorted(xs)
+    k = (len(xs) - 1) * p / 100
+    lo, hi = int(k), min(int(k) + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
+
+
+def build_workspace(d, commits, bad, source="any", extra_matchers=""):
+    """A bare origin with the synthetic history, packed, plus the policy and the templates."""
+    origin = os.path.join(d, "origin.git")
+    subprocess.run(["git", "init", "-q", "--bare", "--initial-branch=main", origin], check=True)
+    gen = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--commits", str(commits), "--bad", str(bad)], stdout=subprocess.PIPE)
+    subprocess.run(["git", "--git-dir", origin, "fast-import", "--quiet", "--done"], stdin=gen.stdout, check=True)
+    if gen.wait() != 0:
+        sys.exit("gen_repo.py failed")
+    subprocess.run(["git", "--git-dir", origin, "gc", "-q"], check=True)
+    os.makedirs(os.path.join(d, "policies"))
+    with open(os.path.join(d, "policies", "bench.yaml"), "w") as f:
+        f.write(POLICY.format(source=source, extra=extra_matchers))
+    shutil.copytree(os.path.join(ROOT, "templates"), os.path.join(d, "templates"))
+    return origin
 
 SERVICES = 500
 ENVS = ("prod", "staging")

@@ -22,22 +22,7 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
-POLICY = """- name: alerts
-  match: { source: alertmanager, matchers: ['service=~".+"', 'env="prod"'] }
-  target:
-    service: "{{ labels.service }}"
-    env: "{{ labels.env }}"
-    paths: ["apps/{{ labels.service }}/{{ labels.env }}/**"]
-  action: { mode: direct, strategy: auto }
-  guards: { cooldown: 30m, max_rollbacks: { count: 3, per: 24h }, max_change_age: 30d, require_immutable_artifacts: true }
-"""
-
-
-def pct(xs, p):
-    xs = sorted(xs)
-    k = (len(xs) - 1) * p / 100
-    lo, hi = int(k), min(int(k) + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
+from gen_repo import build_workspace, pct
 
 
 def main():
@@ -47,15 +32,7 @@ def main():
     ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "rollbackd"))
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="rollbackd-latency-") as d:
-        origin = os.path.join(d, "origin.git")
-        subprocess.run(["git", "init", "-q", "--bare", "--initial-branch=main", origin], check=True)
-        gen = subprocess.Popen([sys.executable, os.path.join(HERE, "gen_repo.py"), "--commits", str(a.commits), "--bad", str(a.alerts)], stdout=subprocess.PIPE)
-        subprocess.run(["git", "--git-dir", origin, "fast-import", "--quiet", "--done"], stdin=gen.stdout, check=True)
-        gen.wait()
-        subprocess.run(["git", "--git-dir", origin, "gc", "-q"], check=True)
-        os.makedirs(os.path.join(d, "policies"))
-        open(os.path.join(d, "policies", "alerts.yaml"), "w").write(POLICY)
-        shutil.copytree(os.path.join(ROOT, "templates"), os.path.join(d, "templates"))
+        origin = build_workspace(d, a.commits, a.alerts, source="alertmanager", extra_matchers=", 'env=\"prod\"'")
         open(os.path.join(d, "tokens"), "w").write("bench-token\n")
         cfg = os.path.join(d, "rollbackd.yaml")
         open(cfg, "w").write("repo: { url: origin.git }\ndata_dir: data\nsources:\n  alertmanager: { bearer_tokens_file: tokens }\n")

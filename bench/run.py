@@ -21,22 +21,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
-POLICY = """- name: bench
-  match: { source: any, matchers: ['service=~".+"'] }
-  target:
-    service: "{{ labels.service }}"
-    env: "{{ labels.env }}"
-    paths: ["apps/{{ labels.service }}/{{ labels.env }}/**"]
-  action: { mode: direct, strategy: auto }
-  guards: { cooldown: 30m, max_rollbacks: { count: 3, per: 24h }, max_change_age: 30d, require_immutable_artifacts: true }
-"""
-
-
-def pct(xs, p):
-    xs = sorted(xs)
-    k = (len(xs) - 1) * p / 100
-    lo, hi = int(k), min(int(k) + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
+from gen_repo import build_workspace, pct
 
 
 def run(cmd, **kw):
@@ -55,18 +40,9 @@ def timed(cmd, **kw):
 def bench_size(binary, n, rollbacks, work):
     d = os.path.join(work, f"n{n}")
     os.makedirs(d)
-    origin = os.path.join(d, "origin.git")
-    run(["git", "init", "-q", "--bare", "--initial-branch=main", origin])
-    gen = subprocess.Popen([sys.executable, os.path.join(HERE, "gen_repo.py"), "--commits", str(n), "--bad", str(rollbacks)], stdout=subprocess.PIPE)
-    subprocess.run(["git", "--git-dir", origin, "fast-import", "--quiet", "--done"], stdin=gen.stdout, check=True)
-    gen.wait()
-    run(["git", "--git-dir", origin, "gc", "-q"])
+    origin = build_workspace(d, n, rollbacks)
     git_origin = os.path.join(d, "origin-git.git")
     shutil.copytree(origin, git_origin)
-    os.makedirs(os.path.join(d, "policies"))
-    with open(os.path.join(d, "policies", "bench.yaml"), "w") as f:
-        f.write(POLICY)
-    shutil.copytree(os.path.join(ROOT, "templates"), os.path.join(d, "templates"))
     cfg = os.path.join(d, "rollbackd.yaml")
     with open(cfg, "w") as f:
         f.write("repo: { url: origin.git, branch: main }\ndata_dir: data\n")
