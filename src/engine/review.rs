@@ -47,11 +47,17 @@ fn actor_id(actor: Actor<'_>, cli_name: &str) -> String {
 }
 
 impl Engine {
+    /// What a person's action starts with: the data dir's lock, the origin as it is now (people
+    /// act on what they just saw, so the freshness window does not apply), and the time.
+    fn begin_fresh(&mut self) -> Result<(crate::git::MirrorLock, Timestamp), EngineError> {
+        let lock = self.begin()?;
+        self.repo.fetch(true)?;
+        Ok((lock, self.clock.now()))
+    }
+
     /// Approves proposal `id`; merges it once the policy's approvals are met.
     pub fn approve(&mut self, id: &str, actor: Actor<'_>, cli_name: &str) -> Result<ReviewOutcome, EngineError> {
-        let _lock = self.begin()?;
-        self.repo.fetch(true)?;
-        let now = self.clock.now();
+        let (_lock, now) = self.begin_fresh()?;
         let Some((branch, commit, t)) = self.repo.find_proposal(id)? else {
             return Ok(ReviewOutcome::Refused { reason: format!("no open proposal {id}") });
         };
@@ -164,9 +170,7 @@ impl Engine {
     /// Checks finished on a proposal branch: an `auto_merge` proposal whose required checks have
     /// all succeeded is merged now.
     pub fn checks_completed(&mut self, branch: &str) -> Result<String, EngineError> {
-        let _lock = self.begin()?;
-        self.repo.fetch(true)?;
-        let now = self.clock.now();
+        let (_lock, now) = self.begin_fresh()?;
         let Some(id) = branch.strip_prefix("rollback/").and_then(|b| b.rsplit('/').next()) else {
             return Ok(format!("{branch} is not a rollback proposal"));
         };
@@ -198,9 +202,7 @@ impl Engine {
         head_sha: &str,
         by: &str,
     ) -> Result<String, EngineError> {
-        let _lock = self.begin()?;
-        self.repo.fetch(true)?;
-        let now = self.clock.now();
+        let (_lock, now) = self.begin_fresh()?;
         let parts: Vec<&str> = branch.split('/').collect();
         let ["rollback", service, env, id] = parts.as_slice() else {
             return Ok(format!("{branch} is not a rollback proposal"));
@@ -268,9 +270,7 @@ impl Engine {
 
     /// Closes proposal `id`: its branch is deleted and its commit kept as `cancelled/...` tag.
     pub fn cancel(&mut self, id: &str, actor: Actor<'_>, cli_name: &str) -> Result<ReviewOutcome, EngineError> {
-        let _lock = self.begin()?;
-        self.repo.fetch(true)?;
-        let now = self.clock.now();
+        let (_lock, now) = self.begin_fresh()?;
         let Some((branch, commit, t)) = self.repo.find_proposal(id)? else {
             return Ok(ReviewOutcome::Refused { reason: format!("no open proposal {id}") });
         };
@@ -323,9 +323,7 @@ impl Engine {
         if let Some(reason) = self.may_freeze(actor) {
             return Ok(format!("refused: {reason}"));
         }
-        let _lock = self.begin()?;
-        self.repo.fetch(true)?;
-        let now = self.clock.now();
+        let (_lock, now) = self.begin_fresh()?;
         let length = duration.map_or(SignedDuration::from_hours(1), |d| d.as_signed());
         let f = Freeze {
             scope: scope.to_string(),
@@ -350,9 +348,7 @@ impl Engine {
         if let Some(reason) = self.may_freeze(actor) {
             return Ok(format!("refused: {reason}"));
         }
-        let _lock = self.begin()?;
-        self.repo.fetch(true)?;
-        let now = self.clock.now();
+        let (_lock, now) = self.begin_fresh()?;
         let who = actor_id(actor, cli_name);
         let removed = self
             .repo
