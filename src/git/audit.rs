@@ -75,6 +75,39 @@ pub struct AuditIndex {
     /// The merged view: branch, tags and proposals, newest first.
     records: Vec<AuditRecord>,
     by_trigger: HashMap<String, usize>,
+    /// What each `rollback/*` and `cancelled/*` tag resolved to, by the object it pointed at.
+    /// Tags accumulate for as long as the repo lives; only new or moved ones are read again.
+    tags: HashMap<String, (Oid, Option<Tagged>)>,
+}
+
+/// A rollback tag, read once: the trailers, the commit carrying them, the tagged commit's time.
+#[derive(Clone, Debug)]
+struct Tagged {
+    trailers: Trailers,
+    commit: Oid,
+    at: Timestamp,
+}
+
+/// Resolves a tag through the memo. `via_merge`: the tagged commit may be a merge whose merged
+/// side carries the trailers (a proposal merged on GitHub).
+fn tagged(
+    memo: &mut HashMap<String, (Oid, Option<Tagged>)>,
+    r: &git2::Reference<'_>,
+    via_merge: bool,
+) -> Option<Tagged> {
+    let (name, target) = (r.name().ok()?.to_string(), r.target()?);
+    if let Some((seen, t)) = memo.get(&name)
+        && *seen == target
+    {
+        return t.clone();
+    }
+    let resolved = r.peel_to_commit().ok().and_then(|c| {
+        let (trailers, commit) =
+            if via_merge { rollback_commit(&c)? } else { (Trailers::parse(c.message().unwrap_or_default())?, c.id()) };
+        Some(Tagged { trailers, commit, at: commit_time(&c) })
+    });
+    memo.insert(name, (target, resolved.clone()));
+    resolved
 }
 
 /// The cached part of the index: the rollback commits along the branch up to `head`.
@@ -188,21 +221,21 @@ impl AuditIndex {
         let mut records = self.on_branch.clone();
         // Tags name direct rollbacks; one whose commit fell outside the walk (a long-lived
         // branch, a merge) still counts while it is inside the time window.
+        let mut live_tags = std::collections::HashSet::new();
+        let mut by_id: HashMap<String, usize> = records.iter().enumerate().map(|(i, r)| (r.id.clone(), i)).collect();
         for r in repo.references_glob("refs/tags/rollback/*")? {
             let r = r?;
             let Some(name) = r.shorthand().ok().map(str::to_string) else { continue };
-            let Ok(c) = r.peel_to_commit() else { continue };
-            // A proposal merged with a merge commit is tagged at the merge; its trailers are on
-            // the merged side.
-            let Some((t, id)) = rollback_commit(&c) else { continue };
-            if let Some(rec) = records.iter_mut().find(|x| x.id == t.id) {
-                rec.tag = Some(name);
+            live_tags.extend(r.name().ok().map(str::to_string));
+            let Some(Tagged { trailers: t, commit: id, at }) = tagged(&mut self.tags, &r, true) else { continue };
+            if let Some(&i) = by_id.get(&t.id) {
+                records[i].tag = Some(name);
                 continue;
             }
-            let at = commit_time(&c);
             if at >= since {
                 let mut rec = AuditRecord::new(t, id, at, Delivery::Direct, branch);
                 rec.tag = Some(name);
+                by_id.insert(rec.id.clone(), records.len());
                 records.push(rec);
             }
         }
@@ -215,26 +248,27 @@ impl AuditIndex {
             let Some(t) = Trailers::parse(c.message().unwrap_or_default()) else {
                 continue;
             };
-            if records.iter().any(|x| x.id == t.id) {
+            if by_id.contains_key(&t.id) {
                 continue;
             }
             let at = commit_time(&c);
             if at >= since {
+                by_id.insert(t.id.clone(), records.len());
                 records.push(AuditRecord::new(t, c.id(), at, Delivery::Proposal, &branch));
             }
         }
         for r in repo.references_glob("refs/tags/cancelled/*")? {
             let r = r?;
-            let Ok(c) = r.peel_to_commit() else { continue };
-            let Some(t) = Trailers::parse(c.message().unwrap_or_default()) else { continue };
-            let at = commit_time(&c);
-            if at >= since && !records.iter().any(|x| x.id == t.id) {
-                let mut rec = AuditRecord::new(t, c.id(), at, Delivery::Proposal, "");
+            live_tags.extend(r.name().ok().map(str::to_string));
+            let Some(Tagged { trailers: t, commit, at }) = tagged(&mut self.tags, &r, false) else { continue };
+            if at >= since && !by_id.contains_key(&t.id) {
+                let mut rec = AuditRecord::new(t, commit, at, Delivery::Proposal, "");
                 rec.tag = r.shorthand().ok().map(str::to_string);
                 rec.cancelled = true;
                 records.push(rec);
             }
         }
+        self.tags.retain(|name, _| live_tags.contains(name));
         records.sort_by(|a, b| b.at.cmp(&a.at).then_with(|| b.id.cmp(&a.id)));
         self.by_trigger.clear();
         for (i, r) in records.iter().enumerate().rev() {
