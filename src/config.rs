@@ -41,6 +41,9 @@ pub struct Config {
     /// Where proposals live: `{ kind: local }` (default) or `{ kind: github, ... }`.
     #[serde(default)]
     pub forge: crate::forge::ForgeConfig,
+    /// What values from senders must look like, and how much of them is read.
+    #[serde(default)]
+    pub input: crate::ident::InputConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -17,11 +17,12 @@ use crate::event::Event;
 use crate::forge::{Forge, ForgeError};
 use crate::git::{Auth, ConfigRepo, GitError, PlanRequest, Planned, PushResult, Trailers, WriteTarget};
 use crate::guards;
+use crate::ident::InputRules;
 use crate::ingest::alertmanager::Resolved;
 use crate::plan::{Plan, Sha};
 use crate::policy::{Mode, OnViolation, Policy, PolicySet};
 use crate::principal::{Principal, first_admitting};
-use crate::rollback::{Delivery, Outcome, Rollback, RollbackId};
+use crate::rollback::{Delivery, Outcome, Rollback, RollbackId, RollbackRef};
 use crate::template::{COMMIT_TEMPLATE, PR_BODY_TEMPLATE, PR_TITLE_TEMPLATE, TAG_TEMPLATE, TemplateError, Templates};
 use std::collections::HashMap;
 
@@ -37,6 +38,11 @@ pub enum EngineError {
     Template(#[from] TemplateError),
     #[error(transparent)]
     Forge(#[from] ForgeError),
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The event carries values rollbackd will not act on (422 for the sender).
+    #[error("refused: {0}")]
+    Input(String),
 }
 
 impl EngineError {
@@ -84,6 +90,7 @@ pub struct Engine {
     repo: ConfigRepo,
     clock: Arc<dyn Clock>,
     forge: Forge,
+    rules: InputRules,
     /// When each open proposal was last told "fired again", so a storm makes one comment.
     fired_again: HashMap<String, std::time::Instant>,
 }
@@ -95,10 +102,11 @@ impl Engine {
             warn!("{w}");
         }
         let templates = Templates::load(&config.templates)?;
+        let rules = InputRules::new(&config.input).map_err(EngineError::Config)?;
         let auth = Auth { token: secrets.git_token, ssh_key: config.repo.ssh_key_file.clone() };
         let repo = ConfigRepo::open(&config, auth)?;
         let forge = Forge::from_config(&config.forge)?;
-        Ok(Engine { config, policies, templates, repo, clock, forge, fired_again: HashMap::new() })
+        Ok(Engine { config, policies, templates, repo, clock, forge, rules, fired_again: HashMap::new() })
     }
 
     pub fn config(&self) -> &Config {
@@ -125,6 +133,16 @@ impl Engine {
 
     pub fn policies(&self) -> &PolicySet {
         &self.policies
+    }
+
+    /// What values from input must look like.
+    pub fn rules(&self) -> &InputRules {
+        &self.rules
+    }
+
+    /// What the HTTP layer needs to answer events no policy would act on without queueing them.
+    pub fn triager(&self) -> Triager {
+        Triager { policies: self.policies.clone(), rules: self.rules.clone() }
     }
 
     pub fn repo(&mut self) -> &mut ConfigRepo {
@@ -201,7 +219,7 @@ impl Engine {
             .cloned()
             .collect();
         for policy in policies {
-            let target = match policy.resolve_target(event) {
+            let target = match policy.resolve_target(event, &self.rules) {
                 Ok(t) => t,
                 Err(e) => {
                     done.push(format!("{}: {e}", policy.name()));
@@ -280,19 +298,10 @@ impl Engine {
             return done(decision, None, outcome);
         }
 
-        let (policy, tried) = self.policies.first_match(event);
-        decision.record_trials(tried);
-        let Some(policy) = policy else {
-            let reason = format!("no policy matches this {} event", event.source);
-            return done(decision, None, Outcome::Ignored { reason });
+        let (policy, target) = match select(&self.policies, &self.rules, event, &mut decision)? {
+            Selection::Settled(outcome) => return done(decision, None, outcome),
+            Selection::Target { policy, target } => (policy.clone(), target),
         };
-        let policy = policy.clone();
-        decision.policy = Some(policy.name().to_string());
-        decision.mode = Some(policy.action.mode);
-        let target = policy
-            .resolve_target(event)
-            .map_err(|message| EngineError::Policy { policy: policy.name().to_string(), message })?;
-        decision.target = Some(target.clone());
         let id = RollbackId::derive(&trigger, &target.service, &target.env);
         span.record("rollback_id", id.as_str());
         if let Some(reason) = authorize(event, &policy, opts) {
@@ -306,7 +315,7 @@ impl Engine {
         }
 
         let policy_to = policy
-            .resolve_to(event)
+            .resolve_to(event, &self.rules)
             .map_err(|message| EngineError::Policy { policy: policy.name().to_string(), message })?;
         let to = opts.to.clone().or(policy_to);
         let request = PlanRequest { target: &target, strategy: policy.action.strategy, to: to.as_deref() };
@@ -436,21 +445,29 @@ impl Engine {
             strategy: plan.strategy.to_string(),
             emergency,
         };
+        // The names are checked before anything is written: a commit never goes out without
+        // the tag (or branch) that names it.
+        let name = RollbackRef::new(&plan.target.service, &plan.target.env, id).name();
+        if !crate::git::is_valid_ref_name(&name) {
+            return Err(EngineError::Policy {
+                policy: policy.name().to_string(),
+                message: format!("{} cannot name a git ref", crate::ident::shown(&name)),
+            });
+        }
         let ctx = message_context(event, policy, plan, id, delivery, decision);
         let body = self.templates.render(COMMIT_TEMPLATE, &ctx)?;
+        let tag_msg = match delivery {
+            Delivery::Direct => Some(self.templates.render(TAG_TEMPLATE, &ctx)?),
+            Delivery::Proposal => None,
+        };
         let message = trailers.append_to(&body);
         let commit = self.repo.create_commit(&plan.head, &plan.tree, &message, now)?;
-        let (target, tag) = match delivery {
-            Delivery::Direct => {
-                let name = format!("rollback/{}/{}/{}", plan.target.service, plan.target.env, id);
-                let tag_msg = self.templates.render(TAG_TEMPLATE, &ctx)?;
+        let (target, tag) = match tag_msg {
+            Some(tag_msg) => {
                 let tag_id = self.repo.create_tag(&name, &commit, &tag_msg, now)?;
                 (WriteTarget::Branch { name: plan.branch.clone(), expected: plan.head.clone() }, Some((name, tag_id)))
             }
-            Delivery::Proposal => {
-                let name = format!("rollback/{}/{}/{}", plan.target.service, plan.target.env, id);
-                (WriteTarget::NewBranch { name }, None)
-            }
+            None => (WriteTarget::NewBranch { name }, None),
         };
         // Rendered before anything is pushed: a template error must not leave a branch behind.
         let pr_texts = match (delivery, self.forge.github()) {
@@ -490,6 +507,85 @@ impl Engine {
                 }
                 Ok(Some(rollback))
             }
+        }
+    }
+}
+
+/// Which policy decides `event`, and the one service/env/paths it names. Pure: no repository, no
+/// clock. The writer calls it for every event, and the HTTP layer calls it before an event may
+/// take a place in the writer's queue, so events no policy acts on never wait behind, or delay,
+/// the one that matters.
+pub fn select<'p>(
+    policies: &'p PolicySet,
+    rules: &InputRules,
+    event: &Event,
+    decision: &mut Decision,
+) -> Result<Selection<'p>, EngineError> {
+    // Bounded before any work is done on them; refused with the reason.
+    let refused = |message: String| EngineError::Input(message);
+    rules.bounded("labels", event.labels.iter()).map_err(|e| refused(e.to_string()))?;
+    rules.bounded("annotations", event.annotations.iter()).map_err(|e| refused(e.to_string()))?;
+    let key = &event.dedupe_key;
+    if key.is_empty() || key.len() > 200 || key.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(refused(format!("the event's key {} cannot identify an incident", crate::ident::shown(key))));
+    }
+    let (policy, tried) = policies.first_match(event);
+    decision.record_trials(tried);
+    let Some(policy) = policy else {
+        let reason = format!("no policy matches this {} event", event.source);
+        return Ok(Selection::Settled(Outcome::Ignored { reason }));
+    };
+    decision.policy = Some(policy.name().to_string());
+    decision.mode = Some(policy.action.mode);
+    let target = policy
+        .resolve_target(event, rules)
+        .map_err(|message| EngineError::Policy { policy: policy.name().to_string(), message })?;
+    decision.target = Some(target.clone());
+    Ok(Selection::Target { policy, target })
+}
+
+pub enum Selection<'p> {
+    /// Nothing will be written, whatever the repository says.
+    Settled(Outcome),
+    Target {
+        policy: &'p Policy,
+        target: crate::plan::Target,
+    },
+}
+
+/// What the HTTP layer may answer without the writer.
+#[derive(Debug)]
+pub enum Triage {
+    /// Answer now: no policy acts on the event, or its policy only notifies.
+    Answer(Outcome),
+    /// Refused: the event names no valid target (422, with the reason).
+    Refused(String),
+    /// The writer must decide.
+    Queue,
+}
+
+/// The HTTP edge's view of [`select`]: the policies and input rules in force.
+#[derive(Clone, Debug, Default)]
+pub struct Triager {
+    pub policies: PolicySet,
+    pub rules: InputRules,
+}
+
+impl Triager {
+    pub fn triage(&self, event: &Event) -> Triage {
+        let mut decision = Decision::for_event(event);
+        match select(&self.policies, &self.rules, event, &mut decision) {
+            Ok(Selection::Settled(outcome)) => Triage::Answer(outcome),
+            Ok(Selection::Target { policy, .. }) => match policy.action.mode {
+                Mode::Notify => Triage::Answer(Outcome::Notified {
+                    reason: format!("policy {} only notifies; nothing was written", policy.name()),
+                }),
+                Mode::KnownGood => Triage::Answer(Outcome::Ignored {
+                    reason: format!("policy {} marks known-good states; it does not roll back", policy.name()),
+                }),
+                Mode::Direct | Mode::PullRequest => Triage::Queue,
+            },
+            Err(e) => Triage::Refused(e.to_string()),
         }
     }
 }

@@ -62,6 +62,15 @@ pub struct Event {
     /// When the incident began (an alert's `startsAt`), for time-to-rollback.
     #[serde(default)]
     pub started_at: Option<Timestamp>,
+    /// The person who asked, as the chat service or the CLI authenticated them (`slack:U123`,
+    /// `github:alice`, `cli:bob`). Only [`Event::request`] sets it: a label that says `actor`
+    /// is data from the sender and never makes an event a person's request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester: Option<String>,
+    /// A CI event from a fork's workflow run: no policy acts on it unless it sets
+    /// `match.forks: true`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_fork: bool,
 }
 
 impl Event {
@@ -91,6 +100,8 @@ impl Event {
             annotations: BTreeMap::new(),
             received_at: now,
             started_at: None,
+            requester: Some(actor.to_string()),
+            from_fork: false,
         }
     }
 
@@ -99,9 +110,13 @@ impl Event {
         format!("{}:{}", self.source, self.dedupe_key)
     }
 
-    /// Who asked, for the audit trail: the human for requests, the source otherwise.
+    /// Who asked, for the audit trail: the authenticated person for requests, the source
+    /// otherwise (never a label).
     pub fn actor(&self) -> String {
-        self.labels.get("actor").cloned().unwrap_or_else(|| self.source.to_string())
+        match (&self.requester, self.source) {
+            (Some(person), Source::Cli | Source::Chatops) => person.clone(),
+            _ => self.source.to_string(),
+        }
     }
 
     pub fn reason(&self) -> Option<String> {

@@ -53,10 +53,13 @@ impl Freezes {
         self.freezes.push(f);
     }
 
-    /// Removes freezes of exactly this scope and env (`env: None` lifts them in every env).
-    pub fn remove(&mut self, scope: &str, env: Option<&str>, now: Timestamp) -> usize {
+    /// Removes freezes of exactly this scope and env (`env: None` lifts them in every env) that
+    /// were set no later than `asked_at`.
+    pub fn remove(&mut self, scope: &str, env: Option<&str>, now: Timestamp, asked_at: Timestamp) -> usize {
         let before = self.freezes.len();
-        self.freezes.retain(|x| now < x.until && !(x.scope == scope && (env.is_none() || x.env.as_deref() == env)));
+        self.freezes.retain(|x| {
+            now < x.until && !(x.scope == scope && (env.is_none() || x.env.as_deref() == env) && x.at <= asked_at)
+        });
         before - self.freezes.len()
     }
 }

@@ -19,6 +19,7 @@ pub mod forge;
 pub mod freeze;
 pub mod git;
 pub mod guards;
+pub mod ident;
 pub mod ingest;
 pub mod matcher;
 pub mod metrics;

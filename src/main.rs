@@ -299,7 +299,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Unfreeze { scope, env, actor } => {
             let mut engine = engine(&cli.config, Arc::new(SystemClock))?;
-            println!("{}", engine.unfreeze(&scope, env.as_deref(), None, &actor)?);
+            println!("{}", engine.unfreeze(&scope, env.as_deref(), None, &actor, None)?);
             Ok(0)
         }
         Command::Status { service } => {

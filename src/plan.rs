@@ -16,6 +16,11 @@ impl Sha {
     pub fn short(&self) -> &str {
         &self.0[..self.0.len().min(10)]
     }
+
+    /// A full commit id (40 or 64 lowercase hex digits), as GitHub sends them.
+    pub fn is_full_hex(s: &str) -> bool {
+        (s.len() == 40 || s.len() == 64) && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    }
 }
 
 impl fmt::Display for Sha {

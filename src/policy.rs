@@ -9,6 +9,7 @@ use serde_saphyr::Spanned;
 use crate::diagnostic::{Diagnostic, Severity};
 use crate::duration::Duration;
 use crate::event::{Event, Source};
+use crate::ident::InputRules;
 use crate::matcher::Matcher;
 use crate::plan::{Strategy, Target};
 use crate::principal::Rule;
@@ -43,6 +44,9 @@ pub struct MatchSpec {
     pub source: SourceMatch,
     #[serde(default)]
     pub matchers: Vec<Matcher>,
+    /// Whether CI events from a fork's workflow run may match. Default: false.
+    #[serde(default)]
+    pub forks: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -52,6 +56,8 @@ pub enum SourceMatch {
     Github,
     Chatops,
     Cli,
+    /// A person's request: `chatops` or `cli`.
+    Request,
     #[default]
     Any,
 }
@@ -63,6 +69,7 @@ impl fmt::Display for SourceMatch {
             SourceMatch::Github => "github",
             SourceMatch::Chatops => "chatops",
             SourceMatch::Cli => "cli",
+            SourceMatch::Request => "request",
             SourceMatch::Any => "any",
         })
     }
@@ -76,6 +83,7 @@ impl SourceMatch {
             SourceMatch::Github => source == Source::Github,
             SourceMatch::Chatops => source == Source::Chatops,
             SourceMatch::Cli => source == Source::Cli,
+            SourceMatch::Request => matches!(source, Source::Cli | Source::Chatops),
         }
     }
 }
@@ -258,6 +266,10 @@ impl Policy {
             matched = false;
             reasons.push(format!("source is {}, policy wants {}", event.source, self.matches.source));
         }
+        if event.from_fork && !self.matches.forks {
+            matched = false;
+            reasons.push("the CI run is from a fork, and the policy does not set match.forks: true".into());
+        }
         for m in &self.matches.matchers {
             let actual = event.labels.get(&m.name);
             let shown = actual.map_or_else(|| "absent".to_string(), |v| format!("{v:?}"));
@@ -271,18 +283,18 @@ impl Policy {
         MatchReport { matched, reasons }
     }
 
-    /// Renders service, env and paths for an event.
-    pub fn resolve_target(&self, event: &Event) -> Result<Target, String> {
+    /// Renders service, env and paths for an event. Every value the expressions print from the
+    /// event must be an identifier, and so must the service and env that come out, so a label
+    /// can name one service but never widen, redirect or escape the policy's own paths.
+    pub fn resolve_target(&self, event: &Event, rules: &InputRules) -> Result<Target, String> {
         let ctx = template_context(event);
         let render = |field: &str, e: &Expr| {
-            template::render_expression(&e.0, &ctx).map_err(|err| format!("target.{field} `{}`: {err}", e.0))
+            template::render_expression(&e.0, &ctx, rules).map_err(|err| format!("target.{field} `{}`: {err}", e.0))
         };
         let service = render("service", &self.target.service)?;
         let env = render("env", &self.target.env)?;
-        for (what, v) in [("service", &service), ("env", &env)] {
-            if v.is_empty() || v.contains(['/', ' ', '\n']) || v.starts_with('.') {
-                return Err(format!("target.{what} rendered to {v:?}, which cannot name a {what}"));
-            }
+        for (what, v) in [("target.service", &service), ("target.env", &env)] {
+            rules.identifier(what, v).map_err(|e| e.to_string())?;
         }
         let mut paths = Vec::new();
         for p in &self.target.paths {
@@ -296,12 +308,19 @@ impl Policy {
         Ok(Target { service, env, paths })
     }
 
-    /// The rendered `target.to`, when the policy has one.
-    pub fn resolve_to(&self, event: &Event) -> Result<Option<String>, String> {
+    /// The rendered `target.to`, when the policy has one: a commit id or a name, with the
+    /// policy's own `~N` / `^N` suffixes. Nothing from input reaches git's revision syntax.
+    pub fn resolve_to(&self, event: &Event, rules: &InputRules) -> Result<Option<String>, String> {
         let Some(e) = &self.target.to else { return Ok(None) };
-        let rev = template::render_expression(&e.0, &template_context(event))
+        let rev = template::render_expression(&e.0, &template_context(event), rules)
             .map_err(|err| format!("target.to `{}`: {err}", e.0))?;
-        Ok((!rev.is_empty()).then_some(rev))
+        if rev.is_empty() {
+            return Ok(None);
+        }
+        let base = rev.trim_end_matches(|c: char| c == '~' || c == '^' || c.is_ascii_digit());
+        let base = if base.is_empty() { rev.as_str() } else { base };
+        rules.identifier("target.to", base).map_err(|e| e.to_string())?;
+        Ok(Some(rev))
     }
 }
 

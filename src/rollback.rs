@@ -26,6 +26,59 @@ impl RollbackId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// An id from input (a chat argument, a branch name): `rb-` and twelve hex digits.
+    pub fn parse(s: &str) -> Option<Self> {
+        let hex = s.strip_prefix("rb-")?;
+        (hex.len() == 12 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+            .then(|| RollbackId(s.to_string()))
+    }
+}
+
+/// The refs that name one rollback: its proposal branch and its tag share
+/// `rollback/<service>/<env>/<id>`, a cancelled proposal is kept as `cancelled/<service>/<env>/<id>`.
+/// The only place these names are made or read back.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RollbackRef {
+    pub service: String,
+    pub env: String,
+    pub id: RollbackId,
+}
+
+impl RollbackRef {
+    pub fn new(service: &str, env: &str, id: &RollbackId) -> Self {
+        RollbackRef { service: service.to_string(), env: env.to_string(), id: id.clone() }
+    }
+
+    /// `rollback/<service>/<env>/<id>`: the proposal branch, and the tag of what reached the branch.
+    pub fn name(&self) -> String {
+        format!("rollback/{}/{}/{}", self.service, self.env, self.id)
+    }
+
+    /// `cancelled/<service>/<env>/<id>`: the tag a cancelled proposal is kept under.
+    pub fn cancelled(&self) -> String {
+        format!("cancelled/{}/{}/{}", self.service, self.env, self.id)
+    }
+
+    /// Reads `rollback/<service>/<env>/<id>` (a branch or tag short name) back; `None` for any
+    /// other name, including one whose parts could not have been written by us.
+    pub fn parse_branch(name: &str) -> Option<Self> {
+        Self::parse_with(name, "rollback/")
+    }
+
+    /// Reads `cancelled/<service>/<env>/<id>` back.
+    pub fn parse_cancelled(name: &str) -> Option<Self> {
+        Self::parse_with(name, "cancelled/")
+    }
+
+    fn parse_with(name: &str, prefix: &str) -> Option<Self> {
+        let mut parts = name.strip_prefix(prefix)?.split('/');
+        let (service, env, id) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() || !crate::ident::is_plain(service) || !crate::ident::is_plain(env) {
+            return None;
+        }
+        Some(RollbackRef { service: service.to_string(), env: env.to_string(), id: RollbackId::parse(id)? })
+    }
 }
 
 impl std::fmt::Display for RollbackId {
@@ -176,5 +229,27 @@ mod tests {
         assert_ne!(a, RollbackId::derive("alertmanager:abc", "checkout", "staging"));
         assert_ne!(a, RollbackId::derive("alertmanager:abd", "checkout", "prod"));
         assert!(a.as_str().starts_with("rb-") && a.as_str().len() == 15);
+        assert_eq!(RollbackId::parse(a.as_str()), Some(a));
+        for bad in ["rb-", "rb-0123456789aB", "rb-0123456789abc", "x-0123456789ab", "rb-01234567/9ab"] {
+            assert_eq!(RollbackId::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn refs_round_trip_and_refuse_what_we_never_write() {
+        let r = RollbackRef::new("checkout", "prod", &RollbackId("rb-0123456789ab".into()));
+        assert_eq!(r.name(), "rollback/checkout/prod/rb-0123456789ab");
+        assert_eq!(RollbackRef::parse_branch(&r.name()), Some(r.clone()));
+        assert_eq!(RollbackRef::parse_cancelled(&r.cancelled()), Some(r));
+        for bad in [
+            "rollback/checkout/prod",
+            "rollback/checkout/prod/rb-0123456789ab/x",
+            "rollback/*/prod/rb-0123456789ab",
+            "rollback/../prod/rb-0123456789ab",
+            "rollback/checkout/prod/not-an-id",
+            "feature/checkout/prod/rb-0123456789ab",
+        ] {
+            assert_eq!(RollbackRef::parse_branch(bad), None, "{bad}");
+        }
     }
 }

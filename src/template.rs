@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 
 use minijinja::{Environment, UndefinedBehavior, Value};
 
+use crate::ident::InputRules;
+
 /// The templates rollbackd renders, and the file each is read from inside `templates/`.
 pub const COMMIT_TEMPLATE: &str = "commit.txt.j2";
 pub const TAG_TEMPLATE: &str = "tag.txt.j2";
@@ -51,9 +53,23 @@ pub fn check_expression(source: &str) -> Result<(), String> {
     environment().template_from_str(source).map(|_| ()).map_err(|e| describe(&e))
 }
 
-/// Renders a one-line policy expression such as `apps/{{ labels.service }}/**`.
-pub fn render_expression(source: &str, ctx: &Value) -> Result<String, String> {
-    environment().render_str(source, ctx).map(|s| s.trim().to_string()).map_err(|e| describe(&e))
+/// Renders a one-line policy expression such as `apps/{{ labels.service }}/**`. Every value
+/// the expression prints comes from input, so each must be an identifier (`rules`): the policy
+/// author's literal text is the only place a glob, a `/` or a revision suffix can come from.
+pub fn render_expression(source: &str, ctx: &Value, rules: &InputRules) -> Result<String, String> {
+    let mut env = environment();
+    let rules = rules.clone();
+    env.set_formatter(move |out, state, value| {
+        if value.is_undefined() {
+            return Err(minijinja::Error::from(minijinja::ErrorKind::UndefinedError));
+        }
+        let text = value.to_string();
+        rules
+            .identifier("a value printed by the expression", &text)
+            .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string()))?;
+        minijinja::escape_formatter(out, state, value)
+    });
+    env.render_str(source, ctx).map(|s| s.trim().to_string()).map_err(|e| describe(&e))
 }
 
 /// The message templates, loaded and compiled once.
@@ -90,8 +106,19 @@ mod tests {
     #[test]
     fn expressions_render_and_typos_fail() {
         let ctx = value(serde_json::json!({"labels": {"service": "checkout"}}));
-        assert_eq!(render_expression("apps/{{ labels.service }}/**", &ctx).unwrap(), "apps/checkout/**");
-        assert!(render_expression("{{ labels.servce }}", &ctx).is_err());
+        let rules = InputRules::default();
+        assert_eq!(render_expression("apps/{{ labels.service }}/**", &ctx, &rules).unwrap(), "apps/checkout/**");
+        assert!(render_expression("{{ labels.servce }}", &ctx, &rules).is_err());
         assert!(check_expression("{{ labels.service ").is_err());
+    }
+
+    #[test]
+    fn printed_values_must_be_identifiers() {
+        let rules = InputRules::default();
+        for bad in ["*", "a/b", "..", "x\nRollback-Id: rb-1", "{a,b}"] {
+            let ctx = value(serde_json::json!({"labels": {"service": bad}}));
+            let err = render_expression("apps/{{ labels.service }}/prod/**", &ctx, &rules).unwrap_err();
+            assert!(err.contains("not an identifier"), "{bad}: {err}");
+        }
     }
 }

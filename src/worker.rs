@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use crate::chat::{ChatRequest, Reply};
-use crate::engine::{Engine, EngineError, Options};
+use crate::engine::{Engine, EngineError, Options, Triager};
 use crate::event::Event;
 use crate::git::AuditRecord;
 use crate::ingest::alertmanager::Resolved;
@@ -89,6 +89,8 @@ impl Snapshot {
 #[derive(Debug, Default)]
 pub struct Shared {
     snapshot: RwLock<Arc<Snapshot>>,
+    /// The policies and input rules in force, for answering at the edge what no policy acts on.
+    triager: RwLock<Arc<Triager>>,
     ready: AtomicBool,
     depth: AtomicUsize,
 }
@@ -96,6 +98,10 @@ pub struct Shared {
 impl Shared {
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn triager(&self) -> Arc<Triager> {
+        self.triager.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The mirror has been fetched and the index built at least once.
@@ -143,7 +149,7 @@ impl WorkerHandle {
 /// Starts the writer thread. It stops after every `WorkerHandle` is dropped and the queue is drained.
 pub fn spawn(engine: Engine, capacity: usize, refresh: Duration) -> (WorkerHandle, std::thread::JoinHandle<()>) {
     let (tx, rx) = std::sync::mpsc::sync_channel(capacity.max(1));
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(Shared { triager: RwLock::new(Arc::new(engine.triager())), ..Shared::default() });
     let s = shared.clone();
     let join = std::thread::Builder::new()
         .name("rollbackd-writer".into())

@@ -6,9 +6,10 @@ mod common;
 
 use common::fake_github::{FakeGithub, TOKEN};
 use common::*;
-use rollbackd::chat::dispatch::github_comment;
+use rollbackd::chat::command::parse;
+use rollbackd::chat::dispatch::{ChatRequest, execute, github_comment};
 use rollbackd::ingest::github::Comment;
-use rollbackd::principal::Directory;
+use rollbackd::principal::{Directory, Principal};
 use rollbackd::{Options, Outcome};
 
 const POLICY: &str = r#"
@@ -44,7 +45,31 @@ fn world(merge: &str) -> (World, FakeGithub) {
 }
 
 fn comment(id: u64, issue: u64, login: &str, body: &str) -> Comment {
-    Comment { id, issue, is_pull_request: true, body: body.into(), previous_body: None, login: login.into() }
+    Comment {
+        id,
+        issue,
+        is_pull_request: true,
+        body: body.into(),
+        previous_body: None,
+        sender: login.into(),
+        sender_is_bot: false,
+        repository: "acme/config".into(),
+        at: None,
+    }
+}
+
+/// A person's `/rollback` from chat (Slack), carried out by the engine.
+fn ask_in_chat(w: &World, who: &str, text: &str) -> String {
+    let request = ChatRequest {
+        principal: Principal::new(who).with_groups(&directory()),
+        command: parse(text).unwrap().unwrap(),
+        request_id: format!("slack/{who}-{}", text.len()),
+        channel: "slack".into(),
+        implied_id: None,
+        default_env: "prod".into(),
+        asked_at: None,
+    };
+    execute(&mut w.engine(), &request).text
 }
 
 fn directory() -> Directory {
@@ -96,13 +121,16 @@ fn alert_opens_one_pr_and_repeats_comment() {
 fn approve_from_pr_comments_refuses_then_merges_and_tags() {
     let (w, gh) = world("merge");
     w.deploy("checkout", "prod", "1.5.0", 10);
-    // carol (in acme/sre) asks from a comment on an issue.
-    let mut ask = comment(1, 99, "carol", "The 5xx are back.\n\n/rollback checkout prod because 5xx since 1.5.0\n");
-    ask.is_pull_request = false;
-    let reply = github_comment(&mut w.engine(), &ask, &directory());
+    // carol (in acme/sre) asks in chat; the proposal is a pull request.
+    let reply = ask_in_chat(&w, "github:carol", "/rollback checkout prod because 5xx since 1.5.0");
     assert!(reply.contains("proposed"), "{reply}");
-    assert!(gh.reactions().contains(&(1, "eyes".into())) && gh.reactions().contains(&(1, "rocket".into())));
     let pr = gh.prs()[0].clone();
+    // A command on an issue (not one of our pull requests) is not answered at all.
+    let mut elsewhere = comment(1, 99, "carol", "/rollback approve");
+    elsewhere.is_pull_request = false;
+    let reply = github_comment(&mut w.engine(), &elsewhere, &directory());
+    assert!(reply.contains("not a rollback pull request"), "{reply}");
+    assert!(!gh.reactions().iter().any(|(id, _)| *id == 1), "{:?}", gh.reactions());
 
     // An outsider, then the requester herself (two-person rule), then an approver.
     let reply = github_comment(&mut w.engine(), &comment(2, pr.number, "mallory", "/rollback approve"), &directory());
@@ -191,8 +219,10 @@ fn a_pr_merged_by_hand_is_recorded() {
 fn an_emergency_rollback_opens_a_follow_up_issue() {
     let (w, gh) = world("merge");
     w.deploy("checkout", "prod", "1.5.0", 10);
-    let mut ask = comment(20, 77, "erin", "/rollback checkout prod because payments are down --emergency");
-    ask.is_pull_request = false;
+    // An alert proposes; erin breaks glass from the proposal's pull request.
+    w.engine().handle(&w.alert("checkout", "prod", "fp"), &Options::default()).unwrap();
+    let pr = gh.prs()[0].clone();
+    let ask = comment(20, pr.number, "erin", "/rollback checkout prod because payments are down --emergency");
     let reply = github_comment(&mut w.engine(), &ask, &directory());
     assert!(reply.contains("rolled back"), "direct despite mode pull_request: {reply}");
     assert!(reply.contains("follow-up for review at https://github.example/acme/config/issues/501"), "{reply}");

@@ -231,6 +231,10 @@ fn fixture(name: &str) -> serde_json::Value {
 }
 
 fn gh(event: &str, body: &[u8], signature: Option<&str>) -> Request<Body> {
+    gh_delivery(event, body, signature, "d-1")
+}
+
+fn gh_delivery(event: &str, body: &[u8], signature: Option<&str>, delivery: &str) -> Request<Body> {
     let sig = signature.map(str::to_string).unwrap_or_else(|| sign(body));
     post(
         "/webhooks/github",
@@ -238,7 +242,7 @@ fn gh(event: &str, body: &[u8], signature: Option<&str>) -> Request<Body> {
         &[
             ("content-type", "application/json"),
             ("x-github-event", event),
-            ("x-github-delivery", "d-1"),
+            ("x-github-delivery", delivery),
             ("x-hub-signature-256", &sig),
         ],
     )
@@ -338,7 +342,10 @@ async fn github_deliveries_signed_and_acted_on() {
     assert_eq!(st, StatusCode::OK, "{b}");
     assert!(b["reason"].as_str().unwrap().contains("tagged known-good/checkout/prod/20190515T152055Z"), "{b}");
     assert_eq!(w.git(&["rev-parse", "known-good/checkout/prod/20190515T152055Z^{commit}"]), head);
+    // The same signed delivery replayed does nothing; a new delivery of the same status finds the tag.
     let (_, _, b) = s.send(gh("deployment_status", &body, None)).await;
+    assert!(b["reason"].as_str().unwrap().contains("received before"), "{b}");
+    let (_, _, b) = s.send(gh_delivery("deployment_status", &body, None, "d-2")).await;
     assert!(b["reason"].as_str().unwrap().contains("exists"), "{b}");
 }
 

@@ -181,7 +181,7 @@ fn freeze_turns_automatic_rollbacks_into_proposals_but_not_requests() {
     w.deploy("cart", "prod", "2.1.0", 5);
     let report = w.engine().handle(&w.alert("cart", "prod", "fp-cart"), &Options::default()).unwrap();
     assert!(matches!(report.outcome, Outcome::RolledBack { .. }), "{:?}", report.outcome);
-    assert_eq!(w.engine().unfreeze("checkout", None, None, "ops").unwrap(), "checkout unfrozen by cli:ops");
+    assert_eq!(w.engine().unfreeze("checkout", None, None, "ops", None).unwrap(), "checkout unfrozen by cli:ops");
     assert!(w.engine().status(None).unwrap().contains("freezes: none"));
 }
 

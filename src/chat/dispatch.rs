@@ -1,7 +1,7 @@
 //! Carries out a chat command for a person and writes the reply they read. Runs on the writer
 //! (it needs the engine); the chat adapters (Slack, GitHub comments) only parse and deliver.
 
-use crate::chat::command::{Command, help};
+use crate::chat::command::{Command, Scope, help};
 use crate::engine::{Engine, Options};
 use crate::event::{Event, Source};
 use crate::principal::Principal;
@@ -19,6 +19,9 @@ pub struct ChatRequest {
     pub implied_id: Option<String>,
     /// The env of `/rollback <service>` when none is named.
     pub default_env: String,
+    /// When the person typed the command (Slack's signed timestamp, the comment's time): an
+    /// `unfreeze` replayed later never lifts a freeze set after it.
+    pub asked_at: Option<jiff::Timestamp>,
 }
 
 /// The reply, whether it is for everyone in the channel (outcomes) or only the asker, and
@@ -42,8 +45,52 @@ fn failed(text: String, public: bool) -> Reply {
     Reply { text, public, ok: false }
 }
 
+/// Every argument that names something must be an identifier (a rollback id, a revision of
+/// plain names); the refusal says which and why.
+fn check_arguments(command: &Command, rules: &crate::ident::InputRules) -> Result<(), String> {
+    let ident = |what: &str, v: &Option<String>| v.as_ref().map_or(Ok(()), |v| rules.identifier(what, v));
+    let id = |v: &Option<String>| match v {
+        Some(v) if crate::rollback::RollbackId::parse(v).is_none() => {
+            Err(format!("{} is not a rollback id (rb- and twelve hex digits)", crate::ident::shown(v)))
+        }
+        _ => Ok(()),
+    };
+    let scope = |s: &Scope| match s {
+        Scope::All => Ok(()),
+        Scope::Service(s) => rules.identifier("service", s),
+    };
+    let e = |r: Result<(), crate::ident::InputError>| r.map_err(|e| e.to_string());
+    match command {
+        Command::Rollback { service, env, to, .. } => {
+            e(rules.identifier("service", service))?;
+            e(ident("env", env))?;
+            // `to` may name a tag (`known-good/checkout/prod/...`): each part is an identifier.
+            if let Some(to) = to {
+                if to.split('/').count() > 4 {
+                    return Err(format!("{} is not a revision rollbackd accepts", crate::ident::shown(to)));
+                }
+                for part in to.split('/') {
+                    e(rules.identifier("revision", part))?;
+                }
+            }
+            Ok(())
+        }
+        Command::Approve { id: i } | Command::Cancel { id: i } => id(i),
+        Command::Status { service } => e(ident("service", service)),
+        Command::History { service, env } => e(ident("service", service).and(ident("env", env))),
+        Command::Freeze { scope: s, env, .. } | Command::Unfreeze { scope: s, env } => {
+            e(scope(s).and(ident("env", env)))
+        }
+        Command::Help => Ok(()),
+    }
+}
+
 pub fn execute(engine: &mut Engine, req: &ChatRequest) -> Reply {
     let p = &req.principal;
+    if let Err(why) = check_arguments(&req.command, engine.rules()) {
+        tracing::info!(principal = %p, reason = %why, "chat command refused");
+        return failed(format!("{p}: refused: {why}"), false);
+    }
     let which = |id: &Option<String>, verb: &str| -> Result<String, Reply> {
         id.clone()
             .or_else(|| req.implied_id.clone())
@@ -108,9 +155,9 @@ pub fn execute(engine: &mut Engine, req: &ChatRequest) -> Reply {
         Command::Freeze { scope, env, duration, reason } => engine
             .freeze(&scope.to_string(), env.as_deref(), *duration, reason.as_deref(), Some(p), "")
             .map(|t| public(format!("{p}: {t}"))),
-        Command::Unfreeze { scope, env } => {
-            engine.unfreeze(&scope.to_string(), env.as_deref(), Some(p), "").map(|t| public(format!("{p}: {t}")))
-        }
+        Command::Unfreeze { scope, env } => engine
+            .unfreeze(&scope.to_string(), env.as_deref(), Some(p), "", req.asked_at)
+            .map(|t| public(format!("{p}: {t}"))),
     };
     result.unwrap_or_else(|e| failed(format!("{p}: error: {e}"), true))
 }
@@ -142,28 +189,34 @@ pub fn github_comment(
         return "the edit adds no new command".into();
     }
     let Some(gh) = engine.forge().github() else { return "comments are answered with forge.kind: github".into() };
+    // Commands are read only on our own rollback pull requests: a comment elsewhere (an issue,
+    // someone's feature PR, a fork's PR named like ours) is not answered at all.
+    if !c.is_pull_request {
+        return format!("#{} is not a rollback pull request; commands are read only there", c.issue);
+    }
+    let proposal = match gh.get_pr(c.issue) {
+        Ok(pr) => gh.proposal_of(&pr),
+        Err(e) => {
+            tracing::warn!(issue = c.issue, error = %e, "cannot read the pull request of a comment");
+            return format!("cannot read pull request #{}: {e}", c.issue);
+        }
+    };
+    let Some(proposal) = proposal else {
+        tracing::info!(issue = c.issue, sender = %c.sender, "command on a pull request that is not a rollback proposal");
+        return format!("#{} is not a rollback pull request; commands are read only there", c.issue);
+    };
     let _ = gh.react(c.id, "eyes");
     let reply = match command {
-        Err(e) => failed(format!("@{}: {e}\n\n(`/rollback help` lists the commands)", c.login), true),
+        Err(e) => failed(format!("@{}: {e}\n\n(`/rollback help` lists the commands)", c.sender), true),
         Ok(command) => {
-            let implied_id = if c.is_pull_request {
-                gh.get_pr(c.issue).ok().and_then(|pr| {
-                    let parts: Vec<&str> = pr.head.branch.split('/').collect();
-                    match parts.as_slice() {
-                        ["rollback", _, _, id] => Some(id.to_string()),
-                        _ => None,
-                    }
-                })
-            } else {
-                None
-            };
             let request = ChatRequest {
-                principal: Principal::new(format!("github:{}", c.login)).with_groups(directory),
+                principal: Principal::new(format!("github:{}", c.sender)).with_groups(directory),
                 command,
                 request_id: format!("github-comment/{}", c.id),
                 channel: "github".into(),
-                implied_id,
+                implied_id: Some(proposal.id.to_string()),
                 default_env: "prod".into(),
+                asked_at: c.at,
             };
             execute(engine, &request)
         }

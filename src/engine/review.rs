@@ -10,7 +10,7 @@ use crate::freeze::Freeze;
 use crate::git::{GitError, PushResult, WriteTarget};
 use crate::plan::Sha;
 use crate::principal::{Principal, first_admitting};
-use crate::rollback::{Delivery, Rollback, RollbackId};
+use crate::rollback::{Delivery, Rollback, RollbackId, RollbackRef};
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum ReviewOutcome {
@@ -144,7 +144,7 @@ impl Engine {
         }
         let merged = Sha(gh.merge(pr.number, method, &tip.0, &message)?);
         self.repo.fetch(true)?;
-        let tag = format!("rollback/{service}/{env}/{id}");
+        let tag = RollbackRef::new(service, env, &RollbackId(id.to_string())).name();
         self.repo.tag_commit(
             &tag,
             &merged.0,
@@ -171,9 +171,10 @@ impl Engine {
     /// all succeeded is merged now.
     pub fn checks_completed(&mut self, branch: &str) -> Result<String, EngineError> {
         let (_lock, now) = self.begin_fresh()?;
-        let Some(id) = branch.strip_prefix("rollback/").and_then(|b| b.rsplit('/').next()) else {
-            return Ok(format!("{branch} is not a rollback proposal"));
+        let Some(rref) = RollbackRef::parse_branch(branch) else {
+            return Ok(format!("{} is not a rollback proposal", crate::ident::shown(branch)));
         };
+        let id = rref.id.as_str();
         let Some((branch, commit, t)) = self.repo.find_proposal(id)? else {
             return Ok(format!("no open proposal {id}"));
         };
@@ -203,20 +204,26 @@ impl Engine {
         by: &str,
     ) -> Result<String, EngineError> {
         let (_lock, now) = self.begin_fresh()?;
-        let parts: Vec<&str> = branch.split('/').collect();
-        let ["rollback", service, env, id] = parts.as_slice() else {
-            return Ok(format!("{branch} is not a rollback proposal"));
+        let Some(rref) = RollbackRef::parse_branch(branch) else {
+            return Ok(format!("{} is not a rollback proposal", crate::ident::shown(branch)));
         };
+        let id = &rref.id;
+        let by = crate::ident::shown(by);
         let (tag, message) = match merged_sha {
-            Some(sha) => {
-                (format!("rollback/{service}/{env}/{id}"), format!("Rollback {id} merged on GitHub by {by} at {sha}\n"))
-            }
-            None => {
-                (format!("cancelled/{service}/{env}/{id}"), format!("Cancelled {id}: pull request closed by {by}\n"))
-            }
+            Some(sha) => (rref.name(), format!("Rollback {id} merged on GitHub by {by} at {sha}\n")),
+            None => (rref.cancelled(), format!("Cancelled {id}: pull request closed by {by}\n")),
         };
         let at = merged_sha.unwrap_or(head_sha);
+        // Commit ids from the payload reach git only as full hex ids, never as revision syntax.
+        if !Sha::is_full_hex(at) {
+            return Ok(format!("{} is not a commit id", crate::ident::shown(at)));
+        }
         let created = self.repo.tag_commit(&tag, at, &message, now)?;
+        if merged_sha.is_none() {
+            // A proposal closed unmerged is cancelled: its branch goes, so nobody can approve
+            // it afterwards (compare-and-swap: a branch that moved since is left alone).
+            let _ = self.repo.delete_branch(branch, &Sha(head_sha.to_string()))?;
+        }
         Ok(if created { format!("recorded {tag}") } else { format!("{tag} was recorded already") })
     }
 
@@ -243,7 +250,7 @@ impl Engine {
                     ),
                 });
             };
-            let tag_name = format!("rollback/{service}/{env}/{id}");
+            let tag_name = RollbackRef::new(service, env, &RollbackId(id.to_string())).name();
             let tag_msg = format!("Rollback {id} of {service}/{env}, merged from {branch}\n");
             let tag = self.repo.create_tag(&tag_name, &merged, &tag_msg, now)?;
             let target = WriteTarget::Branch { name: self.repo.branch().to_string(), expected: head };
@@ -291,7 +298,7 @@ impl Engine {
                 });
             }
         }
-        let tag = format!("cancelled/{}/{}/{id}", t.service, t.env);
+        let tag = RollbackRef::new(&t.service, &t.env, &RollbackId(id.to_string())).cancelled();
         self.repo.tag_commit(&tag, &commit.0, &format!("Cancelled {id} by {who}\n"), now)?;
         if let Some(gh) = self.forge.github()
             && let Some(pr) = gh.find_open_pr(&branch)?
@@ -338,21 +345,26 @@ impl Engine {
         Ok(text)
     }
 
+    /// Lifts freezes of `scope` (in `env`, or every env). `asked_at` is when the person asked
+    /// (chat): a freeze set after that is left in place, so a replayed `unfreeze` cannot lift a
+    /// newer freeze.
     pub fn unfreeze(
         &mut self,
         scope: &str,
         env: Option<&str>,
         actor: Actor<'_>,
         cli_name: &str,
+        asked_at: Option<Timestamp>,
     ) -> Result<String, EngineError> {
         if let Some(reason) = self.may_freeze(actor) {
             return Ok(format!("refused: {reason}"));
         }
         let (_lock, now) = self.begin_fresh()?;
         let who = actor_id(actor, cli_name);
-        let removed = self
-            .repo
-            .update_freezes(&format!("Unfreeze {scope} by {who}\n"), now, |set| set.remove(scope, env, now))?;
+        let asked_at = asked_at.unwrap_or(now);
+        let removed = self.repo.update_freezes(&format!("Unfreeze {scope} by {who}\n"), now, |set| {
+            set.remove(scope, env, now, asked_at)
+        })?;
         Ok(if removed == 0 { format!("{scope} was not frozen") } else { format!("{scope} unfrozen by {who}") })
     }
 

@@ -25,6 +25,15 @@ pub struct PrHead {
     #[serde(rename = "ref")]
     pub branch: String,
     pub sha: String,
+    /// The repository the branch lives in: another one for a pull request from a fork (`None`
+    /// when the fork was deleted).
+    #[serde(default)]
+    pub repo: Option<PrRepo>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct PrRepo {
+    pub full_name: String,
 }
 
 pub struct GithubForge {
@@ -207,6 +216,14 @@ impl GithubForge {
 
     pub fn get_pr(&self, number: u64) -> Result<Pr, ForgeError> {
         self.pr(self.call(Method::Get, &self.repo_path(&format!("/pulls/{number}")), None)?)
+    }
+
+    /// The rollback proposal a pull request is, if it is one: its branch lives in the config
+    /// repo itself (not a fork) and is named like one of ours.
+    pub fn proposal_of(&self, pr: &Pr) -> Option<crate::rollback::RollbackRef> {
+        let ours = format!("{}/{}", self.owner, self.repo);
+        pr.head.repo.as_ref().filter(|r| r.full_name.eq_ignore_ascii_case(&ours))?;
+        crate::rollback::RollbackRef::parse_branch(&pr.head.branch)
     }
 
     /// The open pull request from `branch`, if any.

@@ -118,6 +118,11 @@ impl std::fmt::Debug for ConfigRepo {
     }
 }
 
+/// Whether git accepts `name` (a short branch or tag name) as a ref name.
+pub fn is_valid_ref_name(name: &str) -> bool {
+    git2::Reference::is_valid_name(&format!("refs/tags/{name}"))
+}
+
 pub(crate) fn sha(oid: Oid) -> Sha {
     Sha(oid.to_string())
 }
@@ -379,13 +384,18 @@ impl ConfigRepo {
         Ok(!set.files_in(&self.repo, &commit.tree()?)?.is_empty())
     }
 
-    /// The open proposal with this rollback id: (branch, commit, trailers).
+    /// The open proposal with this rollback id: (branch, commit, trailers). A proposal kept
+    /// as a `cancelled/` tag (closed on the forge) is not open, even while its branch remains.
     pub fn find_proposal(&self, id: &str) -> Result<Option<(String, Sha, Trailers)>, GitError> {
         for r in self.repo.references_glob("refs/heads/rollback/*")? {
             let r = r?;
             let Some(name) = r.shorthand().ok().map(str::to_string) else { continue };
-            if !name.ends_with(&format!("/{id}")) {
+            let Some(rref) = crate::rollback::RollbackRef::parse_branch(&name) else { continue };
+            if rref.id.as_str() != id {
                 continue;
+            }
+            if self.repo.find_reference(&format!("refs/tags/{}", rref.cancelled())).is_ok() {
+                return Ok(None);
             }
             let c = r.peel_to_commit()?;
             if let Some(t) = Trailers::parse(c.message().unwrap_or_default()) {

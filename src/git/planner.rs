@@ -223,11 +223,17 @@ fn newest_known_good_tag(
     head: Oid,
 ) -> Result<Option<KnownGood>, GitError> {
     let mut candidates = Vec::new();
-    for r in repo.references_glob(&format!("refs/tags/known-good/{service}/{env}/*"))? {
+    // The glob is a constant: service and env are compared as plain strings, never put into a
+    // pattern.
+    for r in repo.references_glob("refs/tags/known-good/*")? {
         let r = r?;
         let Some(name) = r.shorthand().ok().map(str::to_string) else {
             continue;
         };
+        let mut parts = name.split('/').skip(1);
+        if parts.next() != Some(service) || parts.next() != Some(env) || parts.clone().count() != 1 {
+            continue;
+        }
         let Ok(commit) = r.peel_to_commit() else {
             continue;
         };

@@ -22,8 +22,14 @@ pub struct Auth {
     pub ssh_key: Option<PathBuf>,
 }
 
-const FETCH_REFSPECS: [&str; 3] =
-    ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*", "+refs/notes/*:refs/notes/*"];
+/// Everything rollbackd reads: branches, tags, notes, and the shared state (freezes) that other
+/// replicas and the CLI write.
+const FETCH_REFSPECS: [&str; 4] = [
+    "+refs/heads/*:refs/heads/*",
+    "+refs/tags/*:refs/tags/*",
+    "+refs/notes/*:refs/notes/*",
+    "+refs/rollbackd/state/*:refs/rollbackd/state/*",
+];
 
 fn callbacks<'a>(auth: &'a Auth) -> RemoteCallbacks<'a> {
     let mut cb = RemoteCallbacks::new();

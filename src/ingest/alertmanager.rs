@@ -58,16 +58,22 @@ pub enum ParseError {
     Version(String),
     #[error("alert {index}: startsAt {value:?} is not an RFC 3339 time")]
     Time { index: usize, value: String },
+    #[error("alert {index}: fingerprint {} is not a word of at most 64 letters and digits", crate::ident::shown(.value))]
+    Fingerprint { index: usize, value: String },
 }
 
 fn time(index: usize, value: &str) -> Result<Timestamp, ParseError> {
     value.parse().map_err(|_| ParseError::Time { index, value: value.to_string() })
 }
 
-/// Alertmanager's own fingerprint when present; older senders get one from the sorted labels.
-fn fingerprint(alert: &Alert) -> String {
+/// Alertmanager's own fingerprint when present (hex from Alertmanager; letters and digits are
+/// accepted: it becomes part of the incident's key, and so of a commit trailer); older senders get one from the sorted labels.
+fn fingerprint(index: usize, alert: &Alert) -> Result<String, ParseError> {
     if let Some(f) = alert.fingerprint.as_deref().filter(|f| !f.is_empty()) {
-        return f.to_string();
+        if f.len() > 64 || !f.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(ParseError::Fingerprint { index, value: f.to_string() });
+        }
+        return Ok(f.to_string());
     }
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
@@ -77,7 +83,7 @@ fn fingerprint(alert: &Alert) -> String {
         h.update(v.as_bytes());
         h.update([0xff]);
     }
-    h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+    Ok(h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect())
 }
 
 pub fn parse(body: &[u8], received_at: Timestamp) -> Result<Notification, ParseError> {
@@ -90,7 +96,7 @@ pub fn parse(body: &[u8], received_at: Timestamp) -> Result<Notification, ParseE
         let started_at = time(index, &alert.starts_at)?;
         // One incident = one alert series from one start: a repeat notification, or the same
         // alert from an HA peer, has the same key.
-        let dedupe_key = format!("{}@{}", fingerprint(&alert), started_at);
+        let dedupe_key = format!("{}@{}", fingerprint(index, &alert)?, started_at);
         if alert.status == "resolved" {
             let resolved_at =
                 alert.ends_at.as_deref().and_then(|t| t.parse::<Timestamp>().ok()).filter(|t| t.as_second() > 0);
@@ -108,6 +114,8 @@ pub fn parse(body: &[u8], received_at: Timestamp) -> Result<Notification, ParseE
             annotations,
             received_at,
             started_at: Some(started_at),
+            requester: None,
+            from_fork: false,
         });
     }
     Ok(out)

@@ -23,6 +23,7 @@ pub enum GithubEvent {
     },
     /// A pull request closed, merged or not.
     PullRequestClosed {
+        repository: String,
         branch: String,
         merged_sha: Option<String>,
         head_sha: String,
@@ -39,7 +40,15 @@ pub struct Comment {
     pub body: String,
     /// For an edit: the body before it, so only commands that are new are acted on.
     pub previous_body: Option<String>,
-    pub login: String,
+    /// Who acted, as GitHub authenticated them: the delivery's `sender` (the editor of an
+    /// edit), never the comment's author field.
+    pub sender: String,
+    /// The sender is a bot or an app (rollbackd's own replies among them).
+    pub sender_is_bot: bool,
+    /// `owner/name` of the repository the comment is in.
+    pub repository: String,
+    /// When the command was typed: the comment's `updated_at` (its `created_at` if absent).
+    pub at: Option<Timestamp>,
 }
 
 #[derive(Deserialize)]
@@ -49,6 +58,8 @@ struct IssueCommentPayload {
     comment: CommentBody,
     #[serde(default)]
     changes: Option<serde_json::Value>,
+    repository: Repository,
+    sender: Sender,
 }
 
 #[derive(Deserialize)]
@@ -63,13 +74,17 @@ struct CommentBody {
     id: u64,
     #[serde(default)]
     body: String,
-    user: Sender,
+    #[serde(default)]
+    created_at: Option<Timestamp>,
+    #[serde(default)]
+    updated_at: Option<Timestamp>,
 }
 
 #[derive(Deserialize)]
 struct PullRequestPayload {
     action: String,
     pull_request: PullRequest,
+    repository: Repository,
     #[serde(default)]
     sender: Option<Sender>,
 }
@@ -88,6 +103,9 @@ struct PullRequestHead {
     #[serde(rename = "ref")]
     branch: String,
     sha: String,
+    /// Absent when the fork was deleted.
+    #[serde(default)]
+    repo: Option<Repository>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -104,6 +122,14 @@ struct Repository {
 #[derive(Deserialize)]
 struct Sender {
     login: String,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+}
+
+impl Sender {
+    fn is_bot(&self) -> bool {
+        self.kind.as_deref() == Some("Bot") || self.login.ends_with("[bot]")
+    }
 }
 
 #[derive(Deserialize)]
@@ -139,6 +165,11 @@ struct WorkflowRun {
     run_attempt: Option<u64>,
     #[serde(default)]
     html_url: Option<String>,
+    /// What started the run: `push`, `pull_request`, `workflow_dispatch`, ...
+    #[serde(default)]
+    event: Option<String>,
+    #[serde(default)]
+    head_repository: Option<Repository>,
 }
 
 #[derive(Deserialize)]
@@ -213,7 +244,16 @@ fn event(
     annotations: BTreeMap<String, String>,
     now: Timestamp,
 ) -> Event {
-    Event { source: Source::Github, dedupe_key, labels, annotations, received_at: now, started_at: None }
+    Event {
+        source: Source::Github,
+        dedupe_key,
+        labels,
+        annotations,
+        received_at: now,
+        started_at: None,
+        requester: None,
+        from_fork: false,
+    }
 }
 
 /// `event_name` is the `X-GitHub-Event` header; `workflows` the names from `sources.github.workflows`.
@@ -243,9 +283,24 @@ pub fn parse(event_name: &str, body: &[u8], workflows: &[String], now: Timestamp
             if let Some(b) = run.head_branch {
                 labels.insert("branch".into(), b);
             }
+            // A run of a fork's code (a pull request from a fork) says nothing about what was
+            // deployed from this repository.
+            let from_fork = run
+                .head_repository
+                .as_ref()
+                .is_some_and(|h| !h.full_name.eq_ignore_ascii_case(&p.repository.full_name));
+            if let Some(trigger) = run.event {
+                labels.insert("trigger_event".into(), trigger);
+            }
+            if let Some(h) = run.head_repository {
+                labels.insert("head_repository".into(), h.full_name);
+            }
+            labels.insert("fork".into(), from_fork.to_string());
             let annotations = run.html_url.map(|u| BTreeMap::from([("url".to_string(), u)])).unwrap_or_default();
             let key = format!("workflow_run/{}/{}", run.id, run.run_attempt.unwrap_or(1));
-            Ok(GithubEvent::Failure(event(key, labels, annotations, now)))
+            let mut e = event(key, labels, annotations, now);
+            e.from_fork = from_fork;
+            Ok(GithubEvent::Failure(e))
         }
         "check_suite" => {
             let p: CheckSuitePayload = json(event_name, body)?;
@@ -289,7 +344,11 @@ pub fn parse(event_name: &str, body: &[u8], workflows: &[String], now: Timestamp
             }
             // Deploy tooling often names the service in the deployment payload.
             if let serde_json::Value::Object(map) = &d.payload {
-                for (k, v) in map {
+                // Keys become label names: only plain words, so a payload cannot shadow or
+                // invent one of ours.
+                for (k, v) in map.iter().filter(|(k, _)| {
+                    !k.is_empty() && k.len() <= 64 && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                }) {
                     if let Some(s) = v.as_str() {
                         labels.insert(format!("payload_{k}"), s.to_string());
                     }
@@ -329,7 +388,10 @@ pub fn parse(event_name: &str, body: &[u8], workflows: &[String], now: Timestamp
                 is_pull_request: p.issue.pull_request.is_some(),
                 body: p.comment.body,
                 previous_body,
-                login: p.comment.user.login,
+                sender_is_bot: p.sender.is_bot(),
+                sender: p.sender.login,
+                repository: p.repository.full_name,
+                at: p.comment.updated_at.or(p.comment.created_at),
             }))
         }
         "pull_request" => {
@@ -338,7 +400,15 @@ pub fn parse(event_name: &str, body: &[u8], workflows: &[String], now: Timestamp
                 return Ok(GithubEvent::Ignored(format!("pull_request {}: only closing is recorded", p.action)));
             }
             let pr = p.pull_request;
+            // Only a branch of the config repo itself can be one of our proposals; a fork can
+            // name its branch anything.
+            let same_repo =
+                pr.head.repo.as_ref().is_some_and(|r| r.full_name.eq_ignore_ascii_case(&p.repository.full_name));
+            if !same_repo {
+                return Ok(GithubEvent::Ignored("pull request from another repository (a fork)".into()));
+            }
             Ok(GithubEvent::PullRequestClosed {
+                repository: p.repository.full_name,
                 branch: pr.head.branch,
                 merged_sha: pr.merge_commit_sha.filter(|_| pr.merged),
                 head_sha: pr.head.sha,

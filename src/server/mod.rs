@@ -19,10 +19,11 @@ use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::clock::Clock;
 use crate::config::{Config, Secrets};
+use crate::engine::Triage;
 use crate::event::{Event, Source};
 use crate::metrics;
 use crate::secret::SecretString;
@@ -64,9 +65,13 @@ struct Inner {
     slack: Option<SlackSettings>,
     /// Proposals are pull requests: comments on them are commands.
     github_forge: bool,
+    /// `owner/name` of the config repo on GitHub (forge.kind: github): comments and pull
+    /// requests elsewhere are not ours.
+    config_repo: Option<String>,
     directory: crate::principal::Directory,
-    /// Slack trigger ids already taken, so a retry of the same command is not run twice.
-    seen: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// Deliveries (GitHub `X-GitHub-Delivery`, Slack `trigger_id`) whose work was queued, so a
+    /// replay does nothing and a refused one can be sent again.
+    deliveries: Deliveries,
     deadline: Duration,
     metrics: PrometheusHandle,
     clock: Arc<dyn Clock>,
@@ -74,6 +79,43 @@ struct Inner {
 
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
+
+/// Delivery ids taken, each for a day. A delivery is reserved before its work is queued and
+/// released again if it could not be queued or must be retried, so "taken" means "queued".
+#[derive(Default)]
+pub(crate) struct Deliveries {
+    taken: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+}
+
+impl Deliveries {
+    const KEEP: Duration = Duration::from_secs(86_400);
+    /// Beyond this many, the oldest are forgotten: a flood of distinct ids cannot grow memory.
+    const MAX: usize = 100_000;
+
+    /// Reserves `id`; `false` when it was taken already.
+    pub(crate) fn reserve(&self, id: &str) -> bool {
+        let mut taken = self.taken.lock().unwrap_or_else(|e| e.into_inner());
+        if taken.len() >= Self::MAX {
+            taken.retain(|_, t| t.elapsed() < Self::KEEP);
+            if taken.len() >= Self::MAX
+                && let Some(oldest) = taken.iter().min_by_key(|(_, t)| **t).map(|(k, _)| k.clone())
+            {
+                taken.remove(&oldest);
+            }
+        }
+        match taken.get(id) {
+            Some(t) if t.elapsed() < Self::KEEP => false,
+            _ => {
+                taken.insert(id.to_string(), std::time::Instant::now());
+                true
+            }
+        }
+    }
+
+    pub(crate) fn release(&self, id: &str) {
+        self.taken.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+    }
+}
 
 /// Settings of the HTTP layer, from the config.
 pub struct HttpSettings {
@@ -114,8 +156,12 @@ impl AppState {
             github,
             slack,
             github_forge: matches!(config.forge, crate::forge::ForgeConfig::Github(_)),
+            config_repo: match &config.forge {
+                crate::forge::ForgeConfig::Github(g) => Some(format!("{}/{}", g.owner, g.repo)),
+                crate::forge::ForgeConfig::Local => None,
+            },
             directory: config.directory.clone(),
-            seen: Default::default(),
+            deliveries: Deliveries::default(),
             deadline: config.server.response_deadline.as_std(),
             metrics: metrics::install(),
             clock,
@@ -180,8 +226,16 @@ pub struct Answer {
 
 enum Pending {
     Ready(Answer),
-    Waiting { trigger: String, rx: oneshot::Receiver<JobResult> },
-    Busy { trigger: String, why: &'static str },
+    /// Refused before queueing: the event names nothing rollbackd may touch (422).
+    Refused(Answer),
+    Waiting {
+        trigger: String,
+        rx: oneshot::Receiver<JobResult>,
+    },
+    Busy {
+        trigger: String,
+        why: &'static str,
+    },
 }
 
 impl AppState {
@@ -205,6 +259,15 @@ impl AppState {
                 return Pending::Ready(answer(&trigger, &o));
             }
         }
+        match self.0.worker.shared().triager().triage(&event) {
+            Triage::Answer(o) => return Pending::Ready(answer(&trigger, &o)),
+            Triage::Refused(reason) => {
+                warn!(%trigger, %reason, "event refused");
+                let a = Answer { trigger, outcome: "refused".into(), rollback_id: None, commit: None, reason };
+                return Pending::Refused(a);
+            }
+            Triage::Queue => {}
+        }
         let (reply, rx) = oneshot::channel();
         self.submit(trigger, Job::Handle { event, reply }, rx)
     }
@@ -218,6 +281,10 @@ impl AppState {
         for p in pending {
             let a = match p {
                 Pending::Ready(a) => a,
+                Pending::Refused(a) => {
+                    failed = true;
+                    a
+                }
                 Pending::Busy { trigger, why } => {
                     retry = true;
                     Answer {

@@ -60,25 +60,40 @@ pub(super) async fn slack_webhook(State(st): State<AppState>, headers: HeaderMap
         Ok(c) => c,
         Err(e) => return slack_message(&format!("{e}\n(`/rollback help` lists the commands)"), false),
     };
-    {
-        let mut seen = st.0.seen.lock().unwrap_or_else(|e| e.into_inner());
-        seen.retain(|_, t| t.elapsed() < Duration::from_secs(600));
-        if seen.insert(cmd.trigger_id.clone(), std::time::Instant::now()).is_some() {
-            metrics::received(Source::Chatops, "duplicate");
-            return slack_message("already on it: this command was received before", false);
-        }
+    // Slack's ids are short words; anything else cannot name a person or a delivery.
+    let word = |v: &str| {
+        !v.is_empty()
+            && v.len() <= 64
+            && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+    };
+    if !word(&cmd.user_id) || !word(&cmd.trigger_id) {
+        return error(StatusCode::UNPROCESSABLE_ENTITY, "user_id and trigger_id must be Slack ids");
     }
+    let delivery = format!("slack/{}", cmd.trigger_id);
+    // Reserved before queueing and released if it could not be queued, so a retry of a command
+    // that was carried out is not run twice, and one that was refused can be sent again.
+    if !st.0.deliveries.reserve(&delivery) {
+        metrics::received(Source::Chatops, "duplicate");
+        return slack_message("already on it: this command was received before", false);
+    }
+    let asked_at = h("x-slack-request-timestamp")
+        .and_then(|t| t.parse::<i64>().ok())
+        .and_then(|t| jiff::Timestamp::from_second(t).ok());
     let request = crate::chat::ChatRequest {
         principal: crate::principal::Principal::new(format!("slack:{}", cmd.user_id)).with_groups(&st.0.directory),
         command,
-        request_id: format!("slack/{}", cmd.trigger_id),
+        request_id: delivery.clone(),
         channel: "slack".into(),
         implied_id: None,
         default_env: slack.default_env.clone(),
+        asked_at,
     };
-    info!(user = %request.principal, command = %cmd.text, "slack command");
+    // The command's text is the person's words: not logged at INFO.
+    info!(user = %request.principal, "slack command");
+    tracing::debug!(command = %crate::ident::shown(&cmd.text), "slack command text");
     let (reply, rx) = oneshot::channel();
     if st.0.worker.submit(Job::Chat { request: Box::new(request), reply }).is_err() {
+        st.0.deliveries.release(&delivery);
         return slack_message("rollbackd is busy; try again in a minute", false);
     }
     metrics::received(Source::Chatops, "accepted");

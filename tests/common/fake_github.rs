@@ -154,7 +154,7 @@ fn pr_json(app: &App, pr: &FakePr) -> Value {
         "number": pr.number,
         "html_url": format!("https://github.example/acme/config/pull/{}", pr.number),
         "state": pr.state,
-        "head": { "ref": pr.head, "sha": sha },
+        "head": { "ref": pr.head, "sha": sha, "repo": { "full_name": "acme/config" } },
         "base": { "ref": pr.base },
         "merged": pr.merged_sha.is_some(),
     })

@@ -171,6 +171,8 @@ impl World {
             annotations: [("summary".to_string(), "5xx above 5%".to_string())].into(),
             received_at: self.now(),
             started_at: Some(started),
+            requester: None,
+            from_fork: false,
         }
     }
 
