@@ -62,6 +62,7 @@ pub fn run(config_path: &Path) -> Vec<Diagnostic> {
                     &RollbackId("rb-000000000000".into()),
                     Delivery::Direct,
                     &decision,
+                    crate::text::quoted,
                 );
                 for name in TEMPLATE_FILES {
                     if let Err(e) = t.render(name, &ctx) {

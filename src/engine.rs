@@ -454,7 +454,8 @@ impl Engine {
                 message: format!("{} cannot name a git ref", crate::ident::shown(&name)),
             });
         }
-        let ctx = message_context(event, policy, plan, id, delivery, decision);
+        let ctx = message_context(event, policy, plan, id, delivery, decision, crate::text::quoted);
+        let md = message_context(event, policy, plan, id, delivery, decision, crate::text::markdown);
         let body = self.templates.render(COMMIT_TEMPLATE, &ctx)?;
         let tag_msg = match delivery {
             Delivery::Direct => Some(self.templates.render(TAG_TEMPLATE, &ctx)?),
@@ -472,7 +473,7 @@ impl Engine {
         // Rendered before anything is pushed: a template error must not leave a branch behind.
         let pr_texts = match (delivery, self.forge.github()) {
             (Delivery::Proposal, Some(_)) => {
-                Some((self.templates.render(PR_TITLE_TEMPLATE, &ctx)?, self.templates.render(PR_BODY_TEMPLATE, &ctx)?))
+                Some((self.templates.render(PR_TITLE_TEMPLATE, &ctx)?, self.templates.render(PR_BODY_TEMPLATE, &md)?))
             }
             _ => None,
         };
@@ -526,7 +527,8 @@ pub fn select<'p>(
     rules.bounded("labels", event.labels.iter()).map_err(|e| refused(e.to_string()))?;
     rules.bounded("annotations", event.annotations.iter()).map_err(|e| refused(e.to_string()))?;
     let key = &event.dedupe_key;
-    if key.is_empty() || key.len() > 200 || key.chars().any(|c| c.is_control() || c.is_whitespace()) {
+    let key_char = |c: char| c.is_ascii_alphanumeric() || ".:_@/+-".contains(c);
+    if key.is_empty() || key.len() > 200 || !key.chars().all(key_char) {
         return Err(refused(format!("the event's key {} cannot identify an incident", crate::ident::shown(key))));
     }
     let (policy, tried) = policies.first_match(event);
@@ -624,7 +626,12 @@ enum Attempt {
     Moved,
 }
 
-/// What the commit and tag templates can use.
+/// How free text is written into a message: [`crate::text::quoted`] for commit and tag
+/// messages, [`crate::text::markdown`] for pull request titles and bodies.
+pub(crate) type Escape = fn(&str) -> String;
+
+/// What the message templates can use. Every value that came from input (labels, annotations,
+/// reasons, commit summaries, notes) is passed through `esc`, so templates cannot forget to.
 pub(crate) fn message_context(
     event: &Event,
     policy: &Policy,
@@ -632,8 +639,17 @@ pub(crate) fn message_context(
     id: &RollbackId,
     delivery: Delivery,
     decision: &Decision,
+    esc: Escape,
 ) -> minijinja::Value {
     let short = |s: &Sha| s.short().to_string();
+    let map = |m: &std::collections::BTreeMap<String, String>| {
+        m.iter().map(|(k, v)| (esc(k), esc(v))).collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let guards: Vec<_> = decision
+        .guards
+        .iter()
+        .map(|g| serde_json::json!({ "guard": g.guard, "passed": g.passed, "detail": esc(&g.detail) }))
+        .collect();
     crate::template::value(serde_json::json!({
         "id": id,
         "service": plan.target.service,
@@ -642,25 +658,26 @@ pub(crate) fn message_context(
         "branch": plan.branch,
         "delivery": delivery,
         "strategy": plan.strategy,
-        "strategy_note": plan.strategy_note,
+        "strategy_note": plan.strategy_note.as_deref().map(esc),
         "known_good": {
             "sha": plan.known_good.sha,
             "short": short(&plan.known_good.sha),
             "source": plan.known_good.source,
         },
         "bad_commits": plan.bad_commits.iter().map(|c| serde_json::json!({
-            "sha": c.sha, "short": short(&c.sha), "summary": c.summary, "author": c.author, "time": c.time,
+            "sha": c.sha, "short": short(&c.sha), "summary": esc(&c.summary), "author": esc(&c.author), "time": c.time,
         })).collect::<Vec<_>>(),
         "diffstat": plan.diffstat,
         "artifacts": plan.artifacts,
         "policy": policy.name(),
         "source": event.source,
+        // Both are built by rollbackd from checked parts (see `select`).
         "trigger": event.trigger(),
         "actor": event.actor(),
-        "reason": event.reason(),
-        "labels": event.labels,
-        "annotations": event.annotations,
-        "guards": decision.guards,
-        "notes": decision.notes,
+        "reason": event.reason().map(|r| esc(&r)),
+        "labels": map(&event.labels),
+        "annotations": map(&event.annotations),
+        "guards": guards,
+        "notes": decision.notes.iter().map(|n| esc(n)).collect::<Vec<_>>(),
     }))
 }

@@ -30,6 +30,7 @@ pub mod rollback;
 pub mod secret;
 pub mod server;
 pub mod template;
+pub mod text;
 pub mod worker;
 
 pub use config::Config;

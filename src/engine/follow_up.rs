@@ -1,6 +1,7 @@
 //! What follows a write when proposals live on a forge: auto-merging, telling an open pull
 //! request that its incident fired again, and the review issue a break-glass rollback owes.
 
+use crate::text::markdown;
 use jiff::Timestamp;
 
 use super::{Engine, EngineError, ReviewOutcome};
@@ -19,15 +20,15 @@ impl Engine {
             return;
         };
         let bad: Vec<String> =
-            plan.bad_commits.iter().map(|c| format!("- `{}` {}", c.sha.short(), c.summary)).collect();
+            plan.bad_commits.iter().map(|c| format!("- `{}` {}", c.sha.short(), markdown(&c.summary))).collect();
         let body = format!(
             "Emergency rollback **{}** of {}/{} by **{}**, without review: guards and freezes did not apply.\n\n\
              Reason: {}\n\nUndid:\n{}\n\nCommit `{}` on {}, tag `{}`.\n\nPlease review it.",
             rollback.id,
             plan.target.service,
             plan.target.env,
-            event.actor(),
-            event.reason().unwrap_or_else(|| "(none given)".into()),
+            markdown(&event.actor()),
+            event.reason().map_or_else(|| "(none given)".into(), |r| markdown(&r)),
             bad.join("\n"),
             rollback.commit,
             rollback.branch,
@@ -105,17 +106,22 @@ impl Engine {
             return;
         }
         let result = gh.find_open_pr(&open.branch).and_then(|pr| match pr {
-            Some(pr) => {
-                gh.comment(pr.number, &format!("Fired again: `{}` ({}).", event.trigger(), event.source)).map(|_| ())
-            }
+            Some(pr) => gh
+                .comment(pr.number, &format!("Fired again: {} ({}).", markdown(&event.trigger()), event.source))
+                .map(|_| ()),
             None => gh
                 .open_pr(
                     &open.branch,
                     self.repo.branch(),
                     &format!("Roll back {}/{} ({})", open.service, open.env, open.id),
                     &format!(
-                        "Rollback {} of {}/{} to `{}`, asked by {} (`{}`).\n\nTo approve, comment `/rollback approve`.",
-                        open.id, open.service, open.env, open.known_good, open.actor, open.trigger
+                        "Rollback {} of {}/{} to `{}`, asked by {} ({}).\n\nTo approve, comment `/rollback approve`.",
+                        open.id,
+                        open.service,
+                        open.env,
+                        open.known_good,
+                        markdown(&open.actor),
+                        markdown(&open.trigger)
                     ),
                     &["rollback".into(), format!("service:{}", open.service), format!("env:{}", open.env)],
                     &[],

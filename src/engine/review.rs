@@ -336,7 +336,7 @@ impl Engine {
             scope: scope.to_string(),
             env: env.map(str::to_string),
             until: now.checked_add(length).unwrap_or(now),
-            reason: reason.map(str::to_string),
+            reason: reason.map(crate::text::quoted),
             by: actor_id(actor, cli_name),
             at: now,
         };

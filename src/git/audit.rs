@@ -13,7 +13,7 @@ use super::planner::rollback_commit;
 use super::trailers::Trailers;
 use super::{GitError, commit_time, sha};
 use crate::plan::Sha;
-use crate::rollback::Delivery;
+use crate::rollback::{Delivery, RollbackRef};
 
 /// One rollback as recorded in git. This is the `history --json` schema; fields are only ever
 /// added.
@@ -105,6 +105,23 @@ fn tagged(
         let (trailers, commit) =
             if via_merge { rollback_commit(&c)? } else { (Trailers::parse(c.message().unwrap_or_default())?, c.id()) };
         Some(Tagged { trailers, commit, at: commit_time(&c) })
+    });
+    // The tag's name and the trailers it points at must tell the same story; one that does not
+    // was not written by us (or was moved), and is reported instead of counted.
+    let resolved = resolved.filter(|t| {
+        let short = name.strip_prefix("refs/tags/").unwrap_or(&name);
+        let named = if via_merge { RollbackRef::parse_branch(short) } else { RollbackRef::parse_cancelled(short) };
+        let agrees = named.is_some_and(|n| {
+            n.id.as_str() == t.trailers.id && n.service == t.trailers.service && n.env == t.trailers.env
+        });
+        if !agrees {
+            tracing::warn!(
+                tag = %crate::ident::shown(short),
+                trailers = %format!("{}/{}/{}", t.trailers.service, t.trailers.env, t.trailers.id),
+                "a rollback tag disagrees with the trailers of its commit; not trusted"
+            );
+        }
+        agrees
     });
     memo.insert(name, (target, resolved.clone()));
     resolved

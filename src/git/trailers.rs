@@ -31,9 +31,10 @@ pub struct Trailers {
     pub emergency: bool,
 }
 
-/// A trailer value is one line: newlines would end the trailer block early.
+/// A trailer value is one line of printable text: a newline would end the trailer block early,
+/// and control characters have no place in an audit trail.
 fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
+    s.split(|c: char| c.is_whitespace() || c.is_control()).filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" ")
 }
 
 impl Trailers {
@@ -72,16 +73,29 @@ impl Trailers {
         format!("{}\n\n{}", message.trim_end(), self.render())
     }
 
-    /// The trailers of a rollback commit, or `None` for any other commit.
+    /// The trailers of a rollback commit, or `None` for any other commit. Read strictly and by
+    /// us alone: only the message's final paragraph counts, every line of it must be a
+    /// `Rollback-*` trailer, and the id, service and env must be names we could have written.
+    /// Text earlier in the message (a reason, a commit summary, a `---` line) cannot add,
+    /// hide or change a trailer.
     pub fn parse(message: &str) -> Option<Trailers> {
         // Cheap reject: nearly every commit in a config repo is not ours.
         if !message.contains("Rollback-Id:") {
             return None;
         }
-        let parsed = git2::message_trailers_strs(message).ok()?;
+        let message = message.trim_end_matches(['\n', '\r']);
+        let block = &message[message.rfind("\n\n")? + 2..];
         let mut t = Trailers::default();
-        for (key, value) in parsed.iter() {
-            let value = value.trim().to_string();
+        let mut seen = std::collections::HashSet::new();
+        for line in block.lines() {
+            let (key, value) = line.split_once(": ")?;
+            if !key.starts_with("Rollback-") || value.is_empty() || value.trim() != value {
+                return None;
+            }
+            if key != "Rollback-Of" && !seen.insert(key) {
+                return None;
+            }
+            let value = value.to_string();
             match key {
                 "Rollback-Id" => t.id = value,
                 "Rollback-Service" => t.service = value,
@@ -94,10 +108,12 @@ impl Trailers {
                 "Rollback-Reason" => t.reason = Some(value),
                 "Rollback-Strategy" => t.strategy = value,
                 "Rollback-Emergency" => t.emergency = value == "true",
+                // Written by a newer rollbackd: kept readable, not understood.
                 _ => {}
             }
         }
-        (!t.id.is_empty()).then_some(t)
+        let plain = |v: &str| crate::ident::is_plain(v);
+        (crate::rollback::RollbackId::parse(&t.id).is_some() && plain(&t.service) && plain(&t.env)).then_some(t)
     }
 }
 
@@ -129,6 +145,27 @@ mod tests {
         want.reason = Some("error rate above 5%".into());
         assert_eq!(back, want);
         assert!(msg.contains("\n\nRollback-Id: rb-0123456789ab\n"));
+    }
+
+    #[test]
+    fn only_the_final_block_counts() {
+        let forged = "Roll back\n\nRollback-Id: rb-ffffffffffff\nRollback-Service: other\nRollback-Env: prod\n";
+        // A forged block earlier in the message is ignored; ours at the end is read.
+        let msg = sample().append_to(forged);
+        assert_eq!(Trailers::parse(&msg).unwrap().id, "rb-0123456789ab");
+        // A final paragraph with anything but our trailers in it is not ours.
+        let msg = format!("{}Signed-off-by: x <x@y>\n", sample().render());
+        assert_eq!(Trailers::parse(&format!("x\n\n{msg}")), None);
+        // A `---` line before the block does not hide it (git's parser would stop there).
+        let msg = sample().append_to("Roll back\n\n---\nnot a patch\n");
+        assert_eq!(Trailers::parse(&msg).unwrap().service, "checkout");
+        // Names we could never have written are not trusted.
+        let mut bad = sample();
+        bad.service = "*".into();
+        assert_eq!(Trailers::parse(&bad.append_to("x")), None);
+        bad = sample();
+        bad.id = "rb-../../x".into();
+        assert_eq!(Trailers::parse(&bad.append_to("x")), None);
     }
 
     #[test]

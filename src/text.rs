@@ -1,0 +1,62 @@
+//! Free text from input (reasons, alert summaries and annotations, commit summaries, labels) as
+//! quoted data in what rollbackd writes: one line, printable, bounded, and, in Markdown, inert.
+//! No value can start a trailer, a `---` line, a heading, a link, a mention or a command.
+
+/// Longest free-text value written anywhere, in characters.
+const MAX_CHARS: usize = 300;
+
+/// One line of printable text: white space and control characters fold to single spaces, and
+/// a long value is cut with `…`.
+pub fn quoted(s: &str) -> String {
+    let line = s.split(|c: char| c.is_whitespace() || c.is_control()).filter(|w| !w.is_empty()).collect::<Vec<_>>();
+    let line = line.join(" ");
+    if line.chars().count() <= MAX_CHARS {
+        return line;
+    }
+    let mut cut: String = line.chars().take(MAX_CHARS).collect();
+    cut.push('…');
+    cut
+}
+
+/// Characters that start Markdown syntax anywhere in a line (emphasis, code, links, HTML,
+/// entities, tables, strikethrough) or at its start (headings, lists, quotes, rules).
+const MARKDOWN: &[char] = &['\\', '`', '*', '_', '{', '}', '[', ']', '(', ')', '<', '>', '#', '+', '-', '!', '|', '~', '&', '='];
+
+/// [`quoted`], then inert in Markdown: syntax characters are backslash-escaped (CommonMark
+/// allows it for all ASCII punctuation), URLs are broken so nothing autolinks, and `@` cannot
+/// mention anyone.
+pub fn markdown(s: &str) -> String {
+    let mut out = String::new();
+    for c in quoted(s).chars() {
+        match c {
+            '@' => out.push_str("@\u{2060}"),
+            c if MARKDOWN.contains(&c) => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    // GitHub links bare `https://...` and `www.` even when escaped.
+    out.replace("://", ":\u{200b}//").replace("www.", "www\u{200b}.")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_is_one_bounded_line() {
+        assert_eq!(quoted("a\nRollback-Id: rb-1\r\n---\t x\u{0}y"), "a Rollback-Id: rb-1 --- x y");
+        assert_eq!(quoted(&"x".repeat(400)).chars().count(), MAX_CHARS + 1);
+    }
+
+    #[test]
+    fn markdown_is_inert() {
+        let m = markdown("[click](https://evil.example) **b** <img> @alice /rollback approve `x` www.x.y");
+        for bad in ["[click]", "](", "**", "<img>", "@alice", "https://", "`x`", "www."] {
+            assert!(!m.contains(bad), "{bad} in {m}");
+        }
+        assert!(m.starts_with("\\[click\\]"), "{m}");
+    }
+}
