@@ -20,7 +20,8 @@ pub fn quoted(s: &str) -> String {
 
 /// Characters that start Markdown syntax anywhere in a line (emphasis, code, links, HTML,
 /// entities, tables, strikethrough) or at its start (headings, lists, quotes, rules).
-const MARKDOWN: &[char] = &['\\', '`', '*', '_', '{', '}', '[', ']', '(', ')', '<', '>', '#', '+', '-', '!', '|', '~', '&', '='];
+const MARKDOWN: &[char] =
+    &['\\', '`', '*', '_', '{', '}', '[', ']', '(', ')', '<', '>', '#', '+', '-', '!', '|', '~', '&', '='];
 
 /// [`quoted`], then inert in Markdown: syntax characters are backslash-escaped (CommonMark
 /// allows it for all ASCII punctuation), URLs are broken so nothing autolinks, and `@` cannot

@@ -220,7 +220,7 @@ fn simulate_a_recorded_github_delivery() {
     );
     let bad = w.deploy("checkout", "prod", "1.5.0", 10);
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/github/workflow_run.completed.payload.json");
+        .join("tests/fixtures/github/workflow_run.completed.payload.json");
     let mut run: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
     run["workflow_run"]["conclusion"] = "failure".into();
     run["workflow_run"]["head_sha"] = bad.0.clone().into();

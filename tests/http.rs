@@ -3,85 +3,15 @@
 
 mod common;
 
-use std::sync::Arc;
-
-use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use common::http::*;
 use common::*;
-use hmac::{Hmac, Mac};
-use http_body_util::BodyExt;
+use rollbackd::Engine;
 use rollbackd::config::Config;
 use rollbackd::server::{self, AppState, HttpSettings};
-use rollbackd::worker::{self, WorkerHandle};
-use rollbackd::{Engine, clock::Clock};
-use sha2::Sha256;
+use rollbackd::worker;
 use tower::ServiceExt;
-
-const TOKEN: &str = "test-token-1";
-const GH_SECRET: &str = "gh-test-secret";
-
-struct Server {
-    app: Router,
-    worker: WorkerHandle,
-}
-
-/// Writes the sources into the world's config and starts the writer and the router.
-fn server(w: &World, extra: &str) -> Server {
-    std::fs::write(w.root().join("am-tokens"), format!("old-token, {TOKEN}\n")).unwrap();
-    std::fs::write(w.root().join("gh-secrets"), format!("{GH_SECRET}\n")).unwrap();
-    let cfg = std::fs::read_to_string(w.config_path()).unwrap();
-    let cfg = format!(
-        "{cfg}sources:\n  alertmanager:\n    bearer_tokens_file: am-tokens\n    basic_auth: {{ username: am, passwords_file: am-tokens }}\n  github:\n    secrets_file: gh-secrets\n    workflows: [deploy]\n{extra}"
-    );
-    std::fs::write(w.config_path(), cfg).unwrap();
-    let (config, secrets) = Config::load(&w.config_path()).unwrap();
-    let clock: Arc<dyn Clock> = w.clock.clone();
-    let engine = Engine::new(config.clone(), secrets.clone(), clock.clone()).unwrap();
-    let (handle, _join) = worker::spawn(engine, config.server.queue, config.server.refresh_interval.as_std());
-    let state = AppState::new(&config, &secrets, handle.clone(), clock);
-    Server { app: server::app(state, &HttpSettings::from_config(&config)), worker: handle }
-}
-
-impl Server {
-    async fn send(&self, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
-        let resp = self.app.clone().oneshot(req).await.unwrap();
-        let (status, headers) = (resp.status(), resp.headers().clone());
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        let json =
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| serde_json::json!(String::from_utf8_lossy(&bytes)));
-        (status, headers, json)
-    }
-
-    fn wait_ready(&self) {
-        wait_for("the writer to fetch", 20, || self.worker.shared().ready());
-    }
-}
-
-fn alert_body(fingerprint: &str, service: &str, status: &str) -> String {
-    let ends = if status == "resolved" { "2026-11-21T12:00:00Z" } else { "0001-01-01T00:00:00Z" };
-    format!(
-        r#"{{"version":"4","status":"{status}","receiver":"rollbackd","groupKey":"g","truncatedAlerts":0,
-        "alerts":[{{"status":"{status}","labels":{{"alertname":"HighErrorRate","service":"{service}","env":"prod","severity":"page"}},
-        "annotations":{{"summary":"5xx above 5%"}},"startsAt":"2026-11-21T11:55:00Z","endsAt":"{ends}","fingerprint":"{fingerprint}"}}]}}"#
-    )
-}
-
-fn post(path: &str, body: impl Into<Body>, headers: &[(&str, &str)]) -> Request<Body> {
-    let mut r = Request::post(path);
-    for (k, v) in headers {
-        r = r.header(*k, *v);
-    }
-    r.body(body.into()).unwrap()
-}
-
-fn am(body: String) -> Request<Body> {
-    post(
-        "/webhooks/alertmanager",
-        body,
-        &[("content-type", "application/json"), ("authorization", &format!("Bearer {TOKEN}"))],
-    )
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn alertmanager_statuses_and_the_rollback_they_lead_to() {
@@ -216,36 +146,6 @@ async fn slow_push_answers_202_then_a_full_queue_answers_503() {
     let (st, _, b) = s.send(am(alert_body("a", "checkout", "firing"))).await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(b["outcome"], "duplicate");
-}
-
-fn sign(body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(GH_SECRET.as_bytes()).unwrap();
-    mac.update(body);
-    let bytes = mac.finalize().into_bytes();
-    format!("sha256={}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
-}
-
-fn fixture(name: &str) -> serde_json::Value {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/github").join(name);
-    serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
-}
-
-fn gh(event: &str, body: &[u8], signature: Option<&str>) -> Request<Body> {
-    gh_delivery(event, body, signature, "d-1")
-}
-
-fn gh_delivery(event: &str, body: &[u8], signature: Option<&str>, delivery: &str) -> Request<Body> {
-    let sig = signature.map(str::to_string).unwrap_or_else(|| sign(body));
-    post(
-        "/webhooks/github",
-        body.to_vec(),
-        &[
-            ("content-type", "application/json"),
-            ("x-github-event", event),
-            ("x-github-delivery", delivery),
-            ("x-hub-signature-256", &sig),
-        ],
-    )
 }
 
 const GITHUB_POLICIES: &str = r#"

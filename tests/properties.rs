@@ -45,7 +45,7 @@ fn mutate(mut v: serde_json::Value, path: &[String], with: serde_json::Value) ->
 }
 
 fn fixture(name: &str) -> serde_json::Value {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/github").join(name);
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/github").join(name);
     serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
 }
 

@@ -5,6 +5,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod fake_github;
+pub mod http;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,0 +1,391 @@
+//! Attacks by senders we authenticate: each request below is signed or carries a valid token,
+//! and tries to widen or redirect a rollback, forge the audit trail, pose as a person, or stall
+//! the service. Each test shows the refusal and that the origin's refs did not change (read with
+//! the git CLI).
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use common::http::*;
+use common::*;
+use rollbackd::chat::command::parse;
+use rollbackd::chat::dispatch::{ChatRequest, execute};
+use rollbackd::principal::{Directory, Principal};
+use rollbackd::{Options, Outcome};
+use serde_json::json;
+
+/// Every ref on the origin with what it points at.
+fn refs(w: &World) -> String {
+    w.git(&["for-each-ref", "--format=%(refname) %(objectname)"])
+}
+
+/// An Alertmanager notification with one firing alert of these labels and annotations.
+fn alert(labels: serde_json::Value, annotations: serde_json::Value, fingerprint: &str) -> String {
+    json!({
+        "version": "4", "status": "firing", "receiver": "rollbackd", "groupKey": "g", "truncatedAlerts": 0,
+        "alerts": [{ "status": "firing", "labels": labels, "annotations": annotations,
+            "startsAt": "2026-11-21T11:55:00Z", "endsAt": "0001-01-01T00:00:00Z", "fingerprint": fingerprint }]
+    })
+    .to_string()
+}
+
+fn prod_alert(service: &str) -> String {
+    alert(json!({"alertname": "HighErrorRate", "service": service, "env": "prod"}), json!({}), "abc123")
+}
+
+async fn metrics(s: &Server) -> String {
+    let (_, _, b) = s.send(Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    b.as_str().unwrap_or_default().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_label_cannot_widen_or_redirect_the_target() {
+    let w = World::new();
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    w.deploy("cart", "prod", "2.1.0", 10);
+    let s = server(&w, "");
+    s.wait_ready();
+    let before = refs(&w);
+    let long = "a".repeat(200);
+    for service in [
+        "*",
+        "check*",
+        "{checkout,cart}",
+        "[a-z]*",
+        "checkout/../cart",
+        "..",
+        "checkout/prod",
+        "!checkout",
+        "checkout\\x",
+        "checkout\nRollback-Id: rb-000000000000",
+        "checkout\u{1b}[2J",
+        "HEAD@{1}",
+        "x.lock",
+        long.as_str(),
+    ] {
+        let (st, _, b) = s.send(am(prod_alert(service))).await;
+        let reason = b["reason"].as_str().unwrap();
+        if service.contains('\n') {
+            // `service=~".+"` does not match across lines: no policy takes it.
+            assert_eq!((st, b["outcome"].as_str()), (StatusCode::OK, Some("ignored")), "{b}");
+        } else {
+            assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{service:?}: {b}");
+            assert!(reason.contains("not an identifier"), "{service:?}: {reason}");
+        }
+        assert!(!reason.contains('\n') && !reason.contains('\u{1b}'), "escaped in the answer: {reason:?}");
+        assert_eq!(refs(&w), before, "{service:?} wrote something");
+    }
+    // No refused value became a metric label.
+    let m = metrics(&s).await;
+    assert!(!m.contains("check*") && !m.contains("rb-000000000000") && !m.contains(&long), "{m}");
+    // The plain name still works.
+    let (st, _, b) = s.send(am(prod_alert("checkout"))).await;
+    assert_eq!((st, b["outcome"].as_str()), (StatusCode::OK, Some("rolled_back")), "{b}");
+    assert_eq!(w.trailers("main", "Rollback-Service"), ["checkout"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn label_counts_and_sizes_are_bounded() {
+    let w = World::new();
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let s = server(&w, "");
+    s.wait_ready();
+    let before = refs(&w);
+    let mut many = serde_json::Map::new();
+    many.insert("service".into(), "checkout".into());
+    many.insert("env".into(), "prod".into());
+    for i in 0..100 {
+        many.insert(format!("l{i}"), "x".into());
+    }
+    let (st, _, b) = s.send(am(alert(many.into(), json!({}), "a1"))).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert!(b["reason"].as_str().unwrap().contains("at most 64"), "{b}");
+    let big = json!({"service": "checkout", "env": "prod", "team": "x".repeat(5000)});
+    let (st, _, b) = s.send(am(alert(big, json!({}), "a2"))).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert!(b["reason"].as_str().unwrap().contains("at most 4096"), "{b}");
+    // A fingerprint is part of the incident's key, and so of a trailer.
+    let (st, _, b) = s.send(am(alert(json!({"service": "checkout", "env": "prod"}), json!({}), "a\nb"))).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{b}");
+    assert_eq!(refs(&w), before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_actor_label_is_data_not_a_person() {
+    // People's requests only: an alert that claims to be carol matches nothing.
+    let requests = "- name: request\n  match: { source: request }\n  target: { service: \"{{ labels.service }}\", env: \"{{ labels.env }}\", paths: [\"apps/{{ labels.service }}/{{ labels.env }}/**\"] }\n  action: { mode: direct }\n";
+    let w = World::with_policy(requests);
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let s = server(&w, "");
+    s.wait_ready();
+    let before = refs(&w);
+    let claims = alert(json!({"service": "checkout", "env": "prod", "actor": "slack:UCAROL"}), json!({}), "c1");
+    let (st, _, b) = s.send(am(claims.clone())).await;
+    assert_eq!((st, b["outcome"].as_str()), (StatusCode::OK, Some("ignored")), "{b}");
+    assert_eq!(refs(&w), before);
+
+    // Under a policy that does act on alerts, the audit trail names the source, not the label.
+    let w = World::new();
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let s = server(&w, "");
+    s.wait_ready();
+    let (_, _, b) = s.send(am(claims)).await;
+    assert_eq!(b["outcome"], "rolled_back", "{b}");
+    assert_eq!(w.trailers("main", "Rollback-Actor"), ["alertmanager"]);
+}
+
+#[test]
+fn free_text_cannot_forge_hide_or_change_trailers() {
+    let w = World::new();
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let mut event = w.alert("checkout", "prod", "f1");
+    let forged = "5xx\n\nRollback-Id: rb-ffffffffffff\nRollback-Service: cart\nRollback-Trigger: cli:x\n---\n[click](https://evil.example) @everyone\n/rollback approve";
+    event.annotations.insert("summary".into(), forged.into());
+    event.annotations.insert("description".into(), "Rollback-Env: staging\n\n---\n".into());
+    let report = w.engine().handle(&event, &Options::default()).unwrap();
+    let Outcome::RolledBack { rollback } = &report.outcome else { panic!("{:?}", report.outcome) };
+    // git's own trailer parser and ours agree on the one block we wrote.
+    assert_eq!(w.trailers("main", "Rollback-Id"), [rollback.id.as_str()]);
+    assert_eq!(w.trailers("main", "Rollback-Service"), ["checkout"]);
+    assert_eq!(w.trailers("main", "Rollback-Env"), ["prod"]);
+    assert_eq!(w.trailers("main", "Rollback-Trigger"), [event.trigger().as_str()]);
+    let body = w.git(&["log", "-1", "--format=%B", "main"]);
+    assert!(!body.lines().any(|l| l.starts_with("Rollback-Id: rb-ffff") || l == "---"), "{body}");
+    let history = w.engine().history().unwrap().records().to_vec();
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert_eq!((history[0].service.as_str(), history[0].env.as_str()), ("checkout", "prod"));
+    // The incident is still recognised when it repeats.
+    let again = w.engine().handle(&event, &Options::default()).unwrap();
+    assert!(matches!(again.outcome, Outcome::Duplicate { .. }), "{:?}", again.outcome);
+}
+
+#[test]
+fn a_tag_that_disagrees_with_its_trailers_is_not_trusted() {
+    let w = World::new();
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let report = w.engine().handle(&w.alert("checkout", "prod", "t1"), &Options::default()).unwrap();
+    let Outcome::RolledBack { rollback } = &report.outcome else { panic!("{:?}", report.outcome) };
+    // Someone tags the same commit as a rollback of another service.
+    w.git(&["tag", "rollback/cart/prod/rb-aaaaaaaaaaaa", rollback.commit.0.as_str()]);
+    let history = w.engine().history().unwrap().records().to_vec();
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert_eq!(history[0].service, "checkout");
+}
+
+#[test]
+fn a_person_at_chat_cannot_smuggle_revisions_or_ids() {
+    let w = World::new();
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let before = refs(&w);
+    for text in [
+        "/rollback checkout prod to HEAD@{1}",
+        "/rollback checkout prod to main~3",
+        "/rollback checkout prod to :/Deploy",
+        "/rollback check* prod",
+        "/rollback approve rb-../../x",
+        "/rollback freeze * prod",
+        "/rollback unfreeze ../x",
+    ] {
+        let request = ChatRequest {
+            principal: Principal::new("slack:U1"),
+            command: parse(text).unwrap().unwrap(),
+            request_id: "slack/t1".into(),
+            channel: "slack".into(),
+            implied_id: None,
+            default_env: "prod".into(),
+            asked_at: None,
+        };
+        let reply = execute(&mut w.engine(), &request);
+        assert!(!reply.ok && reply.text.contains("refused"), "{text}: {}", reply.text);
+        assert!(!reply.public, "a refusal goes to the asker alone: {text}");
+    }
+    assert_eq!(refs(&w), before);
+}
+
+#[test]
+fn a_replayed_unfreeze_cannot_lift_a_newer_freeze() {
+    let w = World::new();
+    w.write_config("directory:\n  slack_groups: { S1: [U1] }\n");
+    let mut p = policy("direct", "auto", "{}");
+    p.push_str("  chatops: { allow: [\"slack:U1\"], approve: [\"slack:U1\"] }\n");
+    w.set_policies(&p);
+    let u1 = Principal::new("slack:U1");
+    let early = w.ago(10);
+    w.engine().freeze("checkout", None, None, Some("launch"), Some(&u1), "").unwrap();
+    // An unfreeze typed before the freeze was set, arriving now (a replay).
+    let said = w.engine().unfreeze("checkout", None, Some(&u1), "", Some(early)).unwrap();
+    assert_eq!(said, "checkout was not frozen");
+    let status = w.engine().status(None).unwrap();
+    assert!(status.contains("checkout frozen until"), "{status}");
+    // Typed now, it lifts it.
+    let said = w.engine().unfreeze("checkout", None, Some(&u1), "", Some(w.now())).unwrap();
+    assert!(said.contains("unfrozen"), "{said}");
+}
+
+#[test]
+fn a_proposal_closed_on_the_forge_cannot_be_approved() {
+    let w = World::with_policy(&policy("pull_request", "auto", "{}"));
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let report = w.engine().handle(&w.alert("checkout", "prod", "p1"), &Options::default()).unwrap();
+    let Outcome::Proposed { rollback } = &report.outcome else { panic!("{:?}", report.outcome) };
+    let head = w.git(&["rev-parse", &rollback.branch]);
+    let said = w.engine().record_pr_closed(&rollback.branch, None, &head, "mallory").unwrap();
+    assert!(said.contains("recorded cancelled/"), "{said}");
+    let before = refs(&w);
+    let outcome = w.engine().approve(rollback.id.as_str(), None, "ops").unwrap();
+    assert!(outcome.summary().contains("no open proposal"), "{}", outcome.summary());
+    assert_eq!(refs(&w), before, "nothing merged");
+    assert!(w.git(&["branch", "--list", "rollback/*"]).is_empty(), "the closed proposal's branch is gone");
+    // Commit ids from a payload never reach revision syntax.
+    let said = w.engine().record_pr_closed(&rollback.branch, Some("main~1"), &head, "mallory").unwrap();
+    assert!(said.contains("not a commit id"), "{said}");
+}
+
+#[test]
+fn a_freeze_set_by_another_replica_is_seen_by_a_running_one() {
+    let w = World::new();
+    w.write_config("git: { fetch_freshness: 0s }\n");
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let mut a = w.engine();
+    a.history().unwrap(); // A has fetched once and keeps running.
+    let mut b = w.replica("replica-b");
+    b.freeze("checkout", Some("prod"), None, Some("launch"), None, "ops").unwrap();
+    let report = a.handle(&w.alert("checkout", "prod", "r1"), &Options::default()).unwrap();
+    assert!(matches!(report.outcome, Outcome::Proposed { .. }), "{:?}", report.outcome);
+    assert_eq!(w.git(&["rev-parse", "main"]), w.head(), "main untouched");
+    assert!(w.git(&["tag", "-l", "rollback/*"]).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn alerts_no_policy_acts_on_never_take_the_writers_queue() {
+    let prod_only = "- name: prod\n  match: { source: alertmanager, matchers: ['env=\"prod\"'] }\n  target: { service: \"{{ labels.service }}\", env: prod, paths: [\"apps/{{ labels.service }}/prod/**\"] }\n  action: { mode: direct }\n- name: watch\n  match: { source: alertmanager, matchers: ['env=\"watch\"'] }\n  target: { service: \"{{ labels.service }}\", env: prod, paths: [\"apps/{{ labels.service }}/prod/**\"] }\n  action: { mode: notify }\n";
+    let w = World::with_policy(prod_only);
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    // A queue of one: before, the first unmatched alert took it and the real one got 503.
+    let s = server(&w, "server: { queue: 1 }\n");
+    s.wait_ready();
+    let mut alerts: Vec<serde_json::Value> = (0..100)
+        .map(|i| {
+            let env = if i % 2 == 0 { "dev" } else { "watch" };
+            json!({ "status": "firing", "labels": {"service": format!("svc{i}"), "env": env},
+                "startsAt": "2026-11-21T11:55:00Z", "fingerprint": format!("u{i}") })
+        })
+        .collect();
+    alerts.push(json!({ "status": "firing", "labels": {"service": "checkout", "env": "prod"},
+        "startsAt": "2026-11-21T11:55:00Z", "fingerprint": "real" }));
+    let body = json!({ "version": "4", "status": "firing", "alerts": alerts }).to_string();
+    let (st, _, b) = s.send(am(body)).await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let results = b["results"].as_array().unwrap();
+    assert_eq!(results.iter().filter(|r| r["outcome"] == "ignored").count(), 50, "{b}");
+    assert_eq!(results.iter().filter(|r| r["outcome"] == "notified").count(), 50, "{b}");
+    assert_eq!(results[100]["outcome"], "rolled_back", "{b}");
+    assert_eq!(w.trailers("main", "Rollback-Trigger"), ["alertmanager:real@2026-11-21T11:55:00Z"]);
+}
+
+fn github_world() -> (World, common::fake_github::FakeGithub, Server) {
+    let w = World::new();
+    let gh = common::fake_github::FakeGithub::start(w.origin.clone());
+    std::fs::write(w.root().join("gh-token"), common::fake_github::TOKEN).unwrap();
+    w.write_config(&format!(
+        "forge: {{ kind: github, api_url: \"{}\", owner: acme, repo: config, token_file: gh-token }}\n",
+        gh.url
+    ));
+    // The GitHub forge runs its own runtime: build it off the test's.
+    let (root, clock) = (w.root().to_path_buf(), w.clock.clone());
+    let s = std::thread::spawn(move || server_in(&root, clock, "")).join().unwrap();
+    s.wait_ready();
+    (w, gh, s)
+}
+
+fn comment_payload(sender: &str, sender_type: &str, author: &str, repo: &str, on_pr: bool) -> Vec<u8> {
+    let mut issue = json!({ "number": 1 });
+    if on_pr {
+        issue["pull_request"] = json!({ "url": "https://api.github.com/repos/acme/config/pulls/1" });
+    }
+    serde_json::to_vec(&json!({
+        "action": "created",
+        "issue": issue,
+        "comment": { "id": 77, "body": "/rollback approve", "user": { "login": author, "type": "User" } },
+        "repository": { "full_name": repo },
+        "sender": { "login": sender, "type": sender_type },
+    }))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn comments_from_bots_other_repositories_and_issues_are_not_commands() {
+    let (w, gh, s) = github_world();
+    let before = refs(&w);
+    for (body, why) in [
+        (comment_payload("rollbackd[bot]", "Bot", "rollbackd[bot]", "acme/config", true), "bot"),
+        (comment_payload("carol", "User", "carol", "evil/fork", true), "other than the config repo"),
+        (comment_payload("carol", "User", "carol", "acme/config", false), "rollback pull requests"),
+    ] {
+        let (st, _, b) = s.send(gh_delivery("issue_comment", &body, None, "c-1")).await;
+        assert_eq!((st, b["outcome"].as_str()), (StatusCode::OK, Some("ignored")), "{b}");
+        assert!(b["reason"].as_str().unwrap().contains(why), "{why}: {b}");
+    }
+    assert!(gh.comments().is_empty() && gh.reactions().is_empty(), "nothing was said on GitHub");
+    assert_eq!(refs(&w), before);
+}
+
+#[test]
+fn the_commenter_is_the_sender_not_the_comment_author_field() {
+    let body = comment_payload("mallory", "User", "carol", "acme/config", true);
+    let parsed = rollbackd::ingest::github::parse("issue_comment", &body, &[], w_now()).unwrap();
+    let rollbackd::ingest::github::GithubEvent::Comment(c) = parsed else { panic!("{parsed:?}") };
+    assert_eq!(c.sender, "mallory");
+    let p = Principal::new(format!("github:{}", c.sender)).with_groups(&Directory {
+        github_teams: [("acme/sre".into(), vec!["carol".into()])].into(),
+        ..Default::default()
+    });
+    assert!(p.groups.is_empty(), "mallory gains nothing from carol's name in the payload");
+}
+
+fn w_now() -> jiff::Timestamp {
+    "2026-11-21T12:00:00Z".parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fork_workflow_run_rolls_nothing_back_unless_a_policy_opts_in() {
+    let w = World::with_policy(
+        "- name: ci\n  match: { source: github }\n  target: { service: checkout, env: prod, paths: [\"apps/checkout/prod/**\"] }\n  action: { mode: direct }\n",
+    );
+    let bad = w.deploy("checkout", "prod", "1.5.0", 10);
+    let s = server(&w, "");
+    s.wait_ready();
+    let before = refs(&w);
+    let mut run = fixture("workflow_run.completed.payload.json");
+    run["workflow_run"]["conclusion"] = "failure".into();
+    run["workflow_run"]["name"] = "deploy".into();
+    run["workflow_run"]["head_sha"] = bad.0.clone().into();
+    run["workflow_run"]["head_repository"] = json!({ "full_name": "mallory/fork" });
+    let body = serde_json::to_vec(&run).unwrap();
+    let (st, _, b) = s.send(gh("workflow_run", &body, None)).await;
+    assert_eq!((st, b["outcome"].as_str()), (StatusCode::OK, Some("ignored")), "{b}");
+    assert_eq!(refs(&w), before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replayed_signed_delivery_does_nothing() {
+    let (w, gh, s) = github_world();
+    let before = refs(&w);
+    // A pull request closed unmerged, delivered twice with the same id.
+    let body = serde_json::to_vec(&json!({
+        "action": "closed",
+        "pull_request": { "merged": false, "head": { "ref": "rollback/checkout/prod/rb-0123456789ab",
+            "sha": "0".repeat(40), "repo": { "full_name": "acme/config" } } },
+        "repository": { "full_name": "acme/config" },
+        "sender": { "login": "carol" },
+    }))
+    .unwrap();
+    let (st, _, first) = s.send(gh_delivery("pull_request", &body, None, "replayed-1")).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "the commit is unknown: {first}");
+    let (st, _, b) = s.send(gh_delivery("pull_request", &body, None, "replayed-1")).await;
+    assert_eq!((st, b["outcome"].as_str()), (StatusCode::OK, Some("ignored")), "{b}");
+    assert!(b["reason"].as_str().unwrap().contains("received before"), "{b}");
+    drop(gh);
+    assert_eq!(refs(&w), before, "a closed PR of an unknown commit recorded nothing");
+}
