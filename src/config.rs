@@ -207,12 +207,30 @@ pub struct GitConfig {
     /// Retries when the branch moved between fetch and push. Default: 5.
     #[serde(default = "default_push_retries")]
     pub push_retries: u32,
+    /// Connecting to a network origin gives up after this. Default: `10s`.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Duration,
+    /// A network origin that sends or takes nothing for this long is given up on. Default: `30s`.
+    #[serde(default = "default_io_timeout")]
+    pub io_timeout: Duration,
 }
 
 impl Default for GitConfig {
     fn default() -> Self {
-        GitConfig { fetch_freshness: default_fetch_freshness(), push_retries: default_push_retries() }
+        GitConfig {
+            fetch_freshness: default_fetch_freshness(),
+            push_retries: default_push_retries(),
+            connect_timeout: default_connect_timeout(),
+            io_timeout: default_io_timeout(),
+        }
     }
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_io_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 
 fn default_listen() -> String {

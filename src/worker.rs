@@ -92,6 +92,8 @@ pub struct Shared {
     /// The policies and input rules in force, for answering at the edge what no policy acts on.
     triager: RwLock<Arc<Triager>>,
     ready: AtomicBool,
+    /// Why the last fetch from the origin failed, while it keeps failing.
+    origin_error: RwLock<Option<String>>,
     depth: AtomicUsize,
 }
 
@@ -104,9 +106,19 @@ impl Shared {
         self.triager.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// The mirror has been fetched and the index built at least once.
+    /// The mirror has been fetched and the index built at least once, and the origin answered
+    /// the last fetch.
     pub fn ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.ready.load(Ordering::Acquire) && self.origin_error().is_none()
+    }
+
+    /// Why the origin cannot be reached now, if it cannot.
+    pub fn origin_error(&self) -> Option<String> {
+        self.origin_error.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_origin_error(&self, error: Option<String>) {
+        *self.origin_error.write().unwrap_or_else(|e| e.into_inner()) = error;
     }
 
     pub fn queue_depth(&self) -> usize {
@@ -163,8 +175,11 @@ fn failed(e: &EngineError) -> JobResult {
 }
 
 fn run(mut engine: Engine, rx: Receiver<Job>, shared: Arc<Shared>, refresh: Duration) {
-    // Until the first fetch succeeds, try again soon rather than after a full refresh interval.
+    // Until the first fetch succeeds, and while the origin fails, try again soon, backing off:
+    // doubling up to the refresh interval, or up to five minutes for rejected credentials
+    // (retrying those quickly only locks accounts and floods logs).
     let mut wait = Duration::from_millis(0);
+    let mut failures = 0u32;
     loop {
         match rx.recv_timeout(wait) {
             Ok(job) => {
@@ -172,7 +187,8 @@ fn run(mut engine: Engine, rx: Receiver<Job>, shared: Arc<Shared>, refresh: Dura
                 metrics::queue_depth(shared.queue_depth());
                 // A bug in one job must not take the writer down with it: its sender sees the
                 // reply dropped (503, retry) and the next job runs.
-                let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| process(&mut engine, job)));
+                let handled =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| process(&mut engine, &shared, job)));
                 if handled.is_err() {
                     tracing::error!("a job panicked; the writer carries on");
                 }
@@ -185,20 +201,40 @@ fn run(mut engine: Engine, rx: Receiver<Job>, shared: Arc<Shared>, refresh: Dura
                 return;
             }
         }
-        wait = if shared.ready() { refresh } else { Duration::from_secs(1) };
+        wait = match shared.origin_error() {
+            None if shared.ready() => {
+                failures = 0;
+                refresh
+            }
+            None => Duration::from_secs(1),
+            Some(error) => {
+                failures = failures.saturating_add(1);
+                let cap = if is_auth_failure(&error) { Duration::from_secs(300) } else { refresh };
+                Duration::from_secs(1u64 << failures.min(9)).min(cap.max(Duration::from_secs(1)))
+            }
+        };
     }
 }
 
-fn process(engine: &mut Engine, job: Job) {
+fn is_auth_failure(error: &str) -> bool {
+    let e = error.to_ascii_lowercase();
+    e.contains("authentication") || e.contains("credentials") || e.contains("401") || e.contains("403")
+}
+
+fn process(engine: &mut Engine, shared: &Shared, job: Job) {
     match job {
         Job::Handle { event, reply } => {
             let source = event.source;
             let result = match engine.handle(&event, &Options::default()) {
                 Ok(report) => {
+                    shared.set_origin_error(None);
                     metrics::handled(&event, &report, engine.now());
                     JobResult::Report(Box::new(report))
                 }
                 Err(e) => {
+                    if matches!(e, EngineError::Git(crate::git::GitError::Unreachable { .. })) {
+                        shared.set_origin_error(Some(e.to_string()));
+                    }
                     warn!(trigger = %event.trigger(), error = %e, "event failed");
                     metrics::event_failed(source);
                     failed(&e)
@@ -245,16 +281,32 @@ fn process(engine: &mut Engine, job: Job) {
 }
 
 /// Publishes the audit index; `fetch` also brings the mirror up to date first (idle refresh).
+/// A failing origin is logged when it starts failing, when the reason changes, and when it
+/// recovers, never once per attempt.
 fn publish(engine: &mut Engine, shared: &Shared, fetch: bool) {
     let records = if fetch { engine.history().map(|i| i.records().to_vec()) } else { engine.audit_records() };
     match records {
         Ok(records) => {
             *shared.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Snapshot::new(records));
+            if fetch && shared.origin_error().is_some() {
+                info!("the config repo can be reached again");
+                shared.set_origin_error(None);
+            }
             if !shared.ready.swap(true, Ordering::AcqRel) {
                 info!("mirror fetched, ready");
             }
         }
-        Err(e) => warn!(error = %e, "refreshing the mirror failed"),
+        Err(e) => {
+            let error = e.to_string();
+            if fetch && e.is_transient() {
+                if shared.origin_error().as_deref() != Some(error.as_str()) {
+                    warn!(%error, "the config repo cannot be reached; retrying with backoff");
+                }
+                shared.set_origin_error(Some(error));
+            } else {
+                warn!(%error, "refreshing the mirror failed");
+            }
+        }
     }
 }
 

@@ -389,3 +389,105 @@ async fn a_replayed_signed_delivery_does_nothing() {
     drop(gh);
     assert_eq!(refs(&w), before, "a closed PR of an unknown commit recorded nothing");
 }
+
+mod round_trip {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+        /// Whatever text arrives in the free-text fields (alert summary and description, a
+        /// bad commit's message), `history --json` reads back exactly the id, service, env,
+        /// trigger and actor that were written.
+        #[test]
+        fn history_reads_back_exactly_what_was_written(
+            summary in any::<String>(),
+            description in any::<String>(),
+            commit_message in any::<String>(),
+        ) {
+            let w = World::new();
+            // git keeps a message as a C string.
+            let commit_message = format!("Deploy {}", commit_message.replace('\0', " "));
+            let manifest = manifest("checkout", "prod", &image("checkout", "1.5.0"));
+            w.commit_files(&commit_message, &[(&path("checkout", "prod"), Some(&manifest))], 10);
+            let mut event = w.alert("checkout", "prod", "prop");
+            event.annotations.insert("summary".into(), summary);
+            event.annotations.insert("description".into(), description);
+            let report = w.engine().handle(&event, &Options::default()).unwrap();
+            let Outcome::RolledBack { rollback } = &report.outcome else { panic!("{:?}", report.outcome) };
+            let records = w.engine().history().unwrap().records().to_vec();
+            let json = serde_json::to_value(&records).unwrap();
+            prop_assert_eq!(json.as_array().unwrap().len(), 1);
+            let r = &json[0];
+            prop_assert_eq!(r["id"].as_str(), Some(rollback.id.as_str()));
+            prop_assert_eq!(r["service"].as_str(), Some("checkout"));
+            prop_assert_eq!(r["env"].as_str(), Some("prod"));
+            let trigger = event.trigger();
+            prop_assert_eq!(r["trigger"].as_str(), Some(trigger.as_str()));
+            prop_assert_eq!(r["actor"].as_str(), Some("alertmanager"));
+        }
+    }
+}
+
+/// A TCP front for the origin's `git daemon` that, while `stuck`, accepts connections and never
+/// answers: an origin that hangs rather than refuses.
+struct Front {
+    port: u16,
+    stuck: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+fn front(to: u16) -> Front {
+    use std::sync::atomic::Ordering;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let stuck = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let s = stuck.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            if s.load(Ordering::SeqCst) {
+                held.push(conn);
+                continue;
+            }
+            let Ok(upstream) = std::net::TcpStream::connect(("127.0.0.1", to)) else { continue };
+            let (mut a, mut b) = (conn.try_clone().unwrap(), upstream.try_clone().unwrap());
+            let (mut c, mut d) = (conn, upstream);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut a, &mut b);
+                let _ = b.shutdown(std::net::Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut d, &mut c);
+                let _ = c.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    Front { port, stuck }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stuck_origin_makes_the_service_unready_and_senders_retry_until_it_recovers() {
+    let w = World::new();
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let d = daemon(&w);
+    let f = front(d.port);
+    let cfg = std::fs::read_to_string(w.config_path())
+        .unwrap()
+        .replace(&format!("127.0.0.1:{}/", d.port), &format!("127.0.0.1:{}/", f.port));
+    std::fs::write(w.config_path(), cfg).unwrap();
+    let s = server(&w, "git: { connect_timeout: 1s, io_timeout: 1s }\nserver: { refresh_interval: 1s }\n");
+    wait_for("a fetch to time out", 30, || s.worker.shared().origin_error().is_some());
+    let (st, _, _) = s.send(Request::get("/readyz").body(Body::empty()).unwrap()).await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE);
+    let (st, headers, b) = s.send(am(prod_alert("checkout"))).await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{b}");
+    assert!(headers.contains_key("retry-after"));
+    assert!(w.git(&["tag", "-l", "rollback/*"]).is_empty());
+
+    f.stuck.store(false, std::sync::atomic::Ordering::SeqCst);
+    wait_for("the writer to recover", 60, || s.worker.shared().ready());
+    let (st, _, b) = s.send(am(prod_alert("checkout"))).await;
+    assert_eq!((st, b["outcome"].as_str()), (StatusCode::OK, Some("rolled_back")), "{b}");
+}

@@ -144,6 +144,7 @@ impl ConfigRepo {
         // The mirror is ours, fetched from a trusted origin; re-hashing every object on read
         // (libgit2's default, not git's) was a third of the cost of planning.
         git2::opts::strict_hash_verification(false);
+        transport::set_timeouts(config.git.connect_timeout.as_std(), config.git.io_timeout.as_std());
         let repo = match Repository::open_bare(&mirror_dir) {
             Ok(r) => r,
             Err(_) => match transport::local_path(&config.repo.url) {
@@ -558,6 +559,11 @@ impl ConfigRepo {
     pub fn any_path_matches(&self, set: &PathSet) -> Result<bool, GitError> {
         let head = self.repo.find_commit(self.head_oid()?)?;
         Ok(!set.files_in(&self.repo, &head.tree()?)?.is_empty())
+    }
+
+    /// Whether the origin is a path on this machine: written directly, so its hooks never run.
+    pub fn origin_is_local(&self) -> bool {
+        transport::local_path(&self.url).is_some()
     }
 
     /// Direct access for tests and the demo, which build repositories.

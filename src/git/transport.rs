@@ -15,6 +15,20 @@ use super::{GitError, PushResult};
 use crate::config::redact_url;
 use crate::secret::SecretString;
 
+/// Sets libgit2's connect and socket timeouts, so a stuck origin fails a fetch or push in bounded
+/// time instead of holding the writer. They are process-wide in libgit2; every mirror of this
+/// process shares the last values set.
+#[allow(unsafe_code)]
+pub(super) fn set_timeouts(connect: std::time::Duration, io: std::time::Duration) {
+    let ms = |d: std::time::Duration| i32::try_from(d.as_millis()).unwrap_or(i32::MAX).max(1);
+    // SAFETY: these only store an int in libgit2's global settings; libgit2 reads it when it
+    // opens a socket.
+    unsafe {
+        let _ = git2::opts::set_server_connect_timeout_in_milliseconds(ms(connect));
+        let _ = git2::opts::set_server_timeout_in_milliseconds(ms(io));
+    }
+}
+
 /// Credentials for the origin, loaded once at start.
 #[derive(Clone, Debug, Default)]
 pub struct Auth {

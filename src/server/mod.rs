@@ -234,7 +234,7 @@ enum Pending {
     },
     Busy {
         trigger: String,
-        why: &'static str,
+        why: String,
     },
 }
 
@@ -242,8 +242,8 @@ impl AppState {
     fn submit(&self, trigger: String, job: Job, rx: oneshot::Receiver<JobResult>) -> Pending {
         match self.0.worker.submit(job) {
             Ok(()) => Pending::Waiting { trigger, rx },
-            Err(QueueError::Full) => Pending::Busy { trigger, why: "queue full" },
-            Err(QueueError::Stopped) => Pending::Busy { trigger, why: "shutting down" },
+            Err(QueueError::Full) => Pending::Busy { trigger, why: "queue full".into() },
+            Err(QueueError::Stopped) => Pending::Busy { trigger, why: "shutting down".into() },
         }
     }
 
@@ -258,6 +258,10 @@ impl AppState {
                 let o = worker::duplicate_from_snapshot(r, &trigger);
                 return Pending::Ready(answer(&trigger, &o));
             }
+        }
+        // A stuck or unreachable origin answers at once: the sender retries, nothing queues.
+        if let Some(error) = self.0.worker.shared().origin_error() {
+            return Pending::Busy { trigger, why: format!("{error}; retry later") };
         }
         match self.0.worker.shared().triager().triage(&event) {
             Triage::Answer(o) => return Pending::Ready(answer(&trigger, &o)),
@@ -287,13 +291,7 @@ impl AppState {
                 }
                 Pending::Busy { trigger, why } => {
                     retry = true;
-                    Answer {
-                        trigger,
-                        outcome: "unavailable".into(),
-                        rollback_id: None,
-                        commit: None,
-                        reason: why.into(),
-                    }
+                    Answer { trigger, outcome: "unavailable".into(), rollback_id: None, commit: None, reason: why }
                 }
                 Pending::Waiting { trigger, rx } => match tokio::time::timeout_at(deadline, rx).await {
                     Ok(Ok(JobResult::Report(report))) => answer(&trigger, &report.outcome),
@@ -374,10 +372,11 @@ async fn healthz() -> Response {
 }
 
 async fn readyz(State(st): State<AppState>) -> Response {
-    if st.0.worker.shared().ready() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        error(StatusCode::SERVICE_UNAVAILABLE, "the config repo has not been fetched yet")
+    let shared = st.0.worker.shared();
+    match shared.origin_error() {
+        _ if shared.ready() => (StatusCode::OK, "ready\n").into_response(),
+        Some(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e),
+        None => error(StatusCode::SERVICE_UNAVAILABLE, "the config repo has not been fetched yet"),
     }
 }
 
