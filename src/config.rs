@@ -64,6 +64,19 @@ pub struct ServerConfig {
     /// How often the mirror is fetched while idle, to see other replicas' rollbacks. Default: `30s`.
     #[serde(default = "default_refresh")]
     pub refresh_interval: Duration,
+    /// Connections open at once; more wait in the kernel's backlog. Default: 1024.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// A connection that has not sent a request's headers within this is closed. Default: `10s`.
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout: Duration,
+}
+
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 impl Default for ServerConfig {
@@ -74,6 +87,8 @@ impl Default for ServerConfig {
             response_deadline: default_response_deadline(),
             queue: default_queue(),
             refresh_interval: default_refresh(),
+            max_connections: default_max_connections(),
+            header_read_timeout: default_header_read_timeout(),
         }
     }
 }
@@ -435,7 +450,7 @@ impl Config {
 
 /// Whether a repo URL names a network remote (`https://`, `ssh://`, `git://`, `git@host:path`)
 /// rather than a path on this machine (`file://` counts as a path).
-pub(crate) fn looks_like_url(s: &str) -> bool {
+pub fn looks_like_url(s: &str) -> bool {
     (s.contains("://") && !s.starts_with("file://")) || (s.contains('@') && s.contains(':'))
 }
 

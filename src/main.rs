@@ -387,7 +387,9 @@ fn run_serve(config_path: &Path, listen: Option<String>, banner: Option<String>)
     let engine = Engine::new(config.clone(), secrets.clone(), clock.clone())?;
     let (handle, writer) = worker::spawn(engine, config.server.queue, config.server.refresh_interval.as_std());
     let state = server::AppState::new(&config, &secrets, handle, clock);
-    let app = server::app(state, &server::HttpSettings::from_config(&config));
+    let settings = server::HttpSettings::from_config(&config);
+    let app = server::app(state, &settings);
+    let local_origin = origin_is_local(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let (listener, addr) = server::bind(&listen).await.with_context(|| format!("cannot listen on {listen}"))?;
@@ -397,12 +399,22 @@ fn run_serve(config_path: &Path, listen: Option<String>, banner: Option<String>)
         }
         use std::io::Write as _;
         std::io::stdout().flush()?;
-        axum::serve(listener, app).with_graceful_shutdown(server::shutdown_signal()).await?;
+        if local_origin {
+            tracing::warn!(
+                "repo.url is a path on this machine: pushes are written directly and the origin's hooks never run; use it for demos and tests, not production"
+            );
+        }
+        server::serve(listener, app, settings.limits, server::shutdown_signal()).await?;
         anyhow::Ok(())
     })?;
     // Every handle to the writer is gone with the router: it finishes what is queued and stops.
     writer.join().map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
     Ok(0)
+}
+
+/// Whether the config repo is a path on this machine rather than a network remote.
+fn origin_is_local(config: &Config) -> bool {
+    !rollbackd::config::looks_like_url(&config.repo.url)
 }
 
 fn run_demo(dir: &Path, no_serve: bool, listen: Option<String>) -> anyhow::Result<u8> {

@@ -47,10 +47,28 @@ fn seconds_between(a: Timestamp, b: Timestamp) -> f64 {
     b.duration_since(a).as_secs_f64().max(0.0)
 }
 
-/// After the writer handled an event.
+/// How many distinct service/env pairs get their own series; later ones are counted as `other`,
+/// so `/metrics` stays bounded whatever names senders manage to get past the policies.
+const MAX_TARGETS: usize = 500;
+
+fn target_labels(service: &str, env: &str) -> (String, String) {
+    static SEEN: OnceLock<std::sync::Mutex<std::collections::HashSet<(String, String)>>> = OnceLock::new();
+    let mut seen = SEEN.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    let key = (service.to_string(), env.to_string());
+    if seen.contains(&key) || seen.len() < MAX_TARGETS {
+        seen.insert(key.clone());
+        return key;
+    }
+    ("other".into(), "other".into())
+}
+
+/// After the writer handled an event. Service and env are the validated target's.
 pub fn handled(event: &Event, report: &Report, now: Timestamp) {
     let (service, env, mode) = match (&report.decision.target, report.decision.mode) {
-        (Some(t), Some(m)) => (t.service.clone(), t.env.clone(), m.to_string()),
+        (Some(t), Some(m)) => {
+            let (service, env) = target_labels(&t.service, &t.env);
+            (service, env, m.to_string())
+        }
         _ => return,
     };
     counter!(

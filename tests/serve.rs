@@ -350,3 +350,27 @@ fn demo_end_to_end_propose_then_approve_from_the_cli() {
     assert_eq!(prod["outcome"], "rolled_back", "{prod}");
     assert!(git(&["show", "main:apps/checkout/prod/deployment.yaml"]).contains("1.4.2"));
 }
+
+#[test]
+fn idle_and_trickling_connections_cannot_take_healthz_down() {
+    let w = World::new();
+    with_alertmanager_source(&w, "server: { header_read_timeout: 1s, max_connections: 64 }\n");
+    let s = serve(&w, "data");
+    let addr = s.url.strip_prefix("http://").unwrap().to_string();
+    // 300 connections that never send a byte, and one that sends half a request line.
+    let idle: Vec<std::net::TcpStream> = (0..300).map(|_| std::net::TcpStream::connect(&addr).unwrap()).collect();
+    let mut trickle = std::net::TcpStream::connect(&addr).unwrap();
+    use std::io::{Read, Write};
+    trickle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").unwrap();
+    // The listener keeps answering: the idle ones are closed after the header timeout, and
+    // the cap keeps the rest waiting in the backlog meanwhile.
+    wait_for("/healthz", 30, || get(&format!("{}/healthz", s.url)).map(|(st, _)| st == 200).unwrap_or(false));
+    // The trickling client was cut off, not served.
+    trickle.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut buf = Vec::new();
+    let closed = trickle.read_to_end(&mut buf);
+    assert!(closed.is_ok(), "the server never closed the trickling connection: {closed:?}");
+    let text = String::from_utf8_lossy(&buf);
+    assert!(!text.contains("200 OK"), "{text}");
+    drop(idle);
+}

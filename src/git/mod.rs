@@ -561,11 +561,6 @@ impl ConfigRepo {
         Ok(!set.files_in(&self.repo, &head.tree()?)?.is_empty())
     }
 
-    /// Whether the origin is a path on this machine: written directly, so its hooks never run.
-    pub fn origin_is_local(&self) -> bool {
-        transport::local_path(&self.url).is_some()
-    }
-
     /// Direct access for tests and the demo, which build repositories.
     pub fn raw(&self) -> &Repository {
         &self.repo

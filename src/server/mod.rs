@@ -5,7 +5,10 @@
 mod alertmanager;
 pub mod auth;
 mod github;
+mod listener;
 mod slack;
+
+pub use listener::{Limits, serve};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -122,6 +125,7 @@ pub struct HttpSettings {
     pub body_limit: usize,
     pub request_timeout: Duration,
     pub response_deadline: Duration,
+    pub limits: Limits,
 }
 
 impl HttpSettings {
@@ -130,6 +134,10 @@ impl HttpSettings {
             body_limit: config.server.body_limit,
             request_timeout: config.server.request_timeout.as_std(),
             response_deadline: config.server.response_deadline.as_std(),
+            limits: Limits {
+                max_connections: config.server.max_connections,
+                header_read_timeout: config.server.header_read_timeout.as_std(),
+            },
         }
     }
 }
