@@ -51,6 +51,13 @@ fn serve(w: &World, data_dir: &str) -> Serve {
 
 /// Runs `rollbackd --config <config> serve` on a free port and waits until it is ready.
 fn start_serve(config: &std::path::Path) -> Serve {
+    let s = spawn_serve(config);
+    wait_for("readyz", 30, || get(&format!("{}/readyz", s.url)).map(|(st, _)| st == 200).unwrap_or(false));
+    s
+}
+
+/// Runs `rollbackd --config <config> serve` on a free port, ready or not.
+fn spawn_serve(config: &std::path::Path) -> Serve {
     let mut child = Command::new(env!("CARGO_BIN_EXE_rollbackd"))
         .arg("--config")
         .arg(config)
@@ -64,9 +71,7 @@ fn start_serve(config: &std::path::Path) -> Serve {
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let url =
         line.trim().strip_prefix("rollbackd listening on ").unwrap_or_else(|| panic!("unexpected: {line}")).to_string();
-    let s = Serve { child, url };
-    wait_for("readyz", 30, || get(&format!("{}/readyz", s.url)).map(|(st, _)| st == 200).unwrap_or(false));
-    s
+    Serve { child, url }
 }
 
 fn agent() -> ureq::Agent {
@@ -373,4 +378,75 @@ fn idle_and_trickling_connections_cannot_take_healthz_down() {
     let text = String::from_utf8_lossy(&buf);
     assert!(!text.contains("200 OK"), "{text}");
     drop(idle);
+}
+
+/// A TCP front for the origin's `git daemon` that, while `stuck`, accepts connections and never
+/// answers: an origin that hangs rather than refuses.
+struct Front {
+    port: u16,
+    stuck: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+fn front(to: u16) -> Front {
+    use std::sync::atomic::Ordering;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let stuck = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let s = stuck.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            if s.load(Ordering::SeqCst) {
+                held.push(conn);
+                continue;
+            }
+            let Ok(upstream) = std::net::TcpStream::connect(("127.0.0.1", to)) else { continue };
+            let (mut a, mut b) = (conn.try_clone().unwrap(), upstream.try_clone().unwrap());
+            let (mut c, mut d) = (conn, upstream);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut a, &mut b);
+                let _ = b.shutdown(std::net::Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut d, &mut c);
+                let _ = c.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    Front { port, stuck }
+}
+
+#[test]
+fn a_stuck_origin_makes_the_service_unready_and_senders_retry_until_it_recovers() {
+    let w = World::new();
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let d = daemon(&w);
+    let f = front(d.port);
+    let cfg = std::fs::read_to_string(w.config_path())
+        .unwrap()
+        .replace(&format!("127.0.0.1:{}/", d.port), &format!("127.0.0.1:{}/", f.port));
+    std::fs::write(w.config_path(), cfg).unwrap();
+    with_alertmanager_source(&w, "git: { connect_timeout: 1s, io_timeout: 1s }\nserver: { refresh_interval: 1s }\n");
+    let path = w.root().join("rollbackd-stuck.yaml");
+    std::fs::write(&path, std::fs::read_to_string(w.config_path()).unwrap()).unwrap();
+    let s = spawn_serve(&path);
+    let readyz = || get(&format!("{}/readyz", s.url)).unwrap();
+    wait_for("a fetch to time out", 30, || readyz().1.contains("cannot reach"));
+    assert_eq!(readyz().0, 503);
+    let r = agent()
+        .post(format!("{}/webhooks/alertmanager", s.url))
+        .header("Authorization", format!("Bearer {TOKEN}"))
+        .header("Content-Type", "application/json")
+        .send(alert("stuck"))
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(rollback_commits(&w), 0);
+
+    f.stuck.store(false, std::sync::atomic::Ordering::SeqCst);
+    wait_for("the writer to recover", 60, || readyz().0 == 200);
+    let (status, body) = post_alert(&s.url, &alert("stuck")).unwrap();
+    assert_eq!((status, body["outcome"].as_str()), (200, Some("rolled_back")), "{body}");
+    assert_eq!(rollback_commits(&w), 1);
 }

@@ -21,6 +21,7 @@ pub use paths::PathSet;
 pub use planner::{PlanRequest, Planned};
 pub use trailers::Trailers;
 pub use transport::Auth;
+use transport::Update;
 
 use crate::config::{Config, Identity, redact_url};
 use crate::plan::Sha;
@@ -272,8 +273,8 @@ impl ConfigRepo {
         Ok(sha(self.repo.tag_annotation_create(name, &target, &sig, message)?))
     }
 
-    /// Publishes a commit to the origin (compare-and-swap on the branch), then its tag. The
-    /// mirror's refs follow the origin only once the origin has accepted.
+    /// Publishes a commit to the origin (compare-and-swap on the branch) together with its tag,
+    /// in one push. The mirror's refs follow the origin only once the origin has accepted.
     pub fn publish(
         &mut self,
         commit: &Sha,
@@ -286,29 +287,31 @@ impl ConfigRepo {
         };
         let branch_ref = format!("refs/heads/{branch}");
         let new = oid(commit)?;
-        match transport::push_ref(&self.repo, &self.url, &self.auth, &branch_ref, new, expected)? {
-            PushResult::Moved => return Ok(PushResult::Moved),
-            PushResult::Pushed => {}
+        let tag = tag.map(|(name, id)| Ok::<_, GitError>((format!("refs/tags/{name}"), oid(id)?))).transpose()?;
+        // The branch and the tag that names the commit go in one push: the commit is never on
+        // the origin without its tag, and the tag never without the commit on the branch.
+        let mut updates = vec![Update { refname: &branch_ref, new: Some(new), expected, rewrite: false }];
+        if let Some((tag_ref, tag_oid)) = &tag {
+            updates.push(Update { refname: tag_ref, new: Some(*tag_oid), expected: None, rewrite: false });
+        }
+        if transport::push_refs(&self.repo, &self.url, &self.auth, &updates)? == PushResult::Moved {
+            return Ok(PushResult::Moved);
         }
         self.repo.reference(&branch_ref, new, true, "rollbackd: pushed")?;
-        if let Some((name, tag_id)) = tag {
-            let tag_ref = format!("refs/tags/{name}");
-            let tag_oid = oid(tag_id)?;
-            // The commit is on the branch already and carries every trailer, so a tag that fails
-            // to push loses no audit data; it is reported and can be pushed again.
-            match transport::push_ref(&self.repo, &self.url, &self.auth, &tag_ref, tag_oid, None) {
-                Ok(PushResult::Pushed) => {
-                    self.repo.reference(&tag_ref, tag_oid, true, "rollbackd: pushed")?;
-                }
-                Ok(PushResult::Moved) => {
-                    tracing::warn!(tag = name, "tag already exists on the origin")
-                }
-                Err(e) => {
-                    tracing::warn!(tag = name, error = %e, "rollback pushed but its tag was not")
-                }
-            }
+        if let Some((tag_ref, tag_oid)) = &tag {
+            self.repo.reference(tag_ref, *tag_oid, true, "rollbackd: pushed")?;
         }
         Ok(PushResult::Pushed)
+    }
+
+    /// Sets `refname` on the origin to `new` if it currently is `expected` (`None`: must not exist).
+    fn push_one(&self, refname: &str, new: Oid, expected: Option<Oid>) -> Result<PushResult, GitError> {
+        transport::push_refs(
+            &self.repo,
+            &self.url,
+            &self.auth,
+            &[Update { refname, new: Some(new), expected, rewrite: false }],
+        )
     }
 
     /// Adds a note (in `refs/notes/rollbackd`) to `commit` and pushes it, compare-and-swap on the
@@ -326,7 +329,7 @@ impl ConfigRepo {
             let sig = self.signature(at)?;
             self.repo.note(&sig, &sig, Some(NOTES_REF), target, text, false)?;
             let new = self.repo.refname_to_id(NOTES_REF)?;
-            match transport::push_ref(&self.repo, &self.url, &self.auth, NOTES_REF, new, expected) {
+            match self.push_one(NOTES_REF, new, expected) {
                 Ok(PushResult::Pushed) => return Ok(true),
                 other => {
                     // Put the local ref back; the next fetch would overwrite it anyway.
@@ -366,7 +369,7 @@ impl ConfigRepo {
         }
         let tag = self.create_tag(name, &sha(commit.id()), message, at)?;
         let tag_oid = oid(&tag)?;
-        match transport::push_ref(&self.repo, &self.url, &self.auth, &tag_ref, tag_oid, None)? {
+        match self.push_one(&tag_ref, tag_oid, None)? {
             PushResult::Pushed => {
                 self.repo.reference(&tag_ref, tag_oid, true, "rollbackd: pushed")?;
                 Ok(true)
@@ -436,7 +439,7 @@ impl ConfigRepo {
             let sig = self.signature(at)?;
             self.repo.note(&sig, &sig, Some(APPROVALS_REF), target, &text, true)?;
             let new = self.repo.refname_to_id(APPROVALS_REF)?;
-            match transport::push_ref(&self.repo, &self.url, &self.auth, APPROVALS_REF, new, expected)? {
+            match self.push_one(APPROVALS_REF, new, expected)? {
                 PushResult::Pushed => return Ok(()),
                 PushResult::Moved => {
                     if let Some(old) = expected {
@@ -474,7 +477,8 @@ impl ConfigRepo {
     pub fn replace_branch(&mut self, name: &str, new: &Sha, expected: &Sha) -> Result<PushResult, GitError> {
         let refname = format!("refs/heads/{name}");
         let (new, old) = (oid(new)?, oid(expected)?);
-        let r = transport::push_ref_with(&self.repo, &self.url, &self.auth, &refname, new, Some(old), true)?;
+        let update = Update { refname: &refname, new: Some(new), expected: Some(old), rewrite: true };
+        let r = transport::push_refs(&self.repo, &self.url, &self.auth, &[update])?;
         if r == PushResult::Pushed {
             self.repo.reference(&refname, new, true, "rollbackd: proposal replayed")?;
         }
@@ -489,7 +493,8 @@ impl ConfigRepo {
     /// Deletes a branch on the origin if it still points at `expected`, and in the mirror.
     pub fn delete_branch(&mut self, name: &str, expected: &Sha) -> Result<PushResult, GitError> {
         let refname = format!("refs/heads/{name}");
-        let r = transport::delete_ref(&self.repo, &self.url, &self.auth, &refname, oid(expected)?)?;
+        let update = Update { refname: &refname, new: None, expected: Some(oid(expected)?), rewrite: false };
+        let r = transport::push_refs(&self.repo, &self.url, &self.auth, &[update])?;
         if r == PushResult::Pushed
             && let Ok(mut local) = self.repo.find_reference(&refname)
         {
@@ -534,7 +539,7 @@ impl ConfigRepo {
             let sig = self.signature(at)?;
             let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
             let id = self.repo.commit(None, &sig, &sig, message, &tree, &parents)?;
-            match transport::push_ref(&self.repo, &self.url, &self.auth, FREEZES_REF, id, expected)? {
+            match self.push_one(FREEZES_REF, id, expected)? {
                 PushResult::Pushed => {
                     self.repo.reference(FREEZES_REF, id, true, "rollbackd: freezes")?;
                     return Ok(result);

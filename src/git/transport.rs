@@ -1,10 +1,15 @@
 //! Talking to the origin: fetch into the mirror, and compare-and-swap pushes.
 //!
-//! Network remotes get a real push: receive-pack compares the old value under a lock, and a
-//! refusal (hook, protected branch) comes back only through `push_update_reference`, which is
-//! why that callback is always installed and read. Local remotes (paths, `file://`) are written
-//! directly: libgit2's local transport overwrites refs without comparing, so we copy the missing
-//! objects and update the ref with `reference_matching`, which is atomic.
+//! Network remotes get a real compare-and-swap: one connection reads the origin's advertisement,
+//! compares it with the values we planned against, and pushes on that same connection, so the
+//! old value libgit2 sends for each ref is exactly the one we checked, and receive-pack refuses
+//! the update under its lock if the ref moved since. The `+` a rewrite needs only lifts libgit2's
+//! client-side fast-forward check; it never overwrites a value we did not see. A refusal (hook,
+//! protected branch) comes back only through `push_update_reference`, which is why that callback
+//! is always installed and read. Every ref of one write (a rollback commit's branch and its tag)
+//! goes in one push. Local remotes (paths, `file://`) are written directly: libgit2's local
+//! transport overwrites refs without comparing, so we copy the missing objects and update each
+//! ref with `reference_matching`, which is atomic.
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -98,40 +103,29 @@ pub(super) fn local_path(url: &str) -> Option<PathBuf> {
     (!crate::config::looks_like_url(url)).then(|| PathBuf::from(url))
 }
 
-/// Deletes `refname` on the origin if it currently is `expected`.
-pub(super) fn delete_ref(
+/// One ref update of a push: `refname` becomes `new` (`None`: deleted) if it currently is
+/// `expected` (`None`: it must not exist).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Update<'a> {
+    pub refname: &'a str,
+    pub new: Option<Oid>,
+    pub expected: Option<Oid>,
+    /// `new` need not descend from `expected` (a proposal replayed onto a moved branch).
+    pub rewrite: bool,
+}
+
+/// Applies `updates` on the origin, each compare-and-swap on its expected value. `Moved` when
+/// the first that does not match is found before anything is written (local) or when the
+/// origin's advertisement or receive-pack says a ref moved (network); nothing is written then.
+pub(super) fn push_refs(
     repo: &Repository,
     url: &str,
     auth: &Auth,
-    refname: &str,
-    expected: Oid,
+    updates: &[Update<'_>],
 ) -> Result<PushResult, GitError> {
     match local_path(url) {
-        Some(path) => {
-            let origin = Repository::open_bare(&path).map_err(|e| unreachable(url, &e))?;
-            let Ok(mut r) = origin.find_reference(refname) else { return Ok(PushResult::Moved) };
-            if r.target() != Some(expected) {
-                return Ok(PushResult::Moved);
-            }
-            r.delete().map_err(|e| GitError::Refused {
-                url: redact_url(url),
-                refname: refname.into(),
-                message: e.message().into(),
-            })?;
-            Ok(PushResult::Pushed)
-        }
-        None => {
-            if remote_value(repo, url, auth, refname)? != Some(expected) {
-                return Ok(PushResult::Moved);
-            }
-            match send(repo, url, auth, &format!(":{refname}"))? {
-                Sent::Accepted => Ok(PushResult::Pushed),
-                Sent::NotFastForward => Ok(PushResult::Moved),
-                Sent::Rejected(message) => {
-                    Err(GitError::Refused { url: redact_url(url), refname: refname.into(), message })
-                }
-            }
-        }
+        Some(path) => push_local(repo, url, &path, updates),
+        None => push_network(repo, url, auth, updates),
     }
 }
 
@@ -144,105 +138,48 @@ fn remote_value(repo: &Repository, url: &str, auth: &Auth, refname: &str) -> Res
     Ok(value)
 }
 
-/// What the server said of one pushed refspec.
-enum Sent {
-    Accepted,
-    NotFastForward,
-    /// The server's status for the ref, with what its hooks printed.
-    Rejected(String),
-}
-
-/// Pushes one refspec. A refusal by the server (hook, protected branch) is reported by libgit2
-/// only through `push_update_reference`, so that callback is always read, and the sideband
-/// ("remote:" lines, what hooks print) is kept as the useful half of the message.
-fn send(repo: &Repository, url: &str, auth: &Auth, spec: &str) -> Result<Sent, GitError> {
-    let mut remote = repo.remote_anonymous(url).map_err(|e| unreachable(url, &e))?;
-    let rejection: RefCell<Option<String>> = RefCell::new(None);
-    let remote_text: RefCell<String> = RefCell::new(String::new());
-    let mut cb = callbacks(auth);
-    cb.push_update_reference(|_name, status| {
-        if let Some(msg) = status {
-            *rejection.borrow_mut() = Some(msg.to_string());
-        }
-        Ok(())
-    });
-    cb.sideband_progress(|data| {
-        let mut text = remote_text.borrow_mut();
-        if text.len() < 4096 {
-            text.push_str(&String::from_utf8_lossy(data));
-        }
-        true
-    });
-    let mut opts = PushOptions::new();
-    opts.remote_callbacks(cb);
-    match remote.push(&[spec], Some(&mut opts)) {
-        Ok(()) => {}
-        Err(e) if e.code() == ErrorCode::NotFastForward => return Ok(Sent::NotFastForward),
-        Err(e) => return Err(unreachable(url, &e)),
-    }
-    drop(opts);
-    let Some(mut message) = rejection.into_inner() else { return Ok(Sent::Accepted) };
-    let said = remote_text.into_inner();
-    let said = said.split(['\n', '\r']).map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" / ");
-    if !said.is_empty() {
-        message = format!("{message} (remote: {said})");
-    }
-    Ok(Sent::Rejected(message))
-}
-
-/// Sets `refname` on the origin to `new` if it currently is `expected` (`None`: must not exist).
-pub(super) fn push_ref(
-    repo: &Repository,
-    url: &str,
-    auth: &Auth,
-    refname: &str,
-    new: Oid,
-    expected: Option<Oid>,
-) -> Result<PushResult, GitError> {
-    push_ref_with(repo, url, auth, refname, new, expected, false)
-}
-
-/// Like [`push_ref`], also when `new` does not descend from `expected` (replacing a proposal
-/// branch with its replay): still compare-and-swap on `expected`.
-pub(super) fn push_ref_with(
-    repo: &Repository,
-    url: &str,
-    auth: &Auth,
-    refname: &str,
-    new: Oid,
-    expected: Option<Oid>,
-    rewrite: bool,
-) -> Result<PushResult, GitError> {
-    match local_path(url) {
-        Some(path) => push_local(repo, url, &path, refname, new, expected),
-        None => push_network(repo, url, auth, refname, new, expected, rewrite),
-    }
-}
-
-fn push_local(
-    repo: &Repository,
-    url: &str,
-    path: &Path,
-    refname: &str,
-    new: Oid,
-    expected: Option<Oid>,
-) -> Result<PushResult, GitError> {
+fn push_local(repo: &Repository, url: &str, path: &Path, updates: &[Update<'_>]) -> Result<PushResult, GitError> {
     let origin = Repository::open_bare(path).map_err(|e| unreachable(url, &e))?;
     let (src, dst) = (repo.odb()?, origin.odb()?);
-    copy_missing(repo, &src, &dst, new)?;
-    let msg = "rollbackd";
-    let result = match expected {
-        Some(old) => origin.reference_matching(refname, new, true, old, msg).map(|_| ()),
-        None => origin.reference(refname, new, false, msg).map(|_| ()),
-    };
-    match result {
-        Ok(()) => Ok(PushResult::Pushed),
-        Err(e) if matches!(e.code(), ErrorCode::Modified | ErrorCode::Exists | ErrorCode::Locked) => {
-            Ok(PushResult::Moved)
+    for u in updates {
+        if let Some(new) = u.new {
+            copy_missing(repo, &src, &dst, new)?;
         }
-        Err(e) if e.code() == ErrorCode::NotFound => Ok(PushResult::Moved),
-        Err(e) => Err(GitError::Refused { url: redact_url(url), refname: refname.into(), message: e.message().into() }),
     }
+    let refused = |refname: &str, e: git2::Error| GitError::Refused {
+        url: redact_url(url),
+        refname: refname.into(),
+        message: e.message().into(),
+    };
+    for (i, u) in updates.iter().enumerate() {
+        let msg = "rollbackd";
+        let result = match (u.new, u.expected) {
+            (Some(new), Some(old)) => origin.reference_matching(u.refname, new, true, old, msg).map(|_| ()),
+            (Some(new), None) => origin.reference(u.refname, new, false, msg).map(|_| ()),
+            (None, expected) => match origin.find_reference(u.refname) {
+                Ok(mut r) if r.target() == expected => r.delete(),
+                _ => return Ok(PushResult::Moved),
+            },
+        };
+        match result {
+            Ok(()) => {}
+            Err(e)
+                if matches!(
+                    e.code(),
+                    ErrorCode::Modified | ErrorCode::Exists | ErrorCode::Locked | ErrorCode::NotFound
+                ) =>
+            {
+                // Later refs (a rollback's tag) name what the first one (its branch) carries:
+                // once the first is written they follow it, so only a first update can lose.
+                if i == 0 {
+                    return Ok(PushResult::Moved);
+                }
+                tracing::warn!(refname = u.refname, "ref already exists on the origin");
+            }
+            Err(e) => return Err(refused(u.refname, e)),
+        }
+    }
+    Ok(PushResult::Pushed)
 }
 
 /// Copies `id` and everything it reaches that the destination lacks. Children are written
@@ -279,51 +216,109 @@ fn copy_missing(repo: &Repository, src: &git2::Odb<'_>, dst: &git2::Odb<'_>, id:
     Ok(())
 }
 
-fn push_network(
-    repo: &Repository,
-    url: &str,
-    auth: &Auth,
-    refname: &str,
-    new: Oid,
-    expected: Option<Oid>,
-    rewrite: bool,
-) -> Result<PushResult, GitError> {
-    // A push needs a local ref as its source; a scratch ref keeps the mirror's real refs
-    // untouched until the origin accepted.
-    let scratch = format!("refs/rollbackd/outgoing/{new}");
-    repo.reference(&scratch, new, true, "rollbackd: outgoing")?;
-    let result = push_network_inner(repo, url, auth, &scratch, refname, expected, rewrite);
-    if let Ok(mut r) = repo.find_reference(&scratch) {
-        let _ = r.delete();
+fn push_network(repo: &Repository, url: &str, auth: &Auth, updates: &[Update<'_>]) -> Result<PushResult, GitError> {
+    // A push needs local refs as sources; scratch refs keep the mirror's real refs untouched
+    // until the origin accepted.
+    let mut scratch = Vec::new();
+    let mut specs = Vec::new();
+    for (i, u) in updates.iter().enumerate() {
+        match u.new {
+            Some(new) => {
+                let name = format!("refs/rollbackd/outgoing/{i}-{new}");
+                repo.reference(&name, new, true, "rollbackd: outgoing")?;
+                specs.push(format!("{}{name}:{}", if u.rewrite { "+" } else { "" }, u.refname));
+                scratch.push(name);
+            }
+            None => specs.push(format!(":{}", u.refname)),
+        }
+    }
+    let result = send_checked(repo, url, auth, updates, &specs);
+    for name in scratch {
+        if let Ok(mut r) = repo.find_reference(&name) {
+            let _ = r.delete();
+        }
     }
     result
 }
 
-fn push_network_inner(
+/// One connection: the advertisement is compared with every update's expected value, and the
+/// push goes out on the same connection, carrying those values as the old ids receive-pack
+/// checks. A refusal by the server (hook, protected branch) is reported by libgit2 only through
+/// `push_update_reference`, so that callback is always read, and the sideband ("remote:" lines,
+/// what hooks print) is kept as the useful half of the message.
+fn send_checked(
     repo: &Repository,
     url: &str,
     auth: &Auth,
-    scratch: &str,
-    refname: &str,
-    expected: Option<Oid>,
-    rewrite: bool,
+    updates: &[Update<'_>],
+    specs: &[String],
 ) -> Result<PushResult, GitError> {
-    // Compare the origin's current value with what we planned against before sending anything.
-    if remote_value(repo, url, auth, refname)? != expected {
-        return Ok(PushResult::Moved);
-    }
-    // The remote's value was compared above; `+` only lifts the fast-forward rule for a rewrite.
-    let spec = format!("{}{scratch}:{refname}", if rewrite { "+" } else { "" });
-    match send(repo, url, auth, &spec)? {
-        Sent::Accepted => Ok(PushResult::Pushed),
-        Sent::NotFastForward => Ok(PushResult::Moved),
-        // The server said no. If the ref moved meanwhile that is a lost race; otherwise it is a
-        // refusal (hook, protection) that retrying cannot fix.
-        Sent::Rejected(message) => {
-            if remote_value(repo, url, auth, refname)? != expected {
+    let mut remote = repo.remote_anonymous(url).map_err(|e| unreachable(url, &e))?;
+    // refname → the server's refusal, for every ref it refused.
+    let rejections: RefCell<Vec<(String, String)>> = RefCell::new(Vec::new());
+    let remote_text: RefCell<String> = RefCell::new(String::new());
+    let pushed = {
+        let mut conn = remote
+            .connect_auth(git2::Direction::Push, Some(callbacks(auth)), None)
+            .map_err(|e| unreachable(url, &e))?;
+        let heads = conn.list().map_err(|e| unreachable(url, &e))?;
+        for u in updates {
+            let current = heads.iter().find(|h| h.name() == u.refname).map(|h| h.oid());
+            if current != u.expected {
                 return Ok(PushResult::Moved);
             }
-            Err(GitError::Refused { url: redact_url(url), refname: refname.to_string(), message })
+        }
+        let mut cb = callbacks(auth);
+        cb.push_update_reference(|name, status| {
+            if let Some(msg) = status {
+                rejections.borrow_mut().push((name.to_string(), msg.to_string()));
+            }
+            Ok(())
+        });
+        cb.sideband_progress(|data| {
+            let mut text = remote_text.borrow_mut();
+            if text.len() < 4096 {
+                text.push_str(&String::from_utf8_lossy(data));
+            }
+            true
+        });
+        let mut opts = PushOptions::new();
+        opts.remote_callbacks(cb);
+        conn.remote().push(specs, Some(&mut opts))
+    };
+    match pushed {
+        Ok(()) => {}
+        Err(e) if e.code() == ErrorCode::NotFastForward => return Ok(PushResult::Moved),
+        Err(e) => return Err(unreachable(url, &e)),
+    }
+    let rejections = rejections.into_inner();
+    let Some((_, mut message)) = rejections.first().cloned() else { return Ok(PushResult::Pushed) };
+    // libgit2 cannot ask for receive-pack's atomic mode: a ref the server accepted next to one it
+    // refused (a tag beside a refused branch) is taken back at once, compare-and-swap on what
+    // we set it to, so the origin never keeps half of a write.
+    for u in updates {
+        if rejections.iter().any(|(name, _)| name == u.refname) {
+            continue;
+        }
+        let undo = Update { refname: u.refname, new: u.expected, expected: u.new, rewrite: true };
+        let spec = match undo.new {
+            Some(_) => continue, // only creations are taken back; a rewrite is never half of a write
+            None => format!(":{}", u.refname),
+        };
+        if let Err(e) = send_checked(repo, url, auth, &[undo], &[spec]) {
+            tracing::warn!(refname = u.refname, error = %e, "could not take back half of a refused push");
         }
     }
+    let said = remote_text.into_inner();
+    let said = said.split(['\n', '\r']).map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" / ");
+    if !said.is_empty() {
+        message = format!("{message} (remote: {said})");
+    }
+    // The server said no. If the first ref moved meanwhile that is a lost race; otherwise it is
+    // a refusal (hook, protection) that retrying cannot fix.
+    let first = &updates[0];
+    if remote_value(repo, url, auth, first.refname)? != first.expected {
+        return Ok(PushResult::Moved);
+    }
+    Err(GitError::Refused { url: redact_url(url), refname: first.refname.to_string(), message })
 }
