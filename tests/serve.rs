@@ -450,3 +450,123 @@ fn a_stuck_origin_makes_the_service_unready_and_senders_retry_until_it_recovers(
     assert_eq!((status, body["outcome"].as_str()), (200, Some("rolled_back")), "{body}");
     assert_eq!(rollback_commits(&w), 1);
 }
+
+/// Every secret the suite hands rollbackd in this run, and where it could leak to.
+#[test]
+fn no_secret_reaches_logs_answers_the_data_dir_or_git() {
+    use hmac::{Hmac, Mac};
+    use sha2::Sha256;
+    const AM: &str = "am-secret-tok-7f3a";
+    const BASIC: &str = "am-basic-pw-91c2";
+    const GH: &str = "gh-hook-secret-5d1e";
+    const SLACK: &str = "slack-sign-secret-a8b4";
+    const GIT: &str = "git-token-secret-c6d0";
+    let secrets = [AM, BASIC, GH, SLACK, GIT];
+    let w = World::new();
+    let _d = daemon(&w);
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    for (file, value) in [("am", AM), ("basic", BASIC), ("gh", GH), ("slack", SLACK)] {
+        std::fs::write(w.root().join(file), format!("{value}\n")).unwrap();
+    }
+    let cfg = std::fs::read_to_string(w.config_path())
+        .unwrap()
+        .replace("  branch: main\n", "  branch: main\n  token_env: TEST_GIT_TOKEN\n");
+    let cfg = format!(
+        "{cfg}sources:\n  alertmanager:\n    bearer_tokens_file: am\n    basic_auth: {{ username: am, passwords_file: basic }}\n  github:\n    secrets_file: gh\n    workflows: [deploy]\n  slack:\n    signing_secrets_file: slack\n    response_url_prefix: http://127.0.0.1:1/\n"
+    );
+    let path = w.root().join("rollbackd-secrets.yaml");
+    std::fs::write(&path, cfg).unwrap();
+    let log = w.root().join("serve.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rollbackd"))
+        .arg("--config")
+        .arg(&path)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("ROLLBACKD_LOG", "trace")
+        .env("TEST_GIT_TOKEN", GIT)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let s = Serve { child, url: line.trim().trim_start_matches("rollbackd listening on ").to_string() };
+    wait_for("readyz", 30, || get(&format!("{}/readyz", s.url)).map(|(st, _)| st == 200).unwrap_or(false));
+
+    let mut answers = String::new();
+    let mut send = |path: &str, body: &str, headers: &[(&str, String)]| {
+        let mut r = agent().post(format!("{}{path}", s.url));
+        for (k, v) in headers {
+            r = r.header(*k, v);
+        }
+        let mut resp = r.send(body).unwrap();
+        answers.push_str(&resp.body_mut().read_to_string().unwrap_or_default());
+    };
+    let json = ("Content-Type", "application/json".to_string());
+    // Right and wrong credentials, a rollback, a bad body.
+    send("/webhooks/alertmanager", &alert("s1"), &[json.clone(), ("Authorization", format!("Bearer {AM}"))]);
+    send("/webhooks/alertmanager", &alert("s2"), &[json.clone(), ("Authorization", format!("Bearer {AM}x"))]);
+    let basic = base64_encode(&format!("am:{BASIC}"));
+    send("/webhooks/alertmanager", "{not json", &[json.clone(), ("Authorization", format!("Basic {basic}"))]);
+    let ping = r#"{"zen":"x","hook_id":1}"#;
+    let mut mac = Hmac::<Sha256>::new_from_slice(GH.as_bytes()).unwrap();
+    mac.update(ping.as_bytes());
+    let sig: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    let gh = |sig: String| {
+        vec![json.clone(), ("X-GitHub-Event", "ping".to_string()), ("X-Hub-Signature-256", format!("sha256={sig}"))]
+    };
+    send("/webhooks/github", ping, &gh(sig));
+    send("/webhooks/github", ping, &gh("00".repeat(32)));
+    let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let form = "user_id=U1&text=status&response_url=http%3A%2F%2F127.0.0.1%3A1%2Fx&trigger_id=t.1";
+    let mut mac = Hmac::<Sha256>::new_from_slice(SLACK.as_bytes()).unwrap();
+    mac.update(format!("v0:{ts}:{form}").as_bytes());
+    let sig: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    send(
+        "/webhooks/slack",
+        form,
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded".to_string()),
+            ("X-Slack-Request-Timestamp", ts.to_string()),
+            ("X-Slack-Signature", format!("v0={sig}")),
+        ],
+    );
+    assert_eq!(rollback_commits(&w), 1, "the run did real work");
+    let (_, metrics) = get(&format!("{}/metrics", s.url)).unwrap();
+    answers.push_str(&metrics);
+    drop(s);
+
+    let mut places: Vec<(String, Vec<u8>)> = vec![("answers".into(), answers.into_bytes())];
+    places.push(("the log".into(), std::fs::read(&log).unwrap()));
+    fn walk(dir: &std::path::Path, out: &mut Vec<(String, Vec<u8>)>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if let Ok(bytes) = std::fs::read(&p) {
+                out.push((p.display().to_string(), bytes));
+            }
+        }
+    }
+    walk(&w.root().join("data"), &mut places);
+    // Objects are compressed on disk: read them through git, in the origin and in the mirror.
+    for repo in [w.origin.clone(), w.root().join("data").join("mirror.git")] {
+        let objects = Command::new("git")
+            .args(["--git-dir", repo.to_str().unwrap(), "cat-file", "--batch-all-objects", "--batch"])
+            .output()
+            .unwrap();
+        assert!(objects.status.success() && !objects.stdout.is_empty());
+        places.push((format!("the objects of {}", repo.display()), objects.stdout));
+    }
+    for (place, bytes) in &places {
+        let text = String::from_utf8_lossy(bytes);
+        for secret in secrets {
+            assert!(!text.contains(secret), "{secret} found in {place}");
+        }
+    }
+    assert!(std::fs::read_to_string(&log).unwrap().lines().count() > 5, "the log was captured");
+}
+
+fn base64_encode(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
