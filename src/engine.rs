@@ -11,6 +11,7 @@ use tracing::{info, info_span, warn};
 
 use crate::clock::Clock;
 use crate::config::{Config, Secrets};
+use crate::decide::{Facts, Verdict, decide};
 use crate::decision::{Decision, Report};
 use crate::diagnostic::Diagnostic;
 use crate::event::Event;
@@ -20,7 +21,7 @@ use crate::guards;
 use crate::ident::InputRules;
 use crate::ingest::alertmanager::Resolved;
 use crate::plan::{Plan, Sha};
-use crate::policy::{Mode, OnViolation, Policy, PolicySet};
+use crate::policy::{Mode, Policy, PolicySet};
 use crate::principal::{Principal, first_admitting};
 use crate::rollback::{Delivery, Outcome, Rollback, RollbackId, RollbackRef};
 use crate::template::{COMMIT_TEMPLATE, PR_BODY_TEMPLATE, PR_TITLE_TEMPLATE, TAG_TEMPLATE, TemplateError, Templates};
@@ -182,6 +183,14 @@ impl Engine {
             return Ok(format!("{} is a proposal; nothing reached the branch to verify", r.id));
         }
         let resolved_at = resolved.resolved_at.unwrap_or(now);
+        // A resolve dated before the rollback, or in the future, verifies nothing: the note is
+        // written once and kept, so it must not record a time the sender made up.
+        if resolved_at < r.at || resolved_at > now + jiff::SignedDuration::from_mins(5) {
+            return Ok(format!(
+                "{trigger} resolved at {resolved_at}, outside {} .. now: not counted as the rollback's verification",
+                r.at
+            ));
+        }
         let ttr =
             crate::duration::Duration::from_secs(resolved_at.duration_since(resolved.started_at).as_secs().max(0));
         let after_rollback = crate::duration::Duration::from_secs(resolved_at.duration_since(r.at).as_secs().max(0));
@@ -208,6 +217,11 @@ impl Engine {
         let Some(sha) = event.labels.get("sha").cloned() else {
             return Ok("the event names no sha".into());
         };
+        // A commit id from the payload reaches git only as a full hex id, never as revision
+        // syntax (`main~5` would tag some other commit as known-good).
+        if !Sha::is_full_hex(&sha) {
+            return Err(EngineError::Input(format!("sha {} is not a full commit id", crate::ident::shown(&sha))));
+        }
         let stamp = event.started_at.unwrap_or(event.received_at).strftime("%Y%m%dT%H%M%SZ").to_string();
         let now = self.clock.now();
         let mut done = Vec::new();
@@ -345,63 +359,35 @@ impl Engine {
         if !opts.emergency {
             decision.guards = guards::evaluate(&policy.guards, &plan, self.repo.index(), now);
         }
-        let failed: Vec<String> =
-            decision.guards.iter().filter(|g| !g.passed).map(|g| format!("{}: {}", g.guard, g.detail)).collect();
-        let mut delivery = match policy.action.mode {
-            Mode::Direct => Delivery::Direct,
-            Mode::PullRequest => Delivery::Proposal,
-            Mode::Notify => {
-                let reason = format!("policy {} only notifies; rollback {id} was not written", policy.name());
-                return done(decision, Some(plan), Outcome::Notified { reason });
-            }
-            Mode::KnownGood => {
-                let reason = format!("policy {} marks known-good states; it does not roll back", policy.name());
-                return done(decision, Some(plan), Outcome::Ignored { reason });
+        let freezes = self.repo.freezes()?;
+        let facts = Facts {
+            policy: policy.name(),
+            mode: policy.action.mode,
+            on_violation: policy.guards.on_violation,
+            guards: &decision.guards,
+            freeze: freezes.covering(&target.service, &target.env, now),
+            human_request: event.is_human_request(),
+            emergency: opts.emergency,
+            open_proposal: open_proposal.as_ref(),
+            dry_run: opts.dry_run,
+            id: &id,
+        };
+        let mut notes = Vec::new();
+        let verdict = decide(&facts, &mut notes);
+        decision.notes.append(&mut notes);
+        let delivery = match verdict {
+            Verdict::Deliver(delivery) => delivery,
+            Verdict::Settled(outcome) => return done(decision, Some(plan), outcome),
+            Verdict::SameAsOpenProposal(outcome) => {
+                if let Some(open) = &open_proposal {
+                    self.fired_again(open, event, &mut decision);
+                }
+                return done(decision, Some(plan), outcome);
             }
         };
-        if !failed.is_empty() {
-            match policy.guards.on_violation {
-                OnViolation::Deny => {
-                    let reason = failed.join("; ");
-                    return done(decision, Some(plan), Outcome::Denied { reason });
-                }
-                OnViolation::Propose => {
-                    if delivery == Delivery::Direct {
-                        decision.notes.push(format!(
-                            "guard failed, proposing for review instead of pushing: {}",
-                            failed.join("; ")
-                        ));
-                    }
-                    delivery = Delivery::Proposal;
-                }
-            }
-        }
-        if let Some(f) = self.repo.freezes()?.covering(&target.service, &target.env, now) {
-            if opts.emergency {
-                decision.notes.push(format!("{}; broken by an emergency request", f.describe()));
-            } else if event.is_human_request() {
-                decision.notes.push(format!("{}; a person asked, so the rollback goes through", f.describe()));
-            } else {
-                if delivery == Delivery::Direct {
-                    decision.notes.push(format!("{}: proposing for review instead of pushing", f.describe()));
-                }
-                delivery = Delivery::Proposal;
-            }
-        }
-        if opts.emergency {
-            delivery = Delivery::Direct;
-        }
-        if let Some(open) = open_proposal.filter(|_| delivery == Delivery::Proposal) {
-            self.fired_again(&open, event, &mut decision);
-            let reason = format!("open proposal {} on {} already rolls back these commits", open.id, open.branch);
-            let outcome = Outcome::Duplicate { rollback_id: RollbackId(open.id), commit: open.commit, reason };
-            return done(decision, Some(plan), outcome);
-        }
-        if opts.dry_run {
-            return done(decision, Some(plan), Outcome::DryRun { would: delivery, rollback_id: id });
-        }
-
-        match self.write(event, &policy, &plan, &id, delivery, retries, now, opts.emergency, &mut decision)? {
+        let w =
+            Write { event, policy: &policy, plan: &plan, id: &id, delivery, retries, now, emergency: opts.emergency };
+        match self.write(&w, &mut decision)? {
             Some(rollback) => {
                 if opts.emergency {
                     self.emergency_follow_up(event, &plan, &rollback, &mut decision);
@@ -419,19 +405,10 @@ impl Engine {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn write(
-        &mut self,
-        event: &Event,
-        policy: &Policy,
-        plan: &Plan,
-        id: &RollbackId,
-        delivery: Delivery,
-        retries: u32,
-        now: Timestamp,
-        emergency: bool,
-        decision: &mut Decision,
-    ) -> Result<Option<Rollback>, EngineError> {
+    /// Writes the rollback: commit (and tag) pushed with compare-and-swap, or the proposal
+    /// branch and its pull request. `Ok(None)` when the branch moved: plan again.
+    fn write(&mut self, w: &Write<'_>, decision: &mut Decision) -> Result<Option<Rollback>, EngineError> {
+        let Write { event, policy, plan, id, delivery, retries, now, emergency } = *w;
         let trailers = Trailers {
             id: id.to_string(),
             service: plan.target.service.clone(),
@@ -624,6 +601,20 @@ pub use review::{Actor, ReviewOutcome};
 enum Attempt {
     Done(Box<Report>),
     Moved,
+}
+
+/// One rollback about to be written, as decided.
+#[derive(Clone, Copy)]
+struct Write<'a> {
+    event: &'a Event,
+    policy: &'a Policy,
+    plan: &'a Plan,
+    id: &'a RollbackId,
+    delivery: Delivery,
+    /// How many times the branch moved before this attempt.
+    retries: u32,
+    now: Timestamp,
+    emergency: bool,
 }
 
 /// How free text is written into a message: [`crate::text::quoted`] for commit and tag

@@ -9,6 +9,7 @@ pub mod chat;
 pub mod check;
 pub mod clock;
 pub mod config;
+pub mod decide;
 pub mod decision;
 pub mod demo;
 pub mod diagnostic;

@@ -102,6 +102,35 @@ pub struct Directory {
     /// `org/team` → member logins.
     #[serde(default)]
     pub github_teams: BTreeMap<String, Vec<String>>,
+    /// A person → their accounts (`slack:U024BE7LH`, `github:alice`, `cli:alice`), so rules that
+    /// need two different people (`two_person`, counting approvals) see one person behind
+    /// several accounts.
+    #[serde(default)]
+    pub people: BTreeMap<String, Vec<String>>,
+}
+
+/// A principal id as compared: GitHub logins are case-insensitive.
+fn normalized(id: &str) -> String {
+    match id.split_once(':') {
+        Some(("github", login)) => format!("github:{}", login.to_ascii_lowercase()),
+        _ => id.to_string(),
+    }
+}
+
+impl Directory {
+    /// Who is behind `id`: the person it is listed under in `people`, or the account itself.
+    pub fn person(&self, id: &str) -> String {
+        let id = normalized(id);
+        self.people
+            .iter()
+            .find(|(_, accounts)| accounts.iter().any(|a| normalized(a) == id))
+            .map_or(id, |(person, _)| format!("person:{person}"))
+    }
+
+    /// Whether two principal ids are the same person.
+    pub fn same_person(&self, a: &str, b: &str) -> bool {
+        self.person(a) == self.person(b)
+    }
 }
 
 /// The first rule that admits `p`, if any.
@@ -114,10 +143,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn one_person_behind_several_accounts() {
+        let dir = Directory {
+            people: [("alice".into(), vec!["slack:UALICE".into(), "github:alice".into()])].into(),
+            ..Directory::default()
+        };
+        assert!(dir.same_person("github:ALICE", "github:alice"));
+        assert!(dir.same_person("slack:UALICE", "github:Alice"));
+        assert!(!dir.same_person("slack:UBOB", "github:alice"));
+        assert!(!dir.same_person("slack:ualice", "slack:UALICE"), "Slack ids are exact");
+    }
+
+    #[test]
     fn rules_and_groups() {
         let dir = Directory {
             slack_groups: [("S1".into(), vec!["U2".into()])].into(),
             github_teams: [("acme/sre".into(), vec!["Alice".into()])].into(),
+            ..Directory::default()
         };
         let rules: Vec<Rule> =
             ["slack:U1", "slack-group:S1", "github-team:acme/sre"].iter().map(|r| r.parse().unwrap()).collect();

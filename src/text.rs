@@ -42,6 +42,17 @@ pub fn markdown(s: &str) -> String {
     out.replace("://", ":\u{200b}//").replace("www.", "www\u{200b}.")
 }
 
+/// A reply of ours for a GitHub comment: our own Markdown (code spans for ids) stays, but
+/// nothing in it can mention anyone, link anywhere or inject HTML.
+pub fn github_reply(s: &str) -> String {
+    s.replace('@', "@\u{2060}").replace('<', "&lt;").replace("](", "]\\(").replace("://", ":\u{200b}//")
+}
+
+/// A message for Slack: `&`, `<` and `>` are its control characters (`<!channel>`, links).
+pub fn slack(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,5 +70,12 @@ mod tests {
             assert!(!m.contains(bad), "{bad} in {m}");
         }
         assert!(m.starts_with("\\[click\\]"), "{m}");
+    }
+
+    #[test]
+    fn replies_cannot_mention_or_link() {
+        let r = github_reply("merged `rb-1` by @alice: [x](https://evil) <img>");
+        assert!(r.contains("`rb-1`") && !r.contains("@alice") && !r.contains("](") && !r.contains("<img>"), "{r}");
+        assert_eq!(slack("<!channel> a & b"), "&lt;!channel&gt; a &amp; b");
     }
 }

@@ -429,3 +429,106 @@ mod round_trip {
         }
     }
 }
+
+/// A body that never arrives: reading it would hang the test.
+fn stalled_body() -> Body {
+    Body::from_stream(futures_util::stream::pending::<Result<Vec<u8>, std::io::Error>>())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_body_is_read_for_a_sender_that_fails_its_headers() {
+    let w = World::new();
+    let s = server(&w, "server: { body_read_timeout: 300ms }\n");
+    s.wait_ready();
+    let within = |st| async move {
+        tokio::time::timeout(std::time::Duration::from_secs(10), st).await.expect("answered without reading the body")
+    };
+    let json = ("content-type", "application/json");
+    let req = |path: &str, headers: &[(&str, &str)]| {
+        let mut r = Request::post(path);
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        r.body(stalled_body()).unwrap()
+    };
+    let (st, _, _) = within(s.send(req("/webhooks/alertmanager", &[json, ("authorization", "Bearer wrong")]))).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    let (st, _, _) = within(s.send(req("/webhooks/github", &[json, ("x-github-event", "ping")]))).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    // Authenticated but stalling: cut off after server.body_read_timeout.
+    let token = format!("Bearer {TOKEN}");
+    let (st, _, b) = within(s.send(req("/webhooks/alertmanager", &[json, ("authorization", &token)]))).await;
+    assert_eq!(st, StatusCode::REQUEST_TIMEOUT, "{b}");
+    assert!(b["error"].is_string(), "answers are JSON: {b}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deployment_sha_is_a_commit_id_not_revision_syntax() {
+    let w = World::with_policy(
+        "- name: kg\n  match: { source: github }\n  target: { service: checkout, env: prod, paths: [\"apps/checkout/prod/**\"] }\n  action: { mode: known_good }\n",
+    );
+    let s = server(&w, "");
+    s.wait_ready();
+    let before = refs(&w);
+    for sha in ["main~5", ":/Initial", "main^{/Initial}", "HEAD@{1}"] {
+        let mut ds = fixture("deployment_status.payload.json");
+        ds["deployment"]["sha"] = sha.into();
+        ds["deployment"]["environment"] = "prod".into();
+        let body = serde_json::to_vec(&ds).unwrap();
+        let (st, _, b) = s.send(gh_delivery("deployment_status", &body, None, &format!("kg-{}", sha.len()))).await;
+        assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{sha}: {b}");
+        assert!(b["reason"].as_str().unwrap().contains("not a full commit id"), "{b}");
+    }
+    assert_eq!(refs(&w), before, "no known-good tag");
+}
+
+#[test]
+fn one_person_cannot_approve_their_own_request_from_another_account() {
+    let mut p = policy("pull_request", "auto", "{}");
+    p.push_str("  chatops: { allow: [\"slack:UALICE\", \"github:alice\"], approve: [\"slack:UALICE\", \"github:alice\", \"github:bob\"], two_person: true }\n  review: { approvals: 2 }\n");
+    let w = World::with_policy(&p);
+    w.write_config("directory:\n  people: { alice: [\"slack:UALICE\", \"github:alice\"] }\n");
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let ask = |who: &str, text: &str| {
+        let request = ChatRequest {
+            principal: Principal::new(who),
+            command: parse(text).unwrap().unwrap(),
+            request_id: format!("slack/{}", text.len()),
+            channel: "slack".into(),
+            implied_id: None,
+            default_env: "prod".into(),
+            asked_at: None,
+        };
+        execute(&mut w.engine(), &request).text
+    };
+    let reply = ask("github:alice", "/rollback checkout prod");
+    let id = reply.split("approve with `/rollback approve ").nth(1).unwrap().trim_end_matches('`').to_string();
+    let id = id.lines().next().unwrap().trim_end_matches('`').to_string();
+    for who in ["slack:UALICE", "github:ALICE", "github:Alice"] {
+        let said = ask(who, &format!("/rollback approve {id}"));
+        assert!(said.contains("two-person"), "{who}: {said}");
+    }
+    // bob approves twice (two accounts' worth of spelling): still one approval of two.
+    assert!(ask("github:bob", &format!("/rollback approve {id}")).contains("1 of 2"));
+    assert!(ask("github:BOB", &format!("/rollback approve {id}")).contains("1 of 2"));
+    assert!(w.git(&["tag", "-l", "rollback/*"]).is_empty(), "nothing merged");
+}
+
+#[test]
+fn a_freeze_is_bounded_and_a_resolve_from_before_the_rollback_verifies_nothing() {
+    let w = World::new();
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let said = w.engine().freeze("all", None, Some("100000000d".parse().unwrap()), None, None, "ops").unwrap();
+    assert!(said.starts_with("refused"), "{said}");
+    let event = w.alert("checkout", "prod", "v1");
+    w.engine().handle(&event, &Options::default()).unwrap();
+    let resolved = rollbackd::ingest::alertmanager::Resolved {
+        dedupe_key: event.dedupe_key.clone(),
+        labels: event.labels.clone(),
+        started_at: event.started_at.unwrap(),
+        resolved_at: Some("2000-01-01T00:00:00Z".parse().unwrap()),
+    };
+    let said = w.engine().record_resolution(&resolved).unwrap();
+    assert!(said.contains("not counted"), "{said}");
+    assert!(w.git(&["notes", "--ref", "rollbackd", "list"]).is_empty(), "no note written");
+}

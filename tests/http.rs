@@ -41,8 +41,9 @@ async fn alertmanager_statuses_and_the_rollback_they_lead_to() {
     let (st, _, b) = s.send(am("{\"version\": ".into())).await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
     assert!(b["error"].as_str().unwrap().contains("line 1"), "{b}");
-    let (st, _, _) = s.send(am(format!("{}{}", body, " ".repeat(5000)))).await;
+    let (st, _, b) = s.send(am(format!("{}{}", body, " ".repeat(5000)))).await;
     assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(b["error"].as_str().unwrap().contains("server.body_limit"), "answers are JSON: {b}");
     let (st, _, _) = s.send(Request::get("/no/such/route").body(Body::empty()).unwrap()).await;
     assert_eq!(st, StatusCode::NOT_FOUND);
 

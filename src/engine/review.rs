@@ -72,7 +72,8 @@ impl Engine {
                 reason: format!("{p} may not approve rollbacks of policy {} (not in chatops.approve)", policy.name()),
             });
         }
-        if policy.chatops.two_person && who == t.actor {
+        let directory = self.config.directory.clone();
+        if policy.chatops.two_person && directory.same_person(&who, &t.actor) {
             return Ok(ReviewOutcome::Refused {
                 reason: format!(
                     "two-person rule of policy {}: {who} asked for {id} and cannot approve it",
@@ -81,13 +82,15 @@ impl Engine {
             });
         }
         let mut approvers = self.repo.approvals(&commit);
-        if !approvers.contains(&who) {
+        if !approvers.iter().any(|a| directory.same_person(a, &who)) {
             self.repo.add_approval(&commit, &who, now)?;
             approvers.push(who.clone());
             info!(rollback_id = id, approver = %who, "proposal approved");
         }
-        approvers.retain(|a| !(policy.chatops.two_person && *a == t.actor));
-        approvers.dedup();
+        // Approvals count people, not accounts: one person's Slack and GitHub approvals are one.
+        approvers.retain(|a| !(policy.chatops.two_person && directory.same_person(a, &t.actor)));
+        let mut seen = std::collections::HashSet::new();
+        approvers.retain(|a| seen.insert(directory.person(a)));
         let needed = policy.review.approvals.max(1);
         if (approvers.len() as u32) < needed {
             if let Some(gh) = self.forge.github()
@@ -289,7 +292,7 @@ impl Engine {
                 .iter()
                 .find(|x| x.name() == t.policy)
                 .is_some_and(|pol| first_admitting(&pol.chatops.approve, p).is_some());
-            if !approver && p.id != t.actor {
+            if !approver && !self.config.directory.same_person(&p.id, &t.actor) {
                 return Ok(ReviewOutcome::Refused {
                     reason: format!(
                         "{p} may not cancel {id}: only its requester or an approver of policy {}",
@@ -330,12 +333,20 @@ impl Engine {
         if let Some(reason) = self.may_freeze(actor) {
             return Ok(format!("refused: {reason}"));
         }
-        let (_lock, now) = self.begin_fresh()?;
         let length = duration.map_or(SignedDuration::from_hours(1), |d| d.as_signed());
+        // A freeze is for a launch or an incident, not forever: a year at most, and never one
+        // that would end before it began.
+        if length <= SignedDuration::ZERO || length > SignedDuration::from_hours(24 * 366) {
+            return Ok("refused: a freeze lasts more than 0s and at most 366d".into());
+        }
+        let (_lock, now) = self.begin_fresh()?;
+        let Some(until) = now.checked_add(length).ok() else {
+            return Ok("refused: a freeze lasts more than 0s and at most 366d".into());
+        };
         let f = Freeze {
             scope: scope.to_string(),
             env: env.map(str::to_string),
-            until: now.checked_add(length).unwrap_or(now),
+            until,
             reason: reason.map(crate::text::quoted),
             by: actor_id(actor, cli_name),
             at: now,

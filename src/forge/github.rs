@@ -234,11 +234,13 @@ impl GithubForge {
         Ok(list.into_iter().find(|p| p.head.branch == branch))
     }
 
+    /// Comments on an issue or pull request. Every comment passes [`crate::text::github_reply`]:
+    /// whatever text of a person it quotes cannot mention, link or inject HTML.
     pub fn comment(&self, number: u64, body: &str) -> Result<u64, ForgeError> {
         let v = self.call(
             Method::Post,
             &self.repo_path(&format!("/issues/{number}/comments")),
-            Some(json!({ "body": body })),
+            Some(json!({ "body": crate::text::github_reply(body) })),
         )?;
         Ok(v.get("id").and_then(Value::as_u64).unwrap_or(0))
     }

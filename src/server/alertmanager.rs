@@ -1,6 +1,6 @@
 //! `POST /webhooks/alertmanager`.
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -13,8 +13,9 @@ use crate::ingest::alertmanager;
 use crate::metrics;
 use crate::worker::Job;
 
-pub(super) async fn alertmanager_webhook(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub(super) async fn alertmanager_webhook(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let Some(auth) = &st.0.alertmanager else { return error(StatusCode::NOT_FOUND, "no such route") };
+    // Credentials are in the headers: nobody without them gets a body read.
     if !auth.check(&headers) {
         metrics::auth_failure("alertmanager");
         return error(StatusCode::UNAUTHORIZED, "missing or wrong credentials");
@@ -22,6 +23,10 @@ pub(super) async fn alertmanager_webhook(State(st): State<AppState>, headers: He
     if !is_json(&headers) {
         return not_json();
     }
+    let body = match st.read_body(body).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
     let n = match alertmanager::parse(&body, st.0.clock.now()) {
         Ok(n) => n,
         Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),

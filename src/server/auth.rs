@@ -75,6 +75,27 @@ pub enum SlackRejection {
 
 /// Slack's `X-Slack-Signature: v0=<hex HMAC-SHA256 of "v0:<timestamp>:<raw body>">`, with
 /// `X-Slack-Request-Timestamp` within five minutes of `now` (seconds since the epoch).
+/// Whether the headers could carry a valid GitHub signature (checked before the body is read,
+/// so a sender without one never makes us buffer a body).
+pub fn github_signature_present(header: Option<&str>) -> bool {
+    header
+        .and_then(|h| h.trim().strip_prefix("sha256="))
+        .is_some_and(|hex| hex.len() == 64 && hex_decode(hex).is_some())
+}
+
+/// Checks Slack's timestamp and the shape of its signature header before the body is read.
+pub fn slack_headers(timestamp: Option<&str>, signature: Option<&str>, now: i64) -> Result<(), SlackRejection> {
+    let (Some(ts), Some(sig)) = (timestamp, signature) else { return Err(SlackRejection::MissingHeaders) };
+    let Ok(t) = ts.trim().parse::<i64>() else { return Err(SlackRejection::MissingHeaders) };
+    if (now - t).abs() > SLACK_WINDOW_SECS {
+        return Err(SlackRejection::Stale);
+    }
+    match sig.trim().strip_prefix("v0=").and_then(hex_decode) {
+        Some(s) if s.len() == 32 => Ok(()),
+        _ => Err(SlackRejection::BadSignature),
+    }
+}
+
 pub fn slack_signature(
     timestamp: Option<&str>,
     signature: Option<&str>,

@@ -1,6 +1,6 @@
 //! `POST /webhooks/github`.
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -13,9 +13,19 @@ use crate::ingest::github;
 use crate::metrics;
 use crate::worker::Job;
 
-pub(super) async fn github_webhook(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub(super) async fn github_webhook(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let Some(gh) = &st.0.github else { return error(StatusCode::NOT_FOUND, "no such route") };
     let sig = headers.get("x-hub-signature-256").and_then(|v| v.to_str().ok());
+    // The signature covers the body, so it is checked after reading; a request without one is
+    // turned away before a byte of its body is buffered.
+    if !auth::github_signature_present(sig) {
+        metrics::auth_failure("github");
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong X-Hub-Signature-256");
+    }
+    let body = match st.read_body(body).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
     // The signature is checked on the raw bytes before anything else looks at them.
     if !auth::github_signature(sig, &body, &gh.secrets) {
         metrics::auth_failure("github");

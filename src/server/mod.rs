@@ -76,6 +76,10 @@ struct Inner {
     /// replay does nothing and a refused one can be sent again.
     deliveries: Deliveries,
     deadline: Duration,
+    /// Bodies are read only after the headers pass, one bounded read at a time per permit.
+    bodies: tokio::sync::Semaphore,
+    body_limit: usize,
+    body_read_timeout: Duration,
     metrics: PrometheusHandle,
     clock: Arc<dyn Clock>,
 }
@@ -171,6 +175,9 @@ impl AppState {
             directory: config.directory.clone(),
             deliveries: Deliveries::default(),
             deadline: config.server.response_deadline.as_std(),
+            bodies: tokio::sync::Semaphore::new(config.server.max_body_reads.max(1)),
+            body_limit: config.server.body_limit,
+            body_read_timeout: config.server.body_read_timeout.as_std(),
             metrics: metrics::install(),
             clock,
         }))
@@ -205,6 +212,18 @@ pub fn app(state: AppState, settings: &HttpSettings) -> Router {
             error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
         }))
         .with_state(state)
+}
+
+/// Whether reading a body failed on the size limit.
+fn is_too_large(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
@@ -247,6 +266,25 @@ enum Pending {
 }
 
 impl AppState {
+    /// Reads a request's body once its headers have passed: at most `server.body_limit` bytes
+    /// (413), within `server.body_read_timeout` (408), and at most `server.max_body_reads`
+    /// bodies buffered at once, so senders that trickle or stall cannot hold memory or the
+    /// listener.
+    pub(crate) async fn read_body(&self, body: axum::body::Body) -> Result<axum::body::Bytes, Response> {
+        let Ok(_permit) = self.0.bodies.acquire().await else {
+            return Err(error(StatusCode::SERVICE_UNAVAILABLE, "shutting down"));
+        };
+        match tokio::time::timeout(self.0.body_read_timeout, axum::body::to_bytes(body, self.0.body_limit)).await {
+            Err(_) => Err(error(StatusCode::REQUEST_TIMEOUT, "the body did not arrive in time")),
+            Ok(Err(e)) if is_too_large(&e) => Err(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("the body is larger than server.body_limit ({} bytes)", self.0.body_limit),
+            )),
+            Ok(Err(_)) => Err(error(StatusCode::BAD_REQUEST, "the body could not be read")),
+            Ok(Ok(bytes)) => Ok(bytes),
+        }
+    }
+
     fn submit(&self, trigger: String, job: Job, rx: oneshot::Receiver<JobResult>) -> Pending {
         match self.0.worker.submit(job) {
             Ok(()) => Pending::Waiting { trigger, rx },

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -28,24 +28,35 @@ struct SlashCommand {
 
 fn slack_message(text: &str, public: bool) -> Response {
     let kind = if public { "in_channel" } else { "ephemeral" };
-    axum::Json(serde_json::json!({ "response_type": kind, "text": text })).into_response()
+    axum::Json(serde_json::json!({ "response_type": kind, "text": crate::text::slack(text) })).into_response()
 }
 
 /// `/rollback ...` from Slack: verified, acknowledged at once (Slack gives up after 3 s), carried
 /// out by the writer, and the outcome posted to the command's `response_url`.
-pub(super) async fn slack_webhook(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub(super) async fn slack_webhook(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let Some(slack) = &st.0.slack else { return error(StatusCode::NOT_FOUND, "no such route") };
     let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let now = st.0.clock.now().as_second();
-    if let Err(why) =
-        auth::slack_signature(h("x-slack-request-timestamp"), h("x-slack-signature"), &body, &slack.secrets, now)
-    {
+    let reject = |why: auth::SlackRejection| {
         metrics::auth_failure("slack");
         let msg = match why {
             auth::SlackRejection::Stale => "request timestamp is more than 5 minutes from now (replayed?)",
             _ => "missing or wrong X-Slack-Signature",
         };
-        return error(StatusCode::UNAUTHORIZED, msg);
+        error(StatusCode::UNAUTHORIZED, msg)
+    };
+    // Timestamp and signature shape first: a stale or unsigned request never gets a body read.
+    if let Err(why) = auth::slack_headers(h("x-slack-request-timestamp"), h("x-slack-signature"), now) {
+        return reject(why);
+    }
+    let body = match st.read_body(body).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    if let Err(why) =
+        auth::slack_signature(h("x-slack-request-timestamp"), h("x-slack-signature"), &body, &slack.secrets, now)
+    {
+        return reject(why);
     }
     let ct = h("content-type").unwrap_or("");
     if !ct.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded")) {
@@ -114,7 +125,7 @@ pub(super) async fn slack_webhook(State(st): State<AppState>, headers: HeaderMap
 async fn post_to_slack(url: String, reply: crate::chat::Reply) {
     let body = serde_json::json!({
         "response_type": if reply.public { "in_channel" } else { "ephemeral" },
-        "text": reply.text,
+        "text": crate::text::slack(&reply.text),
     });
     let sent = tokio::task::spawn_blocking(move || {
         let agent: ureq::Agent =

@@ -1,0 +1,250 @@
+//! The decision, pure: given what the policy says and what is known about the world (guards,
+//! freezes, who asked, an open proposal for the same change), how a planned rollback is
+//! delivered, or why it is not. No repository, no clock, no forge: the engine gathers the
+//! [`Facts`] and carries out the [`Verdict`].
+
+use crate::freeze::Freeze;
+use crate::git::AuditRecord;
+use crate::guards::GuardCheck;
+use crate::policy::{Mode, OnViolation};
+use crate::rollback::{Delivery, Outcome, RollbackId};
+
+/// What `decide` reads.
+#[derive(Clone, Copy, Debug)]
+pub struct Facts<'a> {
+    pub policy: &'a str,
+    pub mode: Mode,
+    pub on_violation: OnViolation,
+    /// The guards that ran (none for an emergency request).
+    pub guards: &'a [GuardCheck],
+    /// A freeze covering the target now, if any.
+    pub freeze: Option<&'a Freeze>,
+    /// A person asked (chat or CLI), rather than an alert or a CI event.
+    pub human_request: bool,
+    /// Break glass: guards and freezes do not apply.
+    pub emergency: bool,
+    /// An open proposal that undoes exactly the same commits.
+    pub open_proposal: Option<&'a AuditRecord>,
+    pub dry_run: bool,
+    pub id: &'a RollbackId,
+}
+
+/// What `decide` concluded.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Verdict {
+    /// Write the rollback this way.
+    Deliver(Delivery),
+    /// Nothing is written; this is the outcome.
+    Settled(Outcome),
+    /// An open proposal already is this rollback: tell it the incident fired again.
+    SameAsOpenProposal(Outcome),
+}
+
+/// Decides how (or whether) the rollback is delivered; every reason for a change of course is
+/// added to `notes`, in the words the decision trace shows.
+pub fn decide(f: &Facts<'_>, notes: &mut Vec<String>) -> Verdict {
+    let mut delivery = match f.mode {
+        Mode::Direct => Delivery::Direct,
+        Mode::PullRequest => Delivery::Proposal,
+        Mode::Notify => {
+            let reason = format!("policy {} only notifies; rollback {} was not written", f.policy, f.id);
+            return Verdict::Settled(Outcome::Notified { reason });
+        }
+        Mode::KnownGood => {
+            let reason = format!("policy {} marks known-good states; it does not roll back", f.policy);
+            return Verdict::Settled(Outcome::Ignored { reason });
+        }
+    };
+    let failed: Vec<String> =
+        f.guards.iter().filter(|g| !g.passed).map(|g| format!("{}: {}", g.guard, g.detail)).collect();
+    if !failed.is_empty() {
+        match f.on_violation {
+            OnViolation::Deny => return Verdict::Settled(Outcome::Denied { reason: failed.join("; ") }),
+            OnViolation::Propose => {
+                if delivery == Delivery::Direct {
+                    notes.push(format!("guard failed, proposing for review instead of pushing: {}", failed.join("; ")));
+                }
+                delivery = Delivery::Proposal;
+            }
+        }
+    }
+    if let Some(freeze) = f.freeze {
+        if f.emergency {
+            notes.push(format!("{}; broken by an emergency request", freeze.describe()));
+        } else if f.human_request {
+            notes.push(format!("{}; a person asked, so the rollback goes through", freeze.describe()));
+        } else {
+            if delivery == Delivery::Direct {
+                notes.push(format!("{}: proposing for review instead of pushing", freeze.describe()));
+            }
+            delivery = Delivery::Proposal;
+        }
+    }
+    if f.emergency {
+        delivery = Delivery::Direct;
+    }
+    if let Some(open) = f.open_proposal.filter(|_| delivery == Delivery::Proposal) {
+        let reason = format!("open proposal {} on {} already rolls back these commits", open.id, open.branch);
+        return Verdict::SameAsOpenProposal(Outcome::Duplicate {
+            rollback_id: RollbackId(open.id.clone()),
+            commit: open.commit.clone(),
+            reason,
+        });
+    }
+    if f.dry_run {
+        return Verdict::Settled(Outcome::DryRun { would: delivery, rollback_id: f.id.clone() });
+    }
+    Verdict::Deliver(delivery)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guard(passed: bool) -> GuardCheck {
+        GuardCheck { guard: "cooldown", passed, detail: "last rollback 5m ago".into() }
+    }
+
+    fn freeze() -> Freeze {
+        Freeze {
+            scope: "checkout".into(),
+            env: None,
+            until: "2026-11-21T13:00:00Z".parse().unwrap(),
+            reason: None,
+            by: "cli:ops".into(),
+            at: "2026-11-21T11:00:00Z".parse().unwrap(),
+        }
+    }
+
+    fn open() -> AuditRecord {
+        serde_json::from_value(serde_json::json!({
+            "id": "rb-0123456789ab", "at": "2026-11-21T11:00:00Z", "service": "checkout", "env": "prod",
+            "delivery": "proposal", "commit": "a".repeat(40), "branch": "rollback/checkout/prod/rb-0123456789ab",
+            "tag": null, "strategy": "restore", "bad_commits": [], "known_good": "b".repeat(40),
+            "policy": "p", "trigger": "alertmanager:x", "actor": "alertmanager", "reason": null, "emergency": false
+        }))
+        .unwrap()
+    }
+
+    /// One row: the facts that differ from a plain direct policy, and what must come out.
+    struct Row {
+        name: &'static str,
+        mode: Mode,
+        on_violation: OnViolation,
+        guard_passed: Option<bool>,
+        frozen: bool,
+        human: bool,
+        emergency: bool,
+        open: bool,
+        dry_run: bool,
+        want: &'static str,
+    }
+
+    const BASE: Row = Row {
+        name: "",
+        mode: Mode::Direct,
+        on_violation: OnViolation::Deny,
+        guard_passed: None,
+        frozen: false,
+        human: false,
+        emergency: false,
+        open: false,
+        dry_run: false,
+        want: "",
+    };
+
+    fn shown(v: &Verdict) -> String {
+        match v {
+            Verdict::Deliver(Delivery::Direct) => "direct".into(),
+            Verdict::Deliver(Delivery::Proposal) => "proposal".into(),
+            Verdict::Settled(o) => o.name().into(),
+            Verdict::SameAsOpenProposal(_) => "same as open proposal".into(),
+        }
+    }
+
+    #[test]
+    fn decisions_as_a_table() {
+        let rows = [
+            Row { name: "direct", want: "direct", ..BASE },
+            Row { name: "pull request", mode: Mode::PullRequest, want: "proposal", ..BASE },
+            Row { name: "notify writes nothing", mode: Mode::Notify, want: "notified", ..BASE },
+            Row { name: "known_good does not roll back", mode: Mode::KnownGood, want: "ignored", ..BASE },
+            Row { name: "guard passes", guard_passed: Some(true), want: "direct", ..BASE },
+            Row { name: "guard fails, deny", guard_passed: Some(false), want: "denied", ..BASE },
+            Row {
+                name: "guard fails, propose",
+                guard_passed: Some(false),
+                on_violation: OnViolation::Propose,
+                want: "proposal",
+                ..BASE
+            },
+            Row { name: "frozen alert becomes a proposal", frozen: true, want: "proposal", ..BASE },
+            Row { name: "frozen, a person asked", frozen: true, human: true, want: "direct", ..BASE },
+            Row { name: "frozen, emergency", frozen: true, emergency: true, want: "direct", ..BASE },
+            Row {
+                name: "emergency beats a pull_request policy",
+                mode: Mode::PullRequest,
+                emergency: true,
+                want: "direct",
+                ..BASE
+            },
+            Row {
+                name: "open proposal is reused",
+                mode: Mode::PullRequest,
+                open: true,
+                want: "same as open proposal",
+                ..BASE
+            },
+            Row { name: "open proposal ignored when pushing", open: true, want: "direct", ..BASE },
+            Row {
+                name: "frozen alert joins the open proposal",
+                frozen: true,
+                open: true,
+                want: "same as open proposal",
+                ..BASE
+            },
+            Row { name: "dry run", dry_run: true, want: "dry_run", ..BASE },
+            Row { name: "dry run still denies", dry_run: true, guard_passed: Some(false), want: "denied", ..BASE },
+        ];
+        let (f, o, id) = (freeze(), open(), RollbackId("rb-ffffffffffff".into()));
+        for row in rows {
+            let guards: Vec<GuardCheck> = row.guard_passed.map(guard).into_iter().collect();
+            let facts = Facts {
+                policy: "p",
+                mode: row.mode,
+                on_violation: row.on_violation,
+                guards: &guards,
+                freeze: row.frozen.then_some(&f),
+                human_request: row.human,
+                emergency: row.emergency,
+                open_proposal: row.open.then_some(&o),
+                dry_run: row.dry_run,
+                id: &id,
+            };
+            let mut notes = Vec::new();
+            assert_eq!(shown(&decide(&facts, &mut notes)), row.want, "{}", row.name);
+        }
+    }
+
+    #[test]
+    fn every_change_of_course_is_explained() {
+        let (f, id) = (freeze(), RollbackId("rb-ffffffffffff".into()));
+        let guards = [guard(false)];
+        let facts = Facts {
+            policy: "p",
+            mode: Mode::Direct,
+            on_violation: OnViolation::Propose,
+            guards: &guards,
+            freeze: Some(&f),
+            human_request: false,
+            emergency: false,
+            open_proposal: None,
+            dry_run: false,
+            id: &id,
+        };
+        let mut notes = Vec::new();
+        assert_eq!(decide(&facts, &mut notes), Verdict::Deliver(Delivery::Proposal));
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].contains("guard failed") && notes[0].contains("cooldown"), "{notes:?}");
+    }
+}
