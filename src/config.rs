@@ -407,6 +407,16 @@ impl Config {
                 secret_list(path, "sources.github.secrets", gh.secrets_env.as_ref(), gh.secrets_file.as_ref())?;
         }
         if let Some(sl) = &config.sources.slack {
+            // A prefix must end where the host does (`/`, or `:` before any port):
+            // `https://hooks.slack.com` would also admit `https://hooks.slack.com.evil.example/`.
+            if !sl.response_url_prefix.ends_with(['/', ':']) {
+                return Err(ConfigError::Invalid(Diagnostic::error(
+                    path,
+                    0,
+                    0,
+                    "sources.slack.response_url_prefix must end with `/` (or `:` before a port)".into(),
+                )));
+            }
             secrets.slack_secrets = secret_list(
                 path,
                 "sources.slack.signing_secrets",

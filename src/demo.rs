@@ -161,10 +161,15 @@ sources:
 ",
     )?;
     // A token of the demo's own; a real deployment reads it from a Secret.
-    write(
-        &dir.join("secrets/alertmanager-tokens"),
-        &format!("demo-{}\n", &digest(&format!("{now}{}", std::process::id()))[..24]),
-    )?;
+    let tokens = dir.join("secrets/alertmanager-tokens");
+    write(&tokens, &format!("demo-{}\n", &digest(&format!("{now}{}", std::process::id()))[..24]))?;
+    // Readable by its owner only, as a mounted Secret would be.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o600))
+            .map_err(|cause| DemoError::Io { path: tokens.clone(), cause })?;
+    }
     let started = at(5);
     for (env, fingerprint, file) in [
         ("prod", "3f6a2b1c9d8e7f60", "checkout-prod-alert.json"),

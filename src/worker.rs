@@ -65,6 +65,8 @@ pub enum Job {
     },
 }
 
+const REFUSED_FOR: Duration = Duration::from_secs(600);
+
 /// The audit index as of the last job or refresh.
 #[derive(Debug, Default)]
 pub struct Snapshot {
@@ -94,6 +96,9 @@ pub struct Shared {
     ready: AtomicBool,
     /// Why the last fetch from the origin failed, while it keeps failing.
     origin_error: RwLock<Option<String>>,
+    /// Events the writer refused for good (422), by trigger, for ten minutes: a sender that
+    /// repeats them is answered from memory instead of making the writer plan them again.
+    refused: std::sync::Mutex<HashMap<String, (std::time::Instant, String)>>,
     depth: AtomicUsize,
 }
 
@@ -115,6 +120,22 @@ impl Shared {
     /// Why the origin cannot be reached now, if it cannot.
     pub fn origin_error(&self) -> Option<String> {
         self.origin_error.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Why the writer refused this trigger for good, if it did within the last ten minutes.
+    pub fn refused(&self, trigger: &str) -> Option<String> {
+        let refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        refused.get(trigger).filter(|(at, _)| at.elapsed() < REFUSED_FOR).map(|(_, why)| why.clone())
+    }
+
+    fn remember_refusal(&self, trigger: String, why: String) {
+        let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        if refused.len() >= 10_000 {
+            refused.retain(|_, (at, _)| at.elapsed() < REFUSED_FOR);
+        }
+        if refused.len() < 10_000 {
+            refused.insert(trigger, (std::time::Instant::now(), why));
+        }
     }
 
     fn set_origin_error(&self, error: Option<String>) {
@@ -234,6 +255,9 @@ fn process(engine: &mut Engine, shared: &Shared, job: Job) {
                 Err(e) => {
                     if matches!(e, EngineError::Git(crate::git::GitError::Unreachable { .. })) {
                         shared.set_origin_error(Some(e.to_string()));
+                    }
+                    if !e.is_transient() {
+                        shared.remember_refusal(event.trigger(), e.to_string());
                     }
                     warn!(trigger = %event.trigger(), error = %e, "event failed");
                     metrics::event_failed(source);

@@ -181,6 +181,7 @@ fn a_person_at_chat_cannot_smuggle_revisions_or_ids() {
     for text in [
         "/rollback checkout prod to HEAD@{1}",
         "/rollback checkout prod to main~3",
+        "/rollback checkout prod to FETCH_HEAD",
         "/rollback checkout prod to :/Deploy",
         "/rollback check* prod",
         "/rollback approve rb-../../x",
@@ -531,4 +532,17 @@ fn a_freeze_is_bounded_and_a_resolve_from_before_the_rollback_verifies_nothing()
     let said = w.engine().record_resolution(&resolved).unwrap();
     assert!(said.contains("not counted"), "{said}");
     assert!(w.git(&["notes", "--ref", "rollbackd", "list"]).is_empty(), "no note written");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repeated_event_the_writer_refused_is_answered_from_memory() {
+    let w = World::new();
+    let s = server(&w, "");
+    s.wait_ready();
+    // A service with no files: the writer refuses it for good (no known-good state).
+    let (st, _, first) = s.send(am(prod_alert("ghost"))).await;
+    assert_eq!((st, first["outcome"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("error")), "{first}");
+    let (st, _, again) = s.send(am(prod_alert("ghost"))).await;
+    assert_eq!((st, again["outcome"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("refused")), "{again}");
+    assert_eq!(again["reason"], first["reason"]);
 }

@@ -64,13 +64,19 @@ fn check_arguments(command: &Command, rules: &crate::ident::InputRules) -> Resul
         Command::Rollback { service, env, to, .. } => {
             e(rules.identifier("service", service))?;
             e(ident("env", env))?;
-            // `to` may name a tag (`known-good/checkout/prod/...`): each part is an identifier.
+            // `to` is a commit id, or a tag of ours (`known-good/...`, `rollback/...`) whose parts
+            // are identifiers: never a ref git resolves specially (`FETCH_HEAD`, `HEAD@{1}`).
             if let Some(to) = to {
-                if to.split('/').count() > 4 {
-                    return Err(format!("{} is not a revision rollbackd accepts", crate::ident::shown(to)));
-                }
-                for part in to.split('/') {
-                    e(rules.identifier("revision", part))?;
+                let hex = (7..=40).contains(&to.len()) && to.bytes().all(|b| b.is_ascii_hexdigit());
+                let parts: Vec<&str> = to.split('/').collect();
+                let tag = parts.len() == 4
+                    && matches!(parts[0], "known-good" | "rollback")
+                    && parts[1..].iter().all(|p| rules.identifier("revision", p).is_ok());
+                if !hex && !tag {
+                    return Err(format!(
+                        "{} is not a commit id or a known-good/ or rollback/ tag",
+                        crate::ident::shown(to)
+                    ));
                 }
             }
             Ok(())

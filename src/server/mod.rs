@@ -305,6 +305,10 @@ impl AppState {
                 return Pending::Ready(answer(&trigger, &o));
             }
         }
+        if let Some(reason) = self.0.worker.shared().refused(&trigger) {
+            let a = Answer { trigger, outcome: "refused".into(), rollback_id: None, commit: None, reason };
+            return Pending::Refused(a);
+        }
         // A stuck or unreachable origin answers at once: the sender retries, nothing queues.
         if let Some(error) = self.0.worker.shared().origin_error() {
             return Pending::Busy { trigger, why: format!("{error}; retry later") };
