@@ -1,9 +1,7 @@
 //! Pushes over the network, against `git daemon --enable=receive-pack` on loopback: the real
 //! receive-pack with its compare-and-swap and its hooks (file-path remotes run no hooks).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use rollbackd::{Options, Outcome};
 
 #[test]
@@ -20,7 +18,7 @@ fn rollback_is_pushed_over_the_network() {
     assert_eq!(w.git(&["rev-parse", &format!("refs/tags/{}^{{commit}}", rb.tag.unwrap())]), rb.commit.0);
     assert!(w.git(&["for-each-ref", "refs/rollbackd/"]).is_empty(), "no scratch refs reach the origin");
     assert!(
-        common::git_in(&w.mirror(), &["for-each-ref", "refs/rollbackd/"]).is_empty(),
+        crate::common::git_in(&w.mirror(), &["for-each-ref", "refs/rollbackd/"]).is_empty(),
         "scratch refs are cleaned up"
     );
 }
@@ -61,7 +59,7 @@ fn a_push_refused_by_a_hook_fails_with_the_servers_message() {
     assert!(msg.contains("refused") && msg.contains("main is protected"), "{msg}");
     assert!(!err.is_transient(), "a refusal is not retried by the sender");
     assert_eq!(w.refs_of(&w.origin), before, "nothing half-written on the origin");
-    let mirror_main = common::git_in(&w.mirror(), &["rev-parse", "refs/heads/main"]);
+    let mirror_main = crate::common::git_in(&w.mirror(), &["rev-parse", "refs/heads/main"]);
     assert_eq!(mirror_main, w.head(), "the mirror's branch did not move");
 
     let out = w.run_cli(&["rollback", "checkout", "--env", "prod"]);

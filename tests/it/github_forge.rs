@@ -2,10 +2,8 @@
 //! title, body, labels and reviewers; "fired again"; approval, refusal and self-approval from PR
 //! comments; cancel; and a PR merged by hand.
 
-mod common;
-
-use common::fake_github::{FakeGithub, TOKEN};
-use common::*;
+use crate::common::fake_github::{FakeGithub, TOKEN};
+use crate::common::*;
 use rollbackd::chat::command::parse;
 use rollbackd::chat::dispatch::{ChatRequest, execute, github_comment};
 use rollbackd::ingest::github::Comment;
@@ -289,7 +287,7 @@ fn as_a_github_app_with_installation_tokens_for_the_api_and_for_git() {
     // git over https gets the same installation token, minted once and reused.
     let forge = engine.forge().github().unwrap();
     let token = forge.git_token().unwrap().unwrap();
-    assert_eq!(token.expose(), common::fake_github::INSTALLATION_TOKEN);
+    assert_eq!(token.expose(), crate::common::fake_github::INSTALLATION_TOKEN);
     let minted = gh.app_calls().1;
     forge.git_token().unwrap();
     assert_eq!(gh.app_calls().1, minted, "cached until it nears expiry");

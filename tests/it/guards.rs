@@ -1,8 +1,6 @@
 //! Each guard denies or proposes as the policy says, and the decision says which and why.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use jiff::SignedDuration;
 use rollbackd::{Options, Outcome};
 

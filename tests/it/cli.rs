@@ -1,8 +1,6 @@
 //! The `rollbackd` binary: exit codes, `check` positions, `history --json`, `simulate`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()

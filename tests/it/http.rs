@@ -1,12 +1,10 @@
 //! The webhook server through its router (no socket): every status code, real recorded GitHub
 //! payloads signed in the test, and the rollback commits they lead to on the origin.
 
-mod common;
-
+use crate::common::http::*;
+use crate::common::*;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::http::*;
-use common::*;
 use rollbackd::Engine;
 use rollbackd::config::Config;
 use rollbackd::server::{self, AppState, HttpSettings};

@@ -1,18 +1,16 @@
 //! `/rollback` from Slack through the router: signatures and replays, the immediate ack, the
 //! outcome posted to `response_url` (a local server), retries, and the review flow.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, channel};
 use std::time::Duration;
 
+use crate::common::*;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::*;
 use hmac::{Hmac, Mac};
 use http_body_util::BodyExt;
 use rollbackd::config::Config;

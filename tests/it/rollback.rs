@@ -1,9 +1,7 @@
 //! Planning and writing rollbacks against real repositories: a bare origin and the service's
 //! mirror. Every assertion reads the origin with the git CLI.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use rollbackd::plan::{KnownGoodSource, Strategy};
 use rollbackd::rollback::Delivery;
 use rollbackd::{Options, Outcome};
@@ -46,7 +44,7 @@ fn single_bad_commit_is_reverted() {
     assert_eq!(plan.artifacts[0].old.as_deref(), Some("registry.example.com/checkout:1.5.0"));
     assert_eq!(plan.artifacts[0].new.as_deref(), Some("registry.example.com/checkout:1.4.2"));
     // The mirror follows the origin.
-    assert_eq!(common::git_in(&w.mirror(), &["rev-parse", "refs/heads/main"]), rb.commit.0);
+    assert_eq!(crate::common::git_in(&w.mirror(), &["rev-parse", "refs/heads/main"]), rb.commit.0);
 }
 
 #[test]

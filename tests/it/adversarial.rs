@@ -3,12 +3,10 @@
 //! the service. Each test shows the refusal and that the origin's refs did not change (read with
 //! the git CLI).
 
-mod common;
-
+use crate::common::http::*;
+use crate::common::*;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::http::*;
-use common::*;
 use rollbackd::chat::command::parse;
 use rollbackd::chat::dispatch::{ChatRequest, execute};
 use rollbackd::principal::{Directory, Principal};
@@ -285,10 +283,10 @@ async fn alerts_no_policy_acts_on_never_take_the_writers_queue() {
     assert_eq!(w.trailers("main", "Rollback-Trigger"), ["alertmanager:real@2026-11-21T11:55:00Z"]);
 }
 
-fn github_world() -> (World, common::fake_github::FakeGithub, Server) {
+fn github_world() -> (World, crate::common::fake_github::FakeGithub, Server) {
     let w = World::new();
-    let gh = common::fake_github::FakeGithub::start(w.origin.clone());
-    std::fs::write(w.root().join("gh-token"), common::fake_github::TOKEN).unwrap();
+    let gh = crate::common::fake_github::FakeGithub::start(w.origin.clone());
+    std::fs::write(w.root().join("gh-token"), crate::common::fake_github::TOKEN).unwrap();
     w.write_config(&format!(
         "forge: {{ kind: github, api_url: \"{}\", owner: acme, repo: config, token_file: gh-token }}\n",
         gh.url

@@ -1,8 +1,6 @@
 //! Proposals reviewed by people (local forge), freezes, and who may ask: against real repos.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use jiff::SignedDuration;
 use rollbackd::principal::{Directory, Principal};
 use rollbackd::{Event, Options, Outcome, ReviewOutcome, Source};

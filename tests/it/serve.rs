@@ -1,13 +1,11 @@
 //! `rollbackd serve` as processes: graceful SIGTERM, two replicas racing on one alert, a kill -9
 //! between receiving and pushing, and the real Alertmanager posting to the real server.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const TOKEN: &str = "e2e-token";
 

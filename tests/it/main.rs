@@ -1,0 +1,18 @@
+//! rollbackd's integration tests, in one binary: each module tests one part against real
+//! components (bare git repositories in temp dirs, `git daemon`, the real Alertmanager, the
+//! `rollbackd` binary, a fake GitHub backed by the test's origin). `common` is the harness.
+
+mod common;
+
+mod adversarial;
+mod chat_commands;
+mod cli;
+mod daemon;
+mod github_forge;
+mod guards;
+mod http;
+mod properties;
+mod review;
+mod rollback;
+mod serve;
+mod slack;
