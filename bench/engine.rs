@@ -11,8 +11,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 
-use rollbackd::clock::SystemClock;
 use rollbackd::config::Config;
+use rollbackd::support::clock::SystemClock;
 use rollbackd::{Engine, Event, Options, Outcome, Source};
 
 const POLICY: &str = r#"- name: bench

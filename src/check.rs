@@ -7,15 +7,15 @@ use std::path::Path;
 use regex::Regex;
 
 use crate::config::Config;
-use crate::diagnostic::{Diagnostic, Severity};
+use crate::domain::event::{Event, Source};
+use crate::domain::matcher::MatchOp;
+use crate::domain::plan::{CommitInfo, KnownGood, KnownGoodSource, Plan, Sha, Strategy, Target};
+use crate::domain::policy::{Policy, PolicySet};
+use crate::domain::rollback::{Delivery, RollbackId};
 use crate::engine::message_context;
-use crate::event::{Event, Source};
 use crate::git::{Auth, ConfigRepo, PathSet};
-use crate::matcher::MatchOp;
-use crate::plan::{CommitInfo, KnownGood, KnownGoodSource, Plan, Sha, Strategy, Target};
-use crate::policy::{Policy, PolicySet};
-use crate::rollback::{Delivery, RollbackId};
-use crate::template::{TEMPLATE_FILES, TemplateError, Templates};
+use crate::support::diagnostic::{Diagnostic, Severity};
+use crate::support::template::{TEMPLATE_FILES, TemplateError, Templates};
 
 pub fn has_errors(diags: &[Diagnostic]) -> bool {
     diags.iter().any(|d| d.severity == Severity::Error)
@@ -48,8 +48,8 @@ pub fn run(config_path: &Path) -> Vec<Diagnostic> {
             let sample_policy = policies.as_ref().and_then(|p| p.policies.first());
             if let Some(policy) = sample_policy {
                 let (event, plan) = sample();
-                let mut decision = crate::decision::Decision::for_event(&event);
-                decision.guards.push(crate::guards::GuardCheck {
+                let mut decision = crate::domain::decision::Decision::for_event(&event);
+                decision.guards.push(crate::domain::guards::GuardCheck {
                     guard: "cooldown",
                     passed: true,
                     detail: "sample".into(),
@@ -62,7 +62,7 @@ pub fn run(config_path: &Path) -> Vec<Diagnostic> {
                     &RollbackId("rb-000000000000".into()),
                     Delivery::Direct,
                     &decision,
-                    crate::text::quoted,
+                    crate::support::text::quoted,
                 );
                 for name in TEMPLATE_FILES {
                     if let Err(e) = t.render(name, &ctx) {
@@ -159,12 +159,12 @@ fn sample() -> (Event, Plan) {
         strategy: Strategy::Revert,
         strategy_note: None,
         tree: "d".repeat(40),
-        diffstat: vec![crate::plan::FileStat {
+        diffstat: vec![crate::domain::plan::FileStat {
             path: "apps/checkout/prod/deployment.yaml".into(),
             insertions: 1,
             deletions: 1,
         }],
-        artifacts: vec![crate::artifacts::ArtifactChange {
+        artifacts: vec![crate::domain::artifacts::ArtifactChange {
             path: "apps/checkout/prod/deployment.yaml".into(),
             name: "image acme/checkout".into(),
             old: Some("acme/checkout:1.5.0".into()),

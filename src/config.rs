@@ -4,9 +4,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::diagnostic::Diagnostic;
-use crate::duration::Duration;
-use crate::secret::SecretString;
+use crate::support::diagnostic::Diagnostic;
+use crate::support::duration::Duration;
+use crate::support::secret::SecretString;
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,13 +37,13 @@ pub struct Config {
     pub sources: Sources,
     /// Slack user groups and GitHub teams, for `chatops` rules that name them.
     #[serde(default)]
-    pub directory: crate::principal::Directory,
+    pub directory: crate::domain::principal::Directory,
     /// Where proposals live: `{ kind: local }` (default) or `{ kind: github, ... }`.
     #[serde(default)]
     pub forge: crate::forge::ForgeConfig,
     /// What values from senders must look like, and how much of them is read.
     #[serde(default)]
-    pub input: crate::ident::InputConfig,
+    pub input: crate::domain::ident::InputConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]

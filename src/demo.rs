@@ -109,7 +109,7 @@ pub fn create(dir: &Path, now: Timestamp) -> Result<Demo, DemoError> {
     ];
     let refs: Vec<(&str, Option<&str>)> = files.iter().map(|(p, t)| (p.as_str(), Some(t.as_str()))).collect();
     seed.commit("Initial config: checkout and cart in prod and staging", &refs, "Platform Team", at(300))?;
-    let deploy = |msg: &str, path: &str, text: String, minutes: i64| -> Result<crate::plan::Sha, DemoError> {
+    let deploy = |msg: &str, path: &str, text: String, minutes: i64| -> Result<crate::domain::plan::Sha, DemoError> {
         Ok(seed.commit(msg, &[(path, Some(text.as_str()))], "deploy-bot", at(minutes))?)
     };
     deploy(

@@ -1,43 +1,35 @@
 //! rollbackd: turns alerts, CI events and chat requests into audited rollbacks of a GitOps
 //! config repository.
 //!
-//! Domain types sit at the centre ([`Event`], [`Policy`], [`Decision`], [`Plan`], [`Rollback`]);
-//! the [`engine`] decides and writes through the [`git`] adapter.
+//! The folders tell the story:
+//! - [`domain`]: events, policies, the pure decision, plans and rollbacks. No I/O.
+//! - adapters at the edge: [`ingest`] (payloads → events), [`server`] (HTTP), [`chat`] (the
+//!   `/rollback` grammar), [`git`] (the only user of git2), [`forge`] (proposals on GitHub).
+//! - the application: [`engine`] (decide and write), [`worker`] (the single writer behind the
+//!   server), [`check`] and [`demo`].
+//! - [`support`], [`config`] and [`metrics`]: what the rest leans on.
 
-pub mod artifacts;
+pub mod domain;
+
 pub mod chat;
-pub mod check;
-pub mod clock;
-pub mod config;
-pub mod decide;
-pub mod decision;
-pub mod demo;
-pub mod diagnostic;
-pub mod duration;
-pub mod engine;
-pub mod event;
 pub mod forge;
-pub mod freeze;
 pub mod git;
-pub mod guards;
-pub mod ident;
 pub mod ingest;
-pub mod matcher;
-pub mod metrics;
-pub mod plan;
-pub mod policy;
-pub mod principal;
-pub mod rollback;
-pub mod secret;
 pub mod server;
-pub mod template;
-pub mod text;
+
+pub mod check;
+pub mod demo;
+pub mod engine;
 pub mod worker;
 
+pub mod config;
+pub mod metrics;
+pub mod support;
+
 pub use config::Config;
-pub use decision::{Decision, Report};
+pub use domain::decision::{Decision, Report};
+pub use domain::event::{Event, Source};
+pub use domain::plan::Plan;
+pub use domain::policy::{Policy, PolicySet};
+pub use domain::rollback::{Outcome, Rollback, RollbackId};
 pub use engine::{Engine, EngineError, Options, ReviewOutcome};
-pub use event::{Event, Source};
-pub use plan::Plan;
-pub use policy::{Policy, PolicySet};
-pub use rollback::{Outcome, Rollback, RollbackId};

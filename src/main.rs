@@ -8,8 +8,8 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use jiff::Timestamp;
 
-use rollbackd::clock::{Clock, FixedClock, SystemClock};
 use rollbackd::config::Config;
+use rollbackd::support::clock::{Clock, FixedClock, SystemClock};
 use rollbackd::{Engine, EngineError, Event, Options, Outcome, Report, Source, check, demo, ingest, server, worker};
 
 #[derive(Parser)]
@@ -104,7 +104,7 @@ enum Command {
         env: Option<String>,
         /// How long (default 1h).
         #[arg(long = "for")]
-        duration: Option<rollbackd::duration::Duration>,
+        duration: Option<rollbackd::support::duration::Duration>,
         #[arg(long)]
         reason: Option<String>,
         #[arg(long, env = "USER", default_value = "cli")]
@@ -269,8 +269,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                     let bad: Vec<&str> = r.bad_commits.iter().map(|s| &s[..s.len().min(10)]).collect();
                     let delivery = match (r.delivery, r.cancelled) {
                         (_, true) => "cancelled",
-                        (rollbackd::rollback::Delivery::Direct, _) => "direct",
-                        (rollbackd::rollback::Delivery::Proposal, _) => "proposal",
+                        (rollbackd::domain::rollback::Delivery::Direct, _) => "direct",
+                        (rollbackd::domain::rollback::Delivery::Proposal, _) => "proposal",
                     };
                     println!(
                         "{}  {}  {}/{}  {} {}  undid {}  to {}  by {} via {}{}",

@@ -6,7 +6,7 @@ use jiff::Timestamp;
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use crate::event::{Event, Source};
+use crate::domain::event::{Event, Source};
 use crate::{Outcome, Report};
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();

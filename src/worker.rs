@@ -14,8 +14,8 @@ use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use crate::chat::{ChatRequest, Reply};
+use crate::domain::event::Event;
 use crate::engine::{Engine, EngineError, Options, Triager};
-use crate::event::Event;
 use crate::git::AuditRecord;
 use crate::ingest::alertmanager::Resolved;
 use crate::metrics;
@@ -49,7 +49,7 @@ pub enum Job {
     },
     GithubComment {
         comment: Box<crate::ingest::github::Comment>,
-        directory: Box<crate::principal::Directory>,
+        directory: Box<crate::domain::principal::Directory>,
         reply: oneshot::Sender<JobResult>,
     },
     ChecksPassed {

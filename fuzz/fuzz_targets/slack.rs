@@ -2,7 +2,7 @@
 //! without the secret's signature.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use rollbackd::secret::SecretString;
+use rollbackd::support::secret::SecretString;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

@@ -4,7 +4,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|text: &str| {
     if let Some(t) = rollbackd::git::Trailers::parse(text) {
-        assert!(rollbackd::ident::is_plain(&t.service) && rollbackd::ident::is_plain(&t.env));
+        assert!(rollbackd::domain::ident::is_plain(&t.service) && rollbackd::domain::ident::is_plain(&t.env));
         assert!(rollbackd::RollbackId::parse(&t.id).is_some());
         assert_eq!(rollbackd::git::Trailers::parse(&t.append_to("x")).as_ref(), Some(&t));
     }

@@ -24,7 +24,7 @@
 
 use std::fmt;
 
-use crate::duration::Duration;
+use crate::support::duration::Duration;
 
 pub const PREFIX: &str = "/rollback";
 

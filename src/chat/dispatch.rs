@@ -2,9 +2,9 @@
 //! (it needs the engine); the chat adapters (Slack, GitHub comments) only parse and deliver.
 
 use crate::chat::command::{Command, Scope, help};
+use crate::domain::event::{Event, Source};
+use crate::domain::principal::Principal;
 use crate::engine::{Engine, Options};
-use crate::event::{Event, Source};
-use crate::principal::Principal;
 use crate::{Outcome, ReviewOutcome};
 
 #[derive(Clone, Debug)]
@@ -47,11 +47,11 @@ fn failed(text: String, public: bool) -> Reply {
 
 /// Every argument that names something must be an identifier (a rollback id, a revision of
 /// plain names); the refusal says which and why.
-fn check_arguments(command: &Command, rules: &crate::ident::InputRules) -> Result<(), String> {
+fn check_arguments(command: &Command, rules: &crate::domain::ident::InputRules) -> Result<(), String> {
     let ident = |what: &str, v: &Option<String>| v.as_ref().map_or(Ok(()), |v| rules.identifier(what, v));
     let id = |v: &Option<String>| match v {
-        Some(v) if crate::rollback::RollbackId::parse(v).is_none() => {
-            Err(format!("{} is not a rollback id (rb- and twelve hex digits)", crate::ident::shown(v)))
+        Some(v) if crate::domain::rollback::RollbackId::parse(v).is_none() => {
+            Err(format!("{} is not a rollback id (rb- and twelve hex digits)", crate::domain::ident::shown(v)))
         }
         _ => Ok(()),
     };
@@ -59,7 +59,7 @@ fn check_arguments(command: &Command, rules: &crate::ident::InputRules) -> Resul
         Scope::All => Ok(()),
         Scope::Service(s) => rules.identifier("service", s),
     };
-    let e = |r: Result<(), crate::ident::InputError>| r.map_err(|e| e.to_string());
+    let e = |r: Result<(), crate::domain::ident::InputError>| r.map_err(|e| e.to_string());
     match command {
         Command::Rollback { service, env, to, .. } => {
             e(rules.identifier("service", service))?;
@@ -75,7 +75,7 @@ fn check_arguments(command: &Command, rules: &crate::ident::InputRules) -> Resul
                 if !hex && !tag {
                     return Err(format!(
                         "{} is not a commit id or a known-good/ or rollback/ tag",
-                        crate::ident::shown(to)
+                        crate::domain::ident::shown(to)
                     ));
                 }
             }
@@ -181,7 +181,7 @@ fn review_reply(p: &Principal, o: &ReviewOutcome) -> Reply {
 pub fn github_comment(
     engine: &mut Engine,
     c: &crate::ingest::github::Comment,
-    directory: &crate::principal::Directory,
+    directory: &crate::domain::principal::Directory,
 ) -> String {
     use crate::chat::command::parse_markdown;
     let command = match parse_markdown(&c.body) {

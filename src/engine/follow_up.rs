@@ -1,14 +1,14 @@
 //! What follows a write when proposals live on a forge: auto-merging, telling an open pull
 //! request that its incident fired again, and the review issue a break-glass rollback owes.
 
-use crate::text::markdown;
+use crate::support::text::markdown;
 use jiff::Timestamp;
 
 use super::{Engine, EngineError, ReviewOutcome};
-use crate::decision::Decision;
-use crate::event::Event;
-use crate::plan::Plan;
-use crate::policy::Policy;
+use crate::domain::decision::Decision;
+use crate::domain::event::Event;
+use crate::domain::plan::Plan;
+use crate::domain::policy::Policy;
 use crate::{Outcome, Rollback};
 
 impl Engine {

@@ -6,11 +6,11 @@ use jiff::{SignedDuration, Timestamp};
 use tracing::info;
 
 use super::{Engine, EngineError};
-use crate::freeze::Freeze;
+use crate::domain::freeze::Freeze;
+use crate::domain::plan::Sha;
+use crate::domain::principal::{Principal, first_admitting};
+use crate::domain::rollback::{Delivery, Rollback, RollbackId, RollbackRef};
 use crate::git::{GitError, PushResult, WriteTarget};
-use crate::plan::Sha;
-use crate::principal::{Principal, first_admitting};
-use crate::rollback::{Delivery, Rollback, RollbackId, RollbackRef};
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum ReviewOutcome {
@@ -116,7 +116,7 @@ impl Engine {
         service: &str,
         env: &str,
         id: &str,
-        method: crate::policy::MergeMethod,
+        method: crate::domain::policy::MergeMethod,
         who: &str,
         now: Timestamp,
     ) -> Result<ReviewOutcome, EngineError> {
@@ -175,7 +175,7 @@ impl Engine {
     pub fn checks_completed(&mut self, branch: &str) -> Result<String, EngineError> {
         let (_lock, now) = self.begin_fresh()?;
         let Some(rref) = RollbackRef::parse_branch(branch) else {
-            return Ok(format!("{} is not a rollback proposal", crate::ident::shown(branch)));
+            return Ok(format!("{} is not a rollback proposal", crate::domain::ident::shown(branch)));
         };
         let id = rref.id.as_str();
         let Some((branch, commit, t)) = self.repo.find_proposal(id)? else {
@@ -208,10 +208,10 @@ impl Engine {
     ) -> Result<String, EngineError> {
         let (_lock, now) = self.begin_fresh()?;
         let Some(rref) = RollbackRef::parse_branch(branch) else {
-            return Ok(format!("{} is not a rollback proposal", crate::ident::shown(branch)));
+            return Ok(format!("{} is not a rollback proposal", crate::domain::ident::shown(branch)));
         };
         let id = &rref.id;
-        let by = crate::ident::shown(by);
+        let by = crate::domain::ident::shown(by);
         let (tag, message) = match merged_sha {
             Some(sha) => (rref.name(), format!("Rollback {id} merged on GitHub by {by} at {sha}\n")),
             None => (rref.cancelled(), format!("Cancelled {id}: pull request closed by {by}\n")),
@@ -219,7 +219,7 @@ impl Engine {
         let at = merged_sha.unwrap_or(head_sha);
         // Commit ids from the payload reach git only as full hex ids, never as revision syntax.
         if !Sha::is_full_hex(at) {
-            return Ok(format!("{} is not a commit id", crate::ident::shown(at)));
+            return Ok(format!("{} is not a commit id", crate::domain::ident::shown(at)));
         }
         let created = self.repo.tag_commit(&tag, at, &message, now)?;
         if merged_sha.is_none() {
@@ -325,7 +325,7 @@ impl Engine {
         &mut self,
         scope: &str,
         env: Option<&str>,
-        duration: Option<crate::duration::Duration>,
+        duration: Option<crate::support::duration::Duration>,
         reason: Option<&str>,
         actor: Actor<'_>,
         cli_name: &str,
@@ -347,7 +347,7 @@ impl Engine {
             scope: scope.to_string(),
             env: env.map(str::to_string),
             until,
-            reason: reason.map(crate::text::quoted),
+            reason: reason.map(crate::support::text::quoted),
             by: actor_id(actor, cli_name),
             at: now,
         };

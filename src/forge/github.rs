@@ -8,8 +8,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ForgeError, GithubConfig};
-use crate::policy::MergeMethod;
-use crate::secret::SecretString;
+use crate::domain::policy::MergeMethod;
+use crate::support::secret::SecretString;
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 pub struct Pr {
@@ -220,10 +220,10 @@ impl GithubForge {
 
     /// The rollback proposal a pull request is, if it is one: its branch lives in the config
     /// repo itself (not a fork) and is named like one of ours.
-    pub fn proposal_of(&self, pr: &Pr) -> Option<crate::rollback::RollbackRef> {
+    pub fn proposal_of(&self, pr: &Pr) -> Option<crate::domain::rollback::RollbackRef> {
         let ours = format!("{}/{}", self.owner, self.repo);
         pr.head.repo.as_ref().filter(|r| r.full_name.eq_ignore_ascii_case(&ours))?;
-        crate::rollback::RollbackRef::parse_branch(&pr.head.branch)
+        crate::domain::rollback::RollbackRef::parse_branch(&pr.head.branch)
     }
 
     /// The open pull request from `branch`, if any.
@@ -234,13 +234,13 @@ impl GithubForge {
         Ok(list.into_iter().find(|p| p.head.branch == branch))
     }
 
-    /// Comments on an issue or pull request. Every comment passes [`crate::text::github_reply`]:
+    /// Comments on an issue or pull request. Every comment passes [`crate::support::text::github_reply`]:
     /// whatever text of a person it quotes cannot mention, link or inject HTML.
     pub fn comment(&self, number: u64, body: &str) -> Result<u64, ForgeError> {
         let v = self.call(
             Method::Post,
             &self.repo_path(&format!("/issues/{number}/comments")),
-            Some(json!({ "body": crate::text::github_reply(body) })),
+            Some(json!({ "body": crate::support::text::github_reply(body) })),
         )?;
         Ok(v.get("id").and_then(Value::as_u64).unwrap_or(0))
     }

@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use super::planner::rollback_commit;
 use super::trailers::Trailers;
 use super::{GitError, commit_time, sha};
-use crate::plan::Sha;
-use crate::rollback::{Delivery, RollbackRef};
+use crate::domain::plan::Sha;
+use crate::domain::rollback::{Delivery, RollbackRef};
 
 /// One rollback as recorded in git. This is the `history --json` schema; fields are only ever
 /// added.
@@ -116,7 +116,7 @@ fn tagged(
         });
         if !agrees {
             tracing::warn!(
-                tag = %crate::ident::shown(short),
+                tag = %crate::domain::ident::shown(short),
                 trailers = %format!("{}/{}/{}", t.trailers.service, t.trailers.env, t.trailers.id),
                 "a rollback tag disagrees with the trailers of its commit; not trusted"
             );

@@ -24,7 +24,7 @@ pub use transport::Auth;
 use transport::Update;
 
 use crate::config::{Config, Identity, redact_url};
-use crate::plan::Sha;
+use crate::domain::plan::Sha;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
@@ -182,7 +182,7 @@ impl ConfigRepo {
     }
 
     /// Replaces the https token (a GitHub App's installation token, renewed by the forge).
-    pub fn set_token(&mut self, token: crate::secret::SecretString) {
+    pub fn set_token(&mut self, token: crate::support::secret::SecretString) {
         self.auth.token = Some(token);
     }
 
@@ -394,7 +394,7 @@ impl ConfigRepo {
         for r in self.repo.references_glob("refs/heads/rollback/*")? {
             let r = r?;
             let Some(name) = r.shorthand().ok().map(str::to_string) else { continue };
-            let Some(rref) = crate::rollback::RollbackRef::parse_branch(&name) else { continue };
+            let Some(rref) = crate::domain::rollback::RollbackRef::parse_branch(&name) else { continue };
             if rref.id.as_str() != id {
                 continue;
             }
@@ -504,7 +504,7 @@ impl ConfigRepo {
     }
 
     /// The freezes in force, as of the last fetch.
-    pub fn freezes(&self) -> Result<crate::freeze::Freezes, GitError> {
+    pub fn freezes(&self) -> Result<crate::domain::freeze::Freezes, GitError> {
         let Ok(id) = self.repo.refname_to_id(FREEZES_REF) else { return Ok(Default::default()) };
         let tree = self.repo.find_commit(id)?.tree()?;
         let Some(entry) = tree.get_name(FREEZES_FILE) else { return Ok(Default::default()) };
@@ -520,7 +520,7 @@ impl ConfigRepo {
         &mut self,
         message: &str,
         at: Timestamp,
-        mut change: impl FnMut(&mut crate::freeze::Freezes) -> T,
+        mut change: impl FnMut(&mut crate::domain::freeze::Freezes) -> T,
     ) -> Result<T, GitError> {
         for attempt in 0..=self.push_retries {
             if attempt > 0 {

@@ -9,8 +9,8 @@ use super::trailers::Trailers;
 use super::tree_diff;
 use super::tree_edit;
 use super::{GitError, commit_time, sha};
-use crate::artifacts;
-use crate::plan::{CommitInfo, FileStat, KnownGood, KnownGoodSource, Plan, Sha, Strategy, Target};
+use crate::domain::artifacts;
+use crate::domain::plan::{CommitInfo, FileStat, KnownGood, KnownGoodSource, Plan, Sha, Strategy, Target};
 
 pub struct PlanRequest<'a> {
     pub target: &'a Target,

@@ -8,7 +8,7 @@ use jiff::Timestamp;
 
 use super::tree_edit;
 use super::{GitError, oid, sha};
-use crate::plan::Sha;
+use crate::domain::plan::Sha;
 
 pub struct Seeder {
     repo: Repository,

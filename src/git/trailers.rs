@@ -112,8 +112,8 @@ impl Trailers {
                 _ => {}
             }
         }
-        let plain = |v: &str| crate::ident::is_plain(v);
-        (crate::rollback::RollbackId::parse(&t.id).is_some() && plain(&t.service) && plain(&t.env)).then_some(t)
+        let plain = |v: &str| crate::domain::ident::is_plain(v);
+        (crate::domain::rollback::RollbackId::parse(&t.id).is_some() && plain(&t.service) && plain(&t.env)).then_some(t)
     }
 }
 

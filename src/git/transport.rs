@@ -18,7 +18,7 @@ use git2::{Cred, CredentialType, ErrorCode, FetchOptions, Oid, PushOptions, Remo
 
 use super::{GitError, PushResult};
 use crate::config::redact_url;
-use crate::secret::SecretString;
+use crate::support::secret::SecretString;
 
 /// Sets libgit2's connect and socket timeouts, so a stuck origin fails a fetch or push in bounded
 /// time instead of holding the writer. They are process-wide in libgit2; every mirror of this

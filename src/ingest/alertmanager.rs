@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use serde::Deserialize;
 
-use crate::event::{Event, Source};
+use crate::domain::event::{Event, Source};
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -58,7 +58,7 @@ pub enum ParseError {
     Version(String),
     #[error("alert {index}: startsAt {value:?} is not an RFC 3339 time")]
     Time { index: usize, value: String },
-    #[error("alert {index}: fingerprint {} is not a word of at most 64 letters and digits", crate::ident::shown(.value))]
+    #[error("alert {index}: fingerprint {} is not a word of at most 64 letters and digits", crate::domain::ident::shown(.value))]
     Fingerprint { index: usize, value: String },
 }
 

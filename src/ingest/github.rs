@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use serde::Deserialize;
 
-use crate::event::{Event, Source};
+use crate::domain::event::{Event, Source};
 
 #[derive(Debug, PartialEq)]
 pub enum GithubEvent {

@@ -8,7 +8,7 @@ use tokio::sync::oneshot;
 use tracing::warn;
 
 use super::{AppState, Pending, error, is_json, not_json, respond};
-use crate::event::Source;
+use crate::domain::event::Source;
 use crate::ingest::alertmanager;
 use crate::metrics;
 use crate::worker::Job;

@@ -6,7 +6,7 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::secret::SecretString;
+use crate::support::secret::SecretString;
 
 /// Equal in constant time and independent of either length: both sides are hashed first, so the
 /// comparison always runs over 32 bytes.

@@ -8,7 +8,7 @@ use tokio::sync::oneshot;
 use tracing::info;
 
 use super::{Answer, AppState, auth, error, is_json, not_json, respond};
-use crate::event::Source;
+use crate::domain::event::Source;
 use crate::ingest::github;
 use crate::metrics;
 use crate::worker::Job;
@@ -107,10 +107,10 @@ pub(super) async fn github_webhook(State(st): State<AppState>, headers: HeaderMa
             if not_ours(&repository) {
                 return ignored("pull request on a repository other than the config repo".into());
             }
-            if crate::rollback::RollbackRef::parse_branch(&branch).is_none() {
+            if crate::domain::rollback::RollbackRef::parse_branch(&branch).is_none() {
                 return ignored(format!(
                     "pull request from {} is not a rollback proposal",
-                    crate::ident::shown(&branch)
+                    crate::domain::ident::shown(&branch)
                 ));
             }
             let trigger = format!("github:pull_request/{branch}");

@@ -24,12 +24,12 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
-use crate::clock::Clock;
 use crate::config::{Config, Secrets};
+use crate::domain::event::{Event, Source};
 use crate::engine::Triage;
-use crate::event::{Event, Source};
 use crate::metrics;
-use crate::secret::SecretString;
+use crate::support::clock::Clock;
+use crate::support::secret::SecretString;
 use crate::worker::{self, Job, JobResult, QueueError, WorkerHandle};
 
 /// How an Alertmanager may authenticate.
@@ -71,7 +71,7 @@ struct Inner {
     /// `owner/name` of the config repo on GitHub (forge.kind: github): comments and pull
     /// requests elsewhere are not ours.
     config_repo: Option<String>,
-    directory: crate::principal::Directory,
+    directory: crate::domain::principal::Directory,
     /// Deliveries (GitHub `X-GitHub-Delivery`, Slack `trigger_id`) whose work was queued, so a
     /// replay does nothing and a refused one can be sent again.
     deliveries: Deliveries,
@@ -299,7 +299,8 @@ impl AppState {
         let trigger = event.trigger();
         if let Some(r) = self.0.worker.shared().snapshot().find_trigger(&trigger) {
             // An open pull request hears "fired again" from the writer (rate-limited there).
-            let open_pr = self.0.github_forge && r.delivery == crate::rollback::Delivery::Proposal && !r.cancelled;
+            let open_pr =
+                self.0.github_forge && r.delivery == crate::domain::rollback::Delivery::Proposal && !r.cancelled;
             if !open_pr {
                 let o = worker::duplicate_from_snapshot(r, &trigger);
                 return Pending::Ready(answer(&trigger, &o));

@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use super::{AppState, auth, error};
-use crate::event::Source;
+use crate::domain::event::Source;
 use crate::metrics;
 use crate::worker::Job;
 
@@ -28,7 +28,7 @@ struct SlashCommand {
 
 fn slack_message(text: &str, public: bool) -> Response {
     let kind = if public { "in_channel" } else { "ephemeral" };
-    axum::Json(serde_json::json!({ "response_type": kind, "text": crate::text::slack(text) })).into_response()
+    axum::Json(serde_json::json!({ "response_type": kind, "text": crate::support::text::slack(text) })).into_response()
 }
 
 /// `/rollback ...` from Slack: verified, acknowledged at once (Slack gives up after 3 s), carried
@@ -91,7 +91,8 @@ pub(super) async fn slack_webhook(State(st): State<AppState>, headers: HeaderMap
         .and_then(|t| t.parse::<i64>().ok())
         .and_then(|t| jiff::Timestamp::from_second(t).ok());
     let request = crate::chat::ChatRequest {
-        principal: crate::principal::Principal::new(format!("slack:{}", cmd.user_id)).with_groups(&st.0.directory),
+        principal: crate::domain::principal::Principal::new(format!("slack:{}", cmd.user_id))
+            .with_groups(&st.0.directory),
         command,
         request_id: delivery.clone(),
         channel: "slack".into(),
@@ -101,7 +102,7 @@ pub(super) async fn slack_webhook(State(st): State<AppState>, headers: HeaderMap
     };
     // The command's text is the person's words: not logged at INFO.
     info!(user = %request.principal, "slack command");
-    tracing::debug!(command = %crate::ident::shown(&cmd.text), "slack command text");
+    tracing::debug!(command = %crate::domain::ident::shown(&cmd.text), "slack command text");
     let (reply, rx) = oneshot::channel();
     if st.0.worker.submit(Job::Chat { request: Box::new(request), reply }).is_err() {
         st.0.deliveries.release(&delivery);
@@ -125,7 +126,7 @@ pub(super) async fn slack_webhook(State(st): State<AppState>, headers: HeaderMap
 async fn post_to_slack(url: String, reply: crate::chat::Reply) {
     let body = serde_json::json!({
         "response_type": if reply.public { "in_channel" } else { "ephemeral" },
-        "text": crate::text::slack(&reply.text),
+        "text": crate::support::text::slack(&reply.text),
     });
     let sent = tokio::task::spawn_blocking(move || {
         let agent: ureq::Agent =

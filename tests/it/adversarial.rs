@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use rollbackd::chat::command::parse;
 use rollbackd::chat::dispatch::{ChatRequest, execute};
-use rollbackd::principal::{Directory, Principal};
+use rollbackd::domain::principal::{Directory, Principal};
 use rollbackd::{Options, Outcome};
 use serde_json::json;
 

@@ -16,7 +16,7 @@ fn rb(service: &str, env: Option<&str>, to: Option<&str>, reason: Option<&str>, 
 
 #[test]
 fn commands() {
-    let d = |s: &str| Some(s.parse::<rollbackd::duration::Duration>().unwrap());
+    let d = |s: &str| Some(s.parse::<rollbackd::support::duration::Duration>().unwrap());
     let cases: Vec<(&str, Command)> = vec![
         ("/rollback", Command::Help),
         ("/rollback help", Command::Help),

@@ -148,7 +148,7 @@ fn unreachable_origin_exits_3_and_writes_nothing() {
 fn simulate_prints_the_trace_and_writes_nothing() {
     let w = World::new();
     w.deploy("checkout", "prod", "1.5.0", 10);
-    let cart_head = rollbackd::plan::Sha(w.head());
+    let cart_head = rollbackd::domain::plan::Sha(w.head());
     w.tag_known_good("cart", "prod", &cart_head, "20261121T110000Z");
     w.run_cli(&["history"]);
     let (origin, mirror) = (w.refs_of(&w.origin), w.refs_of(&w.mirror()));

@@ -6,8 +6,8 @@ use crate::common::fake_github::{FakeGithub, TOKEN};
 use crate::common::*;
 use rollbackd::chat::command::parse;
 use rollbackd::chat::dispatch::{ChatRequest, execute, github_comment};
+use rollbackd::domain::principal::{Directory, Principal};
 use rollbackd::ingest::github::Comment;
-use rollbackd::principal::{Directory, Principal};
 use rollbackd::{Options, Outcome};
 
 const POLICY: &str = r#"

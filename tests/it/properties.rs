@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 use proptest::prelude::*;
+use rollbackd::domain::matcher::Matcher;
 use rollbackd::git::Trailers;
 use rollbackd::ingest::{alertmanager, github};
-use rollbackd::matcher::Matcher;
-use rollbackd::secret::SecretString;
 use rollbackd::server::auth;
+use rollbackd::support::secret::SecretString;
 
 fn arb_json() -> impl Strategy<Value = serde_json::Value> {
     let leaf = prop_oneof![
@@ -164,6 +164,6 @@ proptest! {
 
     #[test]
     fn artifact_scan_never_panics(s in "[ -~\n]{0,300}") {
-        let _ = rollbackd::artifacts::scan(&s);
+        let _ = rollbackd::domain::artifacts::scan(&s);
     }
 }

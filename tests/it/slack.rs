@@ -16,7 +16,7 @@ use http_body_util::BodyExt;
 use rollbackd::config::Config;
 use rollbackd::server::{self, AppState, HttpSettings};
 use rollbackd::worker;
-use rollbackd::{Engine, clock::Clock};
+use rollbackd::{Engine, support::clock::Clock};
 use sha2::Sha256;
 use tower::ServiceExt;
 

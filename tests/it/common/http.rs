@@ -11,7 +11,7 @@ use http_body_util::BodyExt;
 use rollbackd::config::Config;
 use rollbackd::server::{self, AppState, HttpSettings};
 use rollbackd::worker::{self, WorkerHandle};
-use rollbackd::{Engine, clock::Clock};
+use rollbackd::{Engine, support::clock::Clock};
 use sha2::Sha256;
 use tower::ServiceExt;
 
@@ -32,7 +32,7 @@ pub fn server(w: &World, extra: &str) -> Server {
 
 /// [`server`] from the parts of a world that may cross threads (a GitHub forge must be built
 /// outside the test's runtime).
-pub fn server_in(root: &std::path::Path, clock: Arc<rollbackd::clock::FixedClock>, extra: &str) -> Server {
+pub fn server_in(root: &std::path::Path, clock: Arc<rollbackd::support::clock::FixedClock>, extra: &str) -> Server {
     std::fs::write(root.join("am-tokens"), format!("old-token, {TOKEN}\n")).unwrap();
     std::fs::write(root.join("gh-secrets"), format!("{GH_SECRET}\n")).unwrap();
     let config_path = root.join("rollbackd.yaml");

@@ -12,10 +12,10 @@ use std::process::Command;
 use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
-use rollbackd::clock::FixedClock;
 use rollbackd::config::Config;
+use rollbackd::domain::plan::Sha;
 use rollbackd::git::seed::Seeder;
-use rollbackd::plan::Sha;
+use rollbackd::support::clock::FixedClock;
 use rollbackd::{Engine, Event, Source};
 
 pub const TEMPLATES: &[(&str, &str)] = rollbackd::demo::TEMPLATES;
@@ -117,7 +117,7 @@ impl World {
     }
 
     pub fn now(&self) -> Timestamp {
-        use rollbackd::clock::Clock;
+        use rollbackd::support::clock::Clock;
         self.clock.now()
     }
 

@@ -3,11 +3,11 @@
 //! delivered, or why it is not. No repository, no clock, no forge: the engine gathers the
 //! [`Facts`] and carries out the [`Verdict`].
 
-use crate::freeze::Freeze;
+use crate::domain::freeze::Freeze;
+use crate::domain::guards::GuardCheck;
+use crate::domain::policy::{Mode, OnViolation};
+use crate::domain::rollback::{Delivery, Outcome, RollbackId};
 use crate::git::AuditRecord;
-use crate::guards::GuardCheck;
-use crate::policy::{Mode, OnViolation};
-use crate::rollback::{Delivery, Outcome, RollbackId};
 
 /// What `decide` reads.
 #[derive(Clone, Copy, Debug)]

@@ -9,22 +9,24 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use tracing::{info, info_span, warn};
 
-use crate::clock::Clock;
 use crate::config::{Config, Secrets};
-use crate::decide::{Facts, Verdict, decide};
-use crate::decision::{Decision, Report};
-use crate::diagnostic::Diagnostic;
-use crate::event::Event;
+use crate::domain::decide::{Facts, Verdict, decide};
+use crate::domain::decision::{Decision, Report};
+use crate::domain::event::Event;
+use crate::domain::guards;
+use crate::domain::ident::InputRules;
+use crate::domain::plan::{Plan, Sha};
+use crate::domain::policy::{Mode, Policy, PolicySet};
+use crate::domain::principal::{Principal, first_admitting};
+use crate::domain::rollback::{Delivery, Outcome, Rollback, RollbackId, RollbackRef};
 use crate::forge::{Forge, ForgeError};
 use crate::git::{Auth, ConfigRepo, GitError, PlanRequest, Planned, PushResult, Trailers, WriteTarget};
-use crate::guards;
-use crate::ident::InputRules;
 use crate::ingest::alertmanager::Resolved;
-use crate::plan::{Plan, Sha};
-use crate::policy::{Mode, Policy, PolicySet};
-use crate::principal::{Principal, first_admitting};
-use crate::rollback::{Delivery, Outcome, Rollback, RollbackId, RollbackRef};
-use crate::template::{COMMIT_TEMPLATE, PR_BODY_TEMPLATE, PR_TITLE_TEMPLATE, TAG_TEMPLATE, TemplateError, Templates};
+use crate::support::clock::Clock;
+use crate::support::diagnostic::Diagnostic;
+use crate::support::template::{
+    COMMIT_TEMPLATE, PR_BODY_TEMPLATE, PR_TITLE_TEMPLATE, TAG_TEMPLATE, TemplateError, Templates,
+};
 use std::collections::HashMap;
 
 #[derive(Debug, thiserror::Error)]
@@ -191,9 +193,11 @@ impl Engine {
                 r.at
             ));
         }
-        let ttr =
-            crate::duration::Duration::from_secs(resolved_at.duration_since(resolved.started_at).as_secs().max(0));
-        let after_rollback = crate::duration::Duration::from_secs(resolved_at.duration_since(r.at).as_secs().max(0));
+        let ttr = crate::support::duration::Duration::from_secs(
+            resolved_at.duration_since(resolved.started_at).as_secs().max(0),
+        );
+        let after_rollback =
+            crate::support::duration::Duration::from_secs(resolved_at.duration_since(r.at).as_secs().max(0));
         let text = format!(
             "rollbackd verification: the incident resolved after the rollback\n\n\
              Rollback-Id: {}\nIncident: {trigger}\nStarted-At: {}\nRolled-Back-At: {}\nResolved-At: {resolved_at}\n\
@@ -220,7 +224,10 @@ impl Engine {
         // A commit id from the payload reaches git only as a full hex id, never as revision
         // syntax (`main~5` would tag some other commit as known-good).
         if !Sha::is_full_hex(&sha) {
-            return Err(EngineError::Input(format!("sha {} is not a full commit id", crate::ident::shown(&sha))));
+            return Err(EngineError::Input(format!(
+                "sha {} is not a full commit id",
+                crate::domain::ident::shown(&sha)
+            )));
         }
         let stamp = event.started_at.unwrap_or(event.received_at).strftime("%Y%m%dT%H%M%SZ").to_string();
         let now = self.clock.now();
@@ -428,11 +435,11 @@ impl Engine {
         if !crate::git::is_valid_ref_name(&name) {
             return Err(EngineError::Policy {
                 policy: policy.name().to_string(),
-                message: format!("{} cannot name a git ref", crate::ident::shown(&name)),
+                message: format!("{} cannot name a git ref", crate::domain::ident::shown(&name)),
             });
         }
-        let ctx = message_context(event, policy, plan, id, delivery, decision, crate::text::quoted);
-        let md = message_context(event, policy, plan, id, delivery, decision, crate::text::markdown);
+        let ctx = message_context(event, policy, plan, id, delivery, decision, crate::support::text::quoted);
+        let md = message_context(event, policy, plan, id, delivery, decision, crate::support::text::markdown);
         let body = self.templates.render(COMMIT_TEMPLATE, &ctx)?;
         let tag_msg = match delivery {
             Delivery::Direct => Some(self.templates.render(TAG_TEMPLATE, &ctx)?),
@@ -506,7 +513,10 @@ pub fn select<'p>(
     let key = &event.dedupe_key;
     let key_char = |c: char| c.is_ascii_alphanumeric() || ".:_@/+-".contains(c);
     if key.is_empty() || key.len() > 200 || !key.chars().all(key_char) {
-        return Err(refused(format!("the event's key {} cannot identify an incident", crate::ident::shown(key))));
+        return Err(refused(format!(
+            "the event's key {} cannot identify an incident",
+            crate::domain::ident::shown(key)
+        )));
     }
     let (policy, tried) = policies.first_match(event);
     decision.record_trials(tried);
@@ -528,7 +538,7 @@ pub enum Selection<'p> {
     Settled(Outcome),
     Target {
         policy: &'p Policy,
-        target: crate::plan::Target,
+        target: crate::domain::plan::Target,
     },
 }
 
@@ -572,7 +582,7 @@ impl Triager {
 /// Checks a chat request against the policy's `chatops` rules; `Some(reason)` denies it.
 /// CLI requests come from operators holding the config and credentials, and are not checked.
 fn authorize(event: &Event, policy: &Policy, opts: &Options) -> Option<String> {
-    if event.source != crate::event::Source::Chatops {
+    if event.source != crate::domain::event::Source::Chatops {
         return None;
     }
     let Some(p) = &opts.principal else {
@@ -617,8 +627,8 @@ struct Write<'a> {
     emergency: bool,
 }
 
-/// How free text is written into a message: [`crate::text::quoted`] for commit and tag
-/// messages, [`crate::text::markdown`] for pull request titles and bodies.
+/// How free text is written into a message: [`crate::support::text::quoted`] for commit and tag
+/// messages, [`crate::support::text::markdown`] for pull request titles and bodies.
 pub(crate) type Escape = fn(&str) -> String;
 
 /// What the message templates can use. Every value that came from input (labels, annotations,
@@ -641,7 +651,7 @@ pub(crate) fn message_context(
         .iter()
         .map(|g| serde_json::json!({ "guard": g.guard, "passed": g.passed, "detail": esc(&g.detail) }))
         .collect();
-    crate::template::value(serde_json::json!({
+    crate::support::template::value(serde_json::json!({
         "id": id,
         "service": plan.target.service,
         "env": plan.target.env,

@@ -4,9 +4,9 @@
 use jiff::Timestamp;
 use serde::Serialize;
 
+use crate::domain::plan::Plan;
+use crate::domain::policy::Guards;
 use crate::git::AuditIndex;
-use crate::plan::Plan;
-use crate::policy::Guards;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct GuardCheck {
@@ -17,7 +17,7 @@ pub struct GuardCheck {
 
 fn ago(now: Timestamp, then: Timestamp) -> String {
     let secs = now.duration_since(then).as_secs().max(0);
-    crate::duration::Duration::from_secs(secs).to_string()
+    crate::support::duration::Duration::from_secs(secs).to_string()
 }
 
 pub fn evaluate(guards: &Guards, plan: &Plan, index: &AuditIndex, now: Timestamp) -> Vec<GuardCheck> {

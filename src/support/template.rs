@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use minijinja::{Environment, UndefinedBehavior, Value};
 
-use crate::ident::InputRules;
+use crate::domain::ident::InputRules;
 
 /// The templates rollbackd renders, and the file each is read from inside `templates/`.
 pub const COMMIT_TEMPLATE: &str = "commit.txt.j2";

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::plan::Sha;
+use crate::domain::plan::Sha;
 
 /// Stable id of one rollback: derived from the trigger, the service and the env, so a repeat of
 /// the same incident (a redelivery, a second replica) arrives at the same id and the same refs.
@@ -74,7 +74,7 @@ impl RollbackRef {
     fn parse_with(name: &str, prefix: &str) -> Option<Self> {
         let mut parts = name.strip_prefix(prefix)?.split('/');
         let (service, env, id) = (parts.next()?, parts.next()?, parts.next()?);
-        if parts.next().is_some() || !crate::ident::is_plain(service) || !crate::ident::is_plain(env) {
+        if parts.next().is_some() || !crate::domain::ident::is_plain(service) || !crate::domain::ident::is_plain(env) {
             return None;
         }
         Some(RollbackRef { service: service.to_string(), env: env.to_string(), id: RollbackId::parse(id)? })

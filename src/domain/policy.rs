@@ -6,14 +6,14 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Deserializer};
 use serde_saphyr::Spanned;
 
-use crate::diagnostic::{Diagnostic, Severity};
-use crate::duration::Duration;
-use crate::event::{Event, Source};
-use crate::ident::InputRules;
-use crate::matcher::Matcher;
-use crate::plan::{Strategy, Target};
-use crate::principal::Rule;
-use crate::template;
+use crate::domain::event::{Event, Source};
+use crate::domain::ident::InputRules;
+use crate::domain::matcher::Matcher;
+use crate::domain::plan::{Strategy, Target};
+use crate::domain::principal::Rule;
+use crate::support::diagnostic::{Diagnostic, Severity};
+use crate::support::duration::Duration;
+use crate::support::template;
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -326,7 +326,7 @@ impl Policy {
 
 /// What policy expressions can refer to.
 pub fn template_context(event: &Event) -> minijinja::Value {
-    crate::template::value(serde_json::json!({
+    crate::support::template::value(serde_json::json!({
         "source": event.source,
         "labels": event.labels,
         "annotations": event.annotations,

@@ -5,7 +5,7 @@ use std::fmt;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::artifacts::ArtifactChange;
+use crate::domain::artifacts::ArtifactChange;
 
 /// A full 40-hex commit id. Kept as text so the domain does not depend on git2.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -6,11 +6,11 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
-use crate::event::Event;
-use crate::guards::GuardCheck;
-use crate::plan::{Plan, Target};
-use crate::policy::{MatchReport, Mode};
-use crate::rollback::Outcome;
+use crate::domain::event::Event;
+use crate::domain::guards::GuardCheck;
+use crate::domain::plan::{Plan, Target};
+use crate::domain::policy::{MatchReport, Mode};
+use crate::domain::rollback::Outcome;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct PolicyTrial {
@@ -92,11 +92,11 @@ impl Report {
         if let Some(p) = &self.plan {
             let _ = writeln!(s, "plan:");
             let kg_from = match &p.known_good.source {
-                crate::plan::KnownGoodSource::Tag { name } => format!("tag {name}"),
-                crate::plan::KnownGoodSource::ParentOfLastChange { change } => {
+                crate::domain::plan::KnownGoodSource::Tag { name } => format!("tag {name}"),
+                crate::domain::plan::KnownGoodSource::ParentOfLastChange { change } => {
                     format!("parent of the last change {}", change.short())
                 }
-                crate::plan::KnownGoodSource::Requested { rev } => format!("requested `{rev}`"),
+                crate::domain::plan::KnownGoodSource::Requested { rev } => format!("requested `{rev}`"),
             };
             let _ = writeln!(s, "  branch {} at {}", p.branch, p.head.short());
             let _ = writeln!(s, "  known-good {} ({kg_from})", p.known_good.sha.short());
