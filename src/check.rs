@@ -86,7 +86,7 @@ pub fn run(config_path: &Path) -> Vec<Diagnostic> {
 /// unless an equality matcher pins the label.
 fn check_paths_exist(config: &Config, secrets: crate::config::Secrets, set: &PolicySet, diags: &mut Vec<Diagnostic>) {
     let auth = Auth { token: secrets.git_token, ssh_key: config.repo.ssh_key_file.clone() };
-    let repo = ConfigRepo::open(config, auth).and_then(|mut r| r.fetch(true).map(|_| r));
+    let repo = ConfigRepo::open(&crate::engine::git_settings(config), auth).and_then(|mut r| r.fetch(true).map(|_| r));
     let repo = match repo {
         Ok(r) => r,
         Err(e) => {

@@ -40,7 +40,7 @@ pub struct Config {
     pub directory: crate::domain::principal::Directory,
     /// Where proposals live: `{ kind: local }` (default) or `{ kind: github, ... }`.
     #[serde(default)]
-    pub forge: crate::forge::ForgeConfig,
+    pub forge: ForgeConfig,
     /// What values from senders must look like, and how much of them is read.
     #[serde(default)]
     pub input: crate::domain::ident::InputConfig,
@@ -303,6 +303,43 @@ fn default_push_retries() -> u32 {
     5
 }
 
+/// Where proposals live: `{ kind: local }` (default) or `{ kind: github, ... }`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ForgeConfig {
+    #[default]
+    Local,
+    Github(GithubConfig),
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GithubConfig {
+    /// API base URL: `https://api.github.com`, or GitHub Enterprise's `https://host/api/v3`.
+    #[serde(default = "default_api_url")]
+    pub api_url: String,
+    pub owner: String,
+    pub repo: String,
+    /// Env var holding a token (a PAT or an installation token).
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// Or a file holding it (a mounted secret).
+    #[serde(default)]
+    pub token_file: Option<std::path::PathBuf>,
+    /// Or authenticate as a GitHub App: its id, its private key, and the installation (looked up
+    /// for owner/repo when left out). Installation tokens are refreshed before they expire.
+    #[serde(default)]
+    pub app_id: Option<u64>,
+    #[serde(default)]
+    pub private_key_file: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub installation_id: Option<u64>,
+}
+
+fn default_api_url() -> String {
+    "https://api.github.com".into()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: cannot read config: {cause}")]
@@ -447,7 +484,7 @@ impl Config {
         if let Some(sl) = self.sources.slack.as_mut() {
             files.extend(sl.signing_secrets_file.as_mut());
         }
-        if let crate::forge::ForgeConfig::Github(g) = &mut self.forge {
+        if let ForgeConfig::Github(g) = &mut self.forge {
             files.extend(g.private_key_file.as_mut());
             files.extend(g.token_file.as_mut());
         }
@@ -457,7 +494,7 @@ impl Config {
             }
         }
         // A relative local path for the repo is relative to the config too.
-        if !looks_like_url(&self.repo.url)
+        if !crate::support::url::looks_like_url(&self.repo.url)
             && !self.repo.url.starts_with("file://")
             && Path::new(&self.repo.url).is_relative()
         {
@@ -470,35 +507,9 @@ impl Config {
     }
 }
 
-/// Whether a repo URL names a network remote (`https://`, `ssh://`, `git://`, `git@host:path`)
-/// rather than a path on this machine (`file://` counts as a path).
-pub fn looks_like_url(s: &str) -> bool {
-    (s.contains("://") && !s.starts_with("file://")) || (s.contains('@') && s.contains(':'))
-}
-
-/// The URL without any userinfo, for messages and logs.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
-        None => url.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redacts_userinfo() {
-        assert_eq!(redact_url("https://x-access-token:s3cret@github.com/a/b.git"), "https://***@github.com/a/b.git");
-        assert_eq!(redact_url("https://github.com/a/b.git"), "https://github.com/a/b.git");
-        assert_eq!(redact_url("/srv/config.git"), "/srv/config.git");
-        assert_eq!(redact_url("git@github.com:a/b.git"), "git@github.com:a/b.git");
-    }
 
     #[test]
     fn unknown_keys_are_rejected_with_a_position() {

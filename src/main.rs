@@ -414,7 +414,7 @@ fn run_serve(config_path: &Path, listen: Option<String>, banner: Option<String>)
 
 /// Whether the config repo is a path on this machine rather than a network remote.
 fn origin_is_local(config: &Config) -> bool {
-    !rollbackd::config::looks_like_url(&config.repo.url)
+    !rollbackd::support::url::looks_like_url(&config.repo.url)
 }
 
 fn run_demo(dir: &Path, no_serve: bool, listen: Option<String>) -> anyhow::Result<u8> {

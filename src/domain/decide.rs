@@ -3,11 +3,11 @@
 //! delivered, or why it is not. No repository, no clock, no forge: the engine gathers the
 //! [`Facts`] and carries out the [`Verdict`].
 
+use crate::domain::audit::AuditRecord;
 use crate::domain::freeze::Freeze;
 use crate::domain::guards::GuardCheck;
 use crate::domain::policy::{Mode, OnViolation};
 use crate::domain::rollback::{Delivery, Outcome, RollbackId};
-use crate::git::AuditRecord;
 
 /// What `decide` reads.
 #[derive(Clone, Copy, Debug)]
@@ -86,7 +86,7 @@ pub fn decide(f: &Facts<'_>, notes: &mut Vec<String>) -> Verdict {
     if let Some(open) = f.open_proposal.filter(|_| delivery == Delivery::Proposal) {
         let reason = format!("open proposal {} on {} already rolls back these commits", open.id, open.branch);
         return Verdict::SameAsOpenProposal(Outcome::Duplicate {
-            rollback_id: RollbackId(open.id.clone()),
+            rollback_id: open.id.clone(),
             commit: open.commit.clone(),
             reason,
         });

@@ -4,9 +4,10 @@
 use jiff::Timestamp;
 use serde::Serialize;
 
+use crate::domain::audit::AuditRecord;
 use crate::domain::plan::Plan;
 use crate::domain::policy::Guards;
-use crate::git::AuditIndex;
+use crate::domain::rollback::Delivery;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct GuardCheck {
@@ -20,11 +21,15 @@ fn ago(now: Timestamp, then: Timestamp) -> String {
     crate::support::duration::Duration::from_secs(secs).to_string()
 }
 
-pub fn evaluate(guards: &Guards, plan: &Plan, index: &AuditIndex, now: Timestamp) -> Vec<GuardCheck> {
+/// `records`: the audit trail, newest first.
+pub fn evaluate(guards: &Guards, plan: &Plan, records: &[AuditRecord], now: Timestamp) -> Vec<GuardCheck> {
     let (service, env) = (&plan.target.service, &plan.target.env);
+    // Rollbacks that reached the branch for this service/env; proposals do not count.
+    let applied =
+        || records.iter().filter(|r| r.delivery == Delivery::Direct && &r.service == service && &r.env == env);
     let mut checks = Vec::new();
     if let Some(cooldown) = guards.cooldown {
-        let last = index.applied(service, env).next();
+        let last = applied().next();
         let check = match last {
             Some(r) if now.duration_since(r.at) < cooldown.as_signed() => GuardCheck {
                 guard: "cooldown",
@@ -49,7 +54,7 @@ pub fn evaluate(guards: &Guards, plan: &Plan, index: &AuditIndex, now: Timestamp
         checks.push(check);
     }
     if let Some(limit) = guards.max_rollbacks {
-        let n = index.applied(service, env).filter(|r| now.duration_since(r.at) < limit.per.as_signed()).count();
+        let n = applied().filter(|r| now.duration_since(r.at) < limit.per.as_signed()).count();
         let passed = n < limit.count as usize;
         checks.push(GuardCheck {
             guard: "max_rollbacks",

@@ -5,6 +5,7 @@
 //! anything.
 
 pub mod artifacts;
+pub mod audit;
 pub mod decide;
 pub mod decision;
 pub mod event;

@@ -128,3 +128,18 @@ impl Plan {
         self.bad_commits.iter().min_by_key(|c| c.time)
     }
 }
+
+/// A target path pattern must be relative, without `.` or `..` components, and a valid glob
+/// (`*` within a directory, `**` across directories).
+pub fn validate_path_pattern(pattern: &str) -> Result<(), String> {
+    if pattern.is_empty() {
+        return Err("empty path".into());
+    }
+    if pattern.starts_with('/') {
+        return Err("paths are relative to the repository root; remove the leading `/`".into());
+    }
+    if pattern.split('/').any(|c| c == ".." || c == ".") {
+        return Err("`.` and `..` are not allowed in paths".into());
+    }
+    globset::GlobBuilder::new(pattern).literal_separator(true).build().map(|_| ()).map_err(|e| e.kind().to_string())
+}

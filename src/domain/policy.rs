@@ -299,7 +299,8 @@ impl Policy {
         let mut paths = Vec::new();
         for p in &self.target.paths {
             let path = render("paths", &p.value)?;
-            crate::git::PathSet::validate_pattern(&path).map_err(|e| format!("target.paths `{}`: {e}", p.value.0))?;
+            crate::domain::plan::validate_path_pattern(&path)
+                .map_err(|e| format!("target.paths `{}`: {e}", p.value.0))?;
             paths.push(path);
         }
         if paths.is_empty() {

@@ -95,7 +95,7 @@ pub struct Engine {
     forge: Forge,
     rules: InputRules,
     /// When each open proposal was last told "fired again", so a storm makes one comment.
-    fired_again: HashMap<String, std::time::Instant>,
+    fired_again: HashMap<RollbackId, std::time::Instant>,
 }
 
 impl Engine {
@@ -107,7 +107,7 @@ impl Engine {
         let templates = Templates::load(&config.templates)?;
         let rules = InputRules::new(&config.input).map_err(EngineError::Config)?;
         let auth = Auth { token: secrets.git_token, ssh_key: config.repo.ssh_key_file.clone() };
-        let repo = ConfigRepo::open(&config, auth)?;
+        let repo = ConfigRepo::open(&git_settings(&config), auth)?;
         let forge = Forge::from_config(&config.forge)?;
         Ok(Engine { config, policies, templates, repo, clock, forge, rules, fired_again: HashMap::new() })
     }
@@ -314,8 +314,7 @@ impl Engine {
             if r.delivery == Delivery::Proposal && !r.cancelled {
                 self.fired_again(&r, event, &mut decision);
             }
-            let outcome =
-                Outcome::Duplicate { rollback_id: RollbackId(r.id.clone()), commit: r.commit.clone(), reason };
+            let outcome = Outcome::Duplicate { rollback_id: r.id.clone(), commit: r.commit.clone(), reason };
             return done(decision, None, outcome);
         }
 
@@ -364,7 +363,7 @@ impl Engine {
             })
             .cloned();
         if !opts.emergency {
-            decision.guards = guards::evaluate(&policy.guards, &plan, self.repo.index(), now);
+            decision.guards = guards::evaluate(&policy.guards, &plan, self.repo.index().records(), now);
         }
         let freezes = self.repo.freezes()?;
         let facts = Facts {
@@ -576,6 +575,23 @@ impl Triager {
             },
             Err(e) => Triage::Refused(e.to_string()),
         }
+    }
+}
+
+/// What the git layer needs of the config (the git layer does not read the config itself).
+pub(crate) fn git_settings(config: &Config) -> crate::git::Settings {
+    crate::git::Settings {
+        url: config.repo.url.clone(),
+        branch: config.repo.branch.clone(),
+        data_dir: config.data_dir.clone(),
+        name: config.identity.name.clone(),
+        email: config.identity.email.clone(),
+        fetch_freshness: config.git.fetch_freshness.as_std(),
+        push_retries: config.git.push_retries,
+        connect_timeout: config.git.connect_timeout.as_std(),
+        io_timeout: config.git.io_timeout.as_std(),
+        audit_window: config.audit.window.as_signed(),
+        max_commits: config.audit.max_commits,
     }
 }
 

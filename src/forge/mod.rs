@@ -4,45 +4,8 @@
 
 pub mod github;
 
-use serde::Deserialize;
-
+pub use crate::config::{ForgeConfig, GithubConfig};
 pub use github::{GithubForge, Pr};
-
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum ForgeConfig {
-    #[default]
-    Local,
-    Github(GithubConfig),
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GithubConfig {
-    /// API base URL: `https://api.github.com`, or GitHub Enterprise's `https://host/api/v3`.
-    #[serde(default = "default_api_url")]
-    pub api_url: String,
-    pub owner: String,
-    pub repo: String,
-    /// Env var holding a token (a PAT or an installation token).
-    #[serde(default)]
-    pub token_env: Option<String>,
-    /// Or a file holding it (a mounted secret).
-    #[serde(default)]
-    pub token_file: Option<std::path::PathBuf>,
-    /// Or authenticate as a GitHub App: its id, its private key, and the installation (looked up
-    /// for owner/repo when left out). Installation tokens are refreshed before they expire.
-    #[serde(default)]
-    pub app_id: Option<u64>,
-    #[serde(default)]
-    pub private_key_file: Option<std::path::PathBuf>,
-    #[serde(default)]
-    pub installation_id: Option<u64>,
-}
-
-fn default_api_url() -> String {
-    "https://api.github.com".into()
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ForgeError {

@@ -12,55 +12,29 @@ use serde::{Deserialize, Serialize};
 use super::planner::rollback_commit;
 use super::trailers::Trailers;
 use super::{GitError, commit_time, sha};
-use crate::domain::plan::Sha;
-use crate::domain::rollback::{Delivery, RollbackRef};
+pub use crate::domain::audit::AuditRecord;
+use crate::domain::rollback::{Delivery, RollbackId, RollbackRef};
 
-/// One rollback as recorded in git. This is the `history --json` schema; fields are only ever
-/// added.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct AuditRecord {
-    pub id: String,
-    pub at: Timestamp,
-    pub service: String,
-    pub env: String,
-    pub delivery: Delivery,
-    pub commit: Sha,
-    pub branch: String,
-    pub tag: Option<String>,
-    pub strategy: String,
-    pub bad_commits: Vec<String>,
-    pub known_good: String,
-    pub policy: String,
-    pub trigger: String,
-    pub actor: String,
-    pub reason: Option<String>,
-    pub emergency: bool,
-    /// A proposal closed without merging (kept as a `cancelled/...` tag).
-    #[serde(default)]
-    pub cancelled: bool,
-}
-
-impl AuditRecord {
-    fn new(t: Trailers, commit: Oid, at: Timestamp, delivery: Delivery, branch: &str) -> Self {
-        AuditRecord {
-            id: t.id,
-            at,
-            service: t.service,
-            env: t.env,
-            delivery,
-            commit: sha(commit),
-            branch: branch.to_string(),
-            tag: None,
-            strategy: t.strategy,
-            bad_commits: t.of,
-            known_good: t.to,
-            policy: t.policy,
-            trigger: t.trigger,
-            actor: t.actor,
-            reason: t.reason,
-            emergency: t.emergency,
-            cancelled: false,
-        }
+/// The record of the rollback whose trailers are `t`, carried by `commit`.
+fn record(t: Trailers, commit: Oid, at: Timestamp, delivery: Delivery, branch: &str) -> AuditRecord {
+    AuditRecord {
+        id: RollbackId(t.id),
+        at,
+        service: t.service,
+        env: t.env,
+        delivery,
+        commit: sha(commit),
+        branch: branch.to_string(),
+        tag: None,
+        strategy: t.strategy,
+        bad_commits: t.of,
+        known_good: t.to,
+        policy: t.policy,
+        trigger: t.trigger,
+        actor: t.actor,
+        reason: t.reason,
+        emergency: t.emergency,
+        cancelled: false,
     }
 }
 
@@ -225,7 +199,7 @@ impl AuditIndex {
                     break;
                 }
                 if let Some((t, id)) = rollback_commit(&c) {
-                    fresh.push(AuditRecord::new(t, id, at, Delivery::Direct, branch));
+                    fresh.push(record(t, id, at, Delivery::Direct, branch));
                 }
             }
             fresh.append(&mut self.on_branch);
@@ -239,7 +213,7 @@ impl AuditIndex {
         // Tags name direct rollbacks; one whose commit fell outside the walk (a long-lived
         // branch, a merge) still counts while it is inside the time window.
         let mut live_tags = std::collections::HashSet::new();
-        let mut by_id: HashMap<String, usize> = records.iter().enumerate().map(|(i, r)| (r.id.clone(), i)).collect();
+        let mut by_id: HashMap<String, usize> = records.iter().enumerate().map(|(i, r)| (r.id.0.clone(), i)).collect();
         for r in repo.references_glob("refs/tags/rollback/*")? {
             let r = r?;
             let Some(name) = r.shorthand().ok().map(str::to_string) else { continue };
@@ -250,9 +224,9 @@ impl AuditIndex {
                 continue;
             }
             if at >= since {
-                let mut rec = AuditRecord::new(t, id, at, Delivery::Direct, branch);
+                let mut rec = record(t, id, at, Delivery::Direct, branch);
                 rec.tag = Some(name);
-                by_id.insert(rec.id.clone(), records.len());
+                by_id.insert(rec.id.0.clone(), records.len());
                 records.push(rec);
             }
         }
@@ -271,7 +245,7 @@ impl AuditIndex {
             let at = commit_time(&c);
             if at >= since {
                 by_id.insert(t.id.clone(), records.len());
-                records.push(AuditRecord::new(t, c.id(), at, Delivery::Proposal, &branch));
+                records.push(record(t, c.id(), at, Delivery::Proposal, &branch));
             }
         }
         for r in repo.references_glob("refs/tags/cancelled/*")? {
@@ -279,7 +253,7 @@ impl AuditIndex {
             live_tags.extend(r.name().ok().map(str::to_string));
             let Some(Tagged { trailers: t, commit, at }) = tagged(&mut self.tags, &r, false) else { continue };
             if at >= since && !by_id.contains_key(&t.id) {
-                let mut rec = AuditRecord::new(t, commit, at, Delivery::Proposal, "");
+                let mut rec = record(t, commit, at, Delivery::Proposal, "");
                 rec.tag = r.shorthand().ok().map(str::to_string);
                 rec.cancelled = true;
                 records.push(rec);

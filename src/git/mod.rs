@@ -23,8 +23,8 @@ pub use trailers::Trailers;
 pub use transport::Auth;
 use transport::Update;
 
-use crate::config::{Config, Identity, redact_url};
 use crate::domain::plan::Sha;
+use crate::support::url::redact_url;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
@@ -73,7 +73,8 @@ pub struct ConfigRepo {
     url: String,
     branch: String,
     auth: Auth,
-    identity: Identity,
+    name: String,
+    email: String,
     last_fetch: Option<Instant>,
     freshness: std::time::Duration,
     max_commits: usize,
@@ -136,19 +137,41 @@ pub(crate) fn commit_time(c: &git2::Commit<'_>) -> Timestamp {
     Timestamp::from_second(c.time().seconds()).unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
+/// What the git layer needs to know, from whatever configures it (the git layer reads no
+/// config file of its own).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The origin: a path, `file://`, or a network URL.
+    pub url: String,
+    pub branch: String,
+    /// Where the mirror (`mirror.git`), its lock and the audit cache live.
+    pub data_dir: PathBuf,
+    /// Author, committer and tagger of what is written.
+    pub name: String,
+    pub email: String,
+    /// A fetch younger than this is reused.
+    pub fetch_freshness: std::time::Duration,
+    pub push_retries: u32,
+    pub connect_timeout: std::time::Duration,
+    pub io_timeout: std::time::Duration,
+    /// How far back, and at most how many commits, the audit index and the planner read.
+    pub audit_window: jiff::SignedDuration,
+    pub max_commits: usize,
+}
+
 impl ConfigRepo {
     /// Opens (or creates) the bare mirror under `data_dir`. Nothing is fetched yet.
-    pub fn open(config: &Config, auth: Auth) -> Result<Self, GitError> {
-        let mirror_dir = config.mirror_dir();
+    pub fn open(settings: &Settings, auth: Auth) -> Result<Self, GitError> {
+        let mirror_dir = settings.data_dir.join("mirror.git");
         let mirror_err = |message: String| GitError::Mirror { path: mirror_dir.clone(), message };
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| mirror_err(e.to_string()))?;
+        std::fs::create_dir_all(&settings.data_dir).map_err(|e| mirror_err(e.to_string()))?;
         // The mirror is ours, fetched from a trusted origin; re-hashing every object on read
         // (libgit2's default, not git's) was a third of the cost of planning.
         git2::opts::strict_hash_verification(false);
-        transport::set_timeouts(config.git.connect_timeout.as_std(), config.git.io_timeout.as_std());
+        transport::set_timeouts(settings.connect_timeout, settings.io_timeout);
         let repo = match Repository::open_bare(&mirror_dir) {
             Ok(r) => r,
-            Err(_) => match transport::local_path(&config.repo.url) {
+            Err(_) => match transport::local_path(&settings.url) {
                 // A new mirror of an origin on this machine: libgit2's local clone copies (or
                 // hardlinks) the object store instead of packing it, seconds instead of minutes
                 // for a long history. The mirror fetch then sets up the refs as usual.
@@ -168,16 +191,17 @@ impl ConfigRepo {
         Ok(ConfigRepo {
             repo,
             mirror_dir,
-            url: config.repo.url.clone(),
-            branch: config.repo.branch.clone(),
+            url: settings.url.clone(),
+            branch: settings.branch.clone(),
             auth,
-            identity: config.identity.clone(),
+            name: settings.name.clone(),
+            email: settings.email.clone(),
             last_fetch: None,
-            freshness: config.git.fetch_freshness.as_std(),
-            max_commits: config.audit.max_commits,
-            window: config.audit.window.as_signed(),
-            push_retries: config.git.push_retries,
-            index: AuditIndex::with_cache(config.data_dir.join("audit-cache.json")),
+            freshness: settings.fetch_freshness,
+            max_commits: settings.max_commits,
+            window: settings.audit_window,
+            push_retries: settings.push_retries,
+            index: AuditIndex::with_cache(settings.data_dir.join("audit-cache.json")),
         })
     }
 
@@ -557,7 +581,7 @@ impl ConfigRepo {
 
     fn signature(&self, at: Timestamp) -> Result<git2::Signature<'static>, GitError> {
         let time = git2::Time::new(at.as_second(), 0);
-        Ok(git2::Signature::new(&self.identity.name, &self.identity.email, &time)?)
+        Ok(git2::Signature::new(&self.name, &self.email, &time)?)
     }
 
     /// Whether a file or directory exists at `path` on the branch head (for `check`).

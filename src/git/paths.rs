@@ -32,16 +32,7 @@ fn build_glob(pattern: &str) -> Result<Glob, globset::Error> {
 impl PathSet {
     /// A pattern must be relative, without `..`, and a valid glob.
     pub fn validate_pattern(pattern: &str) -> Result<(), String> {
-        if pattern.is_empty() {
-            return Err("empty path".into());
-        }
-        if pattern.starts_with('/') {
-            return Err("paths are relative to the repository root; remove the leading `/`".into());
-        }
-        if pattern.split('/').any(|c| c == ".." || c == ".") {
-            return Err("`.` and `..` are not allowed in paths".into());
-        }
-        build_glob(pattern).map(|_| ()).map_err(|e| e.kind().to_string())
+        crate::domain::plan::validate_path_pattern(pattern)
     }
 
     pub fn new(patterns: &[String]) -> Result<Self, String> {

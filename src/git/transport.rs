@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use git2::{Cred, CredentialType, ErrorCode, FetchOptions, Oid, PushOptions, RemoteCallbacks, Repository};
 
 use super::{GitError, PushResult};
-use crate::config::redact_url;
 use crate::support::secret::SecretString;
+use crate::support::url::redact_url;
 
 /// Sets libgit2's connect and socket timeouts, so a stuck origin fails a fetch or push in bounded
 /// time instead of holding the writer. They are process-wide in libgit2; every mirror of this
@@ -100,7 +100,7 @@ pub(super) fn local_path(url: &str) -> Option<PathBuf> {
     if let Some(rest) = url.strip_prefix("file://") {
         return Some(PathBuf::from(rest));
     }
-    (!crate::config::looks_like_url(url)).then(|| PathBuf::from(url))
+    (!crate::support::url::looks_like_url(url)).then(|| PathBuf::from(url))
 }
 
 /// One ref update of a push: `refname` becomes `new` (`None`: deleted) if it currently is

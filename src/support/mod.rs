@@ -7,3 +7,4 @@ pub mod duration;
 pub mod secret;
 pub mod template;
 pub mod text;
+pub mod url;
