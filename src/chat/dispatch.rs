@@ -211,7 +211,7 @@ pub fn github_comment(
         tracing::info!(issue = c.issue, sender = %c.sender, "command on a pull request that is not a rollback proposal");
         return format!("#{} is not a rollback pull request; commands are read only there", c.issue);
     };
-    let _ = gh.react(c.id, "eyes");
+    react(gh, c.id, "eyes");
     let reply = match command {
         Err(e) => failed(format!("@{}: {e}\n\n(`/rollback help` lists the commands)", c.sender), true),
         Ok(command) => {
@@ -228,7 +228,16 @@ pub fn github_comment(
         }
     };
     let Some(gh) = engine.forge().github() else { return reply.text };
-    let _ = gh.comment(c.issue, &reply.text);
-    let _ = gh.react(c.id, if reply.ok { "rocket" } else { "confused" });
+    if let Err(e) = gh.comment(c.issue, &reply.text) {
+        tracing::warn!(issue = c.issue, error = %e, "could not reply to the comment");
+    }
+    react(gh, c.id, if reply.ok { "rocket" } else { "confused" });
     reply.text
+}
+
+/// Reacts to a comment; a reaction that could not be added is logged, never fatal.
+fn react(gh: &crate::forge::GithubForge, comment: u64, reaction: &str) {
+    if let Err(e) = gh.react(comment, reaction) {
+        tracing::warn!(comment, reaction, error = %e, "could not react to the comment");
+    }
 }

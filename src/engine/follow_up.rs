@@ -3,22 +3,20 @@
 
 use crate::support::text::markdown;
 use jiff::Timestamp;
+use tracing::warn;
 
 use super::{Engine, EngineError, ReviewOutcome};
 use crate::domain::decision::Decision;
 use crate::domain::event::Event;
 use crate::domain::plan::Plan;
 use crate::domain::policy::Policy;
+use crate::forge::{Forge, ProposalRequest};
 use crate::{Outcome, Rollback};
 
 impl Engine {
     /// A break-glass rollback skipped review, so it always gets one afterwards: an issue with the
     /// GitHub forge; with the local forge, `status` and `history` mark it.
     pub(super) fn emergency_follow_up(&self, event: &Event, plan: &Plan, rollback: &Rollback, decision: &mut Decision) {
-        let Some(gh) = self.forge.github() else {
-            decision.notes.push("emergency rollback: review it afterwards (`rollbackd status` marks it)".into());
-            return;
-        };
         let bad: Vec<String> =
             plan.bad_commits.iter().map(|c| format!("- `{}` {}", c.sha.short(), markdown(&c.summary))).collect();
         let body = format!(
@@ -36,9 +34,15 @@ impl Engine {
         );
         let title = format!("Review emergency rollback {} of {}/{}", rollback.id, plan.target.service, plan.target.env);
         let labels = ["rollback".to_string(), "emergency".to_string()];
-        match gh.open_issue(&title, &body, &labels) {
-            Ok(url) => decision.notes.push(format!("emergency rollback: follow-up for review at {url}")),
-            Err(e) => decision.notes.push(format!("emergency rollback: the follow-up issue could not be opened: {e}")),
+        match self.forge.open_issue(&title, &body, &labels) {
+            Ok(Some(url)) => decision.notes.push(format!("emergency rollback: follow-up for review at {url}")),
+            Ok(None) => {
+                decision.notes.push("emergency rollback: review it afterwards (`rollbackd status` marks it)".into())
+            }
+            Err(e) => {
+                warn!(rollback_id = %rollback.id, error = %e, "the emergency follow-up issue could not be opened");
+                decision.notes.push(format!("emergency rollback: the follow-up issue could not be opened: {e}"));
+            }
         }
     }
 
@@ -53,10 +57,7 @@ impl Engine {
     ) -> Result<Outcome, EngineError> {
         let required = &policy.review.required_checks;
         if !required.is_empty() {
-            let pending = match self.forge.github() {
-                None => Err("required_checks need forge.kind: github".to_string()),
-                Some(gh) => gh.checks_pending(&rollback.commit.0, required).map_err(|e| e.to_string()),
-            };
+            let pending = self.forge.checks_pending(&rollback.commit.0, required).map_err(|e| e.to_string());
             match pending {
                 Ok(p) if p.is_empty() => {}
                 Ok(p) => {
@@ -70,8 +71,10 @@ impl Engine {
             }
         }
         let (service, env, id) = (&plan.target.service, &plan.target.env, rollback.id.to_string());
-        let merged = if self.forge.github().is_some() {
+        let forge = self.forge.clone();
+        let merged = if let Forge::Github(gh) = &*forge {
             self.merge_on_github(
+                gh,
                 &rollback.branch,
                 &rollback.commit,
                 service,
@@ -100,40 +103,46 @@ impl Engine {
     /// The same problem fired again while its proposal is open: say so on the PR (GitHub forge),
     /// at most once every ten minutes, and open the PR if an earlier attempt could not.
     pub(super) fn fired_again(&mut self, open: &crate::git::AuditRecord, event: &Event, decision: &mut Decision) {
-        let Some(gh) = self.forge.github() else { return };
+        if matches!(*self.forge, Forge::Local) {
+            return;
+        }
         let last = self.fired_again.get(&open.id);
         if last.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(600)) {
             return;
         }
-        let result = gh.find_open_pr(&open.branch).and_then(|pr| match pr {
-            Some(pr) => gh
-                .comment(pr.number, &format!("Fired again: {} ({}).", markdown(&event.trigger()), event.source))
-                .map(|_| ()),
-            None => gh
-                .open_pr(
-                    &open.branch,
-                    self.repo.branch(),
-                    &format!("Roll back {}/{} ({})", open.service, open.env, open.id),
-                    &format!(
-                        "Rollback {} of {}/{} to `{}`, asked by {} ({}).\n\nTo approve, comment `/rollback approve`.",
-                        open.id,
-                        open.service,
-                        open.env,
-                        open.known_good,
-                        markdown(&open.actor),
-                        markdown(&open.trigger)
-                    ),
-                    &["rollback".into(), format!("service:{}", open.service), format!("env:{}", open.env)],
-                    &[],
-                    &[],
-                )
-                .map(|_| ()),
+        let said = format!("Fired again: {} ({}).", markdown(&event.trigger()), event.source);
+        let result = self.forge.announce(&open.branch, &said).and_then(|announced| {
+            if announced {
+                return Ok(());
+            }
+            let body = format!(
+                "Rollback {} of {}/{} to `{}`, asked by {} ({}).\n\nTo approve, comment `/rollback approve`.",
+                open.id,
+                open.service,
+                open.env,
+                open.known_good,
+                markdown(&open.actor),
+                markdown(&open.trigger)
+            );
+            let request = ProposalRequest {
+                branch: &open.branch,
+                base: self.repo.branch(),
+                title: &format!("Roll back {}/{} ({})", open.service, open.env, open.id),
+                body: &body,
+                labels: &super::proposal_labels(&open.service, &open.env),
+                reviewers: &[],
+                teams: &[],
+            };
+            self.forge.propose(&request).map(|_| ())
         });
         match result {
             Ok(()) => {
                 self.fired_again.insert(open.id.clone(), std::time::Instant::now());
             }
-            Err(e) => decision.notes.push(format!("could not comment on the pull request: {e}")),
+            Err(e) => {
+                warn!(rollback_id = %open.id, error = %e, "could not comment on the pull request");
+                decision.notes.push(format!("could not comment on the pull request: {e}"));
+            }
         }
     }
 }

@@ -19,7 +19,7 @@ use crate::domain::plan::{Plan, Sha};
 use crate::domain::policy::{Mode, Policy, PolicySet};
 use crate::domain::principal::{Principal, first_admitting};
 use crate::domain::rollback::{Delivery, Outcome, Rollback, RollbackId, RollbackRef};
-use crate::forge::{Forge, ForgeError};
+use crate::forge::{Forge, ForgeError, ProposalRequest};
 use crate::git::{Auth, ConfigRepo, GitError, PlanRequest, Planned, PushResult, Trailers, WriteTarget};
 use crate::ingest::alertmanager::Resolved;
 use crate::support::clock::Clock;
@@ -92,7 +92,7 @@ pub struct Engine {
     templates: Templates,
     repo: ConfigRepo,
     clock: Arc<dyn Clock>,
-    forge: Forge,
+    forge: Arc<Forge>,
     rules: InputRules,
     /// When each open proposal was last told "fired again", so a storm makes one comment.
     fired_again: HashMap<RollbackId, std::time::Instant>,
@@ -108,7 +108,7 @@ impl Engine {
         let rules = InputRules::new(&config.input).map_err(EngineError::Config)?;
         let auth = Auth { token: secrets.git_token, ssh_key: config.repo.ssh_key_file.clone() };
         let repo = ConfigRepo::open(&git_settings(&config), auth)?;
-        let forge = Forge::from_config(&config.forge)?;
+        let forge = Arc::new(Forge::from_config(&config.forge)?);
         Ok(Engine { config, policies, templates, repo, clock, forge, rules, fired_again: HashMap::new() })
     }
 
@@ -122,8 +122,7 @@ impl Engine {
         let lock = self.repo.lock()?;
         if self.config.repo.token_env.is_none()
             && self.config.repo.url.starts_with("https://")
-            && let Some(gh) = self.forge.github()
-            && let Some(token) = gh.git_token()?
+            && let Some(token) = self.forge.git_token()?
         {
             self.repo.set_token(token);
         }
@@ -454,8 +453,8 @@ impl Engine {
             None => (WriteTarget::NewBranch { name }, None),
         };
         // Rendered before anything is pushed: a template error must not leave a branch behind.
-        let pr_texts = match (delivery, self.forge.github()) {
-            (Delivery::Proposal, Some(_)) => {
+        let pr_texts = match (delivery, &*self.forge) {
+            (Delivery::Proposal, Forge::Github(_)) => {
                 Some((self.templates.render(PR_TITLE_TEMPLATE, &ctx)?, self.templates.render(PR_BODY_TEMPLATE, &md)?))
             }
             _ => None,
@@ -476,23 +475,35 @@ impl Engine {
                     push_retries: retries,
                     pr_url: None,
                 };
-                if let (Some((title, body)), Some(gh)) = (&pr_texts, self.forge.github()) {
-                    let labels = vec![
-                        "rollback".to_string(),
-                        format!("service:{}", plan.target.service),
-                        format!("env:{}", plan.target.env),
-                    ];
-                    let (reviewers, teams) = (&policy.review.reviewers, &policy.review.teams);
-                    match gh.open_pr(&rollback.branch, &plan.branch, title.trim(), body, &labels, reviewers, teams) {
-                        Ok(pr) => rollback.pr_url = Some(pr.html_url),
+                if let Some((title, body)) = &pr_texts {
+                    let labels = proposal_labels(&plan.target.service, &plan.target.env);
+                    let request = ProposalRequest {
+                        branch: &rollback.branch,
+                        base: &plan.branch,
+                        title,
+                        body,
+                        labels: &labels,
+                        reviewers: &policy.review.reviewers,
+                        teams: &policy.review.teams,
+                    };
+                    match self.forge.propose(&request) {
+                        Ok(pr) => rollback.pr_url = pr.map(|pr| pr.html_url),
                         // The branch is there: the next delivery of this incident opens the PR.
-                        Err(e) => decision.notes.push(format!("the pull request could not be opened yet: {e}")),
+                        Err(e) => {
+                            warn!(error = %e, "the pull request could not be opened yet");
+                            decision.notes.push(format!("the pull request could not be opened yet: {e}"));
+                        }
                     }
                 }
                 Ok(Some(rollback))
             }
         }
     }
+}
+
+/// The labels every proposal's pull request carries.
+pub(crate) fn proposal_labels(service: &str, env: &str) -> Vec<String> {
+    vec!["rollback".to_string(), format!("service:{service}"), format!("env:{env}")]
 }
 
 /// Which policy decides `event`, and the one service/env/paths it names. Pure: no repository, no

@@ -3,13 +3,14 @@
 //! target branch (replayed if the branch moved), tags it, and deletes the branch.
 
 use jiff::{SignedDuration, Timestamp};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::{Engine, EngineError};
 use crate::domain::freeze::Freeze;
 use crate::domain::plan::Sha;
 use crate::domain::principal::{Principal, first_admitting};
 use crate::domain::rollback::{Delivery, Rollback, RollbackId, RollbackRef};
+use crate::forge::{Forge, GithubForge};
 use crate::git::{GitError, PushResult, WriteTarget};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -93,17 +94,24 @@ impl Engine {
         approvers.retain(|a| seen.insert(directory.person(a)));
         let needed = policy.review.approvals.max(1);
         if (approvers.len() as u32) < needed {
-            if let Some(gh) = self.forge.github()
-                && let Ok(Some(pr)) = gh.find_open_pr(&branch)
-            {
-                let _ = gh.comment(pr.number, &format!("Approved by {who}: {} of {needed}.", approvers.len()));
-            }
+            self.say(&branch, &format!("Approved by {who}: {} of {needed}.", approvers.len()));
             return Ok(ReviewOutcome::Approved { id: id.to_string(), approvals: approvers.len(), needed });
         }
-        if self.forge.github().is_some() {
-            return self.merge_on_github(&branch, &commit, &t.service, &t.env, id, policy.review.merge, &who, now);
+        let forge = self.forge.clone();
+        match &*forge {
+            Forge::Github(gh) => {
+                self.merge_on_github(gh, &branch, &commit, &t.service, &t.env, id, policy.review.merge, &who, now)
+            }
+            Forge::Local => self.merge_proposal(&branch, &commit, &t.service, &t.env, id, now),
         }
-        self.merge_proposal(&branch, &commit, &t.service, &t.env, id, now)
+    }
+
+    /// Says something on a proposal's conversation, where there is one. What people are told is
+    /// never worth failing the action for, but a failure to tell them is logged.
+    fn say(&self, branch: &str, text: &str) {
+        if let Err(e) = self.forge.announce(branch, text) {
+            warn!(branch, error = %e, "could not say so on the pull request");
+        }
     }
 
     /// Merges the proposal's pull request through GitHub at exactly the reviewed commit (replayed
@@ -111,6 +119,7 @@ impl Engine {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn merge_on_github(
         &mut self,
+        gh: &GithubForge,
         branch: &str,
         commit: &Sha,
         service: &str,
@@ -120,7 +129,6 @@ impl Engine {
         who: &str,
         now: Timestamp,
     ) -> Result<ReviewOutcome, EngineError> {
-        let Some(gh) = self.forge.github() else { unreachable!("checked by the caller") };
         let message = self.repo.message(commit)?;
         let pr = match gh.find_open_pr(branch)? {
             Some(pr) => pr,
@@ -137,7 +145,7 @@ impl Engine {
         let Some(tip) = self.repo.onto_head(commit, now)? else {
             let reason =
                 format!("{} moved and {id} no longer applies cleanly; cancel it and ask again", self.repo.branch());
-            let _ = gh.comment(pr.number, &format!("Not merged: {reason}."));
+            self.say(branch, &format!("Not merged: {reason}."));
             return Ok(ReviewOutcome::Refused { reason });
         };
         if &tip != commit && self.repo.replace_branch(branch, &tip, commit)? == PushResult::Moved {
@@ -154,9 +162,13 @@ impl Engine {
             &format!("Rollback {id} of {service}/{env}, merged from #{}\n", pr.number),
             now,
         )?;
-        // GitHub may have deleted the branch already.
-        let _ = self.repo.delete_branch(branch, &tip);
-        let _ = gh.comment(pr.number, &format!("Merged by {who} as `{}`, tagged `{tag}`.", merged.short()));
+        // GitHub may have deleted the branch already: then there is nothing left to delete.
+        if let Err(e) = self.repo.delete_branch(branch, &tip) {
+            warn!(branch, error = %e, "the merged proposal's branch could not be deleted");
+        }
+        if let Err(e) = gh.comment(pr.number, &format!("Merged by {who} as `{}`, tagged `{tag}`.", merged.short())) {
+            warn!(pr = pr.number, error = %e, "could not say so on the pull request");
+        }
         info!(rollback_id = id, pr = pr.number, "proposal merged on GitHub");
         let rollback = Rollback {
             id: RollbackId(id.to_string()),
@@ -187,13 +199,14 @@ impl Engine {
         if !policy.review.auto_merge {
             return Ok(format!("{id} waits for approval (policy {} has no auto_merge)", policy.name()));
         }
-        let Some(gh) = self.forge.github() else { return Ok("checks are read from GitHub only".into()) };
+        let forge = self.forge.clone();
+        let Forge::Github(gh) = &*forge else { return Ok("checks are read from GitHub only".into()) };
         let pending = gh.checks_pending(&commit.0, &policy.review.required_checks)?;
         if !pending.is_empty() {
             return Ok(format!("{id} waits for checks: {}", pending.join(", ")));
         }
         let outcome =
-            self.merge_on_github(&branch, &commit, &t.service, &t.env, id, policy.review.merge, "auto_merge", now)?;
+            self.merge_on_github(gh, &branch, &commit, &t.service, &t.env, id, policy.review.merge, "auto_merge", now)?;
         Ok(outcome.summary())
     }
 
@@ -303,12 +316,7 @@ impl Engine {
         }
         let tag = RollbackRef::new(&t.service, &t.env, &RollbackId(id.to_string())).cancelled();
         self.repo.tag_commit(&tag, &commit.0, &format!("Cancelled {id} by {who}\n"), now)?;
-        if let Some(gh) = self.forge.github()
-            && let Some(pr) = gh.find_open_pr(&branch)?
-        {
-            gh.comment(pr.number, &format!("Cancelled by {who}."))?;
-            gh.close(pr.number)?;
-        }
+        self.forge.close(&branch, &format!("Cancelled by {who}."))?;
         self.repo.delete_branch(&branch, &commit)?;
         info!(rollback_id = id, by = %who, "proposal cancelled");
         Ok(ReviewOutcome::Cancelled { id: id.to_string(), tag })

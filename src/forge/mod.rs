@@ -7,6 +7,8 @@ pub mod github;
 pub use crate::config::{ForgeConfig, GithubConfig};
 pub use github::{GithubForge, Pr};
 
+use crate::support::secret::SecretString;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ForgeError {
     #[error("GitHub API {method} {path}: {status}: {message}")]
@@ -28,6 +30,21 @@ impl ForgeError {
     }
 }
 
+/// A proposal's pull request, as the engine asks for it.
+#[derive(Clone, Debug)]
+pub struct ProposalRequest<'a> {
+    pub branch: &'a str,
+    pub base: &'a str,
+    pub title: &'a str,
+    pub body: &'a str,
+    pub labels: &'a [String],
+    pub reviewers: &'a [String],
+    pub teams: &'a [String],
+}
+
+/// Where proposals live, and everything the engine asks of it. The local forge keeps a
+/// proposal as a branch of the origin and has no conversation to say things in; the GitHub forge
+/// opens a pull request for it and talks there.
 pub enum Forge {
     Local,
     Github(Box<GithubForge>),
@@ -41,10 +58,66 @@ impl Forge {
         })
     }
 
+    /// The GitHub forge itself, for what exists only there (reactions and replies to comments).
     pub fn github(&self) -> Option<&GithubForge> {
         match self {
             Forge::Github(g) => Some(g),
             Forge::Local => None,
+        }
+    }
+
+    /// A token for git over https when the forge mints them (a GitHub App installation).
+    pub fn git_token(&self) -> Result<Option<SecretString>, ForgeError> {
+        match self {
+            Forge::Github(gh) => gh.git_token(),
+            Forge::Local => Ok(None),
+        }
+    }
+
+    /// Opens (or finds) the pull request of a proposal branch. `None` for the local forge: the
+    /// branch is the proposal.
+    pub fn propose(&self, p: &ProposalRequest<'_>) -> Result<Option<Pr>, ForgeError> {
+        let Forge::Github(gh) = self else { return Ok(None) };
+        if let Some(pr) = gh.find_open_pr(p.branch)? {
+            return Ok(Some(pr));
+        }
+        gh.open_pr(p.branch, p.base, p.title.trim(), p.body, p.labels, p.reviewers, p.teams).map(Some)
+    }
+
+    /// Says `text` on the conversation of the proposal on `branch`. `Ok(false)` where there is
+    /// none (the local forge, or no open pull request).
+    pub fn announce(&self, branch: &str, text: &str) -> Result<bool, ForgeError> {
+        let Forge::Github(gh) = self else { return Ok(false) };
+        match gh.find_open_pr(branch)? {
+            Some(pr) => gh.comment(pr.number, text).map(|_| true),
+            None => Ok(false),
+        }
+    }
+
+    /// Closes the proposal's pull request, saying why (the local forge has none to close).
+    pub fn close(&self, branch: &str, text: &str) -> Result<(), ForgeError> {
+        let Forge::Github(gh) = self else { return Ok(()) };
+        if let Some(pr) = gh.find_open_pr(branch)? {
+            gh.comment(pr.number, text)?;
+            gh.close(pr.number)?;
+        }
+        Ok(())
+    }
+
+    /// Opens an issue for people to follow up (an emergency rollback's review). `None` where
+    /// the forge has no issues: `status` and `history` mark it instead.
+    pub fn open_issue(&self, title: &str, body: &str, labels: &[String]) -> Result<Option<String>, ForgeError> {
+        match self {
+            Forge::Github(gh) => gh.open_issue(title, body, labels).map(Some),
+            Forge::Local => Ok(None),
+        }
+    }
+
+    /// The required checks on `sha` that have not succeeded yet.
+    pub fn checks_pending(&self, sha: &str, required: &[String]) -> Result<Vec<String>, ForgeError> {
+        match self {
+            Forge::Github(gh) => gh.checks_pending(sha, required),
+            Forge::Local => Err(ForgeError::Config("required_checks need forge.kind: github".into())),
         }
     }
 }
