@@ -4,11 +4,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use jiff::Timestamp;
 
 use rollbackd::config::Config;
+use rollbackd::domain::history;
 use rollbackd::support::clock::{Clock, FixedClock, SystemClock};
 use rollbackd::{Engine, EngineError, Event, Options, Outcome, Report, Source, check, demo, ingest, server, worker};
 
@@ -145,6 +146,16 @@ enum SimSource {
     Event,
 }
 
+impl SimSource {
+    fn kind(self) -> ingest::file::Kind {
+        match self {
+            SimSource::Alertmanager => ingest::file::Kind::Alertmanager,
+            SimSource::Github => ingest::file::Kind::Github,
+            SimSource::Event => ingest::file::Kind::Event,
+        }
+    }
+}
+
 fn init_tracing(format: LogFormat, serving: bool) {
     let default = if serving { "rollbackd=info,warn" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("ROLLBACKD_LOG")
@@ -220,7 +231,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 None => Arc::new(SystemClock),
             };
             let body = std::fs::read(&event).with_context(|| format!("cannot read {}", event.display()))?;
-            let events = parse_event_file(&body, source, github_event.as_deref(), clock.now())?;
+            let events =
+                ingest::file::events(&body, source.map(SimSource::kind), github_event.as_deref(), clock.now())?;
             let mut engine = engine(&cli.config, clock)?;
             let opts = Options { dry_run: true, ..Options::default() };
             // Each alert of a notification is its own decision: one that cannot be planned does
@@ -253,40 +265,12 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::History { service, env, limit, json } => {
             let mut engine = engine(&cli.config, Arc::new(SystemClock))?;
             let index = engine.history()?;
-            let records: Vec<_> = index
-                .records()
-                .iter()
-                .filter(|r| service.as_ref().is_none_or(|s| &r.service == s))
-                .filter(|r| env.as_ref().is_none_or(|e| &r.env == e))
-                .take(limit)
-                .collect();
+            let query = history::Query { service: service.as_deref(), env: env.as_deref(), limit: Some(limit) };
+            let records = query.select(index.records());
             if json {
-                println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "rollbacks": records }))?);
-            } else if records.is_empty() {
-                println!("no rollbacks in the audit window");
+                println!("{}", serde_json::to_string_pretty(&history::json(&records))?);
             } else {
-                for r in records {
-                    let bad: Vec<&str> = r.bad_commits.iter().map(|s| &s[..s.len().min(10)]).collect();
-                    let delivery = match (r.delivery, r.cancelled) {
-                        (_, true) => "cancelled",
-                        (rollbackd::domain::rollback::Delivery::Direct, _) => "direct",
-                        (rollbackd::domain::rollback::Delivery::Proposal, _) => "proposal",
-                    };
-                    println!(
-                        "{}  {}  {}/{}  {} {}  undid {}  to {}  by {} via {}{}",
-                        r.id,
-                        r.at,
-                        r.service,
-                        r.env,
-                        delivery,
-                        r.strategy,
-                        bad.join(","),
-                        &r.known_good[..r.known_good.len().min(10)],
-                        r.actor,
-                        r.trigger,
-                        r.reason.as_deref().map(|x| format!("  \"{x}\"")).unwrap_or_default()
-                    );
-                }
+                println!("{}", history::text(&records));
             }
             Ok(0)
         }
@@ -309,64 +293,6 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Serve { listen } => run_serve(&cli.config, listen, None),
         Command::Demo { dir, no_serve, listen } => run_demo(&dir, no_serve, listen),
-    }
-}
-
-fn parse_event_file(
-    body: &[u8],
-    source: Option<SimSource>,
-    github_event: Option<&str>,
-    now: Timestamp,
-) -> anyhow::Result<Vec<Event>> {
-    let value: serde_json::Value = serde_json::from_slice(body).context("the event file is not JSON")?;
-    const GITHUB_KEYS: [&str; 4] = ["workflow_run", "check_suite", "deployment_status", "zen"];
-    let source = source.unwrap_or(if value.get("alerts").is_some() {
-        SimSource::Alertmanager
-    } else if GITHUB_KEYS.iter().any(|k| value.get(k).is_some()) {
-        SimSource::Github
-    } else {
-        SimSource::Event
-    });
-    match source {
-        SimSource::Alertmanager => {
-            let n = ingest::alertmanager::parse(body, now)?;
-            for r in &n.resolved {
-                eprintln!("resolved alert {} is not a rollback trigger", r.dedupe_key);
-            }
-            if n.firing.is_empty() {
-                bail!("the notification has no firing alert");
-            }
-            Ok(n.firing)
-        }
-        SimSource::Github => {
-            // The event name travels in a header; a saved payload is recognised by its keys.
-            let name = match github_event {
-                Some(n) => n.to_string(),
-                None => match GITHUB_KEYS.iter().find(|k| value.get(**k).is_some()) {
-                    Some(&"zen") => "ping".to_string(),
-                    Some(k) => k.to_string(),
-                    None => bail!("cannot tell which GitHub event this is; pass --github-event"),
-                },
-            };
-            // Simulation lists every workflow: which ones count is the server's config.
-            let workflows: Vec<String> = ["/workflow_run/name", "/workflow/name"]
-                .iter()
-                .filter_map(|p| value.pointer(p).and_then(|v| v.as_str()).map(str::to_string))
-                .collect();
-            match ingest::github::parse(&name, body, &workflows, now)? {
-                ingest::github::GithubEvent::Failure(e) | ingest::github::GithubEvent::DeploymentSucceeded(e) => {
-                    Ok(vec![e])
-                }
-                ingest::github::GithubEvent::Ping => bail!("a ping is not a rollback trigger"),
-                ingest::github::GithubEvent::Comment(_)
-                | ingest::github::GithubEvent::PullRequestClosed { .. }
-                | ingest::github::GithubEvent::ChecksPassed { .. } => {
-                    bail!("comments and closed pull requests are not rollback triggers")
-                }
-                ingest::github::GithubEvent::Ignored(reason) => bail!("ignored: {reason}"),
-            }
-        }
-        SimSource::Event => Ok(vec![serde_json::from_value(value).context("not an rollbackd event")?]),
     }
 }
 
@@ -429,7 +355,8 @@ fn run_demo(dir: &Path, no_serve: bool, listen: Option<String>) -> anyhow::Resul
     }
     println!("\nWhat the sample alert would do:\n");
     let mut engine = engine(&config, Arc::new(SystemClock))?;
-    let events = parse_event_file(&std::fs::read(&alert)?, Some(SimSource::Alertmanager), None, Timestamp::now())?;
+    let events =
+        ingest::file::events(&std::fs::read(&alert)?, Some(ingest::file::Kind::Alertmanager), None, Timestamp::now())?;
     let report = engine.handle(&events[0], &Options { dry_run: true, ..Options::default() })?;
     print!("{}", report.explain());
     let c = config.display();

@@ -3,6 +3,7 @@
 
 use crate::chat::command::{Command, Scope, help};
 use crate::domain::event::{Event, Source};
+use crate::domain::history;
 use crate::domain::principal::Principal;
 use crate::engine::{Engine, Options};
 use crate::{Outcome, ReviewOutcome};
@@ -135,28 +136,8 @@ pub fn execute(engine: &mut Engine, req: &ChatRequest) -> Reply {
         },
         Command::Status { service } => engine.status(service.as_deref()).map(private),
         Command::History { service, env } => engine.history().map(|index| {
-            let lines: Vec<String> = index
-                .records()
-                .iter()
-                .filter(|r| {
-                    service.as_ref().is_none_or(|s| &r.service == s) && env.as_ref().is_none_or(|e| &r.env == e)
-                })
-                .take(10)
-                .map(|r| {
-                    format!(
-                        "{} {} {}/{} {:?}{} by {}{}",
-                        r.id,
-                        r.at,
-                        r.service,
-                        r.env,
-                        r.delivery,
-                        if r.cancelled { " (cancelled)" } else { "" },
-                        r.actor,
-                        r.reason.as_deref().map(|x| format!(": {x}")).unwrap_or_default()
-                    )
-                })
-                .collect();
-            private(if lines.is_empty() { "no rollbacks in the audit window".into() } else { lines.join("\n") })
+            let query = history::Query { service: service.as_deref(), env: env.as_deref(), limit: Some(10) };
+            private(history::text(&query.select(index.records())))
         }),
         Command::Freeze { scope, env, duration, reason } => engine
             .freeze(&scope.to_string(), env.as_deref(), *duration, reason.as_deref(), Some(p), "")

@@ -11,6 +11,7 @@ pub mod decision;
 pub mod event;
 pub mod freeze;
 pub mod guards;
+pub mod history;
 pub mod ident;
 pub mod matcher;
 pub mod plan;

@@ -26,6 +26,7 @@ use tracing::{info, warn};
 
 use crate::config::{Config, Secrets};
 use crate::domain::event::{Event, Source};
+use crate::domain::history;
 use crate::engine::Triage;
 use crate::metrics;
 use crate::support::clock::Clock;
@@ -445,14 +446,9 @@ struct HistoryQuery {
 
 async fn rollbacks(State(st): State<AppState>, Query(q): Query<HistoryQuery>) -> Response {
     let snap = st.0.worker.shared().snapshot();
-    let records: Vec<_> = snap
-        .records
-        .iter()
-        .filter(|r| q.service.as_ref().is_none_or(|s| &r.service == s))
-        .filter(|r| q.env.as_ref().is_none_or(|e| &r.env == e))
-        .take(q.limit.unwrap_or(100))
-        .collect();
-    axum::Json(serde_json::json!({ "rollbacks": records })).into_response()
+    let query =
+        history::Query { service: q.service.as_deref(), env: q.env.as_deref(), limit: Some(q.limit.unwrap_or(100)) };
+    axum::Json(history::json(&query.select(&snap.records))).into_response()
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
