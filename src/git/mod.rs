@@ -59,6 +59,13 @@ pub enum WriteTarget {
     NewBranch { name: String },
 }
 
+/// One try of a compare-and-swap write.
+enum Try<T> {
+    Done(T),
+    /// Another writer got there first: fetch and try again.
+    Lost,
+}
+
 /// What happened to a write.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PushResult {
@@ -342,36 +349,33 @@ impl ConfigRepo {
     /// notes ref. `Ok(false)` when the commit already has a note: verification is recorded once.
     pub fn add_note(&mut self, commit: &Sha, text: &str, at: Timestamp, retries: u32) -> Result<bool, GitError> {
         let target = oid(commit)?;
-        for attempt in 0..=retries {
-            if attempt > 0 {
-                self.fetch(true)?;
+        self.until_written(NOTES_REF, retries, |this| {
+            if this.repo.find_note(Some(NOTES_REF), target).is_ok() {
+                return Ok(Try::Done(false));
             }
-            if self.repo.find_note(Some(NOTES_REF), target).is_ok() {
-                return Ok(false);
-            }
-            let expected = self.repo.refname_to_id(NOTES_REF).ok();
-            let sig = self.signature(at)?;
-            self.repo.note(&sig, &sig, Some(NOTES_REF), target, text, false)?;
-            let new = self.repo.refname_to_id(NOTES_REF)?;
-            match self.push_one(NOTES_REF, new, expected) {
-                Ok(PushResult::Pushed) => return Ok(true),
-                other => {
-                    // Put the local ref back; the next fetch would overwrite it anyway.
-                    match expected {
-                        Some(old) => {
-                            self.repo.reference(NOTES_REF, old, true, "rollbackd: note not pushed")?;
-                        }
-                        None => {
-                            if let Ok(mut r) = self.repo.find_reference(NOTES_REF) {
-                                r.delete()?;
-                            }
+            let expected = this.repo.refname_to_id(NOTES_REF).ok();
+            let sig = this.signature(at)?;
+            this.repo.note(&sig, &sig, Some(NOTES_REF), target, text, false)?;
+            let new = this.repo.refname_to_id(NOTES_REF)?;
+            let pushed = this.push_one(NOTES_REF, new, expected);
+            if !matches!(pushed, Ok(PushResult::Pushed)) {
+                // Put the local ref back; the next fetch would overwrite it anyway.
+                match expected {
+                    Some(old) => {
+                        this.repo.reference(NOTES_REF, old, true, "rollbackd: note not pushed")?;
+                    }
+                    None => {
+                        if let Ok(mut r) = this.repo.find_reference(NOTES_REF) {
+                            r.delete()?;
                         }
                     }
-                    other?;
                 }
             }
-        }
-        Err(GitError::Contended { url: self.url(), branch: NOTES_REF.to_string(), attempts: retries + 1 })
+            Ok(match pushed? {
+                PushResult::Pushed => Try::Done(true),
+                PushResult::Moved => Try::Lost,
+            })
+        })
     }
 
     /// The note on `commit`, if any.
@@ -448,31 +452,28 @@ impl ConfigRepo {
     /// Records an approval (a note line on the proposal commit), pushed with compare-and-swap.
     pub fn add_approval(&mut self, commit: &Sha, who: &str, at: Timestamp) -> Result<(), GitError> {
         let target = oid(commit)?;
-        for attempt in 0..=self.push_retries {
-            if attempt > 0 {
-                self.fetch(true)?;
-            }
-            let mut text = self
+        self.until_written(APPROVALS_REF, self.push_retries, |this| {
+            let mut text = this
                 .repo
                 .find_note(Some(APPROVALS_REF), target)
                 .ok()
                 .and_then(|n| n.message().ok().map(str::to_string))
                 .unwrap_or_default();
             text.push_str(&format!("Approved-By: {who} {at}\n"));
-            let expected = self.repo.refname_to_id(APPROVALS_REF).ok();
-            let sig = self.signature(at)?;
-            self.repo.note(&sig, &sig, Some(APPROVALS_REF), target, &text, true)?;
-            let new = self.repo.refname_to_id(APPROVALS_REF)?;
-            match self.push_one(APPROVALS_REF, new, expected)? {
-                PushResult::Pushed => return Ok(()),
+            let expected = this.repo.refname_to_id(APPROVALS_REF).ok();
+            let sig = this.signature(at)?;
+            this.repo.note(&sig, &sig, Some(APPROVALS_REF), target, &text, true)?;
+            let new = this.repo.refname_to_id(APPROVALS_REF)?;
+            Ok(match this.push_one(APPROVALS_REF, new, expected)? {
+                PushResult::Pushed => Try::Done(()),
                 PushResult::Moved => {
                     if let Some(old) = expected {
-                        self.repo.reference(APPROVALS_REF, old, true, "rollbackd: approval not pushed")?;
+                        this.repo.reference(APPROVALS_REF, old, true, "rollbackd: approval not pushed")?;
                     }
+                    Try::Lost
                 }
-            }
-        }
-        Err(GitError::Contended { url: self.url(), branch: APPROVALS_REF.into(), attempts: self.push_retries + 1 })
+            })
+        })
     }
 
     /// `commit` replayed onto the branch head: itself when its parent is the head, else a new
@@ -546,32 +547,49 @@ impl ConfigRepo {
         at: Timestamp,
         mut change: impl FnMut(&mut crate::domain::freeze::Freezes) -> T,
     ) -> Result<T, GitError> {
-        for attempt in 0..=self.push_retries {
-            if attempt > 0 {
-                self.fetch(true)?;
-            }
-            let mut set = self.freezes()?;
+        let retries = self.push_retries;
+        self.until_written(FREEZES_REF, retries, |this| {
+            let mut set = this.freezes()?;
             let result = change(&mut set);
             let text =
                 serde_json::to_string_pretty(&set).map_err(|e| GitError::Git(git2::Error::from_str(&e.to_string())))?;
-            let blob = self.repo.blob(text.as_bytes())?;
-            let mut tb = self.repo.treebuilder(None)?;
+            let blob = this.repo.blob(text.as_bytes())?;
+            let mut tb = this.repo.treebuilder(None)?;
             tb.insert(FREEZES_FILE, blob, i32::from(git2::FileMode::Blob))?;
-            let tree = self.repo.find_tree(tb.write()?)?;
-            let expected = self.repo.refname_to_id(FREEZES_REF).ok();
-            let parent = expected.map(|p| self.repo.find_commit(p)).transpose()?;
-            let sig = self.signature(at)?;
+            let tree = this.repo.find_tree(tb.write()?)?;
+            let expected = this.repo.refname_to_id(FREEZES_REF).ok();
+            let parent = expected.map(|p| this.repo.find_commit(p)).transpose()?;
+            let sig = this.signature(at)?;
             let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
-            let id = self.repo.commit(None, &sig, &sig, message, &tree, &parents)?;
-            match self.push_one(FREEZES_REF, id, expected)? {
+            let id = this.repo.commit(None, &sig, &sig, message, &tree, &parents)?;
+            match this.push_one(FREEZES_REF, id, expected)? {
                 PushResult::Pushed => {
-                    self.repo.reference(FREEZES_REF, id, true, "rollbackd: freezes")?;
-                    return Ok(result);
+                    this.repo.reference(FREEZES_REF, id, true, "rollbackd: freezes")?;
+                    Ok(Try::Done(result))
                 }
-                PushResult::Moved => continue,
+                PushResult::Moved => Ok(Try::Lost),
+            }
+        })
+    }
+
+    /// Runs `attempt` until it writes, fetching before every retry: the one loop behind every
+    /// compare-and-swap write of rollbackd's own refs (notes, approvals, freezes).
+    /// `Contended` after `retries + 1` tries lost to other writers.
+    fn until_written<T>(
+        &mut self,
+        refname: &str,
+        retries: u32,
+        mut attempt: impl FnMut(&mut Self) -> Result<Try<T>, GitError>,
+    ) -> Result<T, GitError> {
+        for n in 0..=retries {
+            if n > 0 {
+                self.fetch(true)?;
+            }
+            if let Try::Done(value) = attempt(self)? {
+                return Ok(value);
             }
         }
-        Err(GitError::Contended { url: self.url(), branch: FREEZES_REF.into(), attempts: self.push_retries + 1 })
+        Err(GitError::Contended { url: self.url(), branch: refname.into(), attempts: retries + 1 })
     }
 
     /// The push retry budget from the config, for callers that push through this repo.
