@@ -328,6 +328,7 @@ async fn comments_from_bots_other_repositories_and_issues_are_not_commands() {
     }
     assert!(gh.comments().is_empty() && gh.reactions().is_empty(), "nothing was said on GitHub");
     assert_eq!(refs(&w), before);
+    gh.finish();
 }
 
 #[test]
@@ -385,7 +386,7 @@ async fn a_replayed_signed_delivery_does_nothing() {
     let (st, _, b) = s.send(gh_delivery("pull_request", &body, None, "replayed-1")).await;
     assert_eq!((st, b["outcome"].as_str()), (StatusCode::OK, Some("ignored")), "{b}");
     assert!(b["reason"].as_str().unwrap().contains("received before"), "{b}");
-    drop(gh);
+    gh.finish();
     assert_eq!(refs(&w), before, "a closed PR of an unknown commit recorded nothing");
 }
 

@@ -113,6 +113,7 @@ fn alert_opens_one_pr_and_repeats_comment() {
     assert!(matches!(again.outcome, Outcome::Duplicate { .. }), "{:?}", again.outcome);
     assert_eq!(gh.prs().len(), 1);
     assert!(gh.comments().iter().any(|(n, b)| *n == 1 && b.contains("Fired again")), "{:?}", gh.comments());
+    gh.finish();
 }
 
 #[test]
@@ -166,6 +167,7 @@ fn approve_from_pr_comments_refuses_then_merges_and_tags() {
     assert_eq!(v["rollbacks"][0]["id"], id.as_str());
     assert_eq!(v["rollbacks"][0]["delivery"], "direct");
     assert_eq!(v["rollbacks"][0]["actor"], "github:carol");
+    gh.finish();
 }
 
 #[test]
@@ -182,6 +184,7 @@ fn squash_merge_keeps_the_trailers_and_replays_onto_a_moved_base() {
     let id = pr.head.rsplit('/').next().unwrap();
     assert_eq!(w.trailers("main", "Rollback-Id"), [id]);
     assert!(w.show("main", &path("cart", "prod")).contains("2.1.0"));
+    gh.finish();
 }
 
 #[test]
@@ -195,6 +198,7 @@ fn cancel_closes_the_pr_and_deletes_the_branch() {
     assert_eq!(gh.prs()[0].state, "closed");
     assert!(w.git(&["for-each-ref", "refs/heads/rollback/"]).is_empty());
     assert!(w.git(&["tag", "-l", "cancelled/*"]).starts_with("cancelled/checkout/prod/"));
+    gh.finish();
 }
 
 #[test]
@@ -211,6 +215,7 @@ fn a_pr_merged_by_hand_is_recorded() {
     let again = w.engine().record_pr_closed(&pr.head, Some(&head), &head, "dave").unwrap();
     assert!(again.contains("already"), "{again}");
     assert_eq!(w.git(&["tag", "-l", "rollback/*"]).lines().count(), 1);
+    gh.finish();
 }
 
 #[test]
@@ -234,6 +239,7 @@ fn an_emergency_rollback_opens_a_follow_up_issue() {
         "{body}"
     );
     assert_eq!(labels, &["rollback", "emergency"]);
+    gh.finish();
 }
 
 #[test]
@@ -261,6 +267,7 @@ fn auto_merge_waits_for_required_checks() {
     assert!(msg.starts_with("merged"), "{msg}");
     assert_eq!(w.trailers("main", "Rollback-Id"), [rb.id.as_str()]);
     assert!(w.show("main", &path("checkout", "prod")).contains("1.4.2"));
+    gh.finish();
 }
 
 #[test]
@@ -292,4 +299,5 @@ fn as_a_github_app_with_installation_tokens_for_the_api_and_for_git() {
     forge.git_token().unwrap();
     assert_eq!(gh.app_calls().1, minted, "cached until it nears expiry");
     assert_eq!(format!("{token:?}"), "***");
+    gh.finish();
 }

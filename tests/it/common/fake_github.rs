@@ -44,6 +44,9 @@ pub struct Gh {
     /// Installation tokens minted, and installation lookups answered (GitHub App auth).
     pub tokens_minted: usize,
     pub installation_lookups: usize,
+    /// Requests no route of the fake handles: a call rollbackd makes that GitHub would answer
+    /// and the fake cannot, or a typo'd path.
+    pub unhandled: Vec<String>,
     next_comment: u64,
 }
 
@@ -86,6 +89,7 @@ impl FakeGithub {
                     .route("/repos/{o}/{r}/installation", get(installation))
                     .route("/app/installations/{id}/access_tokens", post(access_token))
                     .merge(repos)
+                    .fallback(unhandled)
                     .with_state(app);
                 axum::serve(listener, r).await.unwrap();
             });
@@ -117,6 +121,17 @@ impl FakeGithub {
     pub fn reactions(&self) -> Vec<(u64, String)> {
         self.gh.lock().unwrap().reactions.clone()
     }
+
+    /// Ends a test: fails it if rollbackd made a request no route of the fake handled.
+    pub fn finish(self) {
+        let unhandled = self.gh.lock().unwrap().unhandled.clone();
+        assert!(unhandled.is_empty(), "requests the fake GitHub did not handle: {unhandled:?}");
+    }
+}
+
+async fn unhandled(State(app): State<App>, req: axum::extract::Request) -> Response {
+    app.gh.lock().unwrap().unhandled.push(format!("{} {}", req.method(), req.uri()));
+    (StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"}))).into_response()
 }
 
 fn authorized(h: &HeaderMap) -> bool {
