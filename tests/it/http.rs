@@ -12,13 +12,14 @@ use rollbackd::worker;
 use tower::ServiceExt;
 
 #[tokio::test(flavor = "multi_thread")]
-async fn alertmanager_statuses_and_the_rollback_they_lead_to() {
+async fn bad_alertmanager_requests_get_their_status_and_write_nothing() {
     let w = World::new();
     w.deploy("checkout", "prod", "1.5.0", 10);
     let s = server(&w, "server: { body_limit: 4096 }\n");
     s.wait_ready();
     let body = alert_body("fp1", "checkout", "firing");
     let json = [("content-type", "application/json")];
+    let before = w.count_commits();
 
     let (st, _, _) = s.send(post("/webhooks/alertmanager", body.clone(), &json)).await;
     assert_eq!(st, StatusCode::UNAUTHORIZED, "no credentials");
@@ -44,7 +45,19 @@ async fn alertmanager_statuses_and_the_rollback_they_lead_to() {
     assert!(b["error"].as_str().unwrap().contains("server.body_limit"), "answers are JSON: {b}");
     let (st, _, _) = s.send(Request::get("/no/such/route").body(Body::empty()).unwrap()).await;
     assert_eq!(st, StatusCode::NOT_FOUND);
+    assert_eq!(w.count_commits(), before, "nothing written");
+    let (_, _, b) = s.send(Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    assert!(b.as_str().unwrap().contains("rollbackd_webhook_auth_failures_total"), "{b}");
+}
 
+#[tokio::test(flavor = "multi_thread")]
+async fn an_alert_rolls_back_once_repeats_are_duplicates_and_its_resolve_is_noted() {
+    let w = World::new();
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let s = server(&w, "");
+    s.wait_ready();
+    let body = alert_body("fp1", "checkout", "firing");
+    let json = [("content-type", "application/json")];
     let before = w.count_commits();
     let (st, _, b) = s.send(am(body.clone())).await;
     assert_eq!(st, StatusCode::OK, "{b}");
@@ -67,7 +80,6 @@ async fn alertmanager_statuses_and_the_rollback_they_lead_to() {
     assert_eq!(st, StatusCode::OK);
     let text = b.as_str().unwrap();
     assert!(text.contains(r#"rollbackd_events_total{source="alertmanager",outcome="duplicate"}"#), "{text}");
-    assert!(text.contains("rollbackd_webhook_auth_failures_total"), "{text}");
     assert!(text.contains("rollbackd_time_to_rollback_seconds"), "{text}");
 
     // The incident resolves: the rollback commit gets a verification note on the origin.

@@ -20,6 +20,7 @@ use super::{World, wait_for};
 pub const TOKEN: &str = "test-token-1";
 pub const GH_SECRET: &str = "gh-test-secret";
 
+/// The real router and writer of a world, driven without a socket.
 pub struct Server {
     pub app: Router,
     pub worker: WorkerHandle,
