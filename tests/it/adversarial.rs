@@ -7,8 +7,6 @@ use crate::common::http::*;
 use crate::common::*;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use rollbackd::chat::command::parse;
-use rollbackd::chat::dispatch::{ChatRequest, execute};
 use rollbackd::domain::principal::{Directory, Principal};
 use rollbackd::{Options, Outcome};
 use serde_json::json;
@@ -186,16 +184,7 @@ fn a_person_at_chat_cannot_smuggle_revisions_or_ids() {
         "/rollback freeze * prod",
         "/rollback unfreeze ../x",
     ] {
-        let request = ChatRequest {
-            principal: Principal::new("slack:U1"),
-            command: parse(text).unwrap().unwrap(),
-            request_id: "slack/t1".into(),
-            channel: "slack".into(),
-            implied_id: None,
-            default_env: "prod".into(),
-            asked_at: None,
-        };
-        let reply = execute(&mut w.engine(), &request);
+        let reply = chat_as(&w, Principal::new("slack:U1"), text);
         assert!(!reply.ok && reply.text.contains("refused"), "{text}: {}", reply.text);
         assert!(!reply.public, "a refusal goes to the asker alone: {text}");
     }
@@ -489,18 +478,7 @@ fn one_person_cannot_approve_their_own_request_from_another_account() {
     let w = World::with_policy(&p);
     w.write_config("directory:\n  people: { alice: [\"slack:UALICE\", \"github:alice\"] }\n");
     w.deploy("checkout", "prod", "1.5.0", 10);
-    let ask = |who: &str, text: &str| {
-        let request = ChatRequest {
-            principal: Principal::new(who),
-            command: parse(text).unwrap().unwrap(),
-            request_id: format!("slack/{}", text.len()),
-            channel: "slack".into(),
-            implied_id: None,
-            default_env: "prod".into(),
-            asked_at: None,
-        };
-        execute(&mut w.engine(), &request).text
-    };
+    let ask = |who: &str, text: &str| chat_as(&w, Principal::new(who), text).text;
     let reply = ask("github:alice", "/rollback checkout prod");
     let id = reply.split("approve with `/rollback approve ").nth(1).unwrap().trim_end_matches('`').to_string();
     let id = id.lines().next().unwrap().trim_end_matches('`').to_string();

@@ -4,8 +4,7 @@
 
 use crate::common::fake_github::{FakeGithub, TOKEN};
 use crate::common::*;
-use rollbackd::chat::command::parse;
-use rollbackd::chat::dispatch::{ChatRequest, execute, github_comment};
+use rollbackd::chat::dispatch::github_comment;
 use rollbackd::domain::principal::{Directory, Principal};
 use rollbackd::ingest::github::Comment;
 use rollbackd::{Options, Outcome};
@@ -58,16 +57,7 @@ fn comment(id: u64, issue: u64, login: &str, body: &str) -> Comment {
 
 /// A person's `/rollback` from chat (Slack), carried out by the engine.
 fn ask_in_chat(w: &World, who: &str, text: &str) -> String {
-    let request = ChatRequest {
-        principal: Principal::new(who).with_groups(&directory()),
-        command: parse(text).unwrap().unwrap(),
-        request_id: format!("slack/{who}-{}", text.len()),
-        channel: "slack".into(),
-        implied_id: None,
-        default_env: "prod".into(),
-        asked_at: None,
-    };
-    execute(&mut w.engine(), &request).text
+    chat_as(w, Principal::new(who).with_groups(&directory()), text).text
 }
 
 fn directory() -> Directory {

@@ -326,3 +326,18 @@ pub fn hold_pushes(w: &World) -> HeldPushes {
     );
     held
 }
+
+/// A person's `/rollback ...` from chat, carried out by a fresh engine of the world the way the
+/// writer carries out a Slack command. The request id differs per person and text.
+pub fn chat_as(w: &World, principal: rollbackd::domain::principal::Principal, text: &str) -> rollbackd::chat::Reply {
+    let request = rollbackd::chat::ChatRequest {
+        request_id: format!("slack/{}-{}", principal.id.replace(':', "-"), text.len()),
+        principal,
+        command: rollbackd::chat::command::parse(text).unwrap().expect("a /rollback command"),
+        channel: "slack".into(),
+        implied_id: None,
+        default_env: "prod".into(),
+        asked_at: None,
+    };
+    rollbackd::chat::dispatch::execute(&mut w.engine(), &request)
+}
