@@ -349,7 +349,9 @@ pub fn parse(event_name: &str, body: &[u8], workflows: &[String], now: Timestamp
                 for (k, v) in map.iter().filter(|(k, _)| {
                     !k.is_empty() && k.len() <= 64 && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
                 }) {
-                    if let Some(s) = v.as_str() {
+                    // Short strings only: a payload may carry blobs that are nobody's label, and
+                    // they must not push the event over input.max_value_bytes.
+                    if let Some(s) = v.as_str().filter(|s| s.len() <= 256) {
                         labels.insert(format!("payload_{k}"), s.to_string());
                     }
                 }
