@@ -4,26 +4,26 @@
 //! The folders tell the story:
 //! - [`domain`]: events, policies, the pure decision, plans and rollbacks. No I/O.
 //! - adapters at the edge: [`ingest`] (payloads → events), [`server`] (HTTP), [`chat`] (the
-//!   `/rollback` grammar), [`git`] (the only user of git2), [`forge`] (proposals on GitHub).
-//! - the application: [`engine`] (decide and write), [`worker`] (the single writer behind the
+//!   `/rollback` grammar), [`git`] (the only user of git2), `forge` (proposals on GitHub).
+//! - the application: `engine` ([`Engine`]: decide and write), [`worker`] (the single writer behind the
 //!   server), [`check`] and [`demo`].
-//! - [`support`], [`config`] and [`metrics`]: what the rest leans on.
+//! - [`support`], [`config`] and `metrics`: what the rest leans on.
 
 pub mod domain;
 
 pub mod chat;
-pub mod forge;
+mod forge;
 pub mod git;
 pub mod ingest;
 pub mod server;
 
 pub mod check;
 pub mod demo;
-pub mod engine;
+mod engine;
 pub mod worker;
 
 pub mod config;
-pub mod metrics;
+mod metrics;
 pub mod support;
 
 pub use config::Config;

@@ -12,7 +12,7 @@ use crate::{Outcome, Report};
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the process-wide recorder once and returns the handle `/metrics` renders from.
-pub fn install() -> PrometheusHandle {
+pub(crate) fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
@@ -27,19 +27,19 @@ pub fn install() -> PrometheusHandle {
         .clone()
 }
 
-pub fn received(source: Source, outcome: &str) {
+pub(crate) fn received(source: Source, outcome: &str) {
     counter!("rollbackd_events_total", "source" => source.as_str(), "outcome" => outcome.to_string()).increment(1);
 }
 
-pub fn auth_failure(source: &'static str) {
+pub(crate) fn auth_failure(source: &'static str) {
     counter!("rollbackd_webhook_auth_failures_total", "source" => source).increment(1);
 }
 
-pub fn queue_depth(depth: usize) {
+pub(crate) fn queue_depth(depth: usize) {
     gauge!("rollbackd_queue_depth").set(depth as f64);
 }
 
-pub fn event_failed(source: Source) {
+pub(crate) fn event_failed(source: Source) {
     counter!("rollbackd_event_errors_total", "source" => source.as_str()).increment(1);
 }
 
@@ -63,7 +63,7 @@ fn target_labels(service: &str, env: &str) -> (String, String) {
 }
 
 /// After the writer handled an event. Service and env are the validated target's.
-pub fn handled(event: &Event, report: &Report, now: Timestamp) {
+pub(crate) fn handled(event: &Event, report: &Report, now: Timestamp) {
     let (service, env, mode) = match (&report.decision.target, report.decision.mode) {
         (Some(t), Some(m)) => {
             let (service, env) = target_labels(&t.service, &t.env);

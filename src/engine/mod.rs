@@ -510,7 +510,7 @@ pub(crate) fn proposal_labels(service: &str, env: &str) -> Vec<String> {
 /// clock. The writer calls it for every event, and the HTTP layer calls it before an event may
 /// take a place in the writer's queue, so events no policy acts on never wait behind, or delay,
 /// the one that matters.
-pub fn select<'p>(
+pub(crate) fn select<'p>(
     policies: &'p PolicySet,
     rules: &InputRules,
     event: &Event,
@@ -543,7 +543,7 @@ pub fn select<'p>(
     Ok(Selection::Target { policy, target })
 }
 
-pub enum Selection<'p> {
+pub(crate) enum Selection<'p> {
     /// Nothing will be written, whatever the repository says.
     Settled(Outcome),
     Target {
@@ -633,7 +633,7 @@ fn authorize(event: &Event, policy: &Policy, opts: &Options) -> Option<String> {
     }
 }
 
-pub use review::{Actor, ReviewOutcome};
+pub use review::ReviewOutcome;
 
 enum Attempt {
     Done(Box<Report>),

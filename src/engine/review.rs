@@ -41,7 +41,7 @@ impl ReviewOutcome {
 }
 
 /// Who may act: `None` for the CLI (an operator), a principal from chat.
-pub type Actor<'a> = Option<&'a Principal>;
+pub(crate) type Actor<'a> = Option<&'a Principal>;
 
 fn actor_id(actor: Actor<'_>, cli_name: &str) -> String {
     actor.map_or_else(|| format!("cli:{cli_name}"), |p| p.id.clone())

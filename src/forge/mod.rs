@@ -2,10 +2,10 @@
 //! approving merges it there. `github`: the branch gets a pull request, with labels, reviewers and
 //! a body that explains the rollback; approving merges it through GitHub's API.
 
-pub mod github;
+pub(crate) mod github;
 
-pub use crate::config::{ForgeConfig, GithubConfig};
-pub use github::{GithubForge, Pr};
+pub(crate) use crate::config::{ForgeConfig, GithubConfig};
+pub(crate) use github::{GithubForge, Pr};
 
 use crate::support::secret::SecretString;
 
