@@ -229,7 +229,7 @@ impl GithubForge {
     /// The open pull request from `branch`, if any.
     pub fn find_open_pr(&self, branch: &str) -> Result<Option<Pr>, ForgeError> {
         let v =
-            self.call(Method::Get, &self.repo_path(&format!("/pulls?state=open&head={}:{branch}", self.owner)), None)?;
+            self.call(Method::Get, &self.repo_path(&format!("/pulls?{}", open_pr_query(&self.owner, branch))), None)?;
         let list: Vec<Pr> = serde_json::from_value(v).unwrap_or_default();
         Ok(list.into_iter().find(|p| p.head.branch == branch))
     }
@@ -366,5 +366,22 @@ async fn build_client(cfg: &GithubConfig) -> Result<(Octocrab, Option<AppAuth>),
         _ => {
             Err(ForgeError::Config("forge.github needs token_env or token_file, or app_id and private_key_file".into()))
         }
+    }
+}
+
+/// The query of "the open pull request from `owner:branch`", every value URL-encoded.
+fn open_pr_query(owner: &str, branch: &str) -> String {
+    serde_urlencoded::to_string([("state", "open"), ("head", &format!("{owner}:{branch}"))]).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn query_values_are_encoded() {
+        assert_eq!(
+            super::open_pr_query("acme", "rollback/checkout/prod/rb-0123456789ab"),
+            "state=open&head=acme%3Arollback%2Fcheckout%2Fprod%2Frb-0123456789ab"
+        );
+        assert!(super::open_pr_query("a&b", "x#y").contains("a%26b%3Ax%23y"));
     }
 }
