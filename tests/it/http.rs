@@ -182,9 +182,8 @@ const GITHUB_POLICIES: &str = r#"
 "#;
 
 #[tokio::test(flavor = "multi_thread")]
-async fn github_deliveries_signed_and_acted_on() {
+async fn github_signatures_and_malformed_deliveries_are_refused() {
     let w = World::with_policy(GITHUB_POLICIES);
-    let bad = w.deploy("checkout", "prod", "1.5.0", 10);
     let s = server(&w, "");
     s.wait_ready();
 
@@ -213,6 +212,14 @@ async fn github_deliveries_signed_and_acted_on() {
     assert_eq!(s.send(no_event).await.0, StatusCode::BAD_REQUEST);
     let (st, _, b) = s.send(gh("workflow_run", b"{\"action\":1}", None)).await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{b}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn github_ci_failures_roll_back_and_deployments_mark_known_good() {
+    let w = World::with_policy(GITHUB_POLICIES);
+    let bad = w.deploy("checkout", "prod", "1.5.0", 10);
+    let s = server(&w, "");
+    s.wait_ready();
 
     // Recorded deliveries as they are: a successful run, comments, pushes → ignored.
     for (event, file) in [
