@@ -32,6 +32,11 @@ pub fn run(config_path: &Path) -> Vec<Diagnostic> {
         }
     };
     let mut diags = Vec::new();
+    // The same checks the engine makes when it starts, so `check` never passes a config that
+    // `serve` then refuses.
+    if let Err(e) = crate::domain::ident::InputRules::new(&config.input) {
+        diags.push(Diagnostic::error(config_path, 0, 0, e));
+    }
     let policies = match PolicySet::load(&config.policies) {
         Ok((set, warnings)) => {
             diags.extend(warnings);

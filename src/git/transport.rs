@@ -87,6 +87,16 @@ fn unreachable(url: &str, e: &git2::Error) -> GitError {
 }
 
 pub(super) fn fetch(repo: &Repository, url: &str, auth: &Auth) -> Result<(), GitError> {
+    // libgit2 calls a missing local path an "unsupported URL protocol": say what is wrong.
+    if let Some(path) = local_path(url)
+        && !path.exists()
+    {
+        let shown = std::path::absolute(&path).unwrap_or(path);
+        return Err(GitError::Unreachable {
+            url: redact_url(url),
+            message: format!("no repository at {}", shown.display()),
+        });
+    }
     let mut remote = repo.remote_anonymous(url).map_err(|e| unreachable(url, &e))?;
     let mut opts = FetchOptions::new();
     opts.remote_callbacks(callbacks(auth));

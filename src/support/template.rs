@@ -40,6 +40,12 @@ pub fn value<T: serde::Serialize>(v: T) -> Value {
 }
 
 fn describe(err: &minijinja::Error) -> String {
+    // Our own refusals (a value that is not an identifier) say everything in their detail.
+    if err.kind() == minijinja::ErrorKind::InvalidOperation
+        && let Some(detail) = err.detail()
+    {
+        return detail.to_string();
+    }
     let mut msg = err.kind().to_string();
     if let Some(detail) = err.detail() {
         msg.push_str(": ");

@@ -18,6 +18,20 @@ fn check_accepts_a_valid_setup() {
 }
 
 #[test]
+fn check_refuses_what_serve_would_refuse() {
+    let w = World::new();
+    for (pattern, says) in [("'[a-z]+'", "anchored"), ("'^[$'", "identifier_pattern")] {
+        w.write_config(&format!("input: {{ identifier_pattern: {pattern} }}\n"));
+        let out = w.run_cli(&["check"]);
+        assert_eq!(out.status.code(), Some(1), "{pattern}");
+        assert!(
+            stdout(&out).contains(says) || String::from_utf8_lossy(&out.stderr).contains(says),
+            "{pattern}: {out:?}"
+        );
+    }
+}
+
+#[test]
 fn check_reports_file_line_and_column() {
     let w = World::new();
     let cases = [
