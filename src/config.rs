@@ -408,6 +408,7 @@ impl Config {
             serde_saphyr::from_str(&text).map_err(|e| ConfigError::Invalid(Diagnostic::from_yaml(path, &e)))?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_relative_to(base);
+        config.check_limits().map_err(|message| ConfigError::Invalid(Diagnostic::error(path, 0, 0, message)))?;
         let git_token = match &config.repo.token_env {
             Some(var) => Some(SecretString::new(std::env::var(var).map_err(|_| ConfigError::MissingSecret {
                 path: path.to_path_buf(),
@@ -502,6 +503,35 @@ impl Config {
         }
     }
 
+    /// Limits of zero would stop the server from doing anything (or from ever giving up).
+    fn check_limits(&self) -> Result<(), String> {
+        let s = &self.server;
+        for (name, n) in [
+            ("server.queue", s.queue),
+            ("server.max_connections", s.max_connections),
+            ("server.max_body_reads", s.max_body_reads),
+            ("server.body_limit", s.body_limit),
+        ] {
+            if n == 0 {
+                return Err(format!("{name} must be at least 1"));
+            }
+        }
+        for (name, d) in [
+            ("server.request_timeout", s.request_timeout),
+            ("server.response_deadline", s.response_deadline),
+            ("server.header_read_timeout", s.header_read_timeout),
+            ("server.body_read_timeout", s.body_read_timeout),
+            ("server.refresh_interval", s.refresh_interval),
+            ("git.connect_timeout", self.git.connect_timeout),
+            ("git.io_timeout", self.git.io_timeout),
+        ] {
+            if d.as_std().is_zero() {
+                return Err(format!("{name} must be longer than 0s"));
+            }
+        }
+        Ok(())
+    }
+
     pub fn mirror_dir(&self) -> PathBuf {
         self.data_dir.join("mirror.git")
     }
@@ -519,6 +549,17 @@ mod tests {
         let err = Config::load(&path).unwrap_err().to_string();
         assert!(err.contains(":3:"), "{err}");
         assert!(err.contains("brnch"), "{err}");
+    }
+
+    #[test]
+    fn limits_of_zero_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rollbackd.yaml");
+        for (field, says) in [("server: { queue: 0 }", "server.queue"), ("git: { io_timeout: 0s }", "git.io_timeout")] {
+            std::fs::write(&path, format!("repo: {{ url: /x }}\n{field}\n")).unwrap();
+            let err = Config::load(&path).unwrap_err().to_string();
+            assert!(err.contains(says), "{err}");
+        }
     }
 
     #[test]

@@ -426,7 +426,7 @@ async fn healthz() -> Response {
 async fn readyz(State(st): State<AppState>) -> Response {
     let shared = st.0.worker.shared();
     match shared.origin_error() {
-        _ if shared.ready() => (StatusCode::OK, "ready\n").into_response(),
+        _ if shared.ready() => axum::Json(serde_json::json!({ "status": "ready" })).into_response(),
         Some(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e),
         None => error(StatusCode::SERVICE_UNAVAILABLE, "the config repo has not been fetched yet"),
     }
