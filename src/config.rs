@@ -71,13 +71,16 @@ pub struct ServerConfig {
     #[serde(default = "default_header_read_timeout")]
     pub header_read_timeout: Duration,
     /// A body not received within this (after its headers passed) is 408. Default: `10s`.
-    #[serde(default = "default_header_read_timeout")]
+    #[serde(default = "default_body_read_timeout")]
     pub body_read_timeout: Duration,
     /// Request bodies buffered at once; more wait their turn. Default: 64.
     #[serde(default = "default_max_body_reads")]
     pub max_body_reads: usize,
 }
 
+fn default_body_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
 fn default_max_body_reads() -> usize {
     64
 }
@@ -99,7 +102,7 @@ impl Default for ServerConfig {
             refresh_interval: default_refresh(),
             max_connections: default_max_connections(),
             header_read_timeout: default_header_read_timeout(),
-            body_read_timeout: default_header_read_timeout(),
+            body_read_timeout: default_body_read_timeout(),
             max_body_reads: default_max_body_reads(),
         }
     }

@@ -437,7 +437,6 @@ impl Engine {
             });
         }
         let ctx = message_context(event, policy, plan, id, delivery, decision, crate::support::text::quoted);
-        let md = message_context(event, policy, plan, id, delivery, decision, crate::support::text::markdown);
         let body = self.templates.render(COMMIT_TEMPLATE, &ctx)?;
         let tag_msg = match delivery {
             Delivery::Direct => Some(self.templates.render(TAG_TEMPLATE, &ctx)?),
@@ -455,6 +454,8 @@ impl Engine {
         // Rendered before anything is pushed: a template error must not leave a branch behind.
         let pr_texts = match (delivery, &*self.forge) {
             (Delivery::Proposal, Forge::Github(_)) => {
+                // Only a pull request's body is Markdown: its context is built only for it.
+                let md = message_context(event, policy, plan, id, delivery, decision, crate::support::text::markdown);
                 Some((self.templates.render(PR_TITLE_TEMPLATE, &ctx)?, self.templates.render(PR_BODY_TEMPLATE, &md)?))
             }
             _ => None,

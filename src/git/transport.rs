@@ -306,16 +306,10 @@ fn send_checked(
     // libgit2 cannot ask for receive-pack's atomic mode: a ref the server accepted next to one it
     // refused (a tag beside a refused branch) is taken back at once, compare-and-swap on what
     // we set it to, so the origin never keeps half of a write.
-    for u in updates {
-        if rejections.iter().any(|(name, _)| name == u.refname) {
-            continue;
-        }
-        let undo = Update { refname: u.refname, new: u.expected, expected: u.new, rewrite: true };
-        let spec = match undo.new {
-            Some(_) => continue, // only creations are taken back; a rewrite is never half of a write
-            None => format!(":{}", u.refname),
-        };
-        if let Err(e) = send_checked(repo, url, auth, &[undo], &[spec]) {
+    // Only creations are taken back (a tag): the first update, the branch, is the one refused.
+    for u in updates.iter().filter(|u| u.expected.is_none() && !rejections.iter().any(|(n, _)| n == u.refname)) {
+        let undo = Update { refname: u.refname, new: None, expected: u.new, rewrite: false };
+        if let Err(e) = send_checked(repo, url, auth, &[undo], &[format!(":{}", u.refname)]) {
             tracing::warn!(refname = u.refname, error = %e, "could not take back half of a refused push");
         }
     }

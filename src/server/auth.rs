@@ -103,12 +103,9 @@ pub fn slack_signature(
     secrets: &[SecretString],
     now: i64,
 ) -> Result<(), SlackRejection> {
-    let (Some(ts), Some(sig)) = (timestamp, signature) else { return Err(SlackRejection::MissingHeaders) };
-    let Ok(t) = ts.trim().parse::<i64>() else { return Err(SlackRejection::MissingHeaders) };
-    if (now - t).abs() > SLACK_WINDOW_SECS {
-        return Err(SlackRejection::Stale);
-    }
-    let Some(sig) = sig.trim().strip_prefix("v0=").and_then(hex_decode) else {
+    slack_headers(timestamp, signature, now)?;
+    let (Some(ts), Some(sig)) = (timestamp, signature.and_then(|s| s.trim().strip_prefix("v0=")).and_then(hex_decode))
+    else {
         return Err(SlackRejection::BadSignature);
     };
     let ok = secrets.iter().fold(false, |ok, secret| {
