@@ -11,8 +11,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 
-use rollbackd::config::Config;
-use rollbackd::support::clock::SystemClock;
+use rollbackd::Config;
+use rollbackd::SystemClock;
 use rollbackd::{Engine, Event, Options, Outcome, Source};
 
 const POLICY: &str = r#"- name: bench
@@ -47,7 +47,7 @@ fn build_repo(dir: &Path, commits: usize, bad: usize) {
     std::fs::create_dir_all(dir.join("policies")).unwrap();
     std::fs::write(dir.join("policies/bench.yaml"), POLICY).unwrap();
     std::fs::create_dir_all(dir.join("templates")).unwrap();
-    for (name, text) in rollbackd::demo::TEMPLATES {
+    for (name, text) in rollbackd::DEMO_TEMPLATES {
         std::fs::write(dir.join("templates").join(name), text).unwrap();
     }
     std::fs::write(dir.join("rollbackd.yaml"), "repo: { url: origin.git, branch: main }\ndata_dir: data\n").unwrap();

@@ -2,34 +2,79 @@
 //! config repository.
 //!
 //! The folders tell the story:
-//! - [`domain`]: events, policies, the pure decision, plans and rollbacks. No I/O.
-//! - adapters at the edge: [`ingest`] (payloads → events), [`server`] (HTTP), [`chat`] (the
-//!   `/rollback` grammar), [`git`] (the only user of git2), `forge` (proposals on GitHub).
-//! - the application: `engine` ([`Engine`]: decide and write), [`worker`] (the single writer behind the
-//!   server), [`check`] and [`demo`].
-//! - [`support`], [`config`] and `metrics`: what the rest leans on.
+//! - `domain`: events, policies, the pure decision, plans and rollbacks. No I/O.
+//! - adapters at the edge: `ingest` (payloads → events), `server` (HTTP), `chat` (the
+//!   `/rollback` grammar), `git` (the only user of git2), `forge` (proposals on GitHub).
+//! - the application: `engine` ([`Engine`]: decide and write), `worker` (the single writer behind
+//!   the server), `check`, `demo` and `serve` (what the binary's subcommands call).
+//! - `support`, `config` and `metrics`: what the rest leans on.
+//!
+//! Every module is private; what follows is the whole public surface: what the binary, the
+//! benchmarks, the integration tests and the fuzz targets use.
 
-pub mod domain;
+mod domain;
 
-pub mod chat;
+mod chat;
 mod forge;
-pub mod git;
-pub mod ingest;
-pub mod server;
+mod git;
+mod ingest;
+mod server;
 
-pub mod check;
-pub mod demo;
+mod check;
+mod demo;
 mod engine;
-pub mod worker;
+mod serve;
+mod worker;
 
-pub mod config;
+mod config;
 mod metrics;
-pub mod support;
+mod support;
 
-pub use config::Config;
+// Running the service: its configuration, the engine, the HTTP front and its single writer.
+pub use config::{Config, ConfigError, Secrets};
+pub use engine::{Engine, EngineError, Options, ReviewOutcome};
+pub use serve::{ServeError, serve};
+pub use server::{AppState, HttpSettings, app as router};
+pub use support::clock::{Clock, FixedClock, SystemClock};
+pub use worker::{WorkerHandle, spawn as spawn_worker};
+
+// What the engine reasons about and answers with.
 pub use domain::decision::{Decision, Report};
 pub use domain::event::{Event, Source};
-pub use domain::plan::Plan;
+pub use domain::history::Query as HistoryQuery;
+pub use domain::plan::{KnownGoodSource, Plan, Sha, Strategy};
 pub use domain::policy::{Policy, PolicySet};
-pub use domain::rollback::{Outcome, Rollback, RollbackId};
-pub use engine::{Engine, EngineError, Options, ReviewOutcome};
+pub use domain::principal::{Directory, Principal};
+pub use domain::rollback::{Delivery, Outcome, Rollback, RollbackId};
+pub use support::duration::Duration;
+
+// Chat: the `/rollback` grammar and what a request answers.
+pub use chat::dispatch::{execute as execute_chat, github_comment};
+pub use chat::{ChatRequest, Command, ParseError, Reply, Scope};
+
+// The other subcommands.
+pub use check::{has_errors, run as check};
+pub use demo::{Demo, DemoError, POLICIES as DEMO_POLICIES, TEMPLATES as DEMO_TEMPLATES, create as create_demo};
+pub use domain::history::{json as history_json, text as history_text};
+pub use ingest::file::{FileError, Kind as EventFileKind, events as events_from_file};
+
+/// Builds config repositories commit by commit with fixed authors and times: the demo, the tests
+/// and the benchmarks.
+pub use git::seed::Seeder;
+
+/// Everything that reads bytes from the network or from a policy author, one door each. The fuzz
+/// targets (`fuzz/`) and the property tests drive these directly.
+pub mod parsers {
+    pub use crate::chat::command::parse_markdown as chat_markdown;
+    pub use crate::chat::command::{help as chat_help, parse as chat_command, parse_args as chat_args};
+    pub use crate::domain::artifacts::scan as artifacts;
+    pub use crate::domain::ident::{InputRules, is_plain};
+    pub use crate::domain::matcher::Matcher;
+    pub use crate::domain::policy::parse_file as policy_file;
+    pub use crate::git::Trailers;
+    pub use crate::ingest::alertmanager::{Resolved, parse as alertmanager};
+    pub use crate::ingest::github::{Comment, GithubEvent, parse as github};
+    pub use crate::server::auth::{basic, bearer, github_signature, slack_signature};
+    pub use crate::support::secret::SecretString;
+    pub use crate::support::template::{render_expression, value as template_value};
+}

@@ -8,10 +8,10 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use jiff::Timestamp;
 
-use rollbackd::config::Config;
-use rollbackd::domain::history;
-use rollbackd::support::clock::{Clock, FixedClock, SystemClock};
-use rollbackd::{Engine, EngineError, Event, Options, Outcome, Report, Source, check, demo, ingest, server, worker};
+use rollbackd::{
+    Clock, Config, Engine, EngineError, Event, EventFileKind, FixedClock, HistoryQuery, Options, Outcome, Report,
+    ServeError, Source, SystemClock,
+};
 
 #[derive(Parser)]
 #[command(name = "rollbackd", version, about = "GitOps rollbacks from alerts, CI events and chat, audited in git")]
@@ -105,7 +105,7 @@ enum Command {
         env: Option<String>,
         /// How long (default 1h).
         #[arg(long = "for")]
-        duration: Option<rollbackd::support::duration::Duration>,
+        duration: Option<rollbackd::Duration>,
         #[arg(long)]
         reason: Option<String>,
         #[arg(long, env = "USER", default_value = "cli")]
@@ -147,11 +147,11 @@ enum SimSource {
 }
 
 impl SimSource {
-    fn kind(self) -> ingest::file::Kind {
+    fn kind(self) -> EventFileKind {
         match self {
-            SimSource::Alertmanager => ingest::file::Kind::Alertmanager,
-            SimSource::Github => ingest::file::Kind::Github,
-            SimSource::Event => ingest::file::Kind::Event,
+            SimSource::Alertmanager => EventFileKind::Alertmanager,
+            SimSource::Github => EventFileKind::Github,
+            SimSource::Event => EventFileKind::Event,
         }
     }
 }
@@ -215,11 +215,11 @@ fn print_reports(reports: &[Report], json: bool) -> anyhow::Result<()> {
 fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Check => {
-            let diags = check::run(&cli.config);
+            let diags = rollbackd::check(&cli.config);
             for d in &diags {
                 println!("{d}");
             }
-            if check::has_errors(&diags) {
+            if rollbackd::has_errors(&diags) {
                 return Ok(1);
             }
             println!("ok: {} is valid", cli.config.display());
@@ -232,7 +232,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             };
             let body = std::fs::read(&event).with_context(|| format!("cannot read {}", event.display()))?;
             let events =
-                ingest::file::events(&body, source.map(SimSource::kind), github_event.as_deref(), clock.now())?;
+                rollbackd::events_from_file(&body, source.map(SimSource::kind), github_event.as_deref(), clock.now())?;
             let mut engine = engine(&cli.config, clock)?;
             let opts = Options { dry_run: true, ..Options::default() };
             // Each alert of a notification is its own decision: one that cannot be planned does
@@ -265,12 +265,12 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::History { service, env, limit, json } => {
             let mut engine = engine(&cli.config, Arc::new(SystemClock))?;
             let index = engine.history()?;
-            let query = history::Query { service: service.as_deref(), env: env.as_deref(), limit: Some(limit) };
+            let query = HistoryQuery { service: service.as_deref(), env: env.as_deref(), limit: Some(limit) };
             let records = query.select(index.records());
             if json {
-                println!("{}", serde_json::to_string_pretty(&history::json(&records))?);
+                println!("{}", serde_json::to_string_pretty(&rollbackd::history_json(&records))?);
             } else {
-                println!("{}", history::text(&records));
+                println!("{}", rollbackd::history_text(&records));
             }
             Ok(0)
         }
@@ -307,44 +307,16 @@ fn review(
 }
 
 fn run_serve(config_path: &Path, listen: Option<String>, banner: Option<String>) -> anyhow::Result<u8> {
-    let (config, secrets) = Config::load(config_path)?;
-    let listen = listen.unwrap_or_else(|| config.listen.clone());
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let engine = Engine::new(config.clone(), secrets.clone(), clock.clone())?;
-    let (handle, writer) = worker::spawn(engine, config.server.queue, config.server.refresh_interval.as_std());
-    let state = server::AppState::new(&config, &secrets, handle, clock);
-    let settings = server::HttpSettings::from_config(&config);
-    let app = server::app(state, &settings);
-    let local_origin = origin_is_local(&config);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(async move {
-        let (listener, addr) = server::bind(&listen).await.with_context(|| format!("cannot listen on {listen}"))?;
-        println!("rollbackd listening on http://{addr}");
-        if let Some(b) = banner {
-            println!("{}", b.replace("{addr}", &addr.to_string()));
-        }
-        use std::io::Write as _;
-        std::io::stdout().flush()?;
-        if local_origin {
-            tracing::warn!(
-                "repo.url is a path on this machine: pushes are written directly and the origin's hooks never run; use it for demos and tests, not production"
-            );
-        }
-        server::serve(listener, app, settings.limits, server::shutdown_signal()).await?;
-        anyhow::Ok(())
+    rollbackd::serve(config_path, listen, banner).map_err(|e| match e {
+        // Keeps the engine's exit code (3: the origin is unreachable).
+        ServeError::Engine(e) => anyhow::Error::from(e),
+        other => other.into(),
     })?;
-    // Every handle to the writer is gone with the router: it finishes what is queued and stops.
-    writer.join().map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
     Ok(0)
 }
 
-/// Whether the config repo is a path on this machine rather than a network remote.
-fn origin_is_local(config: &Config) -> bool {
-    !rollbackd::support::url::looks_like_url(&config.repo.url)
-}
-
 fn run_demo(dir: &Path, no_serve: bool, listen: Option<String>) -> anyhow::Result<u8> {
-    let d = demo::create(dir, Timestamp::now())?;
+    let d = rollbackd::create_demo(dir, Timestamp::now())?;
     let dir = std::fs::canonicalize(&d.dir).unwrap_or(d.dir.clone());
     let config = dir.join("rollbackd.yaml");
     let alert = dir.join("events/checkout-prod-alert.json");
@@ -355,8 +327,12 @@ fn run_demo(dir: &Path, no_serve: bool, listen: Option<String>) -> anyhow::Resul
     }
     println!("\nWhat the sample alert would do:\n");
     let mut engine = engine(&config, Arc::new(SystemClock))?;
-    let events =
-        ingest::file::events(&std::fs::read(&alert)?, Some(ingest::file::Kind::Alertmanager), None, Timestamp::now())?;
+    let events = rollbackd::events_from_file(
+        &std::fs::read(&alert)?,
+        Some(EventFileKind::Alertmanager),
+        None,
+        Timestamp::now(),
+    )?;
     let report = engine.handle(&events[0], &Options { dry_run: true, ..Options::default() })?;
     print!("{}", report.explain());
     let c = config.display();

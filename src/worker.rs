@@ -335,7 +335,7 @@ fn publish(engine: &mut Engine, shared: &Shared, fetch: bool) {
 }
 
 /// The one-line outcome name a duplicate found in the snapshot answers with.
-pub fn duplicate_from_snapshot(record: &AuditRecord, trigger: &str) -> Outcome {
+pub(crate) fn duplicate_from_snapshot(record: &AuditRecord, trigger: &str) -> Outcome {
     Outcome::Duplicate {
         rollback_id: record.id.clone(),
         commit: record.commit.clone(),

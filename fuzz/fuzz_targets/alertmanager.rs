@@ -3,7 +3,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(n) = rollbackd::ingest::alertmanager::parse(data, jiff::Timestamp::UNIX_EPOCH) {
+    if let Ok(n) = rollbackd::parsers::alertmanager(data, jiff::Timestamp::UNIX_EPOCH) {
         for e in &n.firing {
             assert!(!e.dedupe_key.contains(['\n', '\r']), "{:?}", e.dedupe_key);
         }

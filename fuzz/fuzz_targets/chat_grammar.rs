@@ -3,7 +3,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|text: &str| {
-    let _ = rollbackd::chat::command::parse(text);
-    let _ = rollbackd::chat::command::parse_markdown(text);
-    let _ = rollbackd::chat::command::parse_args(text);
+    let _ = rollbackd::parsers::chat_command(text);
+    let _ = rollbackd::parsers::chat_markdown(text);
+    let _ = rollbackd::parsers::chat_args(text);
 });

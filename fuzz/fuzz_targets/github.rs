@@ -8,5 +8,5 @@ const EVENTS: [&str; 7] =
 fuzz_target!(|data: &[u8]| {
     let Some((&first, body)) = data.split_first() else { return };
     let event = EVENTS[usize::from(first) % EVENTS.len()];
-    let _ = rollbackd::ingest::github::parse(event, body, &["deploy".to_string()], jiff::Timestamp::UNIX_EPOCH);
+    let _ = rollbackd::parsers::github(event, body, &["deploy".to_string()], jiff::Timestamp::UNIX_EPOCH);
 });

@@ -3,6 +3,6 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|text: &str| {
-    let _ = rollbackd::domain::policy::parse_file(std::path::Path::new("fuzz.yaml"), text);
+    let _ = rollbackd::parsers::policy_file(std::path::Path::new("fuzz.yaml"), text);
     let _ = serde_saphyr::from_str::<rollbackd::Config>(text);
 });

@@ -2,15 +2,15 @@
 //! the author's path (no glob, separator or `..` from input).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use rollbackd::domain::ident::InputRules;
+use rollbackd::parsers::InputRules;
 
 fuzz_target!(|value: &str| {
-    let ctx = rollbackd::support::template::value(serde_json_value(value));
+    let ctx = rollbackd::parsers::template_value(serde_json_value(value));
     let rules = InputRules::default();
-    if let Ok(path) = rollbackd::support::template::render_expression("apps/{{ labels.service }}/prod/**", &ctx, &rules) {
+    if let Ok(path) = rollbackd::parsers::render_expression("apps/{{ labels.service }}/prod/**", &ctx, &rules) {
         let inner = path.strip_prefix("apps/").and_then(|p| p.strip_suffix("/prod/**")).expect("shape kept");
         assert_eq!(inner, value);
-        assert!(rollbackd::domain::ident::is_plain(inner));
+        assert!(rollbackd::parsers::is_plain(inner));
     }
 });
 

@@ -11,7 +11,8 @@
 //! ```
 //!
 //! ```
-//! use rollbackd::chat::command::{parse, parse_markdown, Command};
+//! use rollbackd::Command;
+//! use rollbackd::parsers::{chat_command as parse, chat_markdown as parse_markdown};
 //!
 //! let cmd = parse("/rollback checkout prod because 5xx after 1.5.0").unwrap().unwrap();
 //! assert!(matches!(cmd, Command::Rollback { ref service, .. } if service == "checkout"));
@@ -26,7 +27,7 @@ use std::fmt;
 
 use crate::support::duration::Duration;
 
-pub const PREFIX: &str = "/rollback";
+pub(crate) const PREFIX: &str = "/rollback";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Scope {
@@ -278,7 +279,7 @@ fn options(command: &'static str, words: &[&str], keys: &[&'static str]) -> Resu
 
 /// One line of usage per command. The exhaustive `match` is the point: a new command does not
 /// compile until its help exists.
-pub fn usage(c: &Command) -> (&'static str, &'static str) {
+pub(crate) fn usage(c: &Command) -> (&'static str, &'static str) {
     match c {
         Command::Rollback { .. } => (
             "/rollback <service> [<env>] [to <rev>] [because <reason...>] [--emergency]",

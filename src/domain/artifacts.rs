@@ -76,7 +76,7 @@ pub fn scan(text: &str) -> Vec<ArtifactRef> {
 }
 
 /// Pairs the references of one file before and after, by name and occurrence.
-pub fn diff(path: &str, old: &[ArtifactRef], new: &[ArtifactRef]) -> Vec<ArtifactChange> {
+pub(crate) fn diff(path: &str, old: &[ArtifactRef], new: &[ArtifactRef]) -> Vec<ArtifactChange> {
     fn by_name(refs: &[ArtifactRef]) -> BTreeMap<(&str, usize), &str> {
         let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
         refs.iter()
@@ -131,14 +131,14 @@ fn unquote(s: &str) -> &str {
 
 /// `[registry[:port]/]repository[:tag][@digest]`
 #[derive(Debug, PartialEq, Eq)]
-pub struct ImageRef<'a> {
+pub(crate) struct ImageRef<'a> {
     pub repository: &'a str,
     pub tag: Option<&'a str>,
     pub digest: Option<&'a str>,
 }
 
 impl<'a> ImageRef<'a> {
-    pub fn parse(s: &'a str) -> Self {
+    pub(crate) fn parse(s: &'a str) -> Self {
         let (name, digest) = match s.split_once('@') {
             Some((n, d)) => (n, Some(d)),
             None => (s, None),
@@ -152,7 +152,7 @@ impl<'a> ImageRef<'a> {
     }
 
     /// Pinned by digest, or by a tag that is not `latest`.
-    pub fn is_mutable(&self) -> bool {
+    pub(crate) fn is_mutable(&self) -> bool {
         if self.digest.is_some_and(|d| !d.is_empty()) {
             return false;
         }

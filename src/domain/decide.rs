@@ -11,7 +11,7 @@ use crate::domain::rollback::{Delivery, Outcome, RollbackId};
 
 /// What `decide` reads.
 #[derive(Clone, Copy, Debug)]
-pub struct Facts<'a> {
+pub(crate) struct Facts<'a> {
     pub policy: &'a str,
     pub mode: Mode,
     pub on_violation: OnViolation,
@@ -31,7 +31,7 @@ pub struct Facts<'a> {
 
 /// What `decide` concluded.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Write the rollback this way.
     Deliver(Delivery),
     /// Nothing is written; this is the outcome.
@@ -42,7 +42,7 @@ pub enum Verdict {
 
 /// Decides how (or whether) the rollback is delivered; every reason for a change of course is
 /// added to `notes`, in the words the decision trace shows.
-pub fn decide(f: &Facts<'_>, notes: &mut Vec<String>) -> Verdict {
+pub(crate) fn decide(f: &Facts<'_>, notes: &mut Vec<String>) -> Verdict {
     let mut delivery = match f.mode {
         Mode::Direct => Delivery::Direct,
         Mode::PullRequest => Delivery::Proposal,

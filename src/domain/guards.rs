@@ -22,7 +22,7 @@ fn ago(now: Timestamp, then: Timestamp) -> String {
 }
 
 /// `records`: the audit trail, newest first.
-pub fn evaluate(guards: &Guards, plan: &Plan, records: &[AuditRecord], now: Timestamp) -> Vec<GuardCheck> {
+pub(crate) fn evaluate(guards: &Guards, plan: &Plan, records: &[AuditRecord], now: Timestamp) -> Vec<GuardCheck> {
     let (service, env) = (&plan.target.service, &plan.target.env);
     // Rollbacks that reached the branch for this service/env; proposals do not count.
     let applied =

@@ -24,7 +24,7 @@ impl Query<'_> {
 }
 
 /// One line per rollback, for a terminal or a chat reply.
-pub fn line(r: &AuditRecord) -> String {
+pub(crate) fn line(r: &AuditRecord) -> String {
     let short = |s: &str| s[..s.len().min(10)].to_string();
     let bad: Vec<String> = r.bad_commits.iter().map(|s| short(s)).collect();
     let delivery = match (r.delivery, r.cancelled) {

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 /// The default pattern for identifiers from input: a letter or digit, then up to 62 letters,
 /// digits, `.`, `_` or `-`.
-pub const DEFAULT_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$";
+pub(crate) const DEFAULT_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$";
 
 /// `input:` in `rollbackd.yaml`.
 #[derive(Clone, Debug, Deserialize)]
@@ -60,7 +60,7 @@ pub enum InputError {
 }
 
 /// A value for messages and logs: Rust's escaping (no raw control characters), at most 64 chars.
-pub fn shown(value: &str) -> String {
+pub(crate) fn shown(value: &str) -> String {
     let cut: String = value.chars().take(64).collect();
     let more = if cut.len() < value.len() { "…" } else { "" };
     format!("{cut:?}{more}")

@@ -2,7 +2,7 @@
 //!
 //! ```
 //! use std::collections::BTreeMap;
-//! use rollbackd::domain::matcher::Matcher;
+//! use rollbackd::parsers::Matcher;
 //!
 //! let m: Matcher = r#"severity=~"critical|page""#.parse().unwrap();
 //! let labels = BTreeMap::from([("severity".to_string(), "page".to_string())]);

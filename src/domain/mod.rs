@@ -4,17 +4,17 @@
 //! [`artifacts`]). Nothing here does I/O; [`ident`] says which values from senders may name
 //! anything.
 
-pub mod artifacts;
-pub mod audit;
-pub mod decide;
-pub mod decision;
-pub mod event;
-pub mod freeze;
-pub mod guards;
-pub mod history;
-pub mod ident;
-pub mod matcher;
-pub mod plan;
-pub mod policy;
-pub mod principal;
-pub mod rollback;
+pub(crate) mod artifacts;
+pub(crate) mod audit;
+pub(crate) mod decide;
+pub(crate) mod decision;
+pub(crate) mod event;
+pub(crate) mod freeze;
+pub(crate) mod guards;
+pub(crate) mod history;
+pub(crate) mod ident;
+pub(crate) mod matcher;
+pub(crate) mod plan;
+pub(crate) mod policy;
+pub(crate) mod principal;
+pub(crate) mod rollback;

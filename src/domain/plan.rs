@@ -131,7 +131,7 @@ impl Plan {
 
 /// A target path pattern must be relative, without `.` or `..` components, and a valid glob
 /// (`*` within a directory, `**` across directories).
-pub fn validate_path_pattern(pattern: &str) -> Result<(), String> {
+pub(crate) fn validate_path_pattern(pattern: &str) -> Result<(), String> {
     if pattern.is_empty() {
         return Err("empty path".into());
     }

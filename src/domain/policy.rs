@@ -326,7 +326,7 @@ impl Policy {
 }
 
 /// What policy expressions can refer to.
-pub fn template_context(event: &Event) -> minijinja::Value {
+pub(crate) fn template_context(event: &Event) -> minijinja::Value {
     crate::support::template::value(serde_json::json!({
         "source": event.source,
         "labels": event.labels,

@@ -134,7 +134,7 @@ impl Directory {
 }
 
 /// The first rule that admits `p`, if any.
-pub fn first_admitting<'a>(rules: &'a [Rule], p: &Principal) -> Option<&'a Rule> {
+pub(crate) fn first_admitting<'a>(rules: &'a [Rule], p: &Principal) -> Option<&'a Rule> {
     rules.iter().find(|r| r.admits(p))
 }
 

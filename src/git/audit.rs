@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::planner::rollback_commit;
 use super::trailers::Trailers;
 use super::{GitError, commit_time, sha};
-pub use crate::domain::audit::AuditRecord;
+pub(crate) use crate::domain::audit::AuditRecord;
 use crate::domain::rollback::{Delivery, RollbackId, RollbackRef};
 
 /// The record of the rollback whose trailers are `t`, carried by `commit`.

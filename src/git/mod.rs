@@ -4,7 +4,7 @@
 mod audit;
 mod paths;
 mod planner;
-pub mod seed;
+pub(crate) mod seed;
 mod trailers;
 mod transport;
 mod tree_diff;
@@ -16,11 +16,11 @@ use std::time::Instant;
 use git2::{Oid, Repository};
 use jiff::Timestamp;
 
-pub use audit::{AuditIndex, AuditRecord};
-pub use paths::PathSet;
-pub use planner::{PlanRequest, Planned};
+pub(crate) use audit::{AuditIndex, AuditRecord};
+pub(crate) use paths::PathSet;
+pub(crate) use planner::{PlanRequest, Planned};
 pub use trailers::Trailers;
-pub use transport::Auth;
+pub(crate) use transport::Auth;
 use transport::Update;
 
 use crate::domain::plan::Sha;
@@ -114,12 +114,12 @@ fn remove_stale_git_locks(dir: &Path) {
 }
 
 /// Where verification notes live.
-pub const NOTES_REF: &str = "refs/notes/rollbackd";
+pub(crate) const NOTES_REF: &str = "refs/notes/rollbackd";
 /// Where approvals of proposals live (local forge).
-pub const APPROVALS_REF: &str = "refs/notes/rollbackd-approvals";
+pub(crate) const APPROVALS_REF: &str = "refs/notes/rollbackd-approvals";
 /// Where freezes live: a commit per change, holding [`FREEZES_FILE`].
-pub const FREEZES_REF: &str = "refs/rollbackd/state/freezes";
-pub const FREEZES_FILE: &str = "freezes.json";
+pub(crate) const FREEZES_REF: &str = "refs/rollbackd/state/freezes";
+pub(crate) const FREEZES_FILE: &str = "freezes.json";
 
 impl std::fmt::Debug for ConfigRepo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -128,7 +128,7 @@ impl std::fmt::Debug for ConfigRepo {
 }
 
 /// Whether git accepts `name` (a short branch or tag name) as a ref name.
-pub fn is_valid_ref_name(name: &str) -> bool {
+pub(crate) fn is_valid_ref_name(name: &str) -> bool {
     git2::Reference::is_valid_name(&format!("refs/tags/{name}"))
 }
 

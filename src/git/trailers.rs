@@ -2,7 +2,7 @@
 //! index. One module writes and parses them so the two cannot drift.
 //!
 //! ```
-//! use rollbackd::git::Trailers;
+//! use rollbackd::parsers::Trailers;
 //!
 //! let t = Trailers { id: "rb-0123456789ab".into(), service: "checkout".into(), env: "prod".into(),
 //!     of: vec!["a".repeat(40)], to: "b".repeat(40), trigger: "cli:alice-1".into(), ..Default::default() };

@@ -1,5 +1,5 @@
 //! Turning what senders post into [`Event`](crate::Event)s. Pure parsing: no HTTP, no git.
 
-pub mod alertmanager;
-pub mod file;
-pub mod github;
+pub(crate) mod alertmanager;
+pub(crate) mod file;
+pub(crate) mod github;

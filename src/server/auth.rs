@@ -63,7 +63,7 @@ pub fn github_signature(header: Option<&str>, body: &[u8], secrets: &[SecretStri
 }
 
 /// How far a Slack request's timestamp may be from now, either way.
-pub const SLACK_WINDOW_SECS: i64 = 300;
+pub(crate) const SLACK_WINDOW_SECS: i64 = 300;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum SlackRejection {
@@ -77,14 +77,14 @@ pub enum SlackRejection {
 /// `X-Slack-Request-Timestamp` within five minutes of `now` (seconds since the epoch).
 /// Whether the headers could carry a valid GitHub signature (checked before the body is read,
 /// so a sender without one never makes us buffer a body).
-pub fn github_signature_present(header: Option<&str>) -> bool {
+pub(crate) fn github_signature_present(header: Option<&str>) -> bool {
     header
         .and_then(|h| h.trim().strip_prefix("sha256="))
         .is_some_and(|hex| hex.len() == 64 && hex_decode(hex).is_some())
 }
 
 /// Checks Slack's timestamp and the shape of its signature header before the body is read.
-pub fn slack_headers(timestamp: Option<&str>, signature: Option<&str>, now: i64) -> Result<(), SlackRejection> {
+pub(crate) fn slack_headers(timestamp: Option<&str>, signature: Option<&str>, now: i64) -> Result<(), SlackRejection> {
     let (Some(ts), Some(sig)) = (timestamp, signature) else { return Err(SlackRejection::MissingHeaders) };
     let Ok(t) = ts.trim().parse::<i64>() else { return Err(SlackRejection::MissingHeaders) };
     if (now - t).abs() > SLACK_WINDOW_SECS {

@@ -23,7 +23,7 @@ pub struct Limits {
 }
 
 /// Serves `app` until `shutdown` resolves, then lets in-flight requests finish.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,

@@ -3,12 +3,12 @@
 //! from the writer's published snapshot and never wait for it.
 
 mod alertmanager;
-pub mod auth;
+pub(crate) mod auth;
 mod github;
 mod listener;
 mod slack;
 
-pub use listener::{Limits, serve};
+pub(crate) use listener::{Limits, serve};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,7 +35,7 @@ use crate::worker::{self, Job, JobResult, QueueError, WorkerHandle};
 
 /// How an Alertmanager may authenticate.
 #[derive(Clone, Debug, Default)]
-pub struct AlertmanagerAuth {
+pub(crate) struct AlertmanagerAuth {
     pub tokens: Vec<SecretString>,
     pub basic: Option<(String, Vec<SecretString>)>,
 }
@@ -50,13 +50,13 @@ impl AlertmanagerAuth {
 }
 
 #[derive(Clone, Debug, Default)]
-pub struct GithubAuth {
+pub(crate) struct GithubAuth {
     pub secrets: Vec<SecretString>,
     pub workflows: Vec<String>,
 }
 
 #[derive(Clone, Debug)]
-pub struct SlackSettings {
+pub(crate) struct SlackSettings {
     pub secrets: Vec<SecretString>,
     pub default_env: String,
     pub response_url_prefix: String,
@@ -242,7 +242,7 @@ fn not_json() -> Response {
 
 /// One event's answer. The top level of a webhook response repeats the first of these.
 #[derive(Clone, Debug, Serialize)]
-pub struct Answer {
+pub(crate) struct Answer {
     pub trigger: String,
     pub outcome: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -452,7 +452,7 @@ async fn rollbacks(State(st): State<AppState>, Query(q): Query<HistoryQuery>) ->
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -472,7 +472,7 @@ pub async fn shutdown_signal() {
 }
 
 /// Binds `listen`, returning the bound address (port 0 picks a free one).
-pub async fn bind(listen: &str) -> std::io::Result<(tokio::net::TcpListener, SocketAddr)> {
+pub(crate) async fn bind(listen: &str) -> std::io::Result<(tokio::net::TcpListener, SocketAddr)> {
     let l = tokio::net::TcpListener::bind(listen).await?;
     let addr = l.local_addr()?;
     Ok((l, addr))

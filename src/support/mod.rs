@@ -1,10 +1,10 @@
 //! Small support modules the rest leans on: the clock, durations, diagnostics with positions,
 //! secrets that never print, templates, and quoting free text.
 
-pub mod clock;
-pub mod diagnostic;
-pub mod duration;
-pub mod secret;
-pub mod template;
-pub mod text;
-pub mod url;
+pub(crate) mod clock;
+pub(crate) mod diagnostic;
+pub(crate) mod duration;
+pub(crate) mod secret;
+pub(crate) mod template;
+pub(crate) mod text;
+pub(crate) mod url;

@@ -7,11 +7,11 @@ use minijinja::{Environment, UndefinedBehavior, Value};
 use crate::domain::ident::InputRules;
 
 /// The templates rollbackd renders, and the file each is read from inside `templates/`.
-pub const COMMIT_TEMPLATE: &str = "commit.txt.j2";
-pub const TAG_TEMPLATE: &str = "tag.txt.j2";
-pub const PR_TITLE_TEMPLATE: &str = "pr_title.j2";
-pub const PR_BODY_TEMPLATE: &str = "pr_body.md.j2";
-pub const TEMPLATE_FILES: &[&str] = &[COMMIT_TEMPLATE, TAG_TEMPLATE, PR_TITLE_TEMPLATE, PR_BODY_TEMPLATE];
+pub(crate) const COMMIT_TEMPLATE: &str = "commit.txt.j2";
+pub(crate) const TAG_TEMPLATE: &str = "tag.txt.j2";
+pub(crate) const PR_TITLE_TEMPLATE: &str = "pr_title.j2";
+pub(crate) const PR_BODY_TEMPLATE: &str = "pr_body.md.j2";
+pub(crate) const TEMPLATE_FILES: &[&str] = &[COMMIT_TEMPLATE, TAG_TEMPLATE, PR_TITLE_TEMPLATE, PR_BODY_TEMPLATE];
 
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
@@ -55,7 +55,7 @@ fn describe(err: &minijinja::Error) -> String {
 }
 
 /// Checks that `source` compiles as a template; the error names what is wrong.
-pub fn check_expression(source: &str) -> Result<(), String> {
+pub(crate) fn check_expression(source: &str) -> Result<(), String> {
     environment().template_from_str(source).map(|_| ()).map_err(|e| describe(&e))
 }
 
@@ -79,12 +79,12 @@ pub fn render_expression(source: &str, ctx: &Value, rules: &InputRules) -> Resul
 }
 
 /// The message templates, loaded and compiled once.
-pub struct Templates {
+pub(crate) struct Templates {
     env: Environment<'static>,
 }
 
 impl Templates {
-    pub fn load(dir: &Path) -> Result<Self, TemplateError> {
+    pub(crate) fn load(dir: &Path) -> Result<Self, TemplateError> {
         let mut env = environment();
         for name in TEMPLATE_FILES {
             let file = dir.join(name);
@@ -99,7 +99,7 @@ impl Templates {
         Ok(Templates { env })
     }
 
-    pub fn render(&self, name: &str, ctx: &Value) -> Result<String, TemplateError> {
+    pub(crate) fn render(&self, name: &str, ctx: &Value) -> Result<String, TemplateError> {
         let tmpl = self.env.get_template(name).map_err(|e| TemplateError::Render(describe(&e)))?;
         tmpl.render(ctx).map_err(|e| TemplateError::Render(format!("{name}: {}", describe(&e))))
     }

@@ -7,7 +7,7 @@ const MAX_CHARS: usize = 300;
 
 /// One line of printable text: white space and control characters fold to single spaces, and
 /// a long value is cut with `…`.
-pub fn quoted(s: &str) -> String {
+pub(crate) fn quoted(s: &str) -> String {
     let line = s.split(|c: char| c.is_whitespace() || c.is_control()).filter(|w| !w.is_empty()).collect::<Vec<_>>();
     let line = line.join(" ");
     if line.chars().count() <= MAX_CHARS {
@@ -26,7 +26,7 @@ const MARKDOWN: &[char] =
 /// [`quoted`], then inert in Markdown: syntax characters are backslash-escaped (CommonMark
 /// allows it for all ASCII punctuation), URLs are broken so nothing autolinks, and `@` cannot
 /// mention anyone.
-pub fn markdown(s: &str) -> String {
+pub(crate) fn markdown(s: &str) -> String {
     let mut out = String::new();
     for c in quoted(s).chars() {
         match c {
@@ -44,12 +44,12 @@ pub fn markdown(s: &str) -> String {
 
 /// A reply of ours for a GitHub comment: our own Markdown (code spans for ids) stays, but
 /// nothing in it can mention anyone, link anywhere or inject HTML.
-pub fn github_reply(s: &str) -> String {
+pub(crate) fn github_reply(s: &str) -> String {
     s.replace('@', "@\u{2060}").replace('<', "&lt;").replace("](", "]\\(").replace("://", ":\u{200b}//")
 }
 
 /// A message for Slack: `&`, `<` and `>` are its control characters (`<!channel>`, links).
-pub fn slack(s: &str) -> String {
+pub(crate) fn slack(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 

@@ -3,12 +3,12 @@
 
 /// Whether a repo URL names a network remote (`https://`, `ssh://`, `git://`, `git@host:path`)
 /// rather than a path on this machine (`file://` counts as a path).
-pub fn looks_like_url(s: &str) -> bool {
+pub(crate) fn looks_like_url(s: &str) -> bool {
     (s.contains("://") && !s.starts_with("file://")) || (s.contains('@') && s.contains(':'))
 }
 
 /// The URL without any userinfo, for messages and logs.
-pub fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };

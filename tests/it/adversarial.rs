@@ -7,7 +7,7 @@ use crate::common::http::*;
 use crate::common::*;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use rollbackd::domain::principal::{Directory, Principal};
+use rollbackd::{Directory, Principal};
 use rollbackd::{Options, Outcome};
 use serde_json::json;
 
@@ -323,8 +323,8 @@ async fn comments_from_bots_other_repositories_and_issues_are_not_commands() {
 #[test]
 fn the_commenter_is_the_sender_not_the_comment_author_field() {
     let body = comment_payload("mallory", "User", "carol", "acme/config", true);
-    let parsed = rollbackd::ingest::github::parse("issue_comment", &body, &[], w_now()).unwrap();
-    let rollbackd::ingest::github::GithubEvent::Comment(c) = parsed else { panic!("{parsed:?}") };
+    let parsed = rollbackd::parsers::github("issue_comment", &body, &[], w_now()).unwrap();
+    let rollbackd::parsers::GithubEvent::Comment(c) = parsed else { panic!("{parsed:?}") };
     assert_eq!(c.sender, "mallory");
     let p = Principal::new(format!("github:{}", c.sender)).with_groups(&Directory {
         github_teams: [("acme/sre".into(), vec!["carol".into()])].into(),
@@ -500,7 +500,7 @@ fn a_freeze_is_bounded_and_a_resolve_from_before_the_rollback_verifies_nothing()
     assert!(said.starts_with("refused"), "{said}");
     let event = w.alert("checkout", "prod", "v1");
     w.engine().handle(&event, &Options::default()).unwrap();
-    let resolved = rollbackd::ingest::alertmanager::Resolved {
+    let resolved = rollbackd::parsers::Resolved {
         dedupe_key: event.dedupe_key.clone(),
         labels: event.labels.clone(),
         started_at: event.started_at.unwrap(),

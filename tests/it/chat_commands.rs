@@ -1,8 +1,10 @@
 //! The chat grammar, table-driven, and a property: no input makes it panic.
 
 use proptest::prelude::*;
-use rollbackd::chat::command::{help, parse, parse_args, parse_markdown};
-use rollbackd::chat::{Command, ParseError, Scope};
+use rollbackd::parsers::{
+    chat_args as parse_args, chat_command as parse, chat_help as help, chat_markdown as parse_markdown,
+};
+use rollbackd::{Command, ParseError, Scope};
 
 fn rb(service: &str, env: Option<&str>, to: Option<&str>, reason: Option<&str>, emergency: bool) -> Command {
     Command::Rollback {
@@ -16,7 +18,7 @@ fn rb(service: &str, env: Option<&str>, to: Option<&str>, reason: Option<&str>, 
 
 #[test]
 fn commands() {
-    let d = |s: &str| Some(s.parse::<rollbackd::support::duration::Duration>().unwrap());
+    let d = |s: &str| Some(s.parse::<rollbackd::Duration>().unwrap());
     let cases: Vec<(&str, Command)> = vec![
         ("/rollback", Command::Help),
         ("/rollback help", Command::Help),

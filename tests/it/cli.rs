@@ -162,7 +162,7 @@ fn unreachable_origin_exits_3_and_writes_nothing() {
 fn simulate_prints_the_trace_and_writes_nothing() {
     let w = World::new();
     w.deploy("checkout", "prod", "1.5.0", 10);
-    let cart_head = rollbackd::domain::plan::Sha(w.head());
+    let cart_head = rollbackd::Sha(w.head());
     w.tag_known_good("cart", "prod", &cart_head, "20261121T110000Z");
     w.run_cli(&["history"]);
     let (origin, mirror) = (w.refs_of(&w.origin), w.refs_of(&w.mirror()));
@@ -219,7 +219,7 @@ fn the_demo_and_its_example_policies_pass_check() {
     assert_eq!(check.status.code(), Some(0), "{}", stdout(&check));
     assert!(!stdout(&check).contains("warning"), "{}", stdout(&check));
     // The embedded policies are the files in policies/.
-    for (name, text) in rollbackd::demo::POLICIES {
+    for (name, text) in rollbackd::DEMO_POLICIES {
         let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies").join(name);
         assert_eq!(std::fs::read_to_string(file).unwrap(), *text);
     }

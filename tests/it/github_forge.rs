@@ -4,9 +4,9 @@
 
 use crate::common::fake_github::{FakeGithub, TOKEN};
 use crate::common::*;
-use rollbackd::chat::dispatch::github_comment;
-use rollbackd::domain::principal::{Directory, Principal};
-use rollbackd::ingest::github::Comment;
+use rollbackd::github_comment;
+use rollbackd::parsers::Comment;
+use rollbackd::{Directory, Principal};
 use rollbackd::{Options, Outcome};
 
 const POLICY: &str = r#"

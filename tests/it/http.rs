@@ -5,10 +5,9 @@ use crate::common::http::*;
 use crate::common::*;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use rollbackd::Config;
 use rollbackd::Engine;
-use rollbackd::config::Config;
-use rollbackd::server::{self, AppState, HttpSettings};
-use rollbackd::worker;
+use rollbackd::{AppState, HttpSettings};
 use tower::ServiceExt;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -102,9 +101,11 @@ async fn unconfigured_source_has_no_route() {
     let w = World::new();
     let (config, secrets) = Config::load(&w.config_path()).unwrap();
     let engine = Engine::new(config.clone(), secrets.clone(), w.clock.clone()).unwrap();
-    let (handle, _j) = worker::spawn(engine, 4, std::time::Duration::from_secs(30));
-    let app =
-        server::app(AppState::new(&config, &secrets, handle, w.clock.clone()), &HttpSettings::from_config(&config));
+    let (handle, _j) = rollbackd::spawn_worker(engine, 4, std::time::Duration::from_secs(30));
+    let app = rollbackd::router(
+        AppState::new(&config, &secrets, handle, w.clock.clone()),
+        &HttpSettings::from_config(&config),
+    );
     for path in ["/webhooks/alertmanager", "/webhooks/github"] {
         let resp = app.clone().oneshot(post(path, "{}", &[("content-type", "application/json")])).await.unwrap();
         assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{path}");

@@ -5,11 +5,7 @@ use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 use proptest::prelude::*;
-use rollbackd::domain::matcher::Matcher;
-use rollbackd::git::Trailers;
-use rollbackd::ingest::{alertmanager, github};
-use rollbackd::server::auth;
-use rollbackd::support::secret::SecretString;
+use rollbackd::parsers::{self, Matcher, SecretString, Trailers};
 
 fn arb_json() -> impl Strategy<Value = serde_json::Value> {
     let leaf = prop_oneof![
@@ -54,12 +50,12 @@ proptest! {
 
     #[test]
     fn alertmanager_parse_never_panics_on_bytes(body in prop::collection::vec(any::<u8>(), 0..512)) {
-        let _ = alertmanager::parse(&body, Timestamp::UNIX_EPOCH);
+        let _ = parsers::alertmanager(&body, Timestamp::UNIX_EPOCH);
     }
 
     #[test]
     fn alertmanager_parse_never_panics_on_json(v in arb_json()) {
-        let _ = alertmanager::parse(v.to_string().as_bytes(), Timestamp::UNIX_EPOCH);
+        let _ = parsers::alertmanager(v.to_string().as_bytes(), Timestamp::UNIX_EPOCH);
     }
 
     #[test]
@@ -80,7 +76,7 @@ proptest! {
                 "fingerprint": fp,
             })).collect::<Vec<_>>(),
         });
-        let n = alertmanager::parse(body.to_string().as_bytes(), Timestamp::UNIX_EPOCH).unwrap();
+        let n = parsers::alertmanager(body.to_string().as_bytes(), Timestamp::UNIX_EPOCH).unwrap();
         let firing = alerts.iter().filter(|a| a.1).count();
         prop_assert_eq!(n.firing.len(), firing);
         prop_assert_eq!(n.resolved.len(), alerts.len() - firing);
@@ -97,7 +93,7 @@ proptest! {
         ],
         body in prop::collection::vec(any::<u8>(), 0..256),
     ) {
-        let _ = github::parse(&event, &body, &["deploy".to_string()], Timestamp::UNIX_EPOCH);
+        let _ = parsers::github(&event, &body, &["deploy".to_string()], Timestamp::UNIX_EPOCH);
     }
 
     #[test]
@@ -117,7 +113,7 @@ proptest! {
             ("check_suite", "check_suite.completed.payload.json"),
         ][which];
         let body = mutate(fixture(file), &path, with).to_string();
-        let _ = github::parse(event, body.as_bytes(), &["deploy".to_string()], Timestamp::UNIX_EPOCH);
+        let _ = parsers::github(event, body.as_bytes(), &["deploy".to_string()], Timestamp::UNIX_EPOCH);
     }
 
     #[test]
@@ -135,10 +131,10 @@ proptest! {
     #[test]
     fn auth_never_panics(header in ".{0,80}", body in prop::collection::vec(any::<u8>(), 0..64)) {
         let s = [SecretString::new("secret")];
-        prop_assert!(!auth::bearer(Some(&header), &[]));
-        let _ = auth::bearer(Some(&header), &s);
-        let _ = auth::basic(Some(&header), "am", &s);
-        let _ = auth::github_signature(Some(&header), &body, &s);
+        prop_assert!(!parsers::bearer(Some(&header), &[]));
+        let _ = parsers::bearer(Some(&header), &s);
+        let _ = parsers::basic(Some(&header), "am", &s);
+        let _ = parsers::github_signature(Some(&header), &body, &s);
     }
 
     #[test]
@@ -164,6 +160,6 @@ proptest! {
 
     #[test]
     fn artifact_scan_never_panics(s in "[ -~\n]{0,300}") {
-        let _ = rollbackd::domain::artifacts::scan(&s);
+        let _ = rollbackd::parsers::artifacts(&s);
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::common::*;
 use jiff::SignedDuration;
-use rollbackd::domain::principal::{Directory, Principal};
+use rollbackd::{Directory, Principal};
 use rollbackd::{Event, Options, Outcome, ReviewOutcome, Source};
 
 const PROD: &str = r#"

@@ -2,8 +2,8 @@
 //! mirror. Every assertion reads the origin with the git CLI.
 
 use crate::common::*;
-use rollbackd::domain::plan::{KnownGoodSource, Strategy};
-use rollbackd::domain::rollback::Delivery;
+use rollbackd::Delivery;
+use rollbackd::{KnownGoodSource, Strategy};
 use rollbackd::{Options, Outcome};
 
 fn rolled_back(outcome: &Outcome) -> &rollbackd::Rollback {
@@ -65,7 +65,7 @@ fn three_bad_commits_are_restored() {
 fn known_good_tag_is_honoured_over_the_last_change() {
     let w = World::new();
     let older = w.git(&["rev-parse", &format!("{}^", w.good.0)]);
-    w.tag_known_good("checkout", "prod", &rollbackd::domain::plan::Sha(older.clone()), "20261120T000000Z");
+    w.tag_known_good("checkout", "prod", &rollbackd::Sha(older.clone()), "20261120T000000Z");
     w.deploy("checkout", "prod", "1.5.0", 10);
     let report = w.engine().handle(&w.alert("checkout", "prod", "fp"), &Options::default()).unwrap();
     let plan = report.plan.clone().unwrap();
@@ -86,7 +86,7 @@ fn a_known_good_tag_outside_the_branch_history_is_ignored() {
     let tree = w.seed.repo().find_tree(orphan_tree).unwrap();
     let sig = git2::Signature::now("x", "x@x").unwrap();
     let orphan = w.seed.repo().commit(None, &sig, &sig, "orphan", &tree, &[]).unwrap();
-    w.tag_known_good("checkout", "prod", &rollbackd::domain::plan::Sha(orphan.to_string()), "20261121T110000Z");
+    w.tag_known_good("checkout", "prod", &rollbackd::Sha(orphan.to_string()), "20261121T110000Z");
     let report = w.engine().handle(&w.alert("checkout", "prod", "fp"), &Options::default()).unwrap();
     let plan = report.plan.unwrap();
     assert_eq!(plan.bad_commits[0].sha, bad);

@@ -13,10 +13,9 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use hmac::{Hmac, Mac};
 use http_body_util::BodyExt;
-use rollbackd::config::Config;
-use rollbackd::server::{self, AppState, HttpSettings};
-use rollbackd::worker;
-use rollbackd::{Engine, support::clock::Clock};
+use rollbackd::Config;
+use rollbackd::{AppState, HttpSettings};
+use rollbackd::{Clock, Engine};
 use sha2::Sha256;
 use tower::ServiceExt;
 
@@ -74,9 +73,9 @@ fn app(w: &World) -> Router {
     let (config, secrets) = Config::load(&w.config_path()).unwrap();
     let clock: Arc<dyn Clock> = w.clock.clone();
     let engine = Engine::new(config.clone(), secrets.clone(), clock.clone()).unwrap();
-    let (handle, _j) = worker::spawn(engine, 8, Duration::from_secs(30));
+    let (handle, _j) = rollbackd::spawn_worker(engine, 8, Duration::from_secs(30));
     wait_for("ready", 20, || handle.shared().ready());
-    server::app(AppState::new(&config, &secrets, handle, clock), &HttpSettings::from_config(&config))
+    rollbackd::router(AppState::new(&config, &secrets, handle, clock), &HttpSettings::from_config(&config))
 }
 
 fn form(user: &str, text: &str, trigger: &str, response_url: &str) -> String {

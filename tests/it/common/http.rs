@@ -8,10 +8,10 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use hmac::{Hmac, Mac};
 use http_body_util::BodyExt;
-use rollbackd::config::Config;
-use rollbackd::server::{self, AppState, HttpSettings};
-use rollbackd::worker::{self, WorkerHandle};
-use rollbackd::{Engine, support::clock::Clock};
+use rollbackd::Config;
+use rollbackd::WorkerHandle;
+use rollbackd::{AppState, HttpSettings};
+use rollbackd::{Clock, Engine};
 use sha2::Sha256;
 use tower::ServiceExt;
 
@@ -33,7 +33,7 @@ pub fn server(w: &World, extra: &str) -> Server {
 
 /// [`server`] from the parts of a world that may cross threads (a GitHub forge must be built
 /// outside the test's runtime).
-pub fn server_in(root: &std::path::Path, clock: Arc<rollbackd::support::clock::FixedClock>, extra: &str) -> Server {
+pub fn server_in(root: &std::path::Path, clock: Arc<rollbackd::FixedClock>, extra: &str) -> Server {
     std::fs::write(root.join("am-tokens"), format!("old-token, {TOKEN}\n")).unwrap();
     std::fs::write(root.join("gh-secrets"), format!("{GH_SECRET}\n")).unwrap();
     let config_path = root.join("rollbackd.yaml");
@@ -45,9 +45,9 @@ pub fn server_in(root: &std::path::Path, clock: Arc<rollbackd::support::clock::F
     let (config, secrets) = Config::load(&config_path).unwrap();
     let clock: Arc<dyn Clock> = clock;
     let engine = Engine::new(config.clone(), secrets.clone(), clock.clone()).unwrap();
-    let (handle, _join) = worker::spawn(engine, config.server.queue, config.server.refresh_interval.as_std());
+    let (handle, _join) = rollbackd::spawn_worker(engine, config.server.queue, config.server.refresh_interval.as_std());
     let state = AppState::new(&config, &secrets, handle.clone(), clock);
-    Server { app: server::app(state, &HttpSettings::from_config(&config)), worker: handle }
+    Server { app: rollbackd::router(state, &HttpSettings::from_config(&config)), worker: handle }
 }
 
 impl Server {

@@ -12,13 +12,13 @@ use std::process::Command;
 use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
-use rollbackd::config::Config;
-use rollbackd::domain::plan::Sha;
-use rollbackd::git::seed::Seeder;
-use rollbackd::support::clock::FixedClock;
+use rollbackd::Config;
+use rollbackd::FixedClock;
+use rollbackd::Seeder;
+use rollbackd::Sha;
 use rollbackd::{Engine, Event, Source};
 
-pub const TEMPLATES: &[(&str, &str)] = rollbackd::demo::TEMPLATES;
+pub const TEMPLATES: &[(&str, &str)] = rollbackd::DEMO_TEMPLATES;
 
 pub struct World {
     pub dir: tempfile::TempDir,
@@ -117,7 +117,7 @@ impl World {
     }
 
     pub fn now(&self) -> Timestamp {
-        use rollbackd::support::clock::Clock;
+        use rollbackd::Clock;
         self.clock.now()
     }
 
@@ -329,15 +329,15 @@ pub fn hold_pushes(w: &World) -> HeldPushes {
 
 /// A person's `/rollback ...` from chat, carried out by a fresh engine of the world the way the
 /// writer carries out a Slack command. The request id differs per person and text.
-pub fn chat_as(w: &World, principal: rollbackd::domain::principal::Principal, text: &str) -> rollbackd::chat::Reply {
-    let request = rollbackd::chat::ChatRequest {
+pub fn chat_as(w: &World, principal: rollbackd::Principal, text: &str) -> rollbackd::Reply {
+    let request = rollbackd::ChatRequest {
         request_id: format!("slack/{}-{}", principal.id.replace(':', "-"), text.len()),
         principal,
-        command: rollbackd::chat::command::parse(text).unwrap().expect("a /rollback command"),
+        command: rollbackd::parsers::chat_command(text).unwrap().expect("a /rollback command"),
         channel: "slack".into(),
         implied_id: None,
         default_env: "prod".into(),
         asked_at: None,
     };
-    rollbackd::chat::dispatch::execute(&mut w.engine(), &request)
+    rollbackd::execute_chat(&mut w.engine(), &request)
 }

@@ -1,0 +1,61 @@
+//! `rollbackd serve`: wires the engine, its single writer and the HTTP front together and runs
+//! them until a signal asks for a drain.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::config::{Config, ConfigError};
+use crate::engine::{Engine, EngineError};
+use crate::server::{self, AppState, HttpSettings};
+use crate::support::clock::{Clock, SystemClock};
+use crate::support::url::looks_like_url;
+use crate::worker;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("cannot listen on {listen}: {cause}")]
+    Listen { listen: String, cause: std::io::Error },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("the writer thread panicked")]
+    WriterPanicked,
+}
+
+/// Serves `config_path` on `listen` (or the config's `listen`) until SIGTERM or Ctrl-C, then
+/// drains: in-flight requests finish and the writer finishes what is queued. `banner`, with
+/// `{addr}` replaced by the bound address, is printed after the `listening` line.
+pub fn serve(config_path: &Path, listen: Option<String>, banner: Option<String>) -> Result<(), ServeError> {
+    let (config, secrets) = Config::load(config_path)?;
+    let listen = listen.unwrap_or_else(|| config.listen.clone());
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let engine = Engine::new(config.clone(), secrets.clone(), clock.clone())?;
+    let (handle, writer) = worker::spawn(engine, config.server.queue, config.server.refresh_interval.as_std());
+    let state = AppState::new(&config, &secrets, handle, clock);
+    let settings = HttpSettings::from_config(&config);
+    let app = server::app(state, &settings);
+    let local_origin = !looks_like_url(&config.repo.url);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let (listener, addr) =
+            server::bind(&listen).await.map_err(|cause| ServeError::Listen { listen: listen.clone(), cause })?;
+        println!("rollbackd listening on http://{addr}");
+        if let Some(b) = banner {
+            println!("{}", b.replace("{addr}", &addr.to_string()));
+        }
+        std::io::stdout().flush()?;
+        if local_origin {
+            tracing::warn!(
+                "repo.url is a path on this machine: pushes are written directly and the origin's hooks never run; use it for demos and tests, not production"
+            );
+        }
+        server::serve(listener, app, settings.limits, server::shutdown_signal()).await?;
+        Ok::<_, ServeError>(())
+    })?;
+    // Every handle to the writer is gone with the router: it finishes what is queued and stops.
+    writer.join().map_err(|_| ServeError::WriterPanicked)
+}
