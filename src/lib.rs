@@ -43,7 +43,7 @@ pub use domain::decision::{Decision, Report};
 pub use domain::event::{Event, Source};
 pub use domain::history::Query as HistoryQuery;
 pub use domain::plan::{KnownGoodSource, Plan, Sha, Strategy};
-pub use domain::policy::{Policy, PolicySet};
+pub use domain::policy::{Mode, OnViolation, Policy, PolicySet};
 pub use domain::principal::{Directory, Principal};
 pub use domain::rollback::{Delivery, Outcome, Rollback, RollbackId};
 pub use support::duration::Duration;

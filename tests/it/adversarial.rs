@@ -40,7 +40,7 @@ async fn a_label_cannot_widen_or_redirect_the_target() {
     let w = World::new();
     w.deploy("checkout", "prod", "1.5.0", 10);
     w.deploy("cart", "prod", "2.1.0", 10);
-    let s = server(&w, "");
+    let s = server(&w, ConfigSpec::new());
     s.wait_ready();
     let before = refs(&w);
     let long = "a".repeat(200);
@@ -85,7 +85,7 @@ async fn a_label_cannot_widen_or_redirect_the_target() {
 async fn label_counts_and_sizes_are_bounded() {
     let w = World::new();
     w.deploy("checkout", "prod", "1.5.0", 10);
-    let s = server(&w, "");
+    let s = server(&w, ConfigSpec::new());
     s.wait_ready();
     let before = refs(&w);
     let mut many = serde_json::Map::new();
@@ -110,10 +110,9 @@ async fn label_counts_and_sizes_are_bounded() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_actor_label_is_data_not_a_person() {
     // People's requests only: an alert that claims to be carol matches nothing.
-    let requests = "- name: request\n  match: { source: request }\n  target: { service: \"{{ labels.service }}\", env: \"{{ labels.env }}\", paths: [\"apps/{{ labels.service }}/{{ labels.env }}/**\"] }\n  action: { mode: direct }\n";
-    let w = World::with_policy(requests);
+    let w = World::with(&[PolicySpec::new("request").source("request").matchers(&[])]);
     w.deploy("checkout", "prod", "1.5.0", 10);
-    let s = server(&w, "");
+    let s = server(&w, ConfigSpec::new());
     s.wait_ready();
     let before = refs(&w);
     let claims = alert(json!({"service": "checkout", "env": "prod", "actor": "slack:UCAROL"}), json!({}), "c1");
@@ -124,7 +123,7 @@ async fn an_actor_label_is_data_not_a_person() {
     // Under a policy that does act on alerts, the audit trail names the source, not the label.
     let w = World::new();
     w.deploy("checkout", "prod", "1.5.0", 10);
-    let s = server(&w, "");
+    let s = server(&w, ConfigSpec::new());
     s.wait_ready();
     let (_, _, b) = s.send(am(claims)).await;
     assert_eq!(b["outcome"], "rolled_back", "{b}");
@@ -194,10 +193,8 @@ fn a_person_at_chat_cannot_smuggle_revisions_or_ids() {
 #[test]
 fn a_replayed_unfreeze_cannot_lift_a_newer_freeze() {
     let w = World::new();
-    w.write_config("directory:\n  slack_groups: { S1: [U1] }\n");
-    let mut p = policy("direct", "auto", "{}");
-    p.push_str("  chatops: { allow: [\"slack:U1\"], approve: [\"slack:U1\"] }\n");
-    w.set_policies(&p);
+    w.write_config(&ConfigSpec::new().set("directory.slack_groups.S1", ["U1"]));
+    w.set_policies(&[PolicySpec::new("test-policy").chatops("allow", &["slack:U1"]).chatops("approve", &["slack:U1"])]);
     let u1 = Principal::new("slack:U1");
     let early = w.ago(10);
     w.engine().freeze("checkout", None, None, Some("launch"), Some(&u1), "").unwrap();
@@ -213,7 +210,7 @@ fn a_replayed_unfreeze_cannot_lift_a_newer_freeze() {
 
 #[test]
 fn a_proposal_closed_on_the_forge_cannot_be_approved() {
-    let w = World::with_policy(&policy("pull_request", "auto", "{}"));
+    let w = World::with(&[PolicySpec::new("test-policy").mode(Mode::PullRequest)]);
     w.deploy("checkout", "prod", "1.5.0", 10);
     let report = w.engine().handle(&w.alert("checkout", "prod", "p1"), &Options::default()).unwrap();
     let Outcome::Proposed { rollback } = &report.outcome else { panic!("{:?}", report.outcome) };
@@ -233,7 +230,7 @@ fn a_proposal_closed_on_the_forge_cannot_be_approved() {
 #[test]
 fn a_freeze_set_by_another_replica_is_seen_by_a_running_one() {
     let w = World::new();
-    w.write_config("git: { fetch_freshness: 0s }\n");
+    w.write_config(&ConfigSpec::new().set("git.fetch_freshness", "0s"));
     w.deploy("checkout", "prod", "1.5.0", 10);
     let mut a = w.engine();
     a.history().unwrap(); // A has fetched once and keeps running.
@@ -247,11 +244,17 @@ fn a_freeze_set_by_another_replica_is_seen_by_a_running_one() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn alerts_no_policy_acts_on_never_take_the_writers_queue() {
-    let prod_only = "- name: prod\n  match: { source: alertmanager, matchers: ['env=\"prod\"'] }\n  target: { service: \"{{ labels.service }}\", env: prod, paths: [\"apps/{{ labels.service }}/prod/**\"] }\n  action: { mode: direct }\n- name: watch\n  match: { source: alertmanager, matchers: ['env=\"watch\"'] }\n  target: { service: \"{{ labels.service }}\", env: prod, paths: [\"apps/{{ labels.service }}/prod/**\"] }\n  action: { mode: notify }\n";
-    let w = World::with_policy(prod_only);
+    let prod = |name: &str, env: &str| {
+        PolicySpec::new(name).source("alertmanager").matchers(&[&format!("env=\"{env}\"")]).target(
+            "{{ labels.service }}",
+            "prod",
+            &["apps/{{ labels.service }}/prod/**"],
+        )
+    };
+    let w = World::with(&[prod("prod", "prod"), prod("watch", "watch").mode(Mode::Notify)]);
     w.deploy("checkout", "prod", "1.5.0", 10);
     // A queue of one: before, the first unmatched alert took it and the real one got 503.
-    let s = server(&w, "server: { queue: 1 }\n");
+    let s = server(&w, ConfigSpec::new().set("server.queue", 1));
     s.wait_ready();
     let mut alerts: Vec<serde_json::Value> = (0..100)
         .map(|i| {
@@ -276,13 +279,10 @@ fn github_world() -> (World, crate::common::fake_github::FakeGithub, Server) {
     let w = World::new();
     let gh = crate::common::fake_github::FakeGithub::start(w.origin.clone());
     std::fs::write(w.root().join("gh-token"), crate::common::fake_github::TOKEN).unwrap();
-    w.write_config(&format!(
-        "forge: {{ kind: github, api_url: \"{}\", owner: acme, repo: config, token_file: gh-token }}\n",
-        gh.url
-    ));
+    w.write_config(&ConfigSpec::new().github_forge(&gh.url, "gh-token"));
     // The GitHub forge runs its own runtime: build it off the test's.
     let (root, clock) = (w.root().to_path_buf(), w.clock.clone());
-    let s = std::thread::spawn(move || server_in(&root, clock, "")).join().unwrap();
+    let s = std::thread::spawn(move || server_in(&root, clock, ConfigSpec::new())).join().unwrap();
     s.wait_ready();
     (w, gh, s)
 }
@@ -339,11 +339,13 @@ fn w_now() -> jiff::Timestamp {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fork_workflow_run_rolls_nothing_back_unless_a_policy_opts_in() {
-    let w = World::with_policy(
-        "- name: ci\n  match: { source: github }\n  target: { service: checkout, env: prod, paths: [\"apps/checkout/prod/**\"] }\n  action: { mode: direct }\n",
-    );
+    let w = World::with(&[PolicySpec::new("ci").source("github").matchers(&[]).target(
+        "checkout",
+        "prod",
+        &["apps/checkout/prod/**"],
+    )]);
     let bad = w.deploy("checkout", "prod", "1.5.0", 10);
-    let s = server(&w, "");
+    let s = server(&w, ConfigSpec::new());
     s.wait_ready();
     let before = refs(&w);
     let mut run = fixture("workflow_run.completed.payload.json");
@@ -427,7 +429,7 @@ fn stalled_body() -> Body {
 #[tokio::test(flavor = "multi_thread")]
 async fn no_body_is_read_for_a_sender_that_fails_its_headers() {
     let w = World::new();
-    let s = server(&w, "server: { body_read_timeout: 300ms }\n");
+    let s = server(&w, ConfigSpec::new().set("server.body_read_timeout", "300ms"));
     s.wait_ready();
     let within = |st| async move {
         tokio::time::timeout(std::time::Duration::from_secs(10), st).await.expect("answered without reading the body")
@@ -453,10 +455,12 @@ async fn no_body_is_read_for_a_sender_that_fails_its_headers() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deployment_sha_is_a_commit_id_not_revision_syntax() {
-    let w = World::with_policy(
-        "- name: kg\n  match: { source: github }\n  target: { service: checkout, env: prod, paths: [\"apps/checkout/prod/**\"] }\n  action: { mode: known_good }\n",
-    );
-    let s = server(&w, "");
+    let w = World::with(&[PolicySpec::new("kg")
+        .source("github")
+        .matchers(&[])
+        .target("checkout", "prod", &["apps/checkout/prod/**"])
+        .mode(Mode::KnownGood)]);
+    let s = server(&w, ConfigSpec::new());
     s.wait_ready();
     let before = refs(&w);
     for sha in ["main~5", ":/Initial", "main^{/Initial}", "HEAD@{1}"] {
@@ -473,10 +477,13 @@ async fn a_deployment_sha_is_a_commit_id_not_revision_syntax() {
 
 #[test]
 fn one_person_cannot_approve_their_own_request_from_another_account() {
-    let mut p = policy("pull_request", "auto", "{}");
-    p.push_str("  chatops: { allow: [\"slack:UALICE\", \"github:alice\"], approve: [\"slack:UALICE\", \"github:alice\", \"github:bob\"], two_person: true }\n  review: { approvals: 2 }\n");
-    let w = World::with_policy(&p);
-    w.write_config("directory:\n  people: { alice: [\"slack:UALICE\", \"github:alice\"] }\n");
+    let w = World::with(&[PolicySpec::new("test-policy")
+        .mode(Mode::PullRequest)
+        .chatops("allow", &["slack:UALICE", "github:alice"])
+        .chatops("approve", &["slack:UALICE", "github:alice", "github:bob"])
+        .set("chatops.two_person", true)
+        .review("approvals", 2)]);
+    w.write_config(&ConfigSpec::new().set("directory.people.alice", ["slack:UALICE", "github:alice"]));
     w.deploy("checkout", "prod", "1.5.0", 10);
     let ask = |who: &str, text: &str| chat_as(&w, Principal::new(who), text).text;
     let reply = ask("github:alice", "/rollback checkout prod");
@@ -514,7 +521,7 @@ fn a_freeze_is_bounded_and_a_resolve_from_before_the_rollback_verifies_nothing()
 #[tokio::test(flavor = "multi_thread")]
 async fn a_repeated_event_the_writer_refused_is_answered_from_memory() {
     let w = World::new();
-    let s = server(&w, "");
+    let s = server(&w, ConfigSpec::new());
     s.wait_ready();
     // A service with no files: the writer refuses it for good (no known-good state).
     let (st, _, first) = s.send(am(prod_alert("ghost"))).await;

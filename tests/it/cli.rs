@@ -20,8 +20,8 @@ fn check_accepts_a_valid_setup() {
 #[test]
 fn check_refuses_what_serve_would_refuse() {
     let w = World::new();
-    for (pattern, says) in [("'[a-z]+'", "anchored"), ("'^[$'", "identifier_pattern")] {
-        w.write_config(&format!("input: {{ identifier_pattern: {pattern} }}\n"));
+    for (pattern, says) in [("[a-z]+", "anchored"), ("^[$", "identifier_pattern")] {
+        w.write_config(&ConfigSpec::new().set("input.identifier_pattern", pattern));
         let out = w.run_cli(&["check"]);
         assert_eq!(out.status.code(), Some(1), "{pattern}");
         assert!(
@@ -58,7 +58,7 @@ fn check_reports_file_line_and_column() {
         ),
     ];
     for (text, pos, words) in cases {
-        w.set_policies(text);
+        w.set_policy_text(text);
         let out = w.run_cli(&["check"]);
         let text_out = stdout(&out);
         assert_eq!(out.status.code(), Some(1), "{text_out}");
@@ -70,7 +70,7 @@ fn check_reports_file_line_and_column() {
 #[test]
 fn check_warns_about_paths_that_match_nothing_and_still_passes() {
     let w = World::new();
-    w.set_policies(
+    w.set_policy_text(
         "- name: p\n  match: { matchers: ['service=\"checkout\"'] }\n  target:\n    service: x\n    env: y\n    paths:\n      - \"apps/{{ labels.service }}/prod/**\"\n      - \"apps/{{ labels.service }}/qa/**\"\n",
     );
     let out = w.run_cli(&["check"]);
@@ -127,14 +127,12 @@ fn rollback_then_history_json_round_trips_the_trailers() {
 
 #[test]
 fn denied_exits_2_and_no_policy_exits_2() {
-    let w = World::with_policy(&policy("direct", "auto", "{ max_change_age: 1m }"));
+    let w = World::with(&[PolicySpec::new("test-policy").guard("max_change_age", "1m")]);
     w.deploy("checkout", "prod", "1.5.0", 10);
     let out = w.run_cli(&["rollback", "checkout", "--env", "prod"]);
     assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
     assert!(stdout(&out).contains("FAIL max_change_age"));
-    w.set_policies(
-        "- name: only-alerts\n  match: { source: alertmanager }\n  target: { service: x, env: y, paths: [apps] }\n",
-    );
+    w.set_policies(&[PolicySpec::new("only-alerts").source("alertmanager").matchers(&[]).target("x", "y", &["apps"])]);
     let out = w.run_cli(&["rollback", "checkout", "--env", "prod"]);
     assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
     assert!(stdout(&out).contains("no policy matches"));
@@ -227,9 +225,11 @@ fn the_demo_and_its_example_policies_pass_check() {
 
 #[test]
 fn simulate_a_recorded_github_delivery() {
-    let w = World::with_policy(
-        "- name: ci\n  match: { source: github, matchers: ['event=\"workflow_run\"'] }\n  target: { service: checkout, env: prod, paths: [\"apps/checkout/prod/**\"], to: \"{{ labels.sha }}~1\" }\n  action: { mode: direct }\n",
-    );
+    let w = World::with(&[PolicySpec::new("ci")
+        .source("github")
+        .matchers(&["event=\"workflow_run\""])
+        .target("checkout", "prod", &["apps/checkout/prod/**"])
+        .set("target.to", "{{ labels.sha }}~1")]);
     let bad = w.deploy("checkout", "prod", "1.5.0", 10);
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/github/workflow_run.completed.payload.json");

@@ -70,7 +70,7 @@ fn a_push_refused_by_a_hook_fails_with_the_servers_message() {
 
 #[test]
 fn proposal_approved_and_cancelled_over_the_network() {
-    let w = World::with_policy(&policy("pull_request", "auto", "{}"));
+    let w = World::with(&[PolicySpec::new("test-policy").mode(Mode::PullRequest)]);
     let _d = daemon(&w);
     w.deploy("checkout", "prod", "1.5.0", 10);
     let propose =

@@ -9,35 +9,31 @@ use rollbackd::parsers::Comment;
 use rollbackd::{Directory, Principal};
 use rollbackd::{Options, Outcome};
 
-const POLICY: &str = r#"
-- name: prod
-  match: { source: any, matchers: ['service=~".+"', 'env="prod"'] }
-  target:
-    service: "{{ labels.service }}"
-    env: "{{ labels.env }}"
-    paths: ["apps/{{ labels.service }}/{{ labels.env }}/**"]
-  action: { mode: pull_request }
-  guards: { cooldown: 30m, require_immutable_artifacts: true }
-  chatops:
-    allow: ["github-team:acme/sre"]
-    approve: ["github:alice", "github:bob"]
-    emergency: ["github:erin"]
-    two_person: true
-  review:
-    approvals: 1
-    merge: MERGE
-    reviewers: [alice]
-    teams: [acme/sre]
-"#;
+/// Prod through reviewed pull requests, with chat roles and reviewers.
+fn policy(merge: &str) -> PolicySpec {
+    PolicySpec::new("prod")
+        .prod_only()
+        .mode(Mode::PullRequest)
+        .set("guards", json!({ "cooldown": "30m", "require_immutable_artifacts": true }))
+        .chatops("allow", &["github-team:acme/sre"])
+        .chatops("approve", &["github:alice", "github:bob"])
+        .chatops("emergency", &["github:erin"])
+        .set("chatops.two_person", true)
+        .review("approvals", 1)
+        .review("merge", merge)
+        .review("reviewers", ["alice"])
+        .review("teams", ["acme/sre"])
+}
 
 fn world(merge: &str) -> (World, FakeGithub) {
-    let w = World::with_policy(&POLICY.replace("MERGE", merge));
+    let w = World::with(&[policy(merge)]);
     let gh = FakeGithub::start(w.origin.clone());
     std::fs::write(w.root().join("gh-token"), TOKEN).unwrap();
-    w.write_config(&format!(
-        "forge: {{ kind: github, api_url: \"{}\", owner: acme, repo: config, token_file: gh-token }}\ndirectory:\n  github_teams: {{ acme/sre: [carol] }}\n",
-        gh.url
-    ));
+    w.write_config(
+        &ConfigSpec::new()
+            .github_forge(&gh.url, "gh-token")
+            .set("directory.github_teams", json!({ "acme/sre": ["carol"] })),
+    );
     (w, gh)
 }
 
@@ -235,10 +231,7 @@ fn an_emergency_rollback_opens_a_follow_up_issue() {
 #[test]
 fn auto_merge_waits_for_required_checks() {
     let (w, gh) = world("rebase");
-    let cfg = POLICY
-        .replace("MERGE", "rebase")
-        .replace("    approvals: 1\n", "    approvals: 1\n    auto_merge: true\n    required_checks: [ci/validate]\n");
-    w.set_policies(&cfg);
+    w.set_policies(&[policy("rebase").review("auto_merge", true).review("required_checks", ["ci/validate"])]);
     w.deploy("checkout", "prod", "1.5.0", 10);
     let report = w.engine().handle(&w.alert("checkout", "prod", "fp"), &Options::default()).unwrap();
     let rb = match &report.outcome {
@@ -262,13 +255,12 @@ fn auto_merge_waits_for_required_checks() {
 
 #[test]
 fn as_a_github_app_with_installation_tokens_for_the_api_and_for_git() {
-    let w = World::with_policy(&POLICY.replace("MERGE", "merge"));
+    let w = World::with(&[policy("merge")]);
     let gh = FakeGithub::start(w.origin.clone());
     let key = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/github-app-test-key.pem");
-    w.write_config(&format!(
-        "forge: {{ kind: github, api_url: \"{}\", owner: acme, repo: config, app_id: 12345, private_key_file: \"{}\" }}\n",
-        gh.url,
-        key.display()
+    w.write_config(&ConfigSpec::new().set(
+        "forge",
+        json!({ "kind": "github", "api_url": gh.url, "owner": "acme", "repo": "config", "app_id": 12345, "private_key_file": key }),
     ));
     w.deploy("checkout", "prod", "1.5.0", 10);
     let mut engine = w.engine();

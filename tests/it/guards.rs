@@ -13,8 +13,8 @@ fn failed_guard(report: &rollbackd::Report) -> Vec<&'static str> {
 }
 
 /// One rollback at t0, then a new bad deploy and a second incident `minutes` later.
-fn second_incident(guards: &str, minutes: i64) -> (World, rollbackd::Report) {
-    let w = World::with_policy(&policy("direct", "auto", guards));
+fn second_incident(guards: serde_json::Value, minutes: i64) -> (World, rollbackd::Report) {
+    let w = World::with(&[PolicySpec::new("test-policy").set("guards", guards)]);
     w.deploy("checkout", "prod", "1.5.0", 10);
     assert!(matches!(outcome_of(&w, "fp1").outcome, Outcome::RolledBack { .. }));
     w.clock.advance(SignedDuration::from_mins(minutes));
@@ -25,7 +25,7 @@ fn second_incident(guards: &str, minutes: i64) -> (World, rollbackd::Report) {
 
 #[test]
 fn cooldown_denies() {
-    let (w, report) = second_incident("{ cooldown: 30m, on_violation: deny }", 5);
+    let (w, report) = second_incident(json!({ "cooldown": "30m", "on_violation": OnViolation::Deny }), 5);
     let head = w.head();
     match &report.outcome {
         Outcome::Denied { reason } => assert!(reason.contains("cooldown") && reason.contains("5m ago"), "{reason}"),
@@ -38,13 +38,13 @@ fn cooldown_denies() {
 
 #[test]
 fn cooldown_passes_once_it_has_elapsed() {
-    let (_w, report) = second_incident("{ cooldown: 30m, on_violation: deny }", 31);
+    let (_w, report) = second_incident(json!({ "cooldown": "30m", "on_violation": OnViolation::Deny }), 31);
     assert!(matches!(report.outcome, Outcome::RolledBack { .. }), "{:?}", report.outcome);
 }
 
 #[test]
 fn cooldown_proposes_instead_when_configured() {
-    let (w, report) = second_incident("{ cooldown: 30m, on_violation: propose }", 5);
+    let (w, report) = second_incident(json!({ "cooldown": "30m", "on_violation": OnViolation::Propose }), 5);
     let rb = match &report.outcome {
         Outcome::Proposed { rollback } => rollback.clone(),
         other => panic!("{other:?}"),
@@ -56,7 +56,7 @@ fn cooldown_proposes_instead_when_configured() {
 
 #[test]
 fn rate_limit_denies_past_the_count() {
-    let (_w, report) = second_incident("{ max_rollbacks: { count: 1, per: 24h } }", 60);
+    let (_w, report) = second_incident(json!({ "max_rollbacks": { "count": 1, "per": "24h" } }), 60);
     assert_eq!(failed_guard(&report), ["max_rollbacks"]);
     match &report.outcome {
         Outcome::Denied { reason } => {
@@ -68,7 +68,8 @@ fn rate_limit_denies_past_the_count() {
 
 #[test]
 fn max_change_age_is_the_point_of_no_return() {
-    let w = World::with_policy(&policy("direct", "auto", "{ max_change_age: 6h, on_violation: deny }"));
+    let w =
+        World::with(&[PolicySpec::new("test-policy").guard("max_change_age", "6h").on_violation(OnViolation::Deny)]);
     w.deploy("checkout", "prod", "1.5.0", 7 * 60);
     let report = outcome_of(&w, "fp");
     assert_eq!(failed_guard(&report), ["max_change_age"]);
@@ -77,15 +78,17 @@ fn max_change_age_is_the_point_of_no_return() {
         other => panic!("{other:?}"),
     }
 
-    let young = World::with_policy(&policy("direct", "auto", "{ max_change_age: 6h, on_violation: deny }"));
+    let young =
+        World::with(&[PolicySpec::new("test-policy").guard("max_change_age", "6h").on_violation(OnViolation::Deny)]);
     young.deploy("checkout", "prod", "1.5.0", 30);
     assert!(matches!(outcome_of(&young, "fp").outcome, Outcome::RolledBack { .. }));
 }
 
 #[test]
 fn a_mutable_artifact_in_the_target_state_is_a_violation() {
-    let w =
-        World::with_policy(&policy("direct", "auto", "{ require_immutable_artifacts: true, on_violation: propose }"));
+    let w = World::with(&[PolicySpec::new("test-policy")
+        .guard("require_immutable_artifacts", true)
+        .on_violation(OnViolation::Propose)]);
     // known-good (the parent of the bad deploy) runs :latest
     w.commit_files(
         "Use latest",
@@ -105,7 +108,7 @@ fn a_mutable_artifact_in_the_target_state_is_a_violation() {
 
 #[test]
 fn notify_mode_writes_nothing_but_explains() {
-    let w = World::with_policy(&policy("notify", "auto", "{}"));
+    let w = World::with(&[PolicySpec::new("test-policy").mode(Mode::Notify)]);
     w.deploy("checkout", "prod", "1.5.0", 10);
     let refs = w.refs_of(&w.origin);
     let report = outcome_of(&w, "fp");

@@ -14,7 +14,7 @@ use tower::ServiceExt;
 async fn bad_alertmanager_requests_get_their_status_and_write_nothing() {
     let w = World::new();
     w.deploy("checkout", "prod", "1.5.0", 10);
-    let s = server(&w, "server: { body_limit: 4096 }\n");
+    let s = server(&w, ConfigSpec::new().set("server.body_limit", 4096));
     s.wait_ready();
     let body = alert_body("fp1", "checkout", "firing");
     let json = [("content-type", "application/json")];
@@ -53,7 +53,7 @@ async fn bad_alertmanager_requests_get_their_status_and_write_nothing() {
 async fn an_alert_rolls_back_once_repeats_are_duplicates_and_its_resolve_is_noted() {
     let w = World::new();
     w.deploy("checkout", "prod", "1.5.0", 10);
-    let s = server(&w, "");
+    let s = server(&w, ConfigSpec::new());
     s.wait_ready();
     let body = alert_body("fp1", "checkout", "firing");
     let json = [("content-type", "application/json")];
@@ -118,7 +118,7 @@ async fn unreachable_origin_is_503_and_not_ready() {
     let cfg =
         std::fs::read_to_string(w.config_path()).unwrap().replace("url: origin.git", "url: /nonexistent/origin.git");
     std::fs::write(w.config_path(), cfg).unwrap();
-    let s = server(&w, "");
+    let s = server(&w, ConfigSpec::new());
     let (st, _, _) = s.send(Request::get("/healthz").body(Body::empty()).unwrap()).await;
     assert_eq!(st, StatusCode::OK);
     let (st, _, _) = s.send(Request::get("/readyz").body(Body::empty()).unwrap()).await;
@@ -136,7 +136,7 @@ async fn slow_push_answers_202_then_a_full_queue_answers_503() {
     let held = hold_pushes(&w);
     w.deploy("checkout", "prod", "1.5.0", 10);
     w.deploy("cart", "prod", "2.1.0", 10);
-    let s = server(&w, "server: { queue: 1, response_deadline: 300ms }\n");
+    let s = server(&w, ConfigSpec::new().set("server.queue", 1).set("server.response_deadline", "300ms"));
     s.wait_ready();
 
     let (st, _, b) = s.send(am(alert_body("a", "checkout", "firing"))).await;
@@ -160,32 +160,31 @@ async fn slow_push_answers_202_then_a_full_queue_answers_503() {
     assert_eq!(b["outcome"], "duplicate");
 }
 
-const GITHUB_POLICIES: &str = r#"
-- name: deploy-workflow-failed
-  match:
-    source: github
-    matchers: ['event="workflow_run"', 'workflow="deploy"']
-  target:
-    service: checkout
-    env: prod
-    paths: ["apps/checkout/prod/**"]
-    to: "{{ labels.sha }}~1"
-  action: { mode: direct, strategy: revert }
-- name: deployed
-  match:
-    source: github
-    matchers: ['event="deployment_status"', 'state="success"']
-  target:
-    service: "{{ labels.payload_service }}"
-    env: "{{ labels.environment }}"
-    paths: ["apps/{{ labels.payload_service }}/{{ labels.environment }}/**"]
-  action: { mode: known_good }
-"#;
+/// A failed `deploy` workflow reverts its commit; a successful deployment marks known-good.
+fn github_policies() -> [PolicySpec; 2] {
+    [
+        PolicySpec::new("deploy-workflow-failed")
+            .source("github")
+            .matchers(&["event=\"workflow_run\"", "workflow=\"deploy\""])
+            .target("checkout", "prod", &["apps/checkout/prod/**"])
+            .set("target.to", "{{ labels.sha }}~1")
+            .strategy(Strategy::Revert),
+        PolicySpec::new("deployed")
+            .source("github")
+            .matchers(&["event=\"deployment_status\"", "state=\"success\""])
+            .target(
+                "{{ labels.payload_service }}",
+                "{{ labels.environment }}",
+                &["apps/{{ labels.payload_service }}/{{ labels.environment }}/**"],
+            )
+            .set("action", json!({ "mode": Mode::KnownGood })),
+    ]
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn github_signatures_and_malformed_deliveries_are_refused() {
-    let w = World::with_policy(GITHUB_POLICIES);
-    let s = server(&w, "");
+    let w = World::with(&github_policies());
+    let s = server(&w, ConfigSpec::new());
     s.wait_ready();
 
     // Signature: absent, wrong, or over other bytes → 401 before anything is parsed.
@@ -217,9 +216,9 @@ async fn github_signatures_and_malformed_deliveries_are_refused() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn github_ci_failures_roll_back_and_deployments_mark_known_good() {
-    let w = World::with_policy(GITHUB_POLICIES);
+    let w = World::with(&github_policies());
     let bad = w.deploy("checkout", "prod", "1.5.0", 10);
-    let s = server(&w, "");
+    let s = server(&w, ConfigSpec::new());
     s.wait_ready();
 
     // Recorded deliveries as they are: a successful run, comments, pushes → ignored.
@@ -270,10 +269,12 @@ async fn github_ci_failures_roll_back_and_deployments_mark_known_good() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_policy_that_cannot_render_its_target_is_422() {
-    let w = World::with_policy(
-        "- name: broken\n  match: { source: alertmanager }\n  target: { service: \"{{ labels.team }}\", env: prod, paths: [apps] }\n",
-    );
-    let s = server(&w, "");
+    let w = World::with(&[PolicySpec::new("broken").source("alertmanager").matchers(&[]).target(
+        "{{ labels.team }}",
+        "prod",
+        &["apps"],
+    )]);
+    let s = server(&w, ConfigSpec::new());
     s.wait_ready();
     let (st, _, b) = s.send(am(alert_body("fp", "checkout", "firing"))).await;
     assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
@@ -286,7 +287,7 @@ async fn a_request_past_the_request_timeout_is_408() {
     let _d = daemon(&w);
     let held = hold_pushes(&w);
     w.deploy("checkout", "prod", "1.5.0", 10);
-    let s = server(&w, "server: { request_timeout: 300ms, response_deadline: 60s }\n");
+    let s = server(&w, ConfigSpec::new().set("server.request_timeout", "300ms").set("server.response_deadline", "60s"));
     s.wait_ready();
     let (st, _, _) = s.send(am(alert_body("slow", "checkout", "firing"))).await;
     assert_eq!(st, StatusCode::REQUEST_TIMEOUT);

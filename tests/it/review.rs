@@ -5,25 +5,22 @@ use jiff::SignedDuration;
 use rollbackd::{Directory, Principal};
 use rollbackd::{Event, Options, Outcome, ReviewOutcome, Source};
 
-const PROD: &str = r#"
-- name: prod
-  match: { source: any, matchers: ['service=~".+"', 'env="prod"'] }
-  target:
-    service: "{{ labels.service }}"
-    env: "{{ labels.env }}"
-    paths: ["apps/{{ labels.service }}/{{ labels.env }}/**"]
-  action: { mode: pull_request }
-  guards: { cooldown: 30m, on_violation: deny }
-  chatops:
-    allow: ["slack:U1", "slack-group:SRE"]
-    approve: ["slack:U1", "slack:U2", "slack:U3", "github-team:acme/sre"]
-    emergency: ["slack:U9"]
-    two_person: true
-  review: { approvals: APPROVALS }
-"#;
+/// Prod through reviewed proposals, with a cooldown that denies and chat roles.
+fn prod(approvals: u32) -> PolicySpec {
+    PolicySpec::new("prod")
+        .prod_only()
+        .mode(Mode::PullRequest)
+        .guard("cooldown", "30m")
+        .on_violation(OnViolation::Deny)
+        .chatops("allow", &["slack:U1", "slack-group:SRE"])
+        .chatops("approve", &["slack:U1", "slack:U2", "slack:U3", "github-team:acme/sre"])
+        .chatops("emergency", &["slack:U9"])
+        .set("chatops.two_person", true)
+        .review("approvals", approvals)
+}
 
 fn world(approvals: u32) -> World {
-    World::with_policy(&PROD.replace("APPROVALS", &approvals.to_string()))
+    World::with(&[prod(approvals)])
 }
 
 fn chat(w: &World, who: &str, id: &str) -> (Event, Options) {
@@ -156,7 +153,7 @@ fn cancel_deletes_the_branch_keeps_a_tag_and_the_incident_stays_handled() {
 
 #[test]
 fn freeze_turns_automatic_rollbacks_into_proposals_but_not_requests() {
-    let w = World::with_policy(&policy("direct", "auto", "{}"));
+    let w = World::new();
     w.deploy("checkout", "prod", "1.5.0", 10);
     let msg = w
         .engine()
@@ -222,10 +219,7 @@ fn emergency_breaks_glass_and_is_recorded() {
 
 #[test]
 fn auto_merge_merges_a_proposal_at_once() {
-    let w = World::with_policy(
-        &policy("pull_request", "auto", "{}")
-            .replace("  guards: {}\n", "  guards: {}\n  review: { auto_merge: true }\n"),
-    );
+    let w = World::with(&[PolicySpec::new("test-policy").mode(Mode::PullRequest).review("auto_merge", true)]);
     w.deploy("checkout", "prod", "1.5.0", 10);
     let report = w.engine().handle(&w.alert("checkout", "prod", "fp"), &Options::default()).unwrap();
     let rb = match report.outcome {

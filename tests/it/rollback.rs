@@ -137,7 +137,7 @@ fn other_paths_are_untouched_byte_for_byte() {
 
 #[test]
 fn revert_conflict_falls_back_to_restore() {
-    let w = World::with_policy(&policy("direct", "revert", "{}"));
+    let w = World::with(&[PolicySpec::new("test-policy").strategy(Strategy::Revert)]);
     let v = manifest("checkout", "prod", &image("checkout", "1.5.0"));
     let bad = w.commit_files(
         "Deploy checkout 1.5.0 everywhere",
@@ -175,7 +175,7 @@ fn branch_moved_between_fetch_and_push_is_retried() {
     let w = World::new();
     // A long freshness window: the second event reuses the first fetch, so the origin moves
     // behind the engine's back exactly as it would between fetch and push.
-    w.write_config("git: { fetch_freshness: 1h }\n");
+    w.write_config(&ConfigSpec::new().set("git.fetch_freshness", "1h"));
     w.deploy("checkout", "prod", "1.5.0", 10);
     let mut engine = w.engine();
     let dry =
@@ -285,7 +285,7 @@ fn a_new_bad_deploy_after_a_rollback_is_rolled_back_to_the_rollback_state() {
 
 #[test]
 fn proposals_go_to_a_branch_and_leave_main_alone() {
-    let w = World::with_policy(&policy("pull_request", "auto", "{}"));
+    let w = World::with(&[PolicySpec::new("test-policy").mode(Mode::PullRequest)]);
     w.deploy("checkout", "prod", "1.5.0", 10);
     let head = w.head();
     let report = w.engine().handle(&w.alert("checkout", "prod", "fp"), &Options::default()).unwrap();

@@ -20,19 +20,15 @@ use sha2::Sha256;
 use tower::ServiceExt;
 
 const SECRET: &str = "slack-test-secret";
-const POLICY: &str = r#"
-- name: prod
-  match: { source: any, matchers: ['service=~".+"', 'env="prod"'] }
-  target:
-    service: "{{ labels.service }}"
-    env: "{{ labels.env }}"
-    paths: ["apps/{{ labels.service }}/{{ labels.env }}/**"]
-  action: { mode: pull_request }
-  chatops:
-    allow: ["slack:U1"]
-    approve: ["slack:U1", "slack:U2"]
-    two_person: true
-"#;
+/// Prod through proposals; U1 may ask, U1 and U2 may approve, never their own.
+fn policy() -> PolicySpec {
+    PolicySpec::new("prod")
+        .prod_only()
+        .mode(Mode::PullRequest)
+        .chatops("allow", &["slack:U1"])
+        .chatops("approve", &["slack:U1", "slack:U2"])
+        .set("chatops.two_person", true)
+}
 
 /// A stand-in for Slack's response_url: every POST body arrives on the channel.
 fn response_server() -> (String, Receiver<serde_json::Value>) {
@@ -120,7 +116,7 @@ fn next(rx: &Receiver<serde_json::Value>) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn signatures_replays_and_help() {
-    let w = World::with_policy(POLICY);
+    let w = World::with(&[policy()]);
     let app = app(&w);
     let now = w.now().as_second();
     let (url, _rx) = response_server();
@@ -150,7 +146,7 @@ async fn signatures_replays_and_help() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn request_is_acked_before_the_work_and_the_outcome_is_posted() {
-    let w = World::with_policy(POLICY);
+    let w = World::with(&[policy()]);
     let _d = daemon(&w);
     let held = hold_pushes(&w);
     w.deploy("checkout", "prod", "1.5.0", 10);

@@ -15,7 +15,7 @@ use rollbackd::{Clock, Engine};
 use sha2::Sha256;
 use tower::ServiceExt;
 
-use super::{World, wait_for};
+use super::{ConfigSpec, World, wait_for};
 
 pub const TOKEN: &str = "test-token-1";
 pub const GH_SECRET: &str = "gh-test-secret";
@@ -27,19 +27,20 @@ pub struct Server {
 }
 
 /// Writes the sources into the world's config and starts the writer and the router.
-pub fn server(w: &World, extra: &str) -> Server {
+pub fn server(w: &World, extra: ConfigSpec) -> Server {
     server_in(w.root(), w.clock.clone(), extra)
 }
 
 /// [`server`] from the parts of a world that may cross threads (a GitHub forge must be built
 /// outside the test's runtime).
-pub fn server_in(root: &std::path::Path, clock: Arc<rollbackd::FixedClock>, extra: &str) -> Server {
+pub fn server_in(root: &std::path::Path, clock: Arc<rollbackd::FixedClock>, extra: ConfigSpec) -> Server {
     std::fs::write(root.join("am-tokens"), format!("old-token, {TOKEN}\n")).unwrap();
     std::fs::write(root.join("gh-secrets"), format!("{GH_SECRET}\n")).unwrap();
     let config_path = root.join("rollbackd.yaml");
     let cfg = std::fs::read_to_string(&config_path).unwrap();
     let cfg = format!(
-        "{cfg}sources:\n  alertmanager:\n    bearer_tokens_file: am-tokens\n    basic_auth: {{ username: am, passwords_file: am-tokens }}\n  github:\n    secrets_file: gh-secrets\n    workflows: [deploy]\n{extra}"
+        "{cfg}sources:\n  alertmanager:\n    bearer_tokens_file: am-tokens\n    basic_auth: {{ username: am, passwords_file: am-tokens }}\n  github:\n    secrets_file: gh-secrets\n    workflows: [deploy]\n{}",
+        extra.yaml_lines()
     );
     std::fs::write(&config_path, cfg).unwrap();
     let (config, secrets) = Config::load(&config_path).unwrap();

@@ -6,6 +6,11 @@
 
 pub mod fake_github;
 pub mod http;
+pub mod spec;
+
+pub use rollbackd::{Mode, OnViolation, Strategy};
+pub use serde_json::json;
+pub use spec::{ConfigSpec, PolicySpec, policy_file};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -43,30 +48,18 @@ pub fn path(service: &str, env: &str) -> String {
     format!("apps/{service}/{env}/deployment.yaml")
 }
 
-/// A policy list that sends alerts and requests for any service to `mode` with `guards`.
-pub fn policy(mode: &str, strategy: &str, guards: &str) -> String {
-    format!(
-        r#"- name: test-policy
-  match:
-    source: any
-    matchers: ['service=~".+"', 'env=~".+"']
-  target:
-    service: "{{{{ labels.service }}}}"
-    env: "{{{{ labels.env }}}}"
-    paths: ["apps/{{{{ labels.service }}}}/{{{{ labels.env }}}}/**"]
-  action: {{ mode: {mode}, strategy: {strategy} }}
-  guards: {guards}
-"#
-    )
-}
-
 impl World {
     /// checkout and cart in prod and staging at 1.4.2 / 2.0.0, two hours ago.
     pub fn new() -> World {
-        Self::with_policy(&policy("direct", "auto", "{}"))
+        Self::with(&[PolicySpec::new("test-policy")])
     }
 
-    pub fn with_policy(policies: &str) -> World {
+    pub fn with(policies: &[PolicySpec]) -> World {
+        Self::with_policy_text(&policy_file(policies))
+    }
+
+    /// Policies as written by hand: for tests about how that text is read.
+    pub fn with_policy_text(policies: &str) -> World {
         let dir = tempfile::tempdir().expect("tempdir");
         let origin = dir.path().join("origin.git");
         let seed = Seeder::init(&origin, "main").expect("init origin");
@@ -84,8 +77,8 @@ impl World {
         let mut w = World { dir, origin, seed, clock, good: Sha(String::new()) };
         w.seed.commit("Initial config", &refs, "platform", w.ago(180)).unwrap();
         w.good = w.deploy("checkout", "prod", "1.4.2", 150);
-        w.write_config("");
-        w.set_policies(policies);
+        w.write_config(&ConfigSpec::new());
+        w.set_policy_text(policies);
         w
     }
 
@@ -97,10 +90,13 @@ impl World {
         self.root().join("rollbackd.yaml")
     }
 
-    pub fn write_config(&self, extra: &str) {
+    pub fn write_config(&self, extra: &ConfigSpec) {
         std::fs::write(
             self.config_path(),
-            format!("repo:\n  url: origin.git\n  branch: main\ndata_dir: data\npolicies: policies\ntemplates: templates\n{extra}"),
+            format!(
+                "repo:\n  url: origin.git\n  branch: main\ndata_dir: data\npolicies: policies\ntemplates: templates\n{}",
+                extra.yaml_lines()
+            ),
         )
         .unwrap();
         let t = self.root().join("templates");
@@ -110,7 +106,11 @@ impl World {
         }
     }
 
-    pub fn set_policies(&self, yaml: &str) {
+    pub fn set_policies(&self, policies: &[PolicySpec]) {
+        self.set_policy_text(&policy_file(policies));
+    }
+
+    pub fn set_policy_text(&self, yaml: &str) {
         let p = self.root().join("policies");
         std::fs::create_dir_all(&p).unwrap();
         std::fs::write(p.join("10-test.yaml"), yaml).unwrap();
