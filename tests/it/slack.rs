@@ -174,24 +174,46 @@ async fn request_is_acked_before_the_work_and_the_outcome_is_posted() {
     let text = posted["text"].as_str().unwrap();
     assert!(text.contains("proposed") && text.contains("/rollback approve rb-"), "{text}");
     assert_eq!(w.git(&["for-each-ref", "--format=%(refname)", "refs/heads/rollback/"]).lines().count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn approval_from_slack_keeps_the_two_person_rule_and_the_approver_list() {
+    let w = World::with(&[policy()]);
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let app = app(&w);
+    let now = w.now().as_second();
+    let (url, rx) = response_server();
+    send(&app, signed(&form("U1", "checkout prod because 5xx after 1.5.0", "trig-1", &url), now, &[])).await;
+    let text = next(&rx)["text"].as_str().unwrap().to_string();
     let id = text.split("/rollback approve ").nth(1).unwrap().trim_end_matches('`').trim().to_string();
 
-    // Two-person rule: the requester cannot approve; someone else can.
+    // The requester cannot approve; someone not in chatops.approve cannot either.
     let (st, _) = send(&app, signed(&form("U1", &format!("approve {id}"), "trig-2", &url), now, &[])).await;
     assert_eq!(st, StatusCode::OK);
     let posted = next(&rx);
     assert_eq!(posted["response_type"], "ephemeral");
     assert!(posted["text"].as_str().unwrap().contains("two-person rule"), "{posted}");
     send(&app, signed(&form("U3", &format!("approve {id}"), "trig-3", &url), now, &[])).await;
-    assert!(next(&rx)["text"].as_str().unwrap().contains("chatops.approve"));
+    let posted = next(&rx);
+    assert!(posted["text"].as_str().unwrap().contains("chatops.approve"), "{posted}");
+    assert!(w.trailers("main", "Rollback-Id").is_empty(), "nothing merged yet");
+
     send(&app, signed(&form("U2", &format!("approve {id}"), "trig-4", &url), now, &[])).await;
     let posted = next(&rx);
     assert!(posted["text"].as_str().unwrap().contains("merged"), "{posted}");
     assert_eq!(w.trailers("main", "Rollback-Id"), [id.as_str()]);
     assert_eq!(w.trailers("main", "Rollback-Actor"), ["slack:U1"]);
+}
 
-    // Not allowed to ask: denied, naming the rule.
-    send(&app, signed(&form("U7", "cart prod", "trig-5", &url), now, &[])).await;
+#[tokio::test(flavor = "multi_thread")]
+async fn a_person_not_allowed_to_ask_is_told_which_rule() {
+    let w = World::with(&[policy()]);
+    w.deploy("cart", "prod", "2.1.0", 10);
+    let app = app(&w);
+    let (url, rx) = response_server();
+    let before = w.refs_of(&w.origin);
+    send(&app, signed(&form("U7", "cart prod", "trig-5", &url), w.now().as_second(), &[])).await;
     let posted = next(&rx);
     assert!(posted["text"].as_str().unwrap().contains("not in chatops.allow"), "{posted}");
+    assert_eq!(w.refs_of(&w.origin), before);
 }
