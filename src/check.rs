@@ -74,6 +74,24 @@ pub fn run(config_path: &Path) -> Vec<Diagnostic> {
                         diags.push(Diagnostic::error(&config.templates.join(name), 0, 0, e.to_string()));
                     }
                 }
+                let notice = crate::domain::notice::Notice::from_report(
+                    &event,
+                    &crate::domain::decision::Report {
+                        decision: { let mut d = decision.clone(); d.target = Some(plan.target.clone()); d },
+                        plan: Some(plan.clone()),
+                        outcome: crate::domain::rollback::Outcome::Denied { reason: "sample".into() },
+                    },
+                    event.received_at,
+                );
+                for style in [crate::notify::Style::Plain, crate::notify::Style::Slack, crate::notify::Style::Markdown] {
+                    if let Some(n) = &notice
+                        && let Err(e) = crate::notify::render(&t, n, style)
+                    {
+                        let file = config.templates.join(crate::support::template::NOTIFY_TEMPLATE);
+                        diags.push(Diagnostic::error(&file, 0, 0, e));
+                        break;
+                    }
+                }
             }
         }
         Err(TemplateError::Syntax { file, line, message }) => {
@@ -82,6 +100,9 @@ pub fn run(config_path: &Path) -> Vec<Diagnostic> {
         Err(e) => diags.push(Diagnostic::error(&config.templates, 0, 0, e.to_string())),
     }
     if let Some(set) = &policies {
+        if let Err(e) = crate::engine::check_routes(&config, set) {
+            diags.push(Diagnostic::error(config_path, 0, 0, e));
+        }
         check_paths_exist(&config, secrets, set, &mut diags);
     }
     diags

@@ -44,6 +44,96 @@ pub struct Config {
     /// What values from senders must look like, and how much of them is read.
     #[serde(default)]
     pub input: crate::domain::ident::InputConfig,
+    /// Where people are told what happened: named channels a policy's `notify` routes to.
+    #[serde(default)]
+    pub notify: NotifyConfig,
+    /// The Prometheus that `verify.query` asks.
+    #[serde(default)]
+    pub prometheus: Option<PrometheusConfig>,
+}
+
+/// `notify:`: named channels, and how hard delivery tries.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    #[serde(default)]
+    pub channels: std::collections::BTreeMap<String, ChannelConfig>,
+    /// Tries per message before it is given up (counted and logged). Default 5.
+    #[serde(default = "default_notify_attempts")]
+    pub attempts: u32,
+    /// Time allowed per try. Default `10s`.
+    #[serde(default = "default_notify_timeout")]
+    pub timeout: Duration,
+    /// Messages waiting per channel; when full, new ones are dropped (counted). Default 256.
+    #[serde(default = "default_notify_queue")]
+    pub queue: usize,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig {
+            channels: Default::default(),
+            attempts: default_notify_attempts(),
+            timeout: default_notify_timeout(),
+            queue: default_notify_queue(),
+        }
+    }
+}
+
+fn default_notify_attempts() -> u32 {
+    5
+}
+fn default_notify_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_notify_queue() -> usize {
+    256
+}
+
+/// One notification channel. URLs and tokens that carry a secret are read from the
+/// environment (`url_env`, `token_env`) and never logged.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ChannelConfig {
+    /// A JSON POST of the notice (for PagerDuty, Opsgenie or Teams bridges).
+    Webhook {
+        #[serde(default)]
+        url: Option<String>,
+        #[serde(default)]
+        url_env: Option<String>,
+    },
+    /// A Slack incoming webhook.
+    SlackWebhook {
+        #[serde(default)]
+        url: Option<String>,
+        #[serde(default)]
+        url_env: Option<String>,
+    },
+    /// Slack's `chat.postMessage` with a bot token: later messages of an incident go in the
+    /// thread of its first.
+    SlackApi {
+        token_env: String,
+        channel: String,
+        #[serde(default = "default_slack_api")]
+        api_url: String,
+    },
+    /// A comment on the rollback's pull request, or an issue on the config repo (one per
+    /// incident, commented on after). Needs `forge.kind: github`.
+    GithubIssue {},
+}
+
+fn default_slack_api() -> String {
+    "https://slack.com/api".into()
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusConfig {
+    /// Base URL, e.g. `http://prometheus:9090`.
+    pub url: String,
+    /// Time allowed per query. Default `10s`.
+    #[serde(default = "default_notify_timeout")]
+    pub timeout: Duration,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -366,6 +456,8 @@ pub struct Secrets {
     pub alertmanager_basic: Option<(String, Vec<SecretString>)>,
     pub github_secrets: Vec<SecretString>,
     pub slack_secrets: Vec<SecretString>,
+    /// Each notification channel's URL or token, by channel name.
+    pub notify: std::collections::BTreeMap<String, SecretString>,
 }
 
 /// Reads a list of secrets from an env var and/or a file: comma- or newline-separated, blanks
@@ -465,6 +557,32 @@ impl Config {
                 sl.signing_secrets_file.as_ref(),
             )?;
         }
+        for (name, channel) in &config.notify.channels {
+            let (url, var, field) = match channel {
+                ChannelConfig::Webhook { url, url_env } | ChannelConfig::SlackWebhook { url, url_env } => {
+                    (url.clone(), url_env.clone(), "url_env")
+                }
+                ChannelConfig::SlackApi { token_env, .. } => (None, Some(token_env.clone()), "token_env"),
+                ChannelConfig::GithubIssue {} => {
+                    if !matches!(config.forge, ForgeConfig::Github(_)) {
+                        return Err(invalid(path, format!("notify.channels.{name}: github_issue needs forge.kind: github")));
+                    }
+                    continue;
+                }
+            };
+            let value = match (url, var) {
+                (Some(url), None) => url,
+                (None, Some(var)) => std::env::var(&var).ok().filter(|v| !v.trim().is_empty()).ok_or_else(|| {
+                    ConfigError::MissingSecret { path: path.to_path_buf(), var, field: "notify.channels" }
+                })?,
+                _ => return Err(invalid(path, format!("notify.channels.{name}: set one of url or {field}"))),
+            };
+            let value = value.trim().to_string();
+            if field == "url_env" && !(value.starts_with("https://") || value.starts_with("http://")) {
+                return Err(invalid(path, format!("notify.channels.{name}: not an http(s) URL")));
+            }
+            secrets.notify.insert(name.clone(), SecretString::new(value));
+        }
         Ok((config, secrets))
     }
 
@@ -514,6 +632,8 @@ impl Config {
             ("server.max_connections", s.max_connections),
             ("server.max_body_reads", s.max_body_reads),
             ("server.body_limit", s.body_limit),
+            ("notify.queue", self.notify.queue),
+            ("notify.attempts", self.notify.attempts as usize),
         ] {
             if n == 0 {
                 return Err(format!("{name} must be at least 1"));
@@ -527,6 +647,7 @@ impl Config {
             ("server.refresh_interval", s.refresh_interval),
             ("git.connect_timeout", self.git.connect_timeout),
             ("git.io_timeout", self.git.io_timeout),
+            ("notify.timeout", self.notify.timeout),
         ] {
             if d.as_std().is_zero() {
                 return Err(format!("{name} must be longer than 0s"));
@@ -577,4 +698,8 @@ mod tests {
         assert!(s.git_token.is_none());
         assert_eq!(c.audit.max_commits, 10_000);
     }
+}
+
+fn invalid(path: &Path, message: String) -> ConfigError {
+    ConfigError::Invalid(Diagnostic::error(path, 0, 0, message))
 }

@@ -20,6 +20,7 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     ("tag.txt.j2", include_str!("../templates/tag.txt.j2")),
     ("pr_title.j2", include_str!("../templates/pr_title.j2")),
     ("pr_body.md.j2", include_str!("../templates/pr_body.md.j2")),
+    ("notify.txt.j2", include_str!("../templates/notify.txt.j2")),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -18,6 +18,8 @@ mod chat;
 mod forge;
 mod git;
 mod ingest;
+mod notify;
+mod outbound;
 mod server;
 
 mod check;

@@ -86,3 +86,31 @@ pub(crate) fn handled(event: &Event, report: &Report, now: Timestamp) {
         }
     }
 }
+
+/// A notification channel exists: its counters start at zero.
+pub(crate) fn notification_channel(channel: &str) {
+    for result in ["sent", "failed", "dropped"] {
+        counter!("rollbackd_notifications_total", "channel" => channel.to_string(), "result" => result).increment(0);
+    }
+}
+
+/// One message to `channel`: `sent`, `failed` (given up after its tries) or `dropped` (queue full).
+pub(crate) fn notification(channel: &str, result: &'static str) {
+    counter!("rollbackd_notifications_total", "channel" => channel.to_string(), "result" => result).increment(1);
+}
+
+/// A rollback's verification ended: `verified` (with seconds from the push) or `not_recovered`.
+pub(crate) fn verification(result: &'static str, recovered_after: Option<i64>) {
+    counter!("rollbackd_verifications_total", "result" => result).increment(1);
+    if let Some(s) = recovered_after {
+        histogram!("rollbackd_time_to_recovery_seconds").record(s as f64);
+    }
+}
+
+pub(crate) fn escalation() {
+    counter!("rollbackd_escalations_total").increment(1);
+}
+
+pub(crate) fn step_back() {
+    counter!("rollbackd_step_backs_total").increment(1);
+}

@@ -215,8 +215,17 @@ fn run(mut engine: Engine, rx: Receiver<Job>, shared: Arc<Shared>, refresh: Dura
                 }
                 publish(&mut engine, &shared, false);
             }
-            // Idle: fetch, so rollbacks pushed by other replicas reach the snapshot.
-            Err(RecvTimeoutError::Timeout) => publish(&mut engine, &shared, true),
+            // Idle: fetch, so rollbacks pushed by other replicas reach the snapshot, then verify
+            // the rollbacks that are due.
+            Err(RecvTimeoutError::Timeout) => {
+                publish(&mut engine, &shared, true);
+                if shared.ready() {
+                    match engine.verify_due() {
+                        Ok(said) => said.iter().for_each(|s| info!("{s}")),
+                        Err(e) => warn!(error = %e, "verifying rollbacks failed; trying again later"),
+                    }
+                }
+            }
             Err(RecvTimeoutError::Disconnected) => {
                 info!("writer stopping: queue closed and drained");
                 return;

@@ -31,6 +31,9 @@ pub struct Decision {
     pub guards: Vec<GuardCheck>,
     /// Things worth knowing that are not a guard (a downgrade to a proposal, a fallback).
     pub notes: Vec<String>,
+    /// The freeze that turned a push into a proposal, described.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frozen: Option<String>,
 }
 
 impl Decision {

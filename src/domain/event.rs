@@ -14,6 +14,10 @@ pub enum Source {
     Github,
     Chatops,
     Cli,
+    /// rollbackd itself: a step back after a rollback that did not bring recovery. Never read
+    /// from a sender or an event file.
+    #[serde(skip_deserializing)]
+    Rollbackd,
 }
 
 impl Source {
@@ -23,6 +27,7 @@ impl Source {
             Source::Github => "github",
             Source::Chatops => "chatops",
             Source::Cli => "cli",
+            Source::Rollbackd => "rollbackd",
         }
     }
 }

@@ -32,6 +32,12 @@ pub struct Policy {
     pub chatops: Chatops,
     #[serde(default)]
     pub review: Review,
+    /// Named channels (`notify.channels` in the config) told about what this policy decides.
+    #[serde(default)]
+    pub notify: Vec<String>,
+    /// How a pushed rollback is checked, and what happens when it did not help.
+    #[serde(default)]
+    pub verify: Option<crate::domain::verify::VerifySpec>,
     /// The file the policy came from, for explanations.
     #[serde(skip)]
     pub file: PathBuf,

@@ -3,6 +3,7 @@
 
 mod follow_up;
 mod review;
+mod verify;
 
 use std::sync::Arc;
 
@@ -96,6 +97,17 @@ pub struct Engine {
     rules: InputRules,
     /// When each open proposal was last told "fired again", so a storm makes one comment.
     fired_again: HashMap<RollbackId, std::time::Instant>,
+    notifier: crate::notify::Notifier,
+    /// Pushed rollbacks being verified.
+    watches: std::collections::BTreeMap<RollbackId, crate::domain::verify::Watch>,
+    /// Rollbacks whose verification is recorded in git (or too old to pick up).
+    settled: std::collections::HashSet<RollbackId>,
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.notifier.finish(std::time::Duration::from_secs(10));
+    }
 }
 
 impl Engine {
@@ -106,10 +118,24 @@ impl Engine {
         }
         let templates = Templates::load(&config.templates)?;
         let rules = InputRules::new(&config.input).map_err(EngineError::Config)?;
-        let auth = Auth { token: secrets.git_token, ssh_key: config.repo.ssh_key_file.clone() };
+        let auth = Auth { token: secrets.git_token.clone(), ssh_key: config.repo.ssh_key_file.clone() };
         let repo = ConfigRepo::open(&git_settings(&config), auth)?;
         let forge = Arc::new(Forge::from_config(&config.forge)?);
-        Ok(Engine { config, policies, templates, repo, clock, forge, rules, fired_again: HashMap::new() })
+        check_routes(&config, &policies).map_err(EngineError::Config)?;
+        let notifier = crate::notify::Notifier::start(&config.notify, &secrets, &templates, forge.clone());
+        Ok(Engine {
+            config,
+            policies,
+            templates,
+            repo,
+            clock,
+            forge,
+            rules,
+            fired_again: HashMap::new(),
+            notifier,
+            watches: Default::default(),
+            settled: Default::default(),
+        })
     }
 
     pub fn config(&self) -> &Config {
@@ -144,7 +170,7 @@ impl Engine {
 
     /// What the HTTP layer needs to answer events no policy would act on without queueing them.
     pub fn triager(&self) -> Triager {
-        Triager { policies: self.policies.clone(), rules: self.rules.clone() }
+        Triager { policies: self.policies.clone(), rules: self.rules.clone(), notifier: self.notifier.clone() }
     }
 
     pub fn repo(&mut self) -> &mut ConfigRepo {
@@ -177,6 +203,9 @@ impl Engine {
         self.repo.fetch(false)?;
         let now = self.clock.now();
         let trigger = format!("alertmanager:{}", resolved.dedupe_key);
+        if let Some(said) = self.resolve_watched(&trigger, resolved.resolved_at.unwrap_or(now))? {
+            return Ok(said);
+        }
         let Some(r) = self.repo.audit(now)?.find_trigger(&trigger).cloned() else {
             return Ok(format!("no rollback for {trigger}; nothing to verify"));
         };
@@ -205,6 +234,21 @@ impl Engine {
         );
         let added = self.repo.add_note(&r.commit, &text, now, self.config.git.push_retries)?;
         info!(rollback_id = %r.id, %ttr, "incident resolved");
+        if added {
+            let mut notice = crate::domain::notice::Notice::about(
+                crate::domain::notice::NoticeKind::Verified,
+                &r.service,
+                &r.env,
+                &r.policy,
+                &trigger,
+                format!("the incident resolved {after_rollback} after the rollback"),
+                now,
+            );
+            notice.rollback_id = Some(r.id.clone());
+            notice.commit = Some(r.commit.0.clone());
+            notice.recovered_after_seconds = Some(resolved_at.duration_since(r.at).as_secs().max(0));
+            self.tell(&notice);
+        }
         Ok(if added {
             format!("verified rollback {}: resolved {ttr} after the incident began", r.id)
         } else {
@@ -276,10 +320,18 @@ impl Engine {
         let span = info_span!("event", trigger = %event.trigger(), rollback_id = tracing::field::Empty);
         let _enter = span.enter();
         let _lock = self.begin()?;
+        let result = self.handle_locked(event, opts, &span);
+        if !opts.dry_run {
+            self.after_handle(event, &result);
+        }
+        result
+    }
+
+    fn handle_locked(&mut self, event: &Event, opts: &Options, span: &tracing::Span) -> Result<Report, EngineError> {
         self.repo.fetch(false)?;
         let attempts = self.config.git.push_retries + 1;
         for attempt in 0..attempts {
-            match self.attempt(event, opts, attempt, &span)? {
+            match self.attempt(event, opts, attempt, span)? {
                 Attempt::Done(report) => {
                     info!(outcome = report.outcome.name(), "{}", report.outcome.summary());
                     return Ok(*report);
@@ -377,6 +429,9 @@ impl Engine {
             dry_run: opts.dry_run,
             id: &id,
         };
+        if let Some(f) = facts.freeze.filter(|_| !opts.emergency && !event.is_human_request()) {
+            decision.frozen = Some(f.describe());
+        }
         let mut notes = Vec::new();
         let verdict = decide(&facts, &mut notes);
         decision.notes.append(&mut notes);
@@ -565,10 +620,18 @@ pub enum Triage {
 }
 
 /// The HTTP edge's view of [`select`]: the policies and input rules in force.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Triager {
     pub policies: PolicySet,
     pub rules: InputRules,
+    /// A `mode: notify` decision is made (and told) at the edge.
+    notifier: crate::notify::Notifier,
+}
+
+impl std::fmt::Debug for Triager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Triager").field("policies", &self.policies.policies.len()).finish_non_exhaustive()
+    }
 }
 
 impl Triager {
@@ -576,10 +639,23 @@ impl Triager {
         let mut decision = Decision::for_event(event);
         match select(&self.policies, &self.rules, event, &mut decision) {
             Ok(Selection::Settled(outcome)) => Triage::Answer(outcome),
-            Ok(Selection::Target { policy, .. }) => match policy.action.mode {
-                Mode::Notify => Triage::Answer(Outcome::Notified {
-                    reason: format!("policy {} only notifies; nothing was written", policy.name()),
-                }),
+            Ok(Selection::Target { policy, target }) => match policy.action.mode {
+                Mode::Notify => {
+                    let reason = format!("policy {} only notifies; nothing was written", policy.name());
+                    let mut notice = crate::domain::notice::Notice::about(
+                        crate::domain::notice::NoticeKind::Notified,
+                        &target.service,
+                        &target.env,
+                        policy.name(),
+                        &event.trigger(),
+                        format!("{} asks for a rollback of {}/{}; policy {} only notifies", event.trigger(), target.service, target.env, policy.name()),
+                        event.received_at,
+                    );
+                    notice.actor = event.actor();
+                    notice.trigger_url = crate::domain::notice::trigger_url(event);
+                    self.notifier.send(&notice, &policy.notify);
+                    Triage::Answer(Outcome::Notified { reason })
+                }
                 Mode::KnownGood => Triage::Answer(Outcome::Ignored {
                     reason: format!("policy {} marks known-good states; it does not roll back", policy.name()),
                 }),
@@ -709,4 +785,19 @@ pub(crate) fn message_context(
         "guards": guards,
         "notes": decision.notes.iter().map(|n| esc(n)).collect::<Vec<_>>(),
     }))
+}
+
+/// Every channel a policy routes to exists, and a policy that queries Prometheus has one to ask.
+pub(crate) fn check_routes(config: &Config, policies: &PolicySet) -> Result<(), String> {
+    for p in &policies.policies {
+        for name in &p.notify {
+            if !config.notify.channels.contains_key(name) {
+                return Err(format!("policy {}: notify names `{name}`, which is not in notify.channels", p.name()));
+            }
+        }
+        if p.verify.as_ref().is_some_and(|v| v.query.is_some()) && config.prometheus.is_none() {
+            return Err(format!("policy {}: verify.query needs `prometheus: {{ url: ... }}` in the config", p.name()));
+        }
+    }
+    Ok(())
 }

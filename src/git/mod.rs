@@ -115,6 +115,9 @@ fn remove_stale_git_locks(dir: &Path) {
 
 /// Where verification notes live.
 pub(crate) const NOTES_REF: &str = "refs/notes/rollbackd";
+/// Where a verification in progress keeps its state (rewritten as it changes), so a restart or
+/// another replica carries on.
+pub(crate) const WATCH_NOTES_REF: &str = "refs/notes/rollbackd-watch";
 /// Where approvals of proposals live (local forge).
 pub(crate) const APPROVALS_REF: &str = "refs/notes/rollbackd-approvals";
 /// Where freezes live: a commit per change, holding [`FREEZES_FILE`].
@@ -346,26 +349,42 @@ impl ConfigRepo {
     }
 
     /// Adds a note (in `refs/notes/rollbackd`) to `commit` and pushes it, compare-and-swap on the
-    /// notes ref. `Ok(false)` when the commit already has a note: verification is recorded once.
+    /// notes ref. `Ok(false)` when the commit already has a note: verification is recorded once,
+    /// and of two replicas that both try, one wins.
     pub fn add_note(&mut self, commit: &Sha, text: &str, at: Timestamp, retries: u32) -> Result<bool, GitError> {
+        self.write_note(NOTES_REF, commit, text, at, retries, false)
+    }
+
+    /// Sets the note on `commit` in `notes_ref` (replacing one there) and pushes it,
+    /// compare-and-swap on the notes ref. `Ok(false)` only when `overwrite` is off and a note
+    /// exists.
+    pub fn write_note(
+        &mut self,
+        notes_ref: &str,
+        commit: &Sha,
+        text: &str,
+        at: Timestamp,
+        retries: u32,
+        overwrite: bool,
+    ) -> Result<bool, GitError> {
         let target = oid(commit)?;
-        self.until_written(NOTES_REF, retries, |this| {
-            if this.repo.find_note(Some(NOTES_REF), target).is_ok() {
+        self.until_written(notes_ref, retries, |this| {
+            if !overwrite && this.repo.find_note(Some(notes_ref), target).is_ok() {
                 return Ok(Try::Done(false));
             }
-            let expected = this.repo.refname_to_id(NOTES_REF).ok();
+            let expected = this.repo.refname_to_id(notes_ref).ok();
             let sig = this.signature(at)?;
-            this.repo.note(&sig, &sig, Some(NOTES_REF), target, text, false)?;
-            let new = this.repo.refname_to_id(NOTES_REF)?;
-            let pushed = this.push_one(NOTES_REF, new, expected);
+            this.repo.note(&sig, &sig, Some(notes_ref), target, text, overwrite)?;
+            let new = this.repo.refname_to_id(notes_ref)?;
+            let pushed = this.push_one(notes_ref, new, expected);
             if !matches!(pushed, Ok(PushResult::Pushed)) {
                 // Put the local ref back; the next fetch would overwrite it anyway.
                 match expected {
                     Some(old) => {
-                        this.repo.reference(NOTES_REF, old, true, "rollbackd: note not pushed")?;
+                        this.repo.reference(notes_ref, old, true, "rollbackd: note not pushed")?;
                     }
                     None => {
-                        if let Ok(mut r) = this.repo.find_reference(NOTES_REF) {
+                        if let Ok(mut r) = this.repo.find_reference(notes_ref) {
                             r.delete()?;
                         }
                     }
@@ -380,8 +399,32 @@ impl ConfigRepo {
 
     /// The note on `commit`, if any.
     pub fn note(&self, commit: &Sha) -> Option<String> {
-        let n = self.repo.find_note(Some(NOTES_REF), oid(commit).ok()?).ok()?;
+        self.note_in(NOTES_REF, commit)
+    }
+
+    /// The note on `commit` in `notes_ref`, if any.
+    pub fn note_in(&self, notes_ref: &str, commit: &Sha) -> Option<String> {
+        let n = self.repo.find_note(Some(notes_ref), oid(commit).ok()?).ok()?;
         n.message().ok().map(str::to_string)
+    }
+
+    /// The parent of the newest commit at or before `before` (first parent) that changed
+    /// `paths` and is not itself a rollback: where a step back restores to.
+    pub fn before_previous_change(&self, paths: &PathSet, before: &Sha) -> Result<Option<Sha>, GitError> {
+        let mut walk = self.repo.revwalk()?;
+        walk.push(oid(before)?)?;
+        walk.simplify_first_parent()?;
+        for id in walk.take(self.max_commits) {
+            let c = self.repo.find_commit(id?)?;
+            let parent = match c.parent(0) {
+                Ok(p) => p,
+                Err(_) => return Ok(None),
+            };
+            if paths.differs(&self.repo, &c.tree()?, &parent.tree()?)? && planner::rollback_trailers(&c).is_none() {
+                return Ok(Some(sha(parent.id())));
+            }
+        }
+        Ok(None)
     }
 
     /// Creates and pushes the annotated tag `name` at `rev`. `Ok(false)` when it exists already.

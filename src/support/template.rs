@@ -12,6 +12,10 @@ pub(crate) const TAG_TEMPLATE: &str = "tag.txt.j2";
 pub(crate) const PR_TITLE_TEMPLATE: &str = "pr_title.j2";
 pub(crate) const PR_BODY_TEMPLATE: &str = "pr_body.md.j2";
 pub(crate) const TEMPLATE_FILES: &[&str] = &[COMMIT_TEMPLATE, TAG_TEMPLATE, PR_TITLE_TEMPLATE, PR_BODY_TEMPLATE];
+/// Notifications. Optional in `templates/`: without the file the built-in text is used, so a
+/// templates directory made before notifications existed keeps working.
+pub(crate) const NOTIFY_TEMPLATE: &str = "notify.txt.j2";
+pub(crate) const NOTIFY_DEFAULT: &str = include_str!("../../templates/notify.txt.j2");
 
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
@@ -79,6 +83,7 @@ pub fn render_expression(source: &str, ctx: &Value, rules: &InputRules) -> Resul
 }
 
 /// The message templates, loaded and compiled once.
+#[derive(Clone)]
 pub(crate) struct Templates {
     env: Environment<'static>,
 }
@@ -96,6 +101,17 @@ impl Templates {
                 message: describe(&e),
             })?;
         }
+        let file = dir.join(NOTIFY_TEMPLATE);
+        let source = match std::fs::read_to_string(&file) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => NOTIFY_DEFAULT.to_string(),
+            Err(cause) => return Err(TemplateError::Read { file, cause }),
+        };
+        env.add_template_owned(NOTIFY_TEMPLATE, source).map_err(|e| TemplateError::Syntax {
+            file,
+            line: e.line().unwrap_or(1),
+            message: describe(&e),
+        })?;
         Ok(Templates { env })
     }
 

@@ -1,0 +1,184 @@
+//! What people are told: one [`Notice`] per change in an incident's state (rolled back,
+//! proposed, denied, frozen, failed, verified, not recovered, escalated, stepped back). Pure: the
+//! engine builds notices from its reports, the notify adapter delivers them.
+
+use std::fmt;
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+use crate::domain::artifacts::ArtifactChange;
+use crate::domain::decision::Report;
+use crate::domain::event::Event;
+use crate::domain::rollback::{Outcome, RollbackId};
+
+/// The state an incident moved to. The names are the generic webhook's `event` field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum NoticeKind {
+    RolledBack,
+    Proposed,
+    /// Proposed instead of pushed because a freeze covers the target.
+    Frozen,
+    Denied,
+    /// `mode: notify`: what would have been done; nothing was written.
+    Notified,
+    Failed,
+    Verified,
+    NotRecovered,
+    Escalated,
+    SteppedBack,
+}
+
+impl NoticeKind {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            NoticeKind::RolledBack => "rolled_back",
+            NoticeKind::Proposed => "proposed",
+            NoticeKind::Frozen => "frozen",
+            NoticeKind::Denied => "denied",
+            NoticeKind::Notified => "notified",
+            NoticeKind::Failed => "failed",
+            NoticeKind::Verified => "verified",
+            NoticeKind::NotRecovered => "not_recovered",
+            NoticeKind::Escalated => "escalated",
+            NoticeKind::SteppedBack => "stepped_back",
+        }
+    }
+}
+
+impl fmt::Display for NoticeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One message's worth of facts: the generic webhook's JSON body, and the context of the
+/// `notify.txt.j2` template. Fields are only ever added.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub(crate) struct Notice {
+    pub event: NoticeKind,
+    pub rollback_id: Option<RollbackId>,
+    pub service: String,
+    pub env: String,
+    pub policy: String,
+    /// `source:key` of the event that started it (the `Rollback-Trigger` trailer).
+    pub trigger: String,
+    /// Where the trigger can be seen: the alert's generator URL, the workflow run.
+    pub trigger_url: Option<String>,
+    pub actor: String,
+    pub commit: Option<String>,
+    pub pr: Option<String>,
+    pub known_good: Option<String>,
+    pub artifacts: Vec<ArtifactChange>,
+    /// Guards that failed, as `name: detail`.
+    pub failed_guards: Vec<String>,
+    /// Why, in one line: the denial, the error, the verification's finding.
+    pub reason: String,
+    /// Seconds from the rollback to recovery (`verified` only).
+    pub recovered_after_seconds: Option<i64>,
+    pub at: Timestamp,
+}
+
+impl Notice {
+    /// The notice a report deserves, if any. Duplicates, no-ops, events no policy acts on and
+    /// dry runs change nothing and say nothing.
+    pub(crate) fn from_report(event: &Event, report: &Report, at: Timestamp) -> Option<Notice> {
+        let target = report.decision.target.as_ref()?;
+        let failed_guards: Vec<String> =
+            report.decision.guards.iter().filter(|g| !g.passed).map(|g| format!("{}: {}", g.guard, g.detail)).collect();
+        let (kind, rollback, reason) = match &report.outcome {
+            Outcome::RolledBack { rollback } => (NoticeKind::RolledBack, Some(rollback), report.outcome.summary()),
+            Outcome::Proposed { rollback } => {
+                let kind = if report.decision.frozen.is_some() { NoticeKind::Frozen } else { NoticeKind::Proposed };
+                let reason = report.decision.frozen.clone().unwrap_or_else(|| report.outcome.summary());
+                (kind, Some(rollback), reason)
+            }
+            Outcome::Denied { reason } => (NoticeKind::Denied, None, reason.clone()),
+            Outcome::Notified { reason } => (NoticeKind::Notified, None, reason.clone()),
+            Outcome::Duplicate { .. }
+            | Outcome::Noop { .. }
+            | Outcome::Ignored { .. }
+            | Outcome::DryRun { .. } => return None,
+        };
+        let plan = report.plan.as_ref();
+        Some(Notice {
+            event: kind,
+            rollback_id: rollback.map(|r| r.id.clone()),
+            service: target.service.clone(),
+            env: target.env.clone(),
+            policy: report.decision.policy.clone().unwrap_or_default(),
+            trigger: event.trigger(),
+            trigger_url: trigger_url(event),
+            actor: event.actor(),
+            commit: rollback.map(|r| r.commit.0.clone()),
+            pr: rollback.and_then(|r| r.pr_url.clone()),
+            known_good: plan.map(|p| p.known_good.sha.0.clone()),
+            artifacts: plan.map(|p| p.artifacts.clone()).unwrap_or_default(),
+            failed_guards,
+            reason,
+            recovered_after_seconds: None,
+            at,
+        })
+    }
+
+    /// A notice about `target` that no report carries: a failure, a decision made at the edge,
+    /// or what verification found.
+    pub(crate) fn about(kind: NoticeKind, service: &str, env: &str, policy: &str, trigger: &str, reason: String, at: Timestamp) -> Notice {
+        Notice {
+            event: kind,
+            rollback_id: None,
+            service: service.to_string(),
+            env: env.to_string(),
+            policy: policy.to_string(),
+            trigger: trigger.to_string(),
+            trigger_url: None,
+            actor: String::new(),
+            commit: None,
+            pr: None,
+            known_good: None,
+            artifacts: Vec::new(),
+            failed_guards: Vec::new(),
+            reason,
+            recovered_after_seconds: None,
+            at,
+        }
+    }
+
+    /// The same incident, in a new state.
+    pub(crate) fn becomes(&self, kind: NoticeKind, reason: String) -> Notice {
+        Notice { event: kind, reason, ..self.clone() }
+    }
+
+    /// What people read first: `Rolled back checkout/prod`.
+    pub(crate) fn headline(&self) -> String {
+        let what = match self.event {
+            NoticeKind::RolledBack => "Rolled back",
+            NoticeKind::Proposed => "Proposed a rollback of",
+            NoticeKind::Frozen => "Frozen: proposed (not pushed) a rollback of",
+            NoticeKind::Denied => "Denied a rollback of",
+            NoticeKind::Notified => "Would roll back",
+            NoticeKind::Failed => "Failed to roll back",
+            NoticeKind::Verified => "Verified the rollback of",
+            NoticeKind::NotRecovered => "Not recovered after the rollback of",
+            NoticeKind::Escalated => "Escalated: the rollback did not fix",
+            NoticeKind::SteppedBack => "Stepped further back on",
+        };
+        format!("{what} {}/{}", self.service, self.env)
+    }
+
+    /// Which incident this notice belongs to: the rollback, or the trigger when nothing was
+    /// written. Threads and "one message per state change" are keyed on it.
+    pub(crate) fn thread(&self) -> String {
+        self.rollback_id.as_ref().map_or_else(|| self.trigger.clone(), |id| id.to_string())
+    }
+}
+
+/// Where the trigger can be looked at, when its sender said.
+pub(crate) fn trigger_url(event: &Event) -> Option<String> {
+    ["generator_url", "url"]
+        .iter()
+        .find_map(|k| event.annotations.get(*k))
+        .filter(|u| u.starts_with("https://") || u.starts_with("http://"))
+        .cloned()
+}

@@ -1,0 +1,462 @@
+//! After the push: telling people what happened (a notice to the policy's `notify` route) and
+//! checking that the rollback worked (a [`Watch`] per pushed rollback whose policy has
+//! `verify:`), then escalating or stepping further back when it did not.
+//!
+//! Everything here is rebuilt from git: a watch starts from the rollback's audit record and its
+//! progress note (`refs/notes/rollbackd-watch`), and ends with the verification note
+//! (`refs/notes/rollbackd`), written once. Of two replicas that reach the same verdict, the one
+//! whose note lands tells people and acts; the other stays quiet.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use tracing::{info, warn};
+
+use super::{Engine, EngineError, Selection, Write, select};
+use crate::domain::audit::AuditRecord;
+use crate::domain::decision::{Decision, Report};
+use crate::domain::event::{Event, Source};
+use crate::domain::notice::{Notice, NoticeKind, trigger_url};
+use crate::domain::plan::Sha;
+use crate::domain::policy::{Mode, Policy};
+use crate::domain::rollback::{Delivery, Outcome, Rollback, RollbackId};
+use crate::domain::verify::{OnFailure, Signal, Status, Watch};
+use crate::git::{PathSet, PlanRequest, Planned, WATCH_NOTES_REF};
+use crate::metrics;
+use crate::support::duration::Duration;
+
+/// Rollbacks older than their `within` by more than this are no longer picked up for
+/// verification (a service that was down for a day does not page about last week).
+const PICK_UP: jiff::SignedDuration = jiff::SignedDuration::from_hours(24);
+
+impl Engine {
+    /// After `handle`: tell the route what was decided, feed a firing alert to the watches of
+    /// its target, and start watching a rollback that was pushed.
+    pub(super) fn after_handle(&mut self, event: &Event, result: &Result<Report, EngineError>) {
+        let now = self.clock.now();
+        let report = match result {
+            Ok(report) => report,
+            Err(e) => {
+                let mut decision = Decision::for_event(event);
+                if let Ok(Selection::Target { policy, target }) = select(&self.policies, &self.rules, event, &mut decision)
+                {
+                    let mut notice = Notice::about(
+                        NoticeKind::Failed,
+                        &target.service,
+                        &target.env,
+                        policy.name(),
+                        &event.trigger(),
+                        e.to_string(),
+                        now,
+                    );
+                    notice.actor = event.actor();
+                    notice.trigger_url = trigger_url(event);
+                    self.notifier.send(&notice, &policy.notify);
+                }
+                return;
+            }
+        };
+        if let Some(notice) = Notice::from_report(event, report, now) {
+            self.tell(&notice);
+        }
+        if event.source == Source::Alertmanager {
+            let dup = match &report.outcome {
+                Outcome::Duplicate { rollback_id, .. } => Some(rollback_id),
+                _ => None,
+            };
+            let target = report.decision.target.as_ref();
+            let ids: Vec<RollbackId> = self
+                .watches
+                .values()
+                .filter(|w| {
+                    dup == Some(&w.id) || target.is_some_and(|t| t.service == w.service && t.env == w.env)
+                })
+                .map(|w| w.id.clone())
+                .collect();
+            let signal = Signal::Fired { key: event.trigger(), at: event.received_at };
+            for id in ids {
+                self.observe(&id, &signal, now);
+            }
+        }
+        if let Outcome::RolledBack { rollback } = &report.outcome
+            && let Some(policy) = report.decision.policy.as_deref().and_then(|n| self.policy_named(n))
+        {
+            let policy = policy.clone();
+            let target = report.decision.target.as_ref().map(|t| (t.service.clone(), t.env.clone()));
+            if let Some((service, env)) = target {
+                self.start_watch(&policy, rollback, &service, &env, &event.trigger(), now, 0, None);
+            }
+        }
+    }
+
+    /// Sends `notice` to the route of the policy it names.
+    pub(super) fn tell(&self, notice: &Notice) {
+        if let Some(policy) = self.policy_named(&notice.policy) {
+            self.notifier.send(notice, &policy.notify);
+        }
+    }
+
+    pub(super) fn policy_named(&self, name: &str) -> Option<&Policy> {
+        self.policies.policies.iter().find(|p| p.name() == name)
+    }
+
+    /// Watches `rollback` when its policy says how to verify it and something can.
+    #[allow(clippy::too_many_arguments)]
+    fn start_watch(
+        &mut self,
+        policy: &Policy,
+        rollback: &Rollback,
+        service: &str,
+        env: &str,
+        trigger: &str,
+        at: Timestamp,
+        step: u32,
+        firing: Option<std::collections::BTreeSet<String>>,
+    ) -> Option<Watch> {
+        let spec = policy.verify.as_ref()?;
+        let query = match &spec.query {
+            Some(q) => {
+                let ctx = crate::support::template::value(serde_json::json!({
+                    "service": service, "env": env, "labels": { "service": service, "env": env },
+                }));
+                match crate::support::template::render_expression(&q.0, &ctx, &self.rules) {
+                    Ok(q) => Some(q),
+                    Err(e) => {
+                        warn!(rollback_id = %rollback.id, error = %e, "verify.query cannot be rendered; the query is not checked");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        let mut watch = Watch::start(
+            spec,
+            rollback.id.clone(),
+            rollback.commit.clone(),
+            service,
+            env,
+            policy.name(),
+            trigger,
+            at,
+            step,
+            query,
+        );
+        if let Some(firing) = firing {
+            watch.also_firing(firing);
+        }
+        if !watch.verifiable() {
+            info!(rollback_id = %rollback.id, "verify: nothing can verify this rollback (no alert to resolve, no query)");
+            return None;
+        }
+        info!(rollback_id = %rollback.id, deadline = %watch.deadline(), "verifying the rollback");
+        self.watches.insert(watch.id.clone(), watch.clone());
+        Some(watch)
+    }
+
+    /// Feeds `signal` to one watch; records its progress when it changed, and settles it when
+    /// it has a verdict.
+    fn observe(&mut self, id: &RollbackId, signal: &Signal, now: Timestamp) {
+        let Some(watch) = self.watches.get_mut(id) else { return };
+        if watch.observe(signal) {
+            let (commit, text) = (watch.commit.clone(), watch.progress());
+            let retries = self.config.git.push_retries;
+            if let Err(e) = self.repo.write_note(WATCH_NOTES_REF, &commit, &text, now, retries, true) {
+                warn!(rollback_id = %id, error = %e, "verification progress not recorded in git; kept in memory");
+            }
+        }
+        self.settle(id, now);
+    }
+
+    /// Verifies the rollbacks that are due: picks up rollbacks pushed elsewhere (another
+    /// replica, the CLI, before a restart), asks Prometheus where a policy has a query, and
+    /// settles every watch that has a verdict. Called by the writer when idle.
+    pub fn verify_due(&mut self) -> Result<Vec<String>, EngineError> {
+        let _lock = self.begin()?;
+        let now = self.clock.now();
+        self.pick_up(now)?;
+        let mut said = Vec::new();
+        let ids: Vec<RollbackId> = self.watches.keys().cloned().collect();
+        for id in ids {
+            let query = self.watches.get(&id).and_then(|w| w.query.clone());
+            if let Some(q) = query {
+                match self.query_holds(&q) {
+                    Ok(holds) => self.observe(&id, &Signal::Query { holds, at: now }, now),
+                    Err(e) => warn!(rollback_id = %id, error = %e, "verify.query could not be evaluated"),
+                }
+            }
+            if let Some(s) = self.settle(&id, now) {
+                said.push(s);
+            }
+        }
+        Ok(said)
+    }
+
+    /// Starts watches for direct rollbacks in the audit index that nobody here watches yet and
+    /// no note settles.
+    fn pick_up(&mut self, now: Timestamp) -> Result<(), EngineError> {
+        let records: Vec<AuditRecord> = self.repo.audit(now)?.records().to_vec();
+        for r in records {
+            if r.delivery != Delivery::Direct || r.cancelled || self.watches.contains_key(&r.id) || self.settled.contains(&r.id)
+            {
+                continue;
+            }
+            let Some(policy) = self.policy_named(&r.policy).cloned() else { continue };
+            let Some(spec) = &policy.verify else { continue };
+            let too_old = r.at.saturating_add(spec.within.as_signed()).and_then(|t| t.saturating_add(PICK_UP));
+            if too_old.is_ok_and(|t| t < now) || self.repo.note(&r.commit).is_some() {
+                self.settled.insert(r.id.clone());
+                continue;
+            }
+            if let Some(w) = self.repo.note_in(WATCH_NOTES_REF, &r.commit).and_then(|n| Watch::resume(&n))
+                && w.id == r.id
+            {
+                self.watches.insert(w.id.clone(), w);
+                continue;
+            }
+            let rollback = Rollback {
+                id: r.id.clone(),
+                commit: r.commit.clone(),
+                delivery: r.delivery,
+                branch: r.branch.clone(),
+                tag: r.tag.clone(),
+                push_retries: 0,
+                pr_url: None,
+            };
+            let step = step_of(&r.trigger);
+            self.start_watch(&policy, &rollback, &r.service, &r.env, &r.trigger, r.at, step, None);
+        }
+        Ok(())
+    }
+
+    /// A resolved alert, for the watches it was firing for. `None` when no watch knew it.
+    pub(super) fn resolve_watched(&mut self, key: &str, at: Timestamp) -> Result<Option<String>, EngineError> {
+        let now = self.clock.now();
+        self.pick_up(now)?;
+        let ids: Vec<RollbackId> =
+            self.watches.values().filter(|w| w.firing.contains(key)).map(|w| w.id.clone()).collect();
+        if ids.is_empty() {
+            return Ok(None);
+        }
+        let mut said = Vec::new();
+        for id in ids {
+            self.observe(&id, &Signal::Resolved { key: key.to_string(), at }, now);
+            said.push(match self.watches.get(&id) {
+                Some(w) if !w.firing.is_empty() => format!("{id}: {key} resolved; still firing: {}", w.firing.len()),
+                Some(w) => format!("{id}: resolved; verified once stable until {}", w.deadline()),
+                None => format!("{id}: settled"),
+            });
+        }
+        Ok(Some(said.join("; ")))
+    }
+
+    /// Ends a watch that has a verdict: writes the verification note and, if this process wrote
+    /// it, tells people and carries out `on_failure`.
+    fn settle(&mut self, id: &RollbackId, now: Timestamp) -> Option<String> {
+        let status = self.watches.get(id)?.status(now);
+        if status == Status::Watching {
+            return None;
+        }
+        let watch = self.watches.remove(id)?;
+        let (verdict, reason, recovered_at) = match &status {
+            Status::Verified { recovered_at } => ("verified", "recovered".to_string(), Some(*recovered_at)),
+            Status::NotRecovered { reason } => ("not_recovered", reason.clone(), None),
+            Status::Watching => return None,
+        };
+        let after = recovered_at.map(|t| t.duration_since(watch.rolled_back_at).as_secs().max(0));
+        let text = format!(
+            "rollbackd verification: {verdict}\n\nRollback-Id: {}\nVerification: {verdict}\nIncident: {}\n\
+             Rolled-Back-At: {}\n{}Reason: {}\nFired-Again: {}\n",
+            watch.id,
+            watch.trigger,
+            watch.rolled_back_at,
+            match (recovered_at, after) {
+                (Some(t), Some(s)) => format!("Recovered-At: {t}\nTime-To-Recovery: {}\n", Duration::from_secs(s)),
+                _ => String::new(),
+            },
+            crate::support::text::quoted(&reason),
+            watch.fired_again,
+        );
+        let retries = self.config.git.push_retries;
+        let won = match self.repo.add_note(&watch.commit, &text, now, retries) {
+            Ok(won) => won,
+            Err(e) => {
+                // Try again at the next tick: the verdict stands, only its record is missing.
+                warn!(rollback_id = %id, error = %e, "the verification note could not be written; retrying later");
+                self.watches.insert(id.clone(), watch);
+                return None;
+            }
+        };
+        self.settled.insert(id.clone());
+        if !won {
+            return Some(format!("{id}: {verdict} (recorded by another replica)"));
+        }
+        metrics::verification(verdict, after);
+        info!(rollback_id = %id, verdict, %reason, "rollback verification");
+        let mut notice = Notice::about(
+            if recovered_at.is_some() { NoticeKind::Verified } else { NoticeKind::NotRecovered },
+            &watch.service,
+            &watch.env,
+            &watch.policy,
+            &watch.trigger,
+            reason.clone(),
+            now,
+        );
+        notice.rollback_id = Some(watch.id.clone());
+        notice.commit = Some(watch.commit.0.clone());
+        notice.recovered_after_seconds = after;
+        self.tell(&notice);
+        if recovered_at.is_some() {
+            return Some(format!("{id}: verified"));
+        }
+        Some(format!("{id}: not recovered; {}", self.on_failure(&watch, &notice, now)))
+    }
+
+    /// `verify.on_failure` for a rollback that did not bring recovery.
+    fn on_failure(&mut self, watch: &Watch, notice: &Notice, now: Timestamp) -> String {
+        let Some(policy) = self.policy_named(&watch.policy).cloned() else {
+            return "its policy is gone; stopping".into();
+        };
+        let Some(spec) = policy.verify.clone() else { return "stopping".into() };
+        let escalate = |this: &Self, why: String| {
+            metrics::escalation();
+            this.tell(&notice.becomes(NoticeKind::Escalated, why.clone()));
+            format!("escalated: {why}")
+        };
+        match spec.on_failure {
+            OnFailure::Stop => "stopping (on_failure: stop)".into(),
+            OnFailure::Escalate => escalate(self, format!("{}; a person must act", notice.reason)),
+            OnFailure::StepBack if watch.step >= spec.max_steps => escalate(
+                self,
+                format!("{}; {} step(s) back did not help either (max_steps); a person must act", notice.reason, watch.step),
+            ),
+            OnFailure::StepBack => match self.step_back(watch, &policy, now) {
+                Ok(Some(rollback)) => {
+                    let mut stepped = notice.becomes(
+                        NoticeKind::SteppedBack,
+                        format!("step {} of at most {}: rolled back the change before too", watch.step + 1, spec.max_steps),
+                    );
+                    stepped.rollback_id = Some(rollback.id.clone());
+                    stepped.commit = Some(rollback.commit.0.clone());
+                    self.tell(&stepped);
+                    format!("stepped back: {} ({})", rollback.id, rollback.commit.short())
+                }
+                Ok(None) => escalate(self, format!("{}; there is no earlier change to step back to", notice.reason)),
+                Err(e) => escalate(self, format!("{}; stepping back failed: {e}", notice.reason)),
+            },
+        }
+    }
+
+    /// Rolls back the change before the known-good the watched rollback went to: its own
+    /// commit, trailers and tag, verified in turn. `Ok(None)` when there is nothing further
+    /// back (or another replica already stepped back).
+    fn step_back(&mut self, watch: &Watch, policy: &Policy, now: Timestamp) -> Result<Option<Rollback>, EngineError> {
+        let n = watch.step + 1;
+        let event = Event {
+            source: Source::Rollbackd,
+            dedupe_key: format!("step-back/{}/{n}", watch.id),
+            labels: BTreeMap::from([
+                ("service".to_string(), watch.service.clone()),
+                ("env".to_string(), watch.env.clone()),
+                ("reason".to_string(), format!("{} did not bring recovery", watch.id)),
+            ]),
+            annotations: BTreeMap::new(),
+            received_at: now,
+            started_at: None,
+            requester: None,
+            from_fork: false,
+        };
+        let trigger = event.trigger();
+        if self.repo.audit(now)?.find_trigger(&trigger).is_some() {
+            return Ok(None);
+        }
+        let Some(record) = self.repo.index().records().iter().find(|r| r.id == watch.id).cloned() else {
+            return Ok(None);
+        };
+        let target = policy
+            .resolve_target(&event, &self.rules)
+            .map_err(|message| EngineError::Policy { policy: policy.name().to_string(), message })?;
+        let paths = PathSet::new(&target.paths)
+            .map_err(|message| EngineError::Policy { policy: policy.name().to_string(), message })?;
+        let Some(to) = self.repo.before_previous_change(&paths, &Sha(record.known_good.clone()))? else {
+            return Ok(None);
+        };
+        let id = RollbackId::derive(&trigger, &target.service, &target.env);
+        let attempts = self.config.git.push_retries + 1;
+        for retries in 0..attempts {
+            let request = PlanRequest { target: &target, strategy: policy.action.strategy, to: Some(&to.0) };
+            let plan = match self.repo.plan(&request)? {
+                Planned::Ready(plan) => *plan,
+                Planned::Noop { .. } | Planned::AlreadyRolledBack { .. } => return Ok(None),
+            };
+            let mut decision = Decision::for_event(&event);
+            decision.policy = Some(policy.name().to_string());
+            decision.mode = Some(Mode::Direct);
+            decision.target = Some(target.clone());
+            decision.notes.push(format!("step back {n}: {} did not bring recovery", watch.id));
+            let w = Write {
+                event: &event,
+                policy,
+                plan: &plan,
+                id: &id,
+                delivery: Delivery::Direct,
+                retries,
+                now,
+                emergency: false,
+            };
+            match self.write(&w, &mut decision)? {
+                Some(rollback) => {
+                    metrics::step_back();
+                    info!(rollback_id = %rollback.id, of = %watch.id, step = n, "stepped back");
+                    let firing = Some(watch.firing.clone());
+                    if let Some(next) =
+                        self.start_watch(policy, &rollback, &target.service, &target.env, &trigger, now, n, firing)
+                        && let Err(e) = self.repo.write_note(
+                            WATCH_NOTES_REF,
+                            &next.commit,
+                            &next.progress(),
+                            now,
+                            self.config.git.push_retries,
+                            true,
+                        )
+                    {
+                        warn!(rollback_id = %next.id, error = %e, "verification progress not recorded in git");
+                    }
+                    return Ok(Some(rollback));
+                }
+                None => self.repo.fetch(true)?,
+            }
+        }
+        Err(crate::git::GitError::Contended { url: self.repo.url(), branch: self.repo.branch().to_string(), attempts }
+            .into())
+    }
+
+    /// Whether `query` returns at least one series (or a non-zero scalar) now.
+    fn query_holds(&self, query: &str) -> Result<bool, String> {
+        let Some(p) = &self.config.prometheus else { return Err("no `prometheus:` configured".into()) };
+        let agent = crate::outbound::agent(p.timeout.as_std());
+        let url = format!("{}/api/v1/query", p.url.trim_end_matches('/'));
+        let a = crate::outbound::get(&agent, &url, &[("query", query)]).map_err(|e| e.to_string())?;
+        if !a.ok() {
+            return Err(format!("Prometheus answered {}: {}", a.status, a.body.chars().take(200).collect::<String>()));
+        }
+        let v: serde_json::Value = serde_json::from_str(&a.body).map_err(|e| format!("Prometheus answer: {e}"))?;
+        if v["status"] != "success" {
+            return Err(format!("Prometheus: {}", v["error"].as_str().unwrap_or("query failed")));
+        }
+        let data = &v["data"];
+        Ok(match data["resultType"].as_str() {
+            Some("vector") | Some("matrix") => data["result"].as_array().is_some_and(|r| !r.is_empty()),
+            Some("scalar") => data["result"][1].as_str().and_then(|s| s.parse::<f64>().ok()).is_some_and(|x| x != 0.0),
+            _ => false,
+        })
+    }
+}
+
+/// The step a rollback is, from its trigger: `rollbackd:step-back/<id>/<n>` is step n.
+fn step_of(trigger: &str) -> u32 {
+    trigger
+        .strip_prefix("rollbackd:step-back/")
+        .and_then(|rest| rest.rsplit('/').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
