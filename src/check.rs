@@ -77,13 +77,18 @@ pub fn run(config_path: &Path) -> Vec<Diagnostic> {
                 let notice = crate::domain::notice::Notice::from_report(
                     &event,
                     &crate::domain::decision::Report {
-                        decision: { let mut d = decision.clone(); d.target = Some(plan.target.clone()); d },
+                        decision: {
+                            let mut d = decision.clone();
+                            d.target = Some(plan.target.clone());
+                            d
+                        },
                         plan: Some(plan.clone()),
                         outcome: crate::domain::rollback::Outcome::Denied { reason: "sample".into() },
                     },
                     event.received_at,
                 );
-                for style in [crate::notify::Style::Plain, crate::notify::Style::Slack, crate::notify::Style::Markdown] {
+                for style in [crate::notify::Style::Plain, crate::notify::Style::Slack, crate::notify::Style::Markdown]
+                {
                     if let Some(n) = &notice
                         && let Err(e) = crate::notify::render(&t, n, style)
                     {

@@ -112,7 +112,11 @@ pub enum ChannelConfig {
     /// Slack's `chat.postMessage` with a bot token: later messages of an incident go in the
     /// thread of its first.
     SlackApi {
-        token_env: String,
+        #[serde(default)]
+        token_env: Option<String>,
+        /// A file holding the bot token (a mounted secret).
+        #[serde(default)]
+        token_file: Option<PathBuf>,
         channel: String,
         #[serde(default = "default_slack_api")]
         api_url: String,
@@ -562,10 +566,24 @@ impl Config {
                 ChannelConfig::Webhook { url, url_env } | ChannelConfig::SlackWebhook { url, url_env } => {
                     (url.clone(), url_env.clone(), "url_env")
                 }
-                ChannelConfig::SlackApi { token_env, .. } => (None, Some(token_env.clone()), "token_env"),
+                ChannelConfig::SlackApi { token_env, token_file, .. } => {
+                    let from_file = match token_file {
+                        Some(file) => Some(std::fs::read_to_string(file).map_err(|cause| ConfigError::SecretFile {
+                            path: path.to_path_buf(),
+                            field: "notify.channels.token_file",
+                            file: file.clone(),
+                            cause,
+                        })?),
+                        None => None,
+                    };
+                    (from_file, token_env.clone(), "token_env or token_file")
+                }
                 ChannelConfig::GithubIssue {} => {
                     if !matches!(config.forge, ForgeConfig::Github(_)) {
-                        return Err(invalid(path, format!("notify.channels.{name}: github_issue needs forge.kind: github")));
+                        return Err(invalid(
+                            path,
+                            format!("notify.channels.{name}: github_issue needs forge.kind: github"),
+                        ));
                     }
                     continue;
                 }
@@ -575,7 +593,10 @@ impl Config {
                 (None, Some(var)) => std::env::var(&var).ok().filter(|v| !v.trim().is_empty()).ok_or_else(|| {
                     ConfigError::MissingSecret { path: path.to_path_buf(), var, field: "notify.channels" }
                 })?,
-                _ => return Err(invalid(path, format!("notify.channels.{name}: set one of url or {field}"))),
+                _ => {
+                    let what = if field == "url_env" { "url or url_env" } else { field };
+                    return Err(invalid(path, format!("notify.channels.{name}: set one of {what}")));
+                }
             };
             let value = value.trim().to_string();
             if field == "url_env" && !(value.starts_with("https://") || value.starts_with("http://")) {
@@ -605,6 +626,11 @@ impl Config {
         }
         if let Some(sl) = self.sources.slack.as_mut() {
             files.extend(sl.signing_secrets_file.as_mut());
+        }
+        for channel in self.notify.channels.values_mut() {
+            if let ChannelConfig::SlackApi { token_file, .. } = channel {
+                files.extend(token_file.as_mut());
+            }
         }
         if let ForgeConfig::Github(g) = &mut self.forge {
             files.extend(g.private_key_file.as_mut());
@@ -661,6 +687,10 @@ impl Config {
     }
 }
 
+fn invalid(path: &Path, message: String) -> ConfigError {
+    ConfigError::Invalid(Diagnostic::error(path, 0, 0, message))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -698,8 +728,4 @@ mod tests {
         assert!(s.git_token.is_none());
         assert_eq!(c.audit.max_commits, 10_000);
     }
-}
-
-fn invalid(path: &Path, message: String) -> ConfigError {
-    ConfigError::Invalid(Diagnostic::error(path, 0, 0, message))
 }

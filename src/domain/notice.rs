@@ -96,10 +96,9 @@ impl Notice {
             }
             Outcome::Denied { reason } => (NoticeKind::Denied, None, reason.clone()),
             Outcome::Notified { reason } => (NoticeKind::Notified, None, reason.clone()),
-            Outcome::Duplicate { .. }
-            | Outcome::Noop { .. }
-            | Outcome::Ignored { .. }
-            | Outcome::DryRun { .. } => return None,
+            Outcome::Duplicate { .. } | Outcome::Noop { .. } | Outcome::Ignored { .. } | Outcome::DryRun { .. } => {
+                return None;
+            }
         };
         let plan = report.plan.as_ref();
         Some(Notice {
@@ -124,7 +123,15 @@ impl Notice {
 
     /// A notice about `target` that no report carries: a failure, a decision made at the edge,
     /// or what verification found.
-    pub(crate) fn about(kind: NoticeKind, service: &str, env: &str, policy: &str, trigger: &str, reason: String, at: Timestamp) -> Notice {
+    pub(crate) fn about(
+        kind: NoticeKind,
+        service: &str,
+        env: &str,
+        policy: &str,
+        trigger: &str,
+        reason: String,
+        at: Timestamp,
+    ) -> Notice {
         Notice {
             event: kind,
             rollback_id: None,

@@ -73,8 +73,13 @@ pub(crate) enum Signal {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Status {
     Watching,
-    Verified { recovered_at: Timestamp },
-    NotRecovered { reason: String },
+    /// `recovered_at`: when the stable healthy period began.
+    Verified {
+        recovered_at: Timestamp,
+    },
+    NotRecovered {
+        reason: String,
+    },
 }
 
 /// One pushed rollback under verification. Its progress is what [`Watch::progress`] writes to
@@ -122,11 +127,8 @@ impl Watch {
         step: u32,
         query: Option<String>,
     ) -> Watch {
-        let firing = if trigger.starts_with("alertmanager:") {
-            BTreeSet::from([trigger.to_string()])
-        } else {
-            BTreeSet::new()
-        };
+        let firing =
+            if trigger.starts_with("alertmanager:") { BTreeSet::from([trigger.to_string()]) } else { BTreeSet::new() };
         Watch {
             id,
             commit,
@@ -211,7 +213,7 @@ impl Watch {
         // Each signal: `None` not (yet) healthy, `Some(None)` nothing to wait for, `Some(Some(t))`
         // healthy since `t`.
         let stable_for = self.stable_for.as_signed();
-        let stable = |since: Option<Timestamp>| since.filter(|s| now.duration_since(*s) >= stable_for).map(|s| s + stable_for);
+        let stable = |since: Option<Timestamp>| since.filter(|s| now.duration_since(*s) >= stable_for);
         let alert = if !self.firing.is_empty() {
             None
         } else if self.must_resolve || self.resolved_since.is_some() {
@@ -336,7 +338,7 @@ mod tests {
         assert_eq!(w.status(t(5)), Status::Watching);
         w.observe(&resolved(refire, 5));
         assert_eq!(w.status(t(7)), Status::Watching);
-        assert_eq!(w.status(t(8)), Status::Verified { recovered_at: t(8) });
+        assert_eq!(w.status(t(8)), Status::Verified { recovered_at: t(5) }, "recovered when it resolved");
     }
 
     #[test]
@@ -344,7 +346,9 @@ mod tests {
         let w = watch(&spec(10, 0, 0), ALERT, None);
         assert_eq!(w.status(t(9)), Status::Watching);
         match w.status(t(10)) {
-            Status::NotRecovered { reason } => assert!(reason.contains("still firing") && reason.contains("fp1"), "{reason}"),
+            Status::NotRecovered { reason } => {
+                assert!(reason.contains("still firing") && reason.contains("fp1"), "{reason}")
+            }
             other => panic!("{other:?}"),
         }
     }
@@ -376,7 +380,7 @@ mod tests {
         w.observe(&Signal::Query { holds: true, at: t(4) });
         assert!(!w.observe(&Signal::Query { holds: true, at: t(5) }), "still holding changes nothing");
         assert_eq!(w.status(t(5)), Status::Watching);
-        assert_eq!(w.status(t(6)), Status::Verified { recovered_at: t(6) });
+        assert_eq!(w.status(t(6)), Status::Verified { recovered_at: t(4) });
     }
 
     #[test]

@@ -648,7 +648,13 @@ impl Triager {
                         &target.env,
                         policy.name(),
                         &event.trigger(),
-                        format!("{} asks for a rollback of {}/{}; policy {} only notifies", event.trigger(), target.service, target.env, policy.name()),
+                        format!(
+                            "{} asks for a rollback of {}/{}; policy {} only notifies",
+                            event.trigger(),
+                            target.service,
+                            target.env,
+                            policy.name()
+                        ),
                         event.received_at,
                     );
                     notice.actor = event.actor();

@@ -38,7 +38,8 @@ impl Engine {
             Ok(report) => report,
             Err(e) => {
                 let mut decision = Decision::for_event(event);
-                if let Ok(Selection::Target { policy, target }) = select(&self.policies, &self.rules, event, &mut decision)
+                if let Ok(Selection::Target { policy, target }) =
+                    select(&self.policies, &self.rules, event, &mut decision)
                 {
                     let mut notice = Notice::about(
                         NoticeKind::Failed,
@@ -68,9 +69,7 @@ impl Engine {
             let ids: Vec<RollbackId> = self
                 .watches
                 .values()
-                .filter(|w| {
-                    dup == Some(&w.id) || target.is_some_and(|t| t.service == w.service && t.env == w.env)
-                })
+                .filter(|w| dup == Some(&w.id) || target.is_some_and(|t| t.service == w.service && t.env == w.env))
                 .map(|w| w.id.clone())
                 .collect();
             let signal = Signal::Fired { key: event.trigger(), at: event.received_at };
@@ -172,6 +171,7 @@ impl Engine {
     /// settles every watch that has a verdict. Called by the writer when idle.
     pub fn verify_due(&mut self) -> Result<Vec<String>, EngineError> {
         let _lock = self.begin()?;
+        self.repo.fetch(false)?;
         let now = self.clock.now();
         self.pick_up(now)?;
         let mut said = Vec::new();
@@ -196,7 +196,10 @@ impl Engine {
     fn pick_up(&mut self, now: Timestamp) -> Result<(), EngineError> {
         let records: Vec<AuditRecord> = self.repo.audit(now)?.records().to_vec();
         for r in records {
-            if r.delivery != Delivery::Direct || r.cancelled || self.watches.contains_key(&r.id) || self.settled.contains(&r.id)
+            if r.delivery != Delivery::Direct
+                || r.cancelled
+                || self.watches.contains_key(&r.id)
+                || self.settled.contains(&r.id)
             {
                 continue;
             }
@@ -327,13 +330,20 @@ impl Engine {
             OnFailure::Escalate => escalate(self, format!("{}; a person must act", notice.reason)),
             OnFailure::StepBack if watch.step >= spec.max_steps => escalate(
                 self,
-                format!("{}; {} step(s) back did not help either (max_steps); a person must act", notice.reason, watch.step),
+                format!(
+                    "{}; {} step(s) back did not help either (max_steps); a person must act",
+                    notice.reason, watch.step
+                ),
             ),
             OnFailure::StepBack => match self.step_back(watch, &policy, now) {
                 Ok(Some(rollback)) => {
                     let mut stepped = notice.becomes(
                         NoticeKind::SteppedBack,
-                        format!("step {} of at most {}: rolled back the change before too", watch.step + 1, spec.max_steps),
+                        format!(
+                            "step {} of at most {}: rolled back the change before too",
+                            watch.step + 1,
+                            spec.max_steps
+                        ),
                     );
                     stepped.rollback_id = Some(rollback.id.clone());
                     stepped.commit = Some(rollback.commit.0.clone());

@@ -61,7 +61,11 @@ struct Failure {
 impl Failure {
     fn answer(a: &Answer) -> Failure {
         let body: String = a.body.chars().take(200).collect();
-        Failure { message: format!("HTTP {}: {}", a.status, body.trim()), transient: a.transient(), retry_after: a.retry_after }
+        Failure {
+            message: format!("HTTP {}: {}", a.status, body.trim()),
+            transient: a.transient(),
+            retry_after: a.retry_after,
+        }
     }
 }
 
@@ -108,7 +112,8 @@ impl Channel {
     }
 
     fn try_once(&mut self, m: &Message) -> Result<(), Failure> {
-        let unreachable = |e: outbound::Unreachable| Failure { message: e.to_string(), transient: true, retry_after: None };
+        let unreachable =
+            |e: outbound::Unreachable| Failure { message: e.to_string(), transient: true, retry_after: None };
         match self {
             Channel::Webhook { url, agent } => {
                 let mut body = serde_json::to_value(&m.notice).unwrap_or_default();
@@ -120,7 +125,8 @@ impl Channel {
                 if a.ok() { Ok(()) } else { Err(Failure::answer(&a)) }
             }
             Channel::SlackWebhook { url, agent } => {
-                let a = outbound::post_json(agent, url.expose(), None, &json!({ "text": m.text })).map_err(unreachable)?;
+                let a =
+                    outbound::post_json(agent, url.expose(), None, &json!({ "text": m.text })).map_err(unreachable)?;
                 if a.ok() { Ok(()) } else { Err(Failure::answer(&a)) }
             }
             Channel::SlackApi { api_url, token, channel, agent, threads } => {
@@ -153,7 +159,11 @@ impl Channel {
                 // landed: GitHub gets one try, never a duplicate issue.
                 let forge_err = |e: ForgeError| Failure { transient: false, message: e.to_string(), retry_after: None };
                 let Some(gh) = forge.github() else {
-                    return Err(Failure { message: "github_issue needs forge.kind: github".into(), transient: false, retry_after: None });
+                    return Err(Failure {
+                        message: "github_issue needs forge.kind: github".into(),
+                        transient: false,
+                        retry_after: None,
+                    });
                 };
                 let incident = m.notice.thread();
                 // The proposal's own pull request is where its reviewers are.

@@ -39,14 +39,24 @@ pub(crate) struct Notifier {
     inner: Option<Arc<Inner>>,
 }
 
+/// Each channel's style and queue, by name.
+type Queues = BTreeMap<String, (Style, SyncSender<Message>)>;
+
+/// The (incident, state) pairs already told, and the order to forget them in.
+#[derive(Default)]
+struct Told {
+    pairs: HashSet<(String, NoticeKind)>,
+    order: VecDeque<(String, NoticeKind)>,
+}
+
 struct Inner {
     /// Taken (closing every queue) by [`Notifier::finish`].
-    channels: Mutex<Option<BTreeMap<String, (Style, SyncSender<Message>)>>>,
+    channels: Mutex<Option<Queues>>,
     /// Each channel's thread says here when it has delivered its last message.
     done: Mutex<std::sync::mpsc::Receiver<()>>,
     threads: usize,
     templates: Templates,
-    sent: Mutex<(HashSet<(String, NoticeKind)>, VecDeque<(String, NoticeKind)>)>,
+    sent: Mutex<Told>,
 }
 
 /// How a channel wants its text escaped.
@@ -167,16 +177,15 @@ impl Notifier {
 impl Inner {
     fn first_time(&self, notice: &Notice) -> bool {
         let key = (notice.thread(), notice.event);
-        let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
-        let (set, order) = &mut *sent;
-        if !set.insert(key.clone()) {
+        let mut told = self.sent.lock().unwrap_or_else(|e| e.into_inner());
+        if !told.pairs.insert(key.clone()) {
             return false;
         }
-        order.push_back(key);
-        if order.len() > REMEMBERED
-            && let Some(old) = order.pop_front()
+        told.order.push_back(key);
+        if told.order.len() > REMEMBERED
+            && let Some(old) = told.order.pop_front()
         {
-            set.remove(&old);
+            told.pairs.remove(&old);
         }
         true
     }

@@ -6,6 +6,7 @@
 
 pub mod fake_github;
 pub mod http;
+pub mod receiver;
 pub mod spec;
 
 pub use rollbackd::{Mode, OnViolation, Strategy};

@@ -1,0 +1,192 @@
+//! Notifications: each outcome a person wants to know reaches the policy's channels once, with
+//! its facts, threaded on Slack; a dead or failing receiver never delays a rollback.
+
+use crate::common::http::*;
+use crate::common::receiver::Receiver;
+use crate::common::*;
+use axum::http::StatusCode;
+use rollbackd::{Options, Outcome};
+
+/// A generic webhook and a Slack Web API channel on `r`, routed from `policy`.
+fn world(r: &Receiver, policy: PolicySpec, extra: ConfigSpec) -> World {
+    let w = World::with(&[policy.set("notify", ["oncall", "sre-slack"])]);
+    std::fs::write(w.root().join("slack-token"), "xoxb-test-token\n").unwrap();
+    w.write_config(
+        &extra
+            .set("notify.channels.oncall", json!({ "kind": "webhook", "url": format!("{}/hook", r.url) }))
+            .set(
+                "notify.channels.sre-slack",
+                json!({ "kind": "slack_api", "token_file": "slack-token", "channel": "C0SRE", "api_url": format!("{}/api", r.url) }),
+            )
+            .set("notify.attempts", 3),
+    );
+    w
+}
+
+/// The next message on each channel, in whatever order they arrive.
+fn next_pair(r: &Receiver) -> (serde_json::Value, serde_json::Value) {
+    let (a, b) = (r.next(), r.next());
+    let (hook, slack) = if a.path == "/hook" { (a, b) } else { (b, a) };
+    assert_eq!((hook.path.as_str(), slack.path.as_str()), ("/hook", "/api/chat.postMessage"));
+    assert_eq!(slack.authorization.as_deref(), Some("Bearer xoxb-test-token"));
+    (hook.body, slack.body)
+}
+
+#[test]
+fn a_rollback_is_told_once_per_channel_with_its_facts_and_its_verification_in_the_thread() {
+    let r = Receiver::start();
+    let w = world(&r, PolicySpec::new("prod"), ConfigSpec::new());
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let mut engine = w.engine();
+    let alert = w.alert("checkout", "prod", "fp1");
+    let report = engine.handle(&alert, &Options::default()).unwrap();
+    let Outcome::RolledBack { rollback } = &report.outcome else { panic!("{:?}", report.outcome) };
+
+    let (hook, slack) = next_pair(&r);
+    assert_eq!(hook["event"], "rolled_back");
+    assert_eq!(hook["rollback_id"], rollback.id.as_str());
+    assert_eq!((hook["service"].as_str(), hook["env"].as_str()), (Some("checkout"), Some("prod")));
+    assert_eq!(hook["trigger"], alert.trigger());
+    assert_eq!(hook["commit"], w.head(), "the commit that is on main");
+    assert_eq!(hook["known_good"], w.good.0);
+    assert_eq!(hook["artifacts"][0]["new"], "registry.example.com/checkout:1.4.2", "{hook}");
+    assert!(hook["text"].as_str().unwrap().contains("Rolled back checkout/prod"), "{hook}");
+    assert_eq!(slack["channel"], "C0SRE");
+    assert!(slack.get("thread_ts").is_none(), "the first message starts the thread: {slack}");
+    assert!(slack["text"].as_str().unwrap().starts_with("*Rolled back checkout/prod*"), "{slack}");
+
+    // Alertmanager repeats the alert: a duplicate, and nothing more is said about it. The next
+    // message anyone gets is the resolution's.
+    let again = engine.handle(&alert, &Options::default()).unwrap();
+    assert!(matches!(again.outcome, Outcome::Duplicate { .. }));
+    w.clock.advance(jiff::SignedDuration::from_mins(3));
+    let resolved = rollbackd::parsers::Resolved {
+        dedupe_key: alert.dedupe_key.clone(),
+        labels: alert.labels.clone(),
+        started_at: alert.started_at.unwrap(),
+        resolved_at: Some(w.now()),
+    };
+    engine.record_resolution(&resolved).unwrap();
+    let (hook, slack) = next_pair(&r);
+    assert_eq!(hook["event"], "verified", "{hook}");
+    assert_eq!(hook["recovered_after_seconds"], 180);
+    assert_eq!(slack["thread_ts"], "1700000000.000001", "in the thread of the first message: {slack}");
+}
+
+#[test]
+fn a_denial_names_the_guard_and_is_said_once() {
+    let r = Receiver::start();
+    let policy = PolicySpec::new("prod").guard("max_change_age", "1m").on_violation(OnViolation::Deny);
+    let w = world(&r, policy, ConfigSpec::new());
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let mut engine = w.engine();
+    for _ in 0..3 {
+        let report = engine.handle(&w.alert("checkout", "prod", "fp1"), &Options::default()).unwrap();
+        assert!(matches!(report.outcome, Outcome::Denied { .. }), "{:?}", report.outcome);
+    }
+    let (hook, _) = next_pair(&r);
+    assert_eq!(hook["event"], "denied");
+    assert!(hook["failed_guards"][0].as_str().unwrap().starts_with("max_change_age:"), "{hook}");
+    // Three denials of one incident made one message; a second incident makes its own.
+    engine.handle(&w.alert("checkout", "prod", "fp2"), &Options::default()).unwrap();
+    let (hook, _) = next_pair(&r);
+    assert!(hook["trigger"].as_str().unwrap().starts_with("alertmanager:fp2@"), "{hook}");
+}
+
+#[test]
+fn a_dead_receiver_never_delays_a_rollback() {
+    let r = Receiver::start();
+    let w = world(&r, PolicySpec::new("prod"), ConfigSpec::new());
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    w.deploy("cart", "prod", "2.1.0", 10);
+    r.hold();
+    let mut engine = w.engine();
+    // Both rollbacks are pushed while the receiver has not answered the first message.
+    for service in ["checkout", "cart"] {
+        let report = engine.handle(&w.alert(service, "prod", service), &Options::default()).unwrap();
+        assert!(matches!(report.outcome, Outcome::RolledBack { .. }), "{:?}", report.outcome);
+    }
+    assert_eq!(w.trailers("main", "Rollback-Service"), ["cart"]);
+    r.next();
+    r.release();
+    let services: std::collections::BTreeSet<String> =
+        (0..3).map(|_| r.next().body.to_string()).filter(|b| b.contains("\"rolled_back\"")).collect();
+    assert!(services.iter().any(|b| b.contains("cart")), "the queued message goes out after: {services:?}");
+}
+
+#[test]
+fn a_failing_receiver_is_tried_again_then_given_up() {
+    let r = Receiver::start();
+    let w = World::with(&[PolicySpec::new("prod").set("notify", ["oncall"])]);
+    w.write_config(
+        &ConfigSpec::new()
+            .set("notify.channels.oncall", json!({ "kind": "webhook", "url": format!("{}/hook", r.url) }))
+            .set("notify.attempts", 3),
+    );
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    w.deploy("cart", "prod", "2.1.0", 10);
+    r.answer(503);
+    let mut engine = w.engine();
+    engine.handle(&w.alert("checkout", "prod", "fp1"), &Options::default()).unwrap();
+    let tries: Vec<String> = (0..3).map(|_| r.next().body["rollback_id"].to_string()).collect();
+    assert!(tries.iter().all(|t| t == &tries[0]), "the same message, three times: {tries:?}");
+    // A refusal that will not change (400) is not retried: the next request is a new message.
+    r.answer(400);
+    engine.handle(&w.alert("cart", "prod", "fp2"), &Options::default()).unwrap();
+    assert_eq!(r.next().body["service"], "cart");
+    r.answer(200);
+    let report = engine.handle(&w.alert("checkout", "prod", "fp1"), &Options::default()).unwrap();
+    assert!(matches!(report.outcome, Outcome::Duplicate { .. }));
+    let mut engine = w.engine();
+    engine.freeze("all", None, None, None, None, "cli:ops").unwrap();
+    w.deploy("checkout", "prod", "1.6.0", 1);
+    drop(engine);
+    let mut engine = w.engine();
+    engine.handle(&w.alert("checkout", "prod", "fp3"), &Options::default()).unwrap();
+    let next = r.next().body;
+    assert_eq!(next["event"], "frozen", "the refused message was not sent again: {next}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn notify_mode_tells_the_decision_and_writes_nothing() {
+    let r = Receiver::start();
+    let w = world(&r, PolicySpec::new("watch").mode(Mode::Notify), ConfigSpec::new());
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let s = server(&w, ConfigSpec::new());
+    s.wait_ready();
+    let before = w.refs_of(&w.origin);
+    let (st, _, b) = s.send(am(alert_body("fp1", "checkout", "firing"))).await;
+    assert_eq!((st, b["outcome"].as_str()), (StatusCode::OK, Some("notified")), "{b}");
+    let (hook, _) = next_pair(&r);
+    assert_eq!(hook["event"], "notified");
+    assert!(hook["reason"].as_str().unwrap().contains("only notifies"), "{hook}");
+    assert_eq!(w.refs_of(&w.origin), before);
+}
+
+#[test]
+fn a_freeze_is_told_as_frozen() {
+    let r = Receiver::start();
+    let w = world(&r, PolicySpec::new("prod"), ConfigSpec::new());
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let mut engine = w.engine();
+    engine.freeze("checkout", Some("prod"), None, Some("launch"), None, "cli:ops").unwrap();
+    let report = engine.handle(&w.alert("checkout", "prod", "fp1"), &Options::default()).unwrap();
+    assert!(matches!(report.outcome, Outcome::Proposed { .. }), "{:?}", report.outcome);
+    let (hook, _) = next_pair(&r);
+    assert_eq!(hook["event"], "frozen");
+    assert!(hook["reason"].as_str().unwrap().contains("launch"), "{hook}");
+}
+
+#[test]
+fn an_unreachable_origin_is_told_as_failed() {
+    let r = Receiver::start();
+    let w = world(&r, PolicySpec::new("prod"), ConfigSpec::new().set("git.fetch_freshness", "0s"));
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let mut engine = w.engine();
+    std::fs::rename(&w.origin, w.root().join("origin-away.git")).unwrap();
+    let err = engine.handle(&w.alert("checkout", "prod", "fp1"), &Options::default()).unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    let (hook, _) = next_pair(&r);
+    assert_eq!(hook["event"], "failed");
+    assert!(hook["reason"].as_str().unwrap().contains("origin"), "{hook}");
+}

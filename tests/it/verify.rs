@@ -1,0 +1,184 @@
+//! After the push: a rollback is verified (its alert resolves after the deploy time and stays
+//! resolved), or it is not and rollbackd escalates or steps further back. The verdict is a note
+//! on the origin, written once; progress survives a restart.
+
+use crate::common::receiver::Receiver;
+use crate::common::*;
+use jiff::SignedDuration;
+use rollbackd::{Engine, Event, Options, Outcome};
+
+const WATCH_NOTES: &str = "refs/notes/rollbackd-watch";
+
+fn world(r: &Receiver, verify: serde_json::Value) -> World {
+    let w = World::with(&[PolicySpec::new("prod").set("notify", ["oncall"]).set("verify", verify)]);
+    w.write_config(
+        &ConfigSpec::new()
+            .set("notify.channels.oncall", json!({ "kind": "webhook", "url": format!("{}/hook", r.url) }))
+            .set("git.fetch_freshness", "0s"),
+    );
+    w
+}
+
+fn roll_back(engine: &mut Engine, alert: &Event) -> rollbackd::Rollback {
+    match engine.handle(alert, &Options::default()).unwrap().outcome {
+        Outcome::RolledBack { rollback } => rollback,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn resolved(alert: &Event, at: jiff::Timestamp) -> rollbackd::parsers::Resolved {
+    rollbackd::parsers::Resolved {
+        dedupe_key: alert.dedupe_key.clone(),
+        labels: alert.labels.clone(),
+        started_at: alert.started_at.unwrap(),
+        resolved_at: Some(at),
+    }
+}
+
+/// The verification note on `commit` in the origin, read with git.
+fn note(w: &World, commit: &str) -> String {
+    w.git(&["notes", "--ref=rollbackd", "show", commit])
+}
+
+fn events(r: &Receiver, n: usize) -> Vec<String> {
+    (0..n).map(|_| r.next().body["event"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn a_resolve_after_the_deploy_time_verifies_once() {
+    let r = Receiver::start();
+    let w = world(&r, json!({ "within": "10m", "deploy_time": "2m" }));
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let mut engine = w.engine();
+    let alert = w.alert("checkout", "prod", "fp1");
+    let rb = roll_back(&mut engine, &alert);
+    assert_eq!(events(&r, 1), ["rolled_back"]);
+
+    // Resolved a minute after the push: before the rollback could be deployed, so not its doing.
+    w.clock.advance(SignedDuration::from_mins(1));
+    engine.record_resolution(&resolved(&alert, w.now())).unwrap();
+    assert!(w.git(&["notes", "--ref=rollbackd", "list"]).is_empty(), "no verdict yet");
+    // It fires again and resolves after the deploy time: verified.
+    let mut refire = w.alert("checkout", "prod", "fp1");
+    refire.dedupe_key = format!("fp1@{}", w.now());
+    engine.handle(&refire, &Options::default()).unwrap();
+    w.clock.advance(SignedDuration::from_mins(2));
+    engine.record_resolution(&resolved(&refire, w.now())).unwrap();
+    let text = note(&w, &rb.commit.0);
+    assert!(text.contains("Verification: verified") && text.contains("Time-To-Recovery: 3m"), "{text}");
+    assert!(text.contains("Fired-Again: 1"), "{text}");
+    let verified = r.next().body;
+    assert_eq!(
+        (verified["event"].as_str(), verified["recovered_after_seconds"].as_i64()),
+        (Some("verified"), Some(180))
+    );
+
+    // Later ticks find nothing more to say.
+    w.clock.advance(SignedDuration::from_mins(20));
+    assert!(engine.verify_due().unwrap().is_empty());
+}
+
+#[test]
+fn still_firing_at_the_deadline_is_not_recovered_and_escalates() {
+    let r = Receiver::start();
+    let w = world(&r, json!({ "within": "10m", "on_failure": "escalate" }));
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let mut engine = w.engine();
+    let rb = roll_back(&mut engine, &w.alert("checkout", "prod", "fp1"));
+    r.next();
+    w.clock.advance(SignedDuration::from_mins(9));
+    assert!(engine.verify_due().unwrap().is_empty(), "still within the window");
+    w.clock.advance(SignedDuration::from_mins(1));
+    let said = engine.verify_due().unwrap();
+    assert!(said[0].contains("escalated"), "{said:?}");
+    let text = note(&w, &rb.commit.0);
+    assert!(text.contains("Verification: not_recovered") && text.contains("still firing"), "{text}");
+    let (a, b) = (r.next().body, r.next().body);
+    assert_eq!((a["event"].as_str(), b["event"].as_str()), (Some("not_recovered"), Some("escalated")));
+    assert!(b["reason"].as_str().unwrap().contains("a person must act"), "{b}");
+}
+
+#[test]
+fn step_back_rolls_back_the_change_before_and_verifies_that_in_turn() {
+    let r = Receiver::start();
+    let w = world(&r, json!({ "within": "10m", "on_failure": "step_back", "max_steps": 1 }));
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let mut engine = w.engine();
+    let alert = w.alert("checkout", "prod", "fp1");
+    let first = roll_back(&mut engine, &alert);
+    assert!(w.show("main", &path("checkout", "prod")).contains("checkout:1.4.2"));
+    r.next();
+
+    w.clock.advance(SignedDuration::from_mins(10));
+    let said = engine.verify_due().unwrap();
+    assert!(said[0].contains("stepped back"), "{said:?}");
+    // The change before known-good (1.4.0 → 1.4.2) is undone too, in a commit of its own.
+    assert!(w.show("main", &path("checkout", "prod")).contains("checkout:1.4.0"));
+    let trigger = format!("rollbackd:step-back/{}/1", first.id);
+    assert_eq!(w.trailers("main", "Rollback-Trigger"), [trigger.as_str()]);
+    assert_eq!(w.trailers("main", "Rollback-Of"), [w.good.0.as_str()]);
+    assert!(note(&w, &first.commit.0).contains("Verification: not_recovered"));
+    assert_eq!(events(&r, 2), ["not_recovered", "stepped_back"]);
+
+    // The alert resolves now: the step is what verified.
+    let step = w.head();
+    w.clock.advance(SignedDuration::from_mins(1));
+    engine.record_resolution(&resolved(&alert, w.now())).unwrap();
+    assert!(note(&w, &step).contains("Verification: verified"), "{}", note(&w, &step));
+    assert_eq!(events(&r, 1), ["verified"]);
+}
+
+#[test]
+fn when_the_steps_run_out_a_person_is_called() {
+    let r = Receiver::start();
+    let w = world(&r, json!({ "within": "10m", "on_failure": "step_back", "max_steps": 1 }));
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let mut engine = w.engine();
+    roll_back(&mut engine, &w.alert("checkout", "prod", "fp1"));
+    w.clock.advance(SignedDuration::from_mins(10));
+    engine.verify_due().unwrap();
+    w.clock.advance(SignedDuration::from_mins(10));
+    let said = engine.verify_due().unwrap();
+    assert!(said[0].contains("escalated") && said[0].contains("max_steps"), "{said:?}");
+    assert_eq!(events(&r, 5), ["rolled_back", "not_recovered", "stepped_back", "not_recovered", "escalated"]);
+    assert_eq!(w.count_commits(), 5, "initial, 1.4.2, 1.5.0, the rollback and one step: nothing more");
+}
+
+#[test]
+fn a_restart_and_a_second_replica_carry_on_from_git_and_say_it_once() {
+    let r = Receiver::start();
+    let w = world(&r, json!({ "within": "10m", "stable_for": "5m" }));
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let alert = w.alert("checkout", "prod", "fp1");
+    let rb = {
+        let mut engine = w.engine();
+        let rb = roll_back(&mut engine, &alert);
+        w.clock.advance(SignedDuration::from_mins(1));
+        engine.record_resolution(&resolved(&alert, w.now())).unwrap();
+        rb
+        // The process stops here: what it knew is only in git.
+    };
+    assert!(w.git(&["notes", &format!("--ref={WATCH_NOTES}"), "show", &rb.commit.0]).contains("resolved_since"));
+    r.next();
+
+    w.clock.advance(SignedDuration::from_mins(5));
+    let (mut a, mut b) = (w.replica("replica-a"), w.replica("replica-b"));
+    let said_a = a.verify_due().unwrap();
+    let said_b = b.verify_due().unwrap();
+    assert_eq!(said_a.len() + said_b.len(), 1, "{said_a:?} {said_b:?}");
+    assert!(note(&w, &rb.commit.0).contains("Verification: verified"));
+    let msg = r.next().body;
+    assert_eq!(msg["event"], "verified", "{msg}");
+    assert_eq!(msg["recovered_after_seconds"], 60, "resolved 1m after the push, then stable for 5m: {msg}");
+}
+
+#[test]
+fn a_policy_routing_to_an_unknown_channel_or_querying_without_prometheus_is_refused() {
+    let w = World::with(&[PolicySpec::new("prod").set("notify", ["nowhere"])]);
+    let err = w.run_cli(&["check"]);
+    assert_eq!(err.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&err.stdout).contains("`nowhere`, which is not in notify.channels"), "{err:?}");
+    w.set_policies(&[PolicySpec::new("prod").set("verify", json!({ "within": "5m", "query": "up == 1" }))]);
+    let err = w.run_cli(&["check"]);
+    assert!(String::from_utf8_lossy(&err.stdout).contains("verify.query needs `prometheus:"), "{err:?}");
+}
