@@ -1,9 +1,11 @@
-//! Prometheus metrics. Names are part of the operator interface (docs/operations.md).
+//! Prometheus metrics. Names, labels and units are part of the operator interface
+//! (docs/metrics.md); every series is described, and counters whose labels are known in advance
+//! are present at zero from the start, so `rate()` and alert rules work before the first event.
 
 use std::sync::OnceLock;
 
 use jiff::Timestamp;
-use metrics::{counter, gauge, histogram};
+use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::domain::event::{Event, Source};
@@ -22,9 +24,106 @@ pub(crate) fn install() -> PrometheusHandle {
             let handle = recorder.handle();
             // Another recorder (a test harness) may be installed already; ours still renders.
             let _ = metrics::set_global_recorder(recorder);
+            describe();
             handle
         })
         .clone()
+}
+
+/// Every series' help text and unit, and the zeros.
+fn describe() {
+    describe_gauge!("rollbackd_build_info", "Always 1; the labels say which rollbackd is running.");
+    gauge!("rollbackd_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    describe_counter!("rollbackd_events_total", "Events received, by source and how they were answered.");
+    describe_counter!(
+        "rollbackd_event_errors_total",
+        "Events whose handling failed (the sender was told to retry or why not)."
+    );
+    describe_counter!(
+        "rollbackd_webhook_auth_failures_total",
+        "Webhook requests refused for a missing or wrong credential."
+    );
+    describe_counter!(
+        "rollbackd_rollbacks_total",
+        "Decisions on rollbacks, by validated service, env, policy mode and outcome."
+    );
+    describe_counter!(
+        "rollbackd_push_retries_total",
+        "Pushes retried because the branch moved (compare-and-swap lost)."
+    );
+    describe_counter!("rollbackd_guard_denials_total", "Rollbacks denied, by the guard that failed.");
+    describe_counter!(
+        "rollbackd_oscillations_total",
+        "Rollbacks of a service/env that was already rolled back in the last 24 hours."
+    );
+    describe_histogram!(
+        "rollbackd_time_to_rollback_seconds",
+        Unit::Seconds,
+        "From the alert's start (from=alert_start) or the event's receipt (from=received) to the rollback on the branch, by path."
+    );
+    describe_histogram!(
+        "rollbackd_time_to_propose_seconds",
+        Unit::Seconds,
+        "From the alert's start or the event's receipt to the proposal pushed for review."
+    );
+    describe_histogram!(
+        "rollbackd_time_to_recovery_seconds",
+        Unit::Seconds,
+        "From the rollback on the branch to the recovery its verification saw."
+    );
+    describe_counter!("rollbackd_verifications_total", "Verifications ended, by result (verified, not_recovered).");
+    describe_counter!(
+        "rollbackd_escalations_total",
+        "Rollbacks that did not bring recovery and were escalated to people."
+    );
+    describe_counter!(
+        "rollbackd_step_backs_total",
+        "Further rollbacks made because a rollback did not bring recovery."
+    );
+    describe_counter!(
+        "rollbackd_notifications_total",
+        "Notification messages by channel and result (sent, failed after its tries, dropped when the queue was full)."
+    );
+    describe_gauge!("rollbackd_queue_depth", "Events waiting for the writer.");
+    describe_gauge!("rollbackd_queue_capacity", "How many events the writer's queue holds (server.queue).");
+    describe_gauge!("rollbackd_origin_reachable", "1 while the last fetch from the config repo succeeded, else 0.");
+    describe_gauge!(
+        "rollbackd_writer_heartbeat_timestamp_seconds",
+        Unit::Seconds,
+        "When the writer last finished a job or an idle refresh (Unix time): a stuck writer stops moving it."
+    );
+    for source in ["alertmanager", "github", "slack"] {
+        counter!("rollbackd_webhook_auth_failures_total", "source" => source).increment(0);
+    }
+    for source in ["alertmanager", "github", "chatops", "cli"] {
+        counter!("rollbackd_event_errors_total", "source" => source).increment(0);
+    }
+    for result in ["verified", "not_recovered"] {
+        counter!("rollbackd_verifications_total", "result" => result).increment(0);
+    }
+    for name in [
+        "rollbackd_push_retries_total",
+        "rollbackd_escalations_total",
+        "rollbackd_step_backs_total",
+        "rollbackd_oscillations_total",
+    ] {
+        counter!(name).increment(0);
+    }
+}
+
+/// The writer's queue: its size, set once at start.
+pub(crate) fn queue_capacity(capacity: usize) {
+    gauge!("rollbackd_queue_capacity").set(capacity as f64);
+}
+
+/// Whether the origin answered the last fetch.
+pub(crate) fn origin_reachable(reachable: bool) {
+    gauge!("rollbackd_origin_reachable").set(if reachable { 1.0 } else { 0.0 });
+}
+
+/// The writer did something (a job, an idle refresh).
+pub(crate) fn writer_heartbeat(now: Timestamp) {
+    gauge!("rollbackd_writer_heartbeat_timestamp_seconds").set(now.as_millisecond() as f64 / 1000.0);
 }
 
 pub(crate) fn received(source: Source, outcome: &str) {
@@ -76,15 +175,40 @@ pub(crate) fn handled(event: &Event, report: &Report, now: Timestamp) {
         "service" => service, "env" => env, "mode" => mode, "outcome" => report.outcome.name()
     )
     .increment(1);
-    if let Outcome::RolledBack { rollback } | Outcome::Proposed { rollback } = &report.outcome {
-        counter!("rollbackd_push_retries_total").increment(u64::from(rollback.push_retries));
-        histogram!("rollbackd_time_to_rollback_seconds", "from" => "received")
-            .record(seconds_between(event.received_at, now));
-        if let Some(started) = event.started_at {
-            histogram!("rollbackd_time_to_rollback_seconds", "from" => "alert_start")
-                .record(seconds_between(started, now));
+    for g in report.decision.guards.iter().filter(|g| !g.passed) {
+        if matches!(report.outcome, Outcome::Denied { .. }) {
+            counter!("rollbackd_guard_denials_total", "guard" => g.guard).increment(1);
         }
     }
+    let (rollback, name) = match &report.outcome {
+        Outcome::RolledBack { rollback } => (rollback, "rollbackd_time_to_rollback_seconds"),
+        Outcome::Proposed { rollback } => (rollback, "rollbackd_time_to_propose_seconds"),
+        _ => return,
+    };
+    counter!("rollbackd_push_retries_total").increment(u64::from(rollback.push_retries));
+    let path = match (event.source, report.decision.mode) {
+        (Source::Chatops, _) => "chat",
+        (Source::Cli, _) => "cli",
+        (_, Some(crate::domain::policy::Mode::PullRequest)) => "auto_merge",
+        _ => "direct",
+    };
+    histogram!(name, "from" => "received", "path" => path).record(seconds_between(event.received_at, now));
+    if let Some(started) = event.started_at {
+        histogram!(name, "from" => "alert_start", "path" => path).record(seconds_between(started, now));
+    }
+}
+
+/// A proposal reached the branch by `path` (`approval`, `merged_by_hand`).
+pub(crate) fn merged(path: &'static str, alert_start: Option<Timestamp>, now: Timestamp) {
+    if let Some(started) = alert_start {
+        histogram!("rollbackd_time_to_rollback_seconds", "from" => "alert_start", "path" => path)
+            .record(seconds_between(started, now));
+    }
+}
+
+/// A service/env rolled back again within a day.
+pub(crate) fn oscillation() {
+    counter!("rollbackd_oscillations_total").increment(1);
 }
 
 /// A notification channel exists: its counters start at zero.

@@ -139,6 +139,7 @@ impl Shared {
     }
 
     fn set_origin_error(&self, error: Option<String>) {
+        metrics::origin_reachable(error.is_none());
         *self.origin_error.write().unwrap_or_else(|e| e.into_inner()) = error;
     }
 
@@ -182,6 +183,8 @@ impl WorkerHandle {
 /// Starts the writer thread. It stops after every `WorkerHandle` is dropped and the queue is drained.
 pub fn spawn(engine: Engine, capacity: usize, refresh: Duration) -> (WorkerHandle, std::thread::JoinHandle<()>) {
     let (tx, rx) = std::sync::mpsc::sync_channel(capacity.max(1));
+    metrics::install();
+    metrics::queue_capacity(capacity.max(1));
     let shared = Arc::new(Shared { triager: RwLock::new(Arc::new(engine.triager())), ..Shared::default() });
     let s = shared.clone();
     let join = std::thread::Builder::new()
@@ -231,6 +234,7 @@ fn run(mut engine: Engine, rx: Receiver<Job>, shared: Arc<Shared>, refresh: Dura
                 return;
             }
         }
+        metrics::writer_heartbeat(engine.now());
         wait = match shared.origin_error() {
             None if shared.ready() => {
                 failures = 0;

@@ -98,12 +98,16 @@ impl Engine {
             return Ok(ReviewOutcome::Approved { id: id.to_string(), approvals: approvers.len(), needed });
         }
         let forge = self.forge.clone();
-        match &*forge {
+        let outcome = match &*forge {
             Forge::Github(gh) => {
                 self.merge_on_github(gh, &branch, &commit, &t.service, &t.env, id, policy.review.merge, &who, now)
             }
             Forge::Local => self.merge_proposal(&branch, &commit, &t.service, &t.env, id, now),
+        }?;
+        if let ReviewOutcome::Merged { rollback } = &outcome {
+            self.merged(rollback, &t, "approval", now);
         }
+        Ok(outcome)
     }
 
     /// Says something on a proposal's conversation, where there is one. What people are told is

@@ -83,8 +83,35 @@ impl Engine {
             let policy = policy.clone();
             let target = report.decision.target.as_ref().map(|t| (t.service.clone(), t.env.clone()));
             if let Some((service, env)) = target {
+                let day_ago = now - jiff::SignedDuration::from_hours(24);
+                if self.repo.index().applied(&service, &env).any(|r| r.id != rollback.id && r.at > day_ago) {
+                    metrics::oscillation();
+                }
                 self.start_watch(&policy, rollback, &service, &env, &event.trigger(), now, 0, None);
             }
+        }
+    }
+
+    /// A proposal reached the branch (approved, or merged by hand): tell the route, measure it,
+    /// and verify it from now.
+    pub(super) fn merged(&mut self, rollback: &Rollback, t: &crate::git::Trailers, path: &'static str, now: Timestamp) {
+        let mut notice = Notice::about(
+            NoticeKind::RolledBack,
+            &t.service,
+            &t.env,
+            &t.policy,
+            &t.trigger,
+            format!("proposal {} merged ({path})", rollback.id),
+            now,
+        );
+        notice.rollback_id = Some(rollback.id.clone());
+        notice.commit = Some(rollback.commit.0.clone());
+        notice.actor = t.actor.clone();
+        notice.known_good = Some(t.to.clone());
+        self.tell(&notice);
+        metrics::merged(path, alert_start(&t.trigger), now);
+        if let Some(policy) = self.policy_named(&t.policy).cloned() {
+            self.start_watch(&policy, rollback, &t.service, &t.env, &t.trigger, now, 0, None);
         }
     }
 
@@ -460,6 +487,11 @@ impl Engine {
             _ => false,
         })
     }
+}
+
+/// When an alert trigger's incident began: Alertmanager keys end in `@<startsAt>`.
+fn alert_start(trigger: &str) -> Option<Timestamp> {
+    trigger.strip_prefix("alertmanager:")?.rsplit_once('@')?.1.parse().ok()
 }
 
 /// The step a rollback is, from its trigger: `rollbackd:step-back/<id>/<n>` is step n.

@@ -128,16 +128,26 @@ async fn post_to_slack(url: String, reply: crate::chat::Reply) {
         "response_type": if reply.public { "in_channel" } else { "ephemeral" },
         "text": crate::support::text::slack(&reply.text),
     });
+    // A response_url takes a few posts for half an hour: a failure on Slack's side is tried
+    // again, twice, before it is given up.
     let sent = tokio::task::spawn_blocking(move || {
-        let agent: ureq::Agent =
-            ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(10))).build().into();
-        agent.post(&url).header("Content-Type", "application/json").send(body.to_string()).map(|r| r.status().as_u16())
+        let agent = crate::outbound::agent(Duration::from_secs(10));
+        let mut last = String::new();
+        for wait in [0u64, 1, 4] {
+            std::thread::sleep(Duration::from_secs(wait));
+            match crate::outbound::post_json(&agent, &url, None, &body) {
+                Ok(a) if a.ok() => return Ok(()),
+                Ok(a) if !a.transient() => return Err(format!("Slack refused the outcome message: HTTP {}", a.status)),
+                Ok(a) => last = format!("HTTP {}", a.status),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(format!("posting the outcome to Slack failed: {last}"))
     })
     .await;
     match sent {
-        Ok(Ok(status)) if status < 300 => {}
-        Ok(Ok(status)) => warn!(status, "Slack refused the outcome message"),
-        Ok(Err(e)) => warn!(error = %e, "posting the outcome to Slack failed"),
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %e, "the outcome did not reach Slack"),
         Err(e) => warn!(error = %e, "posting the outcome to Slack failed"),
     }
 }

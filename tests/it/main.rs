@@ -11,6 +11,7 @@ mod daemon;
 mod github_forge;
 mod guards;
 mod http;
+mod metrics;
 mod notify;
 mod properties;
 mod review;
