@@ -246,6 +246,7 @@ impl Engine {
             );
             notice.rollback_id = Some(r.id.clone());
             notice.commit = Some(r.commit.0.clone());
+            notice.actor = r.actor.clone();
             notice.recovered_after_seconds = Some(resolved_at.duration_since(r.at).as_secs().max(0));
             self.tell(&notice);
         }

@@ -333,6 +333,7 @@ impl Engine {
         );
         notice.rollback_id = Some(watch.id.clone());
         notice.commit = Some(watch.commit.0.clone());
+        notice.actor = "rollbackd".into();
         notice.recovered_after_seconds = after;
         self.tell(&notice);
         if recovered_at.is_some() {

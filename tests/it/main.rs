@@ -7,6 +7,7 @@ mod common;
 mod adversarial;
 mod chat_commands;
 mod cli;
+mod closed_loop;
 mod daemon;
 mod github_forge;
 mod guards;

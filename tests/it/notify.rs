@@ -2,7 +2,7 @@
 //! its facts, threaded on Slack; a dead or failing receiver never delays a rollback.
 
 use crate::common::http::*;
-use crate::common::receiver::Receiver;
+use crate::common::receiver::{Received, Receiver};
 use crate::common::*;
 use axum::http::StatusCode;
 use rollbackd::{Options, Outcome};
@@ -25,11 +25,16 @@ fn world(r: &Receiver, policy: PolicySpec, extra: ConfigSpec) -> World {
 
 /// The next message on each channel, in whatever order they arrive.
 fn next_pair(r: &Receiver) -> (serde_json::Value, serde_json::Value) {
+    let (hook, slack) = next_received(r);
+    (hook.body, slack.body)
+}
+
+fn next_received(r: &Receiver) -> (Received, Received) {
     let (a, b) = (r.next(), r.next());
     let (hook, slack) = if a.path == "/hook" { (a, b) } else { (b, a) };
     assert_eq!((hook.path.as_str(), slack.path.as_str()), ("/hook", "/api/chat.postMessage"));
     assert_eq!(slack.authorization.as_deref(), Some("Bearer xoxb-test-token"));
-    (hook.body, slack.body)
+    (hook, slack)
 }
 
 #[test]
@@ -42,7 +47,8 @@ fn a_rollback_is_told_once_per_channel_with_its_facts_and_its_verification_in_th
     let report = engine.handle(&alert, &Options::default()).unwrap();
     let Outcome::RolledBack { rollback } = &report.outcome else { panic!("{:?}", report.outcome) };
 
-    let (hook, slack) = next_pair(&r);
+    let (hook, first) = next_received(&r);
+    let (hook, slack) = (hook.body, first.body);
     assert_eq!(hook["event"], "rolled_back");
     assert_eq!(hook["rollback_id"], rollback.id.as_str());
     assert_eq!((hook["service"].as_str(), hook["env"].as_str()), (Some("checkout"), Some("prod")));
@@ -70,7 +76,7 @@ fn a_rollback_is_told_once_per_channel_with_its_facts_and_its_verification_in_th
     let (hook, slack) = next_pair(&r);
     assert_eq!(hook["event"], "verified", "{hook}");
     assert_eq!(hook["recovered_after_seconds"], 180);
-    assert_eq!(slack["thread_ts"], "1700000000.000001", "in the thread of the first message: {slack}");
+    assert_eq!(slack["thread_ts"], first.ts.as_str(), "in the thread of the first message: {slack}");
 }
 
 #[test]

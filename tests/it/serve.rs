@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use crate::common::*;
 
-const TOKEN: &str = "e2e-token";
+pub(super) const TOKEN: &str = "e2e-token";
 
-struct Serve {
+pub(super) struct Serve {
     child: Child,
-    url: String,
+    pub(super) url: String,
 }
 
 impl Drop for Serve {
@@ -28,7 +28,7 @@ impl Serve {
 }
 
 /// Adds the Alertmanager source to the world's config (token in a file).
-fn with_alertmanager_source(w: &World, extra: &str) {
+pub(super) fn with_alertmanager_source(w: &World, extra: &str) {
     std::fs::write(w.root().join("am-tokens"), format!("{TOKEN}\n")).unwrap();
     let cfg = std::fs::read_to_string(w.config_path()).unwrap();
     std::fs::write(
@@ -39,7 +39,7 @@ fn with_alertmanager_source(w: &World, extra: &str) {
 }
 
 /// Starts `rollbackd serve` on a free port with `data_dir` overridden, and waits until it is ready.
-fn serve(w: &World, data_dir: &str) -> Serve {
+pub(super) fn serve(w: &World, data_dir: &str) -> Serve {
     let cfg =
         std::fs::read_to_string(w.config_path()).unwrap().replace("data_dir: data", &format!("data_dir: {data_dir}"));
     let path = w.root().join(format!("rollbackd-{data_dir}.yaml"));
@@ -80,7 +80,7 @@ fn agent() -> ureq::Agent {
         .into()
 }
 
-fn get(url: &str) -> Result<(u16, String), ureq::Error> {
+pub(super) fn get(url: &str) -> Result<(u16, String), ureq::Error> {
     let mut r = agent().get(url).call()?;
     Ok((r.status().as_u16(), r.body_mut().read_to_string()?))
 }
@@ -104,7 +104,7 @@ fn alert(fingerprint: &str) -> String {
 }
 
 /// Rollback commits on the origin's main (commits carrying a Rollback-Id trailer).
-fn rollback_commits(w: &World) -> usize {
+pub(super) fn rollback_commits(w: &World) -> usize {
     w.git(&["log", "--format=%(trailers:key=Rollback-Id,valueonly)", "main"]).lines().filter(|l| !l.is_empty()).count()
 }
 
@@ -193,7 +193,7 @@ fn kill_9_between_receiving_and_pushing_then_redelivery_makes_one_commit() {
 }
 
 /// The Debian package installs the binary as `prometheus-alertmanager`.
-fn alertmanager_binary() -> Option<std::path::PathBuf> {
+pub(super) fn alertmanager_binary() -> Option<std::path::PathBuf> {
     ["prometheus-alertmanager", "alertmanager"].into_iter().find_map(|name| {
         std::env::var_os("PATH")?.to_str()?.split(':').map(|d| std::path::Path::new(d).join(name)).find(|p| p.is_file())
     })

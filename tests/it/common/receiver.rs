@@ -16,6 +16,8 @@ pub struct Received {
     pub path: String,
     pub authorization: Option<String>,
     pub body: serde_json::Value,
+    /// The `ts` this request was answered with (as Slack's Web API does).
+    pub ts: String,
 }
 
 pub struct Receiver {
@@ -78,10 +80,12 @@ impl Receiver {
 }
 
 async fn record(state: &State, uri: Uri, headers: HeaderMap, body: Bytes) -> (StatusCode, String) {
+    let ts = format!("1700000000.{:06}", state.ts.fetch_add(1, Ordering::SeqCst));
     let received = Received {
         path: uri.path().to_string(),
         authorization: headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string),
         body: serde_json::from_slice(&body).unwrap_or_else(|_| serde_json::json!(String::from_utf8_lossy(&body))),
+        ts: ts.clone(),
     };
     let _ = state.tx.lock().unwrap().send(received);
     let held = state.held.clone();
@@ -94,6 +98,5 @@ async fn record(state: &State, uri: Uri, headers: HeaderMap, body: Bytes) -> (St
     .await
     .unwrap();
     let status = StatusCode::from_u16(state.status.load(Ordering::SeqCst)).unwrap();
-    let ts = state.ts.fetch_add(1, Ordering::SeqCst);
-    (status, serde_json::json!({ "ok": true, "ts": format!("1700000000.{ts:06}") }).to_string())
+    (status, serde_json::json!({ "ok": true, "ts": ts }).to_string())
 }

@@ -1,0 +1,226 @@
+//! The whole loop with real components: an exporter whose error ratio the test controls, the
+//! real Prometheus scraping it and evaluating an alert rule, the real Alertmanager routing the
+//! alert to the real `rollbackd serve`, which rolls back, verifies with the alert and a
+//! Prometheus query, and tells a Slack-shaped receiver. Recovery gives one `verified` note and a
+//! "verified" message; an error ratio that stays bad gives `not_recovered`, a step back, and an
+//! escalation.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::common::receiver::Receiver;
+use crate::common::*;
+use crate::serve::{Serve, TOKEN, alertmanager_binary, get, rollback_commits, serve, with_alertmanager_source};
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Serves `checkout_error_ratio{service="checkout"}`: 0.5 while bad, 0 once healthy.
+struct Exporter {
+    url: String,
+    healthy: Arc<AtomicBool>,
+}
+
+impl Exporter {
+    fn start() -> Exporter {
+        let healthy = Arc::new(AtomicBool::new(false));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = listener.local_addr().unwrap().to_string();
+        let h = healthy.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let app = axum::Router::new().route(
+                    "/metrics",
+                    axum::routing::get(move || {
+                        let ratio = if h.load(Ordering::SeqCst) { "0" } else { "0.5" };
+                        async move {
+                            format!(
+                                "# HELP checkout_error_ratio 5xx share of requests.\n# TYPE checkout_error_ratio gauge\ncheckout_error_ratio{{service=\"checkout\"}} {ratio}\n"
+                            )
+                        }
+                    }),
+                );
+                axum::serve(tokio::net::TcpListener::from_std(listener).unwrap(), app).await.unwrap();
+            });
+        });
+        Exporter { url, healthy }
+    }
+
+    fn recover(&self) {
+        self.healthy.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A binary from a Debian package: CI must have it; elsewhere the test is skipped, loudly.
+fn installed(names: &[&str], package: &str) -> Option<std::path::PathBuf> {
+    let found = names.iter().find_map(|name| {
+        std::env::var_os("PATH")?.to_str()?.split(':').map(|d| std::path::Path::new(d).join(name)).find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "{package} is not installed; CI must install it (apt-get install {package})"
+        );
+        eprintln!("\n!!! SKIPPED: {package} not found; `apt-get install {package}` to run the closed-loop test !!!\n");
+    }
+    found
+}
+
+struct Loop {
+    w: World,
+    exporter: Exporter,
+    slack: Receiver,
+    _rollbackd: Serve,
+    _alertmanager: Killed,
+    _prometheus: Killed,
+}
+
+/// Prometheus → Alertmanager → rollbackd, verifying with `verify`, telling `slack`.
+fn start(verify: serde_json::Value) -> Option<Loop> {
+    let prometheus = installed(&["prometheus"], "prometheus")?;
+    let am_bin =
+        alertmanager_binary().or_else(|| installed(&["prometheus-alertmanager"], "prometheus-alertmanager"))?;
+    let exporter = Exporter::start();
+    let slack = Receiver::start();
+    let (prom_port, am_port) = (free_port(), free_port());
+
+    let w = World::with(&[PolicySpec::new("prod").source("alertmanager").set("notify", ["sre"]).set("verify", verify)]);
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    w.write_config(
+        &ConfigSpec::new()
+            .set("server.refresh_interval", "1s")
+            .set("prometheus.url", format!("http://127.0.0.1:{prom_port}"))
+            .set("notify.channels.sre", json!({ "kind": "slack_webhook", "url": format!("{}/slack", slack.url) })),
+    );
+    with_alertmanager_source(&w, "");
+    let rollbackd = serve(&w, "data");
+
+    let am_dir = w.root().join("alertmanager");
+    std::fs::create_dir_all(&am_dir).unwrap();
+    std::fs::write(
+        am_dir.join("alertmanager.yml"),
+        format!(
+            "route:\n  receiver: rollbackd\n  group_by: [alertname, service, env]\n  group_wait: 100ms\n  group_interval: 1s\n  repeat_interval: 1h\n\
+             receivers:\n  - name: rollbackd\n    webhook_configs:\n      - url: {}/webhooks/alertmanager\n        send_resolved: true\n\
+             \x20       http_config:\n          authorization:\n            type: Bearer\n            credentials: {TOKEN}\n",
+            rollbackd.url
+        ),
+    )
+    .unwrap();
+    let alertmanager = Killed(
+        Command::new(am_bin)
+            .arg(format!("--config.file={}", am_dir.join("alertmanager.yml").display()))
+            .arg(format!("--storage.path={}", am_dir.join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+
+    let prom_dir = w.root().join("prometheus");
+    std::fs::create_dir_all(&prom_dir).unwrap();
+    std::fs::write(
+        prom_dir.join("rules.yml"),
+        "groups:\n  - name: checkout\n    rules:\n      - alert: HighErrorRate\n        expr: checkout_error_ratio > 0.05\n        labels: { env: prod, severity: page }\n        annotations: { summary: checkout 5xx above 5% }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        prom_dir.join("prometheus.yml"),
+        format!(
+            "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\nrule_files: [rules.yml]\n\
+             alerting:\n  alertmanagers:\n    - static_configs: [{{ targets: ['127.0.0.1:{am_port}'] }}]\n\
+             scrape_configs:\n  - job_name: app\n    static_configs: [{{ targets: ['{}'] }}]\n",
+            exporter.url
+        ),
+    )
+    .unwrap();
+    let prometheus = Killed(
+        Command::new(prometheus)
+            .arg(format!("--config.file={}", prom_dir.join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", prom_dir.join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .arg("--rules.alert.resend-delay=1s")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    Some(Loop { w, exporter, slack, _rollbackd: rollbackd, _alertmanager: alertmanager, _prometheus: prometheus })
+}
+
+fn note(w: &World, rev: &str) -> Option<String> {
+    let out = Command::new("git")
+        .arg("--git-dir")
+        .arg(&w.origin)
+        .args(["notes", "--ref=rollbackd", "show", rev])
+        .output()
+        .unwrap();
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+fn next_text(slack: &Receiver) -> String {
+    slack.next().body["text"].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn recovery_after_the_rollback_is_verified_once_and_told() {
+    let Some(l) = start(json!({
+        "within": "2m",
+        "query": "checkout_error_ratio{service=\"{{ service }}\"} < 0.05",
+    })) else {
+        return;
+    };
+    wait_for("the rollback commit on the origin", 90, || rollback_commits(&l.w) == 1);
+    let commit = l.w.head();
+    assert!(next_text(&l.slack).starts_with("*Rolled back checkout/prod*"));
+    // The rollback is deployed: the errors stop, the alert resolves, the query holds.
+    l.exporter.recover();
+    wait_for("the verification note", 90, || note(&l.w, &commit).is_some());
+    let text = note(&l.w, &commit).unwrap();
+    assert!(text.contains("Verification: verified"), "{text}");
+    assert!(next_text(&l.slack).starts_with("*Verified the rollback of checkout/prod*"));
+    assert_eq!(rollback_commits(&l.w), 1);
+    let (_, metrics) = get(&format!("{}/metrics", l._rollbackd.url)).unwrap();
+    assert!(metrics.contains("rollbackd_verifications_total{result=\"verified\"} 1"), "{metrics}");
+}
+
+#[test]
+fn errors_that_stay_are_not_recovered_step_back_then_escalate() {
+    let Some(l) = start(json!({
+        "within": "4s",
+        "query": "checkout_error_ratio{service=\"{{ service }}\"} < 0.05",
+        "on_failure": "step_back",
+        "max_steps": 1,
+    })) else {
+        return;
+    };
+    wait_for("the rollback commit on the origin", 90, || rollback_commits(&l.w) == 1);
+    let first = l.w.head();
+    assert!(next_text(&l.slack).starts_with("*Rolled back checkout/prod*"));
+    wait_for("the step back", 90, || rollback_commits(&l.w) == 2);
+    assert!(note(&l.w, &first).unwrap().contains("Verification: not_recovered"));
+    let trigger = l.w.trailers("main", "Rollback-Trigger");
+    assert!(trigger[0].starts_with("rollbackd:step-back/rb-"), "{trigger:?}");
+    assert!(l.w.show("main", &path("checkout", "prod")).contains("checkout:1.4.0"));
+    let step = l.w.head();
+    wait_for("the step's verdict", 90, || note(&l.w, &step).is_some());
+    assert!(note(&l.w, &step).unwrap().contains("Verification: not_recovered"));
+    let told: Vec<String> = (0..4).map(|_| next_text(&l.slack)).collect();
+    let headlines: Vec<&str> = told.iter().map(|t| t.lines().next().unwrap_or_default()).collect();
+    assert!(headlines[0].starts_with("*Not recovered after the rollback of checkout/prod*"), "{told:#?}");
+    assert!(headlines[1].starts_with("*Stepped further back on checkout/prod*"), "{told:#?}");
+    assert!(headlines[2].starts_with("*Not recovered"), "{told:#?}");
+    assert!(headlines[3].starts_with("*Escalated"), "{told:#?}");
+    assert_eq!(rollback_commits(&l.w), 2, "max_steps: 1");
+}
