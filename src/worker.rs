@@ -325,6 +325,9 @@ fn publish(engine: &mut Engine, shared: &Shared, fetch: bool) {
     match records {
         Ok(records) => {
             *shared.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Snapshot::new(records));
+            if fetch {
+                metrics::origin_reachable(true);
+            }
             if fetch && shared.origin_error().is_some() {
                 info!("the config repo can be reached again");
                 shared.set_origin_error(None);

@@ -253,7 +253,9 @@ impl Engine {
                 pr_url: None,
             };
             let step = step_of(&r.trigger);
-            self.start_watch(&policy, &rollback, &r.service, &r.env, &r.trigger, r.at, step, None);
+            if self.start_watch(&policy, &rollback, &r.service, &r.env, &r.trigger, r.at, step, None).is_none() {
+                self.settled.insert(r.id.clone());
+            }
         }
         Ok(())
     }

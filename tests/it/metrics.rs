@@ -45,3 +45,52 @@ async fn metrics_pass_promtool_and_start_at_zero() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+fn promtool(args: &[&str]) -> std::process::Output {
+    std::process::Command::new("promtool").args(args).output().expect("promtool (Debian package prometheus)")
+}
+
+/// The alert rules and the Grafana dashboard in deploy/ parse as PromQL (promtool) and name only
+/// metrics that rollbackd describes.
+#[test]
+fn the_deploy_rules_and_dashboard_use_real_metrics_and_valid_promql() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let rules = root.join("deploy/rollbackd-alerts.yml");
+    let out = promtool(&["check", "rules", rules.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+
+    let dashboard: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("deploy/grafana-dashboard.json")).unwrap()).unwrap();
+    let exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter().map(|t| t["expr"].as_str().unwrap().to_string()))
+        .collect();
+    // Grafana's interval variable is not PromQL: check each expression as a recording rule.
+    let recording: Vec<serde_json::Value> = exprs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| json!({ "record": format!("dashboard:expr{i}"), "expr": e.replace("$__rate_interval", "5m") }))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dashboard-rules.yml");
+    std::fs::write(&file, json!({ "groups": [{ "name": "dashboard", "rules": recording }] }).to_string()).unwrap();
+    let out = promtool(&["check", "rules", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+
+    // What rollbackd describes (a series only shows in /metrics once it has a value).
+    let source = std::fs::read_to_string(root.join("src/metrics.rs")).unwrap();
+    let described: Vec<&str> = regex::Regex::new(r#"describe_(?:counter|gauge|histogram)!\(\s*"(rollbackd_[a-z_]+)""#)
+        .unwrap()
+        .captures_iter(&source)
+        .map(|c| c.get(1).unwrap().as_str())
+        .collect();
+    assert!(described.len() > 15, "{described:?}");
+    let text = format!("{}\n{}", std::fs::read_to_string(&rules).unwrap(), exprs.join("\n"));
+    let names = regex::Regex::new(r"rollbackd_[a-z_]+").unwrap();
+    for name in names.find_iter(&text).map(|m| m.as_str()) {
+        let base = name.trim_end_matches("_bucket");
+        assert!(described.contains(&base), "{name} is not a metric rollbackd describes");
+    }
+}
