@@ -43,6 +43,7 @@ pub use worker::{WorkerHandle, spawn as spawn_worker};
 // What the engine reasons about and answers with.
 pub use domain::decision::{Decision, Report};
 pub use domain::event::{Event, Source};
+pub use domain::explain::Explanation;
 pub use domain::history::Query as HistoryQuery;
 pub use domain::plan::{KnownGoodSource, Plan, Sha, Strategy};
 pub use domain::policy::{Mode, OnViolation, Policy, PolicySet};

@@ -86,6 +86,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Why something was or was not rolled back: the decisions, the rollbacks and their
+    /// verification that git records about a rollback id, a trigger or an alert fingerprint.
+    Explain {
+        /// `rb-...`, a trigger (`alertmanager:<fingerprint>@<startsAt>`, `github:...`), or an
+        /// alert fingerprint.
+        subject: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Approve a proposed rollback (merged once the policy's approvals are met).
     Approve {
         id: String,
@@ -273,6 +282,18 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 println!("{}", rollbackd::history_text(&records));
             }
             Ok(0)
+        }
+        Command::Explain { subject, json } => {
+            let mut engine = engine(&cli.config, Arc::new(SystemClock))?;
+            let explanation = engine.explain(&subject)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&explanation)?);
+            } else if explanation.is_empty() {
+                println!("nothing recorded about {subject} in the audit window");
+            } else {
+                print!("{}", explanation.text());
+            }
+            Ok(if explanation.is_empty() { 2 } else { 0 })
         }
         Command::Approve { id, actor } => review(&cli.config, |e| e.approve(&id, None, &actor)),
         Command::Cancel { id, actor } => review(&cli.config, |e| e.cancel(&id, None, &actor)),

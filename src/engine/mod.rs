@@ -102,6 +102,8 @@ pub struct Engine {
     watches: std::collections::BTreeMap<RollbackId, crate::domain::verify::Watch>,
     /// Rollbacks whose verification is recorded in git (or too old to pick up).
     settled: std::collections::HashSet<RollbackId>,
+    /// (trigger, outcome) of decisions already recorded for `explain`.
+    recorded: std::collections::HashSet<(String, String)>,
 }
 
 impl Drop for Engine {
@@ -135,6 +137,7 @@ impl Engine {
             notifier,
             watches: Default::default(),
             settled: Default::default(),
+            recorded: Default::default(),
         })
     }
 

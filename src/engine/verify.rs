@@ -16,6 +16,7 @@ use super::{Engine, EngineError, Selection, Write, select};
 use crate::domain::audit::AuditRecord;
 use crate::domain::decision::{Decision, Report};
 use crate::domain::event::{Event, Source};
+use crate::domain::explain::{DecisionRecord, Explanation, Subject};
 use crate::domain::notice::{Notice, NoticeKind, trigger_url};
 use crate::domain::plan::Sha;
 use crate::domain::policy::{Mode, Policy};
@@ -60,6 +61,7 @@ impl Engine {
         if let Some(notice) = Notice::from_report(event, report, now) {
             self.tell(&notice);
         }
+        self.record_decision(event, report, now);
         if event.source == Source::Alertmanager {
             let dup = match &report.outcome {
                 Outcome::Duplicate { rollback_id, .. } => Some(rollback_id),
@@ -113,6 +115,54 @@ impl Engine {
         if let Some(policy) = self.policy_named(&t.policy).cloned() {
             self.start_watch(&policy, rollback, &t.service, &t.env, &t.trigger, now, 0, None);
         }
+    }
+
+    /// Keeps a decision that wrote nothing in git, once per (trigger, outcome), for `explain`.
+    fn record_decision(&mut self, event: &Event, report: &Report, now: Timestamp) {
+        let head = match report.plan.as_ref() {
+            Some(plan) => plan.head.clone(),
+            None => match self.repo.head() {
+                Ok(h) => h,
+                Err(_) => return,
+            },
+        };
+        let Some(record) = DecisionRecord::of(event, report, &head.0, now) else { return };
+        if !self.recorded.insert((record.trigger.clone(), record.outcome.clone())) {
+            return;
+        }
+        if self.recorded.len() > 10_000 {
+            self.recorded.clear();
+        }
+        let retries = self.config.git.push_retries;
+        if let Err(e) = self.repo.add_decision(&head, &record.line(), now, retries) {
+            warn!(trigger = %record.trigger, error = %e, "the decision could not be recorded in git");
+        }
+    }
+
+    /// Everything git records about `subject` (a rollback id, a trigger, an alert
+    /// fingerprint): the decisions that wrote nothing, the rollbacks, their verification.
+    pub fn explain(&mut self, subject: &str) -> Result<Explanation, EngineError> {
+        let _lock = self.begin()?;
+        self.repo.fetch(false)?;
+        let now = self.clock.now();
+        let decisions: Vec<DecisionRecord> =
+            self.repo.decisions()?.iter().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        let records = self.repo.audit(now)?.records().to_vec();
+        let mut explanation = Explanation::select(&Subject::parse(subject), decisions, &records);
+        for r in &explanation.rollbacks {
+            if let Some(note) = self.repo.note(&r.commit) {
+                explanation.verification.push((r.id.to_string(), note));
+            } else if let Some(w) = self.repo.note_in(WATCH_NOTES_REF, &r.commit).and_then(|n| Watch::resume(&n)) {
+                let state = format!(
+                    "verifying until {}: firing {}, resolved since {}",
+                    w.deadline(),
+                    w.firing.len(),
+                    w.resolved_since.map_or_else(|| "-".to_string(), |t| t.to_string())
+                );
+                explanation.verification.push((r.id.to_string(), state));
+            }
+        }
+        Ok(explanation)
     }
 
     /// Sends `notice` to the route of the policy it names.

@@ -118,6 +118,12 @@ pub(crate) const NOTES_REF: &str = "refs/notes/rollbackd";
 /// Where a verification in progress keeps its state (rewritten as it changes), so a restart or
 /// another replica carries on.
 pub(crate) const WATCH_NOTES_REF: &str = "refs/notes/rollbackd-watch";
+/// Where decisions that wrote nothing are kept (one JSON line each, on the head they were
+/// decided against), for `rollbackd explain`.
+pub(crate) const DECISIONS_REF: &str = "refs/notes/rollbackd-decisions";
+/// A head's decisions note stops growing at this size: a storm of distinct denials against one
+/// head is summarised by its first entries.
+const DECISIONS_NOTE_MAX: usize = 64 * 1024;
 /// Where approvals of proposals live (local forge).
 pub(crate) const APPROVALS_REF: &str = "refs/notes/rollbackd-approvals";
 /// Where freezes live: a commit per change, holding [`FREEZES_FILE`].
@@ -406,6 +412,30 @@ impl ConfigRepo {
     pub fn note_in(&self, notes_ref: &str, commit: &Sha) -> Option<String> {
         let n = self.repo.find_note(Some(notes_ref), oid(commit).ok()?).ok()?;
         n.message().ok().map(str::to_string)
+    }
+
+    /// Appends `line` to the decisions note on `head` and pushes it. `Ok(false)` when the note
+    /// is full.
+    pub fn add_decision(&mut self, head: &Sha, line: &str, at: Timestamp, retries: u32) -> Result<bool, GitError> {
+        let existing = self.note_in(DECISIONS_REF, head).unwrap_or_default();
+        if existing.len() + line.len() > DECISIONS_NOTE_MAX {
+            return Ok(false);
+        }
+        let text = format!("{existing}{line}\n");
+        self.write_note(DECISIONS_REF, head, &text, at, retries, true)
+    }
+
+    /// Every line of every decisions note.
+    pub fn decisions(&self) -> Result<Vec<String>, GitError> {
+        let mut lines = Vec::new();
+        let Ok(notes) = self.repo.notes(Some(DECISIONS_REF)) else { return Ok(lines) };
+        for n in notes {
+            let (_, annotated) = n?;
+            if let Some(text) = self.note_in(DECISIONS_REF, &sha(annotated)) {
+                lines.extend(text.lines().filter(|l| !l.trim().is_empty()).map(str::to_string));
+            }
+        }
+        Ok(lines)
     }
 
     /// The parent of the newest commit at or before `before` (first parent) that changed
