@@ -20,4 +20,5 @@ pub(crate) mod plan;
 pub(crate) mod policy;
 pub(crate) mod principal;
 pub(crate) mod rollback;
+pub(crate) mod soak;
 pub(crate) mod verify;

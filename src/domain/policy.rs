@@ -151,6 +151,14 @@ pub struct Action {
     pub mode: Mode,
     #[serde(default)]
     pub strategy: Strategy,
+    /// For `mode: known_good`: how long the deployment must stay free of firing alerts for its
+    /// service/env before it is tagged. Default `0s`: tagged at once.
+    #[serde(default = "zero_duration")]
+    pub min_healthy: crate::support::duration::Duration,
+}
+
+fn zero_duration() -> crate::support::duration::Duration {
+    crate::support::duration::Duration::ZERO
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]

@@ -308,6 +308,23 @@ impl Engine {
                 event.trigger(),
                 policy.name()
             );
+            let min_healthy = policy.action.min_healthy;
+            if min_healthy > crate::support::duration::Duration::ZERO {
+                let candidate = crate::domain::soak::Candidate {
+                    name: name.clone(),
+                    sha: sha.clone(),
+                    service: target.service.clone(),
+                    env: target.env.clone(),
+                    policy: policy.name().to_string(),
+                    trigger: event.trigger(),
+                    since: now,
+                    until: now.saturating_add(min_healthy.as_signed()).unwrap_or(now),
+                    state: crate::domain::soak::SoakState::Soaking,
+                    reason: None,
+                };
+                done.push(self.add_candidate(candidate)?);
+                continue;
+            }
             let created = self.repo.tag_commit(&name, &sha, &message, now)?;
             done.push(if created { format!("tagged {name}") } else { format!("{name} exists") });
         }

@@ -21,8 +21,9 @@ use crate::domain::notice::{Notice, NoticeKind, trigger_url};
 use crate::domain::plan::Sha;
 use crate::domain::policy::{Mode, Policy};
 use crate::domain::rollback::{Delivery, Outcome, Rollback, RollbackId};
+use crate::domain::soak::{self, Candidate, SoakState};
 use crate::domain::verify::{OnFailure, Signal, Status, Watch};
-use crate::git::{PathSet, PlanRequest, Planned, WATCH_NOTES_REF};
+use crate::git::{CANDIDATES_REF, PathSet, PlanRequest, Planned, WATCH_NOTES_REF};
 use crate::metrics;
 use crate::support::duration::Duration;
 
@@ -62,6 +63,11 @@ impl Engine {
             self.tell(&notice);
         }
         self.record_decision(event, report, now);
+        if event.source == Source::Alertmanager
+            && let Some(t) = report.decision.target.clone()
+        {
+            self.reject_candidates(&t.service, &t.env, event, now);
+        }
         if event.source == Source::Alertmanager {
             let dup = match &report.outcome {
                 Outcome::Duplicate { rollback_id, .. } => Some(rollback_id),
@@ -114,6 +120,97 @@ impl Engine {
         metrics::merged(path, alert_start(&t.trigger), now);
         if let Some(policy) = self.policy_named(&t.policy).cloned() {
             self.start_watch(&policy, rollback, &t.service, &t.env, &t.trigger, now, 0, None);
+        }
+    }
+
+    /// Records a known-good candidate on its commit (once per tag name).
+    pub(super) fn add_candidate(&mut self, candidate: Candidate) -> Result<String, EngineError> {
+        let commit = Sha(candidate.sha.clone());
+        let mut all = soak::parse(&self.repo.note_in(CANDIDATES_REF, &commit).unwrap_or_default());
+        if self.repo.tag_exists(&candidate.name) || all.iter().any(|c| c.name == candidate.name) {
+            return Ok(format!("{} exists", candidate.name));
+        }
+        let said =
+            format!("{} is a candidate: tagged at {} unless an alert fires first", candidate.name, candidate.until);
+        all.push(candidate);
+        self.repo.write_note(
+            CANDIDATES_REF,
+            &commit,
+            &soak::note(&all),
+            self.clock.now(),
+            self.config.git.push_retries,
+            true,
+        )?;
+        Ok(said)
+    }
+
+    /// An alert for `service`/`env` fired: candidates soaking for it are not known-good.
+    fn reject_candidates(&mut self, service: &str, env: &str, event: &Event, now: Timestamp) {
+        // Firing now: whenever it started, it fires during the soak.
+        let at = event.received_at;
+        self.update_candidates(now, |c| {
+            if c.rejected_by(service, env, at) {
+                c.state = SoakState::Rejected;
+                c.reason = Some(format!("{} fired during the soak", event.trigger()));
+                info!(candidate = %c.name, "known-good candidate rejected: an alert fired");
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Tags the candidates that soaked long enough.
+    fn soak_due(&mut self, now: Timestamp) {
+        let mut ready = Vec::new();
+        self.update_candidates(now, |c| {
+            if c.ready(now) {
+                ready.push(c.clone());
+                c.state = SoakState::Tagged;
+                true
+            } else {
+                false
+            }
+        });
+        for c in ready {
+            let message = format!(
+                "Known-good: {} in {} at {}\n\nTrigger: {}\nPolicy: {}\nSoaked: {} .. {} without a firing alert\n",
+                c.service, c.env, c.sha, c.trigger, c.policy, c.since, c.until
+            );
+            match self.repo.tag_commit(&c.name, &c.sha, &message, now) {
+                Ok(_) => info!(tag = %c.name, "known-good after its soak"),
+                Err(e) => warn!(tag = %c.name, error = %e, "the known-good tag could not be written"),
+            }
+        }
+    }
+
+    /// Applies `change` to every candidate in git; rewrites the notes it changed.
+    fn update_candidates(&mut self, now: Timestamp, mut change: impl FnMut(&mut Candidate) -> bool) {
+        let notes = match self.repo.notes_of(CANDIDATES_REF) {
+            Ok(n) => n,
+            Err(e) => {
+                warn!(error = %e, "known-good candidates could not be read");
+                return;
+            }
+        };
+        for (commit, text) in notes {
+            let mut all = soak::parse(&text);
+            let mut changed = false;
+            for c in all.iter_mut() {
+                changed |= change(c);
+            }
+            if changed
+                && let Err(e) = self.repo.write_note(
+                    CANDIDATES_REF,
+                    &commit,
+                    &soak::note(&all),
+                    now,
+                    self.config.git.push_retries,
+                    true,
+                )
+            {
+                warn!(error = %e, "a known-good candidate's state could not be recorded");
+            }
         }
     }
 
@@ -251,6 +348,7 @@ impl Engine {
         self.repo.fetch(false)?;
         let now = self.clock.now();
         self.pick_up(now)?;
+        self.soak_due(now);
         let mut said = Vec::new();
         let ids: Vec<RollbackId> = self.watches.keys().cloned().collect();
         for id in ids {

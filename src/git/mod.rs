@@ -121,6 +121,8 @@ pub(crate) const WATCH_NOTES_REF: &str = "refs/notes/rollbackd-watch";
 /// Where decisions that wrote nothing are kept (one JSON line each, on the head they were
 /// decided against), for `rollbackd explain`.
 pub(crate) const DECISIONS_REF: &str = "refs/notes/rollbackd-decisions";
+/// Known-good candidates soaking, one JSON line each, on their commit.
+pub(crate) const CANDIDATES_REF: &str = "refs/notes/rollbackd-candidates";
 /// A head's decisions note stops growing at this size: a storm of distinct denials against one
 /// head is summarised by its first entries.
 const DECISIONS_NOTE_MAX: usize = 64 * 1024;
@@ -427,15 +429,30 @@ impl ConfigRepo {
 
     /// Every line of every decisions note.
     pub fn decisions(&self) -> Result<Vec<String>, GitError> {
-        let mut lines = Vec::new();
-        let Ok(notes) = self.repo.notes(Some(DECISIONS_REF)) else { return Ok(lines) };
+        Ok(self
+            .notes_of(DECISIONS_REF)?
+            .into_iter()
+            .flat_map(|(_, text)| text.lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect::<Vec<_>>())
+            .collect())
+    }
+
+    /// Whether the tag `name` exists in the mirror.
+    pub fn tag_exists(&self, name: &str) -> bool {
+        self.repo.find_reference(&format!("refs/tags/{name}")).is_ok()
+    }
+
+    /// Every note in `notes_ref`, with the commit it is on.
+    pub fn notes_of(&self, notes_ref: &str) -> Result<Vec<(Sha, String)>, GitError> {
+        let mut all = Vec::new();
+        let Ok(notes) = self.repo.notes(Some(notes_ref)) else { return Ok(all) };
         for n in notes {
             let (_, annotated) = n?;
-            if let Some(text) = self.note_in(DECISIONS_REF, &sha(annotated)) {
-                lines.extend(text.lines().filter(|l| !l.trim().is_empty()).map(str::to_string));
+            let commit = sha(annotated);
+            if let Some(text) = self.note_in(notes_ref, &commit) {
+                all.push((commit, text));
             }
         }
-        Ok(lines)
+        Ok(all)
     }
 
     /// The parent of the newest commit at or before `before` (first parent) that changed

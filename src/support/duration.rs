@@ -8,7 +8,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A non-negative duration written the way people write them in YAML. Parsing is jiff's
 /// "friendly" format (also ISO 8601), so `30m`, `6h`, `1d` and `PT30M` all work.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Duration(SignedDuration);
 
 impl Duration {

@@ -182,3 +182,73 @@ fn a_policy_routing_to_an_unknown_channel_or_querying_without_prometheus_is_refu
     let err = w.run_cli(&["check"]);
     assert!(String::from_utf8_lossy(&err.stdout).contains("verify.query needs `prometheus:"), "{err:?}");
 }
+
+/// A deployment of `sha` to checkout/prod reported successful, as GitHub sends it.
+fn deployment_succeeded(w: &World, sha: &str) -> Event {
+    let mut ds = crate::common::http::fixture("deployment_status.payload.json");
+    ds["deployment"]["sha"] = sha.into();
+    ds["deployment"]["environment"] = "prod".into();
+    ds["deployment"]["payload"] = json!({ "service": "checkout" });
+    let body = serde_json::to_vec(&ds).unwrap();
+    match rollbackd::parsers::github("deployment_status", &body, &[], w.now()).unwrap() {
+        rollbackd::parsers::GithubEvent::DeploymentSucceeded(e) => e,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn soaking_world() -> World {
+    let known_good = PolicySpec::new("deployed")
+        .source("github")
+        .matchers(&["event=\"deployment_status\""])
+        .target(
+            "{{ labels.payload_service }}",
+            "{{ labels.environment }}",
+            &["apps/{{ labels.payload_service }}/{{ labels.environment }}/**"],
+        )
+        .set("action", json!({ "mode": Mode::KnownGood, "min_healthy": "10m" }));
+    let w = World::with(&[known_good, PolicySpec::new("alerts").source("alertmanager")]);
+    w.write_config(&ConfigSpec::new().set("git.fetch_freshness", "0s"));
+    w
+}
+
+fn known_good_tags(w: &World) -> Vec<String> {
+    w.git(&["tag", "-l", "known-good/*"]).lines().map(str::to_string).collect()
+}
+
+#[test]
+fn a_deployment_is_known_good_only_after_it_soaked_without_an_alert() {
+    let w = soaking_world();
+    let head = w.deploy("checkout", "prod", "1.5.0", 10);
+    let mut engine = w.engine();
+    let said = engine.mark_known_good(&deployment_succeeded(&w, &head.0)).unwrap();
+    assert!(said.contains("is a candidate"), "{said}");
+    assert!(known_good_tags(&w).is_empty(), "not yet");
+    w.clock.advance(SignedDuration::from_mins(9));
+    engine.verify_due().unwrap();
+    assert!(known_good_tags(&w).is_empty(), "not yet");
+    w.clock.advance(SignedDuration::from_mins(1));
+    // A restarted rollbackd finishes the soak from git.
+    drop(engine);
+    w.engine().verify_due().unwrap();
+    let tags = known_good_tags(&w);
+    assert_eq!(tags.len(), 1, "{tags:?}");
+    assert_eq!(w.git(&["rev-parse", &format!("{}^{{commit}}", tags[0])]), head.0);
+}
+
+#[test]
+fn an_alert_during_the_soak_rejects_the_candidate_and_the_rollback_goes_past_it() {
+    let w = soaking_world();
+    let head = w.deploy("checkout", "prod", "1.5.0", 10);
+    let mut engine = w.engine();
+    engine.mark_known_good(&deployment_succeeded(&w, &head.0)).unwrap();
+    w.clock.advance(SignedDuration::from_mins(2));
+    let report = engine.handle(&w.alert("checkout", "prod", "fp1"), &Options::default()).unwrap();
+    // Tagged at once, the deployment would have been known-good and this a no-op.
+    assert!(matches!(report.outcome, Outcome::RolledBack { .. }), "{:?}", report.outcome);
+    assert!(w.show("main", &path("checkout", "prod")).contains("checkout:1.4.2"));
+    let note = w.git(&["notes", "--ref=rollbackd-candidates", "show", &head.0]);
+    assert!(note.contains("\"state\":\"rejected\"") && note.contains("fired during the soak"), "{note}");
+    w.clock.advance(SignedDuration::from_mins(10));
+    engine.verify_due().unwrap();
+    assert!(known_good_tags(&w).is_empty(), "a rejected candidate is never tagged");
+}
