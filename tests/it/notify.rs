@@ -196,3 +196,47 @@ fn an_unreachable_origin_is_told_as_failed() {
     assert_eq!(hook["event"], "failed");
     assert!(hook["reason"].as_str().unwrap().contains("origin"), "{hook}");
 }
+
+#[test]
+fn on_github_an_incident_gets_one_issue_and_its_later_states_are_comments_on_it() {
+    use crate::common::fake_github::{FakeGithub, TOKEN};
+    let w = World::with(&[PolicySpec::new("prod").set("notify", ["repo"]).set("verify", json!({ "within": "10m" }))]);
+    let gh = FakeGithub::start(w.origin.clone());
+    std::fs::write(w.root().join("gh-token"), TOKEN).unwrap();
+    w.write_config(
+        &ConfigSpec::new()
+            .github_forge(&gh.url, "gh-token")
+            .set("notify.channels.repo", json!({ "kind": "github_issue" }))
+            .set("git.fetch_freshness", "0s"),
+    );
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let mut engine = w.engine();
+    engine.handle(&w.alert("checkout", "prod", "fp1"), &Options::default()).unwrap();
+    w.clock.advance(jiff::SignedDuration::from_mins(10));
+    engine.verify_due().unwrap();
+    // Stopping waits for what is queued to be delivered.
+    drop(engine);
+    let issues = gh.issues();
+    assert_eq!(issues.len(), 1, "{issues:?}");
+    let (title, body, labels) = &issues[0];
+    assert_eq!(title, "Rolled back checkout/prod");
+    assert!(body.contains("Trigger: alertmanager:fp1@"), "{body}");
+    assert_eq!(labels, &["rollback", "rollback:rolled_back"]);
+    let comments: Vec<(u64, String)> = gh.comments();
+    let on_issue: Vec<&String> = comments.iter().filter(|(n, _)| *n == 501).map(|(_, t)| t).collect();
+    assert_eq!(on_issue.len(), 2, "{comments:?}");
+    assert!(on_issue[0].contains("Not recovered after the rollback of checkout/prod"), "{}", on_issue[0]);
+    assert!(on_issue[1].contains("Escalated"), "{}", on_issue[1]);
+    gh.finish();
+}
+
+#[test]
+fn a_cli_rollback_is_told_before_the_process_exits() {
+    let r = Receiver::start();
+    let w = world(&r, PolicySpec::new("prod"), ConfigSpec::new());
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let out = w.run_cli(&["rollback", "checkout", "--env", "prod", "--reason", "5xx", "--actor", "alice"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let (hook, _) = next_pair(&r);
+    assert_eq!((hook["event"].as_str(), hook["actor"].as_str()), (Some("rolled_back"), Some("cli:alice")), "{hook}");
+}
