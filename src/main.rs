@@ -169,6 +169,12 @@ fn init_tracing(format: LogFormat, serving: bool) {
     let default = if serving { "rollbackd=info,warn" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("ROLLBACKD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // The HTTP client logs every URL it calls at debug, and webhook URLs carry their secret in
+    // the path: its logs stop at warn whatever ROLLBACKD_LOG asks for.
+    let filter = ["ureq=warn", "ureq_proto=warn"]
+        .into_iter()
+        .filter_map(|d| d.parse().ok())
+        .fold(filter, |f, d| f.add_directive(d));
     use std::io::IsTerminal as _;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

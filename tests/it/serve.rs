@@ -459,8 +459,12 @@ fn no_secret_reaches_logs_answers_the_data_dir_or_git() {
     const GH: &str = "gh-hook-secret-5d1e";
     const SLACK: &str = "slack-sign-secret-a8b4";
     const GIT: &str = "git-token-secret-c6d0";
-    let secrets = [AM, BASIC, GH, SLACK, GIT];
-    let w = World::new();
+    // Notification channels whose URL and token are secrets; both unreachable, so the failure
+    // (which must not name them) is logged.
+    const HOOK: &str = "hook-url-secret-e9f1";
+    const BOT: &str = "xoxb-bot-secret-3c7d";
+    let secrets = [AM, BASIC, GH, SLACK, GIT, HOOK, BOT];
+    let w = World::with(&[PolicySpec::new("test-policy").set("notify", ["hook", "bot"])]);
     let _d = daemon(&w);
     w.deploy("checkout", "prod", "1.5.0", 10);
     for (file, value) in [("am", AM), ("basic", BASIC), ("gh", GH), ("slack", SLACK)] {
@@ -470,7 +474,9 @@ fn no_secret_reaches_logs_answers_the_data_dir_or_git() {
         .unwrap()
         .replace("  branch: main\n", "  branch: main\n  token_env: TEST_GIT_TOKEN\n");
     let cfg = format!(
-        "{cfg}sources:\n  alertmanager:\n    bearer_tokens_file: am\n    basic_auth: {{ username: am, passwords_file: basic }}\n  github:\n    secrets_file: gh\n    workflows: [deploy]\n  slack:\n    signing_secrets_file: slack\n    response_url_prefix: http://127.0.0.1:1/\n"
+        "{cfg}sources:\n  alertmanager:\n    bearer_tokens_file: am\n    basic_auth: {{ username: am, passwords_file: basic }}\n  github:\n    secrets_file: gh\n    workflows: [deploy]\n  slack:\n    signing_secrets_file: slack\n    response_url_prefix: http://127.0.0.1:1/\n\
+         notify:\n  attempts: 1\n  channels:\n    hook: {{ kind: webhook, url_env: TEST_HOOK_URL }}\n\
+         \x20   bot: {{ kind: slack_api, token_env: TEST_SLACK_BOT, channel: C1, api_url: \"http://127.0.0.1:1/api\" }}\n"
     );
     let path = w.root().join("rollbackd-secrets.yaml");
     std::fs::write(&path, cfg).unwrap();
@@ -481,6 +487,8 @@ fn no_secret_reaches_logs_answers_the_data_dir_or_git() {
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env("ROLLBACKD_LOG", "trace")
         .env("TEST_GIT_TOKEN", GIT)
+        .env("TEST_HOOK_URL", format!("http://127.0.0.1:1/{HOOK}"))
+        .env("TEST_SLACK_BOT", BOT)
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
@@ -529,6 +537,9 @@ fn no_secret_reaches_logs_answers_the_data_dir_or_git() {
         ],
     );
     assert_eq!(rollback_commits(&w), 1, "the run did real work");
+    wait_for("both notification failures logged", 30, || {
+        std::fs::read_to_string(&log).unwrap_or_default().matches("notification not delivered").count() >= 2
+    });
     let (_, metrics) = get(&format!("{}/metrics", s.url)).unwrap();
     answers.push_str(&metrics);
     drop(s);
@@ -558,7 +569,11 @@ fn no_secret_reaches_logs_answers_the_data_dir_or_git() {
     for (place, bytes) in &places {
         let text = String::from_utf8_lossy(bytes);
         for secret in secrets {
-            assert!(!text.contains(secret), "{secret} found in {place}");
+            assert!(
+                !text.contains(secret),
+                "{secret} found in {place}: {}",
+                text.lines().filter(|l| l.contains(secret)).take(3).collect::<Vec<_>>().join("\n")
+            );
         }
     }
     assert!(std::fs::read_to_string(&log).unwrap().lines().count() > 5, "the log was captured");
