@@ -240,3 +240,18 @@ fn a_cli_rollback_is_told_before_the_process_exits() {
     let (hook, _) = next_pair(&r);
     assert_eq!((hook["event"].as_str(), hook["actor"].as_str()), (Some("rolled_back"), Some("cli:alice")), "{hook}");
 }
+
+#[test]
+fn a_proposal_is_told_as_proposed_with_its_commit() {
+    let r = Receiver::start();
+    let w = world(&r, PolicySpec::new("prod").mode(Mode::PullRequest), ConfigSpec::new());
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let mut engine = w.engine();
+    let report = engine.handle(&w.alert("checkout", "prod", "fp1"), &Options::default()).unwrap();
+    let Outcome::Proposed { rollback } = &report.outcome else { panic!("{:?}", report.outcome) };
+    let (hook, slack) = next_pair(&r);
+    assert_eq!(hook["event"], "proposed");
+    assert_eq!(hook["commit"], rollback.commit.0.as_str());
+    assert!(hook["reason"].as_str().unwrap().contains(&rollback.branch), "{hook}");
+    assert!(slack["text"].as_str().unwrap().starts_with("*Proposed a rollback of checkout/prod*"), "{slack}");
+}
