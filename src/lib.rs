@@ -65,6 +65,9 @@ pub use ingest::file::{FileError, Kind as EventFileKind, events as events_from_f
 /// and the benchmarks.
 pub use git::seed::Seeder;
 
+/// git's `user.email`, for naming a person at the CLI.
+pub use git::git_user_email;
+
 /// Everything that reads bytes from the network or from a policy author, one door each. The fuzz
 /// targets (`fuzz/`) and the property tests drive these directly.
 pub mod parsers {

@@ -14,7 +14,11 @@ use rollbackd::{
 };
 
 #[derive(Parser)]
-#[command(name = "rollbackd", version, about = "GitOps rollbacks from alerts, CI events and chat, audited in git")]
+#[command(
+    name = "rollbackd",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("ROLLBACKD_COMMIT"), ")"),
+    about = "GitOps rollbacks from alerts, CI events and chat, audited in git"
+)]
 struct Cli {
     /// Configuration file.
     #[arg(long, global = true, env = "ROLLBACKD_CONFIG", default_value = "rollbackd.yaml")]
@@ -63,9 +67,9 @@ enum Command {
         to: Option<String>,
         #[arg(long)]
         reason: Option<String>,
-        /// Who is asking (recorded in the audit trail).
-        #[arg(long, env = "USER", default_value = "cli")]
-        actor: String,
+        /// Who is asking, recorded in the audit trail (default: git's user.email, then $USER).
+        #[arg(long, env = "ROLLBACKD_ACTOR")]
+        actor: Option<String>,
         /// Decide and plan; write nothing.
         #[arg(long)]
         dry_run: bool,
@@ -98,14 +102,16 @@ enum Command {
     /// Approve a proposed rollback (merged once the policy's approvals are met).
     Approve {
         id: String,
-        #[arg(long, env = "USER", default_value = "cli")]
-        actor: String,
+        /// Who you are, e.g. `--actor alice@example.com` (default: git's user.email, then $USER).
+        #[arg(long, env = "ROLLBACKD_ACTOR")]
+        actor: Option<String>,
     },
     /// Cancel a proposed rollback: its branch is deleted, its commit kept as a tag.
     Cancel {
         id: String,
-        #[arg(long, env = "USER", default_value = "cli")]
-        actor: String,
+        /// Who you are, e.g. `--actor alice@example.com` (default: git's user.email, then $USER).
+        #[arg(long, env = "ROLLBACKD_ACTOR")]
+        actor: Option<String>,
     },
     /// Freeze automatic rollbacks of a service (or `all`): they become proposals.
     Freeze {
@@ -117,16 +123,18 @@ enum Command {
         duration: Option<rollbackd::Duration>,
         #[arg(long)]
         reason: Option<String>,
-        #[arg(long, env = "USER", default_value = "cli")]
-        actor: String,
+        /// Who you are, e.g. `--actor alice@example.com` (default: git's user.email, then $USER).
+        #[arg(long, env = "ROLLBACKD_ACTOR")]
+        actor: Option<String>,
     },
     /// End a freeze.
     Unfreeze {
         scope: String,
         #[arg(long)]
         env: Option<String>,
-        #[arg(long, env = "USER", default_value = "cli")]
-        actor: String,
+        /// Who you are, e.g. `--actor alice@example.com` (default: git's user.email, then $USER).
+        #[arg(long, env = "ROLLBACKD_ACTOR")]
+        actor: Option<String>,
     },
     /// Freezes in force, open proposals and the last rollbacks.
     Status { service: Option<String> },
@@ -136,6 +144,8 @@ enum Command {
         #[arg(long)]
         listen: Option<String>,
     },
+    /// Print a shell completion script: `rollbackd completions bash > /etc/bash_completion.d/rollbackd`.
+    Completions { shell: clap_complete::Shell },
     /// Create a local demo (config repo, config, policies), show what to try, and serve it.
     Demo {
         #[arg(long, default_value = "demo")]
@@ -186,16 +196,56 @@ fn init_tracing(format: LogFormat, serving: bool) {
     }
 }
 
+/// A mistake in how rollbackd was called: exit 64 (sysexits' EX_USAGE), never 2 ("denied").
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Usage(String);
+
+const EX_USAGE: u8 = 64;
+
+/// Who a person at the CLI is: `--actor` / `ROLLBACKD_ACTOR`, else git's `user.email`, else
+/// `$USER`. In a bare container none is set, and a person's action is refused rather than
+/// recorded as nobody.
+fn whoami(flag: Option<String>) -> Result<String, Usage> {
+    let non_empty = |s: &String| !s.trim().is_empty();
+    let name = flag
+        .filter(non_empty)
+        .or_else(|| rollbackd::git_user_email().filter(non_empty))
+        .or_else(|| std::env::var("USER").ok().filter(non_empty))
+        .ok_or_else(|| {
+            Usage("cannot tell who you are: pass --actor NAME or set ROLLBACKD_ACTOR (git's user.email and $USER are not set either)".into())
+        })?;
+    let name = name.trim().to_string();
+    let ok = |c: char| c.is_ascii_alphanumeric() || "._@+-".contains(c);
+    if name.len() > 64 || !name.chars().all(ok) {
+        return Err(Usage(format!(
+            "--actor {name:?}: use letters, digits and . _ @ + - (at most 64), e.g. alice@example.com"
+        )));
+    }
+    Ok(name)
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EX_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
     let serving = matches!(cli.command, Command::Serve { .. } | Command::Demo { no_serve: false, .. });
     init_tracing(cli.log_format, serving);
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            let code = e.downcast_ref::<EngineError>().map_or(1, EngineError::exit_code);
+            let code = match (e.downcast_ref::<EngineError>(), e.downcast_ref::<Usage>()) {
+                (Some(engine), _) => engine.exit_code() as u8,
+                (None, Some(_)) => EX_USAGE,
+                (None, None) => 1,
+            };
             eprintln!("error: {e:#}");
-            ExitCode::from(code as u8)
+            ExitCode::from(code)
         }
     }
 }
@@ -256,7 +306,11 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             let mut code = 0;
             for e in &events {
                 match engine.handle(e, &opts) {
-                    Ok(r) => reports.push(r),
+                    Ok(r) => {
+                        // The same code `rollback` gives for the same outcome.
+                        code = code.max(exit_code(&r.outcome));
+                        reports.push(r);
+                    }
                     Err(err) => {
                         eprintln!("error: {}: {err}", e.trigger());
                         code = code.max(err.exit_code() as u8);
@@ -267,6 +321,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(code)
         }
         Command::Rollback { service, env, to, reason, actor, dry_run, emergency, json } => {
+            let actor = whoami(actor)?;
             let clock: Arc<dyn Clock> = Arc::new(SystemClock);
             let now = clock.now();
             let request_id = format!("{actor}-{}-{}", now.as_nanosecond(), std::process::id());
@@ -301,14 +356,31 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(if explanation.is_empty() { 2 } else { 0 })
         }
-        Command::Approve { id, actor } => review(&cli.config, |e| e.approve(&id, None, &actor)),
-        Command::Cancel { id, actor } => review(&cli.config, |e| e.cancel(&id, None, &actor)),
+        Command::Approve { id, actor } => {
+            let actor = whoami(actor)?;
+            review(&cli.config, |e| e.approve(&id, None, &actor))
+        }
+        Command::Cancel { id, actor } => {
+            let actor = whoami(actor)?;
+            review(&cli.config, |e| e.cancel(&id, None, &actor))
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "rollbackd",
+                &mut std::io::stdout(),
+            );
+            Ok(0)
+        }
         Command::Freeze { scope, env, duration, reason, actor } => {
+            let actor = whoami(actor)?;
             let mut engine = engine(&cli.config, Arc::new(SystemClock))?;
             println!("{}", engine.freeze(&scope, env.as_deref(), duration, reason.as_deref(), None, &actor)?);
             Ok(0)
         }
         Command::Unfreeze { scope, env, actor } => {
+            let actor = whoami(actor)?;
             let mut engine = engine(&cli.config, Arc::new(SystemClock))?;
             println!("{}", engine.unfreeze(&scope, env.as_deref(), None, &actor, None)?);
             Ok(0)

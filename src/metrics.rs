@@ -33,7 +33,8 @@ pub(crate) fn install() -> PrometheusHandle {
 /// Every series' help text and unit, and the zeros.
 fn describe() {
     describe_gauge!("rollbackd_build_info", "Always 1; the labels say which rollbackd is running.");
-    gauge!("rollbackd_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    gauge!("rollbackd_build_info", "version" => env!("CARGO_PKG_VERSION"), "commit" => env!("ROLLBACKD_COMMIT"))
+        .set(1.0);
     describe_counter!("rollbackd_events_total", "Events received, by source and how they were answered.");
     describe_counter!(
         "rollbackd_event_errors_total",

@@ -90,6 +90,11 @@ pub struct ConfigRepo {
     index: AuditIndex,
 }
 
+/// git's `user.email` from the user's and the system's git config, if set.
+pub fn git_user_email() -> Option<String> {
+    git2::Config::open_default().ok()?.get_string("user.email").ok()
+}
+
 /// Held while an operation uses the mirror; see [`ConfigRepo::lock`].
 #[derive(Debug)]
 pub struct MirrorLock {

@@ -245,3 +245,55 @@ fn simulate_a_recorded_github_delivery() {
     assert!(text.contains(&format!("known-good {} (requested", &w.good.0[..10])), "{text}");
     assert!(text.contains("outcome: dry run: would push rollback"), "{text}");
 }
+
+#[test]
+fn usage_errors_exit_64_not_the_code_for_denied() {
+    let w = World::new();
+    for args in [&["bogus"][..], &["rollback", "checkout"][..], &["rollback", "checkout", "--env", "prod", "--actor", "a b"][..]] {
+        let out = w.run_cli(args);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {out:?}");
+    }
+    assert_eq!(w.run_cli(&["--help"]).status.code(), Some(0));
+    let version = w.run_cli(&["--version"]);
+    assert!(String::from_utf8_lossy(&version.stdout).starts_with("rollbackd 0."), "{version:?}");
+}
+
+#[test]
+fn a_person_is_named_by_flag_env_or_git_and_nobody_is_refused() {
+    let w = World::new();
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let home = w.root().join("empty-home");
+    std::fs::create_dir_all(&home).unwrap();
+    // A bare container: no --actor, no ROLLBACKD_ACTOR, no git identity, no $USER.
+    let bare = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_rollbackd"))
+            .arg("--config")
+            .arg(w.config_path())
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap())
+            .env("HOME", &home)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .output()
+            .unwrap()
+    };
+    let out = bare(&["freeze", "checkout"]);
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pass --actor NAME or set ROLLBACKD_ACTOR"), "{out:?}");
+    assert!(w.git(&["for-each-ref", "refs/rollbackd/"]).is_empty(), "no freeze written by nobody");
+
+    std::fs::write(home.join(".gitconfig"), "[user]\n\temail = dana@example.com\n").unwrap();
+    let out = bare(&["rollback", "checkout", "--env", "prod"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(w.trailers("main", "Rollback-Actor"), ["cli:dana@example.com"]);
+}
+
+#[test]
+fn completions_for_each_shell() {
+    let w = World::new();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = w.run_cli(&["completions", shell]);
+        assert_eq!(out.status.code(), Some(0));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("rollback"), "{shell}");
+    }
+}
