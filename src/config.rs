@@ -50,6 +50,23 @@ pub struct Config {
     /// The Prometheus that `verify.query` asks.
     #[serde(default)]
     pub prometheus: Option<PrometheusConfig>,
+    /// Where `/metrics` and `/api/v1/*` are served, and who may read them.
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// `admin:`: the read endpoints by trust. With `listen`, they move to a listener of their own
+/// (loopback or cluster-internal) and the public one serves only webhooks and health. With a
+/// token, every read needs `Authorization: Bearer <token>` wherever it is served.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    #[serde(default)]
+    pub listen: Option<String>,
+    #[serde(default)]
+    pub token_env: Option<String>,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
 }
 
 /// `notify:`: named channels, and how hard delivery tries.
@@ -462,6 +479,8 @@ pub struct Secrets {
     pub slack_secrets: Vec<SecretString>,
     /// Each notification channel's URL or token, by channel name.
     pub notify: std::collections::BTreeMap<String, SecretString>,
+    /// Bearer tokens for `/metrics` and `/api/v1/*` (`admin.token_env` / `admin.token_file`).
+    pub admin_tokens: Vec<SecretString>,
 }
 
 /// Reads a list of secrets from an env var and/or a file: comma- or newline-separated, blanks
@@ -561,6 +580,10 @@ impl Config {
                 sl.signing_secrets_file.as_ref(),
             )?;
         }
+        if config.admin.token_env.is_some() || config.admin.token_file.is_some() {
+            secrets.admin_tokens =
+                secret_list(path, "admin.token", config.admin.token_env.as_ref(), config.admin.token_file.as_ref())?;
+        }
         for (name, channel) in &config.notify.channels {
             let (url, var, field) = match channel {
                 ChannelConfig::Webhook { url, url_env } | ChannelConfig::SlackWebhook { url, url_env } => {
@@ -627,6 +650,7 @@ impl Config {
         if let Some(sl) = self.sources.slack.as_mut() {
             files.extend(sl.signing_secrets_file.as_mut());
         }
+        files.extend(self.admin.token_file.as_mut());
         for channel in self.notify.channels.values_mut() {
             if let ChannelConfig::SlackApi { token_file, .. } = channel {
                 files.extend(token_file.as_mut());

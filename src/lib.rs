@@ -36,7 +36,7 @@ mod support;
 pub use config::{Config, ConfigError, Secrets};
 pub use engine::{Engine, EngineError, Options, ReviewOutcome};
 pub use serve::{ServeError, serve};
-pub use server::{AppState, HttpSettings, app as router};
+pub use server::{AppState, HttpSettings, admin_app as admin_router, app as router};
 pub use support::clock::{Clock, FixedClock, SystemClock};
 pub use worker::{WorkerHandle, spawn as spawn_worker};
 

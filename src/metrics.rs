@@ -93,7 +93,7 @@ fn describe() {
         Unit::Seconds,
         "When the writer last finished a job or an idle refresh (Unix time): a stuck writer stops moving it."
     );
-    for source in ["alertmanager", "github", "slack"] {
+    for source in ["alertmanager", "github", "slack", "admin"] {
         counter!("rollbackd_webhook_auth_failures_total", "source" => source).increment(0);
     }
     for source in ["alertmanager", "github", "chatops", "cli"] {

@@ -36,14 +36,25 @@ pub fn serve(config_path: &Path, listen: Option<String>, banner: Option<String>)
     let engine = Engine::new(config.clone(), secrets.clone(), clock.clone())?;
     let (handle, writer) = worker::spawn(engine, config.server.queue, config.server.refresh_interval.as_std());
     let state = AppState::new(&config, &secrets, handle, clock);
-    let settings = HttpSettings::from_config(&config);
-    let app = server::app(state, &settings);
+    let settings = HttpSettings::from_config(&config).with_secrets(&secrets);
+    let app = server::app(state.clone(), &settings);
+    let admin = config.admin.listen.clone().map(|listen| (listen, server::admin_app(state, &settings)));
+    let open_reads = admin.is_none() && settings.admin_tokens.is_empty();
     let local_origin = !looks_like_url(&config.repo.url);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let (listener, addr) =
             server::bind(&listen).await.map_err(|cause| ServeError::Listen { listen: listen.clone(), cause })?;
         println!("rollbackd listening on http://{addr}");
+        let admin = match admin {
+            Some((listen, router)) => {
+                let (l, a) =
+                    server::bind(&listen).await.map_err(|cause| ServeError::Listen { listen: listen.clone(), cause })?;
+                println!("rollbackd admin listening on http://{a}");
+                Some((l, router))
+            }
+            None => None,
+        };
         if let Some(b) = banner {
             println!("{}", b.replace("{addr}", &addr.to_string()));
         }
@@ -53,7 +64,22 @@ pub fn serve(config_path: &Path, listen: Option<String>, banner: Option<String>)
                 "repo.url is a path on this machine: pushes are written directly and the origin's hooks never run; use it for demos and tests, not production"
             );
         }
-        server::serve(listener, app, settings.limits, server::shutdown_signal()).await?;
+        if open_reads && !addr.ip().is_loopback() {
+            tracing::warn!(
+                %addr,
+                "/metrics and /api/v1 are served without a token on a listener that is not loopback; set admin.listen or admin.token_env"
+            );
+        }
+        let public = server::serve(listener, app, settings.limits, server::shutdown_signal());
+        match admin {
+            Some((l, router)) => {
+                let admin = server::serve(l, router, settings.limits, server::shutdown_signal());
+                let (a, b) = tokio::join!(public, admin);
+                a?;
+                b?;
+            }
+            None => public.await?,
+        }
         Ok::<_, ServeError>(())
     })?;
     // Every handle to the writer is gone with the router: it finishes what is queued and stops.

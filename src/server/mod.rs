@@ -131,6 +131,10 @@ pub struct HttpSettings {
     pub request_timeout: Duration,
     pub response_deadline: Duration,
     pub limits: Limits,
+    /// `/metrics` and `/api/v1/*` are on a listener of their own (`admin.listen`).
+    pub admin_apart: bool,
+    /// Tokens those reads need; none configured means open.
+    pub admin_tokens: Vec<SecretString>,
 }
 
 impl HttpSettings {
@@ -143,7 +147,15 @@ impl HttpSettings {
                 max_connections: config.server.max_connections,
                 header_read_timeout: config.server.header_read_timeout.as_std(),
             },
+            admin_apart: config.admin.listen.is_some(),
+            admin_tokens: Vec::new(),
         }
+    }
+
+    /// With the admin tokens from `secrets`.
+    pub fn with_secrets(mut self, secrets: &Secrets) -> Self {
+        self.admin_tokens = secrets.admin_tokens.clone();
+        self
     }
 }
 
@@ -185,13 +197,13 @@ impl AppState {
     }
 }
 
-/// The router. Tests drive it with `tower::ServiceExt::oneshot`, without a socket.
+/// The public router: webhooks and health, and the reads unless `admin.listen` moves them.
+/// Tests drive it with `tower::ServiceExt::oneshot`, without a socket.
 pub fn app(state: AppState, settings: &HttpSettings) -> Router {
-    let mut router = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(prometheus))
-        .route("/api/v1/rollbacks", get(rollbacks));
+    let mut router = Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz));
+    if !settings.admin_apart {
+        router = router.merge(reads(settings));
+    }
     // An unconfigured source has no route at all: 404, never "accept unsigned".
     if state.0.alertmanager.is_some() {
         router = router.route("/webhooks/alertmanager", post(alertmanager::alertmanager_webhook));
@@ -202,6 +214,38 @@ pub fn app(state: AppState, settings: &HttpSettings) -> Router {
     if state.0.slack.is_some() {
         router = router.route("/webhooks/slack", post(slack::slack_webhook));
     }
+    finish(router, state, settings)
+}
+
+/// The admin router (`admin.listen`): health and the reads, no webhooks.
+pub fn admin_app(state: AppState, settings: &HttpSettings) -> Router {
+    let router = Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).merge(reads(settings));
+    finish(router, state, settings)
+}
+
+/// `/metrics` and `/api/v1/*`, behind the admin token when there is one.
+fn reads(settings: &HttpSettings) -> Router<AppState> {
+    let router = Router::new().route("/metrics", get(prometheus)).route("/api/v1/rollbacks", get(rollbacks));
+    if settings.admin_tokens.is_empty() {
+        return router;
+    }
+    let tokens = Arc::new(settings.admin_tokens.clone());
+    router.route_layer(axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| {
+        let tokens = tokens.clone();
+        async move {
+            let header = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+            if auth::bearer(header, &tokens) {
+                next.run(req).await
+            } else {
+                metrics::auth_failure("admin");
+                info!("admin read refused: missing or wrong bearer token");
+                error(StatusCode::UNAUTHORIZED, "admin endpoints need Authorization: Bearer <admin token>")
+            }
+        }
+    }))
+}
+
+fn finish(router: Router<AppState>, state: AppState, settings: &HttpSettings) -> Router {
     router
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
         .layer(DefaultBodyLimit::max(settings.body_limit))

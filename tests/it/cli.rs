@@ -249,7 +249,11 @@ fn simulate_a_recorded_github_delivery() {
 #[test]
 fn usage_errors_exit_64_not_the_code_for_denied() {
     let w = World::new();
-    for args in [&["bogus"][..], &["rollback", "checkout"][..], &["rollback", "checkout", "--env", "prod", "--actor", "a b"][..]] {
+    for args in [
+        &["bogus"][..],
+        &["rollback", "checkout"][..],
+        &["rollback", "checkout", "--env", "prod", "--actor", "a b"][..],
+    ] {
         let out = w.run_cli(args);
         assert_eq!(out.status.code(), Some(64), "{args:?}: {out:?}");
     }

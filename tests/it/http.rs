@@ -327,3 +327,56 @@ async fn a_request_past_the_request_timeout_is_408() {
     let (st, _, b) = s.send(am(alert_body("slow", "checkout", "firing"))).await;
     assert_eq!((st, b["outcome"].as_str()), (StatusCode::OK, Some("duplicate")), "{b}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reads_need_the_admin_token_when_one_is_set() {
+    let w = World::new();
+    std::fs::write(w.root().join("admin-token"), "admin-secret-1\n").unwrap();
+    let s = server(&w, ConfigSpec::new().set("admin.token_file", "admin-token"));
+    s.wait_ready();
+    let get = |path: &str, token: Option<&str>| {
+        let mut r = Request::get(path);
+        if let Some(t) = token {
+            r = r.header("authorization", format!("Bearer {t}"));
+        }
+        r.body(Body::empty()).unwrap()
+    };
+    for path in ["/metrics", "/api/v1/rollbacks"] {
+        let (st, _, b) = s.send(get(path, None)).await;
+        assert_eq!(st, StatusCode::UNAUTHORIZED, "{path}: {b}");
+        assert!(b["error"].as_str().unwrap().contains("Bearer"), "answers are JSON: {b}");
+        assert_eq!(s.send(get(path, Some("wrong"))).await.0, StatusCode::UNAUTHORIZED);
+        assert_eq!(s.send(get(path, Some("admin-secret-1"))).await.0, StatusCode::OK, "{path}");
+    }
+    // Health and webhooks are not behind it.
+    assert_eq!(s.send(get("/healthz", None)).await.0, StatusCode::OK);
+    let (st, _, _) = s.send(am(alert_body("t1", "checkout", "firing"))).await;
+    assert_eq!(st, StatusCode::OK);
+}
+
+#[test]
+fn with_an_admin_listener_the_reads_leave_the_public_one() {
+    let w = World::new();
+    let port = free_port();
+    w.write_config(&ConfigSpec::new().set("admin.listen", format!("127.0.0.1:{port}")));
+    let config = Config::load(&w.config_path()).unwrap().0;
+    let settings = HttpSettings::from_config(&config);
+    assert!(settings.admin_apart);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let engine = Engine::new(config.clone(), Default::default(), w.clock.clone()).unwrap();
+    let (handle, _j) = rollbackd::spawn_worker(engine, 4, std::time::Duration::from_secs(30));
+    let state = AppState::new(&config, &Default::default(), handle, w.clock.clone());
+    let public = rollbackd::router(state.clone(), &settings);
+    let admin = rollbackd::admin_router(state, &settings);
+    rt.block_on(async {
+        let status = |app: axum::Router, path: &'static str| async move {
+            app.oneshot(Request::get(path).body(Body::empty()).unwrap()).await.unwrap().status()
+        };
+        assert_eq!(status(public.clone(), "/metrics").await, StatusCode::NOT_FOUND);
+        assert_eq!(status(public.clone(), "/api/v1/rollbacks").await, StatusCode::NOT_FOUND);
+        assert_eq!(status(admin.clone(), "/metrics").await, StatusCode::OK);
+        assert_eq!(status(admin.clone(), "/healthz").await, StatusCode::OK);
+        let post = Request::post("/webhooks/alertmanager").body(Body::empty()).unwrap();
+        assert_eq!(admin.oneshot(post).await.unwrap().status(), StatusCode::NOT_FOUND, "no webhooks on admin");
+    });
+}

@@ -583,3 +583,31 @@ fn base64_encode(s: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(s)
 }
+
+#[test]
+fn serve_prints_one_line_per_listener_and_the_admin_one_serves_the_reads() {
+    let w = World::new();
+    w.write_config(&ConfigSpec::new().set("admin.listen", "127.0.0.1:0"));
+    with_alertmanager_source(&w, "");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rollbackd"))
+        .arg("--config")
+        .arg(w.config_path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("ROLLBACKD_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let (mut public, mut admin) = (String::new(), String::new());
+    out.read_line(&mut public).unwrap();
+    out.read_line(&mut admin).unwrap();
+    let s = Serve { child, url: public.trim().trim_start_matches("rollbackd listening on ").to_string() };
+    let admin =
+        admin.trim().strip_prefix("rollbackd admin listening on ").unwrap_or_else(|| panic!("{admin}")).to_string();
+    wait_for("readyz", 30, || get(&format!("{admin}/readyz")).map(|(st, _)| st == 200).unwrap_or(false));
+    let (st, metrics) = get(&format!("{admin}/metrics")).unwrap();
+    assert!(st == 200 && metrics.contains("rollbackd_build_info"), "{st}");
+    assert_eq!(get(&format!("{}/metrics", s.url)).unwrap().0, 404, "not on the public listener");
+    assert_eq!(get(&format!("{}/healthz", s.url)).unwrap().0, 200);
+}
