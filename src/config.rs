@@ -53,6 +53,9 @@ pub struct Config {
     /// Where `/metrics` and `/api/v1/*` are served, and who may read them.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// The file this was read from, for a reload.
+    #[serde(skip)]
+    pub path: PathBuf,
 }
 
 /// `admin:`: the read endpoints by trust. With `listen`, they move to a listener of their own
@@ -526,6 +529,7 @@ impl Config {
             serde_saphyr::from_str(&text).map_err(|e| ConfigError::Invalid(Diagnostic::from_yaml(path, &e)))?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_relative_to(base);
+        config.path = path.to_path_buf();
         config.check_limits().map_err(|message| ConfigError::Invalid(Diagnostic::error(path, 0, 0, message)))?;
         let git_token = match &config.repo.token_env {
             Some(var) => Some(SecretString::new(std::env::var(var).map_err(|_| ConfigError::MissingSecret {

@@ -35,6 +35,7 @@ pub fn serve(config_path: &Path, listen: Option<String>, banner: Option<String>)
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let engine = Engine::new(config.clone(), secrets.clone(), clock.clone())?;
     let (handle, writer) = worker::spawn(engine, config.server.queue, config.server.refresh_interval.as_std());
+    let reloader = handle.clone();
     let state = AppState::new(&config, &secrets, handle, clock);
     let settings = HttpSettings::from_config(&config).with_secrets(&secrets);
     let app = server::app(state.clone(), &settings);
@@ -70,6 +71,7 @@ pub fn serve(config_path: &Path, listen: Option<String>, banner: Option<String>)
                 "/metrics and /api/v1 are served without a token on a listener that is not loopback; set admin.listen or admin.token_env"
             );
         }
+        tokio::spawn(reload_on_sighup(reloader));
         let public = server::serve(listener, app, settings.limits, server::shutdown_signal());
         match admin {
             Some((l, router)) => {
@@ -84,4 +86,24 @@ pub fn serve(config_path: &Path, listen: Option<String>, banner: Option<String>)
     })?;
     // Every handle to the writer is gone with the router: it finishes what is queued and stops.
     writer.join().map_err(|_| ServeError::WriterPanicked)
+}
+
+/// SIGHUP asks the writer to reload; the answer is logged (the writer logs it too).
+async fn reload_on_sighup(handle: crate::worker::WorkerHandle) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            let (reply, rx) = tokio::sync::oneshot::channel();
+            if handle.submit(crate::worker::Job::Reload { reply }).is_err() {
+                tracing::warn!("SIGHUP: the writer's queue is full; send it again");
+                continue;
+            }
+            let _ = rx.await;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = handle;
 }

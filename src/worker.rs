@@ -43,6 +43,10 @@ pub enum Job {
         event: Event,
         reply: oneshot::Sender<JobResult>,
     },
+    /// Read the config, policies and templates again (SIGHUP, `POST /-/reload`).
+    Reload {
+        reply: oneshot::Sender<JobResult>,
+    },
     Chat {
         request: Box<ChatRequest>,
         reply: oneshot::Sender<Reply>,
@@ -304,6 +308,23 @@ fn process(engine: &mut Engine, shared: &Shared, job: Job) {
             let result = match engine.record_pr_closed(&branch, merged_sha.as_deref(), &head_sha, &by) {
                 Ok(msg) => JobResult::Note(msg),
                 Err(e) => failed(&e),
+            };
+            let _ = reply.send(result);
+        }
+        Job::Reload { reply } => {
+            let result = match engine.reloaded() {
+                Ok(new) => {
+                    let said =
+                        format!("reloaded {}: {} policies", new.config().path.display(), new.policies().policies.len());
+                    *engine = new;
+                    *shared.triager.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(engine.triager());
+                    info!("{said}");
+                    JobResult::Note(said)
+                }
+                Err(e) => {
+                    warn!(error = %e, "reload refused; the config and policies in force are unchanged");
+                    JobResult::Failed { message: e.to_string(), transient: false }
+                }
             };
             let _ = reply.send(result);
         }

@@ -145,6 +145,14 @@ impl Engine {
         &self.config
     }
 
+    /// A new engine from the config file this one was read from (config, secrets, policies,
+    /// templates, channels), on the same clock: what SIGHUP and `POST /-/reload` switch to. An
+    /// error leaves the caller with the engine it has.
+    pub fn reloaded(&self) -> Result<Engine, EngineError> {
+        let (config, secrets) = Config::load(&self.config.path).map_err(|e| EngineError::Config(e.to_string()))?;
+        Engine::new(config, secrets, self.clock.clone())
+    }
+
     /// Starts an operation on the mirror: takes the data dir's lock and, when git authenticates
     /// through a GitHub App, makes sure its installation token is current.
     fn begin(&mut self) -> Result<crate::git::MirrorLock, EngineError> {

@@ -225,7 +225,10 @@ pub fn admin_app(state: AppState, settings: &HttpSettings) -> Router {
 
 /// `/metrics` and `/api/v1/*`, behind the admin token when there is one.
 fn reads(settings: &HttpSettings) -> Router<AppState> {
-    let router = Router::new().route("/metrics", get(prometheus)).route("/api/v1/rollbacks", get(rollbacks));
+    let router = Router::new()
+        .route("/metrics", get(prometheus))
+        .route("/api/v1/rollbacks", get(rollbacks))
+        .route("/-/reload", post(reload));
     if settings.admin_tokens.is_empty() {
         return router;
     }
@@ -493,6 +496,22 @@ async fn rollbacks(State(st): State<AppState>, Query(q): Query<HistoryQuery>) ->
     let query =
         history::Query { service: q.service.as_deref(), env: q.env.as_deref(), limit: Some(q.limit.unwrap_or(100)) };
     axum::Json(history::json(&query.select(&snap.records))).into_response()
+}
+
+/// `POST /-/reload`: the writer reads the config, policies and templates again; an invalid
+/// change is refused (422) and what is in force stays.
+async fn reload(State(st): State<AppState>) -> Response {
+    let (reply, rx) = oneshot::channel();
+    if st.0.worker.submit(Job::Reload { reply }).is_err() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "the writer is busy; try again");
+    }
+    match rx.await {
+        Ok(JobResult::Note(said)) => {
+            axum::Json(serde_json::json!({ "status": "reloaded", "reason": said })).into_response()
+        }
+        Ok(JobResult::Failed { message, .. }) => error(StatusCode::UNPROCESSABLE_ENTITY, &message),
+        _ => error(StatusCode::SERVICE_UNAVAILABLE, "the writer stopped"),
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

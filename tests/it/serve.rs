@@ -611,3 +611,26 @@ fn serve_prints_one_line_per_listener_and_the_admin_one_serves_the_reads() {
     assert_eq!(get(&format!("{}/metrics", s.url)).unwrap().0, 404, "not on the public listener");
     assert_eq!(get(&format!("{}/healthz", s.url)).unwrap().0, 200);
 }
+
+#[test]
+fn sighup_and_post_reload_switch_policies_and_a_broken_change_keeps_the_old_ones() {
+    let w = World::with(&[PolicySpec::new("staging-only").matchers(&["env=\"staging\""])]);
+    with_alertmanager_source(&w, "");
+    let s = serve(&w, "data");
+    let prod_alert = || post_alert(&s.url, &alert("r1")).unwrap().1["outcome"].as_str().unwrap_or_default().to_string();
+    assert_eq!(prod_alert(), "ignored", "no policy for prod yet");
+
+    w.set_policies(&[PolicySpec::new("prod-watch").mode(Mode::Notify)]);
+    kill("-HUP", &s.pid());
+    wait_for("the reloaded policies", 30, || prod_alert() == "notified");
+
+    // A broken change is refused with its position; what is in force stays.
+    w.set_policy_text("- name: broken\n  match: { source: nowhere }\n");
+    let mut r = agent().post(format!("{}/-/reload", s.url)).send("").unwrap();
+    let status = r.status().as_u16();
+    let body = r.body_mut().read_to_string().unwrap();
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("10-test.yaml:2"), "{body}");
+    assert_eq!(prod_alert(), "notified");
+    assert_eq!(get(&format!("{}/healthz", s.url)).unwrap().0, 200, "SIGHUP did not end the process");
+}
