@@ -34,6 +34,23 @@ pub fn serve(config_path: &Path, listen: Option<String>, banner: Option<String>)
     let listen = listen.unwrap_or_else(|| config.listen.clone());
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let engine = Engine::new(config.clone(), secrets.clone(), clock.clone())?;
+    let sources: Vec<&str> = [
+        config.sources.alertmanager.as_ref().map(|_| "alertmanager"),
+        config.sources.github.as_ref().map(|_| "github"),
+        config.sources.slack.as_ref().map(|_| "slack"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        commit = env!("ROLLBACKD_COMMIT"),
+        config = %config_path.display(),
+        sources = %sources.join(","),
+        policies = engine.policies().policies.len(),
+        channels = config.notify.channels.len(),
+        "rollbackd starting"
+    );
     let (handle, writer) = worker::spawn(engine, config.server.queue, config.server.refresh_interval.as_std());
     let reloader = handle.clone();
     let state = AppState::new(&config, &secrets, handle, clock);
