@@ -32,6 +32,9 @@ pub fn run(config_path: &Path) -> Vec<Diagnostic> {
         }
     };
     let mut diags = Vec::new();
+    for unset in &secrets.notify_unset {
+        diags.push(Diagnostic::warning(config_path, 0, 0, format!("{unset}: `serve` will refuse to start without it")));
+    }
     // The same checks the engine makes when it starts, so `check` never passes a config that
     // `serve` then refuses.
     if let Err(e) = crate::domain::ident::InputRules::new(&config.input) {

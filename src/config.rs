@@ -484,6 +484,9 @@ pub struct Secrets {
     pub notify: std::collections::BTreeMap<String, SecretString>,
     /// Bearer tokens for `/metrics` and `/api/v1/*` (`admin.token_env` / `admin.token_file`).
     pub admin_tokens: Vec<SecretString>,
+    /// Channels whose secret's env var is unset: `serve` refuses to start, other commands run
+    /// without those channels and say so.
+    pub notify_unset: Vec<String>,
 }
 
 /// Reads a list of secrets from an env var and/or a file: comma- or newline-separated, blanks
@@ -617,9 +620,15 @@ impl Config {
             };
             let value = match (url, var) {
                 (Some(url), None) => url,
-                (None, Some(var)) => std::env::var(&var).ok().filter(|v| !v.trim().is_empty()).ok_or_else(|| {
-                    ConfigError::MissingSecret { path: path.to_path_buf(), var, field: "notify.channels" }
-                })?,
+                (None, Some(var)) => match std::env::var(&var).ok().filter(|v| !v.trim().is_empty()) {
+                    Some(v) => v,
+                    // Read-only commands (history, explain, status, check) run where the paging
+                    // URL is not; `serve` refuses to start without it (see `notify_unset`).
+                    None => {
+                        secrets.notify_unset.push(format!("notify.channels.{name}: env var {var} is not set or empty"));
+                        continue;
+                    }
+                },
                 _ => {
                     let what = if field == "url_env" { "url or url_env" } else { field };
                     return Err(invalid(path, format!("notify.channels.{name}: set one of {what}")));

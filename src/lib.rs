@@ -45,6 +45,7 @@ pub use domain::decision::{Decision, Report};
 pub use domain::event::{Event, Source};
 pub use domain::explain::Explanation;
 pub use domain::history::Query as HistoryQuery;
+pub use domain::notice::NoticeKind;
 pub use domain::plan::{KnownGoodSource, Plan, Sha, Strategy};
 pub use domain::policy::{Mode, OnViolation, Policy, PolicySet};
 pub use domain::principal::{Directory, Principal};

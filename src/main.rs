@@ -252,6 +252,9 @@ fn main() -> ExitCode {
 
 fn engine(config: &Path, clock: Arc<dyn Clock>) -> anyhow::Result<Engine> {
     let (config, secrets) = Config::load(config)?;
+    for unset in &secrets.notify_unset {
+        tracing::warn!("{unset}: that channel is not told about what this command does");
+    }
     Ok(Engine::new(config, secrets, clock)?)
 }
 

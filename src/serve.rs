@@ -24,6 +24,8 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
     #[error("the writer thread panicked")]
     WriterPanicked,
+    #[error("{0}")]
+    Unset(String),
 }
 
 /// Serves `config_path` on `listen` (or the config's `listen`) until SIGTERM or Ctrl-C, then
@@ -31,6 +33,9 @@ pub enum ServeError {
 /// `{addr}` replaced by the bound address, is printed after the `listening` line.
 pub fn serve(config_path: &Path, listen: Option<String>, banner: Option<String>) -> Result<(), ServeError> {
     let (config, secrets) = Config::load(config_path)?;
+    if let Some(unset) = secrets.notify_unset.first() {
+        return Err(ServeError::Unset(format!("{}: {unset}", config_path.display())));
+    }
     let listen = listen.unwrap_or_else(|| config.listen.clone());
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let engine = Engine::new(config.clone(), secrets.clone(), clock.clone())?;

@@ -13,9 +13,9 @@ use crate::domain::event::Event;
 use crate::domain::rollback::{Outcome, RollbackId};
 
 /// The state an incident moved to. The names are the generic webhook's `event` field.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum NoticeKind {
+pub enum NoticeKind {
     RolledBack,
     Proposed,
     /// Proposed instead of pushed because a freeze covers the target.

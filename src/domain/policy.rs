@@ -32,9 +32,11 @@ pub struct Policy {
     pub chatops: Chatops,
     #[serde(default)]
     pub review: Review,
-    /// Named channels (`notify.channels` in the config) told about what this policy decides.
+    /// Channels (`notify.channels` in the config) told about what this policy decides: a name
+    /// (every state), or `{ channel, events }` (only those states, e.g. a pager for
+    /// `escalated`).
     #[serde(default)]
-    pub notify: Vec<String>,
+    pub notify: Vec<Route>,
     /// How a pushed rollback is checked, and what happens when it did not help.
     #[serde(default)]
     pub verify: Option<crate::domain::verify::VerifySpec>,
@@ -90,6 +92,31 @@ impl SourceMatch {
             SourceMatch::Chatops => source == Source::Chatops,
             SourceMatch::Cli => source == Source::Cli,
             SourceMatch::Request => matches!(source, Source::Cli | Source::Chatops),
+        }
+    }
+}
+
+/// Where a policy's notices go.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Route {
+    /// Every state of every incident.
+    Channel(String),
+    /// Only these states.
+    Only { channel: String, events: Vec<crate::domain::notice::NoticeKind> },
+}
+
+impl Route {
+    pub fn channel(&self) -> &str {
+        match self {
+            Route::Channel(c) | Route::Only { channel: c, .. } => c,
+        }
+    }
+
+    pub fn admits(&self, kind: crate::domain::notice::NoticeKind) -> bool {
+        match self {
+            Route::Channel(_) => true,
+            Route::Only { events, .. } => events.contains(&kind),
         }
     }
 }

@@ -109,6 +109,12 @@ pub(crate) struct Watch {
     pub fired_again: u32,
     /// An alert was firing when the watch began: it must resolve (after the deploy time).
     pub must_resolve: bool,
+    /// A resolve that came before the deploy time ended: not counted, but said in the verdict.
+    #[serde(default)]
+    pub resolved_early: Option<Timestamp>,
+    /// Why the query could not be asked, the last time it could not.
+    #[serde(default)]
+    pub query_error: Option<String>,
 }
 
 impl Watch {
@@ -147,6 +153,8 @@ impl Watch {
             query_holds_since: None,
             fired_again: 0,
             must_resolve: trigger.starts_with("alertmanager:"),
+            resolved_early: None,
+            query_error: None,
         }
     }
 
@@ -189,6 +197,7 @@ impl Watch {
                 // A resolve before the rollback could have been deployed is not the rollback's
                 // doing ("the metrics disappeared"): the alert must resolve again later.
                 if *at < self.deployed_at() {
+                    self.resolved_early = Some(*at);
                     return true;
                 }
                 if self.firing.is_empty() {
@@ -238,12 +247,19 @@ impl Watch {
             let keys: Vec<&str> = self.firing.iter().map(String::as_str).collect();
             why.push(format!("still firing: {}", keys.join(", ")));
         } else if alert.is_none() {
-            why.push(format!("resolved, but not for {} yet", self.stable_for));
+            why.push(match (self.resolved_since, self.resolved_early) {
+                (None, Some(early)) => format!(
+                    "the alert resolved at {early}, before the deploy time ({}) was over, which is not counted as the rollback's doing; no later resolve came",
+                    self.deploy_time
+                ),
+                _ => format!("resolved, but not for {} yet", self.stable_for),
+            });
         }
         if self.query.is_some() && query.is_none() {
-            why.push(match self.query_holds_since {
-                Some(_) => format!("the query has held for less than {}", self.stable_for),
-                None => "the query does not hold".to_string(),
+            why.push(match (&self.query_holds_since, &self.query_error) {
+                (Some(_), _) => format!("the query has held for less than {}", self.stable_for),
+                (None, Some(e)) => format!("the query could not be evaluated: {e}"),
+                (None, None) => "the query does not hold".to_string(),
             });
         }
         Status::NotRecovered { reason: format!("not recovered within {}: {}", self.within, why.join("; ")) }
@@ -322,7 +338,24 @@ mod tests {
         assert!(w.observe(&resolved(ALERT, 1)));
         assert_eq!(w.status(t(5)), Status::Watching);
         match w.status(t(10)) {
-            Status::NotRecovered { reason } => assert!(reason.contains("not recovered within 10m"), "{reason}"),
+            Status::NotRecovered { reason } => {
+                assert!(
+                    reason.contains("not recovered within 10m") && reason.contains("before the deploy time"),
+                    "{reason}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_query_that_cannot_be_asked_says_so() {
+        let mut w = watch(&spec(10, 0, 0), "cli:alice-1", Some("up =="));
+        w.query_error = Some("Prometheus answered 400: parse error".into());
+        match w.status(t(10)) {
+            Status::NotRecovered { reason } => {
+                assert!(reason.contains("could not be evaluated: Prometheus answered 400"), "{reason}")
+            }
             other => panic!("{other:?}"),
         }
     }

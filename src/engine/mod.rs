@@ -264,7 +264,12 @@ impl Engine {
         Ok(if added {
             format!("verified rollback {}: resolved {ttr} after the incident began", r.id)
         } else {
-            format!("rollback {} was verified already", r.id)
+            let verdict = self
+                .repo
+                .note(&r.commit)
+                .and_then(|n| n.lines().find_map(|l| l.strip_prefix("Verification: ").map(str::to_string)))
+                .unwrap_or_else(|| "verified".into());
+            format!("rollback {}'s verification is recorded already ({verdict}); this resolve changes nothing", r.id)
         })
     }
 
@@ -825,7 +830,7 @@ pub(crate) fn message_context(
 /// Every channel a policy routes to exists, and a policy that queries Prometheus has one to ask.
 pub(crate) fn check_routes(config: &Config, policies: &PolicySet) -> Result<(), String> {
     for p in &policies.policies {
-        for name in &p.notify {
+        for name in p.notify.iter().map(|r| r.channel()) {
             if !config.notify.channels.contains_key(name) {
                 return Err(format!("policy {}: notify names `{name}`, which is not in notify.channels", p.name()));
             }

@@ -355,8 +355,18 @@ impl Engine {
             let query = self.watches.get(&id).and_then(|w| w.query.clone());
             if let Some(q) = query {
                 match self.query_holds(&q) {
-                    Ok(holds) => self.observe(&id, &Signal::Query { holds, at: now }, now),
-                    Err(e) => warn!(rollback_id = %id, error = %e, "verify.query could not be evaluated"),
+                    Ok(holds) => {
+                        if let Some(w) = self.watches.get_mut(&id) {
+                            w.query_error = None;
+                        }
+                        self.observe(&id, &Signal::Query { holds, at: now }, now)
+                    }
+                    Err(e) => {
+                        warn!(rollback_id = %id, error = %e, "verify.query could not be evaluated");
+                        if let Some(w) = self.watches.get_mut(&id) {
+                            w.query_error = Some(e);
+                        }
+                    }
                 }
             }
             if let Some(s) = self.settle(&id, now) {
@@ -422,7 +432,11 @@ impl Engine {
             self.observe(&id, &Signal::Resolved { key: key.to_string(), at }, now);
             said.push(match self.watches.get(&id) {
                 Some(w) if !w.firing.is_empty() => format!("{id}: {key} resolved; still firing: {}", w.firing.len()),
-                Some(w) => format!("{id}: resolved; verified once stable until {}", w.deadline()),
+                Some(w) if w.resolved_since.is_none() => format!(
+                    "{id}: {key} resolved at {at}, before the deploy time ({}) was over: not counted as the rollback's doing",
+                    w.deploy_time
+                ),
+                Some(w) => format!("{id}: resolved; verified once it stays so for {} (by {})", w.stable_for, w.deadline()),
                 None => format!("{id}: settled"),
             });
         }
@@ -483,8 +497,11 @@ impl Engine {
         );
         notice.rollback_id = Some(watch.id.clone());
         notice.commit = Some(watch.commit.0.clone());
-        notice.actor = "rollbackd".into();
         notice.recovered_after_seconds = after;
+        if let Some(r) = self.repo.index().records().iter().find(|r| r.id == watch.id) {
+            notice.actor = r.actor.clone();
+            notice.known_good = Some(r.known_good.clone());
+        }
         self.tell(&notice);
         if recovered_at.is_some() {
             return Some(format!("{id}: verified"));

@@ -137,7 +137,7 @@ impl Notifier {
 
     /// Queues `notice` for each channel on `route`. Never blocks: a full queue drops the
     /// message (counted). A state an incident already announced is not announced again.
-    pub(crate) fn send(&self, notice: &Notice, route: &[String]) {
+    pub(crate) fn send(&self, notice: &Notice, route: &[crate::domain::policy::Route]) {
         let Some(inner) = &self.inner else { return };
         if route.is_empty() || !inner.first_time(notice) {
             return;
@@ -145,7 +145,7 @@ impl Notifier {
         let channels = inner.channels.lock().unwrap_or_else(|e| e.into_inner());
         let Some(channels) = channels.as_ref() else { return };
         let mut rendered: BTreeMap<&'static str, String> = BTreeMap::new();
-        for name in route {
+        for name in route.iter().filter(|r| r.admits(notice.event)).map(|r| r.channel()) {
             let Some((style, tx)) = channels.get(name) else { continue };
             let key = match style {
                 Style::Plain => "plain",

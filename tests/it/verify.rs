@@ -56,7 +56,8 @@ fn a_resolve_after_the_deploy_time_verifies_once() {
 
     // Resolved a minute after the push: before the rollback could be deployed, so not its doing.
     w.clock.advance(SignedDuration::from_mins(1));
-    engine.record_resolution(&resolved(&alert, w.now())).unwrap();
+    let said = engine.record_resolution(&resolved(&alert, w.now())).unwrap();
+    assert!(said.contains("before the deploy time (2m) was over"), "{said}");
     assert!(w.git(&["notes", "--ref=rollbackd", "list"]).is_empty(), "no verdict yet");
     // It fires again and resolves after the deploy time: verified.
     let mut refire = w.alert("checkout", "prod", "fp1");
@@ -79,9 +80,17 @@ fn a_resolve_after_the_deploy_time_verifies_once() {
 }
 
 #[test]
-fn still_firing_at_the_deadline_is_not_recovered_and_escalates() {
-    let r = Receiver::start();
-    let w = world(&r, json!({ "within": "10m", "on_failure": "escalate" }));
+fn still_firing_at_the_deadline_is_not_recovered_and_escalates_to_the_pager_alone() {
+    let (r, pager) = (Receiver::start(), Receiver::start());
+    let w = World::with(&[PolicySpec::new("prod")
+        .set("notify", json!(["oncall", { "channel": "pager", "events": ["escalated"] }]))
+        .set("verify", json!({ "within": "10m", "on_failure": "escalate" }))]);
+    w.write_config(
+        &ConfigSpec::new()
+            .set("notify.channels.oncall", json!({ "kind": "webhook", "url": format!("{}/hook", r.url) }))
+            .set("notify.channels.pager", json!({ "kind": "webhook", "url": format!("{}/page", pager.url) }))
+            .set("git.fetch_freshness", "0s"),
+    );
     w.deploy("checkout", "prod", "1.5.0", 10);
     let mut engine = w.engine();
     let rb = roll_back(&mut engine, &w.alert("checkout", "prod", "fp1"));
@@ -95,7 +104,11 @@ fn still_firing_at_the_deadline_is_not_recovered_and_escalates() {
     assert!(text.contains("Verification: not_recovered") && text.contains("still firing"), "{text}");
     let (a, b) = (r.next().body, r.next().body);
     assert_eq!((a["event"].as_str(), b["event"].as_str()), (Some("not_recovered"), Some("escalated")));
-    assert!(b["reason"].as_str().unwrap().contains("a person must act"), "{b}");
+    assert_eq!(b["known_good"], w.good.0, "the page says where it went back to: {b}");
+    // The pager got the escalation and nothing before it.
+    let paged = pager.next().body;
+    assert_eq!(paged["event"], "escalated", "{paged}");
+    assert!(paged["reason"].as_str().unwrap().contains("a person must act"), "{paged}");
 }
 
 #[test]
