@@ -111,9 +111,66 @@ pub fn run(config_path: &Path) -> Vec<Diagnostic> {
         if let Err(e) = crate::engine::check_routes(&config, set) {
             diags.push(Diagnostic::error(config_path, 0, 0, e));
         }
+        check_verify(&config, set, &mut diags);
         check_paths_exist(&config, secrets, set, &mut diags);
     }
     diags
+}
+
+/// What `verify` and `min_healthy` can and cannot mean, and a trial of every query against the
+/// configured Prometheus (a query it refuses is an error; an unreachable one, a warning).
+fn check_verify(config: &Config, set: &PolicySet, diags: &mut Vec<Diagnostic>) {
+    use crate::domain::policy::Mode;
+    for p in &set.policies {
+        let at = |msg: String| Diagnostic::error(&p.file, 0, 0, format!("policy {}: {msg}", p.name()));
+        if p.action.min_healthy > crate::support::duration::Duration::ZERO && p.action.mode != Mode::KnownGood {
+            diags.push(at("action.min_healthy only means something with mode: known_good".into()));
+        }
+        let Some(v) = &p.verify else { continue };
+        if matches!(p.action.mode, Mode::Notify | Mode::KnownGood) {
+            diags.push(at(format!("verify: mode {} writes no rollback to verify", p.action.mode)));
+        }
+        if v.deploy_time.as_signed() + v.stable_for.as_signed() > v.within.as_signed() {
+            diags.push(at(format!(
+                "verify: deploy_time {} + stable_for {} is longer than within {}: nothing could ever verify",
+                v.deploy_time, v.stable_for, v.within
+            )));
+        }
+        let alerts = matches!(
+            p.matches.source,
+            crate::domain::policy::SourceMatch::Alertmanager | crate::domain::policy::SourceMatch::Any
+        );
+        if v.query.is_none() && !alerts {
+            diags.push(Diagnostic::warning(
+                &p.file,
+                0,
+                0,
+                format!("policy {}: verify without a query: its rollbacks have no alert to resolve, so nothing can verify them", p.name()),
+            ));
+        }
+        if let (Some(q), Some(prom)) = (&v.query, &config.prometheus) {
+            let ctx = crate::support::template::value(serde_json::json!({
+                "service": "sample", "env": "sample", "labels": { "service": "sample", "env": "sample" },
+            }));
+            let rendered = match crate::support::template::render_expression(&q.0, &ctx, &Default::default()) {
+                Ok(r) => r,
+                Err(e) => {
+                    diags.push(at(format!("verify.query: {e}")));
+                    continue;
+                }
+            };
+            match crate::engine::query_holds(prom, &rendered) {
+                Ok(_) => {}
+                Err(e) if e.starts_with("Prometheus unreachable") => diags.push(Diagnostic::warning(
+                    &p.file,
+                    0,
+                    0,
+                    format!("policy {}: verify.query not tried: {e}", p.name()),
+                )),
+                Err(e) => diags.push(at(format!("verify.query `{rendered}`: {e}"))),
+            }
+        }
+    }
 }
 
 /// Warns about target paths that match nothing on the branch. Templated parts are read as `*`

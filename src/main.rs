@@ -450,10 +450,17 @@ fn run_demo(dir: &Path, no_serve: bool, listen: Option<String>) -> anyhow::Resul
         alert = alert.display(),
         origin = dir.join("origin.git").display()
     );
+    let token = std::fs::read_to_string(dir.join("secrets/alertmanager-tokens"))?.trim().to_string();
     if no_serve {
+        println!(
+            "To serve it (in a second terminal), then fire the sample alert at it:
+  rollbackd --config {c} serve --listen 127.0.0.1:8080
+  curl -sS -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\
+       --data @{alert} http://127.0.0.1:8080/webhooks/alertmanager",
+            alert = alert.display()
+        );
         return Ok(0);
     }
-    let token = std::fs::read_to_string(dir.join("secrets/alertmanager-tokens"))?.trim().to_string();
     let banner = format!(
         "Fire the sample alert at the server (Ctrl-C stops it):
   curl -sS -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\

@@ -99,6 +99,9 @@ fn describe() {
     for source in ["alertmanager", "github", "chatops", "cli"] {
         counter!("rollbackd_event_errors_total", "source" => source).increment(0);
     }
+    for guard in ["cooldown", "max_rollbacks", "max_change_age", "require_immutable_artifacts"] {
+        counter!("rollbackd_guard_denials_total", "guard" => guard).increment(0);
+    }
     for result in ["verified", "not_recovered"] {
         counter!("rollbackd_verifications_total", "result" => result).increment(0);
     }

@@ -13,6 +13,9 @@ pub(crate) fn agent(timeout: Duration) -> ureq::Agent {
     ureq::Agent::config_builder()
         .timeout_global(Some(timeout))
         .http_status_as_error(false)
+        // A redirect would be followed as a GET without the body (a message lost while counted
+        // as sent) and possibly to another host: it is an answer, and a refusal.
+        .max_redirects(0)
         .tls_config(TlsConfig::builder().root_certs(RootCerts::PlatformVerifier).build())
         .proxy(ureq::Proxy::try_from_env())
         .user_agent(concat!("rollbackd/", env!("CARGO_PKG_VERSION")))
@@ -79,5 +82,11 @@ fn answer(result: Result<ureq::http::Response<ureq::Body>, ureq::Error>, url: &s
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
     let body = resp.body_mut().with_config().limit(64 * 1024).read_to_string().unwrap_or_default();
+    // A receiver (or a proxy in front of it) may echo the URL, secret and all.
+    let path = url.split_once("://").and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..])).unwrap_or("");
+    let mut body = body.replace(url, "<url>");
+    if path.len() > 1 {
+        body = body.replace(path, "/<path>");
+    }
     Ok(Answer { status, body, retry_after })
 }

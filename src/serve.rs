@@ -93,7 +93,7 @@ pub fn serve(config_path: &Path, listen: Option<String>, banner: Option<String>)
                 "/metrics and /api/v1 are served without a token on a listener that is not loopback; set admin.listen or admin.token_env"
             );
         }
-        tokio::spawn(reload_on_sighup(reloader));
+        let reloads = tokio::spawn(reload_on_sighup(reloader));
         let public = server::serve(listener, app, settings.limits, server::shutdown_signal());
         match admin {
             Some((l, router)) => {
@@ -104,9 +104,13 @@ pub fn serve(config_path: &Path, listen: Option<String>, banner: Option<String>)
             }
             None => public.await?,
         }
+        // It holds a handle to the writer, which stops only when every handle is gone.
+        reloads.abort();
         Ok::<_, ServeError>(())
     })?;
-    // Every handle to the writer is gone with the router: it finishes what is queued and stops.
+    // Dropping the runtime drops what is left of its tasks (the SIGHUP listener and its handle):
+    // every handle to the writer is then gone, and it finishes what is queued and stops.
+    drop(runtime);
     writer.join().map_err(|_| ServeError::WriterPanicked)
 }
 

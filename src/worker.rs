@@ -104,6 +104,8 @@ pub struct Shared {
     /// repeats them is answered from memory instead of making the writer plan them again.
     refused: std::sync::Mutex<HashMap<String, (std::time::Instant, String)>>,
     depth: AtomicUsize,
+    /// Alert keys that verifications in progress wait to see resolve.
+    watched: RwLock<std::collections::HashSet<String>>,
 }
 
 impl Shared {
@@ -145,6 +147,11 @@ impl Shared {
     fn set_origin_error(&self, error: Option<String>) {
         metrics::origin_reachable(error.is_none());
         *self.origin_error.write().unwrap_or_else(|e| e.into_inner()) = error;
+    }
+
+    /// Whether a verification in progress waits for the alert `key` to resolve.
+    pub fn watched(&self, key: &str) -> bool {
+        self.watched.read().unwrap_or_else(|e| e.into_inner()).contains(key)
     }
 
     pub fn queue_depth(&self) -> usize {
@@ -346,6 +353,7 @@ fn publish(engine: &mut Engine, shared: &Shared, fetch: bool) {
     match records {
         Ok(records) => {
             *shared.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Snapshot::new(records));
+            *shared.watched.write().unwrap_or_else(|e| e.into_inner()) = engine.watched_alerts();
             if fetch {
                 metrics::origin_reachable(true);
             }

@@ -187,5 +187,32 @@ pub(crate) fn trigger_url(event: &Event) -> Option<String> {
         .iter()
         .find_map(|k| event.annotations.get(*k))
         .filter(|u| u.starts_with("https://") || u.starts_with("http://"))
+        // A link is shown as `<url>`: one that could close it or add its own text is dropped.
+        .filter(|u| u.len() <= 2048 && !u.chars().any(|c| c.is_whitespace() || c.is_control() || "|<>\"'`".contains(c)))
         .cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_url(url: &str) -> Event {
+        let mut e =
+            Event::request(crate::domain::event::Source::Cli, "a", "b", "cli:x", None, Timestamp::UNIX_EPOCH, "k");
+        e.annotations.insert("generator_url".into(), url.into());
+        e
+    }
+
+    #[test]
+    fn a_trigger_link_cannot_carry_its_own_text_or_close_the_link() {
+        assert_eq!(
+            trigger_url(&with_url("http://prom/graph?g0.expr=up")).as_deref(),
+            Some("http://prom/graph?g0.expr=up")
+        );
+        for bad in
+            ["https://evil.example/x|Click to approve", "https://a/b> <!channel>", "javascript:alert(1)", "https://a b"]
+        {
+            assert_eq!(trigger_url(&with_url(bad)), None, "{bad}");
+        }
+    }
 }

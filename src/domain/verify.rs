@@ -58,6 +58,9 @@ fn one() -> u32 {
     1
 }
 
+/// At most this many alerts are followed per watch.
+pub(crate) const MAX_FIRING: usize = 32;
+
 /// What arrived about a watched rollback.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Signal {
@@ -183,6 +186,11 @@ impl Watch {
     pub(crate) fn observe(&mut self, signal: &Signal) -> bool {
         match signal {
             Signal::Fired { key, .. } => {
+                // Bounded: past this many distinct alerts, more change nothing (the watch is
+                // not recovering anyway), so no sender can grow its note without end.
+                if self.firing.len() >= MAX_FIRING && !self.firing.contains(key) {
+                    return false;
+                }
                 let new = self.firing.insert(key.clone());
                 let was_resolved = self.resolved_since.take().is_some();
                 if was_resolved || (new && key != &self.trigger) {

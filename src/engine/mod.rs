@@ -5,6 +5,8 @@ mod follow_up;
 mod review;
 mod verify;
 
+pub(crate) use verify::query_holds;
+
 use std::sync::Arc;
 
 use jiff::Timestamp;
@@ -222,6 +224,14 @@ impl Engine {
         };
         if r.delivery != Delivery::Direct {
             return Ok(format!("{} is a proposal; nothing reached the branch to verify", r.id));
+        }
+        if self.verified_by_watch(&r.id, &r.policy) {
+            // Its policy verifies it: this resolve was counted already (a duplicate from an HA
+            // pair of Alertmanagers), or the verdict is in.
+            return Ok(format!(
+                "{}: this resolve changes nothing (counted already, or verified by its policy's verify)",
+                r.id
+            ));
         }
         let resolved_at = resolved.resolved_at.unwrap_or(now);
         // A resolve dated before the rollback, or in the future, verifies nothing: the note is

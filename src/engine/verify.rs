@@ -418,9 +418,23 @@ impl Engine {
         Ok(())
     }
 
+    /// Every alert key a verification in progress waits to see resolve.
+    pub fn watched_alerts(&self) -> std::collections::HashSet<String> {
+        self.watches.values().flat_map(|w| w.firing.iter().cloned()).collect()
+    }
+
+    /// Whether rollback `id`'s policy verifies it (so the plain "resolved" note is not its verdict).
+    pub(super) fn verified_by_watch(&self, id: &RollbackId, policy: &str) -> bool {
+        self.watches.contains_key(id)
+            || self.settled.contains(id)
+            || self.policy_named(policy).is_some_and(|p| p.verify.is_some())
+    }
+
     /// A resolved alert, for the watches it was firing for. `None` when no watch knew it.
     pub(super) fn resolve_watched(&mut self, key: &str, at: Timestamp) -> Result<Option<String>, EngineError> {
         let now = self.clock.now();
+        // `endsAt` is the sender's word: a time in the future is read as now.
+        let at = at.min(now);
         self.pick_up(now)?;
         let ids: Vec<RollbackId> =
             self.watches.values().filter(|w| w.firing.contains(key)).map(|w| w.id.clone()).collect();
@@ -638,23 +652,29 @@ impl Engine {
     /// Whether `query` returns at least one series (or a non-zero scalar) now.
     fn query_holds(&self, query: &str) -> Result<bool, String> {
         let Some(p) = &self.config.prometheus else { return Err("no `prometheus:` configured".into()) };
-        let agent = crate::outbound::agent(p.timeout.as_std());
-        let url = format!("{}/api/v1/query", p.url.trim_end_matches('/'));
-        let a = crate::outbound::get(&agent, &url, &[("query", query)]).map_err(|e| e.to_string())?;
-        if !a.ok() {
-            return Err(format!("Prometheus answered {}: {}", a.status, a.body.chars().take(200).collect::<String>()));
-        }
-        let v: serde_json::Value = serde_json::from_str(&a.body).map_err(|e| format!("Prometheus answer: {e}"))?;
-        if v["status"] != "success" {
-            return Err(format!("Prometheus: {}", v["error"].as_str().unwrap_or("query failed")));
-        }
-        let data = &v["data"];
-        Ok(match data["resultType"].as_str() {
-            Some("vector") | Some("matrix") => data["result"].as_array().is_some_and(|r| !r.is_empty()),
-            Some("scalar") => data["result"][1].as_str().and_then(|s| s.parse::<f64>().ok()).is_some_and(|x| x != 0.0),
-            _ => false,
-        })
+        query_holds(p, query)
     }
+}
+
+/// Asks Prometheus `query` (an instant query): whether it returns at least one series, or a
+/// non-zero scalar. An error says whether Prometheus refused the query (a 4xx: fix the query)
+/// or could not be reached.
+pub(crate) fn query_holds(p: &crate::config::PrometheusConfig, query: &str) -> Result<bool, String> {
+    let agent = crate::outbound::agent(p.timeout.as_std());
+    let url = format!("{}/api/v1/query", p.url.trim_end_matches('/'));
+    let a =
+        crate::outbound::get(&agent, &url, &[("query", query)]).map_err(|e| format!("Prometheus unreachable: {e}"))?;
+    let v: serde_json::Value = serde_json::from_str(&a.body).unwrap_or_default();
+    if !a.ok() || v["status"] != "success" {
+        let why = v["error"].as_str().map_or_else(|| a.body.chars().take(200).collect(), str::to_string);
+        return Err(format!("Prometheus answered {}: {why}", a.status));
+    }
+    let data = &v["data"];
+    Ok(match data["resultType"].as_str() {
+        Some("vector") | Some("matrix") => data["result"].as_array().is_some_and(|r| !r.is_empty()),
+        Some("scalar") => data["result"][1].as_str().and_then(|s| s.parse::<f64>().ok()).is_some_and(|x| x != 0.0),
+        _ => false,
+    })
 }
 
 /// When an alert trigger's incident began: Alertmanager keys end in `@<startsAt>`.

@@ -143,7 +143,8 @@ impl Channel {
                 // Slack answers 200 with `ok: false` for its own refusals.
                 let v: serde_json::Value = serde_json::from_str(&a.body).unwrap_or_default();
                 if v["ok"] != true {
-                    let error = v["error"].as_str().unwrap_or("no `ok` in the answer").to_string();
+                    let error: String =
+                        v["error"].as_str().unwrap_or("no `ok` in the answer").chars().take(100).collect();
                     let transient = matches!(error.as_str(), "ratelimited" | "internal_error" | "fatal_error");
                     return Err(Failure { message: format!("Slack: {error}"), transient, retry_after: a.retry_after });
                 }

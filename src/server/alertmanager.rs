@@ -37,8 +37,9 @@ pub(super) async fn alertmanager_webhook(State(st): State<AppState>, headers: He
     let mut pending: Vec<Pending> = n.firing.into_iter().map(|e| st.dispatch_event(e)).collect();
     for r in n.resolved {
         let trigger = format!("alertmanager:{}", r.dedupe_key);
-        // Only incidents that were rolled back get a verification note.
-        if st.0.worker.shared().snapshot().find_trigger(&trigger).is_none() {
+        // Only incidents that were rolled back, or alerts a verification waits for, matter.
+        let shared = st.0.worker.shared();
+        if shared.snapshot().find_trigger(&trigger).is_none() && !shared.watched(&trigger) {
             continue;
         }
         let (reply, rx) = oneshot::channel();

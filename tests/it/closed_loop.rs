@@ -224,3 +224,38 @@ fn errors_that_stay_are_not_recovered_step_back_then_escalate() {
     assert!(headlines[3].starts_with("*Escalated"), "{told:#?}");
     assert_eq!(rollback_commits(&l.w), 2, "max_steps: 1");
 }
+
+#[test]
+fn check_tries_each_verify_query_against_prometheus() {
+    let Some(prometheus) = installed(&["prometheus"], "prometheus") else { return };
+    let port = free_port();
+    let w = World::with(&[
+        PolicySpec::new("prod").set("verify", json!({ "within": "5m", "query": "sum(rate(up[1m]) == 1" }))
+    ]);
+    w.write_config(&ConfigSpec::new().set("prometheus.url", format!("http://127.0.0.1:{port}")));
+    let dir = w.root().join("prometheus");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("prometheus.yml"), "global: { scrape_interval: 1m }\n").unwrap();
+    let _p = Killed(
+        Command::new(prometheus)
+            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("prometheus ready", 60, || {
+        get(&format!("http://127.0.0.1:{port}/-/ready")).is_ok_and(|(st, _)| st == 200)
+    });
+    let out = w.run_cli(&["check"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("verify.query") && text.contains("Prometheus answered 400"), "{text}");
+    w.set_policies(&[
+        PolicySpec::new("prod").set("verify", json!({ "within": "5m", "query": "up{job=\"{{ service }}\"} == 1" }))
+    ]);
+    let out = w.run_cli(&["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+}

@@ -99,7 +99,7 @@ async fn an_alert_rolls_back_once_repeats_are_duplicates_and_its_resolve_is_note
     let note = w.git(&["notes", "--ref=rollbackd", "show", "main"]);
     assert!(note.contains("Time-To-Recovery: 5m") && note.contains("Incident: alertmanager:fp1@"), "{note}");
     let (_, _, b) = s.send(am(alert_body("fp1", "checkout", "resolved"))).await;
-    assert!(b["reason"].as_str().unwrap().contains("verified already"), "{b}");
+    assert!(b["reason"].as_str().unwrap().contains("recorded already (verified)"), "{b}");
 }
 
 fn base64_encode(s: &str) -> String {

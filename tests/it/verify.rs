@@ -194,6 +194,16 @@ fn a_policy_routing_to_an_unknown_channel_or_querying_without_prometheus_is_refu
     w.set_policies(&[PolicySpec::new("prod").set("verify", json!({ "within": "5m", "query": "up == 1" }))]);
     let err = w.run_cli(&["check"]);
     assert!(String::from_utf8_lossy(&err.stdout).contains("verify.query needs `prometheus:"), "{err:?}");
+    // Settings that can never mean anything.
+    w.set_policies(&[
+        PolicySpec::new("slow").set("verify", json!({ "within": "5m", "deploy_time": "4m", "stable_for": "2m" })),
+        PolicySpec::new("soak").set("action.min_healthy", "10m"),
+    ]);
+    let out = w.run_cli(&["check"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("is longer than within 5m: nothing could ever verify"), "{text}");
+    assert!(text.contains("min_healthy only means something with mode: known_good"), "{text}");
 }
 
 /// A deployment of `sha` to checkout/prod reported successful, as GitHub sends it.
@@ -264,4 +274,33 @@ fn an_alert_during_the_soak_rejects_the_candidate_and_the_rollback_goes_past_it(
     w.clock.advance(SignedDuration::from_mins(10));
     engine.verify_due().unwrap();
     assert!(known_good_tags(&w).is_empty(), "a rejected candidate is never tagged");
+}
+
+/// Found by an attacker's probe: an alert that joined a verification must be able to resolve it
+/// (its resolve reaches the writer), and a resolve repeated by an HA pair of Alertmanagers must
+/// not write a verdict that skips `stable_for`.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_alert_of_the_incident_resolves_it_and_a_repeated_resolve_skips_nothing() {
+    use crate::common::http::{alert_body, am, server};
+    let w = World::with(&[PolicySpec::new("prod").set("verify", json!({ "within": "10m", "stable_for": "5m" }))]);
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let s = server(&w, ConfigSpec::new().set("git.fetch_freshness", "0s"));
+    s.wait_ready();
+    let (_, _, b) = s.send(am(alert_body("c1", "checkout", "firing"))).await;
+    assert_eq!(b["outcome"], "rolled_back", "{b}");
+    let commit = w.head();
+    // A second alert for the same service joins the verification.
+    let (_, _, b) = s.send(am(alert_body("c2", "checkout", "firing"))).await;
+    assert_eq!(b["outcome"], "duplicate", "{b}");
+    for fp in ["c1", "c2", "c1"] {
+        let (_, _, b) = s.send(am(alert_body(fp, "checkout", "resolved"))).await;
+        assert_eq!(b["outcome"], "recorded", "{fp}: reaches the writer: {b}");
+    }
+    assert!(w.git(&["notes", "--ref=rollbackd", "list"]).is_empty(), "stable_for has not passed: no verdict");
+    let progress = w.git(&["notes", "--ref=rollbackd-watch", "show", &commit]);
+    assert!(progress.contains("\"firing\":[]") && progress.contains("resolved_since"), "{progress}");
+    w.clock.advance(SignedDuration::from_mins(5));
+    let said = w.replica("later").verify_due().unwrap();
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(note(&w, &commit).contains("Verification: verified"));
 }
