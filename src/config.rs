@@ -53,9 +53,29 @@ pub struct Config {
     /// Where `/metrics` and `/api/v1/*` are served, and who may read them.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// What the kill switch (`rollbackd pause`) does to automatic rollbacks.
+    #[serde(default)]
+    pub pause: PauseConfig,
     /// The file this was read from, for a reload.
     #[serde(skip)]
     pub path: PathBuf,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PauseConfig {
+    /// `propose` (default): automatic rollbacks become proposals while paused. `nothing`: they
+    /// are denied (and said so); only people's requests write.
+    #[serde(default)]
+    pub automatic: PauseMode,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PauseMode {
+    #[default]
+    Propose,
+    Nothing,
 }
 
 /// `admin:`: the read endpoints by trust. With `listen`, they move to a listener of their own

@@ -127,6 +127,23 @@ enum Command {
         #[arg(long, env = "ROLLBACKD_ACTOR")]
         actor: Option<String>,
     },
+    /// The kill switch: stop every automatic rollback fleet-wide (they become proposals, or are
+    /// denied with `pause.automatic: nothing`) until `resume` or the end of `--for` (default 1h).
+    Pause {
+        #[arg(long = "for")]
+        duration: Option<rollbackd::Duration>,
+        #[arg(long)]
+        reason: Option<String>,
+        /// Who you are, e.g. `--actor alice@example.com` (default: git's user.email, then $USER).
+        #[arg(long, env = "ROLLBACKD_ACTOR")]
+        actor: Option<String>,
+    },
+    /// Lift the pause.
+    Resume {
+        /// Who you are, e.g. `--actor alice@example.com` (default: git's user.email, then $USER).
+        #[arg(long, env = "ROLLBACKD_ACTOR")]
+        actor: Option<String>,
+    },
     /// End a freeze.
     Unfreeze {
         scope: String,
@@ -380,6 +397,18 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             let actor = whoami(actor)?;
             let mut engine = engine(&cli.config, Arc::new(SystemClock))?;
             println!("{}", engine.freeze(&scope, env.as_deref(), duration, reason.as_deref(), None, &actor)?);
+            Ok(0)
+        }
+        Command::Pause { duration, reason, actor } => {
+            let actor = whoami(actor)?;
+            let mut engine = engine(&cli.config, Arc::new(SystemClock))?;
+            println!("{}", engine.pause(duration, reason.as_deref(), None, &actor)?);
+            Ok(0)
+        }
+        Command::Resume { actor } => {
+            let actor = whoami(actor)?;
+            let mut engine = engine(&cli.config, Arc::new(SystemClock))?;
+            println!("{}", engine.resume(None, &actor, None)?);
             Ok(0)
         }
         Command::Unfreeze { scope, env, actor } => {

@@ -17,8 +17,11 @@ pub(crate) struct Facts<'a> {
     pub on_violation: OnViolation,
     /// The guards that ran (none for an emergency request).
     pub guards: &'a [GuardCheck],
-    /// A freeze covering the target now, if any.
+    /// A freeze covering the target now, if any (the pause covers every target).
     pub freeze: Option<&'a Freeze>,
+    /// While paused, automatic rollbacks are denied rather than proposed (`pause.automatic:
+    /// nothing`).
+    pub pause_denies: bool,
     /// A person asked (chat or CLI), rather than an alert or a CI event.
     pub human_request: bool,
     /// Break glass: guards and freezes do not apply.
@@ -74,6 +77,9 @@ pub(crate) fn decide(f: &Facts<'_>, notes: &mut Vec<String>) -> Verdict {
         } else if f.human_request {
             notes.push(format!("{}; a person asked, so the rollback goes through", freeze.describe()));
         } else {
+            if freeze.pause && f.pause_denies {
+                return Verdict::Settled(Outcome::Denied { reason: freeze.describe() });
+            }
             if delivery == Delivery::Direct {
                 notes.push(format!("{}: proposing for review instead of pushing", freeze.describe()));
             }
@@ -113,6 +119,7 @@ mod tests {
             reason: None,
             by: "cli:ops".into(),
             at: "2026-11-21T11:00:00Z".parse().unwrap(),
+            pause: false,
         }
     }
 
@@ -215,6 +222,7 @@ mod tests {
                 on_violation: row.on_violation,
                 guards: &guards,
                 freeze: row.frozen.then_some(&f),
+                pause_denies: false,
                 human_request: row.human,
                 emergency: row.emergency,
                 open_proposal: row.open.then_some(&o),
@@ -236,6 +244,7 @@ mod tests {
             on_violation: OnViolation::Propose,
             guards: &guards,
             freeze: Some(&f),
+            pause_denies: false,
             human_request: false,
             emergency: false,
             open_proposal: None,
@@ -246,5 +255,29 @@ mod tests {
         assert_eq!(decide(&facts, &mut notes), Verdict::Deliver(Delivery::Proposal));
         assert_eq!(notes.len(), 1, "{notes:?}");
         assert!(notes[0].contains("guard failed") && notes[0].contains("cooldown"), "{notes:?}");
+    }
+
+    #[test]
+    fn the_pause_covers_every_target_and_denies_or_proposes_as_configured() {
+        let pause = Freeze { scope: "all".into(), pause: true, ..freeze() };
+        assert!(pause.covers("cart", "staging", "2026-11-21T12:00:00Z".parse().unwrap()));
+        let id = RollbackId("rb-ffffffffffff".into());
+        let facts = |denies: bool, human: bool| Facts {
+            policy: "p",
+            mode: Mode::Direct,
+            on_violation: OnViolation::Deny,
+            guards: &[],
+            freeze: Some(&pause),
+            pause_denies: denies,
+            human_request: human,
+            emergency: false,
+            open_proposal: None,
+            dry_run: false,
+            id: &id,
+        };
+        let mut notes = Vec::new();
+        assert_eq!(decide(&facts(false, false), &mut notes), Verdict::Deliver(Delivery::Proposal));
+        assert!(matches!(decide(&facts(true, false), &mut notes), Verdict::Settled(Outcome::Denied { .. })));
+        assert_eq!(decide(&facts(true, true), &mut notes), Verdict::Deliver(Delivery::Direct), "a person still can");
     }
 }

@@ -17,16 +17,24 @@ pub struct Freeze {
     pub reason: Option<String>,
     pub by: String,
     pub at: Timestamp,
+    /// The kill switch (`rollbackd pause`): every automatic write stops, fleet-wide. Lifted only
+    /// by `resume`, never by `unfreeze all`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pause: bool,
 }
 
 impl Freeze {
     pub fn covers(&self, service: &str, env: &str, now: Timestamp) -> bool {
         now < self.until
-            && (self.scope == "all" || self.scope == service)
+            && (self.pause || self.scope == "all" || self.scope == service)
             && self.env.as_deref().is_none_or(|e| e == env)
     }
 
     pub fn describe(&self) -> String {
+        if self.pause {
+            let reason = self.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+            return format!("automatic rollbacks paused until {} by {}{reason}", self.until, self.by);
+        }
         let env = self.env.as_deref().map(|e| format!(" in {e}")).unwrap_or_default();
         let reason = self.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
         format!("{}{env} frozen until {} by {}{reason}", self.scope, self.until, self.by)
@@ -49,7 +57,7 @@ impl Freezes {
 
     /// Adds a freeze, dropping expired ones so the file does not grow forever (git keeps them).
     pub fn add(&mut self, f: Freeze, now: Timestamp) {
-        self.freezes.retain(|x| now < x.until && !(x.scope == f.scope && x.env == f.env));
+        self.freezes.retain(|x| now < x.until && !(x.scope == f.scope && x.env == f.env && x.pause == f.pause));
         self.freezes.push(f);
     }
 
@@ -58,8 +66,23 @@ impl Freezes {
     pub fn remove(&mut self, scope: &str, env: Option<&str>, now: Timestamp, asked_at: Timestamp) -> usize {
         let before = self.freezes.len();
         self.freezes.retain(|x| {
-            now < x.until && !(x.scope == scope && (env.is_none() || x.env.as_deref() == env) && x.at <= asked_at)
+            now < x.until
+                && (x.pause || !(x.scope == scope && (env.is_none() || x.env.as_deref() == env) && x.at <= asked_at))
         });
         before - self.freezes.len()
+    }
+
+    /// Lifts the pause (if it was set no later than `asked_at`).
+    pub fn resume(&mut self, now: Timestamp, asked_at: Timestamp) -> usize {
+        let before = self.freezes.len();
+        self.freezes.retain(|x| now < x.until && !(x.pause && x.at <= asked_at));
+        before - self.freezes.len()
+    }
+}
+
+impl Freezes {
+    /// The pause in force, if any.
+    pub fn paused(&self, now: Timestamp) -> Option<&Freeze> {
+        self.active(now).find(|f| f.pause)
     }
 }

@@ -362,10 +362,67 @@ impl Engine {
             reason: reason.map(crate::support::text::quoted),
             by: actor_id(actor, cli_name),
             at: now,
+            pause: false,
         };
         let text = f.describe();
         self.repo.update_freezes(&format!("Freeze: {text}\n"), now, |set| set.add(f.clone(), now))?;
         Ok(text)
+    }
+
+    /// The kill switch: every automatic rollback (and step back) stops, fleet-wide, until
+    /// `resume` or the end of `duration` (default 1h). Authorised like a freeze; recorded in git.
+    pub fn pause(
+        &mut self,
+        duration: Option<crate::support::duration::Duration>,
+        reason: Option<&str>,
+        actor: Actor<'_>,
+        cli_name: &str,
+    ) -> Result<String, EngineError> {
+        if let Some(reason) = self.may_freeze(actor) {
+            return Ok(format!("refused: {}", reason.replace("freeze or unfreeze", "pause or resume")));
+        }
+        let length = duration.map_or(SignedDuration::from_hours(1), |d| d.as_signed());
+        if length <= SignedDuration::ZERO || length > SignedDuration::from_hours(24 * 366) {
+            return Ok("refused: a pause lasts more than 0s and at most 366d".into());
+        }
+        let (_lock, now) = self.begin_fresh()?;
+        let Some(until) = now.checked_add(length).ok() else {
+            return Ok("refused: a pause lasts more than 0s and at most 366d".into());
+        };
+        let f = Freeze {
+            scope: "all".into(),
+            env: None,
+            until,
+            reason: reason.map(crate::support::text::quoted),
+            by: actor_id(actor, cli_name),
+            at: now,
+            pause: true,
+        };
+        let text = f.describe();
+        self.repo.update_freezes(&format!("Pause: {text}\n"), now, |set| set.add(f.clone(), now))?;
+        warn!(by = %f.by, until = %f.until, "automatic rollbacks paused");
+        Ok(text)
+    }
+
+    /// Lifts the pause.
+    pub fn resume(
+        &mut self,
+        actor: Actor<'_>,
+        cli_name: &str,
+        asked_at: Option<Timestamp>,
+    ) -> Result<String, EngineError> {
+        if let Some(reason) = self.may_freeze(actor) {
+            return Ok(format!("refused: {}", reason.replace("freeze or unfreeze", "pause or resume")));
+        }
+        let (_lock, now) = self.begin_fresh()?;
+        let who = actor_id(actor, cli_name);
+        let asked_at = asked_at.unwrap_or(now);
+        let removed = self.repo.update_freezes(&format!("Resume by {who}\n"), now, |set| set.resume(now, asked_at))?;
+        Ok(if removed == 0 {
+            "automatic rollbacks were not paused".into()
+        } else {
+            format!("automatic rollbacks resumed by {who}")
+        })
     }
 
     /// Lifts freezes of `scope` (in `env`, or every env). `asked_at` is when the person asked

@@ -544,6 +544,10 @@ impl Engine {
                     notice.reason, watch.step
                 ),
             ),
+            OnFailure::StepBack if self.repo.freezes().ok().and_then(|f| f.paused(now).cloned()).is_some() => escalate(
+                self,
+                format!("{}; rollbackd is paused, so it did not step back; a person must act", notice.reason),
+            ),
             OnFailure::StepBack => match self.step_back(watch, &policy, now) {
                 Ok(Some(rollback)) => {
                     let mut stepped = notice.becomes(

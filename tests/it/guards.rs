@@ -116,3 +116,37 @@ fn notify_mode_writes_nothing_but_explains() {
     assert!(report.plan.is_some());
     assert_eq!(w.refs_of(&w.origin), refs);
 }
+
+#[test]
+fn the_kill_switch_stops_automatic_rollbacks_everywhere_until_resumed() {
+    let w = World::new();
+    w.write_config(&ConfigSpec::new().set("pause.automatic", "nothing").set("git.fetch_freshness", "0s"));
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    w.deploy("cart", "staging", "2.1.0", 10);
+    let out = w.run_cli(&["pause", "--for", "30m", "--reason", "bad release train", "--actor", "ops"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("automatic rollbacks paused until"), "{out:?}");
+    let status = w.run_cli(&["status"]);
+    assert!(String::from_utf8_lossy(&status.stdout).contains("paused until"), "{status:?}");
+
+    for (service, env) in [("checkout", "prod"), ("cart", "staging")] {
+        let report = w.engine().handle(&w.alert(service, env, service), &Options::default()).unwrap();
+        match &report.outcome {
+            Outcome::Denied { reason } => assert!(reason.contains("paused") && reason.contains("bad release train")),
+            other => panic!("{service}: {other:?}"),
+        }
+    }
+    // `unfreeze all` is not `resume`.
+    assert_eq!(w.run_cli(&["unfreeze", "all", "--actor", "ops"]).status.code(), Some(0));
+    let report = w.engine().handle(&w.alert("cart", "staging", "c2"), &Options::default()).unwrap();
+    assert!(matches!(report.outcome, Outcome::Denied { .. }), "{:?}", report.outcome);
+    // A person may still roll back.
+    let out = w.run_cli(&["rollback", "checkout", "--env", "prod", "--actor", "ops"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(w.trailers("main", "Rollback-Actor"), ["cli:ops"]);
+
+    let out = w.run_cli(&["resume", "--actor", "ops"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("resumed by cli:ops"), "{out:?}");
+    let report = w.engine().handle(&w.alert("cart", "staging", "c3"), &Options::default()).unwrap();
+    assert!(matches!(report.outcome, Outcome::RolledBack { .. }), "{:?}", report.outcome);
+}
