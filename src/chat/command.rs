@@ -7,6 +7,7 @@
 //! /rollback status [<service>]        /rollback history [<service>] [<env>]
 //! /rollback freeze <service>|all [<env>] [for <duration>] [because <reason...>]
 //! /rollback unfreeze <service>|all [<env>]
+//! /rollback pause [for <duration>] [because <reason...>]      /rollback resume
 //! /rollback help
 //! ```
 //!
@@ -53,6 +54,8 @@ pub enum Command {
     History { service: Option<String>, env: Option<String> },
     Freeze { scope: Scope, env: Option<String>, duration: Option<Duration>, reason: Option<String> },
     Unfreeze { scope: Scope, env: Option<String> },
+    Pause { duration: Option<Duration>, reason: Option<String> },
+    Resume,
     Help,
 }
 
@@ -76,7 +79,8 @@ fn did_you_mean(s: &Option<&'static str>) -> String {
 
 /// Every command, for suggestions and help. Adding a `Command` variant does not compile until
 /// [`usage`] describes it.
-const SUBCOMMANDS: [&str; 7] = ["approve", "cancel", "status", "history", "freeze", "unfreeze", "help"];
+const SUBCOMMANDS: [&str; 9] =
+    ["approve", "cancel", "status", "history", "freeze", "unfreeze", "pause", "resume", "help"];
 
 fn suggest(word: &str, candidates: &[&'static str], max: usize) -> Option<&'static str> {
     let w = word.to_ascii_lowercase();
@@ -169,6 +173,23 @@ pub fn parse_args(args: &str) -> Result<Command, ParseError> {
             let opts = options("unfreeze", rest, &[])?;
             Ok(Command::Unfreeze { scope, env: opts.positional })
         }
+        "pause" => {
+            let opts = options("pause", rest, &["for", "because"])?;
+            if let Some(word) = opts.positional {
+                return Err(ParseError::UnexpectedWord { command: "pause", word, suggestion: Some("for") });
+            }
+            let duration = match opts.value("for") {
+                Some(text) => Some(text.parse::<Duration>().map_err(|_| ParseError::BadDuration { text })?),
+                None => None,
+            };
+            Ok(Command::Pause { duration, reason: opts.value("because") })
+        }
+        "resume" => match rest.first() {
+            None => Ok(Command::Resume),
+            Some(extra) => {
+                Err(ParseError::UnexpectedWord { command: "resume", word: extra.to_string(), suggestion: None })
+            }
+        },
         _ => {
             let service = *first;
             if service.starts_with('-') || service.contains(['/', '\\', '"']) {
@@ -296,6 +317,11 @@ pub(crate) fn usage(c: &Command) -> (&'static str, &'static str) {
             "automatic rollbacks become proposals until the freeze ends",
         ),
         Command::Unfreeze { .. } => ("/rollback unfreeze <service>|all [<env>]", "end a freeze"),
+        Command::Pause { .. } => (
+            "/rollback pause [for <duration>] [because <reason...>]",
+            "the kill switch: every automatic rollback stops, everywhere, until resume",
+        ),
+        Command::Resume => ("/rollback resume", "lift the pause"),
         Command::Help => ("/rollback help", "this help"),
     }
 }
@@ -309,6 +335,8 @@ pub fn help() -> String {
         Command::History { service: None, env: None },
         Command::Freeze { scope: Scope::All, env: None, duration: None, reason: None },
         Command::Unfreeze { scope: Scope::All, env: None },
+        Command::Pause { duration: None, reason: None },
+        Command::Resume,
         Command::Help,
     ];
     let mut s = String::from("rollbackd commands:\n");

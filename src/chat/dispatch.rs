@@ -88,7 +88,7 @@ fn check_arguments(command: &Command, rules: &crate::domain::ident::InputRules) 
         Command::Freeze { scope: s, env, .. } | Command::Unfreeze { scope: s, env } => {
             e(scope(s).and(ident("env", env)))
         }
-        Command::Help => Ok(()),
+        Command::Pause { .. } | Command::Resume | Command::Help => Ok(()),
     }
 }
 
@@ -145,6 +145,10 @@ pub fn execute(engine: &mut Engine, req: &ChatRequest) -> Reply {
         Command::Unfreeze { scope, env } => engine
             .unfreeze(&scope.to_string(), env.as_deref(), Some(p), "", req.asked_at)
             .map(|t| public(format!("{p}: {t}"))),
+        Command::Pause { duration, reason } => {
+            engine.pause(*duration, reason.as_deref(), Some(p), "").map(|t| public(format!("{p}: {t}")))
+        }
+        Command::Resume => engine.resume(Some(p), "", req.asked_at).map(|t| public(format!("{p}: {t}"))),
     };
     result.unwrap_or_else(|e| failed(format!("{p}: error: {e}"), true))
 }

@@ -43,6 +43,12 @@ fn commands() {
         ("/rollback status", Command::Status { service: None }),
         ("/rollback status cart", Command::Status { service: Some("cart".into()) }),
         ("/rollback history", Command::History { service: None, env: None }),
+        ("/rollback pause", Command::Pause { duration: None, reason: None }),
+        (
+            "/rollback pause for 2h because flapping alert",
+            Command::Pause { duration: d("2h"), reason: Some("flapping alert".into()) },
+        ),
+        ("/rollback resume", Command::Resume),
         ("/rollback history cart prod", Command::History { service: Some("cart".into()), env: Some("prod".into()) }),
         ("/rollback freeze all", Command::Freeze { scope: Scope::All, env: None, duration: None, reason: None }),
         (

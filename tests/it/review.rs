@@ -231,3 +231,22 @@ fn auto_merge_merges_a_proposal_at_once() {
     assert!(w.git(&["for-each-ref", "refs/heads/rollback/"]).is_empty());
     assert_eq!(w.git(&["tag", "-l", "rollback/*"]).lines().count(), 1);
 }
+
+#[test]
+fn the_kill_switch_from_chat_is_for_approvers_and_resume_lifts_it() {
+    let w = world(1);
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let refused = chat_as(&w, Principal::new("slack:U7"), "/rollback pause for 1h because flapping");
+    assert!(refused.text.contains("may not pause or resume"), "{}", refused.text);
+    let paused = chat_as(&w, Principal::new("slack:U2"), "/rollback pause for 1h because flapping");
+    assert!(
+        paused.public && paused.text.contains("paused until") && paused.text.contains("flapping"),
+        "{}",
+        paused.text
+    );
+    // Automatic rollbacks become proposals (the default `pause.automatic: propose`).
+    let report = w.engine().handle(&w.alert("checkout", "prod", "p1"), &Options::default()).unwrap();
+    assert!(matches!(report.outcome, Outcome::Proposed { .. }), "{:?}", report.outcome);
+    let resumed = chat_as(&w, Principal::new("slack:U2"), "/rollback resume");
+    assert!(resumed.text.contains("resumed by slack:U2"), "{}", resumed.text);
+}
