@@ -31,13 +31,14 @@ impl Freeze {
     }
 
     pub fn describe(&self) -> String {
+        let until = to_the_second(self.until);
         if self.pause {
             let reason = self.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
-            return format!("automatic rollbacks paused until {} by {}{reason}", self.until, self.by);
+            return format!("automatic rollbacks paused until {until} by {}{reason}", self.by);
         }
         let env = self.env.as_deref().map(|e| format!(" in {e}")).unwrap_or_default();
         let reason = self.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
-        format!("{}{env} frozen until {} by {}{reason}", self.scope, self.until, self.by)
+        format!("{}{env} frozen until {until} by {}{reason}", self.scope, self.by)
     }
 }
 
@@ -65,9 +66,11 @@ impl Freezes {
     /// were set no later than `asked_at`.
     pub fn remove(&mut self, scope: &str, env: Option<&str>, now: Timestamp, asked_at: Timestamp) -> usize {
         let before = self.freezes.len();
+        // `all` lifts every freeze (of any service) it may, as it says; never the pause.
         self.freezes.retain(|x| {
+            let scope_matches = scope == "all" || x.scope == scope;
             now < x.until
-                && (x.pause || !(x.scope == scope && (env.is_none() || x.env.as_deref() == env) && x.at <= asked_at))
+                && (x.pause || !(scope_matches && (env.is_none() || x.env.as_deref() == env) && x.at <= asked_at))
         });
         before - self.freezes.len()
     }
@@ -84,5 +87,50 @@ impl Freezes {
     /// The pause in force, if any.
     pub fn paused(&self, now: Timestamp) -> Option<&Freeze> {
         self.active(now).find(|f| f.pause)
+    }
+}
+
+/// Times people read: to the second.
+fn to_the_second(t: Timestamp) -> Timestamp {
+    t.round(jiff::Unit::Second).unwrap_or(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn freeze(scope: &str, pause: bool) -> Freeze {
+        Freeze {
+            scope: scope.into(),
+            env: None,
+            until: at("2026-11-21T13:00:00.123456789Z"),
+            reason: None,
+            by: "cli:ops".into(),
+            at: at("2026-11-21T11:00:00Z"),
+            pause,
+        }
+    }
+
+    #[test]
+    fn unfreeze_all_lifts_every_freeze_it_says_but_never_the_pause() {
+        let now = at("2026-11-21T12:00:00Z");
+        let mut set = Freezes::default();
+        for f in [freeze("checkout", false), freeze("cart", false), freeze("all", false), freeze("all", true)] {
+            set.add(f, now);
+        }
+        assert_eq!(set.freezes.len(), 4, "a pause and a freeze of all are two things");
+        assert_eq!(set.remove("all", None, now, now), 3);
+        assert!(set.paused(now).is_some());
+        assert_eq!(set.resume(now, now), 1);
+        assert!(set.freezes.is_empty());
+    }
+
+    #[test]
+    fn times_are_said_to_the_second() {
+        assert_eq!(freeze("checkout", false).describe(), "checkout frozen until 2026-11-21T13:00:00Z by cli:ops");
     }
 }

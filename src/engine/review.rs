@@ -445,7 +445,11 @@ impl Engine {
         let removed = self.repo.update_freezes(&format!("Unfreeze {scope} by {who}\n"), now, |set| {
             set.remove(scope, env, now, asked_at)
         })?;
-        Ok(if removed == 0 { format!("{scope} was not frozen") } else { format!("{scope} unfrozen by {who}") })
+        Ok(match removed {
+            0 => format!("{scope} was not frozen"),
+            1 => format!("{scope} unfrozen by {who}"),
+            n => format!("{scope} unfrozen by {who}: {n} freezes lifted"),
+        })
     }
 
     /// Freezes in force, open proposals (with approvals) and the last rollbacks.
