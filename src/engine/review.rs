@@ -345,28 +345,7 @@ impl Engine {
         if let Some(reason) = self.may_freeze(actor) {
             return Ok(format!("refused: {reason}"));
         }
-        let length = duration.map_or(SignedDuration::from_hours(1), |d| d.as_signed());
-        // A freeze is for a launch or an incident, not forever: a year at most, and never one
-        // that would end before it began.
-        if length <= SignedDuration::ZERO || length > SignedDuration::from_hours(24 * 366) {
-            return Ok("refused: a freeze lasts more than 0s and at most 366d".into());
-        }
-        let (_lock, now) = self.begin_fresh()?;
-        let Some(until) = now.checked_add(length).ok() else {
-            return Ok("refused: a freeze lasts more than 0s and at most 366d".into());
-        };
-        let f = Freeze {
-            scope: scope.to_string(),
-            env: env.map(str::to_string),
-            until,
-            reason: reason.map(crate::support::text::quoted),
-            by: actor_id(actor, cli_name),
-            at: now,
-            pause: false,
-        };
-        let text = f.describe();
-        self.repo.update_freezes(&format!("Freeze: {text}\n"), now, |set| set.add(f.clone(), now))?;
-        Ok(text)
+        self.add_freeze(scope, env, duration, reason, actor_id(actor, cli_name), false)
     }
 
     /// The kill switch: every automatic rollback (and step back) stops, fleet-wide, until
@@ -381,26 +360,44 @@ impl Engine {
         if let Some(reason) = self.may_freeze(actor) {
             return Ok(format!("refused: {}", reason.replace("freeze or unfreeze", "pause or resume")));
         }
+        let said = self.add_freeze("all", None, duration, reason, actor_id(actor, cli_name), true)?;
+        if !said.starts_with("refused") {
+            warn!("{said}");
+        }
+        Ok(said)
+    }
+
+    /// Records a freeze (or the pause) in git. A freeze is for a launch or an incident, not
+    /// forever: more than 0s, a year at most.
+    fn add_freeze(
+        &mut self,
+        scope: &str,
+        env: Option<&str>,
+        duration: Option<crate::support::duration::Duration>,
+        reason: Option<&str>,
+        by: String,
+        pause: bool,
+    ) -> Result<String, EngineError> {
+        let what = if pause { "a pause" } else { "a freeze" };
+        let refused = || Ok(format!("refused: {what} lasts more than 0s and at most 366d"));
         let length = duration.map_or(SignedDuration::from_hours(1), |d| d.as_signed());
         if length <= SignedDuration::ZERO || length > SignedDuration::from_hours(24 * 366) {
-            return Ok("refused: a pause lasts more than 0s and at most 366d".into());
+            return refused();
         }
         let (_lock, now) = self.begin_fresh()?;
-        let Some(until) = now.checked_add(length).ok() else {
-            return Ok("refused: a pause lasts more than 0s and at most 366d".into());
-        };
+        let Some(until) = now.checked_add(length).ok() else { return refused() };
         let f = Freeze {
-            scope: "all".into(),
-            env: None,
+            scope: scope.to_string(),
+            env: env.map(str::to_string),
             until,
             reason: reason.map(crate::support::text::quoted),
-            by: actor_id(actor, cli_name),
+            by,
             at: now,
-            pause: true,
+            pause,
         };
         let text = f.describe();
-        self.repo.update_freezes(&format!("Pause: {text}\n"), now, |set| set.add(f.clone(), now))?;
-        warn!(by = %f.by, until = %f.until, "automatic rollbacks paused");
+        let message = if pause { format!("Pause: {text}\n") } else { format!("Freeze: {text}\n") };
+        self.repo.update_freezes(&message, now, |set| set.add(f.clone(), now))?;
         Ok(text)
     }
 

@@ -45,12 +45,7 @@ fn a_rollback_is_explained_with_its_verification() {
     assert!(stdout(&out).contains("not verified (yet)"), "{}", stdout(&out));
 
     w.clock.advance(SignedDuration::from_mins(2));
-    let resolved = rollbackd::parsers::Resolved {
-        dedupe_key: alert.dedupe_key.clone(),
-        labels: alert.labels.clone(),
-        started_at: alert.started_at.unwrap(),
-        resolved_at: Some(w.now()),
-    };
+    let resolved = World::resolved(&alert, w.now());
     engine.record_resolution(&resolved).unwrap();
     let out = w.run_cli(&["explain", &alert.trigger(), "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -66,12 +66,7 @@ fn a_rollback_is_told_once_per_channel_with_its_facts_and_its_verification_in_th
     let again = engine.handle(&alert, &Options::default()).unwrap();
     assert!(matches!(again.outcome, Outcome::Duplicate { .. }));
     w.clock.advance(jiff::SignedDuration::from_mins(3));
-    let resolved = rollbackd::parsers::Resolved {
-        dedupe_key: alert.dedupe_key.clone(),
-        labels: alert.labels.clone(),
-        started_at: alert.started_at.unwrap(),
-        resolved_at: Some(w.now()),
-    };
+    let resolved = World::resolved(&alert, w.now());
     engine.record_resolution(&resolved).unwrap();
     let (hook, slack) = next_pair(&r);
     assert_eq!(hook["event"], "verified", "{hook}");

@@ -27,12 +27,7 @@ fn roll_back(engine: &mut Engine, alert: &Event) -> rollbackd::Rollback {
 }
 
 fn resolved(alert: &Event, at: jiff::Timestamp) -> rollbackd::parsers::Resolved {
-    rollbackd::parsers::Resolved {
-        dedupe_key: alert.dedupe_key.clone(),
-        labels: alert.labels.clone(),
-        started_at: alert.started_at.unwrap(),
-        resolved_at: Some(at),
-    }
+    World::resolved(alert, at)
 }
 
 /// The verification note on `commit` in the origin, read with git.

@@ -178,6 +178,16 @@ impl World {
         }
     }
 
+    /// `alert`, resolved at `at` as Alertmanager reports it (`endsAt`).
+    pub fn resolved(alert: &Event, at: Timestamp) -> rollbackd::parsers::Resolved {
+        rollbackd::parsers::Resolved {
+            dedupe_key: alert.dedupe_key.clone(),
+            labels: alert.labels.clone(),
+            started_at: alert.started_at.expect("an alert"),
+            resolved_at: Some(at),
+        }
+    }
+
     pub fn request(&self, service: &str, env: &str, id: &str) -> Event {
         Event::request(Source::Cli, service, env, "alice", Some("asked in test"), self.now(), id)
     }
