@@ -120,8 +120,9 @@ pub fn execute(engine: &mut Engine, req: &ChatRequest) -> Reply {
                 for n in &report.decision.notes {
                     text.push_str(&format!("\nnote: {n}"));
                 }
+                // A denial is the asker's business; outcomes are the channel's.
                 match report.outcome {
-                    Outcome::Denied { .. } | Outcome::Ignored { .. } => failed(text, true),
+                    Outcome::Denied { .. } | Outcome::Ignored { .. } => failed(text, false),
                     _ => public(text),
                 }
             })
@@ -141,16 +142,22 @@ pub fn execute(engine: &mut Engine, req: &ChatRequest) -> Reply {
         }),
         Command::Freeze { scope, env, duration, reason } => engine
             .freeze(&scope.to_string(), env.as_deref(), *duration, reason.as_deref(), Some(p), "")
-            .map(|t| public(format!("{p}: {t}"))),
-        Command::Unfreeze { scope, env } => engine
-            .unfreeze(&scope.to_string(), env.as_deref(), Some(p), "", req.asked_at)
-            .map(|t| public(format!("{p}: {t}"))),
-        Command::Pause { duration, reason } => {
-            engine.pause(*duration, reason.as_deref(), Some(p), "").map(|t| public(format!("{p}: {t}")))
+            .map(|t| announce(p, t)),
+        Command::Unfreeze { scope, env } => {
+            engine.unfreeze(&scope.to_string(), env.as_deref(), Some(p), "", req.asked_at).map(|t| announce(p, t))
         }
-        Command::Resume => engine.resume(Some(p), "", req.asked_at).map(|t| public(format!("{p}: {t}"))),
+        Command::Pause { duration, reason } => {
+            engine.pause(*duration, reason.as_deref(), Some(p), "").map(|t| announce(p, t))
+        }
+        Command::Resume => engine.resume(Some(p), "", req.asked_at).map(|t| announce(p, t)),
     };
-    result.unwrap_or_else(|e| failed(format!("{p}: error: {e}"), true))
+    // An error is the asker's to act on (retry, fix the command), not the channel's news.
+    result.unwrap_or_else(|e| failed(format!("{p}: error: {e}"), false))
+}
+
+/// A freeze, pause or their end is news for the channel; a refusal is for the asker alone.
+fn announce(p: &Principal, text: String) -> Reply {
+    if text.starts_with("refused") { failed(format!("{p}: {text}"), false) } else { public(format!("{p}: {text}")) }
 }
 
 fn review_reply(p: &Principal, o: &ReviewOutcome) -> Reply {

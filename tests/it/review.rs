@@ -238,6 +238,7 @@ fn the_kill_switch_from_chat_is_for_approvers_and_resume_lifts_it() {
     w.deploy("checkout", "prod", "1.5.0", 10);
     let refused = chat_as(&w, Principal::new("slack:U7"), "/rollback pause for 1h because flapping");
     assert!(refused.text.contains("may not pause or resume"), "{}", refused.text);
+    assert!(!refused.public, "a refusal goes to the asker alone");
     let paused = chat_as(&w, Principal::new("slack:U2"), "/rollback pause for 1h because flapping");
     assert!(
         paused.public && paused.text.contains("paused until") && paused.text.contains("flapping"),

@@ -215,6 +215,7 @@ async fn a_person_not_allowed_to_ask_is_told_which_rule() {
     send(&app, signed(&form("U7", "cart prod", "trig-5", &url), w.now().as_second(), &[])).await;
     let posted = next(&rx);
     assert!(posted["text"].as_str().unwrap().contains("not in chatops.allow"), "{posted}");
+    assert_eq!(posted["response_type"], "ephemeral", "a denial goes to the asker alone");
     // Nothing rolled back; the denial itself is kept for `rollbackd explain`.
     let after = w.refs_of(&w.origin);
     let written: Vec<&str> = after.lines().filter(|l| !before.contains(*l)).collect();
