@@ -134,8 +134,21 @@ pub(crate) fn received(source: Source, outcome: &str) {
     counter!("rollbackd_events_total", "source" => source.as_str(), "outcome" => outcome.to_string()).increment(1);
 }
 
-pub(crate) fn auth_failure(source: &'static str) {
+/// A request refused for its credential: counted, and logged at INFO with the reason (never
+/// the credential), at most once a minute per source with how many were refused meanwhile, so
+/// a flood of bad requests cannot flood the log.
+pub(crate) fn auth_failure(source: &'static str, why: &str) {
     counter!("rollbackd_webhook_auth_failures_total", "source" => source).increment(1);
+    static LAST: OnceLock<std::sync::Mutex<std::collections::HashMap<&'static str, (i64, u64)>>> = OnceLock::new();
+    let minute = Timestamp::now().as_second() / 60;
+    let mut last = LAST.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    let entry = last.entry(source).or_insert((i64::MIN, 0));
+    if entry.0 == minute {
+        entry.1 += 1;
+        return;
+    }
+    let suppressed = std::mem::replace(entry, (minute, 0)).1;
+    tracing::info!(source, reason = why, refused_since_last_line = suppressed, "request refused");
 }
 
 pub(crate) fn queue_depth(depth: usize) {

@@ -162,7 +162,10 @@ fn announce(p: &Principal, text: String) -> Reply {
 
 fn review_reply(p: &Principal, o: &ReviewOutcome) -> Reply {
     match o {
-        ReviewOutcome::Refused { .. } => failed(o.summary(), false),
+        ReviewOutcome::Refused { reason } => {
+            tracing::info!(principal = %p, %reason, "approval or cancel refused");
+            failed(o.summary(), false)
+        }
         _ => public(format!("{p}: {}", o.summary())),
     }
 }

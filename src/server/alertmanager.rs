@@ -17,7 +17,7 @@ pub(super) async fn alertmanager_webhook(State(st): State<AppState>, headers: He
     let Some(auth) = &st.0.alertmanager else { return error(StatusCode::NOT_FOUND, "no such route") };
     // Credentials are in the headers: nobody without them gets a body read.
     if !auth.check(&headers) {
-        metrics::auth_failure("alertmanager");
+        metrics::auth_failure("alertmanager", "missing or wrong credential");
         return error(StatusCode::UNAUTHORIZED, "missing or wrong credentials");
     }
     if !is_json(&headers) {

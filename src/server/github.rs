@@ -19,7 +19,7 @@ pub(super) async fn github_webhook(State(st): State<AppState>, headers: HeaderMa
     // The signature covers the body, so it is checked after reading; a request without one is
     // turned away before a byte of its body is buffered.
     if !auth::github_signature_present(sig) {
-        metrics::auth_failure("github");
+        metrics::auth_failure("github", "no X-Hub-Signature-256");
         return error(StatusCode::UNAUTHORIZED, "missing or wrong X-Hub-Signature-256");
     }
     let body = match st.read_body(body).await {
@@ -28,7 +28,7 @@ pub(super) async fn github_webhook(State(st): State<AppState>, headers: HeaderMa
     };
     // The signature is checked on the raw bytes before anything else looks at them.
     if !auth::github_signature(sig, &body, &gh.secrets) {
-        metrics::auth_failure("github");
+        metrics::auth_failure("github", "wrong X-Hub-Signature-256");
         return error(StatusCode::UNAUTHORIZED, "missing or wrong X-Hub-Signature-256");
     }
     let Some(event_name) = headers.get("x-github-event").and_then(|v| v.to_str().ok()) else {

@@ -240,8 +240,7 @@ fn reads(settings: &HttpSettings) -> Router<AppState> {
             if auth::bearer(header, &tokens) {
                 next.run(req).await
             } else {
-                metrics::auth_failure("admin");
-                info!("admin read refused: missing or wrong bearer token");
+                metrics::auth_failure("admin", "missing or wrong admin bearer token");
                 error(StatusCode::UNAUTHORIZED, "admin endpoints need Authorization: Bearer <admin token>")
             }
         }

@@ -38,11 +38,11 @@ pub(super) async fn slack_webhook(State(st): State<AppState>, headers: HeaderMap
     let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let now = st.0.clock.now().as_second();
     let reject = |why: auth::SlackRejection| {
-        metrics::auth_failure("slack");
         let msg = match why {
             auth::SlackRejection::Stale => "request timestamp is more than 5 minutes from now (replayed?)",
             _ => "missing or wrong X-Slack-Signature",
         };
+        metrics::auth_failure("slack", msg);
         error(StatusCode::UNAUTHORIZED, msg)
     };
     // Timestamp and signature shape first: a stale or unsigned request never gets a body read.

@@ -576,7 +576,12 @@ fn no_secret_reaches_logs_answers_the_data_dir_or_git() {
             );
         }
     }
-    assert!(std::fs::read_to_string(&log).unwrap().lines().count() > 5, "the log was captured");
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    assert!(log_text.lines().count() > 5, "the log was captured");
+    // The refusals are logged with their reason (and, above, without any secret).
+    for why in ["missing or wrong credential", "wrong X-Hub-Signature-256"] {
+        assert!(log_text.contains("request refused") && log_text.contains(why), "{why} not logged");
+    }
 }
 
 fn base64_encode(s: &str) -> String {
