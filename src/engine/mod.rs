@@ -69,7 +69,9 @@ impl EngineError {
     /// Whether the sender should retry later (the origin could not be reached or kept moving).
     pub fn is_transient(&self) -> bool {
         match self {
-            EngineError::Git(GitError::Unreachable { .. } | GitError::Contended { .. }) => true,
+            EngineError::Git(
+                GitError::Unreachable { .. } | GitError::Contended { .. } | GitError::NotFetched { .. },
+            ) => true,
             EngineError::Forge(e) => e.is_transient(),
             _ => false,
         }

@@ -36,6 +36,12 @@ pub enum GitError {
     Contended { url: String, branch: String, attempts: u32 },
     #[error("branch `{0}` does not exist in the config repo")]
     NoBranch(String),
+    /// Nothing has been fetched yet (the fetch failed, or has not run): saying "no such branch"
+    /// here would send people looking for the wrong problem.
+    #[error(
+        "the config repo {url} has not been fetched yet, so branch `{branch}` cannot be read; the fetch's own error says why"
+    )]
+    NotFetched { url: String, branch: String },
     #[error("revision `{rev}`: {message}")]
     BadRevision { rev: String, message: String },
     #[error(
@@ -282,9 +288,13 @@ impl ConfigRepo {
     }
 
     fn head_oid(&self) -> Result<Oid, GitError> {
-        self.repo
-            .refname_to_id(&format!("refs/heads/{}", self.branch))
-            .map_err(|_| GitError::NoBranch(self.branch.clone()))
+        self.repo.refname_to_id(&format!("refs/heads/{}", self.branch)).map_err(|_| {
+            if self.last_fetch.is_none() {
+                GitError::NotFetched { url: self.url(), branch: self.branch.clone() }
+            } else {
+                GitError::NoBranch(self.branch.clone())
+            }
+        })
     }
 
     /// Brings the audit index up to date with the mirror and returns it.

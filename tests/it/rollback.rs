@@ -333,3 +333,15 @@ fn a_lock_file_left_by_a_crash_does_not_block_the_next_rollback() {
     rolled_back(&report.outcome);
     assert!(!w.mirror().join("refs/heads/main.lock").exists());
 }
+
+#[test]
+fn before_any_fetch_the_error_says_so_not_that_the_branch_is_missing() {
+    let w = World::new();
+    std::fs::rename(&w.origin, w.root().join("origin-away.git")).unwrap();
+    let mut engine = w.engine();
+    let err = engine.audit_records().unwrap_err();
+    assert!(err.to_string().contains("has not been fetched yet"), "{err}");
+    assert!(err.is_transient(), "the sender should retry: {err}");
+    let err = engine.history().unwrap_err();
+    assert!(err.to_string().contains("cannot reach the config repo"), "the fetch's own error: {err}");
+}
