@@ -482,7 +482,7 @@ fn run_demo(dir: &Path, no_serve: bool, listen: Option<String>) -> anyhow::Resul
     let token = std::fs::read_to_string(dir.join("secrets/alertmanager-tokens"))?.trim().to_string();
     if no_serve {
         println!(
-            "To serve it (in a second terminal), then fire the sample alert at it:
+            "To serve it, then fire the sample alert at it from a second terminal:
   rollbackd --config {c} serve --listen 127.0.0.1:8080
   curl -sS -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\
        --data @{alert} http://127.0.0.1:8080/webhooks/alertmanager",
