@@ -30,6 +30,14 @@ struct Cli {
     command: Command,
 }
 
+/// A person at the CLI, as the audit trail records them.
+#[derive(clap::Args)]
+struct Who {
+    /// Who you are, e.g. `--actor alice@example.com` (default: git's user.email, then $USER).
+    #[arg(long, env = "ROLLBACKD_ACTOR")]
+    actor: Option<String>,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
     Text,
@@ -67,9 +75,8 @@ enum Command {
         to: Option<String>,
         #[arg(long)]
         reason: Option<String>,
-        /// Who is asking, recorded in the audit trail (default: git's user.email, then $USER).
-        #[arg(long, env = "ROLLBACKD_ACTOR")]
-        actor: Option<String>,
+        #[command(flatten)]
+        who: Who,
         /// Decide and plan; write nothing.
         #[arg(long)]
         dry_run: bool,
@@ -102,16 +109,14 @@ enum Command {
     /// Approve a proposed rollback (merged once the policy's approvals are met).
     Approve {
         id: String,
-        /// Who you are, e.g. `--actor alice@example.com` (default: git's user.email, then $USER).
-        #[arg(long, env = "ROLLBACKD_ACTOR")]
-        actor: Option<String>,
+        #[command(flatten)]
+        who: Who,
     },
     /// Cancel a proposed rollback: its branch is deleted, its commit kept as a tag.
     Cancel {
         id: String,
-        /// Who you are, e.g. `--actor alice@example.com` (default: git's user.email, then $USER).
-        #[arg(long, env = "ROLLBACKD_ACTOR")]
-        actor: Option<String>,
+        #[command(flatten)]
+        who: Who,
     },
     /// Freeze automatic rollbacks of a service (or `all`): they become proposals.
     Freeze {
@@ -123,9 +128,8 @@ enum Command {
         duration: Option<rollbackd::Duration>,
         #[arg(long)]
         reason: Option<String>,
-        /// Who you are, e.g. `--actor alice@example.com` (default: git's user.email, then $USER).
-        #[arg(long, env = "ROLLBACKD_ACTOR")]
-        actor: Option<String>,
+        #[command(flatten)]
+        who: Who,
     },
     /// The kill switch: stop every automatic rollback fleet-wide (they become proposals, or are
     /// denied with `pause.automatic: nothing`) until `resume` or the end of `--for` (default 1h).
@@ -134,24 +138,21 @@ enum Command {
         duration: Option<rollbackd::Duration>,
         #[arg(long)]
         reason: Option<String>,
-        /// Who you are, e.g. `--actor alice@example.com` (default: git's user.email, then $USER).
-        #[arg(long, env = "ROLLBACKD_ACTOR")]
-        actor: Option<String>,
+        #[command(flatten)]
+        who: Who,
     },
     /// Lift the pause.
     Resume {
-        /// Who you are, e.g. `--actor alice@example.com` (default: git's user.email, then $USER).
-        #[arg(long, env = "ROLLBACKD_ACTOR")]
-        actor: Option<String>,
+        #[command(flatten)]
+        who: Who,
     },
     /// End a freeze.
     Unfreeze {
         scope: String,
         #[arg(long)]
         env: Option<String>,
-        /// Who you are, e.g. `--actor alice@example.com` (default: git's user.email, then $USER).
-        #[arg(long, env = "ROLLBACKD_ACTOR")]
-        actor: Option<String>,
+        #[command(flatten)]
+        who: Who,
     },
     /// Freezes in force, open proposals and the last rollbacks.
     Status { service: Option<String> },
@@ -340,8 +341,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             print_reports(&reports, json)?;
             Ok(code)
         }
-        Command::Rollback { service, env, to, reason, actor, dry_run, emergency, json } => {
-            let actor = whoami(actor)?;
+        Command::Rollback { service, env, to, reason, who, dry_run, emergency, json } => {
+            let actor = whoami(who.actor)?;
             let clock: Arc<dyn Clock> = Arc::new(SystemClock);
             let now = clock.now();
             let request_id = format!("{actor}-{}-{}", now.as_nanosecond(), std::process::id());
@@ -376,12 +377,12 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(if explanation.is_empty() { 2 } else { 0 })
         }
-        Command::Approve { id, actor } => {
-            let actor = whoami(actor)?;
+        Command::Approve { id, who } => {
+            let actor = whoami(who.actor)?;
             review(&cli.config, |e| e.approve(&id, None, &actor))
         }
-        Command::Cancel { id, actor } => {
-            let actor = whoami(actor)?;
+        Command::Cancel { id, who } => {
+            let actor = whoami(who.actor)?;
             review(&cli.config, |e| e.cancel(&id, None, &actor))
         }
         Command::Completions { shell } => {
@@ -393,26 +394,26 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             );
             Ok(0)
         }
-        Command::Freeze { scope, env, duration, reason, actor } => {
-            let actor = whoami(actor)?;
+        Command::Freeze { scope, env, duration, reason, who } => {
+            let actor = whoami(who.actor)?;
             let mut engine = engine(&cli.config, Arc::new(SystemClock))?;
             println!("{}", engine.freeze(&scope, env.as_deref(), duration, reason.as_deref(), None, &actor)?);
             Ok(0)
         }
-        Command::Pause { duration, reason, actor } => {
-            let actor = whoami(actor)?;
+        Command::Pause { duration, reason, who } => {
+            let actor = whoami(who.actor)?;
             let mut engine = engine(&cli.config, Arc::new(SystemClock))?;
             println!("{}", engine.pause(duration, reason.as_deref(), None, &actor)?);
             Ok(0)
         }
-        Command::Resume { actor } => {
-            let actor = whoami(actor)?;
+        Command::Resume { who } => {
+            let actor = whoami(who.actor)?;
             let mut engine = engine(&cli.config, Arc::new(SystemClock))?;
             println!("{}", engine.resume(None, &actor, None)?);
             Ok(0)
         }
-        Command::Unfreeze { scope, env, actor } => {
-            let actor = whoami(actor)?;
+        Command::Unfreeze { scope, env, who } => {
+            let actor = whoami(who.actor)?;
             let mut engine = engine(&cli.config, Arc::new(SystemClock))?;
             println!("{}", engine.unfreeze(&scope, env.as_deref(), None, &actor, None)?);
             Ok(0)

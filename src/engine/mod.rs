@@ -108,6 +108,8 @@ pub struct Engine {
     settled: std::collections::HashSet<RollbackId>,
     /// (trigger, outcome) of decisions already recorded for `explain`.
     recorded: std::collections::HashSet<(String, String)>,
+    /// The candidates notes ref as it was when no known-good candidate was soaking.
+    none_soaking: Option<Option<String>>,
 }
 
 impl Drop for Engine {
@@ -142,6 +144,7 @@ impl Engine {
             watches: Default::default(),
             settled: Default::default(),
             recorded: Default::default(),
+            none_soaking: None,
         })
     }
 

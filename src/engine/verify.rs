@@ -186,6 +186,12 @@ impl Engine {
 
     /// Applies `change` to every candidate in git; rewrites the notes it changed.
     fn update_candidates(&mut self, now: Timestamp, mut change: impl FnMut(&mut Candidate) -> bool) {
+        // Every alert comes through here: while the notes ref is what it was when nothing was
+        // soaking, there is nothing to read.
+        let current = self.repo.ref_id(CANDIDATES_REF);
+        if self.none_soaking.as_ref() == Some(&current) {
+            return;
+        }
         let notes = match self.repo.notes_of(CANDIDATES_REF) {
             Ok(n) => n,
             Err(e) => {
@@ -193,12 +199,14 @@ impl Engine {
                 return;
             }
         };
+        let mut soaking = false;
         for (commit, text) in notes {
             let mut all = soak::parse(&text);
             let mut changed = false;
             for c in all.iter_mut() {
                 changed |= change(c);
             }
+            soaking |= all.iter().any(|c| c.state == SoakState::Soaking);
             if changed
                 && let Err(e) = self.repo.write_note(
                     CANDIDATES_REF,
@@ -212,6 +220,7 @@ impl Engine {
                 warn!(error = %e, "a known-good candidate's state could not be recorded");
             }
         }
+        self.none_soaking = (!soaking).then(|| self.repo.ref_id(CANDIDATES_REF));
     }
 
     /// Keeps a decision that wrote nothing in git, once per (trigger, outcome), for `explain`.
@@ -379,15 +388,22 @@ impl Engine {
     /// Starts watches for direct rollbacks in the audit index that nobody here watches yet and
     /// no note settles.
     fn pick_up(&mut self, now: Timestamp) -> Result<(), EngineError> {
-        let records: Vec<AuditRecord> = self.repo.audit(now)?.records().to_vec();
+        // Only the records nobody watches or settled yet: a tick copies nothing else.
+        let (watches, settled) = (&self.watches, &self.settled);
+        let records: Vec<AuditRecord> = self
+            .repo
+            .audit(now)?
+            .records()
+            .iter()
+            .filter(|r| {
+                r.delivery == Delivery::Direct
+                    && !r.cancelled
+                    && !watches.contains_key(&r.id)
+                    && !settled.contains(&r.id)
+            })
+            .cloned()
+            .collect();
         for r in records {
-            if r.delivery != Delivery::Direct
-                || r.cancelled
-                || self.watches.contains_key(&r.id)
-                || self.settled.contains(&r.id)
-            {
-                continue;
-            }
             let Some(policy) = self.policy_named(&r.policy).cloned() else { continue };
             let Some(spec) = &policy.verify else { continue };
             let too_old = r.at.saturating_add(spec.within.as_signed()).and_then(|t| t.saturating_add(PICK_UP));

@@ -451,6 +451,11 @@ impl ConfigRepo {
             .collect())
     }
 
+    /// What `name` points at in the mirror, if it exists.
+    pub fn ref_id(&self, name: &str) -> Option<String> {
+        self.repo.refname_to_id(name).ok().map(|o| o.to_string())
+    }
+
     /// Whether the tag `name` exists in the mirror.
     pub fn tag_exists(&self, name: &str) -> bool {
         self.repo.find_reference(&format!("refs/tags/{name}")).is_ok()

@@ -5,22 +5,14 @@
 //! "verified" message; an error ratio that stays bad gives `not_recovered`, a step back, and an
 //! escalation.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::common::procs::{self, Killed};
 use crate::common::receiver::Receiver;
 use crate::common::*;
-use crate::serve::{Serve, TOKEN, alertmanager_binary, get, rollback_commits, serve, with_alertmanager_source};
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::serve::{Serve, TOKEN, get, rollback_commits, serve, with_alertmanager_source};
 
 /// Serves `checkout_error_ratio{service="checkout"}`: 0.5 while bad, 0 once healthy.
 struct Exporter {
@@ -60,21 +52,6 @@ impl Exporter {
     }
 }
 
-/// A binary from a Debian package: CI must have it; elsewhere the test is skipped, loudly.
-fn installed(names: &[&str], package: &str) -> Option<std::path::PathBuf> {
-    let found = names.iter().find_map(|name| {
-        std::env::var_os("PATH")?.to_str()?.split(':').map(|d| std::path::Path::new(d).join(name)).find(|p| p.is_file())
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "{package} is not installed; CI must install it (apt-get install {package})"
-        );
-        eprintln!("\n!!! SKIPPED: {package} not found; `apt-get install {package}` to run the closed-loop test !!!\n");
-    }
-    found
-}
-
 struct Loop {
     w: World,
     exporter: Exporter,
@@ -86,9 +63,8 @@ struct Loop {
 
 /// Prometheus → Alertmanager → rollbackd, verifying with `verify`, telling `slack`.
 fn start(verify: serde_json::Value) -> Option<Loop> {
-    let prometheus = installed(&["prometheus"], "prometheus")?;
-    let am_bin =
-        alertmanager_binary().or_else(|| installed(&["prometheus-alertmanager"], "prometheus-alertmanager"))?;
+    procs::installed(&["prometheus"], "prometheus")?;
+    procs::installed(&["prometheus-alertmanager", "alertmanager"], "prometheus-alertmanager")?;
     let exporter = Exporter::start();
     let slack = Receiver::start();
     let (prom_port, am_port) = (free_port(), free_port());
@@ -104,58 +80,15 @@ fn start(verify: serde_json::Value) -> Option<Loop> {
     with_alertmanager_source(&w, "");
     let rollbackd = serve(&w, "data");
 
-    let am_dir = w.root().join("alertmanager");
-    std::fs::create_dir_all(&am_dir).unwrap();
-    std::fs::write(
-        am_dir.join("alertmanager.yml"),
-        format!(
-            "route:\n  receiver: rollbackd\n  group_by: [alertname, service, env]\n  group_wait: 100ms\n  group_interval: 1s\n  repeat_interval: 1h\n\
-             receivers:\n  - name: rollbackd\n    webhook_configs:\n      - url: {}/webhooks/alertmanager\n        send_resolved: true\n\
-             \x20       http_config:\n          authorization:\n            type: Bearer\n            credentials: {TOKEN}\n",
-            rollbackd.url
-        ),
-    )
-    .unwrap();
-    let alertmanager = Killed(
-        Command::new(am_bin)
-            .arg(format!("--config.file={}", am_dir.join("alertmanager.yml").display()))
-            .arg(format!("--storage.path={}", am_dir.join("data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
-            .arg("--cluster.listen-address=")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let alertmanager = procs::alertmanager(&w.root().join("alertmanager"), am_port, &rollbackd.url, TOKEN, "1h")?;
+    let rules = "groups:\n  - name: checkout\n    rules:\n      - alert: HighErrorRate\n        expr: checkout_error_ratio > 0.05\n        labels: { env: prod, severity: page }\n        annotations: { summary: checkout 5xx above 5% }\n";
+    let config = format!(
+        "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\nrule_files: [rules.yml]\n\
+         alerting:\n  alertmanagers:\n    - static_configs: [{{ targets: ['127.0.0.1:{am_port}'] }}]\n\
+         scrape_configs:\n  - job_name: app\n    static_configs: [{{ targets: ['{}'] }}]\n",
+        exporter.url
     );
-
-    let prom_dir = w.root().join("prometheus");
-    std::fs::create_dir_all(&prom_dir).unwrap();
-    std::fs::write(
-        prom_dir.join("rules.yml"),
-        "groups:\n  - name: checkout\n    rules:\n      - alert: HighErrorRate\n        expr: checkout_error_ratio > 0.05\n        labels: { env: prod, severity: page }\n        annotations: { summary: checkout 5xx above 5% }\n",
-    )
-    .unwrap();
-    std::fs::write(
-        prom_dir.join("prometheus.yml"),
-        format!(
-            "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\nrule_files: [rules.yml]\n\
-             alerting:\n  alertmanagers:\n    - static_configs: [{{ targets: ['127.0.0.1:{am_port}'] }}]\n\
-             scrape_configs:\n  - job_name: app\n    static_configs: [{{ targets: ['{}'] }}]\n",
-            exporter.url
-        ),
-    )
-    .unwrap();
-    let prometheus = Killed(
-        Command::new(prometheus)
-            .arg(format!("--config.file={}", prom_dir.join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", prom_dir.join("data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-            .arg("--rules.alert.resend-delay=1s")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let prometheus = procs::prometheus(&w.root().join("prometheus"), prom_port, &config, Some(rules))?;
     Some(Loop { w, exporter, slack, _rollbackd: rollbackd, _alertmanager: alertmanager, _prometheus: prometheus })
 }
 
@@ -227,25 +160,15 @@ fn errors_that_stay_are_not_recovered_step_back_then_escalate() {
 
 #[test]
 fn check_tries_each_verify_query_against_prometheus() {
-    let Some(prometheus) = installed(&["prometheus"], "prometheus") else { return };
     let port = free_port();
     let w = World::with(&[
         PolicySpec::new("prod").set("verify", json!({ "within": "5m", "query": "sum(rate(up[1m]) == 1" }))
     ]);
     w.write_config(&ConfigSpec::new().set("prometheus.url", format!("http://127.0.0.1:{port}")));
-    let dir = w.root().join("prometheus");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("prometheus.yml"), "global: { scrape_interval: 1m }\n").unwrap();
-    let _p = Killed(
-        Command::new(prometheus)
-            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let Some(_p) = procs::prometheus(&w.root().join("prometheus"), port, "global: { scrape_interval: 1m }\n", None)
+    else {
+        return;
+    };
     wait_for("prometheus ready", 60, || {
         get(&format!("http://127.0.0.1:{port}/-/ready")).is_ok_and(|(st, _)| st == 200)
     });

@@ -192,73 +192,17 @@ fn kill_9_between_receiving_and_pushing_then_redelivery_makes_one_commit() {
     assert_eq!(rollback_commits(&w), 1);
 }
 
-/// The Debian package installs the binary as `prometheus-alertmanager`.
-pub(super) fn alertmanager_binary() -> Option<std::path::PathBuf> {
-    ["prometheus-alertmanager", "alertmanager"].into_iter().find_map(|name| {
-        std::env::var_os("PATH")?.to_str()?.split(':').map(|d| std::path::Path::new(d).join(name)).find(|p| p.is_file())
-    })
-}
-
 #[test]
 fn real_alertmanager_rolls_back_once_and_verifies_on_resolve() {
-    let Some(am_bin) = alertmanager_binary() else {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!(
-                "prometheus-alertmanager is not installed; CI must install it (apt-get install prometheus-alertmanager)"
-            );
-        }
-        eprintln!(
-            "\n!!! SKIPPED: prometheus-alertmanager not found; `apt-get install prometheus-alertmanager` to run the end-to-end test !!!\n"
-        );
-        return;
-    };
     let w = World::new();
     w.deploy("checkout", "prod", "1.5.0", 10);
     with_alertmanager_source(&w, "");
     let s = serve(&w, "data");
     let am_port = free_port();
-    let am_dir = w.root().join("alertmanager");
-    std::fs::create_dir_all(&am_dir).unwrap();
-    std::fs::write(
-        am_dir.join("alertmanager.yml"),
-        format!(
-            "route:
-  receiver: rollbackd
-  group_by: [alertname, service, env]
-  group_wait: 100ms
-  group_interval: 1s
-  repeat_interval: 1s
-receivers:
-  - name: rollbackd
-    webhook_configs:
-      - url: {}/webhooks/alertmanager
-        send_resolved: true
-        http_config:
-          authorization:
-            type: Bearer
-            credentials: {TOKEN}
-",
-            s.url
-        ),
-    )
-    .unwrap();
-    let mut am = Command::new(am_bin)
-        .arg(format!("--config.file={}", am_dir.join("alertmanager.yml").display()))
-        .arg(format!("--storage.path={}", am_dir.join("data").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
-        .arg("--cluster.listen-address=")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    struct KillOnDrop<'a>(&'a mut Child);
-    impl Drop for KillOnDrop<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _guard = KillOnDrop(&mut am);
+    let Some(_am) = crate::common::procs::alertmanager(&w.root().join("alertmanager"), am_port, &s.url, TOKEN, "1s")
+    else {
+        return;
+    };
     let am_url = format!("http://127.0.0.1:{am_port}");
     wait_for("alertmanager ready", 30, || get(&format!("{am_url}/-/ready")).map(|(st, _)| st == 200).unwrap_or(false));
 
