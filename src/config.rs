@@ -473,6 +473,25 @@ pub struct GithubConfig {
     pub installation_id: Option<u64>,
 }
 
+impl ForgeConfig {
+    /// The web page listing the pull request of proposal `branch`, where the forge has one.
+    pub fn proposal_link(&self, branch: &str) -> Option<String> {
+        let ForgeConfig::Github(g) = self else { return None };
+        // api.github.com serves github.com; GitHub Enterprise serves its API under /api/v3.
+        let api = g.api_url.trim_end_matches('/');
+        let web = match api.strip_suffix("/api/v3") {
+            Some(host) => host.to_string(),
+            None => api.replacen("://api.", "://", 1),
+        };
+        let q: String = url_query(&format!("is:pr head:{branch}"));
+        Some(format!("{web}/{}/{}/pulls?q={q}", g.owner, g.repo))
+    }
+}
+
+fn url_query(s: &str) -> String {
+    serde_urlencoded::to_string([("q", s)]).unwrap_or_default().trim_start_matches("q=").to_string()
+}
+
 fn default_api_url() -> String {
     "https://api.github.com".into()
 }

@@ -15,6 +15,7 @@ use tracing::{info, warn};
 
 use crate::chat::{ChatRequest, Reply};
 use crate::domain::event::Event;
+use crate::domain::status::StatusView;
 use crate::engine::{Engine, EngineError, Options, Triager};
 use crate::git::AuditRecord;
 use crate::ingest::alertmanager::Resolved;
@@ -106,6 +107,8 @@ pub struct Shared {
     depth: AtomicUsize,
     /// Alert keys that verifications in progress wait to see resolve.
     watched: RwLock<std::collections::HashSet<String>>,
+    /// What the status page shows, as of the last quiet moment.
+    status: RwLock<Arc<StatusView>>,
 }
 
 impl Shared {
@@ -152,6 +155,13 @@ impl Shared {
     /// Whether a verification in progress waits for the alert `key` to resolve.
     pub fn watched(&self, key: &str) -> bool {
         self.watched.read().unwrap_or_else(|e| e.into_inner()).contains(key)
+    }
+
+    /// The status as of the writer's last quiet moment, with the origin's state as of now.
+    pub fn status(&self) -> StatusView {
+        let mut view = StatusView::clone(&self.status.read().unwrap_or_else(|e| e.into_inner()));
+        view.origin_error = self.origin_error();
+        view
     }
 
     pub fn queue_depth(&self) -> usize {
@@ -354,6 +364,13 @@ fn publish(engine: &mut Engine, shared: &Shared, fetch: bool) {
         Ok(records) => {
             *shared.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Snapshot::new(records));
             *shared.watched.write().unwrap_or_else(|e| e.into_inner()) = engine.watched_alerts();
+            // Not while a storm queues work: the page may lag a burst, never slow it.
+            if shared.queue_depth() == 0 {
+                match engine.status_view(false) {
+                    Ok(view) => *shared.status.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(view),
+                    Err(e) => warn!(error = %e, "reading the status failed"),
+                }
+            }
             if fetch {
                 metrics::origin_reachable(true);
             }

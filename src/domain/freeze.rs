@@ -91,7 +91,7 @@ impl Freezes {
 }
 
 /// Times people read: to the second.
-fn to_the_second(t: Timestamp) -> Timestamp {
+pub(crate) fn to_the_second(t: Timestamp) -> Timestamp {
     t.round(jiff::Unit::Second).unwrap_or(t)
 }
 

@@ -21,4 +21,5 @@ pub(crate) mod policy;
 pub(crate) mod principal;
 pub(crate) mod rollback;
 pub(crate) mod soak;
+pub(crate) mod status;
 pub(crate) mod verify;

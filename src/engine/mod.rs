@@ -3,6 +3,7 @@
 
 mod follow_up;
 mod review;
+mod status;
 mod verify;
 
 pub(crate) use verify::query_holds;

@@ -451,6 +451,12 @@ impl ConfigRepo {
             .collect())
     }
 
+    /// When `rev` was committed, if the mirror has it.
+    pub fn committed_at(&self, rev: &str) -> Option<Timestamp> {
+        let c = self.repo.revparse_single(rev).ok()?.peel_to_commit().ok()?;
+        Some(commit_time(&c))
+    }
+
     /// What `name` points at in the mirror, if it exists.
     pub fn ref_id(&self, name: &str) -> Option<String> {
         self.repo.refname_to_id(name).ok().map(|o| o.to_string())

@@ -28,18 +28,29 @@ pub fn bearer(header: Option<&str>, tokens: &[SecretString]) -> bool {
     !tokens.is_empty() && any_matches(token.trim().as_bytes(), tokens)
 }
 
+/// The user and password of `Authorization: Basic base64(user:password)`.
+fn basic_credentials(header: Option<&str>) -> Option<(Vec<u8>, Vec<u8>)> {
+    let encoded = header.and_then(|h| h.strip_prefix("Basic ").or_else(|| h.strip_prefix("basic ")))?;
+    let mut decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let colon = decoded.iter().position(|&b| b == b':')?;
+    let password = decoded.split_off(colon + 1);
+    decoded.truncate(colon);
+    Some((decoded, password))
+}
+
 /// `Authorization: Basic base64(user:password)`.
 pub fn basic(header: Option<&str>, username: &str, passwords: &[SecretString]) -> bool {
-    let Some(encoded) = header.and_then(|h| h.strip_prefix("Basic ").or_else(|| h.strip_prefix("basic "))) else {
-        return false;
-    };
-    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else { return false };
-    let Some(colon) = decoded.iter().position(|&b| b == b':') else { return false };
-    let (user, password) = (&decoded[..colon], &decoded[colon + 1..]);
+    let Some((user, password)) = basic_credentials(header) else { return false };
     // Both checks always run.
-    let user_ok = ct_eq(user, username.as_bytes());
-    let password_ok = any_matches(password, passwords);
+    let user_ok = ct_eq(&user, username.as_bytes());
+    let password_ok = any_matches(&password, passwords);
     user_ok & password_ok
+}
+
+/// `Authorization: Basic base64(any user:password)` where the password is one of `passwords`:
+/// how a browser sends the admin token.
+pub(crate) fn basic_password(header: Option<&str>, passwords: &[SecretString]) -> bool {
+    basic_credentials(header).is_some_and(|(_, password)| !passwords.is_empty() && any_matches(&password, passwords))
 }
 
 fn hex_decode(s: &str) -> Option<Vec<u8>> {

@@ -7,6 +7,7 @@ pub(crate) mod auth;
 mod github;
 mod listener;
 mod slack;
+mod status_page;
 
 pub(crate) use listener::{Limits, serve};
 
@@ -226,8 +227,10 @@ pub fn admin_app(state: AppState, settings: &HttpSettings) -> Router {
 /// `/metrics` and `/api/v1/*`, behind the admin token when there is one.
 fn reads(settings: &HttpSettings) -> Router<AppState> {
     let router = Router::new()
+        .route("/", get(status_page::page))
         .route("/metrics", get(prometheus))
         .route("/api/v1/rollbacks", get(rollbacks))
+        .route("/api/v1/status", get(status_page::json))
         .route("/-/reload", post(reload));
     if settings.admin_tokens.is_empty() {
         return router;
@@ -237,11 +240,18 @@ fn reads(settings: &HttpSettings) -> Router<AppState> {
         let tokens = tokens.clone();
         async move {
             let header = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-            if auth::bearer(header, &tokens) {
+            // A browser cannot send a bearer token: it may send the token as a Basic password.
+            if auth::bearer(header, &tokens) || auth::basic_password(header, &tokens) {
                 next.run(req).await
             } else {
                 metrics::auth_failure("admin", "missing or wrong admin bearer token");
-                error(StatusCode::UNAUTHORIZED, "admin endpoints need Authorization: Bearer <admin token>")
+                let mut resp = error(
+                    StatusCode::UNAUTHORIZED,
+                    "admin endpoints need Authorization: Bearer <admin token> (or the token as a Basic password)",
+                );
+                resp.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"rollbackd admin\""));
+                resp
             }
         }
     }))

@@ -341,12 +341,21 @@ async fn reads_need_the_admin_token_when_one_is_set() {
         }
         r.body(Body::empty()).unwrap()
     };
-    for path in ["/metrics", "/api/v1/rollbacks"] {
-        let (st, _, b) = s.send(get(path, None)).await;
+    let basic = |path: &str, password: &str| {
+        use base64::Engine as _;
+        let credentials = base64::engine::general_purpose::STANDARD.encode(format!("on-call:{password}"));
+        Request::get(path).header("authorization", format!("Basic {credentials}")).body(Body::empty()).unwrap()
+    };
+    for path in ["/", "/metrics", "/api/v1/rollbacks", "/api/v1/status"] {
+        let (st, headers, b) = s.send(get(path, None)).await;
         assert_eq!(st, StatusCode::UNAUTHORIZED, "{path}: {b}");
         assert!(b["error"].as_str().unwrap().contains("Bearer"), "answers are JSON: {b}");
+        // A browser asks for the token as a password.
+        assert_eq!(headers["www-authenticate"], "Basic realm=\"rollbackd admin\"");
         assert_eq!(s.send(get(path, Some("wrong"))).await.0, StatusCode::UNAUTHORIZED);
+        assert_eq!(s.send(basic(path, "wrong")).await.0, StatusCode::UNAUTHORIZED);
         assert_eq!(s.send(get(path, Some("admin-secret-1"))).await.0, StatusCode::OK, "{path}");
+        assert_eq!(s.send(basic(path, "admin-secret-1")).await.0, StatusCode::OK, "{path}");
     }
     // Health and webhooks are not behind it.
     assert_eq!(s.send(get("/healthz", None)).await.0, StatusCode::OK);

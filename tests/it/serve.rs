@@ -97,8 +97,12 @@ fn post_alert(url: &str, body: &str) -> Result<(u16, serde_json::Value), ureq::E
 }
 
 fn alert(fingerprint: &str) -> String {
+    alert_for("checkout", fingerprint)
+}
+
+fn alert_for(service: &str, fingerprint: &str) -> String {
     format!(
-        r#"{{"version":"4","status":"firing","alerts":[{{"status":"firing","labels":{{"alertname":"HighErrorRate","service":"checkout","env":"prod","severity":"page"}},
+        r#"{{"version":"4","status":"firing","alerts":[{{"status":"firing","labels":{{"alertname":"HighErrorRate","service":"{service}","env":"prod","severity":"page"}},
         "annotations":{{"summary":"5xx"}},"startsAt":"2026-11-21T11:55:00Z","fingerprint":"{fingerprint}"}}]}}"#
     )
 }
@@ -533,11 +537,9 @@ fn base64_encode(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)
 }
 
-#[test]
-fn serve_prints_one_line_per_listener_and_the_admin_one_serves_the_reads() {
-    let w = World::new();
-    w.write_config(&ConfigSpec::new().set("admin.listen", "127.0.0.1:0"));
-    with_alertmanager_source(&w, "");
+/// Runs `rollbackd serve` with `admin.listen` set: the public listener and the admin one, each
+/// from its own banner line, once the admin one says ready.
+fn serve_with_admin(w: &World) -> (Serve, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_rollbackd"))
         .arg("--config")
         .arg(w.config_path())
@@ -555,9 +557,19 @@ fn serve_prints_one_line_per_listener_and_the_admin_one_serves_the_reads() {
     let admin =
         admin.trim().strip_prefix("rollbackd admin listening on ").unwrap_or_else(|| panic!("{admin}")).to_string();
     wait_for("readyz", 30, || get(&format!("{admin}/readyz")).map(|(st, _)| st == 200).unwrap_or(false));
+    (s, admin)
+}
+
+#[test]
+fn serve_prints_one_line_per_listener_and_the_admin_one_serves_the_reads() {
+    let w = World::new();
+    w.write_config(&ConfigSpec::new().set("admin.listen", "127.0.0.1:0"));
+    with_alertmanager_source(&w, "");
+    let (s, admin) = serve_with_admin(&w);
     let (st, metrics) = get(&format!("{admin}/metrics")).unwrap();
     assert!(st == 200 && metrics.contains("rollbackd_build_info"), "{st}");
     assert_eq!(get(&format!("{}/metrics", s.url)).unwrap().0, 404, "not on the public listener");
+    assert_eq!(get(&format!("{}/", s.url)).unwrap().0, 404, "nor the status page");
     assert_eq!(get(&format!("{}/healthz", s.url)).unwrap().0, 200);
 }
 
@@ -582,4 +594,79 @@ fn sighup_and_post_reload_switch_policies_and_a_broken_change_keeps_the_old_ones
     assert!(body.contains("10-test.yaml:2"), "{body}");
     assert_eq!(prod_alert(), "notified");
     assert_eq!(get(&format!("{}/healthz", s.url)).unwrap().0, 200, "SIGHUP did not end the process");
+}
+
+/// Headless Chromium, as the machine's notes say it runs here: no background networking (the
+/// network is closed), a fresh profile.
+fn chromium(bin: &std::path::Path, profile: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new(bin)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"])
+        .args(["--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .output()
+        .expect("run chromium");
+    assert!(out.status.success(), "chromium: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_status_page_shows_a_real_browser_what_is_going_on() {
+    let Some(browser) = crate::common::procs::installed(&["chromium", "chromium-browser"], "chromium") else { return };
+    let w = World::with(&[
+        PolicySpec::new("checkout-direct")
+            .mode(Mode::Direct)
+            .matchers(&["service=\"checkout\""])
+            .set("verify", serde_json::json!({ "within": "2h" })),
+        PolicySpec::new("cart-reviewed").matchers(&["service=\"cart\""]).mode(Mode::PullRequest),
+    ]);
+    w.deploy("checkout", "prod", "1.5.0", 30);
+    w.deploy("cart", "prod", "2.1.0", 20);
+    w.write_config(&ConfigSpec::new().set("admin.listen", "127.0.0.1:0").set("server.refresh_interval", "1s"));
+    with_alertmanager_source(&w, "");
+    let (s, admin) = serve_with_admin(&w);
+
+    let (st, direct) = post_alert(&s.url, &alert_for("checkout", "f1")).unwrap();
+    assert_eq!((st, direct["outcome"].as_str()), (200, Some("rolled_back")), "{direct}");
+    let (st, proposed) = post_alert(&s.url, &alert_for("cart", "f2")).unwrap();
+    assert_eq!((st, proposed["outcome"].as_str()), (200, Some("proposed")), "{proposed}");
+    let freeze =
+        w.run_cli(&["freeze", "search", "--for", "2h", "--reason", "launch <b>day</b>", "--actor", "ops@example.com"]);
+    assert!(freeze.status.success(), "{}", String::from_utf8_lossy(&freeze.stderr));
+    let pause = w.run_cli(&["pause", "--for", "30m", "--reason", "bad metrics", "--actor", "ops@example.com"]);
+    assert!(pause.status.success(), "{}", String::from_utf8_lossy(&pause.stderr));
+    // The server sees what the CLI wrote at its next fetch.
+    wait_for("the freeze and the pause on the status", 30, || {
+        let (_, body) = get(&format!("{admin}/api/v1/status")).unwrap();
+        body.contains("launch <b>day</b>") && body.contains("bad metrics")
+    });
+
+    let profile = w.root().join("chromium-profile");
+    let dom = chromium(&browser, &profile, &["--dump-dom", &format!("{admin}/")]);
+    let direct_id = direct["rollback_id"].as_str().unwrap();
+    let proposal_id = proposed["rollback_id"].as_str().unwrap();
+    assert!(dom.contains("<title>PAUSED · rollbackd status</title>"), "{dom}");
+    assert!(dom.contains("automatic rollbacks paused until") && dom.contains("bad metrics"), "{dom}");
+    // The sender's markup is text on the page, not markup.
+    assert!(dom.contains("launch &lt;b&gt;day&lt;/b&gt;") && !dom.contains("launch <b>day"), "{dom}");
+    let section = |id: &str| {
+        dom.split(&format!("id=\"{id}\"")).nth(1).unwrap_or_default().split("<h2>").next().unwrap().to_string()
+    };
+    assert!(section("proposals").contains(proposal_id) && section("proposals").contains("cart/prod"), "{dom}");
+    assert!(section("verifying").contains(direct_id), "{dom}");
+    let recent = section("recent");
+    assert!(recent.contains(direct_id) && recent.contains("checkout/prod") && !recent.contains(">?<"), "{recent}");
+    assert!(!recent.contains(proposal_id), "an open proposal is not history yet: {recent}");
+
+    // A phone-sized screenshot, kept beside the build for people to look at.
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
+    let _ = std::fs::remove_file(&shot);
+    chromium(
+        &browser,
+        &profile,
+        &[&format!("--screenshot={}", shot.display()), "--window-size=390,1400", &format!("{admin}/")],
+    );
+    let png = std::fs::read(&shot).expect("the screenshot");
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{} bytes", png.len());
+    drop(s);
 }

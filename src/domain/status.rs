@@ -1,0 +1,202 @@
+//! What is going on now, as one value: the pause and freezes in force, open proposals, rollbacks
+//! being verified and the recent history. The engine builds it from git; `rollbackd status`
+//! prints it as text and the status page renders it as HTML, so both say the same.
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+use crate::domain::audit::AuditRecord;
+use crate::domain::rollback::Delivery;
+use crate::support::duration::Duration;
+
+/// How many past rollbacks the status keeps.
+pub(crate) const RECENT: usize = 20;
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StatusView {
+    pub at: Option<Timestamp>,
+    /// The kill switch, described, when it is on.
+    pub paused: Option<String>,
+    pub freezes: Vec<FreezeView>,
+    pub proposals: Vec<ProposalView>,
+    /// Pushed rollbacks whose verification is not in yet (on this replica).
+    pub verifying: Vec<VerifyingView>,
+    pub recent: Vec<RecentView>,
+    /// Why the config repo cannot be reached, while it cannot.
+    pub origin_error: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct FreezeView {
+    /// A service, or `all`.
+    pub scope: String,
+    pub env: Option<String>,
+    pub until: Timestamp,
+    pub by: String,
+    pub reason: Option<String>,
+    /// The sentence people read.
+    pub text: String,
+}
+
+impl FreezeView {
+    pub(crate) fn of(f: &crate::domain::freeze::Freeze) -> FreezeView {
+        FreezeView {
+            scope: f.scope.clone(),
+            env: f.env.clone(),
+            until: crate::domain::freeze::to_the_second(f.until),
+            by: f.by.clone(),
+            reason: f.reason.clone(),
+            text: f.describe(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ProposalView {
+    pub id: String,
+    pub at: Timestamp,
+    pub service: String,
+    pub env: String,
+    pub branch: String,
+    pub actor: String,
+    pub approvals: Vec<String>,
+    /// Where people review it, when the forge has a web page for it.
+    pub link: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct VerifyingView {
+    pub id: String,
+    pub service: String,
+    pub env: String,
+    pub since: Timestamp,
+    /// Not recovered by then means `not_recovered`.
+    pub deadline: Timestamp,
+    /// 0 for the incident's first rollback, n for its n-th step back.
+    pub step: u32,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RecentView {
+    pub id: String,
+    pub at: Timestamp,
+    pub service: String,
+    pub env: String,
+    /// `direct`, `proposal` (merged or open is said by the proposal list) or `cancelled`.
+    pub delivery: &'static str,
+    pub actor: String,
+    pub trigger: String,
+    pub emergency: bool,
+    /// From the newest bad commit to the rollback: how long the bad change was on the branch.
+    pub time_to_rollback: Option<String>,
+    /// `verified`, `not_recovered`, `resolved` (the incident resolved, no policy check), or
+    /// none while nothing is known.
+    pub verification: Option<String>,
+    pub time_to_recovery: Option<String>,
+}
+
+impl RecentView {
+    /// `note` is the verification note on the rollback commit, if any; `bad_committed` when
+    /// the newest bad commit was committed.
+    pub(crate) fn of(r: &AuditRecord, bad_committed: Option<Timestamp>, note: Option<&str>) -> RecentView {
+        let field =
+            |name: &str| note.and_then(|n| n.lines().find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string())));
+        let verification = field("Verification:").or_else(|| note.map(|_| "resolved".to_string()));
+        RecentView {
+            id: r.id.to_string(),
+            at: crate::domain::freeze::to_the_second(r.at),
+            service: r.service.clone(),
+            env: r.env.clone(),
+            delivery: match (r.delivery, r.cancelled) {
+                (_, true) => "cancelled",
+                (Delivery::Direct, _) => "direct",
+                (Delivery::Proposal, _) => "proposal",
+            },
+            actor: r.actor.clone(),
+            trigger: r.trigger.clone(),
+            emergency: r.emergency,
+            time_to_rollback: bad_committed
+                .map(|t| Duration::from_secs(r.at.duration_since(t).as_secs().max(0)).to_string()),
+            verification,
+            time_to_recovery: field("Resolved-After-Rollback:").or_else(|| field("Time-To-Recovery:")),
+        }
+    }
+}
+
+impl StatusView {
+    /// Only what concerns `service` (freezes of `all` and the pause concern everyone).
+    pub fn for_service(mut self, service: Option<&str>) -> StatusView {
+        let Some(s) = service else { return self };
+        self.freezes.retain(|f| f.scope == "all" || f.scope == s);
+        self.proposals.retain(|p| p.service == s);
+        self.verifying.retain(|v| v.service == s);
+        self.recent.retain(|r| r.service == s);
+        self
+    }
+
+    /// The text `rollbackd status` and `/rollback status` print.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        if let Some(p) = &self.paused {
+            out.push_str(&format!("PAUSED: {p}\n"));
+        }
+        section(&mut out, "freezes", self.freezes.iter().map(|f| f.text.clone()));
+        section(
+            &mut out,
+            "open proposals",
+            self.proposals.iter().map(|p| {
+                format!(
+                    "{} {}/{} on {} asked by {} ({} approvals{}){}",
+                    p.id,
+                    p.service,
+                    p.env,
+                    p.branch,
+                    p.actor,
+                    p.approvals.len(),
+                    if p.approvals.is_empty() { String::new() } else { format!(": {}", p.approvals.join(", ")) },
+                    p.link.as_deref().map(|l| format!(" {l}")).unwrap_or_default()
+                )
+            }),
+        );
+        if !self.verifying.is_empty() {
+            section(
+                &mut out,
+                "being verified",
+                self.verifying.iter().map(|v| format!("{} {}/{} until {}", v.id, v.service, v.env, v.deadline)),
+            );
+        }
+        section(
+            &mut out,
+            "recent rollbacks",
+            self.recent.iter().take(5).map(|r| {
+                format!(
+                    "{} {} {}/{} {} by {}{}{}",
+                    r.id,
+                    r.at,
+                    r.service,
+                    r.env,
+                    r.delivery,
+                    r.actor,
+                    if r.emergency { " (EMERGENCY)" } else { "" },
+                    r.verification.as_deref().map(|v| format!(", {v}")).unwrap_or_default()
+                )
+            }),
+        );
+        if let Some(e) = &self.origin_error {
+            out.push_str(&format!("config repo unreachable: {e}\n"));
+        }
+        out
+    }
+}
+
+fn section(out: &mut String, title: &str, lines: impl Iterator<Item = String>) {
+    let lines: Vec<String> = lines.collect();
+    if lines.is_empty() {
+        out.push_str(&format!("{title}: none\n"));
+        return;
+    }
+    out.push_str(&format!("{title}:\n"));
+    for l in lines {
+        out.push_str(&format!("  {l}\n"));
+    }
+}

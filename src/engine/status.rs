@@ -1,0 +1,73 @@
+//! What is going on now ([`StatusView`]), built from the mirror and the verifications this
+//! process is running, for `rollbackd status`, chat and the status page.
+
+use super::{Engine, EngineError};
+use crate::domain::freeze::to_the_second;
+use crate::domain::rollback::Delivery;
+use crate::domain::status::{FreezeView, ProposalView, RECENT, RecentView, StatusView, VerifyingView};
+
+impl Engine {
+    /// The status as the mirror has it; `fetch` brings the mirror up to date first (the CLI).
+    /// Reads a handful of notes and no history: cheap enough for the writer to publish after
+    /// every quiet moment.
+    pub fn status_view(&mut self, fetch: bool) -> Result<StatusView, EngineError> {
+        let _lock = self.begin()?;
+        if fetch {
+            self.repo.fetch(false)?;
+        }
+        let now = self.clock.now();
+        let freezes = self.repo.freezes()?;
+        self.repo.audit(now)?;
+        let records = self.repo.index().records();
+        let (open, done): (Vec<_>, Vec<_>) =
+            records.iter().partition(|r| r.delivery == Delivery::Proposal && !r.cancelled);
+        let proposals = open
+            .into_iter()
+            .map(|r| ProposalView {
+                id: r.id.to_string(),
+                at: to_the_second(r.at),
+                service: r.service.clone(),
+                env: r.env.clone(),
+                branch: r.branch.clone(),
+                actor: r.actor.clone(),
+                approvals: self.repo.approvals(&r.commit),
+                link: self.config.forge.proposal_link(&r.branch),
+            })
+            .collect();
+        let recent = done
+            .into_iter()
+            .take(RECENT)
+            .map(|r| {
+                let bad = r.bad_commits.first().and_then(|b| self.repo.committed_at(b));
+                RecentView::of(r, bad, self.repo.note(&r.commit).as_deref())
+            })
+            .collect();
+        let verifying = self
+            .watches
+            .values()
+            .map(|w| VerifyingView {
+                id: w.id.to_string(),
+                service: w.service.clone(),
+                env: w.env.clone(),
+                since: to_the_second(w.rolled_back_at),
+                deadline: to_the_second(w.deadline()),
+                step: w.step,
+            })
+            .collect();
+        Ok(StatusView {
+            at: Some(to_the_second(now)),
+            paused: freezes.paused(now).map(|f| f.describe()),
+            freezes: freezes.active(now).filter(|f| !f.pause).map(FreezeView::of).collect(),
+            proposals,
+            verifying,
+            recent,
+            origin_error: None,
+        })
+    }
+
+    /// `rollbackd status [service]`: freezes in force, open proposals (with approvals),
+    /// rollbacks being verified and the last rollbacks, fetched fresh.
+    pub fn status(&mut self, service: Option<&str>) -> Result<String, EngineError> {
+        Ok(self.status_view(true)?.for_service(service).text())
+    }
+}

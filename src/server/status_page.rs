@@ -1,0 +1,48 @@
+//! `GET /`: the status page, server-rendered from the writer's published [`StatusView`], with
+//! no script, so it loads on a phone over a bad link during an incident. Every value is
+//! HTML-escaped by the template engine: trigger names and reasons come from senders.
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::{AppState, error};
+use crate::domain::status::StatusView;
+
+const PAGE: &str = include_str!("../../templates/status.html.j2");
+
+fn render(view: &StatusView) -> Result<String, minijinja::Error> {
+    let mut env = minijinja::Environment::new();
+    env.set_auto_escape_callback(|_| minijinja::AutoEscape::Html);
+    env.add_template("status.html", PAGE)?;
+    env.get_template("status.html")?.render(minijinja::context! { s => crate::support::template::value(view) })
+}
+
+pub(super) async fn page(State(st): State<AppState>) -> Response {
+    match render(&st.0.worker.shared().status()) {
+        Ok(html) => ([(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], html)
+            .into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "the status page could not be rendered");
+            error(StatusCode::INTERNAL_SERVER_ERROR, "the status page could not be rendered")
+        }
+    }
+}
+
+/// `GET /api/v1/status`: the same, as JSON.
+pub(super) async fn json(State(st): State<AppState>) -> Response {
+    axum::Json(st.0.worker.shared().status()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_from_senders_are_escaped() {
+        let view = StatusView { paused: Some("<script>alert(1)</script>".into()), ..StatusView::default() };
+        let html = render(&view).unwrap();
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;"), "{html}");
+        assert!(!html.contains("<script>alert"));
+    }
+}
