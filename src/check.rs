@@ -21,18 +21,26 @@ pub fn has_errors(diags: &[Diagnostic]) -> bool {
     diags.iter().any(|d| d.severity == Severity::Error)
 }
 
-pub fn run(config_path: &Path) -> Vec<Diagnostic> {
-    let (config, secrets) = match Config::load(config_path) {
+/// Every problem found. `offline`: no secret is read and nothing is asked of the network (the
+/// config repo, Prometheus), so it runs in the config repo's CI with nothing but the files.
+pub fn run(config_path: &Path, offline: bool) -> Vec<Diagnostic> {
+    let loaded = if offline {
+        Config::read(config_path).map(|c| (c, None))
+    } else {
+        Config::load(config_path).map(|(c, s)| (c, Some(s)))
+    };
+    let (config, secrets) = match loaded {
         Ok(c) => c,
         Err(crate::config::ConfigError::Invalid(d)) => return vec![d],
         Err(e) => {
             let msg = e.to_string();
             let msg = msg.strip_prefix(&format!("{}: ", config_path.display())).unwrap_or(&msg).to_string();
-            return vec![Diagnostic::error(config_path, 0, 0, msg)];
+            let hint = if offline { "" } else { " (`check --offline` checks the files without secrets)" };
+            return vec![Diagnostic::error(config_path, 0, 0, format!("{msg}{hint}"))];
         }
     };
     let mut diags = Vec::new();
-    for unset in &secrets.notify_unset {
+    for unset in secrets.iter().flat_map(|s| &s.notify_unset) {
         diags.push(Diagnostic::warning(config_path, 0, 0, format!("{unset}: `serve` will refuse to start without it")));
     }
     // The same checks the engine makes when it starts, so `check` never passes a config that
@@ -74,7 +82,7 @@ pub fn run(config_path: &Path) -> Vec<Diagnostic> {
                 );
                 for name in TEMPLATE_FILES {
                     if let Err(e) = t.render(name, &ctx) {
-                        diags.push(Diagnostic::error(&config.templates.join(name), 0, 0, e.to_string()));
+                        diags.push(template_diagnostic(&config.templates, e));
                     }
                 }
                 let notice = crate::domain::notice::Notice::from_report(
@@ -95,31 +103,74 @@ pub fn run(config_path: &Path) -> Vec<Diagnostic> {
                     if let Some(n) = &notice
                         && let Err(e) = crate::notify::render(&t, n, style)
                     {
-                        let file = config.templates.join(crate::support::template::NOTIFY_TEMPLATE);
-                        diags.push(Diagnostic::error(&file, 0, 0, e));
+                        diags.push(template_diagnostic(&config.templates, e));
                         break;
                     }
                 }
             }
         }
-        Err(TemplateError::Syntax { file, line, message }) => {
-            diags.push(Diagnostic::error(&file, line as u64, 0, message));
-        }
-        Err(e) => diags.push(Diagnostic::error(&config.templates, 0, 0, e.to_string())),
+        Err(e) => diags.push(template_diagnostic(&config.templates, e)),
     }
     if let Some(set) = &policies {
         if let Err(e) = crate::engine::check_routes(&config, set) {
             diags.push(Diagnostic::error(config_path, 0, 0, e));
         }
-        check_verify(&config, set, &mut diags);
-        check_paths_exist(&config, secrets, set, &mut diags);
+        check_verify(&config, set, offline, &mut diags);
+        check_rules_match_someone(&config, set, &mut diags);
+        if let Some(secrets) = secrets {
+            check_paths_exist(&config, secrets, set, &mut diags);
+        }
     }
     diags
 }
 
+/// Warns about chat rules that can admit nobody: a group or team the directory does not list
+/// (rollbackd cannot ask Slack or GitHub who is in one), or lists with no members.
+fn check_rules_match_someone(config: &Config, set: &PolicySet, diags: &mut Vec<Diagnostic>) {
+    let dir = &config.directory;
+    for p in &set.policies {
+        let c = &p.chatops;
+        for (role, rules) in [("allow", &c.allow), ("approve", &c.approve), ("emergency", &c.emergency)] {
+            for rule in rules.iter().map(ToString::to_string) {
+                let members = match rule.split_once(':') {
+                    Some(("slack-group", g)) => dir.slack_groups.get(g).map(Vec::len),
+                    Some(("github-team", t)) => {
+                        dir.github_teams.iter().find(|(k, _)| k.eq_ignore_ascii_case(t)).map(|(_, m)| m.len())
+                    }
+                    _ => continue,
+                };
+                let why = match members {
+                    None => "is not in the config's `directory`, so it matches nobody",
+                    Some(0) => "has no members in the config's `directory`, so it matches nobody",
+                    Some(_) => continue,
+                };
+                diags.push(Diagnostic::warning(
+                    &p.file,
+                    0,
+                    0,
+                    format!("policy {}: chatops.{role}: `{rule}` {why}", p.name()),
+                ));
+            }
+        }
+    }
+}
+
+/// A template error at its file, line and column.
+fn template_diagnostic(dir: &Path, e: TemplateError) -> Diagnostic {
+    match e {
+        TemplateError::Syntax { file, line, column, message } => {
+            Diagnostic::error(&file, line as u64, column as u64, message)
+        }
+        TemplateError::RenderAt { name, line, column, message } => {
+            Diagnostic::error(&dir.join(name), line as u64, column as u64, message)
+        }
+        e => Diagnostic::error(dir, 0, 0, e.to_string()),
+    }
+}
+
 /// What `verify` and `min_healthy` can and cannot mean, and a trial of every query against the
 /// configured Prometheus (a query it refuses is an error; an unreachable one, a warning).
-fn check_verify(config: &Config, set: &PolicySet, diags: &mut Vec<Diagnostic>) {
+fn check_verify(config: &Config, set: &PolicySet, offline: bool, diags: &mut Vec<Diagnostic>) {
     use crate::domain::policy::Mode;
     for p in &set.policies {
         let at = |msg: String| Diagnostic::error(&p.file, 0, 0, format!("policy {}: {msg}", p.name()));
@@ -149,6 +200,7 @@ fn check_verify(config: &Config, set: &PolicySet, diags: &mut Vec<Diagnostic>) {
             ));
         }
         if let (Some(q), Some(prom)) = (&v.query, &config.prometheus) {
+            let prom = (!offline).then_some(prom);
             let ctx = crate::support::template::value(serde_json::json!({
                 "service": "sample", "env": "sample", "labels": { "service": "sample", "env": "sample" },
             }));
@@ -159,6 +211,7 @@ fn check_verify(config: &Config, set: &PolicySet, diags: &mut Vec<Diagnostic>) {
                     continue;
                 }
             };
+            let Some(prom) = prom else { continue };
             match crate::engine::query_holds(prom, &rendered) {
                 Ok(_) => {}
                 Err(e) if e.starts_with("Prometheus unreachable") => diags.push(Diagnostic::warning(

@@ -563,8 +563,17 @@ fn secret_list(
 }
 
 impl Config {
-    /// Reads the file; relative paths inside it are taken relative to the file's directory.
+    /// Reads the file and its secrets; relative paths inside it are taken relative to the
+    /// file's directory.
     pub fn load(path: &Path) -> Result<(Config, Secrets), ConfigError> {
+        let config = Config::read(path)?;
+        let secrets = config.secrets()?;
+        Ok((config, secrets))
+    }
+
+    /// Reads and checks the file alone: no secret is read, nothing is asked of the network
+    /// (`rollbackd check --offline`, the healthcheck).
+    pub fn read(path: &Path) -> Result<Config, ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|cause| ConfigError::Read { path: path.to_path_buf(), cause })?;
         let mut config: Config =
@@ -573,6 +582,50 @@ impl Config {
         config.resolve_relative_to(base);
         config.path = path.to_path_buf();
         config.check_limits().map_err(|message| ConfigError::Invalid(Diagnostic::error(path, 0, 0, message)))?;
+        config.check_shape()?;
+        Ok(config)
+    }
+
+    /// What the file must say whatever the secrets are.
+    fn check_shape(&self) -> Result<(), ConfigError> {
+        let path = &self.path;
+        if let Some(sl) = &self.sources.slack {
+            // A prefix must end where the host does (`/`, or `:` before any port):
+            // `https://hooks.slack.com` would also admit `https://hooks.slack.com.evil.example/`.
+            if !sl.response_url_prefix.ends_with(['/', ':']) {
+                return Err(invalid(
+                    path,
+                    "sources.slack.response_url_prefix must end with `/` (or `:` before a port)".into(),
+                ));
+            }
+        }
+        for (name, channel) in &self.notify.channels {
+            match channel {
+                ChannelConfig::Webhook { url, url_env } | ChannelConfig::SlackWebhook { url, url_env }
+                    if url.is_some() == url_env.is_some() =>
+                {
+                    return Err(invalid(path, format!("notify.channels.{name}: set one of url or url_env")));
+                }
+                ChannelConfig::SlackApi { token_env, token_file, .. }
+                    if token_env.is_some() == token_file.is_some() =>
+                {
+                    return Err(invalid(path, format!("notify.channels.{name}: set one of token_env or token_file")));
+                }
+                ChannelConfig::GithubIssue {} if !matches!(self.forge, ForgeConfig::Github(_)) => {
+                    return Err(invalid(
+                        path,
+                        format!("notify.channels.{name}: github_issue needs forge.kind: github"),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The secrets the file names, read from the environment and files.
+    pub fn secrets(&self) -> Result<Secrets, ConfigError> {
+        let (config, path) = (self, self.path.as_path());
         let git_token = match &config.repo.token_env {
             Some(var) => Some(SecretString::new(std::env::var(var).map_err(|_| ConfigError::MissingSecret {
                 path: path.to_path_buf(),
@@ -609,16 +662,6 @@ impl Config {
                 secret_list(path, "sources.github.secrets", gh.secrets_env.as_ref(), gh.secrets_file.as_ref())?;
         }
         if let Some(sl) = &config.sources.slack {
-            // A prefix must end where the host does (`/`, or `:` before any port):
-            // `https://hooks.slack.com` would also admit `https://hooks.slack.com.evil.example/`.
-            if !sl.response_url_prefix.ends_with(['/', ':']) {
-                return Err(ConfigError::Invalid(Diagnostic::error(
-                    path,
-                    0,
-                    0,
-                    "sources.slack.response_url_prefix must end with `/` (or `:` before a port)".into(),
-                )));
-            }
             secrets.slack_secrets = secret_list(
                 path,
                 "sources.slack.signing_secrets",
@@ -647,15 +690,7 @@ impl Config {
                     };
                     (from_file, token_env.clone(), "token_env or token_file")
                 }
-                ChannelConfig::GithubIssue {} => {
-                    if !matches!(config.forge, ForgeConfig::Github(_)) {
-                        return Err(invalid(
-                            path,
-                            format!("notify.channels.{name}: github_issue needs forge.kind: github"),
-                        ));
-                    }
-                    continue;
-                }
+                ChannelConfig::GithubIssue {} => continue,
             };
             let value = match (url, var) {
                 (Some(url), None) => url,
@@ -679,7 +714,7 @@ impl Config {
             }
             secrets.notify.insert(name.clone(), SecretString::new(value));
         }
-        Ok((config, secrets))
+        Ok(secrets)
     }
 
     fn resolve_relative_to(&mut self, base: &Path) {

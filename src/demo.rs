@@ -159,6 +159,14 @@ listen: 127.0.0.1:8080
 sources:
   alertmanager:
     bearer_tokens_file: secrets/alertmanager-tokens
+# Who is in the groups and teams policies/30-requests.yaml names (rollbackd cannot ask Slack or
+# GitHub); replace the example members with yours.
+directory:
+  slack_groups:
+    S0SRE: [U0EXAMPLE1]
+    S0INCIDENT: [U0EXAMPLE1]
+  github_teams:
+    acme/sre: [example-sre]
 ",
     )?;
     // A token of the demo's own; a real deployment reads it from a Secret.

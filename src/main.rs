@@ -46,8 +46,18 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Validate the config, every policy and every template.
-    Check,
+    /// Validate the config, every policy and every template: every error with its file, line
+    /// and column. Online (the default outside CI) it also reads the secrets, checks the paths
+    /// against the config repo and tries each verify query on Prometheus.
+    /// Example: `rollbackd --config rollbackd.yaml check --offline`
+    Check {
+        /// Check the files alone: no secret, no network. The default when `CI` is set.
+        #[arg(long, conflicts_with = "online")]
+        offline: bool,
+        /// Read the secrets and ask the config repo and Prometheus, even when `CI` is set.
+        #[arg(long)]
+        online: bool,
+    },
     /// Show what an event would do: every policy tried, the guards, the plan. Writes nothing.
     Simulate {
         /// An Alertmanager webhook body, or an rollbackd event (JSON).
@@ -300,15 +310,18 @@ fn print_reports(reports: &[Report], json: bool) -> anyhow::Result<()> {
 
 fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
-        Command::Check => {
-            let diags = rollbackd::check(&cli.config);
+        Command::Check { offline, online } => {
+            let in_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+            let offline = offline || (in_ci && !online);
+            let diags = rollbackd::check(&cli.config, offline);
             for d in &diags {
                 println!("{d}");
             }
             if rollbackd::has_errors(&diags) {
                 return Ok(1);
             }
-            println!("ok: {} is valid", cli.config.display());
+            let how = if offline { " (offline: secrets, repo paths and queries not checked)" } else { "" };
+            println!("ok: {} is valid{how}", cli.config.display());
             Ok(0)
         }
         Command::Simulate { event, source, github_event, at, json } => {

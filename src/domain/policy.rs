@@ -425,7 +425,7 @@ impl PolicySet {
                         policies.push(p);
                     }
                 }
-                Err(d) => diags.push(d),
+                Err(errors) => diags.extend(errors),
             }
         }
         if policies.is_empty() && diags.is_empty() {
@@ -452,11 +452,54 @@ impl PolicySet {
     }
 }
 
-pub fn parse_file(file: &Path, text: &str) -> Result<Vec<Policy>, Diagnostic> {
+/// The policies of one file, or every error in it: when the file as a whole does not parse,
+/// each top-level list item is read on its own, so one bad policy does not hide the next.
+pub fn parse_file(file: &Path, text: &str) -> Result<Vec<Policy>, Vec<Diagnostic>> {
+    let whole = parse_text(file, text);
+    let Err(first) = whole else { return whole.map_err(|e| vec![e]) };
+    let items = top_level_items(text);
+    if items.len() < 2 {
+        return Err(vec![first]);
+    }
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let mut errors: Vec<Diagnostic> = Vec::new();
+    for (i, &start) in items.iter().enumerate() {
+        let end = items.get(i + 1).copied().unwrap_or(lines.len());
+        // Blank lines in front keep every line number where it is in the file.
+        let item = format!("{}{}", "\n".repeat(start), lines[start..end].concat());
+        if let Err(e) = parse_text(file, &item)
+            && !errors.iter().any(|x| x.line == e.line && x.message == e.message)
+        {
+            errors.push(e);
+        }
+    }
+    // Items fine on their own but not together (a stray document marker, say): the first error.
+    if errors.is_empty() {
+        errors.push(first);
+    }
+    Err(errors)
+}
+
+fn parse_text(file: &Path, text: &str) -> Result<Vec<Policy>, Diagnostic> {
     let docs: Vec<Vec<Policy>> = serde_saphyr::from_multiple(text).map_err(|e| Diagnostic::from_yaml(file, &e))?;
     let mut out: Vec<Policy> = docs.into_iter().flatten().collect();
     for p in &mut out {
         p.file = file.to_path_buf();
     }
     Ok(out)
+}
+
+/// The 0-based lines where an item of a top-level block list starts (`- ` in column 0), or
+/// nothing when the file is not written that way.
+fn top_level_items(text: &str) -> Vec<usize> {
+    let mut starts = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line == "-" || line.starts_with("- ") {
+            starts.push(i);
+        } else if line.starts_with("---") || line.starts_with("...") || line.starts_with('%') {
+            // Several documents, or directives: not one list this reading can split.
+            return Vec::new();
+        }
+    }
+    starts
 }

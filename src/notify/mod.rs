@@ -192,18 +192,23 @@ impl Inner {
 }
 
 /// The message text: `notify.txt.j2` over the notice, every string in it escaped for `style`.
-pub(crate) fn render(templates: &Templates, notice: &Notice, style: Style) -> Result<String, String> {
+pub(crate) fn render(
+    templates: &Templates,
+    notice: &Notice,
+    style: Style,
+) -> Result<String, crate::support::template::TemplateError> {
     let esc: fn(&str) -> String = match style {
         Style::Plain => |s: &str| s.to_string(),
         Style::Slack => text::slack,
         Style::Markdown => text::markdown,
     };
-    let mut ctx = serde_json::to_value(notice).map_err(|e| e.to_string())?;
+    let mut ctx =
+        serde_json::to_value(notice).map_err(|e| crate::support::template::TemplateError::Render(e.to_string()))?;
     escape_strings(&mut ctx, esc);
     if let Some(map) = ctx.as_object_mut() {
         map.insert("headline".into(), esc(&notice.headline()).into());
     }
-    let text = templates.render(NOTIFY_TEMPLATE, &crate::support::template::value(ctx)).map_err(|e| e.to_string())?;
+    let text = templates.render(NOTIFY_TEMPLATE, &crate::support::template::value(ctx))?;
     Ok(text.trim().to_string())
 }
 

@@ -21,8 +21,11 @@ pub(crate) const NOTIFY_DEFAULT: &str = include_str!("../../templates/notify.txt
 pub enum TemplateError {
     #[error("{file}: cannot read template: {cause}")]
     Read { file: PathBuf, cause: std::io::Error },
-    #[error("{file}:{line}: {message}")]
-    Syntax { file: PathBuf, line: usize, message: String },
+    #[error("{}:{line}:{column}: {message}", file.display())]
+    Syntax { file: PathBuf, line: usize, column: usize, message: String },
+    /// A template that compiled but could not be rendered, at the expression that failed.
+    #[error("{name}:{line}:{column}: {message}")]
+    RenderAt { name: String, line: usize, column: usize, message: String },
     #[error("{0}")]
     Render(String),
 }
@@ -41,6 +44,23 @@ fn environment() -> Environment<'static> {
 /// A template value from anything serializable.
 pub fn value<T: serde::Serialize>(v: T) -> Value {
     Value::from(minijinja::value::Serde(v))
+}
+
+/// Where in `source` the error is (1-based line and column) and the text of the expression
+/// there; an undefined value is named.
+fn locate(source: &str, err: &minijinja::Error) -> (usize, usize, String) {
+    let line = err.line().unwrap_or(1);
+    let Some(range) = err.range() else { return (line, 1, describe(err)) };
+    let Some(before) = source.get(..range.start) else { return (line, 1, describe(err)) };
+    let line = before.matches('\n').count() + 1;
+    let column = before[before.rfind('\n').map_or(0, |i| i + 1)..].chars().count() + 1;
+    let what = source.get(range).unwrap_or_default().trim();
+    let message = match err.kind() {
+        minijinja::ErrorKind::UndefinedError if !what.is_empty() => format!("undefined value `{what}`"),
+        _ if !what.is_empty() => format!("{} in `{what}`", describe(err)),
+        _ => describe(err),
+    };
+    (line, column, message)
 }
 
 fn describe(err: &minijinja::Error) -> String {
@@ -95,11 +115,7 @@ impl Templates {
             let file = dir.join(name);
             let source =
                 std::fs::read_to_string(&file).map_err(|cause| TemplateError::Read { file: file.clone(), cause })?;
-            env.add_template_owned(name.to_string(), source).map_err(|e| TemplateError::Syntax {
-                file: file.clone(),
-                line: e.line().unwrap_or(1),
-                message: describe(&e),
-            })?;
+            add(&mut env, name, source, &file)?;
         }
         let file = dir.join(NOTIFY_TEMPLATE);
         let source = match std::fs::read_to_string(&file) {
@@ -107,18 +123,32 @@ impl Templates {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => NOTIFY_DEFAULT.to_string(),
             Err(cause) => return Err(TemplateError::Read { file, cause }),
         };
-        env.add_template_owned(NOTIFY_TEMPLATE, source).map_err(|e| TemplateError::Syntax {
-            file,
-            line: e.line().unwrap_or(1),
-            message: describe(&e),
-        })?;
+        add(&mut env, NOTIFY_TEMPLATE, source, &file)?;
         Ok(Templates { env })
     }
 
     pub(crate) fn render(&self, name: &str, ctx: &Value) -> Result<String, TemplateError> {
         let tmpl = self.env.get_template(name).map_err(|e| TemplateError::Render(describe(&e)))?;
-        tmpl.render(ctx).map_err(|e| TemplateError::Render(format!("{name}: {}", describe(&e))))
+        tmpl.render(ctx).map_err(|e| {
+            let (line, column, message) = locate(tmpl.source(), &e);
+            TemplateError::RenderAt { name: name.to_string(), line, column, message }
+        })
     }
+}
+
+fn add(env: &mut Environment<'static>, name: &str, source: String, file: &Path) -> Result<(), TemplateError> {
+    let located = |e: minijinja::Error| {
+        let (line, column, message) = locate(&source, &e);
+        TemplateError::Syntax { file: file.to_path_buf(), line, column, message }
+    };
+    let checked = env.template_from_str(&source).map(|_| ()).map_err(located);
+    checked?;
+    env.add_template_owned(name.to_string(), source).map_err(|e| TemplateError::Syntax {
+        file: file.to_path_buf(),
+        line: e.line().unwrap_or(1),
+        column: 1,
+        message: describe(&e),
+    })
 }
 
 #[cfg(test)]

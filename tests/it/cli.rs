@@ -90,10 +90,84 @@ fn check_reports_a_broken_template() {
     let out = w.run_cli(&["check"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stdout(&out).contains("commit.txt.j2:"), "{}", stdout(&out));
-    std::fs::write(w.root().join("templates/commit.txt.j2"), "Roll back {{ servce }}\n").unwrap();
+    std::fs::write(w.root().join("templates/commit.txt.j2"), "Roll back\n\nof {{ service }} by {{ servce }}\n")
+        .unwrap();
     let out = w.run_cli(&["check"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stdout(&out).contains("undefined"), "{}", stdout(&out));
+    // The position of the expression, and what it names.
+    assert!(stdout(&out).contains("commit.txt.j2:3:24: error: undefined value `servce`"), "{}", stdout(&out));
+}
+
+#[test]
+fn check_reports_every_broken_policy_in_a_file_not_just_the_first() {
+    let w = World::new();
+    w.set_policy_text(concat!(
+        "# two mistakes, one good policy between them\n",
+        "- name: a\n  match: {}\n  target: { service: x, env: y, paths: [a] }\n  guards: { cooldown: soon }\n",
+        "- name: b\n  match: {}\n  target: { service: x, env: y, paths: [a] }\n",
+        "- name: c\n  match: {}\n  target: { service: x, env: y, paths: [a] }\n  action: { mode: direct, strtegy: revert }\n",
+    ));
+    let out = w.run_cli(&["check"]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("10-test.yaml:5:") && text.contains("invalid duration"), "{text}");
+    assert!(text.contains("10-test.yaml:12:") && text.contains("strtegy"), "{text}");
+    assert_eq!(text.matches("error").count(), 2, "{text}");
+}
+
+#[test]
+fn check_warns_about_chat_rules_that_match_nobody() {
+    let w = World::new();
+    w.write_config(&ConfigSpec::new().set("directory.slack_groups", json!({ "S0EMPTY": [], "S1SRE": ["U1"] })));
+    w.set_policy_text(concat!(
+        "- name: chat\n  match: { source: chatops }\n  target: { service: x, env: y, paths: [a] }\n",
+        "  chatops:\n    allow: ['slack-group:S1SRE', 'slack-group:S9GONE']\n",
+        "    approve: ['slack-group:S0EMPTY', 'github-team:acme/sre']\n",
+    ));
+    let out = w.run_cli(&["check"]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "warnings do not fail the check: {text}");
+    assert!(text.contains("chatops.allow: `slack-group:S9GONE` is not in the config's `directory`"), "{text}");
+    assert!(text.contains("chatops.approve: `slack-group:S0EMPTY` has no members"), "{text}");
+    assert!(text.contains("chatops.approve: `github-team:acme/sre` is not in"), "{text}");
+    assert!(!text.contains("S1SRE"), "{text}");
+}
+
+#[test]
+fn check_offline_needs_no_secret_and_no_network_and_is_the_default_in_ci() {
+    let w = World::new();
+    // A token the CI of the config repo does not have, and an origin it cannot reach.
+    let cfg = std::fs::read_to_string(w.config_path())
+        .unwrap()
+        .replace("url: origin.git", "url: https://127.0.0.1:9/none.git\n  token_env: ROLLBACKD_TEST_NO_SUCH_TOKEN");
+    std::fs::write(w.config_path(), cfg).unwrap();
+    let online = w.run_cli(&["check"]);
+    assert_eq!(online.status.code(), Some(1));
+    assert!(
+        stdout(&online).contains("ROLLBACKD_TEST_NO_SUCH_TOKEN") && stdout(&online).contains("--offline"),
+        "{}",
+        stdout(&online)
+    );
+    let offline = w.run_cli(&["check", "--offline"]);
+    assert_eq!(offline.status.code(), Some(0), "{}", stdout(&offline));
+    assert!(stdout(&offline).contains("(offline"), "{}", stdout(&offline));
+    // Under CI it is offline unless asked otherwise.
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_rollbackd"))
+            .arg("--config")
+            .arg(w.config_path())
+            .args(args)
+            .env("CI", "true")
+            .output()
+            .unwrap()
+    };
+    assert_eq!(run(&["check"]).status.code(), Some(0));
+    assert_eq!(run(&["check", "--online"]).status.code(), Some(1));
+    // Offline still finds what is wrong in the files.
+    w.set_policy_text(
+        "- name: p\n  match: {}\n  target: { service: x, env: y, paths: [a] }\n  guards: { cooldown: soon }\n",
+    );
+    assert_eq!(run(&["check"]).status.code(), Some(1));
 }
 
 #[test]
