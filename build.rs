@@ -1,7 +1,15 @@
 //! Records the git commit the binary was built from, for `rollbackd --version`. Outside a git
-//! checkout (a source tarball) it says `unknown`.
+//! checkout (a source tarball, an image build) it says `unknown`, unless `ROLLBACKD_COMMIT` is set.
 
 fn main() {
+    println!("cargo:rerun-if-env-changed=ROLLBACKD_COMMIT");
+    // An image build has no .git: it passes the commit in.
+    if let Ok(commit) = std::env::var("ROLLBACKD_COMMIT")
+        && !commit.trim().is_empty()
+    {
+        println!("cargo:rustc-env=ROLLBACKD_COMMIT={}", commit.trim());
+        return;
+    }
     let commit = std::process::Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
         .output()

@@ -25,6 +25,7 @@ mod server;
 mod check;
 mod demo;
 mod engine;
+mod healthcheck;
 mod serve;
 mod worker;
 
@@ -60,6 +61,7 @@ pub use chat::{ChatRequest, Command, ParseError, Reply, Scope};
 pub use check::{has_errors, run as check};
 pub use demo::{Demo, DemoError, POLICIES as DEMO_POLICIES, TEMPLATES as DEMO_TEMPLATES, create as create_demo};
 pub use domain::history::{json as history_json, text as history_text};
+pub use healthcheck::{loopback_for, probe};
 pub use ingest::file::{FileError, Kind as EventFileKind, events as events_from_file};
 
 /// Builds config repositories commit by commit with fixed authors and times: the demo, the tests

@@ -172,6 +172,18 @@ enum Command {
         #[arg(long)]
         listen: Option<String>,
     },
+    /// Exit 0 when the server on this machine answers `/healthz` (or `/readyz` with --ready),
+    /// 1 otherwise: for a container's HEALTHCHECK, where there is no curl.
+    /// Example: `rollbackd healthcheck --ready`
+    Healthcheck {
+        /// The server's base URL; by default the config's `listen` (an unspecified address
+        /// such as 0.0.0.0 is asked on loopback).
+        #[arg(long)]
+        url: Option<String>,
+        /// Ask `/readyz`: the config repo fetched and reachable, not only the process up.
+        #[arg(long)]
+        ready: bool,
+    },
     /// Print a shell completion script: `rollbackd completions bash > /etc/bash_completion.d/rollbackd`.
     Completions { shell: clap_complete::Shell },
     /// Create a local demo (config repo, config, policies), show what to try, and serve it.
@@ -398,6 +410,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             let actor = whoami(who.actor)?;
             review(&cli.config, |e| e.cancel(&id, None, &actor))
         }
+        Command::Healthcheck { url, ready } => healthcheck(&cli.config, url, ready),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -449,6 +462,27 @@ fn review(
     let outcome = f(&mut engine)?;
     println!("{}", outcome.summary());
     Ok(if matches!(outcome, rollbackd::ReviewOutcome::Refused { .. }) { 2 } else { 0 })
+}
+
+fn healthcheck(config: &Path, url: Option<String>, ready: bool) -> anyhow::Result<u8> {
+    let base = match url {
+        Some(u) => u,
+        None => {
+            let listen = rollbackd::Config::read(config)?.listen;
+            format!("http://{}", rollbackd::loopback_for(&listen))
+        }
+    };
+    let url = format!("{}/{}", base.trim_end_matches('/'), if ready { "readyz" } else { "healthz" });
+    match rollbackd::probe(&url) {
+        Ok(()) => {
+            println!("ok: {url}");
+            Ok(0)
+        }
+        Err(why) => {
+            eprintln!("unhealthy: {url}: {why}");
+            Ok(1)
+        }
+    }
 }
 
 fn run_serve(config_path: &Path, listen: Option<String>, banner: Option<String>) -> anyhow::Result<u8> {

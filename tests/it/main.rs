@@ -9,6 +9,7 @@ mod chat_commands;
 mod cli;
 mod closed_loop;
 mod daemon;
+mod deploy;
 mod explain;
 mod github_forge;
 mod guards;

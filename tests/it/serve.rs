@@ -670,3 +670,37 @@ fn the_status_page_shows_a_real_browser_what_is_going_on() {
     assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{} bytes", png.len());
     drop(s);
 }
+
+#[test]
+fn healthcheck_answers_for_the_server_the_config_names() {
+    let w = World::new();
+    let port = free_port();
+    w.write_config(&ConfigSpec::new().set("listen", format!("0.0.0.0:{port}")));
+    with_alertmanager_source(&w, "");
+    let healthcheck = |args: &[&str]| {
+        let out = w.run_cli(&[&["healthcheck"], args].concat());
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let (code, said) = healthcheck(&[]);
+    assert_eq!(code, Some(1), "nothing listens yet: {said}");
+    assert!(said.contains(&format!("unhealthy: http://127.0.0.1:{port}/healthz")), "{said}");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rollbackd"))
+        .arg("--config")
+        .arg(w.config_path())
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("ROLLBACKD_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let s = Serve { child, url: format!("http://127.0.0.1:{port}") };
+    // 0.0.0.0 in the config is asked on loopback.
+    assert_eq!(healthcheck(&[]).0, Some(0));
+    wait_for("ready", 30, || healthcheck(&["--ready"]).0 == Some(0));
+    assert_eq!(healthcheck(&["--url", &s.url]).0, Some(0));
+    drop(s);
+    let (code, said) = healthcheck(&[]);
+    assert_eq!(code, Some(1), "stopped: {said}");
+}

@@ -1,0 +1,203 @@
+//! The deploy artifacts as users apply them: the kustomize base and example overlay rendered by
+//! the real `kubectl kustomize`, their config and policies passed through `rollbackd check
+//! --offline`, the pods given every secret and port the config names; the example Prometheus
+//! rules and Alertmanager config through promtool and amtool; the Dockerfile copying what the
+//! build needs. (`kubernetes-validate --strict` checks the rendered objects' schemas in .ci/run.)
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::common::procs::installed;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The objects `kubectl kustomize deploy/kubernetes/<dir>` renders.
+fn kustomize(kubectl: &Path, dir: &str) -> Vec<Value> {
+    let out = Command::new(kubectl).arg("kustomize").arg(root().join("deploy/kubernetes").join(dir)).output().unwrap();
+    assert!(out.status.success(), "{dir}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_saphyr::from_multiple::<Value>(&String::from_utf8_lossy(&out.stdout)).unwrap()
+}
+
+fn object<'a>(objects: &'a [Value], kind: &str, name_prefix: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"].as_str().unwrap().starts_with(name_prefix))
+        .unwrap_or_else(|| panic!("no {kind} {name_prefix}"))
+}
+
+/// Every string under a key ending in `suffix`, anywhere in `v`.
+fn values_of(v: &Value, suffix: &str, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                match x.as_str() {
+                    Some(s) if k.ends_with(suffix) => out.push(s.to_string()),
+                    _ => values_of(x, suffix, out),
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| values_of(x, suffix, out)),
+        _ => {}
+    }
+}
+
+fn port_of(listen: &str) -> u64 {
+    listen.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn the_kustomize_base_and_overlay_render_and_agree_with_the_binary() {
+    let Some(kubectl) = installed(&["kubectl"], "kubectl") else { return };
+    for dir in ["base", "overlays/example"] {
+        let objects = kustomize(&kubectl, dir);
+        let config_map = object(&objects, "ConfigMap", "rollbackd-config");
+        let policies_map = object(&objects, "ConfigMap", "rollbackd-policies");
+        let deployment = object(&objects, "Deployment", "rollbackd");
+        let pod = &deployment["spec"]["template"];
+        let container = &pod["spec"]["containers"][0];
+        let config_text = config_map["data"]["rollbackd.yaml"].as_str().unwrap();
+        let config: Value = serde_saphyr::from_str(config_text).unwrap();
+
+        // The config and policies, where the pod mounts them, pass the offline check.
+        let work = tempfile::tempdir().unwrap();
+        let mounted = |path: &str| -> PathBuf {
+            let mount = container["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| path.starts_with(m["mountPath"].as_str().unwrap()))
+                .unwrap_or_else(|| panic!("{dir}: {path} is not mounted"));
+            work.path().join(mount["name"].as_str().unwrap())
+        };
+        let policies_dir = mounted(config["policies"].as_str().unwrap());
+        std::fs::create_dir_all(&policies_dir).unwrap();
+        for (name, text) in policies_map["data"].as_object().unwrap() {
+            std::fs::write(policies_dir.join(name), text.as_str().unwrap()).unwrap();
+        }
+        // Templates are in the image (deploy/Dockerfile copies templates/).
+        assert_eq!(config["templates"], "/etc/rollbackd/templates");
+        let local = config_text
+            .replace(config["policies"].as_str().unwrap(), policies_dir.to_str().unwrap())
+            .replace("/etc/rollbackd/templates", root().join("templates").to_str().unwrap());
+        let config_file = work.path().join("rollbackd.yaml");
+        std::fs::write(&config_file, local).unwrap();
+        let check = Command::new(env!("CARGO_BIN_EXE_rollbackd"))
+            .arg("--config")
+            .arg(&config_file)
+            .args(["check", "--offline"])
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&check.stdout);
+        assert!(check.status.success() && !said.contains("warning"), "{dir}: {said}");
+
+        // The config file is where ROLLBACKD_CONFIG says, from the generated ConfigMap.
+        let env: Vec<&Value> = container["env"].as_array().unwrap().iter().collect();
+        let env_value = |name: &str| env.iter().find(|e| e["name"] == name).map(|e| e["value"].clone());
+        assert_eq!(env_value("ROLLBACKD_CONFIG"), Some(Value::from("/etc/rollbackd/rollbackd.yaml")), "{dir}");
+        mounted("/etc/rollbackd/rollbackd.yaml");
+        // Every secret the config names comes from the Secret, and nothing is left over.
+        let mut named = Vec::new();
+        values_of(&config, "_env", &mut named);
+        let mut given: Vec<String> = env
+            .iter()
+            .filter(|e| e["valueFrom"]["secretKeyRef"]["name"] == "rollbackd")
+            .map(|e| e["name"].as_str().unwrap().to_string())
+            .collect();
+        named.sort();
+        given.sort();
+        assert_eq!(named, given, "{dir}: env vars the config names vs those the pod gets");
+        let mut files = Vec::new();
+        values_of(&config, "_file", &mut files);
+        files.iter().for_each(|f| drop(mounted(f)));
+
+        // Ports: webhooks, and the admin listener the ServiceMonitor scrapes.
+        let ports: Vec<u64> =
+            container["ports"].as_array().unwrap().iter().map(|p| p["containerPort"].as_u64().unwrap()).collect();
+        assert!(ports.contains(&port_of(config["listen"].as_str().unwrap())), "{dir}: {ports:?}");
+        let admin = port_of(config["admin"]["listen"].as_str().unwrap());
+        assert!(ports.contains(&admin), "{dir}: {ports:?}");
+        let monitor = object(&objects, "ServiceMonitor", "rollbackd");
+        assert_eq!(monitor["spec"]["endpoints"][0]["port"], "admin");
+        let service = object(&objects, "Service", "rollbackd-admin");
+        assert_eq!(service["spec"]["ports"][0]["port"].as_u64(), Some(admin));
+        for probe in ["livenessProbe", "readinessProbe"] {
+            assert_eq!(container[probe]["httpGet"]["port"], "http", "{dir}: {probe}");
+        }
+
+        // A config or policy change rolls the pods: the checksum annotations name the hashed
+        // ConfigMaps, as the volumes do.
+        let annotations = &pod["metadata"]["annotations"];
+        assert_eq!(annotations["rollbackd.io/config-checksum"], config_map["metadata"]["name"], "{dir}");
+        assert_eq!(annotations["rollbackd.io/policies-checksum"], policies_map["metadata"]["name"], "{dir}");
+        assert_ne!(config_map["metadata"]["name"], "rollbackd-config", "{dir}: no content hash");
+
+        // Hardening.
+        assert_eq!(pod["spec"]["automountServiceAccountToken"], false);
+        assert_eq!(object(&objects, "ServiceAccount", "rollbackd")["automountServiceAccountToken"], false);
+        assert_eq!(pod["spec"]["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+        assert_eq!(pod["spec"]["securityContext"]["runAsNonRoot"], true);
+        assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+        assert_eq!(container["securityContext"]["allowPrivilegeEscalation"], false);
+        assert_eq!(container["securityContext"]["capabilities"]["drop"][0], "ALL");
+        object(&objects, "PodDisruptionBudget", "rollbackd");
+        object(&objects, "NetworkPolicy", "rollbackd");
+    }
+}
+
+#[test]
+fn the_example_rules_and_alertmanager_config_are_valid() {
+    if let Some(promtool) = installed(&["promtool"], "prometheus") {
+        for rules in ["deploy/prometheus-rules.yml", "deploy/rollbackd-alerts.yml"] {
+            let out = Command::new(&promtool).args(["check", "rules"]).arg(root().join(rules)).output().unwrap();
+            assert!(out.status.success(), "{rules}: {}", String::from_utf8_lossy(&out.stdout));
+        }
+    }
+    if let Some(amtool) = installed(&["amtool"], "prometheus-alertmanager") {
+        let out =
+            Command::new(amtool).args(["check-config"]).arg(root().join("deploy/alertmanager.yml")).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// No Docker engine runs here, so the image is not built; what the build needs is checked
+/// instead: every file Cargo.toml names is copied, nothing copied is ignored, and the
+/// HEALTHCHECK's command exists.
+#[test]
+fn the_dockerfile_copies_what_the_build_needs() {
+    let dockerfile = std::fs::read_to_string(root().join("deploy/Dockerfile")).unwrap();
+    let ignored: Vec<String> = std::fs::read_to_string(root().join(".dockerignore"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| l.trim().to_string())
+        .collect();
+    let mut copied = Vec::new();
+    for line in dockerfile.lines().filter(|l| l.starts_with("COPY ") && !l.contains("--from=")) {
+        let words: Vec<&str> = line.split_whitespace().skip(1).collect();
+        for src in &words[..words.len() - 1] {
+            assert!(root().join(src).exists(), "COPY {src}: no such file");
+            assert!(!ignored.iter().any(|i| i == src), "COPY {src}: excluded by .dockerignore");
+            copied.push(src.to_string());
+        }
+    }
+    let manifest = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    for needed in ["Cargo.toml", "Cargo.lock", "build.rs", "src", "bench", "templates", "policies"] {
+        assert!(copied.iter().any(|c| c == needed), "the build needs {needed}: {copied:?}");
+    }
+    assert!(manifest.contains("build = \"build.rs\"") && manifest.contains("path = \"bench/engine.rs\""));
+    assert!(dockerfile.contains("FROM ${RUST_IMAGE}") && dockerfile.contains("ARG RUST_IMAGE=rust:1.95.0-"));
+    assert!(dockerfile.contains("org.opencontainers.image.revision"));
+    let healthcheck = dockerfile.lines().find(|l| l.starts_with("HEALTHCHECK")).expect("a HEALTHCHECK");
+    assert!(healthcheck.contains(r#"CMD ["rollbackd", "healthcheck"]"#), "{healthcheck}");
+    let help = Command::new(env!("CARGO_BIN_EXE_rollbackd")).args(["healthcheck", "--help"]).output().unwrap();
+    assert!(help.status.success());
+}
