@@ -6,7 +6,7 @@ use std::path::Path;
 
 use regex::Regex;
 
-use crate::config::Config;
+use crate::config::{Config, PolicySource};
 use crate::domain::event::{Event, Source};
 use crate::domain::matcher::MatchOp;
 use crate::domain::plan::{CommitInfo, KnownGood, KnownGoodSource, Plan, Sha, Strategy, Target};
@@ -23,7 +23,9 @@ pub fn has_errors(diags: &[Diagnostic]) -> bool {
 
 /// Every problem found. `offline`: no secret is read and nothing is asked of the network (the
 /// config repo, Prometheus), so it runs in the config repo's CI with nothing but the files.
-pub fn run(config_path: &Path, offline: bool) -> Vec<Diagnostic> {
+/// `policies_dir` checks the policy files there instead of where the config says (the config
+/// repo's checkout, in its CI, when the policies live in the repo).
+pub fn run(config_path: &Path, offline: bool, policies_dir: Option<&Path>) -> Vec<Diagnostic> {
     let loaded = if offline {
         Config::read(config_path).map(|c| (c, None))
     } else {
@@ -48,15 +50,49 @@ pub fn run(config_path: &Path, offline: bool) -> Vec<Diagnostic> {
     if let Err(e) = crate::domain::ident::InputRules::new(&config.input) {
         diags.push(Diagnostic::error(config_path, 0, 0, e));
     }
-    let policies = match PolicySet::load(&config.policies) {
-        Ok((set, warnings)) => {
+    // Online, the config repo: for the paths, and for the policies when they live there.
+    let repo = secrets.map(|secrets| {
+        let auth = Auth { token: secrets.git_token, ssh_key: config.repo.ssh_key_file.clone() };
+        ConfigRepo::open(&crate::engine::git_settings(&config), auth).and_then(|mut r| r.fetch(true).map(|_| r))
+    });
+    let loaded = match (policies_dir, &config.policies) {
+        (Some(dir), _) => Some(PolicySet::load(dir)),
+        (None, PolicySource::Dir(dir)) => Some(PolicySet::load(dir)),
+        (None, PolicySource::Repo(r)) => match &repo {
+            Some(Ok(repo)) => Some(policies_in_repo(repo, &r.repo_path)),
+            Some(Err(e)) => {
+                diags.push(Diagnostic::error(
+                    config_path,
+                    0,
+                    0,
+                    format!("policies.repo_path: cannot read the config repo: {e}"),
+                ));
+                None
+            }
+            None => {
+                diags.push(Diagnostic::warning(
+                    config_path,
+                    0,
+                    0,
+                    format!(
+                        "the policies live in the config repo ({}): not checked offline; pass --policies <checkout>/{} to check them",
+                        r.repo_path, r.repo_path
+                    ),
+                ));
+                None
+            }
+        },
+    };
+    let policies = match loaded {
+        Some(Ok((set, warnings))) => {
             diags.extend(warnings);
             Some(set)
         }
-        Err(errors) => {
+        Some(Err(errors)) => {
             diags.extend(errors);
             None
         }
+        None => None,
     };
     match Templates::load(&config.templates) {
         Ok(t) => {
@@ -117,8 +153,15 @@ pub fn run(config_path: &Path, offline: bool) -> Vec<Diagnostic> {
         }
         check_verify(&config, set, offline, &mut diags);
         check_rules_match_someone(&config, set, &mut diags);
-        if let Some(secrets) = secrets {
-            check_paths_exist(&config, secrets, set, &mut diags);
+        match &repo {
+            Some(Ok(repo)) => check_paths_exist(&config, repo, set, &mut diags),
+            Some(Err(e)) => diags.push(Diagnostic::warning(
+                config_path,
+                0,
+                0,
+                format!("paths not checked against the config repo: {e}"),
+            )),
+            None => {}
         }
     }
     diags
@@ -228,21 +271,7 @@ fn check_verify(config: &Config, set: &PolicySet, offline: bool, diags: &mut Vec
 
 /// Warns about target paths that match nothing on the branch. Templated parts are read as `*`
 /// unless an equality matcher pins the label.
-fn check_paths_exist(config: &Config, secrets: crate::config::Secrets, set: &PolicySet, diags: &mut Vec<Diagnostic>) {
-    let auth = Auth { token: secrets.git_token, ssh_key: config.repo.ssh_key_file.clone() };
-    let repo = ConfigRepo::open(&crate::engine::git_settings(config), auth).and_then(|mut r| r.fetch(true).map(|_| r));
-    let repo = match repo {
-        Ok(r) => r,
-        Err(e) => {
-            diags.push(Diagnostic::warning(
-                &config.policies,
-                0,
-                0,
-                format!("paths not checked against the config repo: {e}"),
-            ));
-            return;
-        }
-    };
+fn check_paths_exist(config: &Config, repo: &ConfigRepo, set: &PolicySet, diags: &mut Vec<Diagnostic>) {
     for policy in &set.policies {
         for p in &policy.target.paths {
             let glob = as_glob(policy, &p.value.0);
@@ -262,6 +291,18 @@ fn check_paths_exist(config: &Config, secrets: crate::config::Secrets, set: &Pol
             }
         }
     }
+}
+
+/// The policies in `dir` of the config repo's branch, named by their path in the repo.
+fn policies_in_repo(repo: &ConfigRepo, dir: &str) -> Result<(PolicySet, Vec<Diagnostic>), Vec<Diagnostic>> {
+    let at = |msg: String| vec![Diagnostic::error(Path::new(dir), 0, 0, msg)];
+    let (tree, _) = repo
+        .dir_at_head(dir)
+        .map_err(|e| at(e.to_string()))?
+        .ok_or_else(|| at(format!("no such directory on {}", repo.branch())))?;
+    let files = repo.yaml_files_in(&tree).map_err(|e| at(e.to_string()))?;
+    let files = files.into_iter().map(|(name, text)| (Path::new(dir).join(name), text)).collect();
+    PolicySet::parse(Path::new(dir), files, Vec::new())
 }
 
 fn as_glob(policy: &Policy, expr: &str) -> String {

@@ -15,9 +15,10 @@ pub struct Config {
     /// Where the service keeps its bare mirror of the config repo. Default: `./data`.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
-    /// Directory of `*.yaml` policy files. Default: `policies/`.
+    /// Where the policy files are: a directory on disk (default `policies/`), or a directory of
+    /// the config repo's branch, `{ repo_path: .rollbackd/policies }`.
     #[serde(default = "default_policies")]
-    pub policies: PathBuf,
+    pub policies: PolicySource,
     /// Directory of the message templates. Default: `templates/`.
     #[serde(default = "default_templates")]
     pub templates: PathBuf,
@@ -418,8 +419,44 @@ fn default_refresh() -> Duration {
 fn default_data_dir() -> PathBuf {
     PathBuf::from("data")
 }
-fn default_policies() -> PathBuf {
-    PathBuf::from("policies")
+fn default_policies() -> PolicySource {
+    PolicySource::Dir(PathBuf::from("policies"))
+}
+
+/// Where the policies are read from.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum PolicySource {
+    /// `*.yaml` files in a directory on disk (a ConfigMap, the image), read at start and reload.
+    Dir(PathBuf),
+    /// `*.yaml` files in a directory of the config repo's branch, switched to at the fetch that
+    /// brings a valid change.
+    Repo(RepoPolicies),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoPolicies {
+    /// Relative to the repository root, e.g. `.rollbackd/policies`.
+    pub repo_path: String,
+}
+
+impl PolicySource {
+    /// The directory on disk, when the policies are there.
+    pub fn dir(&self) -> Option<&Path> {
+        match self {
+            PolicySource::Dir(d) => Some(d),
+            PolicySource::Repo(_) => None,
+        }
+    }
+
+    /// The directory in the config repo, when the policies are there.
+    pub fn repo_path(&self) -> Option<&str> {
+        match self {
+            PolicySource::Repo(r) => Some(&r.repo_path),
+            PolicySource::Dir(_) => None,
+        }
+    }
 }
 fn default_templates() -> PathBuf {
     PathBuf::from("templates")
@@ -589,6 +626,15 @@ impl Config {
     /// What the file must say whatever the secrets are.
     fn check_shape(&self) -> Result<(), ConfigError> {
         let path = &self.path;
+        if let Some(dir) = self.policies.repo_path() {
+            let plain = Path::new(dir).components().all(|c| matches!(c, std::path::Component::Normal(_)));
+            if dir.is_empty() || !plain || dir.contains('\\') {
+                return Err(invalid(
+                    path,
+                    format!("policies.repo_path `{dir}`: a directory inside the repo, like .rollbackd/policies"),
+                ));
+            }
+        }
         if let Some(sl) = &self.sources.slack {
             // A prefix must end where the host does (`/`, or `:` before any port):
             // `https://hooks.slack.com` would also admit `https://hooks.slack.com.evil.example/`.
@@ -718,7 +764,11 @@ impl Config {
     }
 
     fn resolve_relative_to(&mut self, base: &Path) {
-        for p in [&mut self.data_dir, &mut self.policies, &mut self.templates] {
+        let policies = match &mut self.policies {
+            PolicySource::Dir(d) => Some(d),
+            PolicySource::Repo(_) => None,
+        };
+        for p in [Some(&mut self.data_dir), policies, Some(&mut self.templates)].into_iter().flatten() {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -834,7 +884,7 @@ mod tests {
         std::fs::write(&path, "repo: { url: origin.git }\n").unwrap();
         let (c, s) = Config::load(&path).unwrap();
         assert_eq!(c.repo.branch, "main");
-        assert_eq!(c.policies, dir.path().join("policies"));
+        assert_eq!(c.policies, PolicySource::Dir(dir.path().join("policies")));
         assert_eq!(c.repo.url, dir.path().join("origin.git").to_string_lossy());
         assert!(s.git_token.is_none());
         assert_eq!(c.audit.max_commits, 10_000);

@@ -57,6 +57,11 @@ enum Command {
         /// Read the secrets and ask the config repo and Prometheus, even when `CI` is set.
         #[arg(long)]
         online: bool,
+        /// Check the policy files in this directory instead of where the config says: the
+        /// checkout's `.rollbackd/policies` in the config repo's CI, when `policies.repo_path`
+        /// keeps them there. Example: `check --offline --policies .rollbackd/policies`
+        #[arg(long, value_name = "DIR")]
+        policies: Option<PathBuf>,
     },
     /// Show what an event would do: every policy tried, the guards, the plan. Writes nothing.
     Simulate {
@@ -322,10 +327,10 @@ fn print_reports(reports: &[Report], json: bool) -> anyhow::Result<()> {
 
 fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
-        Command::Check { offline, online } => {
+        Command::Check { offline, online, policies } => {
             let in_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
             let offline = offline || (in_ci && !online);
-            let diags = rollbackd::check(&cli.config, offline);
+            let diags = rollbackd::check(&cli.config, offline, policies.as_deref());
             for d in &diags {
                 println!("{d}");
             }

@@ -88,6 +88,12 @@ fn describe() {
     describe_gauge!("rollbackd_queue_depth", "Events waiting for the writer.");
     describe_gauge!("rollbackd_queue_capacity", "How many events the writer's queue holds (server.queue).");
     describe_gauge!("rollbackd_origin_reachable", "1 while the last fetch from the config repo succeeded, else 0.");
+    describe_gauge!("rollbackd_policies", "Policies in force.");
+    describe_gauge!(
+        "rollbackd_policies_valid",
+        "0 while the policies on the config repo's branch are refused (the previous set stays in force), else 1."
+    );
+    describe_counter!("rollbackd_policy_reloads_total", "Policy sets read from the config repo, by result.");
     describe_gauge!(
         "rollbackd_writer_heartbeat_timestamp_seconds",
         Unit::Seconds,
@@ -105,6 +111,10 @@ fn describe() {
     for result in ["verified", "not_recovered"] {
         counter!("rollbackd_verifications_total", "result" => result).increment(0);
     }
+    for result in ["switched", "refused"] {
+        counter!("rollbackd_policy_reloads_total", "result" => result).increment(0);
+    }
+    gauge!("rollbackd_policies_valid").set(1.0);
     for name in [
         "rollbackd_push_retries_total",
         "rollbackd_escalations_total",
@@ -123,6 +133,20 @@ pub(crate) fn queue_capacity(capacity: usize) {
 /// Whether the origin answered the last fetch.
 pub(crate) fn origin_reachable(reachable: bool) {
     gauge!("rollbackd_origin_reachable").set(if reachable { 1.0 } else { 0.0 });
+}
+
+/// A policy set read from the config repo: switched to (`valid`), or refused with `in_force`
+/// still in force.
+pub(crate) fn policies_loaded(in_force: usize, valid: bool) {
+    gauge!("rollbackd_policies").set(in_force as f64);
+    gauge!("rollbackd_policies_valid").set(if valid { 1.0 } else { 0.0 });
+    let result = if valid { "switched" } else { "refused" };
+    counter!("rollbackd_policy_reloads_total", "result" => result).increment(1);
+}
+
+/// The policies in force, at start and after a reload.
+pub(crate) fn policies_in_force(count: usize) {
+    gauge!("rollbackd_policies").set(count as f64);
 }
 
 /// The writer did something (a job, an idle refresh).

@@ -105,10 +105,14 @@ pub struct Shared {
     /// repeats them is answered from memory instead of making the writer plan them again.
     refused: std::sync::Mutex<HashMap<String, (std::time::Instant, String)>>,
     depth: AtomicUsize,
+    /// The engine's policy generation the triager was built from.
+    policy_generation: std::sync::atomic::AtomicU64,
     /// Alert keys that verifications in progress wait to see resolve.
     watched: RwLock<std::collections::HashSet<String>>,
     /// What the status page shows, as of the last quiet moment.
     status: RwLock<Arc<StatusView>>,
+    /// Why there are no policies to decide with yet (kept in the config repo, none valid read).
+    policies_pending: RwLock<Option<String>>,
 }
 
 impl Shared {
@@ -123,7 +127,12 @@ impl Shared {
     /// The mirror has been fetched and the index built at least once, and the origin answered
     /// the last fetch.
     pub fn ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire) && self.origin_error().is_none()
+        self.ready.load(Ordering::Acquire) && self.origin_error().is_none() && self.policies_pending().is_none()
+    }
+
+    /// Why no policies are in force yet, while none are.
+    pub fn policies_pending(&self) -> Option<String> {
+        self.policies_pending.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Why the origin cannot be reached now, if it cannot.
@@ -207,6 +216,7 @@ pub fn spawn(engine: Engine, capacity: usize, refresh: Duration) -> (WorkerHandl
     metrics::install();
     metrics::queue_capacity(capacity.max(1));
     let shared = Arc::new(Shared { triager: RwLock::new(Arc::new(engine.triager())), ..Shared::default() });
+    metrics::policies_in_force(engine.policies().policies.len());
     let s = shared.clone();
     let join = std::thread::Builder::new()
         .name("rollbackd-writer".into())
@@ -335,6 +345,7 @@ fn process(engine: &mut Engine, shared: &Shared, job: Job) {
                         format!("reloaded {}: {} policies", new.config().path.display(), new.policies().policies.len());
                     *engine = new;
                     *shared.triager.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(engine.triager());
+                    metrics::policies_in_force(engine.policies().policies.len());
                     info!("{said}");
                     JobResult::Note(said)
                 }
@@ -360,6 +371,13 @@ fn process(engine: &mut Engine, shared: &Shared, job: Job) {
 /// recovers, never once per attempt.
 fn publish(engine: &mut Engine, shared: &Shared, fetch: bool) {
     let records = if fetch { engine.history().map(|i| i.records().to_vec()) } else { engine.audit_records() };
+    // A policy set from the config repo switched to by a fetch: the edge decides with it too.
+    let generation = engine.policy_generation();
+    if shared.policy_generation.swap(generation, Ordering::AcqRel) != generation {
+        *shared.triager.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(engine.triager());
+    }
+    *shared.policies_pending.write().unwrap_or_else(|e| e.into_inner()) =
+        engine.need_policies().err().map(|e| e.to_string());
     match records {
         Ok(records) => {
             *shared.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Snapshot::new(records));

@@ -397,15 +397,25 @@ impl PolicySet {
             }
         };
         files.sort();
-        let mut policies: Vec<Policy> = Vec::new();
+        let mut texts = Vec::new();
         for file in files {
-            let text = match std::fs::read_to_string(&file) {
-                Ok(t) => t,
-                Err(e) => {
-                    diags.push(Diagnostic::error(&file, 0, 0, format!("cannot read: {e}")));
-                    continue;
-                }
-            };
+            match std::fs::read_to_string(&file) {
+                Ok(t) => texts.push((file, t)),
+                Err(e) => diags.push(Diagnostic::error(&file, 0, 0, format!("cannot read: {e}"))),
+            }
+        }
+        Self::parse(dir, texts, diags)
+    }
+
+    /// The policies of `files` (name, text), in order; `dir` names where they are in messages.
+    /// Every error of every file, or the set with its warnings.
+    pub fn parse(
+        dir: &Path,
+        files: Vec<(PathBuf, String)>,
+        mut diags: Vec<Diagnostic>,
+    ) -> Result<(PolicySet, Vec<Diagnostic>), Vec<Diagnostic>> {
+        let mut policies: Vec<Policy> = Vec::new();
+        for (file, text) in files {
             match parse_file(&file, &text) {
                 Ok(found) => {
                     for p in found {

@@ -24,6 +24,17 @@ pub struct StatusView {
     pub recent: Vec<RecentView>,
     /// Why the config repo cannot be reached, while it cannot.
     pub origin_error: Option<String>,
+    pub policies: PoliciesView,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PoliciesView {
+    /// `disk:<dir>` or `repo:<branch>:<dir>`.
+    pub source: String,
+    pub in_force: usize,
+    /// The branch's policies, refused: the commit that carries them and each error.
+    pub refused_commit: Option<String>,
+    pub refused_errors: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -184,6 +195,14 @@ impl StatusView {
         );
         if let Some(e) = &self.origin_error {
             out.push_str(&format!("config repo unreachable: {e}\n"));
+        }
+        let p = &self.policies;
+        out.push_str(&format!("policies: {} in force from {}\n", p.in_force, p.source));
+        if let Some(commit) = &p.refused_commit {
+            out.push_str(&format!("POLICIES REFUSED at {commit} (the set in force stays):\n"));
+            for e in &p.refused_errors {
+                out.push_str(&format!("  {e}\n"));
+            }
         }
         out
     }

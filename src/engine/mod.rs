@@ -2,6 +2,7 @@
 //! through [`ConfigRepo`]. Live webhooks, `simulate`, the CLI and chat all call [`Engine::handle`].
 
 mod follow_up;
+mod policies;
 mod review;
 mod status;
 mod verify;
@@ -50,6 +51,9 @@ pub enum EngineError {
     /// The event carries values rollbackd will not act on (422 for the sender).
     #[error("refused: {0}")]
     Input(String),
+    /// Policies live in the config repo and none could be read yet (503: retry).
+    #[error("no policies in force yet: {0}")]
+    PoliciesNotLoaded(String),
 }
 
 impl EngineError {
@@ -74,6 +78,7 @@ impl EngineError {
                 GitError::Unreachable { .. } | GitError::Contended { .. } | GitError::NotFetched { .. },
             ) => true,
             EngineError::Forge(e) => e.is_transient(),
+            EngineError::PoliciesNotLoaded(_) => true,
             _ => false,
         }
     }
@@ -111,6 +116,10 @@ pub struct Engine {
     recorded: std::collections::HashSet<(String, String)>,
     /// The candidates notes ref as it was when no known-good candidate was soaking.
     none_soaking: Option<Option<String>>,
+    /// Policies kept in the config repo: what is in force and what was refused.
+    repo_policies: policies::RepoPolicies,
+    /// Counts switches of the policy set, so the writer knows when to republish them.
+    policy_generation: u64,
 }
 
 impl Drop for Engine {
@@ -121,10 +130,17 @@ impl Drop for Engine {
 
 impl Engine {
     pub fn new(config: Config, secrets: Secrets, clock: Arc<dyn Clock>) -> Result<Self, EngineError> {
-        let (policies, warnings) = PolicySet::load(&config.policies).map_err(EngineError::Policies)?;
-        for w in warnings {
-            warn!("{w}");
-        }
+        let policies = match config.policies.dir() {
+            Some(dir) => {
+                let (policies, warnings) = PolicySet::load(dir).map_err(EngineError::Policies)?;
+                for w in warnings {
+                    warn!("{w}");
+                }
+                policies
+            }
+            // Read from the mirror below, or after the first fetch.
+            None => PolicySet::default(),
+        };
         let templates = Templates::load(&config.templates)?;
         let rules = InputRules::new(&config.input).map_err(EngineError::Config)?;
         let auth = Auth { token: secrets.git_token.clone(), ssh_key: config.repo.ssh_key_file.clone() };
@@ -132,7 +148,7 @@ impl Engine {
         let forge = Arc::new(Forge::from_config(&config.forge)?);
         check_routes(&config, &policies).map_err(EngineError::Config)?;
         let notifier = crate::notify::Notifier::start(&config.notify, &secrets, &templates, forge.clone());
-        Ok(Engine {
+        let mut engine = Engine {
             config,
             policies,
             templates,
@@ -146,7 +162,25 @@ impl Engine {
             settled: Default::default(),
             recorded: Default::default(),
             none_soaking: None,
-        })
+            repo_policies: Default::default(),
+            policy_generation: 0,
+        };
+        engine.sync_policies();
+        Ok(engine)
+    }
+
+    /// Fetches (unless fresh, or `force`) and takes up a change to the repo's policies.
+    fn fetch(&mut self, force: bool) -> Result<(), EngineError> {
+        self.repo.fetch(force)?;
+        if self.sync_policies() {
+            self.policy_generation += 1;
+        }
+        Ok(())
+    }
+
+    /// Changes each time another policy set comes into force.
+    pub fn policy_generation(&self) -> u64 {
+        self.policy_generation
     }
 
     pub fn config(&self) -> &Config {
@@ -189,7 +223,12 @@ impl Engine {
 
     /// What the HTTP layer needs to answer events no policy would act on without queueing them.
     pub fn triager(&self) -> Triager {
-        Triager { policies: self.policies.clone(), rules: self.rules.clone(), notifier: self.notifier.clone() }
+        Triager {
+            policies: self.policies.clone(),
+            rules: self.rules.clone(),
+            notifier: self.notifier.clone(),
+            loaded: self.policies_loaded(),
+        }
     }
 
     pub fn repo(&mut self) -> &mut ConfigRepo {
@@ -203,7 +242,7 @@ impl Engine {
     /// Fetches (if stale) and returns the audit index, for `history` and the API.
     pub fn history(&mut self) -> Result<&crate::git::AuditIndex, EngineError> {
         let _lock = self.begin()?;
-        self.repo.fetch(false)?;
+        self.fetch(false)?;
         let now = self.clock.now();
         Ok(self.repo.audit(now)?)
     }
@@ -219,7 +258,7 @@ impl Engine {
     /// resolved and how long recovery took (`refs/notes/rollbackd`, pushed to the origin).
     pub fn record_resolution(&mut self, resolved: &Resolved) -> Result<String, EngineError> {
         let _lock = self.begin()?;
-        self.repo.fetch(false)?;
+        self.fetch(false)?;
         let now = self.clock.now();
         let trigger = format!("alertmanager:{}", resolved.dedupe_key);
         if let Some(said) = self.resolve_watched(&trigger, resolved.resolved_at.unwrap_or(now))? {
@@ -293,7 +332,7 @@ impl Engine {
     /// for its service/env, when the service's paths exist at that commit.
     pub fn mark_known_good(&mut self, event: &Event) -> Result<String, EngineError> {
         let _lock = self.begin()?;
-        self.repo.fetch(false)?;
+        self.fetch(false)?;
         let Some(sha) = event.labels.get("sha").cloned() else {
             return Ok("the event names no sha".into());
         };
@@ -378,7 +417,8 @@ impl Engine {
     }
 
     fn handle_locked(&mut self, event: &Event, opts: &Options, span: &tracing::Span) -> Result<Report, EngineError> {
-        self.repo.fetch(false)?;
+        self.fetch(false)?;
+        self.need_policies()?;
         let attempts = self.config.git.push_retries + 1;
         for attempt in 0..attempts {
             match self.attempt(event, opts, attempt, span)? {
@@ -388,7 +428,7 @@ impl Engine {
                 }
                 Attempt::Moved => {
                     warn!(attempt, "branch moved during the rollback; fetching and planning again");
-                    self.repo.fetch(true)?;
+                    self.fetch(true)?;
                 }
             }
         }
@@ -677,6 +717,9 @@ pub struct Triager {
     pub rules: InputRules,
     /// A `mode: notify` decision is made (and told) at the edge.
     notifier: crate::notify::Notifier,
+    /// False while policies kept in the config repo have not been read: nothing can be
+    /// answered at the edge, so everything goes to the writer (which says why, 503).
+    loaded: bool,
 }
 
 impl std::fmt::Debug for Triager {
@@ -687,6 +730,9 @@ impl std::fmt::Debug for Triager {
 
 impl Triager {
     pub fn triage(&self, event: &Event) -> Triage {
+        if !self.loaded {
+            return Triage::Queue;
+        }
         let mut decision = Decision::for_event(event);
         match select(&self.policies, &self.rules, event, &mut decision) {
             Ok(Selection::Settled(outcome)) => Triage::Answer(outcome),

@@ -52,7 +52,7 @@ impl Engine {
     /// act on what they just saw, so the freshness window does not apply), and the time.
     fn begin_fresh(&mut self) -> Result<(crate::git::MirrorLock, Timestamp), EngineError> {
         let lock = self.begin()?;
-        self.repo.fetch(true)?;
+        self.fetch(true)?;
         Ok((lock, self.clock.now()))
     }
 
@@ -158,7 +158,7 @@ impl Engine {
             });
         }
         let merged = Sha(gh.merge(pr.number, method, &tip.0, &message)?);
-        self.repo.fetch(true)?;
+        self.fetch(true)?;
         let tag = RollbackRef::new(service, env, &RollbackId(id.to_string())).name();
         self.repo.tag_commit(
             &tag,
@@ -259,7 +259,7 @@ impl Engine {
         let attempts = self.config.git.push_retries + 1;
         for attempt in 0..attempts {
             if attempt > 0 {
-                self.repo.fetch(true)?;
+                self.fetch(true)?;
             }
             let head = self.repo.head()?;
             let Some(merged) = self.repo.onto_head(commit, now)? else {

@@ -2,9 +2,10 @@
 //! process is running, for `rollbackd status`, chat and the status page.
 
 use super::{Engine, EngineError};
+use crate::config::PolicySource;
 use crate::domain::freeze::to_the_second;
 use crate::domain::rollback::Delivery;
-use crate::domain::status::{FreezeView, ProposalView, RECENT, RecentView, StatusView, VerifyingView};
+use crate::domain::status::{FreezeView, PoliciesView, ProposalView, RECENT, RecentView, StatusView, VerifyingView};
 
 impl Engine {
     /// The status as the mirror has it; `fetch` brings the mirror up to date first (the CLI).
@@ -13,7 +14,7 @@ impl Engine {
     pub fn status_view(&mut self, fetch: bool) -> Result<StatusView, EngineError> {
         let _lock = self.begin()?;
         if fetch {
-            self.repo.fetch(false)?;
+            self.fetch(false)?;
         }
         let now = self.clock.now();
         let freezes = self.repo.freezes()?;
@@ -62,7 +63,21 @@ impl Engine {
             verifying,
             recent,
             origin_error: None,
+            policies: self.policies_view(),
         })
+    }
+
+    fn policies_view(&self) -> PoliciesView {
+        let refused = self.policy_refusal();
+        PoliciesView {
+            source: match &self.config.policies {
+                PolicySource::Dir(d) => format!("disk:{}", d.display()),
+                PolicySource::Repo(r) => format!("repo:{}:{}", self.repo.branch(), r.repo_path),
+            },
+            in_force: self.policies.policies.len(),
+            refused_commit: refused.map(|r| r.commit.clone()),
+            refused_errors: refused.map(|r| r.errors.clone()).unwrap_or_default(),
+        }
     }
 
     /// `rollbackd status [service]`: freezes in force, open proposals (with approvals),

@@ -249,7 +249,7 @@ impl Engine {
     /// fingerprint): the decisions that wrote nothing, the rollbacks, their verification.
     pub fn explain(&mut self, subject: &str) -> Result<Explanation, EngineError> {
         let _lock = self.begin()?;
-        self.repo.fetch(false)?;
+        self.fetch(false)?;
         let now = self.clock.now();
         let decisions: Vec<DecisionRecord> =
             self.repo.decisions()?.iter().filter_map(|l| serde_json::from_str(l).ok()).collect();
@@ -354,7 +354,7 @@ impl Engine {
     /// settles every watch that has a verdict. Called by the writer when idle.
     pub fn verify_due(&mut self) -> Result<Vec<String>, EngineError> {
         let _lock = self.begin()?;
-        self.repo.fetch(false)?;
+        self.fetch(false)?;
         let now = self.clock.now();
         self.pick_up(now)?;
         self.soak_due(now);
@@ -662,7 +662,7 @@ impl Engine {
                     }
                     return Ok(Some(rollback));
                 }
-                None => self.repo.fetch(true)?,
+                None => self.fetch(true)?,
             }
         }
         Err(crate::git::GitError::Contended { url: self.repo.url(), branch: self.repo.branch().to_string(), attempts }

@@ -302,9 +302,71 @@ impl GithubForge {
         Ok(v.get("html_url").and_then(Value::as_str).unwrap_or_default().to_string())
     }
 
+    /// A `rollbackd/policies` check run on `commit`, each error an annotation at its file and
+    /// line. Only a GitHub App may create check runs: with a personal token (403), a commit
+    /// comment says the same.
+    pub fn report_policies(&self, commit: &str, errors: &[String], in_force: usize) -> Result<(), ForgeError> {
+        let (conclusion, title) = if errors.is_empty() {
+            ("success", format!("{in_force} policies in force"))
+        } else {
+            ("failure", format!("refused: {} errors; the {in_force} policies in force stay", errors.len()))
+        };
+        let annotations: Vec<Value> = errors.iter().take(50).map(|e| annotation(e)).collect();
+        let summary = if errors.is_empty() {
+            "rollbackd switched to the policies of this commit.".to_string()
+        } else {
+            format!("rollbackd did not switch to the policies of this commit:\n\n```\n{}\n```", errors.join("\n"))
+        };
+        let run = json!({
+            "name": "rollbackd/policies",
+            "head_sha": commit,
+            "status": "completed",
+            "conclusion": conclusion,
+            "output": { "title": title, "summary": summary, "annotations": annotations },
+        });
+        match self.call(Method::Post, &self.repo_path("/check-runs"), Some(run)) {
+            Err(ForgeError::Api { status: 403, .. }) if !errors.is_empty() => {
+                let body = format!("**rollbackd/policies: {title}**\n\n{summary}");
+                self.call(
+                    Method::Post,
+                    &self.repo_path(&format!("/commits/{commit}/comments")),
+                    Some(json!({ "body": body })),
+                )
+                .map(|_| ())
+            }
+            Err(ForgeError::Api { status: 403, .. }) => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
     pub fn close(&self, number: u64) -> Result<(), ForgeError> {
         self.call(Method::Patch, &self.repo_path(&format!("/pulls/{number}")), Some(json!({ "state": "closed" })))?;
         Ok(())
+    }
+}
+
+/// A check run annotation from `path:line:col: error: message` (a position of 0 is the file).
+fn annotation(error: &str) -> Value {
+    let mut parts = error.splitn(4, ':');
+    let (path, line, col, rest) = (parts.next(), parts.next(), parts.next(), parts.next());
+    let num = |s: Option<&str>| s.and_then(|s| s.trim().parse::<u64>().ok());
+    match (path, num(line), num(col), rest) {
+        (Some(path), Some(line), Some(col), Some(message)) => {
+            let message = message.trim().strip_prefix("error:").unwrap_or(message).trim();
+            let mut a = json!({
+                "path": path, "start_line": line.max(1), "end_line": line.max(1),
+                "annotation_level": "failure", "message": message,
+            });
+            if col > 0 {
+                a["start_column"] = json!(col);
+                a["end_column"] = json!(col);
+            }
+            a
+        }
+        _ => json!({
+            "path": path.unwrap_or_default(), "start_line": 1, "end_line": 1,
+            "annotation_level": "failure", "message": error,
+        }),
     }
 }
 

@@ -94,6 +94,14 @@ impl Forge {
         }
     }
 
+    /// Reports on `commit` how the policies it carries fared: `errors` (each
+    /// `path:line:col: error: message`) refused, or none and `in_force` policies switched to.
+    /// Nothing for the local forge.
+    pub fn report_policies(&self, commit: &str, errors: &[String], in_force: usize) -> Result<(), ForgeError> {
+        let Forge::Github(gh) = self else { return Ok(()) };
+        gh.report_policies(commit, errors, in_force)
+    }
+
     /// Closes the proposal's pull request, saying why (the local forge has none to close).
     pub fn close(&self, branch: &str, text: &str) -> Result<(), ForgeError> {
         let Forge::Github(gh) = self else { return Ok(()) };

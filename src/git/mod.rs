@@ -654,6 +654,63 @@ impl ConfigRepo {
             .map_err(|e| GitError::Git(git2::Error::from_str(&format!("{FREEZES_REF}:{FREEZES_FILE}: {e}"))))
     }
 
+    /// The id of the tree at `dir` on the branch head, and the head: what says whether files
+    /// under `dir` changed, in two lookups whatever the history. `None` when `dir` is not there.
+    pub fn dir_at_head(&self, dir: &str) -> Result<Option<(String, Sha)>, GitError> {
+        let head = self.head_oid()?;
+        let tree = self.repo.find_commit(head)?.tree()?;
+        Ok(match tree.get_path(Path::new(dir)) {
+            Ok(entry) if entry.kind() == Some(git2::ObjectType::Tree) => Some((entry.id().to_string(), sha(head))),
+            _ => None,
+        })
+    }
+
+    /// The versions of `dir` on the branch (tree ids), newest first, each with the commit that
+    /// made it: at most `versions`, looking back at most `max_commits` first-parent commits.
+    pub fn dir_versions(&self, dir: &str, versions: usize, max_commits: usize) -> Result<Vec<(String, Sha)>, GitError> {
+        let mut walk = self.repo.revwalk()?;
+        walk.push(self.head_oid()?)?;
+        walk.simplify_first_parent()?;
+        let mut found: Vec<(String, Sha)> = Vec::new();
+        let mut current: Option<String> = None;
+        for oid in walk.take(max_commits) {
+            let oid = oid?;
+            let tree = self.repo.find_commit(oid)?.tree()?;
+            let here = tree.get_path(Path::new(dir)).ok().map(|e| e.id().to_string());
+            if here != current {
+                if let Some(t) = &here {
+                    found.push((t.clone(), sha(oid)));
+                }
+                current = here;
+            } else if let (Some(last), Some(_)) = (found.last_mut(), &here) {
+                // The same version, made by an older commit.
+                last.1 = sha(oid);
+            }
+            if found.len() > versions {
+                break;
+            }
+        }
+        found.truncate(versions);
+        Ok(found)
+    }
+
+    /// The `*.yaml` / `*.yml` files directly in the tree `tree_id` (from [`Self::dir_at_head`]),
+    /// by name, with their text.
+    pub fn yaml_files_in(&self, tree_id: &str) -> Result<Vec<(String, String)>, GitError> {
+        let tree = self.repo.find_tree(Oid::from_str(tree_id)?)?;
+        let mut files = Vec::new();
+        for entry in tree.iter() {
+            let Ok(name) = entry.name() else { continue };
+            if entry.kind() != Some(git2::ObjectType::Blob) || !(name.ends_with(".yaml") || name.ends_with(".yml")) {
+                continue;
+            }
+            let blob = self.repo.find_blob(entry.id())?;
+            files.push((name.to_string(), String::from_utf8_lossy(blob.content()).into_owned()));
+        }
+        files.sort();
+        Ok(files)
+    }
+
     /// Changes the freezes: `change` edits the current set; the result is committed on
     /// `refs/rollbackd/state/freezes` and pushed with compare-and-swap, retried if another writer
     /// got there first. Returns what `change` returned.

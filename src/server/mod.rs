@@ -481,11 +481,14 @@ async fn healthz() -> Response {
 
 async fn readyz(State(st): State<AppState>) -> Response {
     let shared = st.0.worker.shared();
-    match shared.origin_error() {
-        _ if shared.ready() => axum::Json(serde_json::json!({ "status": "ready" })).into_response(),
-        Some(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e),
-        None => error(StatusCode::SERVICE_UNAVAILABLE, "the config repo has not been fetched yet"),
+    if shared.ready() {
+        return axum::Json(serde_json::json!({ "status": "ready" })).into_response();
     }
+    let why = shared
+        .origin_error()
+        .or_else(|| shared.policies_pending())
+        .unwrap_or_else(|| "the config repo has not been fetched yet".into());
+    error(StatusCode::SERVICE_UNAVAILABLE, &why)
 }
 
 async fn prometheus(State(st): State<AppState>) -> Response {

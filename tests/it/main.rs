@@ -17,6 +17,7 @@ mod http;
 mod metrics;
 mod notify;
 mod properties;
+mod repo_policies;
 mod review;
 mod rollback;
 mod serve;

@@ -44,6 +44,10 @@ pub struct Gh {
     /// Installation tokens minted, and installation lookups answered (GitHub App auth).
     pub tokens_minted: usize,
     pub installation_lookups: usize,
+    /// Check runs rollbackd created (the request bodies).
+    pub check_runs_created: Vec<Value>,
+    /// (commit, body) of commit comments.
+    pub commit_comments: Vec<(String, String)>,
     /// Requests no route of the fake handles: a call rollbackd makes that GitHub would answer
     /// and the fake cannot, or a typo'd path.
     pub unhandled: Vec<String>,
@@ -81,6 +85,8 @@ impl FakeGithub {
                     .route("/repos/{o}/{r}/pulls/{n}/requested_reviewers", post(reviewers))
                     .route("/repos/{o}/{r}/issues", post(create_issue))
                     .route("/repos/{o}/{r}/commits/{sha}/check-runs", get(check_runs))
+                    .route("/repos/{o}/{r}/check-runs", post(create_check_run))
+                    .route("/repos/{o}/{r}/commits/{sha}/comments", post(commit_comment))
                     .route("/repos/{o}/{r}/issues/{n}/labels", post(labels))
                     .route("/repos/{o}/{r}/issues/{n}/comments", post(comment))
                     .route("/repos/{o}/{r}/issues/comments/{id}/reactions", post(react))
@@ -346,6 +352,40 @@ async fn check_runs(State(app): State<App>, Path((_o, _r, sha)): Path<(String, S
         .map(|c| c.iter().map(|(n, c)| json!({"name": n, "status": "completed", "conclusion": c})).collect())
         .unwrap_or_default();
     Json(json!({"total_count": runs.len(), "check_runs": runs})).into_response()
+}
+
+/// Only a GitHub App may create check runs: a personal token gets 403, as on GitHub.
+async fn create_check_run(State(app): State<App>, h: HeaderMap, Json(b): Json<Value>) -> Response {
+    let v = h.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !v.ends_with(INSTALLATION_TOKEN) {
+        let message = "You must authenticate via a GitHub App.";
+        return (StatusCode::FORBIDDEN, Json(json!({ "message": message }))).into_response();
+    }
+    let ok = b["name"].is_string()
+        && b["head_sha"].as_str().is_some_and(|s| s.len() == 40)
+        && ["success", "failure", "neutral"].contains(&b["conclusion"].as_str().unwrap_or_default())
+        && b["output"]["annotations"].as_array().is_none_or(|a| {
+            a.iter().all(|x| {
+                x["path"].is_string()
+                    && x["start_line"].as_u64().is_some_and(|l| l >= 1)
+                    && x["end_line"].is_u64()
+                    && ["notice", "warning", "failure"].contains(&x["annotation_level"].as_str().unwrap_or_default())
+            })
+        });
+    if !ok {
+        return (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({ "message": "Invalid request." }))).into_response();
+    }
+    app.gh.lock().unwrap().check_runs_created.push(b);
+    (StatusCode::CREATED, Json(json!({ "id": 1 }))).into_response()
+}
+
+async fn commit_comment(
+    State(app): State<App>,
+    Path((_o, _r, sha)): Path<(String, String, String)>,
+    Json(b): Json<Value>,
+) -> Response {
+    app.gh.lock().unwrap().commit_comments.push((sha, b["body"].as_str().unwrap_or_default().to_string()));
+    (StatusCode::CREATED, Json(json!({ "id": 1 }))).into_response()
 }
 
 async fn installation(State(app): State<App>, h: HeaderMap) -> Response {
