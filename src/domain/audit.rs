@@ -30,4 +30,67 @@ pub struct AuditRecord {
     /// A proposal closed without merging (kept as a `cancelled/...` tag).
     #[serde(default)]
     pub cancelled: bool,
+    /// Who reviewed a proposal, as its tag records it.
+    #[serde(default, flatten)]
+    pub review: Review,
+}
+
+/// Who approved, merged or cancelled a proposal: lines of its `rollback/...` or `cancelled/...`
+/// tag message (`Approved-By: github:alice`), written by rollbackd when it tags.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Review {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approved_by: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled_by: Option<String>,
+}
+
+impl Review {
+    /// The lines a tag message carries (each value one word: principal ids are).
+    pub fn render(&self) -> String {
+        let word = |s: &str| s.split_whitespace().next().unwrap_or("").to_string();
+        let mut out = String::new();
+        for a in &self.approved_by {
+            out.push_str(&format!("Approved-By: {}\n", word(a)));
+        }
+        if let Some(m) = &self.merged_by {
+            out.push_str(&format!("Merged-By: {}\n", word(m)));
+        }
+        if let Some(c) = &self.cancelled_by {
+            out.push_str(&format!("Cancelled-By: {}\n", word(c)));
+        }
+        out
+    }
+
+    pub fn parse(message: &str) -> Review {
+        let mut r = Review::default();
+        for line in message.lines() {
+            let value = |p: &str| line.strip_prefix(p).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+            if let Some(v) = value("Approved-By:") {
+                r.approved_by.push(v);
+            } else if let Some(v) = value("Merged-By:") {
+                r.merged_by = Some(v);
+            } else if let Some(v) = value("Cancelled-By:") {
+                r.cancelled_by = Some(v);
+            }
+        }
+        r
+    }
+
+    /// `approved by a, b; merged by c`, or nothing.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.approved_by.is_empty() {
+            parts.push(format!("approved by {}", self.approved_by.join(", ")));
+        }
+        if let Some(m) = &self.merged_by {
+            parts.push(format!("merged by {m}"));
+        }
+        if let Some(c) = &self.cancelled_by {
+            parts.push(format!("cancelled by {c}"));
+        }
+        parts.join("; ")
+    }
 }

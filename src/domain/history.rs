@@ -45,7 +45,10 @@ pub(crate) fn line(r: &AuditRecord) -> String {
         r.actor,
         r.trigger,
         r.reason.as_deref().map(|x| format!("  \"{x}\"")).unwrap_or_default()
-    )
+    ) + &match r.review.describe() {
+        d if d.is_empty() => String::new(),
+        d => format!("  ({d})"),
+    }
 }
 
 /// The lines of `records`, or a sentence saying there are none.

@@ -98,6 +98,8 @@ pub struct RecentView {
     pub actor: String,
     pub trigger: String,
     pub emergency: bool,
+    /// Who approved, merged or cancelled it (`approved by a; merged by b`), for proposals.
+    pub reviewed: String,
     /// From the newest bad commit to the rollback: how long the bad change was on the branch.
     pub time_to_rollback: Option<String>,
     /// `verified`, `not_recovered`, `resolved` (the incident resolved, no policy check), or
@@ -126,6 +128,7 @@ impl RecentView {
             actor: r.actor.clone(),
             trigger: r.trigger.clone(),
             emergency: r.emergency,
+            reviewed: r.review.describe(),
             time_to_rollback: bad_committed
                 .map(|t| Duration::from_secs(r.at.duration_since(t).as_secs().max(0)).to_string()),
             verification,
@@ -181,13 +184,14 @@ impl StatusView {
             "recent rollbacks",
             self.recent.iter().take(5).map(|r| {
                 format!(
-                    "{} {} {}/{} {} by {}{}{}",
+                    "{} {} {}/{} {} by {}{}{}{}",
                     r.id,
                     r.at,
                     r.service,
                     r.env,
                     r.delivery,
                     r.actor,
+                    if r.reviewed.is_empty() { String::new() } else { format!(" ({})", r.reviewed) },
                     if r.emergency { " (EMERGENCY)" } else { "" },
                     r.verification.as_deref().map(|v| format!(", {v}")).unwrap_or_default()
                 )

@@ -85,7 +85,7 @@ impl Engine {
                 now,
             )?
         } else {
-            self.merge_proposal(&rollback.branch, &rollback.commit, service, env, &id, now)?
+            self.merge_proposal(&rollback.branch, &rollback.commit, service, env, &id, "auto_merge", now)?
         };
         Ok(match merged {
             ReviewOutcome::Merged { rollback: mut merged } => {

@@ -102,7 +102,7 @@ impl Engine {
             Forge::Github(gh) => {
                 self.merge_on_github(gh, &branch, &commit, &t.service, &t.env, id, policy.review.merge, &who, now)
             }
-            Forge::Local => self.merge_proposal(&branch, &commit, &t.service, &t.env, id, now),
+            Forge::Local => self.merge_proposal(&branch, &commit, &t.service, &t.env, id, &who, now),
         }?;
         if let ReviewOutcome::Merged { rollback } = &outcome {
             self.merged(rollback, &t, "approval", now);
@@ -160,10 +160,11 @@ impl Engine {
         let merged = Sha(gh.merge(pr.number, method, &tip.0, &message)?);
         self.fetch(true)?;
         let tag = RollbackRef::new(service, env, &RollbackId(id.to_string())).name();
+        let review = self.review_of(commit, Some(who), None);
         self.repo.tag_commit(
             &tag,
             &merged.0,
-            &format!("Rollback {id} of {service}/{env}, merged from #{}\n", pr.number),
+            &format!("Rollback {id} of {service}/{env}, merged from #{}\n\n{review}", pr.number),
             now,
         )?;
         // GitHub may have deleted the branch already: then there is nothing left to delete.
@@ -228,10 +229,18 @@ impl Engine {
             return Ok(format!("{} is not a rollback proposal", crate::domain::ident::shown(branch)));
         };
         let id = &rref.id;
-        let by = crate::domain::ident::shown(by);
+        // A GitHub login, from an authenticated delivery; anything else is said, not recorded.
+        let by = if crate::domain::ident::is_plain(by) { by.to_string() } else { crate::domain::ident::shown(by) };
+        let by = if crate::domain::ident::is_plain(&by) { format!("github:{by}") } else { "github:(unknown)".into() };
         let (tag, message) = match merged_sha {
-            Some(sha) => (rref.name(), format!("Rollback {id} merged on GitHub by {by} at {sha}\n")),
-            None => (rref.cancelled(), format!("Cancelled {id}: pull request closed by {by}\n")),
+            Some(sha) => {
+                let review = self.review_of(&Sha(head_sha.to_string()), Some(&by), None);
+                (rref.name(), format!("Rollback {id} merged on GitHub by {by} at {sha}\n\n{review}"))
+            }
+            None => {
+                let review = self.review_of(&Sha(head_sha.to_string()), None, Some(&by));
+                (rref.cancelled(), format!("Cancelled {id}: pull request closed by {by}\n\n{review}"))
+            }
         };
         let at = merged_sha.unwrap_or(head_sha);
         // Commit ids from the payload reach git only as full hex ids, never as revision syntax.
@@ -247,6 +256,7 @@ impl Engine {
         Ok(if created { format!("recorded {tag}") } else { format!("{tag} was recorded already") })
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn merge_proposal(
         &mut self,
         branch: &str,
@@ -254,8 +264,10 @@ impl Engine {
         service: &str,
         env: &str,
         id: &str,
+        merged_by: &str,
         now: Timestamp,
     ) -> Result<ReviewOutcome, EngineError> {
+        let review = self.review_of(commit, Some(merged_by), None);
         let attempts = self.config.git.push_retries + 1;
         for attempt in 0..attempts {
             if attempt > 0 {
@@ -271,7 +283,7 @@ impl Engine {
                 });
             };
             let tag_name = RollbackRef::new(service, env, &RollbackId(id.to_string())).name();
-            let tag_msg = format!("Rollback {id} of {service}/{env}, merged from {branch}\n");
+            let tag_msg = format!("Rollback {id} of {service}/{env}, merged from {branch}\n\n{review}");
             let tag = self.repo.create_tag(&tag_name, &merged, &tag_msg, now)?;
             let target = WriteTarget::Branch { name: self.repo.branch().to_string(), expected: head };
             match self.repo.publish(&merged, &target, Some((&tag_name, &tag)))? {
@@ -293,6 +305,17 @@ impl Engine {
             }
         }
         Err(GitError::Contended { url: self.repo.url(), branch: self.repo.branch().to_string(), attempts }.into())
+    }
+
+    /// The review lines of a tag: the approvals recorded on `proposal`, and who merged or
+    /// cancelled it.
+    fn review_of(&self, proposal: &Sha, merged_by: Option<&str>, cancelled_by: Option<&str>) -> String {
+        crate::domain::audit::Review {
+            approved_by: self.repo.approvals(proposal),
+            merged_by: merged_by.map(str::to_string),
+            cancelled_by: cancelled_by.map(str::to_string),
+        }
+        .render()
     }
 
     /// Closes proposal `id`: its branch is deleted and its commit kept as `cancelled/...` tag.
@@ -319,7 +342,8 @@ impl Engine {
             }
         }
         let tag = RollbackRef::new(&t.service, &t.env, &RollbackId(id.to_string())).cancelled();
-        self.repo.tag_commit(&tag, &commit.0, &format!("Cancelled {id} by {who}\n"), now)?;
+        let review = self.review_of(&commit, None, Some(&who));
+        self.repo.tag_commit(&tag, &commit.0, &format!("Cancelled {id} by {who}\n\n{review}"), now)?;
         self.forge.close(&branch, &format!("Cancelled by {who}."))?;
         self.repo.delete_branch(&branch, &commit)?;
         info!(rollback_id = id, by = %who, "proposal cancelled");

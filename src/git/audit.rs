@@ -35,6 +35,7 @@ fn record(t: Trailers, commit: Oid, at: Timestamp, delivery: Delivery, branch: &
         reason: t.reason,
         emergency: t.emergency,
         cancelled: false,
+        review: Default::default(),
     }
 }
 
@@ -60,6 +61,8 @@ struct Tagged {
     trailers: Trailers,
     commit: Oid,
     at: Timestamp,
+    /// Who reviewed it, from the tag's message.
+    review: crate::domain::audit::Review,
 }
 
 /// Resolves a tag through the memo. `via_merge`: the tagged commit may be a merge whose merged
@@ -78,7 +81,13 @@ fn tagged(
     let resolved = r.peel_to_commit().ok().and_then(|c| {
         let (trailers, commit) =
             if via_merge { rollback_commit(&c)? } else { (Trailers::parse(c.message().unwrap_or_default())?, c.id()) };
-        Some(Tagged { trailers, commit, at: commit_time(&c) })
+        let message = r
+            .peel_to_tag()
+            .ok()
+            .and_then(|t| t.message_bytes().map(|m| String::from_utf8_lossy(m).into_owned()))
+            .unwrap_or_default();
+        let review = crate::domain::audit::Review::parse(&message);
+        Some(Tagged { trailers, commit, at: commit_time(&c), review })
     });
     // The tag's name and the trailers it points at must tell the same story; one that does not
     // was not written by us (or was moved), and is reported instead of counted.
@@ -218,14 +227,18 @@ impl AuditIndex {
             let r = r?;
             let Some(name) = r.shorthand().ok().map(str::to_string) else { continue };
             live_tags.extend(r.name().ok().map(str::to_string));
-            let Some(Tagged { trailers: t, commit: id, at }) = tagged(&mut self.tags, &r, true) else { continue };
+            let Some(Tagged { trailers: t, commit: id, at, review }) = tagged(&mut self.tags, &r, true) else {
+                continue;
+            };
             if let Some(&i) = by_id.get(&t.id) {
                 records[i].tag = Some(name);
+                records[i].review = review;
                 continue;
             }
             if at >= since {
                 let mut rec = record(t, id, at, Delivery::Direct, branch);
                 rec.tag = Some(name);
+                rec.review = review;
                 by_id.insert(rec.id.0.clone(), records.len());
                 records.push(rec);
             }
@@ -251,11 +264,14 @@ impl AuditIndex {
         for r in repo.references_glob("refs/tags/cancelled/*")? {
             let r = r?;
             live_tags.extend(r.name().ok().map(str::to_string));
-            let Some(Tagged { trailers: t, commit, at }) = tagged(&mut self.tags, &r, false) else { continue };
+            let Some(Tagged { trailers: t, commit, at, review }) = tagged(&mut self.tags, &r, false) else {
+                continue;
+            };
             if at >= since && !by_id.contains_key(&t.id) {
                 let mut rec = record(t, commit, at, Delivery::Proposal, "");
                 rec.tag = r.shorthand().ok().map(str::to_string);
                 rec.cancelled = true;
+                rec.review = review;
                 records.push(rec);
             }
         }

@@ -201,6 +201,8 @@ fn a_pr_merged_by_hand_is_recorded() {
     let again = w.engine().record_pr_closed(&pr.head, Some(&head), &head, "dave").unwrap();
     assert!(again.contains("already"), "{again}");
     assert_eq!(w.git(&["tag", "-l", "rollback/*"]).lines().count(), 1);
+    let records = w.engine().history().unwrap().records().to_vec();
+    assert_eq!(records[0].review.merged_by.as_deref(), Some("github:dave"));
     gh.finish();
 }
 

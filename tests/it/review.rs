@@ -57,6 +57,14 @@ fn approve_merges_tags_and_deletes_the_branch() {
     assert!(w.git(&["for-each-ref", &branch]).is_empty(), "branch deleted");
     assert!(w.git(&["notes", "--ref=rollbackd-approvals", "show", &proposal]).contains("Approved-By: cli:bob"));
     assert!(w.show("main", &path("checkout", "prod")).contains("1.4.2"));
+    // Who approved and merged is read back from the tag by history and status.
+    let out = w.run_cli(&["history", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["rollbacks"][0]["approved_by"], json!(["cli:bob"]), "{v}");
+    assert_eq!(v["rollbacks"][0]["merged_by"], "cli:bob", "{v}");
+    let text = String::from_utf8_lossy(&w.run_cli(&["history"]).stdout).into_owned();
+    assert!(text.contains("(approved by cli:bob; merged by cli:bob)"), "{text}");
+    assert!(w.engine().status(None).unwrap().contains("(approved by cli:bob; merged by cli:bob)"));
 }
 
 #[test]
@@ -149,6 +157,7 @@ fn cancel_deletes_the_branch_keeps_a_tag_and_the_incident_stays_handled() {
     let out = w.run_cli(&["history", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["rollbacks"][0]["cancelled"], true);
+    assert_eq!(v["rollbacks"][0]["cancelled_by"], "slack:U2", "{v}");
 }
 
 #[test]
