@@ -48,6 +48,8 @@ pub struct Gh {
     pub check_runs_created: Vec<Value>,
     /// (commit, body) of commit comments.
     pub commit_comments: Vec<(String, String)>,
+    /// Requests GitHub's REST description does not allow (see `openapi::check`).
+    pub violations: Vec<String>,
     /// Requests no route of the fake handles: a call rollbackd makes that GitHub would answer
     /// and the fake cannot, or a typo'd path.
     pub unhandled: Vec<String>,
@@ -96,6 +98,7 @@ impl FakeGithub {
                     .route("/app/installations/{id}/access_tokens", post(access_token))
                     .merge(repos)
                     .fallback(unhandled)
+                    .layer(axum::middleware::from_fn_with_state(app.clone(), contract))
                     .with_state(app);
                 axum::serve(listener, r).await.unwrap();
             });
@@ -132,7 +135,24 @@ impl FakeGithub {
     pub fn finish(self) {
         let unhandled = self.gh.lock().unwrap().unhandled.clone();
         assert!(unhandled.is_empty(), "requests the fake GitHub did not handle: {unhandled:?}");
+        let violations = self.gh.lock().unwrap().violations.clone();
+        assert!(violations.is_empty(), "requests GitHub's REST description does not allow: {violations:?}");
     }
+}
+
+/// Every request is checked against GitHub's REST description first: one it would refuse (or
+/// silently misread) is recorded and answered 422, as GitHub answers a request that fails
+/// validation.
+async fn contract(State(app): State<App>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let bytes = http_body_util::BodyExt::collect(body).await.map(|b| b.to_bytes()).unwrap_or_default();
+    let checked = super::openapi::check(parts.method.as_str(), parts.uri.path(), parts.uri.query(), &bytes);
+    if let Err(why) = checked {
+        app.gh.lock().unwrap().violations.push(why.clone());
+        return (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({ "message": "Validation Failed", "errors": [why] })))
+            .into_response();
+    }
+    next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes))).await
 }
 
 async fn unhandled(State(app): State<App>, req: axum::extract::Request) -> Response {
