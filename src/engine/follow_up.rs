@@ -13,7 +13,92 @@ use crate::domain::policy::Policy;
 use crate::forge::{Forge, ProposalRequest};
 use crate::{Outcome, Rollback};
 
+/// A pull request that could not be opened when its proposal branch was pushed (GitHub down or
+/// rate limited): opened by the writer when due, so the proposal does not wait for its incident
+/// to fire again. Kept in memory: after a restart the next delivery of the incident opens it.
+#[derive(Clone, Debug)]
+pub(crate) struct DeferredPr {
+    branch: String,
+    base: String,
+    title: String,
+    body: String,
+    labels: Vec<String>,
+    reviewers: Vec<String>,
+    teams: Vec<String>,
+    attempts: u32,
+    due: Timestamp,
+}
+
+impl DeferredPr {
+    fn request(&self) -> ProposalRequest<'_> {
+        ProposalRequest {
+            branch: &self.branch,
+            base: &self.base,
+            title: &self.title,
+            body: &self.body,
+            labels: &self.labels,
+            reviewers: &self.reviewers,
+            teams: &self.teams,
+        }
+    }
+}
+
+/// When to try again: what GitHub asked for, else 30 s doubling, at most 15 minutes.
+fn retry_at(now: Timestamp, attempts: u32, e: &crate::forge::ForgeError) -> Timestamp {
+    let backoff = std::time::Duration::from_secs(30u64 << attempts.min(5));
+    let wait = match e {
+        crate::forge::ForgeError::RateLimited { retry_after, .. } => *retry_after,
+        _ => backoff,
+    }
+    .min(std::time::Duration::from_secs(900));
+    now.checked_add(jiff::SignedDuration::try_from(wait).unwrap_or_default()).unwrap_or(now)
+}
+
 impl Engine {
+    /// Keeps `request` to be opened later, after `e`.
+    pub(super) fn defer_pr(&mut self, request: &ProposalRequest<'_>, e: &crate::forge::ForgeError, now: Timestamp) {
+        self.deferred_prs.retain(|d| d.branch != request.branch);
+        self.deferred_prs.push(DeferredPr {
+            branch: request.branch.to_string(),
+            base: request.base.to_string(),
+            title: request.title.to_string(),
+            body: request.body.to_string(),
+            labels: request.labels.to_vec(),
+            reviewers: request.reviewers.to_vec(),
+            teams: request.teams.to_vec(),
+            attempts: 0,
+            due: retry_at(now, 0, e),
+        });
+    }
+
+    /// Opens the deferred pull requests that are due, while their branch is still a proposal.
+    pub(super) fn open_deferred_prs(&mut self, now: Timestamp) -> Vec<String> {
+        let mut said = Vec::new();
+        let (due, later): (Vec<DeferredPr>, Vec<DeferredPr>) =
+            std::mem::take(&mut self.deferred_prs).into_iter().partition(|d| d.due <= now);
+        self.deferred_prs = later;
+        for mut d in due {
+            if self.repo.ref_id(&format!("refs/heads/{}", d.branch)).is_none() {
+                continue; // cancelled or merged meanwhile
+            }
+            match self.forge.propose(&d.request()) {
+                Ok(pr) => said.push(format!(
+                    "opened the pull request of {}{}",
+                    d.branch,
+                    pr.map(|p| format!(": {}", p.html_url)).unwrap_or_default()
+                )),
+                Err(e) if e.is_transient() => {
+                    d.attempts += 1;
+                    d.due = retry_at(now, d.attempts, &e);
+                    warn!(branch = %d.branch, error = %e, "the pull request still cannot be opened; trying again later");
+                    self.deferred_prs.push(d);
+                }
+                Err(e) => warn!(branch = %d.branch, error = %e, "the pull request cannot be opened; giving up"),
+            }
+        }
+        said
+    }
+
     /// A break-glass rollback skipped review, so it always gets one afterwards: an issue with the
     /// GitHub forge; with the local forge, `status` and `history` mark it.
     pub(super) fn emergency_follow_up(&self, event: &Event, plan: &Plan, rollback: &Rollback, decision: &mut Decision) {

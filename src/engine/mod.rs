@@ -120,6 +120,8 @@ pub struct Engine {
     repo_policies: policies::RepoPolicies,
     /// Counts switches of the policy set, so the writer knows when to republish them.
     policy_generation: u64,
+    /// Pull requests to open when GitHub answers again.
+    deferred_prs: Vec<follow_up::DeferredPr>,
 }
 
 impl Drop for Engine {
@@ -164,6 +166,7 @@ impl Engine {
             none_soaking: None,
             repo_policies: Default::default(),
             policy_generation: 0,
+            deferred_prs: Vec::new(),
         };
         engine.sync_policies();
         Ok(engine)
@@ -635,10 +638,14 @@ impl Engine {
                     };
                     match self.forge.propose(&request) {
                         Ok(pr) => rollback.pr_url = pr.map(|pr| pr.html_url),
-                        // The branch is there: the next delivery of this incident opens the PR.
+                        // The branch is there, and is the proposal: the writer opens its pull
+                        // request when GitHub answers again (or the incident's next delivery does).
                         Err(e) => {
                             warn!(error = %e, "the pull request could not be opened yet");
                             decision.notes.push(format!("the pull request could not be opened yet: {e}"));
+                            if e.is_transient() {
+                                self.defer_pr(&request, &e, self.clock.now());
+                            }
                         }
                     }
                 }

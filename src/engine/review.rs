@@ -157,7 +157,15 @@ impl Engine {
                 reason: format!("{branch} changed while it was being updated; try again"),
             });
         }
-        let merged = Sha(gh.merge(pr.number, method, &tip.0, &message)?);
+        let merged = match gh.merge(pr.number, method, &tip.0, &message) {
+            Ok(sha) => Sha(sha),
+            Err(crate::forge::ForgeError::MergeRefused(reason)) => {
+                warn!(rollback_id = id, pr = pr.number, %reason, "GitHub refused the merge");
+                self.say(branch, &format!("Not merged: {reason}."));
+                return Ok(ReviewOutcome::Refused { reason });
+            }
+            Err(e) => return Err(e.into()),
+        };
         self.fetch(true)?;
         let tag = RollbackRef::new(service, env, &RollbackId(id.to_string())).name();
         let review = self.review_of(commit, Some(who), None);

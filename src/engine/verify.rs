@@ -351,14 +351,15 @@ impl Engine {
 
     /// Verifies the rollbacks that are due: picks up rollbacks pushed elsewhere (another
     /// replica, the CLI, before a restart), asks Prometheus where a policy has a query, and
-    /// settles every watch that has a verdict. Called by the writer when idle.
+    /// settles every watch that has a verdict; opens the pull requests GitHub could not take
+    /// when their proposals were pushed. Called by the writer when idle.
     pub fn verify_due(&mut self) -> Result<Vec<String>, EngineError> {
         let _lock = self.begin()?;
         self.fetch(false)?;
         let now = self.clock.now();
         self.pick_up(now)?;
         self.soak_due(now);
-        let mut said = Vec::new();
+        let mut said = self.open_deferred_prs(now);
         let ids: Vec<RollbackId> = self.watches.keys().cloned().collect();
         for id in ids {
             let query = self.watches.get(&id).and_then(|w| w.query.clone());

@@ -7,6 +7,7 @@ use octocrab::Octocrab;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::api::{self, Method};
 use super::{ForgeError, GithubConfig};
 use crate::domain::policy::MergeMethod;
 use crate::support::secret::SecretString;
@@ -18,6 +19,10 @@ pub struct Pr {
     #[serde(default)]
     pub state: String,
     pub head: PrHead,
+    /// Whether it merges cleanly: `None` while GitHub is still working it out (right after the
+    /// pull request was opened or its branch or base moved).
+    #[serde(default)]
+    pub mergeable: Option<bool>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -55,25 +60,6 @@ struct AppAuth {
 impl std::fmt::Debug for GithubForge {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "GithubForge({}/{})", self.owner, self.repo)
-    }
-}
-
-#[derive(Clone, Copy)]
-enum Method {
-    Get,
-    Post,
-    Put,
-    Patch,
-}
-
-impl Method {
-    fn name(self) -> &'static str {
-        match self {
-            Method::Get => "GET",
-            Method::Post => "POST",
-            Method::Put => "PUT",
-            Method::Patch => "PATCH",
-        }
     }
 }
 
@@ -138,31 +124,9 @@ impl GithubForge {
     }
 
     fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, ForgeError> {
-        let client = &self.client;
-        self.rt.block_on(async {
-            let fut = async {
-                match method {
-                    Method::Get => client._get(path).await,
-                    Method::Post => client._post(path, body.as_ref()).await,
-                    Method::Put => client._put(path, body.as_ref()).await,
-                    Method::Patch => client._patch(path, body.as_ref()).await,
-                }
-            };
-            let resp = tokio::time::timeout(Duration::from_secs(30), fut)
-                .await
-                .map_err(|_| ForgeError::Unreachable(format!("{} {path}: timed out", method.name())))?
-                .map_err(|e| ForgeError::Unreachable(format!("{} {path}: {e}", method.name())))?;
-            let status = resp.status().as_u16();
-            let text = client.body_to_string(resp).await.map_err(|e| ForgeError::Unreachable(e.to_string()))?;
-            if !(200..300).contains(&status) {
-                let message = serde_json::from_str::<Value>(&text)
-                    .ok()
-                    .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_string))
-                    .unwrap_or_else(|| text.chars().take(200).collect());
-                return Err(ForgeError::Api { method: method.name(), path: path.to_string(), status, message });
-            }
-            Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
-        })
+        // Reads and a merge at an exact sha may be sent twice; a POST may not.
+        let idempotent = method != Method::Post;
+        self.rt.block_on(api::call(&self.client, method, path, body.as_ref(), idempotent))
     }
 
     fn repo_path(&self, rest: &str) -> String {
@@ -205,11 +169,27 @@ impl GithubForge {
         if !reviewers.is_empty() || !teams.is_empty() {
             // Team slugs without the org, as the API wants them.
             let teams: Vec<&str> = teams.iter().map(|t| t.rsplit('/').next().unwrap_or(t)).collect();
-            self.call(
+            let asked = self.call(
                 Method::Post,
                 &self.repo_path(&format!("/pulls/{}/requested_reviewers", pr.number)),
                 Some(json!({ "reviewers": reviewers, "team_reviewers": teams })),
-            )?;
+            );
+            // A reviewer who is not a collaborator (422) must not cost the proposal itself: the
+            // pull request is open, and says so to whoever looks.
+            match asked {
+                Err(ForgeError::Api { status: 422, message, .. }) => {
+                    tracing::warn!(pr = pr.number, %message, "GitHub refused the reviewers; the pull request stays open");
+                    let _ = self.comment(
+                        pr.number,
+                        &format!(
+                            "Reviewers could not be requested ({message}). Check review.reviewers and review.teams."
+                        ),
+                    );
+                }
+                other => {
+                    other?;
+                }
+            }
         }
         Ok(pr)
     }
@@ -258,6 +238,12 @@ impl GithubForge {
     /// Merges the PR at exactly `sha` (GitHub refuses if the branch moved meanwhile). The commit
     /// title and message are given so a squash keeps the rollback's trailers. Returns the sha
     /// that landed on the base branch.
+    ///
+    /// GitHub works out mergeability in the background after a push: until it sees `sha` as
+    /// the head and knows whether it merges, a merge is answered 405 "Base branch was modified"
+    /// or 409. So: wait for that, merge, and on those two answers wait and try again. Any other
+    /// 405 (a merge method the repository does not allow, branch protection) is a refusal that
+    /// says what to change.
     pub fn merge(&self, number: u64, method: MergeMethod, sha: &str, message: &str) -> Result<String, ForgeError> {
         let (title, body) = message.split_once("\n\n").unwrap_or((message, ""));
         let method = match method {
@@ -265,17 +251,79 @@ impl GithubForge {
             MergeMethod::Squash => "squash",
             MergeMethod::Rebase => "rebase",
         };
-        let v = self.call(
-            Method::Put,
-            &self.repo_path(&format!("/pulls/{number}/merge")),
-            Some(json!({ "merge_method": method, "sha": sha, "commit_title": title, "commit_message": body })),
-        )?;
-        v.get("sha").and_then(Value::as_str).map(str::to_string).ok_or_else(|| ForgeError::Api {
-            method: "PUT",
-            path: format!("pulls/{number}/merge"),
-            status: 200,
-            message: "no sha in the merge answer".into(),
-        })
+        let request = json!({ "merge_method": method, "sha": sha, "commit_title": title, "commit_message": body });
+        let path = self.repo_path(&format!("/pulls/{number}/merge"));
+        let mut last = String::new();
+        for attempt in 0..MERGE_ATTEMPTS {
+            if attempt > 0 {
+                std::thread::sleep(backoff(attempt));
+            }
+            self.wait_until_mergeable(number, sha)?;
+            match self.call(Method::Put, &path, Some(request.clone())) {
+                Ok(v) => {
+                    return v.get("sha").and_then(Value::as_str).map(str::to_string).ok_or_else(|| ForgeError::Api {
+                        method: "PUT",
+                        path,
+                        status: 200,
+                        message: "no sha in the merge answer".into(),
+                    });
+                }
+                Err(ForgeError::Api { status: 409, message, .. }) => last = message,
+                Err(ForgeError::Api { status: 405, message, .. }) if message.contains("Base branch was modified") => {
+                    last = message
+                }
+                Err(ForgeError::Api { status: 405, message, .. }) => {
+                    return Err(ForgeError::MergeRefused(self.why_not_merged(method, &message)));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(ForgeError::Api { method: "PUT", path, status: 409, message: format!("still not mergeable: {last}") })
+    }
+
+    /// Waits (a few seconds at most) until GitHub sees `sha` as the head of pull request
+    /// `number` and knows whether it merges. A head that stays elsewhere moved for real: 409.
+    fn wait_until_mergeable(&self, number: u64, sha: &str) -> Result<(), ForgeError> {
+        let mut seen = None;
+        for attempt in 0..MERGE_ATTEMPTS * 2 {
+            if attempt > 0 {
+                std::thread::sleep(backoff(attempt).min(Duration::from_secs(2)));
+            }
+            let pr = self.get_pr(number)?;
+            if pr.head.sha == sha && pr.mergeable.is_some() {
+                return Ok(());
+            }
+            seen = Some(pr.head.sha);
+        }
+        match seen {
+            Some(head) if head != sha => Err(ForgeError::Api {
+                method: "GET",
+                path: self.repo_path(&format!("/pulls/{number}")),
+                status: 409,
+                message: format!("the pull request's head is {head}, not the reviewed {sha}"),
+            }),
+            // GitHub still computing: let the merge itself say.
+            _ => Ok(()),
+        }
+    }
+
+    /// What to change when GitHub refuses a merge for good.
+    fn why_not_merged(&self, method: &str, message: &str) -> String {
+        let repo = format!("{}/{}", self.owner, self.repo);
+        let m = message.to_ascii_lowercase();
+        if m.contains("not allowed") {
+            format!(
+                "GitHub refuses a {method} merge on {repo} ({message}): allow it in the repository's settings \
+                 (General, Pull Requests) or set the policy's review.merge to a method the repository allows"
+            )
+        } else if m.contains("review") || m.contains("status check") || m.contains("protected") || m.contains("rule") {
+            format!(
+                "the branch protection or rulesets of {repo} refuse the merge ({message}): meet them on GitHub \
+                 (approve the pull request there, wait for the required checks), or let rollbackd's account bypass them"
+            )
+        } else {
+            format!("GitHub refuses to merge on {repo}: {message}")
+        }
     }
 
     /// The required checks that have not (yet) succeeded on `sha`.
@@ -404,20 +452,11 @@ async fn build_client(cfg: &GithubConfig) -> Result<(Octocrab, Option<AppAuth>),
                 Some(id) => id,
                 None => {
                     let path = format!("/repos/{}/{}/installation", cfg.owner, cfg.repo);
-                    let resp = app._get(path.as_str()).await.map_err(|e| ForgeError::Unreachable(e.to_string()))?;
-                    let status = resp.status().as_u16();
-                    let text = app.body_to_string(resp).await.map_err(|e| ForgeError::Unreachable(e.to_string()))?;
-                    if status != 200 {
-                        return Err(ForgeError::Api {
-                            method: "GET",
-                            path,
-                            status,
-                            message: text.chars().take(200).collect(),
-                        });
-                    }
-                    serde_json::from_str::<Value>(&text)
-                        .ok()
-                        .and_then(|v| v.get("id").and_then(Value::as_u64))
+                    // A renamed or transferred repository answers 301: followed.
+                    api::call(&app, Method::Get, &path, None, true)
+                        .await?
+                        .get("id")
+                        .and_then(Value::as_u64)
                         .ok_or_else(|| ForgeError::Config("no installation id in GitHub's answer".into()))?
                 }
             };
@@ -429,6 +468,14 @@ async fn build_client(cfg: &GithubConfig) -> Result<(Octocrab, Option<AppAuth>),
             Err(ForgeError::Config("forge.github needs token_env or token_file, or app_id and private_key_file".into()))
         }
     }
+}
+
+/// Merge attempts (and twice as many looks at the pull request) before giving up.
+const MERGE_ATTEMPTS: u32 = 5;
+
+/// 250 ms, doubling.
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(250 << attempt.min(5))
 }
 
 /// The query of "the open pull request from `owner:branch`", every value URL-encoded.

@@ -2,6 +2,7 @@
 //! approving merges it there. `github`: the branch gets a pull request, with labels, reviewers and
 //! a body that explains the rollback; approving merges it through GitHub's API.
 
+mod api;
 pub(crate) mod github;
 
 pub(crate) use crate::config::{ForgeConfig, GithubConfig};
@@ -15,6 +16,13 @@ pub enum ForgeError {
     Api { method: &'static str, path: String, status: u16, message: String },
     #[error("cannot reach the GitHub API: {0}")]
     Unreachable(String),
+    /// GitHub's rate limit, for longer than one call waits.
+    #[error("GitHub API {path}: rate limited for {}s", retry_after.as_secs())]
+    RateLimited { path: String, retry_after: std::time::Duration },
+    /// GitHub will not merge, for a reason a person must act on (a merge method the repository
+    /// does not allow, branch protection): what to change.
+    #[error("{0}")]
+    MergeRefused(String),
     #[error("forge configuration: {0}")]
     Config(String),
 }
@@ -23,7 +31,8 @@ impl ForgeError {
     /// Worth retrying later: the API was unreachable or failed on its side.
     pub fn is_transient(&self) -> bool {
         match self {
-            ForgeError::Unreachable(_) => true,
+            ForgeError::Unreachable(_) | ForgeError::RateLimited { .. } => true,
+            ForgeError::MergeRefused(_) => false,
             ForgeError::Api { status, .. } => *status >= 500 || *status == 429,
             ForgeError::Config(_) => false,
         }

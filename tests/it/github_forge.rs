@@ -285,3 +285,134 @@ fn as_a_github_app_with_installation_tokens_for_the_api_and_for_git() {
     assert_eq!(format!("{token:?}"), "***");
     gh.finish();
 }
+
+/// A proposal for checkout/prod on the fake GitHub, and alice's approval of it.
+fn approve_as_alice(w: &World, gh: &FakeGithub) -> String {
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    w.engine().handle(&w.alert("checkout", "prod", "fp"), &Options::default()).unwrap();
+    let pr = gh.prs()[0].clone();
+    github_comment(&mut w.engine(), &comment(5, pr.number, "alice", "/rollback approve"), &directory())
+}
+
+#[test]
+fn a_merge_waits_for_github_to_work_out_mergeability_and_retries_base_modified() {
+    let (w, gh) = world("merge");
+    // GitHub answers "Base branch was modified" twice more, as right after a push.
+    gh.gh.lock().unwrap().base_modified = 2;
+    let reply = approve_as_alice(&w, &gh);
+    assert!(reply.contains("merged"), "{reply}");
+    let gh_state = gh.gh.lock().unwrap();
+    // One refused because mergeability was unknown is avoided by waiting; the two injected are retried.
+    assert_eq!(gh_state.merge_attempts, 3, "{:?}", gh_state.requests);
+    drop(gh_state);
+    assert_eq!(w.git(&["tag", "-l", "rollback/*"]).lines().count(), 1);
+    assert_eq!(gh.prs()[0].state, "closed");
+    gh.finish();
+}
+
+#[test]
+fn a_merge_github_refuses_for_good_says_what_to_change() {
+    for (setup, says) in [
+        (("squash", None), "allow it in the repository's settings"),
+        (("", Some("At least 1 approving review is required by reviewers with write access.")), "branch protection"),
+    ] {
+        let (w, gh) = world("merge");
+        {
+            let mut g = gh.gh.lock().unwrap();
+            if !setup.0.is_empty() {
+                g.merge_methods = vec![setup.0.into()];
+            }
+            g.protection = setup.1.map(str::to_string);
+        }
+        let reply = approve_as_alice(&w, &gh);
+        assert!(reply.contains(says) && !reply.contains("merged:"), "{reply}");
+        assert_eq!(gh.prs()[0].state, "open", "nothing merged");
+        assert!(w.git(&["tag", "-l", "rollback/*"]).is_empty());
+        assert_eq!(gh.gh.lock().unwrap().merge_attempts, 1, "a refusal for good is not retried");
+        assert!(gh.comments().iter().any(|(_, b)| b.contains("Not merged")), "{:?}", gh.comments());
+        gh.finish();
+    }
+}
+
+#[test]
+fn rate_limits_are_waited_out_or_retried_later_without_a_second_pull_request() {
+    use crate::common::fake_github::Injected;
+    let (w, gh) = world("merge");
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let limited = |secs: u64| Injected {
+        request: "POST /repos/acme/config/pulls".into(),
+        status: 429,
+        headers: vec![("retry-after", secs.to_string())],
+        message: "API rate limit exceeded".into(),
+    };
+    // A short limit is waited out within the call.
+    gh.gh.lock().unwrap().inject.push(limited(1));
+    let r = w.engine().handle(&w.alert("checkout", "prod", "fp"), &Options::default()).unwrap();
+    assert!(matches!(r.outcome, Outcome::Proposed { .. }), "{:?}", r.outcome);
+    assert_eq!(gh.prs().len(), 1);
+
+    // A long one fails the event as transient (the sender retries), and the retry opens no
+    // second pull request for the same proposal.
+    let (w, gh) = world("merge");
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    gh.gh.lock().unwrap().inject.push(Injected {
+        request: "POST /repos/acme/config/pulls".into(),
+        status: 403,
+        headers: vec![("x-ratelimit-remaining", "0".into()), ("x-ratelimit-reset", "9999999999".into())],
+        message: "API rate limit exceeded for installation".into(),
+    });
+    let mut engine = w.engine();
+    let r = engine.handle(&w.alert("checkout", "prod", "fp"), &Options::default()).unwrap();
+    assert!(matches!(r.outcome, Outcome::Proposed { .. }), "the proposal is the branch: {:?}", r.outcome);
+    assert!(r.decision.notes.iter().any(|n| n.contains("rate limited")), "{:?}", r.decision.notes);
+    assert!(gh.prs().is_empty());
+    // The writer opens it when due (at most 15 minutes, whatever the reset says), once.
+    engine.verify_due().unwrap();
+    assert!(gh.prs().is_empty(), "not due yet");
+    w.clock.advance(jiff::SignedDuration::from_mins(16));
+    let said = engine.verify_due().unwrap();
+    assert!(said.iter().any(|s| s.contains("opened the pull request")), "{said:?}");
+    engine.verify_due().unwrap();
+    engine.handle(&w.alert("checkout", "prod", "fp"), &Options::default()).unwrap();
+    assert_eq!(gh.prs().len(), 1, "looked before opening again");
+    drop(engine);
+    // A 502 on a read is tried again.
+    gh.gh.lock().unwrap().inject.push(Injected {
+        request: "GET /repos/acme/config/pulls".into(),
+        status: 502,
+        headers: vec![],
+        message: "Server Error".into(),
+    });
+    let reply = github_comment(&mut w.engine(), &comment(6, 1, "alice", "/rollback approve"), &directory());
+    assert!(reply.contains("merged"), "{reply}");
+    gh.finish();
+}
+
+#[test]
+fn a_reviewer_github_refuses_does_not_cost_the_proposal() {
+    let (w, gh) = world("merge");
+    gh.gh.lock().unwrap().collaborators = vec!["bob".into()];
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let r = w.engine().handle(&w.alert("checkout", "prod", "fp"), &Options::default()).unwrap();
+    assert!(matches!(r.outcome, Outcome::Proposed { .. }), "{:?}", r.outcome);
+    let pr = gh.prs()[0].clone();
+    assert!(pr.reviewers.is_empty() && !pr.labels.is_empty(), "{pr:?}");
+    assert!(gh.comments().iter().any(|(_, b)| b.contains("Reviewers could not be requested")), "{:?}", gh.comments());
+    gh.finish();
+}
+
+#[test]
+fn the_installation_of_a_renamed_repository_is_found_through_the_redirect() {
+    let w = World::with(&[policy("merge")]);
+    let gh = FakeGithub::start(w.origin.clone());
+    gh.gh.lock().unwrap().renamed_from = Some("old-config".into());
+    let key = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/github-app-test-key.pem");
+    w.write_config(&ConfigSpec::new().set(
+        "forge",
+        json!({ "kind": "github", "api_url": gh.url, "owner": "acme", "repo": "old-config", "app_id": 12345, "private_key_file": key }),
+    ));
+    let engine = w.engine();
+    assert_eq!(gh.app_calls().0, 1, "{:?}", gh.gh.lock().unwrap().requests);
+    drop(engine);
+    gh.finish();
+}

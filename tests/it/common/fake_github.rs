@@ -28,10 +28,41 @@ pub struct FakePr {
     pub labels: Vec<String>,
     pub reviewers: Vec<String>,
     pub teams: Vec<String>,
+    /// The (head, base) GitHub has worked out mergeability for; anything else is still being
+    /// computed (`mergeable: null`), as right after a push.
+    pub computed: Option<(String, String)>,
+    /// The head when it was merged (GitHub keeps `head.sha`; the merge is `merge_commit_sha`).
+    pub merged_head: Option<String>,
+}
+
+/// An answer the fake gives instead of handling a request: a rate limit, a 5xx.
+#[derive(Clone, Debug)]
+pub struct Injected {
+    /// `METHOD /path` the request must start with.
+    pub request: String,
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub message: String,
 }
 
 #[derive(Debug, Default)]
 pub struct Gh {
+    /// Merge methods the repository allows (all when empty), as its settings say.
+    pub merge_methods: Vec<String>,
+    /// Branch protection's refusal of every merge, when set.
+    pub protection: Option<String>,
+    /// How many more merges to answer 405 "Base branch was modified" even when computed.
+    pub base_modified: u32,
+    /// Merge attempts seen.
+    pub merge_attempts: u32,
+    /// Accounts reviews may be requested from (anyone when empty); GitHub refuses others, 422.
+    pub collaborators: Vec<String>,
+    /// Answers to give instead of handling, first match first, each once.
+    pub inject: Vec<Injected>,
+    /// Every request, `METHOD /path`.
+    pub requests: Vec<String>,
+    /// The config repo's old name: GitHub answers 301 to the new one (a renamed repository).
+    pub renamed_from: Option<String>,
     pub prs: Vec<FakePr>,
     /// (issue number, body)
     pub comments: Vec<(u64, String)>,
@@ -60,6 +91,7 @@ pub struct Gh {
 struct App {
     gh: Arc<Mutex<Gh>>,
     origin: PathBuf,
+    url: String,
 }
 
 pub struct FakeGithub {
@@ -70,10 +102,10 @@ pub struct FakeGithub {
 impl FakeGithub {
     pub fn start(origin: PathBuf) -> FakeGithub {
         let gh = Arc::new(Mutex::new(Gh { next_comment: 1000, ..Gh::default() }));
-        let app = App { gh: gh.clone(), origin };
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
+        let app = App { gh: gh.clone(), origin, url: url.clone() };
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async move {
@@ -145,6 +177,35 @@ impl FakeGithub {
 /// validation.
 async fn contract(State(app): State<App>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let (parts, body) = req.into_parts();
+    let request = format!("{} {}", parts.method, parts.uri.path());
+    {
+        let mut gh = app.gh.lock().unwrap();
+        gh.requests.push(request.clone());
+        if let Some(i) = gh.inject.iter().position(|i| request.starts_with(&i.request)) {
+            let i = gh.inject.remove(i);
+            let mut resp =
+                (StatusCode::from_u16(i.status).unwrap(), Json(json!({ "message": i.message }))).into_response();
+            for (k, v) in i.headers {
+                resp.headers_mut().insert(k, v.parse().unwrap());
+            }
+            return resp;
+        }
+    }
+    let renamed = app.gh.lock().unwrap().renamed_from.clone();
+    if let Some(rest) =
+        renamed.and_then(|old| parts.uri.path().strip_prefix(&format!("/repos/acme/{old}/")).map(str::to_string))
+    {
+        let to = format!("{}/repos/acme/config/{rest}", app.url);
+        let mut resp =
+            (StatusCode::MOVED_PERMANENTLY, Json(json!({ "message": "Moved Permanently", "url": to }))).into_response();
+        resp.headers_mut().insert("location", to.parse().unwrap());
+        return resp;
+    }
+    // Only the config repo exists here.
+    if parts.uri.path().starts_with("/repos/") && !parts.uri.path().starts_with("/repos/acme/config/") {
+        app.gh.lock().unwrap().unhandled.push(format!("{request}: not acme/config"));
+        return (StatusCode::NOT_FOUND, Json(json!({ "message": "Not Found" }))).into_response();
+    }
     let bytes = http_body_util::BodyExt::collect(body).await.map(|b| b.to_bytes()).unwrap_or_default();
     let checked = super::openapi::check(parts.method.as_str(), parts.uri.path(), parts.uri.query(), &bytes);
     if let Err(why) = checked {
@@ -190,15 +251,27 @@ fn head_sha(origin: &std::path::Path, branch: &str) -> Option<String> {
 }
 
 fn pr_json(app: &App, pr: &FakePr) -> Value {
-    let sha = pr.merged_sha.clone().or_else(|| head_sha(&app.origin, &pr.head)).unwrap_or_default();
+    let head = pr.merged_head.clone().or_else(|| head_sha(&app.origin, &pr.head)).unwrap_or_default();
+    let base = head_sha(&app.origin, &pr.base).unwrap_or_default();
+    let known = pr.state != "open" || pr.computed.as_ref() == Some(&(head.clone(), base));
     json!({
         "number": pr.number,
         "html_url": format!("https://github.example/acme/config/pull/{}", pr.number),
         "state": pr.state,
-        "head": { "ref": pr.head, "sha": sha, "repo": { "full_name": "acme/config" } },
+        "head": { "ref": pr.head, "sha": head, "repo": { "full_name": "acme/config" } },
         "base": { "ref": pr.base },
         "merged": pr.merged_sha.is_some(),
+        "merge_commit_sha": pr.merged_sha,
+        "mergeable": if known { json!(true) } else { Value::Null },
     })
+}
+
+/// GitHub works mergeability out in the background: a read that finds it unknown starts the
+/// work, and the next read has the answer.
+fn compute(app: &App, pr: &mut FakePr) {
+    let head = head_sha(&app.origin, &pr.head).unwrap_or_default();
+    let base = head_sha(&app.origin, &pr.base).unwrap_or_default();
+    pr.computed = Some((head, base));
 }
 
 async fn create_pr(State(app): State<App>, Json(b): Json<Value>) -> Response {
@@ -222,6 +295,8 @@ async fn create_pr(State(app): State<App>, Json(b): Json<Value>) -> Response {
         labels: vec![],
         reviewers: vec![],
         teams: vec![],
+        computed: None,
+        merged_head: None,
     };
     gh.prs.push(pr.clone());
     (StatusCode::CREATED, Json(pr_json(&app, &pr))).into_response()
@@ -240,9 +315,13 @@ async fn list_prs(State(app): State<App>, Query(q): Query<HashMap<String, String
 }
 
 async fn get_pr(State(app): State<App>, Path((_o, _r, n)): Path<(String, String, u64)>) -> Response {
-    let gh = app.gh.lock().unwrap();
-    match gh.prs.iter().find(|p| p.number == n) {
-        Some(p) => Json(pr_json(&app, p)).into_response(),
+    let mut gh = app.gh.lock().unwrap();
+    match gh.prs.iter_mut().find(|p| p.number == n) {
+        Some(p) => {
+            let answer = pr_json(&app, p);
+            compute(&app, p);
+            Json(answer).into_response()
+        }
         None => (StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"}))).into_response(),
     }
 }
@@ -268,6 +347,22 @@ async fn merge_pr(
     Json(b): Json<Value>,
 ) -> Response {
     let mut gh = app.gh.lock().unwrap();
+    gh.merge_attempts += 1;
+    let method = b["merge_method"].as_str().unwrap_or("merge").to_string();
+    if !gh.merge_methods.is_empty() && !gh.merge_methods.contains(&method) {
+        let what = match method.as_str() {
+            "squash" => "Squash merges",
+            "rebase" => "Rebase merges",
+            _ => "Merge commits",
+        };
+        let message = format!("{what} are not allowed on this repository.");
+        return (StatusCode::METHOD_NOT_ALLOWED, Json(json!({ "message": message }))).into_response();
+    }
+    if let Some(message) = gh.protection.clone() {
+        return (StatusCode::METHOD_NOT_ALLOWED, Json(json!({ "message": message }))).into_response();
+    }
+    let base_modified = gh.base_modified > 0;
+    gh.base_modified = gh.base_modified.saturating_sub(1);
     let Some(pr) = gh.prs.iter_mut().find(|p| p.number == n && p.state == "open") else {
         return (StatusCode::METHOD_NOT_ALLOWED, Json(json!({"message": "Pull Request is not mergeable"})))
             .into_response();
@@ -280,6 +375,13 @@ async fn merge_pr(
             Json(json!({"message": "Head branch was modified. Review and try the merge again."})),
         )
             .into_response();
+    }
+    // Right after a push GitHub has not worked out mergeability yet.
+    let now = (head.to_string(), head_sha(&app.origin, &pr.base).unwrap_or_default());
+    if base_modified || pr.computed.as_ref() != Some(&now) {
+        pr.computed = Some(now);
+        let message = "Base branch was modified. Review and try the merge again.";
+        return (StatusCode::METHOD_NOT_ALLOWED, Json(json!({ "message": message }))).into_response();
     }
     let base_ref = format!("refs/heads/{}", pr.base);
     let base = repo.refname_to_id(&base_ref).unwrap();
@@ -301,6 +403,7 @@ async fn merge_pr(
     let id = repo.commit(Some(&base_ref), &sig, &sig, &message, &tree, &parents).unwrap();
     pr.state = "closed".into();
     pr.merged_sha = Some(id.to_string());
+    pr.merged_head = Some(head.to_string());
     Json(json!({"merged": true, "sha": id.to_string(), "message": "Pull Request successfully merged"})).into_response()
 }
 
@@ -310,8 +413,14 @@ async fn reviewers(
     Json(b): Json<Value>,
 ) -> Response {
     let mut gh = app.gh.lock().unwrap();
+    let collaborators = gh.collaborators.clone();
     let Some(p) = gh.prs.iter_mut().find(|p| p.number == n) else { return StatusCode::NOT_FOUND.into_response() };
-    p.reviewers = strings(&b["reviewers"]);
+    let reviewers = strings(&b["reviewers"]);
+    if !collaborators.is_empty() && reviewers.iter().any(|r| !collaborators.contains(r)) {
+        let message = "Reviews may only be requested from collaborators. One or more of the users or teams you specified is not a collaborator of the acme/config repository.";
+        return (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({ "message": message }))).into_response();
+    }
+    p.reviewers = reviewers;
     p.teams = strings(&b["team_reviewers"]);
     (StatusCode::CREATED, Json(json!({}))).into_response()
 }
@@ -323,8 +432,14 @@ async fn labels(
 ) -> Response {
     let mut gh = app.gh.lock().unwrap();
     let Some(p) = gh.prs.iter_mut().find(|p| p.number == n) else { return StatusCode::NOT_FOUND.into_response() };
-    p.labels = strings(&b["labels"]);
-    Json(json!([])).into_response()
+    // POST adds to the labels a pull request has (PUT would replace them).
+    for l in strings(&b["labels"]) {
+        if !p.labels.contains(&l) {
+            p.labels.push(l);
+        }
+    }
+    let all: Vec<Value> = p.labels.iter().map(|l| json!({ "name": l })).collect();
+    Json(Value::Array(all)).into_response()
 }
 
 async fn comment(
