@@ -326,15 +326,42 @@ impl GithubForge {
         }
     }
 
-    /// The required checks that have not (yet) succeeded on `sha`.
+    /// The required checks that have not (yet) passed on `sha`. A required name may be a check
+    /// run (every page of them) or a commit status context (the older Status API); a check run
+    /// passes when it completed as `success`, `neutral` or `skipped`, as GitHub's required
+    /// checks count them, and a status when it is `success`. The newest run of a name counts.
     pub fn checks_pending(&self, sha: &str, required: &[String]) -> Result<Vec<String>, ForgeError> {
-        let v = self.call(Method::Get, &self.repo_path(&format!("/commits/{sha}/check-runs?per_page=100")), None)?;
-        let runs = v.get("check_runs").and_then(Value::as_array).cloned().unwrap_or_default();
+        if required.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut runs: Vec<Value> = Vec::new();
+        for page in 1..=CHECK_PAGES {
+            let v = self.call(
+                Method::Get,
+                &self.repo_path(&format!("/commits/{sha}/check-runs?per_page=100&page={page}")),
+                None,
+            )?;
+            let batch = v.get("check_runs").and_then(Value::as_array).cloned().unwrap_or_default();
+            let total = v.get("total_count").and_then(Value::as_u64).unwrap_or(0) as usize;
+            let last = batch.len() < 100;
+            runs.extend(batch);
+            if last || runs.len() >= total {
+                break;
+            }
+        }
+        let status = self.call(Method::Get, &self.repo_path(&format!("/commits/{sha}/status?per_page=100")), None)?;
+        let statuses = status.get("statuses").and_then(Value::as_array).cloned().unwrap_or_default();
+        let field = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
         let passed = |name: &str| {
-            runs.iter().any(|r| {
-                r.get("name").and_then(Value::as_str) == Some(name)
-                    && r.get("status").and_then(Value::as_str) == Some("completed")
-                    && r.get("conclusion").and_then(Value::as_str) == Some("success")
+            let run = runs.iter().filter(|r| field(r, "name").as_deref() == Some(name)).max_by_key(|r| {
+                (field(r, "started_at").unwrap_or_default(), r.get("id").and_then(Value::as_u64).unwrap_or(0))
+            });
+            if let Some(r) = run {
+                return field(r, "status").as_deref() == Some("completed")
+                    && matches!(field(r, "conclusion").as_deref(), Some("success" | "neutral" | "skipped"));
+            }
+            statuses.iter().any(|s| {
+                field(s, "context").as_deref() == Some(name) && field(s, "state").as_deref() == Some("success")
             })
         };
         Ok(required.iter().filter(|n| !passed(n)).cloned().collect())
@@ -469,6 +496,9 @@ async fn build_client(cfg: &GithubConfig) -> Result<(Octocrab, Option<AppAuth>),
         }
     }
 }
+
+/// Pages of 100 check runs read at most (GitHub lists at most 1,000 per commit).
+const CHECK_PAGES: usize = 10;
 
 /// Merge attempts (and twice as many looks at the pull request) before giving up.
 const MERGE_ATTEMPTS: u32 = 5;

@@ -72,7 +72,8 @@ struct IssueRef {
 #[derive(Deserialize)]
 struct CommentBody {
     id: u64,
-    #[serde(default)]
+    /// Null as well as missing reads as empty: GitHub sends `null` for an emptied body.
+    #[serde(default, deserialize_with = "null_as_empty")]
     body: String,
     #[serde(default)]
     created_at: Option<Timestamp>,
@@ -225,6 +226,10 @@ struct Deployment {
     payload: serde_json::Value,
 }
 
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
+}
+
 fn json<'a, T: Deserialize<'a>>(event: &str, body: &'a [u8]) -> Result<T, ParseError> {
     serde_json::from_slice(body).map_err(|e| ParseError::Json { event: event.to_string(), message: e.to_string() })
 }
@@ -342,8 +347,13 @@ pub fn parse(event_name: &str, body: &[u8], workflows: &[String], now: Timestamp
             if let Some(t) = d.task {
                 labels.insert("task".into(), t);
             }
-            // Deploy tooling often names the service in the deployment payload.
-            if let serde_json::Value::Object(map) = &d.payload {
+            // Deploy tooling often names the service in the deployment payload. GitHub hands
+            // it back as it was given: an object, or a string holding one (or anything else).
+            let payload = match d.payload {
+                serde_json::Value::String(text) => serde_json::from_str(&text).unwrap_or_default(),
+                other => other,
+            };
+            if let serde_json::Value::Object(map) = &payload {
                 // Keys become label names: only plain words, so a payload cannot shadow or
                 // invent one of ours.
                 for (k, v) in map.iter().filter(|(k, _)| {

@@ -530,3 +530,34 @@ async fn a_repeated_event_the_writer_refused_is_answered_from_memory() {
     assert_eq!((st, again["outcome"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("refused")), "{again}");
     assert_eq!(again["reason"], first["reason"]);
 }
+
+/// Real payloads in shapes GitHub sends but a tidy fixture does not: a deployment payload as a
+/// string holding JSON, a comment by a deleted account (`user: null`) with a null body.
+#[test]
+fn github_payloads_in_their_less_tidy_shapes_are_read() {
+    let now: jiff::Timestamp = "2026-11-21T12:00:00Z".parse().unwrap();
+    let mut ds = fixture("deployment_status.payload.json");
+    ds["deployment_status"]["state"] = "failure".into();
+    ds["deployment"]["payload"] = r#"{"service": "checkout", "blob": {"nested": true}}"#.into();
+    let body = serde_json::to_vec(&ds).unwrap();
+    match rollbackd::parsers::github("deployment_status", &body, &[], now).unwrap() {
+        rollbackd::parsers::GithubEvent::Failure(e) => {
+            assert_eq!(e.labels.get("payload_service").map(String::as_str), Some("checkout"), "{:?}", e.labels);
+        }
+        other => panic!("{other:?}"),
+    }
+    for odd in [json!(""), json!("not json"), json!(null), json!(["a"])] {
+        ds["deployment"]["payload"] = odd.clone();
+        let body = serde_json::to_vec(&ds).unwrap();
+        assert!(rollbackd::parsers::github("deployment_status", &body, &[], now).is_ok(), "{odd}");
+    }
+
+    let mut c = fixture("issue_comment.created.payload.json");
+    c["comment"]["user"] = serde_json::Value::Null;
+    c["comment"]["body"] = serde_json::Value::Null;
+    let body = serde_json::to_vec(&c).unwrap();
+    match rollbackd::parsers::github("issue_comment", &body, &[], now).unwrap() {
+        rollbackd::parsers::GithubEvent::Comment(comment) => assert_eq!(comment.body, ""),
+        other => panic!("{other:?}"),
+    }
+}

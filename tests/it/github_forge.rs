@@ -416,3 +416,31 @@ fn the_installation_of_a_renamed_repository_is_found_through_the_redirect() {
     drop(engine);
     gh.finish();
 }
+
+#[test]
+fn required_checks_are_found_on_every_page_in_the_status_api_and_skipped_counts_as_passed() {
+    let (w, gh) = world("rebase");
+    let required = ["build", "ci/legacy", "docs"];
+    w.set_policies(&[policy("rebase").review("auto_merge", true).review("required_checks", required)]);
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let report = w.engine().handle(&w.alert("checkout", "prod", "fp"), &Options::default()).unwrap();
+    let Outcome::Proposed { rollback: rb } = &report.outcome else { panic!("{:?}", report.outcome) };
+    // 130 runs: `build` is on the second page; it failed once, then passed on a re-run.
+    for i in 0..130 {
+        gh.set_check(&rb.commit.0, &format!("lint-{i}"), "success");
+        if i == 20 {
+            gh.set_check(&rb.commit.0, "build", "failure");
+        }
+    }
+    gh.set_check(&rb.commit.0, "docs", "failure");
+    let msg = w.engine().checks_completed(&rb.branch).unwrap();
+    assert!(msg.contains("build") && msg.contains("ci/legacy") && msg.contains("docs"), "{msg}");
+    gh.set_check(&rb.commit.0, "build", "success");
+    gh.set_check(&rb.commit.0, "docs", "skipped");
+    let msg = w.engine().checks_completed(&rb.branch).unwrap();
+    assert!(msg.contains("waits for checks: ci/legacy"), "{msg}");
+    gh.gh.lock().unwrap().statuses.insert(rb.commit.0.clone(), vec![("ci/legacy".into(), "success".into())]);
+    let msg = w.engine().checks_completed(&rb.branch).unwrap();
+    assert!(msg.starts_with("merged"), "{msg}");
+    gh.finish();
+}

@@ -70,8 +70,10 @@ pub struct Gh {
     pub reactions: Vec<(u64, String)>,
     /// (title, body, labels)
     pub issues: Vec<(String, String, Vec<String>)>,
-    /// sha → (check name, conclusion)
+    /// sha → (check name, conclusion), oldest first
     pub checks: HashMap<String, Vec<(String, String)>>,
+    /// sha → (status context, state), of the older Status API
+    pub statuses: HashMap<String, Vec<(String, String)>>,
     /// Installation tokens minted, and installation lookups answered (GitHub App auth).
     pub tokens_minted: usize,
     pub installation_lookups: usize,
@@ -119,6 +121,7 @@ impl FakeGithub {
                     .route("/repos/{o}/{r}/pulls/{n}/requested_reviewers", post(reviewers))
                     .route("/repos/{o}/{r}/issues", post(create_issue))
                     .route("/repos/{o}/{r}/commits/{sha}/check-runs", get(check_runs))
+                    .route("/repos/{o}/{r}/commits/{sha}/status", get(combined_status))
                     .route("/repos/{o}/{r}/check-runs", post(create_check_run))
                     .route("/repos/{o}/{r}/commits/{sha}/comments", post(commit_comment))
                     .route("/repos/{o}/{r}/issues/{n}/labels", post(labels))
@@ -479,14 +482,42 @@ async fn create_issue(State(app): State<App>, Json(b): Json<Value>) -> Response 
         .into_response()
 }
 
-async fn check_runs(State(app): State<App>, Path((_o, _r, sha)): Path<(String, String, String)>) -> Response {
+/// Newest first, a page at a time (at most 100), as GitHub lists them.
+async fn check_runs(
+    State(app): State<App>,
+    Path((_o, _r, sha)): Path<(String, String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let gh = app.gh.lock().unwrap();
-    let runs: Vec<Value> = gh
+    let all: Vec<Value> = gh
         .checks
         .get(&sha)
-        .map(|c| c.iter().map(|(n, c)| json!({"name": n, "status": "completed", "conclusion": c})).collect())
+        .map(|c| {
+            c.iter()
+                .enumerate()
+                .rev()
+                .map(|(i, (n, c))| {
+                    json!({"id": i + 1, "name": n, "status": "completed", "conclusion": c,
+                           "started_at": format!("2026-11-21T11:{:02}:{:02}Z", i / 60 % 60, i % 60)})
+                })
+                .collect()
+        })
         .unwrap_or_default();
-    Json(json!({"total_count": runs.len(), "check_runs": runs})).into_response()
+    let per_page = q.get("per_page").and_then(|p| p.parse().ok()).unwrap_or(30usize).min(100);
+    let page = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1usize).max(1);
+    let runs: Vec<Value> = all.iter().skip((page - 1) * per_page).take(per_page).cloned().collect();
+    Json(json!({"total_count": all.len(), "check_runs": runs})).into_response()
+}
+
+async fn combined_status(State(app): State<App>, Path((_o, _r, sha)): Path<(String, String, String)>) -> Response {
+    let gh = app.gh.lock().unwrap();
+    let statuses: Vec<Value> = gh
+        .statuses
+        .get(&sha)
+        .map(|s| s.iter().map(|(c, st)| json!({"context": c, "state": st})).collect())
+        .unwrap_or_default();
+    let state = if statuses.iter().all(|s| s["state"] == "success") { "success" } else { "pending" };
+    Json(json!({"state": state, "sha": sha, "total_count": statuses.len(), "statuses": statuses})).into_response()
 }
 
 /// Only a GitHub App may create check runs: a personal token gets 403, as on GitHub.
