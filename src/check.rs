@@ -23,9 +23,20 @@ pub fn has_errors(diags: &[Diagnostic]) -> bool {
 
 /// Every problem found. `offline`: no secret is read and nothing is asked of the network (the
 /// config repo, Prometheus), so it runs in the config repo's CI with nothing but the files.
-/// `policies_dir` checks the policy files there instead of where the config says (the config
-/// repo's checkout, in its CI, when the policies live in the repo).
-pub fn run(config_path: &Path, offline: bool, policies_dir: Option<&Path>) -> Vec<Diagnostic> {
+/// What `rollbackd check` is asked to check beyond the files.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Checks<'a> {
+    /// No secret, no network.
+    pub offline: bool,
+    /// Check the policy files there instead of where the config says (the config repo's
+    /// checkout, in its CI, when the policies live in the repo).
+    pub policies: Option<&'a Path>,
+    /// Ask GitHub what the forge's credentials are granted and how the repo merges.
+    pub forge: bool,
+}
+
+pub fn run(config_path: &Path, checks: &Checks<'_>) -> Vec<Diagnostic> {
+    let (offline, policies_dir) = (checks.offline, checks.policies);
     let loaded = if offline {
         Config::read(config_path).map(|c| (c, None))
     } else {
@@ -153,6 +164,9 @@ pub fn run(config_path: &Path, offline: bool, policies_dir: Option<&Path>) -> Ve
         }
         check_verify(&config, set, offline, &mut diags);
         check_rules_match_someone(&config, set, &mut diags);
+        if checks.forge {
+            check_forge(&config, set, offline, &mut diags);
+        }
         match &repo {
             Some(Ok(repo)) => check_paths_exist(&config, repo, set, &mut diags),
             Some(Err(e)) => diags.push(Diagnostic::warning(
@@ -165,6 +179,32 @@ pub fn run(config_path: &Path, offline: bool, policies_dir: Option<&Path>) -> Ve
         }
     }
     diags
+}
+
+/// What the GitHub forge's credentials lack for these policies (`--forge`).
+fn check_forge(config: &Config, set: &PolicySet, offline: bool, diags: &mut Vec<Diagnostic>) {
+    let at = |error: bool, msg: String| {
+        if error { Diagnostic::error(&config.path, 0, 0, msg) } else { Diagnostic::warning(&config.path, 0, 0, msg) }
+    };
+    if offline {
+        diags.push(at(true, "--forge asks GitHub: it cannot run offline (pass --online)".into()));
+        return;
+    }
+    let forge = match crate::forge::Forge::from_config(&config.forge) {
+        Ok(f) => f,
+        Err(e) => return diags.push(at(true, format!("forge: {e}"))),
+    };
+    let Some(gh) = forge.github() else {
+        return diags.push(at(false, "forge.kind is local: no forge to check".into()));
+    };
+    match gh.grants() {
+        Ok(grants) => {
+            for (error, msg) in crate::forge::needs::compare(config, set, &grants) {
+                diags.push(at(error, format!("forge: {msg}")));
+            }
+        }
+        Err(e) => diags.push(at(true, format!("forge: cannot read what the credentials are granted: {e}"))),
+    }
 }
 
 /// Warns about chat rules that can admit nobody: a group or team the directory does not list

@@ -62,6 +62,11 @@ enum Command {
         /// keeps them there. Example: `check --offline --policies .rollbackd/policies`
         #[arg(long, value_name = "DIR")]
         policies: Option<PathBuf>,
+        /// Also ask GitHub (online) whether the forge's token or App is granted every
+        /// permission and webhook event the policies need, and allows their merge methods.
+        /// Example: `check --forge`
+        #[arg(long, conflicts_with = "offline")]
+        forge: bool,
     },
     /// Show what an event would do: every policy tried, the guards, the plan. Writes nothing.
     Simulate {
@@ -327,10 +332,11 @@ fn print_reports(reports: &[Report], json: bool) -> anyhow::Result<()> {
 
 fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
-        Command::Check { offline, online, policies } => {
+        Command::Check { offline, online, policies, forge } => {
             let in_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
-            let offline = offline || (in_ci && !online);
-            let diags = rollbackd::check(&cli.config, offline, policies.as_deref());
+            let offline = offline || (in_ci && !online && !forge);
+            let checks = rollbackd::Checks { offline, policies: policies.as_deref(), forge };
+            let diags = rollbackd::check(&cli.config, &checks);
             for d in &diags {
                 println!("{d}");
             }

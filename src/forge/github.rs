@@ -41,6 +41,19 @@ pub struct PrRepo {
     pub full_name: String,
 }
 
+/// What the forge's credentials are granted on the config repo, and how it may merge.
+#[derive(Clone, Debug, Default)]
+pub struct Grants {
+    /// `merge`, `squash`, `rebase`: those the repository allows.
+    pub merge_methods: Vec<String>,
+    /// With a token: whether it may push (GitHub says no more for a token).
+    pub token_can_push: Option<bool>,
+    /// With a GitHub App: each permission and its level (`read`, `write`).
+    pub app_permissions: Option<std::collections::BTreeMap<String, String>>,
+    /// With a GitHub App: the webhook events it subscribes to.
+    pub app_events: Option<Vec<String>>,
+}
+
 pub struct GithubForge {
     rt: tokio::runtime::Runtime,
     client: Octocrab,
@@ -365,6 +378,43 @@ impl GithubForge {
             })
         };
         Ok(required.iter().filter(|n| !passed(n)).cloned().collect())
+    }
+
+    /// What the credentials may do on the config repo and how it merges: `GET /repos/{o}/{r}`
+    /// (its `allow_*_merge` settings, and for a token its coarse `permissions`), and for a
+    /// GitHub App its installation (`permissions` by scope, subscribed `events`).
+    pub fn grants(&self) -> Result<Grants, ForgeError> {
+        let repo = self.call(Method::Get, &self.repo_path(""), None)?;
+        let installation = match &self.app {
+            Some(app) => {
+                let path = self.repo_path("/installation");
+                Some(self.rt.block_on(api::call(&app.client, Method::Get, &path, None, true))?)
+            }
+            None => None,
+        };
+        let text = |v: &Value| v.as_str().map(str::to_string);
+        let methods =
+            [("merge", "allow_merge_commit"), ("squash", "allow_squash_merge"), ("rebase", "allow_rebase_merge")];
+        Ok(Grants {
+            merge_methods: methods
+                .iter()
+                .filter(|(_, k)| repo.get(k).and_then(Value::as_bool).unwrap_or(true))
+                .map(|(m, _)| m.to_string())
+                .collect(),
+            token_can_push: repo.pointer("/permissions/push").and_then(Value::as_bool),
+            app_permissions: installation.as_ref().map(|i| {
+                i.get("permissions")
+                    .and_then(Value::as_object)
+                    .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), text(v)?))).collect())
+                    .unwrap_or_default()
+            }),
+            app_events: installation.as_ref().map(|i| {
+                i.get("events")
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().filter_map(text).collect())
+                    .unwrap_or_default()
+            }),
+        })
     }
 
     /// Opens an issue; returns its URL.

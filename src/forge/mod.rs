@@ -4,6 +4,7 @@
 
 mod api;
 pub(crate) mod github;
+pub(crate) mod needs;
 
 pub(crate) use crate::config::{ForgeConfig, GithubConfig};
 pub(crate) use github::{GithubForge, Pr};

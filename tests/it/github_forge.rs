@@ -444,3 +444,44 @@ fn required_checks_are_found_on_every_page_in_the_status_api_and_skipped_counts_
     assert!(msg.starts_with("merged"), "{msg}");
     gh.finish();
 }
+
+#[test]
+fn check_forge_names_every_missing_permission_event_and_merge_method() {
+    let w = World::with(&[policy("merge").review("teams", ["acme/sre"]).review("required_checks", ["ci"])]);
+    let gh = FakeGithub::start(w.origin.clone());
+    let key = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/github-app-test-key.pem");
+    std::fs::write(w.root().join("gh-secrets"), "s3cret\n").unwrap();
+    w.write_config(
+        &ConfigSpec::new()
+            .set(
+                "forge",
+                json!({ "kind": "github", "api_url": gh.url, "owner": "acme", "repo": "config", "app_id": 12345, "private_key_file": key }),
+            )
+            .set("sources.github", json!({ "secrets_file": "gh-secrets", "workflows": ["deploy"] }))
+            .set("directory.github_teams", json!({ "acme/sre": ["carol"] })),
+    );
+    let said = |o: &std::process::Output| String::from_utf8_lossy(&o.stdout).into_owned();
+    let out = w.run_cli(&["check", "--forge"]);
+    assert_eq!(out.status.code(), Some(0), "everything granted: {}", said(&out));
+    assert!(!said(&out).contains("forge:"), "{}", said(&out));
+
+    // An App installed as the old docs said: no Actions, no Deployments, no Members, Checks
+    // read-only; no workflow_run events; and a repository that only squashes.
+    {
+        let mut g = gh.gh.lock().unwrap();
+        g.app_permissions = Some(json!({ "metadata": "read", "contents": "write", "pull_requests": "write",
+                                         "issues": "write", "checks": "read", "statuses": "read" }));
+        g.app_events = Some(vec!["issue_comment".into(), "pull_request".into(), "deployment_status".into()]);
+        g.merge_methods = vec!["squash".into()];
+    }
+    let out = w.run_cli(&["check", "--forge"]);
+    let text = said(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("review.merge is merge, which the repository does not allow (it allows: squash)"), "{text}");
+    assert!(text.contains("needs actions permission Read-only (has none) to sources.github.workflows"), "{text}");
+    assert!(text.contains("needs deployments permission Read-only (has none)"), "{text}");
+    assert!(text.contains("needs members permission Read-only (has none) to review.teams"), "{text}");
+    assert!(text.contains("does not subscribe to workflow_run events"), "{text}");
+    assert!(!text.contains("needs checks"), "read is enough for required_checks: {text}");
+    gh.finish();
+}

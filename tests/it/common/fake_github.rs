@@ -61,6 +61,9 @@ pub struct Gh {
     pub inject: Vec<Injected>,
     /// Every request, `METHOD /path`.
     pub requests: Vec<String>,
+    /// The App installation's permissions and events (all rollbackd may need, when `None`).
+    pub app_permissions: Option<Value>,
+    pub app_events: Option<Vec<String>>,
     /// The config repo's old name: GitHub answers 301 to the new one (a renamed repository).
     pub renamed_from: Option<String>,
     pub prs: Vec<FakePr>,
@@ -115,6 +118,7 @@ impl FakeGithub {
                 // Every /repos call needs the token (or an installation token); the App's own
                 // endpoints check for its JWT themselves.
                 let repos = Router::new()
+                    .route("/repos/{o}/{r}", get(get_repo))
                     .route("/repos/{o}/{r}/pulls", post(create_pr).get(list_prs))
                     .route("/repos/{o}/{r}/pulls/{n}", get(get_pr).patch(update_pr))
                     .route("/repos/{o}/{r}/pulls/{n}/merge", put(merge_pr))
@@ -205,7 +209,8 @@ async fn contract(State(app): State<App>, req: axum::extract::Request, next: axu
         return resp;
     }
     // Only the config repo exists here.
-    if parts.uri.path().starts_with("/repos/") && !parts.uri.path().starts_with("/repos/acme/config/") {
+    let path = parts.uri.path();
+    if path.starts_with("/repos/") && path != "/repos/acme/config" && !path.starts_with("/repos/acme/config/") {
         app.gh.lock().unwrap().unhandled.push(format!("{request}: not acme/config"));
         return (StatusCode::NOT_FOUND, Json(json!({ "message": "Not Found" }))).into_response();
     }
@@ -554,12 +559,32 @@ async fn commit_comment(
     (StatusCode::CREATED, Json(json!({ "id": 1 }))).into_response()
 }
 
+async fn get_repo(State(app): State<App>) -> Response {
+    let gh = app.gh.lock().unwrap();
+    let allows = |m: &str| gh.merge_methods.is_empty() || gh.merge_methods.iter().any(|x| x == m);
+    Json(json!({
+        "id": 1, "name": "config", "full_name": "acme/config", "default_branch": "main",
+        "allow_merge_commit": allows("merge"), "allow_squash_merge": allows("squash"), "allow_rebase_merge": allows("rebase"),
+        "permissions": { "admin": false, "maintain": false, "push": true, "triage": true, "pull": true },
+    }))
+    .into_response()
+}
+
 async fn installation(State(app): State<App>, h: HeaderMap) -> Response {
     if !app_jwt(&h) {
         return unauthorized();
     }
-    app.gh.lock().unwrap().installation_lookups += 1;
-    Json(json!({"id": 4242})).into_response()
+    let mut gh = app.gh.lock().unwrap();
+    gh.installation_lookups += 1;
+    let permissions = gh.app_permissions.clone().unwrap_or_else(|| {
+        json!({ "metadata": "read", "contents": "write", "pull_requests": "write", "issues": "write",
+                "checks": "write", "statuses": "read", "actions": "read", "deployments": "read",
+                "members": "read", "workflows": "write" })
+    });
+    let events = gh.app_events.clone().unwrap_or_else(|| {
+        ["issue_comment", "pull_request", "workflow_run", "deployment_status", "check_suite"].map(String::from).to_vec()
+    });
+    Json(json!({"id": 4242, "app_id": 12345, "permissions": permissions, "events": events})).into_response()
 }
 
 async fn access_token(State(app): State<App>, h: HeaderMap, Path(id): Path<u64>) -> Response {
