@@ -304,7 +304,7 @@ pub struct BasicAuthSource {
     pub passwords_file: Option<PathBuf>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GithubSource {
     /// Env var with comma-separated webhook secrets (several, for rotation).
@@ -315,6 +315,15 @@ pub struct GithubSource {
     /// Workflow names whose failed runs are rollback triggers.
     #[serde(default)]
     pub workflows: Vec<String>,
+    /// How often the writer asks GitHub (as the forge's App) for deliveries that failed, and
+    /// has those not handled since sent again: GitHub never retries a delivery on its own.
+    /// Default `5m`; `0s` turns it off.
+    #[serde(default = "default_redeliver_every")]
+    pub redeliver_every: Duration,
+}
+
+fn default_redeliver_every() -> Duration {
+    Duration::from_secs(300)
 }
 
 #[derive(Clone, Debug, Deserialize)]

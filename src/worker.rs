@@ -258,6 +258,8 @@ fn run(mut engine: Engine, rx: Receiver<Job>, shared: Arc<Shared>, refresh: Dura
                         Ok(said) => said.iter().for_each(|s| info!("{s}")),
                         Err(e) => warn!(error = %e, "verifying rollbacks failed; trying again later"),
                     }
+                    // Only while the origin answers: a delivery sent again now can be handled.
+                    engine.redeliver_failed();
                 }
             }
             Err(RecvTimeoutError::Disconnected) => {

@@ -3,6 +3,7 @@
 
 mod follow_up;
 mod policies;
+mod redeliver;
 mod review;
 mod status;
 mod verify;
@@ -122,6 +123,8 @@ pub struct Engine {
     policy_generation: u64,
     /// Pull requests to open when GitHub answers again.
     deferred_prs: Vec<follow_up::DeferredPr>,
+    /// When failed GitHub deliveries were last looked for.
+    redelivered_at: Option<Timestamp>,
 }
 
 impl Drop for Engine {
@@ -167,6 +170,7 @@ impl Engine {
             repo_policies: Default::default(),
             policy_generation: 0,
             deferred_prs: Vec::new(),
+            redelivered_at: None,
         };
         engine.sync_policies();
         Ok(engine)

@@ -41,6 +41,22 @@ pub struct PrRepo {
     pub full_name: String,
 }
 
+/// One attempt at a webhook delivery, as GitHub lists them. Attempts of one delivery share its
+/// `guid` (the `X-GitHub-Delivery` header).
+#[derive(Clone, Debug, Deserialize)]
+pub struct HookDelivery {
+    pub id: u64,
+    pub guid: String,
+    pub delivered_at: jiff::Timestamp,
+    #[serde(default)]
+    pub redelivery: bool,
+    /// The HTTP status rollbackd answered; 0 when GitHub could not connect.
+    #[serde(default)]
+    pub status_code: u16,
+    #[serde(default)]
+    pub event: String,
+}
+
 /// What the forge's credentials are granted on the config repo, and how it may merge.
 #[derive(Clone, Debug, Default)]
 pub struct Grants {
@@ -415,6 +431,31 @@ impl GithubForge {
                     .unwrap_or_default()
             }),
         })
+    }
+
+    /// Whether it authenticates as a GitHub App (which alone can read its webhook deliveries).
+    pub fn is_app(&self) -> bool {
+        self.app.is_some()
+    }
+
+    /// The App's most recent webhook deliveries (100), newest first; empty without an App.
+    pub fn deliveries(&self) -> Result<Vec<HookDelivery>, ForgeError> {
+        let Some(app) = &self.app else { return Ok(Vec::new()) };
+        let v =
+            self.rt.block_on(api::call(&app.client, Method::Get, "/app/hook/deliveries?per_page=100", None, true))?;
+        serde_json::from_value(v).map_err(|e| ForgeError::Api {
+            method: "GET",
+            path: "/app/hook/deliveries".into(),
+            status: 200,
+            message: format!("unexpected deliveries JSON: {e}"),
+        })
+    }
+
+    /// Asks GitHub to send delivery `id` again (it answers 202 and sends it soon).
+    pub fn redeliver(&self, id: u64) -> Result<(), ForgeError> {
+        let Some(app) = &self.app else { return Ok(()) };
+        let path = format!("/app/hook/deliveries/{id}/attempts");
+        self.rt.block_on(api::call(&app.client, Method::Post, &path, None, false)).map(|_| ())
     }
 
     /// Opens an issue; returns its URL.

@@ -7,7 +7,7 @@ pub(crate) mod github;
 pub(crate) mod needs;
 
 pub(crate) use crate::config::{ForgeConfig, GithubConfig};
-pub(crate) use github::{GithubForge, Pr};
+pub(crate) use github::{GithubForge, HookDelivery, Pr};
 
 use crate::support::secret::SecretString;
 

@@ -485,3 +485,67 @@ fn check_forge_names_every_missing_permission_event_and_merge_method() {
     assert!(!text.contains("needs checks"), "read is enough for required_checks: {text}");
     gh.finish();
 }
+
+#[test]
+fn a_delivery_lost_while_the_origin_was_down_is_sent_again_and_handled_once() {
+    let w = World::with(&[PolicySpec::new("deploy-failed")
+        .source("github")
+        .matchers(&["event=\"workflow_run\"", "workflow=\"deploy\""])
+        .target("checkout", "prod", &["apps/checkout/prod/**"])
+        .set("target.to", "{{ labels.sha }}~1")
+        .mode(Mode::Direct)]);
+    let bad = w.deploy("checkout", "prod", "1.5.0", 10);
+    let gh = FakeGithub::start(w.origin.clone());
+    let key = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/github-app-test-key.pem");
+    std::fs::write(w.root().join("gh-secrets"), "hook-secret\n").unwrap();
+    w.write_config(
+        &ConfigSpec::new()
+            .set(
+                "forge",
+                json!({ "kind": "github", "api_url": gh.url, "owner": "acme", "repo": "config", "app_id": 12345, "private_key_file": key }),
+            )
+            .set("sources.github", json!({ "secrets_file": "gh-secrets", "workflows": ["deploy"], "redeliver_every": "1s" }))
+            .set("server.refresh_interval", "1s")
+            .set("git.fetch_freshness", "0s"),
+    );
+    let s = crate::serve::serve(&w, "data");
+    gh.hook_to(&s.url, "hook-secret");
+
+    // The origin goes away; GitHub's delivery of the failed deploy is answered 503, and GitHub
+    // will not send it again by itself.
+    let away = w.root().join("origin-away.git");
+    std::fs::rename(&w.origin, &away).unwrap();
+    let ready = || crate::serve::get(&format!("{}/readyz", s.url)).map(|(st, _)| st == 200).unwrap_or(false);
+    wait_for("the origin to be seen gone", 30, || !ready());
+    let mut run = crate::common::http::fixture("workflow_run.completed.payload.json");
+    run["workflow_run"]["name"] = "deploy".into();
+    run["workflow_run"]["conclusion"] = "failure".into();
+    run["workflow_run"]["head_branch"] = "main".into();
+    run["workflow_run"]["head_sha"] = bad.0.clone().into();
+    let body = serde_json::to_vec(&run).unwrap();
+    assert_eq!(gh.deliver("workflow_run", "guid-lost-1", &body), 503);
+
+    // The origin is back: rollbackd asks GitHub for its failed deliveries, GitHub sends this one
+    // again, and the rollback happens, once.
+    assert_eq!(git_in(&away, &["log", "--format=%(trailers:key=Rollback-Id,valueonly)", "main"]).trim(), "");
+    std::fs::rename(&away, &w.origin).unwrap();
+    wait_for("the redelivered rollback", 60, || crate::serve::rollback_commits(&w) == 1);
+    let attempts = || gh.gh.lock().unwrap().deliveries.iter().filter(|d| d.guid == "guid-lost-1").count();
+    wait_for("the redelivery answered", 30, || {
+        gh.gh.lock().unwrap().deliveries.iter().any(|d| d.guid == "guid-lost-1" && d.status_code == 200)
+    });
+    // Two more rounds of looking: a handled delivery is not asked for again.
+    let looked = || gh.gh.lock().unwrap().requests.iter().filter(|r| r.starts_with("GET /app/hook/deliveries")).count();
+    let now = looked();
+    wait_for("two more rounds", 30, || looked() >= now + 2);
+    assert_eq!(
+        attempts(),
+        2,
+        "{:?}",
+        gh.gh.lock().unwrap().deliveries.iter().map(|d| (&d.guid, d.status_code)).collect::<Vec<_>>()
+    );
+    assert_eq!(crate::serve::rollback_commits(&w), 1);
+    assert_eq!(w.trailers("main", "Rollback-Trigger").len(), 1);
+    drop(s);
+    gh.finish();
+}

@@ -35,6 +35,41 @@ pub struct FakePr {
     pub merged_head: Option<String>,
 }
 
+/// One attempt at a webhook delivery.
+#[derive(Clone, Debug)]
+pub struct SentDelivery {
+    pub id: u64,
+    pub guid: String,
+    pub event: String,
+    pub payload: Vec<u8>,
+    pub redelivery: bool,
+    /// What the receiver answered; 0 if it could not be reached.
+    pub status_code: u16,
+    pub delivered_at: String,
+}
+
+/// Sends a webhook as GitHub does (signed, with its delivery id), returning the status.
+fn post_hook(url: &str, secret: &str, event: &str, guid: &str, payload: &[u8]) -> u16 {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(payload);
+    let sig: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(30)))
+        .build()
+        .into();
+    agent
+        .post(format!("{url}/webhooks/github"))
+        .header("content-type", "application/json")
+        .header("x-github-event", event)
+        .header("x-github-delivery", guid)
+        .header("x-hub-signature-256", format!("sha256={sig}"))
+        .send(payload)
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
 /// An answer the fake gives instead of handling a request: a rate limit, a 5xx.
 #[derive(Clone, Debug)]
 pub struct Injected {
@@ -64,6 +99,10 @@ pub struct Gh {
     /// The App installation's permissions and events (all rollbackd may need, when `None`).
     pub app_permissions: Option<Value>,
     pub app_events: Option<Vec<String>>,
+    /// Where the App's webhooks go, and their secret: set by [`FakeGithub::hook_to`].
+    pub hook: Option<(String, String)>,
+    /// Every attempt at a webhook delivery, oldest first, with what was sent.
+    pub deliveries: Vec<SentDelivery>,
     /// The config repo's old name: GitHub answers 301 to the new one (a renamed repository).
     pub renamed_from: Option<String>,
     pub prs: Vec<FakePr>,
@@ -135,6 +174,8 @@ impl FakeGithub {
                 let r = Router::new()
                     .route("/repos/{o}/{r}/installation", get(installation))
                     .route("/app/installations/{id}/access_tokens", post(access_token))
+                    .route("/app/hook/deliveries", get(list_deliveries))
+                    .route("/app/hook/deliveries/{id}/attempts", post(redeliver))
                     .merge(repos)
                     .fallback(unhandled)
                     .layer(axum::middleware::from_fn_with_state(app.clone(), contract))
@@ -143,6 +184,19 @@ impl FakeGithub {
             });
         });
         FakeGithub { url, gh }
+    }
+
+    /// Where the App's webhooks go: rollbackd's base URL, and the webhook secret.
+    pub fn hook_to(&self, url: &str, secret: &str) {
+        self.gh.lock().unwrap().hook = Some((url.to_string(), secret.to_string()));
+    }
+
+    /// Delivers a webhook as GitHub does, and records the attempt; returns the status.
+    pub fn deliver(&self, event: &str, guid: &str, payload: &[u8]) -> u16 {
+        let (url, secret) = self.gh.lock().unwrap().hook.clone().expect("hook_to first");
+        let status = post_hook(&url, &secret, event, guid, payload);
+        record_attempt(&self.gh, guid, event, payload, false, status);
+        status
     }
 
     pub fn prs(&self) -> Vec<FakePr> {
@@ -568,6 +622,57 @@ async fn get_repo(State(app): State<App>) -> Response {
         "permissions": { "admin": false, "maintain": false, "push": true, "triage": true, "pull": true },
     }))
     .into_response()
+}
+
+fn record_attempt(gh: &Mutex<Gh>, guid: &str, event: &str, payload: &[u8], redelivery: bool, status: u16) {
+    let mut gh = gh.lock().unwrap();
+    let id = gh.deliveries.len() as u64 + 1;
+    let delivered_at = jiff::Timestamp::now().to_string();
+    gh.deliveries.push(SentDelivery {
+        id,
+        guid: guid.into(),
+        event: event.into(),
+        payload: payload.to_vec(),
+        redelivery,
+        status_code: status,
+        delivered_at,
+    });
+}
+
+/// Newest first, as GitHub lists them (JWT auth: the App's own deliveries).
+async fn list_deliveries(State(app): State<App>, h: HeaderMap) -> Response {
+    if !app_jwt(&h) {
+        return unauthorized();
+    }
+    let gh = app.gh.lock().unwrap();
+    let list: Vec<Value> = gh
+        .deliveries
+        .iter()
+        .rev()
+        .map(|d| {
+            json!({ "id": d.id, "guid": d.guid, "delivered_at": d.delivered_at, "redelivery": d.redelivery,
+                    "duration": 0.1, "status": if (200..300).contains(&d.status_code) { "OK" } else { "failed" },
+                    "status_code": d.status_code, "event": d.event, "action": "completed",
+                    "installation_id": 4242, "repository_id": 1 })
+        })
+        .collect();
+    Json(Value::Array(list)).into_response()
+}
+
+/// Answers 202 at once and sends the delivery again soon, as GitHub does.
+async fn redeliver(State(app): State<App>, h: HeaderMap, Path(id): Path<u64>) -> Response {
+    if !app_jwt(&h) {
+        return unauthorized();
+    }
+    let found = app.gh.lock().unwrap().deliveries.iter().find(|d| d.id == id).cloned();
+    let Some(d) = found else { return (StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"}))).into_response() };
+    let Some((url, secret)) = app.gh.lock().unwrap().hook.clone() else { return StatusCode::NOT_FOUND.into_response() };
+    let gh = app.gh.clone();
+    std::thread::spawn(move || {
+        let status = post_hook(&url, &secret, &d.event, &d.guid, &d.payload);
+        record_attempt(&gh, &d.guid, &d.event, &d.payload, true, status);
+    });
+    (StatusCode::ACCEPTED, Json(json!({}))).into_response()
 }
 
 async fn installation(State(app): State<App>, h: HeaderMap) -> Response {
