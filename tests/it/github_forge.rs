@@ -549,3 +549,55 @@ fn a_delivery_lost_while_the_origin_was_down_is_sent_again_and_handled_once() {
     drop(s);
     gh.finish();
 }
+
+#[test]
+fn github_telling_rollbackd_about_its_own_comments_and_merge_does_not_loop() {
+    const BOT_LOGIN: &str = "rollbackd-app[bot]";
+    let w = World::with(&[policy("merge")]);
+    let gh = FakeGithub::start(w.origin.clone());
+    std::fs::write(w.root().join("gh-token"), TOKEN).unwrap();
+    std::fs::write(w.root().join("gh-secrets"), "hook-secret\n").unwrap();
+    w.write_config(
+        &ConfigSpec::new()
+            .github_forge(&gh.url, "gh-token")
+            .set("directory.github_teams", json!({ "acme/sre": ["carol"] }))
+            .set("sources.github", json!({ "secrets_file": "gh-secrets", "workflows": ["deploy"] })),
+    );
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    w.engine().handle(&w.alert("checkout", "prod", "fp"), &Options::default()).unwrap();
+    let pr = gh.prs()[0].clone();
+    let s = crate::serve::serve(&w, "srv");
+    gh.hook_to(&s.url, "hook-secret");
+
+    // alice approves in a comment; rollbackd merges and says so; GitHub sends rollbackd its own
+    // merge and its own comments back.
+    let mut c = crate::common::http::fixture("issue_comment.created.payload.json");
+    c["issue"]["number"] = pr.number.into();
+    c["issue"]["pull_request"] = json!({ "url": "https://api.github.example/repos/acme/config/pulls/1" });
+    c["comment"]["body"] = "/rollback approve".into();
+    c["comment"]["user"]["login"] = "alice".into();
+    c["sender"]["login"] = "alice".into();
+    c["repository"]["full_name"] = "acme/config".into();
+    assert_eq!(gh.deliver("issue_comment", "approve-1", &serde_json::to_vec(&c).unwrap()), 200);
+    wait_for("the merge", 30, || gh.prs()[0].state == "closed");
+    let own = |event: &str| {
+        let gh = gh.gh.lock().unwrap();
+        let own = gh.deliveries.iter().filter(|d| d.guid.starts_with(&format!("own-{event}")));
+        own.map(|d| (d.status_code, d.answer.clone())).collect::<Vec<_>>()
+    };
+    wait_for("its own events answered", 30, || {
+        let (comments, merges) = (own("issue_comment"), own("pull_request"));
+        !comments.is_empty() && comments.iter().all(|(s, _)| *s != 0) && merges.len() == 1
+    });
+    // Its own comments are ignored (never answered: no loop); its own merge is recorded already.
+    for (status, answer) in own("issue_comment") {
+        assert_eq!(status, 200, "{answer}");
+        assert!(answer.contains("\"ignored\""), "{answer}");
+    }
+    let (status, answer) = own("pull_request").remove(0);
+    assert!(status == 200 && answer.contains("already"), "{status} {answer}");
+    assert!(gh.comments().iter().all(|(_, b)| !b.contains(BOT_LOGIN)), "{:?}", gh.comments());
+    assert_eq!(w.git(&["tag", "-l", "rollback/*"]).lines().count(), 1, "the merge recorded once");
+    drop(s);
+    gh.finish();
+}

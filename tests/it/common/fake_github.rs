@@ -45,11 +45,13 @@ pub struct SentDelivery {
     pub redelivery: bool,
     /// What the receiver answered; 0 if it could not be reached.
     pub status_code: u16,
+    /// The body of its answer.
+    pub answer: String,
     pub delivered_at: String,
 }
 
-/// Sends a webhook as GitHub does (signed, with its delivery id), returning the status.
-fn post_hook(url: &str, secret: &str, event: &str, guid: &str, payload: &[u8]) -> u16 {
+/// Sends a webhook as GitHub does (signed, with its delivery id), returning the status and body.
+fn post_hook(url: &str, secret: &str, event: &str, guid: &str, payload: &[u8]) -> (u16, String) {
     use hmac::{Hmac, Mac};
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(payload);
@@ -66,8 +68,8 @@ fn post_hook(url: &str, secret: &str, event: &str, guid: &str, payload: &[u8]) -
         .header("x-github-delivery", guid)
         .header("x-hub-signature-256", format!("sha256={sig}"))
         .send(payload)
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
+        .map(|mut r| (r.status().as_u16(), r.body_mut().read_to_string().unwrap_or_default()))
+        .unwrap_or((0, String::new()))
 }
 
 /// An answer the fake gives instead of handling a request: a rate limit, a 5xx.
@@ -194,8 +196,8 @@ impl FakeGithub {
     /// Delivers a webhook as GitHub does, and records the attempt; returns the status.
     pub fn deliver(&self, event: &str, guid: &str, payload: &[u8]) -> u16 {
         let (url, secret) = self.gh.lock().unwrap().hook.clone().expect("hook_to first");
-        let status = post_hook(&url, &secret, event, guid, payload);
-        record_attempt(&self.gh, guid, event, payload, false, status);
+        let (status, answer) = post_hook(&url, &secret, event, guid, payload);
+        record_attempt(&self.gh, guid, event, payload, false, status, answer);
         status
     }
 
@@ -466,6 +468,14 @@ async fn merge_pr(
     pr.state = "closed".into();
     pr.merged_sha = Some(id.to_string());
     pr.merged_head = Some(head.to_string());
+    let closed = json!({ "action": "closed", "number": pr.number,
+        "pull_request": { "number": pr.number, "state": "closed", "merged": true, "merge_commit_sha": id.to_string(),
+                          "head": { "ref": pr.head, "sha": head.to_string(), "repo": { "full_name": "acme/config" } },
+                          "base": { "ref": pr.base }, "merged_by": { "login": BOT, "type": "Bot" } },
+        "repository": { "full_name": "acme/config", "name": "config", "owner": { "login": "acme" } },
+        "sender": { "login": BOT, "type": "Bot" } });
+    drop(gh);
+    emit(&app, "pull_request", closed);
     Json(json!({"merged": true, "sha": id.to_string(), "message": "Pull Request successfully merged"})).into_response()
 }
 
@@ -512,7 +522,22 @@ async fn comment(
     let mut gh = app.gh.lock().unwrap();
     gh.next_comment += 1;
     let id = gh.next_comment;
-    gh.comments.push((n, b["body"].as_str().unwrap_or_default().to_string()));
+    let body = b["body"].as_str().unwrap_or_default().to_string();
+    gh.comments.push((n, body.clone()));
+    let is_pr = gh.prs.iter().any(|p| p.number == n);
+    drop(gh);
+    let mut issue = json!({ "number": n, "title": "t", "state": "open" });
+    if is_pr {
+        issue["pull_request"] = json!({ "url": format!("{}/repos/acme/config/pulls/{n}", app.url) });
+    }
+    emit(
+        &app,
+        "issue_comment",
+        json!({ "action": "created", "issue": issue,
+                "comment": { "id": id, "body": body, "user": { "login": BOT, "type": "Bot" } },
+                "repository": { "full_name": "acme/config", "name": "config", "owner": { "login": "acme" } },
+                "sender": { "login": BOT, "type": "Bot" } }),
+    );
     (StatusCode::CREATED, Json(json!({"id": id}))).into_response()
 }
 
@@ -624,7 +649,15 @@ async fn get_repo(State(app): State<App>) -> Response {
     .into_response()
 }
 
-fn record_attempt(gh: &Mutex<Gh>, guid: &str, event: &str, payload: &[u8], redelivery: bool, status: u16) {
+fn record_attempt(
+    gh: &Mutex<Gh>,
+    guid: &str,
+    event: &str,
+    payload: &[u8],
+    redelivery: bool,
+    status: u16,
+    answer: String,
+) {
     let mut gh = gh.lock().unwrap();
     let id = gh.deliveries.len() as u64 + 1;
     let delivered_at = jiff::Timestamp::now().to_string();
@@ -635,9 +668,25 @@ fn record_attempt(gh: &Mutex<Gh>, guid: &str, event: &str, payload: &[u8], redel
         payload: payload.to_vec(),
         redelivery,
         status_code: status,
+        answer,
         delivered_at,
     });
 }
+
+/// GitHub tells the App's webhook about the App's own actions too (its comments, its merges):
+/// sent, when a hook is set, as GitHub would, soon after the action.
+fn emit(app: &App, event: &'static str, payload: Value) {
+    let Some((url, secret)) = app.gh.lock().unwrap().hook.clone() else { return };
+    let gh = app.gh.clone();
+    std::thread::spawn(move || {
+        let guid = format!("own-{}-{}", event, jiff::Timestamp::now().as_nanosecond());
+        let body = serde_json::to_vec(&payload).unwrap();
+        let (status, answer) = post_hook(&url, &secret, event, &guid, &body);
+        record_attempt(&gh, &guid, event, &body, false, status, answer);
+    });
+}
+
+const BOT: &str = "rollbackd-app[bot]";
 
 /// Newest first, as GitHub lists them (JWT auth: the App's own deliveries).
 async fn list_deliveries(State(app): State<App>, h: HeaderMap) -> Response {
@@ -669,8 +718,8 @@ async fn redeliver(State(app): State<App>, h: HeaderMap, Path(id): Path<u64>) ->
     let Some((url, secret)) = app.gh.lock().unwrap().hook.clone() else { return StatusCode::NOT_FOUND.into_response() };
     let gh = app.gh.clone();
     std::thread::spawn(move || {
-        let status = post_hook(&url, &secret, &d.event, &d.guid, &d.payload);
-        record_attempt(&gh, &d.guid, &d.event, &d.payload, true, status);
+        let (status, answer) = post_hook(&url, &secret, &d.event, &d.guid, &d.payload);
+        record_attempt(&gh, &d.guid, &d.event, &d.payload, true, status, answer);
     });
     (StatusCode::ACCEPTED, Json(json!({}))).into_response()
 }
