@@ -194,6 +194,31 @@ enum Command {
         #[arg(long)]
         ready: bool,
     },
+    /// Fail (exit 2) when a change brings back an artifact a rollback undid and that is still
+    /// held: for the config repo's CI. Exit 0 when clean.
+    /// Example: `rollbackd gate HEAD --base origin/main --repo .`
+    Gate {
+        /// The revision to check.
+        rev: String,
+        /// What it is compared with (default: its parent).
+        #[arg(long)]
+        base: Option<String>,
+        /// Read the revisions from this checkout instead of rollbackd's mirror (a pull request's
+        /// commits are in the CI checkout, not yet on the origin's branch).
+        #[arg(long, value_name = "DIR")]
+        repo: Option<PathBuf>,
+    },
+    /// Lift the holds of a service in one environment: its held artifacts may come back.
+    /// Example: `rollbackd release checkout --env prod --reason "1.5.1 fixes the leak"`
+    Release {
+        service: String,
+        #[arg(long)]
+        env: String,
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        who: Who,
+    },
     /// Print a shell completion script: `rollbackd completions bash > /etc/bash_completion.d/rollbackd`.
     Completions { shell: clap_complete::Shell },
     /// Create a local demo (config repo, config, policies), show what to try, and serve it.
@@ -422,6 +447,25 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             review(&cli.config, |e| e.cancel(&id, None, &actor))
         }
         Command::Healthcheck { url, ready } => healthcheck(&cli.config, url, ready),
+        Command::Gate { rev, base, repo } => {
+            let mut engine = engine(&cli.config, Arc::new(SystemClock))?;
+            let report = engine.gate(&rev, base.as_deref(), repo.as_deref())?;
+            if report.violations.is_empty() {
+                println!("ok: {} artifact changes, none brings back a held artifact", report.checked);
+                return Ok(0);
+            }
+            for v in &report.violations {
+                println!("held: {v}");
+            }
+            Ok(2)
+        }
+        Command::Release { service, env, reason, who } => {
+            let actor = whoami(who.actor)?;
+            let mut engine = engine(&cli.config, Arc::new(SystemClock))?;
+            let said = engine.release(&service, &env, reason.as_deref(), None, &actor)?;
+            println!("{said}");
+            Ok(if said.starts_with("refused") { 2 } else { 0 })
+        }
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

@@ -56,6 +56,7 @@ pub enum Command {
     Unfreeze { scope: Scope, env: Option<String> },
     Pause { duration: Option<Duration>, reason: Option<String> },
     Resume,
+    Release { service: String, env: String, reason: Option<String> },
     Help,
 }
 
@@ -79,8 +80,8 @@ fn did_you_mean(s: &Option<&'static str>) -> String {
 
 /// Every command, for suggestions and help. Adding a `Command` variant does not compile until
 /// [`usage`] describes it.
-const SUBCOMMANDS: [&str; 9] =
-    ["approve", "cancel", "status", "history", "freeze", "unfreeze", "pause", "resume", "help"];
+const SUBCOMMANDS: [&str; 10] =
+    ["approve", "cancel", "status", "history", "freeze", "unfreeze", "pause", "resume", "release", "help"];
 
 fn suggest(word: &str, candidates: &[&'static str], max: usize) -> Option<&'static str> {
     let w = word.to_ascii_lowercase();
@@ -183,6 +184,16 @@ pub fn parse_args(args: &str) -> Result<Command, ParseError> {
                 None => None,
             };
             Ok(Command::Pause { duration, reason: opts.value("because") })
+        }
+        "release" => {
+            let [service, env, rest @ ..] = rest else {
+                return Err(ParseError::Missing { command: "release", what: "<service> <env>" });
+            };
+            let opts = options("release", rest, &["because"])?;
+            if let Some(word) = opts.positional {
+                return Err(ParseError::UnexpectedWord { command: "release", word, suggestion: Some("because") });
+            }
+            Ok(Command::Release { service: service.to_string(), env: env.to_string(), reason: opts.value("because") })
         }
         "resume" => match rest.first() {
             None => Ok(Command::Resume),
@@ -322,6 +333,10 @@ pub(crate) fn usage(c: &Command) -> (&'static str, &'static str) {
             "the kill switch: every automatic rollback stops, everywhere, until resume",
         ),
         Command::Resume => ("/rollback resume", "lift the pause"),
+        Command::Release { .. } => (
+            "/rollback release <service> <env> [because <reason...>]",
+            "lift the holds: artifacts a rollback undid may come back",
+        ),
         Command::Help => ("/rollback help", "this help"),
     }
 }
@@ -337,6 +352,7 @@ pub fn help() -> String {
         Command::Unfreeze { scope: Scope::All, env: None },
         Command::Pause { duration: None, reason: None },
         Command::Resume,
+        Command::Release { service: String::new(), env: String::new(), reason: None },
         Command::Help,
     ];
     let mut s = String::from("rollbackd commands:\n");

@@ -88,6 +88,9 @@ fn check_arguments(command: &Command, rules: &crate::domain::ident::InputRules) 
         Command::Freeze { scope: s, env, .. } | Command::Unfreeze { scope: s, env } => {
             e(scope(s).and(ident("env", env)))
         }
+        Command::Release { service, env, .. } => {
+            e(ident("service", &Some(service.clone())).and(ident("env", &Some(env.clone()))))
+        }
         Command::Pause { .. } | Command::Resume | Command::Help => Ok(()),
     }
 }
@@ -150,6 +153,9 @@ pub fn execute(engine: &mut Engine, req: &ChatRequest) -> Reply {
             engine.pause(*duration, reason.as_deref(), Some(p), "").map(|t| announce(p, t))
         }
         Command::Resume => engine.resume(Some(p), "", req.asked_at).map(|t| announce(p, t)),
+        Command::Release { service, env, reason } => {
+            engine.release(service, env, reason.as_deref(), Some(p), "").map(|t| announce(p, t))
+        }
     };
     // An error is the asker's to act on (retry, fix the command), not the channel's news.
     result.unwrap_or_else(|e| failed(format!("{p}: error: {e}"), false))

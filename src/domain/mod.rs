@@ -13,6 +13,7 @@ pub(crate) mod explain;
 pub(crate) mod freeze;
 pub(crate) mod guards;
 pub(crate) mod history;
+pub(crate) mod hold;
 pub(crate) mod ident;
 pub(crate) mod matcher;
 pub(crate) mod notice;

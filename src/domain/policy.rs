@@ -40,6 +40,10 @@ pub struct Policy {
     /// How a pushed rollback is checked, and what happens when it did not help.
     #[serde(default)]
     pub verify: Option<crate::domain::verify::VerifySpec>,
+    /// After a rollback, hold the artifacts it undid so `rollbackd gate` fails a change that
+    /// brings one back. Default `true`.
+    #[serde(default = "yes")]
+    pub hold: bool,
     /// The file the policy came from, for explanations.
     #[serde(skip)]
     pub file: PathBuf,
@@ -464,6 +468,10 @@ impl PolicySet {
 
 /// The policies of one file, or every error in it: when the file as a whole does not parse,
 /// each top-level list item is read on its own, so one bad policy does not hide the next.
+fn yes() -> bool {
+    true
+}
+
 pub fn parse_file(file: &Path, text: &str) -> Result<Vec<Policy>, Vec<Diagnostic>> {
     let whole = parse_text(file, text);
     let Err(first) = whole else { return whole.map_err(|e| vec![e]) };

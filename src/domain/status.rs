@@ -18,6 +18,8 @@ pub struct StatusView {
     /// The kill switch, described, when it is on.
     pub paused: Option<String>,
     pub freezes: Vec<FreezeView>,
+    /// Artifacts rollbacks undid, held until released.
+    pub holds: Vec<crate::domain::hold::Hold>,
     pub proposals: Vec<ProposalView>,
     /// Pushed rollbacks whose verification is not in yet (on this replica).
     pub verifying: Vec<VerifyingView>,
@@ -142,6 +144,7 @@ impl StatusView {
     pub fn for_service(mut self, service: Option<&str>) -> StatusView {
         let Some(s) = service else { return self };
         self.freezes.retain(|f| f.scope == "all" || f.scope == s);
+        self.holds.retain(|h| h.service == s);
         self.proposals.retain(|p| p.service == s);
         self.verifying.retain(|v| v.service == s);
         self.recent.retain(|r| r.service == s);
@@ -155,6 +158,13 @@ impl StatusView {
             out.push_str(&format!("PAUSED: {p}\n"));
         }
         section(&mut out, "freezes", self.freezes.iter().map(|f| f.text.clone()));
+        section(
+            &mut out,
+            "held",
+            self.holds
+                .iter()
+                .map(|h| format!("{}/{} {} in {} (rollback {})", h.service, h.env, h.value, h.path, h.rollback_id)),
+        );
         section(
             &mut out,
             "open proposals",

@@ -2,12 +2,14 @@
 //! through [`ConfigRepo`]. Live webhooks, `simulate`, the CLI and chat all call [`Engine::handle`].
 
 mod follow_up;
+mod holds;
 mod policies;
 mod redeliver;
 mod review;
 mod status;
 mod verify;
 
+pub use holds::GateReport;
 pub(crate) use verify::query_holds;
 
 use std::sync::Arc;
@@ -125,6 +127,8 @@ pub struct Engine {
     deferred_prs: Vec<follow_up::DeferredPr>,
     /// When failed GitHub deliveries were last looked for.
     redelivered_at: Option<Timestamp>,
+    /// The artifact changes of each rollback commit, read once (holds).
+    held_changes: HashMap<String, Vec<crate::domain::artifacts::ArtifactChange>>,
 }
 
 impl Drop for Engine {
@@ -171,6 +175,7 @@ impl Engine {
             policy_generation: 0,
             deferred_prs: Vec::new(),
             redelivered_at: None,
+            held_changes: HashMap::new(),
         };
         engine.sync_policies();
         Ok(engine)

@@ -43,14 +43,14 @@ impl ReviewOutcome {
 /// Who may act: `None` for the CLI (an operator), a principal from chat.
 pub(crate) type Actor<'a> = Option<&'a Principal>;
 
-fn actor_id(actor: Actor<'_>, cli_name: &str) -> String {
+pub(super) fn actor_id(actor: Actor<'_>, cli_name: &str) -> String {
     actor.map_or_else(|| format!("cli:{cli_name}"), |p| p.id.clone())
 }
 
 impl Engine {
     /// What a person's action starts with: the data dir's lock, the origin as it is now (people
     /// act on what they just saw, so the freshness window does not apply), and the time.
-    fn begin_fresh(&mut self) -> Result<(crate::git::MirrorLock, Timestamp), EngineError> {
+    pub(super) fn begin_fresh(&mut self) -> Result<(crate::git::MirrorLock, Timestamp), EngineError> {
         let lock = self.begin()?;
         self.fetch(true)?;
         Ok((lock, self.clock.now()))
@@ -359,7 +359,7 @@ impl Engine {
     }
 
     /// Who may freeze: anyone an approver in some policy (chat), or an operator (CLI).
-    fn may_freeze(&self, actor: Actor<'_>) -> Option<String> {
+    pub(super) fn may_freeze(&self, actor: Actor<'_>) -> Option<String> {
         let p = actor?;
         let ok = self.policies.policies.iter().any(|pol| first_admitting(&pol.chatops.approve, p).is_some());
         (!ok).then(|| format!("{p} may not freeze or unfreeze: not an approver in any policy"))

@@ -18,6 +18,7 @@ impl Engine {
         }
         let now = self.clock.now();
         let freezes = self.repo.freezes()?;
+        let holds = self.holds()?;
         self.repo.audit(now)?;
         let records = self.repo.index().records();
         let (open, done): (Vec<_>, Vec<_>) =
@@ -59,6 +60,7 @@ impl Engine {
             at: Some(to_the_second(now)),
             paused: freezes.paused(now).map(|f| f.describe()),
             freezes: freezes.active(now).filter(|f| !f.pause).map(FreezeView::of).collect(),
+            holds,
             proposals,
             verifying,
             recent,

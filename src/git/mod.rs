@@ -142,6 +142,9 @@ pub(crate) const APPROVALS_REF: &str = "refs/notes/rollbackd-approvals";
 /// Where freezes live: a commit per change, holding [`FREEZES_FILE`].
 pub(crate) const FREEZES_REF: &str = "refs/rollbackd/state/freezes";
 pub(crate) const FREEZES_FILE: &str = "freezes.json";
+/// Where releases of held artifacts live, the same way.
+pub(crate) const HOLDS_REF: &str = "refs/rollbackd/state/holds";
+pub(crate) const HOLDS_FILE: &str = "holds.json";
 
 impl std::fmt::Debug for ConfigRepo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -160,6 +163,17 @@ pub(crate) fn sha(oid: Oid) -> Sha {
 
 pub(crate) fn oid(sha: &Sha) -> Result<Oid, GitError> {
     Oid::from_str(&sha.0).map_err(GitError::from)
+}
+
+/// The artifact references that change from `from` to `to` in the repository at `dir` (a
+/// checkout: the config repo's CI gates a pull request before rollbackd's mirror has it).
+pub(crate) fn artifact_changes_in(
+    dir: &Path,
+    from: &str,
+    to: &str,
+) -> Result<Vec<crate::domain::artifacts::ArtifactChange>, GitError> {
+    let repo = Repository::open(dir)?;
+    planner::artifact_changes(&repo, from, to)
 }
 
 pub(crate) fn commit_time(c: &git2::Commit<'_>) -> Timestamp {
@@ -646,12 +660,19 @@ impl ConfigRepo {
 
     /// The freezes in force, as of the last fetch.
     pub fn freezes(&self) -> Result<crate::domain::freeze::Freezes, GitError> {
-        let Ok(id) = self.repo.refname_to_id(FREEZES_REF) else { return Ok(Default::default()) };
-        let tree = self.repo.find_commit(id)?.tree()?;
-        let Some(entry) = tree.get_name(FREEZES_FILE) else { return Ok(Default::default()) };
-        let blob = self.repo.find_blob(entry.id())?;
-        serde_json::from_slice(blob.content())
-            .map_err(|e| GitError::Git(git2::Error::from_str(&format!("{FREEZES_REF}:{FREEZES_FILE}: {e}"))))
+        self.state(FREEZES_REF, FREEZES_FILE)
+    }
+
+    /// Changes the freezes: `change` edits the current set; the result is committed on
+    /// `refs/rollbackd/state/freezes` and pushed with compare-and-swap, retried if another writer
+    /// got there first. Returns what `change` returned.
+    pub fn update_freezes<T>(
+        &mut self,
+        message: &str,
+        at: Timestamp,
+        change: impl FnMut(&mut crate::domain::freeze::Freezes) -> T,
+    ) -> Result<T, GitError> {
+        self.update_state(FREEZES_REF, FREEZES_FILE, message, at, change)
     }
 
     /// The id of the tree at `dir` on the branch head, and the head: what says whether files
@@ -711,38 +732,76 @@ impl ConfigRepo {
         Ok(files)
     }
 
-    /// Changes the freezes: `change` edits the current set; the result is committed on
-    /// `refs/rollbackd/state/freezes` and pushed with compare-and-swap, retried if another writer
-    /// got there first. Returns what `change` returned.
-    pub fn update_freezes<T>(
+    /// The releases of held artifacts.
+    pub fn hold_releases(&self) -> Result<crate::domain::hold::Releases, GitError> {
+        self.state(HOLDS_REF, HOLDS_FILE)
+    }
+
+    /// Changes the releases as [`Self::update_freezes`] changes the freezes.
+    pub fn update_hold_releases<T>(
         &mut self,
         message: &str,
         at: Timestamp,
-        mut change: impl FnMut(&mut crate::domain::freeze::Freezes) -> T,
+        change: impl FnMut(&mut crate::domain::hold::Releases) -> T,
     ) -> Result<T, GitError> {
+        self.update_state(HOLDS_REF, HOLDS_FILE, message, at, change)
+    }
+
+    /// A JSON document kept as `file` in the commit `refname` points at (the default when none).
+    fn state<S: serde::de::DeserializeOwned + Default>(&self, refname: &str, file: &str) -> Result<S, GitError> {
+        let Ok(id) = self.repo.refname_to_id(refname) else { return Ok(S::default()) };
+        let tree = self.repo.find_commit(id)?.tree()?;
+        let Some(entry) = tree.get_name(file) else { return Ok(S::default()) };
+        let blob = self.repo.find_blob(entry.id())?;
+        serde_json::from_slice(blob.content())
+            .map_err(|e| GitError::Git(git2::Error::from_str(&format!("{refname}:{file}: {e}"))))
+    }
+
+    /// Edits the document of [`Self::state`] with `change`, commits it on `refname` and pushes
+    /// it with compare-and-swap, retried if another writer got there first.
+    fn update_state<S, T>(
+        &mut self,
+        refname: &str,
+        file: &str,
+        message: &str,
+        at: Timestamp,
+        mut change: impl FnMut(&mut S) -> T,
+    ) -> Result<T, GitError>
+    where
+        S: serde::de::DeserializeOwned + serde::Serialize + Default,
+    {
         let retries = self.push_retries;
-        self.until_written(FREEZES_REF, retries, |this| {
-            let mut set = this.freezes()?;
+        self.until_written(refname, retries, |this| {
+            let mut set: S = this.state(refname, file)?;
             let result = change(&mut set);
             let text =
                 serde_json::to_string_pretty(&set).map_err(|e| GitError::Git(git2::Error::from_str(&e.to_string())))?;
             let blob = this.repo.blob(text.as_bytes())?;
             let mut tb = this.repo.treebuilder(None)?;
-            tb.insert(FREEZES_FILE, blob, i32::from(git2::FileMode::Blob))?;
+            tb.insert(file, blob, i32::from(git2::FileMode::Blob))?;
             let tree = this.repo.find_tree(tb.write()?)?;
-            let expected = this.repo.refname_to_id(FREEZES_REF).ok();
+            let expected = this.repo.refname_to_id(refname).ok();
             let parent = expected.map(|p| this.repo.find_commit(p)).transpose()?;
             let sig = this.signature(at)?;
             let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
             let id = this.repo.commit(None, &sig, &sig, message, &tree, &parents)?;
-            match this.push_one(FREEZES_REF, id, expected)? {
+            match this.push_one(refname, id, expected)? {
                 PushResult::Pushed => {
-                    this.repo.reference(FREEZES_REF, id, true, "rollbackd: freezes")?;
+                    this.repo.reference(refname, id, true, "rollbackd: state")?;
                     Ok(Try::Done(result))
                 }
                 PushResult::Moved => Ok(Try::Lost),
             }
         })
+    }
+
+    /// The artifact references that change from `from` to `to` (revisions of this repository).
+    pub fn artifact_changes(
+        &self,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<crate::domain::artifacts::ArtifactChange>, GitError> {
+        planner::artifact_changes(&self.repo, from, to)
     }
 
     /// Runs `attempt` until it writes, fetching before every retry: the one loop behind every

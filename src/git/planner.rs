@@ -399,6 +399,21 @@ fn text_of(repo: &Repository, blob: Oid) -> Option<String> {
     String::from_utf8(b.content().to_vec()).ok()
 }
 
+/// The artifact references that change from revision `from` to `to` of `repo`.
+pub(crate) fn artifact_changes(
+    repo: &Repository,
+    from: &str,
+    to: &str,
+) -> Result<Vec<artifacts::ArtifactChange>, GitError> {
+    let tree = |rev: &str| {
+        repo.revparse_single(rev)
+            .and_then(|o| o.peel_to_commit())
+            .and_then(|c| c.tree())
+            .map_err(|e| GitError::BadRevision { rev: rev.to_string(), message: e.message().to_string() })
+    };
+    Ok(describe_change(repo, &tree(from)?, &tree(to)?)?.1)
+}
+
 fn describe_change(
     repo: &Repository,
     old: &Tree<'_>,

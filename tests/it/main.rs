@@ -13,6 +13,7 @@ mod deploy;
 mod explain;
 mod github_forge;
 mod guards;
+mod holds;
 mod http;
 mod metrics;
 mod notify;
