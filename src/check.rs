@@ -384,6 +384,7 @@ fn sample() -> (Event, Plan) {
         strategy: Strategy::Revert,
         strategy_note: None,
         tree: "d".repeat(40),
+        exact: false,
         diffstat: vec![crate::domain::plan::FileStat {
             path: "apps/checkout/prod/deployment.yaml".into(),
             insertions: 1,

@@ -116,6 +116,9 @@ pub struct Plan {
     pub strategy_note: Option<String>,
     /// The tree the rollback commit will have (hex id).
     pub tree: String,
+    /// The target paths end exactly as they were at known-good. A revert on top of later
+    /// changes may instead produce a three-way merge that never existed on the branch.
+    pub exact: bool,
     pub diffstat: Vec<FileStat>,
     pub artifacts: Vec<ArtifactChange>,
     /// Mutable references (`:latest`, untagged) in the target state, for the immutability guard.

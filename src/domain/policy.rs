@@ -186,6 +186,10 @@ pub struct Action {
     /// service/env before it is tagged. Default `0s`: tagged at once.
     #[serde(default = "zero_duration")]
     pub min_healthy: crate::support::duration::Duration,
+    /// Only ever write an exact earlier state: a revert whose result for the target paths never
+    /// existed on the branch (a three-way merge over later changes) becomes a restore.
+    #[serde(default)]
+    pub exact: bool,
 }
 
 fn zero_duration() -> crate::support::duration::Duration {

@@ -67,6 +67,7 @@ impl EngineError {
                 GitError::BadRevision { .. }
                 | GitError::NoKnownGood { .. }
                 | GitError::RangeTooLong { .. }
+                | GitError::BrokenResult { .. }
                 | GitError::NoBranch(_),
             ) => 1,
             EngineError::Git(_) | EngineError::Forge(_) => 3,
@@ -491,7 +492,12 @@ impl Engine {
             .resolve_to(event, &self.rules)
             .map_err(|message| EngineError::Policy { policy: policy.name().to_string(), message })?;
         let to = opts.to.clone().or(policy_to);
-        let request = PlanRequest { target: &target, strategy: policy.action.strategy, to: to.as_deref() };
+        let request = PlanRequest {
+            target: &target,
+            strategy: policy.action.strategy,
+            exact: policy.action.exact,
+            to: to.as_deref(),
+        };
         let plan = match self.repo.plan(&request)? {
             Planned::Ready(plan) => *plan,
             Planned::AlreadyRolledBack { id, commit, reason } => {
@@ -883,6 +889,7 @@ pub(crate) fn message_context(
         "delivery": delivery,
         "strategy": plan.strategy,
         "strategy_note": plan.strategy_note.as_deref().map(esc),
+        "exact": plan.exact,
         "known_good": {
             "sha": plan.known_good.sha,
             "short": short(&plan.known_good.sha),

@@ -623,7 +623,12 @@ impl Engine {
         let id = RollbackId::derive(&trigger, &target.service, &target.env);
         let attempts = self.config.git.push_retries + 1;
         for retries in 0..attempts {
-            let request = PlanRequest { target: &target, strategy: policy.action.strategy, to: Some(&to.0) };
+            let request = PlanRequest {
+                target: &target,
+                strategy: policy.action.strategy,
+                exact: policy.action.exact,
+                to: Some(&to.0),
+            };
             let plan = match self.repo.plan(&request)? {
                 Planned::Ready(plan) => *plan,
                 Planned::Noop { .. } | Planned::AlreadyRolledBack { .. } => return Ok(None),

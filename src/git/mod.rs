@@ -50,6 +50,12 @@ pub enum GitError {
     NoKnownGood { service: String, env: String, paths: String, searched: usize },
     #[error("more than {limit} commits after known-good {known_good}: tag a newer known-good or pass --to REV")]
     RangeTooLong { known_good: String, limit: usize },
+    /// The rollback would write a file that parsed before and would not after (a three-way
+    /// merge gone wrong): nothing is written.
+    #[error(
+        "the rollback would leave {path} unparsable ({message}); nothing was written: use strategy restore or --to REV"
+    )]
+    BrokenResult { path: String, message: String },
     #[error("cannot prepare the mirror at {path}: {message}")]
     Mirror { path: PathBuf, message: String },
     #[error("git: {0}")]

@@ -15,6 +15,9 @@ use crate::domain::plan::{CommitInfo, FileStat, KnownGood, KnownGoodSource, Plan
 pub struct PlanRequest<'a> {
     pub target: &'a Target,
     pub strategy: Strategy,
+    /// A revert whose result for the target paths never existed on the branch is replaced by
+    /// a restore of the exact known-good state (`action.exact`).
+    pub exact: bool,
     /// A revision that overrides the known-good search.
     pub to: Option<&'a str>,
 }
@@ -154,7 +157,21 @@ pub(super) fn plan(
     }
 
     let kg_tree = repo.find_commit(kg_oid)?.tree()?;
-    let (strategy, tree, note) = choose_and_build(repo, &paths, req.strategy, &bad, &head_tree, &kg_tree)?;
+    let (mut strategy, mut tree, mut note) = choose_and_build(repo, &paths, req.strategy, &bad, &head_tree, &kg_tree)?;
+    let mut exact = strategy == Strategy::Restore || !paths.differs(repo, &repo.find_tree(tree)?, &kg_tree)?;
+    if !exact && req.exact {
+        strategy = Strategy::Restore;
+        tree = restore_tree(repo, &paths, &kg_tree, &head_tree)?;
+        note = Some(
+            "action.exact: a revert would leave a state that never existed on the branch; restored known-good exactly"
+                .into(),
+        );
+        exact = true;
+    }
+    if !exact {
+        let said = "the result is a three-way merge: the target paths never looked like this on the branch";
+        note = Some(note.map_or_else(|| said.to_string(), |n| format!("{n}; {said}")));
+    }
     if tree == head_tree.id() {
         return Ok(Planned::Noop {
             reason: format!("{} already equal known-good {}", paths_list(&paths), known_good.sha.short()),
@@ -163,6 +180,9 @@ pub(super) fn plan(
 
     let new_tree = repo.find_tree(tree)?;
     let (diffstat, artifact_changes) = describe_change(repo, &head_tree, &new_tree)?;
+    for f in &diffstat {
+        check_parses(repo, &f.path, &head_tree, &kg_tree, &new_tree)?;
+    }
     let mut mutable = Vec::new();
     for (path, blob) in paths.files_in(repo, &new_tree)? {
         if let Some(text) = text_of(repo, blob) {
@@ -182,10 +202,37 @@ pub(super) fn plan(
         strategy,
         strategy_note: note,
         tree: tree.to_string(),
+        exact,
         diffstat,
         artifacts: artifact_changes,
         mutable_artifacts: mutable,
     })))
+}
+
+/// A YAML or JSON file the rollback writes must parse when it parsed before (at the head or at
+/// known-good): templated YAML that never parsed is left alone.
+fn check_parses(repo: &Repository, path: &str, head: &Tree<'_>, kg: &Tree<'_>, new: &Tree<'_>) -> Result<(), GitError> {
+    let kind = match path.rsplit('.').next() {
+        Some("yaml" | "yml") => "YAML",
+        Some("json") => "JSON",
+        _ => return Ok(()),
+    };
+    let parse = |text: &str| -> Result<(), String> {
+        if kind == "JSON" {
+            serde_json::from_str::<serde::de::IgnoredAny>(text).map(|_| ()).map_err(|e| e.to_string())
+        } else {
+            serde_saphyr::from_multiple::<serde::de::IgnoredAny>(text).map(|_| ()).map_err(|e| e.to_string())
+        }
+    };
+    let text_at = |tree: &Tree<'_>| tree.get_path(std::path::Path::new(path)).ok().and_then(|e| text_of(repo, e.id()));
+    let Some(after) = text_at(new) else { return Ok(()) };
+    let parsed_before = [head, kg].iter().any(|t| text_at(t).is_some_and(|b| parse(&b).is_ok()));
+    match parse(&after) {
+        Err(message) if parsed_before => {
+            Err(GitError::BrokenResult { path: path.to_string(), message: format!("not {kind}: {message}") })
+        }
+        _ => Ok(()),
+    }
 }
 
 fn paths_list(paths: &PathSet) -> String {
@@ -433,4 +480,34 @@ fn describe_change(
         changes.extend(artifacts::diff(&ch.path, &scan(ch.old).unwrap_or_default(), &scan(ch.new).unwrap_or_default()));
     }
     Ok((stats, changes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree_with<'r>(repo: &'r Repository, path: &str, text: &str) -> Tree<'r> {
+        let blob = repo.blob(text.as_bytes()).unwrap();
+        let mut tb = repo.treebuilder(None).unwrap();
+        tb.insert(path, blob, 0o100644).unwrap();
+        repo.find_tree(tb.write().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_file_that_parsed_must_still_parse_and_a_template_that_never_did_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let good = tree_with(&repo, "values.yaml", "a: 1\nb: 2\n");
+        let broken = tree_with(&repo, "values.yaml", "a: 1\na: 2\n");
+        let err = check_parses(&repo, "values.yaml", &good, &good, &broken).unwrap_err();
+        assert!(matches!(err, GitError::BrokenResult { ref path, .. } if path == "values.yaml"), "{err}");
+        assert!(check_parses(&repo, "values.yaml", &good, &good, &good).is_ok());
+        // Helm templates never parsed as YAML: not rollbackd's to judge.
+        let template = tree_with(&repo, "values.yaml", "a: {{ .Values.a }\n");
+        assert!(check_parses(&repo, "values.yaml", &template, &template, &broken).is_ok());
+        let json_ok = tree_with(&repo, "c.json", "{\"a\": 1}");
+        let json_bad = tree_with(&repo, "c.json", "{\"a\": 1,}");
+        assert!(check_parses(&repo, "c.json", &json_ok, &json_ok, &json_bad).is_err());
+        assert!(check_parses(&repo, "c.txt", &good, &good, &broken).is_ok());
+    }
 }

@@ -345,3 +345,15 @@ fn before_any_fetch_the_error_says_so_not_that_the_branch_is_missing() {
     let err = engine.history().unwrap_err();
     assert!(err.to_string().contains("cannot reach the config repo"), "the fetch's own error: {err}");
 }
+
+#[test]
+fn a_rollback_says_whether_it_restores_an_exact_earlier_state() {
+    let w = World::with(&[PolicySpec::new("prod").set("action.exact", true)]);
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let r = w.engine().handle(&w.alert("checkout", "prod", "fp"), &Options::default()).unwrap();
+    let plan = r.plan.expect("a plan");
+    assert!(plan.exact, "{plan:?}");
+    assert!(!w.message("main").contains("three-way"), "{}", w.message("main"));
+    // What a revert would leave is compared with known-good, file by file.
+    assert_eq!(w.show("main", &path("checkout", "prod")), w.show(&plan.known_good.sha.0, &path("checkout", "prod")));
+}
