@@ -114,7 +114,6 @@ fn describe() {
     for result in ["switched", "refused"] {
         counter!("rollbackd_policy_reloads_total", "result" => result).increment(0);
     }
-    gauge!("rollbackd_policies_valid").set(1.0);
     for name in [
         "rollbackd_push_retries_total",
         "rollbackd_escalations_total",
@@ -144,9 +143,11 @@ pub(crate) fn policies_loaded(in_force: usize, valid: bool) {
     counter!("rollbackd_policy_reloads_total", "result" => result).increment(1);
 }
 
-/// The policies in force, at start and after a reload.
-pub(crate) fn policies_in_force(count: usize) {
+/// The policies in force, and whether the branch's are (not) refused: at start and after a
+/// reload, when the recorder may not have seen what the engine did before it existed.
+pub(crate) fn policies_in_force(count: usize, valid: bool) {
     gauge!("rollbackd_policies").set(count as f64);
+    gauge!("rollbackd_policies_valid").set(if valid { 1.0 } else { 0.0 });
 }
 
 /// The writer did something (a job, an idle refresh).

@@ -216,7 +216,7 @@ pub fn spawn(engine: Engine, capacity: usize, refresh: Duration) -> (WorkerHandl
     metrics::install();
     metrics::queue_capacity(capacity.max(1));
     let shared = Arc::new(Shared { triager: RwLock::new(Arc::new(engine.triager())), ..Shared::default() });
-    metrics::policies_in_force(engine.policies().policies.len());
+    metrics::policies_in_force(engine.policies().policies.len(), engine.policy_refusal().is_none());
     let s = shared.clone();
     let join = std::thread::Builder::new()
         .name("rollbackd-writer".into())
@@ -347,7 +347,7 @@ fn process(engine: &mut Engine, shared: &Shared, job: Job) {
                         format!("reloaded {}: {} policies", new.config().path.display(), new.policies().policies.len());
                     *engine = new;
                     *shared.triager.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(engine.triager());
-                    metrics::policies_in_force(engine.policies().policies.len());
+                    metrics::policies_in_force(engine.policies().policies.len(), engine.policy_refusal().is_none());
                     info!("{said}");
                     JobResult::Note(said)
                 }

@@ -62,6 +62,13 @@ impl Engine {
             Err(_) => return false,
         };
         if self.repo_policies.loaded.as_deref() == Some(tree.as_str()) {
+            // Back to the set in force (the broken change reverted): the refusal is over.
+            if self.repo_policies.error.take().is_some() {
+                self.repo_policies.refused = None;
+                info!(commit = %head.short(), "the policies on the branch are the ones in force again");
+                metrics::policies_loaded(self.policies.policies.len(), true);
+                self.report_policies(&head.0, &[]);
+            }
             return false;
         }
         if self.repo_policies.refused.as_deref() == Some(tree.as_str()) {
@@ -110,7 +117,7 @@ impl Engine {
                 );
                 self.policies = set;
                 self.repo_policies.loaded = Some(tree);
-                metrics::policies_in_force(self.policies.policies.len());
+                metrics::policies_in_force(self.policies.policies.len(), false);
                 return true;
             }
         }
@@ -137,11 +144,12 @@ impl Engine {
         if self.repo_policies.refused.as_deref() == Some(tree.as_str()) {
             return;
         }
-        warn!(
-            commit = %commit,
-            errors = %errors.join("; "),
-            "the policies on the branch are invalid; the set in force stays"
-        );
+        let stays = if self.repo_policies.loaded.is_some() {
+            "the set in force stays"
+        } else {
+            "no policies are in force yet: events are answered 503 until a valid set is read"
+        };
+        warn!(commit = %commit, errors = %errors.join("; "), "the policies on the branch are invalid; {stays}");
         metrics::policies_loaded(self.policies.policies.len(), false);
         self.report_policies(&commit, &errors);
         self.repo_policies.refused = Some(tree);

@@ -124,8 +124,20 @@ fn the_kustomize_base_and_overlay_render_and_agree_with_the_binary() {
         assert_eq!(monitor["spec"]["endpoints"][0]["port"], "admin");
         let service = object(&objects, "Service", "rollbackd-admin");
         assert_eq!(service["spec"]["ports"][0]["port"].as_u64(), Some(admin));
-        for probe in ["livenessProbe", "readinessProbe"] {
+        for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
             assert_eq!(container[probe]["httpGet"]["port"], "http", "{dir}: {probe}");
+            // A shared origin's outage must not take every replica out of the Service.
+            assert_eq!(container[probe]["httpGet"]["path"], "/healthz", "{dir}: {probe}");
+        }
+        // Behind an admin token, Prometheus must send it.
+        if config["admin"]["token_env"].is_string() {
+            let key = env
+                .iter()
+                .find(|e| e["name"] == config["admin"]["token_env"])
+                .map(|e| e["valueFrom"]["secretKeyRef"]["key"].clone())
+                .unwrap();
+            let auth = &monitor["spec"]["endpoints"][0]["authorization"];
+            assert_eq!((&auth["type"], &auth["credentials"]["key"]), (&Value::from("Bearer"), &key), "{dir}");
         }
 
         // A config or policy change rolls the pods: the checksum annotations name the hashed

@@ -259,11 +259,7 @@ fn auto_merge_waits_for_required_checks() {
 fn as_a_github_app_with_installation_tokens_for_the_api_and_for_git() {
     let w = World::with(&[policy("merge")]);
     let gh = FakeGithub::start(w.origin.clone());
-    let key = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/github-app-test-key.pem");
-    w.write_config(&ConfigSpec::new().set(
-        "forge",
-        json!({ "kind": "github", "api_url": gh.url, "owner": "acme", "repo": "config", "app_id": 12345, "private_key_file": key }),
-    ));
+    w.write_config(&ConfigSpec::new().github_app(&gh.url));
     w.deploy("checkout", "prod", "1.5.0", 10);
     let mut engine = w.engine();
     assert_eq!(gh.app_calls().0, 1, "the installation was looked up with the App's JWT");
@@ -449,14 +445,10 @@ fn required_checks_are_found_on_every_page_in_the_status_api_and_skipped_counts_
 fn check_forge_names_every_missing_permission_event_and_merge_method() {
     let w = World::with(&[policy("merge").review("teams", ["acme/sre"]).review("required_checks", ["ci"])]);
     let gh = FakeGithub::start(w.origin.clone());
-    let key = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/github-app-test-key.pem");
     std::fs::write(w.root().join("gh-secrets"), "s3cret\n").unwrap();
     w.write_config(
         &ConfigSpec::new()
-            .set(
-                "forge",
-                json!({ "kind": "github", "api_url": gh.url, "owner": "acme", "repo": "config", "app_id": 12345, "private_key_file": key }),
-            )
+            .github_app(&gh.url)
             .set("sources.github", json!({ "secrets_file": "gh-secrets", "workflows": ["deploy"] }))
             .set("directory.github_teams", json!({ "acme/sre": ["carol"] })),
     );
@@ -496,15 +488,14 @@ fn a_delivery_lost_while_the_origin_was_down_is_sent_again_and_handled_once() {
         .mode(Mode::Direct)]);
     let bad = w.deploy("checkout", "prod", "1.5.0", 10);
     let gh = FakeGithub::start(w.origin.clone());
-    let key = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/github-app-test-key.pem");
     std::fs::write(w.root().join("gh-secrets"), "hook-secret\n").unwrap();
     w.write_config(
         &ConfigSpec::new()
+            .github_app(&gh.url)
             .set(
-                "forge",
-                json!({ "kind": "github", "api_url": gh.url, "owner": "acme", "repo": "config", "app_id": 12345, "private_key_file": key }),
+                "sources.github",
+                json!({ "secrets_file": "gh-secrets", "workflows": ["deploy"], "redeliver_every": "1s" }),
             )
-            .set("sources.github", json!({ "secrets_file": "gh-secrets", "workflows": ["deploy"], "redeliver_every": "1s" }))
             .set("server.refresh_interval", "1s")
             .set("git.fetch_freshness", "0s"),
     );

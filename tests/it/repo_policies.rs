@@ -57,6 +57,12 @@ fn a_valid_change_on_the_branch_is_switched_to_and_a_broken_one_refused_with_eve
     assert!(status.contains(&format!("POLICIES REFUSED at {broken}")) && status.contains("strtegy"), "{status}");
     assert!(status.contains("policies: 1 in force from repo:main:.rollbackd/policies"), "{status}");
 
+    // Reverting the broken change brings back the set in force: the refusal is over.
+    push_policies(&w, &[("10-prod.yaml", &policy_file(&[PolicySpec::new("watch").mode(Mode::Notify)]))]);
+    let r = engine.handle(&w.alert("checkout", "prod", "f2b"), &Options::default()).unwrap();
+    assert_eq!(r.outcome.name(), "notified");
+    assert!(engine.policy_refusal().is_none(), "{:?}", engine.policy_refusal());
+
     // The fix: the new set decides the next event.
     push_policies(&w, &[("10-prod.yaml", &policy_file(&[PolicySpec::new("prod-direct").mode(Mode::Direct)]))]);
     let r = engine.handle(&w.alert("checkout", "prod", "f3"), &Options::default()).unwrap();
@@ -104,17 +110,10 @@ async fn before_any_valid_policy_is_read_the_server_is_not_ready_and_senders_ret
 fn a_refused_change_is_reported_on_its_commit_as_a_check_run_or_a_comment() {
     let w = World::with(&[]);
     let gh = FakeGithub::start(w.origin.clone());
-    let key = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/github-app-test-key.pem");
     push_policies(&w, &[("10-prod.yaml", &policy_file(&[PolicySpec::new("watch").mode(Mode::Notify)]))]);
 
     // As a GitHub App: a check run, each error an annotation at its line.
-    in_repo(
-        &w,
-        ConfigSpec::new().set(
-            "forge",
-            json!({ "kind": "github", "api_url": gh.url, "owner": "acme", "repo": "config", "app_id": 12345, "private_key_file": key }),
-        ),
-    );
+    in_repo(&w, ConfigSpec::new().github_app(&gh.url));
     let mut engine = w.engine();
     let broken = push_policies(&w, &[("10-prod.yaml", BROKEN)]);
     engine.handle(&w.alert("checkout", "prod", "f1"), &Options::default()).unwrap();
@@ -169,4 +168,20 @@ fn check_reads_them_from_the_repo_online_and_from_a_checkout_offline() {
     let gate = w.run_cli(&["check", "--offline", "--policies", checkout.to_str().unwrap()]);
     assert_eq!(gate.status.code(), Some(1), "{}", said(&gate));
     assert!(said(&gate).contains("10-prod.yaml:4:23: error: invalid duration"), "{}", said(&gate));
+}
+
+#[test]
+fn a_process_started_on_refused_policies_says_so_in_its_metrics_and_status() {
+    let w = World::with(&[]);
+    in_repo(&w, ConfigSpec::new());
+    push_policies(&w, &[("10-prod.yaml", &policy_file(&[PolicySpec::new("watch").mode(Mode::Notify)]))]);
+    let broken = push_policies(&w, &[("10-prod.yaml", BROKEN)]);
+    std::fs::write(w.root().join("am-tokens"), "t\n").unwrap();
+    let s = crate::serve::serve(&w, "fresh");
+    let (_, metrics) = crate::serve::get(&format!("{}/metrics", s.url)).unwrap();
+    assert!(metrics.contains("rollbackd_policies_valid 0"), "{metrics}");
+    assert!(metrics.contains("rollbackd_policies 1"), "the last valid set decides: {metrics}");
+    let (_, status) = crate::serve::get(&format!("{}/api/v1/status", s.url)).unwrap();
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["policies"]["refused_commit"], broken.as_str(), "{status}");
 }

@@ -261,8 +261,23 @@ impl Drop for Daemon {
     }
 }
 
+/// A free port for a process a test starts (Prometheus, Alertmanager, a server that is told its
+/// port). Taken below the kernel's ephemeral range (32768 and up on Linux), which is where every
+/// `bind(":0")` of the tests running beside this one lands: a port handed out here cannot be
+/// taken by them between now and the process binding it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed =
+        std::process::id() ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    for _ in 0..1000 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed).wrapping_add(seed);
+        let port = 20_000 + (n % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between 20000 and 32000");
 }
 
 /// Waits for a condition, polling; panics with `what` after `secs`.

@@ -110,6 +110,16 @@ impl ConfigSpec {
         )
     }
 
+    /// `forge: github` against `api_url` as the tests' GitHub App (its key is a fixture), for
+    /// `acme/config`.
+    pub fn github_app(self, api_url: &str) -> Self {
+        let key = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/github-app-test-key.pem");
+        self.set(
+            "forge",
+            json!({ "kind": "github", "api_url": api_url, "owner": "acme", "repo": "config", "app_id": 12345, "private_key_file": key }),
+        )
+    }
+
     /// The config's text after the harness's own lines.
     pub fn yaml_lines(&self) -> String {
         self.0.iter().map(|(k, v)| format!("{k}: {v}\n")).collect()
