@@ -97,6 +97,9 @@ pub fn run(config_path: &Path, checks: &Checks<'_>) -> Vec<Diagnostic> {
     let policies = match loaded {
         Some(Ok((set, warnings))) => {
             diags.extend(warnings);
+            if let Some(dir) = config.policies.repo_path() {
+                diags.extend(crate::engine::covers_policies(&set, dir));
+            }
             Some(set)
         }
         Some(Err(errors)) => {

@@ -423,11 +423,12 @@ impl PolicySet {
         mut diags: Vec<Diagnostic>,
     ) -> Result<(PolicySet, Vec<Diagnostic>), Vec<Diagnostic>> {
         let mut policies: Vec<Policy> = Vec::new();
+        let mut names: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
         for (file, text) in files {
             match parse_file(&file, &text) {
                 Ok(found) => {
                     for p in found {
-                        if let Some(prev) = policies.iter().find(|q| q.name.value == p.name.value) {
+                        if let Some(prev) = names.get(&p.name.value).map(|&i| &policies[i]) {
                             diags.push(Diagnostic::error(
                                 &file,
                                 p.name.referenced.line(),
@@ -440,6 +441,7 @@ impl PolicySet {
                                 ),
                             ));
                         }
+                        names.entry(p.name.value.clone()).or_insert(policies.len());
                         policies.push(p);
                     }
                 }
@@ -448,6 +450,11 @@ impl PolicySet {
         }
         if policies.is_empty() && diags.is_empty() {
             diags.push(Diagnostic::warning(dir, 0, 0, "no policies: every event will be ignored".into()));
+        }
+        if diags.len() > MAX_ERRORS {
+            let more = diags.len() - MAX_ERRORS;
+            diags.truncate(MAX_ERRORS);
+            diags.push(Diagnostic::error(dir, 0, 0, format!("and {more} more")));
         }
         if diags.iter().any(|d| d.severity == Severity::Error) {
             return Err(diags);
@@ -479,8 +486,18 @@ fn yes() -> bool {
 pub fn parse_file(file: &Path, text: &str) -> Result<Vec<Policy>, Vec<Diagnostic>> {
     let whole = parse_text(file, text);
     let Err(first) = whole else { return whole.map_err(|e| vec![e]) };
+    if text.len() > MAX_FILE_BYTES {
+        return Err(vec![Diagnostic::error(
+            file,
+            0,
+            0,
+            format!("larger than {MAX_FILE_BYTES} bytes: not a policy file"),
+        )]);
+    }
     let items = top_level_items(text);
-    if items.len() < 2 {
+    // Rereading item by item costs each item a parse of its own: bounded, so a huge broken
+    // file costs one parse and its first error, never minutes of the writer.
+    if items.len() < 2 || items.len() > MAX_REREAD_ITEMS {
         return Err(vec![first]);
     }
     let lines: Vec<&str> = text.split_inclusive('\n').collect();
@@ -502,7 +519,17 @@ pub fn parse_file(file: &Path, text: &str) -> Result<Vec<Policy>, Vec<Diagnostic
     Err(errors)
 }
 
+/// A policy file larger than this is refused unread (a policy set is kilobytes).
+pub(crate) const MAX_FILE_BYTES: usize = 1 << 20;
+/// Items of a broken file reread one by one to find every error; beyond, the first error.
+const MAX_REREAD_ITEMS: usize = 200;
+/// Errors kept per policy set: the rest are counted, not listed.
+const MAX_ERRORS: usize = 50;
+
 fn parse_text(file: &Path, text: &str) -> Result<Vec<Policy>, Diagnostic> {
+    if text.len() > MAX_FILE_BYTES {
+        return Err(Diagnostic::error(file, 0, 0, format!("larger than {MAX_FILE_BYTES} bytes: not a policy file")));
+    }
     let docs: Vec<Vec<Policy>> = serde_saphyr::from_multiple(text).map_err(|e| Diagnostic::from_yaml(file, &e))?;
     let mut out: Vec<Policy> = docs.into_iter().flatten().collect();
     for p in &mut out {

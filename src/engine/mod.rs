@@ -10,6 +10,7 @@ mod status;
 mod verify;
 
 pub use holds::GateReport;
+pub(crate) use policies::covers_policies;
 pub(crate) use verify::query_holds;
 
 use std::sync::Arc;

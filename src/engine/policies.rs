@@ -137,6 +137,10 @@ impl Engine {
             warn!("{w}");
         }
         super::check_routes(&self.config, &set).map_err(|e| vec![Diagnostic::error(&PathBuf::from(dir), 0, 0, e)])?;
+        let covering = covers_policies(&set, dir);
+        if !covering.is_empty() {
+            return Err(covering);
+        }
         Ok(set)
     }
 
@@ -179,4 +183,28 @@ impl Engine {
         };
         Err(EngineError::PoliciesNotLoaded(why))
     }
+}
+
+/// A policy whose target paths cover the policy directory could roll the policies themselves
+/// back (or delete them) on an alert: refused.
+pub(crate) fn covers_policies(set: &PolicySet, dir: &str) -> Vec<Diagnostic> {
+    let probe = format!("{}/00-policy.yaml", dir.trim_end_matches('/'));
+    let template = regex::Regex::new(r"\{\{.*?\}\}").expect("static regex");
+    let mut out = Vec::new();
+    for p in &set.policies {
+        for path in &p.target.paths {
+            let glob = template.replace_all(&path.value.0, "*").into_owned();
+            let covers = globset::Glob::new(&glob)
+                .is_ok_and(|g| g.compile_matcher().is_match(&probe) || g.compile_matcher().is_match(dir));
+            if covers {
+                out.push(Diagnostic::error(
+                    &p.file,
+                    path.referenced.line(),
+                    path.referenced.column(),
+                    format!("policy {}: target path `{}` covers the policy directory {dir}", p.name(), path.value.0),
+                ));
+            }
+        }
+    }
+    out
 }

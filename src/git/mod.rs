@@ -732,7 +732,13 @@ impl ConfigRepo {
                 continue;
             }
             let blob = self.repo.find_blob(entry.id())?;
-            files.push((name.to_string(), String::from_utf8_lossy(blob.content()).into_owned()));
+            // Refused whole by the parser (a size it names) rather than read into memory.
+            let text = if blob.size() > crate::domain::policy::MAX_FILE_BYTES {
+                " ".repeat(crate::domain::policy::MAX_FILE_BYTES + 1)
+            } else {
+                String::from_utf8_lossy(blob.content()).into_owned()
+            };
+            files.push((name.to_string(), text));
         }
         files.sort();
         Ok(files)

@@ -185,3 +185,30 @@ fn a_process_started_on_refused_policies_says_so_in_its_metrics_and_status() {
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(status["policies"]["refused_commit"], broken.as_str(), "{status}");
 }
+
+#[test]
+fn a_policy_that_could_roll_back_the_policies_and_a_huge_broken_file_are_refused_cheaply() {
+    let w = World::with(&[]);
+    in_repo(&w, ConfigSpec::new());
+    push_policies(&w, &[("10-prod.yaml", &policy_file(&[PolicySpec::new("watch").mode(Mode::Notify)]))]);
+    let mut engine = w.engine();
+    engine.handle(&w.alert("checkout", "prod", "f1"), &Options::default()).unwrap();
+    for (i, paths) in [json!([".rollbackd/**"]), json!(["**"]), json!([".rollback*/**"])].iter().enumerate() {
+        let evil = policy_file(&[PolicySpec::new("evil").set("target.paths", paths.clone())]);
+        push_policies(&w, &[("05-evil.yaml", &evil)]);
+        engine.handle(&w.alert("checkout", "prod", &format!("evil{i}")), &Options::default()).unwrap();
+        let refusal = engine.policy_refusal().expect("refused");
+        assert!(
+            refusal.errors.iter().any(|e| e.contains("covers the policy directory")),
+            "{paths}: {:?}",
+            refusal.errors
+        );
+        assert_eq!(engine.policies().policies[0].name(), "watch");
+    }
+    // Thousands of broken items: one parse, the first error, never minutes of the writer.
+    let bomb: String = (0..5_000).map(|i| format!("- {{name: p{i}, bogus: 1}}\n")).collect();
+    push_policies(&w, &[("05-evil.yaml", &bomb)]);
+    engine.handle(&w.alert("checkout", "prod", "bomb"), &Options::default()).unwrap();
+    let refusal = engine.policy_refusal().expect("refused");
+    assert!(refusal.errors.len() <= 51, "{}", refusal.errors.len());
+}
