@@ -4,13 +4,10 @@
 
 use std::path::Path;
 
-use regex::Regex;
-
 use crate::config::{Config, PolicySource};
 use crate::domain::event::{Event, Source};
-use crate::domain::matcher::MatchOp;
 use crate::domain::plan::{CommitInfo, KnownGood, KnownGoodSource, Plan, Sha, Strategy, Target};
-use crate::domain::policy::{Policy, PolicySet};
+use crate::domain::policy::PolicySet;
 use crate::domain::rollback::{Delivery, RollbackId};
 use crate::engine::message_context;
 use crate::git::{Auth, ConfigRepo, PathSet};
@@ -317,7 +314,7 @@ fn check_verify(config: &Config, set: &PolicySet, offline: bool, diags: &mut Vec
 fn check_paths_exist(config: &Config, repo: &ConfigRepo, set: &PolicySet, diags: &mut Vec<Diagnostic>) {
     for policy in &set.policies {
         for p in &policy.target.paths {
-            let glob = as_glob(policy, &p.value.0);
+            let glob = policy.path_glob(&p.value.0);
             let (line, col) = (p.referenced.line(), p.referenced.column());
             let result = PathSet::new(std::slice::from_ref(&glob))
                 .map_err(|e| e.to_string())
@@ -346,20 +343,6 @@ fn policies_in_repo(repo: &ConfigRepo, dir: &str) -> Result<(PolicySet, Vec<Diag
     let files = repo.yaml_files_in(&tree).map_err(|e| at(e.to_string()))?;
     let files = files.into_iter().map(|(name, text)| (Path::new(dir).join(name), text)).collect();
     PolicySet::parse(Path::new(dir), files, Vec::new())
-}
-
-fn as_glob(policy: &Policy, expr: &str) -> String {
-    let label = Regex::new(r"\{\{\s*labels\.(\w+)\s*\}\}").expect("static regex");
-    let any = Regex::new(r"\{\{.*?\}\}").expect("static regex");
-    let pinned = label.replace_all(expr, |c: &regex::Captures<'_>| {
-        policy
-            .matches
-            .matchers
-            .iter()
-            .find(|m| m.name == c[1] && m.op == MatchOp::Equal)
-            .map_or_else(|| "*".to_string(), |m| m.value.clone())
-    });
-    any.replace_all(&pinned, "*").into_owned()
 }
 
 fn sample() -> (Event, Plan) {

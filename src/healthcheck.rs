@@ -17,20 +17,12 @@ pub fn loopback_for(listen: &str) -> String {
 /// `Ok` when `url` answers 200 within three seconds; otherwise what it answered, or why not.
 /// Never through a proxy: the server is on this machine.
 pub fn probe(url: &str) -> Result<(), String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(3)))
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .proxy(None)
-        .build()
-        .into();
-    let mut resp = agent.get(url).call().map_err(|e| e.to_string())?;
-    let status = resp.status().as_u16();
-    if status == 200 {
+    let agent = crate::outbound::local_agent(Duration::from_secs(3));
+    let answer = crate::outbound::get(&agent, url, &[]).map_err(|e| e.to_string())?;
+    if answer.status == 200 {
         return Ok(());
     }
-    let body = resp.body_mut().with_config().limit(4096).read_to_string().unwrap_or_default();
-    Err(format!("HTTP {status} {}", body.trim()))
+    Err(format!("HTTP {} {}", answer.status, answer.body.trim()))
 }
 
 #[cfg(test)]

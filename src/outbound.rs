@@ -10,6 +10,15 @@ use ureq::tls::{RootCerts, TlsConfig};
 
 /// An agent whose every call gives up after `timeout`.
 pub(crate) fn agent(timeout: Duration) -> ureq::Agent {
+    configured(timeout, ureq::Proxy::try_from_env())
+}
+
+/// The same, never through a proxy: for a server on this machine (`rollbackd healthcheck`).
+pub(crate) fn local_agent(timeout: Duration) -> ureq::Agent {
+    configured(timeout, None)
+}
+
+fn configured(timeout: Duration, proxy: Option<ureq::Proxy>) -> ureq::Agent {
     ureq::Agent::config_builder()
         .timeout_global(Some(timeout))
         .http_status_as_error(false)
@@ -17,7 +26,7 @@ pub(crate) fn agent(timeout: Duration) -> ureq::Agent {
         // as sent) and possibly to another host: it is an answer, and a refusal.
         .max_redirects(0)
         .tls_config(TlsConfig::builder().root_certs(RootCerts::PlatformVerifier).build())
-        .proxy(ureq::Proxy::try_from_env())
+        .proxy(proxy)
         .user_agent(concat!("rollbackd/", env!("CARGO_PKG_VERSION")))
         .build()
         .into()

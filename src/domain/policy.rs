@@ -305,6 +305,29 @@ impl Policy {
         &self.name.value
     }
 
+    /// A target path expression as the glob of every path it can render to: a label an
+    /// equality matcher pins is that value, any other template part is `*`. What `check` and
+    /// the safety checks of policies read a policy's reach from.
+    pub(crate) fn path_glob(&self, expr: &str) -> String {
+        static LABEL: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+        static ANY: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+        let label = LABEL.get_or_init(|| regex::Regex::new(r"\{\{\s*labels\.(\w+)\s*\}\}").expect("static regex"));
+        let any = ANY.get_or_init(|| regex::Regex::new(r"\{\{.*?\}\}").expect("static regex"));
+        let pinned = label.replace_all(expr, |c: &regex::Captures<'_>| {
+            self.matches
+                .matchers
+                .iter()
+                .find(|m| m.name == c[1] && m.op == crate::domain::matcher::MatchOp::Equal)
+                .map_or_else(|| "*".to_string(), |m| m.value.clone())
+        });
+        any.replace_all(&pinned, "*").into_owned()
+    }
+
+    /// Whether the target path expression `expr` could render to a pattern matching `file`.
+    pub(crate) fn path_reaches(&self, expr: &str, file: &str) -> bool {
+        globset::Glob::new(&self.path_glob(expr)).is_ok_and(|g| g.compile_matcher().is_match(file))
+    }
+
     /// Whether the policy's `match` holds, with a reason for every check.
     pub fn evaluate(&self, event: &Event) -> MatchReport {
         let mut reasons = Vec::new();

@@ -100,8 +100,8 @@ impl Engine {
         actor: Actor<'_>,
         cli_name: &str,
     ) -> Result<String, EngineError> {
-        if let Some(refused) = self.may_freeze(actor) {
-            return Ok(format!("refused: {}", refused.replace("freeze or unfreeze", "release holds")));
+        if let Some(refused) = self.may_freeze(actor, "release holds") {
+            return Ok(refused);
         }
         let (_lock, now) = self.begin_fresh()?;
         let held: Vec<Hold> = self.holds()?.into_iter().filter(|h| h.service == service && h.env == env).collect();

@@ -189,14 +189,10 @@ impl Engine {
 /// back (or delete them) on an alert: refused.
 pub(crate) fn covers_policies(set: &PolicySet, dir: &str) -> Vec<Diagnostic> {
     let probe = format!("{}/00-policy.yaml", dir.trim_end_matches('/'));
-    let template = regex::Regex::new(r"\{\{.*?\}\}").expect("static regex");
     let mut out = Vec::new();
     for p in &set.policies {
         for path in &p.target.paths {
-            let glob = template.replace_all(&path.value.0, "*").into_owned();
-            let covers = globset::Glob::new(&glob)
-                .is_ok_and(|g| g.compile_matcher().is_match(&probe) || g.compile_matcher().is_match(dir));
-            if covers {
+            if p.path_reaches(&path.value.0, &probe) || p.path_reaches(&path.value.0, dir) {
                 out.push(Diagnostic::error(
                     &p.file,
                     path.referenced.line(),

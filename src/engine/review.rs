@@ -358,11 +358,12 @@ impl Engine {
         Ok(ReviewOutcome::Cancelled { id: id.to_string(), tag })
     }
 
-    /// Who may freeze: anyone an approver in some policy (chat), or an operator (CLI).
-    pub(super) fn may_freeze(&self, actor: Actor<'_>) -> Option<String> {
+    /// Who may `act` (freeze, pause, release holds): anyone an approver in some policy (chat),
+    /// or an operator (CLI). The refusal, if refused.
+    pub(super) fn may_freeze(&self, actor: Actor<'_>, act: &str) -> Option<String> {
         let p = actor?;
         let ok = self.policies.policies.iter().any(|pol| first_admitting(&pol.chatops.approve, p).is_some());
-        (!ok).then(|| format!("{p} may not freeze or unfreeze: not an approver in any policy"))
+        (!ok).then(|| format!("refused: {p} may not {act}: not an approver in any policy"))
     }
 
     pub fn freeze(
@@ -374,8 +375,8 @@ impl Engine {
         actor: Actor<'_>,
         cli_name: &str,
     ) -> Result<String, EngineError> {
-        if let Some(reason) = self.may_freeze(actor) {
-            return Ok(format!("refused: {reason}"));
+        if let Some(refused) = self.may_freeze(actor, "freeze or unfreeze") {
+            return Ok(refused);
         }
         self.add_freeze(scope, env, duration, reason, actor_id(actor, cli_name), false)
     }
@@ -389,8 +390,8 @@ impl Engine {
         actor: Actor<'_>,
         cli_name: &str,
     ) -> Result<String, EngineError> {
-        if let Some(reason) = self.may_freeze(actor) {
-            return Ok(format!("refused: {}", reason.replace("freeze or unfreeze", "pause or resume")));
+        if let Some(refused) = self.may_freeze(actor, "pause or resume") {
+            return Ok(refused);
         }
         let said = self.add_freeze("all", None, duration, reason, actor_id(actor, cli_name), true)?;
         if !said.starts_with("refused") {
@@ -440,8 +441,8 @@ impl Engine {
         cli_name: &str,
         asked_at: Option<Timestamp>,
     ) -> Result<String, EngineError> {
-        if let Some(reason) = self.may_freeze(actor) {
-            return Ok(format!("refused: {}", reason.replace("freeze or unfreeze", "pause or resume")));
+        if let Some(refused) = self.may_freeze(actor, "pause or resume") {
+            return Ok(refused);
         }
         let (_lock, now) = self.begin_fresh()?;
         let who = actor_id(actor, cli_name);
@@ -465,8 +466,8 @@ impl Engine {
         cli_name: &str,
         asked_at: Option<Timestamp>,
     ) -> Result<String, EngineError> {
-        if let Some(reason) = self.may_freeze(actor) {
-            return Ok(format!("refused: {reason}"));
+        if let Some(refused) = self.may_freeze(actor, "freeze or unfreeze") {
+            return Ok(refused);
         }
         let (_lock, now) = self.begin_fresh()?;
         let who = actor_id(actor, cli_name);

@@ -18,8 +18,8 @@ impl Engine {
         }
         let now = self.clock.now();
         let freezes = self.repo.freezes()?;
+        // Brings the audit index up to date as well: the records below are read from it.
         let holds = self.holds()?;
-        self.repo.audit(now)?;
         let records = self.repo.index().records();
         let (open, done): (Vec<_>, Vec<_>) =
             records.iter().partition(|r| r.delivery == Delivery::Proposal && !r.cancelled);

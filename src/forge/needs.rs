@@ -51,11 +51,9 @@ pub(crate) fn permissions(config: &Config, set: &PolicySet) -> Vec<Need> {
     if policies.iter().any(|p| !p.review.teams.is_empty()) {
         needs.push(need("members", false, "review.teams: request team reviewers (organization permission)", false));
     }
-    let workflows = policies.iter().flat_map(|p| p.target.paths.iter()).any(|path| {
-        let glob = path.value.0.replace("{{", "").replace("}}", "");
-        globset::Glob::new(&glob).is_ok_and(|g| g.compile_matcher().is_match(".github/workflows/deploy.yml"))
-            || path.value.0.starts_with(".github")
-    });
+    let workflows = policies
+        .iter()
+        .any(|p| p.target.paths.iter().any(|path| p.path_reaches(&path.value.0, ".github/workflows/deploy.yml")));
     if workflows {
         needs.push(need(
             "workflows",
