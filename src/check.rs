@@ -365,6 +365,7 @@ fn sample() -> (Event, Plan) {
             summary: "Deploy checkout 1.5.0".into(),
             author: "ci".into(),
             time: now,
+            irreversible: vec!["changes `apps/checkout/prod/migrations/0042.sql`".into()],
         }],
         requested_strategy: Strategy::Auto,
         strategy: Strategy::Revert,

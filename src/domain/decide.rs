@@ -5,7 +5,7 @@
 
 use crate::domain::audit::AuditRecord;
 use crate::domain::freeze::Freeze;
-use crate::domain::guards::GuardCheck;
+use crate::domain::guards::{GuardCheck, POINT_OF_NO_RETURN};
 use crate::domain::policy::{Mode, OnViolation};
 use crate::domain::rollback::{Delivery, Outcome, RollbackId};
 
@@ -60,10 +60,15 @@ pub(crate) fn decide(f: &Facts<'_>, notes: &mut Vec<String>) -> Verdict {
     };
     let failed: Vec<String> =
         f.guards.iter().filter(|g| !g.passed).map(|g| format!("{}: {}", g.guard, g.detail)).collect();
+    // Past the point of no return a person reviews the rollback, whoever asked and however:
+    // even breaking glass cannot make git undo a migration.
+    let no_return = f.guards.iter().any(|g| !g.passed && g.guard == POINT_OF_NO_RETURN);
     if !failed.is_empty() {
         match f.on_violation {
-            OnViolation::Deny => return Verdict::Settled(Outcome::Denied { reason: failed.join("; ") }),
-            OnViolation::Propose => {
+            OnViolation::Deny if !f.emergency => {
+                return Verdict::Settled(Outcome::Denied { reason: failed.join("; ") });
+            }
+            OnViolation::Deny | OnViolation::Propose => {
                 if delivery == Delivery::Direct {
                     notes.push(format!("guard failed, proposing for review instead of pushing: {}", failed.join("; ")));
                 }
@@ -86,7 +91,9 @@ pub(crate) fn decide(f: &Facts<'_>, notes: &mut Vec<String>) -> Verdict {
             delivery = Delivery::Proposal;
         }
     }
-    if f.emergency {
+    if f.emergency && no_return {
+        notes.push("an emergency, but past the point of no return: proposing for review".into());
+    } else if f.emergency {
         delivery = Delivery::Direct;
     }
     if let Some(open) = f.open_proposal.filter(|_| delivery == Delivery::Proposal) {
@@ -231,6 +238,34 @@ mod tests {
             };
             let mut notes = Vec::new();
             assert_eq!(shown(&decide(&facts, &mut notes)), row.want, "{}", row.name);
+        }
+    }
+
+    #[test]
+    fn past_the_point_of_no_return_even_an_emergency_is_reviewed() {
+        let id = RollbackId("rb-ffffffffffff".into());
+        let crossed = [GuardCheck { guard: POINT_OF_NO_RETURN, passed: false, detail: "migration".into() }];
+        for (on_violation, emergency, want) in [
+            (OnViolation::Deny, false, "denied"),
+            (OnViolation::Propose, false, "proposal"),
+            (OnViolation::Deny, true, "proposal"),
+            (OnViolation::Propose, true, "proposal"),
+        ] {
+            let facts = Facts {
+                policy: "p",
+                mode: Mode::Direct,
+                on_violation,
+                guards: &crossed,
+                freeze: None,
+                pause_denies: false,
+                human_request: emergency,
+                emergency,
+                open_proposal: None,
+                dry_run: false,
+                id: &id,
+            };
+            let mut notes = Vec::new();
+            assert_eq!(shown(&decide(&facts, &mut notes)), want, "{on_violation:?} emergency={emergency}");
         }
     }
 

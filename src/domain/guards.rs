@@ -21,8 +21,18 @@ fn ago(now: Timestamp, then: Timestamp) -> String {
     crate::support::duration::Duration::from_secs(secs).to_string()
 }
 
-/// `records`: the audit trail, newest first.
-pub(crate) fn evaluate(guards: &Guards, plan: &Plan, records: &[AuditRecord], now: Timestamp) -> Vec<GuardCheck> {
+/// The guard no request overrides: not an emergency, not `on_violation: propose` pushing.
+pub(crate) const POINT_OF_NO_RETURN: &str = "point_of_no_return";
+
+/// `records`: the audit trail, newest first. `irreversible`: the policy says what marks a
+/// change as irreversible (else every change counts for the point of no return).
+pub(crate) fn evaluate(
+    guards: &Guards,
+    irreversible: bool,
+    plan: &Plan,
+    records: &[AuditRecord],
+    now: Timestamp,
+) -> Vec<GuardCheck> {
     let (service, env) = (&plan.target.service, &plan.target.env);
     // Rollbacks that reached the branch for this service/env; proposals do not count.
     let applied =
@@ -77,6 +87,34 @@ pub(crate) fn evaluate(guards: &Guards, plan: &Plan, records: &[AuditRecord], no
                 ago(now, oldest.time)
             ),
         });
+    }
+    // Declaring what is irreversible without a duration means: irreversible at once.
+    let limit = guards.point_of_no_return.or(irreversible.then_some(crate::support::duration::Duration::ZERO));
+    if let Some(limit) = limit {
+        let crossed: Vec<String> = plan
+            .bad_commits
+            .iter()
+            .filter(|c| {
+                (!irreversible || !c.irreversible.is_empty()) && now.duration_since(c.time) >= limit.as_signed()
+            })
+            .map(|c| {
+                let what = if c.irreversible.is_empty() {
+                    String::new()
+                } else {
+                    format!(" and {}", c.irreversible.join(", "))
+                };
+                format!("{} \"{}\" reached the branch {} ago{what}", c.sha.short(), c.summary, ago(now, c.time))
+            })
+            .collect();
+        let detail = match (crossed.is_empty(), irreversible) {
+            (true, true) => format!("no irreversible change has been on the branch for {limit}"),
+            (true, false) => format!("every change reached the branch less than {limit} ago"),
+            (false, _) => format!(
+                "past the point of no return ({limit}): {}; git can put the files back, not undo what they did",
+                crossed.join("; ")
+            ),
+        };
+        checks.push(GuardCheck { guard: POINT_OF_NO_RETURN, passed: crossed.is_empty(), detail });
     }
     if guards.require_immutable_artifacts {
         let passed = plan.mutable_artifacts.is_empty();

@@ -82,7 +82,12 @@ pub struct CommitInfo {
     pub sha: Sha,
     pub summary: String,
     pub author: String,
+    /// Committer time. On the first-parent line that is when the change reached the branch
+    /// (a merge's own time for what it brought in), not when its author wrote it.
     pub time: Timestamp,
+    /// Why git cannot fully undo it, by the policy's `irreversible` (files, trailers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub irreversible: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

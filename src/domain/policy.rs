@@ -44,6 +44,10 @@ pub struct Policy {
     /// brings one back. Default `true`.
     #[serde(default = "yes")]
     pub hold: bool,
+    /// Changes git cannot take back (a schema migration that ran): their rollback is never
+    /// automatic once they passed `guards.point_of_no_return`.
+    #[serde(default)]
+    pub irreversible: Option<Irreversible>,
     /// The file the policy came from, for explanations.
     #[serde(skip)]
     pub file: PathBuf,
@@ -204,6 +208,65 @@ pub enum OnViolation {
     Propose,
 }
 
+/// What marks a change as irreversible: a file it changes, or a trailer in its message (or in
+/// a commit a merge brought in).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Irreversible {
+    #[serde(default)]
+    pub paths: Vec<PathPattern>,
+    #[serde(default)]
+    pub trailers: Vec<TrailerLine>,
+}
+
+/// A repository path glob, fixed in the policy (no template).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathPattern(pub String);
+
+impl<'de> Deserialize<'de> for PathPattern {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        crate::domain::plan::validate_path_pattern(&s)
+            .map_err(|e| serde::de::Error::custom(format!("path `{s}`: {e}")))?;
+        Ok(PathPattern(s))
+    }
+}
+
+/// A commit trailer, `Key: value`: the key compared as git does (ignoring case), the value
+/// exactly.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrailerLine {
+    pub key: String,
+    pub value: String,
+}
+
+impl TrailerLine {
+    pub fn matches(&self, key: &str, value: &str) -> bool {
+        self.key.eq_ignore_ascii_case(key.trim()) && self.value == value.trim()
+    }
+}
+
+impl fmt::Display for TrailerLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.value)
+    }
+}
+
+impl<'de> Deserialize<'de> for TrailerLine {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let bad = || serde::de::Error::custom(format!("trailer `{s}`: write it as `Key: value`"));
+        let (key, value) = s.split_once(':').ok_or_else(bad)?;
+        let (key, value) = (key.trim(), value.trim());
+        let key_ok = key.starts_with(|c: char| c.is_ascii_alphabetic())
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        if !key_ok || value.is_empty() || value.contains(|c: char| c.is_control()) {
+            return Err(bad());
+        }
+        Ok(TrailerLine { key: key.to_string(), value: value.to_string() })
+    }
+}
+
 #[derive(Clone, Copy, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
@@ -220,6 +283,10 @@ pub struct Guards {
     pub max_rollbacks: Option<RateLimit>,
     #[serde(default)]
     pub max_change_age: Option<Duration>,
+    /// How long an irreversible change (any change, when the policy declares no
+    /// `irreversible`) may have been on the branch before its rollback must be reviewed.
+    #[serde(default)]
+    pub point_of_no_return: Option<Duration>,
     #[serde(default)]
     pub require_immutable_artifacts: bool,
     #[serde(default)]

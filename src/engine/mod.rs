@@ -498,6 +498,7 @@ impl Engine {
             strategy: policy.action.strategy,
             exact: policy.action.exact,
             to: to.as_deref(),
+            irreversible: policy.irreversible.as_ref(),
         };
         let plan = match self.repo.plan(&request)? {
             Planned::Ready(plan) => *plan,
@@ -522,8 +523,10 @@ impl Engine {
                     && r.bad_commits.iter().map(String::as_str).eq(bad.iter().copied())
             })
             .cloned();
-        if !opts.emergency {
-            decision.guards = guards::evaluate(&policy.guards, &plan, self.repo.index().records(), now);
+        let irreversible = policy.irreversible.is_some();
+        decision.guards = guards::evaluate(&policy.guards, irreversible, &plan, self.repo.index().records(), now);
+        if opts.emergency {
+            decision.guards.retain(|g| g.guard == guards::POINT_OF_NO_RETURN);
         }
         let freezes = self.repo.freezes()?;
         let facts = Facts {
@@ -898,7 +901,10 @@ pub(crate) fn message_context(
         },
         "bad_commits": plan.bad_commits.iter().map(|c| serde_json::json!({
             "sha": c.sha, "short": short(&c.sha), "summary": esc(&c.summary), "author": esc(&c.author), "time": c.time,
+            "irreversible": c.irreversible.iter().map(|m| esc(m)).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
+        // What a revert of the files leaves as it is: `policy.irreversible` marks.
+        "irreversible": plan.bad_commits.iter().flat_map(|c| c.irreversible.iter().map(move |m| esc(&format!("{} {m}", c.sha.short())))).collect::<Vec<_>>(),
         "diffstat": plan.diffstat,
         "artifacts": plan.artifacts,
         "policy": policy.name(),

@@ -628,11 +628,19 @@ impl Engine {
                 strategy: policy.action.strategy,
                 exact: policy.action.exact,
                 to: Some(&to.0),
+                irreversible: policy.irreversible.as_ref(),
             };
             let plan = match self.repo.plan(&request)? {
                 Planned::Ready(plan) => *plan,
                 Planned::Noop { .. } | Planned::AlreadyRolledBack { .. } => return Ok(None),
             };
+            // Stepping back is automatic: it never crosses the point of no return.
+            let records = self.repo.index().records();
+            let checks =
+                crate::domain::guards::evaluate(&policy.guards, policy.irreversible.is_some(), &plan, records, now);
+            if let Some(g) = checks.iter().find(|g| !g.passed && g.guard == crate::domain::guards::POINT_OF_NO_RETURN) {
+                return Err(EngineError::Policy { policy: policy.name().to_string(), message: g.detail.clone() });
+            }
             let mut decision = Decision::for_event(&event);
             decision.policy = Some(policy.name().to_string());
             decision.mode = Some(Mode::Direct);

@@ -111,6 +111,27 @@ impl PathSet {
         Ok(edits)
     }
 
+    /// The files matching the set that differ between two trees.
+    pub(crate) fn changed_files(
+        &self,
+        repo: &git2::Repository,
+        a: &git2::Tree<'_>,
+        b: &git2::Tree<'_>,
+    ) -> Result<Vec<String>, git2::Error> {
+        let mut out = Vec::new();
+        for g in &self.globs {
+            let (ea, eb) = (tree_edit::entry_at(a, &g.prefix), tree_edit::entry_at(b, &g.prefix));
+            if ea != eb {
+                out.extend(
+                    changed_under(repo, &g.prefix, ea, eb)?.into_iter().filter(|p| g.whole || g.matcher.is_match(p)),
+                );
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
     /// Whether every path that differs between the two trees is a target path.
     pub(crate) fn covers_all_changes(
         &self,

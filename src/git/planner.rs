@@ -11,6 +11,7 @@ use super::tree_edit;
 use super::{GitError, commit_time, sha};
 use crate::domain::artifacts;
 use crate::domain::plan::{CommitInfo, FileStat, KnownGood, KnownGoodSource, Plan, Sha, Strategy, Target};
+use crate::domain::policy::Irreversible;
 
 pub struct PlanRequest<'a> {
     pub target: &'a Target,
@@ -20,6 +21,8 @@ pub struct PlanRequest<'a> {
     pub exact: bool,
     /// A revision that overrides the known-good search.
     pub to: Option<&'a str>,
+    /// What marks a bad commit as one git cannot fully undo.
+    pub irreversible: Option<&'a Irreversible>,
 }
 
 #[derive(Debug)]
@@ -68,7 +71,61 @@ fn info(c: &Commit<'_>) -> CommitInfo {
         summary: c.summary().ok().flatten().unwrap_or("").to_string(),
         author: c.author().name().unwrap_or("").to_string(),
         time: commit_time(c),
+        irreversible: Vec::new(),
     }
+}
+
+/// Files named in a change's marks; beyond, they are counted.
+const MARKED_FILES: usize = 5;
+/// Commits a merge brought in whose messages are read for trailers.
+const MERGED_COMMITS: usize = 200;
+
+/// Why git cannot fully undo `c` (a commit on the first-parent line, so a merge stands for all
+/// it brought in): the irreversible files it changes and the irreversible trailers it carries.
+fn irreversible_marks(
+    repo: &Repository,
+    c: &Commit<'_>,
+    paths: Option<&PathSet>,
+    marks: &Irreversible,
+) -> Result<Vec<String>, GitError> {
+    let mut out = Vec::new();
+    if let Some(paths) = paths {
+        let files = paths.changed_files(repo, &parent_tree(repo, c)?, &c.tree()?)?;
+        out.extend(files.iter().take(MARKED_FILES).map(|f| format!("changes `{f}`")));
+        if files.len() > MARKED_FILES {
+            out.push(format!("changes {} more irreversible files", files.len() - MARKED_FILES));
+        }
+    }
+    if marks.trailers.is_empty() {
+        return Ok(out);
+    }
+    let mut messages = vec![(None, c.message_raw().unwrap_or_default().to_string())];
+    if c.parent_count() > 1 {
+        let mut walk = repo.revwalk()?;
+        for side in c.parent_ids().skip(1) {
+            walk.push(side)?;
+        }
+        walk.hide(c.parent_id(0)?)?;
+        for id in walk.take(MERGED_COMMITS) {
+            let side = repo.find_commit(id?)?;
+            messages.push((Some(sha(side.id())), side.message_raw().unwrap_or_default().to_string()));
+        }
+    }
+    for (from, message) in messages {
+        let Ok(found) = git2::message_trailers_strs(&message) else { continue };
+        for (key, value) in found.iter() {
+            if let Some(t) = marks.trailers.iter().find(|t| t.matches(key, value)) {
+                let said = match &from {
+                    None => format!("carries `{t}`"),
+                    Some(side) => format!("brings in {} carrying `{t}`", side.short()),
+                };
+                if !out.contains(&said) {
+                    out.push(said);
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 pub(super) fn plan(
@@ -178,6 +235,22 @@ pub(super) fn plan(
         });
     }
 
+    let marked = match req.irreversible {
+        Some(i) if !i.paths.is_empty() => Some(
+            PathSet::new(&i.paths.iter().map(|p| p.0.clone()).collect::<Vec<_>>())
+                .map_err(|message| GitError::BadRevision { rev: "irreversible.paths".into(), message })?,
+        ),
+        _ => None,
+    };
+    let mut bad_commits = Vec::with_capacity(bad.len());
+    for c in &bad {
+        let mut i = info(c);
+        if let Some(marks) = req.irreversible {
+            i.irreversible = irreversible_marks(repo, c, marked.as_ref(), marks)?;
+        }
+        bad_commits.push(i);
+    }
+
     let new_tree = repo.find_tree(tree)?;
     let (diffstat, artifact_changes) = describe_change(repo, &head_tree, &new_tree)?;
     for f in &diffstat {
@@ -197,7 +270,7 @@ pub(super) fn plan(
         branch: branch.to_string(),
         head: sha(head),
         known_good,
-        bad_commits: bad.iter().map(info).collect(),
+        bad_commits,
         requested_strategy: req.strategy,
         strategy,
         strategy_note: note,

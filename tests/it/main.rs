@@ -15,6 +15,7 @@ mod github_forge;
 mod guards;
 mod holds;
 mod http;
+mod irreversible;
 mod metrics;
 mod notify;
 mod properties;
