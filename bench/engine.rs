@@ -50,7 +50,9 @@ fn build_repo(dir: &Path, commits: usize, bad: usize) {
     for (name, text) in rollbackd::DEMO_TEMPLATES {
         std::fs::write(dir.join("templates").join(name), text).unwrap();
     }
-    std::fs::write(dir.join("rollbackd.yaml"), "repo: { url: origin.git, branch: main }\ndata_dir: data\n").unwrap();
+    // One service after another is the measurement, not an incident: the breaker is off.
+    let config = "repo: { url: origin.git, branch: main }\ndata_dir: data\npause: { breaker: { max_services: 0 } }\n";
+    std::fs::write(dir.join("rollbackd.yaml"), config).unwrap();
 }
 
 fn pct(sorted: &[f64], p: f64) -> f64 {

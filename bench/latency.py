@@ -35,7 +35,7 @@ def main():
         origin = build_workspace(d, a.commits, a.alerts, source="alertmanager", extra_matchers=", 'env=\"prod\"'")
         open(os.path.join(d, "tokens"), "w").write("bench-token\n")
         cfg = os.path.join(d, "rollbackd.yaml")
-        open(cfg, "w").write("repo: { url: origin.git }\ndata_dir: data\nsources:\n  alertmanager: { bearer_tokens_file: tokens }\n")
+        open(cfg, "w").write("repo: { url: origin.git }\ndata_dir: data\npause: { breaker: { max_services: 0 } }\nsources:\n  alertmanager: { bearer_tokens_file: tokens }\n")
         s = socket.socket()
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

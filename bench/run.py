@@ -45,7 +45,7 @@ def bench_size(binary, n, rollbacks, work):
     shutil.copytree(origin, git_origin)
     cfg = os.path.join(d, "rollbackd.yaml")
     with open(cfg, "w") as f:
-        f.write("repo: { url: origin.git, branch: main }\ndata_dir: data\n")
+        f.write("repo: { url: origin.git, branch: main }\ndata_dir: data\npause: { breaker: { max_services: 0 } }\n")
     prime_ms, _ = timed([binary, "--config", cfg, "history"])
 
     ours = []

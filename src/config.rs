@@ -69,6 +69,10 @@ pub struct PauseConfig {
     /// are denied (and said so); only people's requests write.
     #[serde(default)]
     pub automatic: PauseMode,
+    /// The blast-radius breaker: pauses by itself when more services alert at once than one
+    /// bad deploy explains.
+    #[serde(default)]
+    pub breaker: crate::domain::breaker::BreakerConfig,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]

@@ -82,6 +82,10 @@ fn describe() {
         "Further rollbacks made because a rollback did not bring recovery."
     );
     describe_counter!(
+        "rollbackd_breaker_trips_total",
+        "Times the blast-radius breaker paused automatic rollbacks (too many services alerting at once)."
+    );
+    describe_counter!(
         "rollbackd_notifications_total",
         "Notification messages by channel and result (sent, failed after its tries, dropped when the queue was full)."
     );
@@ -119,6 +123,7 @@ fn describe() {
         "rollbackd_escalations_total",
         "rollbackd_step_backs_total",
         "rollbackd_oscillations_total",
+        "rollbackd_breaker_trips_total",
     ] {
         counter!(name).increment(0);
     }
@@ -275,6 +280,10 @@ pub(crate) fn verification(result: &'static str, recovered_after: Option<i64>) {
 
 pub(crate) fn escalation() {
     counter!("rollbackd_escalations_total").increment(1);
+}
+
+pub(crate) fn breaker_tripped() {
+    counter!("rollbackd_breaker_trips_total").increment(1);
 }
 
 pub(crate) fn step_back() {

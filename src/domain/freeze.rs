@@ -45,6 +45,10 @@ impl Freeze {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Freezes {
     pub freezes: Vec<Freeze>,
+    /// When the pause was last set or lifted: the blast-radius breaker counts only what
+    /// alerted after it, so a person's `resume` resets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause_changed_at: Option<Timestamp>,
 }
 
 impl Freezes {
@@ -59,6 +63,9 @@ impl Freezes {
     /// Adds a freeze, dropping expired ones so the file does not grow forever (git keeps them).
     pub fn add(&mut self, f: Freeze, now: Timestamp) {
         self.freezes.retain(|x| now < x.until && !(x.scope == f.scope && x.env == f.env && x.pause == f.pause));
+        if f.pause {
+            self.pause_changed_at = Some(f.at);
+        }
         self.freezes.push(f);
     }
 
@@ -79,7 +86,11 @@ impl Freezes {
     pub fn resume(&mut self, now: Timestamp, asked_at: Timestamp) -> usize {
         let before = self.freezes.len();
         self.freezes.retain(|x| now < x.until && !(x.pause && x.at <= asked_at));
-        before - self.freezes.len()
+        let removed = before - self.freezes.len();
+        if removed > 0 {
+            self.pause_changed_at = Some(now);
+        }
+        removed
     }
 }
 

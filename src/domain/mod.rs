@@ -6,6 +6,7 @@
 
 pub(crate) mod artifacts;
 pub(crate) mod audit;
+pub(crate) mod breaker;
 pub(crate) mod decide;
 pub(crate) mod decision;
 pub(crate) mod event;

@@ -1,6 +1,7 @@
 //! The engine: event in, decision and (maybe) a rollback out. It never sees HTTP; git goes
 //! through [`ConfigRepo`]. Live webhooks, `simulate`, the CLI and chat all call [`Engine::handle`].
 
+mod breaker;
 mod follow_up;
 mod holds;
 mod policies;
@@ -131,6 +132,8 @@ pub struct Engine {
     redelivered_at: Option<Timestamp>,
     /// The artifact changes of each rollback commit, read once (holds).
     held_changes: HashMap<String, Vec<crate::domain::artifacts::ArtifactChange>>,
+    /// What alerted lately, for the blast-radius breaker.
+    alerting: crate::domain::breaker::Alerting,
 }
 
 impl Drop for Engine {
@@ -178,6 +181,7 @@ impl Engine {
             deferred_prs: Vec::new(),
             redelivered_at: None,
             held_changes: HashMap::new(),
+            alerting: Default::default(),
         };
         engine.sync_policies();
         Ok(engine)
@@ -482,6 +486,10 @@ impl Engine {
         if let Some(reason) = authorize(event, &policy, opts) {
             warn!(%reason, "request denied");
             return done(decision, None, Outcome::Denied { reason });
+        }
+        let rolls_back = matches!(policy.action.mode, Mode::Direct | Mode::PullRequest);
+        if rolls_back && !event.is_human_request() && !opts.dry_run {
+            self.count_blast_radius(&target.service, now, &mut decision)?;
         }
         if opts.emergency {
             decision

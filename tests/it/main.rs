@@ -5,6 +5,7 @@
 mod common;
 
 mod adversarial;
+mod breaker;
 mod chat_commands;
 mod cli;
 mod closed_loop;
