@@ -61,6 +61,12 @@ pub enum Job {
         branch: String,
         reply: oneshot::Sender<JobResult>,
     },
+    GatePullRequest {
+        number: u64,
+        head_sha: String,
+        base: String,
+        reply: oneshot::Sender<JobResult>,
+    },
     PullRequestClosed {
         branch: String,
         merged_sha: Option<String>,
@@ -328,6 +334,13 @@ fn process(engine: &mut Engine, shared: &Shared, job: Job) {
         }
         Job::ChecksPassed { branch, reply } => {
             let result = match engine.checks_completed(&branch) {
+                Ok(msg) => JobResult::Note(msg),
+                Err(e) => failed(&e),
+            };
+            let _ = reply.send(result);
+        }
+        Job::GatePullRequest { number, head_sha, base, reply } => {
+            let result = match engine.gate_pull_request(number, &head_sha, &base) {
                 Ok(msg) => JobResult::Note(msg),
                 Err(e) => failed(&e),
             };

@@ -67,27 +67,33 @@ impl Engine {
             Some(dir) => crate::git::artifact_changes_in(dir, &base, rev)?,
             None => self.repo.artifact_changes(&base, rev)?,
         };
-        let violations = hold::violations(&holds, &changes)
-            .into_iter()
-            .map(|(h, c)| {
-                format!(
-                    "{}: {} goes back to {}, held since rollback {} of {}/{} ({}); if it is fixed, \
-                     `rollbackd release {} --env {}` (or `/rollback release {} {}`) lifts the hold",
-                    c.path,
-                    h.name,
-                    h.value,
-                    h.rollback_id,
-                    h.service,
-                    h.env,
-                    h.trigger,
-                    h.service,
-                    h.env,
-                    h.service,
-                    h.env
-                )
-            })
-            .collect();
-        Ok(GateReport { checked: changes.len(), violations })
+        Ok(judge(&holds, &changes))
+    }
+
+    /// A pull request to the branch: the gate over what it changes since it forked, told to
+    /// GitHub as the `rollbackd/gate` check run on `head_sha` (a comment when refused). A
+    /// head that moved on meanwhile is left to the delivery that says so.
+    pub fn gate_pull_request(&mut self, number: u64, head_sha: &str, base: &str) -> Result<String, EngineError> {
+        if base != self.repo.branch() {
+            return Ok(format!("pull request #{number} is against {base}, not {}: not gated", self.repo.branch()));
+        }
+        let _lock = self.begin()?;
+        self.fetch(false)?;
+        let Some((head, fork_point)) = self.repo.fetch_pull(number)? else {
+            return Ok(format!("the origin has no head for pull request #{number}"));
+        };
+        if head.0 != head_sha {
+            return Ok(format!("pull request #{number} moved on to {}: that head is gated instead", head.short()));
+        }
+        let holds = self.holds()?;
+        let changes = self.repo.artifact_changes(&fork_point.0, &head.0)?;
+        let report = judge(&holds, &changes);
+        self.forge.report_gate(number, &head.0, &report.violations)?;
+        info!(pull = number, head = %head.short(), violations = report.violations.len(), "gated");
+        Ok(match report.violations.len() {
+            0 => format!("pull request #{number}: {} artifact changes, none brings back a held one", report.checked),
+            n => format!("pull request #{number}: {n} change(s) bring back held artifacts"),
+        })
     }
 
     /// Lifts the holds of `service`/`env` (those from rollbacks up to now), recorded in git
@@ -124,4 +130,19 @@ impl Engine {
         info!(service, env, by = %who, released = %what.join(", "), "holds released");
         Ok(format!("released {} held for {service}/{env} by {who}: {}", held.len(), what.join(", ")))
     }
+}
+
+/// The changes that bring a held artifact back, each said in full.
+fn judge(holds: &[Hold], changes: &[ArtifactChange]) -> GateReport {
+    let violations = hold::violations(holds, changes)
+        .into_iter()
+        .map(|(h, c)| {
+            format!(
+                "{}: {} goes back to {}, held since rollback {} of {}/{} ({}); if it is fixed, \
+                 `rollbackd release {} --env {}` (or `/rollback release {} {}`) lifts the hold",
+                c.path, h.name, h.value, h.rollback_id, h.service, h.env, h.trigger, h.service, h.env, h.service, h.env
+            )
+        })
+        .collect();
+    GateReport { checked: changes.len(), violations }
 }

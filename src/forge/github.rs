@@ -505,6 +505,47 @@ impl GithubForge {
         }
     }
 
+    /// The `rollbackd/gate` check run on `commit`; GitHub refuses check runs to a token (403),
+    /// so then a refusal is a comment on the pull request.
+    pub fn report_gate(&self, number: u64, commit: &str, violations: &[String]) -> Result<(), ForgeError> {
+        let (conclusion, title) = match violations.len() {
+            0 => ("success", "no held artifact comes back".to_string()),
+            1 => ("failure", "1 change brings back a held artifact".to_string()),
+            n => ("failure", format!("{n} changes bring back held artifacts")),
+        };
+        let annotations: Vec<Value> = violations
+            .iter()
+            .take(50)
+            .map(|v| {
+                let (path, message) = v.split_once(": ").unwrap_or(("", v));
+                json!({ "path": path, "start_line": 1, "end_line": 1, "annotation_level": "failure",
+                        "title": "held by a rollback", "message": message })
+            })
+            .collect();
+        let summary = if violations.is_empty() {
+            "rollbackd found no change that reintroduces an artifact a rollback undid.".to_string()
+        } else {
+            format!(
+                "A rollback undid these artifacts; this change brings them back:\n\n{}",
+                violations.iter().map(|v| format!("- {v}")).collect::<Vec<_>>().join("\n")
+            )
+        };
+        let run = json!({
+            "name": "rollbackd/gate",
+            "head_sha": commit,
+            "status": "completed",
+            "conclusion": conclusion,
+            "output": { "title": title, "summary": summary, "annotations": annotations },
+        });
+        match self.call(Method::Post, &self.repo_path("/check-runs"), Some(run)) {
+            Err(ForgeError::Api { status: 403, .. }) if !violations.is_empty() => {
+                self.comment(number, &format!("**rollbackd/gate: {title}**\n\n{summary}")).map(|_| ())
+            }
+            Err(ForgeError::Api { status: 403, .. }) => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
     pub fn close(&self, number: u64) -> Result<(), ForgeError> {
         self.call(Method::Patch, &self.repo_path(&format!("/pulls/{number}")), Some(json!({ "state": "closed" })))?;
         Ok(())

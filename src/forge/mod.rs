@@ -112,6 +112,13 @@ impl Forge {
         gh.report_policies(commit, errors, in_force)
     }
 
+    /// Reports `rollbackd gate` on pull request `number` at `commit`: each violation is
+    /// `path: what`. Nothing for the local forge.
+    pub fn report_gate(&self, number: u64, commit: &str, violations: &[String]) -> Result<(), ForgeError> {
+        let Forge::Github(gh) = self else { return Ok(()) };
+        gh.report_gate(number, commit, violations)
+    }
+
     /// Closes the proposal's pull request, saying why (the local forge has none to close).
     pub fn close(&self, branch: &str, text: &str) -> Result<(), ForgeError> {
         let Forge::Github(gh) = self else { return Ok(()) };

@@ -42,6 +42,9 @@ pub(crate) fn permissions(config: &Config, set: &PolicySet) -> Vec<Need> {
     if config.policies.repo_path().is_some() {
         needs.push(need("checks", true, "policies.repo_path: report refused policy changes as check runs", false));
     }
+    if config.sources.github.is_some() && policies.iter().any(|p| p.hold) {
+        needs.push(need("checks", true, "hold: the rollbackd/gate check run on pull requests", false));
+    }
     if let Some(src) = &config.sources.github {
         if !src.workflows.is_empty() {
             needs.push(need("actions", false, "sources.github.workflows: receive workflow_run deliveries", false));
@@ -68,7 +71,10 @@ pub(crate) fn permissions(config: &Config, set: &PolicySet) -> Vec<Need> {
 pub(crate) fn events(config: &Config, set: &PolicySet) -> Vec<EventNeed> {
     let mut out = vec![
         EventNeed { event: "issue_comment", why: "/rollback commands on pull requests".into() },
-        EventNeed { event: "pull_request", why: "proposals merged or closed by hand".into() },
+        EventNeed {
+            event: "pull_request",
+            why: "proposals merged or closed by hand; the rollbackd/gate check run".into(),
+        },
     ];
     if let Some(src) = &config.sources.github {
         if !src.workflows.is_empty() {

@@ -303,6 +303,17 @@ impl ConfigRepo {
         Ok(())
     }
 
+    /// Fetches pull request `number`'s head (GitHub keeps it as `refs/pull/<n>/head`, also
+    /// for a fork's) and returns it with where it forked from the branch. `None` when the
+    /// origin has no such ref.
+    pub fn fetch_pull(&mut self, number: u64) -> Result<Option<(Sha, Sha)>, GitError> {
+        let local = format!("refs/rollbackd/pulls/{number}");
+        transport::fetch_one(&self.repo, &self.url, &self.auth, &format!("refs/pull/{number}/head"), &local)?;
+        let Ok(head) = self.repo.refname_to_id(&local) else { return Ok(None) };
+        let base = self.repo.merge_base(self.head_oid()?, head)?;
+        Ok(Some((sha(head), sha(base))))
+    }
+
     pub fn head(&self) -> Result<Sha, GitError> {
         self.head_oid().map(sha)
     }

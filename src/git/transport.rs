@@ -105,6 +105,22 @@ pub(super) fn fetch(repo: &Repository, url: &str, auth: &Auth) -> Result<(), Git
     remote.fetch(&FETCH_REFSPECS, Some(&mut opts), None).map_err(|e| unreachable(url, &e))
 }
 
+/// Fetches one ref of the origin into `local` (a pull request's head, which the usual
+/// refspecs leave out).
+pub(super) fn fetch_one(
+    repo: &Repository,
+    url: &str,
+    auth: &Auth,
+    remote_ref: &str,
+    local: &str,
+) -> Result<(), GitError> {
+    let mut remote = repo.remote_anonymous(url).map_err(|e| unreachable(url, &e))?;
+    let mut opts = FetchOptions::new();
+    opts.remote_callbacks(callbacks(auth));
+    opts.download_tags(git2::AutotagOption::None);
+    remote.fetch(&[format!("+{remote_ref}:{local}")], Some(&mut opts), None).map_err(|e| unreachable(url, &e))
+}
+
 /// The local directory of a path or `file://` URL, if it is one.
 pub(super) fn local_path(url: &str) -> Option<PathBuf> {
     if let Some(rest) = url.strip_prefix("file://") {

@@ -73,8 +73,9 @@ pub fn events(
                 github::GithubEvent::Ping => not_a_trigger("a ping is not a rollback trigger"),
                 github::GithubEvent::Comment(_)
                 | github::GithubEvent::PullRequestClosed { .. }
+                | github::GithubEvent::PullRequestChanged { .. }
                 | github::GithubEvent::ChecksPassed { .. } => {
-                    not_a_trigger("comments and closed pull requests are not rollback triggers")
+                    not_a_trigger("comments and pull requests are not rollback triggers (`rollbackd gate` checks one)")
                 }
                 github::GithubEvent::Ignored(reason) => Err(FileError::NotATrigger(format!("ignored: {reason}"))),
             }

@@ -29,6 +29,15 @@ pub enum GithubEvent {
         head_sha: String,
         by: String,
     },
+    /// A pull request opened or pushed to: `rollbackd gate` runs on its head.
+    PullRequestChanged {
+        repository: String,
+        number: u64,
+        /// A full commit id (checked).
+        head_sha: String,
+        /// The branch it is to be merged into.
+        base: String,
+    },
     Ignored(String),
 }
 
@@ -97,6 +106,16 @@ struct PullRequest {
     #[serde(default)]
     merge_commit_sha: Option<String>,
     head: PullRequestHead,
+    #[serde(default)]
+    number: u64,
+    #[serde(default)]
+    base: Option<PullRequestBase>,
+}
+
+#[derive(Deserialize)]
+struct PullRequestBase {
+    #[serde(rename = "ref")]
+    branch: String,
 }
 
 #[derive(Deserialize)]
@@ -408,10 +427,27 @@ pub fn parse(event_name: &str, body: &[u8], workflows: &[String], now: Timestamp
         }
         "pull_request" => {
             let p: PullRequestPayload = json(event_name, body)?;
-            if p.action != "closed" {
-                return Ok(GithubEvent::Ignored(format!("pull_request {}: only closing is recorded", p.action)));
-            }
             let pr = p.pull_request;
+            if matches!(p.action.as_str(), "opened" | "synchronize" | "reopened") {
+                let Some(base) = pr.base.filter(|_| pr.number > 0) else {
+                    return Ok(GithubEvent::Ignored("pull request without a number or base".into()));
+                };
+                if !crate::domain::plan::Sha::is_full_hex(&pr.head.sha) {
+                    return Ok(GithubEvent::Ignored("pull request head is not a commit id".into()));
+                }
+                return Ok(GithubEvent::PullRequestChanged {
+                    repository: p.repository.full_name,
+                    number: pr.number,
+                    head_sha: pr.head.sha,
+                    base: base.branch,
+                });
+            }
+            if p.action != "closed" {
+                return Ok(GithubEvent::Ignored(format!(
+                    "pull_request {}: only opening, pushes and closing are read",
+                    p.action
+                )));
+            }
             // Only a branch of the config repo itself can be one of our proposals; a fork can
             // name its branch anything.
             let same_repo =

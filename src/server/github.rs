@@ -117,6 +117,17 @@ pub(super) async fn github_webhook(State(st): State<AppState>, headers: HeaderMa
             let (reply, rx) = oneshot::channel();
             (trigger, Job::PullRequestClosed { branch, merged_sha, head_sha, by, reply }, rx)
         }
+        github::GithubEvent::PullRequestChanged { repository, number, head_sha, base } => {
+            if !st.0.github_forge {
+                return ignored("pull requests are gated only with forge.kind: github".into());
+            }
+            if not_ours(&repository) {
+                return ignored("pull request on a repository other than the config repo".into());
+            }
+            let trigger = format!("github:gate/{number}/{head_sha}");
+            let (reply, rx) = oneshot::channel();
+            (trigger, Job::GatePullRequest { number, head_sha, base, reply }, rx)
+        }
         github::GithubEvent::DeploymentSucceeded(event) => {
             let trigger = event.trigger();
             let (reply, rx) = oneshot::channel();

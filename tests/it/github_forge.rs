@@ -474,7 +474,8 @@ fn check_forge_names_every_missing_permission_event_and_merge_method() {
     assert!(text.contains("needs deployments permission Read-only (has none)"), "{text}");
     assert!(text.contains("needs members permission Read-only (has none) to review.teams"), "{text}");
     assert!(text.contains("does not subscribe to workflow_run events"), "{text}");
-    assert!(!text.contains("needs checks"), "read is enough for required_checks: {text}");
+    // Read is enough for required_checks; the gate on pull requests writes check runs.
+    assert!(text.contains("needs checks permission Read and write (has read) to hold: the rollbackd/gate"), "{text}");
     gh.finish();
 }
 
