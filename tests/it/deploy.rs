@@ -180,6 +180,70 @@ fn the_example_rules_and_alertmanager_config_are_valid() {
     }
 }
 
+/// The real promtool evaluates each rollback rule on its unit test's series: it fires where
+/// the thresholds say, and not just below.
+#[test]
+fn the_rollback_rules_fire_at_their_thresholds() {
+    let Some(promtool) = installed(&["promtool"], "prometheus") else { return };
+    let out = Command::new(promtool)
+        .args(["test", "rules", "prometheus-rules.test.yml"])
+        .current_dir(root().join("deploy"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && said.contains("SUCCESS"), "{said}");
+    let tested = std::fs::read_to_string(root().join("deploy/prometheus-rules.test.yml")).unwrap();
+    let rules = std::fs::read_to_string(root().join("deploy/prometheus-rules.yml")).unwrap();
+    for alert in rules.lines().filter_map(|l| l.trim().strip_prefix("- alert: ")) {
+        assert!(tested.contains(&format!("alertname: {alert}")), "{alert} has no unit test");
+    }
+}
+
+/// The example alerts (what Alertmanager sends for each rule) through `rollbackd simulate`
+/// against the shipped policies: the decisions deploy/examples/alerts/README.md promises.
+#[test]
+fn the_example_alerts_decide_as_documented() {
+    use crate::common::*;
+    let policies = std::fs::read_to_string(root().join("policies/10-alerts.yaml")).unwrap();
+    let simulate = |w: &World, file: &str| -> Value {
+        let event = root().join("deploy/examples/alerts").join(file);
+        let out =
+            w.run_cli(&["simulate", "--event", event.to_str().unwrap(), "--at", "2026-11-21T12:00:00Z", "--json"]);
+        serde_json::from_slice::<Value>(&out.stdout).unwrap_or_else(|e| panic!("{file}: {e} {out:?}"))[0].clone()
+    };
+    let w = World::with_policy_text(&policies);
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let mut files: Vec<String> = std::fs::read_dir(root().join("deploy/examples/alerts"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|f| f.ends_with(".json"))
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 4, "{files:?}");
+    for file in &files {
+        let r = simulate(&w, file);
+        let (policy, would) =
+            if file.starts_with("immediate-") { ("slo-immediate", "direct") } else { ("slo-propose", "proposal") };
+        assert_eq!(r["decision"]["policy"], policy, "{file}: {r}");
+        assert_eq!((r["outcome"].as_str(), r["would"].as_str()), (Some("dry_run"), Some(would)), "{file}: {r}");
+    }
+    // The same alert when the bad deploy added a migration 45 minutes ago: past the point of
+    // no return, proposed.
+    let w = World::with_policy_text(&policies);
+    let text = manifest("checkout", "prod", &image("checkout", "1.5.0"));
+    let migration = "apps/checkout/prod/migrations/0042.sql";
+    w.commit_files(
+        "Deploy checkout 1.5.0",
+        &[(&path("checkout", "prod"), Some(&text)), (migration, Some("ALTER"))],
+        45,
+    );
+    let r = simulate(&w, "immediate-error-rate-high.json");
+    assert_eq!(r["would"], "proposal", "{r}");
+    let guards = r["decision"]["guards"].as_array().unwrap();
+    let g = guards.iter().find(|g| g["guard"] == "point_of_no_return").unwrap();
+    assert!(g["passed"] == false && g["detail"].as_str().unwrap().contains(migration), "{g}");
+}
+
 /// No Docker engine runs here, so the image is not built; what the build needs is checked
 /// instead: every file Cargo.toml names is copied, nothing copied is ignored, and the
 /// HEALTHCHECK's command exists.
