@@ -260,6 +260,15 @@ fn reads(settings: &HttpSettings) -> Router<AppState> {
 fn finish(router: Router<AppState>, state: AppState, settings: &HttpSettings) -> Router {
     router
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
+        // Nothing rollbackd serves is to be sniffed into another type, framed or followed
+        // with a referrer.
+        .layer(axum::middleware::map_response(|mut resp: Response| async move {
+            let h = resp.headers_mut();
+            h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+            h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+            h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+            resp
+        }))
         .layer(DefaultBodyLimit::max(settings.body_limit))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -512,7 +521,13 @@ async fn rollbacks(State(st): State<AppState>, Query(q): Query<HistoryQuery>) ->
 
 /// `POST /-/reload`: the writer reads the config, policies and templates again; an invalid
 /// change is refused (422) and what is in force stays.
-async fn reload(State(st): State<AppState>) -> Response {
+///
+/// Browsers are refused: a page elsewhere could make a browser that holds the admin password
+/// post here (a form needs no script), and every browser names the page's origin on a POST.
+async fn reload(State(st): State<AppState>, headers: HeaderMap) -> Response {
+    if headers.contains_key(header::ORIGIN) {
+        return error(StatusCode::FORBIDDEN, "reload is for operators' tools (curl, SIGHUP), not browsers");
+    }
     let (reply, rx) = oneshot::channel();
     if st.0.worker.submit(Job::Reload { reply }).is_err() {
         return error(StatusCode::SERVICE_UNAVAILABLE, "the writer is busy; try again");

@@ -10,6 +10,8 @@ use super::{AppState, error};
 use crate::domain::status::StatusView;
 
 const PAGE: &str = include_str!("../../templates/status.html.j2");
+const CSP: &str =
+    "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
 fn render(view: &StatusView) -> Result<String, minijinja::Error> {
     let mut env = minijinja::Environment::new();
@@ -20,7 +22,15 @@ fn render(view: &StatusView) -> Result<String, minijinja::Error> {
 
 pub(super) async fn page(State(st): State<AppState>) -> Response {
     match render(&st.0.worker.shared().status()) {
-        Ok(html) => ([(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], html)
+        Ok(html) => (
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-store"),
+                // No script, no outside resource, no form: the page's own style only.
+                (header::CONTENT_SECURITY_POLICY, CSP),
+            ],
+            html,
+        )
             .into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "the status page could not be rendered");

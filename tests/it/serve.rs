@@ -596,6 +596,27 @@ fn sighup_and_post_reload_switch_policies_and_a_broken_change_keeps_the_old_ones
     assert_eq!(get(&format!("{}/healthz", s.url)).unwrap().0, 200, "SIGHUP did not end the process");
 }
 
+#[test]
+fn the_status_page_cannot_be_framed_or_scripted_and_a_browser_cannot_reload() {
+    let w = World::new();
+    with_alertmanager_source(&w, "");
+    let s = serve(&w, "data");
+    let r = agent().get(format!("{}/", s.url)).call().unwrap();
+    let h = |name: &str| r.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    assert_eq!(h("x-content-type-options"), "nosniff");
+    assert_eq!(h("x-frame-options"), "DENY");
+    let csp = h("content-security-policy");
+    assert!(csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    let r = agent().get(format!("{}/healthz", s.url)).call().unwrap();
+    assert_eq!(r.headers().get("x-content-type-options").unwrap(), "nosniff", "every response");
+
+    // A page elsewhere posting a form to /-/reload: the browser names its origin.
+    let mut r = agent().post(format!("{}/-/reload", s.url)).header("Origin", "https://evil.example").send("").unwrap();
+    let status = r.status().as_u16();
+    assert_eq!(status, 403, "{}", r.body_mut().read_to_string().unwrap());
+    assert_eq!(agent().post(format!("{}/-/reload", s.url)).send("").unwrap().status().as_u16(), 200, "curl may");
+}
+
 /// Headless Chromium, as the machine's notes say it runs here: no background networking (the
 /// network is closed), a fresh profile.
 fn chromium(bin: &std::path::Path, profile: &std::path::Path, args: &[&str]) -> String {
