@@ -515,6 +515,14 @@ impl PolicySet {
         let mut policies: Vec<Policy> = Vec::new();
         let mut names: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
         for (file, text) in files {
+            // A name is shown in logs, `status` and check runs: a terminal escape in one (a
+            // file pushed to the repo) must not reach them.
+            let name = file.to_string_lossy();
+            if name.chars().any(char::is_control) {
+                let shown = PathBuf::from(name.escape_debug().to_string());
+                diags.push(Diagnostic::error(&shown, 0, 0, "control characters in a policy file's name".into()));
+                continue;
+            }
             match parse_file(&file, &text) {
                 Ok(found) => {
                     for p in found {

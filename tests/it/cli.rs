@@ -375,3 +375,14 @@ fn completions_for_each_shell() {
         assert!(String::from_utf8_lossy(&out.stdout).contains("rollback"), "{shell}");
     }
 }
+
+#[test]
+fn a_policy_file_named_with_a_terminal_escape_is_refused_and_shown_escaped() {
+    let w = World::new();
+    std::fs::write(w.root().join("policies").join("evil\u{1b}[2J.yaml"), "[]\n").unwrap();
+    let out = w.run_cli(&["check", "--offline"]);
+    let text = stdout(&out) + &stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("control characters in a policy file's name"), "{text}");
+    assert!(!text.contains('\u{1b}') && text.contains("evil\\u{1b}[2J.yaml"), "{text:?}");
+}
