@@ -2,7 +2,8 @@
 //! Slack, Prometheus queries. ureq, blocking (every caller is already on a thread of its own),
 //! with the system's trust store (enterprise roots are honoured) and `HTTPS_PROXY` /
 //! `HTTP_PROXY` / `ALL_PROXY` / `NO_PROXY` from the environment. The GitHub forge keeps
-//! octocrab's own stack.
+//! octocrab's stack (over reqwest, which reads the same variables); git reads them through
+//! libgit2.
 
 use std::time::Duration;
 

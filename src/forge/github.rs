@@ -577,6 +577,18 @@ fn annotation(error: &str) -> Value {
     }
 }
 
+/// The HTTP client under octocrab: reqwest, so `HTTPS_PROXY` / `NO_PROXY` apply here as to
+/// every other outbound call, with the system's trust store. It follows no redirect: a 301 is
+/// followed by `forge::api`, for reads, by path, on the configured API host.
+fn http_client() -> Result<reqwest::Client, ForgeError> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(10))
+        .user_agent(concat!("rollbackd/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| ForgeError::Config(format!("HTTP client: {e}")))
+}
+
 async fn build_client(cfg: &GithubConfig) -> Result<(Octocrab, Option<AppAuth>), ForgeError> {
     let builder =
         Octocrab::builder().base_uri(cfg.api_url.as_str()).map_err(|e| ForgeError::Config(format!("api_url: {e}")))?;
@@ -598,7 +610,7 @@ async fn build_client(cfg: &GithubConfig) -> Result<(Octocrab, Option<AppAuth>),
     match (token.map(SecretString::new), cfg.app_id, &cfg.private_key_file) {
         (Some(token), _, _) => builder
             .personal_token(token.expose().to_string())
-            .build()
+            .build_with_reqwest(http_client()?)
             .map(|c| (c, None))
             .map_err(|e| ForgeError::Config(e.to_string())),
         (None, Some(app_id), Some(key_file)) => {
@@ -606,7 +618,10 @@ async fn build_client(cfg: &GithubConfig) -> Result<(Octocrab, Option<AppAuth>),
                 .map_err(|e| ForgeError::Config(format!("cannot read {}: {e}", key_file.display())))?;
             let key = jsonwebtoken::EncodingKey::from_rsa_pem(&pem)
                 .map_err(|e| ForgeError::Config(format!("{}: not an RSA private key: {e}", key_file.display())))?;
-            let app = builder.app(app_id.into(), key).build().map_err(|e| ForgeError::Config(e.to_string()))?;
+            let app = builder
+                .app(app_id.into(), key)
+                .build_with_reqwest(http_client()?)
+                .map_err(|e| ForgeError::Config(e.to_string()))?;
             let installation = match cfg.installation_id {
                 Some(id) => id,
                 None => {

@@ -50,6 +50,15 @@ const FETCH_REFSPECS: [&str; 4] = [
     "+refs/rollbackd/state/*:refs/rollbackd/state/*",
 ];
 
+/// The origin through the proxy the environment names, as git itself would: `https_proxy` /
+/// `HTTPS_PROXY` (`http_proxy` for `http://` origins), minus `no_proxy` / `NO_PROXY`, or the
+/// mirror's `http.proxy`. libgit2 uses no proxy unless asked to look.
+fn proxy() -> git2::ProxyOptions<'static> {
+    let mut p = git2::ProxyOptions::new();
+    p.auto();
+    p
+}
+
 fn callbacks<'a>(auth: &'a Auth) -> RemoteCallbacks<'a> {
     let mut cb = RemoteCallbacks::new();
     let mut attempts = 0;
@@ -100,6 +109,7 @@ pub(super) fn fetch(repo: &Repository, url: &str, auth: &Auth) -> Result<(), Git
     let mut remote = repo.remote_anonymous(url).map_err(|e| unreachable(url, &e))?;
     let mut opts = FetchOptions::new();
     opts.remote_callbacks(callbacks(auth));
+    opts.proxy_options(proxy());
     opts.prune(git2::FetchPrune::On);
     opts.download_tags(git2::AutotagOption::None);
     remote.fetch(&FETCH_REFSPECS, Some(&mut opts), None).map_err(|e| unreachable(url, &e))
@@ -117,6 +127,7 @@ pub(super) fn fetch_one(
     let mut remote = repo.remote_anonymous(url).map_err(|e| unreachable(url, &e))?;
     let mut opts = FetchOptions::new();
     opts.remote_callbacks(callbacks(auth));
+    opts.proxy_options(proxy());
     opts.download_tags(git2::AutotagOption::None);
     remote.fetch(&[format!("+{remote_ref}:{local}")], Some(&mut opts), None).map_err(|e| unreachable(url, &e))
 }
@@ -158,7 +169,9 @@ pub(super) fn push_refs(
 /// The origin's current value of `refname` (`None`: it does not exist).
 fn remote_value(repo: &Repository, url: &str, auth: &Auth, refname: &str) -> Result<Option<Oid>, GitError> {
     let mut remote = repo.remote_anonymous(url).map_err(|e| unreachable(url, &e))?;
-    remote.connect_auth(git2::Direction::Fetch, Some(callbacks(auth)), None).map_err(|e| unreachable(url, &e))?;
+    remote
+        .connect_auth(git2::Direction::Fetch, Some(callbacks(auth)), Some(proxy()))
+        .map_err(|e| unreachable(url, &e))?;
     let value = remote.list().map_err(|e| unreachable(url, &e))?.iter().find(|h| h.name() == refname).map(|h| h.oid());
     remote.disconnect().ok();
     Ok(value)
@@ -285,7 +298,7 @@ fn send_checked(
     let remote_text: RefCell<String> = RefCell::new(String::new());
     let pushed = {
         let mut conn = remote
-            .connect_auth(git2::Direction::Push, Some(callbacks(auth)), None)
+            .connect_auth(git2::Direction::Push, Some(callbacks(auth)), Some(proxy()))
             .map_err(|e| unreachable(url, &e))?;
         let heads = conn.list().map_err(|e| unreachable(url, &e))?;
         for u in updates {
@@ -310,6 +323,7 @@ fn send_checked(
         });
         let mut opts = PushOptions::new();
         opts.remote_callbacks(cb);
+        opts.proxy_options(proxy());
         conn.remote().push(specs, Some(&mut opts))
     };
     match pushed {

@@ -20,6 +20,7 @@ mod irreversible;
 mod metrics;
 mod notify;
 mod properties;
+mod proxy;
 mod repo_policies;
 mod review;
 mod rollback;

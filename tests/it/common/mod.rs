@@ -6,6 +6,7 @@
 
 pub mod fake_github;
 pub mod http;
+pub mod net;
 pub mod openapi;
 pub mod procs;
 pub mod receiver;

@@ -1,0 +1,169 @@
+//! The network between rollbackd and its origin, on loopback: the origin served over smart HTTP
+//! by the real `git http-backend` (as GitHub and GitLab serve it), and a forward proxy that
+//! reaches names only it can resolve (`*.test`), so a request that did not go through it fails.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Runs `serve` on a thread of its own with its own runtime; returns the bound address.
+fn spawn<F, Fut>(serve: F) -> std::net::SocketAddr
+where
+    F: FnOnce(tokio::net::TcpListener) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move { serve(tokio::net::TcpListener::from_std(listener).unwrap()).await });
+    });
+    addr
+}
+
+/// `git http-backend` as a CGI program for every repository under `root`, push enabled.
+pub struct SmartHttp {
+    pub addr: std::net::SocketAddr,
+    /// Requests served, as `METHOD /path?query`.
+    pub requests: Arc<Mutex<Vec<String>>>,
+}
+
+impl SmartHttp {
+    pub fn start(root: PathBuf) -> SmartHttp {
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let state = (root, requests.clone());
+        let addr = spawn(move |listener| async move {
+            let app = axum::Router::new().fallback(cgi).with_state(state);
+            axum::serve(listener, app).await.unwrap();
+        });
+        SmartHttp { addr, requests }
+    }
+}
+
+async fn cgi(State((root, log)): State<(PathBuf, Arc<Mutex<Vec<String>>>)>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let query = parts.uri.query().unwrap_or_default().to_string();
+    let shown = if query.is_empty() { String::new() } else { format!("?{query}") };
+    log.lock().unwrap().push(format!("{} {}{shown}", parts.method, parts.uri.path()));
+    let body = axum::body::to_bytes(body, 64 << 20).await.unwrap();
+    let header = |h: &HeaderMap, name: &str| h.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let method = parts.method.to_string();
+    let (ctype, encoding, protocol) = (
+        header(&parts.headers, "content-type"),
+        header(&parts.headers, "content-encoding"),
+        header(&parts.headers, "git-protocol"),
+    );
+    let path = parts.uri.path().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = std::process::Command::new("git")
+            .arg("http-backend")
+            .env("GIT_PROJECT_ROOT", &root)
+            .env("GIT_HTTP_EXPORT_ALL", "1")
+            // http-backend takes pushes only from a user the server authenticated.
+            .env("REMOTE_USER", "rollbackd")
+            .env("REQUEST_METHOD", method)
+            .env("PATH_INFO", path)
+            .env("QUERY_STRING", &query)
+            .env("CONTENT_TYPE", ctype)
+            .env("CONTENT_LENGTH", body.len().to_string())
+            .env("HTTP_CONTENT_ENCODING", encoding)
+            .env("GIT_PROTOCOL", protocol)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let writer = std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = stdin.write_all(&body);
+        });
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap();
+        out
+    })
+    .await
+    .unwrap();
+    // CGI: headers, a blank line, the body.
+    let split = out.stdout.windows(4).position(|w| w == b"\r\n\r\n").map(|i| (i, 4));
+    let split = split.or_else(|| out.stdout.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2)));
+    let Some((end, gap)) = split else {
+        return Response::builder().status(StatusCode::BAD_GATEWAY).body(Body::empty()).unwrap();
+    };
+    let mut resp = Response::builder();
+    for line in String::from_utf8_lossy(&out.stdout[..end]).lines() {
+        let Some((name, value)) = line.split_once(':') else { continue };
+        if name.eq_ignore_ascii_case("status") {
+            let code = value.trim().split(' ').next().and_then(|c| c.parse().ok()).unwrap_or(200);
+            resp = resp.status(code);
+        } else {
+            resp = resp.header(name.trim(), value.trim());
+        }
+    }
+    resp.body(Body::from(out.stdout[end + gap..].to_vec())).unwrap()
+}
+
+/// A forward proxy: `CONNECT host:port` tunnels (https) and absolute-form requests (http).
+/// It resolves only the names it was given, each to a loopback port.
+pub struct Proxy {
+    pub url: String,
+    /// The first request of every connection, as `METHOD host`.
+    pub seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proxy {
+    pub fn start(names: HashMap<String, u16>) -> Proxy {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let names = Arc::new(names);
+        let addr = spawn(move |listener| async move {
+            loop {
+                let Ok((conn, _)) = listener.accept().await else { return };
+                tokio::spawn(tunnel(conn, names.clone(), log.clone()));
+            }
+        });
+        Proxy { url: format!("http://{addr}"), seen }
+    }
+
+    pub fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+async fn tunnel(mut client: tokio::net::TcpStream, names: Arc<HashMap<String, u16>>, log: Arc<Mutex<Vec<String>>>) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() > 16 << 10 || client.read(&mut byte).await.unwrap_or(0) == 0 {
+            return;
+        }
+        head.push(byte[0]);
+    }
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let mut words = text.split_whitespace();
+    let (method, target) = (words.next().unwrap_or_default().to_string(), words.next().unwrap_or_default());
+    let authority = match method.as_str() {
+        "CONNECT" => target.to_string(),
+        _ => target.strip_prefix("http://").and_then(|t| t.split('/').next()).unwrap_or_default().to_string(),
+    };
+    let host = authority.split(':').next().unwrap_or_default().to_string();
+    log.lock().unwrap().push(format!("{method} {host}"));
+    let Some(port) = names.get(&host) else {
+        let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await;
+        return;
+    };
+    let Ok(mut upstream) = tokio::net::TcpStream::connect(("127.0.0.1", *port)).await else { return };
+    if method == "CONNECT" {
+        let _ = client.write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n").await;
+    } else if upstream.write_all(&head).await.is_err() {
+        // Servers take absolute-form requests as they are (RFC 9112, 3.2.2).
+        return;
+    }
+    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+}

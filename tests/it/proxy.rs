@@ -1,0 +1,81 @@
+//! Outbound through the proxy the environment names: git and the GitHub API go through
+//! `HTTPS_PROXY` / `HTTP_PROXY`, and `NO_PROXY` keeps a host direct. The names `git.test` and
+//! `github.test` resolve only in the proxy, so a request that bypassed it could not succeed.
+//! The origin is served over smart HTTP by the real `git http-backend`.
+
+use std::collections::HashMap;
+use std::process::Command;
+
+use crate::common::fake_github::{FakeGithub, TOKEN};
+use crate::common::net::{Proxy, SmartHttp};
+use crate::common::*;
+
+/// `rollbackd rollback <service> --env prod` with only the given proxy variables set.
+fn rollback(w: &World, service: &str, env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rollbackd"));
+    cmd.arg("--config").arg(w.config_path()).args(["rollback", service, "--env", "prod", "--actor", "ops"]);
+    for var in
+        ["http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY"]
+    {
+        cmd.env_remove(var);
+    }
+    cmd.envs(env.iter().copied()).env_remove("CI").output().unwrap()
+}
+
+fn point_at(w: &World, repo_url: &str, api_url: &str) {
+    w.write_config(&ConfigSpec::new().github_forge(api_url, "gh-token").set("git.fetch_freshness", "0s"));
+    let cfg = std::fs::read_to_string(w.config_path()).unwrap().replace("url: origin.git", &format!("url: {repo_url}"));
+    std::fs::write(w.config_path(), cfg).unwrap();
+}
+
+#[test]
+fn git_and_github_go_through_the_environments_proxy_and_no_proxy_is_honoured() {
+    let w = World::with(&[PolicySpec::new("prod").mode(Mode::PullRequest)]);
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    w.deploy("cart", "prod", "2.1.0", 10);
+    std::fs::write(w.root().join("gh-token"), TOKEN).unwrap();
+    let git = SmartHttp::start(w.root().to_path_buf());
+    let gh = FakeGithub::start(w.origin.clone());
+    let gh_port: u16 = gh.url.rsplit(':').next().unwrap().parse().unwrap();
+    let names = [("git.test", git.addr.port()), ("github.test", gh_port)];
+    let proxy = Proxy::start(names.iter().map(|(n, p)| (n.to_string(), *p)).collect::<HashMap<_, _>>());
+    let via_proxy = [("HTTP_PROXY", proxy.url.as_str()), ("HTTPS_PROXY", proxy.url.as_str())];
+    let said = |o: &std::process::Output| {
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
+    };
+
+    // The GitHub API: the pull request is opened through the proxy (github.test resolves
+    // nowhere else).
+    point_at(&w, "origin.git", "http://github.test");
+    let out = rollback(&w, "checkout", &via_proxy);
+    assert_eq!(out.status.code(), Some(0), "{}", said(&out));
+    assert_eq!(gh.prs().len(), 1, "the pull request was opened through the proxy");
+    assert!(proxy.seen().iter().any(|s| s.ends_with(" github.test")), "{:?}", proxy.seen());
+
+    // git: an https origin is reached through a CONNECT tunnel. (The proxy has no certificate
+    // for git.test, so the TLS handshake beyond it fails: what counts is that git asked it.)
+    point_at(&w, "https://git.test/origin.git", "http://github.test");
+    let out = rollback(&w, "cart", &via_proxy);
+    assert_eq!(out.status.code(), Some(3), "{}", said(&out));
+    assert!(proxy.seen().iter().any(|s| s == "CONNECT git.test"), "{:?}", proxy.seen());
+    // NO_PROXY names it: git goes direct, and git.test resolves nowhere.
+    let before = proxy.seen().len();
+    let out = rollback(&w, "cart", &[via_proxy[0], via_proxy[1], ("NO_PROXY", "git.test,github.test")]);
+    assert_eq!(out.status.code(), Some(3), "{}", said(&out));
+    assert!(said(&out).contains("failed to resolve address for git.test"), "{}", said(&out));
+    assert_eq!(proxy.seen().len(), before, "{:?}", proxy.seen());
+
+    // Direct to both, as NO_PROXY says: a whole rollback over smart HTTP (the fetch and the
+    // compare-and-swap push by `git http-backend`) and the API, none of it through the proxy.
+    point_at(&w, &format!("http://{}/origin.git", git.addr), &gh.url);
+    let out = rollback(&w, "cart", &[via_proxy[0], via_proxy[1], ("NO_PROXY", "127.0.0.1")]);
+    assert_eq!(out.status.code(), Some(0), "{}", said(&out));
+    assert_eq!(gh.prs().len(), 2);
+    assert_eq!(proxy.seen().len(), before, "{:?}", proxy.seen());
+    let served = git.requests.lock().unwrap().clone();
+    assert!(served.iter().any(|r| r == "GET /origin.git/info/refs?service=git-upload-pack"), "{served:?}");
+    assert!(served.iter().any(|r| r == "POST /origin.git/git-receive-pack"), "the push: {served:?}");
+    let branch = &gh.prs()[1].head;
+    assert!(!w.git(&["rev-parse", &format!("refs/heads/{branch}")]).is_empty());
+    gh.finish();
+}
