@@ -1,9 +1,10 @@
 //! Talking to the origin: fetch into the mirror, and compare-and-swap pushes.
 //!
-//! Network remotes get a real compare-and-swap: one connection reads the origin's advertisement,
-//! compares it with the values we planned against, and pushes on that same connection, so the
-//! old value libgit2 sends for each ref is exactly the one we checked, and receive-pack refuses
-//! the update under its lock if the ref moved since. The `+` a rewrite needs only lifts libgit2's
+//! Network remotes get a real compare-and-swap in one push (two HTTP requests): libgit2 reads
+//! the origin's advertisement, `push_negotiation` compares it with the values we planned
+//! against before anything is sent, and the old value libgit2 then sends for each ref is exactly
+//! the one we checked, so receive-pack refuses the update under its lock if the ref moved since.
+//! A token goes with the first request, not after a 401. The `+` a rewrite needs only lifts libgit2's
 //! client-side fast-forward check; it never overwrites a value we did not see. A refusal (hook,
 //! protected branch) comes back only through `push_update_reference`, which is why that callback
 //! is always installed and read. Every ref of one write (a rollback commit's branch and its tag)
@@ -59,6 +60,19 @@ fn proxy() -> git2::ProxyOptions<'static> {
     p
 }
 
+/// The token as the first request's `Authorization`, for an http(s) origin: without it every
+/// request is answered 401 first and sent again, a round trip each. Redirects are then not
+/// followed, so the header never goes to another host.
+fn auth_header(url: &str, auth: &Auth) -> Option<SecretString> {
+    use base64::Engine;
+    let token = auth.token.as_ref()?;
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        return None;
+    }
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{}", token.expose()));
+    Some(SecretString::new(format!("Authorization: Basic {basic}")))
+}
+
 fn callbacks<'a>(auth: &'a Auth) -> RemoteCallbacks<'a> {
     let mut cb = RemoteCallbacks::new();
     let mut attempts = 0;
@@ -110,6 +124,11 @@ pub(super) fn fetch(repo: &Repository, url: &str, auth: &Auth) -> Result<(), Git
     let mut opts = FetchOptions::new();
     opts.remote_callbacks(callbacks(auth));
     opts.proxy_options(proxy());
+    let header = auth_header(url, auth);
+    if let Some(h) = &header {
+        opts.custom_headers(&[h.expose()]);
+        opts.follow_redirects(git2::RemoteRedirect::None);
+    }
     opts.prune(git2::FetchPrune::On);
     opts.download_tags(git2::AutotagOption::None);
     remote.fetch(&FETCH_REFSPECS, Some(&mut opts), None).map_err(|e| unreachable(url, &e))
@@ -128,6 +147,11 @@ pub(super) fn fetch_one(
     let mut opts = FetchOptions::new();
     opts.remote_callbacks(callbacks(auth));
     opts.proxy_options(proxy());
+    let header = auth_header(url, auth);
+    if let Some(h) = &header {
+        opts.custom_headers(&[h.expose()]);
+        opts.follow_redirects(git2::RemoteRedirect::None);
+    }
     opts.download_tags(git2::AutotagOption::None);
     remote.fetch(&[format!("+{remote_ref}:{local}")], Some(&mut opts), None).map_err(|e| unreachable(url, &e))
 }
@@ -280,11 +304,13 @@ fn push_network(repo: &Repository, url: &str, auth: &Auth, updates: &[Update<'_>
     result
 }
 
-/// One connection: the advertisement is compared with every update's expected value, and the
-/// push goes out on the same connection, carrying those values as the old ids receive-pack
-/// checks. A refusal by the server (hook, protected branch) is reported by libgit2 only through
-/// `push_update_reference`, so that callback is always read, and the sideband ("remote:" lines,
-/// what hooks print) is kept as the useful half of the message.
+/// One push, compare-and-swap: libgit2 reads the origin's advertisement and, before sending
+/// anything, hands the updates it would make (each with the origin's current value) to
+/// `push_negotiation`, which refuses the push if any differs from what was planned against;
+/// receive-pack then checks the same old values under its lock. A refusal by the server (hook,
+/// protected branch) is reported by libgit2 only through `push_update_reference`, so that
+/// callback is always read, and the sideband ("remote:" lines, what hooks print) is kept as the
+/// useful half of the message.
 fn send_checked(
     repo: &Repository,
     url: &str,
@@ -296,18 +322,20 @@ fn send_checked(
     // refname → the server's refusal, for every ref it refused.
     let rejections: RefCell<Vec<(String, String)>> = RefCell::new(Vec::new());
     let remote_text: RefCell<String> = RefCell::new(String::new());
+    let moved = std::cell::Cell::new(false);
     let pushed = {
-        let mut conn = remote
-            .connect_auth(git2::Direction::Push, Some(callbacks(auth)), Some(proxy()))
-            .map_err(|e| unreachable(url, &e))?;
-        let heads = conn.list().map_err(|e| unreachable(url, &e))?;
-        for u in updates {
-            let current = heads.iter().find(|h| h.name() == u.refname).map(|h| h.oid());
-            if current != u.expected {
-                return Ok(PushResult::Moved);
-            }
-        }
         let mut cb = callbacks(auth);
+        cb.push_negotiation(|proposed| {
+            for p in proposed {
+                let Some(u) = updates.iter().find(|u| p.dst_refname().is_ok_and(|n| n == u.refname)) else { continue };
+                let current = Some(p.src()).filter(|o| !o.is_zero());
+                if current != u.expected {
+                    moved.set(true);
+                    return Err(git2::Error::from_str("the origin moved since the plan"));
+                }
+            }
+            Ok(())
+        });
         cb.push_update_reference(|name, status| {
             if let Some(msg) = status {
                 rejections.borrow_mut().push((name.to_string(), msg.to_string()));
@@ -324,8 +352,15 @@ fn send_checked(
         let mut opts = PushOptions::new();
         opts.remote_callbacks(cb);
         opts.proxy_options(proxy());
-        conn.remote().push(specs, Some(&mut opts))
+        if let Some(header) = auth_header(url, auth) {
+            opts.custom_headers(&[header.expose()]);
+            opts.follow_redirects(git2::RemoteRedirect::None);
+        }
+        remote.push(specs, Some(&mut opts))
     };
+    if moved.get() {
+        return Ok(PushResult::Moved);
+    }
     match pushed {
         Ok(()) => {}
         Err(e) if e.code() == ErrorCode::NotFastForward => return Ok(PushResult::Moved),

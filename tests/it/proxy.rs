@@ -79,3 +79,42 @@ fn git_and_github_go_through_the_environments_proxy_and_no_proxy_is_honoured() {
     assert!(!w.git(&["rev-parse", &format!("refs/heads/{branch}")]).is_empty());
     gh.finish();
 }
+
+/// The round trips of one rollback to an origin across the network: the token goes with the
+/// first request (never a 401 first), and the compare-and-swap push is one push, two requests.
+#[test]
+fn a_rollback_over_smart_http_sends_its_token_at_once_and_pushes_in_two_requests() {
+    let w = World::new();
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    w.deploy("cart", "prod", "2.1.0", 10);
+    let git = SmartHttp::with_token(w.root().to_path_buf(), Some("origin-token"));
+    let cfg = std::fs::read_to_string(w.config_path()).unwrap().replace(
+        "url: origin.git\n  branch: main\n",
+        &format!("url: http://{}/origin.git\n  branch: main\n  token_env: GIT_TOKEN\n", git.addr),
+    );
+    std::fs::write(w.config_path(), cfg).unwrap();
+    let run = |service: &str| {
+        Command::new(env!("CARGO_BIN_EXE_rollbackd"))
+            .arg("--config")
+            .arg(w.config_path())
+            .args(["rollback", service, "--env", "prod", "--actor", "ops"])
+            .env("GIT_TOKEN", "origin-token")
+            .env_remove("CI")
+            .output()
+            .unwrap()
+    };
+    let out = run("checkout");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let before = git.requests.lock().unwrap().len();
+    let out = run("cart");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(w.trailers("main", "Rollback-Service"), ["cart"]);
+    let served = git.requests.lock().unwrap()[before..].to_vec();
+    assert!(served.iter().all(|r| !r.starts_with("401")), "a request without the token: {served:?}");
+    let push: Vec<&String> = served.iter().filter(|r| r.contains("receive-pack")).collect();
+    assert_eq!(
+        push,
+        ["GET /origin.git/info/refs?service=git-receive-pack", "POST /origin.git/git-receive-pack"],
+        "{served:?}"
+    );
+}

@@ -37,8 +37,14 @@ pub struct SmartHttp {
 
 impl SmartHttp {
     pub fn start(root: PathBuf) -> SmartHttp {
+        Self::with_token(root, None)
+    }
+
+    /// Answers 401 (as GitHub does) to a request without `token` as its Basic password; such
+    /// requests are logged with a leading `401 `.
+    pub fn with_token(root: PathBuf, token: Option<&str>) -> SmartHttp {
         let requests = Arc::new(Mutex::new(Vec::new()));
-        let state = (root, requests.clone());
+        let state = (root, requests.clone(), token.map(str::to_string));
         let addr = spawn(move |listener| async move {
             let app = axum::Router::new().fallback(cgi).with_state(state);
             axum::serve(listener, app).await.unwrap();
@@ -47,11 +53,31 @@ impl SmartHttp {
     }
 }
 
-async fn cgi(State((root, log)): State<(PathBuf, Arc<Mutex<Vec<String>>>)>, req: Request) -> Response {
+type CgiState = (PathBuf, Arc<Mutex<Vec<String>>>, Option<String>);
+
+async fn cgi(State((root, log, token)): State<CgiState>, req: Request) -> Response {
+    use base64::Engine;
     let (parts, body) = req.into_parts();
     let query = parts.uri.query().unwrap_or_default().to_string();
     let shown = if query.is_empty() { String::new() } else { format!("?{query}") };
-    log.lock().unwrap().push(format!("{} {}{shown}", parts.method, parts.uri.path()));
+    let authorized = token.as_ref().is_none_or(|t| {
+        let given = parts.headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let decoded = given
+            .strip_prefix("Basic ")
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        decoded.ends_with(&format!(":{t}"))
+    });
+    let status = if authorized { "" } else { "401 " };
+    log.lock().unwrap().push(format!("{status}{} {}{shown}", parts.method, parts.uri.path()));
+    if !authorized {
+        return Response::builder()
+            .status(StatusCode::UNAUTHORIZED)
+            .header("WWW-Authenticate", "Basic realm=\"origin\"")
+            .body(Body::empty())
+            .unwrap();
+    }
     let body = axum::body::to_bytes(body, 64 << 20).await.unwrap();
     let header = |h: &HeaderMap, name: &str| h.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     let method = parts.method.to_string();
