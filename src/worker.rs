@@ -61,6 +61,11 @@ pub enum Job {
         branch: String,
         reply: oneshot::Sender<JobResult>,
     },
+    /// A push to the config repo: fetch now if it is the watched branch.
+    Fetch {
+        git_ref: String,
+        reply: oneshot::Sender<JobResult>,
+    },
     GatePullRequest {
         number: u64,
         head_sha: String,
@@ -334,6 +339,13 @@ fn process(engine: &mut Engine, shared: &Shared, job: Job) {
         }
         Job::ChecksPassed { branch, reply } => {
             let result = match engine.checks_completed(&branch) {
+                Ok(msg) => JobResult::Note(msg),
+                Err(e) => failed(&e),
+            };
+            let _ = reply.send(result);
+        }
+        Job::Fetch { git_ref, reply } => {
+            let result = match engine.fetch_pushed(&git_ref) {
                 Ok(msg) => JobResult::Note(msg),
                 Err(e) => failed(&e),
             };

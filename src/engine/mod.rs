@@ -265,6 +265,17 @@ impl Engine {
         Ok(self.repo.audit(now)?)
     }
 
+    /// GitHub says `git_ref` of the config repo moved: when it is the watched branch, the
+    /// mirror fetches now, so the next event finds it fresh.
+    pub fn fetch_pushed(&mut self, git_ref: &str) -> Result<String, EngineError> {
+        if git_ref.strip_prefix("refs/heads/") != Some(self.repo.branch()) {
+            return Ok(format!("{} is not the watched branch", crate::domain::ident::shown(git_ref)));
+        }
+        let _lock = self.begin()?;
+        self.fetch(true)?;
+        Ok(format!("fetched {} at {}", self.repo.branch(), self.repo.head()?.short()))
+    }
+
     /// The audit index as it stands in the mirror, without fetching.
     pub fn audit_records(&mut self) -> Result<Vec<crate::git::AuditRecord>, EngineError> {
         let _lock = self.begin()?;

@@ -74,9 +74,10 @@ pub fn events(
                 github::GithubEvent::Comment(_)
                 | github::GithubEvent::PullRequestClosed { .. }
                 | github::GithubEvent::PullRequestChanged { .. }
-                | github::GithubEvent::ChecksPassed { .. } => {
-                    not_a_trigger("comments and pull requests are not rollback triggers (`rollbackd gate` checks one)")
-                }
+                | github::GithubEvent::Pushed { .. }
+                | github::GithubEvent::ChecksPassed { .. } => not_a_trigger(
+                    "comments, pushes and pull requests are not rollback triggers (`rollbackd gate` checks a change)",
+                ),
                 github::GithubEvent::Ignored(reason) => Err(FileError::NotATrigger(format!("ignored: {reason}"))),
             }
         }

@@ -38,6 +38,12 @@ pub enum GithubEvent {
         /// The branch it is to be merged into.
         base: String,
     },
+    /// Commits pushed to a ref of a repository: the mirror is brought up to date at once, so
+    /// the next event needs no fetch.
+    Pushed {
+        repository: String,
+        git_ref: String,
+    },
     Ignored(String),
 }
 
@@ -116,6 +122,13 @@ struct PullRequest {
 struct PullRequestBase {
     #[serde(rename = "ref")]
     branch: String,
+}
+
+#[derive(Deserialize)]
+struct PushPayload {
+    #[serde(rename = "ref")]
+    git_ref: String,
+    repository: Repository,
 }
 
 #[derive(Deserialize)]
@@ -462,6 +475,10 @@ pub fn parse(event_name: &str, body: &[u8], workflows: &[String], now: Timestamp
                 head_sha: pr.head.sha,
                 by: p.sender.map(|s| s.login).unwrap_or_default(),
             })
+        }
+        "push" => {
+            let p: PushPayload = json(event_name, body)?;
+            Ok(GithubEvent::Pushed { repository: p.repository.full_name, git_ref: p.git_ref })
         }
         other => Ok(GithubEvent::Ignored(format!("GitHub event {other:?} is not one rollbackd acts on"))),
     }

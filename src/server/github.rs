@@ -128,6 +128,15 @@ pub(super) async fn github_webhook(State(st): State<AppState>, headers: HeaderMa
             let (reply, rx) = oneshot::channel();
             (trigger, Job::GatePullRequest { number, head_sha, base, reply }, rx)
         }
+        github::GithubEvent::Pushed { repository, git_ref } => {
+            // Only the forge names the config repo's GitHub repository.
+            if st.0.config_repo.is_none() || not_ours(&repository) {
+                return ignored("a push to a repository other than the config repo".into());
+            }
+            let trigger = format!("github:push/{git_ref}");
+            let (reply, rx) = oneshot::channel();
+            (trigger, Job::Fetch { git_ref, reply }, rx)
+        }
         github::GithubEvent::DeploymentSucceeded(event) => {
             let trigger = event.trigger();
             let (reply, rx) = oneshot::channel();

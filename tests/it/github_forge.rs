@@ -593,3 +593,35 @@ fn github_telling_rollbackd_about_its_own_comments_and_merge_does_not_loop() {
     drop(s);
     gh.finish();
 }
+
+#[test]
+fn a_push_to_the_config_repo_brings_the_mirror_up_to_date_at_once() {
+    let (w, gh) = world("merge");
+    std::fs::write(w.root().join("gh-secrets"), "hook-secret\n").unwrap();
+    let cfg = std::fs::read_to_string(w.config_path()).unwrap();
+    std::fs::write(
+        w.config_path(),
+        format!(
+            "{cfg}sources:\n  github: {{ secrets_file: gh-secrets, workflows: [deploy] }}\n\
+             server: {{ refresh_interval: 1h }}\ngit: {{ fetch_freshness: 1h }}\n"
+        ),
+    )
+    .unwrap();
+    let s = crate::serve::serve(&w, "srv");
+    gh.hook_to(&s.url, "hook-secret");
+    let mirror = w.root().join("srv/mirror.git");
+    let mirror_head = || git_in(&mirror, &["rev-parse", "refs/heads/main"]);
+    let pushed = w.deploy("checkout", "prod", "1.5.0", 0);
+    assert_ne!(mirror_head(), pushed.0, "nothing fetched yet (an hour between refreshes)");
+
+    let mut push = crate::common::http::fixture("push.payload.json");
+    push["repository"]["full_name"] = "acme/config".into();
+    push["ref"] = "refs/heads/other".into();
+    assert_eq!(gh.deliver("push", "push-1", &serde_json::to_vec(&push).unwrap()), 200);
+    assert_ne!(mirror_head(), pushed.0, "another branch: nothing fetched");
+    push["ref"] = "refs/heads/main".into();
+    assert_eq!(gh.deliver("push", "push-2", &serde_json::to_vec(&push).unwrap()), 200);
+    assert_eq!(mirror_head(), pushed.0, "answered once fetched");
+    drop(s);
+    gh.finish();
+}
