@@ -21,6 +21,7 @@ mod metrics;
 mod notify;
 mod properties;
 mod proxy;
+mod replicas;
 mod repo_policies;
 mod review;
 mod rollback;
