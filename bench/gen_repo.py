@@ -3,7 +3,7 @@
 
     python3 bench/gen_repo.py --commits 50000 --bad 100 | git --git-dir origin.git fast-import
 
-Layout: 500 services x {prod, staging} x 10 files = 10,000 files under apps/<svc>/<env>/. The
+Layout: 500 services (--services) x {prod, staging} x 10 files = 10,000 files under apps/<svc>/<env>/. The
 first commit adds them all; every later commit is a deploy (one image tag bump) of a random
 service/env, 30 s apart, ending now. The last --bad commits are bad deploys of s000..s(bad-1)
 in prod, one each, so each can be rolled back independently.
@@ -40,11 +40,12 @@ def pct(xs, p):
     return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
-def build_workspace(d, commits, bad, source="any", extra_matchers=""):
+def build_workspace(d, commits, bad, source="any", extra_matchers="", services=500):
     """A bare origin with the synthetic history, packed, plus the policy and the templates."""
     origin = os.path.join(d, "origin.git")
     subprocess.run(["git", "init", "-q", "--bare", "--initial-branch=main", origin], check=True)
-    gen = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--commits", str(commits), "--bad", str(bad)], stdout=subprocess.PIPE)
+    gen = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--commits", str(commits), "--bad", str(bad),
+                            "--services", str(services)], stdout=subprocess.PIPE)
     subprocess.run(["git", "--git-dir", origin, "fast-import", "--quiet", "--done"], stdin=gen.stdout, check=True)
     if gen.wait() != 0:
         sys.exit("gen_repo.py failed")
@@ -77,7 +78,9 @@ def main():
     ap.add_argument("--commits", type=int, required=True)
     ap.add_argument("--bad", type=int, default=100)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--services", type=int, default=SERVICES, help="x 2 envs x 10 files")
     a = ap.parse_args()
+    services = a.services
     rnd = random.Random(a.seed)
     out = sys.stdout.buffer
     now = int(time.time()) - 60
@@ -106,7 +109,7 @@ def main():
         out.write(b"\n")
 
     initial = []
-    for s in range(SERVICES):
+    for s in range(services):
         svc = f"s{s:03d}"
         for env in ENVS:
             initial.append((f"apps/{svc}/{env}/deployment.yaml", deployment(svc, env, "1.0.0")))
@@ -115,7 +118,7 @@ def main():
     commit(0, "Initial config", initial)
     normal = a.commits - 1 - a.bad
     for n in range(1, normal + 1):
-        svc, env = f"s{rnd.randrange(a.bad, SERVICES):03d}" if a.bad < SERVICES else "s000", rnd.choice(ENVS)
+        svc, env = f"s{rnd.randrange(a.bad, services):03d}" if a.bad < services else "s000", rnd.choice(ENVS)
         v = f"1.{n // 100}.{n % 100}"
         commit(n, f"Deploy {svc} {v} to {env}", [(f"apps/{svc}/{env}/deployment.yaml", deployment(svc, env, v))])
     for b in range(a.bad):
