@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::config::{Config, PolicySource};
+use crate::config::{Config, PolicySource, Secrets};
 use crate::domain::event::{Event, Source};
 use crate::domain::plan::{CommitInfo, KnownGood, KnownGoodSource, Plan, Sha, Strategy, Target};
 use crate::domain::policy::PolicySet;
@@ -30,6 +30,8 @@ pub struct Checks<'a> {
     pub policies: Option<&'a Path>,
     /// Ask GitHub what the forge's credentials are granted and how the repo merges.
     pub forge: bool,
+    /// Only this repo of `repos:`.
+    pub repo: Option<&'a str>,
 }
 
 pub fn run(config_path: &Path, checks: &Checks<'_>) -> Vec<Diagnostic> {
@@ -58,10 +60,45 @@ pub fn run(config_path: &Path, checks: &Checks<'_>) -> Vec<Diagnostic> {
     if let Err(e) = crate::domain::ident::InputRules::new(&config.input) {
         diags.push(Diagnostic::error(config_path, 0, 0, e));
     }
+    let members = match (checks.repo, policies_dir) {
+        (Some(name), _) => match config.member(Some(name)) {
+            Ok(m) => vec![m],
+            Err(e) => return vec![Diagnostic::error(config_path, 0, 0, e)],
+        },
+        // A directory of policies is one repo's.
+        (None, Some(_)) => match config.member(None) {
+            Ok(m) => vec![m],
+            Err(e) => return vec![Diagnostic::error(config_path, 0, 0, format!("--policies: {e}"))],
+        },
+        (None, None) => config.members(),
+    };
+    for member in members {
+        let secrets = match secrets.as_ref().map(|_| member.secrets()).transpose() {
+            Ok(s) => s,
+            Err(e) => {
+                diags.push(Diagnostic::error(config_path, 0, 0, e.to_string()));
+                continue;
+            }
+        };
+        let found = check_repo(config_path, &member, secrets, checks);
+        diags.extend(found.into_iter().map(|mut d| {
+            if let Some(name) = member.member.as_deref().filter(|_| d.file == config_path) {
+                d.message = format!("repos.{name}: {}", d.message);
+            }
+            d
+        }));
+    }
+    diags
+}
+
+/// The checks of one config repo: its policies, templates, routes and paths.
+fn check_repo(config_path: &Path, config: &Config, secrets: Option<Secrets>, checks: &Checks<'_>) -> Vec<Diagnostic> {
+    let (offline, policies_dir) = (checks.offline, checks.policies);
+    let mut diags = Vec::new();
     // Online, the config repo: for the paths, and for the policies when they live there.
     let repo = secrets.map(|secrets| {
         let auth = Auth { token: secrets.git_token, ssh_key: config.repo.ssh_key_file.clone() };
-        ConfigRepo::open(&crate::engine::git_settings(&config), auth).and_then(|mut r| r.fetch(true).map(|_| r))
+        ConfigRepo::open(&crate::engine::git_settings(config), auth).and_then(|mut r| r.fetch(true).map(|_| r))
     });
     let loaded = match (policies_dir, &config.policies) {
         (Some(dir), _) => Some(PolicySet::load(dir)),
@@ -159,16 +196,16 @@ pub fn run(config_path: &Path, checks: &Checks<'_>) -> Vec<Diagnostic> {
         Err(e) => diags.push(template_diagnostic(&config.templates, e)),
     }
     if let Some(set) = &policies {
-        if let Err(e) = crate::engine::check_routes(&config, set) {
+        if let Err(e) = crate::engine::check_routes(config, set) {
             diags.push(Diagnostic::error(config_path, 0, 0, e));
         }
-        check_verify(&config, set, offline, &mut diags);
-        check_rules_match_someone(&config, set, &mut diags);
+        check_verify(config, set, offline, &mut diags);
+        check_rules_match_someone(config, set, &mut diags);
         if checks.forge {
-            check_forge(&config, set, offline, &mut diags);
+            check_forge(config, set, offline, &mut diags);
         }
         match &repo {
-            Some(Ok(repo)) => check_paths_exist(&config, repo, set, &mut diags),
+            Some(Ok(repo)) => check_paths_exist(config, repo, set, &mut diags),
             Some(Err(e)) => diags.push(Diagnostic::warning(
                 config_path,
                 0,

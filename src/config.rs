@@ -11,7 +11,13 @@ use crate::support::secret::SecretString;
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The config repo. A file that serves several sets `repos:` instead.
+    #[serde(default)]
     pub repo: RepoConfig,
+    /// Several config repos on one service, each with its own branch, credentials, policies,
+    /// forge and writer. Everything else in the file is shared.
+    #[serde(default)]
+    pub repos: Vec<RepoEntry>,
     /// Where the service keeps its bare mirror of the config repo. Default: `./data`.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
@@ -60,6 +66,47 @@ pub struct Config {
     /// The file this was read from, for a reload.
     #[serde(skip)]
     pub path: PathBuf,
+    /// `repos[].name` when this is one repo of a file that serves several.
+    #[serde(skip)]
+    pub member: Option<String>,
+    /// Each repo of `repos:`, as a config of its own (paths resolved, checked).
+    #[serde(skip)]
+    members: Vec<Config>,
+}
+
+/// One entry of `repos:`. What it leaves out (`identity`, `templates`, `audit`, `git`) is
+/// taken from the top of the file; `policies` it must say, since policies are what route an
+/// event to a repo, and `forge` is local unless it says otherwise: a forge names one repo.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoEntry {
+    /// Names the repo in logs, answers, `status` and `--config-repo`; also its directory under
+    /// `data_dir`. Lowercase letters, digits, `.`, `_` and `-`.
+    pub name: String,
+    pub repo: RepoConfig,
+    pub policies: PolicySource,
+    #[serde(default)]
+    pub forge: ForgeConfig,
+    #[serde(default)]
+    pub templates: Option<PathBuf>,
+    #[serde(default)]
+    pub identity: Option<Identity>,
+    #[serde(default)]
+    pub audit: Option<AuditConfig>,
+    #[serde(default)]
+    pub git: Option<GitConfig>,
+}
+
+/// Which keys the file sets at its top, whatever their values: with `repos:`, a top-level
+/// `repo`, `policies` or `forge` would be silently unused, so it is refused instead.
+#[derive(Deserialize)]
+struct TopKeys {
+    #[serde(default)]
+    repo: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    policies: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    forge: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -330,7 +377,7 @@ fn default_redeliver_every() -> Duration {
     Duration::from_secs(300)
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RepoConfig {
     /// Local path, `file://`, `https://` or `ssh://` / `git@host:path` URL of the config repo.
@@ -628,12 +675,129 @@ impl Config {
             std::fs::read_to_string(path).map_err(|cause| ConfigError::Read { path: path.to_path_buf(), cause })?;
         let mut config: Config =
             serde_saphyr::from_str(&text).map_err(|e| ConfigError::Invalid(Diagnostic::from_yaml(path, &e)))?;
+        let keys: TopKeys =
+            serde_saphyr::from_str(&text).map_err(|e| ConfigError::Invalid(Diagnostic::from_yaml(path, &e)))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        config.resolve_relative_to(base);
         config.path = path.to_path_buf();
+        if config.repos.is_empty() {
+            if keys.repo.is_none() {
+                return Err(invalid(path, "set repo (the config repo), or repos (several)".into()));
+            }
+        } else {
+            for (key, set) in [("repo", &keys.repo), ("policies", &keys.policies), ("forge", &keys.forge)] {
+                if set.is_some() {
+                    return Err(invalid(path, format!("`{key}` goes inside each entry of repos, not at the top")));
+                }
+            }
+            config.members = config.expand(base)?;
+        }
+        config.resolve_relative_to(base);
         config.check_limits().map_err(|message| ConfigError::Invalid(Diagnostic::error(path, 0, 0, message)))?;
         config.check_shape()?;
         Ok(config)
+    }
+
+    /// Each entry of `repos:` laid over the top of the file, as the config its writer runs.
+    fn expand(&self, base: &Path) -> Result<Vec<Config>, ConfigError> {
+        let path = &self.path;
+        let mut seen = std::collections::HashSet::new();
+        let mut branches = std::collections::HashSet::new();
+        let mut members = Vec::new();
+        let mut redeliverer = false;
+        for e in &self.repos {
+            let n = &e.name;
+            let valid = !n.is_empty()
+                && n.len() <= 63
+                && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'))
+                && !n.starts_with('.');
+            if !valid {
+                return Err(invalid(
+                    path,
+                    format!(
+                        "repos: name `{}`: lowercase letters, digits, `.`, `_` and `-`, at most 63",
+                        crate::domain::ident::shown(n)
+                    ),
+                ));
+            }
+            if !seen.insert(n.clone()) {
+                return Err(invalid(path, format!("repos: the name `{n}` is used twice")));
+            }
+            if !branches.insert((e.repo.url.clone(), e.repo.branch.clone())) {
+                return Err(invalid(
+                    path,
+                    format!("repos.{n}: {} {} is served by an earlier entry already", e.repo.url, e.repo.branch),
+                ));
+            }
+            let mut m = self.clone();
+            m.repos = Vec::new();
+            m.member = Some(n.clone());
+            m.repo = e.repo.clone();
+            m.policies = e.policies.clone();
+            m.forge = e.forge.clone();
+            m.data_dir = self.data_dir.join(n);
+            if let Some(t) = &e.templates {
+                m.templates = t.clone();
+            }
+            if let Some(i) = &e.identity {
+                m.identity = i.clone();
+            }
+            if let Some(a) = &e.audit {
+                m.audit = a.clone();
+            }
+            if let Some(g) = &e.git {
+                m.git = g.clone();
+            }
+            // GitHub lists one App's failed deliveries to whoever asks: one writer asks for
+            // them all, so a failed delivery is sent again once, not once per repo.
+            if let (Some(gh), ForgeConfig::Github(_)) = (m.sources.github.as_mut(), &m.forge) {
+                if redeliverer {
+                    gh.redeliver_every = Duration::from_secs(0);
+                }
+                redeliverer = true;
+            }
+            m.resolve_relative_to(base);
+            let within = |e: ConfigError| match e {
+                ConfigError::Invalid(d) => invalid(path, format!("repos.{n}: {}", d.message)),
+                e => e,
+            };
+            m.check_limits().map_err(|message| invalid(path, format!("repos.{n}: {message}")))?;
+            m.check_shape().map_err(within)?;
+            members.push(m);
+        }
+        Ok(members)
+    }
+
+    /// The configs of the writers this file asks for: itself, or one per entry of `repos:`.
+    pub fn members(&self) -> Vec<Config> {
+        if self.members.is_empty() { vec![self.clone()] } else { self.members.clone() }
+    }
+
+    /// The one repo `name` names, or the only one there is. `None` with several: the caller
+    /// must say which (`--config-repo`).
+    pub fn member(&self, name: Option<&str>) -> Result<Config, String> {
+        let names = || self.members.iter().filter_map(|m| m.member.clone()).collect::<Vec<_>>().join(", ");
+        match (name, self.members.is_empty()) {
+            (None, true) => Ok(self.clone()),
+            (Some(n), true) => {
+                Err(format!("--config-repo {n}: {} serves one repo, which has no name", self.path.display()))
+            }
+            (None, false) => Err(format!(
+                "{} serves {} repos ({}): say which with --config-repo NAME",
+                self.path.display(),
+                self.members.len(),
+                names()
+            )),
+            (Some(n), false) => {
+                self.members.iter().find(|m| m.member.as_deref() == Some(n)).cloned().ok_or_else(|| {
+                    format!(
+                        "--config-repo {}: not in {} (it serves {})",
+                        crate::domain::ident::shown(n),
+                        self.path.display(),
+                        names()
+                    )
+                })
+            }
+        }
     }
 
     /// What the file must say whatever the secrets are.
@@ -670,7 +834,10 @@ impl Config {
                 {
                     return Err(invalid(path, format!("notify.channels.{name}: set one of token_env or token_file")));
                 }
-                ChannelConfig::GithubIssue {} if !matches!(self.forge, ForgeConfig::Github(_)) => {
+                // With `repos:`, each repo is checked on its own.
+                ChannelConfig::GithubIssue {}
+                    if !matches!(self.forge, ForgeConfig::Github(_)) && self.repos.is_empty() =>
+                {
                     return Err(invalid(
                         path,
                         format!("notify.channels.{name}: github_issue needs forge.kind: github"),
@@ -816,7 +983,8 @@ impl Config {
             }
         }
         // A relative local path for the repo is relative to the config too.
-        if !crate::support::url::looks_like_url(&self.repo.url)
+        if !self.repo.url.is_empty()
+            && !crate::support::url::looks_like_url(&self.repo.url)
             && !self.repo.url.starts_with("file://")
             && Path::new(&self.repo.url).is_relative()
         {
@@ -887,6 +1055,52 @@ mod tests {
             std::fs::write(&path, format!("repo: {{ url: /x }}\n{field}\n")).unwrap();
             let err = Config::load(&path).unwrap_err().to_string();
             assert!(err.contains(says), "{err}");
+        }
+    }
+
+    #[test]
+    fn repos_are_laid_over_the_top_of_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rollbackd.yaml");
+        std::fs::write(
+            &path,
+            "data_dir: state\nidentity: { name: bot, email: bot@example.com }\nrepos:\n  - name: shop\n    repo: { url: shop.git }\n    policies: shop-policies\n  - name: billing\n    repo: { url: https://git.example.com/billing.git, branch: live }\n    policies: { repo_path: .rollbackd/policies }\n    identity: { name: billing, email: b@example.com }\n",
+        )
+        .unwrap();
+        let (c, _) = Config::load(&path).unwrap();
+        let m = c.members();
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0].member.as_deref(), Some("shop"));
+        assert_eq!(m[0].repo.url, dir.path().join("shop.git").to_string_lossy());
+        assert_eq!(m[0].data_dir, dir.path().join("state/shop"));
+        assert_eq!(m[0].policies, PolicySource::Dir(dir.path().join("shop-policies")));
+        assert_eq!(m[0].identity.name, "bot");
+        assert_eq!((m[1].repo.branch.as_str(), m[1].identity.name.as_str()), ("live", "billing"));
+        assert_eq!(m[1].data_dir, dir.path().join("state/billing"));
+        assert_eq!(c.member(Some("billing")).unwrap().repo.branch, "live");
+        assert!(c.member(None).unwrap_err().contains("serves 2 repos (shop, billing)"));
+        assert!(c.member(Some("x")).unwrap_err().contains("not in"));
+    }
+
+    #[test]
+    fn a_repos_file_that_could_mean_two_things_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rollbackd.yaml");
+        let entry = |name: &str, url: &str| format!("  - name: {name}\n    repo: {{ url: {url} }}\n    policies: p\n");
+        for (text, says) in [
+            ("data_dir: d\n".to_string(), "set repo"),
+            (format!("repo: {{ url: /x }}\nrepos:\n{}", entry("a", "/a")), "`repo` goes inside each entry"),
+            (format!("policies: p\nrepos:\n{}", entry("a", "/a")), "`policies` goes inside each entry"),
+            (format!("forge: {{ kind: local }}\nrepos:\n{}", entry("a", "/a")), "`forge` goes inside"),
+            (format!("repos:\n{}{}", entry("a", "/a"), entry("a", "/b")), "used twice"),
+            (format!("repos:\n{}{}", entry("a", "/a"), entry("b", "/a")), "served by an earlier entry"),
+            (format!("repos:\n{}", entry("Shop", "/a")), "lowercase"),
+            (format!("repos:\n{}", entry("../x", "/a")), "lowercase"),
+            ("repos:\n  - name: a\n    repo: { url: /a }\n".to_string(), "policies"),
+        ] {
+            std::fs::write(&path, &text).unwrap();
+            let err = Config::load(&path).unwrap_err().to_string();
+            assert!(err.contains(says), "{text}: {err}");
         }
     }
 

@@ -25,6 +25,7 @@ mod server;
 mod check;
 mod demo;
 mod engine;
+mod fleet;
 mod healthcheck;
 mod serve;
 mod worker;
@@ -36,6 +37,7 @@ mod support;
 // Running the service: its configuration, the engine, the HTTP front and its single writer.
 pub use config::{Config, ConfigError, Secrets};
 pub use engine::{Engine, EngineError, GateReport, Options, ReviewOutcome};
+pub use fleet::Fleet;
 pub use serve::{ServeError, serve};
 pub use server::{AppState, HttpSettings, admin_app as admin_router, app as router};
 pub use support::clock::{Clock, FixedClock, SystemClock};

@@ -23,6 +23,9 @@ struct Cli {
     /// Configuration file.
     #[arg(long, global = true, env = "ROLLBACKD_CONFIG", default_value = "rollbackd.yaml")]
     config: PathBuf,
+    /// Which config repo, by its name under `repos:`, when the file serves several.
+    #[arg(long = "config-repo", global = true, env = "ROLLBACKD_CONFIG_REPO", value_name = "NAME")]
+    config_repo: Option<String>,
     /// Log line format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -325,8 +328,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn engine(config: &Path, clock: Arc<dyn Clock>) -> anyhow::Result<Engine> {
-    let (config, secrets) = Config::load(config)?;
+fn engine(config: &Path, repo: Option<&str>, clock: Arc<dyn Clock>) -> anyhow::Result<Engine> {
+    let config = Config::read(config)?.member(repo).map_err(Usage)?;
+    let secrets = config.secrets()?;
     for unset in &secrets.notify_unset {
         tracing::warn!("{unset}: that channel is not told about what this command does");
     }
@@ -360,7 +364,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Check { offline, online, policies, forge } => {
             let in_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
             let offline = offline || (in_ci && !online && !forge);
-            let checks = rollbackd::Checks { offline, policies: policies.as_deref(), forge };
+            let checks =
+                rollbackd::Checks { offline, policies: policies.as_deref(), forge, repo: cli.config_repo.as_deref() };
             let diags = rollbackd::check(&cli.config, &checks);
             for d in &diags {
                 println!("{d}");
@@ -380,7 +385,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             let body = std::fs::read(&event).with_context(|| format!("cannot read {}", event.display()))?;
             let events =
                 rollbackd::events_from_file(&body, source.map(SimSource::kind), github_event.as_deref(), clock.now())?;
-            let mut engine = engine(&cli.config, clock)?;
+            let mut engine = engine(&cli.config, cli.config_repo.as_deref(), clock)?;
             let opts = Options { dry_run: true, ..Options::default() };
             // Each alert of a notification is its own decision: one that cannot be planned does
             // not hide the others.
@@ -409,13 +414,13 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             let request_id = format!("{actor}-{}-{}", now.as_nanosecond(), std::process::id());
             let actor = format!("cli:{actor}");
             let event = Event::request(Source::Cli, &service, &env, &actor, reason.as_deref(), now, &request_id);
-            let mut engine = engine(&cli.config, clock)?;
+            let mut engine = engine(&cli.config, cli.config_repo.as_deref(), clock)?;
             let report = engine.handle(&event, &Options { to, dry_run, emergency, ..Options::default() })?;
             print_reports(std::slice::from_ref(&report), json)?;
             Ok(exit_code(&report.outcome))
         }
         Command::History { service, env, limit, json } => {
-            let mut engine = engine(&cli.config, Arc::new(SystemClock))?;
+            let mut engine = engine(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
             let index = engine.history()?;
             let query = HistoryQuery { service: service.as_deref(), env: env.as_deref(), limit: Some(limit) };
             let records = query.select(index.records());
@@ -427,7 +432,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Explain { subject, json } => {
-            let mut engine = engine(&cli.config, Arc::new(SystemClock))?;
+            let mut engine = engine(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
             let explanation = engine.explain(&subject)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&explanation)?);
@@ -440,15 +445,15 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Approve { id, who } => {
             let actor = whoami(who.actor)?;
-            review(&cli.config, |e| e.approve(&id, None, &actor))
+            review(&cli.config, cli.config_repo.as_deref(), |e| e.approve(&id, None, &actor))
         }
         Command::Cancel { id, who } => {
             let actor = whoami(who.actor)?;
-            review(&cli.config, |e| e.cancel(&id, None, &actor))
+            review(&cli.config, cli.config_repo.as_deref(), |e| e.cancel(&id, None, &actor))
         }
         Command::Healthcheck { url, ready } => healthcheck(&cli.config, url, ready),
         Command::Gate { rev, base, repo } => {
-            let mut engine = engine(&cli.config, Arc::new(SystemClock))?;
+            let mut engine = engine(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
             let report = engine.gate(&rev, base.as_deref(), repo.as_deref())?;
             if report.violations.is_empty() {
                 println!("ok: {} artifact changes, none brings back a held artifact", report.checked);
@@ -461,7 +466,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Release { service, env, reason, who } => {
             let actor = whoami(who.actor)?;
-            let mut engine = engine(&cli.config, Arc::new(SystemClock))?;
+            let mut engine = engine(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
             let said = engine.release(&service, &env, reason.as_deref(), None, &actor)?;
             println!("{said}");
             Ok(if said.starts_with("refused") { 2 } else { 0 })
@@ -477,30 +482,30 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Freeze { scope, env, duration, reason, who } => {
             let actor = whoami(who.actor)?;
-            let mut engine = engine(&cli.config, Arc::new(SystemClock))?;
+            let mut engine = engine(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
             println!("{}", engine.freeze(&scope, env.as_deref(), duration, reason.as_deref(), None, &actor)?);
             Ok(0)
         }
         Command::Pause { duration, reason, who } => {
             let actor = whoami(who.actor)?;
-            let mut engine = engine(&cli.config, Arc::new(SystemClock))?;
+            let mut engine = engine(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
             println!("{}", engine.pause(duration, reason.as_deref(), None, &actor)?);
             Ok(0)
         }
         Command::Resume { who } => {
             let actor = whoami(who.actor)?;
-            let mut engine = engine(&cli.config, Arc::new(SystemClock))?;
+            let mut engine = engine(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
             println!("{}", engine.resume(None, &actor, None)?);
             Ok(0)
         }
         Command::Unfreeze { scope, env, who } => {
             let actor = whoami(who.actor)?;
-            let mut engine = engine(&cli.config, Arc::new(SystemClock))?;
+            let mut engine = engine(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
             println!("{}", engine.unfreeze(&scope, env.as_deref(), None, &actor, None)?);
             Ok(0)
         }
         Command::Status { service } => {
-            let mut engine = engine(&cli.config, Arc::new(SystemClock))?;
+            let mut engine = engine(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
             print!("{}", engine.status(service.as_deref())?);
             Ok(0)
         }
@@ -511,9 +516,10 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
 
 fn review(
     config: &Path,
+    repo: Option<&str>,
     f: impl FnOnce(&mut Engine) -> Result<rollbackd::ReviewOutcome, EngineError>,
 ) -> anyhow::Result<u8> {
-    let mut engine = engine(config, Arc::new(SystemClock))?;
+    let mut engine = engine(config, repo, Arc::new(SystemClock))?;
     let outcome = f(&mut engine)?;
     println!("{}", outcome.summary());
     Ok(if matches!(outcome, rollbackd::ReviewOutcome::Refused { .. }) { 2 } else { 0 })
@@ -560,7 +566,7 @@ fn run_demo(dir: &Path, no_serve: bool, listen: Option<String>) -> anyhow::Resul
         println!("Reusing the demo at {} (delete it for a fresh one)", dir.display());
     }
     println!("\nWhat the sample alert would do:\n");
-    let mut engine = engine(&config, Arc::new(SystemClock))?;
+    let mut engine = engine(&config, None, Arc::new(SystemClock))?;
     let events = rollbackd::events_from_file(
         &std::fs::read(&alert)?,
         Some(EventFileKind::Alertmanager),

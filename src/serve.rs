@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::config::{Config, ConfigError};
 use crate::engine::{Engine, EngineError};
+use crate::fleet::{Fleet, Member};
 use crate::server::{self, AppState, HttpSettings};
 use crate::support::clock::{Clock, SystemClock};
 use crate::support::url::looks_like_url;
@@ -38,7 +39,12 @@ pub fn serve(config_path: &Path, listen: Option<String>, banner: Option<String>)
     }
     let listen = listen.unwrap_or_else(|| config.listen.clone());
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let engine = Engine::new(config.clone(), secrets.clone(), clock.clone())?;
+    // One engine and one writer per config repo; they share nothing but the HTTP front.
+    let mut engines = Vec::new();
+    for member in config.members() {
+        let secrets = member.secrets()?;
+        engines.push(Engine::new(member, secrets, clock.clone())?);
+    }
     let sources: Vec<&str> = [
         config.sources.alertmanager.as_ref().map(|_| "alertmanager"),
         config.sources.github.as_ref().map(|_| "github"),
@@ -52,18 +58,27 @@ pub fn serve(config_path: &Path, listen: Option<String>, banner: Option<String>)
         commit = env!("ROLLBACKD_COMMIT"),
         config = %config_path.display(),
         sources = %sources.join(","),
-        policies = engine.policies().policies.len(),
+        repos = engines.len(),
+        policies = engines.iter().map(|e| e.policies().policies.len()).sum::<usize>(),
         channels = config.notify.channels.len(),
         "rollbackd starting"
     );
-    let (handle, writer) = worker::spawn(engine, config.server.queue, config.server.refresh_interval.as_std());
-    let reloader = handle.clone();
-    let state = AppState::new(&config, &secrets, handle, clock);
+    let local_origin = engines.iter().any(|e| !looks_like_url(&e.config().repo.url));
+    let mut members = Vec::new();
+    let mut writers = Vec::new();
+    for engine in engines {
+        let member = engine.config().clone();
+        let (handle, writer) = worker::spawn(engine, config.server.queue, config.server.refresh_interval.as_std());
+        members.push(Member::new(&member, handle));
+        writers.push(writer);
+    }
+    let fleet = Fleet::new(members);
+    let reloader = fleet.clone();
+    let state = AppState::new(&config, &secrets, fleet, clock);
     let settings = HttpSettings::from_config(&config).with_secrets(&secrets);
     let app = server::app(state.clone(), &settings);
     let admin = config.admin.listen.clone().map(|listen| (listen, server::admin_app(state, &settings)));
     let open_reads = admin.is_none() && settings.admin_tokens.is_empty();
-    let local_origin = !looks_like_url(&config.repo.url);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let (listener, addr) =
@@ -111,25 +126,33 @@ pub fn serve(config_path: &Path, listen: Option<String>, banner: Option<String>)
     // Dropping the runtime drops what is left of its tasks (the SIGHUP listener and its handle):
     // every handle to the writer is then gone, and it finishes what is queued and stops.
     drop(runtime);
-    writer.join().map_err(|_| ServeError::WriterPanicked)
+    for writer in writers {
+        writer.join().map_err(|_| ServeError::WriterPanicked)?;
+    }
+    Ok(())
 }
 
 /// SIGHUP asks the writer to reload; the answer is logged (the writer logs it too).
-async fn reload_on_sighup(handle: crate::worker::WorkerHandle) {
+async fn reload_on_sighup(fleet: Fleet) {
     #[cfg(unix)]
     {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
             return;
         };
         while hup.recv().await.is_some() {
-            let (reply, rx) = tokio::sync::oneshot::channel();
-            if handle.submit(crate::worker::Job::Reload { reply }).is_err() {
-                tracing::warn!("SIGHUP: the writer's queue is full; send it again");
-                continue;
+            for m in fleet.members() {
+                let (reply, rx) = tokio::sync::oneshot::channel();
+                if m.handle.submit(crate::worker::Job::Reload { reply }).is_err() {
+                    tracing::warn!(
+                        repo = m.name.as_deref().unwrap_or("-"),
+                        "SIGHUP: the writer's queue is full; send it again"
+                    );
+                    continue;
+                }
+                let _ = rx.await;
             }
-            let _ = rx.await;
         }
     }
     #[cfg(not(unix))]
-    let _ = handle;
+    let _ = fleet;
 }

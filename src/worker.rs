@@ -223,6 +223,7 @@ impl WorkerHandle {
 
 /// Starts the writer thread. It stops after every `WorkerHandle` is dropped and the queue is drained.
 pub fn spawn(engine: Engine, capacity: usize, refresh: Duration) -> (WorkerHandle, std::thread::JoinHandle<()>) {
+    let name = engine.config().member.clone();
     let (tx, rx) = std::sync::mpsc::sync_channel(capacity.max(1));
     metrics::install();
     metrics::queue_capacity(capacity.max(1));
@@ -230,8 +231,13 @@ pub fn spawn(engine: Engine, capacity: usize, refresh: Duration) -> (WorkerHandl
     metrics::policies_in_force(engine.policies().policies.len(), engine.policy_refusal().is_none());
     let s = shared.clone();
     let join = std::thread::Builder::new()
-        .name("rollbackd-writer".into())
-        .spawn(move || run(engine, rx, s, refresh))
+        .name(name.as_ref().map_or_else(|| "rollbackd-writer".into(), |n| format!("writer-{n}")))
+        .spawn(move || {
+            // With several repos, every line the writer logs names its repo.
+            let span = name.map(|n| tracing::info_span!("repo", repo = %n));
+            let _entered = span.as_ref().map(|s| s.enter());
+            run(engine, rx, s, refresh)
+        })
         .expect("spawn the writer thread");
     (WorkerHandle { tx, shared }, join)
 }

@@ -14,6 +14,9 @@ pub(crate) const RECENT: usize = 20;
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct StatusView {
+    /// The config repo, when rollbackd serves several.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
     pub at: Option<Timestamp>,
     /// The kill switch, described, when it is on.
     pub paused: Option<String>,

@@ -57,6 +57,7 @@ impl Engine {
             })
             .collect();
         Ok(StatusView {
+            repo: self.config.member.clone(),
             at: Some(to_the_second(now)),
             paused: freezes.paused(now).map(|f| f.describe()),
             freezes: freezes.active(now).filter(|f| !f.pause).map(FreezeView::of).collect(),

@@ -34,16 +34,19 @@ pub(super) async fn alertmanager_webhook(State(st): State<AppState>, headers: He
     if n.truncated > 0 {
         warn!(truncated = n.truncated, "Alertmanager left alerts out of this notification (max_alerts)");
     }
-    let mut pending: Vec<Pending> = n.firing.into_iter().map(|e| st.dispatch_event(e)).collect();
+    let mut pending: Vec<Pending> = n.firing.into_iter().flat_map(|e| st.dispatch_event(e)).collect();
     for r in n.resolved {
         let trigger = format!("alertmanager:{}", r.dedupe_key);
-        // Only incidents that were rolled back, or alerts a verification waits for, matter.
-        let shared = st.0.worker.shared();
-        if shared.snapshot().find_trigger(&trigger).is_none() && !shared.watched(&trigger) {
-            continue;
+        // Only incidents that were rolled back, or alerts a verification waits for, matter,
+        // and only to the repos they were rolled back in.
+        for m in st.0.fleet.members() {
+            let shared = m.handle.shared();
+            if shared.snapshot().find_trigger(&trigger).is_none() && !shared.watched(&trigger) {
+                continue;
+            }
+            let (reply, rx) = oneshot::channel();
+            pending.push(st.submit(m, trigger.clone(), Job::Resolved { resolved: r.clone(), reply }, rx));
         }
-        let (reply, rx) = oneshot::channel();
-        pending.push(st.submit(trigger, Job::Resolved { resolved: r, reply }, rx));
     }
     if pending.is_empty() {
         return respond(StatusCode::OK, vec![]);

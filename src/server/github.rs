@@ -50,38 +50,29 @@ pub(super) async fn github_webhook(State(st): State<AppState>, headers: HeaderMa
     info!(event = event_name, delivery = delivery.as_deref().unwrap_or("-"), "GitHub delivery");
     let shown = delivery.clone().unwrap_or_else(|| "-".into());
     let ignored = |reason: String| {
-        let a = Answer {
-            trigger: format!("github:{shown}"),
-            outcome: "ignored".into(),
-            rollback_id: None,
-            commit: None,
-            reason,
-        };
+        let a = Answer::new(format!("github:{shown}"), "ignored", reason);
         metrics::received(Source::Github, "ignored");
         respond(StatusCode::OK, vec![a])
     };
-    let not_ours =
-        |repository: &str| st.0.config_repo.as_deref().is_some_and(|mine| !mine.eq_ignore_ascii_case(repository));
-    // What needs the writer, as a job; everything else is answered here.
-    let (trigger, job, rx) = match parsed {
+    type MakeJob = Box<dyn Fn(oneshot::Sender<crate::worker::JobResult>) -> Job + Send>;
+    let fleet = &st.0.fleet;
+    let (trigger, members, make): (String, Vec<&crate::fleet::Member>, MakeJob) = match parsed {
         github::GithubEvent::Ping => return ignored("pong: the webhook reaches rollbackd".into()),
         github::GithubEvent::Ignored(reason) => return ignored(reason),
-        // A failure is one incident: its redelivery is answered from the audit trail (the
-        // rollback it led to), which outlives any memory of delivery ids.
         github::GithubEvent::Failure(event) => {
             let p = st.dispatch_event(event);
-            return st.collect(Source::Github, vec![p]).await;
+            return st.collect(Source::Github, p).await;
         }
         github::GithubEvent::Comment(comment) => {
-            if !st.0.github_forge {
+            if !fleet.any_github_forge() {
                 return ignored("comments are answered only with forge.kind: github".into());
             }
             if comment.sender_is_bot {
                 return ignored(format!("comment by a bot ({}): bots do not give commands", comment.sender));
             }
-            if not_ours(&comment.repository) {
+            let Some(member) = fleet.by_github_repo(&comment.repository) else {
                 return ignored("comment on a repository other than the config repo".into());
-            }
+            };
             if !comment.is_pull_request {
                 return ignored("commands are read only on rollback pull requests".into());
             }
@@ -93,20 +84,23 @@ pub(super) async fn github_webhook(State(st): State<AppState>, headers: HeaderMa
                 return ignored("no /rollback command in the comment".into());
             }
             let trigger = format!("github:comment/{}", comment.id);
-            let (reply, rx) = oneshot::channel();
-            let job =
-                Job::GithubComment { comment: Box::new(comment), directory: Box::new(st.0.directory.clone()), reply };
-            (trigger, job, rx)
+            let directory = st.0.directory.clone();
+            let make: MakeJob = Box::new(move |reply| Job::GithubComment {
+                comment: Box::new(comment.clone()),
+                directory: Box::new(directory.clone()),
+                reply,
+            });
+            (trigger, vec![member], make)
         }
         github::GithubEvent::ChecksPassed { branch } => {
             let trigger = format!("github:checks/{branch}");
-            let (reply, rx) = oneshot::channel();
-            (trigger, Job::ChecksPassed { branch, reply }, rx)
+            let members = fleet.proposing(&branch);
+            (trigger, members, Box::new(move |reply| Job::ChecksPassed { branch: branch.clone(), reply }))
         }
         github::GithubEvent::PullRequestClosed { repository, branch, merged_sha, head_sha, by } => {
-            if not_ours(&repository) {
+            let Some(member) = fleet.config_repo(&repository) else {
                 return ignored("pull request on a repository other than the config repo".into());
-            }
+            };
             if crate::domain::rollback::RollbackRef::parse_branch(&branch).is_none() {
                 return ignored(format!(
                     "pull request from {} is not a rollback proposal",
@@ -114,33 +108,42 @@ pub(super) async fn github_webhook(State(st): State<AppState>, headers: HeaderMa
                 ));
             }
             let trigger = format!("github:pull_request/{branch}");
-            let (reply, rx) = oneshot::channel();
-            (trigger, Job::PullRequestClosed { branch, merged_sha, head_sha, by, reply }, rx)
+            let make: MakeJob = Box::new(move |reply| Job::PullRequestClosed {
+                branch: branch.clone(),
+                merged_sha: merged_sha.clone(),
+                head_sha: head_sha.clone(),
+                by: by.clone(),
+                reply,
+            });
+            (trigger, vec![member], make)
         }
         github::GithubEvent::PullRequestChanged { repository, number, head_sha, base } => {
-            if !st.0.github_forge {
+            if !fleet.any_github_forge() {
                 return ignored("pull requests are gated only with forge.kind: github".into());
             }
-            if not_ours(&repository) {
+            let Some(member) = fleet.by_github_repo(&repository) else {
                 return ignored("pull request on a repository other than the config repo".into());
-            }
+            };
             let trigger = format!("github:gate/{number}/{head_sha}");
-            let (reply, rx) = oneshot::channel();
-            (trigger, Job::GatePullRequest { number, head_sha, base, reply }, rx)
+            let make: MakeJob = Box::new(move |reply| Job::GatePullRequest {
+                number,
+                head_sha: head_sha.clone(),
+                base: base.clone(),
+                reply,
+            });
+            (trigger, vec![member], make)
         }
         github::GithubEvent::Pushed { repository, git_ref } => {
-            // Only the forge names the config repo's GitHub repository.
-            if st.0.config_repo.is_none() || not_ours(&repository) {
+            let Some(member) = fleet.by_github_repo(&repository) else {
                 return ignored("a push to a repository other than the config repo".into());
-            }
+            };
             let trigger = format!("github:push/{git_ref}");
-            let (reply, rx) = oneshot::channel();
-            (trigger, Job::Fetch { git_ref, reply }, rx)
+            (trigger, vec![member], Box::new(move |reply| Job::Fetch { git_ref: git_ref.clone(), reply }))
         }
         github::GithubEvent::DeploymentSucceeded(event) => {
             let trigger = event.trigger();
-            let (reply, rx) = oneshot::channel();
-            (trigger, Job::KnownGood { event, reply }, rx)
+            let members = fleet.route(&event);
+            (trigger, members, Box::new(move |reply| Job::KnownGood { event: event.clone(), reply }))
         }
     };
     if let Some(id) = &delivery
@@ -148,13 +151,18 @@ pub(super) async fn github_webhook(State(st): State<AppState>, headers: HeaderMa
     {
         return ignored(format!("delivery {id} was received before"));
     }
-    let p = st.submit(trigger, job, rx);
-    let resp = st.collect(Source::Github, vec![p]).await;
+    let pending = members
+        .into_iter()
+        .map(|m| {
+            let (reply, rx) = oneshot::channel();
+            st.submit(m, trigger.clone(), make(reply), rx)
+        })
+        .collect();
+    let resp = st.collect(Source::Github, pending).await;
     release_if_retry(&st, delivery.as_deref(), &resp);
     resp
 }
 
-/// A delivery answered 503 was not done: forget it, so GitHub's redelivery is carried out.
 fn release_if_retry(st: &AppState, delivery: Option<&str>, resp: &Response) {
     if resp.status() == StatusCode::SERVICE_UNAVAILABLE
         && let Some(id) = delivery

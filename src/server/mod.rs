@@ -29,10 +29,11 @@ use crate::config::{Config, Secrets};
 use crate::domain::event::{Event, Source};
 use crate::domain::history;
 use crate::engine::Triage;
+use crate::fleet::{Fleet, Member};
 use crate::metrics;
 use crate::support::clock::Clock;
 use crate::support::secret::SecretString;
-use crate::worker::{self, Job, JobResult, QueueError, WorkerHandle};
+use crate::worker::{self, Job, JobResult, QueueError};
 
 /// How an Alertmanager may authenticate.
 #[derive(Clone, Debug, Default)]
@@ -64,15 +65,11 @@ pub(crate) struct SlackSettings {
 }
 
 struct Inner {
-    worker: WorkerHandle,
+    /// The writer of each config repo served, with what routes an input to it.
+    fleet: Fleet,
     alertmanager: Option<AlertmanagerAuth>,
     github: Option<GithubAuth>,
     slack: Option<SlackSettings>,
-    /// Proposals are pull requests: comments on them are commands.
-    github_forge: bool,
-    /// `owner/name` of the config repo on GitHub (forge.kind: github): comments and pull
-    /// requests elsewhere are not ours.
-    config_repo: Option<String>,
     directory: crate::domain::principal::Directory,
     /// Deliveries (GitHub `X-GitHub-Delivery`, Slack `trigger_id`) whose work was queued, so a
     /// replay does nothing and a refused one can be sent again.
@@ -161,7 +158,7 @@ impl HttpSettings {
 }
 
 impl AppState {
-    pub fn new(config: &Config, secrets: &Secrets, worker: WorkerHandle, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(config: &Config, secrets: &Secrets, fleet: Fleet, clock: Arc<dyn Clock>) -> Self {
         let alertmanager = config.sources.alertmanager.as_ref().map(|_| AlertmanagerAuth {
             tokens: secrets.alertmanager_tokens.clone(),
             basic: secrets.alertmanager_basic.clone(),
@@ -177,15 +174,10 @@ impl AppState {
             response_url_prefix: sl.response_url_prefix.clone(),
         });
         AppState(Arc::new(Inner {
-            worker,
+            fleet,
             alertmanager,
             github,
             slack,
-            github_forge: matches!(config.forge, crate::forge::ForgeConfig::Github(_)),
-            config_repo: match &config.forge {
-                crate::forge::ForgeConfig::Github(g) => Some(format!("{}/{}", g.owner, g.repo)),
-                crate::forge::ForgeConfig::Local => None,
-            },
             directory: config.directory.clone(),
             deliveries: Deliveries::default(),
             deadline: config.server.response_deadline.as_std(),
@@ -308,6 +300,9 @@ fn not_json() -> Response {
 /// One event's answer. The top level of a webhook response repeats the first of these.
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct Answer {
+    /// The config repo it concerns, when rollbackd serves several.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
     pub trigger: String,
     pub outcome: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -317,7 +312,13 @@ pub(crate) struct Answer {
     pub reason: String,
 }
 
-enum Pending {
+/// One answer to come, from the writer of `repo`.
+struct Pending {
+    repo: Option<String>,
+    state: PendingState,
+}
+
+enum PendingState {
     Ready(Answer),
     /// Refused before queueing: the event names nothing rollbackd may touch (422).
     Refused(Answer),
@@ -329,6 +330,18 @@ enum Pending {
         trigger: String,
         why: String,
     },
+}
+
+impl Pending {
+    fn of(member: &Member, state: PendingState) -> Self {
+        Pending { repo: member.name.clone(), state }
+    }
+}
+
+impl Answer {
+    fn new(trigger: String, outcome: &str, reason: String) -> Self {
+        Answer { repo: None, trigger, outcome: outcome.into(), rollback_id: None, commit: None, reason }
+    }
 }
 
 impl AppState {
@@ -351,46 +364,52 @@ impl AppState {
         }
     }
 
-    fn submit(&self, trigger: String, job: Job, rx: oneshot::Receiver<JobResult>) -> Pending {
-        match self.0.worker.submit(job) {
-            Ok(()) => Pending::Waiting { trigger, rx },
-            Err(QueueError::Full) => Pending::Busy { trigger, why: "queue full".into() },
-            Err(QueueError::Stopped) => Pending::Busy { trigger, why: "shutting down".into() },
-        }
+    fn submit(&self, member: &Member, trigger: String, job: Job, rx: oneshot::Receiver<JobResult>) -> Pending {
+        let state = match member.handle.submit(job) {
+            Ok(()) => PendingState::Waiting { trigger, rx },
+            Err(QueueError::Full) => PendingState::Busy { trigger, why: "queue full".into() },
+            Err(QueueError::Stopped) => PendingState::Busy { trigger, why: "shutting down".into() },
+        };
+        Pending::of(member, state)
     }
 
-    /// A rollback trigger: answered from the snapshot when it is a known duplicate, otherwise
-    /// queued for the writer.
-    fn dispatch_event(&self, event: Event) -> Pending {
+    /// A rollback trigger, for each repo it concerns: answered from the snapshot when it is a
+    /// known duplicate, otherwise queued for that repo's writer.
+    fn dispatch_event(&self, event: Event) -> Vec<Pending> {
+        let members = self.0.fleet.route(&event);
+        members.into_iter().map(|m| Pending::of(m, self.dispatch_to(m, &event))).collect()
+    }
+
+    fn dispatch_to(&self, member: &Member, event: &Event) -> PendingState {
         let trigger = event.trigger();
-        if let Some(r) = self.0.worker.shared().snapshot().find_trigger(&trigger) {
+        let shared = member.handle.shared();
+        if let Some(r) = shared.snapshot().find_trigger(&trigger) {
             // An open pull request hears "fired again" from the writer (rate-limited there).
-            let open_pr =
-                self.0.github_forge && r.delivery == crate::domain::rollback::Delivery::Proposal && !r.cancelled;
+            let open_pr = member.github_repo.is_some()
+                && r.delivery == crate::domain::rollback::Delivery::Proposal
+                && !r.cancelled;
             if !open_pr {
                 let o = worker::duplicate_from_snapshot(r, &trigger);
-                return Pending::Ready(answer(&trigger, &o));
+                return PendingState::Ready(answer(&trigger, &o));
             }
         }
-        if let Some(reason) = self.0.worker.shared().refused(&trigger) {
-            let a = Answer { trigger, outcome: "refused".into(), rollback_id: None, commit: None, reason };
-            return Pending::Refused(a);
+        if let Some(reason) = shared.refused(&trigger) {
+            return PendingState::Refused(Answer::new(trigger, "refused", reason));
         }
         // A stuck or unreachable origin answers at once: the sender retries, nothing queues.
-        if let Some(error) = self.0.worker.shared().origin_error() {
-            return Pending::Busy { trigger, why: format!("{error}; retry later") };
+        if let Some(error) = shared.origin_error() {
+            return PendingState::Busy { trigger, why: format!("{error}; retry later") };
         }
-        match self.0.worker.shared().triager().triage(&event) {
-            Triage::Answer(o) => return Pending::Ready(answer(&trigger, &o)),
+        match shared.triager().triage(event) {
+            Triage::Answer(o) => return PendingState::Ready(answer(&trigger, &o)),
             Triage::Refused(reason) => {
                 warn!(%trigger, %reason, "event refused");
-                let a = Answer { trigger, outcome: "refused".into(), rollback_id: None, commit: None, reason };
-                return Pending::Refused(a);
+                return PendingState::Refused(Answer::new(trigger, "refused", reason));
             }
             Triage::Queue => {}
         }
         let (reply, rx) = oneshot::channel();
-        self.submit(trigger, Job::Handle { event, reply }, rx)
+        self.submit(member, trigger, Job::Handle { event: event.clone(), reply }, rx).state
     }
 
     /// Waits for every pending answer until the deadline and picks the status: 503 when the
@@ -400,51 +419,42 @@ impl AppState {
         let mut answers = Vec::new();
         let (mut retry, mut running, mut failed) = (false, false, false);
         for p in pending {
-            let a = match p {
-                Pending::Ready(a) => a,
-                Pending::Refused(a) => {
+            let mut a = match p.state {
+                PendingState::Ready(a) => a,
+                PendingState::Refused(a) => {
                     failed = true;
                     a
                 }
-                Pending::Busy { trigger, why } => {
+                PendingState::Busy { trigger, why } => {
                     retry = true;
-                    Answer { trigger, outcome: "unavailable".into(), rollback_id: None, commit: None, reason: why }
+                    Answer::new(trigger, "unavailable", why)
                 }
-                Pending::Waiting { trigger, rx } => match tokio::time::timeout_at(deadline, rx).await {
+                PendingState::Waiting { trigger, rx } => match tokio::time::timeout_at(deadline, rx).await {
                     Ok(Ok(JobResult::Report(report))) => answer(&trigger, &report.outcome),
-                    Ok(Ok(JobResult::Note(note))) => {
-                        Answer { trigger, outcome: "recorded".into(), rollback_id: None, commit: None, reason: note }
-                    }
+                    Ok(Ok(JobResult::Note(note))) => Answer::new(trigger, "recorded", note),
                     Ok(Ok(JobResult::Failed { message, transient })) => {
                         if transient {
                             retry = true;
                         } else {
                             failed = true;
                         }
-                        Answer { trigger, outcome: "error".into(), rollback_id: None, commit: None, reason: message }
+                        Answer::new(trigger, "error", message)
                     }
                     Ok(Err(_)) => {
                         retry = true;
-                        Answer {
-                            trigger,
-                            outcome: "error".into(),
-                            rollback_id: None,
-                            commit: None,
-                            reason: "the writer stopped".into(),
-                        }
+                        Answer::new(trigger, "error", "the writer stopped".into())
                     }
                     Err(_) => {
                         running = true;
-                        Answer {
+                        Answer::new(
                             trigger,
-                            outcome: "accepted".into(),
-                            rollback_id: None,
-                            commit: None,
-                            reason: "still running; a retry of this delivery will report the result".into(),
-                        }
+                            "accepted",
+                            "still running; a retry of this delivery will report the result".into(),
+                        )
                     }
                 },
             };
+            a.repo = p.repo;
             metrics::received(source, &a.outcome);
             answers.push(a);
         }
@@ -463,6 +473,7 @@ impl AppState {
 
 fn answer(trigger: &str, o: &crate::Outcome) -> Answer {
     Answer {
+        repo: None,
         trigger: trigger.to_string(),
         outcome: o.name().to_string(),
         rollback_id: o.rollback_id().map(|i| i.to_string()),
@@ -489,19 +500,14 @@ async fn healthz() -> Response {
 }
 
 async fn readyz(State(st): State<AppState>) -> Response {
-    let shared = st.0.worker.shared();
-    if shared.ready() {
-        return axum::Json(serde_json::json!({ "status": "ready" })).into_response();
+    match st.0.fleet.not_ready() {
+        None => axum::Json(serde_json::json!({ "status": "ready" })).into_response(),
+        Some(why) => error(StatusCode::SERVICE_UNAVAILABLE, &why),
     }
-    let why = shared
-        .origin_error()
-        .or_else(|| shared.policies_pending())
-        .unwrap_or_else(|| "the config repo has not been fetched yet".into());
-    error(StatusCode::SERVICE_UNAVAILABLE, &why)
 }
 
 async fn prometheus(State(st): State<AppState>) -> Response {
-    metrics::queue_depth(st.0.worker.shared().queue_depth());
+    metrics::queue_depth(st.0.fleet.queue_depth());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.0.metrics.render()).into_response()
 }
 
@@ -513,10 +519,25 @@ struct HistoryQuery {
 }
 
 async fn rollbacks(State(st): State<AppState>, Query(q): Query<HistoryQuery>) -> Response {
-    let snap = st.0.worker.shared().snapshot();
     let query =
         history::Query { service: q.service.as_deref(), env: q.env.as_deref(), limit: Some(q.limit.unwrap_or(100)) };
-    axum::Json(history::json(&query.select(&snap.records))).into_response()
+    if !st.0.fleet.is_many() {
+        let snap = st.0.fleet.members()[0].handle.shared().snapshot();
+        return axum::Json(history::json(&query.select(&snap.records))).into_response();
+    }
+    // Newest first across the repos, each record naming its repo.
+    let snaps: Vec<_> = st.0.fleet.members().iter().map(|m| (m.name.clone(), m.handle.shared().snapshot())).collect();
+    let mut rows: Vec<(jiff::Timestamp, serde_json::Value)> = Vec::new();
+    for (name, snap) in &snaps {
+        for r in query.select(&snap.records) {
+            let mut v = serde_json::to_value(r).unwrap_or_default();
+            v["repo"] = serde_json::json!(name);
+            rows.push((r.at, v));
+        }
+    }
+    rows.sort_by_key(|r| std::cmp::Reverse(r.0));
+    rows.truncate(query.limit.unwrap_or(usize::MAX));
+    axum::Json(serde_json::json!({ "rollbacks": rows.into_iter().map(|(_, v)| v).collect::<Vec<_>>() })).into_response()
 }
 
 /// `POST /-/reload`: the writer reads the config, policies and templates again; an invalid
@@ -528,17 +549,24 @@ async fn reload(State(st): State<AppState>, headers: HeaderMap) -> Response {
     if headers.contains_key(header::ORIGIN) {
         return error(StatusCode::FORBIDDEN, "reload is for operators' tools (curl, SIGHUP), not browsers");
     }
-    let (reply, rx) = oneshot::channel();
-    if st.0.worker.submit(Job::Reload { reply }).is_err() {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "the writer is busy; try again");
-    }
-    match rx.await {
-        Ok(JobResult::Note(said)) => {
-            axum::Json(serde_json::json!({ "status": "reloaded", "reason": said })).into_response()
+    // Each repo's writer reloads on its own: one refusing keeps its own config, not the others'.
+    let mut said = Vec::new();
+    for m in st.0.fleet.members() {
+        let (reply, rx) = oneshot::channel();
+        if m.handle.submit(Job::Reload { reply }).is_err() {
+            return error(StatusCode::SERVICE_UNAVAILABLE, "the writer is busy; try again");
         }
-        Ok(JobResult::Failed { message, .. }) => error(StatusCode::UNPROCESSABLE_ENTITY, &message),
-        _ => error(StatusCode::SERVICE_UNAVAILABLE, "the writer stopped"),
+        let named = |text: String| match &m.name {
+            Some(n) => format!("repo {n}: {text}"),
+            None => text,
+        };
+        match rx.await {
+            Ok(JobResult::Note(note)) => said.push(named(note)),
+            Ok(JobResult::Failed { message, .. }) => return error(StatusCode::UNPROCESSABLE_ENTITY, &named(message)),
+            _ => return error(StatusCode::SERVICE_UNAVAILABLE, "the writer stopped"),
+        }
     }
+    axum::Json(serde_json::json!({ "status": "reloaded", "reason": said.join("; ") })).into_response()
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -103,10 +103,18 @@ pub(super) async fn slack_webhook(State(st): State<AppState>, headers: HeaderMap
     // The command's text is the person's words: not logged at INFO.
     info!(user = %request.principal, "slack command");
     tracing::debug!(command = %crate::domain::ident::shown(&cmd.text), "slack command text");
-    let (reply, rx) = oneshot::channel();
-    if st.0.worker.submit(Job::Chat { request: Box::new(request), reply }).is_err() {
-        st.0.deliveries.release(&delivery);
-        return slack_message("rollbackd is busy; try again in a minute", false);
+    let mut answers = Vec::new();
+    for m in st.0.fleet.route_command(&request, st.0.clock.now()) {
+        let (reply, rx) = oneshot::channel();
+        if m.handle.submit(Job::Chat { request: Box::new(request.clone()), reply }).is_err() {
+            // A command some repos took cannot be taken back: what they do is posted.
+            if answers.is_empty() {
+                st.0.deliveries.release(&delivery);
+                return slack_message("rollbackd is busy; try again in a minute", false);
+            }
+            continue;
+        }
+        answers.push((m.name.clone(), rx));
     }
     metrics::received(Source::Chatops, "accepted");
     let response_url = cmd.response_url.clone();
@@ -115,8 +123,15 @@ pub(super) async fn slack_webhook(State(st): State<AppState>, headers: HeaderMap
         warn!("response_url is outside sources.slack.response_url_prefix; the outcome will not be posted");
     }
     tokio::spawn(async move {
-        let Ok(reply) = rx.await else { return };
-        if allowed {
+        let mut replies = Vec::new();
+        for (name, rx) in answers {
+            if let Ok(reply) = rx.await {
+                replies.push((name, reply));
+            }
+        }
+        if let Some(reply) = crate::fleet::combine(replies)
+            && allowed
+        {
             post_to_slack(response_url, reply).await;
         }
     });

@@ -13,15 +13,16 @@ const PAGE: &str = include_str!("../../templates/status.html.j2");
 const CSP: &str =
     "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
-fn render(view: &StatusView) -> Result<String, minijinja::Error> {
+/// One view per config repo served; each names its repo when there are several.
+fn render(views: &[StatusView]) -> Result<String, minijinja::Error> {
     let mut env = minijinja::Environment::new();
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::Html);
     env.add_template("status.html", PAGE)?;
-    env.get_template("status.html")?.render(minijinja::context! { s => crate::support::template::value(view) })
+    env.get_template("status.html")?.render(minijinja::context! { views => crate::support::template::value(views) })
 }
 
 pub(super) async fn page(State(st): State<AppState>) -> Response {
-    match render(&st.0.worker.shared().status()) {
+    match render(&views(&st)) {
         Ok(html) => (
             [
                 (header::CONTENT_TYPE, "text/html; charset=utf-8"),
@@ -39,9 +40,18 @@ pub(super) async fn page(State(st): State<AppState>) -> Response {
     }
 }
 
-/// `GET /api/v1/status`: the same, as JSON.
+fn views(st: &AppState) -> Vec<StatusView> {
+    st.0.fleet.members().iter().map(|m| StatusView { repo: m.name.clone(), ..m.handle.shared().status() }).collect()
+}
+
+/// `GET /api/v1/status`: the same, as JSON: the view itself for one repo, `{"repos": [...]}`
+/// (each naming its `repo`) for several.
 pub(super) async fn json(State(st): State<AppState>) -> Response {
-    axum::Json(st.0.worker.shared().status()).into_response()
+    let mut views = views(&st);
+    if views.len() == 1 {
+        return axum::Json(views.remove(0)).into_response();
+    }
+    axum::Json(serde_json::json!({ "repos": views })).into_response()
 }
 
 #[cfg(test)]
@@ -51,7 +61,7 @@ mod tests {
     #[test]
     fn values_from_senders_are_escaped() {
         let view = StatusView { paused: Some("<script>alert(1)</script>".into()), ..StatusView::default() };
-        let html = render(&view).unwrap();
+        let html = render(std::slice::from_ref(&view)).unwrap();
         assert!(html.contains("&lt;script&gt;alert(1)&lt;"), "{html}");
         assert!(!html.contains("<script>alert"));
     }

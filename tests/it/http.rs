@@ -114,7 +114,7 @@ async fn unconfigured_source_has_no_route() {
     let engine = Engine::new(config.clone(), secrets.clone(), w.clock.clone()).unwrap();
     let (handle, _j) = rollbackd::spawn_worker(engine, 4, std::time::Duration::from_secs(30));
     let app = rollbackd::router(
-        AppState::new(&config, &secrets, handle, w.clock.clone()),
+        AppState::new(&config, &secrets, rollbackd::Fleet::single(&config, handle), w.clock.clone()),
         &HttpSettings::from_config(&config),
     );
     for path in ["/webhooks/alertmanager", "/webhooks/github"] {
@@ -374,7 +374,7 @@ fn with_an_admin_listener_the_reads_leave_the_public_one() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let engine = Engine::new(config.clone(), Default::default(), w.clock.clone()).unwrap();
     let (handle, _j) = rollbackd::spawn_worker(engine, 4, std::time::Duration::from_secs(30));
-    let state = AppState::new(&config, &Default::default(), handle, w.clock.clone());
+    let state = AppState::new(&config, &Default::default(), rollbackd::Fleet::single(&config, handle), w.clock.clone());
     let public = rollbackd::router(state.clone(), &settings);
     let admin = rollbackd::admin_router(state, &settings);
     rt.block_on(async {

@@ -23,6 +23,7 @@ mod properties;
 mod proxy;
 mod replicas;
 mod repo_policies;
+mod repos;
 mod review;
 mod rollback;
 mod serve;

@@ -48,7 +48,7 @@ pub(super) fn serve(w: &World, data_dir: &str) -> Serve {
 }
 
 /// Runs `rollbackd --config <config> serve` on a free port and waits until it is ready.
-fn start_serve(config: &std::path::Path) -> Serve {
+pub(super) fn start_serve(config: &std::path::Path) -> Serve {
     let s = spawn_serve(config);
     wait_for("readyz", 30, || get(&format!("{}/readyz", s.url)).map(|(st, _)| st == 200).unwrap_or(false));
     s
@@ -85,7 +85,7 @@ pub(super) fn get(url: &str) -> Result<(u16, String), ureq::Error> {
     Ok((r.status().as_u16(), r.body_mut().read_to_string()?))
 }
 
-fn post_alert(url: &str, body: &str) -> Result<(u16, serde_json::Value), ureq::Error> {
+pub(super) fn post_alert(url: &str, body: &str) -> Result<(u16, serde_json::Value), ureq::Error> {
     let mut r = agent()
         .post(format!("{url}/webhooks/alertmanager"))
         .header("Authorization", format!("Bearer {TOKEN}"))
@@ -100,7 +100,7 @@ fn alert(fingerprint: &str) -> String {
     alert_for("checkout", fingerprint)
 }
 
-fn alert_for(service: &str, fingerprint: &str) -> String {
+pub(super) fn alert_for(service: &str, fingerprint: &str) -> String {
     format!(
         r#"{{"version":"4","status":"firing","alerts":[{{"status":"firing","labels":{{"alertname":"HighErrorRate","service":"{service}","env":"prod","severity":"page"}},
         "annotations":{{"summary":"5xx"}},"startsAt":"2026-11-21T11:55:00Z","fingerprint":"{fingerprint}"}}]}}"#

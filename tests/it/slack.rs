@@ -71,7 +71,10 @@ fn app(w: &World) -> Router {
     let engine = Engine::new(config.clone(), secrets.clone(), clock.clone()).unwrap();
     let (handle, _j) = rollbackd::spawn_worker(engine, 8, Duration::from_secs(30));
     wait_for("ready", 20, || handle.shared().ready());
-    rollbackd::router(AppState::new(&config, &secrets, handle, clock), &HttpSettings::from_config(&config))
+    rollbackd::router(
+        AppState::new(&config, &secrets, rollbackd::Fleet::single(&config, handle), clock),
+        &HttpSettings::from_config(&config),
+    )
 }
 
 fn form(user: &str, text: &str, trigger: &str, response_url: &str) -> String {

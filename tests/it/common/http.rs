@@ -47,7 +47,7 @@ pub fn server_in(root: &std::path::Path, clock: Arc<rollbackd::FixedClock>, extr
     let clock: Arc<dyn Clock> = clock;
     let engine = Engine::new(config.clone(), secrets.clone(), clock.clone()).unwrap();
     let (handle, _join) = rollbackd::spawn_worker(engine, config.server.queue, config.server.refresh_interval.as_std());
-    let state = AppState::new(&config, &secrets, handle.clone(), clock);
+    let state = AppState::new(&config, &secrets, rollbackd::Fleet::single(&config, handle.clone()), clock);
     Server { app: rollbackd::router(state, &HttpSettings::from_config(&config).with_secrets(&secrets)), worker: handle }
 }
 
