@@ -149,15 +149,12 @@ impl Fleet {
             }
         })
     }
-
-    pub fn queue_depth(&self) -> usize {
-        self.0.iter().map(|m| m.handle.shared().queue_depth()).sum()
-    }
 }
 
-/// The replies of several repos to one command, as one: each line led by its repo's name.
+/// The replies of the repos a command went to, as one; with several repos served, each line
+/// is led by its repo's name, even when one repo answered.
 pub(crate) fn combine(replies: Vec<(Option<String>, Reply)>) -> Option<Reply> {
-    if replies.len() <= 1 {
+    if replies.iter().all(|(name, _)| name.is_none()) {
         return replies.into_iter().next().map(|(_, r)| r);
     }
     let text = replies

@@ -134,16 +134,32 @@ pub(crate) fn queue_capacity(capacity: usize) {
     gauge!("rollbackd_queue_capacity").set(capacity as f64);
 }
 
+thread_local! {
+    /// The repo of the writer running on this thread, when rollbackd serves several: the
+    /// gauges of a writer's state are then one series per repo, so one repo's unreachable
+    /// origin is not hidden by another's fetch.
+    static REPO: std::cell::RefCell<Vec<metrics::Label>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Labels this thread's writer gauges with `repo` (the writer thread, at its start).
+pub(crate) fn for_repo(name: Option<&str>) {
+    REPO.with(|r| *r.borrow_mut() = name.map(|n| metrics::Label::new("repo", n.to_string())).into_iter().collect());
+}
+
+fn repo() -> Vec<metrics::Label> {
+    REPO.with(|r| r.borrow().clone())
+}
+
 /// Whether the origin answered the last fetch.
 pub(crate) fn origin_reachable(reachable: bool) {
-    gauge!("rollbackd_origin_reachable").set(if reachable { 1.0 } else { 0.0 });
+    gauge!("rollbackd_origin_reachable", repo()).set(if reachable { 1.0 } else { 0.0 });
 }
 
 /// A policy set read from the config repo: switched to (`valid`), or refused with `in_force`
 /// still in force.
 pub(crate) fn policies_loaded(in_force: usize, valid: bool) {
-    gauge!("rollbackd_policies").set(in_force as f64);
-    gauge!("rollbackd_policies_valid").set(if valid { 1.0 } else { 0.0 });
+    gauge!("rollbackd_policies", repo()).set(in_force as f64);
+    gauge!("rollbackd_policies_valid", repo()).set(if valid { 1.0 } else { 0.0 });
     let result = if valid { "switched" } else { "refused" };
     counter!("rollbackd_policy_reloads_total", "result" => result).increment(1);
 }
@@ -151,13 +167,13 @@ pub(crate) fn policies_loaded(in_force: usize, valid: bool) {
 /// The policies in force, and whether the branch's are (not) refused: at start and after a
 /// reload, when the recorder may not have seen what the engine did before it existed.
 pub(crate) fn policies_in_force(count: usize, valid: bool) {
-    gauge!("rollbackd_policies").set(count as f64);
-    gauge!("rollbackd_policies_valid").set(if valid { 1.0 } else { 0.0 });
+    gauge!("rollbackd_policies", repo()).set(count as f64);
+    gauge!("rollbackd_policies_valid", repo()).set(if valid { 1.0 } else { 0.0 });
 }
 
 /// The writer did something (a job, an idle refresh).
 pub(crate) fn writer_heartbeat(now: Timestamp) {
-    gauge!("rollbackd_writer_heartbeat_timestamp_seconds").set(now.as_millisecond() as f64 / 1000.0);
+    gauge!("rollbackd_writer_heartbeat_timestamp_seconds", repo()).set(now.as_millisecond() as f64 / 1000.0);
 }
 
 pub(crate) fn received(source: Source, outcome: &str) {
@@ -181,8 +197,10 @@ pub(crate) fn auth_failure(source: &'static str, why: &str) {
     tracing::info!(source, reason = why, refused_since_last_line = suppressed, "request refused");
 }
 
-pub(crate) fn queue_depth(depth: usize) {
-    gauge!("rollbackd_queue_depth").set(depth as f64);
+/// Events waiting for the writer of `repo` (named when rollbackd serves several).
+pub(crate) fn queue_depth(repo: Option<&str>, depth: usize) {
+    let labels: Vec<metrics::Label> = repo.map(|n| metrics::Label::new("repo", n.to_string())).into_iter().collect();
+    gauge!("rollbackd_queue_depth", labels).set(depth as f64);
 }
 
 pub(crate) fn event_failed(source: Source) {

@@ -106,6 +106,8 @@ impl Snapshot {
 
 #[derive(Debug, Default)]
 pub struct Shared {
+    /// The repo's name, when rollbackd serves several.
+    name: Option<String>,
     snapshot: RwLock<Arc<Snapshot>>,
     /// The policies and input rules in force, for answering at the edge what no policy acts on.
     triager: RwLock<Arc<Triager>>,
@@ -216,7 +218,7 @@ impl WorkerHandle {
         if r.is_err() {
             self.shared.depth.fetch_sub(1, Ordering::Relaxed);
         }
-        metrics::queue_depth(self.shared.queue_depth());
+        metrics::queue_depth(self.shared.name.as_deref(), self.shared.queue_depth());
         r
     }
 }
@@ -227,8 +229,11 @@ pub fn spawn(engine: Engine, capacity: usize, refresh: Duration) -> (WorkerHandl
     let (tx, rx) = std::sync::mpsc::sync_channel(capacity.max(1));
     metrics::install();
     metrics::queue_capacity(capacity.max(1));
-    let shared = Arc::new(Shared { triager: RwLock::new(Arc::new(engine.triager())), ..Shared::default() });
-    metrics::policies_in_force(engine.policies().policies.len(), engine.policy_refusal().is_none());
+    let shared = Arc::new(Shared {
+        name: engine.config().member.clone(),
+        triager: RwLock::new(Arc::new(engine.triager())),
+        ..Shared::default()
+    });
     let s = shared.clone();
     let join = std::thread::Builder::new()
         .name(name.as_ref().map_or_else(|| "rollbackd-writer".into(), |n| format!("writer-{n}")))
@@ -236,6 +241,8 @@ pub fn spawn(engine: Engine, capacity: usize, refresh: Duration) -> (WorkerHandl
             // With several repos, every line the writer logs names its repo.
             let span = name.map(|n| tracing::info_span!("repo", repo = %n));
             let _entered = span.as_ref().map(|s| s.enter());
+            metrics::for_repo(engine.config().member.as_deref());
+            metrics::policies_in_force(engine.policies().policies.len(), engine.policy_refusal().is_none());
             run(engine, rx, s, refresh)
         })
         .expect("spawn the writer thread");
@@ -256,7 +263,7 @@ fn run(mut engine: Engine, rx: Receiver<Job>, shared: Arc<Shared>, refresh: Dura
         match rx.recv_timeout(wait) {
             Ok(job) => {
                 shared.depth.fetch_sub(1, Ordering::Relaxed);
-                metrics::queue_depth(shared.queue_depth());
+                metrics::queue_depth(shared.name.as_deref(), shared.queue_depth());
                 // A bug in one job must not take the writer down with it: its sender sees the
                 // reply dropped (503, retry) and the next job runs.
                 let handled =

@@ -507,7 +507,9 @@ async fn readyz(State(st): State<AppState>) -> Response {
 }
 
 async fn prometheus(State(st): State<AppState>) -> Response {
-    metrics::queue_depth(st.0.fleet.queue_depth());
+    for m in st.0.fleet.members() {
+        metrics::queue_depth(m.name.as_deref(), m.handle.shared().queue_depth());
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.0.metrics.render()).into_response()
 }
 

@@ -81,6 +81,12 @@ fn each_alert_goes_to_the_repo_whose_policies_act_on_it() {
     let (code, page) = get(&s.url).unwrap();
     assert_eq!(code, 200);
     assert!(page.contains("id=\"repo-shop\"") && page.contains("id=\"repo-billing\""), "{page}");
+    // A writer's gauges are one series per repo.
+    let (_, metrics) = get(&format!("{}/metrics", s.url)).unwrap();
+    for repo in ["shop", "billing"] {
+        assert!(metrics.contains(&format!("rollbackd_origin_reachable{{repo=\"{repo}\"}} 1")), "{metrics}");
+        assert!(metrics.contains(&format!("rollbackd_policies{{repo=\"{repo}\"}} 1")), "{metrics}");
+    }
     assert!(
         a.root().join("fleet-data/shop/mirror.git").is_dir() && a.root().join("fleet-data/billing/mirror.git").is_dir()
     );
@@ -130,4 +136,120 @@ fn the_cli_asks_which_repo_and_check_reads_them_all() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("10-test.yaml"), "{said}");
+}
+
+/// Posts a GitHub delivery signed with the tests' webhook secret.
+fn deliver(url: &str, event: &str, guid: &str, payload: &serde_json::Value) -> (u16, serde_json::Value) {
+    let body = serde_json::to_vec(payload).unwrap();
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut r = agent
+        .post(format!("{url}/webhooks/github"))
+        .header("Content-Type", "application/json")
+        .header("X-GitHub-Event", event)
+        .header("X-GitHub-Delivery", guid)
+        .header("X-Hub-Signature-256", crate::common::http::sign(&body))
+        .send(&body[..])
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap())
+}
+
+#[test]
+fn a_github_event_about_a_config_repo_goes_to_the_repo_whose_forge_it_is() {
+    let (a, b, config) = fleet();
+    std::fs::write(a.root().join("gh-secrets"), format!("{}\n", crate::common::http::GH_SECRET)).unwrap();
+    std::fs::write(a.root().join("gh-token"), "not-used\n").unwrap();
+    // Both repos on GitHub (acme/shop-config, acme/billing-config); nothing here calls its API.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(
+            "    policies: policies\n",
+            "    policies: policies\n    forge: { kind: github, api_url: \"http://127.0.0.1:9\", owner: acme, repo: shop-config, token_file: gh-token }\n",
+        )
+        .replace(
+            "    identity: {",
+            "    forge: { kind: github, api_url: \"http://127.0.0.1:9\", owner: acme, repo: billing-config, token_file: gh-token }\n    identity: {",
+        );
+    let text = format!(
+        "{text}  github: {{ secrets_file: gh-secrets, workflows: [deploy] }}\nserver: {{ refresh_interval: 1h }}\ngit: {{ fetch_freshness: 1h }}\n"
+    );
+    std::fs::write(&config, text).unwrap();
+    let s = start_serve(&config);
+    let mirror_head =
+        |name: &str| git_in(&a.root().join(format!("fleet-data/{name}/mirror.git")), &["rev-parse", "main"]);
+    let (shop_before, billing_before) = (mirror_head("shop"), mirror_head("billing"));
+
+    let pushed = b.deploy("cart", "staging", "2.2.0", 0);
+    a.deploy("checkout", "staging", "1.6.0", 0);
+    let mut push = crate::common::http::fixture("push.payload.json");
+    push["ref"] = "refs/heads/main".into();
+    push["repository"]["full_name"] = "acme/billing-config".into();
+    let (status, body) = deliver(&s.url, "push", "push-billing", &push);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(results(&body), [("billing".to_string(), "recorded".to_string())], "{body}");
+    assert_eq!(mirror_head("billing").trim(), pushed.0, "the billing mirror is fetched at once");
+    assert_eq!(mirror_head("shop"), shop_before, "the shop mirror is not touched");
+    assert_ne!(mirror_head("billing"), billing_before);
+
+    // A repository no entry's forge names is not any repo's business.
+    push["repository"]["full_name"] = "acme/somebody-else".into();
+    let (status, body) = deliver(&s.url, "push", "push-other", &push);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["outcome"], "ignored", "{body}");
+    assert_eq!(mirror_head("shop"), shop_before);
+}
+
+#[test]
+fn a_chat_command_goes_to_the_repos_it_concerns_and_the_reply_names_them() {
+    let (a, b, config) = fleet();
+    for (w, service) in [(&a, "checkout"), (&b, "cart")] {
+        w.set_policies(&[PolicySpec::new(&format!("{service}-prod"))
+            .matchers(&[&format!("service=\"{service}\""), "env=\"prod\""])
+            .chatops("allow", &["slack:U1"])
+            .chatops("approve", &["slack:U1"])]);
+    }
+    std::fs::write(a.root().join("slack-secrets"), format!("{}\n", crate::slack::SECRET)).unwrap();
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "{text}  slack: {{ signing_secrets_file: slack-secrets, response_url_prefix: \"http://127.0.0.1:\" }}\n"
+        ),
+    )
+    .unwrap();
+    let s = start_serve(&config);
+    let (response_url, replies) = crate::slack::response_server();
+    let slash = |text: &str, trigger: &str| {
+        use hmac::Mac as _;
+        let body = crate::slack::form("U1", text, trigger, &response_url);
+        let ts = jiff::Timestamp::now().as_second();
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(crate::slack::SECRET.as_bytes()).unwrap();
+        mac.update(format!("v0:{ts}:{body}").as_bytes());
+        let sig: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let r = agent
+            .post(format!("{}/webhooks/slack", s.url))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .header("X-Slack-Request-Timestamp", ts.to_string())
+            .header("X-Slack-Signature", format!("v0={sig}"))
+            .send(body)
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let reply = replies.recv_timeout(std::time::Duration::from_secs(30)).expect("a reply at response_url");
+        reply["text"].as_str().unwrap().to_string()
+    };
+
+    // A rollback goes to the one repo whose policies act on it.
+    let said = slash("cart prod because bad deploy", "t1");
+    assert!(said.starts_with("[billing] ") && !said.contains("[shop]"), "{said}");
+    assert_eq!((rollback_commits(&a), rollback_commits(&b)), (0, 1));
+
+    // The kill switch goes to every repo, each recording it in its own git.
+    let said = slash("pause because storm", "t2");
+    assert!(said.contains("[shop] ") && said.contains("[billing] "), "{said}");
+    let (_, status) = get(&format!("{}/api/v1/status", s.url)).unwrap();
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    for view in status["repos"].as_array().unwrap() {
+        assert!(view["paused"].as_str().is_some_and(|p| p.contains("storm")), "{status}");
+    }
 }

@@ -19,7 +19,7 @@ use rollbackd::{Clock, Engine};
 use sha2::Sha256;
 use tower::ServiceExt;
 
-const SECRET: &str = "slack-test-secret";
+pub(super) const SECRET: &str = "slack-test-secret";
 /// Prod through proposals; U1 may ask, U1 and U2 may approve, never their own.
 fn policy() -> PolicySpec {
     PolicySpec::new("prod")
@@ -31,7 +31,7 @@ fn policy() -> PolicySpec {
 }
 
 /// A stand-in for Slack's response_url: every POST body arrives on the channel.
-fn response_server() -> (String, Receiver<serde_json::Value>) {
+pub(super) fn response_server() -> (String, Receiver<serde_json::Value>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/commands/T1/1/x", listener.local_addr().unwrap());
     let (tx, rx) = channel();
@@ -77,7 +77,7 @@ fn app(w: &World) -> Router {
     )
 }
 
-fn form(user: &str, text: &str, trigger: &str, response_url: &str) -> String {
+pub(super) fn form(user: &str, text: &str, trigger: &str, response_url: &str) -> String {
     serde_urlencoded::to_string([
         ("token", "x"),
         ("team_id", "T1"),
