@@ -407,6 +407,7 @@ fn sample() -> (Event, Plan) {
         requested_strategy: Strategy::Auto,
         strategy: Strategy::Revert,
         strategy_note: None,
+        completes: None,
         tree: "d".repeat(40),
         exact: false,
         diffstat: vec![crate::domain::plan::FileStat {

@@ -100,6 +100,9 @@ impl Report {
                     format!("parent of the last change {}", change.short())
                 }
                 crate::domain::plan::KnownGoodSource::Requested { rev } => format!("requested `{rev}`"),
+                crate::domain::plan::KnownGoodSource::Rollback { id } => {
+                    format!("where rollback {id} of the same change went back to")
+                }
             };
             let _ = writeln!(s, "  branch {} at {}", p.branch, p.head.short());
             let _ = writeln!(s, "  known-good {} ({kg_from})", p.known_good.sha.short());

@@ -69,6 +69,9 @@ pub enum KnownGoodSource {
     ParentOfLastChange { change: Sha },
     /// Given by the requester (`--to`, `to <rev>`).
     Requested { rev: String },
+    /// The known-good of an earlier rollback that undid the same bad change for another
+    /// target's paths only (one bad commit, several services alerting).
+    Rollback { id: String },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,6 +122,10 @@ pub struct Plan {
     pub strategy: Strategy,
     /// Why `strategy` differs from what was asked, if it does (auto choice, revert conflict).
     pub strategy_note: Option<String>,
+    /// The rollback that undid these bad commits for other paths only (another service's
+    /// alert about the same change): this one undoes them for the target's paths too.
+    #[serde(default)]
+    pub completes: Option<String>,
     /// The tree the rollback commit will have (hex id).
     pub tree: String,
     /// The target paths end exactly as they were at known-good. A revert on top of later

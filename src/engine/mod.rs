@@ -917,6 +917,7 @@ pub(crate) fn message_context(
         "delivery": delivery,
         "strategy": plan.strategy,
         "strategy_note": plan.strategy_note.as_deref().map(esc),
+        "completes": plan.completes,
         "exact": plan.exact,
         "known_good": {
             "sha": plan.known_good.sha,

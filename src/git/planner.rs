@@ -156,13 +156,18 @@ pub(super) fn plan(
                         source: KnownGoodSource::ParentOfLastChange { change: sha(change) },
                     }
                 }
-                LastChange::Rollback { id, commit } => {
-                    return Ok(Planned::AlreadyRolledBack {
-                        reason: format!("the newest change to {} is rollback {id}", paths_list(&paths)),
-                        id,
-                        commit: sha(commit),
-                    });
-                }
+                LastChange::Rollback { id, commit } => match partly_undone(repo, &paths, &head_tree, commit)? {
+                    // The rollback undid one bad change for other paths (another service's
+                    // alert) and these still carry it: undo it here too, from its known-good.
+                    Some(to) => KnownGood { sha: sha(to), source: KnownGoodSource::Rollback { id } },
+                    None => {
+                        return Ok(Planned::AlreadyRolledBack {
+                            reason: format!("the newest change to {} is rollback {id}", paths_list(&paths)),
+                            id,
+                            commit: sha(commit),
+                        });
+                    }
+                },
                 LastChange::None => return Err(no_known_good(target, &paths, max_commits)),
             },
         },
@@ -196,7 +201,19 @@ pub(super) fn plan(
             None => bad.push(c),
         }
     }
+    let kg_tree = repo.find_commit(kg_oid)?.tree()?;
+    let all_bad = bad.clone();
     bad.retain(|c| !covered.contains(&c.id().to_string()));
+    // A rollback names the commits it undid, but it undid them only within its own target's
+    // paths: where these paths still differ from known-good, those commits are still bad here.
+    let mut partly = None;
+    if bad.is_empty() && !all_bad.is_empty() && paths.differs(repo, &head_tree, &kg_tree)? {
+        bad = all_bad;
+        partly = rollbacks.first().map(|(id, _)| id.clone());
+    }
+    if let KnownGoodSource::Rollback { id } = &known_good.source {
+        partly = Some(id.clone());
+    }
     if bad.is_empty() {
         if let Some((id, commit)) = rollbacks.into_iter().next() {
             return Ok(Planned::AlreadyRolledBack {
@@ -213,8 +230,16 @@ pub(super) fn plan(
         });
     }
 
-    let kg_tree = repo.find_commit(kg_oid)?.tree()?;
     let (mut strategy, mut tree, mut note) = choose_and_build(repo, &paths, req.strategy, &bad, &head_tree, &kg_tree)?;
+    let completes = partly.clone();
+    if let Some(id) = partly {
+        let said = format!(
+            "rollback {id} undid {} only for its own paths; this undoes it for {}",
+            bad.iter().map(|c| sha(c.id()).short().to_string()).collect::<Vec<_>>().join(", "),
+            paths_list(&paths)
+        );
+        note = Some(note.map_or_else(|| said.clone(), |n| format!("{said}; {n}")));
+    }
     let mut exact = strategy == Strategy::Restore || !paths.differs(repo, &repo.find_tree(tree)?, &kg_tree)?;
     if !exact && req.exact {
         strategy = Strategy::Restore;
@@ -274,6 +299,7 @@ pub(super) fn plan(
         requested_strategy: req.strategy,
         strategy,
         strategy_note: note,
+        completes,
         tree: tree.to_string(),
         exact,
         diffstat,
@@ -376,6 +402,21 @@ enum LastChange {
     Commit(Oid),
     Rollback { id: String, commit: Oid },
     None,
+}
+
+/// Where rollback `commit` undid its bad commits only for other paths than these: the
+/// known-good it rolled back to, when these paths at the head still differ from it.
+fn partly_undone(
+    repo: &Repository,
+    paths: &PathSet,
+    head_tree: &Tree<'_>,
+    commit: Oid,
+) -> Result<Option<Oid>, GitError> {
+    let Some(to) = rollback_trailers(&repo.find_commit(commit)?).and_then(|t| Oid::from_str(&t.to).ok()) else {
+        return Ok(None);
+    };
+    let Ok(kg) = repo.find_commit(to) else { return Ok(None) };
+    Ok(paths.differs(repo, head_tree, &kg.tree()?)?.then_some(to))
 }
 
 fn last_change(repo: &Repository, paths: &PathSet, head: Oid, max_commits: usize) -> Result<LastChange, GitError> {

@@ -13,6 +13,7 @@ mod daemon;
 mod deploy;
 mod explain;
 mod github_forge;
+mod grouping;
 mod guards;
 mod holds;
 mod http;

@@ -1,0 +1,93 @@
+//! One bad commit, many alerts: a change that touched several services' paths.
+
+use crate::common::*;
+use rollbackd::{Options, Outcome};
+
+#[test]
+fn a_change_across_two_services_is_undone_for_each_that_alerts() {
+    let w = World::with(&[PolicySpec::new("shared").target(
+        "{{ labels.service }}",
+        "{{ labels.env }}",
+        &["apps/{{ labels.service }}/{{ labels.env }}/**", "shared/**"],
+    )]);
+    let before_checkout = w.show("HEAD", &path("checkout", "prod"));
+    let before_cart = w.show("HEAD", &path("cart", "prod"));
+    let bump = |s: &str, v: &str| manifest(s, "prod", &image(s, v));
+    let (c, k) = (bump("checkout", "9.9.9"), bump("cart", "9.9.9"));
+    w.commit_files(
+        "Bump everything",
+        &[
+            (&path("checkout", "prod"), Some(&c)),
+            (&path("cart", "prod"), Some(&k)),
+            ("shared/versions.yaml", Some("checkout: 9.9.9\ncart: 9.9.9\n")),
+        ],
+        10,
+    );
+    let mut engine = w.engine();
+    let first = engine.handle(&w.alert("checkout", "prod", "fpa"), &Options::default()).unwrap();
+    assert!(matches!(first.outcome, Outcome::RolledBack { .. }), "{:?}", first.outcome);
+    let Outcome::RolledBack { rollback: first } = first.outcome else { unreachable!() };
+    assert_eq!(
+        w.show("main", &path("cart", "prod")),
+        bump("cart", "9.9.9").trim_end(),
+        "the first undid checkout only"
+    );
+
+    // The cart alert is not "already rolled back": cart still carries the change.
+    let second = engine.handle(&w.alert("cart", "prod", "fpb"), &Options::default()).unwrap();
+    let Outcome::RolledBack { rollback: second } = second.outcome else { panic!("{:?}", second.outcome) };
+    assert_eq!(w.show("main", &path("checkout", "prod")), before_checkout);
+    assert_eq!(w.show("main", &path("cart", "prod")), before_cart, "cart is still on the bad change");
+    assert_eq!(w.show("main", "shared/versions.yaml"), "checkout: 1.4.0\ncart: 2.0.0");
+    // It names the same bad commit and known-good as the first, and says why it exists.
+    let (a, b) = (first.commit.0.as_str(), second.commit.0.as_str());
+    assert_eq!(w.trailers(a, "Rollback-Of"), w.trailers(b, "Rollback-Of"));
+    assert_eq!(w.trailers(a, "Rollback-To"), w.trailers(b, "Rollback-To"));
+    let message = w.message(b);
+    assert!(message.contains(&format!("Rollback {} undid this change only for its own paths", first.id)), "{message}");
+
+    // Now both are done: repeats and new alerts for either are answered from git.
+    for (service, fp) in [("cart", "fpc"), ("checkout", "fpd")] {
+        let again = engine.handle(&w.alert(service, "prod", fp), &Options::default()).unwrap();
+        assert!(matches!(again.outcome, Outcome::Duplicate { .. }), "{service}: {:?}", again.outcome);
+    }
+    assert_eq!(
+        w.git(&["log", "--format=%(trailers:key=Rollback-Id,valueonly)", "main"])
+            .lines()
+            .filter(|l| !l.is_empty())
+            .count(),
+        2
+    );
+}
+
+/// The same with a known-good tag: the bad range is read from the tag, and a rollback that
+/// covered the bad commit for other paths does not hide it here.
+#[test]
+fn a_known_good_tag_does_not_hide_a_partly_undone_change() {
+    let w = World::with(&[PolicySpec::new("shared").target(
+        "{{ labels.service }}",
+        "{{ labels.env }}",
+        &["apps/{{ labels.service }}/{{ labels.env }}/**", "shared/**"],
+    )]);
+    let good = w.head();
+    w.tag_known_good("checkout", "prod", &rollbackd::Sha(good.clone()), "1");
+    w.tag_known_good("cart", "prod", &rollbackd::Sha(good), "1");
+    let before_cart = w.show("HEAD", &path("cart", "prod"));
+    let bump = |s: &str, v: &str| manifest(s, "prod", &image(s, v));
+    let (c, k) = (bump("checkout", "9.9.9"), bump("cart", "9.9.9"));
+    w.commit_files(
+        "Bump both",
+        &[
+            (&path("checkout", "prod"), Some(&c)),
+            (&path("cart", "prod"), Some(&k)),
+            ("shared/versions.yaml", Some("checkout: 9.9.9\ncart: 9.9.9\n")),
+        ],
+        10,
+    );
+    let mut engine = w.engine();
+    let first = engine.handle(&w.alert("checkout", "prod", "fpa"), &Options::default()).unwrap();
+    assert!(matches!(first.outcome, Outcome::RolledBack { .. }), "{:?}", first.outcome);
+    let second = engine.handle(&w.alert("cart", "prod", "fpb"), &Options::default()).unwrap();
+    assert!(matches!(second.outcome, Outcome::RolledBack { .. }), "{:?}", second.outcome);
+    assert_eq!(w.show("main", &path("cart", "prod")), before_cart);
+}
