@@ -131,7 +131,7 @@ def main():
             busy_rss = rss_mib(server.pid)
         finally:
             stop(server)
-        mirror = subprocess.run(["du", "-sm", os.path.join(d, "data-many", "r0")], capture_output=True, text=True)
+        mirror = subprocess.run(["du", "-sm", os.path.join(d, "data-many", "repos", "r0")], capture_output=True, text=True)
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     print(f"machine: {os.cpu_count()} cores, {cpu}")
     print(f"each repo: {a.commits} commits, 10,000 files (generated in {generated:.0f} s); "

@@ -701,7 +701,8 @@ impl Config {
     fn expand(&self, base: &Path) -> Result<Vec<Config>, ConfigError> {
         let path = &self.path;
         let mut seen = std::collections::HashSet::new();
-        let mut branches = std::collections::HashSet::new();
+        let mut origins = std::collections::HashSet::new();
+        let mut forges = std::collections::HashSet::new();
         let mut members = Vec::new();
         let mut redeliverer = false;
         for e in &self.repos {
@@ -722,19 +723,14 @@ impl Config {
             if !seen.insert(n.clone()) {
                 return Err(invalid(path, format!("repos: the name `{n}` is used twice")));
             }
-            if !branches.insert((e.repo.url.clone(), e.repo.branch.clone())) {
-                return Err(invalid(
-                    path,
-                    format!("repos.{n}: {} {} is served by an earlier entry already", e.repo.url, e.repo.branch),
-                ));
-            }
             let mut m = self.clone();
             m.repos = Vec::new();
             m.member = Some(n.clone());
             m.repo = e.repo.clone();
             m.policies = e.policies.clone();
             m.forge = e.forge.clone();
-            m.data_dir = self.data_dir.join(n);
+            // Apart from anything a single-repo file keeps in data_dir (`mirror.git`, ...).
+            m.data_dir = self.data_dir.join("repos").join(n);
             if let Some(t) = &e.templates {
                 m.templates = t.clone();
             }
@@ -747,15 +743,37 @@ impl Config {
             if let Some(g) = &e.git {
                 m.git = g.clone();
             }
-            // GitHub lists one App's failed deliveries to whoever asks: one writer asks for
-            // them all, so a failed delivery is sent again once, not once per repo.
-            if let (Some(gh), ForgeConfig::Github(_)) = (m.sources.github.as_mut(), &m.forge) {
-                if redeliverer {
+            // GitHub lists one App's failed deliveries to whoever asks as that App: one writer
+            // asks for them all, so a failed delivery is sent again once, not once per repo.
+            let app = matches!(&m.forge, ForgeConfig::Github(g) if g.app_id.is_some());
+            if let Some(gh) = m.sources.github.as_mut() {
+                if redeliverer || !app {
                     gh.redeliver_every = Duration::from_secs(0);
                 }
-                redeliverer = true;
+                redeliverer |= app;
             }
             m.resolve_relative_to(base);
+            // One writer per repository: two would each see the other's proposals and records
+            // (a branch list is the repository's, not the entry's), and one approval would
+            // merge twice. Two branches of one repository are not two repos here.
+            if !origins.insert(crate::support::url::repo_key(&m.repo.url)) {
+                return Err(invalid(
+                    path,
+                    format!(
+                        "repos.{n}: {} is served by an earlier entry already (one entry per repository)",
+                        crate::support::url::redact_url(&m.repo.url)
+                    ),
+                ));
+            }
+            if let ForgeConfig::Github(g) = &m.forge {
+                let key = format!("{}/{}/{}", g.api_url.trim_end_matches('/'), g.owner, g.repo).to_ascii_lowercase();
+                if !forges.insert(key) {
+                    return Err(invalid(
+                        path,
+                        format!("repos.{n}: forge {}/{} is an earlier entry's already", g.owner, g.repo),
+                    ));
+                }
+            }
             let within = |e: ConfigError| match e {
                 ConfigError::Invalid(d) => invalid(path, format!("repos.{n}: {}", d.message)),
                 e => e,
@@ -1072,11 +1090,11 @@ mod tests {
         assert_eq!(m.len(), 2);
         assert_eq!(m[0].member.as_deref(), Some("shop"));
         assert_eq!(m[0].repo.url, dir.path().join("shop.git").to_string_lossy());
-        assert_eq!(m[0].data_dir, dir.path().join("state/shop"));
+        assert_eq!(m[0].data_dir, dir.path().join("state/repos/shop"));
         assert_eq!(m[0].policies, PolicySource::Dir(dir.path().join("shop-policies")));
         assert_eq!(m[0].identity.name, "bot");
         assert_eq!((m[1].repo.branch.as_str(), m[1].identity.name.as_str()), ("live", "billing"));
-        assert_eq!(m[1].data_dir, dir.path().join("state/billing"));
+        assert_eq!(m[1].data_dir, dir.path().join("state/repos/billing"));
         assert_eq!(c.member(Some("billing")).unwrap().repo.branch, "live");
         assert!(c.member(None).unwrap_err().contains("serves 2 repos (shop, billing)"));
         assert!(c.member(Some("x")).unwrap_err().contains("not in"));
@@ -1094,6 +1112,15 @@ mod tests {
             (format!("forge: {{ kind: local }}\nrepos:\n{}", entry("a", "/a")), "`forge` goes inside"),
             (format!("repos:\n{}{}", entry("a", "/a"), entry("a", "/b")), "used twice"),
             (format!("repos:\n{}{}", entry("a", "/a"), entry("b", "/a")), "served by an earlier entry"),
+            (format!("repos:\n{}{}", entry("a", "/a.git"), entry("b", "file:///a/")), "served by an earlier entry"),
+            (
+                format!(
+                    "repos:\n{}{}",
+                    entry("a", "https://h.example/A"),
+                    entry("b", "https://t:SECRET@h.example/a.git")
+                ),
+                "https://***@h.example/a.git is served",
+            ),
             (format!("repos:\n{}", entry("Shop", "/a")), "lowercase"),
             (format!("repos:\n{}", entry("../x", "/a")), "lowercase"),
             ("repos:\n  - name: a\n    repo: { url: /a }\n".to_string(), "policies"),

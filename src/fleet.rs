@@ -75,6 +75,17 @@ impl Fleet {
         if concerned.is_empty() { vec![&self.0[0]] } else { concerned }
     }
 
+    /// The repos a successful deploy goes to: those with a policy that marks it known-good
+    /// (no other policy acts on one); the first when none has.
+    pub fn route_known_good(&self, event: &Event) -> Vec<&Member> {
+        if !self.is_many() {
+            return self.0.iter().collect();
+        }
+        let marking: Vec<&Member> =
+            self.0.iter().filter(|m| m.handle.shared().triager().marks_known_good(event)).collect();
+        if marking.is_empty() { vec![&self.0[0]] } else { marking }
+    }
+
     /// The repo whose forge is GitHub repository `full_name` (`owner/name`, any case).
     pub fn by_github_repo(&self, full_name: &str) -> Option<&Member> {
         self.0.iter().find(|m| m.github_repo.as_deref().is_some_and(|r| r.eq_ignore_ascii_case(full_name)))

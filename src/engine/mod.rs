@@ -779,6 +779,12 @@ impl std::fmt::Debug for Triager {
 }
 
 impl Triager {
+    /// Whether a `mode: known_good` policy marks `event` (a successful deploy) as known-good.
+    pub fn marks_known_good(&self, event: &Event) -> bool {
+        !self.loaded
+            || self.policies.policies.iter().any(|p| p.action.mode == Mode::KnownGood && p.evaluate(event).matched)
+    }
+
     pub fn triage(&self, event: &Event) -> Triage {
         if !self.loaded {
             return Triage::Queue;

@@ -142,7 +142,7 @@ pub(super) async fn github_webhook(State(st): State<AppState>, headers: HeaderMa
         }
         github::GithubEvent::DeploymentSucceeded(event) => {
             let trigger = event.trigger();
-            let members = fleet.route(&event);
+            let members = fleet.route_known_good(&event);
             (trigger, members, Box::new(move |reply| Job::KnownGood { event: event.clone(), reply }))
         }
     };

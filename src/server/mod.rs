@@ -551,22 +551,31 @@ async fn reload(State(st): State<AppState>, headers: HeaderMap) -> Response {
     if headers.contains_key(header::ORIGIN) {
         return error(StatusCode::FORBIDDEN, "reload is for operators' tools (curl, SIGHUP), not browsers");
     }
-    // Each repo's writer reloads on its own: one refusing keeps its own config, not the others'.
-    let mut said = Vec::new();
+    // Every repo's writer is asked, each on its own: one refusing keeps its own config and
+    // does not stop the others from taking theirs.
+    let (mut said, mut refused, mut busy) = (Vec::new(), Vec::new(), Vec::new());
     for m in st.0.fleet.members() {
+        let named = |text: &str| match &m.name {
+            Some(n) => format!("repo {n}: {text}"),
+            None => text.to_string(),
+        };
         let (reply, rx) = oneshot::channel();
         if m.handle.submit(Job::Reload { reply }).is_err() {
-            return error(StatusCode::SERVICE_UNAVAILABLE, "the writer is busy; try again");
+            busy.push(named("the writer is busy; try again"));
+            continue;
         }
-        let named = |text: String| match &m.name {
-            Some(n) => format!("repo {n}: {text}"),
-            None => text,
-        };
         match rx.await {
-            Ok(JobResult::Note(note)) => said.push(named(note)),
-            Ok(JobResult::Failed { message, .. }) => return error(StatusCode::UNPROCESSABLE_ENTITY, &named(message)),
-            _ => return error(StatusCode::SERVICE_UNAVAILABLE, "the writer stopped"),
+            Ok(JobResult::Note(note)) => said.push(named(&note)),
+            Ok(JobResult::Failed { message, .. }) => refused.push(named(&message)),
+            _ => busy.push(named("the writer stopped")),
         }
+    }
+    let all: Vec<String> = refused.iter().chain(&busy).chain(&said).cloned().collect();
+    if !busy.is_empty() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, &all.join("; "));
+    }
+    if !refused.is_empty() {
+        return error(StatusCode::UNPROCESSABLE_ENTITY, &all.join("; "));
     }
     axum::Json(serde_json::json!({ "status": "reloaded", "reason": said.join("; ") })).into_response()
 }

@@ -104,17 +104,18 @@ pub(super) async fn slack_webhook(State(st): State<AppState>, headers: HeaderMap
     info!(user = %request.principal, "slack command");
     tracing::debug!(command = %crate::domain::ident::shown(&cmd.text), "slack command text");
     let mut answers = Vec::new();
+    let mut busy = Vec::new();
     for m in st.0.fleet.route_command(&request, st.0.clock.now()) {
         let (reply, rx) = oneshot::channel();
         if m.handle.submit(Job::Chat { request: Box::new(request.clone()), reply }).is_err() {
-            // A command some repos took cannot be taken back: what they do is posted.
-            if answers.is_empty() {
-                st.0.deliveries.release(&delivery);
-                return slack_message("rollbackd is busy; try again in a minute", false);
-            }
+            busy.push(m.name.clone());
             continue;
         }
         answers.push((m.name.clone(), rx));
+    }
+    if answers.is_empty() {
+        st.0.deliveries.release(&delivery);
+        return slack_message("rollbackd is busy; try again in a minute", false);
     }
     metrics::received(Source::Chatops, "accepted");
     let response_url = cmd.response_url.clone();
@@ -128,6 +129,12 @@ pub(super) async fn slack_webhook(State(st): State<AppState>, headers: HeaderMap
             if let Ok(reply) = rx.await {
                 replies.push((name, reply));
             }
+        }
+        // The repos that were too busy to take the command: said, so a pause or a freeze that
+        // reached only some of them is not taken for done everywhere.
+        for name in busy {
+            let text = "busy: not done here; send the command again".to_string();
+            replies.push((name, crate::chat::Reply { text, public: false, ok: false }));
         }
         if let Some(reply) = crate::fleet::combine(replies)
             && allowed

@@ -88,8 +88,14 @@ fn each_alert_goes_to_the_repo_whose_policies_act_on_it() {
         assert!(metrics.contains(&format!("rollbackd_policies{{repo=\"{repo}\"}} 1")), "{metrics}");
     }
     assert!(
-        a.root().join("fleet-data/shop/mirror.git").is_dir() && a.root().join("fleet-data/billing/mirror.git").is_dir()
+        a.root().join("fleet-data/repos/shop/mirror.git").is_dir()
+            && a.root().join("fleet-data/repos/billing/mirror.git").is_dir()
     );
+    // A reload asks every repo's writer, and says what each did.
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut r = agent.post(format!("{}/-/reload", s.url)).send_empty().unwrap();
+    let said = r.body_mut().read_to_string().unwrap();
+    assert!(said.contains("repo shop: ") && said.contains("repo billing: "), "{said}");
     drop(s);
 
     // A restart knows, from each repo's git alone, what each did.
@@ -176,7 +182,7 @@ fn a_github_event_about_a_config_repo_goes_to_the_repo_whose_forge_it_is() {
     std::fs::write(&config, text).unwrap();
     let s = start_serve(&config);
     let mirror_head =
-        |name: &str| git_in(&a.root().join(format!("fleet-data/{name}/mirror.git")), &["rev-parse", "main"]);
+        |name: &str| git_in(&a.root().join(format!("fleet-data/repos/{name}/mirror.git")), &["rev-parse", "main"]);
     let (shop_before, billing_before) = (mirror_head("shop"), mirror_head("billing"));
 
     let pushed = b.deploy("cart", "staging", "2.2.0", 0);
@@ -252,4 +258,29 @@ fn a_chat_command_goes_to_the_repos_it_concerns_and_the_reply_names_them() {
     for view in status["repos"].as_array().unwrap() {
         assert!(view["paused"].as_str().is_some_and(|p| p.contains("storm")), "{status}");
     }
+}
+
+#[test]
+fn a_successful_deploy_is_marked_known_good_in_the_repo_whose_policy_asks() {
+    let (a, b, config) = fleet();
+    b.set_policies(&[
+        PolicySpec::new("billing-cart").matchers(&["service=\"cart\"", "env=\"prod\""]),
+        PolicySpec::new("billing-kg")
+            .source("github")
+            .matchers(&[])
+            .target("cart", "prod", &["apps/cart/prod/**"])
+            .mode(Mode::KnownGood),
+    ]);
+    std::fs::write(a.root().join("gh-secrets"), format!("{}\n", crate::common::http::GH_SECRET)).unwrap();
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}  github: {{ secrets_file: gh-secrets, workflows: [deploy] }}\n")).unwrap();
+    let s = start_serve(&config);
+    let mut ds = crate::common::http::fixture("deployment_status.payload.json");
+    ds["deployment"]["sha"] = b.head().trim().into();
+    ds["deployment"]["environment"] = "prod".into();
+    let (status, body) = deliver(&s.url, "deployment_status", "kg-1", &ds);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(results(&body)[0].0, "billing", "{body}");
+    assert!(b.git(&["tag", "-l", "known-good/cart/prod/*"]).contains("known-good/cart/prod/"), "{body}");
+    assert_eq!(a.git(&["tag", "-l", "known-good/*"]).trim(), "");
 }
