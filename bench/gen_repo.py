@@ -3,7 +3,8 @@
 
     python3 bench/gen_repo.py --commits 50000 --bad 100 | git --git-dir origin.git fast-import
 
-Layout: 500 services (--services) x {prod, staging} x 10 files = 10,000 files under apps/<svc>/<env>/. The
+Layout: 500 services (--services) x {prod, staging} x 10 files (--files-per) = 10,000 files under
+apps/<svc>/<env>/. The
 first commit adds them all; every later commit is a deploy (one image tag bump) of a random
 service/env, 30 s apart, ending now. The last --bad commits are bad deploys of s000..s(bad-1)
 in prod, one each, so each can be rolled back independently.
@@ -40,12 +41,12 @@ def pct(xs, p):
     return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
-def build_workspace(d, commits, bad, source="any", extra_matchers="", services=500):
+def build_workspace(d, commits, bad, source="any", extra_matchers="", services=500, files_per=FILES_PER):
     """A bare origin with the synthetic history, packed, plus the policy and the templates."""
     origin = os.path.join(d, "origin.git")
     subprocess.run(["git", "init", "-q", "--bare", "--initial-branch=main", origin], check=True)
     gen = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--commits", str(commits), "--bad", str(bad),
-                            "--services", str(services)], stdout=subprocess.PIPE)
+                            "--services", str(services), "--files-per", str(files_per)], stdout=subprocess.PIPE)
     subprocess.run(["git", "--git-dir", origin, "fast-import", "--quiet", "--done"], stdin=gen.stdout, check=True)
     if gen.wait() != 0:
         sys.exit("gen_repo.py failed")
@@ -78,7 +79,8 @@ def main():
     ap.add_argument("--commits", type=int, required=True)
     ap.add_argument("--bad", type=int, default=100)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--services", type=int, default=SERVICES, help="x 2 envs x 10 files")
+    ap.add_argument("--services", type=int, default=SERVICES, help="x 2 envs x --files-per files")
+    ap.add_argument("--files-per", type=int, default=FILES_PER, help="files per service and env")
     a = ap.parse_args()
     services = a.services
     rnd = random.Random(a.seed)
@@ -113,7 +115,7 @@ def main():
         svc = f"s{s:03d}"
         for env in ENVS:
             initial.append((f"apps/{svc}/{env}/deployment.yaml", deployment(svc, env, "1.0.0")))
-            for i in range(FILES_PER - 1):
+            for i in range(a.files_per - 1):
                 initial.append((f"apps/{svc}/{env}/config-{i}.yaml", config(svc, env, i)))
     commit(0, "Initial config", initial)
     normal = a.commits - 1 - a.bad

@@ -3,7 +3,7 @@
 synthetic config repo (default: 50,000 commits, 10,000 files).
 
     cargo build --release && python3 bench/latency.py --commits 50000 --alerts 100
-    python3 bench/latency.py --commits 1000000 --services 5000 --alerts 30   # 100,000 files
+    python3 bench/latency.py --commits 1000000 --files-per 100 --alerts 30   # 100,000 files
 
 The server answers a webhook after the push (or at the response deadline, 5 s): the time to the
 answer is the time to the branch moving, and each answer's commit is checked against the origin.
@@ -30,13 +30,14 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--commits", type=int, default=50000)
     ap.add_argument("--alerts", type=int, default=100)
-    ap.add_argument("--services", type=int, default=500, help="x 2 envs x 10 files")
+    ap.add_argument("--services", type=int, default=500, help="x 2 envs x --files-per files")
+    ap.add_argument("--files-per", type=int, default=10, help="files per service and env")
     ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "rollbackd"))
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="rollbackd-latency-") as d:
         t = time.perf_counter()
         origin = build_workspace(d, a.commits, a.alerts, source="alertmanager", extra_matchers=", 'env=\"prod\"'",
-                                 services=a.services)
+                                 services=a.services, files_per=a.files_per)
         generated = time.perf_counter() - t
         open(os.path.join(d, "tokens"), "w").write("bench-token\n")
         cfg = os.path.join(d, "rollbackd.yaml")
@@ -86,7 +87,7 @@ def main():
             server.terminate()
             server.wait()
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-    print(f"machine: {os.cpu_count()} cores, {cpu}; repo: {a.commits} commits, {a.services * 20:,} files "
+    print(f"machine: {os.cpu_count()} cores, {cpu}; repo: {a.commits} commits, {a.services * 2 * a.files_per:,} files "
           f"(generated in {generated:.0f} s)")
     print(f"start to ready: {prime:.2f} s with the first fetch (a local origin), {warm:.2f} s from the warm mirror")
     print(f"POST -> origin branch moved, {a.alerts} distinct alerts: p50 {statistics.median(times):.1f} ms, "
