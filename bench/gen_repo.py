@@ -41,7 +41,7 @@ def pct(xs, p):
     return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
-def build_workspace(d, commits, bad, source="any", extra_matchers="", services=500, files_per=FILES_PER):
+def build_workspace(d, commits, bad, source="any", extra_matchers="", services=500, files_per=10):
     """A bare origin with the synthetic history, packed, plus the policy and the templates."""
     origin = os.path.join(d, "origin.git")
     subprocess.run(["git", "init", "-q", "--bare", "--initial-branch=main", origin], check=True)
