@@ -61,9 +61,16 @@ fn three_replicas_under_a_storm_make_exactly_one_commit_per_incident() {
     });
 
     assert_eq!(w.count_commits(), before + INCIDENTS, "{outcomes:?}");
+    // Every answer is the incident's one rollback. A replica whose push landed but whose answer
+    // was lost on the way (stateless HTTP under load) reports a transient error; the sender's
+    // retry then hears "duplicate" of that same rollback, so there may be fewer "rolled back".
     let rolled_back = outcomes.iter().filter(|o| matches!(o, Outcome::RolledBack { .. })).count();
     let duplicates = outcomes.iter().filter(|o| matches!(o, Outcome::Duplicate { .. })).count();
-    assert_eq!((rolled_back, duplicates), (INCIDENTS, 2 * INCIDENTS), "{outcomes:?}");
+    assert_eq!(rolled_back + duplicates, 3 * INCIDENTS, "{outcomes:?}");
+    assert!(rolled_back <= INCIDENTS, "{outcomes:?}");
+    let ids: std::collections::HashSet<String> =
+        outcomes.iter().filter_map(|o| o.rollback_id().map(|i| i.to_string())).collect();
+    assert_eq!(ids.len(), INCIDENTS, "one rollback id per incident: {outcomes:?}");
     let mut triggers = w.git(&["log", "--format=%(trailers:key=Rollback-Trigger,valueonly)", "main"]);
     triggers = triggers.lines().filter(|l| !l.is_empty()).collect::<Vec<_>>().join("\n");
     let mut seen: Vec<&str> = triggers.lines().collect();
