@@ -382,14 +382,30 @@ impl ConfigRepo {
         if let Some((tag_ref, tag_oid)) = &tag {
             updates.push(Update { refname: tag_ref, new: Some(*tag_oid), expected: None, rewrite: false });
         }
-        if transport::push_refs(&self.repo, &self.url, &self.auth, &updates)? == PushResult::Moved {
-            return Ok(PushResult::Moved);
+        match transport::push_refs(&self.repo, &self.url, &self.auth, &updates) {
+            Ok(PushResult::Moved) => return Ok(PushResult::Moved),
+            Ok(PushResult::Pushed) => {}
+            // The origin may have taken the push and the answer been lost on the way back (a
+            // proxy timing out, a cut connection): the branch on the origin tells. Without
+            // this, a rollback that happened would be answered as an error.
+            Err(e @ GitError::Unreachable { .. }) => {
+                if !self.fetch(true).is_ok_and(|()| self.branch_is(&branch_ref, new)) {
+                    return Err(e);
+                }
+                tracing::warn!(error = %e, "the push's answer was lost; the origin has the commit");
+            }
+            Err(e) => return Err(e),
         }
         self.repo.reference(&branch_ref, new, true, "rollbackd: pushed")?;
         if let Some((tag_ref, tag_oid)) = &tag {
             self.repo.reference(tag_ref, *tag_oid, true, "rollbackd: pushed")?;
         }
         Ok(PushResult::Pushed)
+    }
+
+    /// Whether the mirror's `refname` (as of the last fetch) is `id`.
+    fn branch_is(&self, refname: &str, id: Oid) -> bool {
+        self.repo.refname_to_id(refname).is_ok_and(|at| at == id)
     }
 
     /// Sets `refname` on the origin to `new` if it currently is `expected` (`None`: must not exist).

@@ -118,3 +118,34 @@ fn a_rollback_over_smart_http_sends_its_token_at_once_and_pushes_in_two_requests
         "{served:?}"
     );
 }
+
+/// The origin takes the push and its answer is lost on the way (a proxy timing out, a cut
+/// connection): the next fetch tells rollbackd its commit is there, so it answers "rolled
+/// back" instead of an error the sender would retry into "duplicate".
+#[test]
+fn a_push_whose_answer_was_lost_is_known_by_the_next_fetch() {
+    let w = World::new();
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let git = SmartHttp::start(w.root().to_path_buf());
+    let cfg = std::fs::read_to_string(w.config_path())
+        .unwrap()
+        .replace("url: origin.git", &format!("url: http://{}/origin.git", git.addr));
+    std::fs::write(w.config_path(), cfg).unwrap();
+    let mut engine = w.engine();
+    engine.repo().fetch(true).unwrap();
+    git.lose_answers.store(1, std::sync::atomic::Ordering::SeqCst);
+    let report = engine.handle(&w.alert("checkout", "prod", "fplost"), &rollbackd::Options::default()).unwrap();
+    let rollbackd::Outcome::RolledBack { rollback } = report.outcome else { panic!("{:?}", report.outcome) };
+    assert_eq!(git.lose_answers.load(std::sync::atomic::Ordering::SeqCst), 0, "the answer was lost");
+    assert_eq!(w.head(), rollback.commit.0, "the commit the origin took is the one answered");
+    assert_eq!(w.trailers("main", "Rollback-Id"), [rollback.id.0.clone()]);
+    let tag = rollback.tag.unwrap();
+    assert_eq!(w.git(&["rev-parse", &format!("refs/tags/{tag}^{{commit}}")]), rollback.commit.0);
+
+    // A push the origin refused is still an error: nothing is taken for written.
+    w.deploy("cart", "prod", "2.1.0", 5);
+    hook(&w, "pre-receive", "#!/bin/sh\nexit 1\n");
+    let err = engine.handle(&w.alert("cart", "prod", "fprefused"), &rollbackd::Options::default());
+    assert!(err.is_err(), "{err:?}");
+    assert_eq!(w.trailers("main", "Rollback-Service"), Vec::<String>::new(), "nothing on the branch for cart");
+}

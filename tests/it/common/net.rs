@@ -33,6 +33,9 @@ pub struct SmartHttp {
     pub addr: std::net::SocketAddr,
     /// Requests served, as `METHOD /path?query`.
     pub requests: Arc<Mutex<Vec<String>>>,
+    /// While above zero, a push is taken by the origin and its answer lost (502, as from a
+    /// proxy that timed out), one push at a time.
+    pub lose_answers: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl SmartHttp {
@@ -44,18 +47,19 @@ impl SmartHttp {
     /// requests are logged with a leading `401 `.
     pub fn with_token(root: PathBuf, token: Option<&str>) -> SmartHttp {
         let requests = Arc::new(Mutex::new(Vec::new()));
-        let state = (root, requests.clone(), token.map(str::to_string));
+        let lose_answers = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let state = (root, requests.clone(), token.map(str::to_string), lose_answers.clone());
         let addr = spawn(move |listener| async move {
             let app = axum::Router::new().fallback(cgi).with_state(state);
             axum::serve(listener, app).await.unwrap();
         });
-        SmartHttp { addr, requests }
+        SmartHttp { addr, requests, lose_answers }
     }
 }
 
-type CgiState = (PathBuf, Arc<Mutex<Vec<String>>>, Option<String>);
+type CgiState = (PathBuf, Arc<Mutex<Vec<String>>>, Option<String>, Arc<std::sync::atomic::AtomicUsize>);
 
-async fn cgi(State((root, log, token)): State<CgiState>, req: Request) -> Response {
+async fn cgi(State((root, log, token, lose)): State<CgiState>, req: Request) -> Response {
     use base64::Engine;
     let (parts, body) = req.into_parts();
     let query = parts.uri.query().unwrap_or_default().to_string();
@@ -87,6 +91,7 @@ async fn cgi(State((root, log, token)): State<CgiState>, req: Request) -> Respon
         header(&parts.headers, "git-protocol"),
     );
     let path = parts.uri.path().to_string();
+    let push = method == "POST" && path.ends_with("/git-receive-pack");
     let out = tokio::task::spawn_blocking(move || {
         let mut child = std::process::Command::new("git")
             .arg("http-backend")
@@ -116,6 +121,10 @@ async fn cgi(State((root, log, token)): State<CgiState>, req: Request) -> Respon
     })
     .await
     .unwrap();
+    use std::sync::atomic::Ordering;
+    if push && lose.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+        return Response::builder().status(StatusCode::BAD_GATEWAY).body(Body::empty()).unwrap();
+    }
     // CGI: headers, a blank line, the body.
     let split = out.stdout.windows(4).position(|w| w == b"\r\n\r\n").map(|i| (i, 4));
     let split = split.or_else(|| out.stdout.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2)));
