@@ -138,7 +138,7 @@ fn a_push_whose_answer_was_lost_is_known_by_the_next_fetch() {
     let rollbackd::Outcome::RolledBack { rollback } = report.outcome else { panic!("{:?}", report.outcome) };
     assert_eq!(git.lose_answers.load(std::sync::atomic::Ordering::SeqCst), 0, "the answer was lost");
     assert_eq!(w.head(), rollback.commit.0, "the commit the origin took is the one answered");
-    assert_eq!(w.trailers("main", "Rollback-Id"), [rollback.id.0.clone()]);
+    assert_eq!(w.trailers("main", "Rollback-Id"), std::slice::from_ref(&rollback.id.0));
     let tag = rollback.tag.unwrap();
     assert_eq!(w.git(&["rev-parse", &format!("refs/tags/{tag}^{{commit}}")]), rollback.commit.0);
 
