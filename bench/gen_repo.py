@@ -10,12 +10,15 @@ service/env, 30 s apart, ending now. The last --bad commits are bad deploys of s
 in prod, one each, so each can be rolled back independently.
 """
 import argparse
+import json
 import os
 import random
 import shutil
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -31,6 +34,25 @@ POLICY = """- name: bench
   action: {{ mode: direct, strategy: auto }}
   guards: {{ cooldown: 30m, max_rollbacks: {{ count: 3, per: 24h }}, max_change_age: 30d, require_immutable_artifacts: true }}
 """
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def alert(port, i, **labels):
+    """POSTs a firing alert for s<i> in prod to the server on `port`; returns its answer."""
+    body = json.dumps({"version": "4", "status": "firing", "alerts": [{
+        "status": "firing", "startsAt": "2026-11-21T10:00:00Z", "fingerprint": f"fp{i}",
+        "labels": {"alertname": "Errors", "service": f"s{i:03d}", "env": "prod", "severity": "page", **labels},
+    }]}).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/webhooks/alertmanager", data=body, headers={
+        "Content-Type": "application/json", "Authorization": "Bearer bench-token"})
+    return json.loads(urllib.request.urlopen(req).read())
 
 
 def pct(xs, p):

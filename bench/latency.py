@@ -9,10 +9,7 @@ The server answers a webhook after the push (or at the response deadline, 5 s): 
 answer is the time to the branch moving, and each answer's commit is checked against the origin.
 """
 import argparse
-import json
 import os
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -23,7 +20,7 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
-from gen_repo import build_workspace, pct
+from gen_repo import alert, build_workspace, free_port, pct
 
 
 def main():
@@ -42,10 +39,7 @@ def main():
         open(os.path.join(d, "tokens"), "w").write("bench-token\n")
         cfg = os.path.join(d, "rollbackd.yaml")
         open(cfg, "w").write("repo: { url: origin.git }\ndata_dir: data\npause: { breaker: { max_services: 0 } }\nsources:\n  alertmanager: { bearer_tokens_file: tokens }\n")
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
+        port = free_port()
         env = dict(os.environ, ROLLBACKD_LOG="warn")
         args = [a.bin, "--config", cfg, "serve", "--listen", f"127.0.0.1:{port}"]
 
@@ -65,14 +59,8 @@ def main():
         try:
             times = []
             for i in range(a.alerts):
-                body = json.dumps({"version": "4", "status": "firing", "alerts": [{
-                    "status": "firing", "startsAt": "2026-11-21T10:00:00Z", "fingerprint": f"fp{i}",
-                    "labels": {"alertname": "Errors", "service": f"s{i:03d}", "env": "prod", "severity": "page"},
-                }]}).encode()
-                req = urllib.request.Request(f"http://127.0.0.1:{port}/webhooks/alertmanager", data=body, headers={
-                    "Content-Type": "application/json", "Authorization": "Bearer bench-token"})
                 t = time.perf_counter()
-                resp = json.loads(urllib.request.urlopen(req).read())
+                resp = alert(port, i)
                 times.append((time.perf_counter() - t) * 1000)
                 if resp["outcome"] != "rolled_back":
                     sys.exit(f"unexpected answer: {resp}")

@@ -9,9 +9,7 @@ branch moved and the origin requests per rollback, for each RTT; and, over the s
 """
 import argparse
 import base64
-import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
-from gen_repo import build_workspace, pct
+from gen_repo import alert, build_workspace, free_port, pct
 
 TOKEN = "bench-git-token"
 
@@ -94,27 +92,9 @@ class Origin(BaseHTTPRequestHandler):
     do_POST = serve
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def alert(port, i):
-    body = json.dumps({"version": "4", "status": "firing", "alerts": [{
-        "status": "firing", "startsAt": "2026-11-21T10:00:00Z", "fingerprint": f"fp{i}",
-        "labels": {"alertname": "Errors", "service": f"s{i:03d}", "env": "prod", "severity": "page"},
-    }]}).encode()
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/webhooks/alertmanager", data=body, headers={
-        "Content-Type": "application/json", "Authorization": "Bearer bench-token"})
-    return json.loads(urllib.request.urlopen(req).read())
-
-
 def run_rtt(a, rtt_ms):
     with tempfile.TemporaryDirectory(prefix="rollbackd-remote-") as d:
-        origin = build_workspace(d, a.commits, a.alerts * 2 + 1, source="alertmanager", extra_matchers=", 'env=\"prod\"'")
+        build_workspace(d, a.commits, a.alerts * 2 + 1, source="alertmanager", extra_matchers=", 'env=\"prod\"'")
         Origin.root, Origin.rtt, Origin.log = d, rtt_ms / 1000, []
         http = ThreadingHTTPServer(("127.0.0.1", 0), Origin)
         threading.Thread(target=http.serve_forever, daemon=True).start()

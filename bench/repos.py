@@ -11,10 +11,7 @@ compared with the same server for one repo: the difference, divided, is the cost
 Then one alert per repo (each to its own repo) is timed POST to pushed.
 """
 import argparse
-import json
 import os
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,15 +22,7 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
-from gen_repo import POLICY, build_workspace, pct
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+from gen_repo import POLICY, alert, build_workspace, free_port, pct
 
 
 def rss_mib(pid):
@@ -113,14 +102,8 @@ def main():
         try:
             times = []
             for i in range(a.repos):
-                body = json.dumps({"version": "4", "status": "firing", "alerts": [{
-                    "status": "firing", "startsAt": "2026-11-21T10:00:00Z", "fingerprint": f"fp{i}",
-                    "labels": {"alertname": "Errors", "service": f"s{i:03d}", "env": "prod", "team": f"r{i}"},
-                }]}).encode()
-                req = urllib.request.Request(f"http://127.0.0.1:{port}/webhooks/alertmanager", data=body, headers={
-                    "Content-Type": "application/json", "Authorization": "Bearer bench-token"})
                 t = time.perf_counter()
-                resp = json.loads(urllib.request.urlopen(req).read())
+                resp = alert(port, i, team=f"r{i}")
                 times.append((time.perf_counter() - t) * 1000)
                 if resp["outcome"] != "rolled_back" or resp.get("repo") != f"r{i}":
                     sys.exit(f"unexpected answer: {resp}")

@@ -518,6 +518,8 @@ struct HistoryQuery {
     service: Option<String>,
     env: Option<String>,
     limit: Option<usize>,
+    /// One config repo of several.
+    repo: Option<String>,
 }
 
 async fn rollbacks(State(st): State<AppState>, Query(q): Query<HistoryQuery>) -> Response {
@@ -528,7 +530,13 @@ async fn rollbacks(State(st): State<AppState>, Query(q): Query<HistoryQuery>) ->
         return axum::Json(history::json(&query.select(&snap.records))).into_response();
     }
     // Newest first across the repos, each record naming its repo.
-    let snaps: Vec<_> = st.0.fleet.members().iter().map(|m| (m.name.clone(), m.handle.shared().snapshot())).collect();
+    let snaps: Vec<_> =
+        st.0.fleet
+            .members()
+            .iter()
+            .filter(|m| q.repo.is_none() || m.name == q.repo)
+            .map(|m| (m.name.clone(), m.handle.shared().snapshot()))
+            .collect();
     let mut rows: Vec<(jiff::Timestamp, serde_json::Value)> = Vec::new();
     for (name, snap) in &snaps {
         for r in query.select(&snap.records) {

@@ -3,17 +3,22 @@
 use crate::common::*;
 use rollbackd::{Options, Outcome};
 
-#[test]
-fn a_change_across_two_services_is_undone_for_each_that_alerts() {
-    let w = World::with(&[PolicySpec::new("shared").target(
+/// A world whose policy's targets share `shared/**`, and the commit that bumps checkout, cart
+/// and the shared file at once (made by [`bump_everything`]).
+fn shared_world() -> World {
+    World::with(&[PolicySpec::new("shared").target(
         "{{ labels.service }}",
         "{{ labels.env }}",
         &["apps/{{ labels.service }}/{{ labels.env }}/**", "shared/**"],
-    )]);
-    let before_checkout = w.show("HEAD", &path("checkout", "prod"));
-    let before_cart = w.show("HEAD", &path("cart", "prod"));
-    let bump = |s: &str, v: &str| manifest(s, "prod", &image(s, v));
-    let (c, k) = (bump("checkout", "9.9.9"), bump("cart", "9.9.9"));
+    )])
+}
+
+fn bump(service: &str) -> String {
+    manifest(service, "prod", &image(service, "9.9.9"))
+}
+
+fn bump_everything(w: &World) {
+    let (c, k) = (bump("checkout"), bump("cart"));
     w.commit_files(
         "Bump everything",
         &[
@@ -23,15 +28,19 @@ fn a_change_across_two_services_is_undone_for_each_that_alerts() {
         ],
         10,
     );
+}
+
+#[test]
+fn a_change_across_two_services_is_undone_for_each_that_alerts() {
+    let w = shared_world();
+    let before_checkout = w.show("HEAD", &path("checkout", "prod"));
+    let before_cart = w.show("HEAD", &path("cart", "prod"));
+    bump_everything(&w);
     let mut engine = w.engine();
     let first = engine.handle(&w.alert("checkout", "prod", "fpa"), &Options::default()).unwrap();
     assert!(matches!(first.outcome, Outcome::RolledBack { .. }), "{:?}", first.outcome);
     let Outcome::RolledBack { rollback: first } = first.outcome else { unreachable!() };
-    assert_eq!(
-        w.show("main", &path("cart", "prod")),
-        bump("cart", "9.9.9").trim_end(),
-        "the first undid checkout only"
-    );
+    assert_eq!(w.show("main", &path("cart", "prod")), bump("cart").trim_end(), "the first undid checkout only");
 
     // The cart alert is not "already rolled back": cart still carries the change.
     let second = engine.handle(&w.alert("cart", "prod", "fpb"), &Options::default()).unwrap();
@@ -64,26 +73,12 @@ fn a_change_across_two_services_is_undone_for_each_that_alerts() {
 /// covered the bad commit for other paths does not hide it here.
 #[test]
 fn a_known_good_tag_does_not_hide_a_partly_undone_change() {
-    let w = World::with(&[PolicySpec::new("shared").target(
-        "{{ labels.service }}",
-        "{{ labels.env }}",
-        &["apps/{{ labels.service }}/{{ labels.env }}/**", "shared/**"],
-    )]);
+    let w = shared_world();
     let good = w.head();
     w.tag_known_good("checkout", "prod", &rollbackd::Sha(good.clone()), "1");
     w.tag_known_good("cart", "prod", &rollbackd::Sha(good), "1");
     let before_cart = w.show("HEAD", &path("cart", "prod"));
-    let bump = |s: &str, v: &str| manifest(s, "prod", &image(s, v));
-    let (c, k) = (bump("checkout", "9.9.9"), bump("cart", "9.9.9"));
-    w.commit_files(
-        "Bump both",
-        &[
-            (&path("checkout", "prod"), Some(&c)),
-            (&path("cart", "prod"), Some(&k)),
-            ("shared/versions.yaml", Some("checkout: 9.9.9\ncart: 9.9.9\n")),
-        ],
-        10,
-    );
+    bump_everything(&w);
     let mut engine = w.engine();
     let first = engine.handle(&w.alert("checkout", "prod", "fpa"), &Options::default()).unwrap();
     assert!(matches!(first.outcome, Outcome::RolledBack { .. }), "{:?}", first.outcome);

@@ -78,6 +78,10 @@ fn each_alert_goes_to_the_repo_whose_policies_act_on_it() {
         .collect();
     rows.sort();
     assert_eq!(rows, [("billing".into(), "cart".into()), ("shop".into(), "checkout".into())], "{history}");
+    let (_, one) = get(&format!("{}/api/v1/rollbacks?repo=billing", s.url)).unwrap();
+    let one: serde_json::Value = serde_json::from_str(&one).unwrap();
+    assert_eq!(one["rollbacks"].as_array().unwrap().len(), 1, "{one}");
+    assert_eq!(one["rollbacks"][0]["repo"], "billing", "{one}");
     let (code, page) = get(&s.url).unwrap();
     assert_eq!(code, 200);
     assert!(page.contains("id=\"repo-shop\"") && page.contains("id=\"repo-billing\""), "{page}");
