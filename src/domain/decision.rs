@@ -101,7 +101,7 @@ impl Report {
                 }
                 crate::domain::plan::KnownGoodSource::Requested { rev } => format!("requested `{rev}`"),
                 crate::domain::plan::KnownGoodSource::Rollback { id } => {
-                    format!("where rollback {id} of the same change went back to")
+                    format!("before the change rollback {id} undid for other paths")
                 }
             };
             let _ = writeln!(s, "  branch {} at {}", p.branch, p.head.short());

@@ -69,8 +69,8 @@ pub enum KnownGoodSource {
     ParentOfLastChange { change: Sha },
     /// Given by the requester (`--to`, `to <rev>`).
     Requested { rev: String },
-    /// The known-good of an earlier rollback that undid the same bad change for another
-    /// target's paths only (one bad commit, several services alerting).
+    /// Before the bad commits an earlier rollback undid for another target's paths only (one
+    /// bad commit, several services alerting).
     Rollback { id: String },
 }
 

@@ -404,19 +404,27 @@ enum LastChange {
     None,
 }
 
-/// Where rollback `commit` undid its bad commits only for other paths than these: the
-/// known-good it rolled back to, when these paths at the head still differ from it.
+/// Where rollback `commit` undid its bad commits only for other paths than these: the state
+/// before the oldest of them that touched these paths, when these paths at the head still
+/// differ from it. Not the rollback's own known-good: that may be an older tag of its service,
+/// and going back to it here would undo this target's good changes too.
 fn partly_undone(
     repo: &Repository,
     paths: &PathSet,
     head_tree: &Tree<'_>,
     commit: Oid,
 ) -> Result<Option<Oid>, GitError> {
-    let Some(to) = rollback_trailers(&repo.find_commit(commit)?).and_then(|t| Oid::from_str(&t.to).ok()) else {
-        return Ok(None);
-    };
-    let Ok(kg) = repo.find_commit(to) else { return Ok(None) };
-    Ok(paths.differs(repo, head_tree, &kg.tree()?)?.then_some(to))
+    let Some(t) = rollback_trailers(&repo.find_commit(commit)?) else { return Ok(None) };
+    // `of` is newest first: the last that touched these paths is the oldest.
+    let mut before = None;
+    for sha in &t.of {
+        let Some(c) = Oid::from_str(sha).ok().and_then(|id| repo.find_commit(id).ok()) else { continue };
+        if paths.differs(repo, &c.tree()?, &parent_tree(repo, &c)?)? {
+            before = c.parent_id(0).ok();
+        }
+    }
+    let Some(kg) = before.and_then(|id| repo.find_commit(id).ok()) else { return Ok(None) };
+    Ok(paths.differs(repo, head_tree, &kg.tree()?)?.then_some(kg.id()))
 }
 
 fn last_change(repo: &Repository, paths: &PathSet, head: Oid, max_commits: usize) -> Result<LastChange, GitError> {

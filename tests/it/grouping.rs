@@ -86,3 +86,20 @@ fn a_known_good_tag_does_not_hide_a_partly_undone_change() {
     assert!(matches!(second.outcome, Outcome::RolledBack { .. }), "{:?}", second.outcome);
     assert_eq!(w.show("main", &path("cart", "prod")), before_cart);
 }
+
+/// The first service went back to an old known-good tag; the second goes back only to before
+/// the shared change, keeping its own good deploy from between the two.
+#[test]
+fn the_second_service_keeps_its_own_changes_from_before_the_bad_one() {
+    let w = shared_world();
+    w.tag_known_good("checkout", "prod", &w.good, "1");
+    let good_cart = w.deploy("cart", "prod", "2.1.0", 60);
+    let cart_before = w.show(&good_cart.0, &path("cart", "prod"));
+    bump_everything(&w);
+    let mut engine = w.engine();
+    let first = engine.handle(&w.alert("checkout", "prod", "fpa"), &Options::default()).unwrap();
+    assert!(matches!(first.outcome, Outcome::RolledBack { .. }), "{:?}", first.outcome);
+    let second = engine.handle(&w.alert("cart", "prod", "fpb"), &Options::default()).unwrap();
+    assert!(matches!(second.outcome, Outcome::RolledBack { .. }), "{:?}", second.outcome);
+    assert_eq!(w.show("main", &path("cart", "prod")), cart_before, "cart keeps 2.1.0, deployed before the bad change");
+}
