@@ -10,7 +10,6 @@ use std::sync::Arc;
 use crate::chat::{ChatRequest, Command, Reply};
 use crate::config::{Config, ForgeConfig};
 use crate::domain::event::Event;
-use crate::engine::Triage;
 use crate::worker::WorkerHandle;
 
 pub struct Member {
@@ -38,7 +37,8 @@ impl Member {
         if shared.snapshot().find_trigger(&event.trigger()).is_some() {
             return true;
         }
-        !matches!(shared.triager().triage(event), Triage::Answer(crate::Outcome::Ignored { .. }))
+        // Not `triage`: that tells a notify policy's channels, and the event's own dispatch will.
+        shared.triager().concerns(event)
     }
 }
 

@@ -779,6 +779,20 @@ impl std::fmt::Debug for Triager {
 }
 
 impl Triager {
+    /// Whether a policy acts on `event` (rolls back, proposes, notifies, or refuses what it
+    /// names), without acting: [`Triager::triage`] tells a `notify` policy's channels.
+    pub fn concerns(&self, event: &Event) -> bool {
+        if !self.loaded {
+            return true;
+        }
+        let mut decision = Decision::for_event(event);
+        match select(&self.policies, &self.rules, event, &mut decision) {
+            Ok(Selection::Settled(outcome)) => !matches!(outcome, Outcome::Ignored { .. }),
+            Ok(Selection::Target { policy, .. }) => policy.action.mode != Mode::KnownGood,
+            Err(_) => true,
+        }
+    }
+
     /// Whether a `mode: known_good` policy marks `event` (a successful deploy) as known-good.
     pub fn marks_known_good(&self, event: &Event) -> bool {
         !self.loaded

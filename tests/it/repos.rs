@@ -288,3 +288,31 @@ fn a_successful_deploy_is_marked_known_good_in_the_repo_whose_policy_asks() {
     assert!(b.git(&["tag", "-l", "known-good/cart/prod/*"]).contains("known-good/cart/prod/"), "{body}");
     assert_eq!(a.git(&["tag", "-l", "known-good/*"]).trim(), "");
 }
+
+#[test]
+fn a_notify_policy_in_one_repo_answers_and_tells_its_channel() {
+    let (a, b, config) = fleet();
+    let r = crate::common::receiver::Receiver::start();
+    b.set_policies(&[PolicySpec::new("billing-watch")
+        .matchers(&["service=\"cart\"", "env=\"prod\""])
+        .mode(Mode::Notify)
+        .set("notify", ["hook"])]);
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{text}notify:\n  channels:\n    hook: {{ kind: webhook, url: \"{}/hook\" }}\n", r.url),
+    )
+    .unwrap();
+    let s = start_serve(&config);
+    let (status, body) = post_alert(&s.url, &alert_for("cart", "fpone")).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(results(&body), [("billing".to_string(), "notified".to_string())], "{body}");
+    assert!(r.next().body.to_string().contains("fpone"));
+    // Deliveries to a channel keep their order: a second copy of the first would come before
+    // this one.
+    let (_, body) = post_alert(&s.url, &alert_for("cart", "fptwo")).unwrap();
+    assert_eq!(results(&body), [("billing".to_string(), "notified".to_string())], "{body}");
+    let next = r.next().body.to_string();
+    assert!(next.contains("fptwo") && !next.contains("fpone"), "{next}");
+    assert_eq!((rollback_commits(&a), rollback_commits(&b)), (0, 0));
+}
