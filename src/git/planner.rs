@@ -139,9 +139,11 @@ pub(super) fn plan(
     let paths =
         PathSet::new(&target.paths).map_err(|m| GitError::BadRevision { rev: target.paths.join(" "), message: m })?;
     let head_commit = repo.find_commit(head)?;
-    let head_tree = head_commit.tree()?;
 
-    let known_good = match req.to {
+    // Set when another target's rollback is the newest change here and left files of these
+    // paths holding the commits it undid.
+    let mut completion: Option<Leftover<'_>> = None;
+    let mut known_good = match req.to {
         Some(rev) => requested(repo, rev, head)?,
         None => match newest_known_good_tag(repo, &target.service, &target.env, head)? {
             Some(kg) => kg,
@@ -156,10 +158,12 @@ pub(super) fn plan(
                         source: KnownGoodSource::ParentOfLastChange { change: sha(change) },
                     }
                 }
-                LastChange::Rollback { id, commit } => match partly_undone(repo, &paths, &head_tree, commit)? {
-                    // The rollback undid one bad change for other paths (another service's
-                    // alert) and these still carry it: undo it here too, from its known-good.
-                    Some(to) => KnownGood { sha: sha(to), source: KnownGoodSource::Rollback { id } },
+                LastChange::Rollback { id, commit } => match leftover(repo, &paths, target, &head_commit, commit)? {
+                    Some(left) => {
+                        let kg = KnownGood { sha: sha(left.before), source: KnownGoodSource::Rollback { id } };
+                        completion = Some(left);
+                        kg
+                    }
                     None => {
                         return Ok(Planned::AlreadyRolledBack {
                             reason: format!("the newest change to {} is rollback {id}", paths_list(&paths)),
@@ -173,77 +177,111 @@ pub(super) fn plan(
         },
     };
     let kg_oid = super::oid(&known_good.sha)?;
-
-    // The bad range along the first-parent history: a merge is judged by what it brought in,
-    // so its side branch is never reverted twice.
-    // No sorting: libgit2 reads the whole history before yielding the first commit of any
-    // sorted walk. First-parent order is already newest first.
-    let mut walk = repo.revwalk()?;
-    walk.push(head)?;
-    walk.hide(kg_oid)?;
-    walk.simplify_first_parent()?;
-    let mut bad: Vec<Commit<'_>> = Vec::new();
-    let mut covered: HashSet<String> = HashSet::new();
-    let mut rollbacks: Vec<(String, Oid)> = Vec::new();
-    for (n, id) in walk.enumerate() {
-        if n >= max_commits {
-            return Err(GitError::RangeTooLong { known_good: known_good.sha.short().to_string(), limit: max_commits });
-        }
-        let c = repo.find_commit(id?)?;
-        if !paths.differs(repo, &c.tree()?, &parent_tree(repo, &c)?)? {
-            continue;
-        }
-        match rollback_trailers(&c) {
-            Some(t) => {
-                covered.extend(t.of);
-                rollbacks.push((t.id, c.id()));
+    if completion.is_none() {
+        // The bad range along the first-parent history: a merge is judged by what it brought
+        // in, so its side branch is never reverted twice.
+        // No sorting: libgit2 reads the whole history before yielding the first commit of any
+        // sorted walk. First-parent order is already newest first.
+        let mut walk = repo.revwalk()?;
+        walk.push(head)?;
+        walk.hide(kg_oid)?;
+        walk.simplify_first_parent()?;
+        let mut bad: Vec<Commit<'_>> = Vec::new();
+        let mut covered: HashSet<String> = HashSet::new();
+        let mut rollbacks: Vec<(String, Oid)> = Vec::new();
+        for (n, id) in walk.enumerate() {
+            if n >= max_commits {
+                return Err(GitError::RangeTooLong {
+                    known_good: known_good.sha.short().to_string(),
+                    limit: max_commits,
+                });
             }
-            None => bad.push(c),
+            let c = repo.find_commit(id?)?;
+            if !paths.differs(repo, &c.tree()?, &parent_tree(repo, &c)?)? {
+                continue;
+            }
+            match rollback_trailers(&c) {
+                Some(t) => {
+                    covered.extend(t.of);
+                    rollbacks.push((t.id, c.id()));
+                }
+                None => bad.push(c),
+            }
         }
-    }
-    let kg_tree = repo.find_commit(kg_oid)?.tree()?;
-    let all_bad = bad.clone();
-    bad.retain(|c| !covered.contains(&c.id().to_string()));
-    // A rollback names the commits it undid, but it undid them only within its own target's
-    // paths: where these paths still differ from known-good, those commits are still bad here.
-    let mut partly = None;
-    if bad.is_empty() && !all_bad.is_empty() && paths.differs(repo, &head_tree, &kg_tree)? {
-        bad = all_bad;
-        partly = rollbacks.first().map(|(id, _)| id.clone());
-    }
-    if let KnownGoodSource::Rollback { id } = &known_good.source {
-        partly = Some(id.clone());
-    }
-    if bad.is_empty() {
-        if let Some((id, commit)) = rollbacks.into_iter().next() {
-            return Ok(Planned::AlreadyRolledBack {
-                reason: format!(
-                    "the changes after known-good {} were already rolled back by {id}",
-                    known_good.sha.short()
-                ),
-                id,
-                commit: sha(commit),
+        bad.retain(|c| !covered.contains(&c.id().to_string()));
+        if !bad.is_empty() {
+            return finish(repo, branch, head, req, &paths, known_good, NewTree::Range(bad));
+        }
+        for (id, commit) in &rollbacks {
+            if let Some(left) = leftover(repo, &paths, target, &head_commit, *commit)? {
+                known_good = KnownGood { sha: sha(left.before), source: KnownGoodSource::Rollback { id: id.clone() } };
+                completion = Some(left);
+                break;
+            }
+        }
+        if completion.is_none() {
+            if let Some((id, commit)) = rollbacks.into_iter().next() {
+                return Ok(Planned::AlreadyRolledBack {
+                    reason: format!(
+                        "the changes after known-good {} were already rolled back by {id}",
+                        known_good.sha.short()
+                    ),
+                    id,
+                    commit: sha(commit),
+                });
+            }
+            return Ok(Planned::Noop {
+                reason: format!("no commit after known-good {} touches {}", known_good.sha.short(), paths_list(&paths)),
             });
         }
-        return Ok(Planned::Noop {
-            reason: format!("no commit after known-good {} touches {}", known_good.sha.short(), paths_list(&paths)),
-        });
     }
+    let left = completion.expect("set above");
+    finish(repo, branch, head, req, &paths, known_good, NewTree::Leftover(left))
+}
 
-    let (mut strategy, mut tree, mut note) = choose_and_build(repo, &paths, req.strategy, &bad, &head_tree, &kg_tree)?;
-    let completes = partly.clone();
-    if let Some(id) = partly {
-        let said = format!(
-            "rollback {id} undid {} only for its own paths; this undoes it for {}",
-            bad.iter().map(|c| sha(c.id()).short().to_string()).collect::<Vec<_>>().join(", "),
-            paths_list(&paths)
-        );
-        note = Some(note.map_or_else(|| said.clone(), |n| format!("{said}; {n}")));
-    }
-    let mut exact = strategy == Strategy::Restore || !paths.differs(repo, &repo.find_tree(tree)?, &kg_tree)?;
+/// How the new tree of a plan is found.
+enum NewTree<'r> {
+    /// The bad range after known-good, reverted or restored as the policy says.
+    Range(Vec<Commit<'r>>),
+    /// Files another target's rollback left holding the commits it undid.
+    Leftover(Leftover<'r>),
+}
+
+fn finish(
+    repo: &Repository,
+    branch: &str,
+    head: Oid,
+    req: &PlanRequest<'_>,
+    paths: &PathSet,
+    known_good: KnownGood,
+    built: NewTree<'_>,
+) -> Result<Planned, GitError> {
+    let target = req.target;
+    let head_tree = repo.find_commit(head)?.tree()?;
+    let kg_tree = repo.find_commit(super::oid(&known_good.sha)?)?.tree()?;
+    let (bad, mut strategy, mut tree, mut note, completes, mut exact) = match built {
+        NewTree::Range(bad) => {
+            let (strategy, tree, note) = choose_and_build(repo, paths, req.strategy, &bad, &head_tree, &kg_tree)?;
+            let exact = strategy == Strategy::Restore || !paths.differs(repo, &repo.find_tree(tree)?, &kg_tree)?;
+            (bad, strategy, tree, note, None, exact)
+        }
+        NewTree::Leftover(left) => {
+            let said = format!(
+                "rollback {} of {} undid {} only for its own paths; these files still held {}: {}",
+                left.id,
+                left.of,
+                left.commits.iter().map(|c| sha(c.id()).short().to_string()).collect::<Vec<_>>().join(", "),
+                if left.commits.len() == 1 { "it" } else { "them" },
+                left.files.join(", ")
+            );
+            // Only those files change, each exactly as it was before the commit that changed
+            // it: the rest of the target's paths keep what happened since.
+            (left.commits, Strategy::Restore, left.tree, Some(said), Some(left.id), true)
+        }
+    };
     if !exact && req.exact {
         strategy = Strategy::Restore;
-        tree = restore_tree(repo, &paths, &kg_tree, &head_tree)?;
+        tree = restore_tree(repo, paths, &kg_tree, &head_tree)?;
         note = Some(
             "action.exact: a revert would leave a state that never existed on the branch; restored known-good exactly"
                 .into(),
@@ -256,7 +294,7 @@ pub(super) fn plan(
     }
     if tree == head_tree.id() {
         return Ok(Planned::Noop {
-            reason: format!("{} already equal known-good {}", paths_list(&paths), known_good.sha.short()),
+            reason: format!("{} already equal known-good {}", paths_list(paths), known_good.sha.short()),
         });
     }
 
@@ -404,27 +442,87 @@ enum LastChange {
     None,
 }
 
-/// Where rollback `commit` undid its bad commits only for other paths than these: the state
-/// before the oldest of them that touched these paths, when these paths at the head still
-/// differ from it. Not the rollback's own known-good: that may be an older tag of its service,
-/// and going back to it here would undo this target's good changes too.
-fn partly_undone(
-    repo: &Repository,
+/// Files of these paths that another target's rollback left holding the commits it undid.
+struct Leftover<'r> {
+    /// The rollback, and the target it was for.
+    id: String,
+    of: String,
+    /// The commits undone here, newest first; the state before the oldest is `before`.
+    commits: Vec<Commit<'r>>,
+    before: Oid,
+    files: Vec<String>,
+    tree: Oid,
+}
+
+/// What rollback `rollback` left undone in these paths: a rollback undoes its bad commits only
+/// within its own target's paths. A file counts when one of those commits changed it, the
+/// rollback did not, and the head still holds that commit's version (a later change to it is
+/// left alone: whoever made it moved on from the bad one); it goes back to the version before
+/// the commit, or before a run of them. Nothing when the rollback is this target's own (a step
+/// back, a merged proposal, one to an older `to`): that is what this target asked for.
+fn leftover<'r>(
+    repo: &'r Repository,
     paths: &PathSet,
-    head_tree: &Tree<'_>,
-    commit: Oid,
-) -> Result<Option<Oid>, GitError> {
-    let Some(t) = rollback_trailers(&repo.find_commit(commit)?) else { return Ok(None) };
-    // `of` is newest first: the last that touched these paths is the oldest.
-    let mut before = None;
-    for sha in &t.of {
-        let Some(c) = Oid::from_str(sha).ok().and_then(|id| repo.find_commit(id).ok()) else { continue };
-        if paths.differs(repo, &c.tree()?, &parent_tree(repo, &c)?)? {
-            before = c.parent_id(0).ok();
+    target: &Target,
+    head: &Commit<'r>,
+    rollback: Oid,
+) -> Result<Option<Leftover<'r>>, GitError> {
+    let r = repo.find_commit(rollback)?;
+    let Some(t) = rollback_trailers(&r) else { return Ok(None) };
+    if t.service == target.service && t.env == target.env {
+        return Ok(None);
+    }
+    let head_tree = head.tree()?;
+    let undone: HashSet<String> = paths.changed_files(repo, &r.tree()?, &parent_tree(repo, &r)?)?.into_iter().collect();
+    // Per file, the version it should have; files a later change took over are settled.
+    let mut wanted: std::collections::BTreeMap<String, tree_edit::Entry> = Default::default();
+    let mut settled: HashSet<String> = HashSet::new();
+    let (mut commits, mut before) = (Vec::new(), None);
+    for of in &t.of {
+        let Some(c) = Oid::from_str(of).ok().and_then(|id| repo.find_commit(id).ok()) else { continue };
+        // Only a commit of this branch's history, with a parent to go back to.
+        let Ok(parent) = c.parent(0) else { continue };
+        if !repo.graph_descendant_of(head.id(), c.id()).unwrap_or(false) {
+            continue;
+        }
+        let (c_tree, p_tree) = (c.tree()?, parent.tree()?);
+        let mut used = false;
+        for f in paths.changed_files(repo, &c_tree, &p_tree)? {
+            if undone.contains(&f) || settled.contains(&f) {
+                continue;
+            }
+            let now = wanted.get(&f).copied().unwrap_or_else(|| tree_edit::entry_at(&head_tree, &f));
+            if tree_edit::entry_at(&c_tree, &f) == now {
+                let before = tree_edit::entry_at(&p_tree, &f);
+                wanted.insert(f, before);
+                used = true;
+            } else {
+                settled.insert(f);
+            }
+        }
+        if used {
+            before = Some(parent.id());
+            commits.push(c);
         }
     }
-    let Some(kg) = before.and_then(|id| repo.find_commit(id).ok()) else { return Ok(None) };
-    Ok(paths.differs(repo, head_tree, &kg.tree()?)?.then_some(kg.id()))
+    wanted.retain(|f, e| *e != tree_edit::entry_at(&head_tree, f));
+    let Some(before) = before.filter(|_| !wanted.is_empty()) else { return Ok(None) };
+    let mut tree = Some(head_tree.id());
+    for (f, e) in &wanted {
+        tree = tree_edit::set_path(repo, tree, f, *e)?;
+    }
+    let tree = match tree {
+        Some(t) => t,
+        None => repo.treebuilder(None)?.write()?,
+    };
+    Ok(Some(Leftover {
+        id: t.id,
+        of: format!("{}/{}", t.service, t.env),
+        commits,
+        before,
+        files: wanted.into_keys().collect(),
+        tree,
+    }))
 }
 
 fn last_change(repo: &Repository, paths: &PathSet, head: Oid, max_commits: usize) -> Result<LastChange, GitError> {

@@ -103,3 +103,62 @@ fn the_second_service_keeps_its_own_changes_from_before_the_bad_one() {
     assert!(matches!(second.outcome, Outcome::RolledBack { .. }), "{:?}", second.outcome);
     assert_eq!(w.show("main", &path("cart", "prod")), cart_before, "cart keeps 2.1.0, deployed before the bad change");
 }
+
+/// A later deploy of the second service took over the file the bad change had touched: that
+/// file is left as it is (its owner moved on), and with the shared file already put back there
+/// is nothing left to do here.
+#[test]
+fn a_file_a_later_deploy_took_over_is_left_alone() {
+    let w = shared_world();
+    bump_everything(&w);
+    let later = w.deploy("cart", "prod", "2.2.0", 5);
+    let cart_later = w.show(&later.0, &path("cart", "prod"));
+    let mut engine = w.engine();
+    let first = engine.handle(&w.alert("checkout", "prod", "fpa"), &Options::default()).unwrap();
+    let Outcome::RolledBack { rollback: first } = first.outcome else { panic!("{:?}", first.outcome) };
+    let second = engine.handle(&w.alert("cart", "prod", "fpb"), &Options::default()).unwrap();
+    assert!(
+        matches!(&second.outcome, Outcome::Duplicate { rollback_id, .. } if *rollback_id == first.id),
+        "{:?}",
+        second.outcome
+    );
+    assert_eq!(w.show("main", &path("cart", "prod")), cart_later, "cart keeps its later deploy");
+}
+
+/// Only the files that still hold the bad change go back; another of the second service's
+/// files, changed since, keeps its change.
+#[test]
+fn only_the_files_still_holding_the_change_go_back() {
+    let w = shared_world();
+    let before_cart = w.show("HEAD", &path("cart", "prod"));
+    bump_everything(&w);
+    w.commit_files("Tune cart", &[("apps/cart/prod/tuning.yaml", Some("workers: 8\n"))], 5);
+    let mut engine = w.engine();
+    engine.handle(&w.alert("checkout", "prod", "fpa"), &Options::default()).unwrap();
+    let second = engine.handle(&w.alert("cart", "prod", "fpb"), &Options::default()).unwrap();
+    let Outcome::RolledBack { rollback } = second.outcome else { panic!("{:?}", second.outcome) };
+    assert_eq!(w.show("main", &path("cart", "prod")), before_cart);
+    assert_eq!(w.show("main", "apps/cart/prod/tuning.yaml"), "workers: 8");
+    let changed = w.git(&["show", "--format=", "--name-only", &rollback.commit.0]);
+    assert_eq!(changed.trim(), path("cart", "prod"), "only the file that still held the change");
+}
+
+/// A service's own rollback, even to a state older than its known-good tag (`--to`, a step
+/// back), is never redone or rolled forward by its next alert.
+#[test]
+fn a_services_own_older_rollback_stays_a_duplicate() {
+    let w = shared_world();
+    let older = w.deploy("checkout", "prod", "1.3.0", 170);
+    w.deploy("checkout", "prod", "1.4.5", 120);
+    let tagged = w.head();
+    w.tag_known_good("checkout", "prod", &rollbackd::Sha(tagged), "1");
+    bump_everything(&w);
+    let mut engine = w.engine();
+    let to = Options { to: Some(older.0.clone()), ..Options::default() };
+    let first = engine.handle(&w.request("checkout", "prod", "req-1"), &to).unwrap();
+    assert!(matches!(first.outcome, Outcome::RolledBack { .. }), "{:?}", first.outcome);
+    let state = w.show("main", &path("checkout", "prod"));
+    let again = engine.handle(&w.alert("checkout", "prod", "fpa"), &Options::default()).unwrap();
+    assert!(matches!(again.outcome, Outcome::Duplicate { .. }), "{:?}", again.outcome);
+    assert_eq!(w.show("main", &path("checkout", "prod")), state);
+}
