@@ -208,6 +208,19 @@ pub struct Settings {
     pub max_commits: usize,
 }
 
+/// Lets libgit2 keep parsed trees of any size in its object cache. Its default keeps only those
+/// under 4 KiB, so a directory of a few hundred services (`apps/`, 20 KiB) was read from the
+/// pack, inflated and parsed again at every path lookup of every commit a plan walks.
+#[allow(unsafe_code)]
+fn cache_trees() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    // SAFETY: stores a size in libgit2's global settings, once, before this process opens its
+    // first repository; libgit2 reads it when it caches an object.
+    ONCE.call_once(|| unsafe {
+        let _ = git2::opts::set_cache_object_limit(git2::ObjectType::Tree, 1 << 20);
+    });
+}
+
 impl ConfigRepo {
     /// Opens (or creates) the bare mirror under `data_dir`. Nothing is fetched yet.
     pub fn open(settings: &Settings, auth: Auth) -> Result<Self, GitError> {
@@ -217,6 +230,7 @@ impl ConfigRepo {
         // The mirror is ours, fetched from a trusted origin; re-hashing every object on read
         // (libgit2's default, not git's) was a third of the cost of planning.
         git2::opts::strict_hash_verification(false);
+        cache_trees();
         transport::set_timeouts(settings.connect_timeout, settings.io_timeout);
         let repo = match Repository::open_bare(&mirror_dir) {
             Ok(r) => r,
