@@ -30,6 +30,15 @@ fn bump_everything(w: &World) {
     );
 }
 
+/// Checkout's alert (rolled back), then cart's: cart's outcome.
+fn checkout_then_cart(w: &World) -> (rollbackd::Rollback, Outcome) {
+    let mut engine = w.engine();
+    let first = engine.handle(&w.alert("checkout", "prod", "fpa"), &Options::default()).unwrap();
+    let Outcome::RolledBack { rollback } = first.outcome else { panic!("{:?}", first.outcome) };
+    let second = engine.handle(&w.alert("cart", "prod", "fpb"), &Options::default()).unwrap();
+    (rollback, second.outcome)
+}
+
 #[test]
 fn a_change_across_two_services_is_undone_for_each_that_alerts() {
     let w = shared_world();
@@ -79,11 +88,8 @@ fn a_known_good_tag_does_not_hide_a_partly_undone_change() {
     w.tag_known_good("cart", "prod", &rollbackd::Sha(good), "1");
     let before_cart = w.show("HEAD", &path("cart", "prod"));
     bump_everything(&w);
-    let mut engine = w.engine();
-    let first = engine.handle(&w.alert("checkout", "prod", "fpa"), &Options::default()).unwrap();
-    assert!(matches!(first.outcome, Outcome::RolledBack { .. }), "{:?}", first.outcome);
-    let second = engine.handle(&w.alert("cart", "prod", "fpb"), &Options::default()).unwrap();
-    assert!(matches!(second.outcome, Outcome::RolledBack { .. }), "{:?}", second.outcome);
+    let (_, second) = checkout_then_cart(&w);
+    assert!(matches!(second, Outcome::RolledBack { .. }), "{second:?}");
     assert_eq!(w.show("main", &path("cart", "prod")), before_cart);
 }
 
@@ -96,11 +102,8 @@ fn the_second_service_keeps_its_own_changes_from_before_the_bad_one() {
     let good_cart = w.deploy("cart", "prod", "2.1.0", 60);
     let cart_before = w.show(&good_cart.0, &path("cart", "prod"));
     bump_everything(&w);
-    let mut engine = w.engine();
-    let first = engine.handle(&w.alert("checkout", "prod", "fpa"), &Options::default()).unwrap();
-    assert!(matches!(first.outcome, Outcome::RolledBack { .. }), "{:?}", first.outcome);
-    let second = engine.handle(&w.alert("cart", "prod", "fpb"), &Options::default()).unwrap();
-    assert!(matches!(second.outcome, Outcome::RolledBack { .. }), "{:?}", second.outcome);
+    let (_, second) = checkout_then_cart(&w);
+    assert!(matches!(second, Outcome::RolledBack { .. }), "{second:?}");
     assert_eq!(w.show("main", &path("cart", "prod")), cart_before, "cart keeps 2.1.0, deployed before the bad change");
 }
 
@@ -113,15 +116,8 @@ fn a_file_a_later_deploy_took_over_is_left_alone() {
     bump_everything(&w);
     let later = w.deploy("cart", "prod", "2.2.0", 5);
     let cart_later = w.show(&later.0, &path("cart", "prod"));
-    let mut engine = w.engine();
-    let first = engine.handle(&w.alert("checkout", "prod", "fpa"), &Options::default()).unwrap();
-    let Outcome::RolledBack { rollback: first } = first.outcome else { panic!("{:?}", first.outcome) };
-    let second = engine.handle(&w.alert("cart", "prod", "fpb"), &Options::default()).unwrap();
-    assert!(
-        matches!(&second.outcome, Outcome::Duplicate { rollback_id, .. } if *rollback_id == first.id),
-        "{:?}",
-        second.outcome
-    );
+    let (first, second) = checkout_then_cart(&w);
+    assert!(matches!(&second, Outcome::Duplicate { rollback_id, .. } if *rollback_id == first.id), "{second:?}");
     assert_eq!(w.show("main", &path("cart", "prod")), cart_later, "cart keeps its later deploy");
 }
 
@@ -133,10 +129,8 @@ fn only_the_files_still_holding_the_change_go_back() {
     let before_cart = w.show("HEAD", &path("cart", "prod"));
     bump_everything(&w);
     w.commit_files("Tune cart", &[("apps/cart/prod/tuning.yaml", Some("workers: 8\n"))], 5);
-    let mut engine = w.engine();
-    engine.handle(&w.alert("checkout", "prod", "fpa"), &Options::default()).unwrap();
-    let second = engine.handle(&w.alert("cart", "prod", "fpb"), &Options::default()).unwrap();
-    let Outcome::RolledBack { rollback } = second.outcome else { panic!("{:?}", second.outcome) };
+    let (_, second) = checkout_then_cart(&w);
+    let Outcome::RolledBack { rollback } = second else { panic!("{second:?}") };
     assert_eq!(w.show("main", &path("cart", "prod")), before_cart);
     assert_eq!(w.show("main", "apps/cart/prod/tuning.yaml"), "workers: 8");
     let changed = w.git(&["show", "--format=", "--name-only", &rollback.commit.0]);
