@@ -134,46 +134,36 @@ pub(crate) fn queue_capacity(capacity: usize) {
     gauge!("rollbackd_queue_capacity").set(capacity as f64);
 }
 
-thread_local! {
-    /// The repo of the writer running on this thread, when rollbackd serves several: the
-    /// gauges of a writer's state are then one series per repo, so one repo's unreachable
-    /// origin is not hidden by another's fetch.
-    static REPO: std::cell::RefCell<Vec<metrics::Label>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Labels this thread's writer gauges with `repo` (the writer thread, at its start).
-pub(crate) fn for_repo(name: Option<&str>) {
-    REPO.with(|r| *r.borrow_mut() = name.map(|n| metrics::Label::new("repo", n.to_string())).into_iter().collect());
-}
-
-fn repo() -> Vec<metrics::Label> {
-    REPO.with(|r| r.borrow().clone())
+/// The gauges of a writer's state carry its repo's name when rollbackd serves several (one
+/// series per repo, so one repo's unreachable origin is not hidden by another's fetch); with
+/// one repo (`None`), no label.
+fn repo_label(repo: Option<&str>) -> Vec<metrics::Label> {
+    repo.map(|n| metrics::Label::new("repo", n.to_string())).into_iter().collect()
 }
 
 /// Whether the origin answered the last fetch.
-pub(crate) fn origin_reachable(reachable: bool) {
-    gauge!("rollbackd_origin_reachable", repo()).set(if reachable { 1.0 } else { 0.0 });
+pub(crate) fn origin_reachable(repo: Option<&str>, reachable: bool) {
+    gauge!("rollbackd_origin_reachable", repo_label(repo)).set(if reachable { 1.0 } else { 0.0 });
 }
 
 /// A policy set read from the config repo: switched to (`valid`), or refused with `in_force`
 /// still in force.
-pub(crate) fn policies_loaded(in_force: usize, valid: bool) {
-    gauge!("rollbackd_policies", repo()).set(in_force as f64);
-    gauge!("rollbackd_policies_valid", repo()).set(if valid { 1.0 } else { 0.0 });
+pub(crate) fn policies_loaded(repo: Option<&str>, in_force: usize, valid: bool) {
+    policies_in_force(repo, in_force, valid);
     let result = if valid { "switched" } else { "refused" };
     counter!("rollbackd_policy_reloads_total", "result" => result).increment(1);
 }
 
 /// The policies in force, and whether the branch's are (not) refused: at start and after a
 /// reload, when the recorder may not have seen what the engine did before it existed.
-pub(crate) fn policies_in_force(count: usize, valid: bool) {
-    gauge!("rollbackd_policies", repo()).set(count as f64);
-    gauge!("rollbackd_policies_valid", repo()).set(if valid { 1.0 } else { 0.0 });
+pub(crate) fn policies_in_force(repo: Option<&str>, count: usize, valid: bool) {
+    gauge!("rollbackd_policies", repo_label(repo)).set(count as f64);
+    gauge!("rollbackd_policies_valid", repo_label(repo)).set(if valid { 1.0 } else { 0.0 });
 }
 
 /// The writer did something (a job, an idle refresh).
-pub(crate) fn writer_heartbeat(now: Timestamp) {
-    gauge!("rollbackd_writer_heartbeat_timestamp_seconds", repo()).set(now.as_millisecond() as f64 / 1000.0);
+pub(crate) fn writer_heartbeat(repo: Option<&str>, now: Timestamp) {
+    gauge!("rollbackd_writer_heartbeat_timestamp_seconds", repo_label(repo)).set(now.as_millisecond() as f64 / 1000.0);
 }
 
 pub(crate) fn received(source: Source, outcome: &str) {
@@ -199,8 +189,7 @@ pub(crate) fn auth_failure(source: &'static str, why: &str) {
 
 /// Events waiting for the writer of `repo` (named when rollbackd serves several).
 pub(crate) fn queue_depth(repo: Option<&str>, depth: usize) {
-    let labels: Vec<metrics::Label> = repo.map(|n| metrics::Label::new("repo", n.to_string())).into_iter().collect();
-    gauge!("rollbackd_queue_depth", labels).set(depth as f64);
+    gauge!("rollbackd_queue_depth", repo_label(repo)).set(depth as f64);
 }
 
 pub(crate) fn event_failed(source: Source) {

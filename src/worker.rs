@@ -170,7 +170,7 @@ impl Shared {
     }
 
     fn set_origin_error(&self, error: Option<String>) {
-        metrics::origin_reachable(error.is_none());
+        metrics::origin_reachable(self.name.as_deref(), error.is_none());
         *self.origin_error.write().unwrap_or_else(|e| e.into_inner()) = error;
     }
 
@@ -241,8 +241,11 @@ pub fn spawn(engine: Engine, capacity: usize, refresh: Duration) -> (WorkerHandl
             // With several repos, every line the writer logs names its repo.
             let span = name.map(|n| tracing::info_span!("repo", repo = %n));
             let _entered = span.as_ref().map(|s| s.enter());
-            metrics::for_repo(engine.config().member.as_deref());
-            metrics::policies_in_force(engine.policies().policies.len(), engine.policy_refusal().is_none());
+            metrics::policies_in_force(
+                engine.config().member.as_deref(),
+                engine.policies().policies.len(),
+                engine.policy_refusal().is_none(),
+            );
             run(engine, rx, s, refresh)
         })
         .expect("spawn the writer thread");
@@ -291,7 +294,7 @@ fn run(mut engine: Engine, rx: Receiver<Job>, shared: Arc<Shared>, refresh: Dura
                 return;
             }
         }
-        metrics::writer_heartbeat(engine.now());
+        metrics::writer_heartbeat(shared.name.as_deref(), engine.now());
         wait = match shared.origin_error() {
             None if shared.ready() => {
                 failures = 0;
@@ -385,7 +388,11 @@ fn process(engine: &mut Engine, shared: &Shared, job: Job) {
                         format!("reloaded {}: {} policies", new.config().path.display(), new.policies().policies.len());
                     *engine = new;
                     *shared.triager.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(engine.triager());
-                    metrics::policies_in_force(engine.policies().policies.len(), engine.policy_refusal().is_none());
+                    metrics::policies_in_force(
+                        shared.name.as_deref(),
+                        engine.policies().policies.len(),
+                        engine.policy_refusal().is_none(),
+                    );
                     info!("{said}");
                     JobResult::Note(said)
                 }
@@ -430,7 +437,7 @@ fn publish(engine: &mut Engine, shared: &Shared, fetch: bool) {
                 }
             }
             if fetch {
-                metrics::origin_reachable(true);
+                metrics::origin_reachable(shared.name.as_deref(), true);
             }
             if fetch && shared.origin_error().is_some() {
                 info!("the config repo can be reached again");

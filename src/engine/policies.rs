@@ -66,7 +66,7 @@ impl Engine {
             if self.repo_policies.error.take().is_some() {
                 self.repo_policies.refused = None;
                 info!(commit = %head.short(), "the policies on the branch are the ones in force again");
-                metrics::policies_loaded(self.policies.policies.len(), true);
+                metrics::policies_loaded(self.config.member.as_deref(), self.policies.policies.len(), true);
                 self.report_policies(&head.0, &[]);
             }
             return false;
@@ -84,7 +84,7 @@ impl Engine {
                 );
                 self.policies = set;
                 self.repo_policies = RepoPolicies { loaded: Some(tree), ..RepoPolicies::default() };
-                metrics::policies_loaded(self.policies.policies.len(), true);
+                metrics::policies_loaded(self.config.member.as_deref(), self.policies.policies.len(), true);
                 self.report_policies(&head.0, &[]);
                 true
             }
@@ -117,7 +117,7 @@ impl Engine {
                 );
                 self.policies = set;
                 self.repo_policies.loaded = Some(tree);
-                metrics::policies_in_force(self.policies.policies.len(), false);
+                metrics::policies_in_force(self.config.member.as_deref(), self.policies.policies.len(), false);
                 return true;
             }
         }
@@ -154,7 +154,7 @@ impl Engine {
             "no policies are in force yet: events are answered 503 until a valid set is read"
         };
         warn!(commit = %commit, errors = %errors.join("; "), "the policies on the branch are invalid; {stays}");
-        metrics::policies_loaded(self.policies.policies.len(), false);
+        metrics::policies_loaded(self.config.member.as_deref(), self.policies.policies.len(), false);
         self.report_policies(&commit, &errors);
         self.repo_policies.refused = Some(tree);
         self.repo_policies.error = Some(PolicyRefusal { commit, errors });
