@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::chat::{ChatRequest, Command, Reply};
 use crate::config::{Config, ForgeConfig};
 use crate::domain::event::Event;
-use crate::worker::WorkerHandle;
+use crate::worker::{Job, JobResult, WorkerHandle};
 
 pub struct Member {
     /// `repos[].name`; `None` for a file with one `repo:`.
@@ -146,6 +146,27 @@ impl Fleet {
         }
     }
 
+    /// Asks every repo's writer to read its config, policies and templates again, each on its
+    /// own: one refusing keeps its own config and does not stop the others taking theirs. What
+    /// each said, by repo.
+    pub async fn reload(&self) -> Vec<(Option<String>, Reload)> {
+        let mut said = Vec::new();
+        for m in self.0.iter() {
+            let (reply, rx) = tokio::sync::oneshot::channel();
+            let r = if m.handle.submit(Job::Reload { reply }).is_err() {
+                Reload::Busy("the writer is busy; try again")
+            } else {
+                match rx.await {
+                    Ok(JobResult::Note(note)) => Reload::Done(note),
+                    Ok(JobResult::Failed { message, .. }) => Reload::Refused(message),
+                    _ => Reload::Busy("the writer stopped"),
+                }
+            };
+            said.push((m.name.clone(), r));
+        }
+        said
+    }
+
     /// Why the fleet is not ready, naming the repo, while any of its repos is not.
     pub fn not_ready(&self) -> Option<String> {
         self.0.iter().find(|m| !m.handle.shared().ready()).map(|m| {
@@ -160,6 +181,15 @@ impl Fleet {
             }
         })
     }
+}
+
+/// What one repo's writer said to a reload.
+pub enum Reload {
+    Done(String),
+    /// The new config was refused; the one in force stays.
+    Refused(String),
+    /// The writer could not take the request.
+    Busy(&'static str),
 }
 
 /// The replies of the repos a command went to, as one; with several repos served, each line

@@ -140,16 +140,11 @@ async fn reload_on_sighup(fleet: Fleet) {
             return;
         };
         while hup.recv().await.is_some() {
-            for m in fleet.members() {
-                let (reply, rx) = tokio::sync::oneshot::channel();
-                if m.handle.submit(crate::worker::Job::Reload { reply }).is_err() {
-                    tracing::warn!(
-                        repo = m.name.as_deref().unwrap_or("-"),
-                        "SIGHUP: the writer's queue is full; send it again"
-                    );
-                    continue;
+            // Each writer logs what it did; only a request it could not take is said here.
+            for (name, r) in fleet.reload().await {
+                if let crate::fleet::Reload::Busy(why) = r {
+                    tracing::warn!(repo = name.as_deref().unwrap_or("-"), "SIGHUP: {why}; send it again");
                 }
-                let _ = rx.await;
             }
         }
     }

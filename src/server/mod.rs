@@ -559,23 +559,16 @@ async fn reload(State(st): State<AppState>, headers: HeaderMap) -> Response {
     if headers.contains_key(header::ORIGIN) {
         return error(StatusCode::FORBIDDEN, "reload is for operators' tools (curl, SIGHUP), not browsers");
     }
-    // Every repo's writer is asked, each on its own: one refusing keeps its own config and
-    // does not stop the others from taking theirs.
     let (mut said, mut refused, mut busy) = (Vec::new(), Vec::new(), Vec::new());
-    for m in st.0.fleet.members() {
-        let named = |text: &str| match &m.name {
+    for (name, r) in st.0.fleet.reload().await {
+        let named = |text: &str| match &name {
             Some(n) => format!("repo {n}: {text}"),
             None => text.to_string(),
         };
-        let (reply, rx) = oneshot::channel();
-        if m.handle.submit(Job::Reload { reply }).is_err() {
-            busy.push(named("the writer is busy; try again"));
-            continue;
-        }
-        match rx.await {
-            Ok(JobResult::Note(note)) => said.push(named(&note)),
-            Ok(JobResult::Failed { message, .. }) => refused.push(named(&message)),
-            _ => busy.push(named("the writer stopped")),
+        match r {
+            crate::fleet::Reload::Done(note) => said.push(named(&note)),
+            crate::fleet::Reload::Refused(message) => refused.push(named(&message)),
+            crate::fleet::Reload::Busy(why) => busy.push(named(why)),
         }
     }
     let all: Vec<String> = refused.iter().chain(&busy).chain(&said).cloned().collect();
