@@ -143,7 +143,7 @@ pub(super) fn plan(
     // Set when another target's rollback is the newest change here and left files of these
     // paths holding the commits it undid.
     let mut completion: Option<Leftover<'_>> = None;
-    let mut known_good = match req.to {
+    let known_good = match req.to {
         Some(rev) => requested(repo, rev, head)?,
         None => match newest_known_good_tag(repo, &target.service, &target.env, head)? {
             Some(kg) => kg,
@@ -176,67 +176,71 @@ pub(super) fn plan(
             },
         },
     };
-    let kg_oid = super::oid(&known_good.sha)?;
-    if completion.is_none() {
-        // The bad range along the first-parent history: a merge is judged by what it brought
-        // in, so its side branch is never reverted twice.
-        // No sorting: libgit2 reads the whole history before yielding the first commit of any
-        // sorted walk. First-parent order is already newest first.
-        let mut walk = repo.revwalk()?;
-        walk.push(head)?;
-        walk.hide(kg_oid)?;
-        walk.simplify_first_parent()?;
-        let mut bad: Vec<Commit<'_>> = Vec::new();
-        let mut covered: HashSet<String> = HashSet::new();
-        let mut rollbacks: Vec<(String, Oid)> = Vec::new();
-        for (n, id) in walk.enumerate() {
-            if n >= max_commits {
-                return Err(GitError::RangeTooLong {
-                    known_good: known_good.sha.short().to_string(),
-                    limit: max_commits,
-                });
-            }
-            let c = repo.find_commit(id?)?;
-            if !paths.differs(repo, &c.tree()?, &parent_tree(repo, &c)?)? {
-                continue;
-            }
-            match rollback_trailers(&c) {
-                Some(t) => {
-                    covered.extend(t.of);
-                    rollbacks.push((t.id, c.id()));
-                }
-                None => bad.push(c),
-            }
-        }
-        bad.retain(|c| !covered.contains(&c.id().to_string()));
-        if !bad.is_empty() {
-            return finish(repo, branch, head, req, &paths, known_good, NewTree::Range(bad));
-        }
-        for (id, commit) in &rollbacks {
-            if let Some(left) = leftover(repo, &paths, target, &head_commit, *commit)? {
-                known_good = KnownGood { sha: sha(left.before), source: KnownGoodSource::Rollback { id: id.clone() } };
-                completion = Some(left);
-                break;
-            }
-        }
-        if completion.is_none() {
-            if let Some((id, commit)) = rollbacks.into_iter().next() {
-                return Ok(Planned::AlreadyRolledBack {
-                    reason: format!(
-                        "the changes after known-good {} were already rolled back by {id}",
-                        known_good.sha.short()
-                    ),
-                    id,
-                    commit: sha(commit),
-                });
-            }
-            return Ok(Planned::Noop {
-                reason: format!("no commit after known-good {} touches {}", known_good.sha.short(), paths_list(&paths)),
-            });
+    if let Some(left) = completion {
+        return finish(repo, branch, head, req, &paths, known_good, NewTree::Leftover(left));
+    }
+    let (bad, rollbacks) = bad_range(repo, &paths, head, &known_good, max_commits)?;
+    if !bad.is_empty() {
+        return finish(repo, branch, head, req, &paths, known_good, NewTree::Range(bad));
+    }
+    for (id, commit) in &rollbacks {
+        if let Some(left) = leftover(repo, &paths, target, &head_commit, *commit)? {
+            let kg = KnownGood { sha: sha(left.before), source: KnownGoodSource::Rollback { id: id.clone() } };
+            return finish(repo, branch, head, req, &paths, kg, NewTree::Leftover(left));
         }
     }
-    let left = completion.expect("set above");
-    finish(repo, branch, head, req, &paths, known_good, NewTree::Leftover(left))
+    if let Some((id, commit)) = rollbacks.into_iter().next() {
+        return Ok(Planned::AlreadyRolledBack {
+            reason: format!("the changes after known-good {} were already rolled back by {id}", known_good.sha.short()),
+            id,
+            commit: sha(commit),
+        });
+    }
+    Ok(Planned::Noop {
+        reason: format!("no commit after known-good {} touches {}", known_good.sha.short(), paths_list(&paths)),
+    })
+}
+
+/// The bad commits, and the rollbacks among them (id, commit).
+type BadRange<'r> = (Vec<Commit<'r>>, Vec<(String, Oid)>);
+
+/// The commits after known-good that touched the target's paths, along the first-parent
+/// history (a merge is judged by what it brought in, so its side branch is never reverted
+/// twice), less those a rollback among them undid; and those rollbacks, newest first.
+fn bad_range<'r>(
+    repo: &'r Repository,
+    paths: &PathSet,
+    head: Oid,
+    known_good: &KnownGood,
+    max_commits: usize,
+) -> Result<BadRange<'r>, GitError> {
+    // No sorting: libgit2 reads the whole history before yielding the first commit of any
+    // sorted walk. First-parent order is already newest first.
+    let mut walk = repo.revwalk()?;
+    walk.push(head)?;
+    walk.hide(super::oid(&known_good.sha)?)?;
+    walk.simplify_first_parent()?;
+    let mut bad: Vec<Commit<'_>> = Vec::new();
+    let mut covered: HashSet<String> = HashSet::new();
+    let mut rollbacks: Vec<(String, Oid)> = Vec::new();
+    for (n, id) in walk.enumerate() {
+        if n >= max_commits {
+            return Err(GitError::RangeTooLong { known_good: known_good.sha.short().to_string(), limit: max_commits });
+        }
+        let c = repo.find_commit(id?)?;
+        if !paths.differs(repo, &c.tree()?, &parent_tree(repo, &c)?)? {
+            continue;
+        }
+        match rollback_trailers(&c) {
+            Some(t) => {
+                covered.extend(t.of);
+                rollbacks.push((t.id, c.id()));
+            }
+            None => bad.push(c),
+        }
+    }
+    bad.retain(|c| !covered.contains(&c.id().to_string()));
+    Ok((bad, rollbacks))
 }
 
 /// How the new tree of a plan is found.
