@@ -390,7 +390,12 @@ fn sample() -> (Event, Plan) {
     event.annotations.insert("generator_url".into(), "http://prometheus.example/graph".into());
     let sha = |c: char| Sha(c.to_string().repeat(40));
     let plan = Plan {
-        target: Target { service: "checkout".into(), env: "prod".into(), paths: vec!["apps/checkout/prod/**".into()] },
+        target: Target {
+            service: "checkout".into(),
+            env: "prod".into(),
+            paths: vec!["apps/checkout/prod/**".into()],
+            phases: vec![],
+        },
         branch: "main".into(),
         head: sha('a'),
         known_good: KnownGood {
@@ -422,6 +427,9 @@ fn sample() -> (Event, Plan) {
             new: Some("acme/checkout:1.4.2".into()),
         }],
         mutable_artifacts: vec![],
+        phase: None,
+        halted: None,
+        went_on: None,
     };
     (event, plan)
 }

@@ -141,7 +141,10 @@ impl Fleet {
                 );
                 self.route(&event)
             }
-            Command::Approve { id: Some(id) } | Command::Cancel { id: Some(id) } => self.holding(id),
+            Command::Approve { id: Some(id) }
+            | Command::Cancel { id: Some(id) }
+            | Command::Continue { id }
+            | Command::Abort { id, .. } => self.holding(id),
             _ => self.0.iter().collect(),
         }
     }

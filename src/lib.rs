@@ -81,6 +81,7 @@ pub mod parsers {
     pub use crate::domain::artifacts::scan as artifacts;
     pub use crate::domain::ident::{InputRules, is_plain};
     pub use crate::domain::matcher::Matcher;
+    pub use crate::domain::phase::Phase;
     pub use crate::domain::policy::parse_file as policy_file;
     pub use crate::git::Trailers;
     pub use crate::ingest::alertmanager::{Resolved, parse as alertmanager};

@@ -141,6 +141,22 @@ enum Command {
         #[command(flatten)]
         who: Who,
     },
+    /// A phased rollback between phases: write the next phase now, whatever is left of the
+    /// soak. Example: `rollbackd continue rb-0123456789ab`
+    Continue {
+        id: String,
+        #[command(flatten)]
+        who: Who,
+    },
+    /// A phased rollback between phases: stop it; the rest is proposed for review.
+    /// Example: `rollbackd abort rb-0123456789ab --reason "canary still errors"`
+    Abort {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        who: Who,
+    },
     /// Freeze automatic rollbacks of a service (or `all`): they become proposals.
     Freeze {
         scope: String,
@@ -450,6 +466,20 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Cancel { id, who } => {
             let actor = whoami(who.actor)?;
             review(&cli.config, cli.config_repo.as_deref(), |e| e.cancel(&id, None, &actor))
+        }
+        Command::Continue { id, who } => {
+            let actor = whoami(who.actor)?;
+            let mut engine = engine(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
+            let said = engine.continue_rollback(&id, None, &actor)?;
+            println!("{said}");
+            Ok(if said.starts_with("refused") { 2 } else { 0 })
+        }
+        Command::Abort { id, reason, who } => {
+            let actor = whoami(who.actor)?;
+            let mut engine = engine(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
+            let said = engine.abort_rollback(&id, None, &actor, reason.as_deref())?;
+            println!("{said}");
+            Ok(if said.starts_with("refused") { 2 } else { 0 })
         }
         Command::Healthcheck { url, ready } => healthcheck(&cli.config, url, ready),
         Command::Gate { rev, base, repo } => {

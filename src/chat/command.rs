@@ -47,16 +47,55 @@ impl fmt::Display for Scope {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
-    Rollback { service: String, env: Option<String>, to: Option<String>, reason: Option<String>, emergency: bool },
-    Approve { id: Option<String> },
-    Cancel { id: Option<String> },
-    Status { service: Option<String> },
-    History { service: Option<String>, env: Option<String> },
-    Freeze { scope: Scope, env: Option<String>, duration: Option<Duration>, reason: Option<String> },
-    Unfreeze { scope: Scope, env: Option<String> },
-    Pause { duration: Option<Duration>, reason: Option<String> },
+    Rollback {
+        service: String,
+        env: Option<String>,
+        to: Option<String>,
+        reason: Option<String>,
+        emergency: bool,
+    },
+    Approve {
+        id: Option<String>,
+    },
+    Cancel {
+        id: Option<String>,
+    },
+    Status {
+        service: Option<String>,
+    },
+    History {
+        service: Option<String>,
+        env: Option<String>,
+    },
+    Freeze {
+        scope: Scope,
+        env: Option<String>,
+        duration: Option<Duration>,
+        reason: Option<String>,
+    },
+    Unfreeze {
+        scope: Scope,
+        env: Option<String>,
+    },
+    Pause {
+        duration: Option<Duration>,
+        reason: Option<String>,
+    },
     Resume,
-    Release { service: String, env: String, reason: Option<String> },
+    Release {
+        service: String,
+        env: String,
+        reason: Option<String>,
+    },
+    /// A phased rollback between phases: write the next now.
+    Continue {
+        id: String,
+    },
+    /// A phased rollback between phases: stop, and propose the rest.
+    Abort {
+        id: String,
+        reason: Option<String>,
+    },
     Help,
 }
 
@@ -80,8 +119,10 @@ fn did_you_mean(s: &Option<&'static str>) -> String {
 
 /// Every command, for suggestions and help. Adding a `Command` variant does not compile until
 /// [`usage`] describes it.
-const SUBCOMMANDS: [&str; 10] =
-    ["approve", "cancel", "status", "history", "freeze", "unfreeze", "pause", "resume", "release", "help"];
+const SUBCOMMANDS: [&str; 12] = [
+    "approve", "cancel", "status", "history", "freeze", "unfreeze", "pause", "resume", "release", "continue", "abort",
+    "help",
+];
 
 fn suggest(word: &str, candidates: &[&'static str], max: usize) -> Option<&'static str> {
     let w = word.to_ascii_lowercase();
@@ -194,6 +235,23 @@ pub fn parse_args(args: &str) -> Result<Command, ParseError> {
                 return Err(ParseError::UnexpectedWord { command: "release", word, suggestion: Some("because") });
             }
             Ok(Command::Release { service: service.to_string(), env: env.to_string(), reason: opts.value("because") })
+        }
+        "continue" => match rest {
+            [id] => Ok(Command::Continue { id: id.to_string() }),
+            [] => Err(ParseError::Missing { command: "continue", what: "<id>" }),
+            [_, extra, ..] => {
+                Err(ParseError::UnexpectedWord { command: "continue", word: extra.to_string(), suggestion: None })
+            }
+        },
+        "abort" => {
+            let [id, rest @ ..] = rest else {
+                return Err(ParseError::Missing { command: "abort", what: "<id>" });
+            };
+            let opts = options("abort", rest, &["because"])?;
+            if let Some(word) = opts.positional {
+                return Err(ParseError::UnexpectedWord { command: "abort", word, suggestion: Some("because") });
+            }
+            Ok(Command::Abort { id: id.to_string(), reason: opts.value("because") })
         }
         "resume" => match rest.first() {
             None => Ok(Command::Resume),
@@ -337,6 +395,13 @@ pub(crate) fn usage(c: &Command) -> (&'static str, &'static str) {
             "/rollback release <service> <env> [because <reason...>]",
             "lift the holds: artifacts a rollback undid may come back",
         ),
+        Command::Continue { .. } => {
+            ("/rollback continue <id>", "a phased rollback between phases: write the next phase now")
+        }
+        Command::Abort { .. } => (
+            "/rollback abort <id> [because <reason...>]",
+            "a phased rollback between phases: stop, and propose the rest for review",
+        ),
         Command::Help => ("/rollback help", "this help"),
     }
 }
@@ -353,6 +418,8 @@ pub fn help() -> String {
         Command::Pause { duration: None, reason: None },
         Command::Resume,
         Command::Release { service: String::new(), env: String::new(), reason: None },
+        Command::Continue { id: String::new() },
+        Command::Abort { id: String::new(), reason: None },
         Command::Help,
     ];
     let mut s = String::from("rollbackd commands:\n");

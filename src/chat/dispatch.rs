@@ -83,6 +83,7 @@ fn check_arguments(command: &Command, rules: &crate::domain::ident::InputRules) 
             Ok(())
         }
         Command::Approve { id: i } | Command::Cancel { id: i } => id(i),
+        Command::Continue { id: i } | Command::Abort { id: i, .. } => id(&Some(i.clone())),
         Command::Status { service } => e(ident("service", service)),
         Command::History { service, env } => e(ident("service", service).and(ident("env", env))),
         Command::Freeze { scope: s, env, .. } | Command::Unfreeze { scope: s, env } => {
@@ -155,6 +156,10 @@ pub fn execute(engine: &mut Engine, req: &ChatRequest) -> Reply {
         Command::Resume => engine.resume(Some(p), "", req.asked_at).map(|t| announce(p, t)),
         Command::Release { service, env, reason } => {
             engine.release(service, env, reason.as_deref(), Some(p), "").map(|t| announce(p, t))
+        }
+        Command::Continue { id } => engine.continue_rollback(id, Some(p), "").map(|t| announce(p, t)),
+        Command::Abort { id, reason } => {
+            engine.abort_rollback(id, Some(p), "", reason.as_deref()).map(|t| announce(p, t))
         }
     };
     // An error is the asker's to act on (retry, fix the command), not the channel's news.

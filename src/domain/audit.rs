@@ -33,6 +33,9 @@ pub struct AuditRecord {
     /// Who reviewed a proposal, as its tag records it.
     #[serde(default, flatten)]
     pub review: Review,
+    /// Which phase of a phased rollback this commit is; one rollback id has a record per phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<crate::domain::phase::Phase>,
 }
 
 /// Who approved, merged or cancelled a proposal: lines of its `rollback/...` or `cancelled/...`

@@ -103,6 +103,7 @@ impl Report {
                 crate::domain::plan::KnownGoodSource::Rollback { id } => {
                     format!("before the change rollback {id} undid for other paths")
                 }
+                crate::domain::plan::KnownGoodSource::Phases { id } => format!("where the first phase of {id} went"),
             };
             let _ = writeln!(s, "  branch {} at {}", p.branch, p.head.short());
             let _ = writeln!(s, "  known-good {} ({kg_from})", p.known_good.sha.short());

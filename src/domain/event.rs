@@ -111,6 +111,35 @@ impl Event {
     }
 
     /// `source:dedupe_key`, the value of the `Rollback-Trigger` trailer.
+    /// The event a rollback recorded in git was made for, as far as its trailers tell (trigger,
+    /// who asked, why, service and env): what a later phase of the same rollback is written
+    /// for, so it carries the same trailers as the first.
+    pub fn of_record(r: &crate::domain::audit::AuditRecord, now: Timestamp) -> Event {
+        let (source, key) = r.trigger.split_once(':').unwrap_or(("rollbackd", r.trigger.as_str()));
+        let source = match source {
+            "alertmanager" => Source::Alertmanager,
+            "github" => Source::Github,
+            "chatops" => Source::Chatops,
+            "cli" => Source::Cli,
+            _ => Source::Rollbackd,
+        };
+        let mut labels =
+            BTreeMap::from([("service".to_string(), r.service.clone()), ("env".to_string(), r.env.clone())]);
+        if let Some(reason) = &r.reason {
+            labels.insert("reason".into(), reason.clone());
+        }
+        Event {
+            source,
+            dedupe_key: key.to_string(),
+            labels,
+            annotations: BTreeMap::new(),
+            received_at: now,
+            started_at: None,
+            requester: matches!(source, Source::Cli | Source::Chatops).then(|| r.actor.clone()),
+            from_fork: false,
+        }
+    }
+
     pub fn trigger(&self) -> String {
         format!("{}:{}", self.source, self.dedupe_key)
     }

@@ -64,7 +64,12 @@ pub(crate) fn evaluate(
         checks.push(check);
     }
     if let Some(limit) = guards.max_rollbacks {
-        let n = applied().filter(|r| now.duration_since(r.at) < limit.per.as_signed()).count();
+        // Rollbacks, not commits: a phased rollback's phases are one.
+        let n = applied()
+            .filter(|r| now.duration_since(r.at) < limit.per.as_signed())
+            .map(|r| &r.id)
+            .collect::<std::collections::HashSet<_>>()
+            .len();
         let passed = n < limit.count as usize;
         checks.push(GuardCheck {
             guard: "max_rollbacks",

@@ -33,12 +33,13 @@ pub(crate) fn line(r: &AuditRecord) -> String {
         (Delivery::Proposal, _) => "proposal",
     };
     format!(
-        "{}  {}  {}/{}  {} {}  undid {}  to {}  by {} via {}{}",
+        "{}  {}  {}/{}  {}{} {}  undid {}  to {}  by {} via {}{}",
         r.id,
         r.at,
         r.service,
         r.env,
         delivery,
+        r.phase.map(|p| format!(" phase {p}")).unwrap_or_default(),
         r.strategy,
         bad.join(","),
         short(&r.known_good),

@@ -125,6 +125,7 @@ mod tests {
             emergency: false,
             cancelled: false,
             review: Default::default(),
+            phase: None,
         };
         let holds = from_rollback(
             &record,

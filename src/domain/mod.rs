@@ -18,6 +18,7 @@ pub(crate) mod hold;
 pub(crate) mod ident;
 pub(crate) mod matcher;
 pub(crate) mod notice;
+pub(crate) mod phase;
 pub(crate) mod plan;
 pub(crate) mod policy;
 pub(crate) mod principal;

@@ -28,6 +28,8 @@ pub enum NoticeKind {
     NotRecovered,
     Escalated,
     SteppedBack,
+    /// A phased rollback stopped between phases; the rest is proposed for review.
+    Halted,
 }
 
 impl NoticeKind {
@@ -43,6 +45,7 @@ impl NoticeKind {
             NoticeKind::NotRecovered => "not_recovered",
             NoticeKind::Escalated => "escalated",
             NoticeKind::SteppedBack => "stepped_back",
+            NoticeKind::Halted => "halted",
         }
     }
 }
@@ -170,6 +173,7 @@ impl Notice {
             NoticeKind::NotRecovered => "Not recovered after the rollback of",
             NoticeKind::Escalated => "Escalated: the rollback did not fix",
             NoticeKind::SteppedBack => "Stepped further back on",
+            NoticeKind::Halted => "Halted the phased rollback of",
         };
         format!("{what} {}/{}", self.service, self.env)
     }

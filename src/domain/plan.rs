@@ -72,6 +72,8 @@ pub enum KnownGoodSource {
     /// Before the bad commits an earlier rollback undid for another target's paths only (one
     /// bad commit, several services alerting).
     Rollback { id: String },
+    /// Where the first phase of phased rollback `id` went: every phase goes to the same place.
+    Phases { id: String },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,6 +108,10 @@ pub struct Target {
     pub service: String,
     pub env: String,
     pub paths: Vec<String>,
+    /// The steps of a phased rollback (`target.phases`), the last being `paths`; empty for a
+    /// rollback in one commit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phases: Vec<crate::domain::phase::PhaseTarget>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -135,6 +141,15 @@ pub struct Plan {
     pub artifacts: Vec<ArtifactChange>,
     /// Mutable references (`:latest`, untagged) in the target state, for the immutability guard.
     pub mutable_artifacts: Vec<String>,
+    /// The phase this plan writes, for a phased rollback: its paths are `target.paths`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<crate::domain::phase::Phase>,
+    /// Why the rest of a phased rollback is proposed instead of written phase by phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub halted: Option<String>,
+    /// Why a later phase was written when it was (the check held, a person said continue).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub went_on: Option<String>,
 }
 
 impl Plan {

@@ -151,6 +151,22 @@ pub struct TargetSpec {
     /// for a CI event that names the bad commit.
     #[serde(default)]
     pub to: Option<Expr>,
+    /// Write the rollback in steps (the canary overlay first, then the rest), each soaked and
+    /// checked before the next. The last phase is the whole target.
+    #[serde(default)]
+    pub phases: Vec<Spanned<PhaseSpec>>,
+}
+
+/// One step of a phased rollback, as written in a policy.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhaseSpec {
+    /// Paths within the target's; the last phase's may be left out (it is the target's).
+    #[serde(default)]
+    pub paths: Vec<Expr>,
+    /// How long this phase runs before the next may be written. Default `0s`.
+    #[serde(default)]
+    pub soak: Duration,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -425,6 +441,47 @@ impl Policy {
     /// Renders service, env and paths for an event. Every value the expressions print from the
     /// event must be an identifier, and so must the service and env that come out, so a label
     /// can name one service but never widen, redirect or escape the policy's own paths.
+    /// What is wrong with `target.phases`, and where (line, column) when a phase is to blame.
+    fn phases_problem(&self) -> Option<(Option<(u64, u64)>, String)> {
+        let phases = &self.target.phases;
+        let at = |p: &Spanned<PhaseSpec>| Some((p.referenced.line(), p.referenced.column()));
+        match phases.len() {
+            0 => return None,
+            1 => {
+                return Some((
+                    at(&phases[0]),
+                    "target.phases: one phase is the rollback itself; write two or more, or none".into(),
+                ));
+            }
+            n if n > crate::domain::phase::MAX_PHASES as usize => {
+                return Some((
+                    at(&phases[0]),
+                    format!("target.phases: {n} phases; at most {}", crate::domain::phase::MAX_PHASES),
+                ));
+            }
+            _ => {}
+        }
+        if self.action.mode != Mode::Direct {
+            return Some((
+                at(&phases[0]),
+                "target.phases needs `action.mode: direct`: a proposal is reviewed and merged whole".into(),
+            ));
+        }
+        let (last, steps) = phases.split_last()?;
+        if let Some((i, p)) = steps.iter().enumerate().find(|(_, p)| p.value.paths.is_empty()) {
+            return Some((at(p), format!("target.phases[{i}] names no paths")));
+        }
+        let target: Vec<&str> = self.target.paths.iter().map(|p| p.value.0.as_str()).collect();
+        let named: Vec<&str> = last.value.paths.iter().map(|p| p.0.as_str()).collect();
+        if !named.is_empty() && named != target {
+            return Some((
+                at(last),
+                "the last phase is the whole target: leave its paths out, or write target.paths".into(),
+            ));
+        }
+        None
+    }
+
     pub fn resolve_target(&self, event: &Event, rules: &InputRules) -> Result<Target, String> {
         let ctx = template_context(event);
         let render = |field: &str, e: &Expr| {
@@ -445,7 +502,22 @@ impl Policy {
         if paths.is_empty() {
             return Err("target.paths is empty".into());
         }
-        Ok(Target { service, env, paths })
+        let mut phases = Vec::new();
+        for (i, phase) in self.target.phases.iter().enumerate() {
+            let last = i + 1 == self.target.phases.len();
+            let mut phase_paths = Vec::new();
+            for p in &phase.value.paths {
+                let path = render("phases.paths", p)?;
+                crate::domain::plan::validate_path_pattern(&path)
+                    .map_err(|e| format!("target.phases[{i}].paths `{}`: {e}", p.0))?;
+                phase_paths.push(path);
+            }
+            if last {
+                phase_paths = paths.clone();
+            }
+            phases.push(crate::domain::phase::PhaseTarget { paths: phase_paths, soak: phase.value.soak });
+        }
+        Ok(Target { service, env, paths, phases })
     }
 
     /// The rendered `target.to`, when the policy has one: a commit id or a name, with the
@@ -537,6 +609,16 @@ impl PolicySet {
                                     prev.file.display(),
                                     prev.name.referenced.line()
                                 ),
+                            ));
+                        }
+                        if let Some((at, message)) = p.phases_problem() {
+                            let (line, column) =
+                                at.map_or((p.name.referenced.line(), p.name.referenced.column()), |l| l);
+                            diags.push(Diagnostic::error(
+                                &file,
+                                line,
+                                column,
+                                format!("policy {}: {message}", p.name.value),
                             ));
                         }
                         names.entry(p.name.value.clone()).or_insert(policies.len());

@@ -111,6 +111,9 @@ pub struct Rollback {
     /// The pull request of a proposal, with the GitHub forge.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pr_url: Option<String>,
+    /// The phase this commit is, for a phased rollback (`target.phases`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<crate::domain::phase::Phase>,
 }
 
 /// The outcome of handling one event: the values of `outcome` in every API and CLI answer.
@@ -185,13 +188,21 @@ impl Outcome {
     /// One line for a human.
     pub fn summary(&self) -> String {
         match self {
-            Outcome::RolledBack { rollback } => format!(
-                "rolled back: {} pushed to {} as {} (tag {})",
-                rollback.id,
-                rollback.branch,
-                rollback.commit.short(),
-                rollback.tag.as_deref().unwrap_or("-")
-            ),
+            Outcome::RolledBack { rollback } => match rollback.phase.filter(|p| !p.is_last()) {
+                Some(phase) => format!(
+                    "rolled back phase {phase}: {} pushed to {} as {}; the next phase follows its soak",
+                    rollback.id,
+                    rollback.branch,
+                    rollback.commit.short()
+                ),
+                None => format!(
+                    "rolled back: {} pushed to {} as {} (tag {})",
+                    rollback.id,
+                    rollback.branch,
+                    rollback.commit.short(),
+                    rollback.tag.as_deref().unwrap_or("-")
+                ),
+            },
             Outcome::Proposed { rollback } => format!(
                 "proposed: {} pushed to branch {} as {} for review{}",
                 rollback.id,

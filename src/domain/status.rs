@@ -24,6 +24,9 @@ pub struct StatusView {
     /// Artifacts rollbacks undid, held until released.
     pub holds: Vec<crate::domain::hold::Hold>,
     pub proposals: Vec<ProposalView>,
+    /// Phased rollbacks between phases.
+    #[serde(default)]
+    pub phased: Vec<PhasedView>,
     /// Pushed rollbacks whose verification is not in yet (on this replica).
     pub verifying: Vec<VerifyingView>,
     pub recent: Vec<RecentView>,
@@ -80,6 +83,20 @@ pub struct ProposalView {
     pub link: Option<String>,
 }
 
+/// A phased rollback between phases: where it stands and what it waits for.
+#[derive(Clone, Debug, Serialize)]
+pub struct PhasedView {
+    pub id: String,
+    pub service: String,
+    pub env: String,
+    /// The newest phase on the branch, `1/2`.
+    pub phase: String,
+    /// When it reached the branch.
+    pub since: Timestamp,
+    /// What comes next: `soaking until ...`, `verify.query decides next`, `waiting for continue`.
+    pub waiting_for: String,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct VerifyingView {
     pub id: String,
@@ -111,6 +128,8 @@ pub struct RecentView {
     /// none while nothing is known.
     pub verification: Option<String>,
     pub time_to_recovery: Option<String>,
+    /// Which phase this commit is, for a phased rollback (`1/2`).
+    pub phase: Option<String>,
 }
 
 impl RecentView {
@@ -138,6 +157,7 @@ impl RecentView {
                 .map(|t| Duration::from_secs(r.at.duration_since(t).as_secs().max(0)).to_string()),
             verification,
             time_to_recovery: field("Resolved-After-Rollback:").or_else(|| field("Time-To-Recovery:")),
+            phase: r.phase.map(|p| p.to_string()),
         }
     }
 }
@@ -150,6 +170,7 @@ impl StatusView {
         self.holds.retain(|h| h.service == s);
         self.proposals.retain(|p| p.service == s);
         self.verifying.retain(|v| v.service == s);
+        self.phased.retain(|v| v.service == s);
         self.recent.retain(|r| r.service == s);
         self
     }
@@ -185,6 +206,15 @@ impl StatusView {
                 )
             }),
         );
+        if !self.phased.is_empty() {
+            section(
+                &mut out,
+                "phased rollbacks",
+                self.phased.iter().map(|p| {
+                    format!("{} {}/{} phase {} since {}: {}", p.id, p.service, p.env, p.phase, p.since, p.waiting_for)
+                }),
+            );
+        }
         if !self.verifying.is_empty() {
             section(
                 &mut out,
@@ -197,12 +227,13 @@ impl StatusView {
             "recent rollbacks",
             self.recent.iter().take(5).map(|r| {
                 format!(
-                    "{} {} {}/{} {} by {}{}{}{}",
+                    "{} {} {}/{} {}{} by {}{}{}{}",
                     r.id,
                     r.at,
                     r.service,
                     r.env,
                     r.delivery,
+                    r.phase.as_deref().map(|p| format!(" phase {p}")).unwrap_or_default(),
                     r.actor,
                     if r.reviewed.is_empty() { String::new() } else { format!(" ({})", r.reviewed) },
                     if r.emergency { " (EMERGENCY)" } else { "" },

@@ -4,6 +4,7 @@
 mod breaker;
 mod follow_up;
 mod holds;
+mod phases;
 mod policies;
 mod redeliver;
 mod review;
@@ -25,6 +26,7 @@ use crate::domain::decision::{Decision, Report};
 use crate::domain::event::Event;
 use crate::domain::guards;
 use crate::domain::ident::InputRules;
+use crate::domain::phase::Phase;
 use crate::domain::plan::{Plan, Sha};
 use crate::domain::policy::{Mode, Policy, PolicySet};
 use crate::domain::principal::{Principal, first_admitting};
@@ -134,6 +136,8 @@ pub struct Engine {
     held_changes: HashMap<String, Vec<crate::domain::artifacts::ArtifactChange>>,
     /// What alerted lately, for the blast-radius breaker.
     alerting: crate::domain::breaker::Alerting,
+    /// Phased rollbacks that cannot go on by themselves, whose people were told so.
+    stuck: std::collections::HashSet<RollbackId>,
 }
 
 impl Drop for Engine {
@@ -182,6 +186,7 @@ impl Engine {
             redelivered_at: None,
             held_changes: HashMap::new(),
             alerting: Default::default(),
+            stuck: Default::default(),
         };
         engine.sync_policies();
         Ok(engine)
@@ -301,6 +306,9 @@ impl Engine {
         let Some(r) = self.repo.audit(now)?.find_trigger(&trigger).cloned() else {
             return Ok(format!("no rollback for {trigger}; nothing to verify"));
         };
+        if let Some(said) = self.resolved_between_phases(&r, resolved.resolved_at.unwrap_or(now), now)? {
+            return Ok(said);
+        }
         if r.delivery != Delivery::Direct {
             return Ok(format!("{} is a proposal; nothing reached the branch to verify", r.id));
         }
@@ -523,11 +531,20 @@ impl Engine {
             exact: policy.action.exact,
             to: to.as_deref(),
             irreversible: policy.irreversible.as_ref(),
+            continues: None,
         };
         let plan = match self.repo.plan(&request)? {
             Planned::Ready(plan) => *plan,
             Planned::AlreadyRolledBack { id, commit, reason } => {
-                return done(decision, None, Outcome::Duplicate { rollback_id: RollbackId(id), commit, reason });
+                let id = RollbackId(id);
+                // A new alert about a target whose phased rollback is between phases: the
+                // phases written did not help (enough); the rest goes to people.
+                let said = match event.is_human_request() || opts.dry_run {
+                    false => self.halt_on_signal(&id, &target, event, now)?,
+                    true => self.between_phases(&id, &target),
+                };
+                let reason = said.map_or(reason.clone(), |said| format!("{reason}; {said}"));
+                return done(decision, None, Outcome::Duplicate { rollback_id: id, commit, reason });
             }
             Planned::Noop { reason } => return done(decision, None, Outcome::Noop { reason }),
         };
@@ -570,6 +587,10 @@ impl Engine {
             decision.frozen = Some(f.describe());
         }
         let mut notes = Vec::new();
+        if plan.target.phases.len() > 1 {
+            let checked = self.verify_query(&policy, &target.service, &target.env).is_some();
+            notes.push(format!("when pushed, {}", crate::domain::phase::describe(&plan.target.phases, checked, &id)));
+        }
         let verdict = decide(&facts, &mut notes);
         decision.notes.append(&mut notes);
         let delivery = match verdict {
@@ -581,6 +602,11 @@ impl Engine {
                 }
                 return done(decision, Some(plan), outcome);
             }
+        };
+        // A phased rollback pushes its first phase with changes; the idle loop writes the rest.
+        let plan = match delivery {
+            Delivery::Direct if plan.target.phases.len() > 1 => self.first_phase(&policy, &plan)?.unwrap_or(plan),
+            _ => plan,
         };
         let w =
             Write { event, policy: &policy, plan: &plan, id: &id, delivery, retries, now, emergency: opts.emergency };
@@ -606,6 +632,7 @@ impl Engine {
     /// branch and its pull request. `Ok(None)` when the branch moved: plan again.
     fn write(&mut self, w: &Write<'_>, decision: &mut Decision) -> Result<Option<Rollback>, EngineError> {
         let Write { event, policy, plan, id, delivery, retries, now, emergency } = *w;
+        let phase = plan.phase;
         let trailers = Trailers {
             id: id.to_string(),
             service: plan.target.service.clone(),
@@ -618,6 +645,7 @@ impl Engine {
             reason: event.reason(),
             strategy: plan.strategy.to_string(),
             emergency,
+            phase,
         };
         // The names are checked before anything is written: a commit never goes out without
         // the tag (or branch) that names it.
@@ -630,18 +658,22 @@ impl Engine {
         }
         let ctx = message_context(event, policy, plan, id, delivery, decision, crate::support::text::quoted);
         let body = self.templates.render(COMMIT_TEMPLATE, &ctx)?;
+        // A phased rollback is tagged once, by its last phase: the tag names the state it ends in.
         let tag_msg = match delivery {
-            Delivery::Direct => Some(self.templates.render(TAG_TEMPLATE, &ctx)?),
+            Delivery::Direct if phase.is_none_or(Phase::is_last) => Some(self.templates.render(TAG_TEMPLATE, &ctx)?),
+            Delivery::Direct => None,
             Delivery::Proposal => None,
         };
         let message = trailers.append_to(&body);
         let commit = self.repo.create_commit(&plan.head, &plan.tree, &message, now)?;
-        let (target, tag) = match tag_msg {
-            Some(tag_msg) => {
+        let on_branch = WriteTarget::Branch { name: plan.branch.clone(), expected: plan.head.clone() };
+        let (target, tag) = match (tag_msg, delivery) {
+            (Some(tag_msg), _) => {
                 let tag_id = self.repo.create_tag(&name, &commit, &tag_msg, now)?;
-                (WriteTarget::Branch { name: plan.branch.clone(), expected: plan.head.clone() }, Some((name, tag_id)))
+                (on_branch, Some((name, tag_id)))
             }
-            None => (WriteTarget::NewBranch { name }, None),
+            (None, Delivery::Direct) => (on_branch, None),
+            (None, Delivery::Proposal) => (WriteTarget::NewBranch { name }, None),
         };
         // Rendered before anything is pushed: a template error must not leave a branch behind.
         let pr_texts = match (delivery, &*self.forge) {
@@ -667,6 +699,7 @@ impl Engine {
                     tag: tag.map(|(n, _)| n),
                     push_retries: retries,
                     pr_url: None,
+                    phase,
                 };
                 if let Some((title, body)) = &pr_texts {
                     let labels = proposal_labels(&plan.target.service, &plan.target.env);
@@ -938,6 +971,10 @@ pub(crate) fn message_context(
         "strategy": plan.strategy,
         "strategy_note": plan.strategy_note.as_deref().map(esc),
         "completes": plan.completes,
+        "phase": plan.phase,
+        "phases": plan.target.phases,
+        "halted": plan.halted.as_deref().map(esc),
+        "went_on": plan.went_on.as_deref().map(esc),
         "exact": plan.exact,
         "known_good": {
             "sha": plan.known_good.sha,

@@ -191,6 +191,7 @@ impl Engine {
             tag: Some(tag),
             push_retries: 0,
             pr_url: Some(pr.html_url),
+            phase: None,
         };
         Ok(ReviewOutcome::Merged { rollback })
     }
@@ -306,6 +307,7 @@ impl Engine {
                         tag: Some(tag_name),
                         push_retries: attempt,
                         pr_url: None,
+                        phase: None,
                     };
                     info!(rollback_id = id, "proposal merged");
                     return Ok(ReviewOutcome::Merged { rollback });

@@ -44,6 +44,7 @@ impl Engine {
                 RecentView::of(r, bad, self.repo.note(&r.commit).as_deref())
             })
             .collect();
+        let phased = self.phased_views(now);
         let verifying = self
             .watches
             .values()
@@ -63,6 +64,7 @@ impl Engine {
             freezes: freezes.active(now).filter(|f| !f.pause).map(FreezeView::of).collect(),
             holds,
             proposals,
+            phased,
             verifying,
             recent,
             origin_error: None,

@@ -85,7 +85,9 @@ impl Engine {
                 self.observe(&id, &signal, now);
             }
         }
+        // A phased rollback is verified from its last phase.
         if let Outcome::RolledBack { rollback } = &report.outcome
+            && rollback.phase.is_none_or(crate::domain::phase::Phase::is_last)
             && let Some(policy) = report.decision.policy.as_deref().and_then(|n| self.policy_named(n))
         {
             let policy = policy.clone();
@@ -284,7 +286,7 @@ impl Engine {
 
     /// Watches `rollback` when its policy says how to verify it and something can.
     #[allow(clippy::too_many_arguments)]
-    fn start_watch(
+    pub(super) fn start_watch(
         &mut self,
         policy: &Policy,
         rollback: &Rollback,
@@ -296,21 +298,7 @@ impl Engine {
         firing: Option<std::collections::BTreeSet<String>>,
     ) -> Option<Watch> {
         let spec = policy.verify.as_ref()?;
-        let query = match &spec.query {
-            Some(q) => {
-                let ctx = crate::support::template::value(serde_json::json!({
-                    "service": service, "env": env, "labels": { "service": service, "env": env },
-                }));
-                match crate::support::template::render_expression(&q.0, &ctx, &self.rules) {
-                    Ok(q) => Some(q),
-                    Err(e) => {
-                        warn!(rollback_id = %rollback.id, error = %e, "verify.query cannot be rendered; the query is not checked");
-                        None
-                    }
-                }
-            }
-            None => None,
-        };
+        let query = self.verify_query(policy, service, env);
         let mut watch = Watch::start(
             spec,
             rollback.id.clone(),
@@ -326,6 +314,15 @@ impl Engine {
         if let Some(firing) = firing {
             watch.also_firing(firing);
         }
+        // The last phase of a phased rollback whose alert resolved between phases: it is not
+        // firing now, so it counts as resolved from when this phase could be deployed.
+        if rollback.phase.is_some_and(|p| p.is_last() && p.of > 1)
+            && trigger.starts_with("alertmanager:")
+            && self.resolved_before_last_phase(&rollback.id)
+        {
+            let deployed = at.saturating_add(spec.deploy_time.as_signed()).unwrap_or(at);
+            watch.observe(&Signal::Resolved { key: trigger.to_string(), at: deployed });
+        }
         if !watch.verifiable() {
             info!(rollback_id = %rollback.id, "verify: nothing can verify this rollback (no alert to resolve, no query)");
             return None;
@@ -337,8 +334,8 @@ impl Engine {
 
     /// Feeds `signal` to one watch; records its progress when it changed, and settles it when
     /// it has a verdict.
-    fn observe(&mut self, id: &RollbackId, signal: &Signal, now: Timestamp) {
-        let Some(watch) = self.watches.get_mut(id) else { return };
+    fn observe(&mut self, id: &RollbackId, signal: &Signal, now: Timestamp) -> Option<String> {
+        let watch = self.watches.get_mut(id)?;
         if watch.observe(signal) {
             let (commit, text) = (watch.commit.clone(), watch.progress());
             let retries = self.config.git.push_retries;
@@ -346,7 +343,7 @@ impl Engine {
                 warn!(rollback_id = %id, error = %e, "verification progress not recorded in git; kept in memory");
             }
         }
-        self.settle(id, now);
+        self.settle(id, now)
     }
 
     /// Verifies the rollbacks that are due: picks up rollbacks pushed elsewhere (another
@@ -360,6 +357,7 @@ impl Engine {
         self.pick_up(now)?;
         self.soak_due(now);
         let mut said = self.open_deferred_prs(now);
+        said.extend(self.phases_due(now));
         let ids: Vec<RollbackId> = self.watches.keys().cloned().collect();
         for id in ids {
             let query = self.watches.get(&id).and_then(|w| w.query.clone());
@@ -369,7 +367,7 @@ impl Engine {
                         if let Some(w) = self.watches.get_mut(&id) {
                             w.query_error = None;
                         }
-                        self.observe(&id, &Signal::Query { holds, at: now }, now)
+                        said.extend(self.observe(&id, &Signal::Query { holds, at: now }, now));
                     }
                     Err(e) => {
                         warn!(rollback_id = %id, error = %e, "verify.query could not be evaluated");
@@ -398,6 +396,8 @@ impl Engine {
             .iter()
             .filter(|r| {
                 r.delivery == Delivery::Direct
+                    // A phased rollback is verified once its last phase is written.
+                    && r.phase.is_none_or(crate::domain::phase::Phase::is_last)
                     && !r.cancelled
                     && !watches.contains_key(&r.id)
                     && !settled.contains(&r.id)
@@ -426,6 +426,7 @@ impl Engine {
                 tag: r.tag.clone(),
                 push_retries: 0,
                 pr_url: None,
+                phase: r.phase,
             };
             let step = step_of(&r.trigger);
             if self.start_watch(&policy, &rollback, &r.service, &r.env, &r.trigger, r.at, step, None).is_none() {
@@ -629,6 +630,7 @@ impl Engine {
                 exact: policy.action.exact,
                 to: Some(&to.0),
                 irreversible: policy.irreversible.as_ref(),
+                continues: None,
             };
             let plan = match self.repo.plan(&request)? {
                 Planned::Ready(plan) => *plan,

@@ -36,7 +36,14 @@ fn record(t: Trailers, commit: Oid, at: Timestamp, delivery: Delivery, branch: &
         emergency: t.emergency,
         cancelled: false,
         review: Default::default(),
+        phase: t.phase,
     }
+}
+
+/// One commit of one rollback: its id and, for a phased rollback, its phase (0 otherwise). A
+/// tag, a proposal branch and a commit on the branch are the same record when their keys are.
+fn key(t: &Trailers) -> (String, u32) {
+    (t.id.clone(), t.phase.map_or(0, |p| p.step))
 }
 
 #[derive(Debug, Default)]
@@ -120,7 +127,7 @@ struct BranchCache {
     records: Vec<AuditRecord>,
 }
 
-const CACHE_VERSION: u32 = 1;
+const CACHE_VERSION: u32 = 2;
 
 impl AuditIndex {
     pub(super) fn with_cache(file: PathBuf) -> Self {
@@ -222,7 +229,8 @@ impl AuditIndex {
         // Tags name direct rollbacks; one whose commit fell outside the walk (a long-lived
         // branch, a merge) still counts while it is inside the time window.
         let mut live_tags = std::collections::HashSet::new();
-        let mut by_id: HashMap<String, usize> = records.iter().enumerate().map(|(i, r)| (r.id.0.clone(), i)).collect();
+        let mut by_id: HashMap<(String, u32), usize> =
+            records.iter().enumerate().map(|(i, r)| ((r.id.0.clone(), r.phase.map_or(0, |p| p.step)), i)).collect();
         for r in repo.references_glob("refs/tags/rollback/*")? {
             let r = r?;
             let Some(name) = r.shorthand().ok().map(str::to_string) else { continue };
@@ -230,16 +238,16 @@ impl AuditIndex {
             let Some(Tagged { trailers: t, commit: id, at, review }) = tagged(&mut self.tags, &r, true) else {
                 continue;
             };
-            if let Some(&i) = by_id.get(&t.id) {
+            if let Some(&i) = by_id.get(&key(&t)) {
                 records[i].tag = Some(name);
                 records[i].review = review;
                 continue;
             }
             if at >= since {
+                by_id.insert(key(&t), records.len());
                 let mut rec = record(t, id, at, Delivery::Direct, branch);
                 rec.tag = Some(name);
                 rec.review = review;
-                by_id.insert(rec.id.0.clone(), records.len());
                 records.push(rec);
             }
         }
@@ -252,12 +260,12 @@ impl AuditIndex {
             let Some(t) = Trailers::parse(c.message().unwrap_or_default()) else {
                 continue;
             };
-            if by_id.contains_key(&t.id) {
+            if by_id.contains_key(&key(&t)) {
                 continue;
             }
             let at = commit_time(&c);
             if at >= since {
-                by_id.insert(t.id.clone(), records.len());
+                by_id.insert(key(&t), records.len());
                 records.push(record(t, c.id(), at, Delivery::Proposal, &branch));
             }
         }
@@ -267,7 +275,7 @@ impl AuditIndex {
             let Some(Tagged { trailers: t, commit, at, review }) = tagged(&mut self.tags, &r, false) else {
                 continue;
             };
-            if at >= since && !by_id.contains_key(&t.id) {
+            if at >= since && !by_id.contains_key(&key(&t)) {
                 let mut rec = record(t, commit, at, Delivery::Proposal, "");
                 rec.tag = r.shorthand().ok().map(str::to_string);
                 rec.cancelled = true;
@@ -276,7 +284,8 @@ impl AuditIndex {
             }
         }
         self.tags.retain(|name, _| live_tags.contains(name));
-        records.sort_by(|a, b| b.at.cmp(&a.at).then_with(|| b.id.cmp(&a.id)));
+        // A rollback's phases can share a second: the later phase is the newer record.
+        records.sort_by(|a, b| b.at.cmp(&a.at).then_with(|| b.id.cmp(&a.id)).then_with(|| b.phase.cmp(&a.phase)));
         self.by_trigger.clear();
         for (i, r) in records.iter().enumerate().rev() {
             self.by_trigger.insert(r.trigger.clone(), i);

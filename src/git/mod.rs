@@ -561,6 +561,26 @@ impl ConfigRepo {
         Ok(None)
     }
 
+    /// The newest commit after `since` on the branch (first parent) that changed `paths` and is
+    /// not a rollback: someone else acting on them. `None` when only rollbacks did, or nothing.
+    pub fn changed_since(&self, paths: &PathSet, since: &Sha) -> Result<Option<Sha>, GitError> {
+        let mut walk = self.repo.revwalk()?;
+        walk.push(self.head_oid()?)?;
+        walk.hide(oid(since)?)?;
+        walk.simplify_first_parent()?;
+        for id in walk.take(self.max_commits) {
+            let c = self.repo.find_commit(id?)?;
+            let parent = match c.parent(0) {
+                Ok(p) => p.tree()?,
+                Err(_) => continue,
+            };
+            if paths.differs(&self.repo, &c.tree()?, &parent)? && planner::rollback_trailers(&c).is_none() {
+                return Ok(Some(sha(c.id())));
+            }
+        }
+        Ok(None)
+    }
+
     /// Creates and pushes the annotated tag `name` at `rev`. `Ok(false)` when it exists already.
     pub fn tag_commit(&mut self, name: &str, rev: &str, message: &str, at: Timestamp) -> Result<bool, GitError> {
         let commit = self

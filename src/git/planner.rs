@@ -23,6 +23,10 @@ pub struct PlanRequest<'a> {
     pub to: Option<&'a str>,
     /// What marks a bad commit as one git cannot fully undo.
     pub irreversible: Option<&'a Irreversible>,
+    /// A phase after the first of a phased rollback: the bad commits its first phase named,
+    /// undone in these paths to `to` whatever the earlier phases (rollbacks of the same
+    /// commits) did already.
+    pub continues: Option<&'a [String]>,
 }
 
 #[derive(Debug)]
@@ -140,6 +144,18 @@ pub(super) fn plan(
         PathSet::new(&target.paths).map_err(|m| GitError::BadRevision { rev: target.paths.join(" "), message: m })?;
     let head_commit = repo.find_commit(head)?;
 
+    if let Some(bad) = req.continues {
+        let rev = req.to.ok_or_else(|| GitError::BadRevision {
+            rev: String::new(),
+            message: "a later phase goes where the first went: `to` is needed".into(),
+        })?;
+        let known_good = requested(repo, rev, head)?;
+        let commits = bad
+            .iter()
+            .map(|s| Ok(repo.find_commit(super::oid(&Sha(s.clone()))?)?))
+            .collect::<Result<Vec<_>, GitError>>()?;
+        return finish(repo, branch, head, req, &paths, known_good, NewTree::Range(commits));
+    }
     // Set when another target's rollback is the newest change here and left files of these
     // paths holding the commits it undid.
     let mut completion: Option<Leftover<'_>> = None;
@@ -347,6 +363,9 @@ fn finish(
         diffstat,
         artifacts: artifact_changes,
         mutable_artifacts: mutable,
+        phase: None,
+        halted: None,
+        went_on: None,
     })))
 }
 

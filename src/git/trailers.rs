@@ -29,6 +29,8 @@ pub struct Trailers {
     pub reason: Option<String>,
     pub strategy: String,
     pub emergency: bool,
+    /// Which phase of a phased rollback this commit is (`2/3`); `None` for a rollback in one.
+    pub phase: Option<crate::domain::phase::Phase>,
 }
 
 /// A trailer value is one line of printable text: a newline would end the trailer block early,
@@ -58,6 +60,9 @@ impl Trailers {
         lines.push(("Rollback-Strategy", self.strategy.clone()));
         if self.emergency {
             lines.push(("Rollback-Emergency", "true".into()));
+        }
+        if let Some(phase) = self.phase {
+            lines.push(("Rollback-Phase", phase.to_string()));
         }
         // An empty value would make git read the next trailer as its continuation.
         lines
@@ -108,6 +113,7 @@ impl Trailers {
                 "Rollback-Reason" => t.reason = Some(value),
                 "Rollback-Strategy" => t.strategy = value,
                 "Rollback-Emergency" => t.emergency = value == "true",
+                "Rollback-Phase" => t.phase = Some(crate::domain::phase::Phase::parse(&value)?),
                 // Written by a newer rollbackd: kept readable, not understood.
                 _ => {}
             }
@@ -134,6 +140,7 @@ mod tests {
             reason: Some("error rate\nabove 5%".into()),
             strategy: "restore".into(),
             emergency: false,
+            phase: crate::domain::phase::Phase::new(2, 3),
         }
     }
 
@@ -166,6 +173,8 @@ mod tests {
         bad = sample();
         bad.id = "rb-../../x".into();
         assert_eq!(Trailers::parse(&bad.append_to("x")), None);
+        let forged_phase = sample().append_to("x").replace("Rollback-Phase: 2/3", "Rollback-Phase: 4/3");
+        assert_eq!(Trailers::parse(&forged_phase), None, "a phase we would not write");
     }
 
     #[test]

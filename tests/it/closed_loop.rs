@@ -52,6 +52,8 @@ impl Exporter {
     }
 }
 
+const CANARY: &str = "apps/checkout/prod/canary/deployment.yaml";
+
 struct Loop {
     w: World,
     exporter: Exporter,
@@ -63,14 +65,31 @@ struct Loop {
 
 /// Prometheus → Alertmanager → rollbackd, verifying with `verify`, telling `slack`.
 fn start(verify: serde_json::Value) -> Option<Loop> {
+    start_with(verify, None)
+}
+
+/// `start`, the policy rolling back in `phases` (the first of a canary overlay that the bad
+/// deploy changed too).
+fn start_with(verify: serde_json::Value, phases: Option<serde_json::Value>) -> Option<Loop> {
     procs::installed(&["prometheus"], "prometheus")?;
     procs::installed(&["prometheus-alertmanager", "alertmanager"], "prometheus-alertmanager")?;
     let exporter = Exporter::start();
     let slack = Receiver::start();
     let (prom_port, am_port) = (free_port(), free_port());
 
-    let w = World::with(&[PolicySpec::new("prod").source("alertmanager").set("notify", ["sre"]).set("verify", verify)]);
-    w.deploy("checkout", "prod", "1.5.0", 10);
+    let mut policy = PolicySpec::new("prod").source("alertmanager").set("notify", ["sre"]).set("verify", verify);
+    if let Some(phases) = &phases {
+        policy = policy.set("target.phases", phases.clone());
+    }
+    let w = World::with(&[policy]);
+    if phases.is_some() {
+        let (good, bad) = (image("checkout", "1.4.2"), image("checkout", "1.5.0"));
+        w.commit_files("Add a canary", &[(CANARY, Some(&manifest("checkout", "prod", &good)))], 140);
+        let bad = manifest("checkout", "prod", &bad);
+        w.commit_files("Deploy checkout 1.5.0", &[(&path("checkout", "prod"), Some(&bad)), (CANARY, Some(&bad))], 10);
+    } else {
+        w.deploy("checkout", "prod", "1.5.0", 10);
+    }
     w.write_config(
         &ConfigSpec::new()
             .set("server.refresh_interval", "1s")
@@ -181,4 +200,31 @@ fn check_tries_each_verify_query_against_prometheus() {
     ]);
     let out = w.run_cli(&["check"]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
+fn a_phased_rollback_goes_on_when_the_canary_is_healthy_and_is_verified_at_the_end() {
+    let Some(l) = start_with(
+        json!({ "within": "2m", "query": "checkout_error_ratio{service=\"{{ service }}\"} < 0.05" }),
+        Some(json!([{ "paths": ["apps/{{ labels.service }}/{{ labels.env }}/canary/**"], "soak": "2s" }, {}])),
+    ) else {
+        return;
+    };
+    wait_for("phase 1 on the origin", 90, || rollback_commits(&l.w) == 1);
+    assert_eq!(l.w.trailers("main", "Rollback-Phase"), ["1/2"]);
+    assert!(l.w.show("main", CANARY).contains("checkout:1.4.2"));
+    assert!(l.w.show("main", &path("checkout", "prod")).contains("checkout:1.5.0"), "the rest waits for the canary");
+    let phase_one = l.w.head();
+    assert!(next_text(&l.slack).starts_with("*Rolled back checkout/prod*"));
+    // The canary on the old version is healthy: the errors stop, the query holds after the soak.
+    l.exporter.recover();
+    wait_for("phase 2 on the origin", 90, || rollback_commits(&l.w) == 2);
+    assert_eq!(l.w.trailers("main", "Rollback-Phase"), ["2/2"]);
+    assert_eq!(l.w.trailers("main", "Rollback-Id"), l.w.trailers(&phase_one, "Rollback-Id"));
+    assert!(l.w.show("main", &path("checkout", "prod")).contains("checkout:1.4.2"));
+    let last = l.w.head();
+    // Verified from the last phase: one verdict, on it.
+    wait_for("the verification note", 90, || note(&l.w, &last).is_some());
+    assert!(note(&l.w, &last).unwrap().contains("Verification: verified"));
+    assert!(note(&l.w, &phase_one).is_none(), "an earlier phase is not verified on its own");
 }

@@ -20,6 +20,7 @@ mod http;
 mod irreversible;
 mod metrics;
 mod notify;
+mod phases;
 mod properties;
 mod proxy;
 mod replicas;

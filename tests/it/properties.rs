@@ -142,11 +142,13 @@ proptest! {
         id in "rb-[0-9a-f]{12}", service in "[a-z][a-z0-9-]{0,20}", env in "[a-z]{1,10}",
         of in prop::collection::vec("[0-9a-f]{40}", 1..5), reason in proptest::option::of("[ -~]{1,60}"),
         trigger in "[a-z]{2,12}:[!-~]{1,40}", actor in "[!-~]{0,20}", policy in "[a-z-]{0,12}",
+        phase in proptest::option::of((1u32..=10, 0u32..10)),
     ) {
         let t = Trailers {
             id, service, env, of, to: "a".repeat(40), policy, trigger, actor,
             reason: reason.map(|r| r.split_whitespace().collect::<Vec<_>>().join(" ")).filter(|r| !r.is_empty()),
             strategy: "revert".into(), emergency: false,
+            phase: phase.and_then(|(of, k)| parsers::Phase::new(k % of + 1, of)),
         };
         let msg = t.append_to("Roll back\n\nbody\n");
         prop_assert_eq!(Trailers::parse(&msg), Some(t));

@@ -1,0 +1,356 @@
+//! Phased rollbacks (`target.phases`): the canary overlay first, the rest once it soaked and is
+//! healthy. Each phase is a commit of its own with the rollback's one id; a new alert, a failed
+//! check, a change by someone else or a person's `abort` halts it and proposes the rest. Read
+//! back with the git CLI from a real bare origin; the checks ask a real Prometheus.
+
+use crate::common::procs::{self, Killed};
+use crate::common::*;
+use crate::serve::get;
+use jiff::SignedDuration;
+use rollbackd::{Engine, Options, Outcome, Principal, Rollback};
+
+const CANARY: &str = "apps/checkout/prod/canary/deployment.yaml";
+
+/// checkout/prod with a canary overlay, both at 1.4.2, then a deploy of 1.5.0 to both ten
+/// minutes ago; the policy rolls back the canary first (soak 5m), then the rest. `extra` is set
+/// on the policy (a `verify:` with a query, say).
+fn world(extra: &[(&str, serde_json::Value)]) -> World {
+    let mut policy = PolicySpec::new("prod")
+        .target("{{ labels.service }}", "{{ labels.env }}", &["apps/{{ labels.service }}/{{ labels.env }}/**"])
+        .set(
+            "target.phases",
+            json!([
+                { "paths": ["apps/{{ labels.service }}/{{ labels.env }}/canary/**"], "soak": "5m" },
+                {},
+            ]),
+        )
+        .chatops("approve", &["slack:UALICE"]);
+    for (k, v) in extra {
+        policy = policy.set(k, v.clone());
+    }
+    let w = World::with(&[policy]);
+    w.write_config(&ConfigSpec::new().set("git.fetch_freshness", "0s"));
+    w.commit_files(
+        "Add a canary for checkout",
+        &[(CANARY, Some(&manifest("checkout", "prod", &image("checkout", "1.4.2"))))],
+        140,
+    );
+    let bad = manifest("checkout", "prod", &image("checkout", "1.5.0"));
+    w.commit_files(
+        "Deploy checkout 1.5.0 to prod",
+        &[(&path("checkout", "prod"), Some(&bad)), (CANARY, Some(&bad))],
+        10,
+    );
+    w
+}
+
+fn version(w: &World, rev: &str, file: &str) -> String {
+    let text = w.show(rev, file);
+    text.lines().find_map(|l| l.trim().strip_prefix("image: registry.example.com/checkout:")).unwrap_or("").to_string()
+}
+
+/// The first phase, pushed for an alert.
+fn first_phase(w: &World, engine: &mut Engine) -> Rollback {
+    let report = engine.handle(&w.alert("checkout", "prod", "fp1"), &Options::default()).unwrap();
+    match report.outcome {
+        Outcome::RolledBack { rollback } => rollback,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn branch_exists(w: &World, name: &str) -> bool {
+    !w.git(&["for-each-ref", &format!("refs/heads/{name}")]).is_empty()
+}
+
+#[test]
+fn the_canary_goes_back_first_and_the_rest_when_a_person_says_continue() {
+    let w = world(&[]);
+    let mut engine = w.engine();
+    let first = first_phase(&w, &mut engine);
+    let id = first.id.to_string();
+
+    // Phase 1: the canary alone, a commit carrying the rollback's id and its phase, no tag yet.
+    assert_eq!(
+        (version(&w, "main", CANARY), version(&w, "main", &path("checkout", "prod"))),
+        ("1.4.2".into(), "1.5.0".into())
+    );
+    assert_eq!(w.trailers("main", "Rollback-Id"), std::slice::from_ref(&id));
+    assert_eq!(w.trailers("main", "Rollback-Phase"), ["1/2"]);
+    assert_eq!(first.tag, None);
+    assert!(w.git(&["tag", "-l", "rollback/*"]).is_empty(), "a phased rollback is tagged by its last phase");
+    assert!(w.message("main").contains("Phase 1 of 2: only these paths"), "{}", w.message("main"));
+
+    // The alert repeats: the same incident, nothing more is written.
+    let again = engine.handle(&w.alert("checkout", "prod", "fp1"), &Options::default()).unwrap();
+    assert!(matches!(again.outcome, Outcome::Duplicate { .. }), "{:?}", again.outcome);
+
+    // Without a verify.query nothing can check the canary: after the soak it waits for a person.
+    w.clock.advance(SignedDuration::from_mins(6));
+    assert!(engine.verify_due().unwrap().is_empty());
+    let status = engine.status(None).unwrap();
+    assert!(
+        status.contains(&format!("{id} checkout/prod phase 1/2")) && status.contains("waiting for `continue"),
+        "{status}"
+    );
+    assert_eq!(w.trailers("main", "Rollback-Phase"), ["1/2"]);
+
+    let said = engine.continue_rollback(&id, None, "alice").unwrap();
+    assert!(said.contains("phase 2/2 pushed"), "{said}");
+    assert_eq!(version(&w, "main", &path("checkout", "prod")), "1.4.2");
+    assert_eq!(w.trailers("main", "Rollback-Id"), std::slice::from_ref(&id), "one rollback, one id");
+    assert_eq!(w.trailers("main", "Rollback-Phase"), ["2/2"]);
+    assert_eq!(
+        w.git(&["rev-parse", &format!("rollback/checkout/prod/{id}^{{commit}}")]),
+        w.head(),
+        "tagged at the last phase"
+    );
+    assert_eq!(w.git(&["rev-list", "--count", "main~2..main"]), "2");
+    assert!(w.message("main").contains("alice said continue after phase 1/2"), "{}", w.message("main"));
+
+    // History shows both phases; nothing is left to continue.
+    let history = engine.history().unwrap().records().iter().filter(|r| r.id.as_str() == id).count();
+    assert_eq!(history, 2);
+    let refused = engine.continue_rollback(&id, None, "alice").unwrap();
+    assert!(refused.starts_with("refused") && refused.contains("last phase"), "{refused}");
+    w.clock.advance(SignedDuration::from_mins(30));
+    assert!(engine.verify_due().unwrap().is_empty());
+    assert_eq!(w.trailers("main", "Rollback-Phase"), ["2/2"]);
+}
+
+#[test]
+fn a_new_alert_during_the_soak_halts_and_proposes_the_rest() {
+    let w = world(&[]);
+    let mut engine = w.engine();
+    let id = first_phase(&w, &mut engine).id.to_string();
+    let phase_one = w.head();
+
+    // It fired again: the canary's rollback did not help. Nothing more is pushed; the rest is a
+    // proposal with the same id, the last phase.
+    w.clock.advance(SignedDuration::from_mins(2));
+    let report = engine.handle(&w.alert("checkout", "prod", "fp2"), &Options::default()).unwrap();
+    let Outcome::Duplicate { rollback_id, reason, .. } = &report.outcome else { panic!("{:?}", report.outcome) };
+    assert_eq!(rollback_id.as_str(), id);
+    assert!(reason.contains("halted after phase 1/2") && reason.contains("fired while phase 1/2 soaked"), "{reason}");
+    assert_eq!(w.head(), phase_one, "the branch is as phase 1 left it");
+    let branch = format!("rollback/checkout/prod/{id}");
+    assert!(branch_exists(&w, &branch));
+    assert_eq!(w.trailers(&branch, "Rollback-Id"), std::slice::from_ref(&id));
+    assert_eq!(w.trailers(&branch, "Rollback-Phase"), ["2/2"]);
+    assert_eq!(version(&w, &branch, &path("checkout", "prod")), "1.4.2");
+    assert!(w.message(&branch).contains("proposed because it halted"), "{}", w.message(&branch));
+
+    // Later ticks leave it to people; a third alert changes nothing; continue is refused.
+    w.clock.advance(SignedDuration::from_mins(10));
+    assert!(engine.verify_due().unwrap().is_empty());
+    let again = engine.handle(&w.alert("checkout", "prod", "fp3"), &Options::default()).unwrap();
+    assert!(matches!(again.outcome, Outcome::Duplicate { .. }), "{:?}", again.outcome);
+    let refused = engine.continue_rollback(&id, None, "alice").unwrap();
+    assert!(refused.contains("halted already"), "{refused}");
+    assert_eq!(w.git(&["for-each-ref", "--format=%(refname)", "refs/heads/rollback/"]).lines().count(), 1);
+
+    // Approving the rest completes the rollback, tagged as its last phase.
+    let merged = engine.approve(&id, None, "bob").unwrap();
+    assert!(matches!(merged, rollbackd::ReviewOutcome::Merged { .. }), "{merged:?}");
+    assert_eq!(version(&w, "main", &path("checkout", "prod")), "1.4.2");
+    assert_eq!(w.trailers("main", "Rollback-Phase"), ["2/2"]);
+    assert!(!w.git(&["tag", "-l", &branch]).is_empty());
+}
+
+#[test]
+fn someone_changing_the_paths_during_the_soak_halts_it() {
+    let w = world(&[]);
+    let mut engine = w.engine();
+    let id = first_phase(&w, &mut engine).id.to_string();
+    // A person deploys a fix by hand while the canary soaks.
+    w.deploy("checkout", "prod", "1.5.1", 0);
+    w.clock.advance(SignedDuration::from_mins(1));
+    let said = engine.verify_due().unwrap();
+    assert!(
+        said.iter().any(|s| s.contains("halted after phase 1/2") && s.contains("changed apps/checkout/prod/**")),
+        "{said:?}"
+    );
+    assert_eq!(version(&w, "main", &path("checkout", "prod")), "1.5.1", "the person's change stays");
+    assert!(branch_exists(&w, &format!("rollback/checkout/prod/{id}")));
+}
+
+#[test]
+fn continue_and_abort_from_chat_are_for_the_approvers() {
+    let w = world(&[]);
+    let id = first_phase(&w, &mut w.engine()).id.to_string();
+    let mallory = chat_as(&w, Principal::new("slack:UMALLORY"), &format!("/rollback abort {id}"));
+    assert!(!mallory.ok && mallory.text.contains("not in chatops.approve"), "{mallory:?}");
+    let typo = chat_as(&w, Principal::new("slack:UALICE"), "/rollback abort rb-nothex");
+    assert!(!typo.ok && typo.text.contains("not a rollback id"), "{typo:?}");
+    assert!(!branch_exists(&w, &format!("rollback/checkout/prod/{id}")));
+
+    let alice =
+        chat_as(&w, Principal::new("slack:UALICE"), &format!("/rollback abort {id} because canary logs look odd"));
+    assert!(alice.ok && alice.public && alice.text.contains("aborted by slack:UALICE"), "{alice:?}");
+    let branch = format!("rollback/checkout/prod/{id}");
+    assert!(
+        w.message(&branch).contains("aborted by slack:UALICE after phase 1/2: canary logs look odd"),
+        "{}",
+        w.message(&branch)
+    );
+    assert_eq!(version(&w, "main", &path("checkout", "prod")), "1.5.0", "abort writes nothing to the branch");
+}
+
+#[test]
+fn a_restart_between_phases_carries_on_from_git() {
+    let w = world(&[]);
+    let id = first_phase(&w, &mut w.engine()).id.to_string();
+    // Another process (a restart, another replica) with its own mirror knows only git.
+    w.clock.advance(SignedDuration::from_mins(2));
+    let mut other = w.replica("other");
+    let status = other.status(None).unwrap();
+    assert!(status.contains(&format!("{id} checkout/prod phase 1/2")) && status.contains("soaking until"), "{status}");
+    let said = other.continue_rollback(&id, None, "carol").unwrap();
+    assert!(said.contains("phase 2/2 pushed"), "{said}");
+    assert_eq!(w.trailers("main", "Rollback-Phase"), ["2/2"]);
+    assert_eq!(w.trailers("main", "Rollback-Id"), [id]);
+}
+
+/// A real Prometheus on a free port, scraping nothing: the policies ask it constant queries.
+fn prometheus(w: &World) -> Option<(Killed, u16)> {
+    procs::installed(&["prometheus"], "prometheus")?;
+    let port = free_port();
+    let config = "global: { scrape_interval: 1s, evaluation_interval: 1s }\nscrape_configs: []\n";
+    let p = procs::prometheus(&w.root().join("prometheus"), port, config, None)?;
+    let url = format!("http://127.0.0.1:{port}");
+    wait_for("Prometheus ready", 60, || get(&format!("{url}/-/ready")).is_ok_and(|(s, _)| s == 200));
+    Some((p, port))
+}
+
+/// A world whose policy checks each phase with `query`, asking a real Prometheus.
+fn checked_world(query: &str) -> Option<(World, Killed)> {
+    let w = world(&[("verify", json!({ "within": "10m", "query": query }))]);
+    let (p, port) = prometheus(&w)?;
+    w.write_config(
+        &ConfigSpec::new().set("git.fetch_freshness", "0s").set("prometheus.url", format!("http://127.0.0.1:{port}")),
+    );
+    Some((w, p))
+}
+
+#[test]
+fn a_check_that_holds_after_the_soak_writes_the_next_phase() {
+    let Some((w, _prometheus)) = checked_world("vector(1) > 0") else { return };
+    let mut engine = w.engine();
+    let id = first_phase(&w, &mut engine).id.to_string();
+    w.clock.advance(SignedDuration::from_mins(4));
+    assert!(engine.verify_due().unwrap().is_empty(), "still soaking");
+    assert_eq!(w.trailers("main", "Rollback-Phase"), ["1/2"]);
+    w.clock.advance(SignedDuration::from_mins(1));
+    let said = engine.verify_due().unwrap();
+    assert!(said.iter().any(|s| s.contains("phase 2/2 pushed")), "{said:?}");
+    assert_eq!(version(&w, "main", &path("checkout", "prod")), "1.4.2");
+    assert!(w.message("main").contains("phase 1/2 soaked 5m and verify.query holds"), "{}", w.message("main"));
+    assert_eq!(w.trailers("main", "Rollback-Id"), [id]);
+}
+
+#[test]
+fn a_check_that_fails_after_the_soak_halts() {
+    let Some((w, _prometheus)) = checked_world("vector(1) < 0") else { return };
+    let mut engine = w.engine();
+    let id = first_phase(&w, &mut engine).id.to_string();
+    w.clock.advance(SignedDuration::from_mins(5));
+    let said = engine.verify_due().unwrap();
+    assert!(said.iter().any(|s| s.contains("verify.query does not hold after phase 1/2 soaked 5m")), "{said:?}");
+    assert_eq!(version(&w, "main", &path("checkout", "prod")), "1.5.0");
+    assert_eq!(w.trailers(&format!("rollback/checkout/prod/{id}"), "Rollback-Phase"), ["2/2"]);
+}
+
+#[test]
+fn an_alert_that_resolves_between_phases_is_not_awaited_again_even_after_a_restart() {
+    let Some((w, _prometheus)) = checked_world("vector(1) > 0") else { return };
+    let mut engine = w.engine();
+    let alert = w.alert("checkout", "prod", "fp1");
+    let id = first_phase(&w, &mut engine).id.to_string();
+    let phase_one = w.head();
+    // The canary's rollback cleared the alert.
+    w.clock.advance(SignedDuration::from_mins(1));
+    let said = engine.record_resolution(&World::resolved(&alert, w.now())).unwrap();
+    assert!(said.contains("resolved while phase 1/2 soaked"), "{said}");
+    assert!(w.git(&["notes", "--ref=rollbackd-watch", "show", &phase_one]).contains("resolved between phases"));
+    drop(engine);
+
+    // Another process writes the last phase and verifies it: it does not wait for the alert.
+    let mut other = w.replica("other");
+    w.clock.advance(SignedDuration::from_mins(4));
+    let said = other.verify_due().unwrap();
+    assert!(said.iter().any(|s| s.contains("phase 2/2 pushed")), "{said:?}");
+    // No deploy time, no stable_for: the query holding is all it waits for.
+    assert!(said.iter().any(|s| s.contains(&format!("{id}: verified"))), "{said:?}");
+    let last = w.head();
+    assert!(w.git(&["notes", "--ref=rollbackd", "show", &last]).contains("Verification: verified"));
+}
+
+#[test]
+fn check_refuses_phases_that_cannot_work_and_says_where() {
+    let w = World::new();
+    let head = "- name: p\n  match: {}\n  action: { mode: direct }\n  target:\n    service: x\n    env: y\n    paths: [apps/x/**]\n    phases:\n";
+    let cases = [
+        ("      - { paths: [apps/x/canary/**], soak: 5m }\n", ":9:", "one phase is the rollback itself"),
+        ("      - { soak: 5m }\n      - {}\n", ":9:", "phases[0] names no paths"),
+        (
+            "      - { paths: [apps/x/canary/**] }\n      - { paths: [apps/x/main/**] }\n",
+            ":10:",
+            "the last phase is the whole target",
+        ),
+        ("      - { paths: [apps/x/canary/**], soak: never }\n      - {}\n", ":9:", "invalid duration"),
+    ];
+    for (phases, pos, words) in cases {
+        w.set_policy_text(&format!("{head}{phases}"));
+        let out = w.run_cli(&["check"]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        assert!(text.contains(&format!("10-test.yaml{pos}")) && text.contains(words), "want {pos} {words} in {text}");
+    }
+    // A proposal is reviewed and merged whole.
+    let proposal = format!("{head}      - {{ paths: [apps/x/canary/**] }}\n      - {{}}\n")
+        .replace("mode: direct", "mode: pull_request");
+    w.set_policy_text(&proposal);
+    let out = w.run_cli(&["check"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("needs `action.mode: direct`"), "{out:?}");
+    // And one that works passes.
+    w.set_policy_text(&format!("{head}      - {{ paths: [apps/x/canary/**], soak: 5m }}\n      - {{}}\n"));
+    assert_eq!(w.run_cli(&["check"]).status.code(), Some(0));
+}
+
+#[test]
+fn another_services_alert_does_not_halt_it_and_a_person_asking_again_is_told_how_to_go_on() {
+    // checkout and cart share `shared/**`; checkout's canary phase takes the shared file back too.
+    let w = World::with(&[PolicySpec::new("prod")
+        .target("{{ labels.service }}", "{{ labels.env }}", &["apps/{{ labels.service }}/{{ labels.env }}/**", "shared/**"])
+        .set(
+            "target.phases",
+            json!([{ "paths": ["apps/{{ labels.service }}/{{ labels.env }}/canary/**", "shared/**"], "soak": "5m" }, {}]),
+        )]);
+    w.commit_files("Add a canary", &[(CANARY, Some(&manifest("checkout", "prod", &image("checkout", "1.4.2"))))], 140);
+    let bad = manifest("checkout", "prod", &image("checkout", "1.5.0"));
+    w.commit_files(
+        "Deploy checkout 1.5.0",
+        &[
+            (&path("checkout", "prod"), Some(&bad)),
+            (CANARY, Some(&bad)),
+            ("shared/versions.yaml", Some("checkout: 1.5.0\n")),
+        ],
+        10,
+    );
+    let mut engine = w.engine();
+    let id = first_phase(&w, &mut engine).id.to_string();
+    let phase_one = w.head();
+
+    // cart's alert: the newest change to cart's paths is checkout's canary phase (the shared
+    // file). It is answered as that rollback's, and checkout's rollback goes on undisturbed.
+    let cart = engine.handle(&w.alert("cart", "prod", "fpc"), &Options::default()).unwrap();
+    assert!(matches!(cart.outcome, Outcome::Duplicate { .. }), "{:?}", cart.outcome);
+    assert!(!branch_exists(&w, &format!("rollback/checkout/prod/{id}")), "not halted by another service");
+    assert_eq!(w.head(), phase_one);
+
+    // A person asks for checkout again: told how to go on, nothing is written.
+    let asked = engine.handle(&w.request("checkout", "prod", "again-1"), &Options::default()).unwrap();
+    let Outcome::Duplicate { reason, .. } = &asked.outcome else { panic!("{:?}", asked.outcome) };
+    assert!(reason.contains(&format!("`continue {id}` writes the next now")), "{reason}");
+    assert_eq!(w.head(), phase_one);
+    assert!(engine.status(None).unwrap().contains(&format!("{id} checkout/prod phase 1/2")));
+}
