@@ -62,6 +62,9 @@ impl fmt::Display for Phase {
 /// next may be written.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PhaseTarget {
+    /// What people call this step (`canary`, `consumer`), when the policy names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     pub paths: Vec<String>,
     #[serde(default)]
     pub soak: Duration,
@@ -124,7 +127,8 @@ pub(crate) fn describe(phases: &[PhaseTarget], checked: bool, id: &RollbackId) -
         .enumerate()
         .map(|(i, p)| {
             let soak = if i + 1 < phases.len() { format!(", soak {}", p.soak) } else { String::new() };
-            format!("{}) {}{soak}", i + 1, p.paths.join(", "))
+            let name = p.name.as_deref().map(|n| format!("{n}: ")).unwrap_or_default();
+            format!("{}) {name}{}{soak}", i + 1, p.paths.join(", "))
         })
         .collect();
     let gate = if checked { "verify.query holds".to_string() } else { format!("a person says `continue {id}`") };

@@ -153,7 +153,9 @@ pub struct TargetSpec {
     pub to: Option<Expr>,
     /// Write the rollback in steps (the canary overlay first, then the rest), each soaked and
     /// checked before the next. The last phase is the whole target.
-    #[serde(default)]
+    /// `groups` is the same, read as an ordered rollback of several services' paths (the
+    /// consumer before the producer).
+    #[serde(default, alias = "groups")]
     pub phases: Vec<Spanned<PhaseSpec>>,
 }
 
@@ -161,6 +163,9 @@ pub struct TargetSpec {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PhaseSpec {
+    /// What people call this step (`canary`, `consumer`): shown in commits and `status`.
+    #[serde(default)]
+    pub name: Option<String>,
     /// Paths within the target's; the last phase's may be left out (it is the target's).
     #[serde(default)]
     pub paths: Vec<Expr>,
@@ -467,6 +472,10 @@ impl Policy {
                 "target.phases needs `action.mode: direct`: a proposal is reviewed and merged whole".into(),
             ));
         }
+        let plain = |n: &str| n.len() <= 40 && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if let Some(p) = phases.iter().find(|p| p.value.name.as_deref().is_some_and(|n| !plain(n))) {
+            return Some((at(p), "a phase's name is letters, digits, `.`, `_` and `-`, at most 40".into()));
+        }
         let (last, steps) = phases.split_last()?;
         if let Some((i, p)) = steps.iter().enumerate().find(|(_, p)| p.value.paths.is_empty()) {
             return Some((at(p), format!("target.phases[{i}] names no paths")));
@@ -515,7 +524,11 @@ impl Policy {
             if last {
                 phase_paths = paths.clone();
             }
-            phases.push(crate::domain::phase::PhaseTarget { paths: phase_paths, soak: phase.value.soak });
+            phases.push(crate::domain::phase::PhaseTarget {
+                name: phase.value.name.clone(),
+                paths: phase_paths,
+                soak: phase.value.soak,
+            });
         }
         Ok(Target { service, env, paths, phases })
     }

@@ -91,6 +91,8 @@ pub struct PhasedView {
     pub env: String,
     /// The newest phase on the branch, `1/2`.
     pub phase: String,
+    /// Its name, when the policy gives one (`canary`).
+    pub name: Option<String>,
     /// When it reached the branch.
     pub since: Timestamp,
     /// What comes next: `soaking until ...`, `verify.query decides next`, `waiting for continue`.
@@ -211,7 +213,11 @@ impl StatusView {
                 &mut out,
                 "phased rollbacks",
                 self.phased.iter().map(|p| {
-                    format!("{} {}/{} phase {} since {}: {}", p.id, p.service, p.env, p.phase, p.since, p.waiting_for)
+                    let name = p.name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default();
+                    format!(
+                        "{} {}/{} phase {}{name} since {}: {}",
+                        p.id, p.service, p.env, p.phase, p.since, p.waiting_for
+                    )
                 }),
             );
         }

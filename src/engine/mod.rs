@@ -972,6 +972,7 @@ pub(crate) fn message_context(
         "strategy_note": plan.strategy_note.as_deref().map(esc),
         "completes": plan.completes,
         "phase": plan.phase,
+        "phase_name": plan.phase.and_then(|p| plan.target.phases.get(p.step as usize - 1)).and_then(|p| p.name.clone()),
         "phases": plan.target.phases,
         "halted": plan.halted.as_deref().map(esc),
         "went_on": plan.went_on.as_deref().map(esc),

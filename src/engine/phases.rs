@@ -177,9 +177,11 @@ impl Engine {
             .into_iter()
             .filter_map(|r| {
                 let phase = r.phase?;
+                let mut name = None;
                 let waiting_for = match self.phased_target(r) {
                     Err(why) => format!("cannot go on: {why}"),
                     Ok((policy, target)) => {
+                        name = target.phases[phase.step as usize - 1].name.clone();
                         let soak = target.phases[phase.step as usize - 1].soak;
                         let query = self.verify_query(&policy, &r.service, &r.env).is_some();
                         match phase::stage(r.at, soak, query, now) {
@@ -197,6 +199,7 @@ impl Engine {
                     service: r.service.clone(),
                     env: r.env.clone(),
                     phase: phase.to_string(),
+                    name,
                     since: crate::domain::freeze::to_the_second(r.at),
                     waiting_for,
                 })

@@ -354,3 +354,37 @@ fn another_services_alert_does_not_halt_it_and_a_person_asking_again_is_told_how
     assert_eq!(w.head(), phase_one);
     assert!(engine.status(None).unwrap().contains(&format!("{id} checkout/prod phase 1/2")));
 }
+
+#[test]
+fn groups_roll_back_several_services_in_order_and_a_halt_keeps_the_later_ones_unwritten() {
+    // One release bumped checkout (the consumer) and cart (the producer): the consumer goes back
+    // first, the producer only after it.
+    let w = World::with(&[PolicySpec::new("shop")
+        .target("shop", "prod", &["apps/checkout/prod/**", "apps/cart/prod/**"])
+        .set(
+            "target.groups",
+            json!([{ "name": "checkout", "paths": ["apps/checkout/prod/**"], "soak": "10m" }, { "name": "cart" }]),
+        )]);
+    w.write_config(&ConfigSpec::new().set("git.fetch_freshness", "0s"));
+    let (c, k) =
+        (manifest("checkout", "prod", &image("checkout", "9.9.9")), manifest("cart", "prod", &image("cart", "9.9.9")));
+    w.commit_files("Release 2026.11", &[(&path("checkout", "prod"), Some(&c)), (&path("cart", "prod"), Some(&k))], 10);
+    let mut engine = w.engine();
+    let first = first_phase(&w, &mut engine);
+    assert_eq!(version(&w, "main", &path("checkout", "prod")), "1.4.2");
+    assert!(w.show("main", &path("cart", "prod")).contains("cart:9.9.9"), "the producer waits");
+    assert!(w.message("main").contains("Phase 1 of 2 (checkout): only these paths"), "{}", w.message("main"));
+    assert_eq!(w.trailers("main", "Rollback-Service"), ["shop"]);
+    let status = engine.status(None).unwrap();
+    assert!(status.contains("phase 1/2 (checkout)"), "{status}");
+
+    // The consumer's rollback did not help: the producer is never written; it is proposed.
+    let again = engine.handle(&w.alert("checkout", "prod", "fp9"), &Options::default()).unwrap();
+    assert!(matches!(again.outcome, Outcome::Duplicate { .. }), "{:?}", again.outcome);
+    w.clock.advance(SignedDuration::from_mins(30));
+    assert!(engine.verify_due().unwrap().is_empty());
+    assert!(w.show("main", &path("cart", "prod")).contains("cart:9.9.9"));
+    let branch = format!("rollback/shop/prod/{}", first.id);
+    assert!(w.show(&branch, &path("cart", "prod")).contains("cart:2.0.0"));
+    assert_eq!(w.trailers(&branch, "Rollback-Phase"), ["2/2"]);
+}
