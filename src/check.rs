@@ -430,6 +430,7 @@ fn sample() -> (Event, Plan) {
         phase: None,
         halted: None,
         went_on: None,
+        also: Vec::new(),
     };
     (event, plan)
 }

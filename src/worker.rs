@@ -31,10 +31,18 @@ pub enum JobResult {
     Failed { message: String, transient: bool },
 }
 
+/// An event for the writer, and where its answer goes.
+pub(crate) type Queued = (Event, oneshot::Sender<JobResult>);
+
 pub enum Job {
     Handle {
         event: Event,
         reply: oneshot::Sender<JobResult>,
+    },
+    /// The firing alerts of one notification: those that roll back the same bad change for
+    /// several targets become one commit.
+    Alerts {
+        events: Vec<Queued>,
     },
     Resolved {
         resolved: Resolved,
@@ -315,29 +323,40 @@ fn is_auth_failure(error: &str) -> bool {
     e.contains("authentication") || e.contains("credentials") || e.contains("401") || e.contains("403")
 }
 
+/// What a handled event's sender is answered, and what the writer learns from it.
+fn job_result(engine: &Engine, shared: &Shared, event: &Event, result: Result<Report, EngineError>) -> JobResult {
+    match result {
+        Ok(report) => {
+            shared.set_origin_error(None);
+            metrics::handled(event, &report, engine.now());
+            JobResult::Report(Box::new(report))
+        }
+        Err(e) => {
+            if matches!(e, EngineError::Git(crate::git::GitError::Unreachable { .. })) {
+                shared.set_origin_error(Some(e.to_string()));
+            }
+            if !e.is_transient() {
+                shared.remember_refusal(event.trigger(), e.to_string());
+            }
+            warn!(trigger = %event.trigger(), error = %e, "event failed");
+            metrics::event_failed(event.source);
+            failed(&e)
+        }
+    }
+}
+
 fn process(engine: &mut Engine, shared: &Shared, job: Job) {
     match job {
         Job::Handle { event, reply } => {
-            let source = event.source;
-            let result = match engine.handle(&event, &Options::default()) {
-                Ok(report) => {
-                    shared.set_origin_error(None);
-                    metrics::handled(&event, &report, engine.now());
-                    JobResult::Report(Box::new(report))
-                }
-                Err(e) => {
-                    if matches!(e, EngineError::Git(crate::git::GitError::Unreachable { .. })) {
-                        shared.set_origin_error(Some(e.to_string()));
-                    }
-                    if !e.is_transient() {
-                        shared.remember_refusal(event.trigger(), e.to_string());
-                    }
-                    warn!(trigger = %event.trigger(), error = %e, "event failed");
-                    metrics::event_failed(source);
-                    failed(&e)
-                }
-            };
-            let _ = reply.send(result);
+            let result = engine.handle(&event, &Options::default());
+            let _ = reply.send(job_result(engine, shared, &event, result));
+        }
+        Job::Alerts { events } => {
+            let (events, replies): (Vec<Event>, Vec<_>) = events.into_iter().unzip();
+            let results = engine.handle_alerts(&events, &Options::default());
+            for ((event, reply), result) in events.iter().zip(replies).zip(results) {
+                let _ = reply.send(job_result(engine, shared, event, result));
+            }
         }
         Job::Resolved { resolved, reply } => {
             let result = match engine.record_resolution(&resolved) {

@@ -36,6 +36,10 @@ pub struct AuditRecord {
     /// Which phase of a phased rollback this commit is; one rollback id has a record per phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<crate::domain::phase::Phase>,
+    /// The other targets (`service/env`) the same commit rolled back, when one bad change made
+    /// several services alert at once: each has a record of its own, with its own trigger.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub together_with: Vec<String>,
 }
 
 /// Who approved, merged or cancelled a proposal: lines of its `rollback/...` or `cancelled/...`

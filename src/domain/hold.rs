@@ -126,6 +126,7 @@ mod tests {
             cancelled: false,
             review: Default::default(),
             phase: None,
+            together_with: Vec::new(),
         };
         let holds = from_rollback(
             &record,

@@ -150,6 +150,18 @@ pub struct Plan {
     /// Why a later phase was written when it was (the check held, a person said continue).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub went_on: Option<String>,
+    /// Other targets this one commit rolls back too: one bad change, several services alerting
+    /// in one notification. The tree, diffstat and artifacts cover them all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also: Vec<AlsoTarget>,
+}
+
+/// Another target folded into a plan, and the alert that asked for it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlsoTarget {
+    pub target: Target,
+    pub trigger: String,
+    pub policy: String,
 }
 
 impl Plan {

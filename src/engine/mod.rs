@@ -2,6 +2,7 @@
 //! through [`ConfigRepo`]. Live webhooks, `simulate`, the CLI and chat all call [`Engine::handle`].
 
 mod breaker;
+mod fold;
 mod follow_up;
 mod holds;
 mod phases;
@@ -484,10 +485,19 @@ impl Engine {
         retries: u32,
         span: &tracing::Span,
     ) -> Result<Attempt, EngineError> {
+        match self.prepare(event, opts, span)? {
+            Prepared::Done(report) => Ok(Attempt::Done(report)),
+            Prepared::Ready(ready) => self.deliver(event, opts, retries, *ready),
+        }
+    }
+
+    /// Everything up to writing: dedupe, policy, plan, guards, the decision. Writes only what
+    /// deciding itself writes (a tripped breaker, a halted phased rollback).
+    fn prepare(&mut self, event: &Event, opts: &Options, span: &tracing::Span) -> Result<Prepared, EngineError> {
         let now = self.clock.now();
         let mut decision = Decision::for_event(event);
         let done = |decision: Decision, plan: Option<Plan>, outcome: Outcome| {
-            Ok(Attempt::Done(Box::new(Report { decision, plan, outcome })))
+            Ok(Prepared::Done(Box::new(Report { decision, plan, outcome })))
         };
 
         let trigger = event.trigger();
@@ -608,6 +618,15 @@ impl Engine {
             Delivery::Direct if plan.target.phases.len() > 1 => self.first_phase(&policy, &plan)?.unwrap_or(plan),
             _ => plan,
         };
+        Ok(Prepared::Ready(Box::new(Ready { decision, policy, plan, id, delivery, now })))
+    }
+
+    /// Writes what `prepare` decided. `Moved` when the branch moved: plan again.
+    fn deliver(&mut self, event: &Event, opts: &Options, retries: u32, ready: Ready) -> Result<Attempt, EngineError> {
+        let Ready { mut decision, policy, plan, id, delivery, now } = ready;
+        let done = |decision: Decision, plan: Option<Plan>, outcome: Outcome| {
+            Ok(Attempt::Done(Box::new(Report { decision, plan, outcome })))
+        };
         let w =
             Write { event, policy: &policy, plan: &plan, id: &id, delivery, retries, now, emergency: opts.emergency };
         match self.write(&w, &mut decision)? {
@@ -646,6 +665,15 @@ impl Engine {
             strategy: plan.strategy.to_string(),
             emergency,
             phase,
+            also: plan
+                .also
+                .iter()
+                .map(|a| crate::git::Also {
+                    service: a.target.service.clone(),
+                    env: a.target.env.clone(),
+                    trigger: a.trigger.clone(),
+                })
+                .collect(),
         };
         // The names are checked before anything is written: a commit never goes out without
         // the tag (or branch) that names it.
@@ -923,6 +951,21 @@ enum Attempt {
     Moved,
 }
 
+enum Prepared {
+    Done(Box<Report>),
+    Ready(Box<Ready>),
+}
+
+/// A rollback decided and planned, not yet written.
+struct Ready {
+    decision: Decision,
+    policy: Policy,
+    plan: Plan,
+    id: RollbackId,
+    delivery: Delivery,
+    now: Timestamp,
+}
+
 /// One rollback about to be written, as decided.
 #[derive(Clone, Copy)]
 struct Write<'a> {
@@ -976,6 +1019,10 @@ pub(crate) fn message_context(
         "phases": plan.target.phases,
         "halted": plan.halted.as_deref().map(esc),
         "went_on": plan.went_on.as_deref().map(esc),
+        // Built by rollbackd from checked names and triggers, like `trigger`.
+        "also": plan.also.iter().map(|a| serde_json::json!({
+            "service": a.target.service, "env": a.target.env, "paths": a.target.paths, "trigger": a.trigger, "policy": a.policy,
+        })).collect::<Vec<_>>(),
         "exact": plan.exact,
         "known_good": {
             "sha": plan.known_good.sha,

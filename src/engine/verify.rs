@@ -298,6 +298,13 @@ impl Engine {
         firing: Option<std::collections::BTreeSet<String>>,
     ) -> Option<Watch> {
         let spec = policy.verify.as_ref()?;
+        // One commit for several alerts: each of their alerts must resolve.
+        if let Some(w) = self.watches.get_mut(&rollback.id) {
+            if trigger.starts_with("alertmanager:") {
+                w.also_firing([trigger.to_string()]);
+            }
+            return Some(w.clone());
+        }
         let query = self.verify_query(policy, service, env);
         let mut watch = Watch::start(
             spec,

@@ -15,9 +15,13 @@ use super::{GitError, commit_time, sha};
 pub(crate) use crate::domain::audit::AuditRecord;
 use crate::domain::rollback::{Delivery, RollbackId, RollbackRef};
 
-/// The record of the rollback whose trailers are `t`, carried by `commit`.
-fn record(t: Trailers, commit: Oid, at: Timestamp, delivery: Delivery, branch: &str) -> AuditRecord {
-    AuditRecord {
+/// The records of the rollback whose trailers are `t`, carried by `commit`: one for its target,
+/// and one for each other target the same commit rolled back (`Rollback-Also`).
+fn records_of(t: Trailers, commit: Oid, at: Timestamp, delivery: Delivery, branch: &str) -> Vec<AuditRecord> {
+    let targets: Vec<String> = std::iter::once(format!("{}/{}", t.service, t.env))
+        .chain(t.also.iter().map(|a| format!("{}/{}", a.service, a.env)))
+        .collect();
+    let first = AuditRecord {
         id: RollbackId(t.id),
         at,
         service: t.service,
@@ -37,13 +41,35 @@ fn record(t: Trailers, commit: Oid, at: Timestamp, delivery: Delivery, branch: &
         cancelled: false,
         review: Default::default(),
         phase: t.phase,
+        together_with: Vec::new(),
+    };
+    let mut out = Vec::with_capacity(targets.len());
+    for a in &t.also {
+        let mut r = first.clone();
+        r.service = a.service.clone();
+        r.env = a.env.clone();
+        r.trigger = a.trigger.clone();
+        r.actor = "alertmanager".into();
+        r.together_with = targets.iter().filter(|x| **x != format!("{}/{}", a.service, a.env)).cloned().collect();
+        out.push(r);
     }
+    let mut first = first;
+    first.together_with = targets[1..].to_vec();
+    out.insert(0, first);
+    out
 }
 
-/// One commit of one rollback: its id and, for a phased rollback, its phase (0 otherwise). A
-/// tag, a proposal branch and a commit on the branch are the same record when their keys are.
-fn key(t: &Trailers) -> (String, u32) {
-    (t.id.clone(), t.phase.map_or(0, |p| p.step))
+/// One commit of one rollback for one target: its id, its phase (0 for a rollback in one
+/// commit), service and env. A tag, a proposal branch and a commit on the branch are the same
+/// record when their keys are.
+type Key = (String, u32, String, String);
+
+fn key(t: &Trailers) -> Key {
+    (t.id.clone(), t.phase.map_or(0, |p| p.step), t.service.clone(), t.env.clone())
+}
+
+fn key_of(r: &AuditRecord) -> Key {
+    (r.id.0.clone(), r.phase.map_or(0, |p| p.step), r.service.clone(), r.env.clone())
 }
 
 #[derive(Debug, Default)]
@@ -127,7 +153,7 @@ struct BranchCache {
     records: Vec<AuditRecord>,
 }
 
-const CACHE_VERSION: u32 = 2;
+const CACHE_VERSION: u32 = 3;
 
 impl AuditIndex {
     pub(super) fn with_cache(file: PathBuf) -> Self {
@@ -215,7 +241,7 @@ impl AuditIndex {
                     break;
                 }
                 if let Some((t, id)) = rollback_commit(&c) {
-                    fresh.push(record(t, id, at, Delivery::Direct, branch));
+                    fresh.extend(records_of(t, id, at, Delivery::Direct, branch));
                 }
             }
             fresh.append(&mut self.on_branch);
@@ -229,8 +255,7 @@ impl AuditIndex {
         // Tags name direct rollbacks; one whose commit fell outside the walk (a long-lived
         // branch, a merge) still counts while it is inside the time window.
         let mut live_tags = std::collections::HashSet::new();
-        let mut by_id: HashMap<(String, u32), usize> =
-            records.iter().enumerate().map(|(i, r)| ((r.id.0.clone(), r.phase.map_or(0, |p| p.step)), i)).collect();
+        let mut by_id: HashMap<Key, usize> = records.iter().enumerate().map(|(i, r)| (key_of(r), i)).collect();
         for r in repo.references_glob("refs/tags/rollback/*")? {
             let r = r?;
             let Some(name) = r.shorthand().ok().map(str::to_string) else { continue };
@@ -244,11 +269,12 @@ impl AuditIndex {
                 continue;
             }
             if at >= since {
-                by_id.insert(key(&t), records.len());
-                let mut rec = record(t, id, at, Delivery::Direct, branch);
-                rec.tag = Some(name);
-                rec.review = review;
-                records.push(rec);
+                for mut rec in records_of(t, id, at, Delivery::Direct, branch) {
+                    rec.tag = Some(name.clone());
+                    rec.review = review.clone();
+                    by_id.insert(key_of(&rec), records.len());
+                    records.push(rec);
+                }
             }
         }
         for r in repo.references_glob("refs/heads/rollback/*")? {
@@ -265,8 +291,10 @@ impl AuditIndex {
             }
             let at = commit_time(&c);
             if at >= since {
-                by_id.insert(key(&t), records.len());
-                records.push(record(t, c.id(), at, Delivery::Proposal, &branch));
+                for rec in records_of(t, c.id(), at, Delivery::Proposal, &branch) {
+                    by_id.insert(key_of(&rec), records.len());
+                    records.push(rec);
+                }
             }
         }
         for r in repo.references_glob("refs/tags/cancelled/*")? {
@@ -276,11 +304,12 @@ impl AuditIndex {
                 continue;
             };
             if at >= since && !by_id.contains_key(&key(&t)) {
-                let mut rec = record(t, commit, at, Delivery::Proposal, "");
-                rec.tag = r.shorthand().ok().map(str::to_string);
-                rec.cancelled = true;
-                rec.review = review;
-                records.push(rec);
+                for mut rec in records_of(t, commit, at, Delivery::Proposal, "") {
+                    rec.tag = r.shorthand().ok().map(str::to_string);
+                    rec.cancelled = true;
+                    rec.review = review.clone();
+                    records.push(rec);
+                }
             }
         }
         self.tags.retain(|name, _| live_tags.contains(name));

@@ -19,7 +19,7 @@ use jiff::Timestamp;
 pub(crate) use audit::{AuditIndex, AuditRecord};
 pub(crate) use paths::PathSet;
 pub(crate) use planner::{PlanRequest, Planned};
-pub use trailers::Trailers;
+pub use trailers::{Also, Trailers};
 pub(crate) use transport::Auth;
 use transport::Update;
 
@@ -356,6 +356,15 @@ impl ConfigRepo {
 
     pub fn plan(&self, req: &PlanRequest<'_>) -> Result<Planned, GitError> {
         planner::plan(&self.repo, &self.branch, self.head_oid()?, self.max_commits, req)
+    }
+
+    /// Several plans for the same bad commits, each with its trigger and policy, as one
+    /// commit's plan; `None` when they cannot be one.
+    pub fn fold(
+        &self,
+        plans: &[(crate::domain::plan::Plan, String, String)],
+    ) -> Result<Option<crate::domain::plan::Plan>, GitError> {
+        planner::fold(&self.repo, plans)
     }
 
     /// Writes the rollback commit (parent: the plan's head, tree: the plan's tree) into the

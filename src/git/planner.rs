@@ -366,6 +366,7 @@ fn finish(
         phase: None,
         halted: None,
         went_on: None,
+        also: Vec::new(),
     })))
 }
 
@@ -665,6 +666,59 @@ fn revert_chain(repo: &Repository, head_tree: &Tree<'_>, bad: &[Commit<'_>]) -> 
         };
     }
     Ok(Ok(current))
+}
+
+/// One plan out of several made against the same head for the same bad commits, each for its
+/// own target: the first's, with each other's target paths as its plan has them. `None` when
+/// they cannot be one commit (another head, other bad commits, another strategy, overlapping
+/// changes).
+pub(super) fn fold(repo: &Repository, plans: &[(Plan, String, String)]) -> Result<Option<Plan>, GitError> {
+    let Some(((first, _, _), rest)) = plans.split_first() else { return Ok(None) };
+    let head_tree = repo.find_commit(super::oid(&first.head)?)?.tree()?;
+    let mut tree = repo.find_tree(Oid::from_str(&first.tree)?)?;
+    let entry = |t: &Tree<'_>, path: &str| t.get_path(std::path::Path::new(path)).ok().map(|e| (e.id(), e.filemode()));
+    let mut touched: std::collections::HashMap<String, Option<(Oid, i32)>> =
+        first.diffstat.iter().map(|f| (f.path.clone(), entry(&tree, &f.path))).collect();
+    let mut folded = first.clone();
+    for (plan, trigger, policy) in rest {
+        let same = plan.head == first.head
+            && plan.strategy == first.strategy
+            && plan.bad_commits.iter().map(|c| &c.sha).eq(first.bad_commits.iter().map(|c| &c.sha));
+        if !same {
+            return Ok(None);
+        }
+        let theirs = repo.find_tree(Oid::from_str(&plan.tree)?)?;
+        // A file both change (a shared base in both targets) must come out the same in both;
+        // otherwise which result is right is not ours to pick, and they are not folded.
+        for f in &plan.diffstat {
+            let mine = entry(&theirs, &f.path);
+            if touched.get(&f.path).is_some_and(|other| *other != mine) {
+                return Ok(None);
+            }
+            touched.insert(f.path.clone(), mine);
+        }
+        // Exactly the files this plan changes, as it changes them: nothing else of its paths.
+        let mut root = Some(tree.id());
+        for f in &plan.diffstat {
+            root = tree_edit::set_path(repo, root, &f.path, entry(&theirs, &f.path))?;
+        }
+        tree = match root {
+            Some(r) => repo.find_tree(r)?,
+            None => repo.find_tree(repo.treebuilder(None)?.write()?)?,
+        };
+        folded.exact &= plan.exact;
+        folded.mutable_artifacts.extend(plan.mutable_artifacts.iter().cloned());
+        folded.also.push(crate::domain::plan::AlsoTarget {
+            target: plan.target.clone(),
+            trigger: trigger.clone(),
+            policy: policy.clone(),
+        });
+    }
+    let (diffstat, artifacts) = describe_change(repo, &head_tree, &tree)?;
+    folded.tree = tree.id().to_string();
+    folded.diffstat = diffstat;
+    folded.artifacts = artifacts;
+    Ok(Some(folded))
 }
 
 fn restore_tree(repo: &Repository, paths: &PathSet, kg_tree: &Tree<'_>, head_tree: &Tree<'_>) -> Result<Oid, GitError> {

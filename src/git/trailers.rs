@@ -31,6 +31,35 @@ pub struct Trailers {
     pub emergency: bool,
     /// Which phase of a phased rollback this commit is (`2/3`); `None` for a rollback in one.
     pub phase: Option<crate::domain::phase::Phase>,
+    /// The other targets this one commit rolls back for the same bad change, each with the
+    /// alert that asked (`Rollback-Also: cart/prod alertmanager:...`).
+    pub also: Vec<Also>,
+}
+
+/// Another target of a rollback that one bad change made several services alert about.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Also {
+    pub service: String,
+    pub env: String,
+    pub trigger: String,
+}
+
+impl Also {
+    fn render(&self) -> String {
+        format!("{}/{} {}", self.service, self.env, self.trigger)
+    }
+
+    /// Only what we write: plain names and a trigger without spaces.
+    fn parse(value: &str) -> Option<Also> {
+        let (target, trigger) = value.split_once(' ')?;
+        let (service, env) = target.split_once('/')?;
+        let plain = |v: &str| crate::domain::ident::is_plain(v);
+        (plain(service) && plain(env) && !trigger.is_empty() && !trigger.contains(char::is_whitespace)).then(|| Also {
+            service: service.to_string(),
+            env: env.to_string(),
+            trigger: trigger.to_string(),
+        })
+    }
 }
 
 /// A trailer value is one line of printable text: a newline would end the trailer block early,
@@ -64,6 +93,7 @@ impl Trailers {
         if let Some(phase) = self.phase {
             lines.push(("Rollback-Phase", phase.to_string()));
         }
+        lines.extend(self.also.iter().map(|a| ("Rollback-Also", a.render())));
         // An empty value would make git read the next trailer as its continuation.
         lines
             .into_iter()
@@ -97,7 +127,7 @@ impl Trailers {
             if !key.starts_with("Rollback-") || value.is_empty() || value.trim() != value {
                 return None;
             }
-            if key != "Rollback-Of" && !seen.insert(key) {
+            if key != "Rollback-Of" && key != "Rollback-Also" && !seen.insert(key) {
                 return None;
             }
             let value = value.to_string();
@@ -114,6 +144,7 @@ impl Trailers {
                 "Rollback-Strategy" => t.strategy = value,
                 "Rollback-Emergency" => t.emergency = value == "true",
                 "Rollback-Phase" => t.phase = Some(crate::domain::phase::Phase::parse(&value)?),
+                "Rollback-Also" => t.also.push(Also::parse(&value)?),
                 // Written by a newer rollbackd: kept readable, not understood.
                 _ => {}
             }
@@ -141,6 +172,11 @@ mod tests {
             strategy: "restore".into(),
             emergency: false,
             phase: crate::domain::phase::Phase::new(2, 3),
+            also: vec![Also {
+                service: "cart".into(),
+                env: "prod".into(),
+                trigger: "alertmanager:fp2@2026-11-21T10:00:01Z".into(),
+            }],
         }
     }
 
@@ -173,6 +209,8 @@ mod tests {
         bad = sample();
         bad.id = "rb-../../x".into();
         assert_eq!(Trailers::parse(&bad.append_to("x")), None);
+        let forged_also = sample().append_to("x").replace("Rollback-Also: cart/prod", "Rollback-Also: ../prod");
+        assert_eq!(Trailers::parse(&forged_also), None, "a target we would not write");
         let forged_phase = sample().append_to("x").replace("Rollback-Phase: 2/3", "Rollback-Phase: 4/3");
         assert_eq!(Trailers::parse(&forged_phase), None, "a phase we would not write");
     }

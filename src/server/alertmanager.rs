@@ -7,7 +7,7 @@ use axum::response::Response;
 use tokio::sync::oneshot;
 use tracing::warn;
 
-use super::{AppState, Pending, error, is_json, not_json, respond};
+use super::{AppState, error, is_json, not_json, respond};
 use crate::domain::event::Source;
 use crate::ingest::alertmanager;
 use crate::metrics;
@@ -34,7 +34,7 @@ pub(super) async fn alertmanager_webhook(State(st): State<AppState>, headers: He
     if n.truncated > 0 {
         warn!(truncated = n.truncated, "Alertmanager left alerts out of this notification (max_alerts)");
     }
-    let mut pending: Vec<Pending> = n.firing.into_iter().flat_map(|e| st.dispatch_event(e)).collect();
+    let mut pending = st.dispatch_alerts(n.firing);
     for r in n.resolved {
         let trigger = format!("alertmanager:{}", r.dedupe_key);
         // Only incidents that were rolled back, or alerts a verification waits for, matter,

@@ -380,7 +380,62 @@ impl AppState {
         members.into_iter().map(|m| Pending::of(m, self.dispatch_to(m, &event))).collect()
     }
 
+    /// The firing alerts of one notification: each answered like [`AppState::dispatch_event`],
+    /// but those that need a writer go to it as one job per repo, so alerts about the same
+    /// bad change can be one rollback.
+    fn dispatch_alerts(&self, events: Vec<Event>) -> Vec<Pending> {
+        let mut pending = Vec::new();
+        let mut batches: Vec<(&Member, Vec<crate::worker::Queued>)> = Vec::new();
+        for event in events {
+            for m in self.0.fleet.route(&event) {
+                if let Some(state) = self.answer_now(m, &event) {
+                    pending.push(Pending::of(m, state));
+                    continue;
+                }
+                let (reply, rx) = oneshot::channel();
+                pending.push(Pending::of(m, PendingState::Waiting { trigger: event.trigger(), rx }));
+                match batches.iter_mut().find(|(b, _)| std::ptr::eq(*b, m)) {
+                    Some((_, batch)) => batch.push((event.clone(), reply)),
+                    None => batches.push((m, vec![(event.clone(), reply)])),
+                }
+            }
+        }
+        for (m, mut batch) in batches {
+            let triggers: Vec<String> = batch.iter().map(|(e, _)| e.trigger()).collect();
+            let job = match batch.len() {
+                1 => {
+                    let (event, reply) = batch.remove(0);
+                    Job::Handle { event, reply }
+                }
+                _ => Job::Alerts { events: batch },
+            };
+            let why = match m.handle.submit(job) {
+                Ok(()) => continue,
+                Err(QueueError::Full) => "queue full",
+                Err(QueueError::Stopped) => "shutting down",
+            };
+            for p in pending.iter_mut().filter(|p| p.repo == m.name) {
+                if let PendingState::Waiting { trigger, .. } = &p.state
+                    && triggers.contains(trigger)
+                {
+                    p.state = PendingState::Busy { trigger: trigger.clone(), why: why.into() };
+                }
+            }
+        }
+        pending
+    }
+
     fn dispatch_to(&self, member: &Member, event: &Event) -> PendingState {
+        if let Some(state) = self.answer_now(member, event) {
+            return state;
+        }
+        let (reply, rx) = oneshot::channel();
+        self.submit(member, event.trigger(), Job::Handle { event: event.clone(), reply }, rx).state
+    }
+
+    /// The answer to `event` for `member` when the writer is not needed for it (a known
+    /// duplicate, a refusal, an origin that is down, an event no policy acts on).
+    fn answer_now(&self, member: &Member, event: &Event) -> Option<PendingState> {
         let trigger = event.trigger();
         let shared = member.handle.shared();
         if let Some(r) = shared.snapshot().find_trigger(&trigger) {
@@ -390,26 +445,24 @@ impl AppState {
                 && !r.cancelled;
             if !open_pr {
                 let o = worker::duplicate_from_snapshot(r, &trigger);
-                return PendingState::Ready(answer(&trigger, &o));
+                return Some(PendingState::Ready(answer(&trigger, &o)));
             }
         }
         if let Some(reason) = shared.refused(&trigger) {
-            return PendingState::Refused(Answer::new(trigger, "refused", reason));
+            return Some(PendingState::Refused(Answer::new(trigger, "refused", reason)));
         }
         // A stuck or unreachable origin answers at once: the sender retries, nothing queues.
         if let Some(error) = shared.origin_error() {
-            return PendingState::Busy { trigger, why: format!("{error}; retry later") };
+            return Some(PendingState::Busy { trigger, why: format!("{error}; retry later") });
         }
         match shared.triager().triage(event) {
-            Triage::Answer(o) => return PendingState::Ready(answer(&trigger, &o)),
+            Triage::Answer(o) => Some(PendingState::Ready(answer(&trigger, &o))),
             Triage::Refused(reason) => {
                 warn!(%trigger, %reason, "event refused");
-                return PendingState::Refused(Answer::new(trigger, "refused", reason));
+                Some(PendingState::Refused(Answer::new(trigger, "refused", reason)))
             }
-            Triage::Queue => {}
+            Triage::Queue => None,
         }
-        let (reply, rx) = oneshot::channel();
-        self.submit(member, trigger, Job::Handle { event: event.clone(), reply }, rx).state
     }
 
     /// Waits for every pending answer until the deadline and picks the status: 503 when the

@@ -156,3 +156,125 @@ fn a_services_own_older_rollback_stays_a_duplicate() {
     assert!(matches!(again.outcome, Outcome::Duplicate { .. }), "{:?}", again.outcome);
     assert_eq!(w.show("main", &path("checkout", "prod")), state);
 }
+
+/// The firing alerts of one notification (Alertmanager grouping by alert name): those that
+/// roll back the same bad change for several targets are one commit naming every trigger.
+#[test]
+fn alerts_of_one_notification_about_one_change_are_one_commit_naming_every_trigger() {
+    let w = shared_world();
+    let (before_checkout, before_cart) =
+        (w.show("HEAD", &path("checkout", "prod")), w.show("HEAD", &path("cart", "prod")));
+    bump_everything(&w);
+    let (a, b) = (w.alert("checkout", "prod", "fpa"), w.alert("cart", "prod", "fpb"));
+    let commits = w.count_commits();
+    let results = w.engine().handle_alerts(&[a.clone(), b.clone()], &Options::default());
+    let rollbacks: Vec<rollbackd::Rollback> = results
+        .into_iter()
+        .map(|r| match r.unwrap().outcome {
+            Outcome::RolledBack { rollback } => rollback,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(rollbacks[0], rollbacks[1], "one rollback answers both");
+    assert_eq!(w.count_commits(), commits + 1, "one commit");
+    assert_eq!(w.show("main", &path("checkout", "prod")), before_checkout);
+    assert_eq!(w.show("main", &path("cart", "prod")), before_cart);
+    assert_eq!(w.show("main", "shared/versions.yaml"), "checkout: 1.4.0\ncart: 2.0.0");
+    assert_eq!(w.trailers("main", "Rollback-Service"), ["checkout"]);
+    assert_eq!(w.trailers("main", "Rollback-Also"), [format!("cart/prod {}", b.trigger())]);
+    let message = w.message("main");
+    assert!(message.contains("Also rolls back cart/prod") && message.contains(&b.trigger()), "{message}");
+
+    // Each service has its record, trigger and all: a redelivery of either is a duplicate.
+    let mut engine = w.engine();
+    let history = engine.history().unwrap().records().to_vec();
+    let services: Vec<(&str, &str)> = history.iter().map(|r| (r.service.as_str(), r.trigger.as_str())).collect();
+    assert!(
+        services.contains(&("checkout", a.trigger().as_str())) && services.contains(&("cart", b.trigger().as_str())),
+        "{services:?}"
+    );
+    for alert in [&a, &b] {
+        let again = engine.handle(alert, &Options::default()).unwrap();
+        assert!(matches!(again.outcome, Outcome::Duplicate { .. }), "{:?}", again.outcome);
+    }
+    // A new alert for cart finds nothing left to undo.
+    let later = engine.handle(&w.alert("cart", "prod", "fpc"), &Options::default()).unwrap();
+    assert!(matches!(later.outcome, Outcome::Duplicate { .. }), "{:?}", later.outcome);
+    assert_eq!(w.count_commits(), commits + 1);
+}
+
+#[test]
+fn alerts_about_different_changes_or_decided_otherwise_are_not_folded() {
+    let w = shared_world();
+    let (c, k) = (bump("checkout"), bump("cart"));
+    w.commit_files("Bump checkout", &[(&path("checkout", "prod"), Some(&c))], 12);
+    w.commit_files("Bump cart", &[(&path("cart", "prod"), Some(&k))], 11);
+    let commits = w.count_commits();
+    let results = w
+        .engine()
+        .handle_alerts(&[w.alert("checkout", "prod", "fpa"), w.alert("cart", "prod", "fpb")], &Options::default());
+    let ids: Vec<String> = results
+        .into_iter()
+        .map(|r| match r.unwrap().outcome {
+            Outcome::RolledBack { rollback } => rollback.id.to_string(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_ne!(ids[0], ids[1]);
+    assert_eq!(w.count_commits(), commits + 2, "two changes, two rollbacks");
+    assert!(w.trailers("main", "Rollback-Also").is_empty());
+
+    // The same change, but cart is frozen: its rollback is a proposal, checkout's goes alone.
+    let w = shared_world();
+    bump_everything(&w);
+    let mut engine = w.engine();
+    engine.freeze("cart", Some("prod"), None, Some("release in progress"), None, "ops").unwrap();
+    let results = engine
+        .handle_alerts(&[w.alert("checkout", "prod", "fpa"), w.alert("cart", "prod", "fpb")], &Options::default());
+    let outcomes: Vec<&'static str> = results.iter().map(|r| r.as_ref().unwrap().outcome.name()).collect();
+    assert_eq!(outcomes, ["rolled_back", "proposed"]);
+    assert!(w.trailers("main", "Rollback-Also").is_empty());
+}
+
+/// The real Alertmanager, grouping by alert name and env, sends both services' alerts in one
+/// notification after its group_wait: the real server makes one commit of them.
+#[test]
+fn real_alertmanager_grouping_by_alertname_gives_one_commit_for_one_change() {
+    use crate::serve::{TOKEN, agent, get, rollback_commits, serve, with_alertmanager_source};
+    let w = shared_world();
+    bump_everything(&w);
+    with_alertmanager_source(&w, "");
+    let s = serve(&w, "data");
+    let port = free_port();
+    let dir = w.root().join("alertmanager");
+    let group_by = "[alertname, env]";
+    let Some(_am) = crate::common::procs::alertmanager_grouped(&dir, port, &s.url, TOKEN, "1h", group_by, "2s") else {
+        return;
+    };
+    let am = format!("http://127.0.0.1:{port}");
+    wait_for("alertmanager ready", 30, || get(&format!("{am}/-/ready")).is_ok_and(|(st, _)| st == 200));
+    let starts = jiff::Timestamp::now();
+    let ends = starts.checked_add(jiff::SignedDuration::from_hours(1)).unwrap();
+    let alert = |service: &str| {
+        json!({
+            "labels": { "alertname": "HighErrorRate", "service": service, "env": "prod", "severity": "page" },
+            "annotations": { "summary": format!("{service} 5xx above 5%") },
+            "startsAt": starts.to_string(), "endsAt": ends.to_string(),
+        })
+    };
+    let body = json!([alert("checkout"), alert("cart")]).to_string();
+    let status = agent().post(format!("{am}/api/v2/alerts")).header("Content-Type", "application/json").send(body);
+    assert_eq!(status.unwrap().status().as_u16(), 200);
+    wait_for("the rollback on the origin", 60, || rollback_commits(&w) >= 1);
+    assert_eq!(rollback_commits(&w), 1);
+    let also = w.trailers("main", "Rollback-Also");
+    assert_eq!(also.len(), 1, "{also:?}");
+    let (service, other) = (w.trailers("main", "Rollback-Service"), &also[0]);
+    assert!(
+        (service == ["checkout"] && other.starts_with("cart/prod alertmanager:"))
+            || (service == ["cart"] && other.starts_with("checkout/prod alertmanager:")),
+        "{service:?} {other}"
+    );
+    assert!(w.show("main", &path("checkout", "prod")).contains("checkout:1.4.2"));
+    assert!(w.show("main", &path("cart", "prod")).contains("cart:2.0.0"));
+}

@@ -72,7 +72,7 @@ fn spawn_serve(config: &std::path::Path) -> Serve {
     Serve { child, url }
 }
 
-fn agent() -> ureq::Agent {
+pub(super) fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(60)))

@@ -32,12 +32,26 @@ pub fn installed(names: &[&str], package: &str) -> Option<PathBuf> {
 /// Alertmanager on `port`, routing every alert to rollbackd at `rollbackd_url` with `token`,
 /// repeating notifications every `repeat_interval`. Its files live in `dir`.
 pub fn alertmanager(dir: &Path, port: u16, rollbackd_url: &str, token: &str, repeat_interval: &str) -> Option<Killed> {
+    alertmanager_grouped(dir, port, rollbackd_url, token, repeat_interval, "[alertname, service, env]", "100ms")
+}
+
+/// `alertmanager`, grouping alerts by `group_by` and waiting `group_wait` before the first
+/// notification of a group.
+pub fn alertmanager_grouped(
+    dir: &Path,
+    port: u16,
+    rollbackd_url: &str,
+    token: &str,
+    repeat_interval: &str,
+    group_by: &str,
+    group_wait: &str,
+) -> Option<Killed> {
     let bin = installed(&["prometheus-alertmanager", "alertmanager"], "prometheus-alertmanager")?;
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(
         dir.join("alertmanager.yml"),
         format!(
-            "route:\n  receiver: rollbackd\n  group_by: [alertname, service, env]\n  group_wait: 100ms\n  group_interval: 1s\n  repeat_interval: {repeat_interval}\n\
+            "route:\n  receiver: rollbackd\n  group_by: {group_by}\n  group_wait: {group_wait}\n  group_interval: 1s\n  repeat_interval: {repeat_interval}\n\
              receivers:\n  - name: rollbackd\n    webhook_configs:\n      - url: {rollbackd_url}/webhooks/alertmanager\n        send_resolved: true\n\
              \x20       http_config:\n          authorization:\n            type: Bearer\n            credentials: {token}\n"
         ),
