@@ -289,9 +289,12 @@ fn run(mut engine: Engine, rx: Receiver<Job>, shared: Arc<Shared>, refresh: Dura
             Err(RecvTimeoutError::Timeout) => {
                 publish(&mut engine, &shared, true);
                 if shared.ready() {
-                    match engine.verify_due() {
-                        Ok(said) => said.iter().for_each(|s| info!("{s}")),
-                        Err(e) => warn!(error = %e, "verifying rollbacks failed; trying again later"),
+                    // Like a job, a bug here must not take the writer down with it.
+                    let due = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.verify_due()));
+                    match due {
+                        Ok(Ok(said)) => said.iter().for_each(|s| info!("{s}")),
+                        Ok(Err(e)) => warn!(error = %e, "verifying rollbacks failed; trying again later"),
+                        Err(_) => tracing::error!("verifying rollbacks panicked; the writer carries on"),
                     }
                     // Only while the origin answers: a delivery sent again now can be handled.
                     engine.redeliver_failed();

@@ -110,12 +110,23 @@ impl Event {
         }
     }
 
-    /// `source:dedupe_key`, the value of the `Rollback-Trigger` trailer.
     /// The event a rollback recorded in git was made for, as far as its trailers tell (trigger,
     /// who asked, why, service and env): what a later phase of the same rollback is written
     /// for, so it carries the same trailers as the first.
     pub fn of_record(r: &crate::domain::audit::AuditRecord, now: Timestamp) -> Event {
-        let (source, key) = r.trigger.split_once(':').unwrap_or(("rollbackd", r.trigger.as_str()));
+        Event::again(&r.trigger, &r.service, &r.env, r.reason.clone(), r.actor.clone(), now)
+    }
+
+    /// An event made again from what a rollback commit records of it.
+    pub fn again(
+        trigger: &str,
+        service: &str,
+        env: &str,
+        reason: Option<String>,
+        actor: String,
+        now: Timestamp,
+    ) -> Event {
+        let (source, key) = trigger.split_once(':').unwrap_or(("rollbackd", trigger));
         let source = match source {
             "alertmanager" => Source::Alertmanager,
             "github" => Source::Github,
@@ -124,9 +135,9 @@ impl Event {
             _ => Source::Rollbackd,
         };
         let mut labels =
-            BTreeMap::from([("service".to_string(), r.service.clone()), ("env".to_string(), r.env.clone())]);
-        if let Some(reason) = &r.reason {
-            labels.insert("reason".into(), reason.clone());
+            BTreeMap::from([("service".to_string(), service.to_string()), ("env".to_string(), env.to_string())]);
+        if let Some(reason) = reason {
+            labels.insert("reason".into(), reason);
         }
         Event {
             source,
@@ -135,11 +146,12 @@ impl Event {
             annotations: BTreeMap::new(),
             received_at: now,
             started_at: None,
-            requester: matches!(source, Source::Cli | Source::Chatops).then(|| r.actor.clone()),
+            requester: matches!(source, Source::Cli | Source::Chatops).then_some(actor),
             from_fork: false,
         }
     }
 
+    /// `source:dedupe_key`, the value of the `Rollback-Trigger` trailer.
     pub fn trigger(&self) -> String {
         format!("{}:{}", self.source, self.dedupe_key)
     }

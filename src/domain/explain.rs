@@ -149,7 +149,9 @@ impl Explanation {
         }
         for r in &self.rollbacks {
             let _ = writeln!(out, "{}", crate::domain::history::line(r));
-            if let Some((_, note)) = self.verification.iter().find(|(id, _)| id == r.id.as_str()) {
+            if let Some(p) = r.phase.filter(|p| !p.is_last()) {
+                let _ = writeln!(out, "      phase {p}: a phased rollback is verified from its last phase");
+            } else if let Some((_, note)) = self.verification.iter().find(|(id, _)| id == r.id.as_str()) {
                 for l in note.lines().filter(|l| !l.is_empty()) {
                     let _ = writeln!(out, "      {l}");
                 }

@@ -30,6 +30,8 @@ pub enum NoticeKind {
     SteppedBack,
     /// A phased rollback stopped between phases; the rest is proposed for review.
     Halted,
+    /// A later phase of a phased rollback was pushed.
+    Phase,
 }
 
 impl NoticeKind {
@@ -46,6 +48,7 @@ impl NoticeKind {
             NoticeKind::Escalated => "escalated",
             NoticeKind::SteppedBack => "stepped_back",
             NoticeKind::Halted => "halted",
+            NoticeKind::Phase => "phase",
         }
     }
 }
@@ -174,6 +177,7 @@ impl Notice {
             NoticeKind::Escalated => "Escalated: the rollback did not fix",
             NoticeKind::SteppedBack => "Stepped further back on",
             NoticeKind::Halted => "Halted the phased rollback of",
+            NoticeKind::Phase => "Rolled back the next phase of",
         };
         format!("{what} {}/{}", self.service, self.env)
     }

@@ -94,25 +94,26 @@ pub(crate) fn stage(since: Timestamp, soak: Duration, has_query: bool, now: Time
     }
 }
 
-/// Phased rollbacks whose newest phase on the branch is not the last and whose remainder was
-/// not proposed (halted): the newest phase record of each, newest first. `records` is the
-/// audit index, newest first.
-pub(crate) fn in_progress(records: &[AuditRecord]) -> Vec<&AuditRecord> {
+/// Phased rollbacks between phases: for each, its newest phase on the branch, which is not the
+/// last, was pushed by rollbackd (it carries its phase tag: trailers alone are text anyone can
+/// write), and nothing ended it since (a last phase, the rest proposed, a halt marker).
+/// `records` is the audit index, newest first.
+pub(crate) fn in_progress(records: &[AuditRecord], halted: impl Fn(&RollbackId) -> bool) -> Vec<&AuditRecord> {
+    let finished = |id: &RollbackId| {
+        halted(id)
+            || records.iter().any(|o| {
+                &o.id == id
+                    && o.phase.is_some_and(Phase::is_last)
+                    && (o.delivery == Delivery::Proposal || o.tag.is_some())
+            })
+    };
     let mut seen = std::collections::HashSet::new();
-    let mut out = Vec::new();
-    for r in records {
-        let Some(phase) = r.phase else { continue };
-        // The first record of an id is its newest; a last phase anywhere (on the branch, or
-        // proposed as the remainder, open or cancelled) means it is finished or halted.
-        if !seen.insert(&r.id) {
-            continue;
-        }
-        let finished = records.iter().any(|o| o.id == r.id && o.phase.is_some_and(Phase::is_last));
-        if !finished && r.delivery == Delivery::Direct && !phase.is_last() {
-            out.push(r);
-        }
-    }
-    out
+    records
+        .iter()
+        .filter(|r| r.delivery == Delivery::Direct && r.tag.is_some() && r.phase.is_some_and(|p| !p.is_last()))
+        .filter(|r| seen.insert(&r.id))
+        .filter(|r| !finished(&r.id))
+        .collect()
 }
 
 /// A phased rollback whose remainder is proposed: the proposal's record, when `id` is one.
@@ -121,7 +122,7 @@ pub(crate) fn halted<'r>(records: &'r [AuditRecord], id: &RollbackId) -> Option<
 }
 
 /// What the decision says of a phased target before anything is written.
-pub(crate) fn describe(phases: &[PhaseTarget], checked: bool, id: &RollbackId) -> String {
+pub(crate) fn describe(phases: &[PhaseTarget], checked: bool) -> String {
     let steps: Vec<String> = phases
         .iter()
         .enumerate()
@@ -131,7 +132,7 @@ pub(crate) fn describe(phases: &[PhaseTarget], checked: bool, id: &RollbackId) -
             format!("{}) {name}{}{soak}", i + 1, p.paths.join(", "))
         })
         .collect();
-    let gate = if checked { "verify.query holds".to_string() } else { format!("a person says `continue {id}`") };
+    let gate = if checked { "verify.query holds" } else { "a person says `continue <id>`" };
     format!(
         "pushed in {} phases: {}; each next phase once the one before soaked and {gate}",
         phases.len(),

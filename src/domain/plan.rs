@@ -165,6 +165,11 @@ pub struct AlsoTarget {
 }
 
 impl Plan {
+    /// The bad commits' ids, newest first (`Rollback-Of`).
+    pub fn bad_commits_shas(&self) -> Vec<String> {
+        self.bad_commits.iter().map(|c| c.sha.0.clone()).collect()
+    }
+
     /// Age of the oldest change being undone: the point-of-no-return guard looks at this.
     pub fn oldest_bad_change(&self) -> Option<&CommitInfo> {
         self.bad_commits.iter().min_by_key(|c| c.time)

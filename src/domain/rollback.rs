@@ -55,6 +55,20 @@ impl RollbackRef {
         format!("rollback/{}/{}/{}", self.service, self.env, self.id)
     }
 
+    /// `phase/<service>/<env>/<id>/<k>`: the tag rollbackd pushes with phase `k` of a phased
+    /// rollback (all but the last, which is tagged `rollback/...`). Only a phase carrying its
+    /// tag is one rollbackd wrote: trailers in a commit message alone never make it go on.
+    pub fn phase_tag(&self, step: u32) -> String {
+        format!("phase/{}/{}/{}/{step}", self.service, self.env, self.id)
+    }
+
+    /// Reads `phase/<service>/<env>/<id>/<k>` back.
+    pub fn parse_phase_tag(name: &str) -> Option<(Self, u32)> {
+        let (rest, step) = name.rsplit_once('/')?;
+        let step = step.parse().ok().filter(|s| (1..=crate::domain::phase::MAX_PHASES).contains(s))?;
+        Some((Self::parse_with(rest, "phase/")?, step))
+    }
+
     /// `cancelled/<service>/<env>/<id>`: the tag a cancelled proposal is kept under.
     pub fn cancelled(&self) -> String {
         format!("cancelled/{}/{}/{}", self.service, self.env, self.id)
@@ -190,7 +204,7 @@ impl Outcome {
         match self {
             Outcome::RolledBack { rollback } => match rollback.phase.filter(|p| !p.is_last()) {
                 Some(phase) => format!(
-                    "rolled back phase {phase}: {} pushed to {} as {}; the next phase follows its soak",
+                    "rolled back phase {phase}: {} pushed to {} as {}; `status` says what the next phase waits for",
                     rollback.id,
                     rollback.branch,
                     rollback.commit.short()
@@ -251,7 +265,9 @@ mod tests {
         let r = RollbackRef::new("checkout", "prod", &RollbackId("rb-0123456789ab".into()));
         assert_eq!(r.name(), "rollback/checkout/prod/rb-0123456789ab");
         assert_eq!(RollbackRef::parse_branch(&r.name()), Some(r.clone()));
-        assert_eq!(RollbackRef::parse_cancelled(&r.cancelled()), Some(r));
+        assert_eq!(RollbackRef::parse_cancelled(&r.cancelled()), Some(r.clone()));
+        assert_eq!(RollbackRef::parse_phase_tag(&r.phase_tag(2)), Some((r.clone(), 2)));
+        assert_eq!(RollbackRef::parse_phase_tag("phase/checkout/prod/rb-0123456789ab/0"), None);
         for bad in [
             "rollback/checkout/prod",
             "rollback/checkout/prod/rb-0123456789ab/x",

@@ -531,6 +531,19 @@ impl Engine {
                 .push(format!("emergency rollback requested by {}: guards and freezes do not apply", event.actor()));
         }
 
+        // A phased rollback of this target is between phases: it answers for the target until
+        // it ends (a newer alert halts it; a person is told how to go on).
+        if let Some(r) = self.between_phases_of(&target) {
+            let outcome = match opts.dry_run {
+                false => self.answer_between_phases(&r, event, now)?,
+                true => Outcome::Duplicate {
+                    rollback_id: r.id.clone(),
+                    commit: r.commit.clone(),
+                    reason: format!("{} is between phases; an alert newer than its phase would halt it", r.id),
+                },
+            };
+            return done(decision, None, outcome);
+        }
         let policy_to = policy
             .resolve_to(event, &self.rules)
             .map_err(|message| EngineError::Policy { policy: policy.name().to_string(), message })?;
@@ -546,15 +559,7 @@ impl Engine {
         let plan = match self.repo.plan(&request)? {
             Planned::Ready(plan) => *plan,
             Planned::AlreadyRolledBack { id, commit, reason } => {
-                let id = RollbackId(id);
-                // A new alert about a target whose phased rollback is between phases: the
-                // phases written did not help (enough); the rest goes to people.
-                let said = match event.is_human_request() || opts.dry_run {
-                    false => self.halt_on_signal(&id, &target, event, now)?,
-                    true => self.between_phases(&id, &target),
-                };
-                let reason = said.map_or(reason.clone(), |said| format!("{reason}; {said}"));
-                return done(decision, None, Outcome::Duplicate { rollback_id: id, commit, reason });
+                return done(decision, None, Outcome::Duplicate { rollback_id: RollbackId(id), commit, reason });
             }
             Planned::Noop { reason } => return done(decision, None, Outcome::Noop { reason }),
         };
@@ -599,7 +604,7 @@ impl Engine {
         let mut notes = Vec::new();
         if plan.target.phases.len() > 1 {
             let checked = self.verify_query(&policy, &target.service, &target.env).is_some();
-            notes.push(format!("when pushed, {}", crate::domain::phase::describe(&plan.target.phases, checked, &id)));
+            notes.push(format!("when pushed, {}", crate::domain::phase::describe(&plan.target.phases, checked)));
         }
         let verdict = decide(&facts, &mut notes);
         decision.notes.append(&mut notes);
@@ -615,7 +620,18 @@ impl Engine {
         };
         // A phased rollback pushes its first phase with changes; the idle loop writes the rest.
         let plan = match delivery {
-            Delivery::Direct if plan.target.phases.len() > 1 => self.first_phase(&policy, &plan)?.unwrap_or(plan),
+            Delivery::Direct if plan.target.phases.len() > 1 => match self.first_phase(&policy, &plan, event)? {
+                phases::FirstPhase::Phased(first) => {
+                    if let Some(p) = first.phase.filter(|p| p.step > 1) {
+                        decision.notes.push(format!("the phases before {p} change nothing here: skipped"));
+                    }
+                    *first
+                }
+                phases::FirstPhase::Whole(why) => {
+                    decision.notes.push(format!("not in phases: {why}"));
+                    plan
+                }
+            },
             _ => plan,
         };
         Ok(Prepared::Ready(Box::new(Ready { decision, policy, plan, id, delivery, now })))
@@ -693,14 +709,47 @@ impl Engine {
             Delivery::Proposal => None,
         };
         let message = trailers.append_to(&body);
-        let commit = self.repo.create_commit(&plan.head, &plan.tree, &message, now)?;
+        // A phased rollback halts with an empty commit on the branch saying so; the rest is
+        // proposed on top of it (see `ConfigRepo::publish_halt`).
+        let marker = match (&plan.halted, delivery) {
+            (Some(why), Delivery::Proposal) => {
+                let halt = crate::git::Halt {
+                    id: id.to_string(),
+                    service: plan.target.service.clone(),
+                    env: plan.target.env.clone(),
+                };
+                let text = format!(
+                    "Halt rollback {id} of {}/{}\n\n{}\nThe rest of it is proposed as {name}.\n\n{}",
+                    plan.target.service,
+                    plan.target.env,
+                    crate::support::text::quoted(why),
+                    halt.render()
+                );
+                Some(self.repo.create_commit(&plan.head, &self.repo.tree_of(&plan.head)?, &text, now)?)
+            }
+            _ => None,
+        };
+        let parent = marker.clone().unwrap_or_else(|| plan.head.clone());
+        let commit = self.repo.create_commit(&parent, &plan.tree, &message, now)?;
         let on_branch = WriteTarget::Branch { name: plan.branch.clone(), expected: plan.head.clone() };
         let (target, tag) = match (tag_msg, delivery) {
             (Some(tag_msg), _) => {
                 let tag_id = self.repo.create_tag(&name, &commit, &tag_msg, now)?;
                 (on_branch, Some((name, tag_id)))
             }
-            (None, Delivery::Direct) => (on_branch, None),
+            // A phase before the last carries its own tag: what marks it as rollbackd's.
+            (None, Delivery::Direct) => {
+                let step = phase.map_or(1, |p| p.step);
+                let phase_tag = RollbackRef::new(&plan.target.service, &plan.target.env, id).phase_tag(step);
+                let text = format!(
+                    "Phase {} of rollback {id} of {}/{}\n",
+                    phase.map_or_else(String::new, |p| p.to_string()),
+                    plan.target.service,
+                    plan.target.env
+                );
+                let tag_id = self.repo.create_tag(&phase_tag, &commit, &text, now)?;
+                (on_branch, Some((phase_tag, tag_id)))
+            }
             (None, Delivery::Proposal) => (WriteTarget::NewBranch { name }, None),
         };
         // Rendered before anything is pushed: a template error must not leave a branch behind.
@@ -713,7 +762,13 @@ impl Engine {
             _ => None,
         };
         let tag_ref = tag.as_ref().map(|(n, t)| (n.as_str(), t));
-        match self.repo.publish(&commit, &target, tag_ref)? {
+        let pushed = match (&marker, &target) {
+            (Some(marker), WriteTarget::NewBranch { name }) => {
+                self.repo.publish_halt(marker, &plan.head, name, &commit)?
+            }
+            _ => self.repo.publish(&commit, &target, tag_ref)?,
+        };
+        match pushed {
             PushResult::Moved => Ok(None),
             PushResult::Pushed => {
                 let branch = match &target {

@@ -1,13 +1,15 @@
 //! Phased rollbacks after their first phase: the writer's idle loop writes the next phase once
 //! the one before has soaked and the policy's `verify.query` holds; without a query a person
 //! says `continue`. A new alert for the target, a failed check, a person's `abort`, a change by
-//! someone else to the target's paths or a policy that no longer has these phases halts it: the
-//! rest is proposed as one commit (the last phase) for review.
+//! anyone else to the target's paths, the point of no return or a policy that no longer has
+//! these phases halts it: an empty marker commit on the branch says so (compare-and-swap, so a
+//! halt and a next phase never both happen) and the rest is proposed on top of it for review.
 //!
 //! Nothing is kept in memory: where each rollback stands is read from git (its newest phase
-//! commit and when it reached the branch, and the remainder's proposal), so a restart or
-//! another replica carries on.
+//! commit, which rollbackd tags `phase/...` as it pushes it, when it reached the branch, and
+//! the halt marker), so a restart or another replica carries on.
 
+use jiff::Timestamp;
 use tracing::{info, warn};
 
 use super::review::{Actor, actor_id};
@@ -17,86 +19,171 @@ use crate::domain::decision::Decision;
 use crate::domain::event::Event;
 use crate::domain::notice::{Notice, NoticeKind};
 use crate::domain::phase::{self, Phase, Stage};
-use crate::domain::plan::{KnownGoodSource, Plan, Target};
+use crate::domain::plan::{KnownGood, KnownGoodSource, Plan, Sha, Strategy, Target};
 use crate::domain::policy::{Mode, Policy};
 use crate::domain::principal::first_admitting;
-use crate::domain::rollback::{Delivery, Rollback, RollbackId};
+use crate::domain::rollback::{Delivery, Outcome, Rollback, RollbackId, RollbackRef};
 use crate::git::{PathSet, PlanRequest, Planned};
-use jiff::Timestamp;
 
 /// How a note on a phase commit says its trigger resolved before the last phase.
 const RESOLVED_BETWEEN_PHASES: &str = "rollbackd: resolved between phases: ";
 
 /// What a phased rollback's next commit is for.
-enum Next<'a> {
-    /// The next phase, pushed to the branch; `why` goes into its notes.
-    Phase { why: &'a str },
-    /// The rest as one proposal: the phased rollback halted, for `why`.
-    Remainder { why: &'a str },
+enum Next {
+    /// The next phase with anything to change, pushed to the branch, for this reason.
+    Phase(String),
+    /// The rest as one proposal: the phased rollback halts, for this reason.
+    Remainder(String),
+}
+
+/// Whether a rollback goes in phases, decided before its first is written.
+pub(super) enum FirstPhase {
+    Phased(Box<Plan>),
+    /// In one commit, and why (said in the decision).
+    Whole(String),
 }
 
 impl Engine {
-    /// The first phase with anything to change, planned from `plan` (the whole target's): its
-    /// paths, the same bad commits and known-good. `None` when no phase has.
-    pub(super) fn first_phase(&self, policy: &Policy, plan: &Plan) -> Result<Option<Plan>, EngineError> {
-        for step in 1..=plan.target.phases.len() as u32 {
-            if let Some(p) = self.plan_phase(policy, &plan.target, plan, step)? {
-                return Ok(Some(p));
+    /// The phased rollbacks between phases (see [`phase::in_progress`]), newest phase of each.
+    fn in_progress(&self) -> Vec<&AuditRecord> {
+        let index = self.repo.index();
+        phase::in_progress(index.records(), |id| index.halted(id))
+    }
+
+    /// The phased rollback of `target` that answers for it: one between phases, or one that
+    /// halted and whose rest is an open proposal (people decide it; nothing else is written
+    /// for the target meanwhile).
+    pub(super) fn between_phases_of(&self, target: &Target) -> Option<AuditRecord> {
+        let of_target = |r: &&AuditRecord| r.service == target.service && r.env == target.env;
+        if let Some(r) = self.in_progress().into_iter().find(of_target) {
+            return Some(r.clone());
+        }
+        let index = self.repo.index();
+        index
+            .records()
+            .iter()
+            .filter(of_target)
+            .find(|r| {
+                r.delivery == Delivery::Proposal
+                    && !r.cancelled
+                    && r.phase.is_some_and(Phase::is_last)
+                    && index.halted(&r.id)
+            })
+            .cloned()
+    }
+
+    /// An event about a target whose phased rollback is between phases. A person asking again
+    /// is told how to go on; an alert that began before the phase was written is the incident
+    /// the phase is answering; a newer one halts it, and the rest is proposed.
+    pub(super) fn answer_between_phases(
+        &mut self,
+        r: &AuditRecord,
+        event: &Event,
+        now: Timestamp,
+    ) -> Result<Outcome, EngineError> {
+        let phase = r.phase.unwrap_or(Phase { step: 1, of: 1 });
+        let duplicate =
+            |reason: String| Outcome::Duplicate { rollback_id: r.id.clone(), commit: r.commit.clone(), reason };
+        if r.delivery == Delivery::Proposal {
+            return Ok(duplicate(format!(
+                "{} halted; the rest of it is proposed as {} for people to decide (`approve {}` or `cancel {}`)",
+                r.id, r.branch, r.id, r.id
+            )));
+        }
+        if event.is_human_request() {
+            return Ok(duplicate(format!(
+                "{} is between phases ({phase} written at {}): `continue {}` writes the next now, `abort {}` stops it",
+                r.id, r.at, r.id, r.id
+            )));
+        }
+        let began = event.started_at.unwrap_or(event.received_at);
+        if began <= r.at {
+            return Ok(duplicate(format!(
+                "{} began at {began}, before phase {phase} of {} was written: its soak and check decide what follows",
+                event.trigger(),
+                r.id
+            )));
+        }
+        let why = format!("{} fired at {began}, while phase {phase} soaked", event.trigger());
+        let said = self.next_commit(r, Next::Remainder(why), now)?;
+        Ok(duplicate(said))
+    }
+
+    /// Whether the rollback `plan` (the whole target's) goes in phases, and its first phase with
+    /// anything to change: the same bad commits and known-good, that phase's paths.
+    pub(super) fn first_phase(&self, policy: &Policy, plan: &Plan, event: &Event) -> Result<FirstPhase, EngineError> {
+        if plan.completes.is_some() {
+            return Ok(FirstPhase::Whole("it completes another rollback's files: written in one commit".into()));
+        }
+        // Later phases are planned from git alone: the target must come out the same from
+        // what the commit records (trigger, service, env), or they could not be.
+        let again = Event::again(
+            &event.trigger(),
+            &plan.target.service,
+            &plan.target.env,
+            event.reason(),
+            event.actor(),
+            event.received_at,
+        );
+        if policy.resolve_target(&again, &self.rules).ok().as_ref() != Some(&plan.target) {
+            return Ok(FirstPhase::Whole(
+                "the target uses labels beyond service and env, which later phases could not read back: written in one commit"
+                    .into(),
+            ));
+        }
+        let of = plan.target.phases.len() as u32;
+        for step in 1..=of {
+            let paths = &plan.target.phases[step as usize - 1].paths;
+            let phase = Phase::new(step, of).unwrap_or(Phase { step: of, of });
+            match self.plan_part(policy, &plan.target, paths, &plan.bad_commits_shas(), phase, &plan.known_good)? {
+                Ok(Some(p)) => return Ok(FirstPhase::Phased(Box::new(p))),
+                Ok(None) => continue,
+                Err(why) => return Ok(FirstPhase::Whole(format!("{why}: written in one commit"))),
             }
         }
-        Ok(None)
+        Ok(FirstPhase::Whole("no phase has anything to change".into()))
     }
 
-    /// Phase `step` of `target`, to where `first` (a plan of the same rollback) went.
-    fn plan_phase(
-        &self,
-        policy: &Policy,
-        target: &Target,
-        first: &Plan,
-        step: u32,
-    ) -> Result<Option<Plan>, EngineError> {
-        let of = target.phases.len() as u32;
-        let Some(phase) = Phase::new(step, of) else { return Ok(None) };
-        let spec = &target.phases[step as usize - 1];
-        let bad: Vec<String> = first.bad_commits.iter().map(|c| c.sha.0.clone()).collect();
-        self.plan_part(policy, target, &spec.paths, &first.known_good.sha.0, &bad, phase, &first.known_good)
-    }
-
-    /// A plan of `paths` that undoes `bad` to `to`, as phase `phase`.
-    #[allow(clippy::too_many_arguments)]
+    /// A plan of `paths` (a phase's, or the whole target's for the rest) that puts them back as
+    /// they were at `known_good`, as phase `phase`. Always a restore: a revert would undo whole
+    /// commits, beyond the phase. `Ok(Err(why))` when it would write outside the target.
     fn plan_part(
         &self,
         policy: &Policy,
         target: &Target,
         paths: &[String],
-        to: &str,
         bad: &[String],
         phase: Phase,
-        known_good: &crate::domain::plan::KnownGood,
-    ) -> Result<Option<Plan>, EngineError> {
+        known_good: &KnownGood,
+    ) -> Result<Result<Option<Plan>, String>, EngineError> {
         let part = Target { paths: paths.to_vec(), ..target.clone() };
         let request = PlanRequest {
             target: &part,
-            strategy: policy.action.strategy,
-            exact: policy.action.exact,
-            to: Some(to),
+            strategy: Strategy::Restore,
+            exact: true,
+            to: Some(&known_good.sha.0),
             irreversible: policy.irreversible.as_ref(),
             continues: Some(bad),
         };
-        Ok(match self.repo.plan(&request)? {
-            Planned::Ready(plan) => {
-                let mut plan = *plan;
-                plan.phase = Some(phase);
-                plan.known_good = known_good.clone();
-                Some(plan)
-            }
-            Planned::Noop { .. } | Planned::AlreadyRolledBack { .. } => None,
-        })
+        let mut plan = match self.repo.plan(&request)? {
+            Planned::Ready(plan) => *plan,
+            Planned::Noop { .. } | Planned::AlreadyRolledBack { .. } => return Ok(Ok(None)),
+        };
+        let whole = PathSet::new(&target.paths)
+            .map_err(|message| EngineError::Policy { policy: policy.name().to_string(), message })?;
+        if let Some(f) = plan.diffstat.iter().find(|f| !whole.matches(&f.path)) {
+            return Ok(Err(format!("phase {phase}'s paths reach {} outside the target's paths", f.path)));
+        }
+        plan.phase = Some(phase);
+        plan.known_good = known_good.clone();
+        plan.requested_strategy = policy.action.strategy;
+        plan.strategy_note = Some("every phase of a phased rollback restores its paths".into());
+        Ok(Ok(Some(plan)))
     }
 
     /// Advances the phased rollbacks that are due. Called by the writer when idle.
     pub(super) fn phases_due(&mut self, now: Timestamp) -> Vec<String> {
-        let records: Vec<AuditRecord> = phase::in_progress(self.repo.index().records()).into_iter().cloned().collect();
+        let records: Vec<AuditRecord> = self.in_progress().into_iter().cloned().collect();
         let mut said = Vec::new();
         for r in records {
             match self.phase_due(&r, now) {
@@ -112,82 +199,105 @@ impl Engine {
         let Some(phase) = r.phase else { return Ok(None) };
         let (policy, target) = match self.phased_target(r) {
             Ok(found) => found,
-            Err(why) => return self.next_commit(r, None, Next::Remainder { why: &why }, now).map(Some),
+            // Said once; nothing to plan the rest from.
+            Err(why) => return Ok(self.cannot_go_on(r, &why, now)),
         };
-        let paths = PathSet::new(&target.paths)
-            .map_err(|message| EngineError::Policy { policy: policy.name().to_string(), message })?;
-        if let Some(c) = self.repo.changed_since(&paths, &r.commit)? {
-            let why = format!("{} changed {} after phase {phase} was written", c.short(), target.paths.join(", "));
-            return self.next_commit(r, Some((&policy, &target)), Next::Remainder { why: &why }, now).map(Some);
+        if let Some(why) = phases_changed(&policy, &target, phase) {
+            return self.next_commit(r, Next::Remainder(why), now).map(Some);
         }
-        let soak = target.phases[phase.step as usize - 1].soak;
+        // A foreign change halts it now, not only when the soak ends.
+        if let Some(why) = self.changed_after(r, &target)? {
+            return self.next_commit(r, Next::Remainder(why), now).map(Some);
+        }
+        let soak = self.soak_of(&policy, &target, phase);
         let query = self.verify_query(&policy, &r.service, &r.env);
-        match phase::stage(r.at, soak, query.is_some(), now) {
-            Stage::Soaking { .. } | Stage::AwaitingContinue => Ok(None),
-            Stage::Check => {
-                // The kill switch and freezes stop what rollbackd does on its own; a person's
-                // `continue` still goes on.
-                let freezes = self.repo.freezes()?;
-                if freezes.paused(now).or_else(|| freezes.covering(&r.service, &r.env, now)).is_some() {
-                    return Ok(None);
-                }
-                let Some(q) = query else { return Ok(None) };
-                match self.query_holds_now(&q) {
-                    Ok(true) => {
-                        let why = format!("phase {phase} soaked {soak} and verify.query holds");
-                        self.next_commit(r, Some((&policy, &target)), Next::Phase { why: &why }, now).map(Some)
-                    }
-                    Ok(false) => {
-                        let why = format!("verify.query does not hold after phase {phase} soaked {soak}");
-                        self.next_commit(r, Some((&policy, &target)), Next::Remainder { why: &why }, now).map(Some)
-                    }
-                    Err(e) => {
-                        warn!(rollback_id = %r.id, error = %e, "verify.query could not be evaluated; the next phase waits");
-                        Ok(None)
-                    }
-                }
+        let Stage::Check = phase::stage(r.at, soak, query.is_some(), now) else { return Ok(None) };
+        // The kill switch and freezes stop what rollbackd does on its own; a person's
+        // `continue` still goes on.
+        let freezes = self.repo.freezes()?;
+        if freezes.paused(now).or_else(|| freezes.covering(&r.service, &r.env, now)).is_some() {
+            return Ok(None);
+        }
+        let Some(q) = query else { return Ok(None) };
+        match self.query_holds_now(&q) {
+            Ok(true) => {
+                let why = format!("phase {phase} soaked {soak} and verify.query holds");
+                self.next_commit(r, Next::Phase(why), now).map(Some)
+            }
+            Ok(false) => {
+                let why = format!("verify.query does not hold after phase {phase} soaked {soak}");
+                self.next_commit(r, Next::Remainder(why), now).map(Some)
+            }
+            Err(e) => {
+                warn!(rollback_id = %r.id, error = %e, "verify.query could not be evaluated; the next phase waits");
+                Ok(None)
             }
         }
     }
 
-    /// The policy of a phased rollback and its target, as the policy says now. An error says why
-    /// it cannot go on phase by phase (the policy is gone, or its phases changed).
+    /// How long phase `phase` soaks: its `soak`, and never less than the policy's
+    /// `verify.deploy_time` (a check before the phase is deployed would judge the old state).
+    fn soak_of(&self, policy: &Policy, target: &Target, phase: Phase) -> crate::support::duration::Duration {
+        let soak = target.phases.get(phase.step as usize - 1).map(|p| p.soak).unwrap_or_default();
+        policy.verify.as_ref().map_or(soak, |v| soak.max(v.deploy_time))
+    }
+
+    /// The policy of a phased rollback and its whole target, as the policy says now. An error
+    /// when there is none to plan the rest from (the policy is gone, or its target cannot be
+    /// rendered from what the commit records).
     fn phased_target(&self, r: &AuditRecord) -> Result<(Policy, Target), String> {
-        let Some(phase) = r.phase else { return Err("not a phased rollback".into()) };
         let Some(policy) = self.policy_named(&r.policy).cloned() else {
             return Err(format!("policy {} no longer exists", r.policy));
         };
         let event = Event::of_record(r, self.clock.now());
         let target = policy.resolve_target(&event, &self.rules).map_err(|e| format!("policy {}: {e}", r.policy))?;
-        if target.phases.len() as u32 != phase.of || policy.action.mode != Mode::Direct {
-            return Err(format!(
-                "policy {} now has {} phases (mode {}), not the {} this rollback began with",
-                r.policy,
-                target.phases.len(),
-                policy.action.mode,
-                phase.of
-            ));
+        if target.service != r.service || target.env != r.env {
+            return Err(format!("policy {} now names another target", r.policy));
         }
         Ok((policy, target))
     }
 
+    /// Why the commits after phase `r` on the branch stop it: a commit by anyone but this
+    /// rollback (a person's hotfix, another rollback) changed the target's paths since.
+    fn changed_after(&self, r: &AuditRecord, target: &Target) -> Result<Option<String>, EngineError> {
+        let paths =
+            PathSet::new(&target.paths).map_err(|message| EngineError::Policy { policy: r.policy.clone(), message })?;
+        let phase = r.phase.map_or_else(String::new, |p| p.to_string());
+        Ok(self
+            .repo
+            .changed_since(&paths, &r.commit, &r.id.0)?
+            .map(|c| format!("{} changed {} after phase {phase} was written", c.short(), target.paths.join(", "))))
+    }
+
     /// Where each phased rollback between phases stands, for `status`.
     pub(super) fn phased_views(&self, now: Timestamp) -> Vec<crate::domain::status::PhasedView> {
-        phase::in_progress(self.repo.index().records())
+        let freezes = self.repo.freezes().ok();
+        self.in_progress()
             .into_iter()
             .filter_map(|r| {
                 let phase = r.phase?;
                 let mut name = None;
                 let waiting_for = match self.phased_target(r) {
-                    Err(why) => format!("cannot go on: {why}"),
+                    Err(why) => format!("cannot go on: {why}; a person must act"),
                     Ok((policy, target)) => {
-                        name = target.phases[phase.step as usize - 1].name.clone();
-                        let soak = target.phases[phase.step as usize - 1].soak;
+                        name = target.phases.get(phase.step as usize - 1).and_then(|p| p.name.clone());
+                        let soak = self.soak_of(&policy, &target, phase);
                         let query = self.verify_query(&policy, &r.service, &r.env).is_some();
+                        let stopped = freezes
+                            .as_ref()
+                            .and_then(|f| f.paused(now).or_else(|| f.covering(&r.service, &r.env, now)))
+                            .is_some();
                         match phase::stage(r.at, soak, query, now) {
+                            _ if phases_changed(&policy, &target, phase).is_some() => {
+                                "halts at the next check: its policy's phases changed".into()
+                            }
                             Stage::Soaking { until } => format!(
                                 "soaking until {until}; then {}",
                                 if query { "verify.query decides" } else { "waits for `continue`" }
+                            ),
+                            Stage::Check if stopped => format!(
+                                "paused or frozen: waits for the end of it, or `continue {}` / `abort {}`",
+                                r.id, r.id
                             ),
                             Stage::Check => "verify.query decides at the next check".into(),
                             Stage::AwaitingContinue => format!("waiting for `continue {}` or `abort {}`", r.id, r.id),
@@ -228,76 +338,89 @@ impl Engine {
     }
 
     /// Writes what comes after `r` (the newest phase on the branch): the next phase with
-    /// anything to change, or the remainder as a proposal. Plans again when the branch moved,
-    /// and stops when someone else went on meanwhile.
-    fn next_commit(
-        &mut self,
-        r: &AuditRecord,
-        found: Option<(&Policy, &Target)>,
-        next: Next<'_>,
-        now: Timestamp,
-    ) -> Result<String, EngineError> {
+    /// anything to change, or the rest as a proposal. Plans again when the branch moved, and
+    /// stops when someone else went on meanwhile. Every attempt looks for a change by anyone
+    /// else first, and past the point of no return nothing more is pushed.
+    fn next_commit(&mut self, r: &AuditRecord, next: Next, now: Timestamp) -> Result<String, EngineError> {
         let Some(phase) = r.phase else { return Ok(format!("{} is not a phased rollback", r.id)) };
-        let looked_up;
-        let (policy, target) = match found {
-            Some(found) => found,
-            None => match self.phased_target(r) {
-                Ok(f) => {
-                    looked_up = f;
-                    (&looked_up.0, &looked_up.1)
-                }
-                // Nothing to plan the rest from: say so, and leave it to a person.
-                Err(why) => return Ok(self.cannot_go_on(r, &why, now)),
-            },
+        let (policy, target) = match self.phased_target(r) {
+            Ok(found) => found,
+            Err(why) => {
+                return Ok(self.cannot_go_on(r, &why, now).unwrap_or_else(|| format!("{}: cannot go on", r.id)));
+            }
         };
         let event = Event::of_record(r, now);
-        let known_good = crate::domain::plan::KnownGood {
-            sha: crate::domain::plan::Sha(r.known_good.clone()),
-            source: KnownGoodSource::Phases { id: r.id.to_string() },
-        };
+        let known_good =
+            KnownGood { sha: Sha(r.known_good.clone()), source: KnownGoodSource::Phases { id: r.id.to_string() } };
         let attempts = self.config.git.push_retries + 1;
         for retries in 0..attempts {
             // Another replica (or this one, before a restart) may have gone on already.
-            let still =
-                phase::in_progress(self.repo.index().records()).iter().any(|o| o.id == r.id && o.phase == r.phase);
-            if !still {
+            if !self.in_progress().iter().any(|o| o.id == r.id && o.phase == r.phase) {
                 return Ok(format!("{}: phase {phase} was already followed up", r.id));
             }
-            let (plan, delivery) = match &next {
-                Next::Phase { why } => {
+            let mut next = match &next {
+                Next::Phase(why) => match self.changed_after(r, &target)? {
+                    Some(changed) => Next::Remainder(changed),
+                    None if phases_changed(&policy, &target, phase).is_some() => {
+                        Next::Remainder(phases_changed(&policy, &target, phase).unwrap_or_default())
+                    }
+                    None => Next::Phase(why.clone()),
+                },
+                Next::Remainder(why) => Next::Remainder(why.clone()),
+            };
+            let mut plan = match &next {
+                Next::Phase(_) => {
                     let mut planned = None;
-                    let mut step = phase.step + 1;
-                    while planned.is_none() && step <= phase.of {
-                        let spec = &target.phases[step as usize - 1];
+                    for step in phase.step + 1..=phase.of {
+                        let paths = &target.phases[step as usize - 1].paths;
                         let p = Phase::new(step, phase.of).unwrap_or(phase.last());
-                        planned =
-                            self.plan_part(policy, target, &spec.paths, &r.known_good, &r.bad_commits, p, &known_good)?;
-                        step += 1;
-                    }
-                    match planned {
-                        Some(mut plan) => {
-                            plan.went_on = Some(why.to_string());
-                            (plan, Delivery::Direct)
+                        match self.plan_part(&policy, &target, paths, &r.bad_commits, p, &known_good)? {
+                            Ok(Some(plan)) => {
+                                planned = Some(plan);
+                                break;
+                            }
+                            Ok(None) => continue,
+                            Err(why) => {
+                                next = Next::Remainder(why);
+                                break;
+                            }
                         }
-                        None => return Ok(self.cannot_go_on(r, "the remaining phases change nothing", now)),
                     }
+                    planned
                 }
-                Next::Remainder { why } => {
-                    let last = phase.last();
-                    match self.plan_part(
-                        policy,
-                        target,
-                        &target.paths,
-                        &r.known_good,
-                        &r.bad_commits,
-                        last,
-                        &known_good,
-                    )? {
-                        Some(mut plan) => {
-                            plan.halted = Some(why.to_string());
+                Next::Remainder(_) => None,
+            };
+            // Past the point of no return, nothing more goes to the branch by itself or by a
+            // `continue`: the rest is for review.
+            if let (Next::Phase(_), Some(p)) = (&next, &plan) {
+                let checks = crate::domain::guards::evaluate(
+                    &policy.guards,
+                    policy.irreversible.is_some(),
+                    p,
+                    self.repo.index().records(),
+                    now,
+                );
+                if let Some(g) =
+                    checks.iter().find(|g| !g.passed && g.guard == crate::domain::guards::POINT_OF_NO_RETURN)
+                {
+                    next = Next::Remainder(format!("past the point of no return: {}", g.detail));
+                    plan = None;
+                }
+            }
+            let (plan, delivery) = match (&next, plan) {
+                (Next::Phase(why), Some(mut plan)) => {
+                    plan.went_on = Some(why.clone());
+                    (plan, Delivery::Direct)
+                }
+                (Next::Phase(_), None) => return self.complete(r, &policy, now),
+                (Next::Remainder(why), _) => {
+                    match self.plan_part(&policy, &target, &target.paths, &r.bad_commits, phase.last(), &known_good)? {
+                        Ok(Some(mut plan)) => {
+                            plan.halted = Some(why.clone());
                             (plan, Delivery::Proposal)
                         }
-                        None => return Ok(self.cannot_go_on(r, &format!("{why}; the rest changes nothing"), now)),
+                        Ok(None) => return self.complete(r, &policy, now),
+                        Err(e) => return Ok(self.cannot_go_on(r, &e, now).unwrap_or_default()),
                     }
                 }
             };
@@ -305,14 +428,19 @@ impl Engine {
             decision.policy = Some(policy.name().to_string());
             decision.mode = Some(Mode::Direct);
             decision.target = Some(plan.target.clone());
-            let why = match &next {
-                Next::Phase { why } | Next::Remainder { why } => *why,
+            decision.notes.extend(plan.went_on.clone().or_else(|| plan.halted.clone()));
+            let w = Write {
+                event: &event,
+                policy: &policy,
+                plan: &plan,
+                id: &r.id,
+                delivery,
+                retries,
+                now,
+                emergency: r.emergency,
             };
-            decision.notes.push(why.to_string());
-            let w =
-                Write { event: &event, policy, plan: &plan, id: &r.id, delivery, retries, now, emergency: r.emergency };
             match self.write(&w, &mut decision)? {
-                Some(rollback) => return Ok(self.after_phase(r, policy, &plan, &rollback, &decision, now)),
+                Some(rollback) => return Ok(self.after_phase(r, &policy, &plan, &rollback, now)),
                 None => {
                     self.fetch(true)?;
                     self.repo.audit(now)?;
@@ -323,6 +451,32 @@ impl Engine {
             .into())
     }
 
+    /// The phases written already leave nothing for the rest to change: the newest is the
+    /// rollback's end. It is tagged as the rollback and verified from now.
+    fn complete(&mut self, r: &AuditRecord, policy: &Policy, now: Timestamp) -> Result<String, EngineError> {
+        let name = RollbackRef::new(&r.service, &r.env, &r.id).name();
+        let message = format!(
+            "Rollback {} of {}/{}: complete after phase {}, the rest changes nothing\n",
+            r.id,
+            r.service,
+            r.env,
+            r.phase.map_or_else(String::new, |p| p.to_string())
+        );
+        self.repo.tag_commit(&name, &r.commit.0, &message, now)?;
+        let rollback = Rollback {
+            id: r.id.clone(),
+            commit: r.commit.clone(),
+            delivery: Delivery::Direct,
+            branch: r.branch.clone(),
+            tag: Some(name),
+            push_retries: 0,
+            pr_url: None,
+            phase: r.phase.map(Phase::last),
+        };
+        self.start_watch(policy, &rollback, &r.service, &r.env, &r.trigger, now, 0, None);
+        Ok(format!("{}: complete; the rest changes nothing (tagged {})", r.id, rollback.tag.as_deref().unwrap_or("-")))
+    }
+
     /// Tells the route what was written, and verifies a last phase.
     fn after_phase(
         &mut self,
@@ -330,22 +484,17 @@ impl Engine {
         policy: &Policy,
         plan: &Plan,
         rollback: &Rollback,
-        decision: &Decision,
         now: Timestamp,
     ) -> String {
         let phase = plan.phase.unwrap_or(Phase { step: 1, of: 1 });
-        let (kind, said) = match (&plan.halted, rollback.delivery) {
-            (Some(why), _) => (
+        let after = r.phase.map_or_else(String::new, |p| p.to_string());
+        let (kind, said) = match &plan.halted {
+            Some(why) => (
                 NoticeKind::Halted,
-                format!(
-                    "{}: halted after phase {}: {why}; the rest is proposed as {}",
-                    r.id,
-                    r.phase.map_or_else(String::new, |p| p.to_string()),
-                    rollback.branch
-                ),
+                format!("{}: halted after phase {after}: {why}; the rest is proposed as {}", r.id, rollback.branch),
             ),
-            (None, _) => (
-                NoticeKind::RolledBack,
+            None => (
+                NoticeKind::Phase,
                 format!(
                     "{}: phase {phase} pushed as {}{}",
                     r.id,
@@ -354,12 +503,13 @@ impl Engine {
                 ),
             ),
         };
-        info!(rollback_id = %r.id, phase = %phase, notes = ?decision.notes, "{said}");
+        info!(rollback_id = %r.id, phase = %phase, "{said}");
         let mut notice = Notice::about(kind, &r.service, &r.env, &r.policy, &r.trigger, said.clone(), now);
         notice.rollback_id = Some(r.id.clone());
         notice.commit = Some(rollback.commit.0.clone());
         notice.actor = r.actor.clone();
         notice.known_good = Some(r.known_good.clone());
+        notice.artifacts = plan.artifacts.clone();
         self.tell(&notice);
         if phase.is_last() && rollback.delivery == Delivery::Direct {
             self.start_watch(policy, rollback, &r.service, &r.env, &r.trigger, now, 0, None);
@@ -367,57 +517,24 @@ impl Engine {
         said
     }
 
-    /// A phased rollback that cannot go on by itself: people are told, once per process.
-    fn cannot_go_on(&mut self, r: &AuditRecord, why: &str, now: Timestamp) -> String {
+    /// A phased rollback that cannot go on by itself, nor be proposed (nothing to plan the rest
+    /// from): people are told once per process; what to say, the first time only.
+    fn cannot_go_on(&mut self, r: &AuditRecord, why: &str, now: Timestamp) -> Option<String> {
+        let phase = r.phase.map_or_else(String::new, |p| p.to_string());
         let said = format!(
-            "{}: cannot go on after phase {}: {why}; a person must act",
-            r.id,
-            r.phase.map_or_else(String::new, |p| p.to_string())
+            "{}: cannot go on after phase {phase}: {why}; a person must act (roll back by hand with `--to {}`)",
+            r.id, r.known_good
         );
-        if self.stuck.insert(r.id.clone()) {
-            warn!(rollback_id = %r.id, "{said}");
-            let mut notice =
-                Notice::about(NoticeKind::Halted, &r.service, &r.env, &r.policy, &r.trigger, said.clone(), now);
-            notice.rollback_id = Some(r.id.clone());
-            notice.commit = Some(r.commit.0.clone());
-            self.tell(&notice);
+        if !self.stuck.insert(r.id.clone()) {
+            return None;
         }
-        said
-    }
-
-    /// A new alert (or CI failure) about a target whose phased rollback `id` is between phases:
-    /// it halts, and the rest is proposed. `None` when `id` is not between phases.
-    pub(super) fn halt_on_signal(
-        &mut self,
-        id: &RollbackId,
-        target: &Target,
-        event: &Event,
-        now: Timestamp,
-    ) -> Result<Option<String>, EngineError> {
-        let Some(r) = self.between(id, target).cloned() else { return Ok(None) };
-        let why = format!(
-            "{} fired while phase {} soaked",
-            event.trigger(),
-            r.phase.map_or_else(String::new, |p| p.to_string())
-        );
-        self.next_commit(&r, None, Next::Remainder { why: &why }, now).map(Some)
-    }
-
-    /// Phased rollback `id` of this very target, between phases. Another target's alert whose
-    /// paths a phase happened to cover does not speak for this one.
-    fn between(&self, id: &RollbackId, target: &Target) -> Option<&AuditRecord> {
-        phase::in_progress(self.repo.index().records())
-            .into_iter()
-            .find(|r| &r.id == id && r.service == target.service && r.env == target.env)
-    }
-
-    /// What a person asking again for a target between phases is told: how to go on.
-    pub(super) fn between_phases(&self, id: &RollbackId, target: &Target) -> Option<String> {
-        let r = self.between(id, target)?;
-        let phase = r.phase?;
-        Some(format!(
-            "it is between phases ({phase} written): `continue {id}` writes the next now, `abort {id}` stops it"
-        ))
+        warn!(rollback_id = %r.id, "{said}");
+        let mut notice =
+            Notice::about(NoticeKind::Halted, &r.service, &r.env, &r.policy, &r.trigger, said.clone(), now);
+        notice.rollback_id = Some(r.id.clone());
+        notice.commit = Some(r.commit.0.clone());
+        self.tell(&notice);
+        Some(said)
     }
 
     /// The trigger of a phased rollback between phases resolved (the canary's rollback may be
@@ -430,15 +547,18 @@ impl Engine {
         at: Timestamp,
         now: Timestamp,
     ) -> Result<Option<String>, EngineError> {
-        let Some(newest) = phase::in_progress(self.repo.index().records()).into_iter().find(|o| o.id == r.id).cloned()
-        else {
+        let Some(newest) = self.in_progress().into_iter().find(|o| o.id == r.id).cloned() else {
             return Ok(None);
         };
-        let at = at.min(now);
+        let phase = newest.phase.map_or_else(String::new, |p| p.to_string());
+        // A resolve dated before the first phase, or in the future, is not the phases' doing.
+        let first = self.repo.index().records().iter().filter(|o| o.id == r.id).map(|o| o.at).min().unwrap_or(r.at);
+        if at < first || at > now + jiff::SignedDuration::from_mins(5) {
+            return Ok(Some(format!("{}: {} resolved at {at}, outside {first} .. now: not counted", r.id, r.trigger)));
+        }
         let text = format!("{RESOLVED_BETWEEN_PHASES}{} at {at}\n", r.trigger);
         let retries = self.config.git.push_retries;
         self.repo.write_note(crate::git::WATCH_NOTES_REF, &newest.commit, &text, now, retries, false)?;
-        let phase = newest.phase.map_or_else(String::new, |p| p.to_string());
         Ok(Some(format!(
             "{}: {} resolved while phase {phase} soaked; the last phase's verification starts from it",
             r.id, r.trigger
@@ -483,10 +603,12 @@ impl Engine {
             return Ok(format!("refused: {} is not a rollback id", crate::domain::ident::shown(id)));
         }
         let (_lock, now) = self.begin_fresh()?;
-        let records = self.repo.audit(now)?.records();
-        let Some(r) = phase::in_progress(records).into_iter().find(|r| r.id.as_str() == id).cloned() else {
+        self.repo.audit(now)?;
+        let Some(r) = self.in_progress().into_iter().find(|r| r.id.as_str() == id).cloned() else {
+            let index = self.repo.index();
+            let records = index.records();
             let why = match records.iter().find(|r| r.id.as_str() == id) {
-                Some(r) if phase::halted(records, &r.id).is_some() => {
+                Some(r) if index.halted(&r.id) || phase::halted(records, &r.id).is_some() => {
                     format!("{id} halted already; its rest is a proposal (`approve` or `cancel` it)")
                 }
                 Some(r) if r.phase.is_some() => format!("{id} has written its last phase"),
@@ -509,14 +631,28 @@ impl Engine {
         }
         let who = actor_id(actor, cli_name);
         let phase = r.phase.map_or_else(String::new, |p| p.to_string());
-        if go_on {
-            let why = format!("{who} said continue after phase {phase}");
-            return self.next_commit(&r, None, Next::Phase { why: &why }, now);
-        }
-        let why = match reason {
-            Some(reason) => format!("aborted by {who} after phase {phase}: {reason}"),
-            None => format!("aborted by {who} after phase {phase}"),
+        let next = if go_on {
+            Next::Phase(format!("{who} said continue after phase {phase}"))
+        } else {
+            Next::Remainder(match reason {
+                Some(reason) => format!("aborted by {who}: {reason}"),
+                None => format!("aborted by {who}"),
+            })
         };
-        self.next_commit(&r, None, Next::Remainder { why: &why }, now)
+        let said = self.next_commit(&r, next, now)?;
+        Ok(if said.contains(": cannot go on") { format!("refused: {said}") } else { said })
     }
+}
+
+/// Why the policy's phases no longer fit rollback phase `phase` (another count, another mode).
+fn phases_changed(policy: &Policy, target: &Target, phase: Phase) -> Option<String> {
+    (target.phases.len() as u32 != phase.of || policy.action.mode != Mode::Direct).then(|| {
+        format!(
+            "policy {} now has {} phases (mode {}), not the {} this rollback began with",
+            policy.name(),
+            target.phases.len(),
+            policy.action.mode,
+            phase.of
+        )
+    })
 }

@@ -104,9 +104,15 @@ impl Engine {
             }
             Forge::Local => self.merge_proposal(&branch, &commit, &t.service, &t.env, id, &who, now),
         }?;
-        if let ReviewOutcome::Merged { rollback } = &outcome {
-            self.merged(rollback, &t, "approval", now);
-        }
+        let outcome = match outcome {
+            // The rest of a phased rollback is its last phase.
+            ReviewOutcome::Merged { mut rollback } => {
+                rollback.phase = t.phase;
+                self.merged(&rollback, &t, "approval", now);
+                ReviewOutcome::Merged { rollback }
+            }
+            other => other,
+        };
         Ok(outcome)
     }
 

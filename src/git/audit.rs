@@ -10,7 +10,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::planner::rollback_commit;
-use super::trailers::Trailers;
+use super::trailers::{Halt, Trailers};
 use super::{GitError, commit_time, sha};
 pub(crate) use crate::domain::audit::AuditRecord;
 use crate::domain::rollback::{Delivery, RollbackId, RollbackRef};
@@ -76,6 +76,8 @@ fn key_of(r: &AuditRecord) -> Key {
 pub struct AuditIndex {
     /// Rollback commits found on the branch, newest first.
     on_branch: Vec<AuditRecord>,
+    /// Halt markers of phased rollbacks found on the branch, newest first, with their time.
+    halts: Vec<(Halt, Timestamp)>,
     walked_head: Option<Oid>,
     /// Where the branch walk is remembered between processes (a cache: derived from git, safe
     /// to delete), so a one-shot CLI run reads only the commits since the last run.
@@ -151,9 +153,11 @@ struct BranchCache {
     max_commits: usize,
     head: String,
     records: Vec<AuditRecord>,
+    #[serde(default)]
+    halts: Vec<(Halt, Timestamp)>,
 }
 
-const CACHE_VERSION: u32 = 3;
+const CACHE_VERSION: u32 = 4;
 
 impl AuditIndex {
     pub(super) fn with_cache(file: PathBuf) -> Self {
@@ -170,6 +174,7 @@ impl AuditIndex {
         if let Ok(head) = Oid::from_str(&cache.head) {
             self.walked_head = Some(head);
             self.on_branch = cache.records;
+            self.halts = cache.halts;
         }
     }
 
@@ -181,6 +186,7 @@ impl AuditIndex {
             max_commits,
             head: head.to_string(),
             records: self.on_branch.clone(),
+            halts: self.halts.clone(),
         };
         let tmp = file.with_extension("tmp");
         // Written aside and renamed, so a crash leaves the old cache or the new one.
@@ -195,6 +201,11 @@ impl AuditIndex {
 
     pub fn records(&self) -> &[AuditRecord] {
         &self.records
+    }
+
+    /// Whether phased rollback `id` was halted (a marker commit on the branch says so).
+    pub fn halted(&self, id: &RollbackId) -> bool {
+        self.halts.iter().any(|(h, _)| h.id == id.0)
     }
 
     pub fn find_trigger(&self, trigger: &str) -> Option<&AuditRecord> {
@@ -232,8 +243,10 @@ impl AuditIndex {
                 walk.hide(old)?;
             } else {
                 self.on_branch.clear();
+                self.halts.clear();
             }
             let mut fresh = Vec::new();
+            let mut halts = Vec::new();
             for id in walk.take(max_commits) {
                 let c = repo.find_commit(id?)?;
                 let at = commit_time(&c);
@@ -242,14 +255,19 @@ impl AuditIndex {
                 }
                 if let Some((t, id)) = rollback_commit(&c) {
                     fresh.extend(records_of(t, id, at, Delivery::Direct, branch));
+                } else if let Some(h) = Halt::parse(c.message().unwrap_or_default()) {
+                    halts.push((h, at));
                 }
             }
             fresh.append(&mut self.on_branch);
             self.on_branch = fresh;
+            halts.append(&mut self.halts);
+            self.halts = halts;
             self.walked_head = Some(head);
             self.save_cache(branch, max_commits);
         }
         self.on_branch.retain(|r| r.at >= since);
+        self.halts.retain(|(_, at)| *at >= since);
 
         let mut records = self.on_branch.clone();
         // Tags name direct rollbacks; one whose commit fell outside the walk (a long-lived
@@ -274,6 +292,26 @@ impl AuditIndex {
                     rec.review = review.clone();
                     by_id.insert(key_of(&rec), records.len());
                     records.push(rec);
+                }
+            }
+        }
+        // Phase tags mark the phases rollbackd itself pushed (see `RollbackRef::phase_tag`).
+        let phased: std::collections::HashSet<String> =
+            records.iter().filter(|r| r.phase.is_some()).map(|r| r.id.0.clone()).collect();
+        if !phased.is_empty() {
+            for r in repo.references_glob("refs/tags/phase/*")? {
+                let r = r?;
+                let Some(name) = r.shorthand().ok().map(str::to_string) else { continue };
+                let Some((named, step)) = RollbackRef::parse_phase_tag(&name) else { continue };
+                if !phased.contains(named.id.as_str()) {
+                    continue;
+                }
+                let Ok(commit) = r.peel_to_commit() else { continue };
+                let key = (named.id.0.clone(), step, named.service.clone(), named.env.clone());
+                if let Some(&i) = by_id.get(&key)
+                    && records[i].commit == sha(commit.id())
+                {
+                    records[i].tag = Some(name);
                 }
             }
         }

@@ -19,6 +19,7 @@ use jiff::Timestamp;
 pub(crate) use audit::{AuditIndex, AuditRecord};
 pub(crate) use paths::PathSet;
 pub(crate) use planner::{PlanRequest, Planned};
+pub(crate) use trailers::Halt;
 pub use trailers::{Also, Trailers};
 pub(crate) use transport::Auth;
 use transport::Update;
@@ -377,6 +378,11 @@ impl ConfigRepo {
         Ok(sha(id))
     }
 
+    /// The tree of `commit` (hex id).
+    pub fn tree_of(&self, commit: &Sha) -> Result<String, GitError> {
+        Ok(self.repo.find_commit(oid(commit)?)?.tree_id().to_string())
+    }
+
     /// Writes an annotated tag object for `commit` (no ref yet).
     pub fn create_tag(&self, name: &str, commit: &Sha, message: &str, at: Timestamp) -> Result<Sha, GitError> {
         let sig = self.signature(at)?;
@@ -396,14 +402,40 @@ impl ConfigRepo {
             WriteTarget::Branch { name, expected } => (name.as_str(), Some(oid(expected)?)),
             WriteTarget::NewBranch { name } => (name.as_str(), None),
         };
-        let branch_ref = format!("refs/heads/{branch}");
-        let new = oid(commit)?;
         let tag = tag.map(|(name, id)| Ok::<_, GitError>((format!("refs/tags/{name}"), oid(id)?))).transpose()?;
         // The branch and the tag that names the commit go in one push: the commit is never on
         // the origin without its tag, and the tag never without the commit on the branch.
-        let mut updates = vec![Update { refname: &branch_ref, new: Some(new), expected, rewrite: false }];
-        if let Some((tag_ref, tag_oid)) = &tag {
-            updates.push(Update { refname: tag_ref, new: Some(*tag_oid), expected: None, rewrite: false });
+        self.publish_refs(&format!("refs/heads/{branch}"), oid(commit)?, expected, tag.into_iter().collect())
+    }
+
+    /// A phased rollback halts: the branch moves to `marker` (an empty commit saying so,
+    /// compare-and-swap on `expected`, so a next phase pushed meanwhile makes this lose) and the
+    /// rest is proposed on top of it as branch `proposal`, in one push.
+    pub fn publish_halt(
+        &mut self,
+        marker: &Sha,
+        expected: &Sha,
+        proposal: &str,
+        commit: &Sha,
+    ) -> Result<PushResult, GitError> {
+        let branch_ref = format!("refs/heads/{}", self.branch);
+        let followers = vec![(format!("refs/heads/{proposal}"), oid(commit)?)];
+        self.publish_refs(&branch_ref, oid(marker)?, Some(oid(expected)?), followers)
+    }
+
+    /// Pushes `branch_ref` to `new` (compare-and-swap on `expected`; created when `None`) and
+    /// creates `followers` in the same push. The mirror's refs follow the origin only once the
+    /// origin has accepted.
+    fn publish_refs(
+        &mut self,
+        branch_ref: &str,
+        new: Oid,
+        expected: Option<Oid>,
+        followers: Vec<(String, Oid)>,
+    ) -> Result<PushResult, GitError> {
+        let mut updates = vec![Update { refname: branch_ref, new: Some(new), expected, rewrite: false }];
+        for (refname, id) in &followers {
+            updates.push(Update { refname, new: Some(*id), expected: None, rewrite: false });
         }
         match transport::push_refs(&self.repo, &self.url, &self.auth, &updates) {
             Ok(PushResult::Moved) => return Ok(PushResult::Moved),
@@ -412,16 +444,16 @@ impl ConfigRepo {
             // proxy timing out, a cut connection): the branch on the origin tells. Without
             // this, a rollback that happened would be answered as an error.
             Err(e @ GitError::Unreachable { .. }) => {
-                if !self.fetch(true).is_ok_and(|()| self.branch_is(&branch_ref, new)) {
+                if !self.fetch(true).is_ok_and(|()| self.branch_is(branch_ref, new)) {
                     return Err(e);
                 }
                 tracing::warn!(error = %e, "the push's answer was lost; the origin has the commit");
             }
             Err(e) => return Err(e),
         }
-        self.repo.reference(&branch_ref, new, true, "rollbackd: pushed")?;
-        if let Some((tag_ref, tag_oid)) = &tag {
-            self.repo.reference(tag_ref, *tag_oid, true, "rollbackd: pushed")?;
+        self.repo.reference(branch_ref, new, true, "rollbackd: pushed")?;
+        for (refname, id) in &followers {
+            self.repo.reference(refname, *id, true, "rollbackd: pushed")?;
         }
         Ok(PushResult::Pushed)
     }
@@ -571,8 +603,8 @@ impl ConfigRepo {
     }
 
     /// The newest commit after `since` on the branch (first parent) that changed `paths` and is
-    /// not a rollback: someone else acting on them. `None` when only rollbacks did, or nothing.
-    pub fn changed_since(&self, paths: &PathSet, since: &Sha) -> Result<Option<Sha>, GitError> {
+    /// not rollback `own_id`'s: someone else acting on them (a person, another rollback).
+    pub fn changed_since(&self, paths: &PathSet, since: &Sha, own_id: &str) -> Result<Option<Sha>, GitError> {
         let mut walk = self.repo.revwalk()?;
         walk.push(self.head_oid()?)?;
         walk.hide(oid(since)?)?;
@@ -583,7 +615,9 @@ impl ConfigRepo {
                 Ok(p) => p.tree()?,
                 Err(_) => continue,
             };
-            if paths.differs(&self.repo, &c.tree()?, &parent)? && planner::rollback_trailers(&c).is_none() {
+            if paths.differs(&self.repo, &c.tree()?, &parent)?
+                && planner::rollback_trailers(&c).is_none_or(|t| t.id != own_id)
+            {
                 return Ok(Some(sha(c.id())));
             }
         }

@@ -149,6 +149,9 @@ pub(super) fn plan(
             rev: String::new(),
             message: "a later phase goes where the first went: `to` is needed".into(),
         })?;
+        if bad.is_empty() {
+            return Err(GitError::BadRevision { rev: rev.to_string(), message: "no bad commits to continue".into() });
+        }
         let known_good = requested(repo, rev, head)?;
         let commits = bad
             .iter()
@@ -483,7 +486,8 @@ struct Leftover<'r> {
 /// rollback did not, and the head still holds that commit's version (a later change to it is
 /// left alone: whoever made it moved on from the bad one); it goes back to the version before
 /// the commit, or before a run of them. Nothing when the rollback is this target's own (a step
-/// back, a merged proposal, one to an older `to`): that is what this target asked for.
+/// back, a merged proposal, one to an older `to`): that is what this target asked for; unless
+/// it is a phase before the last, which undid only part of it.
 fn leftover<'r>(
     repo: &'r Repository,
     paths: &PathSet,
@@ -493,7 +497,9 @@ fn leftover<'r>(
 ) -> Result<Option<Leftover<'r>>, GitError> {
     let r = repo.find_commit(rollback)?;
     let Some(t) = rollback_trailers(&r) else { return Ok(None) };
-    if t.service == target.service && t.env == target.env {
+    // A phase before the last undid the change in part of this target's own paths: what it
+    // left is counted like another target's (a phased rollback that halted, its rest cancelled).
+    if t.service == target.service && t.env == target.env && t.phase.is_none_or(|p| p.is_last()) {
         return Ok(None);
     }
     let head_tree = head.tree()?;

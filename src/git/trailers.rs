@@ -150,7 +150,48 @@ impl Trailers {
             }
         }
         let plain = |v: &str| crate::domain::ident::is_plain(v);
-        (crate::domain::rollback::RollbackId::parse(&t.id).is_some() && plain(&t.service) && plain(&t.env)).then_some(t)
+        // Commit ids are written in full: anything else would reach git as revision syntax.
+        let full = |v: &str| crate::domain::plan::Sha::is_full_hex(v);
+        (crate::domain::rollback::RollbackId::parse(&t.id).is_some()
+            && plain(&t.service)
+            && plain(&t.env)
+            && full(&t.to)
+            && !t.of.is_empty()
+            && t.of.iter().all(|s| full(s)))
+        .then_some(t)
+    }
+}
+
+/// A halt of a phased rollback, as its marker commit on the branch records it: the branch
+/// moves by one empty commit, compare-and-swap, so a halt and a next phase cannot both happen.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Halt {
+    pub id: String,
+    pub service: String,
+    pub env: String,
+}
+
+impl Halt {
+    pub(crate) fn render(&self) -> String {
+        format!("Rollback-Halted: {}\nRollback-Halted-Target: {}/{}\n", self.id, self.service, self.env)
+    }
+
+    /// The marker's final paragraph, read as strictly as the trailers.
+    pub(crate) fn parse(message: &str) -> Option<Halt> {
+        if !message.contains("Rollback-Halted:") {
+            return None;
+        }
+        let message = message.trim_end_matches(['\n', '\r']);
+        let block = &message[message.rfind("\n\n")? + 2..];
+        let mut lines = block.lines();
+        let id = lines.next()?.strip_prefix("Rollback-Halted: ")?;
+        let (service, env) = lines.next()?.strip_prefix("Rollback-Halted-Target: ")?.split_once('/')?;
+        let plain = |v: &str| crate::domain::ident::is_plain(v);
+        (lines.next().is_none()
+            && crate::domain::rollback::RollbackId::parse(id).is_some()
+            && plain(service)
+            && plain(env))
+        .then(|| Halt { id: id.to_string(), service: service.to_string(), env: env.to_string() })
     }
 }
 
@@ -178,6 +219,16 @@ mod tests {
                 trigger: "alertmanager:fp2@2026-11-21T10:00:01Z".into(),
             }],
         }
+    }
+
+    #[test]
+    fn a_halt_marker_round_trips_and_nothing_else_reads_as_one() {
+        let h = Halt { id: "rb-0123456789ab".into(), service: "checkout".into(), env: "prod".into() };
+        let message = format!("Halt rollback rb-0123456789ab\n\nwhy\n\n{}", h.render());
+        assert_eq!(Halt::parse(&message), Some(h.clone()));
+        assert_eq!(Trailers::parse(&message), None, "a marker is not a rollback");
+        assert_eq!(Halt::parse(&format!("x\n\n{}Extra: y\n", h.render())), None);
+        assert_eq!(Halt::parse(&format!("x\n\n{}", h.render().replace("checkout", "../x"))), None);
     }
 
     #[test]

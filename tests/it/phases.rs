@@ -58,6 +58,15 @@ fn first_phase(w: &World, engine: &mut Engine) -> Rollback {
     }
 }
 
+/// An alert that began `minutes` after the clock's now (after the phase was written).
+fn newer_alert(w: &World, service: &str, fingerprint: &str, minutes: i64) -> rollbackd::Event {
+    let mut alert = w.alert(service, "prod", fingerprint);
+    let began = w.now() + SignedDuration::from_mins(minutes);
+    alert.started_at = Some(began);
+    alert.dedupe_key = format!("{fingerprint}@{began}");
+    alert
+}
+
 fn branch_exists(w: &World, name: &str) -> bool {
     !w.git(&["for-each-ref", &format!("refs/heads/{name}")]).is_empty()
 }
@@ -76,7 +85,7 @@ fn the_canary_goes_back_first_and_the_rest_when_a_person_says_continue() {
     );
     assert_eq!(w.trailers("main", "Rollback-Id"), std::slice::from_ref(&id));
     assert_eq!(w.trailers("main", "Rollback-Phase"), ["1/2"]);
-    assert_eq!(first.tag, None);
+    assert_eq!(first.tag.as_deref(), Some(format!("phase/checkout/prod/{id}/1").as_str()), "rollbackd's own phase");
     assert!(w.git(&["tag", "-l", "rollback/*"]).is_empty(), "a phased rollback is tagged by its last phase");
     assert!(w.message("main").contains("Phase 1 of 2: only these paths"), "{}", w.message("main"));
 
@@ -124,14 +133,23 @@ fn a_new_alert_during_the_soak_halts_and_proposes_the_rest() {
     let id = first_phase(&w, &mut engine).id.to_string();
     let phase_one = w.head();
 
-    // It fired again: the canary's rollback did not help. Nothing more is pushed; the rest is a
-    // proposal with the same id, the last phase.
+    // Another alert that was firing before the phase was written is the same incident.
+    let older = engine.handle(&w.alert("checkout", "prod", "fp-latency"), &Options::default()).unwrap();
+    let Outcome::Duplicate { reason, .. } = &older.outcome else { panic!("{:?}", older.outcome) };
+    assert!(reason.contains("before phase 1/2") && reason.contains("its soak and check decide"), "{reason}");
+    assert_eq!(w.head(), phase_one);
+
+    // It fired again: the canary's rollback did not help. The branch gets only a marker
+    // saying so; the rest is a proposal on top of it, with the same id, the last phase.
     w.clock.advance(SignedDuration::from_mins(2));
-    let report = engine.handle(&w.alert("checkout", "prod", "fp2"), &Options::default()).unwrap();
+    let report = engine.handle(&newer_alert(&w, "checkout", "fp2", 0), &Options::default()).unwrap();
     let Outcome::Duplicate { rollback_id, reason, .. } = &report.outcome else { panic!("{:?}", report.outcome) };
     assert_eq!(rollback_id.as_str(), id);
-    assert!(reason.contains("halted after phase 1/2") && reason.contains("fired while phase 1/2 soaked"), "{reason}");
-    assert_eq!(w.head(), phase_one, "the branch is as phase 1 left it");
+    assert!(reason.contains("halted after phase 1/2") && reason.contains("while phase 1/2 soaked"), "{reason}");
+    assert_eq!(w.git(&["rev-parse", "main~1"]), phase_one);
+    assert_eq!(w.git(&["diff", "--stat", "main~1", "main"]), "", "the marker changes no file");
+    assert!(w.message("main").contains(&format!("Rollback-Halted: {id}")), "{}", w.message("main"));
+    assert_eq!(version(&w, "main", &path("checkout", "prod")), "1.5.0");
     let branch = format!("rollback/checkout/prod/{id}");
     assert!(branch_exists(&w, &branch));
     assert_eq!(w.trailers(&branch, "Rollback-Id"), std::slice::from_ref(&id));
@@ -142,7 +160,7 @@ fn a_new_alert_during_the_soak_halts_and_proposes_the_rest() {
     // Later ticks leave it to people; a third alert changes nothing; continue is refused.
     w.clock.advance(SignedDuration::from_mins(10));
     assert!(engine.verify_due().unwrap().is_empty());
-    let again = engine.handle(&w.alert("checkout", "prod", "fp3"), &Options::default()).unwrap();
+    let again = engine.handle(&newer_alert(&w, "checkout", "fp3", 0), &Options::default()).unwrap();
     assert!(matches!(again.outcome, Outcome::Duplicate { .. }), "{:?}", again.outcome);
     let refused = engine.continue_rollback(&id, None, "alice").unwrap();
     assert!(refused.contains("halted already"), "{refused}");
@@ -187,11 +205,7 @@ fn continue_and_abort_from_chat_are_for_the_approvers() {
         chat_as(&w, Principal::new("slack:UALICE"), &format!("/rollback abort {id} because canary logs look odd"));
     assert!(alice.ok && alice.public && alice.text.contains("aborted by slack:UALICE"), "{alice:?}");
     let branch = format!("rollback/checkout/prod/{id}");
-    assert!(
-        w.message(&branch).contains("aborted by slack:UALICE after phase 1/2: canary logs look odd"),
-        "{}",
-        w.message(&branch)
-    );
+    assert!(w.message(&branch).contains("aborted by slack:UALICE: canary logs look odd"), "{}", w.message(&branch));
     assert_eq!(version(&w, "main", &path("checkout", "prod")), "1.5.0", "abort writes nothing to the branch");
 }
 
@@ -379,7 +393,7 @@ fn groups_roll_back_several_services_in_order_and_a_halt_keeps_the_later_ones_un
     assert!(status.contains("phase 1/2 (checkout)"), "{status}");
 
     // The consumer's rollback did not help: the producer is never written; it is proposed.
-    let again = engine.handle(&w.alert("checkout", "prod", "fp9"), &Options::default()).unwrap();
+    let again = engine.handle(&newer_alert(&w, "checkout", "fp9", 1), &Options::default()).unwrap();
     assert!(matches!(again.outcome, Outcome::Duplicate { .. }), "{:?}", again.outcome);
     w.clock.advance(SignedDuration::from_mins(30));
     assert!(engine.verify_due().unwrap().is_empty());
@@ -387,4 +401,118 @@ fn groups_roll_back_several_services_in_order_and_a_halt_keeps_the_later_ones_un
     let branch = format!("rollback/shop/prod/{}", first.id);
     assert!(w.show(&branch, &path("cart", "prod")).contains("cart:2.0.0"));
     assert_eq!(w.trailers(&branch, "Rollback-Phase"), ["2/2"]);
+}
+
+#[test]
+fn trailers_in_someone_elses_commit_never_make_it_go_on() {
+    let w = world(&[]);
+    let good = w.git(&["rev-parse", "main~1"]);
+    let bad = w.head();
+    // Text anyone can put in a commit message (a merged pull request, say): a "phase 1/2" for
+    // cart, and one without the commits it undid.
+    for of in [format!("Rollback-Of: {bad}\n"), String::new()] {
+        let message = format!(
+            "Update the readme\n\nRollback-Id: rb-0123456789ab\nRollback-Service: cart\nRollback-Env: prod\n{of}Rollback-To: {good}\nRollback-Policy: prod\nRollback-Trigger: cli:x\nRollback-Actor: cli:x\nRollback-Strategy: restore\nRollback-Phase: 1/2\n"
+        );
+        w.seed
+            .commit(&message, &[("README.md", Some(&format!("readme {}\n", of.len())))], "someone", w.ago(1))
+            .unwrap();
+    }
+    let head = w.head();
+    let mut engine = w.engine();
+    w.clock.advance(SignedDuration::from_mins(30));
+    assert!(engine.verify_due().unwrap().is_empty());
+    let refused = engine.continue_rollback("rb-0123456789ab", None, "mallory").unwrap();
+    assert!(refused.starts_with("refused"), "{refused}");
+    assert!(!engine.status(None).unwrap().contains("phased rollbacks:"));
+    assert_eq!(w.head(), head, "nothing written");
+}
+
+#[test]
+fn continue_after_someone_elses_change_halts_instead_and_leaves_the_change() {
+    let w = world(&[]);
+    let mut engine = w.engine();
+    let id = first_phase(&w, &mut engine).id.to_string();
+    w.deploy("checkout", "prod", "1.5.1", 0);
+    let said = engine.continue_rollback(&id, None, "alice").unwrap();
+    assert!(said.contains("halted after phase 1/2") && said.contains("changed apps/checkout/prod/**"), "{said}");
+    assert_eq!(version(&w, "main", &path("checkout", "prod")), "1.5.1", "the hotfix stays");
+    // Another replica asking to continue now is told it halted; nothing more is written.
+    let head = w.head();
+    let refused = w.replica("other").continue_rollback(&id, None, "bob").unwrap();
+    assert!(refused.contains("halted already"), "{refused}");
+    assert_eq!(w.head(), head);
+}
+
+#[test]
+fn a_revert_policy_still_writes_each_phase_within_its_paths() {
+    let w = world(&[("action.strategy", json!("revert"))]);
+    let mut engine = w.engine();
+    let id = first_phase(&w, &mut engine).id.to_string();
+    assert_eq!(
+        (version(&w, "main", CANARY), version(&w, "main", &path("checkout", "prod"))),
+        ("1.4.2".into(), "1.5.0".into())
+    );
+    assert!(engine.continue_rollback(&id, None, "alice").unwrap().contains("phase 2/2 pushed"));
+    assert_eq!(version(&w, "main", &path("checkout", "prod")), "1.4.2");
+}
+
+#[test]
+fn cancelling_the_rest_lets_the_next_alert_finish_what_the_phases_left() {
+    let w = world(&[]);
+    let mut engine = w.engine();
+    let id = first_phase(&w, &mut engine).id.to_string();
+    assert!(engine.abort_rollback(&id, None, "alice", Some("looks odd")).unwrap().contains("halted"));
+    let cancelled = engine.cancel(&id, None, "alice").unwrap();
+    assert!(matches!(cancelled, rollbackd::ReviewOutcome::Cancelled { .. }), "{cancelled:?}");
+    w.clock.advance(SignedDuration::from_mins(5));
+    let next = engine.handle(&newer_alert(&w, "checkout", "fp7", 0), &Options::default()).unwrap();
+    assert!(matches!(next.outcome, Outcome::RolledBack { .. }), "{:?}", next.outcome);
+    assert_eq!(version(&w, "main", &path("checkout", "prod")), "1.4.2");
+}
+
+#[test]
+fn a_policy_that_lost_its_phases_halts_and_proposes_the_rest() {
+    let w = world(&[]);
+    let id = first_phase(&w, &mut w.engine()).id.to_string();
+    w.set_policies(&[PolicySpec::new("prod").target(
+        "{{ labels.service }}",
+        "{{ labels.env }}",
+        &["apps/{{ labels.service }}/{{ labels.env }}/**"],
+    )]);
+    w.clock.advance(SignedDuration::from_mins(1));
+    let said = w.engine().verify_due().unwrap();
+    assert!(said.iter().any(|s| s.contains("now has 0 phases")), "{said:?}");
+    assert_eq!(w.trailers(&format!("rollback/checkout/prod/{id}"), "Rollback-Phase"), ["2/2"]);
+}
+
+#[test]
+fn past_the_point_of_no_return_the_next_phase_is_proposed_even_on_continue() {
+    let w = world(&[("guards", json!({ "point_of_no_return": "15m", "on_violation": "propose" }))]);
+    let mut engine = w.engine();
+    let id = first_phase(&w, &mut engine).id.to_string();
+    w.clock.advance(SignedDuration::from_mins(10));
+    let said = engine.continue_rollback(&id, None, "alice").unwrap();
+    assert!(said.contains("past the point of no return"), "{said}");
+    assert_eq!(version(&w, "main", &path("checkout", "prod")), "1.5.0");
+    assert_eq!(w.trailers(&format!("rollback/checkout/prod/{id}"), "Rollback-Phase"), ["2/2"]);
+}
+
+#[test]
+fn phase_paths_reaching_outside_the_target_give_one_commit_instead() {
+    let w = World::with(&[PolicySpec::new("prod")
+        .target("{{ labels.service }}", "{{ labels.env }}", &["apps/{{ labels.service }}/{{ labels.env }}/**"])
+        .set("target.phases", json!([{ "paths": ["apps/{{ labels.service }}/staging/**"], "soak": "5m" }, {}]))]);
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    w.deploy("checkout", "staging", "1.6.0-rc1", 5);
+    let report = w.engine().handle(&w.alert("checkout", "prod", "fp1"), &Options::default()).unwrap();
+    let Outcome::RolledBack { rollback } = &report.outcome else { panic!("{:?}", report.outcome) };
+    assert_eq!(rollback.phase, None);
+    assert!(
+        report.decision.notes.iter().any(|n| n.contains("outside the target's paths")),
+        "{:?}",
+        report.decision.notes
+    );
+    assert!(w.show("main", &path("checkout", "staging")).contains("1.6.0-rc1"), "staging untouched");
+    assert!(w.show("main", &path("checkout", "prod")).contains("checkout:1.4.2"));
 }
