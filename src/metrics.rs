@@ -82,6 +82,10 @@ fn describe() {
         "Further rollbacks made because a rollback did not bring recovery."
     );
     describe_counter!(
+        "rollbackd_phases_total",
+        "Phased rollbacks after their first phase, by result: pushed (a later phase), halted (the rest proposed)."
+    );
+    describe_counter!(
         "rollbackd_breaker_trips_total",
         "Times the blast-radius breaker paused automatic rollbacks (too many services alerting at once)."
     );
@@ -117,6 +121,9 @@ fn describe() {
     }
     for result in ["switched", "refused"] {
         counter!("rollbackd_policy_reloads_total", "result" => result).increment(0);
+    }
+    for result in ["pushed", "halted"] {
+        counter!("rollbackd_phases_total", "result" => result).increment(0);
     }
     for name in [
         "rollbackd_push_retries_total",
@@ -291,6 +298,11 @@ pub(crate) fn escalation() {
 
 pub(crate) fn breaker_tripped() {
     counter!("rollbackd_breaker_trips_total").increment(1);
+}
+
+/// A phased rollback went on (`pushed`) or halted (`halted`).
+pub(crate) fn phase(result: &'static str) {
+    counter!("rollbackd_phases_total", "result" => result).increment(1);
 }
 
 pub(crate) fn step_back() {

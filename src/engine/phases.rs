@@ -504,6 +504,7 @@ impl Engine {
             ),
         };
         info!(rollback_id = %r.id, phase = %phase, "{said}");
+        crate::metrics::phase(if plan.halted.is_some() { "halted" } else { "pushed" });
         let mut notice = Notice::about(kind, &r.service, &r.env, &r.policy, &r.trigger, said.clone(), now);
         notice.rollback_id = Some(r.id.clone());
         notice.commit = Some(rollback.commit.0.clone());

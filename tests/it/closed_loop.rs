@@ -227,4 +227,6 @@ fn a_phased_rollback_goes_on_when_the_canary_is_healthy_and_is_verified_at_the_e
     wait_for("the verification note", 90, || note(&l.w, &last).is_some());
     assert!(note(&l.w, &last).unwrap().contains("Verification: verified"));
     assert!(note(&l.w, &phase_one).is_none(), "an earlier phase is not verified on its own");
+    let (_, metrics) = get(&format!("{}/metrics", l._rollbackd.url)).unwrap();
+    assert!(metrics.contains("rollbackd_phases_total{result=\"pushed\"} 1"), "{metrics}");
 }
