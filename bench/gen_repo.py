@@ -46,10 +46,16 @@ def free_port():
 
 def alert(port, i, **labels):
     """POSTs a firing alert for s<i> in prod to the server on `port`; returns its answer."""
+    return alerts(port, [i], **labels)
+
+
+def alerts(port, indices, **labels):
+    """POSTs one notification with a firing alert for each s<i> in prod; returns the answer
+    (its top level is the first alert's; `results` has each)."""
     body = json.dumps({"version": "4", "status": "firing", "alerts": [{
         "status": "firing", "startsAt": "2026-11-21T10:00:00Z", "fingerprint": f"fp{i}",
         "labels": {"alertname": "Errors", "service": f"s{i:03d}", "env": "prod", "severity": "page", **labels},
-    }]}).encode()
+    } for i in indices]}).encode()
     req = urllib.request.Request(f"http://127.0.0.1:{port}/webhooks/alertmanager", data=body, headers={
         "Content-Type": "application/json", "Authorization": "Bearer bench-token"})
     return json.loads(urllib.request.urlopen(req).read())

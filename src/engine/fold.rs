@@ -6,8 +6,8 @@
 //! its files restored already (a duplicate), or restores what is left of them.
 //!
 //! Each alert is still decided on its own (its policy, guards, freezes): only those decided
-//! `direct`, for the same bad commits, with disjoint changes, are folded; everything else is
-//! handled one by one as it always is.
+//! `direct` under the same policy, for the same bad commits, whose changes agree on every file
+//! both touch, are folded; everything else is handled one by one as it always is.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -43,10 +43,29 @@ impl Engine {
         let _lock = self.begin()?;
         self.fetch(false)?;
         self.need_policies()?;
+        // A cheap look first: only alerts whose targets' newest change is the same commit can
+        // fold. The rest (a storm of distinct changes) are handled one by one, planned once.
+        let mut by_newest: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (i, event) in events.iter().enumerate() {
+            let mut decision = crate::domain::decision::Decision::for_event(event);
+            let Ok(super::Selection::Target { target, .. }) =
+                super::select(&self.policies, &self.rules, event, &mut decision)
+            else {
+                continue;
+            };
+            let Ok(paths) = crate::git::PathSet::new(&target.paths) else { continue };
+            if let Some(newest) = self.repo.newest_change(&paths)? {
+                by_newest.entry(newest.0).or_default().push(i);
+            }
+        }
+        let candidates: HashSet<usize> = by_newest.into_values().filter(|v| v.len() > 1).flatten().collect();
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut settled: Vec<(usize, Report)> = Vec::new();
         let mut ready: Vec<(usize, Ready)> = Vec::new();
         let mut targets = HashSet::new();
-        for (i, event) in events.iter().enumerate() {
+        for (i, event) in events.iter().enumerate().filter(|(i, _)| candidates.contains(i)) {
             let span = info_span!("event", trigger = %event.trigger(), rollback_id = tracing::field::Empty);
             let _enter = span.enter();
             match self.prepare(event, opts, &span)? {
@@ -63,10 +82,11 @@ impl Engine {
                 }
             }
         }
-        // The largest set of rollbacks of the same bad commits; the others go one by one.
-        let mut by_change: BTreeMap<Vec<String>, Vec<usize>> = BTreeMap::new();
+        // The largest set of rollbacks of the same bad commits under one policy (the commit
+        // records one); the others go one by one.
+        let mut by_change: BTreeMap<(Vec<String>, String), Vec<usize>> = BTreeMap::new();
         for (k, (_, r)) in ready.iter().enumerate() {
-            by_change.entry(r.plan.bad_commits.iter().map(|c| c.sha.0.clone()).collect()).or_default().push(k);
+            by_change.entry((r.plan.bad_commits_shas(), r.policy.name().to_string())).or_default().push(k);
         }
         let group = by_change.into_values().max_by_key(Vec::len).filter(|g| g.len() > 1).unwrap_or_default();
         if !group.is_empty() {

@@ -359,6 +359,11 @@ impl ConfigRepo {
         planner::plan(&self.repo, &self.branch, self.head_oid()?, self.max_commits, req)
     }
 
+    /// The newest commit that changed any of `paths` (a cheap look, before any planning).
+    pub fn newest_change(&self, paths: &PathSet) -> Result<Option<Sha>, GitError> {
+        Ok(planner::newest_change(&self.repo, paths, self.head_oid()?, self.max_commits)?.map(sha))
+    }
+
     /// Several plans for the same bad commits, each with its trigger and policy, as one
     /// commit's plan; `None` when they cannot be one.
     pub fn fold(

@@ -571,6 +571,19 @@ fn last_change(repo: &Repository, paths: &PathSet, head: Oid, max_commits: usize
     Ok(LastChange::None)
 }
 
+/// The newest commit on the branch (first parent) that changed `paths`, rollbacks included.
+pub(super) fn newest_change(
+    repo: &Repository,
+    paths: &PathSet,
+    head: Oid,
+    max_commits: usize,
+) -> Result<Option<Oid>, GitError> {
+    Ok(match last_change(repo, paths, head, max_commits)? {
+        LastChange::Commit(c) | LastChange::Rollback { commit: c, .. } => Some(c),
+        LastChange::None => None,
+    })
+}
+
 type Built = (Strategy, Oid, Option<String>);
 
 fn choose_and_build(
