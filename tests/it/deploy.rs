@@ -231,12 +231,19 @@ fn the_example_alerts_decide_as_documented() {
         .filter(|f| f.ends_with(".json"))
         .collect();
     files.sort();
-    assert_eq!(files.len(), 4, "{files:?}");
+    assert_eq!(files.len(), 5, "{files:?}");
     for file in &files {
         let r = simulate(&w, file);
-        let (policy, would) =
-            if file.starts_with("immediate-") { ("slo-immediate", "direct") } else { ("slo-propose", "proposal") };
+        let (policy, would) = match file {
+            f if f.starts_with("immediate-canary") => ("slo-immediate-canary", "direct"),
+            f if f.starts_with("immediate-") => ("slo-immediate", "direct"),
+            _ => ("slo-propose", "proposal"),
+        };
         assert_eq!(r["decision"]["policy"], policy, "{file}: {r}");
+        if policy == "slo-immediate-canary" {
+            let notes = r["decision"]["notes"].to_string();
+            assert!(notes.contains("pushed in 2 phases: 1) canary: apps/checkout/prod/canary/**, soak 5m"), "{notes}");
+        }
         assert_eq!((r["outcome"].as_str(), r["would"].as_str()), (Some("dry_run"), Some(would)), "{file}: {r}");
     }
     // The same alert when the bad deploy added a migration 45 minutes ago: past the point of
