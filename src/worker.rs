@@ -328,10 +328,19 @@ fn is_auth_failure(error: &str) -> bool {
 
 /// What a handled event's sender is answered, and what the writer learns from it.
 fn job_result(engine: &Engine, shared: &Shared, event: &Event, result: Result<Report, EngineError>) -> JobResult {
+    job_result_at(shared, event, result, engine.now())
+}
+
+fn job_result_at(
+    shared: &Shared,
+    event: &Event,
+    result: Result<Report, EngineError>,
+    now: jiff::Timestamp,
+) -> JobResult {
     match result {
         Ok(report) => {
             shared.set_origin_error(None);
-            metrics::handled(event, &report, engine.now());
+            metrics::handled(event, &report, now);
             JobResult::Report(Box::new(report))
         }
         Err(e) => {
@@ -356,10 +365,14 @@ fn process(engine: &mut Engine, shared: &Shared, job: Job) {
         }
         Job::Alerts { events } => {
             let (events, replies): (Vec<Event>, Vec<_>) = events.into_iter().unzip();
-            let results = engine.handle_alerts(&events, &Options::default());
-            for ((event, reply), result) in events.iter().zip(replies).zip(results) {
-                let _ = reply.send(job_result(engine, shared, event, result));
-            }
+            let mut replies: Vec<Option<_>> = replies.into_iter().map(Some).collect();
+            let clock = engine.clock();
+            // Each sender is answered as soon as its alert is settled.
+            engine.handle_alerts_each(&events, &Options::default(), |i, result| {
+                if let Some(reply) = replies[i].take() {
+                    let _ = reply.send(job_result_at(shared, &events[i], result, clock.now()));
+                }
+            });
         }
         Job::Resolved { resolved, reply } => {
             let result = match engine.record_resolution(&resolved) {

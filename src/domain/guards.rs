@@ -34,9 +34,13 @@ pub(crate) fn evaluate(
     now: Timestamp,
 ) -> Vec<GuardCheck> {
     let (service, env) = (&plan.target.service, &plan.target.env);
-    // Rollbacks that reached the branch for this service/env; proposals do not count.
-    let applied =
-        || records.iter().filter(|r| r.delivery == Delivery::Direct && &r.service == service && &r.env == env);
+    // Rollbacks rollbackd pushed to the branch for this service/env (a tag of ours names them:
+    // trailers in anyone's commit do not count); proposals do not count.
+    let applied = || {
+        records
+            .iter()
+            .filter(|r| r.delivery == Delivery::Direct && r.tag.is_some() && &r.service == service && &r.env == env)
+    };
     let mut checks = Vec::new();
     if let Some(cooldown) = guards.cooldown {
         let last = applied().next();

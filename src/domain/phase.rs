@@ -103,8 +103,9 @@ pub(crate) fn in_progress(records: &[AuditRecord], halted: impl Fn(&RollbackId) 
         halted(id)
             || records.iter().any(|o| {
                 &o.id == id
-                    && o.phase.is_some_and(Phase::is_last)
-                    && (o.delivery == Delivery::Proposal || o.tag.is_some())
+                    && ((o.phase.is_some_and(Phase::is_last) && (o.delivery == Delivery::Proposal || o.tag.is_some()))
+                        // Tagged as the rollback: complete, whatever phase it ended in.
+                        || o.tag.as_deref().is_some_and(|t| t.starts_with("rollback/")))
             })
     };
     let mut seen = std::collections::HashSet::new();
@@ -153,6 +154,51 @@ mod tests {
         for bad in ["0/3", "4/3", "1/11", "1/", "/3", "1/3/4", "+1/3", " 1/3", "1 /3", "001/3", "1/x"] {
             assert_eq!(Phase::parse(bad), None, "{bad}");
         }
+    }
+
+    fn record(id: &str, phase: Option<Phase>, tag: Option<&str>, delivery: Delivery) -> AuditRecord {
+        AuditRecord {
+            id: RollbackId(id.into()),
+            at: "2026-11-21T12:00:00Z".parse().unwrap(),
+            service: "checkout".into(),
+            env: "prod".into(),
+            delivery,
+            commit: crate::domain::plan::Sha("a".repeat(40)),
+            branch: "main".into(),
+            tag: tag.map(str::to_string),
+            strategy: "restore".into(),
+            bad_commits: vec!["b".repeat(40)],
+            known_good: "c".repeat(40),
+            policy: "p".into(),
+            trigger: "cli:x".into(),
+            actor: "cli:x".into(),
+            reason: None,
+            emergency: false,
+            cancelled: false,
+            review: Default::default(),
+            phase,
+            together_with: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn only_tagged_phases_are_in_progress_until_a_last_phase_a_rollback_tag_or_a_halt() {
+        let (one, two) = (Phase::new(1, 2), Phase::new(2, 2));
+        let id = "rb-0123456789ab";
+        let tagged = record(id, one, Some("phase/checkout/prod/rb-0123456789ab/1"), Delivery::Direct);
+        let none = |_: &RollbackId| false;
+        assert_eq!(in_progress(std::slice::from_ref(&tagged), none).len(), 1);
+        let forged = record(id, one, None, Delivery::Direct);
+        assert!(in_progress(&[forged], none).is_empty(), "no phase tag: not rollbackd's");
+        let last = record(id, two, Some("rollback/checkout/prod/rb-0123456789ab"), Delivery::Direct);
+        assert!(in_progress(&[last, tagged.clone()], none).is_empty());
+        let forged_last = record(id, two, None, Delivery::Direct);
+        assert_eq!(in_progress(&[forged_last, tagged.clone()], none).len(), 1, "a forged last phase ends nothing");
+        let completed = record(id, one, Some("rollback/checkout/prod/rb-0123456789ab"), Delivery::Direct);
+        assert!(in_progress(&[completed], none).is_empty(), "tagged as the rollback: complete");
+        let rest = record(id, two, None, Delivery::Proposal);
+        assert!(in_progress(&[rest, tagged.clone()], none).is_empty());
+        assert!(in_progress(&[tagged], |_| true).is_empty(), "halted");
     }
 
     #[test]

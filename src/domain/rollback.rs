@@ -69,6 +69,17 @@ impl RollbackRef {
         Some((Self::parse_with(rest, "phase/")?, step))
     }
 
+    /// `halted/<service>/<env>/<id>`: the tag on the marker commit of a phased rollback that
+    /// halted; a marker without it is anyone's text, and halts nothing.
+    pub fn halted(&self) -> String {
+        format!("halted/{}/{}/{}", self.service, self.env, self.id)
+    }
+
+    /// Reads `halted/<service>/<env>/<id>` back.
+    pub fn parse_halted(name: &str) -> Option<Self> {
+        Self::parse_with(name, "halted/")
+    }
+
     /// `cancelled/<service>/<env>/<id>`: the tag a cancelled proposal is kept under.
     pub fn cancelled(&self) -> String {
         format!("cancelled/{}/{}/{}", self.service, self.env, self.id)

@@ -40,7 +40,7 @@ impl Engine {
             .index()
             .records()
             .iter()
-            .filter(|r| r.delivery == Delivery::Direct && is_automatic(&r.trigger))
+            .filter(|r| r.delivery == Delivery::Direct && r.tag.is_some() && is_automatic(&r.trigger))
             .map(|r| (r.service.as_str(), r.at));
         let Some(services) = self.alerting.tripped(&config, now, freezes.pause_changed_at, pushed) else {
             return Ok(());

@@ -21,19 +21,35 @@ use crate::domain::rollback::{Delivery, Outcome};
 impl Engine {
     /// Handles the firing alerts of one notification: one result per event, in order.
     pub fn handle_alerts(&mut self, events: &[Event], opts: &Options) -> Vec<Result<Report, EngineError>> {
-        let mut done: Vec<Option<Report>> = events.iter().map(|_| None).collect();
+        let mut results: Vec<Option<Result<Report, EngineError>>> = events.iter().map(|_| None).collect();
+        self.handle_alerts_each(events, opts, |i, r| results[i] = Some(r));
+        results.into_iter().flatten().collect()
+    }
+
+    /// [`Engine::handle_alerts`], giving each event's result to `done` as soon as it is known
+    /// (the folded ones first), so no sender waits for the whole notification.
+    pub fn handle_alerts_each(
+        &mut self,
+        events: &[Event],
+        opts: &Options,
+        mut done: impl FnMut(usize, Result<Report, EngineError>),
+    ) {
+        let mut answered = vec![false; events.len()];
         if events.len() > 1 && !opts.dry_run && !opts.emergency && opts.to.is_none() {
             match self.fold_alerts(events, opts) {
                 Ok(reports) => {
                     for (i, report) in reports {
-                        done[i] = Some(report);
+                        answered[i] = true;
+                        done(i, Ok(report));
                     }
                 }
                 // Nothing was written: each is handled on its own, as without folding.
                 Err(e) => warn!(error = %e, "alerts not folded; handling each on its own"),
             }
         }
-        events.iter().zip(done).map(|(e, d)| d.map_or_else(|| self.handle(e, opts), Ok)).collect()
+        for (i, event) in events.iter().enumerate().filter(|(i, _)| !answered[*i]) {
+            done(i, self.handle(event, opts));
+        }
     }
 
     /// Decides every event against one head and writes the ones that fold as one commit. The
@@ -68,7 +84,15 @@ impl Engine {
         for (i, event) in events.iter().enumerate().filter(|(i, _)| candidates.contains(i)) {
             let span = info_span!("event", trigger = %event.trigger(), rollback_id = tracing::field::Empty);
             let _enter = span.enter();
-            match self.prepare(event, opts, &span)? {
+            let prepared = match self.prepare(event, opts, &span) {
+                Ok(p) => p,
+                // That alert's own answer, when it is handled on its own below.
+                Err(e) => {
+                    warn!(trigger = %event.trigger(), error = %e, "an alert of the notification failed; the others may still fold");
+                    continue;
+                }
+            };
+            match prepared {
                 Prepared::Done(report) => settled.push((i, *report)),
                 Prepared::Ready(r) => {
                     let foldable = r.delivery == Delivery::Direct
@@ -113,6 +137,11 @@ impl Engine {
                 (r.plan.clone(), events[*i].trigger(), r.policy.name().to_string())
             })
             .collect();
+        // The breaker may have tripped while the notification was decided (its alerts are counted
+        // as they are): then each goes its own way, as a proposal.
+        if self.repo.freezes()?.paused(ready[group[0]].1.now).is_some() {
+            return Ok(Vec::new());
+        }
         let Some(plan) = self.repo.fold(&members)? else { return Ok(Vec::new()) };
         let (first_i, first) = &ready[group[0]];
         let named: Vec<String> = members

@@ -31,7 +31,8 @@ impl Engine {
             .index()
             .records()
             .iter()
-            .filter(|r| r.delivery == Delivery::Direct && !r.cancelled)
+            // Only rollbacks rollbackd pushed (a tag of ours names them) hold anything.
+            .filter(|r| r.delivery == Delivery::Direct && !r.cancelled && r.tag.is_some())
             .filter(|r| self.policy_named(&r.policy).is_none_or(|p| p.hold))
             .filter(|r| !releases.released(&r.service, &r.env, r.at))
             .cloned()
@@ -46,6 +47,14 @@ impl Engine {
                     c
                 }
             };
+            // A commit that rolled back several services holds each artifact under the service
+            // whose paths hold the file.
+            let changes = match self.paths_of(&r) {
+                Some(paths) if !r.together_with.is_empty() => {
+                    changes.into_iter().filter(|c| paths.matches(&c.path)).collect()
+                }
+                _ => changes,
+            };
             for h in hold::from_rollback(&r, &changes) {
                 if !holds.iter().any(|x| x.path == h.path && x.value == h.value) {
                     holds.push(h);
@@ -53,6 +62,14 @@ impl Engine {
             }
         }
         Ok(holds)
+    }
+
+    /// The target paths of a rollback's record, as its policy renders them now.
+    fn paths_of(&self, r: &crate::domain::audit::AuditRecord) -> Option<crate::git::PathSet> {
+        let policy = self.policy_named(&r.policy)?;
+        let event = crate::domain::event::Event::of_record(r, self.clock.now());
+        let target = policy.resolve_target(&event, &self.rules).ok()?;
+        crate::git::PathSet::new(&target.paths).ok()
     }
 
     /// Whether the change from `base` (default: `rev`'s parent) to `rev` brings back a held

@@ -268,6 +268,11 @@ impl Engine {
         self.clock.now()
     }
 
+    /// The clock this engine reads.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.clock.clone()
+    }
+
     /// Fetches (if stale) and returns the audit index, for `history` and the API.
     pub fn history(&mut self) -> Result<&crate::git::AuditIndex, EngineError> {
         let _lock = self.begin()?;
@@ -764,7 +769,10 @@ impl Engine {
         let tag_ref = tag.as_ref().map(|(n, t)| (n.as_str(), t));
         let pushed = match (&marker, &target) {
             (Some(marker), WriteTarget::NewBranch { name }) => {
-                self.repo.publish_halt(marker, &plan.head, name, &commit)?
+                let rref = RollbackRef::new(&plan.target.service, &plan.target.env, id);
+                let text = format!("Halted rollback {id} of {}/{}\n", plan.target.service, plan.target.env);
+                let halted_tag = self.repo.create_tag(&rref.halted(), marker, &text, now)?;
+                self.repo.publish_halt(marker, &plan.head, (&rref.halted(), &halted_tag), Some((name, &commit)))?
             }
             _ => self.repo.publish(&commit, &target, tag_ref)?,
         };

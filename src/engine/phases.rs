@@ -136,6 +136,12 @@ impl Engine {
             let paths = &plan.target.phases[step as usize - 1].paths;
             let phase = Phase::new(step, of).unwrap_or(Phase { step: of, of });
             match self.plan_part(policy, &plan.target, paths, &plan.bad_commits_shas(), phase, &plan.known_good)? {
+                // Its first phase with changes is all of it: one commit, no phases to wait for.
+                Ok(Some(p)) if p.tree == plan.tree && !phase.is_last() => {
+                    return Ok(FirstPhase::Whole(format!(
+                        "phase {phase} is the whole rollback here: written in one commit"
+                    )));
+                }
                 Ok(Some(p)) => return Ok(FirstPhase::Phased(Box::new(p))),
                 Ok(None) => continue,
                 Err(why) => return Ok(FirstPhase::Whole(format!("{why}: written in one commit"))),
@@ -263,9 +269,18 @@ impl Engine {
         let paths =
             PathSet::new(&target.paths).map_err(|message| EngineError::Policy { policy: r.policy.clone(), message })?;
         let phase = r.phase.map_or_else(String::new, |p| p.to_string());
+        // Its own commits are those its tags name, not whatever carries its id in a message.
+        let own = self
+            .repo
+            .index()
+            .records()
+            .iter()
+            .filter(|o| o.id == r.id && o.tag.is_some())
+            .map(|o| o.commit.clone())
+            .collect();
         Ok(self
             .repo
-            .changed_since(&paths, &r.commit, &r.id.0)?
+            .changed_since(&paths, &r.commit, &own)?
             .map(|c| format!("{} changed {} after phase {phase} was written", c.short(), target.paths.join(", "))))
     }
 
@@ -477,6 +492,51 @@ impl Engine {
         Ok(format!("{}: complete; the rest changes nothing (tagged {})", r.id, rollback.tag.as_deref().unwrap_or("-")))
     }
 
+    /// Ends a phased rollback that cannot go on, proposing nothing: a halt marker (tagged, and
+    /// compare-and-swap like any halt) frees its target for the next alert or request.
+    fn end(&mut self, r: &AuditRecord, why: &str, now: Timestamp) -> Result<String, EngineError> {
+        let phase = r.phase.map_or_else(String::new, |p| p.to_string());
+        let rref = RollbackRef::new(&r.service, &r.env, &r.id);
+        let attempts = self.config.git.push_retries + 1;
+        for _ in 0..attempts {
+            if !self.in_progress().iter().any(|o| o.id == r.id) {
+                return Ok(format!("{}: already ended or followed up", r.id));
+            }
+            let head = self.repo.head()?;
+            let halt = crate::git::Halt { id: r.id.to_string(), service: r.service.clone(), env: r.env.clone() };
+            let text = format!(
+                "Halt rollback {} of {}/{}\n\n{}\nNothing more of it is proposed; roll back by hand if needed (to {}).\n\n{}",
+                r.id,
+                r.service,
+                r.env,
+                crate::support::text::quoted(why),
+                r.known_good,
+                halt.render()
+            );
+            let marker = self.repo.create_commit(&head, &self.repo.tree_of(&head)?, &text, now)?;
+            let tag_text = format!("Halted rollback {} of {}/{}\n", r.id, r.service, r.env);
+            let tag = self.repo.create_tag(&rref.halted(), &marker, &tag_text, now)?;
+            match self.repo.publish_halt(&marker, &head, (&rref.halted(), &tag), None)? {
+                crate::git::PushResult::Pushed => {
+                    let said = format!("{}: ended after phase {phase}: {why}; nothing is proposed", r.id);
+                    let mut notice =
+                        Notice::about(NoticeKind::Halted, &r.service, &r.env, &r.policy, &r.trigger, said.clone(), now);
+                    notice.rollback_id = Some(r.id.clone());
+                    notice.commit = Some(marker.0.clone());
+                    self.tell(&notice);
+                    crate::metrics::phase("halted");
+                    return Ok(said);
+                }
+                crate::git::PushResult::Moved => {
+                    self.fetch(true)?;
+                    self.repo.audit(now)?;
+                }
+            }
+        }
+        Err(crate::git::GitError::Contended { url: self.repo.url(), branch: self.repo.branch().to_string(), attempts }
+            .into())
+    }
+
     /// Tells the route what was written, and verifies a last phase.
     fn after_phase(
         &mut self,
@@ -523,8 +583,8 @@ impl Engine {
     fn cannot_go_on(&mut self, r: &AuditRecord, why: &str, now: Timestamp) -> Option<String> {
         let phase = r.phase.map_or_else(String::new, |p| p.to_string());
         let said = format!(
-            "{}: cannot go on after phase {phase}: {why}; a person must act (roll back by hand with `--to {}`)",
-            r.id, r.known_good
+            "{}: cannot go on after phase {phase}: {why}; a person must act: `abort {}` ends it, then roll back by hand with `--to {}`",
+            r.id, r.id, r.known_good
         );
         if !self.stuck.insert(r.id.clone()) {
             return None;
@@ -618,11 +678,16 @@ impl Engine {
             };
             return Ok(format!("refused: {why}"));
         };
-        let Some(policy) = self.policy_named(&r.policy).cloned() else {
-            return Ok(format!("refused: policy {} of {id} no longer exists", r.policy));
-        };
-        // The people who may approve a proposal of this policy may say whether it goes on.
-        if let Some(p) = actor
+        let policy = self.policy_named(&r.policy).cloned();
+        // The people who may approve a proposal of this policy may say whether it goes on; with
+        // the policy gone, only an operator at the CLI.
+        if let (Some(p), None) = (actor, &policy) {
+            return Ok(format!(
+                "refused: policy {} of {id} no longer exists; {p} cannot be checked against it",
+                r.policy
+            ));
+        }
+        if let (Some(p), Some(policy)) = (actor, &policy)
             && first_admitting(&policy.chatops.approve, p).is_none()
         {
             return Ok(format!(
@@ -632,6 +697,14 @@ impl Engine {
         }
         let who = actor_id(actor, cli_name);
         let phase = r.phase.map_or_else(String::new, |p| p.to_string());
+        // Nothing to plan the rest from: abort ends it (so the target is free again), continue
+        // cannot.
+        if let Err(why) = self.phased_target(&r) {
+            if go_on {
+                return Ok(format!("refused: {}: cannot go on after phase {phase}: {why}; `abort {id}` ends it", r.id));
+            }
+            return self.end(&r, &format!("aborted by {who}: {why}"), now);
+        }
         let next = if go_on {
             Next::Phase(format!("{who} said continue after phase {phase}"))
         } else {

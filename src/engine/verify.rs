@@ -403,6 +403,9 @@ impl Engine {
             .iter()
             .filter(|r| {
                 r.delivery == Delivery::Direct
+                    // Only rollbacks rollbackd pushed (a tag of ours names them): a step back
+                    // writes from the record's `Rollback-To`, which anyone's commit could carry.
+                    && r.tag.is_some()
                     // A phased rollback is verified once its last phase is written.
                     && r.phase.is_none_or(crate::domain::phase::Phase::is_last)
                     && !r.cancelled
@@ -562,6 +565,19 @@ impl Engine {
         match spec.on_failure {
             OnFailure::Stop => "stopping (on_failure: stop)".into(),
             OnFailure::Escalate => escalate(self, format!("{}; a person must act", notice.reason)),
+            // One commit that rolled back several services (one bad change, several alerts) is
+            // not stepped back by itself: which of them to take further back is for people.
+            OnFailure::StepBack
+                if self.repo.index().records().iter().any(|r| r.id == watch.id && !r.together_with.is_empty()) =>
+            {
+                escalate(
+                    self,
+                    format!(
+                        "{}; this rollback undid the change for several services in one commit, which is not stepped back automatically; a person must act",
+                        notice.reason
+                    ),
+                )
+            }
             OnFailure::StepBack if watch.step >= spec.max_steps => escalate(
                 self,
                 format!(

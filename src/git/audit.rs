@@ -76,8 +76,11 @@ fn key_of(r: &AuditRecord) -> Key {
 pub struct AuditIndex {
     /// Rollback commits found on the branch, newest first.
     on_branch: Vec<AuditRecord>,
-    /// Halt markers of phased rollbacks found on the branch, newest first, with their time.
-    halts: Vec<(Halt, Timestamp)>,
+    /// Halt markers of phased rollbacks found on the branch, newest first, with their time and
+    /// commit.
+    halts: Vec<(Halt, Timestamp, String)>,
+    /// The ids of halts whose marker carries rollbackd's `halted/` tag.
+    trusted_halts: std::collections::HashSet<String>,
     walked_head: Option<Oid>,
     /// Where the branch walk is remembered between processes (a cache: derived from git, safe
     /// to delete), so a one-shot CLI run reads only the commits since the last run.
@@ -154,7 +157,7 @@ struct BranchCache {
     head: String,
     records: Vec<AuditRecord>,
     #[serde(default)]
-    halts: Vec<(Halt, Timestamp)>,
+    halts: Vec<(Halt, Timestamp, String)>,
 }
 
 const CACHE_VERSION: u32 = 4;
@@ -203,9 +206,18 @@ impl AuditIndex {
         &self.records
     }
 
+    /// The rollback commits rollbackd pushed: those a tag of ours names.
+    pub fn trusted_commits(&self) -> std::collections::HashSet<Oid> {
+        self.records
+            .iter()
+            .filter(|r| r.delivery == Delivery::Direct && r.tag.is_some())
+            .filter_map(|r| Oid::from_str(&r.commit.0).ok())
+            .collect()
+    }
+
     /// Whether phased rollback `id` was halted (a marker commit on the branch says so).
     pub fn halted(&self, id: &RollbackId) -> bool {
-        self.halts.iter().any(|(h, _)| h.id == id.0)
+        self.trusted_halts.contains(&id.0)
     }
 
     pub fn find_trigger(&self, trigger: &str) -> Option<&AuditRecord> {
@@ -256,7 +268,7 @@ impl AuditIndex {
                 if let Some((t, id)) = rollback_commit(&c) {
                     fresh.extend(records_of(t, id, at, Delivery::Direct, branch));
                 } else if let Some(h) = Halt::parse(c.message().unwrap_or_default()) {
-                    halts.push((h, at));
+                    halts.push((h, at, c.id().to_string()));
                 }
             }
             fresh.append(&mut self.on_branch);
@@ -267,7 +279,20 @@ impl AuditIndex {
             self.save_cache(branch, max_commits);
         }
         self.on_branch.retain(|r| r.at >= since);
-        self.halts.retain(|(_, at)| *at >= since);
+        self.halts.retain(|(_, at, _)| *at >= since);
+        // A marker counts only with the `halted/` tag rollbackd pushed on it.
+        self.trusted_halts.clear();
+        if !self.halts.is_empty() {
+            for r in repo.references_glob("refs/tags/halted/*")? {
+                let r = r?;
+                let Some(named) = r.shorthand().ok().and_then(RollbackRef::parse_halted) else { continue };
+                let Ok(commit) = r.peel_to_commit() else { continue };
+                let marker = commit.id().to_string();
+                if self.halts.iter().any(|(h, _, c)| h.id == named.id.0 && *c == marker) {
+                    self.trusted_halts.insert(named.id.0.clone());
+                }
+            }
+        }
 
         let mut records = self.on_branch.clone();
         // Tags name direct rollbacks; one whose commit fell outside the walk (a long-lived
@@ -310,10 +335,20 @@ impl AuditIndex {
                 let key = (named.id.0.clone(), step, named.service.clone(), named.env.clone());
                 if let Some(&i) = by_id.get(&key)
                     && records[i].commit == sha(commit.id())
+                    && records[i].tag.is_none()
                 {
                     records[i].tag = Some(name);
                 }
             }
+        }
+        // The other targets of a commit that rolled back several (`Rollback-Also`) share its tag.
+        let tag_of: HashMap<crate::domain::plan::Sha, String> = records
+            .iter()
+            .filter(|r| r.delivery == Delivery::Direct)
+            .filter_map(|r| Some((r.commit.clone(), r.tag.clone()?)))
+            .collect();
+        for r in records.iter_mut().filter(|r| r.delivery == Delivery::Direct && r.tag.is_none()) {
+            r.tag = tag_of.get(&r.commit).cloned();
         }
         for r in repo.references_glob("refs/heads/rollback/*")? {
             let r = r?;

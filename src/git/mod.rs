@@ -356,7 +356,8 @@ impl ConfigRepo {
     }
 
     pub fn plan(&self, req: &PlanRequest<'_>) -> Result<Planned, GitError> {
-        planner::plan(&self.repo, &self.branch, self.head_oid()?, self.max_commits, req)
+        let trusted = self.index.trusted_commits();
+        planner::plan(&self.repo, &self.branch, self.head_oid()?, self.max_commits, req, &trusted)
     }
 
     /// The newest commit that changed any of `paths` (a cheap look, before any planning).
@@ -414,17 +415,21 @@ impl ConfigRepo {
     }
 
     /// A phased rollback halts: the branch moves to `marker` (an empty commit saying so,
-    /// compare-and-swap on `expected`, so a next phase pushed meanwhile makes this lose) and the
-    /// rest is proposed on top of it as branch `proposal`, in one push.
+    /// compare-and-swap on `expected`, so a next phase pushed meanwhile makes this lose), tagged
+    /// `halted/...`, and the rest, when there is one, is proposed on top of it as branch
+    /// `proposal`, in one push.
     pub fn publish_halt(
         &mut self,
         marker: &Sha,
         expected: &Sha,
-        proposal: &str,
-        commit: &Sha,
+        halted_tag: (&str, &Sha),
+        proposal: Option<(&str, &Sha)>,
     ) -> Result<PushResult, GitError> {
         let branch_ref = format!("refs/heads/{}", self.branch);
-        let followers = vec![(format!("refs/heads/{proposal}"), oid(commit)?)];
+        let mut followers = vec![(format!("refs/tags/{}", halted_tag.0), oid(halted_tag.1)?)];
+        if let Some((name, commit)) = proposal {
+            followers.push((format!("refs/heads/{name}"), oid(commit)?));
+        }
         self.publish_refs(&branch_ref, oid(marker)?, Some(oid(expected)?), followers)
     }
 
@@ -608,8 +613,14 @@ impl ConfigRepo {
     }
 
     /// The newest commit after `since` on the branch (first parent) that changed `paths` and is
-    /// not rollback `own_id`'s: someone else acting on them (a person, another rollback).
-    pub fn changed_since(&self, paths: &PathSet, since: &Sha, own_id: &str) -> Result<Option<Sha>, GitError> {
+    /// not one of `own` (the rollback's own commits, as its tags name them): someone else acting
+    /// on them (a person, another rollback).
+    pub fn changed_since(
+        &self,
+        paths: &PathSet,
+        since: &Sha,
+        own: &std::collections::HashSet<Sha>,
+    ) -> Result<Option<Sha>, GitError> {
         let mut walk = self.repo.revwalk()?;
         walk.push(self.head_oid()?)?;
         walk.hide(oid(since)?)?;
@@ -620,9 +631,7 @@ impl ConfigRepo {
                 Ok(p) => p.tree()?,
                 Err(_) => continue,
             };
-            if paths.differs(&self.repo, &c.tree()?, &parent)?
-                && planner::rollback_trailers(&c).is_none_or(|t| t.id != own_id)
-            {
+            if paths.differs(&self.repo, &c.tree()?, &parent)? && !own.contains(&sha(c.id())) {
                 return Ok(Some(sha(c.id())));
             }
         }

@@ -138,6 +138,7 @@ pub(super) fn plan(
     head: Oid,
     max_commits: usize,
     req: &PlanRequest<'_>,
+    trusted: &HashSet<Oid>,
 ) -> Result<Planned, GitError> {
     let target = req.target;
     let paths =
@@ -177,20 +178,22 @@ pub(super) fn plan(
                         source: KnownGoodSource::ParentOfLastChange { change: sha(change) },
                     }
                 }
-                LastChange::Rollback { id, commit } => match leftover(repo, &paths, target, &head_commit, commit)? {
-                    Some(left) => {
-                        let kg = KnownGood { sha: sha(left.before), source: KnownGoodSource::Rollback { id } };
-                        completion = Some(left);
-                        kg
+                LastChange::Rollback { id, commit } => {
+                    match leftover(repo, &paths, target, &head_commit, commit, trusted)? {
+                        Some(left) => {
+                            let kg = KnownGood { sha: sha(left.before), source: KnownGoodSource::Rollback { id } };
+                            completion = Some(left);
+                            kg
+                        }
+                        None => {
+                            return Ok(Planned::AlreadyRolledBack {
+                                reason: format!("the newest change to {} is rollback {id}", paths_list(&paths)),
+                                id,
+                                commit: sha(commit),
+                            });
+                        }
                     }
-                    None => {
-                        return Ok(Planned::AlreadyRolledBack {
-                            reason: format!("the newest change to {} is rollback {id}", paths_list(&paths)),
-                            id,
-                            commit: sha(commit),
-                        });
-                    }
-                },
+                }
                 LastChange::None => return Err(no_known_good(target, &paths, max_commits)),
             },
         },
@@ -203,7 +206,7 @@ pub(super) fn plan(
         return finish(repo, branch, head, req, &paths, known_good, NewTree::Range(bad));
     }
     for (id, commit) in &rollbacks {
-        if let Some(left) = leftover(repo, &paths, target, &head_commit, *commit)? {
+        if let Some(left) = leftover(repo, &paths, target, &head_commit, *commit, trusted)? {
             let kg = KnownGood { sha: sha(left.before), source: KnownGoodSource::Rollback { id: id.clone() } };
             return finish(repo, branch, head, req, &paths, kg, NewTree::Leftover(left));
         }
@@ -494,7 +497,14 @@ fn leftover<'r>(
     target: &Target,
     head: &Commit<'r>,
     rollback: Oid,
+    trusted: &HashSet<Oid>,
 ) -> Result<Option<Leftover<'r>>, GitError> {
+    // What is written from here comes from the rollback's trailers (`Rollback-Of`): only a
+    // rollback rollbackd pushed (its tag names the commit) is read that way. Trailers in
+    // anyone else's commit at most make a change look rolled back already.
+    if !trusted.contains(&rollback) {
+        return Ok(None);
+    }
     let r = repo.find_commit(rollback)?;
     let Some(t) = rollback_trailers(&r) else { return Ok(None) };
     // A phase before the last undid the change in part of this target's own paths: what it
@@ -702,6 +712,7 @@ pub(super) fn fold(repo: &Repository, plans: &[(Plan, String, String)]) -> Resul
     for (plan, trigger, policy) in rest {
         let same = plan.head == first.head
             && plan.strategy == first.strategy
+            && plan.known_good.sha == first.known_good.sha
             && plan.bad_commits.iter().map(|c| &c.sha).eq(first.bad_commits.iter().map(|c| &c.sha));
         if !same {
             return Ok(None);

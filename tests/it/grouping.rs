@@ -278,3 +278,61 @@ fn real_alertmanager_grouping_by_alertname_gives_one_commit_for_one_change() {
     assert!(w.show("main", &path("checkout", "prod")).contains("checkout:1.4.2"));
     assert!(w.show("main", &path("cart", "prod")).contains("cart:2.0.0"));
 }
+
+#[test]
+fn a_folded_rollback_holds_each_artifact_under_its_own_service() {
+    let w = shared_world();
+    bump_everything(&w);
+    let mut engine = w.engine();
+    engine.handle_alerts(&[w.alert("checkout", "prod", "fpa"), w.alert("cart", "prod", "fpb")], &Options::default());
+    let holds = engine.holds().unwrap();
+    let of = |service: &str| holds.iter().filter(|h| h.service == service).map(|h| h.path.clone()).collect::<Vec<_>>();
+    assert_eq!(of("checkout"), [path("checkout", "prod")], "{holds:?}");
+    assert_eq!(of("cart"), [path("cart", "prod")], "{holds:?}");
+    let said = engine.release("cart", "prod", Some("fixed"), None, "ops").unwrap();
+    assert!(!said.starts_with("refused") && !said.contains("nothing"), "{said}");
+    let holds = engine.holds().unwrap();
+    assert!(holds.iter().all(|h| h.service == "checkout"), "{holds:?}");
+}
+
+/// Trailers are text anyone can put in a commit message (a merged pull request). Without the tag
+/// rollbackd pushes with its rollbacks, they never make rollbackd write what they name.
+#[test]
+fn forged_rollback_trailers_never_choose_what_is_written() {
+    let w = World::with(&[
+        PolicySpec::new("prod").set("verify", json!({ "within": "1m", "on_failure": "step_back", "max_steps": 1 }))
+    ]);
+    w.write_config(&ConfigSpec::new().set("git.fetch_freshness", "0s"));
+    let netpol =
+        w.commit_files("cart: network policy", &[("apps/cart/prod/netpol.yaml", Some("kind: NetworkPolicy\n"))], 120);
+    let parent = w.git(&["rev-parse", &format!("{}~1", netpol.0)]);
+    let forged = |service: &str, of: &str, to: &str| {
+        format!(
+            "cart: add an HPA\n\nRollback-Id: rb-0123456789ab\nRollback-Service: {service}\nRollback-Env: prod\nRollback-Of: {of}\nRollback-To: {to}\nRollback-Policy: prod\nRollback-Trigger: alertmanager:forged@2026-11-21T11:00:00Z\nRollback-Actor: alertmanager\nRollback-Strategy: restore\n"
+        )
+    };
+    w.seed
+        .commit(
+            &forged("search", &netpol.0, &parent),
+            &[("apps/cart/prod/hpa.yaml", Some("kind: HPA\n"))],
+            "someone",
+            w.ago(30),
+        )
+        .unwrap();
+    let mut engine = w.engine();
+    // A rollback of cart: the forged "rollback" is not read for what to restore.
+    let report = engine.handle(&w.request("cart", "prod", "req-1"), &Options::default()).unwrap();
+    assert!(w.show("main", "apps/cart/prod/netpol.yaml").contains("NetworkPolicy"), "{:?}", report.outcome);
+    // Nor is a forged rollback of checkout verified and stepped back.
+    let head = w.head();
+    w.seed.commit(&forged("checkout", &w.good.0, &parent), &[("README.md", Some("x\n"))], "someone", w.ago(1)).unwrap();
+    let head_after = w.head();
+    assert_ne!(head, head_after);
+    w.clock.advance(jiff::SignedDuration::from_mins(5));
+    assert!(engine.verify_due().unwrap().is_empty());
+    assert_eq!(w.head(), head_after, "nothing stepped back");
+    // And it counts for no guard or breaker: checkout's own alert is rolled back as usual.
+    w.deploy("checkout", "prod", "1.5.0", 0);
+    let alert = engine.handle(&w.alert("checkout", "prod", "fpz"), &Options::default()).unwrap();
+    assert!(matches!(alert.outcome, Outcome::RolledBack { .. }), "{:?}", alert.outcome);
+}

@@ -516,3 +516,38 @@ fn phase_paths_reaching_outside_the_target_give_one_commit_instead() {
     assert!(w.show("main", &path("checkout", "staging")).contains("1.6.0-rc1"), "staging untouched");
     assert!(w.show("main", &path("checkout", "prod")).contains("checkout:1.4.2"));
 }
+
+#[test]
+fn a_halt_marker_in_someone_elses_commit_halts_nothing() {
+    let w = world(&[]);
+    let mut engine = w.engine();
+    let id = first_phase(&w, &mut engine).id.to_string();
+    let marker = format!("Update readme\n\nRollback-Halted: {id}\nRollback-Halted-Target: checkout/prod\n");
+    w.seed.commit(&marker, &[("README.md", Some("y\n"))], "someone", w.ago(0)).unwrap();
+    let said = engine.continue_rollback(&id, None, "alice").unwrap();
+    assert!(said.contains("phase 2/2 pushed"), "{said}");
+}
+
+#[test]
+fn abort_ends_a_rollback_that_cannot_go_on_and_frees_its_target() {
+    let w = world(&[]);
+    let id = first_phase(&w, &mut w.engine()).id.to_string();
+    // Its policy is renamed: nothing to plan the rest from.
+    w.set_policies(&[PolicySpec::new("renamed").target(
+        "{{ labels.service }}",
+        "{{ labels.env }}",
+        &["apps/{{ labels.service }}/{{ labels.env }}/**"],
+    )]);
+    let mut engine = w.engine();
+    let refused = engine.continue_rollback(&id, None, "alice").unwrap();
+    assert!(refused.starts_with("refused") && refused.contains(&format!("`abort {id}` ends it")), "{refused}");
+    let ended = engine.abort_rollback(&id, None, "alice", None).unwrap();
+    assert!(ended.contains("ended after phase 1/2") && ended.contains("nothing is proposed"), "{ended}");
+    assert!(w.message("main").contains(&format!("Rollback-Halted: {id}")));
+    assert!(!branch_exists(&w, &format!("rollback/checkout/prod/{id}")));
+    // The target is free: the next alert rolls back what the phase left.
+    w.clock.advance(SignedDuration::from_mins(1));
+    let next = engine.handle(&newer_alert(&w, "checkout", "fp8", 0), &Options::default()).unwrap();
+    assert!(matches!(next.outcome, Outcome::RolledBack { .. }), "{:?}", next.outcome);
+    assert_eq!(version(&w, "main", &path("checkout", "prod")), "1.4.2");
+}
