@@ -50,6 +50,21 @@ impl Engine {
         phase::in_progress(index.records(), |id| index.halted(id))
     }
 
+    /// Whether anything on the branch after phase `r` names its rollback: a later phase or a
+    /// halt marker, whether or not its tag has arrived yet (tags follow the branch in a push, so
+    /// a fetch can see another replica's commit before its tag). Going on stops at either; a
+    /// look-alike without a tag only stops it, for a person to `abort` (visible in `status`).
+    fn superseded(&self, r: &AuditRecord) -> bool {
+        self.repo.index().marked_halted(&r.id) || self.went_on(r)
+    }
+
+    /// Whether a later phase of `r`'s rollback is on the branch, tagged or not yet.
+    fn went_on(&self, r: &AuditRecord) -> bool {
+        self.repo.index().records().iter().any(|o| {
+            o.id == r.id && o.delivery == Delivery::Direct && o.phase.zip(r.phase).is_some_and(|(o, r)| o.step > r.step)
+        })
+    }
+
     /// The phased rollback of `target` that answers for it: one between phases, or one that
     /// halted and whose rest is an open proposal (people decide it; nothing else is written
     /// for the target meanwhile).
@@ -203,6 +218,9 @@ impl Engine {
 
     fn phase_due(&mut self, r: &AuditRecord, now: Timestamp) -> Result<Option<String>, EngineError> {
         let Some(phase) = r.phase else { return Ok(None) };
+        if self.superseded(r) {
+            return Ok(None);
+        }
         let (policy, target) = match self.phased_target(r) {
             Ok(found) => found,
             // Said once; nothing to plan the rest from.
@@ -293,6 +311,10 @@ impl Engine {
                 let phase = r.phase?;
                 let mut name = None;
                 let waiting_for = match self.phased_target(r) {
+                    _ if self.superseded(r) => format!(
+                        "stopped: a later commit on the branch names it without rollbackd's tag; `abort {}` ends it",
+                        r.id
+                    ),
                     Err(why) => format!("cannot go on: {why}; a person must act"),
                     Ok((policy, target)) => {
                         name = target.phases.get(phase.step as usize - 1).and_then(|p| p.name.clone());
@@ -370,8 +392,15 @@ impl Engine {
         let attempts = self.config.git.push_retries + 1;
         for retries in 0..attempts {
             // Another replica (or this one, before a restart) may have gone on already.
-            if !self.in_progress().iter().any(|o| o.id == r.id && o.phase == r.phase) {
+            if !self.in_progress().iter().any(|o| o.id == r.id && o.phase == r.phase) || self.went_on(r) {
                 return Ok(format!("{}: phase {phase} was already followed up", r.id));
+            }
+            // A marker stops it going on; a halt (an abort) still writes its own, tagged.
+            if matches!(next, Next::Phase(_)) && self.repo.index().marked_halted(&r.id) {
+                return Ok(format!(
+                    "{}: a halt marker for it is on the branch (another replica halting it, or a commit saying so); `abort {}` ends it",
+                    r.id, r.id
+                ));
             }
             let mut next = match &next {
                 Next::Phase(why) => match self.changed_after(r, &target)? {
@@ -499,7 +528,7 @@ impl Engine {
         let rref = RollbackRef::new(&r.service, &r.env, &r.id);
         let attempts = self.config.git.push_retries + 1;
         for _ in 0..attempts {
-            if !self.in_progress().iter().any(|o| o.id == r.id) {
+            if !self.in_progress().iter().any(|o| o.id == r.id) || self.went_on(r) {
                 return Ok(format!("{}: already ended or followed up", r.id));
             }
             let head = self.repo.head()?;

@@ -215,6 +215,12 @@ impl AuditIndex {
             .collect()
     }
 
+    /// Whether any halt marker on the branch names `id`, tagged or not: enough to stop going on
+    /// (a marker whose tag has not arrived yet is a halt another replica is writing).
+    pub fn marked_halted(&self, id: &RollbackId) -> bool {
+        self.halts.iter().any(|(h, _, _)| h.id == id.0)
+    }
+
     /// Whether phased rollback `id` was halted (a marker commit on the branch says so).
     pub fn halted(&self, id: &RollbackId) -> bool {
         self.trusted_halts.contains(&id.0)

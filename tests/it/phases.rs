@@ -524,8 +524,18 @@ fn a_halt_marker_in_someone_elses_commit_halts_nothing() {
     let id = first_phase(&w, &mut engine).id.to_string();
     let marker = format!("Update readme\n\nRollback-Halted: {id}\nRollback-Halted-Target: checkout/prod\n");
     w.seed.commit(&marker, &[("README.md", Some("y\n"))], "someone", w.ago(0)).unwrap();
+    // It stops the rollback going on (a halt being written looks the same until its tag
+    // arrives), but ends nothing quietly: status says so, and abort ends it properly.
     let said = engine.continue_rollback(&id, None, "alice").unwrap();
-    assert!(said.contains("phase 2/2 pushed"), "{said}");
+    assert!(said.contains("a halt marker for it is on the branch"), "{said}");
+    let status = engine.status(None).unwrap();
+    assert!(
+        status.contains(&format!("{id} checkout/prod phase 1/2")) && status.contains("without rollbackd's tag"),
+        "{status}"
+    );
+    let ended = engine.abort_rollback(&id, None, "alice", None).unwrap();
+    assert!(ended.contains("halted after phase 1/2"), "{ended}");
+    assert!(branch_exists(&w, &format!("rollback/checkout/prod/{id}")), "the rest is proposed");
 }
 
 #[test]
@@ -550,4 +560,33 @@ fn abort_ends_a_rollback_that_cannot_go_on_and_frees_its_target() {
     let next = engine.handle(&newer_alert(&w, "checkout", "fp8", 0), &Options::default()).unwrap();
     assert!(matches!(next.outcome, Outcome::RolledBack { .. }), "{:?}", next.outcome);
     assert_eq!(version(&w, "main", &path("checkout", "prod")), "1.4.2");
+}
+
+/// Two replicas told at the same moment, one `continue`, the other `abort`: exactly one
+/// happens, whatever the timing (both compare-and-swap on the branch).
+#[test]
+fn continue_and_abort_racing_on_two_replicas_never_both_happen() {
+    for round in 0..5 {
+        let w = world(&[]);
+        let id = first_phase(&w, &mut w.engine()).id.to_string();
+        let (mut a, mut b) = (w.replica(&format!("a{round}")), w.replica(&format!("b{round}")));
+        let barrier = std::sync::Barrier::new(2);
+        let (went_on, halted) = std::thread::scope(|s| {
+            let (id_a, id_b, barrier) = (&id, &id, &barrier);
+            let one = s.spawn(move || {
+                barrier.wait();
+                a.continue_rollback(id_a, None, "alice").unwrap()
+            });
+            let two = s.spawn(move || {
+                barrier.wait();
+                b.abort_rollback(id_b, None, "bob", None).unwrap()
+            });
+            (one.join().unwrap(), two.join().unwrap())
+        });
+        let pushed = w.trailers("main", "Rollback-Phase") == ["2/2"];
+        let marker = w.message("main").contains(&format!("Rollback-Halted: {id}"));
+        assert!(pushed != marker, "round {round}: exactly one of them: {went_on} / {halted}");
+        assert_eq!(branch_exists(&w, &format!("rollback/checkout/prod/{id}")), marker, "round {round}");
+        assert_eq!(version(&w, "main", &path("checkout", "prod")), if pushed { "1.4.2" } else { "1.5.0" });
+    }
 }
