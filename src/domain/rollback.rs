@@ -69,6 +69,13 @@ impl RollbackRef {
         Some((Self::parse_with(rest, "phase/")?, step))
     }
 
+    /// `proposed/<service>/<env>/<id>`: the tag rollbackd pushes with a proposal branch, on its
+    /// commit. A `rollback/...` branch without it is anyone's, and is never approved, merged or
+    /// recorded as a rollback.
+    pub fn proposed(&self) -> String {
+        format!("proposed/{}/{}/{}", self.service, self.env, self.id)
+    }
+
     /// `halted/<service>/<env>/<id>`: the tag on the marker commit of a phased rollback that
     /// halted; a marker without it is anyone's text, and halts nothing.
     pub fn halted(&self) -> String {

@@ -755,7 +755,13 @@ impl Engine {
                 let tag_id = self.repo.create_tag(&phase_tag, &commit, &text, now)?;
                 (on_branch, Some((phase_tag, tag_id)))
             }
-            (None, Delivery::Proposal) => (WriteTarget::NewBranch { name }, None),
+            // A proposal carries its own tag: what marks the branch as rollbackd's.
+            (None, Delivery::Proposal) => {
+                let proposed = RollbackRef::new(&plan.target.service, &plan.target.env, id).proposed();
+                let text = format!("Proposed rollback {id} of {}/{}\n", plan.target.service, plan.target.env);
+                let tag_id = self.repo.create_tag(&proposed, &commit, &text, now)?;
+                (WriteTarget::NewBranch { name }, Some((proposed, tag_id)))
+            }
         };
         // Rendered before anything is pushed: a template error must not leave a branch behind.
         let pr_texts = match (delivery, &*self.forge) {
@@ -772,7 +778,14 @@ impl Engine {
                 let rref = RollbackRef::new(&plan.target.service, &plan.target.env, id);
                 let text = format!("Halted rollback {id} of {}/{}\n", plan.target.service, plan.target.env);
                 let halted_tag = self.repo.create_tag(&rref.halted(), marker, &text, now)?;
-                self.repo.publish_halt(marker, &plan.head, (&rref.halted(), &halted_tag), Some((name, &commit)))?
+                let proposal = tag.as_ref().map(|(n, t)| (n.as_str(), t));
+                self.repo.publish_halt(
+                    marker,
+                    &plan.head,
+                    (&rref.halted(), &halted_tag),
+                    Some((name, &commit)),
+                    proposal,
+                )?
             }
             _ => self.repo.publish(&commit, &target, tag_ref)?,
         };
@@ -787,7 +800,8 @@ impl Engine {
                     commit,
                     delivery,
                     branch,
-                    tag: tag.map(|(n, _)| n),
+                    // A proposal's `proposed/...` tag marks it as ours; it names no rollback yet.
+                    tag: tag.filter(|_| delivery == Delivery::Direct).map(|(n, _)| n),
                     push_retries: retries,
                     pr_url: None,
                     phase,

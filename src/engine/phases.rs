@@ -55,14 +55,24 @@ impl Engine {
     /// a fetch can see another replica's commit before its tag). Going on stops at either; a
     /// look-alike without a tag only stops it, for a person to `abort` (visible in `status`).
     fn superseded(&self, r: &AuditRecord) -> bool {
-        self.repo.index().marked_halted(&r.id) || self.went_on(r)
+        self.repo.index().marked_halted(&r.id, self.untagged_since(), self.clock.now()) || self.went_on(r)
     }
 
-    /// Whether a later phase of `r`'s rollback is on the branch, tagged or not yet.
+    /// Whether a later phase of `r`'s rollback is on the branch: tagged, or untagged but recent
+    /// (its tag may still be on its way). An older untagged one is a look-alike and pins nothing.
     fn went_on(&self, r: &AuditRecord) -> bool {
+        let since = self.untagged_since();
         self.repo.index().records().iter().any(|o| {
-            o.id == r.id && o.delivery == Delivery::Direct && o.phase.zip(r.phase).is_some_and(|(o, r)| o.step > r.step)
+            o.id == r.id
+                && o.delivery == Delivery::Direct
+                && o.phase.zip(r.phase).is_some_and(|(o, r)| o.step > r.step)
+                && (o.tag.is_some() || (o.at >= since && o.at <= self.clock.now()))
         })
+    }
+
+    /// Untagged commits newer than this may be another replica's whose tag is on its way.
+    fn untagged_since(&self) -> Timestamp {
+        self.clock.now() - jiff::SignedDuration::from_mins(2)
     }
 
     /// The phased rollback of `target` that answers for it: one between phases, or one that
@@ -396,7 +406,9 @@ impl Engine {
                 return Ok(format!("{}: phase {phase} was already followed up", r.id));
             }
             // A marker stops it going on; a halt (an abort) still writes its own, tagged.
-            if matches!(next, Next::Phase(_)) && self.repo.index().marked_halted(&r.id) {
+            if matches!(next, Next::Phase(_))
+                && self.repo.index().marked_halted(&r.id, self.untagged_since(), self.clock.now())
+            {
                 return Ok(format!(
                     "{}: a halt marker for it is on the branch (another replica halting it, or a commit saying so); `abort {}` ends it",
                     r.id, r.id
@@ -545,7 +557,7 @@ impl Engine {
             let marker = self.repo.create_commit(&head, &self.repo.tree_of(&head)?, &text, now)?;
             let tag_text = format!("Halted rollback {} of {}/{}\n", r.id, r.service, r.env);
             let tag = self.repo.create_tag(&rref.halted(), &marker, &tag_text, now)?;
-            match self.repo.publish_halt(&marker, &head, (&rref.halted(), &tag), None)? {
+            match self.repo.publish_halt(&marker, &head, (&rref.halted(), &tag), None, None)? {
                 crate::git::PushResult::Pushed => {
                     let said = format!("{}: ended after phase {phase}: {why}; nothing is proposed", r.id);
                     let mut notice =

@@ -259,8 +259,14 @@ impl Engine {
         };
         let at = merged_sha.unwrap_or(head_sha);
         // Commit ids from the payload reach git only as full hex ids, never as revision syntax.
-        if !Sha::is_full_hex(at) {
+        if !Sha::is_full_hex(at) || !Sha::is_full_hex(head_sha) {
             return Ok(format!("{} is not a commit id", crate::domain::ident::shown(at)));
+        }
+        // Only a proposal rollbackd made, as it made it: anyone who can push a branch can name
+        // it `rollback/...`, and a tag here would make its commit a trusted rollback.
+        if !self.repo.proposed_by_us(&rref, &Sha(head_sha.to_string())) {
+            warn!(%branch, head = head_sha, "a pull request from a rollback-named branch rollbackd did not propose; not recorded");
+            return Ok(format!("{branch} at {head_sha} is not a proposal rollbackd made; nothing recorded"));
         }
         let created = self.repo.tag_commit(&tag, at, &message, now)?;
         if merged_sha.is_none() {

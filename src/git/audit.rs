@@ -98,6 +98,8 @@ pub struct AuditIndex {
 struct Tagged {
     trailers: Trailers,
     commit: Oid,
+    /// What the tag names: `commit`, or the merge that brought it to the branch.
+    tip: Oid,
     at: Timestamp,
     /// Who reviewed it, from the tag's message.
     review: crate::domain::audit::Review,
@@ -125,7 +127,7 @@ fn tagged(
             .and_then(|t| t.message_bytes().map(|m| String::from_utf8_lossy(m).into_owned()))
             .unwrap_or_default();
         let review = crate::domain::audit::Review::parse(&message);
-        Some(Tagged { trailers, commit, at: commit_time(&c), review })
+        Some(Tagged { trailers, commit, tip: c.id(), at: commit_time(&c), review })
     });
     // The tag's name and the trailers it points at must tell the same story; one that does not
     // was not written by us (or was moved), and is reported instead of counted.
@@ -208,17 +210,24 @@ impl AuditIndex {
 
     /// The rollback commits rollbackd pushed: those a tag of ours names.
     pub fn trusted_commits(&self) -> std::collections::HashSet<Oid> {
-        self.records
+        // Every rollback tag ever read (also those past the audit window), what it names and the
+        // commit carrying the trailers (a merge brings a proposal in), and the tagged records.
+        let tags = self.tags.values().filter_map(|(_, t)| t.as_ref()).flat_map(|t| [t.commit, t.tip]);
+        let records = self
+            .records
             .iter()
             .filter(|r| r.delivery == Delivery::Direct && r.tag.is_some())
-            .filter_map(|r| Oid::from_str(&r.commit.0).ok())
-            .collect()
+            .filter_map(|r| Oid::from_str(&r.commit.0).ok());
+        tags.chain(records).collect()
     }
 
-    /// Whether any halt marker on the branch names `id`, tagged or not: enough to stop going on
-    /// (a marker whose tag has not arrived yet is a halt another replica is writing).
-    pub fn marked_halted(&self, id: &RollbackId) -> bool {
-        self.halts.iter().any(|(h, _, _)| h.id == id.0)
+    /// Whether a halt marker on the branch names `id`: tagged, or untagged and written since
+    /// `since` (a marker whose tag has not arrived yet is a halt another replica is writing; an
+    /// old untagged one is anyone's text).
+    pub fn marked_halted(&self, id: &RollbackId, since: Timestamp, now: Timestamp) -> bool {
+        self.halts
+            .iter()
+            .any(|(h, at, _)| h.id == id.0 && (self.trusted_halts.contains(&h.id) || (*at >= since && *at <= now)))
     }
 
     /// Whether phased rollback `id` was halted (a marker commit on the branch says so).
@@ -309,7 +318,7 @@ impl AuditIndex {
             let r = r?;
             let Some(name) = r.shorthand().ok().map(str::to_string) else { continue };
             live_tags.extend(r.name().ok().map(str::to_string));
-            let Some(Tagged { trailers: t, commit: id, at, review }) = tagged(&mut self.tags, &r, true) else {
+            let Some(Tagged { trailers: t, commit: id, at, review, .. }) = tagged(&mut self.tags, &r, true) else {
                 continue;
             };
             if let Some(&i) = by_id.get(&key(&t)) {
@@ -362,6 +371,15 @@ impl AuditIndex {
                 continue;
             };
             let Ok(c) = r.peel_to_commit() else { continue };
+            // Only a branch rollbackd proposed: its `proposed/...` tag names the commit.
+            let ours = RollbackRef::parse_branch(&branch).is_some_and(|rref| {
+                repo.find_reference(&format!("refs/tags/{}", rref.proposed()))
+                    .and_then(|t| t.peel_to_commit())
+                    .is_ok_and(|t| t.id() == c.id())
+            });
+            if !ours {
+                continue;
+            }
             let Some(t) = Trailers::parse(c.message().unwrap_or_default()) else {
                 continue;
             };
@@ -379,7 +397,7 @@ impl AuditIndex {
         for r in repo.references_glob("refs/tags/cancelled/*")? {
             let r = r?;
             live_tags.extend(r.name().ok().map(str::to_string));
-            let Some(Tagged { trailers: t, commit, at, review }) = tagged(&mut self.tags, &r, false) else {
+            let Some(Tagged { trailers: t, commit, at, review, .. }) = tagged(&mut self.tags, &r, false) else {
                 continue;
             };
             if at >= since && !by_id.contains_key(&key(&t)) {

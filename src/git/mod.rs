@@ -424,11 +424,15 @@ impl ConfigRepo {
         expected: &Sha,
         halted_tag: (&str, &Sha),
         proposal: Option<(&str, &Sha)>,
+        proposal_tag: Option<(&str, &Sha)>,
     ) -> Result<PushResult, GitError> {
         let branch_ref = format!("refs/heads/{}", self.branch);
         let mut followers = vec![(format!("refs/tags/{}", halted_tag.0), oid(halted_tag.1)?)];
         if let Some((name, commit)) = proposal {
             followers.push((format!("refs/heads/{name}"), oid(commit)?));
+        }
+        if let Some((name, tag)) = proposal_tag {
+            followers.push((format!("refs/tags/{name}"), oid(tag)?));
         }
         self.publish_refs(&branch_ref, oid(marker)?, Some(oid(expected)?), followers)
     }
@@ -684,11 +688,23 @@ impl ConfigRepo {
                 return Ok(None);
             }
             let c = r.peel_to_commit()?;
+            if !self.proposed_by_us(&rref, &sha(c.id())) {
+                tracing::warn!(branch = %name, "a rollback branch rollbackd did not propose; not treated as a proposal");
+                continue;
+            }
             if let Some(t) = Trailers::parse(c.message().unwrap_or_default()) {
                 return Ok(Some((name, sha(c.id()), t)));
             }
         }
         Ok(None)
+    }
+
+    /// Whether `commit` is the one rollbackd proposed as `rref`: its `proposed/...` tag names it.
+    pub fn proposed_by_us(&self, rref: &crate::domain::rollback::RollbackRef, commit: &Sha) -> bool {
+        self.repo
+            .find_reference(&format!("refs/tags/{}", rref.proposed()))
+            .and_then(|r| r.peel_to_commit())
+            .is_ok_and(|c| sha(c.id()) == *commit)
     }
 
     /// Approvals recorded on a proposal commit: one `Approved-By: <principal>` line each.

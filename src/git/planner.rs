@@ -201,7 +201,7 @@ pub(super) fn plan(
     if let Some(left) = completion {
         return finish(repo, branch, head, req, &paths, known_good, NewTree::Leftover(left));
     }
-    let (bad, rollbacks) = bad_range(repo, &paths, head, &known_good, max_commits)?;
+    let (bad, rollbacks) = bad_range(repo, &paths, head, &known_good, max_commits, trusted)?;
     if !bad.is_empty() {
         return finish(repo, branch, head, req, &paths, known_good, NewTree::Range(bad));
     }
@@ -235,6 +235,7 @@ fn bad_range<'r>(
     head: Oid,
     known_good: &KnownGood,
     max_commits: usize,
+    trusted: &HashSet<Oid>,
 ) -> Result<BadRange<'r>, GitError> {
     // No sorting: libgit2 reads the whole history before yielding the first commit of any
     // sorted walk. First-parent order is already newest first.
@@ -253,7 +254,9 @@ fn bad_range<'r>(
         if !paths.differs(repo, &c.tree()?, &parent_tree(repo, &c)?)? {
             continue;
         }
-        match rollback_trailers(&c) {
+        // Only a rollback rollbackd pushed (its tag names it) undid anything: a look-alike's
+        // `Rollback-Of` would hide a bad commit, so it is a change like any other.
+        match rollback_trailers(&c).filter(|_| trusted.contains(&c.id())) {
             Some(t) => {
                 covered.extend(t.of);
                 rollbacks.push((t.id, c.id()));

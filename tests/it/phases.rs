@@ -518,6 +518,24 @@ fn phase_paths_reaching_outside_the_target_give_one_commit_instead() {
 }
 
 #[test]
+fn a_later_phase_in_someone_elses_commit_pins_nothing() {
+    let w = world(&[]);
+    let mut engine = w.engine();
+    let id = first_phase(&w, &mut engine).id.to_string();
+    // Phase 1's trailers, copied into a readme change as if it were phase 2/2.
+    let copied = w.message("main").replace("Rollback-Phase: 1/2", "Rollback-Phase: 2/2");
+    w.seed.commit(&copied, &[("README.md", Some("z\n"))], "someone", w.ago(0)).unwrap();
+    // Just after it, it might be another replica's phase whose tag is on its way: it waits.
+    let said = engine.continue_rollback(&id, None, "alice").unwrap();
+    assert!(said.contains("already followed up"), "{said}");
+    // Minutes later, without rollbackd's tag, it is a look-alike: the rollback goes on.
+    w.clock.advance(SignedDuration::from_mins(5));
+    let said = engine.continue_rollback(&id, None, "alice").unwrap();
+    assert!(said.contains("phase 2/2 pushed"), "{said}");
+    assert_eq!(version(&w, "main", &path("checkout", "prod")), "1.4.2");
+}
+
+#[test]
 fn a_halt_marker_in_someone_elses_commit_halts_nothing() {
     let w = world(&[]);
     let mut engine = w.engine();

@@ -257,11 +257,13 @@ fn a_chat_command_goes_to_the_repos_it_concerns_and_the_reply_names_them() {
     // The kill switch goes to every repo, each recording it in its own git.
     let said = slash("pause because storm", "t2");
     assert!(said.contains("[shop] ") && said.contains("[billing] "), "{said}");
-    let (_, status) = get(&format!("{}/api/v1/status", s.url)).unwrap();
-    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
-    for view in status["repos"].as_array().unwrap() {
-        assert!(view["paused"].as_str().is_some_and(|p| p.contains("storm")), "{status}");
-    }
+    // The status view is published by each writer once it is idle again.
+    let paused_everywhere = || {
+        let (_, status) = get(&format!("{}/api/v1/status", s.url)).unwrap();
+        let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+        status["repos"].as_array().unwrap().iter().all(|v| v["paused"].as_str().is_some_and(|p| p.contains("storm")))
+    };
+    wait_for("every repo's status to say paused", 30, paused_everywhere);
 }
 
 #[test]

@@ -260,3 +260,29 @@ fn the_kill_switch_from_chat_is_for_approvers_and_resume_lifts_it() {
     let resumed = chat_as(&w, Principal::new("slack:U2"), "/rollback resume");
     assert!(resumed.text.contains("resumed by slack:U2"), "{}", resumed.text);
 }
+
+/// Anyone who can push a branch can name it `rollback/...`. Without the `proposed/...` tag
+/// rollbackd pushes with its proposals it is nobody's proposal: never approved, merged, listed,
+/// or recorded as a rollback when its pull request is merged.
+#[test]
+fn a_rollback_named_branch_rollbackd_did_not_propose_is_nobodys_proposal() {
+    let w = World::new();
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let head = w.head();
+    let tree = w.git(&["rev-parse", "main^{tree}"]);
+    let message = format!(
+        "Roll back cart\n\nRollback-Id: rb-aaaaaaaaaaaa\nRollback-Service: cart\nRollback-Env: prod\nRollback-Of: {head}\nRollback-To: {}\nRollback-Policy: test-policy\nRollback-Trigger: cli:x\nRollback-Actor: cli:x\nRollback-Strategy: restore\n",
+        w.good.0
+    );
+    let forged = w.git(&["commit-tree", &tree, "-p", &head, "-m", &message]);
+    let branch = "rollback/cart/prod/rb-aaaaaaaaaaaa";
+    w.git(&["update-ref", &format!("refs/heads/{branch}"), &forged]);
+    let mut engine = w.engine();
+    let refused = engine.approve("rb-aaaaaaaaaaaa", None, "bob").unwrap();
+    assert!(matches!(refused, rollbackd::ReviewOutcome::Refused { .. }), "{refused:?}");
+    assert!(!engine.status(None).unwrap().contains("rb-aaaaaaaaaaaa"), "not listed as a proposal");
+    let said = engine.record_pr_closed(branch, Some(&forged), &forged, "mallory").unwrap();
+    assert!(said.contains("not a proposal rollbackd made"), "{said}");
+    assert!(w.git(&["tag", "-l", "rollback/*"]).is_empty(), "nothing tagged");
+    assert_eq!(w.head(), head);
+}
