@@ -367,6 +367,25 @@ fn check_paths_exist(config: &Config, repo: &ConfigRepo, set: &PolicySet, diags:
                 Err(e) => diags.push(Diagnostic::error(&policy.file, line, col, format!("path `{}`: {e}", p.value.0))),
             }
         }
+        // A phase whose paths match nothing is skipped at every rollback: a typo there quietly
+        // removes the canary step.
+        let steps = policy.target.phases.len().saturating_sub(1);
+        for phase in policy.target.phases.iter().take(steps) {
+            let globs: Vec<String> = phase.value.paths.iter().map(|p| policy.path_glob(&p.0)).collect();
+            let matches = PathSet::new(&globs).ok().map(|s| repo.any_path_matches(&s));
+            if let Some(Ok(false)) = matches {
+                diags.push(Diagnostic::warning(
+                    &policy.file,
+                    phase.referenced.line(),
+                    phase.referenced.column(),
+                    format!(
+                        "phase paths `{}` match nothing on {}: the phase would be skipped",
+                        globs.join(", "),
+                        config.repo.branch
+                    ),
+                ));
+            }
+        }
     }
 }
 

@@ -102,6 +102,8 @@ pub fn create(dir: &Path, now: Timestamp) -> Result<Demo, DemoError> {
         ("apps/checkout/prod/deployment.yaml".into(), deployment("checkout", "prod", &checkout("1.4.0"), 4)),
         ("apps/checkout/staging/deployment.yaml".into(), deployment("checkout", "staging", &checkout("1.4.0"), 1)),
         ("apps/cart/prod/deployment.yaml".into(), deployment("cart", "prod", &cart("2.2.0"), 3)),
+        // cart runs a canary in prod: the shape `slo-immediate-canary` rolls back in phases.
+        ("apps/cart/prod/canary/deployment.yaml".into(), deployment("cart-canary", "prod", &cart("2.2.0"), 1)),
         ("apps/cart/staging/deployment.yaml".into(), deployment("cart", "staging", &cart("2.2.0"), 1)),
         (
             "README.md".into(),

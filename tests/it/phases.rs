@@ -325,9 +325,14 @@ fn check_refuses_phases_that_cannot_work_and_says_where() {
     w.set_policy_text(&proposal);
     let out = w.run_cli(&["check"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("needs `action.mode: direct`"), "{out:?}");
-    // And one that works passes.
+    // And one that works passes; a phase matching nothing on the branch (a typo) is warned about.
     w.set_policy_text(&format!("{head}      - {{ paths: [apps/x/canary/**], soak: 5m }}\n      - {{}}\n"));
     assert_eq!(w.run_cli(&["check"]).status.code(), Some(0));
+    let typo = "- name: p\n  match: {}\n  action: { mode: direct }\n  target:\n    service: checkout\n    env: prod\n    paths: [apps/checkout/prod/**]\n    phases:\n      - { paths: [apps/checkout/prod/kanary/**] }\n      - {}\n";
+    w.set_policy_text(typo);
+    let out = w.run_cli(&["check", "--online"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("10-test.yaml:9:") && text.contains("kanary/**` match nothing"), "{text}");
 }
 
 #[test]
