@@ -67,6 +67,15 @@ fn newer_alert(w: &World, service: &str, fingerprint: &str, minutes: i64) -> rol
     alert
 }
 
+/// The world of `world(extra)`, an engine, and the id of the rollback whose first phase an
+/// alert just pushed.
+fn phase_one(extra: &[(&str, serde_json::Value)]) -> (World, Engine, String) {
+    let w = world(extra);
+    let mut engine = w.engine();
+    let id = first_phase(&w, &mut engine).id.to_string();
+    (w, engine, id)
+}
+
 fn branch_exists(w: &World, name: &str) -> bool {
     !w.git(&["for-each-ref", &format!("refs/heads/{name}")]).is_empty()
 }
@@ -128,9 +137,7 @@ fn the_canary_goes_back_first_and_the_rest_when_a_person_says_continue() {
 
 #[test]
 fn a_new_alert_during_the_soak_halts_and_proposes_the_rest() {
-    let w = world(&[]);
-    let mut engine = w.engine();
-    let id = first_phase(&w, &mut engine).id.to_string();
+    let (w, mut engine, id) = phase_one(&[]);
     let phase_one = w.head();
 
     // Another alert that was firing before the phase was written is the same incident.
@@ -176,9 +183,7 @@ fn a_new_alert_during_the_soak_halts_and_proposes_the_rest() {
 
 #[test]
 fn someone_changing_the_paths_during_the_soak_halts_it() {
-    let w = world(&[]);
-    let mut engine = w.engine();
-    let id = first_phase(&w, &mut engine).id.to_string();
+    let (w, mut engine, id) = phase_one(&[]);
     // A person deploys a fix by hand while the canary soaks.
     w.deploy("checkout", "prod", "1.5.1", 0);
     w.clock.advance(SignedDuration::from_mins(1));
@@ -435,9 +440,7 @@ fn trailers_in_someone_elses_commit_never_make_it_go_on() {
 
 #[test]
 fn continue_after_someone_elses_change_halts_instead_and_leaves_the_change() {
-    let w = world(&[]);
-    let mut engine = w.engine();
-    let id = first_phase(&w, &mut engine).id.to_string();
+    let (w, mut engine, id) = phase_one(&[]);
     w.deploy("checkout", "prod", "1.5.1", 0);
     let said = engine.continue_rollback(&id, None, "alice").unwrap();
     assert!(said.contains("halted after phase 1/2") && said.contains("changed apps/checkout/prod/**"), "{said}");
@@ -464,9 +467,7 @@ fn a_revert_policy_still_writes_each_phase_within_its_paths() {
 
 #[test]
 fn cancelling_the_rest_lets_the_next_alert_finish_what_the_phases_left() {
-    let w = world(&[]);
-    let mut engine = w.engine();
-    let id = first_phase(&w, &mut engine).id.to_string();
+    let (w, mut engine, id) = phase_one(&[]);
     assert!(engine.abort_rollback(&id, None, "alice", Some("looks odd")).unwrap().contains("halted"));
     let cancelled = engine.cancel(&id, None, "alice").unwrap();
     assert!(matches!(cancelled, rollbackd::ReviewOutcome::Cancelled { .. }), "{cancelled:?}");
@@ -524,9 +525,7 @@ fn phase_paths_reaching_outside_the_target_give_one_commit_instead() {
 
 #[test]
 fn a_later_phase_in_someone_elses_commit_pins_nothing() {
-    let w = world(&[]);
-    let mut engine = w.engine();
-    let id = first_phase(&w, &mut engine).id.to_string();
+    let (w, mut engine, id) = phase_one(&[]);
     // Phase 1's trailers, copied into a readme change as if it were phase 2/2.
     let copied = w.message("main").replace("Rollback-Phase: 1/2", "Rollback-Phase: 2/2");
     w.seed.commit(&copied, &[("README.md", Some("z\n"))], "someone", w.ago(0)).unwrap();
@@ -542,9 +541,7 @@ fn a_later_phase_in_someone_elses_commit_pins_nothing() {
 
 #[test]
 fn a_halt_marker_in_someone_elses_commit_halts_nothing() {
-    let w = world(&[]);
-    let mut engine = w.engine();
-    let id = first_phase(&w, &mut engine).id.to_string();
+    let (w, mut engine, id) = phase_one(&[]);
     let marker = format!("Update readme\n\nRollback-Halted: {id}\nRollback-Halted-Target: checkout/prod\n");
     w.seed.commit(&marker, &[("README.md", Some("y\n"))], "someone", w.ago(0)).unwrap();
     // It stops the rollback going on (a halt being written looks the same until its tag
