@@ -66,9 +66,7 @@ impl Engine {
 
     /// The target paths of a rollback's record, as its policy renders them now.
     fn paths_of(&self, r: &crate::domain::audit::AuditRecord) -> Option<crate::git::PathSet> {
-        let policy = self.policy_named(&r.policy)?;
-        let event = crate::domain::event::Event::of_record(r, self.clock.now());
-        let target = policy.resolve_target(&event, &self.rules).ok()?;
+        let (_, target) = self.target_of(r).ok()?;
         crate::git::PathSet::new(&target.paths).ok()
     }
 

@@ -718,23 +718,13 @@ impl Engine {
         // proposed on top of it (see `ConfigRepo::publish_halt`).
         let marker = match (&plan.halted, delivery) {
             (Some(why), Delivery::Proposal) => {
-                let halt = crate::git::Halt {
-                    id: id.to_string(),
-                    service: plan.target.service.clone(),
-                    env: plan.target.env.clone(),
-                };
-                let text = format!(
-                    "Halt rollback {id} of {}/{}\n\n{}\nThe rest of it is proposed as {name}.\n\n{}",
-                    plan.target.service,
-                    plan.target.env,
-                    crate::support::text::quoted(why),
-                    halt.render()
-                );
-                Some(self.repo.create_commit(&plan.head, &self.repo.tree_of(&plan.head)?, &text, now)?)
+                let rref = RollbackRef::new(&plan.target.service, &plan.target.env, id);
+                let why = format!("{}\nThe rest of it is proposed as {name}.", crate::support::text::quoted(why));
+                Some(self.halt_marker(&plan.head, &rref, &why, now)?)
             }
             _ => None,
         };
-        let parent = marker.clone().unwrap_or_else(|| plan.head.clone());
+        let parent = marker.as_ref().map_or_else(|| plan.head.clone(), |(m, _)| m.clone());
         let commit = self.repo.create_commit(&parent, &plan.tree, &message, now)?;
         let on_branch = WriteTarget::Branch { name: plan.branch.clone(), expected: plan.head.clone() };
         let (target, tag) = match (tag_msg, delivery) {
@@ -774,15 +764,13 @@ impl Engine {
         };
         let tag_ref = tag.as_ref().map(|(n, t)| (n.as_str(), t));
         let pushed = match (&marker, &target) {
-            (Some(marker), WriteTarget::NewBranch { name }) => {
+            (Some((marker, halted_tag)), WriteTarget::NewBranch { name }) => {
                 let rref = RollbackRef::new(&plan.target.service, &plan.target.env, id);
-                let text = format!("Halted rollback {id} of {}/{}\n", plan.target.service, plan.target.env);
-                let halted_tag = self.repo.create_tag(&rref.halted(), marker, &text, now)?;
                 let proposal = tag.as_ref().map(|(n, t)| (n.as_str(), t));
                 self.repo.publish_halt(
                     marker,
                     &plan.head,
-                    (&rref.halted(), &halted_tag),
+                    (&rref.halted(), halted_tag),
                     Some((name, &commit)),
                     proposal,
                 )?

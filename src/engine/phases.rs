@@ -231,7 +231,7 @@ impl Engine {
         if self.superseded(r) {
             return Ok(None);
         }
-        let (policy, target) = match self.phased_target(r) {
+        let (policy, target) = match self.target_of(r) {
             Ok(found) => found,
             // Said once; nothing to plan the rest from.
             Err(why) => return Ok(self.cannot_go_on(r, &why, now)),
@@ -253,7 +253,7 @@ impl Engine {
             return Ok(None);
         }
         let Some(q) = query else { return Ok(None) };
-        match self.query_holds_now(&q) {
+        match self.query_holds(&q) {
             Ok(true) => {
                 let why = format!("phase {phase} soaked {soak} and verify.query holds");
                 self.next_commit(r, Next::Phase(why), now).map(Some)
@@ -274,21 +274,6 @@ impl Engine {
     fn soak_of(&self, policy: &Policy, target: &Target, phase: Phase) -> crate::support::duration::Duration {
         let soak = target.phases.get(phase.step as usize - 1).map(|p| p.soak).unwrap_or_default();
         policy.verify.as_ref().map_or(soak, |v| soak.max(v.deploy_time))
-    }
-
-    /// The policy of a phased rollback and its whole target, as the policy says now. An error
-    /// when there is none to plan the rest from (the policy is gone, or its target cannot be
-    /// rendered from what the commit records).
-    fn phased_target(&self, r: &AuditRecord) -> Result<(Policy, Target), String> {
-        let Some(policy) = self.policy_named(&r.policy).cloned() else {
-            return Err(format!("policy {} no longer exists", r.policy));
-        };
-        let event = Event::of_record(r, self.clock.now());
-        let target = policy.resolve_target(&event, &self.rules).map_err(|e| format!("policy {}: {e}", r.policy))?;
-        if target.service != r.service || target.env != r.env {
-            return Err(format!("policy {} now names another target", r.policy));
-        }
-        Ok((policy, target))
     }
 
     /// Why the commits after phase `r` on the branch stop it: a commit by anyone but this
@@ -320,7 +305,7 @@ impl Engine {
             .filter_map(|r| {
                 let phase = r.phase?;
                 let mut name = None;
-                let waiting_for = match self.phased_target(r) {
+                let waiting_for = match self.target_of(r) {
                     _ if self.superseded(r) => format!(
                         "stopped: a later commit on the branch names it without rollbackd's tag; `abort {}` ends it",
                         r.id
@@ -379,18 +364,13 @@ impl Engine {
         }
     }
 
-    fn query_holds_now(&self, query: &str) -> Result<bool, String> {
-        let Some(p) = &self.config.prometheus else { return Err("no `prometheus:` configured".into()) };
-        super::verify::query_holds(p, query)
-    }
-
     /// Writes what comes after `r` (the newest phase on the branch): the next phase with
     /// anything to change, or the rest as a proposal. Plans again when the branch moved, and
     /// stops when someone else went on meanwhile. Every attempt looks for a change by anyone
     /// else first, and past the point of no return nothing more is pushed.
     fn next_commit(&mut self, r: &AuditRecord, next: Next, now: Timestamp) -> Result<String, EngineError> {
         let Some(phase) = r.phase else { return Ok(format!("{} is not a phased rollback", r.id)) };
-        let (policy, target) = match self.phased_target(r) {
+        let (policy, target) = match self.target_of(r) {
             Ok(found) => found,
             Err(why) => {
                 return Ok(self.cannot_go_on(r, &why, now).unwrap_or_else(|| format!("{}: cannot go on", r.id)));
@@ -544,19 +524,12 @@ impl Engine {
                 return Ok(format!("{}: already ended or followed up", r.id));
             }
             let head = self.repo.head()?;
-            let halt = crate::git::Halt { id: r.id.to_string(), service: r.service.clone(), env: r.env.clone() };
-            let text = format!(
-                "Halt rollback {} of {}/{}\n\n{}\nNothing more of it is proposed; roll back by hand if needed (to {}).\n\n{}",
-                r.id,
-                r.service,
-                r.env,
+            let said = format!(
+                "{}\nNothing more of it is proposed; roll back by hand if needed (to {}).",
                 crate::support::text::quoted(why),
-                r.known_good,
-                halt.render()
+                r.known_good
             );
-            let marker = self.repo.create_commit(&head, &self.repo.tree_of(&head)?, &text, now)?;
-            let tag_text = format!("Halted rollback {} of {}/{}\n", r.id, r.service, r.env);
-            let tag = self.repo.create_tag(&rref.halted(), &marker, &tag_text, now)?;
+            let (marker, tag) = self.halt_marker(&head, &rref, &said, now)?;
             match self.repo.publish_halt(&marker, &head, (&rref.halted(), &tag), None, None)? {
                 crate::git::PushResult::Pushed => {
                     let said = format!("{}: ended after phase {phase}: {why}; nothing is proposed", r.id);
@@ -576,6 +549,28 @@ impl Engine {
         }
         Err(crate::git::GitError::Contended { url: self.repo.url(), branch: self.repo.branch().to_string(), attempts }
             .into())
+    }
+
+    /// The empty commit on `head` that says rollback `rref` halted (`why`, then the
+    /// `Rollback-Halted` trailers), and its `halted/...` tag: written, not pushed.
+    pub(super) fn halt_marker(
+        &self,
+        head: &Sha,
+        rref: &RollbackRef,
+        why: &str,
+        now: Timestamp,
+    ) -> Result<(Sha, Sha), EngineError> {
+        let halt = crate::git::Halt { id: rref.id.to_string(), service: rref.service.clone(), env: rref.env.clone() };
+        let (id, service, env) = (&rref.id, &rref.service, &rref.env);
+        let text = format!("Halt rollback {id} of {service}/{env}\n\n{why}\n\n{}", halt.render());
+        let marker = self.repo.create_commit(head, &self.repo.tree_of(head)?, &text, now)?;
+        let tag = self.repo.create_tag(
+            &rref.halted(),
+            &marker,
+            &format!("Halted rollback {id} of {service}/{env}\n"),
+            now,
+        )?;
+        Ok((marker, tag))
     }
 
     /// Tells the route what was written, and verifies a last phase.
@@ -740,7 +735,7 @@ impl Engine {
         let phase = r.phase.map_or_else(String::new, |p| p.to_string());
         // Nothing to plan the rest from: abort ends it (so the target is free again), continue
         // cannot.
-        if let Err(why) = self.phased_target(&r) {
+        if let Err(why) = self.target_of(&r) {
             if go_on {
                 return Ok(format!("refused: {}: cannot go on after phase {phase}: {why}; `abort {id}` ends it", r.id));
             }

@@ -7,8 +7,6 @@
 //! (`refs/notes/rollbackd`), written once. Of two replicas that reach the same verdict, the one
 //! whose note lands tells people and acts; the other stays quiet.
 
-use std::collections::BTreeMap;
-
 use jiff::Timestamp;
 use tracing::{info, warn};
 
@@ -282,6 +280,21 @@ impl Engine {
 
     pub(super) fn policy_named(&self, name: &str) -> Option<&Policy> {
         self.policies.policies.iter().find(|p| p.name() == name)
+    }
+
+    /// The policy of a rollback record and its target, as the policy renders it now from what
+    /// the commit records (trigger, service, env, reason). An error says why there is none: the
+    /// policy is gone, or its target cannot be rendered from that, or is another one now.
+    pub(super) fn target_of(&self, r: &AuditRecord) -> Result<(Policy, crate::domain::plan::Target), String> {
+        let Some(policy) = self.policy_named(&r.policy).cloned() else {
+            return Err(format!("policy {} no longer exists", r.policy));
+        };
+        let event = Event::of_record(r, self.clock.now());
+        let target = policy.resolve_target(&event, &self.rules).map_err(|e| format!("policy {}: {e}", r.policy))?;
+        if target.service != r.service || target.env != r.env {
+            return Err(format!("policy {} now names another target", r.policy));
+        }
+        Ok((policy, target))
     }
 
     /// Watches `rollback` when its policy says how to verify it and something can.
@@ -615,20 +628,14 @@ impl Engine {
     /// back (or another replica already stepped back).
     fn step_back(&mut self, watch: &Watch, policy: &Policy, now: Timestamp) -> Result<Option<Rollback>, EngineError> {
         let n = watch.step + 1;
-        let event = Event {
-            source: Source::Rollbackd,
-            dedupe_key: format!("step-back/{}/{n}", watch.id),
-            labels: BTreeMap::from([
-                ("service".to_string(), watch.service.clone()),
-                ("env".to_string(), watch.env.clone()),
-                ("reason".to_string(), format!("{} did not bring recovery", watch.id)),
-            ]),
-            annotations: BTreeMap::new(),
-            received_at: now,
-            started_at: None,
-            requester: None,
-            from_fork: false,
-        };
+        let event = Event::again(
+            &format!("rollbackd:step-back/{}/{n}", watch.id),
+            &watch.service,
+            &watch.env,
+            Some(format!("{} did not bring recovery", watch.id)),
+            "rollbackd".into(),
+            now,
+        );
         let trigger = event.trigger();
         if self.repo.audit(now)?.find_trigger(&trigger).is_some() {
             return Ok(None);
@@ -709,7 +716,7 @@ impl Engine {
     }
 
     /// Whether `query` returns at least one series (or a non-zero scalar) now.
-    fn query_holds(&self, query: &str) -> Result<bool, String> {
+    pub(super) fn query_holds(&self, query: &str) -> Result<bool, String> {
         let Some(p) = &self.config.prometheus else { return Err("no `prometheus:` configured".into()) };
         query_holds(p, query)
     }

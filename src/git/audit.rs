@@ -79,6 +79,8 @@ pub struct AuditIndex {
     /// Halt markers of phased rollbacks found on the branch, newest first, with their time and
     /// commit.
     halts: Vec<(Halt, Timestamp, String)>,
+    /// The rollback commits rollbackd pushed, as of the last refresh (see `find_trusted`).
+    trusted: std::collections::HashSet<Oid>,
     /// The ids of halts whose marker carries rollbackd's `halted/` tag.
     trusted_halts: std::collections::HashSet<String>,
     walked_head: Option<Oid>,
@@ -209,9 +211,13 @@ impl AuditIndex {
     }
 
     /// The rollback commits rollbackd pushed: those a tag of ours names.
-    pub fn trusted_commits(&self) -> std::collections::HashSet<Oid> {
-        // Every rollback tag ever read (also those past the audit window), what it names and the
-        // commit carrying the trailers (a merge brings a proposal in), and the tagged records.
+    pub fn trusted_commits(&self) -> &std::collections::HashSet<Oid> {
+        &self.trusted
+    }
+
+    /// Every rollback tag ever read (also those past the audit window), what it names and the
+    /// commit carrying the trailers (a merge brings a proposal in), and the tagged records.
+    fn find_trusted(&self) -> std::collections::HashSet<Oid> {
         let tags = self.tags.values().filter_map(|(_, t)| t.as_ref()).flat_map(|t| [t.commit, t.tip]);
         let records = self
             .records
@@ -417,6 +423,7 @@ impl AuditIndex {
             self.by_trigger.insert(r.trigger.clone(), i);
         }
         self.records = records;
+        self.trusted = self.find_trusted();
         Ok(())
     }
 }

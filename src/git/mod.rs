@@ -356,8 +356,7 @@ impl ConfigRepo {
     }
 
     pub fn plan(&self, req: &PlanRequest<'_>) -> Result<Planned, GitError> {
-        let trusted = self.index.trusted_commits();
-        planner::plan(&self.repo, &self.branch, self.head_oid()?, self.max_commits, req, &trusted)
+        planner::plan(&self.repo, &self.branch, self.head_oid()?, self.max_commits, req, self.index.trusted_commits())
     }
 
     /// The newest commit that changed any of `paths` (a cheap look, before any planning).
