@@ -163,7 +163,16 @@ impl Engine {
         let templates = Templates::load(&config.templates)?;
         let rules = InputRules::new(&config.input).map_err(EngineError::Config)?;
         let auth = Auth { token: secrets.git_token.clone(), ssh_key: config.repo.ssh_key_file.clone() };
-        let repo = ConfigRepo::open(&git_settings(&config), auth)?;
+        let keys = config.keys().map_err(|e| EngineError::Config(e.to_string()))?;
+        if let Some(file) = &keys.created {
+            warn!(
+                key = %file.display(),
+                public_key = %keys.signing.public_openssh(),
+                allowed_signers = %keys.signing.allowed_signers_line(&config.identity.email),
+                "made a new signing key: register its public key (docs/security.md) so other replicas and git trust what rollbackd signs"
+            );
+        }
+        let repo = ConfigRepo::open(&git_settings(&config, &keys), auth)?;
         let forge = Arc::new(Forge::from_config(&config.forge)?);
         check_routes(&config, &policies).map_err(EngineError::Config)?;
         let notifier = crate::notify::Notifier::start(&config.notify, &secrets, &templates, forge.clone());
@@ -196,6 +205,9 @@ impl Engine {
     /// Fetches (unless fresh, or `force`) and takes up a change to the repo's policies.
     fn fetch(&mut self, force: bool) -> Result<(), EngineError> {
         self.repo.fetch(force)?;
+        for u in self.repo.take_untrusted() {
+            crate::metrics::untrusted_record(&u.refname);
+        }
         if self.sync_policies() {
             self.policy_generation += 1;
         }
@@ -222,6 +234,34 @@ impl Engine {
             .map_err(|e| EngineError::Config(format!("{e}; adding or removing a repo takes a restart")))?;
         let secrets = config.secrets().map_err(|e| EngineError::Config(e.to_string()))?;
         Engine::new(config, secrets, self.clock.clone())
+    }
+
+    /// `rollbackd audit verify`: every record rollbackd relies on since `since` (a date, a
+    /// time or a revision; default: the audit window), fetched fresh, with its signature.
+    pub fn audit_verify(
+        &mut self,
+        since: Option<&str>,
+    ) -> Result<Vec<crate::domain::audit::SignatureCheck>, EngineError> {
+        let _lock = self.begin()?;
+        self.fetch(true)?;
+        let now = self.clock.now();
+        self.repo.audit(now)?;
+        let since = match since {
+            None => now.checked_sub(self.config.audit.window.as_signed()).unwrap_or(Timestamp::UNIX_EPOCH),
+            Some(s) => match (s.parse::<Timestamp>(), s.parse::<jiff::civil::Date>()) {
+                (Ok(t), _) => t,
+                (_, Ok(d)) => {
+                    d.to_zoned(jiff::tz::TimeZone::UTC).map(|z| z.timestamp()).unwrap_or(Timestamp::UNIX_EPOCH)
+                }
+                _ => self.repo.committed_at(s).ok_or_else(|| {
+                    EngineError::Git(GitError::BadRevision {
+                        rev: crate::domain::ident::shown(s),
+                        message: "not a date, a time (RFC 3339) or a revision of the config repo".into(),
+                    })
+                })?,
+            },
+        };
+        Ok(self.repo.check_signatures(since)?)
     }
 
     /// Starts an operation on the mirror: takes the data dir's lock and, when git authenticates
@@ -966,8 +1006,10 @@ impl Triager {
 }
 
 /// What the git layer needs of the config (the git layer does not read the config itself).
-pub(crate) fn git_settings(config: &Config) -> crate::git::Settings {
+pub(crate) fn git_settings(config: &Config, keys: &crate::config::Keys) -> crate::git::Settings {
     crate::git::Settings {
+        signing_key: keys.signing.clone(),
+        trusted_keys: keys.trusted.clone(),
         url: config.repo.url.clone(),
         branch: config.repo.branch.clone(),
         data_dir: config.data_dir.clone(),
