@@ -139,6 +139,9 @@ pub struct Engine {
     alerting: crate::domain::breaker::Alerting,
     /// Phased rollbacks that cannot go on by themselves, whose people were told so.
     stuck: std::collections::HashSet<RollbackId>,
+    /// The config repo and branch as one key, whatever way the URL is written: part of every
+    /// rollback id, so two repos never mint the same one.
+    repo_identity: String,
 }
 
 impl Drop for Engine {
@@ -167,6 +170,7 @@ impl Engine {
         let forge = Arc::new(Forge::from_config(&config.forge)?);
         check_routes(&config, &policies).map_err(EngineError::Config)?;
         let notifier = crate::notify::Notifier::start(&config.notify, &secrets, &templates, forge.clone());
+        let repo_identity = format!("{} {}", crate::support::url::repo_key(&config.repo.url), config.repo.branch);
         let mut engine = Engine {
             config,
             policies,
@@ -188,6 +192,7 @@ impl Engine {
             held_changes: HashMap::new(),
             alerting: Default::default(),
             stuck: Default::default(),
+            repo_identity,
         };
         engine.sync_policies();
         Ok(engine)
@@ -200,6 +205,11 @@ impl Engine {
             self.policy_generation += 1;
         }
         Ok(())
+    }
+
+    /// The id of the rollback `trigger` asks for of `service`/`env` in this config repo.
+    fn rollback_id(&self, trigger: &str, service: &str, env: &str) -> RollbackId {
+        RollbackId::derive(&self.repo_identity, trigger, service, env)
     }
 
     /// Changes each time another policy set comes into force.
@@ -520,7 +530,7 @@ impl Engine {
             Selection::Settled(outcome) => return done(decision, None, outcome),
             Selection::Target { policy, target } => (policy.clone(), target),
         };
-        let id = RollbackId::derive(&trigger, &target.service, &target.env);
+        let id = self.rollback_id(&trigger, &target.service, &target.env);
         span.record("rollback_id", id.as_str());
         if let Some(reason) = authorize(event, &policy, opts) {
             warn!(%reason, "request denied");

@@ -651,7 +651,7 @@ impl Engine {
         let Some(to) = self.repo.before_previous_change(&paths, &Sha(record.known_good.clone()))? else {
             return Ok(None);
         };
-        let id = RollbackId::derive(&trigger, &target.service, &target.env);
+        let id = self.rollback_id(&trigger, &target.service, &target.env);
         let attempts = self.config.git.push_retries + 1;
         for retries in 0..attempts {
             let request = PlanRequest {
