@@ -766,9 +766,10 @@ impl Engine {
         // Rendered before anything is pushed: a template error must not leave a branch behind.
         let pr_texts = match (delivery, &*self.forge) {
             (Delivery::Proposal, Forge::Github(_)) => {
-                // Only a pull request's body is Markdown: its context is built only for it.
+                // A pull request's title and body are Markdown (GitHub renders code spans and
+                // mentions in both): their context is built only for them.
                 let md = message_context(event, policy, plan, id, delivery, decision, crate::support::text::markdown);
-                Some((self.templates.render(PR_TITLE_TEMPLATE, &ctx)?, self.templates.render(PR_BODY_TEMPLATE, &md)?))
+                Some((self.templates.render(PR_TITLE_TEMPLATE, &md)?, self.templates.render(PR_BODY_TEMPLATE, &md)?))
             }
             _ => None,
         };
@@ -1079,11 +1080,26 @@ pub(crate) fn message_context(
         .iter()
         .map(|g| serde_json::json!({ "guard": g.guard, "passed": g.passed, "detail": esc(&g.detail) }))
         .collect();
+    // File paths, artifact references and ref names come from the repository, where anyone who
+    // can push names a file `` a`<img>|b ``: escaped like any other text.
+    let paths = |ps: &[String]| ps.iter().map(|p| esc(p)).collect::<Vec<_>>();
+    let known_good_source = match serde_json::to_value(&plan.known_good.source) {
+        Ok(serde_json::Value::Object(fields)) => serde_json::Value::Object(
+            fields
+                .into_iter()
+                .map(|(k, v)| match v {
+                    serde_json::Value::String(s) if k != "kind" => (k, serde_json::Value::String(esc(&s))),
+                    v => (k, v),
+                })
+                .collect(),
+        ),
+        _ => serde_json::Value::Null,
+    };
     crate::support::template::value(serde_json::json!({
         "id": id,
         "service": plan.target.service,
         "env": plan.target.env,
-        "paths": plan.target.paths,
+        "paths": paths(&plan.target.paths),
         "branch": plan.branch,
         "delivery": delivery,
         "strategy": plan.strategy,
@@ -1096,13 +1112,13 @@ pub(crate) fn message_context(
         "went_on": plan.went_on.as_deref().map(esc),
         // Built by rollbackd from checked names and triggers, like `trigger`.
         "also": plan.also.iter().map(|a| serde_json::json!({
-            "service": a.target.service, "env": a.target.env, "paths": a.target.paths, "trigger": a.trigger, "policy": a.policy,
+            "service": a.target.service, "env": a.target.env, "paths": paths(&a.target.paths), "trigger": a.trigger, "policy": a.policy,
         })).collect::<Vec<_>>(),
         "exact": plan.exact,
         "known_good": {
             "sha": plan.known_good.sha,
             "short": short(&plan.known_good.sha),
-            "source": plan.known_good.source,
+            "source": known_good_source,
         },
         "bad_commits": plan.bad_commits.iter().map(|c| serde_json::json!({
             "sha": c.sha, "short": short(&c.sha), "summary": esc(&c.summary), "author": esc(&c.author), "time": c.time,
@@ -1110,8 +1126,12 @@ pub(crate) fn message_context(
         })).collect::<Vec<_>>(),
         // What a revert of the files leaves as it is: `policy.irreversible` marks.
         "irreversible": plan.bad_commits.iter().flat_map(|c| c.irreversible.iter().map(move |m| esc(&format!("{} {m}", c.sha.short())))).collect::<Vec<_>>(),
-        "diffstat": plan.diffstat,
-        "artifacts": plan.artifacts,
+        "diffstat": plan.diffstat.iter().map(|f| serde_json::json!({
+            "path": esc(&f.path), "insertions": f.insertions, "deletions": f.deletions,
+        })).collect::<Vec<_>>(),
+        "artifacts": plan.artifacts.iter().map(|a| serde_json::json!({
+            "path": esc(&a.path), "name": esc(&a.name), "old": a.old.as_deref().map(esc), "new": a.new.as_deref().map(esc),
+        })).collect::<Vec<_>>(),
         "policy": policy.name(),
         "source": event.source,
         // Both are built by rollbackd from checked parts (see `select`).
