@@ -141,6 +141,10 @@ pub struct Plan {
     pub artifacts: Vec<ArtifactChange>,
     /// Mutable references (`:latest`, untagged) in the target state, for the immutability guard.
     pub mutable_artifacts: Vec<String>,
+    /// The target state has no files: the rollback deletes every file of the target paths
+    /// (written only when a policy sets `action.allow_removal`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub leaves_no_files: bool,
     /// The phase this plan writes, for a phased rollback: its paths are `target.paths`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<crate::domain::phase::Phase>,

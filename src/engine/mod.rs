@@ -570,6 +570,7 @@ impl Engine {
             to: to.as_deref(),
             irreversible: policy.irreversible.as_ref(),
             continues: None,
+            allow_removal: policy.action.allow_removal,
         };
         let plan = match self.repo.plan(&request)? {
             Planned::Ready(plan) => *plan,
@@ -577,6 +578,12 @@ impl Engine {
                 return done(decision, None, Outcome::Duplicate { rollback_id: RollbackId(id), commit, reason });
             }
             Planned::Noop { reason } => return done(decision, None, Outcome::Noop { reason }),
+            // Not even an emergency deletes a service: that is a change for a person to write.
+            Planned::NothingToGoBackTo { plan, reason } => {
+                let reason = format!("{reason} (policy {} does not set action.allow_removal)", policy.name());
+                warn!(%reason, "request denied");
+                return done(decision, Some(*plan), Outcome::Denied { reason });
+            }
         };
         // An open proposal that undoes exactly these commits is this rollback, if this one would
         // be a proposal too.
