@@ -454,6 +454,7 @@ fn sample() -> (Event, Plan) {
             new: Some("acme/checkout:1.4.2".into()),
         }],
         mutable_artifacts: vec![],
+        leaves_no_files: false,
         phase: None,
         halted: None,
         went_on: None,

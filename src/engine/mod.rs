@@ -139,6 +139,9 @@ pub struct Engine {
     alerting: crate::domain::breaker::Alerting,
     /// Phased rollbacks that cannot go on by themselves, whose people were told so.
     stuck: std::collections::HashSet<RollbackId>,
+    /// The config repo and branch as one key, whatever way the URL is written: part of every
+    /// rollback id, so two repos never mint the same one.
+    repo_identity: String,
 }
 
 impl Drop for Engine {
@@ -176,6 +179,7 @@ impl Engine {
         let forge = Arc::new(Forge::from_config(&config.forge)?);
         check_routes(&config, &policies).map_err(EngineError::Config)?;
         let notifier = crate::notify::Notifier::start(&config.notify, &secrets, &templates, forge.clone());
+        let repo_identity = format!("{} {}", crate::support::url::repo_key(&config.repo.url), config.repo.branch);
         let mut engine = Engine {
             config,
             policies,
@@ -197,6 +201,7 @@ impl Engine {
             held_changes: HashMap::new(),
             alerting: Default::default(),
             stuck: Default::default(),
+            repo_identity,
         };
         engine.sync_policies();
         Ok(engine)
@@ -212,6 +217,11 @@ impl Engine {
             self.policy_generation += 1;
         }
         Ok(())
+    }
+
+    /// The id of the rollback `trigger` asks for of `service`/`env` in this config repo.
+    fn rollback_id(&self, trigger: &str, service: &str, env: &str) -> RollbackId {
+        RollbackId::derive(&self.repo_identity, trigger, service, env)
     }
 
     /// Changes each time another policy set comes into force.
@@ -560,7 +570,7 @@ impl Engine {
             Selection::Settled(outcome) => return done(decision, None, outcome),
             Selection::Target { policy, target } => (policy.clone(), target),
         };
-        let id = RollbackId::derive(&trigger, &target.service, &target.env);
+        let id = self.rollback_id(&trigger, &target.service, &target.env);
         span.record("rollback_id", id.as_str());
         if let Some(reason) = authorize(event, &policy, opts) {
             warn!(%reason, "request denied");
@@ -600,6 +610,7 @@ impl Engine {
             to: to.as_deref(),
             irreversible: policy.irreversible.as_ref(),
             continues: None,
+            allow_removal: policy.action.allow_removal,
         };
         let plan = match self.repo.plan(&request)? {
             Planned::Ready(plan) => *plan,
@@ -607,6 +618,12 @@ impl Engine {
                 return done(decision, None, Outcome::Duplicate { rollback_id: RollbackId(id), commit, reason });
             }
             Planned::Noop { reason } => return done(decision, None, Outcome::Noop { reason }),
+            // Not even an emergency deletes a service: that is a change for a person to write.
+            Planned::NothingToGoBackTo { plan, reason } => {
+                let reason = format!("{reason} (policy {} does not set action.allow_removal)", policy.name());
+                warn!(%reason, "request denied");
+                return done(decision, Some(*plan), Outcome::Denied { reason });
+            }
         };
         // An open proposal that undoes exactly these commits is this rollback, if this one would
         // be a proposal too.
@@ -796,9 +813,10 @@ impl Engine {
         // Rendered before anything is pushed: a template error must not leave a branch behind.
         let pr_texts = match (delivery, &*self.forge) {
             (Delivery::Proposal, Forge::Github(_)) => {
-                // Only a pull request's body is Markdown: its context is built only for it.
+                // A pull request's title and body are Markdown (GitHub renders code spans and
+                // mentions in both): their context is built only for them.
                 let md = message_context(event, policy, plan, id, delivery, decision, crate::support::text::markdown);
-                Some((self.templates.render(PR_TITLE_TEMPLATE, &ctx)?, self.templates.render(PR_BODY_TEMPLATE, &md)?))
+                Some((self.templates.render(PR_TITLE_TEMPLATE, &md)?, self.templates.render(PR_BODY_TEMPLATE, &md)?))
             }
             _ => None,
         };
@@ -1111,11 +1129,26 @@ pub(crate) fn message_context(
         .iter()
         .map(|g| serde_json::json!({ "guard": g.guard, "passed": g.passed, "detail": esc(&g.detail) }))
         .collect();
+    // File paths, artifact references and ref names come from the repository, where anyone who
+    // can push names a file `` a`<img>|b ``: escaped like any other text.
+    let paths = |ps: &[String]| ps.iter().map(|p| esc(p)).collect::<Vec<_>>();
+    let known_good_source = match serde_json::to_value(&plan.known_good.source) {
+        Ok(serde_json::Value::Object(fields)) => serde_json::Value::Object(
+            fields
+                .into_iter()
+                .map(|(k, v)| match v {
+                    serde_json::Value::String(s) if k != "kind" => (k, serde_json::Value::String(esc(&s))),
+                    v => (k, v),
+                })
+                .collect(),
+        ),
+        _ => serde_json::Value::Null,
+    };
     crate::support::template::value(serde_json::json!({
         "id": id,
         "service": plan.target.service,
         "env": plan.target.env,
-        "paths": plan.target.paths,
+        "paths": paths(&plan.target.paths),
         "branch": plan.branch,
         "delivery": delivery,
         "strategy": plan.strategy,
@@ -1128,13 +1161,13 @@ pub(crate) fn message_context(
         "went_on": plan.went_on.as_deref().map(esc),
         // Built by rollbackd from checked names and triggers, like `trigger`.
         "also": plan.also.iter().map(|a| serde_json::json!({
-            "service": a.target.service, "env": a.target.env, "paths": a.target.paths, "trigger": a.trigger, "policy": a.policy,
+            "service": a.target.service, "env": a.target.env, "paths": paths(&a.target.paths), "trigger": a.trigger, "policy": a.policy,
         })).collect::<Vec<_>>(),
         "exact": plan.exact,
         "known_good": {
             "sha": plan.known_good.sha,
             "short": short(&plan.known_good.sha),
-            "source": plan.known_good.source,
+            "source": known_good_source,
         },
         "bad_commits": plan.bad_commits.iter().map(|c| serde_json::json!({
             "sha": c.sha, "short": short(&c.sha), "summary": esc(&c.summary), "author": esc(&c.author), "time": c.time,
@@ -1142,8 +1175,12 @@ pub(crate) fn message_context(
         })).collect::<Vec<_>>(),
         // What a revert of the files leaves as it is: `policy.irreversible` marks.
         "irreversible": plan.bad_commits.iter().flat_map(|c| c.irreversible.iter().map(move |m| esc(&format!("{} {m}", c.sha.short())))).collect::<Vec<_>>(),
-        "diffstat": plan.diffstat,
-        "artifacts": plan.artifacts,
+        "diffstat": plan.diffstat.iter().map(|f| serde_json::json!({
+            "path": esc(&f.path), "insertions": f.insertions, "deletions": f.deletions,
+        })).collect::<Vec<_>>(),
+        "artifacts": plan.artifacts.iter().map(|a| serde_json::json!({
+            "path": esc(&a.path), "name": esc(&a.name), "old": a.old.as_deref().map(esc), "new": a.new.as_deref().map(esc),
+        })).collect::<Vec<_>>(),
         "policy": policy.name(),
         "source": event.source,
         // Both are built by rollbackd from checked parts (see `select`).

@@ -651,7 +651,7 @@ impl Engine {
         let Some(to) = self.repo.before_previous_change(&paths, &Sha(record.known_good.clone()))? else {
             return Ok(None);
         };
-        let id = RollbackId::derive(&trigger, &target.service, &target.env);
+        let id = self.rollback_id(&trigger, &target.service, &target.env);
         let attempts = self.config.git.push_retries + 1;
         for retries in 0..attempts {
             let request = PlanRequest {
@@ -661,10 +661,15 @@ impl Engine {
                 to: Some(&to.0),
                 irreversible: policy.irreversible.as_ref(),
                 continues: None,
+                allow_removal: policy.action.allow_removal,
             };
             let plan = match self.repo.plan(&request)? {
                 Planned::Ready(plan) => *plan,
                 Planned::Noop { .. } | Planned::AlreadyRolledBack { .. } => return Ok(None),
+                // Stepping back past the service's first deploy would delete it.
+                Planned::NothingToGoBackTo { reason, .. } => {
+                    return Err(EngineError::Policy { policy: policy.name().to_string(), message: reason });
+                }
             };
             // Stepping back is automatic: it never crosses the point of no return.
             let records = self.repo.index().records();
