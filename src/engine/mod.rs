@@ -84,7 +84,10 @@ impl EngineError {
     pub fn is_transient(&self) -> bool {
         match self {
             EngineError::Git(
-                GitError::Unreachable { .. } | GitError::Contended { .. } | GitError::NotFetched { .. },
+                GitError::Unreachable { .. }
+                | GitError::Contended { .. }
+                | GitError::NotFetched { .. }
+                | GitError::UnreadableState { .. },
             ) => true,
             EngineError::Forge(e) => e.is_transient(),
             EngineError::PoliciesNotLoaded(_) => true,

@@ -173,6 +173,13 @@ impl Engine {
             }
         });
         for c in ready {
+            // A candidate becomes a known-good tag of its own service/env, never any other ref
+            // (a second line of defence: its note is believed only when rollbackd signed it).
+            let prefix = format!("known-good/{}/{}/", c.service, c.env);
+            if !c.name.strip_prefix(&prefix).is_some_and(|stamp| !stamp.is_empty() && !stamp.contains('/')) {
+                warn!(tag = %crate::domain::ident::shown(&c.name), "a known-good candidate names another tag; not tagged");
+                continue;
+            }
             let message = format!(
                 "Known-good: {} in {} at {}\n\nTrigger: {}\nPolicy: {}\nSoaked: {} .. {} without a firing alert\n",
                 c.service, c.env, c.sha, c.trigger, c.policy, c.since, c.until

@@ -61,6 +61,12 @@ pub enum GitError {
     BrokenResult { path: String, message: String },
     #[error("cannot prepare the mirror at {path}: {message}")]
     Mirror { path: PathBuf, message: String },
+    /// rollbackd's state (freezes, holds) cannot be believed or read: nothing automatic is
+    /// pushed until a person writes it again (`pause`, `resume`, `freeze`, `release`...).
+    #[error(
+        "{refname} cannot be read ({why}); automatic rollbacks wait until a person writes it again (pause, resume, freeze, unfreeze or release)"
+    )]
+    UnreadableState { refname: String, why: String },
     #[error("git: {0}")]
     Git(#[from] git2::Error),
 }
@@ -934,12 +940,22 @@ impl ConfigRepo {
 
     /// A JSON document kept as `file` in the commit `refname` points at (the default when none).
     fn state<S: serde::de::DeserializeOwned + Default>(&self, refname: &str, file: &str) -> Result<S, GitError> {
-        let Ok(id) = self.repo.refname_to_id(refname) else { return Ok(S::default()) };
+        let Ok(id) = self.repo.refname_to_id(refname) else {
+            // The origin has the ref, but nothing in it that a trusted key signed (a key that
+            // changed, or a forgery): no state is not the same as "nothing frozen".
+            if let (Some(_), true) = self.trust.origin_of(&self.repo, refname) {
+                return Err(GitError::UnreadableState {
+                    refname: refname.into(),
+                    why: "no commit in it is signed by a trusted key".into(),
+                });
+            }
+            return Ok(S::default());
+        };
         let tree = self.repo.find_commit(id)?.tree()?;
         let Some(entry) = tree.get_name(file) else { return Ok(S::default()) };
         let blob = self.repo.find_blob(entry.id())?;
         serde_json::from_slice(blob.content())
-            .map_err(|e| GitError::Git(git2::Error::from_str(&format!("{refname}:{file}: {e}"))))
+            .map_err(|e| GitError::UnreadableState { refname: refname.into(), why: format!("{file}: {e}") })
     }
 
     /// Edits the document of [`Self::state`] with `change`, commits it on `refname` and pushes
@@ -957,7 +973,15 @@ impl ConfigRepo {
     {
         let retries = self.push_retries;
         self.until_written(refname, retries, |this| {
-            let mut set: S = this.state(refname, file)?;
+            // A person's write repairs a state that cannot be read: it starts again from empty,
+            // and the bad version stays in the ref's history.
+            let mut set: S = match this.state(refname, file) {
+                Err(GitError::UnreadableState { why, .. }) => {
+                    tracing::warn!(r#ref = refname, %why, "writing a new state over one that cannot be read");
+                    S::default()
+                }
+                other => other?,
+            };
             let result = change(&mut set);
             let text =
                 serde_json::to_string_pretty(&set).map_err(|e| GitError::Git(git2::Error::from_str(&e.to_string())))?;

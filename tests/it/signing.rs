@@ -217,3 +217,23 @@ fn audit_verify_passes_on_rollbackds_trail_and_exits_2_on_a_forged_record() {
         "{checks:?}"
     );
 }
+
+#[test]
+fn state_no_trusted_key_signed_holds_automatic_rollbacks_until_a_person_writes_it() {
+    let w = World::new();
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    // A freezes ref rollbackd never wrote (or wrote with a key it no longer has).
+    forge_state(&w, "refs/rollbackd/state/freezes", "freezes.json", "{\"freezes\": \"oops\"}", None);
+    let before = refs(&w);
+    let err = w.engine().handle(&w.alert("checkout", "prod", "u1"), &Options::default()).unwrap_err();
+    assert!(err.is_transient(), "the sender retries (503): {err}");
+    assert!(err.to_string().contains("refs/rollbackd/state/freezes cannot be read"), "{err}");
+    assert_eq!(refs(&w), before, "nothing pushed on a state nobody trusted");
+    // A person writes the state again, on top; automatic rollbacks go on.
+    let mut engine = w.engine();
+    engine.pause(None, Some("repair"), None, "ops").unwrap();
+    let said = engine.resume(None, "ops", None).unwrap();
+    assert!(said.contains("resumed"), "{said}");
+    let report = w.engine().handle(&w.alert("checkout", "prod", "u1"), &Options::default()).unwrap();
+    assert!(matches!(report.outcome, Outcome::RolledBack { .. }), "{:?}", report.outcome);
+}
