@@ -854,6 +854,14 @@ impl Config {
     /// What the file must say whatever the secrets are.
     fn check_shape(&self) -> Result<(), ConfigError> {
         let path = &self.path;
+        // Keys are read whole here, so a typo in one is said at load, not when that person acts.
+        let keys: Vec<String> =
+            self.directory.people.values().flatten().filter(|a| a.trim_start().starts_with("ssh-")).cloned().collect();
+        let mut all_keys = self.identity.trusted_keys.clone();
+        all_keys.extend(keys);
+        if let Err(e) = crate::support::signing_key::TrustedKeys::parse(&all_keys) {
+            return Err(invalid(path, format!("identity.trusted_keys or directory.people: {e}")));
+        }
         if let Some(dir) = self.policies.repo_path() {
             let plain = Path::new(dir).components().all(|c| matches!(c, std::path::Component::Normal(_)));
             if dir.is_empty() || !plain || dir.contains('\\') {
@@ -921,6 +929,23 @@ impl Config {
         };
         let trusted = TrustedKeys::parse(&self.identity.trusted_keys).map_err(bad)?.with(signing.public());
         Ok(Keys { signing, trusted, created })
+    }
+
+    /// Who is at the CLI. With `key` (`--signing-key`), the person in `directory.people` whose
+    /// public key it is, so the policies' `chatops` rules apply to them as in chat; an unknown
+    /// key is refused. Without a key, `None` (the CLI's asserted `--actor`) while nobody in
+    /// `directory.people` has a key, refused once anyone has.
+    pub fn operator(&self, key: Option<&Path>) -> Result<Option<crate::domain::principal::Principal>, String> {
+        let Some(file) = key else {
+            if self.directory.people.values().flatten().any(|a| a.trim_start().starts_with("ssh-")) {
+                return Err("people in directory.people have SSH keys, so CLI writes must be signed: pass --signing-key FILE or set ROLLBACKD_SIGNING_KEY (your private key; docs/security.md)".into());
+            }
+            return Ok(None);
+        };
+        let key = crate::support::signing_key::SigningKey::read_file(file).map_err(|e| e.to_string())?;
+        self.directory.person_with_key(&key.public_openssh()).map(Some).ok_or_else(|| {
+            format!("the key {} ({}) belongs to nobody in directory.people: refused", file.display(), key.fingerprint())
+        })
     }
 
     /// `<data_dir>/signing_key` of the file (one key for every repo of a `repos:` file).

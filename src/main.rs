@@ -37,8 +37,33 @@ struct Cli {
 #[derive(clap::Args)]
 struct Who {
     /// Who you are, e.g. `--actor alice@example.com` (default: git's user.email, then $USER).
+    /// Once people in `directory.people` have SSH keys, you are the person your key belongs to.
     #[arg(long, env = "ROLLBACKD_ACTOR")]
     actor: Option<String>,
+    /// Your SSH private key (ed25519, mode 0600): you act as the person `directory.people`
+    /// lists it under, and the policies' `chatops` rules apply to you as in chat.
+    #[arg(long, env = "ROLLBACKD_SIGNING_KEY", value_name = "FILE")]
+    signing_key: Option<PathBuf>,
+}
+
+impl Who {
+    /// The person acting (when they signed with a key) and the name the audit trail records.
+    fn resolve(self, engine: &Engine) -> anyhow::Result<(Option<rollbackd::Principal>, String)> {
+        let principal = engine.config().operator(self.signing_key.as_deref()).map_err(Usage)?;
+        match principal {
+            Some(p) => {
+                let name = p.id.trim_start_matches("cli:").to_string();
+                if let Some(asserted) = self.actor.filter(|a| !a.trim().is_empty() && a.trim() != name) {
+                    return Err(Usage(format!(
+                        "--actor {asserted:?}: your key belongs to {name}; drop --actor or use your own key"
+                    ))
+                    .into());
+                }
+                Ok((Some(p), name))
+            }
+            None => Ok((None, whoami(self.actor)?)),
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -444,14 +469,14 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(code)
         }
         Command::Rollback { service, env, to, reason, who, dry_run, emergency, json } => {
-            let actor = whoami(who.actor)?;
             let clock: Arc<dyn Clock> = Arc::new(SystemClock);
             let now = clock.now();
+            let mut engine = engine(&cli.config, cli.config_repo.as_deref(), clock)?;
+            let (principal, actor) = who.resolve(&engine)?;
             let request_id = format!("{actor}-{}-{}", now.as_nanosecond(), std::process::id());
             let actor = format!("cli:{actor}");
             let event = Event::request(Source::Cli, &service, &env, &actor, reason.as_deref(), now, &request_id);
-            let mut engine = engine(&cli.config, cli.config_repo.as_deref(), clock)?;
-            let report = engine.handle(&event, &Options { to, dry_run, emergency, ..Options::default() })?;
+            let report = engine.handle(&event, &Options { to, dry_run, emergency, principal })?;
             print_reports(std::slice::from_ref(&report), json)?;
             Ok(exit_code(&report.outcome))
         }
@@ -490,24 +515,22 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(if explanation.is_empty() { 2 } else { 0 })
         }
         Command::Approve { id, who } => {
-            let actor = whoami(who.actor)?;
-            review(&cli.config, cli.config_repo.as_deref(), |e| e.approve(&id, None, &actor))
+            review(&cli.config, cli.config_repo.as_deref(), who, |e, p, actor| e.approve(&id, p, actor))
         }
         Command::Cancel { id, who } => {
-            let actor = whoami(who.actor)?;
-            review(&cli.config, cli.config_repo.as_deref(), |e| e.cancel(&id, None, &actor))
+            review(&cli.config, cli.config_repo.as_deref(), who, |e, p, actor| e.cancel(&id, p, actor))
         }
         Command::Continue { id, who } => {
-            let actor = whoami(who.actor)?;
             let mut engine = engine(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
-            let said = engine.continue_rollback(&id, None, &actor)?;
+            let (p, actor) = who.resolve(&engine)?;
+            let said = engine.continue_rollback(&id, p.as_ref(), &actor)?;
             println!("{said}");
             Ok(if said.starts_with("refused") { 2 } else { 0 })
         }
         Command::Abort { id, reason, who } => {
-            let actor = whoami(who.actor)?;
             let mut engine = engine(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
-            let said = engine.abort_rollback(&id, None, &actor, reason.as_deref())?;
+            let (p, actor) = who.resolve(&engine)?;
+            let said = engine.abort_rollback(&id, p.as_ref(), &actor, reason.as_deref())?;
             println!("{said}");
             Ok(if said.starts_with("refused") { 2 } else { 0 })
         }
@@ -525,9 +548,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(2)
         }
         Command::Release { service, env, reason, who } => {
-            let actor = whoami(who.actor)?;
             let mut engine = engine(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
-            let said = engine.release(&service, &env, reason.as_deref(), None, &actor)?;
+            let (p, actor) = who.resolve(&engine)?;
+            let said = engine.release(&service, &env, reason.as_deref(), p.as_ref(), &actor)?;
             println!("{said}");
             Ok(if said.starts_with("refused") { 2 } else { 0 })
         }
@@ -541,28 +564,24 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Freeze { scope, env, duration, reason, who } => {
-            let actor = whoami(who.actor)?;
             let mut engine = engine(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
-            println!("{}", engine.freeze(&scope, env.as_deref(), duration, reason.as_deref(), None, &actor)?);
-            Ok(0)
+            let (p, actor) = who.resolve(&engine)?;
+            said(engine.freeze(&scope, env.as_deref(), duration, reason.as_deref(), p.as_ref(), &actor)?)
         }
         Command::Pause { duration, reason, who } => {
-            let actor = whoami(who.actor)?;
             let mut engine = engine(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
-            println!("{}", engine.pause(duration, reason.as_deref(), None, &actor)?);
-            Ok(0)
+            let (p, actor) = who.resolve(&engine)?;
+            said(engine.pause(duration, reason.as_deref(), p.as_ref(), &actor)?)
         }
         Command::Resume { who } => {
-            let actor = whoami(who.actor)?;
             let mut engine = engine(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
-            println!("{}", engine.resume(None, &actor, None)?);
-            Ok(0)
+            let (p, actor) = who.resolve(&engine)?;
+            said(engine.resume(p.as_ref(), &actor, None)?)
         }
         Command::Unfreeze { scope, env, who } => {
-            let actor = whoami(who.actor)?;
             let mut engine = engine(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
-            println!("{}", engine.unfreeze(&scope, env.as_deref(), None, &actor, None)?);
-            Ok(0)
+            let (p, actor) = who.resolve(&engine)?;
+            said(engine.unfreeze(&scope, env.as_deref(), p.as_ref(), &actor, None)?)
         }
         Command::Status { service } => {
             let mut engine = engine(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
@@ -574,13 +593,21 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     }
 }
 
+/// Prints what a person's action said: exit 2 when it was refused (a rule said no).
+fn said(text: String) -> anyhow::Result<u8> {
+    println!("{text}");
+    Ok(if text.starts_with("refused") { 2 } else { 0 })
+}
+
 fn review(
     config: &Path,
     repo: Option<&str>,
-    f: impl FnOnce(&mut Engine) -> Result<rollbackd::ReviewOutcome, EngineError>,
+    who: Who,
+    f: impl FnOnce(&mut Engine, Option<&rollbackd::Principal>, &str) -> Result<rollbackd::ReviewOutcome, EngineError>,
 ) -> anyhow::Result<u8> {
     let mut engine = engine(config, repo, Arc::new(SystemClock))?;
-    let outcome = f(&mut engine)?;
+    let (p, actor) = who.resolve(&engine)?;
+    let outcome = f(&mut engine, p.as_ref(), &actor)?;
     println!("{}", outcome.summary());
     Ok(if matches!(outcome, rollbackd::ReviewOutcome::Refused { .. }) { 2 } else { 0 })
 }

@@ -51,7 +51,7 @@ impl Rule {
     pub fn admits(&self, p: &Principal) -> bool {
         let r = self.0.as_str();
         if r.starts_with("github:") {
-            return p.id.eq_ignore_ascii_case(r);
+            return p.id.eq_ignore_ascii_case(r) || p.groups.iter().any(|g| g.eq_ignore_ascii_case(r));
         }
         if r.starts_with("github-team:") {
             return p.groups.iter().any(|g| g.eq_ignore_ascii_case(r));
@@ -104,9 +104,17 @@ pub struct Directory {
     pub github_teams: BTreeMap<String, Vec<String>>,
     /// A person → their accounts (`slack:U024BE7LH`, `github:alice`, `cli:alice`), so rules that
     /// need two different people (`two_person`, counting approvals) see one person behind
-    /// several accounts.
+    /// several accounts; and their SSH public keys (`ssh-ed25519 AAAA... alice@laptop`), with
+    /// which they sign what they do at the CLI.
     #[serde(default)]
     pub people: BTreeMap<String, Vec<String>>,
+}
+
+/// An SSH public key as compared: its type and base64 blob, without the comment.
+pub(crate) fn key_id(key: &str) -> Option<String> {
+    let mut parts = key.split_whitespace();
+    let (kind, blob) = (parts.next()?, parts.next()?);
+    kind.starts_with("ssh-").then(|| format!("{kind} {blob}"))
 }
 
 /// A principal id as compared: GitHub logins are case-insensitive.
@@ -121,10 +129,37 @@ impl Directory {
     /// Who is behind `id`: the person it is listed under in `people`, or the account itself.
     pub fn person(&self, id: &str) -> String {
         let id = normalized(id);
+        // A key-signed CLI principal is named after the person already.
+        if let Some(name) = id.strip_prefix("cli:")
+            && self.people.get(name).is_some_and(|accounts| accounts.iter().any(|a| key_id(a).is_some()))
+        {
+            return format!("person:{name}");
+        }
         self.people
             .iter()
             .find(|(_, accounts)| accounts.iter().any(|a| normalized(a) == id))
             .map_or(id, |(person, _)| format!("person:{person}"))
+    }
+
+    /// Whether anyone in `people` has a key: then CLI writes must be signed.
+    pub fn has_keys(&self) -> bool {
+        self.people.values().flatten().any(|a| key_id(a).is_some())
+    }
+
+    /// The person whose key is `public` (`ssh-ed25519 AAAA...`), as the CLI principal
+    /// `cli:<person>` holding every account of theirs and those accounts' groups, so a policy's
+    /// `chatops` rules admit them at the CLI as in chat.
+    pub fn person_with_key(&self, public: &str) -> Option<Principal> {
+        let wanted = key_id(public)?;
+        let (name, accounts) =
+            self.people.iter().find(|(_, accounts)| accounts.iter().any(|a| key_id(a).as_ref() == Some(&wanted)))?;
+        let mut groups = Vec::new();
+        for a in accounts.iter().filter(|a| key_id(a).is_none()) {
+            let p = Principal::new(a.clone()).with_groups(self);
+            groups.push(p.id);
+            groups.extend(p.groups);
+        }
+        Some(Principal { id: format!("cli:{name}"), groups })
     }
 
     /// Whether two principal ids are the same person.
@@ -152,6 +187,26 @@ mod tests {
         assert!(dir.same_person("slack:UALICE", "github:Alice"));
         assert!(!dir.same_person("slack:UBOB", "github:alice"));
         assert!(!dir.same_person("slack:ualice", "slack:UALICE"), "Slack ids are exact");
+    }
+
+    #[test]
+    fn a_key_names_its_person_with_every_account_and_group() {
+        let dir = Directory {
+            slack_groups: [("S1".into(), vec!["UALICE".into()])].into(),
+            people: [(
+                "alice".into(),
+                vec!["slack:UALICE".into(), "github:Alice".into(), "ssh-ed25519 AAAAkey alice@laptop".into()],
+            )]
+            .into(),
+            ..Directory::default()
+        };
+        assert!(dir.has_keys());
+        let p = dir.person_with_key("ssh-ed25519 AAAAkey other-comment").unwrap();
+        assert_eq!(p.id, "cli:alice");
+        let rules: Vec<Rule> = ["slack-group:S1", "github:alice"].iter().map(|r| r.parse().unwrap()).collect();
+        assert!(rules.iter().all(|r| r.admits(&p)), "{p:?}");
+        assert!(dir.same_person("cli:alice", "slack:UALICE"));
+        assert!(dir.person_with_key("ssh-ed25519 AAAAother").is_none());
     }
 
     #[test]

@@ -1045,10 +1045,14 @@ pub(crate) fn git_settings(config: &Config, keys: &crate::config::Keys) -> crate
     }
 }
 
-/// Checks a chat request against the policy's `chatops` rules; `Some(reason)` denies it.
-/// CLI requests come from operators holding the config and credentials, and are not checked.
+/// Checks a chat request against the policy's `chatops` rules; `Some(reason)` denies it. A CLI
+/// request is checked the same way when its person signed with their key (`--signing-key`);
+/// without one (nobody in `directory.people` has a key) it comes from an operator holding the
+/// config and credentials, and is not.
 fn authorize(event: &Event, policy: &Policy, opts: &Options) -> Option<String> {
-    if event.source != crate::domain::event::Source::Chatops {
+    use crate::domain::event::Source;
+    let signed_cli = event.source == Source::Cli && opts.principal.is_some();
+    if event.source != Source::Chatops && !signed_cli {
         return None;
     }
     let Some(p) = &opts.principal else {

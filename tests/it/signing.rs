@@ -237,3 +237,65 @@ fn state_no_trusted_key_signed_holds_automatic_rollbacks_until_a_person_writes_i
     let report = w.engine().handle(&w.alert("checkout", "prod", "u1"), &Options::default()).unwrap();
     assert!(matches!(report.outcome, Outcome::RolledBack { .. }), "{:?}", report.outcome);
 }
+
+/// A person's SSH key, made as they would make it: (private key file, public key line).
+fn person_key(w: &World, name: &str) -> (String, String) {
+    let path = w.root().join(format!("{name}-key"));
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&path)
+        .output()
+        .expect("ssh-keygen");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let public = std::fs::read_to_string(path.with_extension("pub")).unwrap().trim().to_string();
+    (path.display().to_string(), public)
+}
+
+#[test]
+fn at_the_cli_a_person_is_whoever_their_key_says_and_chat_rules_apply() {
+    let w = World::with(&[PolicySpec::new("test-policy")
+        .chatops("allow", &["slack:UALICE"])
+        .chatops("approve", &["slack:UALICE"])
+        .chatops("emergency", &["slack:UALICE"])]);
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let (alice, alice_pub) = person_key(&w, "alice");
+    let (bob, bob_pub) = person_key(&w, "bob");
+    let (mallory, _) = person_key(&w, "mallory");
+    w.write_config(
+        &ConfigSpec::new()
+            .set("directory.people", json!({ "alice": ["slack:UALICE", alice_pub], "bob": ["slack:UBOB", bob_pub] })),
+    );
+    let before = refs(&w);
+    let rollback = |extra: &[&str]| {
+        let mut args = vec!["rollback", "checkout", "--env", "prod", "--reason", "5xx"];
+        args.extend_from_slice(extra);
+        let out = w.run_cli(&args);
+        (out.status.code(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    };
+
+    // Once people have keys, an asserted name is not enough, break glass included.
+    let (code, said) = rollback(&["--actor", "nobody-checked", "--emergency"]);
+    assert_eq!(code, Some(64), "{said}");
+    assert!(said.contains("must be signed"), "{said}");
+    // A key nobody is listed under.
+    let (code, said) = rollback(&["--signing-key", &mallory]);
+    assert_eq!(code, Some(64), "{said}");
+    assert!(said.contains("belongs to nobody in directory.people"), "{said}");
+    // Bob is somebody, but no rule lets him ask; nor does he become alice by saying so.
+    let (code, said) = rollback(&["--signing-key", &bob]);
+    assert_eq!(code, Some(2), "{said}");
+    let (code, said) = rollback(&["--signing-key", &bob, "--actor", "alice"]);
+    assert_eq!(code, Some(64), "{said}");
+    assert_eq!(refs(&w), before, "nothing written");
+
+    // Alice's key: alice, with her Slack account's rights; recorded as her.
+    let (code, said) = rollback(&["--signing-key", &alice]);
+    assert_eq!(code, Some(0), "{said}");
+    assert_eq!(w.trailers("main", "Rollback-Actor"), ["cli:alice"]);
+    // The same rules for a person's other actions: bob may not pause, alice may.
+    let out = w.run_cli(&["pause", "--signing-key", &bob]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = w.run_cli(&["pause", "--signing-key", &alice]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(w.engine().status(None).unwrap().contains("cli:alice"));
+}
