@@ -266,7 +266,7 @@ impl StatusView {
             out.push_str("UNTRUSTED records on the origin (not believed; see docs/security.md):\n");
             for u in &self.untrusted {
                 let object = u.object.get(..12).unwrap_or(&u.object);
-                out.push_str(&format!("  {} at {object}: {}\n", u.refname, u.why));
+                out.push_str(&format!("  {} at {object}: {}\n", crate::domain::ident::shown(&u.refname), u.why));
             }
         }
         let p = &self.policies;

@@ -25,7 +25,11 @@ impl Engine {
     pub fn holds(&mut self) -> Result<Vec<Hold>, EngineError> {
         let now = self.clock.now();
         self.repo.audit(now)?;
-        let releases = self.repo.hold_releases()?;
+        // Releases that cannot be believed release nothing: every hold stays (fail closed).
+        let releases = match self.repo.hold_releases() {
+            Err(crate::git::GitError::UnreadableState { .. }) => Default::default(),
+            other => other?,
+        };
         let records: Vec<_> = self
             .repo
             .index()

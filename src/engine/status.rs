@@ -19,7 +19,14 @@ impl Engine {
             self.fetch(false)?;
         }
         let now = self.clock.now();
-        let freezes = self.repo.freezes()?;
+        // Freezes that cannot be read are said as such, in place of the pause: what the page is for.
+        let (paused, freezes) = match self.repo.freezes() {
+            Ok(f) => {
+                (f.paused(now).map(|p| p.describe()), f.active(now).filter(|f| !f.pause).map(FreezeView::of).collect())
+            }
+            Err(e @ crate::git::GitError::UnreadableState { .. }) => (Some(e.to_string()), Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
         // Brings the audit index up to date as well: the records below are read from it.
         let holds = self.holds()?;
         let records = self.repo.index().records();
@@ -62,8 +69,8 @@ impl Engine {
         Ok(StatusView {
             repo: self.config.member.clone(),
             at: Some(to_the_second(now)),
-            paused: freezes.paused(now).map(|f| f.describe()),
-            freezes: freezes.active(now).filter(|f| !f.pause).map(FreezeView::of).collect(),
+            paused,
+            freezes,
             holds,
             proposals,
             phased,
@@ -75,7 +82,8 @@ impl Engine {
                 .untrusted()
                 .iter()
                 .map(|u| UntrustedView {
-                    refname: crate::domain::ident::shown(&u.refname),
+                    // Raw: JSON and the page escape it; the text status quotes it.
+                    refname: u.refname.clone(),
                     object: u.object.clone(),
                     why: u.why.clone(),
                 })

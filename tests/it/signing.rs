@@ -299,3 +299,42 @@ fn at_the_cli_a_person_is_whoever_their_key_says_and_chat_rules_apply() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(w.engine().status(None).unwrap().contains("cli:alice"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn untrusted_records_are_shown_counted_and_fail_alerts_closed_over_http() {
+    use crate::common::http::*;
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    let w = World::new();
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let forged = forge_state(&w, "refs/rollbackd/state/freezes", "freezes.json", "{\"freezes\": []}", None);
+    let s = server(&w, ConfigSpec::new());
+    s.wait_ready();
+    let mut status = serde_json::Value::Null;
+    for _ in 0..200 {
+        status = s.send(Request::get("/api/v1/status").body(Body::empty()).unwrap()).await.2;
+        if status["untrusted"].as_array().is_some_and(|u| !u.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(status["untrusted"][0]["ref"], "refs/rollbackd/state/freezes", "{status}");
+    assert_eq!(status["untrusted"][0]["object"], forged.as_str(), "{status}");
+    let (_, _, page) = s.send(Request::get("/").body(Body::empty()).unwrap()).await;
+    assert!(page.as_str().unwrap().contains("no trusted key signed"), "{page}");
+    let (_, _, metrics) = s.send(Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    // The recorder is the process's: other tests here count their forgeries too.
+    let counted: f64 = metrics
+        .as_str()
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("rollbackd_untrusted_records_total{ref=\"state/freezes\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(counted >= 1.0, "{metrics}");
+    // Freezes nobody trusted: the alert is not acted on, and Alertmanager is told to retry.
+    let (code, headers, body) = s.send(am(alert_body("f1", "checkout", "firing"))).await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(headers.contains_key("retry-after"), "{headers:?}");
+    assert!(w.git(&["tag", "-l", "rollback/*"]).is_empty());
+}
