@@ -1,0 +1,208 @@
+//! One decision for every write. A step back, the next phase of a phased rollback, `continue`,
+//! an approval and an automatic merge are decided like a live alert: the policy's mode, every
+//! guard, the freezes and the pause (read fail-closed), the breaker. Each test shows a freeze,
+//! the pause and a denying guard stopping the write, read back from a real bare origin with the
+//! git CLI.
+
+use crate::common::*;
+use jiff::SignedDuration;
+use rollbackd::{Engine, Event, Options, Outcome, ReviewOutcome, Rollback};
+
+/// The branches and tags of the origin with what they point at: what a write changes (notes,
+/// such as the verification's, are not writes of a rollback).
+fn writes(w: &World) -> String {
+    w.git(&["for-each-ref", "--format=%(refname) %(objectname)", "refs/heads/", "refs/tags/"])
+}
+
+/// The proposal branches on the origin.
+fn proposals(w: &World) -> Vec<String> {
+    w.git(&["for-each-ref", "--format=%(refname:short)", "refs/heads/rollback/"]).lines().map(str::to_string).collect()
+}
+
+fn version(w: &World, rev: &str) -> String {
+    let text = w.show(rev, &path("checkout", "prod"));
+    text.lines().find_map(|l| l.trim().strip_prefix("image: registry.example.com/checkout:")).unwrap_or("").to_string()
+}
+
+fn handled(engine: &mut Engine, event: &Event) -> Outcome {
+    engine.handle(event, &Options::default()).unwrap().outcome
+}
+
+fn pushed(outcome: Outcome) -> Rollback {
+    match outcome {
+        Outcome::RolledBack { rollback } => rollback,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Writes `text` as the freezes file on the origin, as anyone with push access could.
+fn unreadable_freezes(w: &World, text: &str) {
+    let dir = w.root().join("bad-state");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("freezes.json"), text).unwrap();
+    let blob = w.git(&["hash-object", "-w", &dir.join("freezes.json").display().to_string()]);
+    let tree = {
+        let out = std::process::Command::new("git")
+            .arg("--git-dir")
+            .arg(&w.origin)
+            .args(["mktree"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(format!("100644 blob {blob}\tfreezes.json\n").as_bytes())?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let commit = w.git(&[
+        "-c",
+        "user.name=someone",
+        "-c",
+        "user.email=someone@example.com",
+        "commit-tree",
+        &tree,
+        "-m",
+        "Freeze: oops",
+    ]);
+    w.git(&["update-ref", "refs/rollbackd/state/freezes", &commit]);
+}
+
+// --- Step back -------------------------------------------------------------------------------
+
+/// checkout/prod deployed 1.5.0 ten minutes ago; the policy verifies within 10m and steps back
+/// once. `policy` adds to it, `config` to the config.
+fn stepping(policy: impl FnOnce(PolicySpec) -> PolicySpec, config: ConfigSpec) -> World {
+    let spec =
+        PolicySpec::new("prod").set("verify", json!({ "within": "10m", "on_failure": "step_back", "max_steps": 1 }));
+    let w = World::with(&[policy(spec)]);
+    w.write_config(&config.set("git.fetch_freshness", "0s"));
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    w
+}
+
+/// The alert's rollback is pushed; then `meanwhile` happens; then it is not recovered at the
+/// deadline. What the verification said, with the origin's branches and tags before the step.
+fn not_recovered(w: &World, meanwhile: impl FnOnce(&mut Engine)) -> (Vec<String>, String) {
+    let mut engine = w.engine();
+    pushed(handled(&mut engine, &w.alert("checkout", "prod", "fp1")));
+    assert_eq!(version(w, "main"), "1.4.2");
+    meanwhile(&mut engine);
+    let before = writes(w);
+    w.clock.advance(SignedDuration::from_mins(10));
+    (engine.verify_due().unwrap(), before)
+}
+
+#[test]
+fn a_step_back_of_a_frozen_service_is_proposed_not_pushed() {
+    let w = stepping(|p| p, ConfigSpec::new());
+    let (said, _) = not_recovered(&w, |e| {
+        e.freeze("checkout", Some("prod"), Some("1h".parse().unwrap()), Some("launch"), None, "ops").unwrap();
+    });
+    let head = w.head();
+    assert!(said[0].contains("escalated") && said[0].contains("proposed as rollback/checkout/prod/"), "{said:?}");
+    assert!(said[0].contains("checkout in prod frozen until"), "{said:?}");
+    assert_eq!(version(&w, "main"), "1.4.2", "main keeps the first rollback only");
+    assert_eq!(w.head(), head);
+    let branches = proposals(&w);
+    assert_eq!(branches.len(), 1, "{branches:?}");
+    assert_eq!(version(&w, &branches[0]), "1.4.0", "the step back, for review");
+    assert_eq!(w.git(&["tag", "-l", "rollback/*"]).lines().count(), 1, "only the first rollback is tagged");
+}
+
+#[test]
+fn a_step_back_under_the_pause_is_proposed_and_with_pause_automatic_nothing_not_written() {
+    let w = stepping(|p| p, ConfigSpec::new());
+    let (said, _) = not_recovered(&w, |e| {
+        e.pause(None, Some("incident"), None, "ops").unwrap();
+    });
+    assert!(said[0].contains("proposed as") && said[0].contains("automatic rollbacks paused"), "{said:?}");
+    assert_eq!(version(&w, "main"), "1.4.2");
+    assert_eq!(proposals(&w).len(), 1);
+
+    let w = stepping(|p| p, ConfigSpec::new().set("pause.automatic", "nothing"));
+    let (said, before) = not_recovered(&w, |e| {
+        e.pause(None, Some("incident"), None, "ops").unwrap();
+    });
+    assert!(said[0].contains("did not step back") && said[0].contains("automatic rollbacks paused"), "{said:?}");
+    assert_eq!(writes(&w), before, "nothing written");
+}
+
+#[test]
+fn a_step_back_a_guard_denies_is_not_written() {
+    // The first rollback undoes a change of ten minutes ago; the step back would undo one of
+    // two and a half hours ago: older than max_change_age.
+    let w = stepping(|p| p.guard("max_change_age", "1h"), ConfigSpec::new());
+    let (said, before) = not_recovered(&w, |_| {});
+    assert!(said[0].contains("did not step back") && said[0].contains("max_change_age"), "{said:?}");
+    assert_eq!(writes(&w), before, "no commit, no tag, no branch");
+    assert_eq!(version(&w, "main"), "1.4.2");
+
+    // Step backs count as rollbacks of the service for max_rollbacks.
+    let w = stepping(|p| p.guard("max_rollbacks", json!({ "count": 1, "per": "1h" })), ConfigSpec::new());
+    let (said, before) = not_recovered(&w, |_| {});
+    assert!(said[0].contains("did not step back") && said[0].contains("max_rollbacks"), "{said:?}");
+    assert_eq!(writes(&w), before);
+
+    // `on_violation: propose`: for review instead.
+    let w = stepping(|p| p.guard("max_change_age", "1h").on_violation(OnViolation::Propose), ConfigSpec::new());
+    let (said, _) = not_recovered(&w, |_| {});
+    assert!(said[0].contains("proposed as") && said[0].contains("guard failed"), "{said:?}");
+    assert_eq!(version(&w, "main"), "1.4.2");
+    assert_eq!(proposals(&w).len(), 1);
+}
+
+#[test]
+fn a_step_back_under_a_pull_request_policy_is_a_proposal_branch() {
+    let w = stepping(|p| p.mode(Mode::PullRequest), ConfigSpec::new());
+    let mut engine = w.engine();
+    let Outcome::Proposed { rollback } = handled(&mut engine, &w.alert("checkout", "prod", "fp1")) else {
+        panic!("a proposal")
+    };
+    let merged = engine.approve(rollback.id.as_str(), None, "ops").unwrap();
+    assert!(matches!(merged, ReviewOutcome::Merged { .. }), "{merged:?}");
+    let head = w.head();
+    assert_eq!(version(&w, "main"), "1.4.2");
+    w.clock.advance(SignedDuration::from_mins(10));
+    let said = engine.verify_due().unwrap();
+    assert!(said[0].contains("proposed as rollback/checkout/prod/"), "{said:?}");
+    assert_eq!(w.head(), head, "no commit on main");
+    let branches = proposals(&w);
+    assert_eq!(branches.len(), 1, "{branches:?}");
+    assert_eq!(version(&w, &branches[0]), "1.4.0");
+    let trigger = format!("rollbackd:step-back/{}/1", rollback.id);
+    assert_eq!(w.trailers(&branches[0], "Rollback-Trigger"), [trigger.as_str()]);
+}
+
+#[test]
+fn a_step_back_while_the_freezes_cannot_be_read_is_proposed_and_says_why() {
+    let w = stepping(|p| p, ConfigSpec::new());
+    let (said, _) = not_recovered(&w, |_| unreadable_freezes(&w, r#"{"freezes":"oops"}"#));
+    assert!(said[0].contains("proposed as") && said[0].contains("cannot be read"), "{said:?}");
+    assert_eq!(version(&w, "main"), "1.4.2");
+    assert_eq!(proposals(&w).len(), 1);
+    // A live alert for another service is proposed too, never pushed, and says why.
+    w.deploy("cart", "prod", "2.1.0", 0);
+    let report = w.engine().handle(&w.alert("cart", "prod", "fp2"), &Options::default()).unwrap();
+    assert!(matches!(report.outcome, Outcome::Proposed { .. }), "{:?}", report.outcome);
+    assert!(report.decision.frozen.as_deref().is_some_and(|f| f.contains("cannot be read")), "{:?}", report.decision);
+}
+
+#[test]
+fn step_backs_count_toward_the_breaker() {
+    // One service may alert; a second trips the breaker. The first rollback falls out of the
+    // window before the second alert; its step back does not.
+    let w = stepping(|p| p, ConfigSpec::new().set("pause.breaker", json!({ "max_services": 1, "window": "10m" })));
+    let (said, _) = not_recovered(&w, |_| {});
+    assert!(said[0].contains("stepped back"), "{said:?}");
+    w.clock.advance(SignedDuration::from_mins(5));
+    w.deploy("cart", "prod", "2.1.0", 0);
+    let head = w.head();
+    let report = w.replica("other").handle(&w.alert("cart", "prod", "fp2"), &Options::default()).unwrap();
+    assert!(matches!(report.outcome, Outcome::Proposed { .. }), "{:?}", report.outcome);
+    let frozen = report.decision.frozen.unwrap_or_default();
+    assert!(frozen.contains("rollbackd:breaker") && frozen.contains("cart, checkout"), "{frozen}");
+    assert_eq!(w.head(), head);
+}
