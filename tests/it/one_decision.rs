@@ -206,3 +206,153 @@ fn step_backs_count_toward_the_breaker() {
     assert!(frozen.contains("rollbackd:breaker") && frozen.contains("cart, checkout"), "{frozen}");
     assert_eq!(w.head(), head);
 }
+
+// --- The next phase: the idle loop, and `continue` ---------------------------------------------
+
+const CANARY: &str = "apps/checkout/prod/canary/deployment.yaml";
+
+/// A Prometheus whose every query holds (one series): what lets the idle loop go on.
+fn prometheus_that_holds() -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => seen.extend_from_slice(&buf[..n]),
+                }
+            }
+            let body =
+                r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[0,"1"]}]}}"#;
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    url
+}
+
+/// checkout/prod with a canary, both deployed 1.5.0 ten minutes ago; the policy rolls back the
+/// canary first (soak 5m), then the rest once `verify.query` holds (a Prometheus that says it
+/// does) or a person says `continue`. `policy` adds to it, `config` to the config.
+fn phased(policy: impl FnOnce(PolicySpec) -> PolicySpec, config: ConfigSpec) -> World {
+    let spec = PolicySpec::new("prod")
+        .set(
+            "target.phases",
+            json!([{ "paths": ["apps/{{ labels.service }}/{{ labels.env }}/canary/**"], "soak": "5m" }, {}]),
+        )
+        .set("verify", json!({ "within": "30m", "query": "up" }));
+    let w = World::with(&[policy(spec)]);
+    w.write_config(&config.set("git.fetch_freshness", "0s").set("prometheus.url", prometheus_that_holds()));
+    w.commit_files(
+        "Add a canary for checkout",
+        &[(CANARY, Some(&manifest("checkout", "prod", &image("checkout", "1.4.2"))))],
+        140,
+    );
+    let bad = manifest("checkout", "prod", &image("checkout", "1.5.0"));
+    w.commit_files(
+        "Deploy checkout 1.5.0 to prod",
+        &[(&path("checkout", "prod"), Some(&bad)), (CANARY, Some(&bad))],
+        10,
+    );
+    w
+}
+
+/// The first phase, pushed for an alert: the engine and the rollback's id.
+fn first_phase(w: &World) -> (Engine, String) {
+    let mut engine = w.engine();
+    let rollback = pushed(handled(&mut engine, &w.alert("checkout", "prod", "fp1")));
+    assert_eq!(w.trailers("main", "Rollback-Phase"), ["1/2"]);
+    (engine, rollback.id.to_string())
+}
+
+#[test]
+fn the_idle_loop_writes_the_next_phase_when_nothing_stops_it() {
+    let w = phased(|p| p, ConfigSpec::new());
+    let (mut engine, _) = first_phase(&w);
+    w.clock.advance(SignedDuration::from_mins(5));
+    let said = engine.verify_due().unwrap();
+    assert!(said.iter().any(|s| s.contains("phase 2/2 pushed")), "{said:?}");
+    assert_eq!(w.trailers("main", "Rollback-Phase"), ["2/2"]);
+}
+
+#[test]
+fn a_freeze_the_pause_or_unreadable_freezes_hold_the_next_phase_back() {
+    let stops: [(&str, fn(&World, &mut Engine)); 3] = [
+        ("freeze", |_, e| {
+            e.freeze("checkout", Some("prod"), Some("1h".parse().unwrap()), None, None, "ops").unwrap();
+        }),
+        ("pause", |_, e| {
+            e.pause(None, None, None, "ops").unwrap();
+        }),
+        ("unreadable", |w, _| unreadable_freezes(w, "{\"freezes\":\"oops\"}")),
+    ];
+    for (what, stop) in stops {
+        let w = phased(|p| p, ConfigSpec::new());
+        let (mut engine, id) = first_phase(&w);
+        stop(&w, &mut engine);
+        let before = writes(&w);
+        w.clock.advance(SignedDuration::from_mins(6));
+        let said = engine.verify_due().unwrap();
+        assert!(said.is_empty(), "{what}: {said:?}");
+        assert_eq!(writes(&w), before, "{what}: nothing written");
+        assert_eq!(w.trailers("main", "Rollback-Phase"), ["1/2"], "{what}");
+        if what != "unreadable" {
+            let status = engine.status(None).unwrap();
+            assert!(
+                status.contains(&format!("paused or frozen: waits for the end of it, or `continue {id}`")),
+                "{status}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_guard_that_denies_stops_the_idle_loops_next_phase_and_a_persons_continue() {
+    // The change undone was ten minutes old at the first phase; 35 by the next.
+    let w = phased(|p| p.guard("max_change_age", "30m"), ConfigSpec::new());
+    let (mut engine, id) = first_phase(&w);
+    let before = writes(&w);
+    w.clock.advance(SignedDuration::from_mins(25));
+    let said = engine.verify_due().unwrap();
+    assert_eq!(said.len(), 1, "told once: {said:?}");
+    assert!(said[0].contains("cannot go on after phase 1/2") && said[0].contains("max_change_age"), "{said:?}");
+    assert!(engine.verify_due().unwrap().is_empty(), "and only once");
+    assert_eq!(writes(&w), before, "nothing written");
+
+    let said = engine.continue_rollback(&id, None, "alice").unwrap();
+    assert!(said.starts_with("refused") && said.contains("max_change_age"), "{said}");
+    assert_eq!(writes(&w), before, "a person's continue is denied by the guard too");
+    assert_eq!(version(&w, "main"), "1.5.0");
+}
+
+#[test]
+fn the_rollbacks_own_first_phase_does_not_count_against_its_next() {
+    let w = phased(
+        |p| p.guard("cooldown", "1h").guard("max_rollbacks", json!({ "count": 1, "per": "1h" })),
+        ConfigSpec::new(),
+    );
+    let (mut engine, _) = first_phase(&w);
+    w.clock.advance(SignedDuration::from_mins(5));
+    let said = engine.verify_due().unwrap();
+    assert!(said.iter().any(|s| s.contains("phase 2/2 pushed")), "{said:?}");
+}
+
+#[test]
+fn a_persons_continue_goes_through_a_freeze_and_the_pause_as_their_request_would() {
+    let w = phased(|p| p, ConfigSpec::new());
+    let (mut engine, id) = first_phase(&w);
+    engine.freeze("checkout", Some("prod"), Some("1h".parse().unwrap()), None, None, "ops").unwrap();
+    engine.pause(None, None, None, "ops").unwrap();
+    let said = engine.continue_rollback(&id, None, "alice").unwrap();
+    assert!(said.contains("phase 2/2 pushed"), "{said}");
+    assert_eq!(version(&w, "main"), "1.4.2");
+    assert_eq!(w.trailers("main", "Rollback-Phase"), ["2/2"]);
+}
