@@ -633,7 +633,7 @@ impl Engine {
                 let outcome = match delivery {
                     Delivery::Direct => Outcome::RolledBack { rollback },
                     Delivery::Proposal if policy.review.auto_merge => {
-                        self.auto_merge(rollback, &plan, &policy, now, &mut decision)?
+                        self.auto_merge(rollback, &plan, &policy, event.is_human_request(), now, &mut decision)?
                     }
                     Delivery::Proposal => Outcome::Proposed { rollback },
                 };

@@ -356,3 +356,88 @@ fn a_persons_continue_goes_through_a_freeze_and_the_pause_as_their_request_would
     assert_eq!(version(&w, "main"), "1.4.2");
     assert_eq!(w.trailers("main", "Rollback-Phase"), ["2/2"]);
 }
+
+// --- Approve and automatic merges --------------------------------------------------------------
+
+/// A proposal for the alert under a `mode: pull_request` policy (`policy` adds to it).
+fn proposed(w: &World, engine: &mut Engine) -> Rollback {
+    match handled(engine, &w.alert("checkout", "prod", "fp1")) {
+        Outcome::Proposed { rollback } => rollback,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn reviewed(policy: impl FnOnce(PolicySpec) -> PolicySpec) -> World {
+    let w = World::with(&[policy(PolicySpec::new("prod").mode(Mode::PullRequest))]);
+    w.write_config(&ConfigSpec::new().set("git.fetch_freshness", "0s"));
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    w
+}
+
+#[test]
+fn a_guard_that_denies_now_stops_an_approval() {
+    // Proposed when the change was ten minutes old; approved when it is 35.
+    let w = reviewed(|p| p.guard("max_change_age", "30m"));
+    let mut engine = w.engine();
+    let rollback = proposed(&w, &mut engine);
+    let before = writes(&w);
+    w.clock.advance(SignedDuration::from_mins(25));
+    let outcome = engine.approve(rollback.id.as_str(), None, "ops").unwrap();
+    let ReviewOutcome::Refused { reason } = &outcome else { panic!("{outcome:?}") };
+    assert!(reason.contains("max_change_age") && reason.contains("is not merged"), "{reason}");
+    assert_eq!(writes(&w), before, "main, the tags and the proposal branch as they were");
+    assert_eq!(version(&w, "main"), "1.5.0");
+}
+
+#[test]
+fn an_approval_goes_through_a_freeze_and_the_pause_as_a_persons_request_would() {
+    let w = reviewed(|p| p);
+    let mut engine = w.engine();
+    let rollback = proposed(&w, &mut engine);
+    engine.freeze("checkout", Some("prod"), Some("1h".parse().unwrap()), None, None, "ops").unwrap();
+    engine.pause(None, None, None, "ops").unwrap();
+    let outcome = engine.approve(rollback.id.as_str(), None, "ops").unwrap();
+    assert!(matches!(outcome, ReviewOutcome::Merged { .. }), "{outcome:?}");
+    assert_eq!(version(&w, "main"), "1.4.2");
+}
+
+#[test]
+fn an_automatic_merge_is_stopped_by_a_freeze_the_pause_unreadable_freezes_and_a_failed_guard() {
+    let stops: [(&str, fn(PolicySpec) -> PolicySpec, fn(&World, &mut Engine)); 4] = [
+        (
+            "frozen until",
+            |p| p,
+            |_, e| {
+                e.freeze("checkout", Some("prod"), Some("1h".parse().unwrap()), None, None, "ops").unwrap();
+            },
+        ),
+        (
+            "paused until",
+            |p| p,
+            |_, e| {
+                e.pause(None, None, None, "ops").unwrap();
+            },
+        ),
+        ("cannot be read", |p| p, |w, _| unreadable_freezes(w, "[1, 2]")),
+        // The change undone is ten minutes old.
+        ("max_change_age", |p| p.guard("max_change_age", "5m").on_violation(OnViolation::Propose), |_, _| {}),
+    ];
+    for (why, policy, stop) in stops {
+        let w = reviewed(|p| policy(p.review("auto_merge", true)));
+        let mut engine = w.engine();
+        stop(&w, &mut engine);
+        let head = w.head();
+        let report = engine.handle(&w.alert("checkout", "prod", "fp1"), &Options::default()).unwrap();
+        assert!(matches!(report.outcome, Outcome::Proposed { .. }), "{why}: {:?}", report.outcome);
+        let notes = report.decision.notes.join("\n");
+        assert!(notes.contains("auto_merge waits for an approval") && notes.contains(why), "{why}: {notes}");
+        assert_eq!(w.head(), head, "{why}: nothing merged");
+        assert_eq!(proposals(&w).len(), 1, "{why}: the proposal waits");
+        assert!(w.git(&["tag", "-l", "rollback/*"]).is_empty(), "{why}");
+    }
+    // Nothing stopping it: merged at once, as before.
+    let w = reviewed(|p| p.review("auto_merge", true));
+    let report = w.engine().handle(&w.alert("checkout", "prod", "fp1"), &Options::default()).unwrap();
+    assert!(matches!(report.outcome, Outcome::RolledBack { .. }), "{:?}", report.outcome);
+    assert_eq!(version(&w, "main"), "1.4.2");
+}
