@@ -35,6 +35,12 @@ fn pushed(outcome: Outcome) -> Rollback {
     }
 }
 
+/// What stops a write, done to the world before it is tried.
+type Stop = fn(&World, &mut Engine);
+
+/// What a test adds to its policy.
+type Policy = fn(PolicySpec) -> PolicySpec;
+
 /// Writes `text` as the freezes file on the origin, as anyone with push access could.
 fn unreadable_freezes(w: &World, text: &str) {
     let dir = w.root().join("bad-state");
@@ -285,7 +291,7 @@ fn the_idle_loop_writes_the_next_phase_when_nothing_stops_it() {
 
 #[test]
 fn a_freeze_the_pause_or_unreadable_freezes_hold_the_next_phase_back() {
-    let stops: [(&str, fn(&World, &mut Engine)); 3] = [
+    let stops: [(&str, Stop); 3] = [
         ("freeze", |_, e| {
             e.freeze("checkout", Some("prod"), Some("1h".parse().unwrap()), None, None, "ops").unwrap();
         }),
@@ -403,7 +409,7 @@ fn an_approval_goes_through_a_freeze_and_the_pause_as_a_persons_request_would() 
 
 #[test]
 fn an_automatic_merge_is_stopped_by_a_freeze_the_pause_unreadable_freezes_and_a_failed_guard() {
-    let stops: [(&str, fn(PolicySpec) -> PolicySpec, fn(&World, &mut Engine)); 4] = [
+    let stops: [(&str, Policy, Stop); 4] = [
         (
             "frozen until",
             |p| p,
