@@ -164,11 +164,19 @@ impl Engine {
         });
     }
 
-    /// Tags the candidates that soaked long enough.
+    /// Tags the candidates that soaked long enough. Tagging is an automatic write: while the
+    /// pause or a freeze covers a candidate's service (or the freezes cannot be read) it keeps
+    /// soaking, and is tagged once they end.
     fn soak_due(&mut self, now: Timestamp) {
+        let freezes = self.repo.freezes().map_err(|e| {
+            warn!(error = %e, "the freezes cannot be read: known-good candidates are not tagged meanwhile");
+        });
+        let stopped = |c: &Candidate| {
+            freezes.as_ref().map_or(true, |f| f.paused(now).or_else(|| f.covering(&c.service, &c.env, now)).is_some())
+        };
         let mut ready = Vec::new();
         self.update_candidates(now, |c| {
-            if c.ready(now) {
+            if c.ready(now) && !stopped(c) {
                 ready.push(c.clone());
                 c.state = SoakState::Tagged;
                 true

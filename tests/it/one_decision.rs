@@ -447,3 +447,50 @@ fn an_automatic_merge_is_stopped_by_a_freeze_the_pause_unreadable_freezes_and_a_
     assert!(matches!(report.outcome, Outcome::RolledBack { .. }), "{:?}", report.outcome);
     assert_eq!(version(&w, "main"), "1.4.2");
 }
+
+// --- Known-good tags from candidates -----------------------------------------------------------
+
+/// A deployment of `sha` to checkout/prod reported successful, as GitHub sends it.
+fn deployment_succeeded(w: &World, sha: &str) -> Event {
+    let mut ds = crate::common::http::fixture("deployment_status.payload.json");
+    ds["deployment"]["sha"] = sha.into();
+    ds["deployment"]["environment"] = "prod".into();
+    ds["deployment"]["payload"] = json!({ "service": "checkout" });
+    let body = serde_json::to_vec(&ds).unwrap();
+    match rollbackd::parsers::github("deployment_status", &body, &[], w.now()).unwrap() {
+        rollbackd::parsers::GithubEvent::DeploymentSucceeded(e) => e,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_candidate_is_not_tagged_known_good_under_the_pause_or_unreadable_freezes() {
+    let known_good = PolicySpec::new("deployed")
+        .source("github")
+        .matchers(&["event=\"deployment_status\""])
+        .target(
+            "{{ labels.payload_service }}",
+            "{{ labels.environment }}",
+            &["apps/{{ labels.payload_service }}/{{ labels.environment }}/**"],
+        )
+        .set("action", json!({ "mode": Mode::KnownGood, "min_healthy": "10m" }));
+    let w = World::with(&[known_good]);
+    w.write_config(&ConfigSpec::new().set("git.fetch_freshness", "0s"));
+    let head = w.deploy("checkout", "prod", "1.5.0", 10);
+    let mut engine = w.engine();
+    let said = engine.mark_known_good(&deployment_succeeded(&w, &head.0)).unwrap();
+    assert!(said.contains("is a candidate"), "{said}");
+    engine.pause(None, None, None, "ops").unwrap();
+    w.clock.advance(SignedDuration::from_mins(11));
+    engine.verify_due().unwrap();
+    assert!(w.git(&["tag", "-l", "known-good/*"]).is_empty(), "not while paused");
+    engine.resume(None, "ops", None).unwrap();
+    let good = w.git(&["rev-parse", "refs/rollbackd/state/freezes"]);
+    unreadable_freezes(&w, "{\"freezes\":\"oops\"}");
+    engine.verify_due().unwrap();
+    assert!(w.git(&["tag", "-l", "known-good/*"]).is_empty(), "not while the freezes cannot be read");
+    // Readable again and not paused: tagged.
+    w.git(&["update-ref", "refs/rollbackd/state/freezes", &good]);
+    engine.verify_due().unwrap();
+    assert_eq!(w.git(&["tag", "-l", "known-good/*"]).lines().count(), 1);
+}
