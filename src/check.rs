@@ -96,9 +96,17 @@ fn check_repo(config_path: &Path, config: &Config, secrets: Option<Secrets>, che
     let (offline, policies_dir) = (checks.offline, checks.policies);
     let mut diags = Vec::new();
     // Online, the config repo: for the paths, and for the policies when they live there.
-    let repo = secrets.map(|secrets| {
+    // Online only: the signing key may be made in data_dir, as the mirror is.
+    let keys = secrets.as_ref().and_then(|_| match config.keys() {
+        Ok(k) => Some(k),
+        Err(e) => {
+            diags.push(Diagnostic::error(config_path, 0, 0, e.to_string()));
+            None
+        }
+    });
+    let repo = secrets.zip(keys.as_ref()).map(|(secrets, keys)| {
         let auth = Auth { token: secrets.git_token, ssh_key: config.repo.ssh_key_file.clone() };
-        ConfigRepo::open(&crate::engine::git_settings(config), auth).and_then(|mut r| r.fetch(true).map(|_| r))
+        ConfigRepo::open(&crate::engine::git_settings(config, keys), auth).and_then(|mut r| r.fetch(true).map(|_| r))
     });
     let loaded = match (policies_dir, &config.policies) {
         (Some(dir), _) => Some(PolicySet::load(dir)),
@@ -446,6 +454,7 @@ fn sample() -> (Event, Plan) {
             new: Some("acme/checkout:1.4.2".into()),
         }],
         mutable_artifacts: vec![],
+        leaves_no_files: false,
         phase: None,
         halted: None,
         went_on: None,

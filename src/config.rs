@@ -394,16 +394,42 @@ pub struct RepoConfig {
 }
 
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Identity {
     pub name: String,
     pub email: String,
+    /// The OpenSSH ed25519 private key rollbackd signs its commits, tags, notes and state with
+    /// (mode 0600). Default: `<data_dir>/signing_key`, made on first use.
+    #[serde(default)]
+    pub signing_key_file: Option<PathBuf>,
+    /// Or the name of an env var holding that key's text.
+    #[serde(default)]
+    pub signing_key_env: Option<String>,
+    /// Public keys (`ssh-ed25519 AAAA... comment`) whose signed records count besides rollbackd's
+    /// own: other replicas', and the previous key while rotating.
+    #[serde(default)]
+    pub trusted_keys: Vec<String>,
 }
 
 impl Default for Identity {
     fn default() -> Self {
-        Identity { name: "rollbackd".into(), email: "rollbackd@localhost".into() }
+        Identity {
+            name: "rollbackd".into(),
+            email: "rollbackd@localhost".into(),
+            signing_key_file: None,
+            signing_key_env: None,
+            trusted_keys: Vec::new(),
+        }
     }
+}
+
+/// The key rollbackd signs with and the keys whose records it believes.
+#[derive(Clone, Debug)]
+pub struct Keys {
+    pub signing: crate::support::signing_key::SigningKey,
+    pub trusted: crate::support::signing_key::TrustedKeys,
+    /// The key was made just now (`<data_dir>/signing_key`): its public half must be registered.
+    pub created: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -735,7 +761,14 @@ impl Config {
                 m.templates = t.clone();
             }
             if let Some(i) = &e.identity {
-                m.identity = i.clone();
+                // One key for the file unless the entry names its own; trusted keys add up.
+                let mut i = i.clone();
+                if i.signing_key_file.is_none() && i.signing_key_env.is_none() {
+                    i.signing_key_file = self.identity.signing_key_file.clone();
+                    i.signing_key_env = self.identity.signing_key_env.clone();
+                }
+                i.trusted_keys.extend(self.identity.trusted_keys.iter().cloned());
+                m.identity = i;
             }
             if let Some(a) = &e.audit {
                 m.audit = a.clone();
@@ -868,6 +901,37 @@ impl Config {
     }
 
     /// The secrets the file names, read from the environment and files.
+    /// The signing key (from `identity.signing_key_env` or `_file`, else `<data_dir>/signing_key`,
+    /// made there when missing) and the trusted keys: `identity.trusted_keys` plus its own.
+    pub fn keys(&self) -> Result<Keys, ConfigError> {
+        use crate::support::signing_key::{SigningKey, TrustedKeys};
+        let path = &self.path;
+        let bad = |e: crate::support::signing_key::KeyError| invalid(path, e.to_string());
+        let (signing, created) = if let Some(var) = &self.identity.signing_key_env {
+            let text = std::env::var(var).ok().filter(|v| !v.trim().is_empty()).ok_or_else(|| {
+                ConfigError::MissingSecret { path: path.clone(), var: var.clone(), field: "identity.signing_key_env" }
+            })?;
+            (SigningKey::from_openssh(&text, &format!("in ${var}")).map_err(bad)?, None)
+        } else if let Some(file) = &self.identity.signing_key_file {
+            (SigningKey::read_file(file).map_err(bad)?, None)
+        } else {
+            let file = self.own_key_file();
+            let (key, made) = SigningKey::load_or_create(&file).map_err(bad)?;
+            (key, made.then_some(file))
+        };
+        let trusted = TrustedKeys::parse(&self.identity.trusted_keys).map_err(bad)?.with(signing.public());
+        Ok(Keys { signing, trusted, created })
+    }
+
+    /// `<data_dir>/signing_key` of the file (one key for every repo of a `repos:` file).
+    fn own_key_file(&self) -> PathBuf {
+        let top = match &self.member {
+            Some(_) => self.data_dir.parent().and_then(Path::parent).unwrap_or(&self.data_dir),
+            None => &self.data_dir,
+        };
+        top.join("signing_key")
+    }
+
     pub fn secrets(&self) -> Result<Secrets, ConfigError> {
         let (config, path) = (self, self.path.as_path());
         let git_token = match &config.repo.token_env {
@@ -973,6 +1037,7 @@ impl Config {
         }
         let mut files: Vec<&mut PathBuf> = Vec::new();
         files.extend(self.repo.ssh_key_file.as_mut());
+        files.extend(self.identity.signing_key_file.as_mut());
         if let Some(a) = self.sources.alertmanager.as_mut() {
             files.extend(a.bearer_tokens_file.as_mut());
             if let Some(b) = a.basic_auth.as_mut() {

@@ -44,6 +44,7 @@ pub use support::clock::{Clock, FixedClock, SystemClock};
 pub use worker::{WorkerHandle, spawn as spawn_worker};
 
 // What the engine reasons about and answers with.
+pub use domain::audit::SignatureCheck;
 pub use domain::decision::{Decision, Report};
 pub use domain::event::{Event, Source};
 pub use domain::explain::Explanation;

@@ -129,6 +129,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The audit trail's signatures: `audit verify`.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Approve a proposed rollback (merged once the policy's approvals are met).
     Approve {
         id: String,
@@ -249,6 +254,21 @@ enum Command {
         no_serve: bool,
         #[arg(long)]
         listen: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Every record rollbackd relies on (rollback commits through their tags, its tags, notes
+    /// and state) with its signature status. Exit 0 when all are signed by a trusted key, 2 when
+    /// any is unsigned or forged.
+    Verify {
+        /// From this date (`2026-11-01`), time (RFC 3339) or revision on; default: the audit window.
+        #[arg(long, value_name = "REV|DATE")]
+        since: Option<String>,
+        /// One JSON object per record, in an array.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -446,6 +466,16 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 println!("{}", rollbackd::history_text(&records));
             }
             Ok(0)
+        }
+        Command::Audit { command: AuditCommand::Verify { since, json } } => {
+            let mut engine = engine(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
+            let checks = engine.audit_verify(since.as_deref())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&checks)?);
+            } else {
+                print!("{}", rollbackd::SignatureCheck::text(&checks));
+            }
+            Ok(if checks.iter().all(rollbackd::SignatureCheck::verified) { 0 } else { 2 })
         }
         Command::Explain { subject, json } => {
             let mut engine = engine(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;

@@ -93,6 +93,10 @@ fn describe() {
         "rollbackd_notifications_total",
         "Notification messages by channel and result (sent, failed after its tries, dropped when the queue was full)."
     );
+    describe_counter!(
+        "rollbackd_untrusted_records_total",
+        "Records found on the origin where rollbackd writes (its notes, state refs, rollback tags) that no trusted key signed, each counted once, by ref kind."
+    );
     describe_gauge!("rollbackd_queue_depth", "Events waiting for the writer.");
     describe_gauge!("rollbackd_queue_capacity", "How many events the writer's queue holds (server.queue).");
     describe_gauge!("rollbackd_origin_reachable", "1 while the last fetch from the config repo succeeded, else 0.");
@@ -122,6 +126,9 @@ fn describe() {
     for result in ["switched", "refused"] {
         counter!("rollbackd_policy_reloads_total", "result" => result).increment(0);
     }
+    for r in UNTRUSTED_REF_KINDS {
+        counter!("rollbackd_untrusted_records_total", "ref" => r).increment(0);
+    }
     for result in ["pushed", "halted"] {
         counter!("rollbackd_phases_total", "result" => result).increment(0);
     }
@@ -134,6 +141,34 @@ fn describe() {
     ] {
         counter!(name).increment(0);
     }
+}
+
+/// The `ref` label of `rollbackd_untrusted_records_total`: a bounded set, whatever refs an
+/// attacker invents.
+const UNTRUSTED_REF_KINDS: [&str; 12] = [
+    "notes/rollbackd",
+    "notes/rollbackd-watch",
+    "notes/rollbackd-decisions",
+    "notes/rollbackd-candidates",
+    "notes/rollbackd-approvals",
+    "state/freezes",
+    "state/holds",
+    "tags/rollback",
+    "tags/phase",
+    "tags/halted",
+    "tags/proposed",
+    "tags/cancelled",
+];
+
+/// A record no trusted key signed, found at `refname`.
+pub(crate) fn untrusted_record(refname: &str) {
+    let short = refname.trim_start_matches("refs/").trim_start_matches("rollbackd/");
+    let kind = UNTRUSTED_REF_KINDS
+        .iter()
+        .find(|k| short == **k || short.strip_prefix(**k).is_some_and(|rest| rest.starts_with('/')))
+        .copied()
+        .unwrap_or("other");
+    counter!("rollbackd_untrusted_records_total", "ref" => kind).increment(1);
 }
 
 /// The writer's queue: its size, set once at start.

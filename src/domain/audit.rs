@@ -101,3 +101,42 @@ impl Review {
         parts.join("; ")
     }
 }
+
+/// One record rollbackd relies on, with what its signature says (`rollbackd audit verify`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SignatureCheck {
+    /// `rollback`, `tag`, `notes` or `state`.
+    pub kind: &'static str,
+    /// The ref it was read at (for a rollback commit, its tag or the branch).
+    #[serde(rename = "ref")]
+    pub refname: String,
+    pub object: String,
+    pub at: Option<Timestamp>,
+    /// `signed`, `unsigned` or `forged` (signed, but not by a trusted key or not over this content).
+    pub status: &'static str,
+    /// The key that signed it, or why it does not count.
+    pub detail: String,
+}
+
+impl SignatureCheck {
+    pub fn verified(&self) -> bool {
+        self.status == "signed"
+    }
+
+    /// One line per record and a count: what `audit verify` prints.
+    pub fn text(checks: &[SignatureCheck]) -> String {
+        let mut out = String::new();
+        for c in checks {
+            let object = c.object.get(..12).unwrap_or(&c.object);
+            let at = c.at.map(|t| t.to_string()).unwrap_or_else(|| "-".into());
+            out.push_str(&format!("{:<8} {:<8} {object} {at} {}: {}\n", c.status, c.kind, c.refname, c.detail));
+        }
+        let bad = checks.iter().filter(|c| !c.verified()).count();
+        out.push_str(&format!(
+            "{} record(s): {} signed by a trusted key, {bad} not\n",
+            checks.len(),
+            checks.len() - bad
+        ));
+        out
+    }
+}

@@ -126,8 +126,12 @@ pub(crate) fn evaluate(
         checks.push(GuardCheck { guard: POINT_OF_NO_RETURN, passed: crossed.is_empty(), detail });
     }
     if guards.require_immutable_artifacts {
-        let passed = plan.mutable_artifacts.is_empty();
-        let detail = if passed {
+        // An empty state pins nothing: "every artifact is pinned" must not hold vacuously for
+        // a rollback that deletes the service.
+        let passed = plan.mutable_artifacts.is_empty() && !plan.leaves_no_files;
+        let detail = if plan.leaves_no_files {
+            "the target state has no files: no artifact in it is pinned".to_string()
+        } else if passed {
             "every artifact in the target state is pinned by digest or version".to_string()
         } else {
             format!("the target state references mutable artifacts: {}", plan.mutable_artifacts.join("; "))

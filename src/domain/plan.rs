@@ -141,6 +141,10 @@ pub struct Plan {
     pub artifacts: Vec<ArtifactChange>,
     /// Mutable references (`:latest`, untagged) in the target state, for the immutability guard.
     pub mutable_artifacts: Vec<String>,
+    /// The target state has no files: the rollback deletes every file of the target paths
+    /// (written only when a policy sets `action.allow_removal`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub leaves_no_files: bool,
     /// The phase this plan writes, for a phased rollback: its paths are `target.paths`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<crate::domain::phase::Phase>,
@@ -189,4 +193,106 @@ pub(crate) fn validate_path_pattern(pattern: &str) -> Result<(), String> {
         return Err("`.` and `..` are not allowed in paths".into());
     }
     globset::GlobBuilder::new(pattern).literal_separator(true).build().map(|_| ()).map_err(|e| e.kind().to_string())
+}
+
+/// Whether `pattern` (a target path glob: `*` within a directory, `**` across) could match `dir`,
+/// a directory above it, or any path under it: whether a rollback of those paths could write
+/// there. Conservative: when in doubt, it could.
+pub(crate) fn could_reach(pattern: &str, dir: &str) -> bool {
+    let dir: Vec<&str> = dir.split('/').filter(|c| !c.is_empty()).collect();
+    let Some(comps) = components(pattern.trim_end_matches('/')) else {
+        // An alternation or class holding a `/` spans directories: judged by the literal text
+        // before its first wildcard alone.
+        let literal: String = pattern.chars().take_while(|c| !is_special(*c)).collect();
+        let dir = dir.join("/");
+        return dir.starts_with(&literal) || literal.starts_with(&dir);
+    };
+    for (i, glob) in comps.iter().enumerate() {
+        if glob.contains("**") {
+            return true;
+        }
+        // Past `dir`: the rest of the pattern matches some path under it.
+        let Some(name) = dir.get(i) else { return true };
+        let matches = if glob.chars().any(is_special) {
+            match globset::GlobBuilder::new(glob).literal_separator(true).build() {
+                Ok(g) => g.compile_matcher().is_match(name),
+                Err(_) => true,
+            }
+        } else {
+            glob == name
+        };
+        if !matches {
+            return false;
+        }
+    }
+    // The pattern names `dir` or a directory above it: everything under it is in the target.
+    true
+}
+
+fn is_special(c: char) -> bool {
+    matches!(c, '*' | '?' | '[' | ']' | '{' | '}' | '\\')
+}
+
+/// The `/`-separated parts of a glob; `None` when a `/` falls inside `{...}` or `[...]`.
+fn components(pattern: &str) -> Option<Vec<&str>> {
+    let (mut depth, mut start, mut out) = (0usize, 0usize, Vec::new());
+    for (i, c) in pattern.char_indices() {
+        match c {
+            '{' | '[' => depth += 1,
+            '}' | ']' => depth = depth.saturating_sub(1),
+            '/' if depth > 0 => return None,
+            '/' => {
+                out.push(&pattern[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&pattern[start..]);
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pattern_reaches_a_directory_when_it_could_match_anything_under_it() {
+        let dir = ".rollbackd/policies";
+        for reaches in [
+            "**",
+            "**/*.yml",
+            "**/*.yaml",
+            "*/policies/*",
+            "*/*/*.yaml",
+            ".rollbackd",
+            ".rollbackd/**",
+            ".rollbackd/policies",
+            ".rollbackd/policies/10-prod.yaml",
+            ".rollback*/**",
+            ".rollbackd/*",
+            ".rollbackd/{policies,other}/*.yaml",
+            "{.rollbackd/policies,apps}/**",
+            ".r[a-z]llbackd/p?licies/x",
+            "*",
+            ".rollbackd/policies/sub/deeper/*.json",
+            "a**b/x",
+        ] {
+            assert!(could_reach(reaches, dir), "{reaches}");
+        }
+        for misses in [
+            "apps/**",
+            "apps/*/prod/**",
+            "*/prod/**",
+            ".rollbackd/other/**",
+            ".rollbackd/policiesx/*",
+            ".rollbackd/polic/*.yaml",
+            "{apps,clusters}/**",
+            "[a-z]*/**",
+            "README.md",
+            ".rollbackd/policies.yaml",
+        ] {
+            assert!(!could_reach(misses, dir), "{misses}");
+        }
+    }
 }

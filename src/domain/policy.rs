@@ -215,6 +215,11 @@ pub struct Action {
     /// existed on the branch (a three-way merge over later changes) becomes a restore.
     #[serde(default)]
     pub exact: bool,
+    /// A rollback whose result leaves the target with no files at all (the bad change is the
+    /// service's first deploy: there is nothing to go back to) deletes the service, and a
+    /// controller that prunes deletes the workload. Denied unless this is `true`.
+    #[serde(default)]
+    pub allow_removal: bool,
 }
 
 fn zero_duration() -> crate::support::duration::Duration {

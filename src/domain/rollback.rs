@@ -4,17 +4,21 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::plan::Sha;
 
-/// Stable id of one rollback: derived from the trigger, the service and the env, so a repeat of
-/// the same incident (a redelivery, a second replica) arrives at the same id and the same refs.
+/// Stable id of one rollback: derived from the config repo, the trigger, the service and the
+/// env, so a repeat of the same incident in the same repo (a redelivery, a second replica)
+/// arrives at the same id and the same refs, and two repos acting on one alert (`repos:`)
+/// mint two ids that cannot be mistaken for each other (in chat, `approve`, the API).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct RollbackId(pub String);
 
 impl RollbackId {
-    pub fn derive(trigger: &str, service: &str, env: &str) -> Self {
+    /// `repo`: what identifies the config repo and branch, the same however its URL is written
+    /// (see `Engine::repo_identity`).
+    pub fn derive(repo: &str, trigger: &str, service: &str, env: &str) -> Self {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
-        for part in [trigger, service, env] {
+        for part in [repo, trigger, service, env] {
             h.update(part.as_bytes());
             h.update([0]);
         }
@@ -267,10 +271,20 @@ mod tests {
 
     #[test]
     fn id_is_stable_and_depends_on_every_part() {
-        let a = RollbackId::derive("alertmanager:abc", "checkout", "prod");
-        assert_eq!(a, RollbackId::derive("alertmanager:abc", "checkout", "prod"));
-        assert_ne!(a, RollbackId::derive("alertmanager:abc", "checkout", "staging"));
-        assert_ne!(a, RollbackId::derive("alertmanager:abd", "checkout", "prod"));
+        let repo = "https://github.com/acme/config main";
+        let a = RollbackId::derive(repo, "alertmanager:abc", "checkout", "prod");
+        assert_eq!(a, RollbackId::derive(repo, "alertmanager:abc", "checkout", "prod"));
+        assert_ne!(a, RollbackId::derive(repo, "alertmanager:abc", "checkout", "staging"));
+        assert_ne!(a, RollbackId::derive(repo, "alertmanager:abd", "checkout", "prod"));
+        assert_ne!(
+            a,
+            RollbackId::derive("https://github.com/acme/billing main", "alertmanager:abc", "checkout", "prod")
+        );
+        // The parts are separated: moving text from one part to the next is another id.
+        assert_ne!(
+            a,
+            RollbackId::derive("https://github.com/acme/config", " mainalertmanager:abc", "checkout", "prod")
+        );
         assert!(a.as_str().starts_with("rb-") && a.as_str().len() == 15);
         assert_eq!(RollbackId::parse(a.as_str()), Some(a));
         for bad in ["rb-", "rb-0123456789aB", "rb-0123456789abc", "x-0123456789ab", "rb-01234567/9ab"] {

@@ -32,7 +32,19 @@ pub struct StatusView {
     pub recent: Vec<RecentView>,
     /// Why the config repo cannot be reached, while it cannot.
     pub origin_error: Option<String>,
+    /// rollbackd's records on the origin (notes, state, tags) that no trusted key signed, and
+    /// so are not believed: someone wrote where only rollbackd should.
+    #[serde(default)]
+    pub untrusted: Vec<UntrustedView>,
     pub policies: PoliciesView,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct UntrustedView {
+    #[serde(rename = "ref")]
+    pub refname: String,
+    pub object: String,
+    pub why: String,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -249,6 +261,13 @@ impl StatusView {
         );
         if let Some(e) = &self.origin_error {
             out.push_str(&format!("config repo unreachable: {e}\n"));
+        }
+        if !self.untrusted.is_empty() {
+            out.push_str("UNTRUSTED records on the origin (not believed; see docs/security.md):\n");
+            for u in &self.untrusted {
+                let object = u.object.get(..12).unwrap_or(&u.object);
+                out.push_str(&format!("  {} at {object}: {}\n", u.refname, u.why));
+            }
         }
         let p = &self.policies;
         out.push_str(&format!("policies: {} in force from {}\n", p.in_force, p.source));

@@ -85,7 +85,10 @@ impl EngineError {
     pub fn is_transient(&self) -> bool {
         match self {
             EngineError::Git(
-                GitError::Unreachable { .. } | GitError::Contended { .. } | GitError::NotFetched { .. },
+                GitError::Unreachable { .. }
+                | GitError::Contended { .. }
+                | GitError::NotFetched { .. }
+                | GitError::UnreadableState { .. },
             ) => true,
             EngineError::Forge(e) => e.is_transient(),
             EngineError::PoliciesNotLoaded(_) => true,
@@ -140,6 +143,9 @@ pub struct Engine {
     alerting: crate::domain::breaker::Alerting,
     /// Phased rollbacks that cannot go on by themselves, whose people were told so.
     stuck: std::collections::HashSet<RollbackId>,
+    /// The config repo and branch as one key, whatever way the URL is written: part of every
+    /// rollback id, so two repos never mint the same one.
+    repo_identity: String,
 }
 
 impl Drop for Engine {
@@ -164,10 +170,20 @@ impl Engine {
         let templates = Templates::load(&config.templates)?;
         let rules = InputRules::new(&config.input).map_err(EngineError::Config)?;
         let auth = Auth { token: secrets.git_token.clone(), ssh_key: config.repo.ssh_key_file.clone() };
-        let repo = ConfigRepo::open(&git_settings(&config), auth)?;
+        let keys = config.keys().map_err(|e| EngineError::Config(e.to_string()))?;
+        if let Some(file) = &keys.created {
+            warn!(
+                key = %file.display(),
+                public_key = %keys.signing.public_openssh(),
+                allowed_signers = %keys.signing.allowed_signers_line(&config.identity.email),
+                "made a new signing key: register its public key (docs/security.md) so other replicas and git trust what rollbackd signs"
+            );
+        }
+        let repo = ConfigRepo::open(&git_settings(&config, &keys), auth)?;
         let forge = Arc::new(Forge::from_config(&config.forge)?);
         check_routes(&config, &policies).map_err(EngineError::Config)?;
         let notifier = crate::notify::Notifier::start(&config.notify, &secrets, &templates, forge.clone());
+        let repo_identity = format!("{} {}", crate::support::url::repo_key(&config.repo.url), config.repo.branch);
         let mut engine = Engine {
             config,
             policies,
@@ -189,6 +205,7 @@ impl Engine {
             held_changes: HashMap::new(),
             alerting: Default::default(),
             stuck: Default::default(),
+            repo_identity,
         };
         engine.sync_policies();
         Ok(engine)
@@ -197,10 +214,18 @@ impl Engine {
     /// Fetches (unless fresh, or `force`) and takes up a change to the repo's policies.
     fn fetch(&mut self, force: bool) -> Result<(), EngineError> {
         self.repo.fetch(force)?;
+        for u in self.repo.take_untrusted() {
+            crate::metrics::untrusted_record(&u.refname);
+        }
         if self.sync_policies() {
             self.policy_generation += 1;
         }
         Ok(())
+    }
+
+    /// The id of the rollback `trigger` asks for of `service`/`env` in this config repo.
+    fn rollback_id(&self, trigger: &str, service: &str, env: &str) -> RollbackId {
+        RollbackId::derive(&self.repo_identity, trigger, service, env)
     }
 
     /// Changes each time another policy set comes into force.
@@ -223,6 +248,34 @@ impl Engine {
             .map_err(|e| EngineError::Config(format!("{e}; adding or removing a repo takes a restart")))?;
         let secrets = config.secrets().map_err(|e| EngineError::Config(e.to_string()))?;
         Engine::new(config, secrets, self.clock.clone())
+    }
+
+    /// `rollbackd audit verify`: every record rollbackd relies on since `since` (a date, a
+    /// time or a revision; default: the audit window), fetched fresh, with its signature.
+    pub fn audit_verify(
+        &mut self,
+        since: Option<&str>,
+    ) -> Result<Vec<crate::domain::audit::SignatureCheck>, EngineError> {
+        let _lock = self.begin()?;
+        self.fetch(true)?;
+        let now = self.clock.now();
+        self.repo.audit(now)?;
+        let since = match since {
+            None => now.checked_sub(self.config.audit.window.as_signed()).unwrap_or(Timestamp::UNIX_EPOCH),
+            Some(s) => match (s.parse::<Timestamp>(), s.parse::<jiff::civil::Date>()) {
+                (Ok(t), _) => t,
+                (_, Ok(d)) => {
+                    d.to_zoned(jiff::tz::TimeZone::UTC).map(|z| z.timestamp()).unwrap_or(Timestamp::UNIX_EPOCH)
+                }
+                _ => self.repo.committed_at(s).ok_or_else(|| {
+                    EngineError::Git(GitError::BadRevision {
+                        rev: crate::domain::ident::shown(s),
+                        message: "not a date, a time (RFC 3339) or a revision of the config repo".into(),
+                    })
+                })?,
+            },
+        };
+        Ok(self.repo.check_signatures(since)?)
     }
 
     /// Starts an operation on the mirror: takes the data dir's lock and, when git authenticates
@@ -521,7 +574,7 @@ impl Engine {
             Selection::Settled(outcome) => return done(decision, None, outcome),
             Selection::Target { policy, target } => (policy.clone(), target),
         };
-        let id = RollbackId::derive(&trigger, &target.service, &target.env);
+        let id = self.rollback_id(&trigger, &target.service, &target.env);
         span.record("rollback_id", id.as_str());
         if let Some(reason) = authorize(event, &policy, opts) {
             warn!(%reason, "request denied");
@@ -561,6 +614,7 @@ impl Engine {
             to: to.as_deref(),
             irreversible: policy.irreversible.as_ref(),
             continues: None,
+            allow_removal: policy.action.allow_removal,
         };
         let plan = match self.repo.plan(&request)? {
             Planned::Ready(plan) => *plan,
@@ -568,6 +622,12 @@ impl Engine {
                 return done(decision, None, Outcome::Duplicate { rollback_id: RollbackId(id), commit, reason });
             }
             Planned::Noop { reason } => return done(decision, None, Outcome::Noop { reason }),
+            // Not even an emergency deletes a service: that is a change for a person to write.
+            Planned::NothingToGoBackTo { plan, reason } => {
+                let reason = format!("{reason} (policy {} does not set action.allow_removal)", policy.name());
+                warn!(%reason, "request denied");
+                return done(decision, Some(*plan), Outcome::Denied { reason });
+            }
         };
         // An open proposal that undoes exactly these commits is this rollback, if this one would
         // be a proposal too.
@@ -577,6 +637,12 @@ impl Engine {
             decision
                 .notes
                 .push(format!("when pushed, {}", crate::domain::phase::describe(&plan.target.phases, checked)));
+        }
+        // A sender that retries (an alert, CI) is answered 503 while the freezes cannot be read:
+        // nothing is written for it meanwhile. A person's request is decided (it goes through,
+        // saying so); rollbackd's own writes, with nobody to retry them, are proposed instead.
+        if !event.is_human_request() && !opts.emergency {
+            self.repo.freezes()?;
         }
         let asking = Asking {
             policy: &policy,
@@ -731,9 +797,10 @@ impl Engine {
         // Rendered before anything is pushed: a template error must not leave a branch behind.
         let pr_texts = match (delivery, &*self.forge) {
             (Delivery::Proposal, Forge::Github(_)) => {
-                // Only a pull request's body is Markdown: its context is built only for it.
+                // A pull request's title and body are Markdown (GitHub renders code spans and
+                // mentions in both): their context is built only for them.
                 let md = message_context(event, policy, plan, id, delivery, decision, crate::support::text::markdown);
-                Some((self.templates.render(PR_TITLE_TEMPLATE, &ctx)?, self.templates.render(PR_BODY_TEMPLATE, &md)?))
+                Some((self.templates.render(PR_TITLE_TEMPLATE, &md)?, self.templates.render(PR_BODY_TEMPLATE, &md)?))
             }
             _ => None,
         };
@@ -941,8 +1008,10 @@ impl Triager {
 }
 
 /// What the git layer needs of the config (the git layer does not read the config itself).
-pub(crate) fn git_settings(config: &Config) -> crate::git::Settings {
+pub(crate) fn git_settings(config: &Config, keys: &crate::config::Keys) -> crate::git::Settings {
     crate::git::Settings {
+        signing_key: keys.signing.clone(),
+        trusted_keys: keys.trusted.clone(),
         url: config.repo.url.clone(),
         branch: config.repo.branch.clone(),
         data_dir: config.data_dir.clone(),
@@ -1044,11 +1113,26 @@ pub(crate) fn message_context(
         .iter()
         .map(|g| serde_json::json!({ "guard": g.guard, "passed": g.passed, "detail": esc(&g.detail) }))
         .collect();
+    // File paths, artifact references and ref names come from the repository, where anyone who
+    // can push names a file `` a`<img>|b ``: escaped like any other text.
+    let paths = |ps: &[String]| ps.iter().map(|p| esc(p)).collect::<Vec<_>>();
+    let known_good_source = match serde_json::to_value(&plan.known_good.source) {
+        Ok(serde_json::Value::Object(fields)) => serde_json::Value::Object(
+            fields
+                .into_iter()
+                .map(|(k, v)| match v {
+                    serde_json::Value::String(s) if k != "kind" => (k, serde_json::Value::String(esc(&s))),
+                    v => (k, v),
+                })
+                .collect(),
+        ),
+        _ => serde_json::Value::Null,
+    };
     crate::support::template::value(serde_json::json!({
         "id": id,
         "service": plan.target.service,
         "env": plan.target.env,
-        "paths": plan.target.paths,
+        "paths": paths(&plan.target.paths),
         "branch": plan.branch,
         "delivery": delivery,
         "strategy": plan.strategy,
@@ -1061,13 +1145,13 @@ pub(crate) fn message_context(
         "went_on": plan.went_on.as_deref().map(esc),
         // Built by rollbackd from checked names and triggers, like `trigger`.
         "also": plan.also.iter().map(|a| serde_json::json!({
-            "service": a.target.service, "env": a.target.env, "paths": a.target.paths, "trigger": a.trigger, "policy": a.policy,
+            "service": a.target.service, "env": a.target.env, "paths": paths(&a.target.paths), "trigger": a.trigger, "policy": a.policy,
         })).collect::<Vec<_>>(),
         "exact": plan.exact,
         "known_good": {
             "sha": plan.known_good.sha,
             "short": short(&plan.known_good.sha),
-            "source": plan.known_good.source,
+            "source": known_good_source,
         },
         "bad_commits": plan.bad_commits.iter().map(|c| serde_json::json!({
             "sha": c.sha, "short": short(&c.sha), "summary": esc(&c.summary), "author": esc(&c.author), "time": c.time,
@@ -1075,8 +1159,12 @@ pub(crate) fn message_context(
         })).collect::<Vec<_>>(),
         // What a revert of the files leaves as it is: `policy.irreversible` marks.
         "irreversible": plan.bad_commits.iter().flat_map(|c| c.irreversible.iter().map(move |m| esc(&format!("{} {m}", c.sha.short())))).collect::<Vec<_>>(),
-        "diffstat": plan.diffstat,
-        "artifacts": plan.artifacts,
+        "diffstat": plan.diffstat.iter().map(|f| serde_json::json!({
+            "path": esc(&f.path), "insertions": f.insertions, "deletions": f.deletions,
+        })).collect::<Vec<_>>(),
+        "artifacts": plan.artifacts.iter().map(|a| serde_json::json!({
+            "path": esc(&a.path), "name": esc(&a.name), "old": a.old.as_deref().map(esc), "new": a.new.as_deref().map(esc),
+        })).collect::<Vec<_>>(),
         "policy": policy.name(),
         "source": event.source,
         // Both are built by rollbackd from checked parts (see `select`).

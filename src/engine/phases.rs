@@ -187,7 +187,8 @@ impl Engine {
 
     /// A plan of `paths` (a phase's, or the whole target's for the rest) that puts them back as
     /// they were at `known_good`, as phase `phase`. Always a restore: a revert would undo whole
-    /// commits, beyond the phase. `Ok(Err(why))` when it would write outside the target.
+    /// commits, beyond the phase. `Ok(Err(why))` when it would write outside the target (or
+    /// delete all of it).
     fn plan_part(
         &self,
         policy: &Policy,
@@ -205,10 +206,14 @@ impl Engine {
             to: Some(&known_good.sha.0),
             irreversible: policy.irreversible.as_ref(),
             continues: Some(bad),
+            allow_removal: policy.action.allow_removal,
         };
         let mut plan = match self.repo.plan(&request)? {
             Planned::Ready(plan) => *plan,
             Planned::Noop { .. } | Planned::AlreadyRolledBack { .. } => return Ok(Ok(None)),
+            // Not for a part of a plan (`continues`); said here so a change to the planner
+            // cannot make a phase write what the whole plan was denied.
+            Planned::NothingToGoBackTo { reason, .. } => return Ok(Err(reason)),
         };
         let whole = PathSet::new(&target.paths)
             .map_err(|message| EngineError::Policy { policy: policy.name().to_string(), message })?;

@@ -185,19 +185,25 @@ impl Engine {
     }
 }
 
-/// A policy whose target paths cover the policy directory could roll the policies themselves
-/// back (or delete them) on an alert: refused.
+/// A policy whose target paths could match anything in the policy directory could roll the
+/// policies themselves back (or delete them) on an alert: refused. Judged on every path the
+/// expression could render to (each unpinned label is `*`), by glob intersection: `**/*.yml`
+/// reaches `.rollbackd/policies` as surely as `.rollbackd/**` does.
 pub(crate) fn covers_policies(set: &PolicySet, dir: &str) -> Vec<Diagnostic> {
-    let probe = format!("{}/00-policy.yaml", dir.trim_end_matches('/'));
     let mut out = Vec::new();
     for p in &set.policies {
         for path in &p.target.paths {
-            if p.path_reaches(&path.value.0, &probe) || p.path_reaches(&path.value.0, dir) {
+            let expr = &path.value.0;
+            // A template statement (`{% if %}`) can print anything: no telling where it reaches.
+            if expr.contains("{%") || crate::domain::plan::could_reach(&p.path_glob(expr), dir) {
                 out.push(Diagnostic::error(
                     &p.file,
                     path.referenced.line(),
                     path.referenced.column(),
-                    format!("policy {}: target path `{}` covers the policy directory {dir}", p.name(), path.value.0),
+                    format!(
+                        "policy {}: target path `{expr}` could match files in the policy directory {dir}: a rollback could rewrite or delete the policies",
+                        p.name()
+                    ),
                 ));
             }
         }

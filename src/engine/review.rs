@@ -393,10 +393,12 @@ impl Engine {
             to: Some(&t.to),
             irreversible: policy.irreversible.as_ref(),
             continues: (!t.of.is_empty()).then_some(&t.of[..]),
+            allow_removal: policy.action.allow_removal,
         };
         match self.repo.plan(&request) {
             Ok(Planned::Ready(plan)) => Ok(Some(*plan)),
             Ok(Planned::Noop { .. } | Planned::AlreadyRolledBack { .. }) => Ok(None),
+            Ok(Planned::NothingToGoBackTo { reason, .. }) => Err(reason),
             Err(e) => Err(e.to_string()),
         }
     }

@@ -5,7 +5,9 @@ use super::{Engine, EngineError};
 use crate::config::PolicySource;
 use crate::domain::freeze::to_the_second;
 use crate::domain::rollback::Delivery;
-use crate::domain::status::{FreezeView, PoliciesView, ProposalView, RECENT, RecentView, StatusView, VerifyingView};
+use crate::domain::status::{
+    FreezeView, PoliciesView, ProposalView, RECENT, RecentView, StatusView, UntrustedView, VerifyingView,
+};
 
 impl Engine {
     /// The status as the mirror has it; `fetch` brings the mirror up to date first (the CLI).
@@ -68,6 +70,16 @@ impl Engine {
             verifying,
             recent,
             origin_error: None,
+            untrusted: self
+                .repo
+                .untrusted()
+                .iter()
+                .map(|u| UntrustedView {
+                    refname: crate::domain::ident::shown(&u.refname),
+                    object: u.object.clone(),
+                    why: u.why.clone(),
+                })
+                .collect(),
             policies: self.policies_view(),
         })
     }

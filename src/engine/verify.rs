@@ -185,6 +185,13 @@ impl Engine {
             }
         });
         for c in ready {
+            // A candidate becomes a known-good tag of its own service/env, never any other ref
+            // (a second line of defence: its note is believed only when rollbackd signed it).
+            let prefix = format!("known-good/{}/{}/", c.service, c.env);
+            if !c.name.strip_prefix(&prefix).is_some_and(|stamp| !stamp.is_empty() && !stamp.contains('/')) {
+                warn!(tag = %crate::domain::ident::shown(&c.name), "a known-good candidate names another tag; not tagged");
+                continue;
+            }
             let message = format!(
                 "Known-good: {} in {} at {}\n\nTrigger: {}\nPolicy: {}\nSoaked: {} .. {} without a firing alert\n",
                 c.service, c.env, c.sha, c.trigger, c.policy, c.since, c.until
@@ -673,7 +680,7 @@ impl Engine {
         let Some(to) = self.repo.before_previous_change(&paths, &Sha(record.known_good.clone()))? else {
             return Ok(Step::Nothing);
         };
-        let id = RollbackId::derive(&trigger, &target.service, &target.env);
+        let id = self.rollback_id(&trigger, &target.service, &target.env);
         let mut counted = Decision::for_event(&event);
         self.count_blast_radius(&target.service, now, &mut counted)?;
         let attempts = self.config.git.push_retries + 1;
@@ -685,10 +692,13 @@ impl Engine {
                 to: Some(&to.0),
                 irreversible: policy.irreversible.as_ref(),
                 continues: None,
+                allow_removal: policy.action.allow_removal,
             };
             let plan = match self.repo.plan(&request)? {
                 Planned::Ready(plan) => *plan,
                 Planned::Noop { .. } | Planned::AlreadyRolledBack { .. } => return Ok(Step::Nothing),
+                // Stepping back past the service's first deploy would delete it.
+                Planned::NothingToGoBackTo { reason, .. } => return Ok(Step::NotWritten(reason)),
             };
             let mut decision = Decision::for_event(&event);
             decision.policy = Some(policy.name().to_string());

@@ -5,6 +5,7 @@ mod audit;
 mod paths;
 mod planner;
 pub(crate) mod seed;
+mod signing;
 mod trailers;
 mod transport;
 mod tree_diff;
@@ -19,6 +20,7 @@ use jiff::Timestamp;
 pub(crate) use audit::{AuditIndex, AuditRecord};
 pub(crate) use paths::PathSet;
 pub(crate) use planner::{PlanRequest, Planned};
+pub(crate) use signing::Untrusted;
 pub(crate) use trailers::Halt;
 pub use trailers::{Also, Trailers};
 pub(crate) use transport::Auth;
@@ -59,6 +61,12 @@ pub enum GitError {
     BrokenResult { path: String, message: String },
     #[error("cannot prepare the mirror at {path}: {message}")]
     Mirror { path: PathBuf, message: String },
+    /// rollbackd's state (freezes, holds) cannot be believed or read: nothing automatic is
+    /// pushed until a person writes it again (`pause`, `resume`, `freeze`, `release`...).
+    #[error(
+        "{refname} cannot be read ({why}); automatic rollbacks wait until a person writes it again (pause, resume, freeze, unfreeze or release)"
+    )]
+    UnreadableState { refname: String, why: String },
     #[error("git: {0}")]
     Git(#[from] git2::Error),
 }
@@ -101,6 +109,7 @@ pub struct ConfigRepo {
     window: jiff::SignedDuration,
     push_retries: u32,
     index: AuditIndex,
+    trust: signing::Trust,
 }
 
 /// git's `user.email` from the user's and the system's git config, if set.
@@ -152,6 +161,9 @@ pub(crate) const FREEZES_FILE: &str = "freezes.json";
 /// Where releases of held artifacts live, the same way.
 pub(crate) const HOLDS_REF: &str = "refs/rollbackd/state/holds";
 pub(crate) const HOLDS_FILE: &str = "holds.json";
+/// The notes and state refs rollbackd writes, and believes only up to their newest signed commit.
+const OWN_REFS: [&str; 7] =
+    [NOTES_REF, WATCH_NOTES_REF, DECISIONS_REF, CANDIDATES_REF, APPROVALS_REF, FREEZES_REF, HOLDS_REF];
 
 impl std::fmt::Debug for ConfigRepo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -207,6 +219,10 @@ pub struct Settings {
     /// How far back, and at most how many commits, the audit index and the planner read.
     pub audit_window: jiff::SignedDuration,
     pub max_commits: usize,
+    /// What rollbackd signs with.
+    pub signing_key: crate::support::signing_key::SigningKey,
+    /// Whose signed notes, state and tags count (rollbackd's own key among them).
+    pub trusted_keys: crate::support::signing_key::TrustedKeys,
 }
 
 /// Lets libgit2 keep parsed trees of any size in its object cache. Its default keeps only those
@@ -266,6 +282,11 @@ impl ConfigRepo {
             window: settings.audit_window,
             push_retries: settings.push_retries,
             index: AuditIndex::with_cache(settings.data_dir.join("audit-cache.json")),
+            trust: signing::Trust::new(
+                settings.signing_key.clone(),
+                settings.trusted_keys.clone(),
+                Some(settings.data_dir.join("trust-cache")),
+            ),
         })
     }
 
@@ -314,6 +335,7 @@ impl ConfigRepo {
             return Ok(());
         }
         transport::fetch(&self.repo, &self.url, &self.auth)?;
+        self.trust.quarantine(&self.repo, &OWN_REFS)?;
         self.last_fetch = Some(Instant::now());
         Ok(())
     }
@@ -379,7 +401,7 @@ impl ConfigRepo {
         let sig = self.signature(at)?;
         let parent = self.repo.find_commit(oid(parent)?)?;
         let tree = self.repo.find_tree(Oid::from_str(tree)?)?;
-        let id = self.repo.commit(None, &sig, &sig, message, &tree, &[&parent])?;
+        let id = self.trust.commit(&self.repo, &sig, &sig, message, &tree, &[&parent])?;
         Ok(sha(id))
     }
 
@@ -392,7 +414,7 @@ impl ConfigRepo {
     pub fn create_tag(&self, name: &str, commit: &Sha, message: &str, at: Timestamp) -> Result<Sha, GitError> {
         let sig = self.signature(at)?;
         let target = self.repo.find_object(oid(commit)?, Some(git2::ObjectType::Commit))?;
-        Ok(sha(self.repo.tag_annotation_create(name, &target, &sig, message)?))
+        Ok(sha(self.trust.tag(&self.repo, name, target.id(), &sig, message)?))
     }
 
     /// Publishes a commit to the origin (compare-and-swap on the branch) together with its tag,
@@ -510,29 +532,60 @@ impl ConfigRepo {
             if !overwrite && this.repo.find_note(Some(notes_ref), target).is_ok() {
                 return Ok(Try::Done(false));
             }
-            let expected = this.repo.refname_to_id(notes_ref).ok();
-            let sig = this.signature(at)?;
-            this.repo.note(&sig, &sig, Some(notes_ref), target, text, overwrite)?;
-            let new = this.repo.refname_to_id(notes_ref)?;
-            let pushed = this.push_one(notes_ref, new, expected);
-            if !matches!(pushed, Ok(PushResult::Pushed)) {
-                // Put the local ref back; the next fetch would overwrite it anyway.
-                match expected {
-                    Some(old) => {
-                        this.repo.reference(notes_ref, old, true, "rollbackd: note not pushed")?;
-                    }
-                    None => {
-                        if let Ok(mut r) = this.repo.find_reference(notes_ref) {
-                            r.delete()?;
-                        }
-                    }
-                }
-            }
-            Ok(match pushed? {
+            Ok(match this.push_note(notes_ref, target, text, at)? {
                 PushResult::Pushed => Try::Done(true),
                 PushResult::Moved => Try::Lost,
             })
         })
+    }
+
+    /// Sets the note on `target` in `notes_ref` as a signed notes commit on top of the newest
+    /// trusted one, and pushes it, compare-and-swap against what the origin has.
+    fn push_note(&mut self, notes_ref: &str, target: Oid, text: &str, at: Timestamp) -> Result<PushResult, GitError> {
+        let before = self.repo.refname_to_id(notes_ref).ok();
+        let origin = self.trust.origin_of(&self.repo, notes_ref);
+        let sig = self.signature(at)?;
+        self.repo.note(&sig, &sig, Some(notes_ref), target, text, true)?;
+        // libgit2 writes the notes commit unsigned: the same commit, signed, replaces it.
+        let unsigned = self.repo.refname_to_id(notes_ref)?;
+        let new = self.trust.resign(&self.repo, unsigned)?;
+        let pushed = self.push_own(notes_ref, new, origin);
+        if matches!(pushed, Ok(PushResult::Pushed)) {
+            self.repo.reference(notes_ref, new, true, "rollbackd: note")?;
+        } else {
+            // Put the local ref back; the next fetch would overwrite it anyway.
+            match before {
+                Some(old) => {
+                    self.repo.reference(notes_ref, old, true, "rollbackd: note not pushed")?;
+                }
+                None => {
+                    if let Ok(mut r) = self.repo.find_reference(notes_ref) {
+                        r.delete()?;
+                    }
+                }
+            }
+        }
+        pushed
+    }
+
+    /// Pushes `new` (a signed commit on top of the newest trusted one) to one of rollbackd's
+    /// notes or state refs, compare-and-swap against what the origin holds there: untrusted
+    /// commits above the trusted one are replaced, and the log says so.
+    /// `origin` is [`signing::Trust::origin_of`] the ref, read before anything was written.
+    fn push_own(&mut self, refname: &str, new: Oid, origin: (Option<Oid>, bool)) -> Result<PushResult, GitError> {
+        let (expected, replaces) = origin;
+        if replaces {
+            tracing::warn!(
+                r#ref = refname,
+                "writing over commits no trusted key signed; they are dropped from the ref"
+            );
+        }
+        let update = Update { refname, new: Some(new), expected, rewrite: replaces };
+        let pushed = transport::push_refs(&self.repo, &self.url, &self.auth, &[update])?;
+        if pushed == PushResult::Pushed {
+            self.trust.pushed(&self.repo, refname, new)?;
+        }
+        Ok(pushed)
     }
 
     /// The note on `commit`, if any.
@@ -652,7 +705,8 @@ impl ConfigRepo {
         if self.repo.find_reference(&tag_ref).is_ok() {
             return Ok(false);
         }
-        let tag = self.create_tag(name, &sha(commit.id()), message, at)?;
+        let commit = sha(commit.id());
+        let tag = self.create_tag(name, &commit, message, at)?;
         let tag_oid = oid(&tag)?;
         match self.push_one(&tag_ref, tag_oid, None)? {
             PushResult::Pushed => {
@@ -729,18 +783,9 @@ impl ConfigRepo {
                 .and_then(|n| n.message().ok().map(str::to_string))
                 .unwrap_or_default();
             text.push_str(&format!("Approved-By: {who} {at}\n"));
-            let expected = this.repo.refname_to_id(APPROVALS_REF).ok();
-            let sig = this.signature(at)?;
-            this.repo.note(&sig, &sig, Some(APPROVALS_REF), target, &text, true)?;
-            let new = this.repo.refname_to_id(APPROVALS_REF)?;
-            Ok(match this.push_one(APPROVALS_REF, new, expected)? {
+            Ok(match this.push_note(APPROVALS_REF, target, &text, at)? {
                 PushResult::Pushed => Try::Done(()),
-                PushResult::Moved => {
-                    if let Some(old) = expected {
-                        this.repo.reference(APPROVALS_REF, old, true, "rollbackd: approval not pushed")?;
-                    }
-                    Try::Lost
-                }
+                PushResult::Moved => Try::Lost,
             })
         })
     }
@@ -762,7 +807,8 @@ impl ConfigRepo {
         }
         let tree = self.repo.find_tree(index.write_tree_to(&self.repo)?)?;
         let sig = self.signature(at)?;
-        let id = self.repo.commit(None, &c.author(), &sig, c.message().unwrap_or_default(), &tree, &[&head_commit])?;
+        let message = String::from_utf8_lossy(c.message_bytes()).into_owned();
+        let id = self.trust.commit(&self.repo, &c.author(), &sig, &message, &tree, &[&head_commit])?;
         Ok(Some(sha(id)))
     }
 
@@ -894,12 +940,22 @@ impl ConfigRepo {
 
     /// A JSON document kept as `file` in the commit `refname` points at (the default when none).
     fn state<S: serde::de::DeserializeOwned + Default>(&self, refname: &str, file: &str) -> Result<S, GitError> {
-        let Ok(id) = self.repo.refname_to_id(refname) else { return Ok(S::default()) };
+        let Ok(id) = self.repo.refname_to_id(refname) else {
+            // The origin has the ref, but nothing in it that a trusted key signed (a key that
+            // changed, or a forgery): no state is not the same as "nothing frozen".
+            if let (Some(_), true) = self.trust.origin_of(&self.repo, refname) {
+                return Err(GitError::UnreadableState {
+                    refname: refname.into(),
+                    why: "no commit in it is signed by a trusted key".into(),
+                });
+            }
+            return Ok(S::default());
+        };
         let tree = self.repo.find_commit(id)?.tree()?;
         let Some(entry) = tree.get_name(file) else { return Ok(S::default()) };
         let blob = self.repo.find_blob(entry.id())?;
         serde_json::from_slice(blob.content())
-            .map_err(|e| GitError::Git(git2::Error::from_str(&format!("{refname}:{file}: {e}"))))
+            .map_err(|e| GitError::UnreadableState { refname: refname.into(), why: format!("{file}: {e}") })
     }
 
     /// Edits the document of [`Self::state`] with `change`, commits it on `refname` and pushes
@@ -917,20 +973,21 @@ impl ConfigRepo {
     {
         let retries = self.push_retries;
         self.until_written(refname, retries, |this| {
-            let mut set: S = this.state(refname, file)?;
+            // A person's write repairs a state that cannot be read: it starts again from empty,
+            // and the bad version stays in the ref's history.
+            let mut set: S = match this.state(refname, file) {
+                Err(GitError::UnreadableState { why, .. }) => {
+                    tracing::warn!(r#ref = refname, %why, "writing a new state over one that cannot be read");
+                    S::default()
+                }
+                other => other?,
+            };
             let result = change(&mut set);
             let text =
                 serde_json::to_string_pretty(&set).map_err(|e| GitError::Git(git2::Error::from_str(&e.to_string())))?;
-            let blob = this.repo.blob(text.as_bytes())?;
-            let mut tb = this.repo.treebuilder(None)?;
-            tb.insert(file, blob, i32::from(git2::FileMode::Blob))?;
-            let tree = this.repo.find_tree(tb.write()?)?;
-            let expected = this.repo.refname_to_id(refname).ok();
-            let parent = expected.map(|p| this.repo.find_commit(p)).transpose()?;
-            let sig = this.signature(at)?;
-            let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
-            let id = this.repo.commit(None, &sig, &sig, message, &tree, &parents)?;
-            match this.push_one(refname, id, expected)? {
+            let id = this.state_commit(refname, file, &text, message, at)?;
+            let origin = this.trust.origin_of(&this.repo, refname);
+            match this.push_own(refname, id, origin)? {
                 PushResult::Pushed => {
                     this.repo.reference(refname, id, true, "rollbackd: state")?;
                     Ok(Try::Done(result))
@@ -938,6 +995,26 @@ impl ConfigRepo {
                 PushResult::Moved => Ok(Try::Lost),
             }
         })
+    }
+
+    /// A signed commit holding `text` as `file`, on top of the newest trusted state of
+    /// `refname` (the origin may hold more: see `push_own`).
+    fn state_commit(
+        &self,
+        refname: &str,
+        file: &str,
+        text: &str,
+        message: &str,
+        at: Timestamp,
+    ) -> Result<Oid, GitError> {
+        let blob = self.repo.blob(text.as_bytes())?;
+        let mut tb = self.repo.treebuilder(None)?;
+        tb.insert(file, blob, i32::from(git2::FileMode::Blob))?;
+        let tree = self.repo.find_tree(tb.write()?)?;
+        let parent = self.repo.refname_to_id(refname).ok().map(|p| self.repo.find_commit(p)).transpose()?;
+        let sig = self.signature(at)?;
+        let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
+        Ok(self.trust.commit(&self.repo, &sig, &sig, message, &tree, &parents)?)
     }
 
     /// The artifact references that change from `from` to `to` (revisions of this repository).
@@ -967,6 +1044,27 @@ impl ConfigRepo {
             }
         }
         Err(GitError::Contended { url: self.url(), branch: refname.into(), attempts: retries + 1 })
+    }
+
+    /// rollbackd's records on the origin that no trusted key signed, as of the last fetch.
+    pub fn untrusted(&self) -> &[Untrusted] {
+        self.trust.untrusted()
+    }
+
+    /// Untrusted records found since the last call, each once (for the counter).
+    pub fn take_untrusted(&mut self) -> Vec<Untrusted> {
+        self.trust.take_fresh()
+    }
+
+    /// Every record rollbackd relies on from `since` on, with its signature (`audit verify`).
+    /// Reads the audit index as of the last refresh.
+    pub fn check_signatures(&self, since: Timestamp) -> Result<Vec<crate::domain::audit::SignatureCheck>, GitError> {
+        Ok(self.trust.check_records(&self.repo, &OWN_REFS, self.index.records(), since)?)
+    }
+
+    /// The key rollbackd signs with.
+    pub fn signing_key(&self) -> &crate::support::signing_key::SigningKey {
+        self.trust.key()
     }
 
     /// The push retry budget from the config, for callers that push through this repo.

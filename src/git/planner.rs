@@ -27,6 +27,8 @@ pub struct PlanRequest<'a> {
     /// undone in these paths to `to` whatever the earlier phases (rollbacks of the same
     /// commits) did already.
     pub continues: Option<&'a [String]>,
+    /// `action.allow_removal`: a result with no files under the target paths may be written.
+    pub allow_removal: bool,
 }
 
 #[derive(Debug)]
@@ -41,6 +43,13 @@ pub enum Planned {
     },
     /// Nothing differs from known-good.
     Noop {
+        reason: String,
+    },
+    /// The result would leave the target with no files (its only change is its first deploy):
+    /// a rollback that deletes the service is no rollback, whoever asks, unless the policy
+    /// allows removal. The plan is kept so a dry run still shows what it would have done.
+    NothingToGoBackTo {
+        plan: Box<Plan>,
         reason: String,
     },
 }
@@ -349,7 +358,9 @@ fn finish(
         check_parses(repo, &f.path, &head_tree, &kg_tree, &new_tree)?;
     }
     let mut mutable = Vec::new();
-    for (path, blob) in paths.files_in(repo, &new_tree)? {
+    let files = paths.files_in(repo, &new_tree)?;
+    let leaves_no_files = files.is_empty();
+    for (path, blob) in files {
         if let Some(text) = text_of(repo, blob) {
             for r in artifacts::scan(&text).into_iter().filter(|r| r.mutable) {
                 mutable.push(format!("{path}:{}: {} `{}`", r.line, r.name, r.value));
@@ -357,7 +368,7 @@ fn finish(
         }
     }
 
-    Ok(Planned::Ready(Box::new(Plan {
+    let plan = Box::new(Plan {
         target: target.clone(),
         branch: branch.to_string(),
         head: sha(head),
@@ -372,11 +383,26 @@ fn finish(
         diffstat,
         artifacts: artifact_changes,
         mutable_artifacts: mutable,
+        leaves_no_files,
         phase: None,
         halted: None,
         went_on: None,
         also: Vec::new(),
-    })))
+    });
+    // A later phase is part of a plan that was checked whole before its first phase was
+    // written (a canary overlay the bad change added may go while the rest stays).
+    if leaves_no_files && !req.allow_removal && req.continues.is_none() {
+        let first = plan.bad_commits.last().map_or(&plan.known_good.sha, |c| &c.sha);
+        let reason = format!(
+            "nothing to go back to: {}/{} has no state before {}; rolling back would delete every file of {}",
+            target.service,
+            target.env,
+            first.short(),
+            paths_list(paths)
+        );
+        return Ok(Planned::NothingToGoBackTo { plan, reason });
+    }
+    Ok(Planned::Ready(plan))
 }
 
 /// A YAML or JSON file the rollback writes must parse when it parsed before (at the head or at
@@ -741,6 +767,7 @@ pub(super) fn fold(repo: &Repository, plans: &[(Plan, String, String)]) -> Resul
         };
         folded.exact &= plan.exact;
         folded.mutable_artifacts.extend(plan.mutable_artifacts.iter().cloned());
+        folded.leaves_no_files |= plan.leaves_no_files;
         folded.also.push(crate::domain::plan::AlsoTarget {
             target: plan.target.clone(),
             trigger: trigger.clone(),

@@ -5,6 +5,7 @@ pub(crate) mod clock;
 pub(crate) mod diagnostic;
 pub(crate) mod duration;
 pub(crate) mod secret;
+pub(crate) mod signing_key;
 pub(crate) mod template;
 pub(crate) mod text;
 pub(crate) mod url;

@@ -16,6 +16,11 @@ fn refs(w: &World) -> String {
     w.git(&["for-each-ref", "--format=%(refname) %(objectname)"])
 }
 
+/// The origin's branches and tags: what a rollback writes (a denial may add a decision note).
+fn branches_and_tags(w: &World) -> String {
+    w.git(&["for-each-ref", "--format=%(refname) %(objectname)", "refs/heads", "refs/tags"])
+}
+
 /// An Alertmanager notification with one firing alert of these labels and annotations.
 fn alert(labels: serde_json::Value, annotations: serde_json::Value, fingerprint: &str) -> String {
     json!({
@@ -561,4 +566,62 @@ fn github_payloads_in_their_less_tidy_shapes_are_read() {
         rollbackd::parsers::GithubEvent::Comment(comment) => assert_eq!(comment.body, ""),
         other => panic!("{other:?}"),
     }
+}
+
+/// A service whose first deploy is its only change has nothing to go back to: a rollback would
+/// delete every file of it (and, with a controller that prunes, the workload). Denied whoever
+/// asks and however (an alert over HTTP, a person's dry run on the CLI, break glass), with the
+/// plan still shown; a policy must say `action.allow_removal: true`, and even then an empty
+/// state never passes `require_immutable_artifacts`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_first_deploys_rollback_never_deletes_the_service() {
+    let w = World::new();
+    let first = w.deploy("newsvc", "prod", "1.0.0", 10);
+    let before = branches_and_tags(&w);
+    let said = format!("nothing to go back to: newsvc/prod has no state before {}", &first.0[..10]);
+
+    let s = server(&w, ConfigSpec::new());
+    s.wait_ready();
+    let (st, _, b) = s.send(am(prod_alert("newsvc"))).await;
+    assert_eq!((st, b["outcome"].as_str()), (StatusCode::OK, Some("denied")), "{b}");
+    assert!(b["reason"].as_str().unwrap().contains(&said), "{b}");
+    assert_eq!(branches_and_tags(&w), before, "the alert wrote something");
+    drop(s);
+
+    // A person's dry run: the plan is shown (a file removed, the image to none), and denied.
+    let out = w.run_cli(&["rollback", "newsvc", "--env", "prod", "--dry-run", "--actor", "alice"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains(&said) && text.contains("apps/newsvc/prod/deployment.yaml"), "{text}");
+    // Breaking glass does not delete a service either.
+    let emergency = Options { emergency: true, ..Options::default() };
+    let r = w.engine().handle(&w.request("newsvc", "prod", "glass"), &emergency).unwrap();
+    match &r.outcome {
+        Outcome::Denied { reason } => assert!(reason.contains(&said), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(r.plan.as_ref().is_some_and(|p| p.leaves_no_files), "{:?}", r.plan);
+    assert_eq!(branches_and_tags(&w), before, "the CLI wrote something");
+    assert_eq!(
+        w.show("main", "apps/newsvc/prod/deployment.yaml").trim_end(),
+        manifest("newsvc", "prod", &image("newsvc", "1.0.0")).trim_end()
+    );
+
+    // Allowed by the policy: the immutability guard still finds nothing pinned in an empty state.
+    w.set_policies(&[PolicySpec::new("removal")
+        .set("action.allow_removal", true)
+        .guard("require_immutable_artifacts", true)]);
+    let check = w.run_cli(&["check", "--offline"]);
+    assert_eq!(check.status.code(), Some(0), "{}", String::from_utf8_lossy(&check.stdout));
+    let r = w.engine().handle(&w.alert("newsvc", "prod", "after"), &Options::default()).unwrap();
+    match &r.outcome {
+        Outcome::Denied { reason } => assert!(reason.contains("the target state has no files"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(branches_and_tags(&w), before, "the guard let an empty state through");
+    // Without that guard, a policy that allows removal removes.
+    w.set_policies(&[PolicySpec::new("removal").set("action.allow_removal", true)]);
+    let r = w.engine().handle(&w.alert("newsvc", "prod", "allowed"), &Options::default()).unwrap();
+    assert_eq!(r.outcome.name(), "rolled_back", "{:?}", r.outcome);
+    assert_eq!(w.git(&["ls-tree", "-r", "--name-only", "main", "apps/newsvc"]), "");
 }

@@ -84,7 +84,7 @@ fn alert_opens_one_pr_and_repeats_comment() {
         "Deploy checkout 1.5.0 to prod",
         &w.good.0,
         "apps/checkout/prod/deployment.yaml",
-        "registry.example.com/checkout:1.5.0` → `registry.example.com/checkout:1.4.2",
+        "registry.example.com/checkout:1.5.0 → registry.example.com/checkout:1.4.2",
         "policy** `prod`",
         "cooldown",
         "/rollback approve",
@@ -623,5 +623,43 @@ fn a_push_to_the_config_repo_brings_the_mirror_up_to_date_at_once() {
     assert_eq!(gh.deliver("push", "push-2", &serde_json::to_vec(&push).unwrap()), 200);
     assert_eq!(mirror_head(), pushed.0, "answered once fetched");
     drop(s);
+    gh.finish();
+}
+
+/// Whoever can push names files, and whoever can alert writes the summary: in the pull request
+/// the title and every file path are inert Markdown like the rest of the body. A backtick in a
+/// file name cannot end a code span, a `|` cannot add a table cell, HTML stays text, and nobody
+/// is mentioned.
+#[test]
+fn a_pull_requests_title_and_file_paths_are_inert_markdown() {
+    let (w, gh) = world("merge");
+    let nasty = "apps/checkout/prod/a`b <img src=x> @alice |x|.yaml";
+    let manifest = manifest("checkout", "prod", &image("checkout", "1.5.0"));
+    w.commit_files(
+        "Deploy checkout 1.5.0 to prod",
+        &[(path("checkout", "prod").as_str(), Some(manifest.as_str())), (nasty, Some("x: 1\n"))],
+        10,
+    );
+    let mut alert = w.alert("checkout", "prod", "fp");
+    alert
+        .annotations
+        .insert("summary".into(), "@everyone <img src=x onerror=alert(1)> `x` [y](https://evil.example)".into());
+    let report = w.engine().handle(&alert, &Options::default()).unwrap();
+    assert_eq!(report.outcome.name(), "proposed", "{:?}", report.outcome);
+    let prs = gh.prs();
+    let pr = &prs[0];
+    for (what, text) in [("title", &pr.title), ("body", &pr.body)] {
+        for raw in ["@everyone", "@alice", "`x`", "](", "https://"] {
+            assert!(!text.contains(raw), "{raw} in the {what}:\n{text}");
+        }
+        // HTML only as escaped text.
+        assert!(text.match_indices('<').all(|(i, _)| text[..i].ends_with('\\')), "HTML in the {what}:\n{text}");
+    }
+    assert!(pr.title.starts_with("Roll back checkout/prod to "), "{}", pr.title);
+    assert!(pr.body.starts_with("## Rollback rb-"), "{}", pr.body);
+    // The path is one escaped table cell: `\`` and `\|` are text, not syntax.
+    let escaped = "apps/checkout/prod/a\\`b \\<img src\\=x\\> @\u{2060}alice \\|x\\|.yaml";
+    let row = pr.body.lines().find(|l| l.contains("a\\`b")).unwrap_or_else(|| panic!("no row:\n{}", pr.body));
+    assert_eq!(row, format!("| {escaped} | 0 | 1 |"), "{}", pr.body);
     gh.finish();
 }

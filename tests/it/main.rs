@@ -30,5 +30,6 @@ mod repos;
 mod review;
 mod rollback;
 mod serve;
+mod signing;
 mod slack;
 mod verify;

@@ -199,7 +199,7 @@ fn a_policy_that_could_roll_back_the_policies_and_a_huge_broken_file_are_refused
         engine.handle(&w.alert("checkout", "prod", &format!("evil{i}")), &Options::default()).unwrap();
         let refusal = engine.policy_refusal().expect("refused");
         assert!(
-            refusal.errors.iter().any(|e| e.contains("covers the policy directory")),
+            refusal.errors.iter().any(|e| e.contains("could match files in the policy directory")),
             "{paths}: {:?}",
             refusal.errors
         );
@@ -211,4 +211,59 @@ fn a_policy_that_could_roll_back_the_policies_and_a_huge_broken_file_are_refused
     engine.handle(&w.alert("checkout", "prod", "bomb"), &Options::default()).unwrap();
     let refusal = engine.policy_refusal().expect("refused");
     assert!(refusal.errors.len() <= 51, "{}", refusal.errors.len());
+}
+
+/// `**/*.yml` names no file in `.rollbackd/policies` literally, yet matches `10-prod.yml` there:
+/// a policy whose paths could match anything under the policy directory is refused at load
+/// (the set in force stays, and decides) and by `check`, online and offline. Judged by what the
+/// globs could match, not by one sample file name.
+#[test]
+fn a_glob_that_could_match_a_policy_file_is_refused_by_check_and_at_load() {
+    let w = World::with(&[]);
+    in_repo(&w, ConfigSpec::new());
+    push_policies(&w, &[("10-prod.yml", &policy_file(&[PolicySpec::new("watch").mode(Mode::Notify)]))]);
+    let mut engine = w.engine();
+    engine.handle(&w.alert("checkout", "prod", "f0"), &Options::default()).unwrap();
+    let said = |o: &std::process::Output| String::from_utf8_lossy(&o.stdout).into_owned();
+    for (i, path) in ["**/*.yml", "*/policies/*", ".rollbackd/{policies,other}/**", "{{ labels.team }}/*/10-prod.yml"]
+        .into_iter()
+        .enumerate()
+    {
+        let evil = policy_file(&[PolicySpec::new("evil").set("target.paths", [path])]);
+        push_policies(&w, &[("05-evil.yml", &evil)]);
+        let branches = w.git(&["for-each-ref", "--format=%(refname) %(objectname)", "refs/heads", "refs/tags"]);
+        let r = engine.handle(&w.alert("checkout", "prod", &format!("evil{i}")), &Options::default()).unwrap();
+        assert_eq!(r.outcome.name(), "notified", "{path}: the set in force decides: {:?}", r.outcome);
+        let refusal = engine.policy_refusal().expect("refused");
+        assert!(
+            refusal
+                .errors
+                .iter()
+                .any(|e| e.contains(&format!("target path `{path}` could match files in the policy directory"))),
+            "{path}: {:?}",
+            refusal.errors
+        );
+        assert_eq!(w.git(&["for-each-ref", "--format=%(refname) %(objectname)", "refs/heads", "refs/tags"]), branches);
+        assert_eq!(
+            w.show("main", ".rollbackd/policies/10-prod.yml"),
+            policy_file(&[PolicySpec::new("watch").mode(Mode::Notify)])
+        );
+
+        let online = w.run_cli(&["check"]);
+        assert_eq!(online.status.code(), Some(1), "{path}: {}", said(&online));
+        assert!(said(&online).contains(".rollbackd/policies/05-evil.yml:"), "{path}: {}", said(&online));
+        assert!(said(&online).contains("could match files in the policy directory"), "{path}: {}", said(&online));
+    }
+    // The config repo's CI, on a checkout: the same refusal.
+    let checkout = w.root().join("checkout/.rollbackd/policies");
+    std::fs::create_dir_all(&checkout).unwrap();
+    let evil = policy_file(&[PolicySpec::new("evil").set("target.paths", ["**/*.yml"])]);
+    std::fs::write(checkout.join("05-evil.yml"), evil).unwrap();
+    let gate = w.run_cli(&["check", "--offline", "--policies", checkout.to_str().unwrap()]);
+    assert_eq!(gate.status.code(), Some(1), "{}", said(&gate));
+    // Paths that cannot reach it stay accepted.
+    let fine = policy_file(&[PolicySpec::new("fine").set("target.paths", ["apps/*/prod/**", "*/prod/**"])]);
+    std::fs::write(checkout.join("05-evil.yml"), fine).unwrap();
+    let gate = w.run_cli(&["check", "--offline", "--policies", checkout.to_str().unwrap()]);
+    assert_eq!(gate.status.code(), Some(0), "{}", said(&gate));
 }

@@ -109,6 +109,51 @@ fn each_alert_goes_to_the_repo_whose_policies_act_on_it() {
     assert_eq!((rollback_commits(&a), rollback_commits(&b)), (1, 1));
 }
 
+/// Two repos whose policies both act on one alert: two rollbacks, one in each repo, with two
+/// ids (an id names one rollback in chat, `approve` and the API); the alert sent again is each
+/// repo's duplicate, with the id it minted the first time.
+#[test]
+fn two_repos_acting_on_one_alert_mint_two_ids_and_a_redelivery_the_same_ones() {
+    let (a, b, config) = fleet();
+    b.set_policies(&[PolicySpec::new("billing-checkout").matchers(&["service=\"checkout\"", "env=\"prod\""])]);
+    b.deploy("checkout", "prod", "1.5.0", 10);
+    let s = start_serve(&config);
+    let ids = |body: &serde_json::Value| -> Vec<(String, String, String)> {
+        let mut v: Vec<_> = body["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let field = |k: &str| r[k].as_str().unwrap_or("-").to_string();
+                (field("repo"), field("outcome"), field("rollback_id"))
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let (status, first) = post_alert(&s.url, &alert_for("checkout", "fpboth")).unwrap();
+    assert_eq!(status, 200, "{first}");
+    let first = ids(&first);
+    let outcomes: Vec<(&str, &str)> = first.iter().map(|(r, o, _)| (r.as_str(), o.as_str())).collect();
+    assert_eq!(outcomes, [("billing", "rolled_back"), ("shop", "rolled_back")], "{first:?}");
+    // Read back from each origin with git: two commits, two ids.
+    let written = |w: &World| w.trailers("main", "Rollback-Id");
+    let (in_a, in_b) = (written(&a), written(&b));
+    assert_eq!((in_a.len(), in_b.len()), (1, 1));
+    assert_ne!(in_a, in_b, "one alert, two repos, one id");
+    assert_eq!(in_b[0], first[0].2);
+    assert_eq!(in_a[0], first[1].2);
+    let tag = |w: &World, id: &str| w.git(&["tag", "--list", &format!("rollback/checkout/prod/{id}")]);
+    assert!(!tag(&a, &in_a[0]).trim().is_empty() && tag(&a, &in_b[0]).trim().is_empty());
+
+    // Redelivered: each repo's duplicate, with its own id; nothing more written.
+    let (_, again) = post_alert(&s.url, &alert_for("checkout", "fpboth")).unwrap();
+    let again = ids(&again);
+    let expected: Vec<_> = first.iter().map(|(r, _, id)| (r.clone(), "duplicate".to_string(), id.clone())).collect();
+    assert_eq!(again, expected);
+    assert_eq!((rollback_commits(&a), rollback_commits(&b)), (1, 1));
+}
+
 #[test]
 fn the_cli_asks_which_repo_and_check_reads_them_all() {
     let (a, _b, config) = fleet();

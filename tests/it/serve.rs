@@ -40,8 +40,14 @@ pub(super) fn with_alertmanager_source(w: &World, extra: &str) {
 
 /// Starts `rollbackd serve` on a free port with `data_dir` overridden, and waits until it is ready.
 pub(super) fn serve(w: &World, data_dir: &str) -> Serve {
-    let cfg =
+    let mut cfg =
         std::fs::read_to_string(w.config_path()).unwrap().replace("data_dir: data", &format!("data_dir: {data_dir}"));
+    // Another data dir is another replica of the same deployment: it signs with the same key.
+    if !cfg.contains("identity:") {
+        let (config, _) = rollbackd::Config::load(&w.config_path()).unwrap();
+        config.keys().expect("the signing key");
+        cfg.push_str(&format!("identity:\n  signing_key_file: {}\n", config.data_dir.join("signing_key").display()));
+    }
     let path = w.root().join(format!("rollbackd-{data_dir}.yaml"));
     std::fs::write(&path, cfg).unwrap();
     start_serve(&path)

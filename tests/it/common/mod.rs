@@ -158,6 +158,11 @@ impl World {
     /// An engine with its own data dir: another replica of the service.
     pub fn replica(&self, name: &str) -> Engine {
         let (mut config, secrets) = Config::load(&self.config_path()).expect("config");
+        // Replicas share one signing key (as from one Kubernetes secret): the first's.
+        if config.identity.signing_key_file.is_none() && config.identity.signing_key_env.is_none() {
+            config.keys().expect("the first replica's signing key");
+            config.identity.signing_key_file = Some(config.data_dir.join("signing_key"));
+        }
         config.data_dir = self.root().join(name);
         Engine::new(config, secrets, self.clock.clone()).expect("engine")
     }
