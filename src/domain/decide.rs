@@ -22,6 +22,9 @@ pub(crate) struct Facts<'a> {
     /// While paused, automatic rollbacks are denied rather than proposed (`pause.automatic:
     /// nothing`).
     pub pause_denies: bool,
+    /// Why the freezes (and the pause) could not be read, if they could not: an automatic
+    /// write is then treated as paused (fails closed), never as "not frozen".
+    pub unreadable: Option<&'a str>,
     /// A person asked (chat or CLI), rather than an alert or a CI event.
     pub human_request: bool,
     /// Break glass: guards and freezes do not apply.
@@ -87,6 +90,22 @@ pub(crate) fn decide(f: &Facts<'_>, notes: &mut Vec<String>) -> Verdict {
             }
             if delivery == Delivery::Direct {
                 notes.push(format!("{}: proposing for review instead of pushing", freeze.describe()));
+            }
+            delivery = Delivery::Proposal;
+        }
+    }
+    if let Some(why) = f.unreadable {
+        let why = format!("the freezes and the pause cannot be read ({why})");
+        if f.emergency || f.human_request {
+            notes.push(format!("{why}; a person asked, so the rollback goes through"));
+        } else {
+            if f.pause_denies {
+                return Verdict::Settled(Outcome::Denied {
+                    reason: format!("{why}: automatic rollbacks are not written until they can be"),
+                });
+            }
+            if delivery == Delivery::Direct {
+                notes.push(format!("{why}: proposing for review instead of pushing"));
             }
             delivery = Delivery::Proposal;
         }
@@ -230,6 +249,7 @@ mod tests {
                 guards: &guards,
                 freeze: row.frozen.then_some(&f),
                 pause_denies: false,
+                unreadable: None,
                 human_request: row.human,
                 emergency: row.emergency,
                 open_proposal: row.open.then_some(&o),
@@ -258,6 +278,7 @@ mod tests {
                 guards: &crossed,
                 freeze: None,
                 pause_denies: false,
+                unreadable: None,
                 human_request: emergency,
                 emergency,
                 open_proposal: None,
@@ -280,6 +301,7 @@ mod tests {
             guards: &guards,
             freeze: Some(&f),
             pause_denies: false,
+            unreadable: None,
             human_request: false,
             emergency: false,
             open_proposal: None,
@@ -290,6 +312,31 @@ mod tests {
         assert_eq!(decide(&facts, &mut notes), Verdict::Deliver(Delivery::Proposal));
         assert_eq!(notes.len(), 1, "{notes:?}");
         assert!(notes[0].contains("guard failed") && notes[0].contains("cooldown"), "{notes:?}");
+    }
+
+    #[test]
+    fn freezes_that_cannot_be_read_fail_closed_for_automatic_writes_only() {
+        let id = RollbackId("rb-ffffffffffff".into());
+        let facts = |denies: bool, human: bool, emergency: bool| Facts {
+            policy: "p",
+            mode: Mode::Direct,
+            on_violation: OnViolation::Deny,
+            guards: &[],
+            freeze: None,
+            pause_denies: denies,
+            unreadable: Some("refs/rollbackd/state/freezes:freezes.json: invalid type"),
+            human_request: human,
+            emergency,
+            open_proposal: None,
+            dry_run: false,
+            id: &id,
+        };
+        let mut notes = Vec::new();
+        assert_eq!(decide(&facts(false, false, false), &mut notes), Verdict::Deliver(Delivery::Proposal));
+        assert!(notes.iter().any(|n| n.contains("cannot be read")), "said why: {notes:?}");
+        assert!(matches!(decide(&facts(true, false, false), &mut notes), Verdict::Settled(Outcome::Denied { .. })));
+        assert_eq!(decide(&facts(true, true, false), &mut notes), Verdict::Deliver(Delivery::Direct), "a person");
+        assert_eq!(decide(&facts(true, false, true), &mut notes), Verdict::Deliver(Delivery::Direct), "break glass");
     }
 
     #[test]
@@ -304,6 +351,7 @@ mod tests {
             guards: &[],
             freeze: Some(&pause),
             pause_denies: denies,
+            unreadable: None,
             human_request: human,
             emergency: false,
             open_proposal: None,

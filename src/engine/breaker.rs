@@ -14,7 +14,8 @@ use crate::domain::rollback::Delivery;
 const BY: &str = "rollbackd:breaker";
 
 impl Engine {
-    /// Counts an automatic event a rolling-back policy acts on for `service`. When more
+    /// Counts an automatic event a rolling-back policy acts on for `service` (a step back
+    /// counts too). When more
     /// distinct services than `pause.breaker.max_services` are alerting within its window,
     /// pauses automatic rollbacks (the `rollbackd pause` record in git, by
     /// `rollbackd:breaker`) for the window: they become proposals (or are denied, by
@@ -30,7 +31,9 @@ impl Engine {
             return Ok(());
         }
         self.alerting.observe(service, now);
-        let freezes = self.repo.freezes()?;
+        // Unreadable freezes: every automatic write is treated as paused already (see
+        // `facts`), and a trip could not be written on top of them.
+        let Ok(freezes) = self.repo.freezes() else { return Ok(()) };
         if freezes.paused(now).is_some() {
             return Ok(());
         }
@@ -74,7 +77,10 @@ impl Engine {
     }
 }
 
-/// Triggers of events no person asked for (`source:key`).
+/// Triggers of rollbacks no person asked for (`source:key`): alerts, CI, and rollbackd's own
+/// step backs.
 fn is_automatic(trigger: &str) -> bool {
-    trigger.starts_with("alertmanager:") || trigger.starts_with("github:")
+    trigger.starts_with("alertmanager:")
+        || trigger.starts_with("github:")
+        || trigger.starts_with("rollbackd:step-back/")
 }

@@ -139,7 +139,8 @@ impl Engine {
             .collect();
         // The breaker may have tripped while the notification was decided (its alerts are counted
         // as they are): then each goes its own way, as a proposal.
-        if self.repo.freezes()?.paused(ready[group[0]].1.now).is_some() {
+        // Freezes that cannot be read fail closed the same way.
+        if self.repo.freezes().map_or(true, |f| f.paused(ready[group[0]].1.now).is_some()) {
             return Ok(Vec::new());
         }
         let Some(plan) = self.repo.fold(&members)? else { return Ok(Vec::new()) };

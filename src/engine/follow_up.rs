@@ -5,6 +5,7 @@ use crate::support::text::markdown;
 use jiff::Timestamp;
 use tracing::warn;
 
+use super::review::Merging;
 use super::{Engine, EngineError, ReviewOutcome};
 use crate::domain::decision::Decision;
 use crate::domain::event::Event;
@@ -137,6 +138,7 @@ impl Engine {
         rollback: Rollback,
         plan: &Plan,
         policy: &Policy,
+        asked_by_person: bool,
         now: Timestamp,
         decision: &mut Decision,
     ) -> Result<Outcome, EngineError> {
@@ -154,6 +156,18 @@ impl Engine {
                     return Ok(Outcome::Proposed { rollback });
                 }
             }
+        }
+        // Nobody reviewed it: it is merged only where the same rollback would have been pushed
+        // (no freeze, no pause, every guard passing), decided now.
+        let t = crate::git::Trailers::parse(&self.repo.message(&rollback.commit)?);
+        let Some(t) = t else {
+            decision.notes.push("auto_merge waits for an approval: its commit cannot be read back".into());
+            return Ok(Outcome::Proposed { rollback });
+        };
+        let by = Merging::Automatic { asked_by_person };
+        if let Some(why) = self.may_merge(policy, Some(plan), &t, &rollback.id, by, now) {
+            decision.notes.push(format!("auto_merge waits for an approval: {why}"));
+            return Ok(Outcome::Proposed { rollback });
         }
         let (service, env, id) = (&plan.target.service, &plan.target.env, rollback.id.to_string());
         let forge = self.forge.clone();

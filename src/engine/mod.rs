@@ -2,6 +2,7 @@
 //! through [`ConfigRepo`]. Live webhooks, `simulate`, the CLI and chat all call [`Engine::handle`].
 
 mod breaker;
+mod facts;
 mod fold;
 mod follow_up;
 mod holds;
@@ -22,10 +23,9 @@ use jiff::Timestamp;
 use tracing::{info, info_span, warn};
 
 use crate::config::{Config, Secrets};
-use crate::domain::decide::{Facts, Verdict, decide};
+use crate::domain::decide::Verdict;
 use crate::domain::decision::{Decision, Report};
 use crate::domain::event::Event;
-use crate::domain::guards;
 use crate::domain::ident::InputRules;
 use crate::domain::phase::Phase;
 use crate::domain::plan::{Plan, Sha};
@@ -40,6 +40,7 @@ use crate::support::diagnostic::Diagnostic;
 use crate::support::template::{
     COMMIT_TEMPLATE, PR_BODY_TEMPLATE, PR_TITLE_TEMPLATE, TAG_TEMPLATE, TemplateError, Templates,
 };
+use facts::Asking;
 use std::collections::HashMap;
 
 #[derive(Debug, thiserror::Error)]
@@ -630,49 +631,29 @@ impl Engine {
         };
         // An open proposal that undoes exactly these commits is this rollback, if this one would
         // be a proposal too.
-        let bad: Vec<&str> = plan.bad_commits.iter().map(|c| c.sha.0.as_str()).collect();
-        let open_proposal = self
-            .repo
-            .index()
-            .records()
-            .iter()
-            .find(|r| {
-                r.delivery == Delivery::Proposal
-                    && !r.cancelled
-                    && r.service == target.service
-                    && r.env == target.env
-                    && r.bad_commits.iter().map(String::as_str).eq(bad.iter().copied())
-            })
-            .cloned();
-        let irreversible = policy.irreversible.is_some();
-        decision.guards = guards::evaluate(&policy.guards, irreversible, &plan, self.repo.index().records(), now);
-        if opts.emergency {
-            decision.guards.retain(|g| g.guard == guards::POINT_OF_NO_RETURN);
-        }
-        let freezes = self.repo.freezes()?;
-        let facts = Facts {
-            policy: policy.name(),
-            mode: policy.action.mode,
-            on_violation: policy.guards.on_violation,
-            guards: &decision.guards,
-            freeze: freezes.paused(now).or_else(|| freezes.covering(&target.service, &target.env, now)),
-            pause_denies: self.config.pause.automatic == crate::config::PauseMode::Nothing,
-            human_request: event.is_human_request(),
-            emergency: opts.emergency,
-            open_proposal: open_proposal.as_ref(),
-            dry_run: opts.dry_run,
-            id: &id,
-        };
-        if let Some(f) = facts.freeze.filter(|_| !opts.emergency && !event.is_human_request()) {
-            decision.frozen = Some(f.describe());
-        }
-        let mut notes = Vec::new();
+        let open_proposal = self.open_proposal_for(&plan);
         if plan.target.phases.len() > 1 {
             let checked = self.verify_query(&policy, &target.service, &target.env).is_some();
-            notes.push(format!("when pushed, {}", crate::domain::phase::describe(&plan.target.phases, checked)));
+            decision
+                .notes
+                .push(format!("when pushed, {}", crate::domain::phase::describe(&plan.target.phases, checked)));
         }
-        let verdict = decide(&facts, &mut notes);
-        decision.notes.append(&mut notes);
+        // A sender that retries (an alert, CI) is answered 503 while the freezes cannot be read:
+        // nothing is written for it meanwhile. A person's request is decided (it goes through,
+        // saying so); rollbackd's own writes, with nobody to retry them, are proposed instead.
+        if !event.is_human_request() && !opts.emergency {
+            self.repo.freezes()?;
+        }
+        let asking = Asking {
+            policy: &policy,
+            mode: policy.action.mode,
+            human: event.is_human_request(),
+            emergency: opts.emergency,
+            dry_run: opts.dry_run,
+            id: &id,
+            open_proposal: open_proposal.as_ref(),
+        };
+        let verdict = self.decide_write(&asking, Some(&plan), (&target.service, &target.env), now, &mut decision);
         let delivery = match verdict {
             Verdict::Deliver(delivery) => delivery,
             Verdict::Settled(outcome) => return done(decision, Some(plan), outcome),
@@ -718,7 +699,7 @@ impl Engine {
                 let outcome = match delivery {
                     Delivery::Direct => Outcome::RolledBack { rollback },
                     Delivery::Proposal if policy.review.auto_merge => {
-                        self.auto_merge(rollback, &plan, &policy, now, &mut decision)?
+                        self.auto_merge(rollback, &plan, &policy, event.is_human_request(), now, &mut decision)?
                     }
                     Delivery::Proposal => Outcome::Proposed { rollback },
                 };

@@ -12,9 +12,11 @@
 use jiff::Timestamp;
 use tracing::{info, warn};
 
+use super::facts::Asking;
 use super::review::{Actor, actor_id};
 use super::{Engine, EngineError, Write};
 use crate::domain::audit::AuditRecord;
+use crate::domain::decide::Verdict;
 use crate::domain::decision::Decision;
 use crate::domain::event::Event;
 use crate::domain::notice::{Notice, NoticeKind};
@@ -34,6 +36,14 @@ enum Next {
     Phase(String),
     /// The rest as one proposal: the phased rollback halts, for this reason.
     Remainder(String),
+}
+
+/// Who has a phased rollback go on: the idle loop (or an alert halting it), or a person
+/// (`continue`, `abort`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum By {
+    Itself,
+    Person,
 }
 
 /// Whether a rollback goes in phases, decided before its first is written.
@@ -130,7 +140,7 @@ impl Engine {
             )));
         }
         let why = format!("{} fired at {began}, while phase {phase} soaked", event.trigger());
-        let said = self.next_commit(r, Next::Remainder(why), now)?;
+        let said = self.next_commit(r, Next::Remainder(why), By::Itself, now)?;
         Ok(duplicate(said))
     }
 
@@ -223,8 +233,9 @@ impl Engine {
         let mut said = Vec::new();
         for r in records {
             match self.phase_due(&r, now) {
-                Ok(Some(s)) => said.push(s),
-                Ok(None) => {}
+                // Nothing to say: it waits (a freeze, the pause), or people were told already.
+                Ok(Some(s)) if !s.is_empty() => said.push(s),
+                Ok(_) => {}
                 Err(e) => warn!(rollback_id = %r.id, error = %e, "the phased rollback could not go on; retrying later"),
             }
         }
@@ -242,30 +253,29 @@ impl Engine {
             Err(why) => return Ok(self.cannot_go_on(r, &why, now)),
         };
         if let Some(why) = phases_changed(&policy, &target, phase) {
-            return self.next_commit(r, Next::Remainder(why), now).map(Some);
+            return self.next_commit(r, Next::Remainder(why), By::Itself, now).map(Some);
         }
         // A foreign change halts it now, not only when the soak ends.
         if let Some(why) = self.changed_after(r, &target)? {
-            return self.next_commit(r, Next::Remainder(why), now).map(Some);
+            return self.next_commit(r, Next::Remainder(why), By::Itself, now).map(Some);
         }
         let soak = self.soak_of(&policy, &target, phase);
         let query = self.verify_query(&policy, &r.service, &r.env);
         let Stage::Check = phase::stage(r.at, soak, query.is_some(), now) else { return Ok(None) };
-        // The kill switch and freezes stop what rollbackd does on its own; a person's
-        // `continue` still goes on.
-        let freezes = self.repo.freezes()?;
-        if freezes.paused(now).or_else(|| freezes.covering(&r.service, &r.env, now)).is_some() {
+        // The kill switch and freezes stop what rollbackd does on its own (and freezes that
+        // cannot be read count as both); a person's `continue` still goes on.
+        if self.stopping(&r.service, &r.env, now).describe().is_some() {
             return Ok(None);
         }
         let Some(q) = query else { return Ok(None) };
         match self.query_holds(&q) {
             Ok(true) => {
                 let why = format!("phase {phase} soaked {soak} and verify.query holds");
-                self.next_commit(r, Next::Phase(why), now).map(Some)
+                self.next_commit(r, Next::Phase(why), By::Itself, now).map(Some)
             }
             Ok(false) => {
                 let why = format!("verify.query does not hold after phase {phase} soaked {soak}");
-                self.next_commit(r, Next::Remainder(why), now).map(Some)
+                self.next_commit(r, Next::Remainder(why), By::Itself, now).map(Some)
             }
             Err(e) => {
                 warn!(rollback_id = %r.id, error = %e, "verify.query could not be evaluated; the next phase waits");
@@ -304,7 +314,6 @@ impl Engine {
 
     /// Where each phased rollback between phases stands, for `status`.
     pub(super) fn phased_views(&self, now: Timestamp) -> Vec<crate::domain::status::PhasedView> {
-        let freezes = self.repo.freezes().ok();
         self.in_progress()
             .into_iter()
             .filter_map(|r| {
@@ -320,10 +329,8 @@ impl Engine {
                         name = target.phases.get(phase.step as usize - 1).and_then(|p| p.name.clone());
                         let soak = self.soak_of(&policy, &target, phase);
                         let query = self.verify_query(&policy, &r.service, &r.env).is_some();
-                        let stopped = freezes
-                            .as_ref()
-                            .and_then(|f| f.paused(now).or_else(|| f.covering(&r.service, &r.env, now)))
-                            .is_some();
+                        // Freezes that cannot be read stop it as a freeze would.
+                        let stopped = self.stopping(&r.service, &r.env, now).describe().is_some();
                         match phase::stage(r.at, soak, query, now) {
                             _ if phases_changed(&policy, &target, phase).is_some() => {
                                 "halts at the next check: its policy's phases changed".into()
@@ -373,7 +380,7 @@ impl Engine {
     /// anything to change, or the rest as a proposal. Plans again when the branch moved, and
     /// stops when someone else went on meanwhile. Every attempt looks for a change by anyone
     /// else first, and past the point of no return nothing more is pushed.
-    fn next_commit(&mut self, r: &AuditRecord, next: Next, now: Timestamp) -> Result<String, EngineError> {
+    fn next_commit(&mut self, r: &AuditRecord, next: Next, by: By, now: Timestamp) -> Result<String, EngineError> {
         let Some(phase) = r.phase else { return Ok(format!("{} is not a phased rollback", r.id)) };
         let (policy, target) = match self.target_of(r) {
             Ok(found) => found,
@@ -448,6 +455,43 @@ impl Engine {
                     plan = None;
                 }
             }
+            // The next phase is decided like any write: every guard (this rollback's own
+            // phases do not count against it), the freezes and the pause, read fail-closed,
+            // and who asked (a person's `continue` goes through a freeze, as their request
+            // would; the idle loop does not).
+            let mut decided = Decision::for_event(&event);
+            if let (Next::Phase(_), Some(p)) = (&next, &plan) {
+                let asking = Asking {
+                    policy: &policy,
+                    mode: policy.action.mode,
+                    human: by == By::Person,
+                    emergency: r.emergency,
+                    dry_run: false,
+                    id: &r.id,
+                    open_proposal: None,
+                };
+                match self.decide_write(&asking, Some(p), (&r.service, &r.env), now, &mut decided) {
+                    Verdict::Deliver(Delivery::Direct) => {}
+                    // A freeze, the pause, or freezes that cannot be read: it waits for the end
+                    // of it (`status` says so), as it does before the check.
+                    _ if decided.frozen.is_some() => {
+                        info!(rollback_id = %r.id, "the next phase waits: {}", decided.frozen.as_deref().unwrap_or(""));
+                        return Ok(String::new());
+                    }
+                    // A guard failed and the policy proposes instead: the rest is proposed.
+                    Verdict::Deliver(Delivery::Proposal) => {
+                        next = Next::Remainder(decided.notes.join("; "));
+                        plan = None;
+                    }
+                    Verdict::Settled(outcome) | Verdict::SameAsOpenProposal(outcome) => {
+                        let why = format!("the next phase is not written: {}", outcome.summary());
+                        return Ok(match by {
+                            By::Person => format!("{}: cannot go on after phase {phase}: {why}", r.id),
+                            By::Itself => self.cannot_go_on(r, &why, now).unwrap_or_default(),
+                        });
+                    }
+                }
+            }
             let (plan, delivery) = match (&next, plan) {
                 (Next::Phase(why), Some(mut plan)) => {
                     plan.went_on = Some(why.clone());
@@ -470,6 +514,8 @@ impl Engine {
             decision.mode = Some(Mode::Direct);
             decision.target = Some(plan.target.clone());
             decision.notes.extend(plan.went_on.clone().or_else(|| plan.halted.clone()));
+            decision.notes.append(&mut decided.notes);
+            decision.guards = decided.guards;
             let w = Write {
                 event: &event,
                 policy: &policy,
@@ -754,7 +800,7 @@ impl Engine {
                 None => format!("aborted by {who}"),
             })
         };
-        let said = self.next_commit(&r, next, now)?;
+        let said = self.next_commit(&r, next, By::Person, now)?;
         Ok(if said.contains(": cannot go on") { format!("refused: {said}") } else { said })
     }
 }

@@ -5,13 +5,19 @@
 use jiff::{SignedDuration, Timestamp};
 use tracing::{info, warn};
 
+use super::facts::Asking;
 use super::{Engine, EngineError};
+use crate::domain::decide::Verdict;
+use crate::domain::decision::Decision;
+use crate::domain::event::Event;
 use crate::domain::freeze::Freeze;
 use crate::domain::plan::Sha;
+use crate::domain::plan::{Plan, Strategy};
+use crate::domain::policy::{Mode, Policy};
 use crate::domain::principal::{Principal, first_admitting};
 use crate::domain::rollback::{Delivery, Rollback, RollbackId, RollbackRef};
 use crate::forge::{Forge, GithubForge};
-use crate::git::{GitError, PushResult, WriteTarget};
+use crate::git::{GitError, PlanRequest, Planned, PushResult, WriteTarget};
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum ReviewOutcome {
@@ -38,6 +44,15 @@ impl ReviewOutcome {
             ReviewOutcome::Refused { reason } => format!("refused: {reason}"),
         }
     }
+}
+
+/// Who merges a proposal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Merging {
+    /// People approved it: the review it waited for.
+    Approved,
+    /// `review.auto_merge`: nobody reviewed it; for a request by a person, or not.
+    Automatic { asked_by_person: bool },
 }
 
 /// Who may act: `None` for the CLI (an operator), a principal from chat.
@@ -96,6 +111,24 @@ impl Engine {
         if (approvers.len() as u32) < needed {
             self.say(&branch, &format!("Approved by {who}: {} of {needed}.", approvers.len()));
             return Ok(ReviewOutcome::Approved { id: id.to_string(), approvals: approvers.len(), needed });
+        }
+        // Merging is a write like any other: decided now, with the guards, freezes and pause of
+        // this moment. The approval is the review a proposal waits for; a guard that denies,
+        // or a policy that no longer rolls back, still stops it.
+        let plan = match self.proposal_plan(&policy, &t, now) {
+            Ok(plan) => plan,
+            Err(why) => {
+                let reason = format!("{id} cannot be checked against policy {} now: {why}", policy.name());
+                self.say(&branch, &format!("Not merged: {reason}."));
+                return Ok(ReviewOutcome::Refused { reason });
+            }
+        };
+        let rid = RollbackId(id.to_string());
+        if let Some(why) = self.may_merge(&policy, plan.as_ref(), &t, &rid, Merging::Approved, now) {
+            let reason = format!("{id} is not merged: {why}");
+            warn!(rollback_id = id, "{reason}");
+            self.say(&branch, &format!("Not merged: {why}."));
+            return Ok(ReviewOutcome::Refused { reason });
         }
         let forge = self.forge.clone();
         let outcome = match &*forge {
@@ -225,6 +258,15 @@ impl Engine {
         if !pending.is_empty() {
             return Ok(format!("{id} waits for checks: {}", pending.join(", ")));
         }
+        let plan = match self.proposal_plan(&policy, &t, now) {
+            Ok(plan) => plan,
+            Err(why) => return Ok(format!("{id} waits for an approval: it cannot be checked now: {why}")),
+        };
+        let rid = RollbackId(id.to_string());
+        let by = Merging::Automatic { asked_by_person: false };
+        if let Some(why) = self.may_merge(&policy, plan.as_ref(), &t, &rid, by, now) {
+            return Ok(format!("{id} waits for an approval: {why}"));
+        }
         let outcome =
             self.merge_on_github(gh, &branch, &commit, &t.service, &t.env, id, policy.review.merge, "auto_merge", now)?;
         Ok(outcome.summary())
@@ -327,6 +369,69 @@ impl Engine {
             }
         }
         Err(GitError::Contended { url: self.repo.url(), branch: self.repo.branch().to_string(), attempts }.into())
+    }
+
+    /// What proposal `t` would change if merged now, planned again from the branch as it is:
+    /// its bad commits (`Rollback-Of`) undone to its known-good (`Rollback-To`) in its
+    /// policy's target. `None` when that changes nothing any more; an error says why it cannot
+    /// be planned (the policy names another target now, say).
+    pub(super) fn proposal_plan(
+        &self,
+        policy: &Policy,
+        t: &crate::git::Trailers,
+        now: Timestamp,
+    ) -> Result<Option<Plan>, String> {
+        let event = Event::again(&t.trigger, &t.service, &t.env, t.reason.clone(), t.actor.clone(), now);
+        let target = policy.resolve_target(&event, &self.rules)?;
+        if target.service != t.service || target.env != t.env {
+            return Err(format!("policy {} now names another target", policy.name()));
+        }
+        let request = PlanRequest {
+            target: &target,
+            strategy: Strategy::Restore,
+            exact: true,
+            to: Some(&t.to),
+            irreversible: policy.irreversible.as_ref(),
+            continues: (!t.of.is_empty()).then_some(&t.of[..]),
+            allow_removal: policy.action.allow_removal,
+        };
+        match self.repo.plan(&request) {
+            Ok(Planned::Ready(plan)) => Ok(Some(*plan)),
+            Ok(Planned::Noop { .. } | Planned::AlreadyRolledBack { .. }) => Ok(None),
+            Ok(Planned::NothingToGoBackTo { reason, .. }) => Err(reason),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Whether a proposal may be merged now, decided like any write ([`Engine::decide_write`]):
+    /// `None` to merge, or why not. An approval is the review the proposal waited for, so only
+    /// a denial stops it (a guard with `on_violation: deny`, `pause.automatic: nothing` for an
+    /// automatic one, a policy that no longer rolls back); an automatic merge goes ahead only
+    /// where a push would.
+    pub(super) fn may_merge(
+        &self,
+        policy: &Policy,
+        plan: Option<&Plan>,
+        t: &crate::git::Trailers,
+        id: &RollbackId,
+        by: Merging,
+        now: Timestamp,
+    ) -> Option<String> {
+        let event = Event::again(&t.trigger, &t.service, &t.env, t.reason.clone(), t.actor.clone(), now);
+        let mut decision = Decision::for_event(&event);
+        let (mode, human) = match by {
+            Merging::Approved => (policy.action.mode, true),
+            Merging::Automatic { asked_by_person } => (Mode::Direct, asked_by_person),
+        };
+        let asking = Asking { policy, mode, human, emergency: t.emergency, dry_run: false, id, open_proposal: None };
+        let verdict = self.decide_write(&asking, plan, (&t.service, &t.env), now, &mut decision);
+        match (verdict, by) {
+            (Verdict::Deliver(Delivery::Direct), _) | (Verdict::Deliver(_), Merging::Approved) => None,
+            (Verdict::Deliver(_), Merging::Automatic { .. }) => {
+                Some(decision.frozen.unwrap_or_else(|| decision.notes.join("; ")))
+            }
+            (Verdict::Settled(outcome) | Verdict::SameAsOpenProposal(outcome), _) => Some(outcome.summary()),
+        }
     }
 
     /// The review lines of a tag: the approvals recorded on `proposal`, and who merged or

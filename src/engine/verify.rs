@@ -10,14 +10,16 @@
 use jiff::Timestamp;
 use tracing::{info, warn};
 
+use super::facts::Asking;
 use super::{Engine, EngineError, Selection, Write, select};
 use crate::domain::audit::AuditRecord;
+use crate::domain::decide::Verdict;
 use crate::domain::decision::{Decision, Report};
 use crate::domain::event::{Event, Source};
 use crate::domain::explain::{DecisionRecord, Explanation, Subject};
 use crate::domain::notice::{Notice, NoticeKind, trigger_url};
 use crate::domain::plan::Sha;
-use crate::domain::policy::{Mode, Policy};
+use crate::domain::policy::Policy;
 use crate::domain::rollback::{Delivery, Outcome, Rollback, RollbackId};
 use crate::domain::soak::{self, Candidate, SoakState};
 use crate::domain::verify::{OnFailure, Signal, Status, Watch};
@@ -119,7 +121,9 @@ impl Engine {
         self.tell(&notice);
         metrics::merged(path, alert_start(&t.trigger), now);
         if let Some(policy) = self.policy_named(&t.policy).cloned() {
-            self.start_watch(&policy, rollback, &t.service, &t.env, &t.trigger, now, 0, None);
+            // A step back that was proposed counts as its step once merged (max_steps).
+            let step = step_of(&t.trigger);
+            self.start_watch(&policy, rollback, &t.service, &t.env, &t.trigger, now, step, None);
         }
     }
 
@@ -160,11 +164,19 @@ impl Engine {
         });
     }
 
-    /// Tags the candidates that soaked long enough.
+    /// Tags the candidates that soaked long enough. Tagging is an automatic write: while the
+    /// pause or a freeze covers a candidate's service (or the freezes cannot be read) it keeps
+    /// soaking, and is tagged once they end.
     fn soak_due(&mut self, now: Timestamp) {
+        let freezes = self.repo.freezes().map_err(|e| {
+            warn!(error = %e, "the freezes cannot be read: known-good candidates are not tagged meanwhile");
+        });
+        let stopped = |c: &Candidate| {
+            freezes.as_ref().map_or(true, |f| f.paused(now).or_else(|| f.covering(&c.service, &c.env, now)).is_some())
+        };
         let mut ready = Vec::new();
         self.update_candidates(now, |c| {
-            if c.ready(now) {
+            if c.ready(now) && !stopped(c) {
                 ready.push(c.clone());
                 c.state = SoakState::Tagged;
                 true
@@ -605,12 +617,8 @@ impl Engine {
                     notice.reason, watch.step
                 ),
             ),
-            OnFailure::StepBack if self.repo.freezes().ok().and_then(|f| f.paused(now).cloned()).is_some() => escalate(
-                self,
-                format!("{}; rollbackd is paused, so it did not step back; a person must act", notice.reason),
-            ),
             OnFailure::StepBack => match self.step_back(watch, &policy, now) {
-                Ok(Some(rollback)) => {
+                Ok(Step::Pushed(rollback)) => {
                     let mut stepped = notice.becomes(
                         NoticeKind::SteppedBack,
                         format!(
@@ -624,16 +632,30 @@ impl Engine {
                     self.tell(&stepped);
                     format!("stepped back: {} ({})", rollback.id, rollback.commit.short())
                 }
-                Ok(None) => escalate(self, format!("{}; there is no earlier change to step back to", notice.reason)),
+                Ok(Step::Proposed(rollback, why)) => escalate(
+                    self,
+                    format!(
+                        "{}; the step back was proposed as {} instead of pushed ({why}); a person must act",
+                        notice.reason, rollback.branch
+                    ),
+                ),
+                Ok(Step::NotWritten(why)) => {
+                    escalate(self, format!("{}; did not step back: {why}; a person must act", notice.reason))
+                }
+                Ok(Step::Nothing) => {
+                    escalate(self, format!("{}; there is no earlier change to step back to", notice.reason))
+                }
                 Err(e) => escalate(self, format!("{}; stepping back failed: {e}", notice.reason)),
             },
         }
     }
 
     /// Rolls back the change before the known-good the watched rollback went to: its own
-    /// commit, trailers and tag, verified in turn. `Ok(None)` when there is nothing further
-    /// back (or another replica already stepped back).
-    fn step_back(&mut self, watch: &Watch, policy: &Policy, now: Timestamp) -> Result<Option<Rollback>, EngineError> {
+    /// commit, trailers and tag, verified in turn. It is decided like any automatic rollback
+    /// ([`Engine::decide_write`]): the policy's mode, every guard, the freezes and the pause
+    /// (read fail-closed), and it counts toward the blast-radius breaker. `Step::Nothing` when
+    /// there is nothing further back (or another replica already stepped back).
+    fn step_back(&mut self, watch: &Watch, policy: &Policy, now: Timestamp) -> Result<Step, EngineError> {
         let n = watch.step + 1;
         let event = Event::again(
             &format!("rollbackd:step-back/{}/{n}", watch.id),
@@ -645,10 +667,10 @@ impl Engine {
         );
         let trigger = event.trigger();
         if self.repo.audit(now)?.find_trigger(&trigger).is_some() {
-            return Ok(None);
+            return Ok(Step::Nothing);
         }
         let Some(record) = self.repo.index().records().iter().find(|r| r.id == watch.id).cloned() else {
-            return Ok(None);
+            return Ok(Step::Nothing);
         };
         let target = policy
             .resolve_target(&event, &self.rules)
@@ -656,9 +678,11 @@ impl Engine {
         let paths = PathSet::new(&target.paths)
             .map_err(|message| EngineError::Policy { policy: policy.name().to_string(), message })?;
         let Some(to) = self.repo.before_previous_change(&paths, &Sha(record.known_good.clone()))? else {
-            return Ok(None);
+            return Ok(Step::Nothing);
         };
         let id = self.rollback_id(&trigger, &target.service, &target.env);
+        let mut counted = Decision::for_event(&event);
+        self.count_blast_radius(&target.service, now, &mut counted)?;
         let attempts = self.config.git.push_retries + 1;
         for retries in 0..attempts {
             let request = PlanRequest {
@@ -672,35 +696,44 @@ impl Engine {
             };
             let plan = match self.repo.plan(&request)? {
                 Planned::Ready(plan) => *plan,
-                Planned::Noop { .. } | Planned::AlreadyRolledBack { .. } => return Ok(None),
+                Planned::Noop { .. } | Planned::AlreadyRolledBack { .. } => return Ok(Step::Nothing),
                 // Stepping back past the service's first deploy would delete it.
-                Planned::NothingToGoBackTo { reason, .. } => {
-                    return Err(EngineError::Policy { policy: policy.name().to_string(), message: reason });
-                }
+                Planned::NothingToGoBackTo { reason, .. } => return Ok(Step::NotWritten(reason)),
             };
-            // Stepping back is automatic: it never crosses the point of no return.
-            let records = self.repo.index().records();
-            let checks =
-                crate::domain::guards::evaluate(&policy.guards, policy.irreversible.is_some(), &plan, records, now);
-            if let Some(g) = checks.iter().find(|g| !g.passed && g.guard == crate::domain::guards::POINT_OF_NO_RETURN) {
-                return Err(EngineError::Policy { policy: policy.name().to_string(), message: g.detail.clone() });
-            }
             let mut decision = Decision::for_event(&event);
             decision.policy = Some(policy.name().to_string());
-            decision.mode = Some(Mode::Direct);
+            decision.mode = Some(policy.action.mode);
             decision.target = Some(target.clone());
             decision.notes.push(format!("step back {n}: {} did not bring recovery", watch.id));
-            let w = Write {
-                event: &event,
+            decision.notes.append(&mut counted.notes);
+            let open = self.open_proposal_for(&plan);
+            let asking = Asking {
                 policy,
-                plan: &plan,
-                id: &id,
-                delivery: Delivery::Direct,
-                retries,
-                now,
+                mode: policy.action.mode,
+                human: false,
                 emergency: false,
+                dry_run: false,
+                id: &id,
+                open_proposal: open.as_ref(),
             };
+            let delivery =
+                match self.decide_write(&asking, Some(&plan), (&target.service, &target.env), now, &mut decision) {
+                    Verdict::Deliver(delivery) => delivery,
+                    Verdict::Settled(outcome) | Verdict::SameAsOpenProposal(outcome) => {
+                        let why = outcome.summary();
+                        info!(of = %watch.id, step = n, "not stepping back: {why}");
+                        let report = Report { decision, plan: Some(plan), outcome };
+                        self.record_decision(&event, &report, now);
+                        return Ok(Step::NotWritten(why));
+                    }
+                };
+            let w = Write { event: &event, policy, plan: &plan, id: &id, delivery, retries, now, emergency: false };
             match self.write(&w, &mut decision)? {
+                Some(rollback) if delivery == Delivery::Proposal => {
+                    let why = decision.frozen.clone().unwrap_or_else(|| decision.notes.join("; "));
+                    info!(rollback_id = %rollback.id, of = %watch.id, step = n, "step back proposed: {why}");
+                    return Ok(Step::Proposed(rollback, why));
+                }
                 Some(rollback) => {
                     metrics::step_back();
                     info!(rollback_id = %rollback.id, of = %watch.id, step = n, "stepped back");
@@ -718,7 +751,7 @@ impl Engine {
                     {
                         warn!(rollback_id = %next.id, error = %e, "verification progress not recorded in git");
                     }
-                    return Ok(Some(rollback));
+                    return Ok(Step::Pushed(rollback));
                 }
                 None => self.fetch(true)?,
             }
@@ -753,6 +786,19 @@ pub(crate) fn query_holds(p: &crate::config::PrometheusConfig, query: &str) -> R
         Some("scalar") => data["result"][1].as_str().and_then(|s| s.parse::<f64>().ok()).is_some_and(|x| x != 0.0),
         _ => false,
     })
+}
+
+/// What a step back came to.
+enum Step {
+    /// Pushed to the branch, and verified in turn.
+    Pushed(Rollback),
+    /// Proposed for review instead (the policy's mode, a guard, a freeze, the pause), and why.
+    Proposed(Rollback, String),
+    /// Decided against (a guard denied it, the pause with `pause.automatic: nothing`, an open
+    /// proposal already does it), and why.
+    NotWritten(String),
+    /// Nothing further back, or another replica stepped back already.
+    Nothing,
 }
 
 /// When an alert trigger's incident began: Alertmanager keys end in `@<startsAt>`.

@@ -20,6 +20,7 @@ mod http;
 mod irreversible;
 mod metrics;
 mod notify;
+mod one_decision;
 mod phases;
 mod properties;
 mod proxy;
