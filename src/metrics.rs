@@ -120,7 +120,7 @@ fn describe() {
     for guard in ["cooldown", "max_rollbacks", "max_change_age", "point_of_no_return", "require_immutable_artifacts"] {
         counter!("rollbackd_guard_denials_total", "guard" => guard).increment(0);
     }
-    for result in ["verified", "not_recovered"] {
+    for result in ["verified", "not_recovered", "unverified"] {
         counter!("rollbackd_verifications_total", "result" => result).increment(0);
     }
     for result in ["switched", "refused"] {

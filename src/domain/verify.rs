@@ -83,6 +83,12 @@ pub(crate) enum Status {
     NotRecovered {
         reason: String,
     },
+    /// Never shown healthy nor failed: the query could not be evaluated (Prometheus down or
+    /// hanging) and nothing else says it failed. Said and escalated; never stepped back, which
+    /// needs evidence of failure.
+    Unverified {
+        reason: String,
+    },
 }
 
 /// One pushed rollback under verification. Its progress is what [`Watch::progress`] writes to
@@ -118,6 +124,9 @@ pub(crate) struct Watch {
     /// Why the query could not be asked, the last time it could not.
     #[serde(default)]
     pub query_error: Option<String>,
+    /// Prometheus answered the query at least once (held or not).
+    #[serde(default)]
+    pub query_answered: bool,
 }
 
 impl Watch {
@@ -158,6 +167,7 @@ impl Watch {
             must_resolve: trigger.starts_with("alertmanager:"),
             resolved_early: None,
             query_error: None,
+            query_answered: false,
         }
     }
 
@@ -214,13 +224,14 @@ impl Watch {
                 true
             }
             Signal::Query { holds, at } => {
+                let first = !std::mem::replace(&mut self.query_answered, true);
                 let before = self.query_holds_since;
                 self.query_holds_since = match (holds, before) {
                     (true, Some(since)) => Some(since),
                     (true, None) if *at >= self.deployed_at() => Some(*at),
                     _ => None,
                 };
-                before != self.query_holds_since
+                first || before != self.query_holds_since
             }
         }
     }
@@ -249,6 +260,24 @@ impl Watch {
         }
         if now < self.deadline() {
             return Status::Watching;
+        }
+        // Evidence of failure is an alert still firing or a query that answered "does not hold".
+        // A query that could not be evaluated is neither: the state is unknown.
+        let query_unknown = self.query.is_some()
+            && query.is_none()
+            && self.query_holds_since.is_none()
+            && (self.query_error.is_some() || !self.query_answered);
+        if alert.is_some() && query_unknown {
+            let why = match &self.query_error {
+                Some(e) => format!("the query could not be evaluated: {e}"),
+                None => "Prometheus never answered the query".to_string(),
+            };
+            return Status::Unverified {
+                reason: format!(
+                    "not shown healthy or failed within {}: {why}; nothing is stepped back without evidence of failure",
+                    self.within
+                ),
+            };
         }
         let mut why = Vec::new();
         if !self.firing.is_empty() {
@@ -357,15 +386,28 @@ mod tests {
     }
 
     #[test]
-    fn a_query_that_cannot_be_asked_says_so() {
+    fn a_query_that_cannot_be_asked_says_so_and_is_no_evidence_of_failure() {
         let mut w = watch(&spec(10, 0, 0), "cli:alice-1", Some("up =="));
         w.query_error = Some("Prometheus answered 400: parse error".into());
         match w.status(t(10)) {
-            Status::NotRecovered { reason } => {
+            Status::Unverified { reason } => {
                 assert!(reason.contains("could not be evaluated: Prometheus answered 400"), "{reason}")
             }
             other => panic!("{other:?}"),
         }
+        // Never answered at all: the same.
+        let w = watch(&spec(10, 0, 0), "cli:alice-1", Some("up == 1"));
+        assert!(matches!(w.status(t(10)), Status::Unverified { .. }));
+        // Answered "does not hold" once, then unreachable: still unknown now.
+        let mut w = watch(&spec(10, 0, 0), "cli:alice-1", Some("up == 1"));
+        w.observe(&Signal::Query { holds: false, at: t(2) });
+        assert!(matches!(w.status(t(10)), Status::NotRecovered { .. }), "answered, and it did not hold");
+        w.query_error = Some("Prometheus unreachable".into());
+        assert!(matches!(w.status(t(10)), Status::Unverified { .. }));
+        // An alert still firing is evidence, whatever the query.
+        let mut w = watch(&spec(10, 0, 0), ALERT, Some("up == 1"));
+        w.query_error = Some("Prometheus unreachable".into());
+        assert!(matches!(w.status(t(10)), Status::NotRecovered { .. }));
     }
 
     #[test]

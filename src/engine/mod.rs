@@ -8,6 +8,7 @@ mod follow_up;
 mod holds;
 mod phases;
 mod policies;
+mod probe;
 mod redeliver;
 mod review;
 mod status;
@@ -146,6 +147,8 @@ pub struct Engine {
     /// The config repo and branch as one key, whatever way the URL is written: part of every
     /// rollback id, so two repos never mint the same one.
     repo_identity: String,
+    /// Asks Prometheus off the writer thread (verification and phase checks).
+    prober: probe::Prober,
 }
 
 impl Drop for Engine {
@@ -184,6 +187,7 @@ impl Engine {
         check_routes(&config, &policies).map_err(EngineError::Config)?;
         let notifier = crate::notify::Notifier::start(&config.notify, &secrets, &templates, forge.clone());
         let repo_identity = format!("{} {}", crate::support::url::repo_key(&config.repo.url), config.repo.branch);
+        let (config_prometheus, clock_for_prober) = (config.prometheus.clone(), clock.clone());
         let mut engine = Engine {
             config,
             policies,
@@ -205,6 +209,7 @@ impl Engine {
             held_changes: HashMap::new(),
             alerting: Default::default(),
             stuck: Default::default(),
+            prober: probe::Prober::new(config_prometheus, clock_for_prober),
             repo_identity,
         };
         engine.sync_policies();

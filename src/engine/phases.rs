@@ -268,7 +268,9 @@ impl Engine {
             return Ok(None);
         }
         let Some(q) = query else { return Ok(None) };
-        match self.query_holds(&q) {
+        let answer =
+            self.ask_prometheus(std::slice::from_ref(&q), now).remove(&q).unwrap_or_else(|| Err("not asked".into()));
+        match answer.map(|(holds, _)| holds) {
             Ok(true) => {
                 let why = format!("phase {phase} soaked {soak} and verify.query holds");
                 self.next_commit(r, Next::Phase(why), By::Itself, now).map(Some)

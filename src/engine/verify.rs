@@ -7,6 +7,8 @@
 //! (`refs/notes/rollbackd`), written once. Of two replicas that reach the same verdict, the one
 //! whose note lands tells people and acts; the other stays quiet.
 
+use std::collections::HashMap;
+
 use jiff::Timestamp;
 use tracing::{info, warn};
 
@@ -398,15 +400,19 @@ impl Engine {
         let mut said = self.open_deferred_prs(now);
         said.extend(self.phases_due(now));
         let ids: Vec<RollbackId> = self.watches.keys().cloned().collect();
+        // Every watch's query at once, off this thread, for a bounded wait.
+        let queries: Vec<String> = self.watches.values().filter_map(|w| w.query.clone()).collect();
+        let answers = self.ask_prometheus(&queries, now);
         for id in ids {
             let query = self.watches.get(&id).and_then(|w| w.query.clone());
             if let Some(q) = query {
-                match self.query_holds(&q) {
-                    Ok(holds) => {
+                let answer = answers.get(&q).cloned().unwrap_or_else(|| Err("not asked".into()));
+                match answer {
+                    Ok((holds, at)) => {
                         if let Some(w) = self.watches.get_mut(&id) {
                             w.query_error = None;
                         }
-                        said.extend(self.observe(&id, &Signal::Query { holds, at: now }, now));
+                        said.extend(self.observe(&id, &Signal::Query { holds, at }, now));
                     }
                     Err(e) => {
                         warn!(rollback_id = %id, error = %e, "verify.query could not be evaluated");
@@ -528,6 +534,7 @@ impl Engine {
         let (verdict, reason, recovered_at) = match &status {
             Status::Verified { recovered_at } => ("verified", "recovered".to_string(), Some(*recovered_at)),
             Status::NotRecovered { reason } => ("not_recovered", reason.clone(), None),
+            Status::Unverified { reason } => ("unverified", reason.clone(), None),
             Status::Watching => return None,
         };
         let after = recovered_at.map(|t| t.duration_since(watch.rolled_back_at).as_secs().max(0));
@@ -560,15 +567,15 @@ impl Engine {
         }
         metrics::verification(verdict, after);
         info!(rollback_id = %id, verdict, %reason, "rollback verification");
-        let mut notice = Notice::about(
-            if recovered_at.is_some() { NoticeKind::Verified } else { NoticeKind::NotRecovered },
-            &watch.service,
-            &watch.env,
-            &watch.policy,
-            &watch.trigger,
-            reason.clone(),
-            now,
-        );
+        let unverified = matches!(status, Status::Unverified { .. });
+        let kind = match (recovered_at, unverified) {
+            (Some(_), _) => NoticeKind::Verified,
+            // Nobody could tell: people must look, and nothing is stepped back.
+            (None, true) => NoticeKind::Escalated,
+            (None, false) => NoticeKind::NotRecovered,
+        };
+        let mut notice =
+            Notice::about(kind, &watch.service, &watch.env, &watch.policy, &watch.trigger, reason.clone(), now);
         notice.rollback_id = Some(watch.id.clone());
         notice.commit = Some(watch.commit.0.clone());
         notice.recovered_after_seconds = after;
@@ -579,6 +586,10 @@ impl Engine {
         self.tell(&notice);
         if recovered_at.is_some() {
             return Some(format!("{id}: verified"));
+        }
+        if unverified {
+            metrics::escalation();
+            return Some(format!("{id}: unverified; escalated: {reason}"));
         }
         Some(format!("{id}: not recovered; {}", self.on_failure(&watch, &notice, now)))
     }
@@ -760,12 +771,40 @@ impl Engine {
             .into())
     }
 
-    /// Whether `query` returns at least one series (or a non-zero scalar) now.
-    pub(super) fn query_holds(&self, query: &str) -> Result<bool, String> {
-        let Some(p) = &self.config.prometheus else { return Err("no `prometheus:` configured".into()) };
-        query_holds(p, query)
+    /// Whether each of `queries` holds, and when Prometheus said so, asked off the writer
+    /// thread: the writer waits at most [`PROMETHEUS_WAIT`] for all of them together. An answer
+    /// older than [`PROMETHEUS_STALE`] is no answer: the state is unknown, never "not holding".
+    pub(super) fn ask_prometheus(
+        &self,
+        queries: &[String],
+        now: Timestamp,
+    ) -> HashMap<String, Result<(bool, Timestamp), String>> {
+        if queries.is_empty() {
+            return HashMap::new();
+        }
+        self.prober
+            .ask_all(queries, PROMETHEUS_WAIT)
+            .into_iter()
+            .map(|(q, answer)| {
+                let result = match answer {
+                    None => Err("Prometheus has not answered yet".to_string()),
+                    Some(a) if now.duration_since(a.at) > PROMETHEUS_STALE => {
+                        Err(format!("no answer from Prometheus since {}", a.at))
+                    }
+                    Some(a) => a.result.map(|holds| (holds, a.at)),
+                };
+                (q, result)
+            })
+            .collect()
     }
 }
+
+/// How long the writer waits for Prometheus per tick, all queries together: an alert behind it
+/// waits no longer than this, however Prometheus is.
+const PROMETHEUS_WAIT: std::time::Duration = std::time::Duration::from_millis(40);
+
+/// How old an answer may be and still count.
+const PROMETHEUS_STALE: jiff::SignedDuration = jiff::SignedDuration::from_mins(5);
 
 /// Asks Prometheus `query` (an instant query): whether it returns at least one series, or a
 /// non-zero scalar. An error says whether Prometheus refused the query (a 4xx: fix the query)

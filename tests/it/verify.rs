@@ -299,3 +299,59 @@ async fn every_alert_of_the_incident_resolves_it_and_a_repeated_resolve_skips_no
     assert_eq!(said.len(), 1, "{said:?}");
     assert!(note(&w, &commit).contains("Verification: verified"));
 }
+
+/// A Prometheus that takes every connection and never answers: how many connections it took,
+/// and how many the client has given up on (closed) since.
+type Counter = std::sync::Arc<std::sync::atomic::AtomicUsize>;
+fn prometheus_that_hangs() -> (String, Counter, Counter) {
+    use std::io::Read;
+    use std::sync::atomic::Ordering;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (held, closed) = (Counter::default(), Counter::default());
+    let (h, c) = (held.clone(), closed.clone());
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            h.fetch_add(1, Ordering::SeqCst);
+            let c = c.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 1024];
+                while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+                c.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (url, held, closed)
+}
+
+#[test]
+fn a_prometheus_that_never_answers_holds_up_no_alert_and_steps_nothing_back() {
+    use std::sync::atomic::Ordering;
+    let (url, held, closed) = prometheus_that_hangs();
+    let w = World::with(&[PolicySpec::new("prod")
+        .set("verify", json!({ "within": "10m", "query": "up == 1", "on_failure": "step_back", "max_steps": 1 }))]);
+    w.write_config(
+        &ConfigSpec::new().set("git.fetch_freshness", "0s").set("prometheus.url", url).set("prometheus.timeout", "60s"),
+    );
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    w.deploy("cart", "prod", "2.1.0", 10);
+    let mut engine = w.engine();
+    // A person's rollback: judged by the query alone.
+    let report = engine.handle(&w.request("checkout", "prod", "r1"), &Options::default()).unwrap();
+    let Outcome::RolledBack { rollback } = report.outcome else { panic!("{:?}", report.outcome) };
+    engine.verify_due().unwrap();
+    wait_for("the query to reach Prometheus", 20, || held.load(Ordering::SeqCst) >= 1);
+    // The writer is not waiting on it: the next alert is handled while the query still hangs
+    // (Prometheus holds the connection for 60s).
+    let report = engine.handle(&w.alert("cart", "prod", "c1"), &Options::default()).unwrap();
+    assert!(matches!(report.outcome, Outcome::RolledBack { .. }), "{:?}", report.outcome);
+    assert!(engine.verify_due().is_ok());
+    assert_eq!(closed.load(Ordering::SeqCst), 0, "the query was still out when the alert was handled");
+    // At the deadline nothing showed it healthy or failed: unverified, escalated, not stepped back.
+    w.clock.advance(SignedDuration::from_mins(11));
+    let said = engine.verify_due().unwrap();
+    assert!(said.iter().any(|s| s.contains(&format!("{}: unverified; escalated", rollback.id))), "{said:?}");
+    let verdict = note(&w, &rollback.commit.0);
+    assert!(verdict.contains("Verification: unverified"), "{verdict}");
+    assert!(w.show("main", &path("checkout", "prod")).contains("checkout:1.4.2"), "no step back to 1.4.0");
+}
