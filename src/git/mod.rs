@@ -23,6 +23,7 @@ pub(crate) use planner::{PlanRequest, Planned};
 pub(crate) use signing::Untrusted;
 pub(crate) use trailers::Halt;
 pub use trailers::{Also, Trailers};
+pub use tree_diff::Bound;
 pub(crate) use transport::Auth;
 use transport::Update;
 
@@ -61,6 +62,10 @@ pub enum GitError {
     BrokenResult { path: String, message: String },
     #[error("cannot prepare the mirror at {path}: {message}")]
     Mirror { path: PathBuf, message: String },
+    /// Past what rollbackd reads of a tree or a change (a pull request's gate, a tree deeper
+    /// than git's own default bound): refused, never half read.
+    #[error("{0}")]
+    Bound(#[from] tree_diff::Bound),
     #[error("git: {0}")]
     Git(#[from] git2::Error),
 }
