@@ -13,6 +13,7 @@ mod status;
 mod verify;
 
 pub use holds::GateReport;
+pub(crate) use holds::{GateStart, PullGate};
 pub(crate) use policies::covers_policies;
 pub(crate) use verify::query_holds;
 
