@@ -322,8 +322,9 @@ fn run(mut engine: Engine, rx: Receiver<Job>, shared: Arc<Shared>, refresh: Dura
                 metrics::queue_depth(shared.name.as_deref(), shared.queue_depth());
                 // A bug in one job must not take the writer down with it: its sender sees the
                 // reply dropped (503, retry) and the next job runs.
-                let handled =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| process(&mut engine, &shared, job, gates)));
+                let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    process(&mut engine, &shared, job, gates)
+                }));
                 if handled.is_err() {
                     tracing::error!("a job panicked; the writer carries on");
                 }
@@ -448,24 +449,28 @@ fn process(engine: &mut Engine, shared: &Shared, job: Job, gates: &SyncSender<Ga
             let _ = reply.send(result);
         }
         // The writer reads the holds; the gate's thread reads the pull request.
-        Job::GatePullRequest { number, head_sha, base, reply } => match engine.start_pull_gate(number, &head_sha, &base) {
-            Ok(crate::engine::GateStart::Said(said)) => {
-                let _ = reply.send(JobResult::Note(said));
-            }
-            Ok(crate::engine::GateStart::Run(gate)) => match gates.try_send((gate, reply)) {
-                Ok(()) => {}
-                Err(TrySendError::Full((_, reply))) => {
-                    let busy = format!("the gate has {GATE_QUEUE} pull requests waiting; pull request #{number} later");
-                    let _ = reply.send(JobResult::Failed { message: busy, transient: true });
+        Job::GatePullRequest { number, head_sha, base, reply } => {
+            match engine.start_pull_gate(number, &head_sha, &base) {
+                Ok(crate::engine::GateStart::Said(said)) => {
+                    let _ = reply.send(JobResult::Note(said));
                 }
-                Err(TrySendError::Disconnected((_, reply))) => {
-                    let _ = reply.send(JobResult::Failed { message: "the gate has stopped".into(), transient: true });
+                Ok(crate::engine::GateStart::Run(gate)) => match gates.try_send((gate, reply)) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full((_, reply))) => {
+                        let busy =
+                            format!("the gate has {GATE_QUEUE} pull requests waiting; pull request #{number} later");
+                        let _ = reply.send(JobResult::Failed { message: busy, transient: true });
+                    }
+                    Err(TrySendError::Disconnected((_, reply))) => {
+                        let _ =
+                            reply.send(JobResult::Failed { message: "the gate has stopped".into(), transient: true });
+                    }
+                },
+                Err(e) => {
+                    let _ = reply.send(failed(&e));
                 }
-            },
-            Err(e) => {
-                let _ = reply.send(failed(&e));
             }
-        },
+        }
         Job::PullRequestClosed { branch, merged_sha, head_sha, by, reply } => {
             let result = match engine.record_pr_closed(&branch, merged_sha.as_deref(), &head_sha, &by) {
                 Ok(msg) => JobResult::Note(msg),

@@ -225,17 +225,17 @@ impl PullGate {
 /// Why a pull request over a bound is not gated, and what its author or an operator can do.
 fn over_bound(bound: &Bound, holds: &[Hold]) -> String {
     let over = match bound {
-        Bound::TooManyPaths { limit } => {
+        Bound::Paths { limit } => {
             format!("this pull request changes more than {limit} paths; rollbackd gates at most {limit}")
         }
-        Bound::TooManyEntries { limit } => format!(
-            "this pull request changes more than {limit} tree entries; rollbackd compares at most {limit}"
-        ),
-        Bound::TooDeep { limit } => format!(
+        Bound::Entries { limit } => {
+            format!("this pull request changes more than {limit} tree entries; rollbackd compares at most {limit}")
+        }
+        Bound::Depth { limit } => format!(
             "this pull request has a tree more than {limit} levels deep; rollbackd reads trees at most \
              {MAX_TREE_DEPTH} levels deep"
         ),
-        Bound::TooManyBytes { limit } => format!(
+        Bound::Bytes { limit } => format!(
             "this pull request changes more than {} MiB of files; rollbackd reads at most {} MiB per pull \
              request (files over {} MiB are not read at all)",
             limit >> 20,

@@ -74,7 +74,8 @@ impl EngineError {
                 | GitError::NoKnownGood { .. }
                 | GitError::RangeTooLong { .. }
                 | GitError::BrokenResult { .. }
-                | GitError::NoBranch(_),
+                | GitError::NoBranch(_)
+                | GitError::Bound(_),
             ) => 1,
             EngineError::Git(_) | EngineError::Forge(_) => 3,
             _ => 1,

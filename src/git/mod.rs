@@ -19,16 +19,16 @@ use jiff::Timestamp;
 
 pub(crate) use audit::{AuditIndex, AuditRecord};
 pub(crate) use paths::PathSet;
+pub(crate) use planner::GateLimits;
+pub(crate) use planner::MAX_TEXT_BYTES;
 pub(crate) use planner::{PlanRequest, Planned};
 pub(crate) use signing::Untrusted;
 pub(crate) use trailers::Halt;
-pub(crate) use planner::GateLimits;
-pub(crate) use planner::MAX_TEXT_BYTES;
 pub use trailers::{Also, Trailers};
-pub(crate) use tree_diff::Bound;
-pub(crate) use tree_diff::MAX_TREE_DEPTH;
 pub(crate) use transport::Auth;
 use transport::Update;
+pub(crate) use tree_diff::Bound;
+pub(crate) use tree_diff::MAX_TREE_DEPTH;
 
 use crate::domain::plan::Sha;
 use crate::support::url::redact_url;

@@ -92,7 +92,8 @@ impl PathSet {
     ) -> Result<Vec<(String, Entry)>, GitError> {
         let mut edits = Vec::new();
         for g in &self.globs {
-            let (ew, ec) = (tree_edit::entry_at(repo, wanted, &g.prefix), tree_edit::entry_at(repo, current, &g.prefix));
+            let (ew, ec) =
+                (tree_edit::entry_at(repo, wanted, &g.prefix), tree_edit::entry_at(repo, current, &g.prefix));
             if ew == ec {
                 continue;
             }

@@ -890,7 +890,7 @@ pub(crate) fn gate_changes(
         if size > MAX_TEXT_BYTES {
             return Ok(Vec::new());
         }
-        budget = budget.checked_sub(size as u64).ok_or(Bound::TooManyBytes { limit: limits.bytes })?;
+        budget = budget.checked_sub(size as u64).ok_or(Bound::Bytes { limit: limits.bytes })?;
         let _ = mode;
         let blob = repo.find_blob(oid)?;
         Ok(as_text(blob.content()).map(artifacts::scan).unwrap_or_default())

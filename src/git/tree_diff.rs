@@ -38,13 +38,13 @@ impl Limits {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Bound {
     #[error("a tree more than {limit} levels deep")]
-    TooDeep { limit: usize },
+    Depth { limit: usize },
     #[error("more than {limit} changed paths")]
-    TooManyPaths { limit: usize },
+    Paths { limit: usize },
     #[error("more than {limit} tree entries to compare")]
-    TooManyEntries { limit: usize },
+    Entries { limit: usize },
     #[error("more than {} MiB of files to read", limit >> 20)]
-    TooManyBytes { limit: u64 },
+    Bytes { limit: u64 },
 }
 
 /// One changed file: its path and the entry on each side (`None`: absent).
@@ -85,7 +85,7 @@ pub(crate) fn changes(
         let tree = |e: Entry| e.filter(|(_, m)| is_tree(*m)).map(|(t, _)| t);
         if file(a).is_some() || file(b).is_some() {
             if out.len() >= limits.paths {
-                return Err(Bound::TooManyPaths { limit: limits.paths }.into());
+                return Err(Bound::Paths { limit: limits.paths }.into());
             }
             out.push(Change { path: path.clone(), old: file(a), new: file(b) });
         }
@@ -94,12 +94,12 @@ pub(crate) fn changes(
             continue;
         }
         if depth >= limits.depth {
-            return Err(Bound::TooDeep { limit: limits.depth }.into());
+            return Err(Bound::Depth { limit: limits.depth }.into());
         }
         let (ta, tb) = (ta.map(|t| repo.find_tree(t)).transpose()?, tb.map(|t| repo.find_tree(t)).transpose()?);
         looked = looked.saturating_add(ta.as_ref().map_or(0, Tree::len) + tb.as_ref().map_or(0, Tree::len));
         if looked > limits.entries {
-            return Err(Bound::TooManyEntries { limit: limits.entries }.into());
+            return Err(Bound::Entries { limit: limits.entries }.into());
         }
         for (name, ea, eb) in pair_entries(ta.as_ref(), tb.as_ref()) {
             todo.push((join(&path, &name), depth + 1, ea, eb));
@@ -203,5 +203,63 @@ mod tests {
         assert_eq!(common_dir(["apps/a/prod/x.yaml", "apps/b/prod/x.yaml"]), "apps");
         assert_eq!(common_dir(["README.md"]), "");
         assert_eq!(common_dir(Vec::<&str>::new()), "");
+    }
+
+    /// `levels` directories `d/d/...` over one file, as a root tree.
+    fn deep(repo: &Repository, levels: usize) -> Oid {
+        let blob = repo.blob(b"x\n").unwrap();
+        let mut b = repo.treebuilder(None).unwrap();
+        b.insert("f", blob, 0o100644).unwrap();
+        let mut tree = b.write().unwrap();
+        for _ in 0..levels {
+            let mut b = repo.treebuilder(None).unwrap();
+            b.insert("d", tree, 0o040000).unwrap();
+            tree = b.write().unwrap();
+        }
+        tree
+    }
+
+    #[test]
+    fn deep_trees_are_walked_on_a_small_stack_and_stop_at_the_depth_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        let repo = Repository::init_bare(&path).unwrap();
+        let (near, too_deep) = (deep(&repo, MAX_TREE_DEPTH - 1), deep(&repo, 8_000));
+        // 512 KiB of stack, a quarter of a spawned thread's default: the walk's stack use must
+        // not grow with the tree's depth.
+        let walked = std::thread::Builder::new()
+            .stack_size(512 << 10)
+            .spawn(move || {
+                let repo = Repository::open_bare(&path).unwrap();
+                let empty = repo.find_tree(repo.treebuilder(None).unwrap().write().unwrap()).unwrap();
+                let near = repo.find_tree(near).unwrap();
+                let changes = tree_changes(&repo, &empty, &near, Limits::HISTORY).unwrap();
+                let too_deep = repo.find_tree(too_deep).unwrap();
+                let refused = tree_changes(&repo, &empty, &too_deep, Limits::HISTORY).unwrap_err();
+                let listed = files(&repo, "", too_deep.id(), Limits::HISTORY, &|_| true).unwrap_err();
+                (changes.len(), changes[0].path.len(), refused.to_string(), listed.to_string())
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!((walked.0, walked.1), (1, 2 * (MAX_TREE_DEPTH - 1) + 1));
+        assert_eq!(walked.2, "a tree more than 4096 levels deep");
+        assert_eq!(walked.3, walked.2);
+    }
+
+    #[test]
+    fn a_walk_stops_at_its_path_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let empty = repo.find_tree(repo.treebuilder(None).unwrap().write().unwrap()).unwrap();
+        let mut b = repo.treebuilder(None).unwrap();
+        for i in 0..11 {
+            b.insert(format!("f{i}"), repo.blob(format!("{i}").as_bytes()).unwrap(), 0o100644).unwrap();
+        }
+        let many = repo.find_tree(b.write().unwrap()).unwrap();
+        let limits = Limits { paths: 10, ..Limits::HISTORY };
+        let err = tree_changes(&repo, &empty, &many, limits).unwrap_err();
+        assert!(matches!(err, GitError::Bound(Bound::Paths { limit: 10 })), "{err}");
+        assert_eq!(tree_changes(&repo, &empty, &many, Limits { paths: 11, ..limits }).unwrap().len(), 11);
     }
 }
