@@ -91,6 +91,19 @@ pub enum Job {
 
 const REFUSED_FOR: Duration = Duration::from_secs(600);
 
+/// The stack of the writer's and the gate's threads, set here rather than left to the platform's
+/// default for spawned threads (2 MiB, or whatever `RUST_MIN_STACK` says). Nothing they run
+/// recurses on input any more (tree walks keep their own stack and stop at 4096 levels), so
+/// this is headroom for libgit2, the YAML parser and the templates, the size a main thread gets.
+const THREAD_STACK: usize = 8 << 20;
+
+/// Pull requests waiting for the gate's thread. More at once answers 503 (GitHub redelivers
+/// later, and rollbackd asks it to): a burst of pull requests never queues in front of alerts.
+const GATE_QUEUE: usize = 16;
+
+/// A pull request's gate handed over by the writer, and where its answer goes.
+type GateJob = (crate::engine::PullGate, oneshot::Sender<JobResult>);
+
 /// The audit index as of the last job or refresh.
 #[derive(Debug, Default)]
 pub struct Snapshot {
@@ -243,8 +256,10 @@ pub fn spawn(engine: Engine, capacity: usize, refresh: Duration) -> (WorkerHandl
         ..Shared::default()
     });
     let s = shared.clone();
+    let gates = spawn_gate_thread(name.as_deref());
     let join = std::thread::Builder::new()
         .name(name.as_ref().map_or_else(|| "rollbackd-writer".into(), |n| format!("writer-{n}")))
+        .stack_size(THREAD_STACK)
         .spawn(move || {
             // With several repos, every line the writer logs names its repo.
             let span = name.map(|n| tracing::info_span!("repo", repo = %n));
@@ -254,17 +269,47 @@ pub fn spawn(engine: Engine, capacity: usize, refresh: Duration) -> (WorkerHandl
                 engine.policies().policies.len(),
                 engine.policy_refusal().is_none(),
             );
-            run(engine, rx, s, refresh)
+            run(engine, rx, s, refresh, &gates)
         })
         .expect("spawn the writer thread");
     (WorkerHandle { tx, shared }, join)
+}
+
+/// The gate's thread: reads pull requests (fetch, diff, scan; sizes their authors choose) and
+/// reports their check runs, so the writer only reads the holds and an alert never waits
+/// behind a pull request. It stops when the writer does (its queue closes).
+fn spawn_gate_thread(name: Option<&str>) -> SyncSender<GateJob> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<GateJob>(GATE_QUEUE);
+    let span_name = name.map(str::to_string);
+    std::thread::Builder::new()
+        .name(name.map_or_else(|| "rollbackd-gate".into(), |n| format!("gate-{n}")))
+        .stack_size(THREAD_STACK)
+        .spawn(move || {
+            let span = span_name.map(|n| tracing::info_span!("repo", repo = %n));
+            let _entered = span.as_ref().map(|s| s.enter());
+            for (gate, reply) in rx {
+                let number = gate.number();
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| gate.run()));
+                let result = match ran {
+                    Ok(Ok(said)) => JobResult::Note(said),
+                    Ok(Err(e)) => failed(&e),
+                    Err(_) => {
+                        tracing::error!(pull = number, "the gate panicked; the gate thread carries on");
+                        JobResult::Failed { message: "the gate failed".into(), transient: true }
+                    }
+                };
+                let _ = reply.send(result);
+            }
+        })
+        .expect("spawn the gate thread");
+    tx
 }
 
 fn failed(e: &EngineError) -> JobResult {
     JobResult::Failed { message: e.to_string(), transient: e.is_transient() }
 }
 
-fn run(mut engine: Engine, rx: Receiver<Job>, shared: Arc<Shared>, refresh: Duration) {
+fn run(mut engine: Engine, rx: Receiver<Job>, shared: Arc<Shared>, refresh: Duration, gates: &SyncSender<GateJob>) {
     // Until the first fetch succeeds, and while the origin fails, try again soon, backing off:
     // doubling up to the refresh interval, or up to five minutes for rejected credentials
     // (retrying those quickly only locks accounts and floods logs).
@@ -277,8 +322,9 @@ fn run(mut engine: Engine, rx: Receiver<Job>, shared: Arc<Shared>, refresh: Dura
                 metrics::queue_depth(shared.name.as_deref(), shared.queue_depth());
                 // A bug in one job must not take the writer down with it: its sender sees the
                 // reply dropped (503, retry) and the next job runs.
-                let handled =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| process(&mut engine, &shared, job)));
+                let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    process(&mut engine, &shared, job, gates)
+                }));
                 if handled.is_err() {
                     tracing::error!("a job panicked; the writer carries on");
                 }
@@ -357,7 +403,7 @@ fn job_result_at(
     }
 }
 
-fn process(engine: &mut Engine, shared: &Shared, job: Job) {
+fn process(engine: &mut Engine, shared: &Shared, job: Job, gates: &SyncSender<GateJob>) {
     match job {
         Job::Handle { event, reply } => {
             let result = engine.handle(&event, &Options::default());
@@ -402,12 +448,28 @@ fn process(engine: &mut Engine, shared: &Shared, job: Job) {
             };
             let _ = reply.send(result);
         }
+        // The writer reads the holds; the gate's thread reads the pull request.
         Job::GatePullRequest { number, head_sha, base, reply } => {
-            let result = match engine.gate_pull_request(number, &head_sha, &base) {
-                Ok(msg) => JobResult::Note(msg),
-                Err(e) => failed(&e),
-            };
-            let _ = reply.send(result);
+            match engine.start_pull_gate(number, &head_sha, &base) {
+                Ok(crate::engine::GateStart::Said(said)) => {
+                    let _ = reply.send(JobResult::Note(said));
+                }
+                Ok(crate::engine::GateStart::Run(gate)) => match gates.try_send((gate, reply)) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full((_, reply))) => {
+                        let busy =
+                            format!("the gate has {GATE_QUEUE} pull requests waiting; pull request #{number} later");
+                        let _ = reply.send(JobResult::Failed { message: busy, transient: true });
+                    }
+                    Err(TrySendError::Disconnected((_, reply))) => {
+                        let _ =
+                            reply.send(JobResult::Failed { message: "the gate has stopped".into(), transient: true });
+                    }
+                },
+                Err(e) => {
+                    let _ = reply.send(failed(&e));
+                }
+            }
         }
         Job::PullRequestClosed { branch, merged_sha, head_sha, by, reply } => {
             let result = match engine.record_pr_closed(&branch, merged_sha.as_deref(), &head_sha, &by) {

@@ -2,6 +2,8 @@
 //! and a person's release.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
 
 use tracing::info;
 
@@ -10,6 +12,8 @@ use super::{Engine, EngineError};
 use crate::domain::artifacts::ArtifactChange;
 use crate::domain::hold::{self, Hold, Release};
 use crate::domain::rollback::Delivery;
+use crate::forge::Forge;
+use crate::git::{Bound, GateLimits, GitError, MAX_TEXT_BYTES, MAX_TREE_DEPTH, PullReader};
 
 /// What `rollbackd gate` found: each change that brings a held artifact back, said in full.
 #[derive(Debug)]
@@ -84,35 +88,43 @@ impl Engine {
         let base = base.map_or_else(|| format!("{rev}^1"), str::to_string);
         let changes: Vec<ArtifactChange> = match local {
             Some(dir) => crate::git::artifact_changes_in(dir, &base, rev)?,
-            None => self.repo.artifact_changes(&base, rev)?,
+            None => self.repo.gate_changes(&base, rev)?,
         };
         Ok(judge(&holds, &changes))
     }
 
     /// A pull request to the branch: the gate over what it changes since it forked, told to
     /// GitHub as the `rollbackd/gate` check run on `head_sha` (a comment when refused). A
-    /// head that moved on meanwhile is left to the delivery that says so.
+    /// head that moved on meanwhile is left to the delivery that says so. Runs both halves of
+    /// [`Engine::start_pull_gate`] here; the server runs the second on the gate's own thread.
     pub fn gate_pull_request(&mut self, number: u64, head_sha: &str, base: &str) -> Result<String, EngineError> {
+        match self.start_pull_gate(number, head_sha, base)? {
+            GateStart::Said(said) => Ok(said),
+            GateStart::Run(gate) => gate.run(),
+        }
+    }
+
+    /// The writer's half of a pull request's gate, and all it costs the writer: the holds as of
+    /// now (cached per rollback) and a handle on the mirror. Reading the pull request, whose
+    /// size its author chooses, is the [`PullGate`]'s.
+    pub fn start_pull_gate(&mut self, number: u64, head_sha: &str, base: &str) -> Result<GateStart, EngineError> {
         if base != self.repo.branch() {
-            return Ok(format!("pull request #{number} is against {base}, not {}: not gated", self.repo.branch()));
+            return Ok(GateStart::Said(format!(
+                "pull request #{number} is against {base}, not {}: not gated",
+                self.repo.branch()
+            )));
         }
         let _lock = self.begin()?;
         self.fetch(false)?;
-        let Some((head, fork_point)) = self.repo.fetch_pull(number)? else {
-            return Ok(format!("the origin has no head for pull request #{number}"));
-        };
-        if head.0 != head_sha {
-            return Ok(format!("pull request #{number} moved on to {}: that head is gated instead", head.short()));
-        }
         let holds = self.holds()?;
-        let changes = self.repo.artifact_changes(&fork_point.0, &head.0)?;
-        let report = judge(&holds, &changes);
-        self.forge.report_gate(number, &head.0, &report.violations)?;
-        info!(pull = number, head = %head.short(), violations = report.violations.len(), "gated");
-        Ok(match report.violations.len() {
-            0 => format!("pull request #{number}: {} artifact changes, none brings back a held one", report.checked),
-            n => format!("pull request #{number}: {n} change(s) bring back held artifacts"),
-        })
+        Ok(GateStart::Run(PullGate {
+            number,
+            head_sha: head_sha.to_string(),
+            holds,
+            reader: self.repo.pull_reader()?,
+            forge: self.forge.clone(),
+            limits: GateLimits::DEFAULT,
+        }))
     }
 
     /// Lifts the holds of `service`/`env` (those from rollbacks up to now), recorded in git
@@ -149,6 +161,100 @@ impl Engine {
         info!(service, env, by = %who, released = %what.join(", "), "holds released");
         Ok(format!("released {} held for {service}/{env} by {who}: {}", held.len(), what.join(", ")))
     }
+}
+
+/// What the writer's half of a pull request's gate came to.
+pub enum GateStart {
+    /// Nothing to gate (another base branch), said.
+    Said(String),
+    /// The rest, to run on any thread.
+    Run(PullGate),
+}
+
+/// The rest of a pull request's gate: fetch its head, read what it changes within
+/// [`GateLimits`], judge it against the holds, report the `rollbackd/gate` check run. Reads the
+/// mirror through its own handle, so it runs beside the writer.
+pub struct PullGate {
+    number: u64,
+    head_sha: String,
+    holds: Vec<Hold>,
+    reader: PullReader,
+    forge: Arc<Forge>,
+    limits: GateLimits,
+}
+
+impl PullGate {
+    pub fn number(&self) -> u64 {
+        self.number
+    }
+
+    pub fn run(self) -> Result<String, EngineError> {
+        let started = Instant::now();
+        let number = self.number;
+        let Some((head, fork_point)) = self.reader.fetch_pull(number)? else {
+            return Ok(format!("the origin has no head for pull request #{number}"));
+        };
+        if head.0 != self.head_sha {
+            return Ok(format!("pull request #{number} moved on to {}: that head is gated instead", head.short()));
+        }
+        let fetched = started.elapsed();
+        // Nothing held, nothing to bring back: a change of any size passes unread.
+        let changes = if self.holds.is_empty() {
+            Ok(Vec::new())
+        } else {
+            self.reader.gate_changes(&fork_point, &head, self.limits)
+        };
+        let changes = match changes {
+            Ok(changes) => changes,
+            Err(GitError::Bound(bound)) => {
+                let why = over_bound(&bound, &self.holds);
+                self.forge.report_gate_refused(number, &head.0, &why)?;
+                info!(pull = number, head = %head.short(), %bound, fetch_ms = fetched.as_millis(),
+                      gate_ms = (started.elapsed() - fetched).as_millis(), "gate refused: over a bound");
+                return Ok(format!("pull request #{number}: not gated: {why}"));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let report = judge(&self.holds, &changes);
+        self.forge.report_gate(number, &head.0, &report.violations)?;
+        info!(pull = number, head = %head.short(), violations = report.violations.len(),
+              fetch_ms = fetched.as_millis(), gate_ms = (started.elapsed() - fetched).as_millis(), "gated");
+        Ok(match report.violations.len() {
+            0 => format!("pull request #{number}: {} artifact changes, none brings back a held one", report.checked),
+            n => format!("pull request #{number}: {n} change(s) bring back held artifacts"),
+        })
+    }
+}
+
+/// Why a pull request over a bound is not gated, and what its author or an operator can do.
+fn over_bound(bound: &Bound, holds: &[Hold]) -> String {
+    let over = match bound {
+        Bound::Paths { limit } => {
+            format!("this pull request changes more than {limit} paths; rollbackd gates at most {limit}")
+        }
+        Bound::Entries { limit } => {
+            format!("this pull request changes more than {limit} tree entries; rollbackd compares at most {limit}")
+        }
+        Bound::Depth { limit } => format!(
+            "this pull request has a tree more than {limit} levels deep; rollbackd reads trees at most \
+             {MAX_TREE_DEPTH} levels deep"
+        ),
+        Bound::Bytes { limit } => format!(
+            "this pull request changes more than {} MiB of files; rollbackd reads at most {} MiB per pull \
+             request (files over {} MiB are not read at all)",
+            limit >> 20,
+            limit >> 20,
+            MAX_TEXT_BYTES >> 20
+        ),
+    };
+    let mut held: Vec<String> = holds.iter().map(|h| format!("{} --env {}", h.service, h.env)).collect();
+    held.sort();
+    held.dedup();
+    format!(
+        "{over}: split it, or ask an operator to `rollbackd release {}` once what was rolled back is fixed \
+         (with nothing held, no pull request is read)",
+        held.join("` / `rollbackd release ")
+    )
 }
 
 /// The changes that bring a held artifact back, each said in full.

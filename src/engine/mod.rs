@@ -15,6 +15,7 @@ mod status;
 mod verify;
 
 pub use holds::GateReport;
+pub(crate) use holds::{GateStart, PullGate};
 pub(crate) use policies::covers_policies;
 pub(crate) use verify::query_holds;
 
@@ -75,7 +76,8 @@ impl EngineError {
                 | GitError::NoKnownGood { .. }
                 | GitError::RangeTooLong { .. }
                 | GitError::BrokenResult { .. }
-                | GitError::NoBranch(_),
+                | GitError::NoBranch(_)
+                | GitError::Bound(_),
             ) => 1,
             EngineError::Git(_) | EngineError::Forge(_) => 3,
             _ => 1,

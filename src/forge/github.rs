@@ -546,6 +546,23 @@ impl GithubForge {
         }
     }
 
+    pub fn report_gate_refused(&self, number: u64, commit: &str, why: &str) -> Result<(), ForgeError> {
+        let title = "too large to gate";
+        let run = json!({
+            "name": "rollbackd/gate",
+            "head_sha": commit,
+            "status": "completed",
+            "conclusion": "failure",
+            "output": { "title": title, "summary": why },
+        });
+        match self.call(Method::Post, &self.repo_path("/check-runs"), Some(run)) {
+            Err(ForgeError::Api { status: 403, .. }) => {
+                self.comment(number, &format!("**rollbackd/gate: {title}**\n\n{why}")).map(|_| ())
+            }
+            other => other.map(|_| ()),
+        }
+    }
+
     pub fn close(&self, number: u64) -> Result<(), ForgeError> {
         self.call(Method::Patch, &self.repo_path(&format!("/pulls/{number}")), Some(json!({ "state": "closed" })))?;
         Ok(())

@@ -119,6 +119,13 @@ impl Forge {
         gh.report_gate(number, commit, violations)
     }
 
+    /// A pull request the gate would not read (over a bound): a failing `rollbackd/gate` saying
+    /// `why` (a comment when the check run is refused).
+    pub fn report_gate_refused(&self, number: u64, commit: &str, why: &str) -> Result<(), ForgeError> {
+        let Forge::Github(gh) = self else { return Ok(()) };
+        gh.report_gate_refused(number, commit, why)
+    }
+
     /// Closes the proposal's pull request, saying why (the local forge has none to close).
     pub fn close(&self, branch: &str, text: &str) -> Result<(), ForgeError> {
         let Forge::Github(gh) = self else { return Ok(()) };

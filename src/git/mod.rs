@@ -19,12 +19,16 @@ use jiff::Timestamp;
 
 pub(crate) use audit::{AuditIndex, AuditRecord};
 pub(crate) use paths::PathSet;
+pub(crate) use planner::GateLimits;
+pub(crate) use planner::MAX_TEXT_BYTES;
 pub(crate) use planner::{PlanRequest, Planned};
 pub(crate) use signing::Untrusted;
 pub(crate) use trailers::Halt;
 pub use trailers::{Also, Trailers};
 pub(crate) use transport::Auth;
 use transport::Update;
+pub(crate) use tree_diff::Bound;
+pub(crate) use tree_diff::MAX_TREE_DEPTH;
 
 use crate::domain::plan::Sha;
 use crate::support::url::redact_url;
@@ -67,6 +71,10 @@ pub enum GitError {
         "{refname} cannot be read ({why}); automatic rollbacks wait until a person writes it again (pause, resume, freeze, unfreeze or release)"
     )]
     UnreadableState { refname: String, why: String },
+    /// Past what rollbackd reads of a tree or a change (a pull request's gate, a tree deeper
+    /// than git's own default bound): refused, never half read.
+    #[error("{0}")]
+    Bound(#[from] tree_diff::Bound),
     #[error("git: {0}")]
     Git(#[from] git2::Error),
 }
@@ -130,7 +138,9 @@ fn remove_stale_git_locks(dir: &Path) {
         let Ok(kind) = e.file_type() else { continue };
         if kind.is_dir() {
             // Objects are written through temp files, never locks; refs are what get locked.
-            if path.file_name().is_some_and(|n| n != "objects") {
+            // Pull request heads are fetched by the gate's own thread without this lock
+            // (see `PullReader`), so a lock file there may be live.
+            if path.file_name().is_some_and(|n| n != "objects") && !path.ends_with("refs/rollbackd/pulls") {
                 remove_stale_git_locks(&path);
             }
         } else if path.extension().is_some_and(|x| x == "lock") {
@@ -184,6 +194,41 @@ pub(crate) fn oid(sha: &Sha) -> Result<Oid, GitError> {
     Oid::from_str(&sha.0).map_err(GitError::from)
 }
 
+/// A pull request's side of the mirror, for the gate: a second handle on the mirror's
+/// directory, used by the gate's own thread while the writer goes on with its own. It writes
+/// only pack files (written aside and renamed, as git does) and `refs/rollbackd/pulls/<n>`,
+/// which nothing else writes.
+pub struct PullReader {
+    repo: Repository,
+    url: String,
+    auth: Auth,
+    branch_head: Oid,
+}
+
+impl PullReader {
+    /// Fetches pull request `number`'s head (GitHub keeps it as `refs/pull/<n>/head`, also for
+    /// a fork's) and returns it with where it forked from the branch. `None` when the origin
+    /// has no such ref.
+    pub fn fetch_pull(&self, number: u64) -> Result<Option<(Sha, Sha)>, GitError> {
+        let local = format!("refs/rollbackd/pulls/{number}");
+        transport::fetch_one(&self.repo, &self.url, &self.auth, &format!("refs/pull/{number}/head"), &local)?;
+        let Ok(head) = self.repo.refname_to_id(&local) else { return Ok(None) };
+        let base = self.repo.merge_base(self.branch_head, head)?;
+        Ok(Some((sha(head), sha(base))))
+    }
+
+    /// The artifact references that change from `from` to `to`, within `limits`
+    /// ([`GitError::Bound`] names the one reached).
+    pub fn gate_changes(
+        &self,
+        from: &Sha,
+        to: &Sha,
+        limits: GateLimits,
+    ) -> Result<Vec<crate::domain::artifacts::ArtifactChange>, GitError> {
+        planner::gate_changes(&self.repo, &from.0, &to.0, limits)
+    }
+}
+
 /// The artifact references that change from `from` to `to` in the repository at `dir` (a
 /// checkout: the config repo's CI gates a pull request before rollbackd's mirror has it).
 pub(crate) fn artifact_changes_in(
@@ -192,7 +237,7 @@ pub(crate) fn artifact_changes_in(
     to: &str,
 ) -> Result<Vec<crate::domain::artifacts::ArtifactChange>, GitError> {
     let repo = Repository::open(dir)?;
-    planner::artifact_changes(&repo, from, to)
+    planner::gate_changes(&repo, from, to, GateLimits::DEFAULT)
 }
 
 pub(crate) fn commit_time(c: &git2::Commit<'_>) -> Timestamp {
@@ -340,15 +385,15 @@ impl ConfigRepo {
         Ok(())
     }
 
-    /// Fetches pull request `number`'s head (GitHub keeps it as `refs/pull/<n>/head`, also
-    /// for a fork's) and returns it with where it forked from the branch. `None` when the
-    /// origin has no such ref.
-    pub fn fetch_pull(&mut self, number: u64) -> Result<Option<(Sha, Sha)>, GitError> {
-        let local = format!("refs/rollbackd/pulls/{number}");
-        transport::fetch_one(&self.repo, &self.url, &self.auth, &format!("refs/pull/{number}/head"), &local)?;
-        let Ok(head) = self.repo.refname_to_id(&local) else { return Ok(None) };
-        let base = self.repo.merge_base(self.head_oid()?, head)?;
-        Ok(Some((sha(head), sha(base))))
+    /// What a pull request's gate needs of the mirror, to run off the writer's thread: its own
+    /// handle on the mirror's directory, the origin, and the branch's head as of now.
+    pub fn pull_reader(&self) -> Result<PullReader, GitError> {
+        Ok(PullReader {
+            repo: Repository::open_bare(&self.mirror_dir)?,
+            url: self.url.clone(),
+            auth: self.auth.clone(),
+            branch_head: self.head_oid()?,
+        })
     }
 
     pub fn head(&self) -> Result<Sha, GitError> {
@@ -1015,6 +1060,16 @@ impl ConfigRepo {
         let sig = self.signature(at)?;
         let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
         Ok(self.trust.commit(&self.repo, &sig, &sig, message, &tree, &parents)?)
+    }
+
+    /// The artifact references that change from `from` to `to` (revisions of this repository),
+    /// within the gate's limits.
+    pub fn gate_changes(
+        &self,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<crate::domain::artifacts::ArtifactChange>, GitError> {
+        planner::gate_changes(&self.repo, from, to, GateLimits::DEFAULT)
     }
 
     /// The artifact references that change from `from` to `to` (revisions of this repository).

@@ -7,7 +7,8 @@
 
 use globset::{Glob, GlobBuilder, GlobMatcher};
 
-use super::tree_diff;
+use super::GitError;
+use super::tree_diff::{self, Limits};
 use super::tree_edit::{self, Entry};
 
 #[derive(Clone, Debug)]
@@ -66,9 +67,9 @@ impl PathSet {
         repo: &git2::Repository,
         a: &git2::Tree<'_>,
         b: &git2::Tree<'_>,
-    ) -> Result<bool, git2::Error> {
+    ) -> Result<bool, GitError> {
         for g in &self.globs {
-            let (ea, eb) = (tree_edit::entry_at(a, &g.prefix), tree_edit::entry_at(b, &g.prefix));
+            let (ea, eb) = (tree_edit::entry_at(repo, a, &g.prefix), tree_edit::entry_at(repo, b, &g.prefix));
             if ea == eb {
                 continue;
             }
@@ -88,10 +89,11 @@ impl PathSet {
         repo: &git2::Repository,
         wanted: &git2::Tree<'_>,
         current: &git2::Tree<'_>,
-    ) -> Result<Vec<(String, Entry)>, git2::Error> {
+    ) -> Result<Vec<(String, Entry)>, GitError> {
         let mut edits = Vec::new();
         for g in &self.globs {
-            let (ew, ec) = (tree_edit::entry_at(wanted, &g.prefix), tree_edit::entry_at(current, &g.prefix));
+            let (ew, ec) =
+                (tree_edit::entry_at(repo, wanted, &g.prefix), tree_edit::entry_at(repo, current, &g.prefix));
             if ew == ec {
                 continue;
             }
@@ -101,7 +103,7 @@ impl PathSet {
             }
             for path in changed_under(repo, &g.prefix, ew, ec)? {
                 if g.matcher.is_match(&path) {
-                    let entry = tree_edit::entry_at(wanted, &path);
+                    let entry = tree_edit::entry_at(repo, wanted, &path);
                     edits.push((path, entry));
                 }
             }
@@ -117,10 +119,10 @@ impl PathSet {
         repo: &git2::Repository,
         a: &git2::Tree<'_>,
         b: &git2::Tree<'_>,
-    ) -> Result<Vec<String>, git2::Error> {
+    ) -> Result<Vec<String>, GitError> {
         let mut out = Vec::new();
         for g in &self.globs {
-            let (ea, eb) = (tree_edit::entry_at(a, &g.prefix), tree_edit::entry_at(b, &g.prefix));
+            let (ea, eb) = (tree_edit::entry_at(repo, a, &g.prefix), tree_edit::entry_at(repo, b, &g.prefix));
             if ea != eb {
                 out.extend(
                     changed_under(repo, &g.prefix, ea, eb)?.into_iter().filter(|p| g.whole || g.matcher.is_match(p)),
@@ -138,8 +140,8 @@ impl PathSet {
         repo: &git2::Repository,
         a: &git2::Tree<'_>,
         b: &git2::Tree<'_>,
-    ) -> Result<bool, git2::Error> {
-        Ok(tree_diff::tree_changes(repo, a, b)?.iter().all(|c| self.matches(&c.path)))
+    ) -> Result<bool, GitError> {
+        Ok(tree_diff::tree_changes(repo, a, b, Limits::HISTORY)?.iter().all(|c| self.matches(&c.path)))
     }
 
     /// Every file under the target paths in `tree`, for scanning (artifact checks).
@@ -147,21 +149,13 @@ impl PathSet {
         &self,
         repo: &git2::Repository,
         tree: &git2::Tree<'_>,
-    ) -> Result<Vec<(String, git2::Oid)>, git2::Error> {
+    ) -> Result<Vec<(String, git2::Oid)>, GitError> {
         let mut out = Vec::new();
         for g in &self.globs {
-            match tree_edit::entry_at(tree, &g.prefix) {
+            match tree_edit::entry_at(repo, tree, &g.prefix) {
                 Some((oid, mode)) if mode == i32::from(git2::FileMode::Tree) => {
-                    let sub = repo.find_tree(oid)?;
-                    sub.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
-                        if entry.kind() == Some(git2::ObjectType::Blob) {
-                            let path = join(&g.prefix, &format!("{dir}{}", entry.name().unwrap_or("")));
-                            if g.whole || g.matcher.is_match(&path) {
-                                out.push((path, entry.id()));
-                            }
-                        }
-                        git2::TreeWalkResult::Ok
-                    })?;
+                    let keep = |path: &str| g.whole || g.matcher.is_match(path);
+                    out.extend(tree_diff::files(repo, &g.prefix, oid, Limits::HISTORY, &keep)?);
                 }
                 Some((oid, _)) if g.whole || g.matcher.is_match(&g.prefix) => out.push((g.prefix.clone(), oid)),
                 _ => {}
@@ -173,17 +167,9 @@ impl PathSet {
     }
 }
 
-fn join(prefix: &str, rel: &str) -> String {
-    match (prefix.is_empty(), rel.is_empty()) {
-        (true, _) => rel.to_string(),
-        (_, true) => prefix.to_string(),
-        _ => format!("{prefix}/{rel}"),
-    }
-}
-
 /// Paths (repository-relative) of files that differ between two entries found at `prefix`.
-fn changed_under(repo: &git2::Repository, prefix: &str, a: Entry, b: Entry) -> Result<Vec<String>, git2::Error> {
-    Ok(tree_diff::changes(repo, prefix, a, b)?.into_iter().map(|c| c.path).collect())
+fn changed_under(repo: &git2::Repository, prefix: &str, a: Entry, b: Entry) -> Result<Vec<String>, GitError> {
+    Ok(tree_diff::changes(repo, prefix, a, b, Limits::HISTORY)?.into_iter().map(|c| c.path).collect())
 }
 
 #[cfg(test)]

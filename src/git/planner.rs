@@ -6,7 +6,7 @@ use git2::{Commit, Oid, Repository, Tree};
 
 use super::paths::PathSet;
 use super::trailers::Trailers;
-use super::tree_diff;
+use super::tree_diff::{self, Bound, Limits};
 use super::tree_edit;
 use super::{GitError, commit_time, sha};
 use crate::domain::artifacts;
@@ -560,9 +560,9 @@ fn leftover<'r>(
             if undone.contains(&f) || settled.contains(&f) {
                 continue;
             }
-            let now = wanted.get(&f).copied().unwrap_or_else(|| tree_edit::entry_at(&head_tree, &f));
-            if tree_edit::entry_at(&c_tree, &f) == now {
-                let before = tree_edit::entry_at(&p_tree, &f);
+            let now = wanted.get(&f).copied().unwrap_or_else(|| tree_edit::entry_at(repo, &head_tree, &f));
+            if tree_edit::entry_at(repo, &c_tree, &f) == now {
+                let before = tree_edit::entry_at(repo, &p_tree, &f);
                 wanted.insert(f, before);
                 used = true;
             } else {
@@ -574,7 +574,7 @@ fn leftover<'r>(
             commits.push(c);
         }
     }
-    wanted.retain(|f, e| *e != tree_edit::entry_at(&head_tree, f));
+    wanted.retain(|f, e| *e != tree_edit::entry_at(repo, &head_tree, f));
     let Some(before) = before.filter(|_| !wanted.is_empty()) else { return Ok(None) };
     let mut tree = Some(head_tree.id());
     for (f, e) in &wanted {
@@ -680,10 +680,10 @@ fn revert_chain(repo: &Repository, head_tree: &Tree<'_>, bad: &[Commit<'_>]) -> 
     for c in bad {
         let (base, theirs) = (c.tree()?, parent_tree(repo, c)?);
         let ours = repo.find_tree(current)?;
-        let changed = tree_diff::tree_changes(repo, &theirs, &base)?;
+        let changed = tree_diff::tree_changes(repo, &theirs, &base, Limits::HISTORY)?;
         let mut dir = tree_diff::common_dir(changed.iter().map(|ch| ch.path.as_str()));
         // The scope must be a directory on all three sides; widen it until it is.
-        let subtree = |t: &Tree<'_>, d: &str| match tree_edit::entry_at(t, d) {
+        let subtree = |t: &Tree<'_>, d: &str| match tree_edit::entry_at(repo, t, d) {
             Some((oid, mode)) if mode == i32::from(git2::FileMode::Tree) => Some(oid),
             _ => None,
         };
@@ -792,32 +792,119 @@ fn restore_tree(repo: &Repository, paths: &PathSet, kg_tree: &Tree<'_>, head_tre
     }
 }
 
+/// The largest file whose text rollbackd reads (to count lines, scan for artifacts, check that it
+/// parses). Config files are kilobytes; a bigger file is data, counted as binary from its
+/// header alone, never inflated: one 66 MB blob under ten paths once cost the writer 7 s.
+pub(crate) const MAX_TEXT_BYTES: usize = 1 << 20;
+
+/// What one pull request's gate may read. A change past any of these is refused whole (a
+/// failing `rollbackd/gate` naming the bound), never read in part: a held artifact must not
+/// slip through behind 10,001 other files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GateLimits {
+    /// Changed files.
+    pub paths: usize,
+    /// Tree entries compared (directories that differ but hold no changed file cost too).
+    pub entries: usize,
+    /// Bytes of file content read, both sides together (files over [`MAX_TEXT_BYTES`] are not
+    /// read and do not count).
+    pub bytes: u64,
+}
+
+impl GateLimits {
+    /// Far above any real change to a config repo (a rename of everything in a 10,000-file
+    /// repo fits), and small enough that the worst gate run costs well under a second.
+    pub const DEFAULT: GateLimits = GateLimits { paths: 10_000, entries: 100_000, bytes: 64 << 20 };
+}
+
+/// The size of object `oid`, read from its header without inflating it.
+fn object_size(repo: &Repository, oid: Oid) -> Result<usize, git2::Error> {
+    Ok(repo.odb()?.read_header(oid)?.0)
+}
+
+fn is_gitlink(mode: i32) -> bool {
+    mode == i32::from(git2::FileMode::Commit)
+}
+
+/// The bytes of a file no bigger than [`MAX_TEXT_BYTES`]; `None` for a bigger one, unread.
+/// A submodule (a commit, not in this repository) reads as empty.
+fn small_content(repo: &Repository, entry: tree_edit::Entry) -> Result<Option<Vec<u8>>, git2::Error> {
+    match entry {
+        None => Ok(Some(Vec::new())),
+        Some((_, mode)) if is_gitlink(mode) => Ok(Some(Vec::new())),
+        Some((oid, _)) if object_size(repo, oid)? > MAX_TEXT_BYTES => Ok(None),
+        Some((oid, _)) => Ok(Some(repo.find_blob(oid)?.content().to_vec())),
+    }
+}
+
+/// The text of a small file that is valid UTF-8 and not binary.
+fn as_text(bytes: &[u8]) -> Option<&str> {
+    if bytes.contains(&0) {
+        return None;
+    }
+    std::str::from_utf8(bytes).ok()
+}
+
 fn text_of(repo: &Repository, blob: Oid) -> Option<String> {
-    if blob.is_zero() {
+    if blob.is_zero() || object_size(repo, blob).ok()? > MAX_TEXT_BYTES {
         return None;
     }
     let b = repo.find_blob(blob).ok()?;
-    if b.is_binary() || b.size() > 1 << 20 {
+    if b.is_binary() {
         return None;
     }
     String::from_utf8(b.content().to_vec()).ok()
 }
 
-/// The artifact references that change from revision `from` to `to` of `repo`.
+fn tree_of<'r>(repo: &'r Repository, rev: &str) -> Result<Tree<'r>, GitError> {
+    repo.revparse_single(rev)
+        .and_then(|o| o.peel_to_commit())
+        .and_then(|c| c.tree())
+        .map_err(|e| GitError::BadRevision { rev: rev.to_string(), message: e.message().to_string() })
+}
+
+/// The artifact references that change from revision `from` to `to` of `repo` (rollbackd's own
+/// commits, for holds).
 pub(crate) fn artifact_changes(
     repo: &Repository,
     from: &str,
     to: &str,
 ) -> Result<Vec<artifacts::ArtifactChange>, GitError> {
-    let tree = |rev: &str| {
-        repo.revparse_single(rev)
-            .and_then(|o| o.peel_to_commit())
-            .and_then(|c| c.tree())
-            .map_err(|e| GitError::BadRevision { rev: rev.to_string(), message: e.message().to_string() })
-    };
-    Ok(describe_change(repo, &tree(from)?, &tree(to)?)?.1)
+    Ok(describe_change(repo, &tree_of(repo, from)?, &tree_of(repo, to)?)?.1)
 }
 
+/// The artifact references that change from revision `from` to `to` of `repo`, for the gate:
+/// within `limits`, or [`GitError::Bound`] naming the one reached. Only files of at most
+/// [`MAX_TEXT_BYTES`] are read; no line is counted.
+pub(crate) fn gate_changes(
+    repo: &Repository,
+    from: &str,
+    to: &str,
+    limits: GateLimits,
+) -> Result<Vec<artifacts::ArtifactChange>, GitError> {
+    let walk = Limits { depth: tree_diff::MAX_TREE_DEPTH, paths: limits.paths, entries: limits.entries };
+    let mut budget = limits.bytes;
+    let mut scan = |entry: tree_edit::Entry| -> Result<Vec<artifacts::ArtifactRef>, GitError> {
+        let Some((oid, mode)) = entry.filter(|(_, m)| !is_gitlink(*m)) else { return Ok(Vec::new()) };
+        let size = object_size(repo, oid)?;
+        if size > MAX_TEXT_BYTES {
+            return Ok(Vec::new());
+        }
+        budget = budget.checked_sub(size as u64).ok_or(Bound::Bytes { limit: limits.bytes })?;
+        let _ = mode;
+        let blob = repo.find_blob(oid)?;
+        Ok(as_text(blob.content()).map(artifacts::scan).unwrap_or_default())
+    };
+    let mut changes = Vec::new();
+    for ch in tree_diff::tree_changes(repo, &tree_of(repo, from)?, &tree_of(repo, to)?, walk)? {
+        let (before, after) = (scan(ch.old)?, scan(ch.new)?);
+        changes.extend(artifacts::diff(&ch.path, &before, &after));
+    }
+    Ok(changes)
+}
+
+/// The diffstat and the artifact changes from `old` to `new`. A file over [`MAX_TEXT_BYTES`] on
+/// either side counts as binary (`+0 -0`) and is not scanned, without being read.
 fn describe_change(
     repo: &Repository,
     old: &Tree<'_>,
@@ -825,16 +912,16 @@ fn describe_change(
 ) -> Result<(Vec<FileStat>, Vec<artifacts::ArtifactChange>), GitError> {
     let mut stats = Vec::new();
     let mut changes = Vec::new();
-    for ch in tree_diff::tree_changes(repo, old, new)? {
-        let blob = |e: tree_edit::Entry| e.map(|(oid, _)| repo.find_blob(oid)).transpose();
-        let (before_blob, after_blob) = (blob(ch.old)?, blob(ch.new)?);
-        let content = |b: &Option<git2::Blob<'_>>| b.as_ref().map(|b| b.content().to_vec()).unwrap_or_default();
-        let (before, after) = (content(&before_blob), content(&after_blob));
+    for ch in tree_diff::tree_changes(repo, old, new, Limits::HISTORY)? {
+        let (Some(before), Some(after)) = (small_content(repo, ch.old)?, small_content(repo, ch.new)?) else {
+            stats.push(FileStat { path: ch.path.clone(), insertions: 0, deletions: 0 });
+            continue;
+        };
         let patch = git2::Patch::from_buffers(&before, None, &after, None, None)?;
         let (_, insertions, deletions) = patch.line_stats()?;
         stats.push(FileStat { path: ch.path.clone(), insertions, deletions });
-        let scan = |e: tree_edit::Entry| e.and_then(|(oid, _)| text_of(repo, oid)).map(|t| artifacts::scan(&t));
-        changes.extend(artifacts::diff(&ch.path, &scan(ch.old).unwrap_or_default(), &scan(ch.new).unwrap_or_default()));
+        let scan = |bytes: &[u8]| as_text(bytes).map(artifacts::scan).unwrap_or_default();
+        changes.extend(artifacts::diff(&ch.path, &scan(&before), &scan(&after)));
     }
     Ok((stats, changes))
 }

@@ -153,6 +153,9 @@ pub(super) fn fetch_one(
         opts.follow_redirects(git2::RemoteRedirect::None);
     }
     opts.download_tags(git2::AutotagOption::None);
+    // FETCH_HEAD is shared by every fetch into the mirror; this one (a pull request's head,
+    // fetched by the gate's thread beside the writer's fetches) needs none.
+    opts.update_fetchhead(false);
     remote.fetch(&[format!("+{remote_ref}:{local}")], Some(&mut opts), None).map_err(|e| unreachable(url, &e))
 }
 

@@ -5,7 +5,7 @@
 use crate::common::*;
 use rollbackd::{Options, Outcome, Principal};
 
-fn rolled_back() -> World {
+pub(super) fn rolled_back() -> World {
     let w = World::with(&[PolicySpec::new("prod").chatops("approve", &["slack:UAPPROVER"])]);
     w.deploy("checkout", "prod", "1.5.0", 10);
     let r = w.engine().handle(&w.alert("checkout", "prod", "fp"), &Options::default()).unwrap();
@@ -115,7 +115,7 @@ fn push_pull_head(w: &World, number: u64, version: &str) -> String {
     git(&["rev-parse", "HEAD"])
 }
 
-fn pull_request_delivery(number: u64, action: &str, head: &str) -> Vec<u8> {
+pub(super) fn pull_request_delivery(number: u64, action: &str, head: &str) -> Vec<u8> {
     let mut p = crate::common::http::fixture("pull_request.opened.payload.json");
     p["action"] = action.into();
     p["number"] = number.into();

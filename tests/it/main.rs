@@ -12,6 +12,7 @@ mod closed_loop;
 mod daemon;
 mod deploy;
 mod explain;
+mod gate_bounds;
 mod github_forge;
 mod grouping;
 mod guards;
