@@ -254,6 +254,15 @@ impl Engine {
             .member(self.config.member.as_deref())
             .map_err(|e| EngineError::Config(format!("{e}; adding or removing a repo takes a restart")))?;
         let secrets = config.secrets().map_err(|e| EngineError::Config(e.to_string()))?;
+        // As `serve` refuses to start: a channel whose secret is unset would be dropped, and its
+        // notices (escalations to the pager) with it.
+        if !secrets.notify_unset.is_empty() {
+            return Err(EngineError::Config(format!(
+                "{}: {}; set it and reload again (the channels in force stay)",
+                config.path.display(),
+                secrets.notify_unset.join("; ")
+            )));
+        }
         Engine::new(config, secrets, self.clock.clone())
     }
 

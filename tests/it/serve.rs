@@ -603,6 +603,37 @@ fn sighup_and_post_reload_switch_policies_and_a_broken_change_keeps_the_old_ones
 }
 
 #[test]
+fn a_reload_naming_a_channel_whose_secret_is_unset_is_refused_and_the_set_in_force_stays() {
+    let w = World::with(&[PolicySpec::new("staging-only").matchers(&["env=\"staging\""])]);
+    with_alertmanager_source(&w, "");
+    let s = serve(&w, "data");
+    let prod_alert = || post_alert(&s.url, &alert("u1")).unwrap().1["outcome"].as_str().unwrap_or_default().to_string();
+    assert_eq!(prod_alert(), "ignored");
+
+    // New policies, and a pager channel whose URL is in a variable the process does not have.
+    w.set_policies(&[PolicySpec::new("prod-watch").mode(Mode::Notify)]);
+    let path = w.root().join("rollbackd-data.yaml");
+    let cfg = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        format!("{cfg}notify:\n  channels:\n    pager: {{ kind: webhook, url_env: ROLLBACKD_TEST_UNSET_PAGER_URL }}\n"),
+    )
+    .unwrap();
+    let mut r = agent().post(format!("{}/-/reload", s.url)).send("").unwrap();
+    let status = r.status().as_u16();
+    let body = r.body_mut().read_to_string().unwrap();
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("notify.channels.pager") && body.contains("ROLLBACKD_TEST_UNSET_PAGER_URL"), "{body}");
+    assert_eq!(prod_alert(), "ignored", "the policies in force stay");
+
+    // SIGHUP is refused the same way: nothing switches.
+    kill("-HUP", &s.pid());
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(prod_alert(), "ignored", "SIGHUP switched to a set that drops the pager");
+    assert_eq!(get(&format!("{}/healthz", s.url)).unwrap().0, 200);
+}
+
+#[test]
 fn the_status_page_cannot_be_framed_or_scripted_and_a_browser_cannot_reload() {
     let w = World::new();
     with_alertmanager_source(&w, "");
