@@ -18,6 +18,29 @@ pub fn has_errors(diags: &[Diagnostic]) -> bool {
     diags.iter().any(|d| d.severity == Severity::Error)
 }
 
+/// What `rollbackd check` found, and whether the config repo itself could not be read.
+#[derive(Debug, Default)]
+pub struct CheckReport {
+    pub diagnostics: Vec<Diagnostic>,
+    /// Online, the config repo (`repo.url`) could not be fetched: a git/remote failure, not a
+    /// mistake in the files.
+    pub repo_unreadable: bool,
+}
+
+impl CheckReport {
+    /// The CLI's exit code: 3 (git or remote failure) when the config repo could not be read,
+    /// 1 on any other error, 0 otherwise (warnings do not fail).
+    pub fn exit_code(&self) -> u8 {
+        if self.repo_unreadable {
+            3
+        } else if has_errors(&self.diagnostics) {
+            1
+        } else {
+            0
+        }
+    }
+}
+
 /// Every problem found. `offline`: no secret is read and nothing is asked of the network (the
 /// config repo, Prometheus), so it runs in the config repo's CI with nothing but the files.
 /// What `rollbackd check` is asked to check beyond the files.
@@ -34,24 +57,26 @@ pub struct Checks<'a> {
     pub repo: Option<&'a str>,
 }
 
-pub fn run(config_path: &Path, checks: &Checks<'_>) -> Vec<Diagnostic> {
+pub fn run(config_path: &Path, checks: &Checks<'_>) -> CheckReport {
     let (offline, policies_dir) = (checks.offline, checks.policies);
     let loaded = if offline {
         Config::read(config_path).map(|c| (c, None))
     } else {
         Config::load(config_path).map(|(c, s)| (c, Some(s)))
     };
+    let only = |d: Diagnostic| CheckReport { diagnostics: vec![d], repo_unreadable: false };
     let (config, secrets) = match loaded {
         Ok(c) => c,
-        Err(crate::config::ConfigError::Invalid(d)) => return vec![d],
+        Err(crate::config::ConfigError::Invalid(d)) => return only(d),
         Err(e) => {
             let msg = e.to_string();
             let msg = msg.strip_prefix(&format!("{}: ", config_path.display())).unwrap_or(&msg).to_string();
             let hint = if offline { "" } else { " (`check --offline` checks the files without secrets)" };
-            return vec![Diagnostic::error(config_path, 0, 0, format!("{msg}{hint}"))];
+            return only(Diagnostic::error(config_path, 0, 0, format!("{msg}{hint}")));
         }
     };
     let mut diags = Vec::new();
+    let mut repo_unreadable = false;
     for unset in secrets.iter().flat_map(|s| &s.notify_unset) {
         diags.push(Diagnostic::warning(config_path, 0, 0, format!("{unset}: `serve` will refuse to start without it")));
     }
@@ -63,12 +88,12 @@ pub fn run(config_path: &Path, checks: &Checks<'_>) -> Vec<Diagnostic> {
     let members = match (checks.repo, policies_dir) {
         (Some(name), _) => match config.member(Some(name)) {
             Ok(m) => vec![m],
-            Err(e) => return vec![Diagnostic::error(config_path, 0, 0, e)],
+            Err(e) => return only(Diagnostic::error(config_path, 0, 0, e)),
         },
         // A directory of policies is one repo's.
         (None, Some(_)) => match config.member(None) {
             Ok(m) => vec![m],
-            Err(e) => return vec![Diagnostic::error(config_path, 0, 0, format!("--policies: {e}"))],
+            Err(e) => return only(Diagnostic::error(config_path, 0, 0, format!("--policies: {e}"))),
         },
         (None, None) => config.members(),
     };
@@ -80,7 +105,8 @@ pub fn run(config_path: &Path, checks: &Checks<'_>) -> Vec<Diagnostic> {
                 continue;
             }
         };
-        let found = check_repo(config_path, &member, secrets, checks);
+        let (found, unreadable) = check_repo(config_path, &member, secrets, checks);
+        repo_unreadable |= unreadable;
         diags.extend(found.into_iter().map(|mut d| {
             if let Some(name) = member.member.as_deref().filter(|_| d.file == config_path) {
                 d.message = format!("repos.{name}: {}", d.message);
@@ -88,11 +114,17 @@ pub fn run(config_path: &Path, checks: &Checks<'_>) -> Vec<Diagnostic> {
             d
         }));
     }
-    diags
+    CheckReport { diagnostics: diags, repo_unreadable }
 }
 
-/// The checks of one config repo: its policies, templates, routes and paths.
-fn check_repo(config_path: &Path, config: &Config, secrets: Option<Secrets>, checks: &Checks<'_>) -> Vec<Diagnostic> {
+/// The checks of one config repo: its policies, templates, routes and paths; and whether the
+/// config repo could not be read (online).
+fn check_repo(
+    config_path: &Path,
+    config: &Config,
+    secrets: Option<Secrets>,
+    checks: &Checks<'_>,
+) -> (Vec<Diagnostic>, bool) {
     let (offline, policies_dir) = (checks.offline, checks.policies);
     let mut diags = Vec::new();
     // Online, the config repo: for the paths, and for the policies when they live there.
@@ -108,20 +140,25 @@ fn check_repo(config_path: &Path, config: &Config, secrets: Option<Secrets>, che
         let auth = Auth { token: secrets.git_token, ssh_key: config.repo.ssh_key_file.clone() };
         ConfigRepo::open(&crate::engine::git_settings(config, keys), auth).and_then(|mut r| r.fetch(true).map(|_| r))
     });
+    // A repo that cannot be read is an error of its own (exit 3), whatever else is checked: a
+    // `check` that says "valid" for a URL nobody can fetch sends people to a crash loop. A
+    // mirror that cannot be made in data_dir is a local problem (exit 1).
+    let repo_unreadable = match &repo {
+        Some(Err(e)) => {
+            let local = matches!(e, crate::git::GitError::Mirror { .. });
+            let field = if local { "data_dir" } else { "repo.url" };
+            diags.push(Diagnostic::error(config_path, 0, 0, format!("{field}: {e}")));
+            !local
+        }
+        _ => false,
+    };
     let loaded = match (policies_dir, &config.policies) {
         (Some(dir), _) => Some(PolicySet::load(dir)),
         (None, PolicySource::Dir(dir)) => Some(PolicySet::load(dir)),
         (None, PolicySource::Repo(r)) => match &repo {
             Some(Ok(repo)) => Some(policies_in_repo(repo, &r.repo_path)),
-            Some(Err(e)) => {
-                diags.push(Diagnostic::error(
-                    config_path,
-                    0,
-                    0,
-                    format!("policies.repo_path: cannot read the config repo: {e}"),
-                ));
-                None
-            }
+            // Reported once above.
+            Some(Err(_)) => None,
             None => {
                 diags.push(Diagnostic::warning(
                     config_path,
@@ -212,18 +249,11 @@ fn check_repo(config_path: &Path, config: &Config, secrets: Option<Secrets>, che
         if checks.forge {
             check_forge(config, set, offline, &mut diags);
         }
-        match &repo {
-            Some(Ok(repo)) => check_paths_exist(config, repo, set, &mut diags),
-            Some(Err(e)) => diags.push(Diagnostic::warning(
-                config_path,
-                0,
-                0,
-                format!("paths not checked against the config repo: {e}"),
-            )),
-            None => {}
+        if let Some(Ok(repo)) = &repo {
+            check_paths_exist(config, repo, set, &mut diags);
         }
     }
-    diags
+    (diags, repo_unreadable)
 }
 
 /// What the GitHub forge's credentials lack for these policies (`--forge`).

@@ -61,7 +61,7 @@ pub use chat::dispatch::{execute as execute_chat, github_comment};
 pub use chat::{ChatRequest, Command, ParseError, Reply, Scope};
 
 // The other subcommands.
-pub use check::{Checks, has_errors, run as check};
+pub use check::{CheckReport, Checks, has_errors, run as check};
 pub use demo::{Demo, DemoError, POLICIES as DEMO_POLICIES, TEMPLATES as DEMO_TEMPLATES, create as create_demo};
 pub use domain::history::{json as history_json, text as history_text};
 pub use healthcheck::{loopback_for, probe};

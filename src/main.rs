@@ -427,12 +427,13 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             let offline = offline || (in_ci && !online && !forge);
             let checks =
                 rollbackd::Checks { offline, policies: policies.as_deref(), forge, repo: cli.config_repo.as_deref() };
-            let diags = rollbackd::check(&cli.config, &checks);
-            for d in &diags {
+            let report = rollbackd::check(&cli.config, &checks);
+            for d in &report.diagnostics {
                 println!("{d}");
             }
-            if rollbackd::has_errors(&diags) {
-                return Ok(1);
+            let code = report.exit_code();
+            if code != 0 {
+                return Ok(code);
             }
             let how = if offline { " (offline: secrets, repo paths and queries not checked)" } else { "" };
             println!("ok: {} is valid{how}", cli.config.display());

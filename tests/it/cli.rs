@@ -171,6 +171,27 @@ fn check_offline_needs_no_secret_and_no_network_and_is_the_default_in_ci() {
 }
 
 #[test]
+fn check_online_exits_3_naming_the_url_when_the_config_repo_cannot_be_read() {
+    let w = World::new();
+    let original = std::fs::read_to_string(w.config_path()).unwrap();
+    // A repo that does not exist, and one behind a closed port whose URL carries a password.
+    for (url, shown) in [
+        ("no-such-origin.git", "no-such-origin.git"),
+        ("https://rollbackd:pw-5e1b@127.0.0.1:9/none.git", "127.0.0.1:9/none.git"),
+    ] {
+        std::fs::write(w.config_path(), original.replace("url: origin.git", &format!("url: {url}"))).unwrap();
+        let online = w.run_cli(&["check"]);
+        let said = format!("{}{}", stdout(&online), stderr(&online));
+        assert_eq!(online.status.code(), Some(3), "{url}: {said}");
+        assert!(said.contains(shown) && said.contains("repo.url: cannot reach the config repo"), "{url}: {said}");
+        assert!(!said.contains("pw-5e1b"), "the password is never shown: {said}");
+        assert!(!said.contains("is valid"), "{said}");
+        let offline = w.run_cli(&["check", "--offline"]);
+        assert_eq!(offline.status.code(), Some(0), "{url}: offline asks no remote: {}", stdout(&offline));
+    }
+}
+
+#[test]
 fn rollback_then_history_json_round_trips_the_trailers() {
     let w = World::new();
     let bad = w.deploy("checkout", "prod", "1.5.0", 10);
