@@ -45,6 +45,10 @@ fn describe() {
         "Webhook requests refused for a missing or wrong credential."
     );
     describe_counter!(
+        "rollbackd_webhook_rejected_total",
+        "Webhook requests turned away before any event was handled (400 bad request, 413 too large, 415 wrong content type) or answered 422 (refused or failed for good), by source and status."
+    );
+    describe_counter!(
         "rollbackd_rollbacks_total",
         "Decisions on rollbacks, by validated service, env, policy mode and outcome."
     );
@@ -113,6 +117,11 @@ fn describe() {
     );
     for source in ["alertmanager", "github", "slack", "admin"] {
         counter!("rollbackd_webhook_auth_failures_total", "source" => source).increment(0);
+    }
+    for source in WEBHOOK_SOURCES {
+        for status in REJECTED_STATUSES {
+            counter!("rollbackd_webhook_rejected_total", "source" => source, "status" => status).increment(0);
+        }
     }
     for source in ["alertmanager", "github", "chatops", "cli"] {
         counter!("rollbackd_event_errors_total", "source" => source).increment(0);
@@ -227,6 +236,34 @@ pub(crate) fn auth_failure(source: &'static str, why: &str) {
     }
     let suppressed = std::mem::replace(entry, (minute, 0)).1;
     tracing::info!(source, reason = why, refused_since_last_line = suppressed, "request refused");
+}
+
+/// The webhook routes, as `source` in the webhook counters.
+pub(crate) const WEBHOOK_SOURCES: [&str; 3] = ["alertmanager", "github", "slack"];
+/// The answers that say the sender's request was rejected: counted and logged.
+const REJECTED_STATUSES: [&str; 4] = ["400", "413", "415", "422"];
+
+/// A webhook request answered with one of [`REJECTED_STATUSES`]: counted, and logged with its
+/// reason (never the body) at most once a minute per source and status, with how many were not
+/// logged since. Other statuses are not rejections (401 counts as an auth failure).
+pub(crate) fn webhook_rejected(source: &'static str, status: u16, why: &str) {
+    let Some(status) = REJECTED_STATUSES.into_iter().find(|s| *s == status.to_string()) else {
+        return;
+    };
+    counter!("rollbackd_webhook_rejected_total", "source" => source, "status" => status).increment(1);
+    type Last = std::collections::HashMap<(&'static str, &'static str), (i64, u64)>;
+    static LAST: OnceLock<std::sync::Mutex<Last>> = OnceLock::new();
+    let minute = Timestamp::now().as_second() / 60;
+    let mut last = LAST.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    let entry = last.entry((source, status)).or_insert((i64::MIN, 0));
+    if entry.0 == minute {
+        entry.1 += 1;
+        return;
+    }
+    let suppressed = std::mem::replace(entry, (minute, 0)).1;
+    // The reason is rollbackd's own answer; bounded, so a long parser message stays one line.
+    let reason: String = why.chars().take(300).collect();
+    tracing::warn!(source, status, %reason, rejected_since_last_line = suppressed, "webhook request rejected");
 }
 
 /// Events waiting for the writer of `repo` (named when rollbackd serves several).

@@ -19,7 +19,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
@@ -199,13 +199,16 @@ pub fn app(state: AppState, settings: &HttpSettings) -> Router {
     }
     // An unconfigured source has no route at all: 404, never "accept unsigned".
     if state.0.alertmanager.is_some() {
-        router = router.route("/webhooks/alertmanager", post(alertmanager::alertmanager_webhook));
+        router = router.route(
+            "/webhooks/alertmanager",
+            rejections(post(alertmanager::alertmanager_webhook), "alertmanager"),
+        );
     }
     if state.0.github.is_some() {
-        router = router.route("/webhooks/github", post(github::github_webhook));
+        router = router.route("/webhooks/github", rejections(post(github::github_webhook), "github"));
     }
     if state.0.slack.is_some() {
-        router = router.route("/webhooks/slack", post(slack::slack_webhook));
+        router = router.route("/webhooks/slack", rejections(post(slack::slack_webhook), "slack"));
     }
     finish(router, state, settings)
 }
@@ -285,7 +288,26 @@ fn is_too_large(e: &axum::Error) -> bool {
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
-    (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
+    let mut resp = (status, axum::Json(serde_json::json!({ "error": message }))).into_response();
+    resp.extensions_mut().insert(Why(message.to_string()));
+    resp
+}
+
+/// What an answer says went wrong, kept on the response for the webhook routes' log and counter
+/// ([`rejections`]): rollbackd's own words, never the request's body.
+#[derive(Clone)]
+struct Why(String);
+
+/// Counts and logs (rate-limited) the webhook answers that reject the request: 400, 413, 415,
+/// 422 (`rollbackd_webhook_rejected_total{source,status}`).
+fn rejections(route: MethodRouter<AppState>, source: &'static str) -> MethodRouter<AppState> {
+    route.layer(axum::middleware::map_response(move |resp: Response| async move {
+        if resp.status().is_client_error() {
+            let why = resp.extensions().get::<Why>().map_or("", |w| w.0.as_str());
+            metrics::webhook_rejected(source, resp.status().as_u16(), why);
+        }
+        resp
+    }))
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
@@ -541,7 +563,11 @@ fn respond(status: StatusCode, answers: Vec<Answer>) -> Response {
         None => serde_json::json!({ "outcome": "ignored", "reason": "nothing to do" }),
     };
     body["results"] = serde_json::to_value(&answers).unwrap_or_default();
+    let why = answers.first().map(|a| format!("{}: {}", a.outcome, a.reason));
     let mut resp = (status, axum::Json(body)).into_response();
+    if let Some(why) = why.filter(|_| status.is_client_error()) {
+        resp.extensions_mut().insert(Why(why));
+    }
     if status == StatusCode::SERVICE_UNAVAILABLE {
         resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
     }

@@ -634,6 +634,74 @@ fn a_reload_naming_a_channel_whose_secret_is_unset_is_refused_and_the_set_in_for
 }
 
 #[test]
+fn rejected_webhook_requests_are_counted_by_source_and_status_and_logged_once_a_minute_without_the_body() {
+    let w = World::new();
+    with_alertmanager_source(&w, "server: { body_limit: 4096 }\n");
+    let path = w.root().join("rollbackd-rejections.yaml");
+    std::fs::copy(w.config_path(), &path).unwrap();
+    let log = w.root().join("serve.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rollbackd"))
+        .arg("--config")
+        .arg(&path)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("ROLLBACKD_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let s = Serve { child, url: line.trim().trim_start_matches("rollbackd listening on ").to_string() };
+    wait_for("readyz", 30, || get(&format!("{}/readyz", s.url)).map(|(st, _)| st == 200).unwrap_or(false));
+    let metric = |source: &str, status: &str| -> u64 {
+        let (_, text) = get(&format!("{}/metrics", s.url)).unwrap();
+        let series = format!("rollbackd_webhook_rejected_total{{source=\"{source}\",status=\"{status}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .unwrap_or_else(|| panic!("{series} missing from\n{text}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    // Present at zero before anything was rejected, for every known source and status.
+    for source in ["alertmanager", "github", "slack"] {
+        for status in ["400", "413", "415", "422"] {
+            assert_eq!(metric(source, status), 0, "{source} {status}");
+        }
+    }
+    const MARKER: &str = "body-marker-7c2a";
+    let send = |content_type: &str, body: String| {
+        agent()
+            .post(format!("{}/webhooks/alertmanager", s.url))
+            .header("Authorization", format!("Bearer {TOKEN}"))
+            .header("Content-Type", content_type)
+            .send(body)
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    for _ in 0..10 {
+        assert_eq!(send("application/json", format!("{{\"{MARKER}\": [")), 400);
+    }
+    assert_eq!(send("text/plain", MARKER.into()), 415);
+    assert_eq!(send("application/json", format!("\"{MARKER}{}\"", " ".repeat(5000))), 413);
+    assert_eq!(metric("alertmanager", "400"), 10);
+    assert_eq!(metric("alertmanager", "415"), 1);
+    assert_eq!(metric("alertmanager", "413"), 1);
+    assert_eq!(metric("github", "400"), 0, "counted under its own source");
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains("webhook request rejected")).collect();
+    assert!(!text.contains(MARKER), "the body is never logged:\n{text}");
+    // One line per source and status a minute (ten 400s: one line, two across a minute's
+    // turn), each with the reason.
+    let at = |status: &str| lines.iter().filter(|l| l.contains(&format!("status=\"{status}\""))).count();
+    assert!((1..=2).contains(&at("400")) && at("415") == 1 && at("413") == 1, "{lines:#?}");
+    assert!(lines.iter().any(|l| l.contains("Content-Type: application/json")), "{lines:#?}");
+    assert!(lines.iter().any(|l| l.contains("server.body_limit")), "{lines:#?}");
+}
+
+#[test]
 fn the_status_page_cannot_be_framed_or_scripted_and_a_browser_cannot_reload() {
     let w = World::new();
     with_alertmanager_source(&w, "");
