@@ -110,17 +110,21 @@ enum Command {
         /// Evaluate as if the time were this (RFC 3339), for guards.
         #[arg(long)]
         at: Option<Timestamp>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Roll a service back in one environment, as the policies allow.
     Rollback {
+        /// The service to roll back, as the policies' targets name it, e.g. `checkout`.
         service: String,
+        /// The environment, e.g. `prod`.
         #[arg(long)]
         env: String,
         /// Roll back to this revision instead of the known-good one.
         #[arg(long)]
         to: Option<String>,
+        /// Why, in a few words: recorded in the commit's `Rollback-Reason` trailer.
         #[arg(long)]
         reason: Option<String>,
         #[command(flatten)]
@@ -131,17 +135,22 @@ enum Command {
         /// Break glass: guards and freezes do not apply; recorded as an emergency.
         #[arg(long)]
         emergency: bool,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Rollbacks recorded in the config repo, newest first.
     History {
+        /// Only this service's rollbacks.
         #[arg(long)]
         service: Option<String>,
+        /// Only rollbacks in this environment.
         #[arg(long)]
         env: Option<String>,
+        /// At most this many rollbacks, newest first.
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -151,6 +160,7 @@ enum Command {
         /// `rb-...`, a trigger (`alertmanager:<fingerprint>@<startsAt>`, `github:...`), or an
         /// alert fingerprint.
         subject: String,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -161,12 +171,14 @@ enum Command {
     },
     /// Approve a proposed rollback (merged once the policy's approvals are met).
     Approve {
+        /// The rollback id, `rb-...` (from the answer, `history` or `status`).
         id: String,
         #[command(flatten)]
         who: Who,
     },
     /// Cancel a proposed rollback: its branch is deleted, its commit kept as a tag.
     Cancel {
+        /// The rollback id, `rb-...` (from the answer, `history` or `status`).
         id: String,
         #[command(flatten)]
         who: Who,
@@ -174,6 +186,7 @@ enum Command {
     /// A phased rollback between phases: write the next phase now, whatever is left of the
     /// soak. Example: `rollbackd continue rb-0123456789ab`
     Continue {
+        /// The rollback id, `rb-...` (from the answer, `history` or `status`).
         id: String,
         #[command(flatten)]
         who: Who,
@@ -181,7 +194,9 @@ enum Command {
     /// A phased rollback between phases: stop it; the rest is proposed for review.
     /// Example: `rollbackd abort rb-0123456789ab --reason "canary still errors"`
     Abort {
+        /// The rollback id, `rb-...` (from the answer, `history` or `status`).
         id: String,
+        /// Why it stops: recorded with the halt and told to the channels.
         #[arg(long)]
         reason: Option<String>,
         #[command(flatten)]
@@ -189,12 +204,15 @@ enum Command {
     },
     /// Freeze automatic rollbacks of a service (or `all`): they become proposals.
     Freeze {
+        /// A service, or `all` for every service.
         scope: String,
+        /// Only in this environment (default: every environment).
         #[arg(long)]
         env: Option<String>,
         /// How long (default 1h).
         #[arg(long = "for")]
         duration: Option<rollbackd::Duration>,
+        /// Why: shown on the status page and recorded with the freeze.
         #[arg(long)]
         reason: Option<String>,
         #[command(flatten)]
@@ -203,8 +221,10 @@ enum Command {
     /// The kill switch: stop every automatic rollback fleet-wide (they become proposals, or are
     /// denied with `pause.automatic: nothing`) until `resume` or the end of `--for` (default 1h).
     Pause {
+        /// How long, e.g. `30m`, `2h` (default 1h); `resume` ends it sooner.
         #[arg(long = "for")]
         duration: Option<rollbackd::Duration>,
+        /// Why: shown on the status page and recorded with the pause.
         #[arg(long)]
         reason: Option<String>,
         #[command(flatten)]
@@ -217,14 +237,19 @@ enum Command {
     },
     /// End a freeze.
     Unfreeze {
+        /// The service the freeze names, or `all`.
         scope: String,
+        /// The environment of the freeze to end.
         #[arg(long)]
         env: Option<String>,
         #[command(flatten)]
         who: Who,
     },
     /// Freezes in force, open proposals and the last rollbacks.
-    Status { service: Option<String> },
+    Status {
+        /// Only this service.
+        service: Option<String>,
+    },
     /// Serve the webhooks (Alertmanager, GitHub, Slack) until SIGTERM.
     Serve {
         /// Overrides `listen` from the config (`127.0.0.1:0` picks a free port).
@@ -260,9 +285,12 @@ enum Command {
     /// Lift the holds of a service in one environment: its held artifacts may come back.
     /// Example: `rollbackd release checkout --env prod --reason "1.5.1 fixes the leak"`
     Release {
+        /// The service whose holds are lifted.
         service: String,
+        /// The environment, e.g. `prod`.
         #[arg(long)]
         env: String,
+        /// Why they may come back: recorded with the release.
         #[arg(long)]
         reason: Option<String>,
         #[command(flatten)]
@@ -272,11 +300,13 @@ enum Command {
     Completions { shell: clap_complete::Shell },
     /// Create a local demo (config repo, config, policies), show what to try, and serve it.
     Demo {
+        /// Where the demo is created (reused when it exists).
         #[arg(long, default_value = "demo")]
         dir: PathBuf,
         /// Create and explain the demo, but do not start the server.
         #[arg(long)]
         no_serve: bool,
+        /// Where the demo's server listens (default 127.0.0.1:8080; `127.0.0.1:0` picks a free port).
         #[arg(long)]
         listen: Option<String>,
     },
@@ -292,6 +322,7 @@ enum AuditCommand {
         #[arg(long, value_name = "REV|DATE")]
         since: Option<String>,
         /// One JSON object per record, in an array.
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -383,10 +414,17 @@ fn main() -> ExitCode {
                 (None, Some(_)) => EX_USAGE,
                 (None, None) => 1,
             };
-            eprintln!("error: {e:#}");
+            eprintln!("{}", error_text(&format!("{e:#}")));
             ExitCode::from(code)
         }
     }
+}
+
+/// `error: <message>`, unless the message is already a diagnostic that says so itself
+/// (`file:line:col: error: ...`): one `error:` per line, never `error: file: error: ...`.
+fn error_text(message: &str) -> String {
+    let first = message.lines().next().unwrap_or_default();
+    if first.contains(": error: ") { message.to_string() } else { format!("error: {message}") }
 }
 
 fn engine(config: &Path, repo: Option<&str>, clock: Arc<dyn Clock>) -> anyhow::Result<Engine> {

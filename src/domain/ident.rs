@@ -82,7 +82,13 @@ impl Default for InputRules {
 
 impl InputRules {
     pub fn new(config: &InputConfig) -> Result<Self, String> {
-        let pattern = Regex::new(&config.identifier_pattern).map_err(|e| format!("input.identifier_pattern: {e}"))?;
+        let pattern = Regex::new(&config.identifier_pattern).map_err(|e| {
+            format!(
+                "input.identifier_pattern `{}`: invalid regular expression: {}",
+                crate::support::text::quoted(&config.identifier_pattern),
+                crate::support::text::regex_error(&e)
+            )
+        })?;
         if !config.identifier_pattern.starts_with('^') || !config.identifier_pattern.ends_with('$') {
             return Err("input.identifier_pattern must be anchored (start with ^, end with $)".into());
         }

@@ -89,9 +89,9 @@ impl FromStr for Matcher {
             .ok_or_else(|| fail("expected one of = != =~ !~ after the label name"))?;
         let value = parse_value(rest.trim()).map_err(|r| fail(&r))?;
         let regex = match op {
-            MatchOp::Regex | MatchOp::NotRegex => Some(
-                Regex::new(&format!("^(?:{value})$")).map_err(|e| fail(&format!("invalid regular expression: {e}")))?,
-            ),
+            MatchOp::Regex | MatchOp::NotRegex => Some(Regex::new(&format!("^(?:{value})$")).map_err(|e| {
+                fail(&format!("invalid regular expression: {}", crate::support::text::regex_error(&e)))
+            })?),
             _ => None,
         };
         Ok(Matcher { name: name.to_string(), op, value, regex })

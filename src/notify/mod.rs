@@ -78,7 +78,9 @@ impl Notifier {
         for (name, cfg) in &config.channels {
             let secret = secrets.notify.get(name).cloned();
             let Some(channel) = Channel::new(cfg, secret, forge.clone(), config.timeout.as_std()) else {
-                warn!(channel = %name, "notification channel has no URL or token; skipped");
+                // Its env var is unset: `serve` and a reload refuse that, and the CLI says so
+                // once per command (one line per channel, not one here as well).
+                tracing::debug!(channel = %name, "notification channel has no URL or token; skipped");
                 continue;
             };
             let style = match cfg {

@@ -199,10 +199,8 @@ pub fn app(state: AppState, settings: &HttpSettings) -> Router {
     }
     // An unconfigured source has no route at all: 404, never "accept unsigned".
     if state.0.alertmanager.is_some() {
-        router = router.route(
-            "/webhooks/alertmanager",
-            rejections(post(alertmanager::alertmanager_webhook), "alertmanager"),
-        );
+        router = router
+            .route("/webhooks/alertmanager", rejections(post(alertmanager::alertmanager_webhook), "alertmanager"));
     }
     if state.0.github.is_some() {
         router = router.route("/webhooks/github", rejections(post(github::github_webhook), "github"));

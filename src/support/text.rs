@@ -53,6 +53,20 @@ pub(crate) fn slack(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
+/// A regex error on one line: what is wrong (`unclosed group`), without the regex crate's
+/// multi-line drawing of the pattern and its own `error:` prefix, which a diagnostic line (and a
+/// YAML error, which escapes the newlines) cannot carry.
+pub(crate) fn regex_error(e: &regex::Error) -> String {
+    match e {
+        regex::Error::Syntax(text) => {
+            let what = text.lines().rev().find_map(|l| l.trim().strip_prefix("error: ")).map(str::trim);
+            quoted(what.unwrap_or(text))
+        }
+        regex::Error::CompiledTooBig(limit) => format!("the compiled expression is larger than {limit} bytes"),
+        other => quoted(&other.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -407,3 +407,113 @@ fn a_policy_file_named_with_a_terminal_escape_is_refused_and_shown_escaped() {
     assert!(text.contains("control characters in a policy file's name"), "{text}");
     assert!(!text.contains('\u{1b}') && text.contains("evil\\u{1b}[2J.yaml"), "{text:?}");
 }
+
+/// Every subcommand the binary has, as its help lists them.
+fn subcommands() -> Vec<String> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rollbackd")).arg("--help").output().unwrap();
+    let help = stdout(&out);
+    let commands = help.split("Commands:").nth(1).and_then(|s| s.split("Options:").next()).unwrap_or_default();
+    commands.lines().filter_map(|l| l.split_whitespace().next()).filter(|c| *c != "help").map(str::to_string).collect()
+}
+
+#[test]
+fn every_argument_and_option_of_every_command_has_a_description() {
+    let commands = subcommands();
+    assert!(commands.len() > 20 && commands.iter().any(|c| c == "healthcheck"), "{commands:?}");
+    let mut missing = Vec::new();
+    let mut helps = Vec::new();
+    for cmd in commands.iter().map(|c| vec![c.as_str()]).chain([vec!["audit", "verify"]]) {
+        let mut args = cmd.clone();
+        args.push("--help");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rollbackd")).args(&args).output().unwrap();
+        let help = stdout(&out);
+        // Entries of `Arguments:` and `Options:`: the name, then two spaces and what it is.
+        let mut in_list = false;
+        for line in help.lines() {
+            if line.ends_with(':') && !line.starts_with(' ') {
+                in_list = line == "Arguments:" || line == "Options:";
+                continue;
+            }
+            let entry = line.trim_start();
+            if in_list
+                && line.starts_with("  ")
+                && (entry.starts_with('-') || entry.starts_with('<') || entry.starts_with('['))
+            {
+                let described = entry.split("  ").map(str::trim).filter(|p| !p.is_empty()).count() > 1;
+                if !described {
+                    missing.push(format!("{}: {entry}", cmd.join(" ")));
+                }
+            }
+        }
+        helps.push((cmd.join(" "), help));
+    }
+    assert!(missing.is_empty(), "without a description:\n{}", missing.join("\n"));
+    for (cmd, help) in helps.iter().filter(|(c, _)| c == "freeze" || c == "unfreeze") {
+        let scope = help.lines().find(|l| l.trim_start().starts_with("<SCOPE>")).unwrap_or_default();
+        assert!(scope.contains("`all`"), "{cmd}: {scope}");
+    }
+}
+
+#[test]
+fn every_command_is_in_the_cli_reference() {
+    let docs = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/cli.md")).unwrap();
+    let headings: Vec<&str> = docs.lines().filter(|l| l.starts_with("## ")).collect();
+    for cmd in subcommands() {
+        let named = format!("rollbackd {cmd}");
+        assert!(
+            headings.iter().any(|h| h.contains(&format!("`{named} ")) || h.contains(&format!("`{named}`"))),
+            "docs/cli.md has no section for `{named}`"
+        );
+    }
+}
+
+#[test]
+fn errors_are_one_line_each_with_one_error_prefix() {
+    let w = World::new();
+    let original = std::fs::read_to_string(w.config_path()).unwrap();
+    // A regex error: what is wrong on one line, no literal `\n`, no second `error:` of the regex crate.
+    w.set_policy_text(
+        "- name: p\n  match:\n    source: alertmanager\n    matchers: ['service=~\"(\"']\n  target: { service: x, env: y, paths: [a] }\n",
+    );
+    let check = w.run_cli(&["check"]);
+    let said = stdout(&check);
+    assert_eq!(check.status.code(), Some(1), "{said}");
+    let line = said.lines().find(|l| l.contains("bad matcher")).unwrap_or_else(|| panic!("{said}"));
+    assert!(line.ends_with("invalid regular expression: unclosed group"), "{said}");
+    assert!(!said.contains("\\n") && line.matches("error:").count() == 1, "{said}");
+    let history = w.run_cli(&["history"]);
+    let err = stderr(&history);
+    assert!(err.contains("unclosed group") && !err.contains("\\n"), "{err}");
+    for l in err.lines() {
+        assert!(l.matches("error:").count() <= 1, "{err}");
+    }
+    w.set_policies(&[PolicySpec::new("test-policy")]);
+
+    for extra in ["input:\n  identifier_pattern: \"^[$\"\n", "bogus_field: 1\n"] {
+        std::fs::write(w.config_path(), format!("{original}{extra}")).unwrap();
+        let out = w.run_cli(&["history"]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        assert_eq!(err.matches("error:").count(), 1, "{err}");
+    }
+}
+
+#[test]
+fn an_unset_channel_is_said_once_per_command() {
+    let w = World::new();
+    let cfg = std::fs::read_to_string(w.config_path()).unwrap();
+    std::fs::write(
+        w.config_path(),
+        format!("{cfg}notify:\n  channels:\n    pager: {{ kind: webhook, url_env: ROLLBACKD_TEST_UNSET_PAGER }}\n"),
+    )
+    .unwrap();
+    for args in [&["history"][..], &["status"][..]] {
+        let out = w.run_cli(args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {out:?}");
+        let err = stderr(&out);
+        let lines: Vec<&str> = err.lines().filter(|l| l.contains("pager")).collect();
+        assert_eq!(lines.len(), 1, "{args:?}: {err}");
+        assert!(lines[0].contains("ROLLBACKD_TEST_UNSET_PAGER"), "{err}");
+    }
+}
