@@ -84,10 +84,11 @@ pub mod parsers {
     pub use crate::domain::matcher::Matcher;
     pub use crate::domain::phase::Phase;
     pub use crate::domain::policy::parse_file as policy_file;
-    pub use crate::git::{Also, Trailers};
+    pub use crate::git::{Also, Trailers, split_signed_tag};
     pub use crate::ingest::alertmanager::{Resolved, parse as alertmanager};
     pub use crate::ingest::github::{Comment, GithubEvent, parse as github};
     pub use crate::server::auth::{basic, bearer, github_signature, slack_signature};
     pub use crate::support::secret::SecretString;
+    pub use crate::support::signing_key::{Signed, TrustedKeys};
     pub use crate::support::template::{render_expression, value as template_value};
 }

@@ -23,6 +23,7 @@ pub(crate) use planner::GateLimits;
 pub(crate) use planner::MAX_TEXT_BYTES;
 pub(crate) use planner::{PlanRequest, Planned};
 pub(crate) use signing::Untrusted;
+pub use signing::split_signed_tag;
 pub(crate) use trailers::Halt;
 pub use trailers::{Also, Trailers};
 pub(crate) use transport::Auth;

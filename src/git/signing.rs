@@ -450,7 +450,7 @@ impl Trust {
 
 /// A tag object's signed payload and its SSH signature, as git splits them: the signature
 /// starts at the last line that begins `-----BEGIN SSH SIGNATURE-----`.
-pub(crate) fn split_signed_tag(data: &[u8]) -> Option<(&[u8], &[u8])> {
+pub fn split_signed_tag(data: &[u8]) -> Option<(&[u8], &[u8])> {
     const BEGIN: &[u8] = b"-----BEGIN SSH SIGNATURE-----";
     let mut at = None;
     let mut start = 0;
