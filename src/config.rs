@@ -216,6 +216,9 @@ pub enum ChannelConfig {
     /// A comment on the rollback's pull request, or an issue on the config repo (one per
     /// incident, commented on after). Needs `forge.kind: github`.
     GithubIssue {},
+    /// One JSON line per notice (the webhook's body), appended to `path` (relative to the
+    /// config file; its directory is created). For a log shipper, or a demo with no network.
+    File { path: PathBuf },
 }
 
 fn default_slack_api() -> String {
@@ -1023,7 +1026,7 @@ impl Config {
                     };
                     (from_file, token_env.clone(), "token_env or token_file")
                 }
-                ChannelConfig::GithubIssue {} => continue,
+                ChannelConfig::GithubIssue {} | ChannelConfig::File { .. } => continue,
             };
             let value = match (url, var) {
                 (Some(url), None) => url,
@@ -1077,8 +1080,10 @@ impl Config {
         }
         files.extend(self.admin.token_file.as_mut());
         for channel in self.notify.channels.values_mut() {
-            if let ChannelConfig::SlackApi { token_file, .. } = channel {
-                files.extend(token_file.as_mut());
+            match channel {
+                ChannelConfig::SlackApi { token_file, .. } => files.extend(token_file.as_mut()),
+                ChannelConfig::File { path } => files.push(path),
+                _ => {}
             }
         }
         if let ForgeConfig::Github(g) = &mut self.forge {

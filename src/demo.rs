@@ -161,6 +161,12 @@ listen: 127.0.0.1:8080
 sources:
   alertmanager:
     bearer_tokens_file: secrets/alertmanager-tokens
+# The route the policies tell every state of an incident to. Here a file, so the demo needs no
+# network: each notice is one JSON line of notices.jsonl. Point it at your pager or chat instead
+# (`kind: webhook`, `slack_webhook`, `slack_api`; docs/configuration.md#notifications).
+notify:
+  channels:
+    oncall: { kind: file, path: notices.jsonl }
 # Who is in the groups and teams policies/30-requests.yaml names (rollbackd cannot ask Slack or
 # GitHub); replace the example members with yours.
 directory:

@@ -726,7 +726,8 @@ fn run_demo(dir: &Path, no_serve: bool, listen: Option<String>) -> anyhow::Resul
         return Ok(0);
     }
     let banner = format!(
-        "Fire the sample alert at the server (Ctrl-C stops it):
+        "Status page: http://{{addr}}/ (JSON: http://{{addr}}/api/v1/status)
+Fire the sample alert at the server (Ctrl-C stops it):
   curl -sS -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\
        --data @{alert} http://{{addr}}/webhooks/alertmanager",
         alert = alert.display()

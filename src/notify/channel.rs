@@ -25,6 +25,7 @@ pub(crate) enum Channel {
     SlackWebhook { url: SecretString, agent: ureq::Agent },
     SlackApi { api_url: String, token: SecretString, channel: String, agent: ureq::Agent, threads: Threads },
     GithubIssue { forge: Arc<Forge>, threads: Threads },
+    File { path: std::path::PathBuf },
 }
 
 /// Where each incident's conversation continues (Slack `ts`, issue number), bounded.
@@ -88,6 +89,7 @@ impl Channel {
                 threads: Threads::default(),
             },
             ChannelConfig::GithubIssue {} => Channel::GithubIssue { forge, threads: Threads::default() },
+            ChannelConfig::File { path } => Channel::File { path: path.clone() },
         })
     }
 
@@ -116,12 +118,7 @@ impl Channel {
             |e: outbound::Unreachable| Failure { message: e.to_string(), transient: true, retry_after: None };
         match self {
             Channel::Webhook { url, agent } => {
-                let mut body = serde_json::to_value(&m.notice).unwrap_or_default();
-                if let Some(map) = body.as_object_mut() {
-                    map.insert("text".into(), m.text.clone().into());
-                    map.insert("headline".into(), m.notice.headline().into());
-                }
-                let a = outbound::post_json(agent, url.expose(), None, &body).map_err(unreachable)?;
+                let a = outbound::post_json(agent, url.expose(), None, &webhook_body(m)).map_err(unreachable)?;
                 if a.ok() { Ok(()) } else { Err(Failure::answer(&a)) }
             }
             Channel::SlackWebhook { url, agent } => {
@@ -154,6 +151,21 @@ impl Channel {
                     threads.remember(&incident, ts.to_string());
                 }
                 Ok(())
+            }
+            Channel::File { path } => {
+                use std::io::Write as _;
+                let failed = |e: std::io::Error| Failure {
+                    message: format!("cannot append to {}: {e}", path.display()),
+                    transient: false,
+                    retry_after: None,
+                };
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).map_err(failed)?;
+                }
+                // One write per line, so concurrent writers (the server, a CLI) never interleave.
+                let line = format!("{}\n", webhook_body(m));
+                let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&*path).map_err(failed)?;
+                f.write_all(line.as_bytes()).map_err(failed)
             }
             Channel::GithubIssue { forge, threads } => {
                 // Opening an issue or commenting is not idempotent, and a timed-out POST may have
@@ -190,4 +202,14 @@ impl Channel {
             }
         }
     }
+}
+
+/// What a webhook (and a file channel) gets: the notice, its text and headline.
+fn webhook_body(m: &Message) -> serde_json::Value {
+    let mut body = serde_json::to_value(&m.notice).unwrap_or_default();
+    if let Some(map) = body.as_object_mut() {
+        map.insert("text".into(), m.text.clone().into());
+        map.insert("headline".into(), m.notice.headline().into());
+    }
+    body
 }

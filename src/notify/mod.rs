@@ -84,7 +84,7 @@ impl Notifier {
                 continue;
             };
             let style = match cfg {
-                ChannelConfig::Webhook { .. } => Style::Plain,
+                ChannelConfig::Webhook { .. } | ChannelConfig::File { .. } => Style::Plain,
                 ChannelConfig::SlackWebhook { .. } | ChannelConfig::SlackApi { .. } => Style::Slack,
                 ChannelConfig::GithubIssue {} => Style::Markdown,
             };

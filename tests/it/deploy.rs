@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::common::procs::installed;
 
@@ -223,7 +223,14 @@ fn the_example_alerts_decide_as_documented() {
             w.run_cli(&["simulate", "--event", event.to_str().unwrap(), "--at", "2026-11-21T12:00:00Z", "--json"]);
         serde_json::from_slice::<Value>(&out.stdout).unwrap_or_else(|e| panic!("{file}: {e} {out:?}"))[0].clone()
     };
+    // The shipped policies tell `oncall`; the config must define it.
+    let with_oncall = |w: &World| {
+        w.write_config(
+            &ConfigSpec::new().set("notify.channels.oncall", json!({"kind": "file", "path": "notices.jsonl"})),
+        )
+    };
     let w = World::with_policy_text(&policies);
+    with_oncall(&w);
     w.deploy("checkout", "prod", "1.5.0", 10);
     let mut files: Vec<String> = std::fs::read_dir(root().join("deploy/examples/alerts"))
         .unwrap()
@@ -249,6 +256,7 @@ fn the_example_alerts_decide_as_documented() {
     // The same alert when the bad deploy added a migration 45 minutes ago: past the point of
     // no return, proposed.
     let w = World::with_policy_text(&policies);
+    with_oncall(&w);
     let text = manifest("checkout", "prod", &image("checkout", "1.5.0"));
     let migration = "apps/checkout/prod/migrations/0042.sql";
     w.commit_files(
@@ -295,4 +303,57 @@ fn the_dockerfile_copies_what_the_build_needs() {
     assert!(healthcheck.contains(r#"CMD ["rollbackd", "healthcheck"]"#), "{healthcheck}");
     let help = Command::new(env!("CARGO_BIN_EXE_rollbackd")).args(["healthcheck", "--help"]).output().unwrap();
     assert!(help.status.success());
+}
+
+/// Every shipped policy that rolls back is safe by default: what git cannot undo is named, a
+/// point of no return hands such rollbacks to a person, every state is told to a route, and an
+/// alert's rollback is verified against the alert.
+#[test]
+fn every_shipped_policy_that_rolls_back_has_the_safety_net() {
+    let mut seen = 0;
+    for (name, text) in rollbackd::DEMO_POLICIES {
+        let policies: Vec<Value> = serde_saphyr::from_str(text).unwrap();
+        for p in policies {
+            let who = format!("{name}: {}", p["name"]);
+            if p["action"]["mode"] == "notify" {
+                continue;
+            }
+            seen += 1;
+            let irreversible =
+                p["irreversible"]["paths"].as_array().unwrap_or_else(|| panic!("{who}: no irreversible"));
+            assert!(irreversible.iter().any(|g| g == "**/migrations/**"), "{who}: {irreversible:?}");
+            assert!(p["guards"]["point_of_no_return"].is_string(), "{who}: no point_of_no_return");
+            assert!(p["notify"].as_array().is_some_and(|n| !n.is_empty()), "{who}: no notify route");
+            if p["match"]["source"] == "alertmanager" {
+                assert!(p["verify"]["within"].is_string(), "{who}: no verify");
+            }
+        }
+    }
+    assert!(seen >= 6, "{seen}");
+}
+
+/// The issue's case: a paging prod alert two hours after a commit that added
+/// `migrations/002.sql` (at the repo's root) is not pushed by `alert-prod`: it is proposed,
+/// the reason naming the migration; and the demo's configuration, which defines `oncall`, passes.
+#[test]
+fn alert_prod_proposes_a_rollback_past_a_migration() {
+    use crate::common::*;
+    let policies = std::fs::read_to_string(root().join("policies/10-alerts.yaml")).unwrap();
+    let w = World::with_policy_text(&policies);
+    w.write_config(&ConfigSpec::new().set("notify.channels.oncall", json!({"kind": "file", "path": "notices.jsonl"})));
+    let text = manifest("checkout", "prod", &image("checkout", "1.5.0"));
+    w.commit_files(
+        "Deploy checkout 1.5.0 with its schema",
+        &[(&path("checkout", "prod"), Some(&text)), ("migrations/002.sql", Some("ALTER TABLE orders ADD x int"))],
+        120,
+    );
+    let event = w.root().join("page.json");
+    std::fs::write(&event, crate::common::http::alert_body("p1", "checkout", "firing")).unwrap();
+    let out = w.run_cli(&["simulate", "--event", event.to_str().unwrap(), "--at", "2026-11-21T12:00:00Z", "--json"]);
+    let r = serde_json::from_slice::<Value>(&out.stdout).unwrap_or_else(|e| panic!("{e} {out:?}"))[0].clone();
+    assert_eq!(r["decision"]["policy"], "alert-prod", "{r}");
+    assert_eq!(r["would"], "proposal", "{r}");
+    let guards = r["decision"]["guards"].as_array().unwrap();
+    let g = guards.iter().find(|g| g["guard"] == "point_of_no_return").unwrap();
+    assert!(g["passed"] == false && g["detail"].as_str().unwrap().contains("migrations/002.sql"), "{g}");
 }

@@ -306,6 +306,48 @@ fn demo_end_to_end_propose_then_approve_from_the_cli() {
     let prod = post("checkout-prod-alert.json");
     assert_eq!(prod["outcome"], "rolled_back", "{prod}");
     assert!(git(&["show", "main:apps/checkout/prod/deployment.yaml"]).contains("1.4.2"));
+
+    // The shipped policies' `notify: [oncall]` route works offline: the demo's channel is a
+    // file, one JSON line per notice (the server's and the CLI's alike).
+    let prod_id = prod["rollback_id"].as_str().unwrap().to_string();
+    let notices = demo.join("notices.jsonl");
+    wait_for("the notices", 30, || {
+        std::fs::read_to_string(&notices).is_ok_and(|t| t.contains(&id) && t.contains(&prod_id))
+    });
+    let told: Vec<(String, String)> = std::fs::read_to_string(&notices)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|n| (n["event"].as_str().unwrap().to_string(), n["rollback_id"].as_str().unwrap_or("").to_string()))
+        .collect();
+    for expected in [("proposed", &id), ("rolled_back", &prod_id)] {
+        assert!(told.iter().any(|(e, r)| e == expected.0 && r == expected.1), "{expected:?} not in {told:?}");
+    }
+}
+
+/// `rollbackd demo` serving says where its status page is, and the page is there.
+#[test]
+fn the_serving_demo_prints_its_status_page_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rollbackd"))
+        .args(["demo", "--listen", "127.0.0.1:0", "--dir"])
+        .arg(dir.path().join("demo"))
+        .env("ROLLBACKD_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let _stopped_on_drop = Serve { child, url: String::new() };
+    let page = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("Status page: ").map(|r| r.split_whitespace().next().unwrap().to_string()))
+        .expect("the demo prints its status page URL");
+    assert!(page.starts_with("http://127.0.0.1:") && page.ends_with('/'), "{page}");
+    wait_for("the status page", 30, || {
+        get(&page).map(|(st, body)| st == 200 && body.contains("<title>rollbackd status</title>")).unwrap_or(false)
+    });
 }
 
 #[test]
