@@ -357,3 +357,45 @@ fn alert_prod_proposes_a_rollback_past_a_migration() {
     let g = guards.iter().find(|g| g["guard"] == "point_of_no_return").unwrap();
     assert!(g["passed"] == false && g["detail"].as_str().unwrap().contains("migrations/002.sql"), "{g}");
 }
+
+/// Every alert's `runbook_url` is an absolute link to a heading that exists in docs/runbook.md,
+/// and the image says where its source and docs are, as absolute URLs.
+#[test]
+fn runbook_links_and_image_labels_are_absolute_and_lead_somewhere() {
+    const BASE: &str = "https://github.com/acme/rollbackd/blob/main/docs/runbook.md#";
+    let runbook = std::fs::read_to_string(root().join("docs/runbook.md")).unwrap();
+    // GitHub's anchors: lower case, spaces to dashes, punctuation other than `-` dropped.
+    let anchors: Vec<String> = runbook
+        .lines()
+        .filter_map(|l| l.strip_prefix("## ").or_else(|| l.strip_prefix("### ")))
+        .map(|h| {
+            h.to_lowercase()
+                .chars()
+                .filter_map(|c| match c {
+                    ' ' => Some('-'),
+                    c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+                    _ => None,
+                })
+                .collect()
+        })
+        .collect();
+    let mut links = 0;
+    for file in ["deploy/rollbackd-alerts.yml", "deploy/prometheus-rules.yml"] {
+        let text = std::fs::read_to_string(root().join(file)).unwrap();
+        assert!(!text.contains("runbook:"), "{file}: use runbook_url, an absolute URL");
+        for line in text.lines().filter(|l| l.trim_start().starts_with("runbook_url:")) {
+            let url = line.split_once(':').unwrap().1.trim().trim_matches('"');
+            let anchor = url.strip_prefix(BASE).unwrap_or_else(|| panic!("{file}: {url} is not under {BASE}"));
+            assert!(anchors.iter().any(|a| a == anchor), "{file}: #{anchor} is no heading of docs/runbook.md");
+            links += 1;
+        }
+    }
+    assert!(links >= 10, "{links}");
+    let dockerfile = std::fs::read_to_string(root().join("deploy/Dockerfile")).unwrap();
+    assert!(dockerfile.contains("ARG SOURCE=https://"), "{dockerfile}");
+    for label in
+        ["org.opencontainers.image.source=\"${SOURCE}\"", "org.opencontainers.image.documentation=\"${SOURCE}/"]
+    {
+        assert!(dockerfile.contains(label), "{label} missing");
+    }
+}

@@ -87,6 +87,11 @@ fn the_deploy_rules_and_dashboard_use_real_metrics_and_valid_promql() {
         .map(|c| c.get(1).unwrap().as_str())
         .collect();
     assert!(described.len() > 15, "{described:?}");
+    // Every family rollbackd describes is on the dashboard: none is found only by reading code.
+    let on_dashboard = exprs.join("\n");
+    for family in &described {
+        assert!(on_dashboard.contains(family), "{family} is on no panel of deploy/grafana-dashboard.json");
+    }
     let text = format!("{}\n{}", std::fs::read_to_string(&rules).unwrap(), exprs.join("\n"));
     let names = regex::Regex::new(r"rollbackd_[a-z_]+").unwrap();
     for name in names.find_iter(&text).map(|m| m.as_str()) {
