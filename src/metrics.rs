@@ -319,10 +319,12 @@ pub(crate) fn handled(event: &Event, report: &Report, now: Timestamp) {
         _ => return,
     };
     counter!("rollbackd_push_retries_total").increment(u64::from(rollback.push_retries));
-    let path = match (event.source, report.decision.mode) {
-        (Source::Chatops, _) => "chat",
-        (Source::Cli, _) => "cli",
-        (_, Some(crate::domain::policy::Mode::PullRequest)) => "auto_merge",
+    let path = match (event.source, &report.outcome, report.decision.mode) {
+        (Source::Chatops, ..) => "chat",
+        (Source::Cli, ..) => "cli",
+        // A proposal waits for review: nothing was merged, automatically or not.
+        (_, Outcome::Proposed { .. }, _) => "proposal",
+        (_, _, Some(crate::domain::policy::Mode::PullRequest)) => "auto_merge",
         _ => "direct",
     };
     histogram!(name, "from" => "received", "path" => path).record(seconds_between(event.received_at, now));

@@ -99,3 +99,18 @@ fn the_deploy_rules_and_dashboard_use_real_metrics_and_valid_promql() {
         assert!(described.contains(&base), "{name} is not a metric rollbackd describes");
     }
 }
+
+/// A proposal an alert made waits for review: its time to propose is `path="proposal"`, never
+/// `auto_merge`, which only a merge that needed no person is.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plain_proposal_is_not_counted_as_an_automatic_merge() {
+    let w = World::with(&[PolicySpec::new("test-policy").mode(Mode::PullRequest)]);
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let s = server(&w, ConfigSpec::new());
+    s.wait_ready();
+    let (_, _, b) = s.send(am(alert_body("p1", "checkout", "firing"))).await;
+    assert_eq!(b["outcome"], "proposed", "{b}");
+    let (_, _, b) = s.send(Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    let text = b.as_str().unwrap();
+    assert!(text.contains("rollbackd_time_to_propose_seconds_bucket{from=\"received\",path=\"proposal\""), "{text}");
+}
