@@ -22,7 +22,7 @@ fn says_why_everywhere(w: &World, report: &rollbackd::Report, cause: &str) {
     assert!(message.contains("Proposed for review, not pushed, because of:"), "{message}");
     assert!(message.contains(&format!("  {cause}")), "{message}");
     let because = w.trailers(&format!("refs/heads/{}", rb.branch), "Rollback-Proposed-Because");
-    assert!(because.len() == 1 && because[0].starts_with(&format!("{cause}")), "{because:?}");
+    assert!(because.len() == 1 && because[0].starts_with(cause), "{because:?}");
     let explain = w.run_cli(&["explain", rb.id.as_str()]);
     let text = String::from_utf8_lossy(&explain.stdout);
     assert!(text.contains(&format!("proposed for review, not pushed, because of {cause}")), "{explain:?}");
