@@ -53,7 +53,7 @@ pub use domain::notice::NoticeKind;
 pub use domain::plan::{KnownGoodSource, Plan, Sha, Strategy};
 pub use domain::policy::{Mode, OnViolation, Policy, PolicySet};
 pub use domain::principal::{Directory, Principal};
-pub use domain::rollback::{Delivery, Outcome, Rollback, RollbackId};
+pub use domain::rollback::{Cause, Delivery, Outcome, Rollback, RollbackId};
 pub use support::duration::Duration;
 
 // Chat: the `/rollback` grammar and what a request answers.

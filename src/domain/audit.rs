@@ -40,6 +40,9 @@ pub struct AuditRecord {
     /// several services alert at once: each has a record of its own, with its own trigger.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub together_with: Vec<String>,
+    /// Why a proposal is one when its policy pushes (`Rollback-Proposed-Because`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub because: Vec<crate::domain::rollback::Cause>,
 }
 
 /// Who approved, merged or cancelled a proposal: lines of its `rollback/...` or `cancelled/...`

@@ -7,7 +7,7 @@ use crate::domain::audit::AuditRecord;
 use crate::domain::freeze::Freeze;
 use crate::domain::guards::{GuardCheck, POINT_OF_NO_RETURN};
 use crate::domain::policy::{Mode, OnViolation};
-use crate::domain::rollback::{Delivery, Outcome, RollbackId};
+use crate::domain::rollback::{Cause, Delivery, Outcome, RollbackId};
 
 /// What `decide` reads.
 #[derive(Clone, Copy, Debug)]
@@ -47,8 +47,9 @@ pub(crate) enum Verdict {
 }
 
 /// Decides how (or whether) the rollback is delivered; every reason for a change of course is
-/// added to `notes`, in the words the decision trace shows.
-pub(crate) fn decide(f: &Facts<'_>, notes: &mut Vec<String>) -> Verdict {
+/// added to `notes`, in the words the decision trace shows, and each cause that turned a push
+/// into a proposal to `because` (empty when the delivery is what the policy's mode says).
+pub(crate) fn decide(f: &Facts<'_>, notes: &mut Vec<String>, because: &mut Vec<Cause>) -> Verdict {
     let mut delivery = match f.mode {
         Mode::Direct => Delivery::Direct,
         Mode::PullRequest => Delivery::Proposal,
@@ -74,6 +75,12 @@ pub(crate) fn decide(f: &Facts<'_>, notes: &mut Vec<String>) -> Verdict {
             OnViolation::Deny | OnViolation::Propose => {
                 if delivery == Delivery::Direct {
                     notes.push(format!("guard failed, proposing for review instead of pushing: {}", failed.join("; ")));
+                    because.extend(
+                        f.guards
+                            .iter()
+                            .filter(|g| !g.passed)
+                            .map(|g| Cause::Guard { guard: g.guard.to_string(), detail: g.detail.clone() }),
+                    );
                 }
                 delivery = Delivery::Proposal;
             }
@@ -91,6 +98,9 @@ pub(crate) fn decide(f: &Facts<'_>, notes: &mut Vec<String>) -> Verdict {
             if delivery == Delivery::Direct {
                 notes.push(format!("{}: proposing for review instead of pushing", freeze.describe()));
             }
+            if f.mode == Mode::Direct {
+                because.push(freeze.cause());
+            }
             delivery = Delivery::Proposal;
         }
     }
@@ -107,6 +117,9 @@ pub(crate) fn decide(f: &Facts<'_>, notes: &mut Vec<String>) -> Verdict {
             if delivery == Delivery::Direct {
                 notes.push(format!("{why}: proposing for review instead of pushing"));
             }
+            if f.mode == Mode::Direct {
+                because.push(Cause::UnreadableFreezes { detail: why });
+            }
             delivery = Delivery::Proposal;
         }
     }
@@ -114,6 +127,7 @@ pub(crate) fn decide(f: &Facts<'_>, notes: &mut Vec<String>) -> Verdict {
         notes.push("an emergency, but past the point of no return: proposing for review".into());
     } else if f.emergency {
         delivery = Delivery::Direct;
+        because.clear();
     }
     if let Some(open) = f.open_proposal.filter(|_| delivery == Delivery::Proposal) {
         let reason = format!("open proposal {} on {} already rolls back these commits", open.id, open.branch);
@@ -134,7 +148,11 @@ mod tests {
     use super::*;
 
     fn guard(passed: bool) -> GuardCheck {
-        GuardCheck { guard: "cooldown", passed, detail: "last rollback 5m ago".into() }
+        named_guard("cooldown", passed)
+    }
+
+    fn named_guard(name: &'static str, passed: bool) -> GuardCheck {
+        GuardCheck { guard: name, passed, detail: "last rollback 5m ago".into() }
     }
 
     fn freeze() -> Freeze {
@@ -165,12 +183,18 @@ mod tests {
         mode: Mode,
         on_violation: OnViolation,
         guard_passed: Option<bool>,
+        guard_name: &'static str,
         frozen: bool,
+        /// The freeze is the pause, set by this principal.
+        paused_by: Option<&'static str>,
+        unreadable: bool,
         human: bool,
         emergency: bool,
         open: bool,
         dry_run: bool,
         want: &'static str,
+        /// The causes `decide` gives for it, by name.
+        because: &'static str,
     }
 
     const BASE: Row = Row {
@@ -178,12 +202,16 @@ mod tests {
         mode: Mode::Direct,
         on_violation: OnViolation::Deny,
         guard_passed: None,
+        guard_name: "cooldown",
         frozen: false,
+        paused_by: None,
+        unreadable: false,
         human: false,
         emergency: false,
         open: false,
         dry_run: false,
         want: "",
+        because: "",
     };
 
     fn shown(v: &Verdict) -> String {
@@ -209,10 +237,69 @@ mod tests {
                 guard_passed: Some(false),
                 on_violation: OnViolation::Propose,
                 want: "proposal",
+                because: "cooldown",
                 ..BASE
             },
-            Row { name: "frozen alert becomes a proposal", frozen: true, want: "proposal", ..BASE },
-            Row { name: "frozen, a person asked", frozen: true, human: true, want: "direct", ..BASE },
+            Row {
+                name: "max_rollbacks fails, propose",
+                guard_passed: Some(false),
+                guard_name: "max_rollbacks",
+                on_violation: OnViolation::Propose,
+                want: "proposal",
+                because: "max_rollbacks",
+                ..BASE
+            },
+            Row {
+                name: "past the point of no return, propose",
+                guard_passed: Some(false),
+                guard_name: POINT_OF_NO_RETURN,
+                on_violation: OnViolation::Propose,
+                want: "proposal",
+                because: "point_of_no_return",
+                ..BASE
+            },
+            Row {
+                name: "guard fails under a pull_request policy: its own mode, no cause",
+                mode: Mode::PullRequest,
+                guard_passed: Some(false),
+                on_violation: OnViolation::Propose,
+                want: "proposal",
+                ..BASE
+            },
+            Row { name: "frozen alert becomes a proposal", frozen: true, want: "proposal", because: "freeze", ..BASE },
+            Row {
+                name: "paused by a person",
+                frozen: true,
+                paused_by: Some("cli:ops"),
+                want: "proposal",
+                because: "pause",
+                ..BASE
+            },
+            Row {
+                name: "paused by the breaker",
+                frozen: true,
+                paused_by: Some(crate::domain::freeze::BREAKER),
+                want: "proposal",
+                because: "breaker",
+                ..BASE
+            },
+            Row {
+                name: "freezes cannot be read",
+                unreadable: true,
+                want: "proposal",
+                because: "unreadable_freezes",
+                ..BASE
+            },
+            Row {
+                name: "guard and freeze: both said",
+                guard_passed: Some(false),
+                on_violation: OnViolation::Propose,
+                frozen: true,
+                want: "proposal",
+                because: "cooldown, freeze",
+                ..BASE
+            },
+            Row { name: "frozen, a person asked: no cause", frozen: true, human: true, want: "direct", ..BASE },
             Row { name: "frozen, emergency", frozen: true, emergency: true, want: "direct", ..BASE },
             Row {
                 name: "emergency beats a pull_request policy",
@@ -234,30 +321,38 @@ mod tests {
                 frozen: true,
                 open: true,
                 want: "same as open proposal",
+                because: "freeze",
                 ..BASE
             },
             Row { name: "dry run", dry_run: true, want: "dry_run", ..BASE },
             Row { name: "dry run still denies", dry_run: true, guard_passed: Some(false), want: "denied", ..BASE },
         ];
-        let (f, o, id) = (freeze(), open(), RollbackId("rb-ffffffffffff".into()));
+        let (o, id) = (open(), RollbackId("rb-ffffffffffff".into()));
         for row in rows {
-            let guards: Vec<GuardCheck> = row.guard_passed.map(guard).into_iter().collect();
+            let guards: Vec<GuardCheck> =
+                row.guard_passed.map(|passed| named_guard(row.guard_name, passed)).into_iter().collect();
+            let stop = match row.paused_by {
+                Some(by) => Freeze { scope: "all".into(), pause: true, by: by.into(), ..freeze() },
+                None => freeze(),
+            };
             let facts = Facts {
                 policy: "p",
                 mode: row.mode,
                 on_violation: row.on_violation,
                 guards: &guards,
-                freeze: row.frozen.then_some(&f),
+                freeze: row.frozen.then_some(&stop),
                 pause_denies: false,
-                unreadable: None,
+                unreadable: row.unreadable.then_some("refs/rollbackd/state/freezes: invalid"),
                 human_request: row.human,
                 emergency: row.emergency,
                 open_proposal: row.open.then_some(&o),
                 dry_run: row.dry_run,
                 id: &id,
             };
-            let mut notes = Vec::new();
-            assert_eq!(shown(&decide(&facts, &mut notes)), row.want, "{}", row.name);
+            let (mut notes, mut because) = (Vec::new(), Vec::new());
+            assert_eq!(shown(&decide(&facts, &mut notes, &mut because)), row.want, "{}", row.name);
+            let names: Vec<&str> = because.iter().map(Cause::name).collect();
+            assert_eq!(names.join(", "), row.because, "{}", row.name);
         }
     }
 
@@ -286,7 +381,11 @@ mod tests {
                 id: &id,
             };
             let mut notes = Vec::new();
-            assert_eq!(shown(&decide(&facts, &mut notes)), want, "{on_violation:?} emergency={emergency}");
+            assert_eq!(
+                shown(&decide(&facts, &mut notes, &mut Vec::new())),
+                want,
+                "{on_violation:?} emergency={emergency}"
+            );
         }
     }
 
@@ -309,7 +408,7 @@ mod tests {
             id: &id,
         };
         let mut notes = Vec::new();
-        assert_eq!(decide(&facts, &mut notes), Verdict::Deliver(Delivery::Proposal));
+        assert_eq!(decide(&facts, &mut notes, &mut Vec::new()), Verdict::Deliver(Delivery::Proposal));
         assert_eq!(notes.len(), 1, "{notes:?}");
         assert!(notes[0].contains("guard failed") && notes[0].contains("cooldown"), "{notes:?}");
     }
@@ -332,11 +431,25 @@ mod tests {
             id: &id,
         };
         let mut notes = Vec::new();
-        assert_eq!(decide(&facts(false, false, false), &mut notes), Verdict::Deliver(Delivery::Proposal));
+        assert_eq!(
+            decide(&facts(false, false, false), &mut notes, &mut Vec::new()),
+            Verdict::Deliver(Delivery::Proposal)
+        );
         assert!(notes.iter().any(|n| n.contains("cannot be read")), "said why: {notes:?}");
-        assert!(matches!(decide(&facts(true, false, false), &mut notes), Verdict::Settled(Outcome::Denied { .. })));
-        assert_eq!(decide(&facts(true, true, false), &mut notes), Verdict::Deliver(Delivery::Direct), "a person");
-        assert_eq!(decide(&facts(true, false, true), &mut notes), Verdict::Deliver(Delivery::Direct), "break glass");
+        assert!(matches!(
+            decide(&facts(true, false, false), &mut notes, &mut Vec::new()),
+            Verdict::Settled(Outcome::Denied { .. })
+        ));
+        assert_eq!(
+            decide(&facts(true, true, false), &mut notes, &mut Vec::new()),
+            Verdict::Deliver(Delivery::Direct),
+            "a person"
+        );
+        assert_eq!(
+            decide(&facts(true, false, true), &mut notes, &mut Vec::new()),
+            Verdict::Deliver(Delivery::Direct),
+            "break glass"
+        );
     }
 
     #[test]
@@ -359,8 +472,15 @@ mod tests {
             id: &id,
         };
         let mut notes = Vec::new();
-        assert_eq!(decide(&facts(false, false), &mut notes), Verdict::Deliver(Delivery::Proposal));
-        assert!(matches!(decide(&facts(true, false), &mut notes), Verdict::Settled(Outcome::Denied { .. })));
-        assert_eq!(decide(&facts(true, true), &mut notes), Verdict::Deliver(Delivery::Direct), "a person still can");
+        assert_eq!(decide(&facts(false, false), &mut notes, &mut Vec::new()), Verdict::Deliver(Delivery::Proposal));
+        assert!(matches!(
+            decide(&facts(true, false), &mut notes, &mut Vec::new()),
+            Verdict::Settled(Outcome::Denied { .. })
+        ));
+        assert_eq!(
+            decide(&facts(true, true), &mut notes, &mut Vec::new()),
+            Verdict::Deliver(Delivery::Direct),
+            "a person still can"
+        );
     }
 }

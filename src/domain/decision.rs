@@ -34,6 +34,9 @@ pub struct Decision {
     /// The freeze that turned a push into a proposal, described.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub frozen: Option<String>,
+    /// Why the rollback is proposed when its policy would have pushed it, as `decide` said.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub because: Vec<crate::domain::rollback::Cause>,
 }
 
 impl Decision {

@@ -149,6 +149,13 @@ impl Explanation {
         }
         for r in &self.rollbacks {
             let _ = writeln!(out, "{}", crate::domain::history::line(r));
+            if !r.because.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "      proposed for review, not pushed, because of {}",
+                    crate::domain::rollback::causes_line(&r.because)
+                );
+            }
             if let Some(p) = r.phase.filter(|p| !p.is_last()) {
                 let _ = writeln!(out, "      phase {p}: a phased rollback is verified from its last phase");
             } else if let Some((_, note)) = self.verification.iter().find(|(id, _)| id == r.id.as_str()) {

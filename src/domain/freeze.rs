@@ -23,7 +23,22 @@ pub struct Freeze {
     pub pause: bool,
 }
 
+/// Who the blast-radius breaker's pause is recorded by, where a person's pause names the person.
+pub(crate) const BREAKER: &str = "rollbackd:breaker";
+
 impl Freeze {
+    /// What this freeze is as a cause of a proposal: a freeze, a person's pause or the
+    /// breaker's.
+    pub fn cause(&self) -> crate::domain::rollback::Cause {
+        use crate::domain::rollback::Cause;
+        let detail = self.describe();
+        match (self.pause, self.by == BREAKER) {
+            (true, true) => Cause::Breaker { detail },
+            (true, false) => Cause::Pause { detail },
+            (false, _) => Cause::Freeze { detail },
+        }
+    }
+
     pub fn covers(&self, service: &str, env: &str, now: Timestamp) -> bool {
         now < self.until
             && (self.pause || self.scope == "all" || self.scope == service)

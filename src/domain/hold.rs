@@ -127,6 +127,7 @@ mod tests {
             review: Default::default(),
             phase: None,
             together_with: Vec::new(),
+            because: Vec::new(),
         };
         let holds = from_rollback(
             &record,

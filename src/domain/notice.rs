@@ -81,6 +81,9 @@ pub(crate) struct Notice {
     pub failed_guards: Vec<String>,
     /// Why, in one line: the denial, the error, the verification's finding.
     pub reason: String,
+    /// Why a proposal is one when its policy pushes: `cooldown`, `freeze`, `pause`, `breaker`...
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub because: Vec<String>,
     /// Seconds from the rollback to recovery (`verified` only).
     pub recovered_after_seconds: Option<i64>,
     pub at: Timestamp,
@@ -97,6 +100,7 @@ impl Notice {
             Outcome::RolledBack { rollback } => (NoticeKind::RolledBack, Some(rollback), report.outcome.summary()),
             Outcome::Proposed { rollback } => {
                 let kind = if report.decision.frozen.is_some() { NoticeKind::Frozen } else { NoticeKind::Proposed };
+                // The summary names what made it a proposal (`because of cooldown: ...`).
                 let reason = report.decision.frozen.clone().unwrap_or_else(|| report.outcome.summary());
                 (kind, Some(rollback), reason)
             }
@@ -122,6 +126,7 @@ impl Notice {
             artifacts: plan.map(|p| p.artifacts.clone()).unwrap_or_default(),
             failed_guards,
             reason,
+            because: rollback.map(|r| r.because.iter().map(|c| c.name().to_string()).collect()).unwrap_or_default(),
             recovered_after_seconds: None,
             at,
         })
@@ -153,6 +158,7 @@ impl Notice {
             artifacts: Vec::new(),
             failed_guards: Vec::new(),
             reason,
+            because: Vec::new(),
             recovered_after_seconds: None,
             at,
         }

@@ -178,6 +178,7 @@ mod tests {
             review: Default::default(),
             phase,
             together_with: Vec::new(),
+            because: Vec::new(),
         }
     }
 

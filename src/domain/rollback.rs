@@ -133,6 +133,80 @@ pub enum Delivery {
     Proposal,
 }
 
+/// What made a decision other than what the policy's mode would do: a rollback proposed for
+/// review by a policy that pushes. Carried from [`crate::domain::decide::decide`] to the answer,
+/// the commit (`Rollback-Proposed-Because: cooldown: ...`), `explain`, the notice and `status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "cause")]
+pub enum Cause {
+    /// A guard failed under `on_violation: propose` (or an emergency past a guard):
+    /// `guard` is its name (`cooldown`, `max_rollbacks`, `point_of_no_return`, ...).
+    Guard { guard: String, detail: String },
+    /// A freeze covers the target.
+    Freeze { detail: String },
+    /// A person paused automatic rollbacks.
+    Pause { detail: String },
+    /// The blast-radius breaker paused automatic rollbacks.
+    Breaker { detail: String },
+    /// The freezes and the pause cannot be read (fail closed).
+    UnreadableFreezes { detail: String },
+}
+
+impl Cause {
+    /// The cause's one-word name: the guard's name, `freeze`, `pause`, `breaker`,
+    /// `unreadable_freezes`.
+    pub fn name(&self) -> &str {
+        match self {
+            Cause::Guard { guard, .. } => guard,
+            Cause::Freeze { .. } => "freeze",
+            Cause::Pause { .. } => "pause",
+            Cause::Breaker { .. } => "breaker",
+            Cause::UnreadableFreezes { .. } => "unreadable_freezes",
+        }
+    }
+
+    pub fn detail(&self) -> &str {
+        match self {
+            Cause::Guard { detail, .. }
+            | Cause::Freeze { detail }
+            | Cause::Pause { detail }
+            | Cause::Breaker { detail }
+            | Cause::UnreadableFreezes { detail } => detail,
+        }
+    }
+
+    /// Reads back a line written by `Display` (`cooldown: last rollback 5m ago`); `None` for
+    /// anything whose name is not one word of letters, digits and `_`.
+    pub fn parse(line: &str) -> Option<Cause> {
+        let (name, detail) = line.split_once(": ").unwrap_or((line, ""));
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return None;
+        }
+        let detail = detail.to_string();
+        Some(match name {
+            "freeze" => Cause::Freeze { detail },
+            "pause" => Cause::Pause { detail },
+            "breaker" => Cause::Breaker { detail },
+            "unreadable_freezes" => Cause::UnreadableFreezes { detail },
+            guard => Cause::Guard { guard: guard.to_string(), detail },
+        })
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.detail() {
+            "" => f.write_str(self.name()),
+            d => write!(f, "{}: {d}", self.name()),
+        }
+    }
+}
+
+/// `causes` in one line: `cooldown: ...; freeze: ...`.
+pub(crate) fn causes_line(causes: &[Cause]) -> String {
+    causes.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Rollback {
     pub id: RollbackId,
@@ -150,6 +224,9 @@ pub struct Rollback {
     /// The phase this commit is, for a phased rollback (`target.phases`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<crate::domain::phase::Phase>,
+    /// Why a proposal is one when its policy would have pushed (empty otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub because: Vec<Cause>,
 }
 
 /// The outcome of handling one event: the values of `outcome` in every API and CLI answer.
@@ -240,10 +317,14 @@ impl Outcome {
                 ),
             },
             Outcome::Proposed { rollback } => format!(
-                "proposed: {} pushed to branch {} as {} for review{}",
+                "proposed: {} pushed to branch {} as {} for review{}{}",
                 rollback.id,
                 rollback.branch,
                 rollback.commit.short(),
+                match rollback.because.as_slice() {
+                    [] => String::new(),
+                    causes => format!(" because of {}", causes_line(causes)),
+                },
                 rollback.pr_url.as_deref().map(|u| format!(": {u}")).unwrap_or_default()
             ),
             Outcome::Duplicate { rollback_id, commit, reason } => {

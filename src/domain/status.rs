@@ -91,8 +91,25 @@ pub struct ProposalView {
     pub branch: String,
     pub actor: String,
     pub approvals: Vec<String>,
+    /// Why it is a proposal when its policy pushes (`Rollback-Proposed-Because`): the guard,
+    /// `freeze`, `pause`, `breaker`...
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub because: Vec<BecauseView>,
     /// Where people review it, when the forge has a web page for it.
     pub link: Option<String>,
+}
+
+/// One cause of a proposal: its name and what it said.
+#[derive(Clone, Debug, Serialize)]
+pub struct BecauseView {
+    pub cause: String,
+    pub detail: String,
+}
+
+impl BecauseView {
+    pub fn of(c: &crate::domain::rollback::Cause) -> Self {
+        BecauseView { cause: c.name().to_string(), detail: c.detail().to_string() }
+    }
 }
 
 /// A phased rollback between phases: where it stands and what it waits for.
@@ -208,7 +225,7 @@ impl StatusView {
             "open proposals",
             self.proposals.iter().map(|p| {
                 format!(
-                    "{} {}/{} on {} asked by {} ({} approvals{}){}",
+                    "{} {}/{} on {} asked by {} ({} approvals{}){}{}",
                     p.id,
                     p.service,
                     p.env,
@@ -216,6 +233,21 @@ impl StatusView {
                     p.actor,
                     p.approvals.len(),
                     if p.approvals.is_empty() { String::new() } else { format!(": {}", p.approvals.join(", ")) },
+                    match p.because.as_slice() {
+                        [] => String::new(),
+                        causes => format!(
+                            "; proposed because of {}",
+                            causes
+                                .iter()
+                                .map(|c| if c.detail.is_empty() {
+                                    c.cause.clone()
+                                } else {
+                                    format!("{}: {}", c.cause, c.detail)
+                                })
+                                .collect::<Vec<_>>()
+                                .join("; ")
+                        ),
+                    },
                     p.link.as_deref().map(|l| format!(" {l}")).unwrap_or_default()
                 )
             }),

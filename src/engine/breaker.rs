@@ -11,7 +11,7 @@ use crate::domain::freeze::Freeze;
 use crate::domain::rollback::Delivery;
 
 /// The name a trip is recorded by, where a person's pause names the person.
-const BY: &str = "rollbackd:breaker";
+const BY: &str = crate::domain::freeze::BREAKER;
 
 impl Engine {
     /// Counts an automatic event a rolling-back policy acts on for `service` (a step back

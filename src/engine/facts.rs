@@ -95,7 +95,8 @@ impl Engine {
 
     /// Gathers the facts of this moment for writing `plan` (none: nothing left to check the
     /// guards on) and decides. The guards land in `decision.guards`, a freeze that changes
-    /// the course in `decision.frozen`, every reason in `decision.notes`.
+    /// the course in `decision.frozen`, every reason in `decision.notes`, what made a push a
+    /// proposal in `decision.because`.
     pub(super) fn decide_write(
         &self,
         asking: &Asking<'_>,
@@ -135,13 +136,14 @@ impl Engine {
             dry_run: asking.dry_run,
             id: asking.id,
         };
-        let mut notes = Vec::new();
-        let verdict = decide(&facts, &mut notes);
+        let (mut notes, mut because) = (Vec::new(), Vec::new());
+        let verdict = decide(&facts, &mut notes, &mut because);
         if !asking.emergency && !asking.human {
             decision.frozen = stopping.describe();
         }
         decision.guards = checks;
         decision.notes.append(&mut notes);
+        decision.because = because;
         verdict
     }
 }

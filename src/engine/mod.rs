@@ -752,6 +752,10 @@ impl Engine {
                     trigger: a.trigger.clone(),
                 })
                 .collect(),
+            because: match delivery {
+                Delivery::Proposal => decision.because.clone(),
+                Delivery::Direct => Vec::new(),
+            },
         };
         // The names are checked before anything is written: a commit never goes out without
         // the tag (or branch) that names it.
@@ -851,6 +855,10 @@ impl Engine {
                     push_retries: retries,
                     pr_url: None,
                     phase,
+                    because: match delivery {
+                        Delivery::Proposal => decision.because.clone(),
+                        Delivery::Direct => Vec::new(),
+                    },
                 };
                 if let Some((title, body)) = &pr_texts {
                     let labels = proposal_labels(&plan.target.service, &plan.target.env);
@@ -1195,6 +1203,14 @@ pub(crate) fn message_context(
         "annotations": map(&event.annotations),
         "guards": guards,
         "notes": decision.notes.iter().map(|n| esc(n)).collect::<Vec<_>>(),
+        // Why a proposal is one when its policy pushes: `cause` is one word we name, `detail`
+        // may hold a person's freeze reason.
+        "because": match delivery {
+            Delivery::Proposal => decision.because.iter().map(|c| serde_json::json!({
+                "cause": c.name(), "detail": esc(c.detail()),
+            })).collect::<Vec<_>>(),
+            Delivery::Direct => Vec::new(),
+        },
     }))
 }
 

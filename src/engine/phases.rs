@@ -561,6 +561,7 @@ impl Engine {
             push_retries: 0,
             pr_url: None,
             phase: r.phase.map(Phase::last),
+            because: Vec::new(),
         };
         self.start_watch(policy, &rollback, &r.service, &r.env, &r.trigger, now, 0, None);
         Ok(format!("{}: complete; the rest changes nothing (tagged {})", r.id, rollback.tag.as_deref().unwrap_or("-")))

@@ -231,6 +231,7 @@ impl Engine {
             push_retries: 0,
             pr_url: Some(pr.html_url),
             phase: None,
+            because: Vec::new(),
         };
         Ok(ReviewOutcome::Merged { rollback })
     }
@@ -362,6 +363,7 @@ impl Engine {
                         push_retries: attempt,
                         pr_url: None,
                         phase: None,
+                        because: Vec::new(),
                     };
                     info!(rollback_id = id, "proposal merged");
                     return Ok(ReviewOutcome::Merged { rollback });

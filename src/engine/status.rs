@@ -6,7 +6,7 @@ use crate::config::PolicySource;
 use crate::domain::freeze::to_the_second;
 use crate::domain::rollback::Delivery;
 use crate::domain::status::{
-    FreezeView, PoliciesView, ProposalView, RECENT, RecentView, StatusView, UntrustedView, VerifyingView,
+    BecauseView, FreezeView, PoliciesView, ProposalView, RECENT, RecentView, StatusView, UntrustedView, VerifyingView,
 };
 
 impl Engine {
@@ -42,6 +42,7 @@ impl Engine {
                 branch: r.branch.clone(),
                 actor: r.actor.clone(),
                 approvals: self.repo.approvals(&r.commit),
+                because: r.because.iter().map(BecauseView::of).collect(),
                 link: self.config.forge.proposal_link(&r.branch),
             })
             .collect();

@@ -475,6 +475,7 @@ impl Engine {
                 push_retries: 0,
                 pr_url: None,
                 phase: r.phase,
+                because: Vec::new(),
             };
             let step = step_of(&r.trigger);
             if self.start_watch(&policy, &rollback, &r.service, &r.env, &r.trigger, r.at, step, None).is_none() {

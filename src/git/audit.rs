@@ -42,6 +42,7 @@ fn records_of(t: Trailers, commit: Oid, at: Timestamp, delivery: Delivery, branc
         review: Default::default(),
         phase: t.phase,
         together_with: Vec::new(),
+        because: t.because,
     };
     let mut out = Vec::with_capacity(targets.len());
     for a in &t.also {

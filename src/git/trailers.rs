@@ -34,6 +34,9 @@ pub struct Trailers {
     /// The other targets this one commit rolls back for the same bad change, each with the
     /// alert that asked (`Rollback-Also: cart/prod alertmanager:...`).
     pub also: Vec<Also>,
+    /// Why a proposal is one when its policy pushes (`cooldown: ...`), one line:
+    /// `Rollback-Proposed-Because: cooldown: last rollback 5m ago; freeze: ...`.
+    pub because: Vec<crate::domain::rollback::Cause>,
 }
 
 /// Another target of a rollback that one bad change made several services alert about.
@@ -94,6 +97,12 @@ impl Trailers {
             lines.push(("Rollback-Phase", phase.to_string()));
         }
         lines.extend(self.also.iter().map(|a| ("Rollback-Also", a.render())));
+        if !self.because.is_empty() {
+            // One line (a trailer repeated is refused by earlier readers); `; ` separates the
+            // causes, so none may say it.
+            let causes: Vec<String> = self.because.iter().map(|c| c.to_string().replace("; ", ", ")).collect();
+            lines.push(("Rollback-Proposed-Because", causes.join("; ")));
+        }
         // An empty value would make git read the next trailer as its continuation.
         lines
             .into_iter()
@@ -145,6 +154,9 @@ impl Trailers {
                 "Rollback-Emergency" => t.emergency = value == "true",
                 "Rollback-Phase" => t.phase = Some(crate::domain::phase::Phase::parse(&value)?),
                 "Rollback-Also" => t.also.push(Also::parse(&value)?),
+                "Rollback-Proposed-Because" => {
+                    t.because = value.split("; ").filter_map(crate::domain::rollback::Cause::parse).collect();
+                }
                 // Written by a newer rollbackd: kept readable, not understood.
                 _ => {}
             }
@@ -218,6 +230,13 @@ mod tests {
                 env: "prod".into(),
                 trigger: "alertmanager:fp2@2026-11-21T10:00:01Z".into(),
             }],
+            because: vec![
+                crate::domain::rollback::Cause::Guard {
+                    guard: "cooldown".into(),
+                    detail: "last rollback 5m ago".into(),
+                },
+                crate::domain::rollback::Cause::Pause { detail: "automatic rollbacks paused by cli:ops".into() },
+            ],
         }
     }
 

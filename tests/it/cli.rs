@@ -467,6 +467,25 @@ fn every_command_is_in_the_cli_reference() {
     }
 }
 
+/// Every command an on-call engineer acts with has its commands in the runbook, and its index.
+#[test]
+fn every_acting_command_is_in_the_runbook() {
+    let runbook =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/runbook.md")).unwrap();
+    let index: String = runbook.lines().take_while(|l| !l.starts_with("## ")).collect::<Vec<_>>().join("\n");
+    let known = subcommands();
+    for cmd in [
+        "rollback", "approve", "cancel", "continue", "abort", "freeze", "unfreeze", "pause", "resume", "release",
+        "gate",
+    ] {
+        assert!(known.iter().any(|k| k == cmd), "`{cmd}` is not a subcommand: {known:?}");
+        let named = format!("rollbackd {cmd}");
+        let shown = |l: &str| [" ", "`"].iter().any(|end| l.contains(&format!("{named}{end}")));
+        assert!(runbook.lines().any(shown), "docs/runbook.md never shows `{named}`");
+        assert!(index.contains(&format!("`rollbackd {cmd}")), "the runbook's index does not name `rollbackd {cmd}`");
+    }
+}
+
 #[test]
 fn errors_are_one_line_each_with_one_error_prefix() {
     let w = World::new();

@@ -34,3 +34,4 @@ mod serve;
 mod signing;
 mod slack;
 mod verify;
+mod why_proposed;

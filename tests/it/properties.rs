@@ -149,7 +149,7 @@ proptest! {
             reason: reason.map(|r| r.split_whitespace().collect::<Vec<_>>().join(" ")).filter(|r| !r.is_empty()),
             strategy: "revert".into(), emergency: false,
             phase: phase.and_then(|(of, k)| parsers::Phase::new(k % of + 1, of)),
-            also: Vec::new(),
+            also: Vec::new(), because: Vec::new(),
         };
         let msg = t.append_to("Roll back\n\nbody\n");
         prop_assert_eq!(Trailers::parse(&msg), Some(t));
