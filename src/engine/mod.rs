@@ -151,6 +151,10 @@ pub struct Engine {
     repo_identity: String,
     /// Asks Prometheus off the writer thread (verification and phase checks).
     prober: probe::Prober,
+    /// What each recent alert said (its summary and link), by trigger, for the notices that
+    /// come after the rollback (verification, step backs, escalations). Bounded; after a
+    /// restart the summary is read back from the commit (`Rollback-Reason`).
+    incidents: verify::Incidents,
 }
 
 impl Drop for Engine {
@@ -213,6 +217,7 @@ impl Engine {
             stuck: Default::default(),
             prober: probe::Prober::new(config_prometheus, clock_for_prober),
             repo_identity,
+            incidents: Default::default(),
         };
         engine.sync_policies();
         Ok(engine)
