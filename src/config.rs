@@ -575,6 +575,21 @@ pub enum ForgeConfig {
     Github(GithubConfig),
 }
 
+impl ForgeConfig {
+    /// Where people can look at `commit` on the forge: `None` for the local forge.
+    pub(crate) fn commit_url(&self, commit: &str) -> Option<String> {
+        let ForgeConfig::Github(g) = self else { return None };
+        let api = g.api_url.trim_end_matches('/');
+        // `https://api.github.com` is served by `https://github.com`; Enterprise's API lives
+        // under `https://host/api/v3`.
+        let web = match api.strip_prefix("https://api.") {
+            Some(host) if !host.contains('/') => format!("https://{host}"),
+            _ => api.strip_suffix("/api/v3").unwrap_or(api).to_string(),
+        };
+        Some(format!("{web}/{}/{}/commit/{commit}", g.owner, g.repo))
+    }
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GithubConfig {

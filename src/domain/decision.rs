@@ -120,6 +120,13 @@ impl Report {
                 p.strategy,
                 p.strategy_note.as_deref().map(|n| format!(" ({n})")).unwrap_or_default()
             );
+            if let Some(phase) = p.phase {
+                let name = (phase.step as usize)
+                    .checked_sub(1)
+                    .and_then(|i| p.target.phases.get(i))
+                    .and_then(|t| t.name.as_deref());
+                let _ = writeln!(s, "  phase {phase}{}", name.map(|n| format!(" ({n})")).unwrap_or_default());
+            }
             let _ = writeln!(s, "  diffstat:");
             for f in &p.diffstat {
                 let _ = writeln!(s, "    {} | +{} -{}", f.path, f.insertions, f.deletions);

@@ -72,11 +72,19 @@ pub(crate) struct Notice {
     pub trigger: String,
     /// Where the trigger can be seen: the alert's generator URL, the workflow run.
     pub trigger_url: Option<String>,
+    /// What the alert said it is about: its `summary` annotation.
+    pub summary: Option<String>,
     pub actor: String,
     pub commit: Option<String>,
     pub pr: Option<String>,
+    /// The commit on the forge, when one is configured.
+    pub commit_url: Option<String>,
     pub known_good: Option<String>,
     pub artifacts: Vec<ArtifactChange>,
+    /// The rollback this one comes after: for a step back and what is said about it (not
+    /// recovered, escalated), the rollback it stepped back from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub follows: Option<Follows>,
     /// Guards that failed, as `name: detail`.
     pub failed_guards: Vec<String>,
     /// Why, in one line: the denial, the error, the verification's finding.
@@ -87,6 +95,15 @@ pub(crate) struct Notice {
     /// Seconds from the rollback to recovery (`verified` only).
     pub recovered_after_seconds: Option<i64>,
     pub at: Timestamp,
+}
+
+/// A rollback an incident went through before the one a notice is about.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub(crate) struct Follows {
+    pub rollback_id: RollbackId,
+    pub commit: String,
+    pub commit_url: Option<String>,
+    pub artifacts: Vec<ArtifactChange>,
 }
 
 impl Notice {
@@ -119,11 +136,14 @@ impl Notice {
             policy: report.decision.policy.clone().unwrap_or_default(),
             trigger: event.trigger(),
             trigger_url: trigger_url(event),
+            summary: summary(event),
             actor: event.actor(),
             commit: rollback.map(|r| r.commit.0.clone()),
             pr: rollback.and_then(|r| r.pr_url.clone()),
+            commit_url: None,
             known_good: plan.map(|p| p.known_good.sha.0.clone()),
             artifacts: plan.map(|p| p.artifacts.clone()).unwrap_or_default(),
+            follows: None,
             failed_guards,
             reason,
             because: rollback.map(|r| r.because.iter().map(|c| c.name().to_string()).collect()).unwrap_or_default(),
@@ -151,11 +171,14 @@ impl Notice {
             policy: policy.to_string(),
             trigger: trigger.to_string(),
             trigger_url: None,
+            summary: None,
             actor: String::new(),
             commit: None,
             pr: None,
+            commit_url: None,
             known_good: None,
             artifacts: Vec::new(),
+            follows: None,
             failed_guards: Vec::new(),
             reason,
             because: Vec::new(),
@@ -204,6 +227,20 @@ pub(crate) fn trigger_url(event: &Event) -> Option<String> {
         // A link is shown as `<url>`: one that could close it or add its own text is dropped.
         .filter(|u| u.len() <= 2048 && !u.chars().any(|c| c.is_whitespace() || c.is_control() || "|<>\"'`".contains(c)))
         .cloned()
+}
+
+/// What the alert says it is about (its `summary` annotation), on one line, when it says.
+pub(crate) fn summary(event: &Event) -> Option<String> {
+    let s = event.annotations.get("summary")?;
+    let one_line: String =
+        s.split(|c: char| c.is_whitespace() || c.is_control()).filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" ");
+    (!one_line.is_empty()).then(|| one_line.chars().take(500).collect())
+}
+
+/// The rollback a step back stepped back from, from its trigger (`rollbackd:step-back/<id>/<n>`).
+pub(crate) fn stepped_back_from(trigger: &str) -> Option<RollbackId> {
+    let (id, _) = trigger.strip_prefix("rollbackd:step-back/")?.rsplit_once('/')?;
+    RollbackId::parse(id)
 }
 
 #[cfg(test)]

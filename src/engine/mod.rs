@@ -151,6 +151,10 @@ pub struct Engine {
     repo_identity: String,
     /// Asks Prometheus off the writer thread (verification and phase checks).
     prober: probe::Prober,
+    /// What each recent alert said (its summary and link), by trigger, for the notices that
+    /// come after the rollback (verification, step backs, escalations). Bounded; after a
+    /// restart the summary is read back from the commit (`Rollback-Reason`).
+    incidents: verify::Incidents,
 }
 
 impl Drop for Engine {
@@ -213,6 +217,7 @@ impl Engine {
             stuck: Default::default(),
             prober: probe::Prober::new(config_prometheus, clock_for_prober),
             repo_identity,
+            incidents: Default::default(),
         };
         engine.sync_policies();
         Ok(engine)
@@ -670,8 +675,13 @@ impl Engine {
             open_proposal: open_proposal.as_ref(),
         };
         let verdict = self.decide_write(&asking, Some(&plan), (&target.service, &target.env), now, &mut decision);
-        let delivery = match verdict {
-            Verdict::Deliver(delivery) => delivery,
+        // A dry run plans what would be written exactly as the write would (the first phase
+        // with changes, or one commit): it only stops before writing.
+        let (delivery, dry_run) = match verdict {
+            Verdict::Deliver(delivery) => (delivery, None),
+            Verdict::Settled(Outcome::DryRun { would, rollback_id }) => {
+                (would, Some(Outcome::DryRun { would, rollback_id }))
+            }
             Verdict::Settled(outcome) => return done(decision, Some(plan), outcome),
             Verdict::SameAsOpenProposal(outcome) => {
                 if let Some(open) = &open_proposal {
@@ -696,6 +706,9 @@ impl Engine {
             },
             _ => plan,
         };
+        if let Some(outcome) = dry_run {
+            return done(decision, Some(plan), outcome);
+        }
         Ok(Prepared::Ready(Box::new(Ready { decision, policy, plan, id, delivery, now })))
     }
 

@@ -19,7 +19,7 @@ use crate::domain::decide::Verdict;
 use crate::domain::decision::{Decision, Report};
 use crate::domain::event::{Event, Source};
 use crate::domain::explain::{DecisionRecord, Explanation, Subject};
-use crate::domain::notice::{Notice, NoticeKind, trigger_url};
+use crate::domain::notice::{Follows, Notice, NoticeKind, stepped_back_from, summary, trigger_url};
 use crate::domain::plan::Sha;
 use crate::domain::policy::Policy;
 use crate::domain::rollback::{Delivery, Outcome, Rollback, RollbackId};
@@ -38,6 +38,7 @@ impl Engine {
     /// its target, and start watching a rollback that was pushed.
     pub(super) fn after_handle(&mut self, event: &Event, result: &Result<Report, EngineError>) {
         let now = self.clock.now();
+        self.incidents.remember(event);
         let report = match result {
             Ok(report) => report,
             Err(e) => {
@@ -56,6 +57,7 @@ impl Engine {
                     );
                     notice.actor = event.actor();
                     notice.trigger_url = trigger_url(event);
+                    notice.summary = summary(event);
                     self.notifier.send(&notice, &policy.notify);
                 }
                 return;
@@ -295,8 +297,59 @@ impl Engine {
     /// Sends `notice` to the route of the policy it names.
     pub(super) fn tell(&self, notice: &Notice) {
         if let Some(policy) = self.policy_named(&notice.policy) {
-            self.notifier.send(notice, &policy.notify);
+            self.notifier.send(&self.with_incident(notice.clone()), &policy.notify);
         }
+    }
+
+    /// `n` with what people need to find the incident: the alert's summary and link (also
+    /// after the rollback, when no alert is at hand), the commit on the forge, the artifacts of
+    /// its rollback, and for a step back (and what is said of it) the rollback it follows.
+    fn with_incident(&self, mut n: Notice) -> Notice {
+        let index = self.repo.index();
+        let records = index.records();
+        let find = |id: &RollbackId, commit: Option<&str>| {
+            records.iter().rev().find(|r| &r.id == id && commit.is_none_or(|c| r.commit.0 == c))
+        };
+        // The incident's first trigger: step backs name the rollback they stepped back from.
+        let mut trigger = n.trigger.clone();
+        let mut first = n.rollback_id.as_ref().and_then(|id| find(id, n.commit.as_deref()));
+        for _ in 0..64 {
+            let Some(prev) = stepped_back_from(&trigger) else { break };
+            let Some(r) = find(&prev, None) else { break };
+            if n.follows.is_none() && n.rollback_id.as_ref() != Some(&prev) {
+                n.follows = Some(Follows {
+                    rollback_id: prev.clone(),
+                    commit: r.commit.0.clone(),
+                    commit_url: None,
+                    artifacts: Vec::new(),
+                });
+            }
+            trigger.clone_from(&r.trigger);
+            first = Some(r);
+        }
+        if let Some((said, url)) = self.incidents.get(&trigger) {
+            n.summary = n.summary.or_else(|| said.clone());
+            n.trigger_url = n.trigger_url.or_else(|| url.clone());
+        }
+        // An alert's rollback records its summary as `Rollback-Reason` (a restart forgets the rest).
+        if n.summary.is_none() && trigger.starts_with("alertmanager:") {
+            n.summary = first.filter(|r| r.trigger == trigger).and_then(|r| r.reason.clone());
+        }
+        let changes = |commit: &str| self.repo.artifact_changes(&format!("{commit}^1"), commit).unwrap_or_default();
+        if n.artifacts.is_empty()
+            && n.rollback_id.is_some()
+            && let Some(commit) = &n.commit
+        {
+            n.artifacts = changes(commit);
+        }
+        n.commit_url = n.commit.as_deref().and_then(|c| self.config.forge.commit_url(c));
+        if let Some(f) = &mut n.follows {
+            f.commit_url = self.config.forge.commit_url(&f.commit);
+            if f.artifacts.is_empty() {
+                f.artifacts = changes(&f.commit);
+            }
+        }
+        n
     }
 
     pub(super) fn policy_named(&self, name: &str) -> Option<&Policy> {
@@ -641,6 +694,13 @@ impl Engine {
                     );
                     stepped.rollback_id = Some(rollback.id.clone());
                     stepped.commit = Some(rollback.commit.0.clone());
+                    stepped.artifacts = Vec::new();
+                    stepped.follows = Some(Follows {
+                        rollback_id: watch.id.clone(),
+                        commit: watch.commit.0.clone(),
+                        commit_url: None,
+                        artifacts: notice.artifacts.clone(),
+                    });
                     self.tell(&stepped);
                     format!("stepped back: {} ({})", rollback.id, rollback.commit.short())
                 }
@@ -826,6 +886,38 @@ pub(crate) fn query_holds(p: &crate::config::PrometheusConfig, query: &str) -> R
         Some("scalar") => data["result"][1].as_str().and_then(|s| s.parse::<f64>().ok()).is_some_and(|x| x != 0.0),
         _ => false,
     })
+}
+
+/// What recent alerts said, by trigger: their summary and link. Bounded: the oldest is
+/// forgotten first.
+#[derive(Default)]
+pub(super) struct Incidents {
+    by_trigger: HashMap<String, (Option<String>, Option<String>)>,
+    order: std::collections::VecDeque<String>,
+}
+
+impl Incidents {
+    const KEPT: usize = 1_000;
+
+    fn remember(&mut self, event: &Event) {
+        let (said, url) = (summary(event), trigger_url(event));
+        if said.is_none() && url.is_none() {
+            return;
+        }
+        let trigger = event.trigger();
+        if self.by_trigger.insert(trigger.clone(), (said, url)).is_none() {
+            self.order.push_back(trigger);
+            if self.order.len() > Self::KEPT
+                && let Some(old) = self.order.pop_front()
+            {
+                self.by_trigger.remove(&old);
+            }
+        }
+    }
+
+    fn get(&self, trigger: &str) -> Option<&(Option<String>, Option<String>)> {
+        self.by_trigger.get(trigger)
+    }
 }
 
 /// What a step back came to.

@@ -216,6 +216,10 @@ fn on_github_an_incident_gets_one_issue_and_its_later_states_are_comments_on_it(
     let (title, body, labels) = &issues[0];
     assert_eq!(title, "Rolled back checkout/prod");
     assert!(body.contains("Trigger: alertmanager:fp1@"), "{body}");
+    assert!(body.contains("Alert: 5xx above 5%"), "the alert's summary: {body}");
+    // Escaped for Markdown as every value is (a link cannot be made by a sender's text).
+    let commit_url = format!("/acme/config/commit/{}>", w.head());
+    assert!(body.contains(&commit_url), "the commit on the forge: {body}");
     assert_eq!(labels, &["rollback", "rollback:rolled_back"]);
     let comments: Vec<(u64, String)> = gh.comments();
     let on_issue: Vec<&String> = comments.iter().filter(|(n, _)| *n == 501).map(|(_, t)| t).collect();
@@ -249,4 +253,85 @@ fn a_proposal_is_told_as_proposed_with_its_commit() {
     assert_eq!(hook["commit"], rollback.commit.0.as_str());
     assert!(hook["reason"].as_str().unwrap().contains(&rollback.branch), "{hook}");
     assert!(slack["text"].as_str().unwrap().starts_with("*Proposed a rollback of checkout/prod*"), "{slack}");
+}
+
+#[test]
+fn a_rolled_back_notice_carries_the_alerts_summary_and_its_link_escaped_for_each_channel() {
+    let r = Receiver::start();
+    let w = world(&r, PolicySpec::new("prod"), ConfigSpec::new());
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let mut engine = w.engine();
+    let mut alert = w.alert("checkout", "prod", "fp1");
+    let url = "http://prom.example/graph?g0.expr=rate(http_5xx[5m])";
+    alert.annotations.insert("summary".into(), "5xx above 5% <!channel>".into());
+    alert.annotations.insert("generator_url".into(), url.into());
+    let report = engine.handle(&alert, &Options::default()).unwrap();
+    assert!(matches!(report.outcome, Outcome::RolledBack { .. }), "{:?}", report.outcome);
+
+    let (hook, slack) = next_pair(&r);
+    assert_eq!(hook["event"], "rolled_back");
+    assert_eq!(hook["summary"], "5xx above 5% <!channel>", "{hook}");
+    assert_eq!(hook["trigger_url"], url, "{hook}");
+    let text = hook["text"].as_str().unwrap();
+    assert!(text.contains("Alert: 5xx above 5% <!channel>") && text.contains(&format!("<{url}>")), "{text}");
+    // On Slack the summary cannot mention anyone: it arrives escaped, as every value does.
+    let text = slack["text"].as_str().unwrap();
+    assert!(text.contains("Alert: 5xx above 5% &lt;!channel&gt;"), "{text}");
+    assert!(!text.contains("<!channel>"), "{text}");
+    assert!(text.contains(&format!("<{url}>")), "{text}");
+}
+
+#[test]
+fn an_escalation_after_a_failed_step_back_names_the_rollback_it_follows_and_its_artifacts() {
+    let r = Receiver::start();
+    let w = World::with(&[PolicySpec::new("prod")
+        .set("notify", ["oncall"])
+        .set("verify", json!({ "within": "10m", "on_failure": "step_back", "max_steps": 1 }))]);
+    w.write_config(
+        &ConfigSpec::new()
+            .set("notify.channels.oncall", json!({ "kind": "webhook", "url": format!("{}/hook", r.url) }))
+            .set("git.fetch_freshness", "0s"),
+    );
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let mut engine = w.engine();
+    let mut alert = w.alert("checkout", "prod", "fp1");
+    let url = "http://prom.example/graph?g0.expr=up";
+    alert.annotations.insert("generator_url".into(), url.into());
+    let Outcome::RolledBack { rollback: first } = engine.handle(&alert, &Options::default()).unwrap().outcome else {
+        panic!("not rolled back")
+    };
+    let image = |v: &str| format!("registry.example.com/checkout:{v}");
+    let told: Vec<serde_json::Value> = {
+        w.clock.advance(jiff::SignedDuration::from_mins(10));
+        engine.verify_due().unwrap();
+        w.clock.advance(jiff::SignedDuration::from_mins(10));
+        let said = engine.verify_due().unwrap();
+        assert!(said[0].contains("escalated"), "{said:?}");
+        (0..5).map(|_| r.next().body).collect()
+    };
+    let events: Vec<&str> = told.iter().map(|b| b["event"].as_str().unwrap()).collect();
+    assert_eq!(events, ["rolled_back", "not_recovered", "stepped_back", "not_recovered", "escalated"]);
+    let step = w.head();
+
+    // The step back says which rollback it stepped back from, and what that one changed.
+    let stepped = &told[2];
+    assert_eq!(stepped["commit"], step.as_str(), "{stepped}");
+    assert_eq!(stepped["follows"]["rollback_id"], first.id.as_str(), "{stepped}");
+    assert_eq!(stepped["follows"]["commit"], first.commit.0.as_str(), "{stepped}");
+
+    // The escalation: about the step back (its artifacts), after the first rollback (its id,
+    // commit and artifacts), with the alert's summary and link though no alert is at hand.
+    let escalated = &told[4];
+    assert_ne!(escalated["rollback_id"], first.id.as_str(), "{escalated}");
+    assert_eq!(escalated["commit"], step.as_str(), "{escalated}");
+    assert_eq!(escalated["artifacts"][0]["old"], image("1.4.2"), "{escalated}");
+    assert_eq!(escalated["artifacts"][0]["new"], image("1.4.0"), "{escalated}");
+    assert_eq!(escalated["follows"]["rollback_id"], first.id.as_str(), "{escalated}");
+    assert_eq!(escalated["follows"]["commit"], first.commit.0.as_str(), "{escalated}");
+    assert_eq!(escalated["follows"]["artifacts"][0]["old"], image("1.5.0"), "{escalated}");
+    assert_eq!(escalated["follows"]["artifacts"][0]["new"], image("1.4.2"), "{escalated}");
+    assert_eq!(escalated["summary"], "5xx above 5%", "{escalated}");
+    assert_eq!(escalated["trigger_url"], url, "{escalated}");
+    let text = escalated["text"].as_str().unwrap();
+    assert!(text.contains(&format!("After rollback {} ({})", first.id, &first.commit.0[..12])), "{text}");
 }

@@ -610,3 +610,64 @@ fn continue_and_abort_racing_on_two_replicas_never_both_happen() {
         assert_eq!(version(&w, "main", &path("checkout", "prod")), if pushed { "1.4.2" } else { "1.5.0" });
     }
 }
+
+#[test]
+fn a_dry_run_says_what_the_push_then_does_when_the_first_phase_has_nothing_to_change() {
+    // The bad deploy left the canary alone: phase 1 has nothing to change.
+    let w = World::with(&[PolicySpec::new("prod")
+        .target("{{ labels.service }}", "{{ labels.env }}", &["apps/{{ labels.service }}/{{ labels.env }}/**"])
+        .set(
+            "target.phases",
+            json!([{ "paths": ["apps/{{ labels.service }}/{{ labels.env }}/canary/**"], "soak": "5m" }, {}]),
+        )]);
+    w.write_config(&ConfigSpec::new().set("git.fetch_freshness", "0s"));
+    w.commit_files(
+        "Add a canary for checkout",
+        &[(CANARY, Some(&manifest("checkout", "prod", &image("checkout", "1.4.2"))))],
+        140,
+    );
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let before = w.head();
+    let alert = w.alert("checkout", "prod", "fp1");
+
+    // `simulate`, from the CLI, and a dry run through the engine.
+    let file = w.root().join("alert.json");
+    let started = alert.started_at.unwrap();
+    std::fs::write(
+        &file,
+        json!({ "version": "4", "status": "firing", "alerts": [{ "status": "firing",
+            "labels": { "service": "checkout", "env": "prod" }, "annotations": {},
+            "startsAt": started.to_string(), "fingerprint": "fp1" }] })
+        .to_string(),
+    )
+    .unwrap();
+    let out = w.run_cli(&["simulate", "--event", file.to_str().unwrap(), "--at", &w.now().to_string(), "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let simulated: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let simulated = &simulated[0];
+    assert_eq!((simulated["outcome"].as_str(), simulated["would"].as_str()), (Some("dry_run"), Some("direct")));
+    let mut engine = w.engine();
+    let dry = engine.handle(&alert, &Options { dry_run: true, ..Options::default() }).unwrap();
+    assert!(matches!(dry.outcome, Outcome::DryRun { .. }), "{:?}", dry.outcome);
+    let plan = dry.plan.as_ref().unwrap();
+    let (strategy, phase) = (plan.strategy.to_string(), plan.phase.map(|p| p.to_string()).unwrap_or_default());
+    let text = dry.explain();
+    assert!(text.contains(&format!("strategy {strategy}")) && text.contains(&format!("phase {phase}\n")), "{text}");
+    assert!(text.contains("the phases before 2/2 change nothing here: skipped"), "{text}");
+    assert_eq!(simulated["plan"]["strategy"], strategy.as_str(), "{simulated}");
+    assert_eq!(simulated["plan"]["phase"], json!(plan.phase), "{simulated}");
+    assert_eq!(w.head(), before, "a dry run writes nothing");
+
+    // The push: one commit on the origin, exactly as said.
+    let Outcome::RolledBack { .. } = engine.handle(&alert, &Options::default()).unwrap().outcome else {
+        panic!("not pushed")
+    };
+    assert_eq!(w.git(&["rev-list", "--count", &format!("{before}..main")]).trim(), "1");
+    assert_eq!(w.trailers("main", "Rollback-Strategy"), [strategy.as_str()]);
+    assert_eq!(w.trailers("main", "Rollback-Phase"), [phase.as_str()]);
+    assert_eq!((strategy.as_str(), phase.as_str()), ("restore", "2/2"));
+    assert_eq!(
+        (version(&w, "main", CANARY), version(&w, "main", &path("checkout", "prod"))),
+        ("1.4.2".into(), "1.4.2".into())
+    );
+}
