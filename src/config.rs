@@ -873,10 +873,8 @@ impl Config {
     fn check_shape(&self) -> Result<(), ConfigError> {
         let path = &self.path;
         // Keys are read whole here, so a typo in one is said at load, not when that person acts.
-        let keys: Vec<String> =
-            self.directory.people.values().flatten().filter(|a| a.trim_start().starts_with("ssh-")).cloned().collect();
         let mut all_keys = self.identity.trusted_keys.clone();
-        all_keys.extend(keys);
+        all_keys.extend(self.directory.keys().cloned());
         if let Err(e) = crate::support::signing_key::TrustedKeys::parse(&all_keys) {
             return Err(invalid(path, format!("identity.trusted_keys or directory.people: {e}")));
         }
@@ -955,7 +953,7 @@ impl Config {
     /// `directory.people` has a key, refused once anyone has.
     pub fn operator(&self, key: Option<&Path>) -> Result<Option<crate::domain::principal::Principal>, String> {
         let Some(file) = key else {
-            if self.directory.people.values().flatten().any(|a| a.trim_start().starts_with("ssh-")) {
+            if self.directory.has_keys() {
                 return Err("people in directory.people have SSH keys, so CLI writes must be signed: pass --signing-key FILE or set ROLLBACKD_SIGNING_KEY (your private key; docs/security.md)".into());
             }
             return Ok(None);

@@ -141,9 +141,14 @@ impl Directory {
             .map_or(id, |(person, _)| format!("person:{person}"))
     }
 
+    /// Every SSH public key listed in `people`, as written.
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.people.values().flatten().filter(|a| key_id(a).is_some())
+    }
+
     /// Whether anyone in `people` has a key: then CLI writes must be signed.
     pub fn has_keys(&self) -> bool {
-        self.people.values().flatten().any(|a| key_id(a).is_some())
+        self.keys().next().is_some()
     }
 
     /// The person whose key is `public` (`ssh-ed25519 AAAA...`), as the CLI principal

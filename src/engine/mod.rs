@@ -193,7 +193,7 @@ impl Engine {
         check_routes(&config, &policies).map_err(EngineError::Config)?;
         let notifier = crate::notify::Notifier::start(&config.notify, &secrets, &templates, forge.clone());
         let repo_identity = format!("{} {}", crate::support::url::repo_key(&config.repo.url), config.repo.branch);
-        let (config_prometheus, clock_for_prober) = (config.prometheus.clone(), clock.clone());
+        let prober = probe::Prober::new(config.prometheus.clone(), clock.clone());
         let mut engine = Engine {
             config,
             policies,
@@ -215,7 +215,7 @@ impl Engine {
             held_changes: HashMap::new(),
             alerting: Default::default(),
             stuck: Default::default(),
-            prober: probe::Prober::new(config_prometheus, clock_for_prober),
+            prober,
             repo_identity,
             incidents: Default::default(),
         };

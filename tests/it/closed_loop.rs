@@ -52,8 +52,6 @@ impl Exporter {
     }
 }
 
-const CANARY: &str = "apps/checkout/prod/canary/deployment.yaml";
-
 struct Loop {
     w: World,
     exporter: Exporter,

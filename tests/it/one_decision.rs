@@ -220,8 +220,6 @@ fn step_backs_count_toward_the_breaker() {
 
 // --- The next phase: the idle loop, and `continue` ---------------------------------------------
 
-const CANARY: &str = "apps/checkout/prod/canary/deployment.yaml";
-
 /// A Prometheus whose every query holds (one series): what lets the idle loop go on.
 fn prometheus_that_holds() -> String {
     use std::io::{Read, Write};
@@ -262,17 +260,7 @@ fn phased(policy: impl FnOnce(PolicySpec) -> PolicySpec, config: ConfigSpec) -> 
         .set("verify", json!({ "within": "30m", "query": "up" }));
     let w = World::with(&[policy(spec)]);
     w.write_config(&config.set("git.fetch_freshness", "0s").set("prometheus.url", prometheus_that_holds()));
-    w.commit_files(
-        "Add a canary for checkout",
-        &[(CANARY, Some(&manifest("checkout", "prod", &image("checkout", "1.4.2"))))],
-        140,
-    );
-    let bad = manifest("checkout", "prod", &image("checkout", "1.5.0"));
-    w.commit_files(
-        "Deploy checkout 1.5.0 to prod",
-        &[(&path("checkout", "prod"), Some(&bad)), (CANARY, Some(&bad))],
-        10,
-    );
+    w.deploy_checkout_with_canary();
     w
 }
 
@@ -454,19 +442,6 @@ fn an_automatic_merge_is_stopped_by_a_freeze_the_pause_and_a_failed_guard() {
 
 // --- Known-good tags from candidates -----------------------------------------------------------
 
-/// A deployment of `sha` to checkout/prod reported successful, as GitHub sends it.
-fn deployment_succeeded(w: &World, sha: &str) -> Event {
-    let mut ds = crate::common::http::fixture("deployment_status.payload.json");
-    ds["deployment"]["sha"] = sha.into();
-    ds["deployment"]["environment"] = "prod".into();
-    ds["deployment"]["payload"] = json!({ "service": "checkout" });
-    let body = serde_json::to_vec(&ds).unwrap();
-    match rollbackd::parsers::github("deployment_status", &body, &[], w.now()).unwrap() {
-        rollbackd::parsers::GithubEvent::DeploymentSucceeded(e) => e,
-        other => panic!("{other:?}"),
-    }
-}
-
 #[test]
 fn a_candidate_is_not_tagged_known_good_under_the_pause_or_unreadable_freezes() {
     let known_good = PolicySpec::new("deployed")
@@ -482,7 +457,7 @@ fn a_candidate_is_not_tagged_known_good_under_the_pause_or_unreadable_freezes() 
     w.write_config(&ConfigSpec::new().set("git.fetch_freshness", "0s"));
     let head = w.deploy("checkout", "prod", "1.5.0", 10);
     let mut engine = w.engine();
-    let said = engine.mark_known_good(&deployment_succeeded(&w, &head.0)).unwrap();
+    let said = engine.mark_known_good(&w.deployment_succeeded(&head.0)).unwrap();
     assert!(said.contains("is a candidate"), "{said}");
     // Freezes nobody trusted (or could parse) hold it back; a person's pause repairs them and
     // still holds it back; once resumed it is tagged.

@@ -9,8 +9,6 @@ use crate::serve::get;
 use jiff::SignedDuration;
 use rollbackd::{Engine, Options, Outcome, Principal, Rollback};
 
-const CANARY: &str = "apps/checkout/prod/canary/deployment.yaml";
-
 /// checkout/prod with a canary overlay, both at 1.4.2, then a deploy of 1.5.0 to both ten
 /// minutes ago; the policy rolls back the canary first (soak 5m), then the rest. `extra` is set
 /// on the policy (a `verify:` with a query, say).
@@ -30,17 +28,7 @@ fn world(extra: &[(&str, serde_json::Value)]) -> World {
     }
     let w = World::with(&[policy]);
     w.write_config(&ConfigSpec::new().set("git.fetch_freshness", "0s"));
-    w.commit_files(
-        "Add a canary for checkout",
-        &[(CANARY, Some(&manifest("checkout", "prod", &image("checkout", "1.4.2"))))],
-        140,
-    );
-    let bad = manifest("checkout", "prod", &image("checkout", "1.5.0"));
-    w.commit_files(
-        "Deploy checkout 1.5.0 to prod",
-        &[(&path("checkout", "prod"), Some(&bad)), (CANARY, Some(&bad))],
-        10,
-    );
+    w.deploy_checkout_with_canary();
     w
 }
 
@@ -621,11 +609,7 @@ fn a_dry_run_says_what_the_push_then_does_when_the_first_phase_has_nothing_to_ch
             json!([{ "paths": ["apps/{{ labels.service }}/{{ labels.env }}/canary/**"], "soak": "5m" }, {}]),
         )]);
     w.write_config(&ConfigSpec::new().set("git.fetch_freshness", "0s"));
-    w.commit_files(
-        "Add a canary for checkout",
-        &[(CANARY, Some(&manifest("checkout", "prod", &image("checkout", "1.4.2"))))],
-        140,
-    );
+    w.add_checkout_canary();
     w.deploy("checkout", "prod", "1.5.0", 10);
     let before = w.head();
     let alert = w.alert("checkout", "prod", "fp1");

@@ -62,13 +62,25 @@ pub(super) fn start_serve(config: &std::path::Path) -> Serve {
 
 /// Runs `rollbackd --config <config> serve` on a free port, ready or not.
 fn spawn_serve(config: &std::path::Path) -> Serve {
+    spawn_serve_with(config, "warn", Stdio::inherit(), &[])
+}
+
+/// [`spawn_serve`] logging at `level` to `log`, with `env` set, and waits until it is ready.
+fn serve_logged(config: &std::path::Path, level: &str, log: &std::path::Path, env: &[(&str, String)]) -> Serve {
+    let s = spawn_serve_with(config, level, Stdio::from(std::fs::File::create(log).unwrap()), env);
+    wait_for("readyz", 30, || get(&format!("{}/readyz", s.url)).map(|(st, _)| st == 200).unwrap_or(false));
+    s
+}
+
+fn spawn_serve_with(config: &std::path::Path, level: &str, stderr: Stdio, env: &[(&str, String)]) -> Serve {
     let mut child = Command::new(env!("CARGO_BIN_EXE_rollbackd"))
         .arg("--config")
         .arg(config)
         .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("ROLLBACKD_LOG", "warn")
+        .env("ROLLBACKD_LOG", level)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let mut line = String::new();
@@ -477,22 +489,12 @@ fn no_secret_reaches_logs_answers_the_data_dir_or_git() {
     let path = w.root().join("rollbackd-secrets.yaml");
     std::fs::write(&path, cfg).unwrap();
     let log = w.root().join("serve.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rollbackd"))
-        .arg("--config")
-        .arg(&path)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("ROLLBACKD_LOG", "trace")
-        .env("TEST_GIT_TOKEN", GIT)
-        .env("TEST_HOOK_URL", format!("http://127.0.0.1:1/{HOOK}"))
-        .env("TEST_SLACK_BOT", BOT)
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let s = Serve { child, url: line.trim().trim_start_matches("rollbackd listening on ").to_string() };
-    wait_for("readyz", 30, || get(&format!("{}/readyz", s.url)).map(|(st, _)| st == 200).unwrap_or(false));
+    let env = [
+        ("TEST_GIT_TOKEN", GIT.to_string()),
+        ("TEST_HOOK_URL", format!("http://127.0.0.1:1/{HOOK}")),
+        ("TEST_SLACK_BOT", BOT.to_string()),
+    ];
+    let s = serve_logged(&path, "trace", &log, &env);
 
     let mut answers = String::new();
     let mut send = |path: &str, body: &str, headers: &[(&str, String)]| {
@@ -682,19 +684,7 @@ fn rejected_webhook_requests_are_counted_by_source_and_status_and_logged_once_a_
     let path = w.root().join("rollbackd-rejections.yaml");
     std::fs::copy(w.config_path(), &path).unwrap();
     let log = w.root().join("serve.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rollbackd"))
-        .arg("--config")
-        .arg(&path)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("ROLLBACKD_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let s = Serve { child, url: line.trim().trim_start_matches("rollbackd listening on ").to_string() };
-    wait_for("readyz", 30, || get(&format!("{}/readyz", s.url)).map(|(st, _)| st == 200).unwrap_or(false));
+    let s = serve_logged(&path, "warn", &log, &[]);
     let metric = |source: &str, status: &str| -> u64 {
         let (_, text) = get(&format!("{}/metrics", s.url)).unwrap();
         let series = format!("rollbackd_webhook_rejected_total{{source=\"{source}\",status=\"{status}\"}} ");

@@ -201,19 +201,6 @@ fn a_policy_routing_to_an_unknown_channel_or_querying_without_prometheus_is_refu
     assert!(text.contains("min_healthy only means something with mode: known_good"), "{text}");
 }
 
-/// A deployment of `sha` to checkout/prod reported successful, as GitHub sends it.
-fn deployment_succeeded(w: &World, sha: &str) -> Event {
-    let mut ds = crate::common::http::fixture("deployment_status.payload.json");
-    ds["deployment"]["sha"] = sha.into();
-    ds["deployment"]["environment"] = "prod".into();
-    ds["deployment"]["payload"] = json!({ "service": "checkout" });
-    let body = serde_json::to_vec(&ds).unwrap();
-    match rollbackd::parsers::github("deployment_status", &body, &[], w.now()).unwrap() {
-        rollbackd::parsers::GithubEvent::DeploymentSucceeded(e) => e,
-        other => panic!("{other:?}"),
-    }
-}
-
 fn soaking_world() -> World {
     let known_good = PolicySpec::new("deployed")
         .source("github")
@@ -238,7 +225,7 @@ fn a_deployment_is_known_good_only_after_it_soaked_without_an_alert() {
     let w = soaking_world();
     let head = w.deploy("checkout", "prod", "1.5.0", 10);
     let mut engine = w.engine();
-    let said = engine.mark_known_good(&deployment_succeeded(&w, &head.0)).unwrap();
+    let said = engine.mark_known_good(&w.deployment_succeeded(&head.0)).unwrap();
     assert!(said.contains("is a candidate"), "{said}");
     assert!(known_good_tags(&w).is_empty(), "not yet");
     w.clock.advance(SignedDuration::from_mins(9));
@@ -258,7 +245,7 @@ fn an_alert_during_the_soak_rejects_the_candidate_and_the_rollback_goes_past_it(
     let w = soaking_world();
     let head = w.deploy("checkout", "prod", "1.5.0", 10);
     let mut engine = w.engine();
-    engine.mark_known_good(&deployment_succeeded(&w, &head.0)).unwrap();
+    engine.mark_known_good(&w.deployment_succeeded(&head.0)).unwrap();
     w.clock.advance(SignedDuration::from_mins(2));
     let report = engine.handle(&w.alert("checkout", "prod", "fp1"), &Options::default()).unwrap();
     // Tagged at once, the deployment would have been known-good and this a no-op.

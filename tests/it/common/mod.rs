@@ -48,6 +48,9 @@ pub fn image(service: &str, version: &str) -> String {
     format!("registry.example.com/{service}:{version}")
 }
 
+/// checkout/prod's canary overlay, for phased rollbacks.
+pub const CANARY: &str = "apps/checkout/prod/canary/deployment.yaml";
+
 pub fn path(service: &str, env: &str) -> String {
     format!("apps/{service}/{env}/deployment.yaml")
 }
@@ -198,6 +201,40 @@ impl World {
 
     pub fn request(&self, service: &str, env: &str, id: &str) -> Event {
         Event::request(Source::Cli, service, env, "alice", Some("asked in test"), self.now(), id)
+    }
+
+    /// A canary for checkout/prod at 1.4.2 (140 minutes ago), then 1.5.0 deployed to it and the
+    /// rest of checkout/prod in one commit (10 minutes ago).
+    pub fn deploy_checkout_with_canary(&self) {
+        self.add_checkout_canary();
+        let bad = manifest("checkout", "prod", &image("checkout", "1.5.0"));
+        self.commit_files(
+            "Deploy checkout 1.5.0 to prod",
+            &[(&path("checkout", "prod"), Some(&bad)), (CANARY, Some(&bad))],
+            10,
+        );
+    }
+
+    /// A canary for checkout/prod at 1.4.2, 140 minutes ago.
+    pub fn add_checkout_canary(&self) {
+        self.commit_files(
+            "Add a canary for checkout",
+            &[(CANARY, Some(&manifest("checkout", "prod", &image("checkout", "1.4.2"))))],
+            140,
+        );
+    }
+
+    /// A deployment of `sha` to checkout/prod reported successful, as GitHub sends it.
+    pub fn deployment_succeeded(&self, sha: &str) -> Event {
+        let mut ds = http::fixture("deployment_status.payload.json");
+        ds["deployment"]["sha"] = sha.into();
+        ds["deployment"]["environment"] = "prod".into();
+        ds["deployment"]["payload"] = json!({ "service": "checkout" });
+        let body = serde_json::to_vec(&ds).unwrap();
+        match rollbackd::parsers::github("deployment_status", &body, &[], self.now()).unwrap() {
+            rollbackd::parsers::GithubEvent::DeploymentSucceeded(e) => e,
+            other => panic!("{other:?}"),
+        }
     }
 
     pub fn git(&self, args: &[&str]) -> String {
