@@ -28,6 +28,7 @@ mod engine;
 mod fleet;
 mod healthcheck;
 mod serve;
+mod wakeups;
 mod worker;
 
 mod config;
@@ -36,7 +37,7 @@ mod support;
 
 // Running the service: its configuration, the engine, the HTTP front and its single writer.
 pub use config::{Config, ConfigError, Secrets};
-pub use engine::{Engine, EngineError, GateReport, Options, ReviewOutcome};
+pub use engine::{Engine, EngineError, FINISH_WITHIN, Finishing, GateReport, Options, ReviewOutcome};
 pub use fleet::Fleet;
 pub use serve::{ServeError, serve};
 pub use server::{AppState, HttpSettings, admin_app as admin_router, app as router};

@@ -427,13 +427,38 @@ fn error_text(message: &str) -> String {
     if first.contains(": error: ") { message.to_string() } else { format!("error: {message}") }
 }
 
-fn engine(config: &Path, repo: Option<&str>, clock: Arc<dyn Clock>) -> anyhow::Result<Engine> {
+fn engine(config: &Path, repo: Option<&str>, clock: Arc<dyn Clock>) -> anyhow::Result<CliEngine> {
     let config = Config::read(config)?.member(repo).map_err(Usage)?;
     let secrets = config.secrets()?;
     for unset in &secrets.notify_unset {
         tracing::warn!("{unset}: that channel is not told about what this command does");
     }
-    Ok(Engine::new(config, secrets, clock)?)
+    Ok(CliEngine(Some(Engine::new(config, secrets, clock)?)))
+}
+
+/// The engine of one command. The process exits as soon as the command is done, so what the
+/// engine told people (a CLI rollback's notice) is given up to ten seconds to go out then.
+struct CliEngine(Option<Engine>);
+
+impl std::ops::Deref for CliEngine {
+    type Target = Engine;
+    fn deref(&self) -> &Engine {
+        self.0.as_ref().expect("present until dropped")
+    }
+}
+
+impl std::ops::DerefMut for CliEngine {
+    fn deref_mut(&mut self) -> &mut Engine {
+        self.0.as_mut().expect("present until dropped")
+    }
+}
+
+impl Drop for CliEngine {
+    fn drop(&mut self) {
+        if let Some(engine) = self.0.take() {
+            engine.finish().wait(rollbackd::FINISH_WITHIN);
+        }
+    }
 }
 
 /// 0 done (or nothing to do), 2 denied or not allowed by any policy.

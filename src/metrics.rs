@@ -110,6 +110,10 @@ fn describe() {
         "0 while the policies on the config repo's branch are refused (the previous set stays in force), else 1."
     );
     describe_counter!("rollbackd_policy_reloads_total", "Policy sets read from the config repo, by result.");
+    describe_counter!(
+        "rollbackd_writer_panics_total",
+        "Jobs that panicked on the writer; each time the engine was rebuilt from git (or kept, if that failed)."
+    );
     describe_gauge!(
         "rollbackd_writer_heartbeat_timestamp_seconds",
         Unit::Seconds,
@@ -147,6 +151,7 @@ fn describe() {
         "rollbackd_step_backs_total",
         "rollbackd_oscillations_total",
         "rollbackd_breaker_trips_total",
+        "rollbackd_writer_panics_total",
     ] {
         counter!(name).increment(0);
     }
@@ -215,6 +220,11 @@ pub(crate) fn policies_in_force(repo: Option<&str>, count: usize, valid: bool) {
 /// The writer did something (a job, an idle refresh).
 pub(crate) fn writer_heartbeat(repo: Option<&str>, now: Timestamp) {
     gauge!("rollbackd_writer_heartbeat_timestamp_seconds", repo_label(repo)).set(now.as_millisecond() as f64 / 1000.0);
+}
+
+/// A job panicked on the writer.
+pub(crate) fn writer_panic() {
+    counter!("rollbackd_writer_panics_total").increment(1);
 }
 
 pub(crate) fn received(source: Source, outcome: &str) {

@@ -8,7 +8,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::panic::AssertUnwindSafe;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 use tracing::{info, warn};
@@ -16,10 +17,11 @@ use tracing::{info, warn};
 use crate::chat::{ChatRequest, Reply};
 use crate::domain::event::Event;
 use crate::domain::status::StatusView;
-use crate::engine::{Engine, EngineError, Options, Triager};
+use crate::engine::{Engine, EngineError, FINISH_WITHIN, Options, Triager};
 use crate::git::AuditRecord;
 use crate::ingest::alertmanager::Resolved;
 use crate::metrics;
+use crate::wakeups::{Wake, Wakeups};
 use crate::{Outcome, Report};
 
 /// What the writer reports back for one job; the error is kept as text plus whether a retry by
@@ -310,60 +312,122 @@ fn failed(e: &EngineError) -> JobResult {
 }
 
 fn run(mut engine: Engine, rx: Receiver<Job>, shared: Arc<Shared>, refresh: Duration, gates: &SyncSender<GateJob>) {
-    // Until the first fetch succeeds, and while the origin fails, try again soon, backing off:
-    // doubling up to the refresh interval, or up to five minutes for rejected credentials
-    // (retrying those quickly only locks accounts and floods logs).
-    let mut wait = Duration::from_millis(0);
+    let mut wakeups = Wakeups::new(Instant::now());
     let mut failures = 0u32;
+    // A rebuild after a panic that failed: tried again before the next piece of work.
+    let mut rebuild = false;
     loop {
-        match rx.recv_timeout(wait) {
-            Ok(job) => {
-                shared.depth.fetch_sub(1, Ordering::Relaxed);
-                metrics::queue_depth(shared.name.as_deref(), shared.queue_depth());
-                // A bug in one job must not take the writer down with it: its sender sees the
-                // reply dropped (503, retry) and the next job runs.
-                let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    process(&mut engine, &shared, job, gates)
-                }));
-                if handled.is_err() {
-                    tracing::error!("a job panicked; the writer carries on");
-                }
-                publish(&mut engine, &shared, false);
-            }
-            // Idle: fetch, so rollbacks pushed by other replicas reach the snapshot, then verify
-            // the rollbacks that are due.
-            Err(RecvTimeoutError::Timeout) => {
+        if rebuild {
+            rebuild = !rebuilt(&mut engine, &shared, &mut wakeups);
+        }
+        let now = Instant::now();
+        match wakeups.due(now) {
+            // Idle: fetch, so rollbacks pushed by other replicas reach the snapshot, then do
+            // what is due.
+            Some(Wake::Refresh) => {
                 publish(&mut engine, &shared, true);
+                wakeups.refreshed(now, next_refresh(&shared, refresh, &mut failures));
+                rebuild |= !act_on_deadlines(&mut engine, &shared, &mut wakeups);
+                // Watches picked up just now (pushed elsewhere, or read back by a rebuilt
+                // engine): their resolves are queued from now on, not after the next job.
+                *shared.watched.write().unwrap_or_else(|e| e.into_inner()) = engine.watched_alerts();
+                // Only while the origin answers: a delivery sent again now can be handled.
                 if shared.ready() {
-                    // Like a job, a bug here must not take the writer down with it.
-                    let due = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.verify_due()));
-                    match due {
-                        Ok(Ok(said)) => said.iter().for_each(|s| info!("{s}")),
-                        Ok(Err(e)) => warn!(error = %e, "verifying rollbacks failed; trying again later"),
-                        Err(_) => tracing::error!("verifying rollbacks panicked; the writer carries on"),
-                    }
-                    // Only while the origin answers: a delivery sent again now can be handled.
                     engine.redeliver_failed();
                 }
             }
-            Err(RecvTimeoutError::Disconnected) => {
-                info!("writer stopping: queue closed and drained");
-                return;
+            Some(Wake::Deadline) => {
+                wakeups.deadline_ran(now);
+                rebuild |= !act_on_deadlines(&mut engine, &shared, &mut wakeups);
+                publish(&mut engine, &shared, false);
             }
+            None => match rx.recv_timeout(wakeups.wait(now)) {
+                Ok(job) => {
+                    shared.depth.fetch_sub(1, Ordering::Relaxed);
+                    metrics::queue_depth(shared.name.as_deref(), shared.queue_depth());
+                    // A bug in one job must not take the writer down with it: its sender sees
+                    // the reply dropped (503, retry), and the engine the job may have left
+                    // half-changed is replaced by one read back from git.
+                    let handled =
+                        std::panic::catch_unwind(AssertUnwindSafe(|| process(&mut engine, &shared, job, gates)));
+                    if handled.is_err() {
+                        tracing::error!("a job panicked; rebuilding the engine from git");
+                        metrics::writer_panic();
+                        rebuild = !rebuilt(&mut engine, &shared, &mut wakeups);
+                    }
+                    publish(&mut engine, &shared, false);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    info!("writer stopping: queue closed and drained");
+                    // Shutting down: what the engine told people goes out before the process ends.
+                    engine.finish().wait(FINISH_WITHIN);
+                    return;
+                }
+            },
         }
         metrics::writer_heartbeat(shared.name.as_deref(), engine.now());
-        wait = match shared.origin_error() {
-            None if shared.ready() => {
-                failures = 0;
-                refresh
-            }
-            None => Duration::from_secs(1),
-            Some(error) => {
-                failures = failures.saturating_add(1);
-                let cap = if is_auth_failure(&error) { Duration::from_secs(300) } else { refresh };
-                Duration::from_secs(1u64 << failures.min(9)).min(cap.max(Duration::from_secs(1)))
-            }
-        };
+        let next = engine.next_deadline().map(|t| {
+            let left = t.duration_since(engine.now());
+            Duration::try_from(left).unwrap_or(Duration::ZERO)
+        });
+        wakeups.set_deadline(Instant::now(), next);
+    }
+}
+
+/// Verifies what is due and takes phased rollbacks on (see [`Engine::verify_due`]). `false`
+/// when it panicked and the engine could not be rebuilt.
+fn act_on_deadlines(engine: &mut Engine, shared: &Shared, wakeups: &mut Wakeups) -> bool {
+    if !shared.ready() {
+        return true;
+    }
+    match std::panic::catch_unwind(AssertUnwindSafe(|| engine.verify_due())) {
+        Ok(Ok(said)) => said.iter().for_each(|s| info!("{s}")),
+        Ok(Err(e)) => warn!(error = %e, "verifying rollbacks failed; trying again later"),
+        Err(_) => {
+            tracing::error!("verifying rollbacks panicked; rebuilding the engine from git");
+            metrics::writer_panic();
+            return rebuilt(engine, shared, wakeups);
+        }
+    }
+    true
+}
+
+/// Replaces `engine` with one built afresh from the same config, reading its state back from
+/// git; the old one's notices go out on their own thread. `false` when that failed (the old
+/// engine carries on meanwhile).
+fn rebuilt(engine: &mut Engine, shared: &Shared, wakeups: &mut Wakeups) -> bool {
+    match engine.rebuilt() {
+        Ok(fresh) => {
+            std::mem::replace(engine, fresh).finish().in_background();
+            *shared.triager.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(engine.triager());
+            // Its watches and phases are read back at the next refresh: now.
+            wakeups.refresh_now(Instant::now());
+            info!("the engine was rebuilt from git");
+            true
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "rebuilding the engine failed; the old one carries on until the next try");
+            false
+        }
+    }
+}
+
+/// When to refresh again. Until the first fetch succeeds, and while the origin fails, soon,
+/// backing off: doubling up to the refresh interval, or up to five minutes for rejected
+/// credentials (retrying those quickly only locks accounts and floods logs).
+fn next_refresh(shared: &Shared, refresh: Duration, failures: &mut u32) -> Duration {
+    match shared.origin_error() {
+        None if shared.ready() => {
+            *failures = 0;
+            refresh
+        }
+        None => Duration::from_secs(1),
+        Some(error) => {
+            *failures = failures.saturating_add(1);
+            let cap = if is_auth_failure(&error) { Duration::from_secs(300) } else { refresh };
+            Duration::from_secs(1u64 << (*failures).min(9)).min(cap.max(Duration::from_secs(1)))
+        }
     }
 }
 
@@ -483,7 +547,8 @@ fn process(engine: &mut Engine, shared: &Shared, job: Job, gates: &SyncSender<Ga
                 Ok(new) => {
                     let said =
                         format!("reloaded {}: {} policies", new.config().path.display(), new.policies().policies.len());
-                    *engine = new;
+                    // The old engine's notices go out on their own; the writer does not wait.
+                    std::mem::replace(engine, new).finish().in_background();
                     *shared.triager.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(engine.triager());
                     metrics::policies_in_force(
                         shared.name.as_deref(),

@@ -187,6 +187,14 @@ impl Watch {
         self.rolled_back_at.saturating_add(self.within.as_signed()).unwrap_or(self.rolled_back_at)
     }
 
+    /// The moments at which [`Watch::status`] can change with no new signal: `stable_for` after
+    /// the alerts resolved and after the query began to hold, and the deadline.
+    pub(crate) fn deadlines(&self) -> impl Iterator<Item = Timestamp> + use<> {
+        let stable = |since: Option<Timestamp>| since.and_then(|s| s.saturating_add(self.stable_for.as_signed()).ok());
+        let resolved = self.resolved_since.filter(|_| self.firing.is_empty());
+        [stable(resolved), stable(self.query_holds_since), Some(self.deadline())].into_iter().flatten()
+    }
+
     fn deployed_at(&self) -> Timestamp {
         self.rolled_back_at.saturating_add(self.deploy_time.as_signed()).unwrap_or(self.rolled_back_at)
     }

@@ -6,6 +6,7 @@ mod facts;
 mod fold;
 mod follow_up;
 mod holds;
+mod lifecycle;
 mod phases;
 mod policies;
 mod probe;
@@ -16,6 +17,7 @@ mod verify;
 
 pub use holds::GateReport;
 pub(crate) use holds::{GateStart, PullGate};
+pub use lifecycle::{FINISH_WITHIN, Finishing};
 pub(crate) use policies::covers_policies;
 pub(crate) use verify::query_holds;
 
@@ -155,12 +157,6 @@ pub struct Engine {
     /// come after the rollback (verification, step backs, escalations). Bounded; after a
     /// restart the summary is read back from the commit (`Rollback-Reason`).
     incidents: verify::Incidents,
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        self.notifier.finish(std::time::Duration::from_secs(10));
-    }
 }
 
 impl Engine {

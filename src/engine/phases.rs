@@ -242,6 +242,20 @@ impl Engine {
         said
     }
 
+    /// When the phased rollbacks between phases end their soak (see [`Engine::phases_due`]).
+    pub(super) fn soak_ends(&self, now: Timestamp) -> Vec<Timestamp> {
+        let mut ends = Vec::new();
+        for r in self.in_progress().into_iter().filter(|r| !self.superseded(r)) {
+            let (Some(phase), Ok((policy, target))) = (r.phase, self.target_of(r)) else { continue };
+            let soak = self.soak_of(&policy, &target, phase);
+            let query = self.verify_query(&policy, &r.service, &r.env);
+            if let Stage::Soaking { until } = phase::stage(r.at, soak, query.is_some(), now) {
+                ends.push(until);
+            }
+        }
+        ends
+    }
+
     fn phase_due(&mut self, r: &AuditRecord, now: Timestamp) -> Result<Option<String>, EngineError> {
         let Some(phase) = r.phase else { return Ok(None) };
         if self.superseded(r) {

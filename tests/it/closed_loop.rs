@@ -69,6 +69,11 @@ fn start(verify: serde_json::Value) -> Option<Loop> {
 /// `start`, the policy rolling back in `phases` (the first of a canary overlay that the bad
 /// deploy changed too).
 fn start_with(verify: serde_json::Value, phases: Option<serde_json::Value>) -> Option<Loop> {
+    start_refreshing(verify, phases, "1s")
+}
+
+/// `start_with`, the server's idle refresh every `refresh`.
+fn start_refreshing(verify: serde_json::Value, phases: Option<serde_json::Value>, refresh: &str) -> Option<Loop> {
     procs::installed(&["prometheus"], "prometheus")?;
     procs::installed(&["prometheus-alertmanager", "alertmanager"], "prometheus-alertmanager")?;
     let exporter = Exporter::start();
@@ -90,7 +95,7 @@ fn start_with(verify: serde_json::Value, phases: Option<serde_json::Value>) -> O
     }
     w.write_config(
         &ConfigSpec::new()
-            .set("server.refresh_interval", "1s")
+            .set("server.refresh_interval", refresh)
             .set("prometheus.url", format!("http://127.0.0.1:{prom_port}"))
             .set("notify.channels.sre", json!({ "kind": "slack_webhook", "url": format!("{}/slack", slack.url) })),
     );
@@ -227,4 +232,24 @@ fn a_phased_rollback_goes_on_when_the_canary_is_healthy_and_is_verified_at_the_e
     assert!(note(&l.w, &phase_one).is_none(), "an earlier phase is not verified on its own");
     let (_, metrics) = get(&format!("{}/metrics", l._rollbackd.url)).unwrap();
     assert!(metrics.contains("rollbackd_phases_total{result=\"pushed\"} 1"), "{metrics}");
+}
+
+/// A phase's soak end is a deadline: with the idle refresh five minutes apart, the next phase
+/// is written when the canary's soak ends and the query holds, not at the next refresh.
+#[test]
+fn the_next_phase_is_written_when_its_soak_ends_not_at_the_next_refresh() {
+    let Some(l) = start_refreshing(
+        json!({ "within": "2m", "query": "checkout_error_ratio{service=\"{{ service }}\"} < 0.05" }),
+        Some(json!([{ "paths": ["apps/{{ labels.service }}/{{ labels.env }}/canary/**"], "soak": "5s" }, {}])),
+        "300s",
+    ) else {
+        return;
+    };
+    wait_for("phase 1 on the origin", 90, || rollback_commits(&l.w) == 1);
+    assert_eq!(l.w.trailers("main", "Rollback-Phase"), ["1/2"]);
+    l.exporter.recover();
+    // Prometheus scrapes every second: the query holds well before the 5 s soak ends, and the
+    // refresh is 300 s away.
+    wait_for("phase 2, when phase 1's soak ends", 20, || rollback_commits(&l.w) == 2);
+    assert_eq!(l.w.trailers("main", "Rollback-Phase"), ["2/2"]);
 }

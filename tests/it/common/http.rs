@@ -34,6 +34,11 @@ pub fn server(w: &World, extra: ConfigSpec) -> Server {
 /// [`server`] from the parts of a world that may cross threads (a GitHub forge must be built
 /// outside the test's runtime).
 pub fn server_in(root: &std::path::Path, clock: Arc<rollbackd::FixedClock>, extra: ConfigSpec) -> Server {
+    server_on(root, clock, extra)
+}
+
+/// [`server_in`] on any clock.
+pub fn server_on(root: &std::path::Path, clock: Arc<dyn Clock>, extra: ConfigSpec) -> Server {
     std::fs::write(root.join("am-tokens"), format!("old-token, {TOKEN}\n")).unwrap();
     std::fs::write(root.join("gh-secrets"), format!("{GH_SECRET}\n")).unwrap();
     let config_path = root.join("rollbackd.yaml");
@@ -44,7 +49,6 @@ pub fn server_in(root: &std::path::Path, clock: Arc<rollbackd::FixedClock>, extr
     );
     std::fs::write(&config_path, cfg).unwrap();
     let (config, secrets) = Config::load(&config_path).unwrap();
-    let clock: Arc<dyn Clock> = clock;
     let engine = Engine::new(config.clone(), secrets.clone(), clock.clone()).unwrap();
     let (handle, _join) = rollbackd::spawn_worker(engine, config.server.queue, config.server.refresh_interval.as_std());
     let state = AppState::new(&config, &secrets, rollbackd::Fleet::single(&config, handle.clone()), clock);

@@ -1,0 +1,60 @@
+//! The engine's life on the writer: when it next has something to do on its own (its
+//! deadlines), how it is rebuilt from git after a job panicked, and how it finishes. Finishing
+//! is a call, never a `Drop`: a reload hands the old engine's notices to a thread of their own
+//! instead of making the writer wait for them.
+
+use jiff::Timestamp;
+
+use super::{Engine, EngineError};
+use crate::notify::Notifier;
+
+/// Notices still queued when an engine finishes: how long they may take to go out.
+pub const FINISH_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What is left of an engine that has been let go: its notices on their way out.
+pub struct Finishing(Notifier);
+
+impl Finishing {
+    /// Waits up to `within` for the notices to be delivered.
+    pub fn wait(self, within: std::time::Duration) {
+        self.0.finish(within);
+    }
+
+    /// Lets the notices go out on a thread of their own: a writer switching engines (reload, a
+    /// rebuild after a panic) does not wait for a slow chat service.
+    pub fn in_background(self) {
+        let spawned =
+            std::thread::Builder::new().name("rollbackd-finish".into()).spawn(move || self.wait(FINISH_WITHIN));
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "no thread to finish the previous engine's notices; they go out as they can");
+        }
+    }
+}
+
+impl Engine {
+    /// Lets go of the mirror and everything else at once, and returns the notices still on
+    /// their way out, for the caller to wait for or not.
+    pub fn finish(self) -> Finishing {
+        Finishing(self.notifier.clone())
+    }
+
+    /// A new engine on the config in force and the same clock, with nothing carried over from
+    /// this one: everything it knows (rollbacks, watches, phases, holds, candidates) is read
+    /// back from git, which is where the state is. The writer's way out of a job that
+    /// panicked half-way through changing this one. Secrets are read again from where the
+    /// config says they are.
+    pub fn rebuilt(&self) -> Result<Engine, EngineError> {
+        let secrets = self.config.secrets().map_err(|e| EngineError::Config(e.to_string()))?;
+        Engine::new(self.config.clone(), secrets, self.clock.clone())
+    }
+
+    /// The earliest moment after `now` at which something this engine waits for falls due
+    /// without any new event: a verification whose alerts stayed resolved (or whose query held)
+    /// for `stable_for`, a verification's `within`, the end of a phase's soak. The writer
+    /// wakes then rather than at its next idle refresh.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        let now = self.clock.now();
+        let watches = self.watches.values().flat_map(|w| w.deadlines());
+        watches.chain(self.soak_ends(now)).filter(|t| *t > now).min()
+    }
+}
