@@ -316,6 +316,8 @@ fn run(mut engine: Engine, rx: Receiver<Job>, shared: Arc<Shared>, refresh: Dura
     let mut failures = 0u32;
     // A rebuild after a panic that failed: tried again before the next piece of work.
     let mut rebuild = false;
+    // When what was due was last done, on the engine's clock: deadlines up to then are done.
+    let mut acted_at = engine.now();
     loop {
         if rebuild {
             rebuild = !rebuilt(&mut engine, &shared, &mut wakeups);
@@ -327,6 +329,7 @@ fn run(mut engine: Engine, rx: Receiver<Job>, shared: Arc<Shared>, refresh: Dura
             Some(Wake::Refresh) => {
                 publish(&mut engine, &shared, true);
                 wakeups.refreshed(now, next_refresh(&shared, refresh, &mut failures));
+                acted_at = engine.now();
                 rebuild |= !act_on_deadlines(&mut engine, &shared, &mut wakeups);
                 // Watches picked up just now (pushed elsewhere, or read back by a rebuilt
                 // engine): their resolves are queued from now on, not after the next job.
@@ -338,6 +341,7 @@ fn run(mut engine: Engine, rx: Receiver<Job>, shared: Arc<Shared>, refresh: Dura
             }
             Some(Wake::Deadline) => {
                 wakeups.deadline_ran(now);
+                acted_at = engine.now();
                 rebuild |= !act_on_deadlines(&mut engine, &shared, &mut wakeups);
                 publish(&mut engine, &shared, false);
             }
@@ -357,7 +361,8 @@ fn run(mut engine: Engine, rx: Receiver<Job>, shared: Arc<Shared>, refresh: Dura
                     }
                     publish(&mut engine, &shared, false);
                 }
-                Err(RecvTimeoutError::Timeout) => {}
+                // Something fell due: the top of the loop says what.
+                Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => {
                     info!("writer stopping: queue closed and drained");
                     // Shutting down: what the engine told people goes out before the process ends.
@@ -367,7 +372,7 @@ fn run(mut engine: Engine, rx: Receiver<Job>, shared: Arc<Shared>, refresh: Dura
             },
         }
         metrics::writer_heartbeat(shared.name.as_deref(), engine.now());
-        let next = engine.next_deadline().map(|t| {
+        let next = engine.next_deadline(acted_at).map(|t| {
             let left = t.duration_since(engine.now());
             Duration::try_from(left).unwrap_or(Duration::ZERO)
         });

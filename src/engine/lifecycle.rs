@@ -48,13 +48,13 @@ impl Engine {
         Engine::new(self.config.clone(), secrets, self.clock.clone())
     }
 
-    /// The earliest moment after `now` at which something this engine waits for falls due
-    /// without any new event: a verification whose alerts stayed resolved (or whose query held)
-    /// for `stable_for`, a verification's `within`, the end of a phase's soak. The writer
-    /// wakes then rather than at its next idle refresh.
-    pub fn next_deadline(&self) -> Option<Timestamp> {
-        let now = self.clock.now();
+    /// The earliest moment after `after` (when what was due was last done) at which something
+    /// this engine waits for falls due without any new event: a verification whose alerts
+    /// stayed resolved (or whose query held) for `stable_for`, a verification's `within`, the
+    /// end of a phase's soak. The writer wakes then rather than at its next idle refresh; a
+    /// moment already past is due at once.
+    pub fn next_deadline(&self, after: Timestamp) -> Option<Timestamp> {
         let watches = self.watches.values().flat_map(|w| w.deadlines());
-        watches.chain(self.soak_ends(now)).filter(|t| *t > now).min()
+        watches.chain(self.soak_ends(self.clock.now())).filter(|t| *t > after).min()
     }
 }

@@ -77,6 +77,12 @@ async fn a_job_that_panics_after_its_push_leaves_a_rebuilt_engine_that_loses_and
     let (status, _, b) = s.send(am(alert_body("boom", "checkout", "firing"))).await;
     assert!(tripwire.tripped.load(Ordering::SeqCst), "the tripwire went off: {b}");
     assert_eq!(status, 503, "the sender retries: {b}");
+    // Counted once the writer has caught it (the reply was dropped as the job unwound).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while panics(&s).await < before + 1.0 {
+        assert!(std::time::Instant::now() < deadline, "the panic was never counted");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert_eq!(panics(&s).await, before + 1.0);
     let pushed = w.head();
     let trigger = w.trailers("main", "Rollback-Trigger");
