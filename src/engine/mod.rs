@@ -24,7 +24,7 @@ pub(crate) use verify::query_holds;
 use std::sync::Arc;
 
 use jiff::Timestamp;
-use tracing::{info, info_span, warn};
+use tracing::{debug_span, info, info_span, warn};
 
 use crate::config::{Config, Secrets};
 use crate::domain::decide::Verdict;
@@ -530,13 +530,14 @@ impl Engine {
         let _lock = self.begin()?;
         let result = self.handle_locked(event, opts, &span);
         if !opts.dry_run {
+            let _stage = debug_span!("after").entered();
             self.after_handle(event, &result);
         }
         result
     }
 
     fn handle_locked(&mut self, event: &Event, opts: &Options, span: &tracing::Span) -> Result<Report, EngineError> {
-        self.fetch(false)?;
+        debug_span!("fetch").in_scope(|| self.fetch(false))?;
         self.need_policies()?;
         let attempts = self.config.git.push_retries + 1;
         for attempt in 0..attempts {
@@ -577,7 +578,7 @@ impl Engine {
         };
 
         let trigger = event.trigger();
-        let index = self.repo.audit(now)?;
+        let index = debug_span!("audit").in_scope(|| self.repo.audit(now))?;
         if let Some(r) = index.find_trigger(&trigger).cloned() {
             let reason = format!("{trigger} was already handled by {} at {}", r.id, r.at);
             if r.delivery == Delivery::Proposal && !r.cancelled {
@@ -587,7 +588,8 @@ impl Engine {
             return done(decision, None, outcome);
         }
 
-        let (policy, target) = match select(&self.policies, &self.rules, event, &mut decision)? {
+        let selected = debug_span!("select").in_scope(|| select(&self.policies, &self.rules, event, &mut decision))?;
+        let (policy, target) = match selected {
             Selection::Settled(outcome) => return done(decision, None, outcome),
             Selection::Target { policy, target } => (policy.clone(), target),
         };
@@ -633,7 +635,7 @@ impl Engine {
             continues: None,
             allow_removal: policy.action.allow_removal,
         };
-        let plan = match self.repo.plan(&request)? {
+        let plan = match debug_span!("plan").in_scope(|| self.repo.plan(&request))? {
             Planned::Ready(plan) => *plan,
             Planned::AlreadyRolledBack { id, commit, reason } => {
                 return done(decision, None, Outcome::Duplicate { rollback_id: RollbackId(id), commit, reason });
@@ -658,6 +660,7 @@ impl Engine {
         // A sender that retries (an alert, CI) is answered 503 while the freezes cannot be read:
         // nothing is written for it meanwhile. A person's request is decided (it goes through,
         // saying so); rollbackd's own writes, with nobody to retry them, are proposed instead.
+        let _stage = debug_span!("decide").entered();
         if !event.is_human_request() && !opts.emergency {
             self.repo.freezes()?;
         }
@@ -738,6 +741,7 @@ impl Engine {
     /// branch and its pull request. `Ok(None)` when the branch moved: plan again.
     fn write(&mut self, w: &Write<'_>, decision: &mut Decision) -> Result<Option<Rollback>, EngineError> {
         let Write { event, policy, plan, id, delivery, retries, now, emergency } = *w;
+        let stage = debug_span!("write").entered();
         let phase = plan.phase;
         let trailers = Trailers {
             id: id.to_string(),
@@ -834,6 +838,8 @@ impl Engine {
             _ => None,
         };
         let tag_ref = tag.as_ref().map(|(n, t)| (n.as_str(), t));
+        drop(stage);
+        let _stage = debug_span!("push").entered();
         let pushed = match (&marker, &target) {
             (Some((marker, halted_tag)), WriteTarget::NewBranch { name }) => {
                 let rref = RollbackRef::new(&plan.target.service, &plan.target.env, id);
