@@ -147,7 +147,10 @@ fn main() {
         per_stage.push((n, stage_times));
     }
     if stages.is_some() {
-        println!("\n| stage (median ms per rollback) | {} |", per_stage.iter().map(|(n, _)| format!("{n} commits")).collect::<Vec<_>>().join(" | "));
+        println!(
+            "\n| stage (median ms per rollback) | {} |",
+            per_stage.iter().map(|(n, _)| format!("{n} commits")).collect::<Vec<_>>().join(" | ")
+        );
         println!("|---|{}", "---:|".repeat(per_stage.len()));
         for stage in STAGES {
             let cells: Vec<String> = per_stage

@@ -5,10 +5,10 @@
 //! HTTP layer answers duplicates, history and readiness.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, RwLock};
-use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
