@@ -138,7 +138,7 @@ fn check_repo(
     });
     let repo = secrets.zip(keys.as_ref()).map(|(secrets, keys)| {
         let auth = Auth { token: secrets.git_token, ssh_key: config.repo.ssh_key_file.clone() };
-        ConfigRepo::open(&crate::engine::git_settings(config, keys), auth).and_then(|mut r| r.fetch(true).map(|_| r))
+        ConfigRepo::open(&crate::engine::git_settings(config, keys), auth).and_then(|mut r| r.fetch_now().map(|_| r))
     });
     // A repo that cannot be read is an error of its own (exit 3), whatever else is checked: a
     // `check` that says "valid" for a URL nobody can fetch sends people to a crash loop. A

@@ -171,20 +171,19 @@ impl Engine {
         }
         let (service, env, id) = (&plan.target.service, &plan.target.env, rollback.id.to_string());
         let forge = self.forge.clone();
+        let merge = super::review::Merge {
+            branch: &rollback.branch,
+            commit: &rollback.commit,
+            service,
+            env,
+            id: &id,
+            by: "auto_merge",
+            now,
+        };
         let merged = if let Forge::Github(gh) = &*forge {
-            self.merge_on_github(
-                gh,
-                &rollback.branch,
-                &rollback.commit,
-                service,
-                env,
-                &id,
-                policy.review.merge,
-                "auto_merge",
-                now,
-            )?
+            self.merge_on_github(gh, &merge, policy.review.merge)?
         } else {
-            self.merge_proposal(&rollback.branch, &rollback.commit, service, env, &id, "auto_merge", now)?
+            self.merge_proposal(&merge)?
         };
         Ok(match merged {
             ReviewOutcome::Merged { rollback: mut merged } => {

@@ -83,7 +83,7 @@ impl Engine {
     /// or the mirror; the holds from the origin.
     pub fn gate(&mut self, rev: &str, base: Option<&str>, local: Option<&Path>) -> Result<GateReport, EngineError> {
         let _lock = self.begin()?;
-        self.fetch(true)?;
+        self.fetch_now()?;
         let holds = self.holds()?;
         let base = base.map_or_else(|| format!("{rev}^1"), str::to_string);
         let changes: Vec<ArtifactChange> = match local {
@@ -115,7 +115,7 @@ impl Engine {
             )));
         }
         let _lock = self.begin()?;
-        self.fetch(false)?;
+        self.fetch_if_stale()?;
         let holds = self.holds()?;
         Ok(GateStart::Run(PullGate {
             number,

@@ -35,7 +35,7 @@ use crate::domain::policy::{Mode, Policy, PolicySet};
 use crate::domain::principal::{Principal, first_admitting};
 use crate::domain::rollback::{Delivery, Outcome, Rollback, RollbackId, RollbackRef};
 use crate::forge::{Forge, ForgeError, ProposalRequest};
-use crate::git::{Auth, ConfigRepo, GitError, PlanRequest, Planned, PushResult, Trailers, WriteTarget};
+use crate::git::{Auth, ConfigRepo, GitError, PlanRequest, Planned, PushResult, Trailers, Try, WriteTarget};
 use crate::ingest::alertmanager::Resolved;
 use crate::support::clock::Clock;
 use crate::support::diagnostic::Diagnostic;
@@ -223,16 +223,52 @@ impl Engine {
         Ok(engine)
     }
 
-    /// Fetches (unless fresh, or `force`) and takes up a change to the repo's policies.
-    fn fetch(&mut self, force: bool) -> Result<(), EngineError> {
-        self.repo.fetch(force)?;
+    /// Fetches unless a fetch is younger than the freshness window, and takes up a change to
+    /// the repo's policies.
+    fn fetch_if_stale(&mut self) -> Result<(), EngineError> {
+        self.repo.fetch_if_stale()?;
+        self.after_fetch();
+        Ok(())
+    }
+
+    /// Fetches now (the branch moved, or someone said it did), and takes up a change to the
+    /// repo's policies.
+    fn fetch_now(&mut self) -> Result<(), EngineError> {
+        self.repo.fetch_now()?;
+        self.after_fetch();
+        Ok(())
+    }
+
+    /// Runs `attempt` (given the try's number, from 0) until it is done, fetching and
+    /// re-reading the audit index before every retry: every compare-and-swap write the engine
+    /// makes goes through here. `Contended` after `push_retries + 1` tries lost to other writers.
+    fn retry_on_moved<T>(
+        &mut self,
+        attempt: impl FnMut(&mut Self, u32) -> Result<crate::git::Try<T>, EngineError>,
+    ) -> Result<T, EngineError> {
+        let attempts = self.repo.push_retries() + 1;
+        let refetch = |engine: &mut Self| {
+            engine.fetch_now()?;
+            let now = engine.clock.now();
+            engine.repo.audit(now)?;
+            Ok(())
+        };
+        match crate::git::retry_on_moved(self, attempts, refetch, attempt)? {
+            Some(value) => Ok(value),
+            None => {
+                Err(GitError::Contended { url: self.repo.url(), branch: self.repo.branch().to_string(), attempts }
+                    .into())
+            }
+        }
+    }
+
+    fn after_fetch(&mut self) {
         for u in self.repo.take_untrusted() {
             crate::metrics::untrusted_record(&u.refname);
         }
         if self.sync_policies() {
             self.policy_generation += 1;
         }
-        Ok(())
     }
 
     /// The id of the rollback `trigger` asks for of `service`/`env` in this config repo.
@@ -278,7 +314,7 @@ impl Engine {
         since: Option<&str>,
     ) -> Result<Vec<crate::domain::audit::SignatureCheck>, EngineError> {
         let _lock = self.begin()?;
-        self.fetch(true)?;
+        self.fetch_now()?;
         let now = self.clock.now();
         self.repo.audit(now)?;
         let since = match since {
@@ -351,7 +387,7 @@ impl Engine {
     /// Fetches (if stale) and returns the audit index, for `history` and the API.
     pub fn history(&mut self) -> Result<&crate::git::AuditIndex, EngineError> {
         let _lock = self.begin()?;
-        self.fetch(false)?;
+        self.fetch_if_stale()?;
         let now = self.clock.now();
         Ok(self.repo.audit(now)?)
     }
@@ -363,7 +399,7 @@ impl Engine {
             return Ok(format!("{} is not the watched branch", crate::domain::ident::shown(git_ref)));
         }
         let _lock = self.begin()?;
-        self.fetch(true)?;
+        self.fetch_now()?;
         Ok(format!("fetched {} at {}", self.repo.branch(), self.repo.head()?.short()))
     }
 
@@ -378,7 +414,7 @@ impl Engine {
     /// resolved and how long recovery took (`refs/notes/rollbackd`, pushed to the origin).
     pub fn record_resolution(&mut self, resolved: &Resolved) -> Result<String, EngineError> {
         let _lock = self.begin()?;
-        self.fetch(false)?;
+        self.fetch_if_stale()?;
         let now = self.clock.now();
         let trigger = format!("alertmanager:{}", resolved.dedupe_key);
         if let Some(said) = self.resolve_watched(&trigger, resolved.resolved_at.unwrap_or(now))? {
@@ -421,7 +457,7 @@ impl Engine {
              Time-To-Recovery: {ttr}\nResolved-After-Rollback: {after_rollback}\n",
             r.id, resolved.started_at, r.at
         );
-        let added = self.repo.add_note(&r.commit, &text, now, self.config.git.push_retries)?;
+        let added = self.repo.add_note(&r.commit, &text, now)?;
         info!(rollback_id = %r.id, %ttr, "incident resolved");
         if added {
             let mut notice = crate::domain::notice::Notice::about(
@@ -455,7 +491,7 @@ impl Engine {
     /// for its service/env, when the service's paths exist at that commit.
     pub fn mark_known_good(&mut self, event: &Event) -> Result<String, EngineError> {
         let _lock = self.begin()?;
-        self.fetch(false)?;
+        self.fetch_if_stale()?;
         let Some(sha) = event.labels.get("sha").cloned() else {
             return Ok("the event names no sha".into());
         };
@@ -540,22 +576,16 @@ impl Engine {
     }
 
     fn handle_locked(&mut self, event: &Event, opts: &Options, span: &tracing::Span) -> Result<Report, EngineError> {
-        self.fetch(false)?;
+        self.fetch_if_stale()?;
         self.need_policies()?;
-        let attempts = self.config.git.push_retries + 1;
-        for attempt in 0..attempts {
-            match self.attempt(event, opts, attempt, span)? {
-                Attempt::Done(report) => {
-                    info!(outcome = report.outcome.name(), "{}", report.outcome.summary());
-                    return Ok(*report);
-                }
-                Attempt::Moved => {
-                    warn!(attempt, "branch moved during the rollback; fetching and planning again");
-                    self.fetch(true)?;
-                }
+        let report = self.retry_on_moved(|engine, attempt| {
+            if attempt > 0 {
+                warn!(attempt, "branch moved during the rollback; fetching and planning again");
             }
-        }
-        Err(GitError::Contended { url: self.repo.url(), branch: self.repo.branch().to_string(), attempts }.into())
+            engine.attempt(event, opts, attempt, span)
+        })?;
+        info!(outcome = report.outcome.name(), "{}", report.outcome.summary());
+        Ok(*report)
     }
 
     fn attempt(
@@ -564,9 +594,9 @@ impl Engine {
         opts: &Options,
         retries: u32,
         span: &tracing::Span,
-    ) -> Result<Attempt, EngineError> {
+    ) -> Result<Try<Box<Report>>, EngineError> {
         match self.prepare(event, opts, span)? {
-            Prepared::Done(report) => Ok(Attempt::Done(report)),
+            Prepared::Done(report) => Ok(Try::Done(report)),
             Prepared::Ready(ready) => self.deliver(event, opts, retries, *ready),
         }
     }
@@ -713,10 +743,16 @@ impl Engine {
     }
 
     /// Writes what `prepare` decided. `Moved` when the branch moved: plan again.
-    fn deliver(&mut self, event: &Event, opts: &Options, retries: u32, ready: Ready) -> Result<Attempt, EngineError> {
+    fn deliver(
+        &mut self,
+        event: &Event,
+        opts: &Options,
+        retries: u32,
+        ready: Ready,
+    ) -> Result<Try<Box<Report>>, EngineError> {
         let Ready { mut decision, policy, plan, id, delivery, now } = ready;
         let done = |decision: Decision, plan: Option<Plan>, outcome: Outcome| {
-            Ok(Attempt::Done(Box::new(Report { decision, plan, outcome })))
+            Ok(Try::Done(Box::new(Report { decision, plan, outcome })))
         };
         let w =
             Write { event, policy: &policy, plan: &plan, id: &id, delivery, retries, now, emergency: opts.emergency };
@@ -734,7 +770,7 @@ impl Engine {
                 };
                 done(decision, Some(plan), outcome)
             }
-            None => Ok(Attempt::Moved),
+            None => Ok(Try::Moved),
         }
     }
 
@@ -1095,11 +1131,6 @@ fn authorize(event: &Event, policy: &Policy, opts: &Options) -> Option<String> {
 }
 
 pub use review::ReviewOutcome;
-
-enum Attempt {
-    Done(Box<Report>),
-    Moved,
-}
 
 enum Prepared {
     Done(Box<Report>),

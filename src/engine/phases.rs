@@ -25,7 +25,7 @@ use crate::domain::plan::{KnownGood, KnownGoodSource, Plan, Sha, Strategy, Targe
 use crate::domain::policy::{Mode, Policy};
 use crate::domain::principal::first_admitting;
 use crate::domain::rollback::{Delivery, Outcome, Rollback, RollbackId, RollbackRef};
-use crate::git::{PathSet, PlanRequest, Planned};
+use crate::git::{PathSet, PlanRequest, Planned, Try};
 
 /// How a note on a phase commit says its trigger resolved before the last phase.
 const RESOLVED_BETWEEN_PHASES: &str = "rollbackd: resolved between phases: ";
@@ -44,6 +44,19 @@ enum Next {
 enum By {
     Itself,
     Person,
+}
+
+/// A phased rollback going on: what every try of its next write reads.
+#[derive(Clone, Copy)]
+struct Going<'a> {
+    r: &'a AuditRecord,
+    phase: Phase,
+    policy: &'a Policy,
+    target: &'a Target,
+    event: &'a Event,
+    known_good: &'a KnownGood,
+    by: By,
+    now: Timestamp,
 }
 
 /// Whether a rollback goes in phases, decided before its first is written.
@@ -393,151 +406,157 @@ impl Engine {
         let event = Event::of_record(r, now);
         let known_good =
             KnownGood { sha: Sha(r.known_good.clone()), source: KnownGoodSource::Phases { id: r.id.to_string() } };
-        let attempts = self.config.git.push_retries + 1;
-        for retries in 0..attempts {
-            // Another replica (or this one, before a restart) may have gone on already.
-            if !self.in_progress().iter().any(|o| o.id == r.id && o.phase == r.phase) || self.went_on(r) {
-                return Ok(format!("{}: phase {phase} was already followed up", r.id));
-            }
-            // A marker stops it going on; a halt (an abort) still writes its own, tagged.
-            if matches!(next, Next::Phase(_))
-                && self.repo.index().marked_halted(&r.id, self.untagged_since(), self.clock.now())
-            {
-                return Ok(format!(
-                    "{}: a halt marker for it is on the branch (another replica halting it, or a commit saying so); `abort {}` ends it",
-                    r.id, r.id
-                ));
-            }
-            let mut next = match &next {
-                Next::Phase(why) => match self.changed_after(r, &target)? {
-                    Some(changed) => Next::Remainder(changed),
-                    None if phases_changed(&policy, &target, phase).is_some() => {
-                        Next::Remainder(phases_changed(&policy, &target, phase).unwrap_or_default())
-                    }
-                    None => Next::Phase(why.clone()),
-                },
-                Next::Remainder(why) => Next::Remainder(why.clone()),
+        let going =
+            Going { r, phase, policy: &policy, target: &target, event: &event, known_good: &known_good, by, now };
+        self.retry_on_moved(|engine, retries| engine.next_commit_try(&going, &next, retries))
+    }
+
+    /// One try of [`Engine::next_commit`]: `Moved` when the branch moved under the write.
+    fn next_commit_try(&mut self, going: &Going<'_>, next: &Next, retries: u32) -> Result<Try<String>, EngineError> {
+        let Going { r, phase, policy, target, event, known_good, by, now } = *going;
+        // Another replica (or this one, before a restart) may have gone on already.
+        if !self.in_progress().iter().any(|o| o.id == r.id && o.phase == r.phase) || self.went_on(r) {
+            return Ok(Try::Done(format!("{}: phase {phase} was already followed up", r.id)));
+        }
+        // A marker stops it going on; a halt (an abort) still writes its own, tagged.
+        if matches!(next, Next::Phase(_))
+            && self.repo.index().marked_halted(&r.id, self.untagged_since(), self.clock.now())
+        {
+            return Ok(Try::Done(format!(
+                "{}: a halt marker for it is on the branch (another replica halting it, or a commit saying so); `abort {}` ends it",
+                r.id, r.id
+            )));
+        }
+        let (mut next, mut plan) = self.plan_next(going, next)?;
+        // The next phase is decided like any write: every guard (this rollback's own
+        // phases do not count against it), the freezes and the pause, read fail-closed,
+        // and who asked (a person's `continue` goes through a freeze, as their request
+        // would; the idle loop does not).
+        let mut decided = Decision::for_event(&event);
+        if let (Next::Phase(_), Some(p)) = (&next, &plan) {
+            let asking = Asking {
+                policy: &policy,
+                mode: policy.action.mode,
+                human: by == By::Person,
+                emergency: r.emergency,
+                dry_run: false,
+                id: &r.id,
+                open_proposal: None,
             };
-            let mut plan = match &next {
-                Next::Phase(_) => {
-                    let mut planned = None;
-                    for step in phase.step + 1..=phase.of {
-                        let paths = &target.phases[step as usize - 1].paths;
-                        let p = Phase::new(step, phase.of).unwrap_or(phase.last());
-                        match self.plan_part(&policy, &target, paths, &r.bad_commits, p, &known_good)? {
-                            Ok(Some(plan)) => {
-                                planned = Some(plan);
-                                break;
-                            }
-                            Ok(None) => continue,
-                            Err(why) => {
-                                next = Next::Remainder(why);
-                                break;
-                            }
-                        }
-                    }
-                    planned
+            match self.decide_write(&asking, Some(p), (&r.service, &r.env), now, &mut decided) {
+                Verdict::Deliver(Delivery::Direct) => {}
+                // A freeze, the pause, or freezes that cannot be read: it waits for the end
+                // of it (`status` says so), as it does before the check.
+                _ if decided.frozen.is_some() => {
+                    info!(rollback_id = %r.id, "the next phase waits: {}", decided.frozen.as_deref().unwrap_or(""));
+                    return Ok(Try::Done(String::new()));
                 }
-                Next::Remainder(_) => None,
-            };
-            // Past the point of no return, nothing more goes to the branch by itself or by a
-            // `continue`: the rest is for review.
-            if let (Next::Phase(_), Some(p)) = (&next, &plan) {
-                let checks = crate::domain::guards::evaluate(
-                    &policy.guards,
-                    policy.irreversible.is_some(),
-                    p,
-                    self.repo.index().records(),
-                    now,
-                );
-                if let Some(g) =
-                    checks.iter().find(|g| !g.passed && g.guard == crate::domain::guards::POINT_OF_NO_RETURN)
-                {
-                    next = Next::Remainder(format!("past the point of no return: {}", g.detail));
+                // A guard failed and the policy proposes instead: the rest is proposed.
+                Verdict::Deliver(Delivery::Proposal) => {
+                    next = Next::Remainder(decided.notes.join("; "));
                     plan = None;
                 }
-            }
-            // The next phase is decided like any write: every guard (this rollback's own
-            // phases do not count against it), the freezes and the pause, read fail-closed,
-            // and who asked (a person's `continue` goes through a freeze, as their request
-            // would; the idle loop does not).
-            let mut decided = Decision::for_event(&event);
-            if let (Next::Phase(_), Some(p)) = (&next, &plan) {
-                let asking = Asking {
-                    policy: &policy,
-                    mode: policy.action.mode,
-                    human: by == By::Person,
-                    emergency: r.emergency,
-                    dry_run: false,
-                    id: &r.id,
-                    open_proposal: None,
-                };
-                match self.decide_write(&asking, Some(p), (&r.service, &r.env), now, &mut decided) {
-                    Verdict::Deliver(Delivery::Direct) => {}
-                    // A freeze, the pause, or freezes that cannot be read: it waits for the end
-                    // of it (`status` says so), as it does before the check.
-                    _ if decided.frozen.is_some() => {
-                        info!(rollback_id = %r.id, "the next phase waits: {}", decided.frozen.as_deref().unwrap_or(""));
-                        return Ok(String::new());
-                    }
-                    // A guard failed and the policy proposes instead: the rest is proposed.
-                    Verdict::Deliver(Delivery::Proposal) => {
-                        next = Next::Remainder(decided.notes.join("; "));
-                        plan = None;
-                    }
-                    Verdict::Settled(outcome) | Verdict::SameAsOpenProposal(outcome) => {
-                        let why = format!("the next phase is not written: {}", outcome.summary());
-                        return Ok(match by {
-                            By::Person => format!("{}: cannot go on after phase {phase}: {why}", r.id),
-                            By::Itself => self.cannot_go_on(r, &why, now).unwrap_or_default(),
-                        });
-                    }
-                }
-            }
-            let (plan, delivery) = match (&next, plan) {
-                (Next::Phase(why), Some(mut plan)) => {
-                    plan.went_on = Some(why.clone());
-                    (plan, Delivery::Direct)
-                }
-                (Next::Phase(_), None) => return self.complete(r, &policy, now),
-                (Next::Remainder(why), _) => {
-                    match self.plan_part(&policy, &target, &target.paths, &r.bad_commits, phase.last(), &known_good)? {
-                        Ok(Some(mut plan)) => {
-                            plan.halted = Some(why.clone());
-                            (plan, Delivery::Proposal)
-                        }
-                        Ok(None) => return self.complete(r, &policy, now),
-                        Err(e) => return Ok(self.cannot_go_on(r, &e, now).unwrap_or_default()),
-                    }
-                }
-            };
-            let mut decision = Decision::for_event(&event);
-            decision.policy = Some(policy.name().to_string());
-            decision.mode = Some(Mode::Direct);
-            decision.target = Some(plan.target.clone());
-            decision.notes.extend(plan.went_on.clone().or_else(|| plan.halted.clone()));
-            decision.notes.append(&mut decided.notes);
-            decision.guards = decided.guards;
-            let w = Write {
-                event: &event,
-                policy: &policy,
-                plan: &plan,
-                id: &r.id,
-                delivery,
-                retries,
-                now,
-                emergency: r.emergency,
-            };
-            match self.write(&w, &mut decision)? {
-                Some(rollback) => return Ok(self.after_phase(r, &policy, &plan, &rollback, now)),
-                None => {
-                    self.fetch(true)?;
-                    self.repo.audit(now)?;
+                Verdict::Settled(outcome) | Verdict::SameAsOpenProposal(outcome) => {
+                    let why = format!("the next phase is not written: {}", outcome.summary());
+                    return Ok(Try::Done(match by {
+                        By::Person => format!("{}: cannot go on after phase {phase}: {why}", r.id),
+                        By::Itself => self.cannot_go_on(r, &why, now).unwrap_or_default(),
+                    }));
                 }
             }
         }
-        Err(crate::git::GitError::Contended { url: self.repo.url(), branch: self.repo.branch().to_string(), attempts }
-            .into())
+        let (plan, delivery) = match (&next, plan) {
+            (Next::Phase(why), Some(mut plan)) => {
+                plan.went_on = Some(why.clone());
+                (plan, Delivery::Direct)
+            }
+            (Next::Phase(_), None) => return self.complete(r, policy, now).map(Try::Done),
+            (Next::Remainder(why), _) => {
+                match self.plan_part(&policy, &target, &target.paths, &r.bad_commits, phase.last(), &known_good)? {
+                    Ok(Some(mut plan)) => {
+                        plan.halted = Some(why.clone());
+                        (plan, Delivery::Proposal)
+                    }
+                    Ok(None) => return self.complete(r, policy, now).map(Try::Done),
+                    Err(e) => return Ok(Try::Done(self.cannot_go_on(r, &e, now).unwrap_or_default())),
+                }
+            }
+        };
+        let mut decision = Decision::for_event(&event);
+        decision.policy = Some(policy.name().to_string());
+        decision.mode = Some(Mode::Direct);
+        decision.target = Some(plan.target.clone());
+        decision.notes.extend(plan.went_on.clone().or_else(|| plan.halted.clone()));
+        decision.notes.append(&mut decided.notes);
+        decision.guards = decided.guards;
+        let w = Write {
+            event: &event,
+            policy: &policy,
+            plan: &plan,
+            id: &r.id,
+            delivery,
+            retries,
+            now,
+            emergency: r.emergency,
+        };
+        Ok(match self.write(&w, &mut decision)? {
+            Some(rollback) => Try::Done(self.after_phase(r, policy, &plan, &rollback, now)),
+            None => Try::Moved,
+        })
+    }
+
+    /// What comes next of `going`, planned: the next phase with anything to change (unless
+    /// the rest changed meanwhile or the point of no return is past), or the rest.
+    fn plan_next(&mut self, going: &Going<'_>, next: &Next) -> Result<(Next, Option<Plan>), EngineError> {
+        let Going { r, phase, policy, target, known_good, now, .. } = *going;
+        let mut next = match next {
+            Next::Phase(why) => match self.changed_after(r, &target)? {
+                Some(changed) => Next::Remainder(changed),
+                None if phases_changed(&policy, &target, phase).is_some() => {
+                    Next::Remainder(phases_changed(&policy, &target, phase).unwrap_or_default())
+                }
+                None => Next::Phase(why.clone()),
+            },
+            Next::Remainder(why) => Next::Remainder(why.clone()),
+        };
+        let mut plan = match &next {
+            Next::Phase(_) => {
+                let mut planned = None;
+                for step in phase.step + 1..=phase.of {
+                    let paths = &target.phases[step as usize - 1].paths;
+                    let p = Phase::new(step, phase.of).unwrap_or(phase.last());
+                    match self.plan_part(&policy, &target, paths, &r.bad_commits, p, &known_good)? {
+                        Ok(Some(plan)) => {
+                            planned = Some(plan);
+                            break;
+                        }
+                        Ok(None) => continue,
+                        Err(why) => {
+                            next = Next::Remainder(why);
+                            break;
+                        }
+                    }
+                }
+                planned
+            }
+            Next::Remainder(_) => None,
+        };
+        // Past the point of no return, nothing more goes to the branch by itself or by a
+        // `continue`: the rest is for review.
+        if let (Next::Phase(_), Some(p)) = (&next, &plan) {
+            let checks = crate::domain::guards::evaluate(
+                &policy.guards,
+                policy.irreversible.is_some(),
+                p,
+                self.repo.index().records(),
+                now,
+            );
+            if let Some(g) = checks.iter().find(|g| !g.passed && g.guard == crate::domain::guards::POINT_OF_NO_RETURN) {
+                next = Next::Remainder(format!("past the point of no return: {}", g.detail));
+                plan = None;
+            }
+        }
+        Ok((next, plan))
     }
 
     /// The phases written already leave nothing for the rest to change: the newest is the
@@ -572,37 +591,31 @@ impl Engine {
     fn end(&mut self, r: &AuditRecord, why: &str, now: Timestamp) -> Result<String, EngineError> {
         let phase = r.phase.map_or_else(String::new, |p| p.to_string());
         let rref = RollbackRef::new(&r.service, &r.env, &r.id);
-        let attempts = self.config.git.push_retries + 1;
-        for _ in 0..attempts {
-            if !self.in_progress().iter().any(|o| o.id == r.id) || self.went_on(r) {
-                return Ok(format!("{}: already ended or followed up", r.id));
+        self.retry_on_moved(|engine, _| {
+            if !engine.in_progress().iter().any(|o| o.id == r.id) || engine.went_on(r) {
+                return Ok(Try::Done(format!("{}: already ended or followed up", r.id)));
             }
-            let head = self.repo.head()?;
+            let head = engine.repo.head()?;
             let said = format!(
                 "{}\nNothing more of it is proposed; roll back by hand if needed (to {}).",
                 crate::support::text::quoted(why),
                 r.known_good
             );
-            let (marker, tag) = self.halt_marker(&head, &rref, &said, now)?;
-            match self.repo.publish_halt(&marker, &head, (&rref.halted(), &tag), None, None)? {
+            let (marker, tag) = engine.halt_marker(&head, &rref, &said, now)?;
+            Ok(match engine.repo.publish_halt(&marker, &head, (&rref.halted(), &tag), None, None)? {
                 crate::git::PushResult::Pushed => {
                     let said = format!("{}: ended after phase {phase}: {why}; nothing is proposed", r.id);
                     let mut notice =
                         Notice::about(NoticeKind::Halted, &r.service, &r.env, &r.policy, &r.trigger, said.clone(), now);
                     notice.rollback_id = Some(r.id.clone());
                     notice.commit = Some(marker.0.clone());
-                    self.tell(&notice);
+                    engine.tell(&notice);
                     crate::metrics::phase("halted");
-                    return Ok(said);
+                    Try::Done(said)
                 }
-                crate::git::PushResult::Moved => {
-                    self.fetch(true)?;
-                    self.repo.audit(now)?;
-                }
-            }
-        }
-        Err(crate::git::GitError::Contended { url: self.repo.url(), branch: self.repo.branch().to_string(), attempts }
-            .into())
+                crate::git::PushResult::Moved => Try::Moved,
+            })
+        })
     }
 
     /// The empty commit on `head` that says rollback `rref` halted (`why`, then the
@@ -708,8 +721,7 @@ impl Engine {
             return Ok(Some(format!("{}: {} resolved at {at}, outside {first} .. now: not counted", r.id, r.trigger)));
         }
         let text = format!("{RESOLVED_BETWEEN_PHASES}{} at {at}\n", r.trigger);
-        let retries = self.config.git.push_retries;
-        self.repo.write_note(crate::git::WATCH_NOTES_REF, &newest.commit, &text, now, retries, false)?;
+        self.repo.write_note(crate::git::WATCH_NOTES_REF, &newest.commit, &text, now, false)?;
         Ok(Some(format!(
             "{}: {} resolved while phase {phase} soaked; the last phase's verification starts from it",
             r.id, r.trigger

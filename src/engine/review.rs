@@ -17,7 +17,20 @@ use crate::domain::policy::{Mode, Policy};
 use crate::domain::principal::{Principal, first_admitting};
 use crate::domain::rollback::{Delivery, Rollback, RollbackId, RollbackRef};
 use crate::forge::{Forge, GithubForge};
-use crate::git::{GitError, PlanRequest, Planned, PushResult, WriteTarget};
+use crate::git::{PlanRequest, Planned, PushResult, Try, WriteTarget};
+
+/// An open proposal being merged: its branch at the reviewed commit, what it rolls back, and
+/// who merges it when.
+#[derive(Clone, Copy)]
+pub(super) struct Merge<'a> {
+    pub branch: &'a str,
+    pub commit: &'a Sha,
+    pub service: &'a str,
+    pub env: &'a str,
+    pub id: &'a str,
+    pub by: &'a str,
+    pub now: Timestamp,
+}
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum ReviewOutcome {
@@ -67,7 +80,7 @@ impl Engine {
     /// act on what they just saw, so the freshness window does not apply), and the time.
     pub(super) fn begin_fresh(&mut self) -> Result<(crate::git::MirrorLock, Timestamp), EngineError> {
         let lock = self.begin()?;
-        self.fetch(true)?;
+        self.fetch_now()?;
         Ok((lock, self.clock.now()))
     }
 
@@ -130,12 +143,11 @@ impl Engine {
             self.say(&branch, &format!("Not merged: {why}."));
             return Ok(ReviewOutcome::Refused { reason });
         }
+        let merge = Merge { branch: &branch, commit: &commit, service: &t.service, env: &t.env, id, by: &who, now };
         let forge = self.forge.clone();
         let outcome = match &*forge {
-            Forge::Github(gh) => {
-                self.merge_on_github(gh, &branch, &commit, &t.service, &t.env, id, policy.review.merge, &who, now)
-            }
-            Forge::Local => self.merge_proposal(&branch, &commit, &t.service, &t.env, id, &who, now),
+            Forge::Github(gh) => self.merge_on_github(gh, &merge, policy.review.merge),
+            Forge::Local => self.merge_proposal(&merge),
         }?;
         let outcome = match outcome {
             // The rest of a phased rollback is its last phase.
@@ -159,19 +171,13 @@ impl Engine {
 
     /// Merges the proposal's pull request through GitHub at exactly the reviewed commit (replayed
     /// onto the base first if the base moved), then tags what landed and says so on the PR.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn merge_on_github(
         &mut self,
         gh: &GithubForge,
-        branch: &str,
-        commit: &Sha,
-        service: &str,
-        env: &str,
-        id: &str,
+        m: &Merge<'_>,
         method: crate::domain::policy::MergeMethod,
-        who: &str,
-        now: Timestamp,
     ) -> Result<ReviewOutcome, EngineError> {
+        let Merge { branch, commit, service, env, id, by: who, now } = *m;
         let message = self.repo.message(commit)?;
         let pr = match gh.find_open_pr(branch)? {
             Some(pr) => pr,
@@ -205,7 +211,7 @@ impl Engine {
             }
             Err(e) => return Err(e.into()),
         };
-        self.fetch(true)?;
+        self.fetch_now()?;
         let tag = RollbackRef::new(service, env, &RollbackId(id.to_string())).name();
         let review = self.review_of(commit, Some(who), None);
         self.repo.tag_commit(
@@ -268,8 +274,9 @@ impl Engine {
         if let Some(why) = self.may_merge(&policy, plan.as_ref(), &t, &rid, by, now) {
             return Ok(format!("{id} waits for an approval: {why}"));
         }
-        let outcome =
-            self.merge_on_github(gh, &branch, &commit, &t.service, &t.env, id, policy.review.merge, "auto_merge", now)?;
+        let merge =
+            Merge { branch: &branch, commit: &commit, service: &t.service, env: &t.env, id, by: "auto_merge", now };
+        let outcome = self.merge_on_github(gh, &merge, policy.review.merge)?;
         Ok(outcome.summary())
     }
 
@@ -320,45 +327,32 @@ impl Engine {
         Ok(if created { format!("recorded {tag}") } else { format!("{tag} was recorded already") })
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn merge_proposal(
-        &mut self,
-        branch: &str,
-        commit: &Sha,
-        service: &str,
-        env: &str,
-        id: &str,
-        merged_by: &str,
-        now: Timestamp,
-    ) -> Result<ReviewOutcome, EngineError> {
+    pub(super) fn merge_proposal(&mut self, m: &Merge<'_>) -> Result<ReviewOutcome, EngineError> {
+        let Merge { branch, commit, service, env, id, by: merged_by, now } = *m;
         let review = self.review_of(commit, Some(merged_by), None);
-        let attempts = self.config.git.push_retries + 1;
-        for attempt in 0..attempts {
-            if attempt > 0 {
-                self.fetch(true)?;
-            }
-            let head = self.repo.head()?;
-            let Some(merged) = self.repo.onto_head(commit, now)? else {
-                return Ok(ReviewOutcome::Refused {
+        self.retry_on_moved(|engine, attempt| {
+            let head = engine.repo.head()?;
+            let Some(merged) = engine.repo.onto_head(commit, now)? else {
+                return Ok(Try::Done(ReviewOutcome::Refused {
                     reason: format!(
                         "{} moved and {id} no longer applies cleanly; cancel it and ask for a new rollback",
-                        self.repo.branch()
+                        engine.repo.branch()
                     ),
-                });
+                }));
             };
             let tag_name = RollbackRef::new(service, env, &RollbackId(id.to_string())).name();
             let tag_msg = format!("Rollback {id} of {service}/{env}, merged from {branch}\n\n{review}");
-            let tag = self.repo.create_tag(&tag_name, &merged, &tag_msg, now)?;
-            let target = WriteTarget::Branch { name: self.repo.branch().to_string(), expected: head };
-            match self.repo.publish(&merged, &target, Some((&tag_name, &tag)))? {
-                PushResult::Moved => continue,
+            let tag = engine.repo.create_tag(&tag_name, &merged, &tag_msg, now)?;
+            let target = WriteTarget::Branch { name: engine.repo.branch().to_string(), expected: head };
+            Ok(match engine.repo.publish(&merged, &target, Some((&tag_name, &tag)))? {
+                PushResult::Moved => Try::Moved,
                 PushResult::Pushed => {
-                    self.repo.delete_branch(branch, commit)?;
+                    engine.repo.delete_branch(branch, commit)?;
                     let rollback = Rollback {
                         id: RollbackId(id.to_string()),
                         commit: merged,
                         delivery: Delivery::Direct,
-                        branch: self.repo.branch().to_string(),
+                        branch: engine.repo.branch().to_string(),
                         tag: Some(tag_name),
                         push_retries: attempt,
                         pr_url: None,
@@ -366,11 +360,10 @@ impl Engine {
                         because: Vec::new(),
                     };
                     info!(rollback_id = id, "proposal merged");
-                    return Ok(ReviewOutcome::Merged { rollback });
+                    Try::Done(ReviewOutcome::Merged { rollback })
                 }
-            }
-        }
-        Err(GitError::Contended { url: self.repo.url(), branch: self.repo.branch().to_string(), attempts }.into())
+            })
+        })
     }
 
     /// What proposal `t` would change if merged now, planned again from the branch as it is:

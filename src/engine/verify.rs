@@ -25,7 +25,7 @@ use crate::domain::policy::Policy;
 use crate::domain::rollback::{Delivery, Outcome, Rollback, RollbackId};
 use crate::domain::soak::{self, Candidate, SoakState};
 use crate::domain::verify::{OnFailure, Signal, Status, Watch};
-use crate::git::{CANDIDATES_REF, PathSet, PlanRequest, Planned, WATCH_NOTES_REF};
+use crate::git::{CANDIDATES_REF, PathSet, PlanRequest, Planned, Try, WATCH_NOTES_REF};
 use crate::metrics;
 use crate::support::duration::Duration;
 
@@ -141,14 +141,7 @@ impl Engine {
         let said =
             format!("{} is a candidate: tagged at {} unless an alert fires first", candidate.name, candidate.until);
         all.push(candidate);
-        self.repo.write_note(
-            CANDIDATES_REF,
-            &commit,
-            &soak::note(&all),
-            self.clock.now(),
-            self.config.git.push_retries,
-            true,
-        )?;
+        self.repo.write_note(CANDIDATES_REF, &commit, &soak::note(&all), self.clock.now(), true)?;
         Ok(said)
     }
 
@@ -230,16 +223,7 @@ impl Engine {
                 changed |= change(c);
             }
             soaking |= all.iter().any(|c| c.state == SoakState::Soaking);
-            if changed
-                && let Err(e) = self.repo.write_note(
-                    CANDIDATES_REF,
-                    &commit,
-                    &soak::note(&all),
-                    now,
-                    self.config.git.push_retries,
-                    true,
-                )
-            {
+            if changed && let Err(e) = self.repo.write_note(CANDIDATES_REF, &commit, &soak::note(&all), now, true) {
                 warn!(error = %e, "a known-good candidate's state could not be recorded");
             }
         }
@@ -262,8 +246,7 @@ impl Engine {
         if self.recorded.len() > 10_000 {
             self.recorded.clear();
         }
-        let retries = self.config.git.push_retries;
-        if let Err(e) = self.repo.add_decision(&head, &record.line(), now, retries) {
+        if let Err(e) = self.repo.add_decision(&head, &record.line(), now) {
             warn!(trigger = %record.trigger, error = %e, "the decision could not be recorded in git");
         }
     }
@@ -272,7 +255,7 @@ impl Engine {
     /// fingerprint): the decisions that wrote nothing, the rollbacks, their verification.
     pub fn explain(&mut self, subject: &str) -> Result<Explanation, EngineError> {
         let _lock = self.begin()?;
-        self.fetch(false)?;
+        self.fetch_if_stale()?;
         let now = self.clock.now();
         let decisions: Vec<DecisionRecord> =
             self.repo.decisions()?.iter().filter_map(|l| serde_json::from_str(l).ok()).collect();
@@ -432,8 +415,7 @@ impl Engine {
         let watch = self.watches.get_mut(id)?;
         if watch.observe(signal) {
             let (commit, text) = (watch.commit.clone(), watch.progress());
-            let retries = self.config.git.push_retries;
-            if let Err(e) = self.repo.write_note(WATCH_NOTES_REF, &commit, &text, now, retries, true) {
+            if let Err(e) = self.repo.write_note(WATCH_NOTES_REF, &commit, &text, now, true) {
                 warn!(rollback_id = %id, error = %e, "verification progress not recorded in git; kept in memory");
             }
         }
@@ -446,7 +428,7 @@ impl Engine {
     /// when their proposals were pushed. Called by the writer when idle.
     pub fn verify_due(&mut self) -> Result<Vec<String>, EngineError> {
         let _lock = self.begin()?;
-        self.fetch(false)?;
+        self.fetch_if_stale()?;
         let now = self.clock.now();
         self.pick_up(now)?;
         self.soak_due(now);
@@ -605,8 +587,7 @@ impl Engine {
             crate::support::text::quoted(&reason),
             watch.fired_again,
         );
-        let retries = self.config.git.push_retries;
-        let won = match self.repo.add_note(&watch.commit, &text, now, retries) {
+        let won = match self.repo.add_note(&watch.commit, &text, now) {
             Ok(won) => won,
             Err(e) => {
                 // Try again at the next tick: the verdict stands, only its record is missing.
@@ -755,81 +736,82 @@ impl Engine {
         let id = self.rollback_id(&trigger, &target.service, &target.env);
         let mut counted = Decision::for_event(&event);
         self.count_blast_radius(&target.service, now, &mut counted)?;
-        let attempts = self.config.git.push_retries + 1;
-        for retries in 0..attempts {
-            let request = PlanRequest {
-                target: &target,
-                strategy: policy.action.strategy,
-                exact: policy.action.exact,
-                to: Some(&to.0),
-                irreversible: policy.irreversible.as_ref(),
-                continues: None,
-                allow_removal: policy.action.allow_removal,
-            };
-            let plan = match self.repo.plan(&request)? {
-                Planned::Ready(plan) => *plan,
-                Planned::Noop { .. } | Planned::AlreadyRolledBack { .. } => return Ok(Step::Nothing),
-                // Stepping back past the service's first deploy would delete it.
-                Planned::NothingToGoBackTo { reason, .. } => return Ok(Step::NotWritten(reason)),
-            };
-            let mut decision = Decision::for_event(&event);
-            decision.policy = Some(policy.name().to_string());
-            decision.mode = Some(policy.action.mode);
-            decision.target = Some(target.clone());
-            decision.notes.push(format!("step back {n}: {} did not bring recovery", watch.id));
-            decision.notes.append(&mut counted.notes);
-            let open = self.open_proposal_for(&plan);
-            let asking = Asking {
-                policy,
-                mode: policy.action.mode,
-                human: false,
-                emergency: false,
-                dry_run: false,
-                id: &id,
-                open_proposal: open.as_ref(),
-            };
-            let delivery =
-                match self.decide_write(&asking, Some(&plan), (&target.service, &target.env), now, &mut decision) {
-                    Verdict::Deliver(delivery) => delivery,
-                    Verdict::Settled(outcome) | Verdict::SameAsOpenProposal(outcome) => {
-                        let why = outcome.summary();
-                        info!(of = %watch.id, step = n, "not stepping back: {why}");
-                        let report = Report { decision, plan: Some(plan), outcome };
-                        self.record_decision(&event, &report, now);
-                        return Ok(Step::NotWritten(why));
-                    }
-                };
-            let w = Write { event: &event, policy, plan: &plan, id: &id, delivery, retries, now, emergency: false };
-            match self.write(&w, &mut decision)? {
-                Some(rollback) if delivery == Delivery::Proposal => {
-                    let why = decision.frozen.clone().unwrap_or_else(|| decision.notes.join("; "));
-                    info!(rollback_id = %rollback.id, of = %watch.id, step = n, "step back proposed: {why}");
-                    return Ok(Step::Proposed(rollback, why));
-                }
-                Some(rollback) => {
-                    metrics::step_back();
-                    info!(rollback_id = %rollback.id, of = %watch.id, step = n, "stepped back");
-                    let firing = Some(watch.firing.clone());
-                    if let Some(next) =
-                        self.start_watch(policy, &rollback, &target.service, &target.env, &trigger, now, n, firing)
-                        && let Err(e) = self.repo.write_note(
-                            WATCH_NOTES_REF,
-                            &next.commit,
-                            &next.progress(),
-                            now,
-                            self.config.git.push_retries,
-                            true,
-                        )
-                    {
-                        warn!(rollback_id = %next.id, error = %e, "verification progress not recorded in git");
-                    }
-                    return Ok(Step::Pushed(rollback));
-                }
-                None => self.fetch(true)?,
+        let stepping =
+            SteppingBack { watch, policy, n, event: &event, trigger: &trigger, target: &target, to: &to, id: &id, now };
+        self.retry_on_moved(|engine, retries| engine.step_back_try(&stepping, &mut counted, retries))
+    }
+
+    /// One try of [`Engine::step_back`]: `Moved` when the branch moved under the write.
+    fn step_back_try(
+        &mut self,
+        stepping: &SteppingBack<'_>,
+        counted: &mut Decision,
+        retries: u32,
+    ) -> Result<Try<Step>, EngineError> {
+        let SteppingBack { watch, policy, n, event, trigger, target, to, id, now } = *stepping;
+        let request = PlanRequest {
+            target: &target,
+            strategy: policy.action.strategy,
+            exact: policy.action.exact,
+            to: Some(&to.0),
+            irreversible: policy.irreversible.as_ref(),
+            continues: None,
+            allow_removal: policy.action.allow_removal,
+        };
+        let plan = match self.repo.plan(&request)? {
+            Planned::Ready(plan) => *plan,
+            Planned::Noop { .. } | Planned::AlreadyRolledBack { .. } => return Ok(Try::Done(Step::Nothing)),
+            // Stepping back past the service's first deploy would delete it.
+            Planned::NothingToGoBackTo { reason, .. } => return Ok(Try::Done(Step::NotWritten(reason))),
+        };
+        let mut decision = Decision::for_event(&event);
+        decision.policy = Some(policy.name().to_string());
+        decision.mode = Some(policy.action.mode);
+        decision.target = Some(target.clone());
+        decision.notes.push(format!("step back {n}: {} did not bring recovery", watch.id));
+        decision.notes.append(&mut counted.notes);
+        let open = self.open_proposal_for(&plan);
+        let asking = Asking {
+            policy,
+            mode: policy.action.mode,
+            human: false,
+            emergency: false,
+            dry_run: false,
+            id: &id,
+            open_proposal: open.as_ref(),
+        };
+        let delivery = match self.decide_write(&asking, Some(&plan), (&target.service, &target.env), now, &mut decision)
+        {
+            Verdict::Deliver(delivery) => delivery,
+            Verdict::Settled(outcome) | Verdict::SameAsOpenProposal(outcome) => {
+                let why = outcome.summary();
+                info!(of = %watch.id, step = n, "not stepping back: {why}");
+                let report = Report { decision, plan: Some(plan), outcome };
+                self.record_decision(&event, &report, now);
+                return Ok(Try::Done(Step::NotWritten(why)));
             }
-        }
-        Err(crate::git::GitError::Contended { url: self.repo.url(), branch: self.repo.branch().to_string(), attempts }
-            .into())
+        };
+        let w = Write { event: &event, policy, plan: &plan, id: &id, delivery, retries, now, emergency: false };
+        Ok(match self.write(&w, &mut decision)? {
+            Some(rollback) if delivery == Delivery::Proposal => {
+                let why = decision.frozen.clone().unwrap_or_else(|| decision.notes.join("; "));
+                info!(rollback_id = %rollback.id, of = %watch.id, step = n, "step back proposed: {why}");
+                Try::Done(Step::Proposed(rollback, why))
+            }
+            Some(rollback) => {
+                metrics::step_back();
+                info!(rollback_id = %rollback.id, of = %watch.id, step = n, "stepped back");
+                let firing = Some(watch.firing.clone());
+                if let Some(next) =
+                    self.start_watch(policy, &rollback, &target.service, &target.env, &trigger, now, n, firing)
+                    && let Err(e) = self.repo.write_note(WATCH_NOTES_REF, &next.commit, &next.progress(), now, true)
+                {
+                    warn!(rollback_id = %next.id, error = %e, "verification progress not recorded in git");
+                }
+                Try::Done(Step::Pushed(rollback))
+            }
+            None => Try::Moved,
+        })
     }
 
     /// Whether each of `queries` holds, and when Prometheus said so, asked off the writer
@@ -921,6 +903,20 @@ impl Incidents {
 }
 
 /// What a step back came to.
+/// A step back being written: what every try of it reads.
+#[derive(Clone, Copy)]
+struct SteppingBack<'a> {
+    watch: &'a Watch,
+    policy: &'a Policy,
+    n: u32,
+    event: &'a Event,
+    trigger: &'a str,
+    target: &'a crate::domain::plan::Target,
+    to: &'a Sha,
+    id: &'a RollbackId,
+    now: Timestamp,
+}
+
 enum Step {
     /// Pushed to the branch, and verified in turn.
     Pushed(Rollback),

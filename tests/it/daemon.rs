@@ -31,7 +31,7 @@ fn moved_branch_over_the_network_is_retried() {
     std::fs::write(w.config_path(), format!("{cfg}git: {{ fetch_freshness: 1h }}\n")).unwrap();
     w.deploy("checkout", "prod", "1.5.0", 10);
     let mut engine = w.engine();
-    engine.repo().fetch(true).unwrap();
+    engine.repo().fetch_now().unwrap();
     let unrelated = w.deploy("cart", "prod", "2.1.0", 1);
     let report = engine.handle(&w.alert("checkout", "prod", "fp"), &Options::default()).unwrap();
     match report.outcome {
