@@ -84,11 +84,21 @@ impl EngineError {
         }
     }
 
+    /// Whether the origin or GitHub refused our credentials: retrying soon will not help.
+    pub fn is_auth(&self) -> bool {
+        match self {
+            EngineError::Git(e) => e.kind() == crate::git::GitErrorKind::Auth,
+            EngineError::Forge(e) => e.is_auth(),
+            _ => false,
+        }
+    }
+
     /// Whether the sender should retry later (the origin could not be reached or kept moving).
     pub fn is_transient(&self) -> bool {
         match self {
             EngineError::Git(
                 GitError::Unreachable { .. }
+                | GitError::Auth { .. }
                 | GitError::Contended { .. }
                 | GitError::NotFetched { .. }
                 | GitError::UnreadableState { .. },

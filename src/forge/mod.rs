@@ -29,6 +29,11 @@ pub enum ForgeError {
 }
 
 impl ForgeError {
+    /// GitHub refused our credentials (401, or 403 without a rate limit).
+    pub fn is_auth(&self) -> bool {
+        matches!(self, ForgeError::Api { status: 401 | 403, .. })
+    }
+
     /// Worth retrying later: the API was unreachable or failed on its side.
     pub fn is_transient(&self) -> bool {
         match self {

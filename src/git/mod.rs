@@ -27,6 +27,7 @@ pub use signing::split_signed_tag;
 pub(crate) use trailers::Halt;
 pub use trailers::{Also, Trailers};
 pub(crate) use transport::Auth;
+
 use transport::Update;
 pub(crate) use tree_diff::Bound;
 pub(crate) use tree_diff::MAX_TREE_DEPTH;
@@ -38,6 +39,9 @@ use crate::support::url::redact_url;
 pub enum GitError {
     #[error("cannot reach the config repo {url}: {message}")]
     Unreachable { url: String, message: String },
+    /// The origin would not take our credentials: retrying soon will not help.
+    #[error("cannot reach the config repo {url}: {message}")]
+    Auth { url: String, message: String },
     #[error("the config repo {url} refused the push to {refname}: {message}")]
     Refused { url: String, refname: String, message: String },
     #[error("branch {branch} kept moving on {url}: gave up after {attempts} attempts")]
@@ -78,6 +82,34 @@ pub enum GitError {
     Bound(#[from] tree_diff::Bound),
     #[error("git: {0}")]
     Git(#[from] git2::Error),
+}
+
+/// What kind of failure a [`GitError`] is, for callers that branch on it (backoff, status
+/// codes) rather than read its text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GitErrorKind {
+    /// The origin refused our credentials.
+    Auth,
+    /// The origin could not be reached (or has not been fetched yet).
+    Unreachable,
+    /// The branch kept moving under our writes.
+    Moved,
+    /// The origin refused a push for another reason (a hook, branch protection).
+    Refused,
+    /// Anything else: bad input, state rollbackd cannot read, git itself.
+    Other,
+}
+
+impl GitError {
+    pub fn kind(&self) -> GitErrorKind {
+        match self {
+            GitError::Auth { .. } => GitErrorKind::Auth,
+            GitError::Unreachable { .. } | GitError::NotFetched { .. } => GitErrorKind::Unreachable,
+            GitError::Contended { .. } => GitErrorKind::Moved,
+            GitError::Refused { .. } => GitErrorKind::Refused,
+            _ => GitErrorKind::Other,
+        }
+    }
 }
 
 /// Where a write goes on the origin.
