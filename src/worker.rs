@@ -15,10 +15,10 @@ use tracing::{info, warn};
 
 use crate::chat::{ChatRequest, Reply};
 use crate::domain::event::Event;
+use crate::domain::event::Resolved;
 use crate::domain::status::StatusView;
 use crate::engine::{Engine, EngineError, Options, Triager};
 use crate::git::AuditRecord;
-use crate::ingest::alertmanager::Resolved;
 use crate::metrics;
 use crate::{Outcome, Report};
 
@@ -61,7 +61,7 @@ pub enum Job {
         reply: oneshot::Sender<Reply>,
     },
     GithubComment {
-        comment: Box<crate::ingest::github::Comment>,
+        comment: Box<crate::domain::event::Comment>,
         directory: Box<crate::domain::principal::Directory>,
         reply: oneshot::Sender<JobResult>,
     },
@@ -396,7 +396,10 @@ fn job_result_at(
             JobResult::Report(Box::new(report))
         }
         Err(e) => {
-            if matches!(e, EngineError::Git(crate::git::GitError::Unreachable { .. } | crate::git::GitError::Auth { .. })) {
+            if matches!(
+                e,
+                EngineError::Git(crate::git::GitError::Unreachable { .. } | crate::git::GitError::Auth { .. })
+            ) {
                 shared.origin_failed(&e);
             }
             if !e.is_transient() {

@@ -7,8 +7,9 @@ use std::time::Instant;
 
 use tracing::info;
 
-use super::review::{Actor, actor_id};
 use super::{Engine, EngineError};
+use crate::domain::actor::Actor;
+use crate::domain::answer::Answer;
 use crate::domain::artifacts::ArtifactChange;
 use crate::domain::hold::{self, Hold, Release};
 use crate::domain::rollback::Delivery;
@@ -134,18 +135,17 @@ impl Engine {
         service: &str,
         env: &str,
         reason: Option<&str>,
-        actor: Actor<'_>,
-        cli_name: &str,
-    ) -> Result<String, EngineError> {
+        actor: &Actor,
+    ) -> Result<Answer, EngineError> {
         if let Some(refused) = self.may_freeze(actor, "release holds") {
             return Ok(refused);
         }
         let (_lock, now) = self.begin_fresh()?;
         let held: Vec<Hold> = self.holds()?.into_iter().filter(|h| h.service == service && h.env == env).collect();
         if held.is_empty() {
-            return Ok(format!("nothing is held for {service}/{env}"));
+            return Ok(Answer::done(format!("nothing is held for {service}/{env}")));
         }
-        let who = actor_id(actor, cli_name);
+        let who = actor.id();
         let oldest = now.checked_sub(self.config.audit.window.as_signed()).unwrap_or(now);
         let release = Release {
             service: service.into(),
@@ -159,7 +159,7 @@ impl Engine {
         })?;
         let what: Vec<String> = held.iter().map(|h| h.value.clone()).collect();
         info!(service, env, by = %who, released = %what.join(", "), "holds released");
-        Ok(format!("released {} held for {service}/{env} by {who}: {}", held.len(), what.join(", ")))
+        Ok(Answer::done(format!("released {} held for {service}/{env} by {who}: {}", held.len(), what.join(", "))))
     }
 }
 

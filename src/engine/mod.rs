@@ -17,7 +17,7 @@ mod verify;
 pub use holds::GateReport;
 pub(crate) use holds::{GateStart, PullGate};
 pub(crate) use policies::covers_policies;
-pub(crate) use verify::query_holds;
+pub(crate) use probe::QueryMetrics;
 
 use std::sync::Arc;
 
@@ -28,6 +28,7 @@ use crate::config::{Config, Secrets};
 use crate::domain::decide::Verdict;
 use crate::domain::decision::{Decision, Report};
 use crate::domain::event::Event;
+use crate::domain::event::Resolved;
 use crate::domain::ident::InputRules;
 use crate::domain::phase::Phase;
 use crate::domain::plan::{Plan, Sha};
@@ -36,7 +37,6 @@ use crate::domain::principal::{Principal, first_admitting};
 use crate::domain::rollback::{Delivery, Outcome, Rollback, RollbackId, RollbackRef};
 use crate::forge::{Forge, ForgeError, ProposalRequest};
 use crate::git::{Auth, ConfigRepo, GitError, PlanRequest, Planned, PushResult, Trailers, Try, WriteTarget};
-use crate::ingest::alertmanager::Resolved;
 use crate::support::clock::Clock;
 use crate::support::diagnostic::Diagnostic;
 use crate::support::template::{
@@ -177,7 +177,7 @@ impl Engine {
     pub fn new(config: Config, secrets: Secrets, clock: Arc<dyn Clock>) -> Result<Self, EngineError> {
         let policies = match config.policies.dir() {
             Some(dir) => {
-                let (policies, warnings) = PolicySet::load(dir).map_err(EngineError::Policies)?;
+                let (policies, warnings) = crate::policy_dir::load(dir).map_err(EngineError::Policies)?;
                 for w in warnings {
                     warn!("{w}");
                 }
@@ -203,7 +203,9 @@ impl Engine {
         check_routes(&config, &policies).map_err(EngineError::Config)?;
         let notifier = crate::notify::Notifier::start(&config.notify, &secrets, &templates, forge.clone());
         let repo_identity = format!("{} {}", crate::support::url::repo_key(&config.repo.url), config.repo.branch);
-        let prober = probe::Prober::new(config.prometheus.clone(), clock.clone());
+        let prometheus =
+            config.prometheus.clone().map(|p| Arc::new(crate::prometheus::Prometheus::new(p)) as Arc<dyn QueryMetrics>);
+        let prober = probe::Prober::new(prometheus, clock.clone());
         let mut engine = Engine {
             config,
             policies,

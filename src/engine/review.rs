@@ -7,6 +7,8 @@ use tracing::{info, warn};
 
 use super::facts::Asking;
 use super::{Engine, EngineError};
+use crate::domain::actor::Actor;
+use crate::domain::answer::{Answer, Refusal};
 use crate::domain::decide::Verdict;
 use crate::domain::decision::Decision;
 use crate::domain::event::Event;
@@ -14,7 +16,7 @@ use crate::domain::freeze::Freeze;
 use crate::domain::plan::Sha;
 use crate::domain::plan::{Plan, Strategy};
 use crate::domain::policy::{Mode, Policy};
-use crate::domain::principal::{Principal, first_admitting};
+use crate::domain::principal::first_admitting;
 use crate::domain::rollback::{Delivery, Rollback, RollbackId, RollbackRef};
 use crate::forge::{Forge, GithubForge};
 use crate::git::{PlanRequest, Planned, PushResult, Try, WriteTarget};
@@ -68,13 +70,6 @@ pub(super) enum Merging {
     Automatic { asked_by_person: bool },
 }
 
-/// Who may act: `None` for the CLI (an operator), a principal from chat.
-pub(crate) type Actor<'a> = Option<&'a Principal>;
-
-pub(super) fn actor_id(actor: Actor<'_>, cli_name: &str) -> String {
-    actor.map_or_else(|| format!("cli:{cli_name}"), |p| p.id.clone())
-}
-
 impl Engine {
     /// What a person's action starts with: the data dir's lock, the origin as it is now (people
     /// act on what they just saw, so the freshness window does not apply), and the time.
@@ -85,7 +80,8 @@ impl Engine {
     }
 
     /// Approves proposal `id`; merges it once the policy's approvals are met.
-    pub fn approve(&mut self, id: &str, actor: Actor<'_>, cli_name: &str) -> Result<ReviewOutcome, EngineError> {
+    pub fn approve(&mut self, id: &str, actor: &Actor) -> Result<ReviewOutcome, EngineError> {
+        let (who, actor) = (actor.id(), actor.principal());
         let (_lock, now) = self.begin_fresh()?;
         let Some((branch, commit, t)) = self.repo.find_proposal(id)? else {
             return Ok(ReviewOutcome::Refused { reason: format!("no open proposal {id}") });
@@ -93,7 +89,6 @@ impl Engine {
         let Some(policy) = self.policies.policies.iter().find(|p| p.name() == t.policy).cloned() else {
             return Ok(ReviewOutcome::Refused { reason: format!("policy {} of {id} no longer exists", t.policy) });
         };
-        let who = actor_id(actor, cli_name);
         if let Some(p) = actor
             && first_admitting(&policy.chatops.approve, p).is_none()
         {
@@ -181,15 +176,15 @@ impl Engine {
         let message = self.repo.message(commit)?;
         let pr = match gh.find_open_pr(branch)? {
             Some(pr) => pr,
-            None => gh.open_pr(
+            None => gh.open_pr(&crate::forge::ProposalRequest {
                 branch,
-                self.repo.branch(),
-                &format!("Roll back {service}/{env} ({id})"),
-                &message,
-                &["rollback".into(), format!("service:{service}"), format!("env:{env}")],
-                &[],
-                &[],
-            )?,
+                base: self.repo.branch(),
+                title: &format!("Roll back {service}/{env} ({id})"),
+                body: &message,
+                labels: &["rollback".into(), format!("service:{service}"), format!("env:{env}")],
+                reviewers: &[],
+                teams: &[],
+            })?,
         };
         let Some(tip) = self.repo.onto_head(commit, now)? else {
             let reason =
@@ -441,12 +436,12 @@ impl Engine {
     }
 
     /// Closes proposal `id`: its branch is deleted and its commit kept as `cancelled/...` tag.
-    pub fn cancel(&mut self, id: &str, actor: Actor<'_>, cli_name: &str) -> Result<ReviewOutcome, EngineError> {
+    pub fn cancel(&mut self, id: &str, actor: &Actor) -> Result<ReviewOutcome, EngineError> {
+        let (who, actor) = (actor.id(), actor.principal());
         let (_lock, now) = self.begin_fresh()?;
         let Some((branch, commit, t)) = self.repo.find_proposal(id)? else {
             return Ok(ReviewOutcome::Refused { reason: format!("no open proposal {id}") });
         };
-        let who = actor_id(actor, cli_name);
         if let Some(p) = actor {
             let approver = self
                 .policies
@@ -474,10 +469,10 @@ impl Engine {
 
     /// Who may `act` (freeze, pause, release holds): anyone an approver in some policy (chat),
     /// or an operator (CLI). The refusal, if refused.
-    pub(super) fn may_freeze(&self, actor: Actor<'_>, act: &str) -> Option<String> {
-        let p = actor?;
+    pub(super) fn may_freeze(&self, actor: &Actor, act: &str) -> Option<Answer> {
+        let p = actor.principal()?;
         let ok = self.policies.policies.iter().any(|pol| first_admitting(&pol.chatops.approve, p).is_some());
-        (!ok).then(|| format!("refused: {p} may not {act}: not an approver in any policy"))
+        (!ok).then(|| Answer::refused(Refusal::NotAllowed, format!("{p} may not {act}: not an approver in any policy")))
     }
 
     pub fn freeze(
@@ -486,13 +481,12 @@ impl Engine {
         env: Option<&str>,
         duration: Option<crate::support::duration::Duration>,
         reason: Option<&str>,
-        actor: Actor<'_>,
-        cli_name: &str,
-    ) -> Result<String, EngineError> {
+        actor: &Actor,
+    ) -> Result<Answer, EngineError> {
         if let Some(refused) = self.may_freeze(actor, "freeze or unfreeze") {
             return Ok(refused);
         }
-        self.add_freeze(scope, env, duration, reason, actor_id(actor, cli_name), false)
+        self.add_freeze(scope, env, duration, reason, actor.id(), false)
     }
 
     /// The kill switch: every automatic rollback (and step back) stops, fleet-wide, until
@@ -501,14 +495,13 @@ impl Engine {
         &mut self,
         duration: Option<crate::support::duration::Duration>,
         reason: Option<&str>,
-        actor: Actor<'_>,
-        cli_name: &str,
-    ) -> Result<String, EngineError> {
+        actor: &Actor,
+    ) -> Result<Answer, EngineError> {
         if let Some(refused) = self.may_freeze(actor, "pause or resume") {
             return Ok(refused);
         }
-        let said = self.add_freeze("all", None, duration, reason, actor_id(actor, cli_name), true)?;
-        if !said.starts_with("refused") {
+        let said = self.add_freeze("all", None, duration, reason, actor.id(), true)?;
+        if !said.is_refused() {
             warn!("{said}");
         }
         Ok(said)
@@ -524,9 +517,9 @@ impl Engine {
         reason: Option<&str>,
         by: String,
         pause: bool,
-    ) -> Result<String, EngineError> {
+    ) -> Result<Answer, EngineError> {
         let what = if pause { "a pause" } else { "a freeze" };
-        let refused = || Ok(format!("refused: {what} lasts more than 0s and at most 366d"));
+        let refused = || Ok(Answer::refused(Refusal::BadInput, format!("{what} lasts more than 0s and at most 366d")));
         let length = duration.map_or(SignedDuration::from_hours(1), |d| d.as_signed());
         if length <= SignedDuration::ZERO || length > SignedDuration::from_hours(24 * 366) {
             return refused();
@@ -545,28 +538,23 @@ impl Engine {
         let text = f.describe();
         let message = if pause { format!("Pause: {text}\n") } else { format!("Freeze: {text}\n") };
         self.repo.update_freezes(&message, now, |set| set.add(f.clone(), now))?;
-        Ok(text)
+        Ok(Answer::done(text))
     }
 
     /// Lifts the pause.
-    pub fn resume(
-        &mut self,
-        actor: Actor<'_>,
-        cli_name: &str,
-        asked_at: Option<Timestamp>,
-    ) -> Result<String, EngineError> {
+    pub fn resume(&mut self, actor: &Actor, asked_at: Option<Timestamp>) -> Result<Answer, EngineError> {
         if let Some(refused) = self.may_freeze(actor, "pause or resume") {
             return Ok(refused);
         }
         let (_lock, now) = self.begin_fresh()?;
-        let who = actor_id(actor, cli_name);
+        let who = actor.id();
         let asked_at = asked_at.unwrap_or(now);
         let removed = self.repo.update_freezes(&format!("Resume by {who}\n"), now, |set| set.resume(now, asked_at))?;
-        Ok(if removed == 0 {
+        Ok(Answer::done(if removed == 0 {
             "automatic rollbacks were not paused".into()
         } else {
             format!("automatic rollbacks resumed by {who}")
-        })
+        }))
     }
 
     /// Lifts freezes of `scope` (in `env`, or every env). `asked_at` is when the person asked
@@ -576,23 +564,22 @@ impl Engine {
         &mut self,
         scope: &str,
         env: Option<&str>,
-        actor: Actor<'_>,
-        cli_name: &str,
+        actor: &Actor,
         asked_at: Option<Timestamp>,
-    ) -> Result<String, EngineError> {
+    ) -> Result<Answer, EngineError> {
         if let Some(refused) = self.may_freeze(actor, "freeze or unfreeze") {
             return Ok(refused);
         }
         let (_lock, now) = self.begin_fresh()?;
-        let who = actor_id(actor, cli_name);
+        let who = actor.id();
         let asked_at = asked_at.unwrap_or(now);
         let removed = self.repo.update_freezes(&format!("Unfreeze {scope} by {who}\n"), now, |set| {
             set.remove(scope, env, now, asked_at)
         })?;
-        Ok(match removed {
+        Ok(Answer::done(match removed {
             0 => format!("{scope} was not frozen"),
             1 => format!("{scope} unfrozen by {who}"),
             n => format!("{scope} unfrozen by {who}: {n} freezes lifted"),
-        })
+        }))
     }
 }

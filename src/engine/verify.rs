@@ -17,14 +17,14 @@ use super::{Engine, EngineError, Selection, Write, select};
 use crate::domain::audit::AuditRecord;
 use crate::domain::decide::Verdict;
 use crate::domain::decision::{Decision, Report};
-use crate::domain::event::{Event, Source};
+use crate::domain::event::{Event, Source, Trigger};
 use crate::domain::explain::{DecisionRecord, Explanation, Subject};
 use crate::domain::notice::{Follows, Notice, NoticeKind, stepped_back_from, summary, trigger_url};
 use crate::domain::plan::Sha;
 use crate::domain::policy::Policy;
 use crate::domain::rollback::{Delivery, Outcome, Rollback, RollbackId};
 use crate::domain::soak::{self, Candidate, SoakState};
-use crate::domain::verify::{OnFailure, Signal, Status, Watch};
+use crate::domain::verify::{OnFailure, Signal, Status, Verifying, Watch};
 use crate::git::{CANDIDATES_REF, PathSet, PlanRequest, Planned, Try, WATCH_NOTES_REF};
 use crate::metrics;
 use crate::support::duration::Duration;
@@ -101,7 +101,12 @@ impl Engine {
                 if self.repo.index().applied(&service, &env).any(|r| r.id != rollback.id && r.at > day_ago) {
                     metrics::oscillation();
                 }
-                self.start_watch(&policy, rollback, &service, &env, &event.trigger(), now, 0, None);
+                self.start_watch(
+                    &policy,
+                    rollback,
+                    &Verifying { service: &service, env: &env, trigger: &event.trigger(), at: now, step: 0 },
+                    None,
+                );
             }
         }
     }
@@ -126,8 +131,13 @@ impl Engine {
         metrics::merged(path, alert_start(&t.trigger), now);
         if let Some(policy) = self.policy_named(&t.policy).cloned() {
             // A step back that was proposed counts as its step once merged (max_steps).
-            let step = step_of(&t.trigger);
-            self.start_watch(&policy, rollback, &t.service, &t.env, &t.trigger, now, step, None);
+            let step = Trigger::parse(&t.trigger).step_back();
+            self.start_watch(
+                &policy,
+                rollback,
+                &Verifying { service: &t.service, env: &t.env, trigger: &t.trigger, at: now, step },
+                None,
+            );
         }
     }
 
@@ -315,7 +325,7 @@ impl Engine {
             n.trigger_url = n.trigger_url.or_else(|| url.clone());
         }
         // An alert's rollback records its summary as `Rollback-Reason` (a restart forgets the rest).
-        if n.summary.is_none() && trigger.starts_with("alertmanager:") {
+        if n.summary.is_none() && Trigger::parse(&trigger).is_alert() {
             n.summary = first.filter(|r| r.trigger == trigger).and_then(|r| r.reason.clone());
         }
         let changes = |commit: &str| self.repo.artifact_changes(&format!("{commit}^1"), commit).unwrap_or_default();
@@ -355,46 +365,31 @@ impl Engine {
     }
 
     /// Watches `rollback` when its policy says how to verify it and something can.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn start_watch(
         &mut self,
         policy: &Policy,
         rollback: &Rollback,
-        service: &str,
-        env: &str,
-        trigger: &str,
-        at: Timestamp,
-        step: u32,
+        of: &Verifying<'_>,
         firing: Option<std::collections::BTreeSet<String>>,
     ) -> Option<Watch> {
+        let Verifying { service, env, trigger, at, .. } = *of;
         let spec = policy.verify.as_ref()?;
         // One commit for several alerts: each of their alerts must resolve.
         if let Some(w) = self.watches.get_mut(&rollback.id) {
-            if trigger.starts_with("alertmanager:") {
+            if Trigger::parse(trigger).is_alert() {
                 w.also_firing([trigger.to_string()]);
             }
             return Some(w.clone());
         }
         let query = self.verify_query(policy, service, env);
-        let mut watch = Watch::start(
-            spec,
-            rollback.id.clone(),
-            rollback.commit.clone(),
-            service,
-            env,
-            policy.name(),
-            trigger,
-            at,
-            step,
-            query,
-        );
+        let mut watch = Watch::start(spec, (rollback.id.clone(), rollback.commit.clone()), policy.name(), of, query);
         if let Some(firing) = firing {
             watch.also_firing(firing);
         }
         // The last phase of a phased rollback whose alert resolved between phases: it is not
         // firing now, so it counts as resolved from when this phase could be deployed.
         if rollback.phase.is_some_and(|p| p.is_last() && p.of > 1)
-            && trigger.starts_with("alertmanager:")
+            && Trigger::parse(trigger).is_alert()
             && self.resolved_before_last_phase(&rollback.id)
         {
             let deployed = at.saturating_add(spec.deploy_time.as_signed()).unwrap_or(at);
@@ -512,8 +507,16 @@ impl Engine {
                 phase: r.phase,
                 because: Vec::new(),
             };
-            let step = step_of(&r.trigger);
-            if self.start_watch(&policy, &rollback, &r.service, &r.env, &r.trigger, r.at, step, None).is_none() {
+            let step = Trigger::parse(&r.trigger).step_back();
+            if self
+                .start_watch(
+                    &policy,
+                    &rollback,
+                    &Verifying { service: &r.service, env: &r.env, trigger: &r.trigger, at: r.at, step },
+                    None,
+                )
+                .is_none()
+            {
                 self.settled.insert(r.id.clone());
             }
         }
@@ -802,9 +805,12 @@ impl Engine {
                 metrics::step_back();
                 info!(rollback_id = %rollback.id, of = %watch.id, step = n, "stepped back");
                 let firing = Some(watch.firing.clone());
-                if let Some(next) =
-                    self.start_watch(policy, &rollback, &target.service, &target.env, &trigger, now, n, firing)
-                    && let Err(e) = self.repo.write_note(WATCH_NOTES_REF, &next.commit, &next.progress(), now, true)
+                if let Some(next) = self.start_watch(
+                    policy,
+                    &rollback,
+                    &Verifying { service: &target.service, env: &target.env, trigger: &trigger, at: now, step: n },
+                    firing,
+                ) && let Err(e) = self.repo.write_note(WATCH_NOTES_REF, &next.commit, &next.progress(), now, true)
                 {
                     warn!(rollback_id = %next.id, error = %e, "verification progress not recorded in git");
                 }
@@ -848,27 +854,6 @@ const PROMETHEUS_WAIT: std::time::Duration = std::time::Duration::from_millis(40
 
 /// How old an answer may be and still count.
 const PROMETHEUS_STALE: jiff::SignedDuration = jiff::SignedDuration::from_mins(5);
-
-/// Asks Prometheus `query` (an instant query): whether it returns at least one series, or a
-/// non-zero scalar. An error says whether Prometheus refused the query (a 4xx: fix the query)
-/// or could not be reached.
-pub(crate) fn query_holds(p: &crate::config::PrometheusConfig, query: &str) -> Result<bool, String> {
-    let agent = crate::outbound::agent(p.timeout.as_std());
-    let url = format!("{}/api/v1/query", p.url.trim_end_matches('/'));
-    let a =
-        crate::outbound::get(&agent, &url, &[("query", query)]).map_err(|e| format!("Prometheus unreachable: {e}"))?;
-    let v: serde_json::Value = serde_json::from_str(&a.body).unwrap_or_default();
-    if !a.ok() || v["status"] != "success" {
-        let why = v["error"].as_str().map_or_else(|| a.body.chars().take(200).collect(), str::to_string);
-        return Err(format!("Prometheus answered {}: {why}", a.status));
-    }
-    let data = &v["data"];
-    Ok(match data["resultType"].as_str() {
-        Some("vector") | Some("matrix") => data["result"].as_array().is_some_and(|r| !r.is_empty()),
-        Some("scalar") => data["result"][1].as_str().and_then(|s| s.parse::<f64>().ok()).is_some_and(|x| x != 0.0),
-        _ => false,
-    })
-}
 
 /// What recent alerts said, by trigger: their summary and link. Bounded: the oldest is
 /// forgotten first.
@@ -931,14 +916,9 @@ enum Step {
 
 /// When an alert trigger's incident began: Alertmanager keys end in `@<startsAt>`.
 fn alert_start(trigger: &str) -> Option<Timestamp> {
-    trigger.strip_prefix("alertmanager:")?.rsplit_once('@')?.1.parse().ok()
-}
-
-/// The step a rollback is, from its trigger: `rollbackd:step-back/<id>/<n>` is step n.
-fn step_of(trigger: &str) -> u32 {
-    trigger
-        .strip_prefix("rollbackd:step-back/")
-        .and_then(|rest| rest.rsplit('/').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
+    let trigger = Trigger::parse(trigger);
+    if !trigger.is_alert() {
+        return None;
+    }
+    trigger.key.rsplit_once('@')?.1.parse().ok()
 }

@@ -46,7 +46,7 @@ impl ForgeError {
 }
 
 /// A proposal's pull request, as the engine asks for it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct ProposalRequest<'a> {
     pub branch: &'a str,
     pub base: &'a str,
@@ -96,7 +96,7 @@ impl Forge {
         if let Some(pr) = gh.find_open_pr(p.branch)? {
             return Ok(Some(pr));
         }
-        gh.open_pr(p.branch, p.base, p.title.trim(), p.body, p.labels, p.reviewers, p.teams).map(Some)
+        gh.open_pr(&ProposalRequest { title: p.title.trim(), ..*p }).map(Some)
     }
 
     /// Says `text` on the conversation of the proposal on `branch`. `Ok(false)` where there is

@@ -47,24 +47,7 @@ pub enum GithubEvent {
     Ignored(String),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Comment {
-    pub id: u64,
-    pub issue: u64,
-    pub is_pull_request: bool,
-    pub body: String,
-    /// For an edit: the body before it, so only commands that are new are acted on.
-    pub previous_body: Option<String>,
-    /// Who acted, as GitHub authenticated them: the delivery's `sender` (the editor of an
-    /// edit), never the comment's author field.
-    pub sender: String,
-    /// The sender is a bot or an app (rollbackd's own replies among them).
-    pub sender_is_bot: bool,
-    /// `owner/name` of the repository the comment is in.
-    pub repository: String,
-    /// When the command was typed: the comment's `updated_at` (its `created_at` if absent).
-    pub at: Option<Timestamp>,
-}
+pub use crate::domain::event::Comment;
 
 #[derive(Deserialize)]
 struct IssueCommentPayload {
