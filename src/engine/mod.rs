@@ -131,23 +131,15 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     forge: Arc<Forge>,
     rules: InputRules,
-    /// When each open proposal was last told "fired again", so a storm makes one comment.
-    fired_again: HashMap<RollbackId, std::time::Instant>,
+    /// What is owed to GitHub: "fired again" comments, pull requests to open again.
+    follow_ups: follow_up::FollowUps,
     notifier: crate::notify::Notifier,
-    /// Pushed rollbacks being verified.
-    watches: std::collections::BTreeMap<RollbackId, crate::domain::verify::Watch>,
-    /// Rollbacks whose verification is recorded in git (or too old to pick up).
-    settled: std::collections::HashSet<RollbackId>,
-    /// (trigger, outcome) of decisions already recorded for `explain`.
-    recorded: std::collections::HashSet<(String, String)>,
-    /// The candidates notes ref as it was when no known-good candidate was soaking.
-    none_soaking: Option<Option<String>>,
+    /// Verification: the watches on pushed rollbacks and what they remember (see [`verify`]).
+    verification: verify::Verification,
     /// Policies kept in the config repo: what is in force and what was refused.
     repo_policies: policies::RepoPolicies,
     /// Counts switches of the policy set, so the writer knows when to republish them.
     policy_generation: u64,
-    /// Pull requests to open when GitHub answers again.
-    deferred_prs: Vec<follow_up::DeferredPr>,
     /// When failed GitHub deliveries were last looked for.
     redelivered_at: Option<Timestamp>,
     /// The artifact changes of each rollback commit, read once (holds).
@@ -159,12 +151,6 @@ pub struct Engine {
     /// The config repo and branch as one key, whatever way the URL is written: part of every
     /// rollback id, so two repos never mint the same one.
     repo_identity: String,
-    /// Asks Prometheus off the writer thread (verification and phase checks).
-    prober: probe::Prober,
-    /// What each recent alert said (its summary and link), by trigger, for the notices that
-    /// come after the rollback (verification, step backs, escalations). Bounded; after a
-    /// restart the summary is read back from the commit (`Rollback-Reason`).
-    incidents: verify::Incidents,
 }
 
 impl Drop for Engine {
@@ -214,22 +200,16 @@ impl Engine {
             clock,
             forge,
             rules,
-            fired_again: HashMap::new(),
+            follow_ups: Default::default(),
             notifier,
-            watches: Default::default(),
-            settled: Default::default(),
-            recorded: Default::default(),
-            none_soaking: None,
             repo_policies: Default::default(),
             policy_generation: 0,
-            deferred_prs: Vec::new(),
             redelivered_at: None,
             held_changes: HashMap::new(),
             alerting: Default::default(),
             stuck: Default::default(),
-            prober,
+            verification: verify::Verification::new(prober),
             repo_identity,
-            incidents: Default::default(),
         };
         engine.sync_policies();
         Ok(engine)
@@ -789,35 +769,9 @@ impl Engine {
     /// Writes the rollback: commit (and tag) pushed with compare-and-swap, or the proposal
     /// branch and its pull request. `Ok(None)` when the branch moved: plan again.
     fn write(&mut self, w: &Write<'_>, decision: &mut Decision) -> Result<Option<Rollback>, EngineError> {
-        let Write { event, policy, plan, id, delivery, retries, now, emergency } = *w;
+        let Write { event, policy, plan, id, delivery, retries, now, .. } = *w;
         let phase = plan.phase;
-        let trailers = Trailers {
-            id: id.to_string(),
-            service: plan.target.service.clone(),
-            env: plan.target.env.clone(),
-            of: plan.bad_commits.iter().map(|c| c.sha.0.clone()).collect(),
-            to: plan.known_good.sha.0.clone(),
-            policy: policy.name().to_string(),
-            trigger: event.trigger(),
-            actor: event.actor(),
-            reason: event.reason(),
-            strategy: plan.strategy.to_string(),
-            emergency,
-            phase,
-            also: plan
-                .also
-                .iter()
-                .map(|a| crate::git::Also {
-                    service: a.target.service.clone(),
-                    env: a.target.env.clone(),
-                    trigger: a.trigger.clone(),
-                })
-                .collect(),
-            because: match delivery {
-                Delivery::Proposal => decision.because.clone(),
-                Delivery::Direct => Vec::new(),
-            },
-        };
+        let trailers = trailers_of(w, decision);
         // The names are checked before anything is written: a commit never goes out without
         // the tag (or branch) that names it.
         let name = RollbackRef::new(&plan.target.service, &plan.target.env, id).name();
@@ -921,33 +875,77 @@ impl Engine {
                         Delivery::Direct => Vec::new(),
                     },
                 };
-                if let Some((title, body)) = &pr_texts {
-                    let labels = proposal_labels(&plan.target.service, &plan.target.env);
-                    let request = ProposalRequest {
-                        branch: &rollback.branch,
-                        base: &plan.branch,
-                        title,
-                        body,
-                        labels: &labels,
-                        reviewers: &policy.review.reviewers,
-                        teams: &policy.review.teams,
-                    };
-                    match self.forge.propose(&request) {
-                        Ok(pr) => rollback.pr_url = pr.map(|pr| pr.html_url),
-                        // The branch is there, and is the proposal: the writer opens its pull
-                        // request when GitHub answers again (or the incident's next delivery does).
-                        Err(e) => {
-                            warn!(error = %e, "the pull request could not be opened yet");
-                            decision.notes.push(format!("the pull request could not be opened yet: {e}"));
-                            if e.is_transient() {
-                                self.defer_pr(&request, &e, self.clock.now());
-                            }
-                        }
-                    }
+                if let Some(texts) = &pr_texts {
+                    self.open_pr_for(&mut rollback, w, texts, decision);
                 }
                 Ok(Some(rollback))
             }
         }
+    }
+    /// Opens the pull request of proposal `rollback`, just pushed; one GitHub would not open
+    /// now is opened later (the branch is there, and is the proposal).
+    fn open_pr_for(
+        &mut self,
+        rollback: &mut Rollback,
+        w: &Write<'_>,
+        (title, body): &(String, String),
+        decision: &mut Decision,
+    ) {
+        let Write { policy, plan, .. } = *w;
+        let labels = proposal_labels(&plan.target.service, &plan.target.env);
+        let request = ProposalRequest {
+            branch: &rollback.branch,
+            base: &plan.branch,
+            title,
+            body,
+            labels: &labels,
+            reviewers: &policy.review.reviewers,
+            teams: &policy.review.teams,
+        };
+        match self.forge.propose(&request) {
+            Ok(pr) => rollback.pr_url = pr.map(|pr| pr.html_url),
+            // The branch is there, and is the proposal: the writer opens its pull
+            // request when GitHub answers again (or the incident's next delivery does).
+            Err(e) => {
+                warn!(error = %e, "the pull request could not be opened yet");
+                decision.notes.push(format!("the pull request could not be opened yet: {e}"));
+                if e.is_transient() {
+                    self.defer_pr(&request, &e, self.clock.now());
+                }
+            }
+        }
+    }
+}
+
+/// The trailers of the commit `w` writes: what every reader of the audit trail reads back.
+fn trailers_of(w: &Write<'_>, decision: &Decision) -> Trailers {
+    let Write { event, policy, plan, id, delivery, emergency, .. } = *w;
+    Trailers {
+        id: id.to_string(),
+        service: plan.target.service.clone(),
+        env: plan.target.env.clone(),
+        of: plan.bad_commits.iter().map(|c| c.sha.0.clone()).collect(),
+        to: plan.known_good.sha.0.clone(),
+        policy: policy.name().to_string(),
+        trigger: event.trigger(),
+        actor: event.actor(),
+        reason: event.reason(),
+        strategy: plan.strategy.to_string(),
+        emergency,
+        phase: plan.phase,
+        also: plan
+            .also
+            .iter()
+            .map(|a| crate::git::Also {
+                service: a.target.service.clone(),
+                env: a.target.env.clone(),
+                trigger: a.trigger.clone(),
+            })
+            .collect(),
+        because: match delivery {
+            Delivery::Proposal => decision.because.clone(),
+            Delivery::Direct => Vec::new(),
+        },
     }
 }
 

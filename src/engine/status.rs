@@ -56,6 +56,7 @@ impl Engine {
             .collect();
         let phased = self.phased_views(now);
         let verifying = self
+            .verification
             .watches
             .values()
             .map(|w| VerifyingView {

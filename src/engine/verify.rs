@@ -38,7 +38,7 @@ impl Engine {
     /// its target, and start watching a rollback that was pushed.
     pub(super) fn after_handle(&mut self, event: &Event, result: &Result<Report, EngineError>) {
         let now = self.clock.now();
-        self.incidents.remember(event);
+        self.verification.incidents.remember(event);
         let report = match result {
             Ok(report) => report,
             Err(e) => {
@@ -79,6 +79,7 @@ impl Engine {
             };
             let target = report.decision.target.as_ref();
             let ids: Vec<RollbackId> = self
+                .verification
                 .watches
                 .values()
                 .filter(|w| dup == Some(&w.id) || target.is_some_and(|t| t.service == w.service && t.env == w.env))
@@ -215,7 +216,7 @@ impl Engine {
         // Every alert comes through here: while the notes ref is what it was when nothing was
         // soaking, there is nothing to read.
         let current = self.repo.ref_id(CANDIDATES_REF);
-        if self.none_soaking.as_ref() == Some(&current) {
+        if self.verification.none_soaking.as_ref() == Some(&current) {
             return;
         }
         let notes = match self.repo.notes_of(CANDIDATES_REF) {
@@ -237,7 +238,7 @@ impl Engine {
                 warn!(error = %e, "a known-good candidate's state could not be recorded");
             }
         }
-        self.none_soaking = (!soaking).then(|| self.repo.ref_id(CANDIDATES_REF));
+        self.verification.none_soaking = (!soaking).then(|| self.repo.ref_id(CANDIDATES_REF));
     }
 
     /// Keeps a decision that wrote nothing in git, once per (trigger, outcome), for `explain`.
@@ -250,11 +251,11 @@ impl Engine {
             },
         };
         let Some(record) = DecisionRecord::of(event, report, &head.0, now) else { return };
-        if !self.recorded.insert((record.trigger.clone(), record.outcome.clone())) {
+        if !self.verification.recorded.insert((record.trigger.clone(), record.outcome.clone())) {
             return;
         }
-        if self.recorded.len() > 10_000 {
-            self.recorded.clear();
+        if self.verification.recorded.len() > 10_000 {
+            self.verification.recorded.clear();
         }
         if let Err(e) = self.repo.add_decision(&head, &record.line(), now) {
             warn!(trigger = %record.trigger, error = %e, "the decision could not be recorded in git");
@@ -320,7 +321,7 @@ impl Engine {
             trigger.clone_from(&r.trigger);
             first = Some(r);
         }
-        if let Some((said, url)) = self.incidents.get(&trigger) {
+        if let Some((said, url)) = self.verification.incidents.get(&trigger) {
             n.summary = n.summary.or_else(|| said.clone());
             n.trigger_url = n.trigger_url.or_else(|| url.clone());
         }
@@ -375,7 +376,7 @@ impl Engine {
         let Verifying { service, env, trigger, at, .. } = *of;
         let spec = policy.verify.as_ref()?;
         // One commit for several alerts: each of their alerts must resolve.
-        if let Some(w) = self.watches.get_mut(&rollback.id) {
+        if let Some(w) = self.verification.watches.get_mut(&rollback.id) {
             if Trigger::parse(trigger).is_alert() {
                 w.also_firing([trigger.to_string()]);
             }
@@ -400,14 +401,14 @@ impl Engine {
             return None;
         }
         info!(rollback_id = %rollback.id, deadline = %watch.deadline(), "verifying the rollback");
-        self.watches.insert(watch.id.clone(), watch.clone());
+        self.verification.watches.insert(watch.id.clone(), watch.clone());
         Some(watch)
     }
 
     /// Feeds `signal` to one watch; records its progress when it changed, and settles it when
     /// it has a verdict.
     fn observe(&mut self, id: &RollbackId, signal: &Signal, now: Timestamp) -> Option<String> {
-        let watch = self.watches.get_mut(id)?;
+        let watch = self.verification.watches.get_mut(id)?;
         if watch.observe(signal) {
             let (commit, text) = (watch.commit.clone(), watch.progress());
             if let Err(e) = self.repo.write_note(WATCH_NOTES_REF, &commit, &text, now, true) {
@@ -429,24 +430,24 @@ impl Engine {
         self.soak_due(now);
         let mut said = self.open_deferred_prs(now);
         said.extend(self.phases_due(now));
-        let ids: Vec<RollbackId> = self.watches.keys().cloned().collect();
+        let ids: Vec<RollbackId> = self.verification.watches.keys().cloned().collect();
         // Every watch's query at once, off this thread, for a bounded wait.
-        let queries: Vec<String> = self.watches.values().filter_map(|w| w.query.clone()).collect();
+        let queries: Vec<String> = self.verification.watches.values().filter_map(|w| w.query.clone()).collect();
         let answers = self.ask_prometheus(&queries, now);
         for id in ids {
-            let query = self.watches.get(&id).and_then(|w| w.query.clone());
+            let query = self.verification.watches.get(&id).and_then(|w| w.query.clone());
             if let Some(q) = query {
                 let answer = answers.get(&q).cloned().unwrap_or_else(|| Err("not asked".into()));
                 match answer {
                     Ok((holds, at)) => {
-                        if let Some(w) = self.watches.get_mut(&id) {
+                        if let Some(w) = self.verification.watches.get_mut(&id) {
                             w.query_error = None;
                         }
                         said.extend(self.observe(&id, &Signal::Query { holds, at }, now));
                     }
                     Err(e) => {
                         warn!(rollback_id = %id, error = %e, "verify.query could not be evaluated");
-                        if let Some(w) = self.watches.get_mut(&id) {
+                        if let Some(w) = self.verification.watches.get_mut(&id) {
                             w.query_error = Some(e);
                         }
                     }
@@ -463,7 +464,7 @@ impl Engine {
     /// no note settles.
     fn pick_up(&mut self, now: Timestamp) -> Result<(), EngineError> {
         // Only the records nobody watches or settled yet: a tick copies nothing else.
-        let (watches, settled) = (&self.watches, &self.settled);
+        let (watches, settled) = (&self.verification.watches, &self.verification.settled);
         let records: Vec<AuditRecord> = self
             .repo
             .audit(now)?
@@ -487,13 +488,13 @@ impl Engine {
             let Some(spec) = &policy.verify else { continue };
             let too_old = r.at.saturating_add(spec.within.as_signed()).and_then(|t| t.saturating_add(PICK_UP));
             if too_old.is_ok_and(|t| t < now) || self.repo.note(&r.commit).is_some() {
-                self.settled.insert(r.id.clone());
+                self.verification.settled.insert(r.id.clone());
                 continue;
             }
             if let Some(w) = self.repo.note_in(WATCH_NOTES_REF, &r.commit).and_then(|n| Watch::resume(&n))
                 && w.id == r.id
             {
-                self.watches.insert(w.id.clone(), w);
+                self.verification.watches.insert(w.id.clone(), w);
                 continue;
             }
             let rollback = Rollback {
@@ -517,7 +518,7 @@ impl Engine {
                 )
                 .is_none()
             {
-                self.settled.insert(r.id.clone());
+                self.verification.settled.insert(r.id.clone());
             }
         }
         Ok(())
@@ -525,13 +526,13 @@ impl Engine {
 
     /// Every alert key a verification in progress waits to see resolve.
     pub fn watched_alerts(&self) -> std::collections::HashSet<String> {
-        self.watches.values().flat_map(|w| w.firing.iter().cloned()).collect()
+        self.verification.watches.values().flat_map(|w| w.firing.iter().cloned()).collect()
     }
 
     /// Whether rollback `id`'s policy verifies it (so the plain "resolved" note is not its verdict).
     pub(super) fn verified_by_watch(&self, id: &RollbackId, policy: &str) -> bool {
-        self.watches.contains_key(id)
-            || self.settled.contains(id)
+        self.verification.watches.contains_key(id)
+            || self.verification.settled.contains(id)
             || self.policy_named(policy).is_some_and(|p| p.verify.is_some())
     }
 
@@ -542,14 +543,14 @@ impl Engine {
         let at = at.min(now);
         self.pick_up(now)?;
         let ids: Vec<RollbackId> =
-            self.watches.values().filter(|w| w.firing.contains(key)).map(|w| w.id.clone()).collect();
+            self.verification.watches.values().filter(|w| w.firing.contains(key)).map(|w| w.id.clone()).collect();
         if ids.is_empty() {
             return Ok(None);
         }
         let mut said = Vec::new();
         for id in ids {
             self.observe(&id, &Signal::Resolved { key: key.to_string(), at }, now);
-            said.push(match self.watches.get(&id) {
+            said.push(match self.verification.watches.get(&id) {
                 Some(w) if !w.firing.is_empty() => format!("{id}: {key} resolved; still firing: {}", w.firing.len()),
                 Some(w) if w.resolved_since.is_none() => format!(
                     "{id}: {key} resolved at {at}, before the deploy time ({}) was over: not counted as the rollback's doing",
@@ -565,11 +566,11 @@ impl Engine {
     /// Ends a watch that has a verdict: writes the verification note and, if this process wrote
     /// it, tells people and carries out `on_failure`.
     fn settle(&mut self, id: &RollbackId, now: Timestamp) -> Option<String> {
-        let status = self.watches.get(id)?.status(now);
+        let status = self.verification.watches.get(id)?.status(now);
         if status == Status::Watching {
             return None;
         }
-        let watch = self.watches.remove(id)?;
+        let watch = self.verification.watches.remove(id)?;
         let (verdict, reason, recovered_at) = match &status {
             Status::Verified { recovered_at } => ("verified", "recovered".to_string(), Some(*recovered_at)),
             Status::NotRecovered { reason } => ("not_recovered", reason.clone(), None),
@@ -595,11 +596,11 @@ impl Engine {
             Err(e) => {
                 // Try again at the next tick: the verdict stands, only its record is missing.
                 warn!(rollback_id = %id, error = %e, "the verification note could not be written; retrying later");
-                self.watches.insert(id.clone(), watch);
+                self.verification.watches.insert(id.clone(), watch);
                 return None;
             }
         };
-        self.settled.insert(id.clone());
+        self.verification.settled.insert(id.clone());
         if !won {
             return Some(format!("{id}: {verdict} (recorded by another replica)"));
         }
@@ -831,7 +832,8 @@ impl Engine {
         if queries.is_empty() {
             return HashMap::new();
         }
-        self.prober
+        self.verification
+            .prober
             .ask_all(queries, PROMETHEUS_WAIT)
             .into_iter()
             .map(|(q, answer)| {
@@ -855,10 +857,42 @@ const PROMETHEUS_WAIT: std::time::Duration = std::time::Duration::from_millis(40
 /// How old an answer may be and still count.
 const PROMETHEUS_STALE: jiff::SignedDuration = jiff::SignedDuration::from_mins(5);
 
+/// What verification keeps between ticks: the watches on pushed rollbacks, and what it has
+/// recorded or read already, so each is written or read once.
+pub(super) struct Verification {
+    /// Pushed rollbacks being verified.
+    pub(super) watches: std::collections::BTreeMap<RollbackId, Watch>,
+    /// Rollbacks whose verification is recorded in git (or too old to pick up).
+    settled: std::collections::HashSet<RollbackId>,
+    /// (trigger, outcome) of decisions already recorded for `explain`.
+    recorded: std::collections::HashSet<(String, String)>,
+    /// The candidates notes ref as it was when no known-good candidate was soaking.
+    none_soaking: Option<Option<String>>,
+    /// Asks Prometheus off the writer thread (verification and phase checks).
+    prober: super::probe::Prober,
+    /// What each recent alert said (its summary and link), by trigger, for the notices that
+    /// come after the rollback (verification, step backs, escalations). Bounded; after a
+    /// restart the summary is read back from the commit (`Rollback-Reason`).
+    incidents: Incidents,
+}
+
+impl Verification {
+    pub(super) fn new(prober: super::probe::Prober) -> Self {
+        Verification {
+            watches: Default::default(),
+            settled: Default::default(),
+            recorded: Default::default(),
+            none_soaking: None,
+            prober,
+            incidents: Default::default(),
+        }
+    }
+}
+
 /// What recent alerts said, by trigger: their summary and link. Bounded: the oldest is
 /// forgotten first.
 #[derive(Default)]
-pub(super) struct Incidents {
+struct Incidents {
     by_trigger: HashMap<String, (Option<String>, Option<String>)>,
     order: std::collections::VecDeque<String>,
 }
