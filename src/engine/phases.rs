@@ -437,10 +437,10 @@ impl Engine {
         // phases do not count against it), the freezes and the pause, read fail-closed,
         // and who asked (a person's `continue` goes through a freeze, as their request
         // would; the idle loop does not).
-        let mut decided = Decision::for_event(&event);
+        let mut decided = Decision::for_event(event);
         if let (Next::Phase(_), Some(p)) = (&next, &plan) {
             let asking = Asking {
-                policy: &policy,
+                policy,
                 mode: policy.action.mode,
                 human: by == By::Person,
                 emergency: r.emergency,
@@ -478,7 +478,7 @@ impl Engine {
             }
             (Next::Phase(_), None) => return self.complete(r, policy, now).map(|said| Try::Done(Answer::done(said))),
             (Next::Remainder(why), _) => {
-                match self.plan_part(&policy, &target, &target.paths, &r.bad_commits, phase.last(), &known_good)? {
+                match self.plan_part(policy, target, &target.paths, &r.bad_commits, phase.last(), known_good)? {
                     Ok(Some(mut plan)) => {
                         plan.halted = Some(why.clone());
                         (plan, Delivery::Proposal)
@@ -491,23 +491,14 @@ impl Engine {
                 }
             }
         };
-        let mut decision = Decision::for_event(&event);
+        let mut decision = Decision::for_event(event);
         decision.policy = Some(policy.name().to_string());
         decision.mode = Some(Mode::Direct);
         decision.target = Some(plan.target.clone());
         decision.notes.extend(plan.went_on.clone().or_else(|| plan.halted.clone()));
         decision.notes.append(&mut decided.notes);
         decision.guards = decided.guards;
-        let w = Write {
-            event: &event,
-            policy: &policy,
-            plan: &plan,
-            id: &r.id,
-            delivery,
-            retries,
-            now,
-            emergency: r.emergency,
-        };
+        let w = Write { event, policy, plan: &plan, id: &r.id, delivery, retries, now, emergency: r.emergency };
         Ok(match self.write(&w, &mut decision)? {
             Some(rollback) => Try::Done(Answer::done(self.after_phase(r, policy, &plan, &rollback, now))),
             None => Try::Moved,
@@ -519,10 +510,10 @@ impl Engine {
     fn plan_next(&mut self, going: &Going<'_>, next: &Next) -> Result<(Next, Option<Plan>), EngineError> {
         let Going { r, phase, policy, target, known_good, now, .. } = *going;
         let mut next = match next {
-            Next::Phase(why) => match self.changed_after(r, &target)? {
+            Next::Phase(why) => match self.changed_after(r, target)? {
                 Some(changed) => Next::Remainder(changed),
-                None if phases_changed(&policy, &target, phase).is_some() => {
-                    Next::Remainder(phases_changed(&policy, &target, phase).unwrap_or_default())
+                None if phases_changed(policy, target, phase).is_some() => {
+                    Next::Remainder(phases_changed(policy, target, phase).unwrap_or_default())
                 }
                 None => Next::Phase(why.clone()),
             },
@@ -534,7 +525,7 @@ impl Engine {
                 for step in phase.step + 1..=phase.of {
                     let paths = &target.phases[step as usize - 1].paths;
                     let p = Phase::new(step, phase.of).unwrap_or(phase.last());
-                    match self.plan_part(&policy, &target, paths, &r.bad_commits, p, &known_good)? {
+                    match self.plan_part(policy, target, paths, &r.bad_commits, p, known_good)? {
                         Ok(Some(plan)) => {
                             planned = Some(plan);
                             break;

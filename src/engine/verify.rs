@@ -754,7 +754,7 @@ impl Engine {
     ) -> Result<Try<Step>, EngineError> {
         let SteppingBack { watch, policy, n, event, trigger, target, to, id, now } = *stepping;
         let request = PlanRequest {
-            target: &target,
+            target,
             strategy: policy.action.strategy,
             exact: policy.action.exact,
             to: Some(&to.0),
@@ -768,7 +768,7 @@ impl Engine {
             // Stepping back past the service's first deploy would delete it.
             Planned::NothingToGoBackTo { reason, .. } => return Ok(Try::Done(Step::NotWritten(reason))),
         };
-        let mut decision = Decision::for_event(&event);
+        let mut decision = Decision::for_event(event);
         decision.policy = Some(policy.name().to_string());
         decision.mode = Some(policy.action.mode);
         decision.target = Some(target.clone());
@@ -781,7 +781,7 @@ impl Engine {
             human: false,
             emergency: false,
             dry_run: false,
-            id: &id,
+            id,
             open_proposal: open.as_ref(),
         };
         let delivery = match self.decide_write(&asking, Some(&plan), (&target.service, &target.env), now, &mut decision)
@@ -791,11 +791,11 @@ impl Engine {
                 let why = outcome.summary();
                 info!(of = %watch.id, step = n, "not stepping back: {why}");
                 let report = Report { decision, plan: Some(plan), outcome };
-                self.record_decision(&event, &report, now);
+                self.record_decision(event, &report, now);
                 return Ok(Try::Done(Step::NotWritten(why)));
             }
         };
-        let w = Write { event: &event, policy, plan: &plan, id: &id, delivery, retries, now, emergency: false };
+        let w = Write { event, policy, plan: &plan, id, delivery, retries, now, emergency: false };
         Ok(match self.write(&w, &mut decision)? {
             Some(rollback) if delivery == Delivery::Proposal => {
                 let why = decision.frozen.clone().unwrap_or_else(|| decision.notes.join("; "));
@@ -809,7 +809,7 @@ impl Engine {
                 if let Some(next) = self.start_watch(
                     policy,
                     &rollback,
-                    &Verifying { service: &target.service, env: &target.env, trigger: &trigger, at: now, step: n },
+                    &Verifying { service: &target.service, env: &target.env, trigger, at: now, step: n },
                     firing,
                 ) && let Err(e) = self.repo.write_note(WATCH_NOTES_REF, &next.commit, &next.progress(), now, true)
                 {
