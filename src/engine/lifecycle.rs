@@ -54,7 +54,7 @@ impl Engine {
     /// end of a phase's soak. The writer wakes then rather than at its next idle refresh; a
     /// moment already past is due at once.
     pub fn next_deadline(&self, after: Timestamp) -> Option<Timestamp> {
-        let watches = self.watches.values().flat_map(|w| w.deadlines());
+        let watches = self.verification.watches.values().flat_map(|w| w.deadlines());
         watches.chain(self.soak_ends(self.clock.now())).filter(|t| *t > after).min()
     }
 }
