@@ -614,7 +614,7 @@ fn a_push_to_the_config_repo_brings_the_mirror_up_to_date_at_once() {
     let pushed = w.deploy("checkout", "prod", "1.5.0", 0);
     assert_ne!(mirror_head(), pushed.0, "nothing fetched yet (an hour between refreshes)");
 
-    let mut push = crate::common::http::fixture("push.payload.json");
+    let mut push = crate::common::openapi::webhook_payload("push", crate::common::http::fixture("push.payload.json"));
     push["repository"]["full_name"] = "acme/config".into();
     push["ref"] = "refs/heads/other".into();
     assert_eq!(gh.deliver("push", "push-1", &serde_json::to_vec(&push).unwrap()), 200);

@@ -313,11 +313,13 @@ fn checked(s: &Value, v: &Value, at: &str, strict: bool) -> Result<(), String> {
     }
     for key in ["oneOf", "anyOf"] {
         if let Some(options) = s[key].as_array() {
-            return if options.iter().any(|o| checked(o, v, at, strict).is_ok()) {
-                Ok(())
-            } else {
-                Err(format!("{at}: matches none of the {key} forms: {v}"))
-            };
+            if !options.iter().any(|o| checked(o, v, at, strict).is_ok()) {
+                return Err(format!("{at}: matches none of the {key} forms: {v}"));
+            }
+            // The forms may only add to what the schema says beside them.
+            if s["properties"].is_null() && s["type"].is_null() {
+                return Ok(());
+            }
         }
     }
     let kind = s["type"].as_str();
