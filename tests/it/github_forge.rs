@@ -10,7 +10,7 @@ use rollbackd::{Directory, Principal};
 use rollbackd::{Options, Outcome};
 
 /// Prod through reviewed pull requests, with chat roles and reviewers.
-fn policy(merge: &str) -> PolicySpec {
+pub(super) fn policy(merge: &str) -> PolicySpec {
     PolicySpec::new("prod")
         .prod_only()
         .mode(Mode::PullRequest)

@@ -1,0 +1,101 @@
+//! GitHub as it really behaves (issue 22), each against the strict fake: Enterprise Managed
+//! Users' logins, nullable webhook fields, a pull request moved onto the watched branch,
+//! paginated deliveries and statuses, check-run output limits, the installation token's rate
+//! limit, and the permissions `check --forge` asks for.
+
+use crate::common::fake_github::FakeGithub;
+use crate::common::openapi::webhook_payload;
+use crate::common::*;
+use rollbackd::{Options, Outcome};
+
+/// rollbackd on the fake GitHub as an App, with GitHub deliveries signed `hook-secret`.
+fn app_config(w: &World, gh: &FakeGithub, extra: &[(&str, serde_json::Value)]) {
+    std::fs::write(w.root().join("gh-secrets"), "hook-secret\n").unwrap();
+    let mut cfg = ConfigSpec::new()
+        .github_app(&gh.url)
+        .set("sources.github", json!({ "secrets_file": "gh-secrets", "workflows": ["deploy"] }));
+    for (k, v) in extra {
+        cfg = cfg.set(k, v.clone());
+    }
+    w.write_config(&cfg);
+}
+
+/// The same, served.
+fn served_app(w: &World, gh: &FakeGithub, extra: &[(&str, serde_json::Value)]) -> crate::serve::Serve {
+    app_config(w, gh, extra);
+    let s = crate::serve::serve(w, "srv");
+    gh.hook_to(&s.url, "hook-secret");
+    s
+}
+
+#[test]
+fn an_enterprise_managed_user_approves_from_a_pull_request_comment() {
+    let w = World::with(&[crate::github_forge::policy("merge").chatops("approve", &["github:alice_acme"])]);
+    let gh = FakeGithub::start(w.origin.clone());
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let teams = [("directory.github_teams", json!({ "acme/sre": ["carol"] }))];
+    app_config(&w, &gh, &teams);
+    let r = w.engine().handle(&w.alert("checkout", "prod", "fp"), &Options::default()).unwrap();
+    assert!(matches!(r.outcome, Outcome::Proposed { .. }), "{:?}", r.outcome);
+    let pr = gh.prs()[0].clone();
+    let s = served_app(&w, &gh, &teams);
+
+    // An EMU login is `name_shortcode`.
+    let mut c = crate::common::http::fixture("issue_comment.created.payload.json");
+    c["issue"]["number"] = pr.number.into();
+    c["issue"]["pull_request"] = json!({ "url": format!("{}/repos/acme/config/pulls/{}", gh.url, pr.number),
+        "html_url": "https://github.example/acme/config/pull/1", "diff_url": "https://github.example/d",
+        "patch_url": "https://github.example/p" });
+    c["comment"]["body"] = "/rollback approve".into();
+    c["comment"]["user"]["login"] = "alice_acme".into();
+    c["sender"]["login"] = "alice_acme".into();
+    c["repository"]["full_name"] = "acme/config".into();
+    let c = webhook_payload("issue_comment", c);
+    assert_eq!(gh.deliver("issue_comment", "emu-approve-1", &serde_json::to_vec(&c).unwrap()), 200);
+    wait_for("the merge", 30, || gh.prs()[0].state == "closed");
+    assert_eq!(w.trailers("main", "Rollback-Id").len(), 1);
+    drop(s);
+    gh.finish();
+}
+
+#[test]
+fn a_pull_request_with_merged_null_or_moved_onto_the_watched_branch_is_gated() {
+    let w = crate::holds::rolled_back();
+    let gh = FakeGithub::start(w.origin.clone());
+    let s = served_app(&w, &gh, &[]);
+    let bad = crate::holds::push_pull_head(&w, 7, "1.5.0");
+    let runs = || gh.gh.lock().unwrap().check_runs_created.clone();
+
+    // A push to a pull request: GitHub sends `merged: null` (the description: boolean | null).
+    let mut sync: serde_json::Value =
+        serde_json::from_slice(&crate::holds::pull_request_delivery(7, "synchronize", &bad)).unwrap();
+    sync["pull_request"]["merged"] = serde_json::Value::Null;
+    assert_eq!(gh.deliver("pull_request", "pr-7-sync", &serde_json::to_vec(&sync).unwrap()), 200);
+    assert_eq!(runs().len(), 1, "gated");
+    assert_eq!(runs()[0]["conclusion"], "failure");
+
+    // A pull request opened against another branch, then moved onto main: gated then.
+    let moved = bad.clone();
+    let pushed = std::process::Command::new("git")
+        .current_dir(w.root().join("pr-work"))
+        .args(["push", "-qf", "origin", "HEAD:refs/pull/8/head"])
+        .status()
+        .unwrap();
+    assert!(pushed.success());
+    let mut edited: serde_json::Value =
+        serde_json::from_slice(&crate::holds::pull_request_delivery(8, "edited", &moved)).unwrap();
+    edited["changes"] = json!({ "base": { "ref": { "from": "release" }, "sha": { "from": "0".repeat(40) } } });
+    let edited = webhook_payload("pull_request", edited);
+    assert_eq!(gh.deliver("pull_request", "pr-8-edited", &serde_json::to_vec(&edited).unwrap()), 200);
+    assert_eq!(runs().len(), 2, "gated once moved onto main");
+    assert_eq!((runs()[1]["head_sha"].as_str(), runs()[1]["conclusion"].as_str()), (Some(moved.as_str()), Some("failure")));
+
+    // A title edit is not a new change.
+    let mut retitled: serde_json::Value =
+        serde_json::from_slice(&crate::holds::pull_request_delivery(8, "edited", &moved)).unwrap();
+    retitled["changes"] = json!({ "title": { "from": "old title" } });
+    assert_eq!(gh.deliver("pull_request", "pr-8-title", &serde_json::to_vec(&retitled).unwrap()), 200);
+    assert_eq!(runs().len(), 2);
+    drop(s);
+    gh.finish();
+}
