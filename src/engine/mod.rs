@@ -140,6 +140,8 @@ pub struct Engine {
     deferred_prs: Vec<follow_up::DeferredPr>,
     /// When failed GitHub deliveries were last looked for.
     redelivered_at: Option<Timestamp>,
+    /// The deliveries asked for again, by guid: how often and when last.
+    redelivery_asks: redeliver::Asked,
     /// The artifact changes of each rollback commit, read once (holds).
     held_changes: HashMap<String, Vec<crate::domain::artifacts::ArtifactChange>>,
     /// What alerted lately, for the blast-radius breaker.
@@ -212,6 +214,7 @@ impl Engine {
             policy_generation: 0,
             deferred_prs: Vec::new(),
             redelivered_at: None,
+            redelivery_asks: redeliver::Asked::default(),
             held_changes: HashMap::new(),
             alerting: Default::default(),
             stuck: Default::default(),

@@ -13,7 +13,8 @@ fn app_config(w: &World, gh: &FakeGithub, extra: &[(&str, serde_json::Value)]) {
     std::fs::write(w.root().join("gh-secrets"), "hook-secret\n").unwrap();
     let mut cfg = ConfigSpec::new()
         .github_app(&gh.url)
-        .set("sources.github", json!({ "secrets_file": "gh-secrets", "workflows": ["deploy"] }));
+        .set("sources.github.secrets_file", "gh-secrets")
+        .set("sources.github.workflows", json!(["deploy"]));
     for (k, v) in extra {
         cfg = cfg.set(k, v.clone());
     }
@@ -96,6 +97,71 @@ fn a_pull_request_with_merged_null_or_moved_onto_the_watched_branch_is_gated() {
     retitled["changes"] = json!({ "title": { "from": "old title" } });
     assert_eq!(gh.deliver("pull_request", "pr-8-title", &serde_json::to_vec(&retitled).unwrap()), 200);
     assert_eq!(runs().len(), 2);
+    drop(s);
+    gh.finish();
+}
+
+fn failed_deploy_policy() -> PolicySpec {
+    PolicySpec::new("deploy-failed")
+        .source("github")
+        .matchers(&["event=\"workflow_run\"", "workflow=\"deploy\""])
+        .target("checkout", "prod", &["apps/checkout/prod/**"])
+        .set("target.to", "{{ labels.sha }}~1")
+        .mode(Mode::Direct)
+}
+
+/// A delivery attempt as GitHub records it, added to the fake's list as if it had been sent.
+fn recorded(gh: &FakeGithub, guid: &str, event: &str, payload: &[u8], status: u16) -> u64 {
+    let mut g = gh.gh.lock().unwrap();
+    let id = g.deliveries.len() as u64 + 1;
+    g.deliveries.push(crate::common::fake_github::SentDelivery {
+        id,
+        guid: guid.into(),
+        event: event.into(),
+        payload: payload.to_vec(),
+        redelivery: false,
+        status_code: status,
+        answer: String::new(),
+        delivered_at: jiff::Timestamp::now().to_string(),
+    });
+    id
+}
+
+#[test]
+fn a_delivery_lost_behind_more_than_a_page_is_sent_again_once_and_a_refused_one_never() {
+    let w = World::with(&[failed_deploy_policy()]);
+    let bad = w.deploy("checkout", "prod", "1.5.0", 10);
+    let gh = FakeGithub::start(w.origin.clone());
+    let mut run = crate::common::http::fixture("workflow_run.completed.payload.json");
+    run["workflow_run"]["name"] = "deploy".into();
+    run["workflow_run"]["conclusion"] = "failure".into();
+    run["workflow_run"]["head_branch"] = "main".into();
+    run["workflow_run"]["head_sha"] = bad.0.clone().into();
+    let run = serde_json::to_vec(&webhook_payload("workflow_run", run)).unwrap();
+    // While rollbackd was away: the failed deploy answered 503, one delivery it refused (400),
+    // and then 150 more (its own comments and merges) that it handled.
+    let lost = recorded(&gh, "guid-lost", "workflow_run", &run, 503);
+    let refused = recorded(&gh, "guid-refused", "workflow_run", b"{not json", 400);
+    let too_big = recorded(&gh, "guid-413", "workflow_run", b"{}", 413);
+    for i in 0..150 {
+        recorded(&gh, &format!("guid-ok-{i}"), "issue_comment", b"{}", 200);
+    }
+    let s = served_app(
+        &w,
+        &gh,
+        &[
+            ("sources.github.redeliver_every", json!("1s")),
+            ("server.refresh_interval", json!("1s")),
+            ("git.fetch_freshness", json!("0s")),
+        ],
+    );
+    wait_for("the redelivered rollback", 60, || crate::serve::rollback_commits(&w) == 1);
+    let looked = || gh.gh.lock().unwrap().requests.iter().filter(|r| r.starts_with("GET /app/hook/deliveries")).count();
+    let now = looked();
+    wait_for("more rounds of looking", 30, || looked() >= now + 4);
+    let asked = gh.gh.lock().unwrap().redeliveries_asked.clone();
+    assert_eq!(asked, [lost], "the lost one once; never the refused ({refused}, {too_big})");
+    assert_eq!(crate::serve::rollback_commits(&w), 1);
     drop(s);
     gh.finish();
 }
