@@ -165,3 +165,64 @@ fn a_delivery_lost_behind_more_than_a_page_is_sent_again_once_and_a_refused_one_
     drop(s);
     gh.finish();
 }
+
+#[test]
+fn a_required_status_past_the_first_page_of_the_combined_status_is_seen() {
+    let w = World::with(&[crate::github_forge::policy("rebase")
+        .review("auto_merge", true)
+        .review("required_checks", ["ci/legacy"])]);
+    let gh = FakeGithub::start(w.origin.clone());
+    app_config(&w, &gh, &[("directory.github_teams", json!({ "acme/sre": ["carol"] }))]);
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let report = w.engine().handle(&w.alert("checkout", "prod", "fp"), &Options::default()).unwrap();
+    let Outcome::Proposed { rollback: rb } = &report.outcome else { panic!("{:?}", report.outcome) };
+    // 130 contexts: the required one is on the second page of 100.
+    let mut statuses: Vec<(String, String)> = (0..129).map(|i| (format!("lint-{i}"), "success".into())).collect();
+    statuses.push(("ci/legacy".into(), "success".into()));
+    gh.gh.lock().unwrap().statuses.insert(rb.commit.0.clone(), statuses);
+    let msg = w.engine().checks_completed(&rb.branch).unwrap();
+    assert!(msg.starts_with("merged"), "{msg}");
+    gh.finish();
+}
+
+#[test]
+fn a_long_gate_report_is_cut_to_what_github_takes_and_its_annotations_sent_50_at_a_time() {
+    let w = World::with(&[crate::github_forge::policy("merge")]);
+    let gh = FakeGithub::start(w.origin.clone());
+    app_config(&w, &gh, &[("directory.github_teams", json!({ "acme/sre": ["carol"] }))]);
+    let engine = w.engine();
+    let forge = engine.forge().github().unwrap();
+    let violations: Vec<String> =
+        (0..120).map(|i| format!("apps/s{i}/prod/deploy.yaml: brings back {} held", "x".repeat(1000))).collect();
+    forge.report_gate(7, &w.good.0, &violations).unwrap();
+    let runs = gh.gh.lock().unwrap().check_runs_created.clone();
+    assert_eq!(runs.len(), 1);
+    let summary = runs[0]["output"]["summary"].as_str().unwrap();
+    assert!(summary.chars().count() <= 65_535, "{}", summary.chars().count());
+    assert!(summary.contains("rollbackd status"), "{}", &summary[summary.len() - 300..]);
+    assert_eq!(runs[0]["output"]["annotations"].as_array().unwrap().len(), 120, "every annotation, in three requests");
+    let patches = gh.gh.lock().unwrap().requests.iter().filter(|r| r.starts_with("PATCH /repos/acme/config/check-runs/")).count();
+    assert_eq!(patches, 2);
+    drop(engine);
+    gh.finish();
+}
+
+#[test]
+fn the_installation_token_waits_out_a_rate_limit() {
+    use crate::common::fake_github::Injected;
+    let w = World::with(&[crate::github_forge::policy("merge")]);
+    let gh = FakeGithub::start(w.origin.clone());
+    app_config(&w, &gh, &[("directory.github_teams", json!({ "acme/sre": ["carol"] }))]);
+    let engine = w.engine();
+    gh.gh.lock().unwrap().inject.push(Injected {
+        request: "POST /app/installations/4242/access_tokens".into(),
+        status: 403,
+        headers: vec![("retry-after", "1".into())],
+        message: "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.".into(),
+    });
+    let token = engine.forge().github().unwrap().git_token().unwrap().unwrap();
+    assert_eq!(token.expose(), crate::common::fake_github::INSTALLATION_TOKEN);
+    assert!(gh.gh.lock().unwrap().inject.is_empty(), "the rate limit was met and waited out");
+    drop(engine);
+    gh.finish();
+}
