@@ -457,7 +457,7 @@ fn check_forge_names_every_missing_permission_event_and_merge_method() {
     assert_eq!(out.status.code(), Some(0), "everything granted: {}", said(&out));
     assert!(!said(&out).contains("forge:"), "{}", said(&out));
 
-    // An App installed as the old docs said: no Actions, no Deployments, no Members, Checks
+    // An App installed as the old docs said: no Actions, no Deployments, Checks
     // read-only; no workflow_run events; and a repository that only squashes.
     {
         let mut g = gh.gh.lock().unwrap();
@@ -472,7 +472,8 @@ fn check_forge_names_every_missing_permission_event_and_merge_method() {
     assert!(text.contains("review.merge is merge, which the repository does not allow (it allows: squash)"), "{text}");
     assert!(text.contains("needs actions permission Read-only (has none) to sources.github.workflows"), "{text}");
     assert!(text.contains("needs deployments permission Read-only (has none)"), "{text}");
-    assert!(text.contains("needs members permission Read-only (has none) to review.teams"), "{text}");
+    // Team reviewers are requested with Pull requests write alone: Members is never asked for.
+    assert!(!text.contains("members"), "{text}");
     assert!(text.contains("does not subscribe to workflow_run events"), "{text}");
     // Read is enough for required_checks; the gate on pull requests writes check runs.
     assert!(text.contains("needs checks permission Read and write (has read) to hold: the rollbackd/gate"), "{text}");
