@@ -179,7 +179,8 @@ pub(crate) fn is_github_login(login: &str) -> bool {
         Some((name, code)) => (name, Some(code)),
         None => (login, None),
     };
-    let plain = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') && !s.starts_with('-');
+    let plain =
+        |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') && !s.starts_with('-');
     login.len() <= 39
         && plain(name)
         && shortcode.is_none_or(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_alphanumeric()))
@@ -194,7 +195,8 @@ mod tests {
         for ok in ["alice", "a-b-c", "octo-cat42", "erin_acme", "mona-lisa_octo", "x"] {
             assert!(is_github_login(ok), "{ok}");
         }
-        for bad in ["", "-alice", "a_", "_acme", "a__b", "a_b_c", "a b", "a/b", "alice[bot]", "a_b-c", &"a".repeat(40)] {
+        for bad in ["", "-alice", "a_", "_acme", "a__b", "a_b_c", "a b", "a/b", "alice[bot]", "a_b-c", &"a".repeat(40)]
+        {
             assert!(!is_github_login(bad), "{bad}");
         }
     }

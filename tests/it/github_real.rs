@@ -89,7 +89,10 @@ fn a_pull_request_with_merged_null_or_moved_onto_the_watched_branch_is_gated() {
     let edited = webhook_payload("pull_request", edited);
     assert_eq!(gh.deliver("pull_request", "pr-8-edited", &serde_json::to_vec(&edited).unwrap()), 200);
     assert_eq!(runs().len(), 2, "gated once moved onto main");
-    assert_eq!((runs()[1]["head_sha"].as_str(), runs()[1]["conclusion"].as_str()), (Some(moved.as_str()), Some("failure")));
+    assert_eq!(
+        (runs()[1]["head_sha"].as_str(), runs()[1]["conclusion"].as_str()),
+        (Some(moved.as_str()), Some("failure"))
+    );
 
     // A title edit is not a new change.
     let mut retitled: serde_json::Value =
@@ -201,7 +204,8 @@ fn a_long_gate_report_is_cut_to_what_github_takes_and_its_annotations_sent_50_at
     assert!(summary.chars().count() <= 65_535, "{}", summary.chars().count());
     assert!(summary.contains("rollbackd status"), "{}", &summary[summary.len() - 300..]);
     assert_eq!(runs[0]["output"]["annotations"].as_array().unwrap().len(), 120, "every annotation, in three requests");
-    let patches = gh.gh.lock().unwrap().requests.iter().filter(|r| r.starts_with("PATCH /repos/acme/config/check-runs/")).count();
+    let patches =
+        gh.gh.lock().unwrap().requests.iter().filter(|r| r.starts_with("PATCH /repos/acme/config/check-runs/")).count();
     assert_eq!(patches, 2);
     drop(engine);
     gh.finish();

@@ -241,7 +241,10 @@ impl FakeGithub {
         let unhandled = self.gh.lock().unwrap().unhandled.clone();
         assert!(unhandled.is_empty(), "requests the fake GitHub did not handle: {unhandled:?}");
         let violations = self.gh.lock().unwrap().violations.clone();
-        assert!(violations.is_empty(), "requests, answers or webhooks GitHub's descriptions do not allow: {violations:?}");
+        assert!(
+            violations.is_empty(),
+            "requests, answers or webhooks GitHub's descriptions do not allow: {violations:?}"
+        );
     }
 }
 
@@ -685,9 +688,11 @@ async fn comment(
     let mut hook = crate::common::http::fixture("issue_comment.created.payload.json");
     hook["issue"]["number"] = n.into();
     match is_pr {
-        true => hook["issue"]["pull_request"] = json!({ "url": format!("{}/repos/acme/config/pulls/{n}", app.url),
+        true => {
+            hook["issue"]["pull_request"] = json!({ "url": format!("{}/repos/acme/config/pulls/{n}", app.url),
             "html_url": format!("https://github.example/acme/config/pull/{n}"), "diff_url": format!("https://github.example/acme/config/pull/{n}.diff"),
-            "patch_url": format!("https://github.example/acme/config/pull/{n}.patch") }),
+            "patch_url": format!("https://github.example/acme/config/pull/{n}.patch") })
+        }
         false => {
             hook["issue"].as_object_mut().unwrap().remove("pull_request");
         }
@@ -737,9 +742,8 @@ async fn check_runs(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let gh = app.gh.lock().unwrap();
-    let example = super::openapi::example("get", "/repos/{owner}/{repo}/commits/{ref}/check-runs", 200)["check_runs"]
-        [0]
-    .clone();
+    let example =
+        super::openapi::example("get", "/repos/{owner}/{repo}/commits/{ref}/check-runs", 200)["check_runs"][0].clone();
     let latest = q.get("filter").is_none_or(|f| f == "latest");
     let mut seen = std::collections::HashSet::new();
     let all: Vec<Value> = gh
@@ -812,7 +816,7 @@ async fn create_check_run(State(app): State<App>, h: HeaderMap, Json(b): Json<Va
         let message = "You must authenticate via a GitHub App.";
         return (StatusCode::FORBIDDEN, Json(json!({ "message": message }))).into_response();
     }
-    if !b["head_sha"].as_str().is_some_and(|s| s.len() == 40) {
+    if b["head_sha"].as_str().is_none_or(|s| s.len() != 40) {
         return (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({ "message": "Invalid request." }))).into_response();
     }
     let mut gh = app.gh.lock().unwrap();
@@ -928,11 +932,7 @@ const BOT: &str = "rollbackd-app[bot]";
 
 /// Newest first, as GitHub lists them (JWT auth: the App's own deliveries), a page at a time:
 /// `per_page` (30 unless asked, at most 100) from `cursor`, and a `Link` header to the next page.
-async fn list_deliveries(
-    State(app): State<App>,
-    h: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
+async fn list_deliveries(State(app): State<App>, h: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
     if !app_jwt(&h) {
         return unauthorized();
     }

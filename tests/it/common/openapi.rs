@@ -443,4 +443,3 @@ fn the_check_knows_good_requests_from_typos() {
         check("POST", "/repos/acme/config/check-runs", None, run.as_bytes()).unwrap_err().contains("annotation_level")
     );
 }
-
