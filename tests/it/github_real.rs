@@ -230,3 +230,21 @@ fn the_installation_token_waits_out_a_rate_limit() {
     drop(engine);
     gh.finish();
 }
+
+#[test]
+fn an_installation_without_checks_write_gets_the_gate_as_a_comment() {
+    let w = World::with(&[crate::github_forge::policy("merge")]);
+    let gh = FakeGithub::start(w.origin.clone());
+    gh.gh.lock().unwrap().app_permissions = Some(json!({ "metadata": "read", "contents": "write",
+        "pull_requests": "write", "issues": "write", "checks": "read", "statuses": "read" }));
+    app_config(&w, &gh, &[("directory.github_teams", json!({ "acme/sre": ["carol"] }))]);
+    let engine = w.engine();
+    let forge = engine.forge().github().unwrap();
+    forge.report_gate(7, &w.good.0, &["apps/checkout/prod/deploy.yaml: brings back 1.5.0".to_string()]).unwrap();
+    assert!(gh.gh.lock().unwrap().check_runs_created.is_empty(), "GitHub refused the check run (403)");
+    let comments = gh.comments();
+    assert_eq!(comments.len(), 1, "{comments:?}");
+    assert!(comments[0].1.contains("rollbackd/gate: 1 change brings back a held artifact"), "{}", comments[0].1);
+    drop(engine);
+    gh.finish();
+}
