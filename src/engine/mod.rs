@@ -144,6 +144,8 @@ pub struct Engine {
     policy_generation: u64,
     /// When failed GitHub deliveries were last looked for.
     redelivered_at: Option<Timestamp>,
+    /// The deliveries asked for again, by guid: how often and when last.
+    redelivery_asks: redeliver::Asked,
     /// The artifact changes of each rollback commit, read once (holds).
     held_changes: HashMap<String, Vec<crate::domain::artifacts::ArtifactChange>>,
     /// What alerted lately, for the blast-radius breaker.
@@ -201,6 +203,7 @@ impl Engine {
             repo_policies: Default::default(),
             policy_generation: 0,
             redelivered_at: None,
+            redelivery_asks: redeliver::Asked::default(),
             held_changes: HashMap::new(),
             alerting: Default::default(),
             stuck: Default::default(),

@@ -72,6 +72,23 @@ pub(crate) async fn call(
     body: Option<&Value>,
     idempotent: bool,
 ) -> Result<Value, ForgeError> {
+    call_paged(client, method, path, body, idempotent).await.map(|(v, _)| v)
+}
+
+/// A page of a list: its JSON, and the path (with its query) of the next page when the `Link`
+/// header names one (`rel="next"`). Only the path is kept: the next page is asked of the
+/// configured API host, whatever host the header names.
+pub(crate) async fn get_page(client: &Octocrab, path: &str) -> Result<(Value, Option<String>), ForgeError> {
+    call_paged(client, Method::Get, path, None, true).await
+}
+
+async fn call_paged(
+    client: &Octocrab,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+    idempotent: bool,
+) -> Result<(Value, Option<String>), ForgeError> {
     let mut path = path.to_string();
     let mut redirected = false;
     let mut attempt = 0;
@@ -85,7 +102,8 @@ pub(crate) async fn call(
                 .unwrap_or_else(|| text.chars().take(200).collect())
         };
         if (200..300).contains(&status) {
-            return Ok(serde_json::from_str(&text).unwrap_or(Value::Null));
+            let next = headers.get(http::header::LINK).and_then(|l| l.to_str().ok()).and_then(next_page);
+            return Ok((serde_json::from_str(&text).unwrap_or(Value::Null), next));
         }
         if matches!(status, 301 | 302 | 307 | 308)
             && method == Method::Get
@@ -115,6 +133,18 @@ pub(crate) async fn call(
         }
         return Err(ForgeError::Api { method: method.name(), path, status, message: message() });
     }
+}
+
+/// The path and query of the `rel="next"` page in a `Link` header
+/// (`<https://api.github.com/...?page=2>; rel="next", <...>; rel="last"`).
+pub(crate) fn next_page(link: &str) -> Option<String> {
+    link.split(',').find_map(|part| {
+        let (url, params) = part.trim().split_once(';')?;
+        let next = params.split(';').any(|p| matches!(p.trim(), "rel=\"next\"" | "rel=next"));
+        let url = url.trim().strip_prefix('<')?.strip_suffix('>')?;
+        let uri = url.parse::<http::Uri>().ok()?;
+        next.then(|| uri.path_and_query().map(|pq| pq.to_string())).flatten()
+    })
 }
 
 /// How long GitHub asks us to wait, when the answer is a rate limit: 429, or 403 with the
@@ -147,6 +177,25 @@ mod tests {
 
     fn headers(pairs: &[(&'static str, &str)]) -> http::HeaderMap {
         pairs.iter().map(|(k, v)| (http::HeaderName::from_static(k), v.parse().unwrap())).collect()
+    }
+
+    #[test]
+    fn the_next_page_is_read_from_the_link_header_by_path_only() {
+        let link = "<https://api.github.com/app/hook/deliveries?per_page=100&cursor=v1_42>; rel=\"next\", \
+                    <https://api.github.com/app/hook/deliveries?per_page=100>; rel=\"first\"";
+        assert_eq!(next_page(link).as_deref(), Some("/app/hook/deliveries?per_page=100&cursor=v1_42"));
+        let last = "<https://api.github.com/x?page=1>; rel=\"prev\", <https://api.github.com/x?page=1>; rel=\"first\"";
+        assert_eq!(next_page(last), None);
+        assert_eq!(next_page("<https://evil.example/steal?page=2>; rel=\"next\"").as_deref(), Some("/steal?page=2"));
+        assert_eq!(next_page("garbage"), None);
+        assert_eq!(next_page(""), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_link_header_is_read_without_panic(link in ".{0,300}") {
+            let _ = next_page(&link);
+        }
     }
 
     #[test]

@@ -122,24 +122,13 @@ impl GithubForge {
             return Ok(Some(token.clone()));
         }
         let path = format!("/app/installations/{}/access_tokens", app.installation);
-        let (status, text) = self.rt.block_on(async {
-            let resp = app
-                .client
-                ._post(path.as_str(), None::<&()>)
-                .await
-                .map_err(|e| ForgeError::Unreachable(e.to_string()))?;
-            let status = resp.status().as_u16();
-            let text = app.client.body_to_string(resp).await.map_err(|e| ForgeError::Unreachable(e.to_string()))?;
-            Ok::<_, ForgeError>((status, text))
-        })?;
-        if !(200..300).contains(&status) {
-            return Err(ForgeError::Api { method: "POST", path, status, message: text.chars().take(200).collect() });
-        }
-        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        // Through `api::call` like every other request: a deadline, and GitHub's rate limit
+        // waited out. Minting twice is harmless (each token is valid), so it may be retried.
+        let v = self.rt.block_on(api::call(&app.client, Method::Post, &path, None, true))?;
         let token = v.get("token").and_then(Value::as_str).ok_or_else(|| ForgeError::Api {
             method: "POST",
             path: path.clone(),
-            status,
+            status: 201,
             message: "no token in the answer".into(),
         })?;
         let expires = v
@@ -369,8 +358,22 @@ impl GithubForge {
                 break;
             }
         }
-        let status = self.call(Method::Get, &self.repo_path(&format!("/commits/{sha}/status?per_page=100")), None)?;
-        let statuses = status.get("statuses").and_then(Value::as_array).cloned().unwrap_or_default();
+        // The combined status lists one status per context, a page at a time.
+        let mut statuses: Vec<Value> = Vec::new();
+        for page in 1..=CHECK_PAGES {
+            let v = self.call(
+                Method::Get,
+                &self.repo_path(&format!("/commits/{sha}/status?per_page=100&page={page}")),
+                None,
+            )?;
+            let batch = v.get("statuses").and_then(Value::as_array).cloned().unwrap_or_default();
+            let total = v.get("total_count").and_then(Value::as_u64).unwrap_or(0) as usize;
+            let last = batch.len() < 100;
+            statuses.extend(batch);
+            if last || statuses.len() >= total {
+                break;
+            }
+        }
         let field = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
         let passed = |name: &str| {
             let run = runs.iter().filter(|r| field(r, "name").as_deref() == Some(name)).max_by_key(|r| {
@@ -429,17 +432,30 @@ impl GithubForge {
         self.app.is_some()
     }
 
-    /// The App's most recent webhook deliveries (100), newest first; empty without an App.
-    pub fn deliveries(&self) -> Result<Vec<HookDelivery>, ForgeError> {
+    /// The App's webhook deliveries since `since`, newest first; empty without an App. GitHub
+    /// lists them a page at a time (cursor in the `Link` header): pages are read until one
+    /// reaches back past `since`, or there are no more.
+    pub fn deliveries(&self, since: jiff::Timestamp) -> Result<Vec<HookDelivery>, ForgeError> {
         let Some(app) = &self.app else { return Ok(Vec::new()) };
-        let v =
-            self.rt.block_on(api::call(&app.client, Method::Get, "/app/hook/deliveries?per_page=100", None, true))?;
-        serde_json::from_value(v).map_err(|e| ForgeError::Api {
-            method: "GET",
-            path: "/app/hook/deliveries".into(),
-            status: 200,
-            message: format!("unexpected deliveries JSON: {e}"),
-        })
+        let mut out: Vec<HookDelivery> = Vec::new();
+        let mut path = Some("/app/hook/deliveries?per_page=100".to_string());
+        for _ in 0..DELIVERY_PAGES {
+            let Some(p) = path.take() else { break };
+            let (v, next) = self.rt.block_on(api::get_page(&app.client, &p))?;
+            let page: Vec<HookDelivery> = serde_json::from_value(v).map_err(|e| ForgeError::Api {
+                method: "GET",
+                path: "/app/hook/deliveries".into(),
+                status: 200,
+                message: format!("unexpected deliveries JSON: {e}"),
+            })?;
+            let covered = page.is_empty() || page.iter().any(|d| d.delivered_at < since);
+            out.extend(page);
+            if covered {
+                break;
+            }
+            path = next;
+        }
+        Ok(out)
     }
 
     /// Asks GitHub to send delivery `id` again (it answers 202 and sends it soon).
@@ -468,22 +484,15 @@ impl GithubForge {
         } else {
             ("failure", format!("refused: {} errors; the {in_force} policies in force stay", errors.len()))
         };
-        let annotations: Vec<Value> = errors.iter().take(50).map(|e| annotation(e)).collect();
+        let annotations: Vec<Value> = errors.iter().map(|e| annotation(e)).collect();
         let summary = if errors.is_empty() {
             "rollbackd switched to the policies of this commit.".to_string()
         } else {
             format!("rollbackd did not switch to the policies of this commit:\n\n```\n{}\n```", errors.join("\n"))
         };
-        let run = json!({
-            "name": "rollbackd/policies",
-            "head_sha": commit,
-            "status": "completed",
-            "conclusion": conclusion,
-            "output": { "title": title, "summary": summary, "annotations": annotations },
-        });
-        match self.call(Method::Post, &self.repo_path("/check-runs"), Some(run)) {
+        match self.check_run("rollbackd/policies", commit, conclusion, &title, &summary, annotations) {
             Err(ForgeError::Api { status: 403, .. }) if !errors.is_empty() => {
-                let body = format!("**rollbackd/policies: {title}**\n\n{summary}");
+                let body = format!("**rollbackd/policies: {title}**\n\n{}", capped(&summary));
                 self.call(
                     Method::Post,
                     &self.repo_path(&format!("/commits/{commit}/comments")),
@@ -506,7 +515,6 @@ impl GithubForge {
         };
         let annotations: Vec<Value> = violations
             .iter()
-            .take(50)
             .map(|v| {
                 let (path, message) = v.split_once(": ").unwrap_or(("", v));
                 json!({ "path": path, "start_line": 1, "end_line": 1, "annotation_level": "failure",
@@ -521,16 +529,9 @@ impl GithubForge {
                 violations.iter().map(|v| format!("- {v}")).collect::<Vec<_>>().join("\n")
             )
         };
-        let run = json!({
-            "name": "rollbackd/gate",
-            "head_sha": commit,
-            "status": "completed",
-            "conclusion": conclusion,
-            "output": { "title": title, "summary": summary, "annotations": annotations },
-        });
-        match self.call(Method::Post, &self.repo_path("/check-runs"), Some(run)) {
+        match self.check_run("rollbackd/gate", commit, conclusion, &title, &summary, annotations) {
             Err(ForgeError::Api { status: 403, .. }) if !violations.is_empty() => {
-                self.comment(number, &format!("**rollbackd/gate: {title}**\n\n{summary}")).map(|_| ())
+                self.comment(number, &format!("**rollbackd/gate: {title}**\n\n{}", capped(&summary))).map(|_| ())
             }
             Err(ForgeError::Api { status: 403, .. }) => Ok(()),
             other => other.map(|_| ()),
@@ -539,14 +540,7 @@ impl GithubForge {
 
     pub fn report_gate_refused(&self, number: u64, commit: &str, why: &str) -> Result<(), ForgeError> {
         let title = "too large to gate";
-        let run = json!({
-            "name": "rollbackd/gate",
-            "head_sha": commit,
-            "status": "completed",
-            "conclusion": "failure",
-            "output": { "title": title, "summary": why },
-        });
-        match self.call(Method::Post, &self.repo_path("/check-runs"), Some(run)) {
+        match self.check_run("rollbackd/gate", commit, "failure", title, why, Vec::new()) {
             Err(ForgeError::Api { status: 403, .. }) => {
                 self.comment(number, &format!("**rollbackd/gate: {title}**\n\n{why}")).map(|_| ())
             }
@@ -554,10 +548,53 @@ impl GithubForge {
         }
     }
 
+    /// A completed check run: its summary cut to what GitHub takes (with a pointer to
+    /// `rollbackd status`, which has it all), its annotations 50 to a request, the first 50 with
+    /// the run and the rest in updates of it (GitHub adds each update's to those it has).
+    fn check_run(
+        &self,
+        name: &str,
+        commit: &str,
+        conclusion: &str,
+        title: &str,
+        summary: &str,
+        annotations: Vec<Value>,
+    ) -> Result<(), ForgeError> {
+        let summary = capped(summary);
+        let mut batches = annotations.chunks(ANNOTATIONS_PER_REQUEST);
+        let mut output = json!({ "title": title, "summary": summary });
+        if let Some(first) = batches.next() {
+            output["annotations"] = json!(first);
+        }
+        let run = json!({ "name": name, "head_sha": commit, "status": "completed", "conclusion": conclusion,
+                          "output": output });
+        let created = self.call(Method::Post, &self.repo_path("/check-runs"), Some(run))?;
+        let Some(id) = created.get("id").and_then(Value::as_u64) else { return Ok(()) };
+        for batch in batches {
+            let more = json!({ "output": { "title": title, "summary": summary, "annotations": batch } });
+            self.call(Method::Patch, &self.repo_path(&format!("/check-runs/{id}")), Some(more))?;
+        }
+        Ok(())
+    }
+
     pub fn close(&self, number: u64) -> Result<(), ForgeError> {
         self.call(Method::Patch, &self.repo_path(&format!("/pulls/{number}")), Some(json!({ "state": "closed" })))?;
         Ok(())
     }
+}
+
+/// `text` cut to what GitHub takes in a check run's output (and near what it shows of a
+/// comment), ending with where the rest is.
+fn capped(text: &str) -> String {
+    const MORE: &str = "\n\n… cut short here: GitHub takes 65,535 characters; `rollbackd status` (or the \
+                        service's log) has the whole list.";
+    if text.chars().count() <= OUTPUT_CHARS {
+        return text.to_string();
+    }
+    let keep = OUTPUT_CHARS - MORE.chars().count();
+    let mut out: String = text.chars().take(keep).collect();
+    out.push_str(MORE);
+    out
 }
 
 /// A check run annotation from `path:line:col: error: message` (a position of 0 is the file).
@@ -655,6 +692,15 @@ async fn build_client(cfg: &GithubConfig) -> Result<(Octocrab, Option<AppAuth>),
 /// Pages of 100 check runs read at most (GitHub lists at most 1,000 per commit).
 const CHECK_PAGES: usize = 10;
 
+/// Pages of 100 webhook deliveries read at most in one look (GitHub keeps three days of them).
+const DELIVERY_PAGES: usize = 100;
+
+/// Most characters GitHub takes in a check run's `output.summary` or `output.text`.
+const OUTPUT_CHARS: usize = 65_535;
+
+/// Most annotations GitHub takes in one check run request; more go in updates of the run.
+const ANNOTATIONS_PER_REQUEST: usize = 50;
+
 /// Merge attempts (and twice as many looks at the pull request) before giving up.
 const MERGE_ATTEMPTS: u32 = 5;
 
@@ -670,6 +716,16 @@ fn open_pr_query(owner: &str, branch: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_long_output_is_cut_to_what_github_takes_and_says_where_the_rest_is() {
+        let short = "x".repeat(100);
+        assert_eq!(super::capped(&short), short);
+        let long = "é".repeat(70_000);
+        let cut = super::capped(&long);
+        assert_eq!(cut.chars().count(), super::OUTPUT_CHARS);
+        assert!(cut.ends_with("has the whole list."), "{}", &cut[cut.len() - 200..]);
+    }
+
     #[test]
     fn query_values_are_encoded() {
         assert_eq!(

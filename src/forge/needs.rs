@@ -51,9 +51,8 @@ pub(crate) fn permissions(config: &Config, set: &PolicySet) -> Vec<Need> {
         }
         needs.push(need("deployments", false, "sources.github: receive deployment_status deliveries", false));
     }
-    if policies.iter().any(|p| !p.review.teams.is_empty()) {
-        needs.push(need("members", false, "review.teams: request team reviewers (organization permission)", false));
-    }
+    // review.teams needs nothing more: `POST .../requested_reviewers` takes team slugs with Pull
+    // requests write alone (Members read is for listing teams, which rollbackd never does).
     let workflows = policies
         .iter()
         .any(|p| p.target.paths.iter().any(|path| p.path_reaches(&path.value.0, ".github/workflows/deploy.yml")));

@@ -1,5 +1,9 @@
 //! GitHub webhook deliveries → [`Event`]s. Only what rollbackd acts on is read: failed workflow
 //! runs and check suites, and deployment statuses. Everything else is "ignored", with the reason.
+//!
+//! Every field read here was checked against GitHub's webhooks description
+//! (`@octokit/openapi-webhooks` 12.1.0): a field it says may be null or absent is an `Option`
+//! (or reads null as empty), so a payload GitHub really sends is never refused 400.
 
 use std::collections::BTreeMap;
 
@@ -86,12 +90,22 @@ struct PullRequestPayload {
     repository: Repository,
     #[serde(default)]
     sender: Option<Sender>,
+    /// For `edited`: what changed, with the old values.
+    #[serde(default)]
+    changes: Option<PullRequestChanges>,
+}
+
+#[derive(Deserialize)]
+struct PullRequestChanges {
+    #[serde(default)]
+    base: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
 struct PullRequest {
+    /// `boolean | null` (null while GitHub has not said, as in `synchronize`): null is not merged.
     #[serde(default)]
-    merged: bool,
+    merged: Option<bool>,
     #[serde(default)]
     merge_commit_sha: Option<String>,
     head: PullRequestHead,
@@ -442,7 +456,11 @@ fn parse_issue_comment(event_name: &str, body: &[u8]) -> Result<GithubEvent, Par
 fn parse_pull_request(event_name: &str, body: &[u8]) -> Result<GithubEvent, ParseError> {
     let p: PullRequestPayload = json(event_name, body)?;
     let pr = p.pull_request;
-    if matches!(p.action.as_str(), "opened" | "synchronize" | "reopened") {
+    // A pull request moved onto another base (`edited` with `changes.base.ref.from`) is a new
+    // change to that branch: gated like a new one.
+    let rebased = p.action == "edited"
+        && p.changes.as_ref().and_then(|c| c.base.as_ref()).and_then(|b| b.pointer("/ref/from")).is_some();
+    if matches!(p.action.as_str(), "opened" | "synchronize" | "reopened") || rebased {
         let Some(base) = pr.base.filter(|_| pr.number > 0) else {
             return Ok(GithubEvent::Ignored("pull request without a number or base".into()));
         };
@@ -458,7 +476,7 @@ fn parse_pull_request(event_name: &str, body: &[u8]) -> Result<GithubEvent, Pars
     }
     if p.action != "closed" {
         return Ok(GithubEvent::Ignored(format!(
-            "pull_request {}: only opening, pushes and closing are read",
+            "pull_request {}: only opening, pushes, a change of base and closing are read",
             p.action
         )));
     }
@@ -471,7 +489,7 @@ fn parse_pull_request(event_name: &str, body: &[u8]) -> Result<GithubEvent, Pars
     Ok(GithubEvent::PullRequestClosed {
         repository: p.repository.full_name,
         branch: pr.head.branch,
-        merged_sha: pr.merge_commit_sha.filter(|_| pr.merged),
+        merged_sha: pr.merge_commit_sha.filter(|_| pr.merged == Some(true)),
         head_sha: pr.head.sha,
         by: p.sender.map(|s| s.login).unwrap_or_default(),
     })

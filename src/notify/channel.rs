@@ -52,6 +52,16 @@ impl Threads {
     }
 }
 
+/// The longest `Retry-After` waited for: Slack's rate limits ask for minutes at times, and each
+/// channel has its own thread, so waiting them out delays only that channel's messages.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(15 * 60);
+
+/// How long to wait before the next try: what the receiver asked for (`Retry-After`, up to
+/// [`MAX_RETRY_AFTER`]), else the backoff.
+fn pause(retry_after: Option<Duration>, backoff: Duration) -> Duration {
+    retry_after.map_or(backoff, |r| r.min(MAX_RETRY_AFTER))
+}
+
 /// Why one try failed, and whether another may succeed.
 struct Failure {
     message: String,
@@ -105,7 +115,7 @@ impl Channel {
                     if !f.transient || attempt == d.attempts {
                         break;
                     }
-                    std::thread::sleep(f.retry_after.unwrap_or(wait).min(Duration::from_secs(60)));
+                    std::thread::sleep(pause(f.retry_after, wait));
                     wait = (wait * 2).min(Duration::from_secs(30));
                 }
             }
@@ -212,4 +222,17 @@ fn webhook_body(m: &Message) -> serde_json::Value {
         map.insert("headline".into(), m.notice.headline().into());
     }
     body
+}
+
+#[cfg(test)]
+mod pause_tests {
+    use std::time::Duration;
+
+    #[test]
+    fn a_retry_after_past_a_minute_is_waited_out() {
+        let backoff = Duration::from_millis(250);
+        assert_eq!(super::pause(None, backoff), backoff);
+        assert_eq!(super::pause(Some(Duration::from_secs(120)), backoff), Duration::from_secs(120));
+        assert_eq!(super::pause(Some(Duration::from_secs(86_400)), backoff), super::MAX_RETRY_AFTER);
+    }
 }

@@ -76,7 +76,7 @@ pub fn github_signature(header: Option<&str>, body: &[u8], secrets: &[SecretStri
 /// How far a Slack request's timestamp may be from now, either way.
 pub(crate) const SLACK_WINDOW_SECS: i64 = 300;
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SlackRejection {
     MissingHeaders,
     /// Older than five minutes (a replay) or from the future.

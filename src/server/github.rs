@@ -171,10 +171,33 @@ fn release_if_retry(st: &AppState, delivery: Option<&str>, resp: &Response) {
     }
 }
 
-/// GitHub logins: letters, digits and single hyphens, at most 39 characters.
-fn is_github_login(login: &str) -> bool {
-    !login.is_empty()
-        && login.len() <= 39
-        && login.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        && !login.starts_with('-')
+/// GitHub logins: letters, digits and hyphens, at most 39 characters, not starting with a
+/// hyphen; Enterprise Managed Users are `name_shortcode`, so one `_` before the enterprise's
+/// short code (itself letters and digits) is allowed too.
+pub(crate) fn is_github_login(login: &str) -> bool {
+    let (name, shortcode) = match login.rsplit_once('_') {
+        Some((name, code)) => (name, Some(code)),
+        None => (login, None),
+    };
+    let plain =
+        |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') && !s.starts_with('-');
+    login.len() <= 39
+        && plain(name)
+        && shortcode.is_none_or(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_github_login;
+
+    #[test]
+    fn github_logins_and_enterprise_managed_users_are_accepted_and_nothing_else() {
+        for ok in ["alice", "a-b-c", "octo-cat42", "erin_acme", "mona-lisa_octo", "x"] {
+            assert!(is_github_login(ok), "{ok}");
+        }
+        for bad in ["", "-alice", "a_", "_acme", "a__b", "a_b_c", "a b", "a/b", "alice[bot]", "a_b-c", &"a".repeat(40)]
+        {
+            assert!(!is_github_login(bad), "{bad}");
+        }
+    }
 }

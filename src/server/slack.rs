@@ -45,21 +45,33 @@ pub(super) async fn slack_webhook(State(st): State<AppState>, headers: HeaderMap
         metrics::auth_failure("slack", msg);
         error(StatusCode::UNAUTHORIZED, msg)
     };
-    // Timestamp and signature shape first: a stale or unsigned request never gets a body read.
-    if let Err(why) = auth::slack_headers(h("x-slack-request-timestamp"), h("x-slack-signature"), now) {
-        return reject(why);
+    let ct = h("content-type").unwrap_or("");
+    let form = ct.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
+    // Timestamp and signature shape first: a stale or unsigned request never gets a body read,
+    // unless it is a form, which may be Slack's SSL check (unsigned, answered 200 before any
+    // signature check, as Slack's Bolt does: it asks nothing and gets nothing).
+    let headers = auth::slack_headers(h("x-slack-request-timestamp"), h("x-slack-signature"), now);
+    if let Err(why) = &headers
+        && !form
+    {
+        return reject(*why);
     }
     let body = match st.read_body(body).await {
         Ok(b) => b,
         Err(resp) => return resp,
     };
+    if form && is_ssl_check(&body) {
+        return StatusCode::OK.into_response();
+    }
+    if let Err(why) = headers {
+        return reject(why);
+    }
     if let Err(why) =
         auth::slack_signature(h("x-slack-request-timestamp"), h("x-slack-signature"), &body, &slack.secrets, now)
     {
         return reject(why);
     }
-    let ct = h("content-type").unwrap_or("");
-    if !ct.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded")) {
+    if !form {
         return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "expected a form-encoded slash command");
     }
     let cmd: SlashCommand = match serde_urlencoded::from_bytes(&body) {
@@ -145,23 +157,44 @@ pub(super) async fn slack_webhook(State(st): State<AppState>, headers: HeaderMap
     slack_message(&format!("working on `/rollback {}`...", cmd.text.trim()), false)
 }
 
+/// How long Slack takes posts to a command's `response_url`.
+const RESPONSE_URL_LIFETIME: Duration = Duration::from_secs(30 * 60);
+
+/// Slack's SSL check of a slash command's URL: a form with `ssl_check=1` (and a `token`).
+fn is_ssl_check(body: &[u8]) -> bool {
+    serde_urlencoded::from_bytes::<Vec<(String, String)>>(body)
+        .is_ok_and(|f| f.iter().any(|(k, v)| k == "ssl_check" && v == "1"))
+}
+
 async fn post_to_slack(url: String, reply: crate::chat::Reply) {
     let body = serde_json::json!({
         "response_type": if reply.public { "in_channel" } else { "ephemeral" },
         "text": crate::support::text::slack(&reply.text),
     });
     // A response_url takes a few posts for half an hour: a failure on Slack's side is tried
-    // again, twice, before it is given up.
+    // again, twice, before it is given up, after the wait Slack asks for (`Retry-After`) or a
+    // second, then four.
     let sent = tokio::task::spawn_blocking(move || {
         let agent = crate::outbound::agent(Duration::from_secs(10));
         let mut last = String::new();
-        for wait in [0u64, 1, 4] {
-            std::thread::sleep(Duration::from_secs(wait));
+        let mut wait = Duration::ZERO;
+        for backoff in [1u64, 4, 0] {
+            std::thread::sleep(wait);
             match crate::outbound::post_json(&agent, &url, None, &body) {
                 Ok(a) if a.ok() => return Ok(()),
                 Ok(a) if !a.transient() => return Err(format!("Slack refused the outcome message: HTTP {}", a.status)),
-                Ok(a) => last = format!("HTTP {}", a.status),
-                Err(e) => last = e.to_string(),
+                Ok(a) => {
+                    last = format!("HTTP {}", a.status);
+                    wait = a.retry_after.unwrap_or(Duration::from_secs(backoff));
+                }
+                Err(e) => {
+                    last = e.to_string();
+                    wait = Duration::from_secs(backoff);
+                }
+            }
+            // Past the response_url's half hour a post cannot land.
+            if wait > RESPONSE_URL_LIFETIME {
+                break;
             }
         }
         Err(format!("posting the outcome to Slack failed: {last}"))

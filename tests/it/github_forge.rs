@@ -10,7 +10,7 @@ use rollbackd::{Directory, Principal};
 use rollbackd::{Options, Outcome};
 
 /// Prod through reviewed pull requests, with chat roles and reviewers.
-fn policy(merge: &str) -> PolicySpec {
+pub(super) fn policy(merge: &str) -> PolicySpec {
     PolicySpec::new("prod")
         .prod_only()
         .mode(Mode::PullRequest)
@@ -457,7 +457,7 @@ fn check_forge_names_every_missing_permission_event_and_merge_method() {
     assert_eq!(out.status.code(), Some(0), "everything granted: {}", said(&out));
     assert!(!said(&out).contains("forge:"), "{}", said(&out));
 
-    // An App installed as the old docs said: no Actions, no Deployments, no Members, Checks
+    // An App installed as the old docs said: no Actions, no Deployments, Checks
     // read-only; no workflow_run events; and a repository that only squashes.
     {
         let mut g = gh.gh.lock().unwrap();
@@ -472,7 +472,8 @@ fn check_forge_names_every_missing_permission_event_and_merge_method() {
     assert!(text.contains("review.merge is merge, which the repository does not allow (it allows: squash)"), "{text}");
     assert!(text.contains("needs actions permission Read-only (has none) to sources.github.workflows"), "{text}");
     assert!(text.contains("needs deployments permission Read-only (has none)"), "{text}");
-    assert!(text.contains("needs members permission Read-only (has none) to review.teams"), "{text}");
+    // Team reviewers are requested with Pull requests write alone: Members is never asked for.
+    assert!(!text.contains("members"), "{text}");
     assert!(text.contains("does not subscribe to workflow_run events"), "{text}");
     // Read is enough for required_checks; the gate on pull requests writes check runs.
     assert!(text.contains("needs checks permission Read and write (has read) to hold: the rollbackd/gate"), "{text}");
@@ -614,7 +615,7 @@ fn a_push_to_the_config_repo_brings_the_mirror_up_to_date_at_once() {
     let pushed = w.deploy("checkout", "prod", "1.5.0", 0);
     assert_ne!(mirror_head(), pushed.0, "nothing fetched yet (an hour between refreshes)");
 
-    let mut push = crate::common::http::fixture("push.payload.json");
+    let mut push = crate::common::openapi::webhook_payload("push", crate::common::http::fixture("push.payload.json"));
     push["repository"]["full_name"] = "acme/config".into();
     push["ref"] = "refs/heads/other".into();
     assert_eq!(gh.deliver("push", "push-1", &serde_json::to_vec(&push).unwrap()), 200);

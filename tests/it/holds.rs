@@ -92,7 +92,7 @@ fn a_policy_that_does_not_hold_makes_no_hold() {
 
 /// A pull request's commit as GitHub keeps it: `refs/pull/<n>/head` on the origin, pushed
 /// from a work tree (`work`, cloned on first use) with the checkout image at `version`.
-fn push_pull_head(w: &World, number: u64, version: &str) -> String {
+pub(super) fn push_pull_head(w: &World, number: u64, version: &str) -> String {
     let work = w.root().join("pr-work");
     let git = |args: &[&str]| {
         let out = std::process::Command::new("git")
@@ -124,7 +124,7 @@ pub(super) fn pull_request_delivery(number: u64, action: &str, head: &str) -> Ve
     p["pull_request"]["head"]["ref"] = "renovate/checkout".into();
     p["pull_request"]["base"]["ref"] = "main".into();
     p["repository"]["full_name"] = "acme/config".into();
-    serde_json::to_vec(&p).unwrap()
+    serde_json::to_vec(&crate::common::openapi::webhook_payload("pull_request", p)).unwrap()
 }
 
 #[test]

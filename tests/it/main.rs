@@ -15,6 +15,7 @@ mod deploy;
 mod explain;
 mod gate_bounds;
 mod github_forge;
+mod github_real;
 mod grouping;
 mod guards;
 mod holds;

@@ -226,3 +226,77 @@ async fn a_person_not_allowed_to_ask_is_told_which_rule() {
     let note = w.git(&["notes", "--ref=rollbackd-decisions", "show", "main"]);
     assert!(note.contains("not in chatops.allow"), "{note}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slacks_ssl_check_is_answered_before_the_signature_check_and_nothing_else_is() {
+    let w = World::with(&[policy()]);
+    let app = app(&w);
+    // Slack checks the certificate of a slash command's URL with an unsigned form.
+    let check = Request::post("/webhooks/slack")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from("ssl_check=1&token=gIkuvaNzQIHg97ATvDxqgjtO"))
+        .unwrap();
+    assert_eq!(send(&app, check).await.0, StatusCode::OK);
+    // Anything else unsigned is still refused, the SSL check's field notwithstanding.
+    let (url, _rx) = response_server();
+    let sneaky = form("U1", "checkout prod", "t-ssl", &url) + "&ssl_check=0";
+    let unsigned = Request::post("/webhooks/slack")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(sneaky))
+        .unwrap();
+    assert_eq!(send(&app, unsigned).await.0, StatusCode::UNAUTHORIZED);
+    let json = Request::post("/webhooks/slack")
+        .header("content-type", "application/json")
+        .body(Body::from(r#"{"ssl_check":"1"}"#))
+        .unwrap();
+    assert_eq!(send(&app, json).await.0, StatusCode::UNAUTHORIZED);
+}
+
+/// A response_url that answers 429 with `Retry-After: 3` once, then takes the post; each post's
+/// arrival time goes on the channel.
+fn rate_limited_response_server() -> (String, Receiver<std::time::Instant>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/commands/T1/1/x", listener.local_addr().unwrap());
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().enumerate() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; len];
+            reader.read_exact(&mut body).unwrap();
+            let answer: &[u8] = if n == 0 {
+                b"HTTP/1.1 429 Too Many Requests\r\nretry-after: 3\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            } else {
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+            };
+            let _ = stream.write_all(answer);
+            let _ = tx.send(std::time::Instant::now());
+        }
+    });
+    (url, rx)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_response_url_that_asks_for_patience_gets_it() {
+    let w = World::with(&[policy()]);
+    let _d = daemon(&w);
+    let app = app(&w);
+    let now = w.now().as_second();
+    let (url, rx) = rate_limited_response_server();
+    let (st, _) = send(&app, signed(&form("U1", "status", "trig-ra", &url), now, &[])).await;
+    assert_eq!(st, StatusCode::OK);
+    let first = rx.recv_timeout(Duration::from_secs(30)).expect("the outcome posted");
+    let second = rx.recv_timeout(Duration::from_secs(30)).expect("posted again");
+    let waited = second - first;
+    assert!(waited >= Duration::from_millis(2_500), "Retry-After: 3 was not waited out: {waited:?}");
+}

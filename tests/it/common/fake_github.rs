@@ -1,5 +1,10 @@
 //! A fake GitHub API for tests: the handful of endpoints rollbackd calls, with state, backed by
-//! the test's real bare origin so merging a pull request really merges it there.
+//! the test's real bare origin so merging a pull request really merges it there. As strict as
+//! GitHub: every request is checked against GitHub's REST description, and so is every answer
+//! the fake gives (built from the description's examples); lists are paginated as GitHub does
+//! (`per_page`, `page` or `cursor`, a `Link` header); an installation token may do only what the
+//! installation was granted; and every webhook it sends is checked against GitHub's webhooks
+//! description.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -98,13 +103,16 @@ pub struct Gh {
     pub inject: Vec<Injected>,
     /// Every request, `METHOD /path`.
     pub requests: Vec<String>,
-    /// The App installation's permissions and events (all rollbackd may need, when `None`).
+    /// The App installation's permissions and events (what docs/setup-github-app.md says to
+    /// grant, when `None`). An installation token is refused (403) what they do not cover.
     pub app_permissions: Option<Value>,
     pub app_events: Option<Vec<String>>,
     /// Where the App's webhooks go, and their secret: set by [`FakeGithub::hook_to`].
     pub hook: Option<(String, String)>,
     /// Every attempt at a webhook delivery, oldest first, with what was sent.
     pub deliveries: Vec<SentDelivery>,
+    /// The delivery ids rollbackd asked GitHub to send again, in order.
+    pub redeliveries_asked: Vec<u64>,
     /// The config repo's old name: GitHub answers 301 to the new one (a renamed repository).
     pub renamed_from: Option<String>,
     pub prs: Vec<FakePr>,
@@ -168,6 +176,7 @@ impl FakeGithub {
                     .route("/repos/{o}/{r}/commits/{sha}/check-runs", get(check_runs))
                     .route("/repos/{o}/{r}/commits/{sha}/status", get(combined_status))
                     .route("/repos/{o}/{r}/check-runs", post(create_check_run))
+                    .route("/repos/{o}/{r}/check-runs/{id}", axum::routing::patch(update_check_run))
                     .route("/repos/{o}/{r}/commits/{sha}/comments", post(commit_comment))
                     .route("/repos/{o}/{r}/issues/{n}/labels", post(labels))
                     .route("/repos/{o}/{r}/issues/{n}/comments", post(comment))
@@ -196,6 +205,7 @@ impl FakeGithub {
     /// Delivers a webhook as GitHub does, and records the attempt; returns the status.
     pub fn deliver(&self, event: &str, guid: &str, payload: &[u8]) -> u16 {
         let (url, secret) = self.gh.lock().unwrap().hook.clone().expect("hook_to first");
+        check_payload(&self.gh, event, payload);
         let (status, answer) = post_hook(&url, &secret, event, guid, payload);
         record_attempt(&self.gh, guid, event, payload, false, status, answer);
         status
@@ -231,7 +241,10 @@ impl FakeGithub {
         let unhandled = self.gh.lock().unwrap().unhandled.clone();
         assert!(unhandled.is_empty(), "requests the fake GitHub did not handle: {unhandled:?}");
         let violations = self.gh.lock().unwrap().violations.clone();
-        assert!(violations.is_empty(), "requests GitHub's REST description does not allow: {violations:?}");
+        assert!(
+            violations.is_empty(),
+            "requests, answers or webhooks GitHub's descriptions do not allow: {violations:?}"
+        );
     }
 }
 
@@ -277,7 +290,58 @@ async fn contract(State(app): State<App>, req: axum::extract::Request, next: axu
         return (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({ "message": "Validation Failed", "errors": [why] })))
             .into_response();
     }
-    next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes))).await
+    if let Some(refused) = not_granted(&app, &parts) {
+        return refused;
+    }
+    let (method, path) = (parts.method.to_string(), parts.uri.path().to_string());
+    let resp = next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes))).await;
+    // The fake's own answer is held to the same description.
+    let (parts, body) = resp.into_parts();
+    let bytes = http_body_util::BodyExt::collect(body).await.map(|b| b.to_bytes()).unwrap_or_default();
+    if let Err(why) = super::openapi::check_answer(&method, &path, parts.status.as_u16(), &bytes) {
+        app.gh.lock().unwrap().violations.push(format!("the fake's own {why}"));
+    }
+    Response::from_parts(parts, axum::body::Body::from(bytes))
+}
+
+/// What an installation's permission covers: GitHub answers 403 "Resource not accessible by
+/// integration" to a call the installation was not granted.
+fn permission_for(method: &str, path: &str) -> Option<(&'static str, bool)> {
+    let rest = path.strip_prefix("/repos/acme/config")?;
+    let write = method != "GET";
+    Some(match rest {
+        "" => ("metadata", false),
+        r if r.starts_with("/pulls") => ("pull_requests", write),
+        r if r.starts_with("/issues") => ("issues", write),
+        r if r.starts_with("/check-runs") || r.ends_with("/check-runs") => ("checks", write),
+        r if r.ends_with("/status") => ("statuses", write),
+        r if r.ends_with("/comments") && r.starts_with("/commits/") => ("contents", write),
+        _ => return None,
+    })
+}
+
+/// The installation's grants (what docs/setup-github-app.md says to grant, unless a test set
+/// others).
+fn granted(gh: &Gh) -> Value {
+    gh.app_permissions.clone().unwrap_or_else(|| {
+        json!({ "metadata": "read", "contents": "write", "pull_requests": "write", "issues": "write",
+                "checks": "write", "statuses": "read", "actions": "read", "deployments": "read",
+                "workflows": "write" })
+    })
+}
+
+fn not_granted(app: &App, parts: &axum::http::request::Parts) -> Option<Response> {
+    let auth = parts.headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !auth.ends_with(INSTALLATION_TOKEN) {
+        return None;
+    }
+    let (permission, write) = permission_for(parts.method.as_str(), parts.uri.path())?;
+    let level = granted(&app.gh.lock().unwrap())[permission].as_str().unwrap_or("none").to_string();
+    let enough = matches!(level.as_str(), "write" | "admin") || (level == "read" && !write);
+    (!enough).then(|| {
+        let message = "Resource not accessible by integration";
+        (StatusCode::FORBIDDEN, Json(json!({ "message": message }))).into_response()
+    })
 }
 
 async fn unhandled(State(app): State<App>, req: axum::extract::Request) -> Response {
@@ -314,20 +378,46 @@ fn head_sha(origin: &std::path::Path, branch: &str) -> Option<String> {
     repo.refname_to_id(&format!("refs/heads/{branch}")).ok().map(|o| o.to_string())
 }
 
-fn pr_json(app: &App, pr: &FakePr) -> Value {
+/// A pull request as `template` answers it (the full one, or `pull-request-simple` in a list,
+/// which has no `mergeable`), built from the description's example.
+fn pr_as(app: &App, pr: &FakePr, method: &str, template: &str, status: u16) -> Value {
     let head = pr.merged_head.clone().or_else(|| head_sha(&app.origin, &pr.head)).unwrap_or_default();
     let base = head_sha(&app.origin, &pr.base).unwrap_or_default();
-    let known = pr.state != "open" || pr.computed.as_ref() == Some(&(head.clone(), base));
-    json!({
-        "number": pr.number,
-        "html_url": format!("https://github.example/acme/config/pull/{}", pr.number),
-        "state": pr.state,
-        "head": { "ref": pr.head, "sha": head, "repo": { "full_name": "acme/config" } },
-        "base": { "ref": pr.base },
-        "merged": pr.merged_sha.is_some(),
-        "merge_commit_sha": pr.merged_sha,
-        "mergeable": if known { json!(true) } else { Value::Null },
-    })
+    let known = pr.state != "open" || pr.computed.as_ref() == Some(&(head.clone(), base.clone()));
+    let mut v = super::openapi::example(method, template, status);
+    if let Some(list) = v.as_array_mut() {
+        v = list.remove(0);
+    }
+    v["number"] = pr.number.into();
+    v["html_url"] = format!("https://github.example/acme/config/pull/{}", pr.number).into();
+    v["url"] = format!("{}/repos/acme/config/pulls/{}", app.url, pr.number).into();
+    v["state"] = pr.state.clone().into();
+    v["title"] = pr.title.clone().into();
+    v["body"] = pr.body.clone().into();
+    v["head"]["ref"] = pr.head.clone().into();
+    v["head"]["label"] = format!("acme:{}", pr.head).into();
+    v["head"]["sha"] = head.into();
+    v["head"]["repo"]["full_name"] = "acme/config".into();
+    v["head"]["repo"]["name"] = "config".into();
+    v["head"]["repo"]["owner"]["login"] = "acme".into();
+    v["base"]["ref"] = pr.base.clone().into();
+    v["base"]["label"] = format!("acme:{}", pr.base).into();
+    v["base"]["sha"] = base.into();
+    v["base"]["repo"]["full_name"] = "acme/config".into();
+    v["merge_commit_sha"] = pr.merged_sha.clone().into();
+    v["merged_at"] = pr.merged_sha.as_ref().map(|_| "2026-11-21T12:00:00Z").into();
+    v["labels"] = Value::Array(Vec::new());
+    v["requested_reviewers"] = Value::Array(Vec::new());
+    if v.get("mergeable").is_some() {
+        v["merged"] = pr.merged_sha.is_some().into();
+        v["mergeable"] = if known { json!(true) } else { Value::Null };
+        v["mergeable_state"] = if known { "clean" } else { "unknown" }.into();
+    }
+    v
+}
+
+fn pr_json(app: &App, pr: &FakePr) -> Value {
+    pr_as(app, pr, "get", "/repos/{owner}/{repo}/pulls/{pull_number}", 200)
 }
 
 /// GitHub works mergeability out in the background: a read that finds it unknown starts the
@@ -363,19 +453,51 @@ async fn create_pr(State(app): State<App>, Json(b): Json<Value>) -> Response {
         merged_head: None,
     };
     gh.prs.push(pr.clone());
-    (StatusCode::CREATED, Json(pr_json(&app, &pr))).into_response()
+    (StatusCode::CREATED, Json(pr_as(&app, &pr, "post", "/repos/{owner}/{repo}/pulls", 201))).into_response()
 }
 
+/// `pull-request-simple`s: no `mergeable` (GitHub works it out only for a single pull request).
+/// `head` is `owner:branch`: a branch of another owner's fork is another pull request.
 async fn list_prs(State(app): State<App>, Query(q): Query<HashMap<String, String>>) -> Response {
     let gh = app.gh.lock().unwrap();
-    let head = q.get("head").map(|h| h.split_once(':').map_or(h.as_str(), |(_, b)| b).to_string());
+    let head = q.get("head").map(|h| match h.split_once(':') {
+        Some((owner, branch)) => (Some(owner.to_string()), branch.to_string()),
+        None => (None, h.clone()),
+    });
     let list: Vec<Value> = gh
         .prs
         .iter()
-        .filter(|p| q.get("state").is_none_or(|s| s == &p.state) && head.as_ref().is_none_or(|b| b == &p.head))
-        .map(|p| pr_json(&app, p))
+        .filter(|p| q.get("state").is_none_or(|s| s == "all" || s == &p.state))
+        .filter(|p| head.as_ref().is_none_or(|(owner, b)| b == &p.head && owner.as_deref().is_none_or(|o| o == "acme")))
+        .map(|p| pr_as(&app, p, "get", "/repos/{owner}/{repo}/pulls", 200))
         .collect();
-    Json(Value::Array(list)).into_response()
+    let (page, link) = paged(&app, "/repos/acme/config/pulls", &q, list);
+    with_link(Json(Value::Array(page)).into_response(), link)
+}
+
+/// One page of `all` as GitHub pages it (`per_page`, 30 unless asked, at most 100; `page` from
+/// 1), and the `Link` header that says where the next and last pages are.
+fn paged(app: &App, path: &str, q: &HashMap<String, String>, all: Vec<Value>) -> (Vec<Value>, Option<String>) {
+    let per_page = q.get("per_page").and_then(|p| p.parse().ok()).unwrap_or(30usize).clamp(1, 100);
+    let page = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1usize).max(1);
+    let pages = all.len().div_ceil(per_page).max(1);
+    let items = all.into_iter().skip((page - 1) * per_page).take(per_page).collect();
+    let url = |n: usize| {
+        let mut q: Vec<(String, String)> = q.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        q.retain(|(k, _)| k != "page");
+        q.sort();
+        q.push(("page".into(), n.to_string()));
+        format!("{}{path}?{}", app.url, serde_urlencoded::to_string(q).unwrap())
+    };
+    let link = (page < pages).then(|| format!("<{}>; rel=\"next\", <{}>; rel=\"last\"", url(page + 1), url(pages)));
+    (items, link)
+}
+
+fn with_link(mut resp: Response, link: Option<String>) -> Response {
+    if let Some(link) = link {
+        resp.headers_mut().insert("link", link.parse().unwrap());
+    }
+    resp
 }
 
 async fn get_pr(State(app): State<App>, Path((_o, _r, n)): Path<(String, String, u64)>) -> Response {
@@ -396,12 +518,14 @@ async fn update_pr(
     Json(b): Json<Value>,
 ) -> Response {
     let mut gh = app.gh.lock().unwrap();
-    let Some(p) = gh.prs.iter_mut().find(|p| p.number == n) else { return StatusCode::NOT_FOUND.into_response() };
+    let Some(p) = gh.prs.iter_mut().find(|p| p.number == n) else {
+        return (StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"}))).into_response();
+    };
     if let Some(s) = b["state"].as_str() {
         p.state = s.to_string();
     }
     let p = p.clone();
-    Json(pr_json(&app, &p)).into_response()
+    Json(pr_as(&app, &p, "patch", "/repos/{owner}/{repo}/pulls/{pull_number}", 200)).into_response()
 }
 
 /// Really merges in the origin: a merge commit, or one commit for squash and rebase.
@@ -427,10 +551,14 @@ async fn merge_pr(
     }
     let base_modified = gh.base_modified > 0;
     gh.base_modified = gh.base_modified.saturating_sub(1);
-    let Some(pr) = gh.prs.iter_mut().find(|p| p.number == n && p.state == "open") else {
+    // GitHub: 404 for a pull request that does not exist, 405 for one that cannot be merged.
+    let Some(pr) = gh.prs.iter_mut().find(|p| p.number == n) else {
+        return (StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"}))).into_response();
+    };
+    if pr.state != "open" {
         return (StatusCode::METHOD_NOT_ALLOWED, Json(json!({"message": "Pull Request is not mergeable"})))
             .into_response();
-    };
+    }
     let repo = git2::Repository::open_bare(&app.origin).unwrap();
     let head = repo.refname_to_id(&format!("refs/heads/{}", pr.head)).unwrap();
     if b["sha"].as_str().is_some_and(|s| s != head.to_string()) {
@@ -468,12 +596,11 @@ async fn merge_pr(
     pr.state = "closed".into();
     pr.merged_sha = Some(id.to_string());
     pr.merged_head = Some(head.to_string());
-    let closed = json!({ "action": "closed", "number": pr.number,
-        "pull_request": { "number": pr.number, "state": "closed", "merged": true, "merge_commit_sha": id.to_string(),
-                          "head": { "ref": pr.head, "sha": head.to_string(), "repo": { "full_name": "acme/config" } },
-                          "base": { "ref": pr.base }, "merged_by": { "login": BOT, "type": "Bot" } },
-        "repository": { "full_name": "acme/config", "name": "config", "owner": { "login": "acme" } },
-        "sender": { "login": BOT, "type": "Bot" } });
+    let mut closed = crate::common::http::fixture("pull_request.closed.payload.json");
+    closed["number"] = pr.number.into();
+    closed["pull_request"] = pr_as(&app, pr, "get", "/repos/{owner}/{repo}/pulls/{pull_number}", 200);
+    closed["pull_request"]["merged_by"] = json!({ "login": BOT, "type": "Bot" });
+    own_repository_and_sender(&mut closed);
     drop(gh);
     emit(&app, "pull_request", closed);
     Json(json!({"merged": true, "sha": id.to_string(), "message": "Pull Request successfully merged"})).into_response()
@@ -486,7 +613,9 @@ async fn reviewers(
 ) -> Response {
     let mut gh = app.gh.lock().unwrap();
     let collaborators = gh.collaborators.clone();
-    let Some(p) = gh.prs.iter_mut().find(|p| p.number == n) else { return StatusCode::NOT_FOUND.into_response() };
+    let Some(p) = gh.prs.iter_mut().find(|p| p.number == n) else {
+        return (StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"}))).into_response();
+    };
     let reviewers = strings(&b["reviewers"]);
     if !collaborators.is_empty() && reviewers.iter().any(|r| !collaborators.contains(r)) {
         let message = "Reviews may only be requested from collaborators. One or more of the users or teams you specified is not a collaborator of the acme/config repository.";
@@ -494,7 +623,10 @@ async fn reviewers(
     }
     p.reviewers = reviewers;
     p.teams = strings(&b["team_reviewers"]);
-    (StatusCode::CREATED, Json(json!({}))).into_response()
+    let p = p.clone();
+    drop(gh);
+    let answer = pr_as(&app, &p, "post", "/repos/{owner}/{repo}/pulls/{pull_number}/requested_reviewers", 201);
+    (StatusCode::CREATED, Json(answer)).into_response()
 }
 
 async fn labels(
@@ -503,15 +635,37 @@ async fn labels(
     Json(b): Json<Value>,
 ) -> Response {
     let mut gh = app.gh.lock().unwrap();
-    let Some(p) = gh.prs.iter_mut().find(|p| p.number == n) else { return StatusCode::NOT_FOUND.into_response() };
+    let Some(p) = gh.prs.iter_mut().find(|p| p.number == n) else {
+        return (StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"}))).into_response();
+    };
     // POST adds to the labels a pull request has (PUT would replace them).
     for l in strings(&b["labels"]) {
         if !p.labels.contains(&l) {
             p.labels.push(l);
         }
     }
-    let all: Vec<Value> = p.labels.iter().map(|l| json!({ "name": l })).collect();
+    let example = super::openapi::example("post", "/repos/{owner}/{repo}/issues/{issue_number}/labels", 200)[0].clone();
+    let all: Vec<Value> = p
+        .labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let mut label = example.clone();
+            label["id"] = (i + 1).into();
+            label["name"] = l.clone().into();
+            label
+        })
+        .collect();
     Json(Value::Array(all)).into_response()
+}
+
+/// The repository and sender of a webhook the App's own action caused.
+fn own_repository_and_sender(payload: &mut Value) {
+    payload["repository"]["full_name"] = "acme/config".into();
+    payload["repository"]["name"] = "config".into();
+    payload["repository"]["owner"]["login"] = "acme".into();
+    payload["sender"]["login"] = BOT.into();
+    payload["sender"]["type"] = "Bot".into();
 }
 
 async fn comment(
@@ -526,19 +680,30 @@ async fn comment(
     gh.comments.push((n, body.clone()));
     let is_pr = gh.prs.iter().any(|p| p.number == n);
     drop(gh);
-    let mut issue = json!({ "number": n, "title": "t", "state": "open" });
-    if is_pr {
-        issue["pull_request"] = json!({ "url": format!("{}/repos/acme/config/pulls/{n}", app.url) });
+    let mut answer = super::openapi::example("post", "/repos/{owner}/{repo}/issues/{issue_number}/comments", 201);
+    answer["id"] = id.into();
+    answer["body"] = body.clone().into();
+    answer["user"]["login"] = BOT.into();
+    answer["user"]["type"] = "Bot".into();
+    let mut hook = crate::common::http::fixture("issue_comment.created.payload.json");
+    hook["issue"]["number"] = n.into();
+    match is_pr {
+        true => {
+            hook["issue"]["pull_request"] = json!({ "url": format!("{}/repos/acme/config/pulls/{n}", app.url),
+            "html_url": format!("https://github.example/acme/config/pull/{n}"), "diff_url": format!("https://github.example/acme/config/pull/{n}.diff"),
+            "patch_url": format!("https://github.example/acme/config/pull/{n}.patch") })
+        }
+        false => {
+            hook["issue"].as_object_mut().unwrap().remove("pull_request");
+        }
     }
-    emit(
-        &app,
-        "issue_comment",
-        json!({ "action": "created", "issue": issue,
-                "comment": { "id": id, "body": body, "user": { "login": BOT, "type": "Bot" } },
-                "repository": { "full_name": "acme/config", "name": "config", "owner": { "login": "acme" } },
-                "sender": { "login": BOT, "type": "Bot" } }),
-    );
-    (StatusCode::CREATED, Json(json!({"id": id}))).into_response()
+    hook["comment"]["id"] = id.into();
+    hook["comment"]["body"] = body.into();
+    hook["comment"]["user"]["login"] = BOT.into();
+    hook["comment"]["user"]["type"] = "Bot".into();
+    own_repository_and_sender(&mut hook);
+    emit(&app, "issue_comment", hook);
+    (StatusCode::CREATED, Json(answer)).into_response()
 }
 
 async fn react(
@@ -547,7 +712,10 @@ async fn react(
     Json(b): Json<Value>,
 ) -> Response {
     app.gh.lock().unwrap().reactions.push((id, b["content"].as_str().unwrap_or_default().to_string()));
-    (StatusCode::CREATED, Json(json!({"content": b["content"]}))).into_response()
+    let mut answer =
+        super::openapi::example("post", "/repos/{owner}/{repo}/issues/comments/{comment_id}/reactions", 201);
+    answer["content"] = b["content"].clone();
+    (StatusCode::CREATED, Json(answer)).into_response()
 }
 
 async fn create_issue(State(app): State<App>, Json(b): Json<Value>) -> Response {
@@ -559,20 +727,25 @@ async fn create_issue(State(app): State<App>, Json(b): Json<Value>) -> Response 
         labels,
     ));
     let number = 500 + gh.issues.len() as u64;
-    (
-        StatusCode::CREATED,
-        Json(json!({"number": number, "html_url": format!("https://github.example/acme/config/issues/{number}")})),
-    )
-        .into_response()
+    let mut answer = super::openapi::example("post", "/repos/{owner}/{repo}/issues", 201);
+    answer["number"] = number.into();
+    answer["html_url"] = format!("https://github.example/acme/config/issues/{number}").into();
+    answer["title"] = b["title"].clone();
+    (StatusCode::CREATED, Json(answer)).into_response()
 }
 
-/// Newest first, a page at a time (at most 100), as GitHub lists them.
+/// Newest first, a page at a time, as GitHub lists them; `filter=latest` (the default) lists
+/// only the most recent run of each name.
 async fn check_runs(
     State(app): State<App>,
     Path((_o, _r, sha)): Path<(String, String, String)>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let gh = app.gh.lock().unwrap();
+    let example =
+        super::openapi::example("get", "/repos/{owner}/{repo}/commits/{ref}/check-runs", 200)["check_runs"][0].clone();
+    let latest = q.get("filter").is_none_or(|f| f == "latest");
+    let mut seen = std::collections::HashSet::new();
     let all: Vec<Value> = gh
         .checks
         .get(&sha)
@@ -580,28 +753,60 @@ async fn check_runs(
             c.iter()
                 .enumerate()
                 .rev()
+                .filter(|(_, (n, _))| !latest || seen.insert(n.clone()))
                 .map(|(i, (n, c))| {
-                    json!({"id": i + 1, "name": n, "status": "completed", "conclusion": c,
-                           "started_at": format!("2026-11-21T11:{:02}:{:02}Z", i / 60 % 60, i % 60)})
+                    let mut run = example.clone();
+                    run["id"] = (i + 1).into();
+                    run["name"] = n.clone().into();
+                    run["head_sha"] = sha.clone().into();
+                    run["status"] = "completed".into();
+                    run["conclusion"] = c.clone().into();
+                    run["started_at"] = format!("2026-11-21T11:{:02}:{:02}Z", i / 60 % 60, i % 60).into();
+                    run
                 })
                 .collect()
         })
         .unwrap_or_default();
-    let per_page = q.get("per_page").and_then(|p| p.parse().ok()).unwrap_or(30usize).min(100);
-    let page = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1usize).max(1);
-    let runs: Vec<Value> = all.iter().skip((page - 1) * per_page).take(per_page).cloned().collect();
-    Json(json!({"total_count": all.len(), "check_runs": runs})).into_response()
+    let total = all.len();
+    let path = format!("/repos/acme/config/commits/{sha}/check-runs");
+    let (runs, link) = paged(&app, &path, &q, all);
+    with_link(Json(json!({"total_count": total, "check_runs": runs})).into_response(), link)
 }
 
-async fn combined_status(State(app): State<App>, Path((_o, _r, sha)): Path<(String, String, String)>) -> Response {
+/// The combined status: the latest status of each context, a page of them at a time
+/// (`per_page`, `page`), with the state of all of them.
+async fn combined_status(
+    State(app): State<App>,
+    Path((_o, _r, sha)): Path<(String, String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let gh = app.gh.lock().unwrap();
-    let statuses: Vec<Value> = gh
+    let mut answer = super::openapi::example("get", "/repos/{owner}/{repo}/commits/{ref}/status", 200);
+    let example = answer["statuses"][0].clone();
+    let all: Vec<Value> = gh
         .statuses
         .get(&sha)
-        .map(|s| s.iter().map(|(c, st)| json!({"context": c, "state": st})).collect())
+        .map(|s| {
+            s.iter()
+                .enumerate()
+                .map(|(i, (c, st))| {
+                    let mut status = example.clone();
+                    status["id"] = (i + 1).into();
+                    status["context"] = c.clone().into();
+                    status["state"] = st.clone().into();
+                    status
+                })
+                .collect()
+        })
         .unwrap_or_default();
-    let state = if statuses.iter().all(|s| s["state"] == "success") { "success" } else { "pending" };
-    Json(json!({"state": state, "sha": sha, "total_count": statuses.len(), "statuses": statuses})).into_response()
+    let state = if all.iter().all(|s| s["state"] == "success") { "success" } else { "pending" };
+    let total = all.len();
+    let (statuses, link) = paged(&app, &format!("/repos/acme/config/commits/{sha}/status"), &q, all);
+    answer["state"] = state.into();
+    answer["sha"] = sha.into();
+    answer["total_count"] = total.into();
+    answer["statuses"] = Value::Array(statuses);
+    with_link(Json(answer).into_response(), link)
 }
 
 /// Only a GitHub App may create check runs: a personal token gets 403, as on GitHub.
@@ -611,22 +816,41 @@ async fn create_check_run(State(app): State<App>, h: HeaderMap, Json(b): Json<Va
         let message = "You must authenticate via a GitHub App.";
         return (StatusCode::FORBIDDEN, Json(json!({ "message": message }))).into_response();
     }
-    let ok = b["name"].is_string()
-        && b["head_sha"].as_str().is_some_and(|s| s.len() == 40)
-        && ["success", "failure", "neutral"].contains(&b["conclusion"].as_str().unwrap_or_default())
-        && b["output"]["annotations"].as_array().is_none_or(|a| {
-            a.iter().all(|x| {
-                x["path"].is_string()
-                    && x["start_line"].as_u64().is_some_and(|l| l >= 1)
-                    && x["end_line"].is_u64()
-                    && ["notice", "warning", "failure"].contains(&x["annotation_level"].as_str().unwrap_or_default())
-            })
-        });
-    if !ok {
+    if b["head_sha"].as_str().is_none_or(|s| s.len() != 40) {
         return (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({ "message": "Invalid request." }))).into_response();
     }
-    app.gh.lock().unwrap().check_runs_created.push(b);
-    (StatusCode::CREATED, Json(json!({ "id": 1 }))).into_response()
+    let mut gh = app.gh.lock().unwrap();
+    gh.check_runs_created.push(b.clone());
+    let id = gh.check_runs_created.len();
+    let mut answer = super::openapi::example("post", "/repos/{owner}/{repo}/check-runs", 201);
+    answer["id"] = id.into();
+    answer["name"] = b["name"].clone();
+    answer["head_sha"] = b["head_sha"].clone();
+    (StatusCode::CREATED, Json(answer)).into_response()
+}
+
+/// More of a check run's output: GitHub adds the annotations to those it has (50 per request).
+async fn update_check_run(
+    State(app): State<App>,
+    Path((_o, _r, id)): Path<(String, String, usize)>,
+    Json(b): Json<Value>,
+) -> Response {
+    let mut gh = app.gh.lock().unwrap();
+    let Some(run) = id.checked_sub(1).and_then(|i| gh.check_runs_created.get_mut(i)) else {
+        return (StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"}))).into_response();
+    };
+    let more = b["output"]["annotations"].as_array().cloned().unwrap_or_default();
+    if let Some(had) = run["output"]["annotations"].as_array_mut() {
+        had.extend(more);
+    } else {
+        run["output"]["annotations"] = Value::Array(more);
+    }
+    let (name, sha) = (run["name"].clone(), run["head_sha"].clone());
+    let mut answer = super::openapi::example("patch", "/repos/{owner}/{repo}/check-runs/{check_run_id}", 200);
+    answer["id"] = id.into();
+    answer["name"] = name;
+    answer["head_sha"] = sha;
+    Json(answer).into_response()
 }
 
 async fn commit_comment(
@@ -634,19 +858,26 @@ async fn commit_comment(
     Path((_o, _r, sha)): Path<(String, String, String)>,
     Json(b): Json<Value>,
 ) -> Response {
-    app.gh.lock().unwrap().commit_comments.push((sha, b["body"].as_str().unwrap_or_default().to_string()));
-    (StatusCode::CREATED, Json(json!({ "id": 1 }))).into_response()
+    app.gh.lock().unwrap().commit_comments.push((sha.clone(), b["body"].as_str().unwrap_or_default().to_string()));
+    let mut answer = super::openapi::example("post", "/repos/{owner}/{repo}/commits/{commit_sha}/comments", 201);
+    answer["commit_id"] = sha.into();
+    answer["body"] = b["body"].clone();
+    (StatusCode::CREATED, Json(answer)).into_response()
 }
 
 async fn get_repo(State(app): State<App>) -> Response {
     let gh = app.gh.lock().unwrap();
     let allows = |m: &str| gh.merge_methods.is_empty() || gh.merge_methods.iter().any(|x| x == m);
-    Json(json!({
-        "id": 1, "name": "config", "full_name": "acme/config", "default_branch": "main",
-        "allow_merge_commit": allows("merge"), "allow_squash_merge": allows("squash"), "allow_rebase_merge": allows("rebase"),
-        "permissions": { "admin": false, "maintain": false, "push": true, "triage": true, "pull": true },
-    }))
-    .into_response()
+    let mut answer = super::openapi::example("get", "/repos/{owner}/{repo}", 200);
+    answer["id"] = 1.into();
+    answer["name"] = "config".into();
+    answer["full_name"] = "acme/config".into();
+    answer["default_branch"] = "main".into();
+    answer["allow_merge_commit"] = allows("merge").into();
+    answer["allow_squash_merge"] = allows("squash").into();
+    answer["allow_rebase_merge"] = allows("rebase").into();
+    answer["permissions"] = json!({ "admin": false, "maintain": false, "push": true, "triage": true, "pull": true });
+    Json(answer).into_response()
 }
 
 fn record_attempt(
@@ -673,14 +904,25 @@ fn record_attempt(
     });
 }
 
+/// A webhook the fake is about to send, checked against GitHub's webhooks description: one it
+/// would never send is a violation, as a request GitHub would refuse is.
+fn check_payload(gh: &Mutex<Gh>, event: &str, payload: &[u8]) {
+    let v: Value = serde_json::from_slice(payload).unwrap_or(Value::Null);
+    if let Err(why) = super::openapi::check_webhook(event, &v) {
+        gh.lock().unwrap().violations.push(format!("a webhook GitHub would not send: {why}"));
+    }
+}
+
 /// GitHub tells the App's webhook about the App's own actions too (its comments, its merges):
 /// sent, when a hook is set, as GitHub would, soon after the action.
 fn emit(app: &App, event: &'static str, payload: Value) {
     let Some((url, secret)) = app.gh.lock().unwrap().hook.clone() else { return };
     let gh = app.gh.clone();
+    let payload = super::openapi::webhook_payload(event, payload);
     std::thread::spawn(move || {
         let guid = format!("own-{}-{}", event, jiff::Timestamp::now().as_nanosecond());
         let body = serde_json::to_vec(&payload).unwrap();
+        check_payload(&gh, event, &body);
         let (status, answer) = post_hook(&url, &secret, event, &guid, &body);
         record_attempt(&gh, &guid, event, &body, false, status, answer);
     });
@@ -688,16 +930,26 @@ fn emit(app: &App, event: &'static str, payload: Value) {
 
 const BOT: &str = "rollbackd-app[bot]";
 
-/// Newest first, as GitHub lists them (JWT auth: the App's own deliveries).
-async fn list_deliveries(State(app): State<App>, h: HeaderMap) -> Response {
+/// Newest first, as GitHub lists them (JWT auth: the App's own deliveries), a page at a time:
+/// `per_page` (30 unless asked, at most 100) from `cursor`, and a `Link` header to the next page.
+async fn list_deliveries(State(app): State<App>, h: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
     if !app_jwt(&h) {
         return unauthorized();
     }
     let gh = app.gh.lock().unwrap();
-    let list: Vec<Value> = gh
-        .deliveries
+    let per_page = q.get("per_page").and_then(|p| p.parse().ok()).unwrap_or(30usize).clamp(1, 100);
+    // The cursor is opaque to the caller; here it is the id the page starts at.
+    let from = match q.get("cursor") {
+        Some(c) => match c.strip_prefix("v1_").and_then(|id| id.parse::<u64>().ok()) {
+            Some(id) => id,
+            None => return (StatusCode::BAD_REQUEST, Json(json!({"message": "invalid cursor"}))).into_response(),
+        },
+        None => u64::MAX,
+    };
+    let newest_first: Vec<&SentDelivery> = gh.deliveries.iter().rev().filter(|d| d.id <= from).collect();
+    let list: Vec<Value> = newest_first
         .iter()
-        .rev()
+        .take(per_page)
         .map(|d| {
             json!({ "id": d.id, "guid": d.guid, "delivered_at": d.delivered_at, "redelivery": d.redelivery,
                     "duration": 0.1, "status": if (200..300).contains(&d.status_code) { "OK" } else { "failed" },
@@ -705,18 +957,30 @@ async fn list_deliveries(State(app): State<App>, h: HeaderMap) -> Response {
                     "installation_id": 4242, "repository_id": 1 })
         })
         .collect();
-    Json(Value::Array(list)).into_response()
+    let link = newest_first.get(per_page).map(|next| {
+        format!("<{}/app/hook/deliveries?per_page={per_page}&cursor=v1_{}>; rel=\"next\"", app.url, next.id)
+    });
+    with_link(Json(Value::Array(list)).into_response(), link)
 }
 
-/// Answers 202 at once and sends the delivery again soon, as GitHub does.
+/// Answers 202 at once and sends the delivery again soon, as GitHub does; a delivery older than
+/// the three days GitHub keeps them cannot be sent again.
 async fn redeliver(State(app): State<App>, h: HeaderMap, Path(id): Path<u64>) -> Response {
     if !app_jwt(&h) {
         return unauthorized();
     }
     let found = app.gh.lock().unwrap().deliveries.iter().find(|d| d.id == id).cloned();
     let Some(d) = found else { return (StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"}))).into_response() };
-    let Some((url, secret)) = app.gh.lock().unwrap().hook.clone() else { return StatusCode::NOT_FOUND.into_response() };
+    let at: jiff::Timestamp = d.delivered_at.parse().unwrap();
+    if jiff::Timestamp::now().duration_since(at) > jiff::SignedDuration::from_hours(72) {
+        let message = "Validation Failed: the delivery is older than three days";
+        return (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({ "message": message }))).into_response();
+    }
+    let Some((url, secret)) = app.gh.lock().unwrap().hook.clone() else {
+        return (StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"}))).into_response();
+    };
     let gh = app.gh.clone();
+    app.gh.lock().unwrap().redeliveries_asked.push(id);
     std::thread::spawn(move || {
         let (status, answer) = post_hook(&url, &secret, &d.event, &d.guid, &d.payload);
         record_attempt(&gh, &d.guid, &d.event, &d.payload, true, status, answer);
@@ -730,23 +994,31 @@ async fn installation(State(app): State<App>, h: HeaderMap) -> Response {
     }
     let mut gh = app.gh.lock().unwrap();
     gh.installation_lookups += 1;
-    let permissions = gh.app_permissions.clone().unwrap_or_else(|| {
-        json!({ "metadata": "read", "contents": "write", "pull_requests": "write", "issues": "write",
-                "checks": "write", "statuses": "read", "actions": "read", "deployments": "read",
-                "members": "read", "workflows": "write" })
-    });
+    let permissions = granted(&gh);
     let events = gh.app_events.clone().unwrap_or_else(|| {
-        ["issue_comment", "pull_request", "workflow_run", "deployment_status", "check_suite"].map(String::from).to_vec()
+        ["issue_comment", "pull_request", "push", "workflow_run", "deployment_status", "check_suite"]
+            .map(String::from)
+            .to_vec()
     });
-    Json(json!({"id": 4242, "app_id": 12345, "permissions": permissions, "events": events})).into_response()
+    let mut answer = super::openapi::example("get", "/repos/{owner}/{repo}/installation", 200);
+    answer["id"] = 4242.into();
+    answer["app_id"] = 12345.into();
+    answer["permissions"] = permissions;
+    answer["events"] = events.into();
+    Json(answer).into_response()
 }
 
 async fn access_token(State(app): State<App>, h: HeaderMap, Path(id): Path<u64>) -> Response {
     if !app_jwt(&h) || id != 4242 {
         return unauthorized();
     }
-    app.gh.lock().unwrap().tokens_minted += 1;
+    let mut gh = app.gh.lock().unwrap();
+    gh.tokens_minted += 1;
     let expires = jiff::Timestamp::now().checked_add(jiff::SignedDuration::from_hours(1)).unwrap();
-    let body = json!({"token": INSTALLATION_TOKEN, "expires_at": expires.to_string(), "permissions": {"contents": "write", "pull_requests": "write", "issues": "write", "checks": "read"}, "repository_selection": "selected"});
-    (StatusCode::CREATED, Json(body)).into_response()
+    let mut answer = super::openapi::example("post", "/app/installations/{installation_id}/access_tokens", 201);
+    answer["token"] = INSTALLATION_TOKEN.into();
+    answer["expires_at"] = expires.to_string().into();
+    answer["permissions"] = granted(&gh);
+    answer["repository_selection"] = "selected".into();
+    (StatusCode::CREATED, Json(answer)).into_response()
 }
