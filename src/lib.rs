@@ -20,6 +20,7 @@ mod git;
 mod ingest;
 mod notify;
 mod outbound;
+mod registry;
 mod server;
 
 mod check;
@@ -53,6 +54,8 @@ pub use domain::notice::NoticeKind;
 pub use domain::plan::{KnownGoodSource, Plan, Sha, Strategy};
 pub use domain::policy::{Mode, OnViolation, Policy, PolicySet};
 pub use domain::principal::{Directory, Principal};
+pub use domain::change_plan::ChangePlan;
+pub use domain::readiness::{Readiness, Reason as ReadinessReason};
 pub use domain::rollback::{Cause, Delivery, Outcome, Rollback, RollbackId};
 pub use support::duration::Duration;
 
@@ -87,6 +90,7 @@ pub mod parsers {
     pub use crate::git::{Also, Trailers, split_signed_tag};
     pub use crate::ingest::alertmanager::{Resolved, parse as alertmanager};
     pub use crate::ingest::github::{Comment, GithubEvent, parse as github};
+    pub use crate::registry::parse_image as image_reference;
     pub use crate::server::auth::{basic, bearer, github_signature, slack_signature};
     pub use crate::support::secret::SecretString;
     pub use crate::support::signing_key::{Signed, TrustedKeys};

@@ -245,6 +245,36 @@ enum Command {
         #[command(flatten)]
         who: Who,
     },
+    /// Before the incident: for every service/env the policies cover, whether an automatic
+    /// rollback would work now and what it would be (one line each; exit 2 when any is not
+    /// ready). Writes nothing.
+    /// Example: `rollbackd readiness checkout --env prod --json`
+    Readiness {
+        /// Only this service.
+        service: Option<String>,
+        /// Only this environment.
+        #[arg(long)]
+        env: Option<String>,
+        /// Print JSON instead of text: an array of objects with `service`, `env`, `ready`,
+        /// `reasons`, `known_good`, `strategy`, `mode`, `policy`.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What rollbackd would do if a change went bad after merge: for each service/env it
+    /// touches, the known-good version, strategy and mode, the files restored, the guards and
+    /// the point-of-no-return clock. Writes nothing.
+    /// Example: `rollbackd plan HEAD --base HEAD~1`
+    Plan {
+        /// The change's head revision (in rollbackd's mirror of the config repo).
+        rev: String,
+        /// What it is compared with (default: where it forked from the branch, or its parent
+        /// when it is on the branch).
+        #[arg(long)]
+        base: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Freezes in force, open proposals and the last rollbacks.
     Status {
         /// Only this service.
@@ -625,6 +655,27 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Status { service } => {
             let mut engine = engine(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
             print!("{}", engine.status(service.as_deref())?);
+            Ok(0)
+        }
+        Command::Readiness { service, env, json } => {
+            let mut engine = engine(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
+            let wait = engine.config().registries.iter().map(|r| r.timeout.as_std()).max().unwrap_or_default();
+            let rows = engine.readiness(service.as_deref(), env.as_deref(), wait + std::time::Duration::from_secs(1))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!("{}", rollbackd::Readiness::text(&rows));
+            }
+            Ok(if rows.iter().all(|r| r.ready) { 0 } else { 2 })
+        }
+        Command::Plan { rev, base, json } => {
+            let mut engine = engine(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
+            let plans = engine.plan_change(&rev, base.as_deref())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&plans)?);
+            } else {
+                print!("{}", rollbackd::ChangePlan::text_all(&plans));
+            }
             Ok(0)
         }
         Command::Serve { listen } => run_serve(&cli.config, listen, None),

@@ -7,6 +7,7 @@
 pub(crate) mod artifacts;
 pub(crate) mod audit;
 pub(crate) mod breaker;
+pub(crate) mod change_plan;
 pub(crate) mod decide;
 pub(crate) mod decision;
 pub(crate) mod event;
@@ -22,6 +23,7 @@ pub(crate) mod phase;
 pub(crate) mod plan;
 pub(crate) mod policy;
 pub(crate) mod principal;
+pub(crate) mod readiness;
 pub(crate) mod rollback;
 pub(crate) mod soak;
 pub(crate) mod status;

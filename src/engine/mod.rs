@@ -9,6 +9,7 @@ mod holds;
 mod phases;
 mod policies;
 mod probe;
+mod readiness;
 mod redeliver;
 mod review;
 mod status;
@@ -155,6 +156,8 @@ pub struct Engine {
     /// come after the rollback (verification, step backs, escalations). Bounded; after a
     /// restart the summary is read back from the commit (`Rollback-Reason`).
     incidents: verify::Incidents,
+    /// Readiness: the registries it asks and the rows last worked out (the server's gauge).
+    readiness: readiness::State,
 }
 
 impl Drop for Engine {
@@ -194,6 +197,7 @@ impl Engine {
         let notifier = crate::notify::Notifier::start(&config.notify, &secrets, &templates, forge.clone());
         let repo_identity = format!("{} {}", crate::support::url::repo_key(&config.repo.url), config.repo.branch);
         let prober = probe::Prober::new(config.prometheus.clone(), clock.clone());
+        let config_for_readiness = config.clone();
         let mut engine = Engine {
             config,
             policies,
@@ -218,6 +222,7 @@ impl Engine {
             prober,
             repo_identity,
             incidents: Default::default(),
+            readiness: readiness::State::new(&config_for_readiness),
         };
         engine.sync_policies();
         Ok(engine)
@@ -594,6 +599,26 @@ impl Engine {
         let (policy, target) = match select(&self.policies, &self.rules, event, &mut decision)? {
             Selection::Settled(outcome) => return done(decision, None, outcome),
             Selection::Target { policy, target } => (policy.clone(), target),
+        };
+        self.prepare_selected(event, opts, policy, target, decision, span)
+    }
+
+    /// [`Engine::prepare`] once a policy and its target are chosen: who asked, the plan, the
+    /// guards and the decision. `readiness` enters here with each policy's targets in turn, so
+    /// what it says is what an alert would meet.
+    fn prepare_selected(
+        &mut self,
+        event: &Event,
+        opts: &Options,
+        policy: Policy,
+        target: crate::domain::plan::Target,
+        mut decision: Decision,
+        span: &tracing::Span,
+    ) -> Result<Prepared, EngineError> {
+        let now = self.clock.now();
+        let trigger = event.trigger();
+        let done = |decision: Decision, plan: Option<Plan>, outcome: Outcome| {
+            Ok(Prepared::Done(Box::new(Report { decision, plan, outcome })))
         };
         let id = self.rollback_id(&trigger, &target.service, &target.env);
         span.record("rollback_id", id.as_str());

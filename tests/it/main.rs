@@ -24,6 +24,7 @@ mod notify;
 mod one_decision;
 mod phases;
 mod properties;
+mod readiness;
 mod proxy;
 mod replicas;
 mod repo_policies;

@@ -1,0 +1,189 @@
+//! Before the incident: `rollbackd readiness` says, for every service/env the policies cover,
+//! whether an automatic rollback would work now and what it would be; `rollbackd plan` says
+//! what rollbackd would do if a change went bad after merge. Both against real bare origins,
+//! and neither writes anything.
+
+use std::time::Duration;
+
+use crate::common::*;
+use rollbackd::Readiness;
+
+fn readiness(w: &World) -> Vec<Readiness> {
+    w.engine().readiness(None, None, Duration::ZERO).unwrap()
+}
+
+fn row<'a>(rows: &'a [Readiness], service: &str, env: &str) -> &'a Readiness {
+    rows.iter().find(|r| r.service == service && r.env == env).unwrap_or_else(|| panic!("no row for {service}/{env}"))
+}
+
+fn reasons(r: &Readiness) -> String {
+    r.reasons.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+fn origin_refs(w: &World) -> String {
+    w.git(&["for-each-ref", "--format=%(refname) %(objectname)"])
+}
+
+#[test]
+fn every_service_a_templated_target_covers_gets_a_row_saying_what_it_would_go_back_to() {
+    let w = World::new();
+    let bad = w.deploy("checkout", "prod", "1.5.0", 10);
+    let before = origin_refs(&w);
+    let rows = readiness(&w);
+    let mut names: Vec<String> = rows.iter().map(|r| format!("{}/{}", r.service, r.env)).collect();
+    names.sort();
+    assert_eq!(names, ["cart/prod", "cart/staging", "checkout/prod", "checkout/staging"]);
+
+    let checkout = row(&rows, "checkout", "prod");
+    assert!(checkout.ready, "{}", reasons(checkout));
+    assert_eq!(checkout.known_good.as_deref(), Some(w.git(&["rev-parse", &format!("{bad}^1")]).trim()));
+    assert_eq!(checkout.known_good.as_deref(), Some(w.good.0.as_str()));
+    assert_eq!(checkout.policy.as_deref(), Some("test-policy"));
+    assert_eq!(checkout.strategy, Some(Strategy::Revert));
+    assert_eq!(checkout.mode, Some(Mode::Direct));
+
+    // cart/prod has only ever had its first deploy: there is nothing to go back to.
+    let cart = row(&rows, "cart", "prod");
+    assert!(!cart.ready);
+    assert!(reasons(cart).starts_with("nothing to go back to"), "{}", reasons(cart));
+    assert_eq!(cart.known_good, None);
+
+    assert_eq!(origin_refs(&w), before, "readiness wrote to the origin");
+}
+
+#[test]
+fn a_freeze_an_irreversible_change_and_an_old_known_good_are_each_named() {
+    let policy = PolicySpec::new("guarded")
+        .set("irreversible", json!({ "paths": ["**/migrations/**"] }))
+        .guard("point_of_no_return", "30m")
+        .guard("max_change_age", "1h");
+    let w = World::with(&[policy]);
+    let migration = "apps/checkout/prod/migrations/0042_add_column.sql";
+    let text = manifest("checkout", "prod", &image("checkout", "1.5.0"));
+    w.commit_files(
+        "Deploy checkout 1.5.0 with its migration",
+        &[(&path("checkout", "prod"), Some(&text)), (migration, Some("ALTER TABLE orders ADD COLUMN note text;\n"))],
+        45,
+    );
+    // checkout/staging: a deploy two hours old, past max_change_age.
+    w.deploy("checkout", "staging", "1.5.0", 120);
+    w.engine().freeze("cart", Some("prod"), None, Some("launch week"), None, "ops").unwrap();
+    w.deploy("cart", "prod", "2.1.0", 5);
+
+    let rows = readiness(&w);
+    let checkout = row(&rows, "checkout", "prod");
+    assert!(!checkout.ready);
+    let why = reasons(checkout);
+    assert!(why.contains("point of no return") && why.contains(migration), "{why}");
+
+    let staging = row(&rows, "checkout", "staging");
+    assert!(!staging.ready);
+    assert!(reasons(staging).contains("known-good too old"), "{}", reasons(staging));
+
+    let cart = row(&rows, "cart", "prod");
+    assert!(!cart.ready);
+    assert!(reasons(cart).contains("frozen") && reasons(cart).contains("launch week"), "{}", reasons(cart));
+}
+
+#[test]
+fn a_mutable_known_good_image_and_a_held_artifact_are_named() {
+    let w = World::with(&[PolicySpec::new("pinned").guard("require_immutable_artifacts", true)]);
+    // checkout/staging's known-good state runs `:latest`.
+    w.commit_files(
+        "staging on latest",
+        &[(&path("checkout", "staging"), Some(&manifest("checkout", "staging", "registry.example.com/checkout:latest")))],
+        60,
+    );
+    w.deploy("checkout", "staging", "1.6.0", 30);
+    let rows = readiness(&w);
+    let staging = row(&rows, "checkout", "staging");
+    assert!(reasons(staging).contains("mutable artifact"), "{}", reasons(staging));
+
+    // A rollback of checkout/prod holds 1.5.0; a later 1.5.1 whose rollback would bring the
+    // held 1.5.0 back (known-good is 1.5.0's commit by tag, restored exactly) is not ready.
+    let w = World::with(&[PolicySpec::new("restore").strategy(Strategy::Restore)]);
+    let bad = w.deploy("checkout", "prod", "1.5.0", 50);
+    let report = w.engine().handle(&w.alert("checkout", "prod", "fp1"), &rollbackd::Options::default()).unwrap();
+    assert_eq!(report.outcome.name(), "rolled_back", "{:?}", report.outcome);
+    w.tag_known_good("checkout", "prod", &bad, "20261121T110000Z");
+    w.deploy("checkout", "prod", "1.5.1", 5);
+    let rows = readiness(&w);
+    let checkout = row(&rows, "checkout", "prod");
+    assert!(!checkout.ready, "{checkout:?}");
+    assert!(reasons(checkout).contains("held") && reasons(checkout).contains("1.5.0"), "{}", reasons(checkout));
+}
+
+#[test]
+fn the_cli_prints_a_line_per_target_and_json_with_the_documented_fields() {
+    let w = World::new();
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let before = origin_refs(&w);
+
+    let out = w.run_cli(&["readiness", "--json"]);
+    assert_eq!(out.status.code(), Some(2), "cart has nothing to go back to: {out:?}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let all = json.as_array().unwrap();
+    assert_eq!(all.len(), 4);
+    let checkout = all.iter().find(|r| r["service"] == "checkout" && r["env"] == "prod").unwrap();
+    for key in ["service", "env", "ready", "reasons", "known_good", "strategy", "mode", "policy"] {
+        assert!(checkout.get(key).is_some(), "{key} missing from {checkout}");
+    }
+    assert_eq!(checkout["ready"], true);
+    assert_eq!(checkout["known_good"], w.good.0.as_str());
+    assert_eq!((checkout["strategy"].as_str(), checkout["mode"].as_str()), (Some("revert"), Some("direct")));
+    let cart = all.iter().find(|r| r["service"] == "cart" && r["env"] == "prod").unwrap();
+    assert_eq!(cart["ready"], false);
+    assert_eq!(cart["known_good"], serde_json::Value::Null);
+    assert!(cart["reasons"][0].as_str().unwrap().starts_with("nothing to go back to"), "{cart}");
+
+    let out = w.run_cli(&["readiness", "checkout", "--env", "prod"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.starts_with("checkout/prod") && text.contains("ready") && text.contains(w.good.short()), "{text}");
+
+    // A service no policy covers is said to be so.
+    let out = w.run_cli(&["readiness", "billing", "--env", "prod", "--json"]);
+    assert_eq!(out.status.code(), Some(2));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json[0]["ready"], false);
+    assert!(json[0]["reasons"][0].as_str().unwrap().starts_with("no policy"), "{json}");
+    assert_eq!(origin_refs(&w), before);
+}
+
+#[test]
+fn plan_says_what_a_change_would_be_rolled_back_to_and_writes_nothing() {
+    let w = World::with(&[PolicySpec::new("guarded")
+        .set("irreversible", json!({ "paths": ["**/migrations/**"] }))
+        .guard("point_of_no_return", "30m")
+        .guard("cooldown", "1h")]);
+    let migration = "apps/checkout/prod/migrations/0042_add_column.sql";
+    let text = manifest("checkout", "prod", &image("checkout", "1.5.0"));
+    w.commit_files(
+        "Deploy checkout 1.5.0 with its migration",
+        &[(&path("checkout", "prod"), Some(&text)), (migration, Some("ALTER TABLE x;\n"))],
+        5,
+    );
+    let before = origin_refs(&w);
+    let out = w.run_cli(&["plan", "HEAD", "--base", "HEAD~1", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let plans: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let plans = plans.as_array().unwrap();
+    assert_eq!(plans.len(), 1, "only checkout/prod is touched: {plans:?}");
+    let p = &plans[0];
+    assert_eq!((p["service"].as_str(), p["env"].as_str()), (Some("checkout"), Some("prod")));
+    assert_eq!(p["known_good"], w.good.0.as_str());
+    assert_eq!(p["strategy"], "revert");
+    assert_eq!(p["mode"], "direct");
+    let restores = p["restores"].to_string();
+    assert!(restores.contains("apps/checkout/prod/deployment.yaml") && restores.contains(migration), "{restores}");
+    assert!(p["guards"].to_string().contains("cooldown 1h"), "{p}");
+    let clock = p["point_of_no_return"].as_str().unwrap();
+    assert!(clock.contains(migration) && clock.contains("30m"), "{clock}");
+
+    let out = w.run_cli(&["plan", "HEAD"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("checkout/prod (policy guarded, direct):"), "{text}");
+    assert!(text.contains(&format!("back to {}", w.good.short())), "{text}");
+    assert_eq!(origin_refs(&w), before, "plan wrote to the origin");
+}
