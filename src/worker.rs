@@ -333,6 +333,14 @@ fn run(mut engine: Engine, rx: Receiver<Job>, shared: Arc<Shared>, refresh: Dura
             // Idle: fetch, so rollbacks pushed by other replicas reach the snapshot, then verify
             // the rollbacks that are due.
             Err(RecvTimeoutError::Timeout) => {
+                if shared.ready() {
+                    // Before publishing, so the status page shows what the gauge says.
+                    let worked_out =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.refresh_readiness()));
+                    if worked_out.is_err() {
+                        tracing::error!("working out readiness panicked; the writer carries on");
+                    }
+                }
                 publish(&mut engine, &shared, true);
                 if shared.ready() {
                     // Like a job, a bug here must not take the writer down with it.

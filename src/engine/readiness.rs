@@ -76,7 +76,10 @@ impl Engine {
     /// policies changed, or a minute passed; the registries' newest answers only (it never
     /// waits on them). Sets `rollbackd_rollback_ready`.
     pub fn refresh_readiness(&mut self) {
-        if self.need_policies().is_err() {
+        let Ok(_lock) = self.begin() else { return };
+        // Fresh within `git.fetch_freshness`, so the publish that follows does not fetch again;
+        // a failing origin is said by that publish.
+        if self.fetch(false).is_err() || self.need_policies().is_err() {
             return;
         }
         let key = format!(
@@ -88,7 +91,7 @@ impl Engine {
         if self.readiness.last.as_ref().is_some_and(|(k, at)| *k == key && at.elapsed() < RECOMPUTE_EVERY) {
             return;
         }
-        let rows = match self.begin().and_then(|_lock| self.readiness_rows(None, None)) {
+        let rows = match self.readiness_rows(None, None) {
             Ok(rows) => rows,
             Err(e) => {
                 warn!(error = %e, "working out readiness failed; trying again after the next fetch");

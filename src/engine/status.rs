@@ -73,6 +73,7 @@ impl Engine {
             paused,
             freezes,
             holds,
+            readiness: self.last_readiness().to_vec(),
             proposals,
             phased,
             verifying,

@@ -315,3 +315,56 @@ fn a_known_good_image_gone_from_its_registry_is_not_ready_until_it_is_pushed_aga
     assert!(rows[0].ready, "{}", reasons(&rows[0]));
     assert_eq!(rows[0].images, [image("1.4.3")]);
 }
+
+/// The server keeps `rollbackd_rollback_ready{service,env}` current after every fetch, and the
+/// status page says the same: a freeze made meanwhile turns it to 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_keeps_the_ready_gauge_and_the_status_page_current() {
+    use crate::common::http::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    // A service no other test has, so the process-wide gauge is this test's alone.
+    let w = World::new();
+    w.deploy("beacon", "prod", "1.0.0", 120);
+    w.deploy("beacon", "prod", "1.1.0", 10);
+    let s = server(&w, ConfigSpec::new().set("server.refresh_interval", "1s"));
+    s.wait_ready();
+    let metric = |text: &str, value: &str| {
+        text.lines().any(|l| {
+            l.starts_with("rollbackd_rollback_ready{")
+                && l.contains("service=\"beacon\"")
+                && l.contains("env=\"prod\"")
+                && l.ends_with(&format!(" {value}"))
+        })
+    };
+    let scrape = || async {
+        let (_, _, b) = s.send(Request::get("/metrics").body(Body::empty()).unwrap()).await;
+        b.as_str().unwrap_or_default().to_string()
+    };
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = scrape().await;
+        if metric(&text, "1") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(metric(&text, "1"), "beacon/prod ready=1 missing from\n{text}");
+    let (_, _, status) = s.send(Request::get("/api/v1/status").body(Body::empty()).unwrap()).await;
+    let beacon = status["readiness"].as_array().unwrap().iter().find(|r| r["service"] == "beacon").cloned();
+    assert_eq!(beacon.as_ref().map(|b| b["ready"].clone()), Some(json!(true)), "{status}");
+
+    // A freeze written by someone else (another replica, the CLI) reaches the gauge at the next fetch.
+    w.engine().freeze("beacon", Some("prod"), None, Some("game day"), None, "ops").unwrap();
+    for _ in 0..100 {
+        text = scrape().await;
+        if metric(&text, "0") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(metric(&text, "0"), "beacon/prod ready=0 missing after the freeze\n{text}");
+    let (_, _, page) = s.send(Request::get("/").body(Body::empty()).unwrap()).await;
+    let page = page.as_str().unwrap().to_string();
+    assert!(page.contains("id=\"readiness\"") && page.contains("game day"), "{page}");
+}
