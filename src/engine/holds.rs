@@ -124,6 +124,7 @@ impl Engine {
             reader: self.repo.pull_reader()?,
             forge: self.forge.clone(),
             limits: GateLimits::DEFAULT,
+            planner: self.change_planner(),
         }))
     }
 
@@ -181,6 +182,8 @@ pub struct PullGate {
     reader: PullReader,
     forge: Arc<Forge>,
     limits: GateLimits,
+    /// Plans the change (what rollbackd would do if it went bad after merge) for the summary.
+    planner: super::readiness::ChangePlanner,
 }
 
 impl PullGate {
@@ -216,7 +219,8 @@ impl PullGate {
             Err(e) => return Err(e.into()),
         };
         let report = judge(&self.holds, &changes);
-        self.forge.report_gate(number, &head.0, &report.violations)?;
+        let plans = self.planner.plan(&self.reader, &head, &fork_point);
+        self.forge.report_gate(number, &head.0, &report.violations, &plans)?;
         info!(pull = number, head = %head.short(), violations = report.violations.len(),
               fetch_ms = fetched.as_millis(), gate_ms = (started.elapsed() - fetched).as_millis(), "gated");
         Ok(match report.violations.len() {

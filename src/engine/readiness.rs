@@ -247,6 +247,9 @@ impl ChangePlanner {
     }
 }
 
+/// At most this many targets of one change are planned.
+const MAX_PLANNED: usize = 50;
+
 /// For each target the change from `base` to `rev` touches (expanded over the tree at `rev`,
 /// so a service the change adds is covered too), the rollback the planner would make with
 /// `rev` as the branch head.
@@ -271,6 +274,13 @@ fn plan_change(
         let p = &c.policy;
         let mut plan =
             ChangePlan::new(&c.target.service, &c.target.env, p.name(), p.action.mode, touched, &p.guards);
+        // A change's author chooses how many services it touches; the planner's cost is per
+        // target. The rest are named, not planned.
+        if out.len() >= MAX_PLANNED {
+            plan.unplanned = Some(format!("not planned: the change touches more than {MAX_PLANNED} service/env"));
+            out.push(plan);
+            continue;
+        }
         let request = PlanRequest {
             target: &c.target,
             strategy: p.action.strategy,

@@ -368,3 +368,86 @@ async fn the_server_keeps_the_ready_gauge_and_the_status_page_current() {
     let page = page.as_str().unwrap().to_string();
     assert!(page.contains("id=\"readiness\"") && page.contains("game day"), "{page}");
 }
+
+/// A pull request's head on the origin (`refs/pull/<n>/head`, as GitHub keeps it): `files`
+/// written on top of main in a clone, committed and pushed there.
+fn pull_request(w: &World, number: u64, files: &[(String, String)]) -> String {
+    let work = w.root().join(format!("pr-{number}"));
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .current_dir(&work)
+            .args(["-c", "user.name=dev", "-c", "user.email=dev@example.com"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let cloned = std::process::Command::new("git").arg("clone").arg("-q").arg(&w.origin).arg(&work).status();
+    assert!(cloned.unwrap().success());
+    for (p, text) in files {
+        let file = work.join(p);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, text).unwrap();
+    }
+    git(&["add", "-A"]);
+    git(&["commit", "-qm", &format!("pull request {number}")]);
+    git(&["push", "-qf", "origin", &format!("HEAD:refs/pull/{number}/head")]);
+    git(&["rev-parse", "HEAD"])
+}
+
+/// On the GitHub forge, the `rollbackd/gate` check run on a pull request carries the plan: what
+/// rollbackd would do for each service/env it touches if it went bad after merge, within
+/// GitHub's 65,535-character cap on a summary.
+#[test]
+fn the_gate_check_run_on_a_pull_request_carries_the_plan() {
+    use crate::common::fake_github::FakeGithub;
+    use crate::holds::pull_request_delivery;
+    let w = World::new();
+    let gh = FakeGithub::start(w.origin.clone());
+    std::fs::write(w.root().join("gh-secrets"), "hook-secret\n").unwrap();
+    w.write_config(
+        &ConfigSpec::new()
+            .github_app(&gh.url)
+            .set("sources.github", json!({ "secrets_file": "gh-secrets", "workflows": ["deploy"] })),
+    );
+    let s = crate::serve::serve(&w, "srv");
+    gh.hook_to(&s.url, "hook-secret");
+    let runs = || gh.gh.lock().unwrap().check_runs_created.clone();
+
+    let head = pull_request(&w, 11, &[(path("checkout", "prod"), manifest("checkout", "prod", &image("checkout", "1.6.0")))]);
+    assert_eq!(gh.deliver("pull_request", "pr-11", &pull_request_delivery(11, "opened", &head)), 200);
+    let run = runs().last().cloned().unwrap();
+    assert_eq!((run["name"].as_str(), run["head_sha"].as_str()), (Some("rollbackd/gate"), Some(head.as_str())));
+    assert_eq!(run["conclusion"], "success", "{run}");
+    let summary = run["output"]["summary"].as_str().unwrap();
+    assert!(summary.contains("If this change goes bad after merge"), "{summary}");
+    assert!(summary.contains("**checkout/prod** (policy `test\\-policy`, direct)"), "{summary}");
+    assert!(summary.contains(&format!("back to `{}` by revert", w.good.short())), "{summary}");
+    assert!(summary.contains("apps/checkout/prod/deployment.yaml"), "{summary}");
+    assert!(!summary.contains("cart/prod"), "only what the change touches: {summary}");
+
+    // A change that touches hundreds of services: the summary stays within GitHub's cap and
+    // says how many it left out.
+    let many: Vec<(String, String)> = (0..400)
+        .map(|i| {
+            let service = format!("service-with-a-rather-long-name-{i:04}");
+            (path(&service, "prod"), manifest(&service, "prod", &image(&service, "1.0.0")))
+        })
+        .collect();
+    let head = pull_request(&w, 12, &many);
+    let started = std::time::Instant::now();
+    let status = gh.deliver("pull_request", "pr-12", &pull_request_delivery(12, "opened", &head));
+    assert!(status == 200 || status == 202, "{status}");
+    wait_for("the second check run", 60, || runs().len() == 2);
+    eprintln!("readiness: a pull request touching 400 services was gated and planned in {:?}", started.elapsed());
+    let run = runs().last().cloned().unwrap();
+    assert_eq!(run["head_sha"], head.as_str());
+    let summary = run["output"]["summary"].as_str().unwrap();
+    assert!(summary.chars().count() <= 65_535, "{}", summary.chars().count());
+    assert!(summary.contains("more service/env not shown (summary limit)"), "{}", &summary[summary.len() - 300..]);
+    assert!(summary.contains("nothing to go back to"), "a new service has no earlier state");
+    assert!(summary.contains("not planned: the change touches more than 50 service/env"), "{summary}");
+    drop(s);
+    gh.finish();
+}
