@@ -46,6 +46,7 @@ pub use worker::{WorkerHandle, spawn as spawn_worker};
 
 // What the engine reasons about and answers with.
 pub use domain::audit::SignatureCheck;
+pub use domain::change_plan::ChangePlan;
 pub use domain::decision::{Decision, Report};
 pub use domain::event::{Event, Source};
 pub use domain::explain::Explanation;
@@ -54,7 +55,6 @@ pub use domain::notice::NoticeKind;
 pub use domain::plan::{KnownGoodSource, Plan, Sha, Strategy};
 pub use domain::policy::{Mode, OnViolation, Policy, PolicySet};
 pub use domain::principal::{Directory, Principal};
-pub use domain::change_plan::ChangePlan;
 pub use domain::readiness::{Readiness, Reason as ReadinessReason};
 pub use domain::rollback::{Cause, Delivery, Outcome, Rollback, RollbackId};
 pub use support::duration::Duration;

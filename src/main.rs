@@ -660,7 +660,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Readiness { service, env, json } => {
             let mut engine = engine(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
             let wait = engine.config().registries.iter().map(|r| r.timeout.as_std()).max().unwrap_or_default();
-            let rows = engine.readiness(service.as_deref(), env.as_deref(), wait + std::time::Duration::from_secs(1))?;
+            let rows =
+                engine.readiness(service.as_deref(), env.as_deref(), wait + std::time::Duration::from_secs(1))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
@@ -752,6 +753,14 @@ fn run_demo(dir: &Path, no_serve: bool, listen: Option<String>) -> anyhow::Resul
     )?;
     let report = engine.handle(&events[0], &Options { dry_run: true, ..Options::default() })?;
     print!("{}", report.explain());
+    println!("\nBefore the incident: would an automatic rollback work now? (`rollbackd readiness`)\n");
+    let rows = engine.readiness(None, None, std::time::Duration::ZERO)?;
+    print!("{}", rollbackd::Readiness::text(&rows));
+    let branch = engine.config().repo.branch.clone();
+    println!(
+        "\nThe plan of the last change on {branch}, as every pull request shows it (`rollbackd plan {branch}`):\n"
+    );
+    print!("{}", rollbackd::ChangePlan::text_all(&engine.plan_change(&branch, None)?));
     let c = config.display();
     println!(
         "\nTry next:
@@ -760,6 +769,8 @@ fn run_demo(dir: &Path, no_serve: bool, listen: Option<String>) -> anyhow::Resul
   rollbackd --config {c} rollback checkout --env prod --reason \"5xx after 1.5.0\" --dry-run
   rollbackd --config {c} rollback checkout --env prod --reason \"5xx after 1.5.0\"
   rollbackd --config {c} history
+  rollbackd --config {c} readiness --json
+  rollbackd --config {c} plan {branch}
   git --git-dir {origin} log --format='%h %s' -3
 ",
         alert = alert.display(),

@@ -86,7 +86,7 @@ fn valid_digest(d: &str) -> bool {
 
 /// What a registry said about one image.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Presence {
+pub(crate) enum Presence {
     Present,
     /// The registry answered 404: the manifest is gone.
     Missing,
@@ -115,7 +115,7 @@ struct Inner {
 
 /// Asks the configured registries on threads of their own; see the module doc.
 #[derive(Clone)]
-pub struct Registries {
+pub(crate) struct Registries {
     inner: Arc<Inner>,
 }
 
@@ -133,7 +133,7 @@ impl Default for Registries {
 
 impl Registries {
     /// The registries of the config; each token is read from its env var once, here.
-    pub fn new(configs: &[RegistryConfig]) -> Self {
+    pub(crate) fn new(configs: &[RegistryConfig]) -> Self {
         let registries = configs
             .iter()
             .map(|c| Registry {
@@ -158,14 +158,14 @@ impl Registries {
     }
 
     /// Whether rollbackd would ask about `image` (its registry is configured and it parses).
-    pub fn covers(&self, image: &str) -> bool {
+    pub(crate) fn covers(&self, image: &str) -> bool {
         parse_image(image).is_some_and(|i| self.inner.registries.iter().any(|r| r.host == i.host))
     }
 
     /// Asks about each image a configured registry holds (unless asked lately or out already),
     /// then waits until each has an answer or `budget` is over. Returns the answers known by
     /// then; an image not asked about (or not answered yet) is absent.
-    pub fn ask_all(&self, images: &[String], budget: Duration) -> HashMap<String, Presence> {
+    pub(crate) fn ask_all(&self, images: &[String], budget: Duration) -> HashMap<String, Presence> {
         let wanted: Vec<&String> = images.iter().filter(|i| self.covers(i)).collect();
         for image in &wanted {
             self.ask(image);
@@ -256,8 +256,8 @@ mod tests {
         );
         assert_eq!(parse_image(&with_digest).map(|i| i.reference), Some(d.as_str()));
         for refused in [
-            "checkout:1.4.0",                     // no host: not asked about
-            "reg.example.com/acme/checkout",      // no tag
+            "checkout:1.4.0",                // no host: not asked about
+            "reg.example.com/acme/checkout", // no tag
             "reg.example.com/acme/checkout:latest/../x",
             "reg.example.com/Acme/checkout:1",    // upper case name
             "reg.example.com/acme/checkout:-bad", // tag must not start with '-'

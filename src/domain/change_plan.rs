@@ -9,7 +9,7 @@ use crate::domain::plan::{KnownGoodSource, Plan, Strategy};
 use crate::domain::policy::{Guards, Mode, OnViolation};
 
 /// GitHub refuses a check run whose summary is longer than this (characters).
-pub const GITHUB_SUMMARY_MAX: usize = 65_535;
+pub(crate) const GITHUB_SUMMARY_MAX: usize = 65_535;
 /// Files listed per target; beyond, counted.
 const FILES_SHOWN: usize = 20;
 
@@ -162,7 +162,7 @@ impl ChangePlan {
 }
 
 /// The guards a policy sets, said as they would apply.
-pub fn describe_guards(g: &Guards) -> Vec<String> {
+pub(crate) fn describe_guards(g: &Guards) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(c) = g.cooldown {
         out.push(format!("cooldown {c}"));
@@ -194,8 +194,14 @@ mod tests {
     use super::*;
 
     fn plan(service: &str) -> ChangePlan {
-        let mut p =
-            ChangePlan::new(service, "prod", "auto", Mode::Direct, vec!["apps/x/prod/a.yaml".into()], &Guards::default());
+        let mut p = ChangePlan::new(
+            service,
+            "prod",
+            "auto",
+            Mode::Direct,
+            vec!["apps/x/prod/a.yaml".into()],
+            &Guards::default(),
+        );
         p.known_good = Some("0123456789abcdef0123456789abcdef01234567".into());
         p.strategy = Some(Strategy::Revert);
         p.restores = vec!["apps/x/prod/a.yaml (+1 -1)".into()];

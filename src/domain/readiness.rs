@@ -242,7 +242,7 @@ fn guard_reason(g: &GuardCheck) -> Reason {
 
 /// At most this many targets one policy expands to: a repository with more directories than
 /// this under a templated path is read no further (and says so).
-pub const MAX_TARGETS: usize = 1000;
+pub(crate) const MAX_TARGETS: usize = 1000;
 
 /// One `{{ labels.NAME }}` in a path component, with the literal text around it.
 struct Hole<'a> {
@@ -278,7 +278,7 @@ fn is_glob(component: &str) -> bool {
 /// labels a policy's equality matchers fix (those are not listed, only used). `dirs(path)`
 /// lists the directories directly under `path` of the branch head (`""` is the root); `valid`
 /// says whether a directory name may be a label's value (the input rules' identifier pattern).
-pub fn expand(
+pub(crate) fn expand(
     pattern: &str,
     pinned: &BTreeMap<String, String>,
     dirs: &mut dyn FnMut(&str) -> Vec<String>,

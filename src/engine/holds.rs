@@ -124,7 +124,7 @@ impl Engine {
             reader: self.repo.pull_reader()?,
             forge: self.forge.clone(),
             limits: GateLimits::DEFAULT,
-            planner: self.change_planner(),
+            planner: Box::new(self.change_planner()),
         }))
     }
 
@@ -183,7 +183,7 @@ pub struct PullGate {
     forge: Arc<Forge>,
     limits: GateLimits,
     /// Plans the change (what rollbackd would do if it went bad after merge) for the summary.
-    planner: super::readiness::ChangePlanner,
+    planner: Box<super::readiness::ChangePlanner>,
 }
 
 impl PullGate {

@@ -20,7 +20,7 @@ use crate::domain::ident::InputRules;
 use crate::domain::matcher::MatchOp;
 use crate::domain::plan::{Sha, Target};
 use crate::domain::policy::{Mode, Policy, PolicySet};
-use crate::domain::readiness::{Reason, Readiness, expand};
+use crate::domain::readiness::{Readiness, Reason, expand};
 use crate::git::{GitError, PathSet, PlanRequest, Planned, Survey};
 use crate::registry::{Presence, Registries};
 
@@ -119,6 +119,7 @@ impl Engine {
             }
             rows.push(self.readiness_of(c, &holds));
         }
+        rows.sort_by(|a, b| (&a.service, &a.env).cmp(&(&b.service, &b.env)));
         if rows.is_empty()
             && let Some(service) = service
         {
@@ -172,7 +173,9 @@ impl Engine {
                     Some(Presence::Missing) => row.not_ready(Reason::ImageMissing(format!(
                         "{image} is not in its registry (HEAD manifests answered 404)"
                     ))),
-                    Some(Presence::Unknown(why)) => warn!(%image, %why, "the registry did not say whether it has the image"),
+                    Some(Presence::Unknown(why)) => {
+                        warn!(%image, %why, "the registry did not say whether it has the image")
+                    }
                     Some(Presence::Present) | None => {}
                 }
             }
@@ -272,8 +275,7 @@ fn plan_change(
             }
         };
         let p = &c.policy;
-        let mut plan =
-            ChangePlan::new(&c.target.service, &c.target.env, p.name(), p.action.mode, touched, &p.guards);
+        let mut plan = ChangePlan::new(&c.target.service, &c.target.env, p.name(), p.action.mode, touched, &p.guards);
         // A change's author chooses how many services it touches; the planner's cost is per
         // target. The rest are named, not planned.
         if out.len() >= MAX_PLANNED {
@@ -292,7 +294,9 @@ fn plan_change(
         };
         match survey.plan_at(rev, &request) {
             Ok(Planned::Ready(ready)) => plan.planned(&ready, &p.guards, p.irreversible.is_some()),
-            Ok(Planned::NothingToGoBackTo { reason, .. }) => plan.unplanned = Some(format!("nothing to go back to: {reason}")),
+            Ok(Planned::NothingToGoBackTo { reason, .. }) => {
+                plan.unplanned = Some(format!("nothing to go back to: {reason}"))
+            }
             Ok(Planned::AlreadyRolledBack { reason, .. }) => plan.unplanned = Some(reason),
             Ok(Planned::Noop { reason }) => plan.unplanned = Some(reason),
             Err(e) => plan.unplanned = Some(e.to_string()),

@@ -684,18 +684,6 @@ fn open_pr_query(owner: &str, branch: &str) -> String {
     serde_urlencoded::to_string([("state", "open"), ("head", &format!("{owner}:{branch}"))]).unwrap_or_default()
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn query_values_are_encoded() {
-        assert_eq!(
-            super::open_pr_query("acme", "rollback/checkout/prod/rb-0123456789ab"),
-            "state=open&head=acme%3Arollback%2Fcheckout%2Fprod%2Frb-0123456789ab"
-        );
-        assert!(super::open_pr_query("a&b", "x#y").contains("a%26b%3Ax%23y"));
-    }
-}
-
 /// The gate's summary, then the plan of the change, within GitHub's cap on a check run's
 /// summary: the violations are kept whole when they fit (cut to the cap otherwise), the plan
 /// gets what is left.
@@ -709,4 +697,16 @@ fn with_plan(held: String, plans: &[crate::domain::change_plan::ChangePlan]) -> 
         summary.push_str(&ChangePlan::markdown_all(plans, room));
     }
     summary
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn query_values_are_encoded() {
+        assert_eq!(
+            super::open_pr_query("acme", "rollback/checkout/prod/rb-0123456789ab"),
+            "state=open&head=acme%3Arollback%2Fcheckout%2Fprod%2Frb-0123456789ab"
+        );
+        assert!(super::open_pr_query("a&b", "x#y").contains("a%26b%3Ax%23y"));
+    }
 }

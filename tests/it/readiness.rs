@@ -91,7 +91,10 @@ fn a_mutable_known_good_image_and_a_held_artifact_are_named() {
     // checkout/staging's known-good state runs `:latest`.
     w.commit_files(
         "staging on latest",
-        &[(&path("checkout", "staging"), Some(&manifest("checkout", "staging", "registry.example.com/checkout:latest")))],
+        &[(
+            &path("checkout", "staging"),
+            Some(&manifest("checkout", "staging", "registry.example.com/checkout:latest")),
+        )],
         60,
     );
     w.deploy("checkout", "staging", "1.6.0", 30);
@@ -296,10 +299,10 @@ fn a_known_good_image_gone_from_its_registry_is_not_ready_until_it_is_pushed_aga
         let text = manifest("checkout", "prod", &image(v));
         w.commit_files(&format!("Deploy checkout {v}"), &[(&path("checkout", "prod"), Some(&text))], ago);
     }
-    w.write_config(&ConfigSpec::new().set(
-        "registries",
-        json!([{ "host": registry.host(), "url": registry.url(), "timeout": "5s" }]),
-    ));
+    w.write_config(
+        &ConfigSpec::new()
+            .set("registries", json!([{ "host": registry.host(), "url": registry.url(), "timeout": "5s" }])),
+    );
     let ask = || w.engine().readiness(Some("checkout"), Some("prod"), Duration::from_secs(10)).unwrap();
 
     // Only the bad version is in the registry: the one a rollback needs is gone.
@@ -415,7 +418,8 @@ fn the_gate_check_run_on_a_pull_request_carries_the_plan() {
     gh.hook_to(&s.url, "hook-secret");
     let runs = || gh.gh.lock().unwrap().check_runs_created.clone();
 
-    let head = pull_request(&w, 11, &[(path("checkout", "prod"), manifest("checkout", "prod", &image("checkout", "1.6.0")))]);
+    let head =
+        pull_request(&w, 11, &[(path("checkout", "prod"), manifest("checkout", "prod", &image("checkout", "1.6.0")))]);
     assert_eq!(gh.deliver("pull_request", "pr-11", &pull_request_delivery(11, "opened", &head)), 200);
     let run = runs().last().cloned().unwrap();
     assert_eq!((run["name"].as_str(), run["head_sha"].as_str()), (Some("rollbackd/gate"), Some(head.as_str())));
