@@ -335,8 +335,9 @@ fn run(mut engine: Engine, rx: Receiver<Job>, shared: Arc<Shared>, refresh: Dura
             Err(RecvTimeoutError::Timeout) => {
                 if shared.ready() {
                     // Before publishing, so the status page shows what the gauge says.
+                    let busy = || shared.queue_depth() > 0;
                     let worked_out =
-                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.refresh_readiness()));
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.refresh_readiness(&busy)));
                     if worked_out.is_err() {
                         tracing::error!("working out readiness panicked; the writer carries on");
                     }

@@ -214,7 +214,7 @@ mod tests {
         let md = ChangePlan::markdown_all(&plans, GITHUB_SUMMARY_MAX);
         assert!(md.chars().count() <= GITHUB_SUMMARY_MAX, "{}", md.chars().count());
         assert!(md.contains("more service/env not shown"), "{}", &md[md.len() - 200..]);
-        assert!(md.contains("**service-0/prod**"));
+        assert!(md.contains("**service\\-0/prod**"), "{}", &md[..300]);
     }
 
     #[test]

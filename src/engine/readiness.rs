@@ -62,7 +62,7 @@ impl Engine {
         let _lock = self.begin()?;
         self.fetch(false)?;
         self.need_policies()?;
-        let mut rows = self.readiness_rows(service, env)?;
+        let mut rows = self.readiness_rows(service, env, &|| false)?.unwrap_or_default();
         self.ask_registries(&mut rows, wait);
         Ok(rows)
     }
@@ -74,8 +74,10 @@ impl Engine {
 
     /// The writer, after a fetch: works readiness out again when the branch, the freezes or the
     /// policies changed, or a minute passed; the registries' newest answers only (it never
-    /// waits on them). Sets `rollbackd_rollback_ready`.
-    pub fn refresh_readiness(&mut self) {
+    /// waits on them). Sets `rollbackd_rollback_ready`. `busy` is asked between targets: when
+    /// an event is waiting, the writer stops here (keeping the last rows) and tries again at
+    /// the next quiet moment, so readiness never delays a rollback by more than one target.
+    pub fn refresh_readiness(&mut self, busy: &dyn Fn() -> bool) {
         let Ok(_lock) = self.begin() else { return };
         // Fresh within `git.fetch_freshness`, so the publish that follows does not fetch again;
         // a failing origin is said by that publish.
@@ -91,8 +93,9 @@ impl Engine {
         if self.readiness.last.as_ref().is_some_and(|(k, at)| *k == key && at.elapsed() < RECOMPUTE_EVERY) {
             return;
         }
-        let rows = match self.readiness_rows(None, None) {
-            Ok(rows) => rows,
+        let rows = match self.readiness_rows(None, None, busy) {
+            Ok(Some(rows)) => rows,
+            Ok(None) => return,
             Err(e) => {
                 warn!(error = %e, "working out readiness failed; trying again after the next fetch");
                 return;
@@ -106,7 +109,13 @@ impl Engine {
         self.readiness.last = Some((key, Instant::now()));
     }
 
-    fn readiness_rows(&mut self, service: Option<&str>, env: Option<&str>) -> Result<Vec<Readiness>, EngineError> {
+    /// The rows for the covered targets (those named); `None` when `busy` said stop.
+    fn readiness_rows(
+        &mut self,
+        service: Option<&str>,
+        env: Option<&str>,
+        busy: &dyn Fn() -> bool,
+    ) -> Result<Option<Vec<Readiness>>, EngineError> {
         let now = self.clock.now();
         self.repo.audit(now)?;
         let head = self.repo.head()?;
@@ -117,6 +126,9 @@ impl Engine {
             if service.is_some_and(|s| s != c.target.service) || env.is_some_and(|e| e != c.target.env) {
                 continue;
             }
+            if busy() {
+                return Ok(None);
+            }
             rows.push(self.readiness_of(c, &holds));
         }
         rows.sort_by(|a, b| (&a.service, &a.env).cmp(&(&b.service, &b.env)));
@@ -125,7 +137,7 @@ impl Engine {
         {
             rows.push(Readiness::no_policy(service, env.unwrap_or("*")));
         }
-        Ok(rows)
+        Ok(Some(rows))
     }
 
     /// One target: the dry run of an alert for it, read into a row.
