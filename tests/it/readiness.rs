@@ -455,3 +455,16 @@ fn the_gate_check_run_on_a_pull_request_carries_the_plan() {
     drop(s);
     gh.finish();
 }
+
+/// The writer works readiness out only while nothing waits: asked to yield, it keeps what it
+/// had (nothing yet) and tries again at the next quiet moment.
+#[test]
+fn the_writer_stops_working_out_readiness_when_an_event_waits() {
+    let w = World::new();
+    let mut engine = w.engine();
+    engine.refresh_readiness(&|| true);
+    assert!(engine.last_readiness().is_empty());
+    engine.refresh_readiness(&|| false);
+    let names: Vec<String> = engine.last_readiness().iter().map(|r| format!("{}/{}", r.service, r.env)).collect();
+    assert_eq!(names, ["cart/prod", "cart/staging", "checkout/prod", "checkout/staging"]);
+}
