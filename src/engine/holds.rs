@@ -219,10 +219,13 @@ impl PullGate {
             Err(e) => return Err(e.into()),
         };
         let report = judge(&self.holds, &changes);
+        let gated = started.elapsed();
         let plans = self.planner.plan(&self.reader, &head, &fork_point);
+        let planned = started.elapsed();
         self.forge.report_gate(number, &head.0, &report.violations, &plans)?;
-        info!(pull = number, head = %head.short(), violations = report.violations.len(),
-              fetch_ms = fetched.as_millis(), gate_ms = (started.elapsed() - fetched).as_millis(), "gated");
+        info!(pull = number, head = %head.short(), violations = report.violations.len(), planned = plans.len(),
+              fetch_ms = fetched.as_millis(), gate_ms = (gated - fetched).as_millis(),
+              plan_ms = (planned - gated).as_millis(), "gated");
         Ok(match report.violations.len() {
             0 => format!("pull request #{number}: {} artifact changes, none brings back a held one", report.checked),
             n => format!("pull request #{number}: {n} change(s) bring back held artifacts"),
