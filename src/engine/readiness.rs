@@ -60,7 +60,7 @@ impl Engine {
         wait: Duration,
     ) -> Result<Vec<Readiness>, EngineError> {
         let _lock = self.begin()?;
-        self.fetch(false)?;
+        self.fetch_if_stale()?;
         self.need_policies()?;
         let mut rows = self.readiness_rows(service, env, &|| false)?.unwrap_or_default();
         self.ask_registries(&mut rows, wait);
@@ -81,7 +81,7 @@ impl Engine {
         let Ok(_lock) = self.begin() else { return };
         // Fresh within `git.fetch_freshness`, so the publish that follows does not fetch again;
         // a failing origin is said by that publish.
-        if self.fetch(false).is_err() || self.need_policies().is_err() {
+        if self.fetch_if_stale().is_err() || self.need_policies().is_err() {
             return;
         }
         let key = format!(
@@ -199,7 +199,7 @@ impl Engine {
     /// from the branch (its parent, when it is on the branch). Writes nothing.
     pub fn plan_change(&mut self, rev: &str, base: Option<&str>) -> Result<Vec<ChangePlan>, EngineError> {
         let _lock = self.begin()?;
-        self.fetch(false)?;
+        self.fetch_if_stale()?;
         self.need_policies()?;
         self.repo.audit(self.clock.now())?;
         let survey = self.repo.survey()?;

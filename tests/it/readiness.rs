@@ -67,7 +67,7 @@ fn a_freeze_an_irreversible_change_and_an_old_known_good_are_each_named() {
     );
     // checkout/staging: a deploy two hours old, past max_change_age.
     w.deploy("checkout", "staging", "1.5.0", 120);
-    w.engine().freeze("cart", Some("prod"), None, Some("launch week"), None, "ops").unwrap();
+    w.engine().freeze("cart", Some("prod"), None, Some("launch week"), &rollbackd::Actor::cli("ops")).unwrap();
     w.deploy("cart", "prod", "2.1.0", 5);
 
     let rows = readiness(&w);
@@ -358,7 +358,7 @@ async fn the_server_keeps_the_ready_gauge_and_the_status_page_current() {
     assert_eq!(beacon.as_ref().map(|b| b["ready"].clone()), Some(json!(true)), "{status}");
 
     // A freeze written by someone else (another replica, the CLI) reaches the gauge at the next fetch.
-    w.engine().freeze("beacon", Some("prod"), None, Some("game day"), None, "ops").unwrap();
+    w.engine().freeze("beacon", Some("prod"), None, Some("game day"), &rollbackd::Actor::cli("ops")).unwrap();
     for _ in 0..100 {
         text = scrape().await;
         if metric(&text, "0") {
