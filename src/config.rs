@@ -63,6 +63,10 @@ pub struct Config {
     /// What the kill switch (`rollbackd pause`) does to automatic rollbacks.
     #[serde(default)]
     pub pause: PauseConfig,
+    /// Container registries `readiness` asks whether a known-good image still exists. An
+    /// image whose registry is not listed is not asked about. Default: none.
+    #[serde(default)]
+    pub registries: Vec<RegistryConfig>,
     /// The file this was read from, for a reload.
     #[serde(skip)]
     pub path: PathBuf,
@@ -233,6 +237,27 @@ pub struct PrometheusConfig {
     /// Time allowed per query. Default `10s`.
     #[serde(default = "default_notify_timeout")]
     pub timeout: Duration,
+}
+
+/// One registry in `registries:`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// The host as images name it: `ghcr.io`, `registry.example.com:5000`.
+    pub host: String,
+    /// Where its API is, when not `https://<host>` (e.g. `http://127.0.0.1:5000`).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// An env var holding a bearer token; anonymous without it.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// Time allowed per question. Default `5s`.
+    #[serde(default = "default_registry_timeout")]
+    pub timeout: crate::support::duration::Duration,
+}
+
+fn default_registry_timeout() -> crate::support::duration::Duration {
+    crate::support::duration::Duration::from_secs(5)
 }
 
 #[derive(Clone, Debug, Deserialize)]

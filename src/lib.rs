@@ -22,6 +22,7 @@ mod notify;
 mod outbound;
 mod policy_dir;
 mod prometheus;
+mod registry;
 mod server;
 
 mod check;
@@ -50,6 +51,7 @@ pub use worker::{WorkerHandle, spawn as spawn_worker};
 pub use domain::actor::Actor;
 pub use domain::answer::{Answer, Refusal};
 pub use domain::audit::SignatureCheck;
+pub use domain::change_plan::ChangePlan;
 pub use domain::decision::{Decision, Report};
 pub use domain::event::{Event, Source, Trigger};
 pub use domain::explain::Explanation;
@@ -58,6 +60,7 @@ pub use domain::notice::NoticeKind;
 pub use domain::plan::{KnownGoodSource, Plan, Sha, Strategy};
 pub use domain::policy::{Mode, OnViolation, Policy, PolicySet};
 pub use domain::principal::{Directory, Principal};
+pub use domain::readiness::{Readiness, Reason as ReadinessReason};
 pub use domain::rollback::{Cause, Delivery, Outcome, Rollback, RollbackId};
 pub use support::duration::Duration;
 
@@ -92,6 +95,7 @@ pub mod parsers {
     pub use crate::git::{Also, Trailers, split_signed_tag};
     pub use crate::ingest::alertmanager::{Resolved, parse as alertmanager};
     pub use crate::ingest::github::{Comment, GithubEvent, parse as github};
+    pub use crate::registry::parse_image as image_reference;
     pub use crate::server::auth::{basic, bearer, github_signature, slack_signature};
     pub use crate::support::secret::SecretString;
     pub use crate::support::signing_key::{Signed, TrustedKeys};

@@ -245,6 +245,36 @@ enum Command {
         #[command(flatten)]
         who: Who,
     },
+    /// Before the incident: for every service/env the policies cover, whether an automatic
+    /// rollback would work now and what it would be (one line each; exit 2 when any is not
+    /// ready). Writes nothing.
+    /// Example: `rollbackd readiness checkout --env prod --json`
+    Readiness {
+        /// Only this service.
+        service: Option<String>,
+        /// Only this environment.
+        #[arg(long)]
+        env: Option<String>,
+        /// Print JSON instead of text: an array of objects with `service`, `env`, `ready`,
+        /// `reasons`, `known_good`, `strategy`, `mode`, `policy`.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What rollbackd would do if a change went bad after merge: for each service/env it
+    /// touches, the known-good version, strategy and mode, the files restored, the guards and
+    /// the point-of-no-return clock. Writes nothing.
+    /// Example: `rollbackd plan HEAD --base HEAD~1`
+    Plan {
+        /// The change's head revision (in rollbackd's mirror of the config repo).
+        rev: String,
+        /// What it is compared with (default: where it forked from the branch, or its parent
+        /// when it is on the branch).
+        #[arg(long)]
+        base: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Freezes in force, open proposals and the last rollbacks.
     Status {
         /// Only this service.
@@ -648,6 +678,28 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             print!("{}", engine.status(service.as_deref())?);
             Ok(0)
         }
+        Command::Readiness { service, env, json } => {
+            let mut engine = engine(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
+            let wait = engine.config().registries.iter().map(|r| r.timeout.as_std()).max().unwrap_or_default();
+            let rows =
+                engine.readiness(service.as_deref(), env.as_deref(), wait + std::time::Duration::from_secs(1))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!("{}", rollbackd::Readiness::text(&rows));
+            }
+            Ok(if rows.iter().all(|r| r.ready) { 0 } else { 2 })
+        }
+        Command::Plan { rev, base, json } => {
+            let mut engine = engine(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
+            let plans = engine.plan_change(&rev, base.as_deref())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&plans)?);
+            } else {
+                print!("{}", rollbackd::ChangePlan::text_all(&plans));
+            }
+            Ok(0)
+        }
         Command::Serve { listen } => run_serve(&cli.config, listen, None),
         Command::Demo { dir, no_serve, listen } => run_demo(&dir, no_serve, listen),
     }
@@ -722,6 +774,14 @@ fn run_demo(dir: &Path, no_serve: bool, listen: Option<String>) -> anyhow::Resul
     )?;
     let report = engine.handle(&events[0], &Options { dry_run: true, ..Options::default() })?;
     print!("{}", report.explain());
+    println!("\nBefore the incident: would an automatic rollback work now? (`rollbackd readiness`)\n");
+    let rows = engine.readiness(None, None, std::time::Duration::ZERO)?;
+    print!("{}", rollbackd::Readiness::text(&rows));
+    let branch = engine.config().repo.branch.clone();
+    println!(
+        "\nThe plan of the last change on {branch}, as every pull request shows it (`rollbackd plan {branch}`):\n"
+    );
+    print!("{}", rollbackd::ChangePlan::text_all(&engine.plan_change(&branch, None)?));
     let c = config.display();
     println!(
         "\nTry next:
@@ -730,6 +790,8 @@ fn run_demo(dir: &Path, no_serve: bool, listen: Option<String>) -> anyhow::Resul
   rollbackd --config {c} rollback checkout --env prod --reason \"5xx after 1.5.0\" --dry-run
   rollbackd --config {c} rollback checkout --env prod --reason \"5xx after 1.5.0\"
   rollbackd --config {c} history
+  rollbackd --config {c} readiness --json
+  rollbackd --config {c} plan {branch}
   git --git-dir {origin} log --format='%h %s' -3
 ",
         alert = alert.display(),

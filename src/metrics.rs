@@ -104,6 +104,10 @@ fn describe() {
     describe_gauge!("rollbackd_queue_depth", "Events waiting for the writer.");
     describe_gauge!("rollbackd_queue_capacity", "How many events the writer's queue holds (server.queue).");
     describe_gauge!("rollbackd_origin_reachable", "1 while the last fetch from the config repo succeeded, else 0.");
+    describe_gauge!(
+        "rollbackd_rollback_ready",
+        "1 while an automatic rollback of the service in the environment would work now (rollbackd readiness), else 0."
+    );
     describe_gauge!("rollbackd_policies", "Policies in force.");
     describe_gauge!(
         "rollbackd_policies_valid",
@@ -215,6 +219,18 @@ pub(crate) fn policies_loaded(repo: Option<&str>, in_force: usize, valid: bool) 
 pub(crate) fn policies_in_force(repo: Option<&str>, count: usize, valid: bool) {
     gauge!("rollbackd_policies", repo_label(repo)).set(count as f64);
     gauge!("rollbackd_policies_valid", repo_label(repo)).set(if valid { 1.0 } else { 0.0 });
+}
+
+/// Readiness as last worked out: one series per service/env a policy covers. A target no
+/// longer covered keeps its last value until the process restarts (the recorder cannot drop a
+/// series); its readiness row is gone from the status page at once.
+pub(crate) fn rollback_ready(repo: Option<&str>, rows: &[crate::domain::readiness::Readiness]) {
+    for r in rows {
+        let mut labels = repo_label(repo);
+        labels.push(metrics::Label::new("service", r.service.clone()));
+        labels.push(metrics::Label::new("env", r.env.clone()));
+        gauge!("rollbackd_rollback_ready", labels).set(if r.ready { 1.0 } else { 0.0 });
+    }
 }
 
 /// The writer did something (a job, an idle refresh).

@@ -335,9 +335,19 @@ fn run(mut engine: Engine, rx: Receiver<Job>, shared: Arc<Shared>, refresh: Dura
         }
         let now = Instant::now();
         match wakeups.due(now) {
-            // Idle: fetch, so rollbacks pushed by other replicas reach the snapshot, then do
-            // what is due.
+            // Idle: work out readiness, fetch, so rollbacks pushed by other replicas reach the
+            // snapshot, then do what is due.
             Some(Wake::Refresh) => {
+                if shared.ready() {
+                    // Before publishing, so the status page shows what the gauge says.
+                    let busy = || shared.queue_depth() > 0;
+                    let worked_out = std::panic::catch_unwind(AssertUnwindSafe(|| engine.refresh_readiness(&busy)));
+                    if worked_out.is_err() {
+                        tracing::error!("working out readiness panicked; rebuilding the engine from git");
+                        metrics::writer_panic();
+                        rebuild = !rebuilt(&mut engine, &shared, &mut wakeups);
+                    }
+                }
                 publish(&mut engine, &shared, true);
                 wakeups.refreshed(now, next_refresh(&shared, refresh, &mut failures));
                 acted_at = engine.now();

@@ -92,7 +92,7 @@ impl fmt::Display for SourceMatch {
 }
 
 impl SourceMatch {
-    fn admits(self, source: Source) -> bool {
+    pub(crate) fn admits(self, source: Source) -> bool {
         match self {
             SourceMatch::Any => true,
             SourceMatch::Alertmanager => source == Source::Alertmanager,

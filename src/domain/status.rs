@@ -23,6 +23,10 @@ pub struct StatusView {
     pub freezes: Vec<FreezeView>,
     /// Artifacts rollbacks undid, held until released.
     pub holds: Vec<crate::domain::hold::Hold>,
+    /// Whether an automatic rollback of each covered service/env would work now, as the
+    /// server last worked it out (empty until it has, and for `rollbackd status`).
+    #[serde(default)]
+    pub readiness: Vec<crate::domain::readiness::Readiness>,
     pub proposals: Vec<ProposalView>,
     /// Phased rollbacks between phases.
     #[serde(default)]
@@ -199,6 +203,7 @@ impl StatusView {
         let Some(s) = service else { return self };
         self.freezes.retain(|f| f.scope == "all" || f.scope == s);
         self.holds.retain(|h| h.service == s);
+        self.readiness.retain(|r| r.service == s);
         self.proposals.retain(|p| p.service == s);
         self.verifying.retain(|v| v.service == s);
         self.phased.retain(|v| v.service == s);

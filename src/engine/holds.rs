@@ -125,6 +125,7 @@ impl Engine {
             reader: self.repo.pull_reader()?,
             forge: self.forge.clone(),
             limits: GateLimits::DEFAULT,
+            planner: Box::new(self.change_planner()),
         }))
     }
 
@@ -181,6 +182,8 @@ pub struct PullGate {
     reader: PullReader,
     forge: Arc<Forge>,
     limits: GateLimits,
+    /// Plans the change (what rollbackd would do if it went bad after merge) for the summary.
+    planner: Box<super::readiness::ChangePlanner>,
 }
 
 impl PullGate {
@@ -216,9 +219,13 @@ impl PullGate {
             Err(e) => return Err(e.into()),
         };
         let report = judge(&self.holds, &changes);
-        self.forge.report_gate(number, &head.0, &report.violations)?;
-        info!(pull = number, head = %head.short(), violations = report.violations.len(),
-              fetch_ms = fetched.as_millis(), gate_ms = (started.elapsed() - fetched).as_millis(), "gated");
+        let gated = started.elapsed();
+        let plans = self.planner.plan(&self.reader, &head, &fork_point);
+        let planned = started.elapsed();
+        self.forge.report_gate(number, &head.0, &report.violations, &plans)?;
+        info!(pull = number, head = %head.short(), violations = report.violations.len(), planned = plans.len(),
+              fetch_ms = fetched.as_millis(), gate_ms = (gated - fetched).as_millis(),
+              plan_ms = (planned - gated).as_millis(), "gated");
         Ok(match report.violations.len() {
             0 => format!("pull request #{number}: {} artifact changes, none brings back a held one", report.checked),
             n => format!("pull request #{number}: {n} change(s) bring back held artifacts"),

@@ -10,6 +10,7 @@ mod lifecycle;
 mod phases;
 mod policies;
 mod probe;
+mod readiness;
 mod redeliver;
 mod review;
 mod status;
@@ -155,6 +156,8 @@ pub struct Engine {
     /// The config repo and branch as one key, whatever way the URL is written: part of every
     /// rollback id, so two repos never mint the same one.
     repo_identity: String,
+    /// Readiness: the registries it asks and the rows last worked out (the server's gauge).
+    readiness: readiness::State,
 }
 
 impl Engine {
@@ -190,6 +193,7 @@ impl Engine {
         let prometheus =
             config.prometheus.clone().map(|p| Arc::new(crate::prometheus::Prometheus::new(p)) as Arc<dyn QueryMetrics>);
         let prober = probe::Prober::new(prometheus, clock.clone());
+        let readiness = readiness::State::new(&config);
         let mut engine = Engine {
             config,
             policies,
@@ -209,6 +213,7 @@ impl Engine {
             stuck: Default::default(),
             verification: verify::Verification::new(prober),
             repo_identity,
+            readiness,
         };
         engine.sync_policies();
         Ok(engine)
@@ -617,6 +622,26 @@ impl Engine {
         let (policy, target) = match selected {
             Selection::Settled(outcome) => return done(decision, None, outcome),
             Selection::Target { policy, target } => (policy.clone(), target),
+        };
+        self.prepare_selected(event, opts, policy, target, decision, span)
+    }
+
+    /// [`Engine::prepare`] once a policy and its target are chosen: who asked, the plan, the
+    /// guards and the decision. `readiness` enters here with each policy's targets in turn, so
+    /// what it says is what an alert would meet.
+    fn prepare_selected(
+        &mut self,
+        event: &Event,
+        opts: &Options,
+        policy: Policy,
+        target: crate::domain::plan::Target,
+        mut decision: Decision,
+        span: &tracing::Span,
+    ) -> Result<Prepared, EngineError> {
+        let now = self.clock.now();
+        let trigger = event.trigger();
+        let done = |decision: Decision, plan: Option<Plan>, outcome: Outcome| {
+            Ok(Prepared::Done(Box::new(Report { decision, plan, outcome })))
         };
         let id = self.rollback_id(&trigger, &target.service, &target.env);
         span.record("rollback_id", id.as_str());

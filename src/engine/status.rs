@@ -74,6 +74,7 @@ impl Engine {
             paused,
             freezes,
             holds,
+            readiness: self.last_readiness().to_vec(),
             proposals,
             phased,
             verifying,

@@ -507,7 +507,13 @@ impl GithubForge {
 
     /// The `rollbackd/gate` check run on `commit`; GitHub refuses check runs to a token (403),
     /// so then a refusal is a comment on the pull request.
-    pub fn report_gate(&self, number: u64, commit: &str, violations: &[String]) -> Result<(), ForgeError> {
+    pub fn report_gate(
+        &self,
+        number: u64,
+        commit: &str,
+        violations: &[String],
+        plans: &[crate::domain::change_plan::ChangePlan],
+    ) -> Result<(), ForgeError> {
         let (conclusion, title) = match violations.len() {
             0 => ("success", "no held artifact comes back".to_string()),
             1 => ("failure", "1 change brings back a held artifact".to_string()),
@@ -521,7 +527,7 @@ impl GithubForge {
                         "title": "held by a rollback", "message": message })
             })
             .collect();
-        let summary = if violations.is_empty() {
+        let held = if violations.is_empty() {
             "rollbackd found no change that reintroduces an artifact a rollback undid.".to_string()
         } else {
             format!(
@@ -529,6 +535,7 @@ impl GithubForge {
                 violations.iter().map(|v| format!("- {v}")).collect::<Vec<_>>().join("\n")
             )
         };
+        let summary = with_plan(held, plans);
         match self.check_run("rollbackd/gate", commit, conclusion, &title, &summary, annotations) {
             Err(ForgeError::Api { status: 403, .. }) if !violations.is_empty() => {
                 self.comment(number, &format!("**rollbackd/gate: {title}**\n\n{}", capped(&summary))).map(|_| ())
@@ -712,6 +719,21 @@ fn backoff(attempt: u32) -> Duration {
 /// The query of "the open pull request from `owner:branch`", every value URL-encoded.
 fn open_pr_query(owner: &str, branch: &str) -> String {
     serde_urlencoded::to_string([("state", "open"), ("head", &format!("{owner}:{branch}"))]).unwrap_or_default()
+}
+
+/// The gate's summary, then the plan of the change, within GitHub's cap on a check run's
+/// summary: the violations are kept whole when they fit (cut to the cap otherwise), the plan
+/// gets what is left.
+fn with_plan(held: String, plans: &[crate::domain::change_plan::ChangePlan]) -> String {
+    use crate::domain::change_plan::{ChangePlan, GITHUB_SUMMARY_MAX};
+    let mut summary: String = held.chars().take(GITHUB_SUMMARY_MAX).collect();
+    let room = GITHUB_SUMMARY_MAX.saturating_sub(summary.chars().count() + 2);
+    // Too little room says nothing useful: the gate's verdict matters more.
+    if room > 200 {
+        summary.push_str("\n\n");
+        summary.push_str(&ChangePlan::markdown_all(plans, room));
+    }
+    summary
 }
 
 #[cfg(test)]

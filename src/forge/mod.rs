@@ -118,10 +118,17 @@ impl Forge {
     }
 
     /// Reports `rollbackd gate` on pull request `number` at `commit`: each violation is
-    /// `path: what`. Nothing for the local forge.
-    pub fn report_gate(&self, number: u64, commit: &str, violations: &[String]) -> Result<(), ForgeError> {
+    /// `path: what`; `plans`, what rollbackd would do if the change went bad after merge, goes
+    /// in the summary after them. Nothing for the local forge.
+    pub fn report_gate(
+        &self,
+        number: u64,
+        commit: &str,
+        violations: &[String],
+        plans: &[crate::domain::change_plan::ChangePlan],
+    ) -> Result<(), ForgeError> {
         let Forge::Github(gh) = self else { return Ok(()) };
-        gh.report_gate(number, commit, violations)
+        gh.report_gate(number, commit, violations, plans)
     }
 
     /// A pull request the gate would not read (over a bound): a failing `rollbackd/gate` saying

@@ -6,6 +6,7 @@ mod paths;
 mod planner;
 pub(crate) mod seed;
 mod signing;
+mod survey;
 mod trailers;
 mod transport;
 mod tree_diff;
@@ -24,6 +25,7 @@ pub(crate) use planner::MAX_TEXT_BYTES;
 pub(crate) use planner::{PlanRequest, Planned};
 pub(crate) use signing::Untrusted;
 pub use signing::split_signed_tag;
+pub(crate) use survey::Survey;
 pub(crate) use trailers::Halt;
 pub use trailers::{Also, Trailers};
 pub(crate) use transport::Auth;
@@ -256,6 +258,7 @@ pub struct PullReader {
     repo: Repository,
     url: String,
     auth: Auth,
+    branch: String,
     branch_head: Oid,
 }
 
@@ -452,6 +455,7 @@ impl ConfigRepo {
             repo: Repository::open_bare(&self.mirror_dir)?,
             url: self.url.clone(),
             auth: self.auth.clone(),
+            branch: self.branch.clone(),
             branch_head: self.head_oid()?,
         })
     }

@@ -305,6 +305,12 @@ fn the_demo_and_its_example_policies_pass_check() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stdout(&out).contains("would push rollback"), "{}", stdout(&out));
+    // The demo shows readiness (checkout/prod can go back to its known-good tag) and the plan
+    // of the last change.
+    let said = stdout(&out);
+    let ready = said.lines().find(|l| l.starts_with("checkout/prod ")).unwrap_or_else(|| panic!("{said}"));
+    assert!(ready.contains(" ready ") && ready.contains("known-good/checkout/prod/"), "{ready}");
+    assert!(said.contains("The plan of the last change on main") && said.contains("back to "), "{said}");
     let check = std::process::Command::new(env!("CARGO_BIN_EXE_rollbackd"))
         .args(["--config", demo.join("rollbackd.yaml").to_str().unwrap(), "check"])
         .output()

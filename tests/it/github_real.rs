@@ -197,7 +197,7 @@ fn a_long_gate_report_is_cut_to_what_github_takes_and_its_annotations_sent_50_at
     let forge = engine.forge().github().unwrap();
     let violations: Vec<String> =
         (0..120).map(|i| format!("apps/s{i}/prod/deploy.yaml: brings back {} held", "x".repeat(1000))).collect();
-    forge.report_gate(7, &w.good.0, &violations).unwrap();
+    forge.report_gate(7, &w.good.0, &violations, &[]).unwrap();
     let runs = gh.gh.lock().unwrap().check_runs_created.clone();
     assert_eq!(runs.len(), 1);
     let summary = runs[0]["output"]["summary"].as_str().unwrap();
@@ -240,7 +240,7 @@ fn an_installation_without_checks_write_gets_the_gate_as_a_comment() {
     app_config(&w, &gh, &[("directory.github_teams", json!({ "acme/sre": ["carol"] }))]);
     let engine = w.engine();
     let forge = engine.forge().github().unwrap();
-    forge.report_gate(7, &w.good.0, &["apps/checkout/prod/deploy.yaml: brings back 1.5.0".to_string()]).unwrap();
+    forge.report_gate(7, &w.good.0, &["apps/checkout/prod/deploy.yaml: brings back 1.5.0".to_string()], &[]).unwrap();
     assert!(gh.gh.lock().unwrap().check_runs_created.is_empty(), "GitHub refused the check run (403)");
     let comments = gh.comments();
     assert_eq!(comments.len(), 1, "{comments:?}");

@@ -27,6 +27,7 @@ mod one_decision;
 mod phases;
 mod properties;
 mod proxy;
+mod readiness;
 mod rebuild;
 mod replicas;
 mod repo_policies;
