@@ -46,6 +46,7 @@ pub use worker::{WorkerHandle, spawn as spawn_worker};
 // What the engine reasons about and answers with.
 pub use domain::audit::SignatureCheck;
 pub use domain::decision::{Decision, Report};
+pub use domain::drill::{CiVerdict, DrillOutcome, DrillResult};
 pub use domain::event::{Event, Source};
 pub use domain::explain::Explanation;
 pub use domain::history::Query as HistoryQuery;

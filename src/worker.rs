@@ -344,6 +344,7 @@ fn run(mut engine: Engine, rx: Receiver<Job>, shared: Arc<Shared>, refresh: Dura
                     }
                     // Only while the origin answers: a delivery sent again now can be handled.
                     engine.redeliver_failed();
+                    run_due_drill(&mut engine);
                 }
             }
             Err(RecvTimeoutError::Disconnected) => {
@@ -355,7 +356,8 @@ fn run(mut engine: Engine, rx: Receiver<Job>, shared: Arc<Shared>, refresh: Dura
         wait = match shared.origin_error() {
             None if shared.ready() => {
                 failures = 0;
-                refresh
+                // A drill falls due at its deadline, not at the next refresh after it.
+                until_drill(&engine).map_or(refresh, |d| d.min(refresh))
             }
             None => Duration::from_secs(1),
             Some(error) => {
@@ -365,6 +367,24 @@ fn run(mut engine: Engine, rx: Receiver<Job>, shared: Arc<Shared>, refresh: Dura
             }
         };
     }
+}
+
+/// The scheduled drill that is due, if any (`drills:`): one per idle turn.
+fn run_due_drill(engine: &mut Engine) {
+    let due = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.drill_due()));
+    match due {
+        Ok(None) => {}
+        Ok(Some(Ok(outcome))) => info!("{}", outcome.summary()),
+        Ok(Some(Err(e))) => warn!(error = %e, "a scheduled drill failed; trying again later"),
+        Err(_) => tracing::error!("a scheduled drill panicked; the writer carries on"),
+    }
+}
+
+/// How long until the next scheduled drill is due (zero when one is overdue).
+fn until_drill(engine: &Engine) -> Option<Duration> {
+    let at = engine.next_drill_at()?;
+    let left = at.duration_since(engine.now());
+    Some(Duration::from_millis(u64::try_from(left.as_millis()).unwrap_or(0)))
 }
 
 fn is_auth_failure(error: &str) -> bool {

@@ -9,6 +9,7 @@ pub(crate) mod audit;
 pub(crate) mod breaker;
 pub(crate) mod decide;
 pub(crate) mod decision;
+pub(crate) mod drill;
 pub(crate) mod event;
 pub(crate) mod explain;
 pub(crate) mod freeze;

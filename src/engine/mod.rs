@@ -2,6 +2,7 @@
 //! through [`ConfigRepo`]. Live webhooks, `simulate`, the CLI and chat all call [`Engine::handle`].
 
 mod breaker;
+mod drill;
 mod facts;
 mod fold;
 mod follow_up;
@@ -155,6 +156,8 @@ pub struct Engine {
     /// come after the rollback (verification, step backs, escalations). Bounded; after a
     /// restart the summary is read back from the commit (`Rollback-Reason`).
     incidents: verify::Incidents,
+    /// Scheduled drills that wrote nothing or failed, and when they may be tried again.
+    drills_deferred: HashMap<(String, String), Timestamp>,
 }
 
 impl Drop for Engine {
@@ -218,6 +221,7 @@ impl Engine {
             prober,
             repo_identity,
             incidents: Default::default(),
+            drills_deferred: HashMap::new(),
         };
         engine.sync_policies();
         Ok(engine)
@@ -624,20 +628,7 @@ impl Engine {
             };
             return done(decision, None, outcome);
         }
-        let policy_to = policy
-            .resolve_to(event, &self.rules)
-            .map_err(|message| EngineError::Policy { policy: policy.name().to_string(), message })?;
-        let to = opts.to.clone().or(policy_to);
-        let request = PlanRequest {
-            target: &target,
-            strategy: policy.action.strategy,
-            exact: policy.action.exact,
-            to: to.as_deref(),
-            irreversible: policy.irreversible.as_ref(),
-            continues: None,
-            allow_removal: policy.action.allow_removal,
-        };
-        let plan = match self.repo.plan(&request)? {
+        let plan = match self.plan_rollback(&policy, &target, event, opts.to.clone())? {
             Planned::Ready(plan) => *plan,
             Planned::AlreadyRolledBack { id, commit, reason } => {
                 return done(decision, None, Outcome::Duplicate { rollback_id: RollbackId(id), commit, reason });
@@ -710,6 +701,31 @@ impl Engine {
             return done(decision, Some(plan), outcome);
         }
         Ok(Prepared::Ready(Box::new(Ready { decision, policy, plan, id, delivery, now })))
+    }
+
+    /// What rolling `target` back under `policy` would write, on the mirror as it is: the one
+    /// planning step of a rollback, a dry run and a drill. `to` overrides the known-good search.
+    fn plan_rollback(
+        &self,
+        policy: &Policy,
+        target: &crate::domain::plan::Target,
+        event: &Event,
+        to: Option<String>,
+    ) -> Result<Planned, EngineError> {
+        let policy_to = policy
+            .resolve_to(event, &self.rules)
+            .map_err(|message| EngineError::Policy { policy: policy.name().to_string(), message })?;
+        let to = to.or(policy_to);
+        let request = PlanRequest {
+            target,
+            strategy: policy.action.strategy,
+            exact: policy.action.exact,
+            to: to.as_deref(),
+            irreversible: policy.irreversible.as_ref(),
+            continues: None,
+            allow_removal: policy.action.allow_removal,
+        };
+        Ok(self.repo.plan(&request)?)
     }
 
     /// Writes what `prepare` decided. `Moved` when the branch moved: plan again.

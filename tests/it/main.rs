@@ -11,6 +11,7 @@ mod cli;
 mod closed_loop;
 mod daemon;
 mod deploy;
+mod drills;
 mod explain;
 mod gate_bounds;
 mod github_forge;
