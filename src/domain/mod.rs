@@ -7,6 +7,7 @@
 pub(crate) mod artifacts;
 pub(crate) mod audit;
 pub(crate) mod breaker;
+pub(crate) mod codeowners;
 pub(crate) mod decide;
 pub(crate) mod decision;
 pub(crate) mod drill;
