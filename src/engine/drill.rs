@@ -94,7 +94,7 @@ impl Engine {
         if self.repo.set_side_branch(&branch, &commit)? == PushResult::Moved {
             return Ok(None);
         }
-        let files = self.repo.changed_files(&plan.head, &commit)?;
+        let files = self.repo.changed_by(&commit)?;
         Ok(Some(DrillOutcome::Written {
             service: target.service,
             env: target.env,

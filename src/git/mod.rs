@@ -902,12 +902,17 @@ impl ConfigRepo {
         }
     }
 
-    /// The files that differ between `from` and `to` (commits), bounded like a gate's diff.
-    pub fn changed_files(&self, from: &Sha, to: &Sha) -> Result<Vec<String>, GitError> {
-        let a = self.repo.find_commit(oid(from)?)?.tree()?;
-        let b = self.repo.find_commit(oid(to)?)?.tree()?;
+    /// The files `commit` changes against its first parent (a rollback's, a proposal's, a
+    /// drill's commit), bounded.
+    pub fn changed_by(&self, commit: &Sha) -> Result<Vec<String>, GitError> {
+        let c = self.repo.find_commit(oid(commit)?)?;
+        let b = c.tree()?;
+        let a = match c.parent(0) {
+            Ok(p) => Some(p.tree()?),
+            Err(_) => None,
+        };
         let mut opts = git2::DiffOptions::new();
-        let diff = self.repo.diff_tree_to_tree(Some(&a), Some(&b), Some(&mut opts))?;
+        let diff = self.repo.diff_tree_to_tree(a.as_ref(), Some(&b), Some(&mut opts))?;
         let mut files = Vec::new();
         for d in diff.deltas() {
             if files.len() >= MAX_CHANGED_FILES {
@@ -1201,6 +1206,12 @@ impl ConfigRepo {
     pub fn any_path_matches(&self, set: &PathSet) -> Result<bool, GitError> {
         let head = self.repo.find_commit(self.head_oid()?)?;
         Ok(!set.files_in(&self.repo, &head.tree()?)?.is_empty())
+    }
+
+    /// The files on the branch head under `set` (for `check`).
+    pub fn files_matching(&self, set: &PathSet) -> Result<Vec<String>, GitError> {
+        let head = self.repo.find_commit(self.head_oid()?)?;
+        Ok(set.files_in(&self.repo, &head.tree()?)?.into_iter().map(|(p, _)| p).collect())
     }
 
     /// Direct access for tests and the demo, which build repositories.

@@ -9,6 +9,7 @@ mod breaker;
 mod chat_commands;
 mod cli;
 mod closed_loop;
+mod codeowners;
 mod daemon;
 mod deploy;
 mod drills;
