@@ -137,15 +137,20 @@ impl Engine {
     }
 
     /// The latest drill of `service`/`env` as the mirror has it (no fetch): the drill branch's
-    /// head when rollbackd signed it, and with a GitHub forge what the repo's CI says of it.
+    /// head when rollbackd signed it, and with a GitHub forge what the repo's CI says of it
+    /// (asked of GitHub now: call it from the CLI or off the writer, never on its hot path).
     /// This is what a service's readiness joins: a drill whose CI failed is a rollback that
     /// would not render.
     pub fn drill_result(&self, service: &str, env: &str) -> Option<DrillResult> {
         let branch = drill::branch(service, env);
         let (commit, at) = self.repo.own_branch_head(&branch)?;
-        let ci = self.forge.github().map(|gh| match gh.checks_pending(&commit.0, &[]) {
-            Ok(pending) if pending.is_empty() => CiVerdict::Passed,
-            Ok(pending) => CiVerdict::Pending { checks: pending },
+        let ci = self.forge.github().map(|gh| match gh.ci_of(&commit.0) {
+            Ok((failed, _, _)) if !failed.is_empty() => CiVerdict::Failed { checks: failed },
+            Ok((_, pending, passed)) if pending.is_empty() && !passed.is_empty() => CiVerdict::Passed,
+            Ok((_, pending, _)) if pending.is_empty() => {
+                CiVerdict::Pending { checks: vec!["no check has reported on the drill branch yet".into()] }
+            }
+            Ok((_, pending, _)) => CiVerdict::Pending { checks: pending },
             Err(e) => CiVerdict::Pending { checks: vec![format!("GitHub could not be asked: {e}")] },
         });
         Some(DrillResult { service: service.to_string(), env: env.to_string(), branch, commit, at, ci })

@@ -186,3 +186,34 @@ fn serve_runs_the_drills_in_its_config_on_schedule() {
     assert_eq!(w.head(), main, "the watched branch is untouched");
     assert!(w.git(&["tag", "-l", "rollback/*"]).is_empty());
 }
+
+#[test]
+fn the_latest_drill_carries_what_the_repos_ci_said_of_it_and_an_unsigned_head_is_no_drill() {
+    use crate::common::fake_github::{FakeGithub, TOKEN};
+    use rollbackd::CiVerdict;
+    let w = World::new();
+    let gh = FakeGithub::start(w.origin.clone());
+    std::fs::write(w.root().join("gh-token"), TOKEN).unwrap();
+    w.write_config(&ConfigSpec::new().github_forge(&gh.url, "gh-token"));
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let mut engine = w.engine();
+    assert!(engine.drill_result("checkout", "prod").is_none(), "never drilled");
+    let (commit, _) = written(&engine.drill("checkout", "prod", "cli:alice").unwrap());
+
+    let result = engine.drill_result("checkout", "prod").unwrap();
+    assert_eq!((result.branch.as_str(), result.commit.0.as_str()), (BRANCH, commit.as_str()));
+    assert!(matches!(result.ci, Some(CiVerdict::Pending { .. })), "no CI yet: {:?}", result.ci);
+    gh.set_check(&commit, "kustomize-build", "failure");
+    let ci = engine.drill_result("checkout", "prod").unwrap().ci;
+    assert_eq!(ci, Some(CiVerdict::Failed { checks: vec!["kustomize-build".into()] }));
+    gh.set_check(&commit, "kustomize-build", "success");
+    assert_eq!(engine.drill_result("checkout", "prod").unwrap().ci, Some(CiVerdict::Passed), "the newest run counts");
+
+    // Anyone may push to the drill branch; what rollbackd did not sign is no drill result.
+    let main = w.head();
+    w.git(&["update-ref", &format!("refs/heads/{BRANCH}"), &main]);
+    let mut engine = w.engine();
+    engine.explain("anything").unwrap();
+    assert!(engine.drill_result("checkout", "prod").is_none());
+    gh.finish();
+}
