@@ -246,6 +246,7 @@ fn check_repo(
         }
         check_verify(config, set, offline, &mut diags);
         check_rules_match_someone(config, set, &mut diags);
+        check_drills(config, set, &mut diags);
         if checks.forge {
             check_forge(config, set, offline, &mut diags);
         }
@@ -311,6 +312,39 @@ fn check_rules_match_someone(config: &Config, set: &PolicySet, diags: &mut Vec<D
                 ));
             }
         }
+    }
+}
+
+/// Every `drills:` target is one a policy would roll back, as `rollbackd drill` asks (a
+/// person's request for that service/env): a target no policy rolls back is drilled for nothing.
+fn check_drills(config: &Config, set: &PolicySet, diags: &mut Vec<Diagnostic>) {
+    let Some(drills) = &config.drills else { return };
+    let Ok(rules) = crate::domain::ident::InputRules::new(&config.input) else { return };
+    for (i, t) in drills.targets.iter().enumerate() {
+        let event = Event::request(
+            Source::Cli,
+            &t.service,
+            &t.env,
+            "cli:check",
+            Some("drill"),
+            jiff::Timestamp::UNIX_EPOCH,
+            "check-drill",
+        );
+        let mut decision = crate::domain::decision::Decision::for_event(&event);
+        let why = match crate::engine::select(set, &rules, &event, &mut decision) {
+            Ok(crate::engine::Selection::Target { policy, .. }) => match policy.action.mode {
+                crate::domain::policy::Mode::Direct | crate::domain::policy::Mode::PullRequest => continue,
+                mode => format!("policy {} decides it and does not roll back (mode {mode})", policy.name()),
+            },
+            Ok(crate::engine::Selection::Settled(outcome)) => outcome.summary(),
+            Err(e) => e.to_string(),
+        };
+        diags.push(Diagnostic::warning(
+            &config.path,
+            0,
+            0,
+            format!("drills.targets[{i}] ({}/{}): nothing would be drilled: {why}", t.service, t.env),
+        ));
     }
 }
 

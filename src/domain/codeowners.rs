@@ -411,7 +411,7 @@ pub(crate) fn is_owner(owner: &Owner, ids: &[String]) -> bool {
         Owner::Team(t) => format!("github-team:{t}"),
         Owner::Email(_) => return false,
     };
-    ids.iter().any(|i| *i == wanted)
+    ids.contains(&wanted)
 }
 
 /// Why `ids` do not own every one of `files` under `owners`: the first file they do not own,

@@ -145,12 +145,12 @@ impl Engine {
         let branch = drill::branch(service, env);
         let (commit, at) = self.repo.own_branch_head(&branch)?;
         let ci = self.forge.github().map(|gh| match gh.ci_of(&commit.0) {
-            Ok((failed, _, _)) if !failed.is_empty() => CiVerdict::Failed { checks: failed },
-            Ok((_, pending, passed)) if pending.is_empty() && !passed.is_empty() => CiVerdict::Passed,
-            Ok((_, pending, _)) if pending.is_empty() => {
+            Ok(c) if !c.failed.is_empty() => CiVerdict::Failed { checks: c.failed },
+            Ok(c) if c.pending.is_empty() && !c.passed.is_empty() => CiVerdict::Passed,
+            Ok(c) if c.pending.is_empty() => {
                 CiVerdict::Pending { checks: vec!["no check has reported on the drill branch yet".into()] }
             }
-            Ok((_, pending, _)) => CiVerdict::Pending { checks: pending },
+            Ok(c) => CiVerdict::Pending { checks: c.pending },
             Err(e) => CiVerdict::Pending { checks: vec![format!("GitHub could not be asked: {e}")] },
         });
         Some(DrillResult { service: service.to_string(), env: env.to_string(), branch, commit, at, ci })

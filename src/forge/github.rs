@@ -380,9 +380,9 @@ impl GithubForge {
         Ok(required.iter().filter(|n| !passed(n)).cloned().collect())
     }
 
-    /// Every check on `sha` (the newest run of each name, and each commit status), as
-    /// (failed, pending, passed) names: what a drill branch's CI said.
-    pub fn ci_of(&self, sha: &str) -> Result<(Vec<String>, Vec<String>, Vec<String>), ForgeError> {
+    /// Every check on `sha` (the newest run of each name, and each commit status), by what it
+    /// said: what a drill branch's CI said.
+    pub fn ci_of(&self, sha: &str) -> Result<CiChecks, ForgeError> {
         let (runs, statuses) = self.checks_of(sha)?;
         let field = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
         let mut newest: std::collections::BTreeMap<String, &Value> = std::collections::BTreeMap::new();
@@ -411,7 +411,7 @@ impl GithubForge {
                 _ => pending.push(name),
             }
         }
-        Ok((failed, pending, passed))
+        Ok(CiChecks { failed, pending, passed })
     }
 
     /// The check runs (every page) and commit statuses on `sha`.
@@ -715,6 +715,14 @@ fn backoff(attempt: u32) -> Duration {
 /// The query of "the open pull request from `owner:branch`", every value URL-encoded.
 fn open_pr_query(owner: &str, branch: &str) -> String {
     serde_urlencoded::to_string([("state", "open"), ("head", &format!("{owner}:{branch}"))]).unwrap_or_default()
+}
+
+/// The checks on one commit, by name, as they stand.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CiChecks {
+    pub failed: Vec<String>,
+    pub pending: Vec<String>,
+    pub passed: Vec<String>,
 }
 
 #[cfg(test)]

@@ -217,3 +217,26 @@ fn the_latest_drill_carries_what_the_repos_ci_said_of_it_and_an_unsigned_head_is
     assert!(engine.drill_result("checkout", "prod").is_none());
     gh.finish();
 }
+
+#[test]
+fn check_warns_about_a_drill_target_no_policy_rolls_back_and_refuses_one_that_is_no_identifier() {
+    let w = World::with(&[PolicySpec::new("prod").prod_only()]);
+    let targets = json!([{ "service": "checkout", "env": "prod" }, { "service": "checkout", "env": "staging" }]);
+    w.write_config(&ConfigSpec::new().set("drills", json!({ "every": "24h", "targets": targets })));
+    let out = w.run_cli(&["check", "--offline"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("drills.targets[1] (checkout/staging): nothing would be drilled: ignored: no policy matches"),
+        "{text}"
+    );
+    assert!(!text.contains("drills.targets[0]"), "{text}");
+
+    let bad = json!([{ "service": "checkout", "env": "../prod" }]);
+    w.write_config(&ConfigSpec::new().set("drills", json!({ "every": "24h", "targets": bad })));
+    let out = w.run_cli(&["check", "--offline"]);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        !out.status.success() && text.contains("drills.targets[0]") && text.contains("not an identifier"),
+        "{text}"
+    );
+}
