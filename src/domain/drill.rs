@@ -187,7 +187,7 @@ mod tests {
         };
         let now = at("2026-12-07T12:00:00Z");
         let last = |svc: &str, _: &str| match svc {
-            "a" => Some(at("2026-12-06T13:00:00Z")),
+            "a" => Some(at("2026-12-06T11:00:00Z")),
             "b" => Some(at("2026-12-05T12:00:00Z")),
             _ => Some(at("2026-12-07T11:00:00Z")),
         };
