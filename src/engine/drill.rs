@@ -192,16 +192,14 @@ impl Engine {
         let now = self.clock.now();
         let (service, env) = schedule.due(now, |s, e| self.last_drill(s, e), |s, e| self.drill_not_before(s, e))?;
         let outcome = self.drill(&service, &env, "rollbackd");
-        // A drill that wrote nothing leaves no branch to date it by: it waits `every`. One that
-        // failed (the origin away) is tried again sooner.
+        // The next one waits `every` whatever the branch shows (a drill that wrote nothing leaves
+        // no branch to date it by; a head someone else pushed unsigned must not make the writer
+        // drill in a loop). One that failed (the origin away) is tried again sooner.
         let wait = match &outcome {
-            Ok(DrillOutcome::Written { .. }) => None,
-            Ok(DrillOutcome::NotWritten { .. }) => Some(schedule.every),
-            Err(_) => Some(schedule.every.min(jiff::SignedDuration::from_mins(5))),
+            Ok(_) => schedule.every,
+            Err(_) => schedule.every.min(jiff::SignedDuration::from_mins(5)),
         };
-        if let Some(wait) = wait {
-            self.drills_deferred.insert((service, env), now.saturating_add(wait).unwrap_or(Timestamp::MAX));
-        }
+        self.drills_deferred.insert((service, env), now.saturating_add(wait).unwrap_or(Timestamp::MAX));
         Some(outcome)
     }
 }
