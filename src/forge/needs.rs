@@ -53,6 +53,13 @@ pub(crate) fn permissions(config: &Config, set: &PolicySet) -> Vec<Need> {
     }
     if policies.iter().any(|p| !p.review.teams.is_empty()) {
         needs.push(need("members", false, "review.teams: request team reviewers (organization permission)", false));
+    } else if policies.iter().any(|p| p.review.reviewers.iter().any(|r| r == "codeowners")) {
+        needs.push(need(
+            "members",
+            false,
+            "review.reviewers: codeowners: request owning teams as reviewers (organization permission)",
+            false,
+        ));
     }
     let workflows = policies
         .iter()
