@@ -330,13 +330,9 @@ fn check_drills(config: &Config, set: &PolicySet, diags: &mut Vec<Diagnostic>) {
             jiff::Timestamp::UNIX_EPOCH,
             "check-drill",
         );
-        let mut decision = crate::domain::decision::Decision::for_event(&event);
-        let why = match crate::engine::select(set, &rules, &event, &mut decision) {
-            Ok(crate::engine::Selection::Target { policy, .. }) => match policy.action.mode {
-                crate::domain::policy::Mode::Direct | crate::domain::policy::Mode::PullRequest => continue,
-                mode => format!("policy {} decides it and does not roll back (mode {mode})", policy.name()),
-            },
-            Ok(crate::engine::Selection::Settled(outcome)) => outcome.summary(),
+        let why = match crate::engine::drill_policy(set, &rules, &event) {
+            Ok(Ok(_)) => continue,
+            Ok(Err(why)) => why,
             Err(e) => e.to_string(),
         };
         diags.push(Diagnostic::warning(

@@ -12,7 +12,10 @@ use crate::domain::decision::Decision;
 use crate::domain::drill::{self, CiVerdict, DrillOutcome, DrillResult, Schedule};
 use crate::domain::event::{Event, Source};
 use crate::domain::explain::DecisionRecord;
+use crate::domain::ident::InputRules;
+use crate::domain::plan::Target;
 use crate::domain::policy::Mode;
+use crate::domain::policy::{Policy, PolicySet};
 use crate::git::{GitError, Planned, PushResult};
 
 impl Engine {
@@ -50,14 +53,10 @@ impl Engine {
         // that rollback, under the policy that would decide it.
         let key = format!("drill-{service}-{env}-{}", now.as_second());
         let event = Event::request(Source::Cli, service, env, actor, Some("drill"), now, &key);
-        let mut decision = Decision::for_event(&event);
-        let (policy, target) = match select(&self.policies, &self.rules, &event, &mut decision)? {
-            Selection::Settled(outcome) => return not_written(outcome.summary()),
-            Selection::Target { policy, target } => (policy.clone(), target),
+        let (policy, target) = match drill_policy(&self.policies, &self.rules, &event)? {
+            Ok((policy, target)) => (policy.clone(), target),
+            Err(reason) => return not_written(reason),
         };
-        if !matches!(policy.action.mode, Mode::Direct | Mode::PullRequest) {
-            return not_written(format!("policy {} does not roll back (mode {})", policy.name(), policy.action.mode));
-        }
         let planned = match self.plan_rollback(&policy, &target, &event, None) {
             // What a drill is for: finding out there is nothing to go back to before an incident.
             Err(EngineError::Git(
@@ -202,4 +201,38 @@ impl Engine {
         self.drills_deferred.insert((service, env), now.saturating_add(wait).unwrap_or(Timestamp::MAX));
         Some(outcome)
     }
+}
+
+/// The policy a drill of `event`'s service/env rehearses, and its target: the one that would
+/// decide a person's `rollbackd rollback` of it; else, for a service only alerts or CI roll back
+/// (`match.source: alertmanager`), the first policy that rolls back, whose matchers on `service`
+/// and `env` hold (those on other labels are what an incident brings: not asked), and whose
+/// target names exactly this service/env. `Ok(Err(reason))`: none does, and why.
+pub(crate) fn drill_policy<'p>(
+    policies: &'p PolicySet,
+    rules: &InputRules,
+    event: &Event,
+) -> Result<Result<(&'p Policy, Target), String>, EngineError> {
+    let rolls_back = |p: &Policy| matches!(p.action.mode, Mode::Direct | Mode::PullRequest);
+    let mut decision = Decision::for_event(event);
+    let why = match select(policies, rules, event, &mut decision)? {
+        Selection::Target { policy, target } if rolls_back(policy) => return Ok(Ok((policy, target))),
+        Selection::Target { policy, .. } => {
+            format!("policy {} decides it and does not roll back (mode {})", policy.name(), policy.action.mode)
+        }
+        Selection::Settled(outcome) => outcome.summary(),
+    };
+    let (service, env) = (event.labels.get("service"), event.labels.get("env"));
+    let names_it = |p: &Policy| {
+        p.matches.matchers.iter().filter(|m| m.name == "service" || m.name == "env").all(|m| m.matches(&event.labels))
+    };
+    for p in policies.policies.iter().filter(|p| rolls_back(p) && names_it(p)) {
+        if let Ok(target) = p.resolve_target(event, rules)
+            && Some(&target.service) == service
+            && Some(&target.env) == env
+        {
+            return Ok(Ok((p, target)));
+        }
+    }
+    Ok(Err(format!("{why}, and no policy that rolls back targets it")))
 }

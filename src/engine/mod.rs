@@ -16,6 +16,7 @@ mod review;
 mod status;
 mod verify;
 
+pub(crate) use drill::drill_policy;
 pub use holds::GateReport;
 pub(crate) use holds::{GateStart, PullGate};
 pub(crate) use owners::read_codeowners;

@@ -240,3 +240,23 @@ fn check_warns_about_a_drill_target_no_policy_rolls_back_and_refuses_one_that_is
         "{text}"
     );
 }
+
+#[test]
+fn a_service_only_alerts_roll_back_is_drilled_under_that_policy() {
+    let w = World::with(&[PolicySpec::new("alerts-only").source("alertmanager").matchers(&[
+        "alertname=\"HighErrorRate\"",
+        "service=~\".+\"",
+        "env=\"prod\"",
+    ])]);
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let outcome = w.engine().drill("checkout", "prod", "cli:alice").unwrap();
+    let DrillOutcome::Written { policy, .. } = &outcome else { panic!("{outcome:?}") };
+    assert_eq!(policy, "alerts-only");
+    assert_eq!(
+        w.show(BRANCH, &path("checkout", "prod")),
+        manifest("checkout", "prod", &image("checkout", "1.4.2")).trim_end()
+    );
+    // Its env matcher still holds: staging is no target of it.
+    let staging = w.engine().drill("checkout", "staging", "cli:alice").unwrap();
+    assert!(!staging.is_written(), "{staging:?}");
+}
