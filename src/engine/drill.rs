@@ -26,13 +26,13 @@ impl Engine {
         self.rules.identifier("service", service).map_err(|e| EngineError::Input(e.to_string()))?;
         self.rules.identifier("env", env).map_err(|e| EngineError::Input(e.to_string()))?;
         let _lock = self.begin()?;
-        self.fetch(true)?;
+        self.fetch_now()?;
         self.need_policies()?;
         let attempts = self.config.git.push_retries + 1;
         for attempt in 0..attempts {
             if attempt > 0 {
                 warn!(attempt, service, env, "the drill branch or the watched branch moved; planning the drill again");
-                self.fetch(true)?;
+                self.fetch_now()?;
             }
             if let Some(outcome) = self.drill_once(service, env, actor)? {
                 self.record_drill(&outcome);
@@ -129,8 +129,7 @@ impl Engine {
             failed_guards: Vec::new(),
             head: head.0.clone(),
         };
-        let retries = self.config.git.push_retries;
-        if let Err(e) = self.repo.add_decision(&head, &record.line(), now, retries) {
+        if let Err(e) = self.repo.add_decision(&head, &record.line(), now) {
             warn!(error = %e, "the drill could not be recorded in git");
         }
     }
