@@ -246,11 +246,13 @@ fn check_repo(
         }
         check_verify(config, set, offline, &mut diags);
         check_rules_match_someone(config, set, &mut diags);
+        check_drills(config, set, &mut diags);
         if checks.forge {
             check_forge(config, set, offline, &mut diags);
         }
         if let Some(Ok(repo)) = &repo {
             check_paths_exist(config, repo, set, &mut diags);
+            check_codeowners(config, repo, set, &mut diags);
         }
     }
     (diags, repo_unreadable)
@@ -307,6 +309,107 @@ fn check_rules_match_someone(config: &Config, set: &PolicySet, diags: &mut Vec<D
                     0,
                     0,
                     format!("policy {}: chatops.{role}: `{rule}` {why}", p.name()),
+                ));
+            }
+        }
+    }
+}
+
+/// Every `drills:` target is one a policy would roll back, as `rollbackd drill` asks (a
+/// person's request for that service/env): a target no policy rolls back is drilled for nothing.
+fn check_drills(config: &Config, set: &PolicySet, diags: &mut Vec<Diagnostic>) {
+    let Some(drills) = &config.drills else { return };
+    let Ok(rules) = crate::domain::ident::InputRules::new(&config.input) else { return };
+    for (i, t) in drills.targets.iter().enumerate() {
+        let event = Event::request(
+            Source::Cli,
+            &t.service,
+            &t.env,
+            "cli:check",
+            Some("drill"),
+            jiff::Timestamp::UNIX_EPOCH,
+            "check-drill",
+        );
+        let why = match crate::engine::drill_policy(set, &rules, &event) {
+            Ok(Ok(_)) => continue,
+            Ok(Err(why)) => why,
+            Err(e) => e.to_string(),
+        };
+        diags.push(Diagnostic::warning(
+            &config.path,
+            0,
+            0,
+            format!("drills.targets[{i}] ({}/{}): nothing would be drilled: {why}", t.service, t.env),
+        ));
+    }
+}
+
+/// A policy that names `codeowners` needs a CODEOWNERS file on the watched branch that owns
+/// every file its targets cover: warns where there is none, where a line is skipped (as GitHub
+/// skips it), and where a target path holds a file nobody owns (nobody could approve it).
+fn check_codeowners(config: &Config, repo: &ConfigRepo, set: &PolicySet, diags: &mut Vec<Diagnostic>) {
+    let uses = |p: &crate::domain::policy::Policy| {
+        let c = &p.chatops;
+        c.allow.iter().chain(&c.approve).chain(&c.emergency).any(crate::domain::principal::Rule::is_codeowners)
+            || p.review.reviewers.iter().any(|r| r == "codeowners")
+    };
+    let users: Vec<_> = set.policies.iter().filter(|p| uses(p)).collect();
+    if users.is_empty() {
+        return;
+    }
+    let owners = match crate::engine::read_codeowners(repo) {
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            for p in &users {
+                diags.push(Diagnostic::warning(
+                    &p.file,
+                    0,
+                    0,
+                    format!(
+                        "policy {}: uses codeowners, but {} has no CODEOWNERS file ({}): nobody is a code owner",
+                        p.name(),
+                        config.repo.branch,
+                        crate::domain::codeowners::LOCATIONS.join(", ")
+                    ),
+                ));
+            }
+            return;
+        }
+        Err(e) => {
+            diags.push(Diagnostic::warning(&config.path, 0, 0, format!("CODEOWNERS: {e}")));
+            return;
+        }
+    };
+    for s in &owners.skipped {
+        diags.push(Diagnostic::warning(
+            Path::new(&owners.path),
+            s.line as u64,
+            1,
+            format!("{} line {} is skipped (as GitHub skips it): {}", owners.path, s.line, s.reason),
+        ));
+    }
+    for policy in users {
+        for p in &policy.target.paths {
+            let glob = policy.path_glob(&p.value.0);
+            let Ok(files) = PathSet::new(std::slice::from_ref(&glob))
+                .map_err(|e| e.to_string())
+                .and_then(|s| repo.files_matching(&s).map_err(|e| e.to_string()))
+            else {
+                continue;
+            };
+            let unowned: Vec<&String> = files.iter().filter(|f| owners.owners_of(f).is_empty()).collect();
+            if let Some(first) = unowned.first() {
+                diags.push(Diagnostic::warning(
+                    &policy.file,
+                    p.referenced.line(),
+                    p.referenced.column(),
+                    format!(
+                        "policy {}: path `{}` has {} file(s) with no owner in {} (first: {first}): codeowners admits nobody for a rollback that changes them",
+                        policy.name(),
+                        p.value.0,
+                        unowned.len(),
+                        owners.path
+                    ),
                 ));
             }
         }

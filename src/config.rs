@@ -67,6 +67,9 @@ pub struct Config {
     /// image whose registry is not listed is not asked about. Default: none.
     #[serde(default)]
     pub registries: Vec<RegistryConfig>,
+    /// Rollback drills `serve` runs on a schedule (`rollbackd drill` on demand). Default: none.
+    #[serde(default)]
+    pub drills: Option<DrillsConfig>,
     /// The file this was read from, for a reload.
     #[serde(skip)]
     pub path: PathBuf,
@@ -76,6 +79,29 @@ pub struct Config {
     /// Each repo of `repos:`, as a config of its own (paths resolved, checked).
     #[serde(skip)]
     members: Vec<Config>,
+}
+
+/// `drills:`: each target's rollback written to its drill branch once every `every`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrillsConfig {
+    /// How often each target is drilled, counted from its last drill. Default: `24h`.
+    #[serde(default = "default_drill_every")]
+    pub every: Duration,
+    /// The service/env pairs to drill.
+    pub targets: Vec<DrillTarget>,
+}
+
+/// One service in one environment to drill.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrillTarget {
+    pub service: String,
+    pub env: String,
+}
+
+fn default_drill_every() -> Duration {
+    Duration::from_secs(24 * 3600)
 }
 
 /// One entry of `repos:`. What it leaves out (`identity`, `templates`, `audit`, `git`) is
@@ -1145,6 +1171,16 @@ impl Config {
 
     /// Limits of zero would stop the server from doing anything (or from ever giving up).
     fn check_limits(&self) -> Result<(), String> {
+        if let Some(d) = &self.drills {
+            if d.every == Duration::ZERO {
+                return Err("drills.every must be more than 0s".into());
+            }
+            let rules = crate::domain::ident::InputRules::new(&self.input)?;
+            for (i, t) in d.targets.iter().enumerate() {
+                rules.identifier("service", &t.service).map_err(|e| format!("drills.targets[{i}]: {e}"))?;
+                rules.identifier("env", &t.env).map_err(|e| format!("drills.targets[{i}]: {e}"))?;
+            }
+        }
         let s = &self.server;
         for (name, n) in [
             ("server.queue", s.queue),

@@ -53,6 +53,7 @@ pub use domain::answer::{Answer, Refusal};
 pub use domain::audit::SignatureCheck;
 pub use domain::change_plan::ChangePlan;
 pub use domain::decision::{Decision, Report};
+pub use domain::drill::{CiVerdict, DrillOutcome, DrillResult};
 pub use domain::event::{Event, Source, Trigger};
 pub use domain::explain::Explanation;
 pub use domain::history::Query as HistoryQuery;
@@ -86,6 +87,10 @@ pub use git::git_user_email;
 /// targets (`fuzz/`) and the property tests drive these directly.
 pub mod parsers {
     pub use crate::chat::command::parse_markdown as chat_markdown;
+    /// CODEOWNERS as GitHub reads it (anyone with push access writes that file).
+    pub mod codeowners {
+        pub use crate::domain::codeowners::{Codeowners, Owner, Pattern, Rule, Skipped};
+    }
     pub use crate::chat::command::{help as chat_help, parse as chat_command, parse_args as chat_args};
     pub use crate::domain::artifacts::scan as artifacts;
     pub use crate::domain::ident::{InputRules, is_plain};

@@ -139,6 +139,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Rehearse a rollback: write the rollback rollbackd would do now to the branch
+    /// `rollbackd/drill/<service>/<env>` (never the watched branch), so the config repo's CI
+    /// checks the rolled-back state. Not a rollback: no guard counts it, no hold follows.
+    /// Example: `rollbackd drill checkout --env prod`
+    Drill {
+        /// The service, as the policies' targets name it, e.g. `checkout`.
+        service: String,
+        /// The environment, e.g. `prod`.
+        #[arg(long)]
+        env: String,
+        #[command(flatten)]
+        who: Who,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Rollbacks recorded in the config repo, newest first.
     History {
         /// Only this service's rollbacks.
@@ -575,6 +591,17 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             let report = engine.handle(&event, &Options { to, dry_run, emergency, principal })?;
             print_reports(std::slice::from_ref(&report), json)?;
             Ok(exit_code(&report.outcome))
+        }
+        Command::Drill { service, env, who, json } => {
+            let mut engine = engine(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
+            let actor = who.resolve(&engine)?.id();
+            let outcome = engine.drill(&service, &env, &actor)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&outcome)?);
+            } else {
+                println!("{}", outcome.summary());
+            }
+            Ok(if outcome.is_written() { 0 } else { 2 })
         }
         Command::History { service, env, limit, json } => {
             let mut engine = engine(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;

@@ -416,6 +416,17 @@ fn act_on_deadlines(engine: &mut Engine, shared: &Shared, wakeups: &mut Wakeups)
             return rebuilt(engine, shared, wakeups);
         }
     }
+    // One drill per turn, so an event waits behind at most one.
+    match std::panic::catch_unwind(AssertUnwindSafe(|| engine.drill_due())) {
+        Ok(None) => {}
+        Ok(Some(Ok(outcome))) => info!("{}", outcome.summary()),
+        Ok(Some(Err(e))) => warn!(error = %e, "a scheduled drill failed; trying again later"),
+        Err(_) => {
+            tracing::error!("a scheduled drill panicked; rebuilding the engine from git");
+            metrics::writer_panic();
+            return rebuilt(engine, shared, wakeups);
+        }
+    }
     true
 }
 

@@ -43,13 +43,26 @@ impl fmt::Display for Principal {
     }
 }
 
-/// `slack:<user id>`, `slack-group:<group id>`, `github:<login>`, `github-team:<org>/<team>`.
+/// `slack:<user id>`, `slack-group:<group id>`, `github:<login>`, `github-team:<org>/<team>`,
+/// or `codeowners`: whoever the config repo's CODEOWNERS names for every file the rollback
+/// changes (decided by the engine, which has the files; never admitted here).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rule(String);
 
+/// The rule that defers to CODEOWNERS.
+pub(crate) const CODEOWNERS: &str = "codeowners";
+
 impl Rule {
+    /// Whether this is `codeowners`.
+    pub fn is_codeowners(&self) -> bool {
+        self.0 == CODEOWNERS
+    }
+
     pub fn admits(&self, p: &Principal) -> bool {
         let r = self.0.as_str();
+        if r == CODEOWNERS {
+            return false;
+        }
         if r.starts_with("github:") {
             return p.id.eq_ignore_ascii_case(r) || p.groups.iter().any(|g| g.eq_ignore_ascii_case(r));
         }
@@ -69,8 +82,13 @@ impl fmt::Display for Rule {
 impl FromStr for Rule {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == CODEOWNERS {
+            return Ok(Rule(s.to_string()));
+        }
         let (kind, value) = s.split_once(':').ok_or_else(|| {
-            format!("`{s}`: expected slack:<user>, slack-group:<group>, github:<login> or github-team:<org>/<team>")
+            format!(
+                "`{s}`: expected slack:<user>, slack-group:<group>, github:<login>, github-team:<org>/<team> or codeowners"
+            )
         })?;
         let ok = match kind {
             "slack" | "slack-group" | "github" => !value.is_empty() && !value.contains(char::is_whitespace),
@@ -79,7 +97,7 @@ impl FromStr for Rule {
         };
         if !ok {
             return Err(format!(
-                "`{s}`: expected slack:<user>, slack-group:<group>, github:<login> or github-team:<org>/<team>"
+                "`{s}`: expected slack:<user>, slack-group:<group>, github:<login>, github-team:<org>/<team> or codeowners"
             ));
         }
         Ok(Rule(s.to_string()))

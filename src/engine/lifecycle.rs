@@ -51,10 +51,10 @@ impl Engine {
     /// The earliest moment after `after` (when what was due was last done) at which something
     /// this engine waits for falls due without any new event: a verification whose alerts
     /// stayed resolved (or whose query held) for `stable_for`, a verification's `within`, the
-    /// end of a phase's soak. The writer wakes then rather than at its next idle refresh; a
-    /// moment already past is due at once.
+    /// end of a phase's soak, the next scheduled drill. The writer wakes then rather than at its
+    /// next idle refresh; a moment already past is due at once.
     pub fn next_deadline(&self, after: Timestamp) -> Option<Timestamp> {
         let watches = self.verification.watches.values().flat_map(|w| w.deadlines());
-        watches.chain(self.soak_ends(self.clock.now())).filter(|t| *t > after).min()
+        watches.chain(self.soak_ends(self.clock.now())).chain(self.next_drill_at()).filter(|t| *t > after).min()
     }
 }

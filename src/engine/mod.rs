@@ -2,11 +2,13 @@
 //! through [`ConfigRepo`]. Live webhooks, `simulate`, the CLI and chat all call [`Engine::handle`].
 
 mod breaker;
+mod drill;
 mod facts;
 mod fold;
 mod follow_up;
 mod holds;
 mod lifecycle;
+mod owners;
 mod phases;
 mod policies;
 mod probe;
@@ -16,9 +18,11 @@ mod review;
 mod status;
 mod verify;
 
+pub(crate) use drill::drill_policy;
 pub use holds::GateReport;
 pub(crate) use holds::{GateStart, PullGate};
 pub use lifecycle::{FINISH_WITHIN, Finishing};
+pub(crate) use owners::read_codeowners;
 pub(crate) use policies::covers_policies;
 pub(crate) use probe::QueryMetrics;
 
@@ -158,6 +162,8 @@ pub struct Engine {
     repo_identity: String,
     /// Readiness: the registries it asks and the rows last worked out (the server's gauge).
     readiness: readiness::State,
+    /// Scheduled drills that wrote nothing or failed, and when they may be tried again.
+    drills_deferred: HashMap<(String, String), Timestamp>,
 }
 
 impl Engine {
@@ -214,6 +220,7 @@ impl Engine {
             verification: verify::Verification::new(prober),
             repo_identity,
             readiness,
+            drills_deferred: HashMap::new(),
         };
         engine.sync_policies();
         Ok(engine)
@@ -645,10 +652,14 @@ impl Engine {
         };
         let id = self.rollback_id(&trigger, &target.service, &target.env);
         span.record("rollback_id", id.as_str());
-        if let Some(reason) = authorize(event, &policy, opts) {
-            warn!(%reason, "request denied");
-            return done(decision, None, Outcome::Denied { reason });
-        }
+        let if_owner = match authorize(event, &policy, opts) {
+            Authorization::Allowed => false,
+            Authorization::Denied(reason) => {
+                warn!(%reason, "request denied");
+                return done(decision, None, Outcome::Denied { reason });
+            }
+            Authorization::IfOwner => true,
+        };
         let rolls_back = matches!(policy.action.mode, Mode::Direct | Mode::PullRequest);
         if rolls_back && !event.is_human_request() && !opts.dry_run {
             self.count_blast_radius(&target.service, now, &mut decision)?;
@@ -672,32 +683,29 @@ impl Engine {
             };
             return done(decision, None, outcome);
         }
-        let policy_to = policy
-            .resolve_to(event, &self.rules)
-            .map_err(|message| EngineError::Policy { policy: policy.name().to_string(), message })?;
-        let to = opts.to.clone().or(policy_to);
-        let request = PlanRequest {
-            target: &target,
-            strategy: policy.action.strategy,
-            exact: policy.action.exact,
-            to: to.as_deref(),
-            irreversible: policy.irreversible.as_ref(),
-            continues: None,
-            allow_removal: policy.action.allow_removal,
-        };
-        let plan = match debug_span!("plan").in_scope(|| self.repo.plan(&request))? {
-            Planned::Ready(plan) => *plan,
-            Planned::AlreadyRolledBack { id, commit, reason } => {
-                return done(decision, None, Outcome::Duplicate { rollback_id: RollbackId(id), commit, reason });
-            }
-            Planned::Noop { reason } => return done(decision, None, Outcome::Noop { reason }),
-            // Not even an emergency deletes a service: that is a change for a person to write.
-            Planned::NothingToGoBackTo { plan, reason } => {
-                let reason = format!("{reason} (policy {} does not set action.allow_removal)", policy.name());
+        let plan =
+            match debug_span!("plan").in_scope(|| self.plan_rollback(&policy, &target, event, opts.to.clone()))? {
+                Planned::Ready(plan) => *plan,
+                Planned::AlreadyRolledBack { id, commit, reason } => {
+                    return done(decision, None, Outcome::Duplicate { rollback_id: RollbackId(id), commit, reason });
+                }
+                Planned::Noop { reason } => return done(decision, None, Outcome::Noop { reason }),
+                // Not even an emergency deletes a service: that is a change for a person to write.
+                Planned::NothingToGoBackTo { plan, reason } => {
+                    let reason = format!("{reason} (policy {} does not set action.allow_removal)", policy.name());
+                    warn!(%reason, "request denied");
+                    return done(decision, Some(*plan), Outcome::Denied { reason });
+                }
+            };
+        if let (true, Some(p)) = (if_owner, &opts.principal) {
+            let (rules, list) = request_rules(&policy, opts);
+            let files = plan.diffstat.iter().map(|f| f.path.clone()).collect();
+            if let owners::Admission::Refused(why) = self.admit(rules, list, p, || Ok(files))? {
+                let reason = format!("{p} may not request rollbacks under policy {} ({why})", policy.name());
                 warn!(%reason, "request denied");
-                return done(decision, Some(*plan), Outcome::Denied { reason });
+                return done(decision, Some(plan), Outcome::Denied { reason });
             }
-        };
+        }
         // An open proposal that undoes exactly these commits is this rollback, if this one would
         // be a proposal too.
         let open_proposal = self.open_proposal_for(&plan);
@@ -759,6 +767,31 @@ impl Engine {
             return done(decision, Some(plan), outcome);
         }
         Ok(Prepared::Ready(Box::new(Ready { decision, policy, plan, id, delivery, now })))
+    }
+
+    /// What rolling `target` back under `policy` would write, on the mirror as it is: the one
+    /// planning step of a rollback, a dry run and a drill. `to` overrides the known-good search.
+    fn plan_rollback(
+        &self,
+        policy: &Policy,
+        target: &crate::domain::plan::Target,
+        event: &Event,
+        to: Option<String>,
+    ) -> Result<Planned, EngineError> {
+        let policy_to = policy
+            .resolve_to(event, &self.rules)
+            .map_err(|message| EngineError::Policy { policy: policy.name().to_string(), message })?;
+        let to = to.or(policy_to);
+        let request = PlanRequest {
+            target,
+            strategy: policy.action.strategy,
+            exact: policy.action.exact,
+            to: to.as_deref(),
+            irreversible: policy.irreversible.as_ref(),
+            continues: None,
+            allow_removal: policy.action.allow_removal,
+        };
+        Ok(self.repo.plan(&request)?)
     }
 
     /// Writes what `prepare` decided. `Moved` when the branch moved: plan again.
@@ -923,14 +956,16 @@ impl Engine {
     ) {
         let Write { policy, plan, .. } = *w;
         let labels = proposal_labels(&plan.target.service, &plan.target.env);
+        let files: Vec<String> = plan.diffstat.iter().map(|f| f.path.clone()).collect();
+        let (reviewers, teams) = self.reviewers_for(&policy.review.reviewers, &policy.review.teams, &files);
         let request = ProposalRequest {
             branch: &rollback.branch,
             base: &plan.branch,
             title,
             body,
             labels: &labels,
-            reviewers: &policy.review.reviewers,
-            teams: &policy.review.teams,
+            reviewers: &reviewers,
+            teams: &teams,
         };
         match self.forge.propose(&request) {
             Ok(pr) => rollback.pr_url = pr.map(|pr| pr.html_url),
@@ -1143,31 +1178,46 @@ pub(crate) fn git_settings(config: &Config, keys: &crate::config::Keys) -> crate
 /// request is checked the same way when its person signed with their key (`--signing-key`);
 /// without one (nobody in `directory.people` has a key) it comes from an operator holding the
 /// config and credentials, and is not.
-fn authorize(event: &Event, policy: &Policy, opts: &Options) -> Option<String> {
+fn authorize(event: &Event, policy: &Policy, opts: &Options) -> Authorization {
     use crate::domain::event::Source;
     let signed_cli = event.source == Source::Cli && opts.principal.is_some();
     if event.source != Source::Chatops && !signed_cli {
-        return None;
+        return Authorization::Allowed;
     }
     let Some(p) = &opts.principal else {
-        return Some("a chat request must name who asked".into());
+        return Authorization::Denied("a chat request must name who asked".into());
     };
-    let (rules, list) = if opts.emergency {
-        (&policy.chatops.emergency, "chatops.emergency")
-    } else {
-        (&policy.chatops.allow, "chatops.allow")
-    };
+    let (rules, list) = request_rules(policy, opts);
     match first_admitting(rules, p) {
         Some(rule) => {
             info!(principal = %p, %rule, policy = policy.name(), "request allowed");
-            None
+            Authorization::Allowed
         }
-        None => Some(format!(
+        // Whether they own what the rollback changes is known once it is planned.
+        None if rules.iter().any(crate::domain::principal::Rule::is_codeowners) => Authorization::IfOwner,
+        None => Authorization::Denied(format!(
             "{p} may not {} under policy {} (not in {list})",
             if opts.emergency { "break glass" } else { "request rollbacks" },
             policy.name()
         )),
     }
+}
+
+/// The rules a request is checked against, and their name.
+fn request_rules<'p>(policy: &'p Policy, opts: &Options) -> (&'p [crate::domain::principal::Rule], &'static str) {
+    if opts.emergency {
+        (&policy.chatops.emergency, "chatops.emergency")
+    } else {
+        (&policy.chatops.allow, "chatops.allow")
+    }
+}
+
+/// What [`authorize`] decided.
+enum Authorization {
+    Allowed,
+    Denied(String),
+    /// Only `codeowners` could admit them: decided on the plan's files.
+    IfOwner,
 }
 
 pub use review::ReviewOutcome;

@@ -6,6 +6,7 @@ use jiff::{SignedDuration, Timestamp};
 use tracing::{info, warn};
 
 use super::facts::Asking;
+use super::owners::Admission;
 use super::{Engine, EngineError};
 use crate::domain::actor::Actor;
 use crate::domain::answer::{Answer, Refusal};
@@ -89,11 +90,14 @@ impl Engine {
         let Some(policy) = self.policies.policies.iter().find(|p| p.name() == t.policy).cloned() else {
             return Ok(ReviewOutcome::Refused { reason: format!("policy {} of {id} no longer exists", t.policy) });
         };
+        // `codeowners` is decided on the files this proposal changes, with CODEOWNERS as the
+        // watched branch has it (never as the proposal would leave it).
         if let Some(p) = actor
-            && first_admitting(&policy.chatops.approve, p).is_none()
+            && let Admission::Refused(why) =
+                self.admit(&policy.chatops.approve, "chatops.approve", p, || Ok(self.repo.changed_by(&commit)?))?
         {
             return Ok(ReviewOutcome::Refused {
-                reason: format!("{p} may not approve rollbacks of policy {} (not in chatops.approve)", policy.name()),
+                reason: format!("{p} may not approve rollbacks of policy {} ({why})", policy.name()),
             });
         }
         let directory = self.config.directory.clone();
@@ -443,12 +447,13 @@ impl Engine {
             return Ok(ReviewOutcome::Refused { reason: format!("no open proposal {id}") });
         };
         if let Some(p) = actor {
-            let approver = self
-                .policies
-                .policies
-                .iter()
-                .find(|x| x.name() == t.policy)
-                .is_some_and(|pol| first_admitting(&pol.chatops.approve, p).is_some());
+            let approver = match self.policies.policies.iter().find(|x| x.name() == t.policy) {
+                Some(pol) => matches!(
+                    self.admit(&pol.chatops.approve, "chatops.approve", p, || Ok(self.repo.changed_by(&commit)?))?,
+                    Admission::Admitted
+                ),
+                None => false,
+            };
             if !approver && !self.config.directory.same_person(&p.id, &t.actor) {
                 return Ok(ReviewOutcome::Refused {
                     reason: format!(

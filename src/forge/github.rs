@@ -343,6 +343,59 @@ impl GithubForge {
         if required.is_empty() {
             return Ok(Vec::new());
         }
+        let (runs, statuses) = self.checks_of(sha)?;
+        let field = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+        let passed = |name: &str| {
+            let run = runs.iter().filter(|r| field(r, "name").as_deref() == Some(name)).max_by_key(|r| {
+                (field(r, "started_at").unwrap_or_default(), r.get("id").and_then(Value::as_u64).unwrap_or(0))
+            });
+            if let Some(r) = run {
+                return field(r, "status").as_deref() == Some("completed")
+                    && matches!(field(r, "conclusion").as_deref(), Some("success" | "neutral" | "skipped"));
+            }
+            statuses.iter().any(|s| {
+                field(s, "context").as_deref() == Some(name) && field(s, "state").as_deref() == Some("success")
+            })
+        };
+        Ok(required.iter().filter(|n| !passed(n)).cloned().collect())
+    }
+
+    /// Every check on `sha` (the newest run of each name, and each commit status), by what it
+    /// said: what a drill branch's CI said.
+    pub fn ci_of(&self, sha: &str) -> Result<CiChecks, ForgeError> {
+        let (runs, statuses) = self.checks_of(sha)?;
+        let field = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+        let mut newest: std::collections::BTreeMap<String, &Value> = std::collections::BTreeMap::new();
+        for r in &runs {
+            let Some(name) = field(r, "name") else { continue };
+            let key = |v: &Value| {
+                (field(v, "started_at").unwrap_or_default(), v.get("id").and_then(Value::as_u64).unwrap_or(0))
+            };
+            if newest.get(&name).is_none_or(|old| key(old) < key(r)) {
+                newest.insert(name, r);
+            }
+        }
+        let (mut failed, mut pending, mut passed) = (Vec::new(), Vec::new(), Vec::new());
+        for (name, r) in newest {
+            match (field(r, "status").as_deref(), field(r, "conclusion").as_deref()) {
+                (Some("completed"), Some("success" | "neutral" | "skipped")) => passed.push(name),
+                (Some("completed"), _) => failed.push(name),
+                _ => pending.push(name),
+            }
+        }
+        for st in &statuses {
+            let Some(name) = field(st, "context") else { continue };
+            match field(st, "state").as_deref() {
+                Some("success") => passed.push(name),
+                Some("failure" | "error") => failed.push(name),
+                _ => pending.push(name),
+            }
+        }
+        Ok(CiChecks { failed, pending, passed })
+    }
+
+    /// The check runs (every page) and commit statuses on `sha`.
+    fn checks_of(&self, sha: &str) -> Result<(Vec<Value>, Vec<Value>), ForgeError> {
         let mut runs: Vec<Value> = Vec::new();
         for page in 1..=CHECK_PAGES {
             let v = self.call(
@@ -374,20 +427,7 @@ impl GithubForge {
                 break;
             }
         }
-        let field = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
-        let passed = |name: &str| {
-            let run = runs.iter().filter(|r| field(r, "name").as_deref() == Some(name)).max_by_key(|r| {
-                (field(r, "started_at").unwrap_or_default(), r.get("id").and_then(Value::as_u64).unwrap_or(0))
-            });
-            if let Some(r) = run {
-                return field(r, "status").as_deref() == Some("completed")
-                    && matches!(field(r, "conclusion").as_deref(), Some("success" | "neutral" | "skipped"));
-            }
-            statuses.iter().any(|s| {
-                field(s, "context").as_deref() == Some(name) && field(s, "state").as_deref() == Some("success")
-            })
-        };
-        Ok(required.iter().filter(|n| !passed(n)).cloned().collect())
+        Ok((runs, statuses))
     }
 
     /// What the credentials may do on the config repo and how it merges: `GET /repos/{o}/{r}`
@@ -734,6 +774,14 @@ fn with_plan(held: String, plans: &[crate::domain::change_plan::ChangePlan]) -> 
         summary.push_str(&ChangePlan::markdown_all(plans, room));
     }
     summary
+}
+
+/// The checks on one commit, by name, as they stand.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CiChecks {
+    pub failed: Vec<String>,
+    pub pending: Vec<String>,
+    pub passed: Vec<String>,
 }
 
 #[cfg(test)]

@@ -216,6 +216,8 @@ pub(crate) const WATCH_NOTES_REF: &str = "refs/notes/rollbackd-watch";
 pub(crate) const DECISIONS_REF: &str = "refs/notes/rollbackd-decisions";
 /// Known-good candidates soaking, one JSON line each, on their commit.
 pub(crate) const CANDIDATES_REF: &str = "refs/notes/rollbackd-candidates";
+/// Most files one rollback's approval is checked against (CODEOWNERS).
+const MAX_CHANGED_FILES: usize = 10_000;
 /// A head's decisions note stops growing at this size: a storm of distinct denials against one
 /// head is summarised by its first entries.
 const DECISIONS_NOTE_MAX: usize = 64 * 1024;
@@ -933,6 +935,73 @@ impl ConfigRepo {
         Ok(r)
     }
 
+    /// A branch of rollbackd's own that is not the watched branch (a drill), as the mirror has
+    /// it: its head when a trusted key signed that commit, with its commit time. Anyone can push
+    /// to such a branch; an unsigned head is nobody's drill.
+    pub fn own_branch_head(&self, name: &str) -> Option<(Sha, Timestamp)> {
+        let id = self.repo.refname_to_id(&format!("refs/heads/{name}")).ok()?;
+        if !self.trust.commit_signed(&self.repo, id).trusted() {
+            return None;
+        }
+        let c = self.repo.find_commit(id).ok()?;
+        Some((sha(id), commit_time(&c)))
+    }
+
+    /// Points branch `name` (never the watched branch) at `new`, compare-and-swap on what the
+    /// mirror last saw there: created when it had none, moved (even when `new` does not descend
+    /// from it) when it still is what was seen. `Moved` when someone else moved it meanwhile.
+    pub fn set_side_branch(&mut self, name: &str, new: &Sha) -> Result<PushResult, GitError> {
+        if name == self.branch {
+            return Err(GitError::Refused {
+                url: self.url(),
+                refname: format!("refs/heads/{name}"),
+                message: "rollbackd writes side branches only, never the watched branch".into(),
+            });
+        }
+        match self.repo.refname_to_id(&format!("refs/heads/{name}")).ok() {
+            Some(old) => self.replace_branch(name, new, &sha(old)),
+            None => self.publish(new, &WriteTarget::NewBranch { name: name.to_string() }, None),
+        }
+    }
+
+    /// The files `commit` changes against its first parent (a rollback's, a proposal's, a
+    /// drill's commit), bounded.
+    pub fn changed_by(&self, commit: &Sha) -> Result<Vec<String>, GitError> {
+        let c = self.repo.find_commit(oid(commit)?)?;
+        let b = c.tree()?;
+        let a = match c.parent(0) {
+            Ok(p) => Some(p.tree()?),
+            Err(_) => None,
+        };
+        let mut opts = git2::DiffOptions::new();
+        let diff = self.repo.diff_tree_to_tree(a.as_ref(), Some(&b), Some(&mut opts))?;
+        let mut files = Vec::new();
+        for d in diff.deltas() {
+            if files.len() >= MAX_CHANGED_FILES {
+                return Err(GitError::Bound(tree_diff::Bound::Paths { limit: MAX_CHANGED_FILES }));
+            }
+            for f in [d.old_file().path(), d.new_file().path()].into_iter().flatten() {
+                let p = f.to_string_lossy().into_owned();
+                if !files.contains(&p) {
+                    files.push(p);
+                }
+            }
+        }
+        Ok(files)
+    }
+
+    /// The bytes of the file at `path` on the watched branch's head, when it is a file of at
+    /// most `max` bytes: `Ok(None)` when there is none; a bigger file is refused, never read.
+    pub fn file_at_head(&self, path: &str, max: usize) -> Result<Option<Vec<u8>>, GitError> {
+        let head = self.repo.find_commit(self.head_oid()?)?;
+        let Ok(entry) = head.tree()?.get_path(Path::new(path)) else { return Ok(None) };
+        let Ok(blob) = self.repo.find_blob(entry.id()) else { return Ok(None) };
+        if blob.size() > max {
+            return Err(GitError::Bound(tree_diff::Bound::Bytes { limit: max as u64 }));
+        }
+        Ok(Some(blob.content().to_vec()))
+    }
+
     /// The full message of a commit.
     pub fn message(&self, commit: &Sha) -> Result<String, GitError> {
         Ok(self.repo.find_commit(oid(commit)?)?.message().unwrap_or_default().to_string())
@@ -1193,6 +1262,12 @@ impl ConfigRepo {
     pub fn any_path_matches(&self, set: &PathSet) -> Result<bool, GitError> {
         let head = self.repo.find_commit(self.head_oid()?)?;
         Ok(!set.files_in(&self.repo, &head.tree()?)?.is_empty())
+    }
+
+    /// The files on the branch head under `set` (for `check`).
+    pub fn files_matching(&self, set: &PathSet) -> Result<Vec<String>, GitError> {
+        let head = self.repo.find_commit(self.head_oid()?)?;
+        Ok(set.files_in(&self.repo, &head.tree()?)?.into_iter().map(|(p, _)| p).collect())
     }
 
     /// Direct access for tests and the demo, which build repositories.

@@ -166,3 +166,59 @@ proptest! {
         let _ = rollbackd::parsers::artifacts(&s);
     }
 }
+
+/// A CODEOWNERS line made of the characters its syntax gives meaning to.
+fn arb_codeowners_line() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        Just("*".to_string()),
+        Just("**".to_string()),
+        Just("?".to_string()),
+        Just("/".to_string()),
+        Just("\\".to_string()),
+        Just("!".to_string()),
+        Just("#".to_string()),
+        Just(" ".to_string()),
+        Just("@".to_string()),
+        Just("[a]".to_string()),
+        "[a-c]{1,3}",
+        ".{0,3}",
+    ];
+    prop::collection::vec(piece, 0..16).prop_map(|p| p.concat())
+}
+
+proptest! {
+    /// Whatever anyone with push access writes into CODEOWNERS: read without panicking, every
+    /// line a rule or a skip with its reason, and any path asked about without panicking.
+    #[test]
+    fn codeowners_never_panics_and_accounts_for_every_line(
+        lines in prop::collection::vec(arb_codeowners_line(), 0..24),
+        bytes in prop::collection::vec(any::<u8>(), 0..512),
+        path in "[a-c*?/]{0,24}",
+    ) {
+        use parsers::codeowners::{Codeowners, Pattern};
+        let text = lines.join("\n");
+        let c = Codeowners::parse("CODEOWNERS", text.as_bytes()).expect("under the bound");
+        let meaningful = text.lines().filter(|l| !l.trim().is_empty() && !l.trim().starts_with('#')).count();
+        prop_assert_eq!(c.rules.len() + c.skipped.len(), meaningful);
+        let _ = c.owners_of(&path);
+        let _ = Codeowners::parse("CODEOWNERS", &bytes).map(|c| c.owners_of(&path).len());
+        for l in &lines {
+            if let Ok(p) = Pattern::parse(l.split_whitespace().next().unwrap_or_default()) {
+                let _ = p.matches(&path);
+            }
+        }
+    }
+
+    /// A rule for a literal path owns exactly that path and what is below it, whatever else the
+    /// path holds.
+    #[test]
+    fn a_literal_anchored_pattern_owns_its_subtree(dir in "[a-z]{1,8}(/[a-z]{1,8}){0,3}", rest in "[a-z]{1,8}(/[a-z]{1,8}){0,2}") {
+        use parsers::codeowners::Pattern;
+        let p = Pattern::parse(&format!("/{dir}/")).unwrap();
+        let inside = format!("{dir}/{rest}");
+        let beside = format!("{dir}x/{rest}");
+        prop_assert!(p.matches(&inside));
+        prop_assert!(!p.matches(&dir));
+        prop_assert!(!p.matches(&beside));
+    }
+}

@@ -1,0 +1,237 @@
+//! Drills: the rollback rollbackd would do now, planned exactly as a rollback is planned
+//! ([`Engine::plan_rollback`]), committed and signed like one, and written compare-and-swap to
+//! `rollbackd/drill/<service>/<env>` instead of the watched branch, so the config repo's own CI
+//! checks that the rolled-back state renders. Nothing a rollback leaves behind follows a drill:
+//! no tag, no audit record, no hold, nothing a guard counts; only a decision record for `explain`.
+
+use jiff::Timestamp;
+use tracing::{info, warn};
+
+use super::{Engine, EngineError, Selection, select};
+use crate::domain::decision::Decision;
+use crate::domain::drill::{self, CiVerdict, DrillOutcome, DrillResult, Schedule};
+use crate::domain::event::{Event, Source};
+use crate::domain::explain::DecisionRecord;
+use crate::domain::ident::InputRules;
+use crate::domain::plan::Target;
+use crate::domain::policy::Mode;
+use crate::domain::policy::{Policy, PolicySet};
+use crate::git::{GitError, Planned, PushResult};
+
+impl Engine {
+    /// `rollbackd drill SERVICE --env ENV`, and each drill `drills:` schedules: plans the
+    /// rollback of `service`/`env` on the origin as it is now and writes it to the drill branch.
+    /// `actor` is who asked (`cli:<name>`, or `rollbackd` for the schedule).
+    pub fn drill(&mut self, service: &str, env: &str, actor: &str) -> Result<DrillOutcome, EngineError> {
+        self.rules.identifier("service", service).map_err(|e| EngineError::Input(e.to_string()))?;
+        self.rules.identifier("env", env).map_err(|e| EngineError::Input(e.to_string()))?;
+        let _lock = self.begin()?;
+        self.fetch_now()?;
+        self.need_policies()?;
+        let attempts = self.config.git.push_retries + 1;
+        for attempt in 0..attempts {
+            if attempt > 0 {
+                warn!(attempt, service, env, "the drill branch or the watched branch moved; planning the drill again");
+                self.fetch_now()?;
+            }
+            if let Some(outcome) = self.drill_once(service, env, actor)? {
+                self.record_drill(&outcome);
+                info!("{}", outcome.summary());
+                return Ok(outcome);
+            }
+        }
+        Err(GitError::Contended { url: self.repo.url(), branch: drill::branch(service, env), attempts }.into())
+    }
+
+    /// One try: `None` when the drill branch moved between reading and pushing.
+    fn drill_once(&mut self, service: &str, env: &str, actor: &str) -> Result<Option<DrillOutcome>, EngineError> {
+        let now = self.clock.now();
+        let not_written = |reason: String| {
+            Ok(Some(DrillOutcome::NotWritten { service: service.to_string(), env: env.to_string(), reason }))
+        };
+        // The event a person's `rollbackd rollback SERVICE --env ENV` makes: the drill rehearses
+        // that rollback, under the policy that would decide it.
+        let key = format!("drill-{service}-{env}-{}", now.as_second());
+        let event = Event::request(Source::Cli, service, env, actor, Some("drill"), now, &key);
+        let (policy, target) = match drill_policy(&self.policies, &self.rules, &event)? {
+            Ok((policy, target)) => (policy.clone(), target),
+            Err(reason) => return not_written(reason),
+        };
+        let planned = match self.plan_rollback(&policy, &target, &event, None) {
+            // What a drill is for: finding out there is nothing to go back to before an incident.
+            Err(EngineError::Git(
+                e @ (GitError::NoKnownGood { .. } | GitError::RangeTooLong { .. } | GitError::BrokenResult { .. }),
+            )) => {
+                return not_written(e.to_string());
+            }
+            other => other?,
+        };
+        let plan = match planned {
+            Planned::Ready(plan) => *plan,
+            Planned::AlreadyRolledBack { reason, .. } => return not_written(reason),
+            Planned::Noop { reason } => return not_written(reason),
+            Planned::NothingToGoBackTo { reason, .. } => return not_written(reason),
+        };
+        let branch = drill::branch(&target.service, &target.env);
+        if branch == self.repo.branch() {
+            return Err(EngineError::Config(format!("the watched branch is {branch}: a drill never writes it")));
+        }
+        let bad: Vec<_> = plan.bad_commits.iter().map(|c| c.sha.clone()).collect();
+        let message = drill::message(
+            &target.service,
+            &target.env,
+            policy.name(),
+            &plan.known_good.sha,
+            &plan.strategy.to_string(),
+            &bad,
+            now,
+        );
+        // On the watched branch's head as it is, like the rollback it rehearses: CI checks the
+        // state a rollback would leave now.
+        let commit = self.repo.create_commit(&plan.head, &plan.tree, &message, now)?;
+        let previous = self.repo.ref_id(&format!("refs/heads/{branch}")).map(crate::domain::plan::Sha);
+        if self.repo.set_side_branch(&branch, &commit)? == PushResult::Moved {
+            return Ok(None);
+        }
+        let files = self.repo.changed_by(&commit)?;
+        Ok(Some(DrillOutcome::Written {
+            service: target.service,
+            env: target.env,
+            policy: policy.name().to_string(),
+            branch,
+            commit,
+            previous,
+            known_good: plan.known_good.sha.clone(),
+            strategy: plan.strategy.to_string(),
+            files,
+        }))
+    }
+
+    /// Keeps the drill for `explain drill:<service>/<env>`: a decision record, never an audit
+    /// record, so nothing counts it as a rollback.
+    fn record_drill(&mut self, outcome: &DrillOutcome) {
+        let (service, env, reason, policy) = match outcome {
+            DrillOutcome::Written { service, env, policy, .. } => {
+                (service, env, outcome.summary(), Some(policy.clone()))
+            }
+            DrillOutcome::NotWritten { service, env, .. } => (service, env, outcome.summary(), None),
+        };
+        let Ok(head) = self.repo.head() else { return };
+        let now = self.clock.now();
+        let record = DecisionRecord {
+            at: now,
+            trigger: drill::trigger(service, env),
+            outcome: drill::OUTCOME.to_string(),
+            policy,
+            service: Some(service.clone()),
+            env: Some(env.clone()),
+            reason: crate::support::text::quoted(&reason),
+            failed_guards: Vec::new(),
+            head: head.0.clone(),
+        };
+        if let Err(e) = self.repo.add_decision(&head, &record.line(), now) {
+            warn!(error = %e, "the drill could not be recorded in git");
+        }
+    }
+
+    /// The latest drill of `service`/`env` as the mirror has it (no fetch): the drill branch's
+    /// head when rollbackd signed it, and with a GitHub forge what the repo's CI says of it
+    /// (asked of GitHub now: call it from the CLI or off the writer, never on its hot path).
+    /// This is what a service's readiness joins: a drill whose CI failed is a rollback that
+    /// would not render.
+    pub fn drill_result(&self, service: &str, env: &str) -> Option<DrillResult> {
+        let branch = drill::branch(service, env);
+        let (commit, at) = self.repo.own_branch_head(&branch)?;
+        let ci = self.forge.github().map(|gh| match gh.ci_of(&commit.0) {
+            Ok(c) if !c.failed.is_empty() => CiVerdict::Failed { checks: c.failed },
+            Ok(c) if c.pending.is_empty() && !c.passed.is_empty() => CiVerdict::Passed,
+            Ok(c) if c.pending.is_empty() => {
+                CiVerdict::Pending { checks: vec!["no check has reported on the drill branch yet".into()] }
+            }
+            Ok(c) => CiVerdict::Pending { checks: c.pending },
+            Err(e) => CiVerdict::Pending { checks: vec![format!("GitHub could not be asked: {e}")] },
+        });
+        Some(DrillResult { service: service.to_string(), env: env.to_string(), branch, commit, at, ci })
+    }
+
+    /// `drills:` as a schedule, with its targets checked against the input rules.
+    fn drill_schedule(&self) -> Option<Schedule> {
+        let d = self.config.drills.as_ref()?;
+        let targets = d
+            .targets
+            .iter()
+            .filter(|t| {
+                self.rules.identifier("service", &t.service).is_ok() && self.rules.identifier("env", &t.env).is_ok()
+            })
+            .map(|t| (t.service.clone(), t.env.clone()))
+            .collect();
+        Some(Schedule { every: d.every.as_signed(), targets })
+    }
+
+    /// When the next scheduled drill is due, from the drill branches' signed heads: a restart or
+    /// another replica does not drill again what was drilled within `every`.
+    pub(crate) fn next_drill_at(&self) -> Option<Timestamp> {
+        let schedule = self.drill_schedule()?;
+        schedule.next_due(|s, e| self.last_drill(s, e), |s, e| self.drill_not_before(s, e))
+    }
+
+    fn last_drill(&self, service: &str, env: &str) -> Option<Timestamp> {
+        self.repo.own_branch_head(&drill::branch(service, env)).map(|(_, at)| at)
+    }
+
+    fn drill_not_before(&self, service: &str, env: &str) -> Option<Timestamp> {
+        self.drills_deferred.get(&(service.to_string(), env.to_string())).copied()
+    }
+
+    /// The writer's idle work: the most overdue scheduled drill, if one is due (one per idle
+    /// turn, so an event waits behind at most one drill).
+    pub(crate) fn drill_due(&mut self) -> Option<Result<DrillOutcome, EngineError>> {
+        let schedule = self.drill_schedule()?;
+        let now = self.clock.now();
+        let (service, env) = schedule.due(now, |s, e| self.last_drill(s, e), |s, e| self.drill_not_before(s, e))?;
+        let outcome = self.drill(&service, &env, "rollbackd");
+        // The next one waits `every` whatever the branch shows (a drill that wrote nothing leaves
+        // no branch to date it by; a head someone else pushed unsigned must not make the writer
+        // drill in a loop). One that failed (the origin away) is tried again sooner.
+        let wait = match &outcome {
+            Ok(_) => schedule.every,
+            Err(_) => schedule.every.min(jiff::SignedDuration::from_mins(5)),
+        };
+        self.drills_deferred.insert((service, env), now.saturating_add(wait).unwrap_or(Timestamp::MAX));
+        Some(outcome)
+    }
+}
+
+/// The policy a drill of `event`'s service/env rehearses, and its target: the one that would
+/// decide a person's `rollbackd rollback` of it; else, for a service only alerts or CI roll back
+/// (`match.source: alertmanager`), the first policy that rolls back, whose matchers on `service`
+/// and `env` hold (those on other labels are what an incident brings: not asked), and whose
+/// target names exactly this service/env. `Ok(Err(reason))`: none does, and why.
+pub(crate) fn drill_policy<'p>(
+    policies: &'p PolicySet,
+    rules: &InputRules,
+    event: &Event,
+) -> Result<Result<(&'p Policy, Target), String>, EngineError> {
+    let rolls_back = |p: &Policy| matches!(p.action.mode, Mode::Direct | Mode::PullRequest);
+    let mut decision = Decision::for_event(event);
+    let why = match select(policies, rules, event, &mut decision)? {
+        Selection::Target { policy, target } if rolls_back(policy) => return Ok(Ok((policy, target))),
+        Selection::Target { policy, .. } => {
+            format!("policy {} decides it and does not roll back (mode {})", policy.name(), policy.action.mode)
+        }
+        Selection::Settled(outcome) => outcome.summary(),
+    };
+    let (service, env) = (event.labels.get("service"), event.labels.get("env"));
+    let names_it = |p: &Policy| {
+        p.matches.matchers.iter().filter(|m| m.name == "service" || m.name == "env").all(|m| m.matches(&event.labels))
+    };
+    for p in policies.policies.iter().filter(|p| rolls_back(p) && names_it(p)) {
+        if let Ok(target) = p.resolve_target(event, rules)
+            && Some(&target.service) == service
+            && Some(&target.env) == env
+        {
+            return Ok(Ok((p, target)));
+        }
+    }
+    Ok(Err(format!("{why}, and no policy that rolls back targets it")))
+}

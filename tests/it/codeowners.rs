@@ -1,0 +1,189 @@
+//! `codeowners` in `chatops.allow` / `chatops.approve` / `review.reviewers`: the people and
+//! teams the config repo's CODEOWNERS (on the watched branch) names for every file a rollback
+//! changes. Outcomes read back from the origin with the git CLI, and from the fake GitHub.
+
+use crate::common::fake_github::{FakeGithub, TOKEN};
+use crate::common::*;
+use rollbackd::parsers::Comment;
+use rollbackd::{Directory, Principal};
+
+fn people() -> serde_json::Value {
+    json!({
+        "alice": ["slack:UALICE", "github:alice"],
+        "bob": ["slack:UBOB", "github:bob"],
+        "mallory": ["slack:UMAL", "github:mallory"],
+    })
+}
+
+/// checkout/prod with a canary, proposed for review; `codeowners` on the branch before the
+/// canary came.
+fn owners_world(codeowners: &str, policy: PolicySpec) -> World {
+    let w = World::with(&[policy]);
+    w.write_config(&ConfigSpec::new().set("directory.people", people()));
+    w.commit_files("Code owners", &[(".github/CODEOWNERS", Some(codeowners))], 145);
+    w.deploy_checkout_with_canary();
+    w
+}
+
+fn proposal_id(reply: &str) -> String {
+    let tail = reply.split("approve with `/rollback approve ").nth(1).unwrap_or_else(|| panic!("{reply}"));
+    tail.lines().next().unwrap().trim_end_matches('`').to_string()
+}
+
+fn ask(w: &World, who: &str, text: &str) -> String {
+    chat_as(w, Principal::new(who), text).text
+}
+
+fn canary_restored(w: &World) -> bool {
+    w.show("main", CANARY) == manifest("checkout", "prod", &image("checkout", "1.4.2")).trim_end()
+}
+
+#[test]
+fn a_code_owner_approves_from_slack_and_an_owner_of_all_but_one_file_is_refused_naming_it() {
+    let w = owners_world(
+        "/apps/checkout/prod/ @alice @bob\n/apps/checkout/prod/canary/ @alice\n",
+        PolicySpec::new("test-policy")
+            .mode(Mode::PullRequest)
+            .chatops("allow", &["slack:UREQ"])
+            .chatops("approve", &["codeowners"]),
+    );
+    let id = proposal_id(&ask(&w, "slack:UREQ", "/rollback checkout prod"));
+
+    // bob owns deployment.yaml, not the canary the rollback changes too.
+    let said = ask(&w, "slack:UBOB", &format!("/rollback approve {id}"));
+    assert!(said.contains("not a code owner") && said.contains(CANARY), "{said}");
+    assert!(w.git(&["tag", "-l", "rollback/*"]).is_empty(), "nothing merged");
+
+    // alice owns both (her Slack account is her GitHub login through directory.people).
+    let said = ask(&w, "slack:UALICE", &format!("/rollback approve {id}"));
+    assert!(said.contains("merged"), "{said}");
+    assert!(canary_restored(&w));
+    assert_eq!(w.git(&["tag", "-l", "rollback/*"]).lines().count(), 1);
+}
+
+#[test]
+fn a_codeowners_change_inside_the_proposal_grants_nothing() {
+    // The bad change also handed CODEOWNERS to alice; rolling it back would give it back to
+    // mallory. Until that is merged, the branch says alice.
+    let policy = PolicySpec::new("test-policy")
+        .mode(Mode::PullRequest)
+        .chatops("allow", &["slack:UREQ"])
+        .chatops("approve", &["codeowners"])
+        .set("target.paths", ["apps/{{ labels.service }}/{{ labels.env }}/**", ".github/**"]);
+    let w = World::with(&[policy]);
+    w.write_config(&ConfigSpec::new().set("directory.people", people()));
+    w.commit_files("Code owners", &[(".github/CODEOWNERS", Some("* @mallory\n"))], 145);
+    let bad = manifest("checkout", "prod", &image("checkout", "1.5.0"));
+    w.commit_files(
+        "Deploy checkout 1.5.0, hand the repo to alice",
+        &[(&path("checkout", "prod"), Some(&bad)), (".github/CODEOWNERS", Some("* @alice\n"))],
+        10,
+    );
+    let id = proposal_id(&ask(&w, "slack:UREQ", "/rollback checkout prod"));
+    let branch = w.git(&["for-each-ref", "--format=%(refname:short)", "refs/heads/rollback"]);
+    assert_eq!(w.show(&branch, ".github/CODEOWNERS"), "* @mallory", "the proposal restores mallory");
+
+    let said = ask(&w, "slack:UMAL", &format!("/rollback approve {id}"));
+    assert!(said.contains("not a code owner") && said.contains("@alice"), "{said}");
+    assert_eq!(w.show("main", ".github/CODEOWNERS"), "* @alice", "nothing merged");
+
+    let said = ask(&w, "slack:UALICE", &format!("/rollback approve {id}"));
+    assert!(said.contains("merged"), "{said}");
+    assert_eq!(w.show("main", ".github/CODEOWNERS"), "* @mallory");
+}
+
+#[test]
+fn codeowners_in_chatops_allow_admits_a_request_only_from_an_owner_of_every_file() {
+    let w = owners_world(
+        "/apps/checkout/prod/ @alice @bob\n/apps/checkout/prod/canary/ @alice\n",
+        PolicySpec::new("test-policy").chatops("allow", &["codeowners"]),
+    );
+    let said = ask(&w, "slack:UBOB", "/rollback checkout prod");
+    assert!(said.contains("may not request rollbacks") && said.contains(CANARY), "{said}");
+    assert!(!canary_restored(&w));
+    let said = ask(&w, "slack:UMAL", "/rollback checkout prod");
+    assert!(said.contains("not a code owner"), "{said}");
+    let said = ask(&w, "slack:UALICE", "/rollback checkout prod");
+    assert!(said.contains("rolled back"), "{said}");
+    assert!(canary_restored(&w));
+}
+
+fn comment(id: u64, issue: u64, login: &str, body: &str) -> Comment {
+    Comment {
+        id,
+        issue,
+        is_pull_request: true,
+        body: body.into(),
+        previous_body: None,
+        sender: login.into(),
+        sender_is_bot: false,
+        repository: "acme/config".into(),
+        at: None,
+    }
+}
+
+#[test]
+fn on_github_an_owning_teams_member_approves_by_comment_and_owners_are_requested_as_reviewers() {
+    let policy = PolicySpec::new("prod")
+        .prod_only()
+        .mode(Mode::PullRequest)
+        .chatops("allow", &["github:carol"])
+        .chatops("approve", &["codeowners"])
+        .review("reviewers", ["codeowners"]);
+    let w = World::with(&[policy]);
+    let gh = FakeGithub::start(w.origin.clone());
+    std::fs::write(w.root().join("gh-token"), TOKEN).unwrap();
+    w.write_config(
+        &ConfigSpec::new()
+            .github_forge(&gh.url, "gh-token")
+            .set("directory.github_teams", json!({ "acme/checkout": ["dave"] })),
+    );
+    let directory =
+        Directory { github_teams: [("acme/checkout".into(), vec!["dave".into()])].into(), ..Directory::default() };
+    w.commit_files(
+        "Code owners",
+        &[(
+            "CODEOWNERS",
+            Some("* @ops-lead\n/apps/checkout/ @acme/checkout @erin\n/apps/checkout/prod/canary/ @acme/checkout\n"),
+        )],
+        145,
+    );
+    w.deploy_checkout_with_canary();
+
+    let said = chat_as(&w, Principal::new("github:carol"), "/rollback checkout prod").text;
+    assert!(said.contains("proposed"), "{said}");
+    let pr = gh.prs()[0].clone();
+    assert_eq!((pr.reviewers.clone(), pr.teams.clone()), (vec!["erin".to_string()], vec!["checkout".to_string()]));
+
+    // erin owns deployment.yaml but not the canary.
+    let reply =
+        rollbackd::github_comment(&mut w.engine(), &comment(1, pr.number, "erin", "/rollback approve"), &directory);
+    assert!(reply.contains("not a code owner") && reply.contains(CANARY), "{reply}");
+    assert!(w.git(&["tag", "-l", "rollback/*"]).is_empty());
+    // dave is in acme/checkout, which owns both.
+    let reply =
+        rollbackd::github_comment(&mut w.engine(), &comment(2, pr.number, "dave", "/rollback approve"), &directory);
+    assert!(reply.contains("merged"), "{reply}");
+    assert!(canary_restored(&w));
+    gh.finish();
+}
+
+#[test]
+fn check_warns_when_codeowners_is_missing_or_leaves_a_target_file_unowned() {
+    let policy = PolicySpec::new("test-policy").mode(Mode::PullRequest).chatops("approve", &["codeowners"]);
+    let w = World::with(&[policy]);
+    let out = w.run_cli(&["check", "--online"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("uses codeowners, but main has no CODEOWNERS file"), "{text}");
+
+    w.commit_files("Code owners", &[("docs/CODEOWNERS", Some("/apps/checkout/ @alice\n!apps/cart/ @bob\n"))], 1);
+    let out = w.run_cli(&["check", "--online"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("file(s) with no owner in docs/CODEOWNERS (first: apps/cart/"), "{text}");
+    assert!(text.contains("docs/CODEOWNERS line 2 is skipped") && text.contains("negation"), "{text}");
+
+    w.commit_files("Code owners", &[("docs/CODEOWNERS", Some("/apps/ @alice\n"))], 0);
+    let out = w.run_cli(&["check", "--online"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("CODEOWNERS") && !text.contains("codeowners"), "{text}");
+}
