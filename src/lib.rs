@@ -86,8 +86,11 @@ pub mod parsers {
     pub use crate::domain::policy::parse_file as policy_file;
     pub use crate::git::{Also, Trailers, split_signed_tag};
     pub use crate::ingest::alertmanager::{Resolved, parse as alertmanager};
+    pub use crate::ingest::argocd::parse as argocd;
+    pub use crate::ingest::controller::{ControllerEvent, commit_of as controller_revision};
+    pub use crate::ingest::flux::parse as flux;
     pub use crate::ingest::github::{Comment, GithubEvent, parse as github};
-    pub use crate::server::auth::{basic, bearer, github_signature, slack_signature};
+    pub use crate::server::auth::{basic, bearer, flux_signature, github_signature, slack_signature};
     pub use crate::support::secret::SecretString;
     pub use crate::support::signing_key::{Signed, TrustedKeys};
     pub use crate::support::template::{render_expression, value as template_value};

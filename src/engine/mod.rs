@@ -2,6 +2,7 @@
 //! through [`ConfigRepo`]. Live webhooks, `simulate`, the CLI and chat all call [`Engine::handle`].
 
 mod breaker;
+mod controllers;
 mod facts;
 mod fold;
 mod follow_up;
@@ -541,6 +542,8 @@ impl Engine {
 
     fn handle_locked(&mut self, event: &Event, opts: &Options, span: &tracing::Span) -> Result<Report, EngineError> {
         self.fetch(false)?;
+        // rollbackd-controllers: a controller may report a commit pushed a moment ago.
+        self.fetch_for_revision(event)?;
         self.need_policies()?;
         let attempts = self.config.git.push_retries + 1;
         for attempt in 0..attempts {
@@ -636,6 +639,8 @@ impl Engine {
             irreversible: policy.irreversible.as_ref(),
             continues: None,
             allow_removal: policy.action.allow_removal,
+            // rollbackd-controllers: a Flux / Argo CD event blames up to the revision it applied.
+            upto: event.applied_revision(),
         };
         let plan = match self.repo.plan(&request)? {
             Planned::Ready(plan) => *plan,
