@@ -489,6 +489,7 @@ fn sample() -> (Event, Plan) {
         halted: None,
         went_on: None,
         also: Vec::new(),
+        unapplied: Vec::new(),
     };
     (event, plan)
 }

@@ -1194,6 +1194,10 @@ pub(crate) fn message_context(
             "service": a.target.service, "env": a.target.env, "paths": paths(&a.target.paths), "trigger": a.trigger, "policy": a.policy,
         })).collect::<Vec<_>>(),
         "exact": plan.exact,
+        // rollbackd-controllers: later changes the controller had not applied.
+        "unapplied": plan.unapplied.iter().map(|c| serde_json::json!({
+            "sha": c.sha, "short": short(&c.sha), "summary": esc(&c.summary),
+        })).collect::<Vec<_>>(),
         "known_good": {
             "sha": plan.known_good.sha,
             "short": short(&plan.known_good.sha),

@@ -324,7 +324,7 @@ fn applied_revision(repo: &Repository, branch: &str, rev: &str, head: Oid) -> Re
 /// What came after the applied revision: changes to the target paths the controller has not
 /// applied, and a rollback among them that already undid the bad range.
 struct Unapplied {
-    changes: Vec<Sha>,
+    changes: Vec<CommitInfo>,
     undone_by: Option<(String, Oid)>,
 }
 
@@ -350,7 +350,7 @@ fn unapplied(
             undone_by = Some((id.clone(), *commit));
         }
     }
-    Ok(Unapplied { changes: changes.iter().map(|c| sha(c.id())).collect(), undone_by })
+    Ok(Unapplied { changes: changes.iter().map(info).collect(), undone_by })
 }
 
 impl Unapplied {
@@ -360,7 +360,7 @@ impl Unapplied {
         if self.changes.is_empty() {
             return Planned::Ready(plan);
         }
-        let shas = self.changes.iter().map(|s| s.short().to_string()).collect::<Vec<_>>().join(", ");
+        let shas = self.changes.iter().map(|c| c.sha.short().to_string()).collect::<Vec<_>>().join(", ");
         let n = self.changes.len();
         let said = match plan.strategy {
             Strategy::Restore => format!(
@@ -369,6 +369,7 @@ impl Unapplied {
             _ => format!("{n} later change(s) the controller has not applied yet are kept ({shas})"),
         };
         plan.strategy_note = Some(plan.strategy_note.map_or_else(|| said.clone(), |n| format!("{n}; {said}")));
+        plan.unapplied = self.changes;
         Planned::Ready(plan)
     }
 }
@@ -484,6 +485,7 @@ fn finish(
         halted: None,
         went_on: None,
         also: Vec::new(),
+        unapplied: Vec::new(),
     });
     // A later phase is part of a plan that was checked whole before its first phase was
     // written (a canary overlay the bad change added may go while the rest stays).

@@ -4,11 +4,13 @@
 
 mod common;
 
+
 mod adversarial;
 mod breaker;
 mod chat_commands;
 mod cli;
 mod closed_loop;
+mod controllers;
 mod daemon;
 mod deploy;
 mod explain;

@@ -1,0 +1,238 @@
+//! Flux and Argo CD as triggers, through `rollbackd serve`: signed (Flux, `X-Signature` as
+//! notification-controller's `generic-hmac` provider writes it) and bearer-authenticated (Argo
+//! CD) events against a real bare origin. The event's revision bounds the blame: later commits
+//! the controller has not applied are never named in `Rollback-Of`.
+
+use hmac::{Hmac, Mac};
+use serde_json::json;
+use sha2::Sha256;
+
+use super::serve::{Serve, agent, rollback_commits, serve};
+use crate::common::*;
+use rollbackd::Sha;
+
+const FLUX_KEYS: [&str; 2] = ["old-flux-key", "7152fed34dd6149a7c75a276c510da27cb6f82b0"];
+const ARGO_TOKEN: &str = "argo-token-1";
+
+/// Both sources, and a small body limit (8 KiB) so an oversized event is cheap to send.
+fn with_controller_sources(w: &World) {
+    std::fs::write(w.root().join("flux-keys"), FLUX_KEYS.join("\n")).unwrap();
+    std::fs::write(w.root().join("argo-tokens"), format!("{ARGO_TOKEN}\n")).unwrap();
+    let cfg = std::fs::read_to_string(w.config_path()).unwrap();
+    std::fs::write(
+        w.config_path(),
+        format!(
+            "{cfg}server: {{ body_limit: 8192 }}\nsources:\n  flux:\n    hmac_secrets_file: flux-keys\n  argocd:\n    bearer_tokens_file: argo-tokens\n"
+        ),
+    )
+    .unwrap();
+}
+
+/// A policy for the Flux Kustomization and the Argo CD Application of checkout in prod.
+fn controller_policy(strategy: &str) -> PolicySpec {
+    PolicySpec::new("gitops")
+        .matchers(&[r#"sha=~".+""#])
+        .target("checkout", "prod", &["apps/checkout/prod/**"])
+        .set("action.strategy", strategy)
+}
+
+/// The Event of fluxcd/pkg runtime/events, fields in the order Go's `json.Marshal` writes them.
+fn flux_event(severity: &str, reason: &str, revision_key: &str, revision: &str, extra: serde_json::Value) -> String {
+    let mut metadata = serde_json::Map::new();
+    metadata.insert(revision_key.into(), json!(revision));
+    if let serde_json::Value::Object(m) = extra {
+        metadata.extend(m);
+    }
+    format!(
+        r#"{{"involvedObject":{{"kind":"Kustomization","namespace":"flux-system","name":"checkout-prod","uid":"7d0cdc51-ddcf-4743-b223-83ca5c699632","apiVersion":"kustomize.toolkit.fluxcd.io/v1","resourceVersion":"91234"}},"severity":"{severity}","timestamp":"{}","message":"Health check failed after 2m0s: timeout waiting for: [Deployment/prod/checkout status: 'InProgress']","reason":"{reason}","metadata":{},"reportingController":"kustomize-controller","reportingInstance":"kustomize-controller-5f7c9b8d6-x2k4q"}}"#,
+        jiff::Timestamp::now().round(jiff::Unit::Second).unwrap(),
+        serde_json::Value::Object(metadata)
+    )
+}
+
+fn hmac_hex(key: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).unwrap();
+    mac.update(body);
+    mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn post(url: &str, headers: &[(&str, String)], body: &str) -> (u16, serde_json::Value) {
+    let mut req = agent().post(url).header("Content-Type", "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, v.as_str());
+    }
+    let mut r = req.send(body).unwrap();
+    let status = r.status().as_u16();
+    let text = r.body_mut().read_to_string().unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+}
+
+/// Posts a Flux event signed with `key`, as notification-controller does.
+fn post_flux(s: &Serve, key: &str, body: &str) -> (u16, serde_json::Value) {
+    post(
+        &format!("{}/webhooks/flux", s.url),
+        &[("X-Signature", format!("sha256={}", hmac_hex(key, body.as_bytes()))), ("gotk-component", "kustomize-controller".into())],
+        body,
+    )
+}
+
+fn post_argo(s: &Serve, token: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    post(&format!("{}/webhooks/argocd", s.url), &[("Authorization", format!("Bearer {token}"))], &body.to_string())
+}
+
+/// checkout's bad deploy (the revision the controller applied), then a later change to
+/// checkout's paths the controller has not applied yet.
+fn bad_then_later(w: &World) -> (Sha, Sha) {
+    let bad = w.deploy("checkout", "prod", "1.5.0", 10);
+    let later = w.commit_files(
+        "Scale checkout in prod",
+        &[("apps/checkout/prod/hpa.yaml", Some("apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nspec:\n  maxReplicas: 8\n"))],
+        5,
+    );
+    (bad, later)
+}
+
+fn rollback_of(w: &World) -> Vec<String> {
+    w.trailers("main", "Rollback-Of")
+}
+
+#[test]
+fn a_signed_flux_failure_reverts_exactly_its_revision_and_keeps_the_later_change() {
+    let w = World::with(&[controller_policy("revert")]);
+    with_controller_sources(&w);
+    let (bad, later) = bad_then_later(&w);
+    let s = serve(&w, "data");
+    let body = flux_event("error", "HealthCheckFailed", "revision", &format!("main@sha1:{}", bad.0), json!({}));
+
+    // Wrong key, no signature, a body changed after signing: 401, nothing read further.
+    let before = w.head();
+    assert_eq!(post_flux(&s, "not-the-key", &body).0, 401);
+    let (st, _) = post(&format!("{}/webhooks/flux", s.url), &[], &body);
+    assert_eq!(st, 401);
+    let sig = format!("sha256={}", hmac_hex(FLUX_KEYS[1], body.as_bytes()));
+    let (st, _) = post(&format!("{}/webhooks/flux", s.url), &[("X-Signature", sig)], &body.replace("error", "info"));
+    assert_eq!(st, 401);
+    // Signed but malformed: 400 with the reason. Oversized: 413.
+    let (st, said) = post_flux(&s, FLUX_KEYS[1], r#"{"severity":"error"}"#);
+    assert_eq!(st, 400);
+    assert!(said["error"].as_str().unwrap().contains("involvedObject"), "{said}");
+    let huge = format!(r#"{{"pad":"{}"}}"#, "x".repeat(8192));
+    assert_eq!(post_flux(&s, FLUX_KEYS[1], &huge).0, 413);
+    assert_eq!(w.head(), before, "nothing written");
+
+    // Signed with the second key (rotation): rolled back.
+    let (st, said) = post_flux(&s, FLUX_KEYS[1], &body);
+    assert_eq!(st, 200, "{said}");
+    assert_eq!(said["outcome"], "rolled_back", "{said}");
+    assert_eq!(rollback_of(&w), [bad.0.clone()], "only the applied revision is blamed");
+    assert_eq!(w.git(&["rev-parse", "main^"]), later.0);
+    assert!(w.show("main", "apps/checkout/prod/deployment.yaml").contains("1.4.2"));
+    assert!(w.show("main", "apps/checkout/prod/hpa.yaml").contains("maxReplicas: 8"), "the later change is kept");
+    let trigger = format!("flux:Kustomization/flux-system/checkout-prod/{}/HealthCheckFailed", bad.0);
+    assert_eq!(w.trailers("main", "Rollback-Trigger"), [trigger]);
+    let message = w.message("main");
+    assert!(message.contains("Kept: changes after the revision the controller applied") && message.contains(&later.0[..10]), "{message}");
+
+    // Flux reports the failure again (and again, with the older metadata key and revision form):
+    // one incident, one commit.
+    let (st, said) = post_flux(&s, FLUX_KEYS[0], &body);
+    assert_eq!((st, said["outcome"].as_str()), (200, Some("duplicate")), "{said}");
+    let older = flux_event(
+        "error",
+        "HealthCheckFailed",
+        "kustomize.toolkit.fluxcd.io/revision",
+        &format!("main/{}", bad.0),
+        json!({}),
+    );
+    let (st, said) = post_flux(&s, FLUX_KEYS[1], &older);
+    assert_eq!((st, said["outcome"].as_str()), (200, Some("duplicate")), "{said}");
+    assert_eq!(rollback_commits(&w), 1);
+}
+
+#[test]
+fn a_restore_bounded_by_the_revision_undoes_the_later_change_too_and_says_so() {
+    let w = World::with(&[controller_policy("restore")]);
+    with_controller_sources(&w);
+    let (bad, later) = bad_then_later(&w);
+    let s = serve(&w, "data");
+    let body = flux_event("error", "ReconciliationFailed", "revision", &format!("main@sha1:{}", bad.0), json!({}));
+    let (st, said) = post_flux(&s, FLUX_KEYS[0], &body);
+    assert_eq!((st, said["outcome"].as_str()), (200, Some("rolled_back")), "{said}");
+    assert_eq!(rollback_of(&w), [bad.0.clone()], "the later change is undone, not blamed");
+    assert_eq!(w.git(&["ls-tree", "--name-only", "main", "apps/checkout/prod/"]), "apps/checkout/prod/deployment.yaml");
+    let message = w.message("main");
+    assert!(message.contains("Also undone, not blamed") && message.contains(&later.0[..10]), "{message}");
+}
+
+#[test]
+fn argo_cd_degraded_rolls_back_and_other_repos_unknown_revisions_and_bad_tokens_write_nothing() {
+    let w = World::with(&[controller_policy("revert")]);
+    with_controller_sources(&w);
+    let (bad, _later) = bad_then_later(&w);
+    let s = serve(&w, "data");
+    let origin = std::fs::canonicalize(&w.origin).unwrap().display().to_string();
+    let notification = |revision: &str, repo: &str, health: &str| {
+        json!({
+            "app": "checkout-prod", "project": "default", "revision": revision, "health": health,
+            "sync": "Synced", "phase": "Succeeded", "path": "apps/checkout/prod", "repo": repo,
+            "message": "successfully synced (all tasks run)"
+        })
+    };
+    let before = w.head();
+    assert_eq!(post_argo(&s, "wrong", &notification(&bad.0, &origin, "Degraded")).0, 401);
+    let (st, said) = post(&format!("{}/webhooks/argocd", s.url), &[("Authorization", format!("Bearer {ARGO_TOKEN}"))], "{");
+    assert_eq!(st, 400, "{said}");
+
+    let other = post_argo(&s, ARGO_TOKEN, &notification(&bad.0, "https://github.com/acme/other-deploy.git", "Degraded"));
+    assert_eq!((other.0, other.1["outcome"].as_str()), (200, Some("ignored")), "{}", other.1);
+    assert!(other.1["reason"].as_str().unwrap().contains("not a config repo"), "{}", other.1);
+
+    let unknown = "0123456789abcdef0123456789abcdef01234567";
+    let (st, said) = post_argo(&s, ARGO_TOKEN, &notification(unknown, &origin, "Degraded"));
+    assert_eq!(st, 422, "{said}");
+    assert!(said["reason"].as_str().unwrap().contains("not a commit of branch main"), "{said}");
+    assert_eq!(w.head(), before, "nothing written for a refused event");
+
+    let (st, said) = post_argo(&s, ARGO_TOKEN, &notification(&bad.0, &format!("file://{origin}"), "Degraded"));
+    assert_eq!((st, said["outcome"].as_str()), (200, Some("rolled_back")), "{said}");
+    assert_eq!(rollback_of(&w), [bad.0.clone()]);
+    assert_eq!(w.trailers("main", "Rollback-Trigger"), [format!("argocd:checkout-prod/{}/degraded", bad.0)]);
+    let (st, said) = post_argo(&s, ARGO_TOKEN, &notification(&bad.0, &origin, "Degraded"));
+    assert_eq!((st, said["outcome"].as_str()), (200, Some("duplicate")), "{said}");
+    assert_eq!(rollback_commits(&w), 1);
+}
+
+#[test]
+fn a_rollback_is_verified_when_flux_reports_a_revision_containing_it_applied_and_healthy() {
+    let policy = controller_policy("revert").set("verify", json!({ "within": "10m", "deploy_time": "0s" }));
+    let w = World::with(&[policy]);
+    with_controller_sources(&w);
+    let (bad, _later) = bad_then_later(&w);
+    let s = serve(&w, "data");
+    let failed = flux_event("error", "HealthCheckFailed", "revision", &format!("main@sha1:{}", bad.0), json!({}));
+    let (st, said) = post_flux(&s, FLUX_KEYS[1], &failed);
+    assert_eq!((st, said["outcome"].as_str()), (200, Some("rolled_back")), "{said}");
+    let rollback = w.head();
+    let note = || {
+        std::process::Command::new("git")
+            .arg("--git-dir")
+            .arg(&w.origin)
+            .args(["notes", "--ref=rollbackd", "show", &rollback])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    // The controller applying an older revision verifies nothing.
+    let healthy_old = flux_event("info", "ReconciliationSucceeded", "revision", &format!("main@sha1:{}", bad.0), json!({}));
+    assert_eq!(post_flux(&s, FLUX_KEYS[1], &healthy_old).0, 200);
+    assert!(note().is_none(), "not verified by a revision without the rollback");
+
+    let healthy = flux_event("info", "ReconciliationSucceeded", "revision", &format!("main@sha1:{rollback}"), json!({}));
+    let (st, said) = post_flux(&s, FLUX_KEYS[1], &healthy);
+    assert_eq!(st, 200, "{said}");
+    assert!(said["reason"].as_str().unwrap().contains("reached the cluster"), "{said}");
+    wait_for("the verification note on the origin", 60, || note().is_some_and(|n| n.contains("Verification: verified")));
+    let n = note().unwrap();
+    assert!(n.contains("Applied-At: ") && n.contains("reached the cluster"), "{n}");
+}
