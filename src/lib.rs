@@ -62,7 +62,10 @@ pub use chat::{ChatRequest, Command, ParseError, Reply, Scope};
 
 // The other subcommands.
 pub use check::{CheckReport, Checks, has_errors, run as check};
-pub use demo::{Demo, DemoError, POLICIES as DEMO_POLICIES, TEMPLATES as DEMO_TEMPLATES, create as create_demo};
+pub use demo::{
+    Demo, DemoError, FLUX_EVENT as DEMO_FLUX_EVENT, POLICIES as DEMO_POLICIES, TEMPLATES as DEMO_TEMPLATES,
+    create as create_demo, flux_signature as demo_flux_signature,
+};
 pub use domain::history::{json as history_json, text as history_text};
 pub use healthcheck::{loopback_for, probe};
 pub use ingest::file::{FileError, Kind as EventFileKind, events as events_from_file};
