@@ -236,3 +236,52 @@ fn a_rollback_is_verified_when_flux_reports_a_revision_containing_it_applied_and
     let n = note().unwrap();
     assert!(n.contains("Applied-At: ") && n.contains("reached the cluster"), "{n}");
 }
+
+/// deploy/argocd/notifications-cm.yaml is what Argo CD Notifications reads: a webhook service
+/// pointing at `/webhooks/argocd` with the bearer token from the secret, the template's body
+/// naming every key rollbackd reads, and the triggers sending to it. Its body, rendered as
+/// `toJson` renders each value, is accepted by rollbackd's parser as the event it describes.
+#[test]
+fn the_shipped_argo_cd_configmap_sends_what_rollbackd_reads() {
+    let text = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/argocd/notifications-cm.yaml")).unwrap();
+    let cm: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+    assert_eq!(cm["kind"], "ConfigMap");
+    assert_eq!(cm["metadata"]["name"], "argocd-notifications-cm");
+    let data = &cm["data"];
+    let yaml = |key: &str| -> serde_json::Value {
+        serde_saphyr::from_str(data[key].as_str().unwrap_or_else(|| panic!("{key} missing"))).unwrap()
+    };
+    let service = yaml("service.webhook.rollbackd");
+    assert!(service["url"].as_str().unwrap().ends_with("/webhooks/argocd"));
+    let headers = service["headers"].as_array().unwrap();
+    assert!(headers.iter().any(|h| h["name"] == "Authorization" && h["value"] == "Bearer $rollbackd-token"));
+    assert!(headers.iter().any(|h| h["name"] == "Content-Type" && h["value"] == "application/json"));
+    let template = yaml("template.rollbackd");
+    assert!(template["message"].is_string(), "every template needs a message");
+    let webhook = &template["webhook"]["rollbackd"];
+    assert_eq!(webhook["method"], "POST");
+    for trigger in ["trigger.on-health-degraded", "trigger.on-sync-failed", "trigger.on-deployed"] {
+        assert_eq!(yaml(trigger)[0]["send"], json!(["rollbackd"]), "{trigger}");
+    }
+
+    // Render the body: each `{{ ... | toJson }}` becomes the JSON of a sample value of its key.
+    let sample = json!({
+        "app": "checkout-prod", "project": "default", "revision": "0123456789abcdef0123456789abcdef01234567",
+        "health": "Degraded", "sync": "Synced", "phase": "Succeeded", "path": "apps/checkout/prod",
+        "repo": "https://github.com/acme/deploy.git", "message": "one \"quoted\"\nline"
+    });
+    let body = webhook["body"].as_str().unwrap();
+    let placeholder = regex::Regex::new(r#""(\w+)": \{\{[^}]*\| toJson \}\}"#).unwrap();
+    let keys: Vec<String> = placeholder.captures_iter(body).map(|c| c[1].to_string()).collect();
+    assert_eq!(keys, ["app", "project", "revision", "health", "sync", "phase", "path", "repo", "message"]);
+    let rendered = placeholder.replace_all(body, |c: &regex::Captures<'_>| format!("\"{}\": {}", &c[1], sample[&c[1]]));
+    let now = jiff::Timestamp::now();
+    match rollbackd::parsers::argocd(rendered.as_bytes(), now).unwrap() {
+        rollbackd::parsers::ControllerEvent::Failed(e) => {
+            for key in ["app", "project", "revision", "health", "sync", "phase", "path", "repo", "message"] {
+                assert_eq!(e.labels[key], sample[key].as_str().unwrap(), "{key}");
+            }
+        }
+        other => panic!("{other:?}"),
+    }
+}
