@@ -213,16 +213,7 @@ fn a_rollback_is_verified_when_flux_reports_a_revision_containing_it_applied_and
     let (st, said) = post_flux(&s, FLUX_KEYS[1], &failed);
     assert_eq!((st, said["outcome"].as_str()), (200, Some("rolled_back")), "{said}");
     let rollback = w.head();
-    let note = || {
-        std::process::Command::new("git")
-            .arg("--git-dir")
-            .arg(&w.origin)
-            .args(["notes", "--ref=rollbackd", "show", &rollback])
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-    };
+    let note = || verification_note(&w, &rollback);
     // The controller applying an older revision verifies nothing.
     let healthy_old = flux_event("info", "ReconciliationSucceeded", "revision", &format!("main@sha1:{}", bad.0), json!({}));
     assert_eq!(post_flux(&s, FLUX_KEYS[1], &healthy_old).0, 200);
@@ -284,4 +275,111 @@ fn the_shipped_argo_cd_configmap_sends_what_rollbackd_reads() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+fn parsed_flux(body: &str, now: jiff::Timestamp) -> rollbackd::Event {
+    match rollbackd::parsers::flux(body.as_bytes(), now).unwrap() {
+        rollbackd::parsers::ControllerEvent::Failed(e) | rollbackd::parsers::ControllerEvent::Healthy(e) => e,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// With a controller source configured, a rollback the controller never reports applied is
+/// `not_recovered` at `within`, with that reason, whatever `deploy_time` says.
+#[test]
+fn a_rollback_the_controller_never_applies_is_not_recovered_with_that_reason() {
+    let policy = controller_policy("revert").set("verify", json!({ "within": "10m", "deploy_time": "1m" }));
+    let w = World::with(&[policy]);
+    with_controller_sources(&w);
+    let (bad, _) = bad_then_later(&w);
+    let mut engine = w.engine();
+    let failed = parsed_flux(&flux_event("error", "HealthCheckFailed", "revision", &format!("main@sha1:{}", bad.0), json!({})), w.now());
+    let report = engine.handle(&failed, &rollbackd::Options::default()).unwrap();
+    assert_eq!(report.outcome.name(), "rolled_back", "{}", report.explain());
+    let rollback = w.head();
+    w.clock.advance(jiff::SignedDuration::from_mins(5));
+    engine.verify_due().unwrap();
+    assert!(verification_note(&w, &rollback).is_none(), "past deploy_time, not applied: still watching");
+    w.clock.advance(jiff::SignedDuration::from_mins(6));
+    engine.verify_due().unwrap();
+    let text = verification_note(&w, &rollback).expect("the verdict is recorded");
+    assert!(text.contains("Verification: not_recovered"), "{text}");
+    assert!(text.contains("never reported the rollback applied and healthy"), "{text}");
+}
+
+/// A healthy report for a later revision marks known-good through a `known_good` policy.
+#[test]
+fn a_healthy_flux_report_marks_its_revision_known_good() {
+    let known_good = PolicySpec::new("flux-known-good")
+        .source("flux")
+        .matchers(&[r#"reason="ReconciliationSucceeded""#])
+        .target("checkout", "prod", &["apps/checkout/prod/**"])
+        .set("action.mode", "known_good");
+    let w = World::with(&[known_good]);
+    with_controller_sources(&w);
+    let (_, later) = bad_then_later(&w);
+    let s = serve(&w, "data");
+    let healthy = flux_event("info", "ReconciliationSucceeded", "revision", &format!("main@sha1:{}", later.0), json!({}));
+    let (st, said) = post_flux(&s, FLUX_KEYS[0], &healthy);
+    assert_eq!((st, said["outcome"].as_str()), (200, Some("recorded")), "{said}");
+    let tags = w.git(&["tag", "--list", "known-good/checkout/prod/*", "--points-at", &later.0]);
+    assert_eq!(tags.lines().count(), 1, "{said}");
+}
+
+/// `simulate --event` reads both bodies and plans the failure bounded by its revision.
+#[test]
+fn simulate_reads_flux_and_argo_cd_bodies() {
+    let w = World::with(&[controller_policy("revert")]);
+    with_controller_sources(&w);
+    let (bad, later) = bad_then_later(&w);
+    let flux = w.root().join("flux.json");
+    std::fs::write(&flux, flux_event("error", "HealthCheckFailed", "revision", &format!("main@sha1:{}", bad.0), json!({}))).unwrap();
+    let argo = w.root().join("argo.json");
+    std::fs::write(&argo, json!({"app": "checkout-prod", "revision": bad.0, "health": "Degraded", "sync": "Synced"}).to_string()).unwrap();
+    for file in [&flux, &argo] {
+        let out = w.run_cli(&["simulate", "--event", file.to_str().unwrap(), "--json"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(text.contains("dry_run"), "{text}");
+        let blamed = shas_under(&serde_json::from_str(&text).unwrap(), "bad_commits");
+        assert_eq!(blamed, [bad.0.clone()], "{text}");
+        let kept = shas_under(&serde_json::from_str(&text).unwrap(), "unapplied");
+        assert_eq!(kept, [later.0.clone()], "{text}");
+    }
+    let healthy = w.root().join("healthy.json");
+    std::fs::write(&healthy, flux_event("info", "ReconciliationSucceeded", "revision", &format!("main@sha1:{}", bad.0), json!({}))).unwrap();
+    let out = w.run_cli(&["simulate", "--event", healthy.to_str().unwrap(), "--source", "flux"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rolls nothing back"));
+}
+
+/// Every `sha` inside any `key` array of `v`.
+fn shas_under(v: &serde_json::Value, key: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                if k == key {
+                    out.extend(x.as_array().into_iter().flatten().filter_map(|c| c["sha"].as_str().map(str::to_string)));
+                } else {
+                    out.extend(shas_under(x, key));
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| out.extend(shas_under(x, key))),
+        _ => {}
+    }
+    out
+}
+
+/// The verification note on `commit` in the origin (`refs/notes/rollbackd`), if any.
+fn verification_note(w: &World, commit: &str) -> Option<String> {
+    std::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(&w.origin)
+        .args(["notes", "--ref=rollbackd", "show", commit])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
 }
