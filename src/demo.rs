@@ -87,8 +87,10 @@ pub fn flux_signature(dir: &Path) -> Result<String, DemoError> {
     let read = |p: PathBuf| std::fs::read(&p).map_err(|cause| DemoError::Io { path: p, cause });
     let key = String::from_utf8_lossy(&read(dir.join("secrets/flux-hmac-keys"))?).trim().to_string();
     let body = read(dir.join(FLUX_EVENT))?;
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes())
-        .map_err(|e| DemoError::Io { path: dir.join("secrets/flux-hmac-keys"), cause: std::io::Error::other(e.to_string()) })?;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).map_err(|e| DemoError::Io {
+        path: dir.join("secrets/flux-hmac-keys"),
+        cause: std::io::Error::other(e.to_string()),
+    })?;
     mac.update(&body);
     Ok(format!("sha256={}", mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect::<String>()))
 }

@@ -597,7 +597,9 @@ impl Engine {
         // rollbackd-controllers: when the rollback reached the cluster, as its controller said.
         let reason = match watch.applied_at {
             Some(t) if recovered_at.is_some() => {
-                format!("{reason}; the rollback reached the cluster at {t} (applied and healthy, as its controller reported)")
+                format!(
+                    "{reason}; the rollback reached the cluster at {t} (applied and healthy, as its controller reported)"
+                )
             }
             _ => reason,
         };

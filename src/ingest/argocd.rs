@@ -46,8 +46,7 @@ pub fn parse(body: &[u8], now: Timestamp) -> Result<ControllerEvent, ParseError>
     let n: Notification = serde_json::from_slice(body).map_err(|e| ParseError::Json(e.to_string()))?;
     let app = n.app.filter(|a| !a.trim().is_empty()).ok_or(ParseError::Missing("app"))?;
     let revision = n.revision.unwrap_or_default();
-    let (health, sync, phase) =
-        (n.health.unwrap_or_default(), n.sync.unwrap_or_default(), n.phase.unwrap_or_default());
+    let (health, sync, phase) = (n.health.unwrap_or_default(), n.sync.unwrap_or_default(), n.phase.unwrap_or_default());
     // The triggers of the template: on-sync-failed (the operation's phase), on-health-degraded,
     // and on-deployed (synced and healthy) for known-good and verification.
     let reason = if matches!(phase.as_str(), "Error" | "Failed") {
@@ -138,11 +137,15 @@ mod tests {
         assert_eq!(e.labels["path"], "apps/checkout/prod");
         assert_eq!(e.labels["repo"], "https://github.com/acme/deploy.git");
         assert_eq!(e.applied_revision(), Some(SHA));
-        let ControllerEvent::Failed(e) = parse(&body("Progressing", "OutOfSync", Some("Failed")), now()).unwrap() else {
+        let ControllerEvent::Failed(e) = parse(&body("Progressing", "OutOfSync", Some("Failed")), now()).unwrap()
+        else {
             panic!()
         };
         assert_eq!(e.labels["reason"], "sync_failed");
-        assert!(matches!(parse(&body("Healthy", "Synced", Some("Succeeded")), now()).unwrap(), ControllerEvent::Healthy(_)));
+        assert!(matches!(
+            parse(&body("Healthy", "Synced", Some("Succeeded")), now()).unwrap(),
+            ControllerEvent::Healthy(_)
+        ));
         assert!(matches!(parse(&body("Healthy", "Synced", None), now()).unwrap(), ControllerEvent::Healthy(_)));
         assert!(matches!(parse(&body("Progressing", "Synced", None), now()).unwrap(), ControllerEvent::Ignored(_)));
     }

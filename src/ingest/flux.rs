@@ -208,7 +208,9 @@ mod tests {
     #[test]
     fn malformed_bodies_are_errors_with_the_reason() {
         assert!(matches!(parse(b"{", now()), Err(ParseError::Json(_))));
-        assert!(matches!(parse(br#"{"severity":"error"}"#, now()), Err(ParseError::Json(m)) if m.contains("involvedObject")));
+        assert!(
+            matches!(parse(br#"{"severity":"error"}"#, now()), Err(ParseError::Json(m)) if m.contains("involvedObject"))
+        );
         let no_reason = br#"{"involvedObject":{"kind":"Kustomization","name":"a"},"severity":"error"}"#;
         assert_eq!(parse(no_reason, now()), Err(ParseError::Missing("reason")));
     }

@@ -71,7 +71,10 @@ fn post(url: &str, headers: &[(&str, String)], body: &str) -> (u16, serde_json::
 fn post_flux(s: &Serve, key: &str, body: &str) -> (u16, serde_json::Value) {
     post(
         &format!("{}/webhooks/flux", s.url),
-        &[("X-Signature", format!("sha256={}", hmac_hex(key, body.as_bytes()))), ("gotk-component", "kustomize-controller".into())],
+        &[
+            ("X-Signature", format!("sha256={}", hmac_hex(key, body.as_bytes()))),
+            ("gotk-component", "kustomize-controller".into()),
+        ],
         body,
     )
 }
@@ -86,7 +89,10 @@ fn bad_then_later(w: &World) -> (Sha, Sha) {
     let bad = w.deploy("checkout", "prod", "1.5.0", 10);
     let later = w.commit_files(
         "Scale checkout in prod",
-        &[("apps/checkout/prod/hpa.yaml", Some("apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nspec:\n  maxReplicas: 8\n"))],
+        &[(
+            "apps/checkout/prod/hpa.yaml",
+            Some("apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nspec:\n  maxReplicas: 8\n"),
+        )],
         5,
     );
     (bad, later)
@@ -124,14 +130,17 @@ fn a_signed_flux_failure_reverts_exactly_its_revision_and_keeps_the_later_change
     let (st, said) = post_flux(&s, FLUX_KEYS[1], &body);
     assert_eq!(st, 200, "{said}");
     assert_eq!(said["outcome"], "rolled_back", "{said}");
-    assert_eq!(rollback_of(&w), [bad.0.clone()], "only the applied revision is blamed");
+    assert_eq!(rollback_of(&w), [bad.0.as_str()], "only the applied revision is blamed");
     assert_eq!(w.git(&["rev-parse", "main^"]), later.0);
     assert!(w.show("main", "apps/checkout/prod/deployment.yaml").contains("1.4.2"));
     assert!(w.show("main", "apps/checkout/prod/hpa.yaml").contains("maxReplicas: 8"), "the later change is kept");
     let trigger = format!("flux:Kustomization/flux-system/checkout-prod/{}/HealthCheckFailed", bad.0);
     assert_eq!(w.trailers("main", "Rollback-Trigger"), [trigger]);
     let message = w.message("main");
-    assert!(message.contains("Kept: changes after the revision the controller applied") && message.contains(&later.0[..10]), "{message}");
+    assert!(
+        message.contains("Kept: changes after the revision the controller applied") && message.contains(&later.0[..10]),
+        "{message}"
+    );
 
     // Flux reports the failure again (and again, with the older metadata key and revision form):
     // one incident, one commit.
@@ -158,7 +167,7 @@ fn a_restore_bounded_by_the_revision_undoes_the_later_change_too_and_says_so() {
     let body = flux_event("error", "ReconciliationFailed", "revision", &format!("main@sha1:{}", bad.0), json!({}));
     let (st, said) = post_flux(&s, FLUX_KEYS[0], &body);
     assert_eq!((st, said["outcome"].as_str()), (200, Some("rolled_back")), "{said}");
-    assert_eq!(rollback_of(&w), [bad.0.clone()], "the later change is undone, not blamed");
+    assert_eq!(rollback_of(&w), [bad.0.as_str()], "the later change is undone, not blamed");
     assert_eq!(w.git(&["ls-tree", "--name-only", "main", "apps/checkout/prod/"]), "apps/checkout/prod/deployment.yaml");
     let message = w.message("main");
     assert!(message.contains("Also undone, not blamed") && message.contains(&later.0[..10]), "{message}");
@@ -180,10 +189,12 @@ fn argo_cd_degraded_rolls_back_and_other_repos_unknown_revisions_and_bad_tokens_
     };
     let before = w.head();
     assert_eq!(post_argo(&s, "wrong", &notification(&bad.0, &origin, "Degraded")).0, 401);
-    let (st, said) = post(&format!("{}/webhooks/argocd", s.url), &[("Authorization", format!("Bearer {ARGO_TOKEN}"))], "{");
+    let (st, said) =
+        post(&format!("{}/webhooks/argocd", s.url), &[("Authorization", format!("Bearer {ARGO_TOKEN}"))], "{");
     assert_eq!(st, 400, "{said}");
 
-    let other = post_argo(&s, ARGO_TOKEN, &notification(&bad.0, "https://github.com/acme/other-deploy.git", "Degraded"));
+    let other =
+        post_argo(&s, ARGO_TOKEN, &notification(&bad.0, "https://github.com/acme/other-deploy.git", "Degraded"));
     assert_eq!((other.0, other.1["outcome"].as_str()), (200, Some("ignored")), "{}", other.1);
     assert!(other.1["reason"].as_str().unwrap().contains("not a config repo"), "{}", other.1);
 
@@ -195,7 +206,7 @@ fn argo_cd_degraded_rolls_back_and_other_repos_unknown_revisions_and_bad_tokens_
 
     let (st, said) = post_argo(&s, ARGO_TOKEN, &notification(&bad.0, &format!("file://{origin}"), "Degraded"));
     assert_eq!((st, said["outcome"].as_str()), (200, Some("rolled_back")), "{said}");
-    assert_eq!(rollback_of(&w), [bad.0.clone()]);
+    assert_eq!(rollback_of(&w), [bad.0.as_str()]);
     assert_eq!(w.trailers("main", "Rollback-Trigger"), [format!("argocd:checkout-prod/{}/degraded", bad.0)]);
     let (st, said) = post_argo(&s, ARGO_TOKEN, &notification(&bad.0, &origin, "Degraded"));
     assert_eq!((st, said["outcome"].as_str()), (200, Some("duplicate")), "{said}");
@@ -215,15 +226,19 @@ fn a_rollback_is_verified_when_flux_reports_a_revision_containing_it_applied_and
     let rollback = w.head();
     let note = || verification_note(&w, &rollback);
     // The controller applying an older revision verifies nothing.
-    let healthy_old = flux_event("info", "ReconciliationSucceeded", "revision", &format!("main@sha1:{}", bad.0), json!({}));
+    let healthy_old =
+        flux_event("info", "ReconciliationSucceeded", "revision", &format!("main@sha1:{}", bad.0), json!({}));
     assert_eq!(post_flux(&s, FLUX_KEYS[1], &healthy_old).0, 200);
     assert!(note().is_none(), "not verified by a revision without the rollback");
 
-    let healthy = flux_event("info", "ReconciliationSucceeded", "revision", &format!("main@sha1:{rollback}"), json!({}));
+    let healthy =
+        flux_event("info", "ReconciliationSucceeded", "revision", &format!("main@sha1:{rollback}"), json!({}));
     let (st, said) = post_flux(&s, FLUX_KEYS[1], &healthy);
     assert_eq!(st, 200, "{said}");
     assert!(said["reason"].as_str().unwrap().contains("reached the cluster"), "{said}");
-    wait_for("the verification note on the origin", 60, || note().is_some_and(|n| n.contains("Verification: verified")));
+    wait_for("the verification note on the origin", 60, || {
+        note().is_some_and(|n| n.contains("Verification: verified"))
+    });
     let n = note().unwrap();
     assert!(n.contains("Applied-At: ") && n.contains("reached the cluster"), "{n}");
 }
@@ -234,7 +249,10 @@ fn a_rollback_is_verified_when_flux_reports_a_revision_containing_it_applied_and
 /// `toJson` renders each value, is accepted by rollbackd's parser as the event it describes.
 #[test]
 fn the_shipped_argo_cd_configmap_sends_what_rollbackd_reads() {
-    let text = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/argocd/notifications-cm.yaml")).unwrap();
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/argocd/notifications-cm.yaml"),
+    )
+    .unwrap();
     let cm: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
     assert_eq!(cm["kind"], "ConfigMap");
     assert_eq!(cm["metadata"]["name"], "argocd-notifications-cm");
@@ -293,7 +311,10 @@ fn a_rollback_the_controller_never_applies_is_not_recovered_with_that_reason() {
     with_controller_sources(&w);
     let (bad, _) = bad_then_later(&w);
     let mut engine = w.engine();
-    let failed = parsed_flux(&flux_event("error", "HealthCheckFailed", "revision", &format!("main@sha1:{}", bad.0), json!({})), w.now());
+    let failed = parsed_flux(
+        &flux_event("error", "HealthCheckFailed", "revision", &format!("main@sha1:{}", bad.0), json!({})),
+        w.now(),
+    );
     let report = engine.handle(&failed, &rollbackd::Options::default()).unwrap();
     assert_eq!(report.outcome.name(), "rolled_back", "{}", report.explain());
     let rollback = w.head();
@@ -319,7 +340,8 @@ fn a_healthy_flux_report_marks_its_revision_known_good() {
     with_controller_sources(&w);
     let (_, later) = bad_then_later(&w);
     let s = serve(&w, "data");
-    let healthy = flux_event("info", "ReconciliationSucceeded", "revision", &format!("main@sha1:{}", later.0), json!({}));
+    let healthy =
+        flux_event("info", "ReconciliationSucceeded", "revision", &format!("main@sha1:{}", later.0), json!({}));
     let (st, said) = post_flux(&s, FLUX_KEYS[0], &healthy);
     assert_eq!((st, said["outcome"].as_str()), (200, Some("recorded")), "{said}");
     let tags = w.git(&["tag", "--list", "known-good/checkout/prod/*", "--points-at", &later.0]);
@@ -333,21 +355,33 @@ fn simulate_reads_flux_and_argo_cd_bodies() {
     with_controller_sources(&w);
     let (bad, later) = bad_then_later(&w);
     let flux = w.root().join("flux.json");
-    std::fs::write(&flux, flux_event("error", "HealthCheckFailed", "revision", &format!("main@sha1:{}", bad.0), json!({}))).unwrap();
+    std::fs::write(
+        &flux,
+        flux_event("error", "HealthCheckFailed", "revision", &format!("main@sha1:{}", bad.0), json!({})),
+    )
+    .unwrap();
     let argo = w.root().join("argo.json");
-    std::fs::write(&argo, json!({"app": "checkout-prod", "revision": bad.0, "health": "Degraded", "sync": "Synced"}).to_string()).unwrap();
+    std::fs::write(
+        &argo,
+        json!({"app": "checkout-prod", "revision": bad.0, "health": "Degraded", "sync": "Synced"}).to_string(),
+    )
+    .unwrap();
     for file in [&flux, &argo] {
         let out = w.run_cli(&["simulate", "--event", file.to_str().unwrap(), "--json"]);
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
         assert!(text.contains("dry_run"), "{text}");
         let blamed = shas_under(&serde_json::from_str(&text).unwrap(), "bad_commits");
-        assert_eq!(blamed, [bad.0.clone()], "{text}");
+        assert_eq!(blamed, [bad.0.as_str()], "{text}");
         let kept = shas_under(&serde_json::from_str(&text).unwrap(), "unapplied");
-        assert_eq!(kept, [later.0.clone()], "{text}");
+        assert_eq!(kept, [later.0.as_str()], "{text}");
     }
     let healthy = w.root().join("healthy.json");
-    std::fs::write(&healthy, flux_event("info", "ReconciliationSucceeded", "revision", &format!("main@sha1:{}", bad.0), json!({}))).unwrap();
+    std::fs::write(
+        &healthy,
+        flux_event("info", "ReconciliationSucceeded", "revision", &format!("main@sha1:{}", bad.0), json!({})),
+    )
+    .unwrap();
     let out = w.run_cli(&["simulate", "--event", healthy.to_str().unwrap(), "--source", "flux"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("rolls nothing back"));
@@ -360,7 +394,9 @@ fn shas_under(v: &serde_json::Value, key: &str) -> Vec<String> {
         serde_json::Value::Object(m) => {
             for (k, x) in m {
                 if k == key {
-                    out.extend(x.as_array().into_iter().flatten().filter_map(|c| c["sha"].as_str().map(str::to_string)));
+                    out.extend(
+                        x.as_array().into_iter().flatten().filter_map(|c| c["sha"].as_str().map(str::to_string)),
+                    );
                 } else {
                     out.extend(shas_under(x, key));
                 }

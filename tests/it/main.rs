@@ -4,7 +4,6 @@
 
 mod common;
 
-
 mod adversarial;
 mod breaker;
 mod chat_commands;
