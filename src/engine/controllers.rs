@@ -39,10 +39,15 @@ impl Engine {
         let now = self.clock.now();
         self.pick_up(now)?;
         let at = event.started_at.unwrap_or(event.received_at).min(now);
+        let trigger = event.trigger();
+        let reporter = object_of(&trigger);
         let applied: Vec<RollbackId> = self
             .watches
             .values()
             .filter(|w| w.awaits_controller && w.applied_at.is_none() && self.repo.contains(&sha, &w.commit))
+            // A rollback the controller asked for is verified by the object that failed: another
+            // object healthy at the same revision says nothing about it.
+            .filter(|w| object_of(&w.trigger).is_none_or(|o| Some(o) == reporter))
             .map(|w| w.id.clone())
             .collect();
         for id in applied {
@@ -51,5 +56,36 @@ impl Engine {
             said.extend(self.observe(&id, &Signal::Applied { at }, now));
         }
         Ok(said.join("; "))
+    }
+}
+
+/// The controller object a trigger is about: `flux:<kind>/<namespace>/<name>` or
+/// `argocd:<app>` (see the parsers' dedupe keys); `None` for any other source.
+fn object_of(trigger: &str) -> Option<&str> {
+    let end = |s: &str, segments: usize| s.match_indices('/').nth(segments - 1).map_or(s.len(), |(i, _)| i);
+    if let Some(key) = trigger.strip_prefix("flux:") {
+        return Some(&trigger[..5 + end(key, 3)]);
+    }
+    let key = trigger.strip_prefix("argocd:")?;
+    Some(&trigger[..7 + end(key, 1)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::object_of;
+
+    #[test]
+    fn the_object_of_a_controllers_trigger() {
+        let sha = "0123456789abcdef0123456789abcdef01234567";
+        assert_eq!(
+            object_of(&format!("flux:Kustomization/flux-system/checkout-prod/{sha}/HealthCheckFailed")),
+            Some("flux:Kustomization/flux-system/checkout-prod")
+        );
+        assert_eq!(
+            object_of(&format!("flux:Kustomization/flux-system/checkout-prod/{sha}/ReconciliationSucceeded")),
+            Some("flux:Kustomization/flux-system/checkout-prod")
+        );
+        assert_eq!(object_of(&format!("argocd:checkout-prod/{sha}/degraded")), Some("argocd:checkout-prod"));
+        assert_eq!(object_of("alertmanager:fp@2026-11-21T10:00:00Z"), None);
     }
 }

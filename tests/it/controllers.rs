@@ -233,6 +233,11 @@ fn a_rollback_is_verified_when_flux_reports_a_revision_containing_it_applied_and
 
     let healthy =
         flux_event("info", "ReconciliationSucceeded", "revision", &format!("main@sha1:{rollback}"), json!({}));
+    // Another Kustomization healthy at that revision says nothing about checkout's.
+    let (st, said) = post_flux(&s, FLUX_KEYS[1], &healthy.replace("checkout-prod", "cart-prod"));
+    assert_eq!(st, 200, "{said}");
+    assert!(!said["reason"].as_str().unwrap().contains("reached the cluster"), "{said}");
+    assert!(note().is_none(), "not verified by another object");
     let (st, said) = post_flux(&s, FLUX_KEYS[1], &healthy);
     assert_eq!(st, 200, "{said}");
     assert!(said["reason"].as_str().unwrap().contains("reached the cluster"), "{said}");
