@@ -65,12 +65,14 @@ pub(crate) fn cut(text: &str) -> String {
     format!("{}…", &text[..end])
 }
 
-/// A metadata key as a label name: letters, digits, `.`, `_`, `-` and `/` (Flux's keys are
-/// `group/name`), at most 63 bytes, and not one of [`FIXED_LABELS`].
+/// A metadata key as a label name: letters, digits, `.`, `_` and `-`, at most 63 bytes, an
+/// identifier by [`is_plain`](crate::domain::ident::is_plain), and not one of [`FIXED_LABELS`].
+/// notification-controller strips the `<group>.toolkit.fluxcd.io/` and
+/// `event.toolkit.fluxcd.io/` prefixes before it posts, so the keys worth having are plain.
 pub(crate) fn metadata_label(key: &str) -> bool {
-    !key.is_empty()
-        && key.len() <= 63
-        && key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/'))
+    key.len() <= 63
+        && key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && crate::domain::ident::is_plain(key)
         && !FIXED_LABELS.contains(&key)
 }
 

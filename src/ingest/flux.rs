@@ -203,6 +203,13 @@ mod tests {
         assert_eq!(e.labels["cluster"], "eu-1");
         assert_eq!(e.labels["repo"], "https://github.com/acme/deploy");
         assert!(!e.labels.contains_key("bad key") && !e.labels.contains_key("long"));
+        let older = body(
+            "error",
+            "HealthCheckFailed",
+            serde_json::json!({"kustomize.toolkit.fluxcd.io/revision": format!("main/{SHA}")}),
+        );
+        let ControllerEvent::Failed(e) = parse(&older, now()).unwrap() else { panic!() };
+        assert!(!e.labels.keys().any(|k| k.contains('/')), "{:?}", e.labels);
     }
 
     #[test]
