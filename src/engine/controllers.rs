@@ -33,6 +33,11 @@ impl Engine {
             let _lock = self.begin()?;
             self.fetch(false)?;
             self.fetch_for_revision(event)?;
+            // An Alert often covers objects of other repositories too: their reports are not
+            // errors, only nothing to do here.
+            if self.repo.committed_at(&sha).is_none() {
+                return Ok(format!("{sha} is not a commit of this config repo: nothing to mark or verify"));
+            }
         }
         let mut said = vec![self.mark_known_good(event)?];
         let _lock = self.begin()?;
