@@ -351,6 +351,12 @@ fn a_healthy_flux_report_marks_its_revision_known_good() {
     assert_eq!((st, said["outcome"].as_str()), (200, Some("recorded")), "{said}");
     let tags = w.git(&["tag", "--list", "known-good/checkout/prod/*", "--points-at", &later.0]);
     assert_eq!(tags.lines().count(), 1, "{said}");
+    // A Kustomization of another repository healthy at its own revision: nothing to do here.
+    let elsewhere = "89abcdef0123456789abcdef0123456789abcdef";
+    let other = flux_event("info", "ReconciliationSucceeded", "revision", &format!("main@sha1:{elsewhere}"), json!({}));
+    let (st, said) = post_flux(&s, FLUX_KEYS[0], &other);
+    assert_eq!(st, 200, "{said}");
+    assert!(said["reason"].as_str().unwrap().contains("not a commit of this config repo"), "{said}");
 }
 
 /// `simulate --event` reads both bodies and plans the failure bounded by its revision.
