@@ -17,7 +17,7 @@ impl Engine {
         if let Some(rev) = event.applied_revision()
             && self.repo.committed_at(rev).is_none()
         {
-            self.fetch(true)?;
+            self.fetch_now()?;
         }
         Ok(())
     }
@@ -31,7 +31,7 @@ impl Engine {
         };
         {
             let _lock = self.begin()?;
-            self.fetch(false)?;
+            self.fetch_if_stale()?;
             self.fetch_for_revision(event)?;
             // An Alert often covers objects of other repositories too: their reports are not
             // errors, only nothing to do here.
@@ -47,6 +47,7 @@ impl Engine {
         let trigger = event.trigger();
         let reporter = object_of(&trigger);
         let applied: Vec<RollbackId> = self
+            .verification
             .watches
             .values()
             .filter(|w| w.awaits_controller && w.applied_at.is_none() && self.repo.contains(&sha, &w.commit))

@@ -16,7 +16,7 @@ impl Engine {
     pub fn status_view(&mut self, fetch: bool) -> Result<StatusView, EngineError> {
         let _lock = self.begin()?;
         if fetch {
-            self.fetch(false)?;
+            self.fetch_if_stale()?;
         }
         let now = self.clock.now();
         // Freezes that cannot be read are said as such, in place of the pause: what the page is for.
@@ -56,6 +56,7 @@ impl Engine {
             .collect();
         let phased = self.phased_views(now);
         let verifying = self
+            .verification
             .watches
             .values()
             .map(|w| VerifyingView {
