@@ -533,18 +533,7 @@ mod tests {
 
     #[test]
     fn with_a_controller_the_rollback_counts_from_when_it_was_applied_and_never_applied_is_not_recovered() {
-        let mut w = Watch::start(
-            &spec(30, 0, 5),
-            RollbackId("r".into()),
-            Sha("c".repeat(40)),
-            "s",
-            "e",
-            "p",
-            "flux:Kustomization/ns/app/x/HealthCheckFailed",
-            t(0),
-            0,
-            None,
-        );
+        let mut w = watch(&spec(30, 0, 5), "flux:Kustomization/ns/app/x/HealthCheckFailed", None);
         w.awaits_controller = true;
         assert!(w.verifiable());
         // Past the deploy time, still not applied: watching, then not recovered with that reason.
