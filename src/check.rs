@@ -452,7 +452,9 @@ fn check_verify(config: &Config, set: &PolicySet, offline: bool, diags: &mut Vec
             p.matches.source,
             crate::domain::policy::SourceMatch::Alertmanager | crate::domain::policy::SourceMatch::Any
         );
-        if v.query.is_none() && !alerts {
+        // A configured GitOps controller verifies too: its report that it applied the rollback.
+        let controller = config.sources.flux.is_some() || config.sources.argocd.is_some();
+        if v.query.is_none() && !alerts && !controller {
             diags.push(Diagnostic::warning(
                 &p.file,
                 0,
@@ -596,6 +598,7 @@ fn sample() -> (Event, Plan) {
         halted: None,
         went_on: None,
         also: Vec::new(),
+        unapplied: Vec::new(),
     };
     (event, plan)
 }

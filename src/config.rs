@@ -357,6 +357,36 @@ pub struct Sources {
     pub github: Option<GithubSource>,
     #[serde(default)]
     pub slack: Option<SlackSource>,
+    /// Flux's notification-controller (`POST /webhooks/flux`, provider `generic-hmac`).
+    #[serde(default)]
+    pub flux: Option<FluxSource>,
+    /// Argo CD Notifications (`POST /webhooks/argocd`, the template in `deploy/argocd/`).
+    #[serde(default)]
+    pub argocd: Option<ArgocdSource>,
+}
+
+/// Flux signs each event with `X-Signature: sha256=<hex HMAC-SHA256 of the body>`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FluxSource {
+    /// Env var with comma-separated HMAC keys (the Provider's secret `token`; several, for rotation).
+    #[serde(default)]
+    pub hmac_secrets_env: Option<String>,
+    /// File with HMAC keys, one per line or comma-separated.
+    #[serde(default)]
+    pub hmac_secrets_file: Option<PathBuf>,
+}
+
+/// Argo CD Notifications cannot sign: the webhook service sends `Authorization: Bearer`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArgocdSource {
+    /// Env var with comma-separated bearer tokens (several, for rotation).
+    #[serde(default)]
+    pub bearer_tokens_env: Option<String>,
+    /// File with bearer tokens, one per line or comma-separated.
+    #[serde(default)]
+    pub bearer_tokens_file: Option<PathBuf>,
 }
 
 /// The `/rollback` Slack slash command.
@@ -711,6 +741,10 @@ pub struct Secrets {
     pub alertmanager_basic: Option<(String, Vec<SecretString>)>,
     pub github_secrets: Vec<SecretString>,
     pub slack_secrets: Vec<SecretString>,
+    /// `sources.flux` HMAC keys.
+    pub flux_secrets: Vec<SecretString>,
+    /// `sources.argocd` bearer tokens.
+    pub argocd_tokens: Vec<SecretString>,
     /// Each notification channel's URL or token, by channel name.
     pub notify: std::collections::BTreeMap<String, SecretString>,
     /// Bearer tokens for `/metrics` and `/api/v1/*` (`admin.token_env` / `admin.token_file`).
@@ -1069,6 +1103,22 @@ impl Config {
                 sl.signing_secrets_file.as_ref(),
             )?;
         }
+        if let Some(f) = &config.sources.flux {
+            secrets.flux_secrets = secret_list(
+                path,
+                "sources.flux.hmac_secrets",
+                f.hmac_secrets_env.as_ref(),
+                f.hmac_secrets_file.as_ref(),
+            )?;
+        }
+        if let Some(a) = &config.sources.argocd {
+            secrets.argocd_tokens = secret_list(
+                path,
+                "sources.argocd.bearer_tokens",
+                a.bearer_tokens_env.as_ref(),
+                a.bearer_tokens_file.as_ref(),
+            )?;
+        }
         if config.admin.token_env.is_some() || config.admin.token_file.is_some() {
             secrets.admin_tokens =
                 secret_list(path, "admin.token", config.admin.token_env.as_ref(), config.admin.token_file.as_ref())?;
@@ -1141,6 +1191,12 @@ impl Config {
         }
         if let Some(sl) = self.sources.slack.as_mut() {
             files.extend(sl.signing_secrets_file.as_mut());
+        }
+        if let Some(f) = self.sources.flux.as_mut() {
+            files.extend(f.hmac_secrets_file.as_mut());
+        }
+        if let Some(a) = self.sources.argocd.as_mut() {
+            files.extend(a.bearer_tokens_file.as_mut());
         }
         files.extend(self.admin.token_file.as_mut());
         for channel in self.notify.channels.values_mut() {

@@ -13,6 +13,7 @@ use crate::git::seed::Seeder;
 /// from the binary alone.
 pub const POLICIES: &[(&str, &str)] = &[
     ("10-alerts.yaml", include_str!("../policies/10-alerts.yaml")),
+    ("20-gitops.yaml", include_str!("../policies/20-gitops.yaml")),
     ("30-requests.yaml", include_str!("../policies/30-requests.yaml")),
 ];
 pub const TEMPLATES: &[(&str, &str)] = &[
@@ -74,6 +75,24 @@ spec:
 fn digest(seed: &str) -> String {
     use sha2::{Digest, Sha256};
     Sha256::digest(seed.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The demo's Flux event: checkout 1.5.0's health checks failed in prod.
+pub const FLUX_EVENT: &str = "events/checkout-prod-flux-event.json";
+
+/// The `X-Signature` header Flux's `generic-hmac` provider would send with the demo's Flux
+/// event, signed with the demo's key: what `rollbackd demo` prints in its curl line.
+pub fn flux_signature(dir: &Path) -> Result<String, DemoError> {
+    use hmac::Mac;
+    let read = |p: PathBuf| std::fs::read(&p).map_err(|cause| DemoError::Io { path: p, cause });
+    let key = String::from_utf8_lossy(&read(dir.join("secrets/flux-hmac-keys"))?).trim().to_string();
+    let body = read(dir.join(FLUX_EVENT))?;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).map_err(|e| DemoError::Io {
+        path: dir.join("secrets/flux-hmac-keys"),
+        cause: std::io::Error::other(e.to_string()),
+    })?;
+    mac.update(&body);
+    Ok(format!("sha256={}", mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect::<String>()))
 }
 
 /// Creates the demo under `dir`, or reuses it when it is already there.
@@ -140,7 +159,7 @@ pub fn create(dir: &Path, now: Timestamp) -> Result<Demo, DemoError> {
         deployment("checkout", "staging", &checkout("1.5.0"), 1),
         60,
     )?;
-    deploy(
+    let bad = deploy(
         "Deploy checkout 1.5.0 to prod",
         "apps/checkout/prod/deployment.yaml",
         deployment("checkout", "prod", &checkout("1.5.0"), 4),
@@ -161,6 +180,9 @@ listen: 127.0.0.1:8080
 sources:
   alertmanager:
     bearer_tokens_file: secrets/alertmanager-tokens
+  # Flux's notification-controller, provider generic-hmac (docs/setup-flux.md).
+  flux:
+    hmac_secrets_file: secrets/flux-hmac-keys
 # The route the policies tell every state of an incident to. Here a file, so the demo needs no
 # network: each notice is one JSON line of notices.jsonl. Point it at your pager or chat instead
 # (`kind: webhook`, `slack_webhook`, `slack_api`; docs/configuration.md#notifications).
@@ -187,6 +209,32 @@ directory:
         std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o600))
             .map_err(|cause| DemoError::Io { path: tokens.clone(), cause })?;
     }
+    // The key Flux's Provider signs with; a real deployment reads it from a Secret.
+    let flux_key = dir.join("secrets/flux-hmac-keys");
+    write(&flux_key, &format!("{}\n", &digest(&format!("flux{now}{}", std::process::id()))[..40]))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&flux_key, std::fs::Permissions::from_mode(0o600))
+            .map_err(|cause| DemoError::Io { path: flux_key.clone(), cause })?;
+    }
+    // What kustomize-controller reports when checkout 1.5.0's health checks fail in prod
+    // (fluxcd/pkg runtime/events Event; `service` and `env` come from the Alert's eventMetadata).
+    write(
+        &dir.join(FLUX_EVENT),
+        &serde_json::json!({
+            "involvedObject": {"kind": "Kustomization", "namespace": "flux-system", "name": "checkout-prod",
+                "apiVersion": "kustomize.toolkit.fluxcd.io/v1"},
+            "severity": "error",
+            "timestamp": at(4).round(jiff::Unit::Second).unwrap_or(now).to_string(),
+            "message": "Health check failed after 2m0s: timeout waiting for: [Deployment/prod/checkout status: 'InProgress']",
+            "reason": "HealthCheckFailed",
+            "metadata": {"revision": format!("main@sha1:{}", bad.0), "service": "checkout", "env": "prod"},
+            "reportingController": "kustomize-controller",
+            "reportingInstance": "kustomize-controller-5f7c9b8d6-x2k4q"
+        })
+        .to_string(),
+    )?;
     let started = at(5);
     for (env, fingerprint, file) in [
         ("prod", "3f6a2b1c9d8e7f60", "checkout-prod-alert.json"),

@@ -18,6 +18,9 @@ pub struct Member {
     pub handle: WorkerHandle,
     /// `owner/name` on GitHub when the repo's forge is GitHub.
     pub github_repo: Option<String>,
+    /// The config repo's URL as one key, whatever way it is written: what a GitOps
+    /// controller's event naming its source repo is compared with.
+    pub repo_key: String,
 }
 
 impl Member {
@@ -27,7 +30,8 @@ impl Member {
             ForgeConfig::Github(g) => Some(format!("{}/{}", g.owner, g.repo)),
             ForgeConfig::Local => None,
         };
-        Member { name: config.member.clone(), handle, github_repo }
+        let repo_key = crate::support::url::repo_key(&config.repo.url);
+        Member { name: config.member.clone(), handle, github_repo, repo_key }
     }
 
     /// Whether this member's policies have something to say about `event`, or it has already

@@ -71,7 +71,10 @@ pub use chat::{ChatRequest, Command, ParseError, Reply, Scope};
 
 // The other subcommands.
 pub use check::{CheckReport, Checks, has_errors, run as check};
-pub use demo::{Demo, DemoError, POLICIES as DEMO_POLICIES, TEMPLATES as DEMO_TEMPLATES, create as create_demo};
+pub use demo::{
+    Demo, DemoError, FLUX_EVENT as DEMO_FLUX_EVENT, POLICIES as DEMO_POLICIES, TEMPLATES as DEMO_TEMPLATES,
+    create as create_demo, flux_signature as demo_flux_signature,
+};
 pub use domain::history::{json as history_json, text as history_text};
 pub use healthcheck::{loopback_for, probe};
 pub use ingest::file::{FileError, Kind as EventFileKind, events as events_from_file};
@@ -99,9 +102,12 @@ pub mod parsers {
     pub use crate::domain::policy::parse_file as policy_file;
     pub use crate::git::{Also, Trailers, split_signed_tag};
     pub use crate::ingest::alertmanager::{Resolved, parse as alertmanager};
+    pub use crate::ingest::argocd::parse as argocd;
+    pub use crate::ingest::controller::{ControllerEvent, commit_of as controller_revision};
+    pub use crate::ingest::flux::parse as flux;
     pub use crate::ingest::github::{Comment, GithubEvent, parse as github};
     pub use crate::registry::parse_image as image_reference;
-    pub use crate::server::auth::{basic, bearer, github_signature, slack_signature};
+    pub use crate::server::auth::{basic, bearer, flux_signature, github_signature, slack_signature};
     pub use crate::support::secret::SecretString;
     pub use crate::support::signing_key::{Signed, TrustedKeys};
     pub use crate::support::template::{render_expression, value as template_value};

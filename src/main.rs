@@ -378,6 +378,8 @@ enum AuditCommand {
 enum SimSource {
     Alertmanager,
     Github,
+    Flux,
+    Argocd,
     Event,
 }
 
@@ -386,6 +388,8 @@ impl SimSource {
         match self {
             SimSource::Alertmanager => EventFileKind::Alertmanager,
             SimSource::Github => EventFileKind::Github,
+            SimSource::Flux => EventFileKind::Flux,
+            SimSource::Argocd => EventFileKind::Argocd,
             SimSource::Event => EventFileKind::Event,
         }
     }
@@ -825,13 +829,26 @@ fn run_demo(dir: &Path, no_serve: bool, listen: Option<String>) -> anyhow::Resul
         origin = dir.join("origin.git").display()
     );
     let token = std::fs::read_to_string(dir.join("secrets/alertmanager-tokens"))?.trim().to_string();
+    // The Flux event as notification-controller's generic-hmac provider sends it: signed body.
+    let flux_event = dir.join(rollbackd::DEMO_FLUX_EVENT);
+    let flux = |addr: &str| -> anyhow::Result<String> {
+        Ok(format!(
+            "Or fire Flux's report that checkout 1.5.0 failed its health checks (signed as Flux signs it):
+  curl -sS -H 'X-Signature: {sig}' -H 'Content-Type: application/json' \\
+       --data-binary @{file} http://{addr}/webhooks/flux",
+            sig = rollbackd::demo_flux_signature(&dir)?,
+            file = flux_event.display()
+        ))
+    };
     if no_serve {
         println!(
             "To serve it, then fire the sample alert at it from a second terminal:
   rollbackd --config {c} serve --listen 127.0.0.1:8080
   curl -sS -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\
-       --data @{alert} http://127.0.0.1:8080/webhooks/alertmanager",
-            alert = alert.display()
+       --data @{alert} http://127.0.0.1:8080/webhooks/alertmanager
+{flux}",
+            alert = alert.display(),
+            flux = flux("127.0.0.1:8080")?
         );
         return Ok(0);
     }
@@ -839,8 +856,10 @@ fn run_demo(dir: &Path, no_serve: bool, listen: Option<String>) -> anyhow::Resul
         "Status page: http://{{addr}}/ (JSON: http://{{addr}}/api/v1/status)
 Fire the sample alert at the server (Ctrl-C stops it):
   curl -sS -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\
-       --data @{alert} http://{{addr}}/webhooks/alertmanager",
-        alert = alert.display()
+       --data @{alert} http://{{addr}}/webhooks/alertmanager
+{flux}",
+        alert = alert.display(),
+        flux = flux("{addr}")?
     );
     run_serve(&config, listen, Some(banner))
 }

@@ -123,7 +123,7 @@ fn describe() {
         Unit::Seconds,
         "When the writer last finished a job or an idle refresh (Unix time): a stuck writer stops moving it."
     );
-    for source in ["alertmanager", "github", "slack", "admin"] {
+    for source in ["alertmanager", "github", "slack", "admin", "flux", "argocd"] {
         counter!("rollbackd_webhook_auth_failures_total", "source" => source).increment(0);
     }
     for source in WEBHOOK_SOURCES {
@@ -131,7 +131,7 @@ fn describe() {
             counter!("rollbackd_webhook_rejected_total", "source" => source, "status" => status).increment(0);
         }
     }
-    for source in ["alertmanager", "github", "chatops", "cli"] {
+    for source in ["alertmanager", "github", "chatops", "cli", "flux", "argocd"] {
         counter!("rollbackd_event_errors_total", "source" => source).increment(0);
     }
     for guard in ["cooldown", "max_rollbacks", "max_change_age", "point_of_no_return", "require_immutable_artifacts"] {
@@ -265,7 +265,7 @@ pub(crate) fn auth_failure(source: &'static str, why: &str) {
 }
 
 /// The webhook routes, as `source` in the webhook counters.
-pub(crate) const WEBHOOK_SOURCES: [&str; 3] = ["alertmanager", "github", "slack"];
+pub(crate) const WEBHOOK_SOURCES: [&str; 5] = ["alertmanager", "github", "slack", "flux", "argocd"];
 /// The answers that say the sender's request was rejected: counted and logged.
 const REJECTED_STATUSES: [&str; 4] = ["400", "413", "415", "422"];
 

@@ -54,6 +54,12 @@ pub enum Job {
         event: Event,
         reply: oneshot::Sender<JobResult>,
     },
+    /// Flux or Argo CD applied a revision and reports it healthy: known-good, and what
+    /// verifies the rollbacks it contains.
+    ControllerHealthy {
+        event: Event,
+        reply: oneshot::Sender<JobResult>,
+    },
     /// Read the config, policies and templates again (SIGHUP, `POST /-/reload`).
     Reload {
         reply: oneshot::Sender<JobResult>,
@@ -602,6 +608,13 @@ fn process(engine: &mut Engine, shared: &Shared, job: Job, gates: &SyncSender<Ga
         }
         Job::KnownGood { event, reply } => {
             let result = match engine.mark_known_good(&event) {
+                Ok(msg) => JobResult::Note(msg),
+                Err(e) => failed(&e),
+            };
+            let _ = reply.send(result);
+        }
+        Job::ControllerHealthy { event, reply } => {
+            let result = match engine.controller_healthy(&event) {
                 Ok(msg) => JobResult::Note(msg),
                 Err(e) => failed(&e),
             };

@@ -14,6 +14,12 @@ pub enum Source {
     Github,
     Chatops,
     Cli,
+    /// Flux's notification-controller (`generic-hmac` provider): a Kustomization or
+    /// HelmRelease that failed, or succeeded, at a named revision.
+    Flux,
+    /// Argo CD Notifications (the webhook template in `deploy/argocd/`): an Application that
+    /// degraded, failed to sync, or is synced and healthy, at a named revision.
+    Argocd,
     /// rollbackd itself: a step back after a rollback that did not bring recovery. Never read
     /// from a sender or an event file.
     #[serde(skip_deserializing)]
@@ -27,6 +33,8 @@ impl Source {
             Source::Github => "github",
             Source::Chatops => "chatops",
             Source::Cli => "cli",
+            Source::Flux => "flux",
+            Source::Argocd => "argocd",
             Source::Rollbackd => "rollbackd",
         }
     }
@@ -46,7 +54,9 @@ impl FromStr for Source {
             "github" => Ok(Source::Github),
             "chatops" => Ok(Source::Chatops),
             "cli" => Ok(Source::Cli),
-            other => Err(format!("unknown source `{other}` (alertmanager, github, chatops, cli)")),
+            "flux" => Ok(Source::Flux),
+            "argocd" => Ok(Source::Argocd),
+            other => Err(format!("unknown source `{other}` (alertmanager, github, chatops, cli, flux, argocd)")),
         }
     }
 }
@@ -73,6 +83,8 @@ impl Trigger {
             "github" => Source::Github,
             "chatops" => Source::Chatops,
             "cli" => Source::Cli,
+            "flux" => Source::Flux,
+            "argocd" => Source::Argocd,
             _ => Source::Rollbackd,
         };
         Trigger { source, key: key.to_string() }
@@ -98,7 +110,7 @@ impl Trigger {
     /// Nobody asked for it: an alert, CI, or a step back.
     pub fn is_automatic(&self) -> bool {
         match self.source {
-            Source::Alertmanager | Source::Github => true,
+            Source::Alertmanager | Source::Github | Source::Flux | Source::Argocd => true,
             Source::Rollbackd => self.key.starts_with(STEP_BACK),
             Source::Chatops | Source::Cli => false,
         }
@@ -221,6 +233,16 @@ impl Event {
 
     pub fn reason(&self) -> Option<String> {
         self.labels.get("reason").or_else(|| self.annotations.get("summary")).filter(|r| !r.trim().is_empty()).cloned()
+    }
+
+    /// The revision a GitOps controller (Flux, Argo CD) reported applying: the newest change
+    /// a rollback for this event may blame (label `sha`, a full commit id checked by the parser).
+    /// Later commits on the branch were not applied yet and are not blamed.
+    pub fn applied_revision(&self) -> Option<&str> {
+        match self.source {
+            Source::Flux | Source::Argocd => self.labels.get("sha").map(String::as_str),
+            _ => None,
+        }
     }
 
     pub fn is_human_request(&self) -> bool {

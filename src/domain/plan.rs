@@ -158,6 +158,10 @@ pub struct Plan {
     /// in one notification. The tree, diffstat and artifacts cover them all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub also: Vec<AlsoTarget>,
+    /// Changes to the target paths after the revision a GitOps controller reported applying:
+    /// not blamed (never in `Rollback-Of`); kept by a revert, undone by a restore, and said so.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unapplied: Vec<CommitInfo>,
 }
 
 /// Another target folded into a plan, and the alert that asked for it.

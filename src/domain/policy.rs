@@ -72,6 +72,8 @@ pub enum SourceMatch {
     Github,
     Chatops,
     Cli,
+    Flux,
+    Argocd,
     /// A person's request: `chatops` or `cli`.
     Request,
     #[default]
@@ -85,6 +87,8 @@ impl fmt::Display for SourceMatch {
             SourceMatch::Github => "github",
             SourceMatch::Chatops => "chatops",
             SourceMatch::Cli => "cli",
+            SourceMatch::Flux => "flux",
+            SourceMatch::Argocd => "argocd",
             SourceMatch::Request => "request",
             SourceMatch::Any => "any",
         })
@@ -99,6 +103,8 @@ impl SourceMatch {
             SourceMatch::Github => source == Source::Github,
             SourceMatch::Chatops => source == Source::Chatops,
             SourceMatch::Cli => source == Source::Cli,
+            SourceMatch::Flux => source == Source::Flux,
+            SourceMatch::Argocd => source == Source::Argocd,
             SourceMatch::Request => matches!(source, Source::Cli | Source::Chatops),
         }
     }

@@ -70,6 +70,8 @@ pub(crate) enum Signal {
     Resolved { key: String, at: Timestamp },
     /// The policy's query was evaluated.
     Query { holds: bool, at: Timestamp },
+    /// The GitOps controller reported a revision containing the rollback applied and healthy.
+    Applied { at: Timestamp },
 }
 
 /// Where a watch stands.
@@ -127,6 +129,13 @@ pub(crate) struct Watch {
     /// Prometheus answered the query at least once (held or not).
     #[serde(default)]
     pub query_answered: bool,
+    /// A GitOps controller (Flux, Argo CD) is configured: the rollback is deployed when it
+    /// reports a revision containing it applied and healthy, not after `deploy_time`.
+    #[serde(default)]
+    pub awaits_controller: bool,
+    /// When the controller reported that.
+    #[serde(default)]
+    pub applied_at: Option<Timestamp>,
 }
 
 /// What a watch verifies: the service and env a rollback was pushed for, the trigger it
@@ -177,6 +186,8 @@ impl Watch {
             resolved_early: None,
             query_error: None,
             query_answered: false,
+            awaits_controller: false,
+            applied_at: None,
         }
     }
 
@@ -189,7 +200,7 @@ impl Watch {
 
     /// Whether anything can verify this rollback: an alert to resolve or a query to hold.
     pub(crate) fn verifiable(&self) -> bool {
-        !self.firing.is_empty() || self.query.is_some()
+        !self.firing.is_empty() || self.query.is_some() || self.awaits_controller
     }
 
     pub(crate) fn deadline(&self) -> Timestamp {
@@ -205,6 +216,10 @@ impl Watch {
     }
 
     fn deployed_at(&self) -> Timestamp {
+        if self.awaits_controller {
+            // Not deployed until the controller says so: nothing before counts.
+            return self.applied_at.unwrap_or(Timestamp::MAX);
+        }
         self.rolled_back_at.saturating_add(self.deploy_time.as_signed()).unwrap_or(self.rolled_back_at)
     }
 
@@ -250,6 +265,14 @@ impl Watch {
                 };
                 first || before != self.query_holds_since
             }
+            Signal::Applied { at } => {
+                if self.applied_at.is_some() {
+                    return false;
+                }
+                // Never before the push: the controller's clock is its own.
+                self.applied_at = Some((*at).max(self.rolled_back_at));
+                true
+            }
         }
     }
 
@@ -270,13 +293,25 @@ impl Watch {
             Some(_) => stable(self.query_holds_since).map(Some),
             None => Some(None),
         };
-        if let (Some(a), Some(q)) = (alert, query)
-            && let Some(recovered_at) = a.max(q)
+        let applied = match self.awaits_controller {
+            true => self.applied_at.map(Some),
+            false => Some(None),
+        };
+        if let (Some(a), Some(q), Some(c)) = (alert, query, applied)
+            && let Some(recovered_at) = a.max(q).max(c)
         {
             return Status::Verified { recovered_at };
         }
         if now < self.deadline() {
             return Status::Watching;
+        }
+        if applied.is_none() {
+            return Status::NotRecovered {
+                reason: format!(
+                    "not recovered within {}: the controller never reported the rollback applied and healthy",
+                    self.within
+                ),
+            };
         }
         // Evidence of failure is an alert still firing or a query that answered "does not hold".
         // A query that could not be evaluated is neither: the state is unknown.
@@ -502,5 +537,23 @@ mod tests {
         w.observe(&resolved(ALERT, 1));
         assert_eq!(Watch::resume(&w.progress()), Some(w));
         assert_eq!(Watch::resume("rollbackd verification: the incident resolved"), None);
+    }
+
+    #[test]
+    fn with_a_controller_the_rollback_counts_from_when_it_was_applied_and_never_applied_is_not_recovered() {
+        let mut w = watch(&spec(30, 0, 5), "flux:Kustomization/ns/app/x/HealthCheckFailed", None);
+        w.awaits_controller = true;
+        assert!(w.verifiable());
+        // Past the deploy time, still not applied: watching, then not recovered with that reason.
+        assert_eq!(w.status(t(10)), Status::Watching);
+        match w.status(t(31)) {
+            Status::NotRecovered { reason } => {
+                assert!(reason.contains("never reported the rollback applied"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(w.observe(&Signal::Applied { at: t(12) }));
+        assert!(!w.observe(&Signal::Applied { at: t(13) }), "the first report counts");
+        assert_eq!(w.status(t(12)), Status::Verified { recovered_at: t(12) });
     }
 }

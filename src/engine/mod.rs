@@ -2,6 +2,7 @@
 //! through [`ConfigRepo`]. Live webhooks, `simulate`, the CLI and chat all call [`Engine::handle`].
 
 mod breaker;
+mod controllers;
 mod drill;
 mod facts;
 mod fold;
@@ -581,6 +582,8 @@ impl Engine {
 
     fn handle_locked(&mut self, event: &Event, opts: &Options, span: &tracing::Span) -> Result<Report, EngineError> {
         debug_span!("fetch").in_scope(|| self.fetch_if_stale())?;
+        // rollbackd-controllers: a controller may report a commit pushed a moment ago.
+        self.fetch_for_revision(event)?;
         self.need_policies()?;
         let report = self.retry_on_moved(|engine, attempt| {
             if attempt > 0 {
@@ -790,6 +793,8 @@ impl Engine {
             irreversible: policy.irreversible.as_ref(),
             continues: None,
             allow_removal: policy.action.allow_removal,
+            // rollbackd-controllers: a Flux / Argo CD event blames up to the revision it applied.
+            upto: event.applied_revision(),
         };
         Ok(self.repo.plan(&request)?)
     }
@@ -1310,6 +1315,10 @@ pub(crate) fn message_context(
             "service": a.target.service, "env": a.target.env, "paths": paths(&a.target.paths), "trigger": a.trigger, "policy": a.policy,
         })).collect::<Vec<_>>(),
         "exact": plan.exact,
+        // rollbackd-controllers: later changes the controller had not applied.
+        "unapplied": plan.unapplied.iter().map(|c| serde_json::json!({
+            "sha": c.sha, "short": short(&c.sha), "summary": esc(&c.summary),
+        })).collect::<Vec<_>>(),
         "known_good": {
             "sha": plan.known_good.sha,
             "short": short(&plan.known_good.sha),

@@ -222,6 +222,7 @@ impl Engine {
             irreversible: policy.irreversible.as_ref(),
             continues: Some(bad),
             allow_removal: policy.action.allow_removal,
+            upto: None,
         };
         let mut plan = match self.repo.plan(&request)? {
             Planned::Ready(plan) => *plan,

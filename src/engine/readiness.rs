@@ -303,6 +303,7 @@ fn plan_change(
             irreversible: p.irreversible.as_ref(),
             continues: None,
             allow_removal: p.action.allow_removal,
+            upto: None,
         };
         match survey.plan_at(rev, &request) {
             Ok(Planned::Ready(ready)) => plan.planned(&ready, &p.guards, p.irreversible.is_some()),

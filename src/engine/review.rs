@@ -388,6 +388,7 @@ impl Engine {
             irreversible: policy.irreversible.as_ref(),
             continues: (!t.of.is_empty()).then_some(&t.of[..]),
             allow_removal: policy.action.allow_removal,
+            upto: None,
         };
         match self.repo.plan(&request) {
             Ok(Planned::Ready(plan)) => Ok(Some(*plan)),

@@ -387,6 +387,9 @@ impl Engine {
         if let Some(firing) = firing {
             watch.also_firing(firing);
         }
+        // rollbackd-controllers: with Flux or Argo CD configured, the rollback counts as
+        // deployed when the controller reports it applied and healthy, not after deploy_time.
+        watch.awaits_controller = self.config.sources.flux.is_some() || self.config.sources.argocd.is_some();
         // The last phase of a phased rollback whose alert resolved between phases: it is not
         // firing now, so it counts as resolved from when this phase could be deployed.
         if rollback.phase.is_some_and(|p| p.is_last() && p.of > 1)
@@ -407,7 +410,7 @@ impl Engine {
 
     /// Feeds `signal` to one watch; records its progress when it changed, and settles it when
     /// it has a verdict.
-    fn observe(&mut self, id: &RollbackId, signal: &Signal, now: Timestamp) -> Option<String> {
+    pub(super) fn observe(&mut self, id: &RollbackId, signal: &Signal, now: Timestamp) -> Option<String> {
         let watch = self.verification.watches.get_mut(id)?;
         if watch.observe(signal) {
             let (commit, text) = (watch.commit.clone(), watch.progress());
@@ -462,7 +465,7 @@ impl Engine {
 
     /// Starts watches for direct rollbacks in the audit index that nobody here watches yet and
     /// no note settles.
-    fn pick_up(&mut self, now: Timestamp) -> Result<(), EngineError> {
+    pub(super) fn pick_up(&mut self, now: Timestamp) -> Result<(), EngineError> {
         // Only the records nobody watches or settled yet: a tick copies nothing else.
         let (watches, settled) = (&self.verification.watches, &self.verification.settled);
         let records: Vec<AuditRecord> = self
@@ -577,13 +580,23 @@ impl Engine {
             Status::Unverified { reason } => ("unverified", reason.clone(), None),
             Status::Watching => return None,
         };
+        // rollbackd-controllers: when the rollback reached the cluster, as its controller said.
+        let reason = match watch.applied_at {
+            Some(t) if recovered_at.is_some() => {
+                format!(
+                    "{reason}; the rollback reached the cluster at {t} (applied and healthy, as its controller reported)"
+                )
+            }
+            _ => reason,
+        };
         let after = recovered_at.map(|t| t.duration_since(watch.rolled_back_at).as_secs().max(0));
         let text = format!(
             "rollbackd verification: {verdict}\n\nRollback-Id: {}\nVerification: {verdict}\nIncident: {}\n\
-             Rolled-Back-At: {}\n{}Reason: {}\nFired-Again: {}\n",
+             Rolled-Back-At: {}\n{}{}Reason: {}\nFired-Again: {}\n",
             watch.id,
             watch.trigger,
             watch.rolled_back_at,
+            watch.applied_at.map(|t| format!("Applied-At: {t}\n")).unwrap_or_default(),
             match (recovered_at, after) {
                 (Some(t), Some(s)) => format!("Recovered-At: {t}\nTime-To-Recovery: {}\n", Duration::from_secs(s)),
                 _ => String::new(),
@@ -761,6 +774,7 @@ impl Engine {
             irreversible: policy.irreversible.as_ref(),
             continues: None,
             allow_removal: policy.action.allow_removal,
+            upto: None,
         };
         let plan = match self.repo.plan(&request)? {
             Planned::Ready(plan) => *plan,

@@ -735,6 +735,13 @@ impl ConfigRepo {
         Some(commit_time(&c))
     }
 
+    /// Whether the mirror has commit `descendant` (a full id) and `commit` is it or in its
+    /// history: a revision a controller applied "contains" a rollback (rollbackd-controllers).
+    pub fn contains(&self, descendant: &str, commit: &Sha) -> bool {
+        let (Ok(d), Ok(c)) = (Oid::from_str(descendant), oid(commit)) else { return false };
+        self.repo.find_commit(d).is_ok() && (d == c || self.repo.graph_descendant_of(d, c).unwrap_or(false))
+    }
+
     /// What `name` points at in the mirror, if it exists.
     pub fn ref_id(&self, name: &str) -> Option<String> {
         self.repo.refname_to_id(name).ok().map(|o| o.to_string())

@@ -29,6 +29,10 @@ pub struct PlanRequest<'a> {
     pub continues: Option<&'a [String]>,
     /// `action.allow_removal`: a result with no files under the target paths may be written.
     pub allow_removal: bool,
+    /// The newest commit that may be blamed (a full commit id on the branch): the revision a
+    /// GitOps controller reported applying. The bad range ends there; later commits, not
+    /// applied yet, are never named as undone (a revert keeps them, a restore says it undid them).
+    pub upto: Option<&'a str>,
 }
 
 #[derive(Debug)]
@@ -153,6 +157,11 @@ pub(super) fn plan(
     let paths =
         PathSet::new(&target.paths).map_err(|m| GitError::BadRevision { rev: target.paths.join(" "), message: m })?;
     let head_commit = repo.find_commit(head)?;
+    // Controller-bounded blame: history is read from the applied revision, not the head.
+    let bound = match req.upto {
+        Some(rev) => applied_revision(repo, branch, rev, head)?,
+        None => head,
+    };
 
     if let Some(bad) = req.continues {
         let rev = req.to.ok_or_else(|| GitError::BadRevision {
@@ -173,10 +182,10 @@ pub(super) fn plan(
     // paths holding the commits it undid.
     let mut completion: Option<Leftover<'_>> = None;
     let known_good = match req.to {
-        Some(rev) => requested(repo, rev, head)?,
-        None => match newest_known_good_tag(repo, &target.service, &target.env, head)? {
+        Some(rev) => requested(repo, rev, bound)?,
+        None => match newest_known_good_tag(repo, &target.service, &target.env, bound)? {
             Some(kg) => kg,
-            None => match last_change(repo, &paths, head, max_commits)? {
+            None => match last_change(repo, &paths, bound, max_commits)? {
                 LastChange::Commit(change) => {
                     let c = repo.find_commit(change)?;
                     let Ok(parent) = c.parent(0) else {
@@ -210,9 +219,25 @@ pub(super) fn plan(
     if let Some(left) = completion {
         return finish(repo, branch, head, req, &paths, known_good, NewTree::Leftover(left));
     }
-    let (bad, rollbacks) = bad_range(repo, &paths, head, &known_good, max_commits, trusted)?;
+    let (mut bad, rollbacks) = bad_range(repo, &paths, bound, &known_good, max_commits, trusted)?;
+    // rollbackd-controllers: the commits after the applied revision (not applied yet).
+    let later = match bound == head {
+        true => None,
+        false => Some(unapplied(repo, &paths, head, bound, max_commits, trusted, &mut bad)?),
+    };
+    if let Some(Unapplied { undone_by: Some((id, commit)), .. }) = later.as_ref().filter(|_| bad.is_empty()) {
+        return Ok(Planned::AlreadyRolledBack {
+            reason: format!("the applied revision {}'s changes were already rolled back by {id}", sha(bound).short()),
+            id: id.clone(),
+            commit: sha(*commit),
+        });
+    }
     if !bad.is_empty() {
-        return finish(repo, branch, head, req, &paths, known_good, NewTree::Range(bad));
+        let planned = finish(repo, branch, head, req, &paths, known_good, NewTree::Range(bad))?;
+        return Ok(match later {
+            Some(later) => later.said_in(planned),
+            None => planned,
+        });
     }
     for (id, commit) in &rollbacks {
         if let Some(left) = leftover(repo, &paths, target, &head_commit, *commit, trusted)? {
@@ -275,6 +300,78 @@ fn bad_range<'r>(
     }
     bad.retain(|c| !covered.contains(&c.id().to_string()));
     Ok((bad, rollbacks))
+}
+
+/// The revision a controller reported applying, as a commit of the branch: a full commit id
+/// that is the head or in its history. Anything else names nothing rollbackd may blame.
+fn applied_revision(repo: &Repository, branch: &str, rev: &str, head: Oid) -> Result<Oid, GitError> {
+    let bad_rev = |message: String| GitError::BadRevision { rev: crate::domain::ident::shown(rev), message };
+    if !Sha::is_full_hex(rev) {
+        return Err(bad_rev("the applied revision is not a full commit id".into()));
+    }
+    let id = Oid::from_str(rev).map_err(|e| bad_rev(e.message().to_string()))?;
+    if repo.find_commit(id).is_err() {
+        return Err(bad_rev(format!("the applied revision is not a commit of branch {branch}: nothing to blame")));
+    }
+    if id != head && !repo.graph_descendant_of(head, id)? {
+        return Err(bad_rev(format!(
+            "the applied revision is not in the history of branch {branch}: nothing to blame"
+        )));
+    }
+    Ok(id)
+}
+
+/// What came after the applied revision: changes to the target paths the controller has not
+/// applied, and a rollback among them that already undid the bad range.
+struct Unapplied {
+    changes: Vec<CommitInfo>,
+    undone_by: Option<(String, Oid)>,
+}
+
+/// Reads the commits between the applied revision and the head, and drops from `bad` those a
+/// rollback among them undid already.
+fn unapplied(
+    repo: &Repository,
+    paths: &PathSet,
+    head: Oid,
+    bound: Oid,
+    max_commits: usize,
+    trusted: &HashSet<Oid>,
+    bad: &mut Vec<Commit<'_>>,
+) -> Result<Unapplied, GitError> {
+    let from = KnownGood { sha: sha(bound), source: KnownGoodSource::Requested { rev: sha(bound).0 } };
+    let (changes, rollbacks) = bad_range(repo, paths, head, &from, max_commits, trusted)?;
+    let mut undone_by = None;
+    for (id, commit) in &rollbacks {
+        let of = repo.find_commit(*commit).ok().and_then(|c| rollback_trailers(&c)).map(|t| t.of).unwrap_or_default();
+        let before = bad.len();
+        bad.retain(|c| !of.contains(&c.id().to_string()));
+        if bad.len() < before && undone_by.is_none() {
+            undone_by = Some((id.clone(), *commit));
+        }
+    }
+    Ok(Unapplied { changes: changes.iter().map(info).collect(), undone_by })
+}
+
+impl Unapplied {
+    /// The plan, saying what became of the changes not applied yet.
+    fn said_in(self, planned: Planned) -> Planned {
+        let Planned::Ready(mut plan) = planned else { return planned };
+        if self.changes.is_empty() {
+            return Planned::Ready(plan);
+        }
+        let shas = self.changes.iter().map(|c| c.sha.short().to_string()).collect::<Vec<_>>().join(", ");
+        let n = self.changes.len();
+        let said = match plan.strategy {
+            Strategy::Restore => format!(
+                "the restore also undoes {n} later change(s) the controller has not applied yet ({shas}); they are not blamed"
+            ),
+            _ => format!("{n} later change(s) the controller has not applied yet are kept ({shas})"),
+        };
+        plan.strategy_note = Some(plan.strategy_note.map_or_else(|| said.clone(), |n| format!("{n}; {said}")));
+        plan.unapplied = self.changes;
+        Planned::Ready(plan)
+    }
 }
 
 /// How the new tree of a plan is found.
@@ -388,6 +485,7 @@ fn finish(
         halted: None,
         went_on: None,
         also: Vec::new(),
+        unapplied: Vec::new(),
     });
     // A later phase is part of a plan that was checked whole before its first phase was
     // written (a canary overlay the bad change added may go while the rest stays).

@@ -1,16 +1,20 @@
 //! Saved events, for `simulate` and the demo: an Alertmanager notification, a GitHub delivery
-//! (recognised by its keys, or named), or an event in rollbackd's own shape.
+//! (recognised by its keys, or named), a Flux event, an Argo CD notification (rollbackd's
+//! template), or an event in rollbackd's own shape.
 
 use jiff::Timestamp;
 
 use crate::domain::event::Event;
-use crate::ingest::{alertmanager, github};
+use crate::ingest::controller::ControllerEvent;
+use crate::ingest::{alertmanager, argocd, flux, github};
 
 /// What a saved file holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Alertmanager,
     Github,
+    Flux,
+    Argocd,
     Event,
 }
 
@@ -22,6 +26,10 @@ pub enum FileError {
     Alertmanager(#[from] alertmanager::ParseError),
     #[error(transparent)]
     Github(#[from] github::ParseError),
+    #[error(transparent)]
+    Flux(#[from] flux::ParseError),
+    #[error(transparent)]
+    Argocd(#[from] argocd::ParseError),
     #[error("{0}")]
     NotATrigger(String),
 }
@@ -42,6 +50,10 @@ pub fn events(
         Kind::Alertmanager
     } else if GITHUB_KEYS.iter().any(|k| value.get(k).is_some()) {
         Kind::Github
+    } else if value.get("involvedObject").is_some() {
+        Kind::Flux
+    } else if value.get("app").is_some() && value.get("revision").is_some() {
+        Kind::Argocd
     } else {
         Kind::Event
     });
@@ -81,8 +93,22 @@ pub fn events(
                 github::GithubEvent::Ignored(reason) => Err(FileError::NotATrigger(format!("ignored: {reason}"))),
             }
         }
+        Kind::Flux => controller(flux::parse(body, now)?),
+        Kind::Argocd => controller(argocd::parse(body, now)?),
         Kind::Event => {
             Ok(vec![serde_json::from_value(value).map_err(|e| FileError::Json(format!("not a rollbackd event: {e}")))?])
         }
+    }
+}
+
+/// A controller's failure is a trigger; its healthy report and what it ignores are not.
+fn controller(parsed: ControllerEvent) -> Result<Vec<Event>, FileError> {
+    match parsed {
+        ControllerEvent::Failed(e) => Ok(vec![e]),
+        ControllerEvent::Healthy(e) => Err(FileError::NotATrigger(format!(
+            "{} reports its revision applied and healthy: that marks known-good and verifies rollbacks, it rolls nothing back",
+            e.trigger()
+        ))),
+        ControllerEvent::Ignored(reason) => Err(FileError::NotATrigger(format!("ignored: {reason}"))),
     }
 }

@@ -73,6 +73,12 @@ pub fn github_signature(header: Option<&str>, body: &[u8], secrets: &[SecretStri
     })
 }
 
+/// Flux's `generic-hmac` provider: `X-Signature: sha256=<hex HMAC-SHA256 of the raw body>`,
+/// against each key (the same construction as GitHub's, under another header).
+pub fn flux_signature(header: Option<&str>, body: &[u8], secrets: &[SecretString]) -> bool {
+    github_signature(header, body, secrets)
+}
+
 /// How far a Slack request's timestamp may be from now, either way.
 pub(crate) const SLACK_WINDOW_SECS: i64 = 300;
 
@@ -136,6 +142,23 @@ mod tests {
 
     fn secrets(list: &[&str]) -> Vec<SecretString> {
         list.iter().map(|s| SecretString::new(*s)).collect()
+    }
+
+    /// fluxcd/notification-controller `internal/notifier/forwarder_test.go` TestForwarder_Post:
+    /// `testEvent()` at `time.Unix(1664520029, 0)`, as Go's `json.Marshal` writes it.
+    pub(crate) const FLUX_BODY: &str = r#"{"involvedObject":{"kind":"GitRepository","namespace":"gitops-system","name":"webapp"},"severity":"info","timestamp":"2022-09-30T06:40:29Z","message":"message","reason":"reason","metadata":{"test":"metadata"},"reportingController":"source-controller","reportingInstance":"source-controller-xyz"}"#;
+    const FLUX_KEY: &str = "7152fed34dd6149a7c75a276c510da27cb6f82b0";
+    const FLUX_SIGNATURE: &str = "sha256=65b018549b1254e7226d1c08f9567ee45bc9de0fc4e7b1a40253f9a018b08be7";
+
+    #[test]
+    fn flux_signature_matches_the_vector_from_fluxs_own_tests_with_rotation() {
+        let body = FLUX_BODY.as_bytes();
+        assert!(flux_signature(Some(FLUX_SIGNATURE), body, &secrets(&[FLUX_KEY])));
+        assert!(flux_signature(Some(FLUX_SIGNATURE), body, &secrets(&["old", FLUX_KEY])));
+        assert!(!flux_signature(Some(FLUX_SIGNATURE), body, &secrets(&["other"])));
+        assert!(!flux_signature(Some(FLUX_SIGNATURE), &body[1..], &secrets(&[FLUX_KEY])));
+        assert!(!flux_signature(Some("should be overwritten with actual signature"), body, &secrets(&[FLUX_KEY])));
+        assert!(!flux_signature(None, body, &secrets(&[FLUX_KEY])));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 mod alertmanager;
 pub(crate) mod auth;
+mod controllers;
 mod github;
 mod listener;
 mod slack;
@@ -70,6 +71,10 @@ struct Inner {
     alertmanager: Option<AlertmanagerAuth>,
     github: Option<GithubAuth>,
     slack: Option<SlackSettings>,
+    /// `sources.flux`: the HMAC keys Flux's events are signed with.
+    flux: Option<Vec<SecretString>>,
+    /// `sources.argocd`: the bearer tokens Argo CD's webhook service sends.
+    argocd: Option<Vec<SecretString>>,
     directory: crate::domain::principal::Directory,
     /// Deliveries (GitHub `X-GitHub-Delivery`, Slack `trigger_id`) whose work was queued, so a
     /// replay does nothing and a refused one can be sent again.
@@ -173,11 +178,15 @@ impl AppState {
             default_env: sl.default_env.clone(),
             response_url_prefix: sl.response_url_prefix.clone(),
         });
+        let flux = config.sources.flux.as_ref().map(|_| secrets.flux_secrets.clone());
+        let argocd = config.sources.argocd.as_ref().map(|_| secrets.argocd_tokens.clone());
         AppState(Arc::new(Inner {
             fleet,
             alertmanager,
             github,
             slack,
+            flux,
+            argocd,
             directory: config.directory.clone(),
             deliveries: Deliveries::default(),
             deadline: config.server.response_deadline.as_std(),
@@ -207,6 +216,12 @@ pub fn app(state: AppState, settings: &HttpSettings) -> Router {
     }
     if state.0.slack.is_some() {
         router = router.route("/webhooks/slack", rejections(post(slack::slack_webhook), "slack"));
+    }
+    if state.0.flux.is_some() {
+        router = router.route("/webhooks/flux", rejections(post(controllers::flux_webhook), "flux"));
+    }
+    if state.0.argocd.is_some() {
+        router = router.route("/webhooks/argocd", rejections(post(controllers::argocd_webhook), "argocd"));
     }
     finish(router, state, settings)
 }

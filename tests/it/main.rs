@@ -10,6 +10,7 @@ mod chat_commands;
 mod cli;
 mod closed_loop;
 mod codeowners;
+mod controllers;
 mod daemon;
 mod deadlines;
 mod deploy;

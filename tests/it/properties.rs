@@ -222,3 +222,83 @@ proptest! {
         prop_assert!(!p.matches(&beside));
     }
 }
+
+fn controller_fixture(name: &str) -> serde_json::Value {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+}
+
+/// The labels a controller event may carry: the parser's own and at most 16 from metadata.
+fn check_controller_event(parsed: &parsers::ControllerEvent) -> Result<(), TestCaseError> {
+    if let parsers::ControllerEvent::Failed(e) | parsers::ControllerEvent::Healthy(e) = parsed {
+        let sha = e.labels.get("sha").expect("a controller event names its commit");
+        prop_assert!(sha.len() == 40 || sha.len() == 64);
+        prop_assert!(sha.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+        prop_assert_eq!(e.applied_revision(), Some(sha.as_str()));
+        prop_assert!(e.labels.len() <= 10 + 16, "{} labels", e.labels.len());
+        prop_assert!(e.annotations.values().all(|v| v.len() <= 256 + "…".len()));
+        prop_assert!(!e.dedupe_key.is_empty());
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn flux_parse_never_panics_and_bounds_what_it_accepts(
+        body in prop::collection::vec(any::<u8>(), 0..512),
+        v in arb_json(),
+        path in prop::collection::vec(prop_oneof![
+            Just("involvedObject".to_string()), Just("kind".to_string()), Just("metadata".to_string()),
+            Just("revision".to_string()), Just("severity".to_string()), Just("reason".to_string()),
+            "[a-z]{1,8}".prop_map(String::from),
+        ], 0..3),
+    ) {
+        let _ = parsers::flux(&body, Timestamp::UNIX_EPOCH);
+        if let Ok(p) = parsers::flux(v.to_string().as_bytes(), Timestamp::UNIX_EPOCH) {
+            check_controller_event(&p)?;
+        }
+        let mutated = mutate(controller_fixture("flux/kustomization-health-check-failed.json"), &path, v);
+        if let Ok(p) = parsers::flux(mutated.to_string().as_bytes(), Timestamp::UNIX_EPOCH) {
+            check_controller_event(&p)?;
+        }
+    }
+
+    #[test]
+    fn argocd_parse_never_panics_and_bounds_what_it_accepts(
+        body in prop::collection::vec(any::<u8>(), 0..512),
+        v in arb_json(),
+        key in prop_oneof![Just("app"), Just("revision"), Just("health"), Just("sync"), Just("phase"), Just("message"), Just("other")],
+    ) {
+        let _ = parsers::argocd(&body, Timestamp::UNIX_EPOCH);
+        if let Ok(p) = parsers::argocd(v.to_string().as_bytes(), Timestamp::UNIX_EPOCH) {
+            check_controller_event(&p)?;
+        }
+        let mutated = mutate(controller_fixture("argocd/health-degraded.json"), &[key.to_string()], v);
+        if let Ok(p) = parsers::argocd(mutated.to_string().as_bytes(), Timestamp::UNIX_EPOCH) {
+            check_controller_event(&p)?;
+        }
+    }
+
+    /// Both revision forms Flux writes, on any branch name, give the commit back; a short id or
+    /// another digest never passes for one.
+    #[test]
+    fn controller_revisions_round_trip(branch in "[a-z][a-z0-9._/-]{0,30}", sha in "[0-9a-f]{40}", short in "[0-9a-f]{1,39}") {
+        prop_assert_eq!(parsers::controller_revision(&format!("{branch}@sha1:{sha}")), Some(sha.clone()));
+        prop_assert_eq!(parsers::controller_revision(&format!("{branch}/{sha}")), Some(sha.clone()));
+        prop_assert_eq!(parsers::controller_revision(&format!("{branch}@sha1:{short}")), None);
+        prop_assert_eq!(parsers::controller_revision(&format!("{branch}@sha256:{sha}{sha}")), None);
+    }
+
+    /// Flux's signature is checked like GitHub's: only the key that signed the body passes.
+    #[test]
+    fn flux_signature_holds_only_for_the_signing_key(body in prop::collection::vec(any::<u8>(), 0..256), key in "[a-z0-9]{8,40}", other in "[A-Z]{8}") {
+        use hmac::{Hmac, Mac};
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
+        mac.update(&body);
+        let sig = format!("sha256={}", mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect::<String>());
+        prop_assert!(parsers::flux_signature(Some(&sig), &body, &[SecretString::new(other.clone()), SecretString::new(key)]));
+        prop_assert!(!parsers::flux_signature(Some(&sig), &body, &[SecretString::new(other)]));
+    }
+}
