@@ -28,6 +28,7 @@ mod engine;
 mod fleet;
 mod healthcheck;
 mod serve;
+mod state_watch;
 mod worker;
 
 mod config;

@@ -18,6 +18,10 @@ pub struct StatusView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub repo: Option<String>,
     pub at: Option<Timestamp>,
+    /// How fresh the view is: the last moment the origin was known to hold what it shows.
+    pub as_of: Option<Timestamp>,
+    /// Whether automatic rollbacks happen now, in one word and one sentence.
+    pub automatic: AutomaticView,
     /// The kill switch, described, when it is on.
     pub paused: Option<String>,
     pub freezes: Vec<FreezeView>,
@@ -37,6 +41,64 @@ pub struct StatusView {
     #[serde(default)]
     pub untrusted: Vec<UntrustedView>,
     pub policies: PoliciesView,
+}
+
+/// `active`, `paused` (by whom, until when, why) or `frozen` (for what): what the page says first.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AutomaticView {
+    /// `active`, `paused` or `frozen` (some scope frozen; the rest acts).
+    pub state: &'static str,
+    /// Who paused, until when and why, while paused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What is frozen (`search`, `all in prod`), while something is.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub frozen: Vec<String>,
+    /// The sentence people read.
+    pub text: String,
+}
+
+impl AutomaticView {
+    /// From the pause in force (if any) and the other freezes in force.
+    pub(crate) fn of(pause: Option<&crate::domain::freeze::Freeze>, freezes: &[FreezeView]) -> AutomaticView {
+        let frozen: Vec<String> = freezes
+            .iter()
+            .map(|f| match &f.env {
+                Some(env) => format!("{} in {env}", f.scope),
+                None => f.scope.clone(),
+            })
+            .collect();
+        if let Some(p) = pause {
+            let until = crate::domain::freeze::to_the_second(p.until);
+            let reason = p.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+            return AutomaticView {
+                state: "paused",
+                by: Some(p.by.clone()),
+                until: Some(until),
+                reason: p.reason.clone(),
+                text: format!("Automatic rollbacks are PAUSED by {} until {until}{reason}", p.by),
+                frozen,
+            };
+        }
+        if !frozen.is_empty() {
+            return AutomaticView {
+                state: "frozen",
+                text: format!("Automatic rollbacks are active, except FROZEN for {}", frozen.join(", ")),
+                frozen,
+                ..AutomaticView::default()
+            };
+        }
+        AutomaticView { state: "active", text: "Automatic rollbacks are active".into(), ..AutomaticView::default() }
+    }
+
+    /// The state could not be read: said as such, never as active.
+    pub(crate) fn unknown(why: &str) -> AutomaticView {
+        AutomaticView { state: "unknown", text: format!("Whether automatic rollbacks are paused is unknown: {why}"), ..AutomaticView::default() }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -211,6 +273,9 @@ impl StatusView {
         let mut out = String::new();
         if let Some(p) = &self.paused {
             out.push_str(&format!("PAUSED: {p}\n"));
+        }
+        if !self.automatic.text.is_empty() && self.automatic.state != "paused" {
+            out.push_str(&format!("{}\n", self.automatic.text));
         }
         section(&mut out, "freezes", self.freezes.iter().map(|f| f.text.clone()));
         section(

@@ -6,7 +6,7 @@ use crate::config::PolicySource;
 use crate::domain::freeze::to_the_second;
 use crate::domain::rollback::Delivery;
 use crate::domain::status::{
-    BecauseView, FreezeView, PoliciesView, ProposalView, RECENT, RecentView, StatusView, UntrustedView, VerifyingView,
+    AutomaticView, BecauseView, FreezeView, PoliciesView, ProposalView, RECENT, RecentView, StatusView, UntrustedView, VerifyingView,
 };
 
 impl Engine {
@@ -15,16 +15,22 @@ impl Engine {
     /// every quiet moment.
     pub fn status_view(&mut self, fetch: bool) -> Result<StatusView, EngineError> {
         let _lock = self.begin()?;
+        // Fetched here, the view is as fresh as the moment the fetch began.
+        let as_of = fetch.then(|| to_the_second(self.clock.now()));
         if fetch {
             self.fetch(false)?;
         }
         let now = self.clock.now();
         // Freezes that cannot be read are said as such, in place of the pause: what the page is for.
-        let (paused, freezes) = match self.repo.freezes() {
+        let (paused, freezes, automatic) = match self.repo.freezes() {
             Ok(f) => {
-                (f.paused(now).map(|p| p.describe()), f.active(now).filter(|f| !f.pause).map(FreezeView::of).collect())
+                let freezes: Vec<FreezeView> = f.active(now).filter(|f| !f.pause).map(FreezeView::of).collect();
+                let automatic = AutomaticView::of(f.paused(now), &freezes);
+                (f.paused(now).map(|p| p.describe()), freezes, automatic)
             }
-            Err(e @ crate::git::GitError::UnreadableState { .. }) => (Some(e.to_string()), Vec::new()),
+            Err(e @ crate::git::GitError::UnreadableState { .. }) => {
+                (Some(e.to_string()), Vec::new(), AutomaticView::unknown(&e.to_string()))
+            }
             Err(e) => return Err(e.into()),
         };
         // Brings the audit index up to date as well: the records below are read from it.
@@ -70,6 +76,8 @@ impl Engine {
         Ok(StatusView {
             repo: self.config.member.clone(),
             at: Some(to_the_second(now)),
+            as_of,
+            automatic,
             paused,
             freezes,
             holds,
@@ -91,6 +99,12 @@ impl Engine {
                 .collect(),
             policies: self.policies_view(),
         })
+    }
+
+    /// What watches this repo's state on the origin off the writer's thread (with the
+    /// credentials in use now).
+    pub fn state_watcher(&self) -> crate::git::StateWatcher {
+        self.repo.state_watcher()
     }
 
     fn policies_view(&self) -> PoliciesView {
