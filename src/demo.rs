@@ -167,6 +167,10 @@ sources:
 notify:
   channels:
     oncall: { kind: file, path: notices.jsonl }
+# Where policies/30-requests.yaml's `verify.query` is asked (a rollback people asked for has no
+# alert to resolve). Without a Prometheus here the verdict is `unverified`, and `check` says the
+# query was not tried; point it at yours.
+prometheus: { url: \"http://127.0.0.1:9090\" }
 # Who is in the groups and teams policies/30-requests.yaml names (rollbackd cannot ask Slack or
 # GitHub); replace the example members with yours.
 directory:

@@ -310,7 +310,10 @@ fn the_demo_and_its_example_policies_pass_check() {
         .output()
         .unwrap();
     assert_eq!(check.status.code(), Some(0), "{}", stdout(&check));
-    assert!(!stdout(&check).contains("warning"), "{}", stdout(&check));
+    // The one warning: the request policy's verify.query, with no Prometheus on this machine.
+    let said = stdout(&check);
+    let mut warnings = said.lines().filter(|l| l.contains("warning"));
+    assert!(warnings.all(|w| w.contains("policy request: verify.query not tried")), "{said}");
     // The embedded policies are the files in policies/.
     for (name, text) in rollbackd::DEMO_POLICIES {
         let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies").join(name);
