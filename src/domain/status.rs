@@ -215,20 +215,24 @@ pub struct RecentView {
     pub emergency: bool,
     /// Who approved, merged or cancelled it (`approved by a; merged by b`), for proposals.
     pub reviewed: String,
-    /// From the newest bad commit to the rollback: how long the bad change was on the branch.
+    /// Time to rollback: from the alert's start to the push (none without an alert).
     pub time_to_rollback: Option<String>,
+    /// Time to rollback from rollbackd's receipt of the event to the push.
+    pub time_to_rollback_from_receipt: Option<String>,
     /// `verified`, `not_recovered`, `resolved` (the incident resolved, no policy check), or
     /// none while nothing is known.
     pub verification: Option<String>,
+    /// Time to recovery: from the push to the verification's recovery (or the incident's
+    /// resolve, with no verification of the policy's).
     pub time_to_recovery: Option<String>,
     /// Which phase this commit is, for a phased rollback (`1/2`).
     pub phase: Option<String>,
 }
 
 impl RecentView {
-    /// `note` is the verification note on the rollback commit, if any; `bad_committed` when
-    /// the newest bad commit was committed.
-    pub(crate) fn of(r: &AuditRecord, bad_committed: Option<Timestamp>, note: Option<&str>) -> RecentView {
+    /// `note` is the verification note on the rollback commit, if any.
+    pub(crate) fn of(r: &AuditRecord, note: Option<&str>) -> RecentView {
+        let shown = |d: jiff::SignedDuration| Duration::from_secs(d.as_secs().max(0)).to_string();
         let field =
             |name: &str| note.and_then(|n| n.lines().find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string())));
         let verification = field("Verification:").or_else(|| note.map(|_| "resolved".to_string()));
@@ -246,13 +250,24 @@ impl RecentView {
             trigger: r.trigger.clone(),
             emergency: r.emergency,
             reviewed: r.review.describe(),
-            time_to_rollback: bad_committed
-                .map(|t| Duration::from_secs(r.at.duration_since(t).as_secs().max(0)).to_string()),
+            time_to_rollback: r.time_to_rollback().map(shown),
+            time_to_rollback_from_receipt: r.time_to_rollback_from_receipt().map(shown),
             verification,
+            // Notes before one definition carried the push-based time as `Resolved-After-Rollback`.
             time_to_recovery: field("Resolved-After-Rollback:").or_else(|| field("Time-To-Recovery:")),
             phase: r.phase.map(|p| p.to_string()),
         }
     }
+}
+
+/// The note's lines for time to rollback (`Time-To-Rollback:` from the alert's start,
+/// `Time-To-Rollback-From-Receipt:`), each when known.
+pub(crate) fn times_to_rollback(r: &AuditRecord) -> String {
+    let line = |name: &str, d: Option<jiff::SignedDuration>| {
+        d.map(|d| format!("{name}: {}\n", Duration::from_secs(d.as_secs().max(0)))).unwrap_or_default()
+    };
+    line("Time-To-Rollback", r.time_to_rollback())
+        + &line("Time-To-Rollback-From-Receipt", r.time_to_rollback_from_receipt())
 }
 
 impl StatusView {

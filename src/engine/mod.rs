@@ -410,16 +410,16 @@ impl Engine {
                 r.at
             ));
         }
-        let ttr = crate::support::duration::Duration::from_secs(
-            resolved_at.duration_since(resolved.started_at).as_secs().max(0),
-        );
-        let after_rollback =
-            crate::support::duration::Duration::from_secs(resolved_at.duration_since(r.at).as_secs().max(0));
+        // One definition of each time (docs/metrics.md): to recovery is from the push.
+        let ttr = crate::support::duration::Duration::from_secs(resolved_at.duration_since(r.at).as_secs().max(0));
         let text = format!(
             "rollbackd verification: the incident resolved after the rollback\n\n\
              Rollback-Id: {}\nIncident: {trigger}\nStarted-At: {}\nRolled-Back-At: {}\nResolved-At: {resolved_at}\n\
-             Time-To-Recovery: {ttr}\nResolved-After-Rollback: {after_rollback}\n",
-            r.id, resolved.started_at, r.at
+             {}Time-To-Recovery: {ttr}\n",
+            r.id,
+            resolved.started_at,
+            r.at,
+            crate::domain::status::times_to_rollback(&r),
         );
         let added = self.repo.add_note(&r.commit, &text, now, self.config.git.push_retries)?;
         info!(rollback_id = %r.id, %ttr, "incident resolved");
@@ -430,7 +430,7 @@ impl Engine {
                 &r.env,
                 &r.policy,
                 &trigger,
-                format!("the incident resolved {after_rollback} after the rollback"),
+                format!("the incident resolved {ttr} after the rollback"),
                 now,
             );
             notice.rollback_id = Some(r.id.clone());
@@ -440,7 +440,7 @@ impl Engine {
             self.tell(&notice);
         }
         Ok(if added {
-            format!("verified rollback {}: resolved {ttr} after the incident began", r.id)
+            format!("verified rollback {}: resolved {ttr} after the rollback", r.id)
         } else {
             let verdict = self
                 .repo
@@ -769,6 +769,8 @@ impl Engine {
                 Delivery::Proposal => decision.because.clone(),
                 Delivery::Direct => Vec::new(),
             },
+            alert_started: event.started_at.map(crate::domain::freeze::to_the_second),
+            received: Some(crate::domain::freeze::to_the_second(event.received_at)),
         };
         // The names are checked before anything is written: a commit never goes out without
         // the tag (or branch) that names it.

@@ -55,10 +55,7 @@ impl Engine {
         let recent = done
             .into_iter()
             .take(RECENT)
-            .map(|r| {
-                let bad = r.bad_commits.first().and_then(|b| self.repo.committed_at(b));
-                RecentView::of(r, bad, self.repo.note(&r.commit).as_deref())
-            })
+            .map(|r| RecentView::of(r, self.repo.note(&r.commit).as_deref()))
             .collect();
         let phased = self.phased_views(now);
         let verifying = self

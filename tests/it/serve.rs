@@ -814,6 +814,8 @@ fn the_status_page_shows_a_real_browser_what_is_going_on() {
     assert!(section("verifying").contains(direct_id), "{dom}");
     let recent = section("recent");
     assert!(recent.contains(direct_id) && recent.contains("checkout/prod") && !recent.contains(">?<"), "{recent}");
+    // Time to rollback as everywhere: from the alert's start (and from receipt) to the push.
+    assert!(recent.contains("from the alert's start (") && recent.contains("from receipt)"), "{recent}");
     assert!(!recent.contains(proposal_id), "an open proposal is not history yet: {recent}");
 
     // A phone-sized screenshot, kept beside the build for people to look at.
