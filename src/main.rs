@@ -420,11 +420,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// `error: <message>`, unless the message is already a diagnostic that says so itself
-/// (`file:line:col: error: ...`): one `error:` per line, never `error: file: error: ...`.
+/// `error: <message>`, unless the message carries diagnostics that say so themselves
+/// (`file:line:col: error: ...`, under a heading such as `policies are invalid:`): `error:`
+/// once per problem, never `error: ... error: ...`.
 fn error_text(message: &str) -> String {
-    let first = message.lines().next().unwrap_or_default();
-    if first.contains(": error: ") { message.to_string() } else { format!("error: {message}") }
+    if message.lines().any(|l| l.contains(": error: ")) { message.to_string() } else { format!("error: {message}") }
 }
 
 fn engine(config: &Path, repo: Option<&str>, clock: Arc<dyn Clock>) -> anyhow::Result<Engine> {

@@ -736,6 +736,44 @@ fn parse_text(file: &Path, text: &str) -> Result<Vec<Policy>, Diagnostic> {
     Ok(out)
 }
 
+/// Where, in a policy file's `text`, the policy named `name` says `key` (`notify`, `verify`):
+/// the 1-based line and column of `needle` in that key's lines (a route's name), else of the
+/// key; `(0, 0)` when the file is not written so this reading can find it.
+pub(crate) fn locate(text: &str, name: &str, key: &str, needle: &str) -> (u64, u64) {
+    let lines: Vec<&str> = text.lines().collect();
+    let starts = top_level_items(text);
+    let bare = |l: &str| l.trim_start().trim_start_matches("- ").trim_start().to_string();
+    let unquote = |v: &str| v.trim().trim_matches(|c| c == '"' || c == '\'').to_string();
+    for (i, &start) in starts.iter().enumerate() {
+        let end = starts.get(i + 1).copied().unwrap_or(lines.len());
+        let item = &lines[start..end];
+        let named = item.iter().any(|l| bare(l).strip_prefix("name:").is_some_and(|v| unquote(v) == name));
+        if !named {
+            continue;
+        }
+        let Some(k) = item.iter().position(|l| bare(l).starts_with(&format!("{key}:"))) else { return (0, 0) };
+        let indent = |l: &str| l.len() - l.trim_start().len();
+        let key_indent = indent(item[k]);
+        let word = |l: &str| -> Option<usize> {
+            l.match_indices(needle).map(|(at, _)| at).find(|&at| {
+                let before = l[..at].chars().next_back();
+                let after = l[at + needle.len()..].chars().next();
+                let edge = |c: Option<char>| c.is_none_or(|c| !(c.is_alphanumeric() || c == '-' || c == '_'));
+                edge(before) && edge(after)
+            })
+        };
+        let mut j = k;
+        while j < item.len() && (j == k || item[j].trim().is_empty() || indent(item[j]) > key_indent) {
+            if let Some(at) = word(item[j]) {
+                return ((start + j + 1) as u64, (at + 1) as u64);
+            }
+            j += 1;
+        }
+        return ((start + k + 1) as u64, (indent(item[k]) + 1) as u64);
+    }
+    (0, 0)
+}
+
 /// The 0-based lines where an item of a top-level block list starts (`- ` in column 0), or
 /// nothing when the file is not written that way.
 fn top_level_items(text: &str) -> Vec<usize> {

@@ -190,7 +190,7 @@ impl Engine {
         }
         let repo = ConfigRepo::open(&git_settings(&config, &keys), auth)?;
         let forge = Arc::new(Forge::from_config(&config.forge)?);
-        check_routes(&config, &policies).map_err(EngineError::Config)?;
+        check_routes(&config, &policies, &file_text).map_err(|d| EngineError::Policies(vec![d]))?;
         let notifier = crate::notify::Notifier::start(&config.notify, &secrets, &templates, forge.clone());
         let repo_identity = format!("{} {}", crate::support::url::repo_key(&config.repo.url), config.repo.branch);
         let prober = probe::Prober::new(config.prometheus.clone(), clock.clone());
@@ -1230,16 +1230,39 @@ pub(crate) fn message_context(
 }
 
 /// Every channel a policy routes to exists, and a policy that queries Prometheus has one to ask.
-pub(crate) fn check_routes(config: &Config, policies: &PolicySet) -> Result<(), String> {
+/// Each error is placed in the policy's file, at the line that says it (`text` gives a file's
+/// contents: on disk, or from the config repo's tree).
+pub(crate) fn check_routes(
+    config: &Config,
+    policies: &PolicySet,
+    text: &dyn Fn(&std::path::Path) -> Option<String>,
+) -> Result<(), Diagnostic> {
+    let at = |p: &crate::domain::policy::Policy, key: &str, needle: &str, message: String| {
+        let (line, column) = text(&p.file)
+            .map_or((0, 0), |t| crate::domain::policy::locate(&t, p.name(), key, needle));
+        Diagnostic::error(&p.file, line, column, format!("policy {}: {message}", p.name()))
+    };
     for p in &policies.policies {
         for name in p.notify.iter().map(|r| r.channel()) {
             if !config.notify.channels.contains_key(name) {
-                return Err(format!("policy {}: notify names `{name}`, which is not in notify.channels", p.name()));
+                let known: Vec<&str> = config.notify.channels.keys().map(String::as_str).collect();
+                let known = if known.is_empty() { "none is defined".to_string() } else { format!("defined: {}", known.join(", ")) };
+                return Err(at(
+                    p,
+                    "notify",
+                    name,
+                    format!("notify names `{name}`, which is not in notify.channels of {} ({known})", config.path.display()),
+                ));
             }
         }
         if p.verify.as_ref().is_some_and(|v| v.query.is_some()) && config.prometheus.is_none() {
-            return Err(format!("policy {}: verify.query needs `prometheus: {{ url: ... }}` in the config", p.name()));
+            return Err(at(p, "verify", "query", format!("verify.query needs `prometheus: {{ url: ... }}` in {}", config.path.display())));
         }
     }
     Ok(())
+}
+
+/// A policy file's text on disk, for placing an error in it.
+pub(crate) fn file_text(path: &std::path::Path) -> Option<String> {
+    std::fs::read_to_string(path).ok()
 }

@@ -521,6 +521,30 @@ fn errors_are_one_line_each_with_one_error_prefix() {
     }
 }
 
+/// A typo in a policy's `notify` route is the policy file's error, at the route's line and
+/// column, for `check` and for any command that loads the policies; never `rollbackd.yaml`'s.
+#[test]
+fn a_notify_route_typo_is_reported_at_its_line_in_the_policy_file() {
+    let w = World::new();
+    let cfg = std::fs::read_to_string(w.config_path()).unwrap();
+    std::fs::write(w.config_path(), format!("{cfg}notify:\n  channels:\n    oncall: {{ kind: file, path: n.jsonl }}\n")).unwrap();
+    w.set_policy_text(
+        "- name: first\n  match: { source: request }\n  target: { service: x, env: y, paths: [a] }\n  notify: [oncall]\n\
+         - name: second\n  match:\n    source: alertmanager\n  target: { service: x, env: y, paths: [a] }\n  notify:\n    - oncall\n    - oncal\n",
+    );
+    let check = w.run_cli(&["check", "--offline"]);
+    let said = stdout(&check);
+    assert_eq!(check.status.code(), Some(1), "{said}");
+    let line = said.lines().find(|l| l.contains("oncal`")).unwrap_or_else(|| panic!("{said}"));
+    assert!(line.contains("10-test.yaml:11:7: error: policy second: notify names `oncal`"), "{said}");
+    assert!(line.contains("(defined: oncall)") && !line.starts_with("rollbackd.yaml"), "{line}");
+    let history = w.run_cli(&["history"]);
+    let err = stderr(&history);
+    assert_eq!(history.status.code(), Some(1), "{err}");
+    assert!(err.contains("10-test.yaml:11:7: error: policy second: notify names `oncal`"), "{err}");
+    assert!(err.lines().all(|l| l.matches("error:").count() <= 1), "{err}");
+}
+
 #[test]
 fn an_unset_channel_is_said_once_per_command() {
     let w = World::new();
