@@ -8,7 +8,7 @@ use crate::support::diagnostic::Diagnostic;
 use crate::support::duration::Duration;
 use crate::support::secret::SecretString;
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The config repo. A file that serves several sets `repos:` instead.
@@ -77,7 +77,7 @@ pub struct Config {
 /// One entry of `repos:`. What it leaves out (`identity`, `templates`, `audit`, `git`) is
 /// taken from the top of the file; `policies` it must say, since policies are what route an
 /// event to a repo, and `forge` is local unless it says otherwise: a forge names one repo.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RepoEntry {
     /// Names the repo in logs, answers, `status` and `--config-repo`; also its directory under
@@ -109,7 +109,7 @@ struct TopKeys {
     forge: Option<serde::de::IgnoredAny>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PauseConfig {
     /// `propose` (default): automatic rollbacks become proposals while paused. `nothing`: they
@@ -122,7 +122,7 @@ pub struct PauseConfig {
     pub breaker: crate::domain::breaker::BreakerConfig,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PauseMode {
     #[default]
@@ -133,7 +133,7 @@ pub enum PauseMode {
 /// `admin:`: the read endpoints by trust. With `listen`, they move to a listener of their own
 /// (loopback or cluster-internal) and the public one serves only webhooks and health. With a
 /// token, every read needs `Authorization: Bearer <token>` wherever it is served.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     #[serde(default)]
@@ -145,7 +145,7 @@ pub struct AdminConfig {
 }
 
 /// `notify:`: named channels, and how hard delivery tries.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NotifyConfig {
     #[serde(default)]
@@ -184,7 +184,7 @@ fn default_notify_queue() -> usize {
 
 /// One notification channel. URLs and tokens that carry a secret are read from the
 /// environment (`url_env`, `token_env`) and never logged.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ChannelConfig {
     /// A JSON POST of the notice (for PagerDuty, Opsgenie or Teams bridges).
@@ -225,7 +225,7 @@ fn default_slack_api() -> String {
     "https://slack.com/api".into()
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PrometheusConfig {
     /// Base URL, e.g. `http://prometheus:9090`.
@@ -235,7 +235,7 @@ pub struct PrometheusConfig {
     pub timeout: Duration,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// Largest request body accepted, in bytes; larger gets 413. Default: 1048576 (1 MiB).
@@ -297,7 +297,7 @@ impl Default for ServerConfig {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Sources {
     #[serde(default)]
@@ -309,7 +309,7 @@ pub struct Sources {
 }
 
 /// The `/rollback` Slack slash command.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SlackSource {
     /// Env var with comma-separated signing secrets (several, for rotation).
@@ -335,7 +335,7 @@ fn default_response_url_prefix() -> String {
 }
 
 /// Alertmanager cannot sign its webhooks: it authenticates with a bearer token or basic auth.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AlertmanagerSource {
     /// Env var with comma-separated bearer tokens (several, for rotation).
@@ -348,7 +348,7 @@ pub struct AlertmanagerSource {
     pub basic_auth: Option<BasicAuthSource>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BasicAuthSource {
     pub username: String,
@@ -358,7 +358,7 @@ pub struct BasicAuthSource {
     pub passwords_file: Option<PathBuf>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GithubSource {
     /// Env var with comma-separated webhook secrets (several, for rotation).
@@ -380,7 +380,7 @@ fn default_redeliver_every() -> Duration {
     Duration::from_secs(300)
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RepoConfig {
     /// Local path, `file://`, `https://` or `ssh://` / `git@host:path` URL of the config repo.
@@ -396,7 +396,7 @@ pub struct RepoConfig {
     pub ssh_key_file: Option<PathBuf>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Identity {
     pub name: String,
@@ -435,7 +435,7 @@ pub struct Keys {
     pub created: Option<PathBuf>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuditConfig {
     /// How far back history is read for dedupe, guards and `history`. Default: `30d`.
@@ -452,7 +452,7 @@ impl Default for AuditConfig {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GitConfig {
     /// A fetch younger than this is reused. Default: `2s`.
@@ -513,7 +513,7 @@ fn default_policies() -> PolicySource {
 }
 
 /// Where the policies are read from.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum PolicySource {
     /// `*.yaml` files in a directory on disk (a ConfigMap, the image), read at start and reload.
@@ -523,7 +523,7 @@ pub enum PolicySource {
     Repo(RepoPolicies),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RepoPolicies {
     /// Relative to the repository root, e.g. `.rollbackd/policies`.
@@ -567,7 +567,7 @@ fn default_push_retries() -> u32 {
 }
 
 /// Where proposals live: `{ kind: local }` (default) or `{ kind: github, ... }`.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ForgeConfig {
     #[default]
@@ -590,7 +590,7 @@ impl ForgeConfig {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GithubConfig {
     /// API base URL: `https://api.github.com`, or GitHub Enterprise's `https://host/api/v3`.

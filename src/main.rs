@@ -268,6 +268,14 @@ enum Command {
         #[arg(long)]
         ready: bool,
     },
+    /// Print the JSON Schema (draft 2020-12) of `rollbackd.yaml` or of a policy file, generated
+    /// from the types rollbackd reads them with: for editors (`# yaml-language-server:
+    /// $schema=...`) and CI. Example: `rollbackd schema policy > policy.schema.json`
+    Schema {
+        /// Which file: `config` (rollbackd.yaml) or `policy` (a file of the policies directory).
+        #[arg(value_enum)]
+        file: SchemaFile,
+    },
     /// Fail (exit 2) when a change brings back an artifact a rollback undid and that is still
     /// held: for the config repo's CI. Exit 0 when clean.
     /// Example: `rollbackd gate HEAD --base origin/main --repo .`
@@ -326,6 +334,14 @@ enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SchemaFile {
+    /// `rollbackd.yaml`.
+    Config,
+    /// A policy file: a list of policies.
+    Policy,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -574,6 +590,15 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(if said.starts_with("refused") { 2 } else { 0 })
         }
         Command::Healthcheck { url, ready } => healthcheck(&cli.config, url, ready),
+        Command::Schema { file } => {
+            let schema = match file {
+                SchemaFile::Config => rollbackd::config_schema(),
+                SchemaFile::Policy => rollbackd::policy_schema(),
+            };
+            // A closed pipe (`| head`) is the reader's choice, not an error.
+            let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), format!("{}\n", serde_json::to_string_pretty(&schema)?).as_bytes());
+            Ok(0)
+        }
         Command::Gate { rev, base, repo } => {
             let mut engine = engine(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
             let report = engine.gate(&rev, base.as_deref(), repo.as_deref())?;

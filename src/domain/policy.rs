@@ -15,9 +15,10 @@ use crate::support::diagnostic::{Diagnostic, Severity};
 use crate::support::duration::Duration;
 use crate::support::template;
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
+    #[schemars(with = "String")]
     pub name: Spanned<String>,
     #[serde(default)]
     pub description: Option<String>,
@@ -53,7 +54,7 @@ pub struct Policy {
     pub file: PathBuf,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MatchSpec {
     #[serde(default)]
@@ -65,7 +66,7 @@ pub struct MatchSpec {
     pub forks: bool,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SourceMatch {
     Alertmanager,
@@ -105,7 +106,7 @@ impl SourceMatch {
 }
 
 /// Where a policy's notices go.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum Route {
     /// Every state of every incident.
@@ -133,6 +134,12 @@ impl Route {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Expr(pub String);
 
+crate::support::schema::string_schema!(
+    Expr,
+    "Template",
+    "A value, or a template over the event (`{{ labels.service }}`), checked when the policy is loaded.",
+);
+
 impl<'de> Deserialize<'de> for Expr {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
@@ -141,11 +148,12 @@ impl<'de> Deserialize<'de> for Expr {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TargetSpec {
     pub service: Expr,
     pub env: Expr,
+    #[schemars(with = "Vec<Expr>")]
     pub paths: Vec<Spanned<Expr>>,
     /// A revision to roll back to instead of searching for known-good, e.g. `"{{ labels.sha }}~1"`
     /// for a CI event that names the bad commit.
@@ -156,11 +164,12 @@ pub struct TargetSpec {
     /// `groups` is the same, read as an ordered rollback of several services' paths (the
     /// consumer before the producer).
     #[serde(default, alias = "groups")]
+    #[schemars(with = "Vec<PhaseSpec>")]
     pub phases: Vec<Spanned<PhaseSpec>>,
 }
 
 /// One step of a phased rollback, as written in a policy.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PhaseSpec {
     /// What people call this step (`canary`, `consumer`): shown in commits and `status`.
@@ -174,7 +183,7 @@ pub struct PhaseSpec {
     pub soak: Duration,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// Push the rollback to the target branch.
@@ -200,7 +209,7 @@ impl fmt::Display for Mode {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Action {
     #[serde(default)]
@@ -226,7 +235,7 @@ fn zero_duration() -> crate::support::duration::Duration {
     crate::support::duration::Duration::ZERO
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OnViolation {
     #[default]
@@ -236,7 +245,7 @@ pub enum OnViolation {
 
 /// What marks a change as irreversible: a file it changes, or a trailer in its message (or in
 /// a commit a merge brought in).
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Irreversible {
     #[serde(default)]
@@ -248,6 +257,12 @@ pub struct Irreversible {
 /// A repository path glob, fixed in the policy (no template).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PathPattern(pub String);
+
+crate::support::schema::string_schema!(
+    PathPattern,
+    "PathPattern",
+    "A path glob in the config repo, fixed in the policy (no template), e.g. `**/migrations/**`.",
+);
 
 impl<'de> Deserialize<'de> for PathPattern {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -278,6 +293,13 @@ impl fmt::Display for TrailerLine {
     }
 }
 
+crate::support::schema::string_schema!(
+    TrailerLine,
+    "TrailerLine",
+    "A commit trailer, `Key: value`, e.g. `Irreversible: true`.",
+    pattern = "^[A-Za-z][A-Za-z0-9-]*:\\s*\\S.*$"
+);
+
 impl<'de> Deserialize<'de> for TrailerLine {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
@@ -293,14 +315,14 @@ impl<'de> Deserialize<'de> for TrailerLine {
     }
 }
 
-#[derive(Clone, Copy, Debug, Deserialize)]
+#[derive(Clone, Copy, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
     pub count: u32,
     pub per: Duration,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Guards {
     #[serde(default)]
@@ -320,7 +342,7 @@ pub struct Guards {
 }
 
 /// Who may act on this policy's rollbacks from chat (Slack, GitHub comments).
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Chatops {
     /// May request a rollback.
@@ -338,7 +360,7 @@ pub struct Chatops {
     pub two_person: bool,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MergeMethod {
     #[default]
@@ -348,7 +370,7 @@ pub enum MergeMethod {
 }
 
 /// How proposals are reviewed and merged.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Review {
     /// Approvals by people in `chatops.approve` needed to merge. Default: 1.
