@@ -338,9 +338,7 @@ enum AuditCommand {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum SchemaFile {
-    /// `rollbackd.yaml`.
     Config,
-    /// A policy file: a list of policies.
     Policy,
 }
 

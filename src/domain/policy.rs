@@ -717,7 +717,7 @@ pub fn parse_file(file: &Path, text: &str) -> Result<Vec<Policy>, Vec<Diagnostic
     let items = top_level_items(text);
     // Rereading item by item costs each item a parse of its own: bounded, so a huge broken
     // file costs one parse and its first error, never minutes of the writer.
-    if items.len() < 2 || items.len() > MAX_REREAD_ITEMS {
+    if items.is_empty() || items.len() > MAX_REREAD_ITEMS {
         return Err(vec![first]);
     }
     let lines: Vec<&str> = text.split_inclusive('\n').collect();
@@ -726,10 +726,10 @@ pub fn parse_file(file: &Path, text: &str) -> Result<Vec<Policy>, Vec<Diagnostic
         let end = items.get(i + 1).copied().unwrap_or(lines.len());
         // Blank lines in front keep every line number where it is in the file.
         let item = format!("{}{}", "\n".repeat(start), lines[start..end].concat());
-        if let Err(e) = parse_text(file, &item)
-            && !errors.iter().any(|x| x.line == e.line && x.message == e.message)
-        {
-            errors.push(e);
+        for e in item_errors(file, item) {
+            if !errors.iter().any(|x| x.line == e.line && x.message == e.message) {
+                errors.push(e);
+            }
         }
     }
     // Items fine on their own but not together (a stray document marker, say): the first error.
@@ -737,6 +737,52 @@ pub fn parse_file(file: &Path, text: &str) -> Result<Vec<Policy>, Vec<Diagnostic
         errors.push(first);
     }
     Err(errors)
+}
+
+/// Every error of one policy item, not only the first serde meets: after each error its line
+/// (with the lines nested under it) is blanked and the item read again, so two wrong values
+/// are two errors, each at its line. Bounded; an error the blanking itself caused (the key it
+/// removed is now missing) ends the search.
+fn item_errors(file: &Path, item: String) -> Vec<Diagnostic> {
+    const MAX_PER_ITEM: usize = 10;
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let mut lines: Vec<String> = item.split_inclusive('\n').map(str::to_string).collect();
+    let mut errors: Vec<Diagnostic> = Vec::new();
+    let mut removed: Vec<String> = Vec::new();
+    for _ in 0..MAX_PER_ITEM {
+        let Err(e) = parse_text(file, &lines.concat()) else { break };
+        if removed.iter().any(|k| e.message.contains(&format!("missing field `{k}`"))) {
+            break;
+        }
+        let at = usize::try_from(e.line).unwrap_or(0).checked_sub(1);
+        errors.push(e);
+        // The item's own first line (`- name: ...`) cannot go without taking the item with it.
+        let Some(at) = at.filter(|&i| i < lines.len() && !lines[i].starts_with('-')) else { break };
+        let depth = indent(&lines[at]);
+        let key = lines[at].trim_start().trim_start_matches("- ").split(':').next().unwrap_or_default().trim().to_string();
+        removed.push(key);
+        let mut j = at;
+        while j < lines.len() && (j == at || lines[j].trim().is_empty() || indent(&lines[j]) > depth) {
+            lines[j] = "\n".to_string();
+            j += 1;
+        }
+        // A key left with nothing under it would read as null: it goes too (up to the item).
+        let mut child = at;
+        while let Some(parent) = (0..child).rev().find(|&p| !lines[p].trim().is_empty()) {
+            let d = indent(&lines[parent]);
+            if lines[parent].starts_with('-') || d >= depth || !lines[parent].trim_end().ends_with(':') {
+                break;
+            }
+            let rest = (parent + 1..lines.len()).take_while(|&k| lines[k].trim().is_empty() || indent(&lines[k]) > d);
+            if rest.clone().any(|k| !lines[k].trim().is_empty()) {
+                break;
+            }
+            removed.push(lines[parent].trim().trim_end_matches(':').to_string());
+            lines[parent] = "\n".to_string();
+            child = parent;
+        }
+    }
+    errors
 }
 
 /// A policy file larger than this is refused unread (a policy set is kilobytes).

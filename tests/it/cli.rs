@@ -521,6 +521,23 @@ fn errors_are_one_line_each_with_one_error_prefix() {
     }
 }
 
+/// Two wrong values in one policy item are two errors, each at its own line, not the first one
+/// alone; the blanking that finds the second reports nothing of its own making.
+#[test]
+fn check_reports_every_error_of_a_policy_item_each_at_its_line() {
+    let w = World::new();
+    w.set_policy_text(
+        "- name: p\n  match:\n    source: alertmanager\n  target: { service: x, env: prod, paths: [a] }\n  action:\n    mode: directt\n  guards:\n    cooldown: 5x\n    on_violation: deny\n",
+    );
+    let check = w.run_cli(&["check", "--offline"]);
+    let said = stdout(&check);
+    assert_eq!(check.status.code(), Some(1), "{said}");
+    let errors: Vec<&str> = said.lines().filter(|l| l.contains("10-test.yaml") && l.contains(": error: ")).collect();
+    assert_eq!(errors.len(), 2, "{said}");
+    assert!(errors[0].contains("10-test.yaml:6:11: error: unknown variant `directt`"), "{said}");
+    assert!(errors[1].contains("10-test.yaml:8:15: error: invalid duration `5x`"), "{said}");
+}
+
 /// A typo in a policy's `notify` route is the policy file's error, at the route's line and
 /// column, for `check` and for any command that loads the policies; never `rollbackd.yaml`'s.
 #[test]
