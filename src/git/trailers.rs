@@ -243,6 +243,8 @@ mod tests {
                 env: "prod".into(),
                 trigger: "alertmanager:fp2@2026-11-21T10:00:01Z".into(),
             }],
+            alert_started: "2026-11-21T10:00:00Z".parse().ok(),
+            received: "2026-11-21T10:00:02Z".parse().ok(),
             because: vec![
                 crate::domain::rollback::Cause::Guard {
                     guard: "cooldown".into(),
