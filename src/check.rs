@@ -138,7 +138,7 @@ fn check_repo(
     });
     let repo = secrets.zip(keys.as_ref()).map(|(secrets, keys)| {
         let auth = Auth { token: secrets.git_token, ssh_key: config.repo.ssh_key_file.clone() };
-        ConfigRepo::open(&crate::engine::git_settings(config, keys), auth).and_then(|mut r| r.fetch(true).map(|_| r))
+        ConfigRepo::open(&crate::engine::git_settings(config, keys), auth).and_then(|mut r| r.fetch_now().map(|_| r))
     });
     // A repo that cannot be read is an error of its own (exit 3), whatever else is checked: a
     // `check` that says "valid" for a URL nobody can fetch sends people to a crash loop. A
@@ -153,8 +153,8 @@ fn check_repo(
         _ => false,
     };
     let loaded = match (policies_dir, &config.policies) {
-        (Some(dir), _) => Some(PolicySet::load(dir)),
-        (None, PolicySource::Dir(dir)) => Some(PolicySet::load(dir)),
+        (Some(dir), _) => Some(crate::policy_dir::load(dir)),
+        (None, PolicySource::Dir(dir)) => Some(crate::policy_dir::load(dir)),
         (None, PolicySource::Repo(r)) => match &repo {
             Some(Ok(repo)) => Some(policies_in_repo(repo, &r.repo_path)),
             // Reported once above.
@@ -362,7 +362,11 @@ fn check_verify(config: &Config, set: &PolicySet, offline: bool, diags: &mut Vec
             let ctx = crate::support::template::value(serde_json::json!({
                 "service": "sample", "env": "sample", "labels": { "service": "sample", "env": "sample" },
             }));
-            let rendered = match crate::support::template::render_expression(&q.0, &ctx, &Default::default()) {
+            let rendered = match crate::support::template::render_expression(
+                &q.0,
+                &ctx,
+                &crate::domain::ident::InputRules::default(),
+            ) {
                 Ok(r) => r,
                 Err(e) => {
                     diags.push(at(format!("verify.query: {e}")));
@@ -370,7 +374,7 @@ fn check_verify(config: &Config, set: &PolicySet, offline: bool, diags: &mut Vec
                 }
             };
             let Some(prom) = prom else { continue };
-            match crate::engine::query_holds(prom, &rendered) {
+            match crate::prometheus::query_holds(prom, &rendered) {
                 Ok(_) => {}
                 Err(e) if e.starts_with("Prometheus unreachable") => diags.push(Diagnostic::warning(
                     &p.file,

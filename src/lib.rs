@@ -20,6 +20,8 @@ mod git;
 mod ingest;
 mod notify;
 mod outbound;
+mod policy_dir;
+mod prometheus;
 mod server;
 
 mod check;
@@ -45,9 +47,11 @@ pub use support::clock::{Clock, FixedClock, SystemClock};
 pub use worker::{WorkerHandle, spawn as spawn_worker};
 
 // What the engine reasons about and answers with.
+pub use domain::actor::Actor;
+pub use domain::answer::{Answer, Refusal};
 pub use domain::audit::SignatureCheck;
 pub use domain::decision::{Decision, Report};
-pub use domain::event::{Event, Source};
+pub use domain::event::{Event, Source, Trigger};
 pub use domain::explain::Explanation;
 pub use domain::history::Query as HistoryQuery;
 pub use domain::notice::NoticeKind;

@@ -48,7 +48,7 @@ struct Who {
 
 impl Who {
     /// The person acting (when they signed with a key) and the name the audit trail records.
-    fn resolve(self, engine: &Engine) -> anyhow::Result<(Option<rollbackd::Principal>, String)> {
+    fn resolve(self, engine: &Engine) -> anyhow::Result<rollbackd::Actor> {
         let principal = engine.config().operator(self.signing_key.as_deref()).map_err(Usage)?;
         match principal {
             Some(p) => {
@@ -59,9 +59,9 @@ impl Who {
                     ))
                     .into());
                 }
-                Ok((Some(p), name))
+                Ok(rollbackd::Actor::Person(p))
             }
-            None => Ok((None, whoami(self.actor)?)),
+            None => Ok(rollbackd::Actor::Cli(whoami(self.actor)?)),
         }
     }
 }
@@ -525,9 +525,11 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             let clock: Arc<dyn Clock> = Arc::new(SystemClock);
             let now = clock.now();
             let mut engine = engine(&cli.config, cli.config_repo.as_deref(), clock)?;
-            let (principal, actor) = who.resolve(&engine)?;
-            let request_id = format!("{actor}-{}-{}", now.as_nanosecond(), std::process::id());
-            let actor = format!("cli:{actor}");
+            let asker = who.resolve(&engine)?;
+            let actor = asker.id();
+            let name = actor.trim_start_matches("cli:");
+            let request_id = format!("{name}-{}-{}", now.as_nanosecond(), std::process::id());
+            let principal = asker.principal().cloned();
             let event = Event::request(Source::Cli, &service, &env, &actor, reason.as_deref(), now, &request_id);
             let report = engine.handle(&event, &Options { to, dry_run, emergency, principal })?;
             print_reports(std::slice::from_ref(&report), json)?;
@@ -568,24 +570,20 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(if explanation.is_empty() { 2 } else { 0 })
         }
         Command::Approve { id, who } => {
-            review(&cli.config, cli.config_repo.as_deref(), who, |e, p, actor| e.approve(&id, p, actor))
+            review(&cli.config, cli.config_repo.as_deref(), who, |e, actor| e.approve(&id, actor))
         }
         Command::Cancel { id, who } => {
-            review(&cli.config, cli.config_repo.as_deref(), who, |e, p, actor| e.cancel(&id, p, actor))
+            review(&cli.config, cli.config_repo.as_deref(), who, |e, actor| e.cancel(&id, actor))
         }
         Command::Continue { id, who } => {
             let mut engine = engine(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
-            let (p, actor) = who.resolve(&engine)?;
-            let said = engine.continue_rollback(&id, p.as_ref(), &actor)?;
-            println!("{said}");
-            Ok(if said.starts_with("refused") { 2 } else { 0 })
+            let actor = who.resolve(&engine)?;
+            said(engine.continue_rollback(&id, &actor)?)
         }
         Command::Abort { id, reason, who } => {
             let mut engine = engine(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
-            let (p, actor) = who.resolve(&engine)?;
-            let said = engine.abort_rollback(&id, p.as_ref(), &actor, reason.as_deref())?;
-            println!("{said}");
-            Ok(if said.starts_with("refused") { 2 } else { 0 })
+            let actor = who.resolve(&engine)?;
+            said(engine.abort_rollback(&id, &actor, reason.as_deref())?)
         }
         Command::Healthcheck { url, ready } => healthcheck(&cli.config, url, ready),
         Command::Schema { file } => {
@@ -611,10 +609,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Release { service, env, reason, who } => {
             let mut engine = engine(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
-            let (p, actor) = who.resolve(&engine)?;
-            let said = engine.release(&service, &env, reason.as_deref(), p.as_ref(), &actor)?;
-            println!("{said}");
-            Ok(if said.starts_with("refused") { 2 } else { 0 })
+            let actor = who.resolve(&engine)?;
+            said(engine.release(&service, &env, reason.as_deref(), &actor)?)
         }
         Command::Completions { shell } => {
             clap_complete::generate(
@@ -627,23 +623,23 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Freeze { scope, env, duration, reason, who } => {
             let mut engine = engine(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
-            let (p, actor) = who.resolve(&engine)?;
-            said(engine.freeze(&scope, env.as_deref(), duration, reason.as_deref(), p.as_ref(), &actor)?)
+            let actor = who.resolve(&engine)?;
+            said(engine.freeze(&scope, env.as_deref(), duration, reason.as_deref(), &actor)?)
         }
         Command::Pause { duration, reason, who } => {
             let mut engine = engine(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
-            let (p, actor) = who.resolve(&engine)?;
-            said(engine.pause(duration, reason.as_deref(), p.as_ref(), &actor)?)
+            let actor = who.resolve(&engine)?;
+            said(engine.pause(duration, reason.as_deref(), &actor)?)
         }
         Command::Resume { who } => {
             let mut engine = engine(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
-            let (p, actor) = who.resolve(&engine)?;
-            said(engine.resume(p.as_ref(), &actor, None)?)
+            let actor = who.resolve(&engine)?;
+            said(engine.resume(&actor, None)?)
         }
         Command::Unfreeze { scope, env, who } => {
             let mut engine = engine(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
-            let (p, actor) = who.resolve(&engine)?;
-            said(engine.unfreeze(&scope, env.as_deref(), p.as_ref(), &actor, None)?)
+            let actor = who.resolve(&engine)?;
+            said(engine.unfreeze(&scope, env.as_deref(), &actor, None)?)
         }
         Command::Status { service } => {
             let mut engine = engine(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
@@ -656,20 +652,20 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
 }
 
 /// Prints what a person's action said: exit 2 when it was refused (a rule said no).
-fn said(text: String) -> anyhow::Result<u8> {
-    println!("{text}");
-    Ok(if text.starts_with("refused") { 2 } else { 0 })
+fn said(answer: rollbackd::Answer) -> anyhow::Result<u8> {
+    println!("{answer}");
+    Ok(answer.exit_code())
 }
 
 fn review(
     config: &Path,
     repo: Option<&str>,
     who: Who,
-    f: impl FnOnce(&mut Engine, Option<&rollbackd::Principal>, &str) -> Result<rollbackd::ReviewOutcome, EngineError>,
+    f: impl FnOnce(&mut Engine, &rollbackd::Actor) -> Result<rollbackd::ReviewOutcome, EngineError>,
 ) -> anyhow::Result<u8> {
     let mut engine = engine(config, repo, Arc::new(SystemClock))?;
-    let (p, actor) = who.resolve(&engine)?;
-    let outcome = f(&mut engine, p.as_ref(), &actor)?;
+    let actor = who.resolve(&engine)?;
+    let outcome = f(&mut engine, &actor)?;
     println!("{}", outcome.summary());
     Ok(if matches!(outcome, rollbackd::ReviewOutcome::Refused { .. }) { 2 } else { 0 })
 }

@@ -15,10 +15,10 @@ use tracing::{info, warn};
 
 use crate::chat::{ChatRequest, Reply};
 use crate::domain::event::Event;
+use crate::domain::event::Resolved;
 use crate::domain::status::StatusView;
 use crate::engine::{Engine, EngineError, Options, Triager};
 use crate::git::AuditRecord;
-use crate::ingest::alertmanager::Resolved;
 use crate::metrics;
 use crate::{Outcome, Report};
 
@@ -61,7 +61,7 @@ pub enum Job {
         reply: oneshot::Sender<Reply>,
     },
     GithubComment {
-        comment: Box<crate::ingest::github::Comment>,
+        comment: Box<crate::domain::event::Comment>,
         directory: Box<crate::domain::principal::Directory>,
         reply: oneshot::Sender<JobResult>,
     },
@@ -140,6 +140,8 @@ pub struct Shared {
     ready: AtomicBool,
     /// Why the last fetch from the origin failed, while it keeps failing.
     origin_error: RwLock<Option<String>>,
+    /// Whether that failure is the origin (or GitHub) refusing our credentials.
+    origin_auth: AtomicBool,
     /// Events the writer refused for good (422), by trigger, for ten minutes: a sender that
     /// repeats them is answered from memory instead of making the writer plan them again.
     refused: std::sync::Mutex<HashMap<String, (std::time::Instant, String)>>,
@@ -199,7 +201,16 @@ impl Shared {
         }
     }
 
+    /// The origin failed with `e`: why, and whether retrying soon can help.
+    fn origin_failed(&self, e: &EngineError) {
+        self.origin_auth.store(e.is_auth(), Ordering::Release);
+        self.set_origin_error(Some(e.to_string()));
+    }
+
     fn set_origin_error(&self, error: Option<String>) {
+        if error.is_none() {
+            self.origin_auth.store(false, Ordering::Release);
+        }
         metrics::origin_reachable(self.name.as_deref(), error.is_none());
         *self.origin_error.write().unwrap_or_else(|e| e.into_inner()) = error;
     }
@@ -392,18 +403,13 @@ fn run(mut engine: Engine, rx: Receiver<Job>, shared: Arc<Shared>, refresh: Dura
                 refresh
             }
             None => Duration::from_secs(1),
-            Some(error) => {
+            Some(_) => {
                 failures = failures.saturating_add(1);
-                let cap = if is_auth_failure(&error) { Duration::from_secs(300) } else { refresh };
+                let cap = if shared.origin_auth.load(Ordering::Acquire) { Duration::from_secs(300) } else { refresh };
                 Duration::from_secs(1u64 << failures.min(9)).min(cap.max(Duration::from_secs(1)))
             }
         };
     }
-}
-
-fn is_auth_failure(error: &str) -> bool {
-    let e = error.to_ascii_lowercase();
-    e.contains("authentication") || e.contains("credentials") || e.contains("401") || e.contains("403")
 }
 
 /// What a handled event's sender is answered, and what the writer learns from it.
@@ -424,8 +430,11 @@ fn job_result_at(
             JobResult::Report(Box::new(report))
         }
         Err(e) => {
-            if matches!(e, EngineError::Git(crate::git::GitError::Unreachable { .. })) {
-                shared.set_origin_error(Some(e.to_string()));
+            if matches!(
+                e,
+                EngineError::Git(crate::git::GitError::Unreachable { .. } | crate::git::GitError::Auth { .. })
+            ) {
+                shared.origin_failed(&e);
             }
             if !e.is_transient() {
                 shared.remember_refusal(event.trigger(), e.to_string());
@@ -604,7 +613,7 @@ fn publish(engine: &mut Engine, shared: &Shared, fetch: bool, status: bool) -> b
                 if shared.origin_error().as_deref() != Some(error.as_str()) {
                     warn!(%error, "the config repo cannot be reached; retrying with backoff");
                 }
-                shared.set_origin_error(Some(error));
+                shared.origin_failed(&e);
             } else {
                 warn!(%error, "refreshing the mirror failed");
             }

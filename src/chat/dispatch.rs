@@ -2,6 +2,8 @@
 //! (it needs the engine); the chat adapters (Slack, GitHub comments) only parse and deliver.
 
 use crate::chat::command::{Command, Scope, help};
+use crate::domain::actor::Actor;
+use crate::domain::answer::Answer;
 use crate::domain::event::{Event, Source};
 use crate::domain::history;
 use crate::domain::principal::Principal;
@@ -98,6 +100,7 @@ fn check_arguments(command: &Command, rules: &crate::domain::ident::InputRules) 
 
 pub fn execute(engine: &mut Engine, req: &ChatRequest) -> Reply {
     let p = &req.principal;
+    let actor = Actor::Person(p.clone());
     if let Err(why) = check_arguments(&req.command, engine.rules()) {
         tracing::info!(principal = %p, reason = %why, "chat command refused");
         return failed(format!("{p}: refused: {why}"), false);
@@ -132,11 +135,11 @@ pub fn execute(engine: &mut Engine, req: &ChatRequest) -> Reply {
             })
         }
         Command::Approve { id } => match which(id, "approve") {
-            Ok(id) => engine.approve(&id, Some(p), "").map(|o| review_reply(p, &o)),
+            Ok(id) => engine.approve(&id, &actor).map(|o| review_reply(p, &o)),
             Err(r) => return r,
         },
         Command::Cancel { id } => match which(id, "cancel") {
-            Ok(id) => engine.cancel(&id, Some(p), "").map(|o| review_reply(p, &o)),
+            Ok(id) => engine.cancel(&id, &actor).map(|o| review_reply(p, &o)),
             Err(r) => return r,
         },
         Command::Status { service } => engine.status(service.as_deref()).map(private),
@@ -145,30 +148,28 @@ pub fn execute(engine: &mut Engine, req: &ChatRequest) -> Reply {
             private(history::text(&query.select(index.records())))
         }),
         Command::Freeze { scope, env, duration, reason } => engine
-            .freeze(&scope.to_string(), env.as_deref(), *duration, reason.as_deref(), Some(p), "")
+            .freeze(&scope.to_string(), env.as_deref(), *duration, reason.as_deref(), &actor)
             .map(|t| announce(p, t)),
         Command::Unfreeze { scope, env } => {
-            engine.unfreeze(&scope.to_string(), env.as_deref(), Some(p), "", req.asked_at).map(|t| announce(p, t))
+            engine.unfreeze(&scope.to_string(), env.as_deref(), &actor, req.asked_at).map(|t| announce(p, t))
         }
         Command::Pause { duration, reason } => {
-            engine.pause(*duration, reason.as_deref(), Some(p), "").map(|t| announce(p, t))
+            engine.pause(*duration, reason.as_deref(), &actor).map(|t| announce(p, t))
         }
-        Command::Resume => engine.resume(Some(p), "", req.asked_at).map(|t| announce(p, t)),
+        Command::Resume => engine.resume(&actor, req.asked_at).map(|t| announce(p, t)),
         Command::Release { service, env, reason } => {
-            engine.release(service, env, reason.as_deref(), Some(p), "").map(|t| announce(p, t))
+            engine.release(service, env, reason.as_deref(), &actor).map(|t| announce(p, t))
         }
-        Command::Continue { id } => engine.continue_rollback(id, Some(p), "").map(|t| announce(p, t)),
-        Command::Abort { id, reason } => {
-            engine.abort_rollback(id, Some(p), "", reason.as_deref()).map(|t| announce(p, t))
-        }
+        Command::Continue { id } => engine.continue_rollback(id, &actor).map(|t| announce(p, t)),
+        Command::Abort { id, reason } => engine.abort_rollback(id, &actor, reason.as_deref()).map(|t| announce(p, t)),
     };
     // An error is the asker's to act on (retry, fix the command), not the channel's news.
     result.unwrap_or_else(|e| failed(format!("{p}: error: {e}"), false))
 }
 
 /// A freeze, pause or their end is news for the channel; a refusal is for the asker alone.
-fn announce(p: &Principal, text: String) -> Reply {
-    if text.starts_with("refused") { failed(format!("{p}: {text}"), false) } else { public(format!("{p}: {text}")) }
+fn announce(p: &Principal, answer: Answer) -> Reply {
+    if answer.is_public() { public(format!("{p}: {answer}")) } else { failed(format!("{p}: {answer}"), false) }
 }
 
 fn review_reply(p: &Principal, o: &ReviewOutcome) -> Reply {
@@ -186,7 +187,7 @@ fn review_reply(p: &Principal, o: &ReviewOutcome) -> Reply {
 /// An edit is acted on only when it adds a command that was not there before.
 pub fn github_comment(
     engine: &mut Engine,
-    c: &crate::ingest::github::Comment,
+    c: &crate::domain::event::Comment,
     directory: &crate::domain::principal::Directory,
 ) -> String {
     use crate::chat::command::parse_markdown;

@@ -51,6 +51,66 @@ impl FromStr for Source {
     }
 }
 
+/// What set a rollback off: a source and its key (an alert's dedupe key, a request's id),
+/// written `source:key` in commits, notes and ids. Read back from those, it is parsed here once
+/// instead of each reader looking for prefixes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Trigger {
+    pub source: Source,
+    pub key: String,
+}
+
+/// The key prefix of rollbackd's own step backs: `rollbackd:step-back/<id>/<n>`.
+const STEP_BACK: &str = "step-back/";
+
+impl Trigger {
+    /// Reads a `source:key` trigger as written in git. A source rollbackd does not know (or no
+    /// `:`) is rollbackd's own.
+    pub fn parse(text: &str) -> Trigger {
+        let (source, key) = text.split_once(':').unwrap_or(("rollbackd", text));
+        let source = match source {
+            "alertmanager" => Source::Alertmanager,
+            "github" => Source::Github,
+            "chatops" => Source::Chatops,
+            "cli" => Source::Cli,
+            _ => Source::Rollbackd,
+        };
+        Trigger { source, key: key.to_string() }
+    }
+
+    /// An alert (which resolves, and whose resolve verifies the rollback).
+    pub fn is_alert(&self) -> bool {
+        self.source == Source::Alertmanager
+    }
+
+    /// Which step back this is (1 for the first), 0 for anything else.
+    pub fn step_back(&self) -> u32 {
+        if self.source != Source::Rollbackd {
+            return 0;
+        }
+        self.key
+            .strip_prefix(STEP_BACK)
+            .and_then(|rest| rest.rsplit('/').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Nobody asked for it: an alert, CI, or a step back.
+    pub fn is_automatic(&self) -> bool {
+        match self.source {
+            Source::Alertmanager | Source::Github => true,
+            Source::Rollbackd => self.key.starts_with(STEP_BACK),
+            Source::Chatops | Source::Cli => false,
+        }
+    }
+}
+
+impl fmt::Display for Trigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.source, self.key)
+    }
+}
+
 /// What happened. Every adapter (alert, CI event, chat command, CLI) produces this, so a policy
 /// matches them all the same way and the engine never sees a vendor's payload.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -126,14 +186,8 @@ impl Event {
         actor: String,
         now: Timestamp,
     ) -> Event {
-        let (source, key) = trigger.split_once(':').unwrap_or(("rollbackd", trigger));
-        let source = match source {
-            "alertmanager" => Source::Alertmanager,
-            "github" => Source::Github,
-            "chatops" => Source::Chatops,
-            "cli" => Source::Cli,
-            _ => Source::Rollbackd,
-        };
+        let Trigger { source, key } = Trigger::parse(trigger);
+        let key = key.as_str();
         let mut labels =
             BTreeMap::from([("service".to_string(), service.to_string()), ("env".to_string(), env.to_string())]);
         if let Some(reason) = reason {
@@ -171,5 +225,52 @@ impl Event {
 
     pub fn is_human_request(&self) -> bool {
         matches!(self.source, Source::Cli | Source::Chatops)
+    }
+}
+
+/// An alert that stopped firing: the incident it closes, and when.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resolved {
+    pub dedupe_key: String,
+    pub labels: BTreeMap<String, String>,
+    pub started_at: Timestamp,
+    pub resolved_at: Option<Timestamp>,
+}
+
+/// A comment on a GitHub issue or pull request, as the engine reads it (commands in it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Comment {
+    pub id: u64,
+    pub issue: u64,
+    pub is_pull_request: bool,
+    pub body: String,
+    /// For an edit: the body before it, so only commands that are new are acted on.
+    pub previous_body: Option<String>,
+    /// Who acted, as GitHub authenticated them: the delivery's `sender` (the editor of an
+    /// edit), never the comment's author field.
+    pub sender: String,
+    /// The sender is a bot or an app (rollbackd's own replies among them).
+    pub sender_is_bot: bool,
+    /// `owner/name` of the repository the comment is in.
+    pub repository: String,
+    /// When the command was typed: the comment's `updated_at` (its `created_at` if absent).
+    pub at: Option<Timestamp>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trigger_reads_back_as_written_and_says_what_it_is() {
+        let alert = Trigger::parse("alertmanager:abc:def");
+        assert_eq!((alert.source, alert.key.as_str()), (Source::Alertmanager, "abc:def"));
+        assert_eq!(alert.to_string(), "alertmanager:abc:def");
+        assert!(alert.is_alert() && alert.is_automatic());
+        let step = Trigger::parse("rollbackd:step-back/rb-0123456789ab/2");
+        assert_eq!((step.step_back(), step.is_automatic(), step.is_alert()), (2, true, false));
+        let person = Trigger::parse("chatops:req-1");
+        assert_eq!((person.step_back(), person.is_automatic()), (0, false));
+        assert!(Trigger::parse("github:deploy-7").is_automatic());
     }
 }

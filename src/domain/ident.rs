@@ -168,6 +168,12 @@ fn builtin_refusal(value: &str) -> Option<&'static str> {
     None
 }
 
+impl crate::support::template::ValueCheck for InputRules {
+    fn check(&self, what: &str, value: &str) -> Result<(), String> {
+        self.identifier(what, value).map_err(|e| e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

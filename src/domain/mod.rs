@@ -4,6 +4,8 @@
 //! [`artifacts`]). Nothing here does I/O; [`ident`] says which values from senders may name
 //! anything.
 
+pub(crate) mod actor;
+pub(crate) mod answer;
 pub(crate) mod artifacts;
 pub(crate) mod audit;
 pub(crate) mod breaker;

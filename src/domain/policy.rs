@@ -593,30 +593,6 @@ pub struct PolicySet {
 }
 
 impl PolicySet {
-    /// Loads every `*.yaml` / `*.yml` in `dir`. Errors (and warnings) come back as diagnostics
-    /// with file, line and column; any error means no policy set.
-    pub fn load(dir: &Path) -> Result<(PolicySet, Vec<Diagnostic>), Vec<Diagnostic>> {
-        let mut diags = Vec::new();
-        let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
-            Ok(rd) => rd
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
-                .collect(),
-            Err(e) => {
-                return Err(vec![Diagnostic::error(dir, 0, 0, format!("cannot read policy directory: {e}"))]);
-            }
-        };
-        files.sort();
-        let mut texts = Vec::new();
-        for file in files {
-            match std::fs::read_to_string(&file) {
-                Ok(t) => texts.push((file, t)),
-                Err(e) => diags.push(Diagnostic::error(&file, 0, 0, format!("cannot read: {e}"))),
-            }
-        }
-        Self::parse(dir, texts, diags)
-    }
-
     /// The policies of `files` (name, text), in order; `dir` names where they are in messages.
     /// Every error of every file, or the set with its warnings.
     pub fn parse(

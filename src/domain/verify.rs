@@ -129,24 +129,33 @@ pub(crate) struct Watch {
     pub query_answered: bool,
 }
 
+/// What a watch verifies: the service and env a rollback was pushed for, the trigger it
+/// answered, when it was pushed, and which step back it is (0 for the rollback itself).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Verifying<'a> {
+    pub service: &'a str,
+    pub env: &'a str,
+    pub trigger: &'a str,
+    pub at: Timestamp,
+    pub step: u32,
+}
+
 impl Watch {
-    /// Starts watching a rollback pushed at `at` for `trigger`. An alert trigger must resolve;
-    /// any other trigger (CI, chat, CLI) is judged by the query alone.
-    #[allow(clippy::too_many_arguments)]
+    /// Starts watching rollback `id` (`commit`) of policy `policy`. An alert trigger must
+    /// resolve; any other trigger (CI, chat, CLI) is judged by the query alone.
     pub(crate) fn start(
         spec: &VerifySpec,
-        id: RollbackId,
-        commit: Sha,
-        service: &str,
-        env: &str,
+        (id, commit): (RollbackId, Sha),
         policy: &str,
-        trigger: &str,
-        at: Timestamp,
-        step: u32,
+        of: &Verifying<'_>,
         query: Option<String>,
     ) -> Watch {
-        let firing =
-            if trigger.starts_with("alertmanager:") { BTreeSet::from([trigger.to_string()]) } else { BTreeSet::new() };
+        let Verifying { service, env, trigger, at, step } = *of;
+        let firing = if crate::domain::event::Trigger::parse(trigger).is_alert() {
+            BTreeSet::from([trigger.to_string()])
+        } else {
+            BTreeSet::new()
+        };
         Watch {
             id,
             commit,
@@ -164,7 +173,7 @@ impl Watch {
             firing,
             query_holds_since: None,
             fired_again: 0,
-            must_resolve: trigger.starts_with("alertmanager:"),
+            must_resolve: crate::domain::event::Trigger::parse(trigger).is_alert(),
             resolved_early: None,
             query_error: None,
             query_answered: false,
@@ -338,16 +347,12 @@ mod tests {
     }
 
     fn watch(spec: &VerifySpec, trigger: &str, query: Option<&str>) -> Watch {
+        let of = Verifying { service: "checkout", env: "prod", trigger, at: t(0), step: 0 };
         Watch::start(
             spec,
-            RollbackId("rb-000000000001".into()),
-            Sha("a".repeat(40)),
-            "checkout",
-            "prod",
+            (RollbackId("rb-000000000001".into()), Sha("a".repeat(40))),
             "p",
-            trigger,
-            t(0),
-            0,
+            &of,
             query.map(str::to_string),
         )
     }

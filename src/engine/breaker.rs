@@ -80,7 +80,5 @@ impl Engine {
 /// Triggers of rollbacks no person asked for (`source:key`): alerts, CI, and rollbackd's own
 /// step backs.
 fn is_automatic(trigger: &str) -> bool {
-    trigger.starts_with("alertmanager:")
-        || trigger.starts_with("github:")
-        || trigger.starts_with("rollbackd:step-back/")
+    crate::domain::event::Trigger::parse(trigger).is_automatic()
 }

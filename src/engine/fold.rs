@@ -57,7 +57,7 @@ impl Engine {
     /// left to [`Engine::handle`].
     fn fold_alerts(&mut self, events: &[Event], opts: &Options) -> Result<Vec<(usize, Report)>, EngineError> {
         let _lock = self.begin()?;
-        self.fetch(false)?;
+        self.fetch_if_stale()?;
         self.need_policies()?;
         // A cheap look first: only alerts whose targets' newest change is the same commit can
         // fold. The rest (a storm of distinct changes) are handled one by one, planned once.

@@ -58,8 +58,8 @@ fn retry_at(now: Timestamp, attempts: u32, e: &crate::forge::ForgeError) -> Time
 impl Engine {
     /// Keeps `request` to be opened later, after `e`.
     pub(super) fn defer_pr(&mut self, request: &ProposalRequest<'_>, e: &crate::forge::ForgeError, now: Timestamp) {
-        self.deferred_prs.retain(|d| d.branch != request.branch);
-        self.deferred_prs.push(DeferredPr {
+        self.follow_ups.deferred_prs.retain(|d| d.branch != request.branch);
+        self.follow_ups.deferred_prs.push(DeferredPr {
             branch: request.branch.to_string(),
             base: request.base.to_string(),
             title: request.title.to_string(),
@@ -76,8 +76,8 @@ impl Engine {
     pub(super) fn open_deferred_prs(&mut self, now: Timestamp) -> Vec<String> {
         let mut said = Vec::new();
         let (due, later): (Vec<DeferredPr>, Vec<DeferredPr>) =
-            std::mem::take(&mut self.deferred_prs).into_iter().partition(|d| d.due <= now);
-        self.deferred_prs = later;
+            std::mem::take(&mut self.follow_ups.deferred_prs).into_iter().partition(|d| d.due <= now);
+        self.follow_ups.deferred_prs = later;
         for mut d in due {
             if self.repo.ref_id(&format!("refs/heads/{}", d.branch)).is_none() {
                 continue; // cancelled or merged meanwhile
@@ -92,7 +92,7 @@ impl Engine {
                     d.attempts += 1;
                     d.due = retry_at(now, d.attempts, &e);
                     warn!(branch = %d.branch, error = %e, "the pull request still cannot be opened; trying again later");
-                    self.deferred_prs.push(d);
+                    self.follow_ups.deferred_prs.push(d);
                 }
                 Err(e) => warn!(branch = %d.branch, error = %e, "the pull request cannot be opened; giving up"),
             }
@@ -171,20 +171,19 @@ impl Engine {
         }
         let (service, env, id) = (&plan.target.service, &plan.target.env, rollback.id.to_string());
         let forge = self.forge.clone();
+        let merge = super::review::Merge {
+            branch: &rollback.branch,
+            commit: &rollback.commit,
+            service,
+            env,
+            id: &id,
+            by: "auto_merge",
+            now,
+        };
         let merged = if let Forge::Github(gh) = &*forge {
-            self.merge_on_github(
-                gh,
-                &rollback.branch,
-                &rollback.commit,
-                service,
-                env,
-                &id,
-                policy.review.merge,
-                "auto_merge",
-                now,
-            )?
+            self.merge_on_github(gh, &merge, policy.review.merge)?
         } else {
-            self.merge_proposal(&rollback.branch, &rollback.commit, service, env, &id, "auto_merge", now)?
+            self.merge_proposal(&merge)?
         };
         Ok(match merged {
             ReviewOutcome::Merged { rollback: mut merged } => {
@@ -205,7 +204,7 @@ impl Engine {
         if matches!(*self.forge, Forge::Local) {
             return;
         }
-        let last = self.fired_again.get(&open.id);
+        let last = self.follow_ups.fired_again.get(&open.id);
         if last.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(600)) {
             return;
         }
@@ -236,7 +235,7 @@ impl Engine {
         });
         match result {
             Ok(()) => {
-                self.fired_again.insert(open.id.clone(), std::time::Instant::now());
+                self.follow_ups.fired_again.insert(open.id.clone(), std::time::Instant::now());
             }
             Err(e) => {
                 warn!(rollback_id = %open.id, error = %e, "could not comment on the pull request");
@@ -244,4 +243,13 @@ impl Engine {
             }
         }
     }
+}
+
+/// What is owed to GitHub beyond the write itself.
+#[derive(Default)]
+pub(super) struct FollowUps {
+    /// When each open proposal was last told "fired again", so a storm makes one comment.
+    pub(super) fired_again: std::collections::HashMap<crate::domain::rollback::RollbackId, std::time::Instant>,
+    /// Pull requests to open when GitHub answers again.
+    pub(super) deferred_prs: Vec<DeferredPr>,
 }

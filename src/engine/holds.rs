@@ -7,8 +7,9 @@ use std::time::Instant;
 
 use tracing::info;
 
-use super::review::{Actor, actor_id};
 use super::{Engine, EngineError};
+use crate::domain::actor::Actor;
+use crate::domain::answer::Answer;
 use crate::domain::artifacts::ArtifactChange;
 use crate::domain::hold::{self, Hold, Release};
 use crate::domain::rollback::Delivery;
@@ -83,7 +84,7 @@ impl Engine {
     /// or the mirror; the holds from the origin.
     pub fn gate(&mut self, rev: &str, base: Option<&str>, local: Option<&Path>) -> Result<GateReport, EngineError> {
         let _lock = self.begin()?;
-        self.fetch(true)?;
+        self.fetch_now()?;
         let holds = self.holds()?;
         let base = base.map_or_else(|| format!("{rev}^1"), str::to_string);
         let changes: Vec<ArtifactChange> = match local {
@@ -115,7 +116,7 @@ impl Engine {
             )));
         }
         let _lock = self.begin()?;
-        self.fetch(false)?;
+        self.fetch_if_stale()?;
         let holds = self.holds()?;
         Ok(GateStart::Run(PullGate {
             number,
@@ -134,18 +135,17 @@ impl Engine {
         service: &str,
         env: &str,
         reason: Option<&str>,
-        actor: Actor<'_>,
-        cli_name: &str,
-    ) -> Result<String, EngineError> {
+        actor: &Actor,
+    ) -> Result<Answer, EngineError> {
         if let Some(refused) = self.may_freeze(actor, "release holds") {
             return Ok(refused);
         }
         let (_lock, now) = self.begin_fresh()?;
         let held: Vec<Hold> = self.holds()?.into_iter().filter(|h| h.service == service && h.env == env).collect();
         if held.is_empty() {
-            return Ok(format!("nothing is held for {service}/{env}"));
+            return Ok(Answer::done(format!("nothing is held for {service}/{env}")));
         }
-        let who = actor_id(actor, cli_name);
+        let who = actor.id();
         let oldest = now.checked_sub(self.config.audit.window.as_signed()).unwrap_or(now);
         let release = Release {
             service: service.into(),
@@ -159,7 +159,7 @@ impl Engine {
         })?;
         let what: Vec<String> = held.iter().map(|h| h.value.clone()).collect();
         info!(service, env, by = %who, released = %what.join(", "), "holds released");
-        Ok(format!("released {} held for {service}/{env} by {who}: {}", held.len(), what.join(", ")))
+        Ok(Answer::done(format!("released {} held for {service}/{env} by {who}: {}", held.len(), what.join(", "))))
     }
 }
 

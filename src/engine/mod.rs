@@ -17,7 +17,7 @@ mod verify;
 pub use holds::GateReport;
 pub(crate) use holds::{GateStart, PullGate};
 pub(crate) use policies::covers_policies;
-pub(crate) use verify::query_holds;
+pub(crate) use probe::QueryMetrics;
 
 use std::sync::Arc;
 
@@ -28,6 +28,7 @@ use crate::config::{Config, Secrets};
 use crate::domain::decide::Verdict;
 use crate::domain::decision::{Decision, Report};
 use crate::domain::event::Event;
+use crate::domain::event::Resolved;
 use crate::domain::ident::InputRules;
 use crate::domain::phase::Phase;
 use crate::domain::plan::{Plan, Sha};
@@ -35,8 +36,7 @@ use crate::domain::policy::{Mode, Policy, PolicySet};
 use crate::domain::principal::{Principal, first_admitting};
 use crate::domain::rollback::{Delivery, Outcome, Rollback, RollbackId, RollbackRef};
 use crate::forge::{Forge, ForgeError, ProposalRequest};
-use crate::git::{Auth, ConfigRepo, GitError, PlanRequest, Planned, PushResult, Trailers, WriteTarget};
-use crate::ingest::alertmanager::Resolved;
+use crate::git::{Auth, ConfigRepo, GitError, PlanRequest, Planned, PushResult, Trailers, Try, WriteTarget};
 use crate::support::clock::Clock;
 use crate::support::diagnostic::Diagnostic;
 use crate::support::template::{
@@ -84,11 +84,21 @@ impl EngineError {
         }
     }
 
+    /// Whether the origin or GitHub refused our credentials: retrying soon will not help.
+    pub fn is_auth(&self) -> bool {
+        match self {
+            EngineError::Git(e) => e.kind() == crate::git::GitErrorKind::Auth,
+            EngineError::Forge(e) => e.is_auth(),
+            _ => false,
+        }
+    }
+
     /// Whether the sender should retry later (the origin could not be reached or kept moving).
     pub fn is_transient(&self) -> bool {
         match self {
             EngineError::Git(
                 GitError::Unreachable { .. }
+                | GitError::Auth { .. }
                 | GitError::Contended { .. }
                 | GitError::NotFetched { .. }
                 | GitError::UnreadableState { .. },
@@ -121,23 +131,15 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     forge: Arc<Forge>,
     rules: InputRules,
-    /// When each open proposal was last told "fired again", so a storm makes one comment.
-    fired_again: HashMap<RollbackId, std::time::Instant>,
+    /// What is owed to GitHub: "fired again" comments, pull requests to open again.
+    follow_ups: follow_up::FollowUps,
     notifier: crate::notify::Notifier,
-    /// Pushed rollbacks being verified.
-    watches: std::collections::BTreeMap<RollbackId, crate::domain::verify::Watch>,
-    /// Rollbacks whose verification is recorded in git (or too old to pick up).
-    settled: std::collections::HashSet<RollbackId>,
-    /// (trigger, outcome) of decisions already recorded for `explain`.
-    recorded: std::collections::HashSet<(String, String)>,
-    /// The candidates notes ref as it was when no known-good candidate was soaking.
-    none_soaking: Option<Option<String>>,
+    /// Verification: the watches on pushed rollbacks and what they remember (see [`verify`]).
+    verification: verify::Verification,
     /// Policies kept in the config repo: what is in force and what was refused.
     repo_policies: policies::RepoPolicies,
     /// Counts switches of the policy set, so the writer knows when to republish them.
     policy_generation: u64,
-    /// Pull requests to open when GitHub answers again.
-    deferred_prs: Vec<follow_up::DeferredPr>,
     /// When failed GitHub deliveries were last looked for.
     redelivered_at: Option<Timestamp>,
     /// The artifact changes of each rollback commit, read once (holds).
@@ -149,12 +151,6 @@ pub struct Engine {
     /// The config repo and branch as one key, whatever way the URL is written: part of every
     /// rollback id, so two repos never mint the same one.
     repo_identity: String,
-    /// Asks Prometheus off the writer thread (verification and phase checks).
-    prober: probe::Prober,
-    /// What each recent alert said (its summary and link), by trigger, for the notices that
-    /// come after the rollback (verification, step backs, escalations). Bounded; after a
-    /// restart the summary is read back from the commit (`Rollback-Reason`).
-    incidents: verify::Incidents,
 }
 
 impl Drop for Engine {
@@ -167,7 +163,7 @@ impl Engine {
     pub fn new(config: Config, secrets: Secrets, clock: Arc<dyn Clock>) -> Result<Self, EngineError> {
         let policies = match config.policies.dir() {
             Some(dir) => {
-                let (policies, warnings) = PolicySet::load(dir).map_err(EngineError::Policies)?;
+                let (policies, warnings) = crate::policy_dir::load(dir).map_err(EngineError::Policies)?;
                 for w in warnings {
                     warn!("{w}");
                 }
@@ -193,7 +189,9 @@ impl Engine {
         check_routes(&config, &policies, &file_text).map_err(|d| EngineError::Policies(vec![d]))?;
         let notifier = crate::notify::Notifier::start(&config.notify, &secrets, &templates, forge.clone());
         let repo_identity = format!("{} {}", crate::support::url::repo_key(&config.repo.url), config.repo.branch);
-        let prober = probe::Prober::new(config.prometheus.clone(), clock.clone());
+        let prometheus =
+            config.prometheus.clone().map(|p| Arc::new(crate::prometheus::Prometheus::new(p)) as Arc<dyn QueryMetrics>);
+        let prober = probe::Prober::new(prometheus, clock.clone());
         let mut engine = Engine {
             config,
             policies,
@@ -202,37 +200,67 @@ impl Engine {
             clock,
             forge,
             rules,
-            fired_again: HashMap::new(),
+            follow_ups: Default::default(),
             notifier,
-            watches: Default::default(),
-            settled: Default::default(),
-            recorded: Default::default(),
-            none_soaking: None,
             repo_policies: Default::default(),
             policy_generation: 0,
-            deferred_prs: Vec::new(),
             redelivered_at: None,
             held_changes: HashMap::new(),
             alerting: Default::default(),
             stuck: Default::default(),
-            prober,
+            verification: verify::Verification::new(prober),
             repo_identity,
-            incidents: Default::default(),
         };
         engine.sync_policies();
         Ok(engine)
     }
 
-    /// Fetches (unless fresh, or `force`) and takes up a change to the repo's policies.
-    fn fetch(&mut self, force: bool) -> Result<(), EngineError> {
-        self.repo.fetch(force)?;
+    /// Fetches unless a fetch is younger than the freshness window, and takes up a change to
+    /// the repo's policies.
+    fn fetch_if_stale(&mut self) -> Result<(), EngineError> {
+        self.repo.fetch_if_stale()?;
+        self.after_fetch();
+        Ok(())
+    }
+
+    /// Fetches now (the branch moved, or someone said it did), and takes up a change to the
+    /// repo's policies.
+    fn fetch_now(&mut self) -> Result<(), EngineError> {
+        self.repo.fetch_now()?;
+        self.after_fetch();
+        Ok(())
+    }
+
+    /// Runs `attempt` (given the try's number, from 0) until it is done, fetching and
+    /// re-reading the audit index before every retry: every compare-and-swap write the engine
+    /// makes goes through here. `Contended` after `push_retries + 1` tries lost to other writers.
+    fn retry_on_moved<T>(
+        &mut self,
+        attempt: impl FnMut(&mut Self, u32) -> Result<crate::git::Try<T>, EngineError>,
+    ) -> Result<T, EngineError> {
+        let attempts = self.repo.push_retries() + 1;
+        let refetch = |engine: &mut Self| {
+            engine.fetch_now()?;
+            let now = engine.clock.now();
+            engine.repo.audit(now)?;
+            Ok(())
+        };
+        match crate::git::retry_on_moved(self, attempts, refetch, attempt)? {
+            Some(value) => Ok(value),
+            None => {
+                Err(GitError::Contended { url: self.repo.url(), branch: self.repo.branch().to_string(), attempts }
+                    .into())
+            }
+        }
+    }
+
+    fn after_fetch(&mut self) {
         for u in self.repo.take_untrusted() {
             crate::metrics::untrusted_record(&u.refname);
         }
         if self.sync_policies() {
             self.policy_generation += 1;
         }
-        Ok(())
     }
 
     /// The id of the rollback `trigger` asks for of `service`/`env` in this config repo.
@@ -278,7 +306,7 @@ impl Engine {
         since: Option<&str>,
     ) -> Result<Vec<crate::domain::audit::SignatureCheck>, EngineError> {
         let _lock = self.begin()?;
-        self.fetch(true)?;
+        self.fetch_now()?;
         let now = self.clock.now();
         self.repo.audit(now)?;
         let since = match since {
@@ -351,7 +379,7 @@ impl Engine {
     /// Fetches (if stale) and returns the audit index, for `history` and the API.
     pub fn history(&mut self) -> Result<&crate::git::AuditIndex, EngineError> {
         let _lock = self.begin()?;
-        self.fetch(false)?;
+        self.fetch_if_stale()?;
         let now = self.clock.now();
         Ok(self.repo.audit(now)?)
     }
@@ -363,7 +391,7 @@ impl Engine {
             return Ok(format!("{} is not the watched branch", crate::domain::ident::shown(git_ref)));
         }
         let _lock = self.begin()?;
-        self.fetch(true)?;
+        self.fetch_now()?;
         Ok(format!("fetched {} at {}", self.repo.branch(), self.repo.head()?.short()))
     }
 
@@ -378,7 +406,7 @@ impl Engine {
     /// resolved and how long recovery took (`refs/notes/rollbackd`, pushed to the origin).
     pub fn record_resolution(&mut self, resolved: &Resolved) -> Result<String, EngineError> {
         let _lock = self.begin()?;
-        self.fetch(false)?;
+        self.fetch_if_stale()?;
         let now = self.clock.now();
         let trigger = format!("alertmanager:{}", resolved.dedupe_key);
         if let Some(said) = self.resolve_watched(&trigger, resolved.resolved_at.unwrap_or(now))? {
@@ -421,7 +449,7 @@ impl Engine {
             r.at,
             crate::domain::status::times_to_rollback(&r),
         );
-        let added = self.repo.add_note(&r.commit, &text, now, self.config.git.push_retries)?;
+        let added = self.repo.add_note(&r.commit, &text, now)?;
         info!(rollback_id = %r.id, %ttr, "incident resolved");
         if added {
             let mut notice = crate::domain::notice::Notice::about(
@@ -455,7 +483,7 @@ impl Engine {
     /// for its service/env, when the service's paths exist at that commit.
     pub fn mark_known_good(&mut self, event: &Event) -> Result<String, EngineError> {
         let _lock = self.begin()?;
-        self.fetch(false)?;
+        self.fetch_if_stale()?;
         let Some(sha) = event.labels.get("sha").cloned() else {
             return Ok("the event names no sha".into());
         };
@@ -540,22 +568,16 @@ impl Engine {
     }
 
     fn handle_locked(&mut self, event: &Event, opts: &Options, span: &tracing::Span) -> Result<Report, EngineError> {
-        self.fetch(false)?;
+        self.fetch_if_stale()?;
         self.need_policies()?;
-        let attempts = self.config.git.push_retries + 1;
-        for attempt in 0..attempts {
-            match self.attempt(event, opts, attempt, span)? {
-                Attempt::Done(report) => {
-                    info!(outcome = report.outcome.name(), "{}", report.outcome.summary());
-                    return Ok(*report);
-                }
-                Attempt::Moved => {
-                    warn!(attempt, "branch moved during the rollback; fetching and planning again");
-                    self.fetch(true)?;
-                }
+        let report = self.retry_on_moved(|engine, attempt| {
+            if attempt > 0 {
+                warn!(attempt, "branch moved during the rollback; fetching and planning again");
             }
-        }
-        Err(GitError::Contended { url: self.repo.url(), branch: self.repo.branch().to_string(), attempts }.into())
+            engine.attempt(event, opts, attempt, span)
+        })?;
+        info!(outcome = report.outcome.name(), "{}", report.outcome.summary());
+        Ok(*report)
     }
 
     fn attempt(
@@ -564,9 +586,9 @@ impl Engine {
         opts: &Options,
         retries: u32,
         span: &tracing::Span,
-    ) -> Result<Attempt, EngineError> {
+    ) -> Result<Try<Box<Report>>, EngineError> {
         match self.prepare(event, opts, span)? {
-            Prepared::Done(report) => Ok(Attempt::Done(report)),
+            Prepared::Done(report) => Ok(Try::Done(report)),
             Prepared::Ready(ready) => self.deliver(event, opts, retries, *ready),
         }
     }
@@ -713,10 +735,16 @@ impl Engine {
     }
 
     /// Writes what `prepare` decided. `Moved` when the branch moved: plan again.
-    fn deliver(&mut self, event: &Event, opts: &Options, retries: u32, ready: Ready) -> Result<Attempt, EngineError> {
+    fn deliver(
+        &mut self,
+        event: &Event,
+        opts: &Options,
+        retries: u32,
+        ready: Ready,
+    ) -> Result<Try<Box<Report>>, EngineError> {
         let Ready { mut decision, policy, plan, id, delivery, now } = ready;
         let done = |decision: Decision, plan: Option<Plan>, outcome: Outcome| {
-            Ok(Attempt::Done(Box::new(Report { decision, plan, outcome })))
+            Ok(Try::Done(Box::new(Report { decision, plan, outcome })))
         };
         let w =
             Write { event, policy: &policy, plan: &plan, id: &id, delivery, retries, now, emergency: opts.emergency };
@@ -734,44 +762,16 @@ impl Engine {
                 };
                 done(decision, Some(plan), outcome)
             }
-            None => Ok(Attempt::Moved),
+            None => Ok(Try::Moved),
         }
     }
 
     /// Writes the rollback: commit (and tag) pushed with compare-and-swap, or the proposal
     /// branch and its pull request. `Ok(None)` when the branch moved: plan again.
     fn write(&mut self, w: &Write<'_>, decision: &mut Decision) -> Result<Option<Rollback>, EngineError> {
-        let Write { event, policy, plan, id, delivery, retries, now, emergency } = *w;
+        let Write { event, policy, plan, id, delivery, retries, now, .. } = *w;
         let phase = plan.phase;
-        let trailers = Trailers {
-            id: id.to_string(),
-            service: plan.target.service.clone(),
-            env: plan.target.env.clone(),
-            of: plan.bad_commits.iter().map(|c| c.sha.0.clone()).collect(),
-            to: plan.known_good.sha.0.clone(),
-            policy: policy.name().to_string(),
-            trigger: event.trigger(),
-            actor: event.actor(),
-            reason: event.reason(),
-            strategy: plan.strategy.to_string(),
-            emergency,
-            phase,
-            also: plan
-                .also
-                .iter()
-                .map(|a| crate::git::Also {
-                    service: a.target.service.clone(),
-                    env: a.target.env.clone(),
-                    trigger: a.trigger.clone(),
-                })
-                .collect(),
-            because: match delivery {
-                Delivery::Proposal => decision.because.clone(),
-                Delivery::Direct => Vec::new(),
-            },
-            alert_started: event.started_at.map(crate::domain::freeze::to_the_second),
-            received: Some(crate::domain::freeze::to_the_second(event.received_at)),
-        };
+        let trailers = trailers_of(w, decision);
         // The names are checked before anything is written: a commit never goes out without
         // the tag (or branch) that names it.
         let name = RollbackRef::new(&plan.target.service, &plan.target.env, id).name();
@@ -875,33 +875,79 @@ impl Engine {
                         Delivery::Direct => Vec::new(),
                     },
                 };
-                if let Some((title, body)) = &pr_texts {
-                    let labels = proposal_labels(&plan.target.service, &plan.target.env);
-                    let request = ProposalRequest {
-                        branch: &rollback.branch,
-                        base: &plan.branch,
-                        title,
-                        body,
-                        labels: &labels,
-                        reviewers: &policy.review.reviewers,
-                        teams: &policy.review.teams,
-                    };
-                    match self.forge.propose(&request) {
-                        Ok(pr) => rollback.pr_url = pr.map(|pr| pr.html_url),
-                        // The branch is there, and is the proposal: the writer opens its pull
-                        // request when GitHub answers again (or the incident's next delivery does).
-                        Err(e) => {
-                            warn!(error = %e, "the pull request could not be opened yet");
-                            decision.notes.push(format!("the pull request could not be opened yet: {e}"));
-                            if e.is_transient() {
-                                self.defer_pr(&request, &e, self.clock.now());
-                            }
-                        }
-                    }
+                if let Some(texts) = &pr_texts {
+                    self.open_pr_for(&mut rollback, w, texts, decision);
                 }
                 Ok(Some(rollback))
             }
         }
+    }
+    /// Opens the pull request of proposal `rollback`, just pushed; one GitHub would not open
+    /// now is opened later (the branch is there, and is the proposal).
+    fn open_pr_for(
+        &mut self,
+        rollback: &mut Rollback,
+        w: &Write<'_>,
+        (title, body): &(String, String),
+        decision: &mut Decision,
+    ) {
+        let Write { policy, plan, .. } = *w;
+        let labels = proposal_labels(&plan.target.service, &plan.target.env);
+        let request = ProposalRequest {
+            branch: &rollback.branch,
+            base: &plan.branch,
+            title,
+            body,
+            labels: &labels,
+            reviewers: &policy.review.reviewers,
+            teams: &policy.review.teams,
+        };
+        match self.forge.propose(&request) {
+            Ok(pr) => rollback.pr_url = pr.map(|pr| pr.html_url),
+            // The branch is there, and is the proposal: the writer opens its pull
+            // request when GitHub answers again (or the incident's next delivery does).
+            Err(e) => {
+                warn!(error = %e, "the pull request could not be opened yet");
+                decision.notes.push(format!("the pull request could not be opened yet: {e}"));
+                if e.is_transient() {
+                    self.defer_pr(&request, &e, self.clock.now());
+                }
+            }
+        }
+    }
+}
+
+/// The trailers of the commit `w` writes: what every reader of the audit trail reads back.
+fn trailers_of(w: &Write<'_>, decision: &Decision) -> Trailers {
+    let Write { event, policy, plan, id, delivery, emergency, .. } = *w;
+    Trailers {
+        id: id.to_string(),
+        service: plan.target.service.clone(),
+        env: plan.target.env.clone(),
+        of: plan.bad_commits.iter().map(|c| c.sha.0.clone()).collect(),
+        to: plan.known_good.sha.0.clone(),
+        policy: policy.name().to_string(),
+        trigger: event.trigger(),
+        actor: event.actor(),
+        reason: event.reason(),
+        strategy: plan.strategy.to_string(),
+        emergency,
+        phase: plan.phase,
+        also: plan
+            .also
+            .iter()
+            .map(|a| crate::git::Also {
+                service: a.target.service.clone(),
+                env: a.target.env.clone(),
+                trigger: a.trigger.clone(),
+            })
+            .collect(),
+        because: match delivery {
+            Delivery::Proposal => decision.because.clone(),
+            Delivery::Direct => Vec::new(),
+        },
+        alert_started: event.started_at.map(crate::domain::freeze::to_the_second),
+        received: Some(crate::domain::freeze::to_the_second(event.received_at)),
     }
 }
 
@@ -1097,11 +1143,6 @@ fn authorize(event: &Event, policy: &Policy, opts: &Options) -> Option<String> {
 }
 
 pub use review::ReviewOutcome;
-
-enum Attempt {
-    Done(Box<Report>),
-    Moved,
-}
 
 enum Prepared {
     Done(Box<Report>),

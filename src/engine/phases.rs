@@ -13,8 +13,9 @@ use jiff::Timestamp;
 use tracing::{info, warn};
 
 use super::facts::Asking;
-use super::review::{Actor, actor_id};
 use super::{Engine, EngineError, Write};
+use crate::domain::actor::Actor;
+use crate::domain::answer::{Answer, Refusal};
 use crate::domain::audit::AuditRecord;
 use crate::domain::decide::Verdict;
 use crate::domain::decision::Decision;
@@ -25,7 +26,8 @@ use crate::domain::plan::{KnownGood, KnownGoodSource, Plan, Sha, Strategy, Targe
 use crate::domain::policy::{Mode, Policy};
 use crate::domain::principal::first_admitting;
 use crate::domain::rollback::{Delivery, Outcome, Rollback, RollbackId, RollbackRef};
-use crate::git::{PathSet, PlanRequest, Planned};
+use crate::domain::verify::Verifying;
+use crate::git::{PathSet, PlanRequest, Planned, Try};
 
 /// How a note on a phase commit says its trigger resolved before the last phase.
 const RESOLVED_BETWEEN_PHASES: &str = "rollbackd: resolved between phases: ";
@@ -44,6 +46,19 @@ enum Next {
 enum By {
     Itself,
     Person,
+}
+
+/// A phased rollback going on: what every try of its next write reads.
+#[derive(Clone, Copy)]
+struct Going<'a> {
+    r: &'a AuditRecord,
+    phase: Phase,
+    policy: &'a Policy,
+    target: &'a Target,
+    event: &'a Event,
+    known_good: &'a KnownGood,
+    by: By,
+    now: Timestamp,
 }
 
 /// Whether a rollback goes in phases, decided before its first is written.
@@ -140,7 +155,7 @@ impl Engine {
             )));
         }
         let why = format!("{} fired at {began}, while phase {phase} soaked", event.trigger());
-        let said = self.next_commit(r, Next::Remainder(why), By::Itself, now)?;
+        let said = self.next_commit(r, Next::Remainder(why), By::Itself, now)?.into_why();
         Ok(duplicate(said))
     }
 
@@ -253,11 +268,11 @@ impl Engine {
             Err(why) => return Ok(self.cannot_go_on(r, &why, now)),
         };
         if let Some(why) = phases_changed(&policy, &target, phase) {
-            return self.next_commit(r, Next::Remainder(why), By::Itself, now).map(Some);
+            return self.next_commit(r, Next::Remainder(why), By::Itself, now).map(|a| Some(a.into_why()));
         }
         // A foreign change halts it now, not only when the soak ends.
         if let Some(why) = self.changed_after(r, &target)? {
-            return self.next_commit(r, Next::Remainder(why), By::Itself, now).map(Some);
+            return self.next_commit(r, Next::Remainder(why), By::Itself, now).map(|a| Some(a.into_why()));
         }
         let soak = self.soak_of(&policy, &target, phase);
         let query = self.verify_query(&policy, &r.service, &r.env);
@@ -273,11 +288,11 @@ impl Engine {
         match answer.map(|(holds, _)| holds) {
             Ok(true) => {
                 let why = format!("phase {phase} soaked {soak} and verify.query holds");
-                self.next_commit(r, Next::Phase(why), By::Itself, now).map(Some)
+                self.next_commit(r, Next::Phase(why), By::Itself, now).map(|a| Some(a.into_why()))
             }
             Ok(false) => {
                 let why = format!("verify.query does not hold after phase {phase} soaked {soak}");
-                self.next_commit(r, Next::Remainder(why), By::Itself, now).map(Some)
+                self.next_commit(r, Next::Remainder(why), By::Itself, now).map(|a| Some(a.into_why()))
             }
             Err(e) => {
                 warn!(rollback_id = %r.id, error = %e, "verify.query could not be evaluated; the next phase waits");
@@ -382,162 +397,166 @@ impl Engine {
     /// anything to change, or the rest as a proposal. Plans again when the branch moved, and
     /// stops when someone else went on meanwhile. Every attempt looks for a change by anyone
     /// else first, and past the point of no return nothing more is pushed.
-    fn next_commit(&mut self, r: &AuditRecord, next: Next, by: By, now: Timestamp) -> Result<String, EngineError> {
-        let Some(phase) = r.phase else { return Ok(format!("{} is not a phased rollback", r.id)) };
+    /// A phase that cannot be written answers [`Refusal::CannotGoOn`] (for the idle loop, its
+    /// reason is all that is said).
+    fn next_commit(&mut self, r: &AuditRecord, next: Next, by: By, now: Timestamp) -> Result<Answer, EngineError> {
+        let Some(phase) = r.phase else { return Ok(Answer::done(format!("{} is not a phased rollback", r.id))) };
         let (policy, target) = match self.target_of(r) {
             Ok(found) => found,
             Err(why) => {
-                return Ok(self.cannot_go_on(r, &why, now).unwrap_or_else(|| format!("{}: cannot go on", r.id)));
+                let said = self.cannot_go_on(r, &why, now).unwrap_or_else(|| format!("{}: cannot go on", r.id));
+                return Ok(Answer::refused(Refusal::CannotGoOn, said));
             }
         };
         let event = Event::of_record(r, now);
         let known_good =
             KnownGood { sha: Sha(r.known_good.clone()), source: KnownGoodSource::Phases { id: r.id.to_string() } };
-        let attempts = self.config.git.push_retries + 1;
-        for retries in 0..attempts {
-            // Another replica (or this one, before a restart) may have gone on already.
-            if !self.in_progress().iter().any(|o| o.id == r.id && o.phase == r.phase) || self.went_on(r) {
-                return Ok(format!("{}: phase {phase} was already followed up", r.id));
-            }
-            // A marker stops it going on; a halt (an abort) still writes its own, tagged.
-            if matches!(next, Next::Phase(_))
-                && self.repo.index().marked_halted(&r.id, self.untagged_since(), self.clock.now())
-            {
-                return Ok(format!(
-                    "{}: a halt marker for it is on the branch (another replica halting it, or a commit saying so); `abort {}` ends it",
-                    r.id, r.id
-                ));
-            }
-            let mut next = match &next {
-                Next::Phase(why) => match self.changed_after(r, &target)? {
-                    Some(changed) => Next::Remainder(changed),
-                    None if phases_changed(&policy, &target, phase).is_some() => {
-                        Next::Remainder(phases_changed(&policy, &target, phase).unwrap_or_default())
-                    }
-                    None => Next::Phase(why.clone()),
-                },
-                Next::Remainder(why) => Next::Remainder(why.clone()),
+        let going =
+            Going { r, phase, policy: &policy, target: &target, event: &event, known_good: &known_good, by, now };
+        self.retry_on_moved(|engine, retries| engine.next_commit_try(&going, &next, retries))
+    }
+
+    /// One try of [`Engine::next_commit`]: `Moved` when the branch moved under the write.
+    fn next_commit_try(&mut self, going: &Going<'_>, next: &Next, retries: u32) -> Result<Try<Answer>, EngineError> {
+        let Going { r, phase, policy, target, event, known_good, by, now } = *going;
+        // Another replica (or this one, before a restart) may have gone on already.
+        if !self.in_progress().iter().any(|o| o.id == r.id && o.phase == r.phase) || self.went_on(r) {
+            return Ok(Try::Done(Answer::done(format!("{}: phase {phase} was already followed up", r.id))));
+        }
+        // A marker stops it going on; a halt (an abort) still writes its own, tagged.
+        if matches!(next, Next::Phase(_))
+            && self.repo.index().marked_halted(&r.id, self.untagged_since(), self.clock.now())
+        {
+            return Ok(Try::Done(Answer::done(format!(
+                "{}: a halt marker for it is on the branch (another replica halting it, or a commit saying so); `abort {}` ends it",
+                r.id, r.id
+            ))));
+        }
+        let (mut next, mut plan) = self.plan_next(going, next)?;
+        // The next phase is decided like any write: every guard (this rollback's own
+        // phases do not count against it), the freezes and the pause, read fail-closed,
+        // and who asked (a person's `continue` goes through a freeze, as their request
+        // would; the idle loop does not).
+        let mut decided = Decision::for_event(event);
+        if let (Next::Phase(_), Some(p)) = (&next, &plan) {
+            let asking = Asking {
+                policy,
+                mode: policy.action.mode,
+                human: by == By::Person,
+                emergency: r.emergency,
+                dry_run: false,
+                id: &r.id,
+                open_proposal: None,
             };
-            let mut plan = match &next {
-                Next::Phase(_) => {
-                    let mut planned = None;
-                    for step in phase.step + 1..=phase.of {
-                        let paths = &target.phases[step as usize - 1].paths;
-                        let p = Phase::new(step, phase.of).unwrap_or(phase.last());
-                        match self.plan_part(&policy, &target, paths, &r.bad_commits, p, &known_good)? {
-                            Ok(Some(plan)) => {
-                                planned = Some(plan);
-                                break;
-                            }
-                            Ok(None) => continue,
-                            Err(why) => {
-                                next = Next::Remainder(why);
-                                break;
-                            }
-                        }
-                    }
-                    planned
+            match self.decide_write(&asking, Some(p), (&r.service, &r.env), now, &mut decided) {
+                Verdict::Deliver(Delivery::Direct) => {}
+                // A freeze, the pause, or freezes that cannot be read: it waits for the end
+                // of it (`status` says so), as it does before the check.
+                _ if decided.frozen.is_some() => {
+                    info!(rollback_id = %r.id, "the next phase waits: {}", decided.frozen.as_deref().unwrap_or(""));
+                    return Ok(Try::Done(Answer::done(String::new())));
                 }
-                Next::Remainder(_) => None,
-            };
-            // Past the point of no return, nothing more goes to the branch by itself or by a
-            // `continue`: the rest is for review.
-            if let (Next::Phase(_), Some(p)) = (&next, &plan) {
-                let checks = crate::domain::guards::evaluate(
-                    &policy.guards,
-                    policy.irreversible.is_some(),
-                    p,
-                    self.repo.index().records(),
-                    now,
-                );
-                if let Some(g) =
-                    checks.iter().find(|g| !g.passed && g.guard == crate::domain::guards::POINT_OF_NO_RETURN)
-                {
-                    next = Next::Remainder(format!("past the point of no return: {}", g.detail));
+                // A guard failed and the policy proposes instead: the rest is proposed.
+                Verdict::Deliver(Delivery::Proposal) => {
+                    next = Next::Remainder(decided.notes.join("; "));
                     plan = None;
                 }
-            }
-            // The next phase is decided like any write: every guard (this rollback's own
-            // phases do not count against it), the freezes and the pause, read fail-closed,
-            // and who asked (a person's `continue` goes through a freeze, as their request
-            // would; the idle loop does not).
-            let mut decided = Decision::for_event(&event);
-            if let (Next::Phase(_), Some(p)) = (&next, &plan) {
-                let asking = Asking {
-                    policy: &policy,
-                    mode: policy.action.mode,
-                    human: by == By::Person,
-                    emergency: r.emergency,
-                    dry_run: false,
-                    id: &r.id,
-                    open_proposal: None,
-                };
-                match self.decide_write(&asking, Some(p), (&r.service, &r.env), now, &mut decided) {
-                    Verdict::Deliver(Delivery::Direct) => {}
-                    // A freeze, the pause, or freezes that cannot be read: it waits for the end
-                    // of it (`status` says so), as it does before the check.
-                    _ if decided.frozen.is_some() => {
-                        info!(rollback_id = %r.id, "the next phase waits: {}", decided.frozen.as_deref().unwrap_or(""));
-                        return Ok(String::new());
-                    }
-                    // A guard failed and the policy proposes instead: the rest is proposed.
-                    Verdict::Deliver(Delivery::Proposal) => {
-                        next = Next::Remainder(decided.notes.join("; "));
-                        plan = None;
-                    }
-                    Verdict::Settled(outcome) | Verdict::SameAsOpenProposal(outcome) => {
-                        let why = format!("the next phase is not written: {}", outcome.summary());
-                        return Ok(match by {
-                            By::Person => format!("{}: cannot go on after phase {phase}: {why}", r.id),
-                            By::Itself => self.cannot_go_on(r, &why, now).unwrap_or_default(),
-                        });
-                    }
-                }
-            }
-            let (plan, delivery) = match (&next, plan) {
-                (Next::Phase(why), Some(mut plan)) => {
-                    plan.went_on = Some(why.clone());
-                    (plan, Delivery::Direct)
-                }
-                (Next::Phase(_), None) => return self.complete(r, &policy, now),
-                (Next::Remainder(why), _) => {
-                    match self.plan_part(&policy, &target, &target.paths, &r.bad_commits, phase.last(), &known_good)? {
-                        Ok(Some(mut plan)) => {
-                            plan.halted = Some(why.clone());
-                            (plan, Delivery::Proposal)
-                        }
-                        Ok(None) => return self.complete(r, &policy, now),
-                        Err(e) => return Ok(self.cannot_go_on(r, &e, now).unwrap_or_default()),
-                    }
-                }
-            };
-            let mut decision = Decision::for_event(&event);
-            decision.policy = Some(policy.name().to_string());
-            decision.mode = Some(Mode::Direct);
-            decision.target = Some(plan.target.clone());
-            decision.notes.extend(plan.went_on.clone().or_else(|| plan.halted.clone()));
-            decision.notes.append(&mut decided.notes);
-            decision.guards = decided.guards;
-            let w = Write {
-                event: &event,
-                policy: &policy,
-                plan: &plan,
-                id: &r.id,
-                delivery,
-                retries,
-                now,
-                emergency: r.emergency,
-            };
-            match self.write(&w, &mut decision)? {
-                Some(rollback) => return Ok(self.after_phase(r, &policy, &plan, &rollback, now)),
-                None => {
-                    self.fetch(true)?;
-                    self.repo.audit(now)?;
+                Verdict::Settled(outcome) | Verdict::SameAsOpenProposal(outcome) => {
+                    let why = format!("the next phase is not written: {}", outcome.summary());
+                    let said = match by {
+                        By::Person => format!("{}: cannot go on after phase {phase}: {why}", r.id),
+                        By::Itself => self.cannot_go_on(r, &why, now).unwrap_or_default(),
+                    };
+                    return Ok(Try::Done(Answer::refused(Refusal::CannotGoOn, said)));
                 }
             }
         }
-        Err(crate::git::GitError::Contended { url: self.repo.url(), branch: self.repo.branch().to_string(), attempts }
-            .into())
+        let (plan, delivery) = match (&next, plan) {
+            (Next::Phase(why), Some(mut plan)) => {
+                plan.went_on = Some(why.clone());
+                (plan, Delivery::Direct)
+            }
+            (Next::Phase(_), None) => return self.complete(r, policy, now).map(|said| Try::Done(Answer::done(said))),
+            (Next::Remainder(why), _) => {
+                match self.plan_part(policy, target, &target.paths, &r.bad_commits, phase.last(), known_good)? {
+                    Ok(Some(mut plan)) => {
+                        plan.halted = Some(why.clone());
+                        (plan, Delivery::Proposal)
+                    }
+                    Ok(None) => return self.complete(r, policy, now).map(|said| Try::Done(Answer::done(said))),
+                    Err(e) => {
+                        let said = self.cannot_go_on(r, &e, now).unwrap_or_default();
+                        return Ok(Try::Done(Answer::refused(Refusal::CannotGoOn, said)));
+                    }
+                }
+            }
+        };
+        let mut decision = Decision::for_event(event);
+        decision.policy = Some(policy.name().to_string());
+        decision.mode = Some(Mode::Direct);
+        decision.target = Some(plan.target.clone());
+        decision.notes.extend(plan.went_on.clone().or_else(|| plan.halted.clone()));
+        decision.notes.append(&mut decided.notes);
+        decision.guards = decided.guards;
+        let w = Write { event, policy, plan: &plan, id: &r.id, delivery, retries, now, emergency: r.emergency };
+        Ok(match self.write(&w, &mut decision)? {
+            Some(rollback) => Try::Done(Answer::done(self.after_phase(r, policy, &plan, &rollback, now))),
+            None => Try::Moved,
+        })
+    }
+
+    /// What comes next of `going`, planned: the next phase with anything to change (unless
+    /// the rest changed meanwhile or the point of no return is past), or the rest.
+    fn plan_next(&mut self, going: &Going<'_>, next: &Next) -> Result<(Next, Option<Plan>), EngineError> {
+        let Going { r, phase, policy, target, known_good, now, .. } = *going;
+        let mut next = match next {
+            Next::Phase(why) => match self.changed_after(r, target)? {
+                Some(changed) => Next::Remainder(changed),
+                None if phases_changed(policy, target, phase).is_some() => {
+                    Next::Remainder(phases_changed(policy, target, phase).unwrap_or_default())
+                }
+                None => Next::Phase(why.clone()),
+            },
+            Next::Remainder(why) => Next::Remainder(why.clone()),
+        };
+        let mut plan = match &next {
+            Next::Phase(_) => {
+                let mut planned = None;
+                for step in phase.step + 1..=phase.of {
+                    let paths = &target.phases[step as usize - 1].paths;
+                    let p = Phase::new(step, phase.of).unwrap_or(phase.last());
+                    match self.plan_part(policy, target, paths, &r.bad_commits, p, known_good)? {
+                        Ok(Some(plan)) => {
+                            planned = Some(plan);
+                            break;
+                        }
+                        Ok(None) => continue,
+                        Err(why) => {
+                            next = Next::Remainder(why);
+                            break;
+                        }
+                    }
+                }
+                planned
+            }
+            Next::Remainder(_) => None,
+        };
+        // Past the point of no return, nothing more goes to the branch by itself or by a
+        // `continue`: the rest is for review.
+        if let (Next::Phase(_), Some(p)) = (&next, &plan) {
+            let checks = crate::domain::guards::evaluate(
+                &policy.guards,
+                policy.irreversible.is_some(),
+                p,
+                self.repo.index().records(),
+                now,
+            );
+            if let Some(g) = checks.iter().find(|g| !g.passed && g.guard == crate::domain::guards::POINT_OF_NO_RETURN) {
+                next = Next::Remainder(format!("past the point of no return: {}", g.detail));
+                plan = None;
+            }
+        }
+        Ok((next, plan))
     }
 
     /// The phases written already leave nothing for the rest to change: the newest is the
@@ -563,7 +582,12 @@ impl Engine {
             phase: r.phase.map(Phase::last),
             because: Vec::new(),
         };
-        self.start_watch(policy, &rollback, &r.service, &r.env, &r.trigger, now, 0, None);
+        self.start_watch(
+            policy,
+            &rollback,
+            &Verifying { service: &r.service, env: &r.env, trigger: &r.trigger, at: now, step: 0 },
+            None,
+        );
         Ok(format!("{}: complete; the rest changes nothing (tagged {})", r.id, rollback.tag.as_deref().unwrap_or("-")))
     }
 
@@ -572,37 +596,31 @@ impl Engine {
     fn end(&mut self, r: &AuditRecord, why: &str, now: Timestamp) -> Result<String, EngineError> {
         let phase = r.phase.map_or_else(String::new, |p| p.to_string());
         let rref = RollbackRef::new(&r.service, &r.env, &r.id);
-        let attempts = self.config.git.push_retries + 1;
-        for _ in 0..attempts {
-            if !self.in_progress().iter().any(|o| o.id == r.id) || self.went_on(r) {
-                return Ok(format!("{}: already ended or followed up", r.id));
+        self.retry_on_moved(|engine, _| {
+            if !engine.in_progress().iter().any(|o| o.id == r.id) || engine.went_on(r) {
+                return Ok(Try::Done(format!("{}: already ended or followed up", r.id)));
             }
-            let head = self.repo.head()?;
+            let head = engine.repo.head()?;
             let said = format!(
                 "{}\nNothing more of it is proposed; roll back by hand if needed (to {}).",
                 crate::support::text::quoted(why),
                 r.known_good
             );
-            let (marker, tag) = self.halt_marker(&head, &rref, &said, now)?;
-            match self.repo.publish_halt(&marker, &head, (&rref.halted(), &tag), None, None)? {
+            let (marker, tag) = engine.halt_marker(&head, &rref, &said, now)?;
+            Ok(match engine.repo.publish_halt(&marker, &head, (&rref.halted(), &tag), None, None)? {
                 crate::git::PushResult::Pushed => {
                     let said = format!("{}: ended after phase {phase}: {why}; nothing is proposed", r.id);
                     let mut notice =
                         Notice::about(NoticeKind::Halted, &r.service, &r.env, &r.policy, &r.trigger, said.clone(), now);
                     notice.rollback_id = Some(r.id.clone());
                     notice.commit = Some(marker.0.clone());
-                    self.tell(&notice);
+                    engine.tell(&notice);
                     crate::metrics::phase("halted");
-                    return Ok(said);
+                    Try::Done(said)
                 }
-                crate::git::PushResult::Moved => {
-                    self.fetch(true)?;
-                    self.repo.audit(now)?;
-                }
-            }
-        }
-        Err(crate::git::GitError::Contended { url: self.repo.url(), branch: self.repo.branch().to_string(), attempts }
-            .into())
+                crate::git::PushResult::Moved => Try::Moved,
+            })
+        })
     }
 
     /// The empty commit on `head` that says rollback `rref` halted (`why`, then the
@@ -663,7 +681,12 @@ impl Engine {
         notice.artifacts = plan.artifacts.clone();
         self.tell(&notice);
         if phase.is_last() && rollback.delivery == Delivery::Direct {
-            self.start_watch(policy, rollback, &r.service, &r.env, &r.trigger, now, 0, None);
+            self.start_watch(
+                policy,
+                rollback,
+                &Verifying { service: &r.service, env: &r.env, trigger: &r.trigger, at: now, step: 0 },
+                None,
+            );
         }
         said
     }
@@ -708,8 +731,7 @@ impl Engine {
             return Ok(Some(format!("{}: {} resolved at {at}, outside {first} .. now: not counted", r.id, r.trigger)));
         }
         let text = format!("{RESOLVED_BETWEEN_PHASES}{} at {at}\n", r.trigger);
-        let retries = self.config.git.push_retries;
-        self.repo.write_note(crate::git::WATCH_NOTES_REF, &newest.commit, &text, now, retries, false)?;
+        self.repo.write_note(crate::git::WATCH_NOTES_REF, &newest.commit, &text, now, false)?;
         Ok(Some(format!(
             "{}: {} resolved while phase {phase} soaked; the last phase's verification starts from it",
             r.id, r.trigger
@@ -727,32 +749,29 @@ impl Engine {
 
     /// `continue <id>`: a person says the phase written is healthy; the next is written now,
     /// whatever is left of its soak.
-    pub fn continue_rollback(&mut self, id: &str, actor: Actor<'_>, cli_name: &str) -> Result<String, EngineError> {
-        self.person_on_phases(id, actor, cli_name, true, None)
+    pub fn continue_rollback(&mut self, id: &str, actor: &Actor) -> Result<Answer, EngineError> {
+        self.person_on_phases(id, actor, true, None)
     }
 
     /// `abort <id>`: a person stops a phased rollback between phases; the rest is proposed.
-    pub fn abort_rollback(
-        &mut self,
-        id: &str,
-        actor: Actor<'_>,
-        cli_name: &str,
-        reason: Option<&str>,
-    ) -> Result<String, EngineError> {
-        self.person_on_phases(id, actor, cli_name, false, reason)
+    pub fn abort_rollback(&mut self, id: &str, actor: &Actor, reason: Option<&str>) -> Result<Answer, EngineError> {
+        self.person_on_phases(id, actor, false, reason)
     }
 
     fn person_on_phases(
         &mut self,
         id: &str,
-        actor: Actor<'_>,
-        cli_name: &str,
+        asker: &Actor,
         go_on: bool,
         reason: Option<&str>,
-    ) -> Result<String, EngineError> {
+    ) -> Result<Answer, EngineError> {
         if RollbackId::parse(id).is_none() {
-            return Ok(format!("refused: {} is not a rollback id", crate::domain::ident::shown(id)));
+            return Ok(Answer::refused(
+                Refusal::BadInput,
+                format!("{} is not a rollback id", crate::domain::ident::shown(id)),
+            ));
         }
+        let actor = asker.principal();
         let (_lock, now) = self.begin_fresh()?;
         self.repo.audit(now)?;
         let Some(r) = self.in_progress().into_iter().find(|r| r.id.as_str() == id).cloned() else {
@@ -766,34 +785,37 @@ impl Engine {
                 Some(_) => format!("{id} is not a phased rollback"),
                 None => format!("no rollback {id} in the audit window"),
             };
-            return Ok(format!("refused: {why}"));
+            return Ok(Answer::refused(Refusal::NotFound, why));
         };
         let policy = self.policy_named(&r.policy).cloned();
         // The people who may approve a proposal of this policy may say whether it goes on; with
         // the policy gone, only an operator at the CLI.
         if let (Some(p), None) = (actor, &policy) {
-            return Ok(format!(
-                "refused: policy {} of {id} no longer exists; {p} cannot be checked against it",
-                r.policy
+            return Ok(Answer::refused(
+                Refusal::NotFound,
+                format!("policy {} of {id} no longer exists; {p} cannot be checked against it", r.policy),
             ));
         }
         if let (Some(p), Some(policy)) = (actor, &policy)
             && first_admitting(&policy.chatops.approve, p).is_none()
         {
-            return Ok(format!(
-                "refused: {p} may not continue or abort rollbacks of policy {} (not in chatops.approve)",
-                policy.name()
+            return Ok(Answer::refused(
+                Refusal::NotAllowed,
+                format!("{p} may not continue or abort rollbacks of policy {} (not in chatops.approve)", policy.name()),
             ));
         }
-        let who = actor_id(actor, cli_name);
+        let who = asker.id();
         let phase = r.phase.map_or_else(String::new, |p| p.to_string());
         // Nothing to plan the rest from: abort ends it (so the target is free again), continue
         // cannot.
         if let Err(why) = self.target_of(&r) {
             if go_on {
-                return Ok(format!("refused: {}: cannot go on after phase {phase}: {why}; `abort {id}` ends it", r.id));
+                return Ok(Answer::refused(
+                    Refusal::CannotGoOn,
+                    format!("{}: cannot go on after phase {phase}: {why}; `abort {id}` ends it", r.id),
+                ));
             }
-            return self.end(&r, &format!("aborted by {who}: {why}"), now);
+            return self.end(&r, &format!("aborted by {who}: {why}"), now).map(Answer::done);
         }
         let next = if go_on {
             Next::Phase(format!("{who} said continue after phase {phase}"))
@@ -803,8 +825,7 @@ impl Engine {
                 None => format!("aborted by {who}"),
             })
         };
-        let said = self.next_commit(&r, next, By::Person, now)?;
-        Ok(if said.contains(": cannot go on") { format!("refused: {said}") } else { said })
+        self.next_commit(&r, next, By::Person, now)
     }
 }
 

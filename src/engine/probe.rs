@@ -8,8 +8,14 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 
-use crate::config::PrometheusConfig;
 use crate::support::clock::Clock;
+
+/// The port to Prometheus: whether an instant query holds now (at least one series, or a
+/// non-zero scalar). The adapter (`crate::prometheus`) speaks HTTP; the engine calls it only
+/// through [`Prober`], off the writer thread. An error is "unknown", never "does not hold".
+pub(crate) trait QueryMetrics: Send + Sync {
+    fn holds(&self, query: &str) -> Result<bool, String>;
+}
 
 /// How many distinct queries may be out at once (one thread each). Queries come from policies,
 /// so there are few; a Prometheus that hangs them all still costs at most this many threads.
@@ -30,7 +36,8 @@ struct State {
 }
 
 struct Inner {
-    config: Option<PrometheusConfig>,
+    /// `None` when no `prometheus:` is configured.
+    metrics: Option<Arc<dyn QueryMetrics>>,
     clock: Arc<dyn Clock>,
     state: Mutex<State>,
     changed: Condvar,
@@ -49,9 +56,9 @@ impl std::fmt::Debug for Prober {
 }
 
 impl Prober {
-    pub(crate) fn new(config: Option<PrometheusConfig>, clock: Arc<dyn Clock>) -> Self {
+    pub(crate) fn new(metrics: Option<Arc<dyn QueryMetrics>>, clock: Arc<dyn Clock>) -> Self {
         Prober {
-            inner: Arc::new(Inner { config, clock, state: Mutex::new(State::default()), changed: Condvar::new() }),
+            inner: Arc::new(Inner { metrics, clock, state: Mutex::new(State::default()), changed: Condvar::new() }),
         }
     }
 
@@ -99,8 +106,8 @@ impl Prober {
         let inner = self.inner.clone();
         let q = query.to_string();
         let spawned = std::thread::Builder::new().name("prometheus-query".into()).spawn(move || {
-            let result = match &inner.config {
-                Some(p) => super::verify::query_holds(p, &q),
+            let result = match &inner.metrics {
+                Some(m) => m.holds(&q),
                 None => Err("no `prometheus:` configured".into()),
             };
             let at = inner.clock.now();

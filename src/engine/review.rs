@@ -7,6 +7,8 @@ use tracing::{info, warn};
 
 use super::facts::Asking;
 use super::{Engine, EngineError};
+use crate::domain::actor::Actor;
+use crate::domain::answer::{Answer, Refusal};
 use crate::domain::decide::Verdict;
 use crate::domain::decision::Decision;
 use crate::domain::event::Event;
@@ -14,10 +16,23 @@ use crate::domain::freeze::Freeze;
 use crate::domain::plan::Sha;
 use crate::domain::plan::{Plan, Strategy};
 use crate::domain::policy::{Mode, Policy};
-use crate::domain::principal::{Principal, first_admitting};
+use crate::domain::principal::first_admitting;
 use crate::domain::rollback::{Delivery, Rollback, RollbackId, RollbackRef};
 use crate::forge::{Forge, GithubForge};
-use crate::git::{GitError, PlanRequest, Planned, PushResult, WriteTarget};
+use crate::git::{PlanRequest, Planned, PushResult, Try, WriteTarget};
+
+/// An open proposal being merged: its branch at the reviewed commit, what it rolls back, and
+/// who merges it when.
+#[derive(Clone, Copy)]
+pub(super) struct Merge<'a> {
+    pub branch: &'a str,
+    pub commit: &'a Sha,
+    pub service: &'a str,
+    pub env: &'a str,
+    pub id: &'a str,
+    pub by: &'a str,
+    pub now: Timestamp,
+}
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum ReviewOutcome {
@@ -55,24 +70,18 @@ pub(super) enum Merging {
     Automatic { asked_by_person: bool },
 }
 
-/// Who may act: `None` for the CLI (an operator), a principal from chat.
-pub(crate) type Actor<'a> = Option<&'a Principal>;
-
-pub(super) fn actor_id(actor: Actor<'_>, cli_name: &str) -> String {
-    actor.map_or_else(|| format!("cli:{cli_name}"), |p| p.id.clone())
-}
-
 impl Engine {
     /// What a person's action starts with: the data dir's lock, the origin as it is now (people
     /// act on what they just saw, so the freshness window does not apply), and the time.
     pub(super) fn begin_fresh(&mut self) -> Result<(crate::git::MirrorLock, Timestamp), EngineError> {
         let lock = self.begin()?;
-        self.fetch(true)?;
+        self.fetch_now()?;
         Ok((lock, self.clock.now()))
     }
 
     /// Approves proposal `id`; merges it once the policy's approvals are met.
-    pub fn approve(&mut self, id: &str, actor: Actor<'_>, cli_name: &str) -> Result<ReviewOutcome, EngineError> {
+    pub fn approve(&mut self, id: &str, actor: &Actor) -> Result<ReviewOutcome, EngineError> {
+        let (who, actor) = (actor.id(), actor.principal());
         let (_lock, now) = self.begin_fresh()?;
         let Some((branch, commit, t)) = self.repo.find_proposal(id)? else {
             return Ok(ReviewOutcome::Refused { reason: format!("no open proposal {id}") });
@@ -80,7 +89,6 @@ impl Engine {
         let Some(policy) = self.policies.policies.iter().find(|p| p.name() == t.policy).cloned() else {
             return Ok(ReviewOutcome::Refused { reason: format!("policy {} of {id} no longer exists", t.policy) });
         };
-        let who = actor_id(actor, cli_name);
         if let Some(p) = actor
             && first_admitting(&policy.chatops.approve, p).is_none()
         {
@@ -130,12 +138,11 @@ impl Engine {
             self.say(&branch, &format!("Not merged: {why}."));
             return Ok(ReviewOutcome::Refused { reason });
         }
+        let merge = Merge { branch: &branch, commit: &commit, service: &t.service, env: &t.env, id, by: &who, now };
         let forge = self.forge.clone();
         let outcome = match &*forge {
-            Forge::Github(gh) => {
-                self.merge_on_github(gh, &branch, &commit, &t.service, &t.env, id, policy.review.merge, &who, now)
-            }
-            Forge::Local => self.merge_proposal(&branch, &commit, &t.service, &t.env, id, &who, now),
+            Forge::Github(gh) => self.merge_on_github(gh, &merge, policy.review.merge),
+            Forge::Local => self.merge_proposal(&merge),
         }?;
         let outcome = match outcome {
             // The rest of a phased rollback is its last phase.
@@ -159,31 +166,25 @@ impl Engine {
 
     /// Merges the proposal's pull request through GitHub at exactly the reviewed commit (replayed
     /// onto the base first if the base moved), then tags what landed and says so on the PR.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn merge_on_github(
         &mut self,
         gh: &GithubForge,
-        branch: &str,
-        commit: &Sha,
-        service: &str,
-        env: &str,
-        id: &str,
+        m: &Merge<'_>,
         method: crate::domain::policy::MergeMethod,
-        who: &str,
-        now: Timestamp,
     ) -> Result<ReviewOutcome, EngineError> {
+        let Merge { branch, commit, service, env, id, by: who, now } = *m;
         let message = self.repo.message(commit)?;
         let pr = match gh.find_open_pr(branch)? {
             Some(pr) => pr,
-            None => gh.open_pr(
+            None => gh.open_pr(&crate::forge::ProposalRequest {
                 branch,
-                self.repo.branch(),
-                &format!("Roll back {service}/{env} ({id})"),
-                &message,
-                &["rollback".into(), format!("service:{service}"), format!("env:{env}")],
-                &[],
-                &[],
-            )?,
+                base: self.repo.branch(),
+                title: &format!("Roll back {service}/{env} ({id})"),
+                body: &message,
+                labels: &["rollback".into(), format!("service:{service}"), format!("env:{env}")],
+                reviewers: &[],
+                teams: &[],
+            })?,
         };
         let Some(tip) = self.repo.onto_head(commit, now)? else {
             let reason =
@@ -205,7 +206,7 @@ impl Engine {
             }
             Err(e) => return Err(e.into()),
         };
-        self.fetch(true)?;
+        self.fetch_now()?;
         let tag = RollbackRef::new(service, env, &RollbackId(id.to_string())).name();
         let review = self.review_of(commit, Some(who), None);
         self.repo.tag_commit(
@@ -268,8 +269,9 @@ impl Engine {
         if let Some(why) = self.may_merge(&policy, plan.as_ref(), &t, &rid, by, now) {
             return Ok(format!("{id} waits for an approval: {why}"));
         }
-        let outcome =
-            self.merge_on_github(gh, &branch, &commit, &t.service, &t.env, id, policy.review.merge, "auto_merge", now)?;
+        let merge =
+            Merge { branch: &branch, commit: &commit, service: &t.service, env: &t.env, id, by: "auto_merge", now };
+        let outcome = self.merge_on_github(gh, &merge, policy.review.merge)?;
         Ok(outcome.summary())
     }
 
@@ -320,45 +322,32 @@ impl Engine {
         Ok(if created { format!("recorded {tag}") } else { format!("{tag} was recorded already") })
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn merge_proposal(
-        &mut self,
-        branch: &str,
-        commit: &Sha,
-        service: &str,
-        env: &str,
-        id: &str,
-        merged_by: &str,
-        now: Timestamp,
-    ) -> Result<ReviewOutcome, EngineError> {
+    pub(super) fn merge_proposal(&mut self, m: &Merge<'_>) -> Result<ReviewOutcome, EngineError> {
+        let Merge { branch, commit, service, env, id, by: merged_by, now } = *m;
         let review = self.review_of(commit, Some(merged_by), None);
-        let attempts = self.config.git.push_retries + 1;
-        for attempt in 0..attempts {
-            if attempt > 0 {
-                self.fetch(true)?;
-            }
-            let head = self.repo.head()?;
-            let Some(merged) = self.repo.onto_head(commit, now)? else {
-                return Ok(ReviewOutcome::Refused {
+        self.retry_on_moved(|engine, attempt| {
+            let head = engine.repo.head()?;
+            let Some(merged) = engine.repo.onto_head(commit, now)? else {
+                return Ok(Try::Done(ReviewOutcome::Refused {
                     reason: format!(
                         "{} moved and {id} no longer applies cleanly; cancel it and ask for a new rollback",
-                        self.repo.branch()
+                        engine.repo.branch()
                     ),
-                });
+                }));
             };
             let tag_name = RollbackRef::new(service, env, &RollbackId(id.to_string())).name();
             let tag_msg = format!("Rollback {id} of {service}/{env}, merged from {branch}\n\n{review}");
-            let tag = self.repo.create_tag(&tag_name, &merged, &tag_msg, now)?;
-            let target = WriteTarget::Branch { name: self.repo.branch().to_string(), expected: head };
-            match self.repo.publish(&merged, &target, Some((&tag_name, &tag)))? {
-                PushResult::Moved => continue,
+            let tag = engine.repo.create_tag(&tag_name, &merged, &tag_msg, now)?;
+            let target = WriteTarget::Branch { name: engine.repo.branch().to_string(), expected: head };
+            Ok(match engine.repo.publish(&merged, &target, Some((&tag_name, &tag)))? {
+                PushResult::Moved => Try::Moved,
                 PushResult::Pushed => {
-                    self.repo.delete_branch(branch, commit)?;
+                    engine.repo.delete_branch(branch, commit)?;
                     let rollback = Rollback {
                         id: RollbackId(id.to_string()),
                         commit: merged,
                         delivery: Delivery::Direct,
-                        branch: self.repo.branch().to_string(),
+                        branch: engine.repo.branch().to_string(),
                         tag: Some(tag_name),
                         push_retries: attempt,
                         pr_url: None,
@@ -366,11 +355,10 @@ impl Engine {
                         because: Vec::new(),
                     };
                     info!(rollback_id = id, "proposal merged");
-                    return Ok(ReviewOutcome::Merged { rollback });
+                    Try::Done(ReviewOutcome::Merged { rollback })
                 }
-            }
-        }
-        Err(GitError::Contended { url: self.repo.url(), branch: self.repo.branch().to_string(), attempts }.into())
+            })
+        })
     }
 
     /// What proposal `t` would change if merged now, planned again from the branch as it is:
@@ -448,12 +436,12 @@ impl Engine {
     }
 
     /// Closes proposal `id`: its branch is deleted and its commit kept as `cancelled/...` tag.
-    pub fn cancel(&mut self, id: &str, actor: Actor<'_>, cli_name: &str) -> Result<ReviewOutcome, EngineError> {
+    pub fn cancel(&mut self, id: &str, actor: &Actor) -> Result<ReviewOutcome, EngineError> {
+        let (who, actor) = (actor.id(), actor.principal());
         let (_lock, now) = self.begin_fresh()?;
         let Some((branch, commit, t)) = self.repo.find_proposal(id)? else {
             return Ok(ReviewOutcome::Refused { reason: format!("no open proposal {id}") });
         };
-        let who = actor_id(actor, cli_name);
         if let Some(p) = actor {
             let approver = self
                 .policies
@@ -481,10 +469,10 @@ impl Engine {
 
     /// Who may `act` (freeze, pause, release holds): anyone an approver in some policy (chat),
     /// or an operator (CLI). The refusal, if refused.
-    pub(super) fn may_freeze(&self, actor: Actor<'_>, act: &str) -> Option<String> {
-        let p = actor?;
+    pub(super) fn may_freeze(&self, actor: &Actor, act: &str) -> Option<Answer> {
+        let p = actor.principal()?;
         let ok = self.policies.policies.iter().any(|pol| first_admitting(&pol.chatops.approve, p).is_some());
-        (!ok).then(|| format!("refused: {p} may not {act}: not an approver in any policy"))
+        (!ok).then(|| Answer::refused(Refusal::NotAllowed, format!("{p} may not {act}: not an approver in any policy")))
     }
 
     pub fn freeze(
@@ -493,13 +481,12 @@ impl Engine {
         env: Option<&str>,
         duration: Option<crate::support::duration::Duration>,
         reason: Option<&str>,
-        actor: Actor<'_>,
-        cli_name: &str,
-    ) -> Result<String, EngineError> {
+        actor: &Actor,
+    ) -> Result<Answer, EngineError> {
         if let Some(refused) = self.may_freeze(actor, "freeze or unfreeze") {
             return Ok(refused);
         }
-        self.add_freeze(scope, env, duration, reason, actor_id(actor, cli_name), false)
+        self.add_freeze(scope, env, duration, reason, actor.id(), false)
     }
 
     /// The kill switch: every automatic rollback (and step back) stops, fleet-wide, until
@@ -508,14 +495,13 @@ impl Engine {
         &mut self,
         duration: Option<crate::support::duration::Duration>,
         reason: Option<&str>,
-        actor: Actor<'_>,
-        cli_name: &str,
-    ) -> Result<String, EngineError> {
+        actor: &Actor,
+    ) -> Result<Answer, EngineError> {
         if let Some(refused) = self.may_freeze(actor, "pause or resume") {
             return Ok(refused);
         }
-        let said = self.add_freeze("all", None, duration, reason, actor_id(actor, cli_name), true)?;
-        if !said.starts_with("refused") {
+        let said = self.add_freeze("all", None, duration, reason, actor.id(), true)?;
+        if !said.is_refused() {
             warn!("{said}");
         }
         Ok(said)
@@ -531,9 +517,9 @@ impl Engine {
         reason: Option<&str>,
         by: String,
         pause: bool,
-    ) -> Result<String, EngineError> {
+    ) -> Result<Answer, EngineError> {
         let what = if pause { "a pause" } else { "a freeze" };
-        let refused = || Ok(format!("refused: {what} lasts more than 0s and at most 366d"));
+        let refused = || Ok(Answer::refused(Refusal::BadInput, format!("{what} lasts more than 0s and at most 366d")));
         let length = duration.map_or(SignedDuration::from_hours(1), |d| d.as_signed());
         if length <= SignedDuration::ZERO || length > SignedDuration::from_hours(24 * 366) {
             return refused();
@@ -552,28 +538,23 @@ impl Engine {
         let text = f.describe();
         let message = if pause { format!("Pause: {text}\n") } else { format!("Freeze: {text}\n") };
         self.repo.update_freezes(&message, now, |set| set.add(f.clone(), now))?;
-        Ok(text)
+        Ok(Answer::done(text))
     }
 
     /// Lifts the pause.
-    pub fn resume(
-        &mut self,
-        actor: Actor<'_>,
-        cli_name: &str,
-        asked_at: Option<Timestamp>,
-    ) -> Result<String, EngineError> {
+    pub fn resume(&mut self, actor: &Actor, asked_at: Option<Timestamp>) -> Result<Answer, EngineError> {
         if let Some(refused) = self.may_freeze(actor, "pause or resume") {
             return Ok(refused);
         }
         let (_lock, now) = self.begin_fresh()?;
-        let who = actor_id(actor, cli_name);
+        let who = actor.id();
         let asked_at = asked_at.unwrap_or(now);
         let removed = self.repo.update_freezes(&format!("Resume by {who}\n"), now, |set| set.resume(now, asked_at))?;
-        Ok(if removed == 0 {
+        Ok(Answer::done(if removed == 0 {
             "automatic rollbacks were not paused".into()
         } else {
             format!("automatic rollbacks resumed by {who}")
-        })
+        }))
     }
 
     /// Lifts freezes of `scope` (in `env`, or every env). `asked_at` is when the person asked
@@ -583,23 +564,22 @@ impl Engine {
         &mut self,
         scope: &str,
         env: Option<&str>,
-        actor: Actor<'_>,
-        cli_name: &str,
+        actor: &Actor,
         asked_at: Option<Timestamp>,
-    ) -> Result<String, EngineError> {
+    ) -> Result<Answer, EngineError> {
         if let Some(refused) = self.may_freeze(actor, "freeze or unfreeze") {
             return Ok(refused);
         }
         let (_lock, now) = self.begin_fresh()?;
-        let who = actor_id(actor, cli_name);
+        let who = actor.id();
         let asked_at = asked_at.unwrap_or(now);
         let removed = self.repo.update_freezes(&format!("Unfreeze {scope} by {who}\n"), now, |set| {
             set.remove(scope, env, now, asked_at)
         })?;
-        Ok(match removed {
+        Ok(Answer::done(match removed {
             0 => format!("{scope} was not frozen"),
             1 => format!("{scope} unfrozen by {who}"),
             n => format!("{scope} unfrozen by {who}: {n} freezes lifted"),
-        })
+        }))
     }
 }

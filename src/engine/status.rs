@@ -18,7 +18,7 @@ impl Engine {
         // Fetched here, the view is as fresh as the moment the fetch began.
         let as_of = fetch.then(|| to_the_second(self.clock.now()));
         if fetch {
-            self.fetch(false)?;
+            self.fetch_if_stale()?;
         }
         let now = self.clock.now();
         // Freezes that cannot be read are said as such, in place of the pause: what the page is for.
@@ -59,6 +59,7 @@ impl Engine {
             .collect();
         let phased = self.phased_views(now);
         let verifying = self
+            .verification
             .watches
             .values()
             .map(|w| VerifyingView {

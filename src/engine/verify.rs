@@ -17,15 +17,15 @@ use super::{Engine, EngineError, Selection, Write, select};
 use crate::domain::audit::AuditRecord;
 use crate::domain::decide::Verdict;
 use crate::domain::decision::{Decision, Report};
-use crate::domain::event::{Event, Source};
+use crate::domain::event::{Event, Source, Trigger};
 use crate::domain::explain::{DecisionRecord, Explanation, Subject};
 use crate::domain::notice::{Follows, Notice, NoticeKind, stepped_back_from, summary, trigger_url};
 use crate::domain::plan::Sha;
 use crate::domain::policy::Policy;
 use crate::domain::rollback::{Delivery, Outcome, Rollback, RollbackId};
 use crate::domain::soak::{self, Candidate, SoakState};
-use crate::domain::verify::{OnFailure, Signal, Status, Watch};
-use crate::git::{CANDIDATES_REF, PathSet, PlanRequest, Planned, WATCH_NOTES_REF};
+use crate::domain::verify::{OnFailure, Signal, Status, Verifying, Watch};
+use crate::git::{CANDIDATES_REF, PathSet, PlanRequest, Planned, Try, WATCH_NOTES_REF};
 use crate::metrics;
 use crate::support::duration::Duration;
 
@@ -38,7 +38,7 @@ impl Engine {
     /// its target, and start watching a rollback that was pushed.
     pub(super) fn after_handle(&mut self, event: &Event, result: &Result<Report, EngineError>) {
         let now = self.clock.now();
-        self.incidents.remember(event);
+        self.verification.incidents.remember(event);
         let report = match result {
             Ok(report) => report,
             Err(e) => {
@@ -79,6 +79,7 @@ impl Engine {
             };
             let target = report.decision.target.as_ref();
             let ids: Vec<RollbackId> = self
+                .verification
                 .watches
                 .values()
                 .filter(|w| dup == Some(&w.id) || target.is_some_and(|t| t.service == w.service && t.env == w.env))
@@ -101,7 +102,12 @@ impl Engine {
                 if self.repo.index().applied(&service, &env).any(|r| r.id != rollback.id && r.at > day_ago) {
                     metrics::oscillation();
                 }
-                self.start_watch(&policy, rollback, &service, &env, &event.trigger(), now, 0, None);
+                self.start_watch(
+                    &policy,
+                    rollback,
+                    &Verifying { service: &service, env: &env, trigger: &event.trigger(), at: now, step: 0 },
+                    None,
+                );
             }
         }
     }
@@ -126,8 +132,13 @@ impl Engine {
         metrics::merged(path, alert_start(&t.trigger), now);
         if let Some(policy) = self.policy_named(&t.policy).cloned() {
             // A step back that was proposed counts as its step once merged (max_steps).
-            let step = step_of(&t.trigger);
-            self.start_watch(&policy, rollback, &t.service, &t.env, &t.trigger, now, step, None);
+            let step = Trigger::parse(&t.trigger).step_back();
+            self.start_watch(
+                &policy,
+                rollback,
+                &Verifying { service: &t.service, env: &t.env, trigger: &t.trigger, at: now, step },
+                None,
+            );
         }
     }
 
@@ -141,14 +152,7 @@ impl Engine {
         let said =
             format!("{} is a candidate: tagged at {} unless an alert fires first", candidate.name, candidate.until);
         all.push(candidate);
-        self.repo.write_note(
-            CANDIDATES_REF,
-            &commit,
-            &soak::note(&all),
-            self.clock.now(),
-            self.config.git.push_retries,
-            true,
-        )?;
+        self.repo.write_note(CANDIDATES_REF, &commit, &soak::note(&all), self.clock.now(), true)?;
         Ok(said)
     }
 
@@ -212,7 +216,7 @@ impl Engine {
         // Every alert comes through here: while the notes ref is what it was when nothing was
         // soaking, there is nothing to read.
         let current = self.repo.ref_id(CANDIDATES_REF);
-        if self.none_soaking.as_ref() == Some(&current) {
+        if self.verification.none_soaking.as_ref() == Some(&current) {
             return;
         }
         let notes = match self.repo.notes_of(CANDIDATES_REF) {
@@ -230,20 +234,11 @@ impl Engine {
                 changed |= change(c);
             }
             soaking |= all.iter().any(|c| c.state == SoakState::Soaking);
-            if changed
-                && let Err(e) = self.repo.write_note(
-                    CANDIDATES_REF,
-                    &commit,
-                    &soak::note(&all),
-                    now,
-                    self.config.git.push_retries,
-                    true,
-                )
-            {
+            if changed && let Err(e) = self.repo.write_note(CANDIDATES_REF, &commit, &soak::note(&all), now, true) {
                 warn!(error = %e, "a known-good candidate's state could not be recorded");
             }
         }
-        self.none_soaking = (!soaking).then(|| self.repo.ref_id(CANDIDATES_REF));
+        self.verification.none_soaking = (!soaking).then(|| self.repo.ref_id(CANDIDATES_REF));
     }
 
     /// Keeps a decision that wrote nothing in git, once per (trigger, outcome), for `explain`.
@@ -256,14 +251,13 @@ impl Engine {
             },
         };
         let Some(record) = DecisionRecord::of(event, report, &head.0, now) else { return };
-        if !self.recorded.insert((record.trigger.clone(), record.outcome.clone())) {
+        if !self.verification.recorded.insert((record.trigger.clone(), record.outcome.clone())) {
             return;
         }
-        if self.recorded.len() > 10_000 {
-            self.recorded.clear();
+        if self.verification.recorded.len() > 10_000 {
+            self.verification.recorded.clear();
         }
-        let retries = self.config.git.push_retries;
-        if let Err(e) = self.repo.add_decision(&head, &record.line(), now, retries) {
+        if let Err(e) = self.repo.add_decision(&head, &record.line(), now) {
             warn!(trigger = %record.trigger, error = %e, "the decision could not be recorded in git");
         }
     }
@@ -272,7 +266,7 @@ impl Engine {
     /// fingerprint): the decisions that wrote nothing, the rollbacks, their verification.
     pub fn explain(&mut self, subject: &str) -> Result<Explanation, EngineError> {
         let _lock = self.begin()?;
-        self.fetch(false)?;
+        self.fetch_if_stale()?;
         let now = self.clock.now();
         let decisions: Vec<DecisionRecord> =
             self.repo.decisions()?.iter().filter_map(|l| serde_json::from_str(l).ok()).collect();
@@ -336,12 +330,12 @@ impl Engine {
             trigger.clone_from(&r.trigger);
             first = Some(r);
         }
-        if let Some((said, url)) = self.incidents.get(&trigger) {
+        if let Some((said, url)) = self.verification.incidents.get(&trigger) {
             n.summary = n.summary.or_else(|| said.clone());
             n.trigger_url = n.trigger_url.or_else(|| url.clone());
         }
         // An alert's rollback records its summary as `Rollback-Reason` (a restart forgets the rest).
-        if n.summary.is_none() && trigger.starts_with("alertmanager:") {
+        if n.summary.is_none() && Trigger::parse(&trigger).is_alert() {
             n.summary = first.filter(|r| r.trigger == trigger).and_then(|r| r.reason.clone());
         }
         let changes = |commit: &str| self.repo.artifact_changes(&format!("{commit}^1"), commit).unwrap_or_default();
@@ -381,46 +375,31 @@ impl Engine {
     }
 
     /// Watches `rollback` when its policy says how to verify it and something can.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn start_watch(
         &mut self,
         policy: &Policy,
         rollback: &Rollback,
-        service: &str,
-        env: &str,
-        trigger: &str,
-        at: Timestamp,
-        step: u32,
+        of: &Verifying<'_>,
         firing: Option<std::collections::BTreeSet<String>>,
     ) -> Option<Watch> {
+        let Verifying { service, env, trigger, at, .. } = *of;
         let spec = policy.verify.as_ref()?;
         // One commit for several alerts: each of their alerts must resolve.
-        if let Some(w) = self.watches.get_mut(&rollback.id) {
-            if trigger.starts_with("alertmanager:") {
+        if let Some(w) = self.verification.watches.get_mut(&rollback.id) {
+            if Trigger::parse(trigger).is_alert() {
                 w.also_firing([trigger.to_string()]);
             }
             return Some(w.clone());
         }
         let query = self.verify_query(policy, service, env);
-        let mut watch = Watch::start(
-            spec,
-            rollback.id.clone(),
-            rollback.commit.clone(),
-            service,
-            env,
-            policy.name(),
-            trigger,
-            at,
-            step,
-            query,
-        );
+        let mut watch = Watch::start(spec, (rollback.id.clone(), rollback.commit.clone()), policy.name(), of, query);
         if let Some(firing) = firing {
             watch.also_firing(firing);
         }
         // The last phase of a phased rollback whose alert resolved between phases: it is not
         // firing now, so it counts as resolved from when this phase could be deployed.
         if rollback.phase.is_some_and(|p| p.is_last() && p.of > 1)
-            && trigger.starts_with("alertmanager:")
+            && Trigger::parse(trigger).is_alert()
             && self.resolved_before_last_phase(&rollback.id)
         {
             let deployed = at.saturating_add(spec.deploy_time.as_signed()).unwrap_or(at);
@@ -431,18 +410,17 @@ impl Engine {
             return None;
         }
         info!(rollback_id = %rollback.id, deadline = %watch.deadline(), "verifying the rollback");
-        self.watches.insert(watch.id.clone(), watch.clone());
+        self.verification.watches.insert(watch.id.clone(), watch.clone());
         Some(watch)
     }
 
     /// Feeds `signal` to one watch; records its progress when it changed, and settles it when
     /// it has a verdict.
     fn observe(&mut self, id: &RollbackId, signal: &Signal, now: Timestamp) -> Option<String> {
-        let watch = self.watches.get_mut(id)?;
+        let watch = self.verification.watches.get_mut(id)?;
         if watch.observe(signal) {
             let (commit, text) = (watch.commit.clone(), watch.progress());
-            let retries = self.config.git.push_retries;
-            if let Err(e) = self.repo.write_note(WATCH_NOTES_REF, &commit, &text, now, retries, true) {
+            if let Err(e) = self.repo.write_note(WATCH_NOTES_REF, &commit, &text, now, true) {
                 warn!(rollback_id = %id, error = %e, "verification progress not recorded in git; kept in memory");
             }
         }
@@ -455,30 +433,30 @@ impl Engine {
     /// when their proposals were pushed. Called by the writer when idle.
     pub fn verify_due(&mut self) -> Result<Vec<String>, EngineError> {
         let _lock = self.begin()?;
-        self.fetch(false)?;
+        self.fetch_if_stale()?;
         let now = self.clock.now();
         self.pick_up(now)?;
         self.soak_due(now);
         let mut said = self.open_deferred_prs(now);
         said.extend(self.phases_due(now));
-        let ids: Vec<RollbackId> = self.watches.keys().cloned().collect();
+        let ids: Vec<RollbackId> = self.verification.watches.keys().cloned().collect();
         // Every watch's query at once, off this thread, for a bounded wait.
-        let queries: Vec<String> = self.watches.values().filter_map(|w| w.query.clone()).collect();
+        let queries: Vec<String> = self.verification.watches.values().filter_map(|w| w.query.clone()).collect();
         let answers = self.ask_prometheus(&queries, now);
         for id in ids {
-            let query = self.watches.get(&id).and_then(|w| w.query.clone());
+            let query = self.verification.watches.get(&id).and_then(|w| w.query.clone());
             if let Some(q) = query {
                 let answer = answers.get(&q).cloned().unwrap_or_else(|| Err("not asked".into()));
                 match answer {
                     Ok((holds, at)) => {
-                        if let Some(w) = self.watches.get_mut(&id) {
+                        if let Some(w) = self.verification.watches.get_mut(&id) {
                             w.query_error = None;
                         }
                         said.extend(self.observe(&id, &Signal::Query { holds, at }, now));
                     }
                     Err(e) => {
                         warn!(rollback_id = %id, error = %e, "verify.query could not be evaluated");
-                        if let Some(w) = self.watches.get_mut(&id) {
+                        if let Some(w) = self.verification.watches.get_mut(&id) {
                             w.query_error = Some(e);
                         }
                     }
@@ -495,7 +473,7 @@ impl Engine {
     /// no note settles.
     fn pick_up(&mut self, now: Timestamp) -> Result<(), EngineError> {
         // Only the records nobody watches or settled yet: a tick copies nothing else.
-        let (watches, settled) = (&self.watches, &self.settled);
+        let (watches, settled) = (&self.verification.watches, &self.verification.settled);
         let records: Vec<AuditRecord> = self
             .repo
             .audit(now)?
@@ -519,13 +497,13 @@ impl Engine {
             let Some(spec) = &policy.verify else { continue };
             let too_old = r.at.saturating_add(spec.within.as_signed()).and_then(|t| t.saturating_add(PICK_UP));
             if too_old.is_ok_and(|t| t < now) || self.repo.note(&r.commit).is_some() {
-                self.settled.insert(r.id.clone());
+                self.verification.settled.insert(r.id.clone());
                 continue;
             }
             if let Some(w) = self.repo.note_in(WATCH_NOTES_REF, &r.commit).and_then(|n| Watch::resume(&n))
                 && w.id == r.id
             {
-                self.watches.insert(w.id.clone(), w);
+                self.verification.watches.insert(w.id.clone(), w);
                 continue;
             }
             let rollback = Rollback {
@@ -539,9 +517,17 @@ impl Engine {
                 phase: r.phase,
                 because: Vec::new(),
             };
-            let step = step_of(&r.trigger);
-            if self.start_watch(&policy, &rollback, &r.service, &r.env, &r.trigger, r.at, step, None).is_none() {
-                self.settled.insert(r.id.clone());
+            let step = Trigger::parse(&r.trigger).step_back();
+            if self
+                .start_watch(
+                    &policy,
+                    &rollback,
+                    &Verifying { service: &r.service, env: &r.env, trigger: &r.trigger, at: r.at, step },
+                    None,
+                )
+                .is_none()
+            {
+                self.verification.settled.insert(r.id.clone());
             }
         }
         Ok(())
@@ -549,13 +535,13 @@ impl Engine {
 
     /// Every alert key a verification in progress waits to see resolve.
     pub fn watched_alerts(&self) -> std::collections::HashSet<String> {
-        self.watches.values().flat_map(|w| w.firing.iter().cloned()).collect()
+        self.verification.watches.values().flat_map(|w| w.firing.iter().cloned()).collect()
     }
 
     /// Whether rollback `id`'s policy verifies it (so the plain "resolved" note is not its verdict).
     pub(super) fn verified_by_watch(&self, id: &RollbackId, policy: &str) -> bool {
-        self.watches.contains_key(id)
-            || self.settled.contains(id)
+        self.verification.watches.contains_key(id)
+            || self.verification.settled.contains(id)
             || self.policy_named(policy).is_some_and(|p| p.verify.is_some())
     }
 
@@ -566,14 +552,14 @@ impl Engine {
         let at = at.min(now);
         self.pick_up(now)?;
         let ids: Vec<RollbackId> =
-            self.watches.values().filter(|w| w.firing.contains(key)).map(|w| w.id.clone()).collect();
+            self.verification.watches.values().filter(|w| w.firing.contains(key)).map(|w| w.id.clone()).collect();
         if ids.is_empty() {
             return Ok(None);
         }
         let mut said = Vec::new();
         for id in ids {
             self.observe(&id, &Signal::Resolved { key: key.to_string(), at }, now);
-            said.push(match self.watches.get(&id) {
+            said.push(match self.verification.watches.get(&id) {
                 Some(w) if !w.firing.is_empty() => format!("{id}: {key} resolved; still firing: {}", w.firing.len()),
                 Some(w) if w.resolved_since.is_none() => format!(
                     "{id}: {key} resolved at {at}, before the deploy time ({}) was over: not counted as the rollback's doing",
@@ -589,11 +575,11 @@ impl Engine {
     /// Ends a watch that has a verdict: writes the verification note and, if this process wrote
     /// it, tells people and carries out `on_failure`.
     fn settle(&mut self, id: &RollbackId, now: Timestamp) -> Option<String> {
-        let status = self.watches.get(id)?.status(now);
+        let status = self.verification.watches.get(id)?.status(now);
         if status == Status::Watching {
             return None;
         }
-        let watch = self.watches.remove(id)?;
+        let watch = self.verification.watches.remove(id)?;
         let (verdict, reason, recovered_at) = match &status {
             Status::Verified { recovered_at } => ("verified", "recovered".to_string(), Some(*recovered_at)),
             Status::NotRecovered { reason } => ("not_recovered", reason.clone(), None),
@@ -623,17 +609,16 @@ impl Engine {
             crate::support::text::quoted(&reason),
             watch.fired_again,
         );
-        let retries = self.config.git.push_retries;
-        let won = match self.repo.add_note(&watch.commit, &text, now, retries) {
+        let won = match self.repo.add_note(&watch.commit, &text, now) {
             Ok(won) => won,
             Err(e) => {
                 // Try again at the next tick: the verdict stands, only its record is missing.
                 warn!(rollback_id = %id, error = %e, "the verification note could not be written; retrying later");
-                self.watches.insert(id.clone(), watch);
+                self.verification.watches.insert(id.clone(), watch);
                 return None;
             }
         };
-        self.settled.insert(id.clone());
+        self.verification.settled.insert(id.clone());
         if !won {
             return Some(format!("{id}: {verdict} (recorded by another replica)"));
         }
@@ -773,81 +758,85 @@ impl Engine {
         let id = self.rollback_id(&trigger, &target.service, &target.env);
         let mut counted = Decision::for_event(&event);
         self.count_blast_radius(&target.service, now, &mut counted)?;
-        let attempts = self.config.git.push_retries + 1;
-        for retries in 0..attempts {
-            let request = PlanRequest {
-                target: &target,
-                strategy: policy.action.strategy,
-                exact: policy.action.exact,
-                to: Some(&to.0),
-                irreversible: policy.irreversible.as_ref(),
-                continues: None,
-                allow_removal: policy.action.allow_removal,
-            };
-            let plan = match self.repo.plan(&request)? {
-                Planned::Ready(plan) => *plan,
-                Planned::Noop { .. } | Planned::AlreadyRolledBack { .. } => return Ok(Step::Nothing),
-                // Stepping back past the service's first deploy would delete it.
-                Planned::NothingToGoBackTo { reason, .. } => return Ok(Step::NotWritten(reason)),
-            };
-            let mut decision = Decision::for_event(&event);
-            decision.policy = Some(policy.name().to_string());
-            decision.mode = Some(policy.action.mode);
-            decision.target = Some(target.clone());
-            decision.notes.push(format!("step back {n}: {} did not bring recovery", watch.id));
-            decision.notes.append(&mut counted.notes);
-            let open = self.open_proposal_for(&plan);
-            let asking = Asking {
-                policy,
-                mode: policy.action.mode,
-                human: false,
-                emergency: false,
-                dry_run: false,
-                id: &id,
-                open_proposal: open.as_ref(),
-            };
-            let delivery =
-                match self.decide_write(&asking, Some(&plan), (&target.service, &target.env), now, &mut decision) {
-                    Verdict::Deliver(delivery) => delivery,
-                    Verdict::Settled(outcome) | Verdict::SameAsOpenProposal(outcome) => {
-                        let why = outcome.summary();
-                        info!(of = %watch.id, step = n, "not stepping back: {why}");
-                        let report = Report { decision, plan: Some(plan), outcome };
-                        self.record_decision(&event, &report, now);
-                        return Ok(Step::NotWritten(why));
-                    }
-                };
-            let w = Write { event: &event, policy, plan: &plan, id: &id, delivery, retries, now, emergency: false };
-            match self.write(&w, &mut decision)? {
-                Some(rollback) if delivery == Delivery::Proposal => {
-                    let why = decision.frozen.clone().unwrap_or_else(|| decision.notes.join("; "));
-                    info!(rollback_id = %rollback.id, of = %watch.id, step = n, "step back proposed: {why}");
-                    return Ok(Step::Proposed(rollback, why));
-                }
-                Some(rollback) => {
-                    metrics::step_back();
-                    info!(rollback_id = %rollback.id, of = %watch.id, step = n, "stepped back");
-                    let firing = Some(watch.firing.clone());
-                    if let Some(next) =
-                        self.start_watch(policy, &rollback, &target.service, &target.env, &trigger, now, n, firing)
-                        && let Err(e) = self.repo.write_note(
-                            WATCH_NOTES_REF,
-                            &next.commit,
-                            &next.progress(),
-                            now,
-                            self.config.git.push_retries,
-                            true,
-                        )
-                    {
-                        warn!(rollback_id = %next.id, error = %e, "verification progress not recorded in git");
-                    }
-                    return Ok(Step::Pushed(rollback));
-                }
-                None => self.fetch(true)?,
+        let stepping =
+            SteppingBack { watch, policy, n, event: &event, trigger: &trigger, target: &target, to: &to, id: &id, now };
+        self.retry_on_moved(|engine, retries| engine.step_back_try(&stepping, &mut counted, retries))
+    }
+
+    /// One try of [`Engine::step_back`]: `Moved` when the branch moved under the write.
+    fn step_back_try(
+        &mut self,
+        stepping: &SteppingBack<'_>,
+        counted: &mut Decision,
+        retries: u32,
+    ) -> Result<Try<Step>, EngineError> {
+        let SteppingBack { watch, policy, n, event, trigger, target, to, id, now } = *stepping;
+        let request = PlanRequest {
+            target,
+            strategy: policy.action.strategy,
+            exact: policy.action.exact,
+            to: Some(&to.0),
+            irreversible: policy.irreversible.as_ref(),
+            continues: None,
+            allow_removal: policy.action.allow_removal,
+        };
+        let plan = match self.repo.plan(&request)? {
+            Planned::Ready(plan) => *plan,
+            Planned::Noop { .. } | Planned::AlreadyRolledBack { .. } => return Ok(Try::Done(Step::Nothing)),
+            // Stepping back past the service's first deploy would delete it.
+            Planned::NothingToGoBackTo { reason, .. } => return Ok(Try::Done(Step::NotWritten(reason))),
+        };
+        let mut decision = Decision::for_event(event);
+        decision.policy = Some(policy.name().to_string());
+        decision.mode = Some(policy.action.mode);
+        decision.target = Some(target.clone());
+        decision.notes.push(format!("step back {n}: {} did not bring recovery", watch.id));
+        decision.notes.append(&mut counted.notes);
+        let open = self.open_proposal_for(&plan);
+        let asking = Asking {
+            policy,
+            mode: policy.action.mode,
+            human: false,
+            emergency: false,
+            dry_run: false,
+            id,
+            open_proposal: open.as_ref(),
+        };
+        let delivery = match self.decide_write(&asking, Some(&plan), (&target.service, &target.env), now, &mut decision)
+        {
+            Verdict::Deliver(delivery) => delivery,
+            Verdict::Settled(outcome) | Verdict::SameAsOpenProposal(outcome) => {
+                let why = outcome.summary();
+                info!(of = %watch.id, step = n, "not stepping back: {why}");
+                let report = Report { decision, plan: Some(plan), outcome };
+                self.record_decision(event, &report, now);
+                return Ok(Try::Done(Step::NotWritten(why)));
             }
-        }
-        Err(crate::git::GitError::Contended { url: self.repo.url(), branch: self.repo.branch().to_string(), attempts }
-            .into())
+        };
+        let w = Write { event, policy, plan: &plan, id, delivery, retries, now, emergency: false };
+        Ok(match self.write(&w, &mut decision)? {
+            Some(rollback) if delivery == Delivery::Proposal => {
+                let why = decision.frozen.clone().unwrap_or_else(|| decision.notes.join("; "));
+                info!(rollback_id = %rollback.id, of = %watch.id, step = n, "step back proposed: {why}");
+                Try::Done(Step::Proposed(rollback, why))
+            }
+            Some(rollback) => {
+                metrics::step_back();
+                info!(rollback_id = %rollback.id, of = %watch.id, step = n, "stepped back");
+                let firing = Some(watch.firing.clone());
+                if let Some(next) = self.start_watch(
+                    policy,
+                    &rollback,
+                    &Verifying { service: &target.service, env: &target.env, trigger, at: now, step: n },
+                    firing,
+                ) && let Err(e) = self.repo.write_note(WATCH_NOTES_REF, &next.commit, &next.progress(), now, true)
+                {
+                    warn!(rollback_id = %next.id, error = %e, "verification progress not recorded in git");
+                }
+                Try::Done(Step::Pushed(rollback))
+            }
+            None => Try::Moved,
+        })
     }
 
     /// Whether each of `queries` holds, and when Prometheus said so, asked off the writer
@@ -861,7 +850,8 @@ impl Engine {
         if queries.is_empty() {
             return HashMap::new();
         }
-        self.prober
+        self.verification
+            .prober
             .ask_all(queries, PROMETHEUS_WAIT)
             .into_iter()
             .map(|(q, answer)| {
@@ -885,31 +875,42 @@ const PROMETHEUS_WAIT: std::time::Duration = std::time::Duration::from_millis(40
 /// How old an answer may be and still count.
 const PROMETHEUS_STALE: jiff::SignedDuration = jiff::SignedDuration::from_mins(5);
 
-/// Asks Prometheus `query` (an instant query): whether it returns at least one series, or a
-/// non-zero scalar. An error says whether Prometheus refused the query (a 4xx: fix the query)
-/// or could not be reached.
-pub(crate) fn query_holds(p: &crate::config::PrometheusConfig, query: &str) -> Result<bool, String> {
-    let agent = crate::outbound::agent(p.timeout.as_std());
-    let url = format!("{}/api/v1/query", p.url.trim_end_matches('/'));
-    let a =
-        crate::outbound::get(&agent, &url, &[("query", query)]).map_err(|e| format!("Prometheus unreachable: {e}"))?;
-    let v: serde_json::Value = serde_json::from_str(&a.body).unwrap_or_default();
-    if !a.ok() || v["status"] != "success" {
-        let why = v["error"].as_str().map_or_else(|| a.body.chars().take(200).collect(), str::to_string);
-        return Err(format!("Prometheus answered {}: {why}", a.status));
+/// What verification keeps between ticks: the watches on pushed rollbacks, and what it has
+/// recorded or read already, so each is written or read once.
+pub(super) struct Verification {
+    /// Pushed rollbacks being verified.
+    pub(super) watches: std::collections::BTreeMap<RollbackId, Watch>,
+    /// Rollbacks whose verification is recorded in git (or too old to pick up).
+    settled: std::collections::HashSet<RollbackId>,
+    /// (trigger, outcome) of decisions already recorded for `explain`.
+    recorded: std::collections::HashSet<(String, String)>,
+    /// The candidates notes ref as it was when no known-good candidate was soaking.
+    none_soaking: Option<Option<String>>,
+    /// Asks Prometheus off the writer thread (verification and phase checks).
+    prober: super::probe::Prober,
+    /// What each recent alert said (its summary and link), by trigger, for the notices that
+    /// come after the rollback (verification, step backs, escalations). Bounded; after a
+    /// restart the summary is read back from the commit (`Rollback-Reason`).
+    incidents: Incidents,
+}
+
+impl Verification {
+    pub(super) fn new(prober: super::probe::Prober) -> Self {
+        Verification {
+            watches: Default::default(),
+            settled: Default::default(),
+            recorded: Default::default(),
+            none_soaking: None,
+            prober,
+            incidents: Default::default(),
+        }
     }
-    let data = &v["data"];
-    Ok(match data["resultType"].as_str() {
-        Some("vector") | Some("matrix") => data["result"].as_array().is_some_and(|r| !r.is_empty()),
-        Some("scalar") => data["result"][1].as_str().and_then(|s| s.parse::<f64>().ok()).is_some_and(|x| x != 0.0),
-        _ => false,
-    })
 }
 
 /// What recent alerts said, by trigger: their summary and link. Bounded: the oldest is
 /// forgotten first.
 #[derive(Default)]
-pub(super) struct Incidents {
+struct Incidents {
     by_trigger: HashMap<String, (Option<String>, Option<String>)>,
     order: std::collections::VecDeque<String>,
 }
@@ -939,6 +940,20 @@ impl Incidents {
 }
 
 /// What a step back came to.
+/// A step back being written: what every try of it reads.
+#[derive(Clone, Copy)]
+struct SteppingBack<'a> {
+    watch: &'a Watch,
+    policy: &'a Policy,
+    n: u32,
+    event: &'a Event,
+    trigger: &'a str,
+    target: &'a crate::domain::plan::Target,
+    to: &'a Sha,
+    id: &'a RollbackId,
+    now: Timestamp,
+}
+
 enum Step {
     /// Pushed to the branch, and verified in turn.
     Pushed(Rollback),
@@ -953,14 +968,9 @@ enum Step {
 
 /// When an alert trigger's incident began: Alertmanager keys end in `@<startsAt>`.
 fn alert_start(trigger: &str) -> Option<Timestamp> {
-    trigger.strip_prefix("alertmanager:")?.rsplit_once('@')?.1.parse().ok()
-}
-
-/// The step a rollback is, from its trigger: `rollbackd:step-back/<id>/<n>` is step n.
-fn step_of(trigger: &str) -> u32 {
-    trigger
-        .strip_prefix("rollbackd:step-back/")
-        .and_then(|rest| rest.rsplit('/').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
+    let trigger = Trigger::parse(trigger);
+    if !trigger.is_alert() {
+        return None;
+    }
+    trigger.key.rsplit_once('@')?.1.parse().ok()
 }

@@ -171,18 +171,9 @@ impl GithubForge {
         })
     }
 
-    /// Opens a pull request from `head` into `base`, labelled, with reviewers requested.
-    #[allow(clippy::too_many_arguments)]
-    pub fn open_pr(
-        &self,
-        head: &str,
-        base: &str,
-        title: &str,
-        body: &str,
-        labels: &[String],
-        reviewers: &[String],
-        teams: &[String],
-    ) -> Result<Pr, ForgeError> {
+    /// Opens a pull request from `p.branch` into `p.base`, labelled, with reviewers requested.
+    pub fn open_pr(&self, p: &super::ProposalRequest<'_>) -> Result<Pr, ForgeError> {
+        let super::ProposalRequest { branch: head, base, title, body, labels, reviewers, teams } = *p;
         let pr = self.pr(self.call(
             Method::Post,
             &self.repo_path("/pulls"),

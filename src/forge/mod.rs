@@ -29,6 +29,11 @@ pub enum ForgeError {
 }
 
 impl ForgeError {
+    /// GitHub refused our credentials (401, or 403 without a rate limit).
+    pub fn is_auth(&self) -> bool {
+        matches!(self, ForgeError::Api { status: 401 | 403, .. })
+    }
+
     /// Worth retrying later: the API was unreachable or failed on its side.
     pub fn is_transient(&self) -> bool {
         match self {
@@ -41,7 +46,7 @@ impl ForgeError {
 }
 
 /// A proposal's pull request, as the engine asks for it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct ProposalRequest<'a> {
     pub branch: &'a str,
     pub base: &'a str,
@@ -91,7 +96,7 @@ impl Forge {
         if let Some(pr) = gh.find_open_pr(p.branch)? {
             return Ok(Some(pr));
         }
-        gh.open_pr(p.branch, p.base, p.title.trim(), p.body, p.labels, p.reviewers, p.teams).map(Some)
+        gh.open_pr(&ProposalRequest { title: p.title.trim(), ..*p }).map(Some)
     }
 
     /// Says `text` on the conversation of the proposal on `branch`. `Ok(false)` where there is

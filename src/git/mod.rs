@@ -39,6 +39,9 @@ use crate::support::url::redact_url;
 pub enum GitError {
     #[error("cannot reach the config repo {url}: {message}")]
     Unreachable { url: String, message: String },
+    /// The origin would not take our credentials: retrying soon will not help.
+    #[error("cannot reach the config repo {url}: {message}")]
+    Auth { url: String, message: String },
     #[error("the config repo {url} refused the push to {refname}: {message}")]
     Refused { url: String, refname: String, message: String },
     #[error("branch {branch} kept moving on {url}: gave up after {attempts} attempts")]
@@ -81,6 +84,34 @@ pub enum GitError {
     Git(#[from] git2::Error),
 }
 
+/// What kind of failure a [`GitError`] is, for callers that branch on it (backoff, status
+/// codes) rather than read its text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GitErrorKind {
+    /// The origin refused our credentials.
+    Auth,
+    /// The origin could not be reached (or has not been fetched yet).
+    Unreachable,
+    /// The branch kept moving under our writes.
+    Moved,
+    /// The origin refused a push for another reason (a hook, branch protection).
+    Refused,
+    /// Anything else: bad input, state rollbackd cannot read, git itself.
+    Other,
+}
+
+impl GitError {
+    pub fn kind(&self) -> GitErrorKind {
+        match self {
+            GitError::Auth { .. } => GitErrorKind::Auth,
+            GitError::Unreachable { .. } | GitError::NotFetched { .. } => GitErrorKind::Unreachable,
+            GitError::Contended { .. } => GitErrorKind::Moved,
+            GitError::Refused { .. } => GitErrorKind::Refused,
+            _ => GitErrorKind::Other,
+        }
+    }
+}
+
 /// Where a write goes on the origin.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WriteTarget {
@@ -91,10 +122,31 @@ pub enum WriteTarget {
 }
 
 /// One try of a compare-and-swap write.
-enum Try<T> {
+pub(crate) enum Try<T> {
     Done(T),
     /// Another writer got there first: fetch and try again.
-    Lost,
+    Moved,
+}
+
+/// The one compare-and-swap loop behind every write rollbackd makes to the origin: runs
+/// `attempt` (given the try's number, from 0) until it is done, calling `refetch` before every
+/// retry; `Ok(None)` when all `attempts` tries lost to other writers (the caller says
+/// `Contended` with what it knows of the origin).
+pub(crate) fn retry_on_moved<C: ?Sized, T, E>(
+    ctx: &mut C,
+    attempts: u32,
+    mut refetch: impl FnMut(&mut C) -> Result<(), E>,
+    mut attempt: impl FnMut(&mut C, u32) -> Result<Try<T>, E>,
+) -> Result<Option<T>, E> {
+    for n in 0..attempts {
+        if n > 0 {
+            refetch(ctx)?;
+        }
+        if let Try::Done(value) = attempt(ctx, n)? {
+            return Ok(Some(value));
+        }
+    }
+    Ok(None)
 }
 
 /// What happened to a write.
@@ -398,11 +450,17 @@ impl ConfigRepo {
     }
 
     /// Fetches branches, tags and notes from the origin unless a fetch is younger than the
-    /// freshness window. `force` always fetches (after a rejected push).
-    pub fn fetch(&mut self, force: bool) -> Result<(), GitError> {
-        if !force && self.last_fetch.is_some_and(|t| t.elapsed() < self.freshness) {
+    /// freshness window.
+    pub fn fetch_if_stale(&mut self) -> Result<(), GitError> {
+        if self.last_fetch.is_some_and(|t| t.elapsed() < self.freshness) {
             return Ok(());
         }
+        self.fetch_now()
+    }
+
+    /// Fetches branches, tags and notes from the origin now (after a rejected push, or when
+    /// the origin is known to have moved).
+    pub fn fetch_now(&mut self) -> Result<(), GitError> {
         transport::fetch(&self.repo, &self.url, &self.auth)?;
         self.trust.quarantine(&self.repo, &OWN_REFS)?;
         self.last_fetch = Some(Instant::now());
@@ -555,7 +613,7 @@ impl ConfigRepo {
             // proxy timing out, a cut connection): the branch on the origin tells. Without
             // this, a rollback that happened would be answered as an error.
             Err(e @ GitError::Unreachable { .. }) => {
-                if !self.fetch(true).is_ok_and(|()| self.branch_is(branch_ref, new)) {
+                if !self.fetch_now().is_ok_and(|()| self.branch_is(branch_ref, new)) {
                     return Err(e);
                 }
                 tracing::warn!(error = %e, "the push's answer was lost; the origin has the commit");
@@ -587,8 +645,8 @@ impl ConfigRepo {
     /// Adds a note (in `refs/notes/rollbackd`) to `commit` and pushes it, compare-and-swap on the
     /// notes ref. `Ok(false)` when the commit already has a note: verification is recorded once,
     /// and of two replicas that both try, one wins.
-    pub fn add_note(&mut self, commit: &Sha, text: &str, at: Timestamp, retries: u32) -> Result<bool, GitError> {
-        self.write_note(NOTES_REF, commit, text, at, retries, false)
+    pub fn add_note(&mut self, commit: &Sha, text: &str, at: Timestamp) -> Result<bool, GitError> {
+        self.write_note(NOTES_REF, commit, text, at, false)
     }
 
     /// Sets the note on `commit` in `notes_ref` (replacing one there) and pushes it,
@@ -600,17 +658,16 @@ impl ConfigRepo {
         commit: &Sha,
         text: &str,
         at: Timestamp,
-        retries: u32,
         overwrite: bool,
     ) -> Result<bool, GitError> {
         let target = oid(commit)?;
-        self.until_written(notes_ref, retries, |this| {
+        self.until_written(notes_ref, |this| {
             if !overwrite && this.repo.find_note(Some(notes_ref), target).is_ok() {
                 return Ok(Try::Done(false));
             }
             Ok(match this.push_note(notes_ref, target, text, at)? {
                 PushResult::Pushed => Try::Done(true),
-                PushResult::Moved => Try::Lost,
+                PushResult::Moved => Try::Moved,
             })
         })
     }
@@ -677,13 +734,13 @@ impl ConfigRepo {
 
     /// Appends `line` to the decisions note on `head` and pushes it. `Ok(false)` when the note
     /// is full.
-    pub fn add_decision(&mut self, head: &Sha, line: &str, at: Timestamp, retries: u32) -> Result<bool, GitError> {
+    pub fn add_decision(&mut self, head: &Sha, line: &str, at: Timestamp) -> Result<bool, GitError> {
         let existing = self.note_in(DECISIONS_REF, head).unwrap_or_default();
         if existing.len() + line.len() > DECISIONS_NOTE_MAX {
             return Ok(false);
         }
         let text = format!("{existing}{line}\n");
-        self.write_note(DECISIONS_REF, head, &text, at, retries, true)
+        self.write_note(DECISIONS_REF, head, &text, at, true)
     }
 
     /// Every line of every decisions note.
@@ -851,7 +908,7 @@ impl ConfigRepo {
     /// Records an approval (a note line on the proposal commit), pushed with compare-and-swap.
     pub fn add_approval(&mut self, commit: &Sha, who: &str, at: Timestamp) -> Result<(), GitError> {
         let target = oid(commit)?;
-        self.until_written(APPROVALS_REF, self.push_retries, |this| {
+        self.until_written(APPROVALS_REF, |this| {
             let mut text = this
                 .repo
                 .find_note(Some(APPROVALS_REF), target)
@@ -861,7 +918,7 @@ impl ConfigRepo {
             text.push_str(&format!("Approved-By: {who} {at}\n"));
             Ok(match this.push_note(APPROVALS_REF, target, &text, at)? {
                 PushResult::Pushed => Try::Done(()),
-                PushResult::Moved => Try::Lost,
+                PushResult::Moved => Try::Moved,
             })
         })
     }
@@ -1047,8 +1104,7 @@ impl ConfigRepo {
     where
         S: serde::de::DeserializeOwned + serde::Serialize + Default,
     {
-        let retries = self.push_retries;
-        self.until_written(refname, retries, |this| {
+        self.until_written(refname, |this| {
             // A person's write repairs a state that cannot be read: it starts again from empty,
             // and the bad version stays in the ref's history.
             let mut set: S = match this.state(refname, file) {
@@ -1068,7 +1124,7 @@ impl ConfigRepo {
                     this.repo.reference(refname, id, true, "rollbackd: state")?;
                     Ok(Try::Done(result))
                 }
-                PushResult::Moved => Ok(Try::Lost),
+                PushResult::Moved => Ok(Try::Moved),
             }
         })
     }
@@ -1114,22 +1170,17 @@ impl ConfigRepo {
 
     /// Runs `attempt` until it writes, fetching before every retry: the one loop behind every
     /// compare-and-swap write of rollbackd's own refs (notes, approvals, freezes).
-    /// `Contended` after `retries + 1` tries lost to other writers.
+    /// `Contended` after `push_retries + 1` tries lost to other writers.
     fn until_written<T>(
         &mut self,
         refname: &str,
-        retries: u32,
         mut attempt: impl FnMut(&mut Self) -> Result<Try<T>, GitError>,
     ) -> Result<T, GitError> {
-        for n in 0..=retries {
-            if n > 0 {
-                self.fetch(true)?;
-            }
-            if let Try::Done(value) = attempt(self)? {
-                return Ok(value);
-            }
+        let attempts = self.push_retries + 1;
+        match retry_on_moved(self, attempts, |this| this.fetch_now(), |this, _| attempt(this))? {
+            Some(value) => Ok(value),
+            None => Err(GitError::Contended { url: self.url(), branch: refname.into(), attempts }),
         }
-        Err(GitError::Contended { url: self.url(), branch: refname.into(), attempts: retries + 1 })
     }
 
     /// rollbackd's records on the origin that no trusted key signed, as of the last fetch.

@@ -98,15 +98,20 @@ fn callbacks<'a>(auth: &'a Auth) -> RemoteCallbacks<'a> {
         if allowed.contains(CredentialType::USERNAME) {
             return Cred::username(username.unwrap_or("git"));
         }
-        Err(git2::Error::from_str(
+        Err(git2::Error::new(
+            ErrorCode::Auth,
+            git2::ErrorClass::Callback,
             "the remote wants credentials and none are configured (repo.token_env, repo.ssh_key_file)",
         ))
     });
     cb
 }
 
+/// What a failed exchange with the origin means: credentials it would not take (libgit2's
+/// `Auth` code, which our credentials callback also sets), or an origin that cannot be reached.
 fn unreachable(url: &str, e: &git2::Error) -> GitError {
-    GitError::Unreachable { url: redact_url(url), message: e.message().to_string() }
+    let (url, message) = (redact_url(url), e.message().to_string());
+    if e.code() == ErrorCode::Auth { GitError::Auth { url, message } } else { GitError::Unreachable { url, message } }
 }
 
 pub(super) fn fetch(repo: &Repository, url: &str, auth: &Auth) -> Result<(), GitError> {

@@ -33,14 +33,7 @@ struct Alert {
     fingerprint: Option<String>,
 }
 
-/// An alert that stopped firing: the incident it closes, and when.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Resolved {
-    pub dedupe_key: String,
-    pub labels: BTreeMap<String, String>,
-    pub started_at: Timestamp,
-    pub resolved_at: Option<Timestamp>,
-}
+pub use crate::domain::event::Resolved;
 
 #[derive(Debug, Default)]
 pub struct Notification {

@@ -4,8 +4,6 @@ use std::path::{Path, PathBuf};
 
 use minijinja::{Environment, UndefinedBehavior, Value};
 
-use crate::domain::ident::InputRules;
-
 /// The templates rollbackd renders, and the file each is read from inside `templates/`.
 pub(crate) const COMMIT_TEMPLATE: &str = "commit.txt.j2";
 pub(crate) const TAG_TEMPLATE: &str = "tag.txt.j2";
@@ -83,10 +81,16 @@ pub(crate) fn check_expression(source: &str) -> Result<(), String> {
     environment().template_from_str(source).map(|_| ()).map_err(|e| describe(&e))
 }
 
+/// What every value an expression prints must pass: the domain's identifier rules
+/// (`domain::ident::InputRules`), handed in so this module knows nothing of them.
+pub trait ValueCheck: Clone + Send + Sync + 'static {
+    fn check(&self, what: &str, value: &str) -> Result<(), String>;
+}
+
 /// Renders a one-line policy expression such as `apps/{{ labels.service }}/**`. Every value
 /// the expression prints comes from input, so each must be an identifier (`rules`): the policy
 /// author's literal text is the only place a glob, a `/` or a revision suffix can come from.
-pub fn render_expression(source: &str, ctx: &Value, rules: &InputRules) -> Result<String, String> {
+pub fn render_expression(source: &str, ctx: &Value, rules: &impl ValueCheck) -> Result<String, String> {
     let mut env = environment();
     let rules = rules.clone();
     env.set_formatter(move |out, state, value| {
@@ -95,8 +99,8 @@ pub fn render_expression(source: &str, ctx: &Value, rules: &InputRules) -> Resul
         }
         let text = value.to_string();
         rules
-            .identifier("a value printed by the expression", &text)
-            .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string()))?;
+            .check("a value printed by the expression", &text)
+            .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e))?;
         minijinja::escape_formatter(out, state, value)
     });
     env.render_str(source, ctx).map(|s| s.trim().to_string()).map_err(|e| describe(&e))
@@ -158,7 +162,7 @@ mod tests {
     #[test]
     fn expressions_render_and_typos_fail() {
         let ctx = value(serde_json::json!({"labels": {"service": "checkout"}}));
-        let rules = InputRules::default();
+        let rules = crate::domain::ident::InputRules::default();
         assert_eq!(render_expression("apps/{{ labels.service }}/**", &ctx, &rules).unwrap(), "apps/checkout/**");
         assert!(render_expression("{{ labels.servce }}", &ctx, &rules).is_err());
         assert!(check_expression("{{ labels.service ").is_err());
@@ -166,7 +170,7 @@ mod tests {
 
     #[test]
     fn printed_values_must_be_identifiers() {
-        let rules = InputRules::default();
+        let rules = crate::domain::ident::InputRules::default();
         for bad in ["*", "a/b", "..", "x\nRollback-Id: rb-1", "{a,b}"] {
             let ctx = value(serde_json::json!({"labels": {"service": bad}}));
             let err = render_expression("apps/{{ labels.service }}/prod/**", &ctx, &rules).unwrap_err();

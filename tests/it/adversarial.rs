@@ -7,6 +7,7 @@ use crate::common::http::*;
 use crate::common::*;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use rollbackd::Actor;
 use rollbackd::{Directory, Principal};
 use rollbackd::{Options, Outcome};
 use serde_json::json;
@@ -202,14 +203,14 @@ fn a_replayed_unfreeze_cannot_lift_a_newer_freeze() {
     w.set_policies(&[PolicySpec::new("test-policy").chatops("allow", &["slack:U1"]).chatops("approve", &["slack:U1"])]);
     let u1 = Principal::new("slack:U1");
     let early = w.ago(10);
-    w.engine().freeze("checkout", None, None, Some("launch"), Some(&u1), "").unwrap();
+    w.engine().freeze("checkout", None, None, Some("launch"), &Actor::Person(u1.clone())).unwrap();
     // An unfreeze typed before the freeze was set, arriving now (a replay).
-    let said = w.engine().unfreeze("checkout", None, Some(&u1), "", Some(early)).unwrap();
+    let said = w.engine().unfreeze("checkout", None, &Actor::Person(u1.clone()), Some(early)).unwrap();
     assert_eq!(said, "checkout was not frozen");
     let status = w.engine().status(None).unwrap();
     assert!(status.contains("checkout frozen until"), "{status}");
     // Typed now, it lifts it.
-    let said = w.engine().unfreeze("checkout", None, Some(&u1), "", Some(w.now())).unwrap();
+    let said = w.engine().unfreeze("checkout", None, &Actor::Person(u1.clone()), Some(w.now())).unwrap();
     assert!(said.contains("unfrozen"), "{said}");
 }
 
@@ -223,7 +224,7 @@ fn a_proposal_closed_on_the_forge_cannot_be_approved() {
     let said = w.engine().record_pr_closed(&rollback.branch, None, &head, "mallory").unwrap();
     assert!(said.contains("recorded cancelled/"), "{said}");
     let before = refs(&w);
-    let outcome = w.engine().approve(rollback.id.as_str(), None, "ops").unwrap();
+    let outcome = w.engine().approve(rollback.id.as_str(), &Actor::cli("ops")).unwrap();
     assert!(outcome.summary().contains("no open proposal"), "{}", outcome.summary());
     assert_eq!(refs(&w), before, "nothing merged");
     assert!(w.git(&["branch", "--list", "rollback/*"]).is_empty(), "the closed proposal's branch is gone");
@@ -240,7 +241,7 @@ fn a_freeze_set_by_another_replica_is_seen_by_a_running_one() {
     let mut a = w.engine();
     a.history().unwrap(); // A has fetched once and keeps running.
     let mut b = w.replica("replica-b");
-    b.freeze("checkout", Some("prod"), None, Some("launch"), None, "ops").unwrap();
+    b.freeze("checkout", Some("prod"), None, Some("launch"), &Actor::cli("ops")).unwrap();
     let report = a.handle(&w.alert("checkout", "prod", "r1"), &Options::default()).unwrap();
     assert!(matches!(report.outcome, Outcome::Proposed { .. }), "{:?}", report.outcome);
     assert_eq!(w.git(&["rev-parse", "main"]), w.head(), "main untouched");
@@ -509,7 +510,7 @@ fn one_person_cannot_approve_their_own_request_from_another_account() {
 fn a_freeze_is_bounded_and_a_resolve_from_before_the_rollback_verifies_nothing() {
     let w = World::new();
     w.deploy("checkout", "prod", "1.5.0", 10);
-    let said = w.engine().freeze("all", None, Some("100000000d".parse().unwrap()), None, None, "ops").unwrap();
+    let said = w.engine().freeze("all", None, Some("100000000d".parse().unwrap()), None, &Actor::cli("ops")).unwrap();
     assert!(said.starts_with("refused"), "{said}");
     let event = w.alert("checkout", "prod", "v1");
     w.engine().handle(&event, &Options::default()).unwrap();

@@ -4,6 +4,7 @@
 
 use crate::common::*;
 use jiff::SignedDuration;
+use rollbackd::Actor;
 use rollbackd::{Options, Outcome};
 
 const SERVICES: [&str; 4] = ["search", "payments", "ledger", "email"];
@@ -64,7 +65,7 @@ fn too_many_services_at_once_pause_automatic_rollbacks_on_every_replica_until_re
     assert!(text.contains("paused until") && text.contains("blast-radius breaker"), "{text}");
 
     // A person resumes: the count starts afresh, so the next alert is pushed.
-    assert_eq!(one.resume(None, "ops", None).unwrap(), "automatic rollbacks resumed by cli:ops");
+    assert_eq!(one.resume(&Actor::cli("ops"), None).unwrap(), "automatic rollbacks resumed by cli:ops");
     w.clock.advance(SignedDuration::from_secs(30));
     let report = alert(&mut w.engine(), &w, "email", "a5");
     assert!(pushed(&report), "{:?}", report.outcome);

@@ -2,6 +2,7 @@
 //! receive-pack with its compare-and-swap and its hooks (file-path remotes run no hooks).
 
 use crate::common::*;
+use rollbackd::Actor;
 use rollbackd::{Options, Outcome};
 
 #[test]
@@ -31,7 +32,7 @@ fn moved_branch_over_the_network_is_retried() {
     std::fs::write(w.config_path(), format!("{cfg}git: {{ fetch_freshness: 1h }}\n")).unwrap();
     w.deploy("checkout", "prod", "1.5.0", 10);
     let mut engine = w.engine();
-    engine.repo().fetch(true).unwrap();
+    engine.repo().fetch_now().unwrap();
     let unrelated = w.deploy("cart", "prod", "2.1.0", 1);
     let report = engine.handle(&w.alert("checkout", "prod", "fp"), &Options::default()).unwrap();
     match report.outcome {
@@ -80,7 +81,7 @@ fn proposal_approved_and_cancelled_over_the_network() {
         };
     let first = propose("fp1");
     assert!(matches!(
-        w.engine().cancel(first.id.as_str(), None, "ops").unwrap(),
+        w.engine().cancel(first.id.as_str(), &Actor::cli("ops")).unwrap(),
         rollbackd::ReviewOutcome::Cancelled { .. }
     ));
     assert!(w.git(&["for-each-ref", "refs/heads/rollback/"]).is_empty(), "deleted on the origin");
@@ -88,7 +89,7 @@ fn proposal_approved_and_cancelled_over_the_network() {
     let second = propose("fp2");
     let other = w.deploy("cart", "prod", "2.1.0", 1);
     assert!(matches!(
-        w.engine().approve(second.id.as_str(), None, "ops").unwrap(),
+        w.engine().approve(second.id.as_str(), &Actor::cli("ops")).unwrap(),
         rollbackd::ReviewOutcome::Merged { .. }
     ));
     assert_eq!(w.git(&["rev-parse", "main^"]), other.0);

@@ -1,6 +1,7 @@
 //! One bad commit, many alerts: a change that touched several services' paths.
 
 use crate::common::*;
+use rollbackd::Actor;
 use rollbackd::{Options, Outcome};
 
 /// A world whose policy's targets share `shared/**`, and the commit that bumps checkout, cart
@@ -228,7 +229,7 @@ fn alerts_about_different_changes_or_decided_otherwise_are_not_folded() {
     let w = shared_world();
     bump_everything(&w);
     let mut engine = w.engine();
-    engine.freeze("cart", Some("prod"), None, Some("release in progress"), None, "ops").unwrap();
+    engine.freeze("cart", Some("prod"), None, Some("release in progress"), &Actor::cli("ops")).unwrap();
     let results = engine
         .handle_alerts(&[w.alert("checkout", "prod", "fpa"), w.alert("cart", "prod", "fpb")], &Options::default());
     let outcomes: Vec<&'static str> = results.iter().map(|r| r.as_ref().unwrap().outcome.name()).collect();
@@ -289,7 +290,7 @@ fn a_folded_rollback_holds_each_artifact_under_its_own_service() {
     let of = |service: &str| holds.iter().filter(|h| h.service == service).map(|h| h.path.clone()).collect::<Vec<_>>();
     assert_eq!(of("checkout"), [path("checkout", "prod")], "{holds:?}");
     assert_eq!(of("cart"), [path("cart", "prod")], "{holds:?}");
-    let said = engine.release("cart", "prod", Some("fixed"), None, "ops").unwrap();
+    let said = engine.release("cart", "prod", Some("fixed"), &Actor::cli("ops")).unwrap();
     assert!(!said.starts_with("refused") && !said.contains("nothing"), "{said}");
     let holds = engine.holds().unwrap();
     assert!(holds.iter().all(|h| h.service == "checkout"), "{holds:?}");

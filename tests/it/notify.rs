@@ -5,6 +5,7 @@ use crate::common::http::*;
 use crate::common::receiver::{Received, Receiver};
 use crate::common::*;
 use axum::http::StatusCode;
+use rollbackd::Actor;
 use rollbackd::{Options, Outcome};
 
 /// A generic webhook and a Slack Web API channel on `r`, routed from `policy`.
@@ -187,7 +188,7 @@ fn a_failing_receiver_is_tried_again_then_given_up() {
     let report = engine.handle(&w.alert("checkout", "prod", "fp1"), &Options::default()).unwrap();
     assert!(matches!(report.outcome, Outcome::Duplicate { .. }));
     let mut engine = w.engine();
-    engine.freeze("all", None, None, None, None, "cli:ops").unwrap();
+    engine.freeze("all", None, None, None, &Actor::cli("cli:ops")).unwrap();
     w.deploy("checkout", "prod", "1.6.0", 1);
     drop(engine);
     let mut engine = w.engine();
@@ -218,7 +219,7 @@ fn a_freeze_is_told_as_frozen() {
     let w = world(&r, PolicySpec::new("prod"), ConfigSpec::new());
     w.deploy("checkout", "prod", "1.5.0", 10);
     let mut engine = w.engine();
-    engine.freeze("checkout", Some("prod"), None, Some("launch"), None, "cli:ops").unwrap();
+    engine.freeze("checkout", Some("prod"), None, Some("launch"), &Actor::cli("cli:ops")).unwrap();
     let report = engine.handle(&w.alert("checkout", "prod", "fp1"), &Options::default()).unwrap();
     assert!(matches!(report.outcome, Outcome::Proposed { .. }), "{:?}", report.outcome);
     let (hook, _) = next_pair(&r);

@@ -6,6 +6,7 @@
 
 use crate::common::*;
 use jiff::SignedDuration;
+use rollbackd::Actor;
 use rollbackd::{Engine, Event, Options, Outcome, ReviewOutcome, Rollback};
 
 /// The branches and tags of the origin with what they point at: what a write changes (notes,
@@ -105,7 +106,7 @@ fn not_recovered(w: &World, meanwhile: impl FnOnce(&mut Engine)) -> (Vec<String>
 fn a_step_back_of_a_frozen_service_is_proposed_not_pushed() {
     let w = stepping(|p| p, ConfigSpec::new());
     let (said, _) = not_recovered(&w, |e| {
-        e.freeze("checkout", Some("prod"), Some("1h".parse().unwrap()), Some("launch"), None, "ops").unwrap();
+        e.freeze("checkout", Some("prod"), Some("1h".parse().unwrap()), Some("launch"), &Actor::cli("ops")).unwrap();
     });
     let head = w.head();
     assert!(said[0].contains("escalated") && said[0].contains("proposed as rollback/checkout/prod/"), "{said:?}");
@@ -122,7 +123,7 @@ fn a_step_back_of_a_frozen_service_is_proposed_not_pushed() {
 fn a_step_back_under_the_pause_is_proposed_and_with_pause_automatic_nothing_not_written() {
     let w = stepping(|p| p, ConfigSpec::new());
     let (said, _) = not_recovered(&w, |e| {
-        e.pause(None, Some("incident"), None, "ops").unwrap();
+        e.pause(None, Some("incident"), &Actor::cli("ops")).unwrap();
     });
     assert!(said[0].contains("proposed as") && said[0].contains("automatic rollbacks paused"), "{said:?}");
     assert_eq!(version(&w, "main"), "1.4.2");
@@ -130,7 +131,7 @@ fn a_step_back_under_the_pause_is_proposed_and_with_pause_automatic_nothing_not_
 
     let w = stepping(|p| p, ConfigSpec::new().set("pause.automatic", "nothing"));
     let (said, before) = not_recovered(&w, |e| {
-        e.pause(None, Some("incident"), None, "ops").unwrap();
+        e.pause(None, Some("incident"), &Actor::cli("ops")).unwrap();
     });
     assert!(said[0].contains("did not step back") && said[0].contains("automatic rollbacks paused"), "{said:?}");
     assert_eq!(writes(&w), before, "nothing written");
@@ -167,7 +168,7 @@ fn a_step_back_under_a_pull_request_policy_is_a_proposal_branch() {
     let Outcome::Proposed { rollback } = handled(&mut engine, &w.alert("checkout", "prod", "fp1")) else {
         panic!("a proposal")
     };
-    let merged = engine.approve(rollback.id.as_str(), None, "ops").unwrap();
+    let merged = engine.approve(rollback.id.as_str(), &Actor::cli("ops")).unwrap();
     assert!(matches!(merged, ReviewOutcome::Merged { .. }), "{merged:?}");
     let head = w.head();
     assert_eq!(version(&w, "main"), "1.4.2");
@@ -286,10 +287,10 @@ fn the_idle_loop_writes_the_next_phase_when_nothing_stops_it() {
 fn a_freeze_the_pause_or_unreadable_freezes_hold_the_next_phase_back() {
     let stops: [(&str, Stop); 3] = [
         ("freeze", |_, e| {
-            e.freeze("checkout", Some("prod"), Some("1h".parse().unwrap()), None, None, "ops").unwrap();
+            e.freeze("checkout", Some("prod"), Some("1h".parse().unwrap()), None, &Actor::cli("ops")).unwrap();
         }),
         ("pause", |_, e| {
-            e.pause(None, None, None, "ops").unwrap();
+            e.pause(None, None, &Actor::cli("ops")).unwrap();
         }),
         ("unreadable", |w, _| unreadable_freezes(w, "{\"freezes\":\"oops\"}")),
     ];
@@ -326,7 +327,7 @@ fn a_guard_that_denies_stops_the_idle_loops_next_phase_and_a_persons_continue() 
     assert!(engine.verify_due().unwrap().is_empty(), "and only once");
     assert_eq!(writes(&w), before, "nothing written");
 
-    let said = engine.continue_rollback(&id, None, "alice").unwrap();
+    let said = engine.continue_rollback(&id, &Actor::cli("alice")).unwrap();
     assert!(said.starts_with("refused") && said.contains("max_change_age"), "{said}");
     assert_eq!(writes(&w), before, "a person's continue is denied by the guard too");
     assert_eq!(version(&w, "main"), "1.5.0");
@@ -348,9 +349,9 @@ fn the_rollbacks_own_first_phase_does_not_count_against_its_next() {
 fn a_persons_continue_goes_through_a_freeze_and_the_pause_as_their_request_would() {
     let w = phased(|p| p, ConfigSpec::new());
     let (mut engine, id) = first_phase(&w);
-    engine.freeze("checkout", Some("prod"), Some("1h".parse().unwrap()), None, None, "ops").unwrap();
-    engine.pause(None, None, None, "ops").unwrap();
-    let said = engine.continue_rollback(&id, None, "alice").unwrap();
+    engine.freeze("checkout", Some("prod"), Some("1h".parse().unwrap()), None, &Actor::cli("ops")).unwrap();
+    engine.pause(None, None, &Actor::cli("ops")).unwrap();
+    let said = engine.continue_rollback(&id, &Actor::cli("alice")).unwrap();
     assert!(said.contains("phase 2/2 pushed"), "{said}");
     assert_eq!(version(&w, "main"), "1.4.2");
     assert_eq!(w.trailers("main", "Rollback-Phase"), ["2/2"]);
@@ -381,7 +382,7 @@ fn a_guard_that_denies_now_stops_an_approval() {
     let rollback = proposed(&w, &mut engine);
     let before = writes(&w);
     w.clock.advance(SignedDuration::from_mins(25));
-    let outcome = engine.approve(rollback.id.as_str(), None, "ops").unwrap();
+    let outcome = engine.approve(rollback.id.as_str(), &Actor::cli("ops")).unwrap();
     let ReviewOutcome::Refused { reason } = &outcome else { panic!("{outcome:?}") };
     assert!(reason.contains("max_change_age") && reason.contains("is not merged"), "{reason}");
     assert_eq!(writes(&w), before, "main, the tags and the proposal branch as they were");
@@ -393,9 +394,9 @@ fn an_approval_goes_through_a_freeze_and_the_pause_as_a_persons_request_would() 
     let w = reviewed(|p| p);
     let mut engine = w.engine();
     let rollback = proposed(&w, &mut engine);
-    engine.freeze("checkout", Some("prod"), Some("1h".parse().unwrap()), None, None, "ops").unwrap();
-    engine.pause(None, None, None, "ops").unwrap();
-    let outcome = engine.approve(rollback.id.as_str(), None, "ops").unwrap();
+    engine.freeze("checkout", Some("prod"), Some("1h".parse().unwrap()), None, &Actor::cli("ops")).unwrap();
+    engine.pause(None, None, &Actor::cli("ops")).unwrap();
+    let outcome = engine.approve(rollback.id.as_str(), &Actor::cli("ops")).unwrap();
     assert!(matches!(outcome, ReviewOutcome::Merged { .. }), "{outcome:?}");
     assert_eq!(version(&w, "main"), "1.4.2");
 }
@@ -407,14 +408,14 @@ fn an_automatic_merge_is_stopped_by_a_freeze_the_pause_and_a_failed_guard() {
             "frozen until",
             |p| p,
             |_, e| {
-                e.freeze("checkout", Some("prod"), Some("1h".parse().unwrap()), None, None, "ops").unwrap();
+                e.freeze("checkout", Some("prod"), Some("1h".parse().unwrap()), None, &Actor::cli("ops")).unwrap();
             },
         ),
         (
             "paused until",
             |p| p,
             |_, e| {
-                e.pause(None, None, None, "ops").unwrap();
+                e.pause(None, None, &Actor::cli("ops")).unwrap();
             },
         ),
         // The change undone is ten minutes old.
@@ -465,10 +466,10 @@ fn a_candidate_is_not_tagged_known_good_under_the_pause_or_unreadable_freezes() 
     w.clock.advance(SignedDuration::from_mins(11));
     engine.verify_due().unwrap();
     assert!(w.git(&["tag", "-l", "known-good/*"]).is_empty(), "not while the freezes cannot be read");
-    engine.pause(None, None, None, "ops").unwrap();
+    engine.pause(None, None, &Actor::cli("ops")).unwrap();
     engine.verify_due().unwrap();
     assert!(w.git(&["tag", "-l", "known-good/*"]).is_empty(), "not while paused");
-    engine.resume(None, "ops", None).unwrap();
+    engine.resume(&Actor::cli("ops"), None).unwrap();
     engine.verify_due().unwrap();
     assert_eq!(w.git(&["tag", "-l", "known-good/*"]).lines().count(), 1);
 }

@@ -7,6 +7,7 @@ use crate::common::procs::{self, Killed};
 use crate::common::*;
 use crate::serve::get;
 use jiff::SignedDuration;
+use rollbackd::Actor;
 use rollbackd::{Engine, Options, Outcome, Principal, Rollback};
 
 /// checkout/prod with a canary overlay, both at 1.4.2, then a deploy of 1.5.0 to both ten
@@ -100,7 +101,7 @@ fn the_canary_goes_back_first_and_the_rest_when_a_person_says_continue() {
     );
     assert_eq!(w.trailers("main", "Rollback-Phase"), ["1/2"]);
 
-    let said = engine.continue_rollback(&id, None, "alice").unwrap();
+    let said = engine.continue_rollback(&id, &Actor::cli("alice")).unwrap();
     assert!(said.contains("phase 2/2 pushed"), "{said}");
     assert_eq!(version(&w, "main", &path("checkout", "prod")), "1.4.2");
     assert_eq!(w.trailers("main", "Rollback-Id"), std::slice::from_ref(&id), "one rollback, one id");
@@ -116,7 +117,7 @@ fn the_canary_goes_back_first_and_the_rest_when_a_person_says_continue() {
     // History shows both phases; nothing is left to continue.
     let history = engine.history().unwrap().records().iter().filter(|r| r.id.as_str() == id).count();
     assert_eq!(history, 2);
-    let refused = engine.continue_rollback(&id, None, "alice").unwrap();
+    let refused = engine.continue_rollback(&id, &Actor::cli("alice")).unwrap();
     assert!(refused.starts_with("refused") && refused.contains("last phase"), "{refused}");
     w.clock.advance(SignedDuration::from_mins(30));
     assert!(engine.verify_due().unwrap().is_empty());
@@ -157,12 +158,12 @@ fn a_new_alert_during_the_soak_halts_and_proposes_the_rest() {
     assert!(engine.verify_due().unwrap().is_empty());
     let again = engine.handle(&newer_alert(&w, "checkout", "fp3", 0), &Options::default()).unwrap();
     assert!(matches!(again.outcome, Outcome::Duplicate { .. }), "{:?}", again.outcome);
-    let refused = engine.continue_rollback(&id, None, "alice").unwrap();
+    let refused = engine.continue_rollback(&id, &Actor::cli("alice")).unwrap();
     assert!(refused.contains("halted already"), "{refused}");
     assert_eq!(w.git(&["for-each-ref", "--format=%(refname)", "refs/heads/rollback/"]).lines().count(), 1);
 
     // Approving the rest completes the rollback, tagged as its last phase.
-    let merged = engine.approve(&id, None, "bob").unwrap();
+    let merged = engine.approve(&id, &Actor::cli("bob")).unwrap();
     assert!(matches!(merged, rollbackd::ReviewOutcome::Merged { .. }), "{merged:?}");
     assert_eq!(version(&w, "main", &path("checkout", "prod")), "1.4.2");
     assert_eq!(w.trailers("main", "Rollback-Phase"), ["2/2"]);
@@ -211,7 +212,7 @@ fn a_restart_between_phases_carries_on_from_git() {
     let mut other = w.replica("other");
     let status = other.status(None).unwrap();
     assert!(status.contains(&format!("{id} checkout/prod phase 1/2")) && status.contains("soaking until"), "{status}");
-    let said = other.continue_rollback(&id, None, "carol").unwrap();
+    let said = other.continue_rollback(&id, &Actor::cli("carol")).unwrap();
     assert!(said.contains("phase 2/2 pushed"), "{said}");
     assert_eq!(w.trailers("main", "Rollback-Phase"), ["2/2"]);
     assert_eq!(w.trailers("main", "Rollback-Id"), [id]);
@@ -420,7 +421,7 @@ fn trailers_in_someone_elses_commit_never_make_it_go_on() {
     let mut engine = w.engine();
     w.clock.advance(SignedDuration::from_mins(30));
     assert!(engine.verify_due().unwrap().is_empty());
-    let refused = engine.continue_rollback("rb-0123456789ab", None, "mallory").unwrap();
+    let refused = engine.continue_rollback("rb-0123456789ab", &Actor::cli("mallory")).unwrap();
     assert!(refused.starts_with("refused"), "{refused}");
     assert!(!engine.status(None).unwrap().contains("phased rollbacks:"));
     assert_eq!(w.head(), head, "nothing written");
@@ -430,12 +431,12 @@ fn trailers_in_someone_elses_commit_never_make_it_go_on() {
 fn continue_after_someone_elses_change_halts_instead_and_leaves_the_change() {
     let (w, mut engine, id) = phase_one(&[]);
     w.deploy("checkout", "prod", "1.5.1", 0);
-    let said = engine.continue_rollback(&id, None, "alice").unwrap();
+    let said = engine.continue_rollback(&id, &Actor::cli("alice")).unwrap();
     assert!(said.contains("halted after phase 1/2") && said.contains("changed apps/checkout/prod/**"), "{said}");
     assert_eq!(version(&w, "main", &path("checkout", "prod")), "1.5.1", "the hotfix stays");
     // Another replica asking to continue now is told it halted; nothing more is written.
     let head = w.head();
-    let refused = w.replica("other").continue_rollback(&id, None, "bob").unwrap();
+    let refused = w.replica("other").continue_rollback(&id, &Actor::cli("bob")).unwrap();
     assert!(refused.contains("halted already"), "{refused}");
     assert_eq!(w.head(), head);
 }
@@ -449,15 +450,15 @@ fn a_revert_policy_still_writes_each_phase_within_its_paths() {
         (version(&w, "main", CANARY), version(&w, "main", &path("checkout", "prod"))),
         ("1.4.2".into(), "1.5.0".into())
     );
-    assert!(engine.continue_rollback(&id, None, "alice").unwrap().contains("phase 2/2 pushed"));
+    assert!(engine.continue_rollback(&id, &Actor::cli("alice")).unwrap().contains("phase 2/2 pushed"));
     assert_eq!(version(&w, "main", &path("checkout", "prod")), "1.4.2");
 }
 
 #[test]
 fn cancelling_the_rest_lets_the_next_alert_finish_what_the_phases_left() {
     let (w, mut engine, id) = phase_one(&[]);
-    assert!(engine.abort_rollback(&id, None, "alice", Some("looks odd")).unwrap().contains("halted"));
-    let cancelled = engine.cancel(&id, None, "alice").unwrap();
+    assert!(engine.abort_rollback(&id, &Actor::cli("alice"), Some("looks odd")).unwrap().contains("halted"));
+    let cancelled = engine.cancel(&id, &Actor::cli("alice")).unwrap();
     assert!(matches!(cancelled, rollbackd::ReviewOutcome::Cancelled { .. }), "{cancelled:?}");
     w.clock.advance(SignedDuration::from_mins(5));
     let next = engine.handle(&newer_alert(&w, "checkout", "fp7", 0), &Options::default()).unwrap();
@@ -486,7 +487,7 @@ fn past_the_point_of_no_return_the_next_phase_is_proposed_even_on_continue() {
     let mut engine = w.engine();
     let id = first_phase(&w, &mut engine).id.to_string();
     w.clock.advance(SignedDuration::from_mins(10));
-    let said = engine.continue_rollback(&id, None, "alice").unwrap();
+    let said = engine.continue_rollback(&id, &Actor::cli("alice")).unwrap();
     assert!(said.contains("past the point of no return"), "{said}");
     assert_eq!(version(&w, "main", &path("checkout", "prod")), "1.5.0");
     assert_eq!(w.trailers(&format!("rollback/checkout/prod/{id}"), "Rollback-Phase"), ["2/2"]);
@@ -518,11 +519,11 @@ fn a_later_phase_in_someone_elses_commit_pins_nothing() {
     let copied = w.message("main").replace("Rollback-Phase: 1/2", "Rollback-Phase: 2/2");
     w.seed.commit(&copied, &[("README.md", Some("z\n"))], "someone", w.ago(0)).unwrap();
     // Just after it, it might be another replica's phase whose tag is on its way: it waits.
-    let said = engine.continue_rollback(&id, None, "alice").unwrap();
+    let said = engine.continue_rollback(&id, &Actor::cli("alice")).unwrap();
     assert!(said.contains("already followed up"), "{said}");
     // Minutes later, without rollbackd's tag, it is a look-alike: the rollback goes on.
     w.clock.advance(SignedDuration::from_mins(5));
-    let said = engine.continue_rollback(&id, None, "alice").unwrap();
+    let said = engine.continue_rollback(&id, &Actor::cli("alice")).unwrap();
     assert!(said.contains("phase 2/2 pushed"), "{said}");
     assert_eq!(version(&w, "main", &path("checkout", "prod")), "1.4.2");
 }
@@ -534,14 +535,14 @@ fn a_halt_marker_in_someone_elses_commit_halts_nothing() {
     w.seed.commit(&marker, &[("README.md", Some("y\n"))], "someone", w.ago(0)).unwrap();
     // It stops the rollback going on (a halt being written looks the same until its tag
     // arrives), but ends nothing quietly: status says so, and abort ends it properly.
-    let said = engine.continue_rollback(&id, None, "alice").unwrap();
+    let said = engine.continue_rollback(&id, &Actor::cli("alice")).unwrap();
     assert!(said.contains("a halt marker for it is on the branch"), "{said}");
     let status = engine.status(None).unwrap();
     assert!(
         status.contains(&format!("{id} checkout/prod phase 1/2")) && status.contains("without rollbackd's tag"),
         "{status}"
     );
-    let ended = engine.abort_rollback(&id, None, "alice", None).unwrap();
+    let ended = engine.abort_rollback(&id, &Actor::cli("alice"), None).unwrap();
     assert!(ended.contains("halted after phase 1/2"), "{ended}");
     assert!(branch_exists(&w, &format!("rollback/checkout/prod/{id}")), "the rest is proposed");
 }
@@ -557,9 +558,9 @@ fn abort_ends_a_rollback_that_cannot_go_on_and_frees_its_target() {
         &["apps/{{ labels.service }}/{{ labels.env }}/**"],
     )]);
     let mut engine = w.engine();
-    let refused = engine.continue_rollback(&id, None, "alice").unwrap();
+    let refused = engine.continue_rollback(&id, &Actor::cli("alice")).unwrap();
     assert!(refused.starts_with("refused") && refused.contains(&format!("`abort {id}` ends it")), "{refused}");
-    let ended = engine.abort_rollback(&id, None, "alice", None).unwrap();
+    let ended = engine.abort_rollback(&id, &Actor::cli("alice"), None).unwrap();
     assert!(ended.contains("ended after phase 1/2") && ended.contains("nothing is proposed"), "{ended}");
     assert!(w.message("main").contains(&format!("Rollback-Halted: {id}")));
     assert!(!branch_exists(&w, &format!("rollback/checkout/prod/{id}")));
@@ -583,11 +584,11 @@ fn continue_and_abort_racing_on_two_replicas_never_both_happen() {
             let (id_a, id_b, barrier) = (&id, &id, &barrier);
             let one = s.spawn(move || {
                 barrier.wait();
-                a.continue_rollback(id_a, None, "alice").unwrap()
+                a.continue_rollback(id_a, &Actor::cli("alice")).unwrap()
             });
             let two = s.spawn(move || {
                 barrier.wait();
-                b.abort_rollback(id_b, None, "bob", None).unwrap()
+                b.abort_rollback(id_b, &Actor::cli("bob"), None).unwrap()
             });
             (one.join().unwrap(), two.join().unwrap())
         });

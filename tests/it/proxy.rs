@@ -132,7 +132,7 @@ fn a_push_whose_answer_was_lost_is_known_by_the_next_fetch() {
         .replace("url: origin.git", &format!("url: http://{}/origin.git", git.addr));
     std::fs::write(w.config_path(), cfg).unwrap();
     let mut engine = w.engine();
-    engine.repo().fetch(true).unwrap();
+    engine.repo().fetch_now().unwrap();
     git.lose_answers.store(1, std::sync::atomic::Ordering::SeqCst);
     let report = engine.handle(&w.alert("checkout", "prod", "fplost"), &rollbackd::Options::default()).unwrap();
     let rollbackd::Outcome::RolledBack { rollback } = report.outcome else { panic!("{:?}", report.outcome) };

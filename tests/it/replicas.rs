@@ -36,7 +36,7 @@ fn three_replicas_under_a_storm_make_exactly_one_commit_per_incident() {
                 let mut engine = w.replica(&format!("replica-{r}"));
                 let (alerts, barrier) = (&alerts, &barrier);
                 scope.spawn(move || {
-                    engine.repo().fetch(true).unwrap();
+                    engine.repo().fetch_now().unwrap();
                     barrier.wait();
                     // Each replica in its own order: the races differ from incident to incident.
                     (0..INCIDENTS)

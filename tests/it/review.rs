@@ -2,6 +2,7 @@
 
 use crate::common::*;
 use jiff::SignedDuration;
+use rollbackd::Actor;
 use rollbackd::{Directory, Principal};
 use rollbackd::{Event, Options, Outcome, ReviewOutcome, Source};
 
@@ -46,7 +47,7 @@ fn approve_merges_tags_and_deletes_the_branch() {
     let branch = format!("refs/heads/rollback/checkout/prod/{id}");
     let proposal = w.git(&["rev-parse", &branch]);
 
-    let out = w.engine().approve(&id, None, "bob").unwrap();
+    let out = w.engine().approve(&id, &Actor::cli("bob")).unwrap();
     let rb = match out {
         ReviewOutcome::Merged { rollback } => rollback,
         other => panic!("{other:?}"),
@@ -73,7 +74,7 @@ fn approve_after_the_branch_moved_replays_the_rollback() {
     w.deploy("checkout", "prod", "1.5.0", 10);
     let id = proposed(&w.engine().handle(&w.alert("checkout", "prod", "fp"), &Options::default()).unwrap().outcome);
     let other = w.deploy("cart", "prod", "2.1.0", 1);
-    assert!(matches!(w.engine().approve(&id, None, "bob").unwrap(), ReviewOutcome::Merged { .. }));
+    assert!(matches!(w.engine().approve(&id, &Actor::cli("bob")).unwrap(), ReviewOutcome::Merged { .. }));
     assert_eq!(w.git(&["rev-parse", "main^"]), other.0);
     assert!(w.show("main", &path("cart", "prod")).contains("2.1.0"));
     assert!(w.show("main", &path("checkout", "prod")).contains("1.4.2"));
@@ -101,25 +102,25 @@ fn chat_rules_two_person_and_approval_counts() {
 
     let id = w.git(&["for-each-ref", "--format=%(refname:lstrip=5)", "refs/heads/rollback/checkout/prod/"]);
     let p = |who: &str| Principal::new(who);
-    match w.engine().approve(&id, Some(&p("slack:U7")), "").unwrap() {
+    match w.engine().approve(&id, &Actor::Person(p("slack:U7"))).unwrap() {
         ReviewOutcome::Refused { reason } => assert!(reason.contains("chatops.approve"), "{reason}"),
         other => panic!("{other:?}"),
     }
-    match w.engine().approve(&id, Some(&p("slack:U4")), "").unwrap() {
+    match w.engine().approve(&id, &Actor::Person(p("slack:U4"))).unwrap() {
         ReviewOutcome::Refused { reason } => assert!(reason.contains("chatops.approve"), "{reason}"),
         other => panic!("{other:?}"),
     }
-    match w.engine().approve(&id, Some(&p("slack:U1")), "").unwrap() {
+    match w.engine().approve(&id, &Actor::Person(p("slack:U1"))).unwrap() {
         ReviewOutcome::Approved { approvals: 1, needed: 2, .. } => {}
         other => panic!("{other:?}"),
     }
     let head = w.head();
-    match w.engine().approve(&id, Some(&p("slack:U1")), "").unwrap() {
+    match w.engine().approve(&id, &Actor::Person(p("slack:U1"))).unwrap() {
         ReviewOutcome::Approved { approvals: 1, needed: 2, .. } => {}
         other => panic!("the same person twice counts once: {other:?}"),
     }
     assert_eq!(w.head(), head);
-    assert!(matches!(w.engine().approve(&id, Some(&p("slack:U2")), "").unwrap(), ReviewOutcome::Merged { .. }));
+    assert!(matches!(w.engine().approve(&id, &Actor::Person(p("slack:U2"))).unwrap(), ReviewOutcome::Merged { .. }));
 }
 
 #[test]
@@ -128,12 +129,12 @@ fn two_person_rule_refuses_self_approval() {
     w.deploy("checkout", "prod", "1.5.0", 10);
     let (e, o) = chat(&w, "slack:U1", "self");
     let id = proposed(&w.engine().handle(&e, &o).unwrap().outcome);
-    match w.engine().approve(&id, Some(&Principal::new("slack:U1")), "").unwrap() {
+    match w.engine().approve(&id, &Actor::Person(Principal::new("slack:U1"))).unwrap() {
         ReviewOutcome::Refused { reason } => assert!(reason.contains("two-person rule"), "{reason}"),
         other => panic!("{other:?}"),
     }
     assert!(matches!(
-        w.engine().approve(&id, Some(&Principal::new("slack:U2")), "").unwrap(),
+        w.engine().approve(&id, &Actor::Person(Principal::new("slack:U2"))).unwrap(),
         ReviewOutcome::Merged { .. }
     ));
 }
@@ -144,11 +145,11 @@ fn cancel_deletes_the_branch_keeps_a_tag_and_the_incident_stays_handled() {
     w.deploy("checkout", "prod", "1.5.0", 10);
     let alert = w.alert("checkout", "prod", "fp");
     let id = proposed(&w.engine().handle(&alert, &Options::default()).unwrap().outcome);
-    match w.engine().cancel(&id, Some(&Principal::new("slack:U8")), "").unwrap() {
+    match w.engine().cancel(&id, &Actor::Person(Principal::new("slack:U8"))).unwrap() {
         ReviewOutcome::Refused { reason } => assert!(reason.contains("may not cancel"), "{reason}"),
         other => panic!("{other:?}"),
     }
-    let out = w.engine().cancel(&id, Some(&Principal::new("slack:U2")), "").unwrap();
+    let out = w.engine().cancel(&id, &Actor::Person(Principal::new("slack:U2"))).unwrap();
     assert!(matches!(out, ReviewOutcome::Cancelled { .. }), "{out:?}");
     assert!(w.git(&["for-each-ref", "refs/heads/rollback/"]).is_empty());
     assert_eq!(w.git(&["tag", "-l", "cancelled/*"]), format!("cancelled/checkout/prod/{id}"));
@@ -166,7 +167,7 @@ fn freeze_turns_automatic_rollbacks_into_proposals_but_not_requests() {
     w.deploy("checkout", "prod", "1.5.0", 10);
     let msg = w
         .engine()
-        .freeze("checkout", Some("prod"), Some("2h".parse().unwrap()), Some("load test"), None, "ops")
+        .freeze("checkout", Some("prod"), Some("2h".parse().unwrap()), Some("load test"), &Actor::cli("ops"))
         .unwrap();
     assert!(msg.contains("frozen until"), "{msg}");
     // Stored in git: a new engine (another replica, a restart) sees it.
@@ -185,7 +186,10 @@ fn freeze_turns_automatic_rollbacks_into_proposals_but_not_requests() {
     w.deploy("cart", "prod", "2.1.0", 5);
     let report = w.engine().handle(&w.alert("cart", "prod", "fp-cart"), &Options::default()).unwrap();
     assert!(matches!(report.outcome, Outcome::RolledBack { .. }), "{:?}", report.outcome);
-    assert_eq!(w.engine().unfreeze("checkout", None, None, "ops", None).unwrap(), "checkout unfrozen by cli:ops");
+    assert_eq!(
+        w.engine().unfreeze("checkout", None, &Actor::cli("ops"), None).unwrap(),
+        "checkout unfrozen by cli:ops"
+    );
     assert!(w.engine().status(None).unwrap().contains("freezes: none"));
 }
 
@@ -195,7 +199,7 @@ fn emergency_breaks_glass_and_is_recorded() {
     w.deploy("checkout", "prod", "1.5.0", 40);
     // A rollback 5 minutes ago puts checkout/prod in its cooldown.
     let id = proposed(&w.engine().handle(&w.alert("checkout", "prod", "fp"), &Options::default()).unwrap().outcome);
-    assert!(matches!(w.engine().approve(&id, None, "bob").unwrap(), ReviewOutcome::Merged { .. }));
+    assert!(matches!(w.engine().approve(&id, &Actor::cli("bob")).unwrap(), ReviewOutcome::Merged { .. }));
     w.clock.advance(SignedDuration::from_mins(5));
     w.deploy("checkout", "prod", "1.6.0", 0);
 
@@ -278,7 +282,7 @@ fn a_rollback_named_branch_rollbackd_did_not_propose_is_nobodys_proposal() {
     let branch = "rollback/cart/prod/rb-aaaaaaaaaaaa";
     w.git(&["update-ref", &format!("refs/heads/{branch}"), &forged]);
     let mut engine = w.engine();
-    let refused = engine.approve("rb-aaaaaaaaaaaa", None, "bob").unwrap();
+    let refused = engine.approve("rb-aaaaaaaaaaaa", &Actor::cli("bob")).unwrap();
     assert!(matches!(refused, rollbackd::ReviewOutcome::Refused { .. }), "{refused:?}");
     assert!(!engine.status(None).unwrap().contains("rb-aaaaaaaaaaaa"), "not listed as a proposal");
     let said = engine.record_pr_closed(branch, Some(&forged), &forged, "mallory").unwrap();

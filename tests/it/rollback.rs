@@ -225,7 +225,7 @@ fn two_replicas_racing_on_one_alert_make_one_commit() {
                 let mut engine = w.replica(name);
                 let (alert, barrier) = (&alert, &barrier);
                 s.spawn(move || {
-                    engine.repo().fetch(true).unwrap();
+                    engine.repo().fetch_now().unwrap();
                     barrier.wait();
                     engine.handle(alert, &Options::default()).unwrap().outcome
                 })
@@ -308,7 +308,7 @@ fn dry_run_leaves_origin_and_mirror_unchanged() {
     let w = World::new();
     w.deploy("checkout", "prod", "1.5.0", 10);
     let mut engine = w.engine();
-    engine.repo().fetch(true).unwrap();
+    engine.repo().fetch_now().unwrap();
     let (origin, mirror) = (w.refs_of(&w.origin), w.refs_of(&w.mirror()));
     let objects = w.git(&["count-objects", "-v"]);
     let report =
@@ -324,7 +324,7 @@ fn dry_run_leaves_origin_and_mirror_unchanged() {
 fn a_lock_file_left_by_a_crash_does_not_block_the_next_rollback() {
     let w = World::new();
     let mut engine = w.engine();
-    engine.repo().fetch(true).unwrap();
+    engine.repo().fetch_now().unwrap();
     drop(engine);
     w.deploy("checkout", "prod", "1.5.0", 10);
     // What a kill -9 during a ref update leaves behind.

@@ -4,6 +4,7 @@
 //! rollbackd's next write there drops it. Each forgery below is made with the git CLI on the
 //! origin, as an attacker with push access would, and the outcome read back with the git CLI.
 
+use rollbackd::Actor;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -70,7 +71,7 @@ fn what_rollbackd_writes_is_signed_and_stock_git_verifies_it() {
     let mut engine = w.engine();
     let report = engine.handle(&w.alert("checkout", "prod", "s1"), &Options::default()).unwrap();
     let Outcome::RolledBack { rollback } = &report.outcome else { panic!("{:?}", report.outcome) };
-    engine.freeze("cart", Some("prod"), None, Some("launch"), None, "ops").unwrap();
+    engine.freeze("cart", Some("prod"), None, Some("launch"), &Actor::cli("ops")).unwrap();
     let signers = allowed_signers(&w);
 
     let (ok, said) = git_verifies(&w, &signers, "verify-commit", &rollback.commit.0);
@@ -91,7 +92,7 @@ fn an_unsigned_state_commit_does_not_lift_the_pause_and_the_next_write_drops_it(
     let w = World::new();
     w.deploy("checkout", "prod", "1.5.0", 10);
     let mut engine = w.engine();
-    engine.pause(None, Some("incident"), None, "ops").unwrap();
+    engine.pause(None, Some("incident"), &Actor::cli("ops")).unwrap();
     let paused = w.git(&["rev-parse", "refs/rollbackd/state/freezes"]);
     // Someone lifts the kill switch by pushing a commit of their own on top.
     let forged = forge_state(&w, "refs/rollbackd/state/freezes", "freezes.json", "{\"freezes\": []}", Some(&paused));
@@ -113,7 +114,7 @@ fn an_unsigned_state_commit_does_not_lift_the_pause_and_the_next_write_drops_it(
     // Back on the first forgery: a person's resume is written on the trusted state, over it.
     w.git(&["update-ref", "refs/rollbackd/state/freezes", &forged]);
     let before = refs(&w);
-    let said = w.engine().resume(None, "ops", None).unwrap();
+    let said = w.engine().resume(&Actor::cli("ops"), None).unwrap();
     assert!(said.contains("resumed"), "{said}");
     assert_eq!(w.git(&["rev-parse", "refs/rollbackd/state/freezes^"]), paused, "the forged commit is dropped");
     let signers = allowed_signers(&w);
@@ -171,7 +172,7 @@ fn a_proposal_moved_by_someone_else_with_an_unsigned_tag_cannot_be_approved() {
     attacker(&w, &["tag", "-f", "-a", "-m", "proposed", &tag, &evil]);
     let before = refs(&w);
 
-    let outcome = w.engine().approve(rollback.id.as_str(), None, "ops").unwrap();
+    let outcome = w.engine().approve(rollback.id.as_str(), &Actor::cli("ops")).unwrap();
     assert!(outcome.summary().contains("no open proposal"), "{}", outcome.summary());
     assert_eq!(refs(&w), before, "nothing merged, nothing tagged");
     let status = w.engine().status(None).unwrap();
@@ -192,7 +193,7 @@ fn audit_verify_passes_on_rollbackds_trail_and_exits_2_on_a_forged_record() {
     let mut engine = w.engine();
     let report = engine.handle(&w.alert("checkout", "prod", "a1"), &Options::default()).unwrap();
     let Outcome::RolledBack { rollback } = &report.outcome else { panic!("{:?}", report.outcome) };
-    engine.freeze("cart", Some("prod"), None, Some("launch"), None, "ops").unwrap();
+    engine.freeze("cart", Some("prod"), None, Some("launch"), &Actor::cli("ops")).unwrap();
     drop(engine);
 
     let out = w.run_cli(&["audit", "verify"]);
@@ -231,8 +232,8 @@ fn state_no_trusted_key_signed_holds_automatic_rollbacks_until_a_person_writes_i
     assert_eq!(refs(&w), before, "nothing pushed on a state nobody trusted");
     // A person writes the state again, on top; automatic rollbacks go on.
     let mut engine = w.engine();
-    engine.pause(None, Some("repair"), None, "ops").unwrap();
-    let said = engine.resume(None, "ops", None).unwrap();
+    engine.pause(None, Some("repair"), &Actor::cli("ops")).unwrap();
+    let said = engine.resume(&Actor::cli("ops"), None).unwrap();
     assert!(said.contains("resumed"), "{said}");
     let report = w.engine().handle(&w.alert("checkout", "prod", "u1"), &Options::default()).unwrap();
     assert!(matches!(report.outcome, Outcome::RolledBack { .. }), "{:?}", report.outcome);
