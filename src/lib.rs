@@ -70,9 +70,9 @@ pub use check::{CheckReport, Checks, has_errors, run as check};
 pub use demo::{Demo, DemoError, POLICIES as DEMO_POLICIES, TEMPLATES as DEMO_TEMPLATES, create as create_demo};
 pub use domain::history::{json as history_json, text as history_text};
 pub use healthcheck::{loopback_for, probe};
+pub use ingest::file::{FileError, Kind as EventFileKind, events as events_from_file};
 /// JSON Schema (draft 2020-12) of `rollbackd.yaml` and of a policy file, from the types serde reads.
 pub use support::schema::{config as config_schema, policy as policy_schema};
-pub use ingest::file::{FileError, Kind as EventFileKind, events as events_from_file};
 
 /// Builds config repositories commit by commit with fixed authors and times: the demo, the tests
 /// and the benchmarks.

@@ -592,7 +592,10 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 SchemaFile::Policy => rollbackd::policy_schema(),
             };
             // A closed pipe (`| head`) is the reader's choice, not an error.
-            let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), format!("{}\n", serde_json::to_string_pretty(&schema)?).as_bytes());
+            let _ = std::io::Write::write_all(
+                &mut std::io::stdout().lock(),
+                format!("{}\n", serde_json::to_string_pretty(&schema)?).as_bytes(),
+            );
             Ok(0)
         }
         Command::Gate { rev, base, repo } => {

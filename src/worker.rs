@@ -588,7 +588,11 @@ fn publish(engine: &mut Engine, shared: &Shared, fetch: bool, status: bool) -> b
                     Ok(mut view) => {
                         // Fetched just now: the view is as fresh as the moment the fetch began;
                         // else the mirror is at least as fresh as for the view before.
-                        view.as_of = if fetch { Some(started) } else { shared.status.read().unwrap_or_else(|e| e.into_inner()).as_of };
+                        view.as_of = if fetch {
+                            Some(started)
+                        } else {
+                            shared.status.read().unwrap_or_else(|e| e.into_inner()).as_of
+                        };
                         *shared.status.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(view);
                         rebuilt = true;
                     }

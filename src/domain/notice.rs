@@ -13,7 +13,9 @@ use crate::domain::event::Event;
 use crate::domain::rollback::{Outcome, RollbackId};
 
 /// The state an incident moved to. The names are the generic webhook's `event` field.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum NoticeKind {
     RolledBack,

@@ -735,7 +735,8 @@ fn item_errors(file: &Path, item: String) -> Vec<Diagnostic> {
         // The item's own first line (`- name: ...`) cannot go without taking the item with it.
         let Some(at) = at.filter(|&i| i < lines.len() && !lines[i].starts_with('-')) else { break };
         let depth = indent(&lines[at]);
-        let key = lines[at].trim_start().trim_start_matches("- ").split(':').next().unwrap_or_default().trim().to_string();
+        let key =
+            lines[at].trim_start().trim_start_matches("- ").split(':').next().unwrap_or_default().trim().to_string();
         removed.push(key);
         let mut j = at;
         while j < lines.len() && (j == at || lines[j].trim().is_empty() || indent(&lines[j]) > depth) {

@@ -97,7 +97,11 @@ impl AutomaticView {
 
     /// The state could not be read: said as such, never as active.
     pub(crate) fn unknown(why: &str) -> AutomaticView {
-        AutomaticView { state: "unknown", text: format!("Whether automatic rollbacks are paused is unknown: {why}"), ..AutomaticView::default() }
+        AutomaticView {
+            state: "unknown",
+            text: format!("Whether automatic rollbacks are paused is unknown: {why}"),
+            ..AutomaticView::default()
+        }
     }
 }
 

@@ -1279,25 +1279,36 @@ pub(crate) fn check_routes(
     text: &dyn Fn(&std::path::Path) -> Option<String>,
 ) -> Result<(), Diagnostic> {
     let at = |p: &crate::domain::policy::Policy, key: &str, needle: &str, message: String| {
-        let (line, column) = text(&p.file)
-            .map_or((0, 0), |t| crate::domain::policy::locate(&t, p.name(), key, needle));
+        let (line, column) = text(&p.file).map_or((0, 0), |t| crate::domain::policy::locate(&t, p.name(), key, needle));
         Diagnostic::error(&p.file, line, column, format!("policy {}: {message}", p.name()))
     };
     for p in &policies.policies {
         for name in p.notify.iter().map(|r| r.channel()) {
             if !config.notify.channels.contains_key(name) {
                 let known: Vec<&str> = config.notify.channels.keys().map(String::as_str).collect();
-                let known = if known.is_empty() { "none is defined".to_string() } else { format!("defined: {}", known.join(", ")) };
+                let known = if known.is_empty() {
+                    "none is defined".to_string()
+                } else {
+                    format!("defined: {}", known.join(", "))
+                };
                 return Err(at(
                     p,
                     "notify",
                     name,
-                    format!("notify names `{name}`, which is not in notify.channels of {} ({known})", config.path.display()),
+                    format!(
+                        "notify names `{name}`, which is not in notify.channels of {} ({known})",
+                        config.path.display()
+                    ),
                 ));
             }
         }
         if p.verify.as_ref().is_some_and(|v| v.query.is_some()) && config.prometheus.is_none() {
-            return Err(at(p, "verify", "query", format!("verify.query needs `prometheus: {{ url: ... }}` in {}", config.path.display())));
+            return Err(at(
+                p,
+                "verify",
+                "query",
+                format!("verify.query needs `prometheus: {{ url: ... }}` in {}", config.path.display()),
+            ));
         }
     }
     Ok(())

@@ -6,7 +6,8 @@ use crate::config::PolicySource;
 use crate::domain::freeze::to_the_second;
 use crate::domain::rollback::Delivery;
 use crate::domain::status::{
-    AutomaticView, BecauseView, FreezeView, PoliciesView, ProposalView, RECENT, RecentView, StatusView, UntrustedView, VerifyingView,
+    AutomaticView, BecauseView, FreezeView, PoliciesView, ProposalView, RECENT, RecentView, StatusView, UntrustedView,
+    VerifyingView,
 };
 
 impl Engine {
@@ -52,11 +53,8 @@ impl Engine {
                 link: self.config.forge.proposal_link(&r.branch),
             })
             .collect();
-        let recent = done
-            .into_iter()
-            .take(RECENT)
-            .map(|r| RecentView::of(r, self.repo.note(&r.commit).as_deref()))
-            .collect();
+        let recent =
+            done.into_iter().take(RECENT).map(|r| RecentView::of(r, self.repo.note(&r.commit).as_deref())).collect();
         let phased = self.phased_views(now);
         let verifying = self
             .verification

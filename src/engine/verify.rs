@@ -314,7 +314,8 @@ impl Engine {
             let started = r.alert_started.or_else(|| crate::domain::audit::alert_start_of(&r.trigger));
             let secs = |t: Option<Timestamp>| t.map(|t| crate::domain::notice::seconds(t, n.at));
             n.time_to_rollback_seconds = n.time_to_rollback_seconds.or_else(|| secs(started));
-            n.time_to_rollback_from_receipt_seconds = n.time_to_rollback_from_receipt_seconds.or_else(|| secs(r.received));
+            n.time_to_rollback_from_receipt_seconds =
+                n.time_to_rollback_from_receipt_seconds.or_else(|| secs(r.received));
         }
         for _ in 0..64 {
             let Some(prev) = stepped_back_from(&trigger) else { break };

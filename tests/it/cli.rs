@@ -544,7 +544,11 @@ fn check_reports_every_error_of_a_policy_item_each_at_its_line() {
 fn a_notify_route_typo_is_reported_at_its_line_in_the_policy_file() {
     let w = World::new();
     let cfg = std::fs::read_to_string(w.config_path()).unwrap();
-    std::fs::write(w.config_path(), format!("{cfg}notify:\n  channels:\n    oncall: {{ kind: file, path: n.jsonl }}\n")).unwrap();
+    std::fs::write(
+        w.config_path(),
+        format!("{cfg}notify:\n  channels:\n    oncall: {{ kind: file, path: n.jsonl }}\n"),
+    )
+    .unwrap();
     w.set_policy_text(
         "- name: first\n  match: { source: request }\n  target: { service: x, env: y, paths: [a] }\n  notify: [oncall]\n\
          - name: second\n  match:\n    source: alertmanager\n  target: { service: x, env: y, paths: [a] }\n  notify:\n    - oncall\n    - oncal\n",

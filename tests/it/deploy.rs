@@ -317,7 +317,10 @@ fn every_shipped_policy_that_rolls_back_has_the_safety_net() {
     for dir in ["deploy/kubernetes/base/policies", "deploy/kubernetes/overlays/example/policies"] {
         for entry in std::fs::read_dir(root().join(dir)).unwrap() {
             let path = entry.unwrap().path();
-            shipped.push((format!("{dir}/{}", path.file_name().unwrap().to_string_lossy()), std::fs::read_to_string(&path).unwrap()));
+            shipped.push((
+                format!("{dir}/{}", path.file_name().unwrap().to_string_lossy()),
+                std::fs::read_to_string(&path).unwrap(),
+            ));
         }
     }
     let mut overlay = 0;

@@ -91,7 +91,11 @@ fn time_to_rollback_and_to_recovery_mean_the_same_everywhere() {
     assert_eq!(w.trailers("main", "Rollback-Alert-Started"), [alert.started_at.unwrap().to_string()]);
     assert_eq!(w.trailers("main", "Rollback-Received"), [w.now().to_string()]);
     let (hook, _) = next_pair(&r);
-    assert_eq!((hook["time_to_rollback_seconds"].as_i64(), hook["time_to_rollback_from_receipt_seconds"].as_i64()), (Some(300), Some(0)), "{hook}");
+    assert_eq!(
+        (hook["time_to_rollback_seconds"].as_i64(), hook["time_to_rollback_from_receipt_seconds"].as_i64()),
+        (Some(300), Some(0)),
+        "{hook}"
+    );
     let text = hook["text"].as_str().unwrap();
     assert!(text.contains("Time to rollback: 300s from the alert's start (0s from receipt) to the push"), "{text}");
 
@@ -99,7 +103,11 @@ fn time_to_rollback_and_to_recovery_mean_the_same_everywhere() {
     w.clock.advance(jiff::SignedDuration::from_mins(3));
     engine.record_resolution(&World::resolved(&alert, w.now())).unwrap();
     let (hook, _) = next_pair(&r);
-    assert_eq!((hook["event"].as_str(), hook["recovered_after_seconds"].as_i64()), (Some("verified"), Some(180)), "{hook}");
+    assert_eq!(
+        (hook["event"].as_str(), hook["recovered_after_seconds"].as_i64()),
+        (Some("verified"), Some(180)),
+        "{hook}"
+    );
     assert!(hook["text"].as_str().unwrap().contains("Time to recovery: 180s from the push to recovery"), "{hook}");
     let note = w.git(&["notes", "--ref=rollbackd", "show", "main"]);
     for line in ["Time-To-Rollback: 5m", "Time-To-Rollback-From-Receipt: 0s", "Time-To-Recovery: 3m"] {

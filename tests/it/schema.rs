@@ -28,7 +28,8 @@ fn violations(validator: &jsonschema::Validator, path: &Path) -> Vec<String> {
 fn points_at(path: &Path, schema_file: &Path) {
     let text = std::fs::read_to_string(path).unwrap();
     let first = text.lines().next().unwrap_or_default();
-    let rel = first.strip_prefix("# yaml-language-server: $schema=").unwrap_or_else(|| panic!("{}: {first}", path.display()));
+    let rel =
+        first.strip_prefix("# yaml-language-server: $schema=").unwrap_or_else(|| panic!("{}: {first}", path.display()));
     let target = path.parent().unwrap().join(rel);
     assert_eq!(
         std::fs::canonicalize(&target).unwrap_or_else(|e| panic!("{}: {rel}: {e}", path.display())),
@@ -55,7 +56,8 @@ fn the_schemas_are_draft_2020_12_and_the_shipped_copies_are_the_binarys() {
         assert_eq!(generated["$schema"], "https://json-schema.org/draft/2020-12/schema", "{file}");
         let shipped: Value = serde_json::from_str(&std::fs::read_to_string(root().join(copy)).unwrap()).unwrap();
         assert!(shipped == generated, "{copy} is stale: rollbackd schema {file} > {copy}");
-        jsonschema::draft202012::meta::validate(&generated).unwrap_or_else(|e| panic!("{file}: not a valid schema: {e}"));
+        jsonschema::draft202012::meta::validate(&generated)
+            .unwrap_or_else(|e| panic!("{file}: not a valid schema: {e}"));
     }
     // Generated from the types: a field the config reads is in it, with its doc comment.
     let config = schema("config");
@@ -106,5 +108,8 @@ fn every_shipped_config_and_policy_file_validates_and_names_its_schema() {
     std::fs::write(&bad, "- name: p\n  match: { source: alertmanager }\n  target: { service: x, env: prod, paths: [a] }\n  action: { mode: directt }\n  guards: { cooldwn: 5m }\n").unwrap();
     let found = violations(&policies, &bad);
     assert_eq!(found.len(), 2, "{found:#?}");
-    assert!(found.iter().any(|e| e.contains("/0/action/mode")) && found.iter().any(|e| e.contains("cooldwn")), "{found:#?}");
+    assert!(
+        found.iter().any(|e| e.contains("/0/action/mode")) && found.iter().any(|e| e.contains("cooldwn")),
+        "{found:#?}"
+    );
 }
