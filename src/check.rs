@@ -241,8 +241,8 @@ fn check_repo(
         Err(e) => diags.push(template_diagnostic(&config.templates, e)),
     }
     if let Some(set) = &policies {
-        if let Err(e) = crate::engine::check_routes(config, set) {
-            diags.push(Diagnostic::error(config_path, 0, 0, e));
+        if let Err(d) = crate::engine::check_routes(config, set, &crate::engine::file_text) {
+            diags.push(d);
         }
         check_verify(config, set, offline, &mut diags);
         check_rules_match_someone(config, set, &mut diags);

@@ -8,7 +8,7 @@ use crate::support::diagnostic::Diagnostic;
 use crate::support::duration::Duration;
 use crate::support::secret::SecretString;
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The config repo. A file that serves several sets `repos:` instead.
@@ -82,7 +82,7 @@ pub struct Config {
 }
 
 /// `drills:`: each target's rollback written to its drill branch once every `every`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DrillsConfig {
     /// How often each target is drilled, counted from its last drill. Default: `24h`.
@@ -93,7 +93,7 @@ pub struct DrillsConfig {
 }
 
 /// One service in one environment to drill.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DrillTarget {
     pub service: String,
@@ -107,7 +107,7 @@ fn default_drill_every() -> Duration {
 /// One entry of `repos:`. What it leaves out (`identity`, `templates`, `audit`, `git`) is
 /// taken from the top of the file; `policies` it must say, since policies are what route an
 /// event to a repo, and `forge` is local unless it says otherwise: a forge names one repo.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RepoEntry {
     /// Names the repo in logs, answers, `status` and `--config-repo`; also its directory under
@@ -139,7 +139,7 @@ struct TopKeys {
     forge: Option<serde::de::IgnoredAny>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PauseConfig {
     /// `propose` (default): automatic rollbacks become proposals while paused. `nothing`: they
@@ -152,7 +152,7 @@ pub struct PauseConfig {
     pub breaker: crate::domain::breaker::BreakerConfig,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PauseMode {
     #[default]
@@ -163,7 +163,7 @@ pub enum PauseMode {
 /// `admin:`: the read endpoints by trust. With `listen`, they move to a listener of their own
 /// (loopback or cluster-internal) and the public one serves only webhooks and health. With a
 /// token, every read needs `Authorization: Bearer <token>` wherever it is served.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     #[serde(default)]
@@ -175,7 +175,7 @@ pub struct AdminConfig {
 }
 
 /// `notify:`: named channels, and how hard delivery tries.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NotifyConfig {
     #[serde(default)]
@@ -214,7 +214,7 @@ fn default_notify_queue() -> usize {
 
 /// One notification channel. URLs and tokens that carry a secret are read from the
 /// environment (`url_env`, `token_env`) and never logged.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ChannelConfig {
     /// A JSON POST of the notice (for PagerDuty, Opsgenie or Teams bridges).
@@ -255,7 +255,7 @@ fn default_slack_api() -> String {
     "https://slack.com/api".into()
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PrometheusConfig {
     /// Base URL, e.g. `http://prometheus:9090`.
@@ -266,7 +266,7 @@ pub struct PrometheusConfig {
 }
 
 /// One registry in `registries:`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegistryConfig {
     /// The host as images name it: `ghcr.io`, `registry.example.com:5000`.
@@ -286,7 +286,7 @@ fn default_registry_timeout() -> crate::support::duration::Duration {
     crate::support::duration::Duration::from_secs(5)
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// Largest request body accepted, in bytes; larger gets 413. Default: 1048576 (1 MiB).
@@ -348,7 +348,7 @@ impl Default for ServerConfig {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Sources {
     #[serde(default)]
@@ -366,7 +366,7 @@ pub struct Sources {
 }
 
 /// Flux signs each event with `X-Signature: sha256=<hex HMAC-SHA256 of the body>`.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FluxSource {
     /// Env var with comma-separated HMAC keys (the Provider's secret `token`; several, for rotation).
@@ -378,7 +378,7 @@ pub struct FluxSource {
 }
 
 /// Argo CD Notifications cannot sign: the webhook service sends `Authorization: Bearer`.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ArgocdSource {
     /// Env var with comma-separated bearer tokens (several, for rotation).
@@ -390,7 +390,7 @@ pub struct ArgocdSource {
 }
 
 /// The `/rollback` Slack slash command.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SlackSource {
     /// Env var with comma-separated signing secrets (several, for rotation).
@@ -416,7 +416,7 @@ fn default_response_url_prefix() -> String {
 }
 
 /// Alertmanager cannot sign its webhooks: it authenticates with a bearer token or basic auth.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AlertmanagerSource {
     /// Env var with comma-separated bearer tokens (several, for rotation).
@@ -429,7 +429,7 @@ pub struct AlertmanagerSource {
     pub basic_auth: Option<BasicAuthSource>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BasicAuthSource {
     pub username: String,
@@ -439,7 +439,7 @@ pub struct BasicAuthSource {
     pub passwords_file: Option<PathBuf>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GithubSource {
     /// Env var with comma-separated webhook secrets (several, for rotation).
@@ -461,7 +461,7 @@ fn default_redeliver_every() -> Duration {
     Duration::from_secs(300)
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RepoConfig {
     /// Local path, `file://`, `https://` or `ssh://` / `git@host:path` URL of the config repo.
@@ -477,7 +477,7 @@ pub struct RepoConfig {
     pub ssh_key_file: Option<PathBuf>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Identity {
     pub name: String,
@@ -516,7 +516,7 @@ pub struct Keys {
     pub created: Option<PathBuf>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuditConfig {
     /// How far back history is read for dedupe, guards and `history`. Default: `30d`.
@@ -533,7 +533,7 @@ impl Default for AuditConfig {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GitConfig {
     /// A fetch younger than this is reused. Default: `2s`.
@@ -594,7 +594,7 @@ fn default_policies() -> PolicySource {
 }
 
 /// Where the policies are read from.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum PolicySource {
     /// `*.yaml` files in a directory on disk (a ConfigMap, the image), read at start and reload.
@@ -604,7 +604,7 @@ pub enum PolicySource {
     Repo(RepoPolicies),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RepoPolicies {
     /// Relative to the repository root, e.g. `.rollbackd/policies`.
@@ -648,7 +648,7 @@ fn default_push_retries() -> u32 {
 }
 
 /// Where proposals live: `{ kind: local }` (default) or `{ kind: github, ... }`.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ForgeConfig {
     #[default]
@@ -671,7 +671,7 @@ impl ForgeConfig {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GithubConfig {
     /// API base URL: `https://api.github.com`, or GitHub Enterprise's `https://host/api/v3`.

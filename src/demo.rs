@@ -113,6 +113,11 @@ pub fn create(dir: &Path, now: Timestamp) -> Result<Demo, DemoError> {
     for (name, text) in TEMPLATES {
         write(&dir.join("templates").join(name), text)?;
     }
+    // What the files' `# yaml-language-server: $schema=` lines point at, for an editor.
+    for (name, schema) in [("config", crate::support::schema::config()), ("policy", crate::support::schema::policy())] {
+        let text = serde_json::to_string_pretty(&schema).unwrap_or_default();
+        write(&dir.join("schemas").join(format!("{name}.schema.json")), &format!("{text}\n"))?;
+    }
     let seed = Seeder::init(&demo.origin, "main")?;
     let at = |minutes_ago: i64| now.checked_sub(SignedDuration::from_mins(minutes_ago)).unwrap_or(now);
     let checkout = |v: &str| format!("registry.example.com/acme/checkout:{v}");
@@ -168,7 +173,8 @@ pub fn create(dir: &Path, now: Timestamp) -> Result<Demo, DemoError> {
 
     write(
         &demo.config,
-        "# rollbackd demo configuration; every field is described in docs/configuration.md.
+        "# yaml-language-server: $schema=schemas/config.schema.json
+# rollbackd demo configuration; every field is described in docs/configuration.md.
 repo:
   url: origin.git        # the bare config repo next to this file
   branch: main
@@ -189,6 +195,10 @@ sources:
 notify:
   channels:
     oncall: { kind: file, path: notices.jsonl }
+# Where policies/30-requests.yaml's `verify.query` is asked (a rollback people asked for has no
+# alert to resolve). Without a Prometheus here the verdict is `unverified`, and `check` says the
+# query was not tried; point it at yours.
+prometheus: { url: \"http://127.0.0.1:9090\" }
 # Who is in the groups and teams policies/30-requests.yaml names (rollbackd cannot ask Slack or
 # GitHub); replace the example members with yours.
 directory:

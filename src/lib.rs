@@ -31,6 +31,7 @@ mod engine;
 mod fleet;
 mod healthcheck;
 mod serve;
+mod state_watch;
 mod wakeups;
 mod worker;
 
@@ -78,6 +79,8 @@ pub use demo::{
 pub use domain::history::{json as history_json, text as history_text};
 pub use healthcheck::{loopback_for, probe};
 pub use ingest::file::{FileError, Kind as EventFileKind, events as events_from_file};
+/// JSON Schema (draft 2020-12) of `rollbackd.yaml` and of a policy file, from the types serde reads.
+pub use support::schema::{config as config_schema, policy as policy_schema};
 
 /// Builds config repositories commit by commit with fixed authors and times: the demo, the tests
 /// and the benchmarks.

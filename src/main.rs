@@ -314,6 +314,14 @@ enum Command {
         #[arg(long)]
         ready: bool,
     },
+    /// Print the JSON Schema (draft 2020-12) of `rollbackd.yaml` or of a policy file, generated
+    /// from the types rollbackd reads them with: for editors (`# yaml-language-server:
+    /// $schema=...`) and CI. Example: `rollbackd schema policy > policy.schema.json`
+    Schema {
+        /// Which file: `config` (rollbackd.yaml) or `policy` (a file of the policies directory).
+        #[arg(value_enum)]
+        file: SchemaFile,
+    },
     /// Fail (exit 2) when a change brings back an artifact a rollback undid and that is still
     /// held: for the config repo's CI. Exit 0 when clean.
     /// Example: `rollbackd gate HEAD --base origin/main --repo .`
@@ -372,6 +380,12 @@ enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SchemaFile {
+    Config,
+    Policy,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -470,11 +484,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// `error: <message>`, unless the message is already a diagnostic that says so itself
-/// (`file:line:col: error: ...`): one `error:` per line, never `error: file: error: ...`.
+/// `error: <message>`, unless the message carries diagnostics that say so themselves
+/// (`file:line:col: error: ...`, under a heading such as `policies are invalid:`): `error:`
+/// once per problem, never `error: ... error: ...`.
 fn error_text(message: &str) -> String {
-    let first = message.lines().next().unwrap_or_default();
-    if first.contains(": error: ") { message.to_string() } else { format!("error: {message}") }
+    if message.lines().any(|l| l.contains(": error: ")) { message.to_string() } else { format!("error: {message}") }
 }
 
 fn engine(config: &Path, repo: Option<&str>, clock: Arc<dyn Clock>) -> anyhow::Result<CliEngine> {
@@ -658,6 +672,18 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             said(engine.abort_rollback(&id, &actor, reason.as_deref())?)
         }
         Command::Healthcheck { url, ready } => healthcheck(&cli.config, url, ready),
+        Command::Schema { file } => {
+            let schema = match file {
+                SchemaFile::Config => rollbackd::config_schema(),
+                SchemaFile::Policy => rollbackd::policy_schema(),
+            };
+            // A closed pipe (`| head`) is the reader's choice, not an error.
+            let _ = std::io::Write::write_all(
+                &mut std::io::stdout().lock(),
+                format!("{}\n", serde_json::to_string_pretty(&schema)?).as_bytes(),
+            );
+            Ok(0)
+        }
         Command::Gate { rev, base, repo } => {
             let mut engine = engine(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
             let report = engine.gate(&rev, base.as_deref(), repo.as_deref())?;

@@ -95,6 +95,11 @@ pub enum Job {
         by: String,
         reply: oneshot::Sender<JobResult>,
     },
+    /// rollbackd's state on the origin moved (the state watch saw it): fetch and rebuild the
+    /// status now, then say whether that worked.
+    Refresh {
+        done: std::sync::mpsc::SyncSender<Result<(), String>>,
+    },
 }
 
 const REFUSED_FOR: Duration = Duration::from_secs(600);
@@ -157,6 +162,10 @@ pub struct Shared {
     status: RwLock<Arc<StatusView>>,
     /// Why there are no policies to decide with yet (kept in the config repo, none valid read).
     policies_pending: RwLock<Option<String>>,
+    /// When the origin was last known to hold the state the published status shows.
+    as_of: RwLock<Option<jiff::Timestamp>>,
+    /// How the state watch asks the origin (renewed at every publish: reloads, tokens).
+    watcher: RwLock<Option<crate::git::StateWatcher>>,
 }
 
 impl Shared {
@@ -219,11 +228,24 @@ impl Shared {
         self.watched.read().unwrap_or_else(|e| e.into_inner()).contains(key)
     }
 
-    /// The status as of the writer's last quiet moment, with the origin's state as of now.
+    /// The status as of the writer's last quiet moment, with the origin's state as of now,
+    /// and `as_of` the last moment the origin was known to hold what it shows.
     pub fn status(&self) -> StatusView {
         let mut view = StatusView::clone(&self.status.read().unwrap_or_else(|e| e.into_inner()));
         view.origin_error = self.origin_error();
+        let confirmed = *self.as_of.read().unwrap_or_else(|e| e.into_inner());
+        view.as_of = view.as_of.max(confirmed).map(crate::domain::freeze::to_the_second);
         view
+    }
+
+    /// The origin held what the published status shows at `at`.
+    pub(crate) fn confirm_as_of(&self, at: jiff::Timestamp) {
+        let mut as_of = self.as_of.write().unwrap_or_else(|e| e.into_inner());
+        *as_of = (*as_of).max(Some(at));
+    }
+
+    pub(crate) fn state_watcher(&self) -> Option<crate::git::StateWatcher> {
+        self.watcher.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn queue_depth(&self) -> usize {
@@ -233,7 +255,8 @@ impl Shared {
 
 #[derive(Clone)]
 pub struct WorkerHandle {
-    tx: SyncSender<Job>,
+    // Shared so the state watch can hold it weakly: the writer stops when the last handle goes.
+    tx: Arc<SyncSender<Job>>,
     shared: Arc<Shared>,
 }
 
@@ -245,6 +268,10 @@ pub enum QueueError {
 }
 
 impl WorkerHandle {
+    pub(crate) fn from_parts(tx: Arc<SyncSender<Job>>, shared: Arc<Shared>) -> Self {
+        WorkerHandle { tx, shared }
+    }
+
     pub fn shared(&self) -> &Shared {
         &self.shared
     }
@@ -275,6 +302,9 @@ pub fn spawn(engine: Engine, capacity: usize, refresh: Duration) -> (WorkerHandl
         ..Shared::default()
     });
     let s = shared.clone();
+    let tx = Arc::new(tx);
+    *shared.watcher.write().unwrap_or_else(|e| e.into_inner()) = Some(engine.state_watcher());
+    crate::state_watch::spawn(name.as_deref(), Arc::downgrade(&tx), shared.clone(), engine.clock());
     let gates = spawn_gate_thread(name.as_deref());
     let join = std::thread::Builder::new()
         .name(name.as_ref().map_or_else(|| "rollbackd-writer".into(), |n| format!("writer-{n}")))
@@ -354,7 +384,7 @@ fn run(mut engine: Engine, rx: Receiver<Job>, shared: Arc<Shared>, refresh: Dura
                         rebuild = !rebuilt(&mut engine, &shared, &mut wakeups);
                     }
                 }
-                publish(&mut engine, &shared, true);
+                publish(&mut engine, &shared, true, false);
                 wakeups.refreshed(now, next_refresh(&shared, refresh, &mut failures));
                 acted_at = engine.now();
                 rebuild |= !act_on_deadlines(&mut engine, &shared, &mut wakeups);
@@ -370,7 +400,7 @@ fn run(mut engine: Engine, rx: Receiver<Job>, shared: Arc<Shared>, refresh: Dura
                 wakeups.deadline_ran(now);
                 acted_at = engine.now();
                 rebuild |= !act_on_deadlines(&mut engine, &shared, &mut wakeups);
-                publish(&mut engine, &shared, false);
+                publish(&mut engine, &shared, false, false);
             }
             None => match rx.recv_timeout(wakeups.wait(now)) {
                 Ok(job) => {
@@ -379,6 +409,8 @@ fn run(mut engine: Engine, rx: Receiver<Job>, shared: Arc<Shared>, refresh: Dura
                     // A bug in one job must not take the writer down with it: its sender sees
                     // the reply dropped (503, retry), and the engine the job may have left
                     // half-changed is replaced by one read back from git.
+                    // A refresh publishes as it goes: the watch is answered once the status shows it.
+                    let refresh = matches!(job, Job::Refresh { .. });
                     let handled =
                         std::panic::catch_unwind(AssertUnwindSafe(|| process(&mut engine, &shared, job, gates)));
                     if handled.is_err() {
@@ -386,7 +418,9 @@ fn run(mut engine: Engine, rx: Receiver<Job>, shared: Arc<Shared>, refresh: Dura
                         metrics::writer_panic();
                         rebuild = !rebuilt(&mut engine, &shared, &mut wakeups);
                     }
-                    publish(&mut engine, &shared, false);
+                    if !refresh || handled.is_err() {
+                        publish(&mut engine, &shared, false, false);
+                    }
                 }
                 // Something fell due: the top of the loop says what.
                 Err(RecvTimeoutError::Timeout) => continue,
@@ -606,6 +640,16 @@ fn process(engine: &mut Engine, shared: &Shared, job: Job, gates: &SyncSender<Ga
             };
             let _ = reply.send(result);
         }
+        Job::Refresh { done } => {
+            let branch = format!("refs/heads/{}", engine.config().repo.branch);
+            let result = match engine.fetch_pushed(&branch) {
+                // Answered only once the status shows what was fetched: `as_of` follows it.
+                Ok(_) if publish(engine, shared, false, true) => Ok(()),
+                Ok(_) => Err("reading the status failed".to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            let _ = done.send(result);
+        }
         Job::KnownGood { event, reply } => {
             let result = match engine.mark_known_good(&event) {
                 Ok(msg) => JobResult::Note(msg),
@@ -624,9 +668,12 @@ fn process(engine: &mut Engine, shared: &Shared, job: Job, gates: &SyncSender<Ga
 }
 
 /// Publishes the audit index; `fetch` also brings the mirror up to date first (idle refresh).
-/// A failing origin is logged when it starts failing, when the reason changes, and when it
-/// recovers, never once per attempt.
-fn publish(engine: &mut Engine, shared: &Shared, fetch: bool) {
+/// The status is rebuilt too when no work is queued, or always with `status`; returns whether
+/// it was. A failing origin is logged when it starts failing, when the reason changes, and
+/// when it recovers, never once per attempt.
+fn publish(engine: &mut Engine, shared: &Shared, fetch: bool, status: bool) -> bool {
+    let started = engine.now();
+    let mut rebuilt = false;
     let records = if fetch { engine.history().map(|i| i.records().to_vec()) } else { engine.audit_records() };
     // A policy set from the config repo switched to by a fetch: the edge decides with it too.
     let generation = engine.policy_generation();
@@ -640,12 +687,23 @@ fn publish(engine: &mut Engine, shared: &Shared, fetch: bool) {
             *shared.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Snapshot::new(records));
             *shared.watched.write().unwrap_or_else(|e| e.into_inner()) = engine.watched_alerts();
             // Not while a storm queues work: the page may lag a burst, never slow it.
-            if shared.queue_depth() == 0 {
+            if status || shared.queue_depth() == 0 {
                 match engine.status_view(false) {
-                    Ok(view) => *shared.status.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(view),
+                    Ok(mut view) => {
+                        // Fetched just now: the view is as fresh as the moment the fetch began;
+                        // else the mirror is at least as fresh as for the view before.
+                        view.as_of = if fetch {
+                            Some(started)
+                        } else {
+                            shared.status.read().unwrap_or_else(|e| e.into_inner()).as_of
+                        };
+                        *shared.status.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(view);
+                        rebuilt = true;
+                    }
                     Err(e) => warn!(error = %e, "reading the status failed"),
                 }
             }
+            *shared.watcher.write().unwrap_or_else(|e| e.into_inner()) = Some(engine.state_watcher());
             if fetch {
                 metrics::origin_reachable(shared.name.as_deref(), true);
             }
@@ -669,6 +727,7 @@ fn publish(engine: &mut Engine, shared: &Shared, fetch: bool) {
             }
         }
     }
+    rebuilt
 }
 
 /// The one-line outcome name a duplicate found in the snapshot answers with.

@@ -43,6 +43,31 @@ pub struct AuditRecord {
     /// Why a proposal is one when its policy pushes (`Rollback-Proposed-Because`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub because: Vec<crate::domain::rollback::Cause>,
+    /// When the alert began (`Rollback-Alert-Started`, or the alert's trigger): time to rollback
+    /// is from it to the push (`at`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_started: Option<Timestamp>,
+    /// When rollbackd received the event (`Rollback-Received`): time to rollback from receipt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received: Option<Timestamp>,
+}
+
+/// When an Alertmanager alert began, from its trigger (`alertmanager:<key>@<startsAt>`).
+pub(crate) fn alert_start_of(trigger: &str) -> Option<Timestamp> {
+    trigger.strip_prefix("alertmanager:")?.rsplit_once('@')?.1.parse().ok()
+}
+
+impl AuditRecord {
+    /// Time to rollback, from the alert's start to the push; `None` when there was no alert.
+    pub fn time_to_rollback(&self) -> Option<jiff::SignedDuration> {
+        let started = self.alert_started.or_else(|| alert_start_of(&self.trigger))?;
+        Some(self.at.duration_since(started).max(jiff::SignedDuration::ZERO))
+    }
+
+    /// Time to rollback from the event's receipt to the push.
+    pub fn time_to_rollback_from_receipt(&self) -> Option<jiff::SignedDuration> {
+        Some(self.at.duration_since(self.received?).max(jiff::SignedDuration::ZERO))
+    }
 }
 
 /// Who approved, merged or cancelled a proposal: lines of its `rollback/...` or `cancelled/...`

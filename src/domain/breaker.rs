@@ -11,7 +11,7 @@ use serde::Deserialize;
 use crate::support::duration::Duration;
 
 /// `pause.breaker` in the config.
-#[derive(Clone, Copy, Debug, Deserialize)]
+#[derive(Clone, Copy, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BreakerConfig {
     /// More distinct services than this alerting within `window` trips the breaker. `0`: off.

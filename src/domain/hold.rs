@@ -128,6 +128,8 @@ mod tests {
             phase: None,
             together_with: Vec::new(),
             because: Vec::new(),
+            alert_started: None,
+            received: None,
         };
         let holds = from_rollback(
             &record,

@@ -11,7 +11,7 @@ use serde::Deserialize;
 pub(crate) const DEFAULT_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$";
 
 /// `input:` in `rollbackd.yaml`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InputConfig {
     /// What a value from input must look like to name a service, an env or a path component.

@@ -150,6 +150,13 @@ impl fmt::Display for Matcher {
     }
 }
 
+crate::support::schema::string_schema!(
+    Matcher,
+    "Matcher",
+    "A label matcher as Alertmanager writes one: `name=\"value\"`, `!=`, `=~` or `!~` (a regular expression matching the whole value).",
+    pattern = "^\\s*[A-Za-z_][A-Za-z0-9_]*\\s*(=|!=|=~|!~)\\s*\".*\"\\s*$"
+);
+
 impl<'de> Deserialize<'de> for Matcher {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;

@@ -13,7 +13,9 @@ use crate::domain::event::Event;
 use crate::domain::rollback::{Outcome, RollbackId};
 
 /// The state an incident moved to. The names are the generic webhook's `event` field.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum NoticeKind {
     RolledBack,
@@ -92,9 +94,20 @@ pub(crate) struct Notice {
     /// Why a proposal is one when its policy pushes: `cooldown`, `freeze`, `pause`, `breaker`...
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub because: Vec<String>,
-    /// Seconds from the rollback to recovery (`verified` only).
+    /// Time to recovery: seconds from the push to the recovery (`verified` only).
     pub recovered_after_seconds: Option<i64>,
+    /// Time to rollback: seconds from the alert's start to the push (`rolled_back` of an alert).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_to_rollback_seconds: Option<i64>,
+    /// Time to rollback from rollbackd's receipt of the event to the push (`rolled_back`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_to_rollback_from_receipt_seconds: Option<i64>,
     pub at: Timestamp,
+}
+
+/// Whole seconds from `from` to `to`, never negative.
+pub(crate) fn seconds(from: Timestamp, to: Timestamp) -> i64 {
+    to.duration_since(from).as_secs().max(0)
 }
 
 /// A rollback an incident went through before the one a notice is about.
@@ -148,6 +161,11 @@ impl Notice {
             reason,
             because: rollback.map(|r| r.because.iter().map(|c| c.name().to_string()).collect()).unwrap_or_default(),
             recovered_after_seconds: None,
+            time_to_rollback_seconds: (kind == NoticeKind::RolledBack)
+                .then(|| event.started_at.map(|t| seconds(t, at)))
+                .flatten(),
+            time_to_rollback_from_receipt_seconds: (kind == NoticeKind::RolledBack)
+                .then(|| seconds(event.received_at, at)),
             at,
         })
     }
@@ -183,6 +201,8 @@ impl Notice {
             reason,
             because: Vec::new(),
             recovered_after_seconds: None,
+            time_to_rollback_seconds: None,
+            time_to_rollback_from_receipt_seconds: None,
             at,
         }
     }

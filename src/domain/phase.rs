@@ -179,6 +179,8 @@ mod tests {
             phase,
             together_with: Vec::new(),
             because: Vec::new(),
+            alert_started: None,
+            received: None,
         }
     }
 

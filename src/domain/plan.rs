@@ -30,7 +30,7 @@ impl fmt::Display for Sha {
 }
 
 /// How the target paths are brought back.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {
     /// Revert when the bad range is one plain commit that touches only the target paths and

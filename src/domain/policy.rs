@@ -15,9 +15,10 @@ use crate::support::diagnostic::{Diagnostic, Severity};
 use crate::support::duration::Duration;
 use crate::support::template;
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
+    #[schemars(with = "String")]
     pub name: Spanned<String>,
     #[serde(default)]
     pub description: Option<String>,
@@ -53,7 +54,7 @@ pub struct Policy {
     pub file: PathBuf,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MatchSpec {
     #[serde(default)]
@@ -65,7 +66,7 @@ pub struct MatchSpec {
     pub forks: bool,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SourceMatch {
     Alertmanager,
@@ -111,7 +112,7 @@ impl SourceMatch {
 }
 
 /// Where a policy's notices go.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum Route {
     /// Every state of every incident.
@@ -139,6 +140,12 @@ impl Route {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Expr(pub String);
 
+crate::support::schema::string_schema!(
+    Expr,
+    "Template",
+    "A value, or a template over the event (`{{ labels.service }}`), checked when the policy is loaded.",
+);
+
 impl<'de> Deserialize<'de> for Expr {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
@@ -147,11 +154,12 @@ impl<'de> Deserialize<'de> for Expr {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TargetSpec {
     pub service: Expr,
     pub env: Expr,
+    #[schemars(with = "Vec<Expr>")]
     pub paths: Vec<Spanned<Expr>>,
     /// A revision to roll back to instead of searching for known-good, e.g. `"{{ labels.sha }}~1"`
     /// for a CI event that names the bad commit.
@@ -162,11 +170,12 @@ pub struct TargetSpec {
     /// `groups` is the same, read as an ordered rollback of several services' paths (the
     /// consumer before the producer).
     #[serde(default, alias = "groups")]
+    #[schemars(with = "Vec<PhaseSpec>")]
     pub phases: Vec<Spanned<PhaseSpec>>,
 }
 
 /// One step of a phased rollback, as written in a policy.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PhaseSpec {
     /// What people call this step (`canary`, `consumer`): shown in commits and `status`.
@@ -180,7 +189,7 @@ pub struct PhaseSpec {
     pub soak: Duration,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// Push the rollback to the target branch.
@@ -206,7 +215,7 @@ impl fmt::Display for Mode {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Action {
     #[serde(default)]
@@ -232,7 +241,7 @@ fn zero_duration() -> crate::support::duration::Duration {
     crate::support::duration::Duration::ZERO
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OnViolation {
     #[default]
@@ -242,7 +251,7 @@ pub enum OnViolation {
 
 /// What marks a change as irreversible: a file it changes, or a trailer in its message (or in
 /// a commit a merge brought in).
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Irreversible {
     #[serde(default)]
@@ -254,6 +263,12 @@ pub struct Irreversible {
 /// A repository path glob, fixed in the policy (no template).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PathPattern(pub String);
+
+crate::support::schema::string_schema!(
+    PathPattern,
+    "PathPattern",
+    "A path glob in the config repo, fixed in the policy (no template), e.g. `**/migrations/**`.",
+);
 
 impl<'de> Deserialize<'de> for PathPattern {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -284,6 +299,13 @@ impl fmt::Display for TrailerLine {
     }
 }
 
+crate::support::schema::string_schema!(
+    TrailerLine,
+    "TrailerLine",
+    "A commit trailer, `Key: value`, e.g. `Irreversible: true`.",
+    pattern = "^[A-Za-z][A-Za-z0-9-]*:\\s*\\S.*$"
+);
+
 impl<'de> Deserialize<'de> for TrailerLine {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
@@ -299,14 +321,14 @@ impl<'de> Deserialize<'de> for TrailerLine {
     }
 }
 
-#[derive(Clone, Copy, Debug, Deserialize)]
+#[derive(Clone, Copy, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
     pub count: u32,
     pub per: Duration,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Guards {
     #[serde(default)]
@@ -326,7 +348,7 @@ pub struct Guards {
 }
 
 /// Who may act on this policy's rollbacks from chat (Slack, GitHub comments).
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Chatops {
     /// May request a rollback.
@@ -344,7 +366,7 @@ pub struct Chatops {
     pub two_person: bool,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MergeMethod {
     #[default]
@@ -354,7 +376,7 @@ pub enum MergeMethod {
 }
 
 /// How proposals are reviewed and merged.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Review {
     /// Approvals by people in `chatops.approve` needed to merge. Default: 1.
@@ -677,7 +699,7 @@ pub fn parse_file(file: &Path, text: &str) -> Result<Vec<Policy>, Vec<Diagnostic
     let items = top_level_items(text);
     // Rereading item by item costs each item a parse of its own: bounded, so a huge broken
     // file costs one parse and its first error, never minutes of the writer.
-    if items.len() < 2 || items.len() > MAX_REREAD_ITEMS {
+    if items.is_empty() || items.len() > MAX_REREAD_ITEMS {
         return Err(vec![first]);
     }
     let lines: Vec<&str> = text.split_inclusive('\n').collect();
@@ -686,10 +708,10 @@ pub fn parse_file(file: &Path, text: &str) -> Result<Vec<Policy>, Vec<Diagnostic
         let end = items.get(i + 1).copied().unwrap_or(lines.len());
         // Blank lines in front keep every line number where it is in the file.
         let item = format!("{}{}", "\n".repeat(start), lines[start..end].concat());
-        if let Err(e) = parse_text(file, &item)
-            && !errors.iter().any(|x| x.line == e.line && x.message == e.message)
-        {
-            errors.push(e);
+        for e in item_errors(file, item) {
+            if !errors.iter().any(|x| x.line == e.line && x.message == e.message) {
+                errors.push(e);
+            }
         }
     }
     // Items fine on their own but not together (a stray document marker, say): the first error.
@@ -697,6 +719,53 @@ pub fn parse_file(file: &Path, text: &str) -> Result<Vec<Policy>, Vec<Diagnostic
         errors.push(first);
     }
     Err(errors)
+}
+
+/// Every error of one policy item, not only the first serde meets: after each error its line
+/// (with the lines nested under it) is blanked and the item read again, so two wrong values
+/// are two errors, each at its line. Bounded; an error the blanking itself caused (the key it
+/// removed is now missing) ends the search.
+fn item_errors(file: &Path, item: String) -> Vec<Diagnostic> {
+    const MAX_PER_ITEM: usize = 10;
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let mut lines: Vec<String> = item.split_inclusive('\n').map(str::to_string).collect();
+    let mut errors: Vec<Diagnostic> = Vec::new();
+    let mut removed: Vec<String> = Vec::new();
+    for _ in 0..MAX_PER_ITEM {
+        let Err(e) = parse_text(file, &lines.concat()) else { break };
+        if removed.iter().any(|k| e.message.contains(&format!("missing field `{k}`"))) {
+            break;
+        }
+        let at = usize::try_from(e.line).unwrap_or(0).checked_sub(1);
+        errors.push(e);
+        // The item's own first line (`- name: ...`) cannot go without taking the item with it.
+        let Some(at) = at.filter(|&i| i < lines.len() && !lines[i].starts_with('-')) else { break };
+        let depth = indent(&lines[at]);
+        let key =
+            lines[at].trim_start().trim_start_matches("- ").split(':').next().unwrap_or_default().trim().to_string();
+        removed.push(key);
+        let mut j = at;
+        while j < lines.len() && (j == at || lines[j].trim().is_empty() || indent(&lines[j]) > depth) {
+            lines[j] = "\n".to_string();
+            j += 1;
+        }
+        // A key left with nothing under it would read as null: it goes too (up to the item).
+        let mut child = at;
+        while let Some(parent) = (0..child).rev().find(|&p| !lines[p].trim().is_empty()) {
+            let d = indent(&lines[parent]);
+            if lines[parent].starts_with('-') || d >= depth || !lines[parent].trim_end().ends_with(':') {
+                break;
+            }
+            let rest = (parent + 1..lines.len()).take_while(|&k| lines[k].trim().is_empty() || indent(&lines[k]) > d);
+            if rest.clone().any(|k| !lines[k].trim().is_empty()) {
+                break;
+            }
+            removed.push(lines[parent].trim().trim_end_matches(':').to_string());
+            lines[parent] = "\n".to_string();
+            child = parent;
+        }
+    }
+    errors
 }
 
 /// A policy file larger than this is refused unread (a policy set is kilobytes).
@@ -716,6 +785,44 @@ fn parse_text(file: &Path, text: &str) -> Result<Vec<Policy>, Diagnostic> {
         p.file = file.to_path_buf();
     }
     Ok(out)
+}
+
+/// Where, in a policy file's `text`, the policy named `name` says `key` (`notify`, `verify`):
+/// the 1-based line and column of `needle` in that key's lines (a route's name), else of the
+/// key; `(0, 0)` when the file is not written so this reading can find it.
+pub(crate) fn locate(text: &str, name: &str, key: &str, needle: &str) -> (u64, u64) {
+    let lines: Vec<&str> = text.lines().collect();
+    let starts = top_level_items(text);
+    let bare = |l: &str| l.trim_start().trim_start_matches("- ").trim_start().to_string();
+    let unquote = |v: &str| v.trim().trim_matches(|c| c == '"' || c == '\'').to_string();
+    for (i, &start) in starts.iter().enumerate() {
+        let end = starts.get(i + 1).copied().unwrap_or(lines.len());
+        let item = &lines[start..end];
+        let named = item.iter().any(|l| bare(l).strip_prefix("name:").is_some_and(|v| unquote(v) == name));
+        if !named {
+            continue;
+        }
+        let Some(k) = item.iter().position(|l| bare(l).starts_with(&format!("{key}:"))) else { return (0, 0) };
+        let indent = |l: &str| l.len() - l.trim_start().len();
+        let key_indent = indent(item[k]);
+        let word = |l: &str| -> Option<usize> {
+            l.match_indices(needle).map(|(at, _)| at).find(|&at| {
+                let before = l[..at].chars().next_back();
+                let after = l[at + needle.len()..].chars().next();
+                let edge = |c: Option<char>| c.is_none_or(|c| !(c.is_alphanumeric() || c == '-' || c == '_'));
+                edge(before) && edge(after)
+            })
+        };
+        let mut j = k;
+        while j < item.len() && (j == k || item[j].trim().is_empty() || indent(item[j]) > key_indent) {
+            if let Some(at) = word(item[j]) {
+                return ((start + j + 1) as u64, (at + 1) as u64);
+            }
+            j += 1;
+        }
+        return ((start + k + 1) as u64, (indent(item[k]) + 1) as u64);
+    }
+    (0, 0)
 }
 
 /// The 0-based lines where an item of a top-level block list starts (`- ` in column 0), or

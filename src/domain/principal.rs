@@ -104,6 +104,12 @@ impl FromStr for Rule {
     }
 }
 
+crate::support::schema::string_schema!(
+    Rule,
+    "Rule",
+    "Who: `slack:<user>`, `slack-group:<group>`, `github:<login>` or `github-team:<org>/<team>` (`*` for anyone where allowed).",
+);
+
 impl<'de> Deserialize<'de> for Rule {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
@@ -111,7 +117,7 @@ impl<'de> Deserialize<'de> for Rule {
 }
 
 /// Group and team memberships rollbackd cannot ask a chat service about.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Directory {
     /// Slack user group id → member user ids.

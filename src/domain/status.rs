@@ -18,6 +18,10 @@ pub struct StatusView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub repo: Option<String>,
     pub at: Option<Timestamp>,
+    /// How fresh the view is: the last moment the origin was known to hold what it shows.
+    pub as_of: Option<Timestamp>,
+    /// Whether automatic rollbacks happen now, in one word and one sentence.
+    pub automatic: AutomaticView,
     /// The kill switch, described, when it is on.
     pub paused: Option<String>,
     pub freezes: Vec<FreezeView>,
@@ -41,6 +45,68 @@ pub struct StatusView {
     #[serde(default)]
     pub untrusted: Vec<UntrustedView>,
     pub policies: PoliciesView,
+}
+
+/// `active`, `paused` (by whom, until when, why) or `frozen` (for what): what the page says first.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AutomaticView {
+    /// `active`, `paused` or `frozen` (some scope frozen; the rest acts).
+    pub state: &'static str,
+    /// Who paused, until when and why, while paused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What is frozen (`search`, `all in prod`), while something is.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub frozen: Vec<String>,
+    /// The sentence people read.
+    pub text: String,
+}
+
+impl AutomaticView {
+    /// From the pause in force (if any) and the other freezes in force.
+    pub(crate) fn of(pause: Option<&crate::domain::freeze::Freeze>, freezes: &[FreezeView]) -> AutomaticView {
+        let frozen: Vec<String> = freezes
+            .iter()
+            .map(|f| match &f.env {
+                Some(env) => format!("{} in {env}", f.scope),
+                None => f.scope.clone(),
+            })
+            .collect();
+        if let Some(p) = pause {
+            let until = crate::domain::freeze::to_the_second(p.until);
+            let reason = p.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+            return AutomaticView {
+                state: "paused",
+                by: Some(p.by.clone()),
+                until: Some(until),
+                reason: p.reason.clone(),
+                text: format!("Automatic rollbacks are PAUSED by {} until {until}{reason}", p.by),
+                frozen,
+            };
+        }
+        if !frozen.is_empty() {
+            return AutomaticView {
+                state: "frozen",
+                text: format!("Automatic rollbacks are active, except FROZEN for {}", frozen.join(", ")),
+                frozen,
+                ..AutomaticView::default()
+            };
+        }
+        AutomaticView { state: "active", text: "Automatic rollbacks are active".into(), ..AutomaticView::default() }
+    }
+
+    /// The state could not be read: said as such, never as active.
+    pub(crate) fn unknown(why: &str) -> AutomaticView {
+        AutomaticView {
+            state: "unknown",
+            text: format!("Whether automatic rollbacks are paused is unknown: {why}"),
+            ..AutomaticView::default()
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -157,20 +223,24 @@ pub struct RecentView {
     pub emergency: bool,
     /// Who approved, merged or cancelled it (`approved by a; merged by b`), for proposals.
     pub reviewed: String,
-    /// From the newest bad commit to the rollback: how long the bad change was on the branch.
+    /// Time to rollback: from the alert's start to the push (none without an alert).
     pub time_to_rollback: Option<String>,
+    /// Time to rollback from rollbackd's receipt of the event to the push.
+    pub time_to_rollback_from_receipt: Option<String>,
     /// `verified`, `not_recovered`, `resolved` (the incident resolved, no policy check), or
     /// none while nothing is known.
     pub verification: Option<String>,
+    /// Time to recovery: from the push to the verification's recovery (or the incident's
+    /// resolve, with no verification of the policy's).
     pub time_to_recovery: Option<String>,
     /// Which phase this commit is, for a phased rollback (`1/2`).
     pub phase: Option<String>,
 }
 
 impl RecentView {
-    /// `note` is the verification note on the rollback commit, if any; `bad_committed` when
-    /// the newest bad commit was committed.
-    pub(crate) fn of(r: &AuditRecord, bad_committed: Option<Timestamp>, note: Option<&str>) -> RecentView {
+    /// `note` is the verification note on the rollback commit, if any.
+    pub(crate) fn of(r: &AuditRecord, note: Option<&str>) -> RecentView {
+        let shown = |d: jiff::SignedDuration| Duration::from_secs(d.as_secs().max(0)).to_string();
         let field =
             |name: &str| note.and_then(|n| n.lines().find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string())));
         let verification = field("Verification:").or_else(|| note.map(|_| "resolved".to_string()));
@@ -188,13 +258,24 @@ impl RecentView {
             trigger: r.trigger.clone(),
             emergency: r.emergency,
             reviewed: r.review.describe(),
-            time_to_rollback: bad_committed
-                .map(|t| Duration::from_secs(r.at.duration_since(t).as_secs().max(0)).to_string()),
+            time_to_rollback: r.time_to_rollback().map(shown),
+            time_to_rollback_from_receipt: r.time_to_rollback_from_receipt().map(shown),
             verification,
+            // Notes before one definition carried the push-based time as `Resolved-After-Rollback`.
             time_to_recovery: field("Resolved-After-Rollback:").or_else(|| field("Time-To-Recovery:")),
             phase: r.phase.map(|p| p.to_string()),
         }
     }
+}
+
+/// The note's lines for time to rollback (`Time-To-Rollback:` from the alert's start,
+/// `Time-To-Rollback-From-Receipt:`), each when known.
+pub(crate) fn times_to_rollback(r: &AuditRecord) -> String {
+    let line = |name: &str, d: Option<jiff::SignedDuration>| {
+        d.map(|d| format!("{name}: {}\n", Duration::from_secs(d.as_secs().max(0)))).unwrap_or_default()
+    };
+    line("Time-To-Rollback", r.time_to_rollback())
+        + &line("Time-To-Rollback-From-Receipt", r.time_to_rollback_from_receipt())
 }
 
 impl StatusView {
@@ -216,6 +297,9 @@ impl StatusView {
         let mut out = String::new();
         if let Some(p) = &self.paused {
             out.push_str(&format!("PAUSED: {p}\n"));
+        }
+        if !self.automatic.text.is_empty() && self.automatic.state != "paused" {
+            out.push_str(&format!("{}\n", self.automatic.text));
         }
         section(&mut out, "freezes", self.freezes.iter().map(|f| f.text.clone()));
         section(

@@ -14,7 +14,7 @@ use crate::domain::rollback::RollbackId;
 use crate::support::duration::Duration;
 
 /// What happens when a rollback does not bring recovery within `verify.within`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OnFailure {
     /// Tell the policy's `notify` route, marked for a person to act (page).
@@ -28,7 +28,7 @@ pub enum OnFailure {
 }
 
 /// A policy's `verify:` section.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifySpec {
     /// Recovered within this after the push, or `not_recovered`.

@@ -194,7 +194,7 @@ impl Engine {
         }
         let repo = ConfigRepo::open(&git_settings(&config, &keys), auth)?;
         let forge = Arc::new(Forge::from_config(&config.forge)?);
-        check_routes(&config, &policies).map_err(EngineError::Config)?;
+        check_routes(&config, &policies, &file_text).map_err(|d| EngineError::Policies(vec![d]))?;
         let notifier = crate::notify::Notifier::start(&config.notify, &secrets, &templates, forge.clone());
         let repo_identity = format!("{} {}", crate::support::url::repo_key(&config.repo.url), config.repo.branch);
         let prometheus =
@@ -450,16 +450,16 @@ impl Engine {
                 r.at
             ));
         }
-        let ttr = crate::support::duration::Duration::from_secs(
-            resolved_at.duration_since(resolved.started_at).as_secs().max(0),
-        );
-        let after_rollback =
-            crate::support::duration::Duration::from_secs(resolved_at.duration_since(r.at).as_secs().max(0));
+        // One definition of each time (docs/metrics.md): to recovery is from the push.
+        let ttr = crate::support::duration::Duration::from_secs(resolved_at.duration_since(r.at).as_secs().max(0));
         let text = format!(
             "rollbackd verification: the incident resolved after the rollback\n\n\
              Rollback-Id: {}\nIncident: {trigger}\nStarted-At: {}\nRolled-Back-At: {}\nResolved-At: {resolved_at}\n\
-             Time-To-Recovery: {ttr}\nResolved-After-Rollback: {after_rollback}\n",
-            r.id, resolved.started_at, r.at
+             {}Time-To-Recovery: {ttr}\n",
+            r.id,
+            resolved.started_at,
+            r.at,
+            crate::domain::status::times_to_rollback(&r),
         );
         let added = self.repo.add_note(&r.commit, &text, now)?;
         info!(rollback_id = %r.id, %ttr, "incident resolved");
@@ -470,7 +470,7 @@ impl Engine {
                 &r.env,
                 &r.policy,
                 &trigger,
-                format!("the incident resolved {after_rollback} after the rollback"),
+                format!("the incident resolved {ttr} after the rollback"),
                 now,
             );
             notice.rollback_id = Some(r.id.clone());
@@ -480,7 +480,7 @@ impl Engine {
             self.tell(&notice);
         }
         Ok(if added {
-            format!("verified rollback {}: resolved {ttr} after the incident began", r.id)
+            format!("verified rollback {}: resolved {ttr} after the rollback", r.id)
         } else {
             let verdict = self
                 .repo
@@ -1016,6 +1016,8 @@ fn trailers_of(w: &Write<'_>, decision: &Decision) -> Trailers {
             Delivery::Proposal => decision.because.clone(),
             Delivery::Direct => Vec::new(),
         },
+        alert_started: event.started_at.map(crate::domain::freeze::to_the_second),
+        received: Some(crate::domain::freeze::to_the_second(event.received_at)),
     }
 }
 
@@ -1358,16 +1360,50 @@ pub(crate) fn message_context(
 }
 
 /// Every channel a policy routes to exists, and a policy that queries Prometheus has one to ask.
-pub(crate) fn check_routes(config: &Config, policies: &PolicySet) -> Result<(), String> {
+/// Each error is placed in the policy's file, at the line that says it (`text` gives a file's
+/// contents: on disk, or from the config repo's tree).
+pub(crate) fn check_routes(
+    config: &Config,
+    policies: &PolicySet,
+    text: &dyn Fn(&std::path::Path) -> Option<String>,
+) -> Result<(), Diagnostic> {
+    let at = |p: &crate::domain::policy::Policy, key: &str, needle: &str, message: String| {
+        let (line, column) = text(&p.file).map_or((0, 0), |t| crate::domain::policy::locate(&t, p.name(), key, needle));
+        Diagnostic::error(&p.file, line, column, format!("policy {}: {message}", p.name()))
+    };
     for p in &policies.policies {
         for name in p.notify.iter().map(|r| r.channel()) {
             if !config.notify.channels.contains_key(name) {
-                return Err(format!("policy {}: notify names `{name}`, which is not in notify.channels", p.name()));
+                let known: Vec<&str> = config.notify.channels.keys().map(String::as_str).collect();
+                let known = if known.is_empty() {
+                    "none is defined".to_string()
+                } else {
+                    format!("defined: {}", known.join(", "))
+                };
+                return Err(at(
+                    p,
+                    "notify",
+                    name,
+                    format!(
+                        "notify names `{name}`, which is not in notify.channels of {} ({known})",
+                        config.path.display()
+                    ),
+                ));
             }
         }
         if p.verify.as_ref().is_some_and(|v| v.query.is_some()) && config.prometheus.is_none() {
-            return Err(format!("policy {}: verify.query needs `prometheus: {{ url: ... }}` in the config", p.name()));
+            return Err(at(
+                p,
+                "verify",
+                "query",
+                format!("verify.query needs `prometheus: {{ url: ... }}` in {}", config.path.display()),
+            ));
         }
     }
     Ok(())
+}
+
+/// A policy file's text on disk, for placing an error in it.
+pub(crate) fn file_text(path: &std::path::Path) -> Option<String> {
+    std::fs::read_to_string(path).ok()
 }

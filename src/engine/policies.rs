@@ -125,18 +125,19 @@ impl Engine {
     }
 
     fn parse_repo_policies(&self, dir: &str, tree: &str) -> Result<PolicySet, Vec<Diagnostic>> {
-        let files = self
+        let files: Vec<(PathBuf, String)> = self
             .repo
             .yaml_files_in(tree)
             .map_err(|e| vec![Diagnostic::error(&PathBuf::from(dir), 0, 0, e.to_string())])?
             .into_iter()
             .map(|(name, text)| (PathBuf::from(dir).join(name), text))
             .collect();
+        let texts: std::collections::HashMap<PathBuf, String> = files.iter().cloned().collect();
         let (set, warnings) = PolicySet::parse(&PathBuf::from(dir), files, Vec::new())?;
         for w in warnings {
             warn!("{w}");
         }
-        super::check_routes(&self.config, &set).map_err(|e| vec![Diagnostic::error(&PathBuf::from(dir), 0, 0, e)])?;
+        super::check_routes(&self.config, &set, &|f| texts.get(f).cloned()).map_err(|d| vec![d])?;
         let covering = covers_policies(&set, dir);
         if !covering.is_empty() {
             return Err(covering);

@@ -6,7 +6,8 @@ use crate::config::PolicySource;
 use crate::domain::freeze::to_the_second;
 use crate::domain::rollback::Delivery;
 use crate::domain::status::{
-    BecauseView, FreezeView, PoliciesView, ProposalView, RECENT, RecentView, StatusView, UntrustedView, VerifyingView,
+    AutomaticView, BecauseView, FreezeView, PoliciesView, ProposalView, RECENT, RecentView, StatusView, UntrustedView,
+    VerifyingView,
 };
 
 impl Engine {
@@ -15,16 +16,22 @@ impl Engine {
     /// every quiet moment.
     pub fn status_view(&mut self, fetch: bool) -> Result<StatusView, EngineError> {
         let _lock = self.begin()?;
+        // Fetched here, the view is as fresh as the moment the fetch began.
+        let as_of = fetch.then(|| to_the_second(self.clock.now()));
         if fetch {
             self.fetch_if_stale()?;
         }
         let now = self.clock.now();
         // Freezes that cannot be read are said as such, in place of the pause: what the page is for.
-        let (paused, freezes) = match self.repo.freezes() {
+        let (paused, freezes, automatic) = match self.repo.freezes() {
             Ok(f) => {
-                (f.paused(now).map(|p| p.describe()), f.active(now).filter(|f| !f.pause).map(FreezeView::of).collect())
+                let freezes: Vec<FreezeView> = f.active(now).filter(|f| !f.pause).map(FreezeView::of).collect();
+                let automatic = AutomaticView::of(f.paused(now), &freezes);
+                (f.paused(now).map(|p| p.describe()), freezes, automatic)
             }
-            Err(e @ crate::git::GitError::UnreadableState { .. }) => (Some(e.to_string()), Vec::new()),
+            Err(e @ crate::git::GitError::UnreadableState { .. }) => {
+                (Some(e.to_string()), Vec::new(), AutomaticView::unknown(&e.to_string()))
+            }
             Err(e) => return Err(e.into()),
         };
         // Brings the audit index up to date as well: the records below are read from it.
@@ -46,14 +53,8 @@ impl Engine {
                 link: self.config.forge.proposal_link(&r.branch),
             })
             .collect();
-        let recent = done
-            .into_iter()
-            .take(RECENT)
-            .map(|r| {
-                let bad = r.bad_commits.first().and_then(|b| self.repo.committed_at(b));
-                RecentView::of(r, bad, self.repo.note(&r.commit).as_deref())
-            })
-            .collect();
+        let recent =
+            done.into_iter().take(RECENT).map(|r| RecentView::of(r, self.repo.note(&r.commit).as_deref())).collect();
         let phased = self.phased_views(now);
         let verifying = self
             .verification
@@ -71,6 +72,8 @@ impl Engine {
         Ok(StatusView {
             repo: self.config.member.clone(),
             at: Some(to_the_second(now)),
+            as_of,
+            automatic,
             paused,
             freezes,
             holds,
@@ -93,6 +96,12 @@ impl Engine {
                 .collect(),
             policies: self.policies_view(),
         })
+    }
+
+    /// What watches this repo's state on the origin off the writer's thread (with the
+    /// credentials in use now).
+    pub fn state_watcher(&self) -> crate::git::StateWatcher {
+        self.repo.state_watcher()
     }
 
     fn policies_view(&self) -> PoliciesView {

@@ -307,6 +307,16 @@ impl Engine {
         // The incident's first trigger: step backs name the rollback they stepped back from.
         let mut trigger = n.trigger.clone();
         let mut first = n.rollback_id.as_ref().and_then(|id| find(id, n.commit.as_deref()));
+        // A proposal merged later reached the branch when this notice says (`at`).
+        if n.event == crate::domain::notice::NoticeKind::RolledBack
+            && let Some(r) = first
+        {
+            let started = r.alert_started.or_else(|| crate::domain::audit::alert_start_of(&r.trigger));
+            let secs = |t: Option<Timestamp>| t.map(|t| crate::domain::notice::seconds(t, n.at));
+            n.time_to_rollback_seconds = n.time_to_rollback_seconds.or_else(|| secs(started));
+            n.time_to_rollback_from_receipt_seconds =
+                n.time_to_rollback_from_receipt_seconds.or_else(|| secs(r.received));
+        }
         for _ in 0..64 {
             let Some(prev) = stepped_back_from(&trigger) else { break };
             let Some(r) = find(&prev, None) else { break };
@@ -590,9 +600,18 @@ impl Engine {
             _ => reason,
         };
         let after = recovered_at.map(|t| t.duration_since(watch.rolled_back_at).as_secs().max(0));
+        let times = self
+            .repo
+            .index()
+            .records()
+            .iter()
+            .rev()
+            .find(|r| r.id == watch.id && r.commit == watch.commit)
+            .map(crate::domain::status::times_to_rollback)
+            .unwrap_or_default();
         let text = format!(
             "rollbackd verification: {verdict}\n\nRollback-Id: {}\nVerification: {verdict}\nIncident: {}\n\
-             Rolled-Back-At: {}\n{}{}Reason: {}\nFired-Again: {}\n",
+             Rolled-Back-At: {}\n{times}{}{}Reason: {}\nFired-Again: {}\n",
             watch.id,
             watch.trigger,
             watch.rolled_back_at,

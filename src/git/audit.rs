@@ -43,6 +43,8 @@ fn records_of(t: Trailers, commit: Oid, at: Timestamp, delivery: Delivery, branc
         phase: t.phase,
         together_with: Vec::new(),
         because: t.because,
+        alert_started: t.alert_started,
+        received: t.received,
     };
     let mut out = Vec::with_capacity(targets.len());
     for a in &t.also {
@@ -51,6 +53,7 @@ fn records_of(t: Trailers, commit: Oid, at: Timestamp, delivery: Delivery, branc
         r.env = a.env.clone();
         r.trigger = a.trigger.clone();
         r.actor = "alertmanager".into();
+        r.alert_started = crate::domain::audit::alert_start_of(&r.trigger);
         r.together_with = targets.iter().filter(|x| **x != format!("{}/{}", a.service, a.env)).cloned().collect();
         out.push(r);
     }

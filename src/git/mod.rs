@@ -252,6 +252,28 @@ pub(crate) fn oid(sha: &Sha) -> Result<Oid, GitError> {
     Oid::from_str(&sha.0).map_err(GitError::from)
 }
 
+/// rollbackd's state on the origin as cheaply as it can be asked: the watched branch, the notes
+/// and the state refs (pause, freezes, releases, verifications), never the history. Used off
+/// the writer's thread to notice what another replica or the CLI wrote, so the status can be
+/// refreshed at once instead of at the next idle fetch.
+#[derive(Clone, Debug)]
+pub struct StateWatcher {
+    url: String,
+    auth: Auth,
+    refs: Vec<String>,
+}
+
+/// The values of a [`StateWatcher`]'s refs at one moment; equal values, same state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StateRefs(Vec<Option<Oid>>);
+
+impl StateWatcher {
+    /// Asks the origin now. One connection, no objects transferred.
+    pub fn look(&self) -> Result<StateRefs, GitError> {
+        transport::remote_values(&self.url, &self.auth, &self.refs).map(StateRefs)
+    }
+}
+
 /// A pull request's side of the mirror, for the gate: a second handle on the mirror's
 /// directory, used by the gate's own thread while the writer goes on with its own. It writes
 /// only pack files (written aside and renamed, as git does) and `refs/rollbackd/pulls/<n>`,
@@ -448,6 +470,13 @@ impl ConfigRepo {
         self.trust.quarantine(&self.repo, &OWN_REFS)?;
         self.last_fetch = Some(Instant::now());
         Ok(())
+    }
+
+    /// What watches rollbackd's state on the origin from another thread.
+    pub fn state_watcher(&self) -> StateWatcher {
+        let mut refs = vec![format!("refs/heads/{}", self.branch)];
+        refs.extend(OWN_REFS.iter().map(|r| r.to_string()));
+        StateWatcher { url: self.url.clone(), auth: self.auth.clone(), refs }
     }
 
     /// What a pull request's gate needs of the mirror, to run off the writer's thread: its own

@@ -37,6 +37,11 @@ pub struct Trailers {
     /// Why a proposal is one when its policy pushes (`cooldown: ...`), one line:
     /// `Rollback-Proposed-Because: cooldown: last rollback 5m ago; freeze: ...`.
     pub because: Vec<crate::domain::rollback::Cause>,
+    /// When the alert began (`startsAt`), for an alert's rollback: time to rollback is
+    /// measured from it to the push.
+    pub alert_started: Option<jiff::Timestamp>,
+    /// When rollbackd received the event that asked: time to rollback from receipt.
+    pub received: Option<jiff::Timestamp>,
 }
 
 /// Another target of a rollback that one bad change made several services alert about.
@@ -97,6 +102,12 @@ impl Trailers {
             lines.push(("Rollback-Phase", phase.to_string()));
         }
         lines.extend(self.also.iter().map(|a| ("Rollback-Also", a.render())));
+        if let Some(t) = self.alert_started {
+            lines.push(("Rollback-Alert-Started", t.to_string()));
+        }
+        if let Some(t) = self.received {
+            lines.push(("Rollback-Received", t.to_string()));
+        }
         if !self.because.is_empty() {
             // One line (a trailer repeated is refused by earlier readers); `; ` separates the
             // causes, so none may say it.
@@ -154,6 +165,8 @@ impl Trailers {
                 "Rollback-Emergency" => t.emergency = value == "true",
                 "Rollback-Phase" => t.phase = Some(crate::domain::phase::Phase::parse(&value)?),
                 "Rollback-Also" => t.also.push(Also::parse(&value)?),
+                "Rollback-Alert-Started" => t.alert_started = Some(value.parse().ok()?),
+                "Rollback-Received" => t.received = Some(value.parse().ok()?),
                 "Rollback-Proposed-Because" => {
                     t.because = value.split("; ").filter_map(crate::domain::rollback::Cause::parse).collect();
                 }
@@ -230,6 +243,8 @@ mod tests {
                 env: "prod".into(),
                 trigger: "alertmanager:fp2@2026-11-21T10:00:01Z".into(),
             }],
+            alert_started: "2026-11-21T10:00:00Z".parse().ok(),
+            received: "2026-11-21T10:00:02Z".parse().ok(),
             because: vec![
                 crate::domain::rollback::Cause::Guard {
                     guard: "cooldown".into(),

@@ -164,6 +164,23 @@ pub(super) fn fetch_one(
     remote.fetch(&[format!("+{remote_ref}:{local}")], Some(&mut opts), None).map_err(|e| unreachable(url, &e))
 }
 
+/// The origin's values of `names` (`None`: absent), in that order, without fetching. A local
+/// origin is read ref by ref; a network origin is asked for its advertisement, which is the
+/// first step of every fetch and push too (libgit2 speaks protocol v0/v1, which has no
+/// server-side filter), then filtered here.
+pub(super) fn remote_values(url: &str, auth: &Auth, names: &[String]) -> Result<Vec<Option<Oid>>, GitError> {
+    if let Some(path) = local_path(url) {
+        let origin = Repository::open_bare(&path).map_err(|e| unreachable(url, &e))?;
+        return Ok(names.iter().map(|n| origin.refname_to_id(n).ok()).collect());
+    }
+    let mut remote = git2::Remote::create_detached(url).map_err(|e| unreachable(url, &e))?;
+    let connection = remote
+        .connect_auth(git2::Direction::Fetch, Some(callbacks(auth)), Some(proxy()))
+        .map_err(|e| unreachable(url, &e))?;
+    let listed = connection.list().map_err(|e| unreachable(url, &e))?;
+    Ok(names.iter().map(|n| listed.iter().find(|h| h.name() == n).map(|h| h.oid())).collect())
+}
+
 /// The local directory of a path or `file://` URL, if it is one.
 pub(super) fn local_path(url: &str) -> Option<PathBuf> {
     if let Some(rest) = url.strip_prefix("file://") {

@@ -53,6 +53,13 @@ impl fmt::Display for Duration {
     }
 }
 
+crate::support::schema::string_schema!(
+    Duration,
+    "Duration",
+    "A duration: a number and a unit (`s`, `m`, `h`, `d`), e.g. `30s`, `15m`, `2h`, `1h30m`.",
+    pattern = "^\\s*([0-9]+\\s*[a-z]+\\s*)+$"
+);
+
 impl<'de> Deserialize<'de> for Duration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;

@@ -4,6 +4,7 @@
 pub(crate) mod clock;
 pub(crate) mod diagnostic;
 pub(crate) mod duration;
+pub(crate) mod schema;
 pub(crate) mod secret;
 pub(crate) mod signing_key;
 pub(crate) mod template;

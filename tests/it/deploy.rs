@@ -311,7 +311,20 @@ fn the_dockerfile_copies_what_the_build_needs() {
 #[test]
 fn every_shipped_policy_that_rolls_back_has_the_safety_net() {
     let mut seen = 0;
-    for (name, text) in rollbackd::DEMO_POLICIES {
+    let mut shipped: Vec<(String, String)> =
+        rollbackd::DEMO_POLICIES.iter().map(|(n, t)| (format!("policies/{n}"), t.to_string())).collect();
+    // The Kubernetes base and example overlay ship policies people copy too.
+    for dir in ["deploy/kubernetes/base/policies", "deploy/kubernetes/overlays/example/policies"] {
+        for entry in std::fs::read_dir(root().join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            shipped.push((
+                format!("{dir}/{}", path.file_name().unwrap().to_string_lossy()),
+                std::fs::read_to_string(&path).unwrap(),
+            ));
+        }
+    }
+    let mut overlay = 0;
+    for (name, text) in &shipped {
         let policies: Vec<Value> = serde_saphyr::from_str(text).unwrap();
         for p in policies {
             let who = format!("{name}: {}", p["name"]);
@@ -325,12 +338,15 @@ fn every_shipped_policy_that_rolls_back_has_the_safety_net() {
             assert!(irreversible.iter().any(|g| g == "**/migrations/**"), "{who}: {irreversible:?}");
             assert!(p["guards"]["point_of_no_return"].is_string(), "{who}: no point_of_no_return");
             assert!(p["notify"].as_array().is_some_and(|n| !n.is_empty()), "{who}: no notify route");
-            if p["match"]["source"] == "alertmanager" {
-                assert!(p["verify"]["within"].is_string(), "{who}: no verify");
+            // Every rollback is verified: an alert's against the alert, any other by its query.
+            assert!(p["verify"]["within"].is_string(), "{who}: no verify");
+            if p["match"]["source"] != "alertmanager" {
+                assert!(p["verify"]["query"].is_string(), "{who}: nothing to verify it with but a query");
             }
+            overlay += usize::from(name.contains("overlays/example"));
         }
     }
-    assert!(seen >= 6, "{seen}");
+    assert!(seen >= 8 && overlay == 2, "{seen} {overlay}");
 }
 
 /// The issue's case: a paging prod alert two hours after a commit that added

@@ -37,6 +37,7 @@ mod repo_policies;
 mod repos;
 mod review;
 mod rollback;
+mod schema;
 mod serve;
 mod signing;
 mod slack;

@@ -75,6 +75,62 @@ fn a_rollback_is_told_once_per_channel_with_its_facts_and_its_verification_in_th
     assert_eq!(slack["thread_ts"], first.ts.as_str(), "in the thread of the first message: {slack}");
 }
 
+/// One definition of each time, on every surface: time to rollback is from the alert's start
+/// (and from receipt) to the push; time to recovery is from the push to the recovery. The
+/// commit records both starts, and the note, the status, the notices and the docs agree.
+#[test]
+fn time_to_rollback_and_to_recovery_mean_the_same_everywhere() {
+    let r = Receiver::start();
+    let w = world(&r, PolicySpec::new("prod"), ConfigSpec::new());
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let mut engine = w.engine();
+    // The alert began 5m ago (World::alert) and is received now: pushed at once.
+    let alert = w.alert("checkout", "prod", "fp1");
+    let report = engine.handle(&alert, &Options::default()).unwrap();
+    assert!(matches!(report.outcome, Outcome::RolledBack { .. }), "{:?}", report.outcome);
+    assert_eq!(w.trailers("main", "Rollback-Alert-Started"), [alert.started_at.unwrap().to_string()]);
+    assert_eq!(w.trailers("main", "Rollback-Received"), [w.now().to_string()]);
+    let (hook, _) = next_pair(&r);
+    assert_eq!(
+        (hook["time_to_rollback_seconds"].as_i64(), hook["time_to_rollback_from_receipt_seconds"].as_i64()),
+        (Some(300), Some(0)),
+        "{hook}"
+    );
+    let text = hook["text"].as_str().unwrap();
+    assert!(text.contains("Time to rollback: 300s from the alert's start (0s from receipt) to the push"), "{text}");
+
+    // Recovered 3m after the push.
+    w.clock.advance(jiff::SignedDuration::from_mins(3));
+    engine.record_resolution(&World::resolved(&alert, w.now())).unwrap();
+    let (hook, _) = next_pair(&r);
+    assert_eq!(
+        (hook["event"].as_str(), hook["recovered_after_seconds"].as_i64()),
+        (Some("verified"), Some(180)),
+        "{hook}"
+    );
+    assert!(hook["text"].as_str().unwrap().contains("Time to recovery: 180s from the push to recovery"), "{hook}");
+    let note = w.git(&["notes", "--ref=rollbackd", "show", "main"]);
+    for line in ["Time-To-Rollback: 5m", "Time-To-Rollback-From-Receipt: 0s", "Time-To-Recovery: 3m"] {
+        assert!(note.lines().any(|l| l == line), "{line}: {note}");
+    }
+    let view = serde_json::to_value(engine.status_view(true).unwrap()).unwrap();
+    let recent = &view["recent"][0];
+    assert_eq!(
+        (&recent["time_to_rollback"], &recent["time_to_rollback_from_receipt"], &recent["time_to_recovery"]),
+        (&json!("5m"), &json!("0s"), &json!("3m")),
+        "{recent}"
+    );
+
+    // The docs say the same, in the metrics reference and after-the-rollback.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for doc in ["docs/metrics.md", "docs/after-the-rollback.md", "docs/server.md"] {
+        let text = std::fs::read_to_string(root.join(doc)).unwrap().split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(text.contains("**Time to rollback**: from the alert's start (and, separately, from rollbackd's receipt of the event) to the push"), "{doc}");
+        assert!(text.contains("**Time to recovery**: from the push to the recovery"), "{doc}");
+        assert!(!text.contains("newest bad commit to the rollback"), "{doc}: the old definition");
+    }
+}
+
 #[test]
 fn a_denial_names_the_guard_and_is_said_once() {
     let r = Receiver::start();

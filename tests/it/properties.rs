@@ -143,6 +143,7 @@ proptest! {
         of in prop::collection::vec("[0-9a-f]{40}", 1..5), reason in proptest::option::of("[ -~]{1,60}"),
         trigger in "[a-z]{2,12}:[!-~]{1,40}", actor in "[!-~]{0,20}", policy in "[a-z-]{0,12}",
         phase in proptest::option::of((1u32..=10, 0u32..10)),
+        started in proptest::option::of(0i64..4_000_000_000), received in proptest::option::of(0i64..4_000_000_000),
     ) {
         let t = Trailers {
             id, service, env, of, to: "a".repeat(40), policy, trigger, actor,
@@ -150,6 +151,8 @@ proptest! {
             strategy: "revert".into(), emergency: false,
             phase: phase.and_then(|(of, k)| parsers::Phase::new(k % of + 1, of)),
             also: Vec::new(), because: Vec::new(),
+            alert_started: started.map(|s| jiff::Timestamp::from_second(s).unwrap()),
+            received: received.map(|s| jiff::Timestamp::from_second(s).unwrap()),
         };
         let msg = t.append_to("Roll back\n\nbody\n");
         prop_assert_eq!(Trailers::parse(&msg), Some(t));

@@ -804,7 +804,10 @@ fn the_status_page_shows_a_real_browser_what_is_going_on() {
     let direct_id = direct["rollback_id"].as_str().unwrap();
     let proposal_id = proposed["rollback_id"].as_str().unwrap();
     assert!(dom.contains("<title>PAUSED · rollbackd status</title>"), "{dom}");
-    assert!(dom.contains("automatic rollbacks paused until") && dom.contains("bad metrics"), "{dom}");
+    assert!(
+        dom.contains("Automatic rollbacks are PAUSED by cli:ops@example.com until") && dom.contains("bad metrics"),
+        "{dom}"
+    );
     // The sender's markup is text on the page, not markup.
     assert!(dom.contains("launch &lt;b&gt;day&lt;/b&gt;") && !dom.contains("launch <b>day"), "{dom}");
     let section = |id: &str| {
@@ -814,6 +817,8 @@ fn the_status_page_shows_a_real_browser_what_is_going_on() {
     assert!(section("verifying").contains(direct_id), "{dom}");
     let recent = section("recent");
     assert!(recent.contains(direct_id) && recent.contains("checkout/prod") && !recent.contains(">?<"), "{recent}");
+    // Time to rollback as everywhere: from the alert's start (and from receipt) to the push.
+    assert!(recent.contains("from the alert's start (") && recent.contains("from receipt)"), "{recent}");
     assert!(!recent.contains(proposal_id), "an open proposal is not history yet: {recent}");
 
     // A phone-sized screenshot, kept beside the build for people to look at.
@@ -826,6 +831,58 @@ fn the_status_page_shows_a_real_browser_what_is_going_on() {
     );
     let png = std::fs::read(&shot).expect("the screenshot");
     assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{} bytes", png.len());
+    drop(s);
+}
+
+#[test]
+fn a_pause_from_the_cli_shows_on_the_status_within_seconds_not_at_the_next_refresh() {
+    let w = World::new();
+    // An hour between idle fetches: only the state watch can bring the pause in time.
+    w.write_config(&ConfigSpec::new().set("admin.listen", "127.0.0.1:0").set("server.refresh_interval", "1h"));
+    with_alertmanager_source(&w, "");
+    let (s, admin) = serve_with_admin(&w);
+    let status =
+        || serde_json::from_str::<serde_json::Value>(&get(&format!("{admin}/api/v1/status")).unwrap().1).unwrap();
+    wait_for("a first view", 15, || status()["automatic"]["state"] == "active");
+    let before = status();
+    assert_eq!(before["automatic"]["text"], "Automatic rollbacks are active", "{before}");
+
+    // Another process writes the pause to the origin.
+    let pause = w.run_cli(&["pause", "--for", "30m", "--reason", "noisy deploy", "--actor", "sre@example.com"]);
+    assert!(pause.status.success(), "{}", String::from_utf8_lossy(&pause.stderr));
+    let reached_origin = jiff::Timestamp::now();
+    let started = std::time::Instant::now();
+    wait_for("the CLI's pause on /api/v1/status", 15, || status()["automatic"]["state"] == "paused");
+    let took = started.elapsed();
+    eprintln!("the pause showed after {took:?}");
+    assert!(took < Duration::from_secs(5), "the pause took {took:?} to show");
+    let view = status();
+    let automatic = &view["automatic"];
+    assert_eq!(automatic["by"], "cli:sre@example.com", "{view}");
+    assert_eq!(automatic["reason"], "noisy deploy", "{view}");
+    let until: jiff::Timestamp = automatic["until"].as_str().unwrap().parse().unwrap();
+    let in_30m = reached_origin.checked_add(jiff::SignedDuration::from_mins(30)).unwrap();
+    assert!(until.duration_since(in_30m).abs() < jiff::SignedDuration::from_secs(60), "{until} vs {in_30m}");
+    // `as_of`: RFC 3339, no older than the moment the origin already held the pause (to the second).
+    let as_of: jiff::Timestamp = view["as_of"].as_str().expect("as_of").parse().expect("RFC 3339");
+    assert!(
+        as_of >= reached_origin.checked_sub(jiff::SignedDuration::from_secs(1)).unwrap(),
+        "{as_of} {reached_origin}"
+    );
+    assert!(as_of <= jiff::Timestamp::now(), "{as_of}");
+
+    // The page says it plainly, in a real browser.
+    let Some(browser) = crate::common::procs::installed(&["chromium", "chromium-browser"], "chromium") else { return };
+    let dom = chromium(&browser, &w.root().join("chromium-profile"), &["--dump-dom", &format!("{admin}/")]);
+    let banner = dom.split("id=\"automatic\"").nth(1).unwrap_or_default().split("</div>").next().unwrap_or_default();
+    assert!(banner.contains("data-state=\"paused\""), "{dom}");
+    assert!(
+        banner.contains(&format!("PAUSED by cli:sre@example.com until {until}")) && banner.contains("noisy deploy"),
+        "{banner}"
+    );
+    let shown_as_of = dom.split("id=\"as-of\">").nth(1).unwrap_or_default().split('<').next().unwrap_or_default();
+    let shown: jiff::Timestamp = shown_as_of.trim().trim_start_matches("As of ").parse().expect(shown_as_of);
+    assert!(shown >= as_of, "{shown_as_of}");
     drop(s);
 }
 
