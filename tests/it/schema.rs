@@ -1,5 +1,5 @@
 //! `rollbackd schema config|policy`: JSON Schema (draft 2020-12) from the types serde reads.
-//! The copies in schemas/ (what the shipped files' `# yaml-language-server: $schema=` lines
+//! The copies in docs/schemas/ (what the shipped files' `# yaml-language-server: $schema=` lines
 //! point at) are the binary's output, and every shipped file validates against them.
 
 use std::path::{Path, PathBuf};
@@ -51,7 +51,7 @@ fn yaml_in(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn the_schemas_are_draft_2020_12_and_the_shipped_copies_are_the_binarys() {
-    for (file, copy) in [("config", "schemas/config.schema.json"), ("policy", "schemas/policy.schema.json")] {
+    for (file, copy) in [("config", "docs/schemas/config.schema.json"), ("policy", "docs/schemas/policy.schema.json")] {
         let generated = schema(file);
         assert_eq!(generated["$schema"], "https://json-schema.org/draft/2020-12/schema", "{file}");
         let shipped: Value = serde_json::from_str(&std::fs::read_to_string(root().join(copy)).unwrap()).unwrap();
@@ -67,8 +67,8 @@ fn the_schemas_are_draft_2020_12_and_the_shipped_copies_are_the_binarys() {
 
 #[test]
 fn every_shipped_config_and_policy_file_validates_and_names_its_schema() {
-    let config_schema = root().join("schemas/config.schema.json");
-    let policy_schema = root().join("schemas/policy.schema.json");
+    let config_schema = root().join("docs/schemas/config.schema.json");
+    let policy_schema = root().join("docs/schemas/policy.schema.json");
     let configs = jsonschema::draft202012::new(&schema("config")).unwrap();
     let policies = jsonschema::draft202012::new(&schema("policy")).unwrap();
     let mut errors = Vec::new();
