@@ -116,7 +116,7 @@ pub fn create(dir: &Path, now: Timestamp) -> Result<Demo, DemoError> {
     // What the files' `# yaml-language-server: $schema=` lines point at, for an editor.
     for (name, schema) in [("config", crate::support::schema::config()), ("policy", crate::support::schema::policy())] {
         let text = serde_json::to_string_pretty(&schema).unwrap_or_default();
-        write(&dir.join("schemas").join(format!("{name}.schema.json")), &format!("{text}\n"))?;
+        write(&dir.join("docs").join("schemas").join(format!("{name}.schema.json")), &format!("{text}\n"))?;
     }
     let seed = Seeder::init(&demo.origin, "main")?;
     let at = |minutes_ago: i64| now.checked_sub(SignedDuration::from_mins(minutes_ago)).unwrap_or(now);
@@ -173,7 +173,7 @@ pub fn create(dir: &Path, now: Timestamp) -> Result<Demo, DemoError> {
 
     write(
         &demo.config,
-        "# yaml-language-server: $schema=schemas/config.schema.json
+        "# yaml-language-server: $schema=docs/schemas/config.schema.json
 # rollbackd demo configuration; every field is described in docs/configuration.md.
 repo:
   url: origin.git        # the bare config repo next to this file

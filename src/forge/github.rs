@@ -762,11 +762,11 @@ fn open_pr_query(owner: &str, branch: &str) -> String {
 }
 
 /// The gate's summary, then the plan of the change, within GitHub's cap on a check run's
-/// summary: the violations are kept whole when they fit (cut to the cap otherwise), the plan
-/// gets what is left.
+/// summary: the violations are kept whole when they fit (cut to the cap otherwise, saying where
+/// the rest is), the plan gets what is left.
 fn with_plan(held: String, plans: &[crate::domain::change_plan::ChangePlan]) -> String {
     use crate::domain::change_plan::{ChangePlan, GITHUB_SUMMARY_MAX};
-    let mut summary: String = held.chars().take(GITHUB_SUMMARY_MAX).collect();
+    let mut summary = capped(&held);
     let room = GITHUB_SUMMARY_MAX.saturating_sub(summary.chars().count() + 2);
     // Too little room says nothing useful: the gate's verdict matters more.
     if room > 200 {

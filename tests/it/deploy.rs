@@ -338,9 +338,10 @@ fn every_shipped_policy_that_rolls_back_has_the_safety_net() {
             assert!(irreversible.iter().any(|g| g == "**/migrations/**"), "{who}: {irreversible:?}");
             assert!(p["guards"]["point_of_no_return"].is_string(), "{who}: no point_of_no_return");
             assert!(p["notify"].as_array().is_some_and(|n| !n.is_empty()), "{who}: no notify route");
-            // Every rollback is verified: an alert's against the alert, any other by its query.
+            // Every rollback is verified: an alert's against the alert, a controller's by the
+            // controller's healthy report, any other by its query.
             assert!(p["verify"]["within"].is_string(), "{who}: no verify");
-            if p["match"]["source"] != "alertmanager" {
+            if !["alertmanager", "flux", "argocd"].iter().any(|s| p["match"]["source"] == *s) {
                 assert!(p["verify"]["query"].is_string(), "{who}: nothing to verify it with but a query");
             }
             overlay += usize::from(name.contains("overlays/example"));

@@ -86,7 +86,7 @@ fn every_shipped_config_and_policy_file_validates_and_names_its_schema() {
         errors.extend(violations(&configs, &f));
         seen += 1;
     }
-    // The demo's files, as `rollbackd demo` writes them, with the schemas beside them.
+    // The demo's files, as `rollbackd demo` writes them, with the schemas where the repository keeps them.
     let dir = tempfile::tempdir().unwrap();
     let demo = dir.path().join("demo");
     let out = Command::new(env!("CARGO_BIN_EXE_rollbackd"))
@@ -94,10 +94,10 @@ fn every_shipped_config_and_policy_file_validates_and_names_its_schema() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    points_at(&demo.join("rollbackd.yaml"), &demo.join("schemas/config.schema.json"));
+    points_at(&demo.join("rollbackd.yaml"), &demo.join("docs/schemas/config.schema.json"));
     errors.extend(violations(&configs, &demo.join("rollbackd.yaml")));
     for f in yaml_in(&demo.join("policies")) {
-        points_at(&f, &demo.join("schemas/policy.schema.json"));
+        points_at(&f, &demo.join("docs/schemas/policy.schema.json"));
         errors.extend(violations(&policies, &f));
     }
     assert!(errors.is_empty(), "{}", errors.join("\n"));
