@@ -234,7 +234,7 @@ impl Shared {
         let mut view = StatusView::clone(&self.status.read().unwrap_or_else(|e| e.into_inner()));
         view.origin_error = self.origin_error();
         let confirmed = *self.as_of.read().unwrap_or_else(|e| e.into_inner());
-        view.as_of = view.as_of.max(confirmed).map(crate::domain::freeze::to_the_second);
+        view.as_of = view.as_of.max(confirmed).map(crate::domain::status::as_of_second);
         view
     }
 

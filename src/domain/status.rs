@@ -413,3 +413,8 @@ fn section(out: &mut String, title: &str, lines: impl Iterator<Item = String>) {
         out.push_str(&format!("  {l}\n"));
     }
 }
+
+/// `as_of` to the second, never later than it was: a view must not claim to be fresher than it is.
+pub(crate) fn as_of_second(t: Timestamp) -> Timestamp {
+    t.round(jiff::TimestampRound::new().smallest(jiff::Unit::Second).mode(jiff::RoundMode::Trunc)).unwrap_or(t)
+}

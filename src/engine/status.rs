@@ -17,7 +17,7 @@ impl Engine {
     pub fn status_view(&mut self, fetch: bool) -> Result<StatusView, EngineError> {
         let _lock = self.begin()?;
         // Fetched here, the view is as fresh as the moment the fetch began.
-        let as_of = fetch.then(|| to_the_second(self.clock.now()));
+        let as_of = fetch.then(|| crate::domain::status::as_of_second(self.clock.now()));
         if fetch {
             self.fetch_if_stale()?;
         }
