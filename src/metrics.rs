@@ -9,6 +9,7 @@ use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogra
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::domain::event::{Event, Source};
+use crate::domain::policy::Mode;
 use crate::{Outcome, Report};
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -134,6 +135,11 @@ fn describe() {
     for source in ["alertmanager", "github", "chatops", "cli", "flux", "argocd"] {
         counter!("rollbackd_event_errors_total", "source" => source).increment(0);
     }
+    for source in EVENT_SOURCES {
+        for outcome in EVENT_OUTCOMES {
+            counter!("rollbackd_events_total", "source" => source, "outcome" => outcome).increment(0);
+        }
+    }
     for guard in ["cooldown", "max_rollbacks", "max_change_age", "point_of_no_return", "require_immutable_artifacts"] {
         counter!("rollbackd_guard_denials_total", "guard" => guard).increment(0);
     }
@@ -230,6 +236,17 @@ pub(crate) fn rollback_ready(repo: Option<&str>, rows: &[crate::domain::readines
         labels.push(metrics::Label::new("service", r.service.clone()));
         labels.push(metrics::Label::new("env", r.env.clone()));
         gauge!("rollbackd_rollback_ready", labels).set(if r.ready { 1.0 } else { 0.0 });
+        // The attempts' outcomes from zero, so the first failure after a start is an increase.
+        if let Some(mode) = r.mode.filter(|m| matches!(m, Mode::Direct | Mode::PullRequest)) {
+            let (service, env) = target_labels(&r.service, &r.env);
+            for outcome in ATTEMPT_OUTCOMES {
+                counter!(
+                    "rollbackd_rollbacks_total",
+                    "service" => service.clone(), "env" => env.clone(), "mode" => mode.to_string(), "outcome" => outcome
+                )
+                .increment(0);
+            }
+        }
     }
 }
 
@@ -263,6 +280,25 @@ pub(crate) fn auth_failure(source: &'static str, why: &str) {
     let suppressed = std::mem::replace(entry, (minute, 0)).1;
     tracing::info!(source, reason = why, refused_since_last_line = suppressed, "request refused");
 }
+
+/// The senders whose events the server answers (`source` of `rollbackd_events_total`).
+const EVENT_SOURCES: [&str; 5] = ["alertmanager", "github", "chatops", "flux", "argocd"];
+/// What an event can be answered (`outcome` of `rollbackd_events_total`): a decision's outcome,
+/// or what the server said without one.
+const EVENT_OUTCOMES: [&str; 12] = [
+    "rolled_back",
+    "proposed",
+    "duplicate",
+    "noop",
+    "denied",
+    "ignored",
+    "notified",
+    "recorded",
+    "accepted",
+    "refused",
+    "unavailable",
+    "error",
+];
 
 /// The webhook routes, as `source` in the webhook counters.
 pub(crate) const WEBHOOK_SOURCES: [&str; 5] = ["alertmanager", "github", "slack", "flux", "argocd"];
@@ -350,13 +386,29 @@ pub(crate) fn handled(event: &Event, report: &Report, now: Timestamp) {
         (Source::Cli, ..) => "cli",
         // A proposal waits for review: nothing was merged, automatically or not.
         (_, Outcome::Proposed { .. }, _) => "proposal",
-        (_, _, Some(crate::domain::policy::Mode::PullRequest)) => "auto_merge",
+        (_, _, Some(Mode::PullRequest)) => "auto_merge",
         _ => "direct",
     };
     histogram!(name, "from" => "received", "path" => path).record(seconds_between(event.received_at, now));
     if let Some(started) = event.started_at {
         histogram!(name, "from" => "alert_start", "path" => path).record(seconds_between(started, now));
     }
+}
+
+/// The outcomes of a rollback attempt, which `RollbackdRollbacksFailing` divides: present at
+/// zero for every target a policy covers.
+const ATTEMPT_OUTCOMES: [&str; 3] = ["rolled_back", "proposed", "failed"];
+
+/// An attempt to roll `service`/`env` back failed (its fetch, push or forge call): counted once
+/// per incident by the caller, beside the decisions' outcomes, so the failure rate is over
+/// attempts.
+pub(crate) fn rollback_failed(service: &str, env: &str, mode: Mode) {
+    let (service, env) = target_labels(service, env);
+    counter!(
+        "rollbackd_rollbacks_total",
+        "service" => service, "env" => env, "mode" => mode.to_string(), "outcome" => "failed"
+    )
+    .increment(1);
 }
 
 /// A proposal reached the branch by `path` (`approval`, `merged_by_hand`).

@@ -39,6 +39,9 @@ pub fn serve(config_path: &Path, listen: Option<String>, banner: Option<String>)
     }
     let listen = listen.unwrap_or_else(|| config.listen.clone());
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    // Before anything records: an engine counts its channels and policies as it starts, and
+    // what is recorded before the recorder exists is lost.
+    crate::metrics::install();
     // One engine and one writer per config repo; they share nothing but the HTTP front.
     let mut engines = Vec::new();
     for member in config.members() {

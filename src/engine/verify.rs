@@ -7,7 +7,7 @@
 //! (`refs/notes/rollbackd`), written once. Of two replicas that reach the same verdict, the one
 //! whose note lands tells people and acts; the other stays quiet.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use jiff::Timestamp;
 use tracing::{info, warn};
@@ -46,6 +46,12 @@ impl Engine {
                 if let Ok(Selection::Target { policy, target }) =
                     select(&self.policies, &self.rules, event, &mut decision)
                 {
+                    // One failed attempt per incident, however often its sender retries; only a
+                    // policy that rolls back makes rollback attempts.
+                    let rolls_back = matches!(policy.action.mode, crate::domain::policy::Mode::Direct | crate::domain::policy::Mode::PullRequest);
+                    if rolls_back && self.verification.failed.first(&event.trigger()) {
+                        metrics::rollback_failed(&target.service, &target.env, policy.action.mode);
+                    }
                     let mut notice = Notice::about(
                         NoticeKind::Failed,
                         &target.service,
@@ -907,6 +913,9 @@ pub(super) struct Verification {
     /// come after the rollback (verification, step backs, escalations). Bounded; after a
     /// restart the summary is read back from the commit (`Rollback-Reason`).
     incidents: Incidents,
+    /// Triggers whose failure is counted (`rollbackd_rollbacks_total{outcome="failed"}`), so a
+    /// retried incident is one failed attempt. Bounded like `incidents`.
+    failed: SeenTriggers,
 }
 
 impl Verification {
@@ -918,7 +927,33 @@ impl Verification {
             none_soaking: None,
             prober,
             incidents: Default::default(),
+            failed: Default::default(),
         }
+    }
+}
+
+/// Triggers seen, the oldest forgotten first.
+#[derive(Default)]
+struct SeenTriggers {
+    seen: HashSet<String>,
+    order: std::collections::VecDeque<String>,
+}
+
+impl SeenTriggers {
+    const KEPT: usize = 1_000;
+
+    /// Whether `trigger` is new (and now seen).
+    fn first(&mut self, trigger: &str) -> bool {
+        if !self.seen.insert(trigger.to_string()) {
+            return false;
+        }
+        self.order.push_back(trigger.to_string());
+        if self.order.len() > Self::KEPT
+            && let Some(old) = self.order.pop_front()
+        {
+            self.seen.remove(&old);
+        }
+        true
     }
 }
 

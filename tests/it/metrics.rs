@@ -116,3 +116,64 @@ async fn a_plain_proposal_is_not_counted_as_an_automatic_merge() {
     let text = b.as_str().unwrap();
     assert!(text.contains("rollbackd_time_to_propose_seconds_bucket{from=\"received\",path=\"proposal\""), "{text}");
 }
+
+/// The value of the one series of `family` whose labels include every one of `labels`, in
+/// `/metrics` text; `None` when there is no such series.
+fn series_value(text: &str, family: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{family}{{")))
+        .find(|l| labels.iter().all(|want| l.contains(want)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The real `rollbackd serve`, scraped as Prometheus would: the series an engine records as it
+/// starts (its channels) and the events' fixed label sets are there before anything happened,
+/// which an in-process recorder shared by every test cannot show.
+#[test]
+fn a_live_server_shows_its_series_at_zero_before_any_event() {
+    use crate::serve::*;
+    let w = World::new();
+    w.write_config(&ConfigSpec::new().set("notify.channels.oncall", json!({"kind": "file", "path": "notices.jsonl"})));
+    with_alertmanager_source(&w, "");
+    let s = serve(&w, "data");
+    let (_, text) = get(&format!("{}/metrics", s.url)).unwrap();
+    for (family, labels) in [
+        ("rollbackd_notifications_total", &["channel=\"oncall\"", "result=\"sent\""][..]),
+        ("rollbackd_notifications_total", &["channel=\"oncall\"", "result=\"failed\""]),
+        ("rollbackd_events_total", &["source=\"alertmanager\"", "outcome=\"rolled_back\""]),
+        ("rollbackd_events_total", &["source=\"github\"", "outcome=\"error\""]),
+    ] {
+        assert_eq!(series_value(&text, family, labels), Some(0.0), "{family} {labels:?} in\n{text}");
+    }
+}
+
+/// A rollback that cannot be pushed is one failed attempt of its target, however often the
+/// sender retries it: `rollbackd_rollbacks_total{outcome="failed"}`, present at zero before (so
+/// the first failure is an increase for `RollbackdRollbacksFailing`).
+#[test]
+fn a_failed_rollback_is_counted_once_as_a_failed_attempt_of_its_target() {
+    use crate::serve::*;
+    let w = World::with(&[PolicySpec::new("checkout-prod").target("checkout", "prod", &["apps/checkout/prod/**"])]);
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    // Readiness, which puts the attempts' series at zero, is worked out at the idle refresh.
+    w.write_config(&ConfigSpec::new().set("server.refresh_interval", "1s"));
+    with_alertmanager_source(&w, "");
+    let s = serve(&w, "data");
+    let failed = ["service=\"checkout\"", "env=\"prod\"", "mode=\"direct\"", "outcome=\"failed\""];
+    let scrape = || get(&format!("{}/metrics", s.url)).unwrap().1;
+    wait_for("the attempts' series at zero", 30, || {
+        series_value(&scrape(), "rollbackd_rollbacks_total", &failed) == Some(0.0)
+    });
+    // The origin's branch is locked: fetches work, the push cannot update it.
+    let lock = w.root().join("origin.git/refs/heads/main.lock");
+    std::fs::write(&lock, "").unwrap();
+    for _ in 0..3 {
+        let (status, body) = post_alert(&s.url, &alert_for("checkout", "fail1")).unwrap();
+        assert_ne!(status, 200, "{body}");
+    }
+    std::fs::remove_file(&lock).unwrap();
+    assert_eq!(rollback_commits(&w), 0);
+    let text = scrape();
+    assert_eq!(series_value(&text, "rollbackd_rollbacks_total", &failed), Some(1.0), "{text}");
+}
