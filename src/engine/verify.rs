@@ -135,6 +135,8 @@ impl Engine {
         notice.actor = t.actor.clone();
         notice.known_good = Some(t.to.clone());
         self.tell(&notice);
+        // Counted here, so the merge is not counted again when the next fetch shows it.
+        self.verification.merges.seen.insert(rollback.id.clone());
         metrics::merged(path, alert_start(&t.trigger), now);
         if let Some(policy) = self.policy_named(&t.policy).cloned() {
             // A step back that was proposed counts as its step once merged (max_steps).
@@ -482,6 +484,7 @@ impl Engine {
     /// Starts watches for direct rollbacks in the audit index that nobody here watches yet and
     /// no note settles.
     pub(super) fn pick_up(&mut self, now: Timestamp) -> Result<(), EngineError> {
+        self.count_merges_seen(now)?;
         // Only the records nobody watches or settled yet: a tick copies nothing else.
         let (watches, settled) = (&self.verification.watches, &self.verification.settled);
         let records: Vec<AuditRecord> = self
@@ -539,6 +542,28 @@ impl Engine {
             {
                 self.verification.settled.insert(r.id.clone());
             }
+        }
+        Ok(())
+    }
+
+    /// Counts the proposals merged by someone else (the CLI's `approve`, another replica, a
+    /// merge on GitHub) as this server's own merges are counted: `rollbackd_time_to_rollback_seconds`
+    /// by path, from the signed tag's review (`Approved-By`, `Merged-By`) and times. What was
+    /// on the origin when this engine first looked was counted by whoever saw it then.
+    fn count_merges_seen(&mut self, now: Timestamp) -> Result<(), EngineError> {
+        let index = self.repo.audit(now)?;
+        let merges = &mut self.verification.merges;
+        let baseline = !merges.looked;
+        merges.looked = true;
+        for r in index.records() {
+            let Some(by) = r.review.merged_by.as_deref() else { continue };
+            // An automatic merge is counted where it is made, as `auto_merge`.
+            if by == "auto_merge" || r.cancelled || !merges.seen.insert(r.id.clone()) || baseline {
+                continue;
+            }
+            let path = if r.review.approved_by.iter().any(|a| a == by) { "approval" } else { "merged_by_hand" };
+            let started = r.alert_started.or_else(|| alert_start(&r.trigger));
+            metrics::merged(path, started, r.at);
         }
         Ok(())
     }
@@ -916,6 +941,15 @@ pub(super) struct Verification {
     /// Triggers whose failure is counted (`rollbackd_rollbacks_total{outcome="failed"}`), so a
     /// retried incident is one failed attempt. Bounded like `incidents`.
     failed: SeenTriggers,
+    /// Merged proposals whose time to rollback is counted (here, or by whoever merged them
+    /// before this engine first looked).
+    merges: MergesSeen,
+}
+
+#[derive(Default)]
+struct MergesSeen {
+    looked: bool,
+    seen: HashSet<RollbackId>,
 }
 
 impl Verification {
@@ -928,6 +962,7 @@ impl Verification {
             prober,
             incidents: Default::default(),
             failed: Default::default(),
+            merges: Default::default(),
         }
     }
 }

@@ -121,7 +121,7 @@ async fn a_plain_proposal_is_not_counted_as_an_automatic_merge() {
 /// `/metrics` text; `None` when there is no such series.
 fn series_value(text: &str, family: &str, labels: &[&str]) -> Option<f64> {
     text.lines()
-        .filter(|l| l.starts_with(&format!("{family}{{")))
+        .filter(|l| l.starts_with(&format!("{family}{{")) || l.starts_with(&format!("{family} ")))
         .find(|l| labels.iter().all(|want| l.contains(want)))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
@@ -176,4 +176,34 @@ fn a_failed_rollback_is_counted_once_as_a_failed_attempt_of_its_target() {
     assert_eq!(rollback_commits(&w), 0);
     let text = scrape();
     assert_eq!(series_value(&text, "rollbackd_rollbacks_total", &failed), Some(1.0), "{text}");
+}
+
+/// A proposal approved from the CLI beside the running server is merged by the CLI's process,
+/// which nobody scrapes: the server counts it when its fetch shows the merge (the signed tag's
+/// `Approved-By`/`Merged-By`), as `path="approval"`, once.
+#[test]
+fn a_cli_approval_is_counted_by_the_server_as_path_approval() {
+    use crate::serve::*;
+    let w = World::with(&[PolicySpec::new("test-policy").mode(Mode::PullRequest)]);
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    w.write_config(&ConfigSpec::new().set("server.refresh_interval", "1s"));
+    with_alertmanager_source(&w, "");
+    let s = serve(&w, "data");
+    let (status, body) = post_alert(&s.url, &alert_for("checkout", "approve1")).unwrap();
+    assert_eq!((status, body["outcome"].as_str()), (200, Some("proposed")), "{body}");
+    let id = body["rollback_id"].as_str().unwrap().to_string();
+    let approval = ["from=\"alert_start\"", "path=\"approval\""];
+    let scrape = || get(&format!("{}/metrics", s.url)).unwrap().1;
+    assert_eq!(series_value(&scrape(), "rollbackd_time_to_rollback_seconds_count", &approval), None);
+
+    let out = w.run_cli(&["approve", &id, "--actor", "reviewer"]);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("merged"), "{out:?}");
+    wait_for("the approval counted by the server", 30, || {
+        series_value(&scrape(), "rollbackd_time_to_rollback_seconds_count", &approval) == Some(1.0)
+    });
+    // Later fetches do not count it again: two more idle refreshes (the heartbeat moves).
+    let beat = || series_value(&scrape(), "rollbackd_writer_heartbeat_timestamp_seconds", &[]).unwrap_or(0.0);
+    let counted_at = beat();
+    wait_for("two more refreshes", 30, || beat() >= counted_at + 2.0);
+    assert_eq!(series_value(&scrape(), "rollbackd_time_to_rollback_seconds_count", &approval), Some(1.0));
 }
