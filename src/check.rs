@@ -242,7 +242,7 @@ fn check_repo(
     }
     if let Some(set) = &policies {
         if let Err(d) = crate::engine::check_routes(config, set, &crate::engine::file_text) {
-            diags.push(d);
+            diags.extend(d);
         }
         check_verify(config, set, offline, &mut diags);
         check_rules_match_someone(config, set, &mut diags);

@@ -194,7 +194,7 @@ impl Engine {
         }
         let repo = ConfigRepo::open(&git_settings(&config, &keys), auth)?;
         let forge = Arc::new(Forge::from_config(&config.forge)?);
-        check_routes(&config, &policies, &file_text).map_err(|d| EngineError::Policies(vec![d]))?;
+        check_routes(&config, &policies, &file_text).map_err(EngineError::Policies)?;
         let notifier = crate::notify::Notifier::start(&config.notify, &secrets, &templates, forge.clone());
         let repo_identity = format!("{} {}", crate::support::url::repo_key(&config.repo.url), config.repo.branch);
         let prometheus =
@@ -1361,16 +1361,17 @@ pub(crate) fn message_context(
 
 /// Every channel a policy routes to exists, and a policy that queries Prometheus has one to ask.
 /// Each error is placed in the policy's file, at the line that says it (`text` gives a file's
-/// contents: on disk, or from the config repo's tree).
+/// contents: on disk, or from the config repo's tree). Every error is said, not the first.
 pub(crate) fn check_routes(
     config: &Config,
     policies: &PolicySet,
     text: &dyn Fn(&std::path::Path) -> Option<String>,
-) -> Result<(), Diagnostic> {
+) -> Result<(), Vec<Diagnostic>> {
     let at = |p: &crate::domain::policy::Policy, key: &str, needle: &str, message: String| {
         let (line, column) = text(&p.file).map_or((0, 0), |t| crate::domain::policy::locate(&t, p.name(), key, needle));
         Diagnostic::error(&p.file, line, column, format!("policy {}: {message}", p.name()))
     };
+    let mut errors = Vec::new();
     for p in &policies.policies {
         for name in p.notify.iter().map(|r| r.channel()) {
             if !config.notify.channels.contains_key(name) {
@@ -1380,7 +1381,7 @@ pub(crate) fn check_routes(
                 } else {
                     format!("defined: {}", known.join(", "))
                 };
-                return Err(at(
+                errors.push(at(
                     p,
                     "notify",
                     name,
@@ -1392,7 +1393,7 @@ pub(crate) fn check_routes(
             }
         }
         if p.verify.as_ref().is_some_and(|v| v.query.is_some()) && config.prometheus.is_none() {
-            return Err(at(
+            errors.push(at(
                 p,
                 "verify",
                 "query",
@@ -1400,7 +1401,7 @@ pub(crate) fn check_routes(
             ));
         }
     }
-    Ok(())
+    if errors.is_empty() { Ok(()) } else { Err(errors) }
 }
 
 /// A policy file's text on disk, for placing an error in it.

@@ -137,7 +137,7 @@ impl Engine {
         for w in warnings {
             warn!("{w}");
         }
-        super::check_routes(&self.config, &set, &|f| texts.get(f).cloned()).map_err(|d| vec![d])?;
+        super::check_routes(&self.config, &set, &|f| texts.get(f).cloned())?;
         let covering = covers_policies(&set, dir);
         if !covering.is_empty() {
             return Err(covering);

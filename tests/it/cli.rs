@@ -544,6 +544,26 @@ fn check_reports_every_error_of_a_policy_item_each_at_its_line() {
     assert!(errors[1].contains("10-test.yaml:8:15: error: invalid duration `5x`"), "{said}");
 }
 
+/// Every route to an unknown channel, and every query without Prometheus, is an error of its
+/// own at its line: one run of `check` shows them all, not the first.
+#[test]
+fn check_reports_every_unknown_route_and_query_without_prometheus_not_the_first() {
+    let w = World::new();
+    w.set_policy_text(
+        "- name: first\n  match: { source: request }\n  target: { service: x, env: y, paths: [a] }\n  notify: [pager]\n\
+         - name: second\n  match:\n    source: alertmanager\n  target: { service: x, env: y, paths: [a] }\n  notify:\n    - oncall\n\
+         \x20 verify: { within: 5m, query: 'up == 1' }\n",
+    );
+    let check = w.run_cli(&["check", "--offline"]);
+    let said = stdout(&check);
+    assert_eq!(check.status.code(), Some(1), "{said}");
+    let errors: Vec<&str> = said.lines().filter(|l| l.contains("10-test.yaml") && l.contains(": error: ")).collect();
+    assert_eq!(errors.len(), 3, "{said}");
+    assert!(errors.iter().any(|l| l.contains("10-test.yaml:4:") && l.contains("`pager`")), "{said}");
+    assert!(errors.iter().any(|l| l.contains("10-test.yaml:10:") && l.contains("`oncall`")), "{said}");
+    assert!(errors.iter().any(|l| l.contains("verify.query needs `prometheus:")), "{said}");
+}
+
 /// A typo in a policy's `notify` route is the policy file's error, at the route's line and
 /// column, for `check` and for any command that loads the policies; never `rollbackd.yaml`'s.
 #[test]
