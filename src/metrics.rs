@@ -75,7 +75,7 @@ fn describe() {
     describe_histogram!(
         "rollbackd_time_to_recovery_seconds",
         Unit::Seconds,
-        "From the rollback on the branch to the recovery its verification saw."
+        "From the push that put the rollback on the branch to the recovery seen: its verification's, or the alert's resolve under a policy without verify."
     );
     describe_counter!("rollbackd_verifications_total", "Verifications ended, by result (verified, not_recovered).");
     describe_counter!(
@@ -440,8 +440,14 @@ pub(crate) fn notification(channel: &str, result: &'static str) {
 pub(crate) fn verification(result: &'static str, recovered_after: Option<i64>) {
     counter!("rollbackd_verifications_total", "result" => result).increment(1);
     if let Some(s) = recovered_after {
-        histogram!("rollbackd_time_to_recovery_seconds").record(s as f64);
+        time_to_recovery(s);
     }
+}
+
+/// Seconds from the push to the recovery seen (a verification, or the alert's resolve under a
+/// policy without `verify`).
+pub(crate) fn time_to_recovery(seconds: i64) {
+    histogram!("rollbackd_time_to_recovery_seconds").record(seconds as f64);
 }
 
 pub(crate) fn escalation() {

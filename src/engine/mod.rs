@@ -476,8 +476,11 @@ impl Engine {
             notice.rollback_id = Some(r.id.clone());
             notice.commit = Some(r.commit.0.clone());
             notice.actor = r.actor.clone();
-            notice.recovered_after_seconds = Some(resolved_at.duration_since(r.at).as_secs().max(0));
+            let recovered_after = resolved_at.duration_since(r.at).as_secs().max(0);
+            notice.recovered_after_seconds = Some(recovered_after);
             self.tell(&notice);
+            // The same time to recovery as a verification's (once: the note is new).
+            crate::metrics::time_to_recovery(recovered_after);
         }
         Ok(if added {
             format!("verified rollback {}: resolved {ttr} after the rollback", r.id)

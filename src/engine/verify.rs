@@ -134,10 +134,14 @@ impl Engine {
         notice.commit = Some(rollback.commit.0.clone());
         notice.actor = t.actor.clone();
         notice.known_good = Some(t.to.clone());
+        // Time to rollback of a proposal: from the alert's start (and the receipt) to this merge.
+        let started = t.alert_started.or_else(|| alert_start(&t.trigger));
+        notice.time_to_rollback_seconds = started.map(|s| crate::domain::notice::seconds(s, now));
+        notice.time_to_rollback_from_receipt_seconds = t.received.map(|r| crate::domain::notice::seconds(r, now));
         self.tell(&notice);
         // Counted here, so the merge is not counted again when the next fetch shows it.
         self.verification.merges.seen.insert(rollback.id.clone());
-        metrics::merged(path, alert_start(&t.trigger), now);
+        metrics::merged(path, started, now);
         if let Some(policy) = self.policy_named(&t.policy).cloned() {
             // A step back that was proposed counts as its step once merged (max_steps).
             let step = Trigger::parse(&t.trigger).step_back();

@@ -184,9 +184,13 @@ fn a_failed_rollback_is_counted_once_as_a_failed_attempt_of_its_target() {
 #[test]
 fn a_cli_approval_is_counted_by_the_server_as_path_approval() {
     use crate::serve::*;
-    let w = World::with(&[PolicySpec::new("test-policy").mode(Mode::PullRequest)]);
+    let w = World::with(&[PolicySpec::new("test-policy").mode(Mode::PullRequest).set("notify", ["oncall"])]);
     w.deploy("checkout", "prod", "1.5.0", 10);
-    w.write_config(&ConfigSpec::new().set("server.refresh_interval", "1s"));
+    w.write_config(
+        &ConfigSpec::new()
+            .set("server.refresh_interval", "1s")
+            .set("notify.channels.oncall", json!({"kind": "file", "path": "notices.jsonl"})),
+    );
     with_alertmanager_source(&w, "");
     let s = serve(&w, "data");
     let (status, body) = post_alert(&s.url, &alert_for("checkout", "approve1")).unwrap();
@@ -198,6 +202,18 @@ fn a_cli_approval_is_counted_by_the_server_as_path_approval() {
 
     let out = w.run_cli(&["approve", &id, "--actor", "reviewer"]);
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("merged"), "{out:?}");
+    // Its notice carries the time to rollback: from the alert's start to this merge.
+    let notices = w.root().join("notices.jsonl");
+    let merged = || -> Option<serde_json::Value> {
+        std::fs::read_to_string(&notices).ok()?.lines().filter_map(|l| serde_json::from_str(l).ok()).find(
+            |n: &serde_json::Value| n["event"] == "rolled_back" && n["rollback_id"].as_str() == Some(id.as_str()),
+        )
+    };
+    wait_for("the merge's notice", 30, || merged().is_some());
+    let notice = merged().unwrap();
+    let alert_started: jiff::Timestamp = "2026-11-21T11:55:00Z".parse().unwrap();
+    let at: jiff::Timestamp = notice["at"].as_str().unwrap().parse().unwrap();
+    assert_eq!(notice["time_to_rollback_seconds"].as_i64(), Some(at.duration_since(alert_started).as_secs()), "{notice}");
     wait_for("the approval counted by the server", 30, || {
         series_value(&scrape(), "rollbackd_time_to_rollback_seconds_count", &approval) == Some(1.0)
     });
@@ -206,4 +222,27 @@ fn a_cli_approval_is_counted_by_the_server_as_path_approval() {
     let counted_at = beat();
     wait_for("two more refreshes", 30, || beat() >= counted_at + 2.0);
     assert_eq!(series_value(&scrape(), "rollbackd_time_to_rollback_seconds_count", &approval), Some(1.0));
+}
+
+/// A rollback whose policy has no `verify` is verified by its alert's resolve: the note, the
+/// notice and `rollbackd_time_to_recovery_seconds` all say the same time to recovery.
+#[test]
+fn a_resolve_without_verify_records_the_time_to_recovery() {
+    use crate::serve::*;
+    let w = World::new();
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    with_alertmanager_source(&w, "");
+    let s = serve(&w, "data");
+    let scrape = || get(&format!("{}/metrics", s.url)).unwrap().1;
+    let (status, body) = post_alert(&s.url, &alert_for("checkout", "recover1")).unwrap();
+    assert_eq!((status, body["outcome"].as_str()), (200, Some("rolled_back")), "{body}");
+    assert_eq!(series_value(&scrape(), "rollbackd_time_to_recovery_seconds_count", &[]), None);
+    let resolved_at = jiff::Timestamp::now();
+    let resolved = alert_for("checkout", "recover1")
+        .replace(r#""status":"firing","alerts""#, r#""status":"resolved","alerts""#)
+        .replace(r#""status":"firing","labels""#, &format!(r#""status":"resolved","endsAt":"{resolved_at}","labels""#));
+    let (status, body) = post_alert(&s.url, &resolved).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.to_string().contains("verified rollback"), "{body}");
+    assert_eq!(series_value(&scrape(), "rollbackd_time_to_recovery_seconds_count", &[]), Some(1.0));
 }
