@@ -492,9 +492,20 @@ fn error_text(message: &str) -> String {
 }
 
 fn engine(config: &Path, repo: Option<&str>, clock: Arc<dyn Clock>) -> anyhow::Result<CliEngine> {
+    open_engine(config, repo, clock, true)
+}
+
+/// The engine of a command that only reads (`status`, `history`, `explain`, `readiness`,
+/// `audit verify`): it tells no channel anything, so an unset channel secret is not worth a
+/// warning.
+fn reader(config: &Path, repo: Option<&str>, clock: Arc<dyn Clock>) -> anyhow::Result<CliEngine> {
+    open_engine(config, repo, clock, false)
+}
+
+fn open_engine(config: &Path, repo: Option<&str>, clock: Arc<dyn Clock>, tells: bool) -> anyhow::Result<CliEngine> {
     let config = Config::read(config)?.member(repo).map_err(Usage)?;
     let secrets = config.secrets()?;
-    for unset in &secrets.notify_unset {
+    for unset in secrets.notify_unset.iter().filter(|_| tells) {
         tracing::warn!("{unset}: that channel is not told about what this command does");
     }
     Ok(CliEngine(Some(Engine::new(config, secrets, clock)?)))
@@ -622,7 +633,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(if outcome.is_written() { 0 } else { 2 })
         }
         Command::History { service, env, limit, json } => {
-            let mut engine = engine(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
+            let mut engine = reader(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
             let index = engine.history()?;
             let query = HistoryQuery { service: service.as_deref(), env: env.as_deref(), limit: Some(limit) };
             let records = query.select(index.records());
@@ -634,7 +645,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Audit { command: AuditCommand::Verify { since, json } } => {
-            let mut engine = engine(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
+            let mut engine = reader(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
             let checks = engine.audit_verify(since.as_deref())?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&checks)?);
@@ -644,7 +655,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(if checks.iter().all(rollbackd::SignatureCheck::verified) { 0 } else { 2 })
         }
         Command::Explain { subject, json } => {
-            let mut engine = engine(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
+            let mut engine = reader(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
             let explanation = engine.explain(&subject)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&explanation)?);
@@ -731,12 +742,12 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             said(engine.unfreeze(&scope, env.as_deref(), &actor, None)?)
         }
         Command::Status { service } => {
-            let mut engine = engine(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
+            let mut engine = reader(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
             print!("{}", engine.status(service.as_deref())?);
             Ok(0)
         }
         Command::Readiness { service, env, json } => {
-            let mut engine = engine(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
+            let mut engine = reader(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
             let wait = engine.config().registries.iter().map(|r| r.timeout.as_std()).max().unwrap_or_default();
             let rows =
                 engine.readiness(service.as_deref(), env.as_deref(), wait + std::time::Duration::from_secs(1))?;
@@ -870,6 +881,7 @@ fn run_demo(dir: &Path, no_serve: bool, listen: Option<String>) -> anyhow::Resul
         println!(
             "To serve it, then fire the sample alert at it from a second terminal:
   rollbackd --config {c} serve --listen 127.0.0.1:8080
+Status page: http://127.0.0.1:8080/ (JSON: http://127.0.0.1:8080/api/v1/status)
   curl -sS -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\
        --data @{alert} http://127.0.0.1:8080/webhooks/alertmanager
 {flux}",

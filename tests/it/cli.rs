@@ -311,6 +311,8 @@ fn the_demo_and_its_example_policies_pass_check() {
     let ready = said.lines().find(|l| l.starts_with("checkout/prod ")).unwrap_or_else(|| panic!("{said}"));
     assert!(ready.contains(" ready ") && ready.contains("known-good/checkout/prod/"), "{ready}");
     assert!(said.contains("The plan of the last change on main") && said.contains("back to "), "{said}");
+    // Where the status page would be, as the serving demo prints it.
+    assert!(said.contains("Status page: http://127.0.0.1:8080/ (JSON: http://127.0.0.1:8080/api/v1/status)"), "{said}");
     let check = std::process::Command::new(env!("CARGO_BIN_EXE_rollbackd"))
         .args(["--config", demo.join("rollbackd.yaml").to_str().unwrap(), "check"])
         .output()
@@ -601,12 +603,17 @@ fn an_unset_channel_is_said_once_per_command() {
         format!("{cfg}notify:\n  channels:\n    pager: {{ kind: webhook, url_env: ROLLBACKD_TEST_UNSET_PAGER }}\n"),
     )
     .unwrap();
-    for args in [&["history"][..], &["status"][..]] {
+    // A command that tells the channels says so, once.
+    let out = w.run_cli(&["freeze", "checkout", "--reason", "drill"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let err = stderr(&out);
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains("pager")).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(lines[0].contains("ROLLBACKD_TEST_UNSET_PAGER"), "{err}");
+    // One that only reads tells nobody: not a word.
+    for args in [&["history"][..], &["status"], &["explain", "checkout"], &["readiness"]] {
         let out = w.run_cli(args);
-        assert_eq!(out.status.code(), Some(0), "{args:?}: {out:?}");
         let err = stderr(&out);
-        let lines: Vec<&str> = err.lines().filter(|l| l.contains("pager")).collect();
-        assert_eq!(lines.len(), 1, "{args:?}: {err}");
-        assert!(lines[0].contains("ROLLBACKD_TEST_UNSET_PAGER"), "{err}");
+        assert!(!err.contains("pager"), "{args:?}: {err}");
     }
 }
