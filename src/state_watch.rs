@@ -1,6 +1,7 @@
 //! Keeps the status fresh between the writer's idle fetches. Once a second, off the writer's
 //! thread, it asks the origin for the values of rollbackd's state refs (the watched branch, the
-//! notes, the pause and freezes, the releases; never the history): unchanged, the status is
+//! notes, the pause and freezes, the releases, the proposals' branches and tags; never the
+//! history): unchanged, the status is
 //! confirmed as of that moment (`as_of`); changed (another replica or the CLI paused, froze,
 //! released, rolled back), it has the writer fetch and rebuild the status at once. The cost of
 //! a look is one connection and a few ref values, whatever the history's length.

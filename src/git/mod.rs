@@ -261,16 +261,23 @@ pub struct StateWatcher {
     url: String,
     auth: Auth,
     refs: Vec<String>,
+    /// Refs named by what they hold (proposal branches, proposed and cancelled tags): every
+    /// one under these.
+    prefixes: Vec<String>,
 }
 
 /// The values of a [`StateWatcher`]'s refs at one moment; equal values, same state.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct StateRefs(Vec<Option<Oid>>);
+pub struct StateRefs(Vec<Option<Oid>>, Vec<(String, Oid)>);
+
+/// Where proposals and what became of them live: a proposal opened, approved into the branch
+/// or cancelled by another process changes one of these.
+const STATE_PREFIXES: [&str; 4] = ["refs/heads/rollback/", "refs/tags/proposed/", "refs/tags/cancelled/", "refs/tags/rollback/"];
 
 impl StateWatcher {
     /// Asks the origin now. One connection, no objects transferred.
     pub fn look(&self) -> Result<StateRefs, GitError> {
-        transport::remote_values(&self.url, &self.auth, &self.refs).map(StateRefs)
+        transport::remote_values(&self.url, &self.auth, &self.refs, &self.prefixes).map(|(v, u)| StateRefs(v, u))
     }
 }
 
@@ -476,7 +483,8 @@ impl ConfigRepo {
     pub fn state_watcher(&self) -> StateWatcher {
         let mut refs = vec![format!("refs/heads/{}", self.branch)];
         refs.extend(OWN_REFS.iter().map(|r| r.to_string()));
-        StateWatcher { url: self.url.clone(), auth: self.auth.clone(), refs }
+        let prefixes = STATE_PREFIXES.iter().map(|p| p.to_string()).collect();
+        StateWatcher { url: self.url.clone(), auth: self.auth.clone(), refs, prefixes }
     }
 
     /// What a pull request's gate needs of the mirror, to run off the writer's thread: its own

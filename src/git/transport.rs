@@ -168,17 +168,43 @@ pub(super) fn fetch_one(
 /// origin is read ref by ref; a network origin is asked for its advertisement, which is the
 /// first step of every fetch and push too (libgit2 speaks protocol v0/v1, which has no
 /// server-side filter), then filtered here.
-pub(super) fn remote_values(url: &str, auth: &Auth, names: &[String]) -> Result<Vec<Option<Oid>>, GitError> {
+/// The origin's values of `names`, and every ref under one of `prefixes` with its value
+/// (sorted by name), in one look.
+pub(super) type RemoteValues = (Vec<Option<Oid>>, Vec<(String, Oid)>);
+
+pub(super) fn remote_values(
+    url: &str,
+    auth: &Auth,
+    names: &[String],
+    prefixes: &[String],
+) -> Result<RemoteValues, GitError> {
+    let under = |n: &str| prefixes.iter().any(|p| n.starts_with(p.as_str()));
+    let mut listed_under: Vec<(String, Oid)>;
+    let values;
     if let Some(path) = local_path(url) {
         let origin = Repository::open_bare(&path).map_err(|e| unreachable(url, &e))?;
-        return Ok(names.iter().map(|n| origin.refname_to_id(n).ok()).collect());
+        values = names.iter().map(|n| origin.refname_to_id(n).ok()).collect();
+        listed_under = Vec::new();
+        for prefix in prefixes {
+            let refs = origin.references_glob(&format!("{prefix}*")).map_err(|e| unreachable(url, &e))?;
+            for r in refs.flatten() {
+                if let (Ok(name), Some(oid)) = (r.name(), r.target()) {
+                    listed_under.push((name.to_string(), oid));
+                }
+            }
+        }
+    } else {
+        let mut remote = git2::Remote::create_detached(url).map_err(|e| unreachable(url, &e))?;
+        let connection = remote
+            .connect_auth(git2::Direction::Fetch, Some(callbacks(auth)), Some(proxy()))
+            .map_err(|e| unreachable(url, &e))?;
+        let listed = connection.list().map_err(|e| unreachable(url, &e))?;
+        values = names.iter().map(|n| listed.iter().find(|h| h.name() == n).map(|h| h.oid())).collect();
+        listed_under = listed.iter().filter(|h| under(h.name())).map(|h| (h.name().to_string(), h.oid())).collect();
     }
-    let mut remote = git2::Remote::create_detached(url).map_err(|e| unreachable(url, &e))?;
-    let connection = remote
-        .connect_auth(git2::Direction::Fetch, Some(callbacks(auth)), Some(proxy()))
-        .map_err(|e| unreachable(url, &e))?;
-    let listed = connection.list().map_err(|e| unreachable(url, &e))?;
-    Ok(names.iter().map(|n| listed.iter().find(|h| h.name() == n).map(|h| h.oid())).collect())
+    listed_under.sort();
+    listed_under.dedup();
+    Ok((values, listed_under))
 }
 
 /// The local directory of a path or `file://` URL, if it is one.
