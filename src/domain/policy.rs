@@ -731,15 +731,38 @@ fn item_errors(file: &Path, item: String) -> Vec<Diagnostic> {
     let mut lines: Vec<String> = item.split_inclusive('\n').map(str::to_string).collect();
     let mut errors: Vec<Diagnostic> = Vec::new();
     let mut removed: Vec<String> = Vec::new();
+    // Spans taken out of a line (line, byte offset, length), in order.
+    let mut cut: Vec<(usize, usize, usize)> = Vec::new();
     for _ in 0..MAX_PER_ITEM {
         let Err(e) = parse_text(file, &lines.concat()) else { break };
         if removed.iter().any(|k| e.message.contains(&format!("missing field `{k}`"))) {
             break;
         }
+        let mut e = e;
         let at = usize::try_from(e.line).unwrap_or(0).checked_sub(1);
+        let column = usize::try_from(e.column).unwrap_or(0).checked_sub(1);
+        // Said at the column of the file as written, before entries were taken out of the line.
+        if let (Some(line), Some(mut c)) = (at, column) {
+            for &(_, from, len) in cut.iter().rev().filter(|(l, ..)| *l == line) {
+                if c >= from {
+                    c += len;
+                }
+            }
+            e.column = c as u64 + 1;
+        }
         errors.push(e);
         // The item's own first line (`- name: ...`) cannot go without taking the item with it.
         let Some(at) = at.filter(|&i| i < lines.len() && !lines[i].starts_with('-')) else { break };
+        // A value in a flow mapping (`guards: { cooldown: 1q, max_change_age: 2x }`): only its
+        // entry goes, so the line's other entries are read again.
+        if let Some((line, key)) = column.and_then(|c| without_flow_entry(&lines[at], c)) {
+            let len = lines[at].len() - line.len();
+            let from = lines[at].bytes().zip(line.bytes()).take_while(|(a, b)| a == b).count();
+            cut.push((at, from, len));
+            lines[at] = line;
+            removed.push(key);
+            continue;
+        }
         let depth = indent(&lines[at]);
         let key =
             lines[at].trim_start().trim_start_matches("- ").split(':').next().unwrap_or_default().trim().to_string();
@@ -766,6 +789,32 @@ fn item_errors(file: &Path, item: String) -> Vec<Diagnostic> {
         }
     }
     errors
+}
+
+/// `line` without the `key: value` entry of a one-level flow mapping that byte `column` is in,
+/// and that entry's key; `None` when `column` is not in such an entry (nested, or block style).
+fn without_flow_entry(line: &str, column: usize) -> Option<(String, String)> {
+    if !line.is_char_boundary(column) || column >= line.len() {
+        return None;
+    }
+    let start = line[..column].rfind([',', '{'])?;
+    let end = column + line[column..].find([',', '}'])?;
+    let entry = &line[start + 1..end];
+    if entry.contains(['{', '[', ']', '}']) || !line[..start].contains('{') && !line[start..].starts_with('{') {
+        return None;
+    }
+    let key = entry.split(':').next()?.trim().to_string();
+    if key.is_empty() {
+        return None;
+    }
+    let (from, to) = match (line.as_bytes()[start], line.as_bytes()[end]) {
+        // `{ a: 1, b: 2 }` without a: from after `{` through the comma.
+        (b'{', b',') => (start + 1, end + 1),
+        // Without b (or the only entry): from the comma before it (or after `{`) to the `}`.
+        (b',', _) => (start, end),
+        _ => (start + 1, end),
+    };
+    Some((format!("{}{}", &line[..from], &line[to..]), key))
 }
 
 /// A policy file larger than this is refused unread (a policy set is kilobytes).
@@ -838,4 +887,28 @@ fn top_level_items(text: &str) -> Vec<usize> {
         }
     }
     starts
+}
+
+#[cfg(test)]
+mod flow_entry_tests {
+    use super::without_flow_entry;
+
+    #[test]
+    fn an_entry_goes_with_one_comma_and_the_key_is_named() {
+        let line = "  guards: { a: 1q, b: 2x, c: 3 }\n";
+        let at = |v: &str| line.find(v).unwrap();
+        assert_eq!(without_flow_entry(line, at("1q")), Some(("  guards: { b: 2x, c: 3 }\n".into(), "a".into())));
+        assert_eq!(without_flow_entry(line, at("2x")), Some(("  guards: { a: 1q, c: 3 }\n".into(), "b".into())));
+        assert_eq!(without_flow_entry(line, at("3")), Some(("  guards: { a: 1q, b: 2x}\n".into(), "c".into())));
+        // Block style, or nested: not this function's.
+        assert_eq!(without_flow_entry("    cooldown: 5x\n", 14), None);
+        assert_eq!(without_flow_entry("  a: { b: [1, 2x] }\n", 15), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_line_and_column_is_read_without_panic(line in ".{0,80}", column in 0usize..100) {
+            let _ = without_flow_entry(&line, column);
+        }
+    }
 }

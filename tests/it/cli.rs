@@ -546,6 +546,22 @@ fn check_reports_every_error_of_a_policy_item_each_at_its_line() {
     assert!(errors[1].contains("10-test.yaml:8:15: error: invalid duration `5x`"), "{said}");
 }
 
+/// Two wrong values on one line, in a flow mapping, are two errors, each at its column.
+#[test]
+fn check_reports_two_wrong_values_on_one_inline_line_each_at_its_column() {
+    let w = World::new();
+    w.set_policy_text(
+        "- name: p\n  match: { source: request }\n  target: { service: x, env: y, paths: [a] }\n  guards: { max_change_age: 2x, cooldown: 1q, on_violation: deny }\n",
+    );
+    let check = w.run_cli(&["check", "--offline"]);
+    let said = stdout(&check);
+    assert_eq!(check.status.code(), Some(1), "{said}");
+    let errors: Vec<&str> = said.lines().filter(|l| l.contains("10-test.yaml") && l.contains(": error: ")).collect();
+    assert_eq!(errors.len(), 2, "{said}");
+    assert!(errors[0].contains("10-test.yaml:4:29: error: invalid duration `2x`"), "{said}");
+    assert!(errors[1].contains("10-test.yaml:4:43: error: invalid duration `1q`"), "{said}");
+}
+
 /// Every route to an unknown channel, and every query without Prometheus, is an error of its
 /// own at its line: one run of `check` shows them all, not the first.
 #[test]
