@@ -48,7 +48,10 @@ impl Engine {
                 {
                     // One failed attempt per incident, however often its sender retries; only a
                     // policy that rolls back makes rollback attempts.
-                    let rolls_back = matches!(policy.action.mode, crate::domain::policy::Mode::Direct | crate::domain::policy::Mode::PullRequest);
+                    let rolls_back = matches!(
+                        policy.action.mode,
+                        crate::domain::policy::Mode::Direct | crate::domain::policy::Mode::PullRequest
+                    );
                     if rolls_back && self.verification.failed.first(&event.trigger()) {
                         metrics::rollback_failed(&target.service, &target.env, policy.action.mode);
                     }

@@ -272,7 +272,8 @@ pub struct StateRefs(Vec<Option<Oid>>, Vec<(String, Oid)>);
 
 /// Where proposals and what became of them live: a proposal opened, approved into the branch
 /// or cancelled by another process changes one of these.
-const STATE_PREFIXES: [&str; 4] = ["refs/heads/rollback/", "refs/tags/proposed/", "refs/tags/cancelled/", "refs/tags/rollback/"];
+const STATE_PREFIXES: [&str; 4] =
+    ["refs/heads/rollback/", "refs/tags/proposed/", "refs/tags/cancelled/", "refs/tags/rollback/"];
 
 impl StateWatcher {
     /// Asks the origin now. One connection, no objects transferred.

@@ -204,16 +204,21 @@ fn a_cli_approval_is_counted_by_the_server_as_path_approval() {
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("merged"), "{out:?}");
     // Its notice carries the time to rollback: from the alert's start to this merge.
     let notices = w.root().join("notices.jsonl");
-    let merged = || -> Option<serde_json::Value> {
-        std::fs::read_to_string(&notices).ok()?.lines().filter_map(|l| serde_json::from_str(l).ok()).find(
-            |n: &serde_json::Value| n["event"] == "rolled_back" && n["rollback_id"].as_str() == Some(id.as_str()),
-        )
-    };
+    let merged =
+        || -> Option<serde_json::Value> {
+            std::fs::read_to_string(&notices).ok()?.lines().filter_map(|l| serde_json::from_str(l).ok()).find(
+                |n: &serde_json::Value| n["event"] == "rolled_back" && n["rollback_id"].as_str() == Some(id.as_str()),
+            )
+        };
     wait_for("the merge's notice", 30, || merged().is_some());
     let notice = merged().unwrap();
     let alert_started: jiff::Timestamp = "2026-11-21T11:55:00Z".parse().unwrap();
     let at: jiff::Timestamp = notice["at"].as_str().unwrap().parse().unwrap();
-    assert_eq!(notice["time_to_rollback_seconds"].as_i64(), Some(at.duration_since(alert_started).as_secs()), "{notice}");
+    assert_eq!(
+        notice["time_to_rollback_seconds"].as_i64(),
+        Some(at.duration_since(alert_started).as_secs()),
+        "{notice}"
+    );
     wait_for("the approval counted by the server", 30, || {
         series_value(&scrape(), "rollbackd_time_to_rollback_seconds_count", &approval) == Some(1.0)
     });
