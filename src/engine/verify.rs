@@ -491,7 +491,6 @@ impl Engine {
     /// Starts watches for direct rollbacks in the audit index that nobody here watches yet and
     /// no note settles.
     pub(super) fn pick_up(&mut self, now: Timestamp) -> Result<(), EngineError> {
-        self.count_merges_seen(now)?;
         // Only the records nobody watches or settled yet: a tick copies nothing else.
         let (watches, settled) = (&self.verification.watches, &self.verification.settled);
         let records: Vec<AuditRecord> = self
@@ -550,15 +549,17 @@ impl Engine {
                 self.verification.settled.insert(r.id.clone());
             }
         }
+        self.count_merges_seen();
         Ok(())
     }
 
     /// Counts the proposals merged by someone else (the CLI's `approve`, another replica, a
     /// merge on GitHub) as this server's own merges are counted: `rollbackd_time_to_rollback_seconds`
     /// by path, from the signed tag's review (`Approved-By`, `Merged-By`) and times. What was
-    /// on the origin when this engine first looked was counted by whoever saw it then.
-    fn count_merges_seen(&mut self, now: Timestamp) -> Result<(), EngineError> {
-        let index = self.repo.audit(now)?;
+    /// on the origin when this engine first looked was counted by whoever saw it then. Reads
+    /// the index as [`Engine::pick_up`] just refreshed it.
+    fn count_merges_seen(&mut self) {
+        let index = self.repo.index();
         let merges = &mut self.verification.merges;
         let baseline = !merges.looked;
         merges.looked = true;
@@ -572,7 +573,6 @@ impl Engine {
             let started = r.alert_started.or_else(|| alert_start(&r.trigger));
             metrics::merged(path, started, r.at);
         }
-        Ok(())
     }
 
     /// Every alert key a verification in progress waits to see resolve.
