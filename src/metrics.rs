@@ -134,7 +134,14 @@ fn describe() {
     for source in ["alertmanager", "github", "chatops", "cli", "flux", "argocd"] {
         counter!("rollbackd_event_errors_total", "source" => source).increment(0);
     }
-    for guard in ["cooldown", "max_rollbacks", "max_change_age", "point_of_no_return", "require_immutable_artifacts"] {
+    for guard in [
+        "cooldown",
+        "max_rollbacks",
+        "max_change_age",
+        "max_known_good_age",
+        "point_of_no_return",
+        "require_immutable_artifacts",
+    ] {
         counter!("rollbackd_guard_denials_total", "guard" => guard).increment(0);
     }
     for result in ["verified", "not_recovered", "unverified"] {

@@ -37,7 +37,7 @@ pub enum Reason {
     MutableArtifact(String),
     /// An image the known-good state needs is gone from its registry.
     ImageMissing(String),
-    /// The known-good state is older than the policy allows (`max_change_age`).
+    /// The known-good state is older than the policy allows (`max_known_good_age`).
     TooOld(String),
     /// Another guard fails now (cooldown, rate).
     Guard { guard: String, detail: String },
@@ -280,7 +280,7 @@ fn guard_reason(g: &GuardCheck) -> Reason {
     match g.guard {
         crate::domain::guards::POINT_OF_NO_RETURN => Reason::PointOfNoReturn(g.detail.clone()),
         "require_immutable_artifacts" => Reason::MutableArtifact(g.detail.clone()),
-        "max_change_age" => Reason::TooOld(g.detail.clone()),
+        "max_known_good_age" => Reason::TooOld(g.detail.clone()),
         other => Reason::Guard { guard: other.to_string(), detail: g.detail.clone() },
     }
 }

@@ -52,7 +52,7 @@ fn every_service_a_templated_target_covers_gets_a_row_saying_what_it_would_go_ba
 }
 
 #[test]
-fn a_freeze_an_irreversible_change_and_an_old_known_good_are_each_named() {
+fn a_freeze_an_irreversible_change_and_an_old_change_to_undo_are_each_named() {
     let policy = PolicySpec::new("guarded")
         .set("irreversible", json!({ "paths": ["**/migrations/**"] }))
         .guard("point_of_no_return", "30m")
@@ -76,13 +76,41 @@ fn a_freeze_an_irreversible_change_and_an_old_known_good_are_each_named() {
     let why = reasons(checkout);
     assert!(why.contains("point of no return") && why.contains(migration), "{why}");
 
+    // max_change_age is about the change to undo, and says so (not a known-good too old).
     let staging = row(&rows, "checkout", "staging");
     assert!(!staging.ready);
-    assert!(reasons(staging).contains("known-good too old"), "{}", reasons(staging));
+    assert!(reasons(staging).starts_with("max_change_age: oldest change to undo"), "{}", reasons(staging));
+    assert!(!reasons(staging).contains("known-good too old"), "{}", reasons(staging));
 
     let cart = row(&rows, "cart", "prod");
     assert!(!cart.ready);
     assert!(reasons(cart).contains("frozen") && reasons(cart).contains("launch week"), "{}", reasons(cart));
+}
+
+#[test]
+fn a_known_good_tag_older_than_max_known_good_age_is_named_though_the_bad_change_is_recent() {
+    let w = World::with(&[PolicySpec::new("bounded").guard("max_change_age", "6h").guard("max_known_good_age", "2h")]);
+    // The known-good tag names checkout 1.4.2, 150 minutes old; the bad change is 10 minutes old.
+    w.tag_known_good("checkout", "prod", &w.good.clone(), "20261121T090000Z");
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let rows = readiness(&w);
+    let checkout = row(&rows, "checkout", "prod");
+    assert!(!checkout.ready);
+    assert_eq!(checkout.known_good_tag.as_deref(), Some("known-good/checkout/prod/20261121T090000Z"));
+    let why = reasons(checkout);
+    assert!(
+        why.starts_with("known-good too old: known-good ") && why.contains("2h 30m") && why.contains("limit 2h"),
+        "{why}"
+    );
+    assert!(!why.contains("max_change_age"), "the change to undo is recent: {why}");
+
+    // The same decision for a live alert: the guard denies it and the branch is untouched.
+    let head = w.head();
+    let report = w.engine().handle(&w.alert("checkout", "prod", "fp1"), &rollbackd::Options::default()).unwrap();
+    assert_eq!(report.outcome.name(), "denied", "{:?}", report.outcome);
+    let failed: Vec<&str> = report.decision.guards.iter().filter(|g| !g.passed).map(|g| g.guard).collect();
+    assert_eq!(failed, ["max_known_good_age"]);
+    assert_eq!(w.head(), head);
 }
 
 #[test]
