@@ -114,6 +114,62 @@ fn a_known_good_tag_older_than_max_known_good_age_is_named_though_the_bad_change
 }
 
 #[test]
+fn a_point_of_no_return_marked_by_a_trailer_is_named_by_that_trailer() {
+    let policy = PolicySpec::new("guarded")
+        .set("irreversible", json!({ "trailers": ["Irreversible: true"] }))
+        .guard("point_of_no_return", "30m");
+    let w = World::with(&[policy]);
+    let text = manifest("checkout", "prod", &image("checkout", "1.5.0"));
+    let marked = w.commit_files(
+        "Deploy checkout 1.5.0, which drops a column\n\nIrreversible: true",
+        &[(&path("checkout", "prod"), Some(&text))],
+        45,
+    );
+    let rows = readiness(&w);
+    let checkout = row(&rows, "checkout", "prod");
+    assert!(!checkout.ready);
+    let why = reasons(checkout);
+    assert!(
+        why.starts_with("point of no return:") && why.contains(marked.short()) && why.contains("carries `Irreversible: true`"),
+        "{why}"
+    );
+    // The same change 20 minutes old is still within the clock: ready.
+    let w = World::with(&[PolicySpec::new("guarded")
+        .set("irreversible", json!({ "trailers": ["Irreversible: true"] }))
+        .guard("point_of_no_return", "30m")]);
+    w.commit_files(
+        "Deploy checkout 1.5.0, which drops a column\n\nIrreversible: true",
+        &[(&path("checkout", "prod"), Some(&text))],
+        20,
+    );
+    let rows = readiness(&w);
+    assert!(row(&rows, "checkout", "prod").ready, "{}", reasons(row(&rows, "checkout", "prod")));
+}
+
+#[test]
+fn a_rollback_whose_result_would_not_parse_is_named_and_writes_nothing() {
+    let w = World::new();
+    // The known-good state's manifest never parsed; the deploy after it fixed it. Going back
+    // would leave a manifest that does not parse where one that does stands now.
+    let file = path("checkout", "prod");
+    w.commit_files("Half-written manifest", &[(&file, Some("apiVersion: apps/v1\nkind: [Deployment\n"))], 60);
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let before = origin_refs(&w);
+    let rows = readiness(&w);
+    let checkout = row(&rows, "checkout", "prod");
+    assert!(!checkout.ready);
+    let why = reasons(checkout);
+    assert!(why.starts_with("result fails validation: the rollback would leave") && why.contains(&file), "{why}");
+    assert_eq!(checkout.known_good, None, "{checkout:?}");
+    assert_eq!(origin_refs(&w), before);
+
+    let out = w.run_cli(&["readiness", "checkout", "--env", "prod", "--json"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(json[0]["reasons"][0].as_str().unwrap().starts_with("result fails validation"), "{json}");
+}
+
+#[test]
 fn a_mutable_known_good_image_and_a_held_artifact_are_named() {
     let w = World::with(&[PolicySpec::new("pinned").guard("require_immutable_artifacts", true)]);
     // checkout/staging's known-good state runs `:latest`.
