@@ -229,14 +229,20 @@ pub(crate) fn policies_in_force(repo: Option<&str>, count: usize, valid: bool) {
 }
 
 /// Readiness as last worked out: one series per service/env a policy covers. A target no
-/// longer covered keeps its last value until the process restarts (the recorder cannot drop a
-/// series); its readiness row is gone from the status page at once.
-pub(crate) fn rollback_ready(repo: Option<&str>, rows: &[crate::domain::readiness::Readiness]) {
-    for r in rows {
+/// longer covered (`gone`) reads NaN, neither ready nor not (the recorder cannot drop a series
+/// until the process restarts): an alert on `== 0` for it resolves instead of firing forever.
+pub(crate) fn rollback_ready(repo: Option<&str>, gone: &[(String, String)], rows: &[crate::domain::readiness::Readiness]) {
+    let labels = |service: &str, env: &str| {
         let mut labels = repo_label(repo);
-        labels.push(metrics::Label::new("service", r.service.clone()));
-        labels.push(metrics::Label::new("env", r.env.clone()));
-        gauge!("rollbackd_rollback_ready", labels).set(if r.ready { 1.0 } else { 0.0 });
+        labels.push(metrics::Label::new("service", service.to_string()));
+        labels.push(metrics::Label::new("env", env.to_string()));
+        labels
+    };
+    for (service, env) in gone {
+        gauge!("rollbackd_rollback_ready", labels(service, env)).set(f64::NAN);
+    }
+    for r in rows {
+        gauge!("rollbackd_rollback_ready", labels(&r.service, &r.env)).set(if r.ready { 1.0 } else { 0.0 });
     }
 }
 

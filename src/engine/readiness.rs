@@ -121,7 +121,12 @@ impl Engine {
         self.ask_registries(&mut rows, Duration::ZERO);
         self.ask_drill_ci(&mut rows, Duration::ZERO);
         let name = self.config.member.clone();
-        crate::metrics::rollback_ready(name.as_deref(), &rows);
+        let now: BTreeSet<(&str, &str)> = rows.iter().map(|r| (r.service.as_str(), r.env.as_str())).collect();
+        let gone: Vec<(String, String)> = (self.readiness.rows.iter())
+            .filter(|r| !now.contains(&(r.service.as_str(), r.env.as_str())))
+            .map(|r| (r.service.clone(), r.env.clone()))
+            .collect();
+        crate::metrics::rollback_ready(name.as_deref(), &gone, &rows);
         self.readiness.rows = rows;
         self.readiness.last = Some((key, Instant::now()));
     }

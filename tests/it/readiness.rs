@@ -456,6 +456,52 @@ async fn the_server_keeps_the_ready_gauge_and_the_status_page_current() {
     assert!(page.contains("id=\"readiness\"") && page.contains("game day"), "{page}");
 }
 
+/// A target no longer covered (its directory removed from the branch) does not keep its last
+/// value: its series reads NaN, so an alert on `== 0` for it resolves.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_target_no_longer_covered_leaves_the_ready_gauge_as_nan_not_its_last_value() {
+    use crate::common::http::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    // A service no other test has, so the process-wide gauge is this test's alone.
+    let w = World::new();
+    w.deploy("ember", "prod", "1.0.0", 120);
+    let s = server(&w, ConfigSpec::new().set("server.refresh_interval", "1s"));
+    s.wait_ready();
+    let series = |text: &str, value: &str| {
+        text.lines().any(|l| {
+            l.starts_with("rollbackd_rollback_ready{") && l.contains("service=\"ember\"") && l.ends_with(&format!(" {value}"))
+        })
+    };
+    let scrape = || async {
+        let (_, _, b) = s.send(Request::get("/metrics").body(Body::empty()).unwrap()).await;
+        b.as_str().unwrap_or_default().to_string()
+    };
+    let wait_for_value = |value: &'static str| {
+        let scrape = &scrape;
+        async move {
+            let mut text = String::new();
+            for _ in 0..150 {
+                text = scrape().await;
+                if series(&text, value) {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            text
+        }
+    };
+    // Its first deploy: nothing to go back to, not ready.
+    let text = wait_for_value("0").await;
+    assert!(series(&text, "0"), "ember/prod ready=0 missing\n{text}");
+
+    w.commit_files("ember leaves", &[(&path("ember", "prod"), None)], 1);
+    let text = wait_for_value("NaN").await;
+    assert!(series(&text, "NaN"), "ember/prod should read NaN once no policy covers it\n{text}");
+    let (_, _, status) = s.send(Request::get("/api/v1/status").body(Body::empty()).unwrap()).await;
+    assert!(!status["readiness"].as_array().unwrap().iter().any(|r| r["service"] == "ember"), "{status}");
+}
+
 /// A pull request's head on the origin (`refs/pull/<n>/head`, as GitHub keeps it): `files`
 /// written on top of main in a clone, committed and pushed there.
 fn pull_request(w: &World, number: u64, files: &[(String, String)]) -> String {
