@@ -107,6 +107,22 @@ pub fn create(dir: &Path, now: Timestamp) -> Result<Demo, DemoError> {
     if !demo.created {
         return Ok(demo);
     }
+    write_policies(dir)?;
+    let bad = seed_history(&demo.origin, now)?;
+    write_config(&demo.config)?;
+    // A token of the demo's own, and the key Flux's Provider signs with; a real deployment
+    // reads both from a Secret.
+    let salt = format!("{now}{}", std::process::id());
+    write_secret(&dir.join("secrets/alertmanager-tokens"), &format!("demo-{}\n", &digest(&salt)[..24]))?;
+    write_secret(&dir.join("secrets/flux-hmac-keys"), &format!("{}\n", &digest(&format!("flux{salt}"))[..40]))?;
+    let at = |minutes_ago: i64| now.checked_sub(SignedDuration::from_mins(minutes_ago)).unwrap_or(now);
+    write_flux_event(dir, at(4), &bad)?;
+    write_alerts(dir, at(5))?;
+    Ok(demo)
+}
+
+/// The shipped policies and templates, and the schemas their first lines point editors at.
+fn write_policies(dir: &Path) -> Result<(), DemoError> {
     for (name, text) in POLICIES {
         write(&dir.join("policies").join(name), text)?;
     }
@@ -118,7 +134,13 @@ pub fn create(dir: &Path, now: Timestamp) -> Result<Demo, DemoError> {
         let text = serde_json::to_string_pretty(&schema).unwrap_or_default();
         write(&dir.join("docs").join("schemas").join(format!("{name}.schema.json")), &format!("{text}\n"))?;
     }
-    let seed = Seeder::init(&demo.origin, "main")?;
+    Ok(())
+}
+
+/// The config repo's history: checkout and cart deployed over five hours, checkout 1.4.2
+/// tagged known-good, and the bad deploy (checkout 1.5.0 to prod, returned) twenty minutes ago.
+fn seed_history(origin: &Path, now: Timestamp) -> Result<crate::domain::plan::Sha, DemoError> {
+    let seed = Seeder::init(origin, "main")?;
     let at = |minutes_ago: i64| now.checked_sub(SignedDuration::from_mins(minutes_ago)).unwrap_or(now);
     let checkout = |v: &str| format!("registry.example.com/acme/checkout:{v}");
     let cart = |v: &str| format!("registry.example.com/acme/cart:{v}@sha256:{}", digest(v));
@@ -171,8 +193,12 @@ pub fn create(dir: &Path, now: Timestamp) -> Result<Demo, DemoError> {
         20,
     )?;
 
+    Ok(bad)
+}
+
+fn write_config(path: &Path) -> Result<(), DemoError> {
     write(
-        &demo.config,
+        path,
         "# yaml-language-server: $schema=docs/schemas/config.schema.json
 # rollbackd demo configuration; every field is described in docs/configuration.md.
 repo:
@@ -209,25 +235,22 @@ directory:
     acme/sre: [example-sre]
 ",
     )?;
-    // A token of the demo's own; a real deployment reads it from a Secret.
-    let tokens = dir.join("secrets/alertmanager-tokens");
-    write(&tokens, &format!("demo-{}\n", &digest(&format!("{now}{}", std::process::id()))[..24]))?;
-    // Readable by its owner only, as a mounted Secret would be.
+    Ok(())
+}
+
+/// A secret file readable by its owner only, as a mounted Secret would be.
+fn write_secret(path: &Path, text: &str) -> Result<(), DemoError> {
+    write(path, text)?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o600))
-            .map_err(|cause| DemoError::Io { path: tokens.clone(), cause })?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|cause| DemoError::Io { path: path.to_path_buf(), cause })?;
     }
-    // The key Flux's Provider signs with; a real deployment reads it from a Secret.
-    let flux_key = dir.join("secrets/flux-hmac-keys");
-    write(&flux_key, &format!("{}\n", &digest(&format!("flux{now}{}", std::process::id()))[..40]))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&flux_key, std::fs::Permissions::from_mode(0o600))
-            .map_err(|cause| DemoError::Io { path: flux_key.clone(), cause })?;
-    }
+    Ok(())
+}
+
+fn write_flux_event(dir: &Path, at: Timestamp, bad: &crate::domain::plan::Sha) -> Result<(), DemoError> {
     // What kustomize-controller reports when checkout 1.5.0's health checks fail in prod
     // (fluxcd/pkg runtime/events Event; `service` and `env` come from the Alert's eventMetadata).
     write(
@@ -236,7 +259,7 @@ directory:
             "involvedObject": {"kind": "Kustomization", "namespace": "flux-system", "name": "checkout-prod",
                 "apiVersion": "kustomize.toolkit.fluxcd.io/v1"},
             "severity": "error",
-            "timestamp": at(4).round(jiff::Unit::Second).unwrap_or(now).to_string(),
+            "timestamp": at.round(jiff::Unit::Second).unwrap_or(at).to_string(),
             "message": "Health check failed after 2m0s: timeout waiting for: [Deployment/prod/checkout status: 'InProgress']",
             "reason": "HealthCheckFailed",
             "metadata": {"revision": format!("main@sha1:{}", bad.0), "service": "checkout", "env": "prod"},
@@ -245,7 +268,11 @@ directory:
         })
         .to_string(),
     )?;
-    let started = at(5);
+    Ok(())
+}
+
+/// The notifications Alertmanager would send for checkout's error rate, in prod and staging.
+fn write_alerts(dir: &Path, started: Timestamp) -> Result<(), DemoError> {
     for (env, fingerprint, file) in [
         ("prod", "3f6a2b1c9d8e7f60", "checkout-prod-alert.json"),
         ("staging", "7c1d9e2f4a6b8c05", "checkout-staging-alert.json"),
@@ -276,5 +303,5 @@ directory:
             .unwrap_or_default(),
         )?;
     }
-    Ok(demo)
+    Ok(())
 }
