@@ -231,7 +231,11 @@ pub(crate) fn policies_in_force(repo: Option<&str>, count: usize, valid: bool) {
 /// Readiness as last worked out: one series per service/env a policy covers. A target no
 /// longer covered (`gone`) reads NaN, neither ready nor not (the recorder cannot drop a series
 /// until the process restarts): an alert on `== 0` for it resolves instead of firing forever.
-pub(crate) fn rollback_ready(repo: Option<&str>, gone: &[(String, String)], rows: &[crate::domain::readiness::Readiness]) {
+pub(crate) fn rollback_ready(
+    repo: Option<&str>,
+    gone: &[(String, String)],
+    rows: &[crate::domain::readiness::Readiness],
+) {
     let labels = |service: &str, env: &str| {
         let mut labels = repo_label(repo);
         labels.push(metrics::Label::new("service", service.to_string()));

@@ -21,8 +21,8 @@ use crate::domain::matcher::MatchOp;
 use crate::domain::plan::{Sha, Target};
 use crate::domain::policy::{Mode, Policy, PolicySet};
 use crate::domain::readiness::{Readiness, Reason, expand};
-use crate::git::{GitError, PathSet, PlanRequest, Planned, Survey};
 use crate::forge::drill_ci::DrillCi;
+use crate::git::{GitError, PathSet, PlanRequest, Planned, Survey};
 use crate::registry::{Presence, Registries};
 
 /// How often the server works readiness out again when nothing changed (guards and the point

@@ -276,8 +276,8 @@ fn drilled_with_github(service: &str) -> (World, crate::common::fake_github::Fak
 
 fn readiness_json(w: &World, service: &str) -> (Option<i32>, serde_json::Value) {
     let out = w.run_cli(&["readiness", service, "--env", "prod", "--json"]);
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let json: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
     (out.status.code(), json[0].clone())
 }
 
@@ -289,8 +289,14 @@ fn a_drill_whose_ci_failed_makes_readiness_not_ready_naming_the_checks_and_pendi
     // No check has reported yet: pending, said, and no obstacle.
     let (code, row) = readiness_json(&w, "checkout");
     assert_eq!((code, &row["ready"]), (Some(0), &json!(true)), "{row}");
-    assert_eq!((row["drill"]["commit"].as_str(), row["drill"]["branch"].as_str()), (Some(commit.as_str()), Some(branch)));
-    assert_eq!((row["drill"]["ci"]["state"].as_str(), row["drill"]["policy"].as_str()), (Some("pending"), Some("test-policy")));
+    assert_eq!(
+        (row["drill"]["commit"].as_str(), row["drill"]["branch"].as_str()),
+        (Some(commit.as_str()), Some(branch))
+    );
+    assert_eq!(
+        (row["drill"]["ci"]["state"].as_str(), row["drill"]["policy"].as_str()),
+        (Some("pending"), Some("test-policy"))
+    );
     let out = w.run_cli(&["readiness", "checkout", "--env", "prod"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("ready") && text.contains("[drill CI pending"), "{text}");

@@ -130,7 +130,9 @@ fn a_point_of_no_return_marked_by_a_trailer_is_named_by_that_trailer() {
     assert!(!checkout.ready);
     let why = reasons(checkout);
     assert!(
-        why.starts_with("point of no return:") && why.contains(marked.short()) && why.contains("carries `Irreversible: true`"),
+        why.starts_with("point of no return:")
+            && why.contains(marked.short())
+            && why.contains("carries `Irreversible: true`"),
         "{why}"
     );
     // The same change 20 minutes old is still within the clock: ready.
@@ -470,7 +472,9 @@ async fn a_target_no_longer_covered_leaves_the_ready_gauge_as_nan_not_its_last_v
     s.wait_ready();
     let series = |text: &str, value: &str| {
         text.lines().any(|l| {
-            l.starts_with("rollbackd_rollback_ready{") && l.contains("service=\"ember\"") && l.ends_with(&format!(" {value}"))
+            l.starts_with("rollbackd_rollback_ready{")
+                && l.contains("service=\"ember\"")
+                && l.ends_with(&format!(" {value}"))
         })
     };
     let scrape = || async {
