@@ -35,7 +35,8 @@ pub(super) struct State {
     registries: Registries,
     /// What the repo's CI said of each drill's head, asked off the writer.
     drill_ci: DrillCi,
-    /// (branch head, freezes ref, policy generation) the rows were worked out for, and when.
+    /// (branch head, freezes ref, policy generation, drill CI answers' generation) the rows
+    /// were worked out for, and when.
     last: Option<(String, Instant)>,
     rows: Vec<Readiness>,
 }
@@ -95,10 +96,12 @@ impl Engine {
         }
         // A drill's CI verdict arriving (asked off this thread) is a change too: ask again
         // about the drills of the last rows whose answers are stale, for the next refresh.
-        let drilled: Vec<String> = (self.readiness.rows.iter())
-            .filter_map(|r| self.drill_head(&r.service, &r.env).map(|d| d.commit.0))
-            .collect();
-        self.readiness.drill_ci.ask_all(&drilled, Duration::ZERO);
+        if self.readiness.drill_ci.asks() {
+            let drilled: Vec<String> = (self.readiness.rows.iter())
+                .filter_map(|r| self.drill_head(&r.service, &r.env).map(|d| d.commit.0))
+                .collect();
+            self.readiness.drill_ci.ask_all(&drilled, Duration::ZERO);
+        }
         let key = format!(
             "{} {} {} {}",
             self.repo.head().map(|h| h.0).unwrap_or_default(),
