@@ -568,6 +568,7 @@ fn sample() -> (Event, Plan) {
             sha: sha('b'),
             source: KnownGoodSource::Tag { name: "known-good/checkout/prod/1".into() },
         },
+        known_good_at: Some(now),
         bad_commits: vec![CommitInfo {
             sha: sha('c'),
             summary: "Deploy checkout 1.5.0".into(),

@@ -140,7 +140,14 @@ fn describe() {
             counter!("rollbackd_events_total", "source" => source, "outcome" => outcome).increment(0);
         }
     }
-    for guard in ["cooldown", "max_rollbacks", "max_change_age", "point_of_no_return", "require_immutable_artifacts"] {
+    for guard in [
+        "cooldown",
+        "max_rollbacks",
+        "max_change_age",
+        "max_known_good_age",
+        "point_of_no_return",
+        "require_immutable_artifacts",
+    ] {
         counter!("rollbackd_guard_denials_total", "guard" => guard).increment(0);
     }
     for result in ["verified", "not_recovered", "unverified"] {
@@ -228,14 +235,24 @@ pub(crate) fn policies_in_force(repo: Option<&str>, count: usize, valid: bool) {
 }
 
 /// Readiness as last worked out: one series per service/env a policy covers. A target no
-/// longer covered keeps its last value until the process restarts (the recorder cannot drop a
-/// series); its readiness row is gone from the status page at once.
-pub(crate) fn rollback_ready(repo: Option<&str>, rows: &[crate::domain::readiness::Readiness]) {
-    for r in rows {
+/// longer covered (`gone`) reads NaN, neither ready nor not (the recorder cannot drop a series
+/// until the process restarts): an alert on `== 0` for it resolves instead of firing forever.
+pub(crate) fn rollback_ready(
+    repo: Option<&str>,
+    gone: &[(String, String)],
+    rows: &[crate::domain::readiness::Readiness],
+) {
+    let labels = |service: &str, env: &str| {
         let mut labels = repo_label(repo);
-        labels.push(metrics::Label::new("service", r.service.clone()));
-        labels.push(metrics::Label::new("env", r.env.clone()));
-        gauge!("rollbackd_rollback_ready", labels).set(if r.ready { 1.0 } else { 0.0 });
+        labels.push(metrics::Label::new("service", service.to_string()));
+        labels.push(metrics::Label::new("env", env.to_string()));
+        labels
+    };
+    for (service, env) in gone {
+        gauge!("rollbackd_rollback_ready", labels(service, env)).set(f64::NAN);
+    }
+    for r in rows {
+        gauge!("rollbackd_rollback_ready", labels(&r.service, &r.env)).set(if r.ready { 1.0 } else { 0.0 });
         // The attempts' outcomes from zero, so the first failure after a start is an increase.
         if let Some(mode) = r.mode.filter(|m| matches!(m, Mode::Direct | Mode::PullRequest)) {
             let (service, env) = target_labels(&r.service, &r.env);

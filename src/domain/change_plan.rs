@@ -173,6 +173,9 @@ pub(crate) fn describe_guards(g: &Guards) -> Vec<String> {
     if let Some(a) = g.max_change_age {
         out.push(format!("max_change_age {a}"));
     }
+    if let Some(a) = g.max_known_good_age {
+        out.push(format!("max_known_good_age {a}"));
+    }
     if let Some(p) = g.point_of_no_return {
         out.push(format!("point_of_no_return {p}"));
     }

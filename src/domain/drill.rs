@@ -85,8 +85,39 @@ pub struct DrillResult {
     /// The drill branch's head, signed by a trusted key (an unsigned head is no drill result).
     pub commit: Sha,
     pub at: Timestamp,
-    /// The forge's CI verdict on `commit`, when there is a forge to ask.
+    /// The policy the drill rehearsed (its `Drill-Policy` trailer): the one a person's
+    /// `rollbackd rollback` would meet, which may differ from the one readiness probes.
+    pub policy: Option<String>,
+    /// The forge's CI verdict on `commit`, when there is a forge to ask (and, off the writer,
+    /// once it has answered).
     pub ci: Option<CiVerdict>,
+}
+
+/// The policy a drill commit's message names (`Drill-Policy:`), read from a commit rollbackd
+/// signed.
+pub(crate) fn policy_of(message: &str) -> Option<String> {
+    message.lines().rev().find_map(|l| l.strip_prefix("Drill-Policy: ")).map(|p| p.trim().to_string())
+}
+
+impl CiVerdict {
+    /// What the checks on a drill's head say: any failed check fails it; it has passed when
+    /// every check has reported and one at least ran; anything else is pending.
+    pub(crate) fn of(failed: Vec<String>, pending: Vec<String>, passed: Vec<String>) -> CiVerdict {
+        if !failed.is_empty() {
+            CiVerdict::Failed { checks: failed }
+        } else if !pending.is_empty() {
+            CiVerdict::Pending { checks: pending }
+        } else if passed.is_empty() {
+            CiVerdict::Pending { checks: vec!["no check has reported on the drill branch yet".into()] }
+        } else {
+            CiVerdict::Passed
+        }
+    }
+
+    /// The forge could not be asked: not known, never taken for a failure.
+    pub(crate) fn unasked(why: impl std::fmt::Display) -> CiVerdict {
+        CiVerdict::Pending { checks: vec![format!("GitHub could not be asked: {why}")] }
+    }
 }
 
 /// What the repo's CI said about a drill branch's head.

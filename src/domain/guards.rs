@@ -97,6 +97,20 @@ pub(crate) fn evaluate(
             ),
         });
     }
+    if let Some(max_age) = guards.max_known_good_age
+        && let Some(at) = plan.known_good_at
+    {
+        let passed = now.duration_since(at) <= max_age.as_signed();
+        checks.push(GuardCheck {
+            guard: "max_known_good_age",
+            passed,
+            detail: format!(
+                "known-good {} reached the branch {} ago (limit {max_age})",
+                plan.known_good.sha.short(),
+                ago(now, at)
+            ),
+        });
+    }
     // Declaring what is irreversible without a duration means: irreversible at once.
     let limit = guards.point_of_no_return.or(irreversible.then_some(crate::support::duration::Duration::ZERO));
     if let Some(limit) = limit {

@@ -120,6 +120,10 @@ pub struct Plan {
     pub branch: String,
     pub head: Sha,
     pub known_good: KnownGood,
+    /// When the known-good commit reached the branch (its committer time), for
+    /// `max_known_good_age`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_good_at: Option<Timestamp>,
     /// Commits after known-good that touch the target paths, newest first.
     pub bad_commits: Vec<CommitInfo>,
     /// Strategy asked for by the policy.

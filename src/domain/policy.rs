@@ -337,6 +337,10 @@ pub struct Guards {
     pub max_rollbacks: Option<RateLimit>,
     #[serde(default)]
     pub max_change_age: Option<Duration>,
+    /// How old the known-good state a rollback would go back to may be (the time its commit
+    /// reached the branch): older, and restoring it is no longer a safe automatic step.
+    #[serde(default)]
+    pub max_known_good_age: Option<Duration>,
     /// How long an irreversible change (any change, when the policy declares no
     /// `irreversible`) may have been on the branch before its rollback must be reviewed.
     #[serde(default)]

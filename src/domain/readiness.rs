@@ -12,6 +12,7 @@ use std::fmt;
 use serde::{Serialize, Serializer};
 
 use crate::domain::decision::Report;
+use crate::domain::drill::{CiVerdict, DrillResult};
 use crate::domain::guards::GuardCheck;
 use crate::domain::plan::{KnownGoodSource, Plan, Strategy};
 use crate::domain::policy::Mode;
@@ -36,12 +37,15 @@ pub enum Reason {
     MutableArtifact(String),
     /// An image the known-good state needs is gone from its registry.
     ImageMissing(String),
-    /// The known-good state is older than the policy allows (`max_change_age`).
+    /// The known-good state is older than the policy allows (`max_known_good_age`).
     TooOld(String),
     /// Another guard fails now (cooldown, rate).
     Guard { guard: String, detail: String },
     /// The planned result fails validation (it would not be written).
     InvalidResult(String),
+    /// The repo's CI failed on the latest drill's branch head: the rolled-back state does not
+    /// render (names the failing checks).
+    DrillFailed(String),
     /// The rollback would be denied or could not be planned, for the reason given.
     Refused(String),
 }
@@ -61,6 +65,7 @@ impl Reason {
             Reason::TooOld(_) => "too_old",
             Reason::Guard { guard, .. } => guard,
             Reason::InvalidResult(_) => "invalid_result",
+            Reason::DrillFailed(_) => "drill_failed",
             Reason::Refused(_) => "refused",
         }
     }
@@ -80,6 +85,7 @@ impl fmt::Display for Reason {
             Reason::TooOld(d) => write!(f, "known-good too old: {d}"),
             Reason::Guard { guard, detail } => write!(f, "{guard}: {detail}"),
             Reason::InvalidResult(d) => write!(f, "result fails validation: {d}"),
+            Reason::DrillFailed(d) => write!(f, "drill failed CI: {d}"),
             Reason::Refused(d) => write!(f, "refused: {d}"),
         }
     }
@@ -109,6 +115,10 @@ pub struct Readiness {
     /// registry check asks about.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub images: Vec<String>,
+    /// The latest drill of this service/env (absent: never drilled), with what the repo's CI
+    /// said of it (`ci` null: no forge, or it has not answered yet) and the policy it rehearsed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drill: Option<DrillResult>,
 }
 
 impl Readiness {
@@ -125,6 +135,7 @@ impl Readiness {
             mode,
             policy: policy.map(str::to_string),
             images: Vec::new(),
+            drill: None,
         }
     }
 
@@ -141,6 +152,37 @@ impl Readiness {
             self.reasons.push(reason);
         }
         self.ready = false;
+    }
+
+    /// Joins the latest drill: a drill whose CI failed makes the row not ready, naming the
+    /// failing checks; one still pending is said on the line, and is no failure.
+    pub fn drilled(&mut self, drill: DrillResult) {
+        if let Some(CiVerdict::Failed { checks }) = &drill.ci {
+            let policy = drill.policy.as_ref().map_or_else(String::new, |p| format!(" under policy {p}"));
+            self.not_ready(Reason::DrillFailed(format!(
+                "{} failed on {} at {} (the rollback rehearsed{policy} does not pass the repo's CI)",
+                checks.join(", "),
+                drill.branch,
+                drill.commit.short()
+            )));
+        }
+        self.drill = Some(drill);
+    }
+
+    /// The drill's state for the text line, when it says something a reason does not.
+    fn drill_note(&self) -> Option<String> {
+        let d = self.drill.as_ref()?;
+        let other_policy = match (&d.policy, &self.policy) {
+            (Some(dp), Some(p)) if dp != p => format!(", rehearsed under policy {dp}"),
+            _ => String::new(),
+        };
+        let state = match &d.ci {
+            Some(CiVerdict::Pending { checks }) => format!("drill CI pending ({})", checks.join(", ")),
+            Some(CiVerdict::Passed) => "drill CI passed".to_string(),
+            None if other_policy.is_empty() => return None,
+            Some(CiVerdict::Failed { .. }) | None => "drill".to_string(),
+        };
+        Some(format!("{state}{other_policy}"))
     }
 
     /// What the plan says it would go back to, and how.
@@ -214,6 +256,9 @@ impl Readiness {
         };
         let state = if self.ready { "ready" } else { "NOT READY" };
         let mut line = format!("{target:<24} {state:<9} {what}");
+        if let Some(note) = self.drill_note() {
+            line.push_str(&format!(" [{note}]"));
+        }
         if !self.reasons.is_empty() {
             let why: Vec<String> = self.reasons.iter().map(ToString::to_string).collect();
             line.push_str(&format!(" | {}", why.join("; ")));
@@ -235,7 +280,7 @@ fn guard_reason(g: &GuardCheck) -> Reason {
     match g.guard {
         crate::domain::guards::POINT_OF_NO_RETURN => Reason::PointOfNoReturn(g.detail.clone()),
         "require_immutable_artifacts" => Reason::MutableArtifact(g.detail.clone()),
-        "max_change_age" => Reason::TooOld(g.detail.clone()),
+        "max_known_good_age" => Reason::TooOld(g.detail.clone()),
         other => Reason::Guard { guard: other.to_string(), detail: g.detail.clone() },
     }
 }

@@ -99,3 +99,50 @@ fn a_row_is_ready_until_a_reason_is_added_and_says_each() {
     assert!(r.line().starts_with("checkout/prod"), "{}", r.line());
     assert!(r.line().contains("NOT READY"), "{}", r.line());
 }
+
+fn drill(ci: Option<CiVerdict>, policy: &str) -> DrillResult {
+    DrillResult {
+        service: "checkout".into(),
+        env: "prod".into(),
+        branch: "rollbackd/drill/checkout/prod".into(),
+        commit: crate::domain::plan::Sha("1a2b3c4d5e".repeat(4)),
+        at: jiff::Timestamp::UNIX_EPOCH,
+        policy: Some(policy.into()),
+        ci,
+    }
+}
+
+#[test]
+fn only_a_failed_drill_stands_in_the_way_and_pending_is_said_on_the_line() {
+    let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let verdict = CiVerdict::of(strings(&["build"]), strings(&["lint"]), strings(&["schema"]));
+    assert_eq!(verdict, CiVerdict::Failed { checks: strings(&["build"]) });
+    assert_eq!(CiVerdict::of(vec![], strings(&["lint"]), vec![]), CiVerdict::Pending { checks: strings(&["lint"]) });
+    assert!(matches!(CiVerdict::of(vec![], vec![], vec![]), CiVerdict::Pending { .. }), "no check ran: not passed");
+    assert_eq!(CiVerdict::of(vec![], vec![], strings(&["schema"])), CiVerdict::Passed);
+
+    let mut row = Readiness::new("checkout", "prod", Some("p"), Some(Mode::Direct));
+    row.drilled(drill(Some(CiVerdict::Pending { checks: strings(&["lint"]) }), "p"));
+    assert!(row.ready && row.line().contains("[drill CI pending (lint)]"), "{}", row.line());
+    row.drilled(drill(None, "q"));
+    assert!(row.ready && row.line().contains("[drill, rehearsed under policy q]"), "{}", row.line());
+    row.drilled(drill(Some(verdict), "p"));
+    assert!(!row.ready);
+    assert_eq!(row.reasons[0].name(), "drill_failed");
+    assert!(row.reasons[0].to_string().starts_with("drill failed CI: build failed on rollbackd/drill/checkout/prod"));
+}
+
+#[test]
+fn the_drill_policy_is_read_from_its_trailer() {
+    let m = crate::domain::drill::message(
+        "checkout",
+        "prod",
+        "alert-prod",
+        &crate::domain::plan::Sha("a".repeat(40)),
+        "revert",
+        &[],
+        jiff::Timestamp::UNIX_EPOCH,
+    );
+    assert_eq!(crate::domain::drill::policy_of(&m).as_deref(), Some("alert-prod"));
+    assert_eq!(crate::domain::drill::policy_of("no trailers"), None);
+}

@@ -135,23 +135,26 @@ impl Engine {
     }
 
     /// The latest drill of `service`/`env` as the mirror has it (no fetch): the drill branch's
-    /// head when rollbackd signed it, and with a GitHub forge what the repo's CI says of it
-    /// (asked of GitHub now: call it from the CLI or off the writer, never on its hot path).
+    /// head when rollbackd signed it, and with a GitHub forge what the repo's CI says of it,
+    /// asked of GitHub now (the CLI; the writer asks through readiness, off its thread).
     /// This is what a service's readiness joins: a drill whose CI failed is a rollback that
     /// would not render.
     pub fn drill_result(&self, service: &str, env: &str) -> Option<DrillResult> {
+        let mut result = self.drill_head(service, env)?;
+        result.ci = self.forge.github().map(|gh| match gh.ci_of(&result.commit.0) {
+            Ok(c) => CiVerdict::of(c.failed, c.pending, c.passed),
+            Err(e) => CiVerdict::unasked(e),
+        });
+        Some(result)
+    }
+
+    /// The latest drill of `service`/`env` without its CI verdict: the signed drill branch
+    /// head in the mirror, and the policy it rehearsed.
+    pub(crate) fn drill_head(&self, service: &str, env: &str) -> Option<DrillResult> {
         let branch = drill::branch(service, env);
         let (commit, at) = self.repo.own_branch_head(&branch)?;
-        let ci = self.forge.github().map(|gh| match gh.ci_of(&commit.0) {
-            Ok(c) if !c.failed.is_empty() => CiVerdict::Failed { checks: c.failed },
-            Ok(c) if c.pending.is_empty() && !c.passed.is_empty() => CiVerdict::Passed,
-            Ok(c) if c.pending.is_empty() => {
-                CiVerdict::Pending { checks: vec!["no check has reported on the drill branch yet".into()] }
-            }
-            Ok(c) => CiVerdict::Pending { checks: c.pending },
-            Err(e) => CiVerdict::Pending { checks: vec![format!("GitHub could not be asked: {e}")] },
-        });
-        Some(DrillResult { service: service.to_string(), env: env.to_string(), branch, commit, at, ci })
+        let policy = self.repo.message(&commit).ok().and_then(|m| drill::policy_of(&m));
+        Some(DrillResult { service: service.to_string(), env: env.to_string(), branch, commit, at, policy, ci: None })
     }
 
     /// `drills:` as a schedule, with its targets checked against the input rules.

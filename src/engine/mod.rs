@@ -200,7 +200,7 @@ impl Engine {
         let prometheus =
             config.prometheus.clone().map(|p| Arc::new(crate::prometheus::Prometheus::new(p)) as Arc<dyn QueryMetrics>);
         let prober = probe::Prober::new(prometheus, clock.clone());
-        let readiness = readiness::State::new(&config);
+        let readiness = readiness::State::new(&config, forge.clone());
         let mut engine = Engine {
             config,
             policies,

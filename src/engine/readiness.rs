@@ -21,6 +21,7 @@ use crate::domain::matcher::MatchOp;
 use crate::domain::plan::{Sha, Target};
 use crate::domain::policy::{Mode, Policy, PolicySet};
 use crate::domain::readiness::{Readiness, Reason, expand};
+use crate::forge::drill_ci::DrillCi;
 use crate::git::{GitError, PathSet, PlanRequest, Planned, Survey};
 use crate::registry::{Presence, Registries};
 
@@ -29,17 +30,25 @@ use crate::registry::{Presence, Registries};
 const RECOMPUTE_EVERY: Duration = Duration::from_secs(60);
 
 /// The engine's readiness state: the registries it asks, and the last rows it worked out.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct State {
     registries: Registries,
-    /// (branch head, freezes ref, policy generation) the rows were worked out for, and when.
+    /// What the repo's CI said of each drill's head, asked off the writer.
+    drill_ci: DrillCi,
+    /// (branch head, freezes ref, policy generation, drill CI answers' generation) the rows
+    /// were worked out for, and when.
     last: Option<(String, Instant)>,
     rows: Vec<Readiness>,
 }
 
 impl State {
-    pub(super) fn new(config: &crate::config::Config) -> Self {
-        State { registries: Registries::new(&config.registries), last: None, rows: Vec::new() }
+    pub(super) fn new(config: &crate::config::Config, forge: std::sync::Arc<crate::forge::Forge>) -> Self {
+        State {
+            registries: Registries::new(&config.registries),
+            drill_ci: DrillCi::new(forge),
+            last: None,
+            rows: Vec::new(),
+        }
     }
 }
 
@@ -64,6 +73,7 @@ impl Engine {
         self.need_policies()?;
         let mut rows = self.readiness_rows(service, env, &|| false)?.unwrap_or_default();
         self.ask_registries(&mut rows, wait);
+        self.ask_drill_ci(&mut rows, wait);
         Ok(rows)
     }
 
@@ -84,11 +94,20 @@ impl Engine {
         if self.fetch_if_stale().is_err() || self.need_policies().is_err() {
             return;
         }
+        // A drill's CI verdict arriving (asked off this thread) is a change too: ask again
+        // about the drills of the last rows whose answers are stale, for the next refresh.
+        if self.readiness.drill_ci.asks() {
+            let drilled: Vec<String> = (self.readiness.rows.iter())
+                .filter_map(|r| self.drill_head(&r.service, &r.env).map(|d| d.commit.0))
+                .collect();
+            self.readiness.drill_ci.ask_all(&drilled, Duration::ZERO);
+        }
         let key = format!(
-            "{} {} {}",
+            "{} {} {} {}",
             self.repo.head().map(|h| h.0).unwrap_or_default(),
             self.repo.ref_id(crate::git::FREEZES_REF).unwrap_or_default(),
-            self.policy_generation
+            self.policy_generation,
+            self.readiness.drill_ci.generation()
         );
         if self.readiness.last.as_ref().is_some_and(|(k, at)| *k == key && at.elapsed() < RECOMPUTE_EVERY) {
             return;
@@ -103,8 +122,14 @@ impl Engine {
         };
         let mut rows = rows;
         self.ask_registries(&mut rows, Duration::ZERO);
+        self.ask_drill_ci(&mut rows, Duration::ZERO);
         let name = self.config.member.clone();
-        crate::metrics::rollback_ready(name.as_deref(), &rows);
+        let now: BTreeSet<(&str, &str)> = rows.iter().map(|r| (r.service.as_str(), r.env.as_str())).collect();
+        let gone: Vec<(String, String)> = (self.readiness.rows.iter())
+            .filter(|r| !now.contains(&(r.service.as_str(), r.env.as_str())))
+            .map(|r| (r.service.clone(), r.env.clone()))
+            .collect();
+        crate::metrics::rollback_ready(name.as_deref(), &gone, &rows);
         self.readiness.rows = rows;
         self.readiness.last = Some((key, Instant::now()));
     }
@@ -190,6 +215,22 @@ impl Engine {
                     }
                     Some(Presence::Present) | None => {}
                 }
+            }
+        }
+    }
+
+    /// Joins each row's latest drill and what the repo's CI said of its head, asked of the
+    /// forge for at most `wait` (the writer: none, it takes the last answer and the next
+    /// refresh the new one). A verdict not in yet leaves `ci` null: not known is no failure.
+    fn ask_drill_ci(&self, rows: &mut [Readiness], wait: Duration) {
+        let drills: Vec<Option<crate::domain::drill::DrillResult>> =
+            rows.iter().map(|r| self.drill_head(&r.service, &r.env)).collect();
+        let commits: Vec<String> = drills.iter().flatten().map(|d| d.commit.0.clone()).collect();
+        let answers = self.readiness.drill_ci.ask_all(&commits, wait);
+        for (row, drill) in rows.iter_mut().zip(drills) {
+            if let Some(mut drill) = drill {
+                drill.ci = answers.get(&drill.commit.0).cloned();
+                row.drilled(drill);
             }
         }
     }

@@ -3,6 +3,7 @@
 //! a body that explains the rollback; approving merges it through GitHub's API.
 
 mod api;
+pub(crate) mod drill_ci;
 pub(crate) mod github;
 pub(crate) mod needs;
 

@@ -393,7 +393,9 @@ fn finish(
 ) -> Result<Planned, GitError> {
     let target = req.target;
     let head_tree = repo.find_commit(head)?.tree()?;
-    let kg_tree = repo.find_commit(super::oid(&known_good.sha)?)?.tree()?;
+    let kg_commit = repo.find_commit(super::oid(&known_good.sha)?)?;
+    let known_good_at = super::commit_time(&kg_commit);
+    let kg_tree = kg_commit.tree()?;
     let (bad, mut strategy, mut tree, mut note, completes, mut exact) = match built {
         NewTree::Range(bad) => {
             let (strategy, tree, note) = choose_and_build(repo, paths, req.strategy, &bad, &head_tree, &kg_tree)?;
@@ -470,6 +472,7 @@ fn finish(
         branch: branch.to_string(),
         head: sha(head),
         known_good,
+        known_good_at: Some(known_good_at),
         bad_commits,
         requested_strategy: req.strategy,
         strategy,

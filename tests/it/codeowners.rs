@@ -187,3 +187,35 @@ fn check_warns_when_codeowners_is_missing_or_leaves_a_target_file_unowned() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!text.contains("CODEOWNERS") && !text.contains("codeowners"), "{text}");
 }
+
+#[test]
+fn github_s_lookup_order_holds_dot_github_first_then_the_root_and_docs_last() {
+    let w = World::with(&[PolicySpec::new("test-policy").chatops("allow", &["codeowners"])]);
+    w.write_config(&ConfigSpec::new().set("directory.people", people()));
+    w.commit_files(
+        "Code owners, three times",
+        &[
+            (".github/CODEOWNERS", Some("* @alice\n")),
+            ("CODEOWNERS", Some("* @mallory\n")),
+            ("docs/CODEOWNERS", Some("* @bob\n")),
+        ],
+        145,
+    );
+    w.deploy_checkout_with_canary();
+
+    // .github/CODEOWNERS wins over the root's and docs/'s.
+    let said = ask(&w, "slack:UMAL", "/rollback checkout prod");
+    assert!(said.contains("not a code owner") && said.contains("@alice (.github/CODEOWNERS)"), "{said}");
+    let said = ask(&w, "slack:UBOB", "/rollback checkout prod");
+    assert!(said.contains("not a code owner"), "{said}");
+    assert!(!canary_restored(&w));
+
+    // Without it, the root's wins over docs/'s.
+    w.commit_files("Code owners move", &[(".github/CODEOWNERS", None)], 5);
+    let said = ask(&w, "slack:UBOB", "/rollback checkout prod");
+    assert!(said.contains("not a code owner") && said.contains("@mallory (CODEOWNERS)"), "{said}");
+    assert!(!canary_restored(&w));
+    let said = ask(&w, "slack:UMAL", "/rollback checkout prod");
+    assert!(said.contains("rolled back"), "{said}");
+    assert!(canary_restored(&w));
+}

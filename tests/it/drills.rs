@@ -260,3 +260,131 @@ fn a_service_only_alerts_roll_back_is_drilled_under_that_policy() {
     let staging = w.engine().drill("checkout", "staging", "cli:alice").unwrap();
     assert!(!staging.is_written(), "{staging:?}");
 }
+
+/// A drill written and the fake GitHub (backed by the origin) serving its head's checks.
+fn drilled_with_github(service: &str) -> (World, crate::common::fake_github::FakeGithub, String) {
+    use crate::common::fake_github::{FakeGithub, TOKEN};
+    let w = World::new();
+    let gh = FakeGithub::start(w.origin.clone());
+    std::fs::write(w.root().join("gh-token"), TOKEN).unwrap();
+    w.write_config(&ConfigSpec::new().github_forge(&gh.url, "gh-token"));
+    w.deploy(service, "prod", "1.0.0", 120);
+    w.deploy(service, "prod", "1.1.0", 10);
+    let (commit, _) = written(&w.engine().drill(service, "prod", "cli:alice").unwrap());
+    (w, gh, commit)
+}
+
+fn readiness_json(w: &World, service: &str) -> (Option<i32>, serde_json::Value) {
+    let out = w.run_cli(&["readiness", service, "--env", "prod", "--json"]);
+    let json: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code(), json[0].clone())
+}
+
+#[test]
+fn a_drill_whose_ci_failed_makes_readiness_not_ready_naming_the_checks_and_pending_is_no_failure() {
+    let (w, gh, commit) = drilled_with_github("checkout");
+    let branch = "rollbackd/drill/checkout/prod";
+
+    // No check has reported yet: pending, said, and no obstacle.
+    let (code, row) = readiness_json(&w, "checkout");
+    assert_eq!((code, &row["ready"]), (Some(0), &json!(true)), "{row}");
+    assert_eq!(
+        (row["drill"]["commit"].as_str(), row["drill"]["branch"].as_str()),
+        (Some(commit.as_str()), Some(branch))
+    );
+    assert_eq!(
+        (row["drill"]["ci"]["state"].as_str(), row["drill"]["policy"].as_str()),
+        (Some("pending"), Some("test-policy"))
+    );
+    let out = w.run_cli(&["readiness", "checkout", "--env", "prod"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("ready") && text.contains("[drill CI pending"), "{text}");
+
+    gh.set_check(&commit, "schema-validation", "success");
+    gh.set_check(&commit, "kustomize-build", "failure");
+    let (code, row) = readiness_json(&w, "checkout");
+    assert_eq!((code, &row["ready"]), (Some(2), &json!(false)), "{row}");
+    let reasons: Vec<&str> = row["reasons"].as_array().unwrap().iter().filter_map(|r| r.as_str()).collect();
+    assert_eq!(reasons.len(), 1, "{row}");
+    assert!(
+        reasons[0].starts_with("drill failed CI: kustomize-build failed on rollbackd/drill/checkout/prod")
+            && !reasons[0].contains("schema-validation"),
+        "{row}"
+    );
+    assert_eq!(row["drill"]["ci"], json!({ "state": "failed", "checks": ["kustomize-build"] }));
+
+    // The re-run passed: ready again.
+    gh.set_check(&commit, "kustomize-build", "success");
+    let (code, row) = readiness_json(&w, "checkout");
+    assert_eq!((code, &row["drill"]["ci"]["state"]), (Some(0), &json!("passed")), "{row}");
+
+    // A service never drilled has no drill to join.
+    let (_, cart) = readiness_json(&w, "cart");
+    assert!(cart.get("drill").is_none(), "{cart}");
+    gh.finish();
+}
+
+/// The server joins the drill's CI too, asked of GitHub off the writer: pending keeps the
+/// gauge at 1, the failure the next answer brings turns it to 0 and the status page names it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_gauge_turns_to_zero_when_the_drills_ci_fails() {
+    use crate::common::http::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    // A service no other test has, so the process-wide gauge is this test's alone; the forge
+    // runs its own runtime, so the world is built off the test's.
+    let (w, gh, commit) = std::thread::spawn(|| drilled_with_github("lantern")).join().unwrap();
+    let (root, clock) = (w.root().to_path_buf(), w.clock.clone());
+    let s = std::thread::spawn(move || server_in(&root, clock, ConfigSpec::new().set("server.refresh_interval", "1s")))
+        .join()
+        .unwrap();
+    s.wait_ready();
+    let gauge = |text: &str, value: &str| {
+        text.lines().any(|l| {
+            l.starts_with("rollbackd_rollback_ready{")
+                && l.contains("service=\"lantern\"")
+                && l.ends_with(&format!(" {value}"))
+        })
+    };
+    let scrape = || async {
+        let (_, _, b) = s.send(Request::get("/metrics").body(Body::empty()).unwrap()).await;
+        b.as_str().unwrap_or_default().to_string()
+    };
+    let status_row = || async {
+        let (_, _, status) = s.send(Request::get("/api/v1/status").body(Body::empty()).unwrap()).await;
+        status["readiness"].as_array().into_iter().flatten().find(|r| r["service"] == "lantern").cloned()
+    };
+    // Ready, with the pending drill joined (GitHub answered on its own thread).
+    let mut row = None;
+    for _ in 0..200 {
+        row = status_row().await;
+        if row.as_ref().is_some_and(|r| r["drill"]["ci"]["state"] == "pending") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let row = row.unwrap_or_default();
+    assert_eq!((&row["ready"], &row["drill"]["ci"]["state"]), (&json!(true), &json!("pending")), "{row}");
+    assert!(gauge(&scrape().await, "1"));
+
+    gh.set_check(&commit, "kustomize-build", "failure");
+    let mut text = String::new();
+    for _ in 0..300 {
+        text = scrape().await;
+        if gauge(&text, "0") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(gauge(&text, "0"), "lantern/prod ready=0 missing after the drill's CI failed\n{text}");
+    let row = status_row().await.unwrap_or_default();
+    assert!(row["reasons"][0].as_str().unwrap_or_default().contains("kustomize-build failed"), "{row}");
+    std::thread::spawn(move || {
+        drop(s);
+        drop(w);
+        gh.finish();
+    })
+    .join()
+    .unwrap();
+}

@@ -52,7 +52,7 @@ fn every_service_a_templated_target_covers_gets_a_row_saying_what_it_would_go_ba
 }
 
 #[test]
-fn a_freeze_an_irreversible_change_and_an_old_known_good_are_each_named() {
+fn a_freeze_an_irreversible_change_and_an_old_change_to_undo_are_each_named() {
     let policy = PolicySpec::new("guarded")
         .set("irreversible", json!({ "paths": ["**/migrations/**"] }))
         .guard("point_of_no_return", "30m")
@@ -76,13 +76,99 @@ fn a_freeze_an_irreversible_change_and_an_old_known_good_are_each_named() {
     let why = reasons(checkout);
     assert!(why.contains("point of no return") && why.contains(migration), "{why}");
 
+    // max_change_age is about the change to undo, and says so (not a known-good too old).
     let staging = row(&rows, "checkout", "staging");
     assert!(!staging.ready);
-    assert!(reasons(staging).contains("known-good too old"), "{}", reasons(staging));
+    assert!(reasons(staging).starts_with("max_change_age: oldest change to undo"), "{}", reasons(staging));
+    assert!(!reasons(staging).contains("known-good too old"), "{}", reasons(staging));
 
     let cart = row(&rows, "cart", "prod");
     assert!(!cart.ready);
     assert!(reasons(cart).contains("frozen") && reasons(cart).contains("launch week"), "{}", reasons(cart));
+}
+
+#[test]
+fn a_known_good_tag_older_than_max_known_good_age_is_named_though_the_bad_change_is_recent() {
+    let w = World::with(&[PolicySpec::new("bounded").guard("max_change_age", "6h").guard("max_known_good_age", "2h")]);
+    // The known-good tag names checkout 1.4.2, 150 minutes old; the bad change is 10 minutes old.
+    w.tag_known_good("checkout", "prod", &w.good.clone(), "20261121T090000Z");
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let rows = readiness(&w);
+    let checkout = row(&rows, "checkout", "prod");
+    assert!(!checkout.ready);
+    assert_eq!(checkout.known_good_tag.as_deref(), Some("known-good/checkout/prod/20261121T090000Z"));
+    let why = reasons(checkout);
+    assert!(
+        why.starts_with("known-good too old: known-good ") && why.contains("2h 30m") && why.contains("limit 2h"),
+        "{why}"
+    );
+    assert!(!why.contains("max_change_age"), "the change to undo is recent: {why}");
+
+    // The same decision for a live alert: the guard denies it and the branch is untouched.
+    let head = w.head();
+    let report = w.engine().handle(&w.alert("checkout", "prod", "fp1"), &rollbackd::Options::default()).unwrap();
+    assert_eq!(report.outcome.name(), "denied", "{:?}", report.outcome);
+    let failed: Vec<&str> = report.decision.guards.iter().filter(|g| !g.passed).map(|g| g.guard).collect();
+    assert_eq!(failed, ["max_known_good_age"]);
+    assert_eq!(w.head(), head);
+}
+
+#[test]
+fn a_point_of_no_return_marked_by_a_trailer_is_named_by_that_trailer() {
+    let policy = PolicySpec::new("guarded")
+        .set("irreversible", json!({ "trailers": ["Irreversible: true"] }))
+        .guard("point_of_no_return", "30m");
+    let w = World::with(&[policy]);
+    let text = manifest("checkout", "prod", &image("checkout", "1.5.0"));
+    let marked = w.commit_files(
+        "Deploy checkout 1.5.0, which drops a column\n\nIrreversible: true",
+        &[(&path("checkout", "prod"), Some(&text))],
+        45,
+    );
+    let rows = readiness(&w);
+    let checkout = row(&rows, "checkout", "prod");
+    assert!(!checkout.ready);
+    let why = reasons(checkout);
+    assert!(
+        why.starts_with("point of no return:")
+            && why.contains(marked.short())
+            && why.contains("carries `Irreversible: true`"),
+        "{why}"
+    );
+    // The same change 20 minutes old is still within the clock: ready.
+    let w = World::with(&[PolicySpec::new("guarded")
+        .set("irreversible", json!({ "trailers": ["Irreversible: true"] }))
+        .guard("point_of_no_return", "30m")]);
+    w.commit_files(
+        "Deploy checkout 1.5.0, which drops a column\n\nIrreversible: true",
+        &[(&path("checkout", "prod"), Some(&text))],
+        20,
+    );
+    let rows = readiness(&w);
+    assert!(row(&rows, "checkout", "prod").ready, "{}", reasons(row(&rows, "checkout", "prod")));
+}
+
+#[test]
+fn a_rollback_whose_result_would_not_parse_is_named_and_writes_nothing() {
+    let w = World::new();
+    // The known-good state's manifest never parsed; the deploy after it fixed it. Going back
+    // would leave a manifest that does not parse where one that does stands now.
+    let file = path("checkout", "prod");
+    w.commit_files("Half-written manifest", &[(&file, Some("apiVersion: apps/v1\nkind: [Deployment\n"))], 60);
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let before = origin_refs(&w);
+    let rows = readiness(&w);
+    let checkout = row(&rows, "checkout", "prod");
+    assert!(!checkout.ready);
+    let why = reasons(checkout);
+    assert!(why.starts_with("result fails validation: the rollback would leave") && why.contains(&file), "{why}");
+    assert_eq!(checkout.known_good, None, "{checkout:?}");
+    assert_eq!(origin_refs(&w), before);
+
+    let out = w.run_cli(&["readiness", "checkout", "--env", "prod", "--json"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(json[0]["reasons"][0].as_str().unwrap().starts_with("result fails validation"), "{json}");
 }
 
 #[test]
@@ -370,6 +456,54 @@ async fn the_server_keeps_the_ready_gauge_and_the_status_page_current() {
     let (_, _, page) = s.send(Request::get("/").body(Body::empty()).unwrap()).await;
     let page = page.as_str().unwrap().to_string();
     assert!(page.contains("id=\"readiness\"") && page.contains("game day"), "{page}");
+}
+
+/// A target no longer covered (its directory removed from the branch) does not keep its last
+/// value: its series reads NaN, so an alert on `== 0` for it resolves.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_target_no_longer_covered_leaves_the_ready_gauge_as_nan_not_its_last_value() {
+    use crate::common::http::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    // A service no other test has, so the process-wide gauge is this test's alone.
+    let w = World::new();
+    w.deploy("ember", "prod", "1.0.0", 120);
+    let s = server(&w, ConfigSpec::new().set("server.refresh_interval", "1s"));
+    s.wait_ready();
+    let series = |text: &str, value: &str| {
+        text.lines().any(|l| {
+            l.starts_with("rollbackd_rollback_ready{")
+                && l.contains("service=\"ember\"")
+                && l.ends_with(&format!(" {value}"))
+        })
+    };
+    let scrape = || async {
+        let (_, _, b) = s.send(Request::get("/metrics").body(Body::empty()).unwrap()).await;
+        b.as_str().unwrap_or_default().to_string()
+    };
+    let wait_for_value = |value: &'static str| {
+        let scrape = &scrape;
+        async move {
+            let mut text = String::new();
+            for _ in 0..150 {
+                text = scrape().await;
+                if series(&text, value) {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            text
+        }
+    };
+    // Its first deploy: nothing to go back to, not ready.
+    let text = wait_for_value("0").await;
+    assert!(series(&text, "0"), "ember/prod ready=0 missing\n{text}");
+
+    w.commit_files("ember leaves", &[(&path("ember", "prod"), None)], 1);
+    let text = wait_for_value("NaN").await;
+    assert!(series(&text, "NaN"), "ember/prod should read NaN once no policy covers it\n{text}");
+    let (_, _, status) = s.send(Request::get("/api/v1/status").body(Body::empty()).unwrap()).await;
+    assert!(!status["readiness"].as_array().unwrap().iter().any(|r| r["service"] == "ember"), "{status}");
 }
 
 /// A pull request's head on the origin (`refs/pull/<n>/head`, as GitHub keeps it): `files`
