@@ -510,6 +510,25 @@ fn argo_cd_healthy_then_degraded_at_one_revision_rolls_back_to_the_known_good_be
     assert_eq!(w.trailers("main", "Rollback-To"), [w.good.0.as_str()], "the known-good before the failing revision");
     assert_eq!(w.git(&["rev-parse", "main^"]), later.0);
     assert!(w.show("main", "apps/checkout/prod/deployment.yaml").contains("1.4.2"));
+
+    // Health flaps back at the rolled-back revision, or a later one without the rollback: not
+    // known-good (it still holds what was rolled back). The rollback itself is.
+    let rollback = w.head();
+    for revision in [&bad.0, &later.0] {
+        let (st, said) = post_argo(&s, ARGO_TOKEN, &argo_notification(revision, &origin, "Healthy", "Synced"));
+        assert_eq!(st, 200, "{said}");
+        let reason = said["reason"].as_str().unwrap();
+        assert!(reason.contains(&format!("holds {}", &bad.0[..10])) && reason.contains("not known-good"), "{said}");
+    }
+    assert_eq!(known_good_tags_at(&w, &bad.0), 1, "only the tag from before the failure");
+    assert_eq!(known_good_tags_at(&w, &later.0), 0);
+    // Tags are named by the second: one within the second of the first tag is `exists`, so the
+    // report is sent again (as Argo CD would at its next on-deployed) until it is tagged.
+    wait_for("the rollback tagged known-good", 10, || {
+        let (st, said) = post_argo(&s, ARGO_TOKEN, &argo_notification(&rollback, &origin, "Healthy", "Synced"));
+        assert_eq!(st, 200, "{said}");
+        known_good_tags_at(&w, &rollback) == 1
+    });
 }
 
 /// A controller failure during `min_healthy` rejects the candidates soaking at the failing
