@@ -254,6 +254,9 @@ impl AuditIndex {
         self.records.iter().filter(move |r| r.delivery == Delivery::Direct && r.service == service && r.env == env)
     }
 
+    /// Brings the index up to `head`: the branch's rollback commits since `since` (only the
+    /// commits since the last walk when `head` descends from it), then what the refs add: the
+    /// rollback, phase and cancelled tags, and the proposal branches rollbackd pushed.
     pub(super) fn refresh(
         &mut self,
         repo: &Repository,
@@ -266,122 +269,218 @@ impl AuditIndex {
             self.load_cache(branch, max_commits);
         }
         if self.walked_head != Some(head) {
-            let incremental = match self.walked_head {
-                Some(old) => repo.graph_descendant_of(head, old).unwrap_or(false),
-                None => false,
-            };
-            // First-parent and unsorted, so the walk is lazy and stops at the window's edge
-            // (any sorted walk reads the whole history first). Proposals merged with a merge
-            // commit are found through the merge's second parent.
-            let mut walk = repo.revwalk()?;
-            walk.simplify_first_parent()?;
-            walk.push(head)?;
-            if incremental && let Some(old) = self.walked_head {
-                walk.hide(old)?;
-            } else {
-                self.on_branch.clear();
-                self.halts.clear();
-            }
-            let mut fresh = Vec::new();
-            let mut halts = Vec::new();
-            for id in walk.take(max_commits) {
-                let c = repo.find_commit(id?)?;
-                let at = commit_time(&c);
-                if at < since {
-                    break;
-                }
-                if let Some((t, id)) = rollback_commit(&c) {
-                    fresh.extend(records_of(t, id, at, Delivery::Direct, branch));
-                } else if let Some(h) = Halt::parse(c.message().unwrap_or_default()) {
-                    halts.push((h, at, c.id().to_string()));
-                }
-            }
-            fresh.append(&mut self.on_branch);
-            self.on_branch = fresh;
-            halts.append(&mut self.halts);
-            self.halts = halts;
-            self.walked_head = Some(head);
-            self.save_cache(branch, max_commits);
+            self.walk(repo, branch, head, since, max_commits)?;
         }
         self.on_branch.retain(|r| r.at >= since);
         self.halts.retain(|(_, at, _)| *at >= since);
-        // A marker counts only with the `halted/` tag rollbackd pushed on it.
-        self.trusted_halts.clear();
-        if !self.halts.is_empty() {
-            for r in repo.references_glob("refs/tags/halted/*")? {
-                let r = r?;
-                let Some(named) = r.shorthand().ok().and_then(RollbackRef::parse_halted) else { continue };
-                let Ok(commit) = r.peel_to_commit() else { continue };
-                let marker = commit.id().to_string();
-                if self.halts.iter().any(|(h, _, c)| h.id == named.id.0 && *c == marker) {
-                    self.trusted_halts.insert(named.id.0.clone());
-                }
+        self.trust_halts(repo)?;
+
+        let mut found = Found::new(self.on_branch.clone());
+        self.read_rollback_tags(repo, branch, since, &mut found)?;
+        found.mark_phase_tags(repo)?;
+        found.share_tags();
+        found.read_proposals(repo, since)?;
+        self.read_cancelled(repo, since, &mut found)?;
+        let Found { mut records, live_tags, .. } = found;
+        self.tags.retain(|name, _| live_tags.contains(name));
+        // A rollback's phases can share a second: the later phase is the newer record.
+        records.sort_by(|a, b| b.at.cmp(&a.at).then_with(|| b.id.cmp(&a.id)).then_with(|| b.phase.cmp(&a.phase)));
+        self.by_trigger.clear();
+        for (i, r) in records.iter().enumerate().rev() {
+            self.by_trigger.insert(r.trigger.clone(), i);
+        }
+        self.records = records;
+        self.trusted = self.find_trusted();
+        Ok(())
+    }
+
+    /// The branch's rollback commits and halt markers from `head` back to `since`.
+    fn walk(
+        &mut self,
+        repo: &Repository,
+        branch: &str,
+        head: Oid,
+        since: Timestamp,
+        max_commits: usize,
+    ) -> Result<(), GitError> {
+        let incremental = match self.walked_head {
+            Some(old) => repo.graph_descendant_of(head, old).unwrap_or(false),
+            None => false,
+        };
+        // First-parent and unsorted, so the walk is lazy and stops at the window's edge
+        // (any sorted walk reads the whole history first). Proposals merged with a merge
+        // commit are found through the merge's second parent.
+        let mut walk = repo.revwalk()?;
+        walk.simplify_first_parent()?;
+        walk.push(head)?;
+        if incremental && let Some(old) = self.walked_head {
+            walk.hide(old)?;
+        } else {
+            self.on_branch.clear();
+            self.halts.clear();
+        }
+        let mut fresh = Vec::new();
+        let mut halts = Vec::new();
+        for id in walk.take(max_commits) {
+            let c = repo.find_commit(id?)?;
+            let at = commit_time(&c);
+            if at < since {
+                break;
+            }
+            if let Some((t, id)) = rollback_commit(&c) {
+                fresh.extend(records_of(t, id, at, Delivery::Direct, branch));
+            } else if let Some(h) = Halt::parse(c.message().unwrap_or_default()) {
+                halts.push((h, at, c.id().to_string()));
             }
         }
+        fresh.append(&mut self.on_branch);
+        self.on_branch = fresh;
+        halts.append(&mut self.halts);
+        self.halts = halts;
+        self.walked_head = Some(head);
+        self.save_cache(branch, max_commits);
+        Ok(())
+    }
 
-        let mut records = self.on_branch.clone();
-        // Tags name direct rollbacks; one whose commit fell outside the walk (a long-lived
-        // branch, a merge) still counts while it is inside the time window.
-        let mut live_tags = std::collections::HashSet::new();
-        let mut by_id: HashMap<Key, usize> = records.iter().enumerate().map(|(i, r)| (key_of(r), i)).collect();
+    /// A marker counts only with the `halted/` tag rollbackd pushed on it.
+    fn trust_halts(&mut self, repo: &Repository) -> Result<(), GitError> {
+        self.trusted_halts.clear();
+        if self.halts.is_empty() {
+            return Ok(());
+        }
+        for r in repo.references_glob("refs/tags/halted/*")? {
+            let r = r?;
+            let Some(named) = r.shorthand().ok().and_then(RollbackRef::parse_halted) else { continue };
+            let Ok(commit) = r.peel_to_commit() else { continue };
+            let marker = commit.id().to_string();
+            if self.halts.iter().any(|(h, _, c)| h.id == named.id.0 && *c == marker) {
+                self.trusted_halts.insert(named.id.0.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// Tags name direct rollbacks; one whose commit fell outside the walk (a long-lived
+    /// branch, a merge) still counts while it is inside the time window.
+    fn read_rollback_tags(
+        &mut self,
+        repo: &Repository,
+        branch: &str,
+        since: Timestamp,
+        found: &mut Found,
+    ) -> Result<(), GitError> {
         for r in repo.references_glob("refs/tags/rollback/*")? {
             let r = r?;
             let Some(name) = r.shorthand().ok().map(str::to_string) else { continue };
-            live_tags.extend(r.name().ok().map(str::to_string));
+            found.live_tags.extend(r.name().ok().map(str::to_string));
             let Some(Tagged { trailers: t, commit: id, at, review, .. }) = tagged(&mut self.tags, &r, true) else {
                 continue;
             };
-            if let Some(&i) = by_id.get(&key(&t)) {
-                records[i].tag = Some(name);
-                records[i].review = review;
+            if let Some(&i) = found.by_id.get(&key(&t)) {
+                found.records[i].tag = Some(name);
+                found.records[i].review = review;
                 continue;
             }
             if at >= since {
                 for mut rec in records_of(t, id, at, Delivery::Direct, branch) {
                     rec.tag = Some(name.clone());
                     rec.review = review.clone();
-                    by_id.insert(key_of(&rec), records.len());
-                    records.push(rec);
+                    found.push(rec);
                 }
             }
         }
-        // Phase tags mark the phases rollbackd itself pushed (see `RollbackRef::phase_tag`).
+        Ok(())
+    }
+
+    /// Proposals rollbackd cancelled: their `cancelled/` tag keeps the record.
+    fn read_cancelled(&mut self, repo: &Repository, since: Timestamp, found: &mut Found) -> Result<(), GitError> {
+        for r in repo.references_glob("refs/tags/cancelled/*")? {
+            let r = r?;
+            found.live_tags.extend(r.name().ok().map(str::to_string));
+            let Some(Tagged { trailers: t, commit, at, review, .. }) = tagged(&mut self.tags, &r, false) else {
+                continue;
+            };
+            if at >= since && !found.by_id.contains_key(&key(&t)) {
+                for mut rec in records_of(t, commit, at, Delivery::Proposal, "") {
+                    rec.tag = r.shorthand().ok().map(str::to_string);
+                    rec.cancelled = true;
+                    rec.review = review.clone();
+                    found.records.push(rec);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The records one refresh puts together, indexed by rollback, phase and target so each ref
+/// read adds to the record it names instead of a second one.
+struct Found {
+    records: Vec<AuditRecord>,
+    by_id: HashMap<Key, usize>,
+    /// Every tag still on the mirror: the parsed-tag cache keeps only those.
+    live_tags: std::collections::HashSet<String>,
+}
+
+impl Found {
+    fn new(records: Vec<AuditRecord>) -> Self {
+        let by_id = records.iter().enumerate().map(|(i, r)| (key_of(r), i)).collect();
+        Found { records, by_id, live_tags: Default::default() }
+    }
+
+    fn push(&mut self, rec: AuditRecord) {
+        self.by_id.insert(key_of(&rec), self.records.len());
+        self.records.push(rec);
+    }
+
+    /// Phase tags mark the phases rollbackd itself pushed (see `RollbackRef::phase_tag`).
+    fn mark_phase_tags(&mut self, repo: &Repository) -> Result<(), GitError> {
         let phased: std::collections::HashSet<String> =
-            records.iter().filter(|r| r.phase.is_some()).map(|r| r.id.0.clone()).collect();
-        if !phased.is_empty() {
-            for r in repo.references_glob("refs/tags/phase/*")? {
-                let r = r?;
-                let Some(name) = r.shorthand().ok().map(str::to_string) else { continue };
-                let Some((named, step)) = RollbackRef::parse_phase_tag(&name) else { continue };
-                if !phased.contains(named.id.as_str()) {
-                    continue;
-                }
-                let Ok(commit) = r.peel_to_commit() else { continue };
-                let key = (named.id.0.clone(), step, named.service.clone(), named.env.clone());
-                if let Some(&i) = by_id.get(&key)
-                    && records[i].commit == sha(commit.id())
-                    && records[i].tag.is_none()
-                {
-                    records[i].tag = Some(name);
-                }
+            self.records.iter().filter(|r| r.phase.is_some()).map(|r| r.id.0.clone()).collect();
+        if phased.is_empty() {
+            return Ok(());
+        }
+        for r in repo.references_glob("refs/tags/phase/*")? {
+            let r = r?;
+            let Some(name) = r.shorthand().ok().map(str::to_string) else { continue };
+            let Some((named, step)) = RollbackRef::parse_phase_tag(&name) else { continue };
+            if !phased.contains(named.id.as_str()) {
+                continue;
+            }
+            let Ok(commit) = r.peel_to_commit() else { continue };
+            let key = (named.id.0.clone(), step, named.service.clone(), named.env.clone());
+            if let Some(&i) = self.by_id.get(&key)
+                && self.records[i].commit == sha(commit.id())
+                && self.records[i].tag.is_none()
+            {
+                self.records[i].tag = Some(name);
             }
         }
-        // The other targets of a commit that rolled back several (`Rollback-Also`) share its tag.
-        let tag_of: HashMap<crate::domain::plan::Sha, String> = records
+        Ok(())
+    }
+
+    /// The other targets of a commit that rolled back several (`Rollback-Also`) share its tag.
+    fn share_tags(&mut self) {
+        let tag_of: HashMap<crate::domain::plan::Sha, String> = self
+            .records
             .iter()
             .filter(|r| r.delivery == Delivery::Direct)
             .filter_map(|r| Some((r.commit.clone(), r.tag.clone()?)))
             .collect();
-        for r in records.iter_mut().filter(|r| r.delivery == Delivery::Direct && r.tag.is_none()) {
+        for r in self.records.iter_mut().filter(|r| r.delivery == Delivery::Direct && r.tag.is_none()) {
             r.tag = tag_of.get(&r.commit).cloned();
         }
+    }
+
+    /// Open proposals: only a branch rollbackd proposed counts (its `proposed/...` tag names
+    /// the commit).
+    fn read_proposals(&mut self, repo: &Repository, since: Timestamp) -> Result<(), GitError> {
         for r in repo.references_glob("refs/heads/rollback/*")? {
             let r = r?;
             let Some(branch) = r.shorthand().ok().map(str::to_string) else {
                 continue;
             };
             let Ok(c) = r.peel_to_commit() else { continue };
-            // Only a branch rollbackd proposed: its `proposed/...` tag names the commit.
             let ours = RollbackRef::parse_branch(&branch).is_some_and(|rref| {
                 repo.find_reference(&format!("refs/tags/{}", rref.proposed()))
                     .and_then(|t| t.peel_to_commit())
@@ -393,41 +492,16 @@ impl AuditIndex {
             let Some(t) = Trailers::parse(c.message().unwrap_or_default()) else {
                 continue;
             };
-            if by_id.contains_key(&key(&t)) {
+            if self.by_id.contains_key(&key(&t)) {
                 continue;
             }
             let at = commit_time(&c);
             if at >= since {
                 for rec in records_of(t, c.id(), at, Delivery::Proposal, &branch) {
-                    by_id.insert(key_of(&rec), records.len());
-                    records.push(rec);
+                    self.push(rec);
                 }
             }
         }
-        for r in repo.references_glob("refs/tags/cancelled/*")? {
-            let r = r?;
-            live_tags.extend(r.name().ok().map(str::to_string));
-            let Some(Tagged { trailers: t, commit, at, review, .. }) = tagged(&mut self.tags, &r, false) else {
-                continue;
-            };
-            if at >= since && !by_id.contains_key(&key(&t)) {
-                for mut rec in records_of(t, commit, at, Delivery::Proposal, "") {
-                    rec.tag = r.shorthand().ok().map(str::to_string);
-                    rec.cancelled = true;
-                    rec.review = review.clone();
-                    records.push(rec);
-                }
-            }
-        }
-        self.tags.retain(|name, _| live_tags.contains(name));
-        // A rollback's phases can share a second: the later phase is the newer record.
-        records.sort_by(|a, b| b.at.cmp(&a.at).then_with(|| b.id.cmp(&a.id)).then_with(|| b.phase.cmp(&a.phase)));
-        self.by_trigger.clear();
-        for (i, r) in records.iter().enumerate().rev() {
-            self.by_trigger.insert(r.trigger.clone(), i);
-        }
-        self.records = records;
-        self.trusted = self.find_trusted();
         Ok(())
     }
 }

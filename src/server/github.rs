@@ -54,97 +54,13 @@ pub(super) async fn github_webhook(State(st): State<AppState>, headers: HeaderMa
         metrics::received(Source::Github, "ignored");
         respond(StatusCode::OK, vec![a])
     };
-    type MakeJob = Box<dyn Fn(oneshot::Sender<crate::worker::JobResult>) -> Job + Send>;
-    let fleet = &st.0.fleet;
-    let (trigger, members, make): (String, Vec<&crate::fleet::Member>, MakeJob) = match parsed {
-        github::GithubEvent::Ping => return ignored("pong: the webhook reaches rollbackd".into()),
-        github::GithubEvent::Ignored(reason) => return ignored(reason),
-        github::GithubEvent::Failure(event) => {
+    let (trigger, members, make) = match route(&st, parsed) {
+        Routed::Ignored(reason) => return ignored(reason),
+        Routed::Event(event) => {
             let p = st.dispatch_event(event);
             return st.collect(Source::Github, p).await;
         }
-        github::GithubEvent::Comment(comment) => {
-            if !fleet.any_github_forge() {
-                return ignored("comments are answered only with forge.kind: github".into());
-            }
-            if comment.sender_is_bot {
-                return ignored(format!("comment by a bot ({}): bots do not give commands", comment.sender));
-            }
-            let Some(member) = fleet.by_github_repo(&comment.repository) else {
-                return ignored("comment on a repository other than the config repo".into());
-            };
-            if !comment.is_pull_request {
-                return ignored("commands are read only on rollback pull requests".into());
-            }
-            if !is_github_login(&comment.sender) {
-                return ignored("the sender is not a GitHub login".into());
-            }
-            let new_command = crate::chat::command::parse_markdown(&comment.body).map(|c| c.is_some()).unwrap_or(true);
-            if !new_command {
-                return ignored("no /rollback command in the comment".into());
-            }
-            let trigger = format!("github:comment/{}", comment.id);
-            let directory = st.0.directory.clone();
-            let make: MakeJob = Box::new(move |reply| Job::GithubComment {
-                comment: Box::new(comment.clone()),
-                directory: Box::new(directory.clone()),
-                reply,
-            });
-            (trigger, vec![member], make)
-        }
-        github::GithubEvent::ChecksPassed { branch } => {
-            let trigger = format!("github:checks/{branch}");
-            let members = fleet.proposing(&branch);
-            (trigger, members, Box::new(move |reply| Job::ChecksPassed { branch: branch.clone(), reply }))
-        }
-        github::GithubEvent::PullRequestClosed { repository, branch, merged_sha, head_sha, by } => {
-            let Some(member) = fleet.config_repo(&repository) else {
-                return ignored("pull request on a repository other than the config repo".into());
-            };
-            if crate::domain::rollback::RollbackRef::parse_branch(&branch).is_none() {
-                return ignored(format!(
-                    "pull request from {} is not a rollback proposal",
-                    crate::domain::ident::shown(&branch)
-                ));
-            }
-            let trigger = format!("github:pull_request/{branch}");
-            let make: MakeJob = Box::new(move |reply| Job::PullRequestClosed {
-                branch: branch.clone(),
-                merged_sha: merged_sha.clone(),
-                head_sha: head_sha.clone(),
-                by: by.clone(),
-                reply,
-            });
-            (trigger, vec![member], make)
-        }
-        github::GithubEvent::PullRequestChanged { repository, number, head_sha, base } => {
-            if !fleet.any_github_forge() {
-                return ignored("pull requests are gated only with forge.kind: github".into());
-            }
-            let Some(member) = fleet.by_github_repo(&repository) else {
-                return ignored("pull request on a repository other than the config repo".into());
-            };
-            let trigger = format!("github:gate/{number}/{head_sha}");
-            let make: MakeJob = Box::new(move |reply| Job::GatePullRequest {
-                number,
-                head_sha: head_sha.clone(),
-                base: base.clone(),
-                reply,
-            });
-            (trigger, vec![member], make)
-        }
-        github::GithubEvent::Pushed { repository, git_ref } => {
-            let Some(member) = fleet.by_github_repo(&repository) else {
-                return ignored("a push to a repository other than the config repo".into());
-            };
-            let trigger = format!("github:push/{git_ref}");
-            (trigger, vec![member], Box::new(move |reply| Job::Fetch { git_ref: git_ref.clone(), reply }))
-        }
-        github::GithubEvent::DeploymentSucceeded(event) => {
-            let trigger = event.trigger();
-            let members = fleet.route_known_good(&event);
-            (trigger, members, Box::new(move |reply| Job::KnownGood { event: event.clone(), reply }))
-        }
+        Routed::Jobs(trigger, members, make) => (trigger, members, make),
     };
     if let Some(id) = &delivery
         && !st.0.deliveries.reserve(&format!("github/{id}"))
@@ -161,6 +77,107 @@ pub(super) async fn github_webhook(State(st): State<AppState>, headers: HeaderMa
     let resp = st.collect(Source::Github, pending).await;
     release_if_retry(&st, delivery.as_deref(), &resp);
     resp
+}
+
+type MakeJob = Box<dyn Fn(oneshot::Sender<crate::worker::JobResult>) -> Job + Send>;
+
+/// Where a delivery goes: nowhere (and why), through the policies as an event, or as a job to
+/// the writers of the config repos it names.
+enum Routed<'a> {
+    Ignored(String),
+    Event(crate::domain::event::Event),
+    Jobs(String, Vec<&'a crate::fleet::Member>, MakeJob),
+}
+
+fn route(st: &AppState, parsed: github::GithubEvent) -> Routed<'_> {
+    let fleet = &st.0.fleet;
+    match parsed {
+        github::GithubEvent::Ping => Routed::Ignored("pong: the webhook reaches rollbackd".into()),
+        github::GithubEvent::Ignored(reason) => Routed::Ignored(reason),
+        github::GithubEvent::Failure(event) => Routed::Event(event),
+        github::GithubEvent::Comment(comment) => {
+            if !fleet.any_github_forge() {
+                return Routed::Ignored("comments are answered only with forge.kind: github".into());
+            }
+            if comment.sender_is_bot {
+                return Routed::Ignored(format!("comment by a bot ({}): bots do not give commands", comment.sender));
+            }
+            let Some(member) = fleet.by_github_repo(&comment.repository) else {
+                return Routed::Ignored("comment on a repository other than the config repo".into());
+            };
+            if !comment.is_pull_request {
+                return Routed::Ignored("commands are read only on rollback pull requests".into());
+            }
+            if !is_github_login(&comment.sender) {
+                return Routed::Ignored("the sender is not a GitHub login".into());
+            }
+            let new_command = crate::chat::command::parse_markdown(&comment.body).map(|c| c.is_some()).unwrap_or(true);
+            if !new_command {
+                return Routed::Ignored("no /rollback command in the comment".into());
+            }
+            let trigger = format!("github:comment/{}", comment.id);
+            let directory = st.0.directory.clone();
+            let make: MakeJob = Box::new(move |reply| Job::GithubComment {
+                comment: Box::new(comment.clone()),
+                directory: Box::new(directory.clone()),
+                reply,
+            });
+            Routed::Jobs(trigger, vec![member], make)
+        }
+        github::GithubEvent::ChecksPassed { branch } => {
+            let trigger = format!("github:checks/{branch}");
+            let members = fleet.proposing(&branch);
+            Routed::Jobs(trigger, members, Box::new(move |reply| Job::ChecksPassed { branch: branch.clone(), reply }))
+        }
+        github::GithubEvent::PullRequestClosed { repository, branch, merged_sha, head_sha, by } => {
+            let Some(member) = fleet.config_repo(&repository) else {
+                return Routed::Ignored("pull request on a repository other than the config repo".into());
+            };
+            if crate::domain::rollback::RollbackRef::parse_branch(&branch).is_none() {
+                return Routed::Ignored(format!(
+                    "pull request from {} is not a rollback proposal",
+                    crate::domain::ident::shown(&branch)
+                ));
+            }
+            let trigger = format!("github:pull_request/{branch}");
+            let make: MakeJob = Box::new(move |reply| Job::PullRequestClosed {
+                branch: branch.clone(),
+                merged_sha: merged_sha.clone(),
+                head_sha: head_sha.clone(),
+                by: by.clone(),
+                reply,
+            });
+            Routed::Jobs(trigger, vec![member], make)
+        }
+        github::GithubEvent::PullRequestChanged { repository, number, head_sha, base } => {
+            if !fleet.any_github_forge() {
+                return Routed::Ignored("pull requests are gated only with forge.kind: github".into());
+            }
+            let Some(member) = fleet.by_github_repo(&repository) else {
+                return Routed::Ignored("pull request on a repository other than the config repo".into());
+            };
+            let trigger = format!("github:gate/{number}/{head_sha}");
+            let make: MakeJob = Box::new(move |reply| Job::GatePullRequest {
+                number,
+                head_sha: head_sha.clone(),
+                base: base.clone(),
+                reply,
+            });
+            Routed::Jobs(trigger, vec![member], make)
+        }
+        github::GithubEvent::Pushed { repository, git_ref } => {
+            let Some(member) = fleet.by_github_repo(&repository) else {
+                return Routed::Ignored("a push to a repository other than the config repo".into());
+            };
+            let trigger = format!("github:push/{git_ref}");
+            Routed::Jobs(trigger, vec![member], Box::new(move |reply| Job::Fetch { git_ref: git_ref.clone(), reply }))
+        }
+        github::GithubEvent::DeploymentSucceeded(event) => {
+            let trigger = event.trigger();
+            let members = fleet.route_known_good(&event);
+            Routed::Jobs(trigger, members, Box::new(move |reply| Job::KnownGood { event: event.clone(), reply }))
+        }
+    }
 }
 
 fn release_if_retry(st: &AppState, delivery: Option<&str>, resp: &Response) {
