@@ -665,7 +665,10 @@ fn an_unverified_notice_says_when_the_controller_applied_the_rollback() {
     let (bad, _) = bad_then_later(&w);
     let mut engine = w.engine();
     let at = |reason: &str, severity: &str, rev: &str| {
-        parsed_flux(&flux_event_at(w.now(), severity, reason, "revision", &format!("main@sha1:{rev}"), json!({})), w.now())
+        parsed_flux(
+            &flux_event_at(w.now(), severity, reason, "revision", &format!("main@sha1:{rev}"), json!({})),
+            w.now(),
+        )
     };
     let report = engine.handle(&at("HealthCheckFailed", "error", &bad.0), &rollbackd::Options::default()).unwrap();
     assert_eq!(report.outcome.name(), "rolled_back", "{}", report.explain());
