@@ -1,8 +1,9 @@
 //! Known-good needs soak: a deployment that reported success becomes a `known-good/` tag only
 //! after `min_healthy` without a firing alert for its service/env. Until then it is a
 //! [`Candidate`], kept as a line in a git note on its commit, so a restart or another replica
-//! finishes the soak. An alert inside the window rejects it, and a rollback in that window
-//! goes past it to the known-good before.
+//! finishes the soak. An alert inside the window rejects it (as does a GitOps controller's
+//! failure at its revision or an earlier one), and a rollback in that window goes past it to
+//! the known-good before.
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};

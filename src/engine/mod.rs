@@ -534,6 +534,10 @@ impl Engine {
                 done.push(format!("{}/{}: no target paths at {sha}", target.service, target.env));
                 continue;
             }
+            if let Some(why) = self.still_rolled_back(&target.service, &target.env, &sha, now)? {
+                done.push(format!("{}/{}: {why}: not known-good", target.service, target.env));
+                continue;
+            }
             let name = format!("known-good/{}/{}/{stamp}", target.service, target.env);
             let message = format!(
                 "Known-good: {} in {} at {sha}\n\nTrigger: {}\nPolicy: {}\n",
@@ -566,6 +570,36 @@ impl Engine {
             return Ok("no known_good policy matches this event".into());
         }
         Ok(done.join("; "))
+    }
+
+    /// Why `sha` cannot be known-good for `service`/`env`: it holds a commit that a rollback of
+    /// that service/env (one rollbackd pushed: its tag names it) undid, and not the rollback.
+    /// A healthy report that comes after the failure at the same revision (Argo CD's health
+    /// flapping back) or a late one for a revision before the rollback says nothing good of it.
+    fn still_rolled_back(
+        &mut self,
+        service: &str,
+        env: &str,
+        sha: &str,
+        now: Timestamp,
+    ) -> Result<Option<String>, EngineError> {
+        let rollbacks: Vec<(RollbackId, Sha, Vec<String>)> = self
+            .repo
+            .audit(now)?
+            .applied(service, env)
+            .filter(|r| r.tag.is_some() && !r.cancelled)
+            .map(|r| (r.id.clone(), r.commit.clone(), r.bad_commits.clone()))
+            .collect();
+        for (id, commit, bad) in rollbacks {
+            if self.repo.contains(sha, &commit) {
+                continue;
+            }
+            if let Some(b) = bad.iter().find(|b| self.repo.contains(sha, &Sha((*b).clone()))) {
+                let b = Sha(b.clone());
+                return Ok(Some(format!("{sha} holds {}, which rollback {id} undid", b.short())));
+            }
+        }
+        Ok(None)
     }
 
     /// Handles one event end to end. Retries when the branch moved between plan and push; each

@@ -68,6 +68,8 @@ impl Engine {
                     notice.trigger_url = trigger_url(event);
                     notice.summary = summary(event);
                     self.notifier.send(&notice, &policy.notify);
+                    // Whatever became of the rollback, the controller said the revision is bad.
+                    self.reject_failed_revision(&target.service, &target.env, event, now);
                 }
                 return;
             }
@@ -80,6 +82,9 @@ impl Engine {
             && let Some(t) = report.decision.target.clone()
         {
             self.reject_candidates(&t.service, &t.env, event, now);
+        }
+        if let Some(t) = report.decision.target.clone() {
+            self.reject_failed_revision(&t.service, &t.env, event, now);
         }
         if event.source == Source::Alertmanager {
             let dup = match &report.outcome {
@@ -180,6 +185,57 @@ impl Engine {
                 c.state = SoakState::Rejected;
                 c.reason = Some(format!("{} fired during the soak", event.trigger()));
                 info!(candidate = %c.name, "known-good candidate rejected: an alert fired");
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// A controller reported `service`/`env` failing at a revision: the candidates soaking for it
+    /// at that revision or a later one are not known-good (a healthy report for the same
+    /// revision often comes first: Argo CD's on-deployed, then Degraded). Candidates at earlier
+    /// revisions soak on: the failure names the revision it applied, not those before.
+    fn reject_failed_revision(&mut self, service: &str, env: &str, event: &Event, now: Timestamp) {
+        if !matches!(event.source, Source::Flux | Source::Argocd) {
+            return;
+        }
+        let Some(revision) = event.applied_revision().map(|r| Sha(r.to_string())) else { return };
+        let Ok(notes) = self.repo.notes_of(CANDIDATES_REF) else {
+            warn!("known-good candidates could not be read; a controller failure rejects none");
+            return;
+        };
+        // The rollbacks of this service/env written after the failing revision: a revision
+        // holding one of them is the way back from the failure (a late report of a failure at
+        // the revision rolled back must not reject the rolled-back state's own soak).
+        let rollbacks: Vec<Sha> = self
+            .repo
+            .index()
+            .applied(service, env)
+            .filter(|r| r.commit != revision && self.repo.contains(&r.commit.0, &revision))
+            .map(|r| r.commit.clone())
+            .collect();
+        let failing: std::collections::HashSet<String> = notes
+            .iter()
+            .flat_map(|(_, text)| soak::parse(text))
+            .filter(|c| {
+                c.state == SoakState::Soaking
+                    && c.service == service
+                    && c.env == env
+                    && self.repo.contains(&c.sha, &revision)
+                    && !rollbacks.iter().any(|r| self.repo.contains(&c.sha, r))
+            })
+            .map(|c| c.name)
+            .collect();
+        if failing.is_empty() {
+            return;
+        }
+        let trigger = event.trigger();
+        self.update_candidates(now, |c| {
+            if c.state == SoakState::Soaking && failing.contains(&c.name) {
+                c.state = SoakState::Rejected;
+                c.reason = Some(format!("{trigger} reported revision {} failing during the soak", revision.short()));
+                info!(candidate = %c.name, "known-good candidate rejected: its controller reported a failure");
                 true
             } else {
                 false
@@ -628,14 +684,16 @@ impl Engine {
             Status::Unverified { reason } => ("unverified", reason.clone(), None),
             Status::Watching => return None,
         };
-        // rollbackd-controllers: when the rollback reached the cluster, as its controller said.
+        // rollbackd-controllers: when the rollback reached the cluster, as its controller said,
+        // whatever the verdict: on a failed verification it tells the rollback was live, not
+        // stuck before the cluster.
         let reason = match watch.applied_at {
-            Some(t) if recovered_at.is_some() => {
+            Some(t) => {
                 format!(
                     "{reason}; the rollback reached the cluster at {t} (applied and healthy, as its controller reported)"
                 )
             }
-            _ => reason,
+            None => reason,
         };
         let after = recovered_at.map(|t| t.duration_since(watch.rolled_back_at).as_secs().max(0));
         let times = self

@@ -183,7 +183,9 @@ pub(super) fn plan(
     let mut completion: Option<Leftover<'_>> = None;
     let known_good = match req.to {
         Some(rev) => requested(repo, rev, bound)?,
-        None => match newest_known_good_tag(repo, &target.service, &target.env, bound)? {
+        // A controller's failure says its revision is bad: a known-good tag there (written when
+        // the same revision was reported healthy a moment before) is not where to go back to.
+        None => match newest_known_good_tag(repo, &target.service, &target.env, bound, req.upto.is_none())? {
             Some(kg) => kg,
             None => match last_change(repo, &paths, bound, max_commits)? {
                 LastChange::Commit(change) => {
@@ -559,12 +561,14 @@ fn requested(repo: &Repository, rev: &str, head: Oid) -> Result<KnownGood, GitEr
     Ok(KnownGood { sha: sha(commit.id()), source: KnownGoodSource::Requested { rev: rev.to_string() } })
 }
 
-/// The newest `known-good/<service>/<env>/*` tag whose commit is in the branch's history.
+/// The newest `known-good/<service>/<env>/*` tag whose commit is in the history of `head`;
+/// at `head` itself only when `at_head` (not when `head` is a revision reported failing).
 fn newest_known_good_tag(
     repo: &Repository,
     service: &str,
     env: &str,
     head: Oid,
+    at_head: bool,
 ) -> Result<Option<KnownGood>, GitError> {
     let mut candidates = Vec::new();
     // The glob is a constant: service and env are compared as plain strings, never put into a
@@ -589,7 +593,7 @@ fn newest_known_good_tag(
     }
     candidates.sort_by(|a, b| b.cmp(a));
     for (_, name, id) in candidates {
-        if id == head || repo.graph_descendant_of(head, id)? {
+        if (at_head && id == head) || repo.graph_descendant_of(head, id)? {
             return Ok(Some(KnownGood { sha: sha(id), source: KnownGoodSource::Tag { name } }));
         }
     }

@@ -38,6 +38,19 @@ fn controller_policy(strategy: &str) -> PolicySpec {
 
 /// The Event of fluxcd/pkg runtime/events, fields in the order Go's `json.Marshal` writes them.
 fn flux_event(severity: &str, reason: &str, revision_key: &str, revision: &str, extra: serde_json::Value) -> String {
+    let now = jiff::Timestamp::now().round(jiff::Unit::Second).unwrap();
+    flux_event_at(now, severity, reason, revision_key, revision, extra)
+}
+
+/// [`flux_event`] with its `timestamp` at `at` (an engine test's clock).
+fn flux_event_at(
+    at: jiff::Timestamp,
+    severity: &str,
+    reason: &str,
+    revision_key: &str,
+    revision: &str,
+    extra: serde_json::Value,
+) -> String {
     let mut metadata = serde_json::Map::new();
     metadata.insert(revision_key.into(), json!(revision));
     if let serde_json::Value::Object(m) = extra {
@@ -45,7 +58,7 @@ fn flux_event(severity: &str, reason: &str, revision_key: &str, revision: &str, 
     }
     format!(
         r#"{{"involvedObject":{{"kind":"Kustomization","namespace":"flux-system","name":"checkout-prod","uid":"7d0cdc51-ddcf-4743-b223-83ca5c699632","apiVersion":"kustomize.toolkit.fluxcd.io/v1","resourceVersion":"91234"}},"severity":"{severity}","timestamp":"{}","message":"Health check failed after 2m0s: timeout waiting for: [Deployment/prod/checkout status: 'InProgress']","reason":"{reason}","metadata":{},"reportingController":"kustomize-controller","reportingInstance":"kustomize-controller-5f7c9b8d6-x2k4q"}}"#,
-        jiff::Timestamp::now().round(jiff::Unit::Second).unwrap(),
+        at,
         serde_json::Value::Object(metadata)
     )
 }
@@ -298,6 +311,22 @@ fn the_shipped_argo_cd_configmap_sends_what_rollbackd_reads() {
         }
         other => panic!("{other:?}"),
     }
+    // on-deployed sends what the parser reads as healthy, and only that: synced and healthy.
+    let deployed = yaml("trigger.on-deployed")[0]["when"].as_str().unwrap().to_string();
+    assert!(
+        deployed.contains("app.status.sync.status == 'Synced'")
+            && deployed.contains("app.status.health.status == 'Healthy'"),
+        "{deployed}"
+    );
+    let render = |health: &str, sync: &str| {
+        let mut s = sample.clone();
+        s["health"] = json!(health);
+        s["sync"] = json!(sync);
+        placeholder.replace_all(body, |c: &regex::Captures<'_>| format!("\"{}\": {}", &c[1], s[&c[1]])).into_owned()
+    };
+    let parsed = |text: String| rollbackd::parsers::argocd(text.as_bytes(), now).unwrap();
+    assert!(matches!(parsed(render("Healthy", "Synced")), rollbackd::parsers::ControllerEvent::Healthy(_)));
+    assert!(matches!(parsed(render("Healthy", "OutOfSync")), rollbackd::parsers::ControllerEvent::Ignored(_)));
 }
 
 fn parsed_flux(body: &str, now: jiff::Timestamp) -> rollbackd::Event {
@@ -429,4 +458,230 @@ fn verification_note(w: &World, commit: &str) -> Option<String> {
         .ok()
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// rollbackd's Argo CD notification for `revision` of checkout-prod in `repo`.
+fn argo_notification(revision: &str, repo: &str, health: &str, sync: &str) -> serde_json::Value {
+    json!({
+        "app": "checkout-prod", "project": "default", "revision": revision, "health": health,
+        "sync": sync, "phase": "Succeeded", "path": "apps/checkout/prod", "repo": repo,
+        "message": "successfully synced (all tasks run)"
+    })
+}
+
+/// The origin's path, as Argo CD's `repoURL` names it.
+fn origin_url(w: &World) -> String {
+    std::fs::canonicalize(&w.origin).unwrap().display().to_string()
+}
+
+/// Known-good for checkout in prod from Argo CD's on-deployed (synced and healthy).
+fn argo_known_good(min_healthy: &str) -> PolicySpec {
+    PolicySpec::new("argo-known-good")
+        .source("argocd")
+        .matchers(&[r#"health="Healthy""#, r#"sync="Synced""#])
+        .target("checkout", "prod", &["apps/checkout/prod/**"])
+        .set("action.mode", "known_good")
+        .set("action.min_healthy", min_healthy)
+}
+
+fn known_good_tags_at(w: &World, commit: &str) -> usize {
+    w.git(&["tag", "--list", "known-good/checkout/prod/*", "--points-at", commit]).lines().count()
+}
+
+/// Argo CD's realistic order: on-deployed (synced and healthy, so tagged known-good at once),
+/// then Degraded at the same revision. The failure says the revision is bad: the rollback goes
+/// to the known-good before it, not to the revision that fails (which would be a no-op).
+#[test]
+fn argo_cd_healthy_then_degraded_at_one_revision_rolls_back_to_the_known_good_before_it() {
+    let w = World::with(&[controller_policy("revert"), argo_known_good("0s")]);
+    with_controller_sources(&w);
+    w.tag_known_good("checkout", "prod", &w.good, "20261121T100000Z");
+    let (bad, later) = bad_then_later(&w);
+    let s = serve(&w, "data");
+    let origin = origin_url(&w);
+
+    let (st, said) = post_argo(&s, ARGO_TOKEN, &argo_notification(&bad.0, &origin, "Healthy", "Synced"));
+    assert_eq!((st, said["outcome"].as_str()), (200, Some("recorded")), "{said}");
+    assert_eq!(known_good_tags_at(&w, &bad.0), 1, "healthy first: tagged known-good ({said})");
+
+    let (st, said) = post_argo(&s, ARGO_TOKEN, &argo_notification(&bad.0, &origin, "Degraded", "Synced"));
+    assert_eq!((st, said["outcome"].as_str()), (200, Some("rolled_back")), "{said}");
+    assert_eq!(rollback_of(&w), [bad.0.as_str()]);
+    assert_eq!(w.trailers("main", "Rollback-To"), [w.good.0.as_str()], "the known-good before the failing revision");
+    assert_eq!(w.git(&["rev-parse", "main^"]), later.0);
+    assert!(w.show("main", "apps/checkout/prod/deployment.yaml").contains("1.4.2"));
+
+    // Health flaps back at the rolled-back revision, or a later one without the rollback: not
+    // known-good (it still holds what was rolled back). The rollback itself is.
+    let rollback = w.head();
+    for revision in [&bad.0, &later.0] {
+        let (st, said) = post_argo(&s, ARGO_TOKEN, &argo_notification(revision, &origin, "Healthy", "Synced"));
+        assert_eq!(st, 200, "{said}");
+        let reason = said["reason"].as_str().unwrap();
+        assert!(reason.contains(&format!("holds {}", &bad.0[..10])) && reason.contains("not known-good"), "{said}");
+    }
+    assert_eq!(known_good_tags_at(&w, &bad.0), 1, "only the tag from before the failure");
+    assert_eq!(known_good_tags_at(&w, &later.0), 0);
+    // Tags are named by the second: one within the second of the first tag is `exists`, so the
+    // report is sent again (as Argo CD would at its next on-deployed) until it is tagged.
+    wait_for("the rollback tagged known-good", 10, || {
+        let (st, said) = post_argo(&s, ARGO_TOKEN, &argo_notification(&rollback, &origin, "Healthy", "Synced"));
+        assert_eq!(st, 200, "{said}");
+        known_good_tags_at(&w, &rollback) == 1
+    });
+}
+
+/// A controller failure during `min_healthy` rejects the candidates soaking at the failing
+/// revision (and later ones): when the soak ends no known-good tag is written there. A
+/// candidate at an earlier revision soaks on and is tagged.
+#[test]
+fn a_controller_failure_during_the_soak_means_no_known_good_tag_at_its_revision() {
+    let known_good = PolicySpec::new("flux-known-good")
+        .source("flux")
+        .matchers(&[r#"reason="ReconciliationSucceeded""#])
+        .target("checkout", "prod", &["apps/checkout/prod/**"])
+        .set("action.mode", "known_good")
+        .set("action.min_healthy", "10m");
+    let w = World::with(&[controller_policy("revert"), known_good]);
+    with_controller_sources(&w);
+    let (bad, _later) = bad_then_later(&w);
+    let mut engine = w.engine();
+    let event = |severity: &str, reason: &str, at: &Sha| {
+        parsed_flux(
+            &flux_event_at(w.now(), severity, reason, "revision", &format!("main@sha1:{}", at.0), json!({})),
+            w.now(),
+        )
+    };
+    let said = engine.controller_healthy(&event("info", "ReconciliationSucceeded", &w.good)).unwrap();
+    assert!(said.contains("is a candidate"), "{said}");
+    w.clock.advance(jiff::SignedDuration::from_mins(1));
+    let said = engine.controller_healthy(&event("info", "ReconciliationSucceeded", &bad)).unwrap();
+    assert!(said.contains("is a candidate"), "{said}");
+
+    w.clock.advance(jiff::SignedDuration::from_mins(2));
+    let report = engine.handle(&event("error", "HealthCheckFailed", &bad), &rollbackd::Options::default()).unwrap();
+    assert_eq!(report.outcome.name(), "rolled_back", "{}", report.explain());
+    assert_eq!(w.trailers("main", "Rollback-To"), [w.good.0.as_str()]);
+    // The rollback is applied and healthy (a candidate of its own, after the failing revision);
+    // a late report of another failure at the revision rolled back does not reject the way back.
+    let rollback = Sha(w.head());
+    w.clock.advance(jiff::SignedDuration::from_mins(1));
+    let said = engine.controller_healthy(&event("info", "ReconciliationSucceeded", &rollback)).unwrap();
+    assert!(said.contains("is a candidate"), "{said}");
+    let late = engine.handle(&event("error", "ReconciliationFailed", &bad), &rollbackd::Options::default()).unwrap();
+    assert_ne!(late.outcome.name(), "rolled_back", "{}", late.explain());
+    assert_eq!(w.head(), rollback.0, "rolled back already: nothing more written");
+
+    w.clock.advance(jiff::SignedDuration::from_mins(15));
+    engine.verify_due().unwrap();
+    assert_eq!(known_good_tags_at(&w, &bad.0), 0, "the failing revision is never tagged known-good");
+    assert_eq!(known_good_tags_at(&w, &w.good.0), 1, "the earlier candidate soaked on");
+    assert_eq!(known_good_tags_at(&w, &rollback.0), 1, "the rolled-back state soaked on");
+    let note = w.git(&["notes", "--ref=refs/notes/rollbackd-candidates", "show", &bad.0]);
+    assert!(note.contains("\"rejected\"") && note.contains("HealthCheckFailed"), "{note}");
+}
+
+/// A Flux failure at a revision the branch does not hold (a commit of another branch, or none
+/// at all) is refused with 422; one for another repository is ignored with the reason. Nothing
+/// is written for either.
+#[test]
+fn flux_failures_off_the_branch_or_for_another_repo_write_nothing() {
+    let w = World::with(&[controller_policy("revert")]);
+    with_controller_sources(&w);
+    let (bad, _later) = bad_then_later(&w);
+    let side = w.git(&["commit-tree", "main^{tree}", "-p", "main", "-m", "an experiment on another branch"]);
+    w.git(&["update-ref", "refs/heads/experiment", &side]);
+    let s = serve(&w, "data");
+    let before = w.git(&["for-each-ref"]);
+
+    for revision in [format!("experiment@sha1:{side}"), "main@sha1:0123456789abcdef0123456789abcdef01234567".into()] {
+        let body = flux_event("error", "HealthCheckFailed", "revision", &revision, json!({}));
+        let (st, said) = post_flux(&s, FLUX_KEYS[0], &body);
+        assert_eq!(st, 422, "{revision}: {said}");
+        let reason = said["reason"].as_str().unwrap();
+        assert!(reason.contains("of branch main: nothing to blame"), "{said}");
+    }
+
+    let elsewhere = flux_event(
+        "error",
+        "HealthCheckFailed",
+        "revision",
+        &format!("main@sha1:{}", bad.0),
+        json!({ "repo": "https://github.com/acme/other-deploy" }),
+    );
+    let (st, said) = post_flux(&s, FLUX_KEYS[0], &elsewhere);
+    assert_eq!((st, said["outcome"].as_str()), (200, Some("ignored")), "{said}");
+    assert!(said["reason"].as_str().unwrap().contains("not a config repo rollbackd serves"), "{said}");
+    assert_eq!(w.git(&["for-each-ref"]), before, "no ref of the origin moved");
+}
+
+/// End to end with Argo CD: Degraded rolls back; a notification for the rollback commit that is
+/// healthy but OutOfSync verifies nothing; Synced + Healthy at a revision containing the
+/// rollback verifies it, and the note says when it reached the cluster.
+#[test]
+fn a_rollback_is_verified_when_argo_cd_reports_it_synced_and_healthy() {
+    let policy = controller_policy("revert").set("verify", json!({ "within": "10m", "deploy_time": "0s" }));
+    let w = World::with(&[policy]);
+    with_controller_sources(&w);
+    let (bad, _later) = bad_then_later(&w);
+    let s = serve(&w, "data");
+    let origin = origin_url(&w);
+    let (st, said) = post_argo(&s, ARGO_TOKEN, &argo_notification(&bad.0, &origin, "Degraded", "Synced"));
+    assert_eq!((st, said["outcome"].as_str()), (200, Some("rolled_back")), "{said}");
+    let rollback = w.head();
+
+    let (st, said) = post_argo(&s, ARGO_TOKEN, &argo_notification(&rollback, &origin, "Healthy", "OutOfSync"));
+    assert_eq!((st, said["outcome"].as_str()), (200, Some("ignored")), "{said}");
+    assert!(verification_note(&w, &rollback).is_none(), "not synced: not applied");
+
+    let (st, said) = post_argo(&s, ARGO_TOKEN, &argo_notification(&rollback, &origin, "Healthy", "Synced"));
+    assert_eq!(st, 200, "{said}");
+    assert!(said["reason"].as_str().unwrap().contains("reached the cluster"), "{said}");
+    wait_for("the verification note on the origin", 60, || {
+        verification_note(&w, &rollback).is_some_and(|n| n.contains("Verification: verified"))
+    });
+    let n = verification_note(&w, &rollback).unwrap();
+    assert!(n.contains("Applied-At: ") && n.contains("reached the cluster"), "{n}");
+}
+
+/// A rollback the controller applied but nothing showed healthy (the query could not be
+/// evaluated): the unverified notice still says when the rollback reached the cluster.
+#[test]
+fn an_unverified_notice_says_when_the_controller_applied_the_rollback() {
+    let r = crate::common::receiver::Receiver::start();
+    let policy = controller_policy("revert")
+        .set("notify", ["oncall"])
+        .set("verify", json!({ "within": "10m", "deploy_time": "0s", "query": "up == 1" }));
+    let w = World::with(&[policy]);
+    // Nothing listens there: every query fails at once.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    w.write_config(
+        &ConfigSpec::new()
+            .set("notify.channels.oncall", json!({ "kind": "webhook", "url": format!("{}/hook", r.url) }))
+            .set("prometheus.url", format!("http://{closed}"))
+            .set("git.fetch_freshness", "0s"),
+    );
+    with_controller_sources(&w);
+    let (bad, _) = bad_then_later(&w);
+    let mut engine = w.engine();
+    let at = |reason: &str, severity: &str, rev: &str| {
+        parsed_flux(
+            &flux_event_at(w.now(), severity, reason, "revision", &format!("main@sha1:{rev}"), json!({})),
+            w.now(),
+        )
+    };
+    let report = engine.handle(&at("HealthCheckFailed", "error", &bad.0), &rollbackd::Options::default()).unwrap();
+    assert_eq!(report.outcome.name(), "rolled_back", "{}", report.explain());
+    assert_eq!(r.next().body["event"], "rolled_back");
+    let rollback = w.head();
+    w.clock.advance(jiff::SignedDuration::from_mins(2));
+    let said = engine.controller_healthy(&at("ReconciliationSucceeded", "info", &rollback)).unwrap();
+    assert!(said.contains("reached the cluster"), "{said}");
+    w.clock.advance(jiff::SignedDuration::from_mins(9));
+    engine.verify_due().unwrap();
+    let note = verification_note(&w, &rollback).expect("the verdict is recorded");
+    assert!(note.contains("Verification: unverified") && note.contains("Applied-At: "), "{note}");
+    let msg = r.next().body;
+    assert_eq!(msg["event"], "escalated", "{msg}");
+    assert!(msg.to_string().contains("the rollback reached the cluster at"), "{msg}");
 }
