@@ -559,58 +559,16 @@ fn print_reports(reports: &[Report], json: bool) -> anyhow::Result<()> {
 }
 
 fn run(cli: Cli) -> anyhow::Result<u8> {
+    let paths = Paths { config: &cli.config, repo: cli.config_repo.as_deref() };
     match cli.command {
-        Command::Check { offline, online, policies, forge } => {
-            let in_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
-            let offline = offline || (in_ci && !online && !forge);
-            let checks =
-                rollbackd::Checks { offline, policies: policies.as_deref(), forge, repo: cli.config_repo.as_deref() };
-            let report = rollbackd::check(&cli.config, &checks);
-            for d in &report.diagnostics {
-                println!("{d}");
-            }
-            let code = report.exit_code();
-            if code != 0 {
-                return Ok(code);
-            }
-            let how = if offline { " (offline: secrets, repo paths and queries not checked)" } else { "" };
-            println!("ok: {} is valid{how}", cli.config.display());
-            Ok(0)
-        }
+        Command::Check { offline, online, policies, forge } => cmd_check(paths, offline, online, policies, forge),
         Command::Simulate { event, source, github_event, at, json } => {
-            let clock: Arc<dyn Clock> = match at {
-                Some(t) => Arc::new(FixedClock::new(t)),
-                None => Arc::new(SystemClock),
-            };
-            let body = std::fs::read(&event).with_context(|| format!("cannot read {}", event.display()))?;
-            let events =
-                rollbackd::events_from_file(&body, source.map(SimSource::kind), github_event.as_deref(), clock.now())?;
-            let mut engine = engine(&cli.config, cli.config_repo.as_deref(), clock)?;
-            let opts = Options { dry_run: true, ..Options::default() };
-            // Each alert of a notification is its own decision: one that cannot be planned does
-            // not hide the others.
-            let mut reports = Vec::new();
-            let mut code = 0;
-            for e in &events {
-                match engine.handle(e, &opts) {
-                    Ok(r) => {
-                        // The same code `rollback` gives for the same outcome.
-                        code = code.max(exit_code(&r.outcome));
-                        reports.push(r);
-                    }
-                    Err(err) => {
-                        eprintln!("error: {}: {err}", e.trigger());
-                        code = code.max(err.exit_code() as u8);
-                    }
-                }
-            }
-            print_reports(&reports, json)?;
-            Ok(code)
+            cmd_simulate(paths, event, source, github_event, at, json)
         }
         Command::Rollback { service, env, to, reason, who, dry_run, emergency, json } => {
             let clock: Arc<dyn Clock> = Arc::new(SystemClock);
             let now = clock.now();
-            let mut engine = engine(&cli.config, cli.config_repo.as_deref(), clock)?;
+            let mut engine = engine(paths.config, paths.repo, clock)?;
             let asker = who.resolve(&engine)?;
             let actor = asker.id();
             let name = actor.trim_start_matches("cli:");
@@ -621,94 +579,27 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             print_reports(std::slice::from_ref(&report), json)?;
             Ok(exit_code(&report.outcome))
         }
-        Command::Drill { service, env, who, json } => {
-            let mut engine = engine(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
-            let actor = who.resolve(&engine)?.id();
-            let outcome = engine.drill(&service, &env, &actor)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&outcome)?);
-            } else {
-                println!("{}", outcome.summary());
-            }
-            Ok(if outcome.is_written() { 0 } else { 2 })
-        }
-        Command::History { service, env, limit, json } => {
-            let mut engine = reader(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
-            let index = engine.history()?;
-            let query = HistoryQuery { service: service.as_deref(), env: env.as_deref(), limit: Some(limit) };
-            let records = query.select(index.records());
-            if json {
-                println!("{}", serde_json::to_string_pretty(&rollbackd::history_json(&records))?);
-            } else {
-                println!("{}", rollbackd::history_text(&records));
-            }
-            Ok(0)
-        }
-        Command::Audit { command: AuditCommand::Verify { since, json } } => {
-            let mut engine = reader(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
-            let checks = engine.audit_verify(since.as_deref())?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&checks)?);
-            } else {
-                print!("{}", rollbackd::SignatureCheck::text(&checks));
-            }
-            Ok(if checks.iter().all(rollbackd::SignatureCheck::verified) { 0 } else { 2 })
-        }
-        Command::Explain { subject, json } => {
-            let mut engine = reader(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
-            let explanation = engine.explain(&subject)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&explanation)?);
-            } else if explanation.is_empty() {
-                println!("nothing recorded about {subject} in the audit window");
-            } else {
-                print!("{}", explanation.text());
-            }
-            Ok(if explanation.is_empty() { 2 } else { 0 })
-        }
-        Command::Approve { id, who } => {
-            review(&cli.config, cli.config_repo.as_deref(), who, |e, actor| e.approve(&id, actor))
-        }
-        Command::Cancel { id, who } => {
-            review(&cli.config, cli.config_repo.as_deref(), who, |e, actor| e.cancel(&id, actor))
-        }
+        Command::Drill { service, env, who, json } => cmd_drill(paths, service, env, who, json),
+        Command::History { service, env, limit, json } => cmd_history(paths, service, env, limit, json),
+        Command::Audit { command: AuditCommand::Verify { since, json } } => cmd_audit(paths, since, json),
+        Command::Explain { subject, json } => cmd_explain(paths, subject, json),
+        Command::Approve { id, who } => review(paths.config, paths.repo, who, |e, actor| e.approve(&id, actor)),
+        Command::Cancel { id, who } => review(paths.config, paths.repo, who, |e, actor| e.cancel(&id, actor)),
         Command::Continue { id, who } => {
-            let mut engine = engine(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
+            let mut engine = engine(paths.config, paths.repo, Arc::new(SystemClock))?;
             let actor = who.resolve(&engine)?;
             said(engine.continue_rollback(&id, &actor)?)
         }
         Command::Abort { id, reason, who } => {
-            let mut engine = engine(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
+            let mut engine = engine(paths.config, paths.repo, Arc::new(SystemClock))?;
             let actor = who.resolve(&engine)?;
             said(engine.abort_rollback(&id, &actor, reason.as_deref())?)
         }
         Command::Healthcheck { url, ready } => healthcheck(&cli.config, url, ready),
-        Command::Schema { file } => {
-            let schema = match file {
-                SchemaFile::Config => rollbackd::config_schema(),
-                SchemaFile::Policy => rollbackd::policy_schema(),
-            };
-            // A closed pipe (`| head`) is the reader's choice, not an error.
-            let _ = std::io::Write::write_all(
-                &mut std::io::stdout().lock(),
-                format!("{}\n", serde_json::to_string_pretty(&schema)?).as_bytes(),
-            );
-            Ok(0)
-        }
-        Command::Gate { rev, base, repo } => {
-            let mut engine = engine(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
-            let report = engine.gate(&rev, base.as_deref(), repo.as_deref())?;
-            if report.violations.is_empty() {
-                println!("ok: {} artifact changes, none brings back a held artifact", report.checked);
-                return Ok(0);
-            }
-            for v in &report.violations {
-                println!("held: {v}");
-            }
-            Ok(2)
-        }
+        Command::Schema { file } => cmd_schema(file),
+        Command::Gate { rev, base, repo } => cmd_gate(paths, rev, base, repo),
         Command::Release { service, env, reason, who } => {
-            let mut engine = engine(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
+            let mut engine = engine(paths.config, paths.repo, Arc::new(SystemClock))?;
             let actor = who.resolve(&engine)?;
             said(engine.release(&service, &env, reason.as_deref(), &actor)?)
         }
@@ -722,55 +613,216 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Freeze { scope, env, duration, reason, who } => {
-            let mut engine = engine(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
+            let mut engine = engine(paths.config, paths.repo, Arc::new(SystemClock))?;
             let actor = who.resolve(&engine)?;
             said(engine.freeze(&scope, env.as_deref(), duration, reason.as_deref(), &actor)?)
         }
         Command::Pause { duration, reason, who } => {
-            let mut engine = engine(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
+            let mut engine = engine(paths.config, paths.repo, Arc::new(SystemClock))?;
             let actor = who.resolve(&engine)?;
             said(engine.pause(duration, reason.as_deref(), &actor)?)
         }
         Command::Resume { who } => {
-            let mut engine = engine(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
+            let mut engine = engine(paths.config, paths.repo, Arc::new(SystemClock))?;
             let actor = who.resolve(&engine)?;
             said(engine.resume(&actor, None)?)
         }
         Command::Unfreeze { scope, env, who } => {
-            let mut engine = engine(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
+            let mut engine = engine(paths.config, paths.repo, Arc::new(SystemClock))?;
             let actor = who.resolve(&engine)?;
             said(engine.unfreeze(&scope, env.as_deref(), &actor, None)?)
         }
         Command::Status { service } => {
-            let mut engine = reader(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
+            let mut engine = reader(paths.config, paths.repo, Arc::new(SystemClock))?;
             print!("{}", engine.status(service.as_deref())?);
             Ok(0)
         }
-        Command::Readiness { service, env, json } => {
-            let mut engine = reader(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
-            let wait = engine.config().registries.iter().map(|r| r.timeout.as_std()).max().unwrap_or_default();
-            let rows =
-                engine.readiness(service.as_deref(), env.as_deref(), wait + std::time::Duration::from_secs(1))?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
-            } else {
-                print!("{}", rollbackd::Readiness::text(&rows));
-            }
-            Ok(if rows.iter().all(|r| r.ready) { 0 } else { 2 })
-        }
-        Command::Plan { rev, base, json } => {
-            let mut engine = engine(&cli.config, cli.config_repo.as_deref(), Arc::new(SystemClock))?;
-            let plans = engine.plan_change(&rev, base.as_deref())?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&plans)?);
-            } else {
-                print!("{}", rollbackd::ChangePlan::text_all(&plans));
-            }
-            Ok(0)
-        }
+        Command::Readiness { service, env, json } => cmd_readiness(paths, service, env, json),
+        Command::Plan { rev, base, json } => cmd_plan(paths, rev, base, json),
         Command::Serve { listen } => run_serve(&cli.config, listen, None),
         Command::Demo { dir, no_serve, listen } => run_demo(&dir, no_serve, listen),
     }
+}
+
+/// Where the config file is, and the config repo a command was pointed at instead of its own.
+#[derive(Clone, Copy)]
+struct Paths<'a> {
+    config: &'a Path,
+    repo: Option<&'a str>,
+}
+
+/// `rollbackd check`: the config, its policies and (online) what they point at.
+fn cmd_check(
+    paths: Paths<'_>,
+    offline: bool,
+    online: bool,
+    policies: Option<PathBuf>,
+    forge: bool,
+) -> anyhow::Result<u8> {
+    let in_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+    let offline = offline || (in_ci && !online && !forge);
+    let checks = rollbackd::Checks { offline, policies: policies.as_deref(), forge, repo: paths.repo };
+    let report = rollbackd::check(paths.config, &checks);
+    for d in &report.diagnostics {
+        println!("{d}");
+    }
+    let code = report.exit_code();
+    if code != 0 {
+        return Ok(code);
+    }
+    let how = if offline { " (offline: secrets, repo paths and queries not checked)" } else { "" };
+    println!("ok: {} is valid{how}", paths.config.display());
+    Ok(0)
+}
+
+/// `rollbackd simulate`: a saved event through the live path, as a dry run.
+fn cmd_simulate(
+    paths: Paths<'_>,
+    event: PathBuf,
+    source: Option<SimSource>,
+    github_event: Option<String>,
+    at: Option<Timestamp>,
+    json: bool,
+) -> anyhow::Result<u8> {
+    let clock: Arc<dyn Clock> = match at {
+        Some(t) => Arc::new(FixedClock::new(t)),
+        None => Arc::new(SystemClock),
+    };
+    let body = std::fs::read(&event).with_context(|| format!("cannot read {}", event.display()))?;
+    let events = rollbackd::events_from_file(&body, source.map(SimSource::kind), github_event.as_deref(), clock.now())?;
+    let mut engine = engine(paths.config, paths.repo, clock)?;
+    let opts = Options { dry_run: true, ..Options::default() };
+    // Each alert of a notification is its own decision: one that cannot be planned does
+    // not hide the others.
+    let mut reports = Vec::new();
+    let mut code = 0;
+    for e in &events {
+        match engine.handle(e, &opts) {
+            Ok(r) => {
+                // The same code `rollback` gives for the same outcome.
+                code = code.max(exit_code(&r.outcome));
+                reports.push(r);
+            }
+            Err(err) => {
+                eprintln!("error: {}: {err}", e.trigger());
+                code = code.max(err.exit_code() as u8);
+            }
+        }
+    }
+    print_reports(&reports, json)?;
+    Ok(code)
+}
+
+/// `rollbackd drill`: the rollback it would do, written to the drill branch.
+fn cmd_drill(paths: Paths<'_>, service: String, env: String, who: Who, json: bool) -> anyhow::Result<u8> {
+    let mut engine = engine(paths.config, paths.repo, Arc::new(SystemClock))?;
+    let actor = who.resolve(&engine)?.id();
+    let outcome = engine.drill(&service, &env, &actor)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&outcome)?);
+    } else {
+        println!("{}", outcome.summary());
+    }
+    Ok(if outcome.is_written() { 0 } else { 2 })
+}
+
+/// `rollbackd history`.
+fn cmd_history(
+    paths: Paths<'_>,
+    service: Option<String>,
+    env: Option<String>,
+    limit: usize,
+    json: bool,
+) -> anyhow::Result<u8> {
+    let mut engine = reader(paths.config, paths.repo, Arc::new(SystemClock))?;
+    let index = engine.history()?;
+    let query = HistoryQuery { service: service.as_deref(), env: env.as_deref(), limit: Some(limit) };
+    let records = query.select(index.records());
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rollbackd::history_json(&records))?);
+    } else {
+        println!("{}", rollbackd::history_text(&records));
+    }
+    Ok(0)
+}
+
+/// `rollbackd audit verify`: every record's signature.
+fn cmd_audit(paths: Paths<'_>, since: Option<String>, json: bool) -> anyhow::Result<u8> {
+    let mut engine = reader(paths.config, paths.repo, Arc::new(SystemClock))?;
+    let checks = engine.audit_verify(since.as_deref())?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&checks)?);
+    } else {
+        print!("{}", rollbackd::SignatureCheck::text(&checks));
+    }
+    Ok(if checks.iter().all(rollbackd::SignatureCheck::verified) { 0 } else { 2 })
+}
+
+/// `rollbackd explain`: why something was or was not rolled back.
+fn cmd_explain(paths: Paths<'_>, subject: String, json: bool) -> anyhow::Result<u8> {
+    let mut engine = reader(paths.config, paths.repo, Arc::new(SystemClock))?;
+    let explanation = engine.explain(&subject)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&explanation)?);
+    } else if explanation.is_empty() {
+        println!("nothing recorded about {subject} in the audit window");
+    } else {
+        print!("{}", explanation.text());
+    }
+    Ok(if explanation.is_empty() { 2 } else { 0 })
+}
+
+/// `rollbackd schema`: the JSON Schema of a file serde reads.
+fn cmd_schema(file: SchemaFile) -> anyhow::Result<u8> {
+    let schema = match file {
+        SchemaFile::Config => rollbackd::config_schema(),
+        SchemaFile::Policy => rollbackd::policy_schema(),
+    };
+    // A closed pipe (`| head`) is the reader's choice, not an error.
+    let _ = std::io::Write::write_all(
+        &mut std::io::stdout().lock(),
+        format!("{}\n", serde_json::to_string_pretty(&schema)?).as_bytes(),
+    );
+    Ok(0)
+}
+
+/// `rollbackd gate`: whether a change brings back a held artifact.
+fn cmd_gate(paths: Paths<'_>, rev: String, base: Option<String>, repo: Option<PathBuf>) -> anyhow::Result<u8> {
+    let mut engine = engine(paths.config, paths.repo, Arc::new(SystemClock))?;
+    let report = engine.gate(&rev, base.as_deref(), repo.as_deref())?;
+    if report.violations.is_empty() {
+        println!("ok: {} artifact changes, none brings back a held artifact", report.checked);
+        return Ok(0);
+    }
+    for v in &report.violations {
+        println!("held: {v}");
+    }
+    Ok(2)
+}
+
+/// `rollbackd readiness`: whether each covered target could be rolled back now.
+fn cmd_readiness(paths: Paths<'_>, service: Option<String>, env: Option<String>, json: bool) -> anyhow::Result<u8> {
+    let mut engine = reader(paths.config, paths.repo, Arc::new(SystemClock))?;
+    let wait = engine.config().registries.iter().map(|r| r.timeout.as_std()).max().unwrap_or_default();
+    let rows = engine.readiness(service.as_deref(), env.as_deref(), wait + std::time::Duration::from_secs(1))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        print!("{}", rollbackd::Readiness::text(&rows));
+    }
+    Ok(if rows.iter().all(|r| r.ready) { 0 } else { 2 })
+}
+
+/// `rollbackd plan`: what a change would be rolled back to.
+fn cmd_plan(paths: Paths<'_>, rev: String, base: Option<String>, json: bool) -> anyhow::Result<u8> {
+    let mut engine = engine(paths.config, paths.repo, Arc::new(SystemClock))?;
+    let plans = engine.plan_change(&rev, base.as_deref())?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&plans)?);
+    } else {
+        print!("{}", rollbackd::ChangePlan::text_all(&plans));
+    }
+    Ok(0)
 }
 
 /// Prints what a person's action said: exit 2 when it was refused (a rule said no).
