@@ -86,6 +86,7 @@ pub use support::schema::{config as config_schema, policy as policy_schema};
 /// and the benchmarks.
 pub use git::seed::Seeder;
 
+pub use git::defer_ca_bundle;
 /// git's `user.email`, for naming a person at the CLI.
 pub use git::git_user_email;
 

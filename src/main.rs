@@ -460,6 +460,9 @@ fn whoami(flag: Option<String>) -> Result<String, Usage> {
 }
 
 fn main() -> ExitCode {
+    // Before any thread: libgit2 starts without parsing the CA bundle, which the first https
+    // origin loads (most commands never need it, and it was half a CLI command's time).
+    rollbackd::defer_ca_bundle();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

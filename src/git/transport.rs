@@ -125,6 +125,7 @@ pub(super) fn fetch(repo: &Repository, url: &str, auth: &Auth) -> Result<(), Git
             message: format!("no repository at {}", shown.display()),
         });
     }
+    super::tls::before_remote(url);
     let mut remote = repo.remote_anonymous(url).map_err(|e| unreachable(url, &e))?;
     let mut opts = FetchOptions::new();
     opts.remote_callbacks(callbacks(auth));
@@ -148,6 +149,7 @@ pub(super) fn fetch_one(
     remote_ref: &str,
     local: &str,
 ) -> Result<(), GitError> {
+    super::tls::before_remote(url);
     let mut remote = repo.remote_anonymous(url).map_err(|e| unreachable(url, &e))?;
     let mut opts = FetchOptions::new();
     opts.remote_callbacks(callbacks(auth));
@@ -194,6 +196,7 @@ pub(super) fn remote_values(
             }
         }
     } else {
+        super::tls::before_remote(url);
         let mut remote = git2::Remote::create_detached(url).map_err(|e| unreachable(url, &e))?;
         let connection = remote
             .connect_auth(git2::Direction::Fetch, Some(callbacks(auth)), Some(proxy()))
@@ -243,6 +246,7 @@ pub(super) fn push_refs(
 
 /// The origin's current value of `refname` (`None`: it does not exist).
 fn remote_value(repo: &Repository, url: &str, auth: &Auth, refname: &str) -> Result<Option<Oid>, GitError> {
+    super::tls::before_remote(url);
     let mut remote = repo.remote_anonymous(url).map_err(|e| unreachable(url, &e))?;
     remote
         .connect_auth(git2::Direction::Fetch, Some(callbacks(auth)), Some(proxy()))
@@ -369,6 +373,7 @@ fn send_checked(
     updates: &[Update<'_>],
     specs: &[String],
 ) -> Result<PushResult, GitError> {
+    super::tls::before_remote(url);
     let mut remote = repo.remote_anonymous(url).map_err(|e| unreachable(url, &e))?;
     // refname → the server's refusal, for every ref it refused.
     let rejections: RefCell<Vec<(String, String)>> = RefCell::new(Vec::new());

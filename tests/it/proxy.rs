@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::process::Command;
 
 use crate::common::fake_github::{FakeGithub, TOKEN};
-use crate::common::net::{Proxy, SmartHttp};
+use crate::common::net::{Proxy, SmartHttp, TlsFront};
 use crate::common::*;
 
 /// `rollbackd rollback <service> --env prod` with only the given proxy variables set.
@@ -148,4 +148,41 @@ fn a_push_whose_answer_was_lost_is_known_by_the_next_fetch() {
     let err = engine.handle(&w.alert("cart", "prod", "fprefused"), &rollbackd::Options::default());
     assert!(err.is_err(), "{err:?}");
     assert_eq!(w.trailers("main", "Rollback-Service"), Vec::<String>::new(), "nothing on the branch for cart");
+}
+
+/// An https origin. The binary starts libgit2 without parsing the CA bundle (most commands
+/// never need it) and loads it when an https origin is first used: the certificates the
+/// environment names are what verify the origin, and a certificate they do not hold is refused
+/// before anything is written.
+#[test]
+fn an_https_origin_is_verified_with_the_ca_certificates_the_environment_names() {
+    let w = World::with(&[PolicySpec::new("prod")]);
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let git = SmartHttp::start(w.root().to_path_buf());
+    let tls = TlsFront::start(git.addr, w.root());
+    w.write_config(&ConfigSpec::new().set("git.fetch_freshness", "0s"));
+    let url = format!("https://127.0.0.1:{}/origin.git", tls.addr.port());
+    let cfg = std::fs::read_to_string(w.config_path()).unwrap().replace("url: origin.git", &format!("url: {url}"));
+    std::fs::write(w.config_path(), cfg).unwrap();
+    let said = |o: &std::process::Output| {
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
+    };
+    let before = w.head();
+
+    // The system's certificates do not hold the origin's: refused, nothing written.
+    let system = std::env::var("SSL_CERT_FILE").unwrap_or_else(|_| "/etc/ssl/certs/ca-certificates.crt".into());
+    let out = rollback(&w, "checkout", &[("SSL_CERT_FILE", system.as_str())]);
+    assert_eq!(out.status.code(), Some(3), "{}", said(&out));
+    assert!(said(&out).to_lowercase().contains("certificate"), "{}", said(&out));
+    assert_eq!(w.head(), before);
+
+    // Trusted as the environment says: the fetch and the push go over TLS.
+    let ca = tls.ca_file.to_str().unwrap();
+    let out = rollback(&w, "checkout", &[("SSL_CERT_FILE", ca)]);
+    assert_eq!(out.status.code(), Some(0), "{}", said(&out));
+    assert_ne!(w.head(), before);
+    let message = w.git(&["log", "-1", "--format=%B", "refs/heads/main"]);
+    assert!(message.contains("Rollback-Service: checkout"), "{message}");
+    let served = git.requests.lock().unwrap().clone();
+    assert!(served.iter().any(|r| r == "POST /origin.git/git-receive-pack"), "the push: {served:?}");
 }

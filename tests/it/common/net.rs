@@ -202,3 +202,51 @@ async fn tunnel(mut client: tokio::net::TcpStream, names: Arc<HashMap<String, u1
     }
     let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
 }
+
+/// TLS in front of a loopback server, as a load balancer ends it: a certificate for `127.0.0.1`
+/// made by the `openssl` CLI, its PEM (the CA a client must trust) beside it in `dir`.
+pub struct TlsFront {
+    pub addr: std::net::SocketAddr,
+    pub ca_file: PathBuf,
+}
+
+impl TlsFront {
+    pub fn start(upstream: std::net::SocketAddr, dir: &std::path::Path) -> TlsFront {
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let (cert, key) = (dir.join("tls-cert.pem"), dir.join("tls-key.pem"));
+        let made = std::process::Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+            .args(["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("openssl");
+        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+        let chain = vec![CertificateDer::from_pem_file(&cert).unwrap()];
+        let key_der = PrivateKeyDer::from_pem_file(&key).unwrap();
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key_der)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let addr = spawn(move |listener| async move {
+            loop {
+                let Ok((conn, _)) = listener.accept().await else { return };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    // A client that refuses the certificate ends the handshake: nothing to serve.
+                    let Ok(mut tls) = acceptor.accept(conn).await else { return };
+                    let Ok(mut plain) = tokio::net::TcpStream::connect(upstream).await else { return };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                });
+            }
+        });
+        TlsFront { addr, ca_file: cert }
+    }
+}
