@@ -382,6 +382,11 @@ fn a_slack_user_linked_to_a_github_member_of_the_owning_team_approves_from_slack
     assert!(posted["text"].as_str().unwrap().contains("merged"), "{posted}");
     assert!(canary_restored(&w));
     assert_eq!(gh.team_lookups(), 1, "asked about dave once; bob has no login to ask about");
+    // Asked again within five minutes, GitHub's answer is the one kept.
+    slash("UDAVE", "trig-dave-again");
+    let posted = crate::slack::next(&rx);
+    assert!(posted["text"].as_str().unwrap().contains("no open proposal"), "{posted}");
+    assert_eq!(gh.team_lookups(), 1, "the answer was kept");
     gh.finish();
 }
 
@@ -396,5 +401,43 @@ fn check_forge_says_codeowners_in_chatops_needs_members_read() {
     let out = w.run_cli(&["check", "--forge"]);
     let text = said(&out);
     assert!(text.contains("needs members permission Read-only (has none) to codeowners in chatops"), "{text}");
+    gh.finish();
+}
+
+#[test]
+fn at_the_cli_a_person_whose_key_is_listed_with_a_github_member_of_the_owning_team_approves() {
+    let policy = PolicySpec::new("prod")
+        .prod_only()
+        .mode(Mode::PullRequest)
+        .chatops("allow", &["github:carol"])
+        .chatops("approve", &["codeowners"]);
+    let w = World::with(&[policy]);
+    let gh = FakeGithub::start(w.origin.clone());
+    gh.add_team_member("acme/checkout", "dave", "active");
+    let (dave, dave_pub) = crate::signing::person_key(&w, "dave");
+    let (bob, bob_pub) = crate::signing::person_key(&w, "bob");
+    std::fs::write(w.root().join("gh-token"), TOKEN).unwrap();
+    w.write_config(
+        &ConfigSpec::new()
+            .github_forge(&gh.url, "gh-token")
+            .set("directory.people", json!({ "dave": ["github:dave", dave_pub], "bob": ["github:bob", bob_pub] })),
+    );
+    w.commit_files("Code owners", &[("CODEOWNERS", Some("/apps/checkout/ @acme/checkout\n"))], 145);
+    w.deploy_checkout_with_canary();
+    let id = proposal_id(&chat_as(&w, Principal::new("github:carol"), "/rollback checkout prod").text);
+    let approve = |key: &str| {
+        let out = w.run_cli(&["approve", &id, "--signing-key", key]);
+        (out.status.code(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    };
+
+    // bob's login is in no team GitHub knows of.
+    let (code, said) = approve(&bob);
+    assert_eq!(code, Some(2), "{said}");
+    assert!(said.contains("not a code owner"), "{said}");
+    // dave's key is listed with github:dave, whom GitHub says is in @acme/checkout.
+    let (code, said) = approve(&dave);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("merged"), "{said}");
+    assert!(canary_restored(&w));
     gh.finish();
 }
