@@ -573,6 +573,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             let now = clock.now();
             let mut engine = engine(paths.config, paths.repo, clock)?;
             let asker = who.resolve(&engine)?;
+            let asker = with_teams(&mut engine, asker);
             let actor = asker.id();
             let name = actor.trim_start_matches("cli:");
             let request_id = format!("{name}-{}-{}", now.as_nanosecond(), std::process::id());
@@ -842,9 +843,22 @@ fn review(
 ) -> anyhow::Result<u8> {
     let mut engine = engine(config, repo, Arc::new(SystemClock))?;
     let actor = who.resolve(&engine)?;
+    let actor = with_teams(&mut engine, actor);
     let outcome = f(&mut engine, &actor)?;
     println!("{}", outcome.summary());
     Ok(if matches!(outcome, rollbackd::ReviewOutcome::Refused { .. }) { 2 } else { 0 })
+}
+
+/// A key-signed person with the teams GitHub confirms of the GitHub logins `directory.people`
+/// lists for them, among those CODEOWNERS names, for `codeowners`: the CLI is a process of its
+/// own and may wait on GitHub, a few seconds at most.
+fn with_teams(engine: &mut Engine, actor: rollbackd::Actor) -> rollbackd::Actor {
+    match actor {
+        rollbackd::Actor::Person(p) => {
+            rollbackd::Actor::Person(engine.with_forge_teams(p, std::time::Duration::from_secs(5)))
+        }
+        operator => operator,
+    }
 }
 
 fn healthcheck(config: &Path, url: Option<String>, ready: bool) -> anyhow::Result<u8> {

@@ -71,6 +71,8 @@ pub enum Job {
     GithubComment {
         comment: Box<crate::domain::event::Comment>,
         directory: Box<crate::domain::principal::Directory>,
+        /// The teams GitHub confirmed of the sender, asked at the edge.
+        teams: Box<crate::domain::principal::ForgeTeams>,
         reply: oneshot::Sender<JobResult>,
     },
     ChecksPassed {
@@ -166,6 +168,9 @@ pub struct Shared {
     as_of: RwLock<Option<jiff::Timestamp>>,
     /// How the state watch asks the origin (renewed at every publish: reloads, tokens).
     watcher: RwLock<Option<crate::git::StateWatcher>>,
+    /// How the forge is asked about team membership, and the teams CODEOWNERS on the watched
+    /// branch names (when a policy admits by `codeowners`): what the edge asks before queueing.
+    teams: RwLock<Option<(crate::forge::teams::TeamLookup, Arc<[String]>)>>,
 }
 
 impl Shared {
@@ -242,6 +247,16 @@ impl Shared {
     pub(crate) fn confirm_as_of(&self, at: jiff::Timestamp) {
         let mut as_of = self.as_of.write().unwrap_or_else(|e| e.into_inner());
         *as_of = (*as_of).max(Some(at));
+    }
+
+    /// How to ask the forge about team membership, and which teams: `None` when there is
+    /// nothing to ask (no policy admits by `codeowners`, CODEOWNERS names no team, no GitHub).
+    pub(crate) fn team_question(&self) -> Option<(crate::forge::teams::TeamLookup, Arc<[String]>)> {
+        self.teams
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .filter(|(lookup, teams)| lookup.asks() && !teams.is_empty())
     }
 
     pub(crate) fn state_watcher(&self) -> Option<crate::git::StateWatcher> {
@@ -569,8 +584,8 @@ fn process(engine: &mut Engine, shared: &Shared, job: Job, gates: &SyncSender<Ga
         Job::Chat { request, reply } => {
             let _ = reply.send(crate::chat::dispatch::execute(engine, &request));
         }
-        Job::GithubComment { comment, directory, reply } => {
-            let text = crate::chat::dispatch::github_comment(engine, &comment, &directory);
+        Job::GithubComment { comment, directory, teams, reply } => {
+            let text = crate::chat::dispatch::github_comment_with(engine, &comment, &directory, &teams);
             let _ = reply.send(JobResult::Note(text));
         }
         Job::ChecksPassed { branch, reply } => {
@@ -704,6 +719,8 @@ fn publish(engine: &mut Engine, shared: &Shared, fetch: bool, status: bool) -> b
                 }
             }
             *shared.watcher.write().unwrap_or_else(|e| e.into_inner()) = Some(engine.state_watcher());
+            *shared.teams.write().unwrap_or_else(|e| e.into_inner()) =
+                Some((engine.team_lookup(), engine.codeowner_teams()));
             if fetch {
                 metrics::origin_reachable(shared.name.as_deref(), true);
             }

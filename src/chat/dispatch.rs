@@ -190,6 +190,17 @@ pub fn github_comment(
     c: &crate::domain::event::Comment,
     directory: &crate::domain::principal::Directory,
 ) -> String {
+    github_comment_with(engine, c, directory, &crate::domain::principal::ForgeTeams::default())
+}
+
+/// [`github_comment`], its sender in the teams `teams` says GitHub confirmed (asked at the
+/// edge, before the comment was queued: the writer never asks GitHub whom a team holds).
+pub(crate) fn github_comment_with(
+    engine: &mut Engine,
+    c: &crate::domain::event::Comment,
+    directory: &crate::domain::principal::Directory,
+    teams: &crate::domain::principal::ForgeTeams,
+) -> String {
     use crate::chat::command::parse_markdown;
     let command = match parse_markdown(&c.body) {
         Ok(None) => return "no /rollback command in the comment".into(),
@@ -223,7 +234,9 @@ pub fn github_comment(
         Err(e) => failed(format!("@{}: {e}\n\n(`/rollback help` lists the commands)", c.sender), true),
         Ok(command) => {
             let request = ChatRequest {
-                principal: Principal::new(format!("github:{}", c.sender)).with_groups(directory),
+                principal: Principal::new(format!("github:{}", c.sender))
+                    .with_groups(directory)
+                    .with_forge_teams(teams),
                 command,
                 request_id: format!("github-comment/{}", c.id),
                 channel: "github".into(),

@@ -13,11 +13,36 @@ use serde::{Deserialize, Deserializer};
 pub struct Principal {
     pub id: String,
     pub groups: Vec<String>,
+    /// What the forge could not confirm of their teams (a membership it would not say, one still
+    /// pending), for a refusal to say why a team did not count.
+    pub team_notes: Vec<String>,
+}
+
+/// What the forge said of a person's teams: those it confirmed they are an active member of
+/// (`org/team`), and a note for each it did not (pending, refused to say, did not answer).
+/// Nothing confirmed is a member: a lookup that failed admits nobody.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ForgeTeams {
+    pub member_of: Vec<String>,
+    pub notes: Vec<String>,
 }
 
 impl Principal {
     pub fn new(id: impl Into<String>) -> Self {
-        Principal { id: id.into(), groups: Vec::new() }
+        Principal { id: id.into(), groups: Vec::new(), team_notes: Vec::new() }
+    }
+
+    /// Adds the teams the forge confirmed as `github-team:<org>/<team>` groups, and keeps its
+    /// notes on the others.
+    pub fn with_forge_teams(mut self, teams: &ForgeTeams) -> Self {
+        for t in &teams.member_of {
+            let group = format!("github-team:{}", t.to_ascii_lowercase());
+            if !self.groups.iter().any(|g| g.eq_ignore_ascii_case(&group)) {
+                self.groups.push(group);
+            }
+        }
+        self.team_notes.extend(teams.notes.iter().cloned());
+        self
     }
 
     /// Fills in group memberships from the configured directory.
@@ -188,13 +213,51 @@ impl Directory {
             groups.push(p.id);
             groups.extend(p.groups);
         }
-        Some(Principal { id: format!("cli:{name}"), groups })
+        Some(Principal { id: format!("cli:{name}"), groups, team_notes: Vec::new() })
+    }
+
+    /// The GitHub logins behind principal `p`: its own (`github:<login>`), and every
+    /// `github:` account `people` lists with it (a Slack user, a key-signed CLI person). What
+    /// the forge is asked about for their teams; lowercased, each once.
+    pub fn github_logins(&self, p: &Principal) -> Vec<String> {
+        let mut ids: Vec<String> = vec![p.id.clone()];
+        // A key-signed CLI principal holds its accounts as groups.
+        ids.extend(p.groups.iter().filter(|g| g.starts_with("github:")).cloned());
+        if let Some(name) = self.person(&p.id).strip_prefix("person:")
+            && let Some(accounts) = self.people.get(name)
+        {
+            ids.extend(accounts.iter().cloned());
+        }
+        let mut logins: Vec<String> = ids
+            .iter()
+            .filter_map(|i| i.strip_prefix("github:"))
+            .map(str::to_ascii_lowercase)
+            .filter(|l| !l.is_empty())
+            .collect();
+        logins.sort();
+        logins.dedup();
+        logins
     }
 
     /// Whether two principal ids are the same person.
     pub fn same_person(&self, a: &str, b: &str) -> bool {
         self.person(a) == self.person(b)
     }
+}
+
+/// GitHub logins: letters, digits and hyphens, at most 39 characters, not starting with a
+/// hyphen; Enterprise Managed Users are `name_shortcode`, so one `_` before the enterprise's
+/// short code (itself letters and digits) is allowed too.
+pub(crate) fn is_github_login(login: &str) -> bool {
+    let (name, shortcode) = match login.rsplit_once('_') {
+        Some((name, code)) => (name, Some(code)),
+        None => (login, None),
+    };
+    let plain =
+        |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') && !s.starts_with('-');
+    login.len() <= 39
+        && plain(name)
+        && shortcode.is_none_or(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
 
 /// The first rule that admits `p`, if any.
@@ -236,6 +299,29 @@ mod tests {
         assert!(rules.iter().all(|r| r.admits(&p)), "{p:?}");
         assert!(dir.same_person("cli:alice", "slack:UALICE"));
         assert!(dir.person_with_key("ssh-ed25519 AAAAother").is_none());
+    }
+
+    #[test]
+    fn the_github_logins_behind_a_person_and_the_teams_the_forge_confirmed() {
+        let dir = Directory {
+            people: [
+                ("dave".into(), vec!["slack:UDAVE".into(), "github:Dave".into(), "github:dave-work".into()]),
+                ("bob".into(), vec!["slack:UBOB".into()]),
+            ]
+            .into(),
+            ..Directory::default()
+        };
+        assert_eq!(dir.github_logins(&Principal::new("slack:UDAVE")), ["dave", "dave-work"]);
+        assert_eq!(dir.github_logins(&Principal::new("github:DAVE")), ["dave", "dave-work"]);
+        assert_eq!(dir.github_logins(&Principal::new("github:carol")), ["carol"]);
+        assert!(dir.github_logins(&Principal::new("slack:UBOB")).is_empty());
+
+        let teams = ForgeTeams { member_of: vec!["acme/Checkout".into()], notes: vec!["pending".into()] };
+        let p = Principal::new("slack:UDAVE").with_forge_teams(&teams).with_forge_teams(&teams);
+        assert_eq!(p.groups, ["github-team:acme/checkout"], "each team once");
+        let rule: Rule = "github-team:acme/checkout".parse().unwrap();
+        assert!(rule.admits(&p));
+        assert_eq!(p.team_notes.len(), 2);
     }
 
     #[test]

@@ -165,6 +165,10 @@ pub struct Engine {
     readiness: readiness::State,
     /// Scheduled drills that wrote nothing or failed, and when they may be tried again.
     drills_deferred: HashMap<(String, String), Timestamp>,
+    /// The teams CODEOWNERS names, as of a head of the watched branch (see `codeowner_teams`).
+    codeowner_teams: Option<(Sha, Arc<[String]>)>,
+    /// Asks the forge whom those teams hold, off the writer (the edge and the CLI ask it).
+    team_lookup: crate::forge::teams::TeamLookup,
 }
 
 impl Engine {
@@ -201,6 +205,7 @@ impl Engine {
             config.prometheus.clone().map(|p| Arc::new(crate::prometheus::Prometheus::new(p)) as Arc<dyn QueryMetrics>);
         let prober = probe::Prober::new(prometheus, clock.clone());
         let readiness = readiness::State::new(&config, forge.clone());
+        let team_lookup = crate::forge::teams::TeamLookup::new(forge.clone());
         let mut engine = Engine {
             config,
             policies,
@@ -222,6 +227,8 @@ impl Engine {
             repo_identity,
             readiness,
             drills_deferred: HashMap::new(),
+            codeowner_teams: None,
+            team_lookup,
         };
         engine.sync_policies();
         Ok(engine)

@@ -6,6 +6,8 @@
 use crate::domain::codeowners::{self, Codeowners, Owner};
 use crate::domain::principal::{Principal, Rule, first_admitting};
 
+use std::sync::Arc;
+
 use super::{Engine, EngineError};
 
 /// The CODEOWNERS file on `repo`'s watched branch head: the first of GitHub's locations that
@@ -64,8 +66,87 @@ impl Engine {
                 tracing::info!(principal = %p, list, codeowners = owners.path, "admitted as a code owner of every file");
                 Admission::Admitted
             }
-            Some(why) => Admission::Refused(format!("not in {list} and not a code owner of every file: {why}")),
+            Some(why) if p.team_notes.is_empty() => {
+                Admission::Refused(format!("not in {list} and not a code owner of every file: {why}"))
+            }
+            // A team the forge did not confirm counts for nothing: said, so they know whether
+            // to ask an org owner to grant Members read or to accept an invitation.
+            Some(why) => Admission::Refused(format!(
+                "not in {list} and not a code owner of every file: {why}; {}",
+                p.team_notes.join("; ")
+            )),
         })
+    }
+
+    /// The teams (`org/team`) CODEOWNERS on the watched branch names, when a policy in force
+    /// admits people by `codeowners` (`chatops.allow`, `approve`, `emergency`): the only teams
+    /// the edge asks the forge about, never one a request names. Empty otherwise. Read again
+    /// only when the branch's head moved.
+    pub(crate) fn codeowner_teams(&mut self) -> Arc<[String]> {
+        let judges = self.policies.policies.iter().any(|p| {
+            let c = &p.chatops;
+            c.allow.iter().chain(&c.approve).chain(&c.emergency).any(Rule::is_codeowners)
+        });
+        let Some(head) = judges.then(|| self.repo.head().ok()).flatten() else { return Arc::from([]) };
+        if let Some((at, teams)) = &self.codeowner_teams
+            && *at == head
+        {
+            return teams.clone();
+        }
+        let teams: Arc<[String]> = match self.codeowners() {
+            Ok(Some(owners)) => {
+                let mut teams: Vec<String> = owners
+                    .rules
+                    .iter()
+                    .flat_map(|r| &r.owners)
+                    .filter_map(|o| match o {
+                        Owner::Team(t) => Some(t.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                teams.sort();
+                teams.dedup();
+                teams.into()
+            }
+            Ok(None) => Arc::from([]),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read CODEOWNERS; no team membership is asked of the forge");
+                Arc::from([])
+            }
+        };
+        self.codeowner_teams = Some((head, teams.clone()));
+        teams
+    }
+
+    /// How the forge is asked about team membership (off the writer: the edge and the CLI ask).
+    pub(crate) fn team_lookup(&self) -> crate::forge::teams::TeamLookup {
+        self.team_lookup.clone()
+    }
+
+    /// `p` with the teams the forge confirms they are in, among those CODEOWNERS names on the
+    /// watched branch, waiting at most `budget` for GitHub. For the CLI, a process of its own
+    /// that may wait on GitHub; the service's writer never calls this (its edge asks before
+    /// queueing).
+    pub fn with_forge_teams(&mut self, p: Principal, budget: std::time::Duration) -> Principal {
+        if !self.team_lookup.asks() {
+            return p;
+        }
+        // CODEOWNERS as the branch has it now; unreadable, no team is asked (fail closed).
+        if let Ok(_lock) = self.begin()
+            && let Err(e) = self.fetch_if_stale()
+        {
+            tracing::warn!(error = %e, "cannot fetch the config repo to read CODEOWNERS");
+        }
+        let teams = self.codeowner_teams();
+        let logins: Vec<String> = self
+            .config
+            .directory
+            .github_logins(&p)
+            .into_iter()
+            .filter(|l| crate::domain::principal::is_github_login(l))
+            .collect();
+        let found = self.team_lookup.ask(&logins, &teams, budget);
+        p.with_forge_teams(&found)
     }
 
     /// `review.reviewers` and `review.teams` with `codeowners` replaced by the owners of

@@ -467,6 +467,36 @@ impl GithubForge {
         })
     }
 
+    /// Whether GitHub user `login` is in team `org/team`: `GET /orgs/{org}/teams/{team_slug}/memberships/{username}`.
+    /// An `active` membership is one; a `pending` one (an invitation not accepted yet) is not,
+    /// nor is a 404 (no membership, or a team these credentials cannot see). Anything else,
+    /// a 403 above all (an App not granted Members read), is an error: nobody is taken for a
+    /// member on it.
+    pub fn team_membership(&self, team: &str, login: &str) -> Result<TeamMembership, ForgeError> {
+        let plain =
+            |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        let (org, slug) = team.split_once('/').unwrap_or(("", ""));
+        // `.` and `..` would be resolved away by the URL: no such team.
+        if !plain(org) || !plain(slug) || !plain(login) || [org, slug, login].iter().any(|s| s.starts_with('.')) {
+            return Err(ForgeError::Config(format!("`{team}` / `{login}` is not a GitHub team and login")));
+        }
+        let path = format!("/orgs/{org}/teams/{slug}/memberships/{login}");
+        match self.call(Method::Get, &path, None) {
+            Ok(v) => match v.get("state").and_then(Value::as_str) {
+                Some("active") => Ok(TeamMembership::Active),
+                Some("pending") => Ok(TeamMembership::Pending),
+                other => Err(ForgeError::Api {
+                    method: "GET",
+                    path,
+                    status: 200,
+                    message: format!("unexpected membership state {other:?}"),
+                }),
+            },
+            Err(ForgeError::Api { status: 404, .. }) => Ok(TeamMembership::NotMember),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Whether it authenticates as a GitHub App (which alone can read its webhook deliveries).
     pub fn is_app(&self) -> bool {
         self.app.is_some()
@@ -774,6 +804,16 @@ fn with_plan(held: String, plans: &[crate::domain::change_plan::ChangePlan]) -> 
         summary.push_str(&ChangePlan::markdown_all(plans, room));
     }
     summary
+}
+
+/// What GitHub says of one person in one team.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TeamMembership {
+    Active,
+    /// Invited, not accepted yet: not a member.
+    Pending,
+    /// Not a member (or a team these credentials cannot see).
+    NotMember,
 }
 
 /// The checks on one commit, by name, as they stand.

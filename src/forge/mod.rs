@@ -6,6 +6,7 @@ mod api;
 pub(crate) mod drill_ci;
 pub(crate) mod github;
 pub(crate) mod needs;
+pub(crate) mod teams;
 
 pub(crate) use crate::config::{ForgeConfig, GithubConfig};
 pub(crate) use github::{GithubForge, HookDelivery, Pr};

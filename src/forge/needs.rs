@@ -52,7 +52,21 @@ pub(crate) fn permissions(config: &Config, set: &PolicySet) -> Vec<Need> {
         needs.push(need("deployments", false, "sources.github: receive deployment_status deliveries", false));
     }
     // review.teams needs nothing more: `POST .../requested_reviewers` takes team slugs with Pull
-    // requests write alone (Members read is for listing teams, which rollbackd never does).
+    // requests write alone; nor does `review.reviewers: [codeowners]`, which only requests.
+    // `codeowners` that admits people asks GitHub whom the teams CODEOWNERS names hold.
+    let judges = policies.iter().any(|p| {
+        let c = &p.chatops;
+        c.allow.iter().chain(&c.approve).chain(&c.emergency).any(crate::domain::principal::Rule::is_codeowners)
+    });
+    if judges {
+        needs.push(need(
+            "members",
+            false,
+            "codeowners in chatops: learn who is in the teams CODEOWNERS names (without it, only \
+             directory.github_teams says)",
+            false,
+        ));
+    }
     let workflows = policies
         .iter()
         .any(|p| p.target.paths.iter().any(|path| p.path_reaches(&path.value.0, ".github/workflows/deploy.yml")));

@@ -9,6 +9,8 @@ use tracing::info;
 
 use super::{Answer, AppState, auth, error, is_json, not_json, respond};
 use crate::domain::event::Source;
+use crate::domain::principal::is_github_login;
+use crate::domain::principal::{ForgeTeams, Principal};
 use crate::ingest::github;
 use crate::metrics;
 use crate::worker::Job;
@@ -61,6 +63,21 @@ pub(super) async fn github_webhook(State(st): State<AppState>, headers: HeaderMa
             return st.collect(Source::Github, p).await;
         }
         Routed::Jobs(trigger, members, make) => (trigger, members, make),
+        Routed::Comment { trigger, member, comment, judged } => {
+            // The sender's teams, as GitHub says, asked here: never by the writer.
+            let teams = match judged {
+                true => st.forge_teams(member, &Principal::new(format!("github:{}", comment.sender))).await,
+                false => ForgeTeams::default(),
+            };
+            let directory = st.0.directory.clone();
+            let make: MakeJob = Box::new(move |reply| Job::GithubComment {
+                comment: Box::new(comment.clone()),
+                directory: Box::new(directory.clone()),
+                teams: Box::new(teams.clone()),
+                reply,
+            });
+            (trigger, vec![member], make)
+        }
     };
     if let Some(id) = &delivery
         && !st.0.deliveries.reserve(&format!("github/{id}"))
@@ -87,6 +104,14 @@ enum Routed<'a> {
     Ignored(String),
     Event(crate::domain::event::Event),
     Jobs(String, Vec<&'a crate::fleet::Member>, MakeJob),
+    /// A command in a comment on a pull request, for the writer of `member`; `judged`: it may be
+    /// decided by `codeowners`, so the sender's teams are asked of GitHub first.
+    Comment {
+        trigger: String,
+        member: &'a crate::fleet::Member,
+        comment: crate::domain::event::Comment,
+        judged: bool,
+    },
 }
 
 fn route(st: &AppState, parsed: github::GithubEvent) -> Routed<'_> {
@@ -111,18 +136,13 @@ fn route(st: &AppState, parsed: github::GithubEvent) -> Routed<'_> {
             if !is_github_login(&comment.sender) {
                 return Routed::Ignored("the sender is not a GitHub login".into());
             }
-            let new_command = crate::chat::command::parse_markdown(&comment.body).map(|c| c.is_some()).unwrap_or(true);
-            if !new_command {
+            let command = crate::chat::command::parse_markdown(&comment.body);
+            if matches!(command, Ok(None)) {
                 return Routed::Ignored("no /rollback command in the comment".into());
             }
+            let judged = command.is_ok_and(|c| c.as_ref().is_some_and(super::judged_by_owners));
             let trigger = format!("github:comment/{}", comment.id);
-            let directory = st.0.directory.clone();
-            let make: MakeJob = Box::new(move |reply| Job::GithubComment {
-                comment: Box::new(comment.clone()),
-                directory: Box::new(directory.clone()),
-                reply,
-            });
-            Routed::Jobs(trigger, vec![member], make)
+            Routed::Comment { trigger, member, comment, judged }
         }
         github::GithubEvent::ChecksPassed { branch } => {
             let trigger = format!("github:checks/{branch}");
@@ -186,21 +206,6 @@ fn release_if_retry(st: &AppState, delivery: Option<&str>, resp: &Response) {
     {
         st.0.deliveries.release(&format!("github/{id}"));
     }
-}
-
-/// GitHub logins: letters, digits and hyphens, at most 39 characters, not starting with a
-/// hyphen; Enterprise Managed Users are `name_shortcode`, so one `_` before the enterprise's
-/// short code (itself letters and digits) is allowed too.
-pub(crate) fn is_github_login(login: &str) -> bool {
-    let (name, shortcode) = match login.rsplit_once('_') {
-        Some((name, code)) => (name, Some(code)),
-        None => (login, None),
-    };
-    let plain =
-        |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') && !s.starts_with('-');
-    login.len() <= 39
-        && plain(name)
-        && shortcode.is_none_or(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
 
 #[cfg(test)]

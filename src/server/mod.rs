@@ -29,12 +29,29 @@ use tracing::{info, warn};
 use crate::config::{Config, Secrets};
 use crate::domain::event::{Event, Source};
 use crate::domain::history;
+use crate::domain::principal::ForgeTeams;
 use crate::engine::Triage;
 use crate::fleet::{Fleet, Member};
 use crate::metrics;
 use crate::support::clock::Clock;
 use crate::support::secret::SecretString;
 use crate::worker::{self, Job, JobResult, QueueError};
+
+/// How long a person's command waits for GitHub to say which teams they are in (Slack wants
+/// its answer within 3 s). A question not answered by then is not counted, and is answered
+/// for the next command.
+const TEAM_LOOKUP_BUDGET: Duration = Duration::from_secs(2);
+
+/// Whether a command may be decided by `codeowners` (a request, an approval, a cancel): only
+/// then is GitHub asked about the person's teams.
+fn judged_by_owners(command: &crate::chat::Command) -> bool {
+    matches!(
+        command,
+        crate::chat::Command::Rollback { .. }
+            | crate::chat::Command::Approve { .. }
+            | crate::chat::Command::Cancel { .. }
+    )
+}
 
 /// How an Alertmanager may authenticate.
 #[derive(Clone, Debug, Default)]
@@ -397,6 +414,26 @@ impl AppState {
             Ok(Err(_)) => Err(error(StatusCode::BAD_REQUEST, "the body could not be read")),
             Ok(Ok(bytes)) => Ok(bytes),
         }
+    }
+
+    /// The teams GitHub confirms `p` is in (through every GitHub login `directory.people` links
+    /// to theirs), among those CODEOWNERS names on `member`'s watched branch: asked here,
+    /// before the command is queued, on a blocking thread and within [`TEAM_LOOKUP_BUDGET`],
+    /// so the writer never waits on GitHub. Nothing to ask (no policy admits by `codeowners`,
+    /// no GitHub forge, no login): nothing confirmed.
+    async fn forge_teams(&self, member: &Member, p: &crate::domain::principal::Principal) -> ForgeTeams {
+        let Some((lookup, teams)) = member.handle.shared().team_question() else { return ForgeTeams::default() };
+        let logins: Vec<String> = self
+            .0
+            .directory
+            .github_logins(p)
+            .into_iter()
+            .filter(|l| crate::domain::principal::is_github_login(l))
+            .collect();
+        if logins.is_empty() {
+            return ForgeTeams::default();
+        }
+        tokio::task::spawn_blocking(move || lookup.ask(&logins, &teams, TEAM_LOOKUP_BUDGET)).await.unwrap_or_default()
     }
 
     fn submit(&self, member: &Member, trigger: String, job: Job, rx: oneshot::Receiver<JobResult>) -> Pending {

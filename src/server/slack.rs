@@ -117,9 +117,17 @@ pub(super) async fn slack_webhook(State(st): State<AppState>, headers: HeaderMap
     tracing::debug!(command = %crate::domain::ident::shown(&cmd.text), "slack command text");
     let mut answers = Vec::new();
     let mut busy = Vec::new();
+    let judged = super::judged_by_owners(&request.command);
     for m in st.0.fleet.route_command(&request, st.0.clock.now()) {
         let (reply, rx) = oneshot::channel();
-        if m.handle.submit(Job::Chat { request: Box::new(request.clone()), reply }).is_err() {
+        let mut request = request.clone();
+        // Their teams, as GitHub says (through the GitHub login directory.people links to their
+        // Slack account), asked here: never by the writer.
+        if judged {
+            let teams = st.forge_teams(m, &request.principal).await;
+            request.principal = request.principal.with_forge_teams(&teams);
+        }
+        if m.handle.submit(Job::Chat { request: Box::new(request), reply }).is_err() {
             busy.push(m.name.clone());
             continue;
         }

@@ -219,3 +219,225 @@ fn github_s_lookup_order_holds_dot_github_first_then_the_root_and_docs_last() {
     assert!(said.contains("rolled back"), "{said}");
     assert!(canary_restored(&w));
 }
+
+/// CODEOWNERS gives everything to @acme/checkout, a team known only to GitHub (dave is in it,
+/// erin is invited, mallory is not); carol proposed rolling back checkout/prod and its canary.
+/// rollbackd is an App on the fake GitHub, its deliveries signed `hook-secret`.
+fn teams_world(extra: &[(&str, serde_json::Value)]) -> (World, FakeGithub) {
+    let policy = PolicySpec::new("prod")
+        .prod_only()
+        .mode(Mode::PullRequest)
+        .chatops("allow", &["github:carol"])
+        .chatops("approve", &["codeowners"]);
+    let w = World::with(&[policy]);
+    let gh = FakeGithub::start(w.origin.clone());
+    gh.add_team_member("acme/checkout", "dave", "active");
+    gh.add_team_member("acme/checkout", "erin", "pending");
+    gh.add_team_member("acme/sre", "mallory", "active");
+    std::fs::write(w.root().join("gh-secrets"), "hook-secret\n").unwrap();
+    let mut cfg = ConfigSpec::new().github_app(&gh.url).set("sources.github.secrets_file", "gh-secrets");
+    for (k, v) in extra {
+        cfg = cfg.set(k, v.clone());
+    }
+    w.write_config(&cfg);
+    w.commit_files("Code owners", &[("CODEOWNERS", Some("* @acme/sre\n/apps/checkout/ @acme/checkout\n"))], 145);
+    w.deploy_checkout_with_canary();
+    let said = chat_as(&w, Principal::new("github:carol"), "/rollback checkout prod").text;
+    assert!(said.contains("proposed"), "{said}");
+    (w, gh)
+}
+
+/// `/rollback approve` commented on pull request `pr` by `login`, as GitHub delivers it;
+/// returns the status rollbackd answered.
+fn comment_on(gh: &FakeGithub, pr: u64, id: u64, login: &str) -> u16 {
+    let mut c = crate::common::http::fixture("issue_comment.created.payload.json");
+    c["issue"]["number"] = pr.into();
+    c["issue"]["pull_request"] = json!({ "url": format!("{}/repos/acme/config/pulls/{pr}", gh.url),
+        "html_url": "https://github.example/acme/config/pull/1", "diff_url": "https://github.example/d",
+        "patch_url": "https://github.example/p" });
+    c["comment"]["id"] = id.into();
+    c["comment"]["body"] = "/rollback approve".into();
+    c["comment"]["user"]["login"] = login.into();
+    c["sender"]["login"] = login.into();
+    c["repository"]["full_name"] = "acme/config".into();
+    let c = crate::common::openapi::webhook_payload("issue_comment", c);
+    gh.deliver("issue_comment", &format!("approve-{id}"), &serde_json::to_vec(&c).unwrap())
+}
+
+/// What rollbackd answered on the pull request to `login` (its comments neutralise `@`).
+fn answer_to(gh: &FakeGithub, login: &str) -> String {
+    let wanted = format!("github:{login}");
+    gh.comments().into_iter().map(|(_, body)| body).rfind(|b| b.contains(&wanted)).unwrap_or_default()
+}
+
+#[test]
+fn a_member_of_an_owning_team_known_only_to_github_approves_by_comment_and_the_proposal_merges() {
+    let (w, gh) = teams_world(&[]);
+    let pr = gh.prs()[0].clone();
+    let s = crate::serve::serve(&w, "srv");
+    gh.hook_to(&s.url, "hook-secret");
+
+    // dave is in no directory.github_teams: GitHub alone says he is in @acme/checkout.
+    assert_eq!(comment_on(&gh, pr.number, 9001, "dave"), 200);
+    wait_for("the merge", 30, || gh.prs()[0].state == "closed");
+    assert!(canary_restored(&w), "the rollback landed on the origin's main");
+    assert_eq!(w.trailers("main", "Rollback-Id").len(), 1);
+    assert!(gh.team_lookups() >= 1);
+    drop(s);
+    gh.finish();
+}
+
+#[test]
+fn an_invited_member_and_a_member_of_another_team_are_refused_naming_the_file() {
+    let (w, gh) = teams_world(&[]);
+    let pr = gh.prs()[0].clone();
+    let s = crate::serve::serve(&w, "srv");
+    gh.hook_to(&s.url, "hook-secret");
+
+    // erin's invitation to @acme/checkout is pending: it does not count, and she is told so.
+    comment_on(&gh, pr.number, 9002, "erin");
+    wait_for("the answer to erin", 30, || !answer_to(&gh, "erin").is_empty());
+    let said = answer_to(&gh, "erin");
+    assert!(
+        said.contains("not a code owner") && said.contains("apps/checkout/prod/") && said.contains("is owned by"),
+        "{said}"
+    );
+    assert!(said.contains("pending"), "{said}");
+    // mallory is in @acme/sre, which owns nothing the rollback changes.
+    comment_on(&gh, pr.number, 9003, "mallory");
+    wait_for("the answer to mallory", 30, || !answer_to(&gh, "mallory").is_empty());
+    let said = answer_to(&gh, "mallory");
+    assert!(
+        said.contains("not a code owner") && said.contains("apps/checkout/prod/") && said.contains("is owned by"),
+        "{said}"
+    );
+    assert_eq!(gh.prs()[0].state, "open", "nothing merged");
+    assert!(!canary_restored(&w));
+    assert!(gh.team_lookups() >= 2, "GitHub was asked");
+    drop(s);
+    gh.finish();
+}
+
+#[test]
+fn without_members_read_nobody_is_a_member_through_github_the_answer_says_so_and_the_directory_still_counts() {
+    let (w, gh) = teams_world(&[("directory.github_teams", json!({ "acme/checkout": ["frank"] }))]);
+    gh.gh.lock().unwrap().app_permissions = Some(json!({ "metadata": "read", "contents": "write",
+        "pull_requests": "write", "issues": "write", "checks": "write", "statuses": "read" }));
+    let pr = gh.prs()[0].clone();
+    let s = crate::serve::serve(&w, "srv");
+    gh.hook_to(&s.url, "hook-secret");
+
+    comment_on(&gh, pr.number, 9004, "dave");
+    wait_for("the answer to dave", 30, || !answer_to(&gh, "dave").is_empty());
+    let said = answer_to(&gh, "dave");
+    assert!(said.contains("not a code owner"), "{said}");
+    assert!(said.contains("membership not known") && said.contains("Members permission"), "{said}");
+    assert_eq!(gh.prs()[0].state, "open", "nothing merged");
+
+    // frank is in @acme/checkout by directory.github_teams: that needs no forge.
+    assert_eq!(comment_on(&gh, pr.number, 9005, "frank"), 200);
+    wait_for("the merge", 30, || gh.prs()[0].state == "closed");
+    assert!(canary_restored(&w));
+    drop(s);
+    gh.finish();
+}
+
+#[test]
+fn a_slack_user_linked_to_a_github_member_of_the_owning_team_approves_from_slack() {
+    let policy = PolicySpec::new("prod")
+        .prod_only()
+        .mode(Mode::PullRequest)
+        .chatops("allow", &["github:carol"])
+        .chatops("approve", &["codeowners"]);
+    let w = World::with(&[policy]);
+    let gh = FakeGithub::start(w.origin.clone());
+    gh.add_team_member("acme/checkout", "dave", "active");
+    std::fs::write(w.root().join("gh-token"), TOKEN).unwrap();
+    w.write_config(
+        &ConfigSpec::new()
+            .github_forge(&gh.url, "gh-token")
+            .set("directory.people", json!({ "dave": ["slack:UDAVE", "github:dave"], "bob": ["slack:UBOB"] })),
+    );
+    w.commit_files("Code owners", &[("CODEOWNERS", Some("/apps/checkout/ @acme/checkout\n"))], 145);
+    w.deploy_checkout_with_canary();
+    let said = chat_as(&w, Principal::new("github:carol"), "/rollback checkout prod").text;
+    let id = proposal_id(&said);
+    // The GitHub forge brings its own runtime: the engine is built outside the router's.
+    let app = crate::slack::app(&w);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let now = w.now().as_second();
+    let (url, rx) = crate::slack::response_server();
+    let slash = |user: &str, trigger: &str| {
+        let body = crate::slack::form(user, &format!("approve {id}"), trigger, &url);
+        rt.block_on(crate::slack::send(&app, crate::slack::signed(&body, now, &[])))
+    };
+
+    // bob has no GitHub account to be a member through.
+    slash("UBOB", "trig-bob");
+    let posted = crate::slack::next(&rx);
+    assert!(posted["text"].as_str().unwrap().contains("not a code owner"), "{posted}");
+    // dave's Slack account is his GitHub login, which GitHub says is in @acme/checkout.
+    slash("UDAVE", "trig-dave");
+    let posted = crate::slack::next(&rx);
+    assert!(posted["text"].as_str().unwrap().contains("merged"), "{posted}");
+    assert!(canary_restored(&w));
+    assert_eq!(gh.team_lookups(), 1, "asked about dave once; bob has no login to ask about");
+    // Asked again within five minutes, GitHub's answer is the one kept.
+    slash("UDAVE", "trig-dave-again");
+    let posted = crate::slack::next(&rx);
+    assert!(posted["text"].as_str().unwrap().contains("no open proposal"), "{posted}");
+    assert_eq!(gh.team_lookups(), 1, "the answer was kept");
+    gh.finish();
+}
+
+#[test]
+fn check_forge_says_codeowners_in_chatops_needs_members_read() {
+    let (w, gh) = teams_world(&[]);
+    let said = |o: &std::process::Output| String::from_utf8_lossy(&o.stdout).into_owned();
+    let out = w.run_cli(&["check", "--forge"]);
+    assert!(!said(&out).contains("members"), "granted: {}", said(&out));
+    gh.gh.lock().unwrap().app_permissions = Some(json!({ "metadata": "read", "contents": "write",
+        "pull_requests": "write", "issues": "write", "checks": "write", "statuses": "read" }));
+    let out = w.run_cli(&["check", "--forge"]);
+    let text = said(&out);
+    assert!(text.contains("needs members permission Read-only (has none) to codeowners in chatops"), "{text}");
+    gh.finish();
+}
+
+#[test]
+fn at_the_cli_a_person_whose_key_is_listed_with_a_github_member_of_the_owning_team_approves() {
+    let policy = PolicySpec::new("prod")
+        .prod_only()
+        .mode(Mode::PullRequest)
+        .chatops("allow", &["github:carol"])
+        .chatops("approve", &["codeowners"]);
+    let w = World::with(&[policy]);
+    let gh = FakeGithub::start(w.origin.clone());
+    gh.add_team_member("acme/checkout", "dave", "active");
+    let (dave, dave_pub) = crate::signing::person_key(&w, "dave");
+    let (bob, bob_pub) = crate::signing::person_key(&w, "bob");
+    std::fs::write(w.root().join("gh-token"), TOKEN).unwrap();
+    w.write_config(
+        &ConfigSpec::new()
+            .github_forge(&gh.url, "gh-token")
+            .set("directory.people", json!({ "dave": ["github:dave", dave_pub], "bob": ["github:bob", bob_pub] })),
+    );
+    w.commit_files("Code owners", &[("CODEOWNERS", Some("/apps/checkout/ @acme/checkout\n"))], 145);
+    w.deploy_checkout_with_canary();
+    let id = proposal_id(&chat_as(&w, Principal::new("github:carol"), "/rollback checkout prod").text);
+    let approve = |key: &str| {
+        let out = w.run_cli(&["approve", &id, "--signing-key", key]);
+        (out.status.code(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    };
+
+    // bob's login is in no team GitHub knows of.
+    let (code, said) = approve(&bob);
+    assert_eq!(code, Some(2), "{said}");
+    assert!(said.contains("not a code owner"), "{said}");
+    // dave's key is listed with github:dave, whom GitHub says is in @acme/checkout.
+    let (code, said) = approve(&dave);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("merged"), "{said}");
+    assert!(canary_restored(&w));
+    gh.finish();
+}

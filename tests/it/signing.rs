@@ -240,7 +240,7 @@ fn state_no_trusted_key_signed_holds_automatic_rollbacks_until_a_person_writes_i
 }
 
 /// A person's SSH key, made as they would make it: (private key file, public key line).
-fn person_key(w: &World, name: &str) -> (String, String) {
+pub(super) fn person_key(w: &World, name: &str) -> (String, String) {
     let path = w.root().join(format!("{name}-key"));
     let out = Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])

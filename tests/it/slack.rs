@@ -58,7 +58,7 @@ pub(super) fn response_server() -> (String, Receiver<serde_json::Value>) {
     (url, rx)
 }
 
-fn app(w: &World) -> Router {
+pub(super) fn app(w: &World) -> Router {
     std::fs::write(w.root().join("slack-secrets"), format!("{SECRET}\n")).unwrap();
     let cfg = std::fs::read_to_string(w.config_path()).unwrap();
     std::fs::write(
@@ -92,7 +92,7 @@ pub(super) fn form(user: &str, text: &str, trigger: &str, response_url: &str) ->
     .unwrap()
 }
 
-fn signed(body: &str, ts: i64, extra: &[(&str, &str)]) -> Request<Body> {
+pub(super) fn signed(body: &str, ts: i64, extra: &[(&str, &str)]) -> Request<Body> {
     let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
     mac.update(format!("v0:{ts}:{body}").as_bytes());
     let sig: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
@@ -106,14 +106,14 @@ fn signed(body: &str, ts: i64, extra: &[(&str, &str)]) -> Request<Body> {
     r.body(Body::from(body.to_string())).unwrap()
 }
 
-async fn send(app: &Router, req: Request<Body>) -> (StatusCode, serde_json::Value) {
+pub(super) async fn send(app: &Router, req: Request<Body>) -> (StatusCode, serde_json::Value) {
     let resp = app.clone().oneshot(req).await.unwrap();
     let status = resp.status();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
     (status, serde_json::from_slice(&bytes).unwrap_or_default())
 }
 
-fn next(rx: &Receiver<serde_json::Value>) -> serde_json::Value {
+pub(super) fn next(rx: &Receiver<serde_json::Value>) -> serde_json::Value {
     rx.recv_timeout(Duration::from_secs(30)).expect("an outcome posted to response_url")
 }
 

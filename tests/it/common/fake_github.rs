@@ -103,6 +103,9 @@ pub struct Gh {
     pub inject: Vec<Injected>,
     /// Every request, `METHOD /path`.
     pub requests: Vec<String>,
+    /// The organization's teams (`org/team-slug`) and their memberships: (login, `active` or
+    /// `pending`). Anyone else is not a member (404), as is anyone of a team not here.
+    pub teams: HashMap<String, Vec<(String, String)>>,
     /// The App installation's permissions and events (what docs/setup-github-app.md says to
     /// grant, when `None`). An installation token is refused (403) what they do not cover.
     pub app_permissions: Option<Value>,
@@ -181,6 +184,7 @@ impl FakeGithub {
                     .route("/repos/{o}/{r}/issues/{n}/labels", post(labels))
                     .route("/repos/{o}/{r}/issues/{n}/comments", post(comment))
                     .route("/repos/{o}/{r}/issues/comments/{id}/reactions", post(react))
+                    .route("/orgs/{org}/teams/{team}/memberships/{user}", get(team_membership))
                     .layer(axum::middleware::from_fn(require_token));
                 let r = Router::new()
                     .route("/repos/{o}/{r}/installation", get(installation))
@@ -230,6 +234,17 @@ impl FakeGithub {
 
     pub fn issues(&self) -> Vec<(String, String, Vec<String>)> {
         self.gh.lock().unwrap().issues.clone()
+    }
+
+    /// Puts `login` in team `org/team` with `state` (`active`, or `pending`: invited, not
+    /// accepted yet).
+    pub fn add_team_member(&self, team: &str, login: &str, state: &str) {
+        self.gh.lock().unwrap().teams.entry(team.to_string()).or_default().push((login.into(), state.into()));
+    }
+
+    /// How many times rollbackd asked about team membership.
+    pub fn team_lookups(&self) -> usize {
+        self.gh.lock().unwrap().requests.iter().filter(|r| r.starts_with("GET /orgs/")).count()
     }
 
     pub fn reactions(&self) -> Vec<(u64, String)> {
@@ -307,6 +322,10 @@ async fn contract(State(app): State<App>, req: axum::extract::Request, next: axu
 /// What an installation's permission covers: GitHub answers 403 "Resource not accessible by
 /// integration" to a call the installation was not granted.
 fn permission_for(method: &str, path: &str) -> Option<(&'static str, bool)> {
+    // An organization's teams and their members: the Members permission (Organization).
+    if path.starts_with("/orgs/") && path.contains("/teams/") {
+        return Some(("members", method != "GET"));
+    }
     let rest = path.strip_prefix("/repos/acme/config")?;
     let write = method != "GET";
     Some(match rest {
@@ -326,7 +345,7 @@ fn granted(gh: &Gh) -> Value {
     gh.app_permissions.clone().unwrap_or_else(|| {
         json!({ "metadata": "read", "contents": "write", "pull_requests": "write", "issues": "write",
                 "checks": "write", "statuses": "read", "actions": "read", "deployments": "read",
-                "workflows": "write" })
+                "workflows": "write", "members": "read" })
     })
 }
 
@@ -863,6 +882,22 @@ async fn commit_comment(
     answer["commit_id"] = sha.into();
     answer["body"] = b["body"].clone();
     (StatusCode::CREATED, Json(answer)).into_response()
+}
+
+/// A team membership, as GitHub answers it: `state` active or pending; 404 for anyone who is
+/// not a member, or a team that does not exist (names compared as GitHub does, ignoring case).
+async fn team_membership(State(app): State<App>, Path((org, team, user)): Path<(String, String, String)>) -> Response {
+    let gh = app.gh.lock().unwrap();
+    let key = format!("{org}/{team}").to_ascii_lowercase();
+    let found = gh.teams.get(&key).and_then(|m| m.iter().find(|(l, _)| l.eq_ignore_ascii_case(&user)));
+    let Some((login, state)) = found else {
+        return (StatusCode::NOT_FOUND, Json(json!({"message": "Not Found"}))).into_response();
+    };
+    let mut answer = super::openapi::example("get", "/orgs/{org}/teams/{team_slug}/memberships/{username}", 200);
+    answer["url"] = format!("{}/teams/1/memberships/{login}", app.url).into();
+    answer["role"] = "member".into();
+    answer["state"] = state.clone().into();
+    Json(answer).into_response()
 }
 
 async fn get_repo(State(app): State<App>) -> Response {
