@@ -274,9 +274,24 @@ pub struct RegistryConfig {
     /// Where its API is, when not `https://<host>` (e.g. `http://127.0.0.1:5000`).
     #[serde(default)]
     pub url: Option<String>,
-    /// An env var holding a bearer token; anonymous without it.
+    /// An env var holding a ready bearer token, sent as it is on every question (a token the
+    /// registry itself checks, such as a JWT its token service minted). Not with `username`.
+    /// Default: none.
     #[serde(default)]
     pub token_env: Option<String>,
+    /// A user name for the registry: sent with the password as Basic credentials to the token
+    /// service its `WWW-Authenticate: Bearer` challenge names, or to the registry itself when it
+    /// asks for Basic (htpasswd). Needs `password_env` or `password_file`. Default: none (tokens
+    /// are asked for anonymously, as for a public image).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// An env var holding the password (or access token used as one) of `username`.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// A file holding the password of `username` (surrounding whitespace dropped); relative to
+    /// the config file.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
     /// Time allowed per question. Default `5s`.
     #[serde(default = "default_registry_timeout")]
     pub timeout: crate::support::duration::Duration,
@@ -982,6 +997,25 @@ impl Config {
                 ));
             }
         }
+        for r in &self.registries {
+            let host = crate::domain::ident::shown(&r.host);
+            let password = r.password_env.is_some() as u8 + r.password_file.is_some() as u8;
+            match (&r.username, password) {
+                (Some(_), 1) | (None, 0) => {}
+                (Some(_), _) => {
+                    return Err(invalid(path, format!("registries {host}: set one of password_env or password_file")));
+                }
+                (None, _) => {
+                    return Err(invalid(path, format!("registries {host}: a password needs its username")));
+                }
+            }
+            if r.username.is_some() && r.token_env.is_some() {
+                return Err(invalid(
+                    path,
+                    format!("registries {host}: set token_env (a ready token) or username (credentials), not both"),
+                ));
+            }
+        }
         for (name, channel) in &self.notify.channels {
             match channel {
                 ChannelConfig::Webhook { url, url_env } | ChannelConfig::SlackWebhook { url, url_env }
@@ -1199,6 +1233,9 @@ impl Config {
             files.extend(a.bearer_tokens_file.as_mut());
         }
         files.extend(self.admin.token_file.as_mut());
+        for r in &mut self.registries {
+            files.extend(r.password_file.as_mut());
+        }
         for channel in self.notify.channels.values_mut() {
             match channel {
                 ChannelConfig::SlackApi { token_file, .. } => files.extend(token_file.as_mut()),

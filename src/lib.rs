@@ -111,6 +111,11 @@ pub mod parsers {
     pub use crate::ingest::flux::parse as flux;
     pub use crate::ingest::github::{Comment, GithubEvent, parse as github};
     pub use crate::registry::parse_image as image_reference;
+    /// A registry's `WWW-Authenticate`, the realm it names, its token service's answer.
+    pub use crate::registry::{
+        Challenge as RegistryChallenge, allowed_realm as registry_realm, parse_challenge as registry_challenge,
+        parse_token_answer as registry_token_answer,
+    };
     pub use crate::server::auth::{basic, bearer, flux_signature, github_signature, slack_signature};
     pub use crate::support::secret::SecretString;
     pub use crate::support::signing_key::{Signed, TrustedKeys};

@@ -115,6 +115,11 @@ pub struct Readiness {
     /// registry check asks about.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub images: Vec<String>,
+    /// Images whose registry did not say whether it has them, each with why (it refused the
+    /// question, could not be reached, failed): said, never a reason, since only a 404 tells
+    /// that an image is gone.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub images_unknown: Vec<String>,
     /// The latest drill of this service/env (absent: never drilled), with what the repo's CI
     /// said of it (`ci` null: no forge, or it has not answered yet) and the policy it rehearsed.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -135,6 +140,7 @@ impl Readiness {
             mode,
             policy: policy.map(str::to_string),
             images: Vec::new(),
+            images_unknown: Vec::new(),
             drill: None,
         }
     }
@@ -258,6 +264,9 @@ impl Readiness {
         let mut line = format!("{target:<24} {state:<9} {what}");
         if let Some(note) = self.drill_note() {
             line.push_str(&format!(" [{note}]"));
+        }
+        for unknown in &self.images_unknown {
+            line.push_str(&format!(" [image not checked: {unknown}]"));
         }
         if !self.reasons.is_empty() {
             let why: Vec<String> = self.reasons.iter().map(ToString::to_string).collect();

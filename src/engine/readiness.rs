@@ -196,7 +196,8 @@ impl Engine {
     }
 
     /// Asks the registries about every image the rows would bring back; a missing one makes
-    /// its row not ready. An answer that does not tell changes nothing.
+    /// its row not ready. An answer that does not tell (refused, unreachable) is said in
+    /// `images_unknown` and changes nothing else.
     fn ask_registries(&self, rows: &mut [Readiness], wait: Duration) {
         let images: Vec<String> =
             rows.iter().flat_map(|r| r.images.iter().cloned()).collect::<BTreeSet<_>>().into_iter().collect();
@@ -211,7 +212,11 @@ impl Engine {
                         "{image} is not in its registry (HEAD manifests answered 404)"
                     ))),
                     Some(Presence::Unknown(why)) => {
-                        warn!(%image, %why, "the registry did not say whether it has the image")
+                        warn!(%image, %why, "the registry did not say whether it has the image");
+                        let said = format!("{image}: {why}");
+                        if !row.images_unknown.contains(&said) {
+                            row.images_unknown.push(said);
+                        }
                     }
                     Some(Presence::Present) | None => {}
                 }

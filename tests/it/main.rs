@@ -31,6 +31,7 @@ mod phases;
 mod properties;
 mod proxy;
 mod readiness;
+mod readiness_registries;
 mod rebuild;
 mod replicas;
 mod repo_policies;

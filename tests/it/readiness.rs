@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use crate::common::registry::Registry;
 use crate::common::*;
 use rollbackd::Readiness;
 
@@ -275,105 +276,6 @@ fn plan_says_what_a_change_would_be_rolled_back_to_and_writes_nothing() {
     assert!(text.starts_with("checkout/prod (policy guarded, direct):"), "{text}");
     assert!(text.contains(&format!("back to {}", w.good.short())), "{text}");
     assert_eq!(origin_refs(&w), before, "plan wrote to the origin");
-}
-
-/// Debian's `docker-registry` (distribution 2.8) on a loopback port, storing in a temp dir.
-/// Killed on drop.
-struct Registry {
-    child: std::process::Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    use sha2::Digest as _;
-    let d = sha2::Sha256::digest(bytes);
-    format!("sha256:{}", d.iter().map(|b| format!("{b:02x}")).collect::<String>())
-}
-
-impl Registry {
-    fn start() -> Registry {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .unwrap();
-        let child = std::process::Command::new("/usr/bin/docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("docker-registry (Debian package docker-registry) is installed");
-        let r = Registry { child, port, _dir: dir };
-        wait_for("the registry to answer /v2/", 20, || {
-            r.agent().get(&format!("{}/v2/", r.url())).call().is_ok_and(|resp| resp.status() == 200)
-        });
-        r
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn agent(&self) -> ureq::Agent {
-        ureq::Agent::config_builder().http_status_as_error(false).build().into()
-    }
-
-    /// Uploads `bytes` as a blob of `name` (POST then PUT, as `docker push` does).
-    fn push_blob(&self, name: &str, bytes: &[u8]) -> String {
-        let digest = sha256(bytes);
-        let resp = self.agent().post(&format!("{}/v2/{name}/blobs/uploads/", self.url())).send_empty().unwrap();
-        assert_eq!(resp.status(), 202, "starting an upload");
-        let location = resp.headers().get("location").unwrap().to_str().unwrap().to_string();
-        let location = if location.starts_with('/') { format!("{}{location}", self.url()) } else { location };
-        let sep = if location.contains('?') { '&' } else { '?' };
-        let resp = self
-            .agent()
-            .put(&format!("{location}{sep}digest={digest}"))
-            .header("Content-Type", "application/octet-stream")
-            .send(bytes)
-            .unwrap();
-        assert_eq!(resp.status(), 201, "finishing the upload");
-        digest
-    }
-
-    /// An OCI image manifest for `name:tag`, with a config and one layer: what a real image is.
-    fn push_image(&self, name: &str, tag: &str) {
-        let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
-        let layer = format!("layer of {name}:{tag}").into_bytes();
-        let (c, l) = (self.push_blob(name, config), self.push_blob(name, &layer));
-        let manifest = json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": c, "size": config.len() },
-            "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": l, "size": layer.len() }],
-        });
-        let resp = self
-            .agent()
-            .put(&format!("{}/v2/{name}/manifests/{tag}", self.url()))
-            .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
-            .send(manifest.to_string())
-            .unwrap();
-        assert_eq!(resp.status(), 201, "pushing the manifest");
-    }
 }
 
 #[test]

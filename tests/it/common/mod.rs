@@ -10,6 +10,7 @@ pub mod net;
 pub mod openapi;
 pub mod procs;
 pub mod receiver;
+pub mod registry;
 pub mod spec;
 
 pub use rollbackd::{Mode, OnViolation, Strategy};

@@ -13,7 +13,7 @@ use axum::response::Response;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Runs `serve` on a thread of its own with its own runtime; returns the bound address.
-fn spawn<F, Fut>(serve: F) -> std::net::SocketAddr
+pub fn spawn<F, Fut>(serve: F) -> std::net::SocketAddr
 where
     F: FnOnce(tokio::net::TcpListener) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()>,
