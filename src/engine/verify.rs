@@ -287,7 +287,7 @@ impl Engine {
         // Every alert comes through here: while the notes ref is what it was when nothing was
         // soaking, there is nothing to read.
         let current = self.repo.ref_id(CANDIDATES_REF);
-        if self.verification.none_soaking.as_ref() == Some(&current) {
+        if self.verification.none_soaking == NoneSoaking::At(current) {
             return;
         }
         let notes = match self.repo.notes_of(CANDIDATES_REF) {
@@ -309,7 +309,10 @@ impl Engine {
                 warn!(error = %e, "a known-good candidate's state could not be recorded");
             }
         }
-        self.verification.none_soaking = (!soaking).then(|| self.repo.ref_id(CANDIDATES_REF));
+        self.verification.none_soaking = match soaking {
+            true => NoneSoaking::Unknown,
+            false => NoneSoaking::At(self.repo.ref_id(CANDIDATES_REF)),
+        };
     }
 
     /// Keeps a decision that wrote nothing in git, once per (trigger, outcome), for `explain`.
@@ -986,6 +989,16 @@ const PROMETHEUS_WAIT: std::time::Duration = std::time::Duration::from_millis(40
 /// How old an answer may be and still count.
 const PROMETHEUS_STALE: jiff::SignedDuration = jiff::SignedDuration::from_mins(5);
 
+/// When no known-good candidate was last seen soaking: while the candidates notes ref still
+/// points where it did then, no candidate needs reading.
+#[derive(Debug, PartialEq, Eq)]
+enum NoneSoaking {
+    /// Not known: at start, or a candidate was soaking at the last read.
+    Unknown,
+    /// None was soaking while the ref pointed at this commit (`None`: the ref did not exist).
+    At(Option<String>),
+}
+
 /// What verification keeps between ticks: the watches on pushed rollbacks, and what it has
 /// recorded or read already, so each is written or read once.
 pub(super) struct Verification {
@@ -996,7 +1009,7 @@ pub(super) struct Verification {
     /// (trigger, outcome) of decisions already recorded for `explain`.
     recorded: std::collections::HashSet<(String, String)>,
     /// The candidates notes ref as it was when no known-good candidate was soaking.
-    none_soaking: Option<Option<String>>,
+    none_soaking: NoneSoaking,
     /// Asks Prometheus off the writer thread (verification and phase checks).
     prober: super::probe::Prober,
     /// What each recent alert said (its summary and link), by trigger, for the notices that
@@ -1023,7 +1036,7 @@ impl Verification {
             watches: Default::default(),
             settled: Default::default(),
             recorded: Default::default(),
-            none_soaking: None,
+            none_soaking: NoneSoaking::Unknown,
             prober,
             incidents: Default::default(),
             failed: Default::default(),
