@@ -19,11 +19,12 @@
 //! it reads the last answer), and what comes back is hostile input (names checked against the
 //! distribution spec's patterns before they are put in a URL, bodies never read past a bound).
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Condvar, Mutex};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::RegistryConfig;
+use crate::support::asker::Asker;
 use crate::support::secret::SecretString;
 
 /// Questions out at once; a registry that hangs them all costs at most this many threads.
@@ -176,29 +177,23 @@ impl Auth {
     }
 }
 
-#[derive(Default)]
-struct State {
-    answers: HashMap<String, (Presence, Instant)>,
-    in_flight: HashSet<String>,
-    /// Tokens from token services, by (registry host, scope), with when they stop being used.
-    tokens: HashMap<(String, String), (SecretString, Instant)>,
-}
-
-struct Inner {
+/// The configured registries and the tokens their token services gave.
+struct Clients {
     registries: Vec<Registry>,
-    state: Mutex<State>,
-    changed: Condvar,
+    /// Tokens from token services, by (registry host, scope), with when they stop being used.
+    tokens: Mutex<HashMap<(String, String), (SecretString, Instant)>>,
 }
 
 /// Asks the configured registries on threads of their own; see the module doc.
 #[derive(Clone)]
 pub(crate) struct Registries {
-    inner: Arc<Inner>,
+    clients: Arc<Clients>,
+    asker: Asker<String, Presence>,
 }
 
 impl std::fmt::Debug for Registries {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registries").field("registries", &self.inner.registries.len()).finish_non_exhaustive()
+        f.debug_struct("Registries").field("registries", &self.clients.registries.len()).finish_non_exhaustive()
     }
 }
 
@@ -226,76 +221,36 @@ impl Registries {
                 }
             })
             .collect();
-        Registries {
-            inner: Arc::new(Inner { registries, state: Mutex::new(State::default()), changed: Condvar::new() }),
-        }
-    }
-
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+        let clients = Arc::new(Clients { registries, tokens: Mutex::new(HashMap::new()) });
+        let asked = clients.clone();
+        let asker = Asker::new("registry", MAX_IN_FLIGHT, |_| FRESH_FOR, move |image: &String| asked.head(image));
+        Registries { clients, asker }
     }
 
     /// Whether rollbackd would ask about `image` (its registry is configured and it parses).
     pub(crate) fn covers(&self, image: &str) -> bool {
-        parse_image(image).is_some_and(|i| self.inner.registries.iter().any(|r| r.host == i.host))
+        parse_image(image).is_some_and(|i| self.clients.registries.iter().any(|r| r.host == i.host))
     }
 
     /// Asks about each image a configured registry holds (unless asked lately or out already),
     /// then waits until each has an answer or `budget` is over. Returns the answers known by
     /// then; an image not asked about (or not answered yet) is absent.
     pub(crate) fn ask_all(&self, images: &[String], budget: Duration) -> HashMap<String, Presence> {
-        let wanted: Vec<&String> = images.iter().filter(|i| self.covers(i)).collect();
-        for image in &wanted {
-            self.ask(image);
-        }
-        let deadline = Instant::now() + budget;
-        let mut st = self.state();
-        loop {
-            let settled = wanted.iter().all(|i| !st.in_flight.contains(*i));
-            let now = Instant::now();
-            if settled || now >= deadline {
-                break;
-            }
-            st = match self.inner.changed.wait_timeout(st, deadline - now) {
-                Ok((g, _)) => g,
-                Err(e) => e.into_inner().0,
-            };
-        }
-        wanted.into_iter().filter_map(|i| st.answers.get(i).map(|(p, _)| (i.clone(), p.clone()))).collect()
+        let wanted: Vec<String> = images.iter().filter(|i| self.covers(i)).cloned().collect();
+        self.asker.ask_all(&wanted, budget).into_iter().map(|(i, kept)| (i, kept.value)).collect()
     }
+}
 
-    fn ask(&self, image: &str) {
-        {
-            let mut st = self.state();
-            let fresh = st.answers.get(image).is_some_and(|(_, at)| at.elapsed() < FRESH_FOR);
-            if fresh || st.in_flight.contains(image) || st.in_flight.len() >= MAX_IN_FLIGHT {
-                return;
-            }
-            st.in_flight.insert(image.to_string());
-        }
-        let me = self.clone();
-        let image = image.to_string();
-        let spawned = std::thread::Builder::new().name("registry".into()).spawn({
-            let image = image.clone();
-            move || {
-                let answer = me.head(&image);
-                let mut st = me.state();
-                st.in_flight.remove(&image);
-                st.answers.insert(image, (answer, Instant::now()));
-                drop(st);
-                me.inner.changed.notify_all();
-            }
-        });
-        if spawned.is_err() {
-            self.state().in_flight.remove(&image);
-        }
+impl Clients {
+    fn tokens(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), (SecretString, Instant)>> {
+        self.tokens.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// `HEAD /v2/<name>/manifests/<reference>` on the image's registry, answering the challenge
     /// it makes (see the module doc).
     fn head(&self, image: &str) -> Presence {
         let Some(i) = parse_image(image) else { return Presence::Unknown("not an image reference".into()) };
-        let Some(r) = self.inner.registries.iter().find(|r| r.host == i.host) else {
+        let Some(r) = self.registries.iter().find(|r| r.host == i.host) else {
             return Presence::Unknown(format!("{} is not in registries", i.host));
         };
         if let Auth::Unusable(why) = &r.auth {
@@ -315,7 +270,7 @@ impl Registries {
         };
         if cached.is_some() {
             // Expired early or revoked: fetch a new one, once.
-            self.state().tokens.remove(&key);
+            self.tokens().remove(&key);
         }
         let refused = |how: &str| Presence::Unknown(format!("{} refused the question (401{how})", r.host));
         match (challenge, &r.auth) {
@@ -347,11 +302,11 @@ impl Registries {
 
     /// The token kept for (registry, scope), while it lasts.
     fn token(&self, key: &(String, String)) -> Option<SecretString> {
-        let mut st = self.state();
-        match st.tokens.get(key) {
+        let mut tokens = self.tokens();
+        match tokens.get(key) {
             Some((t, until)) if Instant::now() < *until => Some(t.clone()),
             Some(_) => {
-                st.tokens.remove(key);
+                tokens.remove(key);
                 None
             }
             None => None,
@@ -404,7 +359,7 @@ impl Registries {
             })?;
         let (token, life) = parse_token_answer(&body)
             .ok_or_else(|| format!("{}'s token service answered without a usable token", r.host))?;
-        self.state().tokens.insert(key.clone(), (token.clone(), started + life));
+        self.tokens().insert(key.clone(), (token.clone(), started + life));
         Ok(token)
     }
 }

@@ -9,13 +9,14 @@
 //! GitHub refused, failed or did not answer in time makes nobody a member, and the person is
 //! told why; the failure is logged once per team and kind, never with a token.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use super::github::TeamMembership;
 use super::{Forge, ForgeError};
 use crate::domain::principal::ForgeTeams;
+use crate::support::asker::Asker;
 
 /// What GitHub said is believed this long (a person removed from a team stops counting after
 /// at most this).
@@ -26,9 +27,6 @@ const FAILED_FRESH_FOR: Duration = Duration::from_secs(30);
 const MAX_IN_FLIGHT: usize = 8;
 /// (team, login) questions asked for one request at most; teams past it are not asked.
 pub(crate) const MAX_QUESTIONS: usize = 16;
-/// Answers kept at most; past it the stale ones go, then all.
-const MAX_ANSWERS: usize = 10_000;
-
 type Question = (String, String);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,24 +36,11 @@ enum Answer {
     Unknown(String),
 }
 
-#[derive(Default)]
-struct State {
-    answers: HashMap<Question, (Answer, Instant)>,
-    in_flight: HashSet<Question>,
-    /// The failures logged already (team and kind): each once.
-    logged: HashSet<String>,
-}
-
-struct Inner {
-    forge: Arc<Forge>,
-    state: Mutex<State>,
-    changed: Condvar,
-}
-
 /// Asks the forge about team membership off the asker's thread; see the module doc.
 #[derive(Clone)]
 pub(crate) struct TeamLookup {
-    inner: Arc<Inner>,
+    forge: Arc<Forge>,
+    asker: Asker<Question, Answer>,
 }
 
 impl std::fmt::Debug for TeamLookup {
@@ -66,16 +51,27 @@ impl std::fmt::Debug for TeamLookup {
 
 impl TeamLookup {
     pub(crate) fn new(forge: Arc<Forge>) -> Self {
-        TeamLookup { inner: Arc::new(Inner { forge, state: Mutex::new(State::default()), changed: Condvar::new() }) }
+        // The failures logged already (team and kind): each once.
+        let logged = Mutex::new(HashSet::new());
+        let asked = forge.clone();
+        let asker =
+            Asker::new("team-lookup", MAX_IN_FLIGHT, freshness, move |(team, login): &Question| match asked.github() {
+                Some(gh) => match gh.team_membership(team, login) {
+                    Ok(m) => Answer::Known(m),
+                    Err(e) => {
+                        let why = why(&e);
+                        log_once(&logged, team, &e, &why);
+                        Answer::Unknown(why)
+                    }
+                },
+                None => Answer::Unknown("no GitHub forge".into()),
+            });
+        TeamLookup { forge, asker }
     }
 
     /// Whether there is a forge to ask (the local forge has no teams).
     pub(crate) fn asks(&self) -> bool {
-        self.inner.forge.github().is_some()
-    }
-
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.forge.github().is_some()
     }
 
     /// Which of `teams` (`org/team`, from CODEOWNERS on the watched branch) any of `logins` is
@@ -90,28 +86,14 @@ impl TeamLookup {
             .flat_map(|t| logins.iter().map(move |l| (t.to_ascii_lowercase(), l.to_ascii_lowercase())))
             .collect();
         let asked = &all[..all.len().min(MAX_QUESTIONS)];
-        let deadline = Instant::now() + budget;
-        let mut st = self.state();
-        loop {
-            for q in asked {
-                st = self.start(st, q);
-            }
-            let settled = asked.iter().all(|q| fresh(&st, q).is_some());
-            let now = Instant::now();
-            if settled || now >= deadline {
-                break;
-            }
-            st = match self.inner.changed.wait_timeout(st, deadline - now) {
-                Ok((g, _)) => g,
-                Err(e) => e.into_inner().0,
-            };
-        }
+        let kept = self.asker.ask_all(asked, budget);
+        let fresh = |q: &Question| kept.get(q).filter(|k| k.fresh).map(|k| &k.value);
         let mut out = ForgeTeams::default();
         // Why GitHub did not say, and of which teams: one note per reason.
         let mut unknown: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for q in asked {
             let (team, login) = q;
-            match fresh(&st, q) {
+            match fresh(q) {
                 Some(Answer::Known(TeamMembership::Active)) => {
                     if !out.member_of.contains(team) {
                         out.member_of.push(team.clone());
@@ -130,7 +112,6 @@ impl TeamLookup {
                     .push(format!("{login} in @{team}")),
             }
         }
-        drop(st);
         for (why, which) in unknown {
             out.notes.push(format!("team membership not known, so not counted ({}): {why}", which.join(", ")));
         }
@@ -145,62 +126,22 @@ impl TeamLookup {
         }
         out
     }
+}
 
-    /// Sends question `q` off on a thread of its own unless it has a fresh answer, is out
-    /// already, or too many are.
-    fn start<'a>(&'a self, mut st: std::sync::MutexGuard<'a, State>, q: &Question) -> std::sync::MutexGuard<'a, State> {
-        if fresh(&st, q).is_some() || st.in_flight.contains(q) || st.in_flight.len() >= MAX_IN_FLIGHT {
-            return st;
-        }
-        st.in_flight.insert(q.clone());
-        let me = self.clone();
-        let question = q.clone();
-        let spawned = std::thread::Builder::new().name("team-lookup".into()).spawn(move || {
-            let (team, login) = &question;
-            let answer = match me.inner.forge.github() {
-                Some(gh) => match gh.team_membership(team, login) {
-                    Ok(m) => Answer::Known(m),
-                    Err(e) => {
-                        let why = why(&e);
-                        me.log_once(team, &e, &why);
-                        Answer::Unknown(why)
-                    }
-                },
-                None => Answer::Unknown("no GitHub forge".into()),
-            };
-            let mut st = me.state();
-            st.in_flight.remove(&question);
-            if st.answers.len() >= MAX_ANSWERS {
-                st.answers.retain(|_, (a, at)| at.elapsed() < freshness(a));
-                if st.answers.len() >= MAX_ANSWERS {
-                    st.answers.clear();
-                }
-            }
-            st.answers.insert(question, (answer, Instant::now()));
-            drop(st);
-            me.inner.changed.notify_all();
-        });
-        if spawned.is_err() {
-            st.in_flight.remove(q);
-        }
-        st
-    }
-
-    /// A failure, logged the first time it happens for its team and kind.
-    fn log_once(&self, team: &str, e: &ForgeError, why: &str) {
-        let kind = match e {
-            ForgeError::Api { status, .. } => status.to_string(),
-            ForgeError::Unreachable(_) => "unreachable".into(),
-            ForgeError::RateLimited { .. } => "rate-limited".into(),
-            ForgeError::MergeRefused(_) | ForgeError::Config(_) => "config".into(),
-        };
-        let first = {
-            let mut st = self.state();
-            st.logged.len() < 1_000 && st.logged.insert(format!("{team} {kind}"))
-        };
-        if first {
-            tracing::warn!(team, error = %e, "cannot learn team membership from GitHub; its members count only through directory.github_teams: {why}");
-        }
+/// A failure, logged the first time it happens for its team and kind.
+fn log_once(logged: &Mutex<HashSet<String>>, team: &str, e: &ForgeError, why: &str) {
+    let kind = match e {
+        ForgeError::Api { status, .. } => status.to_string(),
+        ForgeError::Unreachable(_) => "unreachable".into(),
+        ForgeError::RateLimited { .. } => "rate-limited".into(),
+        ForgeError::MergeRefused(_) | ForgeError::Config(_) => "config".into(),
+    };
+    let first = {
+        let mut logged = logged.lock().unwrap_or_else(|e| e.into_inner());
+        logged.len() < 1_000 && logged.insert(format!("{team} {kind}"))
+    };
+    if first {
+        tracing::warn!(team, error = %e, "cannot learn team membership from GitHub; its members count only through directory.github_teams: {why}");
     }
 }
 
@@ -209,10 +150,6 @@ fn freshness(a: &Answer) -> Duration {
         Answer::Known(_) => FRESH_FOR,
         Answer::Unknown(_) => FAILED_FRESH_FOR,
     }
-}
-
-fn fresh<'a>(st: &'a State, q: &Question) -> Option<&'a Answer> {
-    st.answers.get(q).filter(|(a, at)| at.elapsed() < freshness(a)).map(|(a, _)| a)
 }
 
 /// Why GitHub did not say, for the person refused: what to change.

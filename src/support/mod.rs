@@ -1,6 +1,7 @@
 //! Small support modules the rest leans on: the clock, durations, diagnostics with positions,
 //! secrets that never print, templates, and quoting free text.
 
+pub(crate) mod asker;
 pub(crate) mod clock;
 pub(crate) mod diagnostic;
 pub(crate) mod duration;
