@@ -247,6 +247,26 @@ fn teams_world(extra: &[(&str, serde_json::Value)]) -> (World, FakeGithub) {
     (w, gh)
 }
 
+/// The forge by token (no webhooks), dave active in @acme/checkout on GitHub, which owns
+/// `apps/checkout/`, `directory.people` as `people` makes it, and carol's proposal open; its id.
+fn token_forge_world(people: impl FnOnce(&World) -> serde_json::Value) -> (World, FakeGithub, String) {
+    let policy = PolicySpec::new("prod")
+        .prod_only()
+        .mode(Mode::PullRequest)
+        .chatops("allow", &["github:carol"])
+        .chatops("approve", &["codeowners"]);
+    let w = World::with(&[policy]);
+    let gh = FakeGithub::start(w.origin.clone());
+    gh.add_team_member("acme/checkout", "dave", "active");
+    let people = people(&w);
+    std::fs::write(w.root().join("gh-token"), TOKEN).unwrap();
+    w.write_config(&ConfigSpec::new().github_forge(&gh.url, "gh-token").set("directory.people", people));
+    w.commit_files("Code owners", &[("CODEOWNERS", Some("/apps/checkout/ @acme/checkout\n"))], 145);
+    w.deploy_checkout_with_canary();
+    let id = proposal_id(&chat_as(&w, Principal::new("github:carol"), "/rollback checkout prod").text);
+    (w, gh, id)
+}
+
 /// `/rollback approve` commented on pull request `pr` by `login`, as GitHub delivers it;
 /// returns the status rollbackd answered.
 fn comment_on(gh: &FakeGithub, pr: u64, id: u64, login: &str) -> u16 {
@@ -344,24 +364,7 @@ fn without_members_read_nobody_is_a_member_through_github_the_answer_says_so_and
 
 #[test]
 fn a_slack_user_linked_to_a_github_member_of_the_owning_team_approves_from_slack() {
-    let policy = PolicySpec::new("prod")
-        .prod_only()
-        .mode(Mode::PullRequest)
-        .chatops("allow", &["github:carol"])
-        .chatops("approve", &["codeowners"]);
-    let w = World::with(&[policy]);
-    let gh = FakeGithub::start(w.origin.clone());
-    gh.add_team_member("acme/checkout", "dave", "active");
-    std::fs::write(w.root().join("gh-token"), TOKEN).unwrap();
-    w.write_config(
-        &ConfigSpec::new()
-            .github_forge(&gh.url, "gh-token")
-            .set("directory.people", json!({ "dave": ["slack:UDAVE", "github:dave"], "bob": ["slack:UBOB"] })),
-    );
-    w.commit_files("Code owners", &[("CODEOWNERS", Some("/apps/checkout/ @acme/checkout\n"))], 145);
-    w.deploy_checkout_with_canary();
-    let said = chat_as(&w, Principal::new("github:carol"), "/rollback checkout prod").text;
-    let id = proposal_id(&said);
+    let (w, gh, id) = token_forge_world(|_| json!({ "dave": ["slack:UDAVE", "github:dave"], "bob": ["slack:UBOB"] }));
     // The GitHub forge brings its own runtime: the engine is built outside the router's.
     let app = crate::slack::app(&w);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
@@ -406,25 +409,14 @@ fn check_forge_says_codeowners_in_chatops_needs_members_read() {
 
 #[test]
 fn at_the_cli_a_person_whose_key_is_listed_with_a_github_member_of_the_owning_team_approves() {
-    let policy = PolicySpec::new("prod")
-        .prod_only()
-        .mode(Mode::PullRequest)
-        .chatops("allow", &["github:carol"])
-        .chatops("approve", &["codeowners"]);
-    let w = World::with(&[policy]);
-    let gh = FakeGithub::start(w.origin.clone());
-    gh.add_team_member("acme/checkout", "dave", "active");
-    let (dave, dave_pub) = crate::signing::person_key(&w, "dave");
-    let (bob, bob_pub) = crate::signing::person_key(&w, "bob");
-    std::fs::write(w.root().join("gh-token"), TOKEN).unwrap();
-    w.write_config(
-        &ConfigSpec::new()
-            .github_forge(&gh.url, "gh-token")
-            .set("directory.people", json!({ "dave": ["github:dave", dave_pub], "bob": ["github:bob", bob_pub] })),
-    );
-    w.commit_files("Code owners", &[("CODEOWNERS", Some("/apps/checkout/ @acme/checkout\n"))], 145);
-    w.deploy_checkout_with_canary();
-    let id = proposal_id(&chat_as(&w, Principal::new("github:carol"), "/rollback checkout prod").text);
+    let mut keys = None;
+    let (w, gh, id) = token_forge_world(|w| {
+        let (dave, dave_pub) = crate::signing::person_key(w, "dave");
+        let (bob, bob_pub) = crate::signing::person_key(w, "bob");
+        keys = Some((dave, bob));
+        json!({ "dave": ["github:dave", dave_pub], "bob": ["github:bob", bob_pub] })
+    });
+    let (dave, bob) = keys.unwrap();
     let approve = |key: &str| {
         let out = w.run_cli(&["approve", &id, "--signing-key", key]);
         (out.status.code(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
