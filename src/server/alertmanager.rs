@@ -7,7 +7,8 @@ use axum::response::Response;
 use tokio::sync::oneshot;
 use tracing::warn;
 
-use super::{AppState, error, is_json, not_json, respond};
+use super::answer_cache::{Kept, Stamp};
+use super::{AppState, PendingState, error, is_json, not_json, reply_json, respond, respond_json};
 use crate::domain::event::Source;
 use crate::ingest::alertmanager;
 use crate::metrics;
@@ -27,10 +28,19 @@ pub(super) async fn alertmanager_webhook(State(st): State<AppState>, headers: He
         Ok(b) => b,
         Err(resp) => return resp,
     };
+    // A repeat of a body whose alerts are all rolled back already: the answer it had.
+    if let Some(kept) = st.0.recorded.get(&body, &st.0.fleet) {
+        for _ in 0..kept.answers {
+            metrics::received(Source::Alertmanager, "duplicate");
+        }
+        return respond_json(StatusCode::OK, kept.json, None);
+    }
+    let stamp = Stamp::of(&st.0.fleet);
     let n = match alertmanager::parse(&body, st.0.clock.now()) {
         Ok(n) => n,
         Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
     };
+    let whole = n.truncated == 0 && n.resolved.is_empty();
     if n.truncated > 0 {
         warn!(truncated = n.truncated, "Alertmanager left alerts out of this notification (max_alerts)");
     }
@@ -51,5 +61,12 @@ pub(super) async fn alertmanager_webhook(State(st): State<AppState>, headers: He
     if pending.is_empty() {
         return respond(StatusCode::OK, vec![]);
     }
-    st.collect(Source::Alertmanager, pending).await
+    let recorded = whole && pending.iter().all(|p| matches!(p.state, PendingState::Recorded(_)));
+    let (status, answers) = st.answers(Source::Alertmanager, pending).await;
+    if !recorded {
+        return respond(status, answers);
+    }
+    let json = reply_json(&answers);
+    st.0.recorded.keep(body, stamp, Kept { json: json.clone(), answers: answers.len() });
+    respond_json(status, json, None)
 }

@@ -3,6 +3,7 @@
 //! from the writer's published snapshot and never wait for it.
 
 mod alertmanager;
+mod answer_cache;
 pub(crate) mod auth;
 mod controllers;
 mod github;
@@ -96,6 +97,8 @@ struct Inner {
     /// Deliveries (GitHub `X-GitHub-Delivery`, Slack `trigger_id`) whose work was queued, so a
     /// replay does nothing and a refused one can be sent again.
     deliveries: Deliveries,
+    /// Answers to Alertmanager bodies whose every alert is already rolled back.
+    recorded: answer_cache::AnswerCache,
     deadline: Duration,
     /// Bodies are read only after the headers pass, one bounded read at a time per permit.
     bodies: tokio::sync::Semaphore,
@@ -206,6 +209,7 @@ impl AppState {
             argocd,
             directory: config.directory.clone(),
             deliveries: Deliveries::default(),
+            recorded: answer_cache::AnswerCache::default(),
             deadline: config.server.response_deadline.as_std(),
             bodies: tokio::sync::Semaphore::new(config.server.max_body_reads.max(1)),
             body_limit: config.server.body_limit,
@@ -372,6 +376,9 @@ struct Pending {
 
 enum PendingState {
     Ready(Answer),
+    /// A rollback the published snapshot records already: the same answer for as long as that
+    /// snapshot stands (see [`answer_cache`]).
+    Recorded(Answer),
     /// Refused before queueing: the event names nothing rollbackd may touch (422).
     Refused(Answer),
     Waiting {
@@ -517,7 +524,7 @@ impl AppState {
                 && !r.cancelled;
             if !open_pr {
                 let o = worker::duplicate_from_snapshot(r, &trigger);
-                return Some(PendingState::Ready(answer(&trigger, &o)));
+                return Some(PendingState::Recorded(answer(&trigger, &o)));
             }
         }
         if let Some(reason) = shared.refused(&trigger) {
@@ -540,12 +547,18 @@ impl AppState {
     /// Waits for every pending answer until the deadline and picks the status: 503 when the
     /// sender must retry, 202 when work is still running, 422 when it failed for good.
     async fn collect(&self, source: Source, pending: Vec<Pending>) -> Response {
+        let (status, answers) = self.answers(source, pending).await;
+        respond(status, answers)
+    }
+
+    /// Each pending answer as it comes (within the deadline), and the status they add up to.
+    async fn answers(&self, source: Source, pending: Vec<Pending>) -> (StatusCode, Vec<Answer>) {
         let deadline = tokio::time::Instant::now() + self.0.deadline;
         let mut answers = Vec::new();
         let (mut retry, mut running, mut failed) = (false, false, false);
         for p in pending {
             let mut a = match p.state {
-                PendingState::Ready(a) => a,
+                PendingState::Ready(a) | PendingState::Recorded(a) => a,
                 PendingState::Refused(a) => {
                     failed = true;
                     a
@@ -592,7 +605,7 @@ impl AppState {
         } else {
             StatusCode::OK
         };
-        respond(status, answers)
+        (status, answers)
     }
 }
 
@@ -607,14 +620,39 @@ fn answer(trigger: &str, o: &crate::Outcome) -> Answer {
     }
 }
 
+/// A webhook's answer: the first event's answer at the top level, all of them in `results`.
+#[derive(Serialize)]
+struct Reply<'a> {
+    #[serde(flatten)]
+    first: Head<'a>,
+    results: &'a [Answer],
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Head<'a> {
+    Answer(&'a Answer),
+    Nothing { outcome: &'static str, reason: &'static str },
+}
+
 fn respond(status: StatusCode, answers: Vec<Answer>) -> Response {
-    let mut body = match answers.first() {
-        Some(a) => serde_json::to_value(a).unwrap_or_default(),
-        None => serde_json::json!({ "outcome": "ignored", "reason": "nothing to do" }),
-    };
-    body["results"] = serde_json::to_value(&answers).unwrap_or_default();
     let why = answers.first().map(|a| format!("{}: {}", a.outcome, a.reason));
-    let mut resp = (status, axum::Json(body)).into_response();
+    respond_json(status, reply_json(&answers), why)
+}
+
+/// The body [`respond`] sends for `answers`.
+fn reply_json(answers: &[Answer]) -> axum::body::Bytes {
+    let first = match answers.first() {
+        Some(a) => Head::Answer(a),
+        None => Head::Nothing { outcome: "ignored", reason: "nothing to do" },
+    };
+    // Strings and numbers only: serialising cannot fail.
+    serde_json::to_vec(&Reply { first, results: answers }).unwrap_or_default().into()
+}
+
+fn respond_json(status: StatusCode, json: axum::body::Bytes, why: Option<String>) -> Response {
+    let mut resp =
+        (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], json).into_response();
     if let Some(why) = why.filter(|_| status.is_client_error()) {
         resp.extensions_mut().insert(Why(why));
     }

@@ -391,3 +391,59 @@ fn with_an_admin_listener_the_reads_leave_the_public_one() {
         assert_eq!(admin.oneshot(post).await.unwrap().status(), StatusCode::NOT_FOUND, "no webhooks on admin");
     });
 }
+
+/// Repeats of an alert already handled are answered from memory, the same answer each time and
+/// each counted; once git no longer holds the rollback they name (history rewritten by hand
+/// and its tag deleted), the next repeat is worked out again and rolls back again.
+#[tokio::test(flavor = "multi_thread")]
+async fn repeats_are_answered_from_memory_until_the_rollback_they_name_is_gone() {
+    let w = World::new();
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let before = w.head();
+    let s = server(&w, ConfigSpec::new());
+    s.wait_ready();
+    let body = alert_body("storm", "checkout", "firing");
+    let (st, _, b) = s.send(am(body.clone())).await;
+    assert_eq!((st, b["outcome"].as_str()), (StatusCode::OK, Some("rolled_back")), "{b}");
+    let first = b["commit"].as_str().unwrap().to_string();
+
+    // Counters are the process's, shared with tests running beside this one: at least these three.
+    let duplicates = || async {
+        let (_, _, m) = s.send(Request::get("/metrics").body(Body::empty()).unwrap()).await;
+        let line = r#"rollbackd_events_total{source="alertmanager",outcome="duplicate"} "#;
+        m.as_str().unwrap().lines().find_map(|l| l.strip_prefix(line)).map_or(0.0, |v| v.parse::<f64>().unwrap())
+    };
+    let counted = duplicates().await;
+    let mut repeats = Vec::new();
+    for _ in 0..3 {
+        let (st, _, b) = s.send(am(body.clone())).await;
+        assert_eq!(
+            (st, b["outcome"].as_str(), b["commit"].as_str()),
+            (StatusCode::OK, Some("duplicate"), Some(first.as_str())),
+            "{b}"
+        );
+        repeats.push(b);
+    }
+    assert!(repeats.iter().all(|b| *b == repeats[0]), "{repeats:#?}");
+    assert!(duplicates().await >= counted + 3.0, "each repeat is counted");
+
+    // Someone takes the rollback out of history by hand, and its tag with it.
+    w.git(&["update-ref", "refs/heads/main", &before]);
+    for tag in w.git(&["tag", "-l", "rollback/*"]).lines() {
+        w.git(&["tag", "-d", tag]);
+    }
+    // The server's state watch sees it; from then on a repeat is a new rollback.
+    let mut last = serde_json::Value::Null;
+    for _ in 0..300 {
+        let (_, _, b) = s.send(am(body.clone())).await;
+        if b["outcome"] != "duplicate" {
+            assert_eq!(b["outcome"], "rolled_back", "{b}");
+            assert_eq!(b["commit"].as_str(), Some(w.head().as_str()), "{b}");
+            assert_eq!(w.git(&["tag", "-l", "rollback/*"]).lines().count(), 1);
+            return;
+        }
+        last = b;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("a repeat 15 s after the rollback was taken out still says {last}");
+}
