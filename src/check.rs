@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::config::{Config, PolicySource, Secrets};
+use crate::config::{Config, ConfigFile, PolicySource, Secrets};
 use crate::domain::event::{Event, Source};
 use crate::domain::plan::{CommitInfo, KnownGood, KnownGoodSource, Plan, Sha, Strategy, Target};
 use crate::domain::policy::PolicySet;
@@ -60,12 +60,12 @@ pub struct Checks<'a> {
 pub fn run(config_path: &Path, checks: &Checks<'_>) -> CheckReport {
     let (offline, policies_dir) = (checks.offline, checks.policies);
     let loaded = if offline {
-        Config::read(config_path).map(|c| (c, None))
+        ConfigFile::read(config_path).map(|c| (c, None))
     } else {
-        Config::load(config_path).map(|(c, s)| (c, Some(s)))
+        ConfigFile::load(config_path).map(|(c, s)| (c, Some(s)))
     };
     let only = |d: Diagnostic| CheckReport { diagnostics: vec![d], repo_unreadable: false };
-    let (config, secrets) = match loaded {
+    let (file, secrets) = match loaded {
         Ok(c) => c,
         Err(crate::config::ConfigError::Invalid(d)) => return only(d),
         Err(e) => {
@@ -82,20 +82,20 @@ pub fn run(config_path: &Path, checks: &Checks<'_>) -> CheckReport {
     }
     // The same checks the engine makes when it starts, so `check` never passes a config that
     // `serve` then refuses.
-    if let Err(e) = crate::domain::ident::InputRules::new(&config.input) {
+    if let Err(e) = crate::domain::ident::InputRules::new(&file.shared().input) {
         diags.push(Diagnostic::error(config_path, 0, 0, e));
     }
     let members = match (checks.repo, policies_dir) {
-        (Some(name), _) => match config.member(Some(name)) {
+        (Some(name), _) => match file.repo(Some(name)) {
             Ok(m) => vec![m],
             Err(e) => return only(Diagnostic::error(config_path, 0, 0, e)),
         },
         // A directory of policies is one repo's.
-        (None, Some(_)) => match config.member(None) {
+        (None, Some(_)) => match file.repo(None) {
             Ok(m) => vec![m],
             Err(e) => return only(Diagnostic::error(config_path, 0, 0, format!("--policies: {e}"))),
         },
-        (None, None) => config.members(),
+        (None, None) => file.repos().to_vec(),
     };
     for member in members {
         let secrets = match secrets.as_ref().map(|_| member.secrets()).transpose() {

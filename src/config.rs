@@ -76,9 +76,16 @@ pub struct Config {
     /// `repos[].name` when this is one repo of a file that serves several.
     #[serde(skip)]
     pub member: Option<String>,
-    /// Each repo of `repos:`, as a config of its own (paths resolved, checked).
-    #[serde(skip)]
-    members: Vec<Config>,
+}
+
+/// A config file as read: the settings its repos share (the HTTP front, the sources, the
+/// server), and the config each repo's writer runs. A file with one `repo:` serves that one
+/// repo, unnamed; with `repos:`, each entry laid over the rest of the file.
+#[derive(Clone, Debug)]
+pub struct ConfigFile {
+    shared: Config,
+    /// Never empty; paths resolved, each checked.
+    repos: Vec<Config>,
 }
 
 /// `drills:`: each target's rollback written to its drill branch once every `every`.
@@ -803,18 +810,19 @@ fn secret_list(
     Ok(list)
 }
 
-impl Config {
-    /// Reads the file and its secrets; relative paths inside it are taken relative to the
-    /// file's directory.
-    pub fn load(path: &Path) -> Result<(Config, Secrets), ConfigError> {
-        let config = Config::read(path)?;
-        let secrets = config.secrets()?;
-        Ok((config, secrets))
+impl ConfigFile {
+    /// Reads the file and the secrets its shared settings name; relative paths inside it are
+    /// taken relative to the file's directory. Each repo's own secrets are its config's
+    /// ([`Config::secrets`]).
+    pub fn load(path: &Path) -> Result<(ConfigFile, Secrets), ConfigError> {
+        let file = ConfigFile::read(path)?;
+        let secrets = file.shared.secrets()?;
+        Ok((file, secrets))
     }
 
     /// Reads and checks the file alone: no secret is read, nothing is asked of the network
     /// (`rollbackd check --offline`, the healthcheck).
-    pub fn read(path: &Path) -> Result<Config, ConfigError> {
+    pub fn read(path: &Path) -> Result<ConfigFile, ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|cause| ConfigError::Read { path: path.to_path_buf(), cause })?;
         let mut config: Config =
@@ -833,12 +841,53 @@ impl Config {
                     return Err(invalid(path, format!("`{key}` goes inside each entry of repos, not at the top")));
                 }
             }
-            config.members = config.expand(base)?;
         }
+        let repos = if config.repos.is_empty() { Vec::new() } else { config.expand(base)? };
         config.resolve_relative_to(base);
         config.check_limits().map_err(|message| ConfigError::Invalid(Diagnostic::error(path, 0, 0, message)))?;
         config.check_shape()?;
-        Ok(config)
+        let repos = if repos.is_empty() { vec![config.clone()] } else { repos };
+        Ok(ConfigFile { shared: config, repos })
+    }
+
+    /// The settings every repo of the file shares: listeners, sources, server, admin.
+    pub fn shared(&self) -> &Config {
+        &self.shared
+    }
+
+    /// The config of each repo the file serves (at least one).
+    pub fn repos(&self) -> &[Config] {
+        &self.repos
+    }
+
+    /// The one repo `name` names, or the only one there is. `Err` with several and no name:
+    /// the caller must say which (`--config-repo`).
+    pub fn repo(&self, name: Option<&str>) -> Result<Config, String> {
+        let path = self.shared.path.display();
+        let names = || self.repos.iter().filter_map(|m| m.member.clone()).collect::<Vec<_>>().join(", ");
+        let named = self.repos[0].member.is_some();
+        match (name, named) {
+            (None, false) => Ok(self.repos[0].clone()),
+            (Some(n), false) => Err(format!("--config-repo {n}: {path} serves one repo, which has no name")),
+            (None, true) => Err(format!(
+                "{path} serves {} repos ({}): say which with --config-repo NAME",
+                self.repos.len(),
+                names()
+            )),
+            (Some(n), true) => self.repos.iter().find(|m| m.member.as_deref() == Some(n)).cloned().ok_or_else(|| {
+                format!("--config-repo {}: not in {path} (it serves {})", crate::domain::ident::shown(n), names())
+            }),
+        }
+    }
+}
+
+impl Config {
+    /// The config of the one repo the file at `path` serves, and its secrets: for a file of
+    /// one `repo:` (tests, the benchmarks); [`ConfigFile`] reads any.
+    pub fn load(path: &Path) -> Result<(Config, Secrets), ConfigError> {
+        let config = ConfigFile::read(path)?.repo(None).map_err(|message| invalid(path, message))?;
+        let secrets = config.secrets()?;
+        Ok((config, secrets))
     }
 
     /// Each entry of `repos:` laid over the top of the file, as the config its writer runs.
@@ -934,39 +983,6 @@ impl Config {
             members.push(m);
         }
         Ok(members)
-    }
-
-    /// The configs of the writers this file asks for: itself, or one per entry of `repos:`.
-    pub fn members(&self) -> Vec<Config> {
-        if self.members.is_empty() { vec![self.clone()] } else { self.members.clone() }
-    }
-
-    /// The one repo `name` names, or the only one there is. `None` with several: the caller
-    /// must say which (`--config-repo`).
-    pub fn member(&self, name: Option<&str>) -> Result<Config, String> {
-        let names = || self.members.iter().filter_map(|m| m.member.clone()).collect::<Vec<_>>().join(", ");
-        match (name, self.members.is_empty()) {
-            (None, true) => Ok(self.clone()),
-            (Some(n), true) => {
-                Err(format!("--config-repo {n}: {} serves one repo, which has no name", self.path.display()))
-            }
-            (None, false) => Err(format!(
-                "{} serves {} repos ({}): say which with --config-repo NAME",
-                self.path.display(),
-                self.members.len(),
-                names()
-            )),
-            (Some(n), false) => {
-                self.members.iter().find(|m| m.member.as_deref() == Some(n)).cloned().ok_or_else(|| {
-                    format!(
-                        "--config-repo {}: not in {} (it serves {})",
-                        crate::domain::ident::shown(n),
-                        self.path.display(),
-                        names()
-                    )
-                })
-            }
-        }
     }
 
     /// What the file must say whatever the secrets are.
@@ -1347,8 +1363,8 @@ mod tests {
             "data_dir: state\nidentity: { name: bot, email: bot@example.com }\nrepos:\n  - name: shop\n    repo: { url: shop.git }\n    policies: shop-policies\n  - name: billing\n    repo: { url: https://git.example.com/billing.git, branch: live }\n    policies: { repo_path: .rollbackd/policies }\n    identity: { name: billing, email: b@example.com }\n",
         )
         .unwrap();
-        let (c, _) = Config::load(&path).unwrap();
-        let m = c.members();
+        let (c, _) = ConfigFile::load(&path).unwrap();
+        let m = c.repos();
         assert_eq!(m.len(), 2);
         assert_eq!(m[0].member.as_deref(), Some("shop"));
         assert_eq!(m[0].repo.url, dir.path().join("shop.git").to_string_lossy());
@@ -1357,9 +1373,9 @@ mod tests {
         assert_eq!(m[0].identity.name, "bot");
         assert_eq!((m[1].repo.branch.as_str(), m[1].identity.name.as_str()), ("live", "billing"));
         assert_eq!(m[1].data_dir, dir.path().join("state/repos/billing"));
-        assert_eq!(c.member(Some("billing")).unwrap().repo.branch, "live");
-        assert!(c.member(None).unwrap_err().contains("serves 2 repos (shop, billing)"));
-        assert!(c.member(Some("x")).unwrap_err().contains("not in"));
+        assert_eq!(c.repo(Some("billing")).unwrap().repo.branch, "live");
+        assert!(c.repo(None).unwrap_err().contains("serves 2 repos (shop, billing)"));
+        assert!(c.repo(Some("x")).unwrap_err().contains("not in"));
     }
 
     #[test]

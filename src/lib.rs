@@ -40,7 +40,7 @@ mod metrics;
 mod support;
 
 // Running the service: its configuration, the engine, the HTTP front and its single writer.
-pub use config::{Config, ConfigError, Secrets};
+pub use config::{Config, ConfigError, ConfigFile, Secrets};
 pub use engine::{Engine, EngineError, FINISH_WITHIN, Finishing, GateReport, Options, ReviewOutcome};
 pub use fleet::Fleet;
 pub use serve::{ServeError, serve};

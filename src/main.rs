@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use jiff::Timestamp;
 
 use rollbackd::{
-    Clock, Config, Engine, EngineError, Event, EventFileKind, FixedClock, HistoryQuery, Options, Outcome, Report,
+    Clock, ConfigFile, Engine, EngineError, Event, EventFileKind, FixedClock, HistoryQuery, Options, Outcome, Report,
     ServeError, Source, SystemClock,
 };
 
@@ -506,7 +506,7 @@ fn reader(config: &Path, repo: Option<&str>, clock: Arc<dyn Clock>) -> anyhow::R
 }
 
 fn open_engine(config: &Path, repo: Option<&str>, clock: Arc<dyn Clock>, tells: bool) -> anyhow::Result<CliEngine> {
-    let config = Config::read(config)?.member(repo).map_err(Usage)?;
+    let config = ConfigFile::read(config)?.repo(repo).map_err(Usage)?;
     let secrets = config.secrets()?;
     for unset in secrets.notify_unset.iter().filter(|_| tells) {
         tracing::warn!("{unset}: that channel is not told about what this command does");
@@ -865,7 +865,7 @@ fn healthcheck(config: &Path, url: Option<String>, ready: bool) -> anyhow::Resul
     let base = match url {
         Some(u) => u,
         None => {
-            let listen = rollbackd::Config::read(config)?.listen;
+            let listen = ConfigFile::read(config)?.shared().listen.clone();
             format!("http://{}", rollbackd::loopback_for(&listen))
         }
     };

@@ -5,7 +5,7 @@ use std::io::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{ConfigError, ConfigFile};
 use crate::engine::{Engine, EngineError};
 use crate::fleet::{Fleet, Member};
 use crate::server::{self, AppState, HttpSettings};
@@ -33,7 +33,8 @@ pub enum ServeError {
 /// drains: in-flight requests finish and the writer finishes what is queued. `banner`, with
 /// `{addr}` replaced by the bound address, is printed after the `listening` line.
 pub fn serve(config_path: &Path, listen: Option<String>, banner: Option<String>) -> Result<(), ServeError> {
-    let (config, secrets) = Config::load(config_path)?;
+    let (file, secrets) = ConfigFile::load(config_path)?;
+    let config = file.shared();
     if let Some(unset) = secrets.notify_unset.first() {
         return Err(ServeError::Unset(format!("{}: {unset}", config_path.display())));
     }
@@ -44,9 +45,9 @@ pub fn serve(config_path: &Path, listen: Option<String>, banner: Option<String>)
     crate::metrics::install();
     // One engine and one writer per config repo; they share nothing but the HTTP front.
     let mut engines = Vec::new();
-    for member in config.members() {
+    for member in file.repos() {
         let secrets = member.secrets()?;
-        engines.push(Engine::new(member, secrets, clock.clone())?);
+        engines.push(Engine::new(member.clone(), secrets, clock.clone())?);
     }
     let sources: Vec<&str> = [
         config.sources.alertmanager.as_ref().map(|_| "alertmanager"),
@@ -77,8 +78,8 @@ pub fn serve(config_path: &Path, listen: Option<String>, banner: Option<String>)
     }
     let fleet = Fleet::new(members);
     let reloader = fleet.clone();
-    let state = AppState::new(&config, &secrets, fleet, clock);
-    let settings = HttpSettings::from_config(&config).with_secrets(&secrets);
+    let state = AppState::new(config, &secrets, fleet, clock);
+    let settings = HttpSettings::from_config(config).with_secrets(&secrets);
     let app = server::app(state.clone(), &settings);
     let admin = config.admin.listen.clone().map(|listen| (listen, server::admin_app(state, &settings)));
     let open_reads = admin.is_none() && settings.admin_tokens.is_empty();

@@ -300,10 +300,11 @@ impl Engine {
     /// templates, channels), on the same clock: what SIGHUP and `POST /-/reload` switch to. An
     /// error leaves the caller with the engine it has.
     pub fn reloaded(&self) -> Result<Engine, EngineError> {
-        let file = Config::read(&self.config.path).map_err(|e| EngineError::Config(e.to_string()))?;
+        let file =
+            crate::config::ConfigFile::read(&self.config.path).map_err(|e| EngineError::Config(e.to_string()))?;
         // A repo added to or removed from `repos:` needs a restart: a writer is one repo.
         let config = file
-            .member(self.config.member.as_deref())
+            .repo(self.config.member.as_deref())
             .map_err(|e| EngineError::Config(format!("{e}; adding or removing a repo takes a restart")))?;
         let secrets = config.secrets().map_err(|e| EngineError::Config(e.to_string()))?;
         // As `serve` refuses to start: a channel whose secret is unset would be dropped, and its
