@@ -18,6 +18,20 @@ use crate::domain::policy::Mode;
 use crate::domain::policy::{Policy, PolicySet};
 use crate::git::{GitError, Planned, PushResult};
 
+/// Scheduled drills that wrote nothing or failed, and when each may be tried again.
+#[derive(Default)]
+pub(super) struct Deferred(std::collections::HashMap<(String, String), Timestamp>);
+
+impl Deferred {
+    fn not_before(&self, service: &str, env: &str) -> Option<Timestamp> {
+        self.0.get(&(service.to_string(), env.to_string())).copied()
+    }
+
+    fn defer(&mut self, service: String, env: String, until: Timestamp) {
+        self.0.insert((service, env), until);
+    }
+}
+
 impl Engine {
     /// `rollbackd drill SERVICE --env ENV`, and each drill `drills:` schedules: plans the
     /// rollback of `service`/`env` on the origin as it is now and writes it to the drill branch.
@@ -175,15 +189,11 @@ impl Engine {
     /// another replica does not drill again what was drilled within `every`.
     pub(crate) fn next_drill_at(&self) -> Option<Timestamp> {
         let schedule = self.drill_schedule()?;
-        schedule.next_due(|s, e| self.last_drill(s, e), |s, e| self.drill_not_before(s, e))
+        schedule.next_due(|s, e| self.last_drill(s, e), |s, e| self.drills_deferred.not_before(s, e))
     }
 
     fn last_drill(&self, service: &str, env: &str) -> Option<Timestamp> {
         self.repo.own_branch_head(&drill::branch(service, env)).map(|(_, at)| at)
-    }
-
-    fn drill_not_before(&self, service: &str, env: &str) -> Option<Timestamp> {
-        self.drills_deferred.get(&(service.to_string(), env.to_string())).copied()
     }
 
     /// The writer's idle work: the most overdue scheduled drill, if one is due (one per idle
@@ -191,7 +201,8 @@ impl Engine {
     pub(crate) fn drill_due(&mut self) -> Option<Result<DrillOutcome, EngineError>> {
         let schedule = self.drill_schedule()?;
         let now = self.clock.now();
-        let (service, env) = schedule.due(now, |s, e| self.last_drill(s, e), |s, e| self.drill_not_before(s, e))?;
+        let (service, env) =
+            schedule.due(now, |s, e| self.last_drill(s, e), |s, e| self.drills_deferred.not_before(s, e))?;
         let outcome = self.drill(&service, &env, "rollbackd");
         // The next one waits `every` whatever the branch shows (a drill that wrote nothing leaves
         // no branch to date it by; a head someone else pushed unsigned must not make the writer
@@ -200,7 +211,7 @@ impl Engine {
             Ok(_) => schedule.every,
             Err(_) => schedule.every.min(jiff::SignedDuration::from_mins(5)),
         };
-        self.drills_deferred.insert((service, env), now.saturating_add(wait).unwrap_or(Timestamp::MAX));
+        self.drills_deferred.defer(service, env, now.saturating_add(wait).unwrap_or(Timestamp::MAX));
         Some(outcome)
     }
 }

@@ -23,6 +23,16 @@ pub struct GateReport {
     pub violations: Vec<String>,
 }
 
+/// The artifact changes of each rollback commit, read once: a commit never changes.
+#[derive(Default)]
+pub(super) struct HeldChanges(std::collections::HashMap<String, Vec<ArtifactChange>>);
+
+impl HeldChanges {
+    fn of(&mut self, commit: &str, read: impl FnOnce() -> Vec<ArtifactChange>) -> Vec<ArtifactChange> {
+        self.0.entry(commit.to_string()).or_insert_with(read).clone()
+    }
+}
+
 impl Engine {
     /// The artifacts held now: those undone by each rollback in the audit window whose policy
     /// holds (the default), not released since. Each rollback's changes are read from its
@@ -48,14 +58,10 @@ impl Engine {
             .collect();
         let mut holds: Vec<Hold> = Vec::new();
         for r in records {
-            let changes = match self.held_changes.get(&r.commit.0) {
-                Some(c) => c.clone(),
-                None => {
-                    let c = self.repo.artifact_changes(&format!("{}^1", r.commit.0), &r.commit.0).unwrap_or_default();
-                    self.held_changes.insert(r.commit.0.clone(), c.clone());
-                    c
-                }
-            };
+            let repo = &self.repo;
+            let changes = self.held_changes.of(&r.commit.0, || {
+                repo.artifact_changes(&format!("{}^1", r.commit.0), &r.commit.0).unwrap_or_default()
+            });
             // A commit that rolled back several services holds each artifact under the service
             // whose paths hold the file.
             let changes = match self.paths_of(&r) {

@@ -51,7 +51,6 @@ use crate::support::template::{
     COMMIT_TEMPLATE, PR_BODY_TEMPLATE, PR_TITLE_TEMPLATE, TAG_TEMPLATE, TemplateError, Templates,
 };
 use facts::Asking;
-use std::collections::HashMap;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -148,27 +147,23 @@ pub struct Engine {
     repo_policies: policies::RepoPolicies,
     /// Counts switches of the policy set, so the writer knows when to republish them.
     policy_generation: u64,
-    /// When failed GitHub deliveries were last looked for.
-    redelivered_at: Option<Timestamp>,
-    /// The deliveries asked for again, by guid: how often and when last.
-    redelivery_asks: redeliver::Asked,
+    /// Failed GitHub deliveries: when last looked for, which asked for again.
+    redelivery: redeliver::Redelivery,
     /// The artifact changes of each rollback commit, read once (holds).
-    held_changes: HashMap<String, Vec<crate::domain::artifacts::ArtifactChange>>,
+    held_changes: holds::HeldChanges,
     /// What alerted lately, for the blast-radius breaker.
     alerting: crate::domain::breaker::Alerting,
     /// Phased rollbacks that cannot go on by themselves, whose people were told so.
-    stuck: std::collections::HashSet<RollbackId>,
+    stuck: phases::Stuck,
     /// The config repo and branch as one key, whatever way the URL is written: part of every
     /// rollback id, so two repos never mint the same one.
     repo_identity: String,
     /// Readiness: the registries it asks and the rows last worked out (the server's gauge).
     readiness: readiness::State,
     /// Scheduled drills that wrote nothing or failed, and when they may be tried again.
-    drills_deferred: HashMap<(String, String), Timestamp>,
-    /// The teams CODEOWNERS names, as of a head of the watched branch (see `codeowner_teams`).
-    codeowner_teams: Option<(Sha, Arc<[String]>)>,
-    /// Asks the forge whom those teams hold, off the writer (the edge and the CLI ask it).
-    team_lookup: crate::forge::teams::TeamLookup,
+    drills_deferred: drill::Deferred,
+    /// CODEOWNERS' teams, and how the forge is asked who is in them.
+    owners: owners::Owners,
 }
 
 impl Engine {
@@ -205,7 +200,7 @@ impl Engine {
             config.prometheus.clone().map(|p| Arc::new(crate::prometheus::Prometheus::new(p)) as Arc<dyn QueryMetrics>);
         let prober = probe::Prober::new(prometheus, clock.clone());
         let readiness = readiness::State::new(&config, forge.clone());
-        let team_lookup = crate::forge::teams::TeamLookup::new(forge.clone());
+        let owners = owners::Owners::new(forge.clone());
         let mut engine = Engine {
             config,
             policies,
@@ -218,17 +213,15 @@ impl Engine {
             notifier,
             repo_policies: Default::default(),
             policy_generation: 0,
-            redelivered_at: None,
-            redelivery_asks: redeliver::Asked::default(),
-            held_changes: HashMap::new(),
+            redelivery: Default::default(),
+            held_changes: Default::default(),
             alerting: Default::default(),
             stuck: Default::default(),
             verification: verify::Verification::new(prober),
             repo_identity,
             readiness,
-            drills_deferred: HashMap::new(),
-            codeowner_teams: None,
-            team_lookup,
+            drills_deferred: Default::default(),
+            owners,
         };
         engine.sync_policies();
         Ok(engine)

@@ -29,6 +29,20 @@ pub(super) enum Admission {
     Refused(String),
 }
 
+/// CODEOWNERS' teams and how the forge is asked who is in them.
+pub(super) struct Owners {
+    /// The teams CODEOWNERS names, as of a head of the watched branch.
+    teams: Option<(crate::domain::plan::Sha, Arc<[String]>)>,
+    /// Asks the forge whom those teams hold, off the writer (the edge and the CLI ask it).
+    lookup: crate::forge::teams::TeamLookup,
+}
+
+impl Owners {
+    pub(super) fn new(forge: Arc<crate::forge::Forge>) -> Self {
+        Owners { teams: None, lookup: crate::forge::teams::TeamLookup::new(forge) }
+    }
+}
+
 impl Engine {
     /// The CODEOWNERS file in force: the first of GitHub's locations on the watched branch's
     /// head. `Ok(None)`: there is none.
@@ -88,7 +102,7 @@ impl Engine {
             c.allow.iter().chain(&c.approve).chain(&c.emergency).any(Rule::is_codeowners)
         });
         let Some(head) = judges.then(|| self.repo.head().ok()).flatten() else { return Arc::from([]) };
-        if let Some((at, teams)) = &self.codeowner_teams
+        if let Some((at, teams)) = &self.owners.teams
             && *at == head
         {
             return teams.clone();
@@ -114,13 +128,13 @@ impl Engine {
                 Arc::from([])
             }
         };
-        self.codeowner_teams = Some((head, teams.clone()));
+        self.owners.teams = Some((head, teams.clone()));
         teams
     }
 
     /// How the forge is asked about team membership (off the writer: the edge and the CLI ask).
     pub(crate) fn team_lookup(&self) -> crate::forge::teams::TeamLookup {
-        self.team_lookup.clone()
+        self.owners.lookup.clone()
     }
 
     /// `p` with the teams the forge confirms they are in, among those CODEOWNERS names on the
@@ -128,7 +142,7 @@ impl Engine {
     /// that may wait on GitHub; the service's writer never calls this (its edge asks before
     /// queueing).
     pub fn with_forge_teams(&mut self, p: Principal, budget: std::time::Duration) -> Principal {
-        if !self.team_lookup.asks() {
+        if !self.owners.lookup.asks() {
             return p;
         }
         // CODEOWNERS as the branch has it now; unreadable, no team is asked (fail closed).
@@ -145,7 +159,7 @@ impl Engine {
             .into_iter()
             .filter(|l| crate::domain::principal::is_github_login(l))
             .collect();
-        let found = self.team_lookup.ask(&logins, &teams, budget);
+        let found = self.owners.lookup.ask(&logins, &teams, budget);
         p.with_forge_teams(&found)
     }
 

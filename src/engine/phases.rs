@@ -68,6 +68,18 @@ pub(super) enum FirstPhase {
     Whole(String),
 }
 
+/// Phased rollbacks that cannot go on by themselves, whose people were told so (once per
+/// process).
+#[derive(Default)]
+pub(super) struct Stuck(std::collections::HashSet<crate::domain::rollback::RollbackId>);
+
+impl Stuck {
+    /// Whether `id` is newly stuck (its people not told yet).
+    fn first_time(&mut self, id: &crate::domain::rollback::RollbackId) -> bool {
+        self.0.insert(id.clone())
+    }
+}
+
 impl Engine {
     /// The phased rollbacks between phases (see [`phase::in_progress`]), newest phase of each.
     fn in_progress(&self) -> Vec<&AuditRecord> {
@@ -714,7 +726,7 @@ impl Engine {
             "{}: cannot go on after phase {phase}: {why}; a person must act: `abort {}` ends it, then roll back by hand with `--to {}`",
             r.id, r.id, r.known_good
         );
-        if !self.stuck.insert(r.id.clone()) {
+        if !self.stuck.first_time(&r.id) {
             return None;
         }
         warn!(rollback_id = %r.id, "{said}");

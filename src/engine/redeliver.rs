@@ -25,6 +25,14 @@ const PER_ROUND: usize = 25;
 const ASKS_PER_DELIVERY: u32 = 3;
 
 /// The deliveries asked for again, by guid: how many times, and when last.
+/// What redelivery remembers from one round to the next: when it last looked, and which
+/// deliveries it asked for again.
+#[derive(Debug, Default)]
+pub(super) struct Redelivery {
+    looked_at: Option<Timestamp>,
+    asked: Asked,
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Asked(HashMap<String, (u32, Timestamp)>);
 
@@ -86,10 +94,11 @@ impl Engine {
         };
         let Some(gh) = self.forge.github().filter(|g| g.is_app()) else { return Vec::new() };
         let now = self.clock.now();
-        if every.is_zero() || self.redelivered_at.is_some_and(|t| now.duration_since(t) < every) {
+        let state = &mut self.redelivery;
+        if every.is_zero() || state.looked_at.is_some_and(|t| now.duration_since(t) < every) {
             return Vec::new();
         }
-        self.redelivered_at = Some(now);
+        state.looked_at = Some(now);
         let since = now.checked_sub(KEPT).unwrap_or(Timestamp::UNIX_EPOCH);
         let list = match gh.deliveries(since) {
             Ok(list) => list,
@@ -98,9 +107,9 @@ impl Engine {
                 return Vec::new();
             }
         };
-        self.redelivery_asks.prune(now);
+        state.asked.prune(now);
         let mut said = Vec::new();
-        for d in to_redeliver(&list, &self.redelivery_asks, now) {
+        for d in to_redeliver(&list, &state.asked, now) {
             match gh.redeliver(d.id) {
                 Ok(()) => {
                     info!(delivery = %d.guid, event = %d.event, status = d.status_code, "asked GitHub to send a failed delivery again");
@@ -109,7 +118,7 @@ impl Engine {
                 Err(e) => warn!(delivery = %d.guid, error = %e, "could not ask GitHub to send a delivery again"),
             }
             // Asked, answered or not: a refusal (too old, gone) would be the same next round.
-            self.redelivery_asks.record(&d.guid, now);
+            state.asked.record(&d.guid, now);
         }
         said
     }
