@@ -152,10 +152,39 @@ fn check_repo(
         }
         _ => false,
     };
+    let policies = policies_of(config_path, config, policies_dir, repo.as_ref(), &mut diags);
+    check_templates(config, policies.as_ref(), &mut diags);
+    if let Some(set) = &policies {
+        if let Err(d) = crate::engine::check_routes(config, set, &crate::engine::file_text) {
+            diags.extend(d);
+        }
+        check_verify(config, set, offline, &mut diags);
+        check_rules_match_someone(config, set, &mut diags);
+        check_drills(config, set, &mut diags);
+        if checks.forge {
+            check_forge(config, set, offline, &mut diags);
+        }
+        if let Some(Ok(repo)) = &repo {
+            check_paths_exist(config, repo, set, &mut diags);
+            check_codeowners(config, repo, set, &mut diags);
+        }
+    }
+    (diags, repo_unreadable)
+}
+
+/// The policies to check: from `--policies`, the directory, or the config repo (online); their
+/// errors and warnings go to `diags`.
+fn policies_of(
+    config_path: &Path,
+    config: &Config,
+    policies_dir: Option<&Path>,
+    repo: Option<&Result<ConfigRepo, crate::git::GitError>>,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<PolicySet> {
     let loaded = match (policies_dir, &config.policies) {
         (Some(dir), _) => Some(crate::policy_dir::load(dir)),
         (None, PolicySource::Dir(dir)) => Some(crate::policy_dir::load(dir)),
-        (None, PolicySource::Repo(r)) => match &repo {
+        (None, PolicySource::Repo(r)) => match repo {
             Some(Ok(repo)) => Some(policies_in_repo(repo, &r.repo_path)),
             // Reported once above.
             Some(Err(_)) => None,
@@ -173,7 +202,7 @@ fn check_repo(
             }
         },
     };
-    let policies = match loaded {
+    match loaded {
         Some(Ok((set, warnings))) => {
             diags.extend(warnings);
             if let Some(dir) = config.policies.repo_path() {
@@ -186,11 +215,15 @@ fn check_repo(
             None
         }
         None => None,
-    };
+    }
+}
+
+/// The templates load, and render a sample rollback of the first policy in every form.
+fn check_templates(config: &Config, policies: Option<&PolicySet>, diags: &mut Vec<Diagnostic>) {
     match Templates::load(&config.templates) {
         Ok(t) => {
             // A trial render catches references to values that do not exist.
-            let sample_policy = policies.as_ref().and_then(|p| p.policies.first());
+            let sample_policy = policies.and_then(|p| p.policies.first());
             if let Some(policy) = sample_policy {
                 let (event, plan) = sample();
                 let mut decision = crate::domain::decision::Decision::for_event(&event);
@@ -240,22 +273,6 @@ fn check_repo(
         }
         Err(e) => diags.push(template_diagnostic(&config.templates, e)),
     }
-    if let Some(set) = &policies {
-        if let Err(d) = crate::engine::check_routes(config, set, &crate::engine::file_text) {
-            diags.extend(d);
-        }
-        check_verify(config, set, offline, &mut diags);
-        check_rules_match_someone(config, set, &mut diags);
-        check_drills(config, set, &mut diags);
-        if checks.forge {
-            check_forge(config, set, offline, &mut diags);
-        }
-        if let Some(Ok(repo)) = &repo {
-            check_paths_exist(config, repo, set, &mut diags);
-            check_codeowners(config, repo, set, &mut diags);
-        }
-    }
-    (diags, repo_unreadable)
 }
 
 /// What the GitHub forge's credentials lack for these policies (`--forge`).

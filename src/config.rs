@@ -1119,6 +1119,14 @@ impl Config {
             None => None,
         };
         let mut secrets = Secrets { git_token, ..Secrets::default() };
+        self.source_secrets(&mut secrets)?;
+        self.channel_secrets(&mut secrets)?;
+        Ok(secrets)
+    }
+
+    /// The webhook senders' secrets and the admin token.
+    fn source_secrets(&self, secrets: &mut Secrets) -> Result<(), ConfigError> {
+        let (config, path) = (self, self.path.as_path());
         if let Some(am) = &config.sources.alertmanager {
             if am.bearer_tokens_env.is_some() || am.bearer_tokens_file.is_some() {
                 secrets.alertmanager_tokens = secret_list(
@@ -1173,6 +1181,13 @@ impl Config {
             secrets.admin_tokens =
                 secret_list(path, "admin.token", config.admin.token_env.as_ref(), config.admin.token_file.as_ref())?;
         }
+        Ok(())
+    }
+
+    /// Each channel's URL or token; a channel whose variable is unset is named in
+    /// `notify_unset` rather than refused (read-only commands run without it).
+    fn channel_secrets(&self, secrets: &mut Secrets) -> Result<(), ConfigError> {
+        let (config, path) = (self, self.path.as_path());
         for (name, channel) in &config.notify.channels {
             let (url, var, field) = match channel {
                 ChannelConfig::Webhook { url, url_env } | ChannelConfig::SlackWebhook { url, url_env } => {
@@ -1214,7 +1229,7 @@ impl Config {
             }
             secrets.notify.insert(name.clone(), SecretString::new(value));
         }
-        Ok(secrets)
+        Ok(())
     }
 
     fn resolve_relative_to(&mut self, base: &Path) {

@@ -49,24 +49,7 @@ pub fn serve(config_path: &Path, listen: Option<String>, banner: Option<String>)
         let secrets = member.secrets()?;
         engines.push(Engine::new(member.clone(), secrets, clock.clone())?);
     }
-    let sources: Vec<&str> = [
-        config.sources.alertmanager.as_ref().map(|_| "alertmanager"),
-        config.sources.github.as_ref().map(|_| "github"),
-        config.sources.slack.as_ref().map(|_| "slack"),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    tracing::info!(
-        version = env!("CARGO_PKG_VERSION"),
-        commit = env!("ROLLBACKD_COMMIT"),
-        config = %config_path.display(),
-        sources = %sources.join(","),
-        repos = engines.len(),
-        policies = engines.iter().map(|e| e.policies().policies.len()).sum::<usize>(),
-        channels = config.notify.channels.len(),
-        "rollbackd starting"
-    );
+    log_start(config_path, config, &engines);
     let local_origin = engines.iter().any(|e| !looks_like_url(&e.config().repo.url));
     let mut members = Vec::new();
     let mut writers = Vec::new();
@@ -90,8 +73,9 @@ pub fn serve(config_path: &Path, listen: Option<String>, banner: Option<String>)
         println!("rollbackd listening on http://{addr}");
         let admin = match admin {
             Some((listen, router)) => {
-                let (l, a) =
-                    server::bind(&listen).await.map_err(|cause| ServeError::Listen { listen: listen.clone(), cause })?;
+                let (l, a) = server::bind(&listen)
+                    .await
+                    .map_err(|cause| ServeError::Listen { listen: listen.clone(), cause })?;
                 println!("rollbackd admin listening on http://{a}");
                 Some((l, router))
             }
@@ -101,17 +85,7 @@ pub fn serve(config_path: &Path, listen: Option<String>, banner: Option<String>)
             println!("{}", b.replace("{addr}", &addr.to_string()));
         }
         std::io::stdout().flush()?;
-        if local_origin {
-            tracing::warn!(
-                "repo.url is a path on this machine: pushes are written directly and the origin's hooks never run; use it for demos and tests, not production"
-            );
-        }
-        if open_reads && !addr.ip().is_loopback() {
-            tracing::warn!(
-                %addr,
-                "/metrics and /api/v1 are served without a token on a listener that is not loopback; set admin.listen or admin.token_env"
-            );
-        }
+        warn_if_exposed(local_origin, open_reads, addr);
         let reloads = tokio::spawn(reload_on_sighup(reloader));
         let public = server::serve(listener, app, settings.limits, server::shutdown_signal());
         match admin {
@@ -134,6 +108,45 @@ pub fn serve(config_path: &Path, listen: Option<String>, banner: Option<String>)
         writer.join().map_err(|_| ServeError::WriterPanicked)?;
     }
     Ok(())
+}
+
+/// The one line that says what this process serves.
+fn log_start(config_path: &Path, config: &crate::Config, engines: &[Engine]) {
+    let sources: Vec<&str> = [
+        config.sources.alertmanager.as_ref().map(|_| "alertmanager"),
+        config.sources.github.as_ref().map(|_| "github"),
+        config.sources.slack.as_ref().map(|_| "slack"),
+        config.sources.flux.as_ref().map(|_| "flux"),
+        config.sources.argocd.as_ref().map(|_| "argocd"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        commit = env!("ROLLBACKD_COMMIT"),
+        config = %config_path.display(),
+        sources = %sources.join(","),
+        repos = engines.len(),
+        policies = engines.iter().map(|e| e.policies().policies.len()).sum::<usize>(),
+        channels = config.notify.channels.len(),
+        "rollbackd starting"
+    );
+}
+
+/// Warnings about a setup fit for a demo, not for production.
+fn warn_if_exposed(local_origin: bool, open_reads: bool, addr: std::net::SocketAddr) {
+    if local_origin {
+        tracing::warn!(
+            "repo.url is a path on this machine: pushes are written directly and the origin's hooks never run; use it for demos and tests, not production"
+        );
+    }
+    if open_reads && !addr.ip().is_loopback() {
+        tracing::warn!(
+            %addr,
+            "/metrics and /api/v1 are served without a token on a listener that is not loopback; set admin.listen or admin.token_env"
+        );
+    }
 }
 
 /// SIGHUP asks the writer to reload; the answer is logged (the writer logs it too).

@@ -713,31 +713,13 @@ impl Engine {
 
         // A phased rollback of this target is between phases: it answers for the target until
         // it ends (a newer alert halts it; a person is told how to go on).
-        if let Some(r) = self.between_phases_of(&target) {
-            let outcome = match opts.dry_run {
-                false => self.answer_between_phases(&r, event, now)?,
-                true => Outcome::Duplicate {
-                    rollback_id: r.id.clone(),
-                    commit: r.commit.clone(),
-                    reason: format!("{} is between phases; an alert newer than its phase would halt it", r.id),
-                },
-            };
+        if let Some(outcome) = self.between_phases_answer(&target, event, opts, now)? {
             return done(decision, None, outcome);
         }
-        let plan =
-            match debug_span!("plan").in_scope(|| self.plan_rollback(&policy, &target, event, opts.to.clone()))? {
-                Planned::Ready(plan) => *plan,
-                Planned::AlreadyRolledBack { id, commit, reason } => {
-                    return done(decision, None, Outcome::Duplicate { rollback_id: RollbackId(id), commit, reason });
-                }
-                Planned::Noop { reason } => return done(decision, None, Outcome::Noop { reason }),
-                // Not even an emergency deletes a service: that is a change for a person to write.
-                Planned::NothingToGoBackTo { plan, reason } => {
-                    let reason = format!("{reason} (policy {} does not set action.allow_removal)", policy.name());
-                    warn!(%reason, "request denied");
-                    return done(decision, Some(*plan), Outcome::Denied { reason });
-                }
-            };
+        let plan = match self.plan_to_write(&policy, &target, event, opts)? {
+            Ok(plan) => plan,
+            Err((plan, outcome)) => return done(decision, plan, outcome),
+        };
         if let (true, Some(p)) = (if_owner, &opts.principal) {
             let (rules, list) = request_rules(&policy, opts);
             let files = plan.diffstat.iter().map(|f| f.path.clone()).collect();
@@ -788,26 +770,81 @@ impl Engine {
                 return done(decision, Some(plan), outcome);
             }
         };
-        // A phased rollback pushes its first phase with changes; the idle loop writes the rest.
-        let plan = match delivery {
-            Delivery::Direct if plan.target.phases.len() > 1 => match self.first_phase(&policy, &plan, event)? {
-                phases::FirstPhase::Phased(first) => {
-                    if let Some(p) = first.phase.filter(|p| p.step > 1) {
-                        decision.notes.push(format!("the phases before {p} change nothing here: skipped"));
-                    }
-                    *first
-                }
-                phases::FirstPhase::Whole(why) => {
-                    decision.notes.push(format!("not in phases: {why}"));
-                    plan
-                }
-            },
-            _ => plan,
-        };
+        let plan = self.first_write(delivery, &policy, plan, event, &mut decision)?;
         if let Some(outcome) = dry_run {
             return done(decision, Some(plan), outcome);
         }
         Ok(Prepared::Ready(Box::new(Ready { decision, policy, plan, id, delivery, now })))
+    }
+
+    /// A phased rollback of this target is between phases: what it answers for the target.
+    fn between_phases_answer(
+        &mut self,
+        target: &crate::domain::plan::Target,
+        event: &Event,
+        opts: &Options,
+        now: Timestamp,
+    ) -> Result<Option<Outcome>, EngineError> {
+        let Some(r) = self.between_phases_of(target) else { return Ok(None) };
+        Ok(Some(match opts.dry_run {
+            false => self.answer_between_phases(&r, event, now)?,
+            true => Outcome::Duplicate {
+                rollback_id: r.id.clone(),
+                commit: r.commit.clone(),
+                reason: format!("{} is between phases; an alert newer than its phase would halt it", r.id),
+            },
+        }))
+    }
+
+    /// The plan of the rollback, or the outcome that ends it here (and the plan, when there is
+    /// one to show).
+    fn plan_to_write(
+        &mut self,
+        policy: &Policy,
+        target: &crate::domain::plan::Target,
+        event: &Event,
+        opts: &Options,
+    ) -> Result<Result<Plan, (Option<Plan>, Outcome)>, EngineError> {
+        Ok(match debug_span!("plan").in_scope(|| self.plan_rollback(policy, target, event, opts.to.clone()))? {
+            Planned::Ready(plan) => Ok(*plan),
+            Planned::AlreadyRolledBack { id, commit, reason } => {
+                Err((None, Outcome::Duplicate { rollback_id: RollbackId(id), commit, reason }))
+            }
+            Planned::Noop { reason } => Err((None, Outcome::Noop { reason })),
+            // Not even an emergency deletes a service: that is a change for a person to write.
+            Planned::NothingToGoBackTo { plan, reason } => {
+                let reason = format!("{reason} (policy {} does not set action.allow_removal)", policy.name());
+                warn!(%reason, "request denied");
+                Err((Some(*plan), Outcome::Denied { reason }))
+            }
+        })
+    }
+
+    /// What the push writes first: a phased rollback pushes its first phase with changes (the
+    /// idle loop writes the rest); anything else, the whole plan.
+    fn first_write(
+        &mut self,
+        delivery: Delivery,
+        policy: &Policy,
+        plan: Plan,
+        event: &Event,
+        decision: &mut Decision,
+    ) -> Result<Plan, EngineError> {
+        if delivery != Delivery::Direct || plan.target.phases.len() <= 1 {
+            return Ok(plan);
+        }
+        Ok(match self.first_phase(policy, &plan, event)? {
+            phases::FirstPhase::Phased(first) => {
+                if let Some(p) = first.phase.filter(|p| p.step > 1) {
+                    decision.notes.push(format!("the phases before {p} change nothing here: skipped"));
+                }
+                *first
+            }
+            phases::FirstPhase::Whole(why) => {
+                decision.notes.push(format!("not in phases: {why}"));
+                plan
+            }
+        })
     }
 
     /// What rolling `target` back under `policy` would write, on the mirror as it is: the one
@@ -906,33 +943,7 @@ impl Engine {
         };
         let parent = marker.as_ref().map_or_else(|| plan.head.clone(), |(m, _)| m.clone());
         let commit = self.repo.create_commit(&parent, &plan.tree, &message, now)?;
-        let on_branch = WriteTarget::Branch { name: plan.branch.clone(), expected: plan.head.clone() };
-        let (target, tag) = match (tag_msg, delivery) {
-            (Some(tag_msg), _) => {
-                let tag_id = self.repo.create_tag(&name, &commit, &tag_msg, now)?;
-                (on_branch, Some((name, tag_id)))
-            }
-            // A phase before the last carries its own tag: what marks it as rollbackd's.
-            (None, Delivery::Direct) => {
-                let step = phase.map_or(1, |p| p.step);
-                let phase_tag = RollbackRef::new(&plan.target.service, &plan.target.env, id).phase_tag(step);
-                let text = format!(
-                    "Phase {} of rollback {id} of {}/{}\n",
-                    phase.map_or_else(String::new, |p| p.to_string()),
-                    plan.target.service,
-                    plan.target.env
-                );
-                let tag_id = self.repo.create_tag(&phase_tag, &commit, &text, now)?;
-                (on_branch, Some((phase_tag, tag_id)))
-            }
-            // A proposal carries its own tag: what marks the branch as rollbackd's.
-            (None, Delivery::Proposal) => {
-                let proposed = RollbackRef::new(&plan.target.service, &plan.target.env, id).proposed();
-                let text = format!("Proposed rollback {id} of {}/{}\n", plan.target.service, plan.target.env);
-                let tag_id = self.repo.create_tag(&proposed, &commit, &text, now)?;
-                (WriteTarget::NewBranch { name }, Some((proposed, tag_id)))
-            }
-        };
+        let (target, tag) = self.mark(w, &commit, tag_msg, name, now)?;
         // Rendered before anything is pushed: a template error must not leave a branch behind.
         let pr_texts = match (delivery, &*self.forge) {
             (Delivery::Proposal, Forge::Github(_)) => {
@@ -988,6 +999,47 @@ impl Engine {
             }
         }
     }
+    /// Where commit `commit` goes and the tag that marks it as rollbackd's: the rollback's tag
+    /// (`tag_msg`, on its last or only phase), a phase's tag, or a proposal's tag and branch.
+    fn mark(
+        &self,
+        w: &Write<'_>,
+        commit: &Sha,
+        tag_msg: Option<String>,
+        name: String,
+        now: Timestamp,
+    ) -> Result<(WriteTarget, Option<(String, Sha)>), EngineError> {
+        let Write { plan, id, delivery, .. } = *w;
+        let phase = plan.phase;
+        let on_branch = WriteTarget::Branch { name: plan.branch.clone(), expected: plan.head.clone() };
+        Ok(match (tag_msg, delivery) {
+            (Some(tag_msg), _) => {
+                let tag_id = self.repo.create_tag(&name, commit, &tag_msg, now)?;
+                (on_branch, Some((name, tag_id)))
+            }
+            // A phase before the last carries its own tag: what marks it as rollbackd's.
+            (None, Delivery::Direct) => {
+                let step = phase.map_or(1, |p| p.step);
+                let phase_tag = RollbackRef::new(&plan.target.service, &plan.target.env, id).phase_tag(step);
+                let text = format!(
+                    "Phase {} of rollback {id} of {}/{}\n",
+                    phase.map_or_else(String::new, |p| p.to_string()),
+                    plan.target.service,
+                    plan.target.env
+                );
+                let tag_id = self.repo.create_tag(&phase_tag, commit, &text, now)?;
+                (on_branch, Some((phase_tag, tag_id)))
+            }
+            // A proposal carries its own tag: what marks the branch as rollbackd's.
+            (None, Delivery::Proposal) => {
+                let proposed = RollbackRef::new(&plan.target.service, &plan.target.env, id).proposed();
+                let text = format!("Proposed rollback {id} of {}/{}\n", plan.target.service, plan.target.env);
+                let tag_id = self.repo.create_tag(&proposed, commit, &text, now)?;
+                (WriteTarget::NewBranch { name }, Some((proposed, tag_id)))
+            }
+        })
+    }
+
     /// Opens the pull request of proposal `rollback`, just pushed; one GitHub would not open
     /// now is opened later (the branch is there, and is the proposal).
     fn open_pr_for(
