@@ -199,7 +199,7 @@ fn seed_history(origin: &Path, now: Timestamp) -> Result<crate::domain::plan::Sh
 fn write_config(path: &Path) -> Result<(), DemoError> {
     write(
         path,
-        "# yaml-language-server: $schema=docs/schemas/config.schema.json
+        r#"# yaml-language-server: $schema=docs/schemas/config.schema.json
 # rollbackd demo configuration; every field is described in docs/configuration.md.
 repo:
   url: origin.git        # the bare config repo next to this file
@@ -224,7 +224,7 @@ notify:
 # Where policies/30-requests.yaml's `verify.query` is asked (a rollback people asked for has no
 # alert to resolve). Without a Prometheus here the verdict is `unverified`, and `check` says the
 # query was not tried; point it at yours.
-prometheus: { url: \"http://127.0.0.1:9090\" }
+prometheus: { url: "http://127.0.0.1:9090" }
 # Who is in the groups and teams policies/30-requests.yaml names (rollbackd cannot ask Slack or
 # GitHub); replace the example members with yours.
 directory:
@@ -233,7 +233,7 @@ directory:
     S0INCIDENT: [U0EXAMPLE1]
   github_teams:
     acme/sre: [example-sre]
-",
+"#,
     )?;
     Ok(())
 }

@@ -31,11 +31,25 @@ pub(crate) fn install() -> PrometheusHandle {
         .clone()
 }
 
-/// Every series' help text and unit, and the zeros.
+/// Every series' help text and unit, and the zeros, one group per subsystem.
 fn describe() {
+    describe_build_info();
+    describe_webhooks();
+    describe_decisions();
+    describe_timings();
+    describe_follow_up();
+    describe_writer();
+    describe_policies();
+}
+
+fn describe_build_info() {
     describe_gauge!("rollbackd_build_info", "Always 1; the labels say which rollbackd is running.");
     gauge!("rollbackd_build_info", "version" => env!("CARGO_PKG_VERSION"), "commit" => env!("ROLLBACKD_COMMIT"))
         .set(1.0);
+}
+
+/// What arrives at the edge: events, and the requests turned away before they became one.
+fn describe_webhooks() {
     describe_counter!("rollbackd_events_total", "Events received, by source and how they were answered.");
     describe_counter!(
         "rollbackd_event_errors_total",
@@ -48,81 +62,6 @@ fn describe() {
     describe_counter!(
         "rollbackd_webhook_rejected_total",
         "Webhook requests turned away before any event was handled (400 bad request, 413 too large, 415 wrong content type) or answered 422 (refused or failed for good), by source and status."
-    );
-    describe_counter!(
-        "rollbackd_rollbacks_total",
-        "Decisions on rollbacks, by validated service, env, policy mode and outcome."
-    );
-    describe_counter!(
-        "rollbackd_push_retries_total",
-        "Pushes retried because the branch moved (compare-and-swap lost)."
-    );
-    describe_counter!("rollbackd_guard_denials_total", "Rollbacks denied, by the guard that failed.");
-    describe_counter!(
-        "rollbackd_oscillations_total",
-        "Rollbacks of a service/env that was already rolled back in the last 24 hours."
-    );
-    describe_histogram!(
-        "rollbackd_time_to_rollback_seconds",
-        Unit::Seconds,
-        "From the alert's start (from=alert_start) or the event's receipt (from=received) to the rollback on the branch, by path."
-    );
-    describe_histogram!(
-        "rollbackd_time_to_propose_seconds",
-        Unit::Seconds,
-        "From the alert's start or the event's receipt to the proposal pushed for review."
-    );
-    describe_histogram!(
-        "rollbackd_time_to_recovery_seconds",
-        Unit::Seconds,
-        "From the push that put the rollback on the branch to the recovery seen: its verification's, or the alert's resolve under a policy without verify."
-    );
-    describe_counter!("rollbackd_verifications_total", "Verifications ended, by result (verified, not_recovered).");
-    describe_counter!(
-        "rollbackd_escalations_total",
-        "Rollbacks that did not bring recovery and were escalated to people."
-    );
-    describe_counter!(
-        "rollbackd_step_backs_total",
-        "Further rollbacks made because a rollback did not bring recovery."
-    );
-    describe_counter!(
-        "rollbackd_phases_total",
-        "Phased rollbacks after their first phase, by result: pushed (a later phase), halted (the rest proposed)."
-    );
-    describe_counter!(
-        "rollbackd_breaker_trips_total",
-        "Times the blast-radius breaker paused automatic rollbacks (too many services alerting at once)."
-    );
-    describe_counter!(
-        "rollbackd_notifications_total",
-        "Notification messages by channel and result (sent, failed after its tries, dropped when the queue was full)."
-    );
-    describe_counter!(
-        "rollbackd_untrusted_records_total",
-        "Records found on the origin where rollbackd writes (its notes, state refs, rollback tags) that no trusted key signed, each counted once, by ref kind."
-    );
-    describe_gauge!("rollbackd_queue_depth", "Events waiting for the writer.");
-    describe_gauge!("rollbackd_queue_capacity", "How many events the writer's queue holds (server.queue).");
-    describe_gauge!("rollbackd_origin_reachable", "1 while the last fetch from the config repo succeeded, else 0.");
-    describe_gauge!(
-        "rollbackd_rollback_ready",
-        "1 while an automatic rollback of the service in the environment would work now (rollbackd readiness), else 0."
-    );
-    describe_gauge!("rollbackd_policies", "Policies in force.");
-    describe_gauge!(
-        "rollbackd_policies_valid",
-        "0 while the policies on the config repo's branch are refused (the previous set stays in force), else 1."
-    );
-    describe_counter!("rollbackd_policy_reloads_total", "Policy sets read from the config repo, by result.");
-    describe_counter!(
-        "rollbackd_writer_panics_total",
-        "Jobs that panicked on the writer; each time the engine was rebuilt from git (or kept, if that failed)."
-    );
-    describe_gauge!(
-        "rollbackd_writer_heartbeat_timestamp_seconds",
-        Unit::Seconds,
-        "When the writer last finished a job or an idle refresh (Unix time): a stuck writer stops moving it."
     );
     for source in ["alertmanager", "github", "slack", "admin", "flux", "argocd"] {
         counter!("rollbackd_webhook_auth_failures_total", "source" => source).increment(0);
@@ -140,6 +79,27 @@ fn describe() {
             counter!("rollbackd_events_total", "source" => source, "outcome" => outcome).increment(0);
         }
     }
+}
+
+/// The decision on a rollback and what held it back.
+fn describe_decisions() {
+    describe_counter!(
+        "rollbackd_rollbacks_total",
+        "Decisions on rollbacks, by validated service, env, policy mode and outcome."
+    );
+    describe_counter!(
+        "rollbackd_push_retries_total",
+        "Pushes retried because the branch moved (compare-and-swap lost)."
+    );
+    describe_counter!("rollbackd_guard_denials_total", "Rollbacks denied, by the guard that failed.");
+    describe_counter!(
+        "rollbackd_oscillations_total",
+        "Rollbacks of a service/env that was already rolled back in the last 24 hours."
+    );
+    describe_counter!(
+        "rollbackd_breaker_trips_total",
+        "Times the blast-radius breaker paused automatic rollbacks (too many services alerting at once)."
+    );
     for guard in [
         "cooldown",
         "max_rollbacks",
@@ -150,27 +110,97 @@ fn describe() {
     ] {
         counter!("rollbackd_guard_denials_total", "guard" => guard).increment(0);
     }
+    for name in ["rollbackd_push_retries_total", "rollbackd_oscillations_total", "rollbackd_breaker_trips_total"] {
+        counter!(name).increment(0);
+    }
+}
+
+fn describe_timings() {
+    describe_histogram!(
+        "rollbackd_time_to_rollback_seconds",
+        Unit::Seconds,
+        "From the alert's start (from=alert_start) or the event's receipt (from=received) to the rollback on the branch, by path."
+    );
+    describe_histogram!(
+        "rollbackd_time_to_propose_seconds",
+        Unit::Seconds,
+        "From the alert's start or the event's receipt to the proposal pushed for review."
+    );
+    describe_histogram!(
+        "rollbackd_time_to_recovery_seconds",
+        Unit::Seconds,
+        "From the push that put the rollback on the branch to the recovery seen: its verification's, or the alert's resolve under a policy without verify."
+    );
+}
+
+/// What follows a rollback on the branch: its verification, what is done when it does not
+/// bring recovery, its later phases, and the people told.
+fn describe_follow_up() {
+    describe_counter!("rollbackd_verifications_total", "Verifications ended, by result (verified, not_recovered).");
+    describe_counter!(
+        "rollbackd_escalations_total",
+        "Rollbacks that did not bring recovery and were escalated to people."
+    );
+    describe_counter!(
+        "rollbackd_step_backs_total",
+        "Further rollbacks made because a rollback did not bring recovery."
+    );
+    describe_counter!(
+        "rollbackd_phases_total",
+        "Phased rollbacks after their first phase, by result: pushed (a later phase), halted (the rest proposed)."
+    );
+    describe_counter!(
+        "rollbackd_notifications_total",
+        "Notification messages by channel and result (sent, failed after its tries, dropped when the queue was full)."
+    );
     for result in ["verified", "not_recovered", "unverified"] {
         counter!("rollbackd_verifications_total", "result" => result).increment(0);
-    }
-    for result in ["switched", "refused"] {
-        counter!("rollbackd_policy_reloads_total", "result" => result).increment(0);
-    }
-    for r in UNTRUSTED_REF_KINDS {
-        counter!("rollbackd_untrusted_records_total", "ref" => r).increment(0);
     }
     for result in ["pushed", "halted"] {
         counter!("rollbackd_phases_total", "result" => result).increment(0);
     }
-    for name in [
-        "rollbackd_push_retries_total",
-        "rollbackd_escalations_total",
-        "rollbackd_step_backs_total",
-        "rollbackd_oscillations_total",
-        "rollbackd_breaker_trips_total",
-        "rollbackd_writer_panics_total",
-    ] {
+    for name in ["rollbackd_escalations_total", "rollbackd_step_backs_total"] {
         counter!(name).increment(0);
+    }
+}
+
+/// The writer's health: its queue, its origin, the records it found there, and its liveness.
+fn describe_writer() {
+    describe_counter!(
+        "rollbackd_untrusted_records_total",
+        "Records found on the origin where rollbackd writes (its notes, state refs, rollback tags) that no trusted key signed, each counted once, by ref kind."
+    );
+    describe_gauge!("rollbackd_queue_depth", "Events waiting for the writer.");
+    describe_gauge!("rollbackd_queue_capacity", "How many events the writer's queue holds (server.queue).");
+    describe_gauge!("rollbackd_origin_reachable", "1 while the last fetch from the config repo succeeded, else 0.");
+    describe_gauge!(
+        "rollbackd_rollback_ready",
+        "1 while an automatic rollback of the service in the environment would work now (rollbackd readiness), else 0."
+    );
+    describe_counter!(
+        "rollbackd_writer_panics_total",
+        "Jobs that panicked on the writer; each time the engine was rebuilt from git (or kept, if that failed)."
+    );
+    describe_gauge!(
+        "rollbackd_writer_heartbeat_timestamp_seconds",
+        Unit::Seconds,
+        "When the writer last finished a job or an idle refresh (Unix time): a stuck writer stops moving it."
+    );
+    for r in UNTRUSTED_REF_KINDS {
+        counter!("rollbackd_untrusted_records_total", "ref" => r).increment(0);
+    }
+    counter!("rollbackd_writer_panics_total").increment(0);
+}
+
+fn describe_policies() {
+    describe_gauge!("rollbackd_policies", "Policies in force.");
+    describe_gauge!(
+        "rollbackd_policies_valid",
+        "0 while the policies on the config repo's branch are refused (the previous set stays in force), else 1."
+    );
+    describe_counter!("rollbackd_policy_reloads_total", "Policy sets read from the config repo, by result.");
+    for result in ["switched", "refused"] {
+        counter!("rollbackd_policy_reloads_total", "result" => result).increment(0);
     }
 }
 

@@ -563,23 +563,9 @@ fn process(engine: &mut Engine, shared: &Shared, job: Job, gates: &SyncSender<Ga
             let result = engine.handle(&event, &Options::default());
             let _ = reply.send(job_result(engine, shared, &event, result));
         }
-        Job::Alerts { events } => {
-            let (events, replies): (Vec<Event>, Vec<_>) = events.into_iter().unzip();
-            let mut replies: Vec<Option<_>> = replies.into_iter().map(Some).collect();
-            let clock = engine.clock();
-            // Each sender is answered as soon as its alert is settled.
-            engine.handle_alerts_each(&events, &Options::default(), |i, result| {
-                if let Some(reply) = replies[i].take() {
-                    let _ = reply.send(job_result_at(shared, &events[i], result, clock.now()));
-                }
-            });
-        }
+        Job::Alerts { events } => handle_alerts(engine, shared, events),
         Job::Resolved { resolved, reply } => {
-            let result = match engine.record_resolution(&resolved) {
-                Ok(msg) => JobResult::Note(msg),
-                Err(e) => failed(&e),
-            };
-            let _ = reply.send(result);
+            let _ = reply.send(noted(engine.record_resolution(&resolved)));
         }
         Job::Chat { request, reply } => {
             let _ = reply.send(crate::chat::dispatch::execute(engine, &request));
@@ -589,96 +575,114 @@ fn process(engine: &mut Engine, shared: &Shared, job: Job, gates: &SyncSender<Ga
             let _ = reply.send(JobResult::Note(text));
         }
         Job::ChecksPassed { branch, reply } => {
-            let result = match engine.checks_completed(&branch) {
-                Ok(msg) => JobResult::Note(msg),
-                Err(e) => failed(&e),
-            };
-            let _ = reply.send(result);
+            let _ = reply.send(noted(engine.checks_completed(&branch)));
         }
         Job::Fetch { git_ref, reply } => {
-            let result = match engine.fetch_pushed(&git_ref) {
-                Ok(msg) => JobResult::Note(msg),
-                Err(e) => failed(&e),
-            };
-            let _ = reply.send(result);
+            let _ = reply.send(noted(engine.fetch_pushed(&git_ref)));
         }
-        // The writer reads the holds; the gate's thread reads the pull request.
         Job::GatePullRequest { number, head_sha, base, reply } => {
-            match engine.start_pull_gate(number, &head_sha, &base) {
-                Ok(crate::engine::GateStart::Said(said)) => {
-                    let _ = reply.send(JobResult::Note(said));
-                }
-                Ok(crate::engine::GateStart::Run(gate)) => match gates.try_send((gate, reply)) {
-                    Ok(()) => {}
-                    Err(TrySendError::Full((_, reply))) => {
-                        let busy =
-                            format!("the gate has {GATE_QUEUE} pull requests waiting; pull request #{number} later");
-                        let _ = reply.send(JobResult::Failed { message: busy, transient: true });
-                    }
-                    Err(TrySendError::Disconnected((_, reply))) => {
-                        let _ =
-                            reply.send(JobResult::Failed { message: "the gate has stopped".into(), transient: true });
-                    }
-                },
-                Err(e) => {
-                    let _ = reply.send(failed(&e));
-                }
-            }
+            gate_pull_request(engine, gates, number, &head_sha, &base, reply);
         }
         Job::PullRequestClosed { branch, merged_sha, head_sha, by, reply } => {
-            let result = match engine.record_pr_closed(&branch, merged_sha.as_deref(), &head_sha, &by) {
-                Ok(msg) => JobResult::Note(msg),
-                Err(e) => failed(&e),
-            };
-            let _ = reply.send(result);
+            let _ = reply.send(noted(engine.record_pr_closed(&branch, merged_sha.as_deref(), &head_sha, &by)));
         }
         Job::Reload { reply } => {
-            let result = match engine.reloaded() {
-                Ok(new) => {
-                    let said =
-                        format!("reloaded {}: {} policies", new.config().path.display(), new.policies().policies.len());
-                    // The old engine's notices go out on their own; the writer does not wait.
-                    std::mem::replace(engine, new).finish().in_background();
-                    *shared.triager.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(engine.triager());
-                    metrics::policies_in_force(
-                        shared.name.as_deref(),
-                        engine.policies().policies.len(),
-                        engine.policy_refusal().is_none(),
-                    );
-                    info!("{said}");
-                    JobResult::Note(said)
-                }
-                Err(e) => {
-                    warn!(error = %e, "reload refused; the config and policies in force are unchanged");
-                    JobResult::Failed { message: e.to_string(), transient: false }
-                }
-            };
-            let _ = reply.send(result);
+            let _ = reply.send(reload(engine, shared));
         }
         Job::Refresh { done } => {
-            let branch = format!("refs/heads/{}", engine.config().repo.branch);
-            let result = match engine.fetch_pushed(&branch) {
-                // Answered only once the status shows what was fetched: `as_of` follows it.
-                Ok(_) if publish(engine, shared, false, true) => Ok(()),
-                Ok(_) => Err("reading the status failed".to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            let _ = done.send(result);
+            let _ = done.send(refresh(engine, shared));
         }
         Job::KnownGood { event, reply } => {
-            let result = match engine.mark_known_good(&event) {
-                Ok(msg) => JobResult::Note(msg),
-                Err(e) => failed(&e),
-            };
-            let _ = reply.send(result);
+            let _ = reply.send(noted(engine.mark_known_good(&event)));
         }
         Job::ControllerHealthy { event, reply } => {
-            let result = match engine.controller_healthy(&event) {
-                Ok(msg) => JobResult::Note(msg),
-                Err(e) => failed(&e),
-            };
-            let _ = reply.send(result);
+            let _ = reply.send(noted(engine.controller_healthy(&event)));
         }
+    }
+}
+
+/// What the engine said, or why it could not.
+fn noted(result: Result<String, EngineError>) -> JobResult {
+    match result {
+        Ok(msg) => JobResult::Note(msg),
+        Err(e) => failed(&e),
+    }
+}
+
+/// The firing alerts of one notification, handled together.
+fn handle_alerts(engine: &mut Engine, shared: &Shared, events: Vec<Queued>) {
+    let (events, replies): (Vec<Event>, Vec<_>) = events.into_iter().unzip();
+    let mut replies: Vec<Option<_>> = replies.into_iter().map(Some).collect();
+    let clock = engine.clock();
+    // Each sender is answered as soon as its alert is settled.
+    engine.handle_alerts_each(&events, &Options::default(), |i, result| {
+        if let Some(reply) = replies[i].take() {
+            let _ = reply.send(job_result_at(shared, &events[i], result, clock.now()));
+        }
+    });
+}
+
+/// The writer reads the holds; the gate's thread reads the pull request.
+fn gate_pull_request(
+    engine: &mut Engine,
+    gates: &SyncSender<GateJob>,
+    number: u64,
+    head_sha: &str,
+    base: &str,
+    reply: oneshot::Sender<JobResult>,
+) {
+    match engine.start_pull_gate(number, head_sha, base) {
+        Ok(crate::engine::GateStart::Said(said)) => {
+            let _ = reply.send(JobResult::Note(said));
+        }
+        Ok(crate::engine::GateStart::Run(gate)) => match gates.try_send((gate, reply)) {
+            Ok(()) => {}
+            Err(TrySendError::Full((_, reply))) => {
+                let busy = format!("the gate has {GATE_QUEUE} pull requests waiting; pull request #{number} later");
+                let _ = reply.send(JobResult::Failed { message: busy, transient: true });
+            }
+            Err(TrySendError::Disconnected((_, reply))) => {
+                let _ = reply.send(JobResult::Failed { message: "the gate has stopped".into(), transient: true });
+            }
+        },
+        Err(e) => {
+            let _ = reply.send(failed(&e));
+        }
+    }
+}
+
+/// Swaps in an engine built from the config, policies and templates read again; a refused
+/// reload leaves the one in force.
+fn reload(engine: &mut Engine, shared: &Shared) -> JobResult {
+    match engine.reloaded() {
+        Ok(new) => {
+            let said = format!("reloaded {}: {} policies", new.config().path.display(), new.policies().policies.len());
+            // The old engine's notices go out on their own; the writer does not wait.
+            std::mem::replace(engine, new).finish().in_background();
+            *shared.triager.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(engine.triager());
+            metrics::policies_in_force(
+                shared.name.as_deref(),
+                engine.policies().policies.len(),
+                engine.policy_refusal().is_none(),
+            );
+            info!("{said}");
+            JobResult::Note(said)
+        }
+        Err(e) => {
+            warn!(error = %e, "reload refused; the config and policies in force are unchanged");
+            JobResult::Failed { message: e.to_string(), transient: false }
+        }
+    }
+}
+
+/// Fetches the watched branch and rebuilds the status from it.
+fn refresh(engine: &mut Engine, shared: &Shared) -> Result<(), String> {
+    let branch = format!("refs/heads/{}", engine.config().repo.branch);
+    match engine.fetch_pushed(&branch) {
+        // Answered only once the status shows what was fetched: `as_of` follows it.
+        Ok(_) if publish(engine, shared, false, true) => Ok(()),
+        Ok(_) => Err("reading the status failed".to_string()),
+        Err(e) => Err(e.to_string()),
     }
 }
 

@@ -177,65 +177,23 @@ fn plain_text(markdown: &str) -> String {
 pub fn parse_args(args: &str) -> Result<Command, ParseError> {
     let words: Vec<&str> = args.split_whitespace().collect();
     let Some((first, rest)) = words.split_first() else { return Ok(Command::Help) };
-    let id = |command: &'static str, rest: &[&str]| -> Result<Option<String>, ParseError> {
-        match rest {
-            [] => Ok(None),
-            [id] => Ok(Some(id.to_string())),
-            [_, extra, ..] => Err(ParseError::UnexpectedWord { command, word: extra.to_string(), suggestion: None }),
-        }
-    };
     match first.to_ascii_lowercase().as_str() {
         "help" => match rest {
             [] => Ok(Command::Help),
             [w, ..] => Err(ParseError::UnexpectedWord { command: "help", word: w.to_string(), suggestion: None }),
         },
-        "approve" => Ok(Command::Approve { id: id("approve", rest)? }),
-        "cancel" => Ok(Command::Cancel { id: id("cancel", rest)? }),
-        "status" => Ok(Command::Status { service: id("status", rest)? }),
-        "history" => match rest {
-            [] => Ok(Command::History { service: None, env: None }),
-            [s] => Ok(Command::History { service: Some(s.to_string()), env: None }),
-            [s, e] => Ok(Command::History { service: Some(s.to_string()), env: Some(e.to_string()) }),
-            [_, _, extra, ..] => {
-                Err(ParseError::UnexpectedWord { command: "history", word: extra.to_string(), suggestion: None })
-            }
-        },
-        "freeze" => {
-            let (scope, rest) = scope("freeze", rest)?;
-            let opts = options("freeze", rest, &["for", "because"])?;
-            let duration = match opts.value("for") {
-                Some(text) => Some(text.parse::<Duration>().map_err(|_| ParseError::BadDuration { text })?),
-                None => None,
-            };
-            let reason = opts.value("because");
-            Ok(Command::Freeze { scope, env: opts.positional, duration, reason })
-        }
+        "approve" => Ok(Command::Approve { id: optional_id("approve", rest)? }),
+        "cancel" => Ok(Command::Cancel { id: optional_id("cancel", rest)? }),
+        "status" => Ok(Command::Status { service: optional_id("status", rest)? }),
+        "history" => history(rest),
+        "freeze" => freeze(rest),
         "unfreeze" => {
             let (scope, rest) = scope("unfreeze", rest)?;
             let opts = options("unfreeze", rest, &[])?;
             Ok(Command::Unfreeze { scope, env: opts.positional })
         }
-        "pause" => {
-            let opts = options("pause", rest, &["for", "because"])?;
-            if let Some(word) = opts.positional {
-                return Err(ParseError::UnexpectedWord { command: "pause", word, suggestion: Some("for") });
-            }
-            let duration = match opts.value("for") {
-                Some(text) => Some(text.parse::<Duration>().map_err(|_| ParseError::BadDuration { text })?),
-                None => None,
-            };
-            Ok(Command::Pause { duration, reason: opts.value("because") })
-        }
-        "release" => {
-            let [service, env, rest @ ..] = rest else {
-                return Err(ParseError::Missing { command: "release", what: "<service> <env>" });
-            };
-            let opts = options("release", rest, &["because"])?;
-            if let Some(word) = opts.positional {
-                return Err(ParseError::UnexpectedWord { command: "release", word, suggestion: Some("because") });
-            }
-            Ok(Command::Release { service: service.to_string(), env: env.to_string(), reason: opts.value("because") })
-        }
+        "pause" => pause(rest),
+        "release" => release(rest),
         "continue" => match rest {
             [id] => Ok(Command::Continue { id: id.to_string() }),
             [] => Err(ParseError::Missing { command: "continue", what: "<id>" }),
@@ -243,44 +201,104 @@ pub fn parse_args(args: &str) -> Result<Command, ParseError> {
                 Err(ParseError::UnexpectedWord { command: "continue", word: extra.to_string(), suggestion: None })
             }
         },
-        "abort" => {
-            let [id, rest @ ..] = rest else {
-                return Err(ParseError::Missing { command: "abort", what: "<id>" });
-            };
-            let opts = options("abort", rest, &["because"])?;
-            if let Some(word) = opts.positional {
-                return Err(ParseError::UnexpectedWord { command: "abort", word, suggestion: Some("because") });
-            }
-            Ok(Command::Abort { id: id.to_string(), reason: opts.value("because") })
-        }
+        "abort" => abort(rest),
         "resume" => match rest.first() {
             None => Ok(Command::Resume),
             Some(extra) => {
                 Err(ParseError::UnexpectedWord { command: "resume", word: extra.to_string(), suggestion: None })
             }
         },
-        _ => {
-            let service = *first;
-            if service.starts_with('-') || service.contains(['/', '\\', '"']) {
-                return Err(ParseError::UnknownCommand {
-                    word: service.to_string(),
-                    suggestion: suggest(service, &SUBCOMMANDS, 2),
-                });
-            }
-            // A near miss of a command is a typo, not a service called "staus".
-            if let Some(s) = suggest(service, &SUBCOMMANDS, 1) {
-                return Err(ParseError::UnknownCommand { word: service.to_string(), suggestion: Some(s) });
-            }
-            let opts = options("rollback", rest, &["to", "because", "--emergency"])?;
-            Ok(Command::Rollback {
-                service: service.to_string(),
-                env: opts.positional.clone(),
-                to: opts.value("to"),
-                reason: opts.value("because"),
-                emergency: opts.flags.contains(&"--emergency"),
-            })
+        _ => rollback(first, rest),
+    }
+}
+
+/// One optional word after the command (an id, a service).
+fn optional_id(command: &'static str, rest: &[&str]) -> Result<Option<String>, ParseError> {
+    match rest {
+        [] => Ok(None),
+        [id] => Ok(Some(id.to_string())),
+        [_, extra, ..] => Err(ParseError::UnexpectedWord { command, word: extra.to_string(), suggestion: None }),
+    }
+}
+
+fn history(rest: &[&str]) -> Result<Command, ParseError> {
+    match rest {
+        [] => Ok(Command::History { service: None, env: None }),
+        [s] => Ok(Command::History { service: Some(s.to_string()), env: None }),
+        [s, e] => Ok(Command::History { service: Some(s.to_string()), env: Some(e.to_string()) }),
+        [_, _, extra, ..] => {
+            Err(ParseError::UnexpectedWord { command: "history", word: extra.to_string(), suggestion: None })
         }
     }
+}
+
+/// The duration after `for`, if given.
+fn duration_for(opts: &Options) -> Result<Option<Duration>, ParseError> {
+    match opts.value("for") {
+        Some(text) => Ok(Some(text.parse::<Duration>().map_err(|_| ParseError::BadDuration { text })?)),
+        None => Ok(None),
+    }
+}
+
+fn freeze(rest: &[&str]) -> Result<Command, ParseError> {
+    let (scope, rest) = scope("freeze", rest)?;
+    let opts = options("freeze", rest, &["for", "because"])?;
+    let duration = duration_for(&opts)?;
+    let reason = opts.value("because");
+    Ok(Command::Freeze { scope, env: opts.positional, duration, reason })
+}
+
+fn pause(rest: &[&str]) -> Result<Command, ParseError> {
+    let opts = options("pause", rest, &["for", "because"])?;
+    if let Some(word) = opts.positional {
+        return Err(ParseError::UnexpectedWord { command: "pause", word, suggestion: Some("for") });
+    }
+    let duration = duration_for(&opts)?;
+    Ok(Command::Pause { duration, reason: opts.value("because") })
+}
+
+fn release(rest: &[&str]) -> Result<Command, ParseError> {
+    let [service, env, rest @ ..] = rest else {
+        return Err(ParseError::Missing { command: "release", what: "<service> <env>" });
+    };
+    let opts = options("release", rest, &["because"])?;
+    if let Some(word) = opts.positional {
+        return Err(ParseError::UnexpectedWord { command: "release", word, suggestion: Some("because") });
+    }
+    Ok(Command::Release { service: service.to_string(), env: env.to_string(), reason: opts.value("because") })
+}
+
+fn abort(rest: &[&str]) -> Result<Command, ParseError> {
+    let [id, rest @ ..] = rest else {
+        return Err(ParseError::Missing { command: "abort", what: "<id>" });
+    };
+    let opts = options("abort", rest, &["because"])?;
+    if let Some(word) = opts.positional {
+        return Err(ParseError::UnexpectedWord { command: "abort", word, suggestion: Some("because") });
+    }
+    Ok(Command::Abort { id: id.to_string(), reason: opts.value("because") })
+}
+
+/// Any first word that is no command names a service to roll back.
+fn rollback(service: &str, rest: &[&str]) -> Result<Command, ParseError> {
+    if service.starts_with('-') || service.contains(['/', '\\', '"']) {
+        return Err(ParseError::UnknownCommand {
+            word: service.to_string(),
+            suggestion: suggest(service, &SUBCOMMANDS, 2),
+        });
+    }
+    // A near miss of a command is a typo, not a service called "staus".
+    if let Some(s) = suggest(service, &SUBCOMMANDS, 1) {
+        return Err(ParseError::UnknownCommand { word: service.to_string(), suggestion: Some(s) });
+    }
+    let opts = options("rollback", rest, &["to", "because", "--emergency"])?;
+    Ok(Command::Rollback {
+        service: service.to_string(),
+        env: opts.positional.clone(),
+        to: opts.value("to"),
+        reason: opts.value("because"),
+        emergency: opts.flags.contains(&"--emergency"),
+    })
 }
 
 fn scope<'a>(command: &'static str, rest: &'a [&'a str]) -> Result<(Scope, &'a [&'a str]), ParseError> {

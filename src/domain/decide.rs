@@ -223,9 +223,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn decisions_as_a_table() {
-        let rows = [
+    /// Each mode, and a failed guard under each `on_violation`.
+    fn mode_and_guard_rows() -> Vec<Row> {
+        vec![
             Row { name: "direct", want: "direct", ..BASE },
             Row { name: "pull request", mode: Mode::PullRequest, want: "proposal", ..BASE },
             Row { name: "notify writes nothing", mode: Mode::Notify, want: "notified", ..BASE },
@@ -266,6 +266,12 @@ mod tests {
                 want: "proposal",
                 ..BASE
             },
+        ]
+    }
+
+    /// Freezes and pauses, alone and with a failed guard, and freezes that cannot be read.
+    fn freeze_rows() -> Vec<Row> {
+        vec![
             Row { name: "frozen alert becomes a proposal", frozen: true, want: "proposal", because: "freeze", ..BASE },
             Row {
                 name: "paused by a person",
@@ -299,6 +305,12 @@ mod tests {
                 because: "cooldown, freeze",
                 ..BASE
             },
+        ]
+    }
+
+    /// Who asked, what is open already, and a dry run.
+    fn request_rows() -> Vec<Row> {
+        vec![
             Row { name: "frozen, a person asked: no cause", frozen: true, human: true, want: "direct", ..BASE },
             Row { name: "frozen, emergency", frozen: true, emergency: true, want: "direct", ..BASE },
             Row {
@@ -326,33 +338,42 @@ mod tests {
             },
             Row { name: "dry run", dry_run: true, want: "dry_run", ..BASE },
             Row { name: "dry run still denies", dry_run: true, guard_passed: Some(false), want: "denied", ..BASE },
-        ];
+        ]
+    }
+
+    /// `decide` on the row's facts gives the row's verdict and causes.
+    fn check(row: &Row) {
         let (o, id) = (open(), RollbackId("rb-ffffffffffff".into()));
-        for row in rows {
-            let guards: Vec<GuardCheck> =
-                row.guard_passed.map(|passed| named_guard(row.guard_name, passed)).into_iter().collect();
-            let stop = match row.paused_by {
-                Some(by) => Freeze { scope: "all".into(), pause: true, by: by.into(), ..freeze() },
-                None => freeze(),
-            };
-            let facts = Facts {
-                policy: "p",
-                mode: row.mode,
-                on_violation: row.on_violation,
-                guards: &guards,
-                freeze: row.frozen.then_some(&stop),
-                pause_denies: false,
-                unreadable: row.unreadable.then_some("refs/rollbackd/state/freezes: invalid"),
-                human_request: row.human,
-                emergency: row.emergency,
-                open_proposal: row.open.then_some(&o),
-                dry_run: row.dry_run,
-                id: &id,
-            };
-            let (mut notes, mut because) = (Vec::new(), Vec::new());
-            assert_eq!(shown(&decide(&facts, &mut notes, &mut because)), row.want, "{}", row.name);
-            let names: Vec<&str> = because.iter().map(Cause::name).collect();
-            assert_eq!(names.join(", "), row.because, "{}", row.name);
+        let guards: Vec<GuardCheck> =
+            row.guard_passed.map(|passed| named_guard(row.guard_name, passed)).into_iter().collect();
+        let stop = match row.paused_by {
+            Some(by) => Freeze { scope: "all".into(), pause: true, by: by.into(), ..freeze() },
+            None => freeze(),
+        };
+        let facts = Facts {
+            policy: "p",
+            mode: row.mode,
+            on_violation: row.on_violation,
+            guards: &guards,
+            freeze: row.frozen.then_some(&stop),
+            pause_denies: false,
+            unreadable: row.unreadable.then_some("refs/rollbackd/state/freezes: invalid"),
+            human_request: row.human,
+            emergency: row.emergency,
+            open_proposal: row.open.then_some(&o),
+            dry_run: row.dry_run,
+            id: &id,
+        };
+        let (mut notes, mut because) = (Vec::new(), Vec::new());
+        assert_eq!(shown(&decide(&facts, &mut notes, &mut because)), row.want, "{}", row.name);
+        let names: Vec<&str> = because.iter().map(Cause::name).collect();
+        assert_eq!(names.join(", "), row.because, "{}", row.name);
+    }
+
+    #[test]
+    fn decisions_as_a_table() {
+        for row in mode_and_guard_rows().into_iter().chain(freeze_rows()).chain(request_rows()) {
+            check(&row);
         }
     }
 

@@ -309,50 +309,9 @@ impl StatusView {
                 .iter()
                 .map(|h| format!("{}/{} {} in {} (rollback {})", h.service, h.env, h.value, h.path, h.rollback_id)),
         );
-        section(
-            &mut out,
-            "open proposals",
-            self.proposals.iter().map(|p| {
-                format!(
-                    "{} {}/{} on {} asked by {} ({} approvals{}){}{}",
-                    p.id,
-                    p.service,
-                    p.env,
-                    p.branch,
-                    p.actor,
-                    p.approvals.len(),
-                    if p.approvals.is_empty() { String::new() } else { format!(": {}", p.approvals.join(", ")) },
-                    match p.because.as_slice() {
-                        [] => String::new(),
-                        causes => format!(
-                            "; proposed because of {}",
-                            causes
-                                .iter()
-                                .map(|c| if c.detail.is_empty() {
-                                    c.cause.clone()
-                                } else {
-                                    format!("{}: {}", c.cause, c.detail)
-                                })
-                                .collect::<Vec<_>>()
-                                .join("; ")
-                        ),
-                    },
-                    p.link.as_deref().map(|l| format!(" {l}")).unwrap_or_default()
-                )
-            }),
-        );
+        section(&mut out, "open proposals", self.proposals.iter().map(ProposalView::line));
         if !self.phased.is_empty() {
-            section(
-                &mut out,
-                "phased rollbacks",
-                self.phased.iter().map(|p| {
-                    let name = p.name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default();
-                    format!(
-                        "{} {}/{} phase {}{name} since {}: {}",
-                        p.id, p.service, p.env, p.phase, p.since, p.waiting_for
-                    )
-                }),
-            );
+            section(&mut out, "phased rollbacks", self.phased.iter().map(PhasedView::line));
         }
         if !self.verifying.is_empty() {
             section(
@@ -361,25 +320,7 @@ impl StatusView {
                 self.verifying.iter().map(|v| format!("{} {}/{} until {}", v.id, v.service, v.env, v.deadline)),
             );
         }
-        section(
-            &mut out,
-            "recent rollbacks",
-            self.recent.iter().take(5).map(|r| {
-                format!(
-                    "{} {} {}/{} {}{} by {}{}{}{}",
-                    r.id,
-                    r.at,
-                    r.service,
-                    r.env,
-                    r.delivery,
-                    r.phase.as_deref().map(|p| format!(" phase {p}")).unwrap_or_default(),
-                    r.actor,
-                    if r.reviewed.is_empty() { String::new() } else { format!(" ({})", r.reviewed) },
-                    if r.emergency { " (EMERGENCY)" } else { "" },
-                    r.verification.as_deref().map(|v| format!(", {v}")).unwrap_or_default()
-                )
-            }),
-        );
+        section(&mut out, "recent rollbacks", self.recent.iter().take(5).map(RecentView::line));
         if let Some(e) = &self.origin_error {
             out.push_str(&format!("config repo unreachable: {e}\n"));
         }
@@ -390,11 +331,80 @@ impl StatusView {
                 out.push_str(&format!("  {} at {object}: {}\n", crate::domain::ident::shown(&u.refname), u.why));
             }
         }
-        let p = &self.policies;
-        out.push_str(&format!("policies: {} in force from {}\n", p.in_force, p.source));
-        if let Some(commit) = &p.refused_commit {
+        out.push_str(&self.policies.text());
+        out
+    }
+}
+
+impl ProposalView {
+    /// Its line under `open proposals`.
+    fn line(&self) -> String {
+        format!(
+            "{} {}/{} on {} asked by {} ({} approvals{}){}{}",
+            self.id,
+            self.service,
+            self.env,
+            self.branch,
+            self.actor,
+            self.approvals.len(),
+            if self.approvals.is_empty() { String::new() } else { format!(": {}", self.approvals.join(", ")) },
+            match self.because.as_slice() {
+                [] => String::new(),
+                causes => format!(
+                    "; proposed because of {}",
+                    causes
+                        .iter()
+                        .map(|c| if c.detail.is_empty() {
+                            c.cause.clone()
+                        } else {
+                            format!("{}: {}", c.cause, c.detail)
+                        })
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+            },
+            self.link.as_deref().map(|l| format!(" {l}")).unwrap_or_default()
+        )
+    }
+}
+
+impl PhasedView {
+    /// Its line under `phased rollbacks`.
+    fn line(&self) -> String {
+        let name = self.name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default();
+        format!(
+            "{} {}/{} phase {}{name} since {}: {}",
+            self.id, self.service, self.env, self.phase, self.since, self.waiting_for
+        )
+    }
+}
+
+impl RecentView {
+    /// Its line under `recent rollbacks`.
+    fn line(&self) -> String {
+        format!(
+            "{} {} {}/{} {}{} by {}{}{}{}",
+            self.id,
+            self.at,
+            self.service,
+            self.env,
+            self.delivery,
+            self.phase.as_deref().map(|p| format!(" phase {p}")).unwrap_or_default(),
+            self.actor,
+            if self.reviewed.is_empty() { String::new() } else { format!(" ({})", self.reviewed) },
+            if self.emergency { " (EMERGENCY)" } else { "" },
+            self.verification.as_deref().map(|v| format!(", {v}")).unwrap_or_default()
+        )
+    }
+}
+
+impl PoliciesView {
+    /// The policies in force, and each error of a set that was refused.
+    fn text(&self) -> String {
+        let mut out = format!("policies: {} in force from {}\n", self.in_force, self.source);
+        if let Some(commit) = &self.refused_commit {
             out.push_str(&format!("POLICIES REFUSED at {commit} (the set in force stays):\n"));
-            for e in &p.refused_errors {
+            for e in &self.refused_errors {
                 out.push_str(&format!("  {e}\n"));
             }
         }

@@ -162,101 +162,149 @@ pub(super) fn plan(
         Some(rev) => applied_revision(repo, branch, rev, head)?,
         None => head,
     };
-
+    let planning = Planning { repo, branch, head, head_commit, bound, max_commits, req, paths, trusted };
     if let Some(bad) = req.continues {
-        let rev = req.to.ok_or_else(|| GitError::BadRevision {
+        return planning.continue_phase(bad);
+    }
+    match planning.known_good()? {
+        Found::KnownGood(known_good) => planning.undo_after(known_good),
+        Found::Leftover(known_good, left) => planning.finish(known_good, NewTree::Leftover(left)),
+        Found::Settled(planned) => Ok(planned),
+    }
+}
+
+/// What every stage of planning reads: the repo and its branch, the request, and the history's
+/// bounds.
+struct Planning<'a, 'r> {
+    repo: &'r Repository,
+    branch: &'a str,
+    head: Oid,
+    head_commit: Commit<'r>,
+    /// Where the bad range ends: the revision a controller reported applying, else the head.
+    bound: Oid,
+    max_commits: usize,
+    req: &'a PlanRequest<'a>,
+    paths: PathSet,
+    trusted: &'a HashSet<Oid>,
+}
+
+/// Where a rollback goes back to.
+enum Found<'r> {
+    /// Known-good: the bad range after it is undone.
+    KnownGood(KnownGood),
+    /// Another target's rollback is the newest change here and left files of these paths
+    /// holding the commits it undid: those files go back to before them.
+    Leftover(KnownGood, Leftover<'r>),
+    /// Nothing to go back to: this target was rolled back already.
+    Settled(Planned),
+}
+
+impl<'r> Planning<'_, 'r> {
+    /// A later phase goes where the first went, undoing the commits its first phase named.
+    fn continue_phase(&self, bad: &[String]) -> Result<Planned, GitError> {
+        let rev = self.req.to.ok_or_else(|| GitError::BadRevision {
             rev: String::new(),
             message: "a later phase goes where the first went: `to` is needed".into(),
         })?;
         if bad.is_empty() {
             return Err(GitError::BadRevision { rev: rev.to_string(), message: "no bad commits to continue".into() });
         }
-        let known_good = requested(repo, rev, head)?;
+        let known_good = requested(self.repo, rev, self.head)?;
         let commits = bad
             .iter()
-            .map(|s| Ok(repo.find_commit(super::oid(&Sha(s.clone()))?)?))
+            .map(|s| Ok(self.repo.find_commit(super::oid(&Sha(s.clone()))?)?))
             .collect::<Result<Vec<_>, GitError>>()?;
-        return finish(repo, branch, head, req, &paths, known_good, NewTree::Range(commits));
+        self.finish(known_good, NewTree::Range(commits))
     }
-    // Set when another target's rollback is the newest change here and left files of these
-    // paths holding the commits it undid.
-    let mut completion: Option<Leftover<'_>> = None;
-    let known_good = match req.to {
-        Some(rev) => requested(repo, rev, bound)?,
+
+    /// The revision asked for; else the newest known-good tag; else the state before the
+    /// newest change to the target's paths.
+    fn known_good(&self) -> Result<Found<'r>, GitError> {
+        let target = self.req.target;
+        if let Some(rev) = self.req.to {
+            return Ok(Found::KnownGood(requested(self.repo, rev, self.bound)?));
+        }
         // A controller's failure says its revision is bad: a known-good tag there (written when
         // the same revision was reported healthy a moment before) is not where to go back to.
-        None => match newest_known_good_tag(repo, &target.service, &target.env, bound, req.upto.is_none())? {
-            Some(kg) => kg,
-            None => match last_change(repo, &paths, bound, max_commits)? {
-                LastChange::Commit(change) => {
-                    let c = repo.find_commit(change)?;
-                    let Ok(parent) = c.parent(0) else {
-                        return Err(no_known_good(target, &paths, max_commits));
-                    };
-                    KnownGood {
-                        sha: sha(parent.id()),
-                        source: KnownGoodSource::ParentOfLastChange { change: sha(change) },
+        let tag = newest_known_good_tag(self.repo, &target.service, &target.env, self.bound, self.req.upto.is_none())?;
+        if let Some(kg) = tag {
+            return Ok(Found::KnownGood(kg));
+        }
+        match last_change(self.repo, &self.paths, self.bound, self.max_commits)? {
+            LastChange::Commit(change) => {
+                let c = self.repo.find_commit(change)?;
+                let Ok(parent) = c.parent(0) else {
+                    return Err(no_known_good(target, &self.paths, self.max_commits));
+                };
+                Ok(Found::KnownGood(KnownGood {
+                    sha: sha(parent.id()),
+                    source: KnownGoodSource::ParentOfLastChange { change: sha(change) },
+                }))
+            }
+            LastChange::Rollback { id, commit } => {
+                match leftover(self.repo, &self.paths, target, &self.head_commit, commit, self.trusted)? {
+                    Some(left) => {
+                        let kg = KnownGood { sha: sha(left.before), source: KnownGoodSource::Rollback { id } };
+                        Ok(Found::Leftover(kg, left))
                     }
+                    None => Ok(Found::Settled(Planned::AlreadyRolledBack {
+                        reason: format!("the newest change to {} is rollback {id}", paths_list(&self.paths)),
+                        id,
+                        commit: sha(commit),
+                    })),
                 }
-                LastChange::Rollback { id, commit } => {
-                    match leftover(repo, &paths, target, &head_commit, commit, trusted)? {
-                        Some(left) => {
-                            let kg = KnownGood { sha: sha(left.before), source: KnownGoodSource::Rollback { id } };
-                            completion = Some(left);
-                            kg
-                        }
-                        None => {
-                            return Ok(Planned::AlreadyRolledBack {
-                                reason: format!("the newest change to {} is rollback {id}", paths_list(&paths)),
-                                id,
-                                commit: sha(commit),
-                            });
-                        }
-                    }
-                }
-                LastChange::None => return Err(no_known_good(target, &paths, max_commits)),
-            },
-        },
-    };
-    if let Some(left) = completion {
-        return finish(repo, branch, head, req, &paths, known_good, NewTree::Leftover(left));
-    }
-    let (mut bad, rollbacks) = bad_range(repo, &paths, bound, &known_good, max_commits, trusted)?;
-    // rollbackd-controllers: the commits after the applied revision (not applied yet).
-    let later = match bound == head {
-        true => None,
-        false => Some(unapplied(repo, &paths, head, bound, max_commits, trusted, &mut bad)?),
-    };
-    if let Some(Unapplied { undone_by: Some((id, commit)), .. }) = later.as_ref().filter(|_| bad.is_empty()) {
-        return Ok(Planned::AlreadyRolledBack {
-            reason: format!("the applied revision {}'s changes were already rolled back by {id}", sha(bound).short()),
-            id: id.clone(),
-            commit: sha(*commit),
-        });
-    }
-    if !bad.is_empty() {
-        let planned = finish(repo, branch, head, req, &paths, known_good, NewTree::Range(bad))?;
-        return Ok(match later {
-            Some(later) => later.said_in(planned),
-            None => planned,
-        });
-    }
-    for (id, commit) in &rollbacks {
-        if let Some(left) = leftover(repo, &paths, target, &head_commit, *commit, trusted)? {
-            let kg = KnownGood { sha: sha(left.before), source: KnownGoodSource::Rollback { id: id.clone() } };
-            return finish(repo, branch, head, req, &paths, kg, NewTree::Leftover(left));
+            }
+            LastChange::None => Err(no_known_good(target, &self.paths, self.max_commits)),
         }
     }
-    if let Some((id, commit)) = rollbacks.into_iter().next() {
-        return Ok(Planned::AlreadyRolledBack {
-            reason: format!("the changes after known-good {} were already rolled back by {id}", known_good.sha.short()),
-            id,
-            commit: sha(commit),
-        });
+
+    /// The commits after known-good undone; when rollbacks among them undid them already, what
+    /// those left in these paths, or nothing.
+    fn undo_after(&self, known_good: KnownGood) -> Result<Planned, GitError> {
+        let (repo, paths, bound) = (self.repo, &self.paths, self.bound);
+        let (mut bad, rollbacks) = bad_range(repo, paths, bound, &known_good, self.max_commits, self.trusted)?;
+        // rollbackd-controllers: the commits after the applied revision (not applied yet).
+        let later = match bound == self.head {
+            true => None,
+            false => Some(unapplied(repo, paths, self.head, bound, self.max_commits, self.trusted, &mut bad)?),
+        };
+        if let Some(Unapplied { undone_by: Some((id, commit)), .. }) = later.as_ref().filter(|_| bad.is_empty()) {
+            return Ok(Planned::AlreadyRolledBack {
+                reason: format!(
+                    "the applied revision {}'s changes were already rolled back by {id}",
+                    sha(bound).short()
+                ),
+                id: id.clone(),
+                commit: sha(*commit),
+            });
+        }
+        if !bad.is_empty() {
+            let planned = self.finish(known_good, NewTree::Range(bad))?;
+            return Ok(match later {
+                Some(later) => later.said_in(planned),
+                None => planned,
+            });
+        }
+        for (id, commit) in &rollbacks {
+            if let Some(left) = leftover(repo, paths, self.req.target, &self.head_commit, *commit, self.trusted)? {
+                let kg = KnownGood { sha: sha(left.before), source: KnownGoodSource::Rollback { id: id.clone() } };
+                return self.finish(kg, NewTree::Leftover(left));
+            }
+        }
+        if let Some((id, commit)) = rollbacks.into_iter().next() {
+            return Ok(Planned::AlreadyRolledBack {
+                reason: format!(
+                    "the changes after known-good {} were already rolled back by {id}",
+                    known_good.sha.short()
+                ),
+                id,
+                commit: sha(commit),
+            });
+        }
+        Ok(Planned::Noop {
+            reason: format!("no commit after known-good {} touches {}", known_good.sha.short(), paths_list(paths)),
+        })
     }
-    Ok(Planned::Noop {
-        reason: format!("no commit after known-good {} touches {}", known_good.sha.short(), paths_list(&paths)),
-    })
 }
 
 /// The bad commits, and the rollbacks among them (id, commit).
@@ -384,60 +432,138 @@ enum NewTree<'r> {
     Leftover(Leftover<'r>),
 }
 
-fn finish(
-    repo: &Repository,
-    branch: &str,
-    head: Oid,
-    req: &PlanRequest<'_>,
-    paths: &PathSet,
-    known_good: KnownGood,
-    built: NewTree<'_>,
-) -> Result<Planned, GitError> {
-    let target = req.target;
-    let head_tree = repo.find_commit(head)?.tree()?;
-    let kg_commit = repo.find_commit(super::oid(&known_good.sha)?)?;
-    let known_good_at = super::commit_time(&kg_commit);
-    let kg_tree = kg_commit.tree()?;
-    let (bad, mut strategy, mut tree, mut note, completes, mut exact) = match built {
-        NewTree::Range(bad) => {
-            let (strategy, tree, note) = choose_and_build(repo, paths, req.strategy, &bad, &head_tree, &kg_tree)?;
-            let exact = strategy == Strategy::Restore || !paths.differs(repo, &repo.find_tree(tree)?, &kg_tree)?;
-            (bad, strategy, tree, note, None, exact)
+/// What a plan's new tree undoes, and how.
+struct Undo<'r> {
+    bad: Vec<Commit<'r>>,
+    strategy: Strategy,
+    tree: Oid,
+    note: Option<String>,
+    /// The rollback whose leftovers this completes.
+    completes: Option<String>,
+    /// The target paths look exactly as they once did on the branch.
+    exact: bool,
+}
+
+impl<'r> Planning<'_, 'r> {
+    /// The plan that goes back to `known_good` with the new tree `built`: every file it writes
+    /// still parses, and one that would delete the target is refused unless the policy allows it.
+    fn finish(&self, known_good: KnownGood, built: NewTree<'r>) -> Result<Planned, GitError> {
+        let (repo, req, paths) = (self.repo, self.req, &self.paths);
+        let target = req.target;
+        let head_tree = repo.find_commit(self.head)?.tree()?;
+        let kg_commit = repo.find_commit(super::oid(&known_good.sha)?)?;
+        let known_good_at = super::commit_time(&kg_commit);
+        let kg_tree = kg_commit.tree()?;
+        let Undo { bad, strategy, tree, note, completes, exact } = self.undo(built, &head_tree, &kg_tree)?;
+        if tree == head_tree.id() {
+            return Ok(Planned::Noop {
+                reason: format!("{} already equal known-good {}", paths_list(paths), known_good.sha.short()),
+            });
         }
-        NewTree::Leftover(left) => {
-            let said = format!(
-                "rollback {} of {} undid {} only for its own paths; these files still held {}: {}",
-                left.id,
-                left.of,
-                left.commits.iter().map(|c| sha(c.id()).short().to_string()).collect::<Vec<_>>().join(", "),
-                if left.commits.len() == 1 { "it" } else { "them" },
-                left.files.join(", ")
-            );
-            // Only those files change, each exactly as it was before the commit that changed
-            // it: the rest of the target's paths keep what happened since.
-            (left.commits, Strategy::Restore, left.tree, Some(said), Some(left.id), true)
+        let bad_commits = bad_commits(repo, req.irreversible, &bad)?;
+        let new_tree = repo.find_tree(tree)?;
+        let (diffstat, artifact_changes) = describe_change(repo, &head_tree, &new_tree)?;
+        for f in &diffstat {
+            check_parses(repo, &f.path, &head_tree, &kg_tree, &new_tree)?;
         }
-    };
-    if !exact && req.exact {
-        strategy = Strategy::Restore;
-        tree = restore_tree(repo, paths, &kg_tree, &head_tree)?;
-        note = Some(
-            "action.exact: a revert would leave a state that never existed on the branch; restored known-good exactly"
-                .into(),
-        );
-        exact = true;
-    }
-    if !exact {
-        let said = "the result is a three-way merge: the target paths never looked like this on the branch";
-        note = Some(note.map_or_else(|| said.to_string(), |n| format!("{n}; {said}")));
-    }
-    if tree == head_tree.id() {
-        return Ok(Planned::Noop {
-            reason: format!("{} already equal known-good {}", paths_list(paths), known_good.sha.short()),
+        let (mutable, leaves_no_files) = mutable_artifacts(repo, paths, &new_tree)?;
+        let plan = Box::new(Plan {
+            target: target.clone(),
+            branch: self.branch.to_string(),
+            head: sha(self.head),
+            known_good,
+            known_good_at: Some(known_good_at),
+            bad_commits,
+            requested_strategy: req.strategy,
+            strategy,
+            strategy_note: note,
+            completes,
+            tree: tree.to_string(),
+            exact,
+            diffstat,
+            artifacts: artifact_changes,
+            mutable_artifacts: mutable,
+            leaves_no_files,
+            phase: None,
+            halted: None,
+            went_on: None,
+            also: Vec::new(),
+            unapplied: Vec::new(),
         });
+        // A later phase is part of a plan that was checked whole before its first phase was
+        // written (a canary overlay the bad change added may go while the rest stays).
+        if leaves_no_files && !req.allow_removal && req.continues.is_none() {
+            let first = plan.bad_commits.last().map_or(&plan.known_good.sha, |c| &c.sha);
+            let reason = format!(
+                "nothing to go back to: {}/{} has no state before {}; rolling back would delete every file of {}",
+                target.service,
+                target.env,
+                first.short(),
+                paths_list(paths)
+            );
+            return Ok(Planned::NothingToGoBackTo { plan, reason });
+        }
+        Ok(Planned::Ready(plan))
     }
 
-    let marked = match req.irreversible {
+    /// The new tree: the bad range reverted or restored as the policy says (restored exactly
+    /// under `action.exact` when a revert would make a state the branch never had), or the
+    /// files another target's rollback left.
+    fn undo(&self, built: NewTree<'r>, head_tree: &Tree<'_>, kg_tree: &Tree<'_>) -> Result<Undo<'r>, GitError> {
+        let (repo, paths) = (self.repo, &self.paths);
+        let mut undo = match built {
+            NewTree::Range(bad) => {
+                let (strategy, tree, note) =
+                    choose_and_build(repo, paths, self.req.strategy, &bad, head_tree, kg_tree)?;
+                let exact = strategy == Strategy::Restore || !paths.differs(repo, &repo.find_tree(tree)?, kg_tree)?;
+                Undo { bad, strategy, tree, note, completes: None, exact }
+            }
+            NewTree::Leftover(left) => {
+                let said = format!(
+                    "rollback {} of {} undid {} only for its own paths; these files still held {}: {}",
+                    left.id,
+                    left.of,
+                    left.commits.iter().map(|c| sha(c.id()).short().to_string()).collect::<Vec<_>>().join(", "),
+                    if left.commits.len() == 1 { "it" } else { "them" },
+                    left.files.join(", ")
+                );
+                // Only those files change, each exactly as it was before the commit that changed
+                // it: the rest of the target's paths keep what happened since.
+                Undo {
+                    bad: left.commits,
+                    strategy: Strategy::Restore,
+                    tree: left.tree,
+                    note: Some(said),
+                    completes: Some(left.id),
+                    exact: true,
+                }
+            }
+        };
+        if !undo.exact && self.req.exact {
+            undo.strategy = Strategy::Restore;
+            undo.tree = restore_tree(repo, paths, kg_tree, head_tree)?;
+            undo.note = Some(
+                "action.exact: a revert would leave a state that never existed on the branch; restored known-good exactly"
+                    .into(),
+            );
+            undo.exact = true;
+        }
+        if !undo.exact {
+            let said = "the result is a three-way merge: the target paths never looked like this on the branch";
+            undo.note = Some(undo.note.map_or_else(|| said.to_string(), |n| format!("{n}; {said}")));
+        }
+        Ok(undo)
+    }
+}
+
+/// The bad commits as the plan names them, with why git cannot fully undo each when the
+/// policy says what marks that.
+fn bad_commits(
+    repo: &Repository,
+    irreversible: Option<&Irreversible>,
+    bad: &[Commit<'_>],
+) -> Result<Vec<CommitInfo>, GitError> {
+    let marked = match irreversible {
         Some(i) if !i.paths.is_empty() => Some(
             PathSet::new(&i.paths.iter().map(|p| p.0.clone()).collect::<Vec<_>>())
                 .map_err(|message| GitError::BadRevision { rev: "irreversible.paths".into(), message })?,
@@ -445,21 +571,21 @@ fn finish(
         _ => None,
     };
     let mut bad_commits = Vec::with_capacity(bad.len());
-    for c in &bad {
+    for c in bad {
         let mut i = info(c);
-        if let Some(marks) = req.irreversible {
+        if let Some(marks) = irreversible {
             i.irreversible = irreversible_marks(repo, c, marked.as_ref(), marks)?;
         }
         bad_commits.push(i);
     }
+    Ok(bad_commits)
+}
 
-    let new_tree = repo.find_tree(tree)?;
-    let (diffstat, artifact_changes) = describe_change(repo, &head_tree, &new_tree)?;
-    for f in &diffstat {
-        check_parses(repo, &f.path, &head_tree, &kg_tree, &new_tree)?;
-    }
+/// The mutable artifacts the target's files reference in `tree` (`path:line: name `value``),
+/// and whether it has no files there at all.
+fn mutable_artifacts(repo: &Repository, paths: &PathSet, tree: &Tree<'_>) -> Result<(Vec<String>, bool), GitError> {
     let mut mutable = Vec::new();
-    let files = paths.files_in(repo, &new_tree)?;
+    let files = paths.files_in(repo, tree)?;
     let leaves_no_files = files.is_empty();
     for (path, blob) in files {
         if let Some(text) = text_of(repo, blob) {
@@ -468,44 +594,7 @@ fn finish(
             }
         }
     }
-
-    let plan = Box::new(Plan {
-        target: target.clone(),
-        branch: branch.to_string(),
-        head: sha(head),
-        known_good,
-        known_good_at: Some(known_good_at),
-        bad_commits,
-        requested_strategy: req.strategy,
-        strategy,
-        strategy_note: note,
-        completes,
-        tree: tree.to_string(),
-        exact,
-        diffstat,
-        artifacts: artifact_changes,
-        mutable_artifacts: mutable,
-        leaves_no_files,
-        phase: None,
-        halted: None,
-        went_on: None,
-        also: Vec::new(),
-        unapplied: Vec::new(),
-    });
-    // A later phase is part of a plan that was checked whole before its first phase was
-    // written (a canary overlay the bad change added may go while the rest stays).
-    if leaves_no_files && !req.allow_removal && req.continues.is_none() {
-        let first = plan.bad_commits.last().map_or(&plan.known_good.sha, |c| &c.sha);
-        let reason = format!(
-            "nothing to go back to: {}/{} has no state before {}; rolling back would delete every file of {}",
-            target.service,
-            target.env,
-            first.short(),
-            paths_list(paths)
-        );
-        return Ok(Planned::NothingToGoBackTo { plan, reason });
-    }
-    Ok(Planned::Ready(plan))
+    Ok((mutable, leaves_no_files))
 }
 
 /// A YAML or JSON file the rollback writes must parse when it parsed before (at the head or at

@@ -35,63 +35,14 @@ fn slack_message(text: &str, public: bool) -> Response {
 /// out by the writer, and the outcome posted to the command's `response_url`.
 pub(super) async fn slack_webhook(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let Some(slack) = &st.0.slack else { return error(StatusCode::NOT_FOUND, "no such route") };
-    let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let now = st.0.clock.now().as_second();
-    let reject = |why: auth::SlackRejection| {
-        let msg = match why {
-            auth::SlackRejection::Stale => "request timestamp is more than 5 minutes from now (replayed?)",
-            _ => "missing or wrong X-Slack-Signature",
-        };
-        metrics::auth_failure("slack", msg);
-        error(StatusCode::UNAUTHORIZED, msg)
-    };
-    let ct = h("content-type").unwrap_or("");
-    let form = ct.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
-    // Timestamp and signature shape first: a stale or unsigned request never gets a body read,
-    // unless it is a form, which may be Slack's SSL check (unsigned, answered 200 before any
-    // signature check, as Slack's Bolt does: it asks nothing and gets nothing).
-    let headers = auth::slack_headers(h("x-slack-request-timestamp"), h("x-slack-signature"), now);
-    if let Err(why) = &headers
-        && !form
-    {
-        return reject(*why);
-    }
-    let body = match st.read_body(body).await {
+    let body = match signed_form(&st, slack, &headers, body).await {
         Ok(b) => b,
-        Err(resp) => return resp,
+        Err(answer) => return answer,
     };
-    if form && is_ssl_check(&body) {
-        return StatusCode::OK.into_response();
-    }
-    if let Err(why) = headers {
-        return reject(why);
-    }
-    if let Err(why) =
-        auth::slack_signature(h("x-slack-request-timestamp"), h("x-slack-signature"), &body, &slack.secrets, now)
-    {
-        return reject(why);
-    }
-    if !form {
-        return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "expected a form-encoded slash command");
-    }
-    let cmd: SlashCommand = match serde_urlencoded::from_bytes(&body) {
+    let (cmd, command) = match slash_command(&body) {
         Ok(c) => c,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("not a slash command: {e}")),
+        Err(no) => return no.answer(),
     };
-    let command = match crate::chat::command::parse_args(&cmd.text) {
-        Ok(crate::chat::Command::Help) => return slack_message(&crate::chat::command::help(), false),
-        Ok(c) => c,
-        Err(e) => return slack_message(&format!("{e}\n(`/rollback help` lists the commands)"), false),
-    };
-    // Slack's ids are short words; anything else cannot name a person or a delivery.
-    let word = |v: &str| {
-        !v.is_empty()
-            && v.len() <= 64
-            && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
-    };
-    if !word(&cmd.user_id) || !word(&cmd.trigger_id) {
-        return error(StatusCode::UNPROCESSABLE_ENTITY, "user_id and trigger_id must be Slack ids");
-    }
     let delivery = format!("slack/{}", cmd.trigger_id);
     // Reserved before queueing and released if it could not be queued, so a retry of a command
     // that was carried out is not run twice, and one that was refused can be sent again.
@@ -99,7 +50,9 @@ pub(super) async fn slack_webhook(State(st): State<AppState>, headers: HeaderMap
         metrics::received(Source::Chatops, "duplicate");
         return slack_message("already on it: this command was received before", false);
     }
-    let asked_at = h("x-slack-request-timestamp")
+    let asked_at = headers
+        .get("x-slack-request-timestamp")
+        .and_then(|v| v.to_str().ok())
         .and_then(|t| t.parse::<i64>().ok())
         .and_then(|t| jiff::Timestamp::from_second(t).ok());
     let request = crate::chat::ChatRequest {
@@ -115,10 +68,121 @@ pub(super) async fn slack_webhook(State(st): State<AppState>, headers: HeaderMap
     // The command's text is the person's words: not logged at INFO.
     info!(user = %request.principal, "slack command");
     tracing::debug!(command = %crate::domain::ident::shown(&cmd.text), "slack command text");
-    let mut answers = Vec::new();
-    let mut busy = Vec::new();
+    let queued = queue_on_each_repo(&st, &request).await;
+    if queued.answers.is_empty() {
+        st.0.deliveries.release(&delivery);
+        return slack_message("rollbackd is busy; try again in a minute", false);
+    }
+    metrics::received(Source::Chatops, "accepted");
+    let allowed = cmd.response_url.starts_with(&slack.response_url_prefix);
+    if !allowed {
+        warn!("response_url is outside sources.slack.response_url_prefix; the outcome will not be posted");
+    }
+    tokio::spawn(post_outcome_when_answered(queued, allowed.then(|| cmd.response_url.clone())));
+    slack_message(&format!("working on `/rollback {}`...", cmd.text.trim()), false)
+}
+
+/// The body of a form-encoded request Slack signed. `Err` is the answer already: a refusal,
+/// or the 200 to Slack's SSL check.
+async fn signed_form(
+    st: &AppState,
+    slack: &super::SlackSettings,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<axum::body::Bytes, Response> {
+    let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let now = st.0.clock.now().as_second();
+    let reject = |why: auth::SlackRejection| {
+        let msg = match why {
+            auth::SlackRejection::Stale => "request timestamp is more than 5 minutes from now (replayed?)",
+            _ => "missing or wrong X-Slack-Signature",
+        };
+        metrics::auth_failure("slack", msg);
+        error(StatusCode::UNAUTHORIZED, msg)
+    };
+    let ct = h("content-type").unwrap_or("");
+    let form = ct.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
+    // Timestamp and signature shape first: a stale or unsigned request never gets a body read,
+    // unless it is a form, which may be Slack's SSL check (unsigned, answered 200 before any
+    // signature check, as Slack's Bolt does: it asks nothing and gets nothing).
+    let signed = auth::slack_headers(h("x-slack-request-timestamp"), h("x-slack-signature"), now);
+    if let Err(why) = &signed
+        && !form
+    {
+        return Err(reject(*why));
+    }
+    let body = st.read_body(body).await?;
+    if form && is_ssl_check(&body) {
+        return Err(StatusCode::OK.into_response());
+    }
+    if let Err(why) = signed {
+        return Err(reject(why));
+    }
+    if let Err(why) =
+        auth::slack_signature(h("x-slack-request-timestamp"), h("x-slack-signature"), &body, &slack.secrets, now)
+    {
+        return Err(reject(why));
+    }
+    if !form {
+        return Err(error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "expected a form-encoded slash command"));
+    }
+    Ok(body)
+}
+
+/// Why a signed form carries no command to queue; each is answered at once.
+enum NoCommand {
+    /// Not a slash command's form.
+    Malformed(String),
+    /// `/rollback help`, or nothing after `/rollback`.
+    Help,
+    /// Words that are no command: the person is told why.
+    Unparsed(crate::chat::command::ParseError),
+    /// `user_id` or `trigger_id` is not a Slack id.
+    BadIds,
+}
+
+impl NoCommand {
+    fn answer(self) -> Response {
+        match self {
+            NoCommand::Malformed(e) => error(StatusCode::BAD_REQUEST, &format!("not a slash command: {e}")),
+            NoCommand::Help => slack_message(&crate::chat::command::help(), false),
+            NoCommand::Unparsed(e) => slack_message(&format!("{e}\n(`/rollback help` lists the commands)"), false),
+            NoCommand::BadIds => error(StatusCode::UNPROCESSABLE_ENTITY, "user_id and trigger_id must be Slack ids"),
+        }
+    }
+}
+
+/// The slash command in a signed form, and the command its text asks for.
+fn slash_command(body: &[u8]) -> Result<(SlashCommand, crate::chat::Command), NoCommand> {
+    let cmd: SlashCommand = serde_urlencoded::from_bytes(body).map_err(|e| NoCommand::Malformed(e.to_string()))?;
+    let command = match crate::chat::command::parse_args(&cmd.text) {
+        Ok(crate::chat::Command::Help) => return Err(NoCommand::Help),
+        Ok(c) => c,
+        Err(e) => return Err(NoCommand::Unparsed(e)),
+    };
+    // Slack's ids are short words; anything else cannot name a person or a delivery.
+    let word = |v: &str| {
+        !v.is_empty()
+            && v.len() <= 64
+            && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+    };
+    if !word(&cmd.user_id) || !word(&cmd.trigger_id) {
+        return Err(NoCommand::BadIds);
+    }
+    Ok((cmd, command))
+}
+
+/// A command handed to the writers of the repos it concerns: the answers to wait for, and the
+/// repos too busy to take it.
+struct Queued {
+    answers: Vec<(Option<String>, oneshot::Receiver<crate::chat::Reply>)>,
+    busy: Vec<Option<String>>,
+}
+
+async fn queue_on_each_repo(st: &AppState, request: &crate::chat::ChatRequest) -> Queued {
+    let mut queued = Queued { answers: Vec::new(), busy: Vec::new() };
     let judged = super::judged_by_owners(&request.command);
-    for m in st.0.fleet.route_command(&request, st.0.clock.now()) {
+    for m in st.0.fleet.route_command(request, st.0.clock.now()) {
         let (reply, rx) = oneshot::channel();
         let mut request = request.clone();
         // Their teams, as GitHub says (through the GitHub login directory.people links to their
@@ -128,41 +192,34 @@ pub(super) async fn slack_webhook(State(st): State<AppState>, headers: HeaderMap
             request.principal = request.principal.with_forge_teams(&teams);
         }
         if m.handle.submit(Job::Chat { request: Box::new(request), reply }).is_err() {
-            busy.push(m.name.clone());
+            queued.busy.push(m.name.clone());
             continue;
         }
-        answers.push((m.name.clone(), rx));
+        queued.answers.push((m.name.clone(), rx));
     }
-    if answers.is_empty() {
-        st.0.deliveries.release(&delivery);
-        return slack_message("rollbackd is busy; try again in a minute", false);
+    queued
+}
+
+/// Waits for every repo's answer and posts them as one message to `response_url` (none: the
+/// URL was not allowed, nothing is posted).
+async fn post_outcome_when_answered(queued: Queued, response_url: Option<String>) {
+    let mut replies = Vec::new();
+    for (name, rx) in queued.answers {
+        if let Ok(reply) = rx.await {
+            replies.push((name, reply));
+        }
     }
-    metrics::received(Source::Chatops, "accepted");
-    let response_url = cmd.response_url.clone();
-    let allowed = response_url.starts_with(&slack.response_url_prefix);
-    if !allowed {
-        warn!("response_url is outside sources.slack.response_url_prefix; the outcome will not be posted");
+    // The repos that were too busy to take the command: said, so a pause or a freeze that
+    // reached only some of them is not taken for done everywhere.
+    for name in queued.busy {
+        let text = "busy: not done here; send the command again".to_string();
+        replies.push((name, crate::chat::Reply { text, public: false, ok: false }));
     }
-    tokio::spawn(async move {
-        let mut replies = Vec::new();
-        for (name, rx) in answers {
-            if let Ok(reply) = rx.await {
-                replies.push((name, reply));
-            }
-        }
-        // The repos that were too busy to take the command: said, so a pause or a freeze that
-        // reached only some of them is not taken for done everywhere.
-        for name in busy {
-            let text = "busy: not done here; send the command again".to_string();
-            replies.push((name, crate::chat::Reply { text, public: false, ok: false }));
-        }
-        if let Some(reply) = crate::fleet::combine(replies)
-            && allowed
-        {
-            post_to_slack(response_url, reply).await;
-        }
-    });
-    slack_message(&format!("working on `/rollback {}`...", cmd.text.trim()), false)
+    if let Some(reply) = crate::fleet::combine(replies)
+        && let Some(url) = response_url
+    {
+        post_to_slack(url, reply).await;
+    }
 }
 
 /// How long Slack takes posts to a command's `response_url`.
