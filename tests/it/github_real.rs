@@ -22,11 +22,13 @@ fn app_config(w: &World, gh: &FakeGithub, extra: &[(&str, serde_json::Value)]) {
 }
 
 /// The same, served.
+/// The App's webhook points at the server before it starts, as on GitHub: its first round of
+/// redeliveries may come before the test's next line.
 fn served_app(w: &World, gh: &FakeGithub, extra: &[(&str, serde_json::Value)]) -> crate::serve::Serve {
     app_config(w, gh, extra);
-    let s = crate::serve::serve(w, "srv");
-    gh.hook_to(&s.url, "hook-secret");
-    s
+    let port = free_port();
+    gh.hook_to(&format!("http://127.0.0.1:{port}"), "hook-secret");
+    crate::serve::serve_at(w, "srv", port)
 }
 
 #[test]

@@ -39,10 +39,22 @@ pub(super) fn with_alertmanager_source(w: &World, extra: &str) {
 }
 
 /// Starts `rollbackd serve` on a free port with `data_dir` overridden, and waits until it is ready.
+/// Another data dir is another replica of the same deployment: it signs with the same key.
 pub(super) fn serve(w: &World, data_dir: &str) -> Serve {
+    serve_with_listen(w, data_dir, "127.0.0.1:0")
+}
+
+/// [`serve`] on `port`: for a sender that must know the address before the server starts (a
+/// GitHub App's webhook URL is set before rollbackd asks for redeliveries).
+pub(super) fn serve_at(w: &World, data_dir: &str, port: u16) -> Serve {
+    let s = serve_with_listen(w, data_dir, &format!("127.0.0.1:{port}"));
+    assert_eq!(s.url, format!("http://127.0.0.1:{port}"));
+    s
+}
+
+fn serve_with_listen(w: &World, data_dir: &str, listen: &str) -> Serve {
     let mut cfg =
         std::fs::read_to_string(w.config_path()).unwrap().replace("data_dir: data", &format!("data_dir: {data_dir}"));
-    // Another data dir is another replica of the same deployment: it signs with the same key.
     if !cfg.contains("identity:") {
         let (config, _) = rollbackd::Config::load(&w.config_path()).unwrap();
         config.keys().expect("the signing key");
@@ -50,7 +62,9 @@ pub(super) fn serve(w: &World, data_dir: &str) -> Serve {
     }
     let path = w.root().join(format!("rollbackd-{data_dir}.yaml"));
     std::fs::write(&path, cfg).unwrap();
-    start_serve(&path)
+    let s = spawn_serve_listening(&path, listen, "warn", Stdio::inherit(), &[]);
+    wait_for("readyz", 30, || get(&format!("{}/readyz", s.url)).map(|(st, _)| st == 200).unwrap_or(false));
+    s
 }
 
 /// Runs `rollbackd --config <config> serve` on a free port and waits until it is ready.
@@ -73,10 +87,20 @@ fn serve_logged(config: &std::path::Path, level: &str, log: &std::path::Path, en
 }
 
 fn spawn_serve_with(config: &std::path::Path, level: &str, stderr: Stdio, env: &[(&str, String)]) -> Serve {
+    spawn_serve_listening(config, "127.0.0.1:0", level, stderr, env)
+}
+
+fn spawn_serve_listening(
+    config: &std::path::Path,
+    listen: &str,
+    level: &str,
+    stderr: Stdio,
+    env: &[(&str, String)],
+) -> Serve {
     let mut child = Command::new(env!("CARGO_BIN_EXE_rollbackd"))
         .arg("--config")
         .arg(config)
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--listen", listen])
         .env("ROLLBACKD_LOG", level)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(Stdio::piped())
