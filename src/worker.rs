@@ -705,6 +705,9 @@ fn publish(engine: &mut Engine, shared: &Shared, fetch: bool, status: bool) -> b
         Ok(records) => {
             *shared.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Snapshot::new(records));
             *shared.watched.write().unwrap_or_else(|e| e.into_inner()) = engine.watched_alerts();
+            if shared.queue_depth() == 0 {
+                engine.save_index();
+            }
             // Not while a storm queues work: the page may lag a burst, never slow it.
             if status || shared.queue_depth() == 0 {
                 match engine.status_view(false) {

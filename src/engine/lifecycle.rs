@@ -34,8 +34,14 @@ impl Finishing {
 impl Engine {
     /// Lets go of the mirror and everything else at once, and returns the notices still on
     /// their way out, for the caller to wait for or not.
-    pub fn finish(self) -> Finishing {
+    pub fn finish(mut self) -> Finishing {
+        self.repo.save_index();
         Finishing(self.notifier.clone())
+    }
+
+    /// Keeps what the audit index walked for the next process (see `ConfigRepo::save_index`).
+    pub(crate) fn save_index(&mut self) {
+        self.repo.save_index();
     }
 
     /// A new engine on the config in force and the same clock, with nothing carried over from

@@ -91,6 +91,8 @@ pub struct AuditIndex {
     /// Where the branch walk is remembered between processes (a cache: derived from git, safe
     /// to delete), so a one-shot CLI run reads only the commits since the last run.
     cache_file: Option<PathBuf>,
+    /// The walk moved since the cache was last written (see [`AuditIndex::save`]).
+    unsaved: bool,
     /// The merged view: branch, tags and proposals, newest first.
     records: Vec<AuditRecord>,
     by_trigger: HashMap<String, usize>,
@@ -186,6 +188,15 @@ impl AuditIndex {
             self.walked_head = Some(head);
             self.on_branch = cache.records;
             self.halts = cache.halts;
+        }
+    }
+
+    /// Writes the walk to the cache file if it moved since it was last written: at the
+    /// writer's quiet moments and when a process ends, never on an event's way to its push (a
+    /// lost write costs the next start a longer walk, nothing else).
+    pub(super) fn save(&mut self, branch: &str, max_commits: usize) {
+        if std::mem::take(&mut self.unsaved) {
+            self.save_cache(branch, max_commits);
         }
     }
 
@@ -338,7 +349,7 @@ impl AuditIndex {
         halts.append(&mut self.halts);
         self.halts = halts;
         self.walked_head = Some(head);
-        self.save_cache(branch, max_commits);
+        self.unsaved = true;
         Ok(())
     }
 

@@ -528,6 +528,11 @@ impl ConfigRepo {
         &self.index
     }
 
+    /// Writes what the audit index walked to its cache in `data_dir`, if it moved.
+    pub fn save_index(&mut self) {
+        self.index.save(&self.branch, self.max_commits);
+    }
+
     pub fn plan(&self, req: &PlanRequest<'_>) -> Result<Planned, GitError> {
         planner::plan(&self.repo, &self.branch, self.head_oid()?, self.max_commits, req, self.index.trusted_commits())
     }

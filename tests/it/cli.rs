@@ -633,3 +633,25 @@ fn an_unset_channel_is_said_once_per_command() {
         assert!(!err.contains("pager"), "{args:?}: {err}");
     }
 }
+
+/// What the audit index walked is kept for the next process, written as the command ends
+/// rather than on the way to its push: after a rollback, the cache in `data_dir` is at a head
+/// of the branch, and a second command starts from it.
+#[test]
+fn a_cli_command_leaves_the_audit_cache_for_the_next_one() {
+    let w = World::new();
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let before = w.head();
+    let cache = w.root().join("data/audit-cache.json");
+    let out = w.run_cli(&["rollback", "checkout", "--env", "prod", "--actor", "alice"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let read = || -> serde_json::Value { serde_json::from_slice(&std::fs::read(&cache).unwrap()).unwrap() };
+    let head = read()["head"].as_str().unwrap().to_string();
+    assert!(head == before || head == w.head(), "{head}");
+    // The next command walks on from there and keeps the rollback it finds.
+    let out = w.run_cli(&["history"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let after = read();
+    assert_eq!(after["head"].as_str(), Some(w.head().as_str()));
+    assert_eq!(after["records"].as_array().map(Vec::len), Some(1), "{after}");
+}
