@@ -18,9 +18,11 @@ use crate::engine::Triager;
 use crate::fleet::Fleet;
 use crate::worker::Snapshot;
 
-/// Distinct bodies kept; past this the cache starts again (a flood of distinct bodies does
-/// not grow memory, and a storm is a handful of bodies).
+/// Distinct bodies kept, and their bytes with their answers; past either the cache starts
+/// again. A storm is a handful of bodies of a few kilobytes; a sender that varies its bodies
+/// (or pads them up to `server.body_limit`) cannot make memory grow past this.
 const MAX_ENTRIES: usize = 256;
+const MAX_BYTES: usize = 4 << 20;
 
 /// What the writers published when an answer was worked out: one pair per member, in fleet
 /// order. `Weak` so a kept entry does not keep old records alive, and so the allocation
@@ -69,22 +71,77 @@ struct Entry {
 
 #[derive(Default)]
 pub(super) struct AnswerCache {
-    entries: Mutex<HashMap<Bytes, Entry>>,
+    entries: Mutex<Entries>,
+}
+
+#[derive(Default)]
+struct Entries {
+    by_body: HashMap<Bytes, Entry>,
+    bytes: usize,
 }
 
 impl AnswerCache {
     /// The answer kept for `body`, if what it was worked out from still stands.
     pub(super) fn get(&self, body: &Bytes, fleet: &Fleet) -> Option<Kept> {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = entries.get(body)?;
+        let entry = entries.by_body.get(body)?;
         entry.stamp.current(fleet).then(|| entry.kept.clone())
     }
 
     pub(super) fn keep(&self, body: Bytes, stamp: Stamp, kept: Kept) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if entries.len() >= MAX_ENTRIES && !entries.contains_key(&body) {
-            entries.clear();
+        let size = body.len() + kept.json.len();
+        if size > MAX_BYTES {
+            return;
         }
-        entries.insert(body, Entry { stamp, kept });
+        // Its own copy: the body read may be a slice of a larger buffer, kept alive with it.
+        let body = Bytes::copy_from_slice(&body);
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = entries.by_body.remove(&body) {
+            entries.bytes -= body.len() + old.kept.json.len();
+        }
+        if entries.by_body.len() >= MAX_ENTRIES || entries.bytes + size > MAX_BYTES {
+            *entries = Entries::default();
+        }
+        entries.bytes += size;
+        entries.by_body.insert(body, Entry { stamp, kept });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kept(n: usize) -> Kept {
+        Kept { json: Bytes::from(vec![b'x'; n]), answers: 1 }
+    }
+
+    fn size(cache: &AnswerCache) -> (usize, usize) {
+        let entries = cache.entries.lock().unwrap();
+        (entries.by_body.len(), entries.bytes)
+    }
+
+    #[test]
+    fn what_is_kept_stays_within_its_bounds() {
+        let cache = AnswerCache::default();
+        // A body past the budget on its own is never kept.
+        cache.keep(Bytes::from(vec![b'{'; MAX_BYTES]), Stamp(Vec::new()), kept(10));
+        assert_eq!(size(&cache), (0, 0));
+        // Many distinct large bodies: never past the bytes, never past the entries.
+        for i in 0..200 {
+            cache.keep(Bytes::from(format!("{i}{}", " ".repeat(100_000))), Stamp(Vec::new()), kept(100));
+            let (n, bytes) = size(&cache);
+            assert!(n <= MAX_ENTRIES && bytes <= MAX_BYTES, "{n} entries, {bytes} bytes");
+        }
+        // Many distinct small ones: bounded by the count.
+        for i in 0..1000 {
+            cache.keep(Bytes::from(format!("{i}")), Stamp(Vec::new()), kept(10));
+        }
+        assert!(size(&cache).0 <= MAX_ENTRIES);
+        // The same body kept again replaces its entry and its bytes.
+        let again = AnswerCache::default();
+        for _ in 0..3 {
+            again.keep(Bytes::from_static(b"{}"), Stamp(Vec::new()), kept(10));
+        }
+        assert_eq!(size(&again), (1, 12));
     }
 }
