@@ -124,12 +124,7 @@ fn comment(id: u64, issue: u64, login: &str, body: &str) -> Comment {
 
 #[test]
 fn on_github_an_owning_teams_member_approves_by_comment_and_owners_are_requested_as_reviewers() {
-    let policy = PolicySpec::new("prod")
-        .prod_only()
-        .mode(Mode::PullRequest)
-        .chatops("allow", &["github:carol"])
-        .chatops("approve", &["codeowners"])
-        .review("reviewers", ["codeowners"]);
+    let policy = carol_asks_owners_approve().review("reviewers", ["codeowners"]);
     let w = World::with(&[policy]);
     let gh = FakeGithub::start(w.origin.clone());
     std::fs::write(w.root().join("gh-token"), TOKEN).unwrap();
@@ -220,29 +215,46 @@ fn github_s_lookup_order_holds_dot_github_first_then_the_root_and_docs_last() {
     assert!(canary_restored(&w));
 }
 
+/// Prod rollbacks proposed as pull requests: carol may ask for them, code owners approve.
+fn carol_asks_owners_approve() -> PolicySpec {
+    PolicySpec::new("prod")
+        .prod_only()
+        .mode(Mode::PullRequest)
+        .chatops("allow", &["github:carol"])
+        .chatops("approve", &["codeowners"])
+}
+
+/// On the fake GitHub, dave active in @acme/checkout, CODEOWNERS as `codeowners` says,
+/// rollbackd configured as `config` makes it, and carol's proposal to roll back checkout/prod
+/// and its canary: what rollbackd answered her.
+fn carols_proposal(
+    codeowners: &str,
+    config: impl FnOnce(&World, &FakeGithub) -> ConfigSpec,
+) -> (World, FakeGithub, String) {
+    let w = World::with(&[carol_asks_owners_approve()]);
+    let gh = FakeGithub::start(w.origin.clone());
+    gh.add_team_member("acme/checkout", "dave", "active");
+    w.write_config(&config(&w, &gh));
+    w.commit_files("Code owners", &[("CODEOWNERS", Some(codeowners))], 145);
+    w.deploy_checkout_with_canary();
+    let said = chat_as(&w, Principal::new("github:carol"), "/rollback checkout prod").text;
+    (w, gh, said)
+}
+
 /// CODEOWNERS gives everything to @acme/checkout, a team known only to GitHub (dave is in it,
 /// erin is invited, mallory is not); carol proposed rolling back checkout/prod and its canary.
 /// rollbackd is an App on the fake GitHub, its deliveries signed `hook-secret`.
 fn teams_world(extra: &[(&str, serde_json::Value)]) -> (World, FakeGithub) {
-    let policy = PolicySpec::new("prod")
-        .prod_only()
-        .mode(Mode::PullRequest)
-        .chatops("allow", &["github:carol"])
-        .chatops("approve", &["codeowners"]);
-    let w = World::with(&[policy]);
-    let gh = FakeGithub::start(w.origin.clone());
-    gh.add_team_member("acme/checkout", "dave", "active");
-    gh.add_team_member("acme/checkout", "erin", "pending");
-    gh.add_team_member("acme/sre", "mallory", "active");
-    std::fs::write(w.root().join("gh-secrets"), "hook-secret\n").unwrap();
-    let mut cfg = ConfigSpec::new().github_app(&gh.url).set("sources.github.secrets_file", "gh-secrets");
-    for (k, v) in extra {
-        cfg = cfg.set(k, v.clone());
-    }
-    w.write_config(&cfg);
-    w.commit_files("Code owners", &[("CODEOWNERS", Some("* @acme/sre\n/apps/checkout/ @acme/checkout\n"))], 145);
-    w.deploy_checkout_with_canary();
-    let said = chat_as(&w, Principal::new("github:carol"), "/rollback checkout prod").text;
+    let (w, gh, said) = carols_proposal("* @acme/sre\n/apps/checkout/ @acme/checkout\n", |w, gh| {
+        gh.add_team_member("acme/checkout", "erin", "pending");
+        gh.add_team_member("acme/sre", "mallory", "active");
+        std::fs::write(w.root().join("gh-secrets"), "hook-secret\n").unwrap();
+        let mut cfg = ConfigSpec::new().github_app(&gh.url).set("sources.github.secrets_file", "gh-secrets");
+        for (k, v) in extra {
+            cfg = cfg.set(k, v.clone());
+        }
+        cfg
+    });
     assert!(said.contains("proposed"), "{said}");
     (w, gh)
 }
@@ -250,20 +262,11 @@ fn teams_world(extra: &[(&str, serde_json::Value)]) -> (World, FakeGithub) {
 /// The forge by token (no webhooks), dave active in @acme/checkout on GitHub, which owns
 /// `apps/checkout/`, `directory.people` as `people` makes it, and carol's proposal open; its id.
 fn token_forge_world(people: impl FnOnce(&World) -> serde_json::Value) -> (World, FakeGithub, String) {
-    let policy = PolicySpec::new("prod")
-        .prod_only()
-        .mode(Mode::PullRequest)
-        .chatops("allow", &["github:carol"])
-        .chatops("approve", &["codeowners"]);
-    let w = World::with(&[policy]);
-    let gh = FakeGithub::start(w.origin.clone());
-    gh.add_team_member("acme/checkout", "dave", "active");
-    let people = people(&w);
-    std::fs::write(w.root().join("gh-token"), TOKEN).unwrap();
-    w.write_config(&ConfigSpec::new().github_forge(&gh.url, "gh-token").set("directory.people", people));
-    w.commit_files("Code owners", &[("CODEOWNERS", Some("/apps/checkout/ @acme/checkout\n"))], 145);
-    w.deploy_checkout_with_canary();
-    let id = proposal_id(&chat_as(&w, Principal::new("github:carol"), "/rollback checkout prod").text);
+    let (w, gh, said) = carols_proposal("/apps/checkout/ @acme/checkout\n", |w, gh| {
+        std::fs::write(w.root().join("gh-token"), TOKEN).unwrap();
+        ConfigSpec::new().github_forge(&gh.url, "gh-token").set("directory.people", people(w))
+    });
+    let id = proposal_id(&said);
     (w, gh, id)
 }
 
