@@ -288,6 +288,13 @@ fn comment_on(gh: &FakeGithub, pr: u64, id: u64, login: &str) -> u16 {
 }
 
 /// What rollbackd answered on the pull request to `login` (its comments neutralise `@`).
+/// `login` approves by comment on pull request `pr`; rollbackd's answer to them, once it comes.
+fn approve_by_comment(gh: &FakeGithub, pr: u64, id: u64, login: &str) -> String {
+    comment_on(gh, pr, id, login);
+    wait_for(&format!("the answer to {login}"), 30, || !answer_to(gh, login).is_empty());
+    answer_to(gh, login)
+}
+
 fn answer_to(gh: &FakeGithub, login: &str) -> String {
     let wanted = format!("github:{login}");
     gh.comments().into_iter().map(|(_, body)| body).rfind(|b| b.contains(&wanted)).unwrap_or_default()
@@ -318,18 +325,14 @@ fn an_invited_member_and_a_member_of_another_team_are_refused_naming_the_file() 
     gh.hook_to(&s.url, "hook-secret");
 
     // erin's invitation to @acme/checkout is pending: it does not count, and she is told so.
-    comment_on(&gh, pr.number, 9002, "erin");
-    wait_for("the answer to erin", 30, || !answer_to(&gh, "erin").is_empty());
-    let said = answer_to(&gh, "erin");
+    let said = approve_by_comment(&gh, pr.number, 9002, "erin");
     assert!(
         said.contains("not a code owner") && said.contains("apps/checkout/prod/") && said.contains("is owned by"),
         "{said}"
     );
     assert!(said.contains("pending"), "{said}");
     // mallory is in @acme/sre, which owns nothing the rollback changes.
-    comment_on(&gh, pr.number, 9003, "mallory");
-    wait_for("the answer to mallory", 30, || !answer_to(&gh, "mallory").is_empty());
-    let said = answer_to(&gh, "mallory");
+    let said = approve_by_comment(&gh, pr.number, 9003, "mallory");
     assert!(
         said.contains("not a code owner") && said.contains("apps/checkout/prod/") && said.contains("is owned by"),
         "{said}"
@@ -350,9 +353,7 @@ fn without_members_read_nobody_is_a_member_through_github_the_answer_says_so_and
     let s = crate::serve::serve(&w, "srv");
     gh.hook_to(&s.url, "hook-secret");
 
-    comment_on(&gh, pr.number, 9004, "dave");
-    wait_for("the answer to dave", 30, || !answer_to(&gh, "dave").is_empty());
-    let said = answer_to(&gh, "dave");
+    let said = approve_by_comment(&gh, pr.number, 9004, "dave");
     assert!(said.contains("not a code owner"), "{said}");
     assert!(said.contains("membership not known") && said.contains("Members permission"), "{said}");
     assert_eq!(gh.prs()[0].state, "open", "nothing merged");
