@@ -304,8 +304,7 @@ fn answer_to(gh: &FakeGithub, login: &str) -> String {
 fn a_member_of_an_owning_team_known_only_to_github_approves_by_comment_and_the_proposal_merges() {
     let (w, gh) = teams_world(&[]);
     let pr = gh.prs()[0].clone();
-    let s = crate::serve::serve(&w, "srv");
-    gh.hook_to(&s.url, "hook-secret");
+    let s = crate::serve::serve_app(&w, &gh, "srv");
 
     // dave is in no directory.github_teams: GitHub alone says he is in @acme/checkout.
     assert_eq!(comment_on(&gh, pr.number, 9001, "dave"), 200);
@@ -321,8 +320,7 @@ fn a_member_of_an_owning_team_known_only_to_github_approves_by_comment_and_the_p
 fn an_invited_member_and_a_member_of_another_team_are_refused_naming_the_file() {
     let (w, gh) = teams_world(&[]);
     let pr = gh.prs()[0].clone();
-    let s = crate::serve::serve(&w, "srv");
-    gh.hook_to(&s.url, "hook-secret");
+    let s = crate::serve::serve_app(&w, &gh, "srv");
 
     // erin's invitation to @acme/checkout is pending: it does not count, and she is told so.
     let said = approve_by_comment(&gh, pr.number, 9002, "erin");
@@ -350,8 +348,7 @@ fn without_members_read_nobody_is_a_member_through_github_the_answer_says_so_and
     gh.gh.lock().unwrap().app_permissions = Some(json!({ "metadata": "read", "contents": "write",
         "pull_requests": "write", "issues": "write", "checks": "write", "statuses": "read" }));
     let pr = gh.prs()[0].clone();
-    let s = crate::serve::serve(&w, "srv");
-    gh.hook_to(&s.url, "hook-secret");
+    let s = crate::serve::serve_app(&w, &gh, "srv");
 
     let said = approve_by_comment(&gh, pr.number, 9004, "dave");
     assert!(said.contains("not a code owner"), "{said}");

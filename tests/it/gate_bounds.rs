@@ -52,8 +52,7 @@ fn served() -> Gated {
         json!({ "github": { "secrets_file": "gh-secrets", "workflows": ["deploy"] },
                 "alertmanager": { "bearer_tokens_file": "am-tokens" } }),
     ));
-    let s = crate::serve::serve(&w, "srv");
-    gh.hook_to(&s.url, "hook-secret");
+    let s = crate::serve::serve_app(&w, &gh, "srv");
     Gated { w, gh, s }
 }
 

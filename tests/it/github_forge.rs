@@ -501,8 +501,7 @@ fn a_delivery_lost_while_the_origin_was_down_is_sent_again_and_handled_once() {
             .set("server.refresh_interval", "1s")
             .set("git.fetch_freshness", "0s"),
     );
-    let s = crate::serve::serve(&w, "data");
-    gh.hook_to(&s.url, "hook-secret");
+    let s = crate::serve::serve_app(&w, &gh, "data");
 
     // The origin goes away; GitHub's delivery of the failed deploy is answered 503, and GitHub
     // will not send it again by itself.
@@ -559,8 +558,7 @@ fn github_telling_rollbackd_about_its_own_comments_and_merge_does_not_loop() {
     w.deploy("checkout", "prod", "1.5.0", 10);
     w.engine().handle(&w.alert("checkout", "prod", "fp"), &Options::default()).unwrap();
     let pr = gh.prs()[0].clone();
-    let s = crate::serve::serve(&w, "srv");
-    gh.hook_to(&s.url, "hook-secret");
+    let s = crate::serve::serve_app(&w, &gh, "srv");
 
     // alice approves in a comment; rollbackd merges and says so; GitHub sends rollbackd its own
     // merge and its own comments back.
@@ -608,8 +606,7 @@ fn a_push_to_the_config_repo_brings_the_mirror_up_to_date_at_once() {
         ),
     )
     .unwrap();
-    let s = crate::serve::serve(&w, "srv");
-    gh.hook_to(&s.url, "hook-secret");
+    let s = crate::serve::serve_app(&w, &gh, "srv");
     let mirror = w.root().join("srv/mirror.git");
     let mirror_head = || git_in(&mirror, &["rev-parse", "refs/heads/main"]);
     let pushed = w.deploy("checkout", "prod", "1.5.0", 0);

@@ -22,13 +22,10 @@ fn app_config(w: &World, gh: &FakeGithub, extra: &[(&str, serde_json::Value)]) {
 }
 
 /// The same, served.
-/// The App's webhook points at the server before it starts, as on GitHub: its first round of
-/// redeliveries may come before the test's next line.
+/// rollbackd as the App on `gh`, configured with `extra`, serving.
 fn served_app(w: &World, gh: &FakeGithub, extra: &[(&str, serde_json::Value)]) -> crate::serve::Serve {
     app_config(w, gh, extra);
-    let port = free_port();
-    gh.hook_to(&format!("http://127.0.0.1:{port}"), "hook-secret");
-    crate::serve::serve_at(w, "srv", port)
+    crate::serve::serve_app(w, gh, "srv")
 }
 
 #[test]

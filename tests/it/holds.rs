@@ -139,8 +139,7 @@ fn the_gate_is_a_check_run_on_every_push_to_a_pull_request() {
             .github_app(&gh.url)
             .set("sources.github", json!({ "secrets_file": "gh-secrets", "workflows": ["deploy"] })),
     );
-    let s = crate::serve::serve(&w, "srv");
-    gh.hook_to(&s.url, "hook-secret");
+    let s = crate::serve::serve_app(&w, &gh, "srv");
 
     // Image automation opens a pull request that puts the bad tag back (GitHub keeps its head
     // as refs/pull/7/head, which the mirror does not fetch); main moves on meanwhile, so what
@@ -186,8 +185,7 @@ fn with_a_token_a_refused_pull_request_gets_a_comment() {
             .github_forge(&gh.url, "gh-token")
             .set("sources.github", json!({ "secrets_file": "gh-secrets", "workflows": ["deploy"] })),
     );
-    let s = crate::serve::serve(&w, "srv");
-    gh.hook_to(&s.url, "hook-secret");
+    let s = crate::serve::serve_app(&w, &gh, "srv");
     let bad = push_pull_head(&w, 9, "1.5.0");
     assert_eq!(gh.deliver("pull_request", "pr-9", &pull_request_delivery(9, "opened", &bad)), 200);
     let comments = gh.comments();

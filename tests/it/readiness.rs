@@ -450,8 +450,7 @@ fn the_gate_check_run_on_a_pull_request_carries_the_plan() {
             .github_app(&gh.url)
             .set("sources.github", json!({ "secrets_file": "gh-secrets", "workflows": ["deploy"] })),
     );
-    let s = crate::serve::serve(&w, "srv");
-    gh.hook_to(&s.url, "hook-secret");
+    let s = crate::serve::serve_app(&w, &gh, "srv");
     let runs = || gh.gh.lock().unwrap().check_runs_created.clone();
 
     let head =

@@ -44,12 +44,20 @@ pub(super) fn serve(w: &World, data_dir: &str) -> Serve {
     serve_with_listen(w, data_dir, "127.0.0.1:0")
 }
 
-/// [`serve`] on `port`: for a sender that must know the address before the server starts (a
-/// GitHub App's webhook URL is set before rollbackd asks for redeliveries).
-pub(super) fn serve_at(w: &World, data_dir: &str, port: u16) -> Serve {
+/// [`serve`] on `port`: for a sender that must know the address before the server starts.
+fn serve_at(w: &World, data_dir: &str, port: u16) -> Serve {
     let s = serve_with_listen(w, data_dir, &format!("127.0.0.1:{port}"));
     assert_eq!(s.url, format!("http://127.0.0.1:{port}"));
     s
+}
+
+/// [`serve`] for rollbackd as a GitHub App on `gh`: the App's webhook points at the server
+/// (deliveries signed `hook-secret`) before it starts, as on GitHub, so nothing the server asks
+/// of GitHub at start (a round of redeliveries) finds no hook.
+pub(super) fn serve_app(w: &World, gh: &crate::common::fake_github::FakeGithub, data_dir: &str) -> Serve {
+    let port = free_port();
+    gh.hook_to(&format!("http://127.0.0.1:{port}"), "hook-secret");
+    serve_at(w, data_dir, port)
 }
 
 fn serve_with_listen(w: &World, data_dir: &str, listen: &str) -> Serve {
