@@ -19,23 +19,19 @@ const PENDING_FRESH_FOR: Duration = Duration::from_secs(5);
 const MAX_IN_FLIGHT: usize = 8;
 
 /// Asks the forge about drill heads off the asker's thread; see the module doc.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub(crate) struct DrillCi {
-    forge: Arc<Forge>,
+    /// The forge is GitHub (the local forge runs no CI).
+    github: bool,
     asker: Asker<String, CiVerdict>,
-}
-
-impl std::fmt::Debug for DrillCi {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DrillCi").finish_non_exhaustive()
-    }
 }
 
 impl DrillCi {
     pub(crate) fn new(forge: Arc<Forge>) -> Self {
         let fresh_for =
             |v: &CiVerdict| if matches!(v, CiVerdict::Pending { .. }) { PENDING_FRESH_FOR } else { FRESH_FOR };
-        let asked = forge.clone();
+        let github = forge.github().is_some();
+        let asked = forge;
         let asker = Asker::new("drill-ci", MAX_IN_FLIGHT, fresh_for, move |commit: &String| match asked.github() {
             Some(gh) => match gh.ci_of(commit) {
                 Ok(c) => CiVerdict::of(c.failed, c.pending, c.passed),
@@ -43,12 +39,12 @@ impl DrillCi {
             },
             None => CiVerdict::unasked("no GitHub forge"),
         });
-        DrillCi { forge, asker }
+        DrillCi { github, asker }
     }
 
     /// Whether there is a forge to ask at all (the local forge runs no CI).
     pub(crate) fn asks(&self) -> bool {
-        self.forge.github().is_some()
+        self.github
     }
 
     /// Changes whenever an answer does.

@@ -37,23 +37,19 @@ enum Answer {
 }
 
 /// Asks the forge about team membership off the asker's thread; see the module doc.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub(crate) struct TeamLookup {
-    forge: Arc<Forge>,
+    /// The forge is GitHub (the local forge has no teams to ask about).
+    github: bool,
     asker: Asker<Question, Answer>,
-}
-
-impl std::fmt::Debug for TeamLookup {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TeamLookup").finish_non_exhaustive()
-    }
 }
 
 impl TeamLookup {
     pub(crate) fn new(forge: Arc<Forge>) -> Self {
         // The failures logged already (team and kind): each once.
         let logged = Mutex::new(HashSet::new());
-        let asked = forge.clone();
+        let github = forge.github().is_some();
+        let asked = forge;
         let asker =
             Asker::new("team-lookup", MAX_IN_FLIGHT, freshness, move |(team, login): &Question| match asked.github() {
                 Some(gh) => match gh.team_membership(team, login) {
@@ -66,12 +62,12 @@ impl TeamLookup {
                 },
                 None => Answer::Unknown("no GitHub forge".into()),
             });
-        TeamLookup { forge, asker }
+        TeamLookup { github, asker }
     }
 
     /// Whether there is a forge to ask (the local forge has no teams).
     pub(crate) fn asks(&self) -> bool {
-        self.forge.github().is_some()
+        self.github
     }
 
     /// Which of `teams` (`org/team`, from CODEOWNERS on the watched branch) any of `logins` is
