@@ -636,7 +636,8 @@ enum Head<'a> {
 }
 
 fn respond(status: StatusCode, answers: Vec<Answer>) -> Response {
-    let why = answers.first().map(|a| format!("{}: {}", a.outcome, a.reason));
+    // Only a rejection's reason is logged and counted (see `rejections`).
+    let why = answers.first().filter(|_| status.is_client_error()).map(|a| format!("{}: {}", a.outcome, a.reason));
     respond_json(status, reply_json(&answers), why)
 }
 
