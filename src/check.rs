@@ -284,7 +284,7 @@ fn check_forge(config: &Config, set: &PolicySet, offline: bool, diags: &mut Vec<
         diags.push(at(true, "--forge asks GitHub: it cannot run offline (pass --online)".into()));
         return;
     }
-    let forge = match crate::forge::Forge::from_config(&config.forge) {
+    let forge = match crate::forge::from_config(&config.forge) {
         Ok(f) => f,
         Err(e) => return diags.push(at(true, format!("forge: {e}"))),
     };

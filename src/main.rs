@@ -579,7 +579,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             let request_id = format!("{name}-{}-{}", now.as_nanosecond(), std::process::id());
             let principal = asker.principal().cloned();
             let event = Event::request(Source::Cli, &service, &env, &actor, reason.as_deref(), now, &request_id);
-            let report = engine.handle(&event, &Options { to, dry_run, emergency, principal })?;
+            let mut report = engine.handle(&event, &Options { to, dry_run, emergency, principal })?;
+            // The outbox opens a proposal's pull request; a person at a terminal wants its link.
+            engine.await_pull_request(&mut report, std::time::Duration::from_secs(30));
             print_reports(std::slice::from_ref(&report), json)?;
             Ok(exit_code(&report.outcome))
         }

@@ -117,7 +117,7 @@ const THREAD_STACK: usize = 8 << 20;
 const GATE_QUEUE: usize = 16;
 
 /// A pull request's gate handed over by the writer, and where its answer goes.
-type GateJob = (crate::engine::PullGate, oneshot::Sender<JobResult>);
+type GateJob = (Box<crate::engine::PullGate>, oneshot::Sender<JobResult>);
 
 /// The audit index as of the last job or refresh.
 #[derive(Debug, Default)]

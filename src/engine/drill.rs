@@ -155,7 +155,7 @@ impl Engine {
     /// would not render.
     pub fn drill_result(&self, service: &str, env: &str) -> Option<DrillResult> {
         let mut result = self.drill_head(service, env)?;
-        result.ci = self.forge.github().map(|gh| match gh.ci_of(&result.commit.0) {
+        result.ci = self.forge.hosts_pull_requests().then(|| match self.forge.ci_of(&result.commit.0) {
             Ok(c) => CiVerdict::of(c.failed, c.pending, c.passed),
             Err(e) => CiVerdict::unasked(e),
         });

@@ -3,7 +3,6 @@
 
 use crate::support::text::markdown;
 use jiff::Timestamp;
-use tracing::warn;
 
 use super::review::Merging;
 use super::{Engine, EngineError, ReviewOutcome};
@@ -11,95 +10,10 @@ use crate::domain::decision::Decision;
 use crate::domain::event::Event;
 use crate::domain::plan::Plan;
 use crate::domain::policy::Policy;
-use crate::forge::{Forge, ProposalRequest};
+use crate::forge::Proposal;
 use crate::{Outcome, Rollback};
 
-/// A pull request that could not be opened when its proposal branch was pushed (GitHub down or
-/// rate limited): opened by the writer when due, so the proposal does not wait for its incident
-/// to fire again. Kept in memory: after a restart the next delivery of the incident opens it.
-#[derive(Clone, Debug)]
-pub(crate) struct DeferredPr {
-    branch: String,
-    base: String,
-    title: String,
-    body: String,
-    labels: Vec<String>,
-    reviewers: Vec<String>,
-    teams: Vec<String>,
-    attempts: u32,
-    due: Timestamp,
-}
-
-impl DeferredPr {
-    fn request(&self) -> ProposalRequest<'_> {
-        ProposalRequest {
-            branch: &self.branch,
-            base: &self.base,
-            title: &self.title,
-            body: &self.body,
-            labels: &self.labels,
-            reviewers: &self.reviewers,
-            teams: &self.teams,
-        }
-    }
-}
-
-/// When to try again: what GitHub asked for, else 30 s doubling, at most 15 minutes.
-fn retry_at(now: Timestamp, attempts: u32, e: &crate::forge::ForgeError) -> Timestamp {
-    let backoff = std::time::Duration::from_secs(30u64 << attempts.min(5));
-    let wait = match e {
-        crate::forge::ForgeError::RateLimited { retry_after, .. } => *retry_after,
-        _ => backoff,
-    }
-    .min(std::time::Duration::from_secs(900));
-    now.checked_add(jiff::SignedDuration::try_from(wait).unwrap_or_default()).unwrap_or(now)
-}
-
 impl Engine {
-    /// Keeps `request` to be opened later, after `e`.
-    pub(super) fn defer_pr(&mut self, request: &ProposalRequest<'_>, e: &crate::forge::ForgeError, now: Timestamp) {
-        self.follow_ups.deferred_prs.retain(|d| d.branch != request.branch);
-        self.follow_ups.deferred_prs.push(DeferredPr {
-            branch: request.branch.to_string(),
-            base: request.base.to_string(),
-            title: request.title.to_string(),
-            body: request.body.to_string(),
-            labels: request.labels.to_vec(),
-            reviewers: request.reviewers.to_vec(),
-            teams: request.teams.to_vec(),
-            attempts: 0,
-            due: retry_at(now, 0, e),
-        });
-    }
-
-    /// Opens the deferred pull requests that are due, while their branch is still a proposal.
-    pub(super) fn open_deferred_prs(&mut self, now: Timestamp) -> Vec<String> {
-        let mut said = Vec::new();
-        let (due, later): (Vec<DeferredPr>, Vec<DeferredPr>) =
-            std::mem::take(&mut self.follow_ups.deferred_prs).into_iter().partition(|d| d.due <= now);
-        self.follow_ups.deferred_prs = later;
-        for mut d in due {
-            if self.repo.ref_id(&format!("refs/heads/{}", d.branch)).is_none() {
-                continue; // cancelled or merged meanwhile
-            }
-            match self.forge.propose(&d.request()) {
-                Ok(pr) => said.push(format!(
-                    "opened the pull request of {}{}",
-                    d.branch,
-                    pr.map(|p| format!(": {}", p.html_url)).unwrap_or_default()
-                )),
-                Err(e) if e.is_transient() => {
-                    d.attempts += 1;
-                    d.due = retry_at(now, d.attempts, &e);
-                    warn!(branch = %d.branch, error = %e, "the pull request still cannot be opened; trying again later");
-                    self.follow_ups.deferred_prs.push(d);
-                }
-                Err(e) => warn!(branch = %d.branch, error = %e, "the pull request cannot be opened; giving up"),
-            }
-        }
-        said
-    }
-
     /// A break-glass rollback skipped review, so it always gets one afterwards: an issue with the
     /// GitHub forge; with the local forge, `status` and `history` mark it.
     pub(super) fn emergency_follow_up(&self, event: &Event, plan: &Plan, rollback: &Rollback, decision: &mut Decision) {
@@ -120,15 +34,11 @@ impl Engine {
         );
         let title = format!("Review emergency rollback {} of {}/{}", rollback.id, plan.target.service, plan.target.env);
         let labels = ["rollback".to_string(), "emergency".to_string()];
-        match self.forge.open_issue(&title, &body, &labels) {
-            Ok(Some(url)) => decision.notes.push(format!("emergency rollback: follow-up for review at {url}")),
-            Ok(None) => {
-                decision.notes.push("emergency rollback: review it afterwards (`rollbackd status` marks it)".into())
-            }
-            Err(e) => {
-                warn!(rollback_id = %rollback.id, error = %e, "the emergency follow-up issue could not be opened");
-                decision.notes.push(format!("emergency rollback: the follow-up issue could not be opened: {e}"));
-            }
+        if self.forge.hosts_pull_requests() {
+            self.outbox.open_issue(title, body, labels.to_vec());
+            decision.notes.push("emergency rollback: an issue for its review is being opened on the forge".into());
+        } else {
+            decision.notes.push("emergency rollback: review it afterwards (`rollbackd status` marks it)".into());
         }
     }
 
@@ -170,7 +80,6 @@ impl Engine {
             return Ok(Outcome::Proposed { rollback });
         }
         let (service, env, id) = (&plan.target.service, &plan.target.env, rollback.id.to_string());
-        let forge = self.forge.clone();
         let merge = super::review::Merge {
             branch: &rollback.branch,
             commit: &rollback.commit,
@@ -180,8 +89,8 @@ impl Engine {
             by: "auto_merge",
             now,
         };
-        let merged = if let Forge::Github(gh) = &*forge {
-            self.merge_on_github(gh, &merge, policy.review.merge)?
+        let merged = if self.forge.hosts_pull_requests() {
+            self.merge_on_forge(&merge, policy.review.merge)?
         } else {
             self.merge_proposal(&merge)?
         };
@@ -198,58 +107,41 @@ impl Engine {
         })
     }
 
-    /// The same problem fired again while its proposal is open: say so on the PR (GitHub forge),
-    /// at most once every ten minutes, and open the PR if an earlier attempt could not.
-    pub(super) fn fired_again(&mut self, open: &crate::git::AuditRecord, event: &Event, decision: &mut Decision) {
-        if matches!(*self.forge, Forge::Local) {
+    /// The same problem fired again while its proposal is open: say so on the PR (on a forge
+    /// that has them), at most once every ten minutes, and open the PR if an earlier attempt
+    /// could not. Said by the outbox: the writer does not wait for it.
+    pub(super) fn fired_again(&mut self, open: &crate::git::AuditRecord, event: &Event) {
+        if !self.forge.hosts_pull_requests() {
             return;
         }
-        let last = self.follow_ups.fired_again.get(&open.id);
+        let last = self.told_fired_again.0.get(&open.id);
         if last.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(600)) {
             return;
         }
         let said = format!("Fired again: {} ({}).", markdown(&event.trigger()), event.source);
-        let result = self.forge.announce(&open.branch, &said).and_then(|announced| {
-            if announced {
-                return Ok(());
-            }
-            let body = format!(
-                "Rollback {} of {}/{} to `{}`, asked by {} ({}).\n\nTo approve, comment `/rollback approve`.",
-                open.id,
-                open.service,
-                open.env,
-                open.known_good,
-                markdown(&open.actor),
-                markdown(&open.trigger)
-            );
-            let request = ProposalRequest {
-                branch: &open.branch,
-                base: self.repo.branch(),
-                title: &format!("Roll back {}/{} ({})", open.service, open.env, open.id),
-                body: &body,
-                labels: &super::proposal_labels(&open.service, &open.env),
-                reviewers: &[],
-                teams: &[],
-            };
-            self.forge.propose(&request).map(|_| ())
-        });
-        match result {
-            Ok(()) => {
-                self.follow_ups.fired_again.insert(open.id.clone(), std::time::Instant::now());
-            }
-            Err(e) => {
-                warn!(rollback_id = %open.id, error = %e, "could not comment on the pull request");
-                decision.notes.push(format!("could not comment on the pull request: {e}"));
-            }
-        }
+        let body = format!(
+            "Rollback {} of {}/{} to `{}`, asked by {} ({}).\n\nTo approve, comment `/rollback approve`.",
+            open.id,
+            open.service,
+            open.env,
+            open.known_good,
+            markdown(&open.actor),
+            markdown(&open.trigger)
+        );
+        let proposal = Proposal {
+            branch: open.branch.clone(),
+            base: self.repo.branch().to_string(),
+            title: format!("Roll back {}/{} ({})", open.service, open.env, open.id),
+            body,
+            labels: super::proposal_labels(&open.service, &open.env),
+            reviewers: Vec::new(),
+            teams: Vec::new(),
+        };
+        self.outbox.announce(proposal, said);
+        self.told_fired_again.0.insert(open.id.clone(), std::time::Instant::now());
     }
 }
 
-/// What is owed to GitHub beyond the write itself.
+/// When each open proposal was last told "fired again", so a storm makes one comment.
 #[derive(Default)]
-pub(super) struct FollowUps {
-    /// When each open proposal was last told "fired again", so a storm makes one comment.
-    pub(super) fired_again: std::collections::HashMap<crate::domain::rollback::RollbackId, std::time::Instant>,
-    /// Pull requests to open when GitHub answers again.
-    pub(super) deferred_prs: Vec<DeferredPr>,
-}
+pub(super) struct FiredAgain(std::collections::HashMap<crate::domain::rollback::RollbackId, std::time::Instant>);

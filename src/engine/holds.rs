@@ -124,7 +124,7 @@ impl Engine {
         let _lock = self.begin()?;
         self.fetch_if_stale()?;
         let holds = self.holds()?;
-        Ok(GateStart::Run(PullGate {
+        Ok(GateStart::Run(Box::new(PullGate {
             number,
             head_sha: head_sha.to_string(),
             holds,
@@ -132,7 +132,7 @@ impl Engine {
             forge: self.forge.clone(),
             limits: GateLimits::DEFAULT,
             planner: Box::new(self.change_planner()),
-        }))
+        })))
     }
 
     /// Lifts the holds of `service`/`env` (those from rollbacks up to now), recorded in git
@@ -175,7 +175,7 @@ pub enum GateStart {
     /// Nothing to gate (another base branch), said.
     Said(String),
     /// The rest, to run on any thread.
-    Run(PullGate),
+    Run(Box<PullGate>),
 }
 
 /// The rest of a pull request's gate: fetch its head, read what it changes within
@@ -186,7 +186,7 @@ pub struct PullGate {
     head_sha: String,
     holds: Vec<Hold>,
     reader: PullReader,
-    forge: Arc<Forge>,
+    forge: Arc<dyn Forge>,
     limits: GateLimits,
     /// Plans the change (what rollbackd would do if it went bad after merge) for the summary.
     planner: Box<super::readiness::ChangePlanner>,

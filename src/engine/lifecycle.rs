@@ -1,7 +1,7 @@
 //! The engine's life on the writer: when it next has something to do on its own (its
 //! deadlines), how it is rebuilt from git after a job panicked, and how it finishes. Finishing
 //! is a call, never a `Drop`: a reload hands the old engine's notices to a thread of their own
-//! instead of making the writer wait for them.
+//! instead of making the writer wait for them (or for what they owe the forge).
 
 use jiff::Timestamp;
 
@@ -11,13 +11,22 @@ use crate::notify::Notifier;
 /// Notices still queued when an engine finishes: how long they may take to go out.
 pub const FINISH_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// What is left of an engine that has been let go: its notices on their way out.
-pub struct Finishing(Notifier);
+/// What is left of an engine that has been let go: what it owes the forge and its notices,
+/// on their way out.
+pub struct Finishing {
+    outbox: crate::forge::Outbox,
+    notifier: Notifier,
+}
 
 impl Finishing {
-    /// Waits up to `within` for the notices to be delivered.
+    /// Waits up to `within` for the forge's work and the notices to be done (the forge's
+    /// first: its work may end in a notice).
     pub fn wait(self, within: std::time::Duration) {
-        self.0.finish(within);
+        let deadline = std::time::Instant::now() + within;
+        if !self.outbox.settle(within) {
+            tracing::warn!("what was owed to the forge was not all done before the end");
+        }
+        self.notifier.finish(deadline.saturating_duration_since(std::time::Instant::now()));
     }
 
     /// Lets the notices go out on a thread of their own: a writer switching engines (reload, a
@@ -36,7 +45,7 @@ impl Engine {
     /// their way out, for the caller to wait for or not.
     pub fn finish(mut self) -> Finishing {
         self.repo.save_index();
-        Finishing(self.notifier.clone())
+        Finishing { notifier: self.notifier.clone(), outbox: self.outbox }
     }
 
     /// Keeps what the audit index walked for the next process (see `ConfigRepo::save_index`).

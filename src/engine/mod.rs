@@ -43,7 +43,7 @@ use crate::domain::plan::{Plan, Sha};
 use crate::domain::policy::{Mode, Policy, PolicySet};
 use crate::domain::principal::{Principal, first_admitting};
 use crate::domain::rollback::{Delivery, Outcome, Rollback, RollbackId, RollbackRef};
-use crate::forge::{Forge, ForgeError, ProposalRequest};
+use crate::forge::{Forge, ForgeError, Outbox, ProposalRequest};
 use crate::git::{Auth, ConfigRepo, GitError, PlanRequest, Planned, PushResult, Trailers, Try, WriteTarget};
 use crate::support::clock::Clock;
 use crate::support::diagnostic::Diagnostic;
@@ -136,10 +136,12 @@ pub struct Engine {
     templates: Templates,
     repo: ConfigRepo,
     clock: Arc<dyn Clock>,
-    forge: Arc<Forge>,
+    forge: Arc<dyn Forge>,
+    /// What a write owes the forge, said on a thread of its own (see [`Outbox`]).
+    outbox: Outbox,
     rules: InputRules,
-    /// What is owed to GitHub: "fired again" comments, pull requests to open again.
-    follow_ups: follow_up::FollowUps,
+    /// When each open proposal was last told "fired again", so a storm makes one comment.
+    told_fired_again: follow_up::FiredAgain,
     notifier: crate::notify::Notifier,
     /// Verification: the watches on pushed rollbacks and what they remember (see [`verify`]).
     verification: verify::Verification,
@@ -192,7 +194,7 @@ impl Engine {
             );
         }
         let repo = ConfigRepo::open(&git_settings(&config, &keys), auth)?;
-        let forge = Arc::new(Forge::from_config(&config.forge)?);
+        let forge = crate::forge::from_config(&config.forge)?;
         check_routes(&config, &policies, &file_text).map_err(EngineError::Policies)?;
         let notifier = crate::notify::Notifier::start(&config.notify, &secrets, &templates, forge.clone());
         let repo_identity = format!("{} {}", crate::support::url::repo_key(&config.repo.url), config.repo.branch);
@@ -201,6 +203,7 @@ impl Engine {
         let prober = probe::Prober::new(prometheus, clock.clone());
         let readiness = readiness::State::new(&config, forge.clone());
         let owners = owners::Owners::new(forge.clone());
+        let outbox = Outbox::start(forge.clone(), notifier.clone(), clock.clone());
         let mut engine = Engine {
             config,
             policies,
@@ -208,8 +211,9 @@ impl Engine {
             repo,
             clock,
             forge,
+            outbox,
             rules,
-            follow_ups: Default::default(),
+            told_fired_again: Default::default(),
             notifier,
             repo_policies: Default::default(),
             policy_generation: 0,
@@ -353,8 +357,39 @@ impl Engine {
         Ok(lock)
     }
 
-    pub fn forge(&self) -> &Forge {
-        &self.forge
+    pub fn forge(&self) -> &dyn Forge {
+        &*self.forge
+    }
+
+    /// Waits until what the writes so far owe the forge (pull requests to open, comments, the
+    /// review issue) is done, or `budget` is over; whether it all was. For a caller that is not
+    /// the writer: the CLI before it exits, a test before it looks at the forge.
+    pub fn settle_forge(&self, budget: std::time::Duration) -> bool {
+        self.outbox.settle(budget)
+    }
+
+    /// What became of the pull request of proposal `branch`, waiting at most `budget` for it
+    /// (never the writer's call): its URL, `None` where the forge has none, or why it failed.
+    pub fn pull_request(&self, branch: &str, budget: std::time::Duration) -> Option<Result<Option<String>, String>> {
+        self.outbox.pending(branch)?.wait(budget)
+    }
+
+    /// Completes `report` of a proposal with its pull request, waiting at most `budget` for
+    /// the outbox to open it: for a caller that is not the writer and answers a person (the
+    /// CLI). Where it could not be opened, the report's notes say why.
+    pub fn await_pull_request(&self, report: &mut Report, budget: std::time::Duration) {
+        let Outcome::Proposed { rollback } = &mut report.outcome else { return };
+        if rollback.pr_url.is_some() {
+            return;
+        }
+        match self.pull_request(&rollback.branch, budget) {
+            Some(Ok(url)) => rollback.pr_url = url,
+            Some(Err(e)) => report.decision.notes.push(format!("the pull request could not be opened yet: {e}")),
+            None if self.outbox.pending(&rollback.branch).is_some() => {
+                report.decision.notes.push("the pull request is still being opened".into());
+            }
+            None => {}
+        }
     }
 
     pub fn policies(&self) -> &PolicySet {
@@ -660,7 +695,7 @@ impl Engine {
         if let Some(r) = index.find_trigger(&trigger).cloned() {
             let reason = format!("{trigger} was already handled by {} at {}", r.id, r.at);
             if r.delivery == Delivery::Proposal && !r.cancelled {
-                self.fired_again(&r, event, &mut decision);
+                self.fired_again(&r, event);
             }
             let outcome = Outcome::Duplicate { rollback_id: r.id.clone(), commit: r.commit.clone(), reason };
             return done(decision, None, outcome);
@@ -765,7 +800,7 @@ impl Engine {
             Verdict::Settled(outcome) => return done(decision, Some(plan), outcome),
             Verdict::SameAsOpenProposal(outcome) => {
                 if let Some(open) = &open_proposal {
-                    self.fired_again(open, event, &mut decision);
+                    self.fired_again(open, event);
                 }
                 return done(decision, Some(plan), outcome);
             }
@@ -945,8 +980,8 @@ impl Engine {
         let commit = self.repo.create_commit(&parent, &plan.tree, &message, now)?;
         let (target, tag) = self.mark(w, &commit, tag_msg, name, now)?;
         // Rendered before anything is pushed: a template error must not leave a branch behind.
-        let pr_texts = match (delivery, &*self.forge) {
-            (Delivery::Proposal, Forge::Github(_)) => {
+        let pr_texts = match delivery {
+            Delivery::Proposal if self.forge.hosts_pull_requests() => {
                 // A pull request's title and body are Markdown (GitHub renders code spans and
                 // mentions in both): their context is built only for them.
                 let md = message_context(event, policy, plan, id, delivery, decision, crate::support::text::markdown);
@@ -1040,8 +1075,10 @@ impl Engine {
         })
     }
 
-    /// Opens the pull request of proposal `rollback`, just pushed; one GitHub would not open
-    /// now is opened later (the branch is there, and is the proposal).
+    /// Hands the pull request of proposal `rollback`, just pushed, to the outbox: the writer
+    /// does not wait for GitHub to open it (the branch is the proposal meanwhile). An
+    /// `auto_merge` proposal is merged through its pull request at once, on the writer as any
+    /// merge: that one is opened now, and handed to the outbox only if GitHub would not open it.
     fn open_pr_for(
         &mut self,
         rollback: &mut Rollback,
@@ -1062,15 +1099,17 @@ impl Engine {
             reviewers: &reviewers,
             teams: &teams,
         };
+        if !policy.review.auto_merge {
+            self.outbox.propose(crate::forge::Proposal::of(&request));
+            return;
+        }
         match self.forge.propose(&request) {
             Ok(pr) => rollback.pr_url = pr.map(|pr| pr.html_url),
-            // The branch is there, and is the proposal: the writer opens its pull
-            // request when GitHub answers again (or the incident's next delivery does).
             Err(e) => {
                 warn!(error = %e, "the pull request could not be opened yet");
                 decision.notes.push(format!("the pull request could not be opened yet: {e}"));
                 if e.is_transient() {
-                    self.defer_pr(&request, &e, self.clock.now());
+                    self.outbox.propose(crate::forge::Proposal::of(&request));
                 }
             }
         }

@@ -38,7 +38,7 @@ pub(super) struct Owners {
 }
 
 impl Owners {
-    pub(super) fn new(forge: Arc<crate::forge::Forge>) -> Self {
+    pub(super) fn new(forge: Arc<dyn crate::forge::Forge>) -> Self {
         Owners { teams: None, lookup: crate::forge::teams::TeamLookup::new(forge) }
     }
 }

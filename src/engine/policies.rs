@@ -167,9 +167,7 @@ impl Engine {
             return;
         }
         let in_force = self.policies.policies.len();
-        if let Err(e) = self.forge.report_policies(commit, errors, in_force) {
-            warn!(error = %e, "the policy check could not be reported on the commit");
-        }
+        self.outbox.report_policies(commit.to_string(), errors.to_vec(), in_force);
     }
 
     /// An error for work that needs policies before any was read from the repo (transient: the

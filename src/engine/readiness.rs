@@ -42,7 +42,7 @@ pub(super) struct State {
 }
 
 impl State {
-    pub(super) fn new(config: &crate::config::Config, forge: std::sync::Arc<crate::forge::Forge>) -> Self {
+    pub(super) fn new(config: &crate::config::Config, forge: std::sync::Arc<dyn crate::forge::Forge>) -> Self {
         State {
             registries: Registries::new(&config.registries),
             drill_ci: DrillCi::new(forge),

@@ -92,7 +92,6 @@ impl Engine {
         let Some(every) = self.config.sources.github.as_ref().map(|g| g.redeliver_every.as_signed()) else {
             return Vec::new();
         };
-        let Some(gh) = self.forge.github().filter(|g| g.is_app()) else { return Vec::new() };
         let now = self.clock.now();
         let state = &mut self.redelivery;
         if every.is_zero() || state.looked_at.is_some_and(|t| now.duration_since(t) < every) {
@@ -100,9 +99,10 @@ impl Engine {
         }
         state.looked_at = Some(now);
         let since = now.checked_sub(KEPT).unwrap_or(Timestamp::UNIX_EPOCH);
-        let list = match gh.deliveries(since) {
-            Ok(list) => list,
-            Err(e) => {
+        let list = match self.forge.deliveries(since) {
+            None => return Vec::new(),
+            Some(Ok(list)) => list,
+            Some(Err(e)) => {
                 warn!(error = %e, "could not list the App's webhook deliveries; trying again later");
                 return Vec::new();
             }
@@ -110,7 +110,7 @@ impl Engine {
         state.asked.prune(now);
         let mut said = Vec::new();
         for d in to_redeliver(&list, &state.asked, now) {
-            match gh.redeliver(d.id) {
+            match self.forge.redeliver(d.id) {
                 Ok(()) => {
                     info!(delivery = %d.guid, event = %d.event, status = d.status_code, "asked GitHub to send a failed delivery again");
                     said.push(format!("redelivery of {} ({}) requested", d.guid, d.event));

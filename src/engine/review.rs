@@ -19,7 +19,6 @@ use crate::domain::plan::{Plan, Strategy};
 use crate::domain::policy::{Mode, Policy};
 use crate::domain::principal::first_admitting;
 use crate::domain::rollback::{Delivery, Rollback, RollbackId, RollbackRef};
-use crate::forge::{Forge, GithubForge};
 use crate::git::{PlanRequest, Planned, PushResult, Try, WriteTarget};
 
 /// An open proposal being merged: its branch at the reviewed commit, what it rolls back, and
@@ -143,11 +142,11 @@ impl Engine {
             return Ok(ReviewOutcome::Refused { reason });
         }
         let merge = Merge { branch: &branch, commit: &commit, service: &t.service, env: &t.env, id, by: &who, now };
-        let forge = self.forge.clone();
-        let outcome = match &*forge {
-            Forge::Github(gh) => self.merge_on_github(gh, &merge, policy.review.merge),
-            Forge::Local => self.merge_proposal(&merge),
-        }?;
+        let outcome = if self.forge.hosts_pull_requests() {
+            self.merge_on_forge(&merge, policy.review.merge)?
+        } else {
+            self.merge_proposal(&merge)?
+        };
         let outcome = match outcome {
             // The rest of a phased rollback is its last phase.
             ReviewOutcome::Merged { mut rollback } => {
@@ -160,35 +159,33 @@ impl Engine {
         Ok(outcome)
     }
 
-    /// Says something on a proposal's conversation, where there is one. What people are told is
-    /// never worth failing the action for, but a failure to tell them is logged.
+    /// Says something on a proposal's conversation, where there is one, through the outbox:
+    /// what people are told is never worth failing the action for, nor waiting on the forge.
     fn say(&self, branch: &str, text: &str) {
-        if let Err(e) = self.forge.announce(branch, text) {
-            warn!(branch, error = %e, "could not say so on the pull request");
-        }
+        self.outbox.say(branch.to_string(), text.to_string());
     }
 
-    /// Merges the proposal's pull request through GitHub at exactly the reviewed commit (replayed
-    /// onto the base first if the base moved), then tags what landed and says so on the PR.
-    pub(super) fn merge_on_github(
+    /// Merges the proposal's pull request through the forge at exactly the reviewed commit
+    /// (replayed onto the base first if the base moved), then tags what landed and says so on
+    /// the PR. On the writer: the merge is the write.
+    pub(super) fn merge_on_forge(
         &mut self,
-        gh: &GithubForge,
         m: &Merge<'_>,
         method: crate::domain::policy::MergeMethod,
     ) -> Result<ReviewOutcome, EngineError> {
         let Merge { branch, commit, service, env, id, by: who, now } = *m;
         let message = self.repo.message(commit)?;
-        let pr = match gh.find_open_pr(branch)? {
-            Some(pr) => pr,
-            None => gh.open_pr(&crate::forge::ProposalRequest {
-                branch,
-                base: self.repo.branch(),
-                title: &format!("Roll back {service}/{env} ({id})"),
-                body: &message,
-                labels: &["rollback".into(), format!("service:{service}"), format!("env:{env}")],
-                reviewers: &[],
-                teams: &[],
-            })?,
+        let pr = self.forge.propose(&crate::forge::ProposalRequest {
+            branch,
+            base: self.repo.branch(),
+            title: &format!("Roll back {service}/{env} ({id})"),
+            body: &message,
+            labels: &["rollback".into(), format!("service:{service}"), format!("env:{env}")],
+            reviewers: &[],
+            teams: &[],
+        })?;
+        let Some(pr) = pr else {
+            return Ok(ReviewOutcome::Refused { reason: "the forge keeps no pull request to merge".into() });
         };
         let Some(tip) = self.repo.onto_head(commit, now)? else {
             let reason =
@@ -201,7 +198,7 @@ impl Engine {
                 reason: format!("{branch} changed while it was being updated; try again"),
             });
         }
-        let merged = match gh.merge(pr.number, method, &tip.0, &message) {
+        let merged = match self.forge.merge(&pr, method, &tip.0, &message) {
             Ok(sha) => Sha(sha),
             Err(crate::forge::ForgeError::MergeRefused(reason)) => {
                 warn!(rollback_id = id, pr = pr.number, %reason, "GitHub refused the merge");
@@ -223,9 +220,7 @@ impl Engine {
         if let Err(e) = self.repo.delete_branch(branch, &tip) {
             warn!(branch, error = %e, "the merged proposal's branch could not be deleted");
         }
-        if let Err(e) = gh.comment(pr.number, &format!("Merged by {who} as `{}`, tagged `{tag}`.", merged.short())) {
-            warn!(pr = pr.number, error = %e, "could not say so on the pull request");
-        }
+        self.outbox.comment(pr.clone(), format!("Merged by {who} as `{}`, tagged `{tag}`.", merged.short()));
         info!(rollback_id = id, pr = pr.number, "proposal merged on GitHub");
         let rollback = Rollback {
             id: RollbackId(id.to_string()),
@@ -258,9 +253,10 @@ impl Engine {
         if !policy.review.auto_merge {
             return Ok(format!("{id} waits for approval (policy {} has no auto_merge)", policy.name()));
         }
-        let forge = self.forge.clone();
-        let Forge::Github(gh) = &*forge else { return Ok("checks are read from GitHub only".into()) };
-        let pending = gh.checks_pending(&commit.0, &policy.review.required_checks)?;
+        if !self.forge.hosts_pull_requests() {
+            return Ok("checks are read from GitHub only".into());
+        }
+        let pending = self.forge.checks_pending(&commit.0, &policy.review.required_checks)?;
         if !pending.is_empty() {
             return Ok(format!("{id} waits for checks: {}", pending.join(", ")));
         }
@@ -275,7 +271,7 @@ impl Engine {
         }
         let merge =
             Merge { branch: &branch, commit: &commit, service: &t.service, env: &t.env, id, by: "auto_merge", now };
-        let outcome = self.merge_on_github(gh, &merge, policy.review.merge)?;
+        let outcome = self.merge_on_forge(&merge, policy.review.merge)?;
         Ok(outcome.summary())
     }
 
@@ -467,6 +463,9 @@ impl Engine {
         let tag = RollbackRef::new(&t.service, &t.env, &RollbackId(id.to_string())).cancelled();
         let review = self.review_of(&commit, None, Some(&who));
         self.repo.tag_commit(&tag, &commit.0, &format!("Cancelled {id} by {who}\n\n{review}"), now)?;
+        // Closing is part of the cancel, as merging is part of an approval: done before the
+        // branch goes (GitHub closes a pull request whose branch is deleted, and then nothing
+        // would say who cancelled it).
         self.forge.close(&branch, &format!("Cancelled by {who}."))?;
         self.repo.delete_branch(&branch, &commit)?;
         info!(rollback_id = id, by = %who, "proposal cancelled");

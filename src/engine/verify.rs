@@ -364,8 +364,17 @@ impl Engine {
 
     /// Sends `notice` to the route of the policy it names.
     pub(super) fn tell(&self, notice: &Notice) {
-        if let Some(policy) = self.policy_named(&notice.policy) {
-            self.notifier.send(&self.with_incident(notice.clone()), &policy.notify);
+        let Some(policy) = self.policy_named(&notice.policy) else { return };
+        let notice = self.with_incident(notice.clone());
+        // A proposal's notice links its pull request: it goes out once the outbox has tried to
+        // open it (the writer does not wait for that).
+        let proposal = notice.rollback_id.as_ref().filter(|_| notice.pr.is_none()).and_then(|id| {
+            let branch = crate::domain::rollback::RollbackRef::new(&notice.service, &notice.env, id).name();
+            self.outbox.pending(&branch).map(|_| branch)
+        });
+        match proposal {
+            Some(branch) => self.outbox.notify_after_pr(notice, policy.notify.clone(), branch),
+            None => self.notifier.send(&notice, &policy.notify),
         }
     }
 
@@ -507,16 +516,16 @@ impl Engine {
 
     /// Verifies the rollbacks that are due: picks up rollbacks pushed elsewhere (another
     /// replica, the CLI, before a restart), asks Prometheus where a policy has a query, and
-    /// settles every watch that has a verdict; opens the pull requests GitHub could not take
-    /// when their proposals were pushed. Called by the writer when idle.
+    /// settles every watch that has a verdict. Called by the writer when idle.
     pub fn verify_due(&mut self) -> Result<Vec<String>, EngineError> {
         let _lock = self.begin()?;
         self.fetch_if_stale()?;
         let now = self.clock.now();
         self.pick_up(now)?;
         self.soak_due(now);
-        let mut said = self.open_deferred_prs(now);
-        said.extend(self.phases_due(now));
+        // A pull request GitHub would not open may be due again.
+        self.outbox.wake();
+        let mut said = self.phases_due(now);
         let ids: Vec<RollbackId> = self.verification.watches.keys().cloned().collect();
         // Every watch's query at once, off this thread, for a bounded wait.
         let queries: Vec<String> = self.verification.watches.values().filter_map(|w| w.query.clone()).collect();

@@ -27,18 +27,16 @@ pub(crate) struct DrillCi {
 }
 
 impl DrillCi {
-    pub(crate) fn new(forge: Arc<Forge>) -> Self {
+    pub(crate) fn new(forge: Arc<dyn Forge>) -> Self {
         let fresh_for =
             |v: &CiVerdict| if matches!(v, CiVerdict::Pending { .. }) { PENDING_FRESH_FOR } else { FRESH_FOR };
-        let github = forge.github().is_some();
+        let github = forge.hosts_pull_requests();
         let asked = forge;
-        let asker = Asker::new("drill-ci", MAX_IN_FLIGHT, fresh_for, move |commit: &String| match asked.github() {
-            Some(gh) => match gh.ci_of(commit) {
+        let asker =
+            Asker::new("drill-ci", MAX_IN_FLIGHT, fresh_for, move |commit: &String| match asked.ci_of(commit) {
                 Ok(c) => CiVerdict::of(c.failed, c.pending, c.passed),
                 Err(e) => CiVerdict::unasked(e),
-            },
-            None => CiVerdict::unasked("no GitHub forge"),
-        });
+            });
         DrillCi { github, asker }
     }
 

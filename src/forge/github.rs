@@ -824,6 +824,93 @@ pub struct CiChecks {
     pub passed: Vec<String>,
 }
 
+/// The port, spoken to GitHub: a proposal is a pull request, found by its branch.
+impl super::Forge for GithubForge {
+    fn hosts_pull_requests(&self) -> bool {
+        true
+    }
+
+    fn git_token(&self) -> Result<Option<SecretString>, ForgeError> {
+        GithubForge::git_token(self)
+    }
+
+    fn propose(&self, p: &super::ProposalRequest<'_>) -> Result<Option<Pr>, ForgeError> {
+        if let Some(pr) = self.find_open_pr(p.branch)? {
+            return Ok(Some(pr));
+        }
+        self.open_pr(&super::ProposalRequest { title: p.title.trim(), ..*p }).map(Some)
+    }
+
+    fn announce(&self, branch: &str, text: &str) -> Result<bool, ForgeError> {
+        match self.find_open_pr(branch)? {
+            Some(pr) => GithubForge::comment(self, pr.number, text).map(|_| true),
+            None => Ok(false),
+        }
+    }
+
+    fn comment(&self, pr: &Pr, text: &str) -> Result<(), ForgeError> {
+        GithubForge::comment(self, pr.number, text).map(|_| ())
+    }
+
+    fn merge(&self, pr: &Pr, method: MergeMethod, sha: &str, message: &str) -> Result<String, ForgeError> {
+        GithubForge::merge(self, pr.number, method, sha, message)
+    }
+
+    fn close(&self, branch: &str, text: &str) -> Result<(), ForgeError> {
+        if let Some(pr) = self.find_open_pr(branch)? {
+            GithubForge::comment(self, pr.number, text)?;
+            GithubForge::close(self, pr.number)?;
+        }
+        Ok(())
+    }
+
+    fn open_issue(&self, title: &str, body: &str, labels: &[String]) -> Result<Option<String>, ForgeError> {
+        GithubForge::open_issue(self, title, body, labels).map(Some)
+    }
+
+    fn report_policies(&self, commit: &str, errors: &[String], in_force: usize) -> Result<(), ForgeError> {
+        GithubForge::report_policies(self, commit, errors, in_force)
+    }
+
+    fn report_gate(
+        &self,
+        number: u64,
+        commit: &str,
+        violations: &[String],
+        plans: &[crate::domain::change_plan::ChangePlan],
+    ) -> Result<(), ForgeError> {
+        GithubForge::report_gate(self, number, commit, violations, plans)
+    }
+
+    fn report_gate_refused(&self, number: u64, commit: &str, why: &str) -> Result<(), ForgeError> {
+        GithubForge::report_gate_refused(self, number, commit, why)
+    }
+
+    fn checks_pending(&self, sha: &str, required: &[String]) -> Result<Vec<String>, ForgeError> {
+        GithubForge::checks_pending(self, sha, required)
+    }
+
+    fn ci_of(&self, sha: &str) -> Result<CiChecks, ForgeError> {
+        GithubForge::ci_of(self, sha)
+    }
+
+    fn team_membership(&self, team: &str, login: &str) -> Result<TeamMembership, ForgeError> {
+        GithubForge::team_membership(self, team, login)
+    }
+
+    fn deliveries(&self, since: jiff::Timestamp) -> Option<Result<Vec<HookDelivery>, ForgeError>> {
+        self.is_app().then(|| GithubForge::deliveries(self, since))
+    }
+
+    fn redeliver(&self, id: u64) -> Result<(), ForgeError> {
+        GithubForge::redeliver(self, id)
+    }
+
+    fn github(&self) -> Option<&GithubForge> {
+        Some(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -5,11 +5,18 @@
 mod api;
 pub(crate) mod drill_ci;
 pub(crate) mod github;
+mod local;
 pub(crate) mod needs;
+mod outbox;
 pub(crate) mod teams;
 
 pub(crate) use crate::config::{ForgeConfig, GithubConfig};
-pub(crate) use github::{GithubForge, HookDelivery, Pr};
+pub(crate) use github::{CiChecks, GithubForge, HookDelivery, Pr, TeamMembership};
+pub(crate) use local::LocalForge;
+pub(crate) use outbox::{Outbox, Proposal};
+
+use crate::domain::change_plan::ChangePlan;
+use crate::domain::policy::MergeMethod;
 
 use crate::support::secret::SecretString;
 
@@ -59,111 +66,89 @@ pub struct ProposalRequest<'a> {
     pub teams: &'a [String],
 }
 
-/// Where proposals live, and everything the engine asks of it. The local forge keeps a
-/// proposal as a branch of the origin and has no conversation to say things in; the GitHub forge
-/// opens a pull request for it and talks there.
-pub enum Forge {
-    Local,
-    Github(Box<GithubForge>),
-}
-
-impl Forge {
-    pub fn from_config(config: &ForgeConfig) -> Result<Self, ForgeError> {
-        Ok(match config {
-            ForgeConfig::Local => Forge::Local,
-            ForgeConfig::Github(g) => Forge::Github(Box::new(GithubForge::new(g)?)),
-        })
-    }
-
-    /// The GitHub forge itself, for what exists only there (reactions and replies to comments).
-    pub fn github(&self) -> Option<&GithubForge> {
-        match self {
-            Forge::Github(g) => Some(g),
-            Forge::Local => None,
-        }
-    }
+/// Where proposals live, and everything rollbackd asks of it: the port the engine talks to. The
+/// local forge ([`LocalForge`]) keeps a proposal as a branch of the origin and has no
+/// conversation to say things in, no checks and no teams; the GitHub forge ([`GithubForge`])
+/// opens a pull request for it and talks there. Every call may wait on the network, so the
+/// writer makes only the ones a write needs (merging through the forge, the checks an
+/// `auto_merge` waits for); what follows a write goes to the [`Outbox`], on a thread of its own.
+pub trait Forge: Send + Sync + std::fmt::Debug {
+    /// Whether proposals are pull requests on the forge, with checks, teams and a
+    /// conversation (GitHub); `false` when the branch is the proposal (local).
+    fn hosts_pull_requests(&self) -> bool;
 
     /// A token for git over https when the forge mints them (a GitHub App installation).
-    pub fn git_token(&self) -> Result<Option<SecretString>, ForgeError> {
-        match self {
-            Forge::Github(gh) => gh.git_token(),
-            Forge::Local => Ok(None),
-        }
-    }
+    fn git_token(&self) -> Result<Option<SecretString>, ForgeError>;
 
-    /// Opens (or finds) the pull request of a proposal branch. `None` for the local forge: the
-    /// branch is the proposal.
-    pub fn propose(&self, p: &ProposalRequest<'_>) -> Result<Option<Pr>, ForgeError> {
-        let Forge::Github(gh) = self else { return Ok(None) };
-        if let Some(pr) = gh.find_open_pr(p.branch)? {
-            return Ok(Some(pr));
-        }
-        gh.open_pr(&ProposalRequest { title: p.title.trim(), ..*p }).map(Some)
-    }
+    /// Opens (or finds) the pull request of a proposal branch. `None` where the branch is the
+    /// proposal.
+    fn propose(&self, p: &ProposalRequest<'_>) -> Result<Option<Pr>, ForgeError>;
 
     /// Says `text` on the conversation of the proposal on `branch`. `Ok(false)` where there is
     /// none (the local forge, or no open pull request).
-    pub fn announce(&self, branch: &str, text: &str) -> Result<bool, ForgeError> {
-        let Forge::Github(gh) = self else { return Ok(false) };
-        match gh.find_open_pr(branch)? {
-            Some(pr) => gh.comment(pr.number, text).map(|_| true),
-            None => Ok(false),
-        }
-    }
+    fn announce(&self, branch: &str, text: &str) -> Result<bool, ForgeError>;
+
+    /// Says `text` on pull request `pr`.
+    fn comment(&self, pr: &Pr, text: &str) -> Result<(), ForgeError>;
+
+    /// Merges pull request `pr` at exactly `sha` with `method`; the merged commit's sha.
+    /// `MergeRefused` for what a person must change (branch protection, a method not allowed).
+    fn merge(&self, pr: &Pr, method: MergeMethod, sha: &str, message: &str) -> Result<String, ForgeError>;
+
+    /// Closes the proposal's pull request, saying why (the local forge has none to close).
+    fn close(&self, branch: &str, text: &str) -> Result<(), ForgeError>;
+
+    /// Opens an issue for people to follow up (an emergency rollback's review). `None` where
+    /// the forge has no issues: `status` and `history` mark it instead.
+    fn open_issue(&self, title: &str, body: &str, labels: &[String]) -> Result<Option<String>, ForgeError>;
 
     /// Reports on `commit` how the policies it carries fared: `errors` (each
     /// `path:line:col: error: message`) refused, or none and `in_force` policies switched to.
-    /// Nothing for the local forge.
-    pub fn report_policies(&self, commit: &str, errors: &[String], in_force: usize) -> Result<(), ForgeError> {
-        let Forge::Github(gh) = self else { return Ok(()) };
-        gh.report_policies(commit, errors, in_force)
-    }
+    fn report_policies(&self, commit: &str, errors: &[String], in_force: usize) -> Result<(), ForgeError>;
 
     /// Reports `rollbackd gate` on pull request `number` at `commit`: each violation is
     /// `path: what`; `plans`, what rollbackd would do if the change went bad after merge, goes
-    /// in the summary after them. Nothing for the local forge.
-    pub fn report_gate(
+    /// in the summary after them.
+    fn report_gate(
         &self,
         number: u64,
         commit: &str,
         violations: &[String],
-        plans: &[crate::domain::change_plan::ChangePlan],
-    ) -> Result<(), ForgeError> {
-        let Forge::Github(gh) = self else { return Ok(()) };
-        gh.report_gate(number, commit, violations, plans)
-    }
+        plans: &[ChangePlan],
+    ) -> Result<(), ForgeError>;
 
     /// A pull request the gate would not read (over a bound): a failing `rollbackd/gate` saying
     /// `why` (a comment when the check run is refused).
-    pub fn report_gate_refused(&self, number: u64, commit: &str, why: &str) -> Result<(), ForgeError> {
-        let Forge::Github(gh) = self else { return Ok(()) };
-        gh.report_gate_refused(number, commit, why)
-    }
-
-    /// Closes the proposal's pull request, saying why (the local forge has none to close).
-    pub fn close(&self, branch: &str, text: &str) -> Result<(), ForgeError> {
-        let Forge::Github(gh) = self else { return Ok(()) };
-        if let Some(pr) = gh.find_open_pr(branch)? {
-            gh.comment(pr.number, text)?;
-            gh.close(pr.number)?;
-        }
-        Ok(())
-    }
-
-    /// Opens an issue for people to follow up (an emergency rollback's review). `None` where
-    /// the forge has no issues: `status` and `history` mark it instead.
-    pub fn open_issue(&self, title: &str, body: &str, labels: &[String]) -> Result<Option<String>, ForgeError> {
-        match self {
-            Forge::Github(gh) => gh.open_issue(title, body, labels).map(Some),
-            Forge::Local => Ok(None),
-        }
-    }
+    fn report_gate_refused(&self, number: u64, commit: &str, why: &str) -> Result<(), ForgeError>;
 
     /// The required checks on `sha` that have not succeeded yet.
-    pub fn checks_pending(&self, sha: &str, required: &[String]) -> Result<Vec<String>, ForgeError> {
-        match self {
-            Forge::Github(gh) => gh.checks_pending(sha, required),
-            Forge::Local => Err(ForgeError::Config("required_checks need forge.kind: github".into())),
-        }
+    fn checks_pending(&self, sha: &str, required: &[String]) -> Result<Vec<String>, ForgeError>;
+
+    /// What the repository's CI says of `sha`, check by check.
+    fn ci_of(&self, sha: &str) -> Result<CiChecks, ForgeError>;
+
+    /// Whether `login` is in `team` (`org/slug`).
+    fn team_membership(&self, team: &str, login: &str) -> Result<TeamMembership, ForgeError>;
+
+    /// The forge's failed webhook deliveries since `since`, newest first: `None` where rollbackd
+    /// cannot see them (only a GitHub App can).
+    fn deliveries(&self, since: jiff::Timestamp) -> Option<Result<Vec<HookDelivery>, ForgeError>>;
+
+    /// Asks the forge to send delivery `id` again.
+    fn redeliver(&self, id: u64) -> Result<(), ForgeError>;
+
+    /// The GitHub adapter itself, for the edges that exist only there (replies and reactions to
+    /// PR comments, the PR channel of notifications, `check`'s grants). The engine asks only
+    /// through the methods above.
+    fn github(&self) -> Option<&GithubForge> {
+        None
     }
+}
+
+/// The forge `config` names.
+pub(crate) fn from_config(config: &ForgeConfig) -> Result<std::sync::Arc<dyn Forge>, ForgeError> {
+    Ok(match config {
+        ForgeConfig::Local => std::sync::Arc::new(LocalForge),
+        ForgeConfig::Github(g) => std::sync::Arc::new(GithubForge::new(g)?),
+    })
 }

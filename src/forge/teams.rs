@@ -45,23 +45,21 @@ pub(crate) struct TeamLookup {
 }
 
 impl TeamLookup {
-    pub(crate) fn new(forge: Arc<Forge>) -> Self {
+    pub(crate) fn new(forge: Arc<dyn Forge>) -> Self {
         // The failures logged already (team and kind): each once.
         let logged = Mutex::new(HashSet::new());
-        let github = forge.github().is_some();
+        let github = forge.hosts_pull_requests();
         let asked = forge;
-        let asker =
-            Asker::new("team-lookup", MAX_IN_FLIGHT, freshness, move |(team, login): &Question| match asked.github() {
-                Some(gh) => match gh.team_membership(team, login) {
-                    Ok(m) => Answer::Known(m),
-                    Err(e) => {
-                        let why = why(&e);
-                        log_once(&logged, team, &e, &why);
-                        Answer::Unknown(why)
-                    }
-                },
-                None => Answer::Unknown("no GitHub forge".into()),
-            });
+        let asker = Asker::new("team-lookup", MAX_IN_FLIGHT, freshness, move |(team, login): &Question| {
+            match asked.team_membership(team, login) {
+                Ok(m) => Answer::Known(m),
+                Err(e) => {
+                    let why = why(&e);
+                    log_once(&logged, team, &e, &why);
+                    Answer::Unknown(why)
+                }
+            }
+        });
         TeamLookup { github, asker }
     }
 

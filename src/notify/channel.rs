@@ -24,7 +24,7 @@ pub(crate) enum Channel {
     Webhook { url: SecretString, agent: ureq::Agent },
     SlackWebhook { url: SecretString, agent: ureq::Agent },
     SlackApi { api_url: String, token: SecretString, channel: String, agent: ureq::Agent, threads: Threads },
-    GithubIssue { forge: Arc<Forge>, threads: Threads },
+    GithubIssue { forge: Arc<dyn Forge>, threads: Threads },
     File { path: std::path::PathBuf },
 }
 
@@ -84,7 +84,7 @@ impl Channel {
     pub(crate) fn new(
         cfg: &ChannelConfig,
         secret: Option<SecretString>,
-        forge: Arc<Forge>,
+        forge: Arc<dyn Forge>,
         timeout: Duration,
     ) -> Option<Channel> {
         let agent = || outbound::agent(timeout);

@@ -69,7 +69,12 @@ pub(crate) enum Style {
 
 impl Notifier {
     /// Starts one thread per configured channel.
-    pub(crate) fn start(config: &NotifyConfig, secrets: &Secrets, templates: &Templates, forge: Arc<Forge>) -> Self {
+    pub(crate) fn start(
+        config: &NotifyConfig,
+        secrets: &Secrets,
+        templates: &Templates,
+        forge: Arc<dyn Forge>,
+    ) -> Self {
         if config.channels.is_empty() {
             return Notifier::default();
         }

@@ -65,7 +65,11 @@ fn alert_opens_one_pr_and_repeats_comment() {
     let (w, gh) = world("merge");
     let bad = w.deploy("checkout", "prod", "1.5.0", 10);
     let alert = w.alert("checkout", "prod", "fp");
-    let report = w.engine().handle(&alert, &Options::default()).unwrap();
+    let mut engine = w.engine();
+    let mut report = engine.handle(&alert, &Options::default()).unwrap();
+    // The outbox opens the pull request, off the writer; the CLI waits for its link.
+    engine.await_pull_request(&mut report, std::time::Duration::from_secs(30));
+    drop(engine);
     let rb = match &report.outcome {
         Outcome::Proposed { rollback } => rollback.clone(),
         other => panic!("{other:?}"),
@@ -216,7 +220,7 @@ fn an_emergency_rollback_opens_a_follow_up_issue() {
     let ask = comment(20, pr.number, "erin", "/rollback checkout prod because payments are down --emergency");
     let reply = github_comment(&mut w.engine(), &ask, &directory());
     assert!(reply.contains("rolled back"), "direct despite mode pull_request: {reply}");
-    assert!(reply.contains("follow-up for review at https://github.example/acme/config/issues/501"), "{reply}");
+    assert!(reply.contains("an issue for its review is being opened"), "{reply}");
     assert_eq!(w.trailers("main", "Rollback-Emergency"), ["true"]);
     let issues = gh.issues();
     assert_eq!(issues.len(), 1);
@@ -263,7 +267,8 @@ fn as_a_github_app_with_installation_tokens_for_the_api_and_for_git() {
     w.deploy("checkout", "prod", "1.5.0", 10);
     let mut engine = w.engine();
     assert_eq!(gh.app_calls().0, 1, "the installation was looked up with the App's JWT");
-    let report = engine.handle(&w.alert("checkout", "prod", "fp"), &Options::default()).unwrap();
+    let mut report = engine.handle(&w.alert("checkout", "prod", "fp"), &Options::default()).unwrap();
+    engine.await_pull_request(&mut report, std::time::Duration::from_secs(30));
     assert!(
         matches!(report.outcome, Outcome::Proposed { ref rollback } if rollback.pr_url.is_some()),
         "{:?} {:?}",
@@ -358,16 +363,26 @@ fn rate_limits_are_waited_out_or_retried_later_without_a_second_pull_request() {
         message: "API rate limit exceeded for installation".into(),
     });
     let mut engine = w.engine();
-    let r = engine.handle(&w.alert("checkout", "prod", "fp"), &Options::default()).unwrap();
-    assert!(matches!(r.outcome, Outcome::Proposed { .. }), "the proposal is the branch: {:?}", r.outcome);
+    let mut r = engine.handle(&w.alert("checkout", "prod", "fp"), &Options::default()).unwrap();
+    engine.await_pull_request(&mut r, std::time::Duration::from_secs(30));
+    assert!(
+        matches!(r.outcome, Outcome::Proposed { ref rollback } if rollback.pr_url.is_none()),
+        "the proposal is the branch: {:?}",
+        r.outcome
+    );
     assert!(r.decision.notes.iter().any(|n| n.contains("rate limited")), "{:?}", r.decision.notes);
     assert!(gh.prs().is_empty());
-    // The writer opens it when due (at most 15 minutes, whatever the reset says), once.
+    // The outbox opens it when due (at most 15 minutes, whatever the reset says), once.
     engine.verify_due().unwrap();
+    assert!(engine.settle_forge(std::time::Duration::from_secs(30)));
     assert!(gh.prs().is_empty(), "not due yet");
     w.clock.advance(jiff::SignedDuration::from_mins(16));
-    let said = engine.verify_due().unwrap();
-    assert!(said.iter().any(|s| s.contains("opened the pull request")), "{said:?}");
+    engine.verify_due().unwrap();
+    assert!(engine.settle_forge(std::time::Duration::from_secs(30)));
+    let branch = format!("rollback/checkout/prod/{}", r.outcome.rollback_id().unwrap());
+    let opened = engine.pull_request(&branch, std::time::Duration::ZERO);
+    assert!(matches!(opened, Some(Ok(Some(ref url))) if url.ends_with("/pull/1")), "{opened:?}");
+    assert_eq!(gh.prs().len(), 1);
     engine.verify_due().unwrap();
     engine.handle(&w.alert("checkout", "prod", "fp"), &Options::default()).unwrap();
     assert_eq!(gh.prs().len(), 1, "looked before opening again");
@@ -659,5 +674,56 @@ fn a_pull_requests_title_and_file_paths_are_inert_markdown() {
     let escaped = "apps/checkout/prod/a\\`b \\<img src\\=x\\> @\u{2060}alice \\|x\\|.yaml";
     let row = pr.body.lines().find(|l| l.contains("a\\`b")).unwrap_or_else(|| panic!("no row:\n{}", pr.body));
     assert_eq!(row, format!("| {escaped} | 0 | 1 |"), "{}", pr.body);
+    gh.finish();
+}
+
+/// The writer never waits on GitHub: while GitHub sits on a proposal's pull request, the next
+/// incident's proposal is pushed all the same; the pull requests open when GitHub answers, in
+/// order, and the proposal's notice goes out then, with its pull request's link.
+#[test]
+fn a_slow_github_does_not_hold_the_writer() {
+    let w = World::with(&[policy("merge").set("notify", ["log"])]);
+    let gh = FakeGithub::start(w.origin.clone());
+    std::fs::write(w.root().join("gh-token"), TOKEN).unwrap();
+    std::fs::write(w.root().join("am-tokens"), format!("{}\n", crate::serve::TOKEN)).unwrap();
+    w.write_config(
+        &ConfigSpec::new()
+            .github_forge(&gh.url, "gh-token")
+            .set("directory.github_teams", json!({ "acme/sre": ["carol"] }))
+            .set("sources.alertmanager", json!({ "bearer_tokens_file": "am-tokens" }))
+            .set("notify.channels.log", json!({ "kind": "file", "path": "notices.jsonl" })),
+    );
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    w.deploy("cart", "prod", "2.1.0", 9);
+    let release = gh.hold("POST /repos/acme/config/pulls");
+    let s = crate::serve::serve(&w, "srv");
+
+    let (status, answer) = crate::serve::post_alert(&s.url, &crate::serve::alert_for("checkout", "fp1")).unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let branches = || w.git(&["for-each-ref", "--format=%(refname:short)", "refs/heads/rollback/"]);
+    wait_for("the first proposal's branch", 30, || branches().contains("rollback/checkout/prod/"));
+    wait_for("GitHub asked for the first pull request", 30, || {
+        gh.gh.lock().unwrap().requests.iter().any(|r| r == "POST /repos/acme/config/pulls")
+    });
+    // GitHub has not answered; the writer goes on with the next incident.
+    let (status, _) = crate::serve::post_alert(&s.url, &crate::serve::alert_for("cart", "fp2")).unwrap();
+    assert_eq!(status, 200);
+    wait_for("the second proposal's branch", 30, || branches().contains("rollback/cart/prod/"));
+    assert!(gh.prs().is_empty(), "GitHub has answered nothing yet");
+    let notices = || std::fs::read_to_string(w.root().join("notices.jsonl")).unwrap_or_default();
+    assert!(!notices().contains("\"proposed\""), "a proposal's notice waits for its pull request: {}", notices());
+
+    release.send(true).unwrap();
+    wait_for("both pull requests", 30, || gh.prs().len() == 2);
+    let prs = gh.prs();
+    assert!(prs[0].head.starts_with("rollback/checkout/prod/") && prs[1].head.starts_with("rollback/cart/prod/"));
+    wait_for("both notices", 30, || notices().lines().count() == 2);
+    for (line, pr) in notices().lines().zip(&prs) {
+        let n: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(n["event"], "proposed", "{n}");
+        let url = format!("https://github.example/acme/config/pull/{}", pr.number);
+        assert_eq!(n["pr"], url.as_str(), "{n}");
+    }
+    drop(s);
     gh.finish();
 }

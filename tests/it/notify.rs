@@ -267,7 +267,7 @@ fn on_github_an_incident_gets_one_issue_and_its_later_states_are_comments_on_it(
     w.clock.advance(jiff::SignedDuration::from_mins(10));
     engine.verify_due().unwrap();
     // Finishing waits for what is queued to be delivered.
-    engine.finish().wait(rollbackd::FINISH_WITHIN);
+    engine.into_inner().finish().wait(rollbackd::FINISH_WITHIN);
     let issues = gh.issues();
     assert_eq!(issues.len(), 1, "{issues:?}");
     let (title, body, labels) = &issues[0];

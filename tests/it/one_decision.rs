@@ -270,7 +270,7 @@ fn first_phase(w: &World) -> (Engine, String) {
     let mut engine = w.engine();
     let rollback = pushed(handled(&mut engine, &w.alert("checkout", "prod", "fp1")));
     assert_eq!(w.trailers("main", "Rollback-Phase"), ["1/2"]);
-    (engine, rollback.id.to_string())
+    (engine.into_inner(), rollback.id.to_string())
 }
 
 #[test]

@@ -62,7 +62,7 @@ fn phase_one(extra: &[(&str, serde_json::Value)]) -> (World, Engine, String) {
     let w = world(extra);
     let mut engine = w.engine();
     let id = first_phase(&w, &mut engine).id.to_string();
-    (w, engine, id)
+    (w, engine.into_inner(), id)
 }
 
 fn branch_exists(w: &World, name: &str) -> bool {

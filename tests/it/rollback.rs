@@ -201,7 +201,7 @@ fn the_same_trigger_twice_makes_one_commit_even_after_a_restart() {
     let commits = w.count_commits();
 
     // A new engine over the same data dir is a restarted process.
-    for mut engine in [w.engine(), w.replica("other-replica")] {
+    for mut engine in [w.engine().into_inner(), w.replica("other-replica")] {
         let again = engine.handle(&alert, &Options::default()).unwrap();
         match again.outcome {
             Outcome::Duplicate { rollback_id, .. } => assert_eq!(rollback_id, id),

@@ -101,6 +101,9 @@ pub struct Gh {
     pub collaborators: Vec<String>,
     /// Answers to give instead of handling, first match first, each once.
     pub inject: Vec<Injected>,
+    /// Requests (`METHOD /path` prefix) held unanswered until the test lets them go: a slow
+    /// GitHub. See [`FakeGithub::hold`].
+    pub held: Option<(String, tokio::sync::watch::Receiver<bool>)>,
     /// Every request, `METHOD /path`.
     pub requests: Vec<String>,
     /// The organization's teams (`org/team-slug`) and their memberships: (login, `active` or
@@ -215,6 +218,14 @@ impl FakeGithub {
         status
     }
 
+    /// Holds every request starting with `request` (`METHOD /path`) unanswered until the
+    /// returned sender says `true`: GitHub taking its time.
+    pub fn hold(&self, request: &str) -> tokio::sync::watch::Sender<bool> {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        self.gh.lock().unwrap().held = Some((request.to_string(), rx));
+        tx
+    }
+
     pub fn prs(&self) -> Vec<FakePr> {
         self.gh.lock().unwrap().prs.clone()
     }
@@ -269,9 +280,13 @@ impl FakeGithub {
 async fn contract(State(app): State<App>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let (parts, body) = req.into_parts();
     let request = format!("{} {}", parts.method, parts.uri.path());
+    app.gh.lock().unwrap().requests.push(request.clone());
+    let held = app.gh.lock().unwrap().held.clone().filter(|(r, _)| request.starts_with(r.as_str()));
+    if let Some((_, mut released)) = held {
+        let _ = released.wait_for(|go| *go).await;
+    }
     {
         let mut gh = app.gh.lock().unwrap();
-        gh.requests.push(request.clone());
         if let Some(i) = gh.inject.iter().position(|i| request.starts_with(&i.request)) {
             let i = gh.inject.remove(i);
             let mut resp =
