@@ -26,20 +26,20 @@ impl Engine {
         now: Timestamp,
         decision: &mut Decision,
     ) -> Result<(), EngineError> {
-        let config = self.config.pause.breaker;
+        let config = self.ctx.config.pause.breaker;
         if config.max_services == 0 {
             return Ok(());
         }
         self.alerting.observe(service, now);
         // Unreadable freezes: every automatic write is treated as paused already (see
         // `facts`), and a trip could not be written on top of them.
-        let Ok(freezes) = self.repo.freezes() else { return Ok(()) };
+        let Ok(freezes) = self.ctx.repo.freezes() else { return Ok(()) };
         if freezes.paused(now).is_some() {
             return Ok(());
         }
         // Rollbacks other replicas pushed for alerts they were sent count too.
         let pushed = self
-            .repo
+            .ctx.repo
             .index()
             .records()
             .iter()
@@ -61,7 +61,7 @@ impl Engine {
         };
         let message = format!("Pause: {}\n", trip.describe());
         // Another replica may have tripped it (or a person paused) meanwhile: one pause.
-        let tripped = self.repo.update_freezes(&message, now, |set| {
+        let tripped = self.ctx.repo.update_freezes(&message, now, |set| {
             let free = set.paused(now).is_none();
             if free {
                 set.add(trip.clone(), now);

@@ -15,9 +15,9 @@ impl Engine {
     /// not have the revision yet, so "not on the branch" is never said of a stale mirror.
     pub(super) fn fetch_for_revision(&mut self, event: &Event) -> Result<(), EngineError> {
         if let Some(rev) = event.applied_revision()
-            && self.repo.committed_at(rev).is_none()
+            && self.ctx.repo.committed_at(rev).is_none()
         {
-            self.fetch_now()?;
+            self.ctx.fetch_now()?;
         }
         Ok(())
     }
@@ -30,18 +30,18 @@ impl Engine {
             return Ok("the event names no revision".into());
         };
         {
-            let _lock = self.begin()?;
-            self.fetch_if_stale()?;
+            let _lock = self.ctx.begin()?;
+            self.ctx.fetch_if_stale()?;
             self.fetch_for_revision(event)?;
             // An Alert often covers objects of other repositories too: their reports are not
             // errors, only nothing to do here.
-            if self.repo.committed_at(&sha).is_none() {
+            if self.ctx.repo.committed_at(&sha).is_none() {
                 return Ok(format!("{sha} is not a commit of this config repo: nothing to mark or verify"));
             }
         }
         let mut said = vec![self.mark_known_good(event)?];
-        let _lock = self.begin()?;
-        let now = self.clock.now();
+        let _lock = self.ctx.begin()?;
+        let now = self.ctx.clock.now();
         self.pick_up(now)?;
         let at = event.started_at.unwrap_or(event.received_at).min(now);
         let trigger = event.trigger();
@@ -50,7 +50,7 @@ impl Engine {
             .verification
             .watches
             .values()
-            .filter(|w| w.awaits_controller && w.applied_at.is_none() && self.repo.contains(&sha, &w.commit))
+            .filter(|w| w.awaits_controller && w.applied_at.is_none() && self.ctx.repo.contains(&sha, &w.commit))
             // A rollback the controller asked for is verified by the object that failed: another
             // object healthy at the same revision says nothing about it.
             .filter(|w| object_of(&w.trigger).is_none_or(|o| Some(o) == reporter))

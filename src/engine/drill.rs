@@ -37,16 +37,16 @@ impl Engine {
     /// rollback of `service`/`env` on the origin as it is now and writes it to the drill branch.
     /// `actor` is who asked (`cli:<name>`, or `rollbackd` for the schedule).
     pub fn drill(&mut self, service: &str, env: &str, actor: &str) -> Result<DrillOutcome, EngineError> {
-        self.rules.identifier("service", service).map_err(|e| EngineError::Input(e.to_string()))?;
-        self.rules.identifier("env", env).map_err(|e| EngineError::Input(e.to_string()))?;
-        let _lock = self.begin()?;
-        self.fetch_now()?;
-        self.need_policies()?;
-        let attempts = self.config.git.push_retries + 1;
+        self.ctx.rules.identifier("service", service).map_err(|e| EngineError::Input(e.to_string()))?;
+        self.ctx.rules.identifier("env", env).map_err(|e| EngineError::Input(e.to_string()))?;
+        let _lock = self.ctx.begin()?;
+        self.ctx.fetch_now()?;
+        self.ctx.need_policies()?;
+        let attempts = self.ctx.config.git.push_retries + 1;
         for attempt in 0..attempts {
             if attempt > 0 {
                 warn!(attempt, service, env, "the drill branch or the watched branch moved; planning the drill again");
-                self.fetch_now()?;
+                self.ctx.fetch_now()?;
             }
             if let Some(outcome) = self.drill_once(service, env, actor)? {
                 self.record_drill(&outcome);
@@ -54,12 +54,12 @@ impl Engine {
                 return Ok(outcome);
             }
         }
-        Err(GitError::Contended { url: self.repo.url(), branch: drill::branch(service, env), attempts }.into())
+        Err(GitError::Contended { url: self.ctx.repo.url(), branch: drill::branch(service, env), attempts }.into())
     }
 
     /// One try: `None` when the drill branch moved between reading and pushing.
     fn drill_once(&mut self, service: &str, env: &str, actor: &str) -> Result<Option<DrillOutcome>, EngineError> {
-        let now = self.clock.now();
+        let now = self.ctx.clock.now();
         let not_written = |reason: String| {
             Ok(Some(DrillOutcome::NotWritten { service: service.to_string(), env: env.to_string(), reason }))
         };
@@ -67,7 +67,7 @@ impl Engine {
         // that rollback, under the policy that would decide it.
         let key = format!("drill-{service}-{env}-{}", now.as_second());
         let event = Event::request(Source::Cli, service, env, actor, Some("drill"), now, &key);
-        let (policy, target) = match drill_policy(&self.policies, &self.rules, &event)? {
+        let (policy, target) = match drill_policy(&self.ctx.policies, &self.ctx.rules, &event)? {
             Ok((policy, target)) => (policy.clone(), target),
             Err(reason) => return not_written(reason),
         };
@@ -87,7 +87,7 @@ impl Engine {
             Planned::NothingToGoBackTo { reason, .. } => return not_written(reason),
         };
         let branch = drill::branch(&target.service, &target.env);
-        if branch == self.repo.branch() {
+        if branch == self.ctx.repo.branch() {
             return Err(EngineError::Config(format!("the watched branch is {branch}: a drill never writes it")));
         }
         let bad: Vec<_> = plan.bad_commits.iter().map(|c| c.sha.clone()).collect();
@@ -102,12 +102,12 @@ impl Engine {
         );
         // On the watched branch's head as it is, like the rollback it rehearses: CI checks the
         // state a rollback would leave now.
-        let commit = self.repo.create_commit(&plan.head, &plan.tree, &message, now)?;
-        let previous = self.repo.ref_id(&format!("refs/heads/{branch}")).map(crate::domain::plan::Sha);
-        if self.repo.set_side_branch(&branch, &commit)? == PushResult::Moved {
+        let commit = self.ctx.repo.create_commit(&plan.head, &plan.tree, &message, now)?;
+        let previous = self.ctx.repo.ref_id(&format!("refs/heads/{branch}")).map(crate::domain::plan::Sha);
+        if self.ctx.repo.set_side_branch(&branch, &commit)? == PushResult::Moved {
             return Ok(None);
         }
-        let files = self.repo.changed_by(&commit)?;
+        let files = self.ctx.repo.changed_by(&commit)?;
         Ok(Some(DrillOutcome::Written {
             service: target.service,
             env: target.env,
@@ -130,8 +130,8 @@ impl Engine {
             }
             DrillOutcome::NotWritten { service, env, .. } => (service, env, outcome.summary(), None),
         };
-        let Ok(head) = self.repo.head() else { return };
-        let now = self.clock.now();
+        let Ok(head) = self.ctx.repo.head() else { return };
+        let now = self.ctx.clock.now();
         let record = DecisionRecord {
             at: now,
             trigger: drill::trigger(service, env),
@@ -143,7 +143,7 @@ impl Engine {
             failed_guards: Vec::new(),
             head: head.0.clone(),
         };
-        if let Err(e) = self.repo.add_decision(&head, &record.line(), now) {
+        if let Err(e) = self.ctx.repo.add_decision(&head, &record.line(), now) {
             warn!(error = %e, "the drill could not be recorded in git");
         }
     }
@@ -155,7 +155,7 @@ impl Engine {
     /// would not render.
     pub fn drill_result(&self, service: &str, env: &str) -> Option<DrillResult> {
         let mut result = self.drill_head(service, env)?;
-        result.ci = self.forge.hosts_pull_requests().then(|| match self.forge.ci_of(&result.commit.0) {
+        result.ci = self.ctx.forge.hosts_pull_requests().then(|| match self.ctx.forge.ci_of(&result.commit.0) {
             Ok(c) => CiVerdict::of(c.failed, c.pending, c.passed),
             Err(e) => CiVerdict::unasked(e),
         });
@@ -166,19 +166,19 @@ impl Engine {
     /// head in the mirror, and the policy it rehearsed.
     pub(crate) fn drill_head(&self, service: &str, env: &str) -> Option<DrillResult> {
         let branch = drill::branch(service, env);
-        let (commit, at) = self.repo.own_branch_head(&branch)?;
-        let policy = self.repo.message(&commit).ok().and_then(|m| drill::policy_of(&m));
+        let (commit, at) = self.ctx.repo.own_branch_head(&branch)?;
+        let policy = self.ctx.repo.message(&commit).ok().and_then(|m| drill::policy_of(&m));
         Some(DrillResult { service: service.to_string(), env: env.to_string(), branch, commit, at, policy, ci: None })
     }
 
     /// `drills:` as a schedule, with its targets checked against the input rules.
     fn drill_schedule(&self) -> Option<Schedule> {
-        let d = self.config.drills.as_ref()?;
+        let d = self.ctx.config.drills.as_ref()?;
         let targets = d
             .targets
             .iter()
             .filter(|t| {
-                self.rules.identifier("service", &t.service).is_ok() && self.rules.identifier("env", &t.env).is_ok()
+                self.ctx.rules.identifier("service", &t.service).is_ok() && self.ctx.rules.identifier("env", &t.env).is_ok()
             })
             .map(|t| (t.service.clone(), t.env.clone()))
             .collect();
@@ -193,14 +193,14 @@ impl Engine {
     }
 
     fn last_drill(&self, service: &str, env: &str) -> Option<Timestamp> {
-        self.repo.own_branch_head(&drill::branch(service, env)).map(|(_, at)| at)
+        self.ctx.repo.own_branch_head(&drill::branch(service, env)).map(|(_, at)| at)
     }
 
     /// The writer's idle work: the most overdue scheduled drill, if one is due (one per idle
     /// turn, so an event waits behind at most one drill).
     pub(crate) fn drill_due(&mut self) -> Option<Result<DrillOutcome, EngineError>> {
         let schedule = self.drill_schedule()?;
-        let now = self.clock.now();
+        let now = self.ctx.clock.now();
         let (service, env) =
             schedule.due(now, |s, e| self.last_drill(s, e), |s, e| self.drills_deferred.not_before(s, e))?;
         let outcome = self.drill(&service, &env, "rollbackd");

@@ -11,7 +11,7 @@
 use jiff::Timestamp;
 use tracing::warn;
 
-use super::Engine;
+use super::Ctx;
 use crate::domain::audit::AuditRecord;
 use crate::domain::decide::{Facts, Verdict, decide};
 use crate::domain::decision::Decision;
@@ -61,7 +61,7 @@ impl Stopping {
     }
 }
 
-impl Engine {
+impl Ctx {
     /// The freezes and the pause for `service`/`env` now. Unreadable state is said, never
     /// read as "not frozen".
     pub(super) fn stopping(&self, service: &str, env: &str, now: Timestamp) -> Stopping {

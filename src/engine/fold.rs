@@ -56,21 +56,21 @@ impl Engine {
     /// reports of what was settled here (folded, or answered without writing); the rest is
     /// left to [`Engine::handle`].
     fn fold_alerts(&mut self, events: &[Event], opts: &Options) -> Result<Vec<(usize, Report)>, EngineError> {
-        let _lock = self.begin()?;
-        self.fetch_if_stale()?;
-        self.need_policies()?;
+        let _lock = self.ctx.begin()?;
+        self.ctx.fetch_if_stale()?;
+        self.ctx.need_policies()?;
         // A cheap look first: only alerts whose targets' newest change is the same commit can
         // fold. The rest (a storm of distinct changes) are handled one by one, planned once.
         let mut by_newest: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         for (i, event) in events.iter().enumerate() {
             let mut decision = crate::domain::decision::Decision::for_event(event);
             let Ok(super::Selection::Target { target, .. }) =
-                super::select(&self.policies, &self.rules, event, &mut decision)
+                super::select(&self.ctx.policies, &self.ctx.rules, event, &mut decision)
             else {
                 continue;
             };
             let Ok(paths) = crate::git::PathSet::new(&target.paths) else { continue };
-            if let Some(newest) = self.repo.newest_change(&paths)? {
+            if let Some(newest) = self.ctx.repo.newest_change(&paths)? {
                 by_newest.entry(newest.0).or_default().push(i);
             }
         }
@@ -140,10 +140,10 @@ impl Engine {
         // The breaker may have tripped while the notification was decided (its alerts are counted
         // as they are): then each goes its own way, as a proposal.
         // Freezes that cannot be read fail closed the same way.
-        if self.repo.freezes().map_or(true, |f| f.paused(ready[group[0]].1.now).is_some()) {
+        if self.ctx.repo.freezes().map_or(true, |f| f.paused(ready[group[0]].1.now).is_some()) {
             return Ok(Vec::new());
         }
-        let Some(plan) = self.repo.fold(&members)? else { return Ok(Vec::new()) };
+        let Some(plan) = self.ctx.repo.fold(&members)? else { return Ok(Vec::new()) };
         let (first_i, first) = &ready[group[0]];
         let named: Vec<String> = members
             .iter()

@@ -34,8 +34,8 @@ impl Engine {
         );
         let title = format!("Review emergency rollback {} of {}/{}", rollback.id, plan.target.service, plan.target.env);
         let labels = ["rollback".to_string(), "emergency".to_string()];
-        if self.forge.hosts_pull_requests() {
-            self.outbox.open_issue(title, body, labels.to_vec());
+        if self.ctx.forge.hosts_pull_requests() {
+            self.ctx.outbox.open_issue(title, body, labels.to_vec());
             decision.notes.push("emergency rollback: an issue for its review is being opened on the forge".into());
         } else {
             decision.notes.push("emergency rollback: review it afterwards (`rollbackd status` marks it)".into());
@@ -54,7 +54,7 @@ impl Engine {
     ) -> Result<Outcome, EngineError> {
         let required = &policy.review.required_checks;
         if !required.is_empty() {
-            let pending = self.forge.checks_pending(&rollback.commit.0, required).map_err(|e| e.to_string());
+            let pending = self.ctx.forge.checks_pending(&rollback.commit.0, required).map_err(|e| e.to_string());
             match pending {
                 Ok(p) if p.is_empty() => {}
                 Ok(p) => {
@@ -69,7 +69,7 @@ impl Engine {
         }
         // Nobody reviewed it: it is merged only where the same rollback would have been pushed
         // (no freeze, no pause, every guard passing), decided now.
-        let t = crate::git::Trailers::parse(&self.repo.message(&rollback.commit)?);
+        let t = crate::git::Trailers::parse(&self.ctx.repo.message(&rollback.commit)?);
         let Some(t) = t else {
             decision.notes.push("auto_merge waits for an approval: its commit cannot be read back".into());
             return Ok(Outcome::Proposed { rollback });
@@ -89,7 +89,7 @@ impl Engine {
             by: "auto_merge",
             now,
         };
-        let merged = if self.forge.hosts_pull_requests() {
+        let merged = if self.ctx.forge.hosts_pull_requests() {
             self.merge_on_forge(&merge, policy.review.merge)?
         } else {
             self.merge_proposal(&merge)?
@@ -111,7 +111,7 @@ impl Engine {
     /// that has them), at most once every ten minutes, and open the PR if an earlier attempt
     /// could not. Said by the outbox: the writer does not wait for it.
     pub(super) fn fired_again(&mut self, open: &crate::git::AuditRecord, event: &Event) {
-        if !self.forge.hosts_pull_requests() {
+        if !self.ctx.forge.hosts_pull_requests() {
             return;
         }
         let last = self.told_fired_again.0.get(&open.id);
@@ -130,14 +130,14 @@ impl Engine {
         );
         let proposal = Proposal {
             branch: open.branch.clone(),
-            base: self.repo.branch().to_string(),
+            base: self.ctx.repo.branch().to_string(),
             title: format!("Roll back {}/{} ({})", open.service, open.env, open.id),
             body,
             labels: super::proposal_labels(&open.service, &open.env),
             reviewers: Vec::new(),
             teams: Vec::new(),
         };
-        self.outbox.announce(proposal, said);
+        self.ctx.outbox.announce(proposal, said);
         self.told_fired_again.0.insert(open.id.clone(), std::time::Instant::now());
     }
 }

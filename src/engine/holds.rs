@@ -38,15 +38,15 @@ impl Engine {
     /// holds (the default), not released since. Each rollback's changes are read from its
     /// commit once per process.
     pub fn holds(&mut self) -> Result<Vec<Hold>, EngineError> {
-        let now = self.clock.now();
-        self.repo.audit(now)?;
+        let now = self.ctx.clock.now();
+        self.ctx.repo.audit(now)?;
         // Releases that cannot be believed release nothing: every hold stays (fail closed).
-        let releases = match self.repo.hold_releases() {
+        let releases = match self.ctx.repo.hold_releases() {
             Err(crate::git::GitError::UnreadableState { .. }) => Default::default(),
             other => other?,
         };
         let records: Vec<_> = self
-            .repo
+            .ctx.repo
             .index()
             .records()
             .iter()
@@ -58,7 +58,7 @@ impl Engine {
             .collect();
         let mut holds: Vec<Hold> = Vec::new();
         for r in records {
-            let repo = &self.repo;
+            let repo = &self.ctx.repo;
             let changes = self.held_changes.of(&r.commit.0, || {
                 repo.artifact_changes(&format!("{}^1", r.commit.0), &r.commit.0).unwrap_or_default()
             });
@@ -89,13 +89,13 @@ impl Engine {
     /// artifact. The revisions are read from `local` (a checkout, as in the config repo's CI)
     /// or the mirror; the holds from the origin.
     pub fn gate(&mut self, rev: &str, base: Option<&str>, local: Option<&Path>) -> Result<GateReport, EngineError> {
-        let _lock = self.begin()?;
-        self.fetch_now()?;
+        let _lock = self.ctx.begin()?;
+        self.ctx.fetch_now()?;
         let holds = self.holds()?;
         let base = base.map_or_else(|| format!("{rev}^1"), str::to_string);
         let changes: Vec<ArtifactChange> = match local {
             Some(dir) => crate::git::artifact_changes_in(dir, &base, rev)?,
-            None => self.repo.gate_changes(&base, rev)?,
+            None => self.ctx.repo.gate_changes(&base, rev)?,
         };
         Ok(judge(&holds, &changes))
     }
@@ -115,21 +115,21 @@ impl Engine {
     /// now (cached per rollback) and a handle on the mirror. Reading the pull request, whose
     /// size its author chooses, is the [`PullGate`]'s.
     pub fn start_pull_gate(&mut self, number: u64, head_sha: &str, base: &str) -> Result<GateStart, EngineError> {
-        if base != self.repo.branch() {
+        if base != self.ctx.repo.branch() {
             return Ok(GateStart::Said(format!(
                 "pull request #{number} is against {base}, not {}: not gated",
-                self.repo.branch()
+                self.ctx.repo.branch()
             )));
         }
-        let _lock = self.begin()?;
-        self.fetch_if_stale()?;
+        let _lock = self.ctx.begin()?;
+        self.ctx.fetch_if_stale()?;
         let holds = self.holds()?;
         Ok(GateStart::Run(Box::new(PullGate {
             number,
             head_sha: head_sha.to_string(),
             holds,
-            reader: self.repo.pull_reader()?,
-            forge: self.forge.clone(),
+            reader: self.ctx.repo.pull_reader()?,
+            forge: self.ctx.forge.clone(),
             limits: GateLimits::DEFAULT,
             planner: Box::new(self.change_planner()),
         })))
@@ -153,7 +153,7 @@ impl Engine {
             return Ok(Answer::done(format!("nothing is held for {service}/{env}")));
         }
         let who = actor.id();
-        let oldest = now.checked_sub(self.config.audit.window.as_signed()).unwrap_or(now);
+        let oldest = now.checked_sub(self.ctx.config.audit.window.as_signed()).unwrap_or(now);
         let release = Release {
             service: service.into(),
             env: env.into(),
@@ -161,7 +161,7 @@ impl Engine {
             at: now,
             reason: reason.map(str::to_string),
         };
-        self.repo.update_hold_releases(&format!("Release holds of {service}/{env} by {who}\n"), now, |r| {
+        self.ctx.repo.update_hold_releases(&format!("Release holds of {service}/{env} by {who}\n"), now, |r| {
             r.add(release.clone(), oldest)
         })?;
         let what: Vec<String> = held.iter().map(|h| h.value.clone()).collect();

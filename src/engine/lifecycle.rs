@@ -44,13 +44,13 @@ impl Engine {
     /// Lets go of the mirror and everything else at once, and returns the notices still on
     /// their way out, for the caller to wait for or not.
     pub fn finish(mut self) -> Finishing {
-        self.repo.save_index();
-        Finishing { notifier: self.notifier.clone(), outbox: self.outbox }
+        self.ctx.repo.save_index();
+        Finishing { notifier: self.ctx.notifier.clone(), outbox: self.ctx.outbox }
     }
 
     /// Keeps what the audit index walked for the next process (see `ConfigRepo::save_index`).
     pub(crate) fn save_index(&mut self) {
-        self.repo.save_index();
+        self.ctx.repo.save_index();
     }
 
     /// A new engine on the config in force and the same clock, with nothing carried over from
@@ -59,8 +59,8 @@ impl Engine {
     /// panicked half-way through changing this one. Secrets are read again from where the
     /// config says they are.
     pub fn rebuilt(&self) -> Result<Engine, EngineError> {
-        let secrets = self.config.secrets().map_err(|e| EngineError::Config(e.to_string()))?;
-        Engine::new(self.config.clone(), secrets, self.clock.clone())
+        let secrets = self.ctx.config.secrets().map_err(|e| EngineError::Config(e.to_string()))?;
+        Engine::new(self.ctx.config.clone(), secrets, self.ctx.clock.clone())
     }
 
     /// The earliest moment after `after` (when what was due was last done) at which something
@@ -70,6 +70,6 @@ impl Engine {
     /// next idle refresh; a moment already past is due at once.
     pub fn next_deadline(&self, after: Timestamp) -> Option<Timestamp> {
         let watches = self.verification.watches.values().flat_map(|w| w.deadlines());
-        watches.chain(self.soak_ends(self.clock.now())).chain(self.next_drill_at()).filter(|t| *t > after).min()
+        watches.chain(self.soak_ends(self.ctx.clock.now())).chain(self.next_drill_at()).filter(|t| *t > after).min()
     }
 }

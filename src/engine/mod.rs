@@ -3,6 +3,7 @@
 
 mod breaker;
 mod controllers;
+mod ctx;
 mod drill;
 mod facts;
 mod fold;
@@ -44,6 +45,7 @@ use crate::domain::policy::{Mode, Policy, PolicySet};
 use crate::domain::principal::{Principal, first_admitting};
 use crate::domain::rollback::{Delivery, Outcome, Rollback, RollbackId, RollbackRef};
 use crate::forge::{Forge, ForgeError, Outbox, ProposalRequest};
+use ctx::Ctx;
 use crate::git::{Auth, ConfigRepo, GitError, PlanRequest, Planned, PushResult, Trailers, Try, WriteTarget};
 use crate::support::clock::Clock;
 use crate::support::diagnostic::Diagnostic;
@@ -130,25 +132,14 @@ pub struct Options {
     pub emergency: bool,
 }
 
+/// The engine: the context every subsystem works with ([`Ctx`]), and the state each subsystem
+/// owns, passed to it beside the context.
 pub struct Engine {
-    config: Config,
-    policies: PolicySet,
-    templates: Templates,
-    repo: ConfigRepo,
-    clock: Arc<dyn Clock>,
-    forge: Arc<dyn Forge>,
-    /// What a write owes the forge, said on a thread of its own (see [`Outbox`]).
-    outbox: Outbox,
-    rules: InputRules,
+    ctx: Ctx,
     /// When each open proposal was last told "fired again", so a storm makes one comment.
     told_fired_again: follow_up::FiredAgain,
-    notifier: crate::notify::Notifier,
     /// Verification: the watches on pushed rollbacks and what they remember (see [`verify`]).
     verification: verify::Verification,
-    /// Policies kept in the config repo: what is in force and what was refused.
-    repo_policies: policies::RepoPolicies,
-    /// Counts switches of the policy set, so the writer knows when to republish them.
-    policy_generation: u64,
     /// Failed GitHub deliveries: when last looked for, which asked for again.
     redelivery: redeliver::Redelivery,
     /// The artifact changes of each rollback commit, read once (holds).
@@ -157,9 +148,6 @@ pub struct Engine {
     alerting: crate::domain::breaker::Alerting,
     /// Phased rollbacks that cannot go on by themselves, whose people were told so.
     stuck: phases::Stuck,
-    /// The config repo and branch as one key, whatever way the URL is written: part of every
-    /// rollback id, so two repos never mint the same one.
-    repo_identity: String,
     /// Readiness: the registries it asks and the rows last worked out (the server's gauge).
     readiness: readiness::State,
     /// Scheduled drills that wrote nothing or failed, and when they may be tried again.
@@ -204,48 +192,37 @@ impl Engine {
         let readiness = readiness::State::new(&config, forge.clone());
         let owners = owners::Owners::new(forge.clone());
         let outbox = Outbox::start(forge.clone(), notifier.clone(), clock.clone());
-        let mut engine = Engine {
+        let ctx = Ctx {
             config,
             policies,
+            repo_policies: Default::default(),
+            policy_generation: 0,
             templates,
             repo,
             clock,
             forge,
             outbox,
             rules,
-            told_fired_again: Default::default(),
             notifier,
-            repo_policies: Default::default(),
-            policy_generation: 0,
+            repo_identity,
+        };
+        let mut engine = Engine {
+            ctx,
+            told_fired_again: Default::default(),
             redelivery: Default::default(),
             held_changes: Default::default(),
             alerting: Default::default(),
             stuck: Default::default(),
             verification: verify::Verification::new(prober),
-            repo_identity,
             readiness,
             drills_deferred: Default::default(),
             owners,
         };
-        engine.sync_policies();
+        engine.ctx.sync_policies();
         Ok(engine)
     }
 
-    /// Fetches unless a fetch is younger than the freshness window, and takes up a change to
-    /// the repo's policies.
-    fn fetch_if_stale(&mut self) -> Result<(), EngineError> {
-        self.repo.fetch_if_stale()?;
-        self.after_fetch();
-        Ok(())
-    }
 
-    /// Fetches now (the branch moved, or someone said it did), and takes up a change to the
-    /// repo's policies.
-    fn fetch_now(&mut self) -> Result<(), EngineError> {
-        self.repo.fetch_now()?;
-        self.after_fetch();
-        Ok(())
-    }
 
     /// Runs `attempt` (given the try's number, from 0) until it is done, fetching and
     /// re-reading the audit index before every retry: every compare-and-swap write the engine
@@ -254,43 +231,46 @@ impl Engine {
         &mut self,
         attempt: impl FnMut(&mut Self, u32) -> Result<crate::git::Try<T>, EngineError>,
     ) -> Result<T, EngineError> {
-        let attempts = self.repo.push_retries() + 1;
+        let attempts = self.ctx.repo.push_retries() + 1;
         let refetch = |engine: &mut Self| {
-            engine.fetch_now()?;
-            let now = engine.clock.now();
-            engine.repo.audit(now)?;
+            engine.ctx.fetch_now()?;
+            let now = engine.ctx.clock.now();
+            engine.ctx.repo.audit(now)?;
             Ok(())
         };
         match crate::git::retry_on_moved(self, attempts, refetch, attempt)? {
             Some(value) => Ok(value),
             None => {
-                Err(GitError::Contended { url: self.repo.url(), branch: self.repo.branch().to_string(), attempts }
+                Err(GitError::Contended { url: self.ctx.repo.url(), branch: self.ctx.repo.branch().to_string(), attempts }
                     .into())
             }
         }
     }
 
-    fn after_fetch(&mut self) {
-        for u in self.repo.take_untrusted() {
-            crate::metrics::untrusted_record(&u.refname);
-        }
-        if self.sync_policies() {
-            self.policy_generation += 1;
-        }
+
+
+    /// Whether policies are in force (read from the directory, or from the repo once fetched).
+    pub fn policies_loaded(&self) -> bool {
+        self.ctx.policies_loaded()
     }
 
-    /// The id of the rollback `trigger` asks for of `service`/`env` in this config repo.
-    fn rollback_id(&self, trigger: &str, service: &str, env: &str) -> RollbackId {
-        RollbackId::derive(&self.repo_identity, trigger, service, env)
+    /// The repo's policies refused last, while the ones before stay in force.
+    pub fn policy_refusal(&self) -> Option<&policies::PolicyRefusal> {
+        self.ctx.policy_refusal()
+    }
+
+    /// An error for work that needs policies before any was read from the repo.
+    pub(crate) fn need_policies(&self) -> Result<(), EngineError> {
+        self.ctx.need_policies()
     }
 
     /// Changes each time another policy set comes into force.
     pub fn policy_generation(&self) -> u64 {
-        self.policy_generation
+        self.ctx.policy_generation
     }
 
     pub fn config(&self) -> &Config {
-        &self.config
+        &self.ctx.config
     }
 
     /// A new engine from the config file this one was read from (config, secrets, policies,
@@ -298,10 +278,10 @@ impl Engine {
     /// error leaves the caller with the engine it has.
     pub fn reloaded(&self) -> Result<Engine, EngineError> {
         let file =
-            crate::config::ConfigFile::read(&self.config.path).map_err(|e| EngineError::Config(e.to_string()))?;
+            crate::config::ConfigFile::read(&self.ctx.config.path).map_err(|e| EngineError::Config(e.to_string()))?;
         // A repo added to or removed from `repos:` needs a restart: a writer is one repo.
         let config = file
-            .repo(self.config.member.as_deref())
+            .repo(self.ctx.config.member.as_deref())
             .map_err(|e| EngineError::Config(format!("{e}; adding or removing a repo takes a restart")))?;
         let secrets = config.secrets().map_err(|e| EngineError::Config(e.to_string()))?;
         // As `serve` refuses to start: a channel whose secret is unset would be dropped, and its
@@ -313,7 +293,7 @@ impl Engine {
                 secrets.notify_unset.join("; ")
             )));
         }
-        Engine::new(config, secrets, self.clock.clone())
+        Engine::new(config, secrets, self.ctx.clock.clone())
     }
 
     /// `rollbackd audit verify`: every record rollbackd relies on since `since` (a date, a
@@ -322,18 +302,18 @@ impl Engine {
         &mut self,
         since: Option<&str>,
     ) -> Result<Vec<crate::domain::audit::SignatureCheck>, EngineError> {
-        let _lock = self.begin()?;
-        self.fetch_now()?;
-        let now = self.clock.now();
-        self.repo.audit(now)?;
+        let _lock = self.ctx.begin()?;
+        self.ctx.fetch_now()?;
+        let now = self.ctx.clock.now();
+        self.ctx.repo.audit(now)?;
         let since = match since {
-            None => now.checked_sub(self.config.audit.window.as_signed()).unwrap_or(Timestamp::UNIX_EPOCH),
+            None => now.checked_sub(self.ctx.config.audit.window.as_signed()).unwrap_or(Timestamp::UNIX_EPOCH),
             Some(s) => match (s.parse::<Timestamp>(), s.parse::<jiff::civil::Date>()) {
                 (Ok(t), _) => t,
                 (_, Ok(d)) => {
                     d.to_zoned(jiff::tz::TimeZone::UTC).map(|z| z.timestamp()).unwrap_or(Timestamp::UNIX_EPOCH)
                 }
-                _ => self.repo.committed_at(s).ok_or_else(|| {
+                _ => self.ctx.repo.committed_at(s).ok_or_else(|| {
                     EngineError::Git(GitError::BadRevision {
                         rev: crate::domain::ident::shown(s),
                         message: "not a date, a time (RFC 3339) or a revision of the config repo".into(),
@@ -341,37 +321,25 @@ impl Engine {
                 })?,
             },
         };
-        Ok(self.repo.check_signatures(since)?)
+        Ok(self.ctx.repo.check_signatures(since)?)
     }
 
-    /// Starts an operation on the mirror: takes the data dir's lock and, when git authenticates
-    /// through a GitHub App, makes sure its installation token is current.
-    fn begin(&mut self) -> Result<crate::git::MirrorLock, EngineError> {
-        let lock = self.repo.lock()?;
-        if self.config.repo.token_env.is_none()
-            && self.config.repo.url.starts_with("https://")
-            && let Some(token) = self.forge.git_token()?
-        {
-            self.repo.set_token(token);
-        }
-        Ok(lock)
-    }
 
     pub fn forge(&self) -> &dyn Forge {
-        &*self.forge
+        &*self.ctx.forge
     }
 
     /// Waits until what the writes so far owe the forge (pull requests to open, comments, the
     /// review issue) is done, or `budget` is over; whether it all was. For a caller that is not
     /// the writer: the CLI before it exits, a test before it looks at the forge.
     pub fn settle_forge(&self, budget: std::time::Duration) -> bool {
-        self.outbox.settle(budget)
+        self.ctx.outbox.settle(budget)
     }
 
     /// What became of the pull request of proposal `branch`, waiting at most `budget` for it
     /// (never the writer's call): its URL, `None` where the forge has none, or why it failed.
     pub fn pull_request(&self, branch: &str, budget: std::time::Duration) -> Option<Result<Option<String>, String>> {
-        self.outbox.pending(branch)?.wait(budget)
+        self.ctx.outbox.pending(branch)?.wait(budget)
     }
 
     /// Completes `report` of a proposal with its pull request, waiting at most `budget` for
@@ -385,7 +353,7 @@ impl Engine {
         match self.pull_request(&rollback.branch, budget) {
             Some(Ok(url)) => rollback.pr_url = url,
             Some(Err(e)) => report.decision.notes.push(format!("the pull request could not be opened yet: {e}")),
-            None if self.outbox.pending(&rollback.branch).is_some() => {
+            None if self.ctx.outbox.pending(&rollback.branch).is_some() => {
                 report.decision.notes.push("the pull request is still being opened".into());
             }
             None => {}
@@ -393,74 +361,74 @@ impl Engine {
     }
 
     pub fn policies(&self) -> &PolicySet {
-        &self.policies
+        &self.ctx.policies
     }
 
     /// What values from input must look like.
     pub fn rules(&self) -> &InputRules {
-        &self.rules
+        &self.ctx.rules
     }
 
     /// What the HTTP layer needs to answer events no policy would act on without queueing them.
     pub fn triager(&self) -> Triager {
         Triager {
-            policies: self.policies.clone(),
-            rules: self.rules.clone(),
-            notifier: self.notifier.clone(),
-            loaded: self.policies_loaded(),
+            policies: self.ctx.policies.clone(),
+            rules: self.ctx.rules.clone(),
+            notifier: self.ctx.notifier.clone(),
+            loaded: self.ctx.policies_loaded(),
         }
     }
 
     pub fn repo(&mut self) -> &mut ConfigRepo {
-        &mut self.repo
+        &mut self.ctx.repo
     }
 
     pub fn now(&self) -> Timestamp {
-        self.clock.now()
+        self.ctx.clock.now()
     }
 
     /// The clock this engine reads.
     pub fn clock(&self) -> Arc<dyn Clock> {
-        self.clock.clone()
+        self.ctx.clock.clone()
     }
 
     /// Fetches (if stale) and returns the audit index, for `history` and the API.
     pub fn history(&mut self) -> Result<&crate::git::AuditIndex, EngineError> {
-        let _lock = self.begin()?;
-        self.fetch_if_stale()?;
-        let now = self.clock.now();
-        Ok(self.repo.audit(now)?)
+        let _lock = self.ctx.begin()?;
+        self.ctx.fetch_if_stale()?;
+        let now = self.ctx.clock.now();
+        Ok(self.ctx.repo.audit(now)?)
     }
 
     /// GitHub says `git_ref` of the config repo moved: when it is the watched branch, the
     /// mirror fetches now, so the next event finds it fresh.
     pub fn fetch_pushed(&mut self, git_ref: &str) -> Result<String, EngineError> {
-        if git_ref.strip_prefix("refs/heads/") != Some(self.repo.branch()) {
+        if git_ref.strip_prefix("refs/heads/") != Some(self.ctx.repo.branch()) {
             return Ok(format!("{} is not the watched branch", crate::domain::ident::shown(git_ref)));
         }
-        let _lock = self.begin()?;
-        self.fetch_now()?;
-        Ok(format!("fetched {} at {}", self.repo.branch(), self.repo.head()?.short()))
+        let _lock = self.ctx.begin()?;
+        self.ctx.fetch_now()?;
+        Ok(format!("fetched {} at {}", self.ctx.repo.branch(), self.ctx.repo.head()?.short()))
     }
 
     /// The audit index as it stands in the mirror, without fetching.
     pub fn audit_records(&mut self) -> Result<Vec<crate::git::AuditRecord>, EngineError> {
-        let _lock = self.begin()?;
-        let now = self.clock.now();
-        Ok(self.repo.audit(now)?.records().to_vec())
+        let _lock = self.ctx.begin()?;
+        let now = self.ctx.clock.now();
+        Ok(self.ctx.repo.audit(now)?.records().to_vec())
     }
 
     /// A resolved alert: if its incident was rolled back, note on the rollback commit when it
     /// resolved and how long recovery took (`refs/notes/rollbackd`, pushed to the origin).
     pub fn record_resolution(&mut self, resolved: &Resolved) -> Result<String, EngineError> {
-        let _lock = self.begin()?;
-        self.fetch_if_stale()?;
-        let now = self.clock.now();
+        let _lock = self.ctx.begin()?;
+        self.ctx.fetch_if_stale()?;
+        let now = self.ctx.clock.now();
         let trigger = format!("alertmanager:{}", resolved.dedupe_key);
         if let Some(said) = self.resolve_watched(&trigger, resolved.resolved_at.unwrap_or(now))? {
             return Ok(said);
         }
-        let Some(r) = self.repo.audit(now)?.find_trigger(&trigger).cloned() else {
+        let Some(r) = self.ctx.repo.audit(now)?.find_trigger(&trigger).cloned() else {
             return Ok(format!("no rollback for {trigger}; nothing to verify"));
         };
         if let Some(said) = self.resolved_between_phases(&r, resolved.resolved_at.unwrap_or(now), now)? {
@@ -497,7 +465,7 @@ impl Engine {
             r.at,
             crate::domain::status::times_to_rollback(&r),
         );
-        let added = self.repo.add_note(&r.commit, &text, now)?;
+        let added = self.ctx.repo.add_note(&r.commit, &text, now)?;
         info!(rollback_id = %r.id, %ttr, "incident resolved");
         if added {
             let mut notice = crate::domain::notice::Notice::about(
@@ -522,7 +490,7 @@ impl Engine {
             format!("verified rollback {}: resolved {ttr} after the rollback", r.id)
         } else {
             let verdict = self
-                .repo
+                .ctx.repo
                 .note(&r.commit)
                 .and_then(|n| n.lines().find_map(|l| l.strip_prefix("Verification: ").map(str::to_string)))
                 .unwrap_or_else(|| "verified".into());
@@ -533,8 +501,8 @@ impl Engine {
     /// A successful deployment: every `known_good` policy that matches tags the event's `sha`
     /// for its service/env, when the service's paths exist at that commit.
     pub fn mark_known_good(&mut self, event: &Event) -> Result<String, EngineError> {
-        let _lock = self.begin()?;
-        self.fetch_if_stale()?;
+        let _lock = self.ctx.begin()?;
+        self.ctx.fetch_if_stale()?;
         let Some(sha) = event.labels.get("sha").cloned() else {
             return Ok("the event names no sha".into());
         };
@@ -547,17 +515,17 @@ impl Engine {
             )));
         }
         let stamp = event.started_at.unwrap_or(event.received_at).strftime("%Y%m%dT%H%M%SZ").to_string();
-        let now = self.clock.now();
+        let now = self.ctx.clock.now();
         let mut done = Vec::new();
         let policies: Vec<Policy> = self
-            .policies
+            .ctx.policies
             .policies
             .iter()
             .filter(|p| p.action.mode == Mode::KnownGood && p.evaluate(event).matched)
             .cloned()
             .collect();
         for policy in policies {
-            let target = match policy.resolve_target(event, &self.rules) {
+            let target = match policy.resolve_target(event, &self.ctx.rules) {
                 Ok(t) => t,
                 Err(e) => {
                     done.push(format!("{}: {e}", policy.name()));
@@ -566,7 +534,7 @@ impl Engine {
             };
             let set = crate::git::PathSet::new(&target.paths)
                 .map_err(|message| EngineError::Policy { policy: policy.name().to_string(), message })?;
-            if !self.repo.paths_exist_at(&sha, &set)? {
+            if !self.ctx.repo.paths_exist_at(&sha, &set)? {
                 done.push(format!("{}/{}: no target paths at {sha}", target.service, target.env));
                 continue;
             }
@@ -599,7 +567,7 @@ impl Engine {
                 done.push(self.add_candidate(candidate)?);
                 continue;
             }
-            let created = self.repo.tag_commit(&name, &sha, &message, now)?;
+            let created = self.ctx.repo.tag_commit(&name, &sha, &message, now)?;
             done.push(if created { format!("tagged {name}") } else { format!("{name} exists") });
         }
         if done.is_empty() {
@@ -620,17 +588,17 @@ impl Engine {
         now: Timestamp,
     ) -> Result<Option<String>, EngineError> {
         let rollbacks: Vec<(RollbackId, Sha, Vec<String>)> = self
-            .repo
+            .ctx.repo
             .audit(now)?
             .applied(service, env)
             .filter(|r| r.tag.is_some() && !r.cancelled)
             .map(|r| (r.id.clone(), r.commit.clone(), r.bad_commits.clone()))
             .collect();
         for (id, commit, bad) in rollbacks {
-            if self.repo.contains(sha, &commit) {
+            if self.ctx.repo.contains(sha, &commit) {
                 continue;
             }
-            if let Some(b) = bad.iter().find(|b| self.repo.contains(sha, &Sha((*b).clone()))) {
+            if let Some(b) = bad.iter().find(|b| self.ctx.repo.contains(sha, &Sha((*b).clone()))) {
                 let b = Sha(b.clone());
                 return Ok(Some(format!("{sha} holds {}, which rollback {id} undid", b.short())));
             }
@@ -644,7 +612,7 @@ impl Engine {
     pub fn handle(&mut self, event: &Event, opts: &Options) -> Result<Report, EngineError> {
         let span = info_span!("event", trigger = %event.trigger(), rollback_id = tracing::field::Empty);
         let _enter = span.enter();
-        let _lock = self.begin()?;
+        let _lock = self.ctx.begin()?;
         let result = self.handle_locked(event, opts, &span);
         if !opts.dry_run {
             let _stage = debug_span!("after").entered();
@@ -654,10 +622,10 @@ impl Engine {
     }
 
     fn handle_locked(&mut self, event: &Event, opts: &Options, span: &tracing::Span) -> Result<Report, EngineError> {
-        debug_span!("fetch").in_scope(|| self.fetch_if_stale())?;
+        debug_span!("fetch").in_scope(|| self.ctx.fetch_if_stale())?;
         // rollbackd-controllers: a controller may report a commit pushed a moment ago.
         self.fetch_for_revision(event)?;
-        self.need_policies()?;
+        self.ctx.need_policies()?;
         let report = self.retry_on_moved(|engine, attempt| {
             if attempt > 0 {
                 warn!(attempt, "branch moved during the rollback; fetching and planning again");
@@ -684,14 +652,14 @@ impl Engine {
     /// Everything up to writing: dedupe, policy, plan, guards, the decision. Writes only what
     /// deciding itself writes (a tripped breaker, a halted phased rollback).
     fn prepare(&mut self, event: &Event, opts: &Options, span: &tracing::Span) -> Result<Prepared, EngineError> {
-        let now = self.clock.now();
+        let now = self.ctx.clock.now();
         let mut decision = Decision::for_event(event);
         let done = |decision: Decision, plan: Option<Plan>, outcome: Outcome| {
             Ok(Prepared::Done(Box::new(Report { decision, plan, outcome })))
         };
 
         let trigger = event.trigger();
-        let index = debug_span!("audit").in_scope(|| self.repo.audit(now))?;
+        let index = debug_span!("audit").in_scope(|| self.ctx.repo.audit(now))?;
         if let Some(r) = index.find_trigger(&trigger).cloned() {
             let reason = format!("{trigger} was already handled by {} at {}", r.id, r.at);
             if r.delivery == Delivery::Proposal && !r.cancelled {
@@ -701,7 +669,7 @@ impl Engine {
             return done(decision, None, outcome);
         }
 
-        let selected = debug_span!("select").in_scope(|| select(&self.policies, &self.rules, event, &mut decision))?;
+        let selected = debug_span!("select").in_scope(|| select(&self.ctx.policies, &self.ctx.rules, event, &mut decision))?;
         let (policy, target) = match selected {
             Selection::Settled(outcome) => return done(decision, None, outcome),
             Selection::Target { policy, target } => (policy.clone(), target),
@@ -721,12 +689,12 @@ impl Engine {
         mut decision: Decision,
         span: &tracing::Span,
     ) -> Result<Prepared, EngineError> {
-        let now = self.clock.now();
+        let now = self.ctx.clock.now();
         let trigger = event.trigger();
         let done = |decision: Decision, plan: Option<Plan>, outcome: Outcome| {
             Ok(Prepared::Done(Box::new(Report { decision, plan, outcome })))
         };
-        let id = self.rollback_id(&trigger, &target.service, &target.env);
+        let id = self.ctx.rollback_id(&trigger, &target.service, &target.env);
         span.record("rollback_id", id.as_str());
         let if_owner = match authorize(event, &policy, opts) {
             Authorization::Allowed => false,
@@ -766,7 +734,7 @@ impl Engine {
         }
         // An open proposal that undoes exactly these commits is this rollback, if this one would
         // be a proposal too.
-        let open_proposal = self.open_proposal_for(&plan);
+        let open_proposal = self.ctx.open_proposal_for(&plan);
         if plan.target.phases.len() > 1 {
             let checked = self.verify_query(&policy, &target.service, &target.env).is_some();
             decision
@@ -778,7 +746,7 @@ impl Engine {
         // saying so); rollbackd's own writes, with nobody to retry them, are proposed instead.
         let _stage = debug_span!("decide").entered();
         if !event.is_human_request() && !opts.emergency {
-            self.repo.freezes()?;
+            self.ctx.repo.freezes()?;
         }
         let asking = Asking {
             policy: &policy,
@@ -789,7 +757,7 @@ impl Engine {
             id: &id,
             open_proposal: open_proposal.as_ref(),
         };
-        let verdict = self.decide_write(&asking, Some(&plan), (&target.service, &target.env), now, &mut decision);
+        let verdict = self.ctx.decide_write(&asking, Some(&plan), (&target.service, &target.env), now, &mut decision);
         // A dry run plans what would be written exactly as the write would (the first phase
         // with changes, or one commit): it only stops before writing.
         let (delivery, dry_run) = match verdict {
@@ -892,7 +860,7 @@ impl Engine {
         to: Option<String>,
     ) -> Result<Planned, EngineError> {
         let policy_to = policy
-            .resolve_to(event, &self.rules)
+            .resolve_to(event, &self.ctx.rules)
             .map_err(|message| EngineError::Policy { policy: policy.name().to_string(), message })?;
         let to = to.or(policy_to);
         let request = PlanRequest {
@@ -906,7 +874,7 @@ impl Engine {
             // rollbackd-controllers: a Flux / Argo CD event blames up to the revision it applied.
             upto: event.applied_revision(),
         };
-        Ok(self.repo.plan(&request)?)
+        Ok(self.ctx.repo.plan(&request)?)
     }
 
     /// Writes what `prepare` decided. `Moved` when the branch moved: plan again.
@@ -958,10 +926,10 @@ impl Engine {
             });
         }
         let ctx = message_context(event, policy, plan, id, delivery, decision, crate::support::text::quoted);
-        let body = self.templates.render(COMMIT_TEMPLATE, &ctx)?;
+        let body = self.ctx.templates.render(COMMIT_TEMPLATE, &ctx)?;
         // A phased rollback is tagged once, by its last phase: the tag names the state it ends in.
         let tag_msg = match delivery {
-            Delivery::Direct if phase.is_none_or(Phase::is_last) => Some(self.templates.render(TAG_TEMPLATE, &ctx)?),
+            Delivery::Direct if phase.is_none_or(Phase::is_last) => Some(self.ctx.templates.render(TAG_TEMPLATE, &ctx)?),
             Delivery::Direct => None,
             Delivery::Proposal => None,
         };
@@ -977,15 +945,15 @@ impl Engine {
             _ => None,
         };
         let parent = marker.as_ref().map_or_else(|| plan.head.clone(), |(m, _)| m.clone());
-        let commit = self.repo.create_commit(&parent, &plan.tree, &message, now)?;
+        let commit = self.ctx.repo.create_commit(&parent, &plan.tree, &message, now)?;
         let (target, tag) = self.mark(w, &commit, tag_msg, name, now)?;
         // Rendered before anything is pushed: a template error must not leave a branch behind.
         let pr_texts = match delivery {
-            Delivery::Proposal if self.forge.hosts_pull_requests() => {
+            Delivery::Proposal if self.ctx.forge.hosts_pull_requests() => {
                 // A pull request's title and body are Markdown (GitHub renders code spans and
                 // mentions in both): their context is built only for them.
                 let md = message_context(event, policy, plan, id, delivery, decision, crate::support::text::markdown);
-                Some((self.templates.render(PR_TITLE_TEMPLATE, &md)?, self.templates.render(PR_BODY_TEMPLATE, &md)?))
+                Some((self.ctx.templates.render(PR_TITLE_TEMPLATE, &md)?, self.ctx.templates.render(PR_BODY_TEMPLATE, &md)?))
             }
             _ => None,
         };
@@ -996,7 +964,7 @@ impl Engine {
             (Some((marker, halted_tag)), WriteTarget::NewBranch { name }) => {
                 let rref = RollbackRef::new(&plan.target.service, &plan.target.env, id);
                 let proposal = tag.as_ref().map(|(n, t)| (n.as_str(), t));
-                self.repo.publish_halt(
+                self.ctx.repo.publish_halt(
                     marker,
                     &plan.head,
                     (&rref.halted(), halted_tag),
@@ -1004,7 +972,7 @@ impl Engine {
                     proposal,
                 )?
             }
-            _ => self.repo.publish(&commit, &target, tag_ref)?,
+            _ => self.ctx.repo.publish(&commit, &target, tag_ref)?,
         };
         match pushed {
             PushResult::Moved => Ok(None),
@@ -1049,7 +1017,7 @@ impl Engine {
         let on_branch = WriteTarget::Branch { name: plan.branch.clone(), expected: plan.head.clone() };
         Ok(match (tag_msg, delivery) {
             (Some(tag_msg), _) => {
-                let tag_id = self.repo.create_tag(&name, commit, &tag_msg, now)?;
+                let tag_id = self.ctx.repo.create_tag(&name, commit, &tag_msg, now)?;
                 (on_branch, Some((name, tag_id)))
             }
             // A phase before the last carries its own tag: what marks it as rollbackd's.
@@ -1062,14 +1030,14 @@ impl Engine {
                     plan.target.service,
                     plan.target.env
                 );
-                let tag_id = self.repo.create_tag(&phase_tag, commit, &text, now)?;
+                let tag_id = self.ctx.repo.create_tag(&phase_tag, commit, &text, now)?;
                 (on_branch, Some((phase_tag, tag_id)))
             }
             // A proposal carries its own tag: what marks the branch as rollbackd's.
             (None, Delivery::Proposal) => {
                 let proposed = RollbackRef::new(&plan.target.service, &plan.target.env, id).proposed();
                 let text = format!("Proposed rollback {id} of {}/{}\n", plan.target.service, plan.target.env);
-                let tag_id = self.repo.create_tag(&proposed, commit, &text, now)?;
+                let tag_id = self.ctx.repo.create_tag(&proposed, commit, &text, now)?;
                 (WriteTarget::NewBranch { name }, Some((proposed, tag_id)))
             }
         })
@@ -1100,16 +1068,16 @@ impl Engine {
             teams: &teams,
         };
         if !policy.review.auto_merge {
-            self.outbox.propose(crate::forge::Proposal::of(&request));
+            self.ctx.outbox.propose(crate::forge::Proposal::of(&request));
             return;
         }
-        match self.forge.propose(&request) {
+        match self.ctx.forge.propose(&request) {
             Ok(pr) => rollback.pr_url = pr.map(|pr| pr.html_url),
             Err(e) => {
                 warn!(error = %e, "the pull request could not be opened yet");
                 decision.notes.push(format!("the pull request could not be opened yet: {e}"));
                 if e.is_transient() {
-                    self.outbox.propose(crate::forge::Proposal::of(&request));
+                    self.ctx.outbox.propose(crate::forge::Proposal::of(&request));
                 }
             }
         }

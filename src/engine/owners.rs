@@ -47,7 +47,7 @@ impl Engine {
     /// The CODEOWNERS file in force: the first of GitHub's locations on the watched branch's
     /// head. `Ok(None)`: there is none.
     pub(crate) fn codeowners(&self) -> Result<Option<Codeowners>, EngineError> {
-        read_codeowners(&self.repo)
+        read_codeowners(&self.ctx.repo)
     }
 
     /// Whether `p` is admitted by `rules` (named `list` in what they are told) to act on a
@@ -70,11 +70,11 @@ impl Engine {
         let Some(owners) = self.codeowners()? else {
             return Ok(Admission::Refused(format!(
                 "not in {list}, and {list} names codeowners but the config repo has no CODEOWNERS file on {}",
-                self.repo.branch()
+                self.ctx.repo.branch()
             )));
         };
         let files = files()?;
-        let ids = codeowners::identities(p, &self.config.directory);
+        let ids = codeowners::identities(p, &self.ctx.config.directory);
         Ok(match codeowners::not_owned(&owners, &files, &ids) {
             None => {
                 tracing::info!(principal = %p, list, codeowners = owners.path, "admitted as a code owner of every file");
@@ -97,11 +97,11 @@ impl Engine {
     /// the edge asks the forge about, never one a request names. Empty otherwise. Read again
     /// only when the branch's head moved.
     pub(crate) fn codeowner_teams(&mut self) -> Arc<[String]> {
-        let judges = self.policies.policies.iter().any(|p| {
+        let judges = self.ctx.policies.policies.iter().any(|p| {
             let c = &p.chatops;
             c.allow.iter().chain(&c.approve).chain(&c.emergency).any(Rule::is_codeowners)
         });
-        let Some(head) = judges.then(|| self.repo.head().ok()).flatten() else { return Arc::from([]) };
+        let Some(head) = judges.then(|| self.ctx.repo.head().ok()).flatten() else { return Arc::from([]) };
         if let Some((at, teams)) = &self.owners.teams
             && *at == head
         {
@@ -146,14 +146,14 @@ impl Engine {
             return p;
         }
         // CODEOWNERS as the branch has it now; unreadable, no team is asked (fail closed).
-        if let Ok(_lock) = self.begin()
-            && let Err(e) = self.fetch_if_stale()
+        if let Ok(_lock) = self.ctx.begin()
+            && let Err(e) = self.ctx.fetch_if_stale()
         {
             tracing::warn!(error = %e, "cannot fetch the config repo to read CODEOWNERS");
         }
         let teams = self.codeowner_teams();
         let logins: Vec<String> = self
-            .config
+            .ctx.config
             .directory
             .github_logins(&p)
             .into_iter()

@@ -83,7 +83,7 @@ impl Stuck {
 impl Engine {
     /// The phased rollbacks between phases (see [`phase::in_progress`]), newest phase of each.
     fn in_progress(&self) -> Vec<&AuditRecord> {
-        let index = self.repo.index();
+        let index = self.ctx.repo.index();
         phase::in_progress(index.records(), |id| index.halted(id))
     }
 
@@ -92,24 +92,24 @@ impl Engine {
     /// a fetch can see another replica's commit before its tag). Going on stops at either; a
     /// look-alike without a tag only stops it, for a person to `abort` (visible in `status`).
     fn superseded(&self, r: &AuditRecord) -> bool {
-        self.repo.index().marked_halted(&r.id, self.untagged_since(), self.clock.now()) || self.went_on(r)
+        self.ctx.repo.index().marked_halted(&r.id, self.untagged_since(), self.ctx.clock.now()) || self.went_on(r)
     }
 
     /// Whether a later phase of `r`'s rollback is on the branch: tagged, or untagged but recent
     /// (its tag may still be on its way). An older untagged one is a look-alike and pins nothing.
     fn went_on(&self, r: &AuditRecord) -> bool {
         let since = self.untagged_since();
-        self.repo.index().records().iter().any(|o| {
+        self.ctx.repo.index().records().iter().any(|o| {
             o.id == r.id
                 && o.delivery == Delivery::Direct
                 && o.phase.zip(r.phase).is_some_and(|(o, r)| o.step > r.step)
-                && (o.tag.is_some() || (o.at >= since && o.at <= self.clock.now()))
+                && (o.tag.is_some() || (o.at >= since && o.at <= self.ctx.clock.now()))
         })
     }
 
     /// Untagged commits newer than this may be another replica's whose tag is on its way.
     fn untagged_since(&self) -> Timestamp {
-        self.clock.now() - jiff::SignedDuration::from_mins(2)
+        self.ctx.clock.now() - jiff::SignedDuration::from_mins(2)
     }
 
     /// The phased rollback of `target` that answers for it: one between phases, or one that
@@ -120,7 +120,7 @@ impl Engine {
         if let Some(r) = self.in_progress().into_iter().find(of_target) {
             return Some(r.clone());
         }
-        let index = self.repo.index();
+        let index = self.ctx.repo.index();
         index
             .records()
             .iter()
@@ -187,7 +187,7 @@ impl Engine {
             event.actor(),
             event.received_at,
         );
-        if policy.resolve_target(&again, &self.rules).ok().as_ref() != Some(&plan.target) {
+        if policy.resolve_target(&again, &self.ctx.rules).ok().as_ref() != Some(&plan.target) {
             return Ok(FirstPhase::Whole(
                 "the target uses labels beyond service and env, which later phases could not read back: written in one commit"
                     .into(),
@@ -236,7 +236,7 @@ impl Engine {
             allow_removal: policy.action.allow_removal,
             upto: None,
         };
-        let mut plan = match self.repo.plan(&request)? {
+        let mut plan = match self.ctx.repo.plan(&request)? {
             Planned::Ready(plan) => *plan,
             Planned::Noop { .. } | Planned::AlreadyRolledBack { .. } => return Ok(Ok(None)),
             // Not for a part of a plan (`continues`); said here so a change to the planner
@@ -306,7 +306,7 @@ impl Engine {
         let Stage::Check = phase::stage(r.at, soak, query.is_some(), now) else { return Ok(None) };
         // The kill switch and freezes stop what rollbackd does on its own (and freezes that
         // cannot be read count as both); a person's `continue` still goes on.
-        if self.stopping(&r.service, &r.env, now).describe().is_some() {
+        if self.ctx.stopping(&r.service, &r.env, now).describe().is_some() {
             return Ok(None);
         }
         let Some(q) = query else { return Ok(None) };
@@ -343,7 +343,7 @@ impl Engine {
         let phase = r.phase.map_or_else(String::new, |p| p.to_string());
         // Its own commits are those its tags name, not whatever carries its id in a message.
         let own = self
-            .repo
+            .ctx.repo
             .index()
             .records()
             .iter()
@@ -351,7 +351,7 @@ impl Engine {
             .map(|o| o.commit.clone())
             .collect();
         Ok(self
-            .repo
+            .ctx.repo
             .changed_since(&paths, &r.commit, &own)?
             .map(|c| format!("{} changed {} after phase {phase} was written", c.short(), target.paths.join(", "))))
     }
@@ -374,7 +374,7 @@ impl Engine {
                         let soak = self.soak_of(&policy, &target, phase);
                         let query = self.verify_query(&policy, &r.service, &r.env).is_some();
                         // Freezes that cannot be read stop it as a freeze would.
-                        let stopped = self.stopping(&r.service, &r.env, now).describe().is_some();
+                        let stopped = self.ctx.stopping(&r.service, &r.env, now).describe().is_some();
                         match phase::stage(r.at, soak, query, now) {
                             _ if phases_changed(&policy, &target, phase).is_some() => {
                                 "halts at the next check: its policy's phases changed".into()
@@ -411,7 +411,7 @@ impl Engine {
         let ctx = crate::support::template::value(serde_json::json!({
             "service": service, "env": env, "labels": { "service": service, "env": env },
         }));
-        match crate::support::template::render_expression(&q.0, &ctx, &self.rules) {
+        match crate::support::template::render_expression(&q.0, &ctx, &self.ctx.rules) {
             Ok(q) => Some(q),
             Err(e) => {
                 warn!(policy = policy.name(), error = %e, "verify.query cannot be rendered; the query is not checked");
@@ -452,7 +452,7 @@ impl Engine {
         }
         // A marker stops it going on; a halt (an abort) still writes its own, tagged.
         if matches!(next, Next::Phase(_))
-            && self.repo.index().marked_halted(&r.id, self.untagged_since(), self.clock.now())
+            && self.ctx.repo.index().marked_halted(&r.id, self.untagged_since(), self.ctx.clock.now())
         {
             return Ok(Try::Done(Answer::done(format!(
                 "{}: a halt marker for it is on the branch (another replica halting it, or a commit saying so); `abort {}` ends it",
@@ -475,7 +475,7 @@ impl Engine {
                 id: &r.id,
                 open_proposal: None,
             };
-            match self.decide_write(&asking, Some(p), (&r.service, &r.env), now, &mut decided) {
+            match self.ctx.decide_write(&asking, Some(p), (&r.service, &r.env), now, &mut decided) {
                 Verdict::Deliver(Delivery::Direct) => {}
                 // A freeze, the pause, or freezes that cannot be read: it waits for the end
                 // of it (`status` says so), as it does before the check.
@@ -575,7 +575,7 @@ impl Engine {
                 &policy.guards,
                 policy.irreversible.is_some(),
                 p,
-                self.repo.index().records(),
+                self.ctx.repo.index().records(),
                 now,
             );
             if let Some(g) = checks.iter().find(|g| !g.passed && g.guard == crate::domain::guards::POINT_OF_NO_RETURN) {
@@ -597,7 +597,7 @@ impl Engine {
             r.env,
             r.phase.map_or_else(String::new, |p| p.to_string())
         );
-        self.repo.tag_commit(&name, &r.commit.0, &message, now)?;
+        self.ctx.repo.tag_commit(&name, &r.commit.0, &message, now)?;
         let rollback = Rollback {
             id: r.id.clone(),
             commit: r.commit.clone(),
@@ -627,14 +627,14 @@ impl Engine {
             if !engine.in_progress().iter().any(|o| o.id == r.id) || engine.went_on(r) {
                 return Ok(Try::Done(format!("{}: already ended or followed up", r.id)));
             }
-            let head = engine.repo.head()?;
+            let head = engine.ctx.repo.head()?;
             let said = format!(
                 "{}\nNothing more of it is proposed; roll back by hand if needed (to {}).",
                 crate::support::text::quoted(why),
                 r.known_good
             );
             let (marker, tag) = engine.halt_marker(&head, &rref, &said, now)?;
-            Ok(match engine.repo.publish_halt(&marker, &head, (&rref.halted(), &tag), None, None)? {
+            Ok(match engine.ctx.repo.publish_halt(&marker, &head, (&rref.halted(), &tag), None, None)? {
                 crate::git::PushResult::Pushed => {
                     let said = format!("{}: ended after phase {phase}: {why}; nothing is proposed", r.id);
                     let mut notice =
@@ -662,8 +662,8 @@ impl Engine {
         let halt = crate::git::Halt { id: rref.id.to_string(), service: rref.service.clone(), env: rref.env.clone() };
         let (id, service, env) = (&rref.id, &rref.service, &rref.env);
         let text = format!("Halt rollback {id} of {service}/{env}\n\n{why}\n\n{}", halt.render());
-        let marker = self.repo.create_commit(head, &self.repo.tree_of(head)?, &text, now)?;
-        let tag = self.repo.create_tag(
+        let marker = self.ctx.repo.create_commit(head, &self.ctx.repo.tree_of(head)?, &text, now)?;
+        let tag = self.ctx.repo.create_tag(
             &rref.halted(),
             &marker,
             &format!("Halted rollback {id} of {service}/{env}\n"),
@@ -753,12 +753,12 @@ impl Engine {
         };
         let phase = newest.phase.map_or_else(String::new, |p| p.to_string());
         // A resolve dated before the first phase, or in the future, is not the phases' doing.
-        let first = self.repo.index().records().iter().filter(|o| o.id == r.id).map(|o| o.at).min().unwrap_or(r.at);
+        let first = self.ctx.repo.index().records().iter().filter(|o| o.id == r.id).map(|o| o.at).min().unwrap_or(r.at);
         if at < first || at > now + jiff::SignedDuration::from_mins(5) {
             return Ok(Some(format!("{}: {} resolved at {at}, outside {first} .. now: not counted", r.id, r.trigger)));
         }
         let text = format!("{RESOLVED_BETWEEN_PHASES}{} at {at}\n", r.trigger);
-        self.repo.write_note(crate::git::WATCH_NOTES_REF, &newest.commit, &text, now, false)?;
+        self.ctx.repo.write_note(crate::git::WATCH_NOTES_REF, &newest.commit, &text, now, false)?;
         Ok(Some(format!(
             "{}: {} resolved while phase {phase} soaked; the last phase's verification starts from it",
             r.id, r.trigger
@@ -767,8 +767,8 @@ impl Engine {
 
     /// Whether the trigger of phased rollback `id` resolved between its phases (a note on one).
     pub(super) fn resolved_before_last_phase(&self, id: &RollbackId) -> bool {
-        self.repo.index().records().iter().filter(|r| &r.id == id && r.phase.is_some_and(|p| !p.is_last())).any(|r| {
-            self.repo
+        self.ctx.repo.index().records().iter().filter(|r| &r.id == id && r.phase.is_some_and(|p| !p.is_last())).any(|r| {
+            self.ctx.repo
                 .note_in(crate::git::WATCH_NOTES_REF, &r.commit)
                 .is_some_and(|n| n.starts_with(RESOLVED_BETWEEN_PHASES))
         })
@@ -800,9 +800,9 @@ impl Engine {
         }
         let actor = asker.principal();
         let (_lock, now) = self.begin_fresh()?;
-        self.repo.audit(now)?;
+        self.ctx.repo.audit(now)?;
         let Some(r) = self.in_progress().into_iter().find(|r| r.id.as_str() == id).cloned() else {
-            let index = self.repo.index();
+            let index = self.ctx.repo.index();
             let records = index.records();
             let why = match records.iter().find(|r| r.id.as_str() == id) {
                 Some(r) if index.halted(&r.id) || phase::halted(records, &r.id).is_some() => {

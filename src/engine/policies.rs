@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 use tracing::{info, warn};
 
-use super::{Engine, EngineError};
+use super::{Ctx, EngineError};
 use crate::domain::policy::PolicySet;
 use crate::metrics;
 use crate::support::diagnostic::Diagnostic;
@@ -34,15 +34,15 @@ pub struct PolicyRefusal {
     pub errors: Vec<String>,
 }
 
-impl Engine {
+impl Ctx {
     /// Whether there are policies to decide with: always for a directory on disk; for the repo,
     /// once a valid set was read from the branch.
-    pub fn policies_loaded(&self) -> bool {
+    pub(super) fn policies_loaded(&self) -> bool {
         self.config.policies.repo_path().is_none() || self.repo_policies.loaded.is_some()
     }
 
     /// The last change to the repo's policies that was refused, while the branch still has it.
-    pub fn policy_refusal(&self) -> Option<&PolicyRefusal> {
+    pub(super) fn policy_refusal(&self) -> Option<&PolicyRefusal> {
         self.repo_policies.error.as_ref()
     }
 

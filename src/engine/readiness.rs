@@ -68,9 +68,9 @@ impl Engine {
         env: Option<&str>,
         wait: Duration,
     ) -> Result<Vec<Readiness>, EngineError> {
-        let _lock = self.begin()?;
-        self.fetch_if_stale()?;
-        self.need_policies()?;
+        let _lock = self.ctx.begin()?;
+        self.ctx.fetch_if_stale()?;
+        self.ctx.need_policies()?;
         let mut rows = self.readiness_rows(service, env, &|| false)?.unwrap_or_default();
         self.ask_registries(&mut rows, wait);
         self.ask_drill_ci(&mut rows, wait);
@@ -88,10 +88,10 @@ impl Engine {
     /// an event is waiting, the writer stops here (keeping the last rows) and tries again at
     /// the next quiet moment, so readiness never delays a rollback by more than one target.
     pub fn refresh_readiness(&mut self, busy: &dyn Fn() -> bool) {
-        let Ok(_lock) = self.begin() else { return };
+        let Ok(_lock) = self.ctx.begin() else { return };
         // Fresh within `git.fetch_freshness`, so the publish that follows does not fetch again;
         // a failing origin is said by that publish.
-        if self.fetch_if_stale().is_err() || self.need_policies().is_err() {
+        if self.ctx.fetch_if_stale().is_err() || self.ctx.need_policies().is_err() {
             return;
         }
         // A drill's CI verdict arriving (asked off this thread) is a change too: ask again
@@ -104,9 +104,9 @@ impl Engine {
         }
         let key = format!(
             "{} {} {} {}",
-            self.repo.head().map(|h| h.0).unwrap_or_default(),
-            self.repo.ref_id(crate::git::FREEZES_REF).unwrap_or_default(),
-            self.policy_generation,
+            self.ctx.repo.head().map(|h| h.0).unwrap_or_default(),
+            self.ctx.repo.ref_id(crate::git::FREEZES_REF).unwrap_or_default(),
+            self.ctx.policy_generation,
             self.readiness.drill_ci.generation()
         );
         if self.readiness.last.as_ref().is_some_and(|(k, at)| *k == key && at.elapsed() < RECOMPUTE_EVERY) {
@@ -123,7 +123,7 @@ impl Engine {
         let mut rows = rows;
         self.ask_registries(&mut rows, Duration::ZERO);
         self.ask_drill_ci(&mut rows, Duration::ZERO);
-        let name = self.config.member.clone();
+        let name = self.ctx.config.member.clone();
         let now: BTreeSet<(&str, &str)> = rows.iter().map(|r| (r.service.as_str(), r.env.as_str())).collect();
         let gone: Vec<(String, String)> = (self.readiness.rows.iter())
             .filter(|r| !now.contains(&(r.service.as_str(), r.env.as_str())))
@@ -141,10 +141,10 @@ impl Engine {
         env: Option<&str>,
         busy: &dyn Fn() -> bool,
     ) -> Result<Option<Vec<Readiness>>, EngineError> {
-        let now = self.clock.now();
-        self.repo.audit(now)?;
-        let head = self.repo.head()?;
-        let covered = covered(&self.policies, &self.rules, &self.repo.survey()?, &head);
+        let now = self.ctx.clock.now();
+        self.ctx.repo.audit(now)?;
+        let head = self.ctx.repo.head()?;
+        let covered = covered(&self.ctx.policies, &self.ctx.rules, &self.ctx.repo.survey()?, &head);
         let holds = self.holds()?;
         let mut rows = Vec::new();
         for c in covered {
@@ -169,7 +169,7 @@ impl Engine {
     fn readiness_of(&mut self, c: Covered, holds: &[crate::domain::hold::Hold]) -> Readiness {
         let Covered { policy, target, labels } = c;
         let mut row = Readiness::new(&target.service, &target.env, Some(policy.name()), Some(policy.action.mode));
-        let event = probe_event(&policy, Some(&target), labels, self.clock.now());
+        let event = probe_event(&policy, Some(&target), labels, self.ctx.clock.now());
         let mut decision = Decision::for_event(&event);
         decision.policy = Some(policy.name().to_string());
         decision.mode = Some(policy.action.mode);
@@ -244,26 +244,26 @@ impl Engine {
     /// rollbackd would do if it went bad after merge. `base` defaults to where `rev` forked
     /// from the branch (its parent, when it is on the branch). Writes nothing.
     pub fn plan_change(&mut self, rev: &str, base: Option<&str>) -> Result<Vec<ChangePlan>, EngineError> {
-        let _lock = self.begin()?;
-        self.fetch_if_stale()?;
-        self.need_policies()?;
-        self.repo.audit(self.clock.now())?;
-        let survey = self.repo.survey()?;
+        let _lock = self.ctx.begin()?;
+        self.ctx.fetch_if_stale()?;
+        self.ctx.need_policies()?;
+        self.ctx.repo.audit(self.ctx.clock.now())?;
+        let survey = self.ctx.repo.survey()?;
         let rev = survey.resolve(rev)?;
         let base = match base {
             Some(b) => survey.resolve(b)?,
             None => default_base(&survey, &rev)?,
         };
-        Ok(plan_change(&survey, &self.policies, &self.rules, &rev, &base))
+        Ok(plan_change(&survey, &self.ctx.policies, &self.ctx.rules, &rev, &base))
     }
 
     /// What a pull request's gate needs to plan the change on its own thread.
     pub(crate) fn change_planner(&self) -> ChangePlanner {
         ChangePlanner {
-            policies: self.policies.clone(),
-            rules: self.rules.clone(),
-            trusted: self.repo.index().trusted_commits().clone(),
-            max_commits: self.config.audit.max_commits,
+            policies: self.ctx.policies.clone(),
+            rules: self.ctx.rules.clone(),
+            trusted: self.ctx.repo.index().trusted_commits().clone(),
+            max_commits: self.ctx.config.audit.max_commits,
         }
     }
 }

@@ -89,17 +89,17 @@ impl Engine {
     /// Asks GitHub to send again the failed deliveries, every `sources.github.redeliver_every`.
     /// Only with the GitHub forge as an App (GitHub shows deliveries to the App alone).
     pub fn redeliver_failed(&mut self) -> Vec<String> {
-        let Some(every) = self.config.sources.github.as_ref().map(|g| g.redeliver_every.as_signed()) else {
+        let Some(every) = self.ctx.config.sources.github.as_ref().map(|g| g.redeliver_every.as_signed()) else {
             return Vec::new();
         };
-        let now = self.clock.now();
+        let now = self.ctx.clock.now();
         let state = &mut self.redelivery;
         if every.is_zero() || state.looked_at.is_some_and(|t| now.duration_since(t) < every) {
             return Vec::new();
         }
         state.looked_at = Some(now);
         let since = now.checked_sub(KEPT).unwrap_or(Timestamp::UNIX_EPOCH);
-        let list = match self.forge.deliveries(since) {
+        let list = match self.ctx.forge.deliveries(since) {
             None => return Vec::new(),
             Some(Ok(list)) => list,
             Some(Err(e)) => {
@@ -110,7 +110,7 @@ impl Engine {
         state.asked.prune(now);
         let mut said = Vec::new();
         for d in to_redeliver(&list, &state.asked, now) {
-            match self.forge.redeliver(d.id) {
+            match self.ctx.forge.redeliver(d.id) {
                 Ok(()) => {
                     info!(delivery = %d.guid, event = %d.event, status = d.status_code, "asked GitHub to send a failed delivery again");
                     said.push(format!("redelivery of {} ({}) requested", d.guid, d.event));

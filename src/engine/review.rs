@@ -74,32 +74,32 @@ impl Engine {
     /// What a person's action starts with: the data dir's lock, the origin as it is now (people
     /// act on what they just saw, so the freshness window does not apply), and the time.
     pub(super) fn begin_fresh(&mut self) -> Result<(crate::git::MirrorLock, Timestamp), EngineError> {
-        let lock = self.begin()?;
-        self.fetch_now()?;
-        Ok((lock, self.clock.now()))
+        let lock = self.ctx.begin()?;
+        self.ctx.fetch_now()?;
+        Ok((lock, self.ctx.clock.now()))
     }
 
     /// Approves proposal `id`; merges it once the policy's approvals are met.
     pub fn approve(&mut self, id: &str, actor: &Actor) -> Result<ReviewOutcome, EngineError> {
         let (who, actor) = (actor.id(), actor.principal());
         let (_lock, now) = self.begin_fresh()?;
-        let Some((branch, commit, t)) = self.repo.find_proposal(id)? else {
+        let Some((branch, commit, t)) = self.ctx.repo.find_proposal(id)? else {
             return Ok(ReviewOutcome::Refused { reason: format!("no open proposal {id}") });
         };
-        let Some(policy) = self.policies.policies.iter().find(|p| p.name() == t.policy).cloned() else {
+        let Some(policy) = self.ctx.policies.policies.iter().find(|p| p.name() == t.policy).cloned() else {
             return Ok(ReviewOutcome::Refused { reason: format!("policy {} of {id} no longer exists", t.policy) });
         };
         // `codeowners` is decided on the files this proposal changes, with CODEOWNERS as the
         // watched branch has it (never as the proposal would leave it).
         if let Some(p) = actor
             && let Admission::Refused(why) =
-                self.admit(&policy.chatops.approve, "chatops.approve", p, || Ok(self.repo.changed_by(&commit)?))?
+                self.admit(&policy.chatops.approve, "chatops.approve", p, || Ok(self.ctx.repo.changed_by(&commit)?))?
         {
             return Ok(ReviewOutcome::Refused {
                 reason: format!("{p} may not approve rollbacks of policy {} ({why})", policy.name()),
             });
         }
-        let directory = self.config.directory.clone();
+        let directory = self.ctx.config.directory.clone();
         if policy.chatops.two_person && directory.same_person(&who, &t.actor) {
             return Ok(ReviewOutcome::Refused {
                 reason: format!(
@@ -108,9 +108,9 @@ impl Engine {
                 ),
             });
         }
-        let mut approvers = self.repo.approvals(&commit);
+        let mut approvers = self.ctx.repo.approvals(&commit);
         if !approvers.iter().any(|a| directory.same_person(a, &who)) {
-            self.repo.add_approval(&commit, &who, now)?;
+            self.ctx.repo.add_approval(&commit, &who, now)?;
             approvers.push(who.clone());
             info!(rollback_id = id, approver = %who, "proposal approved");
         }
@@ -142,7 +142,7 @@ impl Engine {
             return Ok(ReviewOutcome::Refused { reason });
         }
         let merge = Merge { branch: &branch, commit: &commit, service: &t.service, env: &t.env, id, by: &who, now };
-        let outcome = if self.forge.hosts_pull_requests() {
+        let outcome = if self.ctx.forge.hosts_pull_requests() {
             self.merge_on_forge(&merge, policy.review.merge)?
         } else {
             self.merge_proposal(&merge)?
@@ -162,7 +162,7 @@ impl Engine {
     /// Says something on a proposal's conversation, where there is one, through the outbox:
     /// what people are told is never worth failing the action for, nor waiting on the forge.
     fn say(&self, branch: &str, text: &str) {
-        self.outbox.say(branch.to_string(), text.to_string());
+        self.ctx.outbox.say(branch.to_string(), text.to_string());
     }
 
     /// Merges the proposal's pull request through the forge at exactly the reviewed commit
@@ -174,10 +174,10 @@ impl Engine {
         method: crate::domain::policy::MergeMethod,
     ) -> Result<ReviewOutcome, EngineError> {
         let Merge { branch, commit, service, env, id, by: who, now } = *m;
-        let message = self.repo.message(commit)?;
-        let pr = self.forge.propose(&crate::forge::ProposalRequest {
+        let message = self.ctx.repo.message(commit)?;
+        let pr = self.ctx.forge.propose(&crate::forge::ProposalRequest {
             branch,
-            base: self.repo.branch(),
+            base: self.ctx.repo.branch(),
             title: &format!("Roll back {service}/{env} ({id})"),
             body: &message,
             labels: &["rollback".into(), format!("service:{service}"), format!("env:{env}")],
@@ -187,18 +187,18 @@ impl Engine {
         let Some(pr) = pr else {
             return Ok(ReviewOutcome::Refused { reason: "the forge keeps no pull request to merge".into() });
         };
-        let Some(tip) = self.repo.onto_head(commit, now)? else {
+        let Some(tip) = self.ctx.repo.onto_head(commit, now)? else {
             let reason =
-                format!("{} moved and {id} no longer applies cleanly; cancel it and ask again", self.repo.branch());
+                format!("{} moved and {id} no longer applies cleanly; cancel it and ask again", self.ctx.repo.branch());
             self.say(branch, &format!("Not merged: {reason}."));
             return Ok(ReviewOutcome::Refused { reason });
         };
-        if &tip != commit && self.repo.replace_branch(branch, &tip, commit)? == PushResult::Moved {
+        if &tip != commit && self.ctx.repo.replace_branch(branch, &tip, commit)? == PushResult::Moved {
             return Ok(ReviewOutcome::Refused {
                 reason: format!("{branch} changed while it was being updated; try again"),
             });
         }
-        let merged = match self.forge.merge(&pr, method, &tip.0, &message) {
+        let merged = match self.ctx.forge.merge(&pr, method, &tip.0, &message) {
             Ok(sha) => Sha(sha),
             Err(crate::forge::ForgeError::MergeRefused(reason)) => {
                 warn!(rollback_id = id, pr = pr.number, %reason, "GitHub refused the merge");
@@ -207,26 +207,26 @@ impl Engine {
             }
             Err(e) => return Err(e.into()),
         };
-        self.fetch_now()?;
+        self.ctx.fetch_now()?;
         let tag = RollbackRef::new(service, env, &RollbackId(id.to_string())).name();
         let review = self.review_of(commit, Some(who), None);
-        self.repo.tag_commit(
+        self.ctx.repo.tag_commit(
             &tag,
             &merged.0,
             &format!("Rollback {id} of {service}/{env}, merged from #{}\n\n{review}", pr.number),
             now,
         )?;
         // GitHub may have deleted the branch already: then there is nothing left to delete.
-        if let Err(e) = self.repo.delete_branch(branch, &tip) {
+        if let Err(e) = self.ctx.repo.delete_branch(branch, &tip) {
             warn!(branch, error = %e, "the merged proposal's branch could not be deleted");
         }
-        self.outbox.comment(pr.clone(), format!("Merged by {who} as `{}`, tagged `{tag}`.", merged.short()));
+        self.ctx.outbox.comment(pr.clone(), format!("Merged by {who} as `{}`, tagged `{tag}`.", merged.short()));
         info!(rollback_id = id, pr = pr.number, "proposal merged on GitHub");
         let rollback = Rollback {
             id: RollbackId(id.to_string()),
             commit: merged,
             delivery: Delivery::Direct,
-            branch: self.repo.branch().to_string(),
+            branch: self.ctx.repo.branch().to_string(),
             tag: Some(tag),
             push_retries: 0,
             pr_url: Some(pr.html_url),
@@ -244,19 +244,19 @@ impl Engine {
             return Ok(format!("{} is not a rollback proposal", crate::domain::ident::shown(branch)));
         };
         let id = rref.id.as_str();
-        let Some((branch, commit, t)) = self.repo.find_proposal(id)? else {
+        let Some((branch, commit, t)) = self.ctx.repo.find_proposal(id)? else {
             return Ok(format!("no open proposal {id}"));
         };
-        let Some(policy) = self.policies.policies.iter().find(|p| p.name() == t.policy).cloned() else {
+        let Some(policy) = self.ctx.policies.policies.iter().find(|p| p.name() == t.policy).cloned() else {
             return Ok(format!("policy {} of {id} no longer exists", t.policy));
         };
         if !policy.review.auto_merge {
             return Ok(format!("{id} waits for approval (policy {} has no auto_merge)", policy.name()));
         }
-        if !self.forge.hosts_pull_requests() {
+        if !self.ctx.forge.hosts_pull_requests() {
             return Ok("checks are read from GitHub only".into());
         }
-        let pending = self.forge.checks_pending(&commit.0, &policy.review.required_checks)?;
+        let pending = self.ctx.forge.checks_pending(&commit.0, &policy.review.required_checks)?;
         if !pending.is_empty() {
             return Ok(format!("{id} waits for checks: {}", pending.join(", ")));
         }
@@ -309,15 +309,15 @@ impl Engine {
         }
         // Only a proposal rollbackd made, as it made it: anyone who can push a branch can name
         // it `rollback/...`, and a tag here would make its commit a trusted rollback.
-        if !self.repo.proposed_by_us(&rref, &Sha(head_sha.to_string())) {
+        if !self.ctx.repo.proposed_by_us(&rref, &Sha(head_sha.to_string())) {
             warn!(%branch, head = head_sha, "a pull request from a rollback-named branch rollbackd did not propose; not recorded");
             return Ok(format!("{branch} at {head_sha} is not a proposal rollbackd made; nothing recorded"));
         }
-        let created = self.repo.tag_commit(&tag, at, &message, now)?;
+        let created = self.ctx.repo.tag_commit(&tag, at, &message, now)?;
         if merged_sha.is_none() {
             // A proposal closed unmerged is cancelled: its branch goes, so nobody can approve
             // it afterwards (compare-and-swap: a branch that moved since is left alone).
-            let _ = self.repo.delete_branch(branch, &Sha(head_sha.to_string()))?;
+            let _ = self.ctx.repo.delete_branch(branch, &Sha(head_sha.to_string()))?;
         }
         Ok(if created { format!("recorded {tag}") } else { format!("{tag} was recorded already") })
     }
@@ -326,28 +326,28 @@ impl Engine {
         let Merge { branch, commit, service, env, id, by: merged_by, now } = *m;
         let review = self.review_of(commit, Some(merged_by), None);
         self.retry_on_moved(|engine, attempt| {
-            let head = engine.repo.head()?;
-            let Some(merged) = engine.repo.onto_head(commit, now)? else {
+            let head = engine.ctx.repo.head()?;
+            let Some(merged) = engine.ctx.repo.onto_head(commit, now)? else {
                 return Ok(Try::Done(ReviewOutcome::Refused {
                     reason: format!(
                         "{} moved and {id} no longer applies cleanly; cancel it and ask for a new rollback",
-                        engine.repo.branch()
+                        engine.ctx.repo.branch()
                     ),
                 }));
             };
             let tag_name = RollbackRef::new(service, env, &RollbackId(id.to_string())).name();
             let tag_msg = format!("Rollback {id} of {service}/{env}, merged from {branch}\n\n{review}");
-            let tag = engine.repo.create_tag(&tag_name, &merged, &tag_msg, now)?;
-            let target = WriteTarget::Branch { name: engine.repo.branch().to_string(), expected: head };
-            Ok(match engine.repo.publish(&merged, &target, Some((&tag_name, &tag)))? {
+            let tag = engine.ctx.repo.create_tag(&tag_name, &merged, &tag_msg, now)?;
+            let target = WriteTarget::Branch { name: engine.ctx.repo.branch().to_string(), expected: head };
+            Ok(match engine.ctx.repo.publish(&merged, &target, Some((&tag_name, &tag)))? {
                 PushResult::Moved => Try::Moved,
                 PushResult::Pushed => {
-                    engine.repo.delete_branch(branch, commit)?;
+                    engine.ctx.repo.delete_branch(branch, commit)?;
                     let rollback = Rollback {
                         id: RollbackId(id.to_string()),
                         commit: merged,
                         delivery: Delivery::Direct,
-                        branch: engine.repo.branch().to_string(),
+                        branch: engine.ctx.repo.branch().to_string(),
                         tag: Some(tag_name),
                         push_retries: attempt,
                         pr_url: None,
@@ -372,7 +372,7 @@ impl Engine {
         now: Timestamp,
     ) -> Result<Option<Plan>, String> {
         let event = Event::again(&t.trigger, &t.service, &t.env, t.reason.clone(), t.actor.clone(), now);
-        let target = policy.resolve_target(&event, &self.rules)?;
+        let target = policy.resolve_target(&event, &self.ctx.rules)?;
         if target.service != t.service || target.env != t.env {
             return Err(format!("policy {} now names another target", policy.name()));
         }
@@ -386,7 +386,7 @@ impl Engine {
             allow_removal: policy.action.allow_removal,
             upto: None,
         };
-        match self.repo.plan(&request) {
+        match self.ctx.repo.plan(&request) {
             Ok(Planned::Ready(plan)) => Ok(Some(*plan)),
             Ok(Planned::Noop { .. } | Planned::AlreadyRolledBack { .. }) => Ok(None),
             Ok(Planned::NothingToGoBackTo { reason, .. }) => Err(reason),
@@ -415,7 +415,7 @@ impl Engine {
             Merging::Automatic { asked_by_person } => (Mode::Direct, asked_by_person),
         };
         let asking = Asking { policy, mode, human, emergency: t.emergency, dry_run: false, id, open_proposal: None };
-        let verdict = self.decide_write(&asking, plan, (&t.service, &t.env), now, &mut decision);
+        let verdict = self.ctx.decide_write(&asking, plan, (&t.service, &t.env), now, &mut decision);
         match (verdict, by) {
             (Verdict::Deliver(Delivery::Direct), _) | (Verdict::Deliver(_), Merging::Approved) => None,
             (Verdict::Deliver(_), Merging::Automatic { .. }) => {
@@ -429,7 +429,7 @@ impl Engine {
     /// cancelled it.
     fn review_of(&self, proposal: &Sha, merged_by: Option<&str>, cancelled_by: Option<&str>) -> String {
         crate::domain::audit::Review {
-            approved_by: self.repo.approvals(proposal),
+            approved_by: self.ctx.repo.approvals(proposal),
             merged_by: merged_by.map(str::to_string),
             cancelled_by: cancelled_by.map(str::to_string),
         }
@@ -440,18 +440,18 @@ impl Engine {
     pub fn cancel(&mut self, id: &str, actor: &Actor) -> Result<ReviewOutcome, EngineError> {
         let (who, actor) = (actor.id(), actor.principal());
         let (_lock, now) = self.begin_fresh()?;
-        let Some((branch, commit, t)) = self.repo.find_proposal(id)? else {
+        let Some((branch, commit, t)) = self.ctx.repo.find_proposal(id)? else {
             return Ok(ReviewOutcome::Refused { reason: format!("no open proposal {id}") });
         };
         if let Some(p) = actor {
-            let approver = match self.policies.policies.iter().find(|x| x.name() == t.policy) {
+            let approver = match self.ctx.policies.policies.iter().find(|x| x.name() == t.policy) {
                 Some(pol) => matches!(
-                    self.admit(&pol.chatops.approve, "chatops.approve", p, || Ok(self.repo.changed_by(&commit)?))?,
+                    self.admit(&pol.chatops.approve, "chatops.approve", p, || Ok(self.ctx.repo.changed_by(&commit)?))?,
                     Admission::Admitted
                 ),
                 None => false,
             };
-            if !approver && !self.config.directory.same_person(&p.id, &t.actor) {
+            if !approver && !self.ctx.config.directory.same_person(&p.id, &t.actor) {
                 return Ok(ReviewOutcome::Refused {
                     reason: format!(
                         "{p} may not cancel {id}: only its requester or an approver of policy {}",
@@ -462,12 +462,12 @@ impl Engine {
         }
         let tag = RollbackRef::new(&t.service, &t.env, &RollbackId(id.to_string())).cancelled();
         let review = self.review_of(&commit, None, Some(&who));
-        self.repo.tag_commit(&tag, &commit.0, &format!("Cancelled {id} by {who}\n\n{review}"), now)?;
+        self.ctx.repo.tag_commit(&tag, &commit.0, &format!("Cancelled {id} by {who}\n\n{review}"), now)?;
         // Closing is part of the cancel, as merging is part of an approval: done before the
         // branch goes (GitHub closes a pull request whose branch is deleted, and then nothing
         // would say who cancelled it).
-        self.forge.close(&branch, &format!("Cancelled by {who}."))?;
-        self.repo.delete_branch(&branch, &commit)?;
+        self.ctx.forge.close(&branch, &format!("Cancelled by {who}."))?;
+        self.ctx.repo.delete_branch(&branch, &commit)?;
         info!(rollback_id = id, by = %who, "proposal cancelled");
         Ok(ReviewOutcome::Cancelled { id: id.to_string(), tag })
     }
@@ -476,7 +476,7 @@ impl Engine {
     /// or an operator (CLI). The refusal, if refused.
     pub(super) fn may_freeze(&self, actor: &Actor, act: &str) -> Option<Answer> {
         let p = actor.principal()?;
-        let ok = self.policies.policies.iter().any(|pol| first_admitting(&pol.chatops.approve, p).is_some());
+        let ok = self.ctx.policies.policies.iter().any(|pol| first_admitting(&pol.chatops.approve, p).is_some());
         (!ok).then(|| Answer::refused(Refusal::NotAllowed, format!("{p} may not {act}: not an approver in any policy")))
     }
 
@@ -542,7 +542,7 @@ impl Engine {
         };
         let text = f.describe();
         let message = if pause { format!("Pause: {text}\n") } else { format!("Freeze: {text}\n") };
-        self.repo.update_freezes(&message, now, |set| set.add(f.clone(), now))?;
+        self.ctx.repo.update_freezes(&message, now, |set| set.add(f.clone(), now))?;
         Ok(Answer::done(text))
     }
 
@@ -554,7 +554,7 @@ impl Engine {
         let (_lock, now) = self.begin_fresh()?;
         let who = actor.id();
         let asked_at = asked_at.unwrap_or(now);
-        let removed = self.repo.update_freezes(&format!("Resume by {who}\n"), now, |set| set.resume(now, asked_at))?;
+        let removed = self.ctx.repo.update_freezes(&format!("Resume by {who}\n"), now, |set| set.resume(now, asked_at))?;
         Ok(Answer::done(if removed == 0 {
             "automatic rollbacks were not paused".into()
         } else {
@@ -578,7 +578,7 @@ impl Engine {
         let (_lock, now) = self.begin_fresh()?;
         let who = actor.id();
         let asked_at = asked_at.unwrap_or(now);
-        let removed = self.repo.update_freezes(&format!("Unfreeze {scope} by {who}\n"), now, |set| {
+        let removed = self.ctx.repo.update_freezes(&format!("Unfreeze {scope} by {who}\n"), now, |set| {
             set.remove(scope, env, now, asked_at)
         })?;
         Ok(Answer::done(match removed {

@@ -15,15 +15,15 @@ impl Engine {
     /// Reads a handful of notes and no history: cheap enough for the writer to publish after
     /// every quiet moment.
     pub fn status_view(&mut self, fetch: bool) -> Result<StatusView, EngineError> {
-        let _lock = self.begin()?;
+        let _lock = self.ctx.begin()?;
         // Fetched here, the view is as fresh as the moment the fetch began.
-        let as_of = fetch.then(|| crate::domain::status::as_of_second(self.clock.now()));
+        let as_of = fetch.then(|| crate::domain::status::as_of_second(self.ctx.clock.now()));
         if fetch {
-            self.fetch_if_stale()?;
+            self.ctx.fetch_if_stale()?;
         }
-        let now = self.clock.now();
+        let now = self.ctx.clock.now();
         // Freezes that cannot be read are said as such, in place of the pause: what the page is for.
-        let (paused, freezes, automatic) = match self.repo.freezes() {
+        let (paused, freezes, automatic) = match self.ctx.repo.freezes() {
             Ok(f) => {
                 let freezes: Vec<FreezeView> = f.active(now).filter(|f| !f.pause).map(FreezeView::of).collect();
                 let automatic = AutomaticView::of(f.paused(now), &freezes);
@@ -36,7 +36,7 @@ impl Engine {
         };
         // Brings the audit index up to date as well: the records below are read from it.
         let holds = self.holds()?;
-        let records = self.repo.index().records();
+        let records = self.ctx.repo.index().records();
         let (open, done): (Vec<_>, Vec<_>) =
             records.iter().partition(|r| r.delivery == Delivery::Proposal && !r.cancelled);
         let proposals = open
@@ -48,13 +48,13 @@ impl Engine {
                 env: r.env.clone(),
                 branch: r.branch.clone(),
                 actor: r.actor.clone(),
-                approvals: self.repo.approvals(&r.commit),
+                approvals: self.ctx.repo.approvals(&r.commit),
                 because: r.because.iter().map(BecauseView::of).collect(),
-                link: self.config.forge.proposal_link(&r.branch),
+                link: self.ctx.config.forge.proposal_link(&r.branch),
             })
             .collect();
         let recent =
-            done.into_iter().take(RECENT).map(|r| RecentView::of(r, self.repo.note(&r.commit).as_deref())).collect();
+            done.into_iter().take(RECENT).map(|r| RecentView::of(r, self.ctx.repo.note(&r.commit).as_deref())).collect();
         let phased = self.phased_views(now);
         let verifying = self
             .verification
@@ -70,7 +70,7 @@ impl Engine {
             })
             .collect();
         Ok(StatusView {
-            repo: self.config.member.clone(),
+            repo: self.ctx.config.member.clone(),
             at: Some(to_the_second(now)),
             as_of,
             automatic,
@@ -84,7 +84,7 @@ impl Engine {
             recent,
             origin_error: None,
             untrusted: self
-                .repo
+                .ctx.repo
                 .untrusted()
                 .iter()
                 .map(|u| UntrustedView {
@@ -101,17 +101,17 @@ impl Engine {
     /// What watches this repo's state on the origin off the writer's thread (with the
     /// credentials in use now).
     pub fn state_watcher(&self) -> crate::git::StateWatcher {
-        self.repo.state_watcher()
+        self.ctx.repo.state_watcher()
     }
 
     fn policies_view(&self) -> PoliciesView {
-        let refused = self.policy_refusal();
+        let refused = self.ctx.policy_refusal();
         PoliciesView {
-            source: match &self.config.policies {
+            source: match &self.ctx.config.policies {
                 PolicySource::Dir(d) => format!("disk:{}", d.display()),
-                PolicySource::Repo(r) => format!("repo:{}:{}", self.repo.branch(), r.repo_path),
+                PolicySource::Repo(r) => format!("repo:{}:{}", self.ctx.repo.branch(), r.repo_path),
             },
-            in_force: self.policies.policies.len(),
+            in_force: self.ctx.policies.policies.len(),
             refused_commit: refused.map(|r| r.commit.clone()),
             refused_errors: refused.map(|r| r.errors.clone()).unwrap_or_default(),
         }

@@ -37,14 +37,14 @@ impl Engine {
     /// After `handle`: tell the route what was decided, feed a firing alert to the watches of
     /// its target, and start watching a rollback that was pushed.
     pub(super) fn after_handle(&mut self, event: &Event, result: &Result<Report, EngineError>) {
-        let now = self.clock.now();
+        let now = self.ctx.clock.now();
         self.verification.incidents.remember(event);
         let report = match result {
             Ok(report) => report,
             Err(e) => {
                 let mut decision = Decision::for_event(event);
                 if let Ok(Selection::Target { policy, target }) =
-                    select(&self.policies, &self.rules, event, &mut decision)
+                    select(&self.ctx.policies, &self.ctx.rules, event, &mut decision)
                 {
                     // One failed attempt per incident, however often its sender retries; only a
                     // policy that rolls back makes rollback attempts.
@@ -67,7 +67,7 @@ impl Engine {
                     notice.actor = event.actor();
                     notice.trigger_url = trigger_url(event);
                     notice.summary = summary(event);
-                    self.notifier.send(&notice, &policy.notify);
+                    self.ctx.notifier.send(&notice, &policy.notify);
                     // Whatever became of the rollback, the controller said the revision is bad.
                     self.reject_failed_revision(&target.service, &target.env, event, now);
                 }
@@ -113,7 +113,7 @@ impl Engine {
             let target = report.decision.target.as_ref().map(|t| (t.service.clone(), t.env.clone()));
             if let Some((service, env)) = target {
                 let day_ago = now - jiff::SignedDuration::from_hours(24);
-                if self.repo.index().applied(&service, &env).any(|r| r.id != rollback.id && r.at > day_ago) {
+                if self.ctx.repo.index().applied(&service, &env).any(|r| r.id != rollback.id && r.at > day_ago) {
                     metrics::oscillation();
                 }
                 self.start_watch(
@@ -165,14 +165,14 @@ impl Engine {
     /// Records a known-good candidate on its commit (once per tag name).
     pub(super) fn add_candidate(&mut self, candidate: Candidate) -> Result<String, EngineError> {
         let commit = Sha(candidate.sha.clone());
-        let mut all = soak::parse(&self.repo.note_in(CANDIDATES_REF, &commit).unwrap_or_default());
-        if self.repo.tag_exists(&candidate.name) || all.iter().any(|c| c.name == candidate.name) {
+        let mut all = soak::parse(&self.ctx.repo.note_in(CANDIDATES_REF, &commit).unwrap_or_default());
+        if self.ctx.repo.tag_exists(&candidate.name) || all.iter().any(|c| c.name == candidate.name) {
             return Ok(format!("{} exists", candidate.name));
         }
         let said =
             format!("{} is a candidate: tagged at {} unless an alert fires first", candidate.name, candidate.until);
         all.push(candidate);
-        self.repo.write_note(CANDIDATES_REF, &commit, &soak::note(&all), self.clock.now(), true)?;
+        self.ctx.repo.write_note(CANDIDATES_REF, &commit, &soak::note(&all), self.ctx.clock.now(), true)?;
         Ok(said)
     }
 
@@ -201,7 +201,7 @@ impl Engine {
             return;
         }
         let Some(revision) = event.applied_revision().map(|r| Sha(r.to_string())) else { return };
-        let Ok(notes) = self.repo.notes_of(CANDIDATES_REF) else {
+        let Ok(notes) = self.ctx.repo.notes_of(CANDIDATES_REF) else {
             warn!("known-good candidates could not be read; a controller failure rejects none");
             return;
         };
@@ -209,10 +209,10 @@ impl Engine {
         // holding one of them is the way back from the failure (a late report of a failure at
         // the revision rolled back must not reject the rolled-back state's own soak).
         let rollbacks: Vec<Sha> = self
-            .repo
+            .ctx.repo
             .index()
             .applied(service, env)
-            .filter(|r| r.commit != revision && self.repo.contains(&r.commit.0, &revision))
+            .filter(|r| r.commit != revision && self.ctx.repo.contains(&r.commit.0, &revision))
             .map(|r| r.commit.clone())
             .collect();
         let failing: std::collections::HashSet<String> = notes
@@ -222,8 +222,8 @@ impl Engine {
                 c.state == SoakState::Soaking
                     && c.service == service
                     && c.env == env
-                    && self.repo.contains(&c.sha, &revision)
-                    && !rollbacks.iter().any(|r| self.repo.contains(&c.sha, r))
+                    && self.ctx.repo.contains(&c.sha, &revision)
+                    && !rollbacks.iter().any(|r| self.ctx.repo.contains(&c.sha, r))
             })
             .map(|c| c.name)
             .collect();
@@ -247,7 +247,7 @@ impl Engine {
     /// pause or a freeze covers a candidate's service (or the freezes cannot be read) it keeps
     /// soaking, and is tagged once they end.
     fn soak_due(&mut self, now: Timestamp) {
-        let freezes = self.repo.freezes().map_err(|e| {
+        let freezes = self.ctx.repo.freezes().map_err(|e| {
             warn!(error = %e, "the freezes cannot be read: known-good candidates are not tagged meanwhile");
         });
         let stopped = |c: &Candidate| {
@@ -275,7 +275,7 @@ impl Engine {
                 "Known-good: {} in {} at {}\n\nTrigger: {}\nPolicy: {}\nSoaked: {} .. {} without a firing alert\n",
                 c.service, c.env, c.sha, c.trigger, c.policy, c.since, c.until
             );
-            match self.repo.tag_commit(&c.name, &c.sha, &message, now) {
+            match self.ctx.repo.tag_commit(&c.name, &c.sha, &message, now) {
                 Ok(_) => info!(tag = %c.name, "known-good after its soak"),
                 Err(e) => warn!(tag = %c.name, error = %e, "the known-good tag could not be written"),
             }
@@ -286,11 +286,11 @@ impl Engine {
     fn update_candidates(&mut self, now: Timestamp, mut change: impl FnMut(&mut Candidate) -> bool) {
         // Every alert comes through here: while the notes ref is what it was when nothing was
         // soaking, there is nothing to read.
-        let current = self.repo.ref_id(CANDIDATES_REF);
+        let current = self.ctx.repo.ref_id(CANDIDATES_REF);
         if self.verification.none_soaking == NoneSoaking::At(current) {
             return;
         }
-        let notes = match self.repo.notes_of(CANDIDATES_REF) {
+        let notes = match self.ctx.repo.notes_of(CANDIDATES_REF) {
             Ok(n) => n,
             Err(e) => {
                 warn!(error = %e, "known-good candidates could not be read");
@@ -305,13 +305,13 @@ impl Engine {
                 changed |= change(c);
             }
             soaking |= all.iter().any(|c| c.state == SoakState::Soaking);
-            if changed && let Err(e) = self.repo.write_note(CANDIDATES_REF, &commit, &soak::note(&all), now, true) {
+            if changed && let Err(e) = self.ctx.repo.write_note(CANDIDATES_REF, &commit, &soak::note(&all), now, true) {
                 warn!(error = %e, "a known-good candidate's state could not be recorded");
             }
         }
         self.verification.none_soaking = match soaking {
             true => NoneSoaking::Unknown,
-            false => NoneSoaking::At(self.repo.ref_id(CANDIDATES_REF)),
+            false => NoneSoaking::At(self.ctx.repo.ref_id(CANDIDATES_REF)),
         };
     }
 
@@ -319,7 +319,7 @@ impl Engine {
     fn record_decision(&mut self, event: &Event, report: &Report, now: Timestamp) {
         let head = match report.plan.as_ref() {
             Some(plan) => plan.head.clone(),
-            None => match self.repo.head() {
+            None => match self.ctx.repo.head() {
                 Ok(h) => h,
                 Err(_) => return,
             },
@@ -331,7 +331,7 @@ impl Engine {
         if self.verification.recorded.len() > 10_000 {
             self.verification.recorded.clear();
         }
-        if let Err(e) = self.repo.add_decision(&head, &record.line(), now) {
+        if let Err(e) = self.ctx.repo.add_decision(&head, &record.line(), now) {
             warn!(trigger = %record.trigger, error = %e, "the decision could not be recorded in git");
         }
     }
@@ -339,17 +339,17 @@ impl Engine {
     /// Everything git records about `subject` (a rollback id, a trigger, an alert
     /// fingerprint): the decisions that wrote nothing, the rollbacks, their verification.
     pub fn explain(&mut self, subject: &str) -> Result<Explanation, EngineError> {
-        let _lock = self.begin()?;
-        self.fetch_if_stale()?;
-        let now = self.clock.now();
+        let _lock = self.ctx.begin()?;
+        self.ctx.fetch_if_stale()?;
+        let now = self.ctx.clock.now();
         let decisions: Vec<DecisionRecord> =
-            self.repo.decisions()?.iter().filter_map(|l| serde_json::from_str(l).ok()).collect();
-        let records = self.repo.audit(now)?.records().to_vec();
+            self.ctx.repo.decisions()?.iter().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        let records = self.ctx.repo.audit(now)?.records().to_vec();
         let mut explanation = Explanation::select(&Subject::parse(subject), decisions, &records);
         for r in &explanation.rollbacks {
-            if let Some(note) = self.repo.note(&r.commit) {
+            if let Some(note) = self.ctx.repo.note(&r.commit) {
                 explanation.verification.push((r.id.to_string(), note));
-            } else if let Some(w) = self.repo.note_in(WATCH_NOTES_REF, &r.commit).and_then(|n| Watch::resume(&n)) {
+            } else if let Some(w) = self.ctx.repo.note_in(WATCH_NOTES_REF, &r.commit).and_then(|n| Watch::resume(&n)) {
                 let state = format!(
                     "verifying until {}: firing {}, resolved since {}",
                     w.deadline(),
@@ -370,11 +370,11 @@ impl Engine {
         // open it (the writer does not wait for that).
         let proposal = notice.rollback_id.as_ref().filter(|_| notice.pr.is_none()).and_then(|id| {
             let branch = crate::domain::rollback::RollbackRef::new(&notice.service, &notice.env, id).name();
-            self.outbox.pending(&branch).map(|_| branch)
+            self.ctx.outbox.pending(&branch).map(|_| branch)
         });
         match proposal {
-            Some(branch) => self.outbox.notify_after_pr(notice, policy.notify.clone(), branch),
-            None => self.notifier.send(&notice, &policy.notify),
+            Some(branch) => self.ctx.outbox.notify_after_pr(notice, policy.notify.clone(), branch),
+            None => self.ctx.notifier.send(&notice, &policy.notify),
         }
     }
 
@@ -382,7 +382,7 @@ impl Engine {
     /// after the rollback, when no alert is at hand), the commit on the forge, the artifacts of
     /// its rollback, and for a step back (and what is said of it) the rollback it follows.
     fn with_incident(&self, mut n: Notice) -> Notice {
-        let index = self.repo.index();
+        let index = self.ctx.repo.index();
         let records = index.records();
         let find = |id: &RollbackId, commit: Option<&str>| {
             records.iter().rev().find(|r| &r.id == id && commit.is_none_or(|c| r.commit.0 == c))
@@ -422,16 +422,16 @@ impl Engine {
         if n.summary.is_none() && Trigger::parse(&trigger).is_alert() {
             n.summary = first.filter(|r| r.trigger == trigger).and_then(|r| r.reason.clone());
         }
-        let changes = |commit: &str| self.repo.artifact_changes(&format!("{commit}^1"), commit).unwrap_or_default();
+        let changes = |commit: &str| self.ctx.repo.artifact_changes(&format!("{commit}^1"), commit).unwrap_or_default();
         if n.artifacts.is_empty()
             && n.rollback_id.is_some()
             && let Some(commit) = &n.commit
         {
             n.artifacts = changes(commit);
         }
-        n.commit_url = n.commit.as_deref().and_then(|c| self.config.forge.commit_url(c));
+        n.commit_url = n.commit.as_deref().and_then(|c| self.ctx.config.forge.commit_url(c));
         if let Some(f) = &mut n.follows {
-            f.commit_url = self.config.forge.commit_url(&f.commit);
+            f.commit_url = self.ctx.config.forge.commit_url(&f.commit);
             if f.artifacts.is_empty() {
                 f.artifacts = changes(&f.commit);
             }
@@ -440,7 +440,7 @@ impl Engine {
     }
 
     pub(super) fn policy_named(&self, name: &str) -> Option<&Policy> {
-        self.policies.policies.iter().find(|p| p.name() == name)
+        self.ctx.policies.policies.iter().find(|p| p.name() == name)
     }
 
     /// The policy of a rollback record and its target, as the policy renders it now from what
@@ -450,8 +450,8 @@ impl Engine {
         let Some(policy) = self.policy_named(&r.policy).cloned() else {
             return Err(format!("policy {} no longer exists", r.policy));
         };
-        let event = Event::of_record(r, self.clock.now());
-        let target = policy.resolve_target(&event, &self.rules).map_err(|e| format!("policy {}: {e}", r.policy))?;
+        let event = Event::of_record(r, self.ctx.clock.now());
+        let target = policy.resolve_target(&event, &self.ctx.rules).map_err(|e| format!("policy {}: {e}", r.policy))?;
         if target.service != r.service || target.env != r.env {
             return Err(format!("policy {} now names another target", r.policy));
         }
@@ -482,7 +482,7 @@ impl Engine {
         }
         // rollbackd-controllers: with Flux or Argo CD configured, the rollback counts as
         // deployed when the controller reports it applied and healthy, not after deploy_time.
-        watch.awaits_controller = self.config.sources.flux.is_some() || self.config.sources.argocd.is_some();
+        watch.awaits_controller = self.ctx.config.sources.flux.is_some() || self.ctx.config.sources.argocd.is_some();
         // The last phase of a phased rollback whose alert resolved between phases: it is not
         // firing now, so it counts as resolved from when this phase could be deployed.
         if rollback.phase.is_some_and(|p| p.is_last() && p.of > 1)
@@ -507,7 +507,7 @@ impl Engine {
         let watch = self.verification.watches.get_mut(id)?;
         if watch.observe(signal) {
             let (commit, text) = (watch.commit.clone(), watch.progress());
-            if let Err(e) = self.repo.write_note(WATCH_NOTES_REF, &commit, &text, now, true) {
+            if let Err(e) = self.ctx.repo.write_note(WATCH_NOTES_REF, &commit, &text, now, true) {
                 warn!(rollback_id = %id, error = %e, "verification progress not recorded in git; kept in memory");
             }
         }
@@ -518,13 +518,13 @@ impl Engine {
     /// replica, the CLI, before a restart), asks Prometheus where a policy has a query, and
     /// settles every watch that has a verdict. Called by the writer when idle.
     pub fn verify_due(&mut self) -> Result<Vec<String>, EngineError> {
-        let _lock = self.begin()?;
-        self.fetch_if_stale()?;
-        let now = self.clock.now();
+        let _lock = self.ctx.begin()?;
+        self.ctx.fetch_if_stale()?;
+        let now = self.ctx.clock.now();
         self.pick_up(now)?;
         self.soak_due(now);
         // A pull request GitHub would not open may be due again.
-        self.outbox.wake();
+        self.ctx.outbox.wake();
         let mut said = self.phases_due(now);
         let ids: Vec<RollbackId> = self.verification.watches.keys().cloned().collect();
         // Every watch's query at once, off this thread, for a bounded wait.
@@ -562,7 +562,7 @@ impl Engine {
         // Only the records nobody watches or settled yet: a tick copies nothing else.
         let (watches, settled) = (&self.verification.watches, &self.verification.settled);
         let records: Vec<AuditRecord> = self
-            .repo
+            .ctx.repo
             .audit(now)?
             .records()
             .iter()
@@ -583,11 +583,11 @@ impl Engine {
             let Some(policy) = self.policy_named(&r.policy).cloned() else { continue };
             let Some(spec) = &policy.verify else { continue };
             let too_old = r.at.saturating_add(spec.within.as_signed()).and_then(|t| t.saturating_add(PICK_UP));
-            if too_old.is_ok_and(|t| t < now) || self.repo.note(&r.commit).is_some() {
+            if too_old.is_ok_and(|t| t < now) || self.ctx.repo.note(&r.commit).is_some() {
                 self.verification.settled.insert(r.id.clone());
                 continue;
             }
-            if let Some(w) = self.repo.note_in(WATCH_NOTES_REF, &r.commit).and_then(|n| Watch::resume(&n))
+            if let Some(w) = self.ctx.repo.note_in(WATCH_NOTES_REF, &r.commit).and_then(|n| Watch::resume(&n))
                 && w.id == r.id
             {
                 self.verification.watches.insert(w.id.clone(), w);
@@ -627,7 +627,7 @@ impl Engine {
     /// on the origin when this engine first looked was counted by whoever saw it then. Reads
     /// the index as [`Engine::pick_up`] just refreshed it.
     fn count_merges_seen(&mut self) {
-        let index = self.repo.index();
+        let index = self.ctx.repo.index();
         let merges = &mut self.verification.merges;
         let baseline = !merges.looked;
         merges.looked = true;
@@ -657,7 +657,7 @@ impl Engine {
 
     /// A resolved alert, for the watches it was firing for. `None` when no watch knew it.
     pub(super) fn resolve_watched(&mut self, key: &str, at: Timestamp) -> Result<Option<String>, EngineError> {
-        let now = self.clock.now();
+        let now = self.ctx.clock.now();
         // `endsAt` is the sender's word: a time in the future is read as now.
         let at = at.min(now);
         self.pick_up(now)?;
@@ -709,7 +709,7 @@ impl Engine {
         };
         let after = recovered_at.map(|t| t.duration_since(watch.rolled_back_at).as_secs().max(0));
         let times = self
-            .repo
+            .ctx.repo
             .index()
             .records()
             .iter()
@@ -731,7 +731,7 @@ impl Engine {
             crate::support::text::quoted(&reason),
             watch.fired_again,
         );
-        let won = match self.repo.add_note(&watch.commit, &text, now) {
+        let won = match self.ctx.repo.add_note(&watch.commit, &text, now) {
             Ok(won) => won,
             Err(e) => {
                 // Try again at the next tick: the verdict stands, only its record is missing.
@@ -758,7 +758,7 @@ impl Engine {
         notice.rollback_id = Some(watch.id.clone());
         notice.commit = Some(watch.commit.0.clone());
         notice.recovered_after_seconds = after;
-        if let Some(r) = self.repo.index().records().iter().find(|r| r.id == watch.id) {
+        if let Some(r) = self.ctx.repo.index().records().iter().find(|r| r.id == watch.id) {
             notice.actor = r.actor.clone();
             notice.known_good = Some(r.known_good.clone());
         }
@@ -790,7 +790,7 @@ impl Engine {
             // One commit that rolled back several services (one bad change, several alerts) is
             // not stepped back by itself: which of them to take further back is for people.
             OnFailure::StepBack
-                if self.repo.index().records().iter().any(|r| r.id == watch.id && !r.together_with.is_empty()) =>
+                if self.ctx.repo.index().records().iter().any(|r| r.id == watch.id && !r.together_with.is_empty()) =>
             {
                 escalate(
                     self,
@@ -863,21 +863,21 @@ impl Engine {
             now,
         );
         let trigger = event.trigger();
-        if self.repo.audit(now)?.find_trigger(&trigger).is_some() {
+        if self.ctx.repo.audit(now)?.find_trigger(&trigger).is_some() {
             return Ok(Step::Nothing);
         }
-        let Some(record) = self.repo.index().records().iter().find(|r| r.id == watch.id).cloned() else {
+        let Some(record) = self.ctx.repo.index().records().iter().find(|r| r.id == watch.id).cloned() else {
             return Ok(Step::Nothing);
         };
         let target = policy
-            .resolve_target(&event, &self.rules)
+            .resolve_target(&event, &self.ctx.rules)
             .map_err(|message| EngineError::Policy { policy: policy.name().to_string(), message })?;
         let paths = PathSet::new(&target.paths)
             .map_err(|message| EngineError::Policy { policy: policy.name().to_string(), message })?;
-        let Some(to) = self.repo.before_previous_change(&paths, &Sha(record.known_good.clone()))? else {
+        let Some(to) = self.ctx.repo.before_previous_change(&paths, &Sha(record.known_good.clone()))? else {
             return Ok(Step::Nothing);
         };
-        let id = self.rollback_id(&trigger, &target.service, &target.env);
+        let id = self.ctx.rollback_id(&trigger, &target.service, &target.env);
         let mut counted = Decision::for_event(&event);
         self.count_blast_radius(&target.service, now, &mut counted)?;
         let stepping =
@@ -903,7 +903,7 @@ impl Engine {
             allow_removal: policy.action.allow_removal,
             upto: None,
         };
-        let plan = match self.repo.plan(&request)? {
+        let plan = match self.ctx.repo.plan(&request)? {
             Planned::Ready(plan) => *plan,
             Planned::Noop { .. } | Planned::AlreadyRolledBack { .. } => return Ok(Try::Done(Step::Nothing)),
             // Stepping back past the service's first deploy would delete it.
@@ -915,7 +915,7 @@ impl Engine {
         decision.target = Some(target.clone());
         decision.notes.push(format!("step back {n}: {} did not bring recovery", watch.id));
         decision.notes.append(&mut counted.notes);
-        let open = self.open_proposal_for(&plan);
+        let open = self.ctx.open_proposal_for(&plan);
         let asking = Asking {
             policy,
             mode: policy.action.mode,
@@ -925,7 +925,7 @@ impl Engine {
             id,
             open_proposal: open.as_ref(),
         };
-        let delivery = match self.decide_write(&asking, Some(&plan), (&target.service, &target.env), now, &mut decision)
+        let delivery = match self.ctx.decide_write(&asking, Some(&plan), (&target.service, &target.env), now, &mut decision)
         {
             Verdict::Deliver(delivery) => delivery,
             Verdict::Settled(outcome) | Verdict::SameAsOpenProposal(outcome) => {
@@ -952,7 +952,7 @@ impl Engine {
                     &rollback,
                     &Verifying { service: &target.service, env: &target.env, trigger, at: now, step: n },
                     firing,
-                ) && let Err(e) = self.repo.write_note(WATCH_NOTES_REF, &next.commit, &next.progress(), now, true)
+                ) && let Err(e) = self.ctx.repo.write_note(WATCH_NOTES_REF, &next.commit, &next.progress(), now, true)
                 {
                     warn!(rollback_id = %next.id, error = %e, "verification progress not recorded in git");
                 }
