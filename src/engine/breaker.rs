@@ -39,7 +39,8 @@ impl Engine {
         }
         // Rollbacks other replicas pushed for alerts they were sent count too.
         let pushed = self
-            .ctx.repo
+            .ctx
+            .repo
             .index()
             .records()
             .iter()

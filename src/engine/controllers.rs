@@ -11,17 +11,6 @@ use crate::domain::rollback::RollbackId;
 use crate::domain::verify::Signal;
 
 impl Engine {
-    /// A controller may report a commit pushed a moment ago: fetch at once when the mirror does
-    /// not have the revision yet, so "not on the branch" is never said of a stale mirror.
-    pub(super) fn fetch_for_revision(&mut self, event: &Event) -> Result<(), EngineError> {
-        if let Some(rev) = event.applied_revision()
-            && self.ctx.repo.committed_at(rev).is_none()
-        {
-            self.ctx.fetch_now()?;
-        }
-        Ok(())
-    }
-
     /// A controller reports `sha` applied and healthy: known-good for the `known_good`
     /// policies that match (with their soak), and applied for every rollback being verified
     /// whose commit that revision contains.
@@ -32,7 +21,7 @@ impl Engine {
         {
             let _lock = self.ctx.begin()?;
             self.ctx.fetch_if_stale()?;
-            self.fetch_for_revision(event)?;
+            self.ctx.fetch_for_revision(event)?;
             // An Alert often covers objects of other repositories too: their reports are not
             // errors, only nothing to do here.
             if self.ctx.repo.committed_at(&sha).is_none() {
@@ -74,6 +63,19 @@ fn object_of(trigger: &str) -> Option<&str> {
     }
     let key = trigger.strip_prefix("argocd:")?;
     Some(&trigger[..7 + end(key, 1)])
+}
+
+impl super::Ctx {
+    /// A controller may report a commit pushed a moment ago: fetch at once when the mirror does
+    /// not have the revision yet, so "not on the branch" is never said of a stale mirror.
+    pub(super) fn fetch_for_revision(&mut self, event: &Event) -> Result<(), EngineError> {
+        if let Some(rev) = event.applied_revision()
+            && self.repo.committed_at(rev).is_none()
+        {
+            self.fetch_now()?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

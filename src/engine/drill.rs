@@ -48,104 +48,13 @@ impl Engine {
                 warn!(attempt, service, env, "the drill branch or the watched branch moved; planning the drill again");
                 self.ctx.fetch_now()?;
             }
-            if let Some(outcome) = self.drill_once(service, env, actor)? {
-                self.record_drill(&outcome);
+            if let Some(outcome) = self.ctx.drill_once(service, env, actor)? {
+                self.ctx.record_drill(&outcome);
                 info!("{}", outcome.summary());
                 return Ok(outcome);
             }
         }
         Err(GitError::Contended { url: self.ctx.repo.url(), branch: drill::branch(service, env), attempts }.into())
-    }
-
-    /// One try: `None` when the drill branch moved between reading and pushing.
-    fn drill_once(&mut self, service: &str, env: &str, actor: &str) -> Result<Option<DrillOutcome>, EngineError> {
-        let now = self.ctx.clock.now();
-        let not_written = |reason: String| {
-            Ok(Some(DrillOutcome::NotWritten { service: service.to_string(), env: env.to_string(), reason }))
-        };
-        // The event a person's `rollbackd rollback SERVICE --env ENV` makes: the drill rehearses
-        // that rollback, under the policy that would decide it.
-        let key = format!("drill-{service}-{env}-{}", now.as_second());
-        let event = Event::request(Source::Cli, service, env, actor, Some("drill"), now, &key);
-        let (policy, target) = match drill_policy(&self.ctx.policies, &self.ctx.rules, &event)? {
-            Ok((policy, target)) => (policy.clone(), target),
-            Err(reason) => return not_written(reason),
-        };
-        let planned = match self.plan_rollback(&policy, &target, &event, None) {
-            // What a drill is for: finding out there is nothing to go back to before an incident.
-            Err(EngineError::Git(
-                e @ (GitError::NoKnownGood { .. } | GitError::RangeTooLong { .. } | GitError::BrokenResult { .. }),
-            )) => {
-                return not_written(e.to_string());
-            }
-            other => other?,
-        };
-        let plan = match planned {
-            Planned::Ready(plan) => *plan,
-            Planned::AlreadyRolledBack { reason, .. } => return not_written(reason),
-            Planned::Noop { reason } => return not_written(reason),
-            Planned::NothingToGoBackTo { reason, .. } => return not_written(reason),
-        };
-        let branch = drill::branch(&target.service, &target.env);
-        if branch == self.ctx.repo.branch() {
-            return Err(EngineError::Config(format!("the watched branch is {branch}: a drill never writes it")));
-        }
-        let bad: Vec<_> = plan.bad_commits.iter().map(|c| c.sha.clone()).collect();
-        let message = drill::message(
-            &target.service,
-            &target.env,
-            policy.name(),
-            &plan.known_good.sha,
-            &plan.strategy.to_string(),
-            &bad,
-            now,
-        );
-        // On the watched branch's head as it is, like the rollback it rehearses: CI checks the
-        // state a rollback would leave now.
-        let commit = self.ctx.repo.create_commit(&plan.head, &plan.tree, &message, now)?;
-        let previous = self.ctx.repo.ref_id(&format!("refs/heads/{branch}")).map(crate::domain::plan::Sha);
-        if self.ctx.repo.set_side_branch(&branch, &commit)? == PushResult::Moved {
-            return Ok(None);
-        }
-        let files = self.ctx.repo.changed_by(&commit)?;
-        Ok(Some(DrillOutcome::Written {
-            service: target.service,
-            env: target.env,
-            policy: policy.name().to_string(),
-            branch,
-            commit,
-            previous,
-            known_good: plan.known_good.sha.clone(),
-            strategy: plan.strategy.to_string(),
-            files,
-        }))
-    }
-
-    /// Keeps the drill for `explain drill:<service>/<env>`: a decision record, never an audit
-    /// record, so nothing counts it as a rollback.
-    fn record_drill(&mut self, outcome: &DrillOutcome) {
-        let (service, env, reason, policy) = match outcome {
-            DrillOutcome::Written { service, env, policy, .. } => {
-                (service, env, outcome.summary(), Some(policy.clone()))
-            }
-            DrillOutcome::NotWritten { service, env, .. } => (service, env, outcome.summary(), None),
-        };
-        let Ok(head) = self.ctx.repo.head() else { return };
-        let now = self.ctx.clock.now();
-        let record = DecisionRecord {
-            at: now,
-            trigger: drill::trigger(service, env),
-            outcome: drill::OUTCOME.to_string(),
-            policy,
-            service: Some(service.clone()),
-            env: Some(env.clone()),
-            reason: crate::support::text::quoted(&reason),
-            failed_guards: Vec::new(),
-            head: head.0.clone(),
-        };
-        if let Err(e) = self.ctx.repo.add_decision(&head, &record.line(), now) {
-            warn!(error = %e, "the drill could not be recorded in git");
-        }
     }
 
     /// The latest drill of `service`/`env` as the mirror has it (no fetch): the drill branch's
@@ -171,38 +80,20 @@ impl Engine {
         Some(DrillResult { service: service.to_string(), env: env.to_string(), branch, commit, at, policy, ci: None })
     }
 
-    /// `drills:` as a schedule, with its targets checked against the input rules.
-    fn drill_schedule(&self) -> Option<Schedule> {
-        let d = self.ctx.config.drills.as_ref()?;
-        let targets = d
-            .targets
-            .iter()
-            .filter(|t| {
-                self.ctx.rules.identifier("service", &t.service).is_ok() && self.ctx.rules.identifier("env", &t.env).is_ok()
-            })
-            .map(|t| (t.service.clone(), t.env.clone()))
-            .collect();
-        Some(Schedule { every: d.every.as_signed(), targets })
-    }
-
     /// When the next scheduled drill is due, from the drill branches' signed heads: a restart or
     /// another replica does not drill again what was drilled within `every`.
     pub(crate) fn next_drill_at(&self) -> Option<Timestamp> {
-        let schedule = self.drill_schedule()?;
-        schedule.next_due(|s, e| self.last_drill(s, e), |s, e| self.drills_deferred.not_before(s, e))
-    }
-
-    fn last_drill(&self, service: &str, env: &str) -> Option<Timestamp> {
-        self.ctx.repo.own_branch_head(&drill::branch(service, env)).map(|(_, at)| at)
+        let schedule = self.ctx.drill_schedule()?;
+        schedule.next_due(|s, e| self.ctx.last_drill(s, e), |s, e| self.drills_deferred.not_before(s, e))
     }
 
     /// The writer's idle work: the most overdue scheduled drill, if one is due (one per idle
     /// turn, so an event waits behind at most one drill).
     pub(crate) fn drill_due(&mut self) -> Option<Result<DrillOutcome, EngineError>> {
-        let schedule = self.drill_schedule()?;
+        let schedule = self.ctx.drill_schedule()?;
         let now = self.ctx.clock.now();
         let (service, env) =
-            schedule.due(now, |s, e| self.last_drill(s, e), |s, e| self.drills_deferred.not_before(s, e))?;
+            schedule.due(now, |s, e| self.ctx.last_drill(s, e), |s, e| self.drills_deferred.not_before(s, e))?;
         let outcome = self.drill(&service, &env, "rollbackd");
         // The next one waits `every` whatever the branch shows (a drill that wrote nothing leaves
         // no branch to date it by; a head someone else pushed unsigned must not make the writer
@@ -248,4 +139,115 @@ pub(crate) fn drill_policy<'p>(
         }
     }
     Ok(Err(format!("{why}, and no policy that rolls back targets it")))
+}
+
+impl super::Ctx {
+    /// One try: `None` when the drill branch moved between reading and pushing.
+    fn drill_once(&mut self, service: &str, env: &str, actor: &str) -> Result<Option<DrillOutcome>, EngineError> {
+        let now = self.clock.now();
+        let not_written = |reason: String| {
+            Ok(Some(DrillOutcome::NotWritten { service: service.to_string(), env: env.to_string(), reason }))
+        };
+        // The event a person's `rollbackd rollback SERVICE --env ENV` makes: the drill rehearses
+        // that rollback, under the policy that would decide it.
+        let key = format!("drill-{service}-{env}-{}", now.as_second());
+        let event = Event::request(Source::Cli, service, env, actor, Some("drill"), now, &key);
+        let (policy, target) = match drill_policy(&self.policies, &self.rules, &event)? {
+            Ok((policy, target)) => (policy.clone(), target),
+            Err(reason) => return not_written(reason),
+        };
+        let planned = match self.plan_rollback(&policy, &target, &event, None) {
+            // What a drill is for: finding out there is nothing to go back to before an incident.
+            Err(EngineError::Git(
+                e @ (GitError::NoKnownGood { .. } | GitError::RangeTooLong { .. } | GitError::BrokenResult { .. }),
+            )) => {
+                return not_written(e.to_string());
+            }
+            other => other?,
+        };
+        let plan = match planned {
+            Planned::Ready(plan) => *plan,
+            Planned::AlreadyRolledBack { reason, .. } => return not_written(reason),
+            Planned::Noop { reason } => return not_written(reason),
+            Planned::NothingToGoBackTo { reason, .. } => return not_written(reason),
+        };
+        let branch = drill::branch(&target.service, &target.env);
+        if branch == self.repo.branch() {
+            return Err(EngineError::Config(format!("the watched branch is {branch}: a drill never writes it")));
+        }
+        let bad: Vec<_> = plan.bad_commits.iter().map(|c| c.sha.clone()).collect();
+        let message = drill::message(
+            &target.service,
+            &target.env,
+            policy.name(),
+            &plan.known_good.sha,
+            &plan.strategy.to_string(),
+            &bad,
+            now,
+        );
+        // On the watched branch's head as it is, like the rollback it rehearses: CI checks the
+        // state a rollback would leave now.
+        let commit = self.repo.create_commit(&plan.head, &plan.tree, &message, now)?;
+        let previous = self.repo.ref_id(&format!("refs/heads/{branch}")).map(crate::domain::plan::Sha);
+        if self.repo.set_side_branch(&branch, &commit)? == PushResult::Moved {
+            return Ok(None);
+        }
+        let files = self.repo.changed_by(&commit)?;
+        Ok(Some(DrillOutcome::Written {
+            service: target.service,
+            env: target.env,
+            policy: policy.name().to_string(),
+            branch,
+            commit,
+            previous,
+            known_good: plan.known_good.sha.clone(),
+            strategy: plan.strategy.to_string(),
+            files,
+        }))
+    }
+
+    /// Keeps the drill for `explain drill:<service>/<env>`: a decision record, never an audit
+    /// record, so nothing counts it as a rollback.
+    fn record_drill(&mut self, outcome: &DrillOutcome) {
+        let (service, env, reason, policy) = match outcome {
+            DrillOutcome::Written { service, env, policy, .. } => {
+                (service, env, outcome.summary(), Some(policy.clone()))
+            }
+            DrillOutcome::NotWritten { service, env, .. } => (service, env, outcome.summary(), None),
+        };
+        let Ok(head) = self.repo.head() else { return };
+        let now = self.clock.now();
+        let record = DecisionRecord {
+            at: now,
+            trigger: drill::trigger(service, env),
+            outcome: drill::OUTCOME.to_string(),
+            policy,
+            service: Some(service.clone()),
+            env: Some(env.clone()),
+            reason: crate::support::text::quoted(&reason),
+            failed_guards: Vec::new(),
+            head: head.0.clone(),
+        };
+        if let Err(e) = self.repo.add_decision(&head, &record.line(), now) {
+            warn!(error = %e, "the drill could not be recorded in git");
+        }
+    }
+
+    /// `drills:` as a schedule, with its targets checked against the input rules.
+    fn drill_schedule(&self) -> Option<Schedule> {
+        let d = self.config.drills.as_ref()?;
+        let targets = d
+            .targets
+            .iter()
+            .filter(|t| {
+                self.rules.identifier("service", &t.service).is_ok() && self.rules.identifier("env", &t.env).is_ok()
+            })
+            .map(|t| (t.service.clone(), t.env.clone()))
+            .collect();
+        Some(Schedule { every: d.every.as_signed(), targets })
+    }
+
+    fn last_drill(&self, service: &str, env: &str) -> Option<Timestamp> {
+        self.repo.own_branch_head(&drill::branch(service, env)).map(|(_, at)| at)
+    }
 }

@@ -114,14 +114,16 @@ impl Engine {
         }
         let group = by_change.into_values().max_by_key(Vec::len).filter(|g| g.len() > 1).unwrap_or_default();
         if !group.is_empty() {
-            settled.extend(self.write_folded(events, &ready, &group)?);
+            settled.extend(self.ctx.write_folded(events, &ready, &group)?);
         }
         for (i, report) in &settled {
             self.after_handle(&events[*i], &Ok(report.clone()));
         }
         Ok(settled)
     }
+}
 
+impl super::Ctx {
     /// Writes `group` (indexes into `ready`) as one commit; nothing when they cannot be one
     /// (the branch moved, or their changes overlap): each is then handled on its own.
     fn write_folded(
@@ -140,10 +142,10 @@ impl Engine {
         // The breaker may have tripped while the notification was decided (its alerts are counted
         // as they are): then each goes its own way, as a proposal.
         // Freezes that cannot be read fail closed the same way.
-        if self.ctx.repo.freezes().map_or(true, |f| f.paused(ready[group[0]].1.now).is_some()) {
+        if self.repo.freezes().map_or(true, |f| f.paused(ready[group[0]].1.now).is_some()) {
             return Ok(Vec::new());
         }
-        let Some(plan) = self.ctx.repo.fold(&members)? else { return Ok(Vec::new()) };
+        let Some(plan) = self.repo.fold(&members)? else { return Ok(Vec::new()) };
         let (first_i, first) = &ready[group[0]];
         let named: Vec<String> = members
             .iter()

@@ -14,34 +14,6 @@ use crate::forge::Proposal;
 use crate::{Outcome, Rollback};
 
 impl Engine {
-    /// A break-glass rollback skipped review, so it always gets one afterwards: an issue with the
-    /// GitHub forge; with the local forge, `status` and `history` mark it.
-    pub(super) fn emergency_follow_up(&self, event: &Event, plan: &Plan, rollback: &Rollback, decision: &mut Decision) {
-        let bad: Vec<String> =
-            plan.bad_commits.iter().map(|c| format!("- `{}` {}", c.sha.short(), markdown(&c.summary))).collect();
-        let body = format!(
-            "Emergency rollback **{}** of {}/{} by **{}**, without review: guards and freezes did not apply.\n\n\
-             Reason: {}\n\nUndid:\n{}\n\nCommit `{}` on {}, tag `{}`.\n\nPlease review it.",
-            rollback.id,
-            plan.target.service,
-            plan.target.env,
-            markdown(&event.actor()),
-            event.reason().map_or_else(|| "(none given)".into(), |r| markdown(&r)),
-            bad.join("\n"),
-            rollback.commit,
-            rollback.branch,
-            rollback.tag.as_deref().unwrap_or("-"),
-        );
-        let title = format!("Review emergency rollback {} of {}/{}", rollback.id, plan.target.service, plan.target.env);
-        let labels = ["rollback".to_string(), "emergency".to_string()];
-        if self.ctx.forge.hosts_pull_requests() {
-            self.ctx.outbox.open_issue(title, body, labels.to_vec());
-            decision.notes.push("emergency rollback: an issue for its review is being opened on the forge".into());
-        } else {
-            decision.notes.push("emergency rollback: review it afterwards (`rollbackd status` marks it)".into());
-        }
-    }
-
     /// `review.auto_merge`: merge the proposal at once, by the same path as an approval.
     pub(super) fn auto_merge(
         &mut self,
@@ -75,7 +47,7 @@ impl Engine {
             return Ok(Outcome::Proposed { rollback });
         };
         let by = Merging::Automatic { asked_by_person };
-        if let Some(why) = self.may_merge(policy, Some(plan), &t, &rollback.id, by, now) {
+        if let Some(why) = self.ctx.may_merge(policy, Some(plan), &t, &rollback.id, by, now) {
             decision.notes.push(format!("auto_merge waits for an approval: {why}"));
             return Ok(Outcome::Proposed { rollback });
         }
@@ -90,7 +62,7 @@ impl Engine {
             now,
         };
         let merged = if self.ctx.forge.hosts_pull_requests() {
-            self.merge_on_forge(&merge, policy.review.merge)?
+            self.ctx.merge_on_forge(&merge, policy.review.merge)?
         } else {
             self.merge_proposal(&merge)?
         };
@@ -145,3 +117,33 @@ impl Engine {
 /// When each open proposal was last told "fired again", so a storm makes one comment.
 #[derive(Default)]
 pub(super) struct FiredAgain(std::collections::HashMap<crate::domain::rollback::RollbackId, std::time::Instant>);
+
+impl super::Ctx {
+    /// A break-glass rollback skipped review, so it always gets one afterwards: an issue with the
+    /// GitHub forge; with the local forge, `status` and `history` mark it.
+    pub(super) fn emergency_follow_up(&self, event: &Event, plan: &Plan, rollback: &Rollback, decision: &mut Decision) {
+        let bad: Vec<String> =
+            plan.bad_commits.iter().map(|c| format!("- `{}` {}", c.sha.short(), markdown(&c.summary))).collect();
+        let body = format!(
+            "Emergency rollback **{}** of {}/{} by **{}**, without review: guards and freezes did not apply.\n\n\
+             Reason: {}\n\nUndid:\n{}\n\nCommit `{}` on {}, tag `{}`.\n\nPlease review it.",
+            rollback.id,
+            plan.target.service,
+            plan.target.env,
+            markdown(&event.actor()),
+            event.reason().map_or_else(|| "(none given)".into(), |r| markdown(&r)),
+            bad.join("\n"),
+            rollback.commit,
+            rollback.branch,
+            rollback.tag.as_deref().unwrap_or("-"),
+        );
+        let title = format!("Review emergency rollback {} of {}/{}", rollback.id, plan.target.service, plan.target.env);
+        let labels = ["rollback".to_string(), "emergency".to_string()];
+        if self.forge.hosts_pull_requests() {
+            self.outbox.open_issue(title, body, labels.to_vec());
+            decision.notes.push("emergency rollback: an issue for its review is being opened on the forge".into());
+        } else {
+            decision.notes.push("emergency rollback: review it afterwards (`rollbackd status` marks it)".into());
+        }
+    }
+}

@@ -46,13 +46,14 @@ impl Engine {
             other => other?,
         };
         let records: Vec<_> = self
-            .ctx.repo
+            .ctx
+            .repo
             .index()
             .records()
             .iter()
             // Only rollbacks rollbackd pushed (a tag of ours names them) hold anything.
             .filter(|r| r.delivery == Delivery::Direct && !r.cancelled && r.tag.is_some())
-            .filter(|r| self.policy_named(&r.policy).is_none_or(|p| p.hold))
+            .filter(|r| self.ctx.policy_named(&r.policy).is_none_or(|p| p.hold))
             .filter(|r| !releases.released(&r.service, &r.env, r.at))
             .cloned()
             .collect();
@@ -64,7 +65,7 @@ impl Engine {
             });
             // A commit that rolled back several services holds each artifact under the service
             // whose paths hold the file.
-            let changes = match self.paths_of(&r) {
+            let changes = match self.ctx.paths_of(&r) {
                 Some(paths) if !r.together_with.is_empty() => {
                     changes.into_iter().filter(|c| paths.matches(&c.path)).collect()
                 }
@@ -77,12 +78,6 @@ impl Engine {
             }
         }
         Ok(holds)
-    }
-
-    /// The target paths of a rollback's record, as its policy renders them now.
-    fn paths_of(&self, r: &crate::domain::audit::AuditRecord) -> Option<crate::git::PathSet> {
-        let (_, target) = self.target_of(r).ok()?;
-        crate::git::PathSet::new(&target.paths).ok()
     }
 
     /// Whether the change from `base` (default: `rev`'s parent) to `rev` brings back a held
@@ -144,10 +139,10 @@ impl Engine {
         reason: Option<&str>,
         actor: &Actor,
     ) -> Result<Answer, EngineError> {
-        if let Some(refused) = self.may_freeze(actor, "release holds") {
+        if let Some(refused) = self.ctx.may_freeze(actor, "release holds") {
             return Ok(refused);
         }
-        let (_lock, now) = self.begin_fresh()?;
+        let (_lock, now) = self.ctx.begin_fresh()?;
         let held: Vec<Hold> = self.holds()?.into_iter().filter(|h| h.service == service && h.env == env).collect();
         if held.is_empty() {
             return Ok(Answer::done(format!("nothing is held for {service}/{env}")));
@@ -283,4 +278,12 @@ fn judge(holds: &[Hold], changes: &[ArtifactChange]) -> GateReport {
         })
         .collect();
     GateReport { checked: changes.len(), violations }
+}
+
+impl super::Ctx {
+    /// The target paths of a rollback's record, as its policy renders them now.
+    fn paths_of(&self, r: &crate::domain::audit::AuditRecord) -> Option<crate::git::PathSet> {
+        let (_, target) = self.target_of(r).ok()?;
+        crate::git::PathSet::new(&target.paths).ok()
+    }
 }

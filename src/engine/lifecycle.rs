@@ -70,6 +70,6 @@ impl Engine {
     /// next idle refresh; a moment already past is due at once.
     pub fn next_deadline(&self, after: Timestamp) -> Option<Timestamp> {
         let watches = self.verification.watches.values().flat_map(|w| w.deadlines());
-        watches.chain(self.soak_ends(self.ctx.clock.now())).chain(self.next_drill_at()).filter(|t| *t > after).min()
+        watches.chain(self.ctx.soak_ends(self.ctx.clock.now())).chain(self.next_drill_at()).filter(|t| *t > after).min()
     }
 }

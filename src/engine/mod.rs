@@ -45,13 +45,13 @@ use crate::domain::policy::{Mode, Policy, PolicySet};
 use crate::domain::principal::{Principal, first_admitting};
 use crate::domain::rollback::{Delivery, Outcome, Rollback, RollbackId, RollbackRef};
 use crate::forge::{Forge, ForgeError, Outbox, ProposalRequest};
-use ctx::Ctx;
 use crate::git::{Auth, ConfigRepo, GitError, PlanRequest, Planned, PushResult, Trailers, Try, WriteTarget};
 use crate::support::clock::Clock;
 use crate::support::diagnostic::Diagnostic;
 use crate::support::template::{
     COMMIT_TEMPLATE, PR_BODY_TEMPLATE, PR_TITLE_TEMPLATE, TAG_TEMPLATE, TemplateError, Templates,
 };
+use ctx::Ctx;
 use facts::Asking;
 
 #[derive(Debug, thiserror::Error)]
@@ -222,8 +222,6 @@ impl Engine {
         Ok(engine)
     }
 
-
-
     /// Runs `attempt` (given the try's number, from 0) until it is done, fetching and
     /// re-reading the audit index before every retry: every compare-and-swap write the engine
     /// makes goes through here. `Contended` after `push_retries + 1` tries lost to other writers.
@@ -240,14 +238,14 @@ impl Engine {
         };
         match crate::git::retry_on_moved(self, attempts, refetch, attempt)? {
             Some(value) => Ok(value),
-            None => {
-                Err(GitError::Contended { url: self.ctx.repo.url(), branch: self.ctx.repo.branch().to_string(), attempts }
-                    .into())
+            None => Err(GitError::Contended {
+                url: self.ctx.repo.url(),
+                branch: self.ctx.repo.branch().to_string(),
+                attempts,
             }
+            .into()),
         }
     }
-
-
 
     /// Whether policies are in force (read from the directory, or from the repo once fetched).
     pub fn policies_loaded(&self) -> bool {
@@ -323,7 +321,6 @@ impl Engine {
         };
         Ok(self.ctx.repo.check_signatures(since)?)
     }
-
 
     pub fn forge(&self) -> &dyn Forge {
         &*self.ctx.forge
@@ -431,7 +428,7 @@ impl Engine {
         let Some(r) = self.ctx.repo.audit(now)?.find_trigger(&trigger).cloned() else {
             return Ok(format!("no rollback for {trigger}; nothing to verify"));
         };
-        if let Some(said) = self.resolved_between_phases(&r, resolved.resolved_at.unwrap_or(now), now)? {
+        if let Some(said) = self.ctx.resolved_between_phases(&r, resolved.resolved_at.unwrap_or(now), now)? {
             return Ok(said);
         }
         if r.delivery != Delivery::Direct {
@@ -490,7 +487,8 @@ impl Engine {
             format!("verified rollback {}: resolved {ttr} after the rollback", r.id)
         } else {
             let verdict = self
-                .ctx.repo
+                .ctx
+                .repo
                 .note(&r.commit)
                 .and_then(|n| n.lines().find_map(|l| l.strip_prefix("Verification: ").map(str::to_string)))
                 .unwrap_or_else(|| "verified".into());
@@ -518,7 +516,8 @@ impl Engine {
         let now = self.ctx.clock.now();
         let mut done = Vec::new();
         let policies: Vec<Policy> = self
-            .ctx.policies
+            .ctx
+            .policies
             .policies
             .iter()
             .filter(|p| p.action.mode == Mode::KnownGood && p.evaluate(event).matched)
@@ -538,7 +537,7 @@ impl Engine {
                 done.push(format!("{}/{}: no target paths at {sha}", target.service, target.env));
                 continue;
             }
-            if let Some(why) = self.still_rolled_back(&target.service, &target.env, &sha, now)? {
+            if let Some(why) = self.ctx.still_rolled_back(&target.service, &target.env, &sha, now)? {
                 done.push(format!("{}/{}: {why}: not known-good", target.service, target.env));
                 continue;
             }
@@ -564,7 +563,7 @@ impl Engine {
                     state: crate::domain::soak::SoakState::Soaking,
                     reason: None,
                 };
-                done.push(self.add_candidate(candidate)?);
+                done.push(self.ctx.add_candidate(candidate)?);
                 continue;
             }
             let created = self.ctx.repo.tag_commit(&name, &sha, &message, now)?;
@@ -574,36 +573,6 @@ impl Engine {
             return Ok("no known_good policy matches this event".into());
         }
         Ok(done.join("; "))
-    }
-
-    /// Why `sha` cannot be known-good for `service`/`env`: it holds a commit that a rollback of
-    /// that service/env (one rollbackd pushed: its tag names it) undid, and not the rollback.
-    /// A healthy report that comes after the failure at the same revision (Argo CD's health
-    /// flapping back) or a late one for a revision before the rollback says nothing good of it.
-    fn still_rolled_back(
-        &mut self,
-        service: &str,
-        env: &str,
-        sha: &str,
-        now: Timestamp,
-    ) -> Result<Option<String>, EngineError> {
-        let rollbacks: Vec<(RollbackId, Sha, Vec<String>)> = self
-            .ctx.repo
-            .audit(now)?
-            .applied(service, env)
-            .filter(|r| r.tag.is_some() && !r.cancelled)
-            .map(|r| (r.id.clone(), r.commit.clone(), r.bad_commits.clone()))
-            .collect();
-        for (id, commit, bad) in rollbacks {
-            if self.ctx.repo.contains(sha, &commit) {
-                continue;
-            }
-            if let Some(b) = bad.iter().find(|b| self.ctx.repo.contains(sha, &Sha((*b).clone()))) {
-                let b = Sha(b.clone());
-                return Ok(Some(format!("{sha} holds {}, which rollback {id} undid", b.short())));
-            }
-        }
-        Ok(None)
     }
 
     /// Handles one event end to end. Retries when the branch moved between plan and push; each
@@ -624,7 +593,7 @@ impl Engine {
     fn handle_locked(&mut self, event: &Event, opts: &Options, span: &tracing::Span) -> Result<Report, EngineError> {
         debug_span!("fetch").in_scope(|| self.ctx.fetch_if_stale())?;
         // rollbackd-controllers: a controller may report a commit pushed a moment ago.
-        self.fetch_for_revision(event)?;
+        self.ctx.fetch_for_revision(event)?;
         self.ctx.need_policies()?;
         let report = self.retry_on_moved(|engine, attempt| {
             if attempt > 0 {
@@ -669,7 +638,8 @@ impl Engine {
             return done(decision, None, outcome);
         }
 
-        let selected = debug_span!("select").in_scope(|| select(&self.ctx.policies, &self.ctx.rules, event, &mut decision))?;
+        let selected =
+            debug_span!("select").in_scope(|| select(&self.ctx.policies, &self.ctx.rules, event, &mut decision))?;
         let (policy, target) = match selected {
             Selection::Settled(outcome) => return done(decision, None, outcome),
             Selection::Target { policy, target } => (policy.clone(), target),
@@ -719,14 +689,14 @@ impl Engine {
         if let Some(outcome) = self.between_phases_answer(&target, event, opts, now)? {
             return done(decision, None, outcome);
         }
-        let plan = match self.plan_to_write(&policy, &target, event, opts)? {
+        let plan = match self.ctx.plan_to_write(&policy, &target, event, opts)? {
             Ok(plan) => plan,
             Err((plan, outcome)) => return done(decision, plan, outcome),
         };
         if let (true, Some(p)) = (if_owner, &opts.principal) {
             let (rules, list) = request_rules(&policy, opts);
             let files = plan.diffstat.iter().map(|f| f.path.clone()).collect();
-            if let owners::Admission::Refused(why) = self.admit(rules, list, p, || Ok(files))? {
+            if let owners::Admission::Refused(why) = self.ctx.admit(rules, list, p, || Ok(files))? {
                 let reason = format!("{p} may not request rollbacks under policy {} ({why})", policy.name());
                 warn!(%reason, "request denied");
                 return done(decision, Some(plan), Outcome::Denied { reason });
@@ -736,7 +706,7 @@ impl Engine {
         // be a proposal too.
         let open_proposal = self.ctx.open_proposal_for(&plan);
         if plan.target.phases.len() > 1 {
-            let checked = self.verify_query(&policy, &target.service, &target.env).is_some();
+            let checked = self.ctx.verify_query(&policy, &target.service, &target.env).is_some();
             decision
                 .notes
                 .push(format!("when pushed, {}", crate::domain::phase::describe(&plan.target.phases, checked)));
@@ -773,7 +743,7 @@ impl Engine {
                 return done(decision, Some(plan), outcome);
             }
         };
-        let plan = self.first_write(delivery, &policy, plan, event, &mut decision)?;
+        let plan = self.ctx.first_write(delivery, &policy, plan, event, &mut decision)?;
         if let Some(outcome) = dry_run {
             return done(decision, Some(plan), outcome);
         }
@@ -788,7 +758,7 @@ impl Engine {
         opts: &Options,
         now: Timestamp,
     ) -> Result<Option<Outcome>, EngineError> {
-        let Some(r) = self.between_phases_of(target) else { return Ok(None) };
+        let Some(r) = self.ctx.between_phases_of(target) else { return Ok(None) };
         Ok(Some(match opts.dry_run {
             false => self.answer_between_phases(&r, event, now)?,
             true => Outcome::Duplicate {
@@ -797,84 +767,6 @@ impl Engine {
                 reason: format!("{} is between phases; an alert newer than its phase would halt it", r.id),
             },
         }))
-    }
-
-    /// The plan of the rollback, or the outcome that ends it here (and the plan, when there is
-    /// one to show).
-    fn plan_to_write(
-        &mut self,
-        policy: &Policy,
-        target: &crate::domain::plan::Target,
-        event: &Event,
-        opts: &Options,
-    ) -> Result<Result<Plan, (Option<Plan>, Outcome)>, EngineError> {
-        Ok(match debug_span!("plan").in_scope(|| self.plan_rollback(policy, target, event, opts.to.clone()))? {
-            Planned::Ready(plan) => Ok(*plan),
-            Planned::AlreadyRolledBack { id, commit, reason } => {
-                Err((None, Outcome::Duplicate { rollback_id: RollbackId(id), commit, reason }))
-            }
-            Planned::Noop { reason } => Err((None, Outcome::Noop { reason })),
-            // Not even an emergency deletes a service: that is a change for a person to write.
-            Planned::NothingToGoBackTo { plan, reason } => {
-                let reason = format!("{reason} (policy {} does not set action.allow_removal)", policy.name());
-                warn!(%reason, "request denied");
-                Err((Some(*plan), Outcome::Denied { reason }))
-            }
-        })
-    }
-
-    /// What the push writes first: a phased rollback pushes its first phase with changes (the
-    /// idle loop writes the rest); anything else, the whole plan.
-    fn first_write(
-        &mut self,
-        delivery: Delivery,
-        policy: &Policy,
-        plan: Plan,
-        event: &Event,
-        decision: &mut Decision,
-    ) -> Result<Plan, EngineError> {
-        if delivery != Delivery::Direct || plan.target.phases.len() <= 1 {
-            return Ok(plan);
-        }
-        Ok(match self.first_phase(policy, &plan, event)? {
-            phases::FirstPhase::Phased(first) => {
-                if let Some(p) = first.phase.filter(|p| p.step > 1) {
-                    decision.notes.push(format!("the phases before {p} change nothing here: skipped"));
-                }
-                *first
-            }
-            phases::FirstPhase::Whole(why) => {
-                decision.notes.push(format!("not in phases: {why}"));
-                plan
-            }
-        })
-    }
-
-    /// What rolling `target` back under `policy` would write, on the mirror as it is: the one
-    /// planning step of a rollback, a dry run and a drill. `to` overrides the known-good search.
-    fn plan_rollback(
-        &self,
-        policy: &Policy,
-        target: &crate::domain::plan::Target,
-        event: &Event,
-        to: Option<String>,
-    ) -> Result<Planned, EngineError> {
-        let policy_to = policy
-            .resolve_to(event, &self.ctx.rules)
-            .map_err(|message| EngineError::Policy { policy: policy.name().to_string(), message })?;
-        let to = to.or(policy_to);
-        let request = PlanRequest {
-            target,
-            strategy: policy.action.strategy,
-            exact: policy.action.exact,
-            to: to.as_deref(),
-            irreversible: policy.irreversible.as_ref(),
-            continues: None,
-            allow_removal: policy.action.allow_removal,
-            // rollbackd-controllers: a Flux / Argo CD event blames up to the revision it applied.
-            upto: event.applied_revision(),
-        };
-        Ok(self.ctx.repo.plan(&request)?)
     }
 
     /// Writes what `prepare` decided. `Moved` when the branch moved: plan again.
@@ -891,10 +783,10 @@ impl Engine {
         };
         let w =
             Write { event, policy: &policy, plan: &plan, id: &id, delivery, retries, now, emergency: opts.emergency };
-        match self.write(&w, &mut decision)? {
+        match self.ctx.write(&w, &mut decision)? {
             Some(rollback) => {
                 if opts.emergency {
-                    self.emergency_follow_up(event, &plan, &rollback, &mut decision);
+                    self.ctx.emergency_follow_up(event, &plan, &rollback, &mut decision);
                 }
                 let outcome = match delivery {
                     Delivery::Direct => Outcome::RolledBack { rollback },
@@ -906,180 +798,6 @@ impl Engine {
                 done(decision, Some(plan), outcome)
             }
             None => Ok(Try::Moved),
-        }
-    }
-
-    /// Writes the rollback: commit (and tag) pushed with compare-and-swap, or the proposal
-    /// branch and its pull request. `Ok(None)` when the branch moved: plan again.
-    fn write(&mut self, w: &Write<'_>, decision: &mut Decision) -> Result<Option<Rollback>, EngineError> {
-        let Write { event, policy, plan, id, delivery, retries, now, .. } = *w;
-        let stage = debug_span!("write").entered();
-        let phase = plan.phase;
-        let trailers = trailers_of(w, decision);
-        // The names are checked before anything is written: a commit never goes out without
-        // the tag (or branch) that names it.
-        let name = RollbackRef::new(&plan.target.service, &plan.target.env, id).name();
-        if !crate::git::is_valid_ref_name(&name) {
-            return Err(EngineError::Policy {
-                policy: policy.name().to_string(),
-                message: format!("{} cannot name a git ref", crate::domain::ident::shown(&name)),
-            });
-        }
-        let ctx = message_context(event, policy, plan, id, delivery, decision, crate::support::text::quoted);
-        let body = self.ctx.templates.render(COMMIT_TEMPLATE, &ctx)?;
-        // A phased rollback is tagged once, by its last phase: the tag names the state it ends in.
-        let tag_msg = match delivery {
-            Delivery::Direct if phase.is_none_or(Phase::is_last) => Some(self.ctx.templates.render(TAG_TEMPLATE, &ctx)?),
-            Delivery::Direct => None,
-            Delivery::Proposal => None,
-        };
-        let message = trailers.append_to(&body);
-        // A phased rollback halts with an empty commit on the branch saying so; the rest is
-        // proposed on top of it (see `ConfigRepo::publish_halt`).
-        let marker = match (&plan.halted, delivery) {
-            (Some(why), Delivery::Proposal) => {
-                let rref = RollbackRef::new(&plan.target.service, &plan.target.env, id);
-                let why = format!("{}\nThe rest of it is proposed as {name}.", crate::support::text::quoted(why));
-                Some(self.halt_marker(&plan.head, &rref, &why, now)?)
-            }
-            _ => None,
-        };
-        let parent = marker.as_ref().map_or_else(|| plan.head.clone(), |(m, _)| m.clone());
-        let commit = self.ctx.repo.create_commit(&parent, &plan.tree, &message, now)?;
-        let (target, tag) = self.mark(w, &commit, tag_msg, name, now)?;
-        // Rendered before anything is pushed: a template error must not leave a branch behind.
-        let pr_texts = match delivery {
-            Delivery::Proposal if self.ctx.forge.hosts_pull_requests() => {
-                // A pull request's title and body are Markdown (GitHub renders code spans and
-                // mentions in both): their context is built only for them.
-                let md = message_context(event, policy, plan, id, delivery, decision, crate::support::text::markdown);
-                Some((self.ctx.templates.render(PR_TITLE_TEMPLATE, &md)?, self.ctx.templates.render(PR_BODY_TEMPLATE, &md)?))
-            }
-            _ => None,
-        };
-        let tag_ref = tag.as_ref().map(|(n, t)| (n.as_str(), t));
-        drop(stage);
-        let _stage = debug_span!("push").entered();
-        let pushed = match (&marker, &target) {
-            (Some((marker, halted_tag)), WriteTarget::NewBranch { name }) => {
-                let rref = RollbackRef::new(&plan.target.service, &plan.target.env, id);
-                let proposal = tag.as_ref().map(|(n, t)| (n.as_str(), t));
-                self.ctx.repo.publish_halt(
-                    marker,
-                    &plan.head,
-                    (&rref.halted(), halted_tag),
-                    Some((name, &commit)),
-                    proposal,
-                )?
-            }
-            _ => self.ctx.repo.publish(&commit, &target, tag_ref)?,
-        };
-        match pushed {
-            PushResult::Moved => Ok(None),
-            PushResult::Pushed => {
-                let branch = match &target {
-                    WriteTarget::Branch { name, .. } | WriteTarget::NewBranch { name } => name.clone(),
-                };
-                let mut rollback = Rollback {
-                    id: id.clone(),
-                    commit,
-                    delivery,
-                    branch,
-                    // A proposal's `proposed/...` tag marks it as ours; it names no rollback yet.
-                    tag: tag.filter(|_| delivery == Delivery::Direct).map(|(n, _)| n),
-                    push_retries: retries,
-                    pr_url: None,
-                    phase,
-                    because: match delivery {
-                        Delivery::Proposal => decision.because.clone(),
-                        Delivery::Direct => Vec::new(),
-                    },
-                };
-                if let Some(texts) = &pr_texts {
-                    self.open_pr_for(&mut rollback, w, texts, decision);
-                }
-                Ok(Some(rollback))
-            }
-        }
-    }
-    /// Where commit `commit` goes and the tag that marks it as rollbackd's: the rollback's tag
-    /// (`tag_msg`, on its last or only phase), a phase's tag, or a proposal's tag and branch.
-    fn mark(
-        &self,
-        w: &Write<'_>,
-        commit: &Sha,
-        tag_msg: Option<String>,
-        name: String,
-        now: Timestamp,
-    ) -> Result<(WriteTarget, Option<(String, Sha)>), EngineError> {
-        let Write { plan, id, delivery, .. } = *w;
-        let phase = plan.phase;
-        let on_branch = WriteTarget::Branch { name: plan.branch.clone(), expected: plan.head.clone() };
-        Ok(match (tag_msg, delivery) {
-            (Some(tag_msg), _) => {
-                let tag_id = self.ctx.repo.create_tag(&name, commit, &tag_msg, now)?;
-                (on_branch, Some((name, tag_id)))
-            }
-            // A phase before the last carries its own tag: what marks it as rollbackd's.
-            (None, Delivery::Direct) => {
-                let step = phase.map_or(1, |p| p.step);
-                let phase_tag = RollbackRef::new(&plan.target.service, &plan.target.env, id).phase_tag(step);
-                let text = format!(
-                    "Phase {} of rollback {id} of {}/{}\n",
-                    phase.map_or_else(String::new, |p| p.to_string()),
-                    plan.target.service,
-                    plan.target.env
-                );
-                let tag_id = self.ctx.repo.create_tag(&phase_tag, commit, &text, now)?;
-                (on_branch, Some((phase_tag, tag_id)))
-            }
-            // A proposal carries its own tag: what marks the branch as rollbackd's.
-            (None, Delivery::Proposal) => {
-                let proposed = RollbackRef::new(&plan.target.service, &plan.target.env, id).proposed();
-                let text = format!("Proposed rollback {id} of {}/{}\n", plan.target.service, plan.target.env);
-                let tag_id = self.ctx.repo.create_tag(&proposed, commit, &text, now)?;
-                (WriteTarget::NewBranch { name }, Some((proposed, tag_id)))
-            }
-        })
-    }
-
-    /// Hands the pull request of proposal `rollback`, just pushed, to the outbox: the writer
-    /// does not wait for GitHub to open it (the branch is the proposal meanwhile). An
-    /// `auto_merge` proposal is merged through its pull request at once, on the writer as any
-    /// merge: that one is opened now, and handed to the outbox only if GitHub would not open it.
-    fn open_pr_for(
-        &mut self,
-        rollback: &mut Rollback,
-        w: &Write<'_>,
-        (title, body): &(String, String),
-        decision: &mut Decision,
-    ) {
-        let Write { policy, plan, .. } = *w;
-        let labels = proposal_labels(&plan.target.service, &plan.target.env);
-        let files: Vec<String> = plan.diffstat.iter().map(|f| f.path.clone()).collect();
-        let (reviewers, teams) = self.reviewers_for(&policy.review.reviewers, &policy.review.teams, &files);
-        let request = ProposalRequest {
-            branch: &rollback.branch,
-            base: &plan.branch,
-            title,
-            body,
-            labels: &labels,
-            reviewers: &reviewers,
-            teams: &teams,
-        };
-        if !policy.review.auto_merge {
-            self.ctx.outbox.propose(crate::forge::Proposal::of(&request));
-            return;
-        }
-        match self.ctx.forge.propose(&request) {
-            Ok(pr) => rollback.pr_url = pr.map(|pr| pr.html_url),
-            Err(e) => {
-                warn!(error = %e, "the pull request could not be opened yet");
-                decision.notes.push(format!("the pull request could not be opened yet: {e}"));
-                if e.is_transient() {
-                    self.ctx.outbox.propose(crate::forge::Proposal::of(&request));
-                }
-            }
         }
     }
 }
@@ -1504,4 +1222,289 @@ pub(crate) fn check_routes(
 /// A policy file's text on disk, for placing an error in it.
 pub(crate) fn file_text(path: &std::path::Path) -> Option<String> {
     std::fs::read_to_string(path).ok()
+}
+
+impl Ctx {
+    /// Why `sha` cannot be known-good for `service`/`env`: it holds a commit that a rollback of
+    /// that service/env (one rollbackd pushed: its tag names it) undid, and not the rollback.
+    /// A healthy report that comes after the failure at the same revision (Argo CD's health
+    /// flapping back) or a late one for a revision before the rollback says nothing good of it.
+    fn still_rolled_back(
+        &mut self,
+        service: &str,
+        env: &str,
+        sha: &str,
+        now: Timestamp,
+    ) -> Result<Option<String>, EngineError> {
+        let rollbacks: Vec<(RollbackId, Sha, Vec<String>)> = self
+            .repo
+            .audit(now)?
+            .applied(service, env)
+            .filter(|r| r.tag.is_some() && !r.cancelled)
+            .map(|r| (r.id.clone(), r.commit.clone(), r.bad_commits.clone()))
+            .collect();
+        for (id, commit, bad) in rollbacks {
+            if self.repo.contains(sha, &commit) {
+                continue;
+            }
+            if let Some(b) = bad.iter().find(|b| self.repo.contains(sha, &Sha((*b).clone()))) {
+                let b = Sha(b.clone());
+                return Ok(Some(format!("{sha} holds {}, which rollback {id} undid", b.short())));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The plan of the rollback, or the outcome that ends it here (and the plan, when there is
+    /// one to show).
+    fn plan_to_write(
+        &mut self,
+        policy: &Policy,
+        target: &crate::domain::plan::Target,
+        event: &Event,
+        opts: &Options,
+    ) -> Result<Result<Plan, (Option<Plan>, Outcome)>, EngineError> {
+        Ok(match debug_span!("plan").in_scope(|| self.plan_rollback(policy, target, event, opts.to.clone()))? {
+            Planned::Ready(plan) => Ok(*plan),
+            Planned::AlreadyRolledBack { id, commit, reason } => {
+                Err((None, Outcome::Duplicate { rollback_id: RollbackId(id), commit, reason }))
+            }
+            Planned::Noop { reason } => Err((None, Outcome::Noop { reason })),
+            // Not even an emergency deletes a service: that is a change for a person to write.
+            Planned::NothingToGoBackTo { plan, reason } => {
+                let reason = format!("{reason} (policy {} does not set action.allow_removal)", policy.name());
+                warn!(%reason, "request denied");
+                Err((Some(*plan), Outcome::Denied { reason }))
+            }
+        })
+    }
+
+    /// What the push writes first: a phased rollback pushes its first phase with changes (the
+    /// idle loop writes the rest); anything else, the whole plan.
+    fn first_write(
+        &mut self,
+        delivery: Delivery,
+        policy: &Policy,
+        plan: Plan,
+        event: &Event,
+        decision: &mut Decision,
+    ) -> Result<Plan, EngineError> {
+        if delivery != Delivery::Direct || plan.target.phases.len() <= 1 {
+            return Ok(plan);
+        }
+        Ok(match self.first_phase(policy, &plan, event)? {
+            phases::FirstPhase::Phased(first) => {
+                if let Some(p) = first.phase.filter(|p| p.step > 1) {
+                    decision.notes.push(format!("the phases before {p} change nothing here: skipped"));
+                }
+                *first
+            }
+            phases::FirstPhase::Whole(why) => {
+                decision.notes.push(format!("not in phases: {why}"));
+                plan
+            }
+        })
+    }
+
+    /// What rolling `target` back under `policy` would write, on the mirror as it is: the one
+    /// planning step of a rollback, a dry run and a drill. `to` overrides the known-good search.
+    fn plan_rollback(
+        &self,
+        policy: &Policy,
+        target: &crate::domain::plan::Target,
+        event: &Event,
+        to: Option<String>,
+    ) -> Result<Planned, EngineError> {
+        let policy_to = policy
+            .resolve_to(event, &self.rules)
+            .map_err(|message| EngineError::Policy { policy: policy.name().to_string(), message })?;
+        let to = to.or(policy_to);
+        let request = PlanRequest {
+            target,
+            strategy: policy.action.strategy,
+            exact: policy.action.exact,
+            to: to.as_deref(),
+            irreversible: policy.irreversible.as_ref(),
+            continues: None,
+            allow_removal: policy.action.allow_removal,
+            // rollbackd-controllers: a Flux / Argo CD event blames up to the revision it applied.
+            upto: event.applied_revision(),
+        };
+        Ok(self.repo.plan(&request)?)
+    }
+
+    /// Writes the rollback: commit (and tag) pushed with compare-and-swap, or the proposal
+    /// branch and its pull request. `Ok(None)` when the branch moved: plan again.
+    fn write(&mut self, w: &Write<'_>, decision: &mut Decision) -> Result<Option<Rollback>, EngineError> {
+        let Write { event, policy, plan, id, delivery, retries, now, .. } = *w;
+        let stage = debug_span!("write").entered();
+        let phase = plan.phase;
+        let trailers = trailers_of(w, decision);
+        // The names are checked before anything is written: a commit never goes out without
+        // the tag (or branch) that names it.
+        let name = RollbackRef::new(&plan.target.service, &plan.target.env, id).name();
+        if !crate::git::is_valid_ref_name(&name) {
+            return Err(EngineError::Policy {
+                policy: policy.name().to_string(),
+                message: format!("{} cannot name a git ref", crate::domain::ident::shown(&name)),
+            });
+        }
+        let ctx = message_context(event, policy, plan, id, delivery, decision, crate::support::text::quoted);
+        let body = self.templates.render(COMMIT_TEMPLATE, &ctx)?;
+        // A phased rollback is tagged once, by its last phase: the tag names the state it ends in.
+        let tag_msg = match delivery {
+            Delivery::Direct if phase.is_none_or(Phase::is_last) => Some(self.templates.render(TAG_TEMPLATE, &ctx)?),
+            Delivery::Direct => None,
+            Delivery::Proposal => None,
+        };
+        let message = trailers.append_to(&body);
+        // A phased rollback halts with an empty commit on the branch saying so; the rest is
+        // proposed on top of it (see `ConfigRepo::publish_halt`).
+        let marker = match (&plan.halted, delivery) {
+            (Some(why), Delivery::Proposal) => {
+                let rref = RollbackRef::new(&plan.target.service, &plan.target.env, id);
+                let why = format!("{}\nThe rest of it is proposed as {name}.", crate::support::text::quoted(why));
+                Some(self.halt_marker(&plan.head, &rref, &why, now)?)
+            }
+            _ => None,
+        };
+        let parent = marker.as_ref().map_or_else(|| plan.head.clone(), |(m, _)| m.clone());
+        let commit = self.repo.create_commit(&parent, &plan.tree, &message, now)?;
+        let (target, tag) = self.mark(w, &commit, tag_msg, name, now)?;
+        // Rendered before anything is pushed: a template error must not leave a branch behind.
+        let pr_texts = match delivery {
+            Delivery::Proposal if self.forge.hosts_pull_requests() => {
+                // A pull request's title and body are Markdown (GitHub renders code spans and
+                // mentions in both): their context is built only for them.
+                let md = message_context(event, policy, plan, id, delivery, decision, crate::support::text::markdown);
+                Some((self.templates.render(PR_TITLE_TEMPLATE, &md)?, self.templates.render(PR_BODY_TEMPLATE, &md)?))
+            }
+            _ => None,
+        };
+        let tag_ref = tag.as_ref().map(|(n, t)| (n.as_str(), t));
+        drop(stage);
+        let _stage = debug_span!("push").entered();
+        let pushed = match (&marker, &target) {
+            (Some((marker, halted_tag)), WriteTarget::NewBranch { name }) => {
+                let rref = RollbackRef::new(&plan.target.service, &plan.target.env, id);
+                let proposal = tag.as_ref().map(|(n, t)| (n.as_str(), t));
+                self.repo.publish_halt(
+                    marker,
+                    &plan.head,
+                    (&rref.halted(), halted_tag),
+                    Some((name, &commit)),
+                    proposal,
+                )?
+            }
+            _ => self.repo.publish(&commit, &target, tag_ref)?,
+        };
+        match pushed {
+            PushResult::Moved => Ok(None),
+            PushResult::Pushed => {
+                let branch = match &target {
+                    WriteTarget::Branch { name, .. } | WriteTarget::NewBranch { name } => name.clone(),
+                };
+                let mut rollback = Rollback {
+                    id: id.clone(),
+                    commit,
+                    delivery,
+                    branch,
+                    // A proposal's `proposed/...` tag marks it as ours; it names no rollback yet.
+                    tag: tag.filter(|_| delivery == Delivery::Direct).map(|(n, _)| n),
+                    push_retries: retries,
+                    pr_url: None,
+                    phase,
+                    because: match delivery {
+                        Delivery::Proposal => decision.because.clone(),
+                        Delivery::Direct => Vec::new(),
+                    },
+                };
+                if let Some(texts) = &pr_texts {
+                    self.open_pr_for(&mut rollback, w, texts, decision);
+                }
+                Ok(Some(rollback))
+            }
+        }
+    }
+
+    /// Where commit `commit` goes and the tag that marks it as rollbackd's: the rollback's tag
+    /// (`tag_msg`, on its last or only phase), a phase's tag, or a proposal's tag and branch.
+    fn mark(
+        &self,
+        w: &Write<'_>,
+        commit: &Sha,
+        tag_msg: Option<String>,
+        name: String,
+        now: Timestamp,
+    ) -> Result<(WriteTarget, Option<(String, Sha)>), EngineError> {
+        let Write { plan, id, delivery, .. } = *w;
+        let phase = plan.phase;
+        let on_branch = WriteTarget::Branch { name: plan.branch.clone(), expected: plan.head.clone() };
+        Ok(match (tag_msg, delivery) {
+            (Some(tag_msg), _) => {
+                let tag_id = self.repo.create_tag(&name, commit, &tag_msg, now)?;
+                (on_branch, Some((name, tag_id)))
+            }
+            // A phase before the last carries its own tag: what marks it as rollbackd's.
+            (None, Delivery::Direct) => {
+                let step = phase.map_or(1, |p| p.step);
+                let phase_tag = RollbackRef::new(&plan.target.service, &plan.target.env, id).phase_tag(step);
+                let text = format!(
+                    "Phase {} of rollback {id} of {}/{}\n",
+                    phase.map_or_else(String::new, |p| p.to_string()),
+                    plan.target.service,
+                    plan.target.env
+                );
+                let tag_id = self.repo.create_tag(&phase_tag, commit, &text, now)?;
+                (on_branch, Some((phase_tag, tag_id)))
+            }
+            // A proposal carries its own tag: what marks the branch as rollbackd's.
+            (None, Delivery::Proposal) => {
+                let proposed = RollbackRef::new(&plan.target.service, &plan.target.env, id).proposed();
+                let text = format!("Proposed rollback {id} of {}/{}\n", plan.target.service, plan.target.env);
+                let tag_id = self.repo.create_tag(&proposed, commit, &text, now)?;
+                (WriteTarget::NewBranch { name }, Some((proposed, tag_id)))
+            }
+        })
+    }
+
+    /// Hands the pull request of proposal `rollback`, just pushed, to the outbox: the writer
+    /// does not wait for GitHub to open it (the branch is the proposal meanwhile). An
+    /// `auto_merge` proposal is merged through its pull request at once, on the writer as any
+    /// merge: that one is opened now, and handed to the outbox only if GitHub would not open it.
+    fn open_pr_for(
+        &mut self,
+        rollback: &mut Rollback,
+        w: &Write<'_>,
+        (title, body): &(String, String),
+        decision: &mut Decision,
+    ) {
+        let Write { policy, plan, .. } = *w;
+        let labels = proposal_labels(&plan.target.service, &plan.target.env);
+        let files: Vec<String> = plan.diffstat.iter().map(|f| f.path.clone()).collect();
+        let (reviewers, teams) = self.reviewers_for(&policy.review.reviewers, &policy.review.teams, &files);
+        let request = ProposalRequest {
+            branch: &rollback.branch,
+            base: &plan.branch,
+            title,
+            body,
+            labels: &labels,
+            reviewers: &reviewers,
+            teams: &teams,
+        };
+        if !policy.review.auto_merge {
+            self.outbox.propose(crate::forge::Proposal::of(&request));
+            return;
+        }
+        match self.forge.propose(&request) {
+            Ok(pr) => rollback.pr_url = pr.map(|pr| pr.html_url),
+            Err(e) => {
+                warn!(error = %e, "the pull request could not be opened yet");
+                decision.notes.push(format!("the pull request could not be opened yet: {e}"));
+                if e.is_transient() {
+                    self.outbox.propose(crate::forge::Proposal::of(&request));
+                }
+            }
+        }
+    }
 }

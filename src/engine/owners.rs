@@ -44,54 +44,6 @@ impl Owners {
 }
 
 impl Engine {
-    /// The CODEOWNERS file in force: the first of GitHub's locations on the watched branch's
-    /// head. `Ok(None)`: there is none.
-    pub(crate) fn codeowners(&self) -> Result<Option<Codeowners>, EngineError> {
-        read_codeowners(&self.ctx.repo)
-    }
-
-    /// Whether `p` is admitted by `rules` (named `list` in what they are told) to act on a
-    /// rollback that changes `files`: a plain rule first, then `codeowners` when the list has
-    /// it, which needs them to own every file.
-    pub(super) fn admit(
-        &self,
-        rules: &[Rule],
-        list: &str,
-        p: &Principal,
-        files: impl FnOnce() -> Result<Vec<String>, EngineError>,
-    ) -> Result<Admission, EngineError> {
-        if let Some(rule) = first_admitting(rules, p) {
-            tracing::debug!(principal = %p, %rule, list, "admitted");
-            return Ok(Admission::Admitted);
-        }
-        if !rules.iter().any(Rule::is_codeowners) {
-            return Ok(Admission::Refused(format!("not in {list}")));
-        }
-        let Some(owners) = self.codeowners()? else {
-            return Ok(Admission::Refused(format!(
-                "not in {list}, and {list} names codeowners but the config repo has no CODEOWNERS file on {}",
-                self.ctx.repo.branch()
-            )));
-        };
-        let files = files()?;
-        let ids = codeowners::identities(p, &self.ctx.config.directory);
-        Ok(match codeowners::not_owned(&owners, &files, &ids) {
-            None => {
-                tracing::info!(principal = %p, list, codeowners = owners.path, "admitted as a code owner of every file");
-                Admission::Admitted
-            }
-            Some(why) if p.team_notes.is_empty() => {
-                Admission::Refused(format!("not in {list} and not a code owner of every file: {why}"))
-            }
-            // A team the forge did not confirm counts for nothing: said, so they know whether
-            // to ask an org owner to grant Members read or to accept an invitation.
-            Some(why) => Admission::Refused(format!(
-                "not in {list} and not a code owner of every file: {why}; {}",
-                p.team_notes.join("; ")
-            )),
-        })
-    }
-
     /// The teams (`org/team`) CODEOWNERS on the watched branch names, when a policy in force
     /// admits people by `codeowners` (`chatops.allow`, `approve`, `emergency`): the only teams
     /// the edge asks the forge about, never one a request names. Empty otherwise. Read again
@@ -107,7 +59,7 @@ impl Engine {
         {
             return teams.clone();
         }
-        let teams: Arc<[String]> = match self.codeowners() {
+        let teams: Arc<[String]> = match self.ctx.codeowners() {
             Ok(Some(owners)) => {
                 let mut teams: Vec<String> = owners
                     .rules
@@ -153,7 +105,8 @@ impl Engine {
         }
         let teams = self.codeowner_teams();
         let logins: Vec<String> = self
-            .ctx.config
+            .ctx
+            .config
             .directory
             .github_logins(&p)
             .into_iter()
@@ -161,6 +114,56 @@ impl Engine {
             .collect();
         let found = self.owners.lookup.ask(&logins, &teams, budget);
         p.with_forge_teams(&found)
+    }
+}
+
+impl super::Ctx {
+    /// The CODEOWNERS file in force: the first of GitHub's locations on the watched branch's
+    /// head. `Ok(None)`: there is none.
+    pub(super) fn codeowners(&self) -> Result<Option<Codeowners>, EngineError> {
+        read_codeowners(&self.repo)
+    }
+
+    /// Whether `p` is admitted by `rules` (named `list` in what they are told) to act on a
+    /// rollback that changes `files`: a plain rule first, then `codeowners` when the list has
+    /// it, which needs them to own every file.
+    pub(super) fn admit(
+        &self,
+        rules: &[Rule],
+        list: &str,
+        p: &Principal,
+        files: impl FnOnce() -> Result<Vec<String>, EngineError>,
+    ) -> Result<Admission, EngineError> {
+        if let Some(rule) = first_admitting(rules, p) {
+            tracing::debug!(principal = %p, %rule, list, "admitted");
+            return Ok(Admission::Admitted);
+        }
+        if !rules.iter().any(Rule::is_codeowners) {
+            return Ok(Admission::Refused(format!("not in {list}")));
+        }
+        let Some(owners) = self.codeowners()? else {
+            return Ok(Admission::Refused(format!(
+                "not in {list}, and {list} names codeowners but the config repo has no CODEOWNERS file on {}",
+                self.repo.branch()
+            )));
+        };
+        let files = files()?;
+        let ids = codeowners::identities(p, &self.config.directory);
+        Ok(match codeowners::not_owned(&owners, &files, &ids) {
+            None => {
+                tracing::info!(principal = %p, list, codeowners = owners.path, "admitted as a code owner of every file");
+                Admission::Admitted
+            }
+            Some(why) if p.team_notes.is_empty() => {
+                Admission::Refused(format!("not in {list} and not a code owner of every file: {why}"))
+            }
+            // A team the forge did not confirm counts for nothing: said, so they know whether
+            // to ask an org owner to grant Members read or to accept an invitation.
+            Some(why) => Admission::Refused(format!(
+                "not in {list} and not a code owner of every file: {why}; {}",
+                p.team_notes.join("; ")
+            )),
+        })
     }
 
     /// `review.reviewers` and `review.teams` with `codeowners` replaced by the owners of

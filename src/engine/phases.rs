@@ -81,59 +81,6 @@ impl Stuck {
 }
 
 impl Engine {
-    /// The phased rollbacks between phases (see [`phase::in_progress`]), newest phase of each.
-    fn in_progress(&self) -> Vec<&AuditRecord> {
-        let index = self.ctx.repo.index();
-        phase::in_progress(index.records(), |id| index.halted(id))
-    }
-
-    /// Whether anything on the branch after phase `r` names its rollback: a later phase or a
-    /// halt marker, whether or not its tag has arrived yet (tags follow the branch in a push, so
-    /// a fetch can see another replica's commit before its tag). Going on stops at either; a
-    /// look-alike without a tag only stops it, for a person to `abort` (visible in `status`).
-    fn superseded(&self, r: &AuditRecord) -> bool {
-        self.ctx.repo.index().marked_halted(&r.id, self.untagged_since(), self.ctx.clock.now()) || self.went_on(r)
-    }
-
-    /// Whether a later phase of `r`'s rollback is on the branch: tagged, or untagged but recent
-    /// (its tag may still be on its way). An older untagged one is a look-alike and pins nothing.
-    fn went_on(&self, r: &AuditRecord) -> bool {
-        let since = self.untagged_since();
-        self.ctx.repo.index().records().iter().any(|o| {
-            o.id == r.id
-                && o.delivery == Delivery::Direct
-                && o.phase.zip(r.phase).is_some_and(|(o, r)| o.step > r.step)
-                && (o.tag.is_some() || (o.at >= since && o.at <= self.ctx.clock.now()))
-        })
-    }
-
-    /// Untagged commits newer than this may be another replica's whose tag is on its way.
-    fn untagged_since(&self) -> Timestamp {
-        self.ctx.clock.now() - jiff::SignedDuration::from_mins(2)
-    }
-
-    /// The phased rollback of `target` that answers for it: one between phases, or one that
-    /// halted and whose rest is an open proposal (people decide it; nothing else is written
-    /// for the target meanwhile).
-    pub(super) fn between_phases_of(&self, target: &Target) -> Option<AuditRecord> {
-        let of_target = |r: &&AuditRecord| r.service == target.service && r.env == target.env;
-        if let Some(r) = self.in_progress().into_iter().find(of_target) {
-            return Some(r.clone());
-        }
-        let index = self.ctx.repo.index();
-        index
-            .records()
-            .iter()
-            .filter(of_target)
-            .find(|r| {
-                r.delivery == Delivery::Proposal
-                    && !r.cancelled
-                    && r.phase.is_some_and(Phase::is_last)
-                    && index.halted(&r.id)
-            })
-            .cloned()
-    }
-
     /// An event about a target whose phased rollback is between phases. A person asking again
     /// is told how to go on; an alert that began before the phase was written is the incident
     /// the phase is answering; a newer one halts it, and the rest is proposed.
@@ -171,93 +118,9 @@ impl Engine {
         Ok(duplicate(said))
     }
 
-    /// Whether the rollback `plan` (the whole target's) goes in phases, and its first phase with
-    /// anything to change: the same bad commits and known-good, that phase's paths.
-    pub(super) fn first_phase(&self, policy: &Policy, plan: &Plan, event: &Event) -> Result<FirstPhase, EngineError> {
-        if plan.completes.is_some() {
-            return Ok(FirstPhase::Whole("it completes another rollback's files: written in one commit".into()));
-        }
-        // Later phases are planned from git alone: the target must come out the same from
-        // what the commit records (trigger, service, env), or they could not be.
-        let again = Event::again(
-            &event.trigger(),
-            &plan.target.service,
-            &plan.target.env,
-            event.reason(),
-            event.actor(),
-            event.received_at,
-        );
-        if policy.resolve_target(&again, &self.ctx.rules).ok().as_ref() != Some(&plan.target) {
-            return Ok(FirstPhase::Whole(
-                "the target uses labels beyond service and env, which later phases could not read back: written in one commit"
-                    .into(),
-            ));
-        }
-        let of = plan.target.phases.len() as u32;
-        for step in 1..=of {
-            let paths = &plan.target.phases[step as usize - 1].paths;
-            let phase = Phase::new(step, of).unwrap_or(Phase { step: of, of });
-            match self.plan_part(policy, &plan.target, paths, &plan.bad_commits_shas(), phase, &plan.known_good)? {
-                // Its first phase with changes is all of it: one commit, no phases to wait for.
-                Ok(Some(p)) if p.tree == plan.tree && !phase.is_last() => {
-                    return Ok(FirstPhase::Whole(format!(
-                        "phase {phase} is the whole rollback here: written in one commit"
-                    )));
-                }
-                Ok(Some(p)) => return Ok(FirstPhase::Phased(Box::new(p))),
-                Ok(None) => continue,
-                Err(why) => return Ok(FirstPhase::Whole(format!("{why}: written in one commit"))),
-            }
-        }
-        Ok(FirstPhase::Whole("no phase has anything to change".into()))
-    }
-
-    /// A plan of `paths` (a phase's, or the whole target's for the rest) that puts them back as
-    /// they were at `known_good`, as phase `phase`. Always a restore: a revert would undo whole
-    /// commits, beyond the phase. `Ok(Err(why))` when it would write outside the target (or
-    /// delete all of it).
-    fn plan_part(
-        &self,
-        policy: &Policy,
-        target: &Target,
-        paths: &[String],
-        bad: &[String],
-        phase: Phase,
-        known_good: &KnownGood,
-    ) -> Result<Result<Option<Plan>, String>, EngineError> {
-        let part = Target { paths: paths.to_vec(), ..target.clone() };
-        let request = PlanRequest {
-            target: &part,
-            strategy: Strategy::Restore,
-            exact: true,
-            to: Some(&known_good.sha.0),
-            irreversible: policy.irreversible.as_ref(),
-            continues: Some(bad),
-            allow_removal: policy.action.allow_removal,
-            upto: None,
-        };
-        let mut plan = match self.ctx.repo.plan(&request)? {
-            Planned::Ready(plan) => *plan,
-            Planned::Noop { .. } | Planned::AlreadyRolledBack { .. } => return Ok(Ok(None)),
-            // Not for a part of a plan (`continues`); said here so a change to the planner
-            // cannot make a phase write what the whole plan was denied.
-            Planned::NothingToGoBackTo { reason, .. } => return Ok(Err(reason)),
-        };
-        let whole = PathSet::new(&target.paths)
-            .map_err(|message| EngineError::Policy { policy: policy.name().to_string(), message })?;
-        if let Some(f) = plan.diffstat.iter().find(|f| !whole.matches(&f.path)) {
-            return Ok(Err(format!("phase {phase}'s paths reach {} outside the target's paths", f.path)));
-        }
-        plan.phase = Some(phase);
-        plan.known_good = known_good.clone();
-        plan.requested_strategy = policy.action.strategy;
-        plan.strategy_note = Some("every phase of a phased rollback restores its paths".into());
-        Ok(Ok(Some(plan)))
-    }
-
     /// Advances the phased rollbacks that are due. Called by the writer when idle.
     pub(super) fn phases_due(&mut self, now: Timestamp) -> Vec<String> {
-        let records: Vec<AuditRecord> = self.in_progress().into_iter().cloned().collect();
+        let records: Vec<AuditRecord> = self.ctx.in_progress().into_iter().cloned().collect();
         let mut said = Vec::new();
         for r in records {
             match self.phase_due(&r, now) {
@@ -270,26 +133,12 @@ impl Engine {
         said
     }
 
-    /// When the phased rollbacks between phases end their soak (see [`Engine::phases_due`]).
-    pub(super) fn soak_ends(&self, now: Timestamp) -> Vec<Timestamp> {
-        let mut ends = Vec::new();
-        for r in self.in_progress().into_iter().filter(|r| !self.superseded(r)) {
-            let (Some(phase), Ok((policy, target))) = (r.phase, self.target_of(r)) else { continue };
-            let soak = self.soak_of(&policy, &target, phase);
-            let query = self.verify_query(&policy, &r.service, &r.env);
-            if let Stage::Soaking { until } = phase::stage(r.at, soak, query.is_some(), now) {
-                ends.push(until);
-            }
-        }
-        ends
-    }
-
     fn phase_due(&mut self, r: &AuditRecord, now: Timestamp) -> Result<Option<String>, EngineError> {
         let Some(phase) = r.phase else { return Ok(None) };
-        if self.superseded(r) {
+        if self.ctx.superseded(r) {
             return Ok(None);
         }
-        let (policy, target) = match self.target_of(r) {
+        let (policy, target) = match self.ctx.target_of(r) {
             Ok(found) => found,
             // Said once; nothing to plan the rest from.
             Err(why) => return Ok(self.cannot_go_on(r, &why, now)),
@@ -298,11 +147,11 @@ impl Engine {
             return self.next_commit(r, Next::Remainder(why), By::Itself, now).map(|a| Some(a.into_why()));
         }
         // A foreign change halts it now, not only when the soak ends.
-        if let Some(why) = self.changed_after(r, &target)? {
+        if let Some(why) = self.ctx.changed_after(r, &target)? {
             return self.next_commit(r, Next::Remainder(why), By::Itself, now).map(|a| Some(a.into_why()));
         }
-        let soak = self.soak_of(&policy, &target, phase);
-        let query = self.verify_query(&policy, &r.service, &r.env);
+        let soak = self.ctx.soak_of(&policy, &target, phase);
+        let query = self.ctx.verify_query(&policy, &r.service, &r.env);
         let Stage::Check = phase::stage(r.at, soak, query.is_some(), now) else { return Ok(None) };
         // The kill switch and freezes stop what rollbackd does on its own (and freezes that
         // cannot be read count as both); a person's `continue` still goes on.
@@ -328,98 +177,6 @@ impl Engine {
         }
     }
 
-    /// How long phase `phase` soaks: its `soak`, and never less than the policy's
-    /// `verify.deploy_time` (a check before the phase is deployed would judge the old state).
-    fn soak_of(&self, policy: &Policy, target: &Target, phase: Phase) -> crate::support::duration::Duration {
-        let soak = target.phases.get(phase.step as usize - 1).map(|p| p.soak).unwrap_or_default();
-        policy.verify.as_ref().map_or(soak, |v| soak.max(v.deploy_time))
-    }
-
-    /// Why the commits after phase `r` on the branch stop it: a commit by anyone but this
-    /// rollback (a person's hotfix, another rollback) changed the target's paths since.
-    fn changed_after(&self, r: &AuditRecord, target: &Target) -> Result<Option<String>, EngineError> {
-        let paths =
-            PathSet::new(&target.paths).map_err(|message| EngineError::Policy { policy: r.policy.clone(), message })?;
-        let phase = r.phase.map_or_else(String::new, |p| p.to_string());
-        // Its own commits are those its tags name, not whatever carries its id in a message.
-        let own = self
-            .ctx.repo
-            .index()
-            .records()
-            .iter()
-            .filter(|o| o.id == r.id && o.tag.is_some())
-            .map(|o| o.commit.clone())
-            .collect();
-        Ok(self
-            .ctx.repo
-            .changed_since(&paths, &r.commit, &own)?
-            .map(|c| format!("{} changed {} after phase {phase} was written", c.short(), target.paths.join(", "))))
-    }
-
-    /// Where each phased rollback between phases stands, for `status`.
-    pub(super) fn phased_views(&self, now: Timestamp) -> Vec<crate::domain::status::PhasedView> {
-        self.in_progress()
-            .into_iter()
-            .filter_map(|r| {
-                let phase = r.phase?;
-                let mut name = None;
-                let waiting_for = match self.target_of(r) {
-                    _ if self.superseded(r) => format!(
-                        "stopped: a later commit on the branch names it without rollbackd's tag; `abort {}` ends it",
-                        r.id
-                    ),
-                    Err(why) => format!("cannot go on: {why}; a person must act"),
-                    Ok((policy, target)) => {
-                        name = target.phases.get(phase.step as usize - 1).and_then(|p| p.name.clone());
-                        let soak = self.soak_of(&policy, &target, phase);
-                        let query = self.verify_query(&policy, &r.service, &r.env).is_some();
-                        // Freezes that cannot be read stop it as a freeze would.
-                        let stopped = self.ctx.stopping(&r.service, &r.env, now).describe().is_some();
-                        match phase::stage(r.at, soak, query, now) {
-                            _ if phases_changed(&policy, &target, phase).is_some() => {
-                                "halts at the next check: its policy's phases changed".into()
-                            }
-                            Stage::Soaking { until } => format!(
-                                "soaking until {until}; then {}",
-                                if query { "verify.query decides" } else { "waits for `continue`" }
-                            ),
-                            Stage::Check if stopped => format!(
-                                "paused or frozen: waits for the end of it, or `continue {}` / `abort {}`",
-                                r.id, r.id
-                            ),
-                            Stage::Check => "verify.query decides at the next check".into(),
-                            Stage::AwaitingContinue => format!("waiting for `continue {}` or `abort {}`", r.id, r.id),
-                        }
-                    }
-                };
-                Some(crate::domain::status::PhasedView {
-                    id: r.id.to_string(),
-                    service: r.service.clone(),
-                    env: r.env.clone(),
-                    phase: phase.to_string(),
-                    name,
-                    since: crate::domain::freeze::to_the_second(r.at),
-                    waiting_for,
-                })
-            })
-            .collect()
-    }
-
-    /// The policy's `verify.query` for a service/env, rendered.
-    pub(super) fn verify_query(&self, policy: &Policy, service: &str, env: &str) -> Option<String> {
-        let q = policy.verify.as_ref()?.query.as_ref()?;
-        let ctx = crate::support::template::value(serde_json::json!({
-            "service": service, "env": env, "labels": { "service": service, "env": env },
-        }));
-        match crate::support::template::render_expression(&q.0, &ctx, &self.ctx.rules) {
-            Ok(q) => Some(q),
-            Err(e) => {
-                warn!(policy = policy.name(), error = %e, "verify.query cannot be rendered; the query is not checked");
-                None
-            }
-        }
-    }
-
     /// Writes what comes after `r` (the newest phase on the branch): the next phase with
     /// anything to change, or the rest as a proposal. Plans again when the branch moved, and
     /// stops when someone else went on meanwhile. Every attempt looks for a change by anyone
@@ -428,7 +185,7 @@ impl Engine {
     /// reason is all that is said).
     fn next_commit(&mut self, r: &AuditRecord, next: Next, by: By, now: Timestamp) -> Result<Answer, EngineError> {
         let Some(phase) = r.phase else { return Ok(Answer::done(format!("{} is not a phased rollback", r.id))) };
-        let (policy, target) = match self.target_of(r) {
+        let (policy, target) = match self.ctx.target_of(r) {
             Ok(found) => found,
             Err(why) => {
                 let said = self.cannot_go_on(r, &why, now).unwrap_or_else(|| format!("{}: cannot go on", r.id));
@@ -447,19 +204,19 @@ impl Engine {
     fn next_commit_try(&mut self, going: &Going<'_>, next: &Next, retries: u32) -> Result<Try<Answer>, EngineError> {
         let Going { r, phase, policy, target, event, known_good, by, now } = *going;
         // Another replica (or this one, before a restart) may have gone on already.
-        if !self.in_progress().iter().any(|o| o.id == r.id && o.phase == r.phase) || self.went_on(r) {
+        if !self.ctx.in_progress().iter().any(|o| o.id == r.id && o.phase == r.phase) || self.ctx.went_on(r) {
             return Ok(Try::Done(Answer::done(format!("{}: phase {phase} was already followed up", r.id))));
         }
         // A marker stops it going on; a halt (an abort) still writes its own, tagged.
         if matches!(next, Next::Phase(_))
-            && self.ctx.repo.index().marked_halted(&r.id, self.untagged_since(), self.ctx.clock.now())
+            && self.ctx.repo.index().marked_halted(&r.id, self.ctx.untagged_since(), self.ctx.clock.now())
         {
             return Ok(Try::Done(Answer::done(format!(
                 "{}: a halt marker for it is on the branch (another replica halting it, or a commit saying so); `abort {}` ends it",
                 r.id, r.id
             ))));
         }
-        let (mut next, mut plan) = self.plan_next(going, next)?;
+        let (mut next, mut plan) = self.ctx.plan_next(going, next)?;
         // The next phase is decided like any write: every guard (this rollback's own
         // phases do not count against it), the freezes and the pause, read fail-closed,
         // and who asked (a person's `continue` goes through a freeze, as their request
@@ -505,7 +262,7 @@ impl Engine {
             }
             (Next::Phase(_), None) => return self.complete(r, policy, now).map(|said| Try::Done(Answer::done(said))),
             (Next::Remainder(why), _) => {
-                match self.plan_part(policy, target, &target.paths, &r.bad_commits, phase.last(), known_good)? {
+                match self.ctx.plan_part(policy, target, &target.paths, &r.bad_commits, phase.last(), known_good)? {
                     Ok(Some(mut plan)) => {
                         plan.halted = Some(why.clone());
                         (plan, Delivery::Proposal)
@@ -526,64 +283,10 @@ impl Engine {
         decision.notes.append(&mut decided.notes);
         decision.guards = decided.guards;
         let w = Write { event, policy, plan: &plan, id: &r.id, delivery, retries, now, emergency: r.emergency };
-        Ok(match self.write(&w, &mut decision)? {
+        Ok(match self.ctx.write(&w, &mut decision)? {
             Some(rollback) => Try::Done(Answer::done(self.after_phase(r, policy, &plan, &rollback, now))),
             None => Try::Moved,
         })
-    }
-
-    /// What comes next of `going`, planned: the next phase with anything to change (unless
-    /// the rest changed meanwhile or the point of no return is past), or the rest.
-    fn plan_next(&mut self, going: &Going<'_>, next: &Next) -> Result<(Next, Option<Plan>), EngineError> {
-        let Going { r, phase, policy, target, known_good, now, .. } = *going;
-        let mut next = match next {
-            Next::Phase(why) => match self.changed_after(r, target)? {
-                Some(changed) => Next::Remainder(changed),
-                None if phases_changed(policy, target, phase).is_some() => {
-                    Next::Remainder(phases_changed(policy, target, phase).unwrap_or_default())
-                }
-                None => Next::Phase(why.clone()),
-            },
-            Next::Remainder(why) => Next::Remainder(why.clone()),
-        };
-        let mut plan = match &next {
-            Next::Phase(_) => {
-                let mut planned = None;
-                for step in phase.step + 1..=phase.of {
-                    let paths = &target.phases[step as usize - 1].paths;
-                    let p = Phase::new(step, phase.of).unwrap_or(phase.last());
-                    match self.plan_part(policy, target, paths, &r.bad_commits, p, known_good)? {
-                        Ok(Some(plan)) => {
-                            planned = Some(plan);
-                            break;
-                        }
-                        Ok(None) => continue,
-                        Err(why) => {
-                            next = Next::Remainder(why);
-                            break;
-                        }
-                    }
-                }
-                planned
-            }
-            Next::Remainder(_) => None,
-        };
-        // Past the point of no return, nothing more goes to the branch by itself or by a
-        // `continue`: the rest is for review.
-        if let (Next::Phase(_), Some(p)) = (&next, &plan) {
-            let checks = crate::domain::guards::evaluate(
-                &policy.guards,
-                policy.irreversible.is_some(),
-                p,
-                self.ctx.repo.index().records(),
-                now,
-            );
-            if let Some(g) = checks.iter().find(|g| !g.passed && g.guard == crate::domain::guards::POINT_OF_NO_RETURN) {
-                next = Next::Remainder(format!("past the point of no return: {}", g.detail));
-                plan = None;
-            }
-        }
-        Ok((next, plan))
     }
 
     /// The phases written already leave nothing for the rest to change: the newest is the
@@ -624,7 +327,7 @@ impl Engine {
         let phase = r.phase.map_or_else(String::new, |p| p.to_string());
         let rref = RollbackRef::new(&r.service, &r.env, &r.id);
         self.retry_on_moved(|engine, _| {
-            if !engine.in_progress().iter().any(|o| o.id == r.id) || engine.went_on(r) {
+            if !engine.ctx.in_progress().iter().any(|o| o.id == r.id) || engine.ctx.went_on(r) {
                 return Ok(Try::Done(format!("{}: already ended or followed up", r.id)));
             }
             let head = engine.ctx.repo.head()?;
@@ -633,7 +336,7 @@ impl Engine {
                 crate::support::text::quoted(why),
                 r.known_good
             );
-            let (marker, tag) = engine.halt_marker(&head, &rref, &said, now)?;
+            let (marker, tag) = engine.ctx.halt_marker(&head, &rref, &said, now)?;
             Ok(match engine.ctx.repo.publish_halt(&marker, &head, (&rref.halted(), &tag), None, None)? {
                 crate::git::PushResult::Pushed => {
                     let said = format!("{}: ended after phase {phase}: {why}; nothing is proposed", r.id);
@@ -648,28 +351,6 @@ impl Engine {
                 crate::git::PushResult::Moved => Try::Moved,
             })
         })
-    }
-
-    /// The empty commit on `head` that says rollback `rref` halted (`why`, then the
-    /// `Rollback-Halted` trailers), and its `halted/...` tag: written, not pushed.
-    pub(super) fn halt_marker(
-        &self,
-        head: &Sha,
-        rref: &RollbackRef,
-        why: &str,
-        now: Timestamp,
-    ) -> Result<(Sha, Sha), EngineError> {
-        let halt = crate::git::Halt { id: rref.id.to_string(), service: rref.service.clone(), env: rref.env.clone() };
-        let (id, service, env) = (&rref.id, &rref.service, &rref.env);
-        let text = format!("Halt rollback {id} of {service}/{env}\n\n{why}\n\n{}", halt.render());
-        let marker = self.ctx.repo.create_commit(head, &self.ctx.repo.tree_of(head)?, &text, now)?;
-        let tag = self.ctx.repo.create_tag(
-            &rref.halted(),
-            &marker,
-            &format!("Halted rollback {id} of {service}/{env}\n"),
-            now,
-        )?;
-        Ok((marker, tag))
     }
 
     /// Tells the route what was written, and verifies a last phase.
@@ -738,42 +419,6 @@ impl Engine {
         Some(said)
     }
 
-    /// The trigger of a phased rollback between phases resolved (the canary's rollback may be
-    /// enough to clear it): kept as a note on the phase commit, so the last phase's
-    /// verification, in this process or after a restart, does not wait for it to resolve
-    /// again. `None` when `r` is not between phases.
-    pub(super) fn resolved_between_phases(
-        &mut self,
-        r: &AuditRecord,
-        at: Timestamp,
-        now: Timestamp,
-    ) -> Result<Option<String>, EngineError> {
-        let Some(newest) = self.in_progress().into_iter().find(|o| o.id == r.id).cloned() else {
-            return Ok(None);
-        };
-        let phase = newest.phase.map_or_else(String::new, |p| p.to_string());
-        // A resolve dated before the first phase, or in the future, is not the phases' doing.
-        let first = self.ctx.repo.index().records().iter().filter(|o| o.id == r.id).map(|o| o.at).min().unwrap_or(r.at);
-        if at < first || at > now + jiff::SignedDuration::from_mins(5) {
-            return Ok(Some(format!("{}: {} resolved at {at}, outside {first} .. now: not counted", r.id, r.trigger)));
-        }
-        let text = format!("{RESOLVED_BETWEEN_PHASES}{} at {at}\n", r.trigger);
-        self.ctx.repo.write_note(crate::git::WATCH_NOTES_REF, &newest.commit, &text, now, false)?;
-        Ok(Some(format!(
-            "{}: {} resolved while phase {phase} soaked; the last phase's verification starts from it",
-            r.id, r.trigger
-        )))
-    }
-
-    /// Whether the trigger of phased rollback `id` resolved between its phases (a note on one).
-    pub(super) fn resolved_before_last_phase(&self, id: &RollbackId) -> bool {
-        self.ctx.repo.index().records().iter().filter(|r| &r.id == id && r.phase.is_some_and(|p| !p.is_last())).any(|r| {
-            self.ctx.repo
-                .note_in(crate::git::WATCH_NOTES_REF, &r.commit)
-                .is_some_and(|n| n.starts_with(RESOLVED_BETWEEN_PHASES))
-        })
-    }
-
     /// `continue <id>`: a person says the phase written is healthy; the next is written now,
     /// whatever is left of its soak.
     pub fn continue_rollback(&mut self, id: &str, actor: &Actor) -> Result<Answer, EngineError> {
@@ -799,9 +444,9 @@ impl Engine {
             ));
         }
         let actor = asker.principal();
-        let (_lock, now) = self.begin_fresh()?;
+        let (_lock, now) = self.ctx.begin_fresh()?;
         self.ctx.repo.audit(now)?;
-        let Some(r) = self.in_progress().into_iter().find(|r| r.id.as_str() == id).cloned() else {
+        let Some(r) = self.ctx.in_progress().into_iter().find(|r| r.id.as_str() == id).cloned() else {
             let index = self.ctx.repo.index();
             let records = index.records();
             let why = match records.iter().find(|r| r.id.as_str() == id) {
@@ -814,7 +459,7 @@ impl Engine {
             };
             return Ok(Answer::refused(Refusal::NotFound, why));
         };
-        let policy = self.policy_named(&r.policy).cloned();
+        let policy = self.ctx.policy_named(&r.policy).cloned();
         // The people who may approve a proposal of this policy may say whether it goes on; with
         // the policy gone, only an operator at the CLI.
         if let (Some(p), None) = (actor, &policy) {
@@ -835,7 +480,7 @@ impl Engine {
         let phase = r.phase.map_or_else(String::new, |p| p.to_string());
         // Nothing to plan the rest from: abort ends it (so the target is free again), continue
         // cannot.
-        if let Err(why) = self.target_of(&r) {
+        if let Err(why) = self.ctx.target_of(&r) {
             if go_on {
                 return Ok(Answer::refused(
                     Refusal::CannotGoOn,
@@ -867,4 +512,361 @@ fn phases_changed(policy: &Policy, target: &Target, phase: Phase) -> Option<Stri
             phase.of
         )
     })
+}
+
+impl super::Ctx {
+    /// The phased rollbacks between phases (see [`phase::in_progress`]), newest phase of each.
+    fn in_progress(&self) -> Vec<&AuditRecord> {
+        let index = self.repo.index();
+        phase::in_progress(index.records(), |id| index.halted(id))
+    }
+
+    /// Whether anything on the branch after phase `r` names its rollback: a later phase or a
+    /// halt marker, whether or not its tag has arrived yet (tags follow the branch in a push, so
+    /// a fetch can see another replica's commit before its tag). Going on stops at either; a
+    /// look-alike without a tag only stops it, for a person to `abort` (visible in `status`).
+    fn superseded(&self, r: &AuditRecord) -> bool {
+        self.repo.index().marked_halted(&r.id, self.untagged_since(), self.clock.now()) || self.went_on(r)
+    }
+
+    /// Whether a later phase of `r`'s rollback is on the branch: tagged, or untagged but recent
+    /// (its tag may still be on its way). An older untagged one is a look-alike and pins nothing.
+    fn went_on(&self, r: &AuditRecord) -> bool {
+        let since = self.untagged_since();
+        self.repo.index().records().iter().any(|o| {
+            o.id == r.id
+                && o.delivery == Delivery::Direct
+                && o.phase.zip(r.phase).is_some_and(|(o, r)| o.step > r.step)
+                && (o.tag.is_some() || (o.at >= since && o.at <= self.clock.now()))
+        })
+    }
+
+    /// Untagged commits newer than this may be another replica's whose tag is on its way.
+    fn untagged_since(&self) -> Timestamp {
+        self.clock.now() - jiff::SignedDuration::from_mins(2)
+    }
+
+    /// The phased rollback of `target` that answers for it: one between phases, or one that
+    /// halted and whose rest is an open proposal (people decide it; nothing else is written
+    /// for the target meanwhile).
+    pub(super) fn between_phases_of(&self, target: &Target) -> Option<AuditRecord> {
+        let of_target = |r: &&AuditRecord| r.service == target.service && r.env == target.env;
+        if let Some(r) = self.in_progress().into_iter().find(of_target) {
+            return Some(r.clone());
+        }
+        let index = self.repo.index();
+        index
+            .records()
+            .iter()
+            .filter(of_target)
+            .find(|r| {
+                r.delivery == Delivery::Proposal
+                    && !r.cancelled
+                    && r.phase.is_some_and(Phase::is_last)
+                    && index.halted(&r.id)
+            })
+            .cloned()
+    }
+
+    /// Whether the rollback `plan` (the whole target's) goes in phases, and its first phase with
+    /// anything to change: the same bad commits and known-good, that phase's paths.
+    pub(super) fn first_phase(&self, policy: &Policy, plan: &Plan, event: &Event) -> Result<FirstPhase, EngineError> {
+        if plan.completes.is_some() {
+            return Ok(FirstPhase::Whole("it completes another rollback's files: written in one commit".into()));
+        }
+        // Later phases are planned from git alone: the target must come out the same from
+        // what the commit records (trigger, service, env), or they could not be.
+        let again = Event::again(
+            &event.trigger(),
+            &plan.target.service,
+            &plan.target.env,
+            event.reason(),
+            event.actor(),
+            event.received_at,
+        );
+        if policy.resolve_target(&again, &self.rules).ok().as_ref() != Some(&plan.target) {
+            return Ok(FirstPhase::Whole(
+                "the target uses labels beyond service and env, which later phases could not read back: written in one commit"
+                    .into(),
+            ));
+        }
+        let of = plan.target.phases.len() as u32;
+        for step in 1..=of {
+            let paths = &plan.target.phases[step as usize - 1].paths;
+            let phase = Phase::new(step, of).unwrap_or(Phase { step: of, of });
+            match self.plan_part(policy, &plan.target, paths, &plan.bad_commits_shas(), phase, &plan.known_good)? {
+                // Its first phase with changes is all of it: one commit, no phases to wait for.
+                Ok(Some(p)) if p.tree == plan.tree && !phase.is_last() => {
+                    return Ok(FirstPhase::Whole(format!(
+                        "phase {phase} is the whole rollback here: written in one commit"
+                    )));
+                }
+                Ok(Some(p)) => return Ok(FirstPhase::Phased(Box::new(p))),
+                Ok(None) => continue,
+                Err(why) => return Ok(FirstPhase::Whole(format!("{why}: written in one commit"))),
+            }
+        }
+        Ok(FirstPhase::Whole("no phase has anything to change".into()))
+    }
+
+    /// A plan of `paths` (a phase's, or the whole target's for the rest) that puts them back as
+    /// they were at `known_good`, as phase `phase`. Always a restore: a revert would undo whole
+    /// commits, beyond the phase. `Ok(Err(why))` when it would write outside the target (or
+    /// delete all of it).
+    fn plan_part(
+        &self,
+        policy: &Policy,
+        target: &Target,
+        paths: &[String],
+        bad: &[String],
+        phase: Phase,
+        known_good: &KnownGood,
+    ) -> Result<Result<Option<Plan>, String>, EngineError> {
+        let part = Target { paths: paths.to_vec(), ..target.clone() };
+        let request = PlanRequest {
+            target: &part,
+            strategy: Strategy::Restore,
+            exact: true,
+            to: Some(&known_good.sha.0),
+            irreversible: policy.irreversible.as_ref(),
+            continues: Some(bad),
+            allow_removal: policy.action.allow_removal,
+            upto: None,
+        };
+        let mut plan = match self.repo.plan(&request)? {
+            Planned::Ready(plan) => *plan,
+            Planned::Noop { .. } | Planned::AlreadyRolledBack { .. } => return Ok(Ok(None)),
+            // Not for a part of a plan (`continues`); said here so a change to the planner
+            // cannot make a phase write what the whole plan was denied.
+            Planned::NothingToGoBackTo { reason, .. } => return Ok(Err(reason)),
+        };
+        let whole = PathSet::new(&target.paths)
+            .map_err(|message| EngineError::Policy { policy: policy.name().to_string(), message })?;
+        if let Some(f) = plan.diffstat.iter().find(|f| !whole.matches(&f.path)) {
+            return Ok(Err(format!("phase {phase}'s paths reach {} outside the target's paths", f.path)));
+        }
+        plan.phase = Some(phase);
+        plan.known_good = known_good.clone();
+        plan.requested_strategy = policy.action.strategy;
+        plan.strategy_note = Some("every phase of a phased rollback restores its paths".into());
+        Ok(Ok(Some(plan)))
+    }
+
+    /// When the phased rollbacks between phases end their soak (see [`Engine::phases_due`]).
+    pub(super) fn soak_ends(&self, now: Timestamp) -> Vec<Timestamp> {
+        let mut ends = Vec::new();
+        for r in self.in_progress().into_iter().filter(|r| !self.superseded(r)) {
+            let (Some(phase), Ok((policy, target))) = (r.phase, self.target_of(r)) else { continue };
+            let soak = self.soak_of(&policy, &target, phase);
+            let query = self.verify_query(&policy, &r.service, &r.env);
+            if let Stage::Soaking { until } = phase::stage(r.at, soak, query.is_some(), now) {
+                ends.push(until);
+            }
+        }
+        ends
+    }
+
+    /// How long phase `phase` soaks: its `soak`, and never less than the policy's
+    /// `verify.deploy_time` (a check before the phase is deployed would judge the old state).
+    fn soak_of(&self, policy: &Policy, target: &Target, phase: Phase) -> crate::support::duration::Duration {
+        let soak = target.phases.get(phase.step as usize - 1).map(|p| p.soak).unwrap_or_default();
+        policy.verify.as_ref().map_or(soak, |v| soak.max(v.deploy_time))
+    }
+
+    /// Why the commits after phase `r` on the branch stop it: a commit by anyone but this
+    /// rollback (a person's hotfix, another rollback) changed the target's paths since.
+    fn changed_after(&self, r: &AuditRecord, target: &Target) -> Result<Option<String>, EngineError> {
+        let paths =
+            PathSet::new(&target.paths).map_err(|message| EngineError::Policy { policy: r.policy.clone(), message })?;
+        let phase = r.phase.map_or_else(String::new, |p| p.to_string());
+        // Its own commits are those its tags name, not whatever carries its id in a message.
+        let own = self
+            .repo
+            .index()
+            .records()
+            .iter()
+            .filter(|o| o.id == r.id && o.tag.is_some())
+            .map(|o| o.commit.clone())
+            .collect();
+        Ok(self
+            .repo
+            .changed_since(&paths, &r.commit, &own)?
+            .map(|c| format!("{} changed {} after phase {phase} was written", c.short(), target.paths.join(", "))))
+    }
+
+    /// Where each phased rollback between phases stands, for `status`.
+    pub(super) fn phased_views(&self, now: Timestamp) -> Vec<crate::domain::status::PhasedView> {
+        self.in_progress()
+            .into_iter()
+            .filter_map(|r| {
+                let phase = r.phase?;
+                let mut name = None;
+                let waiting_for = match self.target_of(r) {
+                    _ if self.superseded(r) => format!(
+                        "stopped: a later commit on the branch names it without rollbackd's tag; `abort {}` ends it",
+                        r.id
+                    ),
+                    Err(why) => format!("cannot go on: {why}; a person must act"),
+                    Ok((policy, target)) => {
+                        name = target.phases.get(phase.step as usize - 1).and_then(|p| p.name.clone());
+                        let soak = self.soak_of(&policy, &target, phase);
+                        let query = self.verify_query(&policy, &r.service, &r.env).is_some();
+                        // Freezes that cannot be read stop it as a freeze would.
+                        let stopped = self.stopping(&r.service, &r.env, now).describe().is_some();
+                        match phase::stage(r.at, soak, query, now) {
+                            _ if phases_changed(&policy, &target, phase).is_some() => {
+                                "halts at the next check: its policy's phases changed".into()
+                            }
+                            Stage::Soaking { until } => format!(
+                                "soaking until {until}; then {}",
+                                if query { "verify.query decides" } else { "waits for `continue`" }
+                            ),
+                            Stage::Check if stopped => format!(
+                                "paused or frozen: waits for the end of it, or `continue {}` / `abort {}`",
+                                r.id, r.id
+                            ),
+                            Stage::Check => "verify.query decides at the next check".into(),
+                            Stage::AwaitingContinue => format!("waiting for `continue {}` or `abort {}`", r.id, r.id),
+                        }
+                    }
+                };
+                Some(crate::domain::status::PhasedView {
+                    id: r.id.to_string(),
+                    service: r.service.clone(),
+                    env: r.env.clone(),
+                    phase: phase.to_string(),
+                    name,
+                    since: crate::domain::freeze::to_the_second(r.at),
+                    waiting_for,
+                })
+            })
+            .collect()
+    }
+
+    /// The policy's `verify.query` for a service/env, rendered.
+    pub(super) fn verify_query(&self, policy: &Policy, service: &str, env: &str) -> Option<String> {
+        let q = policy.verify.as_ref()?.query.as_ref()?;
+        let ctx = crate::support::template::value(serde_json::json!({
+            "service": service, "env": env, "labels": { "service": service, "env": env },
+        }));
+        match crate::support::template::render_expression(&q.0, &ctx, &self.rules) {
+            Ok(q) => Some(q),
+            Err(e) => {
+                warn!(policy = policy.name(), error = %e, "verify.query cannot be rendered; the query is not checked");
+                None
+            }
+        }
+    }
+
+    /// What comes next of `going`, planned: the next phase with anything to change (unless
+    /// the rest changed meanwhile or the point of no return is past), or the rest.
+    fn plan_next(&mut self, going: &Going<'_>, next: &Next) -> Result<(Next, Option<Plan>), EngineError> {
+        let Going { r, phase, policy, target, known_good, now, .. } = *going;
+        let mut next = match next {
+            Next::Phase(why) => match self.changed_after(r, target)? {
+                Some(changed) => Next::Remainder(changed),
+                None if phases_changed(policy, target, phase).is_some() => {
+                    Next::Remainder(phases_changed(policy, target, phase).unwrap_or_default())
+                }
+                None => Next::Phase(why.clone()),
+            },
+            Next::Remainder(why) => Next::Remainder(why.clone()),
+        };
+        let mut plan = match &next {
+            Next::Phase(_) => {
+                let mut planned = None;
+                for step in phase.step + 1..=phase.of {
+                    let paths = &target.phases[step as usize - 1].paths;
+                    let p = Phase::new(step, phase.of).unwrap_or(phase.last());
+                    match self.plan_part(policy, target, paths, &r.bad_commits, p, known_good)? {
+                        Ok(Some(plan)) => {
+                            planned = Some(plan);
+                            break;
+                        }
+                        Ok(None) => continue,
+                        Err(why) => {
+                            next = Next::Remainder(why);
+                            break;
+                        }
+                    }
+                }
+                planned
+            }
+            Next::Remainder(_) => None,
+        };
+        // Past the point of no return, nothing more goes to the branch by itself or by a
+        // `continue`: the rest is for review.
+        if let (Next::Phase(_), Some(p)) = (&next, &plan) {
+            let checks = crate::domain::guards::evaluate(
+                &policy.guards,
+                policy.irreversible.is_some(),
+                p,
+                self.repo.index().records(),
+                now,
+            );
+            if let Some(g) = checks.iter().find(|g| !g.passed && g.guard == crate::domain::guards::POINT_OF_NO_RETURN) {
+                next = Next::Remainder(format!("past the point of no return: {}", g.detail));
+                plan = None;
+            }
+        }
+        Ok((next, plan))
+    }
+
+    /// The empty commit on `head` that says rollback `rref` halted (`why`, then the
+    /// `Rollback-Halted` trailers), and its `halted/...` tag: written, not pushed.
+    pub(super) fn halt_marker(
+        &self,
+        head: &Sha,
+        rref: &RollbackRef,
+        why: &str,
+        now: Timestamp,
+    ) -> Result<(Sha, Sha), EngineError> {
+        let halt = crate::git::Halt { id: rref.id.to_string(), service: rref.service.clone(), env: rref.env.clone() };
+        let (id, service, env) = (&rref.id, &rref.service, &rref.env);
+        let text = format!("Halt rollback {id} of {service}/{env}\n\n{why}\n\n{}", halt.render());
+        let marker = self.repo.create_commit(head, &self.repo.tree_of(head)?, &text, now)?;
+        let tag = self.repo.create_tag(
+            &rref.halted(),
+            &marker,
+            &format!("Halted rollback {id} of {service}/{env}\n"),
+            now,
+        )?;
+        Ok((marker, tag))
+    }
+
+    /// The trigger of a phased rollback between phases resolved (the canary's rollback may be
+    /// enough to clear it): kept as a note on the phase commit, so the last phase's
+    /// verification, in this process or after a restart, does not wait for it to resolve
+    /// again. `None` when `r` is not between phases.
+    pub(super) fn resolved_between_phases(
+        &mut self,
+        r: &AuditRecord,
+        at: Timestamp,
+        now: Timestamp,
+    ) -> Result<Option<String>, EngineError> {
+        let Some(newest) = self.in_progress().into_iter().find(|o| o.id == r.id).cloned() else {
+            return Ok(None);
+        };
+        let phase = newest.phase.map_or_else(String::new, |p| p.to_string());
+        // A resolve dated before the first phase, or in the future, is not the phases' doing.
+        let first = self.repo.index().records().iter().filter(|o| o.id == r.id).map(|o| o.at).min().unwrap_or(r.at);
+        if at < first || at > now + jiff::SignedDuration::from_mins(5) {
+            return Ok(Some(format!("{}: {} resolved at {at}, outside {first} .. now: not counted", r.id, r.trigger)));
+        }
+        let text = format!("{RESOLVED_BETWEEN_PHASES}{} at {at}\n", r.trigger);
+        self.repo.write_note(crate::git::WATCH_NOTES_REF, &newest.commit, &text, now, false)?;
+        Ok(Some(format!(
+            "{}: {} resolved while phase {phase} soaked; the last phase's verification starts from it",
+            r.id, r.trigger
+        )))
+    }
+
+    /// Whether the trigger of phased rollback `id` resolved between its phases (a note on one).
+    pub(super) fn resolved_before_last_phase(&self, id: &RollbackId) -> bool {
+        self.repo.index().records().iter().filter(|r| &r.id == id && r.phase.is_some_and(|p| !p.is_last())).any(|r| {
+            self.repo
+                .note_in(crate::git::WATCH_NOTES_REF, &r.commit)
+                .is_some_and(|n| n.starts_with(RESOLVED_BETWEEN_PHASES))
+        })
+    }
 }

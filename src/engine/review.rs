@@ -71,18 +71,10 @@ pub(super) enum Merging {
 }
 
 impl Engine {
-    /// What a person's action starts with: the data dir's lock, the origin as it is now (people
-    /// act on what they just saw, so the freshness window does not apply), and the time.
-    pub(super) fn begin_fresh(&mut self) -> Result<(crate::git::MirrorLock, Timestamp), EngineError> {
-        let lock = self.ctx.begin()?;
-        self.ctx.fetch_now()?;
-        Ok((lock, self.ctx.clock.now()))
-    }
-
     /// Approves proposal `id`; merges it once the policy's approvals are met.
     pub fn approve(&mut self, id: &str, actor: &Actor) -> Result<ReviewOutcome, EngineError> {
         let (who, actor) = (actor.id(), actor.principal());
-        let (_lock, now) = self.begin_fresh()?;
+        let (_lock, now) = self.ctx.begin_fresh()?;
         let Some((branch, commit, t)) = self.ctx.repo.find_proposal(id)? else {
             return Ok(ReviewOutcome::Refused { reason: format!("no open proposal {id}") });
         };
@@ -92,8 +84,9 @@ impl Engine {
         // `codeowners` is decided on the files this proposal changes, with CODEOWNERS as the
         // watched branch has it (never as the proposal would leave it).
         if let Some(p) = actor
-            && let Admission::Refused(why) =
-                self.admit(&policy.chatops.approve, "chatops.approve", p, || Ok(self.ctx.repo.changed_by(&commit)?))?
+            && let Admission::Refused(why) = self
+                .ctx
+                .admit(&policy.chatops.approve, "chatops.approve", p, || Ok(self.ctx.repo.changed_by(&commit)?))?
         {
             return Ok(ReviewOutcome::Refused {
                 reason: format!("{p} may not approve rollbacks of policy {} ({why})", policy.name()),
@@ -120,30 +113,30 @@ impl Engine {
         approvers.retain(|a| seen.insert(directory.person(a)));
         let needed = policy.review.approvals.max(1);
         if (approvers.len() as u32) < needed {
-            self.say(&branch, &format!("Approved by {who}: {} of {needed}.", approvers.len()));
+            self.ctx.say(&branch, &format!("Approved by {who}: {} of {needed}.", approvers.len()));
             return Ok(ReviewOutcome::Approved { id: id.to_string(), approvals: approvers.len(), needed });
         }
         // Merging is a write like any other: decided now, with the guards, freezes and pause of
         // this moment. The approval is the review a proposal waits for; a guard that denies,
         // or a policy that no longer rolls back, still stops it.
-        let plan = match self.proposal_plan(&policy, &t, now) {
+        let plan = match self.ctx.proposal_plan(&policy, &t, now) {
             Ok(plan) => plan,
             Err(why) => {
                 let reason = format!("{id} cannot be checked against policy {} now: {why}", policy.name());
-                self.say(&branch, &format!("Not merged: {reason}."));
+                self.ctx.say(&branch, &format!("Not merged: {reason}."));
                 return Ok(ReviewOutcome::Refused { reason });
             }
         };
         let rid = RollbackId(id.to_string());
-        if let Some(why) = self.may_merge(&policy, plan.as_ref(), &t, &rid, Merging::Approved, now) {
+        if let Some(why) = self.ctx.may_merge(&policy, plan.as_ref(), &t, &rid, Merging::Approved, now) {
             let reason = format!("{id} is not merged: {why}");
             warn!(rollback_id = id, "{reason}");
-            self.say(&branch, &format!("Not merged: {why}."));
+            self.ctx.say(&branch, &format!("Not merged: {why}."));
             return Ok(ReviewOutcome::Refused { reason });
         }
         let merge = Merge { branch: &branch, commit: &commit, service: &t.service, env: &t.env, id, by: &who, now };
         let outcome = if self.ctx.forge.hosts_pull_requests() {
-            self.merge_on_forge(&merge, policy.review.merge)?
+            self.ctx.merge_on_forge(&merge, policy.review.merge)?
         } else {
             self.merge_proposal(&merge)?
         };
@@ -159,87 +152,10 @@ impl Engine {
         Ok(outcome)
     }
 
-    /// Says something on a proposal's conversation, where there is one, through the outbox:
-    /// what people are told is never worth failing the action for, nor waiting on the forge.
-    fn say(&self, branch: &str, text: &str) {
-        self.ctx.outbox.say(branch.to_string(), text.to_string());
-    }
-
-    /// Merges the proposal's pull request through the forge at exactly the reviewed commit
-    /// (replayed onto the base first if the base moved), then tags what landed and says so on
-    /// the PR. On the writer: the merge is the write.
-    pub(super) fn merge_on_forge(
-        &mut self,
-        m: &Merge<'_>,
-        method: crate::domain::policy::MergeMethod,
-    ) -> Result<ReviewOutcome, EngineError> {
-        let Merge { branch, commit, service, env, id, by: who, now } = *m;
-        let message = self.ctx.repo.message(commit)?;
-        let pr = self.ctx.forge.propose(&crate::forge::ProposalRequest {
-            branch,
-            base: self.ctx.repo.branch(),
-            title: &format!("Roll back {service}/{env} ({id})"),
-            body: &message,
-            labels: &["rollback".into(), format!("service:{service}"), format!("env:{env}")],
-            reviewers: &[],
-            teams: &[],
-        })?;
-        let Some(pr) = pr else {
-            return Ok(ReviewOutcome::Refused { reason: "the forge keeps no pull request to merge".into() });
-        };
-        let Some(tip) = self.ctx.repo.onto_head(commit, now)? else {
-            let reason =
-                format!("{} moved and {id} no longer applies cleanly; cancel it and ask again", self.ctx.repo.branch());
-            self.say(branch, &format!("Not merged: {reason}."));
-            return Ok(ReviewOutcome::Refused { reason });
-        };
-        if &tip != commit && self.ctx.repo.replace_branch(branch, &tip, commit)? == PushResult::Moved {
-            return Ok(ReviewOutcome::Refused {
-                reason: format!("{branch} changed while it was being updated; try again"),
-            });
-        }
-        let merged = match self.ctx.forge.merge(&pr, method, &tip.0, &message) {
-            Ok(sha) => Sha(sha),
-            Err(crate::forge::ForgeError::MergeRefused(reason)) => {
-                warn!(rollback_id = id, pr = pr.number, %reason, "GitHub refused the merge");
-                self.say(branch, &format!("Not merged: {reason}."));
-                return Ok(ReviewOutcome::Refused { reason });
-            }
-            Err(e) => return Err(e.into()),
-        };
-        self.ctx.fetch_now()?;
-        let tag = RollbackRef::new(service, env, &RollbackId(id.to_string())).name();
-        let review = self.review_of(commit, Some(who), None);
-        self.ctx.repo.tag_commit(
-            &tag,
-            &merged.0,
-            &format!("Rollback {id} of {service}/{env}, merged from #{}\n\n{review}", pr.number),
-            now,
-        )?;
-        // GitHub may have deleted the branch already: then there is nothing left to delete.
-        if let Err(e) = self.ctx.repo.delete_branch(branch, &tip) {
-            warn!(branch, error = %e, "the merged proposal's branch could not be deleted");
-        }
-        self.ctx.outbox.comment(pr.clone(), format!("Merged by {who} as `{}`, tagged `{tag}`.", merged.short()));
-        info!(rollback_id = id, pr = pr.number, "proposal merged on GitHub");
-        let rollback = Rollback {
-            id: RollbackId(id.to_string()),
-            commit: merged,
-            delivery: Delivery::Direct,
-            branch: self.ctx.repo.branch().to_string(),
-            tag: Some(tag),
-            push_retries: 0,
-            pr_url: Some(pr.html_url),
-            phase: None,
-            because: Vec::new(),
-        };
-        Ok(ReviewOutcome::Merged { rollback })
-    }
-
     /// Checks finished on a proposal branch: an `auto_merge` proposal whose required checks have
     /// all succeeded is merged now.
     pub fn checks_completed(&mut self, branch: &str) -> Result<String, EngineError> {
-        let (_lock, now) = self.begin_fresh()?;
+        let (_lock, now) = self.ctx.begin_fresh()?;
         let Some(rref) = RollbackRef::parse_branch(branch) else {
             return Ok(format!("{} is not a rollback proposal", crate::domain::ident::shown(branch)));
         };
@@ -260,18 +176,18 @@ impl Engine {
         if !pending.is_empty() {
             return Ok(format!("{id} waits for checks: {}", pending.join(", ")));
         }
-        let plan = match self.proposal_plan(&policy, &t, now) {
+        let plan = match self.ctx.proposal_plan(&policy, &t, now) {
             Ok(plan) => plan,
             Err(why) => return Ok(format!("{id} waits for an approval: it cannot be checked now: {why}")),
         };
         let rid = RollbackId(id.to_string());
         let by = Merging::Automatic { asked_by_person: false };
-        if let Some(why) = self.may_merge(&policy, plan.as_ref(), &t, &rid, by, now) {
+        if let Some(why) = self.ctx.may_merge(&policy, plan.as_ref(), &t, &rid, by, now) {
             return Ok(format!("{id} waits for an approval: {why}"));
         }
         let merge =
             Merge { branch: &branch, commit: &commit, service: &t.service, env: &t.env, id, by: "auto_merge", now };
-        let outcome = self.merge_on_forge(&merge, policy.review.merge)?;
+        let outcome = self.ctx.merge_on_forge(&merge, policy.review.merge)?;
         Ok(outcome.summary())
     }
 
@@ -284,7 +200,7 @@ impl Engine {
         head_sha: &str,
         by: &str,
     ) -> Result<String, EngineError> {
-        let (_lock, now) = self.begin_fresh()?;
+        let (_lock, now) = self.ctx.begin_fresh()?;
         let Some(rref) = RollbackRef::parse_branch(branch) else {
             return Ok(format!("{} is not a rollback proposal", crate::domain::ident::shown(branch)));
         };
@@ -294,11 +210,11 @@ impl Engine {
         let by = if crate::domain::ident::is_plain(&by) { format!("github:{by}") } else { "github:(unknown)".into() };
         let (tag, message) = match merged_sha {
             Some(sha) => {
-                let review = self.review_of(&Sha(head_sha.to_string()), Some(&by), None);
+                let review = self.ctx.review_of(&Sha(head_sha.to_string()), Some(&by), None);
                 (rref.name(), format!("Rollback {id} merged on GitHub by {by} at {sha}\n\n{review}"))
             }
             None => {
-                let review = self.review_of(&Sha(head_sha.to_string()), None, Some(&by));
+                let review = self.ctx.review_of(&Sha(head_sha.to_string()), None, Some(&by));
                 (rref.cancelled(), format!("Cancelled {id}: pull request closed by {by}\n\n{review}"))
             }
         };
@@ -324,7 +240,7 @@ impl Engine {
 
     pub(super) fn merge_proposal(&mut self, m: &Merge<'_>) -> Result<ReviewOutcome, EngineError> {
         let Merge { branch, commit, service, env, id, by: merged_by, now } = *m;
-        let review = self.review_of(commit, Some(merged_by), None);
+        let review = self.ctx.review_of(commit, Some(merged_by), None);
         self.retry_on_moved(|engine, attempt| {
             let head = engine.ctx.repo.head()?;
             let Some(merged) = engine.ctx.repo.onto_head(commit, now)? else {
@@ -361,6 +277,207 @@ impl Engine {
         })
     }
 
+    /// Closes proposal `id`: its branch is deleted and its commit kept as `cancelled/...` tag.
+    pub fn cancel(&mut self, id: &str, actor: &Actor) -> Result<ReviewOutcome, EngineError> {
+        let (who, actor) = (actor.id(), actor.principal());
+        let (_lock, now) = self.ctx.begin_fresh()?;
+        let Some((branch, commit, t)) = self.ctx.repo.find_proposal(id)? else {
+            return Ok(ReviewOutcome::Refused { reason: format!("no open proposal {id}") });
+        };
+        if let Some(p) = actor {
+            let approver = match self.ctx.policies.policies.iter().find(|x| x.name() == t.policy) {
+                Some(pol) => matches!(
+                    self.ctx.admit(&pol.chatops.approve, "chatops.approve", p, || Ok(self
+                        .ctx
+                        .repo
+                        .changed_by(&commit)?))?,
+                    Admission::Admitted
+                ),
+                None => false,
+            };
+            if !approver && !self.ctx.config.directory.same_person(&p.id, &t.actor) {
+                return Ok(ReviewOutcome::Refused {
+                    reason: format!(
+                        "{p} may not cancel {id}: only its requester or an approver of policy {}",
+                        t.policy
+                    ),
+                });
+            }
+        }
+        let tag = RollbackRef::new(&t.service, &t.env, &RollbackId(id.to_string())).cancelled();
+        let review = self.ctx.review_of(&commit, None, Some(&who));
+        self.ctx.repo.tag_commit(&tag, &commit.0, &format!("Cancelled {id} by {who}\n\n{review}"), now)?;
+        // Closing is part of the cancel, as merging is part of an approval: done before the
+        // branch goes (GitHub closes a pull request whose branch is deleted, and then nothing
+        // would say who cancelled it).
+        self.ctx.forge.close(&branch, &format!("Cancelled by {who}."))?;
+        self.ctx.repo.delete_branch(&branch, &commit)?;
+        info!(rollback_id = id, by = %who, "proposal cancelled");
+        Ok(ReviewOutcome::Cancelled { id: id.to_string(), tag })
+    }
+
+    pub fn freeze(
+        &mut self,
+        scope: &str,
+        env: Option<&str>,
+        duration: Option<crate::support::duration::Duration>,
+        reason: Option<&str>,
+        actor: &Actor,
+    ) -> Result<Answer, EngineError> {
+        if let Some(refused) = self.ctx.may_freeze(actor, "freeze or unfreeze") {
+            return Ok(refused);
+        }
+        self.ctx.add_freeze(scope, env, duration, reason, actor.id(), false)
+    }
+
+    /// The kill switch: every automatic rollback (and step back) stops, fleet-wide, until
+    /// `resume` or the end of `duration` (default 1h). Authorised like a freeze; recorded in git.
+    pub fn pause(
+        &mut self,
+        duration: Option<crate::support::duration::Duration>,
+        reason: Option<&str>,
+        actor: &Actor,
+    ) -> Result<Answer, EngineError> {
+        if let Some(refused) = self.ctx.may_freeze(actor, "pause or resume") {
+            return Ok(refused);
+        }
+        let said = self.ctx.add_freeze("all", None, duration, reason, actor.id(), true)?;
+        if !said.is_refused() {
+            warn!("{said}");
+        }
+        Ok(said)
+    }
+
+    /// Lifts the pause.
+    pub fn resume(&mut self, actor: &Actor, asked_at: Option<Timestamp>) -> Result<Answer, EngineError> {
+        if let Some(refused) = self.ctx.may_freeze(actor, "pause or resume") {
+            return Ok(refused);
+        }
+        let (_lock, now) = self.ctx.begin_fresh()?;
+        let who = actor.id();
+        let asked_at = asked_at.unwrap_or(now);
+        let removed =
+            self.ctx.repo.update_freezes(&format!("Resume by {who}\n"), now, |set| set.resume(now, asked_at))?;
+        Ok(Answer::done(if removed == 0 {
+            "automatic rollbacks were not paused".into()
+        } else {
+            format!("automatic rollbacks resumed by {who}")
+        }))
+    }
+
+    /// Lifts freezes of `scope` (in `env`, or every env). `asked_at` is when the person asked
+    /// (chat): a freeze set after that is left in place, so a replayed `unfreeze` cannot lift a
+    /// newer freeze.
+    pub fn unfreeze(
+        &mut self,
+        scope: &str,
+        env: Option<&str>,
+        actor: &Actor,
+        asked_at: Option<Timestamp>,
+    ) -> Result<Answer, EngineError> {
+        if let Some(refused) = self.ctx.may_freeze(actor, "freeze or unfreeze") {
+            return Ok(refused);
+        }
+        let (_lock, now) = self.ctx.begin_fresh()?;
+        let who = actor.id();
+        let asked_at = asked_at.unwrap_or(now);
+        let removed = self.ctx.repo.update_freezes(&format!("Unfreeze {scope} by {who}\n"), now, |set| {
+            set.remove(scope, env, now, asked_at)
+        })?;
+        Ok(Answer::done(match removed {
+            0 => format!("{scope} was not frozen"),
+            1 => format!("{scope} unfrozen by {who}"),
+            n => format!("{scope} unfrozen by {who}: {n} freezes lifted"),
+        }))
+    }
+}
+
+impl super::Ctx {
+    /// What a person's action starts with: the data dir's lock, the origin as it is now (people
+    /// act on what they just saw, so the freshness window does not apply), and the time.
+    pub(super) fn begin_fresh(&mut self) -> Result<(crate::git::MirrorLock, Timestamp), EngineError> {
+        let lock = self.begin()?;
+        self.fetch_now()?;
+        Ok((lock, self.clock.now()))
+    }
+
+    /// Says something on a proposal's conversation, where there is one, through the outbox:
+    /// what people are told is never worth failing the action for, nor waiting on the forge.
+    fn say(&self, branch: &str, text: &str) {
+        self.outbox.say(branch.to_string(), text.to_string());
+    }
+
+    /// Merges the proposal's pull request through the forge at exactly the reviewed commit
+    /// (replayed onto the base first if the base moved), then tags what landed and says so on
+    /// the PR. On the writer: the merge is the write.
+    pub(super) fn merge_on_forge(
+        &mut self,
+        m: &Merge<'_>,
+        method: crate::domain::policy::MergeMethod,
+    ) -> Result<ReviewOutcome, EngineError> {
+        let Merge { branch, commit, service, env, id, by: who, now } = *m;
+        let message = self.repo.message(commit)?;
+        let pr = self.forge.propose(&crate::forge::ProposalRequest {
+            branch,
+            base: self.repo.branch(),
+            title: &format!("Roll back {service}/{env} ({id})"),
+            body: &message,
+            labels: &["rollback".into(), format!("service:{service}"), format!("env:{env}")],
+            reviewers: &[],
+            teams: &[],
+        })?;
+        let Some(pr) = pr else {
+            return Ok(ReviewOutcome::Refused { reason: "the forge keeps no pull request to merge".into() });
+        };
+        let Some(tip) = self.repo.onto_head(commit, now)? else {
+            let reason =
+                format!("{} moved and {id} no longer applies cleanly; cancel it and ask again", self.repo.branch());
+            self.say(branch, &format!("Not merged: {reason}."));
+            return Ok(ReviewOutcome::Refused { reason });
+        };
+        if &tip != commit && self.repo.replace_branch(branch, &tip, commit)? == PushResult::Moved {
+            return Ok(ReviewOutcome::Refused {
+                reason: format!("{branch} changed while it was being updated; try again"),
+            });
+        }
+        let merged = match self.forge.merge(&pr, method, &tip.0, &message) {
+            Ok(sha) => Sha(sha),
+            Err(crate::forge::ForgeError::MergeRefused(reason)) => {
+                warn!(rollback_id = id, pr = pr.number, %reason, "GitHub refused the merge");
+                self.say(branch, &format!("Not merged: {reason}."));
+                return Ok(ReviewOutcome::Refused { reason });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.fetch_now()?;
+        let tag = RollbackRef::new(service, env, &RollbackId(id.to_string())).name();
+        let review = self.review_of(commit, Some(who), None);
+        self.repo.tag_commit(
+            &tag,
+            &merged.0,
+            &format!("Rollback {id} of {service}/{env}, merged from #{}\n\n{review}", pr.number),
+            now,
+        )?;
+        // GitHub may have deleted the branch already: then there is nothing left to delete.
+        if let Err(e) = self.repo.delete_branch(branch, &tip) {
+            warn!(branch, error = %e, "the merged proposal's branch could not be deleted");
+        }
+        self.outbox.comment(pr.clone(), format!("Merged by {who} as `{}`, tagged `{tag}`.", merged.short()));
+        info!(rollback_id = id, pr = pr.number, "proposal merged on GitHub");
+        let rollback = Rollback {
+            id: RollbackId(id.to_string()),
+            commit: merged,
+            delivery: Delivery::Direct,
+            branch: self.repo.branch().to_string(),
+            tag: Some(tag),
+            push_retries: 0,
+            pr_url: Some(pr.html_url),
+            phase: None,
+            because: Vec::new(),
+        };
+        Ok(ReviewOutcome::Merged { rollback })
+    }
+
     /// What proposal `t` would change if merged now, planned again from the branch as it is:
     /// its bad commits (`Rollback-Of`) undone to its known-good (`Rollback-To`) in its
     /// policy's target. `None` when that changes nothing any more; an error says why it cannot
@@ -372,7 +489,7 @@ impl Engine {
         now: Timestamp,
     ) -> Result<Option<Plan>, String> {
         let event = Event::again(&t.trigger, &t.service, &t.env, t.reason.clone(), t.actor.clone(), now);
-        let target = policy.resolve_target(&event, &self.ctx.rules)?;
+        let target = policy.resolve_target(&event, &self.rules)?;
         if target.service != t.service || target.env != t.env {
             return Err(format!("policy {} now names another target", policy.name()));
         }
@@ -386,7 +503,7 @@ impl Engine {
             allow_removal: policy.action.allow_removal,
             upto: None,
         };
-        match self.ctx.repo.plan(&request) {
+        match self.repo.plan(&request) {
             Ok(Planned::Ready(plan)) => Ok(Some(*plan)),
             Ok(Planned::Noop { .. } | Planned::AlreadyRolledBack { .. }) => Ok(None),
             Ok(Planned::NothingToGoBackTo { reason, .. }) => Err(reason),
@@ -415,7 +532,7 @@ impl Engine {
             Merging::Automatic { asked_by_person } => (Mode::Direct, asked_by_person),
         };
         let asking = Asking { policy, mode, human, emergency: t.emergency, dry_run: false, id, open_proposal: None };
-        let verdict = self.ctx.decide_write(&asking, plan, (&t.service, &t.env), now, &mut decision);
+        let verdict = self.decide_write(&asking, plan, (&t.service, &t.env), now, &mut decision);
         match (verdict, by) {
             (Verdict::Deliver(Delivery::Direct), _) | (Verdict::Deliver(_), Merging::Approved) => None,
             (Verdict::Deliver(_), Merging::Automatic { .. }) => {
@@ -429,87 +546,19 @@ impl Engine {
     /// cancelled it.
     fn review_of(&self, proposal: &Sha, merged_by: Option<&str>, cancelled_by: Option<&str>) -> String {
         crate::domain::audit::Review {
-            approved_by: self.ctx.repo.approvals(proposal),
+            approved_by: self.repo.approvals(proposal),
             merged_by: merged_by.map(str::to_string),
             cancelled_by: cancelled_by.map(str::to_string),
         }
         .render()
     }
 
-    /// Closes proposal `id`: its branch is deleted and its commit kept as `cancelled/...` tag.
-    pub fn cancel(&mut self, id: &str, actor: &Actor) -> Result<ReviewOutcome, EngineError> {
-        let (who, actor) = (actor.id(), actor.principal());
-        let (_lock, now) = self.begin_fresh()?;
-        let Some((branch, commit, t)) = self.ctx.repo.find_proposal(id)? else {
-            return Ok(ReviewOutcome::Refused { reason: format!("no open proposal {id}") });
-        };
-        if let Some(p) = actor {
-            let approver = match self.ctx.policies.policies.iter().find(|x| x.name() == t.policy) {
-                Some(pol) => matches!(
-                    self.admit(&pol.chatops.approve, "chatops.approve", p, || Ok(self.ctx.repo.changed_by(&commit)?))?,
-                    Admission::Admitted
-                ),
-                None => false,
-            };
-            if !approver && !self.ctx.config.directory.same_person(&p.id, &t.actor) {
-                return Ok(ReviewOutcome::Refused {
-                    reason: format!(
-                        "{p} may not cancel {id}: only its requester or an approver of policy {}",
-                        t.policy
-                    ),
-                });
-            }
-        }
-        let tag = RollbackRef::new(&t.service, &t.env, &RollbackId(id.to_string())).cancelled();
-        let review = self.review_of(&commit, None, Some(&who));
-        self.ctx.repo.tag_commit(&tag, &commit.0, &format!("Cancelled {id} by {who}\n\n{review}"), now)?;
-        // Closing is part of the cancel, as merging is part of an approval: done before the
-        // branch goes (GitHub closes a pull request whose branch is deleted, and then nothing
-        // would say who cancelled it).
-        self.ctx.forge.close(&branch, &format!("Cancelled by {who}."))?;
-        self.ctx.repo.delete_branch(&branch, &commit)?;
-        info!(rollback_id = id, by = %who, "proposal cancelled");
-        Ok(ReviewOutcome::Cancelled { id: id.to_string(), tag })
-    }
-
     /// Who may `act` (freeze, pause, release holds): anyone an approver in some policy (chat),
     /// or an operator (CLI). The refusal, if refused.
     pub(super) fn may_freeze(&self, actor: &Actor, act: &str) -> Option<Answer> {
         let p = actor.principal()?;
-        let ok = self.ctx.policies.policies.iter().any(|pol| first_admitting(&pol.chatops.approve, p).is_some());
+        let ok = self.policies.policies.iter().any(|pol| first_admitting(&pol.chatops.approve, p).is_some());
         (!ok).then(|| Answer::refused(Refusal::NotAllowed, format!("{p} may not {act}: not an approver in any policy")))
-    }
-
-    pub fn freeze(
-        &mut self,
-        scope: &str,
-        env: Option<&str>,
-        duration: Option<crate::support::duration::Duration>,
-        reason: Option<&str>,
-        actor: &Actor,
-    ) -> Result<Answer, EngineError> {
-        if let Some(refused) = self.may_freeze(actor, "freeze or unfreeze") {
-            return Ok(refused);
-        }
-        self.add_freeze(scope, env, duration, reason, actor.id(), false)
-    }
-
-    /// The kill switch: every automatic rollback (and step back) stops, fleet-wide, until
-    /// `resume` or the end of `duration` (default 1h). Authorised like a freeze; recorded in git.
-    pub fn pause(
-        &mut self,
-        duration: Option<crate::support::duration::Duration>,
-        reason: Option<&str>,
-        actor: &Actor,
-    ) -> Result<Answer, EngineError> {
-        if let Some(refused) = self.may_freeze(actor, "pause or resume") {
-            return Ok(refused);
-        }
-        let said = self.add_freeze("all", None, duration, reason, actor.id(), true)?;
-        if !said.is_refused() {
-            warn!("{said}");
-        }
-        Ok(said)
     }
 
     /// Records a freeze (or the pause) in git. A freeze is for a launch or an incident, not
@@ -542,49 +591,7 @@ impl Engine {
         };
         let text = f.describe();
         let message = if pause { format!("Pause: {text}\n") } else { format!("Freeze: {text}\n") };
-        self.ctx.repo.update_freezes(&message, now, |set| set.add(f.clone(), now))?;
+        self.repo.update_freezes(&message, now, |set| set.add(f.clone(), now))?;
         Ok(Answer::done(text))
-    }
-
-    /// Lifts the pause.
-    pub fn resume(&mut self, actor: &Actor, asked_at: Option<Timestamp>) -> Result<Answer, EngineError> {
-        if let Some(refused) = self.may_freeze(actor, "pause or resume") {
-            return Ok(refused);
-        }
-        let (_lock, now) = self.begin_fresh()?;
-        let who = actor.id();
-        let asked_at = asked_at.unwrap_or(now);
-        let removed = self.ctx.repo.update_freezes(&format!("Resume by {who}\n"), now, |set| set.resume(now, asked_at))?;
-        Ok(Answer::done(if removed == 0 {
-            "automatic rollbacks were not paused".into()
-        } else {
-            format!("automatic rollbacks resumed by {who}")
-        }))
-    }
-
-    /// Lifts freezes of `scope` (in `env`, or every env). `asked_at` is when the person asked
-    /// (chat): a freeze set after that is left in place, so a replayed `unfreeze` cannot lift a
-    /// newer freeze.
-    pub fn unfreeze(
-        &mut self,
-        scope: &str,
-        env: Option<&str>,
-        actor: &Actor,
-        asked_at: Option<Timestamp>,
-    ) -> Result<Answer, EngineError> {
-        if let Some(refused) = self.may_freeze(actor, "freeze or unfreeze") {
-            return Ok(refused);
-        }
-        let (_lock, now) = self.begin_fresh()?;
-        let who = actor.id();
-        let asked_at = asked_at.unwrap_or(now);
-        let removed = self.ctx.repo.update_freezes(&format!("Unfreeze {scope} by {who}\n"), now, |set| {
-            set.remove(scope, env, now, asked_at)
-        })?;
-        Ok(Answer::done(match removed {
-            0 => format!("{scope} was not frozen"),
-            1 => format!("{scope} unfrozen by {who}"),
-            n => format!("{scope} unfrozen by {who}: {n} freezes lifted"),
-        }))
     }
 }

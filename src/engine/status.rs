@@ -53,9 +53,12 @@ impl Engine {
                 link: self.ctx.config.forge.proposal_link(&r.branch),
             })
             .collect();
-        let recent =
-            done.into_iter().take(RECENT).map(|r| RecentView::of(r, self.ctx.repo.note(&r.commit).as_deref())).collect();
-        let phased = self.phased_views(now);
+        let recent = done
+            .into_iter()
+            .take(RECENT)
+            .map(|r| RecentView::of(r, self.ctx.repo.note(&r.commit).as_deref()))
+            .collect();
+        let phased = self.ctx.phased_views(now);
         let verifying = self
             .verification
             .watches
@@ -84,7 +87,8 @@ impl Engine {
             recent,
             origin_error: None,
             untrusted: self
-                .ctx.repo
+                .ctx
+                .repo
                 .untrusted()
                 .iter()
                 .map(|u| UntrustedView {
@@ -94,7 +98,7 @@ impl Engine {
                     why: u.why.clone(),
                 })
                 .collect(),
-            policies: self.policies_view(),
+            policies: self.ctx.policies_view(),
         })
     }
 
@@ -104,22 +108,24 @@ impl Engine {
         self.ctx.repo.state_watcher()
     }
 
-    fn policies_view(&self) -> PoliciesView {
-        let refused = self.ctx.policy_refusal();
-        PoliciesView {
-            source: match &self.ctx.config.policies {
-                PolicySource::Dir(d) => format!("disk:{}", d.display()),
-                PolicySource::Repo(r) => format!("repo:{}:{}", self.ctx.repo.branch(), r.repo_path),
-            },
-            in_force: self.ctx.policies.policies.len(),
-            refused_commit: refused.map(|r| r.commit.clone()),
-            refused_errors: refused.map(|r| r.errors.clone()).unwrap_or_default(),
-        }
-    }
-
     /// `rollbackd status [service]`: freezes in force, open proposals (with approvals),
     /// rollbacks being verified and the last rollbacks, fetched fresh.
     pub fn status(&mut self, service: Option<&str>) -> Result<String, EngineError> {
         Ok(self.status_view(true)?.for_service(service).text())
+    }
+}
+
+impl super::Ctx {
+    fn policies_view(&self) -> PoliciesView {
+        let refused = self.policy_refusal();
+        PoliciesView {
+            source: match &self.config.policies {
+                PolicySource::Dir(d) => format!("disk:{}", d.display()),
+                PolicySource::Repo(r) => format!("repo:{}:{}", self.repo.branch(), r.repo_path),
+            },
+            in_force: self.policies.policies.len(),
+            refused_commit: refused.map(|r| r.commit.clone()),
+            refused_errors: refused.map(|r| r.errors.clone()).unwrap_or_default(),
+        }
     }
 }

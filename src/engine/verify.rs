@@ -107,7 +107,7 @@ impl Engine {
         // A phased rollback is verified from its last phase.
         if let Outcome::RolledBack { rollback } = &report.outcome
             && rollback.phase.is_none_or(crate::domain::phase::Phase::is_last)
-            && let Some(policy) = report.decision.policy.as_deref().and_then(|n| self.policy_named(n))
+            && let Some(policy) = report.decision.policy.as_deref().and_then(|n| self.ctx.policy_named(n))
         {
             let policy = policy.clone();
             let target = report.decision.target.as_ref().map(|t| (t.service.clone(), t.env.clone()));
@@ -150,7 +150,7 @@ impl Engine {
         // Counted here, so the merge is not counted again when the next fetch shows it.
         self.verification.merges.seen.insert(rollback.id.clone());
         metrics::merged(path, started, now);
-        if let Some(policy) = self.policy_named(&t.policy).cloned() {
+        if let Some(policy) = self.ctx.policy_named(&t.policy).cloned() {
             // A step back that was proposed counts as its step once merged (max_steps).
             let step = Trigger::parse(&t.trigger).step_back();
             self.start_watch(
@@ -160,20 +160,6 @@ impl Engine {
                 None,
             );
         }
-    }
-
-    /// Records a known-good candidate on its commit (once per tag name).
-    pub(super) fn add_candidate(&mut self, candidate: Candidate) -> Result<String, EngineError> {
-        let commit = Sha(candidate.sha.clone());
-        let mut all = soak::parse(&self.ctx.repo.note_in(CANDIDATES_REF, &commit).unwrap_or_default());
-        if self.ctx.repo.tag_exists(&candidate.name) || all.iter().any(|c| c.name == candidate.name) {
-            return Ok(format!("{} exists", candidate.name));
-        }
-        let said =
-            format!("{} is a candidate: tagged at {} unless an alert fires first", candidate.name, candidate.until);
-        all.push(candidate);
-        self.ctx.repo.write_note(CANDIDATES_REF, &commit, &soak::note(&all), self.ctx.clock.now(), true)?;
-        Ok(said)
     }
 
     /// An alert for `service`/`env` fired: candidates soaking for it are not known-good.
@@ -209,7 +195,8 @@ impl Engine {
         // holding one of them is the way back from the failure (a late report of a failure at
         // the revision rolled back must not reject the rolled-back state's own soak).
         let rollbacks: Vec<Sha> = self
-            .ctx.repo
+            .ctx
+            .repo
             .index()
             .applied(service, env)
             .filter(|r| r.commit != revision && self.ctx.repo.contains(&r.commit.0, &revision))
@@ -364,7 +351,7 @@ impl Engine {
 
     /// Sends `notice` to the route of the policy it names.
     pub(super) fn tell(&self, notice: &Notice) {
-        let Some(policy) = self.policy_named(&notice.policy) else { return };
+        let Some(policy) = self.ctx.policy_named(&notice.policy) else { return };
         let notice = self.with_incident(notice.clone());
         // A proposal's notice links its pull request: it goes out once the outbox has tried to
         // open it (the writer does not wait for that).
@@ -439,25 +426,6 @@ impl Engine {
         n
     }
 
-    pub(super) fn policy_named(&self, name: &str) -> Option<&Policy> {
-        self.ctx.policies.policies.iter().find(|p| p.name() == name)
-    }
-
-    /// The policy of a rollback record and its target, as the policy renders it now from what
-    /// the commit records (trigger, service, env, reason). An error says why there is none: the
-    /// policy is gone, or its target cannot be rendered from that, or is another one now.
-    pub(super) fn target_of(&self, r: &AuditRecord) -> Result<(Policy, crate::domain::plan::Target), String> {
-        let Some(policy) = self.policy_named(&r.policy).cloned() else {
-            return Err(format!("policy {} no longer exists", r.policy));
-        };
-        let event = Event::of_record(r, self.ctx.clock.now());
-        let target = policy.resolve_target(&event, &self.ctx.rules).map_err(|e| format!("policy {}: {e}", r.policy))?;
-        if target.service != r.service || target.env != r.env {
-            return Err(format!("policy {} now names another target", r.policy));
-        }
-        Ok((policy, target))
-    }
-
     /// Watches `rollback` when its policy says how to verify it and something can.
     pub(super) fn start_watch(
         &mut self,
@@ -475,7 +443,7 @@ impl Engine {
             }
             return Some(w.clone());
         }
-        let query = self.verify_query(policy, service, env);
+        let query = self.ctx.verify_query(policy, service, env);
         let mut watch = Watch::start(spec, (rollback.id.clone(), rollback.commit.clone()), policy.name(), of, query);
         if let Some(firing) = firing {
             watch.also_firing(firing);
@@ -487,7 +455,7 @@ impl Engine {
         // firing now, so it counts as resolved from when this phase could be deployed.
         if rollback.phase.is_some_and(|p| p.is_last() && p.of > 1)
             && Trigger::parse(trigger).is_alert()
-            && self.resolved_before_last_phase(&rollback.id)
+            && self.ctx.resolved_before_last_phase(&rollback.id)
         {
             let deployed = at.saturating_add(spec.deploy_time.as_signed()).unwrap_or(at);
             watch.observe(&Signal::Resolved { key: trigger.to_string(), at: deployed });
@@ -562,7 +530,8 @@ impl Engine {
         // Only the records nobody watches or settled yet: a tick copies nothing else.
         let (watches, settled) = (&self.verification.watches, &self.verification.settled);
         let records: Vec<AuditRecord> = self
-            .ctx.repo
+            .ctx
+            .repo
             .audit(now)?
             .records()
             .iter()
@@ -580,7 +549,7 @@ impl Engine {
             .cloned()
             .collect();
         for r in records {
-            let Some(policy) = self.policy_named(&r.policy).cloned() else { continue };
+            let Some(policy) = self.ctx.policy_named(&r.policy).cloned() else { continue };
             let Some(spec) = &policy.verify else { continue };
             let too_old = r.at.saturating_add(spec.within.as_signed()).and_then(|t| t.saturating_add(PICK_UP));
             if too_old.is_ok_and(|t| t < now) || self.ctx.repo.note(&r.commit).is_some() {
@@ -652,7 +621,7 @@ impl Engine {
     pub(super) fn verified_by_watch(&self, id: &RollbackId, policy: &str) -> bool {
         self.verification.watches.contains_key(id)
             || self.verification.settled.contains(id)
-            || self.policy_named(policy).is_some_and(|p| p.verify.is_some())
+            || self.ctx.policy_named(policy).is_some_and(|p| p.verify.is_some())
     }
 
     /// A resolved alert, for the watches it was firing for. `None` when no watch knew it.
@@ -709,7 +678,8 @@ impl Engine {
         };
         let after = recovered_at.map(|t| t.duration_since(watch.rolled_back_at).as_secs().max(0));
         let times = self
-            .ctx.repo
+            .ctx
+            .repo
             .index()
             .records()
             .iter()
@@ -775,7 +745,7 @@ impl Engine {
 
     /// `verify.on_failure` for a rollback that did not bring recovery.
     fn on_failure(&mut self, watch: &Watch, notice: &Notice, now: Timestamp) -> String {
-        let Some(policy) = self.policy_named(&watch.policy).cloned() else {
+        let Some(policy) = self.ctx.policy_named(&watch.policy).cloned() else {
             return "its policy is gone; stopping".into();
         };
         let Some(spec) = policy.verify.clone() else { return "stopping".into() };
@@ -925,19 +895,19 @@ impl Engine {
             id,
             open_proposal: open.as_ref(),
         };
-        let delivery = match self.ctx.decide_write(&asking, Some(&plan), (&target.service, &target.env), now, &mut decision)
-        {
-            Verdict::Deliver(delivery) => delivery,
-            Verdict::Settled(outcome) | Verdict::SameAsOpenProposal(outcome) => {
-                let why = outcome.summary();
-                info!(of = %watch.id, step = n, "not stepping back: {why}");
-                let report = Report { decision, plan: Some(plan), outcome };
-                self.record_decision(event, &report, now);
-                return Ok(Try::Done(Step::NotWritten(why)));
-            }
-        };
+        let delivery =
+            match self.ctx.decide_write(&asking, Some(&plan), (&target.service, &target.env), now, &mut decision) {
+                Verdict::Deliver(delivery) => delivery,
+                Verdict::Settled(outcome) | Verdict::SameAsOpenProposal(outcome) => {
+                    let why = outcome.summary();
+                    info!(of = %watch.id, step = n, "not stepping back: {why}");
+                    let report = Report { decision, plan: Some(plan), outcome };
+                    self.record_decision(event, &report, now);
+                    return Ok(Try::Done(Step::NotWritten(why)));
+                }
+            };
         let w = Write { event, policy, plan: &plan, id, delivery, retries, now, emergency: false };
-        Ok(match self.write(&w, &mut decision)? {
+        Ok(match self.ctx.write(&w, &mut decision)? {
             Some(rollback) if delivery == Delivery::Proposal => {
                 let why = decision.frozen.clone().unwrap_or_else(|| decision.notes.join("; "));
                 info!(rollback_id = %rollback.id, of = %watch.id, step = n, "step back proposed: {why}");
@@ -952,7 +922,8 @@ impl Engine {
                     &rollback,
                     &Verifying { service: &target.service, env: &target.env, trigger, at: now, step: n },
                     firing,
-                ) && let Err(e) = self.ctx.repo.write_note(WATCH_NOTES_REF, &next.commit, &next.progress(), now, true)
+                ) && let Err(e) =
+                    self.ctx.repo.write_note(WATCH_NOTES_REF, &next.commit, &next.progress(), now, true)
                 {
                     warn!(rollback_id = %next.id, error = %e, "verification progress not recorded in git");
                 }
@@ -1145,4 +1116,39 @@ fn alert_start(trigger: &str) -> Option<Timestamp> {
         return None;
     }
     trigger.key.rsplit_once('@')?.1.parse().ok()
+}
+
+impl super::Ctx {
+    /// Records a known-good candidate on its commit (once per tag name).
+    pub(super) fn add_candidate(&mut self, candidate: Candidate) -> Result<String, EngineError> {
+        let commit = Sha(candidate.sha.clone());
+        let mut all = soak::parse(&self.repo.note_in(CANDIDATES_REF, &commit).unwrap_or_default());
+        if self.repo.tag_exists(&candidate.name) || all.iter().any(|c| c.name == candidate.name) {
+            return Ok(format!("{} exists", candidate.name));
+        }
+        let said =
+            format!("{} is a candidate: tagged at {} unless an alert fires first", candidate.name, candidate.until);
+        all.push(candidate);
+        self.repo.write_note(CANDIDATES_REF, &commit, &soak::note(&all), self.clock.now(), true)?;
+        Ok(said)
+    }
+
+    pub(super) fn policy_named(&self, name: &str) -> Option<&Policy> {
+        self.policies.policies.iter().find(|p| p.name() == name)
+    }
+
+    /// The policy of a rollback record and its target, as the policy renders it now from what
+    /// the commit records (trigger, service, env, reason). An error says why there is none: the
+    /// policy is gone, or its target cannot be rendered from that, or is another one now.
+    pub(super) fn target_of(&self, r: &AuditRecord) -> Result<(Policy, crate::domain::plan::Target), String> {
+        let Some(policy) = self.policy_named(&r.policy).cloned() else {
+            return Err(format!("policy {} no longer exists", r.policy));
+        };
+        let event = Event::of_record(r, self.clock.now());
+        let target = policy.resolve_target(&event, &self.rules).map_err(|e| format!("policy {}: {e}", r.policy))?;
+        if target.service != r.service || target.env != r.env {
+            return Err(format!("policy {} now names another target", r.policy));
+        }
+        Ok((policy, target))
+    }
 }
