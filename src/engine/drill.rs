@@ -80,13 +80,6 @@ impl Engine {
         Some(DrillResult { service: service.to_string(), env: env.to_string(), branch, commit, at, policy, ci: None })
     }
 
-    /// When the next scheduled drill is due, from the drill branches' signed heads: a restart or
-    /// another replica does not drill again what was drilled within `every`.
-    pub(crate) fn next_drill_at(&self) -> Option<Timestamp> {
-        let schedule = self.ctx.drill_schedule()?;
-        schedule.next_due(|s, e| self.ctx.last_drill(s, e), |s, e| self.drills_deferred.not_before(s, e))
-    }
-
     /// The writer's idle work: the most overdue scheduled drill, if one is due (one per idle
     /// turn, so an event waits behind at most one drill).
     pub(crate) fn drill_due(&mut self) -> Option<Result<DrillOutcome, EngineError>> {
@@ -250,4 +243,11 @@ impl super::Ctx {
     fn last_drill(&self, service: &str, env: &str) -> Option<Timestamp> {
         self.repo.own_branch_head(&drill::branch(service, env)).map(|(_, at)| at)
     }
+}
+
+/// When the next scheduled drill is due, from the drill branches' signed heads: a restart or
+/// another replica does not drill again what was drilled within `every`.
+pub(super) fn next_at(ctx: &super::Ctx, state: &Deferred) -> Option<Timestamp> {
+    let schedule = ctx.drill_schedule()?;
+    schedule.next_due(|s, e| ctx.last_drill(s, e), |s, e| state.not_before(s, e))
 }

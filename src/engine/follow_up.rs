@@ -78,40 +78,6 @@ impl Engine {
             }
         })
     }
-
-    /// The same problem fired again while its proposal is open: say so on the PR (on a forge
-    /// that has them), at most once every ten minutes, and open the PR if an earlier attempt
-    /// could not. Said by the outbox: the writer does not wait for it.
-    pub(super) fn fired_again(&mut self, open: &crate::git::AuditRecord, event: &Event) {
-        if !self.ctx.forge.hosts_pull_requests() {
-            return;
-        }
-        let last = self.told_fired_again.0.get(&open.id);
-        if last.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(600)) {
-            return;
-        }
-        let said = format!("Fired again: {} ({}).", markdown(&event.trigger()), event.source);
-        let body = format!(
-            "Rollback {} of {}/{} to `{}`, asked by {} ({}).\n\nTo approve, comment `/rollback approve`.",
-            open.id,
-            open.service,
-            open.env,
-            open.known_good,
-            markdown(&open.actor),
-            markdown(&open.trigger)
-        );
-        let proposal = Proposal {
-            branch: open.branch.clone(),
-            base: self.ctx.repo.branch().to_string(),
-            title: format!("Roll back {}/{} ({})", open.service, open.env, open.id),
-            body,
-            labels: super::proposal_labels(&open.service, &open.env),
-            reviewers: Vec::new(),
-            teams: Vec::new(),
-        };
-        self.ctx.outbox.announce(proposal, said);
-        self.told_fired_again.0.insert(open.id.clone(), std::time::Instant::now());
-    }
 }
 
 /// When each open proposal was last told "fired again", so a storm makes one comment.
@@ -146,4 +112,38 @@ impl super::Ctx {
             decision.notes.push("emergency rollback: review it afterwards (`rollbackd status` marks it)".into());
         }
     }
+}
+
+/// The same problem fired again while its proposal is open: say so on the PR (on a forge
+/// that has them), at most once every ten minutes, and open the PR if an earlier attempt
+/// could not. Said by the outbox: the writer does not wait for it.
+pub(super) fn fired_again(ctx: &super::Ctx, state: &mut FiredAgain, open: &crate::git::AuditRecord, event: &Event) {
+    if !ctx.forge.hosts_pull_requests() {
+        return;
+    }
+    let last = state.0.get(&open.id);
+    if last.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(600)) {
+        return;
+    }
+    let said = format!("Fired again: {} ({}).", markdown(&event.trigger()), event.source);
+    let body = format!(
+        "Rollback {} of {}/{} to `{}`, asked by {} ({}).\n\nTo approve, comment `/rollback approve`.",
+        open.id,
+        open.service,
+        open.env,
+        open.known_good,
+        markdown(&open.actor),
+        markdown(&open.trigger)
+    );
+    let proposal = Proposal {
+        branch: open.branch.clone(),
+        base: ctx.repo.branch().to_string(),
+        title: format!("Roll back {}/{} ({})", open.service, open.env, open.id),
+        body,
+        labels: super::proposal_labels(&open.service, &open.env),
+        reviewers: Vec::new(),
+        teams: Vec::new(),
+    };
+    ctx.outbox.announce(proposal, said);
+    state.0.insert(open.id.clone(), std::time::Instant::now());
 }

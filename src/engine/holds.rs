@@ -34,59 +34,13 @@ impl HeldChanges {
 }
 
 impl Engine {
-    /// The artifacts held now: those undone by each rollback in the audit window whose policy
-    /// holds (the default), not released since. Each rollback's changes are read from its
-    /// commit once per process.
-    pub fn holds(&mut self) -> Result<Vec<Hold>, EngineError> {
-        let now = self.ctx.clock.now();
-        self.ctx.repo.audit(now)?;
-        // Releases that cannot be believed release nothing: every hold stays (fail closed).
-        let releases = match self.ctx.repo.hold_releases() {
-            Err(crate::git::GitError::UnreadableState { .. }) => Default::default(),
-            other => other?,
-        };
-        let records: Vec<_> = self
-            .ctx
-            .repo
-            .index()
-            .records()
-            .iter()
-            // Only rollbacks rollbackd pushed (a tag of ours names them) hold anything.
-            .filter(|r| r.delivery == Delivery::Direct && !r.cancelled && r.tag.is_some())
-            .filter(|r| self.ctx.policy_named(&r.policy).is_none_or(|p| p.hold))
-            .filter(|r| !releases.released(&r.service, &r.env, r.at))
-            .cloned()
-            .collect();
-        let mut holds: Vec<Hold> = Vec::new();
-        for r in records {
-            let repo = &self.ctx.repo;
-            let changes = self.held_changes.of(&r.commit.0, || {
-                repo.artifact_changes(&format!("{}^1", r.commit.0), &r.commit.0).unwrap_or_default()
-            });
-            // A commit that rolled back several services holds each artifact under the service
-            // whose paths hold the file.
-            let changes = match self.ctx.paths_of(&r) {
-                Some(paths) if !r.together_with.is_empty() => {
-                    changes.into_iter().filter(|c| paths.matches(&c.path)).collect()
-                }
-                _ => changes,
-            };
-            for h in hold::from_rollback(&r, &changes) {
-                if !holds.iter().any(|x| x.path == h.path && x.value == h.value) {
-                    holds.push(h);
-                }
-            }
-        }
-        Ok(holds)
-    }
-
     /// Whether the change from `base` (default: `rev`'s parent) to `rev` brings back a held
     /// artifact. The revisions are read from `local` (a checkout, as in the config repo's CI)
     /// or the mirror; the holds from the origin.
     pub fn gate(&mut self, rev: &str, base: Option<&str>, local: Option<&Path>) -> Result<GateReport, EngineError> {
         let _lock = self.ctx.begin()?;
         self.ctx.fetch_now()?;
-        let holds = self.holds()?;
+        let holds = current(&mut self.ctx, &mut self.held_changes)?;
         let base = base.map_or_else(|| format!("{rev}^1"), str::to_string);
         let changes: Vec<ArtifactChange> = match local {
             Some(dir) => crate::git::artifact_changes_in(dir, &base, rev)?,
@@ -118,7 +72,7 @@ impl Engine {
         }
         let _lock = self.ctx.begin()?;
         self.ctx.fetch_if_stale()?;
-        let holds = self.holds()?;
+        let holds = current(&mut self.ctx, &mut self.held_changes)?;
         Ok(GateStart::Run(Box::new(PullGate {
             number,
             head_sha: head_sha.to_string(),
@@ -143,7 +97,10 @@ impl Engine {
             return Ok(refused);
         }
         let (_lock, now) = self.ctx.begin_fresh()?;
-        let held: Vec<Hold> = self.holds()?.into_iter().filter(|h| h.service == service && h.env == env).collect();
+        let held: Vec<Hold> = current(&mut self.ctx, &mut self.held_changes)?
+            .into_iter()
+            .filter(|h| h.service == service && h.env == env)
+            .collect();
         if held.is_empty() {
             return Ok(Answer::done(format!("nothing is held for {service}/{env}")));
         }
@@ -285,5 +242,56 @@ impl super::Ctx {
     fn paths_of(&self, r: &crate::domain::audit::AuditRecord) -> Option<crate::git::PathSet> {
         let (_, target) = self.target_of(r).ok()?;
         crate::git::PathSet::new(&target.paths).ok()
+    }
+}
+
+/// The artifacts held now: those undone by each rollback in the audit window whose policy
+/// holds (the default), not released since. Each rollback's changes are read from its
+/// commit once per process.
+pub(super) fn current(ctx: &mut super::Ctx, state: &mut HeldChanges) -> Result<Vec<Hold>, EngineError> {
+    let now = ctx.clock.now();
+    ctx.repo.audit(now)?;
+    // Releases that cannot be believed release nothing: every hold stays (fail closed).
+    let releases = match ctx.repo.hold_releases() {
+        Err(crate::git::GitError::UnreadableState { .. }) => Default::default(),
+        other => other?,
+    };
+    let records: Vec<_> = ctx
+        .repo
+        .index()
+        .records()
+        .iter()
+        // Only rollbacks rollbackd pushed (a tag of ours names them) hold anything.
+        .filter(|r| r.delivery == Delivery::Direct && !r.cancelled && r.tag.is_some())
+        .filter(|r| ctx.policy_named(&r.policy).is_none_or(|p| p.hold))
+        .filter(|r| !releases.released(&r.service, &r.env, r.at))
+        .cloned()
+        .collect();
+    let mut holds: Vec<Hold> = Vec::new();
+    for r in records {
+        let repo = &ctx.repo;
+        let changes = state
+            .of(&r.commit.0, || repo.artifact_changes(&format!("{}^1", r.commit.0), &r.commit.0).unwrap_or_default());
+        // A commit that rolled back several services holds each artifact under the service
+        // whose paths hold the file.
+        let changes = match ctx.paths_of(&r) {
+            Some(paths) if !r.together_with.is_empty() => {
+                changes.into_iter().filter(|c| paths.matches(&c.path)).collect()
+            }
+            _ => changes,
+        };
+        for h in hold::from_rollback(&r, &changes) {
+            if !holds.iter().any(|x| x.path == h.path && x.value == h.value) {
+                holds.push(h);
+            }
+        }
+    }
+    Ok(holds)
+}
+
+impl Engine {
+    /// The holds in force (see [`current`]).
+    pub fn holds(&mut self) -> Result<Vec<Hold>, EngineError> {
+        current(&mut self.ctx, &mut self.held_changes)
     }
 }

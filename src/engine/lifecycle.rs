@@ -70,6 +70,10 @@ impl Engine {
     /// next idle refresh; a moment already past is due at once.
     pub fn next_deadline(&self, after: Timestamp) -> Option<Timestamp> {
         let watches = self.verification.watches.values().flat_map(|w| w.deadlines());
-        watches.chain(self.ctx.soak_ends(self.ctx.clock.now())).chain(self.next_drill_at()).filter(|t| *t > after).min()
+        watches
+            .chain(self.ctx.soak_ends(self.ctx.clock.now()))
+            .chain(super::drill::next_at(&self.ctx, &self.drills_deferred))
+            .filter(|t| *t > after)
+            .min()
     }
 }

@@ -434,7 +434,7 @@ impl Engine {
         if r.delivery != Delivery::Direct {
             return Ok(format!("{} is a proposal; nothing reached the branch to verify", r.id));
         }
-        if self.verified_by_watch(&r.id, &r.policy) {
+        if verify::verified_by_watch(&self.ctx, &self.verification, &r.id, &r.policy) {
             // Its policy verifies it: this resolve was counted already (a duplicate from an HA
             // pair of Alertmanagers), or the verdict is in.
             return Ok(format!(
@@ -632,7 +632,7 @@ impl Engine {
         if let Some(r) = index.find_trigger(&trigger).cloned() {
             let reason = format!("{trigger} was already handled by {} at {}", r.id, r.at);
             if r.delivery == Delivery::Proposal && !r.cancelled {
-                self.fired_again(&r, event);
+                follow_up::fired_again(&self.ctx, &mut self.told_fired_again, &r, event);
             }
             let outcome = Outcome::Duplicate { rollback_id: r.id.clone(), commit: r.commit.clone(), reason };
             return done(decision, None, outcome);
@@ -676,7 +676,7 @@ impl Engine {
         };
         let rolls_back = matches!(policy.action.mode, Mode::Direct | Mode::PullRequest);
         if rolls_back && !event.is_human_request() && !opts.dry_run {
-            self.count_blast_radius(&target.service, now, &mut decision)?;
+            breaker::count(&mut self.ctx, &mut self.alerting, &target.service, now, &mut decision)?;
         }
         if opts.emergency {
             decision
@@ -738,7 +738,7 @@ impl Engine {
             Verdict::Settled(outcome) => return done(decision, Some(plan), outcome),
             Verdict::SameAsOpenProposal(outcome) => {
                 if let Some(open) = &open_proposal {
-                    self.fired_again(open, event);
+                    follow_up::fired_again(&self.ctx, &mut self.told_fired_again, open, event);
                 }
                 return done(decision, Some(plan), outcome);
             }

@@ -43,80 +43,6 @@ impl Owners {
     }
 }
 
-impl Engine {
-    /// The teams (`org/team`) CODEOWNERS on the watched branch names, when a policy in force
-    /// admits people by `codeowners` (`chatops.allow`, `approve`, `emergency`): the only teams
-    /// the edge asks the forge about, never one a request names. Empty otherwise. Read again
-    /// only when the branch's head moved.
-    pub(crate) fn codeowner_teams(&mut self) -> Arc<[String]> {
-        let judges = self.ctx.policies.policies.iter().any(|p| {
-            let c = &p.chatops;
-            c.allow.iter().chain(&c.approve).chain(&c.emergency).any(Rule::is_codeowners)
-        });
-        let Some(head) = judges.then(|| self.ctx.repo.head().ok()).flatten() else { return Arc::from([]) };
-        if let Some((at, teams)) = &self.owners.teams
-            && *at == head
-        {
-            return teams.clone();
-        }
-        let teams: Arc<[String]> = match self.ctx.codeowners() {
-            Ok(Some(owners)) => {
-                let mut teams: Vec<String> = owners
-                    .rules
-                    .iter()
-                    .flat_map(|r| &r.owners)
-                    .filter_map(|o| match o {
-                        Owner::Team(t) => Some(t.clone()),
-                        _ => None,
-                    })
-                    .collect();
-                teams.sort();
-                teams.dedup();
-                teams.into()
-            }
-            Ok(None) => Arc::from([]),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read CODEOWNERS; no team membership is asked of the forge");
-                Arc::from([])
-            }
-        };
-        self.owners.teams = Some((head, teams.clone()));
-        teams
-    }
-
-    /// How the forge is asked about team membership (off the writer: the edge and the CLI ask).
-    pub(crate) fn team_lookup(&self) -> crate::forge::teams::TeamLookup {
-        self.owners.lookup.clone()
-    }
-
-    /// `p` with the teams the forge confirms they are in, among those CODEOWNERS names on the
-    /// watched branch, waiting at most `budget` for GitHub. For the CLI, a process of its own
-    /// that may wait on GitHub; the service's writer never calls this (its edge asks before
-    /// queueing).
-    pub fn with_forge_teams(&mut self, p: Principal, budget: std::time::Duration) -> Principal {
-        if !self.owners.lookup.asks() {
-            return p;
-        }
-        // CODEOWNERS as the branch has it now; unreadable, no team is asked (fail closed).
-        if let Ok(_lock) = self.ctx.begin()
-            && let Err(e) = self.ctx.fetch_if_stale()
-        {
-            tracing::warn!(error = %e, "cannot fetch the config repo to read CODEOWNERS");
-        }
-        let teams = self.codeowner_teams();
-        let logins: Vec<String> = self
-            .ctx
-            .config
-            .directory
-            .github_logins(&p)
-            .into_iter()
-            .filter(|l| crate::domain::principal::is_github_login(l))
-            .collect();
-        let found = self.owners.lookup.ask(&logins, &teams, budget);
-        p.with_forge_teams(&found)
-    }
-}
-
 impl super::Ctx {
     /// The CODEOWNERS file in force: the first of GitHub's locations on the watched branch's
     /// head. `Ok(None)`: there is none.
@@ -190,5 +116,98 @@ impl super::Ctx {
             }
         }
         (users, teams)
+    }
+}
+
+/// The teams (`org/team`) CODEOWNERS on the watched branch names, when a policy in force
+/// admits people by `codeowners` (`chatops.allow`, `approve`, `emergency`): the only teams
+/// the edge asks the forge about, never one a request names. Empty otherwise. Read again
+/// only when the branch's head moved.
+pub(super) fn codeowner_teams(ctx: &super::Ctx, state: &mut Owners) -> Arc<[String]> {
+    let judges = ctx.policies.policies.iter().any(|p| {
+        let c = &p.chatops;
+        c.allow.iter().chain(&c.approve).chain(&c.emergency).any(Rule::is_codeowners)
+    });
+    let Some(head) = judges.then(|| ctx.repo.head().ok()).flatten() else { return Arc::from([]) };
+    if let Some((at, teams)) = &state.teams
+        && *at == head
+    {
+        return teams.clone();
+    }
+    let teams: Arc<[String]> = match ctx.codeowners() {
+        Ok(Some(owners)) => {
+            let mut teams: Vec<String> = owners
+                .rules
+                .iter()
+                .flat_map(|r| &r.owners)
+                .filter_map(|o| match o {
+                    Owner::Team(t) => Some(t.clone()),
+                    _ => None,
+                })
+                .collect();
+            teams.sort();
+            teams.dedup();
+            teams.into()
+        }
+        Ok(None) => Arc::from([]),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read CODEOWNERS; no team membership is asked of the forge");
+            Arc::from([])
+        }
+    };
+    state.teams = Some((head, teams.clone()));
+    teams
+}
+
+/// How the forge is asked about team membership (off the writer: the edge and the CLI ask).
+pub(super) fn team_lookup(state: &Owners) -> crate::forge::teams::TeamLookup {
+    state.lookup.clone()
+}
+
+/// `p` with the teams the forge confirms they are in, among those CODEOWNERS names on the
+/// watched branch, waiting at most `budget` for GitHub. For the CLI, a process of its own
+/// that may wait on GitHub; the service's writer never calls this (its edge asks before
+/// queueing).
+pub(super) fn with_forge_teams(
+    ctx: &mut super::Ctx,
+    state: &mut Owners,
+    p: Principal,
+    budget: std::time::Duration,
+) -> Principal {
+    if !state.lookup.asks() {
+        return p;
+    }
+    // CODEOWNERS as the branch has it now; unreadable, no team is asked (fail closed).
+    if let Ok(_lock) = ctx.begin()
+        && let Err(e) = ctx.fetch_if_stale()
+    {
+        tracing::warn!(error = %e, "cannot fetch the config repo to read CODEOWNERS");
+    }
+    let teams = codeowner_teams(ctx, state);
+    let logins: Vec<String> = ctx
+        .config
+        .directory
+        .github_logins(&p)
+        .into_iter()
+        .filter(|l| crate::domain::principal::is_github_login(l))
+        .collect();
+    let found = state.lookup.ask(&logins, &teams, budget);
+    p.with_forge_teams(&found)
+}
+
+impl Engine {
+    /// The teams CODEOWNERS names, for the edge to ask the forge about (see [`codeowner_teams`]).
+    pub(crate) fn codeowner_teams(&mut self) -> Arc<[String]> {
+        codeowner_teams(&self.ctx, &mut self.owners)
+    }
+
+    /// How the forge is asked about team membership, off the writer.
+    pub(crate) fn team_lookup(&self) -> crate::forge::teams::TeamLookup {
+        team_lookup(&self.owners)
+    }
+
+    /// `p` with the CODEOWNERS teams the forge says they are in (see [`with_forge_teams`]).
+    pub fn with_forge_teams(&mut self, p: Principal, budget: std::time::Duration) -> Principal {
+        with_forge_teams(&mut self.ctx, &mut self.owners, p, budget)
     }
 }

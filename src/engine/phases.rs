@@ -159,8 +159,9 @@ impl Engine {
             return Ok(None);
         }
         let Some(q) = query else { return Ok(None) };
-        let answer =
-            self.ask_prometheus(std::slice::from_ref(&q), now).remove(&q).unwrap_or_else(|| Err("not asked".into()));
+        let answer = super::verify::ask_prometheus(&self.verification, std::slice::from_ref(&q), now)
+            .remove(&q)
+            .unwrap_or_else(|| Err("not asked".into()));
         match answer.map(|(holds, _)| holds) {
             Ok(true) => {
                 let why = format!("phase {phase} soaked {soak} and verify.query holds");
@@ -312,7 +313,9 @@ impl Engine {
             phase: r.phase.map(Phase::last),
             because: Vec::new(),
         };
-        self.start_watch(
+        super::verify::start_watch(
+            &self.ctx,
+            &mut self.verification,
             policy,
             &rollback,
             &Verifying { service: &r.service, env: &r.env, trigger: &r.trigger, at: now, step: 0 },
@@ -389,7 +392,9 @@ impl Engine {
         notice.artifacts = plan.artifacts.clone();
         self.tell(&notice);
         if phase.is_last() && rollback.delivery == Delivery::Direct {
-            self.start_watch(
+            super::verify::start_watch(
+                &self.ctx,
+                &mut self.verification,
                 policy,
                 rollback,
                 &Verifying { service: &r.service, env: &r.env, trigger: &r.trigger, at: now, step: 0 },

@@ -72,14 +72,9 @@ impl Engine {
         self.ctx.fetch_if_stale()?;
         self.ctx.need_policies()?;
         let mut rows = self.readiness_rows(service, env, &|| false)?.unwrap_or_default();
-        self.ask_registries(&mut rows, wait);
+        ask_registries(&self.readiness, &mut rows, wait);
         self.ask_drill_ci(&mut rows, wait);
         Ok(rows)
-    }
-
-    /// The rows as the server last worked them out (`rollbackd_rollback_ready`, the status page).
-    pub fn last_readiness(&self) -> &[Readiness] {
-        &self.readiness.rows
     }
 
     /// The writer, after a fetch: works readiness out again when the branch, the freezes or the
@@ -121,7 +116,7 @@ impl Engine {
             }
         };
         let mut rows = rows;
-        self.ask_registries(&mut rows, Duration::ZERO);
+        ask_registries(&self.readiness, &mut rows, Duration::ZERO);
         self.ask_drill_ci(&mut rows, Duration::ZERO);
         let name = self.ctx.config.member.clone();
         let now: BTreeSet<(&str, &str)> = rows.iter().map(|r| (r.service.as_str(), r.env.as_str())).collect();
@@ -145,7 +140,7 @@ impl Engine {
         self.ctx.repo.audit(now)?;
         let head = self.ctx.repo.head()?;
         let covered = covered(&self.ctx.policies, &self.ctx.rules, &self.ctx.repo.survey()?, &head);
-        let holds = self.holds()?;
+        let holds = super::holds::current(&mut self.ctx, &mut self.held_changes)?;
         let mut rows = Vec::new();
         for c in covered {
             if service.is_some_and(|s| s != c.target.service) || env.is_some_and(|e| e != c.target.env) {
@@ -193,35 +188,6 @@ impl Engine {
             Err(e) => row.not_ready(Reason::Refused(e.to_string())),
         }
         row
-    }
-
-    /// Asks the registries about every image the rows would bring back; a missing one makes
-    /// its row not ready. An answer that does not tell (refused, unreachable) is said in
-    /// `images_unknown` and changes nothing else.
-    fn ask_registries(&self, rows: &mut [Readiness], wait: Duration) {
-        let images: Vec<String> =
-            rows.iter().flat_map(|r| r.images.iter().cloned()).collect::<BTreeSet<_>>().into_iter().collect();
-        if images.is_empty() {
-            return;
-        }
-        let answers = self.readiness.registries.ask_all(&images, wait);
-        for row in rows.iter_mut() {
-            for image in row.images.clone() {
-                match answers.get(&image) {
-                    Some(Presence::Missing) => row.not_ready(Reason::ImageMissing(format!(
-                        "{image} is not in its registry (HEAD manifests answered 404)"
-                    ))),
-                    Some(Presence::Unknown(why)) => {
-                        warn!(%image, %why, "the registry did not say whether it has the image");
-                        let said = format!("{image}: {why}");
-                        if !row.images_unknown.contains(&said) {
-                            row.images_unknown.push(said);
-                        }
-                    }
-                    Some(Presence::Present) | None => {}
-                }
-            }
-        }
     }
 
     /// Joins each row's latest drill and what the repo's CI said of its head, asked of the
@@ -433,5 +399,46 @@ fn probe_event(
         started_at: None,
         requester: matches!(source, Source::Cli | Source::Chatops).then(|| "rollbackd-readiness".to_string()),
         from_fork: false,
+    }
+}
+
+/// The rows as the server last worked them out (`rollbackd_rollback_ready`, the status page).
+pub(super) fn last(state: &State) -> &[Readiness] {
+    &state.rows
+}
+
+/// Asks the registries about every image the rows would bring back; a missing one makes
+/// its row not ready. An answer that does not tell (refused, unreachable) is said in
+/// `images_unknown` and changes nothing else.
+pub(super) fn ask_registries(state: &State, rows: &mut [Readiness], wait: Duration) {
+    let images: Vec<String> =
+        rows.iter().flat_map(|r| r.images.iter().cloned()).collect::<BTreeSet<_>>().into_iter().collect();
+    if images.is_empty() {
+        return;
+    }
+    let answers = state.registries.ask_all(&images, wait);
+    for row in rows.iter_mut() {
+        for image in row.images.clone() {
+            match answers.get(&image) {
+                Some(Presence::Missing) => row.not_ready(Reason::ImageMissing(format!(
+                    "{image} is not in its registry (HEAD manifests answered 404)"
+                ))),
+                Some(Presence::Unknown(why)) => {
+                    warn!(%image, %why, "the registry did not say whether it has the image");
+                    let said = format!("{image}: {why}");
+                    if !row.images_unknown.contains(&said) {
+                        row.images_unknown.push(said);
+                    }
+                }
+                Some(Presence::Present) | None => {}
+            }
+        }
+    }
+}
+
+impl Engine {
+    /// Readiness as the writer last worked it out.
+    pub fn last_readiness(&self) -> &[Readiness] {
+        last(&self.readiness)
     }
 }

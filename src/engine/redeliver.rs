@@ -85,42 +85,46 @@ impl Asked {
     }
 }
 
+/// Asks GitHub to send again the failed deliveries, every `sources.github.redeliver_every`.
+/// Only with the GitHub forge as an App (GitHub shows deliveries to the App alone).
+pub(super) fn handle_due(ctx: &super::Ctx, state: &mut Redelivery) -> Vec<String> {
+    let Some(every) = ctx.config.sources.github.as_ref().map(|g| g.redeliver_every.as_signed()) else {
+        return Vec::new();
+    };
+    let now = ctx.clock.now();
+    if every.is_zero() || state.looked_at.is_some_and(|t| now.duration_since(t) < every) {
+        return Vec::new();
+    }
+    state.looked_at = Some(now);
+    let since = now.checked_sub(KEPT).unwrap_or(Timestamp::UNIX_EPOCH);
+    let list = match ctx.forge.deliveries(since) {
+        None => return Vec::new(),
+        Some(Ok(list)) => list,
+        Some(Err(e)) => {
+            warn!(error = %e, "could not list the App's webhook deliveries; trying again later");
+            return Vec::new();
+        }
+    };
+    state.asked.prune(now);
+    let mut said = Vec::new();
+    for d in to_redeliver(&list, &state.asked, now) {
+        match ctx.forge.redeliver(d.id) {
+            Ok(()) => {
+                info!(delivery = %d.guid, event = %d.event, status = d.status_code, "asked GitHub to send a failed delivery again");
+                said.push(format!("redelivery of {} ({}) requested", d.guid, d.event));
+            }
+            Err(e) => warn!(delivery = %d.guid, error = %e, "could not ask GitHub to send a delivery again"),
+        }
+        // Asked, answered or not: a refusal (too old, gone) would be the same next round.
+        state.asked.record(&d.guid, now);
+    }
+    said
+}
+
 impl Engine {
-    /// Asks GitHub to send again the failed deliveries, every `sources.github.redeliver_every`.
-    /// Only with the GitHub forge as an App (GitHub shows deliveries to the App alone).
+    /// Asks GitHub to send again the failed deliveries that are due (see [`handle_due`]).
     pub fn redeliver_failed(&mut self) -> Vec<String> {
-        let Some(every) = self.ctx.config.sources.github.as_ref().map(|g| g.redeliver_every.as_signed()) else {
-            return Vec::new();
-        };
-        let now = self.ctx.clock.now();
-        let state = &mut self.redelivery;
-        if every.is_zero() || state.looked_at.is_some_and(|t| now.duration_since(t) < every) {
-            return Vec::new();
-        }
-        state.looked_at = Some(now);
-        let since = now.checked_sub(KEPT).unwrap_or(Timestamp::UNIX_EPOCH);
-        let list = match self.ctx.forge.deliveries(since) {
-            None => return Vec::new(),
-            Some(Ok(list)) => list,
-            Some(Err(e)) => {
-                warn!(error = %e, "could not list the App's webhook deliveries; trying again later");
-                return Vec::new();
-            }
-        };
-        state.asked.prune(now);
-        let mut said = Vec::new();
-        for d in to_redeliver(&list, &state.asked, now) {
-            match self.ctx.forge.redeliver(d.id) {
-                Ok(()) => {
-                    info!(delivery = %d.guid, event = %d.event, status = d.status_code, "asked GitHub to send a failed delivery again");
-                    said.push(format!("redelivery of {} ({}) requested", d.guid, d.event));
-                }
-                Err(e) => warn!(delivery = %d.guid, error = %e, "could not ask GitHub to send a delivery again"),
-            }
-            // Asked, answered or not: a refusal (too old, gone) would be the same next round.
-            state.asked.record(&d.guid, now);
-        }
-        said
+        handle_due(&self.ctx, &mut self.redelivery)
     }
 }
 

@@ -35,7 +35,7 @@ impl Engine {
             Err(e) => return Err(e.into()),
         };
         // Brings the audit index up to date as well: the records below are read from it.
-        let holds = self.holds()?;
+        let holds = super::holds::current(&mut self.ctx, &mut self.held_changes)?;
         let records = self.ctx.repo.index().records();
         let (open, done): (Vec<_>, Vec<_>) =
             records.iter().partition(|r| r.delivery == Delivery::Proposal && !r.cancelled);
@@ -80,7 +80,7 @@ impl Engine {
             paused,
             freezes,
             holds,
-            readiness: self.last_readiness().to_vec(),
+            readiness: super::readiness::last(&self.readiness).to_vec(),
             proposals,
             phased,
             verifying,

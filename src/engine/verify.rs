@@ -77,7 +77,7 @@ impl Engine {
         if let Some(notice) = Notice::from_report(event, report, now) {
             self.tell(&notice);
         }
-        self.record_decision(event, report, now);
+        record_decision(&mut self.ctx, &mut self.verification, event, report, now);
         if event.source == Source::Alertmanager
             && let Some(t) = report.decision.target.clone()
         {
@@ -116,7 +116,9 @@ impl Engine {
                 if self.ctx.repo.index().applied(&service, &env).any(|r| r.id != rollback.id && r.at > day_ago) {
                     metrics::oscillation();
                 }
-                self.start_watch(
+                start_watch(
+                    &self.ctx,
+                    &mut self.verification,
                     &policy,
                     rollback,
                     &Verifying { service: &service, env: &env, trigger: &event.trigger(), at: now, step: 0 },
@@ -153,7 +155,9 @@ impl Engine {
         if let Some(policy) = self.ctx.policy_named(&t.policy).cloned() {
             // A step back that was proposed counts as its step once merged (max_steps).
             let step = Trigger::parse(&t.trigger).step_back();
-            self.start_watch(
+            start_watch(
+                &self.ctx,
+                &mut self.verification,
                 &policy,
                 rollback,
                 &Verifying { service: &t.service, env: &t.env, trigger: &t.trigger, at: now, step },
@@ -166,7 +170,7 @@ impl Engine {
     fn reject_candidates(&mut self, service: &str, env: &str, event: &Event, now: Timestamp) {
         // Firing now: whenever it started, it fires during the soak.
         let at = event.received_at;
-        self.update_candidates(now, |c| {
+        update_candidates(&mut self.ctx, &mut self.verification, now, |c| {
             if c.rejected_by(service, env, at) {
                 c.state = SoakState::Rejected;
                 c.reason = Some(format!("{} fired during the soak", event.trigger()));
@@ -218,7 +222,7 @@ impl Engine {
             return;
         }
         let trigger = event.trigger();
-        self.update_candidates(now, |c| {
+        update_candidates(&mut self.ctx, &mut self.verification, now, |c| {
             if c.state == SoakState::Soaking && failing.contains(&c.name) {
                 c.state = SoakState::Rejected;
                 c.reason = Some(format!("{trigger} reported revision {} failing during the soak", revision.short()));
@@ -241,7 +245,7 @@ impl Engine {
             freezes.as_ref().map_or(true, |f| f.paused(now).or_else(|| f.covering(&c.service, &c.env, now)).is_some())
         };
         let mut ready = Vec::new();
-        self.update_candidates(now, |c| {
+        update_candidates(&mut self.ctx, &mut self.verification, now, |c| {
             if c.ready(now) && !stopped(c) {
                 ready.push(c.clone());
                 c.state = SoakState::Tagged;
@@ -266,60 +270,6 @@ impl Engine {
                 Ok(_) => info!(tag = %c.name, "known-good after its soak"),
                 Err(e) => warn!(tag = %c.name, error = %e, "the known-good tag could not be written"),
             }
-        }
-    }
-
-    /// Applies `change` to every candidate in git; rewrites the notes it changed.
-    fn update_candidates(&mut self, now: Timestamp, mut change: impl FnMut(&mut Candidate) -> bool) {
-        // Every alert comes through here: while the notes ref is what it was when nothing was
-        // soaking, there is nothing to read.
-        let current = self.ctx.repo.ref_id(CANDIDATES_REF);
-        if self.verification.none_soaking == NoneSoaking::At(current) {
-            return;
-        }
-        let notes = match self.ctx.repo.notes_of(CANDIDATES_REF) {
-            Ok(n) => n,
-            Err(e) => {
-                warn!(error = %e, "known-good candidates could not be read");
-                return;
-            }
-        };
-        let mut soaking = false;
-        for (commit, text) in notes {
-            let mut all = soak::parse(&text);
-            let mut changed = false;
-            for c in all.iter_mut() {
-                changed |= change(c);
-            }
-            soaking |= all.iter().any(|c| c.state == SoakState::Soaking);
-            if changed && let Err(e) = self.ctx.repo.write_note(CANDIDATES_REF, &commit, &soak::note(&all), now, true) {
-                warn!(error = %e, "a known-good candidate's state could not be recorded");
-            }
-        }
-        self.verification.none_soaking = match soaking {
-            true => NoneSoaking::Unknown,
-            false => NoneSoaking::At(self.ctx.repo.ref_id(CANDIDATES_REF)),
-        };
-    }
-
-    /// Keeps a decision that wrote nothing in git, once per (trigger, outcome), for `explain`.
-    fn record_decision(&mut self, event: &Event, report: &Report, now: Timestamp) {
-        let head = match report.plan.as_ref() {
-            Some(plan) => plan.head.clone(),
-            None => match self.ctx.repo.head() {
-                Ok(h) => h,
-                Err(_) => return,
-            },
-        };
-        let Some(record) = DecisionRecord::of(event, report, &head.0, now) else { return };
-        if !self.verification.recorded.insert((record.trigger.clone(), record.outcome.clone())) {
-            return;
-        }
-        if self.verification.recorded.len() > 10_000 {
-            self.verification.recorded.clear();
-        }
-        if let Err(e) = self.ctx.repo.add_decision(&head, &record.line(), now) {
-            warn!(trigger = %record.trigger, error = %e, "the decision could not be recorded in git");
         }
     }
 
@@ -352,7 +302,7 @@ impl Engine {
     /// Sends `notice` to the route of the policy it names.
     pub(super) fn tell(&self, notice: &Notice) {
         let Some(policy) = self.ctx.policy_named(&notice.policy) else { return };
-        let notice = self.with_incident(notice.clone());
+        let notice = with_incident(&self.ctx, &self.verification, notice.clone());
         // A proposal's notice links its pull request: it goes out once the outbox has tried to
         // open it (the writer does not wait for that).
         let proposal = notice.rollback_id.as_ref().filter(|_| notice.pr.is_none()).and_then(|id| {
@@ -363,110 +313,6 @@ impl Engine {
             Some(branch) => self.ctx.outbox.notify_after_pr(notice, policy.notify.clone(), branch),
             None => self.ctx.notifier.send(&notice, &policy.notify),
         }
-    }
-
-    /// `n` with what people need to find the incident: the alert's summary and link (also
-    /// after the rollback, when no alert is at hand), the commit on the forge, the artifacts of
-    /// its rollback, and for a step back (and what is said of it) the rollback it follows.
-    fn with_incident(&self, mut n: Notice) -> Notice {
-        let index = self.ctx.repo.index();
-        let records = index.records();
-        let find = |id: &RollbackId, commit: Option<&str>| {
-            records.iter().rev().find(|r| &r.id == id && commit.is_none_or(|c| r.commit.0 == c))
-        };
-        // The incident's first trigger: step backs name the rollback they stepped back from.
-        let mut trigger = n.trigger.clone();
-        let mut first = n.rollback_id.as_ref().and_then(|id| find(id, n.commit.as_deref()));
-        // A proposal merged later reached the branch when this notice says (`at`).
-        if n.event == crate::domain::notice::NoticeKind::RolledBack
-            && let Some(r) = first
-        {
-            let started = r.alert_started.or_else(|| crate::domain::audit::alert_start_of(&r.trigger));
-            let secs = |t: Option<Timestamp>| t.map(|t| crate::domain::notice::seconds(t, n.at));
-            n.time_to_rollback_seconds = n.time_to_rollback_seconds.or_else(|| secs(started));
-            n.time_to_rollback_from_receipt_seconds =
-                n.time_to_rollback_from_receipt_seconds.or_else(|| secs(r.received));
-        }
-        for _ in 0..64 {
-            let Some(prev) = stepped_back_from(&trigger) else { break };
-            let Some(r) = find(&prev, None) else { break };
-            if n.follows.is_none() && n.rollback_id.as_ref() != Some(&prev) {
-                n.follows = Some(Follows {
-                    rollback_id: prev.clone(),
-                    commit: r.commit.0.clone(),
-                    commit_url: None,
-                    artifacts: Vec::new(),
-                });
-            }
-            trigger.clone_from(&r.trigger);
-            first = Some(r);
-        }
-        if let Some((said, url)) = self.verification.incidents.get(&trigger) {
-            n.summary = n.summary.or_else(|| said.clone());
-            n.trigger_url = n.trigger_url.or_else(|| url.clone());
-        }
-        // An alert's rollback records its summary as `Rollback-Reason` (a restart forgets the rest).
-        if n.summary.is_none() && Trigger::parse(&trigger).is_alert() {
-            n.summary = first.filter(|r| r.trigger == trigger).and_then(|r| r.reason.clone());
-        }
-        let changes = |commit: &str| self.ctx.repo.artifact_changes(&format!("{commit}^1"), commit).unwrap_or_default();
-        if n.artifacts.is_empty()
-            && n.rollback_id.is_some()
-            && let Some(commit) = &n.commit
-        {
-            n.artifacts = changes(commit);
-        }
-        n.commit_url = n.commit.as_deref().and_then(|c| self.ctx.config.forge.commit_url(c));
-        if let Some(f) = &mut n.follows {
-            f.commit_url = self.ctx.config.forge.commit_url(&f.commit);
-            if f.artifacts.is_empty() {
-                f.artifacts = changes(&f.commit);
-            }
-        }
-        n
-    }
-
-    /// Watches `rollback` when its policy says how to verify it and something can.
-    pub(super) fn start_watch(
-        &mut self,
-        policy: &Policy,
-        rollback: &Rollback,
-        of: &Verifying<'_>,
-        firing: Option<std::collections::BTreeSet<String>>,
-    ) -> Option<Watch> {
-        let Verifying { service, env, trigger, at, .. } = *of;
-        let spec = policy.verify.as_ref()?;
-        // One commit for several alerts: each of their alerts must resolve.
-        if let Some(w) = self.verification.watches.get_mut(&rollback.id) {
-            if Trigger::parse(trigger).is_alert() {
-                w.also_firing([trigger.to_string()]);
-            }
-            return Some(w.clone());
-        }
-        let query = self.ctx.verify_query(policy, service, env);
-        let mut watch = Watch::start(spec, (rollback.id.clone(), rollback.commit.clone()), policy.name(), of, query);
-        if let Some(firing) = firing {
-            watch.also_firing(firing);
-        }
-        // rollbackd-controllers: with Flux or Argo CD configured, the rollback counts as
-        // deployed when the controller reports it applied and healthy, not after deploy_time.
-        watch.awaits_controller = self.ctx.config.sources.flux.is_some() || self.ctx.config.sources.argocd.is_some();
-        // The last phase of a phased rollback whose alert resolved between phases: it is not
-        // firing now, so it counts as resolved from when this phase could be deployed.
-        if rollback.phase.is_some_and(|p| p.is_last() && p.of > 1)
-            && Trigger::parse(trigger).is_alert()
-            && self.ctx.resolved_before_last_phase(&rollback.id)
-        {
-            let deployed = at.saturating_add(spec.deploy_time.as_signed()).unwrap_or(at);
-            watch.observe(&Signal::Resolved { key: trigger.to_string(), at: deployed });
-        }
-        if !watch.verifiable() {
-            info!(rollback_id = %rollback.id, "verify: nothing can verify this rollback (no alert to resolve, no query)");
-            return None;
-        }
-        info!(rollback_id = %rollback.id, deadline = %watch.deadline(), "verifying the rollback");
-        self.verification.watches.insert(watch.id.clone(), watch.clone());
-        Some(watch)
     }
 
     /// Feeds `signal` to one watch; records its progress when it changed, and settles it when
@@ -497,7 +343,7 @@ impl Engine {
         let ids: Vec<RollbackId> = self.verification.watches.keys().cloned().collect();
         // Every watch's query at once, off this thread, for a bounded wait.
         let queries: Vec<String> = self.verification.watches.values().filter_map(|w| w.query.clone()).collect();
-        let answers = self.ask_prometheus(&queries, now);
+        let answers = ask_prometheus(&self.verification, &queries, now);
         for id in ids {
             let query = self.verification.watches.get(&id).and_then(|w| w.query.clone());
             if let Some(q) = query {
@@ -574,54 +420,26 @@ impl Engine {
                 because: Vec::new(),
             };
             let step = Trigger::parse(&r.trigger).step_back();
-            if self
-                .start_watch(
-                    &policy,
-                    &rollback,
-                    &Verifying { service: &r.service, env: &r.env, trigger: &r.trigger, at: r.at, step },
-                    None,
-                )
-                .is_none()
+            if start_watch(
+                &self.ctx,
+                &mut self.verification,
+                &policy,
+                &rollback,
+                &Verifying { service: &r.service, env: &r.env, trigger: &r.trigger, at: r.at, step },
+                None,
+            )
+            .is_none()
             {
                 self.verification.settled.insert(r.id.clone());
             }
         }
-        self.count_merges_seen();
+        count_merges_seen(&self.ctx, &mut self.verification);
         Ok(())
-    }
-
-    /// Counts the proposals merged by someone else (the CLI's `approve`, another replica, a
-    /// merge on GitHub) as this server's own merges are counted: `rollbackd_time_to_rollback_seconds`
-    /// by path, from the signed tag's review (`Approved-By`, `Merged-By`) and times. What was
-    /// on the origin when this engine first looked was counted by whoever saw it then. Reads
-    /// the index as [`Engine::pick_up`] just refreshed it.
-    fn count_merges_seen(&mut self) {
-        let index = self.ctx.repo.index();
-        let merges = &mut self.verification.merges;
-        let baseline = !merges.looked;
-        merges.looked = true;
-        for r in index.records() {
-            let Some(by) = r.review.merged_by.as_deref() else { continue };
-            // An automatic merge is counted where it is made, as `auto_merge`.
-            if by == "auto_merge" || r.cancelled || !merges.seen.insert(r.id.clone()) || baseline {
-                continue;
-            }
-            let path = if r.review.approved_by.iter().any(|a| a == by) { "approval" } else { "merged_by_hand" };
-            let started = r.alert_started.or_else(|| alert_start(&r.trigger));
-            metrics::merged(path, started, r.at);
-        }
     }
 
     /// Every alert key a verification in progress waits to see resolve.
     pub fn watched_alerts(&self) -> std::collections::HashSet<String> {
         self.verification.watches.values().flat_map(|w| w.firing.iter().cloned()).collect()
-    }
-
-    /// Whether rollback `id`'s policy verifies it (so the plain "resolved" note is not its verdict).
-    pub(super) fn verified_by_watch(&self, id: &RollbackId, policy: &str) -> bool {
-        self.verification.watches.contains_key(id)
-            || self.verification.settled.contains(id)
-            || self.ctx.policy_named(policy).is_some_and(|p| p.verify.is_some())
     }
 
     /// A resolved alert, for the watches it was firing for. `None` when no watch knew it.
@@ -849,7 +667,7 @@ impl Engine {
         };
         let id = self.ctx.rollback_id(&trigger, &target.service, &target.env);
         let mut counted = Decision::for_event(&event);
-        self.count_blast_radius(&target.service, now, &mut counted)?;
+        super::breaker::count(&mut self.ctx, &mut self.alerting, &target.service, now, &mut counted)?;
         let stepping =
             SteppingBack { watch, policy, n, event: &event, trigger: &trigger, target: &target, to: &to, id: &id, now };
         self.retry_on_moved(|engine, retries| engine.step_back_try(&stepping, &mut counted, retries))
@@ -902,7 +720,7 @@ impl Engine {
                     let why = outcome.summary();
                     info!(of = %watch.id, step = n, "not stepping back: {why}");
                     let report = Report { decision, plan: Some(plan), outcome };
-                    self.record_decision(event, &report, now);
+                    record_decision(&mut self.ctx, &mut self.verification, event, &report, now);
                     return Ok(Try::Done(Step::NotWritten(why)));
                 }
             };
@@ -917,7 +735,9 @@ impl Engine {
                 metrics::step_back();
                 info!(rollback_id = %rollback.id, of = %watch.id, step = n, "stepped back");
                 let firing = Some(watch.firing.clone());
-                if let Some(next) = self.start_watch(
+                if let Some(next) = start_watch(
+                    &self.ctx,
+                    &mut self.verification,
                     policy,
                     &rollback,
                     &Verifying { service: &target.service, env: &target.env, trigger, at: now, step: n },
@@ -931,34 +751,6 @@ impl Engine {
             }
             None => Try::Moved,
         })
-    }
-
-    /// Whether each of `queries` holds, and when Prometheus said so, asked off the writer
-    /// thread: the writer waits at most [`PROMETHEUS_WAIT`] for all of them together. An answer
-    /// older than [`PROMETHEUS_STALE`] is no answer: the state is unknown, never "not holding".
-    pub(super) fn ask_prometheus(
-        &self,
-        queries: &[String],
-        now: Timestamp,
-    ) -> HashMap<String, Result<(bool, Timestamp), String>> {
-        if queries.is_empty() {
-            return HashMap::new();
-        }
-        self.verification
-            .prober
-            .ask_all(queries, PROMETHEUS_WAIT)
-            .into_iter()
-            .map(|(q, answer)| {
-                let result = match answer {
-                    None => Err("Prometheus has not answered yet".to_string()),
-                    Some(a) if now.duration_since(a.at) > PROMETHEUS_STALE => {
-                        Err(format!("no answer from Prometheus since {}", a.at))
-                    }
-                    Some(a) => a.result.map(|holds| (holds, a.at)),
-                };
-                (q, result)
-            })
-            .collect()
     }
 }
 
@@ -1151,4 +943,230 @@ impl super::Ctx {
         }
         Ok((policy, target))
     }
+}
+
+/// Watches `rollback` when its policy says how to verify it and something can.
+pub(super) fn start_watch(
+    ctx: &super::Ctx,
+    state: &mut Verification,
+    policy: &Policy,
+    rollback: &Rollback,
+    of: &Verifying<'_>,
+    firing: Option<std::collections::BTreeSet<String>>,
+) -> Option<Watch> {
+    let Verifying { service, env, trigger, at, .. } = *of;
+    let spec = policy.verify.as_ref()?;
+    // One commit for several alerts: each of their alerts must resolve.
+    if let Some(w) = state.watches.get_mut(&rollback.id) {
+        if Trigger::parse(trigger).is_alert() {
+            w.also_firing([trigger.to_string()]);
+        }
+        return Some(w.clone());
+    }
+    let query = ctx.verify_query(policy, service, env);
+    let mut watch = Watch::start(spec, (rollback.id.clone(), rollback.commit.clone()), policy.name(), of, query);
+    if let Some(firing) = firing {
+        watch.also_firing(firing);
+    }
+    // rollbackd-controllers: with Flux or Argo CD configured, the rollback counts as
+    // deployed when the controller reports it applied and healthy, not after deploy_time.
+    watch.awaits_controller = ctx.config.sources.flux.is_some() || ctx.config.sources.argocd.is_some();
+    // The last phase of a phased rollback whose alert resolved between phases: it is not
+    // firing now, so it counts as resolved from when this phase could be deployed.
+    if rollback.phase.is_some_and(|p| p.is_last() && p.of > 1)
+        && Trigger::parse(trigger).is_alert()
+        && ctx.resolved_before_last_phase(&rollback.id)
+    {
+        let deployed = at.saturating_add(spec.deploy_time.as_signed()).unwrap_or(at);
+        watch.observe(&Signal::Resolved { key: trigger.to_string(), at: deployed });
+    }
+    if !watch.verifiable() {
+        info!(rollback_id = %rollback.id, "verify: nothing can verify this rollback (no alert to resolve, no query)");
+        return None;
+    }
+    info!(rollback_id = %rollback.id, deadline = %watch.deadline(), "verifying the rollback");
+    state.watches.insert(watch.id.clone(), watch.clone());
+    Some(watch)
+}
+
+/// Applies `change` to every candidate in git; rewrites the notes it changed.
+pub(super) fn update_candidates(
+    ctx: &mut super::Ctx,
+    state: &mut Verification,
+    now: Timestamp,
+    mut change: impl FnMut(&mut Candidate) -> bool,
+) {
+    // Every alert comes through here: while the notes ref is what it was when nothing was
+    // soaking, there is nothing to read.
+    let current = ctx.repo.ref_id(CANDIDATES_REF);
+    if state.none_soaking == NoneSoaking::At(current) {
+        return;
+    }
+    let notes = match ctx.repo.notes_of(CANDIDATES_REF) {
+        Ok(n) => n,
+        Err(e) => {
+            warn!(error = %e, "known-good candidates could not be read");
+            return;
+        }
+    };
+    let mut soaking = false;
+    for (commit, text) in notes {
+        let mut all = soak::parse(&text);
+        let mut changed = false;
+        for c in all.iter_mut() {
+            changed |= change(c);
+        }
+        soaking |= all.iter().any(|c| c.state == SoakState::Soaking);
+        if changed && let Err(e) = ctx.repo.write_note(CANDIDATES_REF, &commit, &soak::note(&all), now, true) {
+            warn!(error = %e, "a known-good candidate's state could not be recorded");
+        }
+    }
+    state.none_soaking = match soaking {
+        true => NoneSoaking::Unknown,
+        false => NoneSoaking::At(ctx.repo.ref_id(CANDIDATES_REF)),
+    };
+}
+
+/// Keeps a decision that wrote nothing in git, once per (trigger, outcome), for `explain`.
+pub(super) fn record_decision(
+    ctx: &mut super::Ctx,
+    state: &mut Verification,
+    event: &Event,
+    report: &Report,
+    now: Timestamp,
+) {
+    let head = match report.plan.as_ref() {
+        Some(plan) => plan.head.clone(),
+        None => match ctx.repo.head() {
+            Ok(h) => h,
+            Err(_) => return,
+        },
+    };
+    let Some(record) = DecisionRecord::of(event, report, &head.0, now) else { return };
+    if !state.recorded.insert((record.trigger.clone(), record.outcome.clone())) {
+        return;
+    }
+    if state.recorded.len() > 10_000 {
+        state.recorded.clear();
+    }
+    if let Err(e) = ctx.repo.add_decision(&head, &record.line(), now) {
+        warn!(trigger = %record.trigger, error = %e, "the decision could not be recorded in git");
+    }
+}
+
+/// `n` with what people need to find the incident: the alert's summary and link (also
+/// after the rollback, when no alert is at hand), the commit on the forge, the artifacts of
+/// its rollback, and for a step back (and what is said of it) the rollback it follows.
+pub(super) fn with_incident(ctx: &super::Ctx, state: &Verification, mut n: Notice) -> Notice {
+    let index = ctx.repo.index();
+    let records = index.records();
+    let find = |id: &RollbackId, commit: Option<&str>| {
+        records.iter().rev().find(|r| &r.id == id && commit.is_none_or(|c| r.commit.0 == c))
+    };
+    // The incident's first trigger: step backs name the rollback they stepped back from.
+    let mut trigger = n.trigger.clone();
+    let mut first = n.rollback_id.as_ref().and_then(|id| find(id, n.commit.as_deref()));
+    // A proposal merged later reached the branch when this notice says (`at`).
+    if n.event == crate::domain::notice::NoticeKind::RolledBack
+        && let Some(r) = first
+    {
+        let started = r.alert_started.or_else(|| crate::domain::audit::alert_start_of(&r.trigger));
+        let secs = |t: Option<Timestamp>| t.map(|t| crate::domain::notice::seconds(t, n.at));
+        n.time_to_rollback_seconds = n.time_to_rollback_seconds.or_else(|| secs(started));
+        n.time_to_rollback_from_receipt_seconds = n.time_to_rollback_from_receipt_seconds.or_else(|| secs(r.received));
+    }
+    for _ in 0..64 {
+        let Some(prev) = stepped_back_from(&trigger) else { break };
+        let Some(r) = find(&prev, None) else { break };
+        if n.follows.is_none() && n.rollback_id.as_ref() != Some(&prev) {
+            n.follows = Some(Follows {
+                rollback_id: prev.clone(),
+                commit: r.commit.0.clone(),
+                commit_url: None,
+                artifacts: Vec::new(),
+            });
+        }
+        trigger.clone_from(&r.trigger);
+        first = Some(r);
+    }
+    if let Some((said, url)) = state.incidents.get(&trigger) {
+        n.summary = n.summary.or_else(|| said.clone());
+        n.trigger_url = n.trigger_url.or_else(|| url.clone());
+    }
+    // An alert's rollback records its summary as `Rollback-Reason` (a restart forgets the rest).
+    if n.summary.is_none() && Trigger::parse(&trigger).is_alert() {
+        n.summary = first.filter(|r| r.trigger == trigger).and_then(|r| r.reason.clone());
+    }
+    let changes = |commit: &str| ctx.repo.artifact_changes(&format!("{commit}^1"), commit).unwrap_or_default();
+    if n.artifacts.is_empty()
+        && n.rollback_id.is_some()
+        && let Some(commit) = &n.commit
+    {
+        n.artifacts = changes(commit);
+    }
+    n.commit_url = n.commit.as_deref().and_then(|c| ctx.config.forge.commit_url(c));
+    if let Some(f) = &mut n.follows {
+        f.commit_url = ctx.config.forge.commit_url(&f.commit);
+        if f.artifacts.is_empty() {
+            f.artifacts = changes(&f.commit);
+        }
+    }
+    n
+}
+
+/// Counts the proposals merged by someone else (the CLI's `approve`, another replica, a
+/// merge on GitHub) as this server's own merges are counted: `rollbackd_time_to_rollback_seconds`
+/// by path, from the signed tag's review (`Approved-By`, `Merged-By`) and times. What was
+/// on the origin when this engine first looked was counted by whoever saw it then. Reads
+/// the index as [`Engine::pick_up`] just refreshed it.
+pub(super) fn count_merges_seen(ctx: &super::Ctx, state: &mut Verification) {
+    let index = ctx.repo.index();
+    let merges = &mut state.merges;
+    let baseline = !merges.looked;
+    merges.looked = true;
+    for r in index.records() {
+        let Some(by) = r.review.merged_by.as_deref() else { continue };
+        // An automatic merge is counted where it is made, as `auto_merge`.
+        if by == "auto_merge" || r.cancelled || !merges.seen.insert(r.id.clone()) || baseline {
+            continue;
+        }
+        let path = if r.review.approved_by.iter().any(|a| a == by) { "approval" } else { "merged_by_hand" };
+        let started = r.alert_started.or_else(|| alert_start(&r.trigger));
+        metrics::merged(path, started, r.at);
+    }
+}
+
+/// Whether rollback `id`'s policy verifies it (so the plain "resolved" note is not its verdict).
+pub(super) fn verified_by_watch(ctx: &super::Ctx, state: &Verification, id: &RollbackId, policy: &str) -> bool {
+    state.watches.contains_key(id)
+        || state.settled.contains(id)
+        || ctx.policy_named(policy).is_some_and(|p| p.verify.is_some())
+}
+
+/// Whether each of `queries` holds, and when Prometheus said so, asked off the writer
+/// thread: the writer waits at most [`PROMETHEUS_WAIT`] for all of them together. An answer
+/// older than [`PROMETHEUS_STALE`] is no answer: the state is unknown, never "not holding".
+pub(super) fn ask_prometheus(
+    state: &Verification,
+    queries: &[String],
+    now: Timestamp,
+) -> HashMap<String, Result<(bool, Timestamp), String>> {
+    if queries.is_empty() {
+        return HashMap::new();
+    }
+    state
+        .prober
+        .ask_all(queries, PROMETHEUS_WAIT)
+        .into_iter()
+        .map(|(q, answer)| {
+            let result = match answer {
+                None => Err("Prometheus has not answered yet".to_string()),
+                Some(a) if now.duration_since(a.at) > PROMETHEUS_STALE => {
+                    Err(format!("no answer from Prometheus since {}", a.at))
+                }
+                Some(a) => a.result.map(|holds| (holds, a.at)),
+            };
+            (q, result)
+        })
+        .collect()
 }
