@@ -78,4 +78,38 @@ impl Ctx {
         }
         Ok(lock)
     }
+
+    /// Runs `attempt` (given the try's number, from 0) until it is done, fetching and
+    /// re-reading the audit index before every retry: every compare-and-swap write the engine
+    /// makes goes through here (or through `Engine::retry_on_moved`, which shares the rest).
+    /// `state` is what the attempt may change besides the context. `Contended` after
+    /// `push_retries + 1` tries lost to other writers.
+    pub(super) fn retry_on_moved<S, T>(
+        &mut self,
+        state: &mut S,
+        mut attempt: impl FnMut(&mut Ctx, &mut S, u32) -> Result<crate::git::Try<T>, EngineError>,
+    ) -> Result<T, EngineError> {
+        let attempts = self.repo.push_retries() + 1;
+        let tried = crate::git::retry_on_moved(
+            &mut (&mut *self, state),
+            attempts,
+            |(ctx, _)| ctx.refetch(),
+            |(ctx, state), n| attempt(ctx, state, n),
+        )?;
+        tried.ok_or_else(|| self.contended(attempts))
+    }
+
+    /// Fetches and re-reads the audit index: where a retry after the branch moved starts.
+    pub(super) fn refetch(&mut self) -> Result<(), EngineError> {
+        self.fetch_now()?;
+        let now = self.clock.now();
+        self.repo.audit(now)?;
+        Ok(())
+    }
+
+    /// The branch kept moving for `attempts` tries.
+    pub(super) fn contended(&self, attempts: u32) -> EngineError {
+        crate::git::GitError::Contended { url: self.repo.url(), branch: self.repo.branch().to_string(), attempts }
+            .into()
+    }
 }

@@ -64,7 +64,7 @@ impl Engine {
         let merged = if self.ctx.forge.hosts_pull_requests() {
             self.ctx.merge_on_forge(&merge, policy.review.merge)?
         } else {
-            self.merge_proposal(&merge)?
+            super::review::merge_proposal(&mut self.ctx, &merge)?
         };
         Ok(match merged {
             ReviewOutcome::Merged { rollback: mut merged } => {

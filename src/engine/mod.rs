@@ -222,28 +222,16 @@ impl Engine {
         Ok(engine)
     }
 
-    /// Runs `attempt` (given the try's number, from 0) until it is done, fetching and
-    /// re-reading the audit index before every retry: every compare-and-swap write the engine
-    /// makes goes through here. `Contended` after `push_retries + 1` tries lost to other writers.
+    /// [`Ctx::retry_on_moved`] for an attempt that needs the whole engine (an event's
+    /// handling, the next phase, a step back: they reach several subsystems' state).
     fn retry_on_moved<T>(
         &mut self,
         attempt: impl FnMut(&mut Self, u32) -> Result<crate::git::Try<T>, EngineError>,
     ) -> Result<T, EngineError> {
         let attempts = self.ctx.repo.push_retries() + 1;
-        let refetch = |engine: &mut Self| {
-            engine.ctx.fetch_now()?;
-            let now = engine.ctx.clock.now();
-            engine.ctx.repo.audit(now)?;
-            Ok(())
-        };
-        match crate::git::retry_on_moved(self, attempts, refetch, attempt)? {
+        match crate::git::retry_on_moved(self, attempts, |engine| engine.ctx.refetch(), attempt)? {
             Some(value) => Ok(value),
-            None => Err(GitError::Contended {
-                url: self.ctx.repo.url(),
-                branch: self.ctx.repo.branch().to_string(),
-                attempts,
-            }
-            .into()),
+            None => Err(self.ctx.contended(attempts)),
         }
     }
 
@@ -479,7 +467,7 @@ impl Engine {
             notice.actor = r.actor.clone();
             let recovered_after = resolved_at.duration_since(r.at).as_secs().max(0);
             notice.recovered_after_seconds = Some(recovered_after);
-            self.tell(&notice);
+            verify::tell(&self.ctx, &self.verification, &notice);
             // The same time to recovery as a verification's (once: the note is new).
             crate::metrics::time_to_recovery(recovered_after);
         }

@@ -329,25 +329,25 @@ impl Engine {
     fn end(&mut self, r: &AuditRecord, why: &str, now: Timestamp) -> Result<String, EngineError> {
         let phase = r.phase.map_or_else(String::new, |p| p.to_string());
         let rref = RollbackRef::new(&r.service, &r.env, &r.id);
-        self.retry_on_moved(|engine, _| {
-            if !engine.ctx.in_progress().iter().any(|o| o.id == r.id) || engine.ctx.went_on(r) {
+        self.ctx.retry_on_moved(&mut self.verification, |ctx, verification, _| {
+            if !ctx.in_progress().iter().any(|o| o.id == r.id) || ctx.went_on(r) {
                 return Ok(Try::Done(format!("{}: already ended or followed up", r.id)));
             }
-            let head = engine.ctx.repo.head()?;
+            let head = ctx.repo.head()?;
             let said = format!(
                 "{}\nNothing more of it is proposed; roll back by hand if needed (to {}).",
                 crate::support::text::quoted(why),
                 r.known_good
             );
-            let (marker, tag) = engine.ctx.halt_marker(&head, &rref, &said, now)?;
-            Ok(match engine.ctx.repo.publish_halt(&marker, &head, (&rref.halted(), &tag), None, None)? {
+            let (marker, tag) = ctx.halt_marker(&head, &rref, &said, now)?;
+            Ok(match ctx.repo.publish_halt(&marker, &head, (&rref.halted(), &tag), None, None)? {
                 crate::git::PushResult::Pushed => {
                     let said = format!("{}: ended after phase {phase}: {why}; nothing is proposed", r.id);
                     let mut notice =
                         Notice::about(NoticeKind::Halted, &r.service, &r.env, &r.policy, &r.trigger, said.clone(), now);
                     notice.rollback_id = Some(r.id.clone());
                     notice.commit = Some(marker.0.clone());
-                    engine.tell(&notice);
+                    super::verify::tell(ctx, verification, &notice);
                     crate::metrics::phase("halted");
                     Try::Done(said)
                 }
@@ -390,7 +390,7 @@ impl Engine {
         notice.actor = r.actor.clone();
         notice.known_good = Some(r.known_good.clone());
         notice.artifacts = plan.artifacts.clone();
-        self.tell(&notice);
+        super::verify::tell(&self.ctx, &self.verification, &notice);
         if phase.is_last() && rollback.delivery == Delivery::Direct {
             super::verify::start_watch(
                 &self.ctx,
@@ -420,7 +420,7 @@ impl Engine {
             Notice::about(NoticeKind::Halted, &r.service, &r.env, &r.policy, &r.trigger, said.clone(), now);
         notice.rollback_id = Some(r.id.clone());
         notice.commit = Some(r.commit.0.clone());
-        self.tell(&notice);
+        super::verify::tell(&self.ctx, &self.verification, &notice);
         Some(said)
     }
 

@@ -73,122 +73,13 @@ pub(super) enum Merging {
 impl Engine {
     /// Approves proposal `id`; merges it once the policy's approvals are met.
     pub fn approve(&mut self, id: &str, actor: &Actor) -> Result<ReviewOutcome, EngineError> {
-        let (who, actor) = (actor.id(), actor.principal());
-        let (_lock, now) = self.ctx.begin_fresh()?;
-        let Some((branch, commit, t)) = self.ctx.repo.find_proposal(id)? else {
-            return Ok(ReviewOutcome::Refused { reason: format!("no open proposal {id}") });
-        };
-        let Some(policy) = self.ctx.policies.policies.iter().find(|p| p.name() == t.policy).cloned() else {
-            return Ok(ReviewOutcome::Refused { reason: format!("policy {} of {id} no longer exists", t.policy) });
-        };
-        // `codeowners` is decided on the files this proposal changes, with CODEOWNERS as the
-        // watched branch has it (never as the proposal would leave it).
-        if let Some(p) = actor
-            && let Admission::Refused(why) = self
-                .ctx
-                .admit(&policy.chatops.approve, "chatops.approve", p, || Ok(self.ctx.repo.changed_by(&commit)?))?
-        {
-            return Ok(ReviewOutcome::Refused {
-                reason: format!("{p} may not approve rollbacks of policy {} ({why})", policy.name()),
-            });
-        }
-        let directory = self.ctx.config.directory.clone();
-        if policy.chatops.two_person && directory.same_person(&who, &t.actor) {
-            return Ok(ReviewOutcome::Refused {
-                reason: format!(
-                    "two-person rule of policy {}: {who} asked for {id} and cannot approve it",
-                    policy.name()
-                ),
-            });
-        }
-        let mut approvers = self.ctx.repo.approvals(&commit);
-        if !approvers.iter().any(|a| directory.same_person(a, &who)) {
-            self.ctx.repo.add_approval(&commit, &who, now)?;
-            approvers.push(who.clone());
-            info!(rollback_id = id, approver = %who, "proposal approved");
-        }
-        // Approvals count people, not accounts: one person's Slack and GitHub approvals are one.
-        approvers.retain(|a| !(policy.chatops.two_person && directory.same_person(a, &t.actor)));
-        let mut seen = std::collections::HashSet::new();
-        approvers.retain(|a| seen.insert(directory.person(a)));
-        let needed = policy.review.approvals.max(1);
-        if (approvers.len() as u32) < needed {
-            self.ctx.say(&branch, &format!("Approved by {who}: {} of {needed}.", approvers.len()));
-            return Ok(ReviewOutcome::Approved { id: id.to_string(), approvals: approvers.len(), needed });
-        }
-        // Merging is a write like any other: decided now, with the guards, freezes and pause of
-        // this moment. The approval is the review a proposal waits for; a guard that denies,
-        // or a policy that no longer rolls back, still stops it.
-        let plan = match self.ctx.proposal_plan(&policy, &t, now) {
-            Ok(plan) => plan,
-            Err(why) => {
-                let reason = format!("{id} cannot be checked against policy {} now: {why}", policy.name());
-                self.ctx.say(&branch, &format!("Not merged: {reason}."));
-                return Ok(ReviewOutcome::Refused { reason });
-            }
-        };
-        let rid = RollbackId(id.to_string());
-        if let Some(why) = self.ctx.may_merge(&policy, plan.as_ref(), &t, &rid, Merging::Approved, now) {
-            let reason = format!("{id} is not merged: {why}");
-            warn!(rollback_id = id, "{reason}");
-            self.ctx.say(&branch, &format!("Not merged: {why}."));
-            return Ok(ReviewOutcome::Refused { reason });
-        }
-        let merge = Merge { branch: &branch, commit: &commit, service: &t.service, env: &t.env, id, by: &who, now };
-        let outcome = if self.ctx.forge.hosts_pull_requests() {
-            self.ctx.merge_on_forge(&merge, policy.review.merge)?
-        } else {
-            self.merge_proposal(&merge)?
-        };
-        let outcome = match outcome {
-            // The rest of a phased rollback is its last phase.
-            ReviewOutcome::Merged { mut rollback } => {
-                rollback.phase = t.phase;
-                self.merged(&rollback, &t, "approval", now);
-                ReviewOutcome::Merged { rollback }
-            }
-            other => other,
-        };
-        Ok(outcome)
+        handle_approve(&mut self.ctx, &mut self.verification, id, actor)
     }
 
     /// Checks finished on a proposal branch: an `auto_merge` proposal whose required checks have
     /// all succeeded is merged now.
     pub fn checks_completed(&mut self, branch: &str) -> Result<String, EngineError> {
-        let (_lock, now) = self.ctx.begin_fresh()?;
-        let Some(rref) = RollbackRef::parse_branch(branch) else {
-            return Ok(format!("{} is not a rollback proposal", crate::domain::ident::shown(branch)));
-        };
-        let id = rref.id.as_str();
-        let Some((branch, commit, t)) = self.ctx.repo.find_proposal(id)? else {
-            return Ok(format!("no open proposal {id}"));
-        };
-        let Some(policy) = self.ctx.policies.policies.iter().find(|p| p.name() == t.policy).cloned() else {
-            return Ok(format!("policy {} of {id} no longer exists", t.policy));
-        };
-        if !policy.review.auto_merge {
-            return Ok(format!("{id} waits for approval (policy {} has no auto_merge)", policy.name()));
-        }
-        if !self.ctx.forge.hosts_pull_requests() {
-            return Ok("checks are read from GitHub only".into());
-        }
-        let pending = self.ctx.forge.checks_pending(&commit.0, &policy.review.required_checks)?;
-        if !pending.is_empty() {
-            return Ok(format!("{id} waits for checks: {}", pending.join(", ")));
-        }
-        let plan = match self.ctx.proposal_plan(&policy, &t, now) {
-            Ok(plan) => plan,
-            Err(why) => return Ok(format!("{id} waits for an approval: it cannot be checked now: {why}")),
-        };
-        let rid = RollbackId(id.to_string());
-        let by = Merging::Automatic { asked_by_person: false };
-        if let Some(why) = self.ctx.may_merge(&policy, plan.as_ref(), &t, &rid, by, now) {
-            return Ok(format!("{id} waits for an approval: {why}"));
-        }
-        let merge =
-            Merge { branch: &branch, commit: &commit, service: &t.service, env: &t.env, id, by: "auto_merge", now };
-        let outcome = self.ctx.merge_on_forge(&merge, policy.review.merge)?;
-        Ok(outcome.summary())
+        handle_checks_completed(&mut self.ctx, branch)
     }
 
     /// A rollback PR merged or closed by hand on GitHub: recorded in the audit trail as a
@@ -200,120 +91,12 @@ impl Engine {
         head_sha: &str,
         by: &str,
     ) -> Result<String, EngineError> {
-        let (_lock, now) = self.ctx.begin_fresh()?;
-        let Some(rref) = RollbackRef::parse_branch(branch) else {
-            return Ok(format!("{} is not a rollback proposal", crate::domain::ident::shown(branch)));
-        };
-        let id = &rref.id;
-        // A GitHub login, from an authenticated delivery; anything else is said, not recorded.
-        let by = if crate::domain::ident::is_plain(by) { by.to_string() } else { crate::domain::ident::shown(by) };
-        let by = if crate::domain::ident::is_plain(&by) { format!("github:{by}") } else { "github:(unknown)".into() };
-        let (tag, message) = match merged_sha {
-            Some(sha) => {
-                let review = self.ctx.review_of(&Sha(head_sha.to_string()), Some(&by), None);
-                (rref.name(), format!("Rollback {id} merged on GitHub by {by} at {sha}\n\n{review}"))
-            }
-            None => {
-                let review = self.ctx.review_of(&Sha(head_sha.to_string()), None, Some(&by));
-                (rref.cancelled(), format!("Cancelled {id}: pull request closed by {by}\n\n{review}"))
-            }
-        };
-        let at = merged_sha.unwrap_or(head_sha);
-        // Commit ids from the payload reach git only as full hex ids, never as revision syntax.
-        if !Sha::is_full_hex(at) || !Sha::is_full_hex(head_sha) {
-            return Ok(format!("{} is not a commit id", crate::domain::ident::shown(at)));
-        }
-        // Only a proposal rollbackd made, as it made it: anyone who can push a branch can name
-        // it `rollback/...`, and a tag here would make its commit a trusted rollback.
-        if !self.ctx.repo.proposed_by_us(&rref, &Sha(head_sha.to_string())) {
-            warn!(%branch, head = head_sha, "a pull request from a rollback-named branch rollbackd did not propose; not recorded");
-            return Ok(format!("{branch} at {head_sha} is not a proposal rollbackd made; nothing recorded"));
-        }
-        let created = self.ctx.repo.tag_commit(&tag, at, &message, now)?;
-        if merged_sha.is_none() {
-            // A proposal closed unmerged is cancelled: its branch goes, so nobody can approve
-            // it afterwards (compare-and-swap: a branch that moved since is left alone).
-            let _ = self.ctx.repo.delete_branch(branch, &Sha(head_sha.to_string()))?;
-        }
-        Ok(if created { format!("recorded {tag}") } else { format!("{tag} was recorded already") })
-    }
-
-    pub(super) fn merge_proposal(&mut self, m: &Merge<'_>) -> Result<ReviewOutcome, EngineError> {
-        let Merge { branch, commit, service, env, id, by: merged_by, now } = *m;
-        let review = self.ctx.review_of(commit, Some(merged_by), None);
-        self.retry_on_moved(|engine, attempt| {
-            let head = engine.ctx.repo.head()?;
-            let Some(merged) = engine.ctx.repo.onto_head(commit, now)? else {
-                return Ok(Try::Done(ReviewOutcome::Refused {
-                    reason: format!(
-                        "{} moved and {id} no longer applies cleanly; cancel it and ask for a new rollback",
-                        engine.ctx.repo.branch()
-                    ),
-                }));
-            };
-            let tag_name = RollbackRef::new(service, env, &RollbackId(id.to_string())).name();
-            let tag_msg = format!("Rollback {id} of {service}/{env}, merged from {branch}\n\n{review}");
-            let tag = engine.ctx.repo.create_tag(&tag_name, &merged, &tag_msg, now)?;
-            let target = WriteTarget::Branch { name: engine.ctx.repo.branch().to_string(), expected: head };
-            Ok(match engine.ctx.repo.publish(&merged, &target, Some((&tag_name, &tag)))? {
-                PushResult::Moved => Try::Moved,
-                PushResult::Pushed => {
-                    engine.ctx.repo.delete_branch(branch, commit)?;
-                    let rollback = Rollback {
-                        id: RollbackId(id.to_string()),
-                        commit: merged,
-                        delivery: Delivery::Direct,
-                        branch: engine.ctx.repo.branch().to_string(),
-                        tag: Some(tag_name),
-                        push_retries: attempt,
-                        pr_url: None,
-                        phase: None,
-                        because: Vec::new(),
-                    };
-                    info!(rollback_id = id, "proposal merged");
-                    Try::Done(ReviewOutcome::Merged { rollback })
-                }
-            })
-        })
+        handle_pr_closed(&mut self.ctx, branch, merged_sha, head_sha, by)
     }
 
     /// Closes proposal `id`: its branch is deleted and its commit kept as `cancelled/...` tag.
     pub fn cancel(&mut self, id: &str, actor: &Actor) -> Result<ReviewOutcome, EngineError> {
-        let (who, actor) = (actor.id(), actor.principal());
-        let (_lock, now) = self.ctx.begin_fresh()?;
-        let Some((branch, commit, t)) = self.ctx.repo.find_proposal(id)? else {
-            return Ok(ReviewOutcome::Refused { reason: format!("no open proposal {id}") });
-        };
-        if let Some(p) = actor {
-            let approver = match self.ctx.policies.policies.iter().find(|x| x.name() == t.policy) {
-                Some(pol) => matches!(
-                    self.ctx.admit(&pol.chatops.approve, "chatops.approve", p, || Ok(self
-                        .ctx
-                        .repo
-                        .changed_by(&commit)?))?,
-                    Admission::Admitted
-                ),
-                None => false,
-            };
-            if !approver && !self.ctx.config.directory.same_person(&p.id, &t.actor) {
-                return Ok(ReviewOutcome::Refused {
-                    reason: format!(
-                        "{p} may not cancel {id}: only its requester or an approver of policy {}",
-                        t.policy
-                    ),
-                });
-            }
-        }
-        let tag = RollbackRef::new(&t.service, &t.env, &RollbackId(id.to_string())).cancelled();
-        let review = self.ctx.review_of(&commit, None, Some(&who));
-        self.ctx.repo.tag_commit(&tag, &commit.0, &format!("Cancelled {id} by {who}\n\n{review}"), now)?;
-        // Closing is part of the cancel, as merging is part of an approval: done before the
-        // branch goes (GitHub closes a pull request whose branch is deleted, and then nothing
-        // would say who cancelled it).
-        self.ctx.forge.close(&branch, &format!("Cancelled by {who}."))?;
-        self.ctx.repo.delete_branch(&branch, &commit)?;
-        info!(rollback_id = id, by = %who, "proposal cancelled");
-        Ok(ReviewOutcome::Cancelled { id: id.to_string(), tag })
+        handle_cancel(&mut self.ctx, id, actor)
     }
 
     pub fn freeze(
@@ -324,10 +107,7 @@ impl Engine {
         reason: Option<&str>,
         actor: &Actor,
     ) -> Result<Answer, EngineError> {
-        if let Some(refused) = self.ctx.may_freeze(actor, "freeze or unfreeze") {
-            return Ok(refused);
-        }
-        self.ctx.add_freeze(scope, env, duration, reason, actor.id(), false)
+        handle_freeze(&mut self.ctx, scope, env, duration, reason, actor)
     }
 
     /// The kill switch: every automatic rollback (and step back) stops, fleet-wide, until
@@ -338,31 +118,12 @@ impl Engine {
         reason: Option<&str>,
         actor: &Actor,
     ) -> Result<Answer, EngineError> {
-        if let Some(refused) = self.ctx.may_freeze(actor, "pause or resume") {
-            return Ok(refused);
-        }
-        let said = self.ctx.add_freeze("all", None, duration, reason, actor.id(), true)?;
-        if !said.is_refused() {
-            warn!("{said}");
-        }
-        Ok(said)
+        handle_pause(&mut self.ctx, duration, reason, actor)
     }
 
     /// Lifts the pause.
     pub fn resume(&mut self, actor: &Actor, asked_at: Option<Timestamp>) -> Result<Answer, EngineError> {
-        if let Some(refused) = self.ctx.may_freeze(actor, "pause or resume") {
-            return Ok(refused);
-        }
-        let (_lock, now) = self.ctx.begin_fresh()?;
-        let who = actor.id();
-        let asked_at = asked_at.unwrap_or(now);
-        let removed =
-            self.ctx.repo.update_freezes(&format!("Resume by {who}\n"), now, |set| set.resume(now, asked_at))?;
-        Ok(Answer::done(if removed == 0 {
-            "automatic rollbacks were not paused".into()
-        } else {
-            format!("automatic rollbacks resumed by {who}")
-        }))
+        handle_resume(&mut self.ctx, actor, asked_at)
     }
 
     /// Lifts freezes of `scope` (in `env`, or every env). `asked_at` is when the person asked
@@ -375,20 +136,7 @@ impl Engine {
         actor: &Actor,
         asked_at: Option<Timestamp>,
     ) -> Result<Answer, EngineError> {
-        if let Some(refused) = self.ctx.may_freeze(actor, "freeze or unfreeze") {
-            return Ok(refused);
-        }
-        let (_lock, now) = self.ctx.begin_fresh()?;
-        let who = actor.id();
-        let asked_at = asked_at.unwrap_or(now);
-        let removed = self.ctx.repo.update_freezes(&format!("Unfreeze {scope} by {who}\n"), now, |set| {
-            set.remove(scope, env, now, asked_at)
-        })?;
-        Ok(Answer::done(match removed {
-            0 => format!("{scope} was not frozen"),
-            1 => format!("{scope} unfrozen by {who}"),
-            n => format!("{scope} unfrozen by {who}: {n} freezes lifted"),
-        }))
+        handle_unfreeze(&mut self.ctx, scope, env, actor, asked_at)
     }
 }
 
@@ -594,4 +342,321 @@ impl super::Ctx {
         self.repo.update_freezes(&message, now, |set| set.add(f.clone(), now))?;
         Ok(Answer::done(text))
     }
+}
+
+/// Approves proposal `id`; merges it once the policy's approvals are met.
+pub(super) fn handle_approve(
+    ctx: &mut super::Ctx,
+    verification: &mut super::verify::Verification,
+    id: &str,
+    actor: &Actor,
+) -> Result<ReviewOutcome, EngineError> {
+    let (who, actor) = (actor.id(), actor.principal());
+    let (_lock, now) = ctx.begin_fresh()?;
+    let Some((branch, commit, t)) = ctx.repo.find_proposal(id)? else {
+        return Ok(ReviewOutcome::Refused { reason: format!("no open proposal {id}") });
+    };
+    let Some(policy) = ctx.policies.policies.iter().find(|p| p.name() == t.policy).cloned() else {
+        return Ok(ReviewOutcome::Refused { reason: format!("policy {} of {id} no longer exists", t.policy) });
+    };
+    // `codeowners` is decided on the files this proposal changes, with CODEOWNERS as the
+    // watched branch has it (never as the proposal would leave it).
+    if let Some(p) = actor
+        && let Admission::Refused(why) =
+            ctx.admit(&policy.chatops.approve, "chatops.approve", p, || Ok(ctx.repo.changed_by(&commit)?))?
+    {
+        return Ok(ReviewOutcome::Refused {
+            reason: format!("{p} may not approve rollbacks of policy {} ({why})", policy.name()),
+        });
+    }
+    let directory = ctx.config.directory.clone();
+    if policy.chatops.two_person && directory.same_person(&who, &t.actor) {
+        return Ok(ReviewOutcome::Refused {
+            reason: format!("two-person rule of policy {}: {who} asked for {id} and cannot approve it", policy.name()),
+        });
+    }
+    let mut approvers = ctx.repo.approvals(&commit);
+    if !approvers.iter().any(|a| directory.same_person(a, &who)) {
+        ctx.repo.add_approval(&commit, &who, now)?;
+        approvers.push(who.clone());
+        info!(rollback_id = id, approver = %who, "proposal approved");
+    }
+    // Approvals count people, not accounts: one person's Slack and GitHub approvals are one.
+    approvers.retain(|a| !(policy.chatops.two_person && directory.same_person(a, &t.actor)));
+    let mut seen = std::collections::HashSet::new();
+    approvers.retain(|a| seen.insert(directory.person(a)));
+    let needed = policy.review.approvals.max(1);
+    if (approvers.len() as u32) < needed {
+        ctx.say(&branch, &format!("Approved by {who}: {} of {needed}.", approvers.len()));
+        return Ok(ReviewOutcome::Approved { id: id.to_string(), approvals: approvers.len(), needed });
+    }
+    // Merging is a write like any other: decided now, with the guards, freezes and pause of
+    // this moment. The approval is the review a proposal waits for; a guard that denies,
+    // or a policy that no longer rolls back, still stops it.
+    let plan = match ctx.proposal_plan(&policy, &t, now) {
+        Ok(plan) => plan,
+        Err(why) => {
+            let reason = format!("{id} cannot be checked against policy {} now: {why}", policy.name());
+            ctx.say(&branch, &format!("Not merged: {reason}."));
+            return Ok(ReviewOutcome::Refused { reason });
+        }
+    };
+    let rid = RollbackId(id.to_string());
+    if let Some(why) = ctx.may_merge(&policy, plan.as_ref(), &t, &rid, Merging::Approved, now) {
+        let reason = format!("{id} is not merged: {why}");
+        warn!(rollback_id = id, "{reason}");
+        ctx.say(&branch, &format!("Not merged: {why}."));
+        return Ok(ReviewOutcome::Refused { reason });
+    }
+    let merge = Merge { branch: &branch, commit: &commit, service: &t.service, env: &t.env, id, by: &who, now };
+    let outcome = if ctx.forge.hosts_pull_requests() {
+        ctx.merge_on_forge(&merge, policy.review.merge)?
+    } else {
+        merge_proposal(ctx, &merge)?
+    };
+    let outcome = match outcome {
+        // The rest of a phased rollback is its last phase.
+        ReviewOutcome::Merged { mut rollback } => {
+            rollback.phase = t.phase;
+            super::verify::merged(ctx, verification, &rollback, &t, "approval", now);
+            ReviewOutcome::Merged { rollback }
+        }
+        other => other,
+    };
+    Ok(outcome)
+}
+
+/// Checks finished on a proposal branch: an `auto_merge` proposal whose required checks have
+/// all succeeded is merged now.
+pub(super) fn handle_checks_completed(ctx: &mut super::Ctx, branch: &str) -> Result<String, EngineError> {
+    let (_lock, now) = ctx.begin_fresh()?;
+    let Some(rref) = RollbackRef::parse_branch(branch) else {
+        return Ok(format!("{} is not a rollback proposal", crate::domain::ident::shown(branch)));
+    };
+    let id = rref.id.as_str();
+    let Some((branch, commit, t)) = ctx.repo.find_proposal(id)? else {
+        return Ok(format!("no open proposal {id}"));
+    };
+    let Some(policy) = ctx.policies.policies.iter().find(|p| p.name() == t.policy).cloned() else {
+        return Ok(format!("policy {} of {id} no longer exists", t.policy));
+    };
+    if !policy.review.auto_merge {
+        return Ok(format!("{id} waits for approval (policy {} has no auto_merge)", policy.name()));
+    }
+    if !ctx.forge.hosts_pull_requests() {
+        return Ok("checks are read from GitHub only".into());
+    }
+    let pending = ctx.forge.checks_pending(&commit.0, &policy.review.required_checks)?;
+    if !pending.is_empty() {
+        return Ok(format!("{id} waits for checks: {}", pending.join(", ")));
+    }
+    let plan = match ctx.proposal_plan(&policy, &t, now) {
+        Ok(plan) => plan,
+        Err(why) => return Ok(format!("{id} waits for an approval: it cannot be checked now: {why}")),
+    };
+    let rid = RollbackId(id.to_string());
+    let by = Merging::Automatic { asked_by_person: false };
+    if let Some(why) = ctx.may_merge(&policy, plan.as_ref(), &t, &rid, by, now) {
+        return Ok(format!("{id} waits for an approval: {why}"));
+    }
+    let merge = Merge { branch: &branch, commit: &commit, service: &t.service, env: &t.env, id, by: "auto_merge", now };
+    let outcome = ctx.merge_on_forge(&merge, policy.review.merge)?;
+    Ok(outcome.summary())
+}
+
+/// A rollback PR merged or closed by hand on GitHub: recorded in the audit trail as a
+/// `rollback/...` tag on what landed, or a `cancelled/...` tag on the closed proposal.
+pub(super) fn handle_pr_closed(
+    ctx: &mut super::Ctx,
+    branch: &str,
+    merged_sha: Option<&str>,
+    head_sha: &str,
+    by: &str,
+) -> Result<String, EngineError> {
+    let (_lock, now) = ctx.begin_fresh()?;
+    let Some(rref) = RollbackRef::parse_branch(branch) else {
+        return Ok(format!("{} is not a rollback proposal", crate::domain::ident::shown(branch)));
+    };
+    let id = &rref.id;
+    // A GitHub login, from an authenticated delivery; anything else is said, not recorded.
+    let by = if crate::domain::ident::is_plain(by) { by.to_string() } else { crate::domain::ident::shown(by) };
+    let by = if crate::domain::ident::is_plain(&by) { format!("github:{by}") } else { "github:(unknown)".into() };
+    let (tag, message) = match merged_sha {
+        Some(sha) => {
+            let review = ctx.review_of(&Sha(head_sha.to_string()), Some(&by), None);
+            (rref.name(), format!("Rollback {id} merged on GitHub by {by} at {sha}\n\n{review}"))
+        }
+        None => {
+            let review = ctx.review_of(&Sha(head_sha.to_string()), None, Some(&by));
+            (rref.cancelled(), format!("Cancelled {id}: pull request closed by {by}\n\n{review}"))
+        }
+    };
+    let at = merged_sha.unwrap_or(head_sha);
+    // Commit ids from the payload reach git only as full hex ids, never as revision syntax.
+    if !Sha::is_full_hex(at) || !Sha::is_full_hex(head_sha) {
+        return Ok(format!("{} is not a commit id", crate::domain::ident::shown(at)));
+    }
+    // Only a proposal rollbackd made, as it made it: anyone who can push a branch can name
+    // it `rollback/...`, and a tag here would make its commit a trusted rollback.
+    if !ctx.repo.proposed_by_us(&rref, &Sha(head_sha.to_string())) {
+        warn!(%branch, head = head_sha, "a pull request from a rollback-named branch rollbackd did not propose; not recorded");
+        return Ok(format!("{branch} at {head_sha} is not a proposal rollbackd made; nothing recorded"));
+    }
+    let created = ctx.repo.tag_commit(&tag, at, &message, now)?;
+    if merged_sha.is_none() {
+        // A proposal closed unmerged is cancelled: its branch goes, so nobody can approve
+        // it afterwards (compare-and-swap: a branch that moved since is left alone).
+        let _ = ctx.repo.delete_branch(branch, &Sha(head_sha.to_string()))?;
+    }
+    Ok(if created { format!("recorded {tag}") } else { format!("{tag} was recorded already") })
+}
+
+pub(super) fn merge_proposal(ctx: &mut super::Ctx, m: &Merge<'_>) -> Result<ReviewOutcome, EngineError> {
+    let Merge { branch, commit, service, env, id, by: merged_by, now } = *m;
+    let review = ctx.review_of(commit, Some(merged_by), None);
+    ctx.retry_on_moved(&mut (), |ctx, _, attempt| {
+        let head = ctx.repo.head()?;
+        let Some(merged) = ctx.repo.onto_head(commit, now)? else {
+            return Ok(Try::Done(ReviewOutcome::Refused {
+                reason: format!(
+                    "{} moved and {id} no longer applies cleanly; cancel it and ask for a new rollback",
+                    ctx.repo.branch()
+                ),
+            }));
+        };
+        let tag_name = RollbackRef::new(service, env, &RollbackId(id.to_string())).name();
+        let tag_msg = format!("Rollback {id} of {service}/{env}, merged from {branch}\n\n{review}");
+        let tag = ctx.repo.create_tag(&tag_name, &merged, &tag_msg, now)?;
+        let target = WriteTarget::Branch { name: ctx.repo.branch().to_string(), expected: head };
+        Ok(match ctx.repo.publish(&merged, &target, Some((&tag_name, &tag)))? {
+            PushResult::Moved => Try::Moved,
+            PushResult::Pushed => {
+                ctx.repo.delete_branch(branch, commit)?;
+                let rollback = Rollback {
+                    id: RollbackId(id.to_string()),
+                    commit: merged,
+                    delivery: Delivery::Direct,
+                    branch: ctx.repo.branch().to_string(),
+                    tag: Some(tag_name),
+                    push_retries: attempt,
+                    pr_url: None,
+                    phase: None,
+                    because: Vec::new(),
+                };
+                info!(rollback_id = id, "proposal merged");
+                Try::Done(ReviewOutcome::Merged { rollback })
+            }
+        })
+    })
+}
+
+/// Closes proposal `id`: its branch is deleted and its commit kept as `cancelled/...` tag.
+pub(super) fn handle_cancel(ctx: &mut super::Ctx, id: &str, actor: &Actor) -> Result<ReviewOutcome, EngineError> {
+    let (who, actor) = (actor.id(), actor.principal());
+    let (_lock, now) = ctx.begin_fresh()?;
+    let Some((branch, commit, t)) = ctx.repo.find_proposal(id)? else {
+        return Ok(ReviewOutcome::Refused { reason: format!("no open proposal {id}") });
+    };
+    if let Some(p) = actor {
+        let approver = match ctx.policies.policies.iter().find(|x| x.name() == t.policy) {
+            Some(pol) => matches!(
+                ctx.admit(&pol.chatops.approve, "chatops.approve", p, || Ok(ctx.repo.changed_by(&commit)?))?,
+                Admission::Admitted
+            ),
+            None => false,
+        };
+        if !approver && !ctx.config.directory.same_person(&p.id, &t.actor) {
+            return Ok(ReviewOutcome::Refused {
+                reason: format!("{p} may not cancel {id}: only its requester or an approver of policy {}", t.policy),
+            });
+        }
+    }
+    let tag = RollbackRef::new(&t.service, &t.env, &RollbackId(id.to_string())).cancelled();
+    let review = ctx.review_of(&commit, None, Some(&who));
+    ctx.repo.tag_commit(&tag, &commit.0, &format!("Cancelled {id} by {who}\n\n{review}"), now)?;
+    // Closing is part of the cancel, as merging is part of an approval: done before the
+    // branch goes (GitHub closes a pull request whose branch is deleted, and then nothing
+    // would say who cancelled it).
+    ctx.forge.close(&branch, &format!("Cancelled by {who}."))?;
+    ctx.repo.delete_branch(&branch, &commit)?;
+    info!(rollback_id = id, by = %who, "proposal cancelled");
+    Ok(ReviewOutcome::Cancelled { id: id.to_string(), tag })
+}
+
+pub(super) fn handle_freeze(
+    ctx: &mut super::Ctx,
+    scope: &str,
+    env: Option<&str>,
+    duration: Option<crate::support::duration::Duration>,
+    reason: Option<&str>,
+    actor: &Actor,
+) -> Result<Answer, EngineError> {
+    if let Some(refused) = ctx.may_freeze(actor, "freeze or unfreeze") {
+        return Ok(refused);
+    }
+    ctx.add_freeze(scope, env, duration, reason, actor.id(), false)
+}
+
+/// The kill switch: every automatic rollback (and step back) stops, fleet-wide, until
+/// `resume` or the end of `duration` (default 1h). Authorised like a freeze; recorded in git.
+pub(super) fn handle_pause(
+    ctx: &mut super::Ctx,
+    duration: Option<crate::support::duration::Duration>,
+    reason: Option<&str>,
+    actor: &Actor,
+) -> Result<Answer, EngineError> {
+    if let Some(refused) = ctx.may_freeze(actor, "pause or resume") {
+        return Ok(refused);
+    }
+    let said = ctx.add_freeze("all", None, duration, reason, actor.id(), true)?;
+    if !said.is_refused() {
+        warn!("{said}");
+    }
+    Ok(said)
+}
+
+/// Lifts the pause.
+pub(super) fn handle_resume(
+    ctx: &mut super::Ctx,
+    actor: &Actor,
+    asked_at: Option<Timestamp>,
+) -> Result<Answer, EngineError> {
+    if let Some(refused) = ctx.may_freeze(actor, "pause or resume") {
+        return Ok(refused);
+    }
+    let (_lock, now) = ctx.begin_fresh()?;
+    let who = actor.id();
+    let asked_at = asked_at.unwrap_or(now);
+    let removed = ctx.repo.update_freezes(&format!("Resume by {who}\n"), now, |set| set.resume(now, asked_at))?;
+    Ok(Answer::done(if removed == 0 {
+        "automatic rollbacks were not paused".into()
+    } else {
+        format!("automatic rollbacks resumed by {who}")
+    }))
+}
+
+/// Lifts freezes of `scope` (in `env`, or every env). `asked_at` is when the person asked
+/// (chat): a freeze set after that is left in place, so a replayed `unfreeze` cannot lift a
+/// newer freeze.
+pub(super) fn handle_unfreeze(
+    ctx: &mut super::Ctx,
+    scope: &str,
+    env: Option<&str>,
+    actor: &Actor,
+    asked_at: Option<Timestamp>,
+) -> Result<Answer, EngineError> {
+    if let Some(refused) = ctx.may_freeze(actor, "freeze or unfreeze") {
+        return Ok(refused);
+    }
+    let (_lock, now) = ctx.begin_fresh()?;
+    let who = actor.id();
+    let asked_at = asked_at.unwrap_or(now);
+    let removed = ctx
+        .repo
+        .update_freezes(&format!("Unfreeze {scope} by {who}\n"), now, |set| set.remove(scope, env, now, asked_at))?;
+    Ok(Answer::done(match removed {
+        0 => format!("{scope} was not frozen"),
+        1 => format!("{scope} unfrozen by {who}"),
+        n => format!("{scope} unfrozen by {who}: {n} freezes lifted"),
+    }))
 }

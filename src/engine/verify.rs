@@ -75,7 +75,7 @@ impl Engine {
             }
         };
         if let Some(notice) = Notice::from_report(event, report, now) {
-            self.tell(&notice);
+            tell(&self.ctx, &self.verification, &notice);
         }
         record_decision(&mut self.ctx, &mut self.verification, event, report, now);
         if event.source == Source::Alertmanager
@@ -125,44 +125,6 @@ impl Engine {
                     None,
                 );
             }
-        }
-    }
-
-    /// A proposal reached the branch (approved, or merged by hand): tell the route, measure it,
-    /// and verify it from now.
-    pub(super) fn merged(&mut self, rollback: &Rollback, t: &crate::git::Trailers, path: &'static str, now: Timestamp) {
-        let mut notice = Notice::about(
-            NoticeKind::RolledBack,
-            &t.service,
-            &t.env,
-            &t.policy,
-            &t.trigger,
-            format!("proposal {} merged ({path})", rollback.id),
-            now,
-        );
-        notice.rollback_id = Some(rollback.id.clone());
-        notice.commit = Some(rollback.commit.0.clone());
-        notice.actor = t.actor.clone();
-        notice.known_good = Some(t.to.clone());
-        // Time to rollback of a proposal: from the alert's start (and the receipt) to this merge.
-        let started = t.alert_started.or_else(|| alert_start(&t.trigger));
-        notice.time_to_rollback_seconds = started.map(|s| crate::domain::notice::seconds(s, now));
-        notice.time_to_rollback_from_receipt_seconds = t.received.map(|r| crate::domain::notice::seconds(r, now));
-        self.tell(&notice);
-        // Counted here, so the merge is not counted again when the next fetch shows it.
-        self.verification.merges.seen.insert(rollback.id.clone());
-        metrics::merged(path, started, now);
-        if let Some(policy) = self.ctx.policy_named(&t.policy).cloned() {
-            // A step back that was proposed counts as its step once merged (max_steps).
-            let step = Trigger::parse(&t.trigger).step_back();
-            start_watch(
-                &self.ctx,
-                &mut self.verification,
-                &policy,
-                rollback,
-                &Verifying { service: &t.service, env: &t.env, trigger: &t.trigger, at: now, step },
-                None,
-            );
         }
     }
 
@@ -297,22 +259,6 @@ impl Engine {
             }
         }
         Ok(explanation)
-    }
-
-    /// Sends `notice` to the route of the policy it names.
-    pub(super) fn tell(&self, notice: &Notice) {
-        let Some(policy) = self.ctx.policy_named(&notice.policy) else { return };
-        let notice = with_incident(&self.ctx, &self.verification, notice.clone());
-        // A proposal's notice links its pull request: it goes out once the outbox has tried to
-        // open it (the writer does not wait for that).
-        let proposal = notice.rollback_id.as_ref().filter(|_| notice.pr.is_none()).and_then(|id| {
-            let branch = crate::domain::rollback::RollbackRef::new(&notice.service, &notice.env, id).name();
-            self.ctx.outbox.pending(&branch).map(|_| branch)
-        });
-        match proposal {
-            Some(branch) => self.ctx.outbox.notify_after_pr(notice, policy.notify.clone(), branch),
-            None => self.ctx.notifier.send(&notice, &policy.notify),
-        }
     }
 
     /// Feeds `signal` to one watch; records its progress when it changed, and settles it when
@@ -550,7 +496,7 @@ impl Engine {
             notice.actor = r.actor.clone();
             notice.known_good = Some(r.known_good.clone());
         }
-        self.tell(&notice);
+        tell(&self.ctx, &self.verification, &notice);
         if recovered_at.is_some() {
             return Some(format!("{id}: verified"));
         }
@@ -569,7 +515,7 @@ impl Engine {
         let Some(spec) = policy.verify.clone() else { return "stopping".into() };
         let escalate = |this: &Self, why: String| {
             metrics::escalation();
-            this.tell(&notice.becomes(NoticeKind::Escalated, why.clone()));
+            tell(&this.ctx, &this.verification, &notice.becomes(NoticeKind::Escalated, why.clone()));
             format!("escalated: {why}")
         };
         match spec.on_failure {
@@ -614,7 +560,7 @@ impl Engine {
                         commit_url: None,
                         artifacts: notice.artifacts.clone(),
                     });
-                    self.tell(&stepped);
+                    tell(&self.ctx, &self.verification, &stepped);
                     format!("stepped back: {} ({})", rollback.id, rollback.commit.short())
                 }
                 Ok(Step::Proposed(rollback, why)) => escalate(
@@ -1169,4 +1115,65 @@ pub(super) fn ask_prometheus(
             (q, result)
         })
         .collect()
+}
+
+/// Sends `notice` to the route of the policy it names.
+pub(super) fn tell(ctx: &super::Ctx, state: &Verification, notice: &Notice) {
+    let Some(policy) = ctx.policy_named(&notice.policy) else { return };
+    let notice = with_incident(ctx, state, notice.clone());
+    // A proposal's notice links its pull request: it goes out once the outbox has tried to
+    // open it (the writer does not wait for that).
+    let proposal = notice.rollback_id.as_ref().filter(|_| notice.pr.is_none()).and_then(|id| {
+        let branch = crate::domain::rollback::RollbackRef::new(&notice.service, &notice.env, id).name();
+        ctx.outbox.pending(&branch).map(|_| branch)
+    });
+    match proposal {
+        Some(branch) => ctx.outbox.notify_after_pr(notice, policy.notify.clone(), branch),
+        None => ctx.notifier.send(&notice, &policy.notify),
+    }
+}
+
+/// A proposal reached the branch (approved, or merged by hand): tell the route, measure it,
+/// and verify it from now.
+pub(super) fn merged(
+    ctx: &mut super::Ctx,
+    state: &mut Verification,
+    rollback: &Rollback,
+    t: &crate::git::Trailers,
+    path: &'static str,
+    now: Timestamp,
+) {
+    let mut notice = Notice::about(
+        NoticeKind::RolledBack,
+        &t.service,
+        &t.env,
+        &t.policy,
+        &t.trigger,
+        format!("proposal {} merged ({path})", rollback.id),
+        now,
+    );
+    notice.rollback_id = Some(rollback.id.clone());
+    notice.commit = Some(rollback.commit.0.clone());
+    notice.actor = t.actor.clone();
+    notice.known_good = Some(t.to.clone());
+    // Time to rollback of a proposal: from the alert's start (and the receipt) to this merge.
+    let started = t.alert_started.or_else(|| alert_start(&t.trigger));
+    notice.time_to_rollback_seconds = started.map(|s| crate::domain::notice::seconds(s, now));
+    notice.time_to_rollback_from_receipt_seconds = t.received.map(|r| crate::domain::notice::seconds(r, now));
+    tell(ctx, state, &notice);
+    // Counted here, so the merge is not counted again when the next fetch shows it.
+    state.merges.seen.insert(rollback.id.clone());
+    metrics::merged(path, started, now);
+    if let Some(policy) = ctx.policy_named(&t.policy).cloned() {
+        // A step back that was proposed counts as its step once merged (max_steps).
+        let step = Trigger::parse(&t.trigger).step_back();
+        start_watch(
+            ctx,
+            state,
+            &policy,
+            rollback,
+            &Verifying { service: &t.service, env: &t.env, trigger: &t.trigger, at: now, step },
+            None,
+        );
+    }
 }
