@@ -748,7 +748,9 @@ impl Engine {
     ) -> Result<Option<Outcome>, EngineError> {
         let Some(r) = self.ctx.between_phases_of(target) else { return Ok(None) };
         Ok(Some(match opts.dry_run {
-            false => self.answer_between_phases(&r, event, now)?,
+            false => {
+                phases::answer_between_phases(&mut self.ctx, &mut self.stuck, &mut self.verification, &r, event, now)?
+            }
             true => Outcome::Duplicate {
                 rollback_id: r.id.clone(),
                 commit: r.commit.clone(),

@@ -81,428 +81,15 @@ impl Stuck {
 }
 
 impl Engine {
-    /// An event about a target whose phased rollback is between phases. A person asking again
-    /// is told how to go on; an alert that began before the phase was written is the incident
-    /// the phase is answering; a newer one halts it, and the rest is proposed.
-    pub(super) fn answer_between_phases(
-        &mut self,
-        r: &AuditRecord,
-        event: &Event,
-        now: Timestamp,
-    ) -> Result<Outcome, EngineError> {
-        let phase = r.phase.unwrap_or(Phase { step: 1, of: 1 });
-        let duplicate =
-            |reason: String| Outcome::Duplicate { rollback_id: r.id.clone(), commit: r.commit.clone(), reason };
-        if r.delivery == Delivery::Proposal {
-            return Ok(duplicate(format!(
-                "{} halted; the rest of it is proposed as {} for people to decide (`approve {}` or `cancel {}`)",
-                r.id, r.branch, r.id, r.id
-            )));
-        }
-        if event.is_human_request() {
-            return Ok(duplicate(format!(
-                "{} is between phases ({phase} written at {}): `continue {}` writes the next now, `abort {}` stops it",
-                r.id, r.at, r.id, r.id
-            )));
-        }
-        let began = event.started_at.unwrap_or(event.received_at);
-        if began <= r.at {
-            return Ok(duplicate(format!(
-                "{} began at {began}, before phase {phase} of {} was written: its soak and check decide what follows",
-                event.trigger(),
-                r.id
-            )));
-        }
-        let why = format!("{} fired at {began}, while phase {phase} soaked", event.trigger());
-        let said = self.next_commit(r, Next::Remainder(why), By::Itself, now)?.into_why();
-        Ok(duplicate(said))
-    }
-
-    /// Advances the phased rollbacks that are due. Called by the writer when idle.
-    pub(super) fn phases_due(&mut self, now: Timestamp) -> Vec<String> {
-        let records: Vec<AuditRecord> = self.ctx.in_progress().into_iter().cloned().collect();
-        let mut said = Vec::new();
-        for r in records {
-            match self.phase_due(&r, now) {
-                // Nothing to say: it waits (a freeze, the pause), or people were told already.
-                Ok(Some(s)) if !s.is_empty() => said.push(s),
-                Ok(_) => {}
-                Err(e) => warn!(rollback_id = %r.id, error = %e, "the phased rollback could not go on; retrying later"),
-            }
-        }
-        said
-    }
-
-    fn phase_due(&mut self, r: &AuditRecord, now: Timestamp) -> Result<Option<String>, EngineError> {
-        let Some(phase) = r.phase else { return Ok(None) };
-        if self.ctx.superseded(r) {
-            return Ok(None);
-        }
-        let (policy, target) = match self.ctx.target_of(r) {
-            Ok(found) => found,
-            // Said once; nothing to plan the rest from.
-            Err(why) => return Ok(self.cannot_go_on(r, &why, now)),
-        };
-        if let Some(why) = phases_changed(&policy, &target, phase) {
-            return self.next_commit(r, Next::Remainder(why), By::Itself, now).map(|a| Some(a.into_why()));
-        }
-        // A foreign change halts it now, not only when the soak ends.
-        if let Some(why) = self.ctx.changed_after(r, &target)? {
-            return self.next_commit(r, Next::Remainder(why), By::Itself, now).map(|a| Some(a.into_why()));
-        }
-        let soak = self.ctx.soak_of(&policy, &target, phase);
-        let query = self.ctx.verify_query(&policy, &r.service, &r.env);
-        let Stage::Check = phase::stage(r.at, soak, query.is_some(), now) else { return Ok(None) };
-        // The kill switch and freezes stop what rollbackd does on its own (and freezes that
-        // cannot be read count as both); a person's `continue` still goes on.
-        if self.ctx.stopping(&r.service, &r.env, now).describe().is_some() {
-            return Ok(None);
-        }
-        let Some(q) = query else { return Ok(None) };
-        let answer = super::verify::ask_prometheus(&self.verification, std::slice::from_ref(&q), now)
-            .remove(&q)
-            .unwrap_or_else(|| Err("not asked".into()));
-        match answer.map(|(holds, _)| holds) {
-            Ok(true) => {
-                let why = format!("phase {phase} soaked {soak} and verify.query holds");
-                self.next_commit(r, Next::Phase(why), By::Itself, now).map(|a| Some(a.into_why()))
-            }
-            Ok(false) => {
-                let why = format!("verify.query does not hold after phase {phase} soaked {soak}");
-                self.next_commit(r, Next::Remainder(why), By::Itself, now).map(|a| Some(a.into_why()))
-            }
-            Err(e) => {
-                warn!(rollback_id = %r.id, error = %e, "verify.query could not be evaluated; the next phase waits");
-                Ok(None)
-            }
-        }
-    }
-
-    /// Writes what comes after `r` (the newest phase on the branch): the next phase with
-    /// anything to change, or the rest as a proposal. Plans again when the branch moved, and
-    /// stops when someone else went on meanwhile. Every attempt looks for a change by anyone
-    /// else first, and past the point of no return nothing more is pushed.
-    /// A phase that cannot be written answers [`Refusal::CannotGoOn`] (for the idle loop, its
-    /// reason is all that is said).
-    fn next_commit(&mut self, r: &AuditRecord, next: Next, by: By, now: Timestamp) -> Result<Answer, EngineError> {
-        let Some(phase) = r.phase else { return Ok(Answer::done(format!("{} is not a phased rollback", r.id))) };
-        let (policy, target) = match self.ctx.target_of(r) {
-            Ok(found) => found,
-            Err(why) => {
-                let said = self.cannot_go_on(r, &why, now).unwrap_or_else(|| format!("{}: cannot go on", r.id));
-                return Ok(Answer::refused(Refusal::CannotGoOn, said));
-            }
-        };
-        let event = Event::of_record(r, now);
-        let known_good =
-            KnownGood { sha: Sha(r.known_good.clone()), source: KnownGoodSource::Phases { id: r.id.to_string() } };
-        let going =
-            Going { r, phase, policy: &policy, target: &target, event: &event, known_good: &known_good, by, now };
-        self.retry_on_moved(|engine, retries| engine.next_commit_try(&going, &next, retries))
-    }
-
-    /// One try of [`Engine::next_commit`]: `Moved` when the branch moved under the write.
-    fn next_commit_try(&mut self, going: &Going<'_>, next: &Next, retries: u32) -> Result<Try<Answer>, EngineError> {
-        let Going { r, phase, policy, target, event, known_good, by, now } = *going;
-        // Another replica (or this one, before a restart) may have gone on already.
-        if !self.ctx.in_progress().iter().any(|o| o.id == r.id && o.phase == r.phase) || self.ctx.went_on(r) {
-            return Ok(Try::Done(Answer::done(format!("{}: phase {phase} was already followed up", r.id))));
-        }
-        // A marker stops it going on; a halt (an abort) still writes its own, tagged.
-        if matches!(next, Next::Phase(_))
-            && self.ctx.repo.index().marked_halted(&r.id, self.ctx.untagged_since(), self.ctx.clock.now())
-        {
-            return Ok(Try::Done(Answer::done(format!(
-                "{}: a halt marker for it is on the branch (another replica halting it, or a commit saying so); `abort {}` ends it",
-                r.id, r.id
-            ))));
-        }
-        let (mut next, mut plan) = self.ctx.plan_next(going, next)?;
-        // The next phase is decided like any write: every guard (this rollback's own
-        // phases do not count against it), the freezes and the pause, read fail-closed,
-        // and who asked (a person's `continue` goes through a freeze, as their request
-        // would; the idle loop does not).
-        let mut decided = Decision::for_event(event);
-        if let (Next::Phase(_), Some(p)) = (&next, &plan) {
-            let asking = Asking {
-                policy,
-                mode: policy.action.mode,
-                human: by == By::Person,
-                emergency: r.emergency,
-                dry_run: false,
-                id: &r.id,
-                open_proposal: None,
-            };
-            match self.ctx.decide_write(&asking, Some(p), (&r.service, &r.env), now, &mut decided) {
-                Verdict::Deliver(Delivery::Direct) => {}
-                // A freeze, the pause, or freezes that cannot be read: it waits for the end
-                // of it (`status` says so), as it does before the check.
-                _ if decided.frozen.is_some() => {
-                    info!(rollback_id = %r.id, "the next phase waits: {}", decided.frozen.as_deref().unwrap_or(""));
-                    return Ok(Try::Done(Answer::done(String::new())));
-                }
-                // A guard failed and the policy proposes instead: the rest is proposed.
-                Verdict::Deliver(Delivery::Proposal) => {
-                    next = Next::Remainder(decided.notes.join("; "));
-                    plan = None;
-                }
-                Verdict::Settled(outcome) | Verdict::SameAsOpenProposal(outcome) => {
-                    let why = format!("the next phase is not written: {}", outcome.summary());
-                    let said = match by {
-                        By::Person => format!("{}: cannot go on after phase {phase}: {why}", r.id),
-                        By::Itself => self.cannot_go_on(r, &why, now).unwrap_or_default(),
-                    };
-                    return Ok(Try::Done(Answer::refused(Refusal::CannotGoOn, said)));
-                }
-            }
-        }
-        let (plan, delivery) = match (&next, plan) {
-            (Next::Phase(why), Some(mut plan)) => {
-                plan.went_on = Some(why.clone());
-                (plan, Delivery::Direct)
-            }
-            (Next::Phase(_), None) => return self.complete(r, policy, now).map(|said| Try::Done(Answer::done(said))),
-            (Next::Remainder(why), _) => {
-                match self.ctx.plan_part(policy, target, &target.paths, &r.bad_commits, phase.last(), known_good)? {
-                    Ok(Some(mut plan)) => {
-                        plan.halted = Some(why.clone());
-                        (plan, Delivery::Proposal)
-                    }
-                    Ok(None) => return self.complete(r, policy, now).map(|said| Try::Done(Answer::done(said))),
-                    Err(e) => {
-                        let said = self.cannot_go_on(r, &e, now).unwrap_or_default();
-                        return Ok(Try::Done(Answer::refused(Refusal::CannotGoOn, said)));
-                    }
-                }
-            }
-        };
-        let mut decision = Decision::for_event(event);
-        decision.policy = Some(policy.name().to_string());
-        decision.mode = Some(Mode::Direct);
-        decision.target = Some(plan.target.clone());
-        decision.notes.extend(plan.went_on.clone().or_else(|| plan.halted.clone()));
-        decision.notes.append(&mut decided.notes);
-        decision.guards = decided.guards;
-        let w = Write { event, policy, plan: &plan, id: &r.id, delivery, retries, now, emergency: r.emergency };
-        Ok(match self.ctx.write(&w, &mut decision)? {
-            Some(rollback) => Try::Done(Answer::done(self.after_phase(r, policy, &plan, &rollback, now))),
-            None => Try::Moved,
-        })
-    }
-
-    /// The phases written already leave nothing for the rest to change: the newest is the
-    /// rollback's end. It is tagged as the rollback and verified from now.
-    fn complete(&mut self, r: &AuditRecord, policy: &Policy, now: Timestamp) -> Result<String, EngineError> {
-        let name = RollbackRef::new(&r.service, &r.env, &r.id).name();
-        let message = format!(
-            "Rollback {} of {}/{}: complete after phase {}, the rest changes nothing\n",
-            r.id,
-            r.service,
-            r.env,
-            r.phase.map_or_else(String::new, |p| p.to_string())
-        );
-        self.ctx.repo.tag_commit(&name, &r.commit.0, &message, now)?;
-        let rollback = Rollback {
-            id: r.id.clone(),
-            commit: r.commit.clone(),
-            delivery: Delivery::Direct,
-            branch: r.branch.clone(),
-            tag: Some(name),
-            push_retries: 0,
-            pr_url: None,
-            phase: r.phase.map(Phase::last),
-            because: Vec::new(),
-        };
-        super::verify::start_watch(
-            &self.ctx,
-            &mut self.verification,
-            policy,
-            &rollback,
-            &Verifying { service: &r.service, env: &r.env, trigger: &r.trigger, at: now, step: 0 },
-            None,
-        );
-        Ok(format!("{}: complete; the rest changes nothing (tagged {})", r.id, rollback.tag.as_deref().unwrap_or("-")))
-    }
-
-    /// Ends a phased rollback that cannot go on, proposing nothing: a halt marker (tagged, and
-    /// compare-and-swap like any halt) frees its target for the next alert or request.
-    fn end(&mut self, r: &AuditRecord, why: &str, now: Timestamp) -> Result<String, EngineError> {
-        let phase = r.phase.map_or_else(String::new, |p| p.to_string());
-        let rref = RollbackRef::new(&r.service, &r.env, &r.id);
-        self.ctx.retry_on_moved(&mut self.verification, |ctx, verification, _| {
-            if !ctx.in_progress().iter().any(|o| o.id == r.id) || ctx.went_on(r) {
-                return Ok(Try::Done(format!("{}: already ended or followed up", r.id)));
-            }
-            let head = ctx.repo.head()?;
-            let said = format!(
-                "{}\nNothing more of it is proposed; roll back by hand if needed (to {}).",
-                crate::support::text::quoted(why),
-                r.known_good
-            );
-            let (marker, tag) = ctx.halt_marker(&head, &rref, &said, now)?;
-            Ok(match ctx.repo.publish_halt(&marker, &head, (&rref.halted(), &tag), None, None)? {
-                crate::git::PushResult::Pushed => {
-                    let said = format!("{}: ended after phase {phase}: {why}; nothing is proposed", r.id);
-                    let mut notice =
-                        Notice::about(NoticeKind::Halted, &r.service, &r.env, &r.policy, &r.trigger, said.clone(), now);
-                    notice.rollback_id = Some(r.id.clone());
-                    notice.commit = Some(marker.0.clone());
-                    super::verify::tell(ctx, verification, &notice);
-                    crate::metrics::phase("halted");
-                    Try::Done(said)
-                }
-                crate::git::PushResult::Moved => Try::Moved,
-            })
-        })
-    }
-
-    /// Tells the route what was written, and verifies a last phase.
-    fn after_phase(
-        &mut self,
-        r: &AuditRecord,
-        policy: &Policy,
-        plan: &Plan,
-        rollback: &Rollback,
-        now: Timestamp,
-    ) -> String {
-        let phase = plan.phase.unwrap_or(Phase { step: 1, of: 1 });
-        let after = r.phase.map_or_else(String::new, |p| p.to_string());
-        let (kind, said) = match &plan.halted {
-            Some(why) => (
-                NoticeKind::Halted,
-                format!("{}: halted after phase {after}: {why}; the rest is proposed as {}", r.id, rollback.branch),
-            ),
-            None => (
-                NoticeKind::Phase,
-                format!(
-                    "{}: phase {phase} pushed as {}{}",
-                    r.id,
-                    rollback.commit.short(),
-                    if phase.is_last() { " (the last: the rollback is complete)" } else { "" }
-                ),
-            ),
-        };
-        info!(rollback_id = %r.id, phase = %phase, "{said}");
-        crate::metrics::phase(if plan.halted.is_some() { "halted" } else { "pushed" });
-        let mut notice = Notice::about(kind, &r.service, &r.env, &r.policy, &r.trigger, said.clone(), now);
-        notice.rollback_id = Some(r.id.clone());
-        notice.commit = Some(rollback.commit.0.clone());
-        notice.actor = r.actor.clone();
-        notice.known_good = Some(r.known_good.clone());
-        notice.artifacts = plan.artifacts.clone();
-        super::verify::tell(&self.ctx, &self.verification, &notice);
-        if phase.is_last() && rollback.delivery == Delivery::Direct {
-            super::verify::start_watch(
-                &self.ctx,
-                &mut self.verification,
-                policy,
-                rollback,
-                &Verifying { service: &r.service, env: &r.env, trigger: &r.trigger, at: now, step: 0 },
-                None,
-            );
-        }
-        said
-    }
-
-    /// A phased rollback that cannot go on by itself, nor be proposed (nothing to plan the rest
-    /// from): people are told once per process; what to say, the first time only.
-    fn cannot_go_on(&mut self, r: &AuditRecord, why: &str, now: Timestamp) -> Option<String> {
-        let phase = r.phase.map_or_else(String::new, |p| p.to_string());
-        let said = format!(
-            "{}: cannot go on after phase {phase}: {why}; a person must act: `abort {}` ends it, then roll back by hand with `--to {}`",
-            r.id, r.id, r.known_good
-        );
-        if !self.stuck.first_time(&r.id) {
-            return None;
-        }
-        warn!(rollback_id = %r.id, "{said}");
-        let mut notice =
-            Notice::about(NoticeKind::Halted, &r.service, &r.env, &r.policy, &r.trigger, said.clone(), now);
-        notice.rollback_id = Some(r.id.clone());
-        notice.commit = Some(r.commit.0.clone());
-        super::verify::tell(&self.ctx, &self.verification, &notice);
-        Some(said)
-    }
-
     /// `continue <id>`: a person says the phase written is healthy; the next is written now,
     /// whatever is left of its soak.
     pub fn continue_rollback(&mut self, id: &str, actor: &Actor) -> Result<Answer, EngineError> {
-        self.person_on_phases(id, actor, true, None)
+        handle_continue(&mut self.ctx, &mut self.stuck, &mut self.verification, id, actor)
     }
 
     /// `abort <id>`: a person stops a phased rollback between phases; the rest is proposed.
     pub fn abort_rollback(&mut self, id: &str, actor: &Actor, reason: Option<&str>) -> Result<Answer, EngineError> {
-        self.person_on_phases(id, actor, false, reason)
-    }
-
-    fn person_on_phases(
-        &mut self,
-        id: &str,
-        asker: &Actor,
-        go_on: bool,
-        reason: Option<&str>,
-    ) -> Result<Answer, EngineError> {
-        if RollbackId::parse(id).is_none() {
-            return Ok(Answer::refused(
-                Refusal::BadInput,
-                format!("{} is not a rollback id", crate::domain::ident::shown(id)),
-            ));
-        }
-        let actor = asker.principal();
-        let (_lock, now) = self.ctx.begin_fresh()?;
-        self.ctx.repo.audit(now)?;
-        let Some(r) = self.ctx.in_progress().into_iter().find(|r| r.id.as_str() == id).cloned() else {
-            let index = self.ctx.repo.index();
-            let records = index.records();
-            let why = match records.iter().find(|r| r.id.as_str() == id) {
-                Some(r) if index.halted(&r.id) || phase::halted(records, &r.id).is_some() => {
-                    format!("{id} halted already; its rest is a proposal (`approve` or `cancel` it)")
-                }
-                Some(r) if r.phase.is_some() => format!("{id} has written its last phase"),
-                Some(_) => format!("{id} is not a phased rollback"),
-                None => format!("no rollback {id} in the audit window"),
-            };
-            return Ok(Answer::refused(Refusal::NotFound, why));
-        };
-        let policy = self.ctx.policy_named(&r.policy).cloned();
-        // The people who may approve a proposal of this policy may say whether it goes on; with
-        // the policy gone, only an operator at the CLI.
-        if let (Some(p), None) = (actor, &policy) {
-            return Ok(Answer::refused(
-                Refusal::NotFound,
-                format!("policy {} of {id} no longer exists; {p} cannot be checked against it", r.policy),
-            ));
-        }
-        if let (Some(p), Some(policy)) = (actor, &policy)
-            && first_admitting(&policy.chatops.approve, p).is_none()
-        {
-            return Ok(Answer::refused(
-                Refusal::NotAllowed,
-                format!("{p} may not continue or abort rollbacks of policy {} (not in chatops.approve)", policy.name()),
-            ));
-        }
-        let who = asker.id();
-        let phase = r.phase.map_or_else(String::new, |p| p.to_string());
-        // Nothing to plan the rest from: abort ends it (so the target is free again), continue
-        // cannot.
-        if let Err(why) = self.ctx.target_of(&r) {
-            if go_on {
-                return Ok(Answer::refused(
-                    Refusal::CannotGoOn,
-                    format!("{}: cannot go on after phase {phase}: {why}; `abort {id}` ends it", r.id),
-                ));
-            }
-            return self.end(&r, &format!("aborted by {who}: {why}"), now).map(Answer::done);
-        }
-        let next = if go_on {
-            Next::Phase(format!("{who} said continue after phase {phase}"))
-        } else {
-            Next::Remainder(match reason {
-                Some(reason) => format!("aborted by {who}: {reason}"),
-                None => format!("aborted by {who}"),
-            })
-        };
-        self.next_commit(&r, next, By::Person, now)
+        handle_abort(&mut self.ctx, &mut self.stuck, &mut self.verification, id, actor, reason)
     }
 }
 
@@ -874,4 +461,495 @@ impl super::Ctx {
                 .is_some_and(|n| n.starts_with(RESOLVED_BETWEEN_PHASES))
         })
     }
+}
+
+/// The phases written already leave nothing for the rest to change: the newest is the
+/// rollback's end. It is tagged as the rollback and verified from now.
+pub(super) fn complete(
+    ctx: &mut super::Ctx,
+    verification: &mut super::verify::Verification,
+    r: &AuditRecord,
+    policy: &Policy,
+    now: Timestamp,
+) -> Result<String, EngineError> {
+    let name = RollbackRef::new(&r.service, &r.env, &r.id).name();
+    let message = format!(
+        "Rollback {} of {}/{}: complete after phase {}, the rest changes nothing\n",
+        r.id,
+        r.service,
+        r.env,
+        r.phase.map_or_else(String::new, |p| p.to_string())
+    );
+    ctx.repo.tag_commit(&name, &r.commit.0, &message, now)?;
+    let rollback = Rollback {
+        id: r.id.clone(),
+        commit: r.commit.clone(),
+        delivery: Delivery::Direct,
+        branch: r.branch.clone(),
+        tag: Some(name),
+        push_retries: 0,
+        pr_url: None,
+        phase: r.phase.map(Phase::last),
+        because: Vec::new(),
+    };
+    super::verify::start_watch(
+        ctx,
+        verification,
+        policy,
+        &rollback,
+        &Verifying { service: &r.service, env: &r.env, trigger: &r.trigger, at: now, step: 0 },
+        None,
+    );
+    Ok(format!("{}: complete; the rest changes nothing (tagged {})", r.id, rollback.tag.as_deref().unwrap_or("-")))
+}
+
+/// Tells the route what was written, and verifies a last phase.
+pub(super) fn after_phase(
+    ctx: &mut super::Ctx,
+    verification: &mut super::verify::Verification,
+    r: &AuditRecord,
+    policy: &Policy,
+    plan: &Plan,
+    rollback: &Rollback,
+    now: Timestamp,
+) -> String {
+    let phase = plan.phase.unwrap_or(Phase { step: 1, of: 1 });
+    let after = r.phase.map_or_else(String::new, |p| p.to_string());
+    let (kind, said) = match &plan.halted {
+        Some(why) => (
+            NoticeKind::Halted,
+            format!("{}: halted after phase {after}: {why}; the rest is proposed as {}", r.id, rollback.branch),
+        ),
+        None => (
+            NoticeKind::Phase,
+            format!(
+                "{}: phase {phase} pushed as {}{}",
+                r.id,
+                rollback.commit.short(),
+                if phase.is_last() { " (the last: the rollback is complete)" } else { "" }
+            ),
+        ),
+    };
+    info!(rollback_id = %r.id, phase = %phase, "{said}");
+    crate::metrics::phase(if plan.halted.is_some() { "halted" } else { "pushed" });
+    let mut notice = Notice::about(kind, &r.service, &r.env, &r.policy, &r.trigger, said.clone(), now);
+    notice.rollback_id = Some(r.id.clone());
+    notice.commit = Some(rollback.commit.0.clone());
+    notice.actor = r.actor.clone();
+    notice.known_good = Some(r.known_good.clone());
+    notice.artifacts = plan.artifacts.clone();
+    super::verify::tell(ctx, verification, &notice);
+    if phase.is_last() && rollback.delivery == Delivery::Direct {
+        super::verify::start_watch(
+            ctx,
+            verification,
+            policy,
+            rollback,
+            &Verifying { service: &r.service, env: &r.env, trigger: &r.trigger, at: now, step: 0 },
+            None,
+        );
+    }
+    said
+}
+
+/// Ends a phased rollback that cannot go on, proposing nothing: a halt marker (tagged, and
+/// compare-and-swap like any halt) frees its target for the next alert or request.
+pub(super) fn end(
+    ctx: &mut super::Ctx,
+    verification: &mut super::verify::Verification,
+    r: &AuditRecord,
+    why: &str,
+    now: Timestamp,
+) -> Result<String, EngineError> {
+    let phase = r.phase.map_or_else(String::new, |p| p.to_string());
+    let rref = RollbackRef::new(&r.service, &r.env, &r.id);
+    ctx.retry_on_moved(verification, |ctx, verification, _| {
+        if !ctx.in_progress().iter().any(|o| o.id == r.id) || ctx.went_on(r) {
+            return Ok(Try::Done(format!("{}: already ended or followed up", r.id)));
+        }
+        let head = ctx.repo.head()?;
+        let said = format!(
+            "{}\nNothing more of it is proposed; roll back by hand if needed (to {}).",
+            crate::support::text::quoted(why),
+            r.known_good
+        );
+        let (marker, tag) = ctx.halt_marker(&head, &rref, &said, now)?;
+        Ok(match ctx.repo.publish_halt(&marker, &head, (&rref.halted(), &tag), None, None)? {
+            crate::git::PushResult::Pushed => {
+                let said = format!("{}: ended after phase {phase}: {why}; nothing is proposed", r.id);
+                let mut notice =
+                    Notice::about(NoticeKind::Halted, &r.service, &r.env, &r.policy, &r.trigger, said.clone(), now);
+                notice.rollback_id = Some(r.id.clone());
+                notice.commit = Some(marker.0.clone());
+                super::verify::tell(ctx, verification, &notice);
+                crate::metrics::phase("halted");
+                Try::Done(said)
+            }
+            crate::git::PushResult::Moved => Try::Moved,
+        })
+    })
+}
+
+/// A phased rollback that cannot go on by itself, nor be proposed (nothing to plan the rest
+/// from): people are told once per process; what to say, the first time only.
+pub(super) fn cannot_go_on(
+    ctx: &mut super::Ctx,
+    stuck: &mut Stuck,
+    verification: &mut super::verify::Verification,
+    r: &AuditRecord,
+    why: &str,
+    now: Timestamp,
+) -> Option<String> {
+    let phase = r.phase.map_or_else(String::new, |p| p.to_string());
+    let said = format!(
+        "{}: cannot go on after phase {phase}: {why}; a person must act: `abort {}` ends it, then roll back by hand with `--to {}`",
+        r.id, r.id, r.known_good
+    );
+    if !stuck.first_time(&r.id) {
+        return None;
+    }
+    warn!(rollback_id = %r.id, "{said}");
+    let mut notice = Notice::about(NoticeKind::Halted, &r.service, &r.env, &r.policy, &r.trigger, said.clone(), now);
+    notice.rollback_id = Some(r.id.clone());
+    notice.commit = Some(r.commit.0.clone());
+    super::verify::tell(ctx, verification, &notice);
+    Some(said)
+}
+
+/// One try of [`Engine::next_commit`]: `Moved` when the branch moved under the write.
+fn next_commit_try(
+    ctx: &mut super::Ctx,
+    stuck: &mut Stuck,
+    verification: &mut super::verify::Verification,
+    going: &Going<'_>,
+    next: &Next,
+    retries: u32,
+) -> Result<Try<Answer>, EngineError> {
+    let Going { r, phase, policy, target, event, known_good, by, now } = *going;
+    // Another replica (or this one, before a restart) may have gone on already.
+    if !ctx.in_progress().iter().any(|o| o.id == r.id && o.phase == r.phase) || ctx.went_on(r) {
+        return Ok(Try::Done(Answer::done(format!("{}: phase {phase} was already followed up", r.id))));
+    }
+    // A marker stops it going on; a halt (an abort) still writes its own, tagged.
+    if matches!(next, Next::Phase(_)) && ctx.repo.index().marked_halted(&r.id, ctx.untagged_since(), ctx.clock.now()) {
+        return Ok(Try::Done(Answer::done(format!(
+            "{}: a halt marker for it is on the branch (another replica halting it, or a commit saying so); `abort {}` ends it",
+            r.id, r.id
+        ))));
+    }
+    let (mut next, mut plan) = ctx.plan_next(going, next)?;
+    // The next phase is decided like any write: every guard (this rollback's own
+    // phases do not count against it), the freezes and the pause, read fail-closed,
+    // and who asked (a person's `continue` goes through a freeze, as their request
+    // would; the idle loop does not).
+    let mut decided = Decision::for_event(event);
+    if let (Next::Phase(_), Some(p)) = (&next, &plan) {
+        let asking = Asking {
+            policy,
+            mode: policy.action.mode,
+            human: by == By::Person,
+            emergency: r.emergency,
+            dry_run: false,
+            id: &r.id,
+            open_proposal: None,
+        };
+        match ctx.decide_write(&asking, Some(p), (&r.service, &r.env), now, &mut decided) {
+            Verdict::Deliver(Delivery::Direct) => {}
+            // A freeze, the pause, or freezes that cannot be read: it waits for the end
+            // of it (`status` says so), as it does before the check.
+            _ if decided.frozen.is_some() => {
+                info!(rollback_id = %r.id, "the next phase waits: {}", decided.frozen.as_deref().unwrap_or(""));
+                return Ok(Try::Done(Answer::done(String::new())));
+            }
+            // A guard failed and the policy proposes instead: the rest is proposed.
+            Verdict::Deliver(Delivery::Proposal) => {
+                next = Next::Remainder(decided.notes.join("; "));
+                plan = None;
+            }
+            Verdict::Settled(outcome) | Verdict::SameAsOpenProposal(outcome) => {
+                let why = format!("the next phase is not written: {}", outcome.summary());
+                let said = match by {
+                    By::Person => format!("{}: cannot go on after phase {phase}: {why}", r.id),
+                    By::Itself => cannot_go_on(ctx, stuck, verification, r, &why, now).unwrap_or_default(),
+                };
+                return Ok(Try::Done(Answer::refused(Refusal::CannotGoOn, said)));
+            }
+        }
+    }
+    let (plan, delivery) = match (&next, plan) {
+        (Next::Phase(why), Some(mut plan)) => {
+            plan.went_on = Some(why.clone());
+            (plan, Delivery::Direct)
+        }
+        (Next::Phase(_), None) => {
+            return complete(ctx, verification, r, policy, now).map(|said| Try::Done(Answer::done(said)));
+        }
+        (Next::Remainder(why), _) => {
+            match ctx.plan_part(policy, target, &target.paths, &r.bad_commits, phase.last(), known_good)? {
+                Ok(Some(mut plan)) => {
+                    plan.halted = Some(why.clone());
+                    (plan, Delivery::Proposal)
+                }
+                Ok(None) => {
+                    return complete(ctx, verification, r, policy, now).map(|said| Try::Done(Answer::done(said)));
+                }
+                Err(e) => {
+                    let said = cannot_go_on(ctx, stuck, verification, r, &e, now).unwrap_or_default();
+                    return Ok(Try::Done(Answer::refused(Refusal::CannotGoOn, said)));
+                }
+            }
+        }
+    };
+    let mut decision = Decision::for_event(event);
+    decision.policy = Some(policy.name().to_string());
+    decision.mode = Some(Mode::Direct);
+    decision.target = Some(plan.target.clone());
+    decision.notes.extend(plan.went_on.clone().or_else(|| plan.halted.clone()));
+    decision.notes.append(&mut decided.notes);
+    decision.guards = decided.guards;
+    let w = Write { event, policy, plan: &plan, id: &r.id, delivery, retries, now, emergency: r.emergency };
+    Ok(match ctx.write(&w, &mut decision)? {
+        Some(rollback) => Try::Done(Answer::done(after_phase(ctx, verification, r, policy, &plan, &rollback, now))),
+        None => Try::Moved,
+    })
+}
+
+fn phase_due(
+    ctx: &mut super::Ctx,
+    stuck: &mut Stuck,
+    verification: &mut super::verify::Verification,
+    r: &AuditRecord,
+    now: Timestamp,
+) -> Result<Option<String>, EngineError> {
+    let Some(phase) = r.phase else { return Ok(None) };
+    if ctx.superseded(r) {
+        return Ok(None);
+    }
+    let (policy, target) = match ctx.target_of(r) {
+        Ok(found) => found,
+        // Said once; nothing to plan the rest from.
+        Err(why) => return Ok(cannot_go_on(ctx, stuck, verification, r, &why, now)),
+    };
+    if let Some(why) = phases_changed(&policy, &target, phase) {
+        return next_commit(ctx, stuck, verification, r, Next::Remainder(why), By::Itself, now)
+            .map(|a| Some(a.into_why()));
+    }
+    // A foreign change halts it now, not only when the soak ends.
+    if let Some(why) = ctx.changed_after(r, &target)? {
+        return next_commit(ctx, stuck, verification, r, Next::Remainder(why), By::Itself, now)
+            .map(|a| Some(a.into_why()));
+    }
+    let soak = ctx.soak_of(&policy, &target, phase);
+    let query = ctx.verify_query(&policy, &r.service, &r.env);
+    let Stage::Check = phase::stage(r.at, soak, query.is_some(), now) else { return Ok(None) };
+    // The kill switch and freezes stop what rollbackd does on its own (and freezes that
+    // cannot be read count as both); a person's `continue` still goes on.
+    if ctx.stopping(&r.service, &r.env, now).describe().is_some() {
+        return Ok(None);
+    }
+    let Some(q) = query else { return Ok(None) };
+    let answer = super::verify::ask_prometheus(verification, std::slice::from_ref(&q), now)
+        .remove(&q)
+        .unwrap_or_else(|| Err("not asked".into()));
+    match answer.map(|(holds, _)| holds) {
+        Ok(true) => {
+            let why = format!("phase {phase} soaked {soak} and verify.query holds");
+            next_commit(ctx, stuck, verification, r, Next::Phase(why), By::Itself, now).map(|a| Some(a.into_why()))
+        }
+        Ok(false) => {
+            let why = format!("verify.query does not hold after phase {phase} soaked {soak}");
+            next_commit(ctx, stuck, verification, r, Next::Remainder(why), By::Itself, now).map(|a| Some(a.into_why()))
+        }
+        Err(e) => {
+            warn!(rollback_id = %r.id, error = %e, "verify.query could not be evaluated; the next phase waits");
+            Ok(None)
+        }
+    }
+}
+
+/// Writes what comes after `r` (the newest phase on the branch): the next phase with
+/// anything to change, or the rest as a proposal. Plans again when the branch moved, and
+/// stops when someone else went on meanwhile. Every attempt looks for a change by anyone
+/// else first, and past the point of no return nothing more is pushed.
+/// A phase that cannot be written answers [`Refusal::CannotGoOn`] (for the idle loop, its
+/// reason is all that is said).
+fn next_commit(
+    ctx: &mut super::Ctx,
+    stuck: &mut Stuck,
+    verification: &mut super::verify::Verification,
+    r: &AuditRecord,
+    next: Next,
+    by: By,
+    now: Timestamp,
+) -> Result<Answer, EngineError> {
+    let Some(phase) = r.phase else { return Ok(Answer::done(format!("{} is not a phased rollback", r.id))) };
+    let (policy, target) = match ctx.target_of(r) {
+        Ok(found) => found,
+        Err(why) => {
+            let said = cannot_go_on(ctx, stuck, verification, r, &why, now)
+                .unwrap_or_else(|| format!("{}: cannot go on", r.id));
+            return Ok(Answer::refused(Refusal::CannotGoOn, said));
+        }
+    };
+    let event = Event::of_record(r, now);
+    let known_good =
+        KnownGood { sha: Sha(r.known_good.clone()), source: KnownGoodSource::Phases { id: r.id.to_string() } };
+    let going = Going { r, phase, policy: &policy, target: &target, event: &event, known_good: &known_good, by, now };
+    ctx.retry_on_moved(&mut (stuck, verification), |ctx, (stuck, verification), retries| {
+        next_commit_try(ctx, stuck, verification, &going, &next, retries)
+    })
+}
+
+fn person_on_phases(
+    ctx: &mut super::Ctx,
+    stuck: &mut Stuck,
+    verification: &mut super::verify::Verification,
+    id: &str,
+    asker: &Actor,
+    go_on: bool,
+    reason: Option<&str>,
+) -> Result<Answer, EngineError> {
+    if RollbackId::parse(id).is_none() {
+        return Ok(Answer::refused(
+            Refusal::BadInput,
+            format!("{} is not a rollback id", crate::domain::ident::shown(id)),
+        ));
+    }
+    let actor = asker.principal();
+    let (_lock, now) = ctx.begin_fresh()?;
+    ctx.repo.audit(now)?;
+    let Some(r) = ctx.in_progress().into_iter().find(|r| r.id.as_str() == id).cloned() else {
+        let index = ctx.repo.index();
+        let records = index.records();
+        let why = match records.iter().find(|r| r.id.as_str() == id) {
+            Some(r) if index.halted(&r.id) || phase::halted(records, &r.id).is_some() => {
+                format!("{id} halted already; its rest is a proposal (`approve` or `cancel` it)")
+            }
+            Some(r) if r.phase.is_some() => format!("{id} has written its last phase"),
+            Some(_) => format!("{id} is not a phased rollback"),
+            None => format!("no rollback {id} in the audit window"),
+        };
+        return Ok(Answer::refused(Refusal::NotFound, why));
+    };
+    let policy = ctx.policy_named(&r.policy).cloned();
+    // The people who may approve a proposal of this policy may say whether it goes on; with
+    // the policy gone, only an operator at the CLI.
+    if let (Some(p), None) = (actor, &policy) {
+        return Ok(Answer::refused(
+            Refusal::NotFound,
+            format!("policy {} of {id} no longer exists; {p} cannot be checked against it", r.policy),
+        ));
+    }
+    if let (Some(p), Some(policy)) = (actor, &policy)
+        && first_admitting(&policy.chatops.approve, p).is_none()
+    {
+        return Ok(Answer::refused(
+            Refusal::NotAllowed,
+            format!("{p} may not continue or abort rollbacks of policy {} (not in chatops.approve)", policy.name()),
+        ));
+    }
+    let who = asker.id();
+    let phase = r.phase.map_or_else(String::new, |p| p.to_string());
+    // Nothing to plan the rest from: abort ends it (so the target is free again), continue
+    // cannot.
+    if let Err(why) = ctx.target_of(&r) {
+        if go_on {
+            return Ok(Answer::refused(
+                Refusal::CannotGoOn,
+                format!("{}: cannot go on after phase {phase}: {why}; `abort {id}` ends it", r.id),
+            ));
+        }
+        return end(ctx, verification, &r, &format!("aborted by {who}: {why}"), now).map(Answer::done);
+    }
+    let next = if go_on {
+        Next::Phase(format!("{who} said continue after phase {phase}"))
+    } else {
+        Next::Remainder(match reason {
+            Some(reason) => format!("aborted by {who}: {reason}"),
+            None => format!("aborted by {who}"),
+        })
+    };
+    next_commit(ctx, stuck, verification, &r, next, By::Person, now)
+}
+
+/// An event about a target whose phased rollback is between phases. A person asking again
+/// is told how to go on; an alert that began before the phase was written is the incident
+/// the phase is answering; a newer one halts it, and the rest is proposed.
+pub(super) fn answer_between_phases(
+    ctx: &mut super::Ctx,
+    stuck: &mut Stuck,
+    verification: &mut super::verify::Verification,
+    r: &AuditRecord,
+    event: &Event,
+    now: Timestamp,
+) -> Result<Outcome, EngineError> {
+    let phase = r.phase.unwrap_or(Phase { step: 1, of: 1 });
+    let duplicate = |reason: String| Outcome::Duplicate { rollback_id: r.id.clone(), commit: r.commit.clone(), reason };
+    if r.delivery == Delivery::Proposal {
+        return Ok(duplicate(format!(
+            "{} halted; the rest of it is proposed as {} for people to decide (`approve {}` or `cancel {}`)",
+            r.id, r.branch, r.id, r.id
+        )));
+    }
+    if event.is_human_request() {
+        return Ok(duplicate(format!(
+            "{} is between phases ({phase} written at {}): `continue {}` writes the next now, `abort {}` stops it",
+            r.id, r.at, r.id, r.id
+        )));
+    }
+    let began = event.started_at.unwrap_or(event.received_at);
+    if began <= r.at {
+        return Ok(duplicate(format!(
+            "{} began at {began}, before phase {phase} of {} was written: its soak and check decide what follows",
+            event.trigger(),
+            r.id
+        )));
+    }
+    let why = format!("{} fired at {began}, while phase {phase} soaked", event.trigger());
+    let said = next_commit(ctx, stuck, verification, r, Next::Remainder(why), By::Itself, now)?.into_why();
+    Ok(duplicate(said))
+}
+
+/// Advances the phased rollbacks that are due. Called by the writer when idle.
+pub(super) fn handle_due(
+    ctx: &mut super::Ctx,
+    stuck: &mut Stuck,
+    verification: &mut super::verify::Verification,
+    now: Timestamp,
+) -> Vec<String> {
+    let records: Vec<AuditRecord> = ctx.in_progress().into_iter().cloned().collect();
+    let mut said = Vec::new();
+    for r in records {
+        match phase_due(ctx, stuck, verification, &r, now) {
+            // Nothing to say: it waits (a freeze, the pause), or people were told already.
+            Ok(Some(s)) if !s.is_empty() => said.push(s),
+            Ok(_) => {}
+            Err(e) => warn!(rollback_id = %r.id, error = %e, "the phased rollback could not go on; retrying later"),
+        }
+    }
+    said
+}
+
+/// `continue <id>`: a person says the phase written is healthy; the next is written now,
+/// whatever is left of its soak.
+pub(super) fn handle_continue(
+    ctx: &mut super::Ctx,
+    stuck: &mut Stuck,
+    verification: &mut super::verify::Verification,
+    id: &str,
+    actor: &Actor,
+) -> Result<Answer, EngineError> {
+    person_on_phases(ctx, stuck, verification, id, actor, true, None)
+}
+
+/// `abort <id>`: a person stops a phased rollback between phases; the rest is proposed.
+pub(super) fn handle_abort(
+    ctx: &mut super::Ctx,
+    stuck: &mut Stuck,
+    verification: &mut super::verify::Verification,
+    id: &str,
+    actor: &Actor,
+    reason: Option<&str>,
+) -> Result<Answer, EngineError> {
+    person_on_phases(ctx, stuck, verification, id, actor, false, reason)
 }

@@ -285,7 +285,7 @@ impl Engine {
         self.soak_due(now);
         // A pull request GitHub would not open may be due again.
         self.ctx.outbox.wake();
-        let mut said = self.phases_due(now);
+        let mut said = super::phases::handle_due(&mut self.ctx, &mut self.stuck, &mut self.verification, now);
         let ids: Vec<RollbackId> = self.verification.watches.keys().cloned().collect();
         // Every watch's query at once, off this thread, for a bounded wait.
         let queries: Vec<String> = self.verification.watches.values().filter_map(|w| w.query.clone()).collect();
