@@ -31,7 +31,7 @@ impl Engine {
         let mut said = vec![self.mark_known_good(event)?];
         let _lock = self.ctx.begin()?;
         let now = self.ctx.clock.now();
-        self.pick_up(now)?;
+        super::verify::pick_up(&mut self.ctx, &mut self.verification, now)?;
         let at = event.started_at.unwrap_or(event.received_at).min(now);
         let trigger = event.trigger();
         let reporter = object_of(&trigger);
@@ -48,7 +48,14 @@ impl Engine {
         for id in applied {
             info!(rollback_id = %id, revision = %sha, "the controller applied the rollback");
             said.push(format!("{id}: reached the cluster at {at}"));
-            said.extend(self.observe(&id, &Signal::Applied { at }, now));
+            said.extend(super::verify::observe(
+                &mut self.ctx,
+                &mut self.verification,
+                &mut self.alerting,
+                &id,
+                &Signal::Applied { at },
+                now,
+            ));
         }
         Ok(said.join("; "))
     }

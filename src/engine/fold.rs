@@ -117,7 +117,13 @@ impl Engine {
             settled.extend(self.ctx.write_folded(events, &ready, &group)?);
         }
         for (i, report) in &settled {
-            self.after_handle(&events[*i], &Ok(report.clone()));
+            super::verify::after_handle(
+                &mut self.ctx,
+                &mut self.verification,
+                &mut self.alerting,
+                &events[*i],
+                &Ok(report.clone()),
+            );
         }
         Ok(settled)
     }

@@ -410,7 +410,13 @@ impl Engine {
         self.ctx.fetch_if_stale()?;
         let now = self.ctx.clock.now();
         let trigger = format!("alertmanager:{}", resolved.dedupe_key);
-        if let Some(said) = self.resolve_watched(&trigger, resolved.resolved_at.unwrap_or(now))? {
+        if let Some(said) = verify::resolve_watched(
+            &mut self.ctx,
+            &mut self.verification,
+            &mut self.alerting,
+            &trigger,
+            resolved.resolved_at.unwrap_or(now),
+        )? {
             return Ok(said);
         }
         let Some(r) = self.ctx.repo.audit(now)?.find_trigger(&trigger).cloned() else {
@@ -573,7 +579,7 @@ impl Engine {
         let result = self.handle_locked(event, opts, &span);
         if !opts.dry_run {
             let _stage = debug_span!("after").entered();
-            self.after_handle(event, &result);
+            verify::after_handle(&mut self.ctx, &mut self.verification, &mut self.alerting, event, &result);
         }
         result
     }

@@ -34,207 +34,6 @@ use crate::support::duration::Duration;
 const PICK_UP: jiff::SignedDuration = jiff::SignedDuration::from_hours(24);
 
 impl Engine {
-    /// After `handle`: tell the route what was decided, feed a firing alert to the watches of
-    /// its target, and start watching a rollback that was pushed.
-    pub(super) fn after_handle(&mut self, event: &Event, result: &Result<Report, EngineError>) {
-        let now = self.ctx.clock.now();
-        self.verification.incidents.remember(event);
-        let report = match result {
-            Ok(report) => report,
-            Err(e) => {
-                let mut decision = Decision::for_event(event);
-                if let Ok(Selection::Target { policy, target }) =
-                    select(&self.ctx.policies, &self.ctx.rules, event, &mut decision)
-                {
-                    // One failed attempt per incident, however often its sender retries; only a
-                    // policy that rolls back makes rollback attempts.
-                    let rolls_back = matches!(
-                        policy.action.mode,
-                        crate::domain::policy::Mode::Direct | crate::domain::policy::Mode::PullRequest
-                    );
-                    if rolls_back && self.verification.failed.first(&event.trigger()) {
-                        metrics::rollback_failed(&target.service, &target.env, policy.action.mode);
-                    }
-                    let mut notice = Notice::about(
-                        NoticeKind::Failed,
-                        &target.service,
-                        &target.env,
-                        policy.name(),
-                        &event.trigger(),
-                        e.to_string(),
-                        now,
-                    );
-                    notice.actor = event.actor();
-                    notice.trigger_url = trigger_url(event);
-                    notice.summary = summary(event);
-                    self.ctx.notifier.send(&notice, &policy.notify);
-                    // Whatever became of the rollback, the controller said the revision is bad.
-                    self.reject_failed_revision(&target.service, &target.env, event, now);
-                }
-                return;
-            }
-        };
-        if let Some(notice) = Notice::from_report(event, report, now) {
-            tell(&self.ctx, &self.verification, &notice);
-        }
-        record_decision(&mut self.ctx, &mut self.verification, event, report, now);
-        if event.source == Source::Alertmanager
-            && let Some(t) = report.decision.target.clone()
-        {
-            self.reject_candidates(&t.service, &t.env, event, now);
-        }
-        if let Some(t) = report.decision.target.clone() {
-            self.reject_failed_revision(&t.service, &t.env, event, now);
-        }
-        if event.source == Source::Alertmanager {
-            let dup = match &report.outcome {
-                Outcome::Duplicate { rollback_id, .. } => Some(rollback_id),
-                _ => None,
-            };
-            let target = report.decision.target.as_ref();
-            let ids: Vec<RollbackId> = self
-                .verification
-                .watches
-                .values()
-                .filter(|w| dup == Some(&w.id) || target.is_some_and(|t| t.service == w.service && t.env == w.env))
-                .map(|w| w.id.clone())
-                .collect();
-            let signal = Signal::Fired { key: event.trigger(), at: event.received_at };
-            for id in ids {
-                self.observe(&id, &signal, now);
-            }
-        }
-        // A phased rollback is verified from its last phase.
-        if let Outcome::RolledBack { rollback } = &report.outcome
-            && rollback.phase.is_none_or(crate::domain::phase::Phase::is_last)
-            && let Some(policy) = report.decision.policy.as_deref().and_then(|n| self.ctx.policy_named(n))
-        {
-            let policy = policy.clone();
-            let target = report.decision.target.as_ref().map(|t| (t.service.clone(), t.env.clone()));
-            if let Some((service, env)) = target {
-                let day_ago = now - jiff::SignedDuration::from_hours(24);
-                if self.ctx.repo.index().applied(&service, &env).any(|r| r.id != rollback.id && r.at > day_ago) {
-                    metrics::oscillation();
-                }
-                start_watch(
-                    &self.ctx,
-                    &mut self.verification,
-                    &policy,
-                    rollback,
-                    &Verifying { service: &service, env: &env, trigger: &event.trigger(), at: now, step: 0 },
-                    None,
-                );
-            }
-        }
-    }
-
-    /// An alert for `service`/`env` fired: candidates soaking for it are not known-good.
-    fn reject_candidates(&mut self, service: &str, env: &str, event: &Event, now: Timestamp) {
-        // Firing now: whenever it started, it fires during the soak.
-        let at = event.received_at;
-        update_candidates(&mut self.ctx, &mut self.verification, now, |c| {
-            if c.rejected_by(service, env, at) {
-                c.state = SoakState::Rejected;
-                c.reason = Some(format!("{} fired during the soak", event.trigger()));
-                info!(candidate = %c.name, "known-good candidate rejected: an alert fired");
-                true
-            } else {
-                false
-            }
-        });
-    }
-
-    /// A controller reported `service`/`env` failing at a revision: the candidates soaking for it
-    /// at that revision or a later one are not known-good (a healthy report for the same
-    /// revision often comes first: Argo CD's on-deployed, then Degraded). Candidates at earlier
-    /// revisions soak on: the failure names the revision it applied, not those before.
-    fn reject_failed_revision(&mut self, service: &str, env: &str, event: &Event, now: Timestamp) {
-        if !matches!(event.source, Source::Flux | Source::Argocd) {
-            return;
-        }
-        let Some(revision) = event.applied_revision().map(|r| Sha(r.to_string())) else { return };
-        let Ok(notes) = self.ctx.repo.notes_of(CANDIDATES_REF) else {
-            warn!("known-good candidates could not be read; a controller failure rejects none");
-            return;
-        };
-        // The rollbacks of this service/env written after the failing revision: a revision
-        // holding one of them is the way back from the failure (a late report of a failure at
-        // the revision rolled back must not reject the rolled-back state's own soak).
-        let rollbacks: Vec<Sha> = self
-            .ctx
-            .repo
-            .index()
-            .applied(service, env)
-            .filter(|r| r.commit != revision && self.ctx.repo.contains(&r.commit.0, &revision))
-            .map(|r| r.commit.clone())
-            .collect();
-        let failing: std::collections::HashSet<String> = notes
-            .iter()
-            .flat_map(|(_, text)| soak::parse(text))
-            .filter(|c| {
-                c.state == SoakState::Soaking
-                    && c.service == service
-                    && c.env == env
-                    && self.ctx.repo.contains(&c.sha, &revision)
-                    && !rollbacks.iter().any(|r| self.ctx.repo.contains(&c.sha, r))
-            })
-            .map(|c| c.name)
-            .collect();
-        if failing.is_empty() {
-            return;
-        }
-        let trigger = event.trigger();
-        update_candidates(&mut self.ctx, &mut self.verification, now, |c| {
-            if c.state == SoakState::Soaking && failing.contains(&c.name) {
-                c.state = SoakState::Rejected;
-                c.reason = Some(format!("{trigger} reported revision {} failing during the soak", revision.short()));
-                info!(candidate = %c.name, "known-good candidate rejected: its controller reported a failure");
-                true
-            } else {
-                false
-            }
-        });
-    }
-
-    /// Tags the candidates that soaked long enough. Tagging is an automatic write: while the
-    /// pause or a freeze covers a candidate's service (or the freezes cannot be read) it keeps
-    /// soaking, and is tagged once they end.
-    fn soak_due(&mut self, now: Timestamp) {
-        let freezes = self.ctx.repo.freezes().map_err(|e| {
-            warn!(error = %e, "the freezes cannot be read: known-good candidates are not tagged meanwhile");
-        });
-        let stopped = |c: &Candidate| {
-            freezes.as_ref().map_or(true, |f| f.paused(now).or_else(|| f.covering(&c.service, &c.env, now)).is_some())
-        };
-        let mut ready = Vec::new();
-        update_candidates(&mut self.ctx, &mut self.verification, now, |c| {
-            if c.ready(now) && !stopped(c) {
-                ready.push(c.clone());
-                c.state = SoakState::Tagged;
-                true
-            } else {
-                false
-            }
-        });
-        for c in ready {
-            // A candidate becomes a known-good tag of its own service/env, never any other ref
-            // (a second line of defence: its note is believed only when rollbackd signed it).
-            let prefix = format!("known-good/{}/{}/", c.service, c.env);
-            if !c.name.strip_prefix(&prefix).is_some_and(|stamp| !stamp.is_empty() && !stamp.contains('/')) {
-                warn!(tag = %crate::domain::ident::shown(&c.name), "a known-good candidate names another tag; not tagged");
-                continue;
-            }
-            let message = format!(
-                "Known-good: {} in {} at {}\n\nTrigger: {}\nPolicy: {}\nSoaked: {} .. {} without a firing alert\n",
-                c.service, c.env, c.sha, c.trigger, c.policy, c.since, c.until
-            );
-            match self.ctx.repo.tag_commit(&c.name, &c.sha, &message, now) {
-                Ok(_) => info!(tag = %c.name, "known-good after its soak"),
-                Err(e) => warn!(tag = %c.name, error = %e, "the known-good tag could not be written"),
-            }
-        }
-    }
-
     /// Everything git records about `subject` (a rollback id, a trigger, an alert
     /// fingerprint): the decisions that wrote nothing, the rollbacks, their verification.
     pub fn explain(&mut self, subject: &str) -> Result<Explanation, EngineError> {
@@ -261,19 +60,6 @@ impl Engine {
         Ok(explanation)
     }
 
-    /// Feeds `signal` to one watch; records its progress when it changed, and settles it when
-    /// it has a verdict.
-    pub(super) fn observe(&mut self, id: &RollbackId, signal: &Signal, now: Timestamp) -> Option<String> {
-        let watch = self.verification.watches.get_mut(id)?;
-        if watch.observe(signal) {
-            let (commit, text) = (watch.commit.clone(), watch.progress());
-            if let Err(e) = self.ctx.repo.write_note(WATCH_NOTES_REF, &commit, &text, now, true) {
-                warn!(rollback_id = %id, error = %e, "verification progress not recorded in git; kept in memory");
-            }
-        }
-        self.settle(id, now)
-    }
-
     /// Verifies the rollbacks that are due: picks up rollbacks pushed elsewhere (another
     /// replica, the CLI, before a restart), asks Prometheus where a policy has a query, and
     /// settles every watch that has a verdict. Called by the writer when idle.
@@ -281,8 +67,8 @@ impl Engine {
         let _lock = self.ctx.begin()?;
         self.ctx.fetch_if_stale()?;
         let now = self.ctx.clock.now();
-        self.pick_up(now)?;
-        self.soak_due(now);
+        pick_up(&mut self.ctx, &mut self.verification, now)?;
+        soak_due(&mut self.ctx, &mut self.verification, now);
         // A pull request GitHub would not open may be due again.
         self.ctx.outbox.wake();
         let mut said = super::phases::handle_due(&mut self.ctx, &mut self.stuck, &mut self.verification, now);
@@ -299,7 +85,14 @@ impl Engine {
                         if let Some(w) = self.verification.watches.get_mut(&id) {
                             w.query_error = None;
                         }
-                        said.extend(self.observe(&id, &Signal::Query { holds, at }, now));
+                        said.extend(observe(
+                            &mut self.ctx,
+                            &mut self.verification,
+                            &mut self.alerting,
+                            &id,
+                            &Signal::Query { holds, at },
+                            now,
+                        ));
                     }
                     Err(e) => {
                         warn!(rollback_id = %id, error = %e, "verify.query could not be evaluated");
@@ -309,394 +102,16 @@ impl Engine {
                     }
                 }
             }
-            if let Some(s) = self.settle(&id, now) {
+            if let Some(s) = settle(&mut self.ctx, &mut self.verification, &mut self.alerting, &id, now) {
                 said.push(s);
             }
         }
         Ok(said)
     }
 
-    /// Starts watches for direct rollbacks in the audit index that nobody here watches yet and
-    /// no note settles.
-    pub(super) fn pick_up(&mut self, now: Timestamp) -> Result<(), EngineError> {
-        // Only the records nobody watches or settled yet: a tick copies nothing else.
-        let (watches, settled) = (&self.verification.watches, &self.verification.settled);
-        let records: Vec<AuditRecord> = self
-            .ctx
-            .repo
-            .audit(now)?
-            .records()
-            .iter()
-            .filter(|r| {
-                r.delivery == Delivery::Direct
-                    // Only rollbacks rollbackd pushed (a tag of ours names them): a step back
-                    // writes from the record's `Rollback-To`, which anyone's commit could carry.
-                    && r.tag.is_some()
-                    // A phased rollback is verified once its last phase is written.
-                    && r.phase.is_none_or(crate::domain::phase::Phase::is_last)
-                    && !r.cancelled
-                    && !watches.contains_key(&r.id)
-                    && !settled.contains(&r.id)
-            })
-            .cloned()
-            .collect();
-        for r in records {
-            let Some(policy) = self.ctx.policy_named(&r.policy).cloned() else { continue };
-            let Some(spec) = &policy.verify else { continue };
-            let too_old = r.at.saturating_add(spec.within.as_signed()).and_then(|t| t.saturating_add(PICK_UP));
-            if too_old.is_ok_and(|t| t < now) || self.ctx.repo.note(&r.commit).is_some() {
-                self.verification.settled.insert(r.id.clone());
-                continue;
-            }
-            if let Some(w) = self.ctx.repo.note_in(WATCH_NOTES_REF, &r.commit).and_then(|n| Watch::resume(&n))
-                && w.id == r.id
-            {
-                self.verification.watches.insert(w.id.clone(), w);
-                continue;
-            }
-            let rollback = Rollback {
-                id: r.id.clone(),
-                commit: r.commit.clone(),
-                delivery: r.delivery,
-                branch: r.branch.clone(),
-                tag: r.tag.clone(),
-                push_retries: 0,
-                pr_url: None,
-                phase: r.phase,
-                because: Vec::new(),
-            };
-            let step = Trigger::parse(&r.trigger).step_back();
-            if start_watch(
-                &self.ctx,
-                &mut self.verification,
-                &policy,
-                &rollback,
-                &Verifying { service: &r.service, env: &r.env, trigger: &r.trigger, at: r.at, step },
-                None,
-            )
-            .is_none()
-            {
-                self.verification.settled.insert(r.id.clone());
-            }
-        }
-        count_merges_seen(&self.ctx, &mut self.verification);
-        Ok(())
-    }
-
     /// Every alert key a verification in progress waits to see resolve.
     pub fn watched_alerts(&self) -> std::collections::HashSet<String> {
-        self.verification.watches.values().flat_map(|w| w.firing.iter().cloned()).collect()
-    }
-
-    /// A resolved alert, for the watches it was firing for. `None` when no watch knew it.
-    pub(super) fn resolve_watched(&mut self, key: &str, at: Timestamp) -> Result<Option<String>, EngineError> {
-        let now = self.ctx.clock.now();
-        // `endsAt` is the sender's word: a time in the future is read as now.
-        let at = at.min(now);
-        self.pick_up(now)?;
-        let ids: Vec<RollbackId> =
-            self.verification.watches.values().filter(|w| w.firing.contains(key)).map(|w| w.id.clone()).collect();
-        if ids.is_empty() {
-            return Ok(None);
-        }
-        let mut said = Vec::new();
-        for id in ids {
-            self.observe(&id, &Signal::Resolved { key: key.to_string(), at }, now);
-            said.push(match self.verification.watches.get(&id) {
-                Some(w) if !w.firing.is_empty() => format!("{id}: {key} resolved; still firing: {}", w.firing.len()),
-                Some(w) if w.resolved_since.is_none() => format!(
-                    "{id}: {key} resolved at {at}, before the deploy time ({}) was over: not counted as the rollback's doing",
-                    w.deploy_time
-                ),
-                Some(w) => format!("{id}: resolved; verified once it stays so for {} (by {})", w.stable_for, w.deadline()),
-                None => format!("{id}: settled"),
-            });
-        }
-        Ok(Some(said.join("; ")))
-    }
-
-    /// Ends a watch that has a verdict: writes the verification note and, if this process wrote
-    /// it, tells people and carries out `on_failure`.
-    fn settle(&mut self, id: &RollbackId, now: Timestamp) -> Option<String> {
-        let status = self.verification.watches.get(id)?.status(now);
-        if status == Status::Watching {
-            return None;
-        }
-        let watch = self.verification.watches.remove(id)?;
-        let (verdict, reason, recovered_at) = match &status {
-            Status::Verified { recovered_at } => ("verified", "recovered".to_string(), Some(*recovered_at)),
-            Status::NotRecovered { reason } => ("not_recovered", reason.clone(), None),
-            Status::Unverified { reason } => ("unverified", reason.clone(), None),
-            Status::Watching => return None,
-        };
-        // rollbackd-controllers: when the rollback reached the cluster, as its controller said,
-        // whatever the verdict: on a failed verification it tells the rollback was live, not
-        // stuck before the cluster.
-        let reason = match watch.applied_at {
-            Some(t) => {
-                format!(
-                    "{reason}; the rollback reached the cluster at {t} (applied and healthy, as its controller reported)"
-                )
-            }
-            None => reason,
-        };
-        let after = recovered_at.map(|t| t.duration_since(watch.rolled_back_at).as_secs().max(0));
-        let times = self
-            .ctx
-            .repo
-            .index()
-            .records()
-            .iter()
-            .rev()
-            .find(|r| r.id == watch.id && r.commit == watch.commit)
-            .map(crate::domain::status::times_to_rollback)
-            .unwrap_or_default();
-        let text = format!(
-            "rollbackd verification: {verdict}\n\nRollback-Id: {}\nVerification: {verdict}\nIncident: {}\n\
-             Rolled-Back-At: {}\n{times}{}{}Reason: {}\nFired-Again: {}\n",
-            watch.id,
-            watch.trigger,
-            watch.rolled_back_at,
-            watch.applied_at.map(|t| format!("Applied-At: {t}\n")).unwrap_or_default(),
-            match (recovered_at, after) {
-                (Some(t), Some(s)) => format!("Recovered-At: {t}\nTime-To-Recovery: {}\n", Duration::from_secs(s)),
-                _ => String::new(),
-            },
-            crate::support::text::quoted(&reason),
-            watch.fired_again,
-        );
-        let won = match self.ctx.repo.add_note(&watch.commit, &text, now) {
-            Ok(won) => won,
-            Err(e) => {
-                // Try again at the next tick: the verdict stands, only its record is missing.
-                warn!(rollback_id = %id, error = %e, "the verification note could not be written; retrying later");
-                self.verification.watches.insert(id.clone(), watch);
-                return None;
-            }
-        };
-        self.verification.settled.insert(id.clone());
-        if !won {
-            return Some(format!("{id}: {verdict} (recorded by another replica)"));
-        }
-        metrics::verification(verdict, after);
-        info!(rollback_id = %id, verdict, %reason, "rollback verification");
-        let unverified = matches!(status, Status::Unverified { .. });
-        let kind = match (recovered_at, unverified) {
-            (Some(_), _) => NoticeKind::Verified,
-            // Nobody could tell: people must look, and nothing is stepped back.
-            (None, true) => NoticeKind::Escalated,
-            (None, false) => NoticeKind::NotRecovered,
-        };
-        let mut notice =
-            Notice::about(kind, &watch.service, &watch.env, &watch.policy, &watch.trigger, reason.clone(), now);
-        notice.rollback_id = Some(watch.id.clone());
-        notice.commit = Some(watch.commit.0.clone());
-        notice.recovered_after_seconds = after;
-        if let Some(r) = self.ctx.repo.index().records().iter().find(|r| r.id == watch.id) {
-            notice.actor = r.actor.clone();
-            notice.known_good = Some(r.known_good.clone());
-        }
-        tell(&self.ctx, &self.verification, &notice);
-        if recovered_at.is_some() {
-            return Some(format!("{id}: verified"));
-        }
-        if unverified {
-            metrics::escalation();
-            return Some(format!("{id}: unverified; escalated: {reason}"));
-        }
-        Some(format!("{id}: not recovered; {}", self.on_failure(&watch, &notice, now)))
-    }
-
-    /// `verify.on_failure` for a rollback that did not bring recovery.
-    fn on_failure(&mut self, watch: &Watch, notice: &Notice, now: Timestamp) -> String {
-        let Some(policy) = self.ctx.policy_named(&watch.policy).cloned() else {
-            return "its policy is gone; stopping".into();
-        };
-        let Some(spec) = policy.verify.clone() else { return "stopping".into() };
-        let escalate = |this: &Self, why: String| {
-            metrics::escalation();
-            tell(&this.ctx, &this.verification, &notice.becomes(NoticeKind::Escalated, why.clone()));
-            format!("escalated: {why}")
-        };
-        match spec.on_failure {
-            OnFailure::Stop => "stopping (on_failure: stop)".into(),
-            OnFailure::Escalate => escalate(self, format!("{}; a person must act", notice.reason)),
-            // One commit that rolled back several services (one bad change, several alerts) is
-            // not stepped back by itself: which of them to take further back is for people.
-            OnFailure::StepBack
-                if self.ctx.repo.index().records().iter().any(|r| r.id == watch.id && !r.together_with.is_empty()) =>
-            {
-                escalate(
-                    self,
-                    format!(
-                        "{}; this rollback undid the change for several services in one commit, which is not stepped back automatically; a person must act",
-                        notice.reason
-                    ),
-                )
-            }
-            OnFailure::StepBack if watch.step >= spec.max_steps => escalate(
-                self,
-                format!(
-                    "{}; {} step(s) back did not help either (max_steps); a person must act",
-                    notice.reason, watch.step
-                ),
-            ),
-            OnFailure::StepBack => match self.step_back(watch, &policy, now) {
-                Ok(Step::Pushed(rollback)) => {
-                    let mut stepped = notice.becomes(
-                        NoticeKind::SteppedBack,
-                        format!(
-                            "step {} of at most {}: rolled back the change before too",
-                            watch.step + 1,
-                            spec.max_steps
-                        ),
-                    );
-                    stepped.rollback_id = Some(rollback.id.clone());
-                    stepped.commit = Some(rollback.commit.0.clone());
-                    stepped.artifacts = Vec::new();
-                    stepped.follows = Some(Follows {
-                        rollback_id: watch.id.clone(),
-                        commit: watch.commit.0.clone(),
-                        commit_url: None,
-                        artifacts: notice.artifacts.clone(),
-                    });
-                    tell(&self.ctx, &self.verification, &stepped);
-                    format!("stepped back: {} ({})", rollback.id, rollback.commit.short())
-                }
-                Ok(Step::Proposed(rollback, why)) => escalate(
-                    self,
-                    format!(
-                        "{}; the step back was proposed as {} instead of pushed ({why}); a person must act",
-                        notice.reason, rollback.branch
-                    ),
-                ),
-                Ok(Step::NotWritten(why)) => {
-                    escalate(self, format!("{}; did not step back: {why}; a person must act", notice.reason))
-                }
-                Ok(Step::Nothing) => {
-                    escalate(self, format!("{}; there is no earlier change to step back to", notice.reason))
-                }
-                Err(e) => escalate(self, format!("{}; stepping back failed: {e}", notice.reason)),
-            },
-        }
-    }
-
-    /// Rolls back the change before the known-good the watched rollback went to: its own
-    /// commit, trailers and tag, verified in turn. It is decided like any automatic rollback
-    /// ([`Engine::decide_write`]): the policy's mode, every guard, the freezes and the pause
-    /// (read fail-closed), and it counts toward the blast-radius breaker. `Step::Nothing` when
-    /// there is nothing further back (or another replica already stepped back).
-    fn step_back(&mut self, watch: &Watch, policy: &Policy, now: Timestamp) -> Result<Step, EngineError> {
-        let n = watch.step + 1;
-        let event = Event::again(
-            &format!("rollbackd:step-back/{}/{n}", watch.id),
-            &watch.service,
-            &watch.env,
-            Some(format!("{} did not bring recovery", watch.id)),
-            "rollbackd".into(),
-            now,
-        );
-        let trigger = event.trigger();
-        if self.ctx.repo.audit(now)?.find_trigger(&trigger).is_some() {
-            return Ok(Step::Nothing);
-        }
-        let Some(record) = self.ctx.repo.index().records().iter().find(|r| r.id == watch.id).cloned() else {
-            return Ok(Step::Nothing);
-        };
-        let target = policy
-            .resolve_target(&event, &self.ctx.rules)
-            .map_err(|message| EngineError::Policy { policy: policy.name().to_string(), message })?;
-        let paths = PathSet::new(&target.paths)
-            .map_err(|message| EngineError::Policy { policy: policy.name().to_string(), message })?;
-        let Some(to) = self.ctx.repo.before_previous_change(&paths, &Sha(record.known_good.clone()))? else {
-            return Ok(Step::Nothing);
-        };
-        let id = self.ctx.rollback_id(&trigger, &target.service, &target.env);
-        let mut counted = Decision::for_event(&event);
-        super::breaker::count(&mut self.ctx, &mut self.alerting, &target.service, now, &mut counted)?;
-        let stepping =
-            SteppingBack { watch, policy, n, event: &event, trigger: &trigger, target: &target, to: &to, id: &id, now };
-        self.retry_on_moved(|engine, retries| engine.step_back_try(&stepping, &mut counted, retries))
-    }
-
-    /// One try of [`Engine::step_back`]: `Moved` when the branch moved under the write.
-    fn step_back_try(
-        &mut self,
-        stepping: &SteppingBack<'_>,
-        counted: &mut Decision,
-        retries: u32,
-    ) -> Result<Try<Step>, EngineError> {
-        let SteppingBack { watch, policy, n, event, trigger, target, to, id, now } = *stepping;
-        let request = PlanRequest {
-            target,
-            strategy: policy.action.strategy,
-            exact: policy.action.exact,
-            to: Some(&to.0),
-            irreversible: policy.irreversible.as_ref(),
-            continues: None,
-            allow_removal: policy.action.allow_removal,
-            upto: None,
-        };
-        let plan = match self.ctx.repo.plan(&request)? {
-            Planned::Ready(plan) => *plan,
-            Planned::Noop { .. } | Planned::AlreadyRolledBack { .. } => return Ok(Try::Done(Step::Nothing)),
-            // Stepping back past the service's first deploy would delete it.
-            Planned::NothingToGoBackTo { reason, .. } => return Ok(Try::Done(Step::NotWritten(reason))),
-        };
-        let mut decision = Decision::for_event(event);
-        decision.policy = Some(policy.name().to_string());
-        decision.mode = Some(policy.action.mode);
-        decision.target = Some(target.clone());
-        decision.notes.push(format!("step back {n}: {} did not bring recovery", watch.id));
-        decision.notes.append(&mut counted.notes);
-        let open = self.ctx.open_proposal_for(&plan);
-        let asking = Asking {
-            policy,
-            mode: policy.action.mode,
-            human: false,
-            emergency: false,
-            dry_run: false,
-            id,
-            open_proposal: open.as_ref(),
-        };
-        let delivery =
-            match self.ctx.decide_write(&asking, Some(&plan), (&target.service, &target.env), now, &mut decision) {
-                Verdict::Deliver(delivery) => delivery,
-                Verdict::Settled(outcome) | Verdict::SameAsOpenProposal(outcome) => {
-                    let why = outcome.summary();
-                    info!(of = %watch.id, step = n, "not stepping back: {why}");
-                    let report = Report { decision, plan: Some(plan), outcome };
-                    record_decision(&mut self.ctx, &mut self.verification, event, &report, now);
-                    return Ok(Try::Done(Step::NotWritten(why)));
-                }
-            };
-        let w = Write { event, policy, plan: &plan, id, delivery, retries, now, emergency: false };
-        Ok(match self.ctx.write(&w, &mut decision)? {
-            Some(rollback) if delivery == Delivery::Proposal => {
-                let why = decision.frozen.clone().unwrap_or_else(|| decision.notes.join("; "));
-                info!(rollback_id = %rollback.id, of = %watch.id, step = n, "step back proposed: {why}");
-                Try::Done(Step::Proposed(rollback, why))
-            }
-            Some(rollback) => {
-                metrics::step_back();
-                info!(rollback_id = %rollback.id, of = %watch.id, step = n, "stepped back");
-                let firing = Some(watch.firing.clone());
-                if let Some(next) = start_watch(
-                    &self.ctx,
-                    &mut self.verification,
-                    policy,
-                    &rollback,
-                    &Verifying { service: &target.service, env: &target.env, trigger, at: now, step: n },
-                    firing,
-                ) && let Err(e) =
-                    self.ctx.repo.write_note(WATCH_NOTES_REF, &next.commit, &next.progress(), now, true)
-                {
-                    warn!(rollback_id = %next.id, error = %e, "verification progress not recorded in git");
-                }
-                Try::Done(Step::Pushed(rollback))
-            }
-            None => Try::Moved,
-        })
+        self.verification.watched_alerts()
     }
 }
 
@@ -1175,5 +590,655 @@ pub(super) fn merged(
             &Verifying { service: &t.service, env: &t.env, trigger: &t.trigger, at: now, step },
             None,
         );
+    }
+}
+
+/// An alert for `service`/`env` fired: candidates soaking for it are not known-good.
+fn reject_candidates(
+    ctx: &mut super::Ctx,
+    verification: &mut Verification,
+    service: &str,
+    env: &str,
+    event: &Event,
+    now: Timestamp,
+) {
+    // Firing now: whenever it started, it fires during the soak.
+    let at = event.received_at;
+    update_candidates(ctx, verification, now, |c| {
+        if c.rejected_by(service, env, at) {
+            c.state = SoakState::Rejected;
+            c.reason = Some(format!("{} fired during the soak", event.trigger()));
+            info!(candidate = %c.name, "known-good candidate rejected: an alert fired");
+            true
+        } else {
+            false
+        }
+    });
+}
+
+/// A controller reported `service`/`env` failing at a revision: the candidates soaking for it
+/// at that revision or a later one are not known-good (a healthy report for the same
+/// revision often comes first: Argo CD's on-deployed, then Degraded). Candidates at earlier
+/// revisions soak on: the failure names the revision it applied, not those before.
+fn reject_failed_revision(
+    ctx: &mut super::Ctx,
+    verification: &mut Verification,
+    service: &str,
+    env: &str,
+    event: &Event,
+    now: Timestamp,
+) {
+    if !matches!(event.source, Source::Flux | Source::Argocd) {
+        return;
+    }
+    let Some(revision) = event.applied_revision().map(|r| Sha(r.to_string())) else { return };
+    let Ok(notes) = ctx.repo.notes_of(CANDIDATES_REF) else {
+        warn!("known-good candidates could not be read; a controller failure rejects none");
+        return;
+    };
+    // The rollbacks of this service/env written after the failing revision: a revision
+    // holding one of them is the way back from the failure (a late report of a failure at
+    // the revision rolled back must not reject the rolled-back state's own soak).
+    let rollbacks: Vec<Sha> = ctx
+        .repo
+        .index()
+        .applied(service, env)
+        .filter(|r| r.commit != revision && ctx.repo.contains(&r.commit.0, &revision))
+        .map(|r| r.commit.clone())
+        .collect();
+    let failing: std::collections::HashSet<String> = notes
+        .iter()
+        .flat_map(|(_, text)| soak::parse(text))
+        .filter(|c| {
+            c.state == SoakState::Soaking
+                && c.service == service
+                && c.env == env
+                && ctx.repo.contains(&c.sha, &revision)
+                && !rollbacks.iter().any(|r| ctx.repo.contains(&c.sha, r))
+        })
+        .map(|c| c.name)
+        .collect();
+    if failing.is_empty() {
+        return;
+    }
+    let trigger = event.trigger();
+    update_candidates(ctx, verification, now, |c| {
+        if c.state == SoakState::Soaking && failing.contains(&c.name) {
+            c.state = SoakState::Rejected;
+            c.reason = Some(format!("{trigger} reported revision {} failing during the soak", revision.short()));
+            info!(candidate = %c.name, "known-good candidate rejected: its controller reported a failure");
+            true
+        } else {
+            false
+        }
+    });
+}
+
+/// Tags the candidates that soaked long enough. Tagging is an automatic write: while the
+/// pause or a freeze covers a candidate's service (or the freezes cannot be read) it keeps
+/// soaking, and is tagged once they end.
+fn soak_due(ctx: &mut super::Ctx, verification: &mut Verification, now: Timestamp) {
+    let freezes = ctx.repo.freezes().map_err(|e| {
+        warn!(error = %e, "the freezes cannot be read: known-good candidates are not tagged meanwhile");
+    });
+    let stopped = |c: &Candidate| {
+        freezes.as_ref().map_or(true, |f| f.paused(now).or_else(|| f.covering(&c.service, &c.env, now)).is_some())
+    };
+    let mut ready = Vec::new();
+    update_candidates(ctx, verification, now, |c| {
+        if c.ready(now) && !stopped(c) {
+            ready.push(c.clone());
+            c.state = SoakState::Tagged;
+            true
+        } else {
+            false
+        }
+    });
+    for c in ready {
+        // A candidate becomes a known-good tag of its own service/env, never any other ref
+        // (a second line of defence: its note is believed only when rollbackd signed it).
+        let prefix = format!("known-good/{}/{}/", c.service, c.env);
+        if !c.name.strip_prefix(&prefix).is_some_and(|stamp| !stamp.is_empty() && !stamp.contains('/')) {
+            warn!(tag = %crate::domain::ident::shown(&c.name), "a known-good candidate names another tag; not tagged");
+            continue;
+        }
+        let message = format!(
+            "Known-good: {} in {} at {}\n\nTrigger: {}\nPolicy: {}\nSoaked: {} .. {} without a firing alert\n",
+            c.service, c.env, c.sha, c.trigger, c.policy, c.since, c.until
+        );
+        match ctx.repo.tag_commit(&c.name, &c.sha, &message, now) {
+            Ok(_) => info!(tag = %c.name, "known-good after its soak"),
+            Err(e) => warn!(tag = %c.name, error = %e, "the known-good tag could not be written"),
+        }
+    }
+}
+
+/// Starts watches for direct rollbacks in the audit index that nobody here watches yet and
+/// no note settles.
+pub(super) fn pick_up(
+    ctx: &mut super::Ctx,
+    verification: &mut Verification,
+    now: Timestamp,
+) -> Result<(), EngineError> {
+    // Only the records nobody watches or settled yet: a tick copies nothing else.
+    let (watches, settled) = (&verification.watches, &verification.settled);
+    let records: Vec<AuditRecord> = ctx
+        .repo
+        .audit(now)?
+        .records()
+        .iter()
+        .filter(|r| {
+            r.delivery == Delivery::Direct
+                // Only rollbacks rollbackd pushed (a tag of ours names them): a step back
+                // writes from the record's `Rollback-To`, which anyone's commit could carry.
+                && r.tag.is_some()
+                // A phased rollback is verified once its last phase is written.
+                && r.phase.is_none_or(crate::domain::phase::Phase::is_last)
+                && !r.cancelled
+                && !watches.contains_key(&r.id)
+                && !settled.contains(&r.id)
+        })
+        .cloned()
+        .collect();
+    for r in records {
+        let Some(policy) = ctx.policy_named(&r.policy).cloned() else { continue };
+        let Some(spec) = &policy.verify else { continue };
+        let too_old = r.at.saturating_add(spec.within.as_signed()).and_then(|t| t.saturating_add(PICK_UP));
+        if too_old.is_ok_and(|t| t < now) || ctx.repo.note(&r.commit).is_some() {
+            verification.settled.insert(r.id.clone());
+            continue;
+        }
+        if let Some(w) = ctx.repo.note_in(WATCH_NOTES_REF, &r.commit).and_then(|n| Watch::resume(&n))
+            && w.id == r.id
+        {
+            verification.watches.insert(w.id.clone(), w);
+            continue;
+        }
+        let rollback = Rollback {
+            id: r.id.clone(),
+            commit: r.commit.clone(),
+            delivery: r.delivery,
+            branch: r.branch.clone(),
+            tag: r.tag.clone(),
+            push_retries: 0,
+            pr_url: None,
+            phase: r.phase,
+            because: Vec::new(),
+        };
+        let step = Trigger::parse(&r.trigger).step_back();
+        if start_watch(
+            ctx,
+            verification,
+            &policy,
+            &rollback,
+            &Verifying { service: &r.service, env: &r.env, trigger: &r.trigger, at: r.at, step },
+            None,
+        )
+        .is_none()
+        {
+            verification.settled.insert(r.id.clone());
+        }
+    }
+    count_merges_seen(ctx, verification);
+    Ok(())
+}
+
+/// One try of [`Engine::step_back`]: `Moved` when the branch moved under the write.
+fn step_back_try(
+    ctx: &mut super::Ctx,
+    verification: &mut Verification,
+    stepping: &SteppingBack<'_>,
+    counted: &mut Decision,
+    retries: u32,
+) -> Result<Try<Step>, EngineError> {
+    let SteppingBack { watch, policy, n, event, trigger, target, to, id, now } = *stepping;
+    let request = PlanRequest {
+        target,
+        strategy: policy.action.strategy,
+        exact: policy.action.exact,
+        to: Some(&to.0),
+        irreversible: policy.irreversible.as_ref(),
+        continues: None,
+        allow_removal: policy.action.allow_removal,
+        upto: None,
+    };
+    let plan = match ctx.repo.plan(&request)? {
+        Planned::Ready(plan) => *plan,
+        Planned::Noop { .. } | Planned::AlreadyRolledBack { .. } => return Ok(Try::Done(Step::Nothing)),
+        // Stepping back past the service's first deploy would delete it.
+        Planned::NothingToGoBackTo { reason, .. } => return Ok(Try::Done(Step::NotWritten(reason))),
+    };
+    let mut decision = Decision::for_event(event);
+    decision.policy = Some(policy.name().to_string());
+    decision.mode = Some(policy.action.mode);
+    decision.target = Some(target.clone());
+    decision.notes.push(format!("step back {n}: {} did not bring recovery", watch.id));
+    decision.notes.append(&mut counted.notes);
+    let open = ctx.open_proposal_for(&plan);
+    let asking = Asking {
+        policy,
+        mode: policy.action.mode,
+        human: false,
+        emergency: false,
+        dry_run: false,
+        id,
+        open_proposal: open.as_ref(),
+    };
+    let delivery = match ctx.decide_write(&asking, Some(&plan), (&target.service, &target.env), now, &mut decision) {
+        Verdict::Deliver(delivery) => delivery,
+        Verdict::Settled(outcome) | Verdict::SameAsOpenProposal(outcome) => {
+            let why = outcome.summary();
+            info!(of = %watch.id, step = n, "not stepping back: {why}");
+            let report = Report { decision, plan: Some(plan), outcome };
+            record_decision(ctx, verification, event, &report, now);
+            return Ok(Try::Done(Step::NotWritten(why)));
+        }
+    };
+    let w = Write { event, policy, plan: &plan, id, delivery, retries, now, emergency: false };
+    Ok(match ctx.write(&w, &mut decision)? {
+        Some(rollback) if delivery == Delivery::Proposal => {
+            let why = decision.frozen.clone().unwrap_or_else(|| decision.notes.join("; "));
+            info!(rollback_id = %rollback.id, of = %watch.id, step = n, "step back proposed: {why}");
+            Try::Done(Step::Proposed(rollback, why))
+        }
+        Some(rollback) => {
+            metrics::step_back();
+            info!(rollback_id = %rollback.id, of = %watch.id, step = n, "stepped back");
+            let firing = Some(watch.firing.clone());
+            if let Some(next) = start_watch(
+                ctx,
+                verification,
+                policy,
+                &rollback,
+                &Verifying { service: &target.service, env: &target.env, trigger, at: now, step: n },
+                firing,
+            ) && let Err(e) = ctx.repo.write_note(WATCH_NOTES_REF, &next.commit, &next.progress(), now, true)
+            {
+                warn!(rollback_id = %next.id, error = %e, "verification progress not recorded in git");
+            }
+            Try::Done(Step::Pushed(rollback))
+        }
+        None => Try::Moved,
+    })
+}
+
+impl Verification {
+    /// Every alert key a verification in progress waits to see resolve.
+    fn watched_alerts(&self) -> std::collections::HashSet<String> {
+        self.watches.values().flat_map(|w| w.firing.iter().cloned()).collect()
+    }
+}
+
+/// Rolls back the change before the known-good the watched rollback went to: its own
+/// commit, trailers and tag, verified in turn. It is decided like any automatic rollback
+/// ([`Engine::decide_write`]): the policy's mode, every guard, the freezes and the pause
+/// (read fail-closed), and it counts toward the blast-radius breaker. `Step::Nothing` when
+/// there is nothing further back (or another replica already stepped back).
+fn step_back(
+    ctx: &mut super::Ctx,
+    verification: &mut Verification,
+    alerting: &mut crate::domain::breaker::Alerting,
+    watch: &Watch,
+    policy: &Policy,
+    now: Timestamp,
+) -> Result<Step, EngineError> {
+    let n = watch.step + 1;
+    let event = Event::again(
+        &format!("rollbackd:step-back/{}/{n}", watch.id),
+        &watch.service,
+        &watch.env,
+        Some(format!("{} did not bring recovery", watch.id)),
+        "rollbackd".into(),
+        now,
+    );
+    let trigger = event.trigger();
+    if ctx.repo.audit(now)?.find_trigger(&trigger).is_some() {
+        return Ok(Step::Nothing);
+    }
+    let Some(record) = ctx.repo.index().records().iter().find(|r| r.id == watch.id).cloned() else {
+        return Ok(Step::Nothing);
+    };
+    let target = policy
+        .resolve_target(&event, &ctx.rules)
+        .map_err(|message| EngineError::Policy { policy: policy.name().to_string(), message })?;
+    let paths = PathSet::new(&target.paths)
+        .map_err(|message| EngineError::Policy { policy: policy.name().to_string(), message })?;
+    let Some(to) = ctx.repo.before_previous_change(&paths, &Sha(record.known_good.clone()))? else {
+        return Ok(Step::Nothing);
+    };
+    let id = ctx.rollback_id(&trigger, &target.service, &target.env);
+    let mut counted = Decision::for_event(&event);
+    super::breaker::count(ctx, alerting, &target.service, now, &mut counted)?;
+    let stepping =
+        SteppingBack { watch, policy, n, event: &event, trigger: &trigger, target: &target, to: &to, id: &id, now };
+    ctx.retry_on_moved(verification, |ctx, verification, retries| {
+        step_back_try(ctx, verification, &stepping, &mut counted, retries)
+    })
+}
+
+/// `verify.on_failure` for a rollback that did not bring recovery.
+fn on_failure(
+    ctx: &mut super::Ctx,
+    verification: &mut Verification,
+    alerting: &mut crate::domain::breaker::Alerting,
+    watch: &Watch,
+    notice: &Notice,
+    now: Timestamp,
+) -> String {
+    let Some(policy) = ctx.policy_named(&watch.policy).cloned() else {
+        return "its policy is gone; stopping".into();
+    };
+    let Some(spec) = policy.verify.clone() else { return "stopping".into() };
+    let escalate = |ctx: &super::Ctx, verification: &Verification, why: String| {
+        metrics::escalation();
+        tell(ctx, verification, &notice.becomes(NoticeKind::Escalated, why.clone()));
+        format!("escalated: {why}")
+    };
+    match spec.on_failure {
+        OnFailure::Stop => "stopping (on_failure: stop)".into(),
+        OnFailure::Escalate => escalate(ctx, verification, format!("{}; a person must act", notice.reason)),
+        // One commit that rolled back several services (one bad change, several alerts) is
+        // not stepped back by itself: which of them to take further back is for people.
+        OnFailure::StepBack
+            if ctx.repo.index().records().iter().any(|r| r.id == watch.id && !r.together_with.is_empty()) =>
+        {
+            escalate(
+                ctx,
+                verification,
+                format!(
+                    "{}; this rollback undid the change for several services in one commit, which is not stepped back automatically; a person must act",
+                    notice.reason
+                ),
+            )
+        }
+        OnFailure::StepBack if watch.step >= spec.max_steps => escalate(
+            ctx,
+            verification,
+            format!(
+                "{}; {} step(s) back did not help either (max_steps); a person must act",
+                notice.reason, watch.step
+            ),
+        ),
+        OnFailure::StepBack => match step_back(ctx, verification, alerting, watch, &policy, now) {
+            Ok(Step::Pushed(rollback)) => {
+                let mut stepped = notice.becomes(
+                    NoticeKind::SteppedBack,
+                    format!("step {} of at most {}: rolled back the change before too", watch.step + 1, spec.max_steps),
+                );
+                stepped.rollback_id = Some(rollback.id.clone());
+                stepped.commit = Some(rollback.commit.0.clone());
+                stepped.artifacts = Vec::new();
+                stepped.follows = Some(Follows {
+                    rollback_id: watch.id.clone(),
+                    commit: watch.commit.0.clone(),
+                    commit_url: None,
+                    artifacts: notice.artifacts.clone(),
+                });
+                tell(ctx, verification, &stepped);
+                format!("stepped back: {} ({})", rollback.id, rollback.commit.short())
+            }
+            Ok(Step::Proposed(rollback, why)) => escalate(
+                ctx,
+                verification,
+                format!(
+                    "{}; the step back was proposed as {} instead of pushed ({why}); a person must act",
+                    notice.reason, rollback.branch
+                ),
+            ),
+            Ok(Step::NotWritten(why)) => {
+                escalate(ctx, verification, format!("{}; did not step back: {why}; a person must act", notice.reason))
+            }
+            Ok(Step::Nothing) => {
+                escalate(ctx, verification, format!("{}; there is no earlier change to step back to", notice.reason))
+            }
+            Err(e) => escalate(ctx, verification, format!("{}; stepping back failed: {e}", notice.reason)),
+        },
+    }
+}
+
+/// Ends a watch that has a verdict: writes the verification note and, if this process wrote
+/// it, tells people and carries out `on_failure`.
+fn settle(
+    ctx: &mut super::Ctx,
+    verification: &mut Verification,
+    alerting: &mut crate::domain::breaker::Alerting,
+    id: &RollbackId,
+    now: Timestamp,
+) -> Option<String> {
+    let status = verification.watches.get(id)?.status(now);
+    if status == Status::Watching {
+        return None;
+    }
+    let watch = verification.watches.remove(id)?;
+    let (verdict, reason, recovered_at) = match &status {
+        Status::Verified { recovered_at } => ("verified", "recovered".to_string(), Some(*recovered_at)),
+        Status::NotRecovered { reason } => ("not_recovered", reason.clone(), None),
+        Status::Unverified { reason } => ("unverified", reason.clone(), None),
+        Status::Watching => return None,
+    };
+    // rollbackd-controllers: when the rollback reached the cluster, as its controller said,
+    // whatever the verdict: on a failed verification it tells the rollback was live, not
+    // stuck before the cluster.
+    let reason = match watch.applied_at {
+        Some(t) => {
+            format!(
+                "{reason}; the rollback reached the cluster at {t} (applied and healthy, as its controller reported)"
+            )
+        }
+        None => reason,
+    };
+    let after = recovered_at.map(|t| t.duration_since(watch.rolled_back_at).as_secs().max(0));
+    let times = ctx
+        .repo
+        .index()
+        .records()
+        .iter()
+        .rev()
+        .find(|r| r.id == watch.id && r.commit == watch.commit)
+        .map(crate::domain::status::times_to_rollback)
+        .unwrap_or_default();
+    let text = format!(
+        "rollbackd verification: {verdict}\n\nRollback-Id: {}\nVerification: {verdict}\nIncident: {}\n\
+         Rolled-Back-At: {}\n{times}{}{}Reason: {}\nFired-Again: {}\n",
+        watch.id,
+        watch.trigger,
+        watch.rolled_back_at,
+        watch.applied_at.map(|t| format!("Applied-At: {t}\n")).unwrap_or_default(),
+        match (recovered_at, after) {
+            (Some(t), Some(s)) => format!("Recovered-At: {t}\nTime-To-Recovery: {}\n", Duration::from_secs(s)),
+            _ => String::new(),
+        },
+        crate::support::text::quoted(&reason),
+        watch.fired_again,
+    );
+    let won = match ctx.repo.add_note(&watch.commit, &text, now) {
+        Ok(won) => won,
+        Err(e) => {
+            // Try again at the next tick: the verdict stands, only its record is missing.
+            warn!(rollback_id = %id, error = %e, "the verification note could not be written; retrying later");
+            verification.watches.insert(id.clone(), watch);
+            return None;
+        }
+    };
+    verification.settled.insert(id.clone());
+    if !won {
+        return Some(format!("{id}: {verdict} (recorded by another replica)"));
+    }
+    metrics::verification(verdict, after);
+    info!(rollback_id = %id, verdict, %reason, "rollback verification");
+    let unverified = matches!(status, Status::Unverified { .. });
+    let kind = match (recovered_at, unverified) {
+        (Some(_), _) => NoticeKind::Verified,
+        // Nobody could tell: people must look, and nothing is stepped back.
+        (None, true) => NoticeKind::Escalated,
+        (None, false) => NoticeKind::NotRecovered,
+    };
+    let mut notice =
+        Notice::about(kind, &watch.service, &watch.env, &watch.policy, &watch.trigger, reason.clone(), now);
+    notice.rollback_id = Some(watch.id.clone());
+    notice.commit = Some(watch.commit.0.clone());
+    notice.recovered_after_seconds = after;
+    if let Some(r) = ctx.repo.index().records().iter().find(|r| r.id == watch.id) {
+        notice.actor = r.actor.clone();
+        notice.known_good = Some(r.known_good.clone());
+    }
+    tell(ctx, verification, &notice);
+    if recovered_at.is_some() {
+        return Some(format!("{id}: verified"));
+    }
+    if unverified {
+        metrics::escalation();
+        return Some(format!("{id}: unverified; escalated: {reason}"));
+    }
+    Some(format!("{id}: not recovered; {}", on_failure(ctx, verification, alerting, &watch, &notice, now)))
+}
+
+/// Feeds `signal` to one watch; records its progress when it changed, and settles it when
+/// it has a verdict.
+pub(super) fn observe(
+    ctx: &mut super::Ctx,
+    verification: &mut Verification,
+    alerting: &mut crate::domain::breaker::Alerting,
+    id: &RollbackId,
+    signal: &Signal,
+    now: Timestamp,
+) -> Option<String> {
+    let watch = verification.watches.get_mut(id)?;
+    if watch.observe(signal) {
+        let (commit, text) = (watch.commit.clone(), watch.progress());
+        if let Err(e) = ctx.repo.write_note(WATCH_NOTES_REF, &commit, &text, now, true) {
+            warn!(rollback_id = %id, error = %e, "verification progress not recorded in git; kept in memory");
+        }
+    }
+    settle(ctx, verification, alerting, id, now)
+}
+
+/// A resolved alert, for the watches it was firing for. `None` when no watch knew it.
+pub(super) fn resolve_watched(
+    ctx: &mut super::Ctx,
+    verification: &mut Verification,
+    alerting: &mut crate::domain::breaker::Alerting,
+    key: &str,
+    at: Timestamp,
+) -> Result<Option<String>, EngineError> {
+    let now = ctx.clock.now();
+    // `endsAt` is the sender's word: a time in the future is read as now.
+    let at = at.min(now);
+    pick_up(ctx, verification, now)?;
+    let ids: Vec<RollbackId> =
+        verification.watches.values().filter(|w| w.firing.contains(key)).map(|w| w.id.clone()).collect();
+    if ids.is_empty() {
+        return Ok(None);
+    }
+    let mut said = Vec::new();
+    for id in ids {
+        observe(ctx, verification, alerting, &id, &Signal::Resolved { key: key.to_string(), at }, now);
+        said.push(match verification.watches.get(&id) {
+            Some(w) if !w.firing.is_empty() => format!("{id}: {key} resolved; still firing: {}", w.firing.len()),
+            Some(w) if w.resolved_since.is_none() => format!(
+                "{id}: {key} resolved at {at}, before the deploy time ({}) was over: not counted as the rollback's doing",
+                w.deploy_time
+            ),
+            Some(w) => format!("{id}: resolved; verified once it stays so for {} (by {})", w.stable_for, w.deadline()),
+            None => format!("{id}: settled"),
+        });
+    }
+    Ok(Some(said.join("; ")))
+}
+
+/// After `handle`: tell the route what was decided, feed a firing alert to the watches of
+/// its target, and start watching a rollback that was pushed.
+pub(super) fn after_handle(
+    ctx: &mut super::Ctx,
+    verification: &mut Verification,
+    alerting: &mut crate::domain::breaker::Alerting,
+    event: &Event,
+    result: &Result<Report, EngineError>,
+) {
+    let now = ctx.clock.now();
+    verification.incidents.remember(event);
+    let report = match result {
+        Ok(report) => report,
+        Err(e) => {
+            let mut decision = Decision::for_event(event);
+            if let Ok(Selection::Target { policy, target }) = select(&ctx.policies, &ctx.rules, event, &mut decision) {
+                // One failed attempt per incident, however often its sender retries; only a
+                // policy that rolls back makes rollback attempts.
+                let rolls_back = matches!(
+                    policy.action.mode,
+                    crate::domain::policy::Mode::Direct | crate::domain::policy::Mode::PullRequest
+                );
+                if rolls_back && verification.failed.first(&event.trigger()) {
+                    metrics::rollback_failed(&target.service, &target.env, policy.action.mode);
+                }
+                let mut notice = Notice::about(
+                    NoticeKind::Failed,
+                    &target.service,
+                    &target.env,
+                    policy.name(),
+                    &event.trigger(),
+                    e.to_string(),
+                    now,
+                );
+                notice.actor = event.actor();
+                notice.trigger_url = trigger_url(event);
+                notice.summary = summary(event);
+                ctx.notifier.send(&notice, &policy.notify);
+                // Whatever became of the rollback, the controller said the revision is bad.
+                reject_failed_revision(ctx, verification, &target.service, &target.env, event, now);
+            }
+            return;
+        }
+    };
+    if let Some(notice) = Notice::from_report(event, report, now) {
+        tell(ctx, verification, &notice);
+    }
+    record_decision(ctx, verification, event, report, now);
+    if event.source == Source::Alertmanager
+        && let Some(t) = report.decision.target.clone()
+    {
+        reject_candidates(ctx, verification, &t.service, &t.env, event, now);
+    }
+    if let Some(t) = report.decision.target.clone() {
+        reject_failed_revision(ctx, verification, &t.service, &t.env, event, now);
+    }
+    if event.source == Source::Alertmanager {
+        let dup = match &report.outcome {
+            Outcome::Duplicate { rollback_id, .. } => Some(rollback_id),
+            _ => None,
+        };
+        let target = report.decision.target.as_ref();
+        let ids: Vec<RollbackId> = verification
+            .watches
+            .values()
+            .filter(|w| dup == Some(&w.id) || target.is_some_and(|t| t.service == w.service && t.env == w.env))
+            .map(|w| w.id.clone())
+            .collect();
+        let signal = Signal::Fired { key: event.trigger(), at: event.received_at };
+        for id in ids {
+            observe(ctx, verification, alerting, &id, &signal, now);
+        }
+    }
+    // A phased rollback is verified from its last phase.
+    if let Outcome::RolledBack { rollback } = &report.outcome
+        && rollback.phase.is_none_or(crate::domain::phase::Phase::is_last)
+        && let Some(policy) = report.decision.policy.as_deref().and_then(|n| ctx.policy_named(n))
+    {
+        let policy = policy.clone();
+        let target = report.decision.target.as_ref().map(|t| (t.service.clone(), t.env.clone()));
+        if let Some((service, env)) = target {
+            let day_ago = now - jiff::SignedDuration::from_hours(24);
+            if ctx.repo.index().applied(&service, &env).any(|r| r.id != rollback.id && r.at > day_ago) {
+                metrics::oscillation();
+            }
+            start_watch(
+                ctx,
+                verification,
+                &policy,
+                rollback,
+                &Verifying { service: &service, env: &env, trigger: &event.trigger(), at: now, step: 0 },
+                None,
+            );
+        }
     }
 }
