@@ -321,6 +321,7 @@ pub fn spawn(engine: Engine, capacity: usize, refresh: Duration) -> (WorkerHandl
     *shared.watcher.write().unwrap_or_else(|e| e.into_inner()) = Some(engine.state_watcher());
     crate::state_watch::spawn(name.as_deref(), Arc::downgrade(&tx), shared.clone(), engine.clock());
     let gates = spawn_gate_thread(name.as_deref());
+    let redeliver = spawn_redelivery_thread(name.as_deref());
     let join = std::thread::Builder::new()
         .name(name.as_ref().map_or_else(|| "rollbackd-writer".into(), |n| format!("writer-{n}")))
         .stack_size(THREAD_STACK)
@@ -333,7 +334,7 @@ pub fn spawn(engine: Engine, capacity: usize, refresh: Duration) -> (WorkerHandl
                 engine.policies().policies.len(),
                 engine.policy_refusal().is_none(),
             );
-            run(engine, rx, s, refresh, &gates)
+            run(engine, rx, s, refresh, (&gates, &redeliver))
         })
         .expect("spawn the writer thread");
     (WorkerHandle { tx, shared }, join)
@@ -369,11 +370,42 @@ fn spawn_gate_thread(name: Option<&str>) -> SyncSender<GateJob> {
     tx
 }
 
+/// Redelivery's thread: asks GitHub for the App's failed deliveries and to send them again,
+/// when the writer says a round may be due (see `engine::redeliver`). It keeps what it asked
+/// for; it stops when the writer does (its queue closes).
+fn spawn_redelivery_thread(name: Option<&str>) -> SyncSender<crate::engine::redeliver::Round> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<crate::engine::redeliver::Round>(1);
+    let span_name = name.map(str::to_string);
+    std::thread::Builder::new()
+        .name(name.map_or_else(|| "rollbackd-redeliver".into(), |n| format!("redeliver-{n}")))
+        .stack_size(THREAD_STACK)
+        .spawn(move || {
+            let span = span_name.map(|n| tracing::info_span!("repo", repo = %n));
+            let _entered = span.as_ref().map(|s| s.enter());
+            let mut state = crate::engine::redeliver::Redelivery::default();
+            for round in rx {
+                let asked = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    crate::engine::redeliver::handle_due(&round, &mut state);
+                }));
+                if asked.is_err() {
+                    tracing::error!("redelivery panicked; it starts over from nothing asked");
+                    state = Default::default();
+                }
+            }
+        })
+        .expect("spawn the redelivery thread");
+    tx
+}
+
 fn failed(e: &EngineError) -> JobResult {
     JobResult::Failed { message: e.to_string(), transient: e.is_transient() }
 }
 
-fn run(mut engine: Engine, rx: Receiver<Job>, shared: Arc<Shared>, refresh: Duration, gates: &SyncSender<GateJob>) {
+/// The threads the writer hands work to: the gate's, and redelivery's.
+type Helpers<'a> = (&'a SyncSender<GateJob>, &'a SyncSender<crate::engine::redeliver::Round>);
+
+fn run(mut engine: Engine, rx: Receiver<Job>, shared: Arc<Shared>, refresh: Duration, helpers: Helpers<'_>) {
+    let (gates, redeliver) = helpers;
     let mut wakeups = Wakeups::new(Instant::now());
     let mut failures = 0u32;
     // A rebuild after a panic that failed: tried again before the next piece of work.
@@ -406,9 +438,12 @@ fn run(mut engine: Engine, rx: Receiver<Job>, shared: Arc<Shared>, refresh: Dura
                 // Watches picked up just now (pushed elsewhere, or read back by a rebuilt
                 // engine): their resolves are queued from now on, not after the next job.
                 *shared.watched.write().unwrap_or_else(|e| e.into_inner()) = engine.watched_alerts();
-                // Only while the origin answers: a delivery sent again now can be handled.
-                if shared.ready() {
-                    engine.redeliver_failed();
+                // Only while the origin answers: a delivery sent again now can be handled. Asked
+                // on redelivery's thread; a round still under way is not doubled.
+                if shared.ready()
+                    && let Some(round) = engine.redelivery_round()
+                {
+                    let _ = redeliver.try_send(round);
                 }
             }
             Some(Wake::Deadline) => {

@@ -15,7 +15,7 @@ mod phases;
 mod policies;
 mod probe;
 mod readiness;
-mod redeliver;
+pub(crate) mod redeliver;
 mod review;
 mod status;
 mod verify;
@@ -140,8 +140,6 @@ pub struct Engine {
     told_fired_again: follow_up::FiredAgain,
     /// Verification: the watches on pushed rollbacks and what they remember (see [`verify`]).
     verification: verify::Verification,
-    /// Failed GitHub deliveries: when last looked for, which asked for again.
-    redelivery: redeliver::Redelivery,
     /// The artifact changes of each rollback commit, read once (holds).
     held_changes: holds::HeldChanges,
     /// What alerted lately, for the blast-radius breaker.
@@ -209,7 +207,6 @@ impl Engine {
         let mut engine = Engine {
             ctx,
             told_fired_again: Default::default(),
-            redelivery: Default::default(),
             held_changes: Default::default(),
             alerting: Default::default(),
             stuck: Default::default(),

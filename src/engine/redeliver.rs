@@ -6,14 +6,21 @@
 //! (400, 401, 413, 415, ...): it would be refused again, and each redelivery is a new failed
 //! attempt, so it would be asked for forever. Handling stays exactly once: a CI failure is
 //! deduplicated by the audit trail in git, a comment's command by what it already did.
+//!
+//! The asking is GitHub's network, not the writer's: the writer hands a [`Round`] (what to ask
+//! with) to a thread of its own, which keeps the [`Redelivery`] state and never holds up an
+//! event behind a slow GitHub.
 
 use std::collections::HashMap;
 
 use jiff::{SignedDuration, Timestamp};
 use tracing::{info, warn};
 
+use std::sync::Arc;
+
 use super::Engine;
-use crate::forge::HookDelivery;
+use crate::forge::{Forge, HookDelivery};
+use crate::support::clock::Clock;
 
 /// GitHub keeps deliveries for three days; older ones cannot be sent again.
 const KEPT: SignedDuration = SignedDuration::from_hours(72);
@@ -28,7 +35,7 @@ const ASKS_PER_DELIVERY: u32 = 3;
 /// What redelivery remembers from one round to the next: when it last looked, and which
 /// deliveries it asked for again.
 #[derive(Debug, Default)]
-pub(super) struct Redelivery {
+pub(crate) struct Redelivery {
     looked_at: Option<Timestamp>,
     asked: Asked,
 }
@@ -85,19 +92,34 @@ impl Asked {
     }
 }
 
+/// What one round of redelivery asks with: how often, the clock, and the forge (one whose
+/// App can see its deliveries).
+pub(crate) struct Round {
+    every: SignedDuration,
+    clock: Arc<dyn Clock>,
+    forge: Arc<dyn Forge>,
+}
+
+/// The round the engine's config asks for: none without `sources.github` (or with
+/// `redeliver_every: 0`), or where the forge cannot see its deliveries (only a GitHub App can).
+pub(super) fn round(ctx: &super::Ctx) -> Option<Round> {
+    let every = ctx.config.sources.github.as_ref()?.redeliver_every.as_signed();
+    (!every.is_zero() && ctx.forge.sees_deliveries()).then(|| Round {
+        every,
+        clock: ctx.clock.clone(),
+        forge: ctx.forge.clone(),
+    })
+}
+
 /// Asks GitHub to send again the failed deliveries, every `sources.github.redeliver_every`.
-/// Only with the GitHub forge as an App (GitHub shows deliveries to the App alone).
-pub(super) fn handle_due(ctx: &super::Ctx, state: &mut Redelivery) -> Vec<String> {
-    let Some(every) = ctx.config.sources.github.as_ref().map(|g| g.redeliver_every.as_signed()) else {
-        return Vec::new();
-    };
-    let now = ctx.clock.now();
-    if every.is_zero() || state.looked_at.is_some_and(|t| now.duration_since(t) < every) {
+pub(crate) fn handle_due(round: &Round, state: &mut Redelivery) -> Vec<String> {
+    let now = round.clock.now();
+    if state.looked_at.is_some_and(|t| now.duration_since(t) < round.every) {
         return Vec::new();
     }
     state.looked_at = Some(now);
     let since = now.checked_sub(KEPT).unwrap_or(Timestamp::UNIX_EPOCH);
-    let list = match ctx.forge.deliveries(since) {
+    let list = match round.forge.deliveries(since) {
         None => return Vec::new(),
         Some(Ok(list)) => list,
         Some(Err(e)) => {
@@ -108,7 +130,7 @@ pub(super) fn handle_due(ctx: &super::Ctx, state: &mut Redelivery) -> Vec<String
     state.asked.prune(now);
     let mut said = Vec::new();
     for d in to_redeliver(&list, &state.asked, now) {
-        match ctx.forge.redeliver(d.id) {
+        match round.forge.redeliver(d.id) {
             Ok(()) => {
                 info!(delivery = %d.guid, event = %d.event, status = d.status_code, "asked GitHub to send a failed delivery again");
                 said.push(format!("redelivery of {} ({}) requested", d.guid, d.event));
@@ -122,9 +144,9 @@ pub(super) fn handle_due(ctx: &super::Ctx, state: &mut Redelivery) -> Vec<String
 }
 
 impl Engine {
-    /// Asks GitHub to send again the failed deliveries that are due (see [`handle_due`]).
-    pub fn redeliver_failed(&mut self) -> Vec<String> {
-        handle_due(&self.ctx, &mut self.redelivery)
+    /// What the redelivery thread asks GitHub with now (the config in force), if anything.
+    pub(crate) fn redelivery_round(&self) -> Option<Round> {
+        round(&self.ctx)
     }
 }
 

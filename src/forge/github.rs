@@ -898,6 +898,10 @@ impl super::Forge for GithubForge {
         GithubForge::team_membership(self, team, login)
     }
 
+    fn sees_deliveries(&self) -> bool {
+        self.is_app()
+    }
+
     fn deliveries(&self, since: jiff::Timestamp) -> Option<Result<Vec<HookDelivery>, ForgeError>> {
         self.is_app().then(|| GithubForge::deliveries(self, since))
     }

@@ -71,6 +71,10 @@ impl Forge for LocalForge {
         Err(needs_github("team memberships"))
     }
 
+    fn sees_deliveries(&self) -> bool {
+        false
+    }
+
     fn deliveries(&self, _: jiff::Timestamp) -> Option<Result<Vec<HookDelivery>, ForgeError>> {
         None
     }

@@ -130,8 +130,11 @@ pub trait Forge: Send + Sync + std::fmt::Debug {
     /// Whether `login` is in `team` (`org/slug`).
     fn team_membership(&self, team: &str, login: &str) -> Result<TeamMembership, ForgeError>;
 
+    /// Whether rollbackd can see the forge's webhook deliveries (only a GitHub App can).
+    fn sees_deliveries(&self) -> bool;
+
     /// The forge's failed webhook deliveries since `since`, newest first: `None` where rollbackd
-    /// cannot see them (only a GitHub App can).
+    /// cannot see them.
     fn deliveries(&self, since: jiff::Timestamp) -> Option<Result<Vec<HookDelivery>, ForgeError>>;
 
     /// Asks the forge to send delivery `id` again.

@@ -727,3 +727,39 @@ fn a_slow_github_does_not_hold_the_writer() {
     drop(s);
     gh.finish();
 }
+
+/// Asking GitHub for the App's failed deliveries is GitHub's network, not the writer's: while
+/// GitHub sits on the listing, an alert is still rolled back at once.
+#[test]
+fn a_slow_delivery_listing_does_not_hold_the_writer() {
+    let w = World::with(&[PolicySpec::new("prod").prod_only().mode(Mode::Direct)]);
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    let gh = FakeGithub::start(w.origin.clone());
+    std::fs::write(w.root().join("gh-secrets"), "hook-secret\n").unwrap();
+    std::fs::write(w.root().join("am-tokens"), format!("{}\n", crate::serve::TOKEN)).unwrap();
+    w.write_config(
+        &ConfigSpec::new()
+            .github_app(&gh.url)
+            .set("sources.github", json!({ "secrets_file": "gh-secrets", "redeliver_every": "1s" }))
+            .set("sources.alertmanager", json!({ "bearer_tokens_file": "am-tokens" }))
+            .set("server.refresh_interval", "1s"),
+    );
+    let release = gh.hold("GET /app/hook/deliveries");
+    let s = crate::serve::serve_app(&w, &gh, "srv");
+    wait_for("the server to ask for its deliveries", 30, || {
+        gh.gh.lock().unwrap().requests.iter().any(|r| r.starts_with("GET /app/hook/deliveries"))
+    });
+
+    // GitHub has not answered the listing; the alert is rolled back all the same.
+    let (status, answer) = crate::serve::post_alert(&s.url, &crate::serve::alert_for("checkout", "fp1")).unwrap();
+    assert_eq!(status, 200, "{answer}");
+    wait_for("the rollback on the origin", 10, || crate::serve::rollback_commits(&w) == 1);
+    let listings =
+        || gh.gh.lock().unwrap().requests.iter().filter(|r| r.starts_with("GET /app/hook/deliveries")).count();
+    assert_eq!(listings(), 1, "one round at a time: the held one");
+
+    release.send(true).unwrap();
+    wait_for("the next round of looking", 30, || listings() >= 2);
+    drop(s);
+    gh.finish();
+}
