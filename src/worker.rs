@@ -73,6 +73,9 @@ pub enum Job {
         directory: Box<crate::domain::principal::Directory>,
         /// The teams GitHub confirmed of the sender, asked at the edge.
         teams: Box<crate::domain::principal::ForgeTeams>,
+        /// The rollback proposal the pull request is (or why GitHub could not say), asked at
+        /// the edge.
+        proposal: crate::chat::dispatch::ProposalOf,
         reply: oneshot::Sender<JobResult>,
     },
     ChecksPassed {
@@ -171,6 +174,9 @@ pub struct Shared {
     /// How the forge is asked about team membership, and the teams CODEOWNERS on the watched
     /// branch names (when a policy admits by `codeowners`): what the edge asks before queueing.
     teams: RwLock<Option<(crate::forge::teams::TeamLookup, Arc<[String]>)>>,
+    /// The forge in force, for the edge to read what it must know before queuing (which
+    /// proposal a commented pull request is).
+    forge: RwLock<Option<Arc<dyn crate::forge::Forge>>>,
 }
 
 impl Shared {
@@ -257,6 +263,11 @@ impl Shared {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
             .filter(|(lookup, teams)| lookup.asks() && !teams.is_empty())
+    }
+
+    /// The forge in force (published by the writer).
+    pub(crate) fn forge(&self) -> Option<Arc<dyn crate::forge::Forge>> {
+        self.forge.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub(crate) fn state_watcher(&self) -> Option<crate::git::StateWatcher> {
@@ -605,8 +616,8 @@ fn process(engine: &mut Engine, shared: &Shared, job: Job, gates: &SyncSender<Ga
         Job::Chat { request, reply } => {
             let _ = reply.send(crate::chat::dispatch::execute(engine, &request));
         }
-        Job::GithubComment { comment, directory, teams, reply } => {
-            let text = crate::chat::dispatch::github_comment_with(engine, &comment, &directory, &teams);
+        Job::GithubComment { comment, directory, teams, proposal, reply } => {
+            let text = crate::chat::dispatch::github_comment_with(engine, &comment, &directory, &teams, proposal);
             let _ = reply.send(JobResult::Note(text));
         }
         Job::ChecksPassed { branch, reply } => {
@@ -763,6 +774,7 @@ fn publish(engine: &mut Engine, shared: &Shared, fetch: bool, status: bool) -> b
             *shared.watcher.write().unwrap_or_else(|e| e.into_inner()) = Some(engine.state_watcher());
             *shared.teams.write().unwrap_or_else(|e| e.into_inner()) =
                 Some((engine.team_lookup(), engine.codeowner_teams()));
+            *shared.forge.write().unwrap_or_else(|e| e.into_inner()) = Some(engine.forge_handle());
             if fetch {
                 metrics::origin_reachable(shared.name.as_deref(), true);
             }

@@ -182,24 +182,44 @@ fn review_reply(p: &Principal, o: &ReviewOutcome) -> Reply {
     }
 }
 
+/// The rollback proposal a commented pull request is: `None` where it is none (or the comment
+/// is not on a pull request), an error where GitHub could not say.
+pub(crate) type ProposalOf = Result<Option<crate::domain::rollback::RollbackRef>, String>;
+
+/// Asks the forge which rollback proposal pull request `c.issue` is: never on the writer (the
+/// edge asks before queuing the comment; the CLI and tests ask here).
+pub(crate) fn proposal_of(forge: &dyn crate::forge::Forge, c: &crate::domain::event::Comment) -> ProposalOf {
+    if !c.is_pull_request || !forge.hosts_pull_requests() {
+        return Ok(None);
+    }
+    forge.rollback_proposal(c.issue).map_err(|e| {
+        tracing::warn!(issue = c.issue, error = %e, "cannot read the pull request of a comment");
+        format!("cannot read pull request #{}: {e}", c.issue)
+    })
+}
+
 /// A comment on the config repo's issues or pull requests (GitHub forge): commands are read
 /// outside code and quotes, acknowledged with 👀, answered with a comment, and marked 🚀 or 😕.
-/// An edit is acted on only when it adds a command that was not there before.
+/// An edit is acted on only when it adds a command that was not there before. Which proposal
+/// the pull request is, is asked of GitHub here: for a caller that is not the writer.
 pub fn github_comment(
     engine: &mut Engine,
     c: &crate::domain::event::Comment,
     directory: &crate::domain::principal::Directory,
 ) -> String {
-    github_comment_with(engine, c, directory, &crate::domain::principal::ForgeTeams::default())
+    let proposal = proposal_of(engine.forge(), c);
+    github_comment_with(engine, c, directory, &crate::domain::principal::ForgeTeams::default(), proposal)
 }
 
-/// [`github_comment`], its sender in the teams `teams` says GitHub confirmed (asked at the
-/// edge, before the comment was queued: the writer never asks GitHub whom a team holds).
+/// [`github_comment`], its sender in the teams `teams` says GitHub confirmed and its pull
+/// request the `proposal` GitHub said (both asked at the edge, before the comment was queued:
+/// the writer asks GitHub nothing). The reactions and the reply go through the outbox.
 pub(crate) fn github_comment_with(
     engine: &mut Engine,
     c: &crate::domain::event::Comment,
     directory: &crate::domain::principal::Directory,
     teams: &crate::domain::principal::ForgeTeams,
+    proposal: ProposalOf,
 ) -> String {
     use crate::chat::command::parse_markdown;
     let command = match parse_markdown(&c.body) {
@@ -212,24 +232,23 @@ pub(crate) fn github_comment_with(
     {
         return "the edit adds no new command".into();
     }
-    let Some(gh) = engine.forge().github() else { return "comments are answered with forge.kind: github".into() };
+    if !engine.forge().hosts_pull_requests() {
+        return "comments are answered with forge.kind: github".into();
+    }
     // Commands are read only on our own rollback pull requests: a comment elsewhere (an issue,
     // someone's feature PR, a fork's PR named like ours) is not answered at all.
     if !c.is_pull_request {
         return format!("#{} is not a rollback pull request; commands are read only there", c.issue);
     }
-    let proposal = match gh.get_pr(c.issue) {
-        Ok(pr) => gh.proposal_of(&pr),
-        Err(e) => {
-            tracing::warn!(issue = c.issue, error = %e, "cannot read the pull request of a comment");
-            return format!("cannot read pull request #{}: {e}", c.issue);
-        }
+    let proposal = match proposal {
+        Ok(proposal) => proposal,
+        Err(why) => return why,
     };
     let Some(proposal) = proposal else {
         tracing::info!(issue = c.issue, sender = %c.sender, "command on a pull request that is not a rollback proposal");
         return format!("#{} is not a rollback pull request; commands are read only there", c.issue);
     };
-    react(gh, c.id, "eyes");
+    engine.react_to(c.id, "eyes");
     let reply = match command {
         Err(e) => failed(format!("@{}: {e}\n\n(`/rollback help` lists the commands)", c.sender), true),
         Ok(command) => {
@@ -247,17 +266,7 @@ pub(crate) fn github_comment_with(
             execute(engine, &request)
         }
     };
-    let Some(gh) = engine.forge().github() else { return reply.text };
-    if let Err(e) = gh.comment(c.issue, &reply.text) {
-        tracing::warn!(issue = c.issue, error = %e, "could not reply to the comment");
-    }
-    react(gh, c.id, if reply.ok { "rocket" } else { "confused" });
+    engine.comment_on(c.issue, reply.text.clone());
+    engine.react_to(c.id, if reply.ok { "rocket" } else { "confused" });
     reply.text
-}
-
-/// Reacts to a comment; a reaction that could not be added is logged, never fatal.
-fn react(gh: &crate::forge::GithubForge, comment: u64, reaction: &str) {
-    if let Err(e) = gh.react(comment, reaction) {
-        tracing::warn!(comment, reaction, error = %e, "could not react to the comment");
-    }
 }

@@ -311,6 +311,21 @@ impl Engine {
         &*self.ctx.forge
     }
 
+    /// The forge itself, for a thread of the edge to ask (never the writer).
+    pub(crate) fn forge_handle(&self) -> Arc<dyn Forge> {
+        self.ctx.forge.clone()
+    }
+
+    /// Says `text` on pull request (or issue) `number`, through the outbox.
+    pub(crate) fn comment_on(&self, number: u64, text: String) {
+        self.ctx.outbox.comment(number, text);
+    }
+
+    /// Reacts to comment `comment_id`, through the outbox.
+    pub(crate) fn react_to(&self, comment_id: u64, content: &'static str) {
+        self.ctx.outbox.react(comment_id, content);
+    }
+
     /// Waits until what the writes so far owe the forge (pull requests to open, comments, the
     /// review issue) is done, or `budget` is over; whether it all was. For a caller that is not
     /// the writer: the CLI before it exits, a test before it looks at the forge.

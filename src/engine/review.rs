@@ -210,7 +210,7 @@ impl super::Ctx {
         if let Err(e) = self.repo.delete_branch(branch, &tip) {
             warn!(branch, error = %e, "the merged proposal's branch could not be deleted");
         }
-        self.outbox.comment(pr.clone(), format!("Merged by {who} as `{}`, tagged `{tag}`.", merged.short()));
+        self.outbox.comment(pr.number, format!("Merged by {who} as `{}`, tagged `{tag}`.", merged.short()));
         info!(rollback_id = id, pr = pr.number, "proposal merged on GitHub");
         let rollback = Rollback {
             id: RollbackId(id.to_string()),

@@ -848,8 +848,17 @@ impl super::Forge for GithubForge {
         }
     }
 
-    fn comment(&self, pr: &Pr, text: &str) -> Result<(), ForgeError> {
-        GithubForge::comment(self, pr.number, text).map(|_| ())
+    fn comment(&self, number: u64, text: &str) -> Result<(), ForgeError> {
+        GithubForge::comment(self, number, text).map(|_| ())
+    }
+
+    fn react(&self, comment_id: u64, content: &str) -> Result<(), ForgeError> {
+        GithubForge::react(self, comment_id, content)
+    }
+
+    fn rollback_proposal(&self, number: u64) -> Result<Option<crate::domain::rollback::RollbackRef>, ForgeError> {
+        let pr = self.get_pr(number)?;
+        Ok(self.proposal_of(&pr))
     }
 
     fn merge(&self, pr: &Pr, method: MergeMethod, sha: &str, message: &str) -> Result<String, ForgeError> {

@@ -31,8 +31,16 @@ impl Forge for LocalForge {
         Ok(false)
     }
 
-    fn comment(&self, _: &Pr, _: &str) -> Result<(), ForgeError> {
+    fn comment(&self, _: u64, _: &str) -> Result<(), ForgeError> {
         Err(needs_github("comments on pull requests"))
+    }
+
+    fn react(&self, _: u64, _: &str) -> Result<(), ForgeError> {
+        Err(needs_github("reactions to comments"))
+    }
+
+    fn rollback_proposal(&self, _: u64) -> Result<Option<crate::domain::rollback::RollbackRef>, ForgeError> {
+        Ok(None)
     }
 
     fn merge(&self, _: &Pr, _: MergeMethod, _: &str, _: &str) -> Result<String, ForgeError> {

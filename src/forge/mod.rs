@@ -17,6 +17,7 @@ pub(crate) use outbox::{Outbox, Proposal};
 
 use crate::domain::change_plan::ChangePlan;
 use crate::domain::policy::MergeMethod;
+use crate::domain::rollback::RollbackRef;
 
 use crate::support::secret::SecretString;
 
@@ -88,8 +89,15 @@ pub trait Forge: Send + Sync + std::fmt::Debug {
     /// none (the local forge, or no open pull request).
     fn announce(&self, branch: &str, text: &str) -> Result<bool, ForgeError>;
 
-    /// Says `text` on pull request `pr`.
-    fn comment(&self, pr: &Pr, text: &str) -> Result<(), ForgeError>;
+    /// Says `text` on pull request (or issue) `number`.
+    fn comment(&self, number: u64, text: &str) -> Result<(), ForgeError>;
+
+    /// Reacts to comment `comment_id` (`eyes`, `rocket`, `confused`).
+    fn react(&self, comment_id: u64, content: &str) -> Result<(), ForgeError>;
+
+    /// The rollback proposal pull request `number` is, if it is one: its branch lives in the
+    /// config repo itself (not a fork) and is named like one of ours.
+    fn rollback_proposal(&self, number: u64) -> Result<Option<RollbackRef>, ForgeError>;
 
     /// Merges pull request `pr` at exactly `sha` with `method`; the merged commit's sha.
     /// `MergeRefused` for what a person must change (branch protection, a method not allowed).
@@ -140,9 +148,9 @@ pub trait Forge: Send + Sync + std::fmt::Debug {
     /// Asks the forge to send delivery `id` again.
     fn redeliver(&self, id: u64) -> Result<(), ForgeError>;
 
-    /// The GitHub adapter itself, for the edges that exist only there (replies and reactions to
-    /// PR comments, the PR channel of notifications, `check`'s grants). The engine asks only
-    /// through the methods above.
+    /// The GitHub adapter itself, for the two edges that exist only there (the `github_issue`
+    /// channel of notifications, `check --forge`'s grants). The engine asks only through the
+    /// methods above.
     fn github(&self) -> Option<&GithubForge> {
         None
     }

@@ -119,8 +119,12 @@ enum Work {
         text: String,
     },
     Comment {
-        pr: Box<super::Pr>,
+        number: u64,
         text: String,
+    },
+    React {
+        comment_id: u64,
+        content: &'static str,
     },
     OpenIssue {
         title: String,
@@ -146,6 +150,7 @@ impl Work {
             Work::Propose { .. } => "open the pull request",
             Work::Announce { .. } => "comment on the pull request",
             Work::Say { .. } | Work::Comment { .. } => "comment on the pull request",
+            Work::React { .. } => "react to the comment",
             Work::OpenIssue { .. } => "open the review issue",
             Work::ReportPolicies { .. } => "report the policies",
             Work::Notify { .. } => "notify",
@@ -253,9 +258,14 @@ impl Outbox {
         self.push(Work::Say { branch, text });
     }
 
-    /// Says `text` on pull request `pr` (open or not).
-    pub(crate) fn comment(&self, pr: super::Pr, text: String) {
-        self.push(Work::Comment { pr: Box::new(pr), text });
+    /// Says `text` on pull request (or issue) `number`, open or not.
+    pub(crate) fn comment(&self, number: u64, text: String) {
+        self.push(Work::Comment { number, text });
+    }
+
+    /// Reacts to comment `comment_id` with `content`.
+    pub(crate) fn react(&self, comment_id: u64, content: &'static str) {
+        self.push(Work::React { comment_id, content });
     }
 
     pub(crate) fn open_issue(&self, title: String, body: String, labels: Vec<String>) {
@@ -350,9 +360,14 @@ fn perform(inner: &Inner, work: Work, now: Timestamp) -> Option<(Timestamp, Work
                 warn!(branch, error = %e, "could not say so on the pull request");
             }
         }
-        Work::Comment { pr, text } => {
-            if let Err(e) = forge.comment(&pr, &text) {
-                warn!(pr = pr.number, error = %e, "could not say so on the pull request");
+        Work::Comment { number, text } => {
+            if let Err(e) = forge.comment(number, &text) {
+                warn!(number, error = %e, "could not say so on the pull request");
+            }
+        }
+        Work::React { comment_id, content } => {
+            if let Err(e) = forge.react(comment_id, content) {
+                warn!(comment_id, content, error = %e, "could not react to the comment");
             }
         }
         Work::OpenIssue { title, body, labels } => match forge.open_issue(&title, &body, &labels) {

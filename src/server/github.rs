@@ -69,11 +69,14 @@ pub(super) async fn github_webhook(State(st): State<AppState>, headers: HeaderMa
                 true => st.forge_teams(member, &Principal::new(format!("github:{}", comment.sender))).await,
                 false => ForgeTeams::default(),
             };
+            // Which proposal the pull request is, asked here too.
+            let proposal = st.proposal_of(member, &comment).await;
             let directory = st.0.directory.clone();
             let make: MakeJob = Box::new(move |reply| Job::GithubComment {
                 comment: Box::new(comment.clone()),
                 directory: Box::new(directory.clone()),
                 teams: Box::new(teams.clone()),
+                proposal: proposal.clone(),
                 reply,
             });
             (trigger, vec![member], make)

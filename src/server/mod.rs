@@ -42,6 +42,9 @@ use crate::worker::{self, Job, JobResult, QueueError};
 /// its answer within 3 s). A question not answered by then is not counted, and is answered
 /// for the next command.
 const TEAM_LOOKUP_BUDGET: Duration = Duration::from_secs(2);
+/// How long a comment waits for GitHub to say which pull request it is on, before it is
+/// answered without acting (GitHub waits 10 s for a webhook's answer).
+const PROPOSAL_LOOKUP_BUDGET: Duration = Duration::from_secs(8);
 
 /// Whether a command may be decided by `codeowners` (a request, an approval, a cancel): only
 /// then is GitHub asked about the person's teams.
@@ -441,6 +444,28 @@ impl AppState {
             return ForgeTeams::default();
         }
         tokio::task::spawn_blocking(move || lookup.ask(&logins, &teams, TEAM_LOOKUP_BUDGET)).await.unwrap_or_default()
+    }
+
+    /// Which rollback proposal the pull request `c` comments on is, asked of GitHub here, on a
+    /// blocking thread within [`PROPOSAL_LOOKUP_BUDGET`], before the comment is queued: the
+    /// writer never waits on GitHub for it.
+    async fn proposal_of(
+        &self,
+        member: &Member,
+        c: &crate::domain::event::Comment,
+    ) -> crate::chat::dispatch::ProposalOf {
+        let Some(forge) = member.handle.shared().forge() else { return Ok(None) };
+        let c = c.clone();
+        let issue = c.issue;
+        let asked = tokio::task::spawn_blocking(move || crate::chat::dispatch::proposal_of(&*forge, &c));
+        match tokio::time::timeout(PROPOSAL_LOOKUP_BUDGET, asked).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err(format!("cannot read pull request #{issue}: the lookup failed")),
+            Err(_) => Err(format!(
+                "cannot read pull request #{issue}: GitHub did not answer within {}s",
+                PROPOSAL_LOOKUP_BUDGET.as_secs()
+            )),
+        }
     }
 
     fn submit(&self, member: &Member, trigger: String, job: Job, rx: oneshot::Receiver<JobResult>) -> Pending {

@@ -763,3 +763,60 @@ fn a_slow_delivery_listing_does_not_hold_the_writer() {
     drop(s);
     gh.finish();
 }
+
+/// A command in a pull request's comment asks GitHub nothing on the writer: which proposal the
+/// pull request is, is asked by the edge before the comment is queued, and the reactions and
+/// the reply go through the outbox. While GitHub sits on reactions and comments, the command
+/// is still answered and an alert still rolled back.
+#[test]
+fn a_command_in_a_comment_while_github_is_slow_to_take_replies_does_not_hold_the_writer() {
+    let w = World::with(&[policy("merge")]);
+    let gh = FakeGithub::start(w.origin.clone());
+    std::fs::write(w.root().join("gh-token"), TOKEN).unwrap();
+    std::fs::write(w.root().join("gh-secrets"), "hook-secret\n").unwrap();
+    std::fs::write(w.root().join("am-tokens"), format!("{}\n", crate::serve::TOKEN)).unwrap();
+    w.write_config(
+        &ConfigSpec::new()
+            .github_forge(&gh.url, "gh-token")
+            .set("sources.github", json!({ "secrets_file": "gh-secrets", "workflows": ["deploy"] }))
+            .set("sources.alertmanager", json!({ "bearer_tokens_file": "am-tokens" })),
+    );
+    w.deploy("checkout", "prod", "1.5.0", 10);
+    w.deploy("cart", "prod", "2.0.0", 60);
+    w.deploy("cart", "prod", "3.0.0", 9);
+    w.engine().handle(&w.alert("checkout", "prod", "fp"), &Options::default()).unwrap();
+    let pr = gh.prs()[0].clone();
+    let s = crate::serve::serve_app(&w, &gh, "srv");
+    let release = gh.hold("POST /repos/acme/config/issues");
+
+    let mut c = crate::common::http::fixture("issue_comment.created.payload.json");
+    c["issue"]["number"] = pr.number.into();
+    c["issue"]["pull_request"] = json!({ "url": "https://api.github.example/repos/acme/config/pulls/1" });
+    c["comment"]["body"] = "/rollback help".into();
+    c["comment"]["user"]["login"] = "alice".into();
+    c["sender"]["login"] = "alice".into();
+    c["repository"]["full_name"] = "acme/config".into();
+    assert_eq!(gh.deliver("issue_comment", "help-1", &serde_json::to_vec(&c).unwrap()), 200);
+    wait_for("GitHub asked for the first reaction", 30, || {
+        gh.gh.lock().unwrap().requests.iter().any(|r| r.starts_with("POST /repos/acme/config/issues/comments/"))
+    });
+    // The reaction is held; an alert is handled meanwhile (proposed: prod is reviewed).
+    let (status, answer) = crate::serve::post_alert(&s.url, &crate::serve::alert_for("cart", "fp2")).unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let branches = || w.git(&["for-each-ref", "--format=%(refname:short)", "refs/heads/rollback/"]);
+    wait_for("the cart proposal on the origin", 10, || branches().contains("rollback/cart/prod/"));
+    assert!(gh.comments().is_empty(), "nothing said yet: {:?}", gh.comments());
+
+    release.send(true).unwrap();
+    wait_for("the reply", 30, || gh.comments().iter().any(|(n, b)| *n == pr.number && b.contains("/rollback")));
+    let reactions: Vec<String> = gh.gh.lock().unwrap().reactions.iter().map(|(_, r)| r.clone()).collect();
+    wait_for("both reactions", 30, || gh.gh.lock().unwrap().reactions.len() == 2);
+    let reactions = if reactions.len() == 2 {
+        reactions
+    } else {
+        gh.gh.lock().unwrap().reactions.iter().map(|(_, r)| r.clone()).collect()
+    };
+    assert_eq!(reactions, ["eyes", "rocket"], "in order");
+    drop(s);
+    gh.finish();
+}
