@@ -14,7 +14,7 @@ pub struct RollbackId(pub String);
 
 impl RollbackId {
     /// `repo`: what identifies the config repo and branch, the same however its URL is written
-    /// (see `Engine::repo_identity`).
+    /// (see `engine::Ctx::repo_identity`).
     pub fn derive(repo: &str, trigger: &str, service: &str, env: &str) -> Self {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();

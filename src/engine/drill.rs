@@ -1,5 +1,5 @@
 //! Drills: the rollback rollbackd would do now, planned exactly as a rollback is planned
-//! ([`Engine::plan_rollback`]), committed and signed like one, and written compare-and-swap to
+//! (`Ctx::plan_rollback`), committed and signed like one, and written compare-and-swap to
 //! `rollbackd/drill/<service>/<env>` instead of the watched branch, so the config repo's own CI
 //! checks that the rolled-back state renders. Nothing a rollback leaves behind follows a drill:
 //! no tag, no audit record, no hold, nothing a guard counts; only a decision record for `explain`.

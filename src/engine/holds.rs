@@ -290,7 +290,7 @@ pub(super) fn current(ctx: &mut super::Ctx, state: &mut HeldChanges) -> Result<V
 }
 
 impl Engine {
-    /// The holds in force (see [`current`]).
+    /// The holds in force (see `holds::current`).
     pub fn holds(&mut self) -> Result<Vec<Hold>, EngineError> {
         current(&mut self.ctx, &mut self.held_changes)
     }

@@ -132,7 +132,7 @@ pub struct Options {
     pub emergency: bool,
 }
 
-/// The engine: the context every subsystem works with ([`Ctx`]), and the state each subsystem
+/// The engine: the context every subsystem works with (`Ctx`), and the state each subsystem
 /// owns, passed to it beside the context.
 pub struct Engine {
     ctx: Ctx,

@@ -196,7 +196,7 @@ pub(super) fn with_forge_teams(
 }
 
 impl Engine {
-    /// The teams CODEOWNERS names, for the edge to ask the forge about (see [`codeowner_teams`]).
+    /// The teams CODEOWNERS names, for the edge to ask the forge about (see `owners::codeowner_teams`).
     pub(crate) fn codeowner_teams(&mut self) -> Arc<[String]> {
         codeowner_teams(&self.ctx, &mut self.owners)
     }
@@ -206,7 +206,7 @@ impl Engine {
         team_lookup(&self.owners)
     }
 
-    /// `p` with the CODEOWNERS teams the forge says they are in (see [`with_forge_teams`]).
+    /// `p` with the CODEOWNERS teams the forge says they are in (see `owners::with_forge_teams`).
     pub fn with_forge_teams(&mut self, p: Principal, budget: std::time::Duration) -> Principal {
         with_forge_teams(&mut self.ctx, &mut self.owners, p, budget)
     }

@@ -244,7 +244,7 @@ impl super::Ctx {
         Ok(Ok(Some(plan)))
     }
 
-    /// When the phased rollbacks between phases end their soak (see [`Engine::phases_due`]).
+    /// When the phased rollbacks between phases end their soak (see [`handle_due`]).
     pub(super) fn soak_ends(&self, now: Timestamp) -> Vec<Timestamp> {
         let mut ends = Vec::new();
         for r in self.in_progress().into_iter().filter(|r| !self.superseded(r)) {
@@ -616,7 +616,7 @@ pub(super) fn cannot_go_on(
     Some(said)
 }
 
-/// One try of [`Engine::next_commit`]: `Moved` when the branch moved under the write.
+/// One try of [`next_commit`]: `Moved` when the branch moved under the write.
 fn next_commit_try(
     ctx: &mut super::Ctx,
     stuck: &mut Stuck,

@@ -259,7 +259,7 @@ impl super::Ctx {
         }
     }
 
-    /// Whether a proposal may be merged now, decided like any write ([`Engine::decide_write`]):
+    /// Whether a proposal may be merged now, decided like any write (`Ctx::decide_write`):
     /// `None` to merge, or why not. An approval is the review the proposal waited for, so only
     /// a denial stops it (a guard with `on_violation: deny`, `pause.automatic: nothing` for an
     /// automatic one, a policy that no longer rolls back); an automatic merge goes ahead only

@@ -479,7 +479,7 @@ pub(super) fn with_incident(ctx: &super::Ctx, state: &Verification, mut n: Notic
 /// merge on GitHub) as this server's own merges are counted: `rollbackd_time_to_rollback_seconds`
 /// by path, from the signed tag's review (`Approved-By`, `Merged-By`) and times. What was
 /// on the origin when this engine first looked was counted by whoever saw it then. Reads
-/// the index as [`Engine::pick_up`] just refreshed it.
+/// the index as [`pick_up`] just refreshed it.
 pub(super) fn count_merges_seen(ctx: &super::Ctx, state: &mut Verification) {
     let index = ctx.repo.index();
     let merges = &mut state.merges;
@@ -783,7 +783,7 @@ pub(super) fn pick_up(
     Ok(())
 }
 
-/// One try of [`Engine::step_back`]: `Moved` when the branch moved under the write.
+/// One try of [`step_back`]: `Moved` when the branch moved under the write.
 fn step_back_try(
     ctx: &mut super::Ctx,
     verification: &mut Verification,
@@ -871,7 +871,7 @@ impl Verification {
 
 /// Rolls back the change before the known-good the watched rollback went to: its own
 /// commit, trailers and tag, verified in turn. It is decided like any automatic rollback
-/// ([`Engine::decide_write`]): the policy's mode, every guard, the freezes and the pause
+/// (`Ctx::decide_write`): the policy's mode, every guard, the freezes and the pause
 /// (read fail-closed), and it counts toward the blast-radius breaker. `Step::Nothing` when
 /// there is nothing further back (or another replica already stepped back).
 fn step_back(
