@@ -330,6 +330,7 @@ pub fn spawn(engine: Engine, capacity: usize, refresh: Duration) -> (WorkerHandl
     let s = shared.clone();
     let tx = Arc::new(tx);
     *shared.watcher.write().unwrap_or_else(|e| e.into_inner()) = Some(engine.state_watcher());
+    *shared.forge.write().unwrap_or_else(|e| e.into_inner()) = Some(engine.forge_handle());
     crate::state_watch::spawn(name.as_deref(), Arc::downgrade(&tx), shared.clone(), engine.clock());
     let gates = spawn_gate_thread(name.as_deref());
     let redeliver = spawn_redelivery_thread(name.as_deref());

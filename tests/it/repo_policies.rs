@@ -117,6 +117,8 @@ fn a_refused_change_is_reported_on_its_commit_as_a_check_run_or_a_comment() {
     let mut engine = w.engine();
     let broken = push_policies(&w, &[("10-prod.yaml", BROKEN)]);
     engine.handle(&w.alert("checkout", "prod", "f1"), &Options::default()).unwrap();
+    // Reported by the outbox, off the writer: waited for as the CLI does before it exits.
+    assert!(engine.settle_forge(std::time::Duration::from_secs(30)));
     let runs = gh.gh.lock().unwrap().check_runs_created.clone();
     let refused = runs.iter().find(|r| r["head_sha"] == broken.as_str()).expect("a check run on the broken commit");
     assert_eq!(refused["name"], "rollbackd/policies");
@@ -128,6 +130,7 @@ fn a_refused_change_is_reported_on_its_commit_as_a_check_run_or_a_comment() {
     assert!(notes[1]["message"].as_str().unwrap().contains("strtegy"), "{refused}");
     // Refused once, not at every fetch.
     engine.handle(&w.alert("checkout", "prod", "f2"), &Options::default()).unwrap();
+    assert!(engine.settle_forge(std::time::Duration::from_secs(30)));
     assert_eq!(gh.gh.lock().unwrap().check_runs_created.iter().filter(|r| r["head_sha"] == broken.as_str()).count(), 1);
     drop(engine);
 
@@ -137,6 +140,7 @@ fn a_refused_change_is_reported_on_its_commit_as_a_check_run_or_a_comment() {
     let broken_again = push_policies(&w, &[("20-more.yaml", BROKEN)]);
     let mut engine = w.engine();
     engine.handle(&w.alert("checkout", "prod", "f3"), &Options::default()).unwrap();
+    assert!(engine.settle_forge(std::time::Duration::from_secs(30)));
     let comments = gh.gh.lock().unwrap().commit_comments.clone();
     let (_, body) = comments.iter().find(|(sha, _)| *sha == broken_again).expect("a commit comment");
     assert!(body.contains(".rollbackd/policies/20-more.yaml:8:") && body.contains("refused"), "{body}");
