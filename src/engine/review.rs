@@ -211,6 +211,7 @@ impl super::Ctx {
             warn!(branch, error = %e, "the merged proposal's branch could not be deleted");
         }
         self.outbox.comment(pr.number, format!("Merged by {who} as `{}`, tagged `{tag}`.", merged.short()));
+        self.outbox.forget(branch);
         info!(rollback_id = id, pr = pr.number, "proposal merged on GitHub");
         let rollback = Rollback {
             id: RollbackId(id.to_string()),
@@ -477,6 +478,8 @@ pub(super) fn handle_pr_closed(
     let Some(rref) = RollbackRef::parse_branch(branch) else {
         return Ok(format!("{} is not a rollback proposal", crate::domain::ident::shown(branch)));
     };
+    // Closed or merged on GitHub: a pull request still to open for it is not.
+    ctx.outbox.forget(branch);
     let id = &rref.id;
     // A GitHub login, from an authenticated delivery; anything else is said, not recorded.
     let by = if crate::domain::ident::is_plain(by) { by.to_string() } else { crate::domain::ident::shown(by) };
@@ -543,6 +546,7 @@ pub(super) fn merge_proposal(ctx: &mut super::Ctx, m: &Merge<'_>) -> Result<Revi
                     phase: None,
                     because: Vec::new(),
                 };
+                ctx.outbox.forget(branch);
                 info!(rollback_id = id, "proposal merged");
                 Try::Done(ReviewOutcome::Merged { rollback })
             }
@@ -579,6 +583,7 @@ pub(super) fn handle_cancel(ctx: &mut super::Ctx, id: &str, actor: &Actor) -> Re
     // would say who cancelled it).
     ctx.forge.close(&branch, &format!("Cancelled by {who}."))?;
     ctx.repo.delete_branch(&branch, &commit)?;
+    ctx.outbox.forget(&branch);
     info!(rollback_id = id, by = %who, "proposal cancelled");
     Ok(ReviewOutcome::Cancelled { id: id.to_string(), tag })
 }

@@ -536,14 +536,12 @@ pub(super) fn ask_prometheus(
 pub(super) fn tell(ctx: &super::Ctx, state: &Verification, notice: &Notice) {
     let Some(policy) = ctx.policy_named(&notice.policy) else { return };
     let notice = with_incident(ctx, state, notice.clone());
-    // A proposal's notice links its pull request: it goes out once the outbox has tried to
-    // open it (the writer does not wait for that).
-    let proposal = notice.rollback_id.as_ref().filter(|_| notice.pr.is_none()).and_then(|id| {
-        let branch = crate::domain::rollback::RollbackRef::new(&notice.service, &notice.env, id).name();
-        ctx.outbox.pending(&branch).map(|_| branch)
-    });
-    match proposal {
-        Some(branch) => ctx.outbox.notify_after_pr(notice, policy.notify.clone(), branch),
+    // A proposal's notice links its pull request: while the outbox's first try at opening it is
+    // under way, the notice waits for that try (the writer does not).
+    let branch = (notice.rollback_id.as_ref().filter(|_| notice.pr.is_none()))
+        .map(|id| crate::domain::rollback::RollbackRef::new(&notice.service, &notice.env, id).name());
+    match branch {
+        Some(branch) => ctx.outbox.notify(notice, &policy.notify, &branch),
         None => ctx.notifier.send(&notice, &policy.notify),
     }
 }

@@ -838,7 +838,16 @@ impl super::Forge for GithubForge {
         if let Some(pr) = self.find_open_pr(p.branch)? {
             return Ok(Some(pr));
         }
-        self.open_pr(&super::ProposalRequest { title: p.title.trim(), ..*p }).map(Some)
+        match self.open_pr(&super::ProposalRequest { title: p.title.trim(), ..*p }) {
+            Ok(pr) => Ok(Some(pr)),
+            // "A pull request already exists": the outbox and the writer (an approval, an
+            // auto_merge) may both find none and open one; the one that loses takes the other's.
+            Err(e @ ForgeError::Api { status: 422, .. }) => match self.find_open_pr(p.branch)? {
+                Some(pr) => Ok(Some(pr)),
+                None => Err(e),
+            },
+            Err(e) => Err(e),
+        }
     }
 
     fn announce(&self, branch: &str, text: &str) -> Result<bool, ForgeError> {

@@ -27,8 +27,8 @@ use crate::support::clock::Clock;
 const MAX_QUEUED: usize = 1_000;
 /// Pull requests whose answer is kept for the asking (the CLI, a test, a notice).
 const MAX_KEPT: usize = 1_000;
-/// Tries at opening a pull request GitHub keeps failing, over about two hours.
-const MAX_ATTEMPTS: u32 = 12;
+/// How long a pull request GitHub keeps failing to open is tried again.
+const GIVE_UP_AFTER: jiff::SignedDuration = jiff::SignedDuration::from_hours(2);
 
 /// A proposal's pull request as the outbox opens it.
 #[derive(Clone, Debug)]
@@ -72,32 +72,81 @@ impl Proposal {
 /// none), or why its first try failed (later tries go on while GitHub's failure is transient).
 pub(crate) type PrAnswer = Result<Option<String>, String>;
 
-/// The answer to one pull request, for whoever may wait on it (never the writer).
+/// The answer to one pull request, for whoever may wait on it (never the writer), and the
+/// notices that name it, held until its first try is over.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct PendingPr(Arc<(Mutex<Option<PrAnswer>>, Condvar)>);
+pub(crate) struct PendingPr(Arc<(Mutex<Slot>, Condvar)>);
+
+#[derive(Debug, Default)]
+struct Slot {
+    answer: Option<PrAnswer>,
+    notices: Vec<(Notice, Vec<Route>)>,
+}
 
 impl PendingPr {
-    fn set(&self, answer: PrAnswer) {
-        let (slot, cv) = &*self.0;
-        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
-        // A later success replaces an earlier failure; nothing replaces a success.
-        if !matches!(*slot, Some(Ok(_))) {
-            *slot = Some(answer);
+    fn slot(&self) -> MutexGuard<'_, Slot> {
+        self.0.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records `answer` and sends the notices that waited for it (with the link, when open).
+    fn set(&self, answer: PrAnswer, notifier: &Notifier) {
+        let held = {
+            let mut slot = self.slot();
+            // A later success replaces an earlier failure; nothing replaces a success.
+            if !matches!(slot.answer, Some(Ok(_))) {
+                slot.answer = Some(answer);
+            }
+            std::mem::take(&mut slot.notices)
+        };
+        self.0.1.notify_all();
+        let url = self.url();
+        for (mut notice, route) in held {
+            notice.pr = notice.pr.or_else(|| url.clone());
+            notifier.send(&notice, &route);
         }
-        cv.notify_all();
+    }
+
+    fn url(&self) -> Option<String> {
+        match &self.slot().answer {
+            Some(Ok(url)) => url.clone(),
+            _ => None,
+        }
     }
 
     /// The answer now, if there is one.
     pub(crate) fn now(&self) -> Option<PrAnswer> {
-        self.0.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.slot().answer.clone()
     }
 
     /// The answer, waiting at most `budget` for it.
     pub(crate) fn wait(&self, budget: Duration) -> Option<PrAnswer> {
         let (slot, cv) = &*self.0;
         let guard = slot.lock().unwrap_or_else(|e| e.into_inner());
-        let (guard, _) = cv.wait_timeout_while(guard, budget, |a| a.is_none()).unwrap_or_else(|e| e.into_inner());
-        guard.clone()
+        let (guard, _) =
+            cv.wait_timeout_while(guard, budget, |s| s.answer.is_none()).unwrap_or_else(|e| e.into_inner());
+        guard.answer.clone()
+    }
+
+    /// `notice`, with the link, to send now if the first try is over; else held until it is.
+    fn hold_or_fill(&self, mut notice: Notice, route: Vec<Route>) -> Option<(Notice, Vec<Route>)> {
+        let mut slot = self.slot();
+        match &slot.answer {
+            Some(answer) => {
+                if let Ok(Some(url)) = answer {
+                    notice.pr = notice.pr.or_else(|| Some(url.clone()));
+                }
+                Some((notice, route))
+            }
+            None => {
+                slot.notices.push((notice, route));
+                None
+            }
+        }
+    }
+
+    /// The notices still held (the outbox stops before the first try).
+    fn release(&self) -> Vec<(Notice, Vec<Route>)> {
+        std::mem::take(&mut self.slot().notices)
     }
 }
 
@@ -106,6 +155,8 @@ enum Work {
         proposal: Proposal,
         pending: PendingPr,
         attempts: u32,
+        /// When the first try was handed in: tries stop [`GIVE_UP_AFTER`] it.
+        since: Timestamp,
     },
     /// Says `text` on the open pull request of `proposal.branch`, opening it (with `proposal`'s
     /// texts) when there is none.
@@ -136,12 +187,6 @@ enum Work {
         errors: Vec<String>,
         in_force: usize,
     },
-    /// A notice that names the pull request of `branch`: sent once the pull request was tried.
-    Notify {
-        notice: Box<Notice>,
-        route: Vec<Route>,
-        branch: String,
-    },
 }
 
 impl Work {
@@ -153,7 +198,6 @@ impl Work {
             Work::React { .. } => "react to the comment",
             Work::OpenIssue { .. } => "open the review issue",
             Work::ReportPolicies { .. } => "report the policies",
-            Work::Notify { .. } => "notify",
         }
     }
 }
@@ -210,21 +254,25 @@ impl Outbox {
         Outbox { inner, thread: thread.flatten() }
     }
 
-    fn push(&self, work: Work) {
+    /// Queues `work`; `false` when it was refused (no thread, or the queue is full).
+    fn push(&self, work: Work) -> bool {
         if self.thread.is_none() {
-            return;
+            return false;
         }
         let mut st = self.inner.state();
         if st.queue.len() >= MAX_QUEUED {
             warn!(task = work.name(), "the forge's outbox is full; not done");
-            return;
+            return false;
         }
         st.queue.push_back((self.inner.clock.now(), work));
         self.inner.changed.notify_all();
+        true
     }
 
     /// Looks again at what is due (the engine's clock may have been moved by more than time).
+    /// Under the lock, so the wake-up cannot fall between the thread's look and its wait.
     pub(crate) fn wake(&self) {
+        let _st = self.inner.state();
         self.inner.changed.notify_all();
     }
 
@@ -232,15 +280,27 @@ impl Outbox {
     pub(crate) fn propose(&self, proposal: Proposal) -> Option<PendingPr> {
         self.thread.as_ref()?;
         let pending = PendingPr::default();
+        let branch = proposal.branch.clone();
         {
             let mut st = self.inner.state();
             if st.pending.len() >= MAX_KEPT {
-                st.pending.retain(|_, p| p.now().is_none());
+                // The opened ones go first; those still being tried stay.
+                st.pending.retain(|_, p| !matches!(p.now(), Some(Ok(_))));
             }
-            st.pending.insert(proposal.branch.clone(), pending.clone());
+            st.pending.insert(branch.clone(), pending.clone());
         }
-        self.push(Work::Propose { proposal, pending: pending.clone(), attempts: 0 });
+        let since = self.inner.clock.now();
+        if !self.push(Work::Propose { proposal, pending: pending.clone(), attempts: 0, since }) {
+            self.inner.state().pending.remove(&branch);
+            pending.set(Err("the forge's outbox is full".into()), &self.inner.notifier);
+        }
         Some(pending)
+    }
+
+    /// Stops trying to open the pull request of `branch` (merged or cancelled meanwhile).
+    pub(crate) fn forget(&self, branch: &str) {
+        let mut st = self.inner.state();
+        st.queue.retain(|(_, w)| !matches!(w, Work::Propose { proposal, .. } if proposal.branch == branch));
     }
 
     /// What became (or will become) of the pull request of `branch`, if it was handed in here.
@@ -276,9 +336,17 @@ impl Outbox {
         self.push(Work::ReportPolicies { commit, errors, in_force });
     }
 
-    /// Sends `notice` once the pull request of `branch` was tried, with its URL when it opened.
-    pub(crate) fn notify_after_pr(&self, notice: Notice, route: Vec<Route>, branch: String) {
-        self.push(Work::Notify { notice: Box::new(notice), route, branch });
+    /// Sends `notice`, which names the proposal on `branch`: now, with the pull request's link
+    /// when it is open, if its first try is over (or it was never handed in here); else when
+    /// that try is over.
+    pub(crate) fn notify(&self, notice: Notice, route: &[Route], branch: &str) {
+        let now = match self.pending(branch) {
+            Some(pending) => pending.hold_or_fill(notice, route.to_vec()),
+            None => Some((notice, route.to_vec())),
+        };
+        if let Some((notice, route)) = now {
+            self.inner.notifier.send(&notice, &route);
+        }
     }
 
     /// Waits until everything handed in is done (retries that are not due yet are not waited
@@ -286,6 +354,8 @@ impl Outbox {
     pub(crate) fn settle(&self, budget: Duration) -> bool {
         let deadline = std::time::Instant::now() + budget;
         let mut st = self.inner.state();
+        // The clock may have moved: the thread looks again at what is due.
+        self.inner.changed.notify_all();
         loop {
             let now = self.inner.clock.now();
             let idle = !st.busy && st.queue.iter().all(|(due, _)| *due > now);
@@ -301,8 +371,16 @@ impl Outbox {
 
 impl Drop for Outbox {
     fn drop(&mut self) {
-        self.inner.state().stopping = true;
+        let pending: Vec<PendingPr> = {
+            let mut st = self.inner.state();
+            st.stopping = true;
+            st.pending.values().cloned().collect()
+        };
         self.inner.changed.notify_all();
+        // Notices held for a pull request that will not be tried now go out without its link.
+        for (notice, route) in pending.iter().flat_map(PendingPr::release) {
+            self.inner.notifier.send(&notice, &route);
+        }
         // The thread finishes the task at hand (one API call's deadline at most) and stops; it
         // is not joined, so a process never waits on GitHub to end.
         drop(self.thread.take());
@@ -329,7 +407,13 @@ fn run(inner: &Inner) {
                 st = inner.changed.wait_timeout(st, wait).map_or_else(|e| e.into_inner().0, |(g, _)| g);
             }
         };
-        let again = work.and_then(|w| perform(inner, w, inner.clock.now()));
+        let again = work.and_then(|w| {
+            let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| perform(inner, w, inner.clock.now())));
+            done.unwrap_or_else(|_| {
+                tracing::error!("a task of the forge's outbox panicked; the outbox carries on");
+                None
+            })
+        });
         let mut st = inner.state();
         if let Some(later) = again {
             st.queue.push_back(later);
@@ -344,8 +428,8 @@ fn perform(inner: &Inner, work: Work, now: Timestamp) -> Option<(Timestamp, Work
     let forge = &*inner.forge;
     let failed = |task: &str, e: &ForgeError| warn!(error = %e, "could not {task}");
     match work {
-        Work::Propose { proposal, pending, attempts } => {
-            return propose(forge, proposal, pending, attempts, now);
+        Work::Propose { proposal, pending, attempts, since } => {
+            return propose(inner, Propose { proposal, pending, attempts, since }, now);
         }
         Work::Announce { proposal, text } => {
             let said = forge
@@ -355,11 +439,11 @@ fn perform(inner: &Inner, work: Work, now: Timestamp) -> Option<(Timestamp, Work
                 failed("comment on the pull request", &e);
             }
         }
-        Work::Say { branch, text } => {
-            if let Err(e) = forge.announce(&branch, &text) {
-                warn!(branch, error = %e, "could not say so on the pull request");
-            }
-        }
+        Work::Say { branch, text } => match forge.announce(&branch, &text) {
+            Ok(true) => {}
+            Ok(false) => info!(branch, "no open pull request to say it on (merged or closed meanwhile)"),
+            Err(e) => warn!(branch, error = %e, "could not say so on the pull request"),
+        },
         Work::Comment { number, text } => {
             if let Err(e) = forge.comment(number, &text) {
                 warn!(number, error = %e, "could not say so on the pull request");
@@ -379,42 +463,38 @@ fn perform(inner: &Inner, work: Work, now: Timestamp) -> Option<(Timestamp, Work
                 warn!(commit, error = %e, "could not report the policies on the forge");
             }
         }
-        Work::Notify { mut notice, route, branch } => {
-            let pending = inner.state().pending.get(&branch).cloned();
-            if let Some(Ok(Some(url))) = pending.and_then(|p| p.now()) {
-                notice.pr = Some(url);
-            }
-            inner.notifier.send(&notice, &route);
-        }
     }
     None
 }
 
-fn propose(
-    forge: &dyn Forge,
+/// A pull request to open, and how far its tries are.
+struct Propose {
     proposal: Proposal,
     pending: PendingPr,
     attempts: u32,
-    now: Timestamp,
-) -> Option<(Timestamp, Work)> {
-    match forge.propose(&proposal.request()) {
+    since: Timestamp,
+}
+
+fn propose(inner: &Inner, p: Propose, now: Timestamp) -> Option<(Timestamp, Work)> {
+    let Propose { proposal, pending, attempts, since } = p;
+    match inner.forge.propose(&proposal.request()) {
         Ok(pr) => {
             if attempts > 0 {
                 info!(branch = %proposal.branch, pr = pr.as_ref().map_or("-", |p| &p.html_url), "opened the pull request");
             }
-            pending.set(Ok(pr.map(|p| p.html_url)));
+            pending.set(Ok(pr.map(|p| p.html_url)), &inner.notifier);
             None
         }
         Err(e) => {
-            pending.set(Err(e.to_string()));
-            if !e.is_transient() || attempts + 1 >= MAX_ATTEMPTS {
+            pending.set(Err(e.to_string()), &inner.notifier);
+            let wait = jiff::SignedDuration::try_from(retry_after(attempts, &e)).unwrap_or_default();
+            let due = now.checked_add(wait).unwrap_or(now);
+            if !e.is_transient() || due.duration_since(since) > GIVE_UP_AFTER {
                 warn!(branch = %proposal.branch, error = %e, "the pull request cannot be opened; giving up");
                 return None;
             }
             warn!(branch = %proposal.branch, error = %e, "the pull request cannot be opened yet; trying again later");
-            let wait = jiff::SignedDuration::try_from(retry_after(attempts, &e)).unwrap_or_default();
-            let due = now.checked_add(wait).unwrap_or(now);
-            Some((due, Work::Propose { proposal, pending, attempts: attempts + 1 }))
+            Some((due, Work::Propose { proposal, pending, attempts: attempts + 1, since }))
         }
     }
 }

@@ -69,8 +69,12 @@ pub(super) async fn github_webhook(State(st): State<AppState>, headers: HeaderMa
                 true => st.forge_teams(member, &Principal::new(format!("github:{}", comment.sender))).await,
                 false => ForgeTeams::default(),
             };
-            // Which proposal the pull request is, asked here too.
-            let proposal = st.proposal_of(member, &comment).await;
+            // Which proposal the pull request is, asked here too; GitHub not saying for now is
+            // a 503 (the delivery is not taken, so GitHub's redelivery brings it again).
+            let proposal = match st.proposal_of(member, &comment).await {
+                Ok(proposal) => proposal,
+                Err(why) => return error(StatusCode::SERVICE_UNAVAILABLE, &why),
+            };
             let directory = st.0.directory.clone();
             let make: MakeJob = Box::new(move |reply| Job::GithubComment {
                 comment: Box::new(comment.clone()),

@@ -44,7 +44,7 @@ use crate::worker::{self, Job, JobResult, QueueError};
 const TEAM_LOOKUP_BUDGET: Duration = Duration::from_secs(2);
 /// How long a comment waits for GitHub to say which pull request it is on, before it is
 /// answered without acting (GitHub waits 10 s for a webhook's answer).
-const PROPOSAL_LOOKUP_BUDGET: Duration = Duration::from_secs(8);
+const PROPOSAL_LOOKUP_BUDGET: Duration = Duration::from_secs(6);
 
 /// Whether a command may be decided by `codeowners` (a request, an approval, a cancel): only
 /// then is GitHub asked about the person's teams.
@@ -448,23 +448,30 @@ impl AppState {
 
     /// Which rollback proposal the pull request `c` comments on is, asked of GitHub here, on a
     /// blocking thread within [`PROPOSAL_LOOKUP_BUDGET`], before the comment is queued: the
-    /// writer never waits on GitHub for it.
+    /// writer never waits on GitHub for it. `Err`: GitHub did not say for now (unreachable,
+    /// rate limited, too slow), for a 503 and GitHub's redelivery; a refusal is the writer's
+    /// to answer.
     async fn proposal_of(
         &self,
         member: &Member,
         c: &crate::domain::event::Comment,
-    ) -> crate::chat::dispatch::ProposalOf {
-        let Some(forge) = member.handle.shared().forge() else { return Ok(None) };
-        let c = c.clone();
+    ) -> Result<crate::chat::dispatch::ProposalOf, String> {
+        let Some(forge) = member.handle.shared().forge() else { return Ok(Ok(None)) };
+        if !c.is_pull_request || !forge.hosts_pull_requests() {
+            return Ok(Ok(None));
+        }
         let issue = c.issue;
-        let asked = tokio::task::spawn_blocking(move || crate::chat::dispatch::proposal_of(&*forge, &c));
+        let asked = tokio::task::spawn_blocking(move || forge.rollback_proposal(issue));
+        let cannot = |why: &dyn std::fmt::Display| format!("cannot read pull request #{issue}: {why}");
         match tokio::time::timeout(PROPOSAL_LOOKUP_BUDGET, asked).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(_)) => Err(format!("cannot read pull request #{issue}: the lookup failed")),
-            Err(_) => Err(format!(
-                "cannot read pull request #{issue}: GitHub did not answer within {}s",
-                PROPOSAL_LOOKUP_BUDGET.as_secs()
-            )),
+            Ok(Ok(Ok(proposal))) => Ok(Ok(proposal)),
+            Ok(Ok(Err(e))) if e.is_transient() => Err(cannot(&e)),
+            Ok(Ok(Err(e))) => {
+                warn!(issue, error = %e, "cannot read the pull request of a comment");
+                Ok(Err(cannot(&e)))
+            }
+            Ok(Err(_)) => Err(cannot(&"the lookup failed")),
+            Err(_) => Err(cannot(&format_args!("GitHub did not answer within {}s", PROPOSAL_LOOKUP_BUDGET.as_secs()))),
         }
     }
 
