@@ -352,61 +352,64 @@ pub fn spawn(engine: Engine, capacity: usize, refresh: Duration) -> (WorkerHandl
     (WorkerHandle { tx, shared }, join)
 }
 
-/// The gate's thread: reads pull requests (fetch, diff, scan; sizes their authors choose) and
-/// reports their check runs, so the writer only reads the holds and an alert never waits
-/// behind a pull request. It stops when the writer does (its queue closes).
-fn spawn_gate_thread(name: Option<&str>) -> SyncSender<GateJob> {
-    let (tx, rx) = std::sync::mpsc::sync_channel::<GateJob>(GATE_QUEUE);
-    let span_name = name.map(str::to_string);
+/// A helper thread of the writer: `work` takes each item the writer sends on the returned
+/// queue (at most `capacity` waiting), in the repo's span, and the thread stops when the
+/// writer does (its queue closes). Named `role` (`role-<repo>` with several repos).
+fn spawn_helper<T: Send + 'static>(
+    role: &str,
+    repo: Option<&str>,
+    capacity: usize,
+    mut work: impl FnMut(T) + Send + 'static,
+) -> SyncSender<T> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<T>(capacity);
+    let span_name = repo.map(str::to_string);
     std::thread::Builder::new()
-        .name(name.map_or_else(|| "rollbackd-gate".into(), |n| format!("gate-{n}")))
+        .name(repo.map_or_else(|| format!("rollbackd-{role}"), |n| format!("{role}-{n}")))
         .stack_size(THREAD_STACK)
         .spawn(move || {
             let span = span_name.map(|n| tracing::info_span!("repo", repo = %n));
             let _entered = span.as_ref().map(|s| s.enter());
-            for (gate, reply) in rx {
-                let number = gate.number();
-                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| gate.run()));
-                let result = match ran {
-                    Ok(Ok(said)) => JobResult::Note(said),
-                    Ok(Err(e)) => failed(&e),
-                    Err(_) => {
-                        tracing::error!(pull = number, "the gate panicked; the gate thread carries on");
-                        JobResult::Failed { message: "the gate failed".into(), transient: true }
-                    }
-                };
-                let _ = reply.send(result);
+            for item in rx {
+                work(item);
             }
         })
-        .expect("spawn the gate thread");
+        .unwrap_or_else(|e| panic!("spawn the {role} thread: {e}"));
     tx
+}
+
+/// The gate's thread: reads pull requests (fetch, diff, scan; sizes their authors choose) and
+/// reports their check runs, so the writer only reads the holds and an alert never waits
+/// behind a pull request.
+fn spawn_gate_thread(name: Option<&str>) -> SyncSender<GateJob> {
+    spawn_helper("gate", name, GATE_QUEUE, |(gate, reply): GateJob| {
+        let number = gate.number();
+        let ran = std::panic::catch_unwind(AssertUnwindSafe(|| gate.run()));
+        let result = match ran {
+            Ok(Ok(said)) => JobResult::Note(said),
+            Ok(Err(e)) => failed(&e),
+            Err(_) => {
+                tracing::error!(pull = number, "the gate panicked; the gate thread carries on");
+                JobResult::Failed { message: "the gate failed".into(), transient: true }
+            }
+        };
+        let _ = reply.send(result);
+    })
 }
 
 /// Redelivery's thread: asks GitHub for the App's failed deliveries and to send them again,
 /// when the writer says a round may be due (see `engine::redeliver`). It keeps what it asked
-/// for; it stops when the writer does (its queue closes).
+/// for; a round still under way is not doubled (one waits at most).
 fn spawn_redelivery_thread(name: Option<&str>) -> SyncSender<crate::engine::redeliver::Round> {
-    let (tx, rx) = std::sync::mpsc::sync_channel::<crate::engine::redeliver::Round>(1);
-    let span_name = name.map(str::to_string);
-    std::thread::Builder::new()
-        .name(name.map_or_else(|| "rollbackd-redeliver".into(), |n| format!("redeliver-{n}")))
-        .stack_size(THREAD_STACK)
-        .spawn(move || {
-            let span = span_name.map(|n| tracing::info_span!("repo", repo = %n));
-            let _entered = span.as_ref().map(|s| s.enter());
-            let mut state = crate::engine::redeliver::Redelivery::default();
-            for round in rx {
-                let asked = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    crate::engine::redeliver::handle_due(&round, &mut state);
-                }));
-                if asked.is_err() {
-                    tracing::error!("redelivery panicked; it starts over from nothing asked");
-                    state = Default::default();
-                }
-            }
-        })
-        .expect("spawn the redelivery thread");
-    tx
+    let mut state = crate::engine::redeliver::Redelivery::default();
+    spawn_helper("redeliver", name, 1, move |round: crate::engine::redeliver::Round| {
+        let asked = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            crate::engine::redeliver::handle_due(&round, &mut state);
+        }));
+        if asked.is_err() {
+            tracing::error!("redelivery panicked; it starts over from nothing asked");
+            state = Default::default();
+        }
+    })
 }
 
 fn failed(e: &EngineError) -> JobResult {
