@@ -41,7 +41,7 @@ mod support;
 
 // Running the service: its configuration, the engine, the HTTP front and its single writer.
 pub use config::{Config, ConfigError, ConfigFile, Secrets};
-pub use engine::{Engine, EngineError, FINISH_WITHIN, Finishing, GateReport, Options, ReviewOutcome};
+pub use engine::{Engine, EngineError, FINISH_WITHIN, Finishing, GateReport, Options, ReviewOutcome, Session};
 pub use fleet::Fleet;
 pub use serve::{ServeError, serve};
 pub use server::{AppState, HttpSettings, admin_app as admin_router, app as router};

@@ -511,33 +511,13 @@ fn open_engine(config: &Path, repo: Option<&str>, clock: Arc<dyn Clock>, tells: 
     for unset in secrets.notify_unset.iter().filter(|_| tells) {
         tracing::warn!("{unset}: that channel is not told about what this command does");
     }
-    Ok(CliEngine(Some(Engine::new(config, secrets, clock)?)))
+    Ok(CliEngine::new(Engine::new(config, secrets, clock)?, rollbackd::FINISH_WITHIN))
 }
 
-/// The engine of one command. The process exits as soon as the command is done, so what the
-/// engine told people (a CLI rollback's notice) is given up to ten seconds to go out then.
-struct CliEngine(Option<Engine>);
-
-impl std::ops::Deref for CliEngine {
-    type Target = Engine;
-    fn deref(&self) -> &Engine {
-        self.0.as_ref().expect("present until dropped")
-    }
-}
-
-impl std::ops::DerefMut for CliEngine {
-    fn deref_mut(&mut self) -> &mut Engine {
-        self.0.as_mut().expect("present until dropped")
-    }
-}
-
-impl Drop for CliEngine {
-    fn drop(&mut self) {
-        if let Some(engine) = self.0.take() {
-            engine.finish().wait(rollbackd::FINISH_WITHIN);
-        }
-    }
-}
+/// The engine of one command: the process exits as soon as the command is done, so what the
+/// engine owes the forge and told people (a CLI rollback's pull request and notice) is given up
+/// to ten seconds to go out then.
+type CliEngine = rollbackd::Session;
 
 /// 0 done (or nothing to do), 2 denied or not allowed by any policy.
 fn exit_code(outcome: &Outcome) -> u8 {

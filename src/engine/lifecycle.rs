@@ -40,6 +40,46 @@ impl Finishing {
     }
 }
 
+/// The engine of one command (the CLI's, or a test's). The process goes on or exits as soon
+/// as the command is done, so when this goes, what the engine owes the forge and the notices it
+/// queued are given up to `within` to go out: finishing, explicitly, on the caller's thread
+/// (never the writer's). `into_inner` is the engine itself, for a caller that finishes it.
+pub struct Session {
+    engine: Option<Engine>,
+    within: std::time::Duration,
+}
+
+impl Session {
+    pub fn new(engine: Engine, within: std::time::Duration) -> Self {
+        Session { engine: Some(engine), within }
+    }
+
+    pub fn into_inner(mut self) -> Engine {
+        self.engine.take().expect("present until dropped")
+    }
+}
+
+impl std::ops::Deref for Session {
+    type Target = Engine;
+    fn deref(&self) -> &Engine {
+        self.engine.as_ref().expect("present until dropped")
+    }
+}
+
+impl std::ops::DerefMut for Session {
+    fn deref_mut(&mut self) -> &mut Engine {
+        self.engine.as_mut().expect("present until dropped")
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(engine) = self.engine.take() {
+            engine.finish().wait(self.within);
+        }
+    }
+}
+
 impl Engine {
     /// Lets go of the mirror and everything else at once, and returns the notices still on
     /// their way out, for the caller to wait for or not.

@@ -23,7 +23,7 @@ mod verify;
 pub(crate) use drill::drill_policy;
 pub use holds::GateReport;
 pub(crate) use holds::{GateStart, PullGate};
-pub use lifecycle::{FINISH_WITHIN, Finishing};
+pub use lifecycle::{FINISH_WITHIN, Finishing, Session};
 pub(crate) use owners::read_codeowners;
 pub(crate) use policies::covers_policies;
 pub(crate) use probe::QueryMetrics;

@@ -154,10 +154,15 @@ impl World {
         self.seed.tag(&format!("known-good/{service}/{env}/{stamp}"), at, "healthy", self.ago(100)).unwrap();
     }
 
-    /// An engine as the CLI has one: it waits, when dropped, for what it owes the forge.
-    pub fn engine(&self) -> TestEngine {
+    /// An engine as the CLI has one: when it goes, it waits (as the CLI does before it exits)
+    /// for the pull requests, comments and notices its writes owe, so a test looks at the forge
+    /// after they were sent. `into_inner` is the engine itself, for a writer.
+    pub fn engine(&self) -> rollbackd::Session {
         let (config, secrets) = Config::load(&self.config_path()).expect("config");
-        TestEngine(Some(Engine::new(config, secrets, self.clock.clone()).expect("engine")))
+        rollbackd::Session::new(
+            Engine::new(config, secrets, self.clock.clone()).expect("engine"),
+            std::time::Duration::from_secs(30),
+        )
     }
 
     /// An engine with its own data dir: another replica of the service.
@@ -415,36 +420,4 @@ pub fn chat_as(w: &World, principal: rollbackd::Principal, text: &str) -> rollba
         asked_at: None,
     };
     rollbackd::execute_chat(&mut w.engine(), &request)
-}
-
-/// An engine used as the CLI uses one, in this process: when it goes, it waits (as the CLI
-/// does before it exits) for the pull requests, comments and notices its writes owe, so a test
-/// looks at the forge after they were sent. `into_inner` is the engine itself, for a writer.
-pub struct TestEngine(Option<Engine>);
-
-impl TestEngine {
-    pub fn into_inner(mut self) -> Engine {
-        self.0.take().expect("present until dropped")
-    }
-}
-
-impl std::ops::Deref for TestEngine {
-    type Target = Engine;
-    fn deref(&self) -> &Engine {
-        self.0.as_ref().expect("present until dropped")
-    }
-}
-
-impl std::ops::DerefMut for TestEngine {
-    fn deref_mut(&mut self) -> &mut Engine {
-        self.0.as_mut().expect("present until dropped")
-    }
-}
-
-impl Drop for TestEngine {
-    fn drop(&mut self) {
-        if let Some(engine) = self.0.take() {
-            engine.finish().wait(std::time::Duration::from_secs(30));
-        }
-    }
 }
