@@ -273,18 +273,7 @@ fn token_forge_world(people: impl FnOnce(&World) -> serde_json::Value) -> (World
 /// `/rollback approve` commented on pull request `pr` by `login`, as GitHub delivers it;
 /// returns the status rollbackd answered.
 fn comment_on(gh: &FakeGithub, pr: u64, id: u64, login: &str) -> u16 {
-    let mut c = crate::common::http::fixture("issue_comment.created.payload.json");
-    c["issue"]["number"] = pr.into();
-    c["issue"]["pull_request"] = json!({ "url": format!("{}/repos/acme/config/pulls/{pr}", gh.url),
-        "html_url": "https://github.example/acme/config/pull/1", "diff_url": "https://github.example/d",
-        "patch_url": "https://github.example/p" });
-    c["comment"]["id"] = id.into();
-    c["comment"]["body"] = "/rollback approve".into();
-    c["comment"]["user"]["login"] = login.into();
-    c["sender"]["login"] = login.into();
-    c["repository"]["full_name"] = "acme/config".into();
-    let c = crate::common::openapi::webhook_payload("issue_comment", c);
-    gh.deliver("issue_comment", &format!("approve-{id}"), &serde_json::to_vec(&c).unwrap())
+    gh.deliver("issue_comment", &format!("approve-{id}"), &gh.pr_comment(pr, id, login, "/rollback approve"))
 }
 
 /// What rollbackd answered on the pull request to `login` (its comments neutralise `@`).

@@ -577,14 +577,8 @@ fn github_telling_rollbackd_about_its_own_comments_and_merge_does_not_loop() {
 
     // alice approves in a comment; rollbackd merges and says so; GitHub sends rollbackd its own
     // merge and its own comments back.
-    let mut c = crate::common::http::fixture("issue_comment.created.payload.json");
-    c["issue"]["number"] = pr.number.into();
-    c["issue"]["pull_request"] = json!({ "url": "https://api.github.example/repos/acme/config/pulls/1" });
-    c["comment"]["body"] = "/rollback approve".into();
-    c["comment"]["user"]["login"] = "alice".into();
-    c["sender"]["login"] = "alice".into();
-    c["repository"]["full_name"] = "acme/config".into();
-    assert_eq!(gh.deliver("issue_comment", "approve-1", &serde_json::to_vec(&c).unwrap()), 200);
+    let c = gh.pr_comment(pr.number, 7001, "alice", "/rollback approve");
+    assert_eq!(gh.deliver("issue_comment", "approve-1", &c), 200);
     wait_for("the merge", 30, || gh.prs()[0].state == "closed");
     let own = |event: &str| {
         let gh = gh.gh.lock().unwrap();
@@ -789,14 +783,7 @@ fn a_command_in_a_comment_while_github_is_slow_to_take_replies_does_not_hold_the
     let s = crate::serve::serve_app(&w, &gh, "srv");
     let release = gh.hold("POST /repos/acme/config/issues");
 
-    let mut c = crate::common::http::fixture("issue_comment.created.payload.json");
-    c["issue"]["number"] = pr.number.into();
-    c["issue"]["pull_request"] = json!({ "url": "https://api.github.example/repos/acme/config/pulls/1" });
-    c["comment"]["body"] = "/rollback help".into();
-    c["comment"]["user"]["login"] = "alice".into();
-    c["sender"]["login"] = "alice".into();
-    c["repository"]["full_name"] = "acme/config".into();
-    assert_eq!(gh.deliver("issue_comment", "help-1", &serde_json::to_vec(&c).unwrap()), 200);
+    assert_eq!(gh.deliver("issue_comment", "help-1", &gh.pr_comment(pr.number, 7002, "alice", "/rollback help")), 200);
     wait_for("GitHub asked for the first reaction", 30, || {
         gh.gh.lock().unwrap().requests.iter().any(|r| r.starts_with("POST /repos/acme/config/issues/comments/"))
     });

@@ -41,17 +41,8 @@ fn an_enterprise_managed_user_approves_from_a_pull_request_comment() {
     let s = served_app(&w, &gh, &teams);
 
     // An EMU login is `name_shortcode`.
-    let mut c = crate::common::http::fixture("issue_comment.created.payload.json");
-    c["issue"]["number"] = pr.number.into();
-    c["issue"]["pull_request"] = json!({ "url": format!("{}/repos/acme/config/pulls/{}", gh.url, pr.number),
-        "html_url": "https://github.example/acme/config/pull/1", "diff_url": "https://github.example/d",
-        "patch_url": "https://github.example/p" });
-    c["comment"]["body"] = "/rollback approve".into();
-    c["comment"]["user"]["login"] = "alice_acme".into();
-    c["sender"]["login"] = "alice_acme".into();
-    c["repository"]["full_name"] = "acme/config".into();
-    let c = webhook_payload("issue_comment", c);
-    assert_eq!(gh.deliver("issue_comment", "emu-approve-1", &serde_json::to_vec(&c).unwrap()), 200);
+    let c = gh.pr_comment(pr.number, 7001, "alice_acme", "/rollback approve");
+    assert_eq!(gh.deliver("issue_comment", "emu-approve-1", &c), 200);
     wait_for("the merge", 30, || gh.prs()[0].state == "closed");
     assert_eq!(w.trailers("main", "Rollback-Id").len(), 1);
     drop(s);

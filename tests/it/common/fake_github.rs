@@ -226,6 +226,22 @@ impl FakeGithub {
         tx
     }
 
+    /// `body` commented by `login` on pull request `pr` of the config repo (comment `id`), as
+    /// GitHub delivers an `issue_comment` (checked against GitHub's webhooks description).
+    pub fn pr_comment(&self, pr: u64, id: u64, login: &str, body: &str) -> Vec<u8> {
+        let mut c = super::http::fixture("issue_comment.created.payload.json");
+        c["issue"]["number"] = pr.into();
+        c["issue"]["pull_request"] = json!({ "url": format!("{}/repos/acme/config/pulls/{pr}", self.url),
+            "html_url": format!("https://github.example/acme/config/pull/{pr}"), "diff_url": "https://github.example/d",
+            "patch_url": "https://github.example/p" });
+        c["comment"]["id"] = id.into();
+        c["comment"]["body"] = body.into();
+        c["comment"]["user"]["login"] = login.into();
+        c["sender"]["login"] = login.into();
+        c["repository"]["full_name"] = "acme/config".into();
+        serde_json::to_vec(&super::openapi::webhook_payload("issue_comment", c)).unwrap()
+    }
+
     pub fn prs(&self) -> Vec<FakePr> {
         self.gh.lock().unwrap().prs.clone()
     }
