@@ -335,65 +335,6 @@ impl GithubForge {
         }
     }
 
-    /// The required checks that have not (yet) passed on `sha`. A required name may be a check
-    /// run (every page of them) or a commit status context (the older Status API); a check run
-    /// passes when it completed as `success`, `neutral` or `skipped`, as GitHub's required
-    /// checks count them, and a status when it is `success`. The newest run of a name counts.
-    pub fn checks_pending(&self, sha: &str, required: &[String]) -> Result<Vec<String>, ForgeError> {
-        if required.is_empty() {
-            return Ok(Vec::new());
-        }
-        let (runs, statuses) = self.checks_of(sha)?;
-        let field = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
-        let passed = |name: &str| {
-            let run = runs.iter().filter(|r| field(r, "name").as_deref() == Some(name)).max_by_key(|r| {
-                (field(r, "started_at").unwrap_or_default(), r.get("id").and_then(Value::as_u64).unwrap_or(0))
-            });
-            if let Some(r) = run {
-                return field(r, "status").as_deref() == Some("completed")
-                    && matches!(field(r, "conclusion").as_deref(), Some("success" | "neutral" | "skipped"));
-            }
-            statuses.iter().any(|s| {
-                field(s, "context").as_deref() == Some(name) && field(s, "state").as_deref() == Some("success")
-            })
-        };
-        Ok(required.iter().filter(|n| !passed(n)).cloned().collect())
-    }
-
-    /// Every check on `sha` (the newest run of each name, and each commit status), by what it
-    /// said: what a drill branch's CI said.
-    pub fn ci_of(&self, sha: &str) -> Result<CiChecks, ForgeError> {
-        let (runs, statuses) = self.checks_of(sha)?;
-        let field = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
-        let mut newest: std::collections::BTreeMap<String, &Value> = std::collections::BTreeMap::new();
-        for r in &runs {
-            let Some(name) = field(r, "name") else { continue };
-            let key = |v: &Value| {
-                (field(v, "started_at").unwrap_or_default(), v.get("id").and_then(Value::as_u64).unwrap_or(0))
-            };
-            if newest.get(&name).is_none_or(|old| key(old) < key(r)) {
-                newest.insert(name, r);
-            }
-        }
-        let (mut failed, mut pending, mut passed) = (Vec::new(), Vec::new(), Vec::new());
-        for (name, r) in newest {
-            match (field(r, "status").as_deref(), field(r, "conclusion").as_deref()) {
-                (Some("completed"), Some("success" | "neutral" | "skipped")) => passed.push(name),
-                (Some("completed"), _) => failed.push(name),
-                _ => pending.push(name),
-            }
-        }
-        for st in &statuses {
-            let Some(name) = field(st, "context") else { continue };
-            match field(st, "state").as_deref() {
-                Some("success") => passed.push(name),
-                Some("failure" | "error") => failed.push(name),
-                _ => pending.push(name),
-            }
-        }
-        Ok(CiChecks { failed, pending, passed })
-    }
-
     /// The check runs (every page) and commit statuses on `sha`.
     fn checks_of(&self, sha: &str) -> Result<(Vec<Value>, Vec<Value>), ForgeError> {
         let mut runs: Vec<Value> = Vec::new();
@@ -467,36 +408,6 @@ impl GithubForge {
         })
     }
 
-    /// Whether GitHub user `login` is in team `org/team`: `GET /orgs/{org}/teams/{team_slug}/memberships/{username}`.
-    /// An `active` membership is one; a `pending` one (an invitation not accepted yet) is not,
-    /// nor is a 404 (no membership, or a team these credentials cannot see). Anything else,
-    /// a 403 above all (an App not granted Members read), is an error: nobody is taken for a
-    /// member on it.
-    pub fn team_membership(&self, team: &str, login: &str) -> Result<TeamMembership, ForgeError> {
-        let plain =
-            |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-        let (org, slug) = team.split_once('/').unwrap_or(("", ""));
-        // `.` and `..` would be resolved away by the URL: no such team.
-        if !plain(org) || !plain(slug) || !plain(login) || [org, slug, login].iter().any(|s| s.starts_with('.')) {
-            return Err(ForgeError::Config(format!("`{team}` / `{login}` is not a GitHub team and login")));
-        }
-        let path = format!("/orgs/{org}/teams/{slug}/memberships/{login}");
-        match self.call(Method::Get, &path, None) {
-            Ok(v) => match v.get("state").and_then(Value::as_str) {
-                Some("active") => Ok(TeamMembership::Active),
-                Some("pending") => Ok(TeamMembership::Pending),
-                other => Err(ForgeError::Api {
-                    method: "GET",
-                    path,
-                    status: 200,
-                    message: format!("unexpected membership state {other:?}"),
-                }),
-            },
-            Err(ForgeError::Api { status: 404, .. }) => Ok(TeamMembership::NotMember),
-            Err(e) => Err(e),
-        }
-    }
-
     /// Whether it authenticates as a GitHub App (which alone can read its webhook deliveries).
     pub fn is_app(&self) -> bool {
         self.app.is_some()
@@ -528,13 +439,6 @@ impl GithubForge {
         Ok(out)
     }
 
-    /// Asks GitHub to send delivery `id` again (it answers 202 and sends it soon).
-    pub fn redeliver(&self, id: u64) -> Result<(), ForgeError> {
-        let Some(app) = &self.app else { return Ok(()) };
-        let path = format!("/app/hook/deliveries/{id}/attempts");
-        self.rt.block_on(api::call(&app.client, Method::Post, &path, None, false)).map(|_| ())
-    }
-
     /// Opens an issue; returns its URL.
     pub fn open_issue(&self, title: &str, body: &str, labels: &[String]) -> Result<String, ForgeError> {
         let v = self.call(
@@ -543,86 +447,6 @@ impl GithubForge {
             Some(json!({ "title": title, "body": body, "labels": labels })),
         )?;
         Ok(v.get("html_url").and_then(Value::as_str).unwrap_or_default().to_string())
-    }
-
-    /// A `rollbackd/policies` check run on `commit`, each error an annotation at its file and
-    /// line. Only a GitHub App may create check runs: with a personal token (403), a commit
-    /// comment says the same.
-    pub fn report_policies(&self, commit: &str, errors: &[String], in_force: usize) -> Result<(), ForgeError> {
-        let (conclusion, title) = if errors.is_empty() {
-            ("success", format!("{in_force} policies in force"))
-        } else {
-            ("failure", format!("refused: {} errors; the {in_force} policies in force stay", errors.len()))
-        };
-        let annotations: Vec<Value> = errors.iter().map(|e| annotation(e)).collect();
-        let summary = if errors.is_empty() {
-            "rollbackd switched to the policies of this commit.".to_string()
-        } else {
-            format!("rollbackd did not switch to the policies of this commit:\n\n```\n{}\n```", errors.join("\n"))
-        };
-        match self.check_run("rollbackd/policies", commit, conclusion, &title, &summary, annotations) {
-            Err(ForgeError::Api { status: 403, .. }) if !errors.is_empty() => {
-                let body = format!("**rollbackd/policies: {title}**\n\n{}", capped(&summary));
-                self.call(
-                    Method::Post,
-                    &self.repo_path(&format!("/commits/{commit}/comments")),
-                    Some(json!({ "body": body })),
-                )
-                .map(|_| ())
-            }
-            Err(ForgeError::Api { status: 403, .. }) => Ok(()),
-            other => other.map(|_| ()),
-        }
-    }
-
-    /// The `rollbackd/gate` check run on `commit`; GitHub refuses check runs to a token (403),
-    /// so then a refusal is a comment on the pull request.
-    pub fn report_gate(
-        &self,
-        number: u64,
-        commit: &str,
-        violations: &[String],
-        plans: &[crate::domain::change_plan::ChangePlan],
-    ) -> Result<(), ForgeError> {
-        let (conclusion, title) = match violations.len() {
-            0 => ("success", "no held artifact comes back".to_string()),
-            1 => ("failure", "1 change brings back a held artifact".to_string()),
-            n => ("failure", format!("{n} changes bring back held artifacts")),
-        };
-        let annotations: Vec<Value> = violations
-            .iter()
-            .map(|v| {
-                let (path, message) = v.split_once(": ").unwrap_or(("", v));
-                json!({ "path": path, "start_line": 1, "end_line": 1, "annotation_level": "failure",
-                        "title": "held by a rollback", "message": message })
-            })
-            .collect();
-        let held = if violations.is_empty() {
-            "rollbackd found no change that reintroduces an artifact a rollback undid.".to_string()
-        } else {
-            format!(
-                "A rollback undid these artifacts; this change brings them back:\n\n{}",
-                violations.iter().map(|v| format!("- {v}")).collect::<Vec<_>>().join("\n")
-            )
-        };
-        let summary = with_plan(held, plans);
-        match self.check_run("rollbackd/gate", commit, conclusion, &title, &summary, annotations) {
-            Err(ForgeError::Api { status: 403, .. }) if !violations.is_empty() => {
-                self.comment(number, &format!("**rollbackd/gate: {title}**\n\n{}", capped(&summary))).map(|_| ())
-            }
-            Err(ForgeError::Api { status: 403, .. }) => Ok(()),
-            other => other.map(|_| ()),
-        }
-    }
-
-    pub fn report_gate_refused(&self, number: u64, commit: &str, why: &str) -> Result<(), ForgeError> {
-        let title = "too large to gate";
-        match self.check_run("rollbackd/gate", commit, "failure", title, why, Vec::new()) {
-            Err(ForgeError::Api { status: 403, .. }) => {
-                self.comment(number, &format!("**rollbackd/gate: {title}**\n\n{why}")).map(|_| ())
-            }
-            other => other.map(|_| ()),
-        }
     }
 
     /// A completed check run: its summary cut to what GitHub takes (with a pointer to
@@ -886,10 +710,38 @@ impl super::Forge for GithubForge {
         GithubForge::open_issue(self, title, body, labels).map(Some)
     }
 
+    /// A `rollbackd/policies` check run on `commit`, each error an annotation at its file and
+    /// line. Only a GitHub App may create check runs: with a personal token (403), a commit
+    /// comment says the same.
     fn report_policies(&self, commit: &str, errors: &[String], in_force: usize) -> Result<(), ForgeError> {
-        GithubForge::report_policies(self, commit, errors, in_force)
+        let (conclusion, title) = if errors.is_empty() {
+            ("success", format!("{in_force} policies in force"))
+        } else {
+            ("failure", format!("refused: {} errors; the {in_force} policies in force stay", errors.len()))
+        };
+        let annotations: Vec<Value> = errors.iter().map(|e| annotation(e)).collect();
+        let summary = if errors.is_empty() {
+            "rollbackd switched to the policies of this commit.".to_string()
+        } else {
+            format!("rollbackd did not switch to the policies of this commit:\n\n```\n{}\n```", errors.join("\n"))
+        };
+        match self.check_run("rollbackd/policies", commit, conclusion, &title, &summary, annotations) {
+            Err(ForgeError::Api { status: 403, .. }) if !errors.is_empty() => {
+                let body = format!("**rollbackd/policies: {title}**\n\n{}", capped(&summary));
+                self.call(
+                    Method::Post,
+                    &self.repo_path(&format!("/commits/{commit}/comments")),
+                    Some(json!({ "body": body })),
+                )
+                .map(|_| ())
+            }
+            Err(ForgeError::Api { status: 403, .. }) => Ok(()),
+            other => other.map(|_| ()),
+        }
     }
 
+    /// The `rollbackd/gate` check run on `commit`; GitHub refuses check runs to a token (403),
+    /// so then a refusal is a comment on the pull request.
     fn report_gate(
         &self,
         number: u64,
@@ -897,23 +749,134 @@ impl super::Forge for GithubForge {
         violations: &[String],
         plans: &[crate::domain::change_plan::ChangePlan],
     ) -> Result<(), ForgeError> {
-        GithubForge::report_gate(self, number, commit, violations, plans)
+        let (conclusion, title) = match violations.len() {
+            0 => ("success", "no held artifact comes back".to_string()),
+            1 => ("failure", "1 change brings back a held artifact".to_string()),
+            n => ("failure", format!("{n} changes bring back held artifacts")),
+        };
+        let annotations: Vec<Value> = violations
+            .iter()
+            .map(|v| {
+                let (path, message) = v.split_once(": ").unwrap_or(("", v));
+                json!({ "path": path, "start_line": 1, "end_line": 1, "annotation_level": "failure",
+                        "title": "held by a rollback", "message": message })
+            })
+            .collect();
+        let held = if violations.is_empty() {
+            "rollbackd found no change that reintroduces an artifact a rollback undid.".to_string()
+        } else {
+            format!(
+                "A rollback undid these artifacts; this change brings them back:\n\n{}",
+                violations.iter().map(|v| format!("- {v}")).collect::<Vec<_>>().join("\n")
+            )
+        };
+        let summary = with_plan(held, plans);
+        match self.check_run("rollbackd/gate", commit, conclusion, &title, &summary, annotations) {
+            Err(ForgeError::Api { status: 403, .. }) if !violations.is_empty() => {
+                self.comment(number, &format!("**rollbackd/gate: {title}**\n\n{}", capped(&summary))).map(|_| ())
+            }
+            Err(ForgeError::Api { status: 403, .. }) => Ok(()),
+            other => other.map(|_| ()),
+        }
     }
 
     fn report_gate_refused(&self, number: u64, commit: &str, why: &str) -> Result<(), ForgeError> {
-        GithubForge::report_gate_refused(self, number, commit, why)
+        let title = "too large to gate";
+        match self.check_run("rollbackd/gate", commit, "failure", title, why, Vec::new()) {
+            Err(ForgeError::Api { status: 403, .. }) => {
+                self.comment(number, &format!("**rollbackd/gate: {title}**\n\n{why}")).map(|_| ())
+            }
+            other => other.map(|_| ()),
+        }
     }
 
+    /// The required checks that have not (yet) passed on `sha`. A required name may be a check
+    /// run (every page of them) or a commit status context (the older Status API); a check run
+    /// passes when it completed as `success`, `neutral` or `skipped`, as GitHub's required
+    /// checks count them, and a status when it is `success`. The newest run of a name counts.
     fn checks_pending(&self, sha: &str, required: &[String]) -> Result<Vec<String>, ForgeError> {
-        GithubForge::checks_pending(self, sha, required)
+        if required.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (runs, statuses) = self.checks_of(sha)?;
+        let field = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+        let passed = |name: &str| {
+            let run = runs.iter().filter(|r| field(r, "name").as_deref() == Some(name)).max_by_key(|r| {
+                (field(r, "started_at").unwrap_or_default(), r.get("id").and_then(Value::as_u64).unwrap_or(0))
+            });
+            if let Some(r) = run {
+                return field(r, "status").as_deref() == Some("completed")
+                    && matches!(field(r, "conclusion").as_deref(), Some("success" | "neutral" | "skipped"));
+            }
+            statuses.iter().any(|s| {
+                field(s, "context").as_deref() == Some(name) && field(s, "state").as_deref() == Some("success")
+            })
+        };
+        Ok(required.iter().filter(|n| !passed(n)).cloned().collect())
     }
 
+    /// Every check on `sha` (the newest run of each name, and each commit status), by what it
+    /// said: what a drill branch's CI said.
     fn ci_of(&self, sha: &str) -> Result<CiChecks, ForgeError> {
-        GithubForge::ci_of(self, sha)
+        let (runs, statuses) = self.checks_of(sha)?;
+        let field = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+        let mut newest: std::collections::BTreeMap<String, &Value> = std::collections::BTreeMap::new();
+        for r in &runs {
+            let Some(name) = field(r, "name") else { continue };
+            let key = |v: &Value| {
+                (field(v, "started_at").unwrap_or_default(), v.get("id").and_then(Value::as_u64).unwrap_or(0))
+            };
+            if newest.get(&name).is_none_or(|old| key(old) < key(r)) {
+                newest.insert(name, r);
+            }
+        }
+        let (mut failed, mut pending, mut passed) = (Vec::new(), Vec::new(), Vec::new());
+        for (name, r) in newest {
+            match (field(r, "status").as_deref(), field(r, "conclusion").as_deref()) {
+                (Some("completed"), Some("success" | "neutral" | "skipped")) => passed.push(name),
+                (Some("completed"), _) => failed.push(name),
+                _ => pending.push(name),
+            }
+        }
+        for st in &statuses {
+            let Some(name) = field(st, "context") else { continue };
+            match field(st, "state").as_deref() {
+                Some("success") => passed.push(name),
+                Some("failure" | "error") => failed.push(name),
+                _ => pending.push(name),
+            }
+        }
+        Ok(CiChecks { failed, pending, passed })
     }
 
+    /// Whether GitHub user `login` is in team `org/team`: `GET /orgs/{org}/teams/{team_slug}/memberships/{username}`.
+    /// An `active` membership is one; a `pending` one (an invitation not accepted yet) is not,
+    /// nor is a 404 (no membership, or a team these credentials cannot see). Anything else,
+    /// a 403 above all (an App not granted Members read), is an error: nobody is taken for a
+    /// member on it.
     fn team_membership(&self, team: &str, login: &str) -> Result<TeamMembership, ForgeError> {
-        GithubForge::team_membership(self, team, login)
+        let plain =
+            |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        let (org, slug) = team.split_once('/').unwrap_or(("", ""));
+        // `.` and `..` would be resolved away by the URL: no such team.
+        if !plain(org) || !plain(slug) || !plain(login) || [org, slug, login].iter().any(|s| s.starts_with('.')) {
+            return Err(ForgeError::Config(format!("`{team}` / `{login}` is not a GitHub team and login")));
+        }
+        let path = format!("/orgs/{org}/teams/{slug}/memberships/{login}");
+        match self.call(Method::Get, &path, None) {
+            Ok(v) => match v.get("state").and_then(Value::as_str) {
+                Some("active") => Ok(TeamMembership::Active),
+                Some("pending") => Ok(TeamMembership::Pending),
+                other => Err(ForgeError::Api {
+                    method: "GET",
+                    path,
+                    status: 200,
+                    message: format!("unexpected membership state {other:?}"),
+                }),
+            },
+            Err(ForgeError::Api { status: 404, .. }) => Ok(TeamMembership::NotMember),
+            Err(e) => Err(e),
+        }
     }
 
     fn sees_deliveries(&self) -> bool {
@@ -924,8 +887,11 @@ impl super::Forge for GithubForge {
         self.is_app().then(|| GithubForge::deliveries(self, since))
     }
 
+    /// Asks GitHub to send delivery `id` again (it answers 202 and sends it soon).
     fn redeliver(&self, id: u64) -> Result<(), ForgeError> {
-        GithubForge::redeliver(self, id)
+        let Some(app) = &self.app else { return Ok(()) };
+        let path = format!("/app/hook/deliveries/{id}/attempts");
+        self.rt.block_on(api::call(&app.client, Method::Post, &path, None, false)).map(|_| ())
     }
 
     fn github(&self) -> Option<&GithubForge> {

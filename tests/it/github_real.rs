@@ -184,7 +184,7 @@ fn a_long_gate_report_is_cut_to_what_github_takes_and_its_annotations_sent_50_at
     let gh = FakeGithub::start(w.origin.clone());
     app_config(&w, &gh, &[("directory.github_teams", json!({ "acme/sre": ["carol"] }))]);
     let engine = w.engine();
-    let forge = engine.forge().github().unwrap();
+    let forge = engine.forge();
     let violations: Vec<String> =
         (0..120).map(|i| format!("apps/s{i}/prod/deploy.yaml: brings back {} held", "x".repeat(1000))).collect();
     forge.report_gate(7, &w.good.0, &violations, &[]).unwrap();
@@ -229,7 +229,7 @@ fn an_installation_without_checks_write_gets_the_gate_as_a_comment() {
         "pull_requests": "write", "issues": "write", "checks": "read", "statuses": "read" }));
     app_config(&w, &gh, &[("directory.github_teams", json!({ "acme/sre": ["carol"] }))]);
     let engine = w.engine();
-    let forge = engine.forge().github().unwrap();
+    let forge = engine.forge();
     forge.report_gate(7, &w.good.0, &["apps/checkout/prod/deploy.yaml: brings back 1.5.0".to_string()], &[]).unwrap();
     assert!(gh.gh.lock().unwrap().check_runs_created.is_empty(), "GitHub refused the check run (403)");
     let comments = gh.comments();
