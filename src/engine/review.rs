@@ -626,18 +626,16 @@ pub(super) fn handle_resume(
     actor: &Actor,
     asked_at: Option<Timestamp>,
 ) -> Result<Answer, EngineError> {
-    if let Some(refused) = ctx.may_freeze(actor, "pause or resume") {
-        return Ok(refused);
-    }
-    let (_lock, now) = ctx.begin_fresh()?;
     let who = actor.id();
-    let asked_at = asked_at.unwrap_or(now);
-    let removed = ctx.repo.update_freezes(&format!("Resume by {who}\n"), now, |set| set.resume(now, asked_at))?;
-    Ok(Answer::done(if removed == 0 {
-        "automatic rollbacks were not paused".into()
-    } else {
-        format!("automatic rollbacks resumed by {who}")
-    }))
+    let lifted =
+        lift_freezes(ctx, actor, "pause or resume", asked_at, &format!("Resume by {who}\n"), |set, now, asked| {
+            set.resume(now, asked)
+        })?;
+    Ok(match lifted {
+        Err(refused) => refused,
+        Ok(0) => Answer::done("automatic rollbacks were not paused"),
+        Ok(_) => Answer::done(format!("automatic rollbacks resumed by {who}")),
+    })
 }
 
 /// Lifts freezes of `scope` (in `env`, or every env). `asked_at` is when the person asked
@@ -650,18 +648,35 @@ pub(super) fn handle_unfreeze(
     actor: &Actor,
     asked_at: Option<Timestamp>,
 ) -> Result<Answer, EngineError> {
-    if let Some(refused) = ctx.may_freeze(actor, "freeze or unfreeze") {
-        return Ok(refused);
+    let who = actor.id();
+    let message = format!("Unfreeze {scope} by {who}\n");
+    let lifted = lift_freezes(ctx, actor, "freeze or unfreeze", asked_at, &message, |set, now, asked| {
+        set.remove(scope, env, now, asked)
+    })?;
+    Ok(match lifted {
+        Err(refused) => refused,
+        Ok(0) => Answer::done(format!("{scope} was not frozen")),
+        Ok(1) => Answer::done(format!("{scope} unfrozen by {who}")),
+        Ok(n) => Answer::done(format!("{scope} unfrozen by {who}: {n} freezes lifted")),
+    })
+}
+
+/// Lifts freezes for `actor` (authorised to `act` like a freeze), recorded with `message`:
+/// `lift` removes them given now and when the person asked (`asked_at`, default now: a freeze
+/// set after that stays, so a replayed request cannot lift a newer one). How many it lifted,
+/// or the refusal.
+fn lift_freezes(
+    ctx: &mut super::Ctx,
+    actor: &Actor,
+    act: &str,
+    asked_at: Option<Timestamp>,
+    message: &str,
+    mut lift: impl FnMut(&mut crate::domain::freeze::Freezes, Timestamp, Timestamp) -> usize,
+) -> Result<Result<usize, Answer>, EngineError> {
+    if let Some(refused) = ctx.may_freeze(actor, act) {
+        return Ok(Err(refused));
     }
     let (_lock, now) = ctx.begin_fresh()?;
-    let who = actor.id();
     let asked_at = asked_at.unwrap_or(now);
-    let removed = ctx
-        .repo
-        .update_freezes(&format!("Unfreeze {scope} by {who}\n"), now, |set| set.remove(scope, env, now, asked_at))?;
-    Ok(Answer::done(match removed {
-        0 => format!("{scope} was not frozen"),
-        1 => format!("{scope} unfrozen by {who}"),
-        n => format!("{scope} unfrozen by {who}: {n} freezes lifted"),
-    }))
+    Ok(Ok(ctx.repo.update_freezes(message, now, |set| lift(set, now, asked_at))?))
 }
